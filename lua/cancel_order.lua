@@ -1,0 +1,24 @@
+-- cancel_order: a shopper cancels an unpaid order; its units go back on sale
+-- and stop counting towards the shopper's limit.
+-- KEYS[1] fs:{sale}:order:<order id>  hash: the order
+-- KEYS[2] fs:{sale}:stock   string: units remaining
+-- KEYS[3] fs:{sale}:stats   hash: reserved, paid, cancelled, expired (units)
+-- KEYS[4] fs:{sale}:buyers  hash: shopper -> units held
+-- ARGV[1] shopper id (must own the order)
+-- Returns {'cancelled', {field, value, ...}} | {'not_found'} | {'conflict', status}.
+local o = redis.call('HMGET', KEYS[1], 'user_id', 'quantity', 'status')
+if not o[1] or o[1] ~= ARGV[1] then
+  return {'not_found'}
+end
+if o[3] ~= 'pending_payment' then
+  return {'conflict', o[3]}
+end
+local qty = tonumber(o[2])
+redis.call('HSET', KEYS[1], 'status', 'cancelled')
+redis.call('INCRBY', KEYS[2], qty)
+redis.call('HINCRBY', KEYS[3], 'reserved', -qty)
+redis.call('HINCRBY', KEYS[3], 'cancelled', qty)
+if redis.call('HINCRBY', KEYS[4], ARGV[1], -qty) <= 0 then
+  redis.call('HDEL', KEYS[4], ARGV[1])
+end
+return {'cancelled', redis.call('HGETALL', KEYS[1])}

@@ -1,0 +1,12 @@
+-- create_sale: schedule a new sale, its metadata and its stock in one step.
+-- KEYS[1] fs:{sale}:sale   hash: the sale's fields
+-- KEYS[2] fs:{sale}:stock  string: units remaining
+-- ARGV[1] stock_total
+-- ARGV[2..] field, value pairs of the sale
+-- Returns 1 when created, 0 when the id already exists.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SET', KEYS[2], ARGV[1])
+return 1

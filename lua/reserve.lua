@@ -1,0 +1,69 @@
+-- reserve: the hot path. In one atomic step: replay an idempotent retry, check
+-- the window (Redis clock), the per-user limit and the stock, then take the
+-- stock, count the shopper, record the order and queue it on the sale's
+-- stream for the order service. Checks run in the order of
+-- domain::check_reservation.
+-- KEYS[1] fs:{sale}:sale     hash: the sale's fields
+-- KEYS[2] fs:{sale}:stock    string: units remaining
+-- KEYS[3] fs:{sale}:stats    hash: reserved, paid, cancelled, expired (units)
+-- KEYS[4] fs:{sale}:buyers   hash: shopper -> units held
+-- KEYS[5] fs:{sale}:idem     hash: shopper + key -> 'order_id quantity'
+-- KEYS[6] fs:{sale}:uorders  hash: shopper -> space-separated order ids
+-- KEYS[7] fs:{sale}:order:<order id>  hash: the new order
+-- KEYS[8] fs:{sale}:stream   stream: reservations for the order service
+-- ARGV[1] shopper id, ARGV[2] quantity, ARGV[3] new order id,
+-- ARGV[4] idempotency field ('' when the request has no key)
+-- Returns one of
+--   {'reserved', now_ms, expires_ms, remaining, held, amount_cents, currency}
+--   {'replay', order_id} | {'idempotency_mismatch'} | {'not_found'}
+--   {'not_started'} | {'ended'} | {'limit_exceeded'} | {'sold_out', remaining}
+local user, qty, order_id, idem = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+if idem ~= '' then
+  local prev = redis.call('HGET', KEYS[5], idem)
+  if prev then
+    local sep = string.find(prev, ' ', 1, true)
+    if string.sub(prev, sep + 1) ~= ARGV[2] then
+      return {'idempotency_mismatch'}
+    end
+    return {'replay', string.sub(prev, 1, sep - 1)}
+  end
+end
+local m = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'per_user_limit',
+  'price_cents', 'payment_timeout_secs', 'currency')
+if not m[1] then
+  return {'not_found'}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if m[1] ~= 'scheduled' then
+  return {'ended'}
+end
+if now < tonumber(m[2]) then
+  return {'not_started'}
+end
+if now >= tonumber(m[3]) then
+  return {'ended'}
+end
+local held = tonumber(redis.call('HGET', KEYS[4], user) or '0')
+if held + qty > tonumber(m[4]) then
+  return {'limit_exceeded'}
+end
+local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
+if stock < qty then
+  return {'sold_out', stock}
+end
+local remaining = redis.call('DECRBY', KEYS[2], qty)
+redis.call('HINCRBY', KEYS[3], 'reserved', qty)
+held = redis.call('HINCRBY', KEYS[4], user, qty)
+local amount = qty * tonumber(m[5])
+local expires = now + tonumber(m[6]) * 1000
+redis.call('HSET', KEYS[7], 'user_id', user, 'quantity', qty, 'amount_cents', amount,
+  'currency', m[7], 'status', 'pending_payment', 'created_at', now, 'expires_at', expires)
+local mine = redis.call('HGET', KEYS[6], user)
+redis.call('HSET', KEYS[6], user, mine and (mine .. ' ' .. order_id) or order_id)
+if idem ~= '' then
+  redis.call('HSET', KEYS[5], idem, order_id .. ' ' .. ARGV[2])
+end
+redis.call('XADD', KEYS[8], '*', 'order_id', order_id, 'user_id', user, 'quantity', qty,
+  'amount_cents', amount, 'expires_at', expires)
+return {'reserved', now, expires, remaining, held, amount, m[7]}

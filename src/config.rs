@@ -1,0 +1,217 @@
+//! Every setting: a CLI flag and a `FLASHSALE_*` environment variable (the
+//! flag wins), with its default, validated once at start. `flashsale --help`
+//! lists them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::store::RedisTarget;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flashsale",
+    version,
+    about = "A flash-sale and seckill engine",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings of `serve`, the default command.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the engine (the default).
+    Serve(Config),
+    /// Mint a shopper token for development and demos (in production the
+    /// merchant's login service issues them).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    #[arg(long, env = "FLASHSALE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// `redis://host:port/db`, or with --redis-cluster a comma-separated list
+    /// of node URLs. Unset: the embedded in-memory store.
+    #[arg(long, env = "FLASHSALE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Treat FLASHSALE_REDIS_URL as the nodes of a Redis Cluster.
+    #[arg(long, env = "FLASHSALE_REDIS_CLUSTER", default_value_t = false)]
+    pub redis_cluster: bool,
+
+    /// Bearer token of the admin API. Unset: a random one is generated and
+    /// logged once at start.
+    #[arg(long, env = "FLASHSALE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// HS256 secret that verifies shoppers' tokens. Unset: a random one is
+    /// generated and logged once at start (development only).
+    #[arg(long, env = "FLASHSALE_USER_TOKEN_SECRET", hide_env_values = true)]
+    pub user_token_secret: Option<String>,
+
+    /// Bound on every Redis connect and command, in milliseconds; past it the
+    /// call fails with 503 `unavailable`.
+    #[arg(long, env = "FLASHSALE_STORE_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub store_timeout_ms: u64,
+
+    /// Longest a reservation may wait for its sale's actor and the store, in
+    /// milliseconds; past it the client gets 503 `unavailable` and may retry
+    /// with the same Idempotency-Key.
+    #[arg(long, env = "FLASHSALE_RESERVE_TIMEOUT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub reserve_timeout_ms: u64,
+
+    /// Largest request body accepted, in bytes (413 `payload_too_large` past it).
+    #[arg(long, env = "FLASHSALE_BODY_LIMIT_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
+    pub body_limit_bytes: u64,
+
+    /// Threads (actix arbiters) that run the per-sale inventory actors.
+    #[arg(long, env = "FLASHSALE_ACTOR_ARBITERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub actor_arbiters: u64,
+
+    /// Reservations that may wait in one sale actor's mailbox; past it the
+    /// engine answers 503 `overloaded` at once.
+    #[arg(long, env = "FLASHSALE_ACTOR_MAILBOX", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub actor_mailbox: u64,
+
+    /// Store calls one sale actor may have in flight at once; past it the
+    /// engine answers 503 `overloaded`.
+    #[arg(long, env = "FLASHSALE_ACTOR_IN_FLIGHT_MAX", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub actor_in_flight_max: u64,
+
+    /// Shoppers at their limit that one sale actor remembers (answering
+    /// `limit_exceeded` from memory); past it the store decides.
+    #[arg(long, env = "FLASHSALE_ACTOR_KNOWN_SHOPPERS_MAX", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub actor_known_shoppers_max: u64,
+
+    /// How often a sale actor re-reads its sale from the store (changes made
+    /// through another engine node, stock returned elsewhere), in milliseconds.
+    #[arg(long, env = "FLASHSALE_SALE_REFRESH_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub sale_refresh_ms: u64,
+
+    /// Margin around a sale's start and end inside which actors leave the
+    /// window decision to the store's clock, in milliseconds.
+    #[arg(long, env = "FLASHSALE_CLOCK_MARGIN_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub clock_margin_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "FLASHSALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The Redis to use, or `None` for the embedded store.
+    pub fn redis_target(&self) -> Option<RedisTarget> {
+        let url = self.redis_url.as_deref()?.trim();
+        if url.is_empty() {
+            return None;
+        }
+        Some(if self.redis_cluster {
+            RedisTarget::Cluster(
+                url.split(',')
+                    .map(|node| node.trim().to_owned())
+                    .filter(|node| !node.is_empty())
+                    .collect(),
+            )
+        } else {
+            RedisTarget::Standalone(url.to_owned())
+        })
+    }
+
+    pub fn store_timeout(&self) -> Duration {
+        Duration::from_millis(self.store_timeout_ms)
+    }
+
+    /// The defaults, listening on a free port of 127.0.0.1 with the embedded
+    /// store: a starting point for tests and benches.
+    pub fn for_tests() -> Self {
+        let mut config = Cli::parse_from(["flashsale"]).config;
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The shopper's id (the token's `sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Lifetime of the token, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: i64,
+    /// The secret the engine verifies with.
+    #[arg(long, env = "FLASHSALE_USER_TOKEN_SECRET", hide_env_values = true)]
+    pub secret: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_is_the_default_and_flags_parse() {
+        let cli = Cli::parse_from(["flashsale", "--listen", "127.0.0.1:9000"]);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.config.listen.port(), 9000);
+        let cli = Cli::parse_from(["flashsale", "serve", "--redis-url", "redis://127.0.0.1:1/"]);
+        let Some(Command::Serve(config)) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(
+            config.redis_target(),
+            Some(RedisTarget::Standalone("redis://127.0.0.1:1/".into()))
+        );
+    }
+
+    #[test]
+    fn cluster_urls_split_on_commas() {
+        let cli = Cli::parse_from([
+            "flashsale",
+            "--redis-cluster",
+            "--redis-url",
+            "redis://a:1, redis://b:2",
+        ]);
+        assert_eq!(
+            cli.config.redis_target(),
+            Some(RedisTarget::Cluster(vec![
+                "redis://a:1".into(),
+                "redis://b:2".into()
+            ]))
+        );
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused() {
+        assert!(Cli::try_parse_from(["flashsale", "--actor-arbiters", "0"]).is_err());
+        assert!(Cli::try_parse_from(["flashsale", "--listen", "nowhere"]).is_err());
+    }
+}

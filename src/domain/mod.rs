@@ -1,0 +1,36 @@
+//! Pure types and rules of a flash sale: sales, orders, shoppers, the
+//! reservation rule. No I/O here: nothing in `domain` knows HTTP, Redis or
+//! actors, so every rule is unit-tested in isolation and shared by the
+//! embedded store and the inventory actors.
+
+mod ids;
+mod order;
+mod reservation;
+mod sale;
+mod time;
+
+pub use ids::{OrderId, SaleId, UserId};
+pub use order::{Order, OrderStatus};
+pub use reservation::{check_reservation, Quantity, Rejection, MAX_QUANTITY};
+pub use sale::{
+    NewSale, Sale, SaleChange, SalePatch, SaleState, SaleStats, SaleStatus, SaleView,
+    LIVE_CHANGEABLE_FIELDS,
+};
+pub use time::{format_ms, parse_rfc3339_ms, system_now, Millis};
+
+/// A value a client sent that breaks a rule. The message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidField {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl InvalidField {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The reservation rule: may this shopper take `quantity` units of this sale
+//! now? The embedded store decides with it, the inventory actors answer
+//! from memory with it when the answer is certain, and `lua/reserve.lua`
+//! implements the same checks in the same order inside Redis.
+
+use super::{InvalidField, Millis, Sale, SaleState};
+
+/// The most units one order may ask for (and the largest per-user limit).
+pub const MAX_QUANTITY: i64 = 10_000;
+
+/// A number of units in one order: 1 to [`MAX_QUANTITY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantity(i64);
+
+impl Quantity {
+    pub fn parse(value: i64) -> Result<Self, InvalidField> {
+        if (1..=MAX_QUANTITY).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(InvalidField::new(
+                "quantity",
+                format!("must be between 1 and {MAX_QUANTITY}"),
+            ))
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// Why a reservation was refused. Each maps to one contract error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("the sale has not started yet")]
+    NotStarted,
+    #[error("the sale has ended")]
+    Ended,
+    #[error("not enough stock left")]
+    SoldOut,
+    #[error("this order would pass the sale's per-user limit")]
+    LimitExceeded,
+    #[error("the Idempotency-Key was already used with a different request")]
+    IdempotencyMismatch,
+}
+
+impl Rejection {
+    /// The contract's error code for this answer.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NotStarted => "not_started",
+            Self::Ended => "ended",
+            Self::SoldOut => "sold_out",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::IdempotencyMismatch => "conflict",
+        }
+    }
+}
+
+/// Checks a reservation against the sale at instant `now`, given the units
+/// still `remaining` and the units this shopper already `held`.
+pub fn check_reservation(
+    sale: &Sale,
+    now: Millis,
+    remaining: i64,
+    held: i64,
+    quantity: Quantity,
+) -> Result<(), Rejection> {
+    if sale.state != SaleState::Scheduled {
+        return Err(Rejection::Ended);
+    }
+    if now < sale.starts_at {
+        return Err(Rejection::NotStarted);
+    }
+    if now >= sale.ends_at {
+        return Err(Rejection::Ended);
+    }
+    if held + quantity.get() > sale.per_user_limit {
+        return Err(Rejection::LimitExceeded);
+    }
+    if remaining < quantity.get() {
+        return Err(Rejection::SoldOut);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SaleId;
+
+    fn sale() -> Sale {
+        Sale {
+            id: SaleId::generate(),
+            sku: "sku".into(),
+            title: "title".into(),
+            price_cents: 100,
+            currency: "CNY".into(),
+            stock_total: 10,
+            per_user_limit: 2,
+            starts_at: 1_000,
+            ends_at: 2_000,
+            payment_timeout_secs: 900,
+            state: SaleState::Scheduled,
+            created_at: 0,
+        }
+    }
+
+    fn q(n: i64) -> Quantity {
+        Quantity::parse(n).expect("valid quantity")
+    }
+
+    #[test]
+    fn window_is_half_open() {
+        let sale = sale();
+        assert_eq!(
+            check_reservation(&sale, 999, 10, 0, q(1)),
+            Err(Rejection::NotStarted)
+        );
+        assert_eq!(check_reservation(&sale, 1_000, 10, 0, q(1)), Ok(()));
+        assert_eq!(check_reservation(&sale, 1_999, 10, 0, q(1)), Ok(()));
+        assert_eq!(
+            check_reservation(&sale, 2_000, 10, 0, q(1)),
+            Err(Rejection::Ended)
+        );
+    }
+
+    #[test]
+    fn limit_counts_units_already_held() {
+        let sale = sale();
+        assert_eq!(check_reservation(&sale, 1_500, 10, 0, q(2)), Ok(()));
+        assert_eq!(
+            check_reservation(&sale, 1_500, 10, 1, q(2)),
+            Err(Rejection::LimitExceeded)
+        );
+        assert_eq!(
+            check_reservation(&sale, 1_500, 10, 2, q(1)),
+            Err(Rejection::LimitExceeded)
+        );
+    }
+
+    #[test]
+    fn stock_must_cover_the_whole_quantity() {
+        let sale = sale();
+        assert_eq!(
+            check_reservation(&sale, 1_500, 1, 0, q(2)),
+            Err(Rejection::SoldOut)
+        );
+        assert_eq!(
+            check_reservation(&sale, 1_500, 0, 0, q(1)),
+            Err(Rejection::SoldOut)
+        );
+    }
+
+    #[test]
+    fn merchant_decisions_close_the_sale() {
+        for state in [SaleState::Ended, SaleState::Cancelled] {
+            let sale = Sale { state, ..sale() };
+            assert_eq!(
+                check_reservation(&sale, 1_500, 10, 0, q(1)),
+                Err(Rejection::Ended)
+            );
+        }
+    }
+
+    #[test]
+    fn quantity_is_bounded() {
+        assert!(Quantity::parse(0).is_err());
+        assert!(Quantity::parse(-1).is_err());
+        assert!(Quantity::parse(MAX_QUANTITY + 1).is_err());
+        assert_eq!(q(MAX_QUANTITY).get(), MAX_QUANTITY);
+    }
+}

@@ -1,0 +1,453 @@
+//! A sale: one SKU offered in limited stock during a time window. Holds the
+//! validation of what a merchant may schedule and change, and the status a
+//! sale shows at a given instant.
+
+use serde::{Deserialize, Serialize};
+
+use super::{parse_rfc3339_ms, InvalidField, Millis, SaleId, MAX_QUANTITY};
+
+const SKU_LEN_MAX: usize = 64;
+const TITLE_LEN_MAX: usize = 200;
+/// 100 million in major units: keeps `price × quantity` exact in a Lua number.
+const PRICE_CENTS_MAX: i64 = 10_000_000_000;
+const STOCK_TOTAL_MAX: i64 = 1_000_000_000;
+const PAYMENT_TIMEOUT_SECS: std::ops::RangeInclusive<i64> = 60..=7200;
+const DEFAULT_PAYMENT_TIMEOUT_SECS: i64 = 900;
+const DEFAULT_CURRENCY: &str = "CNY";
+
+/// What a merchant decided about a sale; the time window decides the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleState {
+    Scheduled,
+    /// Stopped early by the merchant.
+    Ended,
+    /// Called off before it started.
+    Cancelled,
+}
+
+impl SaleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Ended => "ended",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "scheduled" => Some(Self::Scheduled),
+            "ended" => Some(Self::Ended),
+            "cancelled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// What shoppers see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleStatus {
+    Upcoming,
+    Live,
+    SoldOut,
+    Ended,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sale {
+    pub id: SaleId,
+    pub sku: String,
+    pub title: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub stock_total: i64,
+    pub per_user_limit: i64,
+    pub starts_at: Millis,
+    pub ends_at: Millis,
+    pub payment_timeout_secs: i64,
+    pub state: SaleState,
+    pub created_at: Millis,
+}
+
+impl Sale {
+    /// True once `now` has reached the start (whatever the state).
+    pub fn has_started(&self, now: Millis) -> bool {
+        now >= self.starts_at
+    }
+
+    /// True when no reservation can succeed any more because of time or
+    /// the merchant's decision.
+    pub fn is_closed(&self, now: Millis) -> bool {
+        self.state != SaleState::Scheduled || now >= self.ends_at
+    }
+
+    pub fn status(&self, now: Millis, remaining: i64) -> SaleStatus {
+        match self.state {
+            SaleState::Cancelled => SaleStatus::Cancelled,
+            SaleState::Ended => SaleStatus::Ended,
+            SaleState::Scheduled if now >= self.ends_at => SaleStatus::Ended,
+            SaleState::Scheduled if now < self.starts_at => SaleStatus::Upcoming,
+            SaleState::Scheduled if remaining <= 0 => SaleStatus::SoldOut,
+            SaleState::Scheduled => SaleStatus::Live,
+        }
+    }
+
+    fn validate(&self) -> Result<(), InvalidField> {
+        check_text("sku", &self.sku, SKU_LEN_MAX)?;
+        check_text("title", &self.title, TITLE_LEN_MAX)?;
+        if !(0..=PRICE_CENTS_MAX).contains(&self.price_cents) {
+            return Err(InvalidField::new(
+                "price_cents",
+                format!("must be between 0 and {PRICE_CENTS_MAX}"),
+            ));
+        }
+        let currency_ok =
+            self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase());
+        if !currency_ok {
+            return Err(InvalidField::new(
+                "currency",
+                "must be an ISO 4217 code such as CNY",
+            ));
+        }
+        if !(1..=STOCK_TOTAL_MAX).contains(&self.stock_total) {
+            return Err(InvalidField::new(
+                "stock_total",
+                format!("must be between 1 and {STOCK_TOTAL_MAX}"),
+            ));
+        }
+        if !(1..=MAX_QUANTITY).contains(&self.per_user_limit) {
+            return Err(InvalidField::new(
+                "per_user_limit",
+                format!("must be between 1 and {MAX_QUANTITY}"),
+            ));
+        }
+        if self.ends_at <= self.starts_at {
+            return Err(InvalidField::new("ends_at", "must be after starts_at"));
+        }
+        if !PAYMENT_TIMEOUT_SECS.contains(&self.payment_timeout_secs) {
+            return Err(InvalidField::new(
+                "payment_timeout_secs",
+                format!(
+                    "must be between {} and {}",
+                    PAYMENT_TIMEOUT_SECS.start(),
+                    PAYMENT_TIMEOUT_SECS.end()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies a merchant's patch and says what kind of change it is. Field
+    /// rules are checked here; whether the change is allowed at this moment
+    /// (before start, while live) is decided atomically by the store against
+    /// its own clock.
+    pub fn patched(&self, patch: SalePatch) -> Result<SaleChange, InvalidField> {
+        let mut sale = self.clone();
+        let mut restricted = false;
+        let mut take = |changed: bool| restricted |= changed;
+        if let Some(sku) = patch.sku {
+            take(sku != sale.sku);
+            sale.sku = sku;
+        }
+        if let Some(title) = patch.title {
+            take(title != sale.title);
+            sale.title = title;
+        }
+        if let Some(price) = patch.price_cents {
+            take(price != sale.price_cents);
+            sale.price_cents = price;
+        }
+        if let Some(currency) = patch.currency {
+            take(currency != sale.currency);
+            sale.currency = currency;
+        }
+        if let Some(limit) = patch.per_user_limit {
+            take(limit != sale.per_user_limit);
+            sale.per_user_limit = limit;
+        }
+        if let Some(starts_at) = patch.starts_at {
+            let starts_at = parse_rfc3339_ms("starts_at", &starts_at)?;
+            take(starts_at != sale.starts_at);
+            sale.starts_at = starts_at;
+        }
+        if let Some(timeout) = patch.payment_timeout_secs {
+            take(timeout != sale.payment_timeout_secs);
+            sale.payment_timeout_secs = timeout;
+        }
+        if let Some(stock_total) = patch.stock_total {
+            sale.stock_total = stock_total;
+        }
+        if let Some(ends_at) = patch.ends_at {
+            sale.ends_at = parse_rfc3339_ms("ends_at", &ends_at)?;
+        }
+        sale.validate()?;
+        Ok(SaleChange {
+            sale,
+            restricted,
+            end_now: patch.status == Some(PatchStatus::Ended),
+        })
+    }
+}
+
+/// The fields a merchant may change once a sale is live.
+pub const LIVE_CHANGEABLE_FIELDS: &str = "stock_total, ends_at and status";
+
+/// A validated change to a sale, ready for the store to apply atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleChange {
+    /// The sale as it will be.
+    pub sale: Sale,
+    /// A field other than `stock_total`/`ends_at` changed: only allowed
+    /// before the sale starts.
+    pub restricted: bool,
+    /// The merchant stops the sale now.
+    pub end_now: bool,
+}
+
+fn check_text(field: &'static str, text: &str, len_max: usize) -> Result<(), InvalidField> {
+    let len = text.chars().count();
+    if text.trim().is_empty() || len > len_max {
+        return Err(InvalidField::new(
+            field,
+            format!("must be 1 to {len_max} characters and not blank"),
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(InvalidField::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The body of `POST /admin/v1/sales`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSale {
+    pub sku: String,
+    pub title: String,
+    pub price_cents: i64,
+    pub stock_total: i64,
+    pub starts_at: String,
+    pub ends_at: String,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub per_user_limit: Option<i64>,
+    #[serde(default)]
+    pub payment_timeout_secs: Option<i64>,
+}
+
+impl NewSale {
+    pub fn into_sale(self, id: SaleId, now: Millis) -> Result<Sale, InvalidField> {
+        let sale = Sale {
+            id,
+            starts_at: parse_rfc3339_ms("starts_at", &self.starts_at)?,
+            ends_at: parse_rfc3339_ms("ends_at", &self.ends_at)?,
+            sku: self.sku,
+            title: self.title,
+            price_cents: self.price_cents,
+            currency: self.currency.unwrap_or_else(|| DEFAULT_CURRENCY.to_owned()),
+            stock_total: self.stock_total,
+            per_user_limit: self.per_user_limit.unwrap_or(1),
+            payment_timeout_secs: self
+                .payment_timeout_secs
+                .unwrap_or(DEFAULT_PAYMENT_TIMEOUT_SECS),
+            state: SaleState::Scheduled,
+            created_at: now,
+        };
+        sale.validate()?;
+        Ok(sale)
+    }
+}
+
+/// The body of `PATCH /admin/v1/sales/{id}`: every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalePatch {
+    pub sku: Option<String>,
+    pub title: Option<String>,
+    pub price_cents: Option<i64>,
+    pub currency: Option<String>,
+    pub stock_total: Option<i64>,
+    pub per_user_limit: Option<i64>,
+    pub starts_at: Option<String>,
+    pub ends_at: Option<String>,
+    pub payment_timeout_secs: Option<i64>,
+    pub status: Option<PatchStatus>,
+}
+
+/// The only status a merchant can set by hand: stop the sale now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchStatus {
+    Ended,
+}
+
+/// Exact counts of a sale's units. `remaining + reserved + paid ==
+/// stock_total` always: cancelled and expired units are back in `remaining`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct SaleStats {
+    pub stock_total: i64,
+    pub remaining: i64,
+    pub reserved: i64,
+    pub paid: i64,
+    pub cancelled: i64,
+    pub expired: i64,
+    /// Distinct shoppers holding reserved or paid units.
+    pub buyers: i64,
+}
+
+/// A sale with its exact counts, read in one atomic step at the store's
+/// instant `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleView {
+    pub sale: Sale,
+    pub stats: SaleStats,
+    pub now: Millis,
+}
+
+impl SaleView {
+    pub fn status(&self) -> SaleStatus {
+        self.sale.status(self.now, self.stats.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: &str = "2026-11-11T00:00:00Z";
+    const END: &str = "2026-11-11T01:00:00Z";
+
+    fn new_sale() -> NewSale {
+        NewSale {
+            sku: "LC-POUCH-RED".into(),
+            title: "Le Pliage pouch, red".into(),
+            price_cents: 19_900,
+            stock_total: 500,
+            starts_at: START.into(),
+            ends_at: END.into(),
+            currency: None,
+            per_user_limit: None,
+            payment_timeout_secs: None,
+        }
+    }
+
+    fn sale() -> Sale {
+        new_sale()
+            .into_sale(SaleId::generate(), 0)
+            .expect("valid sale")
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let sale = sale();
+        assert_eq!(sale.currency, "CNY");
+        assert_eq!(sale.per_user_limit, 1);
+        assert_eq!(sale.payment_timeout_secs, 900);
+        assert_eq!(sale.state, SaleState::Scheduled);
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        type Breaks = Box<dyn Fn(&mut NewSale)>;
+        let cases: Vec<(&str, Breaks)> = vec![
+            ("stock_total", Box::new(|s| s.stock_total = 0)),
+            ("ends_at", Box::new(|s| s.ends_at = START.into())),
+            ("per_user_limit", Box::new(|s| s.per_user_limit = Some(0))),
+            (
+                "payment_timeout_secs",
+                Box::new(|s| s.payment_timeout_secs = Some(59)),
+            ),
+            (
+                "payment_timeout_secs",
+                Box::new(|s| s.payment_timeout_secs = Some(7201)),
+            ),
+            ("sku", Box::new(|s| s.sku = " ".into())),
+            ("sku", Box::new(|s| s.sku = "x".repeat(65))),
+            ("title", Box::new(|s| s.title = String::new())),
+            ("price_cents", Box::new(|s| s.price_cents = -1)),
+            ("currency", Box::new(|s| s.currency = Some("yuan".into()))),
+            ("starts_at", Box::new(|s| s.starts_at = "soon".into())),
+        ];
+        for (field, breaks) in cases {
+            let mut body = new_sale();
+            breaks(&mut body);
+            let err = body.into_sale(SaleId::generate(), 0).unwrap_err();
+            assert_eq!(err.field, field);
+        }
+    }
+
+    #[test]
+    fn status_follows_state_window_and_stock() {
+        let sale = sale();
+        assert_eq!(sale.status(sale.starts_at - 1, 10), SaleStatus::Upcoming);
+        assert_eq!(sale.status(sale.starts_at, 10), SaleStatus::Live);
+        assert_eq!(sale.status(sale.starts_at, 0), SaleStatus::SoldOut);
+        assert_eq!(sale.status(sale.ends_at, 10), SaleStatus::Ended);
+        let ended = Sale {
+            state: SaleState::Ended,
+            ..sale.clone()
+        };
+        assert_eq!(ended.status(sale.starts_at, 10), SaleStatus::Ended);
+        let cancelled = Sale {
+            state: SaleState::Cancelled,
+            ..sale
+        };
+        assert_eq!(cancelled.status(0, 10), SaleStatus::Cancelled);
+    }
+
+    #[test]
+    fn patch_marks_restricted_changes_only() {
+        let sale = sale();
+        let live_change = sale
+            .patched(SalePatch {
+                stock_total: Some(900),
+                ends_at: Some("2026-11-11T02:00:00Z".into()),
+                ..SalePatch::default()
+            })
+            .expect("valid");
+        assert!(!live_change.restricted);
+        assert_eq!(live_change.sale.stock_total, 900);
+
+        let same_title = sale
+            .patched(SalePatch {
+                title: Some(sale.title.clone()),
+                ..SalePatch::default()
+            })
+            .expect("valid");
+        assert!(!same_title.restricted, "an unchanged value is no change");
+
+        let title = sale
+            .patched(SalePatch {
+                title: Some("new".into()),
+                ..SalePatch::default()
+            })
+            .expect("valid");
+        assert!(title.restricted);
+
+        let end = sale
+            .patched(SalePatch {
+                status: Some(PatchStatus::Ended),
+                ..SalePatch::default()
+            })
+            .expect("valid");
+        assert!(end.end_now && !end.restricted);
+    }
+
+    #[test]
+    fn patch_validates_the_merged_sale() {
+        let err = sale()
+            .patched(SalePatch {
+                ends_at: Some("2026-11-10T00:00:00Z".into()),
+                ..SalePatch::default()
+            })
+            .unwrap_err();
+        assert_eq!(err.field, "ends_at");
+    }
+}

@@ -1,0 +1,201 @@
+//! The one place where errors become responses. Every error body is
+//! `{"error": {"code": "...", "message": "..."}}` with a stable code from the
+//! contract; 503s carry `Retry-After`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::domain::{InvalidField, Rejection};
+use crate::inventory::InventoryError;
+use crate::store::StoreError;
+
+/// Seconds a shed or failed client should wait before retrying.
+const RETRY_AFTER_SECS: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_request`: the body is not JSON.
+    #[error("{0}")]
+    MalformedBody(String),
+    /// 422 `invalid_request`: well-formed but wrong types, unknown fields or
+    /// out-of-range values.
+    #[error("{0}")]
+    Invalid(String),
+    /// 401 `unauthorized`.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403 `forbidden`.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// 404 `not_found`.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 `invalid_request`.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// 409 with the rejection's own code.
+    #[error(transparent)]
+    Rejected(Rejection),
+    /// 409 `conflict`.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413 `payload_too_large`.
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    /// 503 `overloaded`.
+    #[error("{0}")]
+    Overloaded(String),
+    /// 503 `unavailable`.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Rejected(_) | Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Overloaded(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedBody(_) | Self::Invalid(_) | Self::MethodNotAllowed => "invalid_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::Rejected(rejection) => rejection.code(),
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Overloaded(_) => "overloaded",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+impl From<InvalidField> for ApiError {
+    fn from(err: InvalidField) -> Self {
+        Self::Invalid(err.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
+            StoreError::Conflict(reason) => Self::Conflict(reason),
+            StoreError::Rejected(rejection) => Self::Rejected(rejection),
+            StoreError::Unavailable(reason) => {
+                tracing::warn!(%reason, "store unavailable");
+                Self::Unavailable("the store is unavailable; retry shortly".into())
+            }
+            StoreError::Corrupt(reason) => {
+                tracing::error!(%reason, "unreadable store data");
+                Self::Unavailable("the store returned unreadable data".into())
+            }
+        }
+    }
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(err: InventoryError) -> Self {
+        match err {
+            InventoryError::Store(err) => err.into(),
+            InventoryError::Overloaded => {
+                Self::Overloaded("too many requests for this sale right now; retry shortly".into())
+            }
+            InventoryError::TimedOut(after) => Self::Unavailable(format!(
+                "no answer within {} ms; retry with the same Idempotency-Key",
+                after.as_millis()
+            )),
+        }
+    }
+}
+
+/// Parses a JSON body: syntax errors are 400, type and field errors 422;
+/// serde's message names the field.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|err| {
+        use serde_json::error::Category;
+        match err.classify() {
+            Category::Data => ApiError::Invalid(err.to_string()),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::MalformedBody(format!("body is not valid JSON: {err}"))
+            }
+        }
+    })
+}
+
+/// Reads the whole body within the body limit.
+pub async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::MalformedBody(rejection.body_text())
+            }
+        })
+}
+
+/// A JSON body extractor whose rejections use the contract's error format.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = read_body(request, state).await?;
+        parse_json(&body).map(ApiJson)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_is_400_and_data_is_422() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            #[allow(dead_code)]
+            quantity: i64,
+        }
+        let syntax = parse_json::<Body>(b"{").unwrap_err();
+        assert_eq!(syntax.status(), StatusCode::BAD_REQUEST);
+        let data = parse_json::<Body>(br#"{"quantity": "one"}"#).unwrap_err();
+        assert_eq!(data.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let unknown = parse_json::<Body>(br#"{"quantity": 1, "x": 2}"#).unwrap_err();
+        assert_eq!(unknown.code(), "invalid_request");
+        assert!(unknown.to_string().contains('x'));
+    }
+}

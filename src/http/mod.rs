@@ -1,0 +1,98 @@
+//! The HTTP front door (axum): the router, shared state, request metrics,
+//! and the helpers the route modules share. `http` knows the store only
+//! through the `Store` trait and the inventory registry; it never talks to
+//! Redis.
+//!
+//! - [`public`]: shoppers, `/api/v1`.
+//! - [`admin`]: merchants, `/admin/v1`.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`auth`]: shopper JWTs and the admin token.
+//! - [`error`]: every error response, in one place.
+
+mod admin;
+mod auth;
+mod error;
+mod ops;
+mod public;
+mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use futures::future::try_join_all;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::trace::TraceLayer;
+
+pub use self::auth::{mint_shopper_token, AuthKeys};
+pub use self::error::ApiError;
+use crate::domain::{SaleId, SaleView};
+use crate::inventory::Inventory;
+use crate::store::{Store, StoreError};
+use crate::telemetry;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub inventory: Arc<Inventory>,
+    pub auth: Arc<AuthKeys>,
+    pub metrics: PrometheusHandle,
+    pub store_timeout: Duration,
+}
+
+/// The whole application router.
+pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
+    Router::new()
+        .merge(public::router())
+        .merge(admin::router())
+        .merge(ops::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit_bytes))
+        .layer(middleware::from_fn(count_requests))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn count_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    telemetry::count_http_request(route, method, response.status().as_u16());
+    response
+}
+
+/// A sale id from a path: a malformed one names no sale.
+fn parse_sale_id(id: &str) -> Result<SaleId, ApiError> {
+    SaleId::parse(id).map_err(|_| ApiError::NotFound("sale not found".into()))
+}
+
+async fn view_sale(state: &AppState, id: &SaleId) -> Result<SaleView, ApiError> {
+    state
+        .store
+        .view_sale(id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound("sale").into())
+}
+
+/// Every sale, newest first.
+async fn view_sales(state: &AppState) -> Result<Vec<SaleView>, ApiError> {
+    let ids = state.store.sale_ids().await?;
+    let views = try_join_all(ids.iter().map(|id| state.store.view_sale(id))).await?;
+    Ok(views.into_iter().flatten().collect())
+}

@@ -1,0 +1,88 @@
+//! Redis key names. Every key of one sale carries the sale id as its hash tag
+//! (`fs:{s_abc}:stock`), so one sale lives in one Redis Cluster slot and each
+//! script touches one slot. Scripts never build key names: Rust passes every
+//! key in `KEYS`.
+
+use crate::domain::{OrderId, SaleId};
+
+/// Sorted set of every sale id, scored by creation time. Not tagged: only
+/// read and written outside scripts.
+pub const SALE_INDEX: &str = "fs:sales";
+
+/// The keys of one sale.
+pub struct SaleKeys {
+    tag: String,
+}
+
+impl SaleKeys {
+    pub fn new(sale: &SaleId) -> Self {
+        Self {
+            tag: format!("fs:{{{sale}}}"),
+        }
+    }
+
+    /// Hash: the sale's fields.
+    pub fn sale(&self) -> String {
+        format!("{}:sale", self.tag)
+    }
+
+    /// String: units remaining.
+    pub fn stock(&self) -> String {
+        format!("{}:stock", self.tag)
+    }
+
+    /// Hash: `reserved`, `paid`, `cancelled`, `expired` (units).
+    pub fn stats(&self) -> String {
+        format!("{}:stats", self.tag)
+    }
+
+    /// Hash: shopper -> units held (reserved or paid).
+    pub fn buyers(&self) -> String {
+        format!("{}:buyers", self.tag)
+    }
+
+    /// Hash: shopper + idempotency key -> `order_id quantity`.
+    pub fn idempotency(&self) -> String {
+        format!("{}:idem", self.tag)
+    }
+
+    /// Hash: shopper -> space-separated order ids.
+    pub fn user_orders(&self) -> String {
+        format!("{}:uorders", self.tag)
+    }
+
+    /// Stream: reservations queued for the order service.
+    pub fn stream(&self) -> String {
+        format!("{}:stream", self.tag)
+    }
+
+    /// Hash: one order.
+    pub fn order(&self, order: &OrderId) -> String {
+        format!("{}:order:{order}", self.tag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sale_key_shares_the_hash_tag() {
+        let sale = SaleId::generate();
+        let keys = SaleKeys::new(&sale);
+        let tag = format!("{{{sale}}}");
+        let order = OrderId::generate(&sale);
+        for key in [
+            keys.sale(),
+            keys.stock(),
+            keys.stats(),
+            keys.buyers(),
+            keys.idempotency(),
+            keys.user_orders(),
+            keys.stream(),
+            keys.order(&order),
+        ] {
+            assert!(key.starts_with(&format!("fs:{tag}:")), "{key}");
+        }
+    }
+}

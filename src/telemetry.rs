@@ -1,0 +1,75 @@
+//! Logs and metrics: the tracing subscriber and every metric name the
+//! engine exports on `/metrics` (Prometheus text format).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// HTTP requests by `route` (the matched pattern), `method` and `status`.
+pub const HTTP_REQUESTS: &str = "flashsale_http_requests_total";
+/// Reservation attempts by `outcome`: `reserved`, `replayed`, or the error code.
+pub const RESERVATIONS: &str = "flashsale_reservations_total";
+/// Store call latency by `op` (script or command), seconds.
+pub const STORE_CALL_SECONDS: &str = "flashsale_store_call_seconds";
+/// Reservations refused because a sale actor's mailbox or in-flight bound was full.
+pub const ACTOR_MAILBOX_REJECTIONS: &str = "flashsale_actor_mailbox_rejections_total";
+/// Reservations answered by a sale actor from memory, without a store call, by `outcome`.
+pub const ACTOR_LOCAL_ANSWERS: &str = "flashsale_actor_local_answers_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Installs the log subscriber. `RUST_LOG` filters (default `info`). A second
+/// call (tests build many applications in one process) changes nothing.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _already_installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The process-wide metrics recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .map(PrometheusBuilder::build_recorder)
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+pub fn observe_store_call(op: &'static str, elapsed: Duration) {
+    metrics::histogram!(STORE_CALL_SECONDS, "op" => op).record(elapsed.as_secs_f64());
+}
+
+pub fn count_reservation(outcome: &'static str) {
+    metrics::counter!(RESERVATIONS, "outcome" => outcome).increment(1);
+}
+
+pub fn count_mailbox_rejection() {
+    metrics::counter!(ACTOR_MAILBOX_REJECTIONS).increment(1);
+}
+
+pub fn count_local_answer(outcome: &'static str) {
+    metrics::counter!(ACTOR_LOCAL_ANSWERS, "outcome" => outcome).increment(1);
+}
+
+pub fn count_http_request(route: String, method: String, status: u16) {
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status.to_string())
+        .increment(1);
+}
