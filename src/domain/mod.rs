@@ -13,7 +13,7 @@ pub use ids::{OrderId, SaleId, UserId};
 pub use order::{Order, OrderStatus};
 pub use reservation::{check_reservation, Quantity, Rejection, MAX_QUANTITY};
 pub use sale::{
-    NewSale, Sale, SaleChange, SalePatch, SaleState, SaleStats, SaleStatus, SaleView,
+    NewSale, PatchStatus, Sale, SaleChange, SalePatch, SaleState, SaleStats, SaleStatus, SaleView,
     LIVE_CHANGEABLE_FIELDS,
 };
 pub use time::{format_ms, parse_rfc3339_ms, system_now, Millis};

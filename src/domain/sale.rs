@@ -243,6 +243,7 @@ pub struct NewSale {
 }
 
 impl NewSale {
+    /// Validates the new sale scheduled at `now`: it must end in the future.
     pub fn into_sale(self, id: SaleId, now: Millis) -> Result<Sale, InvalidField> {
         let sale = Sale {
             id,
@@ -261,6 +262,9 @@ impl NewSale {
             created_at: now,
         };
         sale.validate()?;
+        if sale.ends_at <= now {
+            return Err(InvalidField::new("ends_at", "must be in the future"));
+        }
         Ok(sale)
     }
 }
@@ -374,11 +378,18 @@ mod tests {
             ("price_cents", Box::new(|s| s.price_cents = -1)),
             ("currency", Box::new(|s| s.currency = Some("yuan".into()))),
             ("starts_at", Box::new(|s| s.starts_at = "soon".into())),
+            (
+                "ends_at",
+                Box::new(|s| s.ends_at = "2026-11-11T00:30:00Z".into()),
+            ),
         ];
         for (field, breaks) in cases {
             let mut body = new_sale();
             breaks(&mut body);
-            let err = body.into_sale(SaleId::generate(), 0).unwrap_err();
+            let scheduled_at = parse_rfc3339_ms("now", "2026-11-11T00:45:00Z").expect("valid");
+            let err = body
+                .into_sale(SaleId::generate(), scheduled_at)
+                .unwrap_err();
             assert_eq!(err.field, field);
         }
     }

@@ -1,14 +1,14 @@
 //! The merchants' API under `/admin/v1`: schedule, list, inspect, change and
 //! cancel sales. Every route needs the admin token.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::auth::Admin;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiPath};
 use super::views::AdminSaleBody;
 use super::{parse_sale_id, view_sale, view_sales, AppState};
 use crate::domain::{system_now, NewSale, SaleId, SalePatch, SaleView};
@@ -43,7 +43,7 @@ async fn list_sales(_: Admin, State(state): State<AppState>) -> Result<Json<Valu
 async fn get_sale(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AdminSaleBody>, ApiError> {
     let view = view_sale(&state, &parse_sale_id(&id)?).await?;
     Ok(Json((&view).into()))
@@ -52,7 +52,7 @@ async fn get_sale(
 async fn update_sale(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<SalePatch>,
 ) -> Result<Json<AdminSaleBody>, ApiError> {
     let id = parse_sale_id(&id)?;
@@ -67,7 +67,7 @@ async fn update_sale(
 async fn cancel_sale(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AdminSaleBody>, ApiError> {
     let id = parse_sale_id(&id)?;
     state.store.cancel_sale(&id).await?;

@@ -3,11 +3,12 @@
 //! contract; 503s carry `Retry-After`.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::json;
 
 use crate::domain::{InvalidField, Rejection};
@@ -139,15 +140,32 @@ impl From<InventoryError> for ApiError {
     }
 }
 
-/// Parses a JSON body: syntax errors are 400, type and field errors 422;
-/// serde's message names the field.
+/// Parses a JSON object body: syntax errors are 400, type and field errors
+/// 422. The message names the field (`quantity: invalid type: ...`). Every
+/// body of the API is an object; serde would also accept a struct written
+/// as an array, so anything else is refused first.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|err| {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') && serde_json::from_slice::<IgnoredAny>(body).is_ok() {
+        return Err(ApiError::Invalid("the body must be a JSON object".into()));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|err| (err.path().to_string(), err.into_inner()))
+        .and_then(|value| {
+            // Trailing characters after the JSON value.
+            deserializer
+                .end()
+                .map(|()| value)
+                .map_err(|err| (".".to_owned(), err))
+        });
+    parsed.map_err(|(path, inner)| {
         use serde_json::error::Category;
-        match err.classify() {
-            Category::Data => ApiError::Invalid(err.to_string()),
+        match inner.classify() {
+            Category::Data if path == "." => ApiError::Invalid(inner.to_string()),
+            Category::Data => ApiError::Invalid(format!("{path}: {inner}")),
             Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::MalformedBody(format!("body is not valid JSON: {err}"))
+                ApiError::MalformedBody(format!("body is not valid JSON: {inner}"))
             }
         }
     })
@@ -175,6 +193,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let body = read_body(request, state).await?;
         parse_json(&body).map(ApiJson)
+    }
+}
+
+/// A path extractor whose rejection (say, an id that is not valid UTF-8)
+/// uses the contract's error format: such a path names nothing, so 404.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| ApiPath(value))
+            .map_err(|rejection| {
+                ApiError::NotFound(format!("no such resource: {}", rejection.body_text()))
+            })
     }
 }
 

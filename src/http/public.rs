@@ -1,7 +1,7 @@
 //! The shoppers' API under `/api/v1`: browse sales (no token needed), race
 //! for stock, see and cancel their own orders (shopper token).
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Shopper;
-use super::error::{parse_json, read_body, ApiError};
+use super::error::{parse_json, read_body, ApiError, ApiPath};
 use super::views::{OrderBody, PublicSaleBody};
 use super::{parse_sale_id, view_sale, view_sales, AppState};
 use crate::domain::{format_ms, system_now, OrderId, Quantity, SaleState, SaleStatus};
@@ -49,7 +49,7 @@ async fn list_sales(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 
 async fn get_sale(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<PublicSaleBody>, ApiError> {
     let view = view_sale(&state, &parse_sale_id(&id)?).await?;
     if view.sale.state == SaleState::Cancelled {
@@ -73,7 +73,7 @@ fn one() -> i64 {
 async fn create_order(
     Shopper(user_id): Shopper,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<
@@ -152,7 +152,7 @@ fn parse_order_id(id: &str) -> Result<OrderId, ApiError> {
 async fn get_order(
     Shopper(user_id): Shopper,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderBody>, ApiError> {
     let order = state
         .store
@@ -175,7 +175,7 @@ async fn list_orders(
 async fn cancel_order(
     Shopper(user_id): Shopper,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderBody>, ApiError> {
     let order = state
         .store

@@ -1,0 +1,206 @@
+//! Goal: per-user limits, idempotent retries, order lookups and cancels
+//! behave as the contract says, on both stores.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::on_both_stores;
+use crate::support::{assert_stats_consistent, error_code, live_sale, Backend, Harness};
+
+async fn limit_counts_units_across_orders(backend: Backend) {
+    let Harness { app, redis: _redis } = Harness::start(backend).await;
+    let sale = app.create_sale(live_sale(100, 3)).await;
+
+    let first = app
+        .order(&sale, "ann", Some(json!({"quantity": 2})), None)
+        .await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let order: Value = first.json().await.unwrap();
+    assert_eq!(order["quantity"], 2);
+    assert_eq!(order["amount_cents"], 2 * 19900);
+    assert_eq!(order["status"], "pending_payment");
+
+    let over = app
+        .order(&sale, "ann", Some(json!({"quantity": 2})), None)
+        .await;
+    assert_eq!(
+        error_code(over).await,
+        (StatusCode::CONFLICT, "limit_exceeded".into())
+    );
+    let fits = app
+        .order(&sale, "ann", Some(json!({"quantity": 1})), None)
+        .await;
+    assert_eq!(fits.status(), StatusCode::CREATED);
+    let at_limit = app.order(&sale, "ann", None, None).await;
+    assert_eq!(
+        error_code(at_limit).await,
+        (StatusCode::CONFLICT, "limit_exceeded".into())
+    );
+    let too_many = app
+        .order(&sale, "bob", Some(json!({"quantity": 4})), None)
+        .await;
+    assert_eq!(
+        error_code(too_many).await,
+        (StatusCode::CONFLICT, "limit_exceeded".into())
+    );
+
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["reserved"], 3);
+    assert_eq!(view["stats"]["buyers"], 1);
+    assert_stats_consistent(&view);
+}
+
+async fn idempotent_retry_returns_the_first_order(backend: Backend) {
+    let Harness { app, redis: _redis } = Harness::start(backend).await;
+    let sale = app.create_sale(live_sale(10, 2)).await;
+
+    let first = app
+        .order(&sale, "cat", Some(json!({"quantity": 1})), Some("k-1"))
+        .await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    for _ in 0..3 {
+        let retry = app
+            .order(&sale, "cat", Some(json!({"quantity": 1})), Some("k-1"))
+            .await;
+        assert_eq!(retry.status(), StatusCode::CREATED);
+        assert_eq!(retry.headers()["idempotent-replayed"], "true");
+        let retry: Value = retry.json().await.unwrap();
+        assert_eq!(retry, first, "a retry returns the first order");
+    }
+    let different = app
+        .order(&sale, "cat", Some(json!({"quantity": 2})), Some("k-1"))
+        .await;
+    assert_eq!(
+        error_code(different).await,
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+
+    // The key is the shopper's own: another shopper's same key is a new order.
+    let other = app
+        .order(&sale, "dan", Some(json!({"quantity": 1})), Some("k-1"))
+        .await;
+    assert_eq!(other.status(), StatusCode::CREATED);
+    let other: Value = other.json().await.unwrap();
+    assert_ne!(other["id"], first["id"]);
+
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["reserved"], 2, "retries took no stock");
+    assert_stats_consistent(&view);
+}
+
+async fn cancel_returns_stock_to_someone_else(backend: Backend) {
+    let Harness { app, redis: _redis } = Harness::start(backend).await;
+    let sale = app.create_sale(live_sale(1, 1)).await;
+
+    let order: Value = app
+        .order(&sale, "eve", None, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sold_out = app.order(&sale, "fay", None, None).await;
+    assert_eq!(
+        error_code(sold_out).await,
+        (StatusCode::CONFLICT, "sold_out".into())
+    );
+
+    let id = order["id"].as_str().unwrap();
+    let stranger = app
+        .shopper_post("fay", &format!("/api/v1/orders/{id}/cancel"))
+        .await;
+    assert_eq!(
+        error_code(stranger).await,
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    let cancelled = app
+        .shopper_post("eve", &format!("/api/v1/orders/{id}/cancel"))
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let cancelled: Value = cancelled.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    let again = app
+        .shopper_post("eve", &format!("/api/v1/orders/{id}/cancel"))
+        .await;
+    assert_eq!(
+        error_code(again).await,
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["remaining"], 1);
+    assert_eq!(view["stats"]["cancelled"], 1);
+    assert_eq!(view["stats"]["buyers"], 0);
+    assert_stats_consistent(&view);
+
+    let second_chance = app.order(&sale, "fay", None, None).await;
+    assert_eq!(
+        second_chance.status(),
+        StatusCode::CREATED,
+        "the unit is on sale again"
+    );
+    // The cancelled order no longer counts towards eve's limit.
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["remaining"], 0);
+    assert_stats_consistent(&view);
+}
+
+async fn shoppers_see_only_their_own_orders(backend: Backend) {
+    let Harness { app, redis: _redis } = Harness::start(backend).await;
+    let first_sale = app.create_sale(live_sale(10, 1)).await;
+    let second_sale = app.create_sale(live_sale(10, 1)).await;
+    let older: Value = app
+        .order(&first_sale, "gus", None, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let newer: Value = app
+        .order(&second_sale, "gus", None, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let mine: Value = app
+        .shopper_get("gus", "/api/v1/orders")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&Value> = mine["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["id"])
+        .collect();
+    assert_eq!(ids, vec![&newer["id"], &older["id"]], "newest first");
+
+    let id = older["id"].as_str().unwrap();
+    let own = app
+        .shopper_get("gus", &format!("/api/v1/orders/{id}"))
+        .await;
+    assert_eq!(own.status(), StatusCode::OK);
+    assert_eq!(own.json::<Value>().await.unwrap(), older);
+    let other = app
+        .shopper_get("hal", &format!("/api/v1/orders/{id}"))
+        .await;
+    assert_eq!(
+        error_code(other).await,
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    let theirs: Value = app
+        .shopper_get("hal", "/api/v1/orders")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["orders"], json!([]));
+}
+
+on_both_stores!(
+    limit_counts_units_across_orders,
+    idempotent_retry_returns_the_first_order,
+    cancel_returns_stock_to_someone_else,
+    shoppers_see_only_their_own_orders,
+);

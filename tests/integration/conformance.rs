@@ -1,0 +1,384 @@
+//! The store conformance suite: one set of tests, run against the embedded
+//! store and against Redis, so both keep exactly the same semantics.
+
+use std::sync::Arc;
+
+use flashsale::domain::{
+    system_now, OrderId, OrderStatus, PatchStatus, Quantity, Rejection, Sale, SaleChange, SaleId,
+    SalePatch, SaleState, SaleStatus, UserId,
+};
+use flashsale::store::{EmbeddedStore, RedisStore, RedisTarget, ReserveRequest, Store, StoreError};
+use futures::future::join_all;
+
+use crate::support::{Backend, RedisServer};
+
+const HOUR_MS: i64 = 3_600_000;
+
+struct Subject {
+    store: Arc<dyn Store>,
+    _redis: Option<RedisServer>,
+}
+
+async fn subject(backend: Backend) -> Subject {
+    match backend {
+        Backend::Embedded => Subject {
+            store: Arc::new(EmbeddedStore::new()),
+            _redis: None,
+        },
+        Backend::Redis => {
+            let redis = RedisServer::start();
+            let store = RedisStore::connect(
+                &RedisTarget::Standalone(redis.url()),
+                std::time::Duration::from_secs(2),
+            )
+            .await
+            .expect("connect");
+            Subject {
+                store: Arc::new(store),
+                _redis: Some(redis),
+            }
+        }
+    }
+}
+
+/// A sale of `stock` units, limit `limit`, starting `starts_in_ms` from now.
+fn sale(stock: i64, limit: i64, starts_in_ms: i64) -> Sale {
+    let now = system_now();
+    Sale {
+        id: SaleId::generate(),
+        sku: "SKU-1".into(),
+        title: "A sale".into(),
+        price_cents: 250,
+        currency: "CNY".into(),
+        stock_total: stock,
+        per_user_limit: limit,
+        starts_at: now + starts_in_ms,
+        ends_at: now + HOUR_MS,
+        payment_timeout_secs: 600,
+        state: SaleState::Scheduled,
+        created_at: now,
+    }
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+fn request(sale: &Sale, who: &str, quantity: i64, key: Option<&str>) -> ReserveRequest {
+    ReserveRequest {
+        sale_id: sale.id.clone(),
+        user_id: user(who),
+        quantity: Quantity::parse(quantity).unwrap(),
+        order_id: OrderId::generate(&sale.id),
+        idempotency_key: key.map(str::to_owned),
+    }
+}
+
+fn rejection(result: Result<impl std::fmt::Debug, StoreError>) -> Rejection {
+    match result {
+        Err(StoreError::Rejected(rejection)) => rejection,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+async fn created_sale_reads_back_with_full_stock(backend: Backend) {
+    let Subject { store, _redis } = subject(backend).await;
+    let live = sale(7, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let view = store.view_sale(&live.id).await.unwrap().unwrap();
+    assert_eq!(view.sale, live);
+    assert_eq!(view.stats.remaining, 7);
+    assert_eq!(view.stats.stock_total, 7);
+    assert_eq!(
+        (view.stats.reserved, view.stats.paid, view.stats.buyers),
+        (0, 0, 0)
+    );
+    assert_eq!(view.status(), SaleStatus::Live);
+    assert!(
+        (view.now - system_now()).abs() < 5_000,
+        "store clock is sane"
+    );
+
+    assert!(matches!(
+        store.create_sale(&live).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store
+        .view_sale(&SaleId::generate())
+        .await
+        .unwrap()
+        .is_none());
+
+    let newer = sale(1, 1, -1_000);
+    let newer = Sale {
+        created_at: live.created_at + 1,
+        ..newer
+    };
+    store.create_sale(&newer).await.unwrap();
+    assert_eq!(
+        store.sale_ids().await.unwrap(),
+        vec![newer.id.clone(), live.id.clone()]
+    );
+}
+
+async fn reserve_takes_stock_and_records_the_order(backend: Backend) {
+    let Subject { store, _redis } = subject(backend).await;
+    let live = sale(5, 3, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let ask = request(&live, "amy", 2, None);
+    let reservation = store.reserve(&ask).await.unwrap();
+    let order = &reservation.order;
+    assert_eq!(order.id, ask.order_id);
+    assert_eq!(order.sale_id, live.id);
+    assert_eq!(order.user_id, user("amy"));
+    assert_eq!((order.quantity, order.amount_cents), (2, 500));
+    assert_eq!(order.currency, "CNY");
+    assert_eq!(order.status, OrderStatus::PendingPayment);
+    assert_eq!(order.expires_at - order.created_at, 600_000);
+    assert_eq!(reservation.remaining, Some(3));
+    assert_eq!(reservation.held, Some(2));
+    assert!(!reservation.replayed);
+
+    assert_eq!(store.order(&order.id).await.unwrap().as_ref(), Some(order));
+    assert_eq!(
+        store.user_orders(&user("amy")).await.unwrap(),
+        vec![order.clone()]
+    );
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!((stats.remaining, stats.reserved, stats.buyers), (3, 2, 1));
+}
+
+async fn reserve_checks_window_limit_and_stock(backend: Backend) {
+    let Subject { store, _redis } = subject(backend).await;
+    let upcoming = sale(5, 1, HOUR_MS / 2);
+    store.create_sale(&upcoming).await.unwrap();
+    let early = store.reserve(&request(&upcoming, "bea", 1, None)).await;
+    assert_eq!(rejection(early), Rejection::NotStarted);
+
+    let live = sale(3, 2, -1_000);
+    store.create_sale(&live).await.unwrap();
+    store
+        .reserve(&request(&live, "bea", 2, None))
+        .await
+        .unwrap();
+    let over = store.reserve(&request(&live, "bea", 1, None)).await;
+    assert_eq!(rejection(over), Rejection::LimitExceeded);
+    let too_many = store.reserve(&request(&live, "cy", 2, None)).await;
+    assert_eq!(
+        rejection(too_many),
+        Rejection::SoldOut,
+        "one left, two asked"
+    );
+    store.reserve(&request(&live, "cy", 1, None)).await.unwrap();
+    let none_left = store.reserve(&request(&live, "dee", 1, None)).await;
+    assert_eq!(rejection(none_left), Rejection::SoldOut);
+
+    let missing = Sale {
+        id: SaleId::generate(),
+        ..live.clone()
+    };
+    let unknown = store.reserve(&request(&missing, "dee", 1, None)).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound(_))));
+
+    let change = live
+        .patched(SalePatch {
+            status: Some(PatchStatus::Ended),
+            ..SalePatch::default()
+        })
+        .unwrap();
+    store.update_sale(&live.id, &change).await.unwrap();
+    let stopped = store.reserve(&request(&live, "eli", 1, None)).await;
+    assert_eq!(rejection(stopped), Rejection::Ended);
+    let view = store.view_sale(&live.id).await.unwrap().unwrap();
+    assert_eq!(view.status(), SaleStatus::Ended);
+}
+
+async fn idempotency_replays_and_refuses_mismatches(backend: Backend) {
+    let Subject { store, _redis } = subject(backend).await;
+    let live = sale(5, 2, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let first = store
+        .reserve(&request(&live, "fin", 1, Some("k")))
+        .await
+        .unwrap();
+    let replay = store
+        .reserve(&request(&live, "fin", 1, Some("k")))
+        .await
+        .unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.order, first.order);
+    let mismatch = store.reserve(&request(&live, "fin", 2, Some("k"))).await;
+    assert_eq!(rejection(mismatch), Rejection::IdempotencyMismatch);
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.reserved, 1, "replays take nothing");
+
+    // A cancelled order is still what the key answers.
+    store
+        .cancel_order(&first.order.id, &user("fin"))
+        .await
+        .unwrap();
+    let after_cancel = store
+        .reserve(&request(&live, "fin", 1, Some("k")))
+        .await
+        .unwrap();
+    assert_eq!(after_cancel.order.status, OrderStatus::Cancelled);
+}
+
+async fn cancel_returns_units_once(backend: Backend) {
+    let Subject { store, _redis } = subject(backend).await;
+    let live = sale(1, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let order = store
+        .reserve(&request(&live, "gil", 1, None))
+        .await
+        .unwrap()
+        .order;
+
+    let stranger = store.cancel_order(&order.id, &user("hana")).await;
+    assert!(matches!(stranger, Err(StoreError::NotFound(_))));
+    let cancelled = store.cancel_order(&order.id, &user("gil")).await.unwrap();
+    assert_eq!(cancelled.status, OrderStatus::Cancelled);
+    assert_eq!(
+        store.order(&order.id).await.unwrap().unwrap().status,
+        OrderStatus::Cancelled
+    );
+    let twice = store.cancel_order(&order.id, &user("gil")).await;
+    assert!(matches!(twice, Err(StoreError::Conflict(_))));
+
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(
+        (
+            stats.remaining,
+            stats.reserved,
+            stats.cancelled,
+            stats.buyers
+        ),
+        (1, 0, 1, 0)
+    );
+    store
+        .reserve(&request(&live, "gil", 1, None))
+        .await
+        .unwrap();
+    let unknown = OrderId::generate(&SaleId::generate());
+    assert!(matches!(
+        store.cancel_order(&unknown, &user("gil")).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn updates_follow_the_sale_phase(backend: Backend) {
+    let Subject { store, _redis } = subject(backend).await;
+    let upcoming = sale(5, 1, HOUR_MS / 2);
+    store.create_sale(&upcoming).await.unwrap();
+    let retitle = upcoming
+        .patched(SalePatch {
+            title: Some("Renamed".into()),
+            stock_total: Some(9),
+            ..SalePatch::default()
+        })
+        .unwrap();
+    store.update_sale(&upcoming.id, &retitle).await.unwrap();
+    let view = store.view_sale(&upcoming.id).await.unwrap().unwrap();
+    assert_eq!(view.sale.title, "Renamed");
+    assert_eq!((view.stats.stock_total, view.stats.remaining), (9, 9));
+    store.cancel_sale(&upcoming.id).await.unwrap();
+    let view = store.view_sale(&upcoming.id).await.unwrap().unwrap();
+    assert_eq!(view.status(), SaleStatus::Cancelled);
+    assert!(matches!(
+        store.update_sale(&upcoming.id, &retitle).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.cancel_sale(&upcoming.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    let live = sale(5, 2, -1_000);
+    store.create_sale(&live).await.unwrap();
+    store
+        .reserve(&request(&live, "ivo", 2, None))
+        .await
+        .unwrap();
+    let restricted = live
+        .patched(SalePatch {
+            title: Some("Renamed".into()),
+            ..SalePatch::default()
+        })
+        .unwrap();
+    assert!(matches!(
+        store.update_sale(&live.id, &restricted).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let below_held = live
+        .patched(SalePatch {
+            stock_total: Some(1),
+            ..SalePatch::default()
+        })
+        .unwrap();
+    assert!(matches!(
+        store.update_sale(&live.id, &below_held).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.cancel_sale(&live.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let past_end = Sale {
+        ends_at: system_now() - 1,
+        ..live.clone()
+    };
+    let past_end = SaleChange {
+        sale: past_end,
+        restricted: false,
+        end_now: false,
+    };
+    assert!(matches!(
+        store.update_sale(&live.id, &past_end).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let shrink = live
+        .patched(SalePatch {
+            stock_total: Some(2),
+            ..SalePatch::default()
+        })
+        .unwrap();
+    store.update_sale(&live.id, &shrink).await.unwrap();
+    let view = store.view_sale(&live.id).await.unwrap().unwrap();
+    assert_eq!((view.stats.remaining, view.stats.reserved), (0, 2));
+    assert_eq!(view.status(), SaleStatus::SoldOut);
+    let missing = store.update_sale(&SaleId::generate(), &shrink).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))));
+}
+
+async fn concurrent_reservations_never_oversell(backend: Backend) {
+    let Subject { store, _redis } = subject(backend).await;
+    let live = sale(50, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let attempts = (0..400).map(|i| {
+        let store = Arc::clone(&store);
+        let ask = request(&live, &format!("u{}", i % 200), 1, None);
+        tokio::spawn(async move { store.reserve(&ask).await })
+    });
+    let results = join_all(attempts).await;
+    let mut won = 0;
+    for result in results {
+        match result.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::Rejected(Rejection::SoldOut | Rejection::LimitExceeded)) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(won, 50);
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!((stats.remaining, stats.reserved, stats.buyers), (0, 50, 50));
+}
+
+crate::on_both_stores!(
+    created_sale_reads_back_with_full_stock,
+    reserve_takes_stock_and_records_the_order,
+    reserve_checks_window_limit_and_stock,
+    idempotency_replays_and_refuses_mismatches,
+    cancel_returns_units_once,
+    updates_follow_the_sale_phase,
+    concurrent_reservations_never_oversell,
+);

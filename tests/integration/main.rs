@@ -1,0 +1,15 @@
+//! Integration tests: the engine over HTTP and the store conformance suite,
+//! against the embedded store and real `redis-server` processes that the
+//! tests start on free ports.
+
+// Tests fail loudly on anything unexpected: unwrap is the point here.
+#![allow(clippy::unwrap_used)]
+
+mod api_admin;
+mod api_bad_input;
+mod api_orders;
+mod api_race;
+mod api_restart;
+mod api_window;
+mod conformance;
+mod support;

@@ -1,0 +1,348 @@
+//! Test support: real `redis-server` processes on free ports, and the engine
+//! started in-process on 127.0.0.1:0 against the embedded store or a Redis.
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use flashsale::config::Config;
+use flashsale::http::mint_shopper_token;
+use flashsale::Application;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const SHOPPER_SECRET: &str = "test-shopper-secret";
+
+/// A `redis-server` of our own: free port, own data directory (AOF on, so
+/// a restart keeps the data), killed on drop.
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self {
+            port: 0,
+            dir,
+            child: None,
+        };
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server (is it installed and on PATH?)");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Spawns the server and waits until it answers PING.
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .args(["--maxmemory-policy", "noeviction"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return true;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_exited)) = child.try_wait() {
+                    self.child = None;
+                    return false;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        false
+    }
+
+    fn ping(&self) -> bool {
+        redis::Client::open(self.url())
+            .and_then(|client| client.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn))
+            .is_ok()
+    }
+
+    /// A synchronous connection for assertions on raw keys.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|client| client.get_connection())
+            .expect("connect to test redis")
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("free port")
+}
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Redis,
+}
+
+/// The engine, running in-process on a free port.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(redis_url: Option<String>) -> Self {
+        let mut config = Config::for_tests();
+        config.redis_url = redis_url;
+        config.admin_token = Some(ADMIN_TOKEN.into());
+        config.user_token_secret = Some(SHOPPER_SECRET.into());
+        Self::spawn_with(config).await
+    }
+
+    pub async fn spawn_with(config: Config) -> Self {
+        let app = Application::build(config).await.expect("build the app");
+        let address = format!("http://{}", app.address());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        Self {
+            address,
+            client,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server (graceful shutdown) and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("admin request")
+    }
+
+    /// Schedules a sale and returns its id.
+    pub async fn create_sale(&self, body: Value) -> String {
+        let response = self
+            .admin(reqwest::Method::POST, "/admin/v1/sales", Some(body))
+            .await;
+        let status = response.status();
+        let sale: Value = response.json().await.expect("sale json");
+        assert_eq!(status, StatusCode::CREATED, "{sale}");
+        sale["id"].as_str().expect("sale id").to_owned()
+    }
+
+    /// The admin view of a sale, with exact stats.
+    pub async fn sale(&self, id: &str) -> Value {
+        let response = self
+            .admin(reqwest::Method::GET, &format!("/admin/v1/sales/{id}"), None)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("sale json")
+    }
+
+    /// POST an order as `user`; `body` None sends no body at all.
+    pub async fn order(
+        &self,
+        sale: &str,
+        user: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/api/v1/sales/{sale}/orders")))
+            .bearer_auth(token(user));
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("order request")
+    }
+
+    pub async fn shopper_get(&self, user: &str, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token(user))
+            .send()
+            .await
+            .expect("shopper request")
+    }
+
+    pub async fn shopper_post(&self, user: &str, path: &str) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token(user))
+            .send()
+            .await
+            .expect("shopper request")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A running engine plus, for Redis, the server it uses.
+pub struct Harness {
+    pub app: TestApp,
+    pub redis: Option<RedisServer>,
+}
+
+impl Harness {
+    pub async fn start(backend: Backend) -> Self {
+        let redis = (backend == Backend::Redis).then(RedisServer::start);
+        let app = TestApp::spawn(redis.as_ref().map(RedisServer::url)).await;
+        Self { app, redis }
+    }
+}
+
+pub fn token(user: &str) -> String {
+    mint_shopper_token(SHOPPER_SECRET.as_bytes(), user, 3600).expect("mint token")
+}
+
+pub fn rfc3339_in(offset: Duration, past: bool) -> String {
+    let offset = chrono::Duration::from_std(offset).expect("offset");
+    let at = if past {
+        Utc::now() - offset
+    } else {
+        Utc::now() + offset
+    };
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A sale body that is live now for an hour.
+pub fn live_sale(stock: i64, per_user_limit: i64) -> Value {
+    json!({
+        "sku": "LC-POUCH-RED",
+        "title": "Le Pliage pouch, red",
+        "price_cents": 19900,
+        "stock_total": stock,
+        "per_user_limit": per_user_limit,
+        "starts_at": rfc3339_in(Duration::from_secs(1), true),
+        "ends_at": rfc3339_in(Duration::from_secs(3600), false),
+    })
+}
+
+/// Reads an error response and returns (status, code).
+pub async fn error_code(response: Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let code = body["error"]["code"]
+        .as_str()
+        .map_or_else(|| format!("<no error code in {body}>"), str::to_owned);
+    (status, code)
+}
+
+/// Asserts the contract's stock invariant on an admin sale view.
+pub fn assert_stats_consistent(sale: &Value) {
+    let stats = &sale["stats"];
+    let n = |field: &str| {
+        stats[field]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{field} in {stats}"))
+    };
+    assert!(n("remaining") >= 0, "{stats}");
+    assert_eq!(
+        n("remaining") + n("reserved") + n("paid"),
+        n("stock_total"),
+        "remaining + reserved + paid == stock_total: {stats}"
+    );
+}
+
+/// Runs an async test body once per backend.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded() {
+                    super::$name($crate::support::Backend::Embedded).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    super::$name($crate::support::Backend::Redis).await;
+                }
+            }
+        )*
+    };
+}
