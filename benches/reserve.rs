@@ -1,1 +1,118 @@
-fn main() {}
+//! The reservation hot path on the embedded store, measured three ways in
+//! the same run so the ratios hold on a noisy machine. Each iteration is a
+//! burst of `CALLERS` concurrent reservations (throughput is reported per
+//! reservation), as in a sale's opening second:
+//!
+//! - `store_direct`: the store call alone (the baseline);
+//! - `through_actor`: the same call routed through the sale's inventory
+//!   actor (registry lookup, mailbox, reply channel);
+//! - `sold_out_fast_path`: a request the actor answers from memory.
+//!
+//! Run: `cargo bench --bench reserve`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use flashsale::domain::{system_now, OrderId, Quantity, Sale, SaleId, SaleState, UserId};
+use flashsale::inventory::{ActorSettings, Inventory};
+use flashsale::store::{EmbeddedStore, ReserveRequest, Store};
+use futures::future::join_all;
+
+/// Concurrent reservations per iteration.
+const CALLERS: usize = 256;
+
+/// Distinct shoppers, each allowed up to the largest per-user limit.
+const SHOPPERS: u64 = 100_000;
+
+fn sale(stock: i64) -> Sale {
+    let now = system_now();
+    Sale {
+        id: SaleId::generate(),
+        sku: "BENCH".into(),
+        title: "bench".into(),
+        price_cents: 100,
+        currency: "CNY".into(),
+        stock_total: stock,
+        per_user_limit: flashsale::domain::MAX_QUANTITY,
+        starts_at: now - 1_000,
+        ends_at: now + 3_600_000,
+        payment_timeout_secs: 900,
+        state: SaleState::Scheduled,
+        created_at: now,
+    }
+}
+
+fn request(sale: &SaleId, counter: &AtomicU64) -> ReserveRequest {
+    let n = counter.fetch_add(1, Ordering::Relaxed) % SHOPPERS;
+    ReserveRequest {
+        sale_id: sale.clone(),
+        user_id: UserId::parse(&format!("shopper-{n}")).expect("valid shopper id"),
+        quantity: Quantity::parse(1).expect("valid quantity"),
+        order_id: OrderId::generate(sale),
+        idempotency_key: None,
+    }
+}
+
+fn settings() -> ActorSettings {
+    ActorSettings {
+        mailbox: 4096,
+        in_flight_max: 512,
+        known_shoppers_max: 100_000,
+        refresh: Duration::from_secs(1),
+        clock_margin_ms: 250,
+    }
+}
+
+fn reserve(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    let inventory = Inventory::start(Arc::clone(&store), 1, settings(), Duration::from_secs(5))
+        .expect("actor system");
+    let open = sale(1_000_000_000);
+    let sold_out = sale(1);
+    runtime.block_on(async {
+        store.create_sale(&open).await.expect("create");
+        store.create_sale(&sold_out).await.expect("create");
+    });
+    let counter = AtomicU64::new(0);
+    // Sell the one unit so the actor learns the sale is sold out.
+    runtime.block_on(async {
+        inventory
+            .reserve(request(&sold_out.id, &counter))
+            .await
+            .expect("last unit");
+        let refused = inventory.reserve(request(&sold_out.id, &counter)).await;
+        assert!(refused.is_err(), "sold out");
+    });
+
+    let mut group = c.benchmark_group("reserve_embedded");
+    group.measurement_time(Duration::from_secs(5));
+    group.warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(CALLERS as u64));
+    group.bench_function("store_direct", |b| {
+        b.to_async(&runtime).iter(|| {
+            join_all((0..CALLERS).map(|_| {
+                let store = Arc::clone(&store);
+                let request = request(&open.id, &counter);
+                async move { store.reserve(&request).await.expect("reserved") }
+            }))
+        });
+    });
+    group.bench_function("through_actor", |b| {
+        b.to_async(&runtime).iter(|| {
+            join_all((0..CALLERS).map(|_| inventory.reserve(request(&open.id, &counter))))
+        });
+    });
+    group.bench_function("sold_out_fast_path", |b| {
+        b.to_async(&runtime).iter(|| {
+            join_all((0..CALLERS).map(|_| inventory.reserve(request(&sold_out.id, &counter))))
+        });
+    });
+    group.finish();
+    inventory.stop();
+}
+
+criterion_group!(benches, reserve);
+criterion_main!(benches);

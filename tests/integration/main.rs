@@ -7,6 +7,7 @@
 
 mod api_admin;
 mod api_bad_input;
+mod api_faults;
 mod api_orders;
 mod api_race;
 mod api_restart;

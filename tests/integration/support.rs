@@ -98,6 +98,13 @@ impl RedisServer {
             .expect("connect to test redis")
     }
 
+    /// Starts the server again on the same port and data directory (after
+    /// [`kill`](Self::kill)); the AOF brings the data back.
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(self.spawn(), "redis-server restarts on port {}", self.port);
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -1,0 +1,75 @@
+//! Goal: when Redis goes away the engine answers 503 `unavailable` with
+//! `Retry-After` (never a 500 or a hang), reports not ready, and recovers
+//! by itself when Redis is back, with every acknowledged order still there.
+//! Method: kill the test's redis-server mid-sale, probe, restart it, probe.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::support::{error_code, live_sale, RedisServer, TestApp};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_503_and_recovers() {
+    let mut redis = RedisServer::start();
+    let app = TestApp::spawn(Some(redis.url())).await;
+    let sale = app.create_sale(live_sale(10, 1)).await;
+    let before: Value = app
+        .order(&sale, "vic", None, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    redis.kill();
+    let during = app.order(&sale, "wes", None, None).await;
+    assert_eq!(during.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(during.headers()["retry-after"], "1");
+    assert_eq!(error_code(during).await.1, "unavailable");
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        error_code(ready).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable".into())
+    );
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        health.status(),
+        StatusCode::OK,
+        "the process itself is fine"
+    );
+
+    redis.restart();
+    let mut recovered = None;
+    for _ in 0..50 {
+        let response = app.order(&sale, "wes", None, None).await;
+        if response.status() == StatusCode::CREATED {
+            recovered = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered.is_some(),
+        "the engine recovers once Redis is back"
+    );
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    let kept: Value = app
+        .shopper_get(
+            "vic",
+            &format!("/api/v1/orders/{}", before["id"].as_str().unwrap()),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        kept, before,
+        "the order acknowledged before the outage survives"
+    );
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["reserved"], 2);
+}
