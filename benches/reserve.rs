@@ -62,6 +62,7 @@ fn settings() -> ActorSettings {
         known_shoppers_max: 100_000,
         refresh: Duration::from_secs(1),
         clock_margin_ms: 250,
+        idle_stop: Duration::from_secs(300),
     }
 }
 

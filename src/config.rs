@@ -111,6 +111,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub sale_refresh_ms: u64,
 
+    /// Seconds without a reservation after which a sale's actor stops (it
+    /// starts again on the next request).
+    #[arg(long, env = "FLASHSALE_ACTOR_IDLE_STOP_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub actor_idle_stop_secs: u64,
+
     /// Margin around a sale's start and end inside which actors leave the
     /// window decision to the store's clock, in milliseconds.
     #[arg(long, env = "FLASHSALE_CLOCK_MARGIN_MS", default_value_t = 250,

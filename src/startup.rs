@@ -37,6 +37,7 @@ impl Application {
             known_shoppers_max: usize_of(config.actor_known_shoppers_max),
             refresh: Duration::from_millis(config.sale_refresh_ms),
             clock_margin_ms: i64::try_from(config.clock_margin_ms).unwrap_or(i64::MAX),
+            idle_stop: Duration::from_secs(config.actor_idle_stop_secs),
         };
         let inventory = Arc::new(Inventory::start(
             Arc::clone(&store),

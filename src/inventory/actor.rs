@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -35,6 +35,9 @@ pub struct ActorSettings {
     pub known_shoppers_max: usize,
     pub refresh: Duration,
     pub clock_margin_ms: Millis,
+    /// An actor with no reservation for this long stops (the registry
+    /// starts a new one on the next request).
+    pub idle_stop: Duration,
 }
 
 type ReserveReply = oneshot::Sender<Result<Reservation, InventoryError>>;
@@ -73,6 +76,7 @@ pub struct SaleActor {
     returned_units: i64,
     store_calls_in_flight: usize,
     refreshing: bool,
+    last_request: Instant,
     store: Arc<dyn Store>,
     settings: ActorSettings,
 }
@@ -87,6 +91,7 @@ impl SaleActor {
             returned_units: 0,
             store_calls_in_flight: 0,
             refreshing: false,
+            last_request: Instant::now(),
             store,
             settings,
         };
@@ -156,6 +161,13 @@ impl SaleActor {
     }
 
     fn refresh(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.store_calls_in_flight == 0
+            && self.last_request.elapsed() >= self.settings.idle_stop;
+        if idle {
+            tracing::debug!(sale = %self.sale.id, "sale actor retires while idle");
+            ctx.stop();
+            return;
+        }
         if self.refreshing {
             return;
         }
@@ -190,6 +202,7 @@ impl Handler<Reserve> for SaleActor {
 
     fn handle(&mut self, msg: Reserve, ctx: &mut Self::Context) {
         let Reserve { request, reply } = msg;
+        self.last_request = Instant::now();
         if let Some(rejection) = self.certain_rejection(&request) {
             telemetry::count_local_answer(rejection.code());
             // The caller may have timed out and gone: nothing to do then.
@@ -229,5 +242,137 @@ impl Handler<StockReturned> for SaleActor {
     fn handle(&mut self, msg: StockReturned, _: &mut Self::Context) {
         self.remaining += msg.quantity;
         self.at_limit.remove(&msg.user);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{OrderId, Quantity, SaleId, SaleStats};
+    use crate::store::EmbeddedStore;
+
+    const MARGIN_MS: Millis = 250;
+
+    fn view(starts_in_ms: Millis, remaining: i64) -> SaleView {
+        let now = system_now();
+        let sale = Sale {
+            id: SaleId::generate(),
+            sku: "sku".into(),
+            title: "title".into(),
+            price_cents: 1,
+            currency: "CNY".into(),
+            stock_total: 10,
+            per_user_limit: 2,
+            starts_at: now + starts_in_ms,
+            ends_at: now + 3_600_000,
+            payment_timeout_secs: 900,
+            state: SaleState::Scheduled,
+            created_at: now,
+        };
+        SaleView {
+            sale,
+            stats: SaleStats {
+                stock_total: 10,
+                remaining,
+                reserved: 10 - remaining,
+                ..SaleStats::default()
+            },
+            now,
+        }
+    }
+
+    fn actor(view: SaleView) -> SaleActor {
+        let settings = ActorSettings {
+            mailbox: 16,
+            in_flight_max: 16,
+            known_shoppers_max: 1,
+            refresh: Duration::from_secs(1),
+            clock_margin_ms: MARGIN_MS,
+            idle_stop: Duration::from_secs(60),
+        };
+        SaleActor::new(view, Arc::new(EmbeddedStore::new()), settings)
+    }
+
+    fn ask(actor: &SaleActor, user: &str, quantity: i64, key: Option<&str>) -> ReserveRequest {
+        ReserveRequest {
+            sale_id: actor.sale.id.clone(),
+            user_id: UserId::parse(user).expect("user"),
+            quantity: Quantity::parse(quantity).expect("quantity"),
+            order_id: OrderId::generate(&actor.sale.id),
+            idempotency_key: key.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn window_is_answered_only_outside_the_clock_margin() {
+        let early = actor(view(60_000, 10));
+        for key in [None, Some("k")] {
+            let request = ask(&early, "a", 1, key);
+            assert_eq!(
+                early.certain_rejection(&request),
+                Some(Rejection::NotStarted)
+            );
+        }
+        let almost = actor(view(MARGIN_MS / 2, 10));
+        assert_eq!(
+            almost.certain_rejection(&ask(&almost, "a", 1, None)),
+            None,
+            "store decides"
+        );
+    }
+
+    #[test]
+    fn sold_out_is_learned_and_cleared_by_a_return() {
+        let mut actor = actor(view(-1_000, 1));
+        let two = ask(&actor, "a", 2, None);
+        assert_eq!(actor.certain_rejection(&two), Some(Rejection::SoldOut));
+        let one = ask(&actor, "a", 1, None);
+        assert_eq!(actor.certain_rejection(&one), None);
+        actor.learn(&one, &Err(StoreError::Rejected(Rejection::SoldOut)));
+        assert_eq!(actor.certain_rejection(&one), Some(Rejection::SoldOut));
+        let keyed = ask(&actor, "a", 1, Some("k"));
+        assert_eq!(
+            actor.certain_rejection(&keyed),
+            None,
+            "a keyed retry may replay"
+        );
+        actor.remaining += 1; // what StockReturned does
+        assert_eq!(actor.certain_rejection(&one), None);
+    }
+
+    #[test]
+    fn shoppers_at_their_limit_are_remembered_within_the_bound() {
+        let mut actor = actor(view(-1_000, 10));
+        let over_limit = ask(&actor, "a", 3, None);
+        assert_eq!(
+            actor.certain_rejection(&over_limit),
+            Some(Rejection::LimitExceeded)
+        );
+        let first = ask(&actor, "a", 1, None);
+        actor.learn(&first, &Err(StoreError::Rejected(Rejection::LimitExceeded)));
+        let second = ask(&actor, "b", 1, None);
+        actor.learn(
+            &second,
+            &Err(StoreError::Rejected(Rejection::LimitExceeded)),
+        );
+        assert_eq!(
+            actor.certain_rejection(&first),
+            Some(Rejection::LimitExceeded)
+        );
+        assert_eq!(
+            actor.certain_rejection(&second),
+            None,
+            "known_shoppers_max is 1"
+        );
+
+        let mut returned = view(-1_000, 10);
+        returned.sale = actor.sale.clone();
+        returned.stats.cancelled = 1;
+        actor.apply(returned);
+        assert_eq!(
+            actor.certain_rejection(&first),
+            None,
+            "a return elsewhere forgets"
+        );
     }
 }

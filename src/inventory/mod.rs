@@ -5,8 +5,9 @@
 //!
 //! Actors run on a few dedicated threads (actix arbiters, see [`system`]);
 //! the [`Inventory`] registry routes each request to its sale's actor by id,
-//! starting the actor on first use, and bounds every queue: a full mailbox
-//! answers `overloaded` at once.
+//! starting the actor on first use (an actor with no reservation for
+//! `idle_stop` retires), and bounds every queue: a full mailbox answers
+//! `overloaded` at once.
 
 mod actor;
 mod system;
@@ -66,21 +67,31 @@ impl Inventory {
 
     /// Routes a reservation through its sale's actor.
     pub async fn reserve(&self, request: ReserveRequest) -> Result<Reservation, InventoryError> {
-        let actor = self.actor_for(&request.sale_id).await?;
         let (reply, answer) = oneshot::channel();
-        let sale_id = request.sale_id.clone();
-        if let Err(err) = actor.try_send(Reserve { request, reply }) {
-            return Err(match err {
-                SendError::Full(_) => {
+        let mut message = Reserve { request, reply };
+        // An actor that retired while idle is restarted once.
+        for _ in 0..2 {
+            let actor = self.actor_for(&message.request.sale_id).await?;
+            match actor.try_send(message) {
+                Ok(()) => return self.await_answer(answer).await,
+                Err(SendError::Full(_)) => {
                     telemetry::count_mailbox_rejection();
-                    InventoryError::Overloaded
+                    return Err(InventoryError::Overloaded);
                 }
-                SendError::Closed(_) => {
-                    self.actors.remove(&sale_id);
-                    StoreError::Unavailable("the sale's actor stopped".into()).into()
+                Err(SendError::Closed(returned)) => {
+                    self.actors
+                        .remove_if(&returned.request.sale_id, |_, known| known == &actor);
+                    message = returned;
                 }
-            });
+            }
         }
+        Err(StoreError::Unavailable("the sale's actor keeps stopping".into()).into())
+    }
+
+    async fn await_answer(
+        &self,
+        answer: oneshot::Receiver<Result<Reservation, InventoryError>>,
+    ) -> Result<Reservation, InventoryError> {
         match tokio::time::timeout(self.reserve_timeout, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_dropped)) => {

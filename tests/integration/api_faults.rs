@@ -1,3 +1,5 @@
+//! Faults and lifecycle: Redis outages, an unsafe Redis, idle actors.
+//!
 //! Goal: when Redis goes away the engine answers 503 `unavailable` with
 //! `Retry-After` (never a 500 or a hang), reports not ready, and recovers
 //! by itself when Redis is back, with every acknowledged order still there.
@@ -8,7 +10,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::{error_code, live_sale, RedisServer, TestApp};
+use flashsale::config::Config;
+use flashsale::Application;
+
+use crate::support::{error_code, live_sale, RedisServer, TestApp, ADMIN_TOKEN, SHOPPER_SECRET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_503_and_recovers() {
@@ -72,4 +77,49 @@ async fn redis_outage_is_503_and_recovers() {
     );
     let view = app.sale(&sale).await;
     assert_eq!(view["stats"]["reserved"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_on_a_redis_that_may_evict() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut conn)
+        .unwrap();
+    let mut config = Config::for_tests();
+    config.redis_url = Some(redis.url());
+    let refused = Application::build(config)
+        .await
+        .err()
+        .expect("start refused");
+    assert!(format!("{refused:#}").contains("noeviction"), "{refused:#}");
+}
+
+/// Goal: an actor that retired while idle comes back on the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_actor_retires_and_restarts_on_demand() {
+    let mut config = Config::for_tests();
+    config.admin_token = Some(ADMIN_TOKEN.into());
+    config.user_token_secret = Some(SHOPPER_SECRET.into());
+    config.actor_idle_stop_secs = 1;
+    config.sale_refresh_ms = 50;
+    let app = TestApp::spawn_with(config).await;
+    let sale = app.create_sale(live_sale(10, 1)).await;
+    assert_eq!(
+        app.order(&sale, "xia", None, None).await.status(),
+        StatusCode::CREATED
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        app.order(&sale, "yao", None, None).await.status(),
+        StatusCode::CREATED
+    );
+    let over = app.order(&sale, "xia", None, None).await;
+    assert_eq!(
+        error_code(over).await,
+        (StatusCode::CONFLICT, "limit_exceeded".into())
+    );
 }
