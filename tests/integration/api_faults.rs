@@ -13,7 +13,7 @@ use serde_json::Value;
 use flashsale::config::Config;
 use flashsale::Application;
 
-use crate::support::{error_code, live_sale, RedisServer, TestApp, ADMIN_TOKEN, SHOPPER_SECRET};
+use crate::support::{error_code, live_sale, test_config, RedisServer, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_503_and_recovers() {
@@ -101,9 +101,7 @@ async fn refuses_to_start_on_a_redis_that_may_evict() {
 /// Goal: an actor that retired while idle comes back on the next request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_actor_retires_and_restarts_on_demand() {
-    let mut config = Config::for_tests();
-    config.admin_token = Some(ADMIN_TOKEN.into());
-    config.user_token_secret = Some(SHOPPER_SECRET.into());
+    let mut config = test_config();
     config.actor_idle_stop_secs = 1;
     config.sale_refresh_ms = 50;
     let app = TestApp::spawn_with(config).await;

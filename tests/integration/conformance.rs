@@ -10,35 +10,34 @@ use flashsale::domain::{
 use flashsale::store::{EmbeddedStore, RedisStore, RedisTarget, ReserveRequest, Store, StoreError};
 use futures::future::join_all;
 
-use crate::support::{Backend, RedisServer};
+use crate::support::{Backend, Servers};
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// A store under test, with whatever servers it needs kept alive.
 struct Subject {
     store: Arc<dyn Store>,
-    _redis: Option<RedisServer>,
+    _redis: Servers,
 }
 
 async fn subject(backend: Backend) -> Subject {
-    match backend {
-        Backend::Embedded => Subject {
-            store: Arc::new(EmbeddedStore::new()),
-            _redis: None,
-        },
-        Backend::Redis => {
-            let redis = RedisServer::start();
-            let store = RedisStore::connect(
-                &RedisTarget::Standalone(redis.url()),
-                std::time::Duration::from_secs(2),
-            )
-            .await
-            .expect("connect");
-            Subject {
-                store: Arc::new(store),
-                _redis: Some(redis),
-            }
-        }
+    let servers = Servers::start(backend);
+    let store: Arc<dyn Store> = match &servers {
+        Servers::None => Arc::new(EmbeddedStore::new()),
+        Servers::Standalone(redis) => connect(&RedisTarget::Standalone(redis.url())).await,
+        Servers::Cluster(cluster) => connect(&RedisTarget::Cluster(cluster.urls())).await,
+    };
+    Subject {
+        store,
+        _redis: servers,
     }
+}
+
+async fn connect(target: &RedisTarget) -> Arc<dyn Store> {
+    let store = RedisStore::connect(target, std::time::Duration::from_secs(2))
+        .await
+        .expect("connect");
+    Arc::new(store)
 }
 
 /// A sale of `stock` units, limit `limit`, starting `starts_in_ms` from now.
@@ -373,7 +372,7 @@ async fn concurrent_reservations_never_oversell(backend: Backend) {
     assert_eq!((stats.remaining, stats.reserved, stats.buyers), (0, 50, 50));
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     created_sale_reads_back_with_full_stock,
     reserve_takes_stock_and_records_the_order,
     reserve_checks_window_limit_and_stock,

@@ -22,15 +22,21 @@ pub const SHOPPER_SECRET: &str = "test-shopper-secret";
 pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
+    cluster_enabled: bool,
     child: Option<Child>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_node(false)
+    }
+
+    fn start_node(cluster_enabled: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Self {
             port: 0,
             dir,
+            cluster_enabled,
             child: None,
         };
         for _ in 0..5 {
@@ -44,6 +50,10 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn node_address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// Spawns the server and waits until it answers PING.
@@ -62,6 +72,11 @@ impl RedisServer {
                 "always",
             ])
             .args(["--maxmemory-policy", "noeviction"])
+            .args(if self.cluster_enabled {
+                &["--cluster-enabled", "yes"][..]
+            } else {
+                &[][..]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -119,6 +134,48 @@ impl Drop for RedisServer {
     }
 }
 
+/// A 3-master Redis Cluster of our own (no replicas), torn down on drop.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_node(true)).collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(nodes.iter().map(RedisServer::node_address))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.is_ok() {
+            assert!(Instant::now() < deadline, "the cluster never became ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    fn is_ok(&self) -> bool {
+        self.nodes.iter().all(|node| {
+            let mut conn = node.connection();
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut conn)
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        })
+    }
+
+    /// The node URLs, comma-separated, as `FLASHSALE_REDIS_URL` takes them.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
 fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -131,6 +188,7 @@ fn free_port() -> u16 {
 pub enum Backend {
     Embedded,
     Redis,
+    RedisCluster,
 }
 
 /// The engine, running in-process on a free port.
@@ -143,10 +201,8 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(redis_url: Option<String>) -> Self {
-        let mut config = Config::for_tests();
+        let mut config = test_config();
         config.redis_url = redis_url;
-        config.admin_token = Some(ADMIN_TOKEN.into());
-        config.user_token_secret = Some(SHOPPER_SECRET.into());
         Self::spawn_with(config).await
     }
 
@@ -267,18 +323,67 @@ impl Drop for TestApp {
     }
 }
 
-/// A running engine plus, for Redis, the server it uses.
+/// The Redis servers a test keeps alive, if any.
+pub enum Servers {
+    None,
+    Standalone(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Servers {
+    pub fn start(backend: Backend) -> Self {
+        match backend {
+            Backend::Embedded => Self::None,
+            Backend::Redis => Self::Standalone(RedisServer::start()),
+            Backend::RedisCluster => Self::Cluster(RedisCluster::start()),
+        }
+    }
+
+    /// The engine settings that point at these servers.
+    pub fn configure(&self, config: &mut Config) {
+        match self {
+            Self::None => {}
+            Self::Standalone(redis) => config.redis_url = Some(redis.url()),
+            Self::Cluster(cluster) => {
+                config.redis_url = Some(cluster.urls().join(","));
+                config.redis_cluster = true;
+            }
+        }
+    }
+
+    /// A connection for raw-key assertions, on a standalone Redis.
+    pub fn standalone(&self) -> Option<&RedisServer> {
+        match self {
+            Self::Standalone(redis) => Some(redis),
+            _ => None,
+        }
+    }
+}
+
+/// A running engine plus the Redis servers it uses.
 pub struct Harness {
     pub app: TestApp,
-    pub redis: Option<RedisServer>,
+    pub redis: Servers,
 }
 
 impl Harness {
     pub async fn start(backend: Backend) -> Self {
-        let redis = (backend == Backend::Redis).then(RedisServer::start);
-        let app = TestApp::spawn(redis.as_ref().map(RedisServer::url)).await;
-        Self { app, redis }
+        let redis = Servers::start(backend);
+        let mut config = test_config();
+        redis.configure(&mut config);
+        Self {
+            app: TestApp::spawn_with(config).await,
+            redis,
+        }
     }
+}
+
+/// The engine's test settings: free port, known tokens, embedded store.
+pub fn test_config() -> Config {
+    let mut config = Config::for_tests();
+    config.admin_token = Some(ADMIN_TOKEN.into());
+    config.user_token_secret = Some(SHOPPER_SECRET.into());
+    config
 }
 
 pub fn token(user: &str) -> String {
@@ -332,6 +437,32 @@ pub fn assert_stats_consistent(sale: &Value) {
         n("stock_total"),
         "remaining + reserved + paid == stock_total: {stats}"
     );
+}
+
+/// Runs an async test body against the embedded store, a standalone Redis
+/// and a 3-node Redis Cluster.
+#[macro_export]
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded() {
+                    super::$name($crate::support::Backend::Embedded).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    super::$name($crate::support::Backend::Redis).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis_cluster() {
+                    super::$name($crate::support::Backend::RedisCluster).await;
+                }
+            }
+        )*
+    };
 }
 
 /// Runs an async test body once per backend.
