@@ -121,3 +121,55 @@ async fn idle_actor_retires_and_restarts_on_demand() {
         (StatusCode::CONFLICT, "limit_exceeded".into())
     );
 }
+
+/// Goal: a sale whose store calls are stuck sheds further requests with 503
+/// `overloaded` at once instead of queueing them. Method: allow one store
+/// call in flight, freeze Redis with CLIENT PAUSE, send more orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_store_sheds_load_with_overloaded() {
+    let redis = RedisServer::start();
+    let mut config = test_config();
+    config.redis_url = Some(redis.url());
+    config.actor_in_flight_max = 1;
+    let app = std::sync::Arc::new(TestApp::spawn_with(config).await);
+    let sale = app.create_sale(live_sale(10, 1)).await;
+    assert_eq!(
+        app.order(&sale, "zed", None, None).await.status(),
+        StatusCode::CREATED
+    );
+
+    let mut conn = redis.connection();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(600)
+        .arg("ALL")
+        .query(&mut conn)
+        .unwrap();
+    let stuck = {
+        let app = std::sync::Arc::clone(&app);
+        let sale = sale.clone();
+        tokio::spawn(async move { app.order(&sale, "ada", None, None).await.status() })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for shopper in ["bo", "cy", "di"] {
+        let started = std::time::Instant::now();
+        let shed = app.order(&sale, shopper, None, None).await;
+        let elapsed = started.elapsed();
+        assert_eq!(shed.headers()["retry-after"], "1");
+        assert_eq!(
+            error_code(shed).await,
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded".into())
+        );
+        println!("overloaded answered in {elapsed:?}");
+    }
+    assert_eq!(
+        stuck.await.unwrap(),
+        StatusCode::CREATED,
+        "the stuck call completes"
+    );
+    assert_eq!(
+        app.sale(&sale).await["stats"]["reserved"],
+        2,
+        "shed requests took nothing"
+    );
+}
