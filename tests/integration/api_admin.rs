@@ -98,15 +98,7 @@ async fn upcoming_sales_change_freely_and_cancel(backend: Backend) {
         error_code(public).await,
         (StatusCode::NOT_FOUND, "not_found".into())
     );
-    let listed: Value = app
-        .client
-        .get(app.url("/api/v1/sales"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = app.public_json("/api/v1/sales").await;
     assert!(listed["sales"]
         .as_array()
         .unwrap()

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::on_both_stores;
 use crate::support::{error_code, live_sale, rfc3339_in, Backend, Harness};
@@ -26,15 +26,7 @@ async fn before_the_start_is_not_started(backend: Backend) {
         error_code(keyed).await,
         (StatusCode::CONFLICT, "not_started".into())
     );
-    let public: Value = app
-        .client
-        .get(app.url(&format!("/api/v1/sales/{sale}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let public = app.public_json(&format!("/api/v1/sales/{sale}")).await;
     assert_eq!(public["status"], "upcoming");
     assert!(public["server_time"].is_string());
     assert_eq!(app.sale(&sale).await["stats"]["remaining"], 5);

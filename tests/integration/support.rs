@@ -296,6 +296,17 @@ impl TestApp {
         request.send().await.expect("order request")
     }
 
+    /// GET a public route (no token) and read its JSON.
+    pub async fn public_json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("public request");
+        response.json().await.expect("public json")
+    }
+
     pub async fn shopper_get(&self, user: &str, path: &str) -> Response {
         self.client
             .get(self.url(path))
@@ -439,48 +450,45 @@ pub fn assert_stats_consistent(sale: &Value) {
     );
 }
 
-/// Runs an async test body against the embedded store, a standalone Redis
+/// Generates one test module per body, with one `#[tokio::test]` per
+/// backend named in the list: `store_tests!([embedded => Embedded]; body)`.
+#[macro_export]
+macro_rules! store_tests {
+    ($backends:tt; $($name:ident),* $(,)?) => {
+        $( $crate::store_test!($backends $name); )*
+    };
+}
+
+#[macro_export]
+macro_rules! store_test {
+    ([$($test:ident => $backend:ident),*] $name:ident) => {
+        mod $name {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$name($crate::support::Backend::$backend).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Runs each async test body against the embedded store and a standalone Redis.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        $crate::store_tests!([embedded => Embedded, redis => Redis]; $($name),*);
+    };
+}
+
+/// Runs each async test body against the embedded store, a standalone Redis
 /// and a 3-node Redis Cluster.
 #[macro_export]
 macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn embedded() {
-                    super::$name($crate::support::Backend::Embedded).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn redis() {
-                    super::$name($crate::support::Backend::Redis).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn redis_cluster() {
-                    super::$name($crate::support::Backend::RedisCluster).await;
-                }
-            }
-        )*
-    };
-}
-
-/// Runs an async test body once per backend.
-#[macro_export]
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn embedded() {
-                    super::$name($crate::support::Backend::Embedded).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn redis() {
-                    super::$name($crate::support::Backend::Redis).await;
-                }
-            }
-        )*
+        $crate::store_tests!(
+            [embedded => Embedded, redis => Redis, redis_cluster => RedisCluster];
+            $($name),*
+        );
     };
 }
