@@ -8,6 +8,7 @@
 mod api_admin;
 mod api_bad_input;
 mod api_faults;
+mod api_ops;
 mod api_orders;
 mod api_race;
 mod api_restart;

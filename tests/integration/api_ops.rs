@@ -1,0 +1,111 @@
+//! Goal: operators can see the engine: liveness, readiness and the metrics
+//! the README promises; and the real binary serves and stops cleanly on
+//! SIGTERM. Method: probe the ops routes after some traffic; run the built
+//! `flashsale` binary, wait for its listening line, send SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::on_both_stores;
+use crate::support::{live_sale, Backend, Harness};
+
+async fn ops_routes_report_health_readiness_and_metrics(backend: Backend) {
+    let Harness { app, redis: _redis } = Harness::start(backend).await;
+    assert_eq!(app.public_json("/healthz").await, json!({"status": "ok"}));
+    let store = if backend == Backend::Embedded {
+        "embedded"
+    } else {
+        "redis"
+    };
+    assert_eq!(
+        app.public_json("/readyz").await,
+        json!({"status": "ready", "store": store})
+    );
+
+    let sale = app.create_sale(live_sale(1, 1)).await;
+    assert_eq!(
+        app.order(&sale, "ops-a", None, None).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.order(&sale, "ops-b", None, None).await.status(),
+        StatusCode::CONFLICT
+    );
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"flashsale_http_requests_total{route="/api/v1/sales/{id}/orders",method="POST",status="201"}"#,
+        r#"flashsale_reservations_total{outcome="reserved"}"#,
+        r#"flashsale_reservations_total{outcome="sold_out"}"#,
+        r#"flashsale_actor_local_answers_total{outcome="sold_out"}"#,
+    ] {
+        assert!(metrics.contains(expected), "{expected} in /metrics");
+    }
+    if backend == Backend::Redis {
+        assert!(metrics.contains(r#"flashsale_store_call_seconds_bucket{op="reserve""#));
+    }
+}
+
+on_both_stores!(ops_routes_report_health_readiness_and_metrics);
+
+#[tokio::test]
+async fn the_binary_serves_and_stops_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env_remove("FLASHSALE_REDIS_URL")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start flashsale");
+    let stdout = child.stdout.take().expect("stdout");
+    let address = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let line: serde_json::Value = serde_json::from_str(&line).ok()?;
+            (line["fields"]["message"] == "flashsale listening")
+                .then(|| line["fields"]["address"].as_str().map(str::to_owned))?
+        })
+        .expect("the listening log line");
+
+    let health = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flashsale did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+}
