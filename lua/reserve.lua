@@ -1,4 +1,6 @@
--- reserve: the hot path. In one atomic step: replay an idempotent retry, check
+-- reserve: the hot path. In one atomic step: recognise a resent call (the
+-- order already exists: a client library retried after a dropped
+-- connection), replay an idempotent retry, check
 -- the window (Redis clock), the per-user limit and the stock, then take the
 -- stock, count the shopper, record the order and queue it on the sale's
 -- stream for the order service. Checks run in the order of
@@ -15,9 +17,13 @@
 -- ARGV[4] idempotency field ('' when the request has no key)
 -- Returns one of
 --   {'reserved', now_ms, expires_ms, remaining, held, amount_cents, currency}
---   {'replay', order_id} | {'idempotency_mismatch'} | {'not_found'}
+--   {'replay', order_id} (an idempotent retry, or this very call resent)
+--   {'idempotency_mismatch'} | {'not_found'}
 --   {'not_started'} | {'ended'} | {'limit_exceeded'} | {'sold_out', remaining}
 local user, qty, order_id, idem = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  return {'replay', order_id}
+end
 if idem ~= '' then
   local prev = redis.call('HGET', KEYS[5], idem)
   if prev then

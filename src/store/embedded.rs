@@ -176,6 +176,15 @@ impl Store for EmbeddedStore {
         let mut guard = record.lock();
         let record = &mut *guard;
         let quantity = request.quantity.get();
+        if let Some(order) = record.orders.get(&request.order_id) {
+            // The same call made twice (a retrying caller): same answer.
+            return Ok(Reservation {
+                order: order.clone(),
+                remaining: None,
+                held: None,
+                replayed: false,
+            });
+        }
         let idempotency = request
             .idempotency_key
             .as_ref()

@@ -489,11 +489,13 @@ impl Store for RedisStore {
                     .order(&id)
                     .await?
                     .ok_or_else(|| corrupt(format!("idempotency key names missing order {id}")))?;
+                // This very call, resent by the client library, is no replay.
+                let replayed = order.id != request.order_id;
                 Ok(Reservation {
                     order,
                     remaining: None,
                     held: None,
-                    replayed: true,
+                    replayed,
                 })
             }
             "not_found" => Err(StoreError::NotFound("sale")),

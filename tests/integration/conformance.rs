@@ -223,6 +223,20 @@ async fn idempotency_replays_and_refuses_mismatches(backend: Backend) {
     assert_eq!(after_cancel.order.status, OrderStatus::Cancelled);
 }
 
+async fn a_resent_call_takes_stock_once(backend: Backend) {
+    let Subject { store, _redis } = subject(backend).await;
+    let live = sale(5, 3, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let ask = request(&live, "jo", 1, None);
+    let first = store.reserve(&ask).await.unwrap();
+    let resent = store.reserve(&ask).await.unwrap();
+    assert_eq!(resent.order, first.order);
+    assert!(!resent.replayed, "the same call is not an idempotent replay");
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!((stats.remaining, stats.reserved), (4, 1));
+    assert_eq!(store.user_orders(&user("jo")).await.unwrap(), vec![first.order]);
+}
+
 async fn cancel_returns_units_once(backend: Backend) {
     let Subject { store, _redis } = subject(backend).await;
     let live = sale(1, 1, -1_000);
@@ -377,6 +391,7 @@ crate::on_every_store!(
     reserve_takes_stock_and_records_the_order,
     reserve_checks_window_limit_and_stock,
     idempotency_replays_and_refuses_mismatches,
+    a_resent_call_takes_stock_once,
     cancel_returns_units_once,
     updates_follow_the_sale_phase,
     concurrent_reservations_never_oversell,
