@@ -61,7 +61,7 @@ fn settings() -> ActorSettings {
         in_flight_max: 512,
         known_shoppers_max: 100_000,
         refresh: Duration::from_secs(1),
-        clock_margin_ms: 250,
+        clock_margin_ms: 50,
         idle_stop: Duration::from_secs(300),
     }
 }

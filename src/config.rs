@@ -117,9 +117,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub actor_idle_stop_secs: u64,
 
-    /// Margin around a sale's start and end inside which actors leave the
-    /// window decision to the store's clock, in milliseconds.
-    #[arg(long, env = "FLASHSALE_CLOCK_MARGIN_MS", default_value_t = 250,
+    /// Margin around a sale's start and end inside which actors leave every
+    /// decision to the store, in milliseconds: it covers steps of this
+    /// machine's clock between two refreshes.
+    #[arg(long, env = "FLASHSALE_CLOCK_MARGIN_MS", default_value_t = 50,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub clock_margin_ms: u64,
 

@@ -17,6 +17,8 @@ pub const RESERVATIONS: &str = "flashsale_reservations_total";
 pub const STORE_CALL_SECONDS: &str = "flashsale_store_call_seconds";
 /// Reservations refused because a sale actor's mailbox or in-flight bound was full.
 pub const ACTOR_MAILBOX_REJECTIONS: &str = "flashsale_actor_mailbox_rejections_total";
+/// Sale actors running.
+pub const SALE_ACTORS: &str = "flashsale_sale_actors";
 /// Reservations answered by a sale actor from memory, without a store call, by `outcome`.
 pub const ACTOR_LOCAL_ANSWERS: &str = "flashsale_actor_local_answers_total";
 
@@ -63,6 +65,10 @@ pub fn count_reservation(outcome: &'static str) {
 
 pub fn count_mailbox_rejection() {
     metrics::counter!(ACTOR_MAILBOX_REJECTIONS).increment(1);
+}
+
+pub fn set_sale_actors(count: usize) {
+    metrics::gauge!(SALE_ACTORS).set(count as f64);
 }
 
 pub fn count_local_answer(outcome: &'static str) {

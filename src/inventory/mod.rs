@@ -4,14 +4,15 @@
 //! that may succeed reach the store, which stays the source of truth.
 //!
 //! Actors run on a few dedicated threads (actix arbiters, see [`system`]);
-//! the [`Inventory`] registry routes each request to its sale's actor by id,
-//! starting the actor on first use (an actor with no reservation for
-//! `idle_stop` retires), and bounds every queue: a full mailbox answers
-//! `overloaded` at once.
+//! the [`Inventory`] routes each request to its sale's actor by id, starting
+//! the actor on first use (an actor with no reservation for `idle_stop`
+//! retires), and bounds every queue: a full mailbox answers `overloaded` at
+//! once.
 
 mod actor;
 mod system;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 pub use self::actor::ActorSettings;
-use self::actor::{Reserve, SaleActor, SaleUpdated, StockReturned};
+use self::actor::{Reserve, SaleActor, SaleUpdated, StockReturned, TimedView};
 use self::system::ActorSystem;
 use crate::domain::{Order, SaleId, SaleView};
 use crate::store::{Reservation, ReserveRequest, Store, StoreError};
@@ -34,16 +35,68 @@ pub enum InventoryError {
     /// The sale's actor has no room: shed the request.
     #[error("too many reservations in flight for this sale")]
     Overloaded,
-    /// No answer within the reserve timeout (the reservation may still
-    /// have happened: retry with the same Idempotency-Key).
+    /// No answer within the reserve timeout. A request still queued is
+    /// dropped; one already at the store may have succeeded.
     #[error("no answer within {0:?}")]
     TimedOut(Duration),
+}
+
+/// The reservations waiting in one actor's mailbox. actix bounds a mailbox
+/// per sender, and every request sends through its own clone of the
+/// address, so the bound is kept here.
+struct Mailbox {
+    queued: AtomicUsize,
+    capacity: usize,
+}
+
+/// A place in a mailbox, given back when dropped (handled, or lost with a
+/// stopped actor).
+pub struct MailboxTicket(Arc<Mailbox>);
+
+impl Mailbox {
+    fn enter(self: &Arc<Self>) -> Option<MailboxTicket> {
+        let admitted = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued < self.capacity).then_some(queued + 1)
+            })
+            .is_ok();
+        admitted.then(|| MailboxTicket(Arc::clone(self)))
+    }
+}
+
+impl Drop for MailboxTicket {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Clone)]
+struct ActorEntry {
+    address: Addr<SaleActor>,
+    mailbox: Arc<Mailbox>,
+}
+
+/// The running actors by sale; shared with the actors so they can leave.
+#[derive(Clone, Default)]
+pub struct Registry(Arc<DashMap<SaleId, ActorEntry>>);
+
+impl Registry {
+    fn get(&self, sale: &SaleId) -> Option<ActorEntry> {
+        self.0.get(sale).map(|entry| entry.clone())
+    }
+
+    /// Forgets `address` for `sale` (and nothing newer).
+    fn remove(&self, sale: &SaleId, address: &Addr<SaleActor>) {
+        self.0.remove_if(sale, |_, entry| &entry.address == address);
+        telemetry::set_sale_actors(self.0.len());
+    }
 }
 
 pub struct Inventory {
     store: Arc<dyn Store>,
     system: ActorSystem,
-    actors: DashMap<SaleId, Addr<SaleActor>>,
+    registry: Registry,
     settings: ActorSettings,
     reserve_timeout: Duration,
 }
@@ -59,7 +112,7 @@ impl Inventory {
         Ok(Self {
             store,
             system: ActorSystem::start(arbiters)?,
-            actors: DashMap::new(),
+            registry: Registry::default(),
             settings,
             reserve_timeout,
         })
@@ -68,20 +121,29 @@ impl Inventory {
     /// Routes a reservation through its sale's actor.
     pub async fn reserve(&self, request: ReserveRequest) -> Result<Reservation, InventoryError> {
         let (reply, answer) = oneshot::channel();
-        let mut message = Reserve { request, reply };
-        // An actor that retired while idle is restarted once.
+        let mut message = (request, reply);
+        // An actor that retired just now is replaced, once.
         for _ in 0..2 {
-            let actor = self.actor_for(&message.request.sale_id).await?;
-            match actor.try_send(message) {
+            let (request, reply) = message;
+            let actor = self.actor_for(&request.sale_id).await?;
+            let Some(ticket) = actor.mailbox.enter() else {
+                telemetry::count_mailbox_rejection();
+                return Err(InventoryError::Overloaded);
+            };
+            match actor.address.try_send(Reserve {
+                request,
+                reply,
+                ticket,
+            }) {
                 Ok(()) => return self.await_answer(answer).await,
                 Err(SendError::Full(_)) => {
                     telemetry::count_mailbox_rejection();
                     return Err(InventoryError::Overloaded);
                 }
                 Err(SendError::Closed(returned)) => {
-                    self.actors
-                        .remove_if(&returned.request.sale_id, |_, known| known == &actor);
-                    message = returned;
+                    self.registry
+                        .remove(&returned.request.sale_id, &actor.address);
+                    message = (returned.request, returned.reply);
                 }
             }
         }
@@ -103,19 +165,24 @@ impl Inventory {
 
     /// Tells the sale's actor (if running) what the store now says of it.
     pub fn sale_changed(&self, view: SaleView) {
-        if let Some(actor) = self.actors.get(&view.sale.id) {
-            actor.do_send(SaleUpdated(view));
+        if let Some(actor) = self.registry.get(&view.sale.id) {
+            actor.address.do_send(SaleUpdated(view));
         }
     }
 
     /// Tells the sale's actor that an order gave its units back.
     pub fn stock_returned(&self, order: &Order) {
-        if let Some(actor) = self.actors.get(&order.sale_id) {
-            actor.do_send(StockReturned {
+        if let Some(actor) = self.registry.get(&order.sale_id) {
+            actor.address.do_send(StockReturned {
                 user: order.user_id.clone(),
                 quantity: order.quantity,
             });
         }
+    }
+
+    /// How many sale actors are running.
+    pub fn actor_count(&self) -> usize {
+        self.registry.0.len()
     }
 
     /// Stops the actor threads.
@@ -123,22 +190,52 @@ impl Inventory {
         self.system.stop();
     }
 
-    async fn actor_for(&self, id: &SaleId) -> Result<Addr<SaleActor>, InventoryError> {
-        if let Some(actor) = self.actors.get(id) {
-            return Ok(actor.clone());
+    async fn actor_for(&self, id: &SaleId) -> Result<ActorEntry, InventoryError> {
+        if let Some(actor) = self.registry.get(id) {
+            return Ok(actor);
         }
-        let view = self
-            .store
-            .view_sale(id)
+        let first = TimedView::read(self.store.as_ref(), id)
             .await?
             .ok_or(StoreError::NotFound("sale"))?;
-        let actor = self.actors.entry(id.clone()).or_insert_with(|| {
-            let store = Arc::clone(&self.store);
-            let settings = self.settings.clone();
-            SaleActor::start_in_arbiter(self.system.arbiter_for(id), move |_| {
-                SaleActor::new(view, store, settings)
+        let actor = self
+            .registry
+            .0
+            .entry(id.clone())
+            .or_insert_with(|| {
+                let store = Arc::clone(&self.store);
+                let registry = self.registry.clone();
+                let settings = self.settings.clone();
+                let mailbox = Arc::new(Mailbox {
+                    queued: AtomicUsize::new(0),
+                    capacity: settings.mailbox,
+                });
+                let address = SaleActor::start_in_arbiter(self.system.arbiter_for(id), move |_| {
+                    SaleActor::new(first, store, registry, settings)
+                });
+                ActorEntry { address, mailbox }
             })
+            .clone();
+        telemetry::set_sale_actors(self.registry.0.len());
+        Ok(actor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_admits_up_to_capacity_and_frees_on_drop() {
+        let mailbox = Arc::new(Mailbox {
+            queued: AtomicUsize::new(0),
+            capacity: 2,
         });
-        Ok(actor.clone())
+        let first = mailbox.enter().expect("room");
+        let second = mailbox.enter().expect("room");
+        assert!(mailbox.enter().is_none(), "full at capacity");
+        drop(first);
+        let third = mailbox.enter().expect("a handled request frees its place");
+        drop((second, third));
+        assert_eq!(mailbox.queued.load(Ordering::Acquire), 0);
     }
 }

@@ -10,7 +10,14 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use flashsale::config::Config;
+use flashsale::domain::{
+    system_now, OrderId, Quantity, Rejection, Sale, SaleId, SaleState, UserId,
+};
+use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
+use flashsale::store::{EmbeddedStore, ReserveRequest, Store, StoreError};
 use flashsale::Application;
 
 use crate::support::{error_code, live_sale, test_config, RedisServer, TestApp};
@@ -98,28 +105,61 @@ async fn refuses_to_start_on_a_redis_that_may_evict() {
     assert!(format!("{refused:#}").contains("noeviction"), "{refused:#}");
 }
 
-/// Goal: an actor that retired while idle comes back on the next request.
+/// Goal: an actor that retired while idle leaves the registry and a new one
+/// serves the next request. Method: drive the inventory directly with a
+/// one-second idle bound and count the running actors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_actor_retires_and_restarts_on_demand() {
-    let mut config = test_config();
-    config.actor_idle_stop_secs = 1;
-    config.sale_refresh_ms = 50;
-    let app = TestApp::spawn_with(config).await;
-    let sale = app.create_sale(live_sale(10, 1)).await;
-    assert_eq!(
-        app.order(&sale, "xia", None, None).await.status(),
-        StatusCode::CREATED
-    );
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    let now = system_now();
+    let sale = Sale {
+        id: SaleId::generate(),
+        sku: "IDLE".into(),
+        title: "idle".into(),
+        price_cents: 1,
+        currency: "CNY".into(),
+        stock_total: 10,
+        per_user_limit: 1,
+        starts_at: now - 1_000,
+        ends_at: now + 3_600_000,
+        payment_timeout_secs: 900,
+        state: SaleState::Scheduled,
+        created_at: now,
+    };
+    store.create_sale(&sale).await.unwrap();
+    let settings = ActorSettings {
+        mailbox: 16,
+        in_flight_max: 16,
+        known_shoppers_max: 16,
+        refresh: Duration::from_millis(50),
+        clock_margin_ms: 50,
+        idle_stop: Duration::from_secs(1),
+    };
+    let inventory = Inventory::start(store, 1, settings, Duration::from_secs(2)).unwrap();
+    let request = |user: &str| ReserveRequest {
+        sale_id: sale.id.clone(),
+        user_id: UserId::parse(user).unwrap(),
+        quantity: Quantity::parse(1).unwrap(),
+        order_id: OrderId::generate(&sale.id),
+        idempotency_key: None,
+    };
+    inventory.reserve(request("xia")).await.unwrap();
+    assert_eq!(inventory.actor_count(), 1);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        app.order(&sale, "yao", None, None).await.status(),
-        StatusCode::CREATED
+    assert_eq!(inventory.actor_count(), 0, "the idle actor retired");
+    inventory.reserve(request("yao")).await.unwrap();
+    assert_eq!(inventory.actor_count(), 1);
+    let again = inventory.reserve(request("xia")).await;
+    assert!(
+        matches!(
+            again,
+            Err(InventoryError::Store(StoreError::Rejected(
+                Rejection::LimitExceeded
+            )))
+        ),
+        "{again:?}"
     );
-    let over = app.order(&sale, "xia", None, None).await;
-    assert_eq!(
-        error_code(over).await,
-        (StatusCode::CONFLICT, "limit_exceeded".into())
-    );
+    inventory.stop();
 }
 
 /// Goal: a sale whose store calls are stuck sheds further requests with 503
@@ -131,7 +171,7 @@ async fn stuck_store_sheds_load_with_overloaded() {
     let mut config = test_config();
     config.redis_url = Some(redis.url());
     config.actor_in_flight_max = 1;
-    let app = std::sync::Arc::new(TestApp::spawn_with(config).await);
+    let app = Arc::new(TestApp::spawn_with(config).await);
     let sale = app.create_sale(live_sale(10, 1)).await;
     assert_eq!(
         app.order(&sale, "zed", None, None).await.status(),
@@ -146,7 +186,7 @@ async fn stuck_store_sheds_load_with_overloaded() {
         .query(&mut conn)
         .unwrap();
     let stuck = {
-        let app = std::sync::Arc::clone(&app);
+        let app = Arc::clone(&app);
         let sale = sale.clone();
         tokio::spawn(async move { app.order(&sale, "ada", None, None).await.status() })
     };

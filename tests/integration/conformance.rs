@@ -231,10 +231,16 @@ async fn a_resent_call_takes_stock_once(backend: Backend) {
     let first = store.reserve(&ask).await.unwrap();
     let resent = store.reserve(&ask).await.unwrap();
     assert_eq!(resent.order, first.order);
-    assert!(!resent.replayed, "the same call is not an idempotent replay");
+    assert!(
+        !resent.replayed,
+        "the same call is not an idempotent replay"
+    );
     let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
     assert_eq!((stats.remaining, stats.reserved), (4, 1));
-    assert_eq!(store.user_orders(&user("jo")).await.unwrap(), vec![first.order]);
+    assert_eq!(
+        store.user_orders(&user("jo")).await.unwrap(),
+        vec![first.order]
+    );
 }
 
 async fn cancel_returns_units_once(backend: Backend) {
