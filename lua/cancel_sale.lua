@@ -14,4 +14,5 @@ if now >= tonumber(s[2]) then
   return {'conflict', 'the sale has started and can no longer be cancelled; set status to ended instead'}
 end
 redis.call('HSET', KEYS[1], 'state', 'cancelled')
+redis.call('HINCRBY', KEYS[1], 'version', 1)
 return {'ok'}

@@ -313,6 +313,9 @@ pub struct SaleView {
     pub sale: Sale,
     pub stats: SaleStats,
     pub now: Millis,
+    /// Bumped by every merchant change: a change computed from this view
+    /// applies only if the sale is still at this version.
+    pub version: i64,
 }
 
 impl SaleView {

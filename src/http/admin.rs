@@ -58,7 +58,10 @@ async fn update_sale(
     let id = parse_sale_id(&id)?;
     let current = view_sale(&state, &id).await?;
     let change = current.sale.patched(patch)?;
-    state.store.update_sale(&id, &change).await?;
+    state
+        .store
+        .update_sale(&id, &change, current.version)
+        .await?;
     tracing::info!(sale = %id, end_now = change.end_now, "sale changed");
     let view = changed(&state, &id).await?;
     Ok(Json((&view).into()))

@@ -389,6 +389,7 @@ mod tests {
                 ..SaleStats::default()
             },
             now,
+            version: 1,
         }
     }
 

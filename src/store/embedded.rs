@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use super::{sort_newest_first, Reservation, ReserveRequest, Store, StoreError};
+use super::{changed_meanwhile, sort_newest_first, Reservation, ReserveRequest, Store, StoreError};
 use crate::domain::{
     check_reservation, system_now, Order, OrderId, OrderStatus, Rejection, Sale, SaleChange,
     SaleId, SaleState, SaleStats, SaleView, UserId, LIVE_CHANGEABLE_FIELDS,
@@ -19,6 +19,7 @@ use crate::domain::{
 /// One sale and everything that hangs off it, changed under one lock.
 struct SaleRecord {
     sale: Sale,
+    version: i64,
     stats: SaleStats,
     /// Shopper -> units held (reserved or paid).
     held: HashMap<UserId, i64>,
@@ -70,6 +71,7 @@ impl Store for EmbeddedStore {
     async fn create_sale(&self, sale: &Sale) -> Result<(), StoreError> {
         let record = SaleRecord {
             sale: sale.clone(),
+            version: 1,
             stats: SaleStats {
                 stock_total: sale.stock_total,
                 remaining: sale.stock_total,
@@ -113,14 +115,23 @@ impl Store for EmbeddedStore {
             sale: record.sale.clone(),
             stats,
             now: system_now(),
+            version: record.version,
         }))
     }
 
-    async fn update_sale(&self, id: &SaleId, change: &SaleChange) -> Result<(), StoreError> {
+    async fn update_sale(
+        &self,
+        id: &SaleId,
+        change: &SaleChange,
+        version: i64,
+    ) -> Result<(), StoreError> {
         let record = self.record(id)?;
         let mut record = record.lock();
         let now = system_now();
         ensure_scheduled(&record.sale)?;
+        if record.version != version {
+            return Err(changed_meanwhile());
+        }
         let started = record.sale.has_started(now);
         if started && now >= record.sale.ends_at {
             return Err(StoreError::Conflict("the sale has ended".into()));
@@ -154,6 +165,7 @@ impl Store for EmbeddedStore {
         record.stats.stock_total = sale.stock_total;
         record.stats.remaining = sale.stock_total - held;
         record.sale = sale;
+        record.version += 1;
         Ok(())
     }
 
@@ -168,6 +180,7 @@ impl Store for EmbeddedStore {
             ));
         }
         record.sale.state = SaleState::Cancelled;
+        record.version += 1;
         Ok(())
     }
 

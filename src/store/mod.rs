@@ -84,8 +84,15 @@ pub trait Store: Send + Sync + 'static {
     /// A sale with its exact counts and the store's clock, in one atomic read.
     async fn view_sale(&self, id: &SaleId) -> Result<Option<SaleView>, StoreError>;
 
-    /// Applies a merchant's change if the sale's phase (store clock) allows it.
-    async fn update_sale(&self, id: &SaleId, change: &SaleChange) -> Result<(), StoreError>;
+    /// Applies a merchant's change if the sale is still at `version` (the
+    /// view the change was computed from) and its phase (store clock)
+    /// allows it.
+    async fn update_sale(
+        &self,
+        id: &SaleId,
+        change: &SaleChange,
+        version: i64,
+    ) -> Result<(), StoreError>;
 
     /// Calls off a sale that has not started.
     async fn cancel_sale(&self, id: &SaleId) -> Result<(), StoreError>;
@@ -101,6 +108,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cancels the shopper's unpaid order and puts its units back on sale.
     async fn cancel_order(&self, id: &OrderId, user: &UserId) -> Result<Order, StoreError>;
+}
+
+/// The answer when a merchant's change was computed from an older version.
+fn changed_meanwhile() -> StoreError {
+    StoreError::Conflict("the sale changed meanwhile; read it again and retry".into())
 }
 
 /// Orders newest first, ties by id so the listing is stable.

@@ -13,7 +13,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 
 use super::keys::{SaleKeys, SALE_INDEX};
-use super::{sort_newest_first, Reservation, ReserveRequest, Store, StoreError};
+use super::{changed_meanwhile, sort_newest_first, Reservation, ReserveRequest, Store, StoreError};
 use crate::domain::{
     Order, OrderId, OrderStatus, Rejection, Sale, SaleChange, SaleId, SaleState, SaleStats,
     SaleView, UserId,
@@ -403,15 +403,27 @@ impl Store for RedisStore {
             expired: reply.next()?,
             buyers: reply.next()?,
         };
-        Ok(Some(SaleView { sale, stats, now }))
+        let version = int_field(&fields, "version")?;
+        Ok(Some(SaleView {
+            sale,
+            stats,
+            now,
+            version,
+        }))
     }
 
-    async fn update_sale(&self, id: &SaleId, change: &SaleChange) -> Result<(), StoreError> {
+    async fn update_sale(
+        &self,
+        id: &SaleId,
+        change: &SaleChange,
+        version: i64,
+    ) -> Result<(), StoreError> {
         let keys = SaleKeys::new(id);
         let mut invocation = self.scripts.update_sale.key(keys.sale());
         invocation
             .key(keys.stock())
             .key(keys.stats())
+            .arg(version)
             .arg(if change.restricted { "1" } else { "0" })
             .arg(if change.end_now { "1" } else { "0" })
             .arg(change.sale.stock_total)
@@ -426,6 +438,9 @@ impl Store for RedisStore {
             }
         }
         let (outcome, reply) = Reply::new(self.run("update_sale", invocation).await?)?;
+        if outcome == "changed" {
+            return Err(changed_meanwhile());
+        }
         admin_outcome(&outcome, reply)
     }
 

@@ -40,6 +40,11 @@ async fn connect(target: &RedisTarget) -> Arc<dyn Store> {
     Arc::new(store)
 }
 
+/// The sale's current version, for a change computed from a fresh read.
+async fn version(store: &Arc<dyn Store>, id: &SaleId) -> i64 {
+    store.view_sale(id).await.unwrap().unwrap().version
+}
+
 /// A sale of `stock` units, limit `limit`, starting `starts_in_ms` from now.
 fn sale(stock: i64, limit: i64, starts_in_ms: i64) -> Sale {
     let now = system_now();
@@ -185,7 +190,10 @@ async fn reserve_checks_window_limit_and_stock(backend: Backend) {
             ..SalePatch::default()
         })
         .unwrap();
-    store.update_sale(&live.id, &change).await.unwrap();
+    store
+        .update_sale(&live.id, &change, version(&store, &live.id).await)
+        .await
+        .unwrap();
     let stopped = store.reserve(&request(&live, "eli", 1, None)).await;
     assert_eq!(rejection(stopped), Rejection::Ended);
     let view = store.view_sale(&live.id).await.unwrap().unwrap();
@@ -296,7 +304,10 @@ async fn updates_follow_the_sale_phase(backend: Backend) {
             ..SalePatch::default()
         })
         .unwrap();
-    store.update_sale(&upcoming.id, &retitle).await.unwrap();
+    store
+        .update_sale(&upcoming.id, &retitle, version(&store, &upcoming.id).await)
+        .await
+        .unwrap();
     let view = store.view_sale(&upcoming.id).await.unwrap().unwrap();
     assert_eq!(view.sale.title, "Renamed");
     assert_eq!((view.stats.stock_total, view.stats.remaining), (9, 9));
@@ -304,7 +315,9 @@ async fn updates_follow_the_sale_phase(backend: Backend) {
     let view = store.view_sale(&upcoming.id).await.unwrap().unwrap();
     assert_eq!(view.status(), SaleStatus::Cancelled);
     assert!(matches!(
-        store.update_sale(&upcoming.id, &retitle).await,
+        store
+            .update_sale(&upcoming.id, &retitle, version(&store, &upcoming.id).await)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
@@ -325,7 +338,9 @@ async fn updates_follow_the_sale_phase(backend: Backend) {
         })
         .unwrap();
     assert!(matches!(
-        store.update_sale(&live.id, &restricted).await,
+        store
+            .update_sale(&live.id, &restricted, version(&store, &live.id).await)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     let below_held = live
@@ -335,7 +350,9 @@ async fn updates_follow_the_sale_phase(backend: Backend) {
         })
         .unwrap();
     assert!(matches!(
-        store.update_sale(&live.id, &below_held).await,
+        store
+            .update_sale(&live.id, &below_held, version(&store, &live.id).await)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
@@ -352,20 +369,40 @@ async fn updates_follow_the_sale_phase(backend: Backend) {
         end_now: false,
     };
     assert!(matches!(
-        store.update_sale(&live.id, &past_end).await,
+        store
+            .update_sale(&live.id, &past_end, version(&store, &live.id).await)
+            .await,
         Err(StoreError::Conflict(_))
     ));
+    let read_version = version(&store, &live.id).await;
     let shrink = live
         .patched(SalePatch {
             stock_total: Some(2),
             ..SalePatch::default()
         })
         .unwrap();
-    store.update_sale(&live.id, &shrink).await.unwrap();
+    store
+        .update_sale(&live.id, &shrink, read_version)
+        .await
+        .unwrap();
+    // Another change computed from the same (now old) read would undo the
+    // first one: refused.
+    let restock = live
+        .patched(SalePatch {
+            stock_total: Some(9),
+            ..SalePatch::default()
+        })
+        .unwrap();
+    let lost_update = store.update_sale(&live.id, &restock, read_version).await;
+    assert!(
+        matches!(lost_update, Err(StoreError::Conflict(_))),
+        "{lost_update:?}"
+    );
     let view = store.view_sale(&live.id).await.unwrap().unwrap();
     assert_eq!((view.stats.remaining, view.stats.reserved), (0, 2));
     assert_eq!(view.status(), SaleStatus::SoldOut);
-    let missing = store.update_sale(&SaleId::generate(), &shrink).await;
+    assert_eq!(view.version, read_version + 1);
+    let missing = store.update_sale(&SaleId::generate(), &shrink, 1).await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
 }
 
