@@ -133,7 +133,8 @@ impl From<InventoryError> for ApiError {
                 Self::Overloaded("too many requests for this sale right now; retry shortly".into())
             }
             InventoryError::TimedOut(after) => Self::Unavailable(format!(
-                "no answer within {} ms; retry with the same Idempotency-Key",
+                "no answer within {} ms; the order may still have been made: retry with the \
+                 same Idempotency-Key, or look in GET /api/v1/orders",
                 after.as_millis()
             )),
         }

@@ -12,7 +12,7 @@ use super::auth::Shopper;
 use super::error::{parse_json, read_body, ApiError, ApiPath};
 use super::views::{OrderBody, PublicSaleBody};
 use super::{parse_sale_id, view_sale, view_sales, AppState};
-use crate::domain::{format_ms, system_now, OrderId, Quantity, SaleState, SaleStatus};
+use crate::domain::{format_ms, system_now, OrderId, Quantity, SaleStatus};
 use crate::store::ReserveRequest;
 use crate::telemetry;
 
@@ -52,9 +52,6 @@ async fn get_sale(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<PublicSaleBody>, ApiError> {
     let view = view_sale(&state, &parse_sale_id(&id)?).await?;
-    if view.sale.state == SaleState::Cancelled {
-        return Err(ApiError::NotFound("sale not found".into()));
-    }
     Ok(Json((&view).into()))
 }
 

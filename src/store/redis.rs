@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 
 use super::keys::{SaleKeys, SALE_INDEX};
@@ -146,35 +147,55 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// Refuses a Redis that may evict keys; warns when it does not log
+    /// every write. On a Cluster every primary is checked.
     async fn check_server_settings(&self) -> anyhow::Result<()> {
-        let mut conn = self.conn.clone();
-        let policy: HashMap<String, String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query_async(&mut conn)
-            .await
-            .context("failed to read Redis maxmemory-policy")?;
-        let policy = policy.get("maxmemory-policy").map(String::as_str);
-        if policy != Some("noeviction") {
+        let policies = self.config_values("maxmemory-policy").await?;
+        if let Some(policy) = policies.iter().find(|policy| *policy != "noeviction") {
             bail!(
                 "Redis maxmemory-policy is {policy:?}: flashsale needs `noeviction`, since an \
                  evicted stock key would oversell. Run `CONFIG SET maxmemory-policy noeviction` \
-                 and set it in redis.conf."
+                 (on every primary) and set it in redis.conf."
             );
         }
-        let aof: HashMap<String, String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("appendonly")
-            .query_async(&mut conn)
-            .await
-            .context("failed to read Redis appendonly")?;
-        if aof.get("appendonly").map(String::as_str) != Some("yes") {
+        if self
+            .config_values("appendonly")
+            .await?
+            .iter()
+            .any(|aof| aof != "yes")
+        {
             tracing::warn!(
                 "Redis runs without AOF (appendonly no): a Redis crash loses the reservations \
                  since the last snapshot; use `appendonly yes` in production"
             );
         }
         Ok(())
+    }
+
+    /// `CONFIG GET name` on the server, or on every primary of a Cluster.
+    async fn config_values(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg(name);
+        let replies: Vec<HashMap<String, String>> = match &self.conn {
+            Connection::Standalone(conn) => vec![cmd.query_async(&mut conn.clone()).await?],
+            Connection::Cluster(conn) => {
+                let every_primary =
+                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let by_node = conn.clone().route_command(cmd, every_primary).await?;
+                let by_node: HashMap<String, HashMap<String, String>> =
+                    redis::from_redis_value(by_node)?;
+                by_node.into_values().collect()
+            }
+        };
+        replies
+            .into_iter()
+            .map(|reply| {
+                reply
+                    .get(name)
+                    .cloned()
+                    .with_context(|| format!("Redis did not report {name}"))
+            })
+            .collect()
     }
 
     async fn load_scripts(&self) -> redis::RedisResult<()> {
@@ -350,6 +371,13 @@ impl Store for RedisStore {
         for (field, value) in sale_fields(sale) {
             invocation.arg(field).arg(value);
         }
+        // Index first: an indexed id without a sale is skipped by listings,
+        // while a sale missing from the index would never be listed.
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(SALE_INDEX)
+            .arg(sale.created_at)
+            .arg(sale.id.as_str());
+        self.query::<i64>("index_sale", &cmd).await?;
         let created: i64 =
             redis::from_redis_value(self.run("create_sale", invocation).await?).map_err(corrupt)?;
         if created != 1 {
@@ -358,11 +386,6 @@ impl Store for RedisStore {
                 sale.id
             )));
         }
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(SALE_INDEX)
-            .arg(sale.created_at)
-            .arg(sale.id.as_str());
-        self.query::<i64>("index_sale", &cmd).await?;
         Ok(())
     }
 

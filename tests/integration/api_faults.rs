@@ -20,7 +20,7 @@ use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
 use flashsale::store::{EmbeddedStore, ReserveRequest, Store, StoreError};
 use flashsale::Application;
 
-use crate::support::{error_code, live_sale, test_config, RedisServer, TestApp};
+use crate::support::{error_code, live_sale, test_config, RedisCluster, RedisServer, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_503_and_recovers() {
@@ -103,6 +103,29 @@ async fn refuses_to_start_on_a_redis_that_may_evict() {
         .err()
         .expect("start refused");
     assert!(format!("{refused:#}").contains("noeviction"), "{refused:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_a_cluster_with_one_primary_that_may_evict() {
+    let cluster = RedisCluster::start();
+    let last = cluster.nodes().last().expect("nodes");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-lru")
+        .query(&mut last.connection())
+        .unwrap();
+    let mut config = Config::for_tests();
+    config.redis_url = Some(cluster.urls().join(","));
+    config.redis_cluster = true;
+    let refused = Application::build(config)
+        .await
+        .err()
+        .expect("start refused");
+    assert!(
+        format!("{refused:#}").contains("volatile-lru"),
+        "{refused:#}"
+    );
 }
 
 /// Goal: an actor that retired while idle leaves the registry and a new one

@@ -170,6 +170,10 @@ impl RedisCluster {
         })
     }
 
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
     /// The node URLs, comma-separated, as `FLASHSALE_REDIS_URL` takes them.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
