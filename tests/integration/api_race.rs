@@ -101,6 +101,12 @@ async fn race_sells_exactly_the_stock(backend: Backend) {
             .query(&mut conn)
             .expect("stream length");
         assert_eq!(queued, STOCK, "every order queued for the order service");
+        let held: Vec<i64> = redis::cmd("HVALS")
+            .arg(format!("fs:{{{sale}}}:buyers"))
+            .query(&mut conn)
+            .expect("buyers");
+        assert_eq!(held.iter().sum::<i64>(), STOCK, "per-shopper counts add up");
+        assert!(held.iter().all(|&units| units == 1), "nobody above the limit");
     }
 }
 
