@@ -11,15 +11,22 @@
 //!
 //! The store's clock is bracketed from each snapshot: it read `now` somewhere
 //! between sending the read and receiving the answer, so its offset to this
-//! machine's clock lies in `[now - received, now - sent]`.
+//! process's steady clock lies in `[now - received, now - sent]`.
 //!
 //! Memory only ever errs towards asking the store, never towards a wrong
-//! refusal: every event that gives stock back (a cancel told by the registry,
-//! a restock, a snapshot showing returned units) raises the actor's
-//! `generation`, and an answer to a store call sent under an older
-//! generation is not learned from, since it may predate the return. Returns
-//! made through another engine node are seen at the next refresh
-//! (`FLASHSALE_SALE_REFRESH_MS`).
+//! refusal:
+//! - An actor answers nothing from memory until a snapshot it read itself,
+//!   after it was registered, came back with nothing having changed
+//!   meanwhile. (Events before registration are in that snapshot; events
+//!   after it reach the actor's mailbox.)
+//! - Every event that may give stock or time back raises the actor's
+//!   `generation`: a cancel told by the registry, a merchant's change (a new
+//!   sale version), a snapshot showing returned units. An answer to a call
+//!   sent under an older generation is not learned from, and an older
+//!   snapshot may raise what the actor believes but never lower it.
+//! - Stock returned through another engine node is seen at the next refresh
+//!   (`FLASHSALE_SALE_REFRESH_MS`); until then the actor may still answer
+//!   `sold_out` or `limit_exceeded` from memory.
 //!
 //! A request carrying an `Idempotency-Key` may be the retry of one that
 //! succeeded, so only `not_started` is answered for it from memory. Store
@@ -27,14 +34,14 @@
 //! `in_flight_max`.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::{InventoryError, MailboxTicket, Registry};
-use crate::domain::{system_now, Millis, Rejection, Sale, SaleState, SaleView, UserId};
+use crate::domain::{system_now, Millis, Rejection, Sale, SaleId, SaleState, SaleView, UserId};
 use crate::store::{Reservation, ReserveRequest, Store, StoreError};
 use crate::telemetry;
 
@@ -61,6 +68,12 @@ pub struct Reserve {
     pub ticket: MailboxTicket,
 }
 
+/// Sent once by the registry right after it registered the actor: from now
+/// on every stock return and change reaches this actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Registered;
+
 /// The store's view of the sale right after a merchant's change.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -74,7 +87,16 @@ pub struct StockReturned {
     pub quantity: i64,
 }
 
-/// A sale snapshot with the local instants its read was sent and answered.
+/// This process's steady clock in wall-clock milliseconds: it starts at the
+/// wall clock and then only moves forward with `Instant`, so a step of the
+/// machine's clock cannot move the actors' window estimates.
+fn steady_now() -> Millis {
+    static START: OnceLock<(Instant, Millis)> = OnceLock::new();
+    let (instant, wall) = START.get_or_init(|| (Instant::now(), system_now()));
+    wall + i64::try_from(instant.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A sale snapshot with the steady instants its read was sent and answered.
 pub struct TimedView {
     pub view: SaleView,
     pub sent_at: Millis,
@@ -83,13 +105,10 @@ pub struct TimedView {
 
 impl TimedView {
     /// Reads the sale from the store, noting when.
-    pub async fn read(
-        store: &dyn Store,
-        sale: &crate::domain::SaleId,
-    ) -> Result<Option<Self>, StoreError> {
-        let sent_at = system_now();
+    pub async fn read(store: &dyn Store, sale: &SaleId) -> Result<Option<Self>, StoreError> {
+        let sent_at = steady_now();
         let view = store.view_sale(sale).await?;
-        let received_at = system_now();
+        let received_at = steady_now();
         Ok(view.map(|view| Self {
             view,
             sent_at,
@@ -100,18 +119,24 @@ impl TimedView {
 
 pub struct SaleActor {
     sale: Sale,
-    /// Units left as last heard from the store (never lower than the truth,
-    /// but for returns made through another node until the next refresh).
+    /// The sale version `sale` is at.
+    version: i64,
+    /// Units left as last heard from the store.
     remaining: i64,
-    /// The store clock minus this machine's, bracketed.
+    /// The store clock minus the steady clock, bracketed.
     store_offset_min_ms: Millis,
     store_offset_max_ms: Millis,
     /// Shoppers known to hold the full per-user limit.
     at_limit: HashSet<UserId>,
     /// Units cancelled or expired at the last snapshot.
     returned_units: i64,
-    /// Raised by every event that gives stock back.
+    /// Raised by every event that may give stock or time back.
     generation: u64,
+    /// Registered: every return and change reaches this actor from now on.
+    registered: bool,
+    /// Memory may answer: a snapshot read after registration came back
+    /// with nothing changed meanwhile.
+    trusted: bool,
     store_calls_in_flight: usize,
     refreshing: bool,
     last_request: Instant,
@@ -129,12 +154,15 @@ impl SaleActor {
     ) -> Self {
         let mut actor = Self {
             sale: first.view.sale.clone(),
-            remaining: 0,
+            version: first.view.version,
+            remaining: first.view.stats.remaining,
             store_offset_min_ms: 0,
             store_offset_max_ms: 0,
             at_limit: HashSet::new(),
             returned_units: first.view.stats.cancelled + first.view.stats.expired,
             generation: 0,
+            registered: false,
+            trusted: false,
             store_calls_in_flight: 0,
             refreshing: false,
             last_request: Instant::now(),
@@ -143,7 +171,6 @@ impl SaleActor {
             settings,
         };
         actor.observe_clock(&first);
-        actor.apply(first.view, true);
         actor
     }
 
@@ -152,12 +179,19 @@ impl SaleActor {
         self.store_offset_max_ms = read.view.now - read.sent_at;
     }
 
-    /// Takes in a snapshot. `fresh`: it was read after the last stock return
-    /// this actor knows of, so it may also lower what the actor believes.
+    /// Takes in a snapshot. `fresh`: nothing that may give stock back
+    /// happened since it was read, so it may also lower what the actor
+    /// believes; otherwise it may only raise it.
     fn apply(&mut self, view: SaleView, fresh: bool) {
+        let mut raised = false;
+        if view.version >= self.version {
+            raised |= view.version > self.version;
+            self.version = view.version;
+            self.sale = view.sale;
+        }
         let returned = view.stats.cancelled + view.stats.expired;
-        let mut raised = returned != self.returned_units;
-        if raised {
+        if returned != self.returned_units {
+            raised = true;
             self.at_limit.clear();
             self.returned_units = returned;
         }
@@ -167,7 +201,6 @@ impl SaleActor {
         } else {
             self.remaining.max(view.stats.remaining)
         };
-        self.sale = view.sale;
         if raised {
             self.generation += 1;
         }
@@ -181,7 +214,10 @@ impl SaleActor {
 
     /// The answer to `request` if it is certain without the store.
     fn certain_rejection(&self, request: &ReserveRequest) -> Option<Rejection> {
-        let local = system_now();
+        if !self.trusted {
+            return None;
+        }
+        let local = steady_now();
         let earliest = local + self.store_offset_min_ms;
         let latest = local + self.store_offset_max_ms;
         let margin = self.settings.clock_margin_ms;
@@ -246,7 +282,15 @@ impl SaleActor {
         }
     }
 
-    fn refresh(&mut self, ctx: &mut Context<Self>) {
+    /// Takes in a snapshot this actor asked for under generation `sent_in`.
+    fn take_snapshot(&mut self, read: TimedView, sent_in: u64, sent_registered: bool) {
+        self.observe_clock(&read);
+        let fresh = sent_in == self.generation;
+        self.apply(read.view, fresh);
+        self.trusted |= fresh && sent_registered;
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
         let idle = self.store_calls_in_flight == 0
             && self.last_request.elapsed() >= self.settings.idle_stop;
         if idle {
@@ -256,6 +300,10 @@ impl SaleActor {
             ctx.stop();
             return;
         }
+        self.refresh(ctx);
+    }
+
+    fn refresh(&mut self, ctx: &mut Context<Self>) {
         if self.refreshing {
             return;
         }
@@ -263,15 +311,12 @@ impl SaleActor {
         let store = Arc::clone(&self.store);
         let id = self.sale.id.clone();
         let sent_in = self.generation;
+        let sent_registered = self.registered;
         let read = async move { TimedView::read(store.as_ref(), &id).await };
         ctx.spawn(read.into_actor(self).map(move |result, actor, _| {
             actor.refreshing = false;
             match result {
-                Ok(Some(read)) => {
-                    actor.observe_clock(&read);
-                    let fresh = sent_in == actor.generation;
-                    actor.apply(read.view, fresh);
-                }
+                Ok(Some(read)) => actor.take_snapshot(read, sent_in, sent_registered),
                 Ok(None) => {}
                 Err(err) => {
                     tracing::debug!(sale = %actor.sale.id, error = %err, "sale refresh failed");
@@ -285,11 +330,22 @@ impl Actor for SaleActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.settings.refresh, Self::refresh);
+        ctx.run_interval(self.settings.refresh, Self::tick);
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
         self.registry.remove(&self.sale.id, &ctx.address());
+    }
+}
+
+impl Handler<Registered> for SaleActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Registered, ctx: &mut Self::Context) {
+        self.registered = true;
+        // A read already under way began before registration: let it land,
+        // the next tick reads again.
+        self.refresh(ctx);
     }
 }
 
@@ -365,7 +421,7 @@ mod tests {
     const MARGIN_MS: Millis = 50;
 
     fn view(starts_in_ms: Millis, remaining: i64) -> SaleView {
-        let now = system_now();
+        let now = steady_now();
         let sale = Sale {
             id: SaleId::generate(),
             sku: "sku".into(),
@@ -411,7 +467,11 @@ mod tests {
             idle_stop: Duration::from_secs(60),
         };
         let store = Arc::new(EmbeddedStore::new());
-        SaleActor::new(timed(view, 0), store, Registry::default(), settings)
+        let mut actor =
+            SaleActor::new(timed(view.clone(), 0), store, Registry::default(), settings);
+        actor.registered = true;
+        actor.take_snapshot(timed(view, 0), actor.generation, true);
+        actor
     }
 
     fn ask(actor: &SaleActor, user: &str, quantity: i64, key: Option<&str>) -> ReserveRequest {
@@ -422,6 +482,81 @@ mod tests {
             order_id: OrderId::generate(&actor.sale.id),
             idempotency_key: key.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn nothing_is_answered_before_a_snapshot_read_after_registration() {
+        let upcoming = view(60_000, 10);
+        let settings = actor(upcoming.clone()).settings;
+        let store = Arc::new(EmbeddedStore::new());
+        let mut fresh = SaleActor::new(
+            timed(upcoming.clone(), 0),
+            store,
+            Registry::default(),
+            settings,
+        );
+        let request = ask(&fresh, "a", 1, None);
+        assert_eq!(fresh.certain_rejection(&request), None, "not yet trusted");
+        fresh.take_snapshot(timed(upcoming.clone(), 0), fresh.generation, false);
+        assert_eq!(
+            fresh.certain_rejection(&request),
+            None,
+            "read before registration"
+        );
+        let sent_in = fresh.generation;
+        fresh.stock_returned(&UserId::parse("b").expect("user"), 1);
+        fresh.take_snapshot(timed(upcoming.clone(), 0), sent_in, true);
+        assert_eq!(
+            fresh.certain_rejection(&request),
+            None,
+            "something changed meanwhile"
+        );
+        fresh.take_snapshot(timed(upcoming, 0), fresh.generation, true);
+        assert_eq!(
+            fresh.certain_rejection(&request),
+            Some(Rejection::NotStarted)
+        );
+    }
+
+    #[test]
+    fn an_older_snapshot_never_undoes_a_merchant_change() {
+        let mut actor = actor(view(-1_000, 0));
+        let sent_in = actor.generation;
+        let mut extended = view(-1_000, 1);
+        extended.sale = Sale {
+            ends_at: actor.sale.ends_at + 3_600_000,
+            ..actor.sale.clone()
+        };
+        extended.version = actor.version + 1;
+        let new_end = extended.sale.ends_at;
+        actor.apply(extended, false);
+        assert!(
+            actor.generation > sent_in,
+            "a new version raises the generation"
+        );
+
+        // A refresh sent before the change lands after it.
+        let mut old = view(-1_000, 0);
+        old.sale = Sale {
+            ends_at: new_end - 3_600_000,
+            ..actor.sale.clone()
+        };
+        old.version = actor.version - 1;
+        actor.take_snapshot(timed(old, 0), sent_in, true);
+        assert_eq!(actor.sale.ends_at, new_end);
+        let one = ask(&actor, "a", 1, None);
+        assert_eq!(
+            actor.certain_rejection(&one),
+            None,
+            "the restocked unit is not lost"
+        );
+        // And a sold-out answer sent before the restock teaches nothing.
+        actor.learn(
+            &one,
+            &Err(StoreError::Rejected(Rejection::SoldOut)),
+            sent_in,
+        );
+        assert_eq!(actor.certain_rejection(&one), None);
     }
 
     #[test]

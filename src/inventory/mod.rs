@@ -21,7 +21,7 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 pub use self::actor::ActorSettings;
-use self::actor::{Reserve, SaleActor, SaleUpdated, StockReturned, TimedView};
+use self::actor::{Registered, Reserve, SaleActor, SaleUpdated, StockReturned, TimedView};
 use self::system::ActorSystem;
 use crate::domain::{Order, SaleId, SaleView};
 use crate::store::{Reservation, ReserveRequest, Store, StoreError};
@@ -120,47 +120,36 @@ impl Inventory {
 
     /// Routes a reservation through its sale's actor.
     pub async fn reserve(&self, request: ReserveRequest) -> Result<Reservation, InventoryError> {
-        let (reply, answer) = oneshot::channel();
-        let mut message = (request, reply);
-        // An actor that retired just now is replaced, once.
+        // An actor that retired just as this request reached it is replaced,
+        // once. The retry is safe even if the first attempt reached the
+        // store: the same order id is recognised there and takes nothing.
         for _ in 0..2 {
-            let (request, reply) = message;
             let actor = self.actor_for(&request.sale_id).await?;
             let Some(ticket) = actor.mailbox.enter() else {
                 telemetry::count_mailbox_rejection();
                 return Err(InventoryError::Overloaded);
             };
-            match actor.address.try_send(Reserve {
-                request,
+            let (reply, answer) = oneshot::channel();
+            let message = Reserve {
+                request: request.clone(),
                 reply,
                 ticket,
-            }) {
-                Ok(()) => return self.await_answer(answer).await,
+            };
+            match actor.address.try_send(message) {
+                Ok(()) => match tokio::time::timeout(self.reserve_timeout, answer).await {
+                    Ok(Ok(result)) => return result,
+                    Ok(Err(_dropped_by_a_stopping_actor)) => {}
+                    Err(_elapsed) => return Err(InventoryError::TimedOut(self.reserve_timeout)),
+                },
                 Err(SendError::Full(_)) => {
                     telemetry::count_mailbox_rejection();
                     return Err(InventoryError::Overloaded);
                 }
-                Err(SendError::Closed(returned)) => {
-                    self.registry
-                        .remove(&returned.request.sale_id, &actor.address);
-                    message = (returned.request, returned.reply);
-                }
+                Err(SendError::Closed(_)) => {}
             }
+            self.registry.remove(&request.sale_id, &actor.address);
         }
         Err(StoreError::Unavailable("the sale's actor keeps stopping".into()).into())
-    }
-
-    async fn await_answer(
-        &self,
-        answer: oneshot::Receiver<Result<Reservation, InventoryError>>,
-    ) -> Result<Reservation, InventoryError> {
-        match tokio::time::timeout(self.reserve_timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_dropped)) => {
-                Err(StoreError::Unavailable("the sale's actor dropped the request".into()).into())
-            }
-            Err(_elapsed) => Err(InventoryError::TimedOut(self.reserve_timeout)),
-        }
     }
 
     /// Tells the sale's actor (if running) what the store now says of it.
@@ -197,11 +186,9 @@ impl Inventory {
         let first = TimedView::read(self.store.as_ref(), id)
             .await?
             .ok_or(StoreError::NotFound("sale"))?;
-        let actor = self
-            .registry
-            .0
-            .entry(id.clone())
-            .or_insert_with(|| {
+        let actor = match self.registry.0.entry(id.clone()) {
+            dashmap::Entry::Occupied(entry) => entry.get().clone(),
+            dashmap::Entry::Vacant(slot) => {
                 let store = Arc::clone(&self.store);
                 let registry = self.registry.clone();
                 let settings = self.settings.clone();
@@ -212,9 +199,12 @@ impl Inventory {
                 let address = SaleActor::start_in_arbiter(self.system.arbiter_for(id), move |_| {
                     SaleActor::new(first, store, registry, settings)
                 });
-                ActorEntry { address, mailbox }
-            })
-            .clone();
+                let entry = slot.insert(ActorEntry { address, mailbox }).clone();
+                // Only now can every return and change reach the actor.
+                entry.address.do_send(Registered);
+                entry
+            }
+        };
         telemetry::set_sale_actors(self.registry.0.len());
         Ok(actor)
     }

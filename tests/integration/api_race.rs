@@ -106,7 +106,10 @@ async fn race_sells_exactly_the_stock(backend: Backend) {
             .query(&mut conn)
             .expect("buyers");
         assert_eq!(held.iter().sum::<i64>(), STOCK, "per-shopper counts add up");
-        assert!(held.iter().all(|&units| units == 1), "nobody above the limit");
+        assert!(
+            held.iter().all(|&units| units == 1),
+            "nobody above the limit"
+        );
     }
 }
 
