@@ -198,9 +198,85 @@ async fn shoppers_see_only_their_own_orders(backend: Backend) {
     assert_eq!(theirs["orders"], json!([]));
 }
 
+/// Goal: the actors' memory never leaves stock unsold. Method: sell out,
+/// then let every holder cancel while other shoppers keep ordering; when the
+/// storm settles, every unit still on sale must be buyable at once.
+async fn stock_freed_during_a_storm_is_sold_again(backend: Backend) {
+    let Harness { app, redis: _redis } = Harness::start(backend).await;
+    let app = std::sync::Arc::new(app);
+    const STOCK: usize = 10;
+    let sale = app.create_sale(live_sale(STOCK as i64, 1)).await;
+    let mut holders = Vec::new();
+    for i in 0..STOCK {
+        let order: Value = app
+            .order(&sale, &format!("holder-{i}"), None, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        holders.push((
+            format!("holder-{i}"),
+            order["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+
+    let cancels = holders.into_iter().map(|(user, id)| {
+        let app = std::sync::Arc::clone(&app);
+        tokio::spawn(async move {
+            let response = app
+                .shopper_post(&user, &format!("/api/v1/orders/{id}/cancel"))
+                .await;
+            assert_eq!(response.status(), StatusCode::OK);
+        })
+    });
+    let orders = (0..50).map(|i| {
+        let app = std::sync::Arc::clone(&app);
+        let sale = sale.clone();
+        tokio::spawn(async move {
+            app.order(&sale, &format!("stormer-{i}"), None, None)
+                .await
+                .status()
+        })
+    });
+    let cancels: Vec<_> = cancels.collect();
+    let orders: Vec<_> = orders.collect();
+    let mut won = 0;
+    for order in orders {
+        let status = order.await.unwrap();
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::CONFLICT,
+            "{status}"
+        );
+        won += usize::from(status == StatusCode::CREATED);
+    }
+    for cancel in cancels {
+        cancel.await.unwrap();
+    }
+    assert!(won <= STOCK);
+
+    let view = app.sale(&sale).await;
+    assert_stats_consistent(&view);
+    let left = view["stats"]["remaining"].as_i64().unwrap();
+    assert_eq!(left as usize, STOCK - won);
+    for i in 0..left {
+        let late = app.order(&sale, &format!("late-{i}"), None, None).await;
+        assert_eq!(
+            late.status(),
+            StatusCode::CREATED,
+            "unit {i} of {left} left is on sale"
+        );
+    }
+    let after = app.order(&sale, "late-extra", None, None).await;
+    assert_eq!(
+        error_code(after).await,
+        (StatusCode::CONFLICT, "sold_out".into())
+    );
+}
+
 on_both_stores!(
     limit_counts_units_across_orders,
     idempotent_retry_returns_the_first_order,
     cancel_returns_stock_to_someone_else,
     shoppers_see_only_their_own_orders,
+    stock_freed_during_a_storm_is_sold_again,
 );
