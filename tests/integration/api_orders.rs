@@ -155,6 +155,8 @@ async fn shoppers_see_only_their_own_orders(backend: Backend) {
         .json()
         .await
         .unwrap();
+    // Order times have millisecond resolution: make "newer" really newer.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let newer: Value = app
         .order(&second_sale, "gus", None, None)
         .await
