@@ -194,6 +194,9 @@ async fn stuck_store_sheds_load_with_overloaded() {
     let mut config = test_config();
     config.redis_url = Some(redis.url());
     config.actor_in_flight_max = 1;
+    // Long enough that the paused call is slow, not failed.
+    config.store_timeout_ms = 10_000;
+    config.reserve_timeout_ms = 10_000;
     let app = Arc::new(TestApp::spawn_with(config).await);
     let sale = app.create_sale(live_sale(10, 1)).await;
     assert_eq!(
@@ -204,7 +207,7 @@ async fn stuck_store_sheds_load_with_overloaded() {
     let mut conn = redis.connection();
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(600)
+        .arg(2_000)
         .arg("ALL")
         .query(&mut conn)
         .unwrap();

@@ -13,7 +13,7 @@ use crate::support::{error_code, live_sale, rfc3339_in, Backend, Harness};
 async fn before_the_start_is_not_started(backend: Backend) {
     let Harness { app, redis: _redis } = Harness::start(backend).await;
     let mut body = live_sale(5, 1);
-    body["starts_at"] = json!(rfc3339_in(Duration::from_millis(1500), false));
+    body["starts_at"] = json!(rfc3339_in(Duration::from_millis(3000), false));
     let sale = app.create_sale(body).await;
 
     let early = app.order(&sale, "ivy", None, None).await;
@@ -31,7 +31,7 @@ async fn before_the_start_is_not_started(backend: Backend) {
     assert!(public["server_time"].is_string());
     assert_eq!(app.sale(&sale).await["stats"]["remaining"], 5);
 
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    tokio::time::sleep(Duration::from_millis(3300)).await;
     let on_time = app.order(&sale, "ivy", None, Some("early-key")).await;
     assert_eq!(on_time.status(), StatusCode::CREATED, "open once started");
 }
@@ -39,12 +39,12 @@ async fn before_the_start_is_not_started(backend: Backend) {
 async fn after_the_end_is_ended(backend: Backend) {
     let Harness { app, redis: _redis } = Harness::start(backend).await;
     let mut body = live_sale(5, 1);
-    body["ends_at"] = json!(rfc3339_in(Duration::from_millis(1000), false));
+    body["ends_at"] = json!(rfc3339_in(Duration::from_millis(2000), false));
     let sale = app.create_sale(body).await;
     let in_time = app.order(&sale, "jon", None, None).await;
     assert_eq!(in_time.status(), StatusCode::CREATED);
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
     let late = app.order(&sale, "kim", None, None).await;
     assert_eq!(
         error_code(late).await,
