@@ -3,11 +3,11 @@
 //! through the `Store` trait and the inventory registry; it never talks to
 //! Redis.
 //!
-//! - [`public`]: shoppers, `/api/v1`.
-//! - [`admin`]: merchants, `/admin/v1`.
-//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
-//! - [`auth`]: shopper JWTs and the admin token.
-//! - [`error`]: every error response, in one place.
+//! - `public`: shoppers, `/api/v1`.
+//! - `admin`: merchants, `/admin/v1`.
+//! - `ops`: `/healthz`, `/readyz`, `/metrics`.
+//! - `auth`: shopper JWTs and the admin token.
+//! - `error`: every error response, in one place.
 
 mod admin;
 mod auth;

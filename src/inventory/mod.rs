@@ -3,7 +3,7 @@
 //! limit) and answers what it can without a store round trip. Only requests
 //! that may succeed reach the store, which stays the source of truth.
 //!
-//! Actors run on a few dedicated threads (actix arbiters, see [`system`]);
+//! Actors run on a few dedicated threads (actix arbiters, see `system`);
 //! the [`Inventory`] routes each request to its sale's actor by id, starting
 //! the actor on first use (an actor with no reservation for `idle_stop`
 //! retires), and bounds every queue: a full mailbox answers `overloaded` at
