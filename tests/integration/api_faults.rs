@@ -168,7 +168,7 @@ async fn idle_actor_retires_and_restarts_on_demand() {
     };
     inventory.reserve(request("xia")).await.unwrap();
     assert_eq!(inventory.actor_count(), 1);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(inventory.actor_count(), 0, "the idle actor retired");
     inventory.reserve(request("yao")).await.unwrap();
     assert_eq!(inventory.actor_count(), 1);
