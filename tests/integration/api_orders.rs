@@ -93,12 +93,7 @@ async fn cancel_returns_stock_to_someone_else(backend: Backend) {
     let Harness { app, redis: _redis } = Harness::start(backend).await;
     let sale = app.create_sale(live_sale(1, 1)).await;
 
-    let order: Value = app
-        .order(&sale, "eve", None, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = app.buy(&sale, "eve").await;
     let sold_out = app.order(&sale, "fay", None, None).await;
     assert_eq!(
         error_code(sold_out).await,
@@ -149,20 +144,10 @@ async fn shoppers_see_only_their_own_orders(backend: Backend) {
     let Harness { app, redis: _redis } = Harness::start(backend).await;
     let first_sale = app.create_sale(live_sale(10, 1)).await;
     let second_sale = app.create_sale(live_sale(10, 1)).await;
-    let older: Value = app
-        .order(&first_sale, "gus", None, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let older: Value = app.buy(&first_sale, "gus").await;
     // Order times have millisecond resolution: make "newer" really newer.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let newer: Value = app
-        .order(&second_sale, "gus", None, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let newer: Value = app.buy(&second_sale, "gus").await;
 
     let mine: Value = app
         .shopper_get("gus", "/api/v1/orders")
@@ -210,12 +195,7 @@ async fn stock_freed_during_a_storm_is_sold_again(backend: Backend) {
     let sale = app.create_sale(live_sale(STOCK as i64, 1)).await;
     let mut holders = Vec::new();
     for i in 0..STOCK {
-        let order: Value = app
-            .order(&sale, &format!("holder-{i}"), None, None)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let order: Value = app.buy(&sale, &format!("holder-{i}")).await;
         holders.push((
             format!("holder-{i}"),
             order["id"].as_str().unwrap().to_owned(),

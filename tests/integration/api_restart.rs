@@ -18,12 +18,7 @@ async fn restarted_engine_keeps_sales_orders_and_counts() {
         .json()
         .await
         .unwrap();
-    let dropped: Value = first
-        .order(&sale, "ola", None, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let dropped: Value = first.buy(&sale, "ola").await;
     let dropped_id = dropped["id"].as_str().unwrap().to_owned();
     let cancel = first
         .shopper_post("ola", &format!("/api/v1/orders/{dropped_id}/cancel"))

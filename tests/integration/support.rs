@@ -313,6 +313,15 @@ impl TestApp {
         response.json().await.expect("public json")
     }
 
+    /// Orders one unit as `user`, expecting 201, and returns the order.
+    pub async fn buy(&self, sale: &str, user: &str) -> Value {
+        let response = self.order(sale, user, None, None).await;
+        let status = response.status();
+        let order: Value = response.json().await.expect("order json");
+        assert_eq!(status, StatusCode::CREATED, "{user} buys: {order}");
+        order
+    }
+
     pub async fn shopper_get(&self, user: &str, path: &str) -> Response {
         self.client
             .get(self.url(path))
