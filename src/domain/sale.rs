@@ -78,12 +78,6 @@ impl Sale {
         now >= self.starts_at
     }
 
-    /// True when no reservation can succeed any more because of time or
-    /// the merchant's decision.
-    pub fn is_closed(&self, now: Millis) -> bool {
-        self.state != SaleState::Scheduled || now >= self.ends_at
-    }
-
     pub fn status(&self, now: Millis, remaining: i64) -> SaleStatus {
         match self.state {
             SaleState::Cancelled => SaleStatus::Cancelled,
