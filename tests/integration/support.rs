@@ -323,17 +323,16 @@ impl TestApp {
     }
 
     pub async fn shopper_get(&self, user: &str, path: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(token(user))
-            .send()
-            .await
-            .expect("shopper request")
+        self.shopper(reqwest::Method::GET, user, path).await
     }
 
     pub async fn shopper_post(&self, user: &str, path: &str) -> Response {
+        self.shopper(reqwest::Method::POST, user, path).await
+    }
+
+    async fn shopper(&self, method: reqwest::Method, user: &str, path: &str) -> Response {
         self.client
-            .post(self.url(path))
+            .request(method, self.url(path))
             .bearer_auth(token(user))
             .send()
             .await
