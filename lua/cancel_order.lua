@@ -4,7 +4,8 @@
 -- KEYS[2] fs:{sale}:stock   string: units remaining
 -- KEYS[3] fs:{sale}:stats   hash: reserved, paid, cancelled, expired (units)
 -- KEYS[4] fs:{sale}:buyers  hash: shopper -> units held
--- ARGV[1] shopper id (must own the order)
+-- KEYS[5] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
+-- ARGV[1] shopper id (must own the order), ARGV[2] order id
 -- Returns {'cancelled', {field, value, ...}} | {'not_found'} | {'conflict', status}.
 local o = redis.call('HMGET', KEYS[1], 'user_id', 'quantity', 'status')
 if not o[1] or o[1] ~= ARGV[1] then
@@ -13,12 +14,7 @@ end
 if o[3] ~= 'pending_payment' then
   return {'conflict', o[3]}
 end
-local qty = tonumber(o[2])
 redis.call('HSET', KEYS[1], 'status', 'cancelled')
-redis.call('INCRBY', KEYS[2], qty)
-redis.call('HINCRBY', KEYS[3], 'reserved', -qty)
-redis.call('HINCRBY', KEYS[3], 'cancelled', qty)
-if redis.call('HINCRBY', KEYS[4], ARGV[1], -qty) <= 0 then
-  redis.call('HDEL', KEYS[4], ARGV[1])
-end
+release_units(KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(o[2]), 'cancelled')
+redis.call('ZREM', KEYS[5], ARGV[2])
 return {'cancelled', redis.call('HGETALL', KEYS[1])}

@@ -8,8 +8,7 @@ end
 if s[1] ~= 'scheduled' then
   return {'conflict', 'the sale is ' .. s[1]}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 if now >= tonumber(s[2]) then
   return {'conflict', 'the sale has started and can no longer be cancelled; set status to ended instead'}
 end

@@ -2,8 +2,8 @@
 -- order already exists: a client library retried after a dropped
 -- connection), replay an idempotent retry, check
 -- the window (Redis clock), the per-user limit and the stock, then take the
--- stock, count the shopper, record the order and queue it on the sale's
--- stream for the order service. Checks run in the order of
+-- stock, count the shopper, record the order, index its payment deadline
+-- and queue it on the sale's stream for the order service. Checks run in the order of
 -- domain::check_reservation.
 -- KEYS[1] fs:{sale}:sale     hash: the sale's fields
 -- KEYS[2] fs:{sale}:stock    string: units remaining
@@ -13,6 +13,7 @@
 -- KEYS[6] fs:{sale}:uorders  hash: shopper -> space-separated order ids
 -- KEYS[7] fs:{sale}:order:<order id>  hash: the new order
 -- KEYS[8] fs:{sale}:stream   stream: reservations for the order service
+-- KEYS[9] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
 -- ARGV[1] shopper id, ARGV[2] quantity, ARGV[3] new order id,
 -- ARGV[4] idempotency field ('' when the request has no key)
 -- Returns one of
@@ -39,8 +40,7 @@ local m = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'per_use
 if not m[1] then
   return {'not_found'}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 if m[1] ~= 'scheduled' then
   return {'ended'}
 end
@@ -70,6 +70,7 @@ redis.call('HSET', KEYS[6], user, mine and (mine .. ' ' .. order_id) or order_id
 if idem ~= '' then
   redis.call('HSET', KEYS[5], idem, order_id .. ' ' .. ARGV[2])
 end
+redis.call('ZADD', KEYS[9], expires, order_id)
 redis.call('XADD', KEYS[8], '*', 'order_id', order_id, 'user_id', user, 'quantity', qty,
   'amount_cents', amount, 'expires_at', expires)
 return {'reserved', now, expires, remaining, held, amount, m[7]}

@@ -24,8 +24,7 @@ end
 if s[4] ~= ARGV[1] then
   return {'changed'}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local started = now >= tonumber(s[2])
 local ends_now = tonumber(s[3])
 if started and now >= ends_now then

@@ -3,6 +3,7 @@
 //! lists them.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -27,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the engine (the default).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Mint a shopper token for development and demos (in production the
     /// merchant's login service issues them).
     Token(TokenArgs),
@@ -37,6 +38,15 @@ pub enum Command {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// How payments reach the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PaymentMode {
+    /// Verified WeChat Pay v3 notifications.
+    Wechatpay,
+    /// `POST /api/v1/orders/{id}/pay` pays at once: demos and load suites.
+    Simulated,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -124,6 +134,73 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub clock_margin_ms: u64,
 
+    /// `wechatpay` (verify WeChat Pay notifications; needs the platform key
+    /// and APIv3 key) or `simulated` (a pay route for demos and load
+    /// suites). Unset: `simulated` with the embedded store, else `wechatpay`.
+    #[arg(long, env = "FLASHSALE_PAYMENTS", value_enum)]
+    pub payments: Option<PaymentMode>,
+
+    /// Path of the WeChat Pay platform public key (PEM) that signs payment
+    /// notifications.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_PLATFORM_KEY")]
+    pub wechatpay_platform_key: Option<PathBuf>,
+
+    /// The merchant's WeChat Pay APIv3 key (32 characters), which decrypts
+    /// notifications.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_APIV3_KEY", hide_env_values = true)]
+    pub wechatpay_apiv3_key: Option<String>,
+
+    /// Shortest payment_timeout_secs a merchant may set. Lower it only for
+    /// demos, load suites and tests that need orders to expire quickly.
+    #[arg(long, env = "FLASHSALE_PAYMENT_TIMEOUT_MIN_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub payment_timeout_min_secs: u64,
+
+    /// The merchant's webhook: every order is POSTed there (signed) when the
+    /// order service takes it, and again when it is paid. Unset: no hand-off.
+    #[arg(long, env = "FLASHSALE_ORDER_WEBHOOK_URL")]
+    pub order_webhook_url: Option<String>,
+
+    /// HMAC-SHA256 secret that signs webhook bodies (X-Flashsale-Signature);
+    /// required with FLASHSALE_ORDER_WEBHOOK_URL.
+    #[arg(long, env = "FLASHSALE_ORDER_WEBHOOK_SECRET", hide_env_values = true)]
+    pub order_webhook_secret: Option<String>,
+
+    /// Longest one webhook call may take, in milliseconds.
+    #[arg(long, env = "FLASHSALE_ORDER_WEBHOOK_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub order_webhook_timeout_ms: u64,
+
+    /// Wait before the first retry of a failed webhook call, in
+    /// milliseconds; it doubles with every failure.
+    #[arg(long, env = "FLASHSALE_ORDER_WEBHOOK_BACKOFF_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub order_webhook_backoff_ms: u64,
+
+    /// Longest wait between two webhook attempts, in milliseconds.
+    #[arg(long, env = "FLASHSALE_ORDER_WEBHOOK_BACKOFF_MAX_MS", default_value_t = 300_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub order_webhook_backoff_max_ms: u64,
+
+    /// How often the order service looks for new reservations, expired
+    /// payment deadlines and due webhook calls when idle, in milliseconds.
+    #[arg(long, env = "FLASHSALE_ORDER_SWEEP_MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub order_sweep_ms: u64,
+
+    /// Most reservations, expiries and webhook calls the order service
+    /// handles per sale in one pass.
+    #[arg(long, env = "FLASHSALE_ORDER_BATCH", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub order_batch: u64,
+
+    /// Reservations read by an order-service consumer that has not
+    /// acknowledged them for this long (it died) are taken over by another,
+    /// in milliseconds.
+    #[arg(long, env = "FLASHSALE_ORDER_CLAIM_IDLE_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub order_claim_idle_ms: u64,
+
     /// Log format.
     #[arg(long, env = "FLASHSALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -150,6 +227,15 @@ impl Config {
 
     pub fn store_timeout(&self) -> Duration {
         Duration::from_millis(self.store_timeout_ms)
+    }
+
+    /// The payment mode, with its default for the store in use.
+    pub fn payment_mode(&self) -> PaymentMode {
+        self.payments.unwrap_or(if self.redis_target().is_some() {
+            PaymentMode::Wechatpay
+        } else {
+            PaymentMode::Simulated
+        })
     }
 
     /// The defaults, listening on a free port of 127.0.0.1 with the embedded
@@ -214,6 +300,23 @@ mod tests {
                 "redis://b:2".into()
             ]))
         );
+    }
+
+    #[test]
+    fn payments_default_to_simulated_only_on_the_embedded_store() {
+        let embedded = Cli::parse_from(["flashsale"]).config;
+        assert_eq!(embedded.payment_mode(), PaymentMode::Simulated);
+        let redis = Cli::parse_from(["flashsale", "--redis-url", "redis://127.0.0.1:1/"]).config;
+        assert_eq!(redis.payment_mode(), PaymentMode::Wechatpay);
+        let chosen = Cli::parse_from([
+            "flashsale",
+            "--redis-url",
+            "redis://127.0.0.1:1/",
+            "--payments",
+            "simulated",
+        ])
+        .config;
+        assert_eq!(chosen.payment_mode(), PaymentMode::Simulated);
     }
 
     #[test]

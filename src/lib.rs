@@ -12,6 +12,9 @@
 //!   embedded in-process store, behind one trait.
 //! - [`inventory`]: one actix actor per sale, answering from memory what it
 //!   can and shedding load past its bounds.
+//! - [`orders`]: the order service: consumes the reservation streams,
+//!   expires unpaid orders, hands orders to the merchant's webhook, and
+//!   takes payments (WeChat Pay notifications or simulated).
 //! - [`http`]: the axum router: public, admin and ops routes, auth, and the
 //!   one place where errors become responses.
 //! - [`startup`]: [`Application::build`] wires it all and binds the socket.
@@ -20,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod inventory;
+pub mod orders;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -13,7 +13,7 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Some(Command::Serve(config)) => serve(config),
+        Some(Command::Serve(config)) => serve(*config),
         None => serve(cli.config),
     }
 }

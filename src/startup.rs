@@ -6,14 +6,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use axum::Router;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, PaymentMode};
+use crate::domain::SaleRules;
 use crate::http::{self, AppState, AuthKeys};
 use crate::inventory::{ActorSettings, Inventory};
+use crate::orders::webhook::{Webhook, WebhookSettings};
+use crate::orders::wechatpay::WeChatPayVerifier;
+use crate::orders::{OrderService, OrderSettings, PaymentMethod, Payments};
 use crate::store::{EmbeddedStore, RedisStore, Store};
 use crate::telemetry;
 
@@ -23,7 +27,9 @@ pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
     router: Router,
+    store: Arc<dyn Store>,
     inventory: Arc<Inventory>,
+    order_service: OrderService,
 }
 
 impl Application {
@@ -52,12 +58,38 @@ impl Application {
         );
         let auth = AuthKeys::new(&admin_token, shopper_secret.as_bytes())
             .context("invalid shopper token secret")?;
+        let webhook = build_webhook(&config)?;
+        let payments = Payments::new(
+            Arc::clone(&store),
+            build_payment_method(&config)?,
+            webhook.is_some(),
+        );
+        let order_service = OrderService::new(
+            Arc::clone(&store),
+            Arc::clone(&inventory),
+            webhook,
+            OrderSettings {
+                sweep: Duration::from_millis(config.order_sweep_ms),
+                batch: usize_of(config.order_batch),
+                claim_idle: Duration::from_millis(config.order_claim_idle_ms),
+                consumer: format!(
+                    "{}-{}",
+                    std::process::id(),
+                    Alphanumeric.sample_string(&mut rand::rng(), 8)
+                ),
+            },
+        );
         let state = AppState {
-            store,
+            store: Arc::clone(&store),
             inventory: Arc::clone(&inventory),
             auth: Arc::new(auth),
             metrics: telemetry::metrics_handle(),
             store_timeout: config.store_timeout(),
+            sale_rules: SaleRules {
+                payment_timeout_secs_min: i64::try_from(config.payment_timeout_min_secs)
+                    .unwrap_or(i64::MAX),
+            },
+            payments: Arc::new(payments),
         };
         let router = http::router(state, usize_of(config.body_limit_bytes));
         let listener = TcpListener::bind(config.listen)
@@ -71,7 +103,9 @@ impl Application {
             listener,
             address,
             router,
+            store,
             inventory,
+            order_service,
         })
     }
 
@@ -81,11 +115,23 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests and
-    /// stops the actor threads.
+    /// stops the order service and the actor threads. The order service is
+    /// stopped wherever it is: what it had not acknowledged or delivered is
+    /// taken up again after a restart (or by another node).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let order_service = tokio::spawn(self.order_service.run());
+        let inventory = Arc::clone(&self.inventory);
+        let store = Arc::clone(&self.store);
+        let stock_returns = tokio::spawn(async move {
+            store
+                .watch_stock_returns(Box::new(move |stock_return| {
+                    inventory.stock_returned_elsewhere(stock_return);
+                }))
+                .await;
+        });
         let served = axum::serve(
             self.listener,
             self.router
@@ -93,6 +139,8 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await;
+        order_service.abort();
+        stock_returns.abort();
         self.inventory.stop();
         tracing::info!("flashsale stopped");
         served.context("the HTTP server failed")
@@ -114,6 +162,69 @@ async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             Ok(Arc::new(EmbeddedStore::new()))
         }
     }
+}
+
+fn build_payment_method(config: &Config) -> anyhow::Result<PaymentMethod> {
+    match config.payment_mode() {
+        PaymentMode::Simulated => {
+            tracing::warn!(
+                "payments: simulated; any shopper can pay their orders with \
+                 POST /api/v1/orders/{{id}}/pay. Set FLASHSALE_PAYMENTS=wechatpay for production."
+            );
+            Ok(PaymentMethod::Simulated)
+        }
+        PaymentMode::Wechatpay => {
+            let (Some(key_path), Some(apiv3_key)) = (
+                config.wechatpay_platform_key.as_ref(),
+                config.wechatpay_apiv3_key.as_deref(),
+            ) else {
+                bail!(
+                    "FLASHSALE_PAYMENTS is wechatpay (the default with Redis), which needs \
+                     FLASHSALE_WECHATPAY_PLATFORM_KEY (a PEM file) and \
+                     FLASHSALE_WECHATPAY_APIV3_KEY; set them, or set \
+                     FLASHSALE_PAYMENTS=simulated for demos and load tests"
+                );
+            };
+            let pem = std::fs::read_to_string(key_path).with_context(|| {
+                format!(
+                    "cannot read the WeChat Pay platform key {}",
+                    key_path.display()
+                )
+            })?;
+            let verifier =
+                WeChatPayVerifier::new(&pem, apiv3_key).context("invalid WeChat Pay settings")?;
+            tracing::info!("payments: WeChat Pay notifications");
+            Ok(PaymentMethod::WeChatPay(Box::new(verifier)))
+        }
+    }
+}
+
+fn build_webhook(config: &Config) -> anyhow::Result<Option<Webhook>> {
+    let Some(url) = config
+        .order_webhook_url
+        .as_deref()
+        .filter(|url| !url.is_empty())
+    else {
+        return Ok(None);
+    };
+    let url = reqwest::Url::parse(url)
+        .with_context(|| format!("FLASHSALE_ORDER_WEBHOOK_URL is not a URL: {url}"))?;
+    let Some(secret) = config
+        .order_webhook_secret
+        .clone()
+        .filter(|secret| !secret.is_empty())
+    else {
+        bail!("FLASHSALE_ORDER_WEBHOOK_URL needs FLASHSALE_ORDER_WEBHOOK_SECRET to sign the calls");
+    };
+    tracing::info!(%url, "orders are handed to the merchant's webhook");
+    let webhook = Webhook::new(WebhookSettings {
+        url,
+        secret,
+        timeout: Duration::from_millis(config.order_webhook_timeout_ms),
+        backoff_first: Duration::from_millis(config.order_webhook_backoff_ms),
+        backoff_longest: Duration::from_millis(config.order_webhook_backoff_max_ms),
+    })?;
+    Ok(Some(webhook))
 }
 
 fn secret_or_generated(value: Option<String>, name: &str) -> String {

@@ -22,6 +22,18 @@ pub const SALE_ACTORS: &str = "flashsale_sale_actors";
 /// Reservations answered by a sale actor from memory, without a store call, by `outcome`.
 pub const ACTOR_LOCAL_ANSWERS: &str = "flashsale_actor_local_answers_total";
 
+/// Reservations the order service took from the streams (first time only).
+pub const ORDERS_ACCEPTED: &str = "flashsale_orders_accepted_total";
+/// Time from an order's payment deadline to its stock back on sale, seconds.
+pub const EXPIRY_LAG_SECONDS: &str = "flashsale_order_expiry_lag_seconds";
+/// Calls to the merchant's webhook by `result`: `delivered` or `failed`.
+pub const WEBHOOK_CALLS: &str = "flashsale_webhook_calls_total";
+/// Payments by `outcome`: `paid`, `unchanged`, `refund_required`,
+/// `amount_mismatch`, or `rejected` (a notification that failed checks).
+pub const PAYMENTS: &str = "flashsale_payments_total";
+
+const EXPIRY_LAG_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
@@ -43,7 +55,14 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .set_buckets_for_metric(
+                    Matcher::Full(EXPIRY_LAG_SECONDS.into()),
+                    EXPIRY_LAG_BUCKETS,
+                )
+                .and_then(|builder| {
+                    builder
+                        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                })
                 .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -78,4 +97,21 @@ pub fn count_local_answer(outcome: &'static str) {
 pub fn count_http_request(route: String, method: String, status: u16) {
     metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status.to_string())
         .increment(1);
+}
+
+pub fn count_orders_accepted(count: usize) {
+    metrics::counter!(ORDERS_ACCEPTED).increment(count as u64);
+}
+
+pub fn observe_expiry_lag(lag_ms: i64) {
+    metrics::histogram!(EXPIRY_LAG_SECONDS).record(lag_ms.max(0) as f64 / 1000.0);
+}
+
+pub fn count_webhook_calls(delivered: usize, failed: usize) {
+    metrics::counter!(WEBHOOK_CALLS, "result" => "delivered").increment(delivered as u64);
+    metrics::counter!(WEBHOOK_CALLS, "result" => "failed").increment(failed as u64);
+}
+
+pub fn count_payment(outcome: &'static str) {
+    metrics::counter!(PAYMENTS, "outcome" => outcome).increment(1);
 }

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use rand::distr::{Alphanumeric, SampleString};
+use serde::{Deserialize, Serialize};
 
 use super::InvalidField;
 
@@ -28,8 +29,23 @@ fn is_tail(text: &str, len: usize) -> bool {
 }
 
 /// `s_` followed by 12 lowercase letters or digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct SaleId(String);
+
+impl TryFrom<String> for SaleId {
+    type Error = InvalidField;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text)
+    }
+}
+
+impl From<SaleId> for String {
+    fn from(id: SaleId) -> Self {
+        id.0
+    }
+}
 
 impl SaleId {
     pub fn generate() -> Self {
@@ -104,8 +120,23 @@ impl fmt::Display for OrderId {
 
 /// A shopper: the `sub` claim of their token (a WeChat OpenID), 1 to 128
 /// printable ASCII characters without spaces.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct UserId(String);
+
+impl TryFrom<String> for UserId {
+    type Error = InvalidField;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text)
+    }
+}
+
+impl From<UserId> for String {
+    fn from(id: UserId) -> Self {
+        id.0
+    }
+}
 
 impl UserId {
     pub fn parse(text: &str) -> Result<Self, InvalidField> {

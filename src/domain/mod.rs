@@ -10,11 +10,11 @@ mod sale;
 mod time;
 
 pub use ids::{OrderId, SaleId, UserId};
-pub use order::{Order, OrderStatus};
+pub use order::{Order, OrderBody, OrderEvent, OrderStatus};
 pub use reservation::{check_reservation, Quantity, Rejection, MAX_QUANTITY};
 pub use sale::{
-    NewSale, PatchStatus, Sale, SaleChange, SalePatch, SaleState, SaleStats, SaleStatus, SaleView,
-    LIVE_CHANGEABLE_FIELDS,
+    NewSale, PatchStatus, Sale, SaleChange, SalePatch, SaleRules, SaleState, SaleStats, SaleStatus,
+    SaleView, LIVE_CHANGEABLE_FIELDS,
 };
 pub use time::{format_ms, parse_rfc3339_ms, system_now, Millis};
 

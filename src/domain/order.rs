@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Millis, OrderId, SaleId, UserId};
+use super::{format_ms, Millis, OrderId, SaleId, UserId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +40,32 @@ impl OrderStatus {
     }
 }
 
+/// What the merchant's webhook is told about an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderEvent {
+    /// The order service took the reservation: stock is held for the shopper.
+    Reserved,
+    Paid,
+    /// Paid after it expired or was cancelled: refund the shopper.
+    RefundRequired,
+}
+
+impl OrderEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "order.reserved",
+            Self::Paid => "order.paid",
+            Self::RefundRequired => "order.refund_required",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Reserved, Self::Paid, Self::RefundRequired]
+            .into_iter()
+            .find(|event| event.as_str() == text)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     pub id: OrderId,
@@ -52,6 +78,38 @@ pub struct Order {
     pub created_at: Millis,
     pub expires_at: Millis,
     pub paid_at: Option<Millis>,
+}
+
+/// An order as the contract shows it (API answers, webhook bodies).
+#[derive(Debug, Serialize)]
+pub struct OrderBody {
+    pub id: String,
+    pub sale_id: String,
+    pub user_id: String,
+    pub quantity: i64,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub status: OrderStatus,
+    pub created_at: String,
+    pub expires_at: String,
+    pub paid_at: Option<String>,
+}
+
+impl From<&Order> for OrderBody {
+    fn from(order: &Order) -> Self {
+        Self {
+            id: order.id.to_string(),
+            sale_id: order.sale_id.to_string(),
+            user_id: order.user_id.to_string(),
+            quantity: order.quantity,
+            amount_cents: order.amount_cents,
+            currency: order.currency.clone(),
+            status: order.status,
+            created_at: format_ms(order.created_at),
+            expires_at: format_ms(order.expires_at),
+            paid_at: order.paid_at.map(format_ms),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -70,5 +128,17 @@ mod tests {
             assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
         }
         assert_eq!(OrderStatus::parse("shipped"), None);
+    }
+
+    #[test]
+    fn event_names_round_trip() {
+        for event in [
+            OrderEvent::Reserved,
+            OrderEvent::Paid,
+            OrderEvent::RefundRequired,
+        ] {
+            assert_eq!(OrderEvent::parse(event.as_str()), Some(event));
+        }
+        assert_eq!(OrderEvent::parse("order.shipped"), None);
     }
 }

@@ -11,7 +11,8 @@ const TITLE_LEN_MAX: usize = 200;
 /// 100 million in major units: keeps `price × quantity` exact in a Lua number.
 const PRICE_CENTS_MAX: i64 = 10_000_000_000;
 const STOCK_TOTAL_MAX: i64 = 1_000_000_000;
-const PAYMENT_TIMEOUT_SECS: std::ops::RangeInclusive<i64> = 60..=7200;
+const PAYMENT_TIMEOUT_SECS_MIN: i64 = 60;
+const PAYMENT_TIMEOUT_SECS_MAX: i64 = 7200;
 const DEFAULT_PAYMENT_TIMEOUT_SECS: i64 = 900;
 const DEFAULT_CURRENCY: &str = "CNY";
 
@@ -89,7 +90,7 @@ impl Sale {
         }
     }
 
-    fn validate(&self) -> Result<(), InvalidField> {
+    fn validate(&self, rules: &SaleRules) -> Result<(), InvalidField> {
         check_text("sku", &self.sku, SKU_LEN_MAX)?;
         check_text("title", &self.title, TITLE_LEN_MAX)?;
         if !(0..=PRICE_CENTS_MAX).contains(&self.price_cents) {
@@ -121,13 +122,14 @@ impl Sale {
         if self.ends_at <= self.starts_at {
             return Err(InvalidField::new("ends_at", "must be after starts_at"));
         }
-        if !PAYMENT_TIMEOUT_SECS.contains(&self.payment_timeout_secs) {
+        let timeouts = rules.payment_timeout_secs_min..=PAYMENT_TIMEOUT_SECS_MAX;
+        if !timeouts.contains(&self.payment_timeout_secs) {
             return Err(InvalidField::new(
                 "payment_timeout_secs",
                 format!(
                     "must be between {} and {}",
-                    PAYMENT_TIMEOUT_SECS.start(),
-                    PAYMENT_TIMEOUT_SECS.end()
+                    timeouts.start(),
+                    timeouts.end()
                 ),
             ));
         }
@@ -138,7 +140,7 @@ impl Sale {
     /// rules are checked here; whether the change is allowed at this moment
     /// (before start, while live) is decided atomically by the store against
     /// its own clock.
-    pub fn patched(&self, patch: SalePatch) -> Result<SaleChange, InvalidField> {
+    pub fn patched(&self, patch: SalePatch, rules: &SaleRules) -> Result<SaleChange, InvalidField> {
         let mut sale = self.clone();
         let mut restricted = false;
         let mut take = |changed: bool| restricted |= changed;
@@ -177,7 +179,7 @@ impl Sale {
         if let Some(ends_at) = patch.ends_at {
             sale.ends_at = parse_rfc3339_ms("ends_at", &ends_at)?;
         }
-        sale.validate()?;
+        sale.validate(rules)?;
         Ok(SaleChange {
             sale,
             restricted,
@@ -238,7 +240,12 @@ pub struct NewSale {
 
 impl NewSale {
     /// Validates the new sale scheduled at `now`: it must end in the future.
-    pub fn into_sale(self, id: SaleId, now: Millis) -> Result<Sale, InvalidField> {
+    pub fn into_sale(
+        self,
+        id: SaleId,
+        now: Millis,
+        rules: &SaleRules,
+    ) -> Result<Sale, InvalidField> {
         let sale = Sale {
             id,
             starts_at: parse_rfc3339_ms("starts_at", &self.starts_at)?,
@@ -255,7 +262,7 @@ impl NewSale {
             state: SaleState::Scheduled,
             created_at: now,
         };
-        sale.validate()?;
+        sale.validate(rules)?;
         if sale.ends_at <= now {
             return Err(InvalidField::new("ends_at", "must be in the future"));
         }
@@ -286,6 +293,22 @@ pub enum PatchStatus {
     Ended,
 }
 
+/// Deployment-wide limits on what merchants may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleRules {
+    /// Shortest `payment_timeout_secs` accepted: 60 in production; demos,
+    /// load suites and tests lower it to see orders expire quickly.
+    pub payment_timeout_secs_min: i64,
+}
+
+impl Default for SaleRules {
+    fn default() -> Self {
+        Self {
+            payment_timeout_secs_min: PAYMENT_TIMEOUT_SECS_MIN,
+        }
+    }
+}
+
 /// Exact counts of a sale's units. `remaining + reserved + paid ==
 /// stock_total` always: cancelled and expired units are back in `remaining`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -296,6 +319,11 @@ pub struct SaleStats {
     pub paid: i64,
     pub cancelled: i64,
     pub expired: i64,
+    /// Units paid after their order had expired or been cancelled: the money
+    /// goes back, the stock stays sold to someone else.
+    pub refund_required: i64,
+    /// Units of orders the order service has taken from the sale's stream.
+    pub queued: i64,
     /// Distinct shoppers holding reserved or paid units.
     pub buyers: i64,
 }
@@ -341,7 +369,7 @@ mod tests {
 
     fn sale() -> Sale {
         new_sale()
-            .into_sale(SaleId::generate(), 0)
+            .into_sale(SaleId::generate(), 0, &SaleRules::default())
             .expect("valid sale")
     }
 
@@ -385,7 +413,7 @@ mod tests {
             breaks(&mut body);
             let scheduled_at = parse_rfc3339_ms("now", "2026-11-11T00:45:00Z").expect("valid");
             let err = body
-                .into_sale(SaleId::generate(), scheduled_at)
+                .into_sale(SaleId::generate(), scheduled_at, &SaleRules::default())
                 .unwrap_err();
             assert_eq!(err.field, field);
         }
@@ -414,36 +442,48 @@ mod tests {
     fn patch_marks_restricted_changes_only() {
         let sale = sale();
         let live_change = sale
-            .patched(SalePatch {
-                stock_total: Some(900),
-                ends_at: Some("2026-11-11T02:00:00Z".into()),
-                ..SalePatch::default()
-            })
+            .patched(
+                SalePatch {
+                    stock_total: Some(900),
+                    ends_at: Some("2026-11-11T02:00:00Z".into()),
+                    ..SalePatch::default()
+                },
+                &SaleRules::default(),
+            )
             .expect("valid");
         assert!(!live_change.restricted);
         assert_eq!(live_change.sale.stock_total, 900);
 
         let same_title = sale
-            .patched(SalePatch {
-                title: Some(sale.title.clone()),
-                ..SalePatch::default()
-            })
+            .patched(
+                SalePatch {
+                    title: Some(sale.title.clone()),
+                    ..SalePatch::default()
+                },
+                &SaleRules::default(),
+            )
             .expect("valid");
         assert!(!same_title.restricted, "an unchanged value is no change");
 
         let title = sale
-            .patched(SalePatch {
-                title: Some("new".into()),
-                ..SalePatch::default()
-            })
+            .patched(
+                SalePatch {
+                    title: Some("new".into()),
+                    ..SalePatch::default()
+                },
+                &SaleRules::default(),
+            )
             .expect("valid");
         assert!(title.restricted);
 
         let end = sale
-            .patched(SalePatch {
-                status: Some(PatchStatus::Ended),
-                ..SalePatch::default()
-            })
+            .patched(
+                SalePatch {
+                    status: Some(PatchStatus::Ended),
+                    ..SalePatch::default()
+                },
+                &SaleRules::default(),
+            )
             .expect("valid");
         assert!(end.end_now && !end.restricted);
     }
@@ -451,10 +491,13 @@ mod tests {
     #[test]
     fn patch_validates_the_merged_sale() {
         let err = sale()
-            .patched(SalePatch {
-                ends_at: Some("2026-11-10T00:00:00Z".into()),
-                ..SalePatch::default()
-            })
+            .patched(
+                SalePatch {
+                    ends_at: Some("2026-11-10T00:00:00Z".into()),
+                    ..SalePatch::default()
+                },
+                &SaleRules::default(),
+            )
             .unwrap_err();
         assert_eq!(err.field, "ends_at");
     }

@@ -27,7 +27,7 @@ async fn create_sale(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewSale>,
 ) -> Result<(StatusCode, Json<AdminSaleBody>), ApiError> {
-    let sale = body.into_sale(SaleId::generate(), system_now())?;
+    let sale = body.into_sale(SaleId::generate(), system_now(), &state.sale_rules)?;
     state.store.create_sale(&sale).await?;
     tracing::info!(sale = %sale.id, sku = %sale.sku, stock = sale.stock_total, "sale scheduled");
     let view = view_sale(&state, &sale.id).await?;
@@ -57,7 +57,7 @@ async fn update_sale(
 ) -> Result<Json<AdminSaleBody>, ApiError> {
     let id = parse_sale_id(&id)?;
     let current = view_sale(&state, &id).await?;
-    let change = current.sale.patched(patch)?;
+    let change = current.sale.patched(patch, &state.sale_rules)?;
     state
         .store
         .update_sale(&id, &change, current.version)

@@ -5,6 +5,7 @@
 //!
 //! - `public`: shoppers, `/api/v1`.
 //! - `admin`: merchants, `/admin/v1`.
+//! - `payments`: WeChat Pay notifications and the simulated pay route.
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`.
 //! - `auth`: shopper JWTs and the admin token.
 //! - `error`: every error response, in one place.
@@ -13,6 +14,7 @@ mod admin;
 mod auth;
 mod error;
 mod ops;
+mod payments;
 mod public;
 mod views;
 
@@ -29,8 +31,9 @@ use tower_http::trace::TraceLayer;
 
 pub use self::auth::{mint_shopper_token, AuthKeys};
 pub use self::error::ApiError;
-use crate::domain::{SaleId, SaleView};
+use crate::domain::{OrderId, SaleId, SaleRules, SaleView};
 use crate::inventory::Inventory;
+use crate::orders::Payments;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 
@@ -42,12 +45,15 @@ pub struct AppState {
     pub auth: Arc<AuthKeys>,
     pub metrics: PrometheusHandle,
     pub store_timeout: Duration,
+    pub sale_rules: SaleRules,
+    pub payments: Arc<Payments>,
 }
 
 /// The whole application router.
 pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
     Router::new()
         .merge(public::router())
+        .merge(payments::router())
         .merge(admin::router())
         .merge(ops::router())
         .fallback(not_found)
@@ -75,6 +81,11 @@ async fn count_requests(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     telemetry::count_http_request(route, method, response.status().as_u16());
     response
+}
+
+/// An order id from a path: a malformed one names no order.
+fn parse_order_id(id: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(id).map_err(|_| ApiError::NotFound("order not found".into()))
 }
 
 /// A sale id from a path: a malformed one names no sale.

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 
 use super::auth::Shopper;
 use super::error::{parse_json, read_body, ApiError, ApiPath};
-use super::views::{OrderBody, PublicSaleBody};
-use super::{parse_sale_id, view_sale, view_sales, AppState};
-use crate::domain::{format_ms, system_now, OrderId, Quantity, SaleStatus};
+use super::views::PublicSaleBody;
+use super::{parse_order_id, parse_sale_id, view_sale, view_sales, AppState};
+use crate::domain::{format_ms, system_now, OrderBody, OrderId, Quantity, SaleStatus};
 use crate::store::ReserveRequest;
 use crate::telemetry;
 
@@ -142,10 +142,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     })
 }
 
-fn parse_order_id(id: &str) -> Result<OrderId, ApiError> {
-    OrderId::parse(id).map_err(|_| ApiError::NotFound("order not found".into()))
-}
-
 async fn get_order(
     Shopper(user_id): Shopper,
     State(state): State<AppState>,
@@ -178,6 +174,6 @@ async fn cancel_order(
         .store
         .cancel_order(&parse_order_id(&id)?, &user_id)
         .await?;
-    state.inventory.stock_returned(&order);
+    state.inventory.stock_returned(&order).await;
     Ok(Json((&order).into()))
 }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::domain::{format_ms, Order, OrderStatus, SaleStats, SaleStatus, SaleView};
+use crate::domain::{format_ms, SaleStats, SaleStatus, SaleView};
 
 #[derive(Debug, Serialize)]
 pub struct SaleBody {
@@ -70,37 +70,6 @@ impl From<&SaleView> for PublicSaleBody {
         Self {
             sale: view.into(),
             server_time: format_ms(view.now),
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct OrderBody {
-    pub id: String,
-    pub sale_id: String,
-    pub user_id: String,
-    pub quantity: i64,
-    pub amount_cents: i64,
-    pub currency: String,
-    pub status: OrderStatus,
-    pub created_at: String,
-    pub expires_at: String,
-    pub paid_at: Option<String>,
-}
-
-impl From<&Order> for OrderBody {
-    fn from(order: &Order) -> Self {
-        Self {
-            id: order.id.to_string(),
-            sale_id: order.sale_id.to_string(),
-            user_id: order.user_id.to_string(),
-            quantity: order.quantity,
-            amount_cents: order.amount_cents,
-            currency: order.currency.clone(),
-            status: order.status,
-            created_at: format_ms(order.created_at),
-            expires_at: format_ms(order.expires_at),
-            paid_at: order.paid_at.map(format_ms),
         }
     }
 }

@@ -24,7 +24,7 @@ pub use self::actor::ActorSettings;
 use self::actor::{Registered, Reserve, SaleActor, SaleUpdated, StockReturned, TimedView};
 use self::system::ActorSystem;
 use crate::domain::{Order, SaleId, SaleView};
-use crate::store::{Reservation, ReserveRequest, Store, StoreError};
+use crate::store::{Reservation, ReserveRequest, StockReturn, Store, StoreError};
 use crate::telemetry;
 
 /// Why a reservation did not go through the inventory.
@@ -159,12 +159,23 @@ impl Inventory {
         }
     }
 
-    /// Tells the sale's actor that an order gave its units back.
-    pub fn stock_returned(&self, order: &Order) {
-        if let Some(actor) = self.registry.get(&order.sale_id) {
+    /// Tells the sale's actor here, and every other engine node sharing the
+    /// store, that an order gave its units back. Never fails: a node that
+    /// misses the news learns it at its actor's next refresh.
+    pub async fn stock_returned(&self, order: &Order) {
+        let stock_return = StockReturn::from(order);
+        self.stock_returned_elsewhere(stock_return.clone());
+        if let Err(err) = self.store.announce_stock_return(&stock_return).await {
+            tracing::warn!(order = %order.id, error = %err, "cannot announce returned stock");
+        }
+    }
+
+    /// Tells the sale's actor here (if running) that units came back.
+    pub fn stock_returned_elsewhere(&self, stock_return: StockReturn) {
+        if let Some(actor) = self.registry.get(&stock_return.sale_id) {
             actor.address.do_send(StockReturned {
-                user: order.user_id.clone(),
-                quantity: order.quantity,
+                user: stock_return.user_id,
+                quantity: stock_return.quantity,
             });
         }
     }

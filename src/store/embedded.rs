@@ -3,17 +3,21 @@
 //! one critical section per state change). Used when no Redis is configured;
 //! everything is lost when the process stops.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use super::{changed_meanwhile, sort_newest_first, Reservation, ReserveRequest, Store, StoreError};
+use super::{
+    changed_meanwhile, sort_newest_first, Delivery, Payment, PaymentOutcome, Reservation,
+    ReserveRequest, StockReturn, StockReturnHandler, Store, StoreError, StreamEntry,
+};
 use crate::domain::{
-    check_reservation, system_now, Order, OrderId, OrderStatus, Rejection, Sale, SaleChange,
-    SaleId, SaleState, SaleStats, SaleView, UserId, LIVE_CHANGEABLE_FIELDS,
+    check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, Rejection,
+    Sale, SaleChange, SaleId, SaleState, SaleStats, SaleView, UserId, LIVE_CHANGEABLE_FIELDS,
 };
 
 /// One sale and everything that hangs off it, changed under one lock.
@@ -27,6 +31,121 @@ struct SaleRecord {
     idempotency: HashMap<(UserId, String), (OrderId, i64)>,
     orders: HashMap<OrderId, Order>,
     user_orders: HashMap<UserId, Vec<OrderId>>,
+    /// Unpaid orders by payment deadline.
+    deadlines: BTreeSet<(Millis, OrderId)>,
+    /// The reservation stream with the order service's consumer group.
+    stream: ReservationStream,
+    /// Orders the order service has taken.
+    queued: HashSet<OrderId>,
+    /// Hand-offs to the merchant's webhook.
+    outbox: HashMap<(OrderEvent, OrderId), HandOff>,
+}
+
+impl SaleRecord {
+    /// Moves an unpaid order to `status` (cancelled or expired): its units
+    /// go back on sale and off the shopper's count.
+    fn release(&mut self, id: &OrderId, status: OrderStatus) -> Option<Order> {
+        let order = self.orders.get_mut(id)?;
+        order.status = status;
+        let order = order.clone();
+        self.deadlines.remove(&(order.expires_at, order.id.clone()));
+        self.stats.remaining += order.quantity;
+        self.stats.reserved -= order.quantity;
+        match status {
+            OrderStatus::Cancelled => self.stats.cancelled += order.quantity,
+            _ => self.stats.expired += order.quantity,
+        }
+        if let Some(held) = self.held.get_mut(&order.user_id) {
+            *held -= order.quantity;
+            if *held <= 0 {
+                self.held.remove(&order.user_id);
+            }
+        }
+        Some(order)
+    }
+
+    /// Queues a hand-off, due now, unless it is queued already.
+    fn hand_off(&mut self, event: OrderEvent, id: &OrderId, now: Millis) {
+        self.outbox.entry((event, id.clone())).or_insert(HandOff {
+            due: now,
+            attempts: 0,
+        });
+    }
+}
+
+/// A hand-off waiting for (another) attempt.
+struct HandOff {
+    due: Millis,
+    attempts: u32,
+}
+
+/// The semantics of a Redis stream with one consumer group: entries are
+/// delivered once to some consumer, stay pending until acknowledged, and
+/// can be claimed by another consumer once idle.
+#[derive(Default)]
+struct ReservationStream {
+    next_seq: u64,
+    /// Entries not yet acknowledged, by sequence number.
+    entries: BTreeMap<u64, OrderId>,
+    /// The group's cursor: entries after it were never delivered.
+    delivered_up_to: Option<u64>,
+    /// Delivered, unacknowledged entries: consumer and delivery time.
+    pending: BTreeMap<u64, (String, Instant)>,
+}
+
+impl ReservationStream {
+    fn append(&mut self, order: OrderId) {
+        self.entries.insert(self.next_seq, order);
+        self.next_seq += 1;
+    }
+
+    fn entry(&self, seq: u64) -> Option<StreamEntry> {
+        self.entries.get(&seq).map(|order_id| StreamEntry {
+            id: format!("0-{seq}"),
+            order_id: order_id.clone(),
+        })
+    }
+
+    fn read(&mut self, consumer: &str, count: usize) -> Vec<StreamEntry> {
+        let from = self.delivered_up_to.map_or(0, |seq| seq + 1);
+        let seqs: Vec<u64> = self
+            .entries
+            .range(from..)
+            .map(|(seq, _)| *seq)
+            .take(count)
+            .collect();
+        let now = Instant::now();
+        for seq in &seqs {
+            self.pending.insert(*seq, (consumer.to_owned(), now));
+            self.delivered_up_to = Some(*seq);
+        }
+        seqs.into_iter().filter_map(|seq| self.entry(seq)).collect()
+    }
+
+    fn claim(&mut self, consumer: &str, min_idle: Duration, count: usize) -> Vec<StreamEntry> {
+        let now = Instant::now();
+        let idle: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, delivered))| now.duration_since(*delivered) >= min_idle)
+            .map(|(seq, _)| *seq)
+            .take(count)
+            .collect();
+        for seq in &idle {
+            self.pending.insert(*seq, (consumer.to_owned(), now));
+        }
+        idle.into_iter().filter_map(|seq| self.entry(seq)).collect()
+    }
+
+    fn ack(&mut self, ids: &[String]) {
+        for seq in ids
+            .iter()
+            .filter_map(|id| id.strip_prefix("0-")?.parse::<u64>().ok())
+        {
+            self.pending.remove(&seq);
+            self.entries.remove(&seq);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -81,6 +200,10 @@ impl Store for EmbeddedStore {
             idempotency: HashMap::new(),
             orders: HashMap::new(),
             user_orders: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            stream: ReservationStream::default(),
+            queued: HashSet::new(),
+            outbox: HashMap::new(),
         };
         match self.sales.entry(sale.id.clone()) {
             dashmap::Entry::Occupied(_) => Err(StoreError::Conflict(format!(
@@ -248,6 +371,10 @@ impl Store for EmbeddedStore {
         };
         record.orders.insert(order.id.clone(), order.clone());
         record
+            .deadlines
+            .insert((order.expires_at, order.id.clone()));
+        record.stream.append(order.id.clone());
+        record
             .user_orders
             .entry(request.user_id.clone())
             .or_default()
@@ -299,18 +426,200 @@ impl Store for EmbeddedStore {
                 order.status.as_str()
             )));
         }
-        order.status = OrderStatus::Cancelled;
-        let quantity = order.quantity;
-        let order = order.clone();
-        record.stats.remaining += quantity;
-        record.stats.reserved -= quantity;
-        record.stats.cancelled += quantity;
-        if let Some(held) = record.held.get_mut(user) {
-            *held -= quantity;
-            if *held <= 0 {
-                record.held.remove(user);
+        record
+            .release(id, OrderStatus::Cancelled)
+            .ok_or(StoreError::NotFound("order"))
+    }
+
+    async fn pay_order(
+        &self,
+        id: &OrderId,
+        payment: &Payment,
+        hand_off: bool,
+    ) -> Result<PaymentOutcome, StoreError> {
+        let record = self
+            .record(&id.sale_id())
+            .map_err(|_| StoreError::NotFound("order"))?;
+        let mut guard = record.lock();
+        let record = &mut *guard;
+        let order = record
+            .orders
+            .get_mut(id)
+            .ok_or(StoreError::NotFound("order"))?;
+        if let Some((amount, currency)) = &payment.amount {
+            if *amount != order.amount_cents || *currency != order.currency {
+                return Ok(PaymentOutcome::AmountMismatch(order.clone()));
             }
         }
-        Ok(order)
+        let now = system_now();
+        let (status, event) = match order.status {
+            OrderStatus::Paid | OrderStatus::RefundRequired => {
+                return Ok(PaymentOutcome::Unchanged(order.clone()));
+            }
+            OrderStatus::PendingPayment => (OrderStatus::Paid, OrderEvent::Paid),
+            OrderStatus::Cancelled | OrderStatus::Expired => {
+                (OrderStatus::RefundRequired, OrderEvent::RefundRequired)
+            }
+        };
+        order.status = status;
+        order.paid_at = Some(now);
+        let order = order.clone();
+        if status == OrderStatus::Paid {
+            record.stats.reserved -= order.quantity;
+            record.stats.paid += order.quantity;
+            record
+                .deadlines
+                .remove(&(order.expires_at, order.id.clone()));
+        } else {
+            record.stats.refund_required += order.quantity;
+        }
+        if hand_off {
+            record.hand_off(event, id, now);
+        }
+        Ok(if status == OrderStatus::Paid {
+            PaymentOutcome::Paid(order)
+        } else {
+            PaymentOutcome::RefundRequired(order)
+        })
     }
+
+    async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
+        let record = self.record(sale)?;
+        let mut record = record.lock();
+        let now = system_now();
+        let due: Vec<OrderId> = record
+            .deadlines
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= now)
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect();
+        Ok(due
+            .iter()
+            .filter_map(|id| record.release(id, OrderStatus::Expired))
+            .collect())
+    }
+
+    async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError> {
+        self.record(sale).map(|_| ())
+    }
+
+    async fn read_reservations(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        Ok(self.record(sale)?.lock().stream.read(consumer, count))
+    }
+
+    async fn claim_reservations(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        Ok(self
+            .record(sale)?
+            .lock()
+            .stream
+            .claim(consumer, min_idle, count))
+    }
+
+    async fn accept_order(&self, id: &OrderId, hand_off: bool) -> Result<bool, StoreError> {
+        let record = self
+            .record(&id.sale_id())
+            .map_err(|_| StoreError::NotFound("order"))?;
+        let mut record = record.lock();
+        let quantity = record
+            .orders
+            .get(id)
+            .map(|order| order.quantity)
+            .ok_or(StoreError::NotFound("order"))?;
+        if !record.queued.insert(id.clone()) {
+            return Ok(false);
+        }
+        record.stats.queued += quantity;
+        if hand_off {
+            record.hand_off(OrderEvent::Reserved, id, system_now());
+        }
+        Ok(true)
+    }
+
+    async fn ack_reservations(
+        &self,
+        sale: &SaleId,
+        entry_ids: &[String],
+    ) -> Result<(), StoreError> {
+        self.record(sale)?.lock().stream.ack(entry_ids);
+        Ok(())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        sale: &SaleId,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let record = self.record(sale)?;
+        let mut record = record.lock();
+        let now = system_now();
+        let mut due: Vec<(Millis, (OrderEvent, OrderId))> = record
+            .outbox
+            .iter()
+            .filter(|(_, hand_off)| hand_off.due <= now)
+            .map(|(key, hand_off)| (hand_off.due, key.clone()))
+            .collect();
+        due.sort_by_key(|(due, _)| *due);
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .filter_map(|(_, key)| {
+                let hand_off = record.outbox.get_mut(&key)?;
+                hand_off.due = now.saturating_add(lease_ms);
+                hand_off.attempts += 1;
+                Some(Delivery {
+                    event: key.0,
+                    order_id: key.1,
+                    attempt: hand_off.attempts,
+                })
+            })
+            .collect())
+    }
+
+    async fn delivered(&self, sale: &SaleId, delivery: &Delivery) -> Result<(), StoreError> {
+        self.record(sale)?
+            .lock()
+            .outbox
+            .remove(&(delivery.event, delivery.order_id.clone()));
+        Ok(())
+    }
+
+    async fn postpone_delivery(
+        &self,
+        sale: &SaleId,
+        delivery: &Delivery,
+        after: Duration,
+    ) -> Result<(), StoreError> {
+        let record = self.record(sale)?;
+        let mut record = record.lock();
+        if let Some(hand_off) = record
+            .outbox
+            .get_mut(&(delivery.event, delivery.order_id.clone()))
+        {
+            hand_off.due =
+                system_now().saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+        }
+        Ok(())
+    }
+
+    /// One process: nobody else to tell.
+    async fn announce_stock_return(&self, _: &StockReturn) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// One process: nobody else announces.
+    async fn watch_stock_returns(&self, _: StockReturnHandler) {}
 }

@@ -9,6 +9,13 @@ use crate::domain::{OrderId, SaleId};
 /// read and written outside scripts.
 pub const SALE_INDEX: &str = "fs:sales";
 
+/// Pub/sub channel on which engine nodes announce stock returned to a sale
+/// (an order cancelled or expired), so every node's actor learns it.
+pub const STOCK_RETURNS_CHANNEL: &str = "fs:stock_returns";
+
+/// The consumer group of the order service on every sale's stream.
+pub const ORDER_SERVICE_GROUP: &str = "orders";
+
 /// The keys of one sale.
 pub struct SaleKeys {
     tag: String,
@@ -56,6 +63,22 @@ impl SaleKeys {
         format!("{}:stream", self.tag)
     }
 
+    /// Sorted set: unpaid order ids scored by `expires_at`.
+    pub fn deadlines(&self) -> String {
+        format!("{}:deadlines", self.tag)
+    }
+
+    /// Sorted set: hand-offs to the merchant (`event order_id`) scored by
+    /// when the next attempt is due.
+    pub fn outbox(&self) -> String {
+        format!("{}:outbox", self.tag)
+    }
+
+    /// Hash: hand-off -> attempts so far.
+    pub fn attempts(&self) -> String {
+        format!("{}:attempts", self.tag)
+    }
+
     /// Hash: one order.
     pub fn order(&self, order: &OrderId) -> String {
         format!("{}:order:{order}", self.tag)
@@ -80,6 +103,9 @@ mod tests {
             keys.idempotency(),
             keys.user_orders(),
             keys.stream(),
+            keys.deadlines(),
+            keys.outbox(),
+            keys.attempts(),
             keys.order(&order),
         ] {
             assert!(key.starts_with(&format!("fs:{tag}:")), "{key}");

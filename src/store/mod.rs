@@ -12,12 +12,14 @@ mod embedded;
 pub mod keys;
 mod redis;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::{RedisStore, RedisTarget};
 use crate::domain::{
-    Order, OrderId, Quantity, Rejection, Sale, SaleChange, SaleId, SaleView, UserId,
+    Order, OrderEvent, OrderId, Quantity, Rejection, Sale, SaleChange, SaleId, SaleView, UserId,
 };
 
 /// What can go wrong in a store call. Mapped to HTTP in `http::error`.
@@ -67,6 +69,68 @@ pub struct Reservation {
     pub replayed: bool,
 }
 
+/// A reservation on a sale's stream, as the order service reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    /// The stream's id of the entry, to acknowledge it with.
+    pub id: String,
+    pub order_id: OrderId,
+}
+
+/// A payment that arrived for an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    /// What was paid, checked against the order (`None`: simulated
+    /// payments, which pay the order's own amount).
+    pub amount: Option<(i64, String)>,
+    /// The payment provider's id of the transaction.
+    pub transaction_id: String,
+}
+
+/// What a payment did to its order (the order as it is now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    /// The order was pending: it is paid.
+    Paid(Order),
+    /// A repeat: the order was already paid (or marked for refund).
+    Unchanged(Order),
+    /// The order had expired or been cancelled: it is marked
+    /// `refund_required`; stock is untouched.
+    RefundRequired(Order),
+    /// The amount or currency differs from the order's: nothing changed.
+    AmountMismatch(Order),
+}
+
+/// A hand-off to the merchant's webhook, leased for one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub event: OrderEvent,
+    pub order_id: OrderId,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+}
+
+/// Units of a sale given back by an order (cancelled or expired).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StockReturn {
+    pub sale_id: SaleId,
+    pub user_id: UserId,
+    pub quantity: i64,
+}
+
+impl From<&Order> for StockReturn {
+    fn from(order: &Order) -> Self {
+        Self {
+            sale_id: order.sale_id.clone(),
+            user_id: order.user_id.clone(),
+            quantity: order.quantity,
+        }
+    }
+}
+
+/// Called for each stock return another engine node announces.
+pub type StockReturnHandler = Box<dyn Fn(StockReturn) + Send + Sync>;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `"redis"` or `"embedded"`, for logs and `/readyz`.
@@ -108,6 +172,86 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cancels the shopper's unpaid order and puts its units back on sale.
     async fn cancel_order(&self, id: &OrderId, user: &UserId) -> Result<Order, StoreError>;
+
+    /// Pays an order (see [`PaymentOutcome`]), queueing the hand-off to the
+    /// merchant when `hand_off`.
+    async fn pay_order(
+        &self,
+        id: &OrderId,
+        payment: &Payment,
+        hand_off: bool,
+    ) -> Result<PaymentOutcome, StoreError>;
+
+    /// Expires up to `limit` of the sale's unpaid orders whose payment
+    /// deadline has passed (store clock), returning their units to the sale.
+    /// Returns the orders it expired.
+    async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError>;
+
+    // The order service's side of a sale's reservation stream.
+
+    /// Creates the order service's consumer group on the sale's stream (if
+    /// missing), from the stream's first entry.
+    async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError>;
+
+    /// Up to `count` entries never delivered to any consumer, now pending
+    /// on `consumer` until acknowledged.
+    async fn read_reservations(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError>;
+
+    /// Up to `count` entries delivered but unacknowledged for at least
+    /// `min_idle` (their consumer died), moved to `consumer`.
+    async fn claim_reservations(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError>;
+
+    /// Marks the order taken by the order service, once: counts it as
+    /// queued and, when `hand_off`, queues the hand-off to the merchant.
+    /// Returns false if it was already taken (a redelivery).
+    async fn accept_order(&self, id: &OrderId, hand_off: bool) -> Result<bool, StoreError>;
+
+    /// Acknowledges processed entries and removes them from the stream.
+    async fn ack_reservations(&self, sale: &SaleId, entry_ids: &[String])
+        -> Result<(), StoreError>;
+
+    // Hand-offs to the merchant's webhook (an outbox kept with the sale).
+
+    /// Leases up to `limit` due hand-offs of the sale for one attempt each:
+    /// none is due again (to this or another engine node) before `lease`.
+    async fn claim_deliveries(
+        &self,
+        sale: &SaleId,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Forgets a hand-off the merchant acknowledged.
+    async fn delivered(&self, sale: &SaleId, delivery: &Delivery) -> Result<(), StoreError>;
+
+    /// Makes a failed hand-off due again `after` from now.
+    async fn postpone_delivery(
+        &self,
+        sale: &SaleId,
+        delivery: &Delivery,
+        after: Duration,
+    ) -> Result<(), StoreError>;
+
+    // Telling every engine node that stock came back.
+
+    /// Tells the other engine nodes sharing this store.
+    async fn announce_stock_return(&self, stock_return: &StockReturn) -> Result<(), StoreError>;
+
+    /// Calls `handler` for every return other nodes announce, until the
+    /// process stops (reconnecting after failures). Returns at once when
+    /// no other node can share the store.
+    async fn watch_stock_returns(&self, handler: StockReturnHandler);
 }
 
 /// The answer when a merchant's change was computed from an older version.

@@ -8,16 +8,22 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use futures::future::try_join_all;
+use futures::StreamExt;
+use rand::distr::{Alphanumeric, SampleString};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 
-use super::keys::{SaleKeys, SALE_INDEX};
-use super::{changed_meanwhile, sort_newest_first, Reservation, ReserveRequest, Store, StoreError};
+use super::keys::{SaleKeys, ORDER_SERVICE_GROUP, SALE_INDEX, STOCK_RETURNS_CHANNEL};
+use super::{
+    changed_meanwhile, sort_newest_first, Delivery, Payment, PaymentOutcome, Reservation,
+    ReserveRequest, StockReturn, StockReturnHandler, Store, StoreError, StreamEntry,
+};
 use crate::domain::{
-    Order, OrderId, OrderStatus, Rejection, Sale, SaleChange, SaleId, SaleState, SaleStats,
-    SaleView, UserId,
+    system_now, Order, OrderEvent, OrderId, OrderStatus, Rejection, Sale, SaleChange, SaleId,
+    SaleState, SaleStats, SaleView, UserId,
 };
 use crate::telemetry;
 
@@ -63,6 +69,16 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// `lua/<name>.lua`, prefixed with the helpers of `lua/common.lua`.
+macro_rules! script {
+    ($name:literal) => {
+        Script::new(concat!(
+            include_str!("../../lua/common.lua"),
+            include_str!(concat!("../../lua/", $name, ".lua"))
+        ))
+    };
+}
+
 /// The Lua scripts, one per state change plus the consistent read.
 struct Scripts {
     create_sale: Script,
@@ -71,21 +87,29 @@ struct Scripts {
     cancel_sale: Script,
     reserve: Script,
     cancel_order: Script,
+    pay_order: Script,
+    expire_orders: Script,
+    accept_order: Script,
+    claim_deliveries: Script,
 }
 
 impl Scripts {
     fn new() -> Self {
         Self {
-            create_sale: Script::new(include_str!("../../lua/create_sale.lua")),
-            sale_snapshot: Script::new(include_str!("../../lua/sale_snapshot.lua")),
-            update_sale: Script::new(include_str!("../../lua/update_sale.lua")),
-            cancel_sale: Script::new(include_str!("../../lua/cancel_sale.lua")),
-            reserve: Script::new(include_str!("../../lua/reserve.lua")),
-            cancel_order: Script::new(include_str!("../../lua/cancel_order.lua")),
+            create_sale: script!("create_sale"),
+            sale_snapshot: script!("sale_snapshot"),
+            update_sale: script!("update_sale"),
+            cancel_sale: script!("cancel_sale"),
+            reserve: script!("reserve"),
+            cancel_order: script!("cancel_order"),
+            pay_order: script!("pay_order"),
+            expire_orders: script!("expire_orders"),
+            accept_order: script!("accept_order"),
+            claim_deliveries: script!("claim_deliveries"),
         }
     }
 
-    fn all(&self) -> [&Script; 6] {
+    fn all(&self) -> [&Script; 10] {
         [
             &self.create_sale,
             &self.sale_snapshot,
@@ -93,6 +117,10 @@ impl Scripts {
             &self.cancel_sale,
             &self.reserve,
             &self.cancel_order,
+            &self.pay_order,
+            &self.expire_orders,
+            &self.accept_order,
+            &self.claim_deliveries,
         ]
     }
 }
@@ -100,6 +128,20 @@ impl Scripts {
 pub struct RedisStore {
     conn: Connection,
     scripts: Scripts,
+    /// A plain client of the first node, for the pub/sub subscription
+    /// (Redis Cluster forwards PUBLISH to every node).
+    pubsub_client: redis::Client,
+    /// This process's name in announcements, to skip its own.
+    node: String,
+    timeout: Duration,
+}
+
+/// A stock return as published on [`STOCK_RETURNS_CHANNEL`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Announcement {
+    node: String,
+    #[serde(flatten)]
+    stock_return: StockReturn,
 }
 
 impl RedisStore {
@@ -135,9 +177,17 @@ impl RedisStore {
                 )
             }
         };
+        let first_url = match target {
+            RedisTarget::Standalone(url) => url,
+            RedisTarget::Cluster(urls) => urls.first().context("no Redis Cluster URL")?,
+        };
         let store = Self {
             conn,
             scripts: Scripts::new(),
+            pubsub_client: redis::Client::open(first_url.as_str())
+                .with_context(|| format!("invalid Redis URL {first_url}"))?,
+            node: Alphanumeric.sample_string(&mut rand::rng(), 16),
+            timeout,
         };
         store.check_server_settings().await?;
         store
@@ -228,6 +278,35 @@ impl RedisStore {
         reply.map_err(unavailable)
     }
 
+    /// Runs a pipeline whose replies are ignored, timing the call.
+    async fn pipeline(&self, op: &'static str, pipeline: &Pipeline) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let started = Instant::now();
+        let reply = pipeline.query_async::<()>(&mut conn).await;
+        telemetry::observe_store_call(op, started.elapsed());
+        reply.map_err(unavailable)
+    }
+
+    /// Subscribes to the stock-return channel and hands every other node's
+    /// announcement to `handler` until the connection fails.
+    async fn listen_for_returns(&self, handler: &StockReturnHandler) -> anyhow::Result<()> {
+        let mut pubsub = tokio::time::timeout(self.timeout, self.pubsub_client.get_async_pubsub())
+            .await
+            .context("connecting timed out")??;
+        pubsub.subscribe(STOCK_RETURNS_CHANNEL).await?;
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            match serde_json::from_slice::<Announcement>(message.get_payload_bytes()) {
+                Ok(announcement) if announcement.node != self.node => {
+                    handler(announcement.stock_return);
+                }
+                Ok(_own) => {}
+                Err(err) => tracing::warn!(error = %err, "unreadable stock-return announcement"),
+            }
+        }
+        bail!("the subscription ended")
+    }
+
     async fn order_ids_of(&self, sale: &SaleId, user: &UserId) -> Result<Vec<OrderId>, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut cmd = redis::cmd("HGET");
@@ -239,6 +318,42 @@ impl RedisStore {
             .map(|id| OrderId::parse(id).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect()
     }
+}
+
+/// Reads stream entries: each names its order.
+fn stream_entries(ids: Vec<StreamId>) -> Result<Vec<StreamEntry>, StoreError> {
+    ids.into_iter()
+        .map(|entry| {
+            let order_id = entry
+                .get::<String>("order_id")
+                .ok_or_else(|| corrupt(format!("stream entry {} has no order_id", entry.id)))?;
+            Ok(StreamEntry {
+                order_id: OrderId::parse(&order_id).map_err(corrupt)?,
+                id: entry.id,
+            })
+        })
+        .collect()
+}
+
+/// A script's `'1'`/`'0'` flag.
+fn flag(on: bool) -> &'static str {
+    if on {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+/// An outbox member: `event order_id`.
+fn delivery_member(delivery: &Delivery) -> String {
+    format!("{} {}", delivery.event.as_str(), delivery.order_id)
+}
+
+fn parse_delivery(member: &str) -> Result<(OrderEvent, OrderId), StoreError> {
+    member
+        .split_once(' ')
+        .and_then(|(event, order)| Some((OrderEvent::parse(event)?, OrderId::parse(order).ok()?)))
+        .ok_or_else(|| corrupt(format!("outbox member {member:?}")))
 }
 
 fn unavailable(err: redis::RedisError) -> StoreError {
@@ -424,6 +539,8 @@ impl Store for RedisStore {
             paid: reply.next()?,
             cancelled: reply.next()?,
             expired: reply.next()?,
+            refund_required: reply.next()?,
+            queued: reply.next()?,
             buyers: reply.next()?,
         };
         let version = int_field(&fields, "version")?;
@@ -490,6 +607,7 @@ impl Store for RedisStore {
             .key(keys.user_orders())
             .key(keys.order(&request.order_id))
             .key(keys.stream())
+            .key(keys.deadlines())
             .arg(request.user_id.as_str())
             .arg(request.quantity.get())
             .arg(request.order_id.as_str())
@@ -573,7 +691,9 @@ impl Store for RedisStore {
             .key(keys.stock())
             .key(keys.stats())
             .key(keys.buyers())
-            .arg(user.as_str());
+            .key(keys.deadlines())
+            .arg(user.as_str())
+            .arg(id.as_str());
         let (outcome, mut reply) = Reply::new(self.run("cancel_order", invocation).await?)?;
         match outcome.as_str() {
             "cancelled" => order_from_fields(id, &reply.next()?),
@@ -583,6 +703,259 @@ impl Store for RedisStore {
                 reply.next::<String>()?
             ))),
             other => Err(corrupt(format!("unknown cancel outcome {other}"))),
+        }
+    }
+    async fn pay_order(
+        &self,
+        id: &OrderId,
+        payment: &Payment,
+        hand_off: bool,
+    ) -> Result<PaymentOutcome, StoreError> {
+        let keys = SaleKeys::new(&id.sale_id());
+        let (amount, currency) = payment
+            .amount
+            .as_ref()
+            .map(|(amount, currency)| (amount.to_string(), currency.as_str()))
+            .unwrap_or_default();
+        let mut invocation = self.scripts.pay_order.key(keys.order(id));
+        invocation
+            .key(keys.stats())
+            .key(keys.deadlines())
+            .key(keys.outbox())
+            .arg(id.as_str())
+            .arg(amount)
+            .arg(currency)
+            .arg(payment.transaction_id.as_str())
+            .arg(flag(hand_off));
+        let (outcome, mut reply) = Reply::new(self.run("pay_order", invocation).await?)?;
+        if outcome == "not_found" {
+            return Err(StoreError::NotFound("order"));
+        }
+        let order = order_from_fields(id, &reply.next()?)?;
+        match outcome.as_str() {
+            "paid" => Ok(PaymentOutcome::Paid(order)),
+            "unchanged" => Ok(PaymentOutcome::Unchanged(order)),
+            "refund_required" => Ok(PaymentOutcome::RefundRequired(order)),
+            "amount_mismatch" => Ok(PaymentOutcome::AmountMismatch(order)),
+            other => Err(corrupt(format!("unknown payment outcome {other}"))),
+        }
+    }
+
+    async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
+        let keys = SaleKeys::new(sale);
+        // Candidates by this node's clock; the script decides by Redis's.
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(keys.deadlines())
+            .arg("-inf")
+            .arg(system_now())
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        let due: Vec<String> = self.query("due_orders", &cmd).await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.scripts.expire_orders.key(keys.stock());
+        invocation
+            .key(keys.stats())
+            .key(keys.buyers())
+            .key(keys.deadlines());
+        for id in &due {
+            let id = OrderId::parse(id).map_err(corrupt)?;
+            invocation.key(keys.order(&id)).arg(id.as_str());
+        }
+        let Value::Array(items) = self.run("expire_orders", invocation).await? else {
+            return Err(corrupt("expire reply is not an array"));
+        };
+        let mut reply = Reply {
+            items: items.into_iter(),
+        };
+        let mut expired = Vec::new();
+        while reply.items.len() > 0 {
+            let id = OrderId::parse(&reply.next::<String>()?).map_err(corrupt)?;
+            expired.push(order_from_fields(&id, &reply.next()?)?);
+        }
+        Ok(expired)
+    }
+
+    async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(SaleKeys::new(sale).stream())
+            .arg(ORDER_SERVICE_GROUP)
+            .arg("0")
+            .arg("MKSTREAM");
+        match self.query::<()>("join_reservations", &cmd).await {
+            Err(StoreError::Unavailable(err)) if err.contains("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn read_reservations(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(ORDER_SERVICE_GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(SaleKeys::new(sale).stream())
+            .arg(">");
+        let reply: Option<StreamReadReply> = self.query("read_reservations", &cmd).await?;
+        let ids = reply
+            .into_iter()
+            .flat_map(|reply| reply.keys)
+            .flat_map(|key| key.ids)
+            .collect();
+        stream_entries(ids)
+    }
+
+    async fn claim_reservations(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(SaleKeys::new(sale).stream())
+            .arg(ORDER_SERVICE_GROUP)
+            .arg(consumer)
+            .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count);
+        let reply: StreamAutoClaimReply = self.query("claim_reservations", &cmd).await?;
+        stream_entries(reply.claimed)
+    }
+
+    async fn accept_order(&self, id: &OrderId, hand_off: bool) -> Result<bool, StoreError> {
+        let keys = SaleKeys::new(&id.sale_id());
+        let mut invocation = self.scripts.accept_order.key(keys.order(id));
+        invocation
+            .key(keys.stats())
+            .key(keys.outbox())
+            .arg(id.as_str())
+            .arg(flag(hand_off));
+        let (outcome, _) = Reply::new(self.run("accept_order", invocation).await?)?;
+        match outcome.as_str() {
+            "queued" => Ok(true),
+            "unchanged" => Ok(false),
+            "not_found" => Err(StoreError::NotFound("order")),
+            other => Err(corrupt(format!("unknown accept outcome {other}"))),
+        }
+    }
+
+    async fn ack_reservations(
+        &self,
+        sale: &SaleId,
+        entry_ids: &[String],
+    ) -> Result<(), StoreError> {
+        if entry_ids.is_empty() {
+            return Ok(());
+        }
+        let stream = SaleKeys::new(sale).stream();
+        let mut pipeline = redis::pipe();
+        pipeline
+            .atomic()
+            .cmd("XACK")
+            .arg(&stream)
+            .arg(ORDER_SERVICE_GROUP)
+            .arg(entry_ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&stream)
+            .arg(entry_ids)
+            .ignore();
+        self.pipeline("ack_reservations", &pipeline).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        sale: &SaleId,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.claim_deliveries.key(keys.outbox());
+        invocation
+            .key(keys.attempts())
+            .arg(limit)
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+        let Value::Array(items) = self.run("claim_deliveries", invocation).await? else {
+            return Err(corrupt("claim reply is not an array"));
+        };
+        let mut reply = Reply {
+            items: items.into_iter(),
+        };
+        let mut deliveries = Vec::new();
+        while reply.items.len() > 0 {
+            let member: String = reply.next()?;
+            let (event, order_id) = parse_delivery(&member)?;
+            deliveries.push(Delivery {
+                event,
+                order_id,
+                attempt: reply.next()?,
+            });
+        }
+        Ok(deliveries)
+    }
+
+    async fn delivered(&self, sale: &SaleId, delivery: &Delivery) -> Result<(), StoreError> {
+        let keys = SaleKeys::new(sale);
+        let member = delivery_member(delivery);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .atomic()
+            .cmd("ZREM")
+            .arg(keys.outbox())
+            .arg(&member)
+            .ignore()
+            .cmd("HDEL")
+            .arg(keys.attempts())
+            .arg(&member)
+            .ignore();
+        self.pipeline("delivered", &pipeline).await
+    }
+
+    async fn postpone_delivery(
+        &self,
+        sale: &SaleId,
+        delivery: &Delivery,
+        after: Duration,
+    ) -> Result<(), StoreError> {
+        let due = system_now().saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(SaleKeys::new(sale).outbox())
+            .arg("XX")
+            .arg(due)
+            .arg(delivery_member(delivery));
+        self.query("postpone_delivery", &cmd).await
+    }
+
+    async fn announce_stock_return(&self, stock_return: &StockReturn) -> Result<(), StoreError> {
+        let message = serde_json::to_string(&Announcement {
+            node: self.node.clone(),
+            stock_return: stock_return.clone(),
+        })
+        .map_err(corrupt)?;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(STOCK_RETURNS_CHANNEL).arg(message);
+        self.query("announce_stock_return", &cmd).await
+    }
+
+    async fn watch_stock_returns(&self, handler: StockReturnHandler) {
+        loop {
+            if let Err(err) = self.listen_for_returns(&handler).await {
+                tracing::warn!(error = %err, "stock-return subscription lost; reconnecting");
+            }
+            tokio::time::sleep(self.timeout).await;
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use flashsale::domain::{
     system_now, OrderId, OrderStatus, PatchStatus, Quantity, Rejection, Sale, SaleChange, SaleId,
-    SalePatch, SaleState, SaleStatus, UserId,
+    SalePatch, SaleRules, SaleState, SaleStatus, UserId,
 };
 use flashsale::store::{EmbeddedStore, RedisStore, RedisTarget, ReserveRequest, Store, StoreError};
 use futures::future::join_all;
@@ -185,10 +185,13 @@ async fn reserve_checks_window_limit_and_stock(backend: Backend) {
     assert!(matches!(unknown, Err(StoreError::NotFound(_))));
 
     let change = live
-        .patched(SalePatch {
-            status: Some(PatchStatus::Ended),
-            ..SalePatch::default()
-        })
+        .patched(
+            SalePatch {
+                status: Some(PatchStatus::Ended),
+                ..SalePatch::default()
+            },
+            &SaleRules::default(),
+        )
         .unwrap();
     store
         .update_sale(&live.id, &change, version(&store, &live.id).await)
@@ -298,11 +301,14 @@ async fn updates_follow_the_sale_phase(backend: Backend) {
     let upcoming = sale(5, 1, HOUR_MS / 2);
     store.create_sale(&upcoming).await.unwrap();
     let retitle = upcoming
-        .patched(SalePatch {
-            title: Some("Renamed".into()),
-            stock_total: Some(9),
-            ..SalePatch::default()
-        })
+        .patched(
+            SalePatch {
+                title: Some("Renamed".into()),
+                stock_total: Some(9),
+                ..SalePatch::default()
+            },
+            &SaleRules::default(),
+        )
         .unwrap();
     store
         .update_sale(&upcoming.id, &retitle, version(&store, &upcoming.id).await)
@@ -332,10 +338,13 @@ async fn updates_follow_the_sale_phase(backend: Backend) {
         .await
         .unwrap();
     let restricted = live
-        .patched(SalePatch {
-            title: Some("Renamed".into()),
-            ..SalePatch::default()
-        })
+        .patched(
+            SalePatch {
+                title: Some("Renamed".into()),
+                ..SalePatch::default()
+            },
+            &SaleRules::default(),
+        )
         .unwrap();
     assert!(matches!(
         store
@@ -344,10 +353,13 @@ async fn updates_follow_the_sale_phase(backend: Backend) {
         Err(StoreError::Conflict(_))
     ));
     let below_held = live
-        .patched(SalePatch {
-            stock_total: Some(1),
-            ..SalePatch::default()
-        })
+        .patched(
+            SalePatch {
+                stock_total: Some(1),
+                ..SalePatch::default()
+            },
+            &SaleRules::default(),
+        )
         .unwrap();
     assert!(matches!(
         store
@@ -376,10 +388,13 @@ async fn updates_follow_the_sale_phase(backend: Backend) {
     ));
     let read_version = version(&store, &live.id).await;
     let shrink = live
-        .patched(SalePatch {
-            stock_total: Some(2),
-            ..SalePatch::default()
-        })
+        .patched(
+            SalePatch {
+                stock_total: Some(2),
+                ..SalePatch::default()
+            },
+            &SaleRules::default(),
+        )
         .unwrap();
     store
         .update_sale(&live.id, &shrink, read_version)
@@ -388,10 +403,13 @@ async fn updates_follow_the_sale_phase(backend: Backend) {
     // Another change computed from the same (now old) read would undo the
     // first one: refused.
     let restock = live
-        .patched(SalePatch {
-            stock_total: Some(9),
-            ..SalePatch::default()
-        })
+        .patched(
+            SalePatch {
+                stock_total: Some(9),
+                ..SalePatch::default()
+            },
+            &SaleRules::default(),
+        )
         .unwrap();
     let lost_update = store.update_sale(&live.id, &restock, read_version).await;
     assert!(

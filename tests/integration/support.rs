@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
-use flashsale::config::Config;
+use flashsale::config::{Config, PaymentMode};
 use flashsale::http::mint_shopper_token;
 use flashsale::Application;
 use reqwest::{Response, StatusCode};
@@ -281,6 +281,29 @@ impl TestApp {
         response.json().await.expect("sale json")
     }
 
+    /// Polls the admin view of a sale until `done` holds of it, checking the
+    /// stock invariant on every view; fails after `within`.
+    pub async fn sale_when(
+        &self,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let sale = self.sale(id).await;
+            assert_stats_consistent(&sale);
+            if done(&sale) {
+                return sale;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not reached within {within:?}: {sale}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// POST an order as `user`; `body` None sends no body at all.
     pub async fn order(
         &self,
@@ -408,6 +431,7 @@ pub fn test_config() -> Config {
     let mut config = Config::for_tests();
     config.admin_token = Some(ADMIN_TOKEN.into());
     config.user_token_secret = Some(SHOPPER_SECRET.into());
+    config.payments = Some(PaymentMode::Simulated);
     config
 }
 
