@@ -174,6 +174,9 @@ async fn cancel_order(
         .store
         .cancel_order(&parse_order_id(&id)?, &user_id)
         .await?;
-    state.inventory.stock_returned(&order).await;
+    state
+        .inventory
+        .stock_returned(std::slice::from_ref(&order))
+        .await;
     Ok(Json((&order).into()))
 }

@@ -159,14 +159,17 @@ impl Inventory {
         }
     }
 
-    /// Tells the sale's actor here, and every other engine node sharing the
-    /// store, that an order gave its units back. Never fails: a node that
-    /// misses the news learns it at its actor's next refresh.
-    pub async fn stock_returned(&self, order: &Order) {
-        let stock_return = StockReturn::from(order);
-        self.stock_returned_elsewhere(stock_return.clone());
-        if let Err(err) = self.store.announce_stock_return(&stock_return).await {
-            tracing::warn!(order = %order.id, error = %err, "cannot announce returned stock");
+    /// Tells the sales' actors here, and every other engine node sharing
+    /// the store (in one message), that orders gave their units back. Never
+    /// fails: a node that misses the news learns it at its actor's next
+    /// refresh.
+    pub async fn stock_returned(&self, orders: &[Order]) {
+        let returns: Vec<StockReturn> = orders.iter().map(StockReturn::from).collect();
+        for stock_return in &returns {
+            self.stock_returned_elsewhere(stock_return.clone());
+        }
+        if let Err(err) = self.store.announce_stock_returns(&returns).await {
+            tracing::warn!(error = %err, "cannot announce returned stock");
         }
     }
 

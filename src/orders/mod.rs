@@ -7,7 +7,7 @@
 //! 1. **Stream**: reads new reservations from the sale's stream with the
 //!    `orders` consumer group, after taking over entries another consumer
 //!    left unacknowledged for `claim_idle` (it died). Each is accepted once
-//!    by order id (`accept_order`: a redelivery changes nothing), then
+//!    by order id (`accept_orders`: a redelivery changes nothing), then
 //!    acknowledged and removed from the stream. Nothing is acknowledged
 //!    before it was processed.
 //! 2. **Deadlines**: expires unpaid orders past `expires_at`, each in one
@@ -34,7 +34,7 @@ use self::webhook::Webhook;
 use self::wechatpay::WeChatPayVerifier;
 use crate::domain::{system_now, Millis, OrderId, SaleId, SaleState};
 use crate::inventory::Inventory;
-use crate::store::{Delivery, Payment, PaymentOutcome, Store, StoreError, StreamEntry};
+use crate::store::{Acceptance, Delivery, Payment, PaymentOutcome, Store, StoreError, StreamEntry};
 use crate::telemetry;
 
 /// How the order service works through its sales.
@@ -247,50 +247,41 @@ impl OrderService {
             ..Outcome::default()
         };
         let entries: Vec<StreamEntry> = reclaimed.into_iter().chain(fresh).collect();
-        let hand_off = self.webhook.is_some();
-        let results = join_all(
-            entries
-                .iter()
-                .map(|entry| self.store.accept_order(&entry.order_id, hand_off)),
-        )
-        .await;
-        let mut processed = Vec::with_capacity(entries.len());
-        let mut failure = None;
-        for (entry, result) in entries.iter().zip(results) {
-            match result {
-                Ok(true) => outcome.accepted += 1,
-                Ok(false) => outcome.redelivered += 1,
-                Err(StoreError::NotFound(_)) => {
-                    // Nothing to carry: keeping the entry would only
-                    // redeliver it forever.
-                    tracing::error!(%sale, order = %entry.order_id, entry = %entry.id,
-                        "reservation names no order; dropping the entry");
-                }
-                Err(err) => {
-                    failure = Some(err);
-                    continue;
-                }
-            }
-            processed.push(entry.id.clone());
+        if entries.is_empty() {
+            return Ok(outcome);
         }
+        let ids: Vec<OrderId> = entries.iter().map(|entry| entry.order_id.clone()).collect();
+        let acceptances = self
+            .store
+            .accept_orders(sale, &ids, self.webhook.is_some())
+            .await?;
+        for (entry, acceptance) in entries.iter().zip(&acceptances) {
+            match acceptance {
+                Acceptance::Queued => outcome.accepted += 1,
+                Acceptance::Unchanged => outcome.redelivered += 1,
+                // Nothing to carry: keeping the entry would only redeliver
+                // it forever.
+                Acceptance::NotFound => tracing::error!(%sale, order = %entry.order_id,
+                    entry = %entry.id, "reservation names no order; dropping the entry"),
+            }
+        }
+        let processed: Vec<String> = entries.into_iter().map(|entry| entry.id).collect();
         self.store.ack_reservations(sale, &processed).await?;
         telemetry::count_orders_accepted(outcome.accepted);
-        match failure {
-            Some(err) => Err(err),
-            None => Ok(outcome),
-        }
+        Ok(outcome)
     }
 
     async fn expire_due(&self, sale: &SaleId) -> Result<usize, StoreError> {
         let expired = self.store.expire_due(sale, self.settings.batch).await?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
         let now = system_now();
         for order in &expired {
             telemetry::observe_expiry_lag(now.saturating_sub(order.expires_at));
-            self.inventory.stock_returned(order).await;
         }
-        if !expired.is_empty() {
-            tracing::info!(%sale, orders = expired.len(), "unpaid orders expired; stock returned");
-        }
+        self.inventory.stock_returned(&expired).await;
+        tracing::info!(%sale, orders = expired.len(), "unpaid orders expired; stock returned");
         Ok(expired.len())
     }
 

@@ -12,8 +12,8 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use super::{
-    changed_meanwhile, sort_newest_first, Delivery, Payment, PaymentOutcome, Reservation,
-    ReserveRequest, StockReturn, StockReturnHandler, Store, StoreError, StreamEntry,
+    changed_meanwhile, sort_newest_first, Acceptance, Delivery, Payment, PaymentOutcome,
+    Reservation, ReserveRequest, StockReturn, StockReturnHandler, Store, StoreError, StreamEntry,
 };
 use crate::domain::{
     check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, Rejection,
@@ -527,24 +527,31 @@ impl Store for EmbeddedStore {
             .claim(consumer, min_idle, count))
     }
 
-    async fn accept_order(&self, id: &OrderId, hand_off: bool) -> Result<bool, StoreError> {
-        let record = self
-            .record(&id.sale_id())
-            .map_err(|_| StoreError::NotFound("order"))?;
+    async fn accept_orders(
+        &self,
+        sale: &SaleId,
+        ids: &[OrderId],
+        hand_off: bool,
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        let record = self.record(sale)?;
         let mut record = record.lock();
-        let quantity = record
-            .orders
-            .get(id)
-            .map(|order| order.quantity)
-            .ok_or(StoreError::NotFound("order"))?;
-        if !record.queued.insert(id.clone()) {
-            return Ok(false);
-        }
-        record.stats.queued += quantity;
-        if hand_off {
-            record.hand_off(OrderEvent::Reserved, id, system_now());
-        }
-        Ok(true)
+        let now = system_now();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let Some(quantity) = record.orders.get(id).map(|order| order.quantity) else {
+                    return Acceptance::NotFound;
+                };
+                if !record.queued.insert(id.clone()) {
+                    return Acceptance::Unchanged;
+                }
+                record.stats.queued += quantity;
+                if hand_off {
+                    record.hand_off(OrderEvent::Reserved, id, now);
+                }
+                Acceptance::Queued
+            })
+            .collect())
     }
 
     async fn ack_reservations(
@@ -616,7 +623,7 @@ impl Store for EmbeddedStore {
     }
 
     /// One process: nobody else to tell.
-    async fn announce_stock_return(&self, _: &StockReturn) -> Result<(), StoreError> {
+    async fn announce_stock_returns(&self, _: &[StockReturn]) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -77,6 +77,17 @@ pub struct StreamEntry {
     pub order_id: OrderId,
 }
 
+/// What accepting one reservation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// First time: the order is counted as queued.
+    Queued,
+    /// Already accepted: a redelivery, nothing changed.
+    Unchanged,
+    /// No such order.
+    NotFound,
+}
+
 /// A payment that arrived for an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payment {
@@ -212,10 +223,15 @@ pub trait Store: Send + Sync + 'static {
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError>;
 
-    /// Marks the order taken by the order service, once: counts it as
-    /// queued and, when `hand_off`, queues the hand-off to the merchant.
-    /// Returns false if it was already taken (a redelivery).
-    async fn accept_order(&self, id: &OrderId, hand_off: bool) -> Result<bool, StoreError>;
+    /// Marks the sale's orders taken by the order service, each once:
+    /// counts it as queued and, when `hand_off`, queues the hand-off to the
+    /// merchant. One outcome per id, in order.
+    async fn accept_orders(
+        &self,
+        sale: &SaleId,
+        ids: &[OrderId],
+        hand_off: bool,
+    ) -> Result<Vec<Acceptance>, StoreError>;
 
     /// Acknowledges processed entries and removes them from the stream.
     async fn ack_reservations(&self, sale: &SaleId, entry_ids: &[String])
@@ -245,8 +261,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Telling every engine node that stock came back.
 
-    /// Tells the other engine nodes sharing this store.
-    async fn announce_stock_return(&self, stock_return: &StockReturn) -> Result<(), StoreError>;
+    /// Tells the other engine nodes sharing this store, in one message.
+    async fn announce_stock_returns(&self, returns: &[StockReturn]) -> Result<(), StoreError>;
 
     /// Calls `handler` for every return other nodes announce, until the
     /// process stops (reconnecting after failures). Returns at once when

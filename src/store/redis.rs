@@ -18,8 +18,8 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 
 use super::keys::{SaleKeys, ORDER_SERVICE_GROUP, SALE_INDEX, STOCK_RETURNS_CHANNEL};
 use super::{
-    changed_meanwhile, sort_newest_first, Delivery, Payment, PaymentOutcome, Reservation,
-    ReserveRequest, StockReturn, StockReturnHandler, Store, StoreError, StreamEntry,
+    changed_meanwhile, sort_newest_first, Acceptance, Delivery, Payment, PaymentOutcome,
+    Reservation, ReserveRequest, StockReturn, StockReturnHandler, Store, StoreError, StreamEntry,
 };
 use crate::domain::{
     system_now, Order, OrderEvent, OrderId, OrderStatus, Rejection, Sale, SaleChange, SaleId,
@@ -89,7 +89,7 @@ struct Scripts {
     cancel_order: Script,
     pay_order: Script,
     expire_orders: Script,
-    accept_order: Script,
+    accept_orders: Script,
     claim_deliveries: Script,
 }
 
@@ -104,7 +104,7 @@ impl Scripts {
             cancel_order: script!("cancel_order"),
             pay_order: script!("pay_order"),
             expire_orders: script!("expire_orders"),
-            accept_order: script!("accept_order"),
+            accept_orders: script!("accept_orders"),
             claim_deliveries: script!("claim_deliveries"),
         }
     }
@@ -119,7 +119,7 @@ impl Scripts {
             &self.cancel_order,
             &self.pay_order,
             &self.expire_orders,
-            &self.accept_order,
+            &self.accept_orders,
             &self.claim_deliveries,
         ]
     }
@@ -136,12 +136,11 @@ pub struct RedisStore {
     timeout: Duration,
 }
 
-/// A stock return as published on [`STOCK_RETURNS_CHANNEL`].
+/// Stock returns as published on [`STOCK_RETURNS_CHANNEL`].
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Announcement {
     node: String,
-    #[serde(flatten)]
-    stock_return: StockReturn,
+    returns: Vec<StockReturn>,
 }
 
 impl RedisStore {
@@ -298,7 +297,7 @@ impl RedisStore {
         while let Some(message) = messages.next().await {
             match serde_json::from_slice::<Announcement>(message.get_payload_bytes()) {
                 Ok(announcement) if announcement.node != self.node => {
-                    handler(announcement.stock_return);
+                    announcement.returns.into_iter().for_each(&handler);
                 }
                 Ok(_own) => {}
                 Err(err) => tracing::warn!(error = %err, "unreadable stock-return announcement"),
@@ -835,21 +834,33 @@ impl Store for RedisStore {
         stream_entries(reply.claimed)
     }
 
-    async fn accept_order(&self, id: &OrderId, hand_off: bool) -> Result<bool, StoreError> {
-        let keys = SaleKeys::new(&id.sale_id());
-        let mut invocation = self.scripts.accept_order.key(keys.order(id));
-        invocation
-            .key(keys.stats())
-            .key(keys.outbox())
-            .arg(id.as_str())
-            .arg(flag(hand_off));
-        let (outcome, _) = Reply::new(self.run("accept_order", invocation).await?)?;
-        match outcome.as_str() {
-            "queued" => Ok(true),
-            "unchanged" => Ok(false),
-            "not_found" => Err(StoreError::NotFound("order")),
-            other => Err(corrupt(format!("unknown accept outcome {other}"))),
+    async fn accept_orders(
+        &self,
+        sale: &SaleId,
+        ids: &[OrderId],
+        hand_off: bool,
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.accept_orders.key(keys.stats());
+        invocation.key(keys.outbox()).arg(flag(hand_off));
+        for id in ids {
+            invocation.key(keys.order(id)).arg(id.as_str());
+        }
+        let outcomes: Vec<String> =
+            redis::from_redis_value(self.run("accept_orders", invocation).await?)
+                .map_err(corrupt)?;
+        outcomes
+            .iter()
+            .map(|outcome| match outcome.as_str() {
+                "queued" => Ok(Acceptance::Queued),
+                "unchanged" => Ok(Acceptance::Unchanged),
+                "not_found" => Ok(Acceptance::NotFound),
+                other => Err(corrupt(format!("unknown accept outcome {other}"))),
+            })
+            .collect()
     }
 
     async fn ack_reservations(
@@ -939,15 +950,15 @@ impl Store for RedisStore {
         self.query("postpone_delivery", &cmd).await
     }
 
-    async fn announce_stock_return(&self, stock_return: &StockReturn) -> Result<(), StoreError> {
+    async fn announce_stock_returns(&self, returns: &[StockReturn]) -> Result<(), StoreError> {
         let message = serde_json::to_string(&Announcement {
             node: self.node.clone(),
-            stock_return: stock_return.clone(),
+            returns: returns.to_vec(),
         })
         .map_err(corrupt)?;
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(STOCK_RETURNS_CHANNEL).arg(message);
-        self.query("announce_stock_return", &cmd).await
+        self.query("announce_stock_returns", &cmd).await
     }
 
     async fn watch_stock_returns(&self, handler: StockReturnHandler) {

@@ -15,12 +15,12 @@ use crate::support::{Backend, Servers};
 const HOUR_MS: i64 = 3_600_000;
 
 /// A store under test, with whatever servers it needs kept alive.
-struct Subject {
-    store: Arc<dyn Store>,
-    _redis: Servers,
+pub struct Subject {
+    pub store: Arc<dyn Store>,
+    pub redis: Servers,
 }
 
-async fn subject(backend: Backend) -> Subject {
+pub async fn subject(backend: Backend) -> Subject {
     let servers = Servers::start(backend);
     let store: Arc<dyn Store> = match &servers {
         Servers::None => Arc::new(EmbeddedStore::new()),
@@ -29,7 +29,7 @@ async fn subject(backend: Backend) -> Subject {
     };
     Subject {
         store,
-        _redis: servers,
+        redis: servers,
     }
 }
 
@@ -46,7 +46,7 @@ async fn version(store: &Arc<dyn Store>, id: &SaleId) -> i64 {
 }
 
 /// A sale of `stock` units, limit `limit`, starting `starts_in_ms` from now.
-fn sale(stock: i64, limit: i64, starts_in_ms: i64) -> Sale {
+pub fn sale(stock: i64, limit: i64, starts_in_ms: i64) -> Sale {
     let now = system_now();
     Sale {
         id: SaleId::generate(),
@@ -68,7 +68,7 @@ fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
 }
 
-fn request(sale: &Sale, who: &str, quantity: i64, key: Option<&str>) -> ReserveRequest {
+pub fn request(sale: &Sale, who: &str, quantity: i64, key: Option<&str>) -> ReserveRequest {
     ReserveRequest {
         sale_id: sale.id.clone(),
         user_id: user(who),
@@ -86,7 +86,10 @@ fn rejection(result: Result<impl std::fmt::Debug, StoreError>) -> Rejection {
 }
 
 async fn created_sale_reads_back_with_full_stock(backend: Backend) {
-    let Subject { store, _redis } = subject(backend).await;
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
     let live = sale(7, 1, -1_000);
     store.create_sale(&live).await.unwrap();
     let view = store.view_sale(&live.id).await.unwrap().unwrap();
@@ -126,7 +129,10 @@ async fn created_sale_reads_back_with_full_stock(backend: Backend) {
 }
 
 async fn reserve_takes_stock_and_records_the_order(backend: Backend) {
-    let Subject { store, _redis } = subject(backend).await;
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
     let live = sale(5, 3, -1_000);
     store.create_sale(&live).await.unwrap();
     let ask = request(&live, "amy", 2, None);
@@ -153,7 +159,10 @@ async fn reserve_takes_stock_and_records_the_order(backend: Backend) {
 }
 
 async fn reserve_checks_window_limit_and_stock(backend: Backend) {
-    let Subject { store, _redis } = subject(backend).await;
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
     let upcoming = sale(5, 1, HOUR_MS / 2);
     store.create_sale(&upcoming).await.unwrap();
     let early = store.reserve(&request(&upcoming, "bea", 1, None)).await;
@@ -204,7 +213,10 @@ async fn reserve_checks_window_limit_and_stock(backend: Backend) {
 }
 
 async fn idempotency_replays_and_refuses_mismatches(backend: Backend) {
-    let Subject { store, _redis } = subject(backend).await;
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
     let live = sale(5, 2, -1_000);
     store.create_sale(&live).await.unwrap();
     let first = store
@@ -235,7 +247,10 @@ async fn idempotency_replays_and_refuses_mismatches(backend: Backend) {
 }
 
 async fn a_resent_call_takes_stock_once(backend: Backend) {
-    let Subject { store, _redis } = subject(backend).await;
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
     let live = sale(5, 3, -1_000);
     store.create_sale(&live).await.unwrap();
     let ask = request(&live, "jo", 1, None);
@@ -255,7 +270,10 @@ async fn a_resent_call_takes_stock_once(backend: Backend) {
 }
 
 async fn cancel_returns_units_once(backend: Backend) {
-    let Subject { store, _redis } = subject(backend).await;
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
     let live = sale(1, 1, -1_000);
     store.create_sale(&live).await.unwrap();
     let order = store
@@ -297,7 +315,10 @@ async fn cancel_returns_units_once(backend: Backend) {
 }
 
 async fn updates_follow_the_sale_phase(backend: Backend) {
-    let Subject { store, _redis } = subject(backend).await;
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
     let upcoming = sale(5, 1, HOUR_MS / 2);
     store.create_sale(&upcoming).await.unwrap();
     let retitle = upcoming
@@ -425,7 +446,10 @@ async fn updates_follow_the_sale_phase(backend: Backend) {
 }
 
 async fn concurrent_reservations_never_oversell(backend: Backend) {
-    let Subject { store, _redis } = subject(backend).await;
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
     let live = sale(50, 1, -1_000);
     store.create_sale(&live).await.unwrap();
     let attempts = (0..400).map(|i| {

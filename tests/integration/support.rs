@@ -416,9 +416,15 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts with the test settings changed by `configure`.
+    pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
         let redis = Servers::start(backend);
         let mut config = test_config();
         redis.configure(&mut config);
+        configure(&mut config);
         Self {
             app: TestApp::spawn_with(config).await,
             redis,

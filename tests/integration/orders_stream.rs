@@ -1,0 +1,208 @@
+//! Goal: the order service takes every reservation from a sale's stream
+//! exactly once in effect, even when a consumer dies between reading and
+//! acknowledging; hand-offs to the merchant are leased, retried and
+//! forgotten once delivered.
+//! Method: store level and through `OrderService::try_process_batch`, on
+//! both stores.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashsale::domain::{OrderEvent, OrderId};
+use flashsale::inventory::{ActorSettings, Inventory};
+use flashsale::orders::{OrderService, OrderSettings, Outcome};
+use flashsale::store::{Acceptance, Payment, Store};
+use futures::future::join_all;
+
+use crate::conformance::{request, sale, subject, Subject};
+use crate::on_both_stores;
+use crate::support::Backend;
+
+const RESERVATIONS: usize = 100;
+const CLAIM_IDLE: Duration = Duration::from_millis(200);
+
+fn order_service(store: &Arc<dyn Store>, consumer: &str) -> OrderService {
+    let settings = ActorSettings {
+        mailbox: 64,
+        in_flight_max: 64,
+        known_shoppers_max: 1_000,
+        refresh: Duration::from_secs(1),
+        clock_margin_ms: 50,
+        idle_stop: Duration::from_secs(60),
+    };
+    let inventory = Inventory::start(Arc::clone(store), 1, settings, Duration::from_secs(2))
+        .expect("actor system");
+    OrderService::new(
+        Arc::clone(store),
+        Arc::new(inventory),
+        None,
+        OrderSettings {
+            sweep: Duration::from_millis(10),
+            batch: 256,
+            claim_idle: CLAIM_IDLE,
+            consumer: consumer.into(),
+        },
+    )
+}
+
+/// A consumer reads 60 entries, accepts 10 of them and dies without
+/// acknowledging: another consumer takes all 60 over once they are idle,
+/// and every order is accepted once.
+async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
+    let Subject { store, redis } = subject(backend).await;
+    let live = sale(1_000, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    for result in join_all((0..RESERVATIONS).map(|i| {
+        let (store, request) = (&store, request(&live, &format!("s-{i}"), 1, None));
+        async move { store.reserve(&request).await }
+    }))
+    .await
+    {
+        result.unwrap();
+    }
+    store.join_reservations(&live.id).await.unwrap();
+    let taken = store
+        .read_reservations(&live.id, "doomed", 60)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 60);
+    let mid_batch: Vec<OrderId> = taken[..10].iter().map(|e| e.order_id.clone()).collect();
+    assert_eq!(
+        store
+            .accept_orders(&live.id, &mid_batch, false)
+            .await
+            .unwrap(),
+        vec![Acceptance::Queued; 10]
+    );
+    // The doomed consumer dies here: nothing acknowledged.
+
+    let mut heir = order_service(&store, "heir");
+    let first = heir.try_process_batch().await;
+    assert_eq!(
+        (first.accepted, first.reclaimed, first.store_errors),
+        (40, 0, 0),
+        "only the never-delivered entries at first: {first:?}"
+    );
+    tokio::time::sleep(CLAIM_IDLE + Duration::from_millis(50)).await;
+    let second = heir.try_process_batch().await;
+    assert_eq!(
+        (second.reclaimed, second.accepted, second.redelivered),
+        (60, 50, 10),
+        "the dead consumer's entries are taken over: {second:?}"
+    );
+    assert_eq!(
+        heir.try_process_batch().await,
+        Outcome::default(),
+        "nothing left"
+    );
+
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.queued, 100, "every order accepted once: {stats:?}");
+    let all_taken: Vec<OrderId> = taken.iter().map(|e| e.order_id.clone()).collect();
+    assert_eq!(
+        store
+            .accept_orders(&live.id, &all_taken, false)
+            .await
+            .unwrap(),
+        vec![Acceptance::Unchanged; 60],
+        "a late redelivery changes nothing"
+    );
+    assert_eq!(
+        store
+            .view_sale(&live.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .stats
+            .queued,
+        100
+    );
+    assert!(store
+        .claim_reservations(&live.id, "late", Duration::ZERO, 1_000)
+        .await
+        .unwrap()
+        .is_empty());
+    if let Some(redis) = redis.standalone() {
+        let mut conn = redis.connection();
+        let stream = format!("fs:{{{}}}:stream", live.id);
+        let length: i64 = redis::cmd("XLEN").arg(&stream).query(&mut conn).unwrap();
+        assert_eq!(length, 0, "acknowledged entries leave the stream");
+    }
+}
+
+/// A hand-off is leased for one attempt, comes back after a failure's
+/// backoff with the next attempt number, and is forgotten once delivered.
+async fn hand_offs_are_leased_retried_and_forgotten(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let live = sale(10, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let order = store
+        .reserve(&request(&live, "buyer", 1, None))
+        .await
+        .unwrap()
+        .order;
+    let ids = [order.id.clone()];
+    assert_eq!(
+        store.accept_orders(&live.id, &ids, true).await.unwrap(),
+        [Acceptance::Queued]
+    );
+    assert_eq!(
+        store.accept_orders(&live.id, &ids, true).await.unwrap(),
+        [Acceptance::Unchanged],
+        "queued once"
+    );
+
+    let lease = Duration::from_secs(60);
+    let due = store.claim_deliveries(&live.id, 10, lease).await.unwrap();
+    assert_eq!(due.len(), 1, "queued once: {due:?}");
+    assert_eq!(
+        (due[0].event, &due[0].order_id, due[0].attempt),
+        (OrderEvent::Reserved, &order.id, 1)
+    );
+    assert!(
+        store
+            .claim_deliveries(&live.id, 10, lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased: nobody else sends it"
+    );
+    store
+        .postpone_delivery(&live.id, &due[0], Duration::ZERO)
+        .await
+        .unwrap();
+    let retry = store.claim_deliveries(&live.id, 10, lease).await.unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].attempt, 2, "the attempt count goes on");
+    store.delivered(&live.id, &retry[0]).await.unwrap();
+
+    let payment = Payment {
+        amount: None,
+        transaction_id: "tx-1".into(),
+    };
+    store.pay_order(&order.id, &payment, true).await.unwrap();
+    let paid = store.claim_deliveries(&live.id, 10, lease).await.unwrap();
+    assert_eq!(paid.len(), 1, "only the payment is left: {paid:?}");
+    assert_eq!((paid[0].event, paid[0].attempt), (OrderEvent::Paid, 1));
+    store.delivered(&live.id, &paid[0]).await.unwrap();
+    store
+        .postpone_delivery(&live.id, &paid[0], Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_deliveries(&live.id, 10, lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "delivered hand-offs are gone for good"
+    );
+}
+
+on_both_stores!(
+    consumer_killed_mid_batch_loses_nothing,
+    hand_offs_are_leased_retried_and_forgotten,
+);

@@ -1,0 +1,322 @@
+//! Goal: in WeChat Pay mode the engine pays an order only on a notification
+//! that is signed by the platform key, encrypted with the APIv3 key, fresh,
+//! and for the order's exact amount; it pays it once however often WeChat Pay
+//! retries, and a payment that arrives after a cancel asks for a refund
+//! without touching stock. On both stores.
+
+use std::io::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flashsale::config::PaymentMode;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use tempfile::NamedTempFile;
+
+use crate::on_both_stores;
+use crate::support::{assert_stats_consistent, error_code, live_sale, Backend, Harness, TestApp};
+use crate::wechat::{Notification, WeChatPaySim};
+
+const NOTIFY: &str = "/api/v1/payments/wechatpay/notify";
+const PRICE: i64 = 19900;
+
+/// The engine in WeChat Pay mode, trusting `sim`; keep the key file alive.
+async fn wechat_engine(backend: Backend) -> (Harness, WeChatPaySim, NamedTempFile) {
+    let sim = WeChatPaySim::new();
+    let mut key_file = NamedTempFile::new().unwrap();
+    key_file
+        .write_all(sim.platform_key_pem().as_bytes())
+        .unwrap();
+    key_file.flush().unwrap();
+    let key_path = key_file.path().to_path_buf();
+    let apiv3_key = sim.apiv3_key();
+    let harness = Harness::start_with(backend, |config| {
+        config.payments = Some(PaymentMode::Wechatpay);
+        config.wechatpay_platform_key = Some(key_path);
+        config.wechatpay_apiv3_key = Some(apiv3_key);
+    })
+    .await;
+    (harness, sim, key_file)
+}
+
+/// Posts `notification` to the notify route as WeChat Pay would.
+async fn notify(app: &TestApp, notification: &Notification) -> Response {
+    let mut request = app
+        .client
+        .post(app.url(NOTIFY))
+        .header("Content-Type", "application/json")
+        .body(notification.body.clone());
+    for (name, value) in notification.headers() {
+        request = request.header(name, value);
+    }
+    request.send().await.expect("notify request")
+}
+
+/// Asserts WeChat Pay's "received" answer.
+async fn assert_acknowledged(response: Response) {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"code": "SUCCESS", "message": "OK"}));
+}
+
+/// A live sale of `stock` units and one pending order of `user` in it.
+async fn sale_with_order(app: &TestApp, stock: i64, user: &str) -> (String, String) {
+    let sale = app.create_sale(live_sale(stock, 1)).await;
+    let order = app.buy(&sale, user).await;
+    assert_eq!(order["status"], "pending_payment");
+    assert_eq!(order["amount_cents"], PRICE);
+    assert_eq!(order["currency"], "CNY");
+    (sale, order["id"].as_str().unwrap().to_owned())
+}
+
+/// The order as its shopper sees it.
+async fn order_of(app: &TestApp, user: &str, id: &str) -> Value {
+    let response = app.shopper_get(user, &format!("/api/v1/orders/{id}")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// Asserts the order is still unpaid and the sale still holds its unit.
+async fn assert_untouched(app: &TestApp, sale: &str, user: &str, id: &str) {
+    let order = order_of(app, user, id).await;
+    assert_eq!(order["status"], "pending_payment", "{order}");
+    assert!(order["paid_at"].is_null(), "{order}");
+    let view = app.sale(sale).await;
+    assert_eq!(view["stats"]["reserved"], 1, "{view}");
+    assert_eq!(view["stats"]["paid"], 0, "{view}");
+    assert_stats_consistent(&view);
+}
+
+/// Asserts the order is paid, once.
+async fn assert_paid(app: &TestApp, sale: &str, user: &str, id: &str) {
+    let order = order_of(app, user, id).await;
+    assert_eq!(order["status"], "paid", "{order}");
+    assert!(order["paid_at"].is_string(), "paid_at is set: {order}");
+    let view = app.sale(sale).await;
+    assert_eq!(view["stats"]["paid"], 1, "{view}");
+    assert_eq!(view["stats"]["reserved"], 0, "{view}");
+    assert_stats_consistent(&view);
+}
+
+/// Unix seconds now, first waiting out the last 200 ms of a second so a
+/// request sent at once still lands within the same second.
+async fn unix_now_early_in_a_second() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    if now.subsec_millis() > 800 {
+        tokio::time::sleep(Duration::from_millis(
+            u64::from(1000 - now.subsec_millis()) + 5,
+        ))
+        .await;
+    }
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A genuine notification pays the order and moves its unit to paid.
+async fn valid_notification_pays_the_order(backend: Backend) {
+    let (Harness { app, redis: _redis }, sim, _key) = wechat_engine(backend).await;
+    let (sale, id) = sale_with_order(&app, 10, "ann").await;
+
+    assert_acknowledged(notify(&app, &sim.payment(&id, PRICE)).await).await;
+    assert_paid(&app, &sale, "ann", &id).await;
+}
+
+/// One character changed in the signed body fails the signature check.
+async fn tampered_body_is_refused(backend: Backend) {
+    let (Harness { app, redis: _redis }, sim, _key) = wechat_engine(backend).await;
+    let (sale, id) = sale_with_order(&app, 10, "bob").await;
+
+    let genuine = sim.payment(&id, PRICE);
+    let mut tampered = genuine.clone();
+    tampered.body = genuine.body.replacen("\"EV-", "\"EW-", 1);
+    assert_ne!(tampered.body, genuine.body, "one character changed");
+    assert_eq!(tampered.body.len(), genuine.body.len());
+    assert_eq!(
+        error_code(notify(&app, &tampered).await).await,
+        (StatusCode::UNAUTHORIZED, "unauthorized".into())
+    );
+    assert_untouched(&app, &sale, "bob", &id).await;
+}
+
+/// A foreign signing key, or a resource under a foreign APIv3 key, is refused.
+async fn foreign_keys_are_refused(backend: Backend) {
+    let (Harness { app, redis: _redis }, sim, _key) = wechat_engine(backend).await;
+    let stranger = WeChatPaySim::new();
+    let (sale, id) = sale_with_order(&app, 10, "cat").await;
+
+    // All of the stranger's making.
+    let theirs = stranger.payment(&id, PRICE);
+    assert_eq!(
+        error_code(notify(&app, &theirs).await).await,
+        (StatusCode::UNAUTHORIZED, "unauthorized".into())
+    );
+    // Our resource and serial, the stranger's signature.
+    let forged = sim.payment(&id, PRICE).resigned(&stranger);
+    assert_eq!(
+        error_code(notify(&app, &forged).await).await,
+        (StatusCode::UNAUTHORIZED, "unauthorized".into())
+    );
+    // Our signature over a resource encrypted with the stranger's APIv3 key.
+    let foreign_resource = stranger.payment(&id, PRICE).resigned(&sim);
+    assert_eq!(
+        error_code(notify(&app, &foreign_resource).await).await,
+        (StatusCode::UNAUTHORIZED, "unauthorized".into())
+    );
+    assert_untouched(&app, &sale, "cat", &id).await;
+}
+
+/// A timestamp 301 s in the past or future is refused even when signed.
+async fn stale_timestamps_are_refused(backend: Backend) {
+    let (Harness { app, redis: _redis }, sim, _key) = wechat_engine(backend).await;
+    let (sale, id) = sale_with_order(&app, 10, "dan").await;
+
+    let now = unix_now_early_in_a_second().await;
+    let mut old = sim.payment(&id, PRICE);
+    old.timestamp = (now - 301).to_string();
+    let old = old.resigned(&sim);
+    assert_eq!(
+        error_code(notify(&app, &old).await).await,
+        (StatusCode::UNAUTHORIZED, "unauthorized".into()),
+        "301 s in the past"
+    );
+
+    let now = unix_now_early_in_a_second().await;
+    let mut early = sim.payment(&id, PRICE);
+    early.timestamp = (now + 301).to_string();
+    let early = early.resigned(&sim);
+    assert_eq!(
+        error_code(notify(&app, &early).await).await,
+        (StatusCode::UNAUTHORIZED, "unauthorized".into()),
+        "301 s in the future"
+    );
+    assert_untouched(&app, &sale, "dan", &id).await;
+
+    // The order was only refused, not spoilt: a fresh notification pays it.
+    assert_acknowledged(notify(&app, &sim.payment(&id, PRICE)).await).await;
+    assert_paid(&app, &sale, "dan", &id).await;
+}
+
+/// One notification delivered 5 times at once pays the order once.
+async fn concurrent_replays_pay_once(backend: Backend) {
+    let (Harness { app, redis: _redis }, sim, _key) = wechat_engine(backend).await;
+    let (sale, id) = sale_with_order(&app, 10, "eve").await;
+
+    let notification = sim.payment(&id, PRICE);
+    let responses = futures::future::join_all((0..5).map(|_| notify(&app, &notification))).await;
+    for response in responses {
+        assert_acknowledged(response).await;
+    }
+    assert_paid(&app, &sale, "eve", &id).await;
+}
+
+/// A payment of the wrong amount is refused and changes nothing.
+async fn wrong_amount_is_a_conflict(backend: Backend) {
+    let (Harness { app, redis: _redis }, sim, _key) = wechat_engine(backend).await;
+    let (sale, id) = sale_with_order(&app, 10, "fay").await;
+
+    assert_eq!(
+        error_code(notify(&app, &sim.payment(&id, PRICE - 1)).await).await,
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+    assert_untouched(&app, &sale, "fay", &id).await;
+
+    assert_acknowledged(notify(&app, &sim.payment(&id, PRICE)).await).await;
+    assert_paid(&app, &sale, "fay", &id).await;
+}
+
+/// A payment for an order that does not exist, or for no order id, is 404.
+async fn unknown_orders_are_not_found(backend: Backend) {
+    let (Harness { app, redis: _redis }, sim, _key) = wechat_engine(backend).await;
+    let (sale, id) = sale_with_order(&app, 10, "gus").await;
+
+    // Same sale, same shape, last four characters changed.
+    let tail = if id.ends_with("0000") { "1111" } else { "0000" };
+    let missing = format!("{}{tail}", &id[..id.len() - 4]);
+    assert_ne!(missing, id);
+    assert_eq!(missing.len(), id.len());
+    assert_eq!(
+        error_code(notify(&app, &sim.payment(&missing, PRICE)).await).await,
+        (StatusCode::NOT_FOUND, "not_found".into()),
+        "{missing}"
+    );
+    assert_eq!(
+        error_code(notify(&app, &sim.payment("not-an-order", PRICE)).await).await,
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    assert_untouched(&app, &sale, "gus", &id).await;
+}
+
+/// A payment after a cancel marks the order for refund; stock stays put.
+async fn payment_after_cancel_requires_a_refund(backend: Backend) {
+    let (Harness { app, redis: _redis }, sim, _key) = wechat_engine(backend).await;
+    const STOCK: i64 = 5;
+    let (sale, id) = sale_with_order(&app, STOCK, "hal").await;
+
+    let cancelled = app
+        .shopper_post("hal", &format!("/api/v1/orders/{id}/cancel"))
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["remaining"], STOCK, "{view}");
+    assert_eq!(view["stats"]["cancelled"], 1, "{view}");
+
+    assert_acknowledged(notify(&app, &sim.payment(&id, PRICE)).await).await;
+    let order = order_of(&app, "hal", &id).await;
+    assert_eq!(order["status"], "refund_required", "{order}");
+
+    let view = app.sale(&sale).await;
+    let stats = &view["stats"];
+    assert_eq!(stats["refund_required"], 1, "{view}");
+    assert_eq!(stats["cancelled"], 1, "{view}");
+    assert_eq!(
+        stats["remaining"], STOCK,
+        "stock returned exactly once: {view}"
+    );
+    assert_eq!(stats["reserved"], 0, "{view}");
+    assert_eq!(stats["paid"], 0, "{view}");
+    assert_stats_consistent(&view);
+}
+
+/// No signature header is 401, and the simulated pay route is gone.
+async fn missing_signature_and_simulated_pay_are_refused(backend: Backend) {
+    let (Harness { app, redis: _redis }, sim, _key) = wechat_engine(backend).await;
+    let (sale, id) = sale_with_order(&app, 10, "ivy").await;
+
+    let notification = sim.payment(&id, PRICE);
+    let mut request = app
+        .client
+        .post(app.url(NOTIFY))
+        .body(notification.body.clone());
+    for (name, value) in notification.headers() {
+        if name != "Wechatpay-Signature" {
+            request = request.header(name, value);
+        }
+    }
+    assert_eq!(
+        error_code(request.send().await.unwrap()).await,
+        (StatusCode::UNAUTHORIZED, "unauthorized".into())
+    );
+
+    let simulated = app
+        .shopper_post("ivy", &format!("/api/v1/orders/{id}/pay"))
+        .await;
+    assert_eq!(
+        error_code(simulated).await,
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    assert_untouched(&app, &sale, "ivy", &id).await;
+}
+
+on_both_stores!(
+    valid_notification_pays_the_order,
+    tampered_body_is_refused,
+    foreign_keys_are_refused,
+    stale_timestamps_are_refused,
+    concurrent_replays_pay_once,
+    wrong_amount_is_a_conflict,
+    unknown_orders_are_not_found,
+    payment_after_cancel_requires_a_refund,
+    missing_signature_and_simulated_pay_are_refused,
+);
