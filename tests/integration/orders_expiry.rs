@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::on_both_stores;
-use crate::support::{error_code, live_sale, Backend, Harness, TestApp};
+use crate::support::{error_code, live_sale, test_config, Backend, Harness, Servers, TestApp};
 
 const ORDERS: usize = 1_000;
 
@@ -179,3 +179,57 @@ on_both_stores!(
     sold_out_sale_sells_again_after_an_order_expires,
     late_payment_of_an_expired_order_requires_a_refund,
 );
+
+/// Stock returned through one engine node reaches the sale's actor on
+/// another node at once (pub/sub), not at its next refresh: the shopper
+/// that node told `sold_out` can buy the returned unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_learns_returned_stock_at_once() {
+    let redis = Servers::start(Backend::Redis);
+    let node = || {
+        let mut config = test_config();
+        redis.configure(&mut config);
+        // Only an announcement can tell an actor within this test.
+        config.sale_refresh_ms = 60_000;
+        TestApp::spawn_with(config)
+    };
+    let (first, second) = (node().await, node().await);
+    let sale = first.create_sale(live_sale(1, 1)).await;
+    let order = first.buy(&sale, "keeper").await;
+    let refused = second.order(&sale, "waiter", None, None).await;
+    assert_eq!(
+        error_code(refused).await,
+        (StatusCode::CONFLICT, "sold_out".to_owned())
+    );
+    let refused = second.order(&sale, "waiter", None, None).await;
+    assert_eq!(
+        error_code(refused).await,
+        (StatusCode::CONFLICT, "sold_out".to_owned()),
+        "now answered from the second node's memory"
+    );
+    let id = order["id"].as_str().unwrap();
+    let cancelled = first
+        .shopper_post("keeper", &format!("/api/v1/orders/{id}/cancel"))
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let started = Instant::now();
+    loop {
+        let response = second.order(&sale, "waiter", None, None).await;
+        if response.status() == StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(
+            error_code(response).await,
+            (StatusCode::CONFLICT, "sold_out".to_owned())
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the second node never learned the unit came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "the second node sold the returned unit {} ms after the cancel",
+        started.elapsed().as_millis()
+    );
+}
