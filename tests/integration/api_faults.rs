@@ -100,6 +100,25 @@ async fn refuses_to_start_on_a_redis_that_may_evict() {
     assert!(format!("{refused:#}").contains("noeviction"), "{refused:#}");
 }
 
+/// On Redis, payments default to WeChat Pay: without its keys the engine
+/// refuses to start (and says how to fix it) rather than take no payments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_wechatpay_without_its_keys() {
+    let redis = RedisServer::start();
+    let mut config = Config::for_tests();
+    config.redis_url = Some(redis.url());
+    let refused = Application::build(config)
+        .await
+        .err()
+        .expect("start refused");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("FLASHSALE_WECHATPAY_PLATFORM_KEY")
+            && message.contains("FLASHSALE_PAYMENTS=simulated"),
+        "{message}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_cluster_with_one_primary_that_may_evict() {
     let cluster = RedisCluster::start();
