@@ -17,12 +17,14 @@
 //!   takes payments (WeChat Pay notifications or simulated).
 //! - [`http`]: the axum router: public, admin and ops routes, auth, and the
 //!   one place where errors become responses.
+//! - [`json`]: strict JSON reading whose errors name the field.
 //! - [`startup`]: [`Application::build`] wires it all and binds the socket.
 
 pub mod config;
 pub mod domain;
 pub mod http;
 pub mod inventory;
+pub mod json;
 pub mod orders;
 pub mod startup;
 pub mod store;

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::domain::{InvalidField, Rejection};
 use crate::inventory::InventoryError;
+use crate::json::{self, JsonProblem};
 use crate::store::StoreError;
 
 /// Seconds a shed or failed client should wait before retrying.
@@ -150,25 +151,9 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if first.is_some_and(|&b| b != b'{') && serde_json::from_slice::<IgnoredAny>(body).is_ok() {
         return Err(ApiError::Invalid("the body must be a JSON object".into()));
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let parsed = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|err| (err.path().to_string(), err.into_inner()))
-        .and_then(|value| {
-            // Trailing characters after the JSON value.
-            deserializer
-                .end()
-                .map(|()| value)
-                .map_err(|err| (".".to_owned(), err))
-        });
-    parsed.map_err(|(path, inner)| {
-        use serde_json::error::Category;
-        match inner.classify() {
-            Category::Data if path == "." => ApiError::Invalid(inner.to_string()),
-            Category::Data => ApiError::Invalid(format!("{path}: {inner}")),
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::MalformedBody(format!("body is not valid JSON: {inner}"))
-            }
-        }
+    json::from_slice(body).map_err(|problem| match problem {
+        JsonProblem::Syntax(_) => ApiError::MalformedBody(format!("body is {problem}")),
+        JsonProblem::Data { .. } => ApiError::Invalid(problem.to_string()),
     })
 }
 

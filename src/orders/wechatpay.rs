@@ -23,6 +23,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sha2::Sha256;
 
+use crate::json::{self, JsonProblem};
+
 /// How far (either direction, seconds) a notification's timestamp may be
 /// from now.
 const MAX_CLOCK_SKEW_SECS: u64 = 300;
@@ -235,24 +237,10 @@ fn required<'a>(value: Option<&'a str>, name: &'static str) -> Result<&'a str, N
 
 /// Parses `what` as JSON; the error names the offending field.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, NotifyError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|err| (err.path().to_string(), err.into_inner()))
-        .and_then(|value| {
-            // Trailing characters after the JSON value.
-            deserializer
-                .end()
-                .map(|()| value)
-                .map_err(|err| (".".to_owned(), err))
-        });
-    value.map_err(|(path, err)| {
-        use serde_json::error::Category;
-        NotifyError::Malformed(match err.classify() {
-            Category::Data if path != "." => format!("{what}: {path}: {err}"),
-            Category::Data => format!("{what}: {err}"),
-            Category::Syntax | Category::Eof | Category::Io => {
-                format!("{what} is not valid JSON: {err}")
-            }
+    json::from_slice(bytes).map_err(|problem| {
+        NotifyError::Malformed(match problem {
+            JsonProblem::Syntax(_) => format!("{what} is {problem}"),
+            JsonProblem::Data { .. } => format!("{what}: {problem}"),
         })
     })
 }

@@ -164,6 +164,12 @@ impl EmbeddedStore {
             .map(|entry| Arc::clone(entry.value()))
             .ok_or(StoreError::NotFound("sale"))
     }
+
+    /// The record of an order's sale (an unknown sale: no such order).
+    fn order_record(&self, id: &OrderId) -> Result<Arc<Mutex<SaleRecord>>, StoreError> {
+        self.record(&id.sale_id())
+            .map_err(|_| StoreError::NotFound("order"))
+    }
 }
 
 fn ensure_scheduled(sale: &Sale) -> Result<(), StoreError> {
@@ -410,9 +416,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn cancel_order(&self, id: &OrderId, user: &UserId) -> Result<Order, StoreError> {
-        let record = self
-            .record(&id.sale_id())
-            .map_err(|_| StoreError::NotFound("order"))?;
+        let record = self.order_record(id)?;
         let mut guard = record.lock();
         let record = &mut *guard;
         let order = record
@@ -437,9 +441,7 @@ impl Store for EmbeddedStore {
         payment: &Payment,
         hand_off: bool,
     ) -> Result<PaymentOutcome, StoreError> {
-        let record = self
-            .record(&id.sale_id())
-            .map_err(|_| StoreError::NotFound("order"))?;
+        let record = self.order_record(id)?;
         let mut guard = record.lock();
         let record = &mut *guard;
         let order = record
