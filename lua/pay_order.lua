@@ -12,7 +12,7 @@
 -- KEYS[4] fs:{sale}:outbox     sorted set: hand-offs to the merchant by due time
 -- ARGV[1] order id
 -- ARGV[2] amount_cents paid ('' to take the order's own: simulated payments)
--- ARGV[3] currency paid ('' likewise)
+-- ARGV[3] currency paid (checked with the amount)
 -- ARGV[4] the payment provider's transaction id
 -- ARGV[5] '1' to queue a hand-off to the merchant's webhook
 -- Returns {outcome, {field, value, ...}} with outcome paid | unchanged |
@@ -21,7 +21,7 @@ local o = redis.call('HMGET', KEYS[1], 'quantity', 'status', 'amount_cents', 'cu
 if not o[2] then
   return {'not_found'}
 end
-if (ARGV[2] ~= '' and ARGV[2] ~= o[3]) or (ARGV[3] ~= '' and ARGV[3] ~= o[4]) then
+if ARGV[2] ~= '' and (ARGV[2] ~= o[3] or ARGV[3] ~= o[4]) then
   return {'amount_mismatch', redis.call('HGETALL', KEYS[1])}
 end
 if o[2] == 'paid' or o[2] == 'refund_required' then

@@ -58,26 +58,27 @@ impl Application {
         );
         let auth = AuthKeys::new(&admin_token, shopper_secret.as_bytes())
             .context("invalid shopper token secret")?;
-        let webhook = build_webhook(&config)?;
-        let payments = Payments::new(
-            Arc::clone(&store),
-            build_payment_method(&config)?,
-            webhook.is_some(),
-        );
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("failed to bind {}", config.listen))?;
+        let address = listener
+            .local_addr()
+            .context("failed to read the bound address")?;
         let order_service = OrderService::new(
             Arc::clone(&store),
             Arc::clone(&inventory),
-            webhook,
+            build_webhook(&config)?,
             OrderSettings {
                 sweep: Duration::from_millis(config.order_sweep_ms),
                 batch: usize_of(config.order_batch),
                 claim_idle: Duration::from_millis(config.order_claim_idle_ms),
-                consumer: format!(
-                    "{}-{}",
-                    std::process::id(),
-                    Alphanumeric.sample_string(&mut rand::rng(), 8)
-                ),
+                consumer: consumer_name(address),
             },
+        );
+        let payments = Payments::new(
+            Arc::clone(&store),
+            build_payment_method(&config)?,
+            order_service.hand_off_notices(),
         );
         let state = AppState {
             store: Arc::clone(&store),
@@ -92,12 +93,6 @@ impl Application {
             payments: Arc::new(payments),
         };
         let router = http::router(state, usize_of(config.body_limit_bytes));
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("failed to bind {}", config.listen))?;
-        let address = listener
-            .local_addr()
-            .context("failed to read the bound address")?;
         tracing::info!(%address, "flashsale listening");
         Ok(Self {
             listener,
@@ -162,6 +157,18 @@ async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             Ok(Arc::new(EmbeddedStore::new()))
         }
     }
+}
+
+/// This process's name in the order service's consumer groups: the same
+/// after a restart on the same host and address, so groups do not collect
+/// the names of dead processes; unique among running engine nodes.
+fn consumer_name(address: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "flashsale".to_owned());
+    format!("{host}-{address}")
 }
 
 fn build_payment_method(config: &Config) -> anyhow::Result<PaymentMethod> {

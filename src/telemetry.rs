@@ -107,9 +107,9 @@ pub fn observe_expiry_lag(lag_ms: i64) {
     metrics::histogram!(EXPIRY_LAG_SECONDS).record(lag_ms.max(0) as f64 / 1000.0);
 }
 
-pub fn count_webhook_calls(delivered: usize, failed: usize) {
-    metrics::counter!(WEBHOOK_CALLS, "result" => "delivered").increment(delivered as u64);
-    metrics::counter!(WEBHOOK_CALLS, "result" => "failed").increment(failed as u64);
+pub fn count_webhook_call(delivered: bool) {
+    let result = if delivered { "delivered" } else { "failed" };
+    metrics::counter!(WEBHOOK_CALLS, "result" => result).increment(1);
 }
 
 pub fn count_payment(outcome: &'static str) {

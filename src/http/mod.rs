@@ -53,7 +53,7 @@ pub struct AppState {
 pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
     Router::new()
         .merge(public::router())
-        .merge(payments::router())
+        .merge(payments::router(state.payments.method()))
         .merge(admin::router())
         .merge(ops::router())
         .fallback(not_found)

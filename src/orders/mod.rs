@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use parking_lot::Mutex;
 
 use self::webhook::Webhook;
 use self::wechatpay::WeChatPayVerifier;
@@ -62,18 +63,17 @@ pub struct Outcome {
     pub reclaimed: usize,
     /// Orders expired (their stock returned).
     pub expired: usize,
-    /// Hand-offs the merchant acknowledged.
-    pub delivered: usize,
-    /// Hand-offs that failed and will be retried.
-    pub delivery_failures: usize,
-    /// Sales whose pass stopped on a store error (retried next pass).
+    /// Hand-offs leased and sent to the webhook (in the background: the
+    /// pass does not wait for the merchant).
+    pub handed_off: usize,
+    /// Steps that stopped on a store error (retried next pass).
     pub store_errors: usize,
 }
 
 impl Outcome {
     /// Whether the pass did anything (another may find more at once).
     pub fn did_work(&self) -> bool {
-        self.accepted + self.redelivered + self.expired + self.delivered > 0
+        self.accepted + self.redelivered + self.expired + self.handed_off > 0
     }
 
     fn add(&mut self, other: Self) {
@@ -81,28 +81,36 @@ impl Outcome {
         self.redelivered += other.redelivered;
         self.reclaimed += other.reclaimed;
         self.expired += other.expired;
-        self.delivered += other.delivered;
-        self.delivery_failures += other.delivery_failures;
+        self.handed_off += other.handed_off;
         self.store_errors += other.store_errors;
     }
 }
 
-/// A sale the service works on until it has nothing left to settle.
-struct Watched {
-    /// After this (store clock), no order of the sale can still be unpaid:
-    /// its end plus one payment timeout.
-    settled_by: Millis,
-    /// The consumer group exists on its stream.
-    joined: bool,
+/// Sales that got new work while the order service may have stopped
+/// watching them (a payment after the sale settled queues a hand-off).
+#[derive(Clone, Default)]
+pub struct WorkNotices(Arc<Mutex<HashSet<SaleId>>>);
+
+impl WorkNotices {
+    pub fn notify(&self, sale: &SaleId) {
+        self.0.lock().insert(sale.clone());
+    }
+
+    fn take(&self) -> HashSet<SaleId> {
+        std::mem::take(&mut *self.0.lock())
+    }
 }
 
 pub struct OrderService {
     store: Arc<dyn Store>,
     inventory: Arc<Inventory>,
-    webhook: Option<Webhook>,
+    webhook: Option<Arc<Webhook>>,
     settings: OrderSettings,
-    watched: HashMap<SaleId, Watched>,
-    /// Sales settled for good: never looked at again by this process.
+    notices: WorkNotices,
+    /// Sales that may have work, with the time after which none of their
+    /// orders can still be unpaid (their end plus one payment timeout).
+    watched: HashMap<SaleId, Millis>,
+    /// Sales with nothing left to do: looked at again only on a notice.
     settled: HashSet<SaleId>,
 }
 
@@ -116,11 +124,18 @@ impl OrderService {
         Self {
             store,
             inventory,
-            webhook,
+            webhook: webhook.map(Arc::new),
             settings,
+            notices: WorkNotices::default(),
             watched: HashMap::new(),
             settled: HashSet::new(),
         }
+    }
+
+    /// Where payments tell this service about hand-offs they queued, when
+    /// it hands orders to a webhook.
+    pub fn hand_off_notices(&self) -> Option<WorkNotices> {
+        self.webhook.as_ref().map(|_| self.notices.clone())
     }
 
     /// Passes until the task is dropped: at once again after a pass that
@@ -138,24 +153,20 @@ impl OrderService {
     /// Store errors are logged and counted; the work is retried next pass.
     pub async fn try_process_batch(&mut self) -> Outcome {
         let mut outcome = Outcome::default();
+        for sale in self.notices.take() {
+            self.settled.remove(&sale);
+        }
         if let Err(err) = self.watch_new_sales().await {
             tracing::warn!(error = %err, "order service: cannot list sales");
             outcome.store_errors += 1;
         }
         let sales: Vec<SaleId> = self.watched.keys().cloned().collect();
         for sale in sales {
-            match self.process_sale(&sale).await {
-                Ok(done) => {
-                    if !done.did_work() {
-                        self.settle_if_done(&sale).await;
-                    }
-                    outcome.add(done);
-                }
-                Err(err) => {
-                    tracing::warn!(%sale, error = %err, "order service: pass failed; retrying");
-                    outcome.store_errors += 1;
-                }
+            let done = self.process_sale(&sale).await;
+            if !done.did_work() && done.store_errors == 0 {
+                self.settle_if_done(&sale).await;
             }
+            outcome.add(done);
         }
         outcome
     }
@@ -165,14 +176,14 @@ impl OrderService {
             if self.settled.contains(&sale) || self.watched.contains_key(&sale) {
                 continue;
             }
-            if let Some(settled_by) = self.settled_by(&sale).await? {
-                self.watched.insert(
-                    sale,
-                    Watched {
-                        settled_by,
-                        joined: false,
-                    },
-                );
+            match self.settled_by(&sale).await? {
+                Some(settled_by) => {
+                    self.store.join_reservations(&sale).await?;
+                    self.watched.insert(sale, settled_by);
+                }
+                None => {
+                    self.settled.insert(sale);
+                }
             }
         }
         Ok(())
@@ -193,43 +204,55 @@ impl OrderService {
     }
 
     /// Stops watching a sale whose pass found nothing, once no order of it
-    /// can still be unpaid (its end may have moved: read it again).
+    /// can still be unpaid (its end may have moved: read it again) and the
+    /// store holds nothing left to do for it.
     async fn settle_if_done(&mut self, sale: &SaleId) {
-        let Some(watched) = self.watched.get(sale) else {
+        let Some(&settled_by) = self.watched.get(sale) else {
             return;
         };
-        if system_now() <= watched.settled_by {
+        if system_now() <= settled_by {
             return;
         }
-        match self.settled_by(sale).await {
-            Ok(Some(settled_by)) if system_now() <= settled_by => {
-                if let Some(watched) = self.watched.get_mut(sale) {
-                    watched.settled_by = settled_by;
-                }
+        let checked = async {
+            let settled_by = self.settled_by(sale).await?;
+            let backlog = self.store.order_backlog(sale).await?;
+            Ok::<_, StoreError>((settled_by, backlog))
+        }
+        .await;
+        match checked {
+            Ok((Some(settled_by), _)) if system_now() <= settled_by => {
+                self.watched.insert(sale.clone(), settled_by);
             }
-            Ok(_) => {
+            Ok((_, backlog)) if backlog.is_empty() => {
                 self.watched.remove(sale);
                 self.settled.insert(sale.clone());
+            }
+            Ok((_, backlog)) => {
+                tracing::debug!(%sale, ?backlog, "sale past its payment window still has work");
             }
             Err(err) => tracing::warn!(%sale, error = %err, "order service: cannot read sale"),
         }
     }
 
-    async fn process_sale(&mut self, sale: &SaleId) -> Result<Outcome, StoreError> {
-        if let Some(watched) = self.watched.get_mut(sale) {
-            if !watched.joined {
-                self.store.join_reservations(sale).await?;
-                watched.joined = true;
+    /// The three steps of a sale's pass, each on its own: one failing (say a
+    /// lost consumer group) does not hold up the others.
+    async fn process_sale(&self, sale: &SaleId) -> Outcome {
+        let mut outcome = Outcome::default();
+        match self.process_reservations(sale).await {
+            Ok(done) => outcome.add(done),
+            Err(err) => outcome.store_errors += failed(sale, "reading reservations", &err),
+        }
+        match self.expire_due(sale).await {
+            Ok(expired) => outcome.expired = expired,
+            Err(err) => outcome.store_errors += failed(sale, "expiring orders", &err),
+        }
+        if let Some(webhook) = &self.webhook {
+            match self.hand_off(webhook, sale).await {
+                Ok(sent) => outcome.handed_off = sent,
+                Err(err) => outcome.store_errors += failed(sale, "leasing hand-offs", &err),
             }
         }
-        let mut outcome = self.process_reservations(sale).await?;
-        outcome.expired = self.expire_due(sale).await?;
-        if let Some(webhook) = &self.webhook {
-            let (delivered, failed) = self.hand_off(webhook, sale).await?;
-            outcome.delivered = delivered;
-            outcome.delivery_failures = failed;
-        }
-        Ok(outcome)
+        outcome
     }
 
     /// Takes over stale entries, reads new ones, accepts each, and
@@ -285,48 +308,62 @@ impl OrderService {
         Ok(expired.len())
     }
 
-    /// Sends the sale's due hand-offs at once; returns (delivered, failed).
-    async fn hand_off(
-        &self,
-        webhook: &Webhook,
-        sale: &SaleId,
-    ) -> Result<(usize, usize), StoreError> {
+    /// Leases the sale's due hand-offs and sends them in the background,
+    /// so a slow webhook never holds up reservations or expiry; returns how
+    /// many were leased. A send that fails is postponed by its backoff; one
+    /// lost with this process is sent again when its lease runs out.
+    async fn hand_off(&self, webhook: &Arc<Webhook>, sale: &SaleId) -> Result<usize, StoreError> {
         let due = self
             .store
             .claim_deliveries(sale, self.settings.batch, webhook.lease())
             .await?;
-        let results = join_all(due.iter().map(|delivery| self.deliver(webhook, delivery))).await;
-        let mut delivered = 0;
-        for (delivery, result) in due.iter().zip(results) {
-            match result {
-                Ok(()) => {
-                    delivered += 1;
-                    self.store.delivered(sale, delivery).await?;
-                }
-                Err(reason) => {
-                    tracing::warn!(%sale, order = %delivery.order_id, event = delivery.event.as_str(),
-                        attempt = delivery.attempt, %reason, "webhook call failed; will retry");
-                    self.store
-                        .postpone_delivery(sale, delivery, webhook.backoff(delivery.attempt))
-                        .await?;
-                }
-            }
+        let leased = due.len();
+        if leased > 0 {
+            let (store, webhook, sale) =
+                (Arc::clone(&self.store), Arc::clone(webhook), sale.clone());
+            tokio::spawn(async move {
+                join_all(
+                    due.iter()
+                        .map(|delivery| deliver(&store, &webhook, &sale, delivery)),
+                )
+                .await;
+            });
         }
-        telemetry::count_webhook_calls(delivered, due.len() - delivered);
-        Ok((delivered, due.len() - delivered))
+        Ok(leased)
     }
+}
 
-    async fn deliver(&self, webhook: &Webhook, delivery: &Delivery) -> Result<(), String> {
-        let order = self
-            .store
-            .order(&delivery.order_id)
-            .await
-            .map_err(|err| err.to_string())?
-            .ok_or_else(|| "the order is gone".to_owned())?;
-        webhook
+/// Logs a failed step of a sale's pass; counts as one store error.
+fn failed(sale: &SaleId, step: &str, err: &StoreError) -> usize {
+    tracing::warn!(%sale, step, error = %err, "order service step failed; retrying next pass");
+    1
+}
+
+/// Sends one leased hand-off and records the result.
+async fn deliver(store: &Arc<dyn Store>, webhook: &Webhook, sale: &SaleId, delivery: &Delivery) {
+    let sent = match store.order(&delivery.order_id).await {
+        Ok(Some(order)) => webhook
             .send(delivery.event, &order)
             .await
-            .map_err(|err| err.to_string())
+            .map_err(|err| err.to_string()),
+        Ok(None) => Err("the order is gone".to_owned()),
+        Err(err) => Err(err.to_string()),
+    };
+    let recorded = match &sent {
+        Ok(()) => store.delivered(sale, delivery).await,
+        Err(reason) => {
+            tracing::warn!(%sale, order = %delivery.order_id, event = delivery.event.as_str(),
+                attempt = delivery.attempt, %reason, "webhook call failed; will retry");
+            store
+                .postpone_delivery(sale, delivery, webhook.backoff(delivery.attempt))
+                .await
+        }
+    };
+    telemetry::count_webhook_call(sent.is_ok());
+    if let Err(err) = recorded {
+        // The lease runs out and the hand-off is sent again: at least once.
+        tracing::warn!(%sale, order = %delivery.order_id, error = %err,
+            "cannot record a webhook call's result");
     }
 }
 
@@ -341,16 +378,21 @@ pub enum PaymentMethod {
 pub struct Payments {
     store: Arc<dyn Store>,
     method: PaymentMethod,
-    /// Queue a hand-off to the merchant's webhook (one is configured).
-    hand_off: bool,
+    /// Where to queue hand-offs to the merchant's webhook (when one is
+    /// configured): the order service then sends them.
+    hand_offs: Option<WorkNotices>,
 }
 
 impl Payments {
-    pub fn new(store: Arc<dyn Store>, method: PaymentMethod, hand_off: bool) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        method: PaymentMethod,
+        hand_offs: Option<WorkNotices>,
+    ) -> Self {
         Self {
             store,
             method,
-            hand_off,
+            hand_offs,
         }
     }
 
@@ -366,8 +408,11 @@ impl Payments {
     ) -> Result<PaymentOutcome, StoreError> {
         let outcome = self
             .store
-            .pay_order(order_id, payment, self.hand_off)
+            .pay_order(order_id, payment, self.hand_offs.is_some())
             .await?;
+        if let Some(notices) = &self.hand_offs {
+            notices.notify(&order_id.sale_id());
+        }
         let transaction = payment.transaction_id.as_str();
         match &outcome {
             PaymentOutcome::Paid(_) => {

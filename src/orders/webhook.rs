@@ -8,9 +8,9 @@
 //!   "order": {..the order object..}}`;
 //! - `X-Flashsale-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
 //!   "<t>.<body>">` with `FLASHSALE_ORDER_WEBHOOK_SECRET`;
-//! - `X-Flashsale-Event: <type>` and `Idempotency-Key: <order id>`: an
-//!   order id and event type name one hand-off, which may arrive more than
-//!   once.
+//! - `X-Flashsale-Event: <type>` and `Idempotency-Key: <order id>:<type>`:
+//!   one hand-off, which may arrive more than once. Hand-offs of one order
+//!   may arrive out of order; each body carries the order as it is when sent.
 
 use std::time::Duration;
 
@@ -74,7 +74,10 @@ impl Webhook {
                 sign(&self.settings.secret, timestamp, &body)?,
             )
             .header(EVENT_HEADER, event.as_str())
-            .header(IDEMPOTENCY_KEY_HEADER, order.id.as_str())
+            .header(
+                IDEMPOTENCY_KEY_HEADER,
+                format!("{}:{}", order.id, event.as_str()),
+            )
             .body(body)
             .send()
             .await?;

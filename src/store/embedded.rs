@@ -12,8 +12,9 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use super::{
-    changed_meanwhile, sort_newest_first, Acceptance, Delivery, Payment, PaymentOutcome,
-    Reservation, ReserveRequest, StockReturn, StockReturnHandler, Store, StoreError, StreamEntry,
+    changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog, Payment,
+    PaymentOutcome, Reservation, ReserveRequest, StockReturn, StockReturnHandler, Store,
+    StoreError, StreamEntry,
 };
 use crate::domain::{
     check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, Rejection,
@@ -554,6 +555,17 @@ impl Store for EmbeddedStore {
                 Acceptance::Queued
             })
             .collect())
+    }
+
+    async fn order_backlog(&self, sale: &SaleId) -> Result<OrderBacklog, StoreError> {
+        let record = self.record(sale)?;
+        let record = record.lock();
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Ok(OrderBacklog {
+            reservations: count(record.stream.entries.len()),
+            unpaid: count(record.deadlines.len()),
+            hand_offs: count(record.outbox.len()),
+        })
     }
 
     async fn ack_reservations(

@@ -77,6 +77,23 @@ pub struct StreamEntry {
     pub order_id: OrderId,
 }
 
+/// The order service's work left for one sale.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrderBacklog {
+    /// Stream entries not yet processed (unread or unacknowledged).
+    pub reservations: u64,
+    /// Orders still waiting for payment.
+    pub unpaid: u64,
+    /// Hand-offs to the merchant not yet delivered.
+    pub hand_offs: u64,
+}
+
+impl OrderBacklog {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// What accepting one reservation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acceptance {
@@ -232,6 +249,9 @@ pub trait Store: Send + Sync + 'static {
         ids: &[OrderId],
         hand_off: bool,
     ) -> Result<Vec<Acceptance>, StoreError>;
+
+    /// What the order service still has to do for the sale.
+    async fn order_backlog(&self, sale: &SaleId) -> Result<OrderBacklog, StoreError>;
 
     /// Acknowledges processed entries and removes them from the stream.
     async fn ack_reservations(&self, sale: &SaleId, entry_ids: &[String])

@@ -18,8 +18,9 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 
 use super::keys::{SaleKeys, ORDER_SERVICE_GROUP, SALE_INDEX, STOCK_RETURNS_CHANNEL};
 use super::{
-    changed_meanwhile, sort_newest_first, Acceptance, Delivery, Payment, PaymentOutcome,
-    Reservation, ReserveRequest, StockReturn, StockReturnHandler, Store, StoreError, StreamEntry,
+    changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog, Payment,
+    PaymentOutcome, Reservation, ReserveRequest, StockReturn, StockReturnHandler, Store,
+    StoreError, StreamEntry,
 };
 use crate::domain::{
     system_now, Order, OrderEvent, OrderId, OrderStatus, Rejection, Sale, SaleChange, SaleId,
@@ -275,6 +276,26 @@ impl RedisStore {
         let reply = cmd.query_async(&mut conn).await;
         telemetry::observe_store_call(op, started.elapsed());
         reply.map_err(unavailable)
+    }
+
+    /// Runs a consumer-group command; if the group is gone (a Redis that
+    /// restarted without it, a stream key lost and recreated by a
+    /// reservation), creates it again from the stream's start and retries:
+    /// redelivered entries change nothing.
+    async fn query_rejoining<T: FromRedisValue>(
+        &self,
+        sale: &SaleId,
+        op: &'static str,
+        cmd: &Cmd,
+    ) -> Result<T, StoreError> {
+        match self.query(op, cmd).await {
+            Err(StoreError::Unavailable(err)) if err.contains("NOGROUP") => {
+                tracing::warn!(%sale, "the order service's consumer group was gone; recreating it");
+                self.join_reservations(sale).await?;
+                self.query(op, cmd).await
+            }
+            other => other,
+        }
     }
 
     /// Runs a pipeline whose replies are ignored, timing the call.
@@ -806,7 +827,9 @@ impl Store for RedisStore {
             .arg("STREAMS")
             .arg(SaleKeys::new(sale).stream())
             .arg(">");
-        let reply: Option<StreamReadReply> = self.query("read_reservations", &cmd).await?;
+        let reply: Option<StreamReadReply> = self
+            .query_rejoining(sale, "read_reservations", &cmd)
+            .await?;
         let ids = reply
             .into_iter()
             .flat_map(|reply| reply.keys)
@@ -830,7 +853,9 @@ impl Store for RedisStore {
             .arg("0-0")
             .arg("COUNT")
             .arg(count);
-        let reply: StreamAutoClaimReply = self.query("claim_reservations", &cmd).await?;
+        let reply: StreamAutoClaimReply = self
+            .query_rejoining(sale, "claim_reservations", &cmd)
+            .await?;
         stream_entries(reply.claimed)
     }
 
@@ -861,6 +886,28 @@ impl Store for RedisStore {
                 other => Err(corrupt(format!("unknown accept outcome {other}"))),
             })
             .collect()
+    }
+
+    async fn order_backlog(&self, sale: &SaleId) -> Result<OrderBacklog, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("XLEN")
+            .arg(keys.stream())
+            .cmd("ZCARD")
+            .arg(keys.deadlines())
+            .cmd("ZCARD")
+            .arg(keys.outbox());
+        let mut conn = self.conn.clone();
+        let started = Instant::now();
+        let reply = pipeline.query_async::<(u64, u64, u64)>(&mut conn).await;
+        telemetry::observe_store_call("order_backlog", started.elapsed());
+        let (reservations, unpaid, hand_offs) = reply.map_err(unavailable)?;
+        Ok(OrderBacklog {
+            reservations,
+            unpaid,
+            hand_offs,
+        })
     }
 
     async fn ack_reservations(

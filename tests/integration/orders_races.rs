@@ -14,7 +14,7 @@ use flashsale::store::{Payment, PaymentOutcome, Store, StoreError};
 use futures::future::join_all;
 
 use crate::conformance::{request, sale, subject, Subject};
-use crate::on_both_stores;
+use crate::on_every_store;
 use crate::support::Backend;
 
 const ORDERS: usize = 1_000;
@@ -123,4 +123,4 @@ async fn pay_cancel_and_expiry_decide_each_order_once(backend: Backend) {
     );
 }
 
-on_both_stores!(pay_cancel_and_expiry_decide_each_order_once);
+on_every_store!(pay_cancel_and_expiry_decide_each_order_once);

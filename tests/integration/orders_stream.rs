@@ -15,7 +15,7 @@ use flashsale::store::{Acceptance, Payment, Store};
 use futures::future::join_all;
 
 use crate::conformance::{request, sale, subject, Subject};
-use crate::on_both_stores;
+use crate::on_every_store;
 use crate::support::Backend;
 
 const RESERVATIONS: usize = 100;
@@ -60,6 +60,8 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
     {
         result.unwrap();
     }
+    let backlog = store.order_backlog(&live.id).await.unwrap();
+    assert_eq!((backlog.reservations, backlog.unpaid), (100, 100));
     store.join_reservations(&live.id).await.unwrap();
     let taken = store
         .read_reservations(&live.id, "doomed", 60)
@@ -122,6 +124,12 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
         .await
         .unwrap()
         .is_empty());
+    let backlog = store.order_backlog(&live.id).await.unwrap();
+    assert_eq!(
+        (backlog.reservations, backlog.unpaid, backlog.hand_offs),
+        (0, 100, 0),
+        "every entry processed; the orders still wait for payment"
+    );
     if let Some(redis) = redis.standalone() {
         let mut conn = redis.connection();
         let stream = format!("fs:{{{}}}:stream", live.id);
@@ -202,7 +210,41 @@ async fn hand_offs_are_leased_retried_and_forgotten(backend: Backend) {
     );
 }
 
-on_both_stores!(
+/// A consumer group lost with Redis's data (say restored from before it
+/// existed) is created again: reservations and expiry go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_consumer_group_is_recreated() {
+    let Subject { store, redis } = subject(Backend::Redis).await;
+    let mut live = sale(10, 1, -1_000);
+    live.payment_timeout_secs = 1;
+    store.create_sale(&live).await.unwrap();
+    let first = store.reserve(&request(&live, "a", 1, None)).await.unwrap();
+    let mut service = order_service(&store, "survivor");
+    assert_eq!(service.try_process_batch().await.accepted, 1);
+
+    let stream = format!("fs:{{{}}}:stream", live.id);
+    let mut conn = redis.standalone().unwrap().connection();
+    let destroyed: i64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(&stream)
+        .arg("orders")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(destroyed, 1);
+    let second = store.reserve(&request(&live, "b", 1, None)).await.unwrap();
+    let deadline = first.order.expires_at.max(second.order.expires_at);
+    let wait = deadline - flashsale::domain::system_now() + 20;
+    tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
+
+    let outcome = service.try_process_batch().await;
+    assert_eq!(
+        (outcome.accepted, outcome.expired, outcome.store_errors),
+        (1, 2, 0),
+        "{outcome:?}"
+    );
+}
+
+on_every_store!(
     consumer_killed_mid_batch_loses_nothing,
     hand_offs_are_leased_retried_and_forgotten,
 );

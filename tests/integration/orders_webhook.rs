@@ -162,7 +162,7 @@ fn dead_port() -> u16 {
 /// Checks one call as a merchant would, independently of the engine's
 /// code: the signature is HMAC-SHA256(secret, "<t>.<raw body>") with a
 /// current `t`, the event header names the body's type, and the
-/// idempotency key is the order's id. Returns the body.
+/// idempotency key is `<order id>:<event>`. Returns the body.
 fn assert_genuine(call: &Call) -> Value {
     let signature = call
         .header("x-flashsale-signature")
@@ -187,9 +187,10 @@ fn assert_genuine(call: &Call) -> Value {
     let body = call.json();
     let event = body["type"].as_str().unwrap();
     assert_eq!(call.header("x-flashsale-event"), Some(event), "{call:?}");
+    let key = format!("{}:{event}", body["order"]["id"].as_str().unwrap());
     assert_eq!(
         call.header("idempotency-key"),
-        body["order"]["id"].as_str(),
+        Some(key.as_str()),
         "{call:?}"
     );
     match event {
