@@ -134,6 +134,61 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub clock_margin_ms: u64,
 
+    /// Orders per second accepted on the order route overall (protects the
+    /// store); 0 turns the limit off. Past it: 429 `rate_limited`.
+    #[arg(long, env = "FLASHSALE_RATE_GLOBAL_PER_SEC", default_value_t = 50_000)]
+    pub rate_global_per_sec: u32,
+
+    /// Burst above the overall rate (requests at once); 0: the rate.
+    #[arg(long, env = "FLASHSALE_RATE_GLOBAL_BURST", default_value_t = 0)]
+    pub rate_global_burst: u32,
+
+    /// Order requests per second one shopper (the token's `sub`) may make;
+    /// 0 turns the limit off.
+    #[arg(long, env = "FLASHSALE_RATE_USER_PER_SEC", default_value_t = 5)]
+    pub rate_user_per_sec: u32,
+
+    /// Burst above the per-shopper rate; 0: the rate.
+    #[arg(long, env = "FLASHSALE_RATE_USER_BURST", default_value_t = 10)]
+    pub rate_user_burst: u32,
+
+    /// Order requests per second one client address may make; 0 turns the
+    /// limit off (a benchmark from one address).
+    #[arg(long, env = "FLASHSALE_RATE_IP_PER_SEC", default_value_t = 200)]
+    pub rate_ip_per_sec: u32,
+
+    /// Burst above the per-address rate; 0: the rate.
+    #[arg(long, env = "FLASHSALE_RATE_IP_BURST", default_value_t = 400)]
+    pub rate_ip_burst: u32,
+
+    /// Take the client address from the last entry of X-Forwarded-For (set
+    /// only behind your own proxy, which appends it: clients can forge the
+    /// header).
+    #[arg(
+        long,
+        env = "FLASHSALE_RATE_TRUST_FORWARDED_FOR",
+        default_value_t = false
+    )]
+    pub rate_trust_forwarded_for: bool,
+
+    /// How often the per-shopper and per-address limiters forget keys that
+    /// are back to a full burst, in milliseconds (bounds their memory).
+    #[arg(long, env = "FLASHSALE_RATE_PRUNE_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub rate_prune_ms: u64,
+
+    /// Requests the server handles at once (ops routes aside); past it 503
+    /// `overloaded` at once.
+    #[arg(long, env = "FLASHSALE_MAX_IN_FLIGHT", default_value_t = 8192,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_in_flight: u64,
+
+    /// Longest any request may take, in milliseconds; past it 503
+    /// `unavailable`.
+    #[arg(long, env = "FLASHSALE_REQUEST_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub request_timeout_ms: u64,
+
     /// `wechatpay` (verify WeChat Pay notifications; needs the platform key
     /// and APIv3 key) or `simulated` (a pay route for demos and load
     /// suites). Unset: `simulated` with the embedded store, else `wechatpay`.

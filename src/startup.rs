@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, PaymentMode};
 use crate::domain::SaleRules;
-use crate::http::{self, AppState, AuthKeys};
+use crate::http::{self, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding};
 use crate::inventory::{ActorSettings, Inventory};
 use crate::orders::webhook::{Webhook, WebhookSettings};
 use crate::orders::wechatpay::WeChatPayVerifier;
@@ -30,6 +30,8 @@ pub struct Application {
     store: Arc<dyn Store>,
     inventory: Arc<Inventory>,
     order_service: OrderService,
+    limits: Arc<RateLimits>,
+    limits_prune: Duration,
 }
 
 impl Application {
@@ -80,6 +82,21 @@ impl Application {
             build_payment_method(&config)?,
             order_service.hand_off_notices(),
         );
+        let limits = Arc::new(RateLimits::new(&RateLimitSettings {
+            global: Rate {
+                per_sec: config.rate_global_per_sec,
+                burst: config.rate_global_burst,
+            },
+            user: Rate {
+                per_sec: config.rate_user_per_sec,
+                burst: config.rate_user_burst,
+            },
+            ip: Rate {
+                per_sec: config.rate_ip_per_sec,
+                burst: config.rate_ip_burst,
+            },
+            trust_forwarded_for: config.rate_trust_forwarded_for,
+        }));
         let state = AppState {
             store: Arc::clone(&store),
             inventory: Arc::clone(&inventory),
@@ -91,8 +108,13 @@ impl Application {
                     .unwrap_or(i64::MAX),
             },
             payments: Arc::new(payments),
+            limits: Arc::clone(&limits),
         };
-        let router = http::router(state, usize_of(config.body_limit_bytes));
+        let shedding = Shedding::new(
+            usize_of(config.max_in_flight),
+            Duration::from_millis(config.request_timeout_ms),
+        );
+        let router = http::router(state, usize_of(config.body_limit_bytes), shedding);
         tracing::info!(%address, "flashsale listening");
         Ok(Self {
             listener,
@@ -101,6 +123,8 @@ impl Application {
             store,
             inventory,
             order_service,
+            limits,
+            limits_prune: Duration::from_millis(config.rate_prune_ms),
         })
     }
 
@@ -127,6 +151,14 @@ impl Application {
                 }))
                 .await;
         });
+        let (limits, every) = (Arc::clone(&self.limits), self.limits_prune);
+        let pruning = tokio::spawn(async move {
+            let mut timer = tokio::time::interval(every);
+            loop {
+                timer.tick().await;
+                limits.prune();
+            }
+        });
         let served = axum::serve(
             self.listener,
             self.router
@@ -135,6 +167,7 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         order_service.abort();
+        pruning.abort();
         stock_returns.abort();
         self.inventory.stop();
         tracing::info!("flashsale stopped");

@@ -32,6 +32,15 @@ pub const WEBHOOK_CALLS: &str = "flashsale_webhook_calls_total";
 /// `amount_mismatch`, or `rejected` (a notification that failed checks).
 pub const PAYMENTS: &str = "flashsale_payments_total";
 
+/// Requests refused by a rate limit, by `limiter`: `ip`, `user`, `global`.
+pub const RATE_LIMITED: &str = "flashsale_rate_limited_total";
+/// Keys held by a keyed rate limiter (`limiter`: `user`, `ip`).
+pub const RATE_LIMITER_KEYS: &str = "flashsale_rate_limiter_keys";
+/// Requests shed by the front door, by `reason`: `in_flight`, `timeout`.
+pub const SHED: &str = "flashsale_shed_total";
+/// Handler panics turned into 500 answers.
+pub const PANICS: &str = "flashsale_http_panics_total";
+
 const EXPIRY_LAG_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -114,4 +123,20 @@ pub fn count_webhook_call(delivered: bool) {
 
 pub fn count_payment(outcome: &'static str) {
     metrics::counter!(PAYMENTS, "outcome" => outcome).increment(1);
+}
+
+pub fn count_rate_limited(limiter: &'static str) {
+    metrics::counter!(RATE_LIMITED, "limiter" => limiter).increment(1);
+}
+
+pub fn set_rate_limiter_keys(limiter: &'static str, keys: usize) {
+    metrics::gauge!(RATE_LIMITER_KEYS, "limiter" => limiter).set(keys as f64);
+}
+
+pub fn count_shed(reason: &'static str) {
+    metrics::counter!(SHED, "reason" => reason).increment(1);
+}
+
+pub fn count_panic() {
+    metrics::counter!(PANICS).increment(1);
 }

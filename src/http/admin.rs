@@ -11,7 +11,7 @@ use super::auth::Admin;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::views::AdminSaleBody;
 use super::{parse_sale_id, view_sale, view_sales, AppState};
-use crate::domain::{system_now, NewSale, SaleId, SalePatch, SaleView};
+use crate::domain::{format_ms, system_now, NewSale, SaleId, SalePatch, SaleView};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -23,13 +23,23 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn create_sale(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewSale>,
 ) -> Result<(StatusCode, Json<AdminSaleBody>), ApiError> {
     let sale = body.into_sale(SaleId::generate(), system_now(), &state.sale_rules)?;
     state.store.create_sale(&sale).await?;
-    tracing::info!(sale = %sale.id, sku = %sale.sku, stock = sale.stock_total, "sale scheduled");
+    admin.audit(
+        "schedule",
+        &sale.id,
+        &format!(
+            "sku {} stock {} from {} to {}",
+            sale.sku,
+            sale.stock_total,
+            format_ms(sale.starts_at),
+            format_ms(sale.ends_at)
+        ),
+    );
     let view = view_sale(&state, &sale.id).await?;
     Ok((StatusCode::CREATED, Json((&view).into())))
 }
@@ -50,7 +60,7 @@ async fn get_sale(
 }
 
 async fn update_sale(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<SalePatch>,
@@ -62,19 +72,27 @@ async fn update_sale(
         .store
         .update_sale(&id, &change, current.version)
         .await?;
-    tracing::info!(sale = %id, end_now = change.end_now, "sale changed");
+    admin.audit(
+        if change.end_now { "end" } else { "change" },
+        &id,
+        &format!(
+            "stock {} ends {}",
+            change.sale.stock_total,
+            format_ms(change.sale.ends_at)
+        ),
+    );
     let view = changed(&state, &id).await?;
     Ok(Json((&view).into()))
 }
 
 async fn cancel_sale(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AdminSaleBody>, ApiError> {
     let id = parse_sale_id(&id)?;
     state.store.cancel_sale(&id).await?;
-    tracing::info!(sale = %id, "sale cancelled");
+    admin.audit("cancel", &id, "");
     let view = changed(&state, &id).await?;
     Ok(Json((&view).into()))
 }

@@ -2,7 +2,7 @@
 //! required) and merchants with the admin bearer token (compared in
 //! constant time).
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
-use crate::domain::{system_now, UserId};
+use crate::domain::{format_ms, system_now, SaleId, UserId};
 
 /// Clock skew tolerated on `exp`, in seconds.
 const TOKEN_LEEWAY_SECS: u64 = 5;
@@ -114,8 +114,27 @@ impl FromRequestParts<AppState> for Shopper {
     }
 }
 
-/// A merchant with the admin token.
-pub struct Admin;
+/// A merchant with the admin token, and where the request came from.
+pub struct Admin {
+    pub from: Option<std::net::SocketAddr>,
+}
+
+impl Admin {
+    /// Writes the audit line of an admin change: who (the admin token,
+    /// from this address), what, on which sale; the log line carries when.
+    pub fn audit(&self, action: &'static str, sale: &SaleId, detail: &str) {
+        tracing::info!(
+            target: "flashsale::audit",
+            who = "admin",
+            from = %self.from.map_or_else(|| "unknown".to_owned(), |from| from.to_string()),
+            action,
+            %sale,
+            detail,
+            at = %format_ms(system_now()),
+            "admin change"
+        );
+    }
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -123,7 +142,11 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
         if state.auth.is_admin(token) {
-            Ok(Admin)
+            let from = parts
+                .extensions
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .map(|ConnectInfo(from)| *from);
+            Ok(Admin { from })
         } else if state.auth.shopper(token).is_ok() {
             Err(ApiError::Forbidden(
                 "shopper tokens cannot use the admin API",

@@ -8,11 +8,13 @@
 //! - `payments`: WeChat Pay notifications and the simulated pay route.
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`.
 //! - `auth`: shopper JWTs and the admin token.
+//! - `limits`: rate limits and load shedding.
 //! - `error`: every error response, in one place.
 
 mod admin;
 mod auth;
 mod error;
+mod limits;
 mod ops;
 mod payments;
 mod public;
@@ -23,14 +25,16 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures::future::try_join_all;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub use self::auth::{mint_shopper_token, AuthKeys};
 pub use self::error::ApiError;
+pub use self::limits::{Rate, RateLimitSettings, RateLimits, Shedding};
 use crate::domain::{OrderId, SaleId, SaleRules, SaleView};
 use crate::inventory::Inventory;
 use crate::orders::Payments;
@@ -47,21 +51,39 @@ pub struct AppState {
     pub store_timeout: Duration,
     pub sale_rules: SaleRules,
     pub payments: Arc<Payments>,
+    pub limits: Arc<RateLimits>,
 }
 
-/// The whole application router.
-pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
-    Router::new()
-        .merge(public::router())
+/// The whole application router. Every route but the ops routes is under
+/// the load-shedding bounds, so health and metrics answer under overload.
+pub fn router(state: AppState, body_limit_bytes: usize, shedding: Shedding) -> Router {
+    let engine = Router::new()
+        .merge(public::router(&state))
         .merge(payments::router(state.payments.method()))
         .merge(admin::router())
-        .merge(ops::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(shedding, limits::shed_load));
+    Router::new()
+        .merge(engine)
+        .merge(ops::router())
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .layer(middleware::from_fn(count_requests))
         .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// A handler panicked (a bug): 500 with a JSON body, counted, logged.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    telemetry::count_panic();
+    tracing::error!("a request handler panicked");
+    let body = serde_json::json!({"error": {"code": "internal", "message": "internal error"}});
+    (
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -106,4 +128,37 @@ async fn view_sales(state: &AppState) -> Result<Vec<SaleView>, ApiError> {
     let ids = state.store.sale_ids().await?;
     let views = try_join_all(ids.iter().map(|id| state.store.view_sale(id))).await?;
     Ok(views.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_json() {
+        async fn broken() -> &'static str {
+            panic!("a bug")
+        }
+        let app = Router::new()
+            .route("/broken", get(broken))
+            .layer(CatchPanicLayer::custom(panic_response));
+        let request = Request::builder()
+            .uri("/broken")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("an answer");
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"]["code"], "internal");
+    }
 }

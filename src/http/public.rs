@@ -3,6 +3,7 @@
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -10,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::auth::Shopper;
 use super::error::{parse_json, read_body, ApiError, ApiPath};
+use super::limits;
 use super::views::PublicSaleBody;
 use super::{parse_order_id, parse_sale_id, view_sale, view_sales, AppState};
 use crate::domain::{format_ms, system_now, OrderBody, OrderId, Quantity, SaleStatus};
@@ -20,11 +22,17 @@ const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
 const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: &AppState) -> Router<AppState> {
+    let order_routes = Router::new()
+        .route("/api/v1/sales/{id}/orders", post(create_order))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_by_address,
+        ));
     Router::new()
+        .merge(order_routes)
         .route("/api/v1/sales", get(list_sales))
         .route("/api/v1/sales/{id}", get(get_sale))
-        .route("/api/v1/sales/{id}/orders", post(create_order))
         .route("/api/v1/orders", get(list_orders))
         .route("/api/v1/orders/{id}", get(get_order))
         .route("/api/v1/orders/{id}/cancel", post(cancel_order))
@@ -82,6 +90,7 @@ async fn create_order(
     ApiError,
 > {
     let result = async {
+        state.limits.check_shopper(&user_id)?;
         let sale_id = parse_sale_id(&id)?;
         let idempotency_key = idempotency_key(&headers)?;
         let body = read_body(request, &state).await?;

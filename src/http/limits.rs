@@ -1,0 +1,304 @@
+//! What the front door refuses before the engine does any work:
+//! - rate limits on the order routes (governor): per client address, per
+//!   shopper, and overall, each answering 429 `rate_limited` with
+//!   `Retry-After`;
+//! - load shedding: a bound on requests in flight (503 `overloaded` at
+//!   once) and a timeout on every request (503 `unavailable`).
+//!
+//! The keyed limiters forget keys that are back to a full burst on a timer
+//! ([`RateLimits::prune`]), so their memory stays bounded whatever the
+//! number of distinct shoppers or addresses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
+use tokio::sync::Semaphore;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::UserId;
+use crate::telemetry;
+
+/// One limit: a rate per second and a burst (`0`: the rate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    /// The governor quota, or `None` when the rate is 0 (no limit).
+    fn quota(self) -> Option<Quota> {
+        let per_sec = NonZeroU32::new(self.per_sec)?;
+        let burst = NonZeroU32::new(self.burst).unwrap_or(per_sec);
+        Some(Quota::per_second(per_sec).allow_burst(burst))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    pub global: Rate,
+    pub user: Rate,
+    pub ip: Rate,
+    /// Take the client address from the last X-Forwarded-For entry.
+    pub trust_forwarded_for: bool,
+}
+
+pub struct RateLimits {
+    global: Option<DefaultDirectRateLimiter>,
+    user: Option<DefaultKeyedRateLimiter<UserId>>,
+    ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    trust_forwarded_for: bool,
+    clock: DefaultClock,
+}
+
+impl RateLimits {
+    pub fn new(settings: &RateLimitSettings) -> Self {
+        Self {
+            global: settings.global.quota().map(RateLimiter::direct),
+            user: settings.user.quota().map(RateLimiter::keyed),
+            ip: settings.ip.quota().map(RateLimiter::keyed),
+            trust_forwarded_for: settings.trust_forwarded_for,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Counts one order request from `ip`.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        match &self.ip {
+            Some(limiter) => limiter.check_key(&ip).map_err(|not_until| {
+                self.limited("ip", "too many requests from this address", &not_until)
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one order request from the shopper, then against the overall
+    /// limit (so one shopper over their share uses none of it).
+    pub fn check_shopper(&self, user: &UserId) -> Result<(), ApiError> {
+        if let Some(limiter) = &self.user {
+            limiter.check_key(user).map_err(|not_until| {
+                self.limited("user", "too many requests from this shopper", &not_until)
+            })?;
+        }
+        match &self.global {
+            Some(limiter) => limiter.check().map_err(|not_until| {
+                self.limited("global", "the engine is at its order rate", &not_until)
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets keys back to a full burst and reports the limiters' sizes.
+    pub fn prune(&self) {
+        if let Some(limiter) = &self.user {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+            telemetry::set_rate_limiter_keys("user", limiter.len());
+        }
+        if let Some(limiter) = &self.ip {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+            telemetry::set_rate_limiter_keys("ip", limiter.len());
+        }
+    }
+
+    /// Keys the per-shopper and per-address limiters hold.
+    pub fn keys(&self) -> (usize, usize) {
+        (
+            self.user.as_ref().map_or(0, |limiter| limiter.len()),
+            self.ip.as_ref().map_or(0, |limiter| limiter.len()),
+        )
+    }
+
+    /// The client's address: the peer, or the last X-Forwarded-For entry
+    /// when trusted (what our own proxy appended).
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trust_forwarded_for {
+            return peer;
+        }
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .next_back()
+            .and_then(|last| last.trim().parse().ok())
+            .unwrap_or(peer)
+    }
+
+    fn limited(
+        &self,
+        limiter: &'static str,
+        message: &'static str,
+        not_until: &NotUntil<<DefaultClock as Clock>::Instant>,
+    ) -> ApiError {
+        telemetry::count_rate_limited(limiter);
+        let wait = not_until.wait_time_from(self.clock.now());
+        ApiError::RateLimited {
+            message,
+            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        }
+    }
+}
+
+/// Middleware of the order routes: the per-address limit, before the
+/// request is authenticated or read.
+pub async fn limit_by_address(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let ip = state.limits.client_ip(peer.ip(), request.headers());
+    match state.limits.check_ip(ip) {
+        Ok(()) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Bounds requests in flight and the time each may take.
+#[derive(Clone)]
+pub struct Shedding {
+    in_flight: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl Shedding {
+    pub fn new(max_in_flight: usize, timeout: Duration) -> Self {
+        Self {
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            timeout,
+        }
+    }
+}
+
+/// Middleware: 503 `overloaded` at once past the in-flight bound, 503
+/// `unavailable` past the request timeout.
+pub async fn shed_load(State(shedding): State<Shedding>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = shedding.in_flight.try_acquire() else {
+        telemetry::count_shed("in_flight");
+        return ApiError::Overloaded("the server is at capacity; retry shortly".into())
+            .into_response();
+    };
+    match tokio::time::timeout(shedding.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_elapsed) => {
+            telemetry::count_shed("timeout");
+            ApiError::Unavailable(format!(
+                "no answer within {} ms; retry shortly",
+                shedding.timeout.as_millis()
+            ))
+            .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(user: Rate, ip: Rate, global: Rate) -> RateLimits {
+        RateLimits::new(&RateLimitSettings {
+            global,
+            user,
+            ip,
+            trust_forwarded_for: false,
+        })
+    }
+
+    const OFF: Rate = Rate {
+        per_sec: 0,
+        burst: 0,
+    };
+
+    #[test]
+    fn a_shopper_gets_the_burst_then_429_with_retry_after() {
+        let limits = limits(
+            Rate {
+                per_sec: 1,
+                burst: 3,
+            },
+            OFF,
+            OFF,
+        );
+        let shopper = UserId::parse("bursty").expect("user");
+        for _ in 0..3 {
+            limits.check_shopper(&shopper).expect("within the burst");
+        }
+        match limits.check_shopper(&shopper) {
+            Err(ApiError::RateLimited {
+                retry_after_secs, ..
+            }) => assert_eq!(retry_after_secs, 1),
+            other => panic!("expected 429, got {other:?}"),
+        }
+        let other = UserId::parse("calm").expect("user");
+        limits
+            .check_shopper(&other)
+            .expect("another shopper has their own share");
+    }
+
+    #[test]
+    fn zero_turns_a_limit_off() {
+        let limits = limits(OFF, OFF, OFF);
+        let shopper = UserId::parse("anyone").expect("user");
+        for _ in 0..10_000 {
+            limits.check_shopper(&shopper).expect("no limit");
+            limits
+                .check_ip(IpAddr::from([127, 0, 0, 1]))
+                .expect("no limit");
+        }
+    }
+
+    #[test]
+    fn keyed_limiters_forget_idle_keys() {
+        // A thousand requests a second, one at a time: a key is back to a
+        // full burst a millisecond after its request.
+        let fast = Rate {
+            per_sec: 1_000,
+            burst: 1,
+        };
+        let limits = limits(fast, fast, OFF);
+        for i in 0..100_000u32 {
+            let user = UserId::parse(&format!("u{i}")).expect("user");
+            limits.check_shopper(&user).expect("first request");
+            limits
+                .check_ip(IpAddr::from(i.to_be_bytes()))
+                .expect("first request");
+        }
+        assert_eq!(limits.keys(), (100_000, 100_000));
+        std::thread::sleep(Duration::from_millis(20));
+        limits.prune();
+        assert_eq!(limits.keys(), (0, 0), "pruned back to nothing");
+    }
+
+    #[test]
+    fn forwarded_for_is_used_only_when_trusted() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 10.0.0.7".parse().expect("header"),
+        );
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(limits(OFF, OFF, OFF).client_ip(peer, &headers), peer);
+        let trusting = RateLimits::new(&RateLimitSettings {
+            global: OFF,
+            user: OFF,
+            ip: OFF,
+            trust_forwarded_for: true,
+        });
+        assert_eq!(
+            trusting.client_ip(peer, &headers),
+            IpAddr::from([10, 0, 0, 7]),
+            "the entry our own proxy appended"
+        );
+    }
+}
