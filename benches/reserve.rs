@@ -39,6 +39,7 @@ fn sale(stock: i64) -> Sale {
         starts_at: now - 1_000,
         ends_at: now + 3_600_000,
         payment_timeout_secs: 900,
+        require_purchase_token: false,
         state: SaleState::Scheduled,
         created_at: now,
     }
@@ -52,6 +53,7 @@ fn request(sale: &SaleId, counter: &AtomicU64) -> ReserveRequest {
         quantity: Quantity::parse(1).expect("valid quantity"),
         order_id: OrderId::generate(sale),
         idempotency_key: None,
+        purchase_token: None,
     }
 }
 

@@ -14,14 +14,17 @@
 -- KEYS[7] fs:{sale}:order:<order id>  hash: the new order
 -- KEYS[8] fs:{sale}:stream   stream: reservations for the order service
 -- KEYS[9] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
+-- KEYS[10] fs:{sale}:ptokens   hash: purchase token id -> the order it bought
 -- ARGV[1] shopper id, ARGV[2] quantity, ARGV[3] new order id,
 -- ARGV[4] idempotency field ('' when the request has no key)
+-- ARGV[5] the verified purchase token's id ('' when none)
 -- Returns one of
 --   {'reserved', now_ms, expires_ms, remaining, held, amount_cents, currency}
 --   {'replay', order_id} (an idempotent retry, or this very call resent)
 --   {'idempotency_mismatch'} | {'not_found'}
---   {'not_started'} | {'ended'} | {'limit_exceeded'} | {'sold_out', remaining}
-local user, qty, order_id, idem = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+--   {'not_started'} | {'ended'} | {'purchase_token_required'} |
+--   {'purchase_token_used'} | {'limit_exceeded'} | {'sold_out', remaining}
+local user, qty, order_id, idem, token = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 if redis.call('EXISTS', KEYS[7]) == 1 then
   return {'replay', order_id}
 end
@@ -36,7 +39,7 @@ if idem ~= '' then
   end
 end
 local m = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'per_user_limit',
-  'price_cents', 'payment_timeout_secs', 'currency')
+  'price_cents', 'payment_timeout_secs', 'currency', 'require_purchase_token')
 if not m[1] then
   return {'not_found'}
 end
@@ -49,6 +52,15 @@ if now < tonumber(m[2]) then
 end
 if now >= tonumber(m[3]) then
   return {'ended'}
+end
+local token_required = m[8] == '1'
+if token_required then
+  if token == '' then
+    return {'purchase_token_required'}
+  end
+  if redis.call('HEXISTS', KEYS[10], token) == 1 then
+    return {'purchase_token_used'}
+  end
 end
 local held = tonumber(redis.call('HGET', KEYS[4], user) or '0')
 if held + qty > tonumber(m[4]) then
@@ -71,6 +83,9 @@ if idem ~= '' then
   redis.call('HSET', KEYS[5], idem, order_id .. ' ' .. ARGV[2])
 end
 redis.call('ZADD', KEYS[9], expires, order_id)
+if token_required then
+  redis.call('HSET', KEYS[10], token, order_id)
+end
 redis.call('XADD', KEYS[8], '*', 'order_id', order_id, 'user_id', user, 'quantity', qty,
   'amount_cents', amount, 'expires_at', expires)
 return {'reserved', now, expires, remaining, held, amount, m[7]}

@@ -177,6 +177,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub rate_prune_ms: u64,
 
+    /// How long a purchase token stays valid, in seconds.
+    #[arg(long, env = "FLASHSALE_PURCHASE_TOKEN_TTL_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(i64).range(1..=3600))]
+    pub purchase_token_ttl_secs: i64,
+
     /// Requests the server handles at once (ops routes aside); past it 503
     /// `overloaded` at once.
     #[arg(long, env = "FLASHSALE_MAX_IN_FLIGHT", default_value_t = 8192,

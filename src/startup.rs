@@ -109,6 +109,7 @@ impl Application {
             },
             payments: Arc::new(payments),
             limits: Arc::clone(&limits),
+            purchase_token_ttl_secs: config.purchase_token_ttl_secs,
         };
         let shedding = Shedding::new(
             usize_of(config.max_in_flight),

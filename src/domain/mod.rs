@@ -11,7 +11,7 @@ mod time;
 
 pub use ids::{OrderId, SaleId, UserId};
 pub use order::{Order, OrderBody, OrderEvent, OrderStatus};
-pub use reservation::{check_reservation, Quantity, Rejection, MAX_QUANTITY};
+pub use reservation::{check_reservation, PresentedToken, Quantity, Rejection, MAX_QUANTITY};
 pub use sale::{
     NewSale, PatchStatus, Sale, SaleChange, SalePatch, SaleRules, SaleState, SaleStats, SaleStatus,
     SaleView, LIVE_CHANGEABLE_FIELDS,

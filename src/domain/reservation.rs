@@ -42,6 +42,10 @@ pub enum Rejection {
     LimitExceeded,
     #[error("the Idempotency-Key was already used with a different request")]
     IdempotencyMismatch,
+    #[error("this sale needs a purchase token (POST /api/v1/sales/{{id}}/purchase-token)")]
+    PurchaseTokenRequired,
+    #[error("this purchase token has already bought")]
+    PurchaseTokenUsed,
 }
 
 impl Rejection {
@@ -53,18 +57,31 @@ impl Rejection {
             Self::SoldOut => "sold_out",
             Self::LimitExceeded => "limit_exceeded",
             Self::IdempotencyMismatch => "conflict",
+            Self::PurchaseTokenRequired | Self::PurchaseTokenUsed => "forbidden",
         }
     }
 }
 
+/// The purchase token a request carries, as the store knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresentedToken {
+    Missing,
+    /// Never used to buy before.
+    Fresh,
+    /// Already bought once.
+    Used,
+}
+
 /// Checks a reservation against the sale at instant `now`, given the units
-/// still `remaining` and the units this shopper already `held`.
+/// still `remaining`, the units this shopper already `held`, and the
+/// purchase token the request carries.
 pub fn check_reservation(
     sale: &Sale,
     now: Millis,
     remaining: i64,
     held: i64,
     quantity: Quantity,
+    token: PresentedToken,
 ) -> Result<(), Rejection> {
     if sale.state != SaleState::Scheduled {
         return Err(Rejection::Ended);
@@ -74,6 +91,13 @@ pub fn check_reservation(
     }
     if now >= sale.ends_at {
         return Err(Rejection::Ended);
+    }
+    if sale.require_purchase_token {
+        match token {
+            PresentedToken::Missing => return Err(Rejection::PurchaseTokenRequired),
+            PresentedToken::Used => return Err(Rejection::PurchaseTokenUsed),
+            PresentedToken::Fresh => {}
+        }
     }
     if held + quantity.get() > sale.per_user_limit {
         return Err(Rejection::LimitExceeded);
@@ -101,10 +125,13 @@ mod tests {
             starts_at: 1_000,
             ends_at: 2_000,
             payment_timeout_secs: 900,
+            require_purchase_token: false,
             state: SaleState::Scheduled,
             created_at: 0,
         }
     }
+
+    const NO_TOKEN: PresentedToken = PresentedToken::Missing;
 
     fn q(n: i64) -> Quantity {
         Quantity::parse(n).expect("valid quantity")
@@ -114,13 +141,19 @@ mod tests {
     fn window_is_half_open() {
         let sale = sale();
         assert_eq!(
-            check_reservation(&sale, 999, 10, 0, q(1)),
+            check_reservation(&sale, 999, 10, 0, q(1), NO_TOKEN),
             Err(Rejection::NotStarted)
         );
-        assert_eq!(check_reservation(&sale, 1_000, 10, 0, q(1)), Ok(()));
-        assert_eq!(check_reservation(&sale, 1_999, 10, 0, q(1)), Ok(()));
         assert_eq!(
-            check_reservation(&sale, 2_000, 10, 0, q(1)),
+            check_reservation(&sale, 1_000, 10, 0, q(1), NO_TOKEN),
+            Ok(())
+        );
+        assert_eq!(
+            check_reservation(&sale, 1_999, 10, 0, q(1), NO_TOKEN),
+            Ok(())
+        );
+        assert_eq!(
+            check_reservation(&sale, 2_000, 10, 0, q(1), NO_TOKEN),
             Err(Rejection::Ended)
         );
     }
@@ -128,13 +161,16 @@ mod tests {
     #[test]
     fn limit_counts_units_already_held() {
         let sale = sale();
-        assert_eq!(check_reservation(&sale, 1_500, 10, 0, q(2)), Ok(()));
         assert_eq!(
-            check_reservation(&sale, 1_500, 10, 1, q(2)),
+            check_reservation(&sale, 1_500, 10, 0, q(2), NO_TOKEN),
+            Ok(())
+        );
+        assert_eq!(
+            check_reservation(&sale, 1_500, 10, 1, q(2), NO_TOKEN),
             Err(Rejection::LimitExceeded)
         );
         assert_eq!(
-            check_reservation(&sale, 1_500, 10, 2, q(1)),
+            check_reservation(&sale, 1_500, 10, 2, q(1), NO_TOKEN),
             Err(Rejection::LimitExceeded)
         );
     }
@@ -143,11 +179,11 @@ mod tests {
     fn stock_must_cover_the_whole_quantity() {
         let sale = sale();
         assert_eq!(
-            check_reservation(&sale, 1_500, 1, 0, q(2)),
+            check_reservation(&sale, 1_500, 1, 0, q(2), NO_TOKEN),
             Err(Rejection::SoldOut)
         );
         assert_eq!(
-            check_reservation(&sale, 1_500, 0, 0, q(1)),
+            check_reservation(&sale, 1_500, 0, 0, q(1), NO_TOKEN),
             Err(Rejection::SoldOut)
         );
     }
@@ -157,10 +193,30 @@ mod tests {
         for state in [SaleState::Ended, SaleState::Cancelled] {
             let sale = Sale { state, ..sale() };
             assert_eq!(
-                check_reservation(&sale, 1_500, 10, 0, q(1)),
+                check_reservation(&sale, 1_500, 10, 0, q(1), NO_TOKEN),
                 Err(Rejection::Ended)
             );
         }
+    }
+
+    #[test]
+    fn a_sale_that_requires_it_takes_each_purchase_token_once() {
+        let sale = Sale {
+            require_purchase_token: true,
+            ..sale()
+        };
+        let check = |token| check_reservation(&sale, 1_500, 10, 0, q(1), token);
+        assert_eq!(check(NO_TOKEN), Err(Rejection::PurchaseTokenRequired));
+        assert_eq!(
+            check(PresentedToken::Used),
+            Err(Rejection::PurchaseTokenUsed)
+        );
+        assert_eq!(check(PresentedToken::Fresh), Ok(()));
+        assert_eq!(
+            check_reservation(&sale, 999, 10, 0, q(1), PresentedToken::Fresh),
+            Err(Rejection::NotStarted),
+            "the window is checked first"
+        );
     }
 
     #[test]

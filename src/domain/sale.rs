@@ -69,6 +69,8 @@ pub struct Sale {
     pub starts_at: Millis,
     pub ends_at: Millis,
     pub payment_timeout_secs: i64,
+    /// Orders need a purchase token, issued only once the sale is live.
+    pub require_purchase_token: bool,
     pub state: SaleState,
     pub created_at: Millis,
 }
@@ -173,6 +175,10 @@ impl Sale {
             take(timeout != sale.payment_timeout_secs);
             sale.payment_timeout_secs = timeout;
         }
+        if let Some(required) = patch.require_purchase_token {
+            take(required != sale.require_purchase_token);
+            sale.require_purchase_token = required;
+        }
         if let Some(stock_total) = patch.stock_total {
             sale.stock_total = stock_total;
         }
@@ -236,6 +242,8 @@ pub struct NewSale {
     pub per_user_limit: Option<i64>,
     #[serde(default)]
     pub payment_timeout_secs: Option<i64>,
+    #[serde(default)]
+    pub require_purchase_token: Option<bool>,
 }
 
 impl NewSale {
@@ -259,6 +267,7 @@ impl NewSale {
             payment_timeout_secs: self
                 .payment_timeout_secs
                 .unwrap_or(DEFAULT_PAYMENT_TIMEOUT_SECS),
+            require_purchase_token: self.require_purchase_token.unwrap_or(false),
             state: SaleState::Scheduled,
             created_at: now,
         };
@@ -283,6 +292,7 @@ pub struct SalePatch {
     pub starts_at: Option<String>,
     pub ends_at: Option<String>,
     pub payment_timeout_secs: Option<i64>,
+    pub require_purchase_token: Option<bool>,
     pub status: Option<PatchStatus>,
 }
 
@@ -364,6 +374,7 @@ mod tests {
             currency: None,
             per_user_limit: None,
             payment_timeout_secs: None,
+            require_purchase_token: None,
         }
     }
 

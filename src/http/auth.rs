@@ -5,8 +5,11 @@
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use hmac::{Hmac, KeyInit, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
@@ -21,10 +24,27 @@ struct Claims {
     exp: i64,
 }
 
+/// A purchase token: the right of one shopper to buy once in one live
+/// sale, for a short time.
+#[derive(Debug, Serialize, Deserialize)]
+struct PurchaseClaims {
+    sub: String,
+    sale: String,
+    /// The token's id: a sale that requires tokens takes each id once.
+    jti: String,
+    exp: i64,
+}
+
 pub struct AuthKeys {
     admin_token: String,
     shopper_key: DecodingKey,
     validation: Validation,
+    /// Signs purchase tokens: derived from the shopper secret (so every
+    /// engine node sharing it accepts them) but not equal to it, so neither
+    /// kind of token passes for the other.
+    purchase_signing: EncodingKey,
+    purchase_key: DecodingKey,
+    purchase_validation: Validation,
 }
 
 impl AuthKeys {
@@ -36,11 +56,79 @@ impl AuthKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = TOKEN_LEEWAY_SECS;
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(shopper_secret)
+            .map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
+        mac.update(b"flashsale purchase tokens");
+        let purchase_secret = mac.finalize().into_bytes();
+        let mut purchase_validation = Validation::new(Algorithm::HS256);
+        purchase_validation.set_required_spec_claims(&["exp", "sub", "jti"]);
+        purchase_validation.leeway = 0;
         Ok(Self {
             admin_token: admin_token.to_owned(),
             shopper_key: DecodingKey::from_secret(shopper_secret)?,
             validation,
+            purchase_signing: EncodingKey::from_secret(&purchase_secret)?,
+            purchase_key: DecodingKey::from_secret(&purchase_secret)?,
+            purchase_validation,
         })
+    }
+
+    /// A purchase token for `user` in `sale`, valid until `expires_at`
+    /// (Unix milliseconds, rounded down to a second).
+    pub fn mint_purchase_token(
+        &self,
+        user: &UserId,
+        sale: &SaleId,
+        ttl_secs: i64,
+    ) -> Result<(String, i64), ApiError> {
+        let exp = system_now() / 1000 + ttl_secs;
+        let claims = PurchaseClaims {
+            sub: user.to_string(),
+            sale: sale.to_string(),
+            jti: Alphanumeric.sample_string(&mut rand::rng(), 22),
+            exp,
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.purchase_signing,
+        )
+        .map_err(|err| ApiError::Unavailable(format!("cannot sign a purchase token: {err}")))?;
+        Ok((token, exp * 1000))
+    }
+
+    /// The id of a purchase token that is genuine, unexpired, and was
+    /// issued to `user` for `sale`.
+    pub fn purchase_token(
+        &self,
+        token: &str,
+        user: &UserId,
+        sale: &SaleId,
+    ) -> Result<String, ApiError> {
+        let data = jsonwebtoken::decode::<PurchaseClaims>(
+            token,
+            &self.purchase_key,
+            &self.purchase_validation,
+        )
+        .map_err(|err| {
+            use jsonwebtoken::errors::ErrorKind;
+            ApiError::Forbidden(match err.kind() {
+                ErrorKind::ExpiredSignature => "the purchase token has expired",
+                _ => "the purchase token is not valid",
+            })
+        })?;
+        let claims = data.claims;
+        if claims.sub != user.as_str() {
+            return Err(ApiError::Forbidden(
+                "the purchase token is another shopper's",
+            ));
+        }
+        if claims.sale != sale.as_str() {
+            return Err(ApiError::Forbidden(
+                "the purchase token is for another sale",
+            ));
+        }
+        Ok(claims.jti)
     }
 
     fn shopper(&self, token: &str) -> Result<UserId, ApiError> {

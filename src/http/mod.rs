@@ -52,6 +52,8 @@ pub struct AppState {
     pub sale_rules: SaleRules,
     pub payments: Arc<Payments>,
     pub limits: Arc<RateLimits>,
+    /// How long a purchase token stays valid, in seconds.
+    pub purchase_token_ttl_secs: i64,
 }
 
 /// The whole application router. Every route but the ops routes is under

@@ -14,17 +14,22 @@ use super::error::{parse_json, read_body, ApiError, ApiPath};
 use super::limits;
 use super::views::PublicSaleBody;
 use super::{parse_order_id, parse_sale_id, view_sale, view_sales, AppState};
-use crate::domain::{format_ms, system_now, OrderBody, OrderId, Quantity, SaleStatus};
+use crate::domain::{format_ms, system_now, OrderBody, OrderId, Quantity, Rejection, SaleStatus};
 use crate::store::ReserveRequest;
 use crate::telemetry;
 
 const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
 const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
+const PURCHASE_TOKEN_HEADER: &str = "x-purchase-token";
 
 pub fn router(state: &AppState) -> Router<AppState> {
     let order_routes = Router::new()
         .route("/api/v1/sales/{id}/orders", post(create_order))
+        .route(
+            "/api/v1/sales/{id}/purchase-token",
+            post(issue_purchase_token),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             limits::limit_by_address,
@@ -93,6 +98,15 @@ async fn create_order(
         state.limits.check_shopper(&user_id)?;
         let sale_id = parse_sale_id(&id)?;
         let idempotency_key = idempotency_key(&headers)?;
+        let purchase_token = headers
+            .get(PURCHASE_TOKEN_HEADER)
+            .map(|token| {
+                let token = token
+                    .to_str()
+                    .map_err(|_| ApiError::Forbidden("the purchase token is not valid"))?;
+                state.auth.purchase_token(token, &user_id, &sale_id)
+            })
+            .transpose()?;
         let body = read_body(request, &state).await?;
         let quantity = if body.iter().all(u8::is_ascii_whitespace) {
             1
@@ -105,6 +119,7 @@ async fn create_order(
             user_id,
             quantity: Quantity::parse(quantity)?,
             idempotency_key,
+            purchase_token,
         };
         Ok::<_, ApiError>(state.inventory.reserve(request).await?)
     }
@@ -134,6 +149,39 @@ async fn create_order(
             Err(err)
         }
     }
+}
+
+/// Issues a purchase token for a live sale: the hidden buy path. None
+/// exists before the start (by the store's clock), so nobody buys early.
+async fn issue_purchase_token(
+    Shopper(user_id): Shopper,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    state.limits.check_shopper(&user_id)?;
+    let sale_id = parse_sale_id(&id)?;
+    let view = view_sale(&state, &sale_id).await?;
+    let closed = match view.status() {
+        SaleStatus::Live => None,
+        SaleStatus::Upcoming => Some(Rejection::NotStarted),
+        SaleStatus::SoldOut => Some(Rejection::SoldOut),
+        SaleStatus::Ended | SaleStatus::Cancelled => Some(Rejection::Ended),
+    };
+    if let Some(rejection) = closed {
+        return Err(ApiError::Rejected(rejection));
+    }
+    let (token, expires_at) =
+        state
+            .auth
+            .mint_purchase_token(&user_id, &sale_id, state.purchase_token_ttl_secs)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "purchase_token": token,
+            "sale_id": sale_id.as_str(),
+            "expires_at": format_ms(expires_at),
+        })),
+    ))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

@@ -16,6 +16,7 @@ pub struct SaleBody {
     pub starts_at: String,
     pub ends_at: String,
     pub payment_timeout_secs: i64,
+    pub require_purchase_token: bool,
     pub status: SaleStatus,
     pub remaining: i64,
 }
@@ -34,6 +35,7 @@ impl From<&SaleView> for SaleBody {
             starts_at: format_ms(sale.starts_at),
             ends_at: format_ms(sale.ends_at),
             payment_timeout_secs: sale.payment_timeout_secs,
+            require_purchase_token: sale.require_purchase_token,
             status: view.status(),
             remaining: view.stats.remaining,
         }

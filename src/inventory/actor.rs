@@ -433,6 +433,7 @@ mod tests {
             starts_at: now + starts_in_ms,
             ends_at: now + 3_600_000,
             payment_timeout_secs: 900,
+            require_purchase_token: false,
             state: SaleState::Scheduled,
             created_at: now,
         };
@@ -481,6 +482,7 @@ mod tests {
             quantity: Quantity::parse(quantity).expect("quantity"),
             order_id: OrderId::generate(&actor.sale.id),
             idempotency_key: key.map(str::to_owned),
+            purchase_token: None,
         }
     }
 

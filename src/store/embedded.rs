@@ -17,8 +17,9 @@ use super::{
     StoreError, StreamEntry,
 };
 use crate::domain::{
-    check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, Rejection,
-    Sale, SaleChange, SaleId, SaleState, SaleStats, SaleView, UserId, LIVE_CHANGEABLE_FIELDS,
+    check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, PresentedToken,
+    Rejection, Sale, SaleChange, SaleId, SaleState, SaleStats, SaleView, UserId,
+    LIVE_CHANGEABLE_FIELDS,
 };
 
 /// One sale and everything that hangs off it, changed under one lock.
@@ -40,6 +41,8 @@ struct SaleRecord {
     queued: HashSet<OrderId>,
     /// Hand-offs to the merchant's webhook.
     outbox: HashMap<(OrderEvent, OrderId), HandOff>,
+    /// Purchase tokens that bought (a sale that requires them).
+    used_tokens: HashSet<String>,
 }
 
 impl SaleRecord {
@@ -211,6 +214,7 @@ impl Store for EmbeddedStore {
             stream: ReservationStream::default(),
             queued: HashSet::new(),
             outbox: HashMap::new(),
+            used_tokens: HashSet::new(),
         };
         match self.sales.entry(sale.id.clone()) {
             dashmap::Entry::Occupied(_) => Err(StoreError::Conflict(format!(
@@ -353,13 +357,22 @@ impl Store for EmbeddedStore {
         }
         let now = system_now();
         let held = record.held.get(&request.user_id).copied().unwrap_or(0);
+        let token = match &request.purchase_token {
+            None => PresentedToken::Missing,
+            Some(id) if record.used_tokens.contains(id) => PresentedToken::Used,
+            Some(_) => PresentedToken::Fresh,
+        };
         check_reservation(
             &record.sale,
             now,
             record.stats.remaining,
             held,
             request.quantity,
+            token,
         )?;
+        if let (true, Some(id)) = (record.sale.require_purchase_token, &request.purchase_token) {
+            record.used_tokens.insert(id.clone());
+        }
         record.stats.remaining -= quantity;
         record.stats.reserved += quantity;
         let held = held + quantity;

@@ -63,6 +63,11 @@ impl SaleKeys {
         format!("{}:stream", self.tag)
     }
 
+    /// Hash: purchase token id -> the order it bought.
+    pub fn purchase_tokens(&self) -> String {
+        format!("{}:ptokens", self.tag)
+    }
+
     /// Sorted set: unpaid order ids scored by `expires_at`.
     pub fn deadlines(&self) -> String {
         format!("{}:deadlines", self.tag)
@@ -104,6 +109,7 @@ mod tests {
             keys.user_orders(),
             keys.stream(),
             keys.deadlines(),
+            keys.purchase_tokens(),
             keys.outbox(),
             keys.attempts(),
             keys.order(&order),

@@ -54,6 +54,9 @@ pub struct ReserveRequest {
     /// `Idempotency-Key`: a retry with the same key and quantity returns the
     /// first order; the same key with another quantity is refused.
     pub idempotency_key: Option<String>,
+    /// The id of the verified purchase token the request carries: a sale
+    /// that requires one takes each id for one order only.
+    pub purchase_token: Option<String>,
 }
 
 /// A successful reservation (or the replay of one).

@@ -438,6 +438,10 @@ fn sale_fields(sale: &Sale) -> Vec<(&'static str, String)> {
             "payment_timeout_secs",
             sale.payment_timeout_secs.to_string(),
         ),
+        (
+            "require_purchase_token",
+            flag(sale.require_purchase_token).to_owned(),
+        ),
         ("state", sale.state.as_str().to_owned()),
         ("created_at", sale.created_at.to_string()),
     ]
@@ -456,6 +460,8 @@ fn sale_from_fields(fields: &HashMap<String, String>) -> Result<Sale, StoreError
         starts_at: int_field(fields, "starts_at")?,
         ends_at: int_field(fields, "ends_at")?,
         payment_timeout_secs: int_field(fields, "payment_timeout_secs")?,
+        require_purchase_token: fields.get("require_purchase_token").map(String::as_str)
+            == Some("1"),
         state: SaleState::parse(&state).ok_or_else(|| corrupt(format!("sale state {state}")))?,
         created_at: int_field(fields, "created_at")?,
     })
@@ -628,10 +634,12 @@ impl Store for RedisStore {
             .key(keys.order(&request.order_id))
             .key(keys.stream())
             .key(keys.deadlines())
+            .key(keys.purchase_tokens())
             .arg(request.user_id.as_str())
             .arg(request.quantity.get())
             .arg(request.order_id.as_str())
-            .arg(idempotency_field);
+            .arg(idempotency_field)
+            .arg(request.purchase_token.as_deref().unwrap_or(""));
         let (outcome, mut reply) = Reply::new(self.run("reserve", invocation).await?)?;
         match outcome.as_str() {
             "reserved" => {
@@ -680,6 +688,8 @@ impl Store for RedisStore {
             "limit_exceeded" => Err(Rejection::LimitExceeded.into()),
             "sold_out" => Err(Rejection::SoldOut.into()),
             "idempotency_mismatch" => Err(Rejection::IdempotencyMismatch.into()),
+            "purchase_token_required" => Err(Rejection::PurchaseTokenRequired.into()),
+            "purchase_token_used" => Err(Rejection::PurchaseTokenUsed.into()),
             other => Err(corrupt(format!("unknown reserve outcome {other}"))),
         }
     }

@@ -160,6 +160,7 @@ async fn idle_actor_retires_and_restarts_on_demand() {
         starts_at: now - 1_000,
         ends_at: now + 3_600_000,
         payment_timeout_secs: 900,
+        require_purchase_token: false,
         state: SaleState::Scheduled,
         created_at: now,
     };
@@ -179,6 +180,7 @@ async fn idle_actor_retires_and_restarts_on_demand() {
         quantity: Quantity::parse(1).unwrap(),
         order_id: OrderId::generate(&sale.id),
         idempotency_key: None,
+        purchase_token: None,
     };
     inventory.reserve(request("xia")).await.unwrap();
     assert_eq!(inventory.actor_count(), 1);

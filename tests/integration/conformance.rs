@@ -59,6 +59,7 @@ pub fn sale(stock: i64, limit: i64, starts_in_ms: i64) -> Sale {
         starts_at: now + starts_in_ms,
         ends_at: now + HOUR_MS,
         payment_timeout_secs: 600,
+        require_purchase_token: false,
         state: SaleState::Scheduled,
         created_at: now,
     }
@@ -75,6 +76,7 @@ pub fn request(sale: &Sale, who: &str, quantity: i64, key: Option<&str>) -> Rese
         quantity: Quantity::parse(quantity).unwrap(),
         order_id: OrderId::generate(&sale.id),
         idempotency_key: key.map(str::to_owned),
+        purchase_token: None,
     }
 }
 
