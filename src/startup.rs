@@ -8,8 +8,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::net::TcpListener;
+use tower::Service;
 
 use crate::config::{Config, PaymentMode};
 use crate::domain::SaleRules;
@@ -32,6 +37,7 @@ pub struct Application {
     order_service: OrderService,
     limits: Arc<RateLimits>,
     limits_prune: Duration,
+    header_read_timeout: Duration,
 }
 
 impl Application {
@@ -126,6 +132,7 @@ impl Application {
             order_service,
             limits,
             limits_prune: Duration::from_millis(config.rate_prune_ms),
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
         })
     }
 
@@ -160,12 +167,12 @@ impl Application {
                 limits.prune();
             }
         });
-        let served = axum::serve(
+        let served = serve(
             self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.router,
+            self.header_read_timeout,
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
         .await;
         order_service.abort();
         pruning.abort();
@@ -174,6 +181,64 @@ impl Application {
         tracing::info!("flashsale stopped");
         served.context("the HTTP server failed")
     }
+}
+
+/// Longest a graceful shutdown waits for open connections to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves HTTP/1 and HTTP/2 on `listener` until `shutdown`, then stops
+/// accepting and lets open connections finish (at most `DRAIN_TIMEOUT`).
+/// A client that does not send its headers within `header_read_timeout` is
+/// disconnected (slow-loris), which `axum::serve` cannot be told.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connections = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: pause, go on.
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = match make_service.call(peer).await {
+            Ok(service) => service,
+            Err(never) => match never {},
+        };
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+    Ok(())
 }
 
 async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{format_ms, Millis, OrderId, SaleId, UserId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     PendingPayment,
@@ -81,17 +81,30 @@ pub struct Order {
 }
 
 /// An order as the contract shows it (API answers, webhook bodies).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderBody {
+    #[schema(example = "o_k3v9x2m7q1ab_h4p8n2c6w1z5r7t3")]
     pub id: String,
+    #[schema(example = "s_k3v9x2m7q1ab")]
     pub sale_id: String,
+    /// The shopper: the `sub` of their token.
+    #[schema(example = "oX3a9Yb2")]
     pub user_id: String,
+    #[schema(minimum = 1, example = 1)]
     pub quantity: i64,
+    /// `quantity × price_cents`, in minor units.
+    #[schema(example = 19900)]
     pub amount_cents: i64,
+    /// ISO 4217 code.
+    #[schema(example = "CNY")]
     pub currency: String,
     pub status: OrderStatus,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// An unpaid order expires then; its stock returns to the sale.
+    #[schema(format = DateTime)]
     pub expires_at: String,
+    #[schema(format = DateTime)]
     pub paid_at: Option<String>,
 }
 

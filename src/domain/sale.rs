@@ -47,7 +47,7 @@ impl SaleState {
 }
 
 /// What shoppers see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SaleStatus {
     Upcoming,
@@ -227,21 +227,38 @@ fn check_text(field: &'static str, text: &str, len_max: usize) -> Result<(), Inv
 }
 
 /// The body of `POST /admin/v1/sales`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSale {
+    #[schema(min_length = 1, max_length = 64, example = "LC-POUCH-RED")]
     pub sku: String,
+    #[schema(min_length = 1, max_length = 200, example = "Le Pliage pouch, red")]
     pub title: String,
+    /// Minor units of `currency`.
+    #[schema(minimum = 0, maximum = 10_000_000_000_i64, example = 19900)]
     pub price_cents: i64,
+    #[schema(minimum = 1, maximum = 1_000_000_000, example = 500)]
     pub stock_total: i64,
+    #[schema(format = DateTime, example = "2026-11-11T00:00:00Z")]
     pub starts_at: String,
+    /// After `starts_at`, and in the future.
+    #[schema(format = DateTime, example = "2026-11-11T01:00:00Z")]
     pub ends_at: String,
+    /// ISO 4217 code; default `CNY`.
     #[serde(default)]
+    #[schema(pattern = "^[A-Z]{3}$", example = "CNY")]
     pub currency: Option<String>,
+    /// Units one shopper may hold; default 1.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub per_user_limit: Option<i64>,
+    /// How long an order waits for payment, in seconds; default 900. The
+    /// shortest accepted is a deployment setting (60 in production).
     #[serde(default)]
+    #[schema(maximum = 7200)]
     pub payment_timeout_secs: Option<i64>,
+    /// Orders need a purchase token (`POST /api/v1/sales/{id}/purchase-token`),
+    /// issued only once the sale is live; default false.
     #[serde(default)]
     pub require_purchase_token: Option<bool>,
 }
@@ -280,8 +297,13 @@ impl NewSale {
 }
 
 /// The body of `PATCH /admin/v1/sales/{id}`: every field optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(
+    description = "Before the start, any field may change; while live, only `stock_total` (never \
+                   below what is held or paid), `ends_at` and `status` (`ended` stops the sale \
+                   now). Field rules are those of `NewSale`."
+)]
 pub struct SalePatch {
     pub sku: Option<String>,
     pub title: Option<String>,
@@ -289,7 +311,9 @@ pub struct SalePatch {
     pub currency: Option<String>,
     pub stock_total: Option<i64>,
     pub per_user_limit: Option<i64>,
+    #[schema(format = DateTime)]
     pub starts_at: Option<String>,
+    #[schema(format = DateTime)]
     pub ends_at: Option<String>,
     pub payment_timeout_secs: Option<i64>,
     pub require_purchase_token: Option<bool>,
@@ -297,7 +321,7 @@ pub struct SalePatch {
 }
 
 /// The only status a merchant can set by hand: stop the sale now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PatchStatus {
     Ended,
@@ -321,7 +345,7 @@ impl Default for SaleRules {
 
 /// Exact counts of a sale's units. `remaining + reserved + paid ==
 /// stock_total` always: cancelled and expired units are back in `remaining`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 pub struct SaleStats {
     pub stock_total: i64,
     pub remaining: i64,

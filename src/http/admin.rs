@@ -3,25 +3,51 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Admin;
 use super::error::{ApiError, ApiJson, ApiPath};
-use super::views::AdminSaleBody;
+use super::openapi::error_responses;
+use super::views::{AdminSaleBody, AdminSaleList};
 use super::{parse_sale_id, view_sale, view_sales, AppState};
 use crate::domain::{format_ms, system_now, NewSale, SaleId, SalePatch, SaleView};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/v1/sales", get(list_sales).post(create_sale))
-        .route(
-            "/admin/v1/sales/{id}",
-            get(get_sale).patch(update_sale).delete(cancel_sale),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sales, create_sale))
+        .routes(routes!(get_sale, update_sale, cancel_sale))
 }
 
+error_responses!(
+    CreateSaleErrors = [
+        MalformedBody, Invalid, Unauthorized, Forbidden, PayloadTooLarge, Overloaded, Unavailable,
+    ];
+    ListSalesErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
+    GetSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
+    UpdateSaleErrors = [
+        MalformedBody, Invalid, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
+        Overloaded, Unavailable,
+    ];
+    CancelSaleErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
+);
+
+/// Schedules a sale.
+///
+/// Unknown fields are refused.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sales",
+    operation_id = "admin_create_sale",
+    tag = "admin",
+    security(("admin" = [])),
+    request_body = NewSale,
+    responses(
+        (status = 201, description = "The scheduled sale.", body = AdminSaleBody),
+        CreateSaleErrors,
+    )
+)]
 async fn create_sale(
     admin: Admin,
     State(state): State<AppState>,
@@ -44,12 +70,34 @@ async fn create_sale(
     Ok((StatusCode::CREATED, Json((&view).into())))
 }
 
-async fn list_sales(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Every sale, newest first.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sales",
+    operation_id = "admin_list_sales",
+    tag = "admin",
+    security(("admin" = [])),
+    responses((status = 200, description = "Every sale.", body = AdminSaleList), ListSalesErrors)
+)]
+async fn list_sales(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<AdminSaleList>, ApiError> {
     let views = view_sales(&state).await?;
     let sales: Vec<AdminSaleBody> = views.iter().map(AdminSaleBody::from).collect();
-    Ok(Json(json!({ "sales": sales })))
+    Ok(Json(AdminSaleList { sales }))
 }
 
+/// The sale with its exact stats.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sales/{id}",
+    operation_id = "admin_get_sale",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The sale's id.")),
+    responses((status = 200, description = "The sale.", body = AdminSaleBody), GetSaleErrors)
+)]
 async fn get_sale(
     _: Admin,
     State(state): State<AppState>,
@@ -59,6 +107,24 @@ async fn get_sale(
     Ok(Json((&view).into()))
 }
 
+/// Changes a sale.
+///
+/// Before the start, any field; while live, add stock (`stock_total` may
+/// grow, never below what is held or paid), move `ends_at`, or
+/// `{"status": "ended"}` to stop it now. Anything else: 409 `conflict`.
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/sales/{id}",
+    operation_id = "admin_update_sale",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The sale's id.")),
+    request_body = SalePatch,
+    responses(
+        (status = 200, description = "The changed sale.", body = AdminSaleBody),
+        UpdateSaleErrors,
+    )
+)]
 async fn update_sale(
     admin: Admin,
     State(state): State<AppState>,
@@ -85,6 +151,19 @@ async fn update_sale(
     Ok(Json((&view).into()))
 }
 
+/// Cancels a sale that has not started; 409 `conflict` once it has.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/sales/{id}",
+    operation_id = "admin_cancel_sale",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The sale's id.")),
+    responses(
+        (status = 200, description = "The cancelled sale.", body = AdminSaleBody),
+        CancelSaleErrors,
+    )
+)]
 async fn cancel_sale(
     admin: Admin,
     State(state): State<AppState>,

@@ -9,7 +9,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::{DeserializeOwned, IgnoredAny};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::domain::{InvalidField, Rejection};
 use crate::inventory::InventoryError;
@@ -63,6 +64,41 @@ pub enum ApiError {
     Unavailable(String),
 }
 
+/// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: clients branch on it.
+    #[schema(value_type = ErrorCode)]
+    pub code: &'static str,
+    /// For humans; names the field when a value is refused.
+    pub message: String,
+}
+
+/// The contract's error codes, as the document lists them. `ApiError::code`
+/// gives them as strings; a test checks that each is one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    NotStarted,
+    Ended,
+    SoldOut,
+    LimitExceeded,
+    Conflict,
+    PayloadTooLarge,
+    RateLimited,
+    Overloaded,
+    Unavailable,
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -96,6 +132,16 @@ impl ApiError {
             Self::Unavailable(_) => "unavailable",
         }
     }
+
+    /// The body of the answer.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -110,12 +156,19 @@ impl IntoResponse for ApiError {
             }
             _ => None,
         };
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        let mut response = (status, Json(body)).into_response();
+        let mut response = (status, Json(self.body())).into_response();
         if let Some(retry_after) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, retry_after);
+        }
+        if matches!(self, Self::PayloadTooLarge) {
+            // The rest of the body is never read: the connection cannot
+            // carry another request, so say it will close, or a client
+            // would send its next request into a reset.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -6,15 +6,18 @@
 //! - `public`: shoppers, `/api/v1`.
 //! - `admin`: merchants, `/admin/v1`.
 //! - `payments`: WeChat Pay notifications and the simulated pay route.
-//! - `ops`: `/healthz`, `/readyz`, `/metrics`.
+//! - `ops`: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 //! - `auth`: shopper JWTs and the admin token.
 //! - `limits`: rate limits and load shedding.
 //! - `error`: every error response, in one place.
+//! - `openapi`: the OpenAPI document, generated from the handlers'
+//!   `#[utoipa::path]` annotations as the routers are built.
 
 mod admin;
 mod auth;
 mod error;
 mod limits;
+mod openapi;
 mod ops;
 mod payments;
 mod public;
@@ -26,11 +29,13 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Extension, Router};
 use futures::future::try_join_all;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use self::auth::{mint_shopper_token, AuthKeys};
 pub use self::error::ApiError;
@@ -58,17 +63,28 @@ pub struct AppState {
 
 /// The whole application router. Every route but the ops routes is under
 /// the load-shedding bounds, so health and metrics answer under overload.
+///
+/// Every route is registered through utoipa-axum's `OpenApiRouter`, which
+/// collects each handler's `#[utoipa::path]` operation as it adds the
+/// route; the collected document is served at `GET /openapi.json`.
 pub fn router(state: AppState, body_limit_bytes: usize, shedding: Shedding) -> Router {
-    let engine = Router::new()
+    let (engine, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(public::router(&state))
         .merge(payments::router(state.payments.method()))
         .merge(admin::router())
+        .split_for_parts();
+    let (ops, ops_document) = ops::router().split_for_parts();
+    document.merge(ops_document);
+    let engine = engine
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shedding, limits::shed_load));
+    let ops = ops
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::OpenApiJson::new(&document)));
     Router::new()
         .merge(engine)
-        .merge(ops::router())
+        .merge(ops)
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .layer(middleware::from_fn(count_requests))
         .layer(TraceLayer::new_for_http())

@@ -4,13 +4,16 @@
 
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use rand::distr::{Alphanumeric, SampleString};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Shopper;
 use super::error::{read_body, ApiError, ApiPath};
+use super::openapi::error_responses;
 use super::{parse_order_id, AppState};
 use crate::domain::{system_now, OrderBody, OrderId};
 use crate::orders::wechatpay::{NotifyError, NotifyHeaders};
@@ -19,23 +22,104 @@ use crate::store::{Payment, PaymentOutcome};
 use crate::telemetry;
 
 /// The notify route always; the pay route only with simulated payments
-/// (absent otherwise: 404).
-pub fn router(method: &PaymentMethod) -> Router<AppState> {
-    let router = Router::new().route("/api/v1/payments/wechatpay/notify", post(wechatpay_notify));
+/// (absent otherwise: 404). The pay route is documented in both modes (its
+/// description says when it exists), so the document does not depend on
+/// the deployment.
+pub fn router(method: &PaymentMethod) -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new().routes(routes!(wechatpay_notify));
     match method {
-        PaymentMethod::Simulated => router.route("/api/v1/orders/{id}/pay", post(simulated_pay)),
-        PaymentMethod::WeChatPay(_) => router,
+        PaymentMethod::Simulated => router.routes(routes!(simulated_pay)),
+        PaymentMethod::WeChatPay(_) => {
+            let (_not_served, documented) = OpenApiRouter::<AppState>::default()
+                .routes(routes!(simulated_pay))
+                .split_for_parts();
+            let mut router = router;
+            router.get_openapi_mut().merge(documented);
+            router
+        }
     }
 }
 
-/// A WeChat Pay payment notification. Answers 200 `{"code": "SUCCESS"}`
-/// once the payment is recorded (or was already), so WeChat Pay stops
-/// retrying; any other answer makes it retry later.
+/// What WeChat Pay posts (APIv3): only `resource` is read; other fields
+/// are ignored. Documentation only: the handler verifies the raw bytes.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct WeChatPayNotification {
+    #[schema(example = "EV-2018022511223320873")]
+    id: Option<String>,
+    #[schema(example = "TRANSACTION.SUCCESS")]
+    event_type: Option<String>,
+    #[schema(example = "encrypt-resource")]
+    resource_type: Option<String>,
+    resource: WeChatPayResource,
+}
+
+/// The encrypted transaction. Its plaintext carries `out_trade_no` (the
+/// order id), `transaction_id`, `trade_state` and `amount.total` /
+/// `amount.currency`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct WeChatPayResource {
+    #[schema(example = "AEAD_AES_256_GCM")]
+    algorithm: String,
+    /// Base64.
+    ciphertext: String,
+    associated_data: Option<String>,
+    nonce: String,
+}
+
+/// The answer WeChat Pay takes as "received".
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotifyAck {
+    #[schema(example = "SUCCESS")]
+    code: &'static str,
+    #[schema(example = "OK")]
+    message: &'static str,
+}
+
+error_responses!(
+    NotifyErrors = [
+        MalformedBody, Unauthorized, NotFound, Conflict, PayloadTooLarge, Overloaded, Unavailable,
+    ];
+    PayErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
+);
+
+/// A WeChat Pay v3 payment notification.
+///
+/// The `Wechatpay-*` headers are verified (RSA-SHA256 over
+/// `timestamp\nnonce\nbody\n` with the platform public key), the `resource`
+/// is decrypted (AEAD_AES_256_GCM with the APIv3 key), and a `SUCCESS`
+/// transaction whose `out_trade_no` is the order id marks the order paid.
+/// Answers 200 `{"code": "SUCCESS"}` once the payment is recorded (or was
+/// already), so WeChat Pay stops retrying; any other answer makes it retry
+/// later. A payment after the order expired or was cancelled marks it
+/// `refund_required`. 404 `not_found` when the engine runs with
+/// `FLASHSALE_PAYMENTS=simulated`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/payments/wechatpay/notify",
+    tag = "payments",
+    params(
+        ("Wechatpay-Signature" = String, Header, description = "Base64 RSA-SHA256 signature."),
+        ("Wechatpay-Timestamp" = String, Header, description = "Unix seconds; at most 5 minutes off."),
+        ("Wechatpay-Nonce" = String, Header, description = "The signed nonce."),
+        ("Wechatpay-Serial" = Option<String>, Header, description = "The platform certificate's serial."),
+    ),
+    request_body(
+        content = WeChatPayNotification,
+        description = "The notification, verified over its raw bytes.",
+        content_type = "application/json"
+    ),
+    responses(
+        (status = 200, description = "Received (also for a repeat).", body = NotifyAck),
+        NotifyErrors,
+    )
+)]
 async fn wechatpay_notify(
     State(state): State<AppState>,
     headers: HeaderMap,
     request: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NotifyAck>, ApiError> {
     let PaymentMethod::WeChatPay(verifier) = state.payments.method() else {
         return Err(ApiError::NotFound(
             "WeChat Pay is not enabled (FLASHSALE_PAYMENTS=simulated)".into(),
@@ -79,12 +163,28 @@ async fn wechatpay_notify(
     }
 }
 
-/// The answer WeChat Pay takes as "received".
-fn acknowledged() -> Json<Value> {
-    Json(json!({"code": "SUCCESS", "message": "OK"}))
+fn acknowledged() -> Json<NotifyAck> {
+    Json(NotifyAck {
+        code: "SUCCESS",
+        message: "OK",
+    })
 }
 
-/// Pays the shopper's own order at once (`FLASHSALE_PAYMENTS=simulated`).
+/// Pays the shopper's own order at once (simulated payments only).
+///
+/// Only when the engine runs with `FLASHSALE_PAYMENTS=simulated` (demos,
+/// load suites); absent (404) with `wechatpay`. Paying an order that
+/// expired or was cancelled marks it `refund_required`; paying twice
+/// changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/pay",
+    tag = "payments",
+    security(("shopper" = [])),
+    extensions(("x-flashsale-only-when" = json!({"FLASHSALE_PAYMENTS": "simulated"}))),
+    params(("id" = String, Path, description = "The order's id.")),
+    responses((status = 200, description = "The order, paid.", body = OrderBody), PayErrors)
+)]
 async fn simulated_pay(
     Shopper(user_id): Shopper,
     State(state): State<AppState>,

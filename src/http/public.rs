@@ -4,15 +4,17 @@
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Shopper;
 use super::error::{parse_json, read_body, ApiError, ApiPath};
 use super::limits;
-use super::views::PublicSaleBody;
+use super::openapi::error_responses;
+use super::views::{OrderList, PublicSaleBody, PublicSaleList, PurchaseTokenBody};
 use super::{parse_order_id, parse_sale_id, view_sale, view_sales, AppState};
 use crate::domain::{format_ms, system_now, OrderBody, OrderId, Quantity, Rejection, SaleStatus};
 use crate::store::ReserveRequest;
@@ -23,27 +25,56 @@ const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
 const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
 const PURCHASE_TOKEN_HEADER: &str = "x-purchase-token";
 
-pub fn router(state: &AppState) -> Router<AppState> {
-    let order_routes = Router::new()
-        .route("/api/v1/sales/{id}/orders", post(create_order))
-        .route(
-            "/api/v1/sales/{id}/purchase-token",
-            post(issue_purchase_token),
-        )
+/// Schemas the operations refer to by name rather than by type.
+#[derive(OpenApi)]
+#[openapi(components(schemas(OrderRequest)))]
+struct Schemas;
+
+pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
+    let order_routes = OpenApiRouter::with_openapi(Schemas::openapi())
+        .routes(routes!(create_order))
+        .routes(routes!(issue_purchase_token))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             limits::limit_by_address,
         ));
-    Router::new()
+    OpenApiRouter::new()
         .merge(order_routes)
-        .route("/api/v1/sales", get(list_sales))
-        .route("/api/v1/sales/{id}", get(get_sale))
-        .route("/api/v1/orders", get(list_orders))
-        .route("/api/v1/orders/{id}", get(get_order))
-        .route("/api/v1/orders/{id}/cancel", post(cancel_order))
+        .routes(routes!(list_sales))
+        .routes(routes!(get_sale))
+        .routes(routes!(list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(cancel_order))
 }
 
-async fn list_sales(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+error_responses!(
+    ListSalesErrors = [Overloaded, Unavailable];
+    GetSaleErrors = [NotFound, Overloaded, Unavailable];
+    CreateOrderErrors = [
+        MalformedBody, Invalid, Unauthorized, Forbidden, NotFound, NotStarted, Ended, SoldOut,
+        LimitExceeded, IdempotencyMismatch, PayloadTooLarge, RateLimited, Overloaded,
+        Unavailable,
+    ];
+    PurchaseTokenErrors = [
+        Unauthorized, Forbidden, NotFound, NotStarted, Ended, SoldOut, RateLimited, Overloaded,
+        Unavailable,
+    ];
+    ListOrdersErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
+    GetOrderErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
+    CancelOrderErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
+);
+
+/// Live, upcoming and sold-out sales.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sales",
+    tag = "sales",
+    responses(
+        (status = 200, description = "Live, upcoming and sold-out sales.", body = PublicSaleList),
+        ListSalesErrors,
+    )
+)]
+async fn list_sales(State(state): State<AppState>) -> Result<Json<PublicSaleList>, ApiError> {
     let views = view_sales(&state).await?;
     let sales: Vec<PublicSaleBody> = views
         .iter()
@@ -55,11 +86,20 @@ async fn list_sales(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         })
         .map(PublicSaleBody::from)
         .collect();
-    Ok(Json(
-        json!({ "sales": sales, "server_time": format_ms(system_now()) }),
-    ))
+    Ok(Json(PublicSaleList {
+        sales,
+        server_time: format_ms(system_now()),
+    }))
 }
 
+/// One sale, with `server_time` for an exact countdown.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sales/{id}",
+    tag = "sales",
+    params(("id" = String, Path, description = "The sale's id.")),
+    responses((status = 200, description = "The sale.", body = PublicSaleBody), GetSaleErrors)
+)]
 async fn get_sale(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -69,10 +109,12 @@ async fn get_sale(
 }
 
 /// The order body: `{"quantity": n}`, or no body at all for one unit.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OrderRequest {
+    /// Units to buy: 1 to the sale's `per_user_limit`.
     #[serde(default = "one")]
+    #[schema(default = 1, minimum = 1, maximum = 10_000)]
     quantity: i64,
 }
 
@@ -80,6 +122,52 @@ fn one() -> i64 {
     1
 }
 
+/// Race for stock.
+///
+/// Takes the units and creates the order in one atomic step. A retry with
+/// the same `Idempotency-Key` and body answers as the first request did
+/// (`Idempotent-Replayed: true`) and never makes a second order. A sale
+/// with `require_purchase_token` needs the `X-Purchase-Token` header.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sales/{id}/orders",
+    tag = "sales",
+    security(("shopper" = [])),
+    params(
+        ("id" = String, Path, description = "The sale's id."),
+        (
+            "Idempotency-Key" = Option<String>, Header, nullable = false,
+            min_length = 1, max_length = 128, pattern = "^[!-~]+$",
+            description = "1 to 128 printable ASCII characters: a retry with the same key and \
+                           body returns the first answer, never a second order."
+        ),
+        (
+            "X-Purchase-Token" = Option<String>, Header, nullable = false,
+            description = "A purchase token from `POST /api/v1/sales/{id}/purchase-token`; \
+                           required when the sale has `require_purchase_token`."
+        ),
+    ),
+    // By reference, not `Option<OrderRequest>`: the body is optional (no
+    // body buys one unit), but a JSON `null` is refused like any non-object.
+    request_body(
+        content = ref("#/components/schemas/OrderRequest"),
+        description = "Optional: no body (or only whitespace) buys one unit.",
+        content_type = "application/json"
+    ),
+    responses(
+        (
+            status = 201,
+            description = "The order: the stock is held until `expires_at`.",
+            body = OrderBody,
+            headers((
+                "Idempotent-Replayed" = bool,
+                description = "`true` when this is the stored answer to an earlier request \
+                               with the same `Idempotency-Key`."
+            ))
+        ),
+        CreateOrderErrors,
+    )
+)]
 async fn create_order(
     Shopper(user_id): Shopper,
     State(state): State<AppState>,
@@ -151,13 +239,26 @@ async fn create_order(
     }
 }
 
-/// Issues a purchase token for a live sale: the hidden buy path. None
-/// exists before the start (by the store's clock), so nobody buys early.
+/// Issues a purchase token for a live sale: the hidden buy path.
+///
+/// None exists before the start (by the store's clock), so nobody buys
+/// early. Send it back in `X-Purchase-Token` when ordering.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sales/{id}/purchase-token",
+    tag = "sales",
+    security(("shopper" = [])),
+    params(("id" = String, Path, description = "The sale's id.")),
+    responses(
+        (status = 201, description = "A purchase token.", body = PurchaseTokenBody),
+        PurchaseTokenErrors,
+    )
+)]
 async fn issue_purchase_token(
     Shopper(user_id): Shopper,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PurchaseTokenBody>), ApiError> {
     state.limits.check_shopper(&user_id)?;
     let sale_id = parse_sale_id(&id)?;
     let view = view_sale(&state, &sale_id).await?;
@@ -176,11 +277,11 @@ async fn issue_purchase_token(
             .mint_purchase_token(&user_id, &sale_id, state.purchase_token_ttl_secs)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "purchase_token": token,
-            "sale_id": sale_id.as_str(),
-            "expires_at": format_ms(expires_at),
-        })),
+        Json(PurchaseTokenBody {
+            purchase_token: token,
+            sale_id: sale_id.to_string(),
+            expires_at: format_ms(expires_at),
+        }),
     ))
 }
 
@@ -199,6 +300,15 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     })
 }
 
+/// The shopper's own order (another shopper's id: 404).
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    security(("shopper" = [])),
+    params(("id" = String, Path, description = "The order's id.")),
+    responses((status = 200, description = "The order.", body = OrderBody), GetOrderErrors)
+)]
 async fn get_order(
     Shopper(user_id): Shopper,
     State(state): State<AppState>,
@@ -213,15 +323,35 @@ async fn get_order(
     Ok(Json((&order).into()))
 }
 
+/// The shopper's orders, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    tag = "orders",
+    security(("shopper" = [])),
+    responses((status = 200, description = "The shopper's orders.", body = OrderList), ListOrdersErrors)
+)]
 async fn list_orders(
     Shopper(user_id): Shopper,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderList>, ApiError> {
     let orders = state.store.user_orders(&user_id).await?;
     let orders: Vec<OrderBody> = orders.iter().map(OrderBody::from).collect();
-    Ok(Json(json!({ "orders": orders })))
+    Ok(Json(OrderList { orders }))
 }
 
+/// Cancels an unpaid order; its stock goes back on sale.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/cancel",
+    tag = "orders",
+    security(("shopper" = [])),
+    params(("id" = String, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The cancelled order.", body = OrderBody),
+        CancelOrderErrors,
+    )
+)]
 async fn cancel_order(
     Shopper(user_id): Shopper,
     State(state): State<AppState>,

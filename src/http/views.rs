@@ -1,23 +1,43 @@
-//! The JSON shapes of sales and orders, as the contract shows them.
+//! The JSON shapes the API answers with, as the contract shows them. Each
+//! derives its OpenAPI schema (`ToSchema`), so `/openapi.json` describes the
+//! very types the handlers serialize.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::domain::{format_ms, SaleStats, SaleStatus, SaleView};
+use crate::domain::{format_ms, OrderBody, SaleStats, SaleStatus, SaleView};
 
-#[derive(Debug, Serialize)]
+/// A sale, as both shoppers and merchants see it.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SaleBody {
+    #[schema(example = "s_k3v9x2m7q1ab")]
     pub id: String,
+    #[schema(example = "LC-POUCH-RED")]
     pub sku: String,
+    #[schema(example = "Le Pliage pouch, red")]
     pub title: String,
+    /// Minor units of `currency`.
+    #[schema(example = 19900)]
     pub price_cents: i64,
+    /// ISO 4217 code.
+    #[schema(example = "CNY")]
     pub currency: String,
+    #[schema(example = 500)]
     pub stock_total: i64,
+    #[schema(example = 1)]
     pub per_user_limit: i64,
+    #[schema(format = DateTime, example = "2026-11-11T00:00:00Z")]
     pub starts_at: String,
+    #[schema(format = DateTime, example = "2026-11-11T01:00:00Z")]
     pub ends_at: String,
+    #[schema(example = 900)]
     pub payment_timeout_secs: i64,
+    /// Orders need a purchase token (`POST /api/v1/sales/{id}/purchase-token`).
     pub require_purchase_token: bool,
     pub status: SaleStatus,
+    /// Units left. On public routes it may be slightly stale; admin stats
+    /// are exact.
+    #[schema(example = 500)]
     pub remaining: i64,
 }
 
@@ -43,7 +63,7 @@ impl From<&SaleView> for SaleBody {
 }
 
 /// A sale for merchants: with exact stats.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AdminSaleBody {
     #[serde(flatten)]
     pub sale: SaleBody,
@@ -60,10 +80,12 @@ impl From<&SaleView> for AdminSaleBody {
 }
 
 /// A sale for shoppers: with the server's clock for an exact countdown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PublicSaleBody {
     #[serde(flatten)]
     pub sale: SaleBody,
+    /// The engine's clock when the sale was read.
+    #[schema(format = DateTime)]
     pub server_time: String,
 }
 
@@ -74,4 +96,37 @@ impl From<&SaleView> for PublicSaleBody {
             server_time: format_ms(view.now),
         }
     }
+}
+
+/// `GET /api/v1/sales`: live, upcoming and sold-out sales.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublicSaleList {
+    pub sales: Vec<PublicSaleBody>,
+    /// The engine's clock, for exact countdowns.
+    #[schema(format = DateTime)]
+    pub server_time: String,
+}
+
+/// `GET /admin/v1/sales`: every sale, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminSaleList {
+    pub sales: Vec<AdminSaleBody>,
+}
+
+/// `GET /api/v1/orders`: the shopper's orders, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderList {
+    pub orders: Vec<OrderBody>,
+}
+
+/// A purchase token: the right of one shopper to buy once in one live sale,
+/// for a short time. Sent back in the `X-Purchase-Token` header of
+/// `POST /api/v1/sales/{id}/orders`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PurchaseTokenBody {
+    pub purchase_token: String,
+    #[schema(example = "s_k3v9x2m7q1ab")]
+    pub sale_id: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
 }

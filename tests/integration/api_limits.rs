@@ -213,3 +213,35 @@ async fn a_stuck_store_sheds_beyond_the_bound_and_times_out_within_it() {
         "one order per shopper, however often they retried: {stats}"
     );
 }
+
+/// A client that never finishes its headers (slow-loris) is disconnected
+/// after the header read timeout; everyone else is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut config = test_config();
+    config.header_read_timeout_ms = 300;
+    let app = TestApp::spawn_with(config).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: flashsale\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "others are served");
+    let mut buffer = [0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut buffer))
+        .await
+        .expect("the server closed the connection");
+    // Closed: end of stream, maybe after a 408 answer, or a reset.
+    match read {
+        Ok(0) | Err(_) => {}
+        Ok(n) => {
+            let answer = String::from_utf8_lossy(&buffer[..n]);
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        }
+    }
+    println!("slow client cut off after {:?}", started.elapsed());
+}

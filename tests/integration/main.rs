@@ -6,9 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod api_admin;
+mod api_admin_auth;
 mod api_bad_input;
 mod api_faults;
+mod api_fuzz;
 mod api_limits;
+mod api_openapi;
 mod api_ops;
 mod api_orders;
 mod api_purchase_tokens;
