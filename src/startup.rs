@@ -184,12 +184,15 @@ impl Application {
 }
 
 /// Longest a graceful shutdown waits for open connections to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves HTTP/1 and HTTP/2 on `listener` until `shutdown`, then stops
-/// accepting and lets open connections finish (at most `DRAIN_TIMEOUT`).
-/// A client that does not send its headers within `header_read_timeout` is
-/// disconnected (slow-loris), which `axum::serve` cannot be told.
+/// Serves HTTP/1.1 on `listener` until `shutdown`, then stops accepting and
+/// lets open connections finish (at most `DRAIN_TIMEOUT`). A client that
+/// does not send a request's headers within `header_read_timeout` of
+/// connecting (or of its previous answer) is disconnected (slow-loris),
+/// which `axum::serve` cannot be told. HTTP/1 only: protocol detection
+/// would wait, untimed, for a client's first bytes; Mini Program traffic
+/// reaches the engine as HTTP/1.1 behind the TLS proxy.
 async fn serve(
     listener: TcpListener,
     router: Router,
@@ -197,7 +200,7 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -221,12 +224,22 @@ async fn serve(
             Ok(service) => service,
             Err(never) => match never {},
         };
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = connections.watch(connection);
+        let (builder, watcher) = (builder.clone(), connections.watcher());
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            // hyper times the headers from their first byte: a client
+            // that sends nothing at all is timed here.
+            let mut first = [0u8; 1];
+            if tokio::time::timeout(header_read_timeout, stream.peek(&mut first))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let connection = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service),
+            );
+            if let Err(err) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
         });

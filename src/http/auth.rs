@@ -35,6 +35,30 @@ struct PurchaseClaims {
     exp: i64,
 }
 
+/// Why a purchase token is refused (403 `forbidden`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PurchaseTokenError {
+    #[error("the purchase token is not valid")]
+    Invalid,
+    #[error("the purchase token has expired")]
+    Expired,
+    #[error("the purchase token is another shopper's")]
+    OtherShopper,
+    #[error("the purchase token is for another sale")]
+    OtherSale,
+}
+
+impl From<PurchaseTokenError> for ApiError {
+    fn from(err: PurchaseTokenError) -> Self {
+        Self::Forbidden(match err {
+            PurchaseTokenError::Invalid => "the purchase token is not valid",
+            PurchaseTokenError::Expired => "the purchase token has expired",
+            PurchaseTokenError::OtherShopper => "the purchase token is another shopper's",
+            PurchaseTokenError::OtherSale => "the purchase token is for another sale",
+        })
+    }
+}
+
 pub struct AuthKeys {
     admin_token: String,
     shopper_key: DecodingKey,
@@ -104,34 +128,28 @@ impl AuthKeys {
         token: &str,
         user: &UserId,
         sale: &SaleId,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, PurchaseTokenError> {
         let data = jsonwebtoken::decode::<PurchaseClaims>(
             token,
             &self.purchase_key,
             &self.purchase_validation,
         )
-        .map_err(|err| {
-            use jsonwebtoken::errors::ErrorKind;
-            ApiError::Forbidden(match err.kind() {
-                ErrorKind::ExpiredSignature => "the purchase token has expired",
-                _ => "the purchase token is not valid",
-            })
+        .map_err(|err| match err.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => PurchaseTokenError::Expired,
+            _ => PurchaseTokenError::Invalid,
         })?;
         let claims = data.claims;
         if claims.sub != user.as_str() {
-            return Err(ApiError::Forbidden(
-                "the purchase token is another shopper's",
-            ));
+            return Err(PurchaseTokenError::OtherShopper);
         }
         if claims.sale != sale.as_str() {
-            return Err(ApiError::Forbidden(
-                "the purchase token is for another sale",
-            ));
+            return Err(PurchaseTokenError::OtherSale);
         }
         Ok(claims.jti)
     }
 
-    fn shopper(&self, token: &str) -> Result<UserId, ApiError> {
+    /// The shopper a bearer token names, if it is genuine and unexpired.
+    pub fn shopper_of(&self, token: &str) -> Result<UserId, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.shopper_key, &self.validation)
             .map_err(|err| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -198,7 +216,7 @@ impl FromRequestParts<AppState> for Shopper {
                 "the admin token cannot act as a shopper",
             ));
         }
-        state.auth.shopper(token).map(Shopper)
+        state.auth.shopper_of(token).map(Shopper)
     }
 }
 
@@ -235,7 +253,7 @@ impl FromRequestParts<AppState> for Admin {
                 .get::<ConnectInfo<std::net::SocketAddr>>()
                 .map(|ConnectInfo(from)| *from);
             Ok(Admin { from })
-        } else if state.auth.shopper(token).is_ok() {
+        } else if state.auth.shopper_of(token).is_ok() {
             Err(ApiError::Forbidden(
                 "shopper tokens cannot use the admin API",
             ))

@@ -119,20 +119,30 @@ impl RateLimits {
         )
     }
 
-    /// The client's address: the peer, or the last X-Forwarded-For entry
-    /// when trusted (what our own proxy appended).
+    /// The client's address as the per-address limit keys it: the peer,
+    /// or the last X-Forwarded-For entry when trusted (what our own proxy
+    /// appended). An IPv6 client is keyed by its /64, which one subscriber
+    /// usually holds whole; an IPv4 address written as IPv6 as IPv4.
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.trust_forwarded_for {
-            return peer;
+        let client = if self.trust_forwarded_for {
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .next_back()
+                .and_then(|last| last.trim().parse().ok())
+                .unwrap_or(peer)
+        } else {
+            peer
+        };
+        match client.to_canonical() {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+            v4 => v4,
         }
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .next_back()
-            .and_then(|last| last.trim().parse().ok())
-            .unwrap_or(peer)
     }
 
     fn limited(
@@ -145,7 +155,7 @@ impl RateLimits {
         let wait = not_until.wait_time_from(self.clock.now());
         ApiError::RateLimited {
             message,
-            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
         }
     }
 }
@@ -194,7 +204,8 @@ pub async fn shed_load(State(shedding): State<Shedding>, request: Request, next:
         Err(_elapsed) => {
             telemetry::count_shed("timeout");
             ApiError::Unavailable(format!(
-                "no answer within {} ms; retry shortly",
+                "no answer within {} ms; a change may still have been made: retry with the same \
+                 Idempotency-Key, or read it back",
                 shedding.timeout.as_millis()
             ))
             .into_response()
@@ -299,6 +310,17 @@ mod tests {
             trusting.client_ip(peer, &headers),
             IpAddr::from([10, 0, 0, 7]),
             "the entry our own proxy appended"
+        );
+        let limits = limits(OFF, OFF, OFF);
+        let v6 = |text: &str| text.parse::<IpAddr>().expect("address");
+        assert_eq!(
+            limits.client_ip(v6("2001:db8:1:2:aaaa::1"), &HeaderMap::new()),
+            limits.client_ip(v6("2001:db8:1:2:bbbb::9"), &HeaderMap::new()),
+            "one /64, one key"
+        );
+        assert_eq!(
+            limits.client_ip(v6("::ffff:192.0.2.1"), &HeaderMap::new()),
+            IpAddr::from([192, 0, 2, 1])
         );
     }
 }

@@ -10,7 +10,7 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Shopper;
+use super::auth::{PurchaseTokenError, Shopper};
 use super::error::{parse_json, read_body, ApiError, ApiPath};
 use super::limits;
 use super::openapi::error_responses;
@@ -186,15 +186,23 @@ async fn create_order(
         state.limits.check_shopper(&user_id)?;
         let sale_id = parse_sale_id(&id)?;
         let idempotency_key = idempotency_key(&headers)?;
-        let purchase_token = headers
-            .get(PURCHASE_TOKEN_HEADER)
-            .map(|token| {
+        let purchase_token = match headers.get(PURCHASE_TOKEN_HEADER) {
+            None => None,
+            Some(token) => {
                 let token = token
                     .to_str()
                     .map_err(|_| ApiError::Forbidden("the purchase token is not valid"))?;
-                state.auth.purchase_token(token, &user_id, &sale_id)
-            })
-            .transpose()?;
+                match state.auth.purchase_token(token, &user_id, &sale_id) {
+                    Ok(id) => Some(id),
+                    // A retry with its Idempotency-Key must get its first
+                    // answer even after the token expired: passed on as no
+                    // token, the store replays the order the key made, or
+                    // refuses for want of a token.
+                    Err(PurchaseTokenError::Expired) if idempotency_key.is_some() => None,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        };
         let body = read_body(request, &state).await?;
         let quantity = if body.iter().all(u8::is_ascii_whitespace) {
             1

@@ -224,6 +224,7 @@ async fn slow_headers_are_cut_off() {
     config.header_read_timeout_ms = 300;
     let app = TestApp::spawn_with(config).await;
     let address = app.address.trim_start_matches("http://").to_owned();
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
     let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: flashsale\r\nX-Slow: ")
         .await
@@ -244,4 +245,8 @@ async fn slow_headers_are_cut_off() {
         }
     }
     println!("slow client cut off after {:?}", started.elapsed());
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buffer))
+        .await
+        .expect("a client that sends nothing is cut off too");
+    assert!(matches!(read, Ok(0) | Err(_)) || buffer.starts_with(b"HTTP/1.1 408"));
 }

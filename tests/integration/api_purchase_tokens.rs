@@ -140,6 +140,18 @@ async fn tokens_are_bound_single_use_and_short_lived(backend: Backend) {
         forbidden(),
         "an expired token"
     );
+    let retried = order_with(&app, &sale, "alice", Some(&alices), Some("k1")).await;
+    assert_eq!(
+        retried.status(),
+        StatusCode::CREATED,
+        "a retry with its key gets its first answer, token expired or not"
+    );
+    assert_eq!(retried.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        error_code(order_with(&app, &sale, "alice", Some(&late), Some("k2")).await).await,
+        forbidden(),
+        "a new key is a new order: it needs a live token"
+    );
     let stats = &app.sale(&sale).await["stats"];
     assert_eq!(stats["reserved"], 1, "{stats}");
     assert_eq!(app.sale(&other_sale).await["stats"]["reserved"], 0);
