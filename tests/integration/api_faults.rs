@@ -217,13 +217,7 @@ async fn stuck_store_sheds_load_with_overloaded() {
     let sale = app.create_sale(live_sale(10, 1)).await;
     app.buy(&sale, "zed").await;
 
-    let mut conn = redis.connection();
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(2_000)
-        .arg("ALL")
-        .query(&mut conn)
-        .unwrap();
+    redis.pause(2_000);
     let stuck = {
         let app = Arc::clone(&app);
         let sale = sale.clone();

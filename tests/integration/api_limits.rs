@@ -148,13 +148,7 @@ async fn a_stuck_store_sheds_beyond_the_bound_and_times_out_within_it() {
     let sale = app.create_sale(live_sale(100, 1)).await;
     app.buy(&sale, "warm-up").await;
 
-    let mut conn = redis.connection();
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(PAUSE_MS)
-        .arg("ALL")
-        .query(&mut conn)
-        .unwrap();
+    redis.pause(PAUSE_MS);
     let stuck: Vec<_> = (0..IN_FLIGHT)
         .map(|i| {
             let (app, sale) = (Arc::clone(&app), sale.clone());

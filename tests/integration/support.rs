@@ -120,6 +120,17 @@ impl RedisServer {
         assert!(self.spawn(), "redis-server restarts on port {}", self.port);
     }
 
+    /// Freezes every client of this server for `millis` (CLIENT PAUSE ALL):
+    /// a store that stopped answering.
+    pub fn pause(&self, millis: u64) {
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(millis)
+            .arg("ALL")
+            .query(&mut self.connection())
+            .expect("CLIENT PAUSE");
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
