@@ -206,6 +206,10 @@ async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     let connections = GracefulShutdown::new();
+    // Tells connections that have not sent their first byte yet (hyper's
+    // graceful shutdown only reaches connections it already serves, and an
+    // HTTP client may keep a fresh, unused connection in its pool).
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -225,15 +229,18 @@ async fn serve(
             Err(never) => match never {},
         };
         let (builder, watcher) = (builder.clone(), connections.watcher());
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
             // hyper times the headers from their first byte: a client
             // that sends nothing at all is timed here.
             let mut first = [0u8; 1];
-            if tokio::time::timeout(header_read_timeout, stream.peek(&mut first))
-                .await
-                .is_err()
-            {
-                return;
+            tokio::select! {
+                peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => {
+                    if peeked.is_err() {
+                        return;
+                    }
+                }
+                _ = stopped.wait_for(|stopped| *stopped) => return,
             }
             let connection = builder.serve_connection_with_upgrades(
                 TokioIo::new(stream),
@@ -245,6 +252,7 @@ async fn serve(
         });
     }
     drop(listener);
+    let _ = stopping.send(true);
     if tokio::time::timeout(DRAIN_TIMEOUT, connections.shutdown())
         .await
         .is_err()

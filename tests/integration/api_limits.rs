@@ -244,3 +244,20 @@ async fn slow_headers_are_cut_off() {
         .expect("a client that sends nothing is cut off too");
     assert!(matches!(read, Ok(0) | Err(_)) || buffer.starts_with(b"HTTP/1.1 408"));
 }
+
+/// Stopping does not wait for a connection that never sent a byte (an HTTP
+/// client may keep such a connection unused in its pool): the engine stops at
+/// once instead of hanging until the header read timeout or the drain limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_does_not_wait_for_unused_connections() {
+    let mut config = test_config();
+    config.header_read_timeout_ms = 60_000;
+    let app = TestApp::spawn_with(config).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let _unused = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(5), app.stop())
+        .await
+        .expect("stopped without waiting for the unused connection");
+}

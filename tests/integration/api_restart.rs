@@ -2,6 +2,8 @@
 //! per-shopper count. Method: sell, cancel and key an order on one engine,
 //! stop it, start a fresh one on the same Redis and check everything.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -24,7 +26,13 @@ async fn restarted_engine_keeps_sales_orders_and_counts() {
         .shopper_post("ola", &format!("/api/v1/orders/{dropped_id}/cancel"))
         .await;
     assert_eq!(cancel.status(), StatusCode::OK);
-    let before = first.sale(&sale).await;
+    // The order service accepts both entries in the background; wait for it so
+    // the snapshot cannot change under a later pass of either engine.
+    let before = first
+        .sale_when(&sale, Duration::from_secs(10), |view| {
+            view["stats"]["queued"] == 2
+        })
+        .await;
     first.stop().await;
 
     let second = TestApp::spawn(Some(redis.url())).await;
