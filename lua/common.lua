@@ -23,3 +23,20 @@ end
 local function hand_off(outbox, event, order_id, now)
   redis.call('ZADD', outbox, 'NX', now, event .. ' ' .. order_id)
 end
+
+-- A sale and its exact counts (see sale_snapshot.lua for the keys and the
+-- reply), or {} when the sale does not exist.
+local function snapshot(sale_key, stock, stats, buyers)
+  local sale = redis.call('HGETALL', sale_key)
+  if #sale == 0 then
+    return {}
+  end
+  local c = redis.call('HMGET', stats, 'reserved', 'paid', 'cancelled', 'expired',
+    'refund_required', 'queued')
+  return {
+    now_ms(), sale, tonumber(redis.call('GET', stock) or '0'),
+    tonumber(c[1] or '0'), tonumber(c[2] or '0'), tonumber(c[3] or '0'), tonumber(c[4] or '0'),
+    tonumber(c[5] or '0'), tonumber(c[6] or '0'),
+    redis.call('HLEN', buyers)
+  }
+end

@@ -6,16 +6,4 @@
 -- Returns {} when the sale does not exist, else
 -- {now_ms, {field, value, ...}, remaining, reserved, paid, cancelled, expired,
 --  refund_required, queued, buyers}.
-local sale = redis.call('HGETALL', KEYS[1])
-if #sale == 0 then
-  return {}
-end
-local now = now_ms()
-local c = redis.call('HMGET', KEYS[3], 'reserved', 'paid', 'cancelled', 'expired',
-  'refund_required', 'queued')
-return {
-  now, sale, tonumber(redis.call('GET', KEYS[2]) or '0'),
-  tonumber(c[1] or '0'), tonumber(c[2] or '0'), tonumber(c[3] or '0'), tonumber(c[4] or '0'),
-  tonumber(c[5] or '0'), tonumber(c[6] or '0'),
-  redis.call('HLEN', KEYS[4])
-}
+return snapshot(KEYS[1], KEYS[2], KEYS[3], KEYS[4])

@@ -3,12 +3,14 @@
 //! actors, so every rule is unit-tested in isolation and shared by the
 //! embedded store and the inventory actors.
 
+mod audit;
 mod ids;
 mod order;
 mod reservation;
 mod sale;
 mod time;
 
+pub use audit::{Audit, Difference, RecordedOrder, RecountedUnits, SaleRecords};
 pub use ids::{OrderId, SaleId, UserId};
 pub use order::{Order, OrderBody, OrderEvent, OrderStatus};
 pub use reservation::{check_reservation, PresentedToken, Quantity, Rejection, MAX_QUANTITY};

@@ -10,14 +10,16 @@ use utoipa_axum::routes;
 use super::auth::Admin;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::openapi::error_responses;
-use super::views::{AdminSaleBody, AdminSaleList};
+use super::views::{AdminSaleBody, AdminSaleList, SaleAuditBody};
 use super::{parse_sale_id, view_sale, view_sales, AppState};
 use crate::domain::{format_ms, system_now, NewSale, SaleId, SalePatch, SaleView};
+use crate::store::StoreError;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_sales, create_sale))
         .routes(routes!(get_sale, update_sale, cancel_sale))
+        .routes(routes!(audit_sale))
 }
 
 error_responses!(
@@ -26,6 +28,7 @@ error_responses!(
     ];
     ListSalesErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
     GetSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
+    AuditSaleErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
     UpdateSaleErrors = [
         MalformedBody, Invalid, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
         Overloaded, Unavailable,
@@ -105,6 +108,38 @@ async fn get_sale(
 ) -> Result<Json<AdminSaleBody>, ApiError> {
     let view = view_sale(&state, &parse_sale_id(&id)?).await?;
     Ok(Json((&view).into()))
+}
+
+/// Reconciles a sale: recomputes stock, units by order state, each
+/// shopper's units, the payment deadline index and the order service's
+/// queue from the raw records, in one atomic read, and lists every
+/// difference from the counts the engine keeps (`ok` is true when there is
+/// none). Reads every order of the sale: for operators and tests, not for
+/// polling during a race. 409 `conflict` if orders kept arriving faster than
+/// it could read them: ask again.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sales/{id}/audit",
+    operation_id = "admin_audit_sale",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The sale's id.")),
+    responses(
+        (status = 200, description = "The reconciliation.", body = SaleAuditBody),
+        AuditSaleErrors,
+    )
+)]
+async fn audit_sale(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<SaleAuditBody>, ApiError> {
+    let records = state
+        .store
+        .sale_records(&parse_sale_id(&id)?)
+        .await?
+        .ok_or(StoreError::NotFound("sale"))?;
+    Ok(Json((&records).into()))
 }
 
 /// Changes a sale.

@@ -5,7 +5,9 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{format_ms, OrderBody, SaleStats, SaleStatus, SaleView};
+use crate::domain::{
+    format_ms, Difference, OrderBody, RecountedUnits, SaleRecords, SaleStats, SaleStatus, SaleView,
+};
 
 /// A sale, as both shoppers and merchants see it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -75,6 +77,37 @@ impl From<&SaleView> for AdminSaleBody {
         Self {
             sale: view.into(),
             stats: view.stats,
+        }
+    }
+}
+
+/// A reconciliation of one sale: its counts recomputed from the raw records.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SaleAuditBody {
+    #[schema(example = "s_k3v9x2m7q1ab")]
+    pub sale_id: String,
+    /// The store's clock at the (atomic) read.
+    #[schema(format = DateTime)]
+    pub checked_at: String,
+    /// True when the records agree with every count: no differences.
+    pub ok: bool,
+    /// The counts the engine keeps.
+    pub stats: SaleStats,
+    /// The same, recomputed from the order records.
+    pub recounted: RecountedUnits,
+    pub differences: Vec<Difference>,
+}
+
+impl From<&SaleRecords> for SaleAuditBody {
+    fn from(records: &SaleRecords) -> Self {
+        let audit = records.audit();
+        Self {
+            sale_id: records.view.sale.id.to_string(),
+            checked_at: format_ms(records.view.now),
+            ok: audit.differences.is_empty(),
+            stats: records.view.stats,
+            recounted: audit.recounted,
+            differences: audit.differences,
         }
     }
 }

@@ -18,8 +18,8 @@ use super::{
 };
 use crate::domain::{
     check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, PresentedToken,
-    Rejection, Sale, SaleChange, SaleId, SaleState, SaleStats, SaleView, UserId,
-    LIVE_CHANGEABLE_FIELDS,
+    RecordedOrder, Rejection, Sale, SaleChange, SaleId, SaleRecords, SaleState, SaleStats,
+    SaleView, UserId, LIVE_CHANGEABLE_FIELDS,
 };
 
 /// One sale and everything that hangs off it, changed under one lock.
@@ -46,6 +46,18 @@ struct SaleRecord {
 }
 
 impl SaleRecord {
+    /// The sale with its counts, now.
+    fn view(&self) -> SaleView {
+        let mut stats = self.stats;
+        stats.buyers = self.held.len() as i64;
+        SaleView {
+            sale: self.sale.clone(),
+            stats,
+            now: system_now(),
+            version: self.version,
+        }
+    }
+
     /// Moves an unpaid order to `status` (cancelled or expired): its units
     /// go back on sale and off the shopper's count.
     fn release(&mut self, id: &OrderId, status: OrderStatus) -> Option<Order> {
@@ -242,14 +254,33 @@ impl Store for EmbeddedStore {
         let Ok(record) = self.record(id) else {
             return Ok(None);
         };
+        let view = record.lock().view();
+        Ok(Some(view))
+    }
+
+    async fn sale_records(&self, id: &SaleId) -> Result<Option<SaleRecords>, StoreError> {
+        let Ok(record) = self.record(id) else {
+            return Ok(None);
+        };
         let record = record.lock();
-        let mut stats = record.stats;
-        stats.buyers = record.held.len() as i64;
-        Ok(Some(SaleView {
-            sale: record.sale.clone(),
-            stats,
-            now: system_now(),
-            version: record.version,
+        Ok(Some(SaleRecords {
+            view: record.view(),
+            held: record
+                .held
+                .iter()
+                .map(|(user, units)| (user.clone(), *units))
+                .collect(),
+            indexed: record.user_orders.values().flatten().cloned().collect(),
+            orders: record
+                .orders
+                .values()
+                .map(|order| RecordedOrder {
+                    order: order.clone(),
+                    queued: record.queued.contains(&order.id),
+                })
+                .collect(),
+            deadlines: record.deadlines.iter().map(|(_, id)| id.clone()).collect(),
+            stream: record.stream.entries.values().cloned().collect(),
         }))
     }
 

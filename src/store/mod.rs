@@ -19,7 +19,8 @@ use async_trait::async_trait;
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::{RedisStore, RedisTarget};
 use crate::domain::{
-    Order, OrderEvent, OrderId, Quantity, Rejection, Sale, SaleChange, SaleId, SaleView, UserId,
+    Order, OrderEvent, OrderId, Quantity, Rejection, Sale, SaleChange, SaleId, SaleRecords,
+    SaleView, UserId,
 };
 
 /// What can go wrong in a store call. Mapped to HTTP in `http::error`.
@@ -178,6 +179,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// A sale with its exact counts and the store's clock, in one atomic read.
     async fn view_sale(&self, id: &SaleId) -> Result<Option<SaleView>, StoreError>;
+
+    /// Every record of a sale (counters, shopper counts, orders, deadline
+    /// index, unacknowledged stream entries), in one atomic read, for
+    /// [`SaleRecords::audit`]. Reads every order: an operator's tool, not a
+    /// hot path.
+    async fn sale_records(&self, id: &SaleId) -> Result<Option<SaleRecords>, StoreError>;
 
     /// Applies a merchant's change if the sale is still at `version` (the
     /// view the change was computed from) and its phase (store clock)

@@ -2,7 +2,7 @@
 //! from `lua/` run with EVALSHA (reloaded on NOSCRIPT by `redis::Script`).
 //! Reads that must be consistent (a sale with its counts) are scripts too.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -23,8 +23,8 @@ use super::{
     StoreError, StreamEntry,
 };
 use crate::domain::{
-    system_now, Order, OrderEvent, OrderId, OrderStatus, Rejection, Sale, SaleChange, SaleId,
-    SaleState, SaleStats, SaleView, UserId,
+    system_now, Order, OrderEvent, OrderId, OrderStatus, RecordedOrder, Rejection, Sale,
+    SaleChange, SaleId, SaleRecords, SaleState, SaleStats, SaleView, UserId,
 };
 use crate::telemetry;
 
@@ -92,6 +92,7 @@ struct Scripts {
     expire_orders: Script,
     accept_orders: Script,
     claim_deliveries: Script,
+    audit_sale: Script,
 }
 
 impl Scripts {
@@ -107,10 +108,11 @@ impl Scripts {
             expire_orders: script!("expire_orders"),
             accept_orders: script!("accept_orders"),
             claim_deliveries: script!("claim_deliveries"),
+            audit_sale: script!("audit_sale"),
         }
     }
 
-    fn all(&self) -> [&Script; 10] {
+    fn all(&self) -> [&Script; 11] {
         [
             &self.create_sale,
             &self.sale_snapshot,
@@ -122,6 +124,7 @@ impl Scripts {
             &self.expire_orders,
             &self.accept_orders,
             &self.claim_deliveries,
+            &self.audit_sale,
         ]
     }
 }
@@ -484,6 +487,40 @@ fn order_from_fields(id: &OrderId, fields: &HashMap<String, String>) -> Result<O
     })
 }
 
+/// Reads a `snapshot` reply (lua/common.lua): `None` for a missing sale.
+fn view_from_snapshot(items: Vec<Value>) -> Result<Option<SaleView>, StoreError> {
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let mut reply = Reply {
+        items: items.into_iter(),
+    };
+    let now = reply.next()?;
+    let fields: HashMap<String, String> = reply.next()?;
+    let sale = sale_from_fields(&fields)?;
+    let stats = SaleStats {
+        stock_total: sale.stock_total,
+        remaining: reply.next()?,
+        reserved: reply.next()?,
+        paid: reply.next()?,
+        cancelled: reply.next()?,
+        expired: reply.next()?,
+        refund_required: reply.next()?,
+        queued: reply.next()?,
+        buyers: reply.next()?,
+    };
+    let version = int_field(&fields, "version")?;
+    Ok(Some(SaleView {
+        sale,
+        stats,
+        now,
+        version,
+    }))
+}
+
+/// How often an audit asks again when new orders arrived meanwhile.
+const AUDIT_ATTEMPTS: usize = 5;
+
 /// Maps the `{'not_found'}` / `{'conflict', reason}` replies shared by the
 /// admin scripts.
 fn admin_outcome(outcome: &str, mut reply: Reply) -> Result<(), StoreError> {
@@ -546,36 +583,83 @@ impl Store for RedisStore {
             .key(keys.stock())
             .key(keys.stats())
             .key(keys.buyers());
-        let Value::Array(items) = self.run("sale_snapshot", invocation).await? else {
-            return Err(corrupt("sale snapshot is not an array"));
-        };
-        if items.is_empty() {
-            return Ok(None);
+        let snapshot = self.run("sale_snapshot", invocation).await?;
+        view_from_snapshot(redis::from_redis_value(snapshot).map_err(corrupt)?)
+    }
+
+    async fn sale_records(&self, id: &SaleId) -> Result<Option<SaleRecords>, StoreError> {
+        let keys = SaleKeys::new(id);
+        let mut known: BTreeSet<OrderId> = BTreeSet::new();
+        // The shopper index may grow between reading it and the atomic read:
+        // ask again with the orders the atomic read found listed.
+        for _ in 0..AUDIT_ATTEMPTS {
+            let mut invocation = self.scripts.audit_sale.key(keys.sale());
+            invocation
+                .key(keys.stock())
+                .key(keys.stats())
+                .key(keys.buyers())
+                .key(keys.user_orders())
+                .key(keys.stream())
+                .key(keys.deadlines());
+            for order in &known {
+                invocation.key(keys.order(order)).arg(order.as_str());
+            }
+            let Value::Array(items) = self.run("audit_sale", invocation).await? else {
+                return Err(corrupt("audit reply is not an array"));
+            };
+            if items.is_empty() {
+                return Ok(None);
+            }
+            let mut reply = Reply {
+                items: items.into_iter(),
+            };
+            let Some(view) = view_from_snapshot(reply.next()?)? else {
+                return Ok(None);
+            };
+            let held: BTreeMap<String, i64> = reply.next()?;
+            let index: HashMap<String, String> = reply.next()?;
+            let indexed = index
+                .values()
+                .flat_map(|ids| ids.split(' '))
+                .filter(|id| !id.is_empty())
+                .map(|id| OrderId::parse(id).map_err(corrupt))
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            if indexed.iter().any(|id| !known.contains(id)) {
+                known.extend(indexed);
+                continue;
+            }
+            let order_ids = |ids: Vec<String>| -> Result<Vec<OrderId>, StoreError> {
+                ids.iter()
+                    .map(|id| OrderId::parse(id).map_err(corrupt))
+                    .collect()
+            };
+            let stream = order_ids(reply.next()?)?;
+            let deadlines = order_ids(reply.next()?)?.into_iter().collect();
+            let records: Vec<HashMap<String, String>> = reply.next()?;
+            let orders = known
+                .iter()
+                .zip(records)
+                .filter(|(_, fields)| !fields.is_empty())
+                .map(|(id, fields)| {
+                    Ok(RecordedOrder {
+                        order: order_from_fields(id, &fields)?,
+                        queued: fields.contains_key("queued_at"),
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?;
+            return Ok(Some(SaleRecords {
+                view,
+                held: held
+                    .into_iter()
+                    .map(|(user, units)| Ok((UserId::parse(&user).map_err(corrupt)?, units)))
+                    .collect::<Result<_, StoreError>>()?,
+                indexed,
+                orders,
+                deadlines,
+                stream,
+            }));
         }
-        let mut reply = Reply {
-            items: items.into_iter(),
-        };
-        let now = reply.next()?;
-        let fields: HashMap<String, String> = reply.next()?;
-        let sale = sale_from_fields(&fields)?;
-        let stats = SaleStats {
-            stock_total: sale.stock_total,
-            remaining: reply.next()?,
-            reserved: reply.next()?,
-            paid: reply.next()?,
-            cancelled: reply.next()?,
-            expired: reply.next()?,
-            refund_required: reply.next()?,
-            queued: reply.next()?,
-            buyers: reply.next()?,
-        };
-        let version = int_field(&fields, "version")?;
-        Ok(Some(SaleView {
-            sale,
-            stats,
-            now,
-            version,
-        }))
+        Err(changed_meanwhile())
     }
 
     async fn update_sale(

@@ -96,6 +96,9 @@ async fn race_sells_exactly_the_stock(backend: Backend) {
         })
         .await;
     assert_eq!(sale_view["stats"]["reserved"], STOCK, "{sale_view}");
+    let audit = app.assert_audit_clean(&sale).await;
+    assert_eq!(audit["recounted"]["orders"], STOCK, "{audit}");
+    assert_eq!(audit["recounted"]["awaiting_order_service"], 0, "{audit}");
 
     if let Some(redis) = harness.redis.standalone() {
         let mut conn = redis.connection();

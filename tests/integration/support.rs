@@ -292,6 +292,27 @@ impl TestApp {
         response.json().await.expect("sale json")
     }
 
+    /// The sale's reconciliation (`GET /admin/v1/sales/{id}/audit`).
+    pub async fn audit(&self, id: &str) -> Value {
+        let response = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/v1/sales/{id}/audit"),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("audit json")
+    }
+
+    /// Asserts that the sale's records agree with every count it keeps.
+    pub async fn assert_audit_clean(&self, id: &str) -> Value {
+        let audit = self.audit(id).await;
+        assert_eq!(audit["ok"], true, "the audit found differences: {audit}");
+        assert_eq!(audit["differences"], serde_json::json!([]), "{audit}");
+        audit
+    }
+
     /// Polls the admin view of a sale until `done` holds of it, checking the
     /// stock invariant on every view; fails after `within`.
     pub async fn sale_when(

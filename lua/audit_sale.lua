@@ -1,0 +1,34 @@
+-- audit_sale: every record of a sale in one atomic step, for reconciliation
+-- (domain::SaleRecords::audit). Reads only; an operator's tool.
+-- KEYS[1..4] as sale_snapshot: sale, stock, stats, buyers
+-- KEYS[5] fs:{sale}:uorders    hash: shopper -> space-separated order ids
+-- KEYS[6] fs:{sale}:stream     stream: reservations not yet acknowledged
+-- KEYS[7] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
+-- KEYS[7 + i] fs:{sale}:order:<ARGV[i]>  hash: an order the caller knows of
+-- Returns {} when the sale does not exist, else
+-- {snapshot (as sale_snapshot), {shopper, units, ...}, {shopper, ids, ...},
+--  {order id of each stream entry}, {deadline order ids},
+--  {{field, value, ...} of each ARGV order ({} when it has no record)}}.
+-- The caller compares the shopper index with the orders it passed and asks
+-- again with the missing ones.
+local snap = snapshot(KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+if #snap == 0 then
+  return {}
+end
+local streamed = {}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[6], '-', '+')) do
+  local fields = entry[2]
+  for f = 1, #fields, 2 do
+    if fields[f] == 'order_id' then
+      streamed[#streamed + 1] = fields[f + 1]
+    end
+  end
+end
+local orders = {}
+for i = 1, #ARGV do
+  orders[i] = redis.call('HGETALL', KEYS[7 + i])
+end
+return {
+  snap, redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5]), streamed,
+  redis.call('ZRANGE', KEYS[7], 0, -1), orders
+}

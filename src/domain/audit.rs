@@ -1,0 +1,424 @@
+//! Reconciliation of one sale: recomputes every count the engine keeps
+//! (stock, units by order state, each shopper's units, the payment deadline
+//! index, the order service's queue) from the raw records the store holds,
+//! and lists every place where the two disagree. Both stores hand over the
+//! same [`SaleRecords`], so one set of rules audits both.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::{Order, OrderId, OrderStatus, SaleView, UserId};
+
+/// Everything the store holds about one sale, read in one atomic step.
+#[derive(Debug, Clone)]
+pub struct SaleRecords {
+    /// The sale and the counters the engine maintains as it goes.
+    pub view: SaleView,
+    /// The per-shopper counter: units each shopper holds (reserved or paid).
+    pub held: BTreeMap<UserId, i64>,
+    /// Every order id the shopper index lists for this sale.
+    pub indexed: BTreeSet<OrderId>,
+    /// The order records found (by their ids), each with whether the order
+    /// service has taken it from the stream.
+    pub orders: Vec<RecordedOrder>,
+    /// Order ids in the payment deadline index.
+    pub deadlines: BTreeSet<OrderId>,
+    /// Order ids of the stream entries the order service has not yet
+    /// acknowledged.
+    pub stream: Vec<OrderId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedOrder {
+    pub order: Order,
+    /// The order service has accepted it (`queued_at` is set).
+    pub queued: bool,
+}
+
+/// Units by order state, summed over the order records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct RecountedUnits {
+    pub orders: i64,
+    pub reserved: i64,
+    pub paid: i64,
+    /// Units of cancelled and expired orders, and of those among them that
+    /// were paid late (`refund_required`): all went back on sale.
+    pub released: i64,
+    pub refund_required: i64,
+    pub queued: i64,
+    /// Orders the order service has not yet taken from the stream.
+    pub awaiting_order_service: i64,
+}
+
+/// One disagreement between a count and the records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Difference {
+    /// Which rule: `stock_balance`, `remaining_range`, `reserved_units`,
+    /// `paid_units`, `released_units`, `refund_required_units`,
+    /// `queued_units`, `shopper_units`, `per_user_limit`, `order_missing`,
+    /// `order_unindexed`, `deadline_missing`, `deadline_stale`,
+    /// `reservation_lost`, `stream_unknown_order`.
+    #[schema(example = "reserved_units")]
+    pub check: &'static str,
+    #[schema(example = "stats.reserved is 7, the pending orders hold 6 units")]
+    pub detail: String,
+}
+
+/// What an audit found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    pub recounted: RecountedUnits,
+    pub differences: Vec<Difference>,
+}
+
+impl SaleRecords {
+    /// Recomputes the sale's counts from its records and reports every
+    /// difference from what the engine keeps.
+    pub fn audit(&self) -> Audit {
+        let mut differences = Vec::new();
+        let mut differ = |check: &'static str, detail: String| {
+            differences.push(Difference { check, detail });
+        };
+        let stats = &self.view.stats;
+        let total = self.view.sale.stock_total;
+        if stats.remaining + stats.reserved + stats.paid != total {
+            differ(
+                "stock_balance",
+                format!(
+                    "remaining {} + reserved {} + paid {} != stock_total {total}",
+                    stats.remaining, stats.reserved, stats.paid
+                ),
+            );
+        }
+        if !(0..=total).contains(&stats.remaining) {
+            differ(
+                "remaining_range",
+                format!("remaining {} is outside 0..={total}", stats.remaining),
+            );
+        }
+
+        let mut units = RecountedUnits::default();
+        let mut held: BTreeMap<&UserId, i64> = BTreeMap::new();
+        for recorded in &self.orders {
+            let order = &recorded.order;
+            units.orders += 1;
+            match order.status {
+                OrderStatus::PendingPayment => units.reserved += order.quantity,
+                OrderStatus::Paid => units.paid += order.quantity,
+                OrderStatus::Cancelled | OrderStatus::Expired => units.released += order.quantity,
+                OrderStatus::RefundRequired => {
+                    units.released += order.quantity;
+                    units.refund_required += order.quantity;
+                }
+            }
+            if matches!(
+                order.status,
+                OrderStatus::PendingPayment | OrderStatus::Paid
+            ) {
+                *held.entry(&order.user_id).or_default() += order.quantity;
+            }
+            if recorded.queued {
+                units.queued += order.quantity;
+            } else {
+                units.awaiting_order_service += 1;
+            }
+            if !self.indexed.contains(&order.id) {
+                differ(
+                    "order_unindexed",
+                    format!("order {} is not in its shopper's index", order.id),
+                );
+            }
+            let pending = order.status == OrderStatus::PendingPayment;
+            match (pending, self.deadlines.contains(&order.id)) {
+                (true, false) => differ(
+                    "deadline_missing",
+                    format!("unpaid order {} has no payment deadline", order.id),
+                ),
+                (false, true) => differ(
+                    "deadline_stale",
+                    format!(
+                        "order {} is {} but still has a payment deadline",
+                        order.id,
+                        order.status.as_str()
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        let compare = |differ: &mut dyn FnMut(&'static str, String), check, name, kept, found| {
+            if kept != found {
+                differ(
+                    check,
+                    format!("stats.{name} is {kept}, the orders add up to {found}"),
+                );
+            }
+        };
+        compare(
+            &mut differ,
+            "reserved_units",
+            "reserved",
+            stats.reserved,
+            units.reserved,
+        );
+        compare(&mut differ, "paid_units", "paid", stats.paid, units.paid);
+        compare(
+            &mut differ,
+            "released_units",
+            "cancelled + expired",
+            stats.cancelled + stats.expired,
+            units.released,
+        );
+        compare(
+            &mut differ,
+            "refund_required_units",
+            "refund_required",
+            stats.refund_required,
+            units.refund_required,
+        );
+        compare(
+            &mut differ,
+            "queued_units",
+            "queued",
+            stats.queued,
+            units.queued,
+        );
+
+        let limit = self.view.sale.per_user_limit;
+        let shoppers: BTreeSet<&UserId> = held.keys().copied().chain(self.held.keys()).collect();
+        for shopper in shoppers {
+            let kept = self.held.get(shopper).copied().unwrap_or(0);
+            let found = held.get(shopper).copied().unwrap_or(0);
+            if kept != found {
+                differ(
+                    "shopper_units",
+                    format!("shopper {shopper} is counted {kept} units, holds {found}"),
+                );
+            }
+            if found > limit {
+                differ(
+                    "per_user_limit",
+                    format!("shopper {shopper} holds {found} units, the limit is {limit}"),
+                );
+            }
+        }
+
+        let recorded: BTreeSet<&OrderId> = self.orders.iter().map(|r| &r.order.id).collect();
+        for id in self.indexed.iter().filter(|id| !recorded.contains(id)) {
+            differ(
+                "order_missing",
+                format!("order {id} is indexed but has no record"),
+            );
+        }
+        for id in self.deadlines.iter().filter(|id| !recorded.contains(id)) {
+            differ(
+                "deadline_stale",
+                format!("the deadline index names order {id}, which has no record"),
+            );
+        }
+        let streamed: BTreeSet<&OrderId> = self.stream.iter().collect();
+        for id in self.stream.iter().filter(|id| !recorded.contains(id)) {
+            differ(
+                "stream_unknown_order",
+                format!("a stream entry names order {id}, which has no record"),
+            );
+        }
+        for recorded in self
+            .orders
+            .iter()
+            .filter(|r| !r.queued && !streamed.contains(&r.order.id))
+        {
+            differ(
+                "reservation_lost",
+                format!(
+                    "order {} was never taken by the order service and is not on the stream",
+                    recorded.order.id
+                ),
+            );
+        }
+        Audit {
+            recounted: units,
+            differences,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Sale, SaleId, SaleState, SaleStats};
+
+    fn records(orders: &[(OrderStatus, i64, &str, bool)]) -> SaleRecords {
+        let sale = Sale {
+            id: SaleId::generate(),
+            sku: "LC-POUCH-RED".into(),
+            title: "Le Pliage pouch, red".into(),
+            price_cents: 100,
+            currency: "CNY".into(),
+            stock_total: 10,
+            per_user_limit: 2,
+            starts_at: 0,
+            ends_at: 1,
+            payment_timeout_secs: 900,
+            require_purchase_token: false,
+            state: SaleState::Scheduled,
+            created_at: 0,
+        };
+        let id = sale.id.clone();
+        let mut records = SaleRecords {
+            view: SaleView {
+                stats: SaleStats {
+                    stock_total: 10,
+                    remaining: 10,
+                    ..SaleStats::default()
+                },
+                sale,
+                now: 0,
+                version: 1,
+            },
+            held: BTreeMap::new(),
+            indexed: BTreeSet::new(),
+            orders: Vec::new(),
+            deadlines: BTreeSet::new(),
+            stream: Vec::new(),
+        };
+        for (status, quantity, user, queued) in orders {
+            let order = order(&id, *status, *quantity, user);
+            let stats = &mut records.view.stats;
+            match status {
+                OrderStatus::PendingPayment => {
+                    stats.reserved += quantity;
+                    records.deadlines.insert(order.id.clone());
+                }
+                OrderStatus::Paid => stats.paid += quantity,
+                OrderStatus::Cancelled => stats.cancelled += quantity,
+                OrderStatus::Expired => stats.expired += quantity,
+                OrderStatus::RefundRequired => {
+                    stats.expired += quantity;
+                    stats.refund_required += quantity;
+                }
+            }
+            if matches!(status, OrderStatus::PendingPayment | OrderStatus::Paid) {
+                stats.remaining -= quantity;
+                *records.held.entry(order.user_id.clone()).or_default() += quantity;
+            }
+            if *queued {
+                stats.queued += quantity;
+            } else {
+                records.stream.push(order.id.clone());
+            }
+            records.indexed.insert(order.id.clone());
+            records.orders.push(RecordedOrder {
+                order,
+                queued: *queued,
+            });
+        }
+        records
+    }
+
+    fn order(sale: &SaleId, status: OrderStatus, quantity: i64, user: &str) -> Order {
+        Order {
+            id: OrderId::generate(sale),
+            sale_id: sale.clone(),
+            user_id: UserId::parse(user).expect("user id"),
+            quantity,
+            amount_cents: quantity * 100,
+            currency: "CNY".into(),
+            status,
+            created_at: 0,
+            expires_at: 1,
+            paid_at: None,
+        }
+    }
+
+    fn checks(records: &SaleRecords) -> Vec<&'static str> {
+        records
+            .audit()
+            .differences
+            .iter()
+            .map(|d| d.check)
+            .collect()
+    }
+
+    fn consistent() -> SaleRecords {
+        records(&[
+            (OrderStatus::PendingPayment, 2, "ann", false),
+            (OrderStatus::Paid, 1, "bob", true),
+            (OrderStatus::Cancelled, 1, "bob", true),
+            (OrderStatus::RefundRequired, 1, "cai", true),
+        ])
+    }
+
+    #[test]
+    fn consistent_records_have_no_differences() {
+        let records = consistent();
+        let audit = records.audit();
+        assert_eq!(audit.differences, vec![]);
+        assert_eq!(
+            audit.recounted,
+            RecountedUnits {
+                orders: 4,
+                reserved: 2,
+                paid: 1,
+                released: 2,
+                refund_required: 1,
+                queued: 3,
+                awaiting_order_service: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn a_count_off_by_one_is_reported() {
+        let mut records = consistent();
+        records.view.stats.reserved += 1;
+        assert_eq!(checks(&records), ["stock_balance", "reserved_units"]);
+    }
+
+    #[test]
+    fn oversold_stock_is_reported() {
+        let mut records = consistent();
+        records.view.stats.remaining = -1;
+        assert_eq!(checks(&records), ["stock_balance", "remaining_range"]);
+    }
+
+    #[test]
+    fn shopper_counts_and_limits_are_checked() {
+        let mut records = consistent();
+        records.held.insert(UserId::parse("dan").expect("id"), 1);
+        assert_eq!(checks(&records), ["shopper_units"]);
+        let mut records = records_over_limit();
+        records.view.sale.per_user_limit = 1;
+        assert_eq!(checks(&records), ["per_user_limit"]);
+    }
+
+    fn records_over_limit() -> SaleRecords {
+        records(&[(OrderStatus::PendingPayment, 2, "ann", true)])
+    }
+
+    #[test]
+    fn a_reservation_neither_queued_nor_streamed_is_lost() {
+        let mut records = consistent();
+        records.stream.clear();
+        assert_eq!(checks(&records), ["reservation_lost"]);
+    }
+
+    #[test]
+    fn index_and_deadline_gaps_are_reported() {
+        let mut records = consistent();
+        let pending = records.orders[0].order.id.clone();
+        records.deadlines.remove(&pending);
+        records.indexed.remove(&pending);
+        assert_eq!(checks(&records), ["order_unindexed", "deadline_missing"]);
+
+        let mut records = consistent();
+        let ghost = OrderId::generate(&records.view.sale.id);
+        records.indexed.insert(ghost.clone());
+        records.deadlines.insert(ghost.clone());
+        records.stream.push(ghost);
+        assert_eq!(
+            checks(&records),
+            ["order_missing", "deadline_stale", "stream_unknown_order"]
+        );
+    }
+}
