@@ -11,6 +11,7 @@
 mod embedded;
 pub mod keys;
 mod redis;
+mod scripts;
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! The Redis store: standalone or Cluster. Each state change is one script
-//! from `lua/` run with EVALSHA (reloaded on NOSCRIPT by `redis::Script`).
+//! from `lua/` (see [`super::scripts`]).
 //! Reads that must be consistent (a sale with its counts) are scripts too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -14,9 +14,10 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
 
 use super::keys::{SaleKeys, ORDER_SERVICE_GROUP, SALE_INDEX, STOCK_RETURNS_CHANNEL};
+use super::scripts::{Invocation, Scripts};
 use super::{
     changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog, Payment,
     PaymentOutcome, Reservation, ReserveRequest, StockReturn, StockReturnHandler, Store,
@@ -70,65 +71,6 @@ impl ConnectionLike for Connection {
     }
 }
 
-/// `lua/<name>.lua`, prefixed with the helpers of `lua/common.lua`.
-macro_rules! script {
-    ($name:literal) => {
-        Script::new(concat!(
-            include_str!("../../lua/common.lua"),
-            include_str!(concat!("../../lua/", $name, ".lua"))
-        ))
-    };
-}
-
-/// The Lua scripts, one per state change plus the consistent read.
-struct Scripts {
-    create_sale: Script,
-    sale_snapshot: Script,
-    update_sale: Script,
-    cancel_sale: Script,
-    reserve: Script,
-    cancel_order: Script,
-    pay_order: Script,
-    expire_orders: Script,
-    accept_orders: Script,
-    claim_deliveries: Script,
-    audit_sale: Script,
-}
-
-impl Scripts {
-    fn new() -> Self {
-        Self {
-            create_sale: script!("create_sale"),
-            sale_snapshot: script!("sale_snapshot"),
-            update_sale: script!("update_sale"),
-            cancel_sale: script!("cancel_sale"),
-            reserve: script!("reserve"),
-            cancel_order: script!("cancel_order"),
-            pay_order: script!("pay_order"),
-            expire_orders: script!("expire_orders"),
-            accept_orders: script!("accept_orders"),
-            claim_deliveries: script!("claim_deliveries"),
-            audit_sale: script!("audit_sale"),
-        }
-    }
-
-    fn all(&self) -> [&Script; 11] {
-        [
-            &self.create_sale,
-            &self.sale_snapshot,
-            &self.update_sale,
-            &self.cancel_sale,
-            &self.reserve,
-            &self.cancel_order,
-            &self.pay_order,
-            &self.expire_orders,
-            &self.accept_orders,
-            &self.claim_deliveries,
-            &self.audit_sale,
-        ]
-    }
-}
-
 pub struct RedisStore {
     conn: Connection,
     scripts: Scripts,
@@ -159,7 +101,12 @@ impl RedisStore {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(Some(timeout))
-                    .set_number_of_retries(2);
+                    // A Redis that is down fails a call in tens of
+                    // milliseconds, not after the default 100 ms, 200 ms...
+                    // back-off: shoppers get their 503 at once.
+                    .set_number_of_retries(2)
+                    .set_min_delay(Duration::from_millis(10))
+                    .set_max_delay(Duration::from_millis(100));
                 Connection::Standalone(
                     ConnectionManager::new_with_config(client, config)
                         .await
@@ -252,22 +199,18 @@ impl RedisStore {
     }
 
     async fn load_scripts(&self) -> redis::RedisResult<()> {
-        let mut conn = self.conn.clone();
-        for script in self.scripts.all() {
-            script.load_async(&mut conn).await?;
-        }
-        Ok(())
+        self.scripts.load(&mut self.conn.clone()).await
     }
 
     /// Runs a script and returns its reply, timing the call.
     async fn run(
         &self,
         op: &'static str,
-        invocation: redis::ScriptInvocation<'_>,
+        invocation: &Invocation<'_>,
     ) -> Result<Value, StoreError> {
         let mut conn = self.conn.clone();
         let started = Instant::now();
-        let reply = invocation.invoke_async(&mut conn).await;
+        let reply = invocation.invoke(&mut conn).await;
         telemetry::observe_store_call(op, started.elapsed());
         reply.map_err(unavailable)
     }
@@ -556,8 +499,8 @@ impl Store for RedisStore {
             .arg(sale.created_at)
             .arg(sale.id.as_str());
         self.query::<i64>("index_sale", &cmd).await?;
-        let created: i64 =
-            redis::from_redis_value(self.run("create_sale", invocation).await?).map_err(corrupt)?;
+        let created: i64 = redis::from_redis_value(self.run("create_sale", &invocation).await?)
+            .map_err(corrupt)?;
         if created != 1 {
             return Err(StoreError::Conflict(format!(
                 "sale {} already exists",
@@ -583,7 +526,7 @@ impl Store for RedisStore {
             .key(keys.stock())
             .key(keys.stats())
             .key(keys.buyers());
-        let snapshot = self.run("sale_snapshot", invocation).await?;
+        let snapshot = self.run("sale_snapshot", &invocation).await?;
         view_from_snapshot(redis::from_redis_value(snapshot).map_err(corrupt)?)
     }
 
@@ -604,7 +547,7 @@ impl Store for RedisStore {
             for order in &known {
                 invocation.key(keys.order(order)).arg(order.as_str());
             }
-            let Value::Array(items) = self.run("audit_sale", invocation).await? else {
+            let Value::Array(items) = self.run("audit_sale", &invocation).await? else {
                 return Err(corrupt("audit reply is not an array"));
             };
             if items.is_empty() {
@@ -687,7 +630,7 @@ impl Store for RedisStore {
                 invocation.arg(field).arg(value);
             }
         }
-        let (outcome, reply) = Reply::new(self.run("update_sale", invocation).await?)?;
+        let (outcome, reply) = Reply::new(self.run("update_sale", &invocation).await?)?;
         if outcome == "changed" {
             return Err(changed_meanwhile());
         }
@@ -697,7 +640,7 @@ impl Store for RedisStore {
     async fn cancel_sale(&self, id: &SaleId) -> Result<(), StoreError> {
         let keys = SaleKeys::new(id);
         let invocation = self.scripts.cancel_sale.key(keys.sale());
-        let (outcome, reply) = Reply::new(self.run("cancel_sale", invocation).await?)?;
+        let (outcome, reply) = Reply::new(self.run("cancel_sale", &invocation).await?)?;
         admin_outcome(&outcome, reply)
     }
 
@@ -724,7 +667,7 @@ impl Store for RedisStore {
             .arg(request.order_id.as_str())
             .arg(idempotency_field)
             .arg(request.purchase_token.as_deref().unwrap_or(""));
-        let (outcome, mut reply) = Reply::new(self.run("reserve", invocation).await?)?;
+        let (outcome, mut reply) = Reply::new(self.run("reserve", &invocation).await?)?;
         match outcome.as_str() {
             "reserved" => {
                 let created_at = reply.next()?;
@@ -808,7 +751,7 @@ impl Store for RedisStore {
             .key(keys.deadlines())
             .arg(user.as_str())
             .arg(id.as_str());
-        let (outcome, mut reply) = Reply::new(self.run("cancel_order", invocation).await?)?;
+        let (outcome, mut reply) = Reply::new(self.run("cancel_order", &invocation).await?)?;
         match outcome.as_str() {
             "cancelled" => order_from_fields(id, &reply.next()?),
             "not_found" => Err(StoreError::NotFound("order")),
@@ -841,7 +784,7 @@ impl Store for RedisStore {
             .arg(currency)
             .arg(payment.transaction_id.as_str())
             .arg(flag(hand_off));
-        let (outcome, mut reply) = Reply::new(self.run("pay_order", invocation).await?)?;
+        let (outcome, mut reply) = Reply::new(self.run("pay_order", &invocation).await?)?;
         if outcome == "not_found" {
             return Err(StoreError::NotFound("order"));
         }
@@ -879,7 +822,7 @@ impl Store for RedisStore {
             let id = OrderId::parse(id).map_err(corrupt)?;
             invocation.key(keys.order(&id)).arg(id.as_str());
         }
-        let Value::Array(items) = self.run("expire_orders", invocation).await? else {
+        let Value::Array(items) = self.run("expire_orders", &invocation).await? else {
             return Err(corrupt("expire reply is not an array"));
         };
         let mut reply = Reply {
@@ -969,7 +912,7 @@ impl Store for RedisStore {
             invocation.key(keys.order(id)).arg(id.as_str());
         }
         let outcomes: Vec<String> =
-            redis::from_redis_value(self.run("accept_orders", invocation).await?)
+            redis::from_redis_value(self.run("accept_orders", &invocation).await?)
                 .map_err(corrupt)?;
         outcomes
             .iter()
@@ -1040,7 +983,7 @@ impl Store for RedisStore {
             .key(keys.attempts())
             .arg(limit)
             .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
-        let Value::Array(items) = self.run("claim_deliveries", invocation).await? else {
+        let Value::Array(items) = self.run("claim_deliveries", &invocation).await? else {
             return Err(corrupt("claim reply is not an array"));
         };
         let mut reply = Reply {

@@ -20,6 +20,8 @@ mod api_race;
 mod api_restart;
 mod api_window;
 mod conformance;
+mod fault_harness;
+mod faults;
 mod orders_expiry;
 mod orders_races;
 mod orders_stream;

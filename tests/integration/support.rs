@@ -191,7 +191,7 @@ impl RedisCluster {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
@@ -228,17 +228,27 @@ impl TestApp {
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
+        let mut app = Self::attach(address, Duration::from_secs(30));
+        app.stop = Some(stop);
+        app.server = Some(server);
+        app
+    }
+
+    /// A client of an engine running elsewhere (a `flashsale` process the
+    /// test started) at `address` (`http://host:port`); each request gives
+    /// up after `timeout`.
+    pub fn attach(address: String, timeout: Duration) -> Self {
         // Straight to 127.0.0.1, whatever proxy the environment names.
         let client = reqwest::Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .build()
             .expect("http client");
         Self {
             address,
             client,
-            stop: Some(stop),
-            server: Some(server),
+            stop: None,
+            server: None,
         }
     }
 

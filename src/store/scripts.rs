@@ -1,0 +1,142 @@
+//! The Lua scripts of the Redis store (`lua/`, each prefixed with
+//! `lua/common.lua`) and how they run: EVALSHA, and when Redis has lost its
+//! script cache (a restart, a failover, `SCRIPT FLUSH`) the script's body
+//! with EVAL, which cannot miss the cache however often it is flushed.
+//! NOSCRIPT means the script did not run, so the second send is safe.
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, ToRedisArgs, Value};
+
+/// One script: its body and its SHA1 (held by `redis::Script`).
+pub struct LuaScript {
+    script: Script,
+    body: &'static str,
+}
+
+/// `lua/<name>.lua`, prefixed with the helpers of `lua/common.lua`.
+macro_rules! script {
+    ($name:literal) => {
+        LuaScript::new(concat!(
+            include_str!("../../lua/common.lua"),
+            include_str!(concat!("../../lua/", $name, ".lua"))
+        ))
+    };
+}
+
+impl LuaScript {
+    fn new(body: &'static str) -> Self {
+        Self {
+            script: Script::new(body),
+            body,
+        }
+    }
+
+    /// Starts a call with its first key.
+    pub fn key(&self, key: impl ToRedisArgs) -> Invocation<'_> {
+        let mut invocation = Invocation {
+            script: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        };
+        invocation.key(key);
+        invocation
+    }
+}
+
+/// A call of a script: its keys and arguments.
+pub struct Invocation<'a> {
+    script: &'a LuaScript,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Invocation<'_> {
+    pub fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    pub fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    /// EVALSHA; on NOSCRIPT, EVAL with the body (which also caches it again).
+    pub async fn invoke(&self, conn: &mut impl ConnectionLike) -> RedisResult<Value> {
+        match self
+            .command("EVALSHA", self.script.script.get_hash())
+            .query_async(conn)
+            .await
+        {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.command("EVAL", self.script.body)
+                    .query_async(conn)
+                    .await
+            }
+            reply => reply,
+        }
+    }
+
+    fn command(&self, name: &str, script: &str) -> Cmd {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(script)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+}
+
+/// The Lua scripts, one per state change plus the consistent reads.
+pub struct Scripts {
+    pub create_sale: LuaScript,
+    pub sale_snapshot: LuaScript,
+    pub update_sale: LuaScript,
+    pub cancel_sale: LuaScript,
+    pub reserve: LuaScript,
+    pub cancel_order: LuaScript,
+    pub pay_order: LuaScript,
+    pub expire_orders: LuaScript,
+    pub accept_orders: LuaScript,
+    pub claim_deliveries: LuaScript,
+    pub audit_sale: LuaScript,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Self {
+            create_sale: script!("create_sale"),
+            sale_snapshot: script!("sale_snapshot"),
+            update_sale: script!("update_sale"),
+            cancel_sale: script!("cancel_sale"),
+            reserve: script!("reserve"),
+            cancel_order: script!("cancel_order"),
+            pay_order: script!("pay_order"),
+            expire_orders: script!("expire_orders"),
+            accept_orders: script!("accept_orders"),
+            claim_deliveries: script!("claim_deliveries"),
+            audit_sale: script!("audit_sale"),
+        }
+    }
+
+    /// Loads every script into the script cache (on a Cluster, every
+    /// primary's), so the first calls need not send the bodies.
+    pub async fn load(&self, conn: &mut impl ConnectionLike) -> RedisResult<()> {
+        for script in [
+            &self.create_sale,
+            &self.sale_snapshot,
+            &self.update_sale,
+            &self.cancel_sale,
+            &self.reserve,
+            &self.cancel_order,
+            &self.pay_order,
+            &self.expire_orders,
+            &self.accept_orders,
+            &self.claim_deliveries,
+            &self.audit_sale,
+        ] {
+            script.script.load_async(conn).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,277 @@
+//! Goal: no oversell, no acknowledged order lost, nobody above their limit
+//! and no duplicate order when things break in the middle of a sale: Redis
+//! killed and restarted from its AOF, the engine killed or stopped and
+//! started again, Redis's script cache flushed, Redis out of memory.
+//! Method: real `redis-server` (AOF, `appendfsync always`) and, for crashes,
+//! the real `flashsale` binary, both started by the test on free ports and
+//! killed by their process ids at a moment drawn from a seed (printed;
+//! `FLASHSALE_FAULT_SEED` replays it). A race of shoppers records every
+//! answer and retries unknown ones with the same `Idempotency-Key`; at the
+//! end every acknowledged order must exist and the sale's audit must find
+//! no difference.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use reqwest::StatusCode;
+
+use crate::fault_harness::{
+    assert_nothing_lost, seeded_rng, strike_after, EngineProcess, Progress, Race, Record,
+};
+use crate::support::{error_code, live_sale, RedisServer, TestApp};
+
+const STOCK: i64 = 150;
+const SHOPPERS: usize = 300;
+
+fn race(sale: &str) -> Race {
+    Race {
+        sale: sale.to_owned(),
+        shoppers: SHOPPERS,
+        workers: 16,
+        backoff: Duration::from_millis(50),
+        deadline: Duration::from_secs(60),
+    }
+}
+
+/// Runs the race in the background; the test strikes meanwhile.
+fn start_race(app: &Arc<TestApp>, sale: &str) -> (Arc<Progress>, tokio::task::JoinHandle<Record>) {
+    let progress = Arc::new(Progress::default());
+    let race = race(sale);
+    let (app, racing) = (Arc::clone(app), Arc::clone(&progress));
+    let task = tokio::spawn(async move { race.run(app, racing).await });
+    (progress, task)
+}
+
+/// Waits until the order service has taken every order (stats.queued counts
+/// the units of every order it took; no order here is cancelled or paid).
+async fn order_service_caught_up(app: &TestApp, sale: &str) {
+    app.sale_when(sale, Duration::from_secs(20), |view| {
+        view["stats"]["queued"] == view["stats"]["reserved"]
+    })
+    .await;
+}
+
+fn sold_out_exactly(record: &Record) {
+    record.assert_sound();
+    assert_eq!(
+        record.acknowledged().len(),
+        STOCK as usize,
+        "with twice as many shoppers as units, every unit sells once: {:?}",
+        record.tally()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_race_loses_no_acknowledged_order() {
+    let mut rng = seeded_rng("redis_killed_mid_race");
+    let mut redis = RedisServer::start();
+    let engine = EngineProcess::start(&redis.url());
+    let app = Arc::new(engine.client(Duration::from_secs(10)));
+    let sale = app.create_sale(live_sale(STOCK, 1)).await;
+    let (progress, racing) = start_race(&app, &sale);
+
+    progress.reached(strike_after(&mut rng, 10..100)).await;
+    redis.kill();
+    let killed_at = progress.acknowledged.load(Ordering::SeqCst);
+    let probed = Instant::now();
+    let during = app.order(&sale, "prober", None, None).await;
+    let answered_in = probed.elapsed();
+    assert_eq!(during.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(during.headers().contains_key("retry-after"));
+    assert_eq!(error_code(during).await.1, "unavailable");
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_millis(rng.random_range(200..1_500))).await;
+
+    redis.restart();
+    let restarted = Instant::now();
+    loop {
+        let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+        if ready.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(20),
+            "the engine did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recovered_in = restarted.elapsed();
+    let record = racing.await.expect("race");
+    sold_out_exactly(&record);
+    order_service_caught_up(&app, &sale).await;
+    assert_nothing_lost(&app, &sale, &record).await;
+    println!(
+        "redis killed after {killed_at} acknowledged; 503 in {answered_in:?} during the \
+         outage; ready again {recovered_in:?} after the restart; answers {:?}",
+        record.tally()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_killed_mid_race_loses_no_acknowledged_order() {
+    let mut rng = seeded_rng("engine_killed_mid_race");
+    let redis = RedisServer::start();
+    let mut engine = EngineProcess::start(&redis.url());
+    let app = Arc::new(engine.client(Duration::from_secs(10)));
+    let sale = app.create_sale(live_sale(STOCK, 1)).await;
+    let (progress, racing) = start_race(&app, &sale);
+
+    progress.reached(strike_after(&mut rng, 10..100)).await;
+    engine.kill();
+    let killed_at = progress.acknowledged.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_000))).await;
+    let restarted = Instant::now();
+    engine.restart();
+    let started_in = restarted.elapsed();
+
+    let record = racing.await.expect("race");
+    sold_out_exactly(&record);
+    // Entries the killed engine had read but not acknowledged are reclaimed.
+    order_service_caught_up(&app, &sale).await;
+    let audit = assert_nothing_lost(&app, &sale, &record).await;
+    assert_eq!(audit["recounted"]["awaiting_order_service"], 0, "{audit}");
+    println!(
+        "engine killed after {killed_at} acknowledged; serving again {started_in:?} after \
+         the restart; answers {:?}",
+        record.tally()
+    );
+}
+
+/// SIGTERM mid-race: the engine stops taking connections, answers what it
+/// has in flight, exits 0; a new process takes over and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_stopped_mid_race_exits_cleanly_and_loses_nothing() {
+    let mut rng = seeded_rng("engine_stopped_mid_race");
+    let redis = RedisServer::start();
+    let mut engine = EngineProcess::start(&redis.url());
+    let app = Arc::new(engine.client(Duration::from_secs(10)));
+    let sale = app.create_sale(live_sale(STOCK, 1)).await;
+    let (progress, racing) = start_race(&app, &sale);
+
+    progress.reached(strike_after(&mut rng, 10..100)).await;
+    let stopping = Instant::now();
+    let status = engine.terminate().await;
+    let stopped_in = stopping.elapsed();
+    assert!(status.success(), "exit status {status}");
+    engine.restart();
+
+    let record = racing.await.expect("race");
+    sold_out_exactly(&record);
+    order_service_caught_up(&app, &sale).await;
+    assert_nothing_lost(&app, &sale, &record).await;
+    println!(
+        "SIGTERM mid-race: exited 0 in {stopped_in:?}; answers {:?}",
+        record.tally()
+    );
+}
+
+/// A Redis that lost its script cache (a restart, a failover, `SCRIPT
+/// FLUSH`) fails no request: the client loads the script again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_flush_during_load_fails_nothing() {
+    let redis = RedisServer::start();
+    let app = Arc::new(TestApp::spawn(Some(redis.url())).await);
+    let sale = app.create_sale(live_sale(STOCK, 1)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flusher = {
+        let (stop, mut conn) = (Arc::clone(&stop), redis.connection());
+        tokio::task::spawn_blocking(move || {
+            let mut flushes = 0_usize;
+            while !stop.load(Ordering::SeqCst) {
+                let _: () = redis::cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .query(&mut conn)
+                    .expect("SCRIPT FLUSH");
+                flushes += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            flushes
+        })
+    };
+    let race = Race {
+        backoff: Duration::ZERO,
+        ..race(&sale)
+    };
+    let record = race.run(Arc::clone(&app), Arc::default()).await;
+    stop.store(true, Ordering::SeqCst);
+    let flushed = flusher.await.expect("flusher");
+    sold_out_exactly(&record);
+    let tally = record.tally();
+    assert!(
+        tally
+            .keys()
+            .all(|kind| kind == "201" || kind == "409 sold_out"),
+        "zero failed requests: {tally:?}"
+    );
+    assert!(flushed > 0);
+    assert_nothing_lost(&app, &sale, &record).await;
+    println!("{flushed} script flushes during the race; answers {tally:?}");
+}
+
+/// Redis at `maxmemory` with `noeviction` refuses writes: the engine answers
+/// 503 `unavailable`, takes nothing it cannot record, and sells again once
+/// memory frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory_is_503_and_recovers() {
+    let mut rng = seeded_rng("redis_out_of_memory");
+    let redis = RedisServer::start();
+    let app = Arc::new(TestApp::spawn(Some(redis.url())).await);
+    let sale = app.create_sale(live_sale(STOCK, 1)).await;
+    let (progress, racing) = start_race(&app, &sale);
+    let set_maxmemory = |bytes: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .query(&mut redis.connection())
+            .expect("CONFIG SET maxmemory");
+    };
+
+    progress.reached(strike_after(&mut rng, 10..100)).await;
+    set_maxmemory("1");
+    let full_at = progress.acknowledged.load(Ordering::SeqCst);
+    let during = app.order(&sale, "prober", None, None).await;
+    assert_eq!(
+        error_code(during).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable".into())
+    );
+    tokio::time::sleep(Duration::from_millis(rng.random_range(200..1_000))).await;
+    set_maxmemory("0");
+
+    let record = racing.await.expect("race");
+    sold_out_exactly(&record);
+    assert!(
+        record.tally().contains_key("503 unavailable"),
+        "{:?}",
+        record.tally()
+    );
+    order_service_caught_up(&app, &sale).await;
+    assert_nothing_lost(&app, &sale, &record).await;
+    println!(
+        "redis full after {full_at} acknowledged; answers {:?}",
+        record.tally()
+    );
+}
+
+/// A Redis without AOF loses reservations in a crash: the engine says so
+/// when it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warns_when_redis_runs_without_aof() {
+    let redis = RedisServer::start();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("no")
+        .query(&mut redis.connection())
+        .expect("CONFIG SET appendonly");
+    let engine = EngineProcess::start(&redis.url());
+    let logs = engine.logs();
+    assert!(
+        logs.iter()
+            .any(|line| line.contains("WARN") && line.contains("appendonly no")),
+        "{logs:#?}"
+    );
+}
