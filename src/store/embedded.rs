@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use super::{
-    changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog, Payment,
+    batch_sale, changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog, Payment,
     PaymentOutcome, Reservation, ReserveRequest, StockReturn, StockReturnHandler, Store,
     StoreError, StreamEntry,
 };
@@ -78,6 +78,97 @@ impl SaleRecord {
             }
         }
         Some(order)
+    }
+
+    /// Decides one reservation (see [`Store::reserve`]).
+    fn reserve(&mut self, request: &ReserveRequest) -> Result<Reservation, StoreError> {
+        let record = self;
+        let quantity = request.quantity.get();
+        if let Some(order) = record.orders.get(&request.order_id) {
+            // The same call made twice (a retrying caller): same answer.
+            return Ok(Reservation {
+                order: order.clone(),
+                remaining: None,
+                held: None,
+                replayed: false,
+            });
+        }
+        let idempotency = request
+            .idempotency_key
+            .as_ref()
+            .map(|key| (request.user_id.clone(), key.clone()));
+        if let Some((order_id, asked)) = idempotency
+            .as_ref()
+            .and_then(|key| record.idempotency.get(key))
+        {
+            if *asked != quantity {
+                return Err(Rejection::IdempotencyMismatch.into());
+            }
+            let order = record
+                .orders
+                .get(order_id)
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt(format!("missing order {order_id}")))?;
+            return Ok(Reservation {
+                order,
+                remaining: None,
+                held: None,
+                replayed: true,
+            });
+        }
+        let now = system_now();
+        let held = record.held.get(&request.user_id).copied().unwrap_or(0);
+        let token = match &request.purchase_token {
+            None => PresentedToken::Missing,
+            Some(id) if record.used_tokens.contains(id) => PresentedToken::Used,
+            Some(_) => PresentedToken::Fresh,
+        };
+        check_reservation(
+            &record.sale,
+            now,
+            record.stats.remaining,
+            held,
+            request.quantity,
+            token,
+        )?;
+        if let (true, Some(id)) = (record.sale.require_purchase_token, &request.purchase_token) {
+            record.used_tokens.insert(id.clone());
+        }
+        record.stats.remaining -= quantity;
+        record.stats.reserved += quantity;
+        let held = held + quantity;
+        record.held.insert(request.user_id.clone(), held);
+        let order = Order {
+            id: request.order_id.clone(),
+            sale_id: request.sale_id.clone(),
+            user_id: request.user_id.clone(),
+            quantity,
+            amount_cents: quantity * record.sale.price_cents,
+            currency: record.sale.currency.clone(),
+            status: OrderStatus::PendingPayment,
+            created_at: now,
+            expires_at: now + record.sale.payment_timeout_secs * 1000,
+            paid_at: None,
+        };
+        record.orders.insert(order.id.clone(), order.clone());
+        record
+            .deadlines
+            .insert((order.expires_at, order.id.clone()));
+        record.stream.append(order.id.clone());
+        record
+            .user_orders
+            .entry(request.user_id.clone())
+            .or_default()
+            .push(order.id.clone());
+        if let Some(key) = idempotency {
+            record.idempotency.insert(key, (order.id.clone(), quantity));
+        }
+        Ok(Reservation {
+            order,
+            remaining: Some(record.stats.remaining),
+            held: Some(held),
+            replayed: false,
+        })
     }
 
     /// Queues a hand-off, due now, unless it is queued already.
@@ -349,96 +440,22 @@ impl Store for EmbeddedStore {
         Ok(())
     }
 
-    async fn reserve(&self, request: &ReserveRequest) -> Result<Reservation, StoreError> {
-        let record = self.record(&request.sale_id)?;
+    async fn reserve_batch(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<Result<Reservation, StoreError>>, StoreError> {
+        let sale = batch_sale(requests)?;
+        let Ok(record) = self.record(sale) else {
+            return Ok(requests
+                .iter()
+                .map(|_| Err(StoreError::NotFound("sale")))
+                .collect());
+        };
         let mut guard = record.lock();
-        let record = &mut *guard;
-        let quantity = request.quantity.get();
-        if let Some(order) = record.orders.get(&request.order_id) {
-            // The same call made twice (a retrying caller): same answer.
-            return Ok(Reservation {
-                order: order.clone(),
-                remaining: None,
-                held: None,
-                replayed: false,
-            });
-        }
-        let idempotency = request
-            .idempotency_key
-            .as_ref()
-            .map(|key| (request.user_id.clone(), key.clone()));
-        if let Some((order_id, asked)) = idempotency
-            .as_ref()
-            .and_then(|key| record.idempotency.get(key))
-        {
-            if *asked != quantity {
-                return Err(Rejection::IdempotencyMismatch.into());
-            }
-            let order = record
-                .orders
-                .get(order_id)
-                .cloned()
-                .ok_or_else(|| StoreError::Corrupt(format!("missing order {order_id}")))?;
-            return Ok(Reservation {
-                order,
-                remaining: None,
-                held: None,
-                replayed: true,
-            });
-        }
-        let now = system_now();
-        let held = record.held.get(&request.user_id).copied().unwrap_or(0);
-        let token = match &request.purchase_token {
-            None => PresentedToken::Missing,
-            Some(id) if record.used_tokens.contains(id) => PresentedToken::Used,
-            Some(_) => PresentedToken::Fresh,
-        };
-        check_reservation(
-            &record.sale,
-            now,
-            record.stats.remaining,
-            held,
-            request.quantity,
-            token,
-        )?;
-        if let (true, Some(id)) = (record.sale.require_purchase_token, &request.purchase_token) {
-            record.used_tokens.insert(id.clone());
-        }
-        record.stats.remaining -= quantity;
-        record.stats.reserved += quantity;
-        let held = held + quantity;
-        record.held.insert(request.user_id.clone(), held);
-        let order = Order {
-            id: request.order_id.clone(),
-            sale_id: request.sale_id.clone(),
-            user_id: request.user_id.clone(),
-            quantity,
-            amount_cents: quantity * record.sale.price_cents,
-            currency: record.sale.currency.clone(),
-            status: OrderStatus::PendingPayment,
-            created_at: now,
-            expires_at: now + record.sale.payment_timeout_secs * 1000,
-            paid_at: None,
-        };
-        record.orders.insert(order.id.clone(), order.clone());
-        record
-            .deadlines
-            .insert((order.expires_at, order.id.clone()));
-        record.stream.append(order.id.clone());
-        record
-            .user_orders
-            .entry(request.user_id.clone())
-            .or_default()
-            .push(order.id.clone());
-        if let Some(key) = idempotency {
-            record.idempotency.insert(key, (order.id.clone(), quantity));
-        }
-        Ok(Reservation {
-            order,
-            remaining: Some(record.stats.remaining),
-            held: Some(held),
-            replayed: false,
-        })
+        Ok(requests
+            .iter()
+            .map(|request| guard.reserve(request))
+            .collect())
     }
 
     async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {

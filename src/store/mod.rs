@@ -202,7 +202,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks and takes stock, counts the shopper and records the order, all
     /// in one atomic step.
-    async fn reserve(&self, request: &ReserveRequest) -> Result<Reservation, StoreError>;
+    async fn reserve(&self, request: &ReserveRequest) -> Result<Reservation, StoreError> {
+        self.reserve_batch(std::slice::from_ref(request))
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("no reply to a reservation".into())))
+    }
+
+    /// Reservations of one sale in one atomic step: each decided in order,
+    /// exactly as [`reserve`](Self::reserve) would decide it alone; one
+    /// outcome per request, in order. The outer error means the call itself
+    /// failed (nothing was decided). An empty batch, or one mixing sales,
+    /// is a caller's bug: `Corrupt`.
+    async fn reserve_batch(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<Result<Reservation, StoreError>>, StoreError>;
 
     async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
 
@@ -302,6 +317,19 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// The answer when a merchant's change was computed from an older version.
+/// The one sale of a batch of reservations.
+fn batch_sale(requests: &[ReserveRequest]) -> Result<&SaleId, StoreError> {
+    let first = requests
+        .first()
+        .ok_or_else(|| StoreError::Corrupt("an empty batch of reservations".into()))?;
+    if requests.iter().any(|r| r.sale_id != first.sale_id) {
+        return Err(StoreError::Corrupt(
+            "a batch of reservations mixes sales".into(),
+        ));
+    }
+    Ok(&first.sale_id)
+}
+
 fn changed_meanwhile() -> StoreError {
     StoreError::Conflict("the sale changed meanwhile; read it again and retry".into())
 }

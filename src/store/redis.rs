@@ -19,7 +19,7 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
 use super::keys::{SaleKeys, ORDER_SERVICE_GROUP, SALE_INDEX, STOCK_RETURNS_CHANNEL};
 use super::scripts::{Invocation, Scripts};
 use super::{
-    changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog, Payment,
+    batch_sale, changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog, Payment,
     PaymentOutcome, Reservation, ReserveRequest, StockReturn, StockReturnHandler, Store,
     StoreError, StreamEntry,
 };
@@ -271,6 +271,67 @@ impl RedisStore {
             }
         }
         bail!("the subscription ended")
+    }
+
+    /// Reads one request's reply from `reserve.lua`. A replay fetches the
+    /// order it names.
+    async fn reservation_outcome(
+        &self,
+        request: &ReserveRequest,
+        reply: Value,
+    ) -> Result<Result<Reservation, StoreError>, StoreError> {
+        let (outcome, mut reply) = Reply::new(reply)?;
+        Ok(match outcome.as_str() {
+            "reserved" => {
+                let created_at = reply.next()?;
+                let expires_at = reply.next()?;
+                let remaining = reply.next()?;
+                let held = reply.next()?;
+                let amount_cents = reply.next()?;
+                let currency = reply.next()?;
+                Ok(Reservation {
+                    order: Order {
+                        id: request.order_id.clone(),
+                        sale_id: request.sale_id.clone(),
+                        user_id: request.user_id.clone(),
+                        quantity: request.quantity.get(),
+                        amount_cents,
+                        currency,
+                        status: OrderStatus::PendingPayment,
+                        created_at,
+                        expires_at,
+                        paid_at: None,
+                    },
+                    remaining: Some(remaining),
+                    held: Some(held),
+                    replayed: false,
+                })
+            }
+            "replay" => {
+                let id = OrderId::parse(&reply.next::<String>()?).map_err(corrupt)?;
+                let order = self
+                    .order(&id)
+                    .await?
+                    .ok_or_else(|| corrupt(format!("idempotency key names missing order {id}")))?;
+                // This very call, resent by the client library, is no replay.
+                let replayed = order.id != request.order_id;
+                Ok(Reservation {
+                    order,
+                    remaining: None,
+                    held: None,
+                    replayed,
+                })
+            }
+            "not_found" => Err(StoreError::NotFound("sale")),
+            "not_started" => Err(Rejection::NotStarted.into()),
+            "ended" => Err(Rejection::Ended.into()),
+            "limit_exceeded" => Err(Rejection::LimitExceeded.into()),
+            "sold_out" => Err(Rejection::SoldOut.into()),
+            "idempotency_mismatch" => Err(Rejection::IdempotencyMismatch.into()),
+            "purchase_token_required" => Err(Rejection::PurchaseTokenRequired.into()),
+            "purchase_token_used" => Err(Rejection::PurchaseTokenUsed.into()),
+            other => return Err(corrupt(format!("unknown reserve outcome {other}"))),
+        })
     }
 
     async fn order_ids_of(&self, sale: &SaleId, user: &UserId) -> Result<Vec<OrderId>, StoreError> {
@@ -644,13 +705,11 @@ impl Store for RedisStore {
         admin_outcome(&outcome, reply)
     }
 
-    async fn reserve(&self, request: &ReserveRequest) -> Result<Reservation, StoreError> {
-        let keys = SaleKeys::new(&request.sale_id);
-        let idempotency_field = request
-            .idempotency_key
-            .as_ref()
-            .map(|key| format!("{}\n{key}", request.user_id))
-            .unwrap_or_default();
+    async fn reserve_batch(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<Result<Reservation, StoreError>>, StoreError> {
+        let keys = SaleKeys::new(batch_sale(requests)?);
         let mut invocation = self.scripts.reserve.key(keys.sale());
         invocation
             .key(keys.stock())
@@ -658,67 +717,33 @@ impl Store for RedisStore {
             .key(keys.buyers())
             .key(keys.idempotency())
             .key(keys.user_orders())
-            .key(keys.order(&request.order_id))
             .key(keys.stream())
             .key(keys.deadlines())
-            .key(keys.purchase_tokens())
-            .arg(request.user_id.as_str())
-            .arg(request.quantity.get())
-            .arg(request.order_id.as_str())
-            .arg(idempotency_field)
-            .arg(request.purchase_token.as_deref().unwrap_or(""));
-        let (outcome, mut reply) = Reply::new(self.run("reserve", &invocation).await?)?;
-        match outcome.as_str() {
-            "reserved" => {
-                let created_at = reply.next()?;
-                let expires_at = reply.next()?;
-                let remaining = reply.next()?;
-                let held = reply.next()?;
-                let amount_cents = reply.next()?;
-                let currency = reply.next()?;
-                Ok(Reservation {
-                    order: Order {
-                        id: request.order_id.clone(),
-                        sale_id: request.sale_id.clone(),
-                        user_id: request.user_id.clone(),
-                        quantity: request.quantity.get(),
-                        amount_cents,
-                        currency,
-                        status: OrderStatus::PendingPayment,
-                        created_at,
-                        expires_at,
-                        paid_at: None,
-                    },
-                    remaining: Some(remaining),
-                    held: Some(held),
-                    replayed: false,
-                })
-            }
-            "replay" => {
-                let id = OrderId::parse(&reply.next::<String>()?).map_err(corrupt)?;
-                let order = self
-                    .order(&id)
-                    .await?
-                    .ok_or_else(|| corrupt(format!("idempotency key names missing order {id}")))?;
-                // This very call, resent by the client library, is no replay.
-                let replayed = order.id != request.order_id;
-                Ok(Reservation {
-                    order,
-                    remaining: None,
-                    held: None,
-                    replayed,
-                })
-            }
-            "not_found" => Err(StoreError::NotFound("sale")),
-            "not_started" => Err(Rejection::NotStarted.into()),
-            "ended" => Err(Rejection::Ended.into()),
-            "limit_exceeded" => Err(Rejection::LimitExceeded.into()),
-            "sold_out" => Err(Rejection::SoldOut.into()),
-            "idempotency_mismatch" => Err(Rejection::IdempotencyMismatch.into()),
-            "purchase_token_required" => Err(Rejection::PurchaseTokenRequired.into()),
-            "purchase_token_used" => Err(Rejection::PurchaseTokenUsed.into()),
-            other => Err(corrupt(format!("unknown reserve outcome {other}"))),
+            .key(keys.purchase_tokens());
+        for request in requests {
+            let idempotency_field = request
+                .idempotency_key
+                .as_ref()
+                .map(|key| format!("{}\n{key}", request.user_id))
+                .unwrap_or_default();
+            invocation
+                .key(keys.order(&request.order_id))
+                .arg(request.user_id.as_str())
+                .arg(request.quantity.get())
+                .arg(request.order_id.as_str())
+                .arg(idempotency_field)
+                .arg(request.purchase_token.as_deref().unwrap_or(""));
         }
+        let replies: Vec<Value> =
+            redis::from_redis_value(self.run("reserve", &invocation).await?).map_err(corrupt)?;
+        if replies.len() != requests.len() {
+            return Err(corrupt("reserve answered a different number of requests"));
+        }
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (request, reply) in requests.iter().zip(replies) {
+            outcomes.push(self.reservation_outcome(request, reply).await?);
+        }
+        Ok(outcomes)
     }
 
     async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {

@@ -473,7 +473,86 @@ async fn concurrent_reservations_never_oversell(backend: Backend) {
     assert_eq!((stats.remaining, stats.reserved, stats.buyers), (0, 50, 50));
 }
 
+/// A batch is decided exactly as its requests one by one: the same shopper
+/// twice (the second over the limit), an idempotency key twice (a replay),
+/// a mismatch, a request resent within the batch, and the stock running out
+/// midway, all in one call.
+async fn a_batch_decides_like_requests_one_by_one(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let (batched, alone) = (sale(4, 2, -1_000), sale(4, 2, -1_000));
+    store.create_sale(&batched).await.unwrap();
+    store.create_sale(&alone).await.unwrap();
+    let asks = |sale: &Sale| {
+        let mut asks = vec![
+            request(sale, "ann", 2, None),
+            request(sale, "ann", 1, None),
+            request(sale, "bo", 1, Some("k")),
+            request(sale, "bo", 1, Some("k")),
+            request(sale, "bo", 2, Some("k")),
+        ];
+        asks.push(asks[0].clone());
+        asks.extend([
+            request(sale, "cy", 2, None),
+            request(sale, "di", 1, None),
+            request(sale, "di", 1, None),
+        ]);
+        asks
+    };
+    let in_one_call = store.reserve_batch(&asks(&batched)).await.unwrap();
+    let mut one_by_one = Vec::new();
+    for ask in asks(&alone) {
+        one_by_one.push(store.reserve(&ask).await);
+    }
+    // What each answer says, without the ids and instants that differ.
+    let gist = |outcomes: &[Result<flashsale::store::Reservation, StoreError>]| {
+        outcomes
+            .iter()
+            .map(|outcome| match outcome {
+                Ok(r) => format!(
+                    "{} x{} remaining {:?} held {:?} replayed {}",
+                    r.order.user_id, r.order.quantity, r.remaining, r.held, r.replayed
+                ),
+                Err(err) => err.to_string(),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(gist(&in_one_call), gist(&one_by_one));
+    assert_eq!(
+        gist(&in_one_call),
+        [
+            "ann x2 remaining Some(2) held Some(2) replayed false",
+            "this order would pass the sale's per-user limit",
+            "bo x1 remaining Some(1) held Some(1) replayed false",
+            "bo x1 remaining None held None replayed true",
+            "the Idempotency-Key was already used with a different request",
+            "ann x2 remaining None held None replayed false",
+            "not enough stock left",
+            "di x1 remaining Some(0) held Some(1) replayed false",
+            "not enough stock left",
+        ]
+    );
+    let (a, b) = (
+        store.view_sale(&batched.id).await.unwrap().unwrap().stats,
+        store.view_sale(&alone.id).await.unwrap().unwrap().stats,
+    );
+    assert_eq!(a, b);
+    assert_eq!((a.remaining, a.reserved, a.buyers), (0, 4, 3));
+
+    let mixed = [
+        request(&batched, "ed", 1, None),
+        request(&alone, "ed", 1, None),
+    ];
+    assert!(matches!(
+        store.reserve_batch(&mixed).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
 crate::on_every_store!(
+    a_batch_decides_like_requests_one_by_one,
     created_sale_reads_back_with_full_stock,
     reserve_takes_stock_and_records_the_order,
     reserve_checks_window_limit_and_stock,
