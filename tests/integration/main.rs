@@ -24,5 +24,6 @@ mod orders_races;
 mod orders_stream;
 mod orders_webhook;
 mod payments_wechat;
+mod store_model;
 mod support;
 mod wechat;
