@@ -2,8 +2,8 @@
 //!
 //! Goal: both `Store` implementations (embedded, and Redis with the scripts
 //! of `lua/`) behave exactly like a small reference model, whatever the
-//! order of reserve, resend, cancel, pay, expire, restock, end, open, cancel
-//! sale and clock advance; after every step the store's state equals the
+//! order of reserve, resend, cancel, pay, expire, restock, end, open, move
+//! the end, cancel the sale and clock advance; after every step the store's state equals the
 //! model's and the sale's invariants hold.
 //!
 //! Method: proptest generates a sale (stock 1..=12, per-user limit 1..=4,
@@ -47,7 +47,8 @@
 //!   accepted) or 7,200 s (never due within a case). Crossing the start is
 //!   covered by the merchant opening the sale early (`OpenNow`: a change of
 //!   `starts_at` before the start); crossing the end by the merchant
-//!   stopping it (`End`). No real time passes.
+//!   stopping it (`End`); `MoveEnd` moves the end (refused into the past).
+//!   No real time passes.
 //! - The real-clock test ([`CASES_REAL_CLOCK`] cases, each run on both
 //!   stores at once) uses a 1 s payment timeout and a window that is open
 //!   already or opens 50..250 ms after the case starts, and closes 1.2..3 s
@@ -59,7 +60,7 @@
 //!
 //! Not covered here: concurrency (one call at a time; the race tests and
 //! `orders_races` cover that), purchase tokens, the reservation stream's
-//! consumer side and webhook leases, `ends_at` changes, Redis Cluster, and a
+//! consumer side and webhook leases, Redis Cluster, and a
 //! clock that jumps (NTP) during a case.
 //!
 //! Reproducing: cases per test honour `PROPTEST_CASES`; the seed is printed
@@ -146,6 +147,9 @@ enum Op {
     OpenNow { per_user_limit: i64 },
     /// The merchant calls the sale off (allowed only before the start).
     CancelSale,
+    /// The merchant moves the end to `by_ms` after now or the start,
+    /// whichever is later (in the past when negative: refused).
+    MoveEnd { by_ms: i64 },
     /// Real time passes (real-clock tests only).
     Advance { ms: u64 },
 }
@@ -153,10 +157,10 @@ enum Op {
 fn op_strategy(real_clock: bool) -> BoxedStrategy<Op> {
     // On the real clock, more reservations and fewer merchant moves: its
     // few cases are there for what time does to orders.
-    let w: [u32; 9] = if real_clock {
-        [10, 1, 2, 3, 3, 1, 1, 1, 1]
+    let w: [u32; 10] = if real_clock {
+        [10, 1, 2, 3, 3, 1, 1, 1, 1, 1]
     } else {
-        [16, 2, 6, 8, 6, 4, 1, 2, 1]
+        [16, 2, 6, 8, 6, 4, 1, 2, 1, 2]
     };
     let order = any::<Index>();
     let ops = prop_oneof![
@@ -187,6 +191,8 @@ fn op_strategy(real_clock: bool) -> BoxedStrategy<Op> {
         w[6] => Just(Op::End),
         w[7] => (1..=4_i64).prop_map(|per_user_limit| Op::OpenNow { per_user_limit }),
         w[8] => Just(Op::CancelSale),
+        w[9] => prop_oneof![Just(-2 * HOUR_MS), Just(HOUR_MS / 2), Just(2 * HOUR_MS)]
+            .prop_map(|by_ms| Op::MoveEnd { by_ms }),
     ];
     if real_clock {
         prop_oneof![
@@ -688,6 +694,13 @@ async fn run_case(
             .await
             .map_err(|err| broken(format!("after {what}: {err}")))?;
     }
+    // Each order read by its id, as the order routes do.
+    for order in &model.orders {
+        let read = store.order(&order.id).await.map_err(broken)?;
+        prop_assert_eq!(read.as_ref(), Some(order));
+    }
+    let unknown = OrderId::generate(&model.sale.id);
+    prop_assert_eq!(store.order(&unknown).await.map_err(broken)?, None);
     Ok(())
 }
 
@@ -890,6 +903,24 @@ async fn apply(
                 m.update(&change, version, now)
             })
         }
+        Op::MoveEnd { by_ms } => {
+            let change = SaleChange {
+                sale: Sale {
+                    ends_at: before.max(model.sale.starts_at) + by_ms,
+                    ..model.sale.clone()
+                },
+                restricted: false,
+                end_now: false,
+            };
+            let version = model.version;
+            let actual = answer(store.update_sale(&sale_id, &change, version).await);
+            let after = system_now();
+            count(tally, outcome("move end", &actual, |_| "moved"));
+            let instants = model.instants(before, after, None);
+            settle(model, what, &actual, &instants, |m, now| {
+                m.update(&change, version, now)
+            })
+        }
         Op::CancelSale => {
             let actual = answer(store.cancel_sale(&sale_id).await);
             let after = system_now();
@@ -1039,7 +1070,7 @@ fn runner(name: &str, cases: u32) -> (TestRunner, String) {
 
 /// Outcomes every full run of the main test reaches (a model test that
 /// never reaches them proves nothing about them).
-const REACHED: [&str; 21] = [
+const REACHED: [&str; 23] = [
     "reserve: reserved",
     "reserve: replayed",
     "reserve: Rejected(NotStarted)",
@@ -1061,6 +1092,8 @@ const REACHED: [&str; 21] = [
     "restock: Conflict",
     "end: ended",
     "open now: opened",
+    "move end: moved",
+    "move end: Conflict",
 ];
 
 /// A store under test and, on Redis, the connection that empties it.
