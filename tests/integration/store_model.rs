@@ -697,10 +697,14 @@ async fn run_case(
     // Each order read by its id, as the order routes do.
     for order in &model.orders {
         let read = store.order(&order.id).await.map_err(broken)?;
-        prop_assert_eq!(read.as_ref(), Some(order));
+        prop_assert_eq!(read.as_ref(), Some(order), "order read by id");
     }
     let unknown = OrderId::generate(&model.sale.id);
-    prop_assert_eq!(store.order(&unknown).await.map_err(broken)?, None);
+    prop_assert_eq!(
+        store.order(&unknown).await.map_err(broken)?,
+        None,
+        "unknown order"
+    );
     Ok(())
 }
 
@@ -954,11 +958,12 @@ async fn check(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
         "store clock {} outside [{before}, {after}]",
         view.now
     );
-    prop_assert_eq!(&view.sale, &model.sale);
-    prop_assert_eq!(view.version, model.version);
-    prop_assert_eq!(view.stats, model.stats());
+    // Left: the store; right: the model.
+    prop_assert_eq!(&view.sale, &model.sale, "sale");
+    prop_assert_eq!(view.version, model.version, "version");
+    prop_assert_eq!(view.stats, model.stats(), "stats");
     let backlog = store.order_backlog(id).await.map_err(broken)?;
-    prop_assert_eq!(backlog, model.backlog());
+    prop_assert_eq!(backlog, model.backlog(), "order backlog");
 
     let shoppers: Vec<UserId> = SHOPPERS
         .iter()
