@@ -27,5 +27,6 @@ mod orders_races;
 mod orders_stream;
 mod orders_webhook;
 mod payments_wechat;
+mod store_model;
 mod support;
 mod wechat;
