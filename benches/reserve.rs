@@ -61,6 +61,8 @@ fn settings() -> ActorSettings {
     ActorSettings {
         mailbox: 4096,
         in_flight_max: 512,
+        batch_max: 64,
+        store_calls: 1,
         known_shoppers_max: 100_000,
         refresh: Duration::from_secs(1),
         clock_margin_ms: 50,

@@ -103,11 +103,24 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub actor_mailbox: u64,
 
-    /// Store calls one sale actor may have in flight at once; past it the
-    /// engine answers 503 `overloaded`.
+    /// Reservations one sale actor may hold waiting for, or in, its store
+    /// calls; past it the engine answers 503 `overloaded`.
     #[arg(long, env = "FLASHSALE_ACTOR_IN_FLIGHT_MAX", default_value_t = 512,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub actor_in_flight_max: u64,
+
+    /// Reservations one sale actor sends in one store call: what queued
+    /// while its previous call was in flight, oldest first.
+    #[arg(long, env = "FLASHSALE_ACTOR_BATCH_MAX", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1_024))]
+    pub actor_batch_max: u64,
+
+    /// Store calls one sale actor may have in flight at once. 1 batches the
+    /// most; with `FLASHSALE_ACTOR_BATCH_MAX=1` and more calls, each
+    /// reservation is its own call (the unbatched baseline of the benches).
+    #[arg(long, env = "FLASHSALE_ACTOR_STORE_CALLS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=1_024))]
+    pub actor_store_calls: u64,
 
     /// Shoppers at their limit that one sale actor remembers (answering
     /// `limit_exceeded` from memory); past it the store decides.

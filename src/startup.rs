@@ -48,6 +48,8 @@ impl Application {
         let settings = ActorSettings {
             mailbox: usize_of(config.actor_mailbox),
             in_flight_max: usize_of(config.actor_in_flight_max),
+            batch_max: usize_of(config.actor_batch_max),
+            store_calls: usize_of(config.actor_store_calls),
             known_shoppers_max: usize_of(config.actor_known_shoppers_max),
             refresh: Duration::from_millis(config.sale_refresh_ms),
             clock_margin_ms: i64::try_from(config.clock_margin_ms).unwrap_or(i64::MAX),

@@ -29,11 +29,19 @@
 //!   `sold_out` or `limit_exceeded` from memory.
 //!
 //! A request carrying an `Idempotency-Key` may be the retry of one that
-//! succeeded, so only `not_started` is answered for it from memory. Store
-//! calls run concurrently (the scripts are atomic), bounded by
-//! `in_flight_max`.
+//! succeeded, so only `not_started` is answered for it from memory.
+//!
+//! Natural batching: what memory cannot answer joins a queue. While the
+//! actor's store call is in flight (`store_calls` of them at most), the next
+//! requests wait; when a call returns, everything that waited, up to
+//! `batch_max`, goes to the store in one atomic call, first come first
+//! served, and each caller gets its own answer. Nothing waits on a timer: a
+//! lone buyer on an idle sale is sent at once. Before a request is sent,
+//! memory is asked again (the last call may have sold the sale out) and a
+//! caller that gave up is dropped. Past `in_flight_max` requests waiting or
+//! in calls, 503 `overloaded` at once.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -48,7 +56,12 @@ use crate::telemetry;
 #[derive(Debug, Clone)]
 pub struct ActorSettings {
     pub mailbox: usize,
+    /// Reservations waiting for or in store calls; past it, `Overloaded`.
     pub in_flight_max: usize,
+    /// Reservations sent in one store call.
+    pub batch_max: usize,
+    /// Store calls in flight at once.
+    pub store_calls: usize,
     pub known_shoppers_max: usize,
     pub refresh: Duration,
     pub clock_margin_ms: Millis,
@@ -117,6 +130,12 @@ impl TimedView {
     }
 }
 
+/// A reservation waiting for the actor's next store call.
+struct Waiting {
+    request: ReserveRequest,
+    reply: ReserveReply,
+}
+
 pub struct SaleActor {
     sale: Sale,
     /// The sale version `sale` is at.
@@ -137,6 +156,10 @@ pub struct SaleActor {
     /// Memory may answer: a snapshot read after registration came back
     /// with nothing changed meanwhile.
     trusted: bool,
+    /// Reservations waiting for a store call, first come first.
+    waiting: VecDeque<Waiting>,
+    /// Reservations in store calls now.
+    reservations_in_calls: usize,
     store_calls_in_flight: usize,
     refreshing: bool,
     last_request: Instant,
@@ -163,6 +186,8 @@ impl SaleActor {
             generation: 0,
             registered: false,
             trusted: false,
+            waiting: VecDeque::new(),
+            reservations_in_calls: 0,
             store_calls_in_flight: 0,
             refreshing: false,
             last_request: Instant::now(),
@@ -290,8 +315,98 @@ impl SaleActor {
         self.trusted |= fresh && sent_registered;
     }
 
+    /// Answers from memory what it can, or queues the request for the
+    /// store; then sends what waits if a call slot is free.
+    fn accept(&mut self, waiting: Waiting, ctx: &mut Context<Self>) {
+        if let Some(waiting) = self.answer_from_memory(waiting) {
+            if self.waiting.len() + self.reservations_in_calls >= self.settings.in_flight_max {
+                telemetry::count_mailbox_rejection();
+                let _ = waiting.reply.send(Err(InventoryError::Overloaded));
+                return;
+            }
+            self.waiting.push_back(waiting);
+        }
+        self.send_waiting(ctx);
+    }
+
+    /// Answers a request that needs no store call (its caller gone, or
+    /// memory certain), or gives it back.
+    fn answer_from_memory(&self, waiting: Waiting) -> Option<Waiting> {
+        if waiting.reply.is_closed() {
+            // The caller timed out while this waited: it was told 503, so
+            // taking stock for it now would make an order nobody expects.
+            return None;
+        }
+        if let Some(rejection) = self.certain_rejection(&waiting.request) {
+            telemetry::count_local_answer(rejection.code());
+            // The caller may have timed out and gone: nothing to do then.
+            let _ = waiting
+                .reply
+                .send(Err(StoreError::Rejected(rejection).into()));
+            return None;
+        }
+        Some(waiting)
+    }
+
+    /// While a call slot is free and requests wait, sends up to
+    /// `batch_max` of them, oldest first, in one store call.
+    fn send_waiting(&mut self, ctx: &mut Context<Self>) {
+        while self.store_calls_in_flight < self.settings.store_calls {
+            let mut batch = Vec::new();
+            while batch.len() < self.settings.batch_max {
+                let Some(waiting) = self.waiting.pop_front() else {
+                    break;
+                };
+                batch.extend(self.answer_from_memory(waiting));
+            }
+            if batch.is_empty() {
+                return;
+            }
+            self.call_store(batch, ctx);
+        }
+    }
+
+    fn call_store(&mut self, batch: Vec<Waiting>, ctx: &mut Context<Self>) {
+        self.store_calls_in_flight += 1;
+        self.reservations_in_calls += batch.len();
+        let sent_in = self.generation;
+        let store = Arc::clone(&self.store);
+        let (requests, replies): (Vec<ReserveRequest>, Vec<ReserveReply>) = batch
+            .into_iter()
+            .map(|waiting| (waiting.request, waiting.reply))
+            .unzip();
+        let call = async move {
+            let outcomes = store.reserve_batch(&requests).await;
+            (requests, outcomes)
+        };
+        ctx.spawn(
+            call.into_actor(self)
+                .map(move |(requests, outcomes), actor, ctx| {
+                    actor.store_calls_in_flight -= 1;
+                    actor.reservations_in_calls -= requests.len();
+                    match outcomes {
+                        Ok(outcomes) => {
+                            for ((request, outcome), reply) in
+                                requests.iter().zip(outcomes).zip(replies)
+                            {
+                                actor.learn(request, &outcome, sent_in);
+                                let _ = reply.send(outcome.map_err(InventoryError::from));
+                            }
+                        }
+                        Err(err) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(err.clone().into()));
+                            }
+                        }
+                    }
+                    actor.send_waiting(ctx);
+                }),
+        );
+    }
+
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let idle = self.store_calls_in_flight == 0
+            && self.waiting.is_empty()
             && self.last_request.elapsed() >= self.settings.idle_stop;
         if idle {
             // Leave the registry first, so new requests start a new actor.
@@ -360,37 +475,7 @@ impl Handler<Reserve> for SaleActor {
         } = msg;
         drop(ticket);
         self.last_request = Instant::now();
-        if reply.is_closed() {
-            // The caller timed out while this waited: it was told 503, so
-            // taking stock for it now would make an order nobody expects.
-            return;
-        }
-        if let Some(rejection) = self.certain_rejection(&request) {
-            telemetry::count_local_answer(rejection.code());
-            // The caller may have timed out and gone: nothing to do then.
-            let _ = reply.send(Err(StoreError::Rejected(rejection).into()));
-            return;
-        }
-        if self.store_calls_in_flight >= self.settings.in_flight_max {
-            telemetry::count_mailbox_rejection();
-            let _ = reply.send(Err(InventoryError::Overloaded));
-            return;
-        }
-        self.store_calls_in_flight += 1;
-        let sent_in = self.generation;
-        let store = Arc::clone(&self.store);
-        let call = async move {
-            let result = store.reserve(&request).await;
-            (request, result)
-        };
-        ctx.spawn(
-            call.into_actor(self)
-                .map(move |(request, result), actor, _| {
-                    actor.store_calls_in_flight -= 1;
-                    actor.learn(&request, &result, sent_in);
-                    let _ = reply.send(result.map_err(InventoryError::from));
-                }),
-        );
+        self.accept(Waiting { request, reply }, ctx);
     }
 }
 
@@ -462,6 +547,8 @@ mod tests {
         let settings = ActorSettings {
             mailbox: 16,
             in_flight_max: 16,
+            batch_max: 8,
+            store_calls: 1,
             known_shoppers_max: 1,
             refresh: Duration::from_secs(1),
             clock_margin_ms: MARGIN_MS,

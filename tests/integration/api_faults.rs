@@ -168,6 +168,8 @@ async fn idle_actor_retires_and_restarts_on_demand() {
     let settings = ActorSettings {
         mailbox: 16,
         in_flight_max: 16,
+        batch_max: 64,
+        store_calls: 1,
         known_shoppers_max: 16,
         refresh: Duration::from_millis(50),
         clock_margin_ms: 50,

@@ -108,6 +108,8 @@ impl App {
         let settings = ActorSettings {
             mailbox: 64,
             in_flight_max: 64,
+            batch_max: 64,
+            store_calls: 1,
             known_shoppers_max: 1024,
             refresh: Duration::from_secs(1),
             clock_margin_ms: 0,

@@ -22,6 +22,7 @@ mod api_window;
 mod conformance;
 mod fault_harness;
 mod faults;
+mod inventory_batching;
 mod orders_expiry;
 mod orders_races;
 mod orders_stream;

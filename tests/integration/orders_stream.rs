@@ -25,6 +25,8 @@ fn order_service(store: &Arc<dyn Store>, consumer: &str) -> OrderService {
     let settings = ActorSettings {
         mailbox: 64,
         in_flight_max: 64,
+        batch_max: 64,
+        store_calls: 1,
         known_shoppers_max: 1_000,
         refresh: Duration::from_secs(1),
         clock_margin_ms: 50,

@@ -1,0 +1,140 @@
+//! Goal: while a sale's store call is in flight, its actor queues what comes;
+//! when the call returns, one atomic call carries everything that waited (up
+//! to the batch bound), each caller gets its own exact answer, and a lone
+//! buyer on an idle sale costs one call.
+//! Method: drive the inventory on a real Redis frozen with `CLIENT PAUSE`
+//! while 200 shoppers ask at once, and count the script calls Redis ran
+//! (`INFO commandstats`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashsale::domain::{OrderId, Quantity, Rejection, SaleId, UserId};
+use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
+use flashsale::store::{RedisStore, RedisTarget, ReserveRequest, Store, StoreError};
+use futures::future::join_all;
+
+use crate::conformance::sale;
+use crate::support::RedisServer;
+
+const SHOPPERS: usize = 200;
+const STOCK: i64 = 50;
+const BATCH_MAX: usize = 64;
+
+/// Script calls Redis ran since the last `CONFIG RESETSTAT`.
+fn script_calls(redis: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.connection())
+        .expect("INFO commandstats");
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+fn reset_stats(redis: &RedisServer) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut redis.connection())
+        .expect("CONFIG RESETSTAT");
+}
+
+fn ask(sale: &SaleId, who: &str) -> ReserveRequest {
+    ReserveRequest {
+        sale_id: sale.clone(),
+        user_id: UserId::parse(who).expect("user"),
+        quantity: Quantity::parse(1).expect("quantity"),
+        order_id: OrderId::generate(sale),
+        idempotency_key: None,
+        purchase_token: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_reservations_reach_the_store_in_batches() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::connect(
+            &RedisTarget::Standalone(redis.url()),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect"),
+    );
+    let hot = sale(STOCK, 1, -1_000);
+    store.create_sale(&hot).await.expect("create");
+    let settings = ActorSettings {
+        mailbox: 1_000,
+        in_flight_max: 1_000,
+        batch_max: BATCH_MAX,
+        store_calls: 1,
+        known_shoppers_max: 1_000,
+        // No background reads: every script call counted is a reservation.
+        refresh: Duration::from_secs(3_600),
+        clock_margin_ms: 50,
+        idle_stop: Duration::from_secs(3_600),
+    };
+    let inventory = Inventory::start(Arc::clone(&store), 1, settings, Duration::from_secs(5))
+        .expect("inventory");
+    inventory
+        .reserve(ask(&hot.id, "warm-up"))
+        .await
+        .expect("warm-up");
+
+    // An idle sale: one buyer, one call.
+    reset_stats(&redis);
+    inventory
+        .reserve(ask(&hot.id, "lone"))
+        .await
+        .expect("lone buyer");
+    assert_eq!(script_calls(&redis), 1, "a lone buyer costs one call");
+
+    // Frozen Redis: the first call hangs, everyone else queues behind it.
+    reset_stats(&redis);
+    redis.pause(300);
+    let answers =
+        join_all((0..SHOPPERS).map(|i| inventory.reserve(ask(&hot.id, &format!("shopper-{i}")))))
+            .await;
+    let calls = script_calls(&redis);
+    let won = answers.iter().filter(|answer| answer.is_ok()).count();
+    let sold_out = answers
+        .iter()
+        .filter(|answer| {
+            matches!(
+                answer,
+                Err(InventoryError::Store(StoreError::Rejected(
+                    Rejection::SoldOut
+                )))
+            )
+        })
+        .count();
+    assert_eq!(
+        won,
+        STOCK as usize - 2,
+        "exactly the stock left: {answers:?}"
+    );
+    assert_eq!(won + sold_out, SHOPPERS, "every other answer is sold_out");
+    let unbatched_calls = (won + 1) as u64;
+    assert!(
+        calls <= 1 + SHOPPERS.div_ceil(BATCH_MAX) as u64,
+        "{calls} script calls for {SHOPPERS} shoppers: the queue went in batches of up to \
+         {BATCH_MAX}, not one call each (at least {unbatched_calls})"
+    );
+    let stats = store
+        .view_sale(&hot.id)
+        .await
+        .expect("view")
+        .expect("sale")
+        .stats;
+    assert_eq!((stats.remaining, stats.reserved), (0, STOCK));
+    println!("{SHOPPERS} shoppers, {calls} script calls");
+    inventory.stop();
+}
