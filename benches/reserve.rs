@@ -10,71 +10,31 @@
 //!
 //! Run: `cargo bench --bench reserve`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{request, sale, settings};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flashsale::domain::{system_now, OrderId, Quantity, Sale, SaleId, SaleState, UserId};
-use flashsale::inventory::{ActorSettings, Inventory};
-use flashsale::store::{EmbeddedStore, ReserveRequest, Store};
+use flashsale::inventory::Inventory;
+use flashsale::store::{EmbeddedStore, Store};
 use futures::future::join_all;
 
 /// Concurrent reservations per iteration.
 const CALLERS: usize = 256;
 
-/// Distinct shoppers, each allowed up to the largest per-user limit.
-const SHOPPERS: u64 = 100_000;
-
-fn sale(stock: i64) -> Sale {
-    let now = system_now();
-    Sale {
-        id: SaleId::generate(),
-        sku: "BENCH".into(),
-        title: "bench".into(),
-        price_cents: 100,
-        currency: "CNY".into(),
-        stock_total: stock,
-        per_user_limit: flashsale::domain::MAX_QUANTITY,
-        starts_at: now - 1_000,
-        ends_at: now + 3_600_000,
-        payment_timeout_secs: 900,
-        require_purchase_token: false,
-        state: SaleState::Scheduled,
-        created_at: now,
-    }
-}
-
-fn request(sale: &SaleId, counter: &AtomicU64) -> ReserveRequest {
-    let n = counter.fetch_add(1, Ordering::Relaxed) % SHOPPERS;
-    ReserveRequest {
-        sale_id: sale.clone(),
-        user_id: UserId::parse(&format!("shopper-{n}")).expect("valid shopper id"),
-        quantity: Quantity::parse(1).expect("valid quantity"),
-        order_id: OrderId::generate(sale),
-        idempotency_key: None,
-        purchase_token: None,
-    }
-}
-
-fn settings() -> ActorSettings {
-    ActorSettings {
-        mailbox: 4096,
-        in_flight_max: 512,
-        batch_max: 64,
-        store_calls: 1,
-        known_shoppers_max: 100_000,
-        refresh: Duration::from_secs(1),
-        clock_margin_ms: 50,
-        idle_stop: Duration::from_secs(300),
-    }
-}
-
 fn reserve(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    let inventory = Inventory::start(Arc::clone(&store), 1, settings(), Duration::from_secs(5))
-        .expect("actor system");
+    let inventory = Inventory::start(
+        Arc::clone(&store),
+        1,
+        settings(64, 1),
+        Duration::from_secs(5),
+    )
+    .expect("actor system");
     let open = sale(1_000_000_000);
     let sold_out = sale(1);
     runtime.block_on(async {

@@ -1,0 +1,113 @@
+//! What the benches share: a long open sale, requests from many shoppers,
+//! actor settings, and a throwaway `redis-server` on a free port.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use flashsale::domain::{system_now, OrderId, Quantity, Sale, SaleId, SaleState, UserId};
+use flashsale::inventory::ActorSettings;
+use flashsale::store::ReserveRequest;
+
+/// Distinct shoppers, each allowed up to the largest per-user limit.
+const SHOPPERS: u64 = 100_000;
+
+/// A sale open for an hour with `stock` units and no real per-user limit.
+pub fn sale(stock: i64) -> Sale {
+    let now = system_now();
+    Sale {
+        id: SaleId::generate(),
+        sku: "BENCH".into(),
+        title: "bench".into(),
+        price_cents: 100,
+        currency: "CNY".into(),
+        stock_total: stock,
+        per_user_limit: flashsale::domain::MAX_QUANTITY,
+        starts_at: now - 1_000,
+        ends_at: now + 3_600_000,
+        payment_timeout_secs: 900,
+        require_purchase_token: false,
+        state: SaleState::Scheduled,
+        created_at: now,
+    }
+}
+
+/// One unit for the next shopper in turn.
+pub fn request(sale: &SaleId, counter: &AtomicU64) -> ReserveRequest {
+    let n = counter.fetch_add(1, Ordering::Relaxed) % SHOPPERS;
+    ReserveRequest {
+        sale_id: sale.clone(),
+        user_id: UserId::parse(&format!("shopper-{n}")).expect("valid shopper id"),
+        quantity: Quantity::parse(1).expect("valid quantity"),
+        order_id: OrderId::generate(sale),
+        idempotency_key: None,
+        purchase_token: None,
+    }
+}
+
+/// The engine's default actor settings with the given batching.
+pub fn settings(batch_max: usize, store_calls: usize) -> ActorSettings {
+    ActorSettings {
+        mailbox: 4096,
+        in_flight_max: 4096,
+        batch_max,
+        store_calls,
+        known_shoppers_max: 100_000,
+        refresh: Duration::from_secs(1),
+        clock_margin_ms: 50,
+        idle_stop: Duration::from_secs(300),
+    }
+}
+
+/// A `redis-server` on a free local port, without persistence (the benches
+/// measure the engine, not the disk), killed on drop.
+#[allow(dead_code)] // Not every bench needs Redis.
+pub struct BenchRedis {
+    pub url: String,
+    child: Child,
+}
+
+#[allow(dead_code)]
+impl BenchRedis {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("free port");
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--maxmemory-policy", "noeviction"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let url = format!("redis://127.0.0.1:{port}/");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = redis::Client::open(url.as_str())
+                .and_then(|client| client.get_connection())
+                .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
+            if ready.is_ok() {
+                return Self { url, child };
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Drops every key (between benches, so memory stays bounded).
+    pub fn flush(&self) {
+        let mut conn = redis::Client::open(self.url.as_str())
+            .and_then(|client| client.get_connection())
+            .expect("connect");
+        let _: () = redis::cmd("FLUSHALL").query(&mut conn).expect("FLUSHALL");
+    }
+}
+
+impl Drop for BenchRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Same-run HTTP benchmark: a trivial axum endpoint (the ceiling of the HTTP
+# stack on this machine), the order route during a race, and the order
+# route after sell-out, each driven by wrk with the same threads and
+# connections, one after the other in one run, against a release build on
+# a local redis-server (AOF on, appendfsync everysec). Prints requests/s,
+# p50/p99 latency and the ratio to the ceiling, then checks the race sold
+# no more than its stock. Traffic goes to 127.0.0.1 only; everything it
+# starts is stopped on exit.
+#
+# Run: bash benches/http.sh          (needs wrk: apt-get install wrk)
+# Knobs: DURATION (seconds per run, 8), CONNECTIONS (64), THREADS (2),
+#        SHOPPERS (tokens rotated by wrk, 500).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-8}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+SHOPPERS=${SHOPPERS:-500}
+ADMIN=bench-admin-token
+SECRET=bench-shopper-secret
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
+
+cargo build --release --quiet --bin flashsale --example http_ceiling
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 200); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "not up: $1" >&2; exit 1; }
+
+REDIS_PORT=$(free_port)
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK" --save '' \
+  --appendonly yes --appendfsync everysec --maxmemory-policy noeviction >/dev/null &
+PIDS+=($!)
+for _ in $(seq 200); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+ENGINE_PORT=$(free_port)
+ENGINE=http://127.0.0.1:$ENGINE_PORT
+FLASHSALE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/ FLASHSALE_ADMIN_TOKEN=$ADMIN \
+FLASHSALE_USER_TOKEN_SECRET=$SECRET FLASHSALE_PAYMENTS=simulated \
+FLASHSALE_RATE_GLOBAL_PER_SEC=0 FLASHSALE_RATE_USER_PER_SEC=0 FLASHSALE_RATE_IP_PER_SEC=0 \
+RUST_LOG=warn target/release/flashsale --listen "127.0.0.1:$ENGINE_PORT" >"$WORK/engine.log" 2>&1 &
+PIDS+=($!)
+CEILING_PORT=$(free_port)
+target/release/examples/http_ceiling "127.0.0.1:$CEILING_PORT" >/dev/null &
+PIDS+=($!)
+wait_for "$ENGINE/readyz"
+wait_for "http://127.0.0.1:$CEILING_PORT/"
+
+new_sale() { # stock, per-user limit -> sale id
+  local starts ends
+  starts=$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)
+  ends=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
+  curl -fs -X POST "$ENGINE/admin/v1/sales" -H "Authorization: Bearer $ADMIN" \
+    -H 'Content-Type: application/json' \
+    -d "{\"sku\":\"BENCH\",\"title\":\"bench\",\"price_cents\":100,\"stock_total\":$1,\"per_user_limit\":$2,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\"}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+RACE_STOCK=5000000
+RACE=$(new_sale "$RACE_STOCK" 10000)
+SOLD=$(new_sale 1 1)
+
+TOKENS="$WORK/tokens.lua"
+{
+  echo "tokens = {"
+  for i in $(seq "$SHOPPERS"); do
+    printf '"%s",\n' "$(FLASHSALE_USER_TOKEN_SECRET=$SECRET target/release/flashsale token --sub "bench-$i")"
+  done
+  echo "}"
+} >"$TOKENS"
+curl -fs -o /dev/null -X POST "$ENGINE/api/v1/sales/$SOLD/orders" \
+  -H "Authorization: Bearer $(FLASHSALE_USER_TOKEN_SECRET=$SECRET target/release/flashsale token --sub last-unit)"
+
+cat >"$WORK/order.lua" <<LUA
+dofile("$TOKENS")
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", nil, {
+    ["Authorization"] = "Bearer " .. tokens[(i % #tokens) + 1],
+    ["Content-Type"] = "application/json",
+  }, '{"quantity":1}')
+end
+-- Count answers by status, so a run that got errors instead of orders shows.
+local counts = {}
+response = function(status) counts[status] = (counts[status] or 0) + 1 end
+LUA
+
+# run NAME URL [script] -> "rps p50_ms p99_ms"
+run() {
+  local out
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${3:+-s "$3"} "$2")
+  echo "$out" >"$WORK/$1.txt"
+  python3 - "$WORK/$1.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(label):
+    m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)\s*$" % label, text, re.M)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print(rps, ms("50"), ms("99"), non2xx.group(1) if non2xx else 0)
+PY
+}
+
+read -r CEIL_RPS CEIL_P50 CEIL_P99 _ < <(run ceiling "http://127.0.0.1:$CEILING_PORT/")
+read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$WORK/order.lua")
+read -r SOLD_RPS SOLD_P50 SOLD_P99 _ < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$WORK/order.lua")
+
+STATS=$(curl -fs "$ENGINE/admin/v1/sales/$RACE" -H "Authorization: Bearer $ADMIN")
+python3 - "$STATS" "$RACE_STOCK" <<PY
+import json, sys
+rows = [
+    ("trivial axum endpoint (ceiling)", $CEIL_RPS, $CEIL_P50, $CEIL_P99),
+    ("order route during the race", $RACE_RPS, $RACE_P50, $RACE_P99),
+    ("order route after sell-out", $SOLD_RPS, $SOLD_P50, $SOLD_P99),
+]
+print(f"wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, one after the other, same run")
+print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs ceiling':>10}")
+for name, rps, p50, p99 in rows:
+    print(f"{name:34} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {rps / rows[0][1]:>9.2f}x")
+stats = json.loads(sys.argv[1])["stats"]
+total = int(sys.argv[2])
+held = stats["reserved"] + stats["paid"]
+ok = stats["remaining"] >= 0 and stats["remaining"] + held == total and held <= total
+print(f"race: {held} orders of {total} units, non-2xx answers {$RACE_NON2XX}; "
+      f"remaining + reserved + paid == stock_total: {'yes' if ok else 'NO'}")
+sys.exit(0 if ok else 1)
+PY

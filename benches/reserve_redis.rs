@@ -1,0 +1,118 @@
+//! The reservation hot path on a real Redis (a `redis-server` the bench
+//! starts on a free port, without persistence), each pair measured in the
+//! same run so the ratio holds on a noisy machine:
+//!
+//! - `actor_redis`: `CALLERS` concurrent reservations of one hot sale
+//!   through its inventory actor, `batched` (the engine's default: what
+//!   queues while a call is in flight goes in one call of up to 64) against
+//!   `one_call_per_request` (every reservation its own script call, up to
+//!   512 in flight, pipelined on the same multiplexed connection);
+//! - `reserve_script`: the store alone, 64 reservations as 64 concurrent
+//!   script calls (`per_request`) against one call carrying all 64
+//!   (`batch_of_64`).
+//!
+//! Throughput is reported per reservation. Run:
+//! `cargo bench --bench reserve_redis` (about a minute).
+
+mod common;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{request, sale, settings, BenchRedis};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use flashsale::domain::Sale;
+use flashsale::inventory::Inventory;
+use flashsale::store::{RedisStore, RedisTarget, Store};
+use futures::future::join_all;
+
+/// Concurrent callers of one hot sale.
+const CALLERS: usize = 256;
+
+/// Reservations per script call in `reserve_script`.
+const BATCH: usize = 64;
+
+/// A fresh Redis store with one open sale of ample stock.
+fn hot_sale(runtime: &tokio::runtime::Runtime, redis: &BenchRedis) -> (Arc<dyn Store>, Sale) {
+    redis.flush();
+    runtime.block_on(async {
+        let store: Arc<dyn Store> = Arc::new(
+            RedisStore::connect(
+                &RedisTarget::Standalone(redis.url.clone()),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("connect"),
+        );
+        let open = sale(1_000_000_000);
+        store.create_sale(&open).await.expect("create");
+        (store, open)
+    })
+}
+
+fn actor_redis(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let redis = BenchRedis::start();
+    let counter = AtomicU64::new(0);
+    let mut group = c.benchmark_group("actor_redis");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(4));
+    group.warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(CALLERS as u64));
+    for (name, batch_max, store_calls) in [("batched", 64, 1), ("one_call_per_request", 1, 512)] {
+        let (store, open) = hot_sale(&runtime, &redis);
+        let inventory = Inventory::start(
+            store,
+            1,
+            settings(batch_max, store_calls),
+            Duration::from_secs(5),
+        )
+        .expect("actor system");
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| async {
+                let answers =
+                    join_all((0..CALLERS).map(|_| inventory.reserve(request(&open.id, &counter))))
+                        .await;
+                assert!(answers.iter().all(Result::is_ok), "every call reserves");
+            });
+        });
+        inventory.stop();
+    }
+    group.finish();
+}
+
+fn reserve_script(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let redis = BenchRedis::start();
+    let counter = AtomicU64::new(0);
+    let (store, open) = hot_sale(&runtime, &redis);
+    let mut group = c.benchmark_group("reserve_script");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(4));
+    group.warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("per_request", |b| {
+        b.to_async(&runtime).iter(|| {
+            join_all((0..BATCH).map(|_| {
+                let store = Arc::clone(&store);
+                let request = request(&open.id, &counter);
+                async move { store.reserve(&request).await.expect("reserved") }
+            }))
+        });
+    });
+    group.bench_function("batch_of_64", |b| {
+        b.to_async(&runtime).iter(|| {
+            let requests: Vec<_> = (0..BATCH).map(|_| request(&open.id, &counter)).collect();
+            let store = Arc::clone(&store);
+            async move {
+                let outcomes = store.reserve_batch(&requests).await.expect("one call");
+                assert!(outcomes.iter().all(Result::is_ok), "every request reserves");
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, actor_redis, reserve_script);
+criterion_main!(benches);
