@@ -82,14 +82,18 @@ impl BenchRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server on PATH");
-        let url = format!("redis://127.0.0.1:{port}/");
+        // Owned from here: dropped (killed) if it never answers.
+        let server = Self {
+            url: format!("redis://127.0.0.1:{port}/"),
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let ready = redis::Client::open(url.as_str())
+            let ready = redis::Client::open(server.url.as_str())
                 .and_then(|client| client.get_connection())
                 .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
             if ready.is_ok() {
-                return Self { url, child };
+                return server;
             }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));

@@ -42,6 +42,7 @@
 //! in calls, 503 `overloaded` at once.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -100,10 +101,37 @@ pub struct StockReturned {
     pub quantity: i64,
 }
 
+/// What a sale's actor publishes for the front door, so that once the sale
+/// is certainly sold out a request is refused before it reaches the
+/// actor's mailbox (no thread hop): "sold out, certainly, until the steady
+/// instant `until`" (0: no such certainty). Like the actor's own memory it
+/// is only ever published while the actor trusts its memory and the sale
+/// is surely open, and cleared by anything that may give stock back.
+#[derive(Debug, Default)]
+pub struct SoldOutBoard {
+    until: AtomicI64,
+    per_user_limit: AtomicI64,
+}
+
+impl SoldOutBoard {
+    /// True when `quantity` units are certainly refused `sold_out` at the
+    /// steady instant `now` (more than the per-user limit is left to the
+    /// actor: that answer is `limit_exceeded`).
+    pub fn refuses(&self, quantity: i64, now: Millis) -> bool {
+        now < self.until.load(Ordering::Acquire)
+            && quantity <= self.per_user_limit.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, until: Millis, per_user_limit: i64) {
+        self.per_user_limit.store(per_user_limit, Ordering::Release);
+        self.until.store(until, Ordering::Release);
+    }
+}
+
 /// This process's steady clock in wall-clock milliseconds: it starts at the
 /// wall clock and then only moves forward with `Instant`, so a step of the
 /// machine's clock cannot move the actors' window estimates.
-fn steady_now() -> Millis {
+pub fn steady_now() -> Millis {
     static START: OnceLock<(Instant, Millis)> = OnceLock::new();
     let (instant, wall) = START.get_or_init(|| (Instant::now(), system_now()));
     wall + i64::try_from(instant.elapsed().as_millis()).unwrap_or(i64::MAX)
@@ -163,6 +191,7 @@ pub struct SaleActor {
     store_calls_in_flight: usize,
     refreshing: bool,
     last_request: Instant,
+    board: Arc<SoldOutBoard>,
     store: Arc<dyn Store>,
     registry: Registry,
     settings: ActorSettings,
@@ -171,6 +200,7 @@ pub struct SaleActor {
 impl SaleActor {
     pub fn new(
         first: TimedView,
+        board: Arc<SoldOutBoard>,
         store: Arc<dyn Store>,
         registry: Registry,
         settings: ActorSettings,
@@ -191,6 +221,7 @@ impl SaleActor {
             store_calls_in_flight: 0,
             refreshing: false,
             last_request: Instant::now(),
+            board,
             store,
             registry,
             settings,
@@ -271,6 +302,27 @@ impl SaleActor {
         }
     }
 
+    /// Publishes on the board whether (and until when) every request is
+    /// certainly `sold_out`: memory trusted, the sale surely open, nothing
+    /// left. Called after every change of what the actor believes.
+    fn publish_sold_out(&self) {
+        let margin = self.settings.clock_margin_ms;
+        let local = steady_now();
+        let surely_started = local + self.store_offset_min_ms >= self.sale.starts_at + margin;
+        let certain = self.trusted
+            && self.sale.state == SaleState::Scheduled
+            && surely_started
+            && self.remaining <= 0;
+        // The latest the store's clock can be is before the end (by the
+        // margin) as long as the steady clock is before this.
+        let until = if certain {
+            self.sale.ends_at - margin - self.store_offset_max_ms
+        } else {
+            0
+        };
+        self.board.publish(until, self.sale.per_user_limit);
+    }
+
     /// Learns from the store's answer to a call sent under generation
     /// `sent_in`; an answer that may predate a stock return teaches nothing.
     fn learn(
@@ -313,6 +365,7 @@ impl SaleActor {
         let fresh = sent_in == self.generation;
         self.apply(read.view, fresh);
         self.trusted |= fresh && sent_registered;
+        self.publish_sold_out();
     }
 
     /// Answers from memory what it can, or queues the request for the
@@ -399,6 +452,7 @@ impl SaleActor {
                             }
                         }
                     }
+                    actor.publish_sold_out();
                     actor.send_waiting(ctx);
                 }),
         );
@@ -486,6 +540,7 @@ impl Handler<SaleUpdated> for SaleActor {
         // Read by an HTTP handler at an unknown moment: it may raise what the
         // actor believes, never lower it (the store decides until replies do).
         self.apply(msg.0, false);
+        self.publish_sold_out();
     }
 }
 
@@ -494,6 +549,7 @@ impl Handler<StockReturned> for SaleActor {
 
     fn handle(&mut self, msg: StockReturned, _: &mut Self::Context) {
         self.stock_returned(&msg.user, msg.quantity);
+        self.publish_sold_out();
     }
 }
 
@@ -555,8 +611,13 @@ mod tests {
             idle_stop: Duration::from_secs(60),
         };
         let store = Arc::new(EmbeddedStore::new());
-        let mut actor =
-            SaleActor::new(timed(view.clone(), 0), store, Registry::default(), settings);
+        let mut actor = SaleActor::new(
+            timed(view.clone(), 0),
+            Arc::default(),
+            store,
+            Registry::default(),
+            settings,
+        );
         actor.registered = true;
         actor.take_snapshot(timed(view, 0), actor.generation, true);
         actor
@@ -580,6 +641,7 @@ mod tests {
         let store = Arc::new(EmbeddedStore::new());
         let mut fresh = SaleActor::new(
             timed(upcoming.clone(), 0),
+            Arc::default(),
             store,
             Registry::default(),
             settings,
@@ -604,6 +666,37 @@ mod tests {
         assert_eq!(
             fresh.certain_rejection(&request),
             Some(Rejection::NotStarted)
+        );
+    }
+
+    #[test]
+    fn the_sold_out_board_follows_what_memory_is_sure_of() {
+        let mut sold_out = actor(view(-1_000, 0));
+        let now = steady_now();
+        assert!(
+            sold_out.board.refuses(1, now),
+            "trusted, open, nothing left"
+        );
+        assert!(sold_out.board.refuses(2, now));
+        assert!(
+            !sold_out.board.refuses(3, now),
+            "over the limit: the actor answers"
+        );
+        assert!(
+            !sold_out.board.refuses(1, sold_out.sale.ends_at),
+            "not past the end"
+        );
+        sold_out.stock_returned(&UserId::parse("a").expect("user"), 1);
+        sold_out.publish_sold_out();
+        assert!(
+            !sold_out.board.refuses(1, steady_now()),
+            "a return clears it"
+        );
+
+        let upcoming = actor(view(60_000, 0));
+        assert!(
+            !upcoming.board.refuses(1, steady_now()),
+            "not before the start"
         );
     }
 

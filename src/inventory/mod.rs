@@ -21,9 +21,11 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 pub use self::actor::ActorSettings;
-use self::actor::{Registered, Reserve, SaleActor, SaleUpdated, StockReturned, TimedView};
+use self::actor::{
+    steady_now, Registered, Reserve, SaleActor, SaleUpdated, SoldOutBoard, StockReturned, TimedView,
+};
 use self::system::ActorSystem;
-use crate::domain::{Order, SaleId, SaleView};
+use crate::domain::{Order, Rejection, SaleId, SaleView};
 use crate::store::{Reservation, ReserveRequest, StockReturn, Store, StoreError};
 use crate::telemetry;
 
@@ -75,6 +77,7 @@ impl Drop for MailboxTicket {
 struct ActorEntry {
     address: Addr<SaleActor>,
     mailbox: Arc<Mailbox>,
+    board: Arc<SoldOutBoard>,
 }
 
 /// The running actors by sale; shared with the actors so they can leave.
@@ -125,6 +128,14 @@ impl Inventory {
         // store: the same order id is recognised there and takes nothing.
         for _ in 0..2 {
             let actor = self.actor_for(&request.sale_id).await?;
+            // Sold out for certain: answered here, without a thread hop. A
+            // keyed request may be the retry of one that succeeded.
+            if request.idempotency_key.is_none()
+                && actor.board.refuses(request.quantity.get(), steady_now())
+            {
+                telemetry::count_local_answer(Rejection::SoldOut.code());
+                return Err(StoreError::Rejected(Rejection::SoldOut).into());
+            }
             let Some(ticket) = actor.mailbox.enter() else {
                 telemetry::count_mailbox_rejection();
                 return Err(InventoryError::Overloaded);
@@ -210,10 +221,18 @@ impl Inventory {
                     queued: AtomicUsize::new(0),
                     capacity: settings.mailbox,
                 });
+                let board = Arc::new(SoldOutBoard::default());
+                let actor_board = Arc::clone(&board);
                 let address = SaleActor::start_in_arbiter(self.system.arbiter_for(id), move |_| {
-                    SaleActor::new(first, store, registry, settings)
+                    SaleActor::new(first, actor_board, store, registry, settings)
                 });
-                let entry = slot.insert(ActorEntry { address, mailbox }).clone();
+                let entry = slot
+                    .insert(ActorEntry {
+                        address,
+                        mailbox,
+                        board,
+                    })
+                    .clone();
                 // Only now can every return and change reach the actor.
                 entry.address.do_send(Registered);
                 entry
