@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use clap::Parser;
-use goose::GooseAttack;
+use goose::{GooseAttack, GooseError};
 use rand::distr::{Alphanumeric, SampleString};
 
 use crate::engine::{Engine, NewSale};
@@ -44,9 +44,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     let settings = Settings::parse();
     if settings.goose.scenarios_list {
         // Lists the scenarios and exits: no engine needed.
-        scenarios::register(GooseAttack::initialize_with_config(settings.goose)?)
+        scenarios::register(GooseAttack::initialize_with_config(settings.goose).map_err(goose)?)
             .execute()
-            .await?;
+            .await
+            .map_err(goose)?;
         return Ok(ExitCode::SUCCESS);
     }
     let host =
@@ -72,9 +73,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     })?;
 
     let report_files = settings.goose.report_file.clone();
-    scenarios::register(GooseAttack::initialize_with_config(settings.goose)?)
+    scenarios::register(GooseAttack::initialize_with_config(settings.goose).map_err(goose)?)
         .execute()
-        .await?;
+        .await
+        .map_err(goose)?;
 
     let verdict = verdict::judge(&engine, &sales, &tally.snapshot()).await?;
     verdict.print();
@@ -86,6 +88,11 @@ async fn main() -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// goose's errors, with the details their `Display` leaves out.
+fn goose(err: GooseError) -> anyhow::Error {
+    anyhow::anyhow!("goose: {err:?}")
 }
 
 /// Creates the suite's two sales: the spike sale, opening

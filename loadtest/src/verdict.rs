@@ -244,10 +244,10 @@ fn judge_sale(
             "every 201 the suite saw is an order that exists",
             missing.is_empty(),
             format!(
-                "{} of {} found; missing: {}",
+                "{} of {} found{}",
                 created_201.len() - missing.len(),
                 created_201.len(),
-                missing.join(", ")
+                listed("; missing: ", &missing)
             ),
         ),
     ];
@@ -331,6 +331,15 @@ impl Verdict {
         let text = serde_json::to_string_pretty(&report).context("Failed to encode the report")?;
         std::fs::write(path, text).with_context(|| format!("Failed to write {path}"))
     }
+}
+
+/// `prefix` and the items, or nothing when there are none.
+fn listed(prefix: &str, items: &[impl AsRef<str>]) -> String {
+    if items.is_empty() {
+        return String::new();
+    }
+    let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    format!("{prefix}{}", items.join(", "))
 }
 
 fn print_checks(checks: &[Check]) {
