@@ -22,8 +22,8 @@ case "${1:-}" in
   *) echo "usage: bash loadtest/spike.sh [--smoke]" >&2; exit 2 ;;
 esac
 
-for tool in redis-server redis-cli curl; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "spike.sh: $tool is not on PATH (Debian: apt-get install -y redis-server curl)" >&2; exit 1; }
+for tool in redis-server redis-cli; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "spike.sh: $tool is not on PATH (Debian: apt-get install -y redis-server)" >&2; exit 1; }
 done
 
 if [ "$mode" = smoke ]; then
@@ -35,6 +35,10 @@ fi
 echo "--- building the engine and the load suite (${bin_dir#target/})"
 cargo build "${profile_flag[@]}" -p flashsale --bin flashsale
 cargo build "${profile_flag[@]}" -p flashsale-loadtest
+if [ "$mode" = smoke ]; then
+  echo "--- the load suite's unit tests"
+  cargo test -p flashsale-loadtest
+fi
 
 work=$(mktemp -d)
 report_dir=${FLASHSALE_LOADTEST_REPORT_DIR:-target/loadtest}
@@ -61,6 +65,17 @@ free_port() {
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
   done
   echo "spike.sh: no free port found" >&2; return 1
+}
+
+# Whether the engine at 127.0.0.1:$1 answers GET /readyz with 200 (bash
+# alone: no curl needed).
+ready() {
+  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+  printf 'GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+  local status_line
+  read -r status_line <&3
+  exec 3<&-
+  [[ $status_line == *" 200 "* ]]
 }
 
 # Polls `$@` every 0.1 s, for at most $1 tenths of a second.
@@ -92,7 +107,7 @@ RUST_LOG=warn \
   "$bin_dir/flashsale" >"$work/engine.log" 2>&1 &
 pids+=($!)
 host="http://127.0.0.1:$engine_port"
-wait_for 100 curl -fs "$host/readyz" || { echo "spike.sh: the engine did not become ready" >&2; exit 1; }
+wait_for 100 ready "$engine_port" || { echo "spike.sh: the engine did not become ready" >&2; exit 1; }
 echo "--- redis-server on 127.0.0.1:$redis_port, engine on $host"
 
 ulimit -n 20000 2>/dev/null || true

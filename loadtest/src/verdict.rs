@@ -348,3 +348,105 @@ fn print_checks(checks: &[Check]) {
         println!("  [{mark}] {}: {}", check.name, check.detail);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(id: &str, sale_id: &str, status: &str) -> Order {
+        Order {
+            id: id.to_owned(),
+            sale_id: sale_id.to_owned(),
+            quantity: 1,
+            status: status.to_owned(),
+        }
+    }
+
+    fn admin(stats: SaleStats) -> AdminSale {
+        AdminSale {
+            id: "s_1".to_owned(),
+            per_user_limit: 1,
+            stats,
+        }
+    }
+
+    fn stats(remaining: i64, reserved: i64, paid: i64, expired: i64) -> SaleStats {
+        SaleStats {
+            stock_total: 2,
+            remaining,
+            reserved,
+            paid,
+            cancelled: 0,
+            expired,
+            refund_required: 0,
+        }
+    }
+
+    fn failed(verdict: &SaleVerdict) -> Vec<&str> {
+        verdict
+            .checks
+            .iter()
+            .filter(|check| !check.pass)
+            .map(|check| check.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_consistent_sale_passes_and_expired_orders_do_not_count() {
+        // Goal: an expired order neither holds stock nor counts towards the
+        // limit; orders of another sale are ignored.
+        let sale = SuiteSale {
+            name: "buy-and-pay",
+            id: "s_1".to_owned(),
+        };
+        let orders = HashMap::from([
+            (
+                "a".to_owned(),
+                vec![order("o_1", "s_1", "expired"), order("o_2", "s_1", "paid")],
+            ),
+            (
+                "b".to_owned(),
+                vec![
+                    order("o_3", "s_1", "pending_payment"),
+                    order("o_9", "s_2", "paid"),
+                ],
+            ),
+        ]);
+        let mut seen = Snapshot::default();
+        seen.orders
+            .insert(("a".to_owned(), "s_1".to_owned(), "o_2".to_owned()));
+        let verdict = judge_sale(&sale, &admin(stats(0, 1, 1, 1)), &orders, &seen);
+        assert!(failed(&verdict).is_empty(), "{:?}", verdict.checks);
+        assert_eq!((verdict.units_created, verdict.units_held), (3, 2));
+    }
+
+    #[test]
+    fn oversold_stock_a_shopper_over_the_limit_and_a_lost_order_fail() {
+        // Goal: each broken promise fails its own check.
+        let sale = SuiteSale {
+            name: "spike",
+            id: "s_1".to_owned(),
+        };
+        let orders = HashMap::from([(
+            "a".to_owned(),
+            vec![
+                order("o_1", "s_1", "pending_payment"),
+                order("o_2", "s_1", "pending_payment"),
+                order("o_3", "s_1", "paid"),
+            ],
+        )]);
+        let mut seen = Snapshot::default();
+        seen.orders
+            .insert(("b".to_owned(), "s_1".to_owned(), "o_4".to_owned()));
+        let verdict = judge_sale(&sale, &admin(stats(0, 1, 1, 0)), &orders, &seen);
+        assert_eq!(
+            failed(&verdict),
+            vec![
+                "units ordered <= stock_total + units returned (expired, cancelled)",
+                "reserved + paid == units the orders hold",
+                "no shopper above the per-user limit (1)",
+                "every 201 the suite saw is an order that exists",
+            ]
+        );
+    }
+}
