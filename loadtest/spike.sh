@@ -4,8 +4,13 @@
 # the verdict, stop everything (also on failure or ctrl-c).
 #
 #   bash loadtest/spike.sh           the full local spike (release build)
-#   bash loadtest/spike.sh --smoke   CI's smoke: a few seconds of spike and
-#                                    buy-and-pay, small stock (debug build)
+#   bash loadtest/spike.sh --smoke   CI's smoke: the suite's unit tests, then a
+#                                    few seconds of spike and buy-and-pay, small
+#                                    stock (debug build)
+#   bash loadtest/spike.sh -- OPTIONS...
+#                                    the suite with your own options instead of
+#                                    the spike's (release build), e.g.
+#                                    -- --scenarios mixed -u 300 -r 100 -t 30s
 #
 # Exits non-zero when a verdict is FAIL. Reports (goose's HTML and JSON, the
 # verdict inside the JSON) go to $FLASHSALE_LOADTEST_REPORT_DIR
@@ -16,10 +21,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=full
+custom=()
 case "${1:-}" in
   "") ;;
   --smoke) mode=smoke ;;
-  *) echo "usage: bash loadtest/spike.sh [--smoke]" >&2; exit 2 ;;
+  --) mode=custom; shift; custom=("$@") ;;
+  *) echo "usage: bash loadtest/spike.sh [--smoke | -- SUITE-OPTIONS...]" >&2; exit 2 ;;
 esac
 
 for tool in redis-server redis-cli; do
@@ -125,6 +132,8 @@ if [ "$mode" = smoke ]; then
     --stock 10 --start-in-secs 2 --patience-secs 10
   suite smoke-buy-and-pay --scenarios buyandpay -u 30 -r 30 --iterations 1 \
     --stock 10 --payment-timeout-secs 2 --abandon-percent 50 --think-ms-max 500 --patience-secs 8
+elif [ "$mode" = custom ]; then
+  suite run "${custom[@]}"
 else
   suite spike --scenarios spike -u 2000 -r 1000 --iterations 1 \
     --stock 500 --start-in-secs 5 --patience-secs 30
