@@ -109,49 +109,44 @@ impl Engine {
 
     /// Schedules a sale; its id.
     pub async fn create_sale(&self, sale: &NewSale) -> anyhow::Result<String> {
-        let response = self
+        let request = self
             .client
             .post(self.url("/admin/v1/sales")?)
             .bearer_auth(&self.admin_token)
-            .json(sale)
-            .send()
-            .await
-            .context("Failed to reach the engine to create a sale")?;
-        let created: AdminSale = read_json(response, "POST /admin/v1/sales").await?;
+            .json(sale);
+        let created: AdminSale = call(request, "POST /admin/v1/sales").await?;
         Ok(created.id)
     }
 
     /// A sale with its exact stats.
     pub async fn admin_sale(&self, id: &str) -> anyhow::Result<AdminSale> {
-        let response = self
+        let request = self
             .client
             .get(self.url(&format!("/admin/v1/sales/{id}"))?)
-            .bearer_auth(&self.admin_token)
-            .send()
-            .await
-            .context("Failed to read a sale's stats")?;
-        read_json(response, "GET /admin/v1/sales/{id}").await
+            .bearer_auth(&self.admin_token);
+        call(request, "GET /admin/v1/sales/{id}").await
     }
 
     /// Every order of the shopper whose token this is.
     pub async fn shopper_orders(&self, token: &str) -> anyhow::Result<Vec<Order>> {
-        let response = self
+        let request = self
             .client
             .get(self.url("/api/v1/orders")?)
-            .bearer_auth(token)
-            .send()
-            .await
-            .context("Failed to read a shopper's orders")?;
-        let list: OrderList = read_json(response, "GET /api/v1/orders").await?;
+            .bearer_auth(token);
+        let list: OrderList = call(request, "GET /api/v1/orders").await?;
         Ok(list.orders)
     }
 }
 
-/// The JSON body of a 2xx answer; the engine's error otherwise.
-async fn read_json<T: serde::de::DeserializeOwned>(
-    response: reqwest::Response,
+/// Sends `request`; the JSON body of a 2xx answer, the engine's error otherwise.
+async fn call<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
     route: &str,
 ) -> anyhow::Result<T> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("Failed to reach the engine for {route}"))?;
     let status = response.status();
     let body = response
         .text()
