@@ -33,13 +33,14 @@ for tool in redis-server redis-cli; do
   command -v "$tool" >/dev/null 2>&1 || { echo "spike.sh: $tool is not on PATH (Debian: apt-get install -y redis-server)" >&2; exit 1; }
 done
 
+target_dir=${CARGO_TARGET_DIR:-target}
 if [ "$mode" = smoke ]; then
   # Debug: CI's `cargo test` has already built the engine that way.
-  profile_flag=(); bin_dir=target/debug
+  profile_flag=(); bin_dir=$target_dir/debug
 else
-  profile_flag=(--release); bin_dir=target/release
+  profile_flag=(--release); bin_dir=$target_dir/release
 fi
-echo "--- building the engine and the load suite (${bin_dir#target/})"
+echo "--- building the engine and the load suite (${bin_dir##*/})"
 cargo build "${profile_flag[@]}" -p flashsale --bin flashsale
 cargo build "${profile_flag[@]}" -p flashsale-loadtest
 if [ "$mode" = smoke ]; then
@@ -48,7 +49,7 @@ if [ "$mode" = smoke ]; then
 fi
 
 work=$(mktemp -d)
-report_dir=${FLASHSALE_LOADTEST_REPORT_DIR:-target/loadtest}
+report_dir=${FLASHSALE_LOADTEST_REPORT_DIR:-$target_dir/loadtest}
 mkdir -p "$report_dir"
 pids=()
 cleanup() {
@@ -136,6 +137,6 @@ elif [ "$mode" = custom ]; then
   suite run "${custom[@]}"
 else
   suite spike --scenarios spike -u 2000 -r 1000 --iterations 1 \
-    --stock 500 --start-in-secs 5 --patience-secs 30
+    --stock 500 --start-in-secs 15 --patience-secs 30
 fi
 echo "--- reports in $report_dir"

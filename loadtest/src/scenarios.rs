@@ -21,6 +21,13 @@ const ROUTE_SALE: &str = "/api/v1/sales/{id}";
 const ROUTE_ORDER: &str = "/api/v1/sales/{id}/orders";
 const ROUTE_PAY: &str = "/api/v1/orders/{id}/pay";
 
+/// A kept-alive connection idle this long is not reused. The engine closes
+/// connections that send nothing for `FLASHSALE_HEADER_READ_TIMEOUT_MS`
+/// (default 10 s); a shopper waiting for the opening must not send its
+/// order on a connection the engine is closing at that moment.
+const POOL_IDLE: Duration = Duration::from_secs(5);
+/// Longest wait for any answer (goose's own default).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause of a shopper who has finished, until goose ends the run: no requests.
 const IDLE: Duration = Duration::from_secs(1);
 /// Pause between two looks at a sold-out sale, waiting for returned stock.
@@ -129,15 +136,15 @@ fn session_mut(user: &mut GooseUser) -> Result<&mut Session, Box<TransactionErro
 }
 
 async fn join_spike(user: &mut GooseUser) -> TransactionResult {
-    join(user, Role::Spike)
+    join(user, Role::Spike).await
 }
 
 async fn join_browse(user: &mut GooseUser) -> TransactionResult {
-    join(user, Role::Browse)
+    join(user, Role::Browse).await
 }
 
 async fn join_buy_and_pay(user: &mut GooseUser) -> TransactionResult {
-    join(user, Role::BuyAndPay)
+    join(user, Role::BuyAndPay).await
 }
 
 async fn join_mixed(user: &mut GooseUser) -> TransactionResult {
@@ -151,12 +158,20 @@ async fn join_mixed(user: &mut GooseUser) -> TransactionResult {
         }
         roll -= weight;
     }
-    join(user, role)
+    join(user, role).await
 }
 
-/// Gives the user its shopper and token.
-fn join(user: &mut GooseUser, role: Role) -> TransactionResult {
+/// Gives the user its shopper, token, and an HTTP client that drops
+/// connections idle for [`POOL_IDLE`].
+async fn join(user: &mut GooseUser, role: Role) -> TransactionResult {
     let suite = suite()?;
+    user.set_client_builder(
+        reqwest::Client::builder()
+            .user_agent(concat!("flashsale-loadtest/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(POOL_IDLE)
+            .timeout(REQUEST_TIMEOUT),
+    )
+    .await?;
     let shopper = suite.shoppers.shopper_of(user.weighted_users_index);
     let token = suite
         .shoppers
@@ -193,10 +208,10 @@ async fn spike(user: &mut GooseUser) -> TransactionResult {
     let suite = suite()?;
     if !session(user)?.opened {
         if let Some(sale) = get_sale(user, &suite.spike_sale).await? {
-            let wait = (sale.starts_at - sale.server_time)
-                .to_std()
-                .unwrap_or_default();
-            tokio::time::sleep(wait).await;
+            match (sale.starts_at - sale.server_time).to_std() {
+                Ok(wait) => tokio::time::sleep(wait).await,
+                Err(_) => suite.tally.spike_late(),
+            }
         }
         session_mut(user)?.opened = true;
     }

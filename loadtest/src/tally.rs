@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub shoppers: BTreeMap<String, String>,
     /// Buy-and-pay orders left unpaid on purpose.
     pub abandoned: u64,
+    /// Spike shoppers who arrived after the sale had opened.
+    pub spike_late: u64,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +95,10 @@ impl Tally {
             .shoppers
             .entry(shopper.to_owned())
             .or_insert_with(|| token.to_owned());
+    }
+
+    pub fn spike_late(&self) {
+        self.seen.lock().spike_late += 1;
     }
 
     pub fn abandoned(&self) {

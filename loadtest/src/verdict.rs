@@ -65,6 +65,9 @@ pub struct Verdict {
     pub pass: bool,
     pub sales: Vec<SaleVerdict>,
     pub shoppers: usize,
+    /// Spike shoppers who first looked after the sale had opened: they did
+    /// not take part in the opening rush (raise `--start-in-secs`).
+    pub spike_late: u64,
     pub orders_seen: usize,
     pub abandoned: u64,
     pub answers: Vec<AnswerLine>,
@@ -120,6 +123,7 @@ pub async fn judge(
         pass,
         sales: verdict_sales,
         shoppers: seen.shoppers.len(),
+        spike_late: seen.spike_late,
         orders_seen: seen.orders.len(),
         abandoned: seen.abandoned,
         answers,
@@ -236,8 +240,8 @@ fn judge_sale(
             ),
             over_limit.is_empty(),
             format!(
-                "most units one shopper holds: {held_max}; over: {}",
-                over_limit.join(", ")
+                "most units one shopper holds: {held_max}{}",
+                listed("; over the limit: ", &over_limit)
             ),
         ),
         Check::new(
@@ -289,6 +293,12 @@ impl Verdict {
             "shoppers: {}; 201s seen: {}; orders abandoned on purpose: {}",
             self.shoppers, self.orders_seen, self.abandoned
         );
+        if self.spike_late > 0 {
+            println!(
+                "note: {} spike shoppers arrived after the sale had opened (raise --start-in-secs for one rush)",
+                self.spike_late
+            );
+        }
         println!("answers:");
         for line in &self.answers {
             let code = if line.code.is_empty() {
