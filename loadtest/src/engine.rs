@@ -10,17 +10,21 @@ use serde::{Deserialize, Serialize};
 /// A sale as the public routes show it (the fields the suite reads).
 #[derive(Debug, Clone, Deserialize)]
 pub struct PublicSale {
-    pub id: String,
     pub status: String,
     pub starts_at: DateTime<Utc>,
     /// The engine's clock when the sale was read: countdowns use it, not ours.
     pub server_time: DateTime<Utc>,
 }
 
-/// `GET /api/v1/sales`.
+/// `GET /api/v1/sales` (the ids are all the suite reads of it).
 #[derive(Debug, Deserialize)]
 pub struct PublicSaleList {
-    pub sales: Vec<PublicSale>,
+    pub sales: Vec<ListedSale>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListedSale {
+    pub id: String,
 }
 
 /// The exact counts of `GET /admin/v1/sales/{id}`, in units.
@@ -156,4 +160,27 @@ async fn call<T: serde::de::DeserializeOwned>(
         bail!("{route} answered {status}: {body}");
     }
     serde_json::from_str(&body).with_context(|| format!("unexpected answer of {route}: {body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_engines_sale_list_and_sale() {
+        // Goal: the wire types match the engine's bodies (the list carries
+        // `server_time` once, not per sale).
+        let list: PublicSaleList = serde_json::from_str(
+            r#"{"sales":[{"id":"s_1","status":"live","starts_at":"2026-11-11T00:00:00Z"}],
+                "server_time":"2026-11-11T00:00:01.250Z"}"#,
+        )
+        .expect("a sale list");
+        assert_eq!(list.sales[0].id, "s_1");
+        let sale: PublicSale = serde_json::from_str(
+            r#"{"id":"s_1","status":"upcoming","starts_at":"2026-11-11T00:00:00Z",
+                "server_time":"2026-11-10T23:59:58.500Z","remaining":5}"#,
+        )
+        .expect("a sale");
+        assert_eq!((sale.starts_at - sale.server_time).num_milliseconds(), 1500);
+    }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use goose::goose::GooseResponse;
 use goose::prelude::*;
+use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde_json::json;
 
@@ -234,11 +235,10 @@ async fn browse(user: &mut GooseUser) -> TransactionResult {
     let listed: Vec<String> = serde_json::from_value::<PublicSaleList>(answer.body)
         .map(|list| list.sales.into_iter().map(|sale| sale.id).collect())
         .unwrap_or_default();
-    let sale_id = if listed.is_empty() {
-        suite.spike_sale.clone()
-    } else {
-        listed[rand::rng().random_range(0..listed.len())].clone()
-    };
+    let sale_id = listed
+        .choose(&mut rand::rng())
+        .cloned()
+        .unwrap_or_else(|| suite.spike_sale.clone());
     for _ in 0..COUNTDOWN_POLLS {
         get_sale(user, &sale_id).await?;
         tokio::time::sleep(COUNTDOWN_PAUSE).await;
