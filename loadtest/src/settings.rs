@@ -50,7 +50,7 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub sale_secs: u32,
 
-    /// `payment_timeout_secs` of the buy-and-pay sale: abandoned orders
+    /// The sales' `payment_timeout_secs`: abandoned buy-and-pay orders
     /// expire and their stock comes back after it. The engine refuses values
     /// below its `FLASHSALE_PAYMENT_TIMEOUT_MIN_SECS` (default 60).
     #[arg(long, env = "FLASHSALE_LOADTEST_PAYMENT_TIMEOUT_SECS", default_value_t = 60,
