@@ -1,0 +1,186 @@
+//! The engine as the suite sees it from outside the attack: its wire types
+//! (sales, stats, orders, errors) and the admin client that creates the
+//! suite's sales before the attack and reads stats and orders for the
+//! verdict after it. Requests made here are not part of goose's metrics.
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A sale as the public routes show it (the fields the suite reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PublicSale {
+    pub status: String,
+    pub starts_at: DateTime<Utc>,
+    /// The engine's clock when the sale was read: countdowns use it, not ours.
+    pub server_time: DateTime<Utc>,
+}
+
+/// `GET /api/v1/sales` (the ids are all the suite reads of it).
+#[derive(Debug, Deserialize)]
+pub struct PublicSaleList {
+    pub sales: Vec<ListedSale>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListedSale {
+    pub id: String,
+}
+
+/// The exact counts of `GET /admin/v1/sales/{id}`, in units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub struct SaleStats {
+    pub stock_total: i64,
+    pub remaining: i64,
+    pub reserved: i64,
+    pub paid: i64,
+    pub cancelled: i64,
+    pub expired: i64,
+    pub refund_required: i64,
+}
+
+/// `GET /admin/v1/sales/{id}`: the sale with its stats.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdminSale {
+    pub id: String,
+    pub per_user_limit: i64,
+    pub stats: SaleStats,
+}
+
+/// An order (the fields the suite reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub sale_id: String,
+    pub quantity: i64,
+    pub status: String,
+}
+
+impl Order {
+    /// Whether the order still holds its units (not cancelled, expired, or
+    /// refunded because paid too late).
+    pub fn holds_stock(&self) -> bool {
+        matches!(self.status.as_str(), "pending_payment" | "paid")
+    }
+}
+
+/// `GET /api/v1/orders`.
+#[derive(Debug, Deserialize)]
+struct OrderList {
+    orders: Vec<Order>,
+}
+
+/// The body of `POST /admin/v1/sales`.
+#[derive(Debug, Serialize)]
+pub struct NewSale {
+    pub sku: String,
+    pub title: String,
+    pub price_cents: i64,
+    pub stock_total: u32,
+    pub per_user_limit: u32,
+    pub starts_at: String,
+    pub ends_at: String,
+    pub payment_timeout_secs: u32,
+}
+
+/// The admin and read-back client.
+pub struct Engine {
+    client: reqwest::Client,
+    base: reqwest::Url,
+    admin_token: String,
+}
+
+impl Engine {
+    pub fn new(host: &str, admin_token: &str) -> anyhow::Result<Self> {
+        let base =
+            reqwest::Url::parse(host).with_context(|| format!("host {host:?} is not a URL"))?;
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .context("Failed to build the HTTP client")?;
+        Ok(Self {
+            client,
+            base,
+            admin_token: admin_token.to_owned(),
+        })
+    }
+
+    fn url(&self, path: &str) -> anyhow::Result<reqwest::Url> {
+        self.base
+            .join(path)
+            .with_context(|| format!("cannot join {path} to the host"))
+    }
+
+    /// Schedules a sale; its id.
+    pub async fn create_sale(&self, sale: &NewSale) -> anyhow::Result<String> {
+        let request = self
+            .client
+            .post(self.url("/admin/v1/sales")?)
+            .bearer_auth(&self.admin_token)
+            .json(sale);
+        let created: AdminSale = call(request, "POST /admin/v1/sales").await?;
+        Ok(created.id)
+    }
+
+    /// A sale with its exact stats.
+    pub async fn admin_sale(&self, id: &str) -> anyhow::Result<AdminSale> {
+        let request = self
+            .client
+            .get(self.url(&format!("/admin/v1/sales/{id}"))?)
+            .bearer_auth(&self.admin_token);
+        call(request, "GET /admin/v1/sales/{id}").await
+    }
+
+    /// Every order of the shopper whose token this is.
+    pub async fn shopper_orders(&self, token: &str) -> anyhow::Result<Vec<Order>> {
+        let request = self
+            .client
+            .get(self.url("/api/v1/orders")?)
+            .bearer_auth(token);
+        let list: OrderList = call(request, "GET /api/v1/orders").await?;
+        Ok(list.orders)
+    }
+}
+
+/// Sends `request`; the JSON body of a 2xx answer, the engine's error otherwise.
+async fn call<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    route: &str,
+) -> anyhow::Result<T> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("Failed to reach the engine for {route}"))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .with_context(|| format!("Failed to read the answer of {route}"))?;
+    if !status.is_success() {
+        bail!("{route} answered {status}: {body}");
+    }
+    serde_json::from_str(&body).with_context(|| format!("unexpected answer of {route}: {body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_engines_sale_list_and_sale() {
+        // Goal: the wire types match the engine's bodies (the list carries
+        // `server_time` once, not per sale).
+        let list: PublicSaleList = serde_json::from_str(
+            r#"{"sales":[{"id":"s_1","status":"live","starts_at":"2026-11-11T00:00:00Z"}],
+                "server_time":"2026-11-11T00:00:01.250Z"}"#,
+        )
+        .expect("a sale list");
+        assert_eq!(list.sales[0].id, "s_1");
+        let sale: PublicSale = serde_json::from_str(
+            r#"{"id":"s_1","status":"upcoming","starts_at":"2026-11-11T00:00:00Z",
+                "server_time":"2026-11-10T23:59:58.500Z","remaining":5}"#,
+        )
+        .expect("a sale");
+        assert_eq!((sale.starts_at - sale.server_time).num_milliseconds(), 1500);
+    }
+}

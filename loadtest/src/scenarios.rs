@@ -1,0 +1,452 @@
+//! The goose scenarios and what a shopper does in each: `spike`, `browse`,
+//! `buy-and-pay` and `mixed`. Owns the shoppers' requests during the attack
+//! (through goose, so they are in its metrics) and records what each answer
+//! meant in the [`Tally`]. Knows nothing of set-up or the verdict.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use goose::goose::GooseResponse;
+use goose::prelude::*;
+use rand::seq::IndexedRandom;
+use rand::Rng;
+use serde_json::json;
+
+use crate::engine::{PublicSale, PublicSaleList};
+use crate::shoppers::Shoppers;
+use crate::tally::{Kind, Tally};
+
+/// goose's request names: one line per route in its reports, whatever the id.
+const ROUTE_SALES: &str = "/api/v1/sales";
+const ROUTE_SALE: &str = "/api/v1/sales/{id}";
+const ROUTE_ORDER: &str = "/api/v1/sales/{id}/orders";
+const ROUTE_PAY: &str = "/api/v1/orders/{id}/pay";
+
+/// A kept-alive connection idle this long is not reused. The engine closes
+/// connections that send nothing for `FLASHSALE_HEADER_READ_TIMEOUT_MS`
+/// (default 10 s); a shopper waiting for the opening must not send its
+/// order on a connection the engine is closing at that moment.
+const POOL_IDLE: Duration = Duration::from_secs(5);
+/// Longest wait for any answer (goose's own default).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause of a shopper who has finished, until goose ends the run: no requests.
+const IDLE: Duration = Duration::from_secs(1);
+/// Pause between two looks at a sold-out sale, waiting for returned stock.
+const SOLD_OUT_POLL: Duration = Duration::from_millis(500);
+/// Pause after `not_started` (the engine's clock decides, a few ms apart from ours).
+const NOT_STARTED_PAUSE: Duration = Duration::from_millis(20);
+/// Shortest wait after a 429 or 503, whatever `Retry-After` says.
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
+/// Longest wait after a 429 or 503, whatever `Retry-After` says.
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
+/// Countdown polls of one browse visit, and the pause between them.
+const COUNTDOWN_POLLS: u32 = 3;
+const COUNTDOWN_PAUSE: Duration = Duration::from_secs(1);
+/// `mixed`: how many shoppers in each role, out of the sum.
+const MIX: [(Role, u32); 3] = [(Role::Browse, 6), (Role::BuyAndPay, 3), (Role::Spike, 1)];
+
+/// What the scenarios share: the suite's sales and settings, its shoppers,
+/// and the tally. Set once before the attack: goose transactions are plain
+/// functions of the user, so this is process-wide.
+pub struct Suite {
+    pub spike_sale: String,
+    pub buy_sale: String,
+    pub shoppers: Shoppers,
+    pub tally: Arc<Tally>,
+    pub think_ms_max: u64,
+    pub abandon_percent: u32,
+    /// How long one visit keeps trying (retries, sold-out polls) before leaving.
+    pub patience: Duration,
+}
+
+static SUITE: OnceLock<Suite> = OnceLock::new();
+
+pub fn install(suite: Suite) -> anyhow::Result<()> {
+    SUITE
+        .set(suite)
+        .map_err(|_| anyhow::anyhow!("the suite is set up once per process"))
+}
+
+fn suite() -> Result<&'static Suite, Box<TransactionError>> {
+    SUITE.get().ok_or_else(|| custom("the suite is not set up"))
+}
+
+fn custom(message: &str) -> Box<TransactionError> {
+    Box::new(TransactionError::Custom(message.to_owned()))
+}
+
+/// Every scenario, under the names `--scenarios` takes (goose's machine
+/// names: `buy-and-pay` is `buyandpay`).
+pub fn register(attack: GooseAttack) -> GooseAttack {
+    attack
+        .register_scenario(
+            scenario!("spike")
+                .register_transaction(transaction!(join_spike).set_name("join").set_on_start())
+                .register_transaction(transaction!(visit).set_name("race")),
+        )
+        .register_scenario(
+            scenario!("browse")
+                .register_transaction(transaction!(join_browse).set_name("join").set_on_start())
+                .register_transaction(transaction!(visit).set_name("browse")),
+        )
+        .register_scenario(
+            scenario!("buy-and-pay")
+                .register_transaction(
+                    transaction!(join_buy_and_pay)
+                        .set_name("join")
+                        .set_on_start(),
+                )
+                .register_transaction(transaction!(visit).set_name("buy and pay")),
+        )
+        .register_scenario(
+            scenario!("mixed")
+                .register_transaction(transaction!(join_mixed).set_name("join").set_on_start())
+                .register_transaction(transaction!(visit).set_name("mixed")),
+        )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Spike,
+    Browse,
+    BuyAndPay,
+}
+
+/// A goose user's shopper and progress.
+#[derive(Debug, Clone)]
+struct Session {
+    shopper: String,
+    token: String,
+    role: Role,
+    /// The spike sale has opened (by the engine's clock).
+    opened: bool,
+    /// This user's visit is over: it idles until the run ends.
+    done: bool,
+    /// Purchase attempts so far: each gets its own `Idempotency-Key`.
+    attempts: u64,
+}
+
+fn session(user: &GooseUser) -> Result<&Session, Box<TransactionError>> {
+    user.get_session_data::<Session>()
+        .ok_or_else(|| custom("the user has no shopper"))
+}
+
+fn session_mut(user: &mut GooseUser) -> Result<&mut Session, Box<TransactionError>> {
+    user.get_session_data_mut::<Session>()
+        .ok_or_else(|| custom("the user has no shopper"))
+}
+
+async fn join_spike(user: &mut GooseUser) -> TransactionResult {
+    join(user, Role::Spike).await
+}
+
+async fn join_browse(user: &mut GooseUser) -> TransactionResult {
+    join(user, Role::Browse).await
+}
+
+async fn join_buy_and_pay(user: &mut GooseUser) -> TransactionResult {
+    join(user, Role::BuyAndPay).await
+}
+
+async fn join_mixed(user: &mut GooseUser) -> TransactionResult {
+    let total: u32 = MIX.iter().map(|(_, weight)| weight).sum();
+    let mut roll = rand::rng().random_range(0..total);
+    let mut role = Role::Browse;
+    for (candidate, weight) in MIX {
+        if roll < weight {
+            role = candidate;
+            break;
+        }
+        roll -= weight;
+    }
+    join(user, role).await
+}
+
+/// Gives the user its shopper, token, and an HTTP client that drops
+/// connections idle for [`POOL_IDLE`].
+async fn join(user: &mut GooseUser, role: Role) -> TransactionResult {
+    let suite = suite()?;
+    user.set_client_builder(
+        reqwest::Client::builder()
+            .user_agent(concat!("flashsale-loadtest/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(POOL_IDLE)
+            .timeout(REQUEST_TIMEOUT),
+    )
+    .await?;
+    let shopper = suite.shoppers.shopper_of(user.weighted_users_index);
+    let token = suite
+        .shoppers
+        .token(&shopper)
+        .map_err(|err| custom(&format!("{err:#}")))?;
+    suite.tally.shopper(&shopper, &token);
+    user.set_session_data(Session {
+        shopper,
+        token,
+        role,
+        opened: false,
+        done: false,
+        attempts: 0,
+    });
+    Ok(())
+}
+
+/// One visit of the user's role; a finished shopper idles.
+async fn visit(user: &mut GooseUser) -> TransactionResult {
+    let session = session(user)?;
+    if session.done {
+        tokio::time::sleep(IDLE).await;
+        return Ok(());
+    }
+    match session.role {
+        Role::Spike => spike(user).await,
+        Role::Browse => browse(user).await,
+        Role::BuyAndPay => buy_and_pay(user).await,
+    }
+}
+
+/// Wait for the spike sale to open by the engine's clock, then race once.
+async fn spike(user: &mut GooseUser) -> TransactionResult {
+    let suite = suite()?;
+    if !session(user)?.opened {
+        if let Some(sale) = get_sale(user, &suite.spike_sale).await? {
+            match (sale.starts_at - sale.server_time).to_std() {
+                Ok(wait) => tokio::time::sleep(wait).await,
+                Err(_) => suite.tally.spike_late(),
+            }
+        }
+        session_mut(user)?.opened = true;
+    }
+    race(user, &suite.spike_sale, false).await?;
+    session_mut(user)?.done = true;
+    Ok(())
+}
+
+/// The read load around a sale: the list, one sale, its countdown polled.
+async fn browse(user: &mut GooseUser) -> TransactionResult {
+    let suite = suite()?;
+    let answer = send(
+        user,
+        GooseMethod::Get,
+        ROUTE_SALES,
+        "/api/v1/sales",
+        |request| request,
+    )
+    .await?;
+    let listed: Vec<String> = serde_json::from_value::<PublicSaleList>(answer.body)
+        .map(|list| list.sales.into_iter().map(|sale| sale.id).collect())
+        .unwrap_or_default();
+    let sale_id = listed
+        .choose(&mut rand::rng())
+        .cloned()
+        .unwrap_or_else(|| suite.spike_sale.clone());
+    for _ in 0..COUNTDOWN_POLLS {
+        get_sale(user, &sale_id).await?;
+        tokio::time::sleep(COUNTDOWN_PAUSE).await;
+    }
+    Ok(())
+}
+
+/// Race for a unit; then, after a think time, pay or abandon it.
+async fn buy_and_pay(user: &mut GooseUser) -> TransactionResult {
+    let suite = suite()?;
+    let ordered = race(user, &suite.buy_sale, true).await?;
+    session_mut(user)?.done = true;
+    let Some(order_id) = ordered else {
+        return Ok(());
+    };
+    let (think, abandon) = {
+        let mut rng = rand::rng();
+        (
+            Duration::from_millis(rng.random_range(0..=suite.think_ms_max)),
+            rng.random_range(0..100) < suite.abandon_percent,
+        )
+    };
+    tokio::time::sleep(think).await;
+    if abandon {
+        suite.tally.abandoned();
+        return Ok(());
+    }
+    let token = session(user)?.token.clone();
+    let path = format!("/api/v1/orders/{order_id}/pay");
+    send(user, GooseMethod::Post, ROUTE_PAY, &path, |request| {
+        request.bearer_auth(&token)
+    })
+    .await?;
+    Ok(())
+}
+
+/// How one order attempt ended.
+enum Attempt {
+    Ordered(String),
+    SoldOut,
+    NotStarted,
+    Retry(Duration),
+    /// `ended`, `limit_exceeded`, or an unexpected answer: stop racing.
+    Over,
+}
+
+/// Races for one unit of `sale_id` with one `Idempotency-Key`: fetch the
+/// sale, then post the order, retrying 429/503 after `Retry-After`. Stops
+/// on `sold_out` (or, with `wait_for_returns`, polls until stock comes back),
+/// on `ended` and on the shopper's limit, and after the suite's patience.
+/// The order's id if it got one.
+async fn race(
+    user: &mut GooseUser,
+    sale_id: &str,
+    wait_for_returns: bool,
+) -> Result<Option<String>, Box<TransactionError>> {
+    let suite = suite()?;
+    let give_up = Instant::now() + suite.patience;
+    let key = {
+        let session = session_mut(user)?;
+        session.attempts += 1;
+        session.attempts
+    };
+    let key = format!("lt-{}-{key}", user.weighted_users_index);
+    let mut open = false;
+    while Instant::now() < give_up {
+        if !open {
+            let Some(sale) = get_sale(user, sale_id).await? else {
+                return Ok(None);
+            };
+            match sale.status.as_str() {
+                "sold_out" if wait_for_returns => {
+                    tokio::time::sleep(SOLD_OUT_POLL).await;
+                    continue;
+                }
+                "sold_out" | "ended" | "cancelled" => return Ok(None),
+                _ => open = true,
+            }
+        }
+        match order(user, sale_id, &key).await? {
+            Attempt::Ordered(order_id) => return Ok(Some(order_id)),
+            Attempt::Retry(pause) => tokio::time::sleep(pause).await,
+            Attempt::NotStarted => tokio::time::sleep(NOT_STARTED_PAUSE).await,
+            Attempt::SoldOut if wait_for_returns => {
+                open = false;
+                tokio::time::sleep(SOLD_OUT_POLL).await;
+            }
+            Attempt::SoldOut | Attempt::Over => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+async fn order(
+    user: &mut GooseUser,
+    sale_id: &str,
+    key: &str,
+) -> Result<Attempt, Box<TransactionError>> {
+    let session = session(user)?;
+    let (shopper, token) = (session.shopper.clone(), session.token.clone());
+    let path = format!("/api/v1/sales/{sale_id}/orders");
+    let answer = send(user, GooseMethod::Post, ROUTE_ORDER, &path, |request| {
+        request
+            .bearer_auth(&token)
+            .header("Idempotency-Key", key)
+            .json(&json!({ "quantity": 1 }))
+    })
+    .await?;
+    Ok(match (answer.kind, answer.code.as_str()) {
+        (Kind::Success, _) => {
+            let order_id = answer.body["id"].as_str().unwrap_or_default();
+            suite()?.tally.order(&shopper, sale_id, order_id);
+            Attempt::Ordered(order_id.to_owned())
+        }
+        (Kind::RateLimited | Kind::Shed, _) => Attempt::Retry(answer.retry_after),
+        (_, "sold_out") => Attempt::SoldOut,
+        (_, "not_started") => Attempt::NotStarted,
+        _ => Attempt::Over,
+    })
+}
+
+/// The sale, if the engine answered 200.
+async fn get_sale(
+    user: &mut GooseUser,
+    sale_id: &str,
+) -> Result<Option<PublicSale>, Box<TransactionError>> {
+    let path = format!("/api/v1/sales/{sale_id}");
+    let answer = send(user, GooseMethod::Get, ROUTE_SALE, &path, |request| request).await?;
+    if answer.kind != Kind::Success {
+        return Ok(None);
+    }
+    Ok(serde_json::from_value(answer.body).ok())
+}
+
+/// An answer as the suite reads it.
+struct Answer {
+    kind: Kind,
+    code: String,
+    retry_after: Duration,
+    body: serde_json::Value,
+}
+
+/// Sends `method path` through goose under the request name `route`
+/// (`finish` adds headers and body), tallies what the answer meant, and
+/// tells goose which answers are failures: the documented refusals, 429 and
+/// 503 are not (they have their own lines in the verdict), anything
+/// unexpected is.
+async fn send(
+    user: &mut GooseUser,
+    method: GooseMethod,
+    route: &str,
+    path: &str,
+    finish: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<Answer, Box<TransactionError>> {
+    let tally = &suite()?.tally;
+    let label = format!("{method} {route}");
+    let request = GooseRequest::builder()
+        .name(route)
+        .set_request_builder(finish(user.get_request_builder(&method, path)?))
+        .build();
+    let GooseResponse {
+        request: mut metric,
+        response,
+    } = user.request(request).await?;
+    let read = match response {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map_or(RETRY_PAUSE_MIN, Duration::from_secs)
+                .clamp(RETRY_PAUSE_MIN, RETRY_PAUSE_MAX);
+            response
+                .text()
+                .await
+                .map(|text| (status, retry_after, text))
+        }
+        Err(err) => Err(err),
+    };
+    let (status, retry_after, text) = match read {
+        Ok(read) => read,
+        Err(err) => {
+            tally.no_answer(&label);
+            return Err(Box::new(TransactionError::Reqwest(err)));
+        }
+    };
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let kind = Kind::of(status, &code);
+    tally.answer(&label, status, &code);
+    // goose already counts every non-2xx answer as a failure: the expected
+    // ones are turned into successes.
+    if matches!(kind, Kind::Refused | Kind::RateLimited | Kind::Shed) {
+        // goose records a request's error again when it is updated: clear
+        // it, so each expected answer is listed once in goose's error
+        // summary (when it arrived, before it was known to be expected).
+        metric.error.clear();
+        user.set_success(&mut metric)?;
+    }
+    Ok(Answer {
+        kind,
+        code,
+        retry_after,
+        body,
+    })
+}

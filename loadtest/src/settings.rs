@@ -1,0 +1,74 @@
+//! The command line: every goose option (flattened from
+//! [`GooseConfiguration`]) plus the suite's own, each of those also an
+//! environment variable. Owns nothing else.
+
+use clap::Parser;
+use goose::config::GooseConfiguration;
+
+/// goose's options, plus how the suite sets up its sales and shoppers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "flashsale-loadtest",
+    about = "goose load suites for flashsale; the engine's promises are checked after every run",
+    after_help = "Scenarios (--scenarios, goose's machine names): spike, browse, buyandpay, mixed."
+)]
+pub struct Settings {
+    #[command(flatten)]
+    pub goose: GooseConfiguration,
+
+    /// Bearer token of the engine's admin API (the engine's own variable).
+    #[arg(long, env = "FLASHSALE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+
+    /// HS256 secret the engine verifies shopper tokens with (the engine's own variable).
+    #[arg(long, env = "FLASHSALE_USER_TOKEN_SECRET", hide_env_values = true)]
+    pub user_token_secret: String,
+
+    /// Units on sale in each of the suite's sales.
+    #[arg(long, env = "FLASHSALE_LOADTEST_STOCK", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub stock: u32,
+
+    /// The sales' per-user limit (units one shopper may hold).
+    #[arg(long, env = "FLASHSALE_LOADTEST_PER_USER_LIMIT", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub per_user_limit: u32,
+
+    /// Goose users that share one shopper (1: every user is its own shopper;
+    /// more exercises the per-user limit).
+    #[arg(long, env = "FLASHSALE_LOADTEST_USERS_PER_SHOPPER", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub users_per_shopper: u32,
+
+    /// The spike sale opens this long after set-up; users wait for it by
+    /// the engine's `server_time`. Leave time for goose to start every user.
+    #[arg(long, env = "FLASHSALE_LOADTEST_START_IN_SECS", default_value_t = 5)]
+    pub start_in_secs: u32,
+
+    /// How long each sale stays open.
+    #[arg(long, env = "FLASHSALE_LOADTEST_SALE_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub sale_secs: u32,
+
+    /// The sales' `payment_timeout_secs`: abandoned buy-and-pay orders
+    /// expire and their stock comes back after it. The engine refuses values
+    /// below its `FLASHSALE_PAYMENT_TIMEOUT_MIN_SECS` (default 60).
+    #[arg(long, env = "FLASHSALE_LOADTEST_PAYMENT_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=7200))]
+    pub payment_timeout_secs: u32,
+
+    /// Share of buy-and-pay shoppers, in percent, who abandon their order
+    /// instead of paying.
+    #[arg(long, env = "FLASHSALE_LOADTEST_ABANDON_PERCENT", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub abandon_percent: u32,
+
+    /// Longest think time, in milliseconds, between an order and its payment.
+    #[arg(long, env = "FLASHSALE_LOADTEST_THINK_MS_MAX", default_value_t = 2000)]
+    pub think_ms_max: u64,
+
+    /// How long, in seconds, a buy-and-pay shopper who found the sale sold
+    /// out keeps polling for returned stock before leaving.
+    #[arg(long, env = "FLASHSALE_LOADTEST_PATIENCE_SECS", default_value_t = 90)]
+    pub patience_secs: u64,
+}
