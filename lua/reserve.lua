@@ -7,8 +7,15 @@
 -- per-user limit and the stock, then take the stock, count the shopper,
 -- record the order, index its payment deadline and queue it on the sale's
 -- stream for the order service. Checks run in the order of
--- domain::check_reservation. The sale's fields, the clock and the stock are
--- read once per call; the stock and the `reserved` count are written once.
+-- domain::check_reservation.
+-- Lean: every command inside Lua costs a fixed overhead on top of its own
+-- work, so what can be done once per call is: the sale's fields, the
+-- clock, the stock, the shoppers' units, their order lists and the earlier
+-- orders of the idempotency keys are read once (HMGET) into Lua tables,
+-- decided there, and written back once at the end (DECRBY, HINCRBY, HSET,
+-- ZADD). Per reservation only its order hash and its stream entry are
+-- written. A resent call is recognised by its order id in the shopper's
+-- order list (which keeps every order the shopper ever had in this sale).
 -- KEYS[1] fs:{sale}:sale     hash: the sale's fields
 -- KEYS[2] fs:{sale}:stock    string: units remaining
 -- KEYS[3] fs:{sale}:stats    hash: reserved, paid, cancelled, expired (units)
@@ -32,15 +39,46 @@ local m = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'per_use
   'price_cents', 'payment_timeout_secs', 'currency', 'require_purchase_token')
 local now = now_ms()
 local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
+local count = #KEYS - 9
+
+-- Read once: each shopper's units and order list, each key's earlier order.
+local users, keyed = {}, {}
+for i = 1, count do
+  local a = (i - 1) * 5
+  users[#users + 1] = ARGV[a + 1]
+  if ARGV[a + 4] ~= '' then
+    keyed[#keyed + 1] = ARGV[a + 4]
+  end
+end
+local held, orders, prior = {}, {}, {}
+if count > 0 then
+  local h = redis.call('HMGET', KEYS[4], unpack(users))
+  local o = redis.call('HMGET', KEYS[6], unpack(users))
+  for j, user in ipairs(users) do
+    if held[user] == nil then
+      held[user] = tonumber(h[j] or '0')
+      orders[user] = o[j] or ''
+    end
+  end
+end
+if #keyed > 0 then
+  local p = redis.call('HMGET', KEYS[5], unpack(keyed))
+  for j, idem in ipairs(keyed) do
+    if prior[idem] == nil then
+      prior[idem] = p[j] or false
+    end
+  end
+end
+
 local taken = 0
-local replies = {}
+local changed_users, changed_keys, deadlines = {}, {}, {}
 
 local function decide(user, qty, order_key, order_id, idem, token)
-  if redis.call('EXISTS', order_key) == 1 then
+  if string.find(orders[user], order_id, 1, true) then
     return {'replay', order_id}
   end
   if idem ~= '' then
-    local prev = redis.call('HGET', KEYS[5], idem)
+    local prev = prior[idem]
     if prev then
       local sep = string.find(prev, ' ', 1, true)
       if tonumber(string.sub(prev, sep + 1)) ~= qty then
@@ -70,8 +108,7 @@ local function decide(user, qty, order_key, order_id, idem, token)
       return {'purchase_token_used'}
     end
   end
-  local held = tonumber(redis.call('HGET', KEYS[4], user) or '0')
-  if held + qty > tonumber(m[4]) then
+  if held[user] + qty > tonumber(m[4]) then
     return {'limit_exceeded'}
   end
   if stock < qty then
@@ -79,31 +116,58 @@ local function decide(user, qty, order_key, order_id, idem, token)
   end
   stock = stock - qty
   taken = taken + qty
-  held = redis.call('HINCRBY', KEYS[4], user, qty)
+  held[user] = held[user] + qty
   local amount = qty * tonumber(m[5])
   local expires = now + tonumber(m[6]) * 1000
   redis.call('HSET', order_key, 'user_id', user, 'quantity', qty, 'amount_cents', amount,
     'currency', m[7], 'status', 'pending_payment', 'created_at', now, 'expires_at', expires)
-  local mine = redis.call('HGET', KEYS[6], user)
-  redis.call('HSET', KEYS[6], user, mine and (mine .. ' ' .. order_id) or order_id)
-  if idem ~= '' then
-    redis.call('HSET', KEYS[5], idem, order_id .. ' ' .. qty)
+  if orders[user] == '' then
+    orders[user] = order_id
+  else
+    orders[user] = orders[user] .. ' ' .. order_id
   end
-  redis.call('ZADD', KEYS[8], expires, order_id)
+  changed_users[#changed_users + 1] = user
+  if idem ~= '' then
+    prior[idem] = order_id .. ' ' .. qty
+    changed_keys[#changed_keys + 1] = idem
+  end
+  deadlines[#deadlines + 1] = expires
+  deadlines[#deadlines + 1] = order_id
   if token_required then
     redis.call('HSET', KEYS[9], token, order_id)
   end
   redis.call('XADD', KEYS[7], '*', 'order_id', order_id, 'user_id', user, 'quantity', qty)
-  return {'reserved', now, expires, stock, held, amount, m[7]}
+  return {'reserved', now, expires, stock, held[user], amount, m[7]}
 end
 
-for i = 1, #KEYS - 9 do
+local replies = {}
+for i = 1, count do
   local a = (i - 1) * 5
   replies[i] = decide(ARGV[a + 1], tonumber(ARGV[a + 2]), KEYS[9 + i], ARGV[a + 3], ARGV[a + 4],
     ARGV[a + 5])
 end
+
+-- Write back once what changed (a shopper or key twice: its last value).
 if taken > 0 then
   redis.call('DECRBY', KEYS[2], taken)
   redis.call('HINCRBY', KEYS[3], 'reserved', taken)
+  local units, lists = {}, {}
+  for _, user in ipairs(changed_users) do
+    units[#units + 1] = user
+    units[#units + 1] = held[user]
+    lists[#lists + 1] = user
+    lists[#lists + 1] = orders[user]
+  end
+  redis.call('HSET', KEYS[4], unpack(units))
+  redis.call('HSET', KEYS[6], unpack(lists))
+  redis.call('ZADD', KEYS[8], unpack(deadlines))
+  if #changed_keys > 0 then
+    local entries = {}
+    for _, idem in ipairs(changed_keys) do
+      entries[#entries + 1] = idem
+      entries[#entries + 1] = prior[idem]
+    end
+    redis.call('HSET', KEYS[5], unpack(entries))
+  end
 end
 return replies
