@@ -237,6 +237,8 @@ async fn serve(
             // that sends nothing at all is timed here.
             let mut first = [0u8; 1];
             tokio::select! {
+                // A connection whose first bytes are there is served.
+                biased;
                 peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => {
                     if peeked.is_err() {
                         return;

@@ -42,11 +42,12 @@
 //! in calls, 503 `overloaded` at once.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 use super::{InventoryError, MailboxTicket, Registry};
@@ -104,27 +105,61 @@ pub struct StockReturned {
 /// What a sale's actor publishes for the front door, so that once the sale
 /// is certainly sold out a request is refused before it reaches the
 /// actor's mailbox (no thread hop): "sold out, certainly, until the steady
-/// instant `until`" (0: no such certainty). Like the actor's own memory it
-/// is only ever published while the actor trusts its memory and the sale
-/// is surely open, and cleared by anything that may give stock back.
+/// instant `until`". Like the actor's own memory it is only published while
+/// the actor trusts its memory and the sale is surely open.
+///
+/// News that may give stock back (a return, a merchant's change) reaches
+/// the actor as a message; whoever sends it first calls
+/// [`news_coming`](Self::news_coming), and the board refuses nothing until
+/// the actor has taken in as much news as was sent. So a request made after
+/// a cancel or a restock was answered is never refused from an older belief.
 #[derive(Debug, Default)]
 pub struct SoldOutBoard {
-    until: AtomicI64,
-    per_user_limit: AtomicI64,
+    news_sent: AtomicU64,
+    published: RwLock<Published>,
+    /// Requests refused here: the actor counts them as activity, so a hot
+    /// sold-out sale keeps its actor.
+    refusals: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Published {
+    until: Millis,
+    per_user_limit: i64,
+    news_taken_in: u64,
 }
 
 impl SoldOutBoard {
-    /// True when `quantity` units are certainly refused `sold_out` at the
-    /// steady instant `now` (more than the per-user limit is left to the
-    /// actor: that answer is `limit_exceeded`).
+    /// True (and counted) when `quantity` units are certainly refused
+    /// `sold_out` at the steady instant `now`. More than the per-user limit
+    /// is left to the actor: that answer is `limit_exceeded`.
     pub fn refuses(&self, quantity: i64, now: Millis) -> bool {
-        now < self.until.load(Ordering::Acquire)
-            && quantity <= self.per_user_limit.load(Ordering::Acquire)
+        let sent = self.news_sent.load(Ordering::SeqCst);
+        let published = *self.published.read();
+        let refused = published.news_taken_in == sent
+            && now < published.until
+            && quantity <= published.per_user_limit;
+        if refused {
+            self.refusals.fetch_add(1, Ordering::Relaxed);
+        }
+        refused
     }
 
-    fn publish(&self, until: Millis, per_user_limit: i64) {
-        self.per_user_limit.store(per_user_limit, Ordering::Release);
-        self.until.store(until, Ordering::Release);
+    /// Called before sending the actor news that may give stock back.
+    pub fn news_coming(&self) {
+        self.news_sent.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn publish(&self, until: Millis, per_user_limit: i64, news_taken_in: u64) {
+        *self.published.write() = Published {
+            until,
+            per_user_limit,
+            news_taken_in,
+        };
+    }
+
+    fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
     }
 }
 
@@ -192,6 +227,10 @@ pub struct SaleActor {
     refreshing: bool,
     last_request: Instant,
     board: Arc<SoldOutBoard>,
+    /// News messages (returns, changes) taken in so far.
+    news_taken_in: u64,
+    /// Board refusals counted at the last tick.
+    refusals_seen: u64,
     store: Arc<dyn Store>,
     registry: Registry,
     settings: ActorSettings,
@@ -222,6 +261,8 @@ impl SaleActor {
             refreshing: false,
             last_request: Instant::now(),
             board,
+            news_taken_in: 0,
+            refusals_seen: 0,
             store,
             registry,
             settings,
@@ -320,7 +361,8 @@ impl SaleActor {
         } else {
             0
         };
-        self.board.publish(until, self.sale.per_user_limit);
+        self.board
+            .publish(until, self.sale.per_user_limit, self.news_taken_in);
     }
 
     /// Learns from the store's answer to a call sent under generation
@@ -459,6 +501,11 @@ impl SaleActor {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        let refusals = self.board.refusals();
+        if refusals != self.refusals_seen {
+            self.refusals_seen = refusals;
+            self.last_request = Instant::now();
+        }
         let idle = self.store_calls_in_flight == 0
             && self.waiting.is_empty()
             && self.last_request.elapsed() >= self.settings.idle_stop;
@@ -503,6 +550,9 @@ impl Actor for SaleActor {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
+        // A request that found this actor's entry must not be refused from
+        // beliefs nobody updates any more.
+        self.board.publish(0, 0, self.news_taken_in);
         self.registry.remove(&self.sale.id, &ctx.address());
     }
 }
@@ -540,6 +590,7 @@ impl Handler<SaleUpdated> for SaleActor {
         // Read by an HTTP handler at an unknown moment: it may raise what the
         // actor believes, never lower it (the store decides until replies do).
         self.apply(msg.0, false);
+        self.news_taken_in += 1;
         self.publish_sold_out();
     }
 }
@@ -549,6 +600,7 @@ impl Handler<StockReturned> for SaleActor {
 
     fn handle(&mut self, msg: StockReturned, _: &mut Self::Context) {
         self.stock_returned(&msg.user, msg.quantity);
+        self.news_taken_in += 1;
         self.publish_sold_out();
     }
 }
@@ -686,7 +738,18 @@ mod tests {
             !sold_out.board.refuses(1, sold_out.sale.ends_at),
             "not past the end"
         );
+        sold_out.board.news_coming();
+        assert!(
+            !sold_out.board.refuses(1, steady_now()),
+            "news on its way: nothing refused until the actor took it in"
+        );
+        sold_out.publish_sold_out();
+        assert!(
+            !sold_out.board.refuses(1, steady_now()),
+            "republishing before the news arrived changes nothing"
+        );
         sold_out.stock_returned(&UserId::parse("a").expect("user"), 1);
+        sold_out.news_taken_in += 1;
         sold_out.publish_sold_out();
         assert!(
             !sold_out.board.refuses(1, steady_now()),

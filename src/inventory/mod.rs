@@ -166,6 +166,7 @@ impl Inventory {
     /// Tells the sale's actor (if running) what the store now says of it.
     pub fn sale_changed(&self, view: SaleView) {
         if let Some(actor) = self.registry.get(&view.sale.id) {
+            actor.board.news_coming();
             actor.address.do_send(SaleUpdated(view));
         }
     }
@@ -187,6 +188,7 @@ impl Inventory {
     /// Tells the sale's actor here (if running) that units came back.
     pub fn stock_returned_elsewhere(&self, stock_return: StockReturn) {
         if let Some(actor) = self.registry.get(&stock_return.sale_id) {
+            actor.board.news_coming();
             actor.address.do_send(StockReturned {
                 user: stock_return.user_id,
                 quantity: stock_return.quantity,

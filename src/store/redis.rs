@@ -274,14 +274,15 @@ impl RedisStore {
     }
 
     /// Reads one request's reply from `reserve.lua`. A replay fetches the
-    /// order it names.
+    /// order it names. Every error here is this request's own: the batch
+    /// was decided, so the other requests keep their outcomes.
     async fn reservation_outcome(
         &self,
         request: &ReserveRequest,
         reply: Value,
-    ) -> Result<Result<Reservation, StoreError>, StoreError> {
+    ) -> Result<Reservation, StoreError> {
         let (outcome, mut reply) = Reply::new(reply)?;
-        Ok(match outcome.as_str() {
+        match outcome.as_str() {
             "reserved" => {
                 let created_at = reply.next()?;
                 let expires_at = reply.next()?;
@@ -330,8 +331,8 @@ impl RedisStore {
             "idempotency_mismatch" => Err(Rejection::IdempotencyMismatch.into()),
             "purchase_token_required" => Err(Rejection::PurchaseTokenRequired.into()),
             "purchase_token_used" => Err(Rejection::PurchaseTokenUsed.into()),
-            other => return Err(corrupt(format!("unknown reserve outcome {other}"))),
-        })
+            other => Err(corrupt(format!("unknown reserve outcome {other}"))),
+        }
     }
 
     async fn order_ids_of(&self, sale: &SaleId, user: &UserId) -> Result<Vec<OrderId>, StoreError> {
@@ -741,7 +742,7 @@ impl Store for RedisStore {
         }
         let mut outcomes = Vec::with_capacity(requests.len());
         for (request, reply) in requests.iter().zip(replies) {
-            outcomes.push(self.reservation_outcome(request, reply).await?);
+            outcomes.push(self.reservation_outcome(request, reply).await);
         }
         Ok(outcomes)
     }

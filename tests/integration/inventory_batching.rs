@@ -138,3 +138,41 @@ async fn queued_reservations_reach_the_store_in_batches() {
     println!("{SHOPPERS} shoppers, {calls} script calls");
     inventory.stop();
 }
+
+/// A request of a batch whose answer cannot be read (here: its replayed
+/// order is corrupt) fails alone; the others keep their outcomes, since the
+/// script decided them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unreadable_answer_fails_only_its_request() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(
+        &RedisTarget::Standalone(redis.url()),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("connect");
+    let open = sale(10, 1, -1_000);
+    store.create_sale(&open).await.expect("create");
+    let keyed = |who: &str| ReserveRequest {
+        idempotency_key: Some("k1".into()),
+        ..ask(&open.id, who)
+    };
+    let first = store.reserve(&keyed("alice")).await.expect("first order");
+    let _: () = redis::cmd("HSET")
+        .arg(format!("fs:{{{}}}:order:{}", open.id, first.order.id))
+        .arg("amount_cents")
+        .arg("not a number")
+        .query(&mut redis.connection())
+        .expect("corrupt the order");
+    let bob = ask(&open.id, "bob");
+    let outcomes = store
+        .reserve_batch(&[keyed("alice"), bob.clone()])
+        .await
+        .expect("the call itself succeeded");
+    assert!(
+        matches!(outcomes[0], Err(StoreError::Corrupt(_))),
+        "{outcomes:?}"
+    );
+    let bobs = outcomes[1].as_ref().expect("bob's reservation stands");
+    assert_eq!(bobs.order.id, bob.order_id);
+}

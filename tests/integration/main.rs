@@ -23,6 +23,7 @@ mod conformance;
 mod fault_harness;
 mod faults;
 mod inventory_batching;
+mod inventory_board;
 mod orders_expiry;
 mod orders_races;
 mod orders_stream;
