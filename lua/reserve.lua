@@ -72,8 +72,15 @@ end
 
 local taken = 0
 local changed_users, changed_keys, deadlines = {}, {}, {}
+-- Numbers handed to redis.call are formatted as floats each time: what is
+-- the same for the whole call is formatted once here.
+local now_text = string.format('%d', now)
+local expires = now + tonumber(m[6] or '0') * 1000
+local expires_text = string.format('%d', expires)
+local amounts = {}
 
-local function decide(user, qty, order_key, order_id, idem, token)
+local function decide(user, qty_text, order_key, order_id, idem, token)
+  local qty = tonumber(qty_text)
   if string.find(orders[user], order_id, 1, true) then
     return {'replay', order_id}
   end
@@ -118,9 +125,10 @@ local function decide(user, qty, order_key, order_id, idem, token)
   taken = taken + qty
   held[user] = held[user] + qty
   local amount = qty * tonumber(m[5])
-  local expires = now + tonumber(m[6]) * 1000
-  redis.call('HSET', order_key, 'user_id', user, 'quantity', qty, 'amount_cents', amount,
-    'currency', m[7], 'status', 'pending_payment', 'created_at', now, 'expires_at', expires)
+  amounts[qty_text] = amounts[qty_text] or string.format('%d', amount)
+  redis.call('HSET', order_key, 'user_id', user, 'quantity', qty_text,
+    'amount_cents', amounts[qty_text], 'currency', m[7], 'status', 'pending_payment',
+    'created_at', now_text, 'expires_at', expires_text)
   if orders[user] == '' then
     orders[user] = order_id
   else
@@ -128,23 +136,22 @@ local function decide(user, qty, order_key, order_id, idem, token)
   end
   changed_users[#changed_users + 1] = user
   if idem ~= '' then
-    prior[idem] = order_id .. ' ' .. qty
+    prior[idem] = order_id .. ' ' .. qty_text
     changed_keys[#changed_keys + 1] = idem
   end
-  deadlines[#deadlines + 1] = expires
+  deadlines[#deadlines + 1] = expires_text
   deadlines[#deadlines + 1] = order_id
   if token_required then
     redis.call('HSET', KEYS[9], token, order_id)
   end
-  redis.call('XADD', KEYS[7], '*', 'order_id', order_id, 'user_id', user, 'quantity', qty)
+  redis.call('XADD', KEYS[7], '*', 'order_id', order_id, 'user_id', user, 'quantity', qty_text)
   return {'reserved', now, expires, stock, held[user], amount, m[7]}
 end
 
 local replies = {}
 for i = 1, count do
   local a = (i - 1) * 5
-  replies[i] = decide(ARGV[a + 1], tonumber(ARGV[a + 2]), KEYS[9 + i], ARGV[a + 3], ARGV[a + 4],
-    ARGV[a + 5])
+  replies[i] = decide(ARGV[a + 1], ARGV[a + 2], KEYS[9 + i], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
 end
 
 -- Write back once what changed (a shopper or key twice: its last value).

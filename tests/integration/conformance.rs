@@ -551,8 +551,30 @@ async fn a_batch_decides_like_requests_one_by_one(backend: Backend) {
     ));
 }
 
+/// The largest order the rules allow (10,000 units at the highest price)
+/// keeps an exact amount, read back as written.
+async fn the_largest_amount_is_exact(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let big = Sale {
+        price_cents: 10_000_000_000,
+        ..sale(20_000, 10_000, -1_000)
+    };
+    store.create_sale(&big).await.unwrap();
+    let reservation = store
+        .reserve(&request(&big, "whale", 10_000, None))
+        .await
+        .unwrap();
+    assert_eq!(reservation.order.amount_cents, 100_000_000_000_000);
+    let stored = store.order(&reservation.order.id).await.unwrap().unwrap();
+    assert_eq!(stored, reservation.order);
+}
+
 crate::on_every_store!(
     a_batch_decides_like_requests_one_by_one,
+    the_largest_amount_is_exact,
     created_sale_reads_back_with_full_stock,
     reserve_takes_stock_and_records_the_order,
     reserve_checks_window_limit_and_stock,
