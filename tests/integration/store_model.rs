@@ -6,6 +6,14 @@
 //! the end, cancel the sale and clock advance; after every step the store's state equals the
 //! model's and the sale's invariants hold.
 //!
+//! Batches: `ReserveBatch` sends 1..=8 reservations in one `reserve_batch`
+//! call (new ones drawn as `Reserve` draws them, resends of earlier orders,
+//! and requests of the same batch sent again, so shoppers, idempotency keys
+//! and order ids repeat within a batch); the model decides them one by one,
+//! in order, and every outcome must equal the model's. Redis reads the
+//! batch's state once and writes it back once, so these are the cases where
+//! a batch could differ from the same reservations made one at a time.
+//!
 //! Method: proptest generates a sale (stock 1..=12, per-user limit 1..=4,
 //! a price, a time window and a payment timeout) and a sequence of up to 30
 //! operations by three shoppers (and a stranger). Each case runs on a fresh store (a new
@@ -100,6 +108,8 @@ const CASES_REAL_CLOCK: u32 = 10;
 const SLEEP_MS_MAX: u64 = 2_000;
 /// Operations per case at most.
 const STEPS_MAX: usize = 30;
+/// Reservations per `reserve_batch` call at most.
+const BATCH_MAX: usize = 8;
 /// The shoppers of every case; `mallory` owns nothing and tries to cancel.
 const SHOPPERS: [&str; 3] = ["amy", "bo", "cy"];
 const STRANGER: &str = "mallory";
@@ -152,34 +162,75 @@ enum Op {
     MoveEnd { by_ms: i64 },
     /// Real time passes (real-clock tests only).
     Advance { ms: u64 },
+    /// 1..=[`BATCH_MAX`] reservations of the sale in one `reserve_batch`
+    /// call (the model decides them one by one, in order).
+    ReserveBatch(Vec<BatchItem>),
+}
+
+/// One reservation of a batch.
+#[derive(Debug, Clone)]
+enum BatchItem {
+    /// A new order, drawn as [`Op::Reserve`] draws it.
+    Reserve {
+        shopper: usize,
+        quantity: i64,
+        key: Option<u8>,
+    },
+    /// An order made before the batch, resent (as [`Op::Resend`]).
+    Resend { order: Index },
+    /// An earlier request of this very batch, sent again (the same
+    /// `ReserveRequest`: same order id, shopper, quantity and key). The
+    /// batch's first item has none before it: it resends as `Resend` does.
+    Again { request: Index },
+}
+
+/// A new reservation as `Reserve` draws it: (shopper, quantity, key).
+fn reserve_strategy() -> impl Strategy<Value = (usize, i64, Option<u8>)> + Clone {
+    (
+        0..SHOPPERS.len(),
+        1..=5_i64,
+        proptest::option::weighted(0.4, 0..3_u8),
+        proptest::bool::weighted(0.7),
+    )
+        .prop_map(|(shopper, quantity, key, usual)| {
+            // A key usually comes with the same quantity (a retry
+            // replays), sometimes with another (refused).
+            let quantity = match key {
+                Some(key) if usual => i64::from(key) + 1,
+                _ => quantity,
+            };
+            (shopper, quantity, key)
+        })
+}
+
+fn batch_strategy() -> impl Strategy<Value = Op> {
+    let item = prop_oneof![
+        6 => reserve_strategy().prop_map(|(shopper, quantity, key)| BatchItem::Reserve {
+            shopper,
+            quantity,
+            key,
+        }),
+        1 => any::<Index>().prop_map(|order| BatchItem::Resend { order }),
+        2 => any::<Index>().prop_map(|request| BatchItem::Again { request }),
+    ];
+    proptest::collection::vec(item, 1..=BATCH_MAX).prop_map(Op::ReserveBatch)
 }
 
 fn op_strategy(real_clock: bool) -> BoxedStrategy<Op> {
     // On the real clock, more reservations and fewer merchant moves: its
     // few cases are there for what time does to orders.
-    let w: [u32; 10] = if real_clock {
-        [10, 1, 2, 3, 3, 1, 1, 1, 1, 1]
+    let w: [u32; 11] = if real_clock {
+        [10, 1, 2, 3, 3, 1, 1, 1, 1, 1, 3]
     } else {
-        [16, 2, 6, 8, 6, 4, 1, 2, 1, 2]
+        [16, 2, 6, 8, 6, 4, 1, 2, 1, 2, 6]
     };
     let order = any::<Index>();
     let ops = prop_oneof![
-        w[0] => (
-            0..SHOPPERS.len(),
-            1..=5_i64,
-            proptest::option::weighted(0.4, 0..3_u8),
-            proptest::bool::weighted(0.7),
-        )
-            .prop_map(|(shopper, quantity, key, usual)| Op::Reserve {
-                shopper,
-                // A key usually comes with the same quantity (a retry
-                // replays), sometimes with another (refused).
-                quantity: match key {
-                    Some(key) if usual => i64::from(key) + 1,
-                    _ => quantity,
-                },
-                key,
-            }),
+        w[0] => reserve_strategy().prop_map(|(shopper, quantity, key)| Op::Reserve {
+            shopper,
+            quantity,
+            key,
+        }),
         w[1] => order.clone().prop_map(|order| Op::Resend { order }),
         w[2] => (order.clone(), proptest::bool::weighted(0.85))
             .prop_map(|(order, by_owner)| Op::Cancel { order, by_owner }),
@@ -193,6 +244,7 @@ fn op_strategy(real_clock: bool) -> BoxedStrategy<Op> {
         w[8] => Just(Op::CancelSale),
         w[9] => prop_oneof![Just(-2 * HOUR_MS), Just(HOUR_MS / 2), Just(2 * HOUR_MS)]
             .prop_map(|by_ms| Op::MoveEnd { by_ms }),
+        w[10] => batch_strategy(),
     ];
     if real_clock {
         prop_oneof![
@@ -661,6 +713,165 @@ fn pick(model: &Model, index: &Index) -> Option<Order> {
     (!model.orders.is_empty()).then(|| model.orders[index.index(model.orders.len())].clone())
 }
 
+/// A new reservation, as `Op::Reserve` and `BatchItem::Reserve` ask it.
+fn new_request(
+    model: &Model,
+    shopper: usize,
+    quantity: i64,
+    key: Option<u8>,
+) -> Result<ReserveRequest, TestCaseError> {
+    Ok(ReserveRequest {
+        sale_id: model.sale.id.clone(),
+        user_id: user(SHOPPERS[shopper]),
+        quantity: Quantity::parse(quantity).map_err(broken)?,
+        order_id: OrderId::generate(&model.sale.id),
+        idempotency_key: key.map(|k| format!("key-{k}")),
+        purchase_token: None,
+    })
+}
+
+/// The call that made an order of the case, sent again (an unknown order
+/// id when there is none yet).
+fn resend_request(model: &Model, order: &Index) -> Result<ReserveRequest, TestCaseError> {
+    let original = pick(model, order);
+    Ok(ReserveRequest {
+        sale_id: model.sale.id.clone(),
+        user_id: original
+            .as_ref()
+            .map_or_else(|| user(SHOPPERS[0]), |o| o.user_id.clone()),
+        quantity: Quantity::parse(original.as_ref().map_or(1, |o| o.quantity)).map_err(broken)?,
+        order_id: original
+            .as_ref()
+            .map_or_else(|| OrderId::generate(&model.sale.id), |o| o.id.clone()),
+        idempotency_key: None,
+        purchase_token: None,
+    })
+}
+
+/// What a batch reached: each request's outcome (`"batch: reserved"`,
+/// `"batch: replayed"`, `"batch: same order"` for a resent call, or the
+/// refusal), and the shapes where a batch's read-once state matters.
+fn batch_labels(requests: &[ReserveRequest], actual: &[Answer<Reservation>]) -> Vec<String> {
+    let mut labels: Vec<String> = actual
+        .iter()
+        .map(|answer| {
+            outcome("batch", answer, |r| {
+                if r.replayed {
+                    "replayed"
+                } else if r.remaining.is_none() {
+                    "same order"
+                } else {
+                    "reserved"
+                }
+            })
+        })
+        .collect();
+    let twice = |key: &dyn Fn(&ReserveRequest) -> Option<String>| {
+        let keys: Vec<String> = requests.iter().filter_map(key).collect();
+        keys.iter().collect::<BTreeSet<_>>().len() < keys.len()
+    };
+    if twice(&|r| Some(r.user_id.to_string())) {
+        labels.push("batch: shopper twice".into());
+    }
+    if twice(&|r| {
+        r.idempotency_key
+            .as_ref()
+            .map(|key| format!("{}/{key}", r.user_id))
+    }) {
+        labels.push("batch: key twice".into());
+    }
+    if twice(&|r| Some(r.order_id.to_string())) {
+        labels.push("batch: order twice".into());
+    }
+    // Orders this batch made, and what came after one of them.
+    let mut made: BTreeSet<&OrderId> = BTreeSet::new();
+    for (request, answer) in requests.iter().zip(actual) {
+        match answer {
+            Ok(r) if r.remaining.is_some() => {
+                made.insert(&r.order.id);
+            }
+            Ok(r) if made.contains(&r.order.id) => labels.push(if r.replayed {
+                "batch: replayed an order of the batch".into()
+            } else {
+                "batch: resent an order of the batch".into()
+            }),
+            Err(Refusal::Rejected(rejection)) if !made.is_empty() => {
+                let same_shopper = made.iter().any(|id| {
+                    requests
+                        .iter()
+                        .any(|r| &r.order_id == *id && r.user_id == request.user_id)
+                });
+                match rejection {
+                    Rejection::SoldOut => labels.push("batch: sold out midway".into()),
+                    Rejection::LimitExceeded if same_shopper => {
+                        labels.push("batch: limit reached midway".into())
+                    }
+                    Rejection::IdempotencyMismatch if same_shopper => {
+                        labels.push("batch: key mismatch midway".into())
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    labels
+}
+
+/// Accepts a batch's outcomes if the model, deciding its requests one by
+/// one in order, gives the same ones: each at one of the instants of the
+/// call's bracket (as [`Model::instants`], plus every time the store stamped
+/// on an order of the batch), never earlier than the one before it (Redis
+/// decides a batch at one instant, the embedded store reads the clock per
+/// request).
+fn settle_batch(
+    model: &mut Model,
+    what: &str,
+    requests: &[ReserveRequest],
+    actual: &[Answer<Reservation>],
+    before: Millis,
+    after: Millis,
+) -> Result<(), TestCaseError> {
+    let answers = actual;
+    let mut earliest = before;
+    // Every time the store stamped on an order of the batch: a refusal
+    // between two reservations made at one instant was decided at it too.
+    let stamps: Vec<Millis> = actual
+        .iter()
+        .filter_map(|answer| answer.as_ref().ok())
+        .map(|r| r.order.created_at)
+        .filter(|t| (before..=after).contains(t))
+        .collect();
+    for (at, (request, actual)) in requests.iter().zip(actual).enumerate() {
+        let mut instants = model.instants(before, after, None);
+        instants.extend(&stamps);
+        instants.retain(|t| *t >= earliest);
+        instants.sort_unstable();
+        instants.dedup();
+        let mut expected = Vec::new();
+        let mut settled = false;
+        for now in instants {
+            let mut next = model.clone();
+            let answer = next.reserve(request, now);
+            if &answer == actual {
+                *model = next;
+                earliest = now;
+                settled = true;
+                break;
+            }
+            expected.push((now, answer));
+        }
+        if !settled {
+            return Err(TestCaseError::fail(format!(
+                "{what}: request {at} of the batch ({request:?}): the store answered \
+                 {actual:?}; the model expects, by instant, {expected:?} (the call's \
+                 bracket: [{before}, {after}]; the whole batch's outcomes: {answers:?})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn run_case(
     store: &dyn Store,
     setup: Setup,
@@ -724,14 +935,7 @@ async fn apply(
             quantity,
             key,
         } => {
-            let request = ReserveRequest {
-                sale_id,
-                user_id: user(SHOPPERS[shopper]),
-                quantity: Quantity::parse(quantity).map_err(broken)?,
-                order_id: OrderId::generate(&model.sale.id),
-                idempotency_key: key.map(|k| format!("key-{k}")),
-                purchase_token: None,
-            };
+            let request = new_request(model, shopper, quantity, key)?;
             let actual = answer(store.reserve(&request).await);
             let after = system_now();
             count(
@@ -751,20 +955,7 @@ async fn apply(
             })
         }
         Op::Resend { order } => {
-            let original = pick(model, &order);
-            let request = ReserveRequest {
-                sale_id,
-                user_id: original
-                    .as_ref()
-                    .map_or_else(|| user(SHOPPERS[0]), |o| o.user_id.clone()),
-                quantity: Quantity::parse(original.as_ref().map_or(1, |o| o.quantity))
-                    .map_err(broken)?,
-                order_id: original
-                    .as_ref()
-                    .map_or_else(|| OrderId::generate(&model.sale.id), |o| o.id.clone()),
-                idempotency_key: None,
-                purchase_token: None,
-            };
+            let request = resend_request(model, &order)?;
             let actual = answer(store.reserve(&request).await);
             let after = system_now();
             count(
@@ -932,6 +1123,43 @@ async fn apply(
             let instants = model.instants(before, after, None);
             settle(model, what, &actual, &instants, |m, now| m.cancel_sale(now))
         }
+        Op::ReserveBatch(items) => {
+            let mut requests: Vec<ReserveRequest> = Vec::with_capacity(items.len());
+            for item in items {
+                let request = match item {
+                    BatchItem::Reserve {
+                        shopper,
+                        quantity,
+                        key,
+                    } => new_request(model, shopper, quantity, key)?,
+                    BatchItem::Again { request } if !requests.is_empty() => {
+                        requests[request.index(requests.len())].clone()
+                    }
+                    BatchItem::Resend { order: index } | BatchItem::Again { request: index } => {
+                        resend_request(model, &index)?
+                    }
+                };
+                requests.push(request);
+            }
+            let actual: Vec<Answer<Reservation>> = store
+                .reserve_batch(&requests)
+                .await
+                .map_err(|err| broken(format!("{what}: reserve_batch failed: {err}")))?
+                .into_iter()
+                .map(answer)
+                .collect();
+            let after = system_now();
+            prop_assert_eq!(
+                actual.len(),
+                requests.len(),
+                "{}: one outcome per request",
+                what
+            );
+            for label in batch_labels(&requests, &actual) {
+                count(tally, label);
+            }
+            settle_batch(model, what, &requests, &actual, before, after)
+        }
         Op::Advance { ms } => {
             let ms = ms.min(SLEEP_MS_MAX.saturating_sub(*slept_ms));
             *slept_ms += ms;
@@ -1075,7 +1303,7 @@ fn runner(name: &str, cases: u32) -> (TestRunner, String) {
 
 /// Outcomes every full run of the main test reaches (a model test that
 /// never reaches them proves nothing about them).
-const REACHED: [&str; 23] = [
+const REACHED: [&str; 39] = [
     "reserve: reserved",
     "reserve: replayed",
     "reserve: Rejected(NotStarted)",
@@ -1099,6 +1327,22 @@ const REACHED: [&str; 23] = [
     "open now: opened",
     "move end: moved",
     "move end: Conflict",
+    "batch: reserved",
+    "batch: replayed",
+    "batch: same order",
+    "batch: Rejected(NotStarted)",
+    "batch: Rejected(Ended)",
+    "batch: Rejected(SoldOut)",
+    "batch: Rejected(LimitExceeded)",
+    "batch: Rejected(IdempotencyMismatch)",
+    "batch: shopper twice",
+    "batch: key twice",
+    "batch: order twice",
+    "batch: replayed an order of the batch",
+    "batch: resent an order of the batch",
+    "batch: sold out midway",
+    "batch: limit reached midway",
+    "batch: key mismatch midway",
 ];
 
 /// A store under test and, on Redis, the connection that empties it.
@@ -1161,6 +1405,14 @@ fn run(name: &str, backends: &[(&'static str, Backend)], cases: u32, real_clock:
             .map(Target::fresh)
             .collect::<Result<Vec<_>, _>>()?;
         count(&tally, "case".into());
+        let batches = ops
+            .iter()
+            .filter(|op| matches!(op, Op::ReserveBatch(_)))
+            .count();
+        if batches > 0 {
+            count(&tally, "case with a batch".into());
+            add(&tally, "batch".into(), batches as u64);
+        }
         add(&tally, "step".into(), ops.len() as u64);
         let runs = targets.iter().zip(&stores).map(|(target, store)| {
             let (setup, ops, tally) = (setup.clone(), ops.clone(), &tally);
