@@ -18,7 +18,9 @@ use tower::Service;
 
 use crate::config::{Config, PaymentMode};
 use crate::domain::SaleRules;
-use crate::http::{self, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding};
+use crate::http::{
+    self, AppContext, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding,
+};
 use crate::inventory::{ActorSettings, Inventory};
 use crate::orders::webhook::{Webhook, WebhookSettings};
 use crate::orders::wechatpay::WeChatPayVerifier;
@@ -105,7 +107,7 @@ impl Application {
             },
             trust_forwarded_for: config.rate_trust_forwarded_for,
         }));
-        let state = AppState {
+        let state = AppState::new(AppContext {
             store: Arc::clone(&store),
             inventory: Arc::clone(&inventory),
             auth: Arc::new(auth),
@@ -118,7 +120,7 @@ impl Application {
             payments: Arc::new(payments),
             limits: Arc::clone(&limits),
             purchase_token_ttl_secs: config.purchase_token_ttl_secs,
-        };
+        });
         let shedding = Shedding::new(
             usize_of(config.max_in_flight),
             Duration::from_millis(config.request_timeout_ms),

@@ -46,9 +46,27 @@ use crate::orders::Payments;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`AppContext`], so the copy
+/// axum hands each request (every extractor takes the state by value) is
+/// one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppContext>);
+
+impl AppState {
+    pub fn new(context: AppContext) -> Self {
+        Self(Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppContext;
+
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+pub struct AppContext {
     pub store: Arc<dyn Store>,
     pub inventory: Arc<Inventory>,
     pub auth: Arc<AuthKeys>,

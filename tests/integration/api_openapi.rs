@@ -33,7 +33,9 @@ use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use flashsale::domain::SaleRules;
-use flashsale::http::{self, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding};
+use flashsale::http::{
+    self, AppContext, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding,
+};
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::wechatpay::WeChatPayVerifier;
 use flashsale::orders::{PaymentMethod, Payments};
@@ -122,7 +124,7 @@ impl App {
             per_sec: 0,
             burst: 0,
         };
-        let state = AppState {
+        let state = AppState::new(AppContext {
             store: Arc::clone(&store),
             inventory: Arc::clone(&inventory),
             auth: Arc::new(AuthKeys::new(ADMIN_TOKEN, SHOPPER_SECRET.as_bytes()).unwrap()),
@@ -137,7 +139,7 @@ impl App {
                 trust_forwarded_for: false,
             })),
             purchase_token_ttl_secs: 60,
-        };
+        });
         let shedding = Shedding::new(max_in_flight, Duration::from_secs(5));
         Self {
             router: http::router(state, 64 * 1024, shedding),
