@@ -14,7 +14,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
+use redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, ServerErrorKind, Value};
 
 use super::keys::{SaleKeys, ORDER_SERVICE_GROUP, SALE_INDEX, STOCK_RETURNS_CHANNEL};
 use super::scripts::{Invocation, Scripts};
@@ -141,10 +141,33 @@ impl RedisStore {
         };
         store.check_server_settings().await?;
         store
-            .load_scripts()
+            .load_scripts_once_loaded()
             .await
             .context("failed to load the Lua scripts")?;
         Ok(store)
+    }
+
+    /// Loads the scripts, waiting (at most [`LOADING_WAIT`]) while Redis is
+    /// still loading its data: after a crash of the machine, Redis and the
+    /// engine start together, and Redis answers LOADING until its AOF is in.
+    async fn load_scripts_once_loaded(&self) -> redis::RedisResult<()> {
+        let deadline = Instant::now() + LOADING_WAIT;
+        let mut told = false;
+        loop {
+            match self.load_scripts().await {
+                Err(err)
+                    if err.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading)
+                        && Instant::now() < deadline =>
+                {
+                    if !told {
+                        tracing::warn!("Redis is still loading its data; waiting for it");
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                loaded => return loaded,
+            }
+        }
     }
 
     /// Refuses a Redis that may evict keys; warns when it does not log
@@ -522,6 +545,9 @@ fn view_from_snapshot(items: Vec<Value>) -> Result<Option<SaleView>, StoreError>
         version,
     }))
 }
+
+/// Longest the engine waits at start for a Redis that is loading its data.
+const LOADING_WAIT: Duration = Duration::from_secs(60);
 
 /// How often an audit asks again when new orders arrived meanwhile.
 const AUDIT_ATTEMPTS: usize = 5;

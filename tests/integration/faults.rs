@@ -275,3 +275,34 @@ async fn warns_when_redis_runs_without_aof() {
         "{logs:#?}"
     );
 }
+
+/// After a machine's crash Redis and the engine start together, and Redis
+/// answers LOADING until its AOF is read: the engine waits for it instead
+/// of exiting, then serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_waits_for_redis_still_loading_its_data() {
+    let mut redis = RedisServer::start();
+    let mut filler = redis::pipe();
+    for i in 0..40_000 {
+        filler
+            .cmd("SET")
+            .arg(format!("filler:{i}"))
+            .arg("x")
+            .ignore();
+    }
+    let _: () = filler.query(&mut redis.connection()).expect("fill the AOF");
+    // A debugging setting of redis-server: a pause per key while loading
+    // (100 µs: about 4 s for these keys).
+    // Redis answers clients every 1,024 commands while loading.
+    redis.restart_with(&["--key-load-delay", "100"]);
+    assert!(redis.loading(), "the test needs Redis still loading here");
+    let started = Instant::now();
+    let app = TestApp::spawn(Some(redis.url())).await;
+    println!(
+        "the engine started {:?} after Redis, once it had loaded",
+        started.elapsed()
+    );
+    assert!(!redis.loading());
+    let sale = app.create_sale(live_sale(1, 1)).await;
+    app.buy(&sale, "early-bird").await;
+}

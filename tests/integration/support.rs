@@ -23,6 +23,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     cluster_enabled: bool,
+    /// Further `redis-server` arguments of the next start.
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -37,6 +39,7 @@ impl RedisServer {
             port: 0,
             dir,
             cluster_enabled,
+            extra_args: Vec::new(),
             child: None,
         };
         for _ in 0..5 {
@@ -58,6 +61,11 @@ impl RedisServer {
 
     /// Spawns the server and waits until it answers PING.
     fn spawn(&mut self) -> bool {
+        self.spawn_until(Self::ping)
+    }
+
+    /// Spawns the server and waits until `ready` holds of it.
+    fn spawn_until(&mut self, ready: fn(&Self) -> bool) -> bool {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port"])
             .arg(self.port.to_string())
@@ -72,6 +80,7 @@ impl RedisServer {
                 "always",
             ])
             .args(["--maxmemory-policy", "noeviction"])
+            .args(&self.extra_args)
             .args(if self.cluster_enabled {
                 &["--cluster-enabled", "yes"][..]
             } else {
@@ -84,7 +93,7 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.ping() {
+            if ready(self) {
                 return true;
             }
             if let Some(child) = self.child.as_mut() {
@@ -118,6 +127,29 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         assert!(self.spawn(), "redis-server restarts on port {}", self.port);
+    }
+
+    /// Starts the server again on the same data with `args` added, and
+    /// returns as soon as it answers at all: it may still be loading its
+    /// data (answering LOADING).
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.kill();
+        self.extra_args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        assert!(
+            self.spawn_until(|server| server.ping() || server.loading()),
+            "redis-server restarts on port {}",
+            self.port
+        );
+    }
+
+    /// Answers PING with LOADING: still reading its data from disk. A
+    /// loading server answers only between batches of what it loads,
+    /// so this waits up to 2 s for the answer.
+    pub fn loading(&self) -> bool {
+        let reply = redis::Client::open(self.url())
+            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(2)))
+            .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
+        matches!(reply, Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading))
     }
 
     /// Freezes every client of this server for `millis` (CLIENT PAUSE ALL):
