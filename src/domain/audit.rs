@@ -146,43 +146,30 @@ impl SaleRecords {
                 _ => {}
             }
         }
-        let compare = |differ: &mut dyn FnMut(&'static str, String), check, name, kept, found| {
+        for (check, name, kept, found) in [
+            ("reserved_units", "reserved", stats.reserved, units.reserved),
+            ("paid_units", "paid", stats.paid, units.paid),
+            (
+                "released_units",
+                "cancelled + expired",
+                stats.cancelled + stats.expired,
+                units.released,
+            ),
+            (
+                "refund_required_units",
+                "refund_required",
+                stats.refund_required,
+                units.refund_required,
+            ),
+            ("queued_units", "queued", stats.queued, units.queued),
+        ] {
             if kept != found {
                 differ(
                     check,
                     format!("stats.{name} is {kept}, the orders add up to {found}"),
                 );
             }
-        };
-        compare(
-            &mut differ,
-            "reserved_units",
-            "reserved",
-            stats.reserved,
-            units.reserved,
-        );
-        compare(&mut differ, "paid_units", "paid", stats.paid, units.paid);
-        compare(
-            &mut differ,
-            "released_units",
-            "cancelled + expired",
-            stats.cancelled + stats.expired,
-            units.released,
-        );
-        compare(
-            &mut differ,
-            "refund_required_units",
-            "refund_required",
-            stats.refund_required,
-            units.refund_required,
-        );
-        compare(
-            &mut differ,
-            "queued_units",
-            "queued",
-            stats.queued,
-            units.queued,
-        );
+        }
 
         let limit = self.view.sale.per_user_limit;
         let shoppers: BTreeSet<&UserId> = held.keys().copied().chain(self.held.keys()).collect();

@@ -82,9 +82,8 @@ impl SaleRecord {
 
     /// Decides one reservation (see [`Store::reserve`]).
     fn reserve(&mut self, request: &ReserveRequest) -> Result<Reservation, StoreError> {
-        let record = self;
         let quantity = request.quantity.get();
-        if let Some(order) = record.orders.get(&request.order_id) {
+        if let Some(order) = self.orders.get(&request.order_id) {
             // The same call made twice (a retrying caller): same answer.
             return Ok(Reservation {
                 order: order.clone(),
@@ -99,12 +98,12 @@ impl SaleRecord {
             .map(|key| (request.user_id.clone(), key.clone()));
         if let Some((order_id, asked)) = idempotency
             .as_ref()
-            .and_then(|key| record.idempotency.get(key))
+            .and_then(|key| self.idempotency.get(key))
         {
             if *asked != quantity {
                 return Err(Rejection::IdempotencyMismatch.into());
             }
-            let order = record
+            let order = self
                 .orders
                 .get(order_id)
                 .cloned()
@@ -117,55 +116,52 @@ impl SaleRecord {
             });
         }
         let now = system_now();
-        let held = record.held.get(&request.user_id).copied().unwrap_or(0);
+        let held = self.held.get(&request.user_id).copied().unwrap_or(0);
         let token = match &request.purchase_token {
             None => PresentedToken::Missing,
-            Some(id) if record.used_tokens.contains(id) => PresentedToken::Used,
+            Some(id) if self.used_tokens.contains(id) => PresentedToken::Used,
             Some(_) => PresentedToken::Fresh,
         };
         check_reservation(
-            &record.sale,
+            &self.sale,
             now,
-            record.stats.remaining,
+            self.stats.remaining,
             held,
             request.quantity,
             token,
         )?;
-        if let (true, Some(id)) = (record.sale.require_purchase_token, &request.purchase_token) {
-            record.used_tokens.insert(id.clone());
+        if let (true, Some(id)) = (self.sale.require_purchase_token, &request.purchase_token) {
+            self.used_tokens.insert(id.clone());
         }
-        record.stats.remaining -= quantity;
-        record.stats.reserved += quantity;
+        self.stats.remaining -= quantity;
+        self.stats.reserved += quantity;
         let held = held + quantity;
-        record.held.insert(request.user_id.clone(), held);
+        self.held.insert(request.user_id.clone(), held);
         let order = Order {
             id: request.order_id.clone(),
             sale_id: request.sale_id.clone(),
             user_id: request.user_id.clone(),
             quantity,
-            amount_cents: quantity * record.sale.price_cents,
-            currency: record.sale.currency.clone(),
+            amount_cents: quantity * self.sale.price_cents,
+            currency: self.sale.currency.clone(),
             status: OrderStatus::PendingPayment,
             created_at: now,
-            expires_at: now + record.sale.payment_timeout_secs * 1000,
+            expires_at: now + self.sale.payment_timeout_secs * 1000,
             paid_at: None,
         };
-        record.orders.insert(order.id.clone(), order.clone());
-        record
-            .deadlines
-            .insert((order.expires_at, order.id.clone()));
-        record.stream.append(order.id.clone());
-        record
-            .user_orders
+        self.orders.insert(order.id.clone(), order.clone());
+        self.deadlines.insert((order.expires_at, order.id.clone()));
+        self.stream.append(order.id.clone());
+        self.user_orders
             .entry(request.user_id.clone())
             .or_default()
             .push(order.id.clone());
         if let Some(key) = idempotency {
-            record.idempotency.insert(key, (order.id.clone(), quantity));
+            self.idempotency.insert(key, (order.id.clone(), quantity));
         }
         Ok(Reservation {
             order,
-            remaining: Some(record.stats.remaining),
+            remaining: Some(self.stats.remaining),
             held: Some(held),
             replayed: false,
         })

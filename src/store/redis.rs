@@ -363,12 +363,21 @@ impl RedisStore {
         let mut cmd = redis::cmd("HGET");
         cmd.arg(keys.user_orders()).arg(user.as_str());
         let ids: Option<String> = self.query("user_orders", &cmd).await?;
-        ids.unwrap_or_default()
-            .split(' ')
-            .filter(|id| !id.is_empty())
-            .map(|id| OrderId::parse(id).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .collect()
+        order_ids(ids.as_deref())
     }
+}
+
+/// Order ids as Redis keeps them: each item one id, or several separated by
+/// spaces (a shopper's entry in the shopper index).
+fn order_ids<'a, C: FromIterator<OrderId>>(
+    items: impl IntoIterator<Item = &'a str>,
+) -> Result<C, StoreError> {
+    items
+        .into_iter()
+        .flat_map(|ids| ids.split(' '))
+        .filter(|id| !id.is_empty())
+        .map(|id| OrderId::parse(id).map_err(corrupt))
+        .collect()
 }
 
 /// Reads stream entries: each names its order.
@@ -649,23 +658,13 @@ impl Store for RedisStore {
             };
             let held: BTreeMap<String, i64> = reply.next()?;
             let index: HashMap<String, String> = reply.next()?;
-            let indexed = index
-                .values()
-                .flat_map(|ids| ids.split(' '))
-                .filter(|id| !id.is_empty())
-                .map(|id| OrderId::parse(id).map_err(corrupt))
-                .collect::<Result<BTreeSet<_>, _>>()?;
+            let indexed: BTreeSet<OrderId> = order_ids(index.values().map(String::as_str))?;
             if indexed.iter().any(|id| !known.contains(id)) {
                 known.extend(indexed);
                 continue;
             }
-            let order_ids = |ids: Vec<String>| -> Result<Vec<OrderId>, StoreError> {
-                ids.iter()
-                    .map(|id| OrderId::parse(id).map_err(corrupt))
-                    .collect()
-            };
-            let stream = order_ids(reply.next()?)?;
-            let deadlines = order_ids(reply.next()?)?.into_iter().collect();
+            let stream: Vec<String> = reply.next()?;
+            let deadlines: Vec<String> = reply.next()?;
             let records: Vec<HashMap<String, String>> = reply.next()?;
             let orders = known
                 .iter()
@@ -686,8 +685,8 @@ impl Store for RedisStore {
                     .collect::<Result<_, StoreError>>()?,
                 indexed,
                 orders,
-                deadlines,
-                stream,
+                deadlines: order_ids(deadlines.iter().map(String::as_str))?,
+                stream: order_ids(stream.iter().map(String::as_str))?,
             }));
         }
         Err(changed_meanwhile())
