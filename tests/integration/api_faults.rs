@@ -20,7 +20,9 @@ use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
 use flashsale::store::{EmbeddedStore, ReserveRequest, Store, StoreError};
 use flashsale::Application;
 
-use crate::support::{error_code, live_sale, test_config, RedisCluster, RedisServer, TestApp};
+use crate::support::{
+    actor_settings, error_code, live_sale, test_config, RedisCluster, RedisServer, TestApp,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_503_and_recovers() {
@@ -166,14 +168,9 @@ async fn idle_actor_retires_and_restarts_on_demand() {
     };
     store.create_sale(&sale).await.unwrap();
     let settings = ActorSettings {
-        mailbox: 16,
-        in_flight_max: 16,
-        batch_max: 64,
-        store_calls: 1,
-        known_shoppers_max: 16,
         refresh: Duration::from_millis(50),
-        clock_margin_ms: 50,
         idle_stop: Duration::from_secs(1),
+        ..actor_settings()
     };
     let inventory = Inventory::start(store, 1, settings, Duration::from_secs(2)).unwrap();
     let request = |user: &str| ReserveRequest {

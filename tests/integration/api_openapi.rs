@@ -44,7 +44,7 @@ use flashsale::telemetry;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::support::{ADMIN_TOKEN, SHOPPER_SECRET};
+use crate::support::{actor_settings, ADMIN_TOKEN, SHOPPER_SECRET};
 use crate::wechat::WeChatPaySim;
 
 /// Every method a route could be registered for.
@@ -108,14 +108,10 @@ impl App {
     fn new(method: PaymentMethod, max_in_flight: usize) -> Self {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
         let settings = ActorSettings {
-            mailbox: 64,
-            in_flight_max: 64,
-            batch_max: 64,
-            store_calls: 1,
-            known_shoppers_max: 1024,
             refresh: Duration::from_secs(1),
             clock_margin_ms: 0,
             idle_stop: Duration::from_secs(60),
+            ..actor_settings()
         };
         let inventory = Arc::new(
             Inventory::start(Arc::clone(&store), 1, settings, Duration::from_secs(2)).unwrap(),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -372,9 +372,4 @@ pub async fn assert_nothing_lost(app: &TestApp, sale: &str, record: &Record) -> 
         "orders in the store == orders acknowledged (every unknown answer was retried): {audit}"
     );
     audit
-}
-
-/// Picks a moment in a race: a number of acknowledged orders in `range`.
-pub fn strike_after(rng: &mut StdRng, range: std::ops::Range<usize>) -> usize {
-    rng.random_range(range)
 }

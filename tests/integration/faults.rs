@@ -16,14 +16,18 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use reqwest::StatusCode;
+use serde_json::Value;
 
 use crate::fault_harness::{
-    assert_nothing_lost, seeded_rng, strike_after, EngineProcess, Progress, Race, Record,
+    assert_nothing_lost, seeded_rng, EngineProcess, Progress, Race, Record,
 };
 use crate::support::{error_code, live_sale, RedisServer, TestApp};
 
 const STOCK: i64 = 150;
 const SHOPPERS: usize = 300;
+/// The fault strikes once this many orders (drawn from the seed) were
+/// acknowledged.
+const STRIKE_AFTER: std::ops::Range<usize> = 10..100;
 
 fn race(sale: &str) -> Race {
     Race {
@@ -53,6 +57,21 @@ async fn order_service_caught_up(app: &TestApp, sale: &str) {
     .await;
 }
 
+/// Waits for the race to end and checks what every scenario promises: each
+/// unit sold once, the order service caught up, every acknowledged order
+/// there and an audit without differences. Returns the record and audit.
+async fn race_ends_with_nothing_lost(
+    app: &TestApp,
+    sale: &str,
+    racing: tokio::task::JoinHandle<Record>,
+) -> (Record, Value) {
+    let record = racing.await.expect("race");
+    sold_out_exactly(&record);
+    order_service_caught_up(app, sale).await;
+    let audit = assert_nothing_lost(app, sale, &record).await;
+    (record, audit)
+}
+
 fn sold_out_exactly(record: &Record) {
     record.assert_sound();
     assert_eq!(
@@ -72,7 +91,7 @@ async fn redis_killed_mid_race_loses_no_acknowledged_order() {
     let sale = app.create_sale(live_sale(STOCK, 1)).await;
     let (progress, racing) = start_race(&app, &sale);
 
-    progress.reached(strike_after(&mut rng, 10..100)).await;
+    progress.reached(rng.random_range(STRIKE_AFTER)).await;
     redis.kill();
     let killed_at = progress.acknowledged.load(Ordering::SeqCst);
     let probed = Instant::now();
@@ -99,10 +118,7 @@ async fn redis_killed_mid_race_loses_no_acknowledged_order() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let recovered_in = restarted.elapsed();
-    let record = racing.await.expect("race");
-    sold_out_exactly(&record);
-    order_service_caught_up(&app, &sale).await;
-    assert_nothing_lost(&app, &sale, &record).await;
+    let (record, _) = race_ends_with_nothing_lost(&app, &sale, racing).await;
     println!(
         "redis killed after {killed_at} acknowledged; 503 in {answered_in:?} during the \
          outage; ready again {recovered_in:?} after the restart; answers {:?}",
@@ -119,7 +135,7 @@ async fn engine_killed_mid_race_loses_no_acknowledged_order() {
     let sale = app.create_sale(live_sale(STOCK, 1)).await;
     let (progress, racing) = start_race(&app, &sale);
 
-    progress.reached(strike_after(&mut rng, 10..100)).await;
+    progress.reached(rng.random_range(STRIKE_AFTER)).await;
     engine.kill();
     let killed_at = progress.acknowledged.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_000))).await;
@@ -127,11 +143,8 @@ async fn engine_killed_mid_race_loses_no_acknowledged_order() {
     engine.restart();
     let started_in = restarted.elapsed();
 
-    let record = racing.await.expect("race");
-    sold_out_exactly(&record);
     // Entries the killed engine had read but not acknowledged are reclaimed.
-    order_service_caught_up(&app, &sale).await;
-    let audit = assert_nothing_lost(&app, &sale, &record).await;
+    let (record, audit) = race_ends_with_nothing_lost(&app, &sale, racing).await;
     assert_eq!(audit["recounted"]["awaiting_order_service"], 0, "{audit}");
     println!(
         "engine killed after {killed_at} acknowledged; serving again {started_in:?} after \
@@ -151,17 +164,14 @@ async fn engine_stopped_mid_race_exits_cleanly_and_loses_nothing() {
     let sale = app.create_sale(live_sale(STOCK, 1)).await;
     let (progress, racing) = start_race(&app, &sale);
 
-    progress.reached(strike_after(&mut rng, 10..100)).await;
+    progress.reached(rng.random_range(STRIKE_AFTER)).await;
     let stopping = Instant::now();
     let status = engine.terminate().await;
     let stopped_in = stopping.elapsed();
     assert!(status.success(), "exit status {status}");
     engine.restart();
 
-    let record = racing.await.expect("race");
-    sold_out_exactly(&record);
-    order_service_caught_up(&app, &sale).await;
-    assert_nothing_lost(&app, &sale, &record).await;
+    let (record, _) = race_ends_with_nothing_lost(&app, &sale, racing).await;
     println!(
         "SIGTERM mid-race: exited 0 in {stopped_in:?}; answers {:?}",
         record.tally()
@@ -230,7 +240,7 @@ async fn redis_out_of_memory_is_503_and_recovers() {
             .expect("CONFIG SET maxmemory");
     };
 
-    progress.reached(strike_after(&mut rng, 10..100)).await;
+    progress.reached(rng.random_range(STRIKE_AFTER)).await;
     set_maxmemory("1");
     let full_at = progress.acknowledged.load(Ordering::SeqCst);
     let during = app.order(&sale, "prober", None, None).await;
@@ -241,15 +251,12 @@ async fn redis_out_of_memory_is_503_and_recovers() {
     tokio::time::sleep(Duration::from_millis(rng.random_range(200..1_000))).await;
     set_maxmemory("0");
 
-    let record = racing.await.expect("race");
-    sold_out_exactly(&record);
+    let (record, _) = race_ends_with_nothing_lost(&app, &sale, racing).await;
     assert!(
         record.tally().contains_key("503 unavailable"),
         "{:?}",
         record.tally()
     );
-    order_service_caught_up(&app, &sale).await;
-    assert_nothing_lost(&app, &sale, &record).await;
     println!(
         "redis full after {full_at} acknowledged; answers {:?}",
         record.tally()

@@ -9,13 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashsale::domain::{OrderId, Quantity, Rejection, SaleId, UserId};
+use flashsale::domain::Rejection;
 use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
-use flashsale::store::{RedisStore, RedisTarget, ReserveRequest, Store, StoreError};
+use flashsale::store::{RedisStore, RedisTarget, Store, StoreError};
 use futures::future::join_all;
 
-use crate::conformance::sale;
-use crate::support::RedisServer;
+use crate::conformance::{request, sale};
+use crate::support::{actor_settings, RedisServer};
 
 const SHOPPERS: usize = 200;
 const STOCK: i64 = 50;
@@ -47,17 +47,6 @@ fn reset_stats(redis: &RedisServer) {
         .expect("CONFIG RESETSTAT");
 }
 
-fn ask(sale: &SaleId, who: &str) -> ReserveRequest {
-    ReserveRequest {
-        sale_id: sale.clone(),
-        user_id: UserId::parse(who).expect("user"),
-        quantity: Quantity::parse(1).expect("quantity"),
-        order_id: OrderId::generate(sale),
-        idempotency_key: None,
-        purchase_token: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_reservations_reach_the_store_in_batches() {
     let redis = RedisServer::start();
@@ -72,27 +61,21 @@ async fn queued_reservations_reach_the_store_in_batches() {
     let hot = sale(STOCK, 1, -1_000);
     store.create_sale(&hot).await.expect("create");
     let settings = ActorSettings {
-        mailbox: 1_000,
-        in_flight_max: 1_000,
         batch_max: BATCH_MAX,
-        store_calls: 1,
-        known_shoppers_max: 1_000,
         // No background reads: every script call counted is a reservation.
-        refresh: Duration::from_secs(3_600),
-        clock_margin_ms: 50,
-        idle_stop: Duration::from_secs(3_600),
+        ..actor_settings()
     };
     let inventory = Inventory::start(Arc::clone(&store), 1, settings, Duration::from_secs(5))
         .expect("inventory");
     inventory
-        .reserve(ask(&hot.id, "warm-up"))
+        .reserve(request(&hot, "warm-up", 1, None))
         .await
         .expect("warm-up");
 
     // An idle sale: one buyer, one call.
     reset_stats(&redis);
     inventory
-        .reserve(ask(&hot.id, "lone"))
+        .reserve(request(&hot, "lone", 1, None))
         .await
         .expect("lone buyer");
     assert_eq!(script_calls(&redis), 1, "a lone buyer costs one call");
@@ -100,9 +83,10 @@ async fn queued_reservations_reach_the_store_in_batches() {
     // Frozen Redis: the first call hangs, everyone else queues behind it.
     reset_stats(&redis);
     redis.pause(300);
-    let answers =
-        join_all((0..SHOPPERS).map(|i| inventory.reserve(ask(&hot.id, &format!("shopper-{i}")))))
-            .await;
+    let answers = join_all(
+        (0..SHOPPERS).map(|i| inventory.reserve(request(&hot, &format!("shopper-{i}"), 1, None))),
+    )
+    .await;
     let calls = script_calls(&redis);
     let won = answers.iter().filter(|answer| answer.is_ok()).count();
     let sold_out = answers
@@ -153,10 +137,7 @@ async fn one_unreadable_answer_fails_only_its_request() {
     .expect("connect");
     let open = sale(10, 1, -1_000);
     store.create_sale(&open).await.expect("create");
-    let keyed = |who: &str| ReserveRequest {
-        idempotency_key: Some("k1".into()),
-        ..ask(&open.id, who)
-    };
+    let keyed = |who: &str| request(&open, who, 1, Some("k1"));
     let first = store.reserve(&keyed("alice")).await.expect("first order");
     let _: () = redis::cmd("HSET")
         .arg(format!("fs:{{{}}}:order:{}", open.id, first.order.id))
@@ -164,7 +145,7 @@ async fn one_unreadable_answer_fails_only_its_request() {
         .arg("not a number")
         .query(&mut redis.connection())
         .expect("corrupt the order");
-    let bob = ask(&open.id, "bob");
+    let bob = request(&open, "bob", 1, None);
     let outcomes = store
         .reserve_batch(&[keyed("alice"), bob.clone()])
         .await

@@ -8,57 +8,37 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashsale::domain::{OrderId, Quantity, Rejection, SaleId, UserId};
-use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
-use flashsale::store::{EmbeddedStore, ReserveRequest, Store, StoreError};
+use flashsale::domain::Rejection;
+use flashsale::inventory::{Inventory, InventoryError};
+use flashsale::store::{EmbeddedStore, Store, StoreError};
 
-fn sale(stock: i64, limit: i64) -> flashsale::domain::Sale {
-    crate::conformance::sale(stock, limit, -1_000)
-}
-
-fn ask(sale: &SaleId, who: &str) -> ReserveRequest {
-    ReserveRequest {
-        sale_id: sale.clone(),
-        user_id: UserId::parse(who).expect("user"),
-        quantity: Quantity::parse(1).expect("quantity"),
-        order_id: OrderId::generate(sale),
-        idempotency_key: None,
-        purchase_token: None,
-    }
-}
-
-fn settings() -> ActorSettings {
-    ActorSettings {
-        mailbox: 1_000,
-        in_flight_max: 1_000,
-        batch_max: 64,
-        store_calls: 1,
-        known_shoppers_max: 1_000,
-        refresh: Duration::from_secs(3_600),
-        clock_margin_ms: 50,
-        idle_stop: Duration::from_secs(3_600),
-    }
-}
+use crate::conformance::{request, sale};
+use crate::support::actor_settings;
 
 /// A cancel that has returned (HTTP 200 in public.rs: store.cancel_order then
 /// inventory.stock_returned) must be visible to the next request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completed_cancel_is_seen_by_the_next_request() {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    let hot = sale(1, 1);
+    let hot = sale(1, 1, -1_000);
     store.create_sale(&hot).await.unwrap();
-    let inventory =
-        Inventory::start(Arc::clone(&store), 1, settings(), Duration::from_secs(5)).unwrap();
+    let inventory = Inventory::start(
+        Arc::clone(&store),
+        1,
+        actor_settings(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let users = ["alice", "bob"];
     let mut holder = 0usize;
     let mut order = inventory
-        .reserve(ask(&hot.id, users[0]))
+        .reserve(request(&hot, users[0], 1, None))
         .await
         .unwrap()
         .order;
     // Let the actor's first snapshot (after Registered) land: memory trusted.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = inventory.reserve(ask(&hot.id, users[1])).await; // learn sold out
+    let _ = inventory.reserve(request(&hot, users[1], 1, None)).await; // learn sold out
     let mut wrong = 0;
     let rounds = 200;
     for _ in 0..rounds {
@@ -67,7 +47,10 @@ async fn a_completed_cancel_is_seen_by_the_next_request() {
             .stock_returned(std::slice::from_ref(&cancelled))
             .await;
         let other = 1 - holder;
-        match inventory.reserve(ask(&hot.id, users[other])).await {
+        match inventory
+            .reserve(request(&hot, users[other], 1, None))
+            .await
+        {
             Ok(r) => {
                 order = r.order;
                 holder = other;
@@ -76,7 +59,10 @@ async fn a_completed_cancel_is_seen_by_the_next_request() {
                 wrong += 1;
                 // the unit is still there: take it the slow way to continue
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let r = inventory.reserve(ask(&hot.id, users[other])).await.unwrap();
+                let r = inventory
+                    .reserve(request(&hot, users[other], 1, None))
+                    .await
+                    .unwrap();
                 order = r.order;
                 holder = other;
             }
@@ -99,13 +85,21 @@ async fn a_completed_cancel_is_seen_by_the_next_request() {
 async fn a_completed_restock_is_seen_by_the_next_request() {
     use flashsale::domain::SaleChange;
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    let hot = sale(1, 1);
+    let hot = sale(1, 1, -1_000);
     store.create_sale(&hot).await.unwrap();
-    let inventory =
-        Inventory::start(Arc::clone(&store), 1, settings(), Duration::from_secs(5)).unwrap();
-    inventory.reserve(ask(&hot.id, "first")).await.unwrap();
+    let inventory = Inventory::start(
+        Arc::clone(&store),
+        1,
+        actor_settings(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    inventory
+        .reserve(request(&hot, "first", 1, None))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = inventory.reserve(ask(&hot.id, "learn")).await;
+    let _ = inventory.reserve(request(&hot, "learn", 1, None)).await;
     let mut wrong = 0;
     let rounds = 100;
     for i in 0..rounds {
@@ -124,12 +118,15 @@ async fn a_completed_restock_is_seen_by_the_next_request() {
         let view = store.view_sale(&hot.id).await.unwrap().unwrap();
         inventory.sale_changed(view);
         let who = format!("buyer-{i}");
-        match inventory.reserve(ask(&hot.id, &who)).await {
+        match inventory.reserve(request(&hot, &who, 1, None)).await {
             Ok(_) => {}
             Err(InventoryError::Store(StoreError::Rejected(Rejection::SoldOut))) => {
                 wrong += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                inventory.reserve(ask(&hot.id, &who)).await.unwrap();
+                inventory
+                    .reserve(request(&hot, &who, 1, None))
+                    .await
+                    .unwrap();
             }
             Err(e) => panic!("{e:?}"),
         }
@@ -146,14 +143,22 @@ async fn an_ended_sale_answers_ended_not_sold_out() {
     let mut wrong = 0;
     let rounds = 10;
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    let inventory =
-        Inventory::start(Arc::clone(&store), 1, settings(), Duration::from_secs(5)).unwrap();
+    let inventory = Inventory::start(
+        Arc::clone(&store),
+        1,
+        actor_settings(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     for _ in 0..rounds {
-        let hot = sale(1, 1);
+        let hot = sale(1, 1, -1_000);
         store.create_sale(&hot).await.unwrap();
-        inventory.reserve(ask(&hot.id, "first")).await.unwrap();
+        inventory
+            .reserve(request(&hot, "first", 1, None))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let _ = inventory.reserve(ask(&hot.id, "learn")).await;
+        let _ = inventory.reserve(request(&hot, "learn", 1, None)).await;
         let view = store.view_sale(&hot.id).await.unwrap().unwrap();
         let change = SaleChange {
             sale: view.sale.clone(),
@@ -166,7 +171,7 @@ async fn an_ended_sale_answers_ended_not_sold_out() {
             .unwrap();
         let view = store.view_sale(&hot.id).await.unwrap().unwrap();
         inventory.sale_changed(view);
-        match inventory.reserve(ask(&hot.id, "late")).await {
+        match inventory.reserve(request(&hot, "late", 1, None)).await {
             Err(InventoryError::Store(StoreError::Rejected(Rejection::Ended))) => {}
             Err(InventoryError::Store(StoreError::Rejected(Rejection::SoldOut))) => wrong += 1,
             other => panic!("{other:?}"),
@@ -182,19 +187,22 @@ async fn an_ended_sale_answers_ended_not_sold_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_sold_out_sale_keeps_its_actor() {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    let hot = sale(1, 1);
+    let hot = sale(1, 1, -1_000);
     store.create_sale(&hot).await.unwrap();
-    let mut s = settings();
+    let mut s = actor_settings();
     s.idle_stop = Duration::from_millis(1_000);
     s.refresh = Duration::from_millis(100);
     let inventory = Inventory::start(Arc::clone(&store), 1, s, Duration::from_secs(5)).unwrap();
-    inventory.reserve(ask(&hot.id, "alice")).await.unwrap();
+    inventory
+        .reserve(request(&hot, "alice", 1, None))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = std::time::Instant::now();
     let (mut requests, mut no_actor) = (0, 0);
     while started.elapsed() < Duration::from_millis(2_500) {
         let _ = inventory
-            .reserve(ask(&hot.id, &format!("u{requests}")))
+            .reserve(request(&hot, &format!("u{requests}"), 1, None))
             .await;
         requests += 1;
         if inventory.actor_count() == 0 {

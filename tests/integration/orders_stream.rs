@@ -16,21 +16,16 @@ use futures::future::join_all;
 
 use crate::conformance::{request, sale, subject, Subject};
 use crate::on_every_store;
-use crate::support::Backend;
+use crate::support::{actor_settings, Backend};
 
 const RESERVATIONS: usize = 100;
 const CLAIM_IDLE: Duration = Duration::from_millis(200);
 
 fn order_service(store: &Arc<dyn Store>, consumer: &str) -> OrderService {
     let settings = ActorSettings {
-        mailbox: 64,
-        in_flight_max: 64,
-        batch_max: 64,
-        store_calls: 1,
-        known_shoppers_max: 1_000,
         refresh: Duration::from_secs(1),
-        clock_margin_ms: 50,
         idle_stop: Duration::from_secs(60),
+        ..actor_settings()
     };
     let inventory = Inventory::start(Arc::clone(store), 1, settings, Duration::from_secs(2))
         .expect("actor system");

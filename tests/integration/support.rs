@@ -23,7 +23,7 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     cluster_enabled: bool,
-    /// Further `redis-server` arguments of the next start.
+    /// Further `redis-server` arguments of every start from now on.
     extra_args: Vec<String>,
     child: Option<Child>,
 }
@@ -109,10 +109,14 @@ impl RedisServer {
     }
 
     fn ping(&self) -> bool {
+        self.ping_reply(Duration::from_millis(200)).is_ok()
+    }
+
+    /// PING on a fresh connection, waiting at most `timeout` to connect.
+    fn ping_reply(&self, timeout: Duration) -> redis::RedisResult<String> {
         redis::Client::open(self.url())
-            .and_then(|client| client.get_connection_with_timeout(Duration::from_millis(200)))
-            .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn))
-            .is_ok()
+            .and_then(|client| client.get_connection_with_timeout(timeout))
+            .and_then(|mut conn| redis::cmd("PING").query(&mut conn))
     }
 
     /// A synchronous connection for assertions on raw keys.
@@ -146,10 +150,10 @@ impl RedisServer {
     /// loading server answers only between batches of what it loads,
     /// so this waits up to 2 s for the answer.
     pub fn loading(&self) -> bool {
-        let reply = redis::Client::open(self.url())
-            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(2)))
-            .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
-        matches!(reply, Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading))
+        matches!(
+            self.ping_reply(Duration::from_secs(2)),
+            Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+        )
     }
 
     /// Freezes every client of this server for `millis` (CLIENT PAUSE ALL):
@@ -614,4 +618,20 @@ macro_rules! on_every_store {
             $($name),*
         );
     };
+}
+
+/// Actor settings for tests that drive the inventory directly: roomy bounds,
+/// batches as the engine's default, and no background refresh or retirement
+/// (a test sets what it exercises).
+pub fn actor_settings() -> flashsale::inventory::ActorSettings {
+    flashsale::inventory::ActorSettings {
+        mailbox: 1_000,
+        in_flight_max: 1_000,
+        batch_max: 64,
+        store_calls: 1,
+        known_shoppers_max: 1_000,
+        refresh: Duration::from_secs(3_600),
+        clock_margin_ms: 50,
+        idle_stop: Duration::from_secs(3_600),
+    }
 }
