@@ -16,11 +16,12 @@
 
 mod common;
 
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{request, sale, settings, BenchRedis};
+use common::{request, sale, settings};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flashsale::domain::Sale;
 use flashsale::inventory::Inventory;
@@ -32,6 +33,61 @@ const CALLERS: usize = 256;
 
 /// Reservations per script call in `reserve_script`.
 const BATCH: usize = 64;
+
+/// A `redis-server` on a free local port, without persistence (the benches
+/// measure the engine, not the disk), killed on drop.
+pub struct BenchRedis {
+    pub url: String,
+    child: Child,
+}
+
+impl BenchRedis {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("free port");
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--maxmemory-policy", "noeviction"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        // Owned from here: dropped (killed) if it never answers.
+        let server = Self {
+            url: format!("redis://127.0.0.1:{port}/"),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = redis::Client::open(server.url.as_str())
+                .and_then(|client| client.get_connection())
+                .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
+            if ready.is_ok() {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Drops every key (between benches, so memory stays bounded).
+    pub fn flush(&self) {
+        let mut conn = redis::Client::open(self.url.as_str())
+            .and_then(|client| client.get_connection())
+            .expect("connect");
+        let _: () = redis::cmd("FLUSHALL").query(&mut conn).expect("FLUSHALL");
+    }
+}
+
+impl Drop for BenchRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// A fresh Redis store with one open sale of ample stock.
 fn hot_sale(runtime: &tokio::runtime::Runtime, redis: &BenchRedis) -> (Arc<dyn Store>, Sale) {

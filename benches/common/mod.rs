@@ -1,9 +1,8 @@
 //! What the benches share: a long open sale, requests from many shoppers,
-//! actor settings, and a throwaway `redis-server` on a free port.
+//! actor settings.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flashsale::domain::{system_now, OrderId, Quantity, Sale, SaleId, SaleState, UserId};
 use flashsale::inventory::ActorSettings;
@@ -56,62 +55,5 @@ pub fn settings(batch_max: usize, store_calls: usize) -> ActorSettings {
         refresh: Duration::from_secs(1),
         clock_margin_ms: 50,
         idle_stop: Duration::from_secs(300),
-    }
-}
-
-/// A `redis-server` on a free local port, without persistence (the benches
-/// measure the engine, not the disk), killed on drop.
-#[allow(dead_code)] // Not every bench needs Redis.
-pub struct BenchRedis {
-    pub url: String,
-    child: Child,
-}
-
-#[allow(dead_code)]
-impl BenchRedis {
-    pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .expect("free port");
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--maxmemory-policy", "noeviction"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
-        // Owned from here: dropped (killed) if it never answers.
-        let server = Self {
-            url: format!("redis://127.0.0.1:{port}/"),
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let ready = redis::Client::open(server.url.as_str())
-                .and_then(|client| client.get_connection())
-                .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
-            if ready.is_ok() {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Drops every key (between benches, so memory stays bounded).
-    pub fn flush(&self) {
-        let mut conn = redis::Client::open(self.url.as_str())
-            .and_then(|client| client.get_connection())
-            .expect("connect");
-        let _: () = redis::cmd("FLUSHALL").query(&mut conn).expect("FLUSHALL");
-    }
-}
-
-impl Drop for BenchRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
