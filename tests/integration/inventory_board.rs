@@ -8,37 +8,75 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashsale::domain::Rejection;
-use flashsale::inventory::{Inventory, InventoryError};
-use flashsale::store::{EmbeddedStore, Store, StoreError};
+use flashsale::domain::{Order, Rejection, Sale, SaleChange};
+use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
+use flashsale::store::{EmbeddedStore, Reservation, Store, StoreError};
 
 use crate::conformance::{request, sale};
 use crate::support::actor_settings;
+
+fn embedded_inventory(settings: ActorSettings) -> (Arc<dyn Store>, Inventory) {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    let inventory = Inventory::start(Arc::clone(&store), 1, settings, Duration::from_secs(5))
+        .expect("inventory");
+    (store, inventory)
+}
+
+/// A live sale of one unit that `first` bought, once its actor trusts its
+/// memory (its first snapshot after registration landed) and has learned
+/// from a refused request that the sale is sold out.
+async fn sold_out_sale(
+    store: &Arc<dyn Store>,
+    inventory: &Inventory,
+    first: &str,
+) -> (Sale, Order) {
+    let hot = sale(1, 1, -1_000);
+    store.create_sale(&hot).await.expect("create");
+    let order = inventory
+        .reserve(request(&hot, first, 1, None))
+        .await
+        .expect("the one unit")
+        .order;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let learned = inventory.reserve(request(&hot, "learner", 1, None)).await;
+    assert!(refused_sold_out(&learned), "{learned:?}");
+    (hot, order)
+}
+
+fn refused_sold_out(answer: &Result<Reservation, InventoryError>) -> bool {
+    matches!(
+        answer,
+        Err(InventoryError::Store(StoreError::Rejected(
+            Rejection::SoldOut
+        )))
+    )
+}
+
+/// Applies a merchant's change to the sale and tells the inventory, as the
+/// admin route does (store first, then `sale_changed` with the new view).
+async fn merchant_changes(
+    store: &Arc<dyn Store>,
+    inventory: &Inventory,
+    hot: &Sale,
+    change: impl FnOnce(&Sale) -> SaleChange,
+) {
+    let view = store.view_sale(&hot.id).await.expect("view").expect("sale");
+    store
+        .update_sale(&hot.id, &change(&view.sale), view.version)
+        .await
+        .expect("change");
+    let view = store.view_sale(&hot.id).await.expect("view").expect("sale");
+    inventory.sale_changed(view);
+}
 
 /// A cancel that has returned (HTTP 200 in public.rs: store.cancel_order then
 /// inventory.stock_returned) must be visible to the next request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completed_cancel_is_seen_by_the_next_request() {
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    let hot = sale(1, 1, -1_000);
-    store.create_sale(&hot).await.unwrap();
-    let inventory = Inventory::start(
-        Arc::clone(&store),
-        1,
-        actor_settings(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let (store, inventory) = embedded_inventory(actor_settings());
     let users = ["alice", "bob"];
+    let (hot, mut order) = sold_out_sale(&store, &inventory, users[0]).await;
     let mut holder = 0usize;
-    let mut order = inventory
-        .reserve(request(&hot, users[0], 1, None))
-        .await
-        .unwrap()
-        .order;
-    // Let the actor's first snapshot (after Registered) land: memory trusted.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = inventory.reserve(request(&hot, users[1], 1, None)).await; // learn sold out
     let mut wrong = 0;
     let rounds = 200;
     for _ in 0..rounds {
@@ -47,27 +85,19 @@ async fn a_completed_cancel_is_seen_by_the_next_request() {
             .stock_returned(std::slice::from_ref(&cancelled))
             .await;
         let other = 1 - holder;
-        match inventory
+        let mut answer = inventory
             .reserve(request(&hot, users[other], 1, None))
-            .await
-        {
-            Ok(r) => {
-                order = r.order;
-                holder = other;
-            }
-            Err(InventoryError::Store(StoreError::Rejected(Rejection::SoldOut))) => {
-                wrong += 1;
-                // the unit is still there: take it the slow way to continue
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let r = inventory
-                    .reserve(request(&hot, users[other], 1, None))
-                    .await
-                    .unwrap();
-                order = r.order;
-                holder = other;
-            }
-            Err(e) => panic!("{e:?}"),
+            .await;
+        if refused_sold_out(&answer) {
+            wrong += 1;
+            // The unit is still there: take it the slow way to go on.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            answer = inventory
+                .reserve(request(&hot, users[other], 1, None))
+                .await;
         }
+        order = answer.expect("the returned unit").order;
+        holder = other;
         let view = store.view_sale(&hot.id).await.unwrap().unwrap();
         assert_eq!(view.stats.remaining, 0);
     }
@@ -83,52 +113,31 @@ async fn a_completed_cancel_is_seen_by_the_next_request() {
 /// inventory.sale_changed with the new view) must be visible to the next request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completed_restock_is_seen_by_the_next_request() {
-    use flashsale::domain::SaleChange;
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    let hot = sale(1, 1, -1_000);
-    store.create_sale(&hot).await.unwrap();
-    let inventory = Inventory::start(
-        Arc::clone(&store),
-        1,
-        actor_settings(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    inventory
-        .reserve(request(&hot, "first", 1, None))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = inventory.reserve(request(&hot, "learn", 1, None)).await;
+    let (store, inventory) = embedded_inventory(actor_settings());
+    let (hot, _) = sold_out_sale(&store, &inventory, "first").await;
     let mut wrong = 0;
     let rounds = 100;
     for i in 0..rounds {
-        let view = store.view_sale(&hot.id).await.unwrap().unwrap();
-        let mut next = view.sale.clone();
-        next.stock_total += 1;
-        let change = SaleChange {
-            sale: next,
+        merchant_changes(&store, &inventory, &hot, |sale| SaleChange {
+            sale: Sale {
+                stock_total: sale.stock_total + 1,
+                ..sale.clone()
+            },
             restricted: false,
             end_now: false,
-        };
-        store
-            .update_sale(&hot.id, &change, view.version)
-            .await
-            .unwrap();
-        let view = store.view_sale(&hot.id).await.unwrap().unwrap();
-        inventory.sale_changed(view);
+        })
+        .await;
         let who = format!("buyer-{i}");
-        match inventory.reserve(request(&hot, &who, 1, None)).await {
-            Ok(_) => {}
-            Err(InventoryError::Store(StoreError::Rejected(Rejection::SoldOut))) => {
-                wrong += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                inventory
-                    .reserve(request(&hot, &who, 1, None))
-                    .await
-                    .unwrap();
-            }
-            Err(e) => panic!("{e:?}"),
+        let answer = inventory.reserve(request(&hot, &who, 1, None)).await;
+        if refused_sold_out(&answer) {
+            wrong += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            inventory
+                .reserve(request(&hot, &who, 1, None))
+                .await
+                .unwrap();
+        } else {
+            answer.expect("the restocked unit");
         }
     }
     println!("wrong sold_out after a completed restock: {wrong}/{rounds}");
@@ -139,41 +148,21 @@ async fn a_completed_restock_is_seen_by_the_next_request() {
 /// A merchant who ends the sale: the next request should be `ended`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_sale_answers_ended_not_sold_out() {
-    use flashsale::domain::SaleChange;
+    let (store, inventory) = embedded_inventory(actor_settings());
     let mut wrong = 0;
     let rounds = 10;
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    let inventory = Inventory::start(
-        Arc::clone(&store),
-        1,
-        actor_settings(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
     for _ in 0..rounds {
-        let hot = sale(1, 1, -1_000);
-        store.create_sale(&hot).await.unwrap();
-        inventory
-            .reserve(request(&hot, "first", 1, None))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let _ = inventory.reserve(request(&hot, "learn", 1, None)).await;
-        let view = store.view_sale(&hot.id).await.unwrap().unwrap();
-        let change = SaleChange {
-            sale: view.sale.clone(),
+        let (hot, _) = sold_out_sale(&store, &inventory, "first").await;
+        merchant_changes(&store, &inventory, &hot, |sale| SaleChange {
+            sale: sale.clone(),
             restricted: false,
             end_now: true,
-        };
-        store
-            .update_sale(&hot.id, &change, view.version)
-            .await
-            .unwrap();
-        let view = store.view_sale(&hot.id).await.unwrap().unwrap();
-        inventory.sale_changed(view);
-        match inventory.reserve(request(&hot, "late", 1, None)).await {
+        })
+        .await;
+        let answer = inventory.reserve(request(&hot, "late", 1, None)).await;
+        match answer {
             Err(InventoryError::Store(StoreError::Rejected(Rejection::Ended))) => {}
-            Err(InventoryError::Store(StoreError::Rejected(Rejection::SoldOut))) => wrong += 1,
+            ref sold_out if refused_sold_out(sold_out) => wrong += 1,
             other => panic!("{other:?}"),
         }
     }
@@ -186,18 +175,12 @@ async fn an_ended_sale_answers_ended_not_sold_out() {
 /// actor sees no request and retires as idle although traffic never stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_sold_out_sale_keeps_its_actor() {
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
-    let hot = sale(1, 1, -1_000);
-    store.create_sale(&hot).await.unwrap();
-    let mut s = actor_settings();
-    s.idle_stop = Duration::from_millis(1_000);
-    s.refresh = Duration::from_millis(100);
-    let inventory = Inventory::start(Arc::clone(&store), 1, s, Duration::from_secs(5)).unwrap();
-    inventory
-        .reserve(request(&hot, "alice", 1, None))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (store, inventory) = embedded_inventory(ActorSettings {
+        idle_stop: Duration::from_millis(1_000),
+        refresh: Duration::from_millis(100),
+        ..actor_settings()
+    });
+    let (hot, _) = sold_out_sale(&store, &inventory, "alice").await;
     let started = std::time::Instant::now();
     let (mut requests, mut no_actor) = (0, 0);
     while started.elapsed() < Duration::from_millis(2_500) {
