@@ -929,6 +929,21 @@ async fn apply(
 ) -> Result<(), TestCaseError> {
     let sale_id = model.sale.id.clone();
     let before = system_now();
+    // A merchant's change: sent at `version`, counted under `label` (`done`
+    // when it went through), settled against the model.
+    let merchant_change = async |model: &mut Model,
+                                 change: SaleChange,
+                                 version: i64,
+                                 label: &str,
+                                 done: &'static str| {
+        let actual = answer(store.update_sale(&sale_id, &change, version).await);
+        let after = system_now();
+        count(tally, outcome(label, &actual, |_| done));
+        let instants = model.instants(before, after, None);
+        settle(model, what, &actual, &instants, |m, now| {
+            m.update(&change, version, now)
+        })
+    };
     match op {
         Op::Reserve {
             shopper,
@@ -1056,13 +1071,7 @@ async fn apply(
             } else {
                 model.version
             };
-            let actual = answer(store.update_sale(&sale_id, &change, version).await);
-            let after = system_now();
-            count(tally, outcome("restock", &actual, |_| "changed"));
-            let instants = model.instants(before, after, None);
-            settle(model, what, &actual, &instants, |m, now| {
-                m.update(&change, version, now)
-            })
+            merchant_change(model, change, version, "restock", "changed").await
         }
         Op::End => {
             let change = SaleChange {
@@ -1071,13 +1080,7 @@ async fn apply(
                 end_now: true,
             };
             let version = model.version;
-            let actual = answer(store.update_sale(&sale_id, &change, version).await);
-            let after = system_now();
-            count(tally, outcome("end", &actual, |_| "ended"));
-            let instants = model.instants(before, after, None);
-            settle(model, what, &actual, &instants, |m, now| {
-                m.update(&change, version, now)
-            })
+            merchant_change(model, change, version, "end", "ended").await
         }
         Op::OpenNow { per_user_limit } => {
             let change = SaleChange {
@@ -1090,13 +1093,7 @@ async fn apply(
                 end_now: false,
             };
             let version = model.version;
-            let actual = answer(store.update_sale(&sale_id, &change, version).await);
-            let after = system_now();
-            count(tally, outcome("open now", &actual, |_| "opened"));
-            let instants = model.instants(before, after, None);
-            settle(model, what, &actual, &instants, |m, now| {
-                m.update(&change, version, now)
-            })
+            merchant_change(model, change, version, "open now", "opened").await
         }
         Op::MoveEnd { by_ms } => {
             let change = SaleChange {
@@ -1108,13 +1105,7 @@ async fn apply(
                 end_now: false,
             };
             let version = model.version;
-            let actual = answer(store.update_sale(&sale_id, &change, version).await);
-            let after = system_now();
-            count(tally, outcome("move end", &actual, |_| "moved"));
-            let instants = model.instants(before, after, None);
-            settle(model, what, &actual, &instants, |m, now| {
-                m.update(&change, version, now)
-            })
+            merchant_change(model, change, version, "move end", "moved").await
         }
         Op::CancelSale => {
             let actual = answer(store.cancel_sale(&sale_id).await);
