@@ -545,6 +545,7 @@ async fn the_document_names_bodies_headers_and_security_schemes() {
         ("post", "/admin/v1/sales", "201", "AdminSaleBody"),
         ("get", "/admin/v1/sales", "200", "AdminSaleList"),
         ("get", "/admin/v1/sales/{id}", "200", "AdminSaleBody"),
+        ("get", "/admin/v1/sales/{id}/audit", "200", "SaleAuditBody"),
         ("patch", "/admin/v1/sales/{id}", "200", "AdminSaleBody"),
         ("delete", "/admin/v1/sales/{id}", "200", "AdminSaleBody"),
         ("get", "/healthz", "200", "Health"),
