@@ -629,9 +629,12 @@ impl Store for RedisStore {
 
     async fn sale_records(&self, id: &SaleId) -> Result<Option<SaleRecords>, StoreError> {
         let keys = SaleKeys::new(id);
-        let mut known: BTreeSet<OrderId> = BTreeSet::new();
-        // The shopper index may grow between reading it and the atomic read:
-        // ask again with the orders the atomic read found listed.
+        // The orders the shopper index lists now; it may grow before the
+        // atomic read, which then is asked again with what it found listed.
+        let mut lists = redis::cmd("HVALS");
+        lists.arg(keys.user_orders());
+        let lists: Vec<String> = self.query("audit_sale", &lists).await?;
+        let mut known: BTreeSet<OrderId> = order_ids(lists.iter().map(String::as_str))?;
         for _ in 0..AUDIT_ATTEMPTS {
             let mut invocation = self.scripts.audit_sale.key(keys.sale());
             invocation
