@@ -2,7 +2,8 @@
 -- (domain::SaleRecords::audit). Reads only; an operator's tool.
 -- KEYS[1..4] as sale_snapshot: sale, stock, stats, buyers
 -- KEYS[5] fs:{sale}:uorders    hash: shopper -> space-separated order ids
--- KEYS[6] fs:{sale}:stream     stream: reservations not yet acknowledged
+-- KEYS[6] fs:{sale}:stream     stream: reservations not yet trimmed (see
+--                               ack_reservations.lua)
 -- KEYS[7] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
 -- KEYS[7 + i] fs:{sale}:order:<ARGV[i]>  hash: an order the caller knows of
 -- Returns {} when the sale does not exist, else

@@ -85,7 +85,9 @@ pub struct StreamEntry {
 /// The order service's work left for one sale.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrderBacklog {
-    /// Stream entries not yet processed (unread or unacknowledged).
+    /// Stream entries not yet processed (unread or unacknowledged). On
+    /// Redis, also entries acknowledged above one still pending: the stream
+    /// is trimmed below the oldest unacknowledged entry.
     pub reservations: u64,
     /// Orders still waiting for payment.
     pub unpaid: u64,
@@ -182,7 +184,7 @@ pub trait Store: Send + Sync + 'static {
     async fn view_sale(&self, id: &SaleId) -> Result<Option<SaleView>, StoreError>;
 
     /// Every record of a sale (counters, shopper counts, orders, deadline
-    /// index, unacknowledged stream entries), in one atomic read, for
+    /// index, stream entries), in one atomic read, for
     /// [`SaleRecords::audit`]. Reads every order: an operator's tool, not a
     /// hot path.
     async fn sale_records(&self, id: &SaleId) -> Result<Option<SaleRecords>, StoreError>;

@@ -1009,20 +1009,13 @@ impl Store for RedisStore {
         if entry_ids.is_empty() {
             return Ok(());
         }
-        let stream = SaleKeys::new(sale).stream();
-        let mut pipeline = redis::pipe();
-        pipeline
-            .atomic()
-            .cmd("XACK")
-            .arg(&stream)
-            .arg(ORDER_SERVICE_GROUP)
-            .arg(entry_ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&stream)
-            .arg(entry_ids)
-            .ignore();
-        self.pipeline("ack_reservations", &pipeline).await
+        let mut invocation = self
+            .scripts
+            .ack_reservations
+            .key(SaleKeys::new(sale).stream());
+        invocation.arg(ORDER_SERVICE_GROUP).arg(entry_ids);
+        self.run("ack_reservations", &invocation).await?;
+        Ok(())
     }
 
     async fn claim_deliveries(

@@ -98,6 +98,7 @@ pub struct Scripts {
     pub pay_order: LuaScript,
     pub expire_orders: LuaScript,
     pub accept_orders: LuaScript,
+    pub ack_reservations: LuaScript,
     pub claim_deliveries: LuaScript,
     pub audit_sale: LuaScript,
 }
@@ -114,6 +115,7 @@ impl Scripts {
             pay_order: script!("pay_order"),
             expire_orders: script!("expire_orders"),
             accept_orders: script!("accept_orders"),
+            ack_reservations: script!("ack_reservations"),
             claim_deliveries: script!("claim_deliveries"),
             audit_sale: script!("audit_sale"),
         }
@@ -132,6 +134,7 @@ impl Scripts {
             &self.pay_order,
             &self.expire_orders,
             &self.accept_orders,
+            &self.ack_reservations,
             &self.claim_deliveries,
             &self.audit_sale,
         ] {

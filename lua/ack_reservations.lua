@@ -1,0 +1,39 @@
+-- ack_reservations: the order service is done with these stream entries.
+-- Acknowledges them, then trims off the stream every entry the group has
+-- acknowledged: everything below the oldest entry still pending, or, when
+-- none is pending, everything the group has been given. Trimming a prefix
+-- drops whole stream nodes at once; deleting entry by entry (XDEL) was the
+-- costliest command of the HTTP race after the reserve script. Entries
+-- acknowledged above one still pending (another consumer's batch) stay on
+-- the stream until that one is acknowledged too. Entries never delivered
+-- are never trimmed.
+-- KEYS[1] fs:{sale}:stream  stream: reservations for the order service
+-- ARGV[1] the consumer group, ARGV[2..] entry ids
+-- Returns the number of entries trimmed (0 when the stream or the group is
+-- gone: the order service joins again and gets the entries redelivered).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+local group
+for _, info in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local fields = {}
+  for f = 1, #info, 2 do
+    fields[info[f]] = info[f + 1]
+  end
+  if fields['name'] == ARGV[1] then
+    group = fields
+  end
+end
+if not group then
+  return 0
+end
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
+local below = pending[2]
+if pending[1] == 0 then
+  -- Everything up to and including the last delivered id: trim below the
+  -- id right after it.
+  local ms, seq = string.match(group['last-delivered-id'], '^(%d+)-(%d+)$')
+  below = ms .. '-' .. string.format('%d', tonumber(seq) + 1)
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', below)
