@@ -4,9 +4,12 @@
 //!
 //! - `actor_redis`: `CALLERS` concurrent reservations of one hot sale
 //!   through its inventory actor, `batched` (the engine's default: what
-//!   queues while a call is in flight goes in one call of up to 64) against
-//!   `one_call_per_request` (every reservation its own script call, up to
-//!   512 in flight, pipelined on the same multiplexed connection);
+//!   queues while a call is in flight goes in one call of up to 64),
+//!   `batched_two_calls` (the same with `FLASHSALE_ACTOR_STORE_CALLS=2`: the
+//!   next batch is on its way while Redis runs one, so the client's work
+//!   overlaps Redis's) against `one_call_per_request` (every reservation its
+//!   own script call, up to 512 in flight, pipelined on the same
+//!   multiplexed connection);
 //! - `reserve_script`: the store alone, 64 reservations as 64 concurrent
 //!   script calls (`per_request`) against one call carrying all 64
 //!   (`batch_of_64`).
@@ -116,7 +119,11 @@ fn actor_redis(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(4));
     group.warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(CALLERS as u64));
-    for (name, batch_max, store_calls) in [("batched", 64, 1), ("one_call_per_request", 1, 512)] {
+    for (name, batch_max, store_calls) in [
+        ("batched", 64, 1),
+        ("batched_two_calls", 64, 2),
+        ("one_call_per_request", 1, 512),
+    ] {
         let (store, open) = hot_sale(&runtime, &redis);
         let inventory = Inventory::start(
             store,
