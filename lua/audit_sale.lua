@@ -5,13 +5,11 @@
 -- KEYS[6] fs:{sale}:stream     stream: reservations not yet trimmed (see
 --                               ack_reservations.lua)
 -- KEYS[7] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
--- KEYS[7 + i] fs:{sale}:order:<ARGV[i]>  hash: an order the caller knows of
+-- KEYS[8] fs:{sale}:orders     hash: order id -> record (see common.lua)
 -- Returns {} when the sale does not exist, else
 -- {snapshot (as sale_snapshot), {shopper, units, ...}, {shopper, ids, ...},
 --  {order id of each stream entry}, {deadline order ids},
---  {{field, value, ...} of each ARGV order ({} when it has no record)}}.
--- The caller compares the shopper index with the orders it passed and asks
--- again with the missing ones.
+--  {order id, record, ...}}.
 local snap = snapshot(KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 if #snap == 0 then
   return {}
@@ -25,11 +23,7 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[6], '-', '+')) do
     end
   end
 end
-local orders = {}
-for i = 1, #ARGV do
-  orders[i] = redis.call('HGETALL', KEYS[7 + i])
-end
 return {
   snap, redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5]), streamed,
-  redis.call('ZRANGE', KEYS[7], 0, -1), orders
+  redis.call('ZRANGE', KEYS[7], 0, -1), redis.call('HGETALL', KEYS[8])
 }

@@ -40,3 +40,39 @@ local function snapshot(sale_key, stock, stats, buyers)
     redis.call('HLEN', buyers)
   }
 end
+
+-- Orders: each order is one field of its sale's orders hash
+-- (fs:{sale}:orders, field: the order id), a record of 'name=value' pairs
+-- joined by single spaces, in the order of ORDER_FIELDS. No value is empty
+-- or holds a space: ids are printable ASCII without spaces, the rest are
+-- numbers, a currency code and a status. store::redis::order_from_record
+-- reads it in Rust; reserve.lua writes new records in the same layout.
+local ORDER_FIELDS = {'user_id', 'quantity', 'amount_cents', 'currency', 'status',
+  'created_at', 'expires_at', 'queued_at', 'paid_at'}
+
+-- An order's record as a table of its fields, and as stored; nil when
+-- there is none.
+local function load_order(orders, id)
+  local text = redis.call('HGET', orders, id)
+  if not text then
+    return nil
+  end
+  local order = {}
+  for name, value in string.gmatch(text, '([%w_]+)=(%S+)') do
+    order[name] = value
+  end
+  return order, text
+end
+
+-- Writes an order's record; returns it as written.
+local function save_order(orders, id, order)
+  local parts = {}
+  for _, name in ipairs(ORDER_FIELDS) do
+    if order[name] then
+      parts[#parts + 1] = name .. '=' .. order[name]
+    end
+  end
+  local text = table.concat(parts, ' ')
+  redis.call('HSET', orders, id, text)
+  return text
+end

@@ -8,22 +8,22 @@
 -- KEYS[2] fs:{sale}:stats      hash: reserved, expired, ... (units)
 -- KEYS[3] fs:{sale}:buyers     hash: shopper -> units held
 -- KEYS[4] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
--- KEYS[4 + i] fs:{sale}:order:<ARGV[i]>  hash: an order
+-- KEYS[5] fs:{sale}:orders     hash: order id -> record (see common.lua)
 -- ARGV[i] order ids
--- Returns {order_id, {field, value, ...}, ...}: every order this call expired.
+-- Returns {order_id, record, ...}: every order this call expired.
 local now = now_ms()
 local expired = {}
-for i, order_id in ipairs(ARGV) do
-  local key = KEYS[4 + i]
-  local o = redis.call('HMGET', key, 'user_id', 'quantity', 'status', 'expires_at')
-  if o[3] ~= 'pending_payment' then
+for _, order_id in ipairs(ARGV) do
+  local order = load_order(KEYS[5], order_id)
+  if not order or order.status ~= 'pending_payment' then
     redis.call('ZREM', KEYS[4], order_id)
-  elseif tonumber(o[4]) <= now then
-    redis.call('HSET', key, 'status', 'expired')
-    release_units(KEYS[1], KEYS[2], KEYS[3], o[1], tonumber(o[2]), 'expired')
+  elseif tonumber(order.expires_at) <= now then
+    order.status = 'expired'
+    local record = save_order(KEYS[5], order_id, order)
+    release_units(KEYS[1], KEYS[2], KEYS[3], order.user_id, tonumber(order.quantity), 'expired')
     redis.call('ZREM', KEYS[4], order_id)
     expired[#expired + 1] = order_id
-    expired[#expired + 1] = redis.call('HGETALL', key)
+    expired[#expired + 1] = record
   end
 end
 return expired

@@ -6,31 +6,30 @@
 -- - paid or refund_required: a repeat; nothing changes.
 -- A payment whose amount or currency differs from the order's changes
 -- nothing either.
--- KEYS[1] fs:{sale}:order:<order id>  hash: the order
+-- KEYS[1] fs:{sale}:orders     hash: order id -> record (see common.lua)
 -- KEYS[2] fs:{sale}:stats      hash: reserved, paid, refund_required (units)
 -- KEYS[3] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
 -- KEYS[4] fs:{sale}:outbox     sorted set: hand-offs to the merchant by due time
 -- ARGV[1] order id
 -- ARGV[2] amount_cents paid ('' to take the order's own: simulated payments)
 -- ARGV[3] currency paid (checked with the amount)
--- ARGV[4] the payment provider's transaction id
--- ARGV[5] '1' to queue a hand-off to the merchant's webhook
--- Returns {outcome, {field, value, ...}} with outcome paid | unchanged |
--- refund_required | amount_mismatch, or {'not_found'}.
-local o = redis.call('HMGET', KEYS[1], 'quantity', 'status', 'amount_cents', 'currency')
-if not o[2] then
+-- ARGV[4] '1' to queue a hand-off to the merchant's webhook
+-- Returns {outcome, record} with outcome paid | unchanged | refund_required
+-- | amount_mismatch, or {'not_found'}.
+local order, text = load_order(KEYS[1], ARGV[1])
+if not order then
   return {'not_found'}
 end
-if ARGV[2] ~= '' and (ARGV[2] ~= o[3] or ARGV[3] ~= o[4]) then
-  return {'amount_mismatch', redis.call('HGETALL', KEYS[1])}
+if ARGV[2] ~= '' and (ARGV[2] ~= order.amount_cents or ARGV[3] ~= order.currency) then
+  return {'amount_mismatch', text}
 end
-if o[2] == 'paid' or o[2] == 'refund_required' then
-  return {'unchanged', redis.call('HGETALL', KEYS[1])}
+if order.status == 'paid' or order.status == 'refund_required' then
+  return {'unchanged', text}
 end
-local qty = tonumber(o[1])
-local now = now_ms()
+local qty = tonumber(order.quantity)
+local now = string.format('%d', now_ms())
 local outcome = 'refund_required'
-if o[2] == 'pending_payment' then
+if order.status == 'pending_payment' then
   outcome = 'paid'
   redis.call('HINCRBY', KEYS[2], 'reserved', -qty)
   redis.call('HINCRBY', KEYS[2], 'paid', qty)
@@ -38,8 +37,10 @@ if o[2] == 'pending_payment' then
 else
   redis.call('HINCRBY', KEYS[2], 'refund_required', qty)
 end
-redis.call('HSET', KEYS[1], 'status', outcome, 'paid_at', now, 'transaction_id', ARGV[4])
-if ARGV[5] == '1' then
+order.status = outcome
+order.paid_at = now
+local record = save_order(KEYS[1], ARGV[1], order)
+if ARGV[4] == '1' then
   hand_off(KEYS[4], 'order.' .. outcome, ARGV[1], now)
 end
-return {outcome, redis.call('HGETALL', KEYS[1])}
+return {outcome, record}

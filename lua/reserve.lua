@@ -13,8 +13,9 @@
 -- clock, the stock, the shoppers' units, their order lists and the earlier
 -- orders of the idempotency keys are read once (HMGET) into Lua tables,
 -- decided there, and written back once at the end (DECRBY, HINCRBY, HSET,
--- ZADD). Per reservation only its order hash and its stream entry are
--- written. A resent call is recognised by its order id in the shopper's
+-- ZADD), the new orders' records too (one HSET: a field each in the sale's
+-- orders hash, no key per order). Per reservation only its stream entry is
+-- written on its own. A resent call is recognised by its order id in the shopper's
 -- order list (which keeps every order the shopper ever had in this sale).
 -- KEYS[1] fs:{sale}:sale     hash: the sale's fields
 -- KEYS[2] fs:{sale}:stock    string: units remaining
@@ -25,7 +26,7 @@
 -- KEYS[7] fs:{sale}:stream   stream: reservations for the order service
 -- KEYS[8] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
 -- KEYS[9] fs:{sale}:ptokens   hash: purchase token id -> the order it bought
--- KEYS[9 + i] fs:{sale}:order:<order id of request i>  hash: its new order
+-- KEYS[10] fs:{sale}:orders   hash: order id -> record (see common.lua)
 -- ARGV, five per request i (from 1): shopper id, quantity, new order id,
 -- idempotency field ('' when the request has no key), the verified purchase
 -- token's id ('' when none).
@@ -39,7 +40,7 @@ local m = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'per_use
   'price_cents', 'payment_timeout_secs', 'currency', 'require_purchase_token')
 local now = now_ms()
 local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
-local count = #KEYS - 9
+local count = #ARGV / 5
 
 -- Read once: each shopper's units and order list, each key's earlier order.
 local users, keyed = {}, {}
@@ -78,8 +79,12 @@ local now_text = string.format('%d', now)
 local expires = now + tonumber(m[6] or '0') * 1000
 local expires_text = string.format('%d', expires)
 local amounts = {}
+-- A new order's record (common.lua's layout) ends the same for the call.
+local record_end = ' currency=' .. (m[7] or '') .. ' status=pending_payment created_at=' .. now_text ..
+  ' expires_at=' .. expires_text
+local records = {}
 
-local function decide(user, qty_text, order_key, order_id, idem, token)
+local function decide(user, qty_text, order_id, idem, token)
   local qty = tonumber(qty_text)
   if string.find(orders[user], order_id, 1, true) then
     return {'replay', order_id}
@@ -126,9 +131,9 @@ local function decide(user, qty_text, order_key, order_id, idem, token)
   held[user] = held[user] + qty
   local amount = qty * tonumber(m[5])
   amounts[qty_text] = amounts[qty_text] or string.format('%d', amount)
-  redis.call('HSET', order_key, 'user_id', user, 'quantity', qty_text,
-    'amount_cents', amounts[qty_text], 'currency', m[7], 'status', 'pending_payment',
-    'created_at', now_text, 'expires_at', expires_text)
+  records[#records + 1] = order_id
+  records[#records + 1] = 'user_id=' .. user .. ' quantity=' .. qty_text .. ' amount_cents=' ..
+    amounts[qty_text] .. record_end
   if orders[user] == '' then
     orders[user] = order_id
   else
@@ -151,7 +156,7 @@ end
 local replies = {}
 for i = 1, count do
   local a = (i - 1) * 5
-  replies[i] = decide(ARGV[a + 1], ARGV[a + 2], KEYS[9 + i], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
+  replies[i] = decide(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
 end
 
 -- Write back once what changed (a shopper or key twice: its last value).
@@ -168,6 +173,7 @@ if taken > 0 then
   redis.call('HSET', KEYS[4], unpack(units))
   redis.call('HSET', KEYS[6], unpack(lists))
   redis.call('ZADD', KEYS[8], unpack(deadlines))
+  redis.call('HSET', KEYS[10], unpack(records))
   if #changed_keys > 0 then
     local entries = {}
     for _, idem in ipairs(changed_keys) do

@@ -28,7 +28,7 @@ error_responses!(
     ];
     ListSalesErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
     GetSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
-    AuditSaleErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
+    AuditSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     UpdateSaleErrors = [
         MalformedBody, Invalid, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
         Overloaded, Unavailable,
@@ -114,9 +114,8 @@ async fn get_sale(
 /// shopper's units, the payment deadline index and the order service's
 /// queue from the raw records, in one atomic read, and lists every
 /// difference from the counts the engine keeps (`ok` is true when there is
-/// none). Reads every order of the sale: for operators and tests, not for
-/// polling during a race. 409 `conflict` if orders kept arriving faster than
-/// it could read them: ask again.
+/// none). Reads every order of the sale in one step: for operators and
+/// tests, not for polling during a race.
 #[utoipa::path(
     get,
     path = "/admin/v1/sales/{id}/audit",

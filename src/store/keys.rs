@@ -3,7 +3,7 @@
 //! script touches one slot. Scripts never build key names: Rust passes every
 //! key in `KEYS`.
 
-use crate::domain::{OrderId, SaleId};
+use crate::domain::SaleId;
 
 /// Sorted set of every sale id, scored by creation time. Not tagged: only
 /// read and written outside scripts.
@@ -84,9 +84,10 @@ impl SaleKeys {
         format!("{}:attempts", self.tag)
     }
 
-    /// Hash: one order.
-    pub fn order(&self, order: &OrderId) -> String {
-        format!("{}:order:{order}", self.tag)
+    /// Hash: order id -> the order's record (`name=value` pairs; see
+    /// `lua/common.lua` and `store::redis::order_from_record`).
+    pub fn orders(&self) -> String {
+        format!("{}:orders", self.tag)
     }
 }
 
@@ -99,7 +100,6 @@ mod tests {
         let sale = SaleId::generate();
         let keys = SaleKeys::new(&sale);
         let tag = format!("{{{sale}}}");
-        let order = OrderId::generate(&sale);
         for key in [
             keys.sale(),
             keys.stock(),
@@ -112,7 +112,7 @@ mod tests {
             keys.purchase_tokens(),
             keys.outbox(),
             keys.attempts(),
-            keys.order(&order),
+            keys.orders(),
         ] {
             assert!(key.starts_with(&format!("fs:{tag}:")), "{key}");
         }

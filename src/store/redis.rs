@@ -2,7 +2,7 @@
 //! from `lua/` (see [`super::scripts`]).
 //! Reads that must be consistent (a sale with its counts) are scripts too.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -507,6 +507,20 @@ fn sale_from_fields(fields: &HashMap<String, String>) -> Result<Sale, StoreError
     })
 }
 
+/// An order's record as the scripts keep it (`lua/common.lua`): `name=value`
+/// pairs joined by single spaces.
+fn record_fields(record: &str) -> HashMap<String, String> {
+    record
+        .split(' ')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+fn order_from_record(id: &OrderId, record: &str) -> Result<Order, StoreError> {
+    order_from_fields(id, &record_fields(record))
+}
+
 fn order_from_fields(id: &OrderId, fields: &HashMap<String, String>) -> Result<Order, StoreError> {
     let status = text_field(fields, "status")?;
     Ok(Order {
@@ -557,9 +571,6 @@ fn view_from_snapshot(items: Vec<Value>) -> Result<Option<SaleView>, StoreError>
 
 /// Longest the engine waits at start for a Redis that is loading its data.
 const LOADING_WAIT: Duration = Duration::from_secs(60);
-
-/// How often an audit asks again when new orders arrived meanwhile.
-const AUDIT_ATTEMPTS: usize = 5;
 
 /// Maps the `{'not_found'}` / `{'conflict', reason}` replies shared by the
 /// admin scripts.
@@ -629,70 +640,54 @@ impl Store for RedisStore {
 
     async fn sale_records(&self, id: &SaleId) -> Result<Option<SaleRecords>, StoreError> {
         let keys = SaleKeys::new(id);
-        // The orders the shopper index lists now; it may grow before the
-        // atomic read, which then is asked again with what it found listed.
-        let mut lists = redis::cmd("HVALS");
-        lists.arg(keys.user_orders());
-        let lists: Vec<String> = self.query("audit_sale", &lists).await?;
-        let mut known: BTreeSet<OrderId> = order_ids(lists.iter().map(String::as_str))?;
-        for _ in 0..AUDIT_ATTEMPTS {
-            let mut invocation = self.scripts.audit_sale.key(keys.sale());
-            invocation
-                .key(keys.stock())
-                .key(keys.stats())
-                .key(keys.buyers())
-                .key(keys.user_orders())
-                .key(keys.stream())
-                .key(keys.deadlines());
-            for order in &known {
-                invocation.key(keys.order(order)).arg(order.as_str());
-            }
-            let Value::Array(items) = self.run("audit_sale", &invocation).await? else {
-                return Err(corrupt("audit reply is not an array"));
-            };
-            if items.is_empty() {
-                return Ok(None);
-            }
-            let mut reply = Reply {
-                items: items.into_iter(),
-            };
-            let Some(view) = view_from_snapshot(reply.next()?)? else {
-                return Ok(None);
-            };
-            let held: BTreeMap<String, i64> = reply.next()?;
-            let index: HashMap<String, String> = reply.next()?;
-            let indexed: BTreeSet<OrderId> = order_ids(index.values().map(String::as_str))?;
-            if indexed.iter().any(|id| !known.contains(id)) {
-                known.extend(indexed);
-                continue;
-            }
-            let stream: Vec<String> = reply.next()?;
-            let deadlines: Vec<String> = reply.next()?;
-            let records: Vec<HashMap<String, String>> = reply.next()?;
-            let orders = known
-                .iter()
-                .zip(records)
-                .filter(|(_, fields)| !fields.is_empty())
-                .map(|(id, fields)| {
-                    Ok(RecordedOrder {
-                        order: order_from_fields(id, &fields)?,
-                        queued: fields.contains_key("queued_at"),
-                    })
-                })
-                .collect::<Result<_, StoreError>>()?;
-            return Ok(Some(SaleRecords {
-                view,
-                held: held
-                    .into_iter()
-                    .map(|(user, units)| Ok((UserId::parse(&user).map_err(corrupt)?, units)))
-                    .collect::<Result<_, StoreError>>()?,
-                indexed,
-                orders,
-                deadlines: order_ids(deadlines.iter().map(String::as_str))?,
-                stream: order_ids(stream.iter().map(String::as_str))?,
-            }));
+        let mut invocation = self.scripts.audit_sale.key(keys.sale());
+        invocation
+            .key(keys.stock())
+            .key(keys.stats())
+            .key(keys.buyers())
+            .key(keys.user_orders())
+            .key(keys.stream())
+            .key(keys.deadlines())
+            .key(keys.orders());
+        let Value::Array(items) = self.run("audit_sale", &invocation).await? else {
+            return Err(corrupt("audit reply is not an array"));
+        };
+        if items.is_empty() {
+            return Ok(None);
         }
-        Err(changed_meanwhile())
+        let mut reply = Reply {
+            items: items.into_iter(),
+        };
+        let Some(view) = view_from_snapshot(reply.next()?)? else {
+            return Ok(None);
+        };
+        let held: BTreeMap<String, i64> = reply.next()?;
+        let index: HashMap<String, String> = reply.next()?;
+        let stream: Vec<String> = reply.next()?;
+        let deadlines: Vec<String> = reply.next()?;
+        let records: BTreeMap<String, String> = reply.next()?;
+        let orders = records
+            .iter()
+            .map(|(id, record)| {
+                let id = OrderId::parse(id).map_err(corrupt)?;
+                let fields = record_fields(record);
+                Ok(RecordedOrder {
+                    order: order_from_fields(&id, &fields)?,
+                    queued: fields.contains_key("queued_at"),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Some(SaleRecords {
+            view,
+            held: held
+                .into_iter()
+                .map(|(user, units)| Ok((UserId::parse(&user).map_err(corrupt)?, units)))
+                .collect::<Result<_, StoreError>>()?,
+            indexed: order_ids(index.values().map(String::as_str))?,
+            orders,
+            deadlines: order_ids(deadlines.iter().map(String::as_str))?,
+            stream: order_ids(stream.iter().map(String::as_str))?,
+        }))
     }
 
     async fn update_sale(
@@ -748,7 +743,8 @@ impl Store for RedisStore {
             .key(keys.user_orders())
             .key(keys.stream())
             .key(keys.deadlines())
-            .key(keys.purchase_tokens());
+            .key(keys.purchase_tokens())
+            .key(keys.orders());
         for request in requests {
             let idempotency_field = request
                 .idempotency_key
@@ -756,7 +752,6 @@ impl Store for RedisStore {
                 .map(|key| format!("{}\n{key}", request.user_id))
                 .unwrap_or_default();
             invocation
-                .key(keys.order(&request.order_id))
                 .arg(request.user_id.as_str())
                 .arg(request.quantity.get())
                 .arg(request.order_id.as_str())
@@ -776,14 +771,13 @@ impl Store for RedisStore {
     }
 
     async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
-        let key = SaleKeys::new(&id.sale_id()).order(id);
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(key);
-        let fields: HashMap<String, String> = self.query("order", &cmd).await?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        order_from_fields(id, &fields).map(Some)
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(SaleKeys::new(&id.sale_id()).orders())
+            .arg(id.as_str());
+        let record: Option<String> = self.query("order", &cmd).await?;
+        record
+            .map(|record| order_from_record(id, &record))
+            .transpose()
     }
 
     async fn user_orders(&self, user: &UserId) -> Result<Vec<Order>, StoreError> {
@@ -797,7 +791,7 @@ impl Store for RedisStore {
 
     async fn cancel_order(&self, id: &OrderId, user: &UserId) -> Result<Order, StoreError> {
         let keys = SaleKeys::new(&id.sale_id());
-        let mut invocation = self.scripts.cancel_order.key(keys.order(id));
+        let mut invocation = self.scripts.cancel_order.key(keys.orders());
         invocation
             .key(keys.stock())
             .key(keys.stats())
@@ -807,7 +801,7 @@ impl Store for RedisStore {
             .arg(id.as_str());
         let (outcome, mut reply) = Reply::new(self.run("cancel_order", &invocation).await?)?;
         match outcome.as_str() {
-            "cancelled" => order_from_fields(id, &reply.next()?),
+            "cancelled" => order_from_record(id, &reply.next::<String>()?),
             "not_found" => Err(StoreError::NotFound("order")),
             "conflict" => Err(StoreError::Conflict(format!(
                 "the order is {} and can no longer be cancelled",
@@ -828,7 +822,7 @@ impl Store for RedisStore {
             .as_ref()
             .map(|(amount, currency)| (amount.to_string(), currency.as_str()))
             .unwrap_or_default();
-        let mut invocation = self.scripts.pay_order.key(keys.order(id));
+        let mut invocation = self.scripts.pay_order.key(keys.orders());
         invocation
             .key(keys.stats())
             .key(keys.deadlines())
@@ -836,13 +830,12 @@ impl Store for RedisStore {
             .arg(id.as_str())
             .arg(amount)
             .arg(currency)
-            .arg(payment.transaction_id.as_str())
             .arg(flag(hand_off));
         let (outcome, mut reply) = Reply::new(self.run("pay_order", &invocation).await?)?;
         if outcome == "not_found" {
             return Err(StoreError::NotFound("order"));
         }
-        let order = order_from_fields(id, &reply.next()?)?;
+        let order = order_from_record(id, &reply.next::<String>()?)?;
         match outcome.as_str() {
             "paid" => Ok(PaymentOutcome::Paid(order)),
             "unchanged" => Ok(PaymentOutcome::Unchanged(order)),
@@ -871,11 +864,9 @@ impl Store for RedisStore {
         invocation
             .key(keys.stats())
             .key(keys.buyers())
-            .key(keys.deadlines());
-        for id in &due {
-            let id = OrderId::parse(id).map_err(corrupt)?;
-            invocation.key(keys.order(&id)).arg(id.as_str());
-        }
+            .key(keys.deadlines())
+            .key(keys.orders())
+            .arg(&due);
         let Value::Array(items) = self.run("expire_orders", &invocation).await? else {
             return Err(corrupt("expire reply is not an array"));
         };
@@ -885,7 +876,7 @@ impl Store for RedisStore {
         let mut expired = Vec::new();
         while reply.items.len() > 0 {
             let id = OrderId::parse(&reply.next::<String>()?).map_err(corrupt)?;
-            expired.push(order_from_fields(&id, &reply.next()?)?);
+            expired.push(order_from_record(&id, &reply.next::<String>()?)?);
         }
         Ok(expired)
     }
@@ -961,9 +952,12 @@ impl Store for RedisStore {
         }
         let keys = SaleKeys::new(sale);
         let mut invocation = self.scripts.accept_orders.key(keys.stats());
-        invocation.key(keys.outbox()).arg(flag(hand_off));
+        invocation
+            .key(keys.outbox())
+            .key(keys.orders())
+            .arg(flag(hand_off));
         for id in ids {
-            invocation.key(keys.order(id)).arg(id.as_str());
+            invocation.arg(id.as_str());
         }
         let outcomes: Vec<String> =
             redis::from_redis_value(self.run("accept_orders", &invocation).await?)

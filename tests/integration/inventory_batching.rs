@@ -140,9 +140,9 @@ async fn one_unreadable_answer_fails_only_its_request() {
     let keyed = |who: &str| request(&open, who, 1, Some("k1"));
     let first = store.reserve(&keyed("alice")).await.expect("first order");
     let _: () = redis::cmd("HSET")
-        .arg(format!("fs:{{{}}}:order:{}", open.id, first.order.id))
-        .arg("amount_cents")
-        .arg("not a number")
+        .arg(format!("fs:{{{}}}:orders", open.id))
+        .arg(first.order.id.as_str())
+        .arg("user_id=alice quantity=1 amount_cents=not-a-number")
         .query(&mut redis.connection())
         .expect("corrupt the order");
     let bob = request(&open, "bob", 1, None);
