@@ -14,9 +14,10 @@
 -- orders of the idempotency keys are read once (HMGET) into Lua tables,
 -- decided there, and written back once at the end (DECRBY, HINCRBY, HSET,
 -- ZADD), the new orders' records too (one HSET: a field each in the sale's
--- orders hash, no key per order). Per reservation only its stream entry is
--- written on its own. A resent call is recognised by its order id in the shopper's
--- order list (which keeps every order the shopper ever had in this sale).
+-- orders hash, no key per order). Per reservation only its stream entry
+-- (the order id: the record is in the orders hash) is written on its own.
+-- A resent call is recognised by its order id in the shopper's order list
+-- (which keeps every order the shopper ever had in this sale).
 -- KEYS[1] fs:{sale}:sale     hash: the sale's fields
 -- KEYS[2] fs:{sale}:stock    string: units remaining
 -- KEYS[3] fs:{sale}:stats    hash: reserved, paid, cancelled, expired (units)
@@ -149,7 +150,7 @@ local function decide(user, qty_text, order_id, idem, token)
   if token_required then
     redis.call('HSET', KEYS[9], token, order_id)
   end
-  redis.call('XADD', KEYS[7], '*', 'order_id', order_id, 'user_id', user, 'quantity', qty_text)
+  redis.call('XADD', KEYS[7], '*', 'order_id', order_id)
   return {'reserved', now, expires, stock, held[user], amount, m[7]}
 end
 
