@@ -78,6 +78,9 @@ local changed_users, changed_keys, deadlines = {}, {}, {}
 -- the same for the whole call is formatted once here.
 local now_text = string.format('%d', now)
 local expires = now + tonumber(m[6] or '0') * 1000
+-- Parsed once, not per reservation (nil when the sale does not exist).
+local starts_at, ends_at = tonumber(m[2]), tonumber(m[3])
+local per_user_limit, price = tonumber(m[4]), tonumber(m[5])
 local expires_text = string.format('%d', expires)
 local amounts = {}
 -- A new order's record (common.lua's layout) ends the same for the call.
@@ -106,10 +109,10 @@ local function decide(user, qty_text, order_id, idem, token)
   if m[1] ~= 'scheduled' then
     return {'ended'}
   end
-  if now < tonumber(m[2]) then
+  if now < starts_at then
     return {'not_started'}
   end
-  if now >= tonumber(m[3]) then
+  if now >= ends_at then
     return {'ended'}
   end
   local token_required = m[8] == '1'
@@ -121,7 +124,7 @@ local function decide(user, qty_text, order_id, idem, token)
       return {'purchase_token_used'}
     end
   end
-  if held[user] + qty > tonumber(m[4]) then
+  if held[user] + qty > per_user_limit then
     return {'limit_exceeded'}
   end
   if stock < qty then
@@ -130,7 +133,7 @@ local function decide(user, qty_text, order_id, idem, token)
   stock = stock - qty
   taken = taken + qty
   held[user] = held[user] + qty
-  local amount = qty * tonumber(m[5])
+  local amount = qty * price
   amounts[qty_text] = amounts[qty_text] or string.format('%d', amount)
   records[#records + 1] = order_id
   records[#records + 1] = 'user_id=' .. user .. ' quantity=' .. qty_text .. ' amount_cents=' ..
