@@ -31,8 +31,10 @@
 -- ARGV, five per request i (from 1): shopper id, quantity, new order id,
 -- idempotency field ('' when the request has no key), the verified purchase
 -- token's id ('' when none).
--- Returns one reply per request, in order, each one of
---   {'reserved', now_ms, expires_ms, remaining, held, amount_cents, currency}
+-- Returns {terms, then one reply per request, in order}. The terms are what
+-- every order this call made shares: {now_ms (created_at), expires_ms,
+-- price_cents, currency}. Each reply is one of
+--   {'reserved', remaining, held}
 --   {'replay', order_id} (an idempotent retry, or this very call resent)
 --   {'idempotency_mismatch'} | {'not_found'}
 --   {'not_started'} | {'ended'} | {'purchase_token_required'} |
@@ -154,13 +156,13 @@ local function decide(user, qty_text, order_id, idem, token)
     redis.call('HSET', KEYS[9], token, order_id)
   end
   redis.call('XADD', KEYS[7], '*', 'order_id', order_id)
-  return {'reserved', now, expires, stock, held[user], amount, m[7]}
+  return {'reserved', stock, held[user]}
 end
 
-local replies = {}
+local replies = {{now, expires, price or 0, m[7] or ''}}
 for i = 1, count do
   local a = (i - 1) * 5
-  replies[i] = decide(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
+  replies[i + 1] = decide(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
 end
 
 -- Write back once what changed (a shopper or key twice: its last value).

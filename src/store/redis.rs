@@ -24,7 +24,7 @@ use super::{
     StoreError, StreamEntry,
 };
 use crate::domain::{
-    system_now, Order, OrderEvent, OrderId, OrderStatus, RecordedOrder, Rejection, Sale,
+    system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, RecordedOrder, Rejection, Sale,
     SaleChange, SaleId, SaleRecords, SaleState, SaleStats, SaleView, UserId,
 };
 use crate::telemetry;
@@ -302,28 +302,29 @@ impl RedisStore {
     async fn reservation_outcome(
         &self,
         request: &ReserveRequest,
+        terms: &OrderTerms,
         reply: Value,
     ) -> Result<Reservation, StoreError> {
         let (outcome, mut reply) = Reply::new(reply)?;
         match outcome.as_str() {
             "reserved" => {
-                let created_at = reply.next()?;
-                let expires_at = reply.next()?;
                 let remaining = reply.next()?;
                 let held = reply.next()?;
-                let amount_cents = reply.next()?;
-                let currency = reply.next()?;
+                let quantity = request.quantity.get();
                 Ok(Reservation {
                     order: Order {
                         id: request.order_id.clone(),
                         sale_id: request.sale_id.clone(),
                         user_id: request.user_id.clone(),
-                        quantity: request.quantity.get(),
-                        amount_cents,
-                        currency,
+                        quantity,
+                        amount_cents: terms
+                            .price_cents
+                            .checked_mul(quantity)
+                            .ok_or_else(|| corrupt("order amount overflows"))?,
+                        currency: terms.currency.clone(),
                         status: OrderStatus::PendingPayment,
-                        created_at,
-                        expires_at,
+                        created_at: terms.created_at,
+                        expires_at: terms.expires_at,
                         paid_at: None,
                     },
                     remaining: Some(remaining),
@@ -427,6 +428,27 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 /// A script reply: an array whose first item names the outcome.
 struct Reply {
     items: std::vec::IntoIter<Value>,
+}
+
+/// What every order one reserve call made shares (the head of its reply).
+struct OrderTerms {
+    created_at: Millis,
+    expires_at: Millis,
+    price_cents: i64,
+    currency: String,
+}
+
+impl OrderTerms {
+    fn from_reply(value: Value) -> Result<Self, StoreError> {
+        let (created_at, expires_at, price_cents, currency) =
+            redis::from_redis_value(value).map_err(corrupt)?;
+        Ok(Self {
+            created_at,
+            expires_at,
+            price_cents,
+            currency,
+        })
+    }
 }
 
 impl Reply {
@@ -760,12 +782,14 @@ impl Store for RedisStore {
         }
         let replies: Vec<Value> =
             redis::from_redis_value(self.run("reserve", &invocation).await?).map_err(corrupt)?;
-        if replies.len() != requests.len() {
+        if replies.len() != requests.len() + 1 {
             return Err(corrupt("reserve answered a different number of requests"));
         }
+        let mut replies = replies.into_iter();
+        let terms = OrderTerms::from_reply(replies.next().unwrap_or(Value::Nil))?;
         let mut outcomes = Vec::with_capacity(requests.len());
         for (request, reply) in requests.iter().zip(replies) {
-            outcomes.push(self.reservation_outcome(request, reply).await);
+            outcomes.push(self.reservation_outcome(request, &terms, reply).await);
         }
         Ok(outcomes)
     }
