@@ -18,8 +18,10 @@ local streamed = {}
 for _, entry in ipairs(redis.call('XRANGE', KEYS[6], '-', '+')) do
   local fields = entry[2]
   for f = 1, #fields, 2 do
-    if fields[f] == 'order_id' then
-      streamed[#streamed + 1] = fields[f + 1]
+    if fields[f] == 'order_ids' then
+      for id in string.gmatch(fields[f + 1], '%S+') do
+        streamed[#streamed + 1] = id
+      end
     end
   end
 end

@@ -14,8 +14,8 @@
 -- orders of the idempotency keys are read once (HMGET) into Lua tables,
 -- decided there, and written back once at the end (DECRBY, HINCRBY, HSET,
 -- ZADD), the new orders' records too (one HSET: a field each in the sale's
--- orders hash, no key per order). Per reservation only its stream entry
--- (the order id: the record is in the orders hash) is written on its own.
+-- orders hash, no key per order), and one stream entry carrying the ids of
+-- every order the call made (the records are in the orders hash).
 -- A resent call is recognised by its order id in the shopper's order list
 -- (which keeps every order the shopper ever had in this sale).
 -- KEYS[1] fs:{sale}:sale     hash: the sale's fields
@@ -24,7 +24,8 @@
 -- KEYS[4] fs:{sale}:buyers   hash: shopper -> units held
 -- KEYS[5] fs:{sale}:idem     hash: shopper + key -> 'order_id quantity'
 -- KEYS[6] fs:{sale}:uorders  hash: shopper -> space-separated order ids
--- KEYS[7] fs:{sale}:stream   stream: reservations for the order service
+-- KEYS[7] fs:{sale}:stream   stream: reservations for the order service, an
+--                            entry per call: 'order_ids' (space-separated)
 -- KEYS[8] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
 -- KEYS[9] fs:{sale}:ptokens   hash: purchase token id -> the order it bought
 -- KEYS[10] fs:{sale}:orders   hash: order id -> record (see common.lua)
@@ -89,6 +90,7 @@ local amounts = {}
 local record_end = ' currency=' .. (m[7] or '') .. ' status=pending_payment created_at=' .. now_text ..
   ' expires_at=' .. expires_text
 local records = {}
+local made = {}
 
 local function decide(user, qty_text, order_id, idem, token)
   local qty = tonumber(qty_text)
@@ -155,7 +157,7 @@ local function decide(user, qty_text, order_id, idem, token)
   if token_required then
     redis.call('HSET', KEYS[9], token, order_id)
   end
-  redis.call('XADD', KEYS[7], '*', 'order_id', order_id)
+  made[#made + 1] = order_id
   return {'reserved', stock, held[user]}
 end
 
@@ -180,6 +182,7 @@ if taken > 0 then
   redis.call('HSET', KEYS[6], unpack(lists))
   redis.call('ZADD', KEYS[8], unpack(deadlines))
   redis.call('HSET', KEYS[10], unpack(records))
+  redis.call('XADD', KEYS[7], '*', 'order_ids', table.concat(made, ' '))
   if #changed_keys > 0 then
     local entries = {}
     for _, idem in ipairs(changed_keys) do

@@ -267,8 +267,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub order_sweep_ms: u64,
 
-    /// Most reservations, expiries and webhook calls the order service
-    /// handles per sale in one pass.
+    /// Most stream entries (each the orders of one reserve call), expiries
+    /// and webhook calls the order service takes per sale in one pass;
+    /// orders are accepted this many at a time.
     #[arg(long, env = "FLASHSALE_ORDER_BATCH", default_value_t = 256,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub order_batch: u64,

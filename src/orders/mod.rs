@@ -273,11 +273,18 @@ impl OrderService {
         if entries.is_empty() {
             return Ok(outcome);
         }
-        let ids: Vec<OrderId> = entries.iter().map(|entry| entry.order_id.clone()).collect();
-        let acceptances = self
-            .store
-            .accept_orders(sale, &ids, self.webhook.is_some())
-            .await?;
+        // An entry carries the orders of one reserve call (up to the
+        // actor's batch), so the orders are accepted `batch` at a time: one
+        // script call never holds Redis for long.
+        let mut acceptances = Vec::with_capacity(entries.len());
+        for chunk in entries.chunks(batch) {
+            let ids: Vec<OrderId> = chunk.iter().map(|entry| entry.order_id.clone()).collect();
+            acceptances.extend(
+                self.store
+                    .accept_orders(sale, &ids, self.webhook.is_some())
+                    .await?,
+            );
+        }
         for (entry, acceptance) in entries.iter().zip(&acceptances) {
             match acceptance {
                 Acceptance::Queued => outcome.accepted += 1,
@@ -288,7 +295,9 @@ impl OrderService {
                     entry = %entry.id, "reservation names no order; dropping the entry"),
             }
         }
-        let processed: Vec<String> = entries.into_iter().map(|entry| entry.id).collect();
+        let mut processed: Vec<String> = entries.into_iter().map(|entry| entry.id).collect();
+        // The orders of one entry are read side by side.
+        processed.dedup();
         self.store.ack_reservations(sale, &processed).await?;
         telemetry::count_orders_accepted(outcome.accepted);
         Ok(outcome)

@@ -81,7 +81,13 @@ impl SaleRecord {
     }
 
     /// Decides one reservation (see [`Store::reserve`]).
-    fn reserve(&mut self, request: &ReserveRequest) -> Result<Reservation, StoreError> {
+    /// Decides one reservation; a new order's id joins `made` (the orders
+    /// the stream entry of this reserve call will carry).
+    fn reserve(
+        &mut self,
+        request: &ReserveRequest,
+        made: &mut Vec<OrderId>,
+    ) -> Result<Reservation, StoreError> {
         let quantity = request.quantity.get();
         if let Some(order) = self.orders.get(&request.order_id) {
             // The same call made twice (a retrying caller): same answer.
@@ -151,7 +157,7 @@ impl SaleRecord {
         };
         self.orders.insert(order.id.clone(), order.clone());
         self.deadlines.insert((order.expires_at, order.id.clone()));
-        self.stream.append(order.id.clone());
+        made.push(order.id.clone());
         self.user_orders
             .entry(request.user_id.clone())
             .or_default()
@@ -184,12 +190,14 @@ struct HandOff {
 
 /// The semantics of a Redis stream with one consumer group: entries are
 /// delivered once to some consumer, stay pending until acknowledged, and
-/// can be claimed by another consumer once idle.
+/// can be claimed by another consumer once idle. As on Redis, one entry
+/// carries the orders one reserve call made, read as one [`StreamEntry`]
+/// per order.
 #[derive(Default)]
 struct ReservationStream {
     next_seq: u64,
     /// Entries not yet acknowledged, by sequence number.
-    entries: BTreeMap<u64, OrderId>,
+    entries: BTreeMap<u64, Vec<OrderId>>,
     /// The group's cursor: entries after it were never delivered.
     delivered_up_to: Option<u64>,
     /// Delivered, unacknowledged entries: consumer and delivery time.
@@ -197,16 +205,24 @@ struct ReservationStream {
 }
 
 impl ReservationStream {
-    fn append(&mut self, order: OrderId) {
-        self.entries.insert(self.next_seq, order);
-        self.next_seq += 1;
+    /// One entry for the orders of one reserve call; none when it made
+    /// none.
+    fn append(&mut self, orders: Vec<OrderId>) {
+        if !orders.is_empty() {
+            self.entries.insert(self.next_seq, orders);
+            self.next_seq += 1;
+        }
     }
 
-    fn entry(&self, seq: u64) -> Option<StreamEntry> {
-        self.entries.get(&seq).map(|order_id| StreamEntry {
-            id: format!("0-{seq}"),
-            order_id: order_id.clone(),
-        })
+    fn entry(&self, seq: u64) -> impl Iterator<Item = StreamEntry> + '_ {
+        self.entries
+            .get(&seq)
+            .into_iter()
+            .flatten()
+            .map(move |order_id| StreamEntry {
+                id: format!("0-{seq}"),
+                order_id: order_id.clone(),
+            })
     }
 
     fn read(&mut self, consumer: &str, count: usize) -> Vec<StreamEntry> {
@@ -222,7 +238,7 @@ impl ReservationStream {
             self.pending.insert(*seq, (consumer.to_owned(), now));
             self.delivered_up_to = Some(*seq);
         }
-        seqs.into_iter().filter_map(|seq| self.entry(seq)).collect()
+        seqs.into_iter().flat_map(|seq| self.entry(seq)).collect()
     }
 
     fn claim(&mut self, consumer: &str, min_idle: Duration, count: usize) -> Vec<StreamEntry> {
@@ -237,7 +253,7 @@ impl ReservationStream {
         for seq in &idle {
             self.pending.insert(*seq, (consumer.to_owned(), now));
         }
-        idle.into_iter().filter_map(|seq| self.entry(seq)).collect()
+        idle.into_iter().flat_map(|seq| self.entry(seq)).collect()
     }
 
     fn ack(&mut self, ids: &[String]) {
@@ -367,7 +383,7 @@ impl Store for EmbeddedStore {
                 })
                 .collect(),
             deadlines: record.deadlines.iter().map(|(_, id)| id.clone()).collect(),
-            stream: record.stream.entries.values().cloned().collect(),
+            stream: record.stream.entries.values().flatten().cloned().collect(),
         }))
     }
 
@@ -448,10 +464,13 @@ impl Store for EmbeddedStore {
                 .collect());
         };
         let mut guard = record.lock();
-        Ok(requests
+        let mut made = Vec::new();
+        let outcomes = requests
             .iter()
-            .map(|request| guard.reserve(request))
-            .collect())
+            .map(|request| guard.reserve(request, &mut made))
+            .collect();
+        guard.stream.append(made);
+        Ok(outcomes)
     }
 
     async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {

@@ -74,7 +74,9 @@ pub struct Reservation {
     pub replayed: bool,
 }
 
-/// A reservation on a sale's stream, as the order service reads it.
+/// A reservation on a sale's stream, as the order service reads it. One
+/// stream entry carries every order one reserve call made, so the orders of
+/// a batch share the entry's id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEntry {
     /// The stream's id of the entry, to acknowledge it with.
@@ -85,7 +87,8 @@ pub struct StreamEntry {
 /// The order service's work left for one sale.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrderBacklog {
-    /// Stream entries not yet processed (unread or unacknowledged). On
+    /// Stream entries not yet processed (unread or unacknowledged), each the
+    /// orders of one reserve call. On
     /// Redis, also entries acknowledged above one still pending: the stream
     /// is trimmed below the oldest unacknowledged entry.
     pub reservations: u64,

@@ -381,19 +381,22 @@ fn order_ids<'a, C: FromIterator<OrderId>>(
         .collect()
 }
 
-/// Reads stream entries: each names its order.
+/// Reads stream entries: each names the orders of one reserve call, read
+/// as one [`StreamEntry`] per order.
 fn stream_entries(ids: Vec<StreamId>) -> Result<Vec<StreamEntry>, StoreError> {
-    ids.into_iter()
-        .map(|entry| {
-            let order_id = entry
-                .get::<String>("order_id")
-                .ok_or_else(|| corrupt(format!("stream entry {} has no order_id", entry.id)))?;
-            Ok(StreamEntry {
-                order_id: OrderId::parse(&order_id).map_err(corrupt)?,
-                id: entry.id,
-            })
-        })
-        .collect()
+    let mut entries = Vec::new();
+    for entry in ids {
+        let order_ids = entry
+            .get::<String>("order_ids")
+            .ok_or_else(|| corrupt(format!("stream entry {} has no order_ids", entry.id)))?;
+        for order_id in order_ids.split(' ') {
+            entries.push(StreamEntry {
+                order_id: OrderId::parse(order_id).map_err(corrupt)?,
+                id: entry.id.clone(),
+            });
+        }
+    }
+    Ok(entries)
 }
 
 /// A script's `'1'`/`'0'` flag.

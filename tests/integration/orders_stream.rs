@@ -21,7 +21,7 @@ use crate::support::{actor_settings, Backend};
 const RESERVATIONS: usize = 100;
 const CLAIM_IDLE: Duration = Duration::from_millis(200);
 
-fn order_service(store: &Arc<dyn Store>, consumer: &str) -> OrderService {
+fn order_service(store: &Arc<dyn Store>, consumer: &str, batch: usize) -> OrderService {
     let settings = ActorSettings {
         refresh: Duration::from_secs(1),
         idle_stop: Duration::from_secs(60),
@@ -35,7 +35,7 @@ fn order_service(store: &Arc<dyn Store>, consumer: &str) -> OrderService {
         None,
         OrderSettings {
             sweep: Duration::from_millis(10),
-            batch: 256,
+            batch,
             claim_idle: CLAIM_IDLE,
             consumer: consumer.into(),
         },
@@ -75,7 +75,7 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
     );
     // The doomed consumer dies here: nothing acknowledged.
 
-    let mut heir = order_service(&store, "heir");
+    let mut heir = order_service(&store, "heir", 256);
     let first = heir.try_process_batch().await;
     assert_eq!(
         (first.accepted, first.reclaimed, first.store_errors),
@@ -216,7 +216,7 @@ async fn lost_consumer_group_is_recreated() {
     live.payment_timeout_secs = 1;
     store.create_sale(&live).await.unwrap();
     let first = store.reserve(&request(&live, "a", 1, None)).await.unwrap();
-    let mut service = order_service(&store, "survivor");
+    let mut service = order_service(&store, "survivor", 256);
     assert_eq!(service.try_process_batch().await.accepted, 1);
 
     let stream = format!("fs:{{{}}}:stream", live.id);
@@ -241,7 +241,45 @@ async fn lost_consumer_group_is_recreated() {
     );
 }
 
+/// One reserve call of 10 reservations is one stream entry carrying 10
+/// orders; an order service whose batch is 4 (it accepts orders 4 at a
+/// time) accepts all 10 in one pass and acknowledges the entry, leaving
+/// nothing behind.
+async fn a_batch_is_one_entry_accepted_in_chunks(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let live = sale(1_000, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let requests: Vec<_> = (0..10)
+        .map(|i| request(&live, &format!("b-{i}"), 1, None))
+        .collect();
+    for outcome in store.reserve_batch(&requests).await.unwrap() {
+        outcome.unwrap();
+    }
+    let backlog = store.order_backlog(&live.id).await.unwrap();
+    assert_eq!(backlog.reservations, 1, "one entry for the call");
+
+    let mut service = order_service(&store, "chunked", 4);
+    let outcome = service.try_process_batch().await;
+    assert_eq!(
+        (outcome.accepted, outcome.store_errors),
+        (10, 0),
+        "{outcome:?}"
+    );
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.queued, 10, "{stats:?}");
+    let backlog = store.order_backlog(&live.id).await.unwrap();
+    assert_eq!(
+        (backlog.reservations, backlog.unpaid),
+        (0, 10),
+        "the entry is acknowledged and gone"
+    );
+}
+
 on_every_store!(
     consumer_killed_mid_batch_loses_nothing,
     hand_offs_are_leased_retried_and_forgotten,
+    a_batch_is_one_entry_accepted_in_chunks,
 );
