@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{request, sale, settings};
+use common::{assert_no_oversell, request, sale, settings};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flashsale::inventory::Inventory;
 use flashsale::store::{EmbeddedStore, Store};
@@ -77,6 +77,10 @@ fn reserve(c: &mut Criterion) {
     });
     group.finish();
     inventory.stop();
+    runtime.block_on(async {
+        assert_no_oversell(store.as_ref(), &open, None).await;
+        assert_no_oversell(store.as_ref(), &sold_out, Some(1)).await;
+    });
 }
 
 criterion_group!(benches, reserve);

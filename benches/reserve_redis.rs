@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{request, sale, settings};
+use common::{assert_no_oversell, request, sale, settings};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flashsale::domain::Sale;
 use flashsale::inventory::Inventory;
@@ -173,12 +173,13 @@ fn actor_redis(c: &mut Criterion) {
     ] {
         let (store, open) = hot_sale(&runtime, &redis);
         let inventory = Inventory::start(
-            store,
+            Arc::clone(&store),
             1,
             settings(batch_max, store_calls),
             Duration::from_secs(5),
         )
         .expect("actor system");
+        let before = counter.load(Ordering::Relaxed);
         redis.report_script_time(&format!("actor_redis/{name}"), &counter, || {
             group.bench_function(name, |b| {
                 b.to_async(&runtime).iter(|| async {
@@ -191,6 +192,8 @@ fn actor_redis(c: &mut Criterion) {
             });
         });
         inventory.stop();
+        let made = counter.load(Ordering::Relaxed) - before;
+        runtime.block_on(assert_no_oversell(store.as_ref(), &open, Some(made)));
     }
     group.finish();
 }
@@ -200,6 +203,7 @@ fn reserve_script(c: &mut Criterion) {
     let redis = BenchRedis::start();
     let counter = AtomicU64::new(0);
     let (store, open) = hot_sale(&runtime, &redis);
+    let before = counter.load(Ordering::Relaxed);
     let mut group = c.benchmark_group("reserve_script");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(4));
@@ -229,6 +233,8 @@ fn reserve_script(c: &mut Criterion) {
         });
     });
     group.finish();
+    let made = counter.load(Ordering::Relaxed) - before;
+    runtime.block_on(assert_no_oversell(store.as_ref(), &open, Some(made)));
 }
 
 criterion_group!(benches, actor_redis, reserve_script);

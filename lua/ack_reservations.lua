@@ -27,7 +27,10 @@ end
 if not group then
   return 0
 end
-redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+-- In slices: Lua's stack holds about 8,000 values, and a pass may ack more.
+for first = 2, #ARGV, 1000 do
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+end
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
 local below = pending[2]
 if pending[1] == 0 then

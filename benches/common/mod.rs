@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use flashsale::domain::{system_now, OrderId, Quantity, Sale, SaleId, SaleState, UserId};
 use flashsale::inventory::ActorSettings;
-use flashsale::store::ReserveRequest;
+use flashsale::store::{ReserveRequest, Store};
 
 /// Distinct shoppers, each allowed up to the largest per-user limit.
 const SHOPPERS: u64 = 100_000;
@@ -41,6 +41,27 @@ pub fn request(sale: &SaleId, counter: &AtomicU64) -> ReserveRequest {
         order_id: OrderId::generate(sale),
         idempotency_key: None,
         purchase_token: None,
+    }
+}
+
+/// Ends every benchmark run: the sale sold no more than its stock and its
+/// counts balance (`remaining + reserved + paid == stock_total`); with
+/// `made`, exactly that many units were reserved.
+pub async fn assert_no_oversell(store: &dyn Store, sale: &Sale, made: Option<u64>) {
+    let stats = store
+        .view_sale(&sale.id)
+        .await
+        .expect("read the sale")
+        .expect("the sale exists")
+        .stats;
+    let held = stats.reserved + stats.paid;
+    assert!(
+        stats.remaining >= 0 && held <= sale.stock_total,
+        "oversold: {stats:?}"
+    );
+    assert_eq!(stats.remaining + held, sale.stock_total, "{stats:?}");
+    if let Some(made) = made {
+        assert_eq!(u64::try_from(held).ok(), Some(made), "{stats:?}");
     }
 }
 

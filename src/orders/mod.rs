@@ -57,9 +57,11 @@ pub struct OrderSettings {
 pub struct Outcome {
     /// Reservations accepted for the first time.
     pub accepted: usize,
-    /// Entries that were already accepted (redeliveries), acknowledged again.
+    /// Reservations that were already accepted (redeliveries), acknowledged
+    /// again.
     pub redelivered: usize,
-    /// Entries taken over from a consumer that stopped acknowledging.
+    /// Reservations taken over from a consumer that stopped acknowledging
+    /// (every order of each stream entry taken over).
     pub reclaimed: usize,
     /// Orders expired (their stock returned).
     pub expired: usize,

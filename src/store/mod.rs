@@ -284,7 +284,8 @@ pub trait Store: Send + Sync + 'static {
     /// What the order service still has to do for the sale.
     async fn order_backlog(&self, sale: &SaleId) -> Result<OrderBacklog, StoreError>;
 
-    /// Acknowledges processed entries and removes them from the stream.
+    /// Acknowledges processed entries and removes them from the stream (on
+    /// Redis, once no older entry is still unacknowledged).
     async fn ack_reservations(&self, sale: &SaleId, entry_ids: &[String])
         -> Result<(), StoreError>;
 

@@ -278,8 +278,43 @@ async fn a_batch_is_one_entry_accepted_in_chunks(backend: Backend) {
     );
 }
 
+/// A pass may acknowledge more entries than a Lua stack holds values
+/// (about 8,000): 9,000 lone reservations, taken in one pass, are all
+/// acknowledged and leave the stream.
+async fn a_pass_acknowledges_more_entries_than_a_lua_stack_holds(backend: Backend) {
+    const LONE: usize = 9_000;
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let live = sale(LONE as i64, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    // 500 calls at a time, well within the store's timeout.
+    for wave in 0..LONE / 500 {
+        for result in join_all((0..500).map(|i| {
+            let who = format!("l-{}", wave * 500 + i);
+            let (store, request) = (&store, request(&live, &who, 1, None));
+            async move { store.reserve(&request).await }
+        }))
+        .await
+        {
+            result.unwrap();
+        }
+    }
+    let mut service = order_service(&store, "wide", 10_000);
+    let outcome = service.try_process_batch().await;
+    assert_eq!(
+        (outcome.accepted, outcome.store_errors),
+        (LONE, 0),
+        "{outcome:?}"
+    );
+    let backlog = store.order_backlog(&live.id).await.unwrap();
+    assert_eq!(backlog.reservations, 0, "every entry acknowledged and gone");
+}
+
 on_every_store!(
     consumer_killed_mid_batch_loses_nothing,
     hand_offs_are_leased_retried_and_forgotten,
     a_batch_is_one_entry_accepted_in_chunks,
+    a_pass_acknowledges_more_entries_than_a_lua_stack_holds,
 );
