@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Same-run HTTP benchmark: a trivial axum endpoint (the ceiling of the HTTP
-# stack on this machine), the order route during a race, and the order
-# route after sell-out, each driven by wrk with the same threads and
+# stack on this machine), the order route during a race, the order route
+# after sell-out, and that route again on a second engine with every rate
+# limit on (set never to refuse: the limiters' cost), each driven by wrk with the same threads and
 # connections, one after the other in one run, against a release build on
 # a local redis-server (AOF on, appendfsync everysec). Prints requests/s,
 # p50/p99 latency and the ratio to the ceiling, then checks the race sold
 # no more than its stock. Traffic goes to 127.0.0.1 only; everything it
-# starts is stopped on exit.
+# starts is stopped on exit. It also prints how much CPU the engine and
+# redis-server used during the race (from /proc).
 #
 # Run: bash benches/http.sh          (needs wrk: apt-get install wrk)
 # Knobs: DURATION (seconds per run, 8), CONNECTIONS (64), THREADS (2),
@@ -41,6 +43,7 @@ wait_for() { for _ in $(seq 200); do curl -fs "$1" >/dev/null 2>&1 && return 0; 
 REDIS_PORT=$(free_port)
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK" --save '' \
   --appendonly yes --appendfsync everysec --maxmemory-policy noeviction >/dev/null &
+REDIS_PID=$!
 PIDS+=($!)
 for _ in $(seq 200); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
@@ -61,6 +64,7 @@ engine() {
 ENGINE_PORT=$(free_port)
 ENGINE=http://127.0.0.1:$ENGINE_PORT
 engine "$ENGINE_PORT" 0 0 0
+ENGINE_PID=$!
 LIMITED_PORT=$(free_port)
 LIMITED=http://127.0.0.1:$LIMITED_PORT
 engine "$LIMITED_PORT" 10000000 1000 10000000
@@ -143,7 +147,11 @@ PY
 }
 
 read -r CEIL_RPS CEIL_P50 CEIL_P99 _ < <(run ceiling "http://127.0.0.1:$CEILING_PORT/")
+# CPU seconds a process has used so far (user + system, from /proc).
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+ENGINE_CPU0=$(cpu_secs "$ENGINE_PID"); REDIS_CPU0=$(cpu_secs "$REDIS_PID")
 read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$WORK/order.lua")
+ENGINE_CPU1=$(cpu_secs "$ENGINE_PID"); REDIS_CPU1=$(cpu_secs "$REDIS_PID")
 read -r SOLD_RPS SOLD_P50 SOLD_P99 _ < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$WORK/order.lua")
 read -r LIM_RPS LIM_P50 LIM_P99 _ < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$WORK/order.lua")
 # Priced only if the limiters never refused: none counted on the engine.
@@ -168,6 +176,9 @@ held = stats["reserved"] + stats["paid"]
 ok = stats["remaining"] >= 0 and stats["remaining"] + held == total and held <= total
 if $LIM_REFUSED:
     print(f"the rate-limited engine refused {$LIM_REFUSED} requests: its row is not comparable")
+busy = lambda before, after: (after - before) / $DURATION
+print(f"during the race: the engine used {busy($ENGINE_CPU0, $ENGINE_CPU1):.2f} of a core, "
+      f"redis-server {busy($REDIS_CPU0, $REDIS_CPU1):.2f} (wrk and the rest share what is left of the machine's cores)")
 print(f"race: {held} orders of {total} units, non-2xx answers {$RACE_NON2XX}; "
       f"remaining + reserved + paid == stock_total: {'yes' if ok else 'NO'}")
 sys.exit(0 if ok else 1)
