@@ -386,15 +386,14 @@ fn order_ids<'a, C: FromIterator<OrderId>>(
 fn stream_entries(ids: Vec<StreamId>) -> Result<Vec<StreamEntry>, StoreError> {
     let mut entries = Vec::new();
     for entry in ids {
-        let order_ids = entry
+        let listed = entry
             .get::<String>("order_ids")
             .ok_or_else(|| corrupt(format!("stream entry {} has no order_ids", entry.id)))?;
-        for order_id in order_ids.split(' ') {
-            entries.push(StreamEntry {
-                order_id: OrderId::parse(order_id).map_err(corrupt)?,
-                id: entry.id.clone(),
-            });
-        }
+        let orders: Vec<OrderId> = order_ids([listed.as_str()])?;
+        entries.extend(orders.into_iter().map(|order_id| StreamEntry {
+            order_id,
+            id: entry.id.clone(),
+        }));
     }
     Ok(entries)
 }
