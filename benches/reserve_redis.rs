@@ -120,15 +120,16 @@ impl BenchRedis {
             .sum()
     }
 
-    /// Runs `bench` and prints Redis's script time per reservation it made
-    /// (`counter` counts the reservations).
-    pub fn report_script_time(&self, name: &str, counter: &AtomicU64, bench: impl FnOnce()) {
+    /// Runs `bench`, prints Redis's script time per reservation it made
+    /// (`counter` counts the reservations) and returns how many it made.
+    pub fn report_script_time(&self, name: &str, counter: &AtomicU64, bench: impl FnOnce()) -> u64 {
         self.reset_stats();
         let before = counter.load(Ordering::Relaxed);
         bench();
         let reservations = counter.load(Ordering::Relaxed) - before;
         let usec = self.script_usec() as f64 / reservations.max(1) as f64;
         println!("{name}: Redis ran scripts for {usec:.2} µs per reservation");
+        reservations
     }
 }
 
@@ -179,8 +180,7 @@ fn actor_redis(c: &mut Criterion) {
             Duration::from_secs(5),
         )
         .expect("actor system");
-        let before = counter.load(Ordering::Relaxed);
-        redis.report_script_time(&format!("actor_redis/{name}"), &counter, || {
+        let made = redis.report_script_time(&format!("actor_redis/{name}"), &counter, || {
             group.bench_function(name, |b| {
                 b.to_async(&runtime).iter(|| async {
                     let answers = join_all(
@@ -192,7 +192,6 @@ fn actor_redis(c: &mut Criterion) {
             });
         });
         inventory.stop();
-        let made = counter.load(Ordering::Relaxed) - before;
         runtime.block_on(assert_no_oversell(store.as_ref(), &open, Some(made)));
     }
     group.finish();
@@ -203,13 +202,12 @@ fn reserve_script(c: &mut Criterion) {
     let redis = BenchRedis::start();
     let counter = AtomicU64::new(0);
     let (store, open) = hot_sale(&runtime, &redis);
-    let before = counter.load(Ordering::Relaxed);
     let mut group = c.benchmark_group("reserve_script");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(4));
     group.warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(BATCH as u64));
-    redis.report_script_time("reserve_script/per_request", &counter, || {
+    let one_by_one = redis.report_script_time("reserve_script/per_request", &counter, || {
         group.bench_function("per_request", |b| {
             b.to_async(&runtime).iter(|| {
                 join_all((0..BATCH).map(|_| {
@@ -220,7 +218,7 @@ fn reserve_script(c: &mut Criterion) {
             });
         });
     });
-    redis.report_script_time("reserve_script/batch_of_64", &counter, || {
+    let batched = redis.report_script_time("reserve_script/batch_of_64", &counter, || {
         group.bench_function("batch_of_64", |b| {
             b.to_async(&runtime).iter(|| {
                 let requests: Vec<_> = (0..BATCH).map(|_| request(&open.id, &counter)).collect();
@@ -233,8 +231,11 @@ fn reserve_script(c: &mut Criterion) {
         });
     });
     group.finish();
-    let made = counter.load(Ordering::Relaxed) - before;
-    runtime.block_on(assert_no_oversell(store.as_ref(), &open, Some(made)));
+    runtime.block_on(assert_no_oversell(
+        store.as_ref(),
+        &open,
+        Some(one_by_one + batched),
+    ));
 }
 
 criterion_group!(benches, actor_redis, reserve_script);
