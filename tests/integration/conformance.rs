@@ -7,7 +7,10 @@ use flashsale::domain::{
     system_now, OrderId, OrderStatus, PatchStatus, Quantity, Rejection, Sale, SaleChange, SaleId,
     SalePatch, SaleRules, SaleState, SaleStatus, UserId,
 };
-use flashsale::store::{EmbeddedStore, RedisStore, RedisTarget, ReserveRequest, Store, StoreError};
+use flashsale::store::{
+    EmbeddedStore, Payment, PaymentOutcome, RedisStore, RedisTarget, ReserveRequest, Store,
+    StoreError,
+};
 use futures::future::join_all;
 
 use crate::support::{Backend, Servers};
@@ -269,6 +272,62 @@ async fn a_resent_call_takes_stock_once(backend: Backend) {
         store.user_orders(&user("jo")).await.unwrap(),
         vec![first.order]
     );
+}
+
+/// Shopper ids may hold any printable character but a space, `=` too,
+/// even text that looks like another field of the order's record: every
+/// order reads back whole, replays, lists, cancels and pays as its
+/// shopper's, and the sale's records audit clean.
+async fn any_printable_shopper_id_keeps_its_orders(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let live = sale(10, 2, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let shoppers = ["user_id=evil", "a=b=c", "=x", "quantity=9", "p%r*[s]{t}"];
+    let mut orders = Vec::new();
+    for who in shoppers {
+        let first = request(&live, who, 2, Some("k"));
+        let made = store.reserve(&first).await.unwrap().order;
+        assert_eq!((made.user_id.as_str(), made.quantity), (who, 2));
+        assert_eq!(store.order(&made.id).await.unwrap().as_ref(), Some(&made));
+        let retry = ReserveRequest {
+            order_id: OrderId::generate(&live.id),
+            ..first
+        };
+        let replay = store.reserve(&retry).await.unwrap();
+        assert!(replay.replayed, "{who}");
+        assert_eq!(replay.order, made);
+        assert_eq!(
+            store.user_orders(&user(who)).await.unwrap(),
+            std::slice::from_ref(&made)
+        );
+        orders.push(made);
+    }
+    let cancelled = store.cancel_order(&orders[0].id, &user(shoppers[0])).await;
+    assert_eq!(cancelled.unwrap().status, OrderStatus::Cancelled);
+    let paid = store
+        .pay_order(
+            &orders[3].id,
+            &Payment {
+                amount: None,
+                transaction_id: "t-1".into(),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(paid, PaymentOutcome::Paid(ref order) if order.user_id == user(shoppers[3])));
+
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(
+        (stats.remaining, stats.reserved, stats.paid, stats.cancelled),
+        (2, 6, 2, 2)
+    );
+    let audit = store.sale_records(&live.id).await.unwrap().unwrap().audit();
+    assert!(audit.differences.is_empty(), "{:?}", audit.differences);
+    assert_eq!(audit.recounted.orders, 5);
 }
 
 async fn cancel_returns_units_once(backend: Backend) {
@@ -581,6 +640,7 @@ crate::on_every_store!(
     idempotency_replays_and_refuses_mismatches,
     a_resent_call_takes_stock_once,
     cancel_returns_units_once,
+    any_printable_shopper_id_keeps_its_orders,
     updates_follow_the_sale_phase,
     concurrent_reservations_never_oversell,
 );
