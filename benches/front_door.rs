@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flashsale::domain::{SaleId, UserId};
+use flashsale::domain::{SaleId, ShopperId};
 use flashsale::http::{mint_shopper_token, AuthKeys, Rate, RateLimitSettings, RateLimits};
 
 const SECRET: &[u8] = b"bench-secret";
@@ -21,12 +21,12 @@ const KEYS: u32 = 10_000;
 
 fn front_door(c: &mut Criterion) {
     let auth = AuthKeys::new("bench-admin", SECRET).expect("keys");
-    let shoppers: Vec<UserId> = (0..KEYS)
-        .map(|i| UserId::parse(&format!("shopper-{i}")).expect("user"))
+    let shoppers: Vec<ShopperId> = (0..KEYS)
+        .map(|i| ShopperId::parse(&format!("shopper-{i}")).expect("user"))
         .collect();
     let tokens: Vec<String> = shoppers
         .iter()
-        .map(|user| mint_shopper_token(SECRET, user.as_str(), 3600).expect("token"))
+        .map(|shopper| mint_shopper_token(SECRET, shopper.as_str(), 3600).expect("token"))
         .collect();
     let never = Rate {
         per_sec: u32::MAX,
@@ -34,7 +34,7 @@ fn front_door(c: &mut Criterion) {
     };
     let limits = RateLimits::new(&RateLimitSettings {
         global: never,
-        user: never,
+        shopper: never,
         ip: never,
         trust_forwarded_for: false,
     });

@@ -9,12 +9,12 @@ end
 
 -- Puts an unpaid order's units back on sale and off the shopper's count,
 -- and moves them from `reserved` to `counter` (cancelled or expired).
-local function release_units(stock, stats, buyers, user, qty, counter)
+local function release_units(stock, stats, buyers, shopper, qty, counter)
   redis.call('INCRBY', stock, qty)
   redis.call('HINCRBY', stats, 'reserved', -qty)
   redis.call('HINCRBY', stats, counter, qty)
-  if redis.call('HINCRBY', buyers, user, -qty) <= 0 then
-    redis.call('HDEL', buyers, user)
+  if redis.call('HINCRBY', buyers, shopper, -qty) <= 0 then
+    redis.call('HDEL', buyers, shopper)
   end
 end
 

@@ -4,7 +4,7 @@
 -- came alone. For each: recognise a resent call (the order already exists:
 -- a client library retried after a dropped connection), replay an
 -- idempotent retry, check the window (Redis clock), the purchase token, the
--- per-user limit and the stock, then take the stock, count the shopper,
+-- per-shopper limit and the stock, then take the stock, count the shopper,
 -- record the order, index its payment deadline and queue it on the sale's
 -- stream for the order service. Checks run in the order of
 -- domain::check_reservation.
@@ -47,22 +47,22 @@ local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
 local count = #ARGV / 5
 
 -- Read once: each shopper's units and order list, each key's earlier order.
-local users, keyed = {}, {}
+local shoppers, keyed = {}, {}
 for i = 1, count do
   local a = (i - 1) * 5
-  users[#users + 1] = ARGV[a + 1]
+  shoppers[#shoppers + 1] = ARGV[a + 1]
   if ARGV[a + 4] ~= '' then
     keyed[#keyed + 1] = ARGV[a + 4]
   end
 end
 local held, orders, prior = {}, {}, {}
 if count > 0 then
-  local h = redis.call('HMGET', KEYS[4], unpack(users))
-  local o = redis.call('HMGET', KEYS[6], unpack(users))
-  for j, user in ipairs(users) do
-    if held[user] == nil then
-      held[user] = tonumber(h[j] or '0')
-      orders[user] = o[j] or ''
+  local h = redis.call('HMGET', KEYS[4], unpack(shoppers))
+  local o = redis.call('HMGET', KEYS[6], unpack(shoppers))
+  for j, shopper in ipairs(shoppers) do
+    if held[shopper] == nil then
+      held[shopper] = tonumber(h[j] or '0')
+      orders[shopper] = o[j] or ''
     end
   end
 end
@@ -76,7 +76,7 @@ if #keyed > 0 then
 end
 
 local taken = 0
-local changed_users, changed_keys, deadlines = {}, {}, {}
+local changed_shoppers, changed_keys, deadlines = {}, {}, {}
 -- Numbers handed to redis.call are formatted as floats each time: what is
 -- the same for the whole call is formatted once here.
 local now_text = string.format('%d', now)
@@ -92,9 +92,9 @@ local record_end = ' currency=' .. (m[7] or '') .. ' status=pending_payment crea
 local records = {}
 local made = {}
 
-local function decide(user, qty_text, order_id, idem, token)
+local function decide(shopper, qty_text, order_id, idem, token)
   local qty = tonumber(qty_text)
-  if string.find(orders[user], order_id, 1, true) then
+  if string.find(orders[shopper], order_id, 1, true) then
     return {'replay', order_id}
   end
   if idem ~= '' then
@@ -128,7 +128,7 @@ local function decide(user, qty_text, order_id, idem, token)
       return {'purchase_token_used'}
     end
   end
-  if held[user] + qty > per_user_limit then
+  if held[shopper] + qty > per_user_limit then
     return {'limit_exceeded'}
   end
   if stock < qty then
@@ -136,18 +136,18 @@ local function decide(user, qty_text, order_id, idem, token)
   end
   stock = stock - qty
   taken = taken + qty
-  held[user] = held[user] + qty
+  held[shopper] = held[shopper] + qty
   local amount = qty * price
   amounts[qty_text] = amounts[qty_text] or string.format('%d', amount)
   records[#records + 1] = order_id
-  records[#records + 1] = 'user_id=' .. user .. ' quantity=' .. qty_text .. ' amount_cents=' ..
+  records[#records + 1] = 'user_id=' .. shopper .. ' quantity=' .. qty_text .. ' amount_cents=' ..
     amounts[qty_text] .. record_end
-  if orders[user] == '' then
-    orders[user] = order_id
+  if orders[shopper] == '' then
+    orders[shopper] = order_id
   else
-    orders[user] = orders[user] .. ' ' .. order_id
+    orders[shopper] = orders[shopper] .. ' ' .. order_id
   end
-  changed_users[#changed_users + 1] = user
+  changed_shoppers[#changed_shoppers + 1] = shopper
   if idem ~= '' then
     prior[idem] = order_id .. ' ' .. qty_text
     changed_keys[#changed_keys + 1] = idem
@@ -158,7 +158,7 @@ local function decide(user, qty_text, order_id, idem, token)
     redis.call('HSET', KEYS[9], token, order_id)
   end
   made[#made + 1] = order_id
-  return {'reserved', stock, held[user]}
+  return {'reserved', stock, held[shopper]}
 end
 
 local replies = {{now, expires, price or 0, m[7] or ''}}
@@ -172,11 +172,11 @@ if taken > 0 then
   redis.call('DECRBY', KEYS[2], taken)
   redis.call('HINCRBY', KEYS[3], 'reserved', taken)
   local units, lists = {}, {}
-  for _, user in ipairs(changed_users) do
-    units[#units + 1] = user
-    units[#units + 1] = held[user]
-    lists[#lists + 1] = user
-    lists[#lists + 1] = orders[user]
+  for _, shopper in ipairs(changed_shoppers) do
+    units[#units + 1] = shopper
+    units[#units + 1] = held[shopper]
+    lists[#lists + 1] = shopper
+    lists[#lists + 1] = orders[shopper]
   end
   redis.call('HSET', KEYS[4], unpack(units))
   redis.call('HSET', KEYS[6], unpack(lists))

@@ -97,7 +97,7 @@ impl Application {
                 per_sec: config.rate_global_per_sec,
                 burst: config.rate_global_burst,
             },
-            user: Rate {
+            shopper: Rate {
                 per_sec: config.rate_user_per_sec,
                 burst: config.rate_user_burst,
             },

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use flashsale::domain::{system_now, OrderId, Quantity, Sale, SaleId, SaleState, UserId};
+use flashsale::domain::{system_now, OrderId, Quantity, Sale, SaleId, SaleState, ShopperId};
 use flashsale::inventory::ActorSettings;
 use flashsale::store::{ReserveRequest, Store};
 
@@ -36,7 +36,7 @@ pub fn request(sale: &SaleId, counter: &AtomicU64) -> ReserveRequest {
     let n = counter.fetch_add(1, Ordering::Relaxed) % SHOPPERS;
     ReserveRequest {
         sale_id: sale.clone(),
-        user_id: UserId::parse(&format!("shopper-{n}")).expect("valid shopper id"),
+        shopper_id: ShopperId::parse(&format!("shopper-{n}")).expect("valid shopper id"),
         quantity: Quantity::parse(1).expect("valid quantity"),
         order_id: OrderId::generate(sale),
         idempotency_key: None,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{Order, OrderId, OrderStatus, SaleView, UserId};
+use super::{Order, OrderId, OrderStatus, SaleView, ShopperId};
 
 /// Everything the store holds about one sale, read in one atomic step.
 #[derive(Debug, Clone)]
@@ -16,7 +16,7 @@ pub struct SaleRecords {
     /// The sale and the counters the engine maintains as it goes.
     pub view: SaleView,
     /// The per-shopper counter: units each shopper holds (reserved or paid).
-    pub held: BTreeMap<UserId, i64>,
+    pub held: BTreeMap<ShopperId, i64>,
     /// Every order id the shopper index lists for this sale.
     pub indexed: BTreeSet<OrderId>,
     /// The order records found (by their ids), each with whether the order
@@ -99,7 +99,7 @@ impl SaleRecords {
         }
 
         let mut units = RecountedUnits::default();
-        let mut held: BTreeMap<&UserId, i64> = BTreeMap::new();
+        let mut held: BTreeMap<&ShopperId, i64> = BTreeMap::new();
         for recorded in &self.orders {
             let order = &recorded.order;
             units.orders += 1;
@@ -116,7 +116,7 @@ impl SaleRecords {
                 order.status,
                 OrderStatus::PendingPayment | OrderStatus::Paid
             ) {
-                *held.entry(&order.user_id).or_default() += order.quantity;
+                *held.entry(&order.shopper_id).or_default() += order.quantity;
             }
             if recorded.queued {
                 units.queued += order.quantity;
@@ -172,7 +172,7 @@ impl SaleRecords {
         }
 
         let limit = self.view.sale.per_user_limit;
-        let shoppers: BTreeSet<&UserId> = held.keys().copied().chain(self.held.keys()).collect();
+        let shoppers: BTreeSet<&ShopperId> = held.keys().copied().chain(self.held.keys()).collect();
         for shopper in shoppers {
             let kept = self.held.get(shopper).copied().unwrap_or(0);
             let found = held.get(shopper).copied().unwrap_or(0);
@@ -269,8 +269,8 @@ mod tests {
             deadlines: BTreeSet::new(),
             stream: Vec::new(),
         };
-        for (status, quantity, user, queued) in orders {
-            let order = order(&id, *status, *quantity, user);
+        for (status, quantity, shopper, queued) in orders {
+            let order = order(&id, *status, *quantity, shopper);
             let stats = &mut records.view.stats;
             match status {
                 OrderStatus::PendingPayment => {
@@ -287,7 +287,7 @@ mod tests {
             }
             if matches!(status, OrderStatus::PendingPayment | OrderStatus::Paid) {
                 stats.remaining -= quantity;
-                *records.held.entry(order.user_id.clone()).or_default() += quantity;
+                *records.held.entry(order.shopper_id.clone()).or_default() += quantity;
             }
             if *queued {
                 stats.queued += quantity;
@@ -303,11 +303,11 @@ mod tests {
         records
     }
 
-    fn order(sale: &SaleId, status: OrderStatus, quantity: i64, user: &str) -> Order {
+    fn order(sale: &SaleId, status: OrderStatus, quantity: i64, shopper: &str) -> Order {
         Order {
             id: OrderId::generate(sale),
             sale_id: sale.clone(),
-            user_id: UserId::parse(user).expect("user id"),
+            shopper_id: ShopperId::parse(shopper).expect("user id"),
             quantity,
             amount_cents: quantity * 100,
             currency: "CNY".into(),
@@ -372,7 +372,7 @@ mod tests {
     #[test]
     fn shopper_counts_and_limits_are_checked() {
         let mut records = consistent();
-        records.held.insert(UserId::parse("dan").expect("id"), 1);
+        records.held.insert(ShopperId::parse("dan").expect("id"), 1);
         assert_eq!(checks(&records), ["shopper_units"]);
         let mut records = records_over_limit();
         records.view.sale.per_user_limit = 1;

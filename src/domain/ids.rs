@@ -122,9 +122,9 @@ impl fmt::Display for OrderId {
 /// printable ASCII characters without spaces.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct UserId(String);
+pub struct ShopperId(String);
 
-impl TryFrom<String> for UserId {
+impl TryFrom<String> for ShopperId {
     type Error = InvalidField;
 
     fn try_from(text: String) -> Result<Self, Self::Error> {
@@ -132,13 +132,13 @@ impl TryFrom<String> for UserId {
     }
 }
 
-impl From<UserId> for String {
-    fn from(id: UserId) -> Self {
+impl From<ShopperId> for String {
+    fn from(id: ShopperId) -> Self {
         id.0
     }
 }
 
-impl UserId {
+impl ShopperId {
     pub fn parse(text: &str) -> Result<Self, InvalidField> {
         let printable = text.bytes().all(|b| b.is_ascii_graphic());
         if text.is_empty() || text.len() > USER_ID_LEN_MAX || !printable {
@@ -155,7 +155,7 @@ impl UserId {
     }
 }
 
-impl fmt::Display for UserId {
+impl fmt::Display for ShopperId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -197,11 +197,11 @@ mod tests {
     }
 
     #[test]
-    fn user_ids_are_bounded_and_printable() {
-        assert!(UserId::parse("oX3f-_abc").is_ok());
-        assert!(UserId::parse("").is_err());
-        assert!(UserId::parse("has space").is_err());
-        assert!(UserId::parse(&"a".repeat(129)).is_err());
-        assert!(UserId::parse(&"a".repeat(128)).is_ok());
+    fn shopper_ids_are_bounded_and_printable() {
+        assert!(ShopperId::parse("oX3f-_abc").is_ok());
+        assert!(ShopperId::parse("").is_err());
+        assert!(ShopperId::parse("has space").is_err());
+        assert!(ShopperId::parse(&"a".repeat(129)).is_err());
+        assert!(ShopperId::parse(&"a".repeat(128)).is_ok());
     }
 }

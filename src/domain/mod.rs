@@ -11,7 +11,7 @@ mod sale;
 mod time;
 
 pub use audit::{Audit, Difference, RecordedOrder, RecountedUnits, SaleRecords};
-pub use ids::{OrderId, SaleId, UserId};
+pub use ids::{OrderId, SaleId, ShopperId};
 pub use order::{Order, OrderBody, OrderEvent, OrderStatus};
 pub use reservation::{check_reservation, PresentedToken, Quantity, Rejection, MAX_QUANTITY};
 pub use sale::{

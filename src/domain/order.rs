@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{format_ms, Millis, OrderId, SaleId, UserId};
+use super::{format_ms, Millis, OrderId, SaleId, ShopperId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -70,7 +70,7 @@ impl OrderEvent {
 pub struct Order {
     pub id: OrderId,
     pub sale_id: SaleId,
-    pub user_id: UserId,
+    pub shopper_id: ShopperId,
     pub quantity: i64,
     pub amount_cents: i64,
     pub currency: String,
@@ -113,7 +113,7 @@ impl From<&Order> for OrderBody {
         Self {
             id: order.id.to_string(),
             sale_id: order.sale_id.to_string(),
-            user_id: order.user_id.to_string(),
+            user_id: order.shopper_id.to_string(),
             quantity: order.quantity,
             amount_cents: order.amount_cents,
             currency: order.currency.clone(),

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
-use crate::domain::{format_ms, system_now, SaleId, UserId};
+use crate::domain::{format_ms, system_now, SaleId, ShopperId};
 
 /// Clock skew tolerated on `exp`, in seconds.
 const TOKEN_LEEWAY_SECS: u64 = 5;
@@ -97,17 +97,17 @@ impl AuthKeys {
         })
     }
 
-    /// A purchase token for `user` in `sale`, valid until `expires_at`
+    /// A purchase token for `shopper` in `sale`, valid until `expires_at`
     /// (Unix milliseconds, rounded down to a second).
     pub fn mint_purchase_token(
         &self,
-        user: &UserId,
+        shopper: &ShopperId,
         sale: &SaleId,
         ttl_secs: i64,
     ) -> Result<(String, i64), ApiError> {
         let exp = system_now() / 1000 + ttl_secs;
         let claims = PurchaseClaims {
-            sub: user.to_string(),
+            sub: shopper.to_string(),
             sale: sale.to_string(),
             jti: Alphanumeric.sample_string(&mut rand::rng(), 22),
             exp,
@@ -122,11 +122,11 @@ impl AuthKeys {
     }
 
     /// The id of a purchase token that is genuine, unexpired, and was
-    /// issued to `user` for `sale`.
+    /// issued to `shopper` for `sale`.
     pub fn purchase_token(
         &self,
         token: &str,
-        user: &UserId,
+        shopper: &ShopperId,
         sale: &SaleId,
     ) -> Result<String, PurchaseTokenError> {
         let data = jsonwebtoken::decode::<PurchaseClaims>(
@@ -139,7 +139,7 @@ impl AuthKeys {
             _ => PurchaseTokenError::Invalid,
         })?;
         let claims = data.claims;
-        if claims.sub != user.as_str() {
+        if claims.sub != shopper.as_str() {
             return Err(PurchaseTokenError::OtherShopper);
         }
         if claims.sale != sale.as_str() {
@@ -149,7 +149,7 @@ impl AuthKeys {
     }
 
     /// The shopper a bearer token names, if it is genuine and unexpired.
-    pub fn shopper_of(&self, token: &str) -> Result<UserId, ApiError> {
+    pub fn shopper_of(&self, token: &str) -> Result<ShopperId, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.shopper_key, &self.validation)
             .map_err(|err| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -159,7 +159,7 @@ impl AuthKeys {
                     _ => "the token is malformed",
                 })
             })?;
-        UserId::parse(&data.claims.sub)
+        ShopperId::parse(&data.claims.sub)
             .map_err(|_| ApiError::Unauthorized("the token's sub is not a valid shopper id"))
     }
 
@@ -204,7 +204,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 }
 
 /// The shopper making the request.
-pub struct Shopper(pub UserId);
+pub struct Shopper(pub ShopperId);
 
 impl FromRequestParts<AppState> for Shopper {
     type Rejection = ApiError;

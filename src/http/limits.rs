@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::domain::UserId;
+use crate::domain::ShopperId;
 use crate::telemetry;
 
 /// One limit: a rate per second and a burst (`0`: the rate).
@@ -46,7 +46,7 @@ impl Rate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitSettings {
     pub global: Rate,
-    pub user: Rate,
+    pub shopper: Rate,
     pub ip: Rate,
     /// Take the client address from the last X-Forwarded-For entry.
     pub trust_forwarded_for: bool,
@@ -54,7 +54,7 @@ pub struct RateLimitSettings {
 
 pub struct RateLimits {
     global: Option<DefaultDirectRateLimiter>,
-    user: Option<DefaultKeyedRateLimiter<UserId>>,
+    shopper: Option<DefaultKeyedRateLimiter<ShopperId>>,
     ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     trust_forwarded_for: bool,
     clock: DefaultClock,
@@ -64,7 +64,7 @@ impl RateLimits {
     pub fn new(settings: &RateLimitSettings) -> Self {
         Self {
             global: settings.global.quota().map(RateLimiter::direct),
-            user: settings.user.quota().map(RateLimiter::keyed),
+            shopper: settings.shopper.quota().map(RateLimiter::keyed),
             ip: settings.ip.quota().map(RateLimiter::keyed),
             trust_forwarded_for: settings.trust_forwarded_for,
             clock: DefaultClock::default(),
@@ -83,9 +83,9 @@ impl RateLimits {
 
     /// Counts one order request from the shopper, then against the overall
     /// limit (so one shopper over their share uses none of it).
-    pub fn check_shopper(&self, user: &UserId) -> Result<(), ApiError> {
-        if let Some(limiter) = &self.user {
-            limiter.check_key(user).map_err(|not_until| {
+    pub fn check_shopper(&self, shopper: &ShopperId) -> Result<(), ApiError> {
+        if let Some(limiter) = &self.shopper {
+            limiter.check_key(shopper).map_err(|not_until| {
                 self.limited("user", "too many requests from this shopper", &not_until)
             })?;
         }
@@ -99,7 +99,7 @@ impl RateLimits {
 
     /// Forgets keys back to a full burst and reports the limiters' sizes.
     pub fn prune(&self) {
-        if let Some(limiter) = &self.user {
+        if let Some(limiter) = &self.shopper {
             limiter.retain_recent();
             limiter.shrink_to_fit();
             telemetry::set_rate_limiter_keys("user", limiter.len());
@@ -114,7 +114,7 @@ impl RateLimits {
     /// Keys the per-shopper and per-address limiters hold.
     pub fn keys(&self) -> (usize, usize) {
         (
-            self.user.as_ref().map_or(0, |limiter| limiter.len()),
+            self.shopper.as_ref().map_or(0, |limiter| limiter.len()),
             self.ip.as_ref().map_or(0, |limiter| limiter.len()),
         )
     }
@@ -217,10 +217,10 @@ pub async fn shed_load(State(shedding): State<Shedding>, request: Request, next:
 mod tests {
     use super::*;
 
-    fn limits(user: Rate, ip: Rate, global: Rate) -> RateLimits {
+    fn limits(shopper: Rate, ip: Rate, global: Rate) -> RateLimits {
         RateLimits::new(&RateLimitSettings {
             global,
-            user,
+            shopper,
             ip,
             trust_forwarded_for: false,
         })
@@ -241,7 +241,7 @@ mod tests {
             OFF,
             OFF,
         );
-        let shopper = UserId::parse("bursty").expect("user");
+        let shopper = ShopperId::parse("bursty").expect("user");
         for _ in 0..3 {
             limits.check_shopper(&shopper).expect("within the burst");
         }
@@ -251,7 +251,7 @@ mod tests {
             }) => assert_eq!(retry_after_secs, 1),
             other => panic!("expected 429, got {other:?}"),
         }
-        let other = UserId::parse("calm").expect("user");
+        let other = ShopperId::parse("calm").expect("user");
         limits
             .check_shopper(&other)
             .expect("another shopper has their own share");
@@ -260,7 +260,7 @@ mod tests {
     #[test]
     fn zero_turns_a_limit_off() {
         let limits = limits(OFF, OFF, OFF);
-        let shopper = UserId::parse("anyone").expect("user");
+        let shopper = ShopperId::parse("anyone").expect("user");
         for _ in 0..10_000 {
             limits.check_shopper(&shopper).expect("no limit");
             limits
@@ -279,8 +279,8 @@ mod tests {
         };
         let limits = limits(fast, fast, OFF);
         for i in 0..100_000u32 {
-            let user = UserId::parse(&format!("u{i}")).expect("user");
-            limits.check_shopper(&user).expect("first request");
+            let shopper = ShopperId::parse(&format!("u{i}")).expect("user");
+            limits.check_shopper(&shopper).expect("first request");
             limits
                 .check_ip(IpAddr::from(i.to_be_bytes()))
                 .expect("first request");
@@ -302,7 +302,7 @@ mod tests {
         assert_eq!(limits(OFF, OFF, OFF).client_ip(peer, &headers), peer);
         let trusting = RateLimits::new(&RateLimitSettings {
             global: OFF,
-            user: OFF,
+            shopper: OFF,
             ip: OFF,
             trust_forwarded_for: true,
         });

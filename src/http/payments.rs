@@ -186,7 +186,7 @@ fn acknowledged() -> Json<NotifyAck> {
     responses((status = 200, description = "The order, paid.", body = OrderBody), PayErrors)
 )]
 async fn simulated_pay(
-    Shopper(user_id): Shopper,
+    Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderBody>, ApiError> {
@@ -195,7 +195,7 @@ async fn simulated_pay(
         .store
         .order(&order_id)
         .await?
-        .filter(|order| order.user_id == user_id)
+        .filter(|order| order.shopper_id == shopper_id)
         .ok_or_else(|| ApiError::NotFound("order not found".into()))?;
     let payment = Payment {
         amount: None,

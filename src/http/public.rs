@@ -169,7 +169,7 @@ fn one() -> i64 {
     )
 )]
 async fn create_order(
-    Shopper(user_id): Shopper,
+    Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
@@ -183,7 +183,7 @@ async fn create_order(
     ApiError,
 > {
     let result = async {
-        state.limits.check_shopper(&user_id)?;
+        state.limits.check_shopper(&shopper_id)?;
         let sale_id = parse_sale_id(&id)?;
         let idempotency_key = idempotency_key(&headers)?;
         let purchase_token = match headers.get(PURCHASE_TOKEN_HEADER) {
@@ -192,7 +192,7 @@ async fn create_order(
                 let token = token
                     .to_str()
                     .map_err(|_| ApiError::Forbidden("the purchase token is not valid"))?;
-                match state.auth.purchase_token(token, &user_id, &sale_id) {
+                match state.auth.purchase_token(token, &shopper_id, &sale_id) {
                     Ok(id) => Some(id),
                     // A retry with its Idempotency-Key must get its first
                     // answer even after the token expired: passed on as no
@@ -212,7 +212,7 @@ async fn create_order(
         let request = ReserveRequest {
             order_id: OrderId::generate(&sale_id),
             sale_id,
-            user_id,
+            shopper_id,
             quantity: Quantity::parse(quantity)?,
             idempotency_key,
             purchase_token,
@@ -263,11 +263,11 @@ async fn create_order(
     )
 )]
 async fn issue_purchase_token(
-    Shopper(user_id): Shopper,
+    Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<PurchaseTokenBody>), ApiError> {
-    state.limits.check_shopper(&user_id)?;
+    state.limits.check_shopper(&shopper_id)?;
     let sale_id = parse_sale_id(&id)?;
     let view = view_sale(&state, &sale_id).await?;
     let closed = match view.status() {
@@ -282,7 +282,7 @@ async fn issue_purchase_token(
     let (token, expires_at) =
         state
             .auth
-            .mint_purchase_token(&user_id, &sale_id, state.purchase_token_ttl_secs)?;
+            .mint_purchase_token(&shopper_id, &sale_id, state.purchase_token_ttl_secs)?;
     Ok((
         StatusCode::CREATED,
         Json(PurchaseTokenBody {
@@ -318,7 +318,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     responses((status = 200, description = "The order.", body = OrderBody), GetOrderErrors)
 )]
 async fn get_order(
-    Shopper(user_id): Shopper,
+    Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderBody>, ApiError> {
@@ -326,7 +326,7 @@ async fn get_order(
         .store
         .order(&parse_order_id(&id)?)
         .await?
-        .filter(|order| order.user_id == user_id)
+        .filter(|order| order.shopper_id == shopper_id)
         .ok_or_else(|| ApiError::NotFound("order not found".into()))?;
     Ok(Json((&order).into()))
 }
@@ -340,10 +340,10 @@ async fn get_order(
     responses((status = 200, description = "The shopper's orders.", body = OrderList), ListOrdersErrors)
 )]
 async fn list_orders(
-    Shopper(user_id): Shopper,
+    Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
 ) -> Result<Json<OrderList>, ApiError> {
-    let orders = state.store.user_orders(&user_id).await?;
+    let orders = state.store.shopper_orders(&shopper_id).await?;
     let orders: Vec<OrderBody> = orders.iter().map(OrderBody::from).collect();
     Ok(Json(OrderList { orders }))
 }
@@ -361,13 +361,13 @@ async fn list_orders(
     )
 )]
 async fn cancel_order(
-    Shopper(user_id): Shopper,
+    Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderBody>, ApiError> {
     let order = state
         .store
-        .cancel_order(&parse_order_id(&id)?, &user_id)
+        .cancel_order(&parse_order_id(&id)?, &shopper_id)
         .await?;
     state
         .inventory

@@ -51,7 +51,7 @@ use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 use super::{InventoryError, MailboxTicket, Registry};
-use crate::domain::{system_now, Millis, Rejection, Sale, SaleId, SaleState, SaleView, UserId};
+use crate::domain::{system_now, Millis, Rejection, Sale, SaleId, SaleState, SaleView, ShopperId};
 use crate::store::{Reservation, ReserveRequest, Store, StoreError};
 use crate::telemetry;
 
@@ -98,7 +98,7 @@ pub struct SaleUpdated(pub SaleView);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StockReturned {
-    pub user: UserId,
+    pub shopper: ShopperId,
     pub quantity: i64,
 }
 
@@ -209,7 +209,7 @@ pub struct SaleActor {
     store_offset_min_ms: Millis,
     store_offset_max_ms: Millis,
     /// Shoppers known to hold the full per-user limit.
-    at_limit: HashSet<UserId>,
+    at_limit: HashSet<ShopperId>,
     /// Units cancelled or expired at the last snapshot.
     returned_units: i64,
     /// Raised by every event that may give stock or time back.
@@ -303,9 +303,9 @@ impl SaleActor {
         }
     }
 
-    fn stock_returned(&mut self, user: &UserId, quantity: i64) {
+    fn stock_returned(&mut self, shopper: &ShopperId, quantity: i64) {
         self.remaining += quantity;
-        self.at_limit.remove(user);
+        self.at_limit.remove(shopper);
         self.generation += 1;
     }
 
@@ -334,7 +334,7 @@ impl SaleActor {
             return None;
         }
         let quantity = request.quantity.get();
-        if quantity > self.sale.per_user_limit || self.at_limit.contains(&request.user_id) {
+        if quantity > self.sale.per_user_limit || self.at_limit.contains(&request.shopper_id) {
             Some(Rejection::LimitExceeded)
         } else if self.remaining < quantity {
             Some(Rejection::SoldOut)
@@ -382,22 +382,22 @@ impl SaleActor {
                     self.remaining = remaining;
                 }
                 if reservation.held >= Some(self.sale.per_user_limit) {
-                    self.remember_at_limit(&request.user_id);
+                    self.remember_at_limit(&request.shopper_id);
                 }
             }
             Err(StoreError::Rejected(Rejection::SoldOut)) => {
                 self.remaining = self.remaining.min(request.quantity.get() - 1);
             }
             Err(StoreError::Rejected(Rejection::LimitExceeded)) if request.quantity.get() == 1 => {
-                self.remember_at_limit(&request.user_id);
+                self.remember_at_limit(&request.shopper_id);
             }
             Err(_) => {}
         }
     }
 
-    fn remember_at_limit(&mut self, user: &UserId) {
+    fn remember_at_limit(&mut self, shopper: &ShopperId) {
         if self.at_limit.len() < self.settings.known_shoppers_max {
-            self.at_limit.insert(user.clone());
+            self.at_limit.insert(shopper.clone());
         }
     }
 
@@ -599,7 +599,7 @@ impl Handler<StockReturned> for SaleActor {
     type Result = ();
 
     fn handle(&mut self, msg: StockReturned, _: &mut Self::Context) {
-        self.stock_returned(&msg.user, msg.quantity);
+        self.stock_returned(&msg.shopper, msg.quantity);
         self.news_taken_in += 1;
         self.publish_sold_out();
     }
@@ -675,10 +675,10 @@ mod tests {
         actor
     }
 
-    fn ask(actor: &SaleActor, user: &str, quantity: i64, key: Option<&str>) -> ReserveRequest {
+    fn ask(actor: &SaleActor, shopper: &str, quantity: i64, key: Option<&str>) -> ReserveRequest {
         ReserveRequest {
             sale_id: actor.sale.id.clone(),
-            user_id: UserId::parse(user).expect("user"),
+            shopper_id: ShopperId::parse(shopper).expect("user"),
             quantity: Quantity::parse(quantity).expect("quantity"),
             order_id: OrderId::generate(&actor.sale.id),
             idempotency_key: key.map(str::to_owned),
@@ -707,7 +707,7 @@ mod tests {
             "read before registration"
         );
         let sent_in = fresh.generation;
-        fresh.stock_returned(&UserId::parse("b").expect("user"), 1);
+        fresh.stock_returned(&ShopperId::parse("b").expect("user"), 1);
         fresh.take_snapshot(timed(upcoming.clone(), 0), sent_in, true);
         assert_eq!(
             fresh.certain_rejection(&request),
@@ -748,7 +748,7 @@ mod tests {
             !sold_out.board.refuses(1, steady_now()),
             "republishing before the news arrived changes nothing"
         );
-        sold_out.stock_returned(&UserId::parse("a").expect("user"), 1);
+        sold_out.stock_returned(&ShopperId::parse("a").expect("user"), 1);
         sold_out.news_taken_in += 1;
         sold_out.publish_sold_out();
         assert!(
@@ -846,7 +846,7 @@ mod tests {
             "a keyed retry may replay"
         );
 
-        actor.stock_returned(&UserId::parse("b").expect("user"), 1);
+        actor.stock_returned(&ShopperId::parse("b").expect("user"), 1);
         assert_eq!(actor.certain_rejection(&one), None);
     }
 
@@ -855,7 +855,7 @@ mod tests {
         let mut actor = actor(view(-1_000, 1));
         let one = ask(&actor, "a", 1, None);
         let sent_in = actor.generation;
-        actor.stock_returned(&UserId::parse("b").expect("user"), 1);
+        actor.stock_returned(&ShopperId::parse("b").expect("user"), 1);
         // The store said sold out before the unit came back.
         actor.learn(
             &one,
@@ -899,7 +899,7 @@ mod tests {
             "known_shoppers_max is 1"
         );
 
-        actor.stock_returned(&UserId::parse("a").expect("user"), 1);
+        actor.stock_returned(&ShopperId::parse("a").expect("user"), 1);
         assert_eq!(actor.certain_rejection(&first), None, "a's cancel frees a");
         actor.learn(&first, &limit, actor.generation);
         let mut returned = view(-1_000, 10);

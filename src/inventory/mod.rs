@@ -190,7 +190,7 @@ impl Inventory {
         if let Some(actor) = self.registry.get(&stock_return.sale_id) {
             actor.board.news_coming();
             actor.address.do_send(StockReturned {
-                user: stock_return.user_id,
+                shopper: stock_return.shopper_id,
                 quantity: stock_return.quantity,
             });
         }

@@ -19,7 +19,7 @@ use super::{
 use crate::domain::{
     check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, PresentedToken,
     RecordedOrder, Rejection, Sale, SaleChange, SaleId, SaleRecords, SaleState, SaleStats,
-    SaleView, UserId, LIVE_CHANGEABLE_FIELDS,
+    SaleView, ShopperId, LIVE_CHANGEABLE_FIELDS,
 };
 
 /// One sale and everything that hangs off it, changed under one lock.
@@ -28,11 +28,11 @@ struct SaleRecord {
     version: i64,
     stats: SaleStats,
     /// Shopper -> units held (reserved or paid).
-    held: HashMap<UserId, i64>,
+    held: HashMap<ShopperId, i64>,
     /// (shopper, idempotency key) -> (order, quantity asked).
-    idempotency: HashMap<(UserId, String), (OrderId, i64)>,
+    idempotency: HashMap<(ShopperId, String), (OrderId, i64)>,
     orders: HashMap<OrderId, Order>,
-    user_orders: HashMap<UserId, Vec<OrderId>>,
+    shopper_orders: HashMap<ShopperId, Vec<OrderId>>,
     /// Unpaid orders by payment deadline.
     deadlines: BTreeSet<(Millis, OrderId)>,
     /// The reservation stream with the order service's consumer group.
@@ -71,10 +71,10 @@ impl SaleRecord {
             OrderStatus::Cancelled => self.stats.cancelled += order.quantity,
             _ => self.stats.expired += order.quantity,
         }
-        if let Some(held) = self.held.get_mut(&order.user_id) {
+        if let Some(held) = self.held.get_mut(&order.shopper_id) {
             *held -= order.quantity;
             if *held <= 0 {
-                self.held.remove(&order.user_id);
+                self.held.remove(&order.shopper_id);
             }
         }
         Some(order)
@@ -101,7 +101,7 @@ impl SaleRecord {
         let idempotency = request
             .idempotency_key
             .as_ref()
-            .map(|key| (request.user_id.clone(), key.clone()));
+            .map(|key| (request.shopper_id.clone(), key.clone()));
         if let Some((order_id, asked)) = idempotency
             .as_ref()
             .and_then(|key| self.idempotency.get(key))
@@ -122,7 +122,7 @@ impl SaleRecord {
             });
         }
         let now = system_now();
-        let held = self.held.get(&request.user_id).copied().unwrap_or(0);
+        let held = self.held.get(&request.shopper_id).copied().unwrap_or(0);
         let token = match &request.purchase_token {
             None => PresentedToken::Missing,
             Some(id) if self.used_tokens.contains(id) => PresentedToken::Used,
@@ -142,11 +142,11 @@ impl SaleRecord {
         self.stats.remaining -= quantity;
         self.stats.reserved += quantity;
         let held = held + quantity;
-        self.held.insert(request.user_id.clone(), held);
+        self.held.insert(request.shopper_id.clone(), held);
         let order = Order {
             id: request.order_id.clone(),
             sale_id: request.sale_id.clone(),
-            user_id: request.user_id.clone(),
+            shopper_id: request.shopper_id.clone(),
             quantity,
             amount_cents: quantity * self.sale.price_cents,
             currency: self.sale.currency.clone(),
@@ -158,8 +158,8 @@ impl SaleRecord {
         self.orders.insert(order.id.clone(), order.clone());
         self.deadlines.insert((order.expires_at, order.id.clone()));
         made.push(order.id.clone());
-        self.user_orders
-            .entry(request.user_id.clone())
+        self.shopper_orders
+            .entry(request.shopper_id.clone())
             .or_default()
             .push(order.id.clone());
         if let Some(key) = idempotency {
@@ -324,7 +324,7 @@ impl Store for EmbeddedStore {
             held: HashMap::new(),
             idempotency: HashMap::new(),
             orders: HashMap::new(),
-            user_orders: HashMap::new(),
+            shopper_orders: HashMap::new(),
             deadlines: BTreeSet::new(),
             stream: ReservationStream::default(),
             queued: HashSet::new(),
@@ -371,9 +371,9 @@ impl Store for EmbeddedStore {
             held: record
                 .held
                 .iter()
-                .map(|(user, units)| (user.clone(), *units))
+                .map(|(shopper, units)| (shopper.clone(), *units))
                 .collect(),
-            indexed: record.user_orders.values().flatten().cloned().collect(),
+            indexed: record.shopper_orders.values().flatten().cloned().collect(),
             orders: record
                 .orders
                 .values()
@@ -481,25 +481,25 @@ impl Store for EmbeddedStore {
         Ok(order)
     }
 
-    async fn user_orders(&self, user: &UserId) -> Result<Vec<Order>, StoreError> {
+    async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError> {
         let mut orders: Vec<Order> = Vec::new();
         for entry in self.sales.iter() {
             let record = entry.value().lock();
-            let ids = record.user_orders.get(user).into_iter().flatten();
+            let ids = record.shopper_orders.get(shopper).into_iter().flatten();
             orders.extend(ids.filter_map(|id| record.orders.get(id).cloned()));
         }
         sort_newest_first(&mut orders);
         Ok(orders)
     }
 
-    async fn cancel_order(&self, id: &OrderId, user: &UserId) -> Result<Order, StoreError> {
+    async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
         let record = self.order_record(id)?;
         let mut guard = record.lock();
         let record = &mut *guard;
         let order = record
             .orders
             .get_mut(id)
-            .filter(|order| &order.user_id == user)
+            .filter(|order| &order.shopper_id == shopper)
             .ok_or(StoreError::NotFound("order"))?;
         if order.status != OrderStatus::PendingPayment {
             return Err(StoreError::Conflict(format!(

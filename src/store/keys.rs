@@ -54,7 +54,7 @@ impl SaleKeys {
     }
 
     /// Hash: shopper -> space-separated order ids.
-    pub fn user_orders(&self) -> String {
+    pub fn shopper_orders(&self) -> String {
         format!("{}:uorders", self.tag)
     }
 
@@ -106,7 +106,7 @@ mod tests {
             keys.stats(),
             keys.buyers(),
             keys.idempotency(),
-            keys.user_orders(),
+            keys.shopper_orders(),
             keys.stream(),
             keys.deadlines(),
             keys.purchase_tokens(),

@@ -21,7 +21,7 @@ pub use self::embedded::EmbeddedStore;
 pub use self::redis::{RedisStore, RedisTarget};
 use crate::domain::{
     Order, OrderEvent, OrderId, Quantity, Rejection, Sale, SaleChange, SaleId, SaleRecords,
-    SaleView, UserId,
+    SaleView, ShopperId,
 };
 
 /// What can go wrong in a store call. Mapped to HTTP in `http::error`.
@@ -49,7 +49,7 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReserveRequest {
     pub sale_id: SaleId,
-    pub user_id: UserId,
+    pub shopper_id: ShopperId,
     pub quantity: Quantity,
     /// The id the order gets if this request creates one.
     pub order_id: OrderId,
@@ -152,7 +152,9 @@ pub struct Delivery {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StockReturn {
     pub sale_id: SaleId,
-    pub user_id: UserId,
+    // The name other engine nodes read in announcements.
+    #[serde(rename = "user_id")]
+    pub shopper_id: ShopperId,
     pub quantity: i64,
 }
 
@@ -160,7 +162,7 @@ impl From<&Order> for StockReturn {
     fn from(order: &Order) -> Self {
         Self {
             sale_id: order.sale_id.clone(),
-            user_id: order.user_id.clone(),
+            shopper_id: order.shopper_id.clone(),
             quantity: order.quantity,
         }
     }
@@ -227,10 +229,10 @@ pub trait Store: Send + Sync + 'static {
     async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
 
     /// The shopper's orders in every sale, newest first.
-    async fn user_orders(&self, user: &UserId) -> Result<Vec<Order>, StoreError>;
+    async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError>;
 
     /// Cancels the shopper's unpaid order and puts its units back on sale.
-    async fn cancel_order(&self, id: &OrderId, user: &UserId) -> Result<Order, StoreError>;
+    async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError>;
 
     /// Pays an order (see [`PaymentOutcome`]), queueing the hand-off to the
     /// merchant when `hand_off`.

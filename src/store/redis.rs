@@ -25,7 +25,7 @@ use super::{
 };
 use crate::domain::{
     system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, RecordedOrder, Rejection, Sale,
-    SaleChange, SaleId, SaleRecords, SaleState, SaleStats, SaleView, UserId,
+    SaleChange, SaleId, SaleRecords, SaleState, SaleStats, SaleView, ShopperId,
 };
 use crate::telemetry;
 
@@ -315,7 +315,7 @@ impl RedisStore {
                     order: Order {
                         id: request.order_id.clone(),
                         sale_id: request.sale_id.clone(),
-                        user_id: request.user_id.clone(),
+                        shopper_id: request.shopper_id.clone(),
                         quantity,
                         amount_cents: terms
                             .price_cents
@@ -359,11 +359,11 @@ impl RedisStore {
         }
     }
 
-    async fn order_ids_of(&self, sale: &SaleId, user: &UserId) -> Result<Vec<OrderId>, StoreError> {
+    async fn order_ids_of(&self, sale: &SaleId, shopper: &ShopperId) -> Result<Vec<OrderId>, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut cmd = redis::cmd("HGET");
-        cmd.arg(keys.user_orders()).arg(user.as_str());
-        let ids: Option<String> = self.query("user_orders", &cmd).await?;
+        cmd.arg(keys.shopper_orders()).arg(shopper.as_str());
+        let ids: Option<String> = self.query("shopper_orders", &cmd).await?;
         order_ids(ids.as_deref())
     }
 }
@@ -550,7 +550,7 @@ fn order_from_fields(id: &OrderId, fields: &HashMap<String, String>) -> Result<O
     Ok(Order {
         id: id.clone(),
         sale_id: id.sale_id(),
-        user_id: UserId::parse(&text_field(fields, "user_id")?).map_err(corrupt)?,
+        shopper_id: ShopperId::parse(&text_field(fields, "user_id")?).map_err(corrupt)?,
         quantity: int_field(fields, "quantity")?,
         amount_cents: int_field(fields, "amount_cents")?,
         currency: text_field(fields, "currency")?,
@@ -669,7 +669,7 @@ impl Store for RedisStore {
             .key(keys.stock())
             .key(keys.stats())
             .key(keys.buyers())
-            .key(keys.user_orders())
+            .key(keys.shopper_orders())
             .key(keys.stream())
             .key(keys.deadlines())
             .key(keys.orders());
@@ -705,7 +705,7 @@ impl Store for RedisStore {
             view,
             held: held
                 .into_iter()
-                .map(|(user, units)| Ok((UserId::parse(&user).map_err(corrupt)?, units)))
+                .map(|(shopper, units)| Ok((ShopperId::parse(&shopper).map_err(corrupt)?, units)))
                 .collect::<Result<_, StoreError>>()?,
             indexed: order_ids(index.values().map(String::as_str))?,
             orders,
@@ -764,7 +764,7 @@ impl Store for RedisStore {
             .key(keys.stats())
             .key(keys.buyers())
             .key(keys.idempotency())
-            .key(keys.user_orders())
+            .key(keys.shopper_orders())
             .key(keys.stream())
             .key(keys.deadlines())
             .key(keys.purchase_tokens())
@@ -773,10 +773,10 @@ impl Store for RedisStore {
             let idempotency_field = request
                 .idempotency_key
                 .as_ref()
-                .map(|key| format!("{}\n{key}", request.user_id))
+                .map(|key| format!("{}\n{key}", request.shopper_id))
                 .unwrap_or_default();
             invocation
-                .arg(request.user_id.as_str())
+                .arg(request.shopper_id.as_str())
                 .arg(request.quantity.get())
                 .arg(request.order_id.as_str())
                 .arg(idempotency_field)
@@ -806,16 +806,16 @@ impl Store for RedisStore {
             .transpose()
     }
 
-    async fn user_orders(&self, user: &UserId) -> Result<Vec<Order>, StoreError> {
+    async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError> {
         let sales = self.sale_ids().await?;
-        let ids = try_join_all(sales.iter().map(|sale| self.order_ids_of(sale, user))).await?;
+        let ids = try_join_all(sales.iter().map(|sale| self.order_ids_of(sale, shopper))).await?;
         let orders = try_join_all(ids.iter().flatten().map(|id| self.order(id))).await?;
         let mut orders: Vec<Order> = orders.into_iter().flatten().collect();
         sort_newest_first(&mut orders);
         Ok(orders)
     }
 
-    async fn cancel_order(&self, id: &OrderId, user: &UserId) -> Result<Order, StoreError> {
+    async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
         let keys = SaleKeys::new(&id.sale_id());
         let mut invocation = self.scripts.cancel_order.key(keys.orders());
         invocation
@@ -823,7 +823,7 @@ impl Store for RedisStore {
             .key(keys.stats())
             .key(keys.buyers())
             .key(keys.deadlines())
-            .arg(user.as_str())
+            .arg(shopper.as_str())
             .arg(id.as_str());
         let (outcome, mut reply) = Reply::new(self.run("cancel_order", &invocation).await?)?;
         match outcome.as_str() {

@@ -114,8 +114,8 @@ async fn live_sales_take_stock_and_end_changes_only(backend: Backend) {
     let Harness { app, redis: _redis } = Harness::start(backend).await;
     let sale = app.create_sale(live_sale(2, 1)).await;
     let path = format!("/admin/v1/sales/{sale}");
-    for user in ["sam", "tia"] {
-        app.buy(&sale, user).await;
+    for shopper in ["sam", "tia"] {
+        app.buy(&sale, shopper).await;
     }
     let sold_out = app.order(&sale, "uma", None, None).await;
     assert_eq!(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use flashsale::config::Config;
 use flashsale::domain::{
-    system_now, OrderId, Quantity, Rejection, Sale, SaleId, SaleState, UserId,
+    system_now, OrderId, Quantity, Rejection, Sale, SaleId, SaleState, ShopperId,
 };
 use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
 use flashsale::store::{EmbeddedStore, ReserveRequest, Store, StoreError};
@@ -173,9 +173,9 @@ async fn idle_actor_retires_and_restarts_on_demand() {
         ..actor_settings()
     };
     let inventory = Inventory::start(store, 1, settings, Duration::from_secs(2)).unwrap();
-    let request = |user: &str| ReserveRequest {
+    let request = |shopper: &str| ReserveRequest {
         sale_id: sale.id.clone(),
-        user_id: UserId::parse(user).unwrap(),
+        shopper_id: ShopperId::parse(shopper).unwrap(),
         quantity: Quantity::parse(1).unwrap(),
         order_id: OrderId::generate(&sale.id),
         idempotency_key: None,

@@ -896,9 +896,9 @@ async fn check(
             let issued_to_caller = fixtures.purchase_tokens[..2]
                 .iter()
                 .zip(["fuzz-owner", "fuzz-other"])
-                .any(|(purchase, user)| {
+                .any(|(purchase, shopper)| {
                     case.purchase_token.as_deref() == Some(purchase.as_bytes())
-                        && caller == Some(user)
+                        && caller == Some(shopper)
                 });
             prop_assert!(
                 issued_to_caller,
@@ -985,19 +985,19 @@ async fn malformed_requests_get_documented_4xx_never_5xx() {
     let order = app.buy(&live, "fuzz-owner").await;
     let other_order = app.buy(&live, "fuzz-other").await;
     let mut purchase_tokens = Vec::new();
-    for (user, sale) in [
+    for (shopper, sale) in [
         ("fuzz-owner", &token_sale),
         ("fuzz-other", &token_sale),
         ("fuzz-owner", &live),
     ] {
         let path = format!("/api/v1/sales/{sale}/purchase-token");
-        let response = app.shopper_post(user, &path).await;
+        let response = app.shopper_post(shopper, &path).await;
         let status = response.status();
         let issued: Value = response.json().await.unwrap();
         assert_eq!(
             status,
             StatusCode::CREATED,
-            "{user}'s purchase token: {issued}"
+            "{shopper}'s purchase token: {issued}"
         );
         purchase_tokens.push(issued["purchase_token"].as_str().unwrap().to_owned());
     }
@@ -1015,7 +1015,7 @@ async fn malformed_requests_get_documented_4xx_never_5xx() {
         purchase_tokens,
         shoppers: shopper_ids
             .iter()
-            .map(|user| format!("Bearer {}", token(user)).into_bytes())
+            .map(|shopper| format!("Bearer {}", token(shopper)).into_bytes())
             // Spaces around the token are trimmed: still valid.
             .chain([format!("Bearer   {}  ", token("fuzz-other")).into_bytes()])
             .collect(),

@@ -130,7 +130,7 @@ impl App {
             payments: Arc::new(Payments::new(Arc::clone(&store), method, None)),
             limits: Arc::new(RateLimits::new(&RateLimitSettings {
                 global: off,
-                user: off,
+                shopper: off,
                 ip: off,
                 trust_forwarded_for: false,
             })),

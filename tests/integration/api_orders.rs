@@ -202,11 +202,11 @@ async fn stock_freed_during_a_storm_is_sold_again(backend: Backend) {
         ));
     }
 
-    let cancels = holders.into_iter().map(|(user, id)| {
+    let cancels = holders.into_iter().map(|(shopper, id)| {
         let app = std::sync::Arc::clone(&app);
         tokio::spawn(async move {
             let response = app
-                .shopper_post(&user, &format!("/api/v1/orders/{id}/cancel"))
+                .shopper_post(&shopper, &format!("/api/v1/orders/{id}/cancel"))
                 .await;
             assert_eq!(response.status(), StatusCode::OK);
         })

@@ -28,13 +28,13 @@ async fn guarded_sale(app: &TestApp, starts_in: Duration) -> String {
     app.create_sale(sale).await
 }
 
-async fn ask_token(app: &TestApp, sale: &str, user: &str) -> reqwest::Response {
-    app.shopper_post(user, &format!("/api/v1/sales/{sale}/purchase-token"))
+async fn ask_token(app: &TestApp, sale: &str, shopper: &str) -> reqwest::Response {
+    app.shopper_post(shopper, &format!("/api/v1/sales/{sale}/purchase-token"))
         .await
 }
 
-async fn purchase_token(app: &TestApp, sale: &str, user: &str) -> String {
-    let response = ask_token(app, sale, user).await;
+async fn purchase_token(app: &TestApp, sale: &str, shopper: &str) -> String {
+    let response = ask_token(app, sale, shopper).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["sale_id"], sale);
@@ -44,14 +44,14 @@ async fn purchase_token(app: &TestApp, sale: &str, user: &str) -> String {
 async fn order_with(
     app: &TestApp,
     sale: &str,
-    user: &str,
+    shopper: &str,
     purchase: Option<&str>,
     key: Option<&str>,
 ) -> reqwest::Response {
     let mut request = app
         .client
         .post(app.url(&format!("/api/v1/sales/{sale}/orders")))
-        .bearer_auth(token(user));
+        .bearer_auth(token(shopper));
     if let Some(purchase) = purchase {
         request = request.header("X-Purchase-Token", purchase);
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use flashsale::domain::{
     system_now, OrderId, OrderStatus, PatchStatus, Quantity, Rejection, Sale, SaleChange, SaleId,
-    SalePatch, SaleRules, SaleState, SaleStatus, UserId,
+    SalePatch, SaleRules, SaleState, SaleStatus, ShopperId,
 };
 use flashsale::store::{
     EmbeddedStore, Payment, PaymentOutcome, RedisStore, RedisTarget, ReserveRequest, Store,
@@ -68,14 +68,14 @@ pub fn sale(stock: i64, limit: i64, starts_in_ms: i64) -> Sale {
     }
 }
 
-fn user(name: &str) -> UserId {
-    UserId::parse(name).unwrap()
+fn shopper(name: &str) -> ShopperId {
+    ShopperId::parse(name).unwrap()
 }
 
 pub fn request(sale: &Sale, who: &str, quantity: i64, key: Option<&str>) -> ReserveRequest {
     ReserveRequest {
         sale_id: sale.id.clone(),
-        user_id: user(who),
+        shopper_id: shopper(who),
         quantity: Quantity::parse(quantity).unwrap(),
         order_id: OrderId::generate(&sale.id),
         idempotency_key: key.map(str::to_owned),
@@ -145,7 +145,7 @@ async fn reserve_takes_stock_and_records_the_order(backend: Backend) {
     let order = &reservation.order;
     assert_eq!(order.id, ask.order_id);
     assert_eq!(order.sale_id, live.id);
-    assert_eq!(order.user_id, user("amy"));
+    assert_eq!(order.shopper_id, shopper("amy"));
     assert_eq!((order.quantity, order.amount_cents), (2, 500));
     assert_eq!(order.currency, "CNY");
     assert_eq!(order.status, OrderStatus::PendingPayment);
@@ -156,7 +156,7 @@ async fn reserve_takes_stock_and_records_the_order(backend: Backend) {
 
     assert_eq!(store.order(&order.id).await.unwrap().as_ref(), Some(order));
     assert_eq!(
-        store.user_orders(&user("amy")).await.unwrap(),
+        store.shopper_orders(&shopper("amy")).await.unwrap(),
         vec![order.clone()]
     );
     let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
@@ -241,7 +241,7 @@ async fn idempotency_replays_and_refuses_mismatches(backend: Backend) {
 
     // A cancelled order is still what the key answers.
     store
-        .cancel_order(&first.order.id, &user("fin"))
+        .cancel_order(&first.order.id, &shopper("fin"))
         .await
         .unwrap();
     let after_cancel = store
@@ -269,7 +269,7 @@ async fn a_resent_call_takes_stock_once(backend: Backend) {
     let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
     assert_eq!((stats.remaining, stats.reserved), (4, 1));
     assert_eq!(
-        store.user_orders(&user("jo")).await.unwrap(),
+        store.shopper_orders(&shopper("jo")).await.unwrap(),
         vec![first.order]
     );
 }
@@ -290,7 +290,7 @@ async fn any_printable_shopper_id_keeps_its_orders(backend: Backend) {
     for who in shoppers {
         let first = request(&live, who, 2, Some("k"));
         let made = store.reserve(&first).await.unwrap().order;
-        assert_eq!((made.user_id.as_str(), made.quantity), (who, 2));
+        assert_eq!((made.shopper_id.as_str(), made.quantity), (who, 2));
         assert_eq!(store.order(&made.id).await.unwrap().as_ref(), Some(&made));
         let retry = ReserveRequest {
             order_id: OrderId::generate(&live.id),
@@ -300,12 +300,12 @@ async fn any_printable_shopper_id_keeps_its_orders(backend: Backend) {
         assert!(replay.replayed, "{who}");
         assert_eq!(replay.order, made);
         assert_eq!(
-            store.user_orders(&user(who)).await.unwrap(),
+            store.shopper_orders(&shopper(who)).await.unwrap(),
             std::slice::from_ref(&made)
         );
         orders.push(made);
     }
-    let cancelled = store.cancel_order(&orders[0].id, &user(shoppers[0])).await;
+    let cancelled = store.cancel_order(&orders[0].id, &shopper(shoppers[0])).await;
     assert_eq!(cancelled.unwrap().status, OrderStatus::Cancelled);
     let paid = store
         .pay_order(
@@ -318,7 +318,7 @@ async fn any_printable_shopper_id_keeps_its_orders(backend: Backend) {
         )
         .await
         .unwrap();
-    assert!(matches!(paid, PaymentOutcome::Paid(ref order) if order.user_id == user(shoppers[3])));
+    assert!(matches!(paid, PaymentOutcome::Paid(ref order) if order.shopper_id == shopper(shoppers[3])));
 
     let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
     assert_eq!(
@@ -343,15 +343,15 @@ async fn cancel_returns_units_once(backend: Backend) {
         .unwrap()
         .order;
 
-    let stranger = store.cancel_order(&order.id, &user("hana")).await;
+    let stranger = store.cancel_order(&order.id, &shopper("hana")).await;
     assert!(matches!(stranger, Err(StoreError::NotFound(_))));
-    let cancelled = store.cancel_order(&order.id, &user("gil")).await.unwrap();
+    let cancelled = store.cancel_order(&order.id, &shopper("gil")).await.unwrap();
     assert_eq!(cancelled.status, OrderStatus::Cancelled);
     assert_eq!(
         store.order(&order.id).await.unwrap().unwrap().status,
         OrderStatus::Cancelled
     );
-    let twice = store.cancel_order(&order.id, &user("gil")).await;
+    let twice = store.cancel_order(&order.id, &shopper("gil")).await;
     assert!(matches!(twice, Err(StoreError::Conflict(_))));
 
     let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
@@ -370,7 +370,7 @@ async fn cancel_returns_units_once(backend: Backend) {
         .unwrap();
     let unknown = OrderId::generate(&SaleId::generate());
     assert!(matches!(
-        store.cancel_order(&unknown, &user("gil")).await,
+        store.cancel_order(&unknown, &shopper("gil")).await,
         Err(StoreError::NotFound(_))
     ));
 }
@@ -572,7 +572,7 @@ async fn a_batch_decides_like_requests_one_by_one(backend: Backend) {
             .map(|outcome| match outcome {
                 Ok(r) => format!(
                     "{} x{} remaining {:?} held {:?} replayed {}",
-                    r.order.user_id, r.order.quantity, r.remaining, r.held, r.replayed
+                    r.order.shopper_id, r.order.quantity, r.remaining, r.held, r.replayed
                 ),
                 Err(err) => err.to_string(),
             })

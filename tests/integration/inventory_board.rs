@@ -80,7 +80,7 @@ async fn a_completed_cancel_is_seen_by_the_next_request() {
     let mut wrong = 0;
     let rounds = 200;
     for _ in 0..rounds {
-        let cancelled = store.cancel_order(&order.id, &order.user_id).await.unwrap();
+        let cancelled = store.cancel_order(&order.id, &order.shopper_id).await.unwrap();
         inventory
             .stock_returned(std::slice::from_ref(&cancelled))
             .await;

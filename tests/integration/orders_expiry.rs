@@ -92,9 +92,9 @@ async fn thousand_unpaid_orders_expire_and_all_stock_returns(backend: Backend) {
     assert_eq!(stats["reserved"], 0, "{stats}");
     assert_eq!(stats["buyers"], 0, "{stats}");
     for order in &orders {
-        let user = order["user_id"].as_str().unwrap();
+        let shopper = order["user_id"].as_str().unwrap();
         let path = format!("/api/v1/orders/{}", order["id"].as_str().unwrap());
-        let now: Value = app.shopper_get(user, &path).await.json().await.unwrap();
+        let now: Value = app.shopper_get(shopper, &path).await.json().await.unwrap();
         assert_eq!(now["status"], "expired", "{now}");
     }
     eprintln!(

@@ -41,7 +41,7 @@ async fn pay_all(store: Arc<dyn Store>, orders: Arc<Vec<Order>>) -> (i64, i64) {
 async fn cancel_some(store: Arc<dyn Store>, orders: Arc<Vec<Order>>) -> i64 {
     let mut cancelled = 0;
     for order in orders.iter().rev().step_by(3) {
-        match store.cancel_order(&order.id, &order.user_id).await {
+        match store.cancel_order(&order.id, &order.shopper_id).await {
             Ok(_) => cancelled += 1,
             Err(StoreError::Conflict(_)) => {}
             Err(err) => panic!("cancel of {} failed: {err}", order.id),

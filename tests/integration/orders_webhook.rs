@@ -247,7 +247,7 @@ async fn webhook_failing_first_calls_still_gets_every_order(backend: Backend) {
     let sale = app.create_sale(live_sale(50, 1)).await;
 
     let users: Vec<String> = (0..20).map(|n| format!("hook-shopper-{n:02}")).collect();
-    let placed = join_all(users.iter().map(|user| app.buy(&sale, user))).await;
+    let placed = join_all(users.iter().map(|shopper| app.buy(&sale, shopper))).await;
     let orders: HashMap<String, Value> = placed
         .into_iter()
         .map(|order| (order["id"].as_str().unwrap().to_owned(), order))
@@ -259,9 +259,9 @@ async fn webhook_failing_first_calls_still_gets_every_order(backend: Backend) {
         .map(|id| (id.clone(), RESERVED.to_owned()))
         .collect();
     for (id, order) in orders.iter().take(5) {
-        let user = order["user_id"].as_str().unwrap();
+        let shopper = order["user_id"].as_str().unwrap();
         let response = app
-            .shopper_post(user, &format!("/api/v1/orders/{id}/pay"))
+            .shopper_post(shopper, &format!("/api/v1/orders/{id}/pay"))
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         let paid: Value = response.json().await.unwrap();
@@ -332,7 +332,7 @@ async fn pending_hand_offs_survive_an_engine_restart() {
     let first = TestApp::spawn_with(config).await;
     let sale = first.create_sale(live_sale(50, 1)).await;
     let users: Vec<String> = (0..10).map(|n| format!("restart-shopper-{n:02}")).collect();
-    let placed = join_all(users.iter().map(|user| first.buy(&sale, user))).await;
+    let placed = join_all(users.iter().map(|shopper| first.buy(&sale, shopper))).await;
     let orders: HashMap<String, Value> = placed
         .into_iter()
         .map(|order| (order["id"].as_str().unwrap().to_owned(), order))

@@ -59,10 +59,10 @@ async fn assert_acknowledged(response: Response) {
     assert_eq!(body, json!({"code": "SUCCESS", "message": "OK"}));
 }
 
-/// A live sale of `stock` units and one pending order of `user` in it.
-async fn sale_with_order(app: &TestApp, stock: i64, user: &str) -> (String, String) {
+/// A live sale of `stock` units and one pending order of `shopper` in it.
+async fn sale_with_order(app: &TestApp, stock: i64, shopper: &str) -> (String, String) {
     let sale = app.create_sale(live_sale(stock, 1)).await;
-    let order = app.buy(&sale, user).await;
+    let order = app.buy(&sale, shopper).await;
     assert_eq!(order["status"], "pending_payment");
     assert_eq!(order["amount_cents"], PRICE);
     assert_eq!(order["currency"], "CNY");
@@ -70,15 +70,15 @@ async fn sale_with_order(app: &TestApp, stock: i64, user: &str) -> (String, Stri
 }
 
 /// The order as its shopper sees it.
-async fn order_of(app: &TestApp, user: &str, id: &str) -> Value {
-    let response = app.shopper_get(user, &format!("/api/v1/orders/{id}")).await;
+async fn order_of(app: &TestApp, shopper: &str, id: &str) -> Value {
+    let response = app.shopper_get(shopper, &format!("/api/v1/orders/{id}")).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }
 
 /// Asserts the order is still unpaid and the sale still holds its unit.
-async fn assert_untouched(app: &TestApp, sale: &str, user: &str, id: &str) {
-    let order = order_of(app, user, id).await;
+async fn assert_untouched(app: &TestApp, sale: &str, shopper: &str, id: &str) {
+    let order = order_of(app, shopper, id).await;
     assert_eq!(order["status"], "pending_payment", "{order}");
     assert!(order["paid_at"].is_null(), "{order}");
     let view = app.sale(sale).await;
@@ -88,8 +88,8 @@ async fn assert_untouched(app: &TestApp, sale: &str, user: &str, id: &str) {
 }
 
 /// Asserts the order is paid, once.
-async fn assert_paid(app: &TestApp, sale: &str, user: &str, id: &str) {
-    let order = order_of(app, user, id).await;
+async fn assert_paid(app: &TestApp, sale: &str, shopper: &str, id: &str) {
+    let order = order_of(app, shopper, id).await;
     assert_eq!(order["status"], "paid", "{order}");
     assert!(order["paid_at"].is_string(), "paid_at is set: {order}");
     let view = app.sale(sale).await;

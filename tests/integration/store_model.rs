@@ -27,7 +27,7 @@
 //! field validation is not in the way, nor under test). After every step the test reads back
 //! the sale view (the sale, its version and every stats counter), the order
 //! service's backlog (stream entries, unpaid orders, queued hand-offs) and
-//! every shopper's orders (`user_orders`), compares them with the model, and
+//! every shopper's orders (`shopper_orders`), compares them with the model, and
 //! checks the invariants on what the store returned, independently of the
 //! model: `remaining + reserved + paid == stock_total`, no counter below 0,
 //! `reserved`/`paid`/`refund_required` equal to the sums over the orders in
@@ -83,7 +83,7 @@ use std::time::{Duration, Instant};
 
 use flashsale::domain::{
     system_now, Millis, Order, OrderId, OrderStatus, Quantity, Rejection, Sale, SaleChange, SaleId,
-    SaleState, SaleStats, UserId,
+    SaleState, SaleStats, ShopperId,
 };
 use flashsale::store::{
     EmbeddedStore, OrderBacklog, Payment, PaymentOutcome, Reservation, ReserveRequest, Store,
@@ -370,9 +370,9 @@ struct Model {
     units_expired: i64,
     units_refund_required: i64,
     /// Shopper -> units held (reserved or paid); absent when none.
-    held: BTreeMap<UserId, i64>,
+    held: BTreeMap<ShopperId, i64>,
     /// (shopper, idempotency key) -> (order, quantity asked).
-    keys: BTreeMap<(UserId, String), (OrderId, i64)>,
+    keys: BTreeMap<(ShopperId, String), (OrderId, i64)>,
     /// Every order, oldest first.
     orders: Vec<Order>,
     /// Hand-offs queued to the merchant: (event, order).
@@ -431,13 +431,13 @@ impl Model {
         }
     }
 
-    /// The shopper's orders as `user_orders` lists them: newest first, ties
+    /// The shopper's orders as `shopper_orders` lists them: newest first, ties
     /// by id.
-    fn orders_of(&self, user: &UserId) -> Vec<Order> {
+    fn orders_of(&self, shopper: &ShopperId) -> Vec<Order> {
         let mut orders: Vec<Order> = self
             .orders
             .iter()
-            .filter(|order| &order.user_id == user)
+            .filter(|order| &order.shopper_id == shopper)
             .cloned()
             .collect();
         orders.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
@@ -475,7 +475,7 @@ impl Model {
         let key = request
             .idempotency_key
             .clone()
-            .map(|key| (request.user_id.clone(), key));
+            .map(|key| (request.shopper_id.clone(), key));
         if let Some((id, asked)) = key.as_ref().and_then(|key| self.keys.get(key)) {
             if *asked != quantity {
                 return Err(Refusal::Rejected(Rejection::IdempotencyMismatch));
@@ -492,7 +492,7 @@ impl Model {
         }
         // The rule in the contract's order: merchant's decision, window,
         // limit, stock.
-        let held = self.held.get(&request.user_id).copied().unwrap_or(0);
+        let held = self.held.get(&request.shopper_id).copied().unwrap_or(0);
         let refused = if self.sale.state != SaleState::Scheduled {
             Some(Rejection::Ended)
         } else if now < self.sale.starts_at {
@@ -511,11 +511,11 @@ impl Model {
         }
         self.stock_remaining -= quantity;
         self.units_reserved += quantity;
-        self.held.insert(request.user_id.clone(), held + quantity);
+        self.held.insert(request.shopper_id.clone(), held + quantity);
         let order = Order {
             id: request.order_id.clone(),
             sale_id: self.sale.id.clone(),
-            user_id: request.user_id.clone(),
+            shopper_id: request.shopper_id.clone(),
             quantity,
             amount_cents: quantity * self.sale.price_cents,
             currency: self.sale.currency.clone(),
@@ -548,20 +548,20 @@ impl Model {
         } else {
             self.units_expired += order.quantity;
         }
-        if let Some(held) = self.held.get_mut(&order.user_id) {
+        if let Some(held) = self.held.get_mut(&order.shopper_id) {
             *held -= order.quantity;
             if *held <= 0 {
-                self.held.remove(&order.user_id);
+                self.held.remove(&order.shopper_id);
             }
         }
         order
     }
 
-    fn cancel(&mut self, id: &OrderId, user: &UserId) -> Answer<Order> {
+    fn cancel(&mut self, id: &OrderId, shopper: &ShopperId) -> Answer<Order> {
         let at = self
             .orders
             .iter()
-            .position(|order| &order.id == id && &order.user_id == user)
+            .position(|order| &order.id == id && &order.shopper_id == shopper)
             .ok_or(Refusal::NotFound)?;
         if self.orders[at].status != OrderStatus::PendingPayment {
             return Err(Refusal::Conflict);
@@ -694,8 +694,8 @@ fn settle<T: PartialEq + Debug>(
 // ---------------------------------------------------------------------------
 // Running a case
 
-fn user(name: &str) -> UserId {
-    UserId::parse(name).expect("valid user id")
+fn shopper_id(name: &str) -> ShopperId {
+    ShopperId::parse(name).expect("valid shopper id")
 }
 
 fn broken(what: impl std::fmt::Display) -> TestCaseError {
@@ -735,7 +735,7 @@ fn new_request(
 ) -> Result<ReserveRequest, TestCaseError> {
     Ok(ReserveRequest {
         sale_id: model.sale.id.clone(),
-        user_id: user(SHOPPERS[shopper]),
+        shopper_id: shopper_id(SHOPPERS[shopper]),
         quantity: Quantity::parse(quantity).map_err(broken)?,
         order_id: OrderId::generate(&model.sale.id),
         idempotency_key: key.map(|k| format!("key-{k}")),
@@ -749,9 +749,9 @@ fn resend_request(model: &Model, order: &Index) -> Result<ReserveRequest, TestCa
     let original = pick(model, order);
     Ok(ReserveRequest {
         sale_id: model.sale.id.clone(),
-        user_id: original
+        shopper_id: original
             .as_ref()
-            .map_or_else(|| user(SHOPPERS[0]), |o| o.user_id.clone()),
+            .map_or_else(|| shopper_id(SHOPPERS[0]), |o| o.shopper_id.clone()),
         quantity: Quantity::parse(original.as_ref().map_or(1, |o| o.quantity)).map_err(broken)?,
         order_id: original
             .as_ref()
@@ -783,13 +783,13 @@ fn batch_labels(requests: &[ReserveRequest], actual: &[Answer<Reservation>]) -> 
         let keys: Vec<String> = requests.iter().filter_map(key).collect();
         keys.iter().collect::<BTreeSet<_>>().len() < keys.len()
     };
-    if twice(&|r| Some(r.user_id.to_string())) {
+    if twice(&|r| Some(r.shopper_id.to_string())) {
         labels.push("batch: shopper twice".into());
     }
     if twice(&|r| {
         r.idempotency_key
             .as_ref()
-            .map(|key| format!("{}/{key}", r.user_id))
+            .map(|key| format!("{}/{key}", r.shopper_id))
     }) {
         labels.push("batch: key twice".into());
     }
@@ -812,7 +812,7 @@ fn batch_labels(requests: &[ReserveRequest], actual: &[Answer<Reservation>]) -> 
                 let same_shopper = made.iter().any(|id| {
                     requests
                         .iter()
-                        .any(|r| &r.order_id == *id && r.user_id == request.user_id)
+                        .any(|r| &r.order_id == *id && r.shopper_id == request.shopper_id)
                 });
                 match rejection {
                     Rejection::SoldOut => labels.push("batch: sold out midway".into()),
@@ -1009,8 +1009,8 @@ async fn apply(
                 .as_ref()
                 .map_or_else(|| OrderId::generate(&model.sale.id), |o| o.id.clone());
             let who = match (&target, by_owner) {
-                (Some(order), true) => order.user_id.clone(),
-                _ => user(STRANGER),
+                (Some(order), true) => order.shopper_id.clone(),
+                _ => shopper_id(STRANGER),
             };
             let actual = answer(store.cancel_order(&id, &who).await);
             let after = system_now();
@@ -1206,12 +1206,12 @@ async fn check(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
     let backlog = store.order_backlog(id).await.map_err(broken)?;
     prop_assert_eq!(backlog, model.backlog(), "order backlog");
 
-    let shoppers: Vec<UserId> = SHOPPERS
+    let shoppers: Vec<ShopperId> = SHOPPERS
         .iter()
         .chain([&STRANGER])
-        .map(|u| user(u))
+        .map(|u| shopper_id(u))
         .collect();
-    let listed = join_all(shoppers.iter().map(|u| store.user_orders(u))).await;
+    let listed = join_all(shoppers.iter().map(|u| store.shopper_orders(u))).await;
     let mut orders = Vec::new();
     for (shopper, list) in shoppers.iter().zip(listed) {
         let list = list.map_err(broken)?;
@@ -1261,7 +1261,7 @@ fn invariants(sale: &Sale, stats: &SaleStats, orders: &[Order]) -> Result<(), Te
             OrderStatus::RefundRequired
         ])
     );
-    let mut held: BTreeMap<&UserId, i64> = BTreeMap::new();
+    let mut held: BTreeMap<&ShopperId, i64> = BTreeMap::new();
     for order in orders {
         prop_assert_eq!(
             order.expires_at - order.created_at,
@@ -1271,7 +1271,7 @@ fn invariants(sale: &Sale, stats: &SaleStats, orders: &[Order]) -> Result<(), Te
             order.status,
             OrderStatus::PendingPayment | OrderStatus::Paid
         ) {
-            *held.entry(&order.user_id).or_default() += order.quantity;
+            *held.entry(&order.shopper_id).or_default() += order.quantity;
         }
     }
     for (shopper, units) in &held {

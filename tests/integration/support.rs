@@ -382,18 +382,18 @@ impl TestApp {
         }
     }
 
-    /// POST an order as `user`; `body` None sends no body at all.
+    /// POST an order as `shopper`; `body` None sends no body at all.
     pub async fn order(
         &self,
         sale: &str,
-        user: &str,
+        shopper: &str,
         body: Option<Value>,
         idempotency_key: Option<&str>,
     ) -> Response {
         let mut request = self
             .client
             .post(self.url(&format!("/api/v1/sales/{sale}/orders")))
-            .bearer_auth(token(user));
+            .bearer_auth(token(shopper));
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
@@ -414,27 +414,27 @@ impl TestApp {
         response.json().await.expect("public json")
     }
 
-    /// Orders one unit as `user`, expecting 201, and returns the order.
-    pub async fn buy(&self, sale: &str, user: &str) -> Value {
-        let response = self.order(sale, user, None, None).await;
+    /// Orders one unit as `shopper`, expecting 201, and returns the order.
+    pub async fn buy(&self, sale: &str, shopper: &str) -> Value {
+        let response = self.order(sale, shopper, None, None).await;
         let status = response.status();
         let order: Value = response.json().await.expect("order json");
-        assert_eq!(status, StatusCode::CREATED, "{user} buys: {order}");
+        assert_eq!(status, StatusCode::CREATED, "{shopper} buys: {order}");
         order
     }
 
-    pub async fn shopper_get(&self, user: &str, path: &str) -> Response {
-        self.shopper(reqwest::Method::GET, user, path).await
+    pub async fn shopper_get(&self, shopper: &str, path: &str) -> Response {
+        self.shopper(reqwest::Method::GET, shopper, path).await
     }
 
-    pub async fn shopper_post(&self, user: &str, path: &str) -> Response {
-        self.shopper(reqwest::Method::POST, user, path).await
+    pub async fn shopper_post(&self, shopper: &str, path: &str) -> Response {
+        self.shopper(reqwest::Method::POST, shopper, path).await
     }
 
-    async fn shopper(&self, method: reqwest::Method, user: &str, path: &str) -> Response {
+    async fn shopper(&self, method: reqwest::Method, shopper: &str, path: &str) -> Response {
         self.client
             .request(method, self.url(path))
-            .bearer_auth(token(user))
+            .bearer_auth(token(shopper))
             .send()
             .await
             .expect("shopper request")
@@ -524,8 +524,8 @@ pub fn test_config() -> Config {
     config
 }
 
-pub fn token(user: &str) -> String {
-    mint_shopper_token(SHOPPER_SECRET.as_bytes(), user, 3600).expect("mint token")
+pub fn token(shopper: &str) -> String {
+    mint_shopper_token(SHOPPER_SECRET.as_bytes(), shopper, 3600).expect("mint token")
 }
 
 pub fn rfc3339_in(offset: Duration, past: bool) -> String {
