@@ -4,9 +4,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use flashsale::domain::ReserveRequest;
 use flashsale::domain::{system_now, OrderId, Quantity, Sale, SaleId, SaleState, ShopperId};
 use flashsale::inventory::ActorSettings;
-use flashsale::store::{ReserveRequest, Store};
+use flashsale::store::Store;
 
 /// Distinct shoppers, each allowed up to the largest per-user limit.
 const SHOPPERS: u64 = 100_000;

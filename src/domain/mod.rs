@@ -6,14 +6,19 @@
 mod audit;
 mod ids;
 mod order;
+mod payment;
 mod reservation;
 mod sale;
 mod time;
 
 pub use audit::{Audit, Difference, RecordedOrder, RecountedUnits, SaleRecords};
 pub use ids::{OrderId, SaleId, ShopperId};
-pub use order::{Order, OrderBody, OrderEvent, OrderStatus};
-pub use reservation::{check_reservation, PresentedToken, Quantity, Rejection, MAX_QUANTITY};
+pub use order::{Order, OrderBody, OrderEvent, OrderStatus, StockReturn};
+pub use payment::{Payment, PaymentOutcome};
+pub use reservation::{
+    check_reservation, PresentedToken, Quantity, Rejection, Reservation, ReserveRequest,
+    MAX_QUANTITY,
+};
 pub use sale::{
     NewSale, PatchStatus, Sale, SaleChange, SalePatch, SaleRules, SaleState, SaleStats, SaleStatus,
     SaleView, LIVE_CHANGEABLE_FIELDS,

@@ -125,6 +125,26 @@ impl From<&Order> for OrderBody {
     }
 }
 
+/// Units of a sale given back by an order (cancelled or expired).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StockReturn {
+    pub sale_id: SaleId,
+    // The name other engine nodes read in announcements.
+    #[serde(rename = "user_id")]
+    pub shopper_id: ShopperId,
+    pub quantity: i64,
+}
+
+impl From<&Order> for StockReturn {
+    fn from(order: &Order) -> Self {
+        Self {
+            sale_id: order.sale_id.clone(),
+            shopper_id: order.shopper_id.clone(),
+            quantity: order.quantity,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

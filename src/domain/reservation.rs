@@ -3,7 +3,7 @@
 //! from memory with it when the answer is certain, and `lua/reserve.lua`
 //! implements the same checks in the same order inside Redis.
 
-use super::{InvalidField, Millis, Sale, SaleState};
+use super::{InvalidField, Millis, Order, OrderId, Sale, SaleId, SaleState, ShopperId};
 
 /// The most units one order may ask for (and the largest per-user limit).
 pub const MAX_QUANTITY: i64 = 10_000;
@@ -29,6 +29,35 @@ impl Quantity {
     }
 }
 
+/// A shopper's attempt to take stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveRequest {
+    pub sale_id: SaleId,
+    pub shopper_id: ShopperId,
+    pub quantity: Quantity,
+    /// The id the order gets if this request creates one.
+    pub order_id: OrderId,
+    /// `Idempotency-Key`: a retry with the same key and quantity returns the
+    /// first order; the same key with another quantity is refused.
+    pub idempotency_key: Option<String>,
+    /// The id of the verified purchase token the request carries: a sale
+    /// that requires one takes each id for one order only.
+    pub purchase_token: Option<String>,
+}
+
+/// A successful reservation (or the replay of one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub order: Order,
+    /// Units left in the sale right after this reservation (`None` on a
+    /// replay, which reads no stock).
+    pub remaining: Option<i64>,
+    /// Units the shopper holds after it.
+    pub held: Option<i64>,
+    /// The order already existed under this idempotency key.
+    pub replayed: bool,
+}
+
 /// Why a reservation was refused. Each maps to one contract error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
@@ -48,17 +77,41 @@ pub enum Rejection {
     PurchaseTokenUsed,
 }
 
+/// Every rejection with its word: what `lua/reserve.lua` answers, the
+/// metrics' label, and how a rejection is named anywhere outside the
+/// engine's types. [`Rejection::as_str`] and [`Rejection::from_code`] both
+/// read this one table.
+const REJECTION_WORDS: [(Rejection, &str); 7] = [
+    (Rejection::NotStarted, "not_started"),
+    (Rejection::Ended, "ended"),
+    (Rejection::SoldOut, "sold_out"),
+    (Rejection::LimitExceeded, "limit_exceeded"),
+    (Rejection::IdempotencyMismatch, "idempotency_mismatch"),
+    (Rejection::PurchaseTokenRequired, "purchase_token_required"),
+    (Rejection::PurchaseTokenUsed, "purchase_token_used"),
+];
+
 impl Rejection {
-    /// The contract's error code for this answer.
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::NotStarted => "not_started",
-            Self::Ended => "ended",
-            Self::SoldOut => "sold_out",
-            Self::LimitExceeded => "limit_exceeded",
-            Self::IdempotencyMismatch => "conflict",
-            Self::PurchaseTokenRequired | Self::PurchaseTokenUsed => "forbidden",
-        }
+    /// Every rejection, in the table's order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        REJECTION_WORDS.iter().map(|(rejection, _)| *rejection)
+    }
+
+    /// The rejection's word (see [`REJECTION_WORDS`]).
+    pub fn as_str(self) -> &'static str {
+        REJECTION_WORDS
+            .iter()
+            .find(|(rejection, _)| *rejection == self)
+            .map_or("", |(_, word)| word)
+    }
+
+    /// The rejection a script answered with its word; `None` for any other
+    /// word.
+    pub fn from_code(word: &str) -> Option<Self> {
+        REJECTION_WORDS
+            .iter()
+            .find(|(_, known)| *known == word)
+            .map(|(rejection, _)| *rejection)
     }
 }
 
@@ -217,6 +270,17 @@ mod tests {
             Err(Rejection::NotStarted),
             "the window is checked first"
         );
+    }
+
+    #[test]
+    fn every_rejection_has_one_word_that_parses_back() {
+        let words: std::collections::HashSet<&str> =
+            Rejection::all().map(Rejection::as_str).collect();
+        assert_eq!(words.len(), REJECTION_WORDS.len(), "distinct words");
+        for rejection in Rejection::all() {
+            assert_eq!(Rejection::from_code(rejection.as_str()), Some(rejection));
+        }
+        assert_eq!(Rejection::from_code("reserved"), None);
     }
 
     #[test]

@@ -73,63 +73,117 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable: clients branch on it.
-    #[schema(value_type = ErrorCode)]
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// For humans; names the field when a value is refused.
     pub message: String,
 }
 
-/// The contract's error codes, as the document lists them. `ApiError::code`
-/// gives them as strings; a test checks that each is one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    InvalidRequest,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    NotStarted,
-    Ended,
-    SoldOut,
-    LimitExceeded,
-    Conflict,
-    PayloadTooLarge,
-    RateLimited,
-    Overloaded,
-    Unavailable,
+/// The contract's error codes, one row each: the code clients branch on,
+/// the HTTP statuses it comes with, and when. [`ErrorCode`] (and so the
+/// OpenAPI schema of that name), [`ApiError::code`], [`ApiError::status`]
+/// and the fuzz test's expectations all read this one table.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $code:literal, [$($status:literal),+];)+) => {
+        /// A stable error code (see the table in `http::error`).
+        ///
+        /// Serialized snake_case (the schema generator does not read a
+        /// rename given through a macro); a test checks it is the table's
+        /// code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, in the table's order.
+            pub const ALL: &'static [ErrorCode] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $code,)+
+                }
+            }
+
+            /// The statuses an answer with this code may have; the first is
+            /// the usual one.
+            pub fn statuses(self) -> &'static [u16] {
+                match self {
+                    $(Self::$variant => &[$($status),+],)+
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// Malformed JSON (400), a method the route does not take (405), wrong
+    /// types, unknown fields or out-of-range values (422).
+    InvalidRequest = "invalid_request", [422, 400, 405];
+    /// Missing, malformed, expired or badly signed token.
+    Unauthorized = "unauthorized", [401];
+    /// A valid token that may not do this.
+    Forbidden = "forbidden", [403];
+    /// Unknown sale, order or route.
+    NotFound = "not_found", [404];
+    /// The sale has not opened yet.
+    NotStarted = "not_started", [409];
+    /// The sale has closed (time over, or ended by the merchant).
+    Ended = "ended", [409];
+    /// No stock left.
+    SoldOut = "sold_out", [409];
+    /// The shopper would pass the sale's per-user limit.
+    LimitExceeded = "limit_exceeded", [409];
+    /// Not allowed in the current state.
+    Conflict = "conflict", [409];
+    /// The body is over the limit.
+    PayloadTooLarge = "payload_too_large", [413];
+    /// Over a rate limit; `Retry-After` set.
+    RateLimited = "rate_limited", [429];
+    /// Shedding load; `Retry-After` set.
+    Overloaded = "overloaded", [503];
+    /// The store is unreachable; `Retry-After` set.
+    Unavailable = "unavailable", [503];
+}
+
+/// The code a refused reservation answers with.
+fn rejection_code(rejection: Rejection) -> ErrorCode {
+    match rejection {
+        Rejection::NotStarted => ErrorCode::NotStarted,
+        Rejection::Ended => ErrorCode::Ended,
+        Rejection::SoldOut => ErrorCode::SoldOut,
+        Rejection::LimitExceeded => ErrorCode::LimitExceeded,
+        Rejection::IdempotencyMismatch => ErrorCode::Conflict,
+        Rejection::PurchaseTokenRequired | Rejection::PurchaseTokenUsed => ErrorCode::Forbidden,
+    }
 }
 
 impl ApiError {
+    /// The code's usual status, but for `invalid_request`, whose status
+    /// says which kind of bad request it was.
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
-            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Rejected(Rejection::PurchaseTokenRequired | Rejection::PurchaseTokenUsed) => {
-                StatusCode::FORBIDDEN
-            }
-            Self::Rejected(_) | Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
+        let status = match self {
+            Self::MalformedBody(_) => 400,
+            Self::MethodNotAllowed => 405,
+            other => other.code().statuses()[0],
+        };
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::MalformedBody(_) | Self::Invalid(_) | Self::MethodNotAllowed => "invalid_request",
-            Self::Unauthorized(_) => "unauthorized",
-            Self::Forbidden(_) => "forbidden",
-            Self::NotFound(_) => "not_found",
-            Self::Rejected(rejection) => rejection.code(),
-            Self::Conflict(_) => "conflict",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::Overloaded(_) => "overloaded",
-            Self::Unavailable(_) => "unavailable",
+            Self::MalformedBody(_) | Self::Invalid(_) | Self::MethodNotAllowed => {
+                ErrorCode::InvalidRequest
+            }
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Rejected(rejection) => rejection_code(*rejection),
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Overloaded(_) => ErrorCode::Overloaded,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -276,6 +330,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_code_serializes_as_its_table_entry() {
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).expect("json"), code.as_str());
+        }
+    }
+
+    #[test]
     fn syntax_is_400_and_data_is_422() {
         #[derive(Debug, serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -288,7 +349,7 @@ mod tests {
         let data = parse_json::<Body>(br#"{"quantity": "one"}"#).unwrap_err();
         assert_eq!(data.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let unknown = parse_json::<Body>(br#"{"quantity": 1, "x": 2}"#).unwrap_err();
-        assert_eq!(unknown.code(), "invalid_request");
+        assert_eq!(unknown.code(), ErrorCode::InvalidRequest);
         assert!(unknown.to_string().contains('x'));
     }
 }

@@ -38,7 +38,7 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use self::auth::{mint_shopper_token, AuthKeys};
-pub use self::error::ApiError;
+pub use self::error::{ApiError, ErrorCode};
 pub use self::limits::{Rate, RateLimitSettings, RateLimits, Shedding};
 use crate::domain::{OrderId, SaleId, SaleRules, SaleView};
 use crate::inventory::Inventory;

@@ -16,9 +16,9 @@ use super::error::{read_body, ApiError, ApiPath};
 use super::openapi::error_responses;
 use super::{parse_order_id, AppState};
 use crate::domain::{system_now, OrderBody, OrderId};
+use crate::domain::{Payment, PaymentOutcome};
 use crate::orders::wechatpay::{NotifyError, NotifyHeaders};
 use crate::orders::PaymentMethod;
-use crate::store::{Payment, PaymentOutcome};
 use crate::telemetry;
 
 /// The notify route always; the pay route only with simulated payments

@@ -16,8 +16,8 @@ use super::limits;
 use super::openapi::error_responses;
 use super::views::{OrderList, PublicSaleBody, PublicSaleList, PurchaseTokenBody};
 use super::{parse_order_id, parse_sale_id, view_sale, view_sales, AppState};
+use crate::domain::ReserveRequest;
 use crate::domain::{format_ms, system_now, OrderBody, OrderId, Quantity, Rejection, SaleStatus};
-use crate::store::ReserveRequest;
 use crate::telemetry;
 
 const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -241,7 +241,7 @@ async fn create_order(
             ))
         }
         Err(err) => {
-            telemetry::count_reservation(err.code());
+            telemetry::count_reservation(err.code().as_str());
             Err(err)
         }
     }

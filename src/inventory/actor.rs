@@ -52,7 +52,8 @@ use tokio::sync::oneshot;
 
 use super::{InventoryError, MailboxTicket, Registry};
 use crate::domain::{system_now, Millis, Rejection, Sale, SaleId, SaleState, SaleView, ShopperId};
-use crate::store::{Reservation, ReserveRequest, Store, StoreError};
+use crate::domain::{Reservation, ReserveRequest};
+use crate::store::{Store, StoreError};
 use crate::telemetry;
 
 #[derive(Debug, Clone)]
@@ -433,7 +434,7 @@ impl SaleActor {
             return None;
         }
         if let Some(rejection) = self.certain_rejection(&waiting.request) {
-            telemetry::count_local_answer(rejection.code());
+            telemetry::count_local_answer(rejection.as_str());
             // The caller may have timed out and gone: nothing to do then.
             let _ = waiting
                 .reply

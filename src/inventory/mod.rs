@@ -26,7 +26,8 @@ use self::actor::{
 };
 use self::system::ActorSystem;
 use crate::domain::{Order, Rejection, SaleId, SaleView};
-use crate::store::{Reservation, ReserveRequest, StockReturn, Store, StoreError};
+use crate::domain::{Reservation, ReserveRequest, StockReturn};
+use crate::store::{Store, StoreError};
 use crate::telemetry;
 
 /// Why a reservation did not go through the inventory.
@@ -133,7 +134,7 @@ impl Inventory {
             if request.idempotency_key.is_none()
                 && actor.board.refuses(request.quantity.get(), steady_now())
             {
-                telemetry::count_local_answer(Rejection::SoldOut.code());
+                telemetry::count_local_answer(Rejection::SoldOut.as_str());
                 return Err(StoreError::Rejected(Rejection::SoldOut).into());
             }
             let Some(ticket) = actor.mailbox.enter() else {

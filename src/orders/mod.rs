@@ -34,8 +34,9 @@ use parking_lot::Mutex;
 use self::webhook::Webhook;
 use self::wechatpay::WeChatPayVerifier;
 use crate::domain::{system_now, Millis, OrderId, SaleId, SaleState};
+use crate::domain::{Payment, PaymentOutcome};
 use crate::inventory::Inventory;
-use crate::store::{Acceptance, Delivery, Payment, PaymentOutcome, Store, StoreError, StreamEntry};
+use crate::store::{Acceptance, Delivery, Store, StoreError, StreamEntry};
 use crate::telemetry;
 
 /// How the order service works through its sales.

@@ -12,14 +12,14 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use super::{
-    batch_sale, changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog, Payment,
-    PaymentOutcome, Reservation, ReserveRequest, StockReturn, StockReturnHandler, Store,
-    StoreError, StreamEntry,
+    batch_sale, changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog,
+    StockReturnHandler, Store, StoreError, StreamEntry,
 };
 use crate::domain::{
-    check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, PresentedToken,
-    RecordedOrder, Rejection, Sale, SaleChange, SaleId, SaleRecords, SaleState, SaleStats,
-    SaleView, ShopperId, LIVE_CHANGEABLE_FIELDS,
+    check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, Payment,
+    PaymentOutcome, PresentedToken, RecordedOrder, Rejection, Reservation, ReserveRequest, Sale,
+    SaleChange, SaleId, SaleRecords, SaleState, SaleStats, SaleView, ShopperId, StockReturn,
+    LIVE_CHANGEABLE_FIELDS,
 };
 
 /// One sale and everything that hangs off it, changed under one lock.

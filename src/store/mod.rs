@@ -20,8 +20,8 @@ use async_trait::async_trait;
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::{RedisStore, RedisTarget};
 use crate::domain::{
-    Order, OrderEvent, OrderId, Quantity, Rejection, Sale, SaleChange, SaleId, SaleRecords,
-    SaleView, ShopperId,
+    Order, OrderEvent, OrderId, Payment, PaymentOutcome, Rejection, Reservation, ReserveRequest,
+    Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
 };
 
 /// What can go wrong in a store call. Mapped to HTTP in `http::error`.
@@ -43,35 +43,6 @@ pub enum StoreError {
     /// hand-edited key. Logged; clients see `unavailable`.
     #[error("unexpected store data: {0}")]
     Corrupt(String),
-}
-
-/// A shopper's attempt to take stock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReserveRequest {
-    pub sale_id: SaleId,
-    pub shopper_id: ShopperId,
-    pub quantity: Quantity,
-    /// The id the order gets if this request creates one.
-    pub order_id: OrderId,
-    /// `Idempotency-Key`: a retry with the same key and quantity returns the
-    /// first order; the same key with another quantity is refused.
-    pub idempotency_key: Option<String>,
-    /// The id of the verified purchase token the request carries: a sale
-    /// that requires one takes each id for one order only.
-    pub purchase_token: Option<String>,
-}
-
-/// A successful reservation (or the replay of one).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
-    pub order: Order,
-    /// Units left in the sale right after this reservation (`None` on a
-    /// replay, which reads no stock).
-    pub remaining: Option<i64>,
-    /// Units the shopper holds after it.
-    pub held: Option<i64>,
-    /// The order already existed under this idempotency key.
-    pub replayed: bool,
 }
 
 /// A reservation on a sale's stream, as the order service reads it. One
@@ -115,30 +86,6 @@ pub enum Acceptance {
     NotFound,
 }
 
-/// A payment that arrived for an order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Payment {
-    /// What was paid, checked against the order (`None`: simulated
-    /// payments, which pay the order's own amount).
-    pub amount: Option<(i64, String)>,
-    /// The payment provider's id of the transaction.
-    pub transaction_id: String,
-}
-
-/// What a payment did to its order (the order as it is now).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PaymentOutcome {
-    /// The order was pending: it is paid.
-    Paid(Order),
-    /// A repeat: the order was already paid (or marked for refund).
-    Unchanged(Order),
-    /// The order had expired or been cancelled: it is marked
-    /// `refund_required`; stock is untouched.
-    RefundRequired(Order),
-    /// The amount or currency differs from the order's: nothing changed.
-    AmountMismatch(Order),
-}
-
 /// A hand-off to the merchant's webhook, leased for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -146,26 +93,6 @@ pub struct Delivery {
     pub order_id: OrderId,
     /// This attempt's number, from 1.
     pub attempt: u32,
-}
-
-/// Units of a sale given back by an order (cancelled or expired).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StockReturn {
-    pub sale_id: SaleId,
-    // The name other engine nodes read in announcements.
-    #[serde(rename = "user_id")]
-    pub shopper_id: ShopperId,
-    pub quantity: i64,
-}
-
-impl From<&Order> for StockReturn {
-    fn from(order: &Order) -> Self {
-        Self {
-            sale_id: order.sale_id.clone(),
-            shopper_id: order.shopper_id.clone(),
-            quantity: order.quantity,
-        }
-    }
 }
 
 /// Called for each stock return another engine node announces.

@@ -19,13 +19,13 @@ use redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, ServerErrorKi
 use super::keys::{SaleKeys, ORDER_SERVICE_GROUP, SALE_INDEX, STOCK_RETURNS_CHANNEL};
 use super::scripts::{Invocation, Scripts};
 use super::{
-    batch_sale, changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog, Payment,
-    PaymentOutcome, Reservation, ReserveRequest, StockReturn, StockReturnHandler, Store,
-    StoreError, StreamEntry,
+    batch_sale, changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog,
+    StockReturnHandler, Store, StoreError, StreamEntry,
 };
 use crate::domain::{
-    system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, RecordedOrder, Rejection, Sale,
-    SaleChange, SaleId, SaleRecords, SaleState, SaleStats, SaleView, ShopperId,
+    system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, Payment, PaymentOutcome,
+    RecordedOrder, Rejection, Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords,
+    SaleState, SaleStats, SaleView, ShopperId, StockReturn,
 };
 use crate::telemetry;
 
@@ -348,18 +348,18 @@ impl RedisStore {
                 })
             }
             "not_found" => Err(StoreError::NotFound("sale")),
-            "not_started" => Err(Rejection::NotStarted.into()),
-            "ended" => Err(Rejection::Ended.into()),
-            "limit_exceeded" => Err(Rejection::LimitExceeded.into()),
-            "sold_out" => Err(Rejection::SoldOut.into()),
-            "idempotency_mismatch" => Err(Rejection::IdempotencyMismatch.into()),
-            "purchase_token_required" => Err(Rejection::PurchaseTokenRequired.into()),
-            "purchase_token_used" => Err(Rejection::PurchaseTokenUsed.into()),
-            other => Err(corrupt(format!("unknown reserve outcome {other}"))),
+            other => Err(Rejection::from_code(other).map_or_else(
+                || corrupt(format!("unknown reserve outcome {other}")),
+                StoreError::Rejected,
+            )),
         }
     }
 
-    async fn order_ids_of(&self, sale: &SaleId, shopper: &ShopperId) -> Result<Vec<OrderId>, StoreError> {
+    async fn order_ids_of(
+        &self,
+        sale: &SaleId,
+        shopper: &ShopperId,
+    ) -> Result<Vec<OrderId>, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut cmd = redis::cmd("HGET");
         cmd.arg(keys.shopper_orders()).arg(shopper.as_str());

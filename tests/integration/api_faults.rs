@@ -13,11 +13,12 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use flashsale::config::Config;
+use flashsale::domain::ReserveRequest;
 use flashsale::domain::{
     system_now, OrderId, Quantity, Rejection, Sale, SaleId, SaleState, ShopperId,
 };
 use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
-use flashsale::store::{EmbeddedStore, ReserveRequest, Store, StoreError};
+use flashsale::store::{EmbeddedStore, Store, StoreError};
 use flashsale::Application;
 
 use crate::support::{

@@ -7,10 +7,8 @@ use flashsale::domain::{
     system_now, OrderId, OrderStatus, PatchStatus, Quantity, Rejection, Sale, SaleChange, SaleId,
     SalePatch, SaleRules, SaleState, SaleStatus, ShopperId,
 };
-use flashsale::store::{
-    EmbeddedStore, Payment, PaymentOutcome, RedisStore, RedisTarget, ReserveRequest, Store,
-    StoreError,
-};
+use flashsale::domain::{Payment, PaymentOutcome, ReserveRequest};
+use flashsale::store::{EmbeddedStore, RedisStore, RedisTarget, Store, StoreError};
 use futures::future::join_all;
 
 use crate::support::{Backend, Servers};
@@ -305,7 +303,9 @@ async fn any_printable_shopper_id_keeps_its_orders(backend: Backend) {
         );
         orders.push(made);
     }
-    let cancelled = store.cancel_order(&orders[0].id, &shopper(shoppers[0])).await;
+    let cancelled = store
+        .cancel_order(&orders[0].id, &shopper(shoppers[0]))
+        .await;
     assert_eq!(cancelled.unwrap().status, OrderStatus::Cancelled);
     let paid = store
         .pay_order(
@@ -318,7 +318,9 @@ async fn any_printable_shopper_id_keeps_its_orders(backend: Backend) {
         )
         .await
         .unwrap();
-    assert!(matches!(paid, PaymentOutcome::Paid(ref order) if order.shopper_id == shopper(shoppers[3])));
+    assert!(
+        matches!(paid, PaymentOutcome::Paid(ref order) if order.shopper_id == shopper(shoppers[3]))
+    );
 
     let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
     assert_eq!(
@@ -345,7 +347,10 @@ async fn cancel_returns_units_once(backend: Backend) {
 
     let stranger = store.cancel_order(&order.id, &shopper("hana")).await;
     assert!(matches!(stranger, Err(StoreError::NotFound(_))));
-    let cancelled = store.cancel_order(&order.id, &shopper("gil")).await.unwrap();
+    let cancelled = store
+        .cancel_order(&order.id, &shopper("gil"))
+        .await
+        .unwrap();
     assert_eq!(cancelled.status, OrderStatus::Cancelled);
     assert_eq!(
         store.order(&order.id).await.unwrap().unwrap().status,
@@ -566,7 +571,7 @@ async fn a_batch_decides_like_requests_one_by_one(backend: Backend) {
         one_by_one.push(store.reserve(&ask).await);
     }
     // What each answer says, without the ids and instants that differ.
-    let gist = |outcomes: &[Result<flashsale::store::Reservation, StoreError>]| {
+    let gist = |outcomes: &[Result<flashsale::domain::Reservation, StoreError>]| {
         outcomes
             .iter()
             .map(|outcome| match outcome {

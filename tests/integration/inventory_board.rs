@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flashsale::domain::Reservation;
 use flashsale::domain::{Order, Rejection, Sale, SaleChange};
 use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
-use flashsale::store::{EmbeddedStore, Reservation, Store, StoreError};
+use flashsale::store::{EmbeddedStore, Store, StoreError};
 
 use crate::conformance::{request, sale};
 use crate::support::actor_settings;
@@ -80,7 +81,10 @@ async fn a_completed_cancel_is_seen_by_the_next_request() {
     let mut wrong = 0;
     let rounds = 200;
     for _ in 0..rounds {
-        let cancelled = store.cancel_order(&order.id, &order.shopper_id).await.unwrap();
+        let cancelled = store
+            .cancel_order(&order.id, &order.shopper_id)
+            .await
+            .unwrap();
         inventory
             .stock_returned(std::slice::from_ref(&cancelled))
             .await;

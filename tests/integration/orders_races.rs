@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashsale::domain::{system_now, Order, OrderStatus};
-use flashsale::store::{Payment, PaymentOutcome, Store, StoreError};
+use flashsale::domain::{Payment, PaymentOutcome};
+use flashsale::store::{Store, StoreError};
 use futures::future::join_all;
 
 use crate::conformance::{request, sale, subject, Subject};

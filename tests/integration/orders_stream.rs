@@ -8,10 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flashsale::domain::Payment;
 use flashsale::domain::{OrderEvent, OrderId};
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::{OrderService, OrderSettings, Outcome};
-use flashsale::store::{Acceptance, Payment, Store};
+use flashsale::store::{Acceptance, Store};
 use futures::future::join_all;
 
 use crate::conformance::{request, sale, subject, Subject};

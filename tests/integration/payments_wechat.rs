@@ -71,7 +71,9 @@ async fn sale_with_order(app: &TestApp, stock: i64, shopper: &str) -> (String, S
 
 /// The order as its shopper sees it.
 async fn order_of(app: &TestApp, shopper: &str, id: &str) -> Value {
-    let response = app.shopper_get(shopper, &format!("/api/v1/orders/{id}")).await;
+    let response = app
+        .shopper_get(shopper, &format!("/api/v1/orders/{id}"))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }

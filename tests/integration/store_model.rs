@@ -85,10 +85,8 @@ use flashsale::domain::{
     system_now, Millis, Order, OrderId, OrderStatus, Quantity, Rejection, Sale, SaleChange, SaleId,
     SaleState, SaleStats, ShopperId,
 };
-use flashsale::store::{
-    EmbeddedStore, OrderBacklog, Payment, PaymentOutcome, Reservation, ReserveRequest, Store,
-    StoreError,
-};
+use flashsale::domain::{Payment, PaymentOutcome, Reservation, ReserveRequest};
+use flashsale::store::{EmbeddedStore, OrderBacklog, Store, StoreError};
 use futures::future::join_all;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -511,7 +509,8 @@ impl Model {
         }
         self.stock_remaining -= quantity;
         self.units_reserved += quantity;
-        self.held.insert(request.shopper_id.clone(), held + quantity);
+        self.held
+            .insert(request.shopper_id.clone(), held + quantity);
         let order = Order {
             id: request.order_id.clone(),
             sale_id: self.sale.id.clone(),
