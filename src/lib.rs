@@ -5,18 +5,31 @@
 //! accepted reservation, and holds each shopper to the sale's per-user limit.
 //!
 //! # Layout
+//! A request crosses three layers: [`http`] parses it and maps the answer,
+//! one service function does the work ([`sales`], [`orders`],
+//! [`payments`]), and the services reach the state through the inventory
+//! actors ([`inventory`]) and the [`store`]. Types that cross layers live
+//! in [`domain`]. `docs/architecture.md` follows one reservation and one
+//! payment through them, naming each thread hop.
+//!
 //! - [`config`]: every setting, as a CLI flag and a `FLASHSALE_*` variable.
 //! - [`telemetry`]: logs and the Prometheus metric names.
-//! - [`domain`]: sales, orders, ids and the reservation rule; no I/O.
-//! - [`store`]: the source of truth: Redis (Lua scripts from `lua/`) or the
-//!   embedded in-process store, behind one trait.
+//! - [`domain`]: sales, orders, ids, the reservation rule, payments, the
+//!   audit; no I/O, no HTTP.
+//! - [`sales`]: the sale workflows: schedule, change, end, cancel, audit,
+//!   the listings.
+//! - [`orders`]: the order workflows (reserve, look up, cancel, expire) and
+//!   the order service, the background task that consumes the reservation
+//!   streams, expires unpaid orders and hands orders to the merchant's
+//!   webhook.
+//! - [`payments`]: WeChat Pay notifications and simulated payments, each
+//!   applied once.
 //! - [`inventory`]: one actix actor per sale, answering from memory what it
 //!   can and shedding load past its bounds.
-//! - [`orders`]: the order service: consumes the reservation streams,
-//!   expires unpaid orders, hands orders to the merchant's webhook, and
-//!   takes payments (WeChat Pay notifications or simulated).
-//! - [`http`]: the axum router: public, admin and ops routes, auth, and the
-//!   one place where errors become responses.
+//! - [`store`]: the source of truth: Redis (Lua scripts from `lua/`) or the
+//!   embedded in-process store, behind one trait.
+//! - [`http`]: the axum router: public, admin and ops routes, auth, limits,
+//!   the views and schemas, and the one table of error codes.
 //! - [`json`]: strict JSON reading whose errors name the field.
 //! - [`startup`]: [`Application::build`] wires it all and binds the socket.
 
@@ -26,6 +39,8 @@ pub mod http;
 pub mod inventory;
 pub mod json;
 pub mod orders;
+pub mod payments;
+pub mod sales;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

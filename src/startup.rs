@@ -23,8 +23,10 @@ use crate::http::{
 };
 use crate::inventory::{ActorSettings, Inventory};
 use crate::orders::webhook::{Webhook, WebhookSettings};
-use crate::orders::wechatpay::WeChatPayVerifier;
-use crate::orders::{OrderService, OrderSettings, PaymentMethod, Payments};
+use crate::orders::{OrderService, OrderSettings, Orders};
+use crate::payments::wechatpay::WeChatPayVerifier;
+use crate::payments::{PaymentMethod, Payments};
+use crate::sales::Sales;
 use crate::store::{EmbeddedStore, RedisStore, Store};
 use crate::telemetry;
 
@@ -76,9 +78,10 @@ impl Application {
         let address = listener
             .local_addr()
             .context("failed to read the bound address")?;
+        let orders = Arc::new(Orders::new(Arc::clone(&store), Arc::clone(&inventory)));
         let order_service = OrderService::new(
             Arc::clone(&store),
-            Arc::clone(&inventory),
+            Arc::clone(&orders),
             build_webhook(&config)?,
             OrderSettings {
                 sweep: Duration::from_millis(config.order_sweep_ms),
@@ -107,17 +110,18 @@ impl Application {
             },
             trust_forwarded_for: config.rate_trust_forwarded_for,
         }));
+        let sale_rules = SaleRules {
+            payment_timeout_secs_min: i64::try_from(config.payment_timeout_min_secs)
+                .unwrap_or(i64::MAX),
+        };
         let state = AppState::new(AppContext {
+            sales: Sales::new(Arc::clone(&store), Arc::clone(&inventory), sale_rules),
+            orders,
+            payments,
             store: Arc::clone(&store),
-            inventory: Arc::clone(&inventory),
             auth: Arc::new(auth),
             metrics: telemetry::metrics_handle(),
             store_timeout: config.store_timeout(),
-            sale_rules: SaleRules {
-                payment_timeout_secs_min: i64::try_from(config.payment_timeout_min_secs)
-                    .unwrap_or(i64::MAX),
-            },
-            payments: Arc::new(payments),
             limits: Arc::clone(&limits),
             purchase_token_ttl_secs: config.purchase_token_ttl_secs,
         });

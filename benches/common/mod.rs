@@ -22,7 +22,7 @@ pub fn sale(stock: i64) -> Sale {
         price_cents: 100,
         currency: "CNY".into(),
         stock_total: stock,
-        per_user_limit: flashsale::domain::MAX_QUANTITY,
+        per_user_limit: flashsale::domain::QUANTITY_MAX,
         starts_at: now - 1_000,
         ends_at: now + 3_600_000,
         payment_timeout_secs: 900,

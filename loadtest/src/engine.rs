@@ -27,8 +27,16 @@ pub struct ListedSale {
     pub id: String,
 }
 
-/// The exact counts of `GET /admin/v1/sales/{id}`, in units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+/// The exact counts of `GET /admin/v1/sales/{id}`, in units (and
+/// `buyers` in shoppers).
+///
+/// The suite is a client of the engine's HTTP contract, so it declares the
+/// shape it reads rather than linking the engine's crate (which would
+/// bring the actors, Redis and the server into every load generator), and
+/// it reads this shape strictly: a field the engine adds or renames fails
+/// the run (CI's smoke included) until it is declared here too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct SaleStats {
     pub stock_total: i64,
     pub remaining: i64,
@@ -37,6 +45,10 @@ pub struct SaleStats {
     pub cancelled: i64,
     pub expired: i64,
     pub refund_required: i64,
+    /// Units of orders the order service has taken from the sale's stream.
+    pub queued: i64,
+    /// Distinct shoppers holding reserved or paid units.
+    pub buyers: i64,
 }
 
 /// `GET /admin/v1/sales/{id}`: the sale with its stats.

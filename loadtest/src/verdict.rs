@@ -386,9 +386,8 @@ mod tests {
             remaining,
             reserved,
             paid,
-            cancelled: 0,
             expired,
-            refund_required: 0,
+            ..SaleStats::default()
         }
     }
 

@@ -37,7 +37,7 @@ pub struct RecordedOrder {
 }
 
 /// Units by order state, summed over the order records.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RecountedUnits {
     pub orders: i64,
     pub reserved: i64,
@@ -52,16 +52,14 @@ pub struct RecountedUnits {
 }
 
 /// One disagreement between a count and the records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Difference {
     /// Which rule: `stock_balance`, `remaining_range`, `reserved_units`,
     /// `paid_units`, `released_units`, `refund_required_units`,
     /// `queued_units`, `shopper_units`, `per_user_limit`, `order_missing`,
     /// `order_unindexed`, `deadline_missing`, `deadline_stale`,
     /// `reservation_lost`, `stream_unknown_order`.
-    #[schema(example = "reserved_units")]
     pub check: &'static str,
-    #[schema(example = "stats.reserved is 7, the pending orders hold 6 units")]
     pub detail: String,
 }
 

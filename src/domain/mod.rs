@@ -13,11 +13,11 @@ mod time;
 
 pub use audit::{Audit, Difference, RecordedOrder, RecountedUnits, SaleRecords};
 pub use ids::{OrderId, SaleId, ShopperId};
-pub use order::{Order, OrderBody, OrderEvent, OrderStatus, StockReturn};
+pub use order::{Order, OrderEvent, OrderStatus, StockReturn};
 pub use payment::{Payment, PaymentOutcome};
 pub use reservation::{
     check_reservation, PresentedToken, Quantity, Rejection, Reservation, ReserveRequest,
-    MAX_QUANTITY,
+    QUANTITY_MAX,
 };
 pub use sale::{
     NewSale, PatchStatus, Sale, SaleChange, SalePatch, SaleRules, SaleState, SaleStats, SaleStatus,

@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use super::{format_ms, Millis, OrderId, SaleId, ShopperId};
+use super::{Millis, OrderId, SaleId, ShopperId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     PendingPayment,
@@ -17,6 +17,15 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    pub const ALL: [Self; 5] = [
+        Self::PendingPayment,
+        Self::Paid,
+        Self::Cancelled,
+        Self::Expired,
+        Self::RefundRequired,
+    ];
+
+    /// The status as it is serialized and stored.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PendingPayment => "pending_payment",
@@ -28,15 +37,7 @@ impl OrderStatus {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::PendingPayment,
-            Self::Paid,
-            Self::Cancelled,
-            Self::Expired,
-            Self::RefundRequired,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == text)
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
     }
 }
 
@@ -81,50 +82,6 @@ pub struct Order {
 }
 
 /// An order as the contract shows it (API answers, webhook bodies).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct OrderBody {
-    #[schema(example = "o_k3v9x2m7q1ab_h4p8n2c6w1z5r7t3")]
-    pub id: String,
-    #[schema(example = "s_k3v9x2m7q1ab")]
-    pub sale_id: String,
-    /// The shopper: the `sub` of their token.
-    #[schema(example = "oX3a9Yb2")]
-    pub user_id: String,
-    #[schema(minimum = 1, example = 1)]
-    pub quantity: i64,
-    /// `quantity × price_cents`, in minor units.
-    #[schema(example = 19900)]
-    pub amount_cents: i64,
-    /// ISO 4217 code.
-    #[schema(example = "CNY")]
-    pub currency: String,
-    pub status: OrderStatus,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    /// An unpaid order expires then; its stock returns to the sale.
-    #[schema(format = DateTime)]
-    pub expires_at: String,
-    #[schema(format = DateTime)]
-    pub paid_at: Option<String>,
-}
-
-impl From<&Order> for OrderBody {
-    fn from(order: &Order) -> Self {
-        Self {
-            id: order.id.to_string(),
-            sale_id: order.sale_id.to_string(),
-            user_id: order.shopper_id.to_string(),
-            quantity: order.quantity,
-            amount_cents: order.amount_cents,
-            currency: order.currency.clone(),
-            status: order.status,
-            created_at: format_ms(order.created_at),
-            expires_at: format_ms(order.expires_at),
-            paid_at: order.paid_at.map(format_ms),
-        }
-    }
-}
-
 /// Units of a sale given back by an order (cancelled or expired).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StockReturn {

@@ -6,20 +6,20 @@
 use super::{InvalidField, Millis, Order, OrderId, Sale, SaleId, SaleState, ShopperId};
 
 /// The most units one order may ask for (and the largest per-user limit).
-pub const MAX_QUANTITY: i64 = 10_000;
+pub const QUANTITY_MAX: i64 = 10_000;
 
-/// A number of units in one order: 1 to [`MAX_QUANTITY`].
+/// A number of units in one order: 1 to [`QUANTITY_MAX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quantity(i64);
 
 impl Quantity {
     pub fn parse(value: i64) -> Result<Self, InvalidField> {
-        if (1..=MAX_QUANTITY).contains(&value) {
+        if (1..=QUANTITY_MAX).contains(&value) {
             Ok(Self(value))
         } else {
             Err(InvalidField::new(
                 "quantity",
-                format!("must be between 1 and {MAX_QUANTITY}"),
+                format!("must be between 1 and {QUANTITY_MAX}"),
             ))
         }
     }
@@ -43,6 +43,26 @@ pub struct ReserveRequest {
     /// The id of the verified purchase token the request carries: a sale
     /// that requires one takes each id for one order only.
     pub purchase_token: Option<String>,
+}
+
+impl ReserveRequest {
+    /// A request that creates a new order (with a new id) if it succeeds.
+    pub fn new(
+        sale_id: SaleId,
+        shopper_id: ShopperId,
+        quantity: Quantity,
+        idempotency_key: Option<String>,
+        purchase_token: Option<String>,
+    ) -> Self {
+        Self {
+            order_id: OrderId::generate(&sale_id),
+            sale_id,
+            shopper_id,
+            quantity,
+            idempotency_key,
+            purchase_token,
+        }
+    }
 }
 
 /// A successful reservation (or the replay of one).
@@ -287,7 +307,7 @@ mod tests {
     fn quantity_is_bounded() {
         assert!(Quantity::parse(0).is_err());
         assert!(Quantity::parse(-1).is_err());
-        assert!(Quantity::parse(MAX_QUANTITY + 1).is_err());
-        assert_eq!(q(MAX_QUANTITY).get(), MAX_QUANTITY);
+        assert!(Quantity::parse(QUANTITY_MAX + 1).is_err());
+        assert_eq!(q(QUANTITY_MAX).get(), QUANTITY_MAX);
     }
 }

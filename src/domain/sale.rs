@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{parse_rfc3339_ms, InvalidField, Millis, SaleId, MAX_QUANTITY};
+use super::{parse_rfc3339_ms, InvalidField, Millis, Rejection, SaleId, QUANTITY_MAX};
 
 const SKU_LEN_MAX: usize = 64;
 const TITLE_LEN_MAX: usize = 200;
@@ -13,8 +13,8 @@ const PRICE_CENTS_MAX: i64 = 10_000_000_000;
 const STOCK_TOTAL_MAX: i64 = 1_000_000_000;
 const PAYMENT_TIMEOUT_SECS_MIN: i64 = 60;
 const PAYMENT_TIMEOUT_SECS_MAX: i64 = 7200;
-const DEFAULT_PAYMENT_TIMEOUT_SECS: i64 = 900;
-const DEFAULT_CURRENCY: &str = "CNY";
+const PAYMENT_TIMEOUT_SECS_DEFAULT: i64 = 900;
+const CURRENCY_DEFAULT: &str = "CNY";
 
 /// What a merchant decided about a sale; the time window decides the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +47,7 @@ impl SaleState {
 }
 
 /// What shoppers see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SaleStatus {
     Upcoming,
@@ -55,6 +55,42 @@ pub enum SaleStatus {
     SoldOut,
     Ended,
     Cancelled,
+}
+
+impl SaleStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Upcoming,
+        Self::Live,
+        Self::SoldOut,
+        Self::Ended,
+        Self::Cancelled,
+    ];
+
+    /// The status as it is serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upcoming => "upcoming",
+            Self::Live => "live",
+            Self::SoldOut => "sold_out",
+            Self::Ended => "ended",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether shoppers see the sale in the public listing.
+    pub fn is_listed(self) -> bool {
+        matches!(self, Self::Upcoming | Self::Live | Self::SoldOut)
+    }
+
+    /// Why an order cannot be taken now (`None`: the sale is live).
+    pub fn closed_because(self) -> Option<Rejection> {
+        match self {
+            Self::Live => None,
+            Self::Upcoming => Some(Rejection::NotStarted),
+            Self::SoldOut => Some(Rejection::SoldOut),
+            Self::Ended | Self::Cancelled => Some(Rejection::Ended),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,10 +151,10 @@ impl Sale {
                 format!("must be between 1 and {STOCK_TOTAL_MAX}"),
             ));
         }
-        if !(1..=MAX_QUANTITY).contains(&self.per_user_limit) {
+        if !(1..=QUANTITY_MAX).contains(&self.per_user_limit) {
             return Err(InvalidField::new(
                 "per_user_limit",
-                format!("must be between 1 and {MAX_QUANTITY}"),
+                format!("must be between 1 and {QUANTITY_MAX}"),
             ));
         }
         if self.ends_at <= self.starts_at {
@@ -226,39 +262,24 @@ fn check_text(field: &'static str, text: &str, len_max: usize) -> Result<(), Inv
     Ok(())
 }
 
-/// The body of `POST /admin/v1/sales`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+/// What a merchant asks for when scheduling a sale (the body of `POST
+/// /admin/v1/sales`): times as RFC 3339 text (a bad one is refused naming
+/// its field), defaults not yet applied. Unknown fields are refused.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewSale {
-    #[schema(min_length = 1, max_length = 64, example = "LC-POUCH-RED")]
     pub sku: String,
-    #[schema(min_length = 1, max_length = 200, example = "Le Pliage pouch, red")]
     pub title: String,
-    /// Minor units of `currency`.
-    #[schema(minimum = 0, maximum = 10_000_000_000_i64, example = 19900)]
     pub price_cents: i64,
-    #[schema(minimum = 1, maximum = 1_000_000_000, example = 500)]
     pub stock_total: i64,
-    #[schema(format = DateTime, example = "2026-11-11T00:00:00Z")]
     pub starts_at: String,
-    /// After `starts_at`, and in the future.
-    #[schema(format = DateTime, example = "2026-11-11T01:00:00Z")]
     pub ends_at: String,
-    /// ISO 4217 code; default `CNY`.
     #[serde(default)]
-    #[schema(pattern = "^[A-Z]{3}$", example = "CNY")]
     pub currency: Option<String>,
-    /// Units one shopper may hold; default 1.
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 10_000)]
     pub per_user_limit: Option<i64>,
-    /// How long an order waits for payment, in seconds; default 900. The
-    /// shortest accepted is a deployment setting (60 in production).
     #[serde(default)]
-    #[schema(maximum = 7200)]
     pub payment_timeout_secs: Option<i64>,
-    /// Orders need a purchase token (`POST /api/v1/sales/{id}/purchase-token`),
-    /// issued only once the sale is live; default false.
     #[serde(default)]
     pub require_purchase_token: Option<bool>,
 }
@@ -278,12 +299,12 @@ impl NewSale {
             sku: self.sku,
             title: self.title,
             price_cents: self.price_cents,
-            currency: self.currency.unwrap_or_else(|| DEFAULT_CURRENCY.to_owned()),
+            currency: self.currency.unwrap_or_else(|| CURRENCY_DEFAULT.to_owned()),
             stock_total: self.stock_total,
             per_user_limit: self.per_user_limit.unwrap_or(1),
             payment_timeout_secs: self
                 .payment_timeout_secs
-                .unwrap_or(DEFAULT_PAYMENT_TIMEOUT_SECS),
+                .unwrap_or(PAYMENT_TIMEOUT_SECS_DEFAULT),
             require_purchase_token: self.require_purchase_token.unwrap_or(false),
             state: SaleState::Scheduled,
             created_at: now,
@@ -296,14 +317,13 @@ impl NewSale {
     }
 }
 
-/// The body of `PATCH /admin/v1/sales/{id}`: every field optional.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+/// A merchant's change to a sale (the body of `PATCH
+/// /admin/v1/sales/{id}`): every field optional, times as RFC 3339 text.
+/// Before the start any field may change; while live only `stock_total`,
+/// `ends_at` and `status` (the store decides which phase the sale is in).
+/// Unknown fields are refused.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(
-    description = "Before the start, any field may change; while live, only `stock_total` (never \
-                   below what is held or paid), `ends_at` and `status` (`ended` stops the sale \
-                   now). Field rules are those of `NewSale`."
-)]
 pub struct SalePatch {
     pub sku: Option<String>,
     pub title: Option<String>,
@@ -311,9 +331,7 @@ pub struct SalePatch {
     pub currency: Option<String>,
     pub stock_total: Option<i64>,
     pub per_user_limit: Option<i64>,
-    #[schema(format = DateTime)]
     pub starts_at: Option<String>,
-    #[schema(format = DateTime)]
     pub ends_at: Option<String>,
     pub payment_timeout_secs: Option<i64>,
     pub require_purchase_token: Option<bool>,
@@ -321,7 +339,7 @@ pub struct SalePatch {
 }
 
 /// The only status a merchant can set by hand: stop the sale now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PatchStatus {
     Ended,
@@ -345,7 +363,7 @@ impl Default for SaleRules {
 
 /// Exact counts of a sale's units. `remaining + reserved + paid ==
 /// stock_total` always: cancelled and expired units are back in `remaining`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct SaleStats {
     pub stock_total: i64,
     pub remaining: i64,

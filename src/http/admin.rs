@@ -11,9 +11,8 @@ use super::auth::Admin;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::openapi::error_responses;
 use super::views::{AdminSaleBody, AdminSaleList, SaleAuditBody};
-use super::{parse_sale_id, view_sale, view_sales, AppState};
-use crate::domain::{format_ms, system_now, NewSale, SaleId, SalePatch, SaleView};
-use crate::store::StoreError;
+use super::{parse_sale_id, AppState};
+use crate::domain::{format_ms, NewSale, SalePatch};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -56,8 +55,8 @@ async fn create_sale(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewSale>,
 ) -> Result<(StatusCode, Json<AdminSaleBody>), ApiError> {
-    let sale = body.into_sale(SaleId::generate(), system_now(), &state.sale_rules)?;
-    state.store.create_sale(&sale).await?;
+    let view = state.sales.schedule(body).await?;
+    let sale = &view.sale;
     admin.audit(
         "schedule",
         &sale.id,
@@ -69,7 +68,6 @@ async fn create_sale(
             format_ms(sale.ends_at)
         ),
     );
-    let view = view_sale(&state, &sale.id).await?;
     Ok((StatusCode::CREATED, Json((&view).into())))
 }
 
@@ -86,7 +84,7 @@ async fn list_sales(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<Json<AdminSaleList>, ApiError> {
-    let views = view_sales(&state).await?;
+    let views = state.sales.list().await?;
     let sales: Vec<AdminSaleBody> = views.iter().map(AdminSaleBody::from).collect();
     Ok(Json(AdminSaleList { sales }))
 }
@@ -106,7 +104,7 @@ async fn get_sale(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AdminSaleBody>, ApiError> {
-    let view = view_sale(&state, &parse_sale_id(&id)?).await?;
+    let view = state.sales.view(&parse_sale_id(&id)?).await?;
     Ok(Json((&view).into()))
 }
 
@@ -133,11 +131,7 @@ async fn audit_sale(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SaleAuditBody>, ApiError> {
-    let records = state
-        .store
-        .sale_records(&parse_sale_id(&id)?)
-        .await?
-        .ok_or(StoreError::NotFound("sale"))?;
+    let records = state.sales.records(&parse_sale_id(&id)?).await?;
     Ok(Json((&records).into()))
 }
 
@@ -166,12 +160,7 @@ async fn update_sale(
     ApiJson(patch): ApiJson<SalePatch>,
 ) -> Result<Json<AdminSaleBody>, ApiError> {
     let id = parse_sale_id(&id)?;
-    let current = view_sale(&state, &id).await?;
-    let change = current.sale.patched(patch, &state.sale_rules)?;
-    state
-        .store
-        .update_sale(&id, &change, current.version)
-        .await?;
+    let (change, view) = state.sales.change(&id, patch).await?;
     admin.audit(
         if change.end_now { "end" } else { "change" },
         &id,
@@ -181,7 +170,6 @@ async fn update_sale(
             format_ms(change.sale.ends_at)
         ),
     );
-    let view = changed(&state, &id).await?;
     Ok(Json((&view).into()))
 }
 
@@ -204,15 +192,7 @@ async fn cancel_sale(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AdminSaleBody>, ApiError> {
     let id = parse_sale_id(&id)?;
-    state.store.cancel_sale(&id).await?;
+    let view = state.sales.cancel(&id).await?;
     admin.audit("cancel", &id, "");
-    let view = changed(&state, &id).await?;
     Ok(Json((&view).into()))
-}
-
-/// Reads the changed sale and tells its actor.
-async fn changed(state: &AppState, id: &SaleId) -> Result<SaleView, ApiError> {
-    let view = view_sale(state, id).await?;
-    state.inventory.sale_changed(view.clone());
-    Ok(view)
 }

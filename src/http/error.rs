@@ -15,6 +15,8 @@ use utoipa::ToSchema;
 use crate::domain::{InvalidField, Rejection};
 use crate::inventory::InventoryError;
 use crate::json::{self, JsonProblem};
+use crate::payments::PaymentError;
+use crate::sales::SaleError;
 use crate::store::StoreError;
 
 /// Seconds a shed or failed client should wait before retrying.
@@ -248,6 +250,26 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%reason, "unreadable store data");
                 Self::Unavailable("the store returned unreadable data".into())
             }
+        }
+    }
+}
+
+impl From<SaleError> for ApiError {
+    fn from(err: SaleError) -> Self {
+        match err {
+            SaleError::Invalid(err) => err.into(),
+            SaleError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(err: PaymentError) -> Self {
+        match err {
+            PaymentError::Store(err) => err.into(),
+            PaymentError::Notify(err) => err.into(),
+            PaymentError::NotEnabled(reason) => Self::NotFound(reason.into()),
+            PaymentError::AmountMismatch => Self::Conflict(err.to_string()),
         }
     }
 }

@@ -183,9 +183,9 @@ pub struct Shedding {
 }
 
 impl Shedding {
-    pub fn new(max_in_flight: usize, timeout: Duration) -> Self {
+    pub fn new(in_flight_max: usize, timeout: Duration) -> Self {
         Self {
-            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            in_flight: Arc::new(Semaphore::new(in_flight_max)),
             timeout,
         }
     }

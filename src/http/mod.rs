@@ -1,7 +1,8 @@
 //! The HTTP front door (axum): the router, shared state, request metrics,
-//! and the helpers the route modules share. `http` knows the store only
-//! through the `Store` trait and the inventory registry; it never talks to
-//! Redis.
+//! and the helpers the route modules share. A handler parses the request,
+//! calls one service function (`sales`, `orders`, `payments`) and maps its
+//! outcome; `http` reaches the store only through the services (and the
+//! `Store` trait's readiness check for `/readyz`), never Redis.
 //!
 //! - `public`: shoppers, `/api/v1`.
 //! - `admin`: merchants, `/admin/v1`.
@@ -9,7 +10,9 @@
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 //! - `auth`: shopper JWTs and the admin token.
 //! - `limits`: rate limits and load shedding.
-//! - `error`: every error response, in one place.
+//! - `error`: every error response, and the one table of error codes.
+//! - `views`: the JSON shapes the API answers with; `schemas`: the
+//!   OpenAPI schemas of the domain types the API reads or shows as they are.
 //! - `openapi`: the OpenAPI document, generated from the handlers'
 //!   `#[utoipa::path]` annotations as the routers are built.
 
@@ -21,7 +24,8 @@ mod openapi;
 mod ops;
 mod payments;
 mod public;
-mod views;
+mod schemas;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +34,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
-use futures::future::try_join_all;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -40,10 +43,11 @@ use utoipa_axum::router::OpenApiRouter;
 pub use self::auth::{mint_shopper_token, AuthKeys};
 pub use self::error::{ApiError, ErrorCode};
 pub use self::limits::{Rate, RateLimitSettings, RateLimits, Shedding};
-use crate::domain::{OrderId, SaleId, SaleRules, SaleView};
-use crate::inventory::Inventory;
-use crate::orders::Payments;
-use crate::store::{Store, StoreError};
+use crate::domain::{OrderId, SaleId};
+use crate::orders::Orders;
+use crate::payments::Payments;
+use crate::sales::Sales;
+use crate::store::Store;
 use crate::telemetry;
 
 /// What every handler can reach: one shared [`AppContext`], so the copy
@@ -66,14 +70,17 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The services the handlers call (one per workflow family), and what the
+/// front door itself needs: keys, limits, metrics.
 pub struct AppContext {
+    pub sales: Sales,
+    pub orders: Arc<Orders>,
+    pub payments: Payments,
+    /// Only for `/readyz`: is the store reachable.
     pub store: Arc<dyn Store>,
-    pub inventory: Arc<Inventory>,
     pub auth: Arc<AuthKeys>,
     pub metrics: PrometheusHandle,
     pub store_timeout: Duration,
-    pub sale_rules: SaleRules,
-    pub payments: Arc<Payments>,
     pub limits: Arc<RateLimits>,
     /// How long a purchase token stays valid, in seconds.
     pub purchase_token_ttl_secs: i64,
@@ -149,21 +156,6 @@ fn parse_order_id(id: &str) -> Result<OrderId, ApiError> {
 /// A sale id from a path: a malformed one names no sale.
 fn parse_sale_id(id: &str) -> Result<SaleId, ApiError> {
     SaleId::parse(id).map_err(|_| ApiError::NotFound("sale not found".into()))
-}
-
-async fn view_sale(state: &AppState, id: &SaleId) -> Result<SaleView, ApiError> {
-    state
-        .store
-        .view_sale(id)
-        .await?
-        .ok_or_else(|| StoreError::NotFound("sale").into())
-}
-
-/// Every sale, newest first.
-async fn view_sales(state: &AppState) -> Result<Vec<SaleView>, ApiError> {
-    let ids = state.store.sale_ids().await?;
-    let views = try_join_all(ids.iter().map(|id| state.store.view_sale(id))).await?;
-    Ok(views.into_iter().flatten().collect())
 }
 
 #[cfg(test)]

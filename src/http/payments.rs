@@ -1,11 +1,10 @@
-//! Payments: WeChat Pay v3 notifications, and the simulated pay route for
-//! demos and load suites. Both pay through `orders::Payments`, so an order
-//! is paid (or marked for refund) exactly once whichever way money arrives.
+//! The payment routes: WeChat Pay notifications, and the simulated pay
+//! route for demos and load suites. Both apply payments through
+//! `payments::Payments`.
 
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use rand::distr::{Alphanumeric, SampleString};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,12 +13,10 @@ use utoipa_axum::routes;
 use super::auth::Shopper;
 use super::error::{read_body, ApiError, ApiPath};
 use super::openapi::error_responses;
+use super::views::OrderBody;
 use super::{parse_order_id, AppState};
-use crate::domain::{system_now, OrderBody, OrderId};
-use crate::domain::{Payment, PaymentOutcome};
-use crate::orders::wechatpay::{NotifyError, NotifyHeaders};
-use crate::orders::PaymentMethod;
-use crate::telemetry;
+use crate::payments::wechatpay::{NotifyError, NotifyHeaders};
+use crate::payments::PaymentMethod;
 
 /// The notify route always; the pay route only with simulated payments
 /// (absent otherwise: 404). The pay route is documented in both modes (its
@@ -120,11 +117,6 @@ async fn wechatpay_notify(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Json<NotifyAck>, ApiError> {
-    let PaymentMethod::WeChatPay(verifier) = state.payments.method() else {
-        return Err(ApiError::NotFound(
-            "WeChat Pay is not enabled (FLASHSALE_PAYMENTS=simulated)".into(),
-        ));
-    };
     let body = read_body(request, &state).await?;
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     let notify_headers = NotifyHeaders {
@@ -133,34 +125,11 @@ async fn wechatpay_notify(
         signature: header("wechatpay-signature"),
         serial: header("wechatpay-serial"),
     };
-    let now_secs = system_now() / 1000;
-    let transaction = verifier
-        .open(&notify_headers, &body, now_secs)
-        .inspect_err(|err| {
-            tracing::warn!(error = %err, "WeChat Pay notification refused");
-            telemetry::count_payment("rejected");
-        })?;
-    if !transaction.succeeded() {
-        tracing::info!(order = %transaction.out_trade_no, state = %transaction.trade_state,
-            "WeChat Pay notification of an unsuccessful transaction; nothing to do");
-        return Ok(acknowledged());
-    }
-    let order_id = OrderId::parse(&transaction.out_trade_no).map_err(|_| {
-        tracing::error!(out_trade_no = %transaction.out_trade_no, "payment for an unknown order");
-        ApiError::NotFound("order not found".into())
-    })?;
-    let payment = Payment {
-        amount: Some((transaction.amount_total, transaction.currency)),
-        transaction_id: transaction.transaction_id,
-    };
-    match state.payments.pay(&order_id, &payment).await? {
-        PaymentOutcome::AmountMismatch(_) => Err(ApiError::Conflict(
-            "the amount paid differs from the order's".into(),
-        )),
-        PaymentOutcome::Paid(_)
-        | PaymentOutcome::Unchanged(_)
-        | PaymentOutcome::RefundRequired(_) => Ok(acknowledged()),
-    }
+    state
+        .payments
+        .wechatpay_notified(&notify_headers, &body)
+        .await?;
+    Ok(acknowledged())
 }
 
 fn acknowledged() -> Json<NotifyAck> {
@@ -190,25 +159,11 @@ async fn simulated_pay(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderBody>, ApiError> {
-    let order_id = parse_order_id(&id)?;
-    state
-        .store
-        .order(&order_id)
-        .await?
-        .filter(|order| order.shopper_id == shopper_id)
-        .ok_or_else(|| ApiError::NotFound("order not found".into()))?;
-    let payment = Payment {
-        amount: None,
-        transaction_id: format!("sim_{}", Alphanumeric.sample_string(&mut rand::rng(), 24)),
-    };
-    match state.payments.pay(&order_id, &payment).await? {
-        PaymentOutcome::Paid(order)
-        | PaymentOutcome::Unchanged(order)
-        | PaymentOutcome::RefundRequired(order) => Ok(Json((&order).into())),
-        PaymentOutcome::AmountMismatch(_) => Err(ApiError::Conflict(
-            "the amount paid differs from the order's".into(),
-        )),
-    }
+    let order = state
+        .payments
+        .pay_simulated(&parse_order_id(&id)?, &shopper_id)
+        .await?;
+    Ok(Json((&order).into()))
 }
 
 impl From<NotifyError> for ApiError {

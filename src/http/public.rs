@@ -14,10 +14,9 @@ use super::auth::{PurchaseTokenError, Shopper};
 use super::error::{parse_json, read_body, ApiError, ApiPath};
 use super::limits;
 use super::openapi::error_responses;
-use super::views::{OrderList, PublicSaleBody, PublicSaleList, PurchaseTokenBody};
-use super::{parse_order_id, parse_sale_id, view_sale, view_sales, AppState};
-use crate::domain::ReserveRequest;
-use crate::domain::{format_ms, system_now, OrderBody, OrderId, Quantity, Rejection, SaleStatus};
+use super::views::{OrderBody, OrderList, PublicSaleBody, PublicSaleList, PurchaseTokenBody};
+use super::{parse_order_id, parse_sale_id, AppState};
+use crate::domain::{format_ms, system_now, Quantity, ReserveRequest};
 use crate::telemetry;
 
 const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -75,17 +74,8 @@ error_responses!(
     )
 )]
 async fn list_sales(State(state): State<AppState>) -> Result<Json<PublicSaleList>, ApiError> {
-    let views = view_sales(&state).await?;
-    let sales: Vec<PublicSaleBody> = views
-        .iter()
-        .filter(|view| {
-            matches!(
-                view.status(),
-                SaleStatus::Upcoming | SaleStatus::Live | SaleStatus::SoldOut
-            )
-        })
-        .map(PublicSaleBody::from)
-        .collect();
+    let views = state.sales.list_for_shoppers().await?;
+    let sales: Vec<PublicSaleBody> = views.iter().map(PublicSaleBody::from).collect();
     Ok(Json(PublicSaleList {
         sales,
         server_time: format_ms(system_now()),
@@ -104,7 +94,7 @@ async fn get_sale(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<PublicSaleBody>, ApiError> {
-    let view = view_sale(&state, &parse_sale_id(&id)?).await?;
+    let view = state.sales.view(&parse_sale_id(&id)?).await?;
     Ok(Json((&view).into()))
 }
 
@@ -209,15 +199,14 @@ async fn create_order(
         } else {
             parse_json::<OrderRequest>(&body)?.quantity
         };
-        let request = ReserveRequest {
-            order_id: OrderId::generate(&sale_id),
+        let request = ReserveRequest::new(
             sale_id,
             shopper_id,
-            quantity: Quantity::parse(quantity)?,
+            Quantity::parse(quantity)?,
             idempotency_key,
             purchase_token,
-        };
-        Ok::<_, ApiError>(state.inventory.reserve(request).await?)
+        );
+        Ok::<_, ApiError>(state.orders.reserve(request).await?)
     }
     .await;
     match result {
@@ -269,16 +258,7 @@ async fn issue_purchase_token(
 ) -> Result<(StatusCode, Json<PurchaseTokenBody>), ApiError> {
     state.limits.check_shopper(&shopper_id)?;
     let sale_id = parse_sale_id(&id)?;
-    let view = view_sale(&state, &sale_id).await?;
-    let closed = match view.status() {
-        SaleStatus::Live => None,
-        SaleStatus::Upcoming => Some(Rejection::NotStarted),
-        SaleStatus::SoldOut => Some(Rejection::SoldOut),
-        SaleStatus::Ended | SaleStatus::Cancelled => Some(Rejection::Ended),
-    };
-    if let Some(rejection) = closed {
-        return Err(ApiError::Rejected(rejection));
-    }
+    state.sales.open_for_purchase(&sale_id).await?;
     let (token, expires_at) =
         state
             .auth
@@ -323,11 +303,9 @@ async fn get_order(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderBody>, ApiError> {
     let order = state
-        .store
-        .order(&parse_order_id(&id)?)
-        .await?
-        .filter(|order| order.shopper_id == shopper_id)
-        .ok_or_else(|| ApiError::NotFound("order not found".into()))?;
+        .orders
+        .shopper_order(&parse_order_id(&id)?, &shopper_id)
+        .await?;
     Ok(Json((&order).into()))
 }
 
@@ -343,7 +321,7 @@ async fn list_orders(
     Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
 ) -> Result<Json<OrderList>, ApiError> {
-    let orders = state.store.shopper_orders(&shopper_id).await?;
+    let orders = state.orders.shopper_orders(&shopper_id).await?;
     let orders: Vec<OrderBody> = orders.iter().map(OrderBody::from).collect();
     Ok(Json(OrderList { orders }))
 }
@@ -366,12 +344,8 @@ async fn cancel_order(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderBody>, ApiError> {
     let order = state
-        .store
-        .cancel_order(&parse_order_id(&id)?, &shopper_id)
+        .orders
+        .cancel(&parse_order_id(&id)?, &shopper_id)
         .await?;
-    state
-        .inventory
-        .stock_returned(std::slice::from_ref(&order))
-        .await;
     Ok(Json((&order).into()))
 }

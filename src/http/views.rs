@@ -1,12 +1,15 @@
-//! The JSON shapes the API answers with, as the contract shows them. Each
-//! derives its OpenAPI schema (`ToSchema`), so `/openapi.json` describes the
-//! very types the handlers serialize.
+//! The JSON shapes the API reads and answers with, as the contract shows
+//! them, and their conversions from and to the domain's types. Each derives
+//! its OpenAPI schema (`ToSchema`), so `/openapi.json` describes the very
+//! types the handlers read and serialize. The merchant's webhook is sent
+//! the same order object ([`OrderBody`]).
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::{
-    format_ms, Difference, OrderBody, RecountedUnits, SaleRecords, SaleStats, SaleStatus, SaleView,
+    format_ms, Difference, Order, OrderStatus, RecountedUnits, SaleRecords, SaleStats, SaleStatus,
+    SaleView,
 };
 
 /// A sale, as both shoppers and merchants see it.
@@ -144,6 +147,51 @@ pub struct PublicSaleList {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AdminSaleList {
     pub sales: Vec<AdminSaleBody>,
+}
+
+/// An order, as shoppers see it and the merchant's webhook is told.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderBody {
+    #[schema(example = "o_k3v9x2m7q1ab_h4p8n2c6w1z5r7t3")]
+    pub id: String,
+    #[schema(example = "s_k3v9x2m7q1ab")]
+    pub sale_id: String,
+    /// The shopper: the `sub` of their token.
+    #[schema(example = "oX3a9Yb2")]
+    pub user_id: String,
+    #[schema(minimum = 1, example = 1)]
+    pub quantity: i64,
+    /// `quantity × price_cents`, in minor units.
+    #[schema(example = 19900)]
+    pub amount_cents: i64,
+    /// ISO 4217 code.
+    #[schema(example = "CNY")]
+    pub currency: String,
+    pub status: OrderStatus,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// An unpaid order expires then; its stock returns to the sale.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    #[schema(format = DateTime)]
+    pub paid_at: Option<String>,
+}
+
+impl From<&Order> for OrderBody {
+    fn from(order: &Order) -> Self {
+        Self {
+            id: order.id.to_string(),
+            sale_id: order.sale_id.to_string(),
+            user_id: order.shopper_id.to_string(),
+            quantity: order.quantity,
+            amount_cents: order.amount_cents,
+            currency: order.currency.clone(),
+            status: order.status,
+            created_at: format_ms(order.created_at),
+            expires_at: format_ms(order.expires_at),
+            paid_at: order.paid_at.map(format_ms),
+        }
+    }
 }
 
 /// `GET /api/v1/orders`: the shopper's orders, newest first.

@@ -1,458 +1,85 @@
-//! The order service: carries every order from its reservation to `paid`,
-//! `cancelled`, `expired` or `refund_required`, and returns stock whenever
-//! an order does not complete.
+//! Orders: every workflow on a shopper's order, each written once.
 //!
-//! Every pass of [`OrderService::try_process_batch`], for each sale that may
-//! still have work (live, upcoming, or ended with orders not yet settled):
-//! 1. **Stream**: reads new reservations from the sale's stream with the
-//!    `orders` consumer group, after taking over entries another consumer
-//!    left unacknowledged for `claim_idle` (it died). Each is accepted once
-//!    by order id (`accept_orders`: a redelivery changes nothing), then
-//!    acknowledged and removed from the stream. Nothing is acknowledged
-//!    before it was processed.
-//! 2. **Deadlines**: expires unpaid orders past `expires_at`, each in one
-//!    atomic store step that returns its units; every engine node's actor
-//!    is told the stock is back.
-//! 3. **Hand-offs**: sends due webhook calls (see [`webhook`]), leased in
-//!    the store so a crash or a second node never loses or doubles one
-//!    beyond at-least-once.
+//! - [`Orders`]: reserve (through the sale's inventory actor), look up,
+//!   list, cancel, and expire. Cancel and expiry both give units back and
+//!   tell every engine node's actor so.
+//! - [`service`]: the order service, the background task that carries each
+//!   order from its reservation on: consumes the sales' reservation
+//!   streams, expires unpaid orders (through [`Orders::expire_due`]) and
+//!   sends hand-offs.
+//! - [`webhook`]: the hand-off call to the merchant's webhook.
 //!
-//! Payments ([`Payments`]) and cancellations change orders through the same
-//! store scripts, so a payment, a cancel and an expiry of one order are
-//! decided once, by whichever reaches the store first.
+//! Payments change orders too, through `payments`; a payment, a cancel and
+//! an expiry of one order are decided once, by the store script that runs
+//! first.
 
+pub mod service;
 pub mod webhook;
-pub mod wechatpay;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::future::join_all;
-use parking_lot::Mutex;
-
-use self::webhook::Webhook;
-use self::wechatpay::WeChatPayVerifier;
-use crate::domain::{system_now, Millis, OrderId, SaleId, SaleState};
-use crate::domain::{Payment, PaymentOutcome};
-use crate::inventory::Inventory;
-use crate::store::{Acceptance, Delivery, Store, StoreError, StreamEntry};
+pub use self::service::{OrderService, OrderSettings, Outcome, WorkNotices};
+use crate::domain::{system_now, Order, OrderId, Reservation, ReserveRequest, SaleId, ShopperId};
+use crate::inventory::{Inventory, InventoryError};
+use crate::store::{Store, StoreError};
 use crate::telemetry;
 
-/// How the order service works through its sales.
-#[derive(Debug, Clone)]
-pub struct OrderSettings {
-    /// Pause between passes that found nothing to do.
-    pub sweep: Duration,
-    /// Most reservations, expiries and hand-offs per sale per pass.
-    pub batch: usize,
-    /// Reservations another consumer left unacknowledged this long are
-    /// taken over.
-    pub claim_idle: Duration,
-    /// This consumer's name in the consumer groups: unique per process.
-    pub consumer: String,
-}
-
-/// What one pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Outcome {
-    /// Reservations accepted for the first time.
-    pub accepted: usize,
-    /// Reservations that were already accepted (redeliveries), acknowledged
-    /// again.
-    pub redelivered: usize,
-    /// Reservations taken over from a consumer that stopped acknowledging
-    /// (every order of each stream entry taken over).
-    pub reclaimed: usize,
-    /// Orders expired (their stock returned).
-    pub expired: usize,
-    /// Hand-offs leased and sent to the webhook (in the background: the
-    /// pass does not wait for the merchant).
-    pub handed_off: usize,
-    /// Steps that stopped on a store error (retried next pass).
-    pub store_errors: usize,
-}
-
-impl Outcome {
-    /// Whether the pass did anything (another may find more at once).
-    pub fn did_work(&self) -> bool {
-        self.accepted + self.redelivered + self.expired + self.handed_off > 0
-    }
-
-    fn add(&mut self, other: Self) {
-        self.accepted += other.accepted;
-        self.redelivered += other.redelivered;
-        self.reclaimed += other.reclaimed;
-        self.expired += other.expired;
-        self.handed_off += other.handed_off;
-        self.store_errors += other.store_errors;
-    }
-}
-
-/// Sales that got new work while the order service may have stopped
-/// watching them (a payment after the sale settled queues a hand-off).
-#[derive(Clone, Default)]
-pub struct WorkNotices(Arc<Mutex<HashSet<SaleId>>>);
-
-impl WorkNotices {
-    pub fn notify(&self, sale: &SaleId) {
-        self.0.lock().insert(sale.clone());
-    }
-
-    fn take(&self) -> HashSet<SaleId> {
-        std::mem::take(&mut *self.0.lock())
-    }
-}
-
-pub struct OrderService {
+pub struct Orders {
     store: Arc<dyn Store>,
     inventory: Arc<Inventory>,
-    webhook: Option<Arc<Webhook>>,
-    settings: OrderSettings,
-    notices: WorkNotices,
-    /// Sales that may have work, with the time after which none of their
-    /// orders can still be unpaid (their end plus one payment timeout).
-    watched: HashMap<SaleId, Millis>,
-    /// Sales with nothing left to do: looked at again only on a notice.
-    settled: HashSet<SaleId>,
 }
 
-impl OrderService {
-    pub fn new(
-        store: Arc<dyn Store>,
-        inventory: Arc<Inventory>,
-        webhook: Option<Webhook>,
-        settings: OrderSettings,
-    ) -> Self {
-        Self {
-            store,
-            inventory,
-            webhook: webhook.map(Arc::new),
-            settings,
-            notices: WorkNotices::default(),
-            watched: HashMap::new(),
-            settled: HashSet::new(),
-        }
+impl Orders {
+    pub fn new(store: Arc<dyn Store>, inventory: Arc<Inventory>) -> Self {
+        Self { store, inventory }
     }
 
-    /// Where payments tell this service about hand-offs they queued, when
-    /// it hands orders to a webhook.
-    pub fn hand_off_notices(&self) -> Option<WorkNotices> {
-        self.webhook.as_ref().map(|_| self.notices.clone())
+    /// Takes stock for a shopper through the sale's actor: answered from
+    /// the actor's memory when certain, else in one atomic store step that
+    /// also records the order.
+    pub async fn reserve(&self, request: ReserveRequest) -> Result<Reservation, InventoryError> {
+        self.inventory.reserve(request).await
     }
 
-    /// Passes until the task is dropped: at once again after a pass that
-    /// did work, after `sweep` otherwise.
-    pub async fn run(mut self) {
-        loop {
-            let outcome = self.try_process_batch().await;
-            if !outcome.did_work() {
-                tokio::time::sleep(self.settings.sweep).await;
-            }
-        }
-    }
-
-    /// One pass over every sale that may have work (see the module docs).
-    /// Store errors are logged and counted; the work is retried next pass.
-    pub async fn try_process_batch(&mut self) -> Outcome {
-        let mut outcome = Outcome::default();
-        for sale in self.notices.take() {
-            self.settled.remove(&sale);
-        }
-        if let Err(err) = self.watch_new_sales().await {
-            tracing::warn!(error = %err, "order service: cannot list sales");
-            outcome.store_errors += 1;
-        }
-        let sales: Vec<SaleId> = self.watched.keys().cloned().collect();
-        for sale in sales {
-            let done = self.process_sale(&sale).await;
-            if !done.did_work() && done.store_errors == 0 {
-                self.settle_if_done(&sale).await;
-            }
-            outcome.add(done);
-        }
-        outcome
-    }
-
-    async fn watch_new_sales(&mut self) -> Result<(), StoreError> {
-        for sale in self.store.sale_ids().await? {
-            if self.settled.contains(&sale) || self.watched.contains_key(&sale) {
-                continue;
-            }
-            match self.settled_by(&sale).await? {
-                Some(settled_by) => {
-                    self.store.join_reservations(&sale).await?;
-                    self.watched.insert(sale, settled_by);
-                }
-                None => {
-                    self.settled.insert(sale);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// When the sale can have no unpaid order left (`None`: cancelled
-    /// before it started, or gone: it never had one).
-    async fn settled_by(&self, sale: &SaleId) -> Result<Option<Millis>, StoreError> {
-        let Some(view) = self.store.view_sale(sale).await? else {
-            return Ok(None);
-        };
-        if view.sale.state == SaleState::Cancelled {
-            return Ok(None);
-        }
-        Ok(Some(view.sale.ends_at.saturating_add(
-            view.sale.payment_timeout_secs.saturating_mul(1000),
-        )))
-    }
-
-    /// Stops watching a sale whose pass found nothing, once no order of it
-    /// can still be unpaid (its end may have moved: read it again) and the
-    /// store holds nothing left to do for it.
-    async fn settle_if_done(&mut self, sale: &SaleId) {
-        let Some(&settled_by) = self.watched.get(sale) else {
-            return;
-        };
-        if system_now() <= settled_by {
-            return;
-        }
-        let checked = async {
-            let settled_by = self.settled_by(sale).await?;
-            let backlog = self.store.order_backlog(sale).await?;
-            Ok::<_, StoreError>((settled_by, backlog))
-        }
-        .await;
-        match checked {
-            Ok((Some(settled_by), _)) if system_now() <= settled_by => {
-                self.watched.insert(sale.clone(), settled_by);
-            }
-            Ok((_, backlog)) if backlog.is_empty() => {
-                self.watched.remove(sale);
-                self.settled.insert(sale.clone());
-            }
-            Ok((_, backlog)) => {
-                tracing::debug!(%sale, ?backlog, "sale past its payment window still has work");
-            }
-            Err(err) => tracing::warn!(%sale, error = %err, "order service: cannot read sale"),
-        }
-    }
-
-    /// The three steps of a sale's pass, each on its own: one failing (say a
-    /// lost consumer group) does not hold up the others.
-    async fn process_sale(&self, sale: &SaleId) -> Outcome {
-        let mut outcome = Outcome::default();
-        match self.process_reservations(sale).await {
-            Ok(done) => outcome.add(done),
-            Err(err) => outcome.store_errors += failed(sale, "reading reservations", &err),
-        }
-        match self.expire_due(sale).await {
-            Ok(expired) => outcome.expired = expired,
-            Err(err) => outcome.store_errors += failed(sale, "expiring orders", &err),
-        }
-        if let Some(webhook) = &self.webhook {
-            match self.hand_off(webhook, sale).await {
-                Ok(sent) => outcome.handed_off = sent,
-                Err(err) => outcome.store_errors += failed(sale, "leasing hand-offs", &err),
-            }
-        }
-        outcome
-    }
-
-    /// Takes over stale entries, reads new ones, accepts each, and
-    /// acknowledges those accepted.
-    async fn process_reservations(&self, sale: &SaleId) -> Result<Outcome, StoreError> {
-        let consumer = self.settings.consumer.as_str();
-        let batch = self.settings.batch;
-        let reclaimed = self
-            .store
-            .claim_reservations(sale, consumer, self.settings.claim_idle, batch)
-            .await?;
-        let fresh = self.store.read_reservations(sale, consumer, batch).await?;
-        let mut outcome = Outcome {
-            reclaimed: reclaimed.len(),
-            ..Outcome::default()
-        };
-        let entries: Vec<StreamEntry> = reclaimed.into_iter().chain(fresh).collect();
-        if entries.is_empty() {
-            return Ok(outcome);
-        }
-        // An entry carries the orders of one reserve call (up to the
-        // actor's batch), so the orders are accepted `batch` at a time: one
-        // script call never holds Redis for long.
-        let mut acceptances = Vec::with_capacity(entries.len());
-        for chunk in entries.chunks(batch) {
-            let ids: Vec<OrderId> = chunk.iter().map(|entry| entry.order_id.clone()).collect();
-            acceptances.extend(
-                self.store
-                    .accept_orders(sale, &ids, self.webhook.is_some())
-                    .await?,
-            );
-        }
-        for (entry, acceptance) in entries.iter().zip(&acceptances) {
-            match acceptance {
-                Acceptance::Queued => outcome.accepted += 1,
-                Acceptance::Unchanged => outcome.redelivered += 1,
-                // Nothing to carry: keeping the entry would only redeliver
-                // it forever.
-                Acceptance::NotFound => tracing::error!(%sale, order = %entry.order_id,
-                    entry = %entry.id, "reservation names no order; dropping the entry"),
-            }
-        }
-        let mut processed: Vec<String> = entries.into_iter().map(|entry| entry.id).collect();
-        // The orders of one entry are read side by side.
-        processed.dedup();
-        self.store.ack_reservations(sale, &processed).await?;
-        telemetry::count_orders_accepted(outcome.accepted);
-        Ok(outcome)
-    }
-
-    async fn expire_due(&self, sale: &SaleId) -> Result<usize, StoreError> {
-        let expired = self.store.expire_due(sale, self.settings.batch).await?;
-        if expired.is_empty() {
-            return Ok(0);
-        }
-        let now = system_now();
-        for order in &expired {
-            telemetry::observe_expiry_lag(now.saturating_sub(order.expires_at));
-        }
-        self.inventory.stock_returned(&expired).await;
-        tracing::info!(%sale, orders = expired.len(), "unpaid orders expired; stock returned");
-        Ok(expired.len())
-    }
-
-    /// Leases the sale's due hand-offs and sends them in the background,
-    /// so a slow webhook never holds up reservations or expiry; returns how
-    /// many were leased. A send that fails is postponed by its backoff; one
-    /// lost with this process is sent again when its lease runs out.
-    async fn hand_off(&self, webhook: &Arc<Webhook>, sale: &SaleId) -> Result<usize, StoreError> {
-        let due = self
-            .store
-            .claim_deliveries(sale, self.settings.batch, webhook.lease())
-            .await?;
-        let leased = due.len();
-        if leased > 0 {
-            let (store, webhook, sale) =
-                (Arc::clone(&self.store), Arc::clone(webhook), sale.clone());
-            tokio::spawn(async move {
-                join_all(
-                    due.iter()
-                        .map(|delivery| deliver(&store, &webhook, &sale, delivery)),
-                )
-                .await;
-            });
-        }
-        Ok(leased)
-    }
-}
-
-/// Logs a failed step of a sale's pass; counts as one store error.
-fn failed(sale: &SaleId, step: &str, err: &StoreError) -> usize {
-    tracing::warn!(%sale, step, error = %err, "order service step failed; retrying next pass");
-    1
-}
-
-/// Sends one leased hand-off and records the result.
-async fn deliver(store: &Arc<dyn Store>, webhook: &Webhook, sale: &SaleId, delivery: &Delivery) {
-    let sent = match store.order(&delivery.order_id).await {
-        Ok(Some(order)) => webhook
-            .send(delivery.event, &order)
-            .await
-            .map_err(|err| err.to_string()),
-        Ok(None) => Err("the order is gone".to_owned()),
-        Err(err) => Err(err.to_string()),
-    };
-    let recorded = match &sent {
-        Ok(()) => store.delivered(sale, delivery).await,
-        Err(reason) => {
-            tracing::warn!(%sale, order = %delivery.order_id, event = delivery.event.as_str(),
-                attempt = delivery.attempt, %reason, "webhook call failed; will retry");
-            store
-                .postpone_delivery(sale, delivery, webhook.backoff(delivery.attempt))
-                .await
-        }
-    };
-    telemetry::count_webhook_call(sent.is_ok());
-    if let Err(err) = recorded {
-        // The lease runs out and the hand-off is sent again: at least once.
-        tracing::warn!(%sale, order = %delivery.order_id, error = %err,
-            "cannot record a webhook call's result");
-    }
-}
-
-/// How payments are taken: the WeChat Pay verifier, or simulated.
-pub enum PaymentMethod {
-    WeChatPay(Box<WeChatPayVerifier>),
-    Simulated,
-}
-
-/// Pays orders through the store's one payment step, for every way a
-/// payment arrives.
-pub struct Payments {
-    store: Arc<dyn Store>,
-    method: PaymentMethod,
-    /// Where to queue hand-offs to the merchant's webhook (when one is
-    /// configured): the order service then sends them.
-    hand_offs: Option<WorkNotices>,
-}
-
-impl Payments {
-    pub fn new(
-        store: Arc<dyn Store>,
-        method: PaymentMethod,
-        hand_offs: Option<WorkNotices>,
-    ) -> Self {
-        Self {
-            store,
-            method,
-            hand_offs,
-        }
-    }
-
-    pub fn method(&self) -> &PaymentMethod {
-        &self.method
-    }
-
-    /// Applies a payment to its order and logs what it did.
-    pub async fn pay(
+    /// The shopper's own order; another shopper's is not found.
+    pub async fn shopper_order(
         &self,
-        order_id: &OrderId,
-        payment: &Payment,
-    ) -> Result<PaymentOutcome, StoreError> {
-        let outcome = self
-            .store
-            .pay_order(order_id, payment, self.hand_offs.is_some())
-            .await?;
-        if let Some(notices) = &self.hand_offs {
-            notices.notify(&order_id.sale_id());
-        }
-        let transaction = payment.transaction_id.as_str();
-        match &outcome {
-            PaymentOutcome::Paid(_) => {
-                tracing::info!(order = %order_id, transaction, "order paid");
-            }
-            PaymentOutcome::Unchanged(order) => {
-                tracing::info!(order = %order_id, transaction, status = order.status.as_str(),
-                    "repeated payment notification; nothing changed");
-            }
-            PaymentOutcome::RefundRequired(order) => {
-                tracing::warn!(order = %order_id, transaction, amount_cents = order.amount_cents,
-                    "payment arrived after the order expired or was cancelled: refund required");
-            }
-            PaymentOutcome::AmountMismatch(order) => {
-                tracing::error!(order = %order_id, transaction, expected = order.amount_cents,
-                    paid = ?payment.amount, "payment amount differs from the order's; refused");
-            }
-        }
-        telemetry::count_payment(outcome_name(&outcome));
-        Ok(outcome)
+        id: &OrderId,
+        shopper: &ShopperId,
+    ) -> Result<Order, StoreError> {
+        self.store
+            .order(id)
+            .await?
+            .filter(|order| &order.shopper_id == shopper)
+            .ok_or(StoreError::NotFound("order"))
     }
-}
 
-fn outcome_name(outcome: &PaymentOutcome) -> &'static str {
-    match outcome {
-        PaymentOutcome::Paid(_) => "paid",
-        PaymentOutcome::Unchanged(_) => "unchanged",
-        PaymentOutcome::RefundRequired(_) => "refund_required",
-        PaymentOutcome::AmountMismatch(_) => "amount_mismatch",
+    /// The shopper's orders in every sale, newest first.
+    pub async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError> {
+        self.store.shopper_orders(shopper).await
+    }
+
+    /// Cancels the shopper's unpaid order; its units are on sale again.
+    pub async fn cancel(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
+        let order = self.store.cancel_order(id, shopper).await?;
+        self.inventory
+            .stock_returned(std::slice::from_ref(&order))
+            .await;
+        Ok(order)
+    }
+
+    /// Expires up to `limit` of the sale's unpaid orders past their
+    /// deadline (store clock); their units are on sale again.
+    pub async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
+        let expired = self.store.expire_due(sale, limit).await?;
+        if !expired.is_empty() {
+            let now = system_now();
+            for order in &expired {
+                telemetry::observe_expiry_lag(now.saturating_sub(order.expires_at));
+            }
+            self.inventory.stock_returned(&expired).await;
+            tracing::info!(%sale, orders = expired.len(), "unpaid orders expired; stock returned");
+        }
+        Ok(expired)
     }
 }

@@ -19,7 +19,8 @@ use reqwest::Url;
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::domain::{Order, OrderBody, OrderEvent};
+use crate::domain::{Order, OrderEvent};
+use crate::http::views::OrderBody;
 
 pub const SIGNATURE_HEADER: &str = "x-flashsale-signature";
 pub const EVENT_HEADER: &str = "x-flashsale-event";

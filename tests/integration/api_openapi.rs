@@ -37,8 +37,10 @@ use flashsale::http::{
     self, AppContext, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding,
 };
 use flashsale::inventory::{ActorSettings, Inventory};
-use flashsale::orders::wechatpay::WeChatPayVerifier;
-use flashsale::orders::{PaymentMethod, Payments};
+use flashsale::orders::Orders;
+use flashsale::payments::wechatpay::WeChatPayVerifier;
+use flashsale::payments::{PaymentMethod, Payments};
+use flashsale::sales::Sales;
 use flashsale::store::{EmbeddedStore, Store};
 use flashsale::telemetry;
 use serde_json::Value;
@@ -121,13 +123,17 @@ impl App {
             burst: 0,
         };
         let state = AppState::new(AppContext {
+            sales: Sales::new(
+                Arc::clone(&store),
+                Arc::clone(&inventory),
+                SaleRules::default(),
+            ),
+            orders: Arc::new(Orders::new(Arc::clone(&store), Arc::clone(&inventory))),
+            payments: Payments::new(Arc::clone(&store), method, None),
             store: Arc::clone(&store),
-            inventory: Arc::clone(&inventory),
             auth: Arc::new(AuthKeys::new(ADMIN_TOKEN, SHOPPER_SECRET.as_bytes()).unwrap()),
             metrics: telemetry::metrics_handle(),
             store_timeout: Duration::from_secs(2),
-            sale_rules: SaleRules::default(),
-            payments: Arc::new(Payments::new(Arc::clone(&store), method, None)),
             limits: Arc::new(RateLimits::new(&RateLimitSettings {
                 global: off,
                 shopper: off,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use flashsale::domain::Payment;
 use flashsale::domain::{OrderEvent, OrderId};
 use flashsale::inventory::{ActorSettings, Inventory};
-use flashsale::orders::{OrderService, OrderSettings, Outcome};
+use flashsale::orders::{OrderService, OrderSettings, Orders, Outcome};
 use flashsale::store::{Acceptance, Store};
 use futures::future::join_all;
 
@@ -32,7 +32,7 @@ fn order_service(store: &Arc<dyn Store>, consumer: &str, batch: usize) -> OrderS
         .expect("actor system");
     OrderService::new(
         Arc::clone(store),
-        Arc::new(inventory),
+        Arc::new(Orders::new(Arc::clone(store), Arc::new(inventory))),
         None,
         OrderSettings {
             sweep: Duration::from_millis(10),

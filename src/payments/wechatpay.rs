@@ -27,7 +27,7 @@ use crate::json::{self, JsonProblem};
 
 /// How far (either direction, seconds) a notification's timestamp may be
 /// from now.
-const MAX_CLOCK_SKEW_SECS: u64 = 300;
+const CLOCK_SKEW_SECS_MAX: u64 = 300;
 
 /// The only `resource.algorithm` WeChat Pay v3 uses.
 const ALGORITHM: &str = "AEAD_AES_256_GCM";
@@ -89,7 +89,7 @@ impl WeChatPayVerifier {
         let signature = required(headers.signature, "Wechatpay-Signature")?;
 
         let sent_at: i64 = timestamp.parse().map_err(|_| NotifyError::StaleTimestamp)?;
-        if now_secs.abs_diff(sent_at) > MAX_CLOCK_SKEW_SECS {
+        if now_secs.abs_diff(sent_at) > CLOCK_SKEW_SECS_MAX {
             return Err(NotifyError::StaleTimestamp);
         }
 

@@ -1,0 +1,362 @@
+//! The order service: a background task that carries every order from its
+//! reservation to `paid`, `cancelled`, `expired` or `refund_required`, and
+//! returns stock whenever an order does not complete.
+//!
+//! Every pass of [`OrderService::try_process_batch`], for each sale that may
+//! still have work (live, upcoming, or ended with orders not yet settled):
+//! 1. **Stream**: reads new reservations from the sale's stream with the
+//!    `orders` consumer group, after taking over entries another consumer
+//!    left unacknowledged for `claim_idle` (it died). Each is accepted once
+//!    by order id (`accept_orders`: a redelivery changes nothing), then
+//!    acknowledged and removed from the stream. Nothing is acknowledged
+//!    before it was processed.
+//! 2. **Deadlines**: expires unpaid orders past `expires_at`, each in one
+//!    atomic store step that returns its units; every engine node's actor
+//!    is told the stock is back.
+//! 3. **Hand-offs**: sends due webhook calls (see [`super::webhook`]),
+//!    leased in the store so a crash or a second node never loses or
+//!    doubles one beyond at-least-once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use parking_lot::Mutex;
+
+use super::webhook::Webhook;
+use super::Orders;
+use crate::domain::{system_now, Millis, OrderId, SaleId, SaleState};
+use crate::store::{Acceptance, Delivery, Store, StoreError, StreamEntry};
+use crate::telemetry;
+
+/// How the order service works through its sales.
+#[derive(Debug, Clone)]
+pub struct OrderSettings {
+    /// Pause between passes that found nothing to do.
+    pub sweep: Duration,
+    /// Most reservations, expiries and hand-offs per sale per pass.
+    pub batch: usize,
+    /// Reservations another consumer left unacknowledged this long are
+    /// taken over.
+    pub claim_idle: Duration,
+    /// This consumer's name in the consumer groups: unique per process.
+    pub consumer: String,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Reservations accepted for the first time.
+    pub accepted: usize,
+    /// Reservations that were already accepted (redeliveries), acknowledged
+    /// again.
+    pub redelivered: usize,
+    /// Reservations taken over from a consumer that stopped acknowledging
+    /// (every order of each stream entry taken over).
+    pub reclaimed: usize,
+    /// Orders expired (their stock returned).
+    pub expired: usize,
+    /// Hand-offs leased and sent to the webhook (in the background: the
+    /// pass does not wait for the merchant).
+    pub handed_off: usize,
+    /// Steps that stopped on a store error (retried next pass).
+    pub store_errors: usize,
+}
+
+impl Outcome {
+    /// Whether the pass did anything (another may find more at once).
+    pub fn did_work(&self) -> bool {
+        self.accepted + self.redelivered + self.expired + self.handed_off > 0
+    }
+
+    fn add(&mut self, other: Self) {
+        self.accepted += other.accepted;
+        self.redelivered += other.redelivered;
+        self.reclaimed += other.reclaimed;
+        self.expired += other.expired;
+        self.handed_off += other.handed_off;
+        self.store_errors += other.store_errors;
+    }
+}
+
+/// Sales that got new work while the order service may have stopped
+/// watching them (a payment after the sale settled queues a hand-off).
+#[derive(Clone, Default)]
+pub struct WorkNotices(Arc<Mutex<HashSet<SaleId>>>);
+
+impl WorkNotices {
+    pub fn notify(&self, sale: &SaleId) {
+        self.0.lock().insert(sale.clone());
+    }
+
+    fn take(&self) -> HashSet<SaleId> {
+        std::mem::take(&mut *self.0.lock())
+    }
+}
+
+pub struct OrderService {
+    store: Arc<dyn Store>,
+    orders: Arc<Orders>,
+    webhook: Option<Arc<Webhook>>,
+    settings: OrderSettings,
+    notices: WorkNotices,
+    /// Sales that may have work, with the time after which none of their
+    /// orders can still be unpaid (their end plus one payment timeout).
+    watched: HashMap<SaleId, Millis>,
+    /// Sales with nothing left to do: looked at again only on a notice.
+    settled: HashSet<SaleId>,
+}
+
+impl OrderService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        orders: Arc<Orders>,
+        webhook: Option<Webhook>,
+        settings: OrderSettings,
+    ) -> Self {
+        Self {
+            store,
+            orders,
+            webhook: webhook.map(Arc::new),
+            settings,
+            notices: WorkNotices::default(),
+            watched: HashMap::new(),
+            settled: HashSet::new(),
+        }
+    }
+
+    /// Where payments tell this service about hand-offs they queued, when
+    /// it hands orders to a webhook.
+    pub fn hand_off_notices(&self) -> Option<WorkNotices> {
+        self.webhook.as_ref().map(|_| self.notices.clone())
+    }
+
+    /// Passes until the task is dropped: at once again after a pass that
+    /// did work, after `sweep` otherwise.
+    pub async fn run(mut self) {
+        loop {
+            let outcome = self.try_process_batch().await;
+            if !outcome.did_work() {
+                tokio::time::sleep(self.settings.sweep).await;
+            }
+        }
+    }
+
+    /// One pass over every sale that may have work (see the module docs).
+    /// Store errors are logged and counted; the work is retried next pass.
+    pub async fn try_process_batch(&mut self) -> Outcome {
+        let mut outcome = Outcome::default();
+        for sale in self.notices.take() {
+            self.settled.remove(&sale);
+        }
+        if let Err(err) = self.watch_new_sales().await {
+            tracing::warn!(error = %err, "order service: cannot list sales");
+            outcome.store_errors += 1;
+        }
+        let sales: Vec<SaleId> = self.watched.keys().cloned().collect();
+        for sale in sales {
+            let done = self.process_sale(&sale).await;
+            if !done.did_work() && done.store_errors == 0 {
+                self.settle_if_done(&sale).await;
+            }
+            outcome.add(done);
+        }
+        outcome
+    }
+
+    async fn watch_new_sales(&mut self) -> Result<(), StoreError> {
+        for sale in self.store.sale_ids().await? {
+            if self.settled.contains(&sale) || self.watched.contains_key(&sale) {
+                continue;
+            }
+            match self.settled_by(&sale).await? {
+                Some(settled_by) => {
+                    self.store.join_reservations(&sale).await?;
+                    self.watched.insert(sale, settled_by);
+                }
+                None => {
+                    self.settled.insert(sale);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// When the sale can have no unpaid order left (`None`: cancelled
+    /// before it started, or gone: it never had one).
+    async fn settled_by(&self, sale: &SaleId) -> Result<Option<Millis>, StoreError> {
+        let Some(view) = self.store.view_sale(sale).await? else {
+            return Ok(None);
+        };
+        if view.sale.state == SaleState::Cancelled {
+            return Ok(None);
+        }
+        Ok(Some(view.sale.ends_at.saturating_add(
+            view.sale.payment_timeout_secs.saturating_mul(1000),
+        )))
+    }
+
+    /// Stops watching a sale whose pass found nothing, once no order of it
+    /// can still be unpaid (its end may have moved: read it again) and the
+    /// store holds nothing left to do for it.
+    async fn settle_if_done(&mut self, sale: &SaleId) {
+        let Some(&settled_by) = self.watched.get(sale) else {
+            return;
+        };
+        if system_now() <= settled_by {
+            return;
+        }
+        let checked = async {
+            let settled_by = self.settled_by(sale).await?;
+            let backlog = self.store.order_backlog(sale).await?;
+            Ok::<_, StoreError>((settled_by, backlog))
+        }
+        .await;
+        match checked {
+            Ok((Some(settled_by), _)) if system_now() <= settled_by => {
+                self.watched.insert(sale.clone(), settled_by);
+            }
+            Ok((_, backlog)) if backlog.is_empty() => {
+                self.watched.remove(sale);
+                self.settled.insert(sale.clone());
+            }
+            Ok((_, backlog)) => {
+                tracing::debug!(%sale, ?backlog, "sale past its payment window still has work");
+            }
+            Err(err) => tracing::warn!(%sale, error = %err, "order service: cannot read sale"),
+        }
+    }
+
+    /// The three steps of a sale's pass, each on its own: one failing (say a
+    /// lost consumer group) does not hold up the others.
+    async fn process_sale(&self, sale: &SaleId) -> Outcome {
+        let mut outcome = Outcome::default();
+        match self.process_reservations(sale).await {
+            Ok(done) => outcome.add(done),
+            Err(err) => outcome.store_errors += failed(sale, "reading reservations", &err),
+        }
+        match self.expire_due(sale).await {
+            Ok(expired) => outcome.expired = expired,
+            Err(err) => outcome.store_errors += failed(sale, "expiring orders", &err),
+        }
+        if let Some(webhook) = &self.webhook {
+            match self.hand_off(webhook, sale).await {
+                Ok(sent) => outcome.handed_off = sent,
+                Err(err) => outcome.store_errors += failed(sale, "leasing hand-offs", &err),
+            }
+        }
+        outcome
+    }
+
+    /// Takes over stale entries, reads new ones, accepts each, and
+    /// acknowledges those accepted.
+    async fn process_reservations(&self, sale: &SaleId) -> Result<Outcome, StoreError> {
+        let consumer = self.settings.consumer.as_str();
+        let batch = self.settings.batch;
+        let reclaimed = self
+            .store
+            .claim_reservations(sale, consumer, self.settings.claim_idle, batch)
+            .await?;
+        let fresh = self.store.read_reservations(sale, consumer, batch).await?;
+        let mut outcome = Outcome {
+            reclaimed: reclaimed.len(),
+            ..Outcome::default()
+        };
+        let entries: Vec<StreamEntry> = reclaimed.into_iter().chain(fresh).collect();
+        if entries.is_empty() {
+            return Ok(outcome);
+        }
+        // An entry carries the orders of one reserve call (up to the
+        // actor's batch), so the orders are accepted `batch` at a time: one
+        // script call never holds Redis for long.
+        let mut acceptances = Vec::with_capacity(entries.len());
+        for chunk in entries.chunks(batch) {
+            let ids: Vec<OrderId> = chunk.iter().map(|entry| entry.order_id.clone()).collect();
+            acceptances.extend(
+                self.store
+                    .accept_orders(sale, &ids, self.webhook.is_some())
+                    .await?,
+            );
+        }
+        for (entry, acceptance) in entries.iter().zip(&acceptances) {
+            match acceptance {
+                Acceptance::Queued => outcome.accepted += 1,
+                Acceptance::Unchanged => outcome.redelivered += 1,
+                // Nothing to carry: keeping the entry would only redeliver
+                // it forever.
+                Acceptance::NotFound => tracing::error!(%sale, order = %entry.order_id,
+                    entry = %entry.id, "reservation names no order; dropping the entry"),
+            }
+        }
+        let mut processed: Vec<String> = entries.into_iter().map(|entry| entry.id).collect();
+        // The orders of one entry are read side by side.
+        processed.dedup();
+        self.store.ack_reservations(sale, &processed).await?;
+        telemetry::count_orders_accepted(outcome.accepted);
+        Ok(outcome)
+    }
+
+    async fn expire_due(&self, sale: &SaleId) -> Result<usize, StoreError> {
+        let expired = self.orders.expire_due(sale, self.settings.batch).await?;
+        Ok(expired.len())
+    }
+
+    /// Leases the sale's due hand-offs and sends them in the background,
+    /// so a slow webhook never holds up reservations or expiry; returns how
+    /// many were leased. A send that fails is postponed by its backoff; one
+    /// lost with this process is sent again when its lease runs out.
+    async fn hand_off(&self, webhook: &Arc<Webhook>, sale: &SaleId) -> Result<usize, StoreError> {
+        let due = self
+            .store
+            .claim_deliveries(sale, self.settings.batch, webhook.lease())
+            .await?;
+        let leased = due.len();
+        if leased > 0 {
+            let (store, webhook, sale) =
+                (Arc::clone(&self.store), Arc::clone(webhook), sale.clone());
+            tokio::spawn(async move {
+                join_all(
+                    due.iter()
+                        .map(|delivery| deliver(&store, &webhook, &sale, delivery)),
+                )
+                .await;
+            });
+        }
+        Ok(leased)
+    }
+}
+
+/// Logs a failed step of a sale's pass; counts as one store error.
+fn failed(sale: &SaleId, step: &str, err: &StoreError) -> usize {
+    tracing::warn!(%sale, step, error = %err, "order service step failed; retrying next pass");
+    1
+}
+
+/// Sends one leased hand-off and records the result.
+async fn deliver(store: &Arc<dyn Store>, webhook: &Webhook, sale: &SaleId, delivery: &Delivery) {
+    let sent = match store.order(&delivery.order_id).await {
+        Ok(Some(order)) => webhook
+            .send(delivery.event, &order)
+            .await
+            .map_err(|err| err.to_string()),
+        Ok(None) => Err("the order is gone".to_owned()),
+        Err(err) => Err(err.to_string()),
+    };
+    let recorded = match &sent {
+        Ok(()) => store.delivered(sale, delivery).await,
+        Err(reason) => {
+            tracing::warn!(%sale, order = %delivery.order_id, event = delivery.event.as_str(),
+                attempt = delivery.attempt, %reason, "webhook call failed; will retry");
+            store
+                .postpone_delivery(sale, delivery, webhook.backoff(delivery.attempt))
+                .await
+        }
+    };
+    telemetry::count_webhook_call(sent.is_ok());
+    if let Err(err) = recorded {
+        // The lease runs out and the hand-off is sent again: at least once.
+        tracing::warn!(%sale, order = %delivery.order_id, error = %err,
+            "cannot record a webhook call's result");
+    }
+}

@@ -1,0 +1,117 @@
+//! Sales: every workflow on a sale, each written once. Merchants schedule,
+//! change, end, cancel and audit sales; shoppers and merchants read them;
+//! a shopper asks whether a sale is open for a purchase token. Handlers
+//! parse a request, call one function here and map its outcome; only this
+//! module tells the inventory actors that a merchant changed a sale.
+
+use std::sync::Arc;
+
+use futures::future::try_join_all;
+
+use crate::domain::{
+    system_now, InvalidField, NewSale, SaleChange, SaleId, SalePatch, SaleRecords, SaleRules,
+    SaleView,
+};
+use crate::inventory::Inventory;
+use crate::store::{Store, StoreError};
+
+/// Why a merchant's request on a sale did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum SaleError {
+    /// A value breaks a rule; the message names the field.
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Sales {
+    store: Arc<dyn Store>,
+    inventory: Arc<Inventory>,
+    rules: SaleRules,
+}
+
+impl Sales {
+    pub fn new(store: Arc<dyn Store>, inventory: Arc<Inventory>, rules: SaleRules) -> Self {
+        Self {
+            store,
+            inventory,
+            rules,
+        }
+    }
+
+    /// Validates and stores a new sale with its full stock; answers the
+    /// sale as the store now shows it.
+    pub async fn schedule(&self, new_sale: NewSale) -> Result<SaleView, SaleError> {
+        let sale = new_sale.into_sale(SaleId::generate(), system_now(), &self.rules)?;
+        self.store.create_sale(&sale).await?;
+        Ok(self.view(&sale.id).await?)
+    }
+
+    /// A sale with its exact counts.
+    pub async fn view(&self, id: &SaleId) -> Result<SaleView, StoreError> {
+        self.store
+            .view_sale(id)
+            .await?
+            .ok_or(StoreError::NotFound("sale"))
+    }
+
+    /// Every sale, newest first.
+    pub async fn list(&self) -> Result<Vec<SaleView>, StoreError> {
+        let ids = self.store.sale_ids().await?;
+        let views = try_join_all(ids.iter().map(|id| self.store.view_sale(id))).await?;
+        Ok(views.into_iter().flatten().collect())
+    }
+
+    /// The sales shoppers see listed: upcoming, live and sold out.
+    pub async fn list_for_shoppers(&self) -> Result<Vec<SaleView>, StoreError> {
+        let mut views = self.list().await?;
+        views.retain(|view| view.status().is_listed());
+        Ok(views)
+    }
+
+    /// The sale, if it is live now (by the store's clock); the reason
+    /// otherwise, as an order would be refused.
+    pub async fn open_for_purchase(&self, id: &SaleId) -> Result<SaleView, StoreError> {
+        let view = self.view(id).await?;
+        match view.status().closed_because() {
+            None => Ok(view),
+            Some(rejection) => Err(rejection.into()),
+        }
+    }
+
+    /// Applies a merchant's patch to the sale as it is now: the store
+    /// refuses it if the sale changed meanwhile or its phase does not allow
+    /// it. Answers the change and the sale after it.
+    pub async fn change(
+        &self,
+        id: &SaleId,
+        patch: SalePatch,
+    ) -> Result<(SaleChange, SaleView), SaleError> {
+        let current = self.view(id).await?;
+        let change = current.sale.patched(patch, &self.rules)?;
+        self.store.update_sale(id, &change, current.version).await?;
+        Ok((change, self.changed(id).await?))
+    }
+
+    /// Calls off a sale that has not started.
+    pub async fn cancel(&self, id: &SaleId) -> Result<SaleView, StoreError> {
+        self.store.cancel_sale(id).await?;
+        self.changed(id).await
+    }
+
+    /// Every record of the sale, read in one atomic step, to audit.
+    pub async fn records(&self, id: &SaleId) -> Result<SaleRecords, StoreError> {
+        self.store
+            .sale_records(id)
+            .await?
+            .ok_or(StoreError::NotFound("sale"))
+    }
+
+    /// Reads the changed sale and tells its actor.
+    async fn changed(&self, id: &SaleId) -> Result<SaleView, StoreError> {
+        let view = self.view(id).await?;
+        self.inventory.sale_changed(view.clone());
+        Ok(view)
+    }
+}
