@@ -32,9 +32,9 @@ pub const WEBHOOK_CALLS: &str = "flashsale_webhook_calls_total";
 /// `amount_mismatch`, or `rejected` (a notification that failed checks).
 pub const PAYMENTS: &str = "flashsale_payments_total";
 
-/// Requests refused by a rate limit, by `limiter`: `ip`, `shopper`, `global`.
+/// Requests refused by a rate limit, by `limiter`: `ip`, `user` (per shopper), `global`.
 pub const RATE_LIMITED: &str = "flashsale_rate_limited_total";
-/// Keys held by a keyed rate limiter (`limiter`: `shopper`, `ip`).
+/// Keys held by a keyed rate limiter (`limiter`: `user` (per shopper), `ip`).
 pub const RATE_LIMITER_KEYS: &str = "flashsale_rate_limiter_keys";
 /// Requests shed by the front door, by `reason`: `in_flight`, `timeout`.
 pub const SHED: &str = "flashsale_shed_total";
