@@ -80,8 +80,7 @@ impl SaleRecord {
         Some(order)
     }
 
-    /// Decides one reservation (see [`Store::reserve`]).
-    /// Decides one reservation; a new order's id joins `made` (the orders
+    /// Decides one reservation (see [`Store::reserve`]); a new order's id joins `made` (the orders
     /// the stream entry of this reserve call will carry).
     fn reserve(
         &mut self,
