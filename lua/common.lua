@@ -1,4 +1,4 @@
--- common: helpers every script is prefixed with (see store::redis::Scripts).
+-- common: helpers every script is prefixed with (see store::scripts).
 -- Only functions: nothing here runs or touches a key by itself.
 
 -- The Redis clock in milliseconds: the one clock of every engine node.
@@ -45,7 +45,7 @@ end
 -- (fs:{sale}:orders, field: the order id), a record of 'name=value' pairs
 -- joined by single spaces, in the order of ORDER_FIELDS. No value is empty
 -- or holds a space: ids are printable ASCII without spaces, the rest are
--- numbers, a currency code and a status. store::redis::order_from_record
+-- numbers, a currency code and a status. store::redis::codec
 -- reads it in Rust; reserve.lua writes new records in the same layout.
 local ORDER_FIELDS = {'user_id', 'quantity', 'amount_cents', 'currency', 'status',
   'created_at', 'expires_at', 'queued_at', 'paid_at'}

@@ -85,7 +85,7 @@ impl SaleKeys {
     }
 
     /// Hash: order id -> the order's record (`name=value` pairs; see
-    /// `lua/common.lua` and `store::redis::order_from_record`).
+    /// `lua/common.lua` and `store::redis::codec`).
     pub fn orders(&self) -> String {
         format!("{}:orders", self.tag)
     }
