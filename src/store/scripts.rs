@@ -89,6 +89,7 @@ impl Invocation<'_> {
 
 /// The Lua scripts, one per state change plus the consistent reads.
 pub struct Scripts {
+    pub index_sale: LuaScript,
     pub create_sale: LuaScript,
     pub sale_snapshot: LuaScript,
     pub update_sale: LuaScript,
@@ -106,6 +107,7 @@ pub struct Scripts {
 impl Scripts {
     pub fn new() -> Self {
         Self {
+            index_sale: script!("index_sale"),
             create_sale: script!("create_sale"),
             sale_snapshot: script!("sale_snapshot"),
             update_sale: script!("update_sale"),
@@ -125,6 +127,7 @@ impl Scripts {
     /// primary's), so the first calls need not send the bodies.
     pub async fn load(&self, conn: &mut impl ConnectionLike) -> RedisResult<()> {
         for script in [
+            &self.index_sale,
             &self.create_sale,
             &self.sale_snapshot,
             &self.update_sale,

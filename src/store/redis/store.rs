@@ -86,13 +86,12 @@ impl Store for RedisStore {
         for (field, value) in sale_fields(sale) {
             invocation.arg(field).arg(value);
         }
-        // Index first: an indexed id without a sale is skipped by listings,
-        // while a sale missing from the index would never be listed.
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(SALE_INDEX)
-            .arg(sale.created_at)
-            .arg(sale.id.as_str());
-        self.query::<i64>("index_sale", &cmd).await?;
+        // Two scripts, as the index has no sale's slot. Index first: an
+        // indexed id without a sale is skipped by every reader, while a
+        // sale missing from the index would never be listed nor watched.
+        let mut index = self.scripts.index_sale.key(SALE_INDEX);
+        index.arg(sale.created_at).arg(sale.id.as_str());
+        self.run("index_sale", &index).await?;
         let created: i64 = redis::from_redis_value(self.run("create_sale", &invocation).await?)
             .map_err(corrupt)?;
         if created != 1 {
