@@ -101,6 +101,7 @@ pub struct Scripts {
     pub accept_orders: LuaScript,
     pub ack_reservations: LuaScript,
     pub claim_deliveries: LuaScript,
+    pub delivered: LuaScript,
     pub audit_sale: LuaScript,
 }
 
@@ -119,6 +120,7 @@ impl Scripts {
             accept_orders: script!("accept_orders"),
             ack_reservations: script!("ack_reservations"),
             claim_deliveries: script!("claim_deliveries"),
+            delivered: script!("delivered"),
             audit_sale: script!("audit_sale"),
         }
     }
@@ -139,6 +141,7 @@ impl Scripts {
             &self.accept_orders,
             &self.ack_reservations,
             &self.claim_deliveries,
+            &self.delivered,
             &self.audit_sale,
         ] {
             script.script.load_async(conn).await?;

@@ -517,23 +517,12 @@ impl Store for RedisStore {
 
     async fn delivered(&self, sale: &SaleId, delivery: &Delivery) -> Result<(), StoreError> {
         let keys = SaleKeys::new(sale);
-        let member = delivery_member(delivery);
-        let mut pipeline = redis::pipe();
-        pipeline
-            .atomic()
-            .cmd("ZREM")
-            .arg(keys.outbox())
-            .arg(&member)
-            .ignore()
-            .cmd("HDEL")
-            .arg(keys.attempts())
-            .arg(&member)
-            .ignore();
-        timed(
-            "delivered",
-            pipeline.query_async::<()>(&mut self.conn.clone()),
-        )
-        .await
+        let mut invocation = self.scripts.delivered.key(keys.outbox());
+        invocation
+            .key(keys.attempts())
+            .arg(delivery_member(delivery));
+        self.run("delivered", &invocation).await?;
+        Ok(())
     }
 
     async fn postpone_delivery(
