@@ -102,6 +102,7 @@ pub struct Scripts {
     pub ack_reservations: LuaScript,
     pub claim_deliveries: LuaScript,
     pub delivered: LuaScript,
+    pub postpone_delivery: LuaScript,
     pub audit_sale: LuaScript,
 }
 
@@ -121,6 +122,7 @@ impl Scripts {
             ack_reservations: script!("ack_reservations"),
             claim_deliveries: script!("claim_deliveries"),
             delivered: script!("delivered"),
+            postpone_delivery: script!("postpone_delivery"),
             audit_sale: script!("audit_sale"),
         }
     }
@@ -142,6 +144,7 @@ impl Scripts {
             &self.ack_reservations,
             &self.claim_deliveries,
             &self.delivered,
+            &self.postpone_delivery,
             &self.audit_sale,
         ] {
             script.script.load_async(conn).await?;

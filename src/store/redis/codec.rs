@@ -6,6 +6,7 @@
 //! every format lives in one place and `store` only sends and receives.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use redis::streams::StreamId;
 use redis::{FromRedisValue, Value};
@@ -62,6 +63,11 @@ pub(super) fn flag(on: bool) -> &'static str {
     } else {
         "0"
     }
+}
+
+/// A duration as the scripts and commands take it: whole milliseconds.
+pub(super) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// An outbox member: `event order_id`.

@@ -12,9 +12,9 @@ use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::Value;
 
 use super::codec::{
-    admin_outcome, corrupt, delivery_member, flag, order_from_fields, order_from_record, order_ids,
-    parse_delivery, record_fields, sale_fields, stream_entries, view_from_snapshot, Announcement,
-    OrderTerms, Reply, ReserveReply,
+    admin_outcome, corrupt, delivery_member, flag, millis, order_from_fields, order_from_record,
+    order_ids, parse_delivery, record_fields, sale_fields, stream_entries, view_from_snapshot,
+    Announcement, OrderTerms, Reply, ReserveReply,
 };
 use super::connection::{timed, unavailable};
 use super::RedisStore;
@@ -408,7 +408,7 @@ impl Store for RedisStore {
         cmd.arg(SaleKeys::new(sale).stream())
             .arg(ORDER_SERVICE_GROUP)
             .arg(consumer)
-            .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
+            .arg(millis(min_idle))
             .arg("0-0")
             .arg("COUNT")
             .arg(count);
@@ -500,7 +500,7 @@ impl Store for RedisStore {
         invocation
             .key(keys.attempts())
             .arg(limit)
-            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+            .arg(millis(lease));
         let mut reply = Reply::array(self.run("claim_deliveries", &invocation).await?, "claim")?;
         let mut deliveries = Vec::new();
         while reply.has_more() {
@@ -531,13 +531,13 @@ impl Store for RedisStore {
         delivery: &Delivery,
         after: Duration,
     ) -> Result<(), StoreError> {
-        let due = system_now().saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(SaleKeys::new(sale).outbox())
-            .arg("XX")
-            .arg(due)
-            .arg(delivery_member(delivery));
-        self.query("postpone_delivery", &cmd).await
+        let mut invocation = self
+            .scripts
+            .postpone_delivery
+            .key(SaleKeys::new(sale).outbox());
+        invocation.arg(delivery_member(delivery)).arg(millis(after));
+        self.run("postpone_delivery", &invocation).await?;
+        Ok(())
     }
 
     async fn announce_stock_returns(&self, returns: &[StockReturn]) -> Result<(), StoreError> {
