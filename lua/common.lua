@@ -24,6 +24,25 @@ local function hand_off(outbox, event, order_id, now)
   redis.call('ZADD', outbox, 'NX', now, event .. ' ' .. order_id)
 end
 
+-- A consumer group of a stream, as a table of its XINFO GROUPS fields
+-- ('name', 'last-delivered-id', ...), or nil when the stream or the group
+-- does not exist.
+local function consumer_group(stream, name)
+  if redis.call('EXISTS', stream) == 0 then
+    return nil
+  end
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local fields = {}
+    for f = 1, #info, 2 do
+      fields[info[f]] = info[f + 1]
+    end
+    if fields['name'] == name then
+      return fields
+    end
+  end
+  return nil
+end
+
 -- A sale and its exact counts (see sale_snapshot.lua for the keys and the
 -- reply), or {} when the sale does not exist.
 local function snapshot(sale_key, stock, stats, buyers)

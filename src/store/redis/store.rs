@@ -359,16 +359,13 @@ impl Store for RedisStore {
     }
 
     async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError> {
-        let mut cmd = redis::cmd("XGROUP");
-        cmd.arg("CREATE")
-            .arg(SaleKeys::new(sale).stream())
-            .arg(ORDER_SERVICE_GROUP)
-            .arg("0")
-            .arg("MKSTREAM");
-        match self.query::<()>("join_reservations", &cmd).await {
-            Err(StoreError::Unavailable(err)) if err.contains("BUSYGROUP") => Ok(()),
-            other => other,
-        }
+        let mut invocation = self
+            .scripts
+            .join_reservations
+            .key(SaleKeys::new(sale).stream());
+        invocation.arg(ORDER_SERVICE_GROUP);
+        self.run("join_reservations", &invocation).await?;
+        Ok(())
     }
 
     async fn read_reservations(
