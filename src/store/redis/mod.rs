@@ -2,6 +2,15 @@
 //! from `lua/` (see [`super::scripts`]), touching the keys of one hash slot.
 //! Reads that must be consistent (a sale with its counts) are scripts too.
 //!
+//! - [`connection`]: connecting, checking the server's settings, loading the
+//!   scripts, and running scripts and commands on the one multiplexed
+//!   connection (timed, errors mapped); the pub/sub subscription.
+//! - [`codec`]: how records and replies look in Redis: the sale's fields,
+//!   the order record's `name=value` pairs, the scripts' replies, outbox
+//!   members and stream entries. No I/O.
+//! - [`store`]: the [`Store`](super::Store) impl: which script or command
+//!   each call sends, with which keys and arguments.
+//!
 //! Creating a sale is two scripts, since the index of every sale (`fs:sales`)
 //! is no sale's and has no sale's hash tag: `index_sale.lua` lists the id,
 //! then `create_sale.lua` writes the sale. A crash between them leaves an
@@ -18,15 +27,6 @@
 //!   `accept_orders.lua`, and entries leave in `ack_reservations.lua`.
 //! - `SCRIPT LOAD` (the script cache, not data). Everything else outside
 //!   scripts is a read: `HGET`, `ZRANGE`, `XLEN`, `ZCARD`, `CONFIG GET`.
-//!
-//! - [`connection`]: connecting, checking the server's settings, loading the
-//!   scripts, and running scripts and commands on the one multiplexed
-//!   connection (timed, errors mapped); the pub/sub subscription.
-//! - [`codec`]: how records and replies look in Redis: the sale's fields,
-//!   the order record's `name=value` pairs, the scripts' replies, outbox
-//!   members and stream entries. No I/O.
-//! - [`store`]: the [`Store`](super::Store) impl: which script or command
-//!   each call sends, with which keys and arguments.
 
 mod codec;
 mod connection;
