@@ -11,19 +11,7 @@
 -- ARGV[1] the consumer group, ARGV[2..] entry ids
 -- Returns the number of entries trimmed (0 when the stream or the group is
 -- gone: the order service joins again and gets the entries redelivered).
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return 0
-end
-local group
-for _, info in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local fields = {}
-  for f = 1, #info, 2 do
-    fields[info[f]] = info[f + 1]
-  end
-  if fields['name'] == ARGV[1] then
-    group = fields
-  end
-end
+local group = consumer_group(KEYS[1], ARGV[1])
 if not group then
   return 0
 end

@@ -1,8 +1,9 @@
 -- claim_deliveries: leases the hand-offs to the merchant that are due. Each
 -- is pushed back by the lease before it is sent, so no other engine node
 -- sends it meanwhile, and one whose sender died is sent again when the lease
--- runs out. The sender removes a delivered one, or postpones a failed one
--- by its backoff.
+-- runs out. The sender removes a delivered one (delivered.lua), or
+-- postpones a failed one by its backoff (postpone_delivery.lua, on this
+-- same Redis clock).
 -- KEYS[1] fs:{sale}:outbox    sorted set: 'event order_id' by due time (ms)
 -- KEYS[2] fs:{sale}:attempts  hash: 'event order_id' -> attempts so far
 -- ARGV[1] most to lease, ARGV[2] lease (ms): longer than one send may take

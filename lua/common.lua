@@ -1,4 +1,4 @@
--- common: helpers every script is prefixed with (see store::redis::Scripts).
+-- common: helpers every script is prefixed with (see store::scripts).
 -- Only functions: nothing here runs or touches a key by itself.
 
 -- The Redis clock in milliseconds: the one clock of every engine node.
@@ -24,6 +24,25 @@ local function hand_off(outbox, event, order_id, now)
   redis.call('ZADD', outbox, 'NX', now, event .. ' ' .. order_id)
 end
 
+-- A consumer group of a stream, as a table of its XINFO GROUPS fields
+-- ('name', 'last-delivered-id', ...), or nil when the stream or the group
+-- does not exist.
+local function consumer_group(stream, name)
+  if redis.call('EXISTS', stream) == 0 then
+    return nil
+  end
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local fields = {}
+    for f = 1, #info, 2 do
+      fields[info[f]] = info[f + 1]
+    end
+    if fields['name'] == name then
+      return fields
+    end
+  end
+  return nil
+end
+
 -- A sale and its exact counts (see sale_snapshot.lua for the keys and the
 -- reply), or {} when the sale does not exist.
 local function snapshot(sale_key, stock, stats, buyers)
@@ -45,7 +64,7 @@ end
 -- (fs:{sale}:orders, field: the order id), a record of 'name=value' pairs
 -- joined by single spaces, in the order of ORDER_FIELDS. No value is empty
 -- or holds a space: ids are printable ASCII without spaces, the rest are
--- numbers, a currency code and a status. store::redis::order_from_record
+-- numbers, a currency code and a status. store::redis::codec
 -- reads it in Rust; reserve.lua writes new records in the same layout.
 local ORDER_FIELDS = {'user_id', 'quantity', 'amount_cents', 'currency', 'status',
   'created_at', 'expires_at', 'queued_at', 'paid_at'}

@@ -5,8 +5,9 @@
 
 use crate::domain::SaleId;
 
-/// Sorted set of every sale id, scored by creation time. Not tagged: only
-/// read and written outside scripts.
+/// Sorted set of every sale id, scored by creation time. Not tagged (it is
+/// no one sale's): written by its own one-key script, `lua/index_sale.lua`,
+/// before the sale's keys are; read with a plain ZRANGE.
 pub const SALE_INDEX: &str = "fs:sales";
 
 /// Pub/sub channel on which engine nodes announce stock returned to a sale
@@ -85,7 +86,7 @@ impl SaleKeys {
     }
 
     /// Hash: order id -> the order's record (`name=value` pairs; see
-    /// `lua/common.lua` and `store::redis::order_from_record`).
+    /// `lua/common.lua` and `store::redis::codec`).
     pub fn orders(&self) -> String {
         format!("{}:orders", self.tag)
     }

@@ -5,8 +5,9 @@
 //! - [`EmbeddedStore`]: in-process, in memory, the same semantics, so the
 //!   engine runs on a bare machine. Nothing survives a restart.
 //!
-//! Only this module talks to Redis. `tests/store_conformance.rs` runs one
-//! suite against both implementations.
+//! Only this module talks to Redis. `tests/integration/conformance.rs` runs
+//! one suite against both implementations (Redis standalone and Cluster);
+//! `tests/integration/store_model.rs` checks both against a reference model.
 
 mod embedded;
 pub mod keys;
@@ -251,7 +252,6 @@ pub trait Store: Send + Sync + 'static {
     async fn watch_stock_returns(&self, handler: StockReturnHandler);
 }
 
-/// The answer when a merchant's change was computed from an older version.
 /// The one sale of a batch of reservations.
 fn batch_sale(requests: &[ReserveRequest]) -> Result<&SaleId, StoreError> {
     let first = requests
@@ -265,6 +265,7 @@ fn batch_sale(requests: &[ReserveRequest]) -> Result<&SaleId, StoreError> {
     Ok(&first.sale_id)
 }
 
+/// The answer when a merchant's change was computed from an older version.
 fn changed_meanwhile() -> StoreError {
     StoreError::Conflict("the sale changed meanwhile; read it again and retry".into())
 }

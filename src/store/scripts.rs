@@ -89,6 +89,7 @@ impl Invocation<'_> {
 
 /// The Lua scripts, one per state change plus the consistent reads.
 pub struct Scripts {
+    pub index_sale: LuaScript,
     pub create_sale: LuaScript,
     pub sale_snapshot: LuaScript,
     pub update_sale: LuaScript,
@@ -97,15 +98,19 @@ pub struct Scripts {
     pub cancel_order: LuaScript,
     pub pay_order: LuaScript,
     pub expire_orders: LuaScript,
+    pub join_reservations: LuaScript,
     pub accept_orders: LuaScript,
     pub ack_reservations: LuaScript,
     pub claim_deliveries: LuaScript,
+    pub delivered: LuaScript,
+    pub postpone_delivery: LuaScript,
     pub audit_sale: LuaScript,
 }
 
 impl Scripts {
     pub fn new() -> Self {
         Self {
+            index_sale: script!("index_sale"),
             create_sale: script!("create_sale"),
             sale_snapshot: script!("sale_snapshot"),
             update_sale: script!("update_sale"),
@@ -114,9 +119,12 @@ impl Scripts {
             cancel_order: script!("cancel_order"),
             pay_order: script!("pay_order"),
             expire_orders: script!("expire_orders"),
+            join_reservations: script!("join_reservations"),
             accept_orders: script!("accept_orders"),
             ack_reservations: script!("ack_reservations"),
             claim_deliveries: script!("claim_deliveries"),
+            delivered: script!("delivered"),
+            postpone_delivery: script!("postpone_delivery"),
             audit_sale: script!("audit_sale"),
         }
     }
@@ -125,6 +133,7 @@ impl Scripts {
     /// primary's), so the first calls need not send the bodies.
     pub async fn load(&self, conn: &mut impl ConnectionLike) -> RedisResult<()> {
         for script in [
+            &self.index_sale,
             &self.create_sale,
             &self.sale_snapshot,
             &self.update_sale,
@@ -133,9 +142,12 @@ impl Scripts {
             &self.cancel_order,
             &self.pay_order,
             &self.expire_orders,
+            &self.join_reservations,
             &self.accept_orders,
             &self.ack_reservations,
             &self.claim_deliveries,
+            &self.delivered,
+            &self.postpone_delivery,
             &self.audit_sale,
         ] {
             script.script.load_async(conn).await?;

@@ -1,4 +1,6 @@
-//! Model-based test of the store (issue 7, item 4).
+//! Model-based test of the store: proptest draws sequences of operations,
+//! each runs on a store and on a reference model, and after every step the
+//! store's answers and state are compared with the model's.
 //!
 //! Goal: both `Store` implementations (embedded, and Redis with the scripts
 //! of `lua/`) behave exactly like a small reference model, whatever the

@@ -1,0 +1,12 @@
+-- index_sale: lists a new sale in the index of every sale, the first of the
+-- two steps that create a sale (create_sale.lua is the second). The index
+-- is one global key without a sale's hash tag, so it cannot share a script
+-- with the sale's keys (a script touches one Cluster slot). Listing first
+-- means a crash between the two steps leaves at worst an id that names no
+-- sale, which every reader of the index skips; the other order could leave
+-- a sale that exists but that no listing and no order service ever finds.
+-- KEYS[1] fs:sales  sorted set: every sale id by creation time (ms)
+-- ARGV[1] the sale's created_at (ms), ARGV[2] the sale id
+-- Returns 1 when the id is new to the index, 0 when it was listed (its
+-- score is set to ARGV[1]).
+return redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])

@@ -1,0 +1,292 @@
+//! The embedded store: every sale in process memory behind its own mutex,
+//! with the semantics of the Lua scripts (the same checks in the same order,
+//! one critical section per state change). Used when no Redis is configured;
+//! everything is lost when the process stops.
+//!
+//! - [`sale`]: a sale's record (the sale, its counts, shoppers and orders)
+//!   and every change to it, each the twin of one script.
+//! - [`queues`]: the order service's side: the reservation stream and the
+//!   outbox of webhook hand-offs.
+//! - here: the [`Store`] impl, which finds the sale's record and makes one
+//!   change under its lock per call.
+//!
+//! One clock: every time the store decides by or stamps (the sale's
+//! window, order times, payment deadlines, hand-offs due) is
+//! `system_now()`, read inside the call, as the scripts read Redis `TIME`.
+
+mod queues;
+mod sale;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use self::sale::SaleRecord;
+use super::{
+    batch_sale, sort_newest_first, Acceptance, Delivery, OrderBacklog, StockReturnHandler, Store,
+    StoreError, StreamEntry,
+};
+use crate::domain::{
+    system_now, Order, OrderId, Payment, PaymentOutcome, RecordedOrder, Reservation,
+    ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
+};
+
+#[derive(Default)]
+pub struct EmbeddedStore {
+    sales: DashMap<SaleId, Arc<Mutex<SaleRecord>>>,
+}
+
+impl EmbeddedStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn record(&self, id: &SaleId) -> Result<Arc<Mutex<SaleRecord>>, StoreError> {
+        self.sales
+            .get(id)
+            .map(|entry| Arc::clone(entry.value()))
+            .ok_or(StoreError::NotFound("sale"))
+    }
+
+    /// The record of an order's sale (an unknown sale: no such order).
+    fn order_record(&self, id: &OrderId) -> Result<Arc<Mutex<SaleRecord>>, StoreError> {
+        self.record(&id.sale_id())
+            .map_err(|_| StoreError::NotFound("order"))
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn create_sale(&self, sale: &Sale) -> Result<(), StoreError> {
+        match self.sales.entry(sale.id.clone()) {
+            dashmap::Entry::Occupied(_) => Err(StoreError::Conflict(format!(
+                "sale {} already exists",
+                sale.id
+            ))),
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(Arc::new(Mutex::new(SaleRecord::new(sale))));
+                Ok(())
+            }
+        }
+    }
+
+    async fn sale_ids(&self) -> Result<Vec<SaleId>, StoreError> {
+        let mut sales: Vec<(i64, SaleId)> = self
+            .sales
+            .iter()
+            .map(|entry| (entry.value().lock().sale.created_at, entry.key().clone()))
+            .collect();
+        sales.sort_by(|a, b| b.cmp(a));
+        Ok(sales.into_iter().map(|(_, id)| id).collect())
+    }
+
+    async fn view_sale(&self, id: &SaleId) -> Result<Option<SaleView>, StoreError> {
+        let Ok(record) = self.record(id) else {
+            return Ok(None);
+        };
+        let view = record.lock().view();
+        Ok(Some(view))
+    }
+
+    async fn sale_records(&self, id: &SaleId) -> Result<Option<SaleRecords>, StoreError> {
+        let Ok(record) = self.record(id) else {
+            return Ok(None);
+        };
+        let record = record.lock();
+        Ok(Some(SaleRecords {
+            view: record.view(),
+            held: record
+                .held
+                .iter()
+                .map(|(shopper, units)| (shopper.clone(), *units))
+                .collect(),
+            indexed: record.shopper_orders.values().flatten().cloned().collect(),
+            orders: record
+                .orders
+                .values()
+                .map(|order| RecordedOrder {
+                    order: order.clone(),
+                    queued: record.queued.contains(&order.id),
+                })
+                .collect(),
+            deadlines: record.deadlines.iter().map(|(_, id)| id.clone()).collect(),
+            stream: record.stream.orders().cloned().collect(),
+        }))
+    }
+
+    async fn update_sale(
+        &self,
+        id: &SaleId,
+        change: &SaleChange,
+        version: i64,
+    ) -> Result<(), StoreError> {
+        self.record(id)?.lock().update(change, version)
+    }
+
+    async fn cancel_sale(&self, id: &SaleId) -> Result<(), StoreError> {
+        self.record(id)?.lock().call_off()
+    }
+
+    async fn reserve_batch(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<Result<Reservation, StoreError>>, StoreError> {
+        let sale = batch_sale(requests)?;
+        let Ok(record) = self.record(sale) else {
+            return Ok(requests
+                .iter()
+                .map(|_| Err(StoreError::NotFound("sale")))
+                .collect());
+        };
+        let mut guard = record.lock();
+        let mut made = Vec::new();
+        let outcomes = requests
+            .iter()
+            .map(|request| guard.reserve(request, &mut made))
+            .collect();
+        guard.stream.append(made);
+        Ok(outcomes)
+    }
+
+    async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let Ok(record) = self.record(&id.sale_id()) else {
+            return Ok(None);
+        };
+        let order = record.lock().orders.get(id).cloned();
+        Ok(order)
+    }
+
+    async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError> {
+        let mut orders: Vec<Order> = Vec::new();
+        for entry in self.sales.iter() {
+            let record = entry.value().lock();
+            let ids = record.shopper_orders.get(shopper).into_iter().flatten();
+            orders.extend(ids.filter_map(|id| record.orders.get(id).cloned()));
+        }
+        sort_newest_first(&mut orders);
+        Ok(orders)
+    }
+
+    async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
+        self.order_record(id)?.lock().cancel_order(id, shopper)
+    }
+
+    async fn pay_order(
+        &self,
+        id: &OrderId,
+        payment: &Payment,
+        hand_off: bool,
+    ) -> Result<PaymentOutcome, StoreError> {
+        self.order_record(id)?.lock().pay(id, payment, hand_off)
+    }
+
+    async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
+        Ok(self.record(sale)?.lock().expire_due(limit))
+    }
+
+    async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError> {
+        self.record(sale).map(|_| ())
+    }
+
+    async fn read_reservations(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        Ok(self.record(sale)?.lock().stream.read(consumer, count))
+    }
+
+    async fn claim_reservations(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        Ok(self
+            .record(sale)?
+            .lock()
+            .stream
+            .claim(consumer, min_idle, count))
+    }
+
+    async fn accept_orders(
+        &self,
+        sale: &SaleId,
+        ids: &[OrderId],
+        hand_off: bool,
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        Ok(self.record(sale)?.lock().accept(ids, hand_off))
+    }
+
+    async fn order_backlog(&self, sale: &SaleId) -> Result<OrderBacklog, StoreError> {
+        let record = self.record(sale)?;
+        let record = record.lock();
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Ok(OrderBacklog {
+            reservations: count(record.stream.len()),
+            unpaid: count(record.deadlines.len()),
+            hand_offs: count(record.outbox.len()),
+        })
+    }
+
+    async fn ack_reservations(
+        &self,
+        sale: &SaleId,
+        entry_ids: &[String],
+    ) -> Result<(), StoreError> {
+        self.record(sale)?.lock().stream.ack(entry_ids);
+        Ok(())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        sale: &SaleId,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        Ok(self
+            .record(sale)?
+            .lock()
+            .outbox
+            .claim(system_now(), limit, lease))
+    }
+
+    async fn delivered(&self, sale: &SaleId, delivery: &Delivery) -> Result<(), StoreError> {
+        self.record(sale)?.lock().outbox.remove(delivery);
+        Ok(())
+    }
+
+    async fn postpone_delivery(
+        &self,
+        sale: &SaleId,
+        delivery: &Delivery,
+        after: Duration,
+    ) -> Result<(), StoreError> {
+        self.record(sale)?
+            .lock()
+            .outbox
+            .postpone(delivery, system_now(), after);
+        Ok(())
+    }
+
+    /// One process: nobody else to tell.
+    async fn announce_stock_returns(&self, _: &[StockReturn]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// One process: nobody else announces.
+    async fn watch_stock_returns(&self, _: StockReturnHandler) {}
+}

@@ -1,0 +1,178 @@
+//! The embedded store's twins of the two queues the order service works
+//! through on Redis: the sale's reservation stream with its consumer group
+//! (`XREADGROUP`, `XAUTOCLAIM`, `lua/ack_reservations.lua`) and the outbox
+//! of hand-offs to the merchant's webhook (the `outbox` and `attempts`
+//! keys, `lua/claim_deliveries.lua`). Both live in the sale's record, under
+//! its lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::domain::{Millis, OrderEvent, OrderId};
+use crate::store::{Delivery, StreamEntry};
+
+/// The semantics of a Redis stream with one consumer group: entries are
+/// delivered once to some consumer, stay pending until acknowledged, and
+/// can be claimed by another consumer once idle. As on Redis, one entry
+/// carries the orders one reserve call made, read as one [`StreamEntry`]
+/// per order.
+#[derive(Default)]
+pub(super) struct ReservationStream {
+    next_seq: u64,
+    /// Entries not yet acknowledged, by sequence number.
+    entries: BTreeMap<u64, Vec<OrderId>>,
+    /// The group's cursor: entries after it were never delivered.
+    delivered_up_to: Option<u64>,
+    /// Delivered, unacknowledged entries: consumer and delivery time.
+    pending: BTreeMap<u64, (String, Instant)>,
+}
+
+impl ReservationStream {
+    /// Entries not yet acknowledged.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The orders of every entry not yet acknowledged, oldest first.
+    pub fn orders(&self) -> impl Iterator<Item = &OrderId> {
+        self.entries.values().flatten()
+    }
+
+    /// One entry for the orders of one reserve call; none when it made
+    /// none.
+    pub fn append(&mut self, orders: Vec<OrderId>) {
+        if !orders.is_empty() {
+            self.entries.insert(self.next_seq, orders);
+            self.next_seq += 1;
+        }
+    }
+
+    fn entry(&self, seq: u64) -> impl Iterator<Item = StreamEntry> + '_ {
+        self.entries
+            .get(&seq)
+            .into_iter()
+            .flatten()
+            .map(move |order_id| StreamEntry {
+                id: format!("0-{seq}"),
+                order_id: order_id.clone(),
+            })
+    }
+
+    pub fn read(&mut self, consumer: &str, count: usize) -> Vec<StreamEntry> {
+        let from = self.delivered_up_to.map_or(0, |seq| seq + 1);
+        let seqs: Vec<u64> = self
+            .entries
+            .range(from..)
+            .map(|(seq, _)| *seq)
+            .take(count)
+            .collect();
+        let now = Instant::now();
+        for seq in &seqs {
+            self.pending.insert(*seq, (consumer.to_owned(), now));
+            self.delivered_up_to = Some(*seq);
+        }
+        seqs.into_iter().flat_map(|seq| self.entry(seq)).collect()
+    }
+
+    pub fn claim(&mut self, consumer: &str, min_idle: Duration, count: usize) -> Vec<StreamEntry> {
+        let now = Instant::now();
+        let idle: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, delivered))| now.duration_since(*delivered) >= min_idle)
+            .map(|(seq, _)| *seq)
+            .take(count)
+            .collect();
+        for seq in &idle {
+            self.pending.insert(*seq, (consumer.to_owned(), now));
+        }
+        idle.into_iter().flat_map(|seq| self.entry(seq)).collect()
+    }
+
+    pub fn ack(&mut self, ids: &[String]) {
+        for seq in ids
+            .iter()
+            .filter_map(|id| id.strip_prefix("0-")?.parse::<u64>().ok())
+        {
+            self.pending.remove(&seq);
+            self.entries.remove(&seq);
+        }
+    }
+}
+
+/// Hand-offs to the merchant's webhook by event and order, each with when
+/// its next attempt is due (store clock) and the attempts so far.
+#[derive(Default)]
+pub(super) struct Outbox {
+    hand_offs: HashMap<(OrderEvent, OrderId), HandOff>,
+}
+
+/// A hand-off waiting for (another) attempt.
+struct HandOff {
+    due: Millis,
+    attempts: u32,
+}
+
+impl Outbox {
+    /// Hand-offs not yet delivered.
+    pub fn len(&self) -> usize {
+        self.hand_offs.len()
+    }
+
+    /// Queues a hand-off, due `now`, unless it is queued already.
+    pub fn queue(&mut self, event: OrderEvent, id: &OrderId, now: Millis) {
+        self.hand_offs
+            .entry((event, id.clone()))
+            .or_insert(HandOff {
+                due: now,
+                attempts: 0,
+            });
+    }
+
+    /// Leases up to `limit` hand-offs due at `now`, earliest first: each
+    /// is due again `lease` from `now` and counts one more attempt.
+    pub fn claim(&mut self, now: Millis, limit: usize, lease: Duration) -> Vec<Delivery> {
+        let mut due: Vec<(Millis, (OrderEvent, OrderId))> = self
+            .hand_offs
+            .iter()
+            .filter(|(_, hand_off)| hand_off.due <= now)
+            .map(|(key, hand_off)| (hand_off.due, key.clone()))
+            .collect();
+        due.sort_by_key(|(due, _)| *due);
+        due.into_iter()
+            .take(limit)
+            .filter_map(|(_, key)| {
+                let hand_off = self.hand_offs.get_mut(&key)?;
+                hand_off.due = later(now, lease);
+                hand_off.attempts += 1;
+                Some(Delivery {
+                    event: key.0,
+                    order_id: key.1,
+                    attempt: hand_off.attempts,
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets a delivered hand-off.
+    pub fn remove(&mut self, delivery: &Delivery) {
+        self.hand_offs
+            .remove(&(delivery.event, delivery.order_id.clone()));
+    }
+
+    /// Makes a queued hand-off due `after` from `now` (one no longer
+    /// queued stays gone).
+    pub fn postpone(&mut self, delivery: &Delivery, now: Millis, after: Duration) {
+        if let Some(hand_off) = self
+            .hand_offs
+            .get_mut(&(delivery.event, delivery.order_id.clone()))
+        {
+            hand_off.due = later(now, after);
+        }
+    }
+}
+
+/// `after` from `now`, in the store clock's milliseconds.
+fn later(now: Millis, after: Duration) -> Millis {
+    now.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
+}

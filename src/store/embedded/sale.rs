@@ -1,0 +1,364 @@
+//! The embedded store's state of one sale: the sale, its counts, its
+//! shoppers and orders, and every change to them, each the twin of one
+//! script of `lua/` (reserve, update and cancel the sale, cancel, pay,
+//! expire and accept orders). Everything of a sale sits in one
+//! [`SaleRecord`] behind one lock, so each change is one critical section,
+//! as each script is one atomic step.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::queues::{Outbox, ReservationStream};
+use crate::domain::{
+    check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, Payment,
+    PaymentOutcome, PresentedToken, Rejection, Reservation, ReserveRequest, Sale, SaleChange,
+    SaleState, SaleStats, SaleView, ShopperId, LIVE_CHANGEABLE_FIELDS,
+};
+use crate::store::{changed_meanwhile, Acceptance, StoreError};
+
+/// One sale and everything that hangs off it, changed under one lock.
+pub(super) struct SaleRecord {
+    pub sale: Sale,
+    pub version: i64,
+    pub stats: SaleStats,
+    /// Shopper -> units held (reserved or paid).
+    pub held: HashMap<ShopperId, i64>,
+    /// (shopper, idempotency key) -> (order, quantity asked).
+    idempotency: HashMap<(ShopperId, String), (OrderId, i64)>,
+    pub orders: HashMap<OrderId, Order>,
+    pub shopper_orders: HashMap<ShopperId, Vec<OrderId>>,
+    /// Unpaid orders by payment deadline.
+    pub deadlines: BTreeSet<(Millis, OrderId)>,
+    /// The reservation stream with the order service's consumer group.
+    pub stream: ReservationStream,
+    /// Orders the order service has taken.
+    pub queued: HashSet<OrderId>,
+    /// Hand-offs to the merchant's webhook.
+    pub outbox: Outbox,
+    /// Purchase tokens that bought (a sale that requires them).
+    used_tokens: HashSet<String>,
+}
+
+impl SaleRecord {
+    /// A new sale with its full stock, at version 1.
+    pub fn new(sale: &Sale) -> Self {
+        Self {
+            sale: sale.clone(),
+            version: 1,
+            stats: SaleStats {
+                stock_total: sale.stock_total,
+                remaining: sale.stock_total,
+                ..SaleStats::default()
+            },
+            held: HashMap::new(),
+            idempotency: HashMap::new(),
+            orders: HashMap::new(),
+            shopper_orders: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            stream: ReservationStream::default(),
+            queued: HashSet::new(),
+            outbox: Outbox::default(),
+            used_tokens: HashSet::new(),
+        }
+    }
+
+    /// The sale with its counts, now.
+    pub fn view(&self) -> SaleView {
+        let mut stats = self.stats;
+        stats.buyers = self.held.len() as i64;
+        SaleView {
+            sale: self.sale.clone(),
+            stats,
+            now: system_now(),
+            version: self.version,
+        }
+    }
+
+    /// Moves an unpaid order to `status` (cancelled or expired): its units
+    /// go back on sale and off the shopper's count.
+    pub fn release(&mut self, id: &OrderId, status: OrderStatus) -> Option<Order> {
+        let order = self.orders.get_mut(id)?;
+        order.status = status;
+        let order = order.clone();
+        self.deadlines.remove(&(order.expires_at, order.id.clone()));
+        self.stats.remaining += order.quantity;
+        self.stats.reserved -= order.quantity;
+        match status {
+            OrderStatus::Cancelled => self.stats.cancelled += order.quantity,
+            _ => self.stats.expired += order.quantity,
+        }
+        if let Some(held) = self.held.get_mut(&order.shopper_id) {
+            *held -= order.quantity;
+            if *held <= 0 {
+                self.held.remove(&order.shopper_id);
+            }
+        }
+        Some(order)
+    }
+
+    /// Decides one reservation (see
+    /// [`Store::reserve`](crate::store::Store::reserve)); a new order's id joins `made` (the orders
+    /// the stream entry of this reserve call will carry).
+    pub fn reserve(
+        &mut self,
+        request: &ReserveRequest,
+        made: &mut Vec<OrderId>,
+    ) -> Result<Reservation, StoreError> {
+        let quantity = request.quantity.get();
+        if let Some(order) = self.orders.get(&request.order_id) {
+            // The same call made twice (a retrying caller): same answer.
+            return Ok(Reservation {
+                order: order.clone(),
+                remaining: None,
+                held: None,
+                replayed: false,
+            });
+        }
+        let idempotency = request
+            .idempotency_key
+            .as_ref()
+            .map(|key| (request.shopper_id.clone(), key.clone()));
+        if let Some((order_id, asked)) = idempotency
+            .as_ref()
+            .and_then(|key| self.idempotency.get(key))
+        {
+            if *asked != quantity {
+                return Err(Rejection::IdempotencyMismatch.into());
+            }
+            let order = self
+                .orders
+                .get(order_id)
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt(format!("missing order {order_id}")))?;
+            return Ok(Reservation {
+                order,
+                remaining: None,
+                held: None,
+                replayed: true,
+            });
+        }
+        let now = system_now();
+        let held = self.held.get(&request.shopper_id).copied().unwrap_or(0);
+        let token = match &request.purchase_token {
+            None => PresentedToken::Missing,
+            Some(id) if self.used_tokens.contains(id) => PresentedToken::Used,
+            Some(_) => PresentedToken::Fresh,
+        };
+        check_reservation(
+            &self.sale,
+            now,
+            self.stats.remaining,
+            held,
+            request.quantity,
+            token,
+        )?;
+        if let (true, Some(id)) = (self.sale.require_purchase_token, &request.purchase_token) {
+            self.used_tokens.insert(id.clone());
+        }
+        self.stats.remaining -= quantity;
+        self.stats.reserved += quantity;
+        let held = held + quantity;
+        self.held.insert(request.shopper_id.clone(), held);
+        let order = Order {
+            id: request.order_id.clone(),
+            sale_id: request.sale_id.clone(),
+            shopper_id: request.shopper_id.clone(),
+            quantity,
+            amount_cents: quantity * self.sale.price_cents,
+            currency: self.sale.currency.clone(),
+            status: OrderStatus::PendingPayment,
+            created_at: now,
+            expires_at: now + self.sale.payment_timeout_secs * 1000,
+            paid_at: None,
+        };
+        self.orders.insert(order.id.clone(), order.clone());
+        self.deadlines.insert((order.expires_at, order.id.clone()));
+        made.push(order.id.clone());
+        self.shopper_orders
+            .entry(request.shopper_id.clone())
+            .or_default()
+            .push(order.id.clone());
+        if let Some(key) = idempotency {
+            self.idempotency.insert(key, (order.id.clone(), quantity));
+        }
+        Ok(Reservation {
+            order,
+            remaining: Some(self.stats.remaining),
+            held: Some(held),
+            replayed: false,
+        })
+    }
+
+    /// Applies a merchant's change (see
+    /// [`Store::update_sale`](crate::store::Store::update_sale)): the twin
+    /// of `lua/update_sale.lua`.
+    pub fn update(&mut self, change: &SaleChange, version: i64) -> Result<(), StoreError> {
+        let now = system_now();
+        ensure_scheduled(&self.sale)?;
+        if self.version != version {
+            return Err(changed_meanwhile());
+        }
+        let started = self.sale.has_started(now);
+        if started && now >= self.sale.ends_at {
+            return Err(StoreError::Conflict("the sale has ended".into()));
+        }
+        if started && change.restricted {
+            return Err(StoreError::Conflict(format!(
+                "the sale has started: only {LIVE_CHANGEABLE_FIELDS} can change"
+            )));
+        }
+        let held = self.stats.reserved + self.stats.paid;
+        if change.sale.stock_total < held {
+            return Err(StoreError::Conflict(format!(
+                "stock_total cannot go below the {held} units reserved or paid"
+            )));
+        }
+        if change.sale.ends_at != self.sale.ends_at && change.sale.ends_at <= now {
+            return Err(StoreError::Conflict(
+                "ends_at must be in the future; set status to ended to stop now".into(),
+            ));
+        }
+        let mut sale = if change.restricted {
+            change.sale.clone()
+        } else {
+            self.sale.clone()
+        };
+        sale.stock_total = change.sale.stock_total;
+        sale.ends_at = change.sale.ends_at;
+        if change.end_now {
+            sale.state = SaleState::Ended;
+        }
+        self.stats.stock_total = sale.stock_total;
+        self.stats.remaining = sale.stock_total - held;
+        self.sale = sale;
+        self.version += 1;
+        Ok(())
+    }
+
+    /// Calls off a sale that has not started: the twin of
+    /// `lua/cancel_sale.lua`.
+    pub fn call_off(&mut self) -> Result<(), StoreError> {
+        ensure_scheduled(&self.sale)?;
+        if self.sale.has_started(system_now()) {
+            return Err(StoreError::Conflict(
+                "the sale has started and can no longer be cancelled; set status to ended instead"
+                    .into(),
+            ));
+        }
+        self.sale.state = SaleState::Cancelled;
+        self.version += 1;
+        Ok(())
+    }
+
+    /// The shopper cancels an unpaid order: the twin of
+    /// `lua/cancel_order.lua`.
+    pub fn cancel_order(&mut self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
+        let order = self
+            .orders
+            .get_mut(id)
+            .filter(|order| &order.shopper_id == shopper)
+            .ok_or(StoreError::NotFound("order"))?;
+        if order.status != OrderStatus::PendingPayment {
+            return Err(StoreError::Conflict(format!(
+                "the order is {} and can no longer be cancelled",
+                order.status.as_str()
+            )));
+        }
+        self.release(id, OrderStatus::Cancelled)
+            .ok_or(StoreError::NotFound("order"))
+    }
+
+    /// A payment for an order (see [`PaymentOutcome`]): the twin of
+    /// `lua/pay_order.lua`.
+    pub fn pay(
+        &mut self,
+        id: &OrderId,
+        payment: &Payment,
+        hand_off: bool,
+    ) -> Result<PaymentOutcome, StoreError> {
+        let order = self
+            .orders
+            .get_mut(id)
+            .ok_or(StoreError::NotFound("order"))?;
+        if let Some((amount, currency)) = &payment.amount {
+            if *amount != order.amount_cents || *currency != order.currency {
+                return Ok(PaymentOutcome::AmountMismatch(order.clone()));
+            }
+        }
+        let now = system_now();
+        let (status, event) = match order.status {
+            OrderStatus::Paid | OrderStatus::RefundRequired => {
+                return Ok(PaymentOutcome::Unchanged(order.clone()));
+            }
+            OrderStatus::PendingPayment => (OrderStatus::Paid, OrderEvent::Paid),
+            OrderStatus::Cancelled | OrderStatus::Expired => {
+                (OrderStatus::RefundRequired, OrderEvent::RefundRequired)
+            }
+        };
+        order.status = status;
+        order.paid_at = Some(now);
+        let order = order.clone();
+        if status == OrderStatus::Paid {
+            self.stats.reserved -= order.quantity;
+            self.stats.paid += order.quantity;
+            self.deadlines.remove(&(order.expires_at, order.id.clone()));
+        } else {
+            self.stats.refund_required += order.quantity;
+        }
+        if hand_off {
+            self.outbox.queue(event, id, now);
+        }
+        Ok(if status == OrderStatus::Paid {
+            PaymentOutcome::Paid(order)
+        } else {
+            PaymentOutcome::RefundRequired(order)
+        })
+    }
+
+    /// Expires up to `limit` unpaid orders past their deadline: the twin
+    /// of `lua/expire_orders.lua`.
+    pub fn expire_due(&mut self, limit: usize) -> Vec<Order> {
+        let now = system_now();
+        let due: Vec<OrderId> = self
+            .deadlines
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= now)
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect();
+        due.iter()
+            .filter_map(|id| self.release(id, OrderStatus::Expired))
+            .collect()
+    }
+
+    /// The order service took these orders: the twin of
+    /// `lua/accept_orders.lua`.
+    pub fn accept(&mut self, ids: &[OrderId], hand_off: bool) -> Vec<Acceptance> {
+        let now = system_now();
+        ids.iter()
+            .map(|id| {
+                let Some(quantity) = self.orders.get(id).map(|order| order.quantity) else {
+                    return Acceptance::NotFound;
+                };
+                if !self.queued.insert(id.clone()) {
+                    return Acceptance::Unchanged;
+                }
+                self.stats.queued += quantity;
+                if hand_off {
+                    self.outbox.queue(OrderEvent::Reserved, id, now);
+                }
+                Acceptance::Queued
+            })
+            .collect()
+    }
+}
+
+fn ensure_scheduled(sale: &Sale) -> Result<(), StoreError> {
+    if sale.state == SaleState::Scheduled {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "the sale is {}",
+            sale.state.as_str()
+        )))
+    }
+}

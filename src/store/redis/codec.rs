@@ -1,0 +1,338 @@
+//! How the Redis store's records and replies look, in both directions: the
+//! sale's hash fields, the order record (`name=value` pairs, the layout of
+//! `lua/common.lua`), the scripts' replies (an outcome word and its items,
+//! the head of a reserve reply, a sale snapshot), outbox members, stream
+//! entries and stock-return announcements. Pure functions, no I/O, so
+//! every format lives in one place and `store` only sends and receives.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::streams::StreamId;
+use redis::{FromRedisValue, Value};
+
+use crate::domain::{
+    Millis, Order, OrderEvent, OrderId, OrderStatus, Rejection, Reservation, ReserveRequest, Sale,
+    SaleId, SaleState, SaleStats, SaleView, ShopperId, StockReturn,
+};
+use crate::store::{Delivery, StoreError, StreamEntry};
+
+/// Stock returns as published on
+/// [`STOCK_RETURNS_CHANNEL`](crate::store::keys::STOCK_RETURNS_CHANNEL).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct Announcement {
+    /// The announcing process, so it skips its own.
+    pub node: String,
+    pub returns: Vec<StockReturn>,
+}
+
+/// Order ids as Redis keeps them: each item one id, or several separated by
+/// spaces (a shopper's entry in the shopper index).
+pub(super) fn order_ids<'a, C: FromIterator<OrderId>>(
+    items: impl IntoIterator<Item = &'a str>,
+) -> Result<C, StoreError> {
+    items
+        .into_iter()
+        .flat_map(|ids| ids.split(' '))
+        .filter(|id| !id.is_empty())
+        .map(|id| OrderId::parse(id).map_err(corrupt))
+        .collect()
+}
+
+/// Reads stream entries: each names the orders of one reserve call, read
+/// as one [`StreamEntry`] per order.
+pub(super) fn stream_entries(ids: Vec<StreamId>) -> Result<Vec<StreamEntry>, StoreError> {
+    let mut entries = Vec::new();
+    for entry in ids {
+        let listed = entry
+            .get::<String>("order_ids")
+            .ok_or_else(|| corrupt(format!("stream entry {} has no order_ids", entry.id)))?;
+        let orders: Vec<OrderId> = order_ids([listed.as_str()])?;
+        entries.extend(orders.into_iter().map(|order_id| StreamEntry {
+            order_id,
+            id: entry.id.clone(),
+        }));
+    }
+    Ok(entries)
+}
+
+/// A script's `'1'`/`'0'` flag.
+pub(super) fn flag(on: bool) -> &'static str {
+    if on {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+/// A duration as the scripts and commands take it: whole milliseconds.
+pub(super) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An outbox member: `event order_id`.
+pub(super) fn delivery_member(delivery: &Delivery) -> String {
+    format!("{} {}", delivery.event.as_str(), delivery.order_id)
+}
+
+pub(super) fn parse_delivery(member: &str) -> Result<(OrderEvent, OrderId), StoreError> {
+    member
+        .split_once(' ')
+        .and_then(|(event, order)| Some((OrderEvent::parse(event)?, OrderId::parse(order).ok()?)))
+        .ok_or_else(|| corrupt(format!("outbox member {member:?}")))
+}
+
+pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// A script's array reply, read item by item.
+pub(super) struct Reply {
+    items: std::vec::IntoIter<Value>,
+}
+
+impl Reply {
+    fn from_items(items: Vec<Value>) -> Self {
+        Self {
+            items: items.into_iter(),
+        }
+    }
+
+    /// A reply that is a plain array (`what` names it in the error).
+    pub(super) fn array(value: Value, what: &str) -> Result<Self, StoreError> {
+        let Value::Array(items) = value else {
+            return Err(corrupt(format!("{what} reply is not an array")));
+        };
+        Ok(Self::from_items(items))
+    }
+
+    /// A reply whose first item names the outcome: the outcome, and the
+    /// reply to read the rest from.
+    pub(super) fn new(value: Value) -> Result<(String, Self), StoreError> {
+        let Value::Array(items) = value else {
+            return Err(corrupt(format!("script reply is not an array: {value:?}")));
+        };
+        let mut reply = Self::from_items(items);
+        let outcome = reply.next()?;
+        Ok((outcome, reply))
+    }
+
+    /// Items are left to read.
+    pub(super) fn has_more(&self) -> bool {
+        self.items.len() > 0
+    }
+
+    pub(super) fn next<T: FromRedisValue>(&mut self) -> Result<T, StoreError> {
+        let value = self
+            .items
+            .next()
+            .ok_or_else(|| corrupt("script reply is too short"))?;
+        redis::from_redis_value(value).map_err(corrupt)
+    }
+}
+
+/// What every order one reserve call made shares (the head of its reply).
+pub(super) struct OrderTerms {
+    created_at: Millis,
+    expires_at: Millis,
+    price_cents: i64,
+    currency: String,
+}
+
+/// One request's answer in a `reserve.lua` reply.
+pub(super) enum ReserveReply {
+    /// A new order: the whole reservation.
+    Reserved(Reservation),
+    /// An earlier order answers the request (an idempotent retry, or this
+    /// very call resent): its id, to read it with.
+    Replay(OrderId),
+}
+
+impl OrderTerms {
+    pub(super) fn from_reply(value: Value) -> Result<Self, StoreError> {
+        let (created_at, expires_at, price_cents, currency) =
+            redis::from_redis_value(value).map_err(corrupt)?;
+        Ok(Self {
+            created_at,
+            expires_at,
+            price_cents,
+            currency,
+        })
+    }
+
+    /// Reads one request's reply: a new order is built from the request
+    /// and these terms; a rejection is the request's error.
+    pub(super) fn read(
+        &self,
+        request: &ReserveRequest,
+        reply: Value,
+    ) -> Result<ReserveReply, StoreError> {
+        let (outcome, mut reply) = Reply::new(reply)?;
+        match outcome.as_str() {
+            "reserved" => {
+                let remaining = reply.next()?;
+                let held = reply.next()?;
+                let quantity = request.quantity.get();
+                Ok(ReserveReply::Reserved(Reservation {
+                    order: Order {
+                        id: request.order_id.clone(),
+                        sale_id: request.sale_id.clone(),
+                        shopper_id: request.shopper_id.clone(),
+                        quantity,
+                        amount_cents: self
+                            .price_cents
+                            .checked_mul(quantity)
+                            .ok_or_else(|| corrupt("order amount overflows"))?,
+                        currency: self.currency.clone(),
+                        status: OrderStatus::PendingPayment,
+                        created_at: self.created_at,
+                        expires_at: self.expires_at,
+                        paid_at: None,
+                    },
+                    remaining: Some(remaining),
+                    held: Some(held),
+                    replayed: false,
+                }))
+            }
+            "replay" => Ok(ReserveReply::Replay(
+                OrderId::parse(&reply.next::<String>()?).map_err(corrupt)?,
+            )),
+            "not_found" => Err(StoreError::NotFound("sale")),
+            other => Err(Rejection::from_code(other).map_or_else(
+                || corrupt(format!("unknown reserve outcome {other}")),
+                StoreError::Rejected,
+            )),
+        }
+    }
+}
+
+fn text_field(fields: &HashMap<String, String>, name: &str) -> Result<String, StoreError> {
+    fields
+        .get(name)
+        .cloned()
+        .ok_or_else(|| corrupt(format!("missing field {name}")))
+}
+
+fn int_field(fields: &HashMap<String, String>, name: &str) -> Result<i64, StoreError> {
+    text_field(fields, name)?
+        .parse()
+        .map_err(|_| corrupt(format!("field {name} is not an integer")))
+}
+
+pub(super) fn sale_fields(sale: &Sale) -> Vec<(&'static str, String)> {
+    vec![
+        ("id", sale.id.to_string()),
+        ("sku", sale.sku.clone()),
+        ("title", sale.title.clone()),
+        ("price_cents", sale.price_cents.to_string()),
+        ("currency", sale.currency.clone()),
+        ("stock_total", sale.stock_total.to_string()),
+        ("per_user_limit", sale.per_user_limit.to_string()),
+        ("starts_at", sale.starts_at.to_string()),
+        ("ends_at", sale.ends_at.to_string()),
+        (
+            "payment_timeout_secs",
+            sale.payment_timeout_secs.to_string(),
+        ),
+        (
+            "require_purchase_token",
+            flag(sale.require_purchase_token).to_owned(),
+        ),
+        ("state", sale.state.as_str().to_owned()),
+        ("created_at", sale.created_at.to_string()),
+    ]
+}
+
+pub(super) fn sale_from_fields(fields: &HashMap<String, String>) -> Result<Sale, StoreError> {
+    let state = text_field(fields, "state")?;
+    Ok(Sale {
+        id: SaleId::parse(&text_field(fields, "id")?).map_err(corrupt)?,
+        sku: text_field(fields, "sku")?,
+        title: text_field(fields, "title")?,
+        price_cents: int_field(fields, "price_cents")?,
+        currency: text_field(fields, "currency")?,
+        stock_total: int_field(fields, "stock_total")?,
+        per_user_limit: int_field(fields, "per_user_limit")?,
+        starts_at: int_field(fields, "starts_at")?,
+        ends_at: int_field(fields, "ends_at")?,
+        payment_timeout_secs: int_field(fields, "payment_timeout_secs")?,
+        require_purchase_token: fields.get("require_purchase_token").map(String::as_str)
+            == Some("1"),
+        state: SaleState::parse(&state).ok_or_else(|| corrupt(format!("sale state {state}")))?,
+        created_at: int_field(fields, "created_at")?,
+    })
+}
+
+/// An order's record as the scripts keep it (`lua/common.lua`): `name=value`
+/// pairs joined by single spaces.
+pub(super) fn record_fields(record: &str) -> HashMap<String, String> {
+    record
+        .split(' ')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+pub(super) fn order_from_record(id: &OrderId, record: &str) -> Result<Order, StoreError> {
+    order_from_fields(id, &record_fields(record))
+}
+
+pub(super) fn order_from_fields(
+    id: &OrderId,
+    fields: &HashMap<String, String>,
+) -> Result<Order, StoreError> {
+    let status = text_field(fields, "status")?;
+    Ok(Order {
+        id: id.clone(),
+        sale_id: id.sale_id(),
+        shopper_id: ShopperId::parse(&text_field(fields, "user_id")?).map_err(corrupt)?,
+        quantity: int_field(fields, "quantity")?,
+        amount_cents: int_field(fields, "amount_cents")?,
+        currency: text_field(fields, "currency")?,
+        status: OrderStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("order status {status}")))?,
+        created_at: int_field(fields, "created_at")?,
+        expires_at: int_field(fields, "expires_at")?,
+        paid_at: fields.get("paid_at").and_then(|v| v.parse().ok()),
+    })
+}
+
+/// Reads a `snapshot` reply (lua/common.lua): `None` for a missing sale.
+pub(super) fn view_from_snapshot(items: Vec<Value>) -> Result<Option<SaleView>, StoreError> {
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let mut reply = Reply::from_items(items);
+    let now = reply.next()?;
+    let fields: HashMap<String, String> = reply.next()?;
+    let sale = sale_from_fields(&fields)?;
+    let stats = SaleStats {
+        stock_total: sale.stock_total,
+        remaining: reply.next()?,
+        reserved: reply.next()?,
+        paid: reply.next()?,
+        cancelled: reply.next()?,
+        expired: reply.next()?,
+        refund_required: reply.next()?,
+        queued: reply.next()?,
+        buyers: reply.next()?,
+    };
+    let version = int_field(&fields, "version")?;
+    Ok(Some(SaleView {
+        sale,
+        stats,
+        now,
+        version,
+    }))
+}
+
+/// Maps the `{'not_found'}` / `{'conflict', reason}` replies shared by the
+/// admin scripts.
+pub(super) fn admin_outcome(outcome: &str, mut reply: Reply) -> Result<(), StoreError> {
+    match outcome {
+        "ok" => Ok(()),
+        "not_found" => Err(StoreError::NotFound("sale")),
+        "conflict" => Err(StoreError::Conflict(reply.next()?)),
+        other => Err(corrupt(format!("unknown outcome {other}"))),
+    }
+}

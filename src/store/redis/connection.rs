@@ -1,0 +1,286 @@
+//! Connecting to Redis and talking to it: the connection (standalone or
+//! Cluster), the server checks made before serving (no eviction, AOF), the
+//! script cache, and the helpers every store call goes through (a script
+//! or a command, timed, its error mapped to [`StoreError`]). Also the
+//! pub/sub subscription for stock returns, which needs its own connection.
+//! Nothing here knows a key's layout or a reply's shape (see `codec`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use rand::distr::{Alphanumeric, SampleString};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, RedisResult, ServerErrorKind, Value,
+};
+
+use super::codec::Announcement;
+use super::RedisStore;
+use crate::domain::SaleId;
+use crate::store::keys::STOCK_RETURNS_CHANNEL;
+use crate::store::scripts::{Invocation, Scripts};
+use crate::store::{StockReturnHandler, Store, StoreError};
+use crate::telemetry;
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Standalone(String),
+    Cluster(Vec<String>),
+}
+
+/// One multiplexed connection: requests from every task are pipelined on it.
+#[derive(Clone)]
+pub(super) enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Standalone(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Standalone(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+impl RedisStore {
+    /// Connects, checks that Redis will never evict a key (an evicted stock
+    /// key would oversell) and loads the scripts. `timeout` bounds every
+    /// connect and every command.
+    pub async fn connect(target: &RedisTarget, timeout: Duration) -> anyhow::Result<Self> {
+        let conn = match target {
+            RedisTarget::Standalone(url) => {
+                let client = redis::Client::open(url.as_str())
+                    .with_context(|| format!("invalid Redis URL {url}"))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    // A Redis that is down fails a call in tens of
+                    // milliseconds, not after the default 100 ms, 200 ms...
+                    // back-off: shoppers get their 503 at once.
+                    .set_number_of_retries(2)
+                    .set_min_delay(Duration::from_millis(10))
+                    .set_max_delay(Duration::from_millis(100));
+                Connection::Standalone(
+                    ConnectionManager::new_with_config(client, config)
+                        .await
+                        .with_context(|| format!("failed to connect to Redis at {url}"))?,
+                )
+            }
+            RedisTarget::Cluster(urls) => {
+                let client = redis::cluster::ClusterClient::builder(urls.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .build()
+                    .context("invalid Redis Cluster URLs")?;
+                Connection::Cluster(
+                    client
+                        .get_async_connection()
+                        .await
+                        .context("failed to connect to Redis Cluster")?,
+                )
+            }
+        };
+        let first_url = match target {
+            RedisTarget::Standalone(url) => url,
+            RedisTarget::Cluster(urls) => urls.first().context("no Redis Cluster URL")?,
+        };
+        let store = Self {
+            conn,
+            scripts: Scripts::new(),
+            pubsub_client: redis::Client::open(first_url.as_str())
+                .with_context(|| format!("invalid Redis URL {first_url}"))?,
+            node: Alphanumeric.sample_string(&mut rand::rng(), 16),
+            timeout,
+        };
+        store.check_server_settings().await?;
+        store
+            .load_scripts_once_loaded()
+            .await
+            .context("failed to load the Lua scripts")?;
+        Ok(store)
+    }
+
+    /// Loads the scripts, waiting (at most [`LOADING_WAIT`]) while Redis is
+    /// still loading its data: after a crash of the machine, Redis and the
+    /// engine start together, and Redis answers LOADING until its AOF is in.
+    async fn load_scripts_once_loaded(&self) -> redis::RedisResult<()> {
+        let deadline = Instant::now() + LOADING_WAIT;
+        let mut told = false;
+        loop {
+            match self.load_scripts().await {
+                Err(err)
+                    if err.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading)
+                        && Instant::now() < deadline =>
+                {
+                    if !told {
+                        tracing::warn!("Redis is still loading its data; waiting for it");
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                loaded => return loaded,
+            }
+        }
+    }
+
+    /// Refuses a Redis that may evict keys; warns when it does not log
+    /// every write. On a Cluster every primary is checked.
+    async fn check_server_settings(&self) -> anyhow::Result<()> {
+        let policies = self.config_values("maxmemory-policy").await?;
+        if let Some(policy) = policies.iter().find(|policy| *policy != "noeviction") {
+            bail!(
+                "Redis maxmemory-policy is {policy:?}: flashsale needs `noeviction`, since an \
+                 evicted stock key would oversell. Run `CONFIG SET maxmemory-policy noeviction` \
+                 (on every primary) and set it in redis.conf."
+            );
+        }
+        if self
+            .config_values("appendonly")
+            .await?
+            .iter()
+            .any(|aof| aof != "yes")
+        {
+            tracing::warn!(
+                "Redis runs without AOF (appendonly no): a Redis crash loses the reservations \
+                 since the last snapshot; use `appendonly yes` in production"
+            );
+        }
+        Ok(())
+    }
+
+    /// `CONFIG GET name` on the server, or on every primary of a Cluster.
+    async fn config_values(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg(name);
+        let replies: Vec<HashMap<String, String>> = match &self.conn {
+            Connection::Standalone(conn) => vec![cmd.query_async(&mut conn.clone()).await?],
+            Connection::Cluster(conn) => {
+                let every_primary =
+                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let by_node = conn.clone().route_command(cmd, every_primary).await?;
+                let by_node: HashMap<String, HashMap<String, String>> =
+                    redis::from_redis_value(by_node)?;
+                by_node.into_values().collect()
+            }
+        };
+        replies
+            .into_iter()
+            .map(|reply| {
+                reply
+                    .get(name)
+                    .cloned()
+                    .with_context(|| format!("Redis did not report {name}"))
+            })
+            .collect()
+    }
+
+    pub(super) async fn load_scripts(&self) -> redis::RedisResult<()> {
+        self.scripts.load(&mut self.conn.clone()).await
+    }
+
+    /// Runs a script and returns its reply, timing the call.
+    pub(super) async fn run(
+        &self,
+        op: &'static str,
+        invocation: &Invocation<'_>,
+    ) -> Result<Value, StoreError> {
+        timed(op, invocation.invoke(&mut self.conn.clone())).await
+    }
+
+    /// Runs a plain command, timing the call.
+    pub(super) async fn query<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &Cmd,
+    ) -> Result<T, StoreError> {
+        timed(op, cmd.query_async(&mut self.conn.clone())).await
+    }
+
+    /// Runs a consumer-group command; if the group is gone (a Redis that
+    /// restarted without it, a stream key lost and recreated by a
+    /// reservation), creates it again from the stream's start and retries:
+    /// redelivered entries change nothing.
+    pub(super) async fn query_rejoining<T: FromRedisValue>(
+        &self,
+        sale: &SaleId,
+        op: &'static str,
+        cmd: &Cmd,
+    ) -> Result<T, StoreError> {
+        match self.query(op, cmd).await {
+            Err(StoreError::Unavailable(err)) if err.contains("NOGROUP") => {
+                tracing::warn!(%sale, "the order service's consumer group was gone; recreating it");
+                self.join_reservations(sale).await?;
+                self.query(op, cmd).await
+            }
+            other => other,
+        }
+    }
+
+    /// Subscribes to the stock-return channel and hands every other node's
+    /// announcement to `handler` until the connection fails.
+    pub(super) async fn listen_for_returns(
+        &self,
+        handler: &StockReturnHandler,
+    ) -> anyhow::Result<()> {
+        let mut pubsub = tokio::time::timeout(self.timeout, self.pubsub_client.get_async_pubsub())
+            .await
+            .context("connecting timed out")??;
+        pubsub.subscribe(STOCK_RETURNS_CHANNEL).await?;
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            match serde_json::from_slice::<Announcement>(message.get_payload_bytes()) {
+                Ok(announcement) if announcement.node != self.node => {
+                    announcement.returns.into_iter().for_each(&handler);
+                }
+                Ok(_own) => {}
+                Err(err) => tracing::warn!(error = %err, "unreadable stock-return announcement"),
+            }
+        }
+        bail!("the subscription ended")
+    }
+}
+
+/// Longest the engine waits at start for a Redis that is loading its data.
+const LOADING_WAIT: Duration = Duration::from_secs(60);
+
+/// Awaits one call to Redis, recording its time under `op`.
+pub(super) async fn timed<T>(
+    op: &'static str,
+    call: impl Future<Output = RedisResult<T>>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let reply = call.await;
+    telemetry::observe_store_call(op, started.elapsed());
+    reply.map_err(unavailable)
+}
+
+pub(super) fn unavailable(err: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}

@@ -1,0 +1,52 @@
+//! The Redis store: standalone or Cluster. Each state change is one script
+//! from `lua/` (see [`super::scripts`]), touching the keys of one hash slot.
+//! Reads that must be consistent (a sale with its counts) are scripts too.
+//!
+//! - [`connection`]: connecting, checking the server's settings, loading the
+//!   scripts, and running scripts and commands on the one multiplexed
+//!   connection (timed, errors mapped); the pub/sub subscription.
+//! - [`codec`]: how records and replies look in Redis: the sale's fields,
+//!   the order record's `name=value` pairs, the scripts' replies, outbox
+//!   members and stream entries. No I/O.
+//! - [`store`]: the [`Store`](super::Store) impl: which script or command
+//!   each call sends, with which keys and arguments.
+//!
+//! Creating a sale is two scripts, since the index of every sale (`fs:sales`)
+//! is no sale's and has no sale's hash tag: `index_sale.lua` lists the id,
+//! then `create_sale.lua` writes the sale. A crash between them leaves an
+//! id that names no sale, which every reader of the index skips.
+//!
+//! What Redis is sent outside scripts, and why:
+//! - `PUBLISH` on `fs:stock_returns` (announcing stock returns): a message
+//!   to the other engine nodes, not state. A node that misses one learns
+//!   the stock at its next refresh.
+//! - `XREADGROUP` and `XAUTOCLAIM` on a sale's stream (reading and taking
+//!   over reservations): the consumer-group protocol itself, one atomic
+//!   command each on one key. They change only the group's record of which
+//!   entry is pending on which consumer; the orders change in
+//!   `accept_orders.lua`, and entries leave in `ack_reservations.lua`.
+//! - `SCRIPT LOAD` (the script cache, not data). Everything else outside
+//!   scripts is a read: `HGET`, `ZRANGE`, `XLEN`, `ZCARD`, `CONFIG GET`.
+
+mod codec;
+mod connection;
+mod store;
+
+use std::time::Duration;
+
+use self::connection::Connection;
+pub use self::connection::RedisTarget;
+use super::scripts::Scripts;
+
+/// The production store: one multiplexed connection to Redis (standalone or
+/// Cluster) and the scripts it runs.
+pub struct RedisStore {
+    conn: Connection,
+    scripts: Scripts,
+    /// A plain client of the first node, for the pub/sub subscription
+    /// (Redis Cluster forwards PUBLISH to every node).
+    pubsub_client: redis::Client,
+    /// This process's name in announcements, to skip its own.
+    node: String,
+    timeout: Duration,
+}

@@ -1,0 +1,559 @@
+//! The [`Store`] impl of the Redis store: for each call, the script (or
+//! the one plain command) it sends, with the sale's keys and the arguments
+//! in the order the script's header lists them, and how its reply becomes
+//! the answer (through `codec`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::try_join_all;
+use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+use redis::Value;
+
+use super::codec::{
+    admin_outcome, corrupt, delivery_member, flag, millis, order_from_fields, order_from_record,
+    order_ids, parse_delivery, record_fields, sale_fields, stream_entries, view_from_snapshot,
+    Announcement, OrderTerms, Reply, ReserveReply,
+};
+use super::connection::{timed, unavailable};
+use super::RedisStore;
+use crate::domain::{
+    system_now, Order, OrderId, Payment, PaymentOutcome, RecordedOrder, Reservation,
+    ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
+};
+use crate::store::keys::{SaleKeys, ORDER_SERVICE_GROUP, SALE_INDEX, STOCK_RETURNS_CHANNEL};
+use crate::store::{
+    batch_sale, changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog,
+    StockReturnHandler, Store, StoreError, StreamEntry,
+};
+
+impl RedisStore {
+    /// One request's outcome from `reserve.lua`'s reply. A replay fetches
+    /// the order it names. Every error here is this request's own: the
+    /// batch was decided, so the other requests keep their outcomes.
+    async fn reservation_outcome(
+        &self,
+        request: &ReserveRequest,
+        terms: &OrderTerms,
+        reply: Value,
+    ) -> Result<Reservation, StoreError> {
+        let id = match terms.read(request, reply)? {
+            ReserveReply::Reserved(reservation) => return Ok(reservation),
+            ReserveReply::Replay(id) => id,
+        };
+        let order = self
+            .order(&id)
+            .await?
+            .ok_or_else(|| corrupt(format!("idempotency key names missing order {id}")))?;
+        // This very call, resent by the client library, is no replay.
+        let replayed = order.id != request.order_id;
+        Ok(Reservation {
+            order,
+            remaining: None,
+            held: None,
+            replayed,
+        })
+    }
+
+    async fn order_ids_of(
+        &self,
+        sale: &SaleId,
+        shopper: &ShopperId,
+    ) -> Result<Vec<OrderId>, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(keys.shopper_orders()).arg(shopper.as_str());
+        let ids: Option<String> = self.query("shopper_orders", &cmd).await?;
+        order_ids(ids.as_deref())
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.load_scripts().await.map_err(unavailable)
+    }
+
+    async fn create_sale(&self, sale: &Sale) -> Result<(), StoreError> {
+        let keys = SaleKeys::new(&sale.id);
+        let mut invocation = self.scripts.create_sale.key(keys.sale());
+        invocation.key(keys.stock()).arg(sale.stock_total);
+        for (field, value) in sale_fields(sale) {
+            invocation.arg(field).arg(value);
+        }
+        // Two scripts, as the index has no sale's slot. Index first: an
+        // indexed id without a sale is skipped by every reader, while a
+        // sale missing from the index would never be listed nor watched.
+        let mut index = self.scripts.index_sale.key(SALE_INDEX);
+        index.arg(sale.created_at).arg(sale.id.as_str());
+        self.run("index_sale", &index).await?;
+        let created: i64 = redis::from_redis_value(self.run("create_sale", &invocation).await?)
+            .map_err(corrupt)?;
+        if created != 1 {
+            return Err(StoreError::Conflict(format!(
+                "sale {} already exists",
+                sale.id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn sale_ids(&self) -> Result<Vec<SaleId>, StoreError> {
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(SALE_INDEX).arg(0).arg(-1).arg("REV");
+        let ids: Vec<String> = self.query("sale_ids", &cmd).await?;
+        ids.iter()
+            .map(|id| SaleId::parse(id).map_err(corrupt))
+            .collect()
+    }
+
+    async fn view_sale(&self, id: &SaleId) -> Result<Option<SaleView>, StoreError> {
+        let keys = SaleKeys::new(id);
+        let mut invocation = self.scripts.sale_snapshot.key(keys.sale());
+        invocation
+            .key(keys.stock())
+            .key(keys.stats())
+            .key(keys.buyers());
+        let snapshot = self.run("sale_snapshot", &invocation).await?;
+        view_from_snapshot(redis::from_redis_value(snapshot).map_err(corrupt)?)
+    }
+
+    async fn sale_records(&self, id: &SaleId) -> Result<Option<SaleRecords>, StoreError> {
+        let keys = SaleKeys::new(id);
+        let mut invocation = self.scripts.audit_sale.key(keys.sale());
+        invocation
+            .key(keys.stock())
+            .key(keys.stats())
+            .key(keys.buyers())
+            .key(keys.shopper_orders())
+            .key(keys.stream())
+            .key(keys.deadlines())
+            .key(keys.orders());
+        let mut reply = Reply::array(self.run("audit_sale", &invocation).await?, "audit")?;
+        if !reply.has_more() {
+            return Ok(None);
+        }
+        let Some(view) = view_from_snapshot(reply.next()?)? else {
+            return Ok(None);
+        };
+        let held: BTreeMap<String, i64> = reply.next()?;
+        let index: HashMap<String, String> = reply.next()?;
+        let stream: Vec<String> = reply.next()?;
+        let deadlines: Vec<String> = reply.next()?;
+        let records: BTreeMap<String, String> = reply.next()?;
+        let orders = records
+            .iter()
+            .map(|(id, record)| {
+                let id = OrderId::parse(id).map_err(corrupt)?;
+                let fields = record_fields(record);
+                Ok(RecordedOrder {
+                    order: order_from_fields(&id, &fields)?,
+                    queued: fields.contains_key("queued_at"),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Some(SaleRecords {
+            view,
+            held: held
+                .into_iter()
+                .map(|(shopper, units)| Ok((ShopperId::parse(&shopper).map_err(corrupt)?, units)))
+                .collect::<Result<_, StoreError>>()?,
+            indexed: order_ids(index.values().map(String::as_str))?,
+            orders,
+            deadlines: order_ids(deadlines.iter().map(String::as_str))?,
+            stream: order_ids(stream.iter().map(String::as_str))?,
+        }))
+    }
+
+    async fn update_sale(
+        &self,
+        id: &SaleId,
+        change: &SaleChange,
+        version: i64,
+    ) -> Result<(), StoreError> {
+        let keys = SaleKeys::new(id);
+        let mut invocation = self.scripts.update_sale.key(keys.sale());
+        invocation
+            .key(keys.stock())
+            .key(keys.stats())
+            .arg(version)
+            .arg(if change.restricted { "1" } else { "0" })
+            .arg(if change.end_now { "1" } else { "0" })
+            .arg(change.sale.stock_total)
+            .arg(change.sale.ends_at);
+        for (field, value) in sale_fields(&change.sale) {
+            // The script writes state, stock and the end itself.
+            if !matches!(
+                field,
+                "state" | "stock_total" | "ends_at" | "id" | "created_at"
+            ) {
+                invocation.arg(field).arg(value);
+            }
+        }
+        let (outcome, reply) = Reply::new(self.run("update_sale", &invocation).await?)?;
+        if outcome == "changed" {
+            return Err(changed_meanwhile());
+        }
+        admin_outcome(&outcome, reply)
+    }
+
+    async fn cancel_sale(&self, id: &SaleId) -> Result<(), StoreError> {
+        let keys = SaleKeys::new(id);
+        let invocation = self.scripts.cancel_sale.key(keys.sale());
+        let (outcome, reply) = Reply::new(self.run("cancel_sale", &invocation).await?)?;
+        admin_outcome(&outcome, reply)
+    }
+
+    async fn reserve_batch(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<Result<Reservation, StoreError>>, StoreError> {
+        let keys = SaleKeys::new(batch_sale(requests)?);
+        let mut invocation = self.scripts.reserve.key(keys.sale());
+        invocation
+            .key(keys.stock())
+            .key(keys.stats())
+            .key(keys.buyers())
+            .key(keys.idempotency())
+            .key(keys.shopper_orders())
+            .key(keys.stream())
+            .key(keys.deadlines())
+            .key(keys.purchase_tokens())
+            .key(keys.orders());
+        for request in requests {
+            let idempotency_field = request
+                .idempotency_key
+                .as_ref()
+                .map(|key| format!("{}\n{key}", request.shopper_id))
+                .unwrap_or_default();
+            invocation
+                .arg(request.shopper_id.as_str())
+                .arg(request.quantity.get())
+                .arg(request.order_id.as_str())
+                .arg(idempotency_field)
+                .arg(request.purchase_token.as_deref().unwrap_or(""));
+        }
+        let replies: Vec<Value> =
+            redis::from_redis_value(self.run("reserve", &invocation).await?).map_err(corrupt)?;
+        if replies.len() != requests.len() + 1 {
+            return Err(corrupt("reserve answered a different number of requests"));
+        }
+        let mut replies = replies.into_iter();
+        let terms = OrderTerms::from_reply(replies.next().unwrap_or(Value::Nil))?;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (request, reply) in requests.iter().zip(replies) {
+            outcomes.push(self.reservation_outcome(request, &terms, reply).await);
+        }
+        Ok(outcomes)
+    }
+
+    async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(SaleKeys::new(&id.sale_id()).orders())
+            .arg(id.as_str());
+        let record: Option<String> = self.query("order", &cmd).await?;
+        record
+            .map(|record| order_from_record(id, &record))
+            .transpose()
+    }
+
+    async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError> {
+        let sales = self.sale_ids().await?;
+        let ids = try_join_all(sales.iter().map(|sale| self.order_ids_of(sale, shopper))).await?;
+        let orders = try_join_all(ids.iter().flatten().map(|id| self.order(id))).await?;
+        let mut orders: Vec<Order> = orders.into_iter().flatten().collect();
+        sort_newest_first(&mut orders);
+        Ok(orders)
+    }
+
+    async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
+        let keys = SaleKeys::new(&id.sale_id());
+        let mut invocation = self.scripts.cancel_order.key(keys.orders());
+        invocation
+            .key(keys.stock())
+            .key(keys.stats())
+            .key(keys.buyers())
+            .key(keys.deadlines())
+            .arg(shopper.as_str())
+            .arg(id.as_str());
+        let (outcome, mut reply) = Reply::new(self.run("cancel_order", &invocation).await?)?;
+        match outcome.as_str() {
+            "cancelled" => order_from_record(id, &reply.next::<String>()?),
+            "not_found" => Err(StoreError::NotFound("order")),
+            "conflict" => Err(StoreError::Conflict(format!(
+                "the order is {} and can no longer be cancelled",
+                reply.next::<String>()?
+            ))),
+            other => Err(corrupt(format!("unknown cancel outcome {other}"))),
+        }
+    }
+    async fn pay_order(
+        &self,
+        id: &OrderId,
+        payment: &Payment,
+        hand_off: bool,
+    ) -> Result<PaymentOutcome, StoreError> {
+        let keys = SaleKeys::new(&id.sale_id());
+        let (amount, currency) = payment
+            .amount
+            .as_ref()
+            .map(|(amount, currency)| (amount.to_string(), currency.as_str()))
+            .unwrap_or_default();
+        let mut invocation = self.scripts.pay_order.key(keys.orders());
+        invocation
+            .key(keys.stats())
+            .key(keys.deadlines())
+            .key(keys.outbox())
+            .arg(id.as_str())
+            .arg(amount)
+            .arg(currency)
+            .arg(flag(hand_off));
+        let (outcome, mut reply) = Reply::new(self.run("pay_order", &invocation).await?)?;
+        if outcome == "not_found" {
+            return Err(StoreError::NotFound("order"));
+        }
+        let order = order_from_record(id, &reply.next::<String>()?)?;
+        match outcome.as_str() {
+            "paid" => Ok(PaymentOutcome::Paid(order)),
+            "unchanged" => Ok(PaymentOutcome::Unchanged(order)),
+            "refund_required" => Ok(PaymentOutcome::RefundRequired(order)),
+            "amount_mismatch" => Ok(PaymentOutcome::AmountMismatch(order)),
+            other => Err(corrupt(format!("unknown payment outcome {other}"))),
+        }
+    }
+
+    async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
+        let keys = SaleKeys::new(sale);
+        // Candidates by this node's clock; the script decides by Redis's.
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(keys.deadlines())
+            .arg("-inf")
+            .arg(system_now())
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        let due: Vec<String> = self.query("due_orders", &cmd).await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.scripts.expire_orders.key(keys.stock());
+        invocation
+            .key(keys.stats())
+            .key(keys.buyers())
+            .key(keys.deadlines())
+            .key(keys.orders())
+            .arg(&due);
+        let mut reply = Reply::array(self.run("expire_orders", &invocation).await?, "expire")?;
+        let mut expired = Vec::new();
+        while reply.has_more() {
+            let id = OrderId::parse(&reply.next::<String>()?).map_err(corrupt)?;
+            expired.push(order_from_record(&id, &reply.next::<String>()?)?);
+        }
+        Ok(expired)
+    }
+
+    async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError> {
+        let mut invocation = self
+            .scripts
+            .join_reservations
+            .key(SaleKeys::new(sale).stream());
+        invocation.arg(ORDER_SERVICE_GROUP);
+        self.run("join_reservations", &invocation).await?;
+        Ok(())
+    }
+
+    async fn read_reservations(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(ORDER_SERVICE_GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(SaleKeys::new(sale).stream())
+            .arg(">");
+        let reply: Option<StreamReadReply> = self
+            .query_rejoining(sale, "read_reservations", &cmd)
+            .await?;
+        let ids = reply
+            .into_iter()
+            .flat_map(|reply| reply.keys)
+            .flat_map(|key| key.ids)
+            .collect();
+        stream_entries(ids)
+    }
+
+    async fn claim_reservations(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(SaleKeys::new(sale).stream())
+            .arg(ORDER_SERVICE_GROUP)
+            .arg(consumer)
+            .arg(millis(min_idle))
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count);
+        let reply: StreamAutoClaimReply = self
+            .query_rejoining(sale, "claim_reservations", &cmd)
+            .await?;
+        stream_entries(reply.claimed)
+    }
+
+    async fn accept_orders(
+        &self,
+        sale: &SaleId,
+        ids: &[OrderId],
+        hand_off: bool,
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.accept_orders.key(keys.stats());
+        invocation
+            .key(keys.outbox())
+            .key(keys.orders())
+            .arg(flag(hand_off));
+        for id in ids {
+            invocation.arg(id.as_str());
+        }
+        let outcomes: Vec<String> =
+            redis::from_redis_value(self.run("accept_orders", &invocation).await?)
+                .map_err(corrupt)?;
+        outcomes
+            .iter()
+            .map(|outcome| match outcome.as_str() {
+                "queued" => Ok(Acceptance::Queued),
+                "unchanged" => Ok(Acceptance::Unchanged),
+                "not_found" => Ok(Acceptance::NotFound),
+                other => Err(corrupt(format!("unknown accept outcome {other}"))),
+            })
+            .collect()
+    }
+
+    async fn order_backlog(&self, sale: &SaleId) -> Result<OrderBacklog, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("XLEN")
+            .arg(keys.stream())
+            .cmd("ZCARD")
+            .arg(keys.deadlines())
+            .cmd("ZCARD")
+            .arg(keys.outbox());
+        let (reservations, unpaid, hand_offs) = timed(
+            "order_backlog",
+            pipeline.query_async(&mut self.conn.clone()),
+        )
+        .await?;
+        Ok(OrderBacklog {
+            reservations,
+            unpaid,
+            hand_offs,
+        })
+    }
+
+    async fn ack_reservations(
+        &self,
+        sale: &SaleId,
+        entry_ids: &[String],
+    ) -> Result<(), StoreError> {
+        if entry_ids.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self
+            .scripts
+            .ack_reservations
+            .key(SaleKeys::new(sale).stream());
+        invocation.arg(ORDER_SERVICE_GROUP).arg(entry_ids);
+        self.run("ack_reservations", &invocation).await?;
+        Ok(())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        sale: &SaleId,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.claim_deliveries.key(keys.outbox());
+        invocation
+            .key(keys.attempts())
+            .arg(limit)
+            .arg(millis(lease));
+        let mut reply = Reply::array(self.run("claim_deliveries", &invocation).await?, "claim")?;
+        let mut deliveries = Vec::new();
+        while reply.has_more() {
+            let member: String = reply.next()?;
+            let (event, order_id) = parse_delivery(&member)?;
+            deliveries.push(Delivery {
+                event,
+                order_id,
+                attempt: reply.next()?,
+            });
+        }
+        Ok(deliveries)
+    }
+
+    async fn delivered(&self, sale: &SaleId, delivery: &Delivery) -> Result<(), StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.delivered.key(keys.outbox());
+        invocation
+            .key(keys.attempts())
+            .arg(delivery_member(delivery));
+        self.run("delivered", &invocation).await?;
+        Ok(())
+    }
+
+    async fn postpone_delivery(
+        &self,
+        sale: &SaleId,
+        delivery: &Delivery,
+        after: Duration,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self
+            .scripts
+            .postpone_delivery
+            .key(SaleKeys::new(sale).outbox());
+        invocation.arg(delivery_member(delivery)).arg(millis(after));
+        self.run("postpone_delivery", &invocation).await?;
+        Ok(())
+    }
+
+    async fn announce_stock_returns(&self, returns: &[StockReturn]) -> Result<(), StoreError> {
+        let message = serde_json::to_string(&Announcement {
+            node: self.node.clone(),
+            returns: returns.to_vec(),
+        })
+        .map_err(corrupt)?;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(STOCK_RETURNS_CHANNEL).arg(message);
+        self.query("announce_stock_returns", &cmd).await
+    }
+
+    async fn watch_stock_returns(&self, handler: StockReturnHandler) {
+        loop {
+            if let Err(err) = self.listen_for_returns(&handler).await {
+                tracing::warn!(error = %err, "stock-return subscription lost; reconnecting");
+            }
+            tokio::time::sleep(self.timeout).await;
+        }
+    }
+}
