@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 
 use super::webhook::Webhook;
 use super::Orders;
-use crate::domain::{system_now, Millis, OrderId, SaleId, SaleState};
+use crate::domain::{system_now, Millis, OrderId, SaleId, SaleState, SaleView};
 use crate::store::{Acceptance, Delivery, Store, StoreError, StreamEntry};
 use crate::telemetry;
 
@@ -170,7 +170,13 @@ impl OrderService {
             if self.settled.contains(&sale) || self.watched.contains_key(&sale) {
                 continue;
             }
-            match self.settled_by(&sale).await? {
+            // The index is written before the sale: a sale being created
+            // is listed a moment before it can be read. Looked at again
+            // next pass.
+            let Some(view) = self.store.view_sale(&sale).await? else {
+                continue;
+            };
+            match last_payment_deadline(&view) {
                 Some(settled_by) => {
                     self.store.join_reservations(&sale).await?;
                     self.watched.insert(sale, settled_by);
@@ -181,20 +187,6 @@ impl OrderService {
             }
         }
         Ok(())
-    }
-
-    /// When the sale can have no unpaid order left (`None`: cancelled
-    /// before it started, or gone: it never had one).
-    async fn settled_by(&self, sale: &SaleId) -> Result<Option<Millis>, StoreError> {
-        let Some(view) = self.store.view_sale(sale).await? else {
-            return Ok(None);
-        };
-        if view.sale.state == SaleState::Cancelled {
-            return Ok(None);
-        }
-        Ok(Some(view.sale.ends_at.saturating_add(
-            view.sale.payment_timeout_secs.saturating_mul(1000),
-        )))
     }
 
     /// Stops watching a sale whose pass found nothing, once no order of it
@@ -208,7 +200,8 @@ impl OrderService {
             return;
         }
         let checked = async {
-            let settled_by = self.settled_by(sale).await?;
+            let view = self.store.view_sale(sale).await?;
+            let settled_by = view.as_ref().and_then(last_payment_deadline);
             let backlog = self.store.order_backlog(sale).await?;
             Ok::<_, StoreError>((settled_by, backlog))
         }
@@ -325,6 +318,19 @@ impl OrderService {
         }
         Ok(leased)
     }
+}
+
+/// When the sale can have no unpaid order left (`None`: cancelled before
+/// it started, so it never had one).
+fn last_payment_deadline(view: &SaleView) -> Option<Millis> {
+    if view.sale.state == SaleState::Cancelled {
+        return None;
+    }
+    Some(
+        view.sale
+            .ends_at
+            .saturating_add(view.sale.payment_timeout_secs.saturating_mul(1000)),
+    )
 }
 
 /// Logs a failed step of a sale's pass; counts as one store error.

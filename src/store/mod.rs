@@ -192,12 +192,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StreamEntry>, StoreError>;
 
     /// Up to `count` entries delivered but unacknowledged for at least
-    /// `min_idle` (their consumer died), moved to `consumer`.
+    /// `idle_min` (their consumer died), moved to `consumer`.
     async fn claim_reservations(
         &self,
         sale: &SaleId,
         consumer: &str,
-        min_idle: Duration,
+        idle_min: Duration,
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError>;
 

@@ -242,6 +242,39 @@ async fn lost_consumer_group_is_recreated() {
     );
 }
 
+/// A sale is listed in the index one step before it is stored. An order
+/// service pass that reads the index between the two steps must not take
+/// the listed id for a finished sale: once the sale is stored, its
+/// reservations are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_listed_before_it_is_stored_is_watched() {
+    let Subject { store, redis } = subject(Backend::Redis).await;
+    let live = sale(10, 1, -1_000);
+    let mut conn = redis.standalone().unwrap().connection();
+    let listed: i64 = redis::cmd("ZADD")
+        .arg(flashsale::store::keys::SALE_INDEX)
+        .arg(live.created_at)
+        .arg(live.id.as_str())
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(listed, 1, "the first step of creating the sale");
+    let mut service = order_service(&store, "early", 256);
+    assert_eq!(
+        service.try_process_batch().await,
+        Outcome::default(),
+        "nothing to do yet"
+    );
+
+    store.create_sale(&live).await.unwrap();
+    store.reserve(&request(&live, "a", 1, None)).await.unwrap();
+    let outcome = service.try_process_batch().await;
+    assert_eq!(
+        (outcome.accepted, outcome.store_errors),
+        (1, 0),
+        "the sale is watched once it exists: {outcome:?}"
+    );
+}
+
 /// One reserve call of 10 reservations is one stream entry carrying 10
 /// orders; an order service whose batch is 4 (it accepts orders 4 at a
 /// time) accepts all 10 in one pass and acknowledges the entry, leaving

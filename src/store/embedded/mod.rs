@@ -212,14 +212,14 @@ impl Store for EmbeddedStore {
         &self,
         sale: &SaleId,
         consumer: &str,
-        min_idle: Duration,
+        idle_min: Duration,
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError> {
         Ok(self
             .record(sale)?
             .lock()
             .stream
-            .claim(consumer, min_idle, count))
+            .claim(consumer, idle_min, count))
     }
 
     async fn accept_orders(

@@ -74,12 +74,12 @@ impl ReservationStream {
         seqs.into_iter().flat_map(|seq| self.entry(seq)).collect()
     }
 
-    pub fn claim(&mut self, consumer: &str, min_idle: Duration, count: usize) -> Vec<StreamEntry> {
+    pub fn claim(&mut self, consumer: &str, idle_min: Duration, count: usize) -> Vec<StreamEntry> {
         let now = Instant::now();
         let idle: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, (_, delivered))| now.duration_since(*delivered) >= min_idle)
+            .filter(|(_, (_, delivered))| now.duration_since(*delivered) >= idle_min)
             .map(|(seq, _)| *seq)
             .take(count)
             .collect();

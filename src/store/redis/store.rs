@@ -398,14 +398,14 @@ impl Store for RedisStore {
         &self,
         sale: &SaleId,
         consumer: &str,
-        min_idle: Duration,
+        idle_min: Duration,
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError> {
         let mut cmd = redis::cmd("XAUTOCLAIM");
         cmd.arg(SaleKeys::new(sale).stream())
             .arg(ORDER_SERVICE_GROUP)
             .arg(consumer)
-            .arg(millis(min_idle))
+            .arg(millis(idle_min))
             .arg("0-0")
             .arg("COUNT")
             .arg(count);
