@@ -1,23 +1,24 @@
--- expire_orders: payment deadlines. Each named order still pending_payment
--- and past its expires_at (Redis clock) becomes expired in the same step
+-- expire_orders: payment deadlines. Up to ARGV[1] orders of the deadline
+-- index due by the Redis clock are looked at: each still pending_payment
+-- and past its expires_at becomes expired in the same step
 -- that puts its units back on sale and off the shopper's count. An order no
--- longer pending (paid, cancelled) just leaves the deadline index; a pending
--- one not yet due stays. A payment and an expiry of the same order are two
+-- longer pending (paid, cancelled) just leaves the deadline index. A payment and an expiry of the same order are two
 -- scripts: whichever runs first decides, the other sees the new status.
 -- KEYS[1] fs:{sale}:stock      string: units remaining
 -- KEYS[2] fs:{sale}:stats      hash: reserved, expired, ... (units)
 -- KEYS[3] fs:{sale}:buyers     hash: shopper -> units held
 -- KEYS[4] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
 -- KEYS[5] fs:{sale}:orders     hash: order id -> record (see common.lua)
--- ARGV[i] order ids
+-- ARGV[1] the most orders to look at in this call
 -- Returns {order_id, record, ...}: every order this call expired.
 local now = now_ms()
+local due = redis.call('ZRANGE', KEYS[4], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
 local expired = {}
-for _, order_id in ipairs(ARGV) do
+for _, order_id in ipairs(due) do
   local order = load_order(KEYS[5], order_id)
   if not order or order.status ~= 'pending_payment' then
     redis.call('ZREM', KEYS[4], order_id)
-  elseif tonumber(order.expires_at) <= now then
+  else
     order.status = 'expired'
     local record = save_order(KEYS[5], order_id, order)
     release_units(KEYS[1], KEYS[2], KEYS[3], order.user_id, tonumber(order.quantity), 'expired')

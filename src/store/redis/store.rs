@@ -19,8 +19,8 @@ use super::codec::{
 use super::connection::{timed, unavailable};
 use super::RedisStore;
 use crate::domain::{
-    system_now, Order, OrderId, Payment, PaymentOutcome, RecordedOrder, Reservation,
-    ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
+    Order, OrderId, Payment, PaymentOutcome, RecordedOrder, Reservation, ReserveRequest, Sale,
+    SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
 };
 use crate::store::keys::{SaleKeys, ORDER_SERVICE_GROUP, SALE_INDEX, STOCK_RETURNS_CHANNEL};
 use crate::store::{
@@ -329,26 +329,13 @@ impl Store for RedisStore {
 
     async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
         let keys = SaleKeys::new(sale);
-        // Candidates by this node's clock; the script decides by Redis's.
-        let mut cmd = redis::cmd("ZRANGE");
-        cmd.arg(keys.deadlines())
-            .arg("-inf")
-            .arg(system_now())
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit);
-        let due: Vec<String> = self.query("due_orders", &cmd).await?;
-        if due.is_empty() {
-            return Ok(Vec::new());
-        }
         let mut invocation = self.scripts.expire_orders.key(keys.stock());
         invocation
             .key(keys.stats())
             .key(keys.buyers())
             .key(keys.deadlines())
             .key(keys.orders())
-            .arg(&due);
+            .arg(limit);
         let mut reply = Reply::array(self.run("expire_orders", &invocation).await?, "expire")?;
         let mut expired = Vec::new();
         while reply.has_more() {
