@@ -55,6 +55,15 @@ pub struct Config {
     #[arg(long, env = "FLASHSALE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Connections the kernel may hold completed but not yet accepted (the
+    /// listen backlog; the kernel caps it at net.core.somaxconn). A flash
+    /// sale's opening connects thousands of shoppers within a second; a
+    /// connection that finds the queue full is retried by the client's TCP
+    /// seconds later.
+    #[arg(long, env = "FLASHSALE_LISTEN_BACKLOG", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub listen_backlog: u32,
+
     /// `redis://host:port/db`, or with --redis-cluster a comma-separated list
     /// of node URLs. Unset: the embedded in-memory store.
     #[arg(long, env = "FLASHSALE_REDIS_URL")]
@@ -206,6 +215,14 @@ pub struct Config {
     #[arg(long, env = "FLASHSALE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub header_read_timeout_ms: u64,
+
+    /// Longest a kept-alive connection waits for the first byte of its next
+    /// request, in milliseconds; past it the engine closes the connection.
+    /// Shoppers polling a sale's countdown keep their connection between
+    /// polls.
+    #[arg(long, env = "FLASHSALE_IDLE_TIMEOUT_MS", default_value_t = 75_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub idle_timeout_ms: u64,
 
     /// Longest any request may take, in milliseconds; past it 503
     /// `unavailable`.

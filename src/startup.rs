@@ -8,18 +8,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::net::TcpListener;
-use tower::Service;
 
 use crate::config::{Config, PaymentMode};
 use crate::domain::SaleRules;
 use crate::http::{
-    self, AppContext, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding,
+    self, server, AppContext, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding,
 };
 use crate::inventory::{ActorSettings, Inventory};
 use crate::orders::webhook::{Webhook, WebhookSettings};
@@ -42,6 +37,7 @@ pub struct Application {
     limits: Arc<RateLimits>,
     limits_prune: Duration,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Application {
@@ -72,8 +68,7 @@ impl Application {
         );
         let auth = AuthKeys::new(&admin_token, shopper_secret.as_bytes())
             .context("invalid shopper token secret")?;
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = server::bind(config.listen, config.listen_backlog)
             .with_context(|| format!("failed to bind {}", config.listen))?;
         let address = listener
             .local_addr()
@@ -141,6 +136,7 @@ impl Application {
             limits,
             limits_prune: Duration::from_millis(config.rate_prune_ms),
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
         })
     }
 
@@ -175,10 +171,11 @@ impl Application {
                 limits.prune();
             }
         });
-        let served = serve(
+        let served = server::serve(
             self.listener,
             self.router,
             self.header_read_timeout,
+            self.idle_timeout,
             shutdown,
         )
         .await;
@@ -189,87 +186,6 @@ impl Application {
         tracing::info!("flashsale stopped");
         served.context("the HTTP server failed")
     }
-}
-
-/// Longest a graceful shutdown waits for open connections to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves HTTP/1.1 on `listener` until `shutdown`, then stops accepting and
-/// lets open connections finish (at most `DRAIN_TIMEOUT`). A client that
-/// does not send a request's headers within `header_read_timeout` of
-/// connecting (or of its previous answer) is disconnected (slow-loris),
-/// which `axum::serve` cannot be told. HTTP/1 only: protocol detection
-/// would wait, untimed, for a client's first bytes; Mini Program traffic
-/// reaches the engine as HTTP/1.1 behind the TLS proxy.
-async fn serve(
-    listener: TcpListener,
-    router: Router,
-    header_read_timeout: Duration,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    let connections = GracefulShutdown::new();
-    // Tells connections that have not sent their first byte yet (hyper's
-    // graceful shutdown only reaches connections it already serves, and an
-    // HTTP client may keep a fresh, unused connection in its pool).
-    let (stopping, stopped) = tokio::sync::watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: pause, go on.
-                    tracing::warn!(error = %err, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let service = match make_service.call(peer).await {
-            Ok(service) => service,
-            Err(never) => match never {},
-        };
-        let (builder, watcher) = (builder.clone(), connections.watcher());
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            // hyper times the headers from their first byte: a client
-            // that sends nothing at all is timed here.
-            let mut first = [0u8; 1];
-            tokio::select! {
-                // A connection whose first bytes are there is served.
-                biased;
-                peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => {
-                    if peeked.is_err() {
-                        return;
-                    }
-                }
-                _ = stopped.wait_for(|stopped| *stopped) => return,
-            }
-            let connection = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service),
-            );
-            if let Err(err) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    let _ = stopping.send(true);
-    if tokio::time::timeout(DRAIN_TIMEOUT, connections.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
-    }
-    Ok(())
 }
 
 async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {

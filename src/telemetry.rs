@@ -40,6 +40,15 @@ pub const RATE_LIMITER_KEYS: &str = "flashsale_rate_limiter_keys";
 pub const SHED: &str = "flashsale_shed_total";
 /// Handler panics turned into 500 answers.
 pub const PANICS: &str = "flashsale_http_panics_total";
+/// TCP connections the HTTP server accepted.
+pub const CONNECTIONS_ACCEPTED: &str = "flashsale_http_connections_accepted_total";
+/// TCP connections open now.
+pub const CONNECTIONS_OPEN: &str = "flashsale_http_connections_open";
+/// TCP connections closed, by `reason`: `ended` (by the client, or after
+/// an answer), `header_timeout` (headers not sent, or a kept-alive
+/// connection left idle, for `FLASHSALE_HEADER_READ_TIMEOUT_MS`), `silent`
+/// (nothing sent that long after connecting), `shutdown`, `failed`.
+pub const CONNECTIONS_CLOSED: &str = "flashsale_http_connections_closed_total";
 
 const EXPIRY_LAG_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
@@ -135,6 +144,20 @@ pub fn set_rate_limiter_keys(limiter: &'static str, keys: usize) {
 
 pub fn count_shed(reason: &'static str) {
     metrics::counter!(SHED, "reason" => reason).increment(1);
+}
+
+pub fn connection_accepted() {
+    metrics::counter!(CONNECTIONS_ACCEPTED).increment(1);
+    metrics::gauge!(CONNECTIONS_OPEN).increment(1.0);
+}
+
+pub fn connection_closed(reason: &'static str) {
+    metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+}
+
+/// An accepted connection is gone (closed, or its task dropped).
+pub fn connection_dropped() {
+    metrics::gauge!(CONNECTIONS_OPEN).decrement(1.0);
 }
 
 pub fn count_panic() {

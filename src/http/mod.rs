@@ -15,6 +15,7 @@
 //!   OpenAPI schemas of the domain types the API reads or shows as they are.
 //! - `openapi`: the OpenAPI document, generated from the handlers'
 //!   `#[utoipa::path]` annotations as the routers are built.
+//! - `server`: the listener and the HTTP/1.1 connection loop.
 
 mod admin;
 mod auth;
@@ -25,6 +26,7 @@ mod ops;
 mod payments;
 mod public;
 mod schemas;
+pub mod server;
 pub mod views;
 
 use std::sync::Arc;

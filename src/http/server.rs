@@ -1,0 +1,330 @@
+//! The HTTP/1.1 server loop: binds the listener with its backlog, accepts
+//! connections, guards against slow clients, counts every connection from
+//! accept to close, and drains on shutdown. `axum::serve` cannot be told a
+//! header-read timeout, so the loop drives hyper-util itself.
+//!
+//! Two timeouts, told apart ([`HeadTimer`]): a request's headers must
+//! arrive within the header-read timeout of its first byte (slow-loris),
+//! and a kept-alive connection may wait for its next request's first byte
+//! for the longer idle timeout. hyper alone times both with one clock that
+//! starts when the previous answer is sent, so a shopper's connection
+//! polled every few seconds while the sale's countdown runs would be cut
+//! at the header-read timeout, racing the shopper's next request.
+//!
+//! HTTP/1 only: protocol detection would wait, untimed, for a client's
+//! first bytes; Mini Program traffic reaches the engine as HTTP/1.1 behind
+//! the TLS proxy.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tower::Service;
+
+use crate::telemetry;
+
+/// Longest a graceful shutdown waits for open connections to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds `address` with room for `backlog` connections the kernel has
+/// completed but the engine not yet accepted (the kernel caps it at
+/// `net.core.somaxconn`). A connection that finds the queue full has its
+/// handshake dropped and retried by the client's TCP, seconds later.
+pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
+
+/// Why a connection closed, as the connections metric counts it.
+#[derive(Debug, Clone, Copy)]
+enum Closed {
+    /// The client sent nothing within the header-read timeout of
+    /// connecting.
+    Silent,
+    /// The engine stopped before the client sent anything.
+    Shutdown,
+    /// The client took longer than the header-read timeout to send a
+    /// request's headers after their first byte.
+    HeaderTimeout,
+    /// A kept-alive connection sat idle (no byte of a next request) for the
+    /// idle timeout.
+    Idle,
+    /// The client closed it, or the connection ended after an answer.
+    Ended,
+    /// An I/O or protocol error.
+    Failed,
+}
+
+impl Closed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Silent => "silent",
+            Self::Shutdown => "shutdown",
+            Self::HeaderTimeout => "header_timeout",
+            Self::Idle => "idle",
+            Self::Ended => "ended",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// An accepted connection, counted open until dropped.
+struct Counted;
+
+impl Counted {
+    fn accepted() -> Self {
+        telemetry::connection_accepted();
+        Self
+    }
+
+    fn close(self, reason: Closed) {
+        telemetry::connection_closed(reason.as_str());
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        telemetry::connection_dropped();
+    }
+}
+
+/// What a connection's timer watches: the bytes it has read, and whether
+/// the last timeout that fired was the idle one.
+#[derive(Default)]
+struct Activity {
+    bytes_read: AtomicU64,
+    idle_expired: AtomicBool,
+}
+
+/// A connection's socket, counting the bytes read from it.
+struct Metered {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        self.activity
+            .bytes_read
+            .fetch_add(read as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// hyper's timer for one connection. hyper asks it for one sleep, of the
+/// header-read timeout, each time it starts waiting for a request's head;
+/// the sleep given back ends `idle_timeout` after that start while no byte
+/// has come, and `header_read_timeout` after the first byte once one has.
+#[derive(Clone)]
+struct HeadTimer {
+    activity: Arc<Activity>,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let waiting_since = deadline
+            .checked_sub(self.header_read_timeout)
+            .unwrap_or_else(Instant::now);
+        self.activity.idle_expired.store(false, Ordering::Relaxed);
+        Box::pin(HeadSleep {
+            activity: Arc::clone(&self.activity),
+            bytes_read_before: self.activity.bytes_read.load(Ordering::Relaxed),
+            first_byte_seen: false,
+            header_read_timeout: self.header_read_timeout,
+            sleep: Box::pin(tokio::time::sleep_until(
+                (waiting_since + self.idle_timeout).into(),
+            )),
+        })
+    }
+}
+
+/// See [`HeadTimer`]. hyper polls it after every read that left the head
+/// incomplete, so the first byte is noticed as it comes.
+struct HeadSleep {
+    activity: Arc<Activity>,
+    bytes_read_before: u64,
+    first_byte_seen: bool,
+    header_read_timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Future for HeadSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.first_byte_seen
+            && self.activity.bytes_read.load(Ordering::Relaxed) != self.bytes_read_before
+        {
+            self.first_byte_seen = true;
+            let deadline = tokio::time::Instant::now() + self.header_read_timeout;
+            self.sleep.as_mut().reset(deadline);
+        }
+        let fired = self.sleep.as_mut().poll(cx);
+        if fired.is_ready() && !self.first_byte_seen {
+            self.activity.idle_expired.store(true, Ordering::Relaxed);
+        }
+        fired
+    }
+}
+
+impl hyper::rt::Sleep for HeadSleep {}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown`, then stops accepting and
+/// lets open connections finish (at most [`DRAIN_TIMEOUT`]). A client that
+/// sends nothing within `header_read_timeout` of connecting, or takes
+/// longer than that from a request's first byte to its last header, is
+/// disconnected (slow-loris); a kept-alive connection waits `idle_timeout`
+/// for its next request.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    let connections = GracefulShutdown::new();
+    // Tells connections that have not sent their first byte yet (hyper's
+    // graceful shutdown only reaches connections it already serves, and an
+    // HTTP client may keep a fresh, unused connection in its pool).
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: pause, go on.
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let counted = Counted::accepted();
+        let service = match make_service.call(peer).await {
+            Ok(service) => service,
+            Err(never) => match never {},
+        };
+        let (mut builder, watcher) = (builder.clone(), connections.watcher());
+        let activity = Arc::new(Activity::default());
+        builder
+            .http1()
+            .timer(HeadTimer {
+                activity: Arc::clone(&activity),
+                header_read_timeout,
+                idle_timeout,
+            })
+            .header_read_timeout(header_read_timeout);
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            // hyper times the headers from their first byte: a client
+            // that sends nothing at all is timed here.
+            let mut first = [0u8; 1];
+            tokio::select! {
+                // A connection whose first bytes are there is served.
+                biased;
+                peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => {
+                    if peeked.is_err() {
+                        return counted.close(Closed::Silent);
+                    }
+                }
+                _ = stopped.wait_for(|stopped| *stopped) => return counted.close(Closed::Shutdown),
+            }
+            let metered = Metered {
+                stream,
+                activity: Arc::clone(&activity),
+            };
+            let connection = builder.serve_connection_with_upgrades(
+                TokioIo::new(metered),
+                TowerToHyperService::new(service),
+            );
+            let closed = match watcher.watch(connection.into_owned()).await {
+                Ok(()) => Closed::Ended,
+                Err(err) => {
+                    let timed_out = err
+                        .downcast_ref::<hyper::Error>()
+                        .is_some_and(hyper::Error::is_timeout);
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                    match timed_out {
+                        true if activity.idle_expired.load(Ordering::Relaxed) => Closed::Idle,
+                        true => Closed::HeaderTimeout,
+                        false => Closed::Failed,
+                    }
+                }
+            };
+            counted.close(closed);
+        });
+    }
+    drop(listener);
+    let _ = stopping.send(true);
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+    Ok(())
+}

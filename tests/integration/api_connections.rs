@@ -1,0 +1,163 @@
+//! Goal: shoppers waiting for a sale's opening keep their connections:
+//! a kept-alive connection that sits idle past the header-read timeout is
+//! still served, while a request whose headers come too slowly is still cut
+//! off, and a connection idle past the idle timeout is closed. Every
+//! connection is counted in the metrics from accept to close.
+//! Method: raw TCP connections to the engine speaking HTTP/1.1 by hand, so
+//! each request goes on the connection the test chose.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use futures::stream::{self, StreamExt};
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{test_config, TestApp};
+
+const HEALTH_REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: flashsale\r\n\r\n";
+
+/// Sends `GET /healthz` on `stream` and reads the whole answer (its body
+/// is small and has a Content-Length); the status code, or `None` if the
+/// connection was closed instead.
+async fn health_on(stream: &mut TcpStream) -> Option<u16> {
+    stream.write_all(HEALTH_REQUEST).await.ok()?;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    loop {
+        let read = stream.read(&mut buffer).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        answer.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return head.split(' ').nth(1)?.parse().ok();
+            }
+        }
+    }
+}
+
+fn address(app: &TestApp) -> String {
+    app.address.trim_start_matches("http://").to_owned()
+}
+
+/// 5,000 shoppers connect, ask once, and wait past the header-read timeout
+/// (as they would for a sale's countdown); then each asks again on the
+/// same connection, and every one is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_kept_alive_connections_outlive_the_header_timeout() {
+    const CONNECTIONS: usize = 5_000;
+    let mut config = test_config();
+    config.header_read_timeout_ms = 300;
+    let app = TestApp::spawn_with(config).await;
+    let address = address(&app);
+    let connected: Vec<TcpStream> = stream::iter(0..CONNECTIONS)
+        .map(|_| {
+            let address = address.clone();
+            async move {
+                let mut stream = TcpStream::connect(&address).await.expect("connect");
+                assert_eq!(health_on(&mut stream).await, Some(200), "first request");
+                stream
+            }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    assert_eq!(connected.len(), CONNECTIONS);
+
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let answers = join_all(
+        connected
+            .into_iter()
+            .map(|mut stream| async move { health_on(&mut stream).await }),
+    )
+    .await;
+    let answered = answers
+        .iter()
+        .filter(|status| **status == Some(200))
+        .count();
+    assert_eq!(
+        answered, CONNECTIONS,
+        "every kept-alive connection answers after sitting idle three header timeouts"
+    );
+}
+
+/// The slow-loris guard still holds on a kept-alive connection: once a
+/// request's first byte has come, its headers must follow within the
+/// header-read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_on_a_kept_alive_connection_are_cut_off() {
+    let mut config = test_config();
+    config.header_read_timeout_ms = 300;
+    let app = TestApp::spawn_with(config).await;
+    let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+    assert_eq!(health_on(&mut stream).await, Some(200));
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: flashsale\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = [0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .expect("the engine closed the slow request's connection");
+    assert!(
+        matches!(read, Ok(0) | Err(_)) || buffer.starts_with(b"HTTP/1.1 408"),
+        "closed, not answered: {:?}",
+        read.map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned())
+    );
+    println!("slow headers cut off after {:?}", started.elapsed());
+}
+
+/// A kept-alive connection idle past the idle timeout is closed, and the
+/// metrics count it: accepted, closed as `idle`, open again back down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_idle_timeout_and_counted() {
+    let mut config = test_config();
+    config.header_read_timeout_ms = 5_000;
+    config.idle_timeout_ms = 200;
+    let app = TestApp::spawn_with(config).await;
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = || async {
+        let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    };
+    let before = metrics().await;
+    let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+    assert_eq!(health_on(&mut stream).await, Some(200));
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .expect("the idle connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed without an answer");
+
+    let after = metrics().await;
+    let idle = "flashsale_http_connections_closed_total{reason=\"idle\"}";
+    assert!(
+        metric(&after, idle) > metric(&before, idle),
+        "closed as idle:\n{after}"
+    );
+    let accepted = "flashsale_http_connections_accepted_total";
+    assert!(metric(&after, accepted) > metric(&before, accepted));
+    assert!(
+        after.contains("flashsale_http_connections_open"),
+        "open connections are a gauge:\n{after}"
+    );
+}
