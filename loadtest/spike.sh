@@ -65,11 +65,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port nobody listens on (a connection to it is refused).
+# A port nobody listens on (a connection to it is refused), below the
+# kernel's ephemeral range: a spike leaves thousands of the load's own client
+# sockets in TIME_WAIT on ephemeral ports, and a server cannot bind one of
+# them until they are gone.
+ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 free_port() {
   local port
   for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + RANDOM % (ephemeral_low - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
   done
   echo "spike.sh: no free port found" >&2; return 1

@@ -45,9 +45,10 @@ pub const CONNECTIONS_ACCEPTED: &str = "flashsale_http_connections_accepted_tota
 /// TCP connections open now.
 pub const CONNECTIONS_OPEN: &str = "flashsale_http_connections_open";
 /// TCP connections closed, by `reason`: `ended` (by the client, or after
-/// an answer), `header_timeout` (headers not sent, or a kept-alive
-/// connection left idle, for `FLASHSALE_HEADER_READ_TIMEOUT_MS`), `silent`
-/// (nothing sent that long after connecting), `shutdown`, `failed`.
+/// an answer), `header_timeout` (a request's headers not complete within
+/// `FLASHSALE_HEADER_READ_TIMEOUT_MS` of its first byte), `idle` (no next
+/// request within `FLASHSALE_IDLE_TIMEOUT_MS`), `silent` (nothing sent that
+/// long after connecting), `shutdown`, `failed`.
 pub const CONNECTIONS_CLOSED: &str = "flashsale_http_connections_closed_total";
 
 const EXPIRY_LAG_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];

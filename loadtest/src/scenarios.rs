@@ -23,10 +23,10 @@ const ROUTE_ORDER: &str = "/api/v1/sales/{id}/orders";
 const ROUTE_PAY: &str = "/api/v1/orders/{id}/pay";
 
 /// A kept-alive connection idle this long is not reused. The engine closes
-/// connections that send nothing for `FLASHSALE_HEADER_READ_TIMEOUT_MS`
-/// (default 10 s); a shopper waiting for the opening must not send its
-/// order on a connection the engine is closing at that moment.
-const POOL_IDLE: Duration = Duration::from_secs(5);
+/// connections idle for `FLASHSALE_IDLE_TIMEOUT_MS` (default 75 s); a
+/// shopper waiting for the opening must not send its order on a connection
+/// the engine is closing at that moment.
+const POOL_IDLE: Duration = Duration::from_secs(30);
 /// Longest wait for any answer (goose's own default).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause of a shopper who has finished, until goose ends the run: no requests.
@@ -162,17 +162,29 @@ async fn join_mixed(user: &mut GooseUser) -> TransactionResult {
     join(user, role).await
 }
 
-/// Gives the user its shopper, token, and an HTTP client that drops
-/// connections idle for [`POOL_IDLE`].
+/// The HTTP client every shopper of this process shares: one connection
+/// pool, built once. A client per shopper costs a TLS configuration and a
+/// pool each; built for 10,000 shoppers inside the attack, that work
+/// starved the generator's own tasks, which then left connections they had
+/// opened unused past the engine's header-read timeout.
+fn shared_client() -> Result<reqwest::Client, Box<TransactionError>> {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client.clone());
+    }
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("flashsale-loadtest/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(POOL_IDLE)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|err| custom(&format!("cannot build the HTTP client: {err}")))?;
+    Ok(CLIENT.get_or_init(|| client).clone())
+}
+
+/// Gives the user its shopper, token, and the shared HTTP client.
 async fn join(user: &mut GooseUser, role: Role) -> TransactionResult {
     let suite = suite()?;
-    user.set_client_builder(
-        reqwest::Client::builder()
-            .user_agent(concat!("flashsale-loadtest/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(POOL_IDLE)
-            .timeout(REQUEST_TIMEOUT),
-    )
-    .await?;
+    user.client = shared_client()?;
     let shopper = suite.shoppers.shopper_of(user.weighted_users_index);
     let token = suite
         .shoppers

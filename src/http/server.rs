@@ -55,8 +55,7 @@ pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 /// Why a connection closed, as the connections metric counts it.
 #[derive(Debug, Clone, Copy)]
 enum Closed {
-    /// The client sent nothing within the header-read timeout of
-    /// connecting.
+    /// The client sent nothing within the idle timeout of connecting.
     Silent,
     /// The engine stopped before the client sent anything.
     Shutdown,
@@ -231,10 +230,9 @@ impl hyper::rt::Sleep for HeadSleep {}
 
 /// Serves HTTP/1.1 on `listener` until `shutdown`, then stops accepting and
 /// lets open connections finish (at most [`DRAIN_TIMEOUT`]). A client that
-/// sends nothing within `header_read_timeout` of connecting, or takes
-/// longer than that from a request's first byte to its last header, is
-/// disconnected (slow-loris); a kept-alive connection waits `idle_timeout`
-/// for its next request.
+/// takes longer than `header_read_timeout` from a request's first byte to
+/// its last header is disconnected (slow-loris); a connection waits
+/// `idle_timeout` for the first byte of its first or next request.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -280,13 +278,15 @@ pub async fn serve(
             .header_read_timeout(header_read_timeout);
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
-            // hyper times the headers from their first byte: a client
-            // that sends nothing at all is timed here.
+            // hyper times a request from its first byte: a connection that
+            // has sent nothing yet is timed here, like an idle kept-alive
+            // one (an HTTP client may open a connection and keep it unused
+            // in its pool for a while).
             let mut first = [0u8; 1];
             tokio::select! {
                 // A connection whose first bytes are there is served.
                 biased;
-                peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => {
+                peeked = tokio::time::timeout(idle_timeout, stream.peek(&mut first)) => {
                     if peeked.is_err() {
                         return counted.close(Closed::Silent);
                     }

@@ -93,6 +93,18 @@ async fn idle_kept_alive_connections_outlive_the_header_timeout() {
     );
 }
 
+/// A connection an HTTP client opened and kept unused in its pool past the
+/// header-read timeout is served when the client finally sends on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_pooled_connection_outlives_the_header_timeout() {
+    let mut config = test_config();
+    config.header_read_timeout_ms = 300;
+    let app = TestApp::spawn_with(config).await;
+    let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(health_on(&mut stream).await, Some(200));
+}
+
 /// The slow-loris guard still holds on a kept-alive connection: once a
 /// request's first byte has come, its headers must follow within the
 /// header-read timeout.

@@ -209,13 +209,15 @@ async fn a_stuck_store_sheds_beyond_the_bound_and_times_out_within_it() {
 }
 
 /// A client that never finishes its headers (slow-loris) is disconnected
-/// after the header read timeout; everyone else is served meanwhile.
+/// after the header read timeout, and one that sends nothing after the idle
+/// timeout; everyone else is served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let mut config = test_config();
     config.header_read_timeout_ms = 300;
+    config.idle_timeout_ms = 600;
     let app = TestApp::spawn_with(config).await;
     let address = app.address.trim_start_matches("http://").to_owned();
     let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
@@ -247,11 +249,11 @@ async fn slow_headers_are_cut_off() {
 
 /// Stopping does not wait for a connection that never sent a byte (an HTTP
 /// client may keep such a connection unused in its pool): the engine stops at
-/// once instead of hanging until the header read timeout or the drain limit.
+/// once instead of hanging until the idle timeout or the drain limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_does_not_wait_for_unused_connections() {
     let mut config = test_config();
-    config.header_read_timeout_ms = 60_000;
+    config.idle_timeout_ms = 60_000;
     let app = TestApp::spawn_with(config).await;
     let address = app.address.trim_start_matches("http://").to_owned();
     let _unused = tokio::net::TcpStream::connect(&address).await.unwrap();
