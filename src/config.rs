@@ -224,6 +224,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub idle_timeout_ms: u64,
 
+    /// How long each engine node serves a sale's public view (`GET
+    /// /api/v1/sales/{id}`, the countdown shoppers poll) before reading it
+    /// from the store again, in milliseconds; also its Cache-Control
+    /// max-age. Status and server_time stay exact; remaining may be this old.
+    #[arg(long, env = "FLASHSALE_SALE_POLL_CACHE_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub sale_poll_cache_ms: u64,
+
     /// Longest any request may take, in milliseconds; past it 503
     /// `unavailable`.
     #[arg(long, env = "FLASHSALE_REQUEST_TIMEOUT_MS", default_value_t = 5000,

@@ -110,7 +110,12 @@ impl Application {
                 .unwrap_or(i64::MAX),
         };
         let state = AppState::new(AppContext {
-            sales: Sales::new(Arc::clone(&store), Arc::clone(&inventory), sale_rules),
+            sales: Sales::new(
+                Arc::clone(&store),
+                Arc::clone(&inventory),
+                sale_rules,
+                Duration::from_millis(config.sale_poll_cache_ms),
+            ),
             orders,
             payments,
             store: Arc::clone(&store),

@@ -2,7 +2,7 @@
 //! for stock, see and cancel their own orders (shopper token).
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::Json;
 use serde::Deserialize;
@@ -83,19 +83,42 @@ async fn list_sales(State(state): State<AppState>) -> Result<Json<PublicSaleList
 }
 
 /// One sale, with `server_time` for an exact countdown.
+///
+/// The countdown every waiting shopper polls: each engine node reads the
+/// sale from the store at most once per `FLASHSALE_SALE_POLL_CACHE_MS`
+/// (default 1 s), however many shoppers ask, and says so in
+/// `Cache-Control` so a CDN may hold it as long. `status` and
+/// `server_time` are exact when answered; `remaining` may be that old.
 #[utoipa::path(
     get,
     path = "/api/v1/sales/{id}",
     tag = "sales",
     params(("id" = String, Path, description = "The sale's id.")),
-    responses((status = 200, description = "The sale.", body = PublicSaleBody), GetSaleErrors)
+    responses(
+        (
+            status = 200,
+            description = "The sale.",
+            body = PublicSaleBody,
+            headers((
+                "Cache-Control" = String,
+                description = "`public, max-age=N`: N whole seconds the answer may be held."
+            ))
+        ),
+        GetSaleErrors,
+    )
 )]
 async fn get_sale(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<PublicSaleBody>, ApiError> {
-    let view = state.sales.view(&parse_sale_id(&id)?).await?;
-    Ok(Json((&view).into()))
+) -> Result<([(header::HeaderName, HeaderValue); 1], Json<PublicSaleBody>), ApiError> {
+    let view = state.sales.polled_view(&parse_sale_id(&id)?).await?;
+    let max_age = state.sales.poll_fresh_for().as_secs();
+    let cache_control = HeaderValue::try_from(format!("public, max-age={max_age}"))
+        .unwrap_or(HeaderValue::from_static("no-cache"));
+    Ok((
+        [(header::CACHE_CONTROL, cache_control)],
+        Json((&view).into()),
+    ))
 }
 
 /// The order body: `{"quantity": n}`, or no body at all for one unit.

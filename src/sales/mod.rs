@@ -4,10 +4,14 @@
 //! parse a request, call one function here and map its outcome; only this
 //! module tells the inventory actors that a merchant changed a sale.
 
+mod cache;
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::try_join_all;
 
+use self::cache::SaleViewCache;
 use crate::domain::{
     system_now, InvalidField, NewSale, SaleChange, SaleId, SalePatch, SaleRecords, SaleRules,
     SaleView,
@@ -29,14 +33,24 @@ pub struct Sales {
     store: Arc<dyn Store>,
     inventory: Arc<Inventory>,
     rules: SaleRules,
+    /// The sale as shoppers poll it, read at most once per interval.
+    polled: SaleViewCache,
 }
 
 impl Sales {
-    pub fn new(store: Arc<dyn Store>, inventory: Arc<Inventory>, rules: SaleRules) -> Self {
+    /// `poll_fresh_for`: how long this node serves a sale's public view
+    /// before reading it again.
+    pub fn new(
+        store: Arc<dyn Store>,
+        inventory: Arc<Inventory>,
+        rules: SaleRules,
+        poll_fresh_for: Duration,
+    ) -> Self {
         Self {
             store,
             inventory,
             rules,
+            polled: SaleViewCache::new(poll_fresh_for),
         }
     }
 
@@ -54,6 +68,17 @@ impl Sales {
             .view_sale(id)
             .await?
             .ok_or(StoreError::NotFound("sale"))
+    }
+
+    /// A sale as shoppers poll it: its status and clock exact, its
+    /// remaining stock up to [`Self::poll_fresh_for`] old.
+    pub async fn polled_view(&self, id: &SaleId) -> Result<SaleView, StoreError> {
+        self.polled.view(id, || self.store.view_sale(id)).await
+    }
+
+    /// How old a polled view's remaining stock may be.
+    pub fn poll_fresh_for(&self) -> Duration {
+        self.polled.fresh_for()
     }
 
     /// Every sale, newest first.
@@ -108,8 +133,10 @@ impl Sales {
             .ok_or(StoreError::NotFound("sale"))
     }
 
-    /// Reads the changed sale and tells its actor.
+    /// Reads the changed sale and tells its actor; this node's shoppers
+    /// see the change at their next poll.
     async fn changed(&self, id: &SaleId) -> Result<SaleView, StoreError> {
+        self.polled.forget(id);
         let view = self.view(id).await?;
         self.inventory.sale_changed(view.clone());
         Ok(view)

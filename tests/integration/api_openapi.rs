@@ -127,6 +127,7 @@ impl App {
                 Arc::clone(&store),
                 Arc::clone(&inventory),
                 SaleRules::default(),
+                Duration::from_secs(1),
             ),
             orders: Arc::new(Orders::new(Arc::clone(&store), Arc::clone(&inventory))),
             payments: Payments::new(Arc::clone(&store), method, None),

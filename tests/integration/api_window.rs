@@ -85,3 +85,77 @@ on_both_stores!(
     after_the_end_is_ended,
     merchant_stop_is_ended,
 );
+
+/// The countdown every waiting shopper polls is read from the store at
+/// most once per interval on a node, however many ask, and says how long
+/// it may be held; its clock and status stay exact, and a merchant's change
+/// made on the node shows at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_countdown_poll_reads_the_store_once_per_interval() {
+    use futures::future::join_all;
+
+    const POLLS: usize = 500;
+    let Harness { app, redis } = Harness::start_with(Backend::Redis, |config| {
+        config.sale_poll_cache_ms = 60_000;
+    })
+    .await;
+    let mut body = live_sale(5, 1);
+    body["starts_at"] = json!(rfc3339_in(Duration::from_secs(3600), false));
+    body["ends_at"] = json!(rfc3339_in(Duration::from_secs(7200), false));
+    let sale = app.create_sale(body).await;
+    let path = format!("/api/v1/sales/{sale}");
+    let snapshots = || {
+        let mut conn = redis.standalone().unwrap().connection();
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut conn)
+            .unwrap();
+        stats
+            .lines()
+            .find(|line| line.starts_with("cmdstat_evalsha:"))
+            .and_then(|line| {
+                line.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let first = app.client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(first.headers()["cache-control"], "public, max-age=60");
+    let first: serde_json::Value = first.json().await.unwrap();
+    let scripts_before = snapshots();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let polls = join_all((0..POLLS).map(|_| app.public_json(&path))).await;
+    let scripts = snapshots() - scripts_before;
+    assert!(
+        scripts < 10,
+        "{POLLS} polls ran {scripts} scripts: the store is read once per interval"
+    );
+    let latest = polls
+        .iter()
+        .map(|poll| poll["server_time"].as_str().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        latest > first["server_time"].as_str().unwrap(),
+        "server_time moves on between polls served from memory"
+    );
+    assert!(polls.iter().all(|poll| poll["status"] == "upcoming"));
+
+    let patched = app
+        .admin(
+            reqwest::Method::PATCH,
+            &path.replace("/api/", "/admin/"),
+            Some(json!({"stock_total": 9})),
+        )
+        .await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    assert_eq!(
+        app.public_json(&path).await["stock_total"],
+        9,
+        "the merchant's change shows at once on the node that made it"
+    );
+}

@@ -1,0 +1,179 @@
+//! The sale as shoppers poll it, per engine node: read from the store at
+//! most once per `fresh_for` however many shoppers ask. While a sale's
+//! countdown runs, every waiting shopper polls it; one store read per poll
+//! would make the countdown cost more than the race.
+//!
+//! A cached view is aged on the way out: its `now` (the store's clock at
+//! the read) moves on by the time since, on this process's steady clock,
+//! so `server_time` and the status (upcoming, live, ended) stay exact;
+//! only `remaining` may be up to `fresh_for` old, as the contract allows on
+//! public routes. Only sales that exist are kept, so the cache holds at
+//! most one entry per sale.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+
+use crate::domain::{SaleId, SaleView};
+use crate::store::StoreError;
+
+/// One sale's last read, and the lock that lets one caller at a time read
+/// it again.
+#[derive(Default)]
+struct Slot {
+    last: RwLock<Option<(SaleView, Instant)>>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    /// The last read, aged to now, if it is fresh.
+    fn fresh(&self, fresh_for: Duration) -> Option<SaleView> {
+        let last = self.last.read();
+        let (view, read_at) = last.as_ref()?;
+        let age = read_at.elapsed();
+        (age < fresh_for).then(|| aged(view, age))
+    }
+
+    fn keep(&self, view: &SaleView) {
+        *self.last.write() = Some((view.clone(), Instant::now()));
+    }
+}
+
+/// `view` as it stands `age` after it was read.
+fn aged(view: &SaleView, age: Duration) -> SaleView {
+    let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+    SaleView {
+        now: view.now.saturating_add(age_ms),
+        ..view.clone()
+    }
+}
+
+pub struct SaleViewCache {
+    fresh_for: Duration,
+    slots: DashMap<SaleId, Arc<Slot>>,
+}
+
+impl SaleViewCache {
+    pub fn new(fresh_for: Duration) -> Self {
+        Self {
+            fresh_for,
+            slots: DashMap::new(),
+        }
+    }
+
+    /// How long a read is served.
+    pub fn fresh_for(&self) -> Duration {
+        self.fresh_for
+    }
+
+    /// The sale's view, fresh from this cache, or from `read` (one caller
+    /// per sale at a time; the others wait and share its answer).
+    pub async fn view<F, Fut>(&self, id: &SaleId, read: F) -> Result<SaleView, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<SaleView>, StoreError>>,
+    {
+        let slot = self.slots.get(id).map(|slot| Arc::clone(&slot));
+        let Some(slot) = slot else {
+            let view = read().await?.ok_or(StoreError::NotFound("sale"))?;
+            self.slots.entry(id.clone()).or_default().keep(&view);
+            return Ok(view);
+        };
+        if let Some(view) = slot.fresh(self.fresh_for) {
+            return Ok(view);
+        }
+        let _reading = slot.refreshing.lock().await;
+        if let Some(view) = slot.fresh(self.fresh_for) {
+            return Ok(view);
+        }
+        let view = read().await?.ok_or(StoreError::NotFound("sale"))?;
+        slot.keep(&view);
+        Ok(view)
+    }
+
+    /// Forgets what this node read of the sale (a merchant changed it
+    /// here).
+    pub fn forget(&self, id: &SaleId) {
+        self.slots.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::future::join_all;
+
+    use super::*;
+    use crate::domain::{Sale, SaleState, SaleStats};
+
+    fn view(id: &SaleId, now: i64) -> SaleView {
+        SaleView {
+            sale: Sale {
+                id: id.clone(),
+                sku: "sku".into(),
+                title: "title".into(),
+                price_cents: 1,
+                currency: "CNY".into(),
+                stock_total: 1,
+                per_user_limit: 1,
+                starts_at: 0,
+                ends_at: 1_000_000,
+                payment_timeout_secs: 900,
+                require_purchase_token: false,
+                state: SaleState::Scheduled,
+                created_at: 0,
+            },
+            stats: SaleStats::default(),
+            now,
+            version: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn many_concurrent_polls_read_the_store_once() {
+        let cache = SaleViewCache::new(Duration::from_secs(60));
+        let id = SaleId::generate();
+        let reads = AtomicUsize::new(0);
+        let read = || async {
+            reads.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            Ok(Some(view(&id, 1_000)))
+        };
+        cache.view(&id, read).await.expect("first read");
+        let polls = join_all((0..100).map(|_| cache.view(&id, read))).await;
+        assert!(polls.iter().all(Result::is_ok));
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "one store read in all");
+    }
+
+    #[tokio::test]
+    async fn a_stale_view_is_read_again_once_and_a_served_one_is_aged() {
+        let cache = SaleViewCache::new(Duration::from_millis(30));
+        let id = SaleId::generate();
+        let reads = AtomicUsize::new(0);
+        let read = || async {
+            reads.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(view(&id, 1_000)))
+        };
+        cache.view(&id, read).await.expect("read");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let served = cache.view(&id, read).await.expect("served");
+        assert!(served.now >= 1_010, "aged by the time since the read");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let stale = join_all((0..10).map(|_| cache.view(&id, read))).await;
+        assert!(stale.iter().all(Result::is_ok));
+        assert_eq!(reads.load(Ordering::SeqCst), 2, "read again once");
+    }
+
+    #[tokio::test]
+    async fn unknown_sales_are_not_kept() {
+        let cache = SaleViewCache::new(Duration::from_secs(60));
+        let id = SaleId::generate();
+        let missing = cache.view(&id, || async { Ok(None) }).await;
+        assert!(matches!(missing, Err(StoreError::NotFound(_))));
+        assert!(cache.slots.is_empty());
+    }
+}
