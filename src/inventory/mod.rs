@@ -10,6 +10,8 @@
 //! once.
 
 mod actor;
+mod board;
+mod messages;
 mod system;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,9 +23,9 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 pub use self::actor::ActorSettings;
-use self::actor::{
-    steady_now, Registered, Reserve, SaleActor, SaleUpdated, SoldOutBoard, StockReturned, TimedView,
-};
+use self::actor::{steady_now, SaleActor, TimedView};
+use self::board::SoldOutBoard;
+use self::messages::{Registered, Reserve, SaleUpdated, StockReturned};
 use self::system::ActorSystem;
 use crate::domain::{Order, Rejection, SaleId, SaleView};
 use crate::domain::{Reservation, ReserveRequest, StockReturn};
