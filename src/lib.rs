@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`config`]: every setting, as a CLI flag and a `FLASHSALE_*` variable.
 //! - [`telemetry`]: logs and the Prometheus metric names.
+//! - [`clock`]: the engine's steady clock and timers, which tests move by hand.
 //! - [`domain`]: sales, orders, ids and the reservation rule; no I/O.
 //! - [`store`]: the source of truth: Redis (Lua scripts from `lua/`) or the
 //!   embedded in-process store, behind one trait.
@@ -20,6 +21,7 @@
 //! - [`json`]: strict JSON reading whose errors name the field.
 //! - [`startup`]: [`Application::build`] wires it all and binds the socket.
 
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;

@@ -42,15 +42,16 @@
 //! in calls, 503 `overloaded` at once.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::board::SoldOutBoard;
 use super::messages::{Registered, Reserve, ReserveReply, SaleUpdated, StockReturned};
 use super::{InventoryError, Registry};
-use crate::domain::{system_now, Millis, Rejection, Sale, SaleId, SaleState, SaleView, ShopperId};
+use crate::clock::{duration_ms, Clock};
+use crate::domain::{Millis, Rejection, Sale, SaleId, SaleState, SaleView, ShopperId};
 use crate::domain::{Reservation, ReserveRequest};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
@@ -70,15 +71,9 @@ pub struct ActorSettings {
     /// An actor with no reservation for this long stops (the registry
     /// starts a new one on the next request).
     pub idle_stop: Duration,
-}
-
-/// This process's steady clock in wall-clock milliseconds: it starts at the
-/// wall clock and then only moves forward with `Instant`, so a step of the
-/// machine's clock cannot move the actors' window estimates.
-pub fn steady_now() -> Millis {
-    static START: OnceLock<(Instant, Millis)> = OnceLock::new();
-    let (instant, wall) = START.get_or_init(|| (Instant::now(), system_now()));
-    wall + i64::try_from(instant.elapsed().as_millis()).unwrap_or(i64::MAX)
+    /// The steady clock the actors estimate the store's clock on and time
+    /// `refresh` and `idle_stop` with.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// A sale snapshot with the steady instants its read was sent and answered.
@@ -89,11 +84,15 @@ pub struct TimedView {
 }
 
 impl TimedView {
-    /// Reads the sale from the store, noting when.
-    pub async fn read(store: &dyn Store, sale: &SaleId) -> Result<Option<Self>, StoreError> {
-        let sent_at = steady_now();
+    /// Reads the sale from the store, noting when on `clock`.
+    pub async fn read(
+        clock: &dyn Clock,
+        store: &dyn Store,
+        sale: &SaleId,
+    ) -> Result<Option<Self>, StoreError> {
+        let sent_at = clock.now();
         let view = store.view_sale(sale).await?;
-        let received_at = steady_now();
+        let received_at = clock.now();
         Ok(view.map(|view| Self {
             view,
             sent_at,
@@ -134,7 +133,8 @@ pub struct SaleActor {
     reservations_in_calls: usize,
     store_calls_in_flight: usize,
     refreshing: bool,
-    last_request: Instant,
+    /// The steady instant of the last reservation or board refusal.
+    last_request: Millis,
     board: Arc<SoldOutBoard>,
     /// News messages (returns, changes) taken in so far.
     news_taken_in: u64,
@@ -168,7 +168,7 @@ impl SaleActor {
             reservations_in_calls: 0,
             store_calls_in_flight: 0,
             refreshing: false,
-            last_request: Instant::now(),
+            last_request: settings.clock.now(),
             board,
             news_taken_in: 0,
             refusals_seen: 0,
@@ -223,7 +223,7 @@ impl SaleActor {
         if !self.trusted {
             return None;
         }
-        let local = steady_now();
+        let local = self.settings.clock.now();
         let earliest = local + self.store_offset_min_ms;
         let latest = local + self.store_offset_max_ms;
         let margin = self.settings.clock_margin_ms;
@@ -257,7 +257,7 @@ impl SaleActor {
     /// left. Called after every change of what the actor believes.
     fn publish_sold_out(&self) {
         let margin = self.settings.clock_margin_ms;
-        let local = steady_now();
+        let local = self.settings.clock.now();
         let surely_started = local + self.store_offset_min_ms >= self.sale.starts_at + margin;
         let certain = self.trusted
             && self.sale.state == SaleState::Scheduled
@@ -413,11 +413,12 @@ impl SaleActor {
         let refusals = self.board.refusals();
         if refusals != self.refusals_seen {
             self.refusals_seen = refusals;
-            self.last_request = Instant::now();
+            self.last_request = self.settings.clock.now();
         }
         let idle = self.store_calls_in_flight == 0
             && self.waiting.is_empty()
-            && self.last_request.elapsed() >= self.settings.idle_stop;
+            && self.settings.clock.now() - self.last_request
+                >= duration_ms(self.settings.idle_stop);
         if idle {
             // Leave the registry first, so new requests start a new actor.
             tracing::debug!(sale = %self.sale.id, "sale actor retires while idle");
@@ -426,6 +427,20 @@ impl SaleActor {
             return;
         }
         self.refresh(ctx);
+    }
+
+    /// Runs [`tick`](Self::tick) at `deadline` on the actor's clock, and
+    /// every `refresh` after it while the actor runs. Deadlines are fixed
+    /// instants: a late tick does not move the next ones.
+    fn tick_at(&mut self, deadline: Millis, ctx: &mut Context<Self>) {
+        let sleep = self.settings.clock.sleep_until(deadline);
+        ctx.spawn(sleep.into_actor(self).map(move |(), actor, ctx| {
+            actor.tick(ctx);
+            if ctx.state().alive() {
+                let next = deadline.saturating_add(duration_ms(actor.settings.refresh));
+                actor.tick_at(next, ctx);
+            }
+        }));
     }
 
     fn refresh(&mut self, ctx: &mut Context<Self>) {
@@ -437,7 +452,8 @@ impl SaleActor {
         let id = self.sale.id.clone();
         let sent_in = self.generation;
         let sent_registered = self.registered;
-        let read = async move { TimedView::read(store.as_ref(), &id).await };
+        let clock = Arc::clone(&self.settings.clock);
+        let read = async move { TimedView::read(clock.as_ref(), store.as_ref(), &id).await };
         ctx.spawn(read.into_actor(self).map(move |result, actor, _| {
             actor.refreshing = false;
             match result {
@@ -455,7 +471,12 @@ impl Actor for SaleActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.settings.refresh, Self::tick);
+        let first = self
+            .settings
+            .clock
+            .now()
+            .saturating_add(duration_ms(self.settings.refresh));
+        self.tick_at(first, ctx);
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
@@ -487,7 +508,7 @@ impl Handler<Reserve> for SaleActor {
             ticket,
         } = msg;
         drop(ticket);
-        self.last_request = Instant::now();
+        self.last_request = self.settings.clock.now();
         self.accept(Waiting { request, reply }, ctx);
     }
 }
@@ -517,13 +538,16 @@ impl Handler<StockReturned> for SaleActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::domain::{OrderId, Quantity, SaleId, SaleStats};
     use crate::store::EmbeddedStore;
 
     const MARGIN_MS: Millis = 50;
+    /// The actors' steady clock in these tests: it stands still.
+    const NOW: Millis = 1_800_000_000_000;
 
     fn view(starts_in_ms: Millis, remaining: i64) -> SaleView {
-        let now = steady_now();
+        let now = NOW;
         let sale = Sale {
             id: SaleId::generate(),
             sku: "sku".into(),
@@ -570,6 +594,7 @@ mod tests {
             refresh: Duration::from_secs(1),
             clock_margin_ms: MARGIN_MS,
             idle_stop: Duration::from_secs(60),
+            clock: Arc::new(ManualClock::at(NOW)),
         };
         let store = Arc::new(EmbeddedStore::new());
         let mut actor = SaleActor::new(
@@ -633,7 +658,7 @@ mod tests {
     #[test]
     fn the_sold_out_board_follows_what_memory_is_sure_of() {
         let mut sold_out = actor(view(-1_000, 0));
-        let now = steady_now();
+        let now = NOW;
         assert!(
             sold_out.board.refuses(1, now),
             "trusted, open, nothing left"
@@ -649,27 +674,21 @@ mod tests {
         );
         sold_out.board.news_coming();
         assert!(
-            !sold_out.board.refuses(1, steady_now()),
+            !sold_out.board.refuses(1, NOW),
             "news on its way: nothing refused until the actor took it in"
         );
         sold_out.publish_sold_out();
         assert!(
-            !sold_out.board.refuses(1, steady_now()),
+            !sold_out.board.refuses(1, NOW),
             "republishing before the news arrived changes nothing"
         );
         sold_out.stock_returned(&ShopperId::parse("a").expect("user"), 1);
         sold_out.news_taken_in += 1;
         sold_out.publish_sold_out();
-        assert!(
-            !sold_out.board.refuses(1, steady_now()),
-            "a return clears it"
-        );
+        assert!(!sold_out.board.refuses(1, NOW), "a return clears it");
 
         let upcoming = actor(view(60_000, 0));
-        assert!(
-            !upcoming.board.refuses(1, steady_now()),
-            "not before the start"
-        );
+        assert!(!upcoming.board.refuses(1, NOW), "not before the start");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 pub use self::actor::ActorSettings;
-use self::actor::{steady_now, SaleActor, TimedView};
+use self::actor::{SaleActor, TimedView};
 use self::board::SoldOutBoard;
 use self::messages::{Registered, Reserve, SaleUpdated, StockReturned};
 use self::system::ActorSystem;
@@ -134,7 +134,9 @@ impl Inventory {
             // Sold out for certain: answered here, without a thread hop. A
             // keyed request may be the retry of one that succeeded.
             if request.idempotency_key.is_none()
-                && actor.board.refuses(request.quantity.get(), steady_now())
+                && actor
+                    .board
+                    .refuses(request.quantity.get(), self.settings.clock.now())
             {
                 telemetry::count_local_answer(Rejection::SoldOut.as_str());
                 return Err(StoreError::Rejected(Rejection::SoldOut).into());
@@ -213,7 +215,7 @@ impl Inventory {
         if let Some(actor) = self.registry.get(id) {
             return Ok(actor);
         }
-        let first = TimedView::read(self.store.as_ref(), id)
+        let first = TimedView::read(self.settings.clock.as_ref(), self.store.as_ref(), id)
             .await?
             .ok_or(StoreError::NotFound("sale"))?;
         let actor = match self.registry.0.entry(id.clone()) {
