@@ -1,35 +1,8 @@
-//! One sale's actor. It answers from memory only when the answer is certain:
-//!
-//! - `not_started`: even the latest possible store clock is before the start
-//!   (by more than the clock margin). No order can exist yet, so this holds
-//!   for idempotent retries too.
-//! - `ended`: the merchant ended or cancelled the sale, or even the earliest
-//!   possible store clock is past the end (by more than the margin).
-//! - `limit_exceeded` / `sold_out`, only while the sale is surely open: the
-//!   shopper asked for more than the limit or is known to hold it; or the
-//!   store's last word left fewer units than asked.
-//!
-//! The store's clock is bracketed from each snapshot: it read `now` somewhere
-//! between sending the read and receiving the answer, so its offset to this
-//! process's steady clock lies in `[now - received, now - sent]`.
-//!
-//! Memory only ever errs towards asking the store, never towards a wrong
-//! refusal:
-//! - An actor answers nothing from memory until a snapshot it read itself,
-//!   after it was registered, came back with nothing having changed
-//!   meanwhile. (Events before registration are in that snapshot; events
-//!   after it reach the actor's mailbox.)
-//! - Every event that may give stock or time back raises the actor's
-//!   `generation`: a cancel told by the registry, a merchant's change (a new
-//!   sale version), a snapshot showing returned units. An answer to a call
-//!   sent under an older generation is not learned from, and an older
-//!   snapshot may raise what the actor believes but never lower it.
-//! - Stock returned through another engine node is seen at the next refresh
-//!   (`FLASHSALE_SALE_REFRESH_MS`); until then the actor may still answer
-//!   `sold_out` or `limit_exceeded` from memory.
-//!
-//! A request carrying an `Idempotency-Key` may be the retry of one that
-//! succeeded, so only `not_started` is answered for it from memory.
+//! One sale's actor: it holds the sale's [`Memory`], answers from it what
+//! is certain, batches the rest into store calls, publishes on the sale's
+//! [`SoldOutBoard`], re-reads the sale every `refresh` and stops after
+//! `idle_stop` without requests. Its timers and instants come from the
+//! [`Clock`] in its settings.
 //!
 //! Natural batching: what memory cannot answer joins a queue. While the
 //! actor's store call is in flight (`store_calls` of them at most), the next
@@ -41,18 +14,18 @@
 //! caller that gave up is dropped. Past `in_flight_max` requests waiting or
 //! in calls, 503 `overloaded` at once.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::board::SoldOutBoard;
+use super::memory::{Memory, TimedView};
 use super::messages::{Registered, Reserve, ReserveReply, SaleUpdated, StockReturned};
 use super::{InventoryError, Registry};
 use crate::clock::{duration_ms, Clock};
-use crate::domain::{Millis, Rejection, Sale, SaleId, SaleState, SaleView, ShopperId};
-use crate::domain::{Reservation, ReserveRequest};
+use crate::domain::{Millis, ReserveRequest};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 
@@ -76,31 +49,6 @@ pub struct ActorSettings {
     pub clock: Arc<dyn Clock>,
 }
 
-/// A sale snapshot with the steady instants its read was sent and answered.
-pub struct TimedView {
-    pub view: SaleView,
-    pub sent_at: Millis,
-    pub received_at: Millis,
-}
-
-impl TimedView {
-    /// Reads the sale from the store, noting when on `clock`.
-    pub async fn read(
-        clock: &dyn Clock,
-        store: &dyn Store,
-        sale: &SaleId,
-    ) -> Result<Option<Self>, StoreError> {
-        let sent_at = clock.now();
-        let view = store.view_sale(sale).await?;
-        let received_at = clock.now();
-        Ok(view.map(|view| Self {
-            view,
-            sent_at,
-            received_at,
-        }))
-    }
-}
-
 /// A reservation waiting for the actor's next store call.
 struct Waiting {
     request: ReserveRequest,
@@ -108,25 +56,7 @@ struct Waiting {
 }
 
 pub struct SaleActor {
-    sale: Sale,
-    /// The sale version `sale` is at.
-    version: i64,
-    /// Units left as last heard from the store.
-    remaining: i64,
-    /// The store clock minus the steady clock, bracketed.
-    store_offset_min_ms: Millis,
-    store_offset_max_ms: Millis,
-    /// Shoppers known to hold the full per-user limit.
-    at_limit: HashSet<ShopperId>,
-    /// Units cancelled or expired at the last snapshot.
-    returned_units: i64,
-    /// Raised by every event that may give stock or time back.
-    generation: u64,
-    /// Registered: every return and change reaches this actor from now on.
-    registered: bool,
-    /// Memory may answer: a snapshot read after registration came back
-    /// with nothing changed meanwhile.
-    trusted: bool,
+    memory: Memory,
     /// Reservations waiting for a store call, first come first.
     waiting: VecDeque<Waiting>,
     /// Reservations in store calls now.
@@ -153,17 +83,12 @@ impl SaleActor {
         registry: Registry,
         settings: ActorSettings,
     ) -> Self {
-        let mut actor = Self {
-            sale: first.view.sale.clone(),
-            version: first.view.version,
-            remaining: first.view.stats.remaining,
-            store_offset_min_ms: 0,
-            store_offset_max_ms: 0,
-            at_limit: HashSet::new(),
-            returned_units: first.view.stats.cancelled + first.view.stats.expired,
-            generation: 0,
-            registered: false,
-            trusted: false,
+        Self {
+            memory: Memory::new(
+                &first,
+                settings.clock_margin_ms,
+                settings.known_shoppers_max,
+            ),
             waiting: VecDeque::new(),
             reservations_in_calls: 0,
             store_calls_in_flight: 0,
@@ -175,147 +100,21 @@ impl SaleActor {
             store,
             registry,
             settings,
-        };
-        actor.observe_clock(&first);
-        actor
-    }
-
-    fn observe_clock(&mut self, read: &TimedView) {
-        self.store_offset_min_ms = read.view.now - read.received_at;
-        self.store_offset_max_ms = read.view.now - read.sent_at;
-    }
-
-    /// Takes in a snapshot. `fresh`: nothing that may give stock back
-    /// happened since it was read, so it may also lower what the actor
-    /// believes; otherwise it may only raise it.
-    fn apply(&mut self, view: SaleView, fresh: bool) {
-        let mut raised = false;
-        if view.version >= self.version {
-            raised |= view.version > self.version;
-            self.version = view.version;
-            self.sale = view.sale;
-        }
-        let returned = view.stats.cancelled + view.stats.expired;
-        if returned != self.returned_units {
-            raised = true;
-            self.at_limit.clear();
-            self.returned_units = returned;
-        }
-        raised |= view.stats.remaining > self.remaining;
-        self.remaining = if fresh {
-            view.stats.remaining
-        } else {
-            self.remaining.max(view.stats.remaining)
-        };
-        if raised {
-            self.generation += 1;
-        }
-    }
-
-    fn stock_returned(&mut self, shopper: &ShopperId, quantity: i64) {
-        self.remaining += quantity;
-        self.at_limit.remove(shopper);
-        self.generation += 1;
-    }
-
-    /// The answer to `request` if it is certain without the store.
-    fn certain_rejection(&self, request: &ReserveRequest) -> Option<Rejection> {
-        if !self.trusted {
-            return None;
-        }
-        let local = self.settings.clock.now();
-        let earliest = local + self.store_offset_min_ms;
-        let latest = local + self.store_offset_max_ms;
-        let margin = self.settings.clock_margin_ms;
-        let scheduled = self.sale.state == SaleState::Scheduled;
-        if scheduled && latest < self.sale.starts_at - margin {
-            return Some(Rejection::NotStarted);
-        }
-        if request.idempotency_key.is_some() {
-            return None;
-        }
-        if !scheduled || earliest >= self.sale.ends_at + margin {
-            return Some(Rejection::Ended);
-        }
-        let surely_open =
-            earliest >= self.sale.starts_at + margin && latest < self.sale.ends_at - margin;
-        if !surely_open {
-            return None;
-        }
-        let quantity = request.quantity.get();
-        if quantity > self.sale.per_user_limit || self.at_limit.contains(&request.shopper_id) {
-            Some(Rejection::LimitExceeded)
-        } else if self.remaining < quantity {
-            Some(Rejection::SoldOut)
-        } else {
-            None
         }
     }
 
     /// Publishes on the board whether (and until when) every request is
-    /// certainly `sold_out`: memory trusted, the sale surely open, nothing
-    /// left. Called after every change of what the actor believes.
+    /// certainly `sold_out`. Called after every change of what the actor
+    /// believes.
     fn publish_sold_out(&self) {
-        let margin = self.settings.clock_margin_ms;
-        let local = self.settings.clock.now();
-        let surely_started = local + self.store_offset_min_ms >= self.sale.starts_at + margin;
-        let certain = self.trusted
-            && self.sale.state == SaleState::Scheduled
-            && surely_started
-            && self.remaining <= 0;
-        // The latest the store's clock can be is before the end (by the
-        // margin) as long as the steady clock is before this.
-        let until = if certain {
-            self.sale.ends_at - margin - self.store_offset_max_ms
-        } else {
-            0
-        };
+        let until = self.memory.sold_out_until(self.settings.clock.now());
         self.board
-            .publish(until, self.sale.per_user_limit, self.news_taken_in);
-    }
-
-    /// Learns from the store's answer to a call sent under generation
-    /// `sent_in`; an answer that may predate a stock return teaches nothing.
-    fn learn(
-        &mut self,
-        request: &ReserveRequest,
-        result: &Result<Reservation, StoreError>,
-        sent_in: u64,
-    ) {
-        if sent_in != self.generation {
-            return;
-        }
-        match result {
-            Ok(reservation) => {
-                if let Some(remaining) = reservation.remaining {
-                    self.remaining = remaining;
-                }
-                if reservation.held >= Some(self.sale.per_user_limit) {
-                    self.remember_at_limit(&request.shopper_id);
-                }
-            }
-            Err(StoreError::Rejected(Rejection::SoldOut)) => {
-                self.remaining = self.remaining.min(request.quantity.get() - 1);
-            }
-            Err(StoreError::Rejected(Rejection::LimitExceeded)) if request.quantity.get() == 1 => {
-                self.remember_at_limit(&request.shopper_id);
-            }
-            Err(_) => {}
-        }
-    }
-
-    fn remember_at_limit(&mut self, shopper: &ShopperId) {
-        if self.at_limit.len() < self.settings.known_shoppers_max {
-            self.at_limit.insert(shopper.clone());
-        }
+            .publish(until, self.memory.sale().per_user_limit, self.news_taken_in);
     }
 
     /// Takes in a snapshot this actor asked for under generation `sent_in`.
     fn take_snapshot(&mut self, read: TimedView, sent_in: u64, sent_registered: bool) {
-        self.observe_clock(&read);
-        let fresh = sent_in == self.generation;
-        self.apply(read.view, fresh);
-        self.trusted |= fresh && sent_registered;
+        self.memory.take_snapshot(read, sent_in, sent_registered);
         self.publish_sold_out();
     }
 
@@ -341,7 +140,8 @@ impl SaleActor {
             // taking stock for it now would make an order nobody expects.
             return None;
         }
-        if let Some(rejection) = self.certain_rejection(&waiting.request) {
+        let local = self.settings.clock.now();
+        if let Some(rejection) = self.memory.certain_rejection(&waiting.request, local) {
             telemetry::count_local_answer(rejection.as_str());
             // The caller may have timed out and gone: nothing to do then.
             let _ = waiting
@@ -373,7 +173,7 @@ impl SaleActor {
     fn call_store(&mut self, batch: Vec<Waiting>, ctx: &mut Context<Self>) {
         self.store_calls_in_flight += 1;
         self.reservations_in_calls += batch.len();
-        let sent_in = self.generation;
+        let sent_in = self.memory.generation();
         let store = Arc::clone(&self.store);
         let (requests, replies): (Vec<ReserveRequest>, Vec<ReserveReply>) = batch
             .into_iter()
@@ -393,7 +193,7 @@ impl SaleActor {
                             for ((request, outcome), reply) in
                                 requests.iter().zip(outcomes).zip(replies)
                             {
-                                actor.learn(request, &outcome, sent_in);
+                                actor.memory.learn(request, &outcome, sent_in);
                                 let _ = reply.send(outcome.map_err(InventoryError::from));
                             }
                         }
@@ -421,8 +221,9 @@ impl SaleActor {
                 >= duration_ms(self.settings.idle_stop);
         if idle {
             // Leave the registry first, so new requests start a new actor.
-            tracing::debug!(sale = %self.sale.id, "sale actor retires while idle");
-            self.registry.remove(&self.sale.id, &ctx.address());
+            let sale = &self.memory.sale().id;
+            tracing::debug!(%sale, "sale actor retires while idle");
+            self.registry.remove(sale, &ctx.address());
             ctx.stop();
             return;
         }
@@ -449,9 +250,9 @@ impl SaleActor {
         }
         self.refreshing = true;
         let store = Arc::clone(&self.store);
-        let id = self.sale.id.clone();
-        let sent_in = self.generation;
-        let sent_registered = self.registered;
+        let id = self.memory.sale().id.clone();
+        let sent_in = self.memory.generation();
+        let sent_registered = self.memory.is_registered();
         let clock = Arc::clone(&self.settings.clock);
         let read = async move { TimedView::read(clock.as_ref(), store.as_ref(), &id).await };
         ctx.spawn(read.into_actor(self).map(move |result, actor, _| {
@@ -460,7 +261,8 @@ impl SaleActor {
                 Ok(Some(read)) => actor.take_snapshot(read, sent_in, sent_registered),
                 Ok(None) => {}
                 Err(err) => {
-                    tracing::debug!(sale = %actor.sale.id, error = %err, "sale refresh failed");
+                    let sale = &actor.memory.sale().id;
+                    tracing::debug!(%sale, error = %err, "sale refresh failed");
                 }
             }
         }));
@@ -483,7 +285,7 @@ impl Actor for SaleActor {
         // A request that found this actor's entry must not be refused from
         // beliefs nobody updates any more.
         self.board.publish(0, 0, self.news_taken_in);
-        self.registry.remove(&self.sale.id, &ctx.address());
+        self.registry.remove(&self.memory.sale().id, &ctx.address());
     }
 }
 
@@ -491,7 +293,7 @@ impl Handler<Registered> for SaleActor {
     type Result = ();
 
     fn handle(&mut self, _: Registered, ctx: &mut Self::Context) {
-        self.registered = true;
+        self.memory.register();
         // A read already under way began before registration: let it land,
         // the next tick reads again.
         self.refresh(ctx);
@@ -519,7 +321,7 @@ impl Handler<SaleUpdated> for SaleActor {
     fn handle(&mut self, msg: SaleUpdated, _: &mut Self::Context) {
         // Read by an HTTP handler at an unknown moment: it may raise what the
         // actor believes, never lower it (the store decides until replies do).
-        self.apply(msg.0, false);
+        self.memory.apply(msg.0, false);
         self.news_taken_in += 1;
         self.publish_sold_out();
     }
@@ -529,7 +331,7 @@ impl Handler<StockReturned> for SaleActor {
     type Result = ();
 
     fn handle(&mut self, msg: StockReturned, _: &mut Self::Context) {
-        self.stock_returned(&msg.shopper, msg.quantity);
+        self.memory.stock_returned(&msg.shopper, msg.quantity);
         self.news_taken_in += 1;
         self.publish_sold_out();
     }
@@ -539,58 +341,18 @@ impl Handler<StockReturned> for SaleActor {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::domain::{OrderId, Quantity, SaleId, SaleStats};
+    use crate::domain::{SaleView, ShopperId};
+    use crate::inventory::memory::tests::{timed, view, KNOWN_SHOPPERS_MAX, MARGIN_MS, NOW};
     use crate::store::EmbeddedStore;
 
-    const MARGIN_MS: Millis = 50;
-    /// The actors' steady clock in these tests: it stands still.
-    const NOW: Millis = 1_800_000_000_000;
-
-    fn view(starts_in_ms: Millis, remaining: i64) -> SaleView {
-        let now = NOW;
-        let sale = Sale {
-            id: SaleId::generate(),
-            sku: "sku".into(),
-            title: "title".into(),
-            price_cents: 1,
-            currency: "CNY".into(),
-            stock_total: 10,
-            per_user_limit: 2,
-            starts_at: now + starts_in_ms,
-            ends_at: now + 3_600_000,
-            payment_timeout_secs: 900,
-            require_purchase_token: false,
-            state: SaleState::Scheduled,
-            created_at: now,
-        };
-        SaleView {
-            sale,
-            stats: SaleStats {
-                stock_total: 10,
-                remaining,
-                reserved: 10 - remaining,
-                ..SaleStats::default()
-            },
-            now,
-            version: 1,
-        }
-    }
-
-    fn timed(view: SaleView, round_trip_ms: Millis) -> TimedView {
-        TimedView {
-            sent_at: view.now - round_trip_ms,
-            received_at: view.now,
-            view,
-        }
-    }
-
+    /// An actor (not started) of `view` that trusts its memory.
     fn actor(view: SaleView) -> SaleActor {
         let settings = ActorSettings {
             mailbox: 16,
             in_flight_max: 16,
             batch_max: 8,
             store_calls: 1,
-            known_shoppers_max: 1,
+            known_shoppers_max: KNOWN_SHOPPERS_MAX,
             refresh: Duration::from_secs(1),
             clock_margin_ms: MARGIN_MS,
             idle_stop: Duration::from_secs(60),
@@ -604,55 +366,9 @@ mod tests {
             Registry::default(),
             settings,
         );
-        actor.registered = true;
-        actor.take_snapshot(timed(view, 0), actor.generation, true);
+        actor.memory.register();
+        actor.take_snapshot(timed(view, 0), actor.memory.generation(), true);
         actor
-    }
-
-    fn ask(actor: &SaleActor, shopper: &str, quantity: i64, key: Option<&str>) -> ReserveRequest {
-        ReserveRequest {
-            sale_id: actor.sale.id.clone(),
-            shopper_id: ShopperId::parse(shopper).expect("user"),
-            quantity: Quantity::parse(quantity).expect("quantity"),
-            order_id: OrderId::generate(&actor.sale.id),
-            idempotency_key: key.map(str::to_owned),
-            purchase_token: None,
-        }
-    }
-
-    #[test]
-    fn nothing_is_answered_before_a_snapshot_read_after_registration() {
-        let upcoming = view(60_000, 10);
-        let settings = actor(upcoming.clone()).settings;
-        let store = Arc::new(EmbeddedStore::new());
-        let mut fresh = SaleActor::new(
-            timed(upcoming.clone(), 0),
-            Arc::default(),
-            store,
-            Registry::default(),
-            settings,
-        );
-        let request = ask(&fresh, "a", 1, None);
-        assert_eq!(fresh.certain_rejection(&request), None, "not yet trusted");
-        fresh.take_snapshot(timed(upcoming.clone(), 0), fresh.generation, false);
-        assert_eq!(
-            fresh.certain_rejection(&request),
-            None,
-            "read before registration"
-        );
-        let sent_in = fresh.generation;
-        fresh.stock_returned(&ShopperId::parse("b").expect("user"), 1);
-        fresh.take_snapshot(timed(upcoming.clone(), 0), sent_in, true);
-        assert_eq!(
-            fresh.certain_rejection(&request),
-            None,
-            "something changed meanwhile"
-        );
-        fresh.take_snapshot(timed(upcoming, 0), fresh.generation, true);
-        assert_eq!(
-            fresh.certain_rejection(&request),
-            Some(Rejection::NotStarted)
-        );
     }
 
     #[test]
@@ -669,7 +385,7 @@ mod tests {
             "over the limit: the actor answers"
         );
         assert!(
-            !sold_out.board.refuses(1, sold_out.sale.ends_at),
+            !sold_out.board.refuses(1, sold_out.memory.sale().ends_at),
             "not past the end"
         );
         sold_out.board.news_coming();
@@ -682,162 +398,14 @@ mod tests {
             !sold_out.board.refuses(1, NOW),
             "republishing before the news arrived changes nothing"
         );
-        sold_out.stock_returned(&ShopperId::parse("a").expect("user"), 1);
+        sold_out
+            .memory
+            .stock_returned(&ShopperId::parse("a").expect("user"), 1);
         sold_out.news_taken_in += 1;
         sold_out.publish_sold_out();
         assert!(!sold_out.board.refuses(1, NOW), "a return clears it");
 
         let upcoming = actor(view(60_000, 0));
         assert!(!upcoming.board.refuses(1, NOW), "not before the start");
-    }
-
-    #[test]
-    fn an_older_snapshot_never_undoes_a_merchant_change() {
-        let mut actor = actor(view(-1_000, 0));
-        let sent_in = actor.generation;
-        let mut extended = view(-1_000, 1);
-        extended.sale = Sale {
-            ends_at: actor.sale.ends_at + 3_600_000,
-            ..actor.sale.clone()
-        };
-        extended.version = actor.version + 1;
-        let new_end = extended.sale.ends_at;
-        actor.apply(extended, false);
-        assert!(
-            actor.generation > sent_in,
-            "a new version raises the generation"
-        );
-
-        // A refresh sent before the change lands after it.
-        let mut old = view(-1_000, 0);
-        old.sale = Sale {
-            ends_at: new_end - 3_600_000,
-            ..actor.sale.clone()
-        };
-        old.version = actor.version - 1;
-        actor.take_snapshot(timed(old, 0), sent_in, true);
-        assert_eq!(actor.sale.ends_at, new_end);
-        let one = ask(&actor, "a", 1, None);
-        assert_eq!(
-            actor.certain_rejection(&one),
-            None,
-            "the restocked unit is not lost"
-        );
-        // And a sold-out answer sent before the restock teaches nothing.
-        actor.learn(
-            &one,
-            &Err(StoreError::Rejected(Rejection::SoldOut)),
-            sent_in,
-        );
-        assert_eq!(actor.certain_rejection(&one), None);
-    }
-
-    #[test]
-    fn window_is_answered_only_when_certain() {
-        let early = actor(view(60_000, 10));
-        for key in [None, Some("k")] {
-            let request = ask(&early, "a", 1, key);
-            assert_eq!(
-                early.certain_rejection(&request),
-                Some(Rejection::NotStarted)
-            );
-        }
-        let almost = actor(view(MARGIN_MS / 2, 10));
-        let request = ask(&almost, "a", 1, None);
-        assert_eq!(
-            almost.certain_rejection(&request),
-            None,
-            "the store decides"
-        );
-
-        // A slow read widens the bracket: the store may already be open.
-        let mut slow = actor(view(1_000, 10));
-        slow.observe_clock(&timed(view(1_000, 10), 2_000));
-        let request = ask(&slow, "a", 1, None);
-        assert_eq!(slow.certain_rejection(&request), None);
-    }
-
-    #[test]
-    fn sold_out_is_learned_and_a_return_clears_it() {
-        let mut actor = actor(view(-1_000, 1));
-        let two = ask(&actor, "a", 2, None);
-        assert_eq!(actor.certain_rejection(&two), Some(Rejection::SoldOut));
-        let one = ask(&actor, "a", 1, None);
-        assert_eq!(actor.certain_rejection(&one), None);
-        let sold_out = Err(StoreError::Rejected(Rejection::SoldOut));
-        actor.learn(&one, &sold_out, actor.generation);
-        assert_eq!(actor.certain_rejection(&one), Some(Rejection::SoldOut));
-        let keyed = ask(&actor, "a", 1, Some("k"));
-        assert_eq!(
-            actor.certain_rejection(&keyed),
-            None,
-            "a keyed retry may replay"
-        );
-
-        actor.stock_returned(&ShopperId::parse("b").expect("user"), 1);
-        assert_eq!(actor.certain_rejection(&one), None);
-    }
-
-    #[test]
-    fn answers_older_than_a_return_are_not_learned() {
-        let mut actor = actor(view(-1_000, 1));
-        let one = ask(&actor, "a", 1, None);
-        let sent_in = actor.generation;
-        actor.stock_returned(&ShopperId::parse("b").expect("user"), 1);
-        // The store said sold out before the unit came back.
-        actor.learn(
-            &one,
-            &Err(StoreError::Rejected(Rejection::SoldOut)),
-            sent_in,
-        );
-        actor.learn(
-            &one,
-            &Err(StoreError::Rejected(Rejection::LimitExceeded)),
-            sent_in,
-        );
-        assert_eq!(actor.certain_rejection(&one), None);
-
-        // A snapshot read before the return may raise but never lower.
-        let mut stale = view(-1_000, 0);
-        stale.sale = actor.sale.clone();
-        actor.apply(stale, false);
-        assert_eq!(actor.certain_rejection(&one), None);
-    }
-
-    #[test]
-    fn shoppers_at_their_limit_are_remembered_within_the_bound() {
-        let mut actor = actor(view(-1_000, 10));
-        let over_limit = ask(&actor, "a", 3, None);
-        assert_eq!(
-            actor.certain_rejection(&over_limit),
-            Some(Rejection::LimitExceeded)
-        );
-        let first = ask(&actor, "a", 1, None);
-        let limit = Err(StoreError::Rejected(Rejection::LimitExceeded));
-        actor.learn(&first, &limit, actor.generation);
-        let second = ask(&actor, "b", 1, None);
-        actor.learn(&second, &limit, actor.generation);
-        assert_eq!(
-            actor.certain_rejection(&first),
-            Some(Rejection::LimitExceeded)
-        );
-        assert_eq!(
-            actor.certain_rejection(&second),
-            None,
-            "known_shoppers_max is 1"
-        );
-
-        actor.stock_returned(&ShopperId::parse("a").expect("user"), 1);
-        assert_eq!(actor.certain_rejection(&first), None, "a's cancel frees a");
-        actor.learn(&first, &limit, actor.generation);
-        let mut returned = view(-1_000, 10);
-        returned.sale = actor.sale.clone();
-        returned.stats.cancelled = 2;
-        actor.apply(returned, true);
-        assert_eq!(
-            actor.certain_rejection(&first),
-            None,
-            "a return elsewhere forgets"
-        );
     }
 }

@@ -11,6 +11,7 @@
 
 mod actor;
 mod board;
+mod memory;
 mod messages;
 mod system;
 
@@ -23,8 +24,9 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 pub use self::actor::ActorSettings;
-use self::actor::{SaleActor, TimedView};
+use self::actor::SaleActor;
 use self::board::SoldOutBoard;
+use self::memory::TimedView;
 use self::messages::{Registered, Reserve, SaleUpdated, StockReturned};
 use self::system::ActorSystem;
 use crate::domain::{Order, Rejection, SaleId, SaleView};
