@@ -1,25 +1,16 @@
 //! One sale's actor: it holds the sale's [`Memory`], answers from it what
-//! is certain, batches the rest into store calls, publishes on the sale's
+//! is certain, sends the rest to the store in batches (the queue and its
+//! bounds: [`ReserveQueue`]), publishes on the sale's
 //! [`SoldOutBoard`], re-reads the sale every `refresh` and stops after
 //! `idle_stop` without requests. Its timers and instants come from the
 //! [`Clock`] in its settings.
-//!
-//! Natural batching: what memory cannot answer joins a queue. While the
-//! actor's store call is in flight (`store_calls` of them at most), the next
-//! requests wait; when a call returns, everything that waited, up to
-//! `batch_max`, goes to the store in one atomic call, first come first
-//! served, and each caller gets its own answer. Nothing waits on a timer: a
-//! lone buyer on an idle sale is sent at once. Before a request is sent,
-//! memory is asked again (the last call may have sold the sale out) and a
-//! caller that gave up is dropped. Past `in_flight_max` requests waiting or
-//! in calls, 503 `overloaded` at once.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::batching::{ReserveQueue, Waiting};
 use super::board::SoldOutBoard;
 use super::memory::{Memory, TimedView};
 use super::messages::{Registered, Reserve, ReserveReply, SaleUpdated, StockReturned};
@@ -49,19 +40,9 @@ pub struct ActorSettings {
     pub clock: Arc<dyn Clock>,
 }
 
-/// A reservation waiting for the actor's next store call.
-struct Waiting {
-    request: ReserveRequest,
-    reply: ReserveReply,
-}
-
 pub struct SaleActor {
     memory: Memory,
-    /// Reservations waiting for a store call, first come first.
-    waiting: VecDeque<Waiting>,
-    /// Reservations in store calls now.
-    reservations_in_calls: usize,
-    store_calls_in_flight: usize,
+    queue: ReserveQueue,
     refreshing: bool,
     /// The steady instant of the last reservation or board refusal.
     last_request: Millis,
@@ -89,9 +70,11 @@ impl SaleActor {
                 settings.clock_margin_ms,
                 settings.known_shoppers_max,
             ),
-            waiting: VecDeque::new(),
-            reservations_in_calls: 0,
-            store_calls_in_flight: 0,
+            queue: ReserveQueue::new(
+                settings.in_flight_max,
+                settings.batch_max,
+                settings.store_calls,
+            ),
             refreshing: false,
             last_request: settings.clock.now(),
             board,
@@ -121,58 +104,29 @@ impl SaleActor {
     /// Answers from memory what it can, or queues the request for the
     /// store; then sends what waits if a call slot is free.
     fn accept(&mut self, waiting: Waiting, ctx: &mut Context<Self>) {
-        if let Some(waiting) = self.answer_from_memory(waiting) {
-            if self.waiting.len() + self.reservations_in_calls >= self.settings.in_flight_max {
+        let clock = self.settings.clock.as_ref();
+        if let Some(waiting) = answer_from_memory(&self.memory, clock, waiting) {
+            if !self.queue.has_room() {
                 telemetry::count_mailbox_rejection();
                 let _ = waiting.reply.send(Err(InventoryError::Overloaded));
                 return;
             }
-            self.waiting.push_back(waiting);
+            self.queue.push(waiting);
         }
         self.send_waiting(ctx);
-    }
-
-    /// Answers a request that needs no store call (its caller gone, or
-    /// memory certain), or gives it back.
-    fn answer_from_memory(&self, waiting: Waiting) -> Option<Waiting> {
-        if waiting.reply.is_closed() {
-            // The caller timed out while this waited: it was told 503, so
-            // taking stock for it now would make an order nobody expects.
-            return None;
-        }
-        let local = self.settings.clock.now();
-        if let Some(rejection) = self.memory.certain_rejection(&waiting.request, local) {
-            telemetry::count_local_answer(rejection.as_str());
-            // The caller may have timed out and gone: nothing to do then.
-            let _ = waiting
-                .reply
-                .send(Err(StoreError::Rejected(rejection).into()));
-            return None;
-        }
-        Some(waiting)
     }
 
     /// While a call slot is free and requests wait, sends up to
     /// `batch_max` of them, oldest first, in one store call.
     fn send_waiting(&mut self, ctx: &mut Context<Self>) {
-        while self.store_calls_in_flight < self.settings.store_calls {
-            let mut batch = Vec::new();
-            while batch.len() < self.settings.batch_max {
-                let Some(waiting) = self.waiting.pop_front() else {
-                    break;
-                };
-                batch.extend(self.answer_from_memory(waiting));
-            }
-            if batch.is_empty() {
-                return;
-            }
+        while let Some(batch) = self.queue.next_batch(|waiting| {
+            answer_from_memory(&self.memory, self.settings.clock.as_ref(), waiting)
+        }) {
             self.call_store(batch, ctx);
         }
     }
 
     fn call_store(&mut self, batch: Vec<Waiting>, ctx: &mut Context<Self>) {
-        self.store_calls_in_flight += 1;
-        self.reservations_in_calls += batch.len();
         let sent_in = self.memory.generation();
         let store = Arc::clone(&self.store);
         let (requests, replies): (Vec<ReserveRequest>, Vec<ReserveReply>) = batch
@@ -186,8 +140,7 @@ impl SaleActor {
         ctx.spawn(
             call.into_actor(self)
                 .map(move |(requests, outcomes), actor, ctx| {
-                    actor.store_calls_in_flight -= 1;
-                    actor.reservations_in_calls -= requests.len();
+                    actor.queue.call_returned(requests.len());
                     match outcomes {
                         Ok(outcomes) => {
                             for ((request, outcome), reply) in
@@ -209,14 +162,15 @@ impl SaleActor {
         );
     }
 
+    /// Every `refresh`: retires the actor after `idle_stop` without a
+    /// request (a refusal on its board counts as one), or re-reads the sale.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let refusals = self.board.refusals();
         if refusals != self.refusals_seen {
             self.refusals_seen = refusals;
             self.last_request = self.settings.clock.now();
         }
-        let idle = self.store_calls_in_flight == 0
-            && self.waiting.is_empty()
+        let idle = self.queue.is_idle()
             && self.settings.clock.now() - self.last_request
                 >= duration_ms(self.settings.idle_stop);
         if idle {
@@ -267,6 +221,25 @@ impl SaleActor {
             }
         }));
     }
+}
+
+/// Answers a request that needs no store call (its caller gone, or
+/// memory certain), or gives it back.
+fn answer_from_memory(memory: &Memory, clock: &dyn Clock, waiting: Waiting) -> Option<Waiting> {
+    if waiting.reply.is_closed() {
+        // The caller timed out while this waited: it was told 503, so
+        // taking stock for it now would make an order nobody expects.
+        return None;
+    }
+    if let Some(rejection) = memory.certain_rejection(&waiting.request, clock.now()) {
+        telemetry::count_local_answer(rejection.as_str());
+        // The caller may have timed out and gone: nothing to do then.
+        let _ = waiting
+            .reply
+            .send(Err(StoreError::Rejected(rejection).into()));
+        return None;
+    }
+    Some(waiting)
 }
 
 impl Actor for SaleActor {

@@ -10,6 +10,7 @@
 //! once.
 
 mod actor;
+mod batching;
 mod board;
 mod memory;
 mod messages;
