@@ -1,9 +1,9 @@
 //! One sale's actor: it holds the sale's [`Memory`], answers from it what
-//! is certain, sends the rest to the store in batches (the queue and its
-//! bounds: [`ReserveQueue`]), publishes on the sale's
+//! is certain, sends the rest to the store in batches ([`ReserveQueue`]
+//! keeps the queue and its bounds), publishes on the sale's
 //! [`SoldOutBoard`], re-reads the sale every `refresh` and stops after
-//! `idle_stop` without requests. Its timers and instants come from the
-//! [`Clock`] in its settings.
+//! `idle_stop` without a request. Its timers and instants come from the
+//! [`Clock`] in its settings, so tests move them by hand.
 
 use std::sync::Arc;
 use std::time::Duration;

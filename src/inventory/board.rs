@@ -20,6 +20,11 @@ use crate::domain::Millis;
 /// [`news_coming`](Self::news_coming), and the board refuses nothing until
 /// the actor has taken in as much news as was sent. So a request made after
 /// a cancel or a restock was answered is never refused from an older belief.
+///
+/// The board reads neither the shopper nor the token: where the store would
+/// refuse a request first for its shopper being at the limit or for its
+/// purchase token (`limit_exceeded`, `purchase_token_*`), the board says
+/// `sold_out`. A refusal either way, under another code.
 #[derive(Debug, Default)]
 pub struct SoldOutBoard {
     news_sent: AtomicU64,

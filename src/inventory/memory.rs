@@ -2,7 +2,18 @@
 //! from the actor (no mailbox, no store, no clock of its own: instants come
 //! in as arguments) so the rules of certainty read and test on their own.
 //!
-//! Memory answers only when the answer is certain:
+//! The store's clock is bracketed from each snapshot: it read `now` somewhere
+//! between sending the read and receiving the answer, so its offset to this
+//! process's steady clock lies in `[now - received, now - sent]`.
+//!
+//! Memory answers only when the answer is certain. It asks the domain's
+//! reservation rule ([`check_reservation`]) at both ends of the range the
+//! store's clock can be in, each widened by the clock margin, for the most
+//! the store may still allow: the stock last heard of, the fewest units
+//! the shopper can hold (the per-user limit if known to hold it, else none)
+//! and a fresh purchase token. A refusal both ends agree on holds at every
+//! instant between (the rule's window is one interval), so the store
+//! refuses too. That gives:
 //!
 //! - `not_started`: even the latest possible store clock is before the start
 //!   (by more than the clock margin). No order can exist yet, so this holds
@@ -13,9 +24,12 @@
 //!   shopper asked for more than the limit or is known to hold it; or the
 //!   store's last word left fewer units than asked.
 //!
-//! The store's clock is bracketed from each snapshot: it read `now` somewhere
-//! between sending the read and receiving the answer, so its offset to this
-//! process's steady clock lies in `[now - received, now - sent]`.
+//! Where memory's answer differs from the store's: memory knows no purchase
+//! tokens and checks as if the token were fresh. On a sale that requires
+//! one, a request without a token (or with a used one) that memory finds
+//! over the limit or sold out is told `limit_exceeded` / `sold_out` where
+//! the store would say `purchase_token_required` (`purchase_token_used`):
+//! a refusal either way, under another code.
 //!
 //! Memory only ever errs towards asking the store, never towards a wrong
 //! refusal:
@@ -38,6 +52,7 @@
 use std::collections::HashSet;
 
 use crate::clock::Clock;
+use crate::domain::{check_reservation, PresentedToken};
 use crate::domain::{Millis, Rejection, Sale, SaleId, SaleState, SaleView, ShopperId};
 use crate::domain::{Reservation, ReserveRequest};
 use crate::store::{Store, StoreError};
@@ -179,54 +194,64 @@ impl Memory {
         self.generation += 1;
     }
 
+    /// The range the store's clock can be in at the steady instant
+    /// `local`, each end widened by the clock margin.
+    fn store_clock_range(&self, local: Millis) -> (Millis, Millis) {
+        (
+            local + self.store_offset_min_ms - self.clock_margin_ms,
+            local + self.store_offset_max_ms + self.clock_margin_ms,
+        )
+    }
+
     /// The answer to `request` at the steady instant `local` if it is
-    /// certain without the store.
+    /// certain without the store (see the module doc).
     pub fn certain_rejection(&self, request: &ReserveRequest, local: Millis) -> Option<Rejection> {
         if !self.trusted {
             return None;
         }
-        let earliest = local + self.store_offset_min_ms;
-        let latest = local + self.store_offset_max_ms;
-        let margin = self.clock_margin_ms;
-        let scheduled = self.sale.state == SaleState::Scheduled;
-        if scheduled && latest < self.sale.starts_at - margin {
-            return Some(Rejection::NotStarted);
-        }
-        if request.idempotency_key.is_some() {
-            return None;
-        }
-        if !scheduled || earliest >= self.sale.ends_at + margin {
-            return Some(Rejection::Ended);
-        }
-        let surely_open =
-            earliest >= self.sale.starts_at + margin && latest < self.sale.ends_at - margin;
-        if !surely_open {
-            return None;
-        }
-        let quantity = request.quantity.get();
-        if quantity > self.sale.per_user_limit || self.at_limit.contains(&request.shopper_id) {
-            Some(Rejection::LimitExceeded)
-        } else if self.remaining < quantity {
-            Some(Rejection::SoldOut)
+        let held_min = if self.at_limit.contains(&request.shopper_id) {
+            self.sale.per_user_limit
         } else {
-            None
+            0
+        };
+        let rule = |now| {
+            let token = PresentedToken::Fresh;
+            check_reservation(
+                &self.sale,
+                now,
+                self.remaining,
+                held_min,
+                request.quantity,
+                token,
+            )
+            .err()
+        };
+        let (earliest, latest) = self.store_clock_range(local);
+        let rejection = rule(earliest)?;
+        if rule(latest) != Some(rejection) {
+            return None;
         }
+        // A keyed request may be the retry of one that made an order: only
+        // `not_started` (no order can exist yet) holds for it.
+        if request.idempotency_key.is_some() && rejection != Rejection::NotStarted {
+            return None;
+        }
+        Some(rejection)
     }
 
     /// Until which steady instant (seen at `local`) every request is
     /// certainly `sold_out`, 0 if none: memory trusted, the sale surely
     /// open, nothing left. What the actor publishes on its board.
     pub fn sold_out_until(&self, local: Millis) -> Millis {
-        let margin = self.clock_margin_ms;
-        let surely_started = local + self.store_offset_min_ms >= self.sale.starts_at + margin;
+        let (earliest, _) = self.store_clock_range(local);
         let certain = self.trusted
             && self.sale.state == SaleState::Scheduled
-            && surely_started
+            && earliest >= self.sale.starts_at
             && self.remaining <= 0;
         // The latest the store's clock can be is before the end (by the
         // margin) as long as the steady clock is before this.
         if certain {
-            self.sale.ends_at - margin - self.store_offset_max_ms
+            self.sale.ends_at - self.clock_margin_ms - self.store_offset_max_ms
         } else {
             0
         }
@@ -494,5 +519,27 @@ pub(super) mod tests {
         returned.stats.cancelled = 2;
         memory.apply(returned, true);
         assert_eq!(answer(&memory, &first), None, "a return elsewhere forgets");
+    }
+
+    /// Memory knows no purchase tokens and checks as if the token were
+    /// fresh: a refusal it is sure of stands whatever the token; anything
+    /// else about the token is the store's to say.
+    #[test]
+    fn purchase_tokens_are_checked_as_if_fresh() {
+        let guarded = |remaining| {
+            let mut view = view(-1_000, remaining);
+            view.sale.require_purchase_token = true;
+            trusted(view)
+        };
+        let sold_out = guarded(0);
+        let without_token = ask(&sold_out.sale, "a", 1, None);
+        assert_eq!(answer(&sold_out, &without_token), Some(Rejection::SoldOut));
+        let open = guarded(10);
+        let without_token = ask(&open.sale, "a", 1, None);
+        assert_eq!(
+            answer(&open, &without_token),
+            None,
+            "purchase_token_required is the store's answer"
+        );
     }
 }
