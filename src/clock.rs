@@ -15,10 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -34,10 +31,20 @@ pub trait Clock: fmt::Debug + Send + Sync {
 
     /// Completes once [`now`](Self::now) has reached `deadline` (at once if
     /// it has).
-    fn sleep_until(&self, deadline: Millis) -> BoxFuture<'static, ()>;
+    fn sleep_until(&self, deadline: Millis) -> BoxFuture<'static, Wakeup>;
 
     /// Completes `duration` from now.
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, Wakeup>;
+}
+
+/// What a sleep completes with. Until it is dropped, a [`ManualClock`]
+/// counts the sleep as still running, and [`ManualClock::advance`] waits:
+/// hold it while doing what the sleep waited for, so a test that advanced
+/// the clock sees that done. On the [`SystemClock`] it holds nothing.
+#[derive(Debug)]
+pub struct Wakeup {
+    /// Held for its drop only.
+    _pending: Option<PendingSleep>,
 }
 
 /// `duration` in whole milliseconds, rounded up (a timer never fires
@@ -67,18 +74,25 @@ impl Clock for SystemClock {
         wall.saturating_add(Millis::try_from(instant.elapsed().as_millis()).unwrap_or(Millis::MAX))
     }
 
-    fn sleep_until(&self, deadline: Millis) -> BoxFuture<'static, ()> {
+    fn sleep_until(&self, deadline: Millis) -> BoxFuture<'static, Wakeup> {
         let (instant, wall) = Self::start();
         let after_start = u64::try_from(deadline.saturating_sub(wall)).unwrap_or(0);
-        match instant.checked_add(Duration::from_millis(after_start)) {
-            Some(at) => Box::pin(tokio::time::sleep_until(at.into())),
-            // Past what an Instant can hold: never.
-            None => Box::pin(std::future::pending()),
-        }
+        let at = instant.checked_add(Duration::from_millis(after_start));
+        Box::pin(async move {
+            match at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                // Past what an Instant can hold: never.
+                None => std::future::pending().await,
+            }
+            Wakeup { _pending: None }
+        })
     }
 
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        Box::pin(tokio::time::sleep(duration))
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, Wakeup> {
+        Box::pin(async move {
+            tokio::time::sleep(duration).await;
+            Wakeup { _pending: None }
+        })
     }
 }
 
@@ -94,14 +108,15 @@ impl Clock for SystemClock {
 #[derive(Debug)]
 pub struct ManualClock {
     now: watch::Sender<Millis>,
-    /// The deadlines of the sleeps alive (not yet dropped), each with how
-    /// many sleep until it.
+    /// The deadlines of the sleeps still running (neither dropped before
+    /// their deadline nor their [`Wakeup`] dropped), each with how many
+    /// sleep until it.
     sleeps: Arc<watch::Sender<BTreeMap<Millis, usize>>>,
 }
 
 impl ManualClock {
     /// The longest real time [`advance`](Self::advance) waits for the sleeps
-    /// that fell due to be gone.
+    /// that fell due to end.
     pub const SETTLE_MAX: Duration = Duration::from_secs(10);
 
     /// A clock standing at `start`. Use [`system_now`] when what it drives
@@ -114,15 +129,14 @@ impl ManualClock {
     }
 
     /// Moves the clock `by` forward, then waits until every sleep that fell
-    /// due is gone (dropped by its owner). An actor's timer runs what
-    /// follows it before the sleep is dropped, so when this returns every
-    /// due tick of every actor on this clock has run; an `async` loop drops
-    /// its sleep as it resumes, so its next pass has begun (not ended).
+    /// due has ended: its [`Wakeup`] dropped. The actors hold theirs through
+    /// a tick, so when this returns every due tick of every actor on this
+    /// clock has run.
     ///
     /// # Panics
-    /// If a sleep that fell due is still alive after [`Self::SETTLE_MAX`]
-    /// of real time: nothing polls it (its runtime stopped, or the caller
-    /// itself holds it).
+    /// If a sleep that fell due has not ended after [`Self::SETTLE_MAX`] of
+    /// real time: nothing polls it (its runtime stopped, or the caller
+    /// itself holds it or its wake-up).
     pub async fn advance(&self, by: Duration) {
         let mut now = 0;
         self.now.send_modify(|clock| {
@@ -142,8 +156,7 @@ impl ManualClock {
             .is_err()
         {
             panic!(
-                "a sleep due at or before {now} is still alive after {:?}: \
-                 nothing polls it",
+                "a sleep due at or before {now} has not ended after {:?}",
                 Self::SETTLE_MAX
             );
         }
@@ -155,45 +168,31 @@ impl Clock for ManualClock {
         *self.now.borrow()
     }
 
-    fn sleep_until(&self, deadline: Millis) -> BoxFuture<'static, ()> {
+    fn sleep_until(&self, deadline: Millis) -> BoxFuture<'static, Wakeup> {
         self.sleeps
             .send_modify(|deadlines| *deadlines.entry(deadline).or_default() += 1);
+        // Dropped with the future if it never completes, else handed on.
         let pending = PendingSleep {
             deadline,
             sleeps: Arc::clone(&self.sleeps),
         };
         let mut clock = self.now.subscribe();
-        let woken = Box::pin(async move {
+        Box::pin(async move {
             // The sender lives in the clock, which outlives what sleeps on it.
             let _ = clock.wait_for(|now| *now >= deadline).await;
-        });
-        Box::pin(ManualSleep {
-            woken,
-            _pending: pending,
+            Wakeup {
+                _pending: Some(pending),
+            }
         })
     }
 
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, Wakeup> {
         self.sleep_until(self.now().saturating_add(duration_ms(duration)))
     }
 }
 
-/// A sleep on a [`ManualClock`]. It stays counted until dropped, not merely
-/// until it completes: whoever awaited it runs its continuation first.
-struct ManualSleep {
-    woken: BoxFuture<'static, ()>,
-    _pending: PendingSleep,
-}
-
-impl Future for ManualSleep {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.woken.as_mut().poll(cx)
-    }
-}
-
-/// One sleep's entry among a [`ManualClock`]'s deadlines, removed on drop.
+/// One running sleep among a [`ManualClock`]'s deadlines, removed on drop.
+#[derive(Debug)]
 struct PendingSleep {
     deadline: Millis,
     sleeps: Arc<watch::Sender<BTreeMap<Millis, usize>>>,
@@ -249,9 +248,9 @@ mod tests {
     }
 
     /// Goal: a sleep completes exactly when the clock reaches its deadline,
-    /// and `advance` returns only once what followed a due sleep has run.
-    /// Method: a task on another thread counts the ticks of a 100 ms loop
-    /// that drops each sleep only after counting.
+    /// and `advance` returns only once its wake-up was dropped. Method: a
+    /// task on another thread counts the ticks of a 100 ms loop, holding
+    /// each wake-up until it counted.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn advancing_runs_exactly_the_sleeps_that_fell_due() {
         let clock = Arc::new(ManualClock::at(1_000));
@@ -261,9 +260,10 @@ mod tests {
             let (clock, ticks) = (Arc::clone(&clock), Arc::clone(&ticks));
             tokio::spawn(async move {
                 loop {
-                    (&mut sleep).await;
+                    let wakeup = sleep.await;
                     ticks.fetch_add(1, Ordering::SeqCst);
                     sleep = clock.sleep(Duration::from_millis(100));
+                    drop(wakeup);
                 }
             })
         };

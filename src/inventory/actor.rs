@@ -189,12 +189,14 @@ impl SaleActor {
     /// instants: a late tick does not move the next ones.
     fn tick_at(&mut self, deadline: Millis, ctx: &mut Context<Self>) {
         let sleep = self.settings.clock.sleep_until(deadline);
-        ctx.spawn(sleep.into_actor(self).map(move |(), actor, ctx| {
+        ctx.spawn(sleep.into_actor(self).map(move |wakeup, actor, ctx| {
             actor.tick(ctx);
             if ctx.state().alive() {
                 let next = deadline.saturating_add(duration_ms(actor.settings.refresh));
                 actor.tick_at(next, ctx);
             }
+            // Only now: a test's clock waits for the tick (see `Wakeup`).
+            drop(wakeup);
         }));
     }
 
