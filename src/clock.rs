@@ -148,7 +148,7 @@ impl ManualClock {
             deadlines.keys().next().is_none_or(|first| *first > now)
         };
         let settled = async move {
-            // The sender lives in `self`: the wait ends only by the test.
+            // Fails only once the sender is gone, and `self` holds it.
             let _ = sleeps.wait_for(none_due).await;
         };
         if tokio::time::timeout(Self::SETTLE_MAX, settled)

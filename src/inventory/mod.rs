@@ -8,6 +8,14 @@
 //! the actor on first use (an actor with no reservation for `idle_stop`
 //! retires), and bounds every queue: a full mailbox answers `overloaded` at
 //! once.
+//!
+//! # Layout
+//! - `actor`: one sale's actor: its lifecycle, timers and store calls.
+//! - `memory`: what an actor believes and when it is certain (no I/O).
+//! - `batching`: the queue of reservations waiting for store calls.
+//! - `board`: the sold-out board the front door reads without a hop.
+//! - `messages`: what reaches an actor's mailbox.
+//! - `system`: the actix threads the actors run on.
 
 mod actor;
 mod batching;
