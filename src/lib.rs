@@ -14,6 +14,7 @@
 //!
 //! - [`config`]: every setting, as a CLI flag and a `FLASHSALE_*` variable.
 //! - [`telemetry`]: logs and the Prometheus metric names.
+//! - [`clock`]: the engine's steady clock and timers, which tests move by hand.
 //! - [`domain`]: sales, orders, ids, the reservation rule, payments, the
 //!   audit; no I/O, no HTTP.
 //! - [`sales`]: the sale workflows: schedule, change, end, cancel, audit,
@@ -33,6 +34,7 @@
 //! - [`json`]: strict JSON reading whose errors name the field.
 //! - [`startup`]: [`Application::build`] wires it all and binds the socket.
 
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;

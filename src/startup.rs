@@ -54,6 +54,7 @@ impl Application {
             refresh: Duration::from_millis(config.sale_refresh_ms),
             clock_margin_ms: i64::try_from(config.clock_margin_ms).unwrap_or(i64::MAX),
             idle_stop: Duration::from_secs(config.actor_idle_stop_secs),
+            clock: Arc::new(crate::clock::SystemClock),
         };
         let inventory = Arc::new(Inventory::start(
             Arc::clone(&store),

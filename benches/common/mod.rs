@@ -2,8 +2,10 @@
 //! actor settings.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use flashsale::clock::SystemClock;
 use flashsale::domain::ReserveRequest;
 use flashsale::domain::{system_now, OrderId, Quantity, Sale, SaleId, SaleState, ShopperId};
 use flashsale::inventory::ActorSettings;
@@ -77,5 +79,6 @@ pub fn settings(batch_max: usize, store_calls: usize) -> ActorSettings {
         refresh: Duration::from_secs(1),
         clock_margin_ms: 50,
         idle_stop: Duration::from_secs(300),
+        clock: Arc::new(SystemClock),
     }
 }

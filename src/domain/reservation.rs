@@ -1,7 +1,16 @@
 //! The reservation rule: may this shopper take `quantity` units of this sale
-//! now? The embedded store decides with it, the inventory actors answer
-//! from memory with it when the answer is certain, and `lua/reserve.lua`
+//! now? The embedded store decides with it, and `lua/reserve.lua`
 //! implements the same checks in the same order inside Redis.
+//!
+//! The inventory actors answer from memory with it only when it refuses
+//! alike at both ends of the range the store's clock may be in (widened by
+//! the clock margin), for the most the store may still allow. They know no
+//! purchase tokens and check as if the token were fresh, so on a sale that
+//! requires one they may answer `sold_out` or `limit_exceeded` where the
+//! store answers `purchase_token_required` or `purchase_token_used`; and a
+//! request with an `Idempotency-Key` is answered from memory only
+//! `not_started`. See `inventory::memory`, and `inventory::board` for the
+//! front door's copy of `sold_out`.
 
 use super::{InvalidField, Millis, Order, OrderId, Sale, SaleId, SaleState, ShopperId};
 

@@ -8,8 +8,20 @@
 //! the actor on first use (an actor with no reservation for `idle_stop`
 //! retires), and bounds every queue: a full mailbox answers `overloaded` at
 //! once.
+//!
+//! # Layout
+//! - `actor`: one sale's actor: its lifecycle, timers and store calls.
+//! - `memory`: what an actor believes and when it is certain (no I/O).
+//! - `batching`: the queue of reservations waiting for store calls.
+//! - `board`: the sold-out board the front door reads without a hop.
+//! - `messages`: what reaches an actor's mailbox.
+//! - `system`: the actix threads the actors run on.
 
 mod actor;
+mod batching;
+mod board;
+mod memory;
+mod messages;
 mod system;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,9 +33,10 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 pub use self::actor::ActorSettings;
-use self::actor::{
-    steady_now, Registered, Reserve, SaleActor, SaleUpdated, SoldOutBoard, StockReturned, TimedView,
-};
+use self::actor::SaleActor;
+use self::board::SoldOutBoard;
+use self::memory::TimedView;
+use self::messages::{Registered, Reserve, SaleUpdated, StockReturned};
 use self::system::ActorSystem;
 use crate::domain::{Order, Rejection, SaleId, SaleView};
 use crate::domain::{Reservation, ReserveRequest, StockReturn};
@@ -132,7 +145,9 @@ impl Inventory {
             // Sold out for certain: answered here, without a thread hop. A
             // keyed request may be the retry of one that succeeded.
             if request.idempotency_key.is_none()
-                && actor.board.refuses(request.quantity.get(), steady_now())
+                && actor
+                    .board
+                    .refuses(request.quantity.get(), self.settings.clock.now())
             {
                 telemetry::count_local_answer(Rejection::SoldOut.as_str());
                 return Err(StoreError::Rejected(Rejection::SoldOut).into());
@@ -211,7 +226,7 @@ impl Inventory {
         if let Some(actor) = self.registry.get(id) {
             return Ok(actor);
         }
-        let first = TimedView::read(self.store.as_ref(), id)
+        let first = TimedView::read(self.settings.clock.as_ref(), self.store.as_ref(), id)
             .await?
             .ok_or(StoreError::NotFound("sale"))?;
         let actor = match self.registry.0.entry(id.clone()) {

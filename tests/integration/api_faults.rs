@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use std::sync::Arc;
 
+use flashsale::clock::ManualClock;
 use flashsale::config::Config;
 use flashsale::domain::ReserveRequest;
 use flashsale::domain::{
@@ -145,9 +146,10 @@ async fn refuses_a_cluster_with_one_primary_that_may_evict() {
     );
 }
 
-/// Goal: an actor that retired while idle leaves the registry and a new one
-/// serves the next request. Method: drive the inventory directly with a
-/// one-second idle bound and count the running actors.
+/// Goal: an actor retires once idle for `idle_stop` (not before), leaves the
+/// registry, and a new one serves the next request. Method: drive the
+/// inventory directly on a manual clock with a one-second idle bound,
+/// advance the clock and count the running actors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_actor_retires_and_restarts_on_demand() {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
@@ -168,9 +170,11 @@ async fn idle_actor_retires_and_restarts_on_demand() {
         created_at: now,
     };
     store.create_sale(&sale).await.unwrap();
+    let clock = Arc::new(ManualClock::at(now));
     let settings = ActorSettings {
         refresh: Duration::from_millis(50),
         idle_stop: Duration::from_secs(1),
+        clock: Arc::clone(&clock) as _,
         ..actor_settings()
     };
     let inventory = Inventory::start(store, 1, settings, Duration::from_secs(2)).unwrap();
@@ -184,7 +188,9 @@ async fn idle_actor_retires_and_restarts_on_demand() {
     };
     inventory.reserve(request("xia")).await.unwrap();
     assert_eq!(inventory.actor_count(), 1);
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    clock.advance(Duration::from_millis(950)).await;
+    assert_eq!(inventory.actor_count(), 1, "not idle for a second yet");
+    clock.advance(Duration::from_millis(50)).await;
     assert_eq!(inventory.actor_count(), 0, "the idle actor retired");
     inventory.reserve(request("yao")).await.unwrap();
     assert_eq!(inventory.actor_count(), 1);

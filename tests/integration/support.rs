@@ -633,5 +633,6 @@ pub fn actor_settings() -> flashsale::inventory::ActorSettings {
         refresh: Duration::from_secs(3_600),
         clock_margin_ms: 50,
         idle_stop: Duration::from_secs(3_600),
+        clock: std::sync::Arc::new(flashsale::clock::SystemClock),
     }
 }
