@@ -128,6 +128,16 @@ impl ManualClock {
         }
     }
 
+    /// Waits until at least `count` sleeps are running on this clock: what
+    /// sleeps on it has come to rest (a loop between two passes).
+    pub async fn sleeping(&self, count: usize) {
+        let mut sleeps = self.sleeps.subscribe();
+        // Fails only once the sender is gone, and `self` holds it.
+        let _ = sleeps
+            .wait_for(|deadlines| deadlines.values().sum::<usize>() >= count)
+            .await;
+    }
+
     /// Moves the clock `by` forward, then waits until every sleep that fell
     /// due has ended: its [`Wakeup`] dropped. The actors hold theirs through
     /// a tick, so when this returns every due tick of every actor on this

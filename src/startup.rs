@@ -11,6 +11,7 @@ use axum::Router;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::net::TcpListener;
 
+use crate::clock::SystemClock;
 use crate::config::{Config, PaymentMode};
 use crate::domain::SaleRules;
 use crate::http::{
@@ -54,7 +55,7 @@ impl Application {
             refresh: Duration::from_millis(config.sale_refresh_ms),
             clock_margin_ms: i64::try_from(config.clock_margin_ms).unwrap_or(i64::MAX),
             idle_stop: Duration::from_secs(config.actor_idle_stop_secs),
-            clock: Arc::new(crate::clock::SystemClock),
+            clock: Arc::new(SystemClock),
         };
         let inventory = Arc::new(Inventory::start(
             Arc::clone(&store),
@@ -84,6 +85,7 @@ impl Application {
                 batch: usize_of(config.order_batch),
                 claim_idle: Duration::from_millis(config.order_claim_idle_ms),
                 consumer: consumer_name(address),
+                clock: Arc::new(SystemClock),
             },
         );
         let payments = Payments::new(

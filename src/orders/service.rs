@@ -26,7 +26,8 @@ use parking_lot::Mutex;
 
 use super::webhook::Webhook;
 use super::Orders;
-use crate::domain::{system_now, Millis, OrderId, SaleId, SaleState, SaleView};
+use crate::clock::Clock;
+use crate::domain::{Millis, OrderId, SaleId, SaleState, SaleView};
 use crate::store::{Acceptance, Delivery, Store, StoreError, StreamEntry};
 use crate::telemetry;
 
@@ -42,6 +43,9 @@ pub struct OrderSettings {
     pub claim_idle: Duration,
     /// This consumer's name in the consumer groups: unique per process.
     pub consumer: String,
+    /// What the pauses between passes, and the check whether a sale's
+    /// payment window is over, are timed on.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// What one pass did.
@@ -133,12 +137,16 @@ impl OrderService {
     }
 
     /// Passes until the task is dropped: at once again after a pass that
-    /// did work, after `sweep` otherwise.
+    /// did work, after `sweep` otherwise. The wake-up of a pause is held
+    /// through the pass it starts, so a test that moves a manual clock past
+    /// the pause sees that pass done.
     pub async fn run(mut self) {
+        let mut wakeup = None;
         loop {
             let outcome = self.try_process_batch().await;
+            drop(wakeup.take());
             if !outcome.did_work() {
-                tokio::time::sleep(self.settings.sweep).await;
+                wakeup = Some(self.settings.clock.sleep(self.settings.sweep).await);
             }
         }
     }
@@ -196,7 +204,7 @@ impl OrderService {
         let Some(&settled_by) = self.watched.get(sale) else {
             return;
         };
-        if system_now() <= settled_by {
+        if self.settings.clock.now() <= settled_by {
             return;
         }
         let checked = async {
@@ -207,7 +215,7 @@ impl OrderService {
         }
         .await;
         match checked {
-            Ok((Some(settled_by), _)) if system_now() <= settled_by => {
+            Ok((Some(settled_by), _)) if self.settings.clock.now() <= settled_by => {
                 self.watched.insert(sale.clone(), settled_by);
             }
             Ok((_, backlog)) if backlog.is_empty() => {

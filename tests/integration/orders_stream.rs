@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashsale::domain::Payment;
-use flashsale::domain::{OrderEvent, OrderId};
+use flashsale::clock::{Clock, ManualClock, SystemClock};
+use flashsale::domain::{system_now, OrderEvent, OrderId, Payment};
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::{OrderService, OrderSettings, Orders, Outcome};
 use flashsale::store::{Acceptance, Store};
@@ -23,6 +23,15 @@ const RESERVATIONS: usize = 100;
 const CLAIM_IDLE: Duration = Duration::from_millis(200);
 
 fn order_service(store: &Arc<dyn Store>, consumer: &str, batch: usize) -> OrderService {
+    order_service_on(store, consumer, batch, Arc::new(SystemClock))
+}
+
+fn order_service_on(
+    store: &Arc<dyn Store>,
+    consumer: &str,
+    batch: usize,
+    clock: Arc<dyn Clock>,
+) -> OrderService {
     let settings = ActorSettings {
         refresh: Duration::from_secs(1),
         idle_stop: Duration::from_secs(60),
@@ -39,6 +48,7 @@ fn order_service(store: &Arc<dyn Store>, consumer: &str, batch: usize) -> OrderS
             batch,
             claim_idle: CLAIM_IDLE,
             consumer: consumer.into(),
+            clock,
         },
     )
 }
@@ -242,6 +252,34 @@ async fn lost_consumer_group_is_recreated() {
     );
 }
 
+/// Between passes the order service sleeps on its clock: a reservation made
+/// while it sleeps waits for the next pass, which comes when the clock has
+/// moved one sweep on (a manual clock here, moved by the test).
+async fn the_order_service_passes_when_its_clock_says(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let live = sale(10, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let clock = Arc::new(ManualClock::at(system_now()));
+    let service = order_service_on(&store, "timed", 256, Arc::clone(&clock) as Arc<dyn Clock>);
+    let sweep = Duration::from_millis(10);
+    let running = tokio::spawn(service.run());
+    clock.sleeping(1).await;
+
+    store.reserve(&request(&live, "a", 1, None)).await.unwrap();
+    let waiting = store.order_backlog(&live.id).await.unwrap();
+    assert_eq!(waiting.reservations, 1, "asleep: the reservation waits");
+    clock.advance(sweep).await;
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(
+        stats.queued, 1,
+        "the pass one sweep later took it: {stats:?}"
+    );
+    running.abort();
+}
+
 /// A sale is listed in the index one step before it is stored. An order
 /// service pass that reads the index between the two steps must not take
 /// the listed id for a finished sale: once the sale is stored, its
@@ -347,6 +385,7 @@ async fn a_pass_acknowledges_more_entries_than_a_lua_stack_holds(backend: Backen
 }
 
 on_every_store!(
+    the_order_service_passes_when_its_clock_says,
     consumer_killed_mid_batch_loses_nothing,
     hand_offs_are_leased_retried_and_forgotten,
     a_batch_is_one_entry_accepted_in_chunks,
