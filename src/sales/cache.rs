@@ -133,18 +133,30 @@ mod tests {
         }
     }
 
+    /// A store read of the sale `id` at store instant 1,000 that counts
+    /// itself in `reads` (and yields once, as a real read would).
+    fn counted_read<'a>(
+        id: &'a SaleId,
+        reads: &'a AtomicUsize,
+    ) -> impl Fn() -> futures::future::BoxFuture<'a, Result<Option<SaleView>, StoreError>> + 'a
+    {
+        move || {
+            Box::pin(async move {
+                reads.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                Ok(Some(view(id, 1_000)))
+            })
+        }
+    }
+
     #[tokio::test]
     async fn many_concurrent_polls_read_the_store_once() {
         let cache = SaleViewCache::new(Duration::from_secs(60));
         let id = SaleId::generate();
         let reads = AtomicUsize::new(0);
-        let read = || async {
-            reads.fetch_add(1, Ordering::SeqCst);
-            tokio::task::yield_now().await;
-            Ok(Some(view(&id, 1_000)))
-        };
-        cache.view(&id, read).await.expect("first read");
-        let polls = join_all((0..100).map(|_| cache.view(&id, read))).await;
+        let read = counted_read(&id, &reads);
+        cache.view(&id, &read).await.expect("first read");
+        let polls = join_all((0..100).map(|_| cache.view(&id, &read))).await;
         assert!(polls.iter().all(Result::is_ok));
         assert_eq!(reads.load(Ordering::SeqCst), 1, "one store read in all");
     }
@@ -154,16 +166,13 @@ mod tests {
         let cache = SaleViewCache::new(Duration::from_millis(30));
         let id = SaleId::generate();
         let reads = AtomicUsize::new(0);
-        let read = || async {
-            reads.fetch_add(1, Ordering::SeqCst);
-            Ok(Some(view(&id, 1_000)))
-        };
-        cache.view(&id, read).await.expect("read");
+        let read = counted_read(&id, &reads);
+        cache.view(&id, &read).await.expect("read");
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let served = cache.view(&id, read).await.expect("served");
+        let served = cache.view(&id, &read).await.expect("served");
         assert!(served.now >= 1_010, "aged by the time since the read");
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let stale = join_all((0..10).map(|_| cache.view(&id, read))).await;
+        let stale = join_all((0..10).map(|_| cache.view(&id, &read))).await;
         assert!(stale.iter().all(Result::is_ok));
         assert_eq!(reads.load(Ordering::SeqCst), 2, "read again once");
     }

@@ -104,32 +104,14 @@ async fn the_countdown_poll_reads_the_store_once_per_interval() {
     body["ends_at"] = json!(rfc3339_in(Duration::from_secs(7200), false));
     let sale = app.create_sale(body).await;
     let path = format!("/api/v1/sales/{sale}");
-    let snapshots = || {
-        let mut conn = redis.standalone().unwrap().connection();
-        let stats: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut conn)
-            .unwrap();
-        stats
-            .lines()
-            .find(|line| line.starts_with("cmdstat_evalsha:"))
-            .and_then(|line| {
-                line.split("calls=")
-                    .nth(1)?
-                    .split(',')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
+    let scripts_run = || redis.standalone().unwrap().script_calls();
     let first = app.client.get(app.url(&path)).send().await.unwrap();
     assert_eq!(first.headers()["cache-control"], "public, max-age=60");
     let first: serde_json::Value = first.json().await.unwrap();
-    let scripts_before = snapshots();
+    let scripts_before = scripts_run();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let polls = join_all((0..POLLS).map(|_| app.public_json(&path))).await;
-    let scripts = snapshots() - scripts_before;
+    let scripts = scripts_run() - scripts_before;
     assert!(
         scripts < 10,
         "{POLLS} polls ran {scripts} scripts: the store is read once per interval"

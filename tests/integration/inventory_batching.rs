@@ -21,25 +21,6 @@ const SHOPPERS: usize = 200;
 const STOCK: i64 = 50;
 const BATCH_MAX: usize = 64;
 
-/// Script calls Redis ran since the last `CONFIG RESETSTAT`.
-fn script_calls(redis: &RedisServer) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut redis.connection())
-        .expect("INFO commandstats");
-    info.lines()
-        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
-        .filter_map(|line| {
-            line.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 fn reset_stats(redis: &RedisServer) {
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
@@ -78,7 +59,7 @@ async fn queued_reservations_reach_the_store_in_batches() {
         .reserve(request(&hot, "lone", 1, None))
         .await
         .expect("lone buyer");
-    assert_eq!(script_calls(&redis), 1, "a lone buyer costs one call");
+    assert_eq!(redis.script_calls(), 1, "a lone buyer costs one call");
 
     // Frozen Redis: the first call hangs, everyone else queues behind it.
     reset_stats(&redis);
@@ -87,7 +68,7 @@ async fn queued_reservations_reach_the_store_in_batches() {
         (0..SHOPPERS).map(|i| inventory.reserve(request(&hot, &format!("shopper-{i}"), 1, None))),
     )
     .await;
-    let calls = script_calls(&redis);
+    let calls = redis.script_calls();
     let won = answers.iter().filter(|answer| answer.is_ok()).count();
     let sold_out = answers
         .iter()

@@ -156,6 +156,28 @@ impl RedisServer {
         )
     }
 
+    /// Script calls (EVAL and EVALSHA) this server ran since it started or
+    /// since the last `CONFIG RESETSTAT`.
+    pub fn script_calls(&self) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.connection())
+            .expect("INFO commandstats");
+        info.lines()
+            .filter(|line| {
+                line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
+            })
+            .filter_map(|line| {
+                line.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
     /// Freezes every client of this server for `millis` (CLIENT PAUSE ALL):
     /// a store that stopped answering.
     pub fn pause(&self, millis: u64) {
