@@ -1,7 +1,7 @@
 //! The engine as the suite sees it from outside the attack: its wire types
-//! (sales, stats, orders, errors) and the admin client that creates the
-//! suite's sales before the attack and reads stats and orders for the
-//! verdict after it. Requests made here are not part of goose's metrics.
+//! (sales, stats, orders, errors) and the admin client that creates or
+//! reads the suite's sales before the attack and reads stats and orders for
+//! the verdict after it. Requests made here are not part of goose's metrics.
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -55,6 +55,8 @@ pub struct SaleStats {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AdminSale {
     pub id: String,
+    pub status: String,
+    pub starts_at: DateTime<Utc>,
     pub per_user_limit: i64,
     pub stats: SaleStats,
 }
@@ -136,11 +138,26 @@ impl Engine {
 
     /// A sale with its exact stats.
     pub async fn admin_sale(&self, id: &str) -> anyhow::Result<AdminSale> {
-        let request = self
+        self.find_sale(id)
+            .await?
+            .with_context(|| format!("the engine has no sale {id}"))
+    }
+
+    /// A sale with its exact stats; `None` when the engine has no such sale
+    /// (it answers 404 for an unknown id and for one that is not a sale id).
+    pub async fn find_sale(&self, id: &str) -> anyhow::Result<Option<AdminSale>> {
+        let route = "GET /admin/v1/sales/{id}";
+        let response = self
             .client
             .get(self.url(&format!("/admin/v1/sales/{id}"))?)
-            .bearer_auth(&self.admin_token);
-        call(request, "GET /admin/v1/sales/{id}").await
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .with_context(|| format!("Failed to reach the engine for {route}"))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        read(response, route).await.map(Some)
     }
 
     /// Every order of the shopper whose token this is.
@@ -163,6 +180,14 @@ async fn call<T: serde::de::DeserializeOwned>(
         .send()
         .await
         .with_context(|| format!("Failed to reach the engine for {route}"))?;
+    read(response, route).await
+}
+
+/// The JSON body of a 2xx answer, the engine's error otherwise.
+async fn read<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+    route: &str,
+) -> anyhow::Result<T> {
     let status = response.status();
     let body = response
         .text()
@@ -181,7 +206,7 @@ mod tests {
     #[test]
     fn reads_the_engines_sale_list_and_sale() {
         // Goal: the wire types match the engine's bodies (the list carries
-        // `server_time` once, not per sale).
+        // `server_time` once, not per sale; the admin sale its stats).
         let list: PublicSaleList = serde_json::from_str(
             r#"{"sales":[{"id":"s_1","status":"live","starts_at":"2026-11-11T00:00:00Z"}],
                 "server_time":"2026-11-11T00:00:01.250Z"}"#,
@@ -194,5 +219,18 @@ mod tests {
         )
         .expect("a sale");
         assert_eq!((sale.starts_at - sale.server_time).num_milliseconds(), 1500);
+        let admin: AdminSale = serde_json::from_str(
+            r#"{"id":"s_1","sku":"LT","title":"t","price_cents":1,"currency":"CNY",
+                "stock_total":5,"per_user_limit":1,"starts_at":"2026-11-11T00:00:00Z",
+                "ends_at":"2026-11-11T01:00:00Z","payment_timeout_secs":60,
+                "require_purchase_token":false,"status":"upcoming","remaining":5,
+                "stats":{"stock_total":5,"remaining":5,"reserved":0,"paid":0,"cancelled":0,
+                         "expired":0,"refund_required":0,"queued":0,"buyers":0}}"#,
+        )
+        .expect("an admin sale");
+        assert_eq!(
+            (admin.status.as_str(), admin.stats.remaining),
+            ("upcoming", 5)
+        );
     }
 }

@@ -2,10 +2,17 @@
 //! every run, not only how fast the engine was but whether it kept its
 //! promises.
 //!
-//! A run: create the suite's sales through the admin API, let goose run the
-//! chosen scenario (`--scenarios spike|browse|buyandpay|mixed`), then read
-//! the engine's stats and orders, print the verdict, add it to goose's JSON
-//! report and exit non-zero on FAIL.
+//! A run: create the suite's sales through the admin API (or join existing
+//! ones, `--spike-sale`, `--buy-sale`), let goose run the chosen scenario
+//! (`--scenarios spike|browse|buyandpay|mixed`), then read the engine's
+//! stats and orders, print the verdict, add it to goose's JSON report and
+//! exit non-zero on FAIL.
+//!
+//! A bigger load is split across generators, on one machine or several, by
+//! creating the sales once (`--create-sales-only`, which prints their ids
+//! and exits) and letting every generator join them. Each run's shoppers
+//! are its own (see `run` in [`main`]); each verdict judges its own
+//! shoppers' orders against the shared sales' stats.
 //!
 //! # Layout
 //! - `settings`: goose's options plus the suite's own (flags and `FLASHSALE_*` variables).
@@ -27,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Parser;
 use goose::{GooseAttack, GooseError};
 use rand::distr::{Alphanumeric, SampleString};
@@ -55,8 +62,23 @@ async fn main() -> anyhow::Result<ExitCode> {
             "-H/--host is required: the engine's address, e.g. -H http://127.0.0.1:8080",
         )?;
     let engine = Engine::new(&host, &settings.admin_token)?;
+    // Names this run's shoppers (`lt-{run}-{n}`), so generators sharing a
+    // sale never play the same shopper: one of 62^6 values from the OS-seeded
+    // generator, under one chance in ten million that two of a hundred
+    // generators draw the same. The engine keys idempotency by shopper, so
+    // equal `Idempotency-Key`s of two runs do not meet either.
     let run = Alphanumeric.sample_string(&mut rand::rng(), 6);
-    let sales = set_up(&engine, &settings, &run).await?;
+    let (sales, described) = set_up(&engine, &settings, &run).await?;
+    if settings.create_sales_only {
+        // Only the ids on stdout, for `export $(...)`.
+        eprintln!("{described}");
+        println!(
+            "FLASHSALE_LOADTEST_SPIKE_SALE={} FLASHSALE_LOADTEST_BUY_SALE={}",
+            sales[0].id, sales[1].id
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{described}");
     let tally = Arc::new(Tally::default());
     scenarios::install(Suite {
         spike_sale: sales[0].id.clone(),
@@ -95,15 +117,20 @@ fn goose(err: GooseError) -> anyhow::Error {
     anyhow::anyhow!("goose: {err:?}")
 }
 
-/// Creates the suite's two sales: the spike sale, opening
-/// `start_in_secs` from now, and the buy-and-pay sale, open now with a
-/// short payment timeout. `browse` reads both.
-async fn set_up(engine: &Engine, settings: &Settings, run: &str) -> anyhow::Result<[SuiteSale; 2]> {
+/// The suite's two sales, each created or, when its id is given
+/// (`--spike-sale`, `--buy-sale`), joined; and a line saying which they
+/// are. A created spike sale opens `start_in_secs` from now, a created
+/// buy-and-pay sale at once, with the settings' payment timeout. `browse`
+/// reads both.
+async fn set_up(
+    engine: &Engine,
+    settings: &Settings,
+    run: &str,
+) -> anyhow::Result<([SuiteSale; 2], String)> {
     let now = Utc::now();
     let spike_start = now + chrono::Duration::seconds(settings.start_in_secs.into());
     let open_for = chrono::Duration::seconds(settings.sale_secs.into());
-    let time = |at: chrono::DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let sale = |name: &str, starts_at| NewSale {
+    let sale = |name: &str, starts_at: DateTime<Utc>| NewSale {
         sku: format!("LT-{}-{run}", name.to_uppercase()),
         title: format!("loadtest {name} {run}"),
         price_cents: 19900,
@@ -113,22 +140,73 @@ async fn set_up(engine: &Engine, settings: &Settings, run: &str) -> anyhow::Resu
         ends_at: time(starts_at + open_for),
         payment_timeout_secs: settings.payment_timeout_secs,
     };
-    let spike_id = engine.create_sale(&sale("spike", spike_start)).await?;
-    let buy_id = engine
-        .create_sale(&sale("buy-and-pay", now - chrono::Duration::seconds(1)))
-        .await?;
-    println!(
-        "flashsale-loadtest: run {run}: spike sale {spike_id} opens at {}; buy-and-pay sale {buy_id} is open",
-        time(spike_start)
+    // Both joins first: a wrong id fails the run before it creates anything.
+    let joined_spike = match &settings.spike_sale {
+        Some(id) => Some(join(engine, "spike", "--spike-sale", id).await?),
+        None => None,
+    };
+    let joined_buy = match &settings.buy_sale {
+        Some(id) => Some(join(engine, "buy-and-pay", "--buy-sale", id).await?),
+        None => None,
+    };
+    let (spike, spike_line) = match joined_spike {
+        Some(joined) => joined,
+        None => create(engine, "spike", &sale("spike", spike_start)).await?,
+    };
+    let buy_start = now - chrono::Duration::seconds(1);
+    let (buy, buy_line) = match joined_buy {
+        Some(joined) => joined,
+        None => create(engine, "buy-and-pay", &sale("buy-and-pay", buy_start)).await?,
+    };
+    Ok((
+        [spike, buy],
+        format!("flashsale-loadtest: run {run}: {spike_line}; {buy_line}"),
+    ))
+}
+
+/// Creates the sale `name`.
+async fn create(
+    engine: &Engine,
+    name: &'static str,
+    new: &NewSale,
+) -> anyhow::Result<(SuiteSale, String)> {
+    let id = engine.create_sale(new).await?;
+    let line = format!("{name} sale {id} (created) opens at {}", new.starts_at);
+    let shared = false;
+    Ok((SuiteSale { name, id, shared }, line))
+}
+
+/// Joins the existing sale `id`, given with `flag`, as the sale `name`.
+async fn join(
+    engine: &Engine,
+    name: &'static str,
+    flag: &str,
+    id: &str,
+) -> anyhow::Result<(SuiteSale, String)> {
+    let sale = engine
+        .find_sale(id)
+        .await
+        .with_context(|| format!("{flag} {id}: Failed to read the sale"))?
+        .with_context(|| {
+            format!("{flag} {id}: the engine has no such sale (create it with --create-sales-only)")
+        })?;
+    let line = format!(
+        "{name} sale {id} (joined, shared; {}) opens at {}",
+        sale.status,
+        time(sale.starts_at)
     );
-    Ok([
+    let shared = true;
+    Ok((
         SuiteSale {
-            name: "spike",
-            id: spike_id,
+            name,
+            id: sale.id,
+            shared,
         },
-        SuiteSale {
-            name: "buy-and-pay",
-            id: buy_id,
-        },
-    ])
+        line,
+    ))
+}
+
+/// A time as the admin API takes it.
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }

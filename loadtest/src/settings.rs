@@ -1,6 +1,10 @@
 //! The command line: every goose option (flattened from
 //! [`GooseConfiguration`]) plus the suite's own, each of those also an
 //! environment variable. Owns nothing else.
+//!
+//! `--stock`, `--per-user-limit`, `--start-in-secs`, `--sale-secs` and
+//! `--payment-timeout-secs` shape the sales a run creates; a joined sale
+//! (`--spike-sale`, `--buy-sale`) keeps its own.
 
 use clap::Parser;
 use goose::config::GooseConfiguration;
@@ -10,7 +14,9 @@ use goose::config::GooseConfiguration;
 #[command(
     name = "flashsale-loadtest",
     about = "goose load suites for flashsale; the engine's promises are checked after every run",
-    after_help = "Scenarios (--scenarios, goose's machine names): spike, browse, buyandpay, mixed."
+    after_help = "Scenarios (--scenarios, goose's machine names): spike, browse, buyandpay, mixed.\n\
+                  Several generators against one engine: create the sales once with \
+                  --create-sales-only, then give each generator --spike-sale and --buy-sale."
 )]
 pub struct Settings {
     #[command(flatten)]
@@ -23,6 +29,26 @@ pub struct Settings {
     /// HS256 secret the engine verifies shopper tokens with (the engine's own variable).
     #[arg(long, env = "FLASHSALE_USER_TOKEN_SECRET", hide_env_values = true)]
     pub user_token_secret: String,
+
+    /// Join this spike sale instead of creating one: a sale that already
+    /// exists, shared with other generators (`--create-sales-only` makes
+    /// one). Its stock, limit and times are its own.
+    #[arg(long, env = "FLASHSALE_LOADTEST_SPIKE_SALE", value_name = "ID",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub spike_sale: Option<String>,
+
+    /// Join this buy-and-pay sale instead of creating one, as `--spike-sale`.
+    #[arg(long, env = "FLASHSALE_LOADTEST_BUY_SALE", value_name = "ID",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub buy_sale: Option<String>,
+
+    /// Create the suite's two sales, print their ids as one line of
+    /// `FLASHSALE_LOADTEST_SPIKE_SALE=... FLASHSALE_LOADTEST_BUY_SALE=...`
+    /// (for `export`) and exit without attacking: shared sales for several
+    /// generators to join.
+    #[arg(long, env = "FLASHSALE_LOADTEST_CREATE_SALES_ONLY",
+          conflicts_with_all = ["spike_sale", "buy_sale"])]
+    pub create_sales_only: bool,
 
     /// Units on sale in each of the suite's sales.
     #[arg(long, env = "FLASHSALE_LOADTEST_STOCK", default_value_t = 100,

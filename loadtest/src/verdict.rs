@@ -2,6 +2,11 @@
 //! order of the suite's shoppers, checks the engine's promises against them
 //! and against what the suite saw, prints a PASS/FAIL block and adds itself
 //! to goose's JSON report.
+//!
+//! A shared sale (joined with `--spike-sale` or `--buy-sale`) also holds
+//! other generators' orders, which this run cannot see: its stats are
+//! compared with this run's orders as a bound, and are not waited for to
+//! settle, since other generators may still be buying.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -12,8 +17,9 @@ use serde::Serialize;
 use crate::engine::{AdminSale, Engine, Order, SaleStats};
 use crate::tally::{Kind, Snapshot};
 
-/// Reads of the stats, the orders and the stats again until both stats
-/// agree (an order may expire while the orders are read).
+/// Reads of the stats, the orders and the stats again until both stats of
+/// every sale the run created agree (an order may expire while the orders
+/// are read).
 const SETTLE_ATTEMPTS_MAX: u32 = 20;
 const SETTLE_PAUSE: Duration = Duration::from_millis(250);
 
@@ -21,6 +27,8 @@ const SETTLE_PAUSE: Duration = Duration::from_millis(250);
 pub struct SuiteSale {
     pub name: &'static str,
     pub id: String,
+    /// Joined, not created by this run: other generators buy it too.
+    pub shared: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,6 +52,7 @@ impl Check {
 pub struct SaleVerdict {
     pub name: &'static str,
     pub id: String,
+    pub shared: bool,
     pub per_user_limit: i64,
     pub stats: SaleStats,
     pub orders_created: usize,
@@ -85,6 +94,7 @@ pub async fn judge(
     seen: &Snapshot,
 ) -> anyhow::Result<Verdict> {
     let (stats, orders, settled) = read_settled(engine, sales, seen).await?;
+    let any_shared = sales.iter().any(|sale| sale.shared);
     let mut verdict_sales = Vec::new();
     for (sale, admin) in sales.iter().zip(&stats) {
         verdict_sales.push(judge_sale(sale, admin, &orders, seen));
@@ -107,7 +117,14 @@ pub async fn judge(
         Check::new(
             "stats settled while the orders were read",
             settled,
-            format!("within {SETTLE_ATTEMPTS_MAX} reads"),
+            format!(
+                "within {SETTLE_ATTEMPTS_MAX} reads{}",
+                if any_shared {
+                    "; shared sales not waited for (other generators may still be buying)"
+                } else {
+                    ""
+                }
+            ),
         ),
         Check::new(
             "no 5xx but documented 503s, no unexpected answer, every request answered",
@@ -136,7 +153,11 @@ pub async fn judge(
 }
 
 /// Every sale's stats and every shopper's orders, read until the stats
-/// before and after the orders agree; `false` if they never did.
+/// before and after the orders agree (see [`settled`]); `false` if they
+/// never did. The stats are those read before the orders: a unit one of
+/// this run's orders holds when the orders are read was held then already
+/// (the attack is over, and a unit returned stays returned), so they bound
+/// this run's orders even while other generators buy a shared sale.
 async fn read_settled(
     engine: &Engine,
     sales: &[SuiteSale],
@@ -155,15 +176,23 @@ async fn read_settled(
             orders.insert(shopper.clone(), list);
         }
         let after = read_stats(engine, sales).await?;
-        let settled = before
-            .iter()
-            .zip(&after)
-            .all(|(before, after)| before.stats == after.stats);
+        let settled = settled(sales, &before, &after);
         if settled || attempt >= SETTLE_ATTEMPTS_MAX {
-            return Ok((after, orders, settled));
+            return Ok((before, orders, settled));
         }
         tokio::time::sleep(SETTLE_PAUSE).await;
     }
+}
+
+/// Whether the stats of every sale this run created are the same `before`
+/// and `after` the orders were read. A shared sale's stats move with other
+/// generators' traffic, which may go on for a while: they do not count.
+fn settled(sales: &[SuiteSale], before: &[AdminSale], after: &[AdminSale]) -> bool {
+    sales
+        .iter()
+        .zip(before.iter().zip(after))
+        .filter(|(sale, _)| !sale.shared)
+        .all(|(_, (before, after))| before.stats == after.stats)
 }
 
 async fn read_stats(engine: &Engine, sales: &[SuiteSale]) -> anyhow::Result<Vec<AdminSale>> {
@@ -214,6 +243,21 @@ fn judge_sale(
         .map(|(_, _, order_id)| order_id.as_str())
         .collect();
     let returned = s.expired + s.cancelled;
+    // A shared sale's stats count other generators' orders too: this run's
+    // orders can only bound them.
+    let held_check = if sale.shared {
+        Check::new(
+            "reserved + paid >= units this run's orders hold (shared sale)",
+            s.reserved + s.paid >= units_held,
+            format!("{} + {} >= {units_held}", s.reserved, s.paid),
+        )
+    } else {
+        Check::new(
+            "reserved + paid == units the orders hold",
+            s.reserved + s.paid == units_held,
+            format!("{} + {} vs {units_held}", s.reserved, s.paid),
+        )
+    };
     let checks = vec![
         Check::new(
             "remaining + reserved + paid == stock_total",
@@ -228,11 +272,7 @@ fn judge_sale(
             units_created <= s.stock_total + returned,
             format!("{units_created} <= {} + {returned}", s.stock_total),
         ),
-        Check::new(
-            "reserved + paid == units the orders hold",
-            s.reserved + s.paid == units_held,
-            format!("{} + {} vs {units_held}", s.reserved, s.paid),
-        ),
+        held_check,
         Check::new(
             format!(
                 "no shopper above the per-user limit ({})",
@@ -258,6 +298,7 @@ fn judge_sale(
     SaleVerdict {
         name: sale.name,
         id: sale.id.clone(),
+        shared: sale.shared,
         per_user_limit: admin.per_user_limit,
         stats: s,
         orders_created,
@@ -287,6 +328,11 @@ impl Verdict {
                 s.refund_required,
                 sale.orders_created
             );
+            if sale.shared {
+                println!(
+                    "  shared sale (joined, not created by this run): its stats count other generators' orders too, so they bound this run's"
+                );
+            }
             print_checks(&sale.checks);
         }
         println!(
@@ -375,8 +421,18 @@ mod tests {
     fn admin(stats: SaleStats) -> AdminSale {
         AdminSale {
             id: "s_1".to_owned(),
+            status: "live".to_owned(),
+            starts_at: chrono::DateTime::UNIX_EPOCH,
             per_user_limit: 1,
             stats,
+        }
+    }
+
+    fn sale(shared: bool) -> SuiteSale {
+        SuiteSale {
+            name: "spike",
+            id: "s_1".to_owned(),
+            shared,
         }
     }
 
@@ -407,6 +463,7 @@ mod tests {
         let sale = SuiteSale {
             name: "buy-and-pay",
             id: "s_1".to_owned(),
+            shared: false,
         };
         let orders = HashMap::from([
             (
@@ -432,10 +489,6 @@ mod tests {
     #[test]
     fn oversold_stock_a_shopper_over_the_limit_and_a_lost_order_fail() {
         // Goal: each broken promise fails its own check.
-        let sale = SuiteSale {
-            name: "spike",
-            id: "s_1".to_owned(),
-        };
         let orders = HashMap::from([(
             "a".to_owned(),
             vec![
@@ -447,7 +500,7 @@ mod tests {
         let mut seen = Snapshot::default();
         seen.orders
             .insert(("b".to_owned(), "s_1".to_owned(), "o_4".to_owned()));
-        let verdict = judge_sale(&sale, &admin(stats(0, 1, 1, 0)), &orders, &seen);
+        let verdict = judge_sale(&sale(false), &admin(stats(0, 1, 1, 0)), &orders, &seen);
         assert_eq!(
             failed(&verdict),
             vec![
@@ -457,5 +510,57 @@ mod tests {
                 "every 201 the suite saw is an order that exists",
             ]
         );
+    }
+
+    #[test]
+    fn a_shared_sale_holds_more_than_this_runs_orders_and_passes() {
+        // Goal: on a shared sale another generator's order is in the stats
+        // but not among this run's orders: the bound passes where the
+        // equality of a sale of this run's own fails.
+        let orders = HashMap::from([("a".to_owned(), vec![order("o_1", "s_1", "paid")])]);
+        let mut seen = Snapshot::default();
+        seen.orders
+            .insert(("a".to_owned(), "s_1".to_owned(), "o_1".to_owned()));
+        let sold_out = admin(stats(0, 1, 1, 0));
+        let shared = judge_sale(&sale(true), &sold_out, &orders, &seen);
+        assert!(failed(&shared).is_empty(), "{:?}", shared.checks);
+        assert!(shared.shared);
+        let own = judge_sale(&sale(false), &sold_out, &orders, &seen);
+        assert_eq!(
+            failed(&own),
+            vec!["reserved + paid == units the orders hold"]
+        );
+    }
+
+    #[test]
+    fn a_shared_sale_holding_less_than_this_runs_orders_fails() {
+        // Goal: the bound still catches stats below what this run's own
+        // orders hold.
+        let orders = HashMap::from([
+            ("a".to_owned(), vec![order("o_1", "s_1", "pending_payment")]),
+            ("b".to_owned(), vec![order("o_2", "s_1", "paid")]),
+        ]);
+        let verdict = judge_sale(
+            &sale(true),
+            &admin(stats(1, 1, 0, 0)),
+            &orders,
+            &Snapshot::default(),
+        );
+        assert_eq!(
+            failed(&verdict),
+            vec!["reserved + paid >= units this run's orders hold (shared sale)"]
+        );
+    }
+
+    #[test]
+    fn only_the_sales_this_run_created_must_settle() {
+        // Goal: a shared sale whose stats moved between two reads (other
+        // generators still buying) does not keep the verdict waiting; one
+        // of this run's own does.
+        let before = [admin(stats(1, 1, 0, 0))];
+        let after = [admin(stats(0, 2, 0, 0))];
+        assert!(settled(&[sale(true)], &before, &after));
+        assert!(!settled(&[sale(false)], &before, &after));
+        assert!(settled(&[sale(false)], &before, &before));
     }
 }
