@@ -31,6 +31,9 @@ pub const WEBHOOK_CALLS: &str = "flashsale_webhook_calls_total";
 /// Payments by `outcome`: `paid`, `unchanged`, `refund_required`,
 /// `amount_mismatch`, or `rejected` (a notification that failed checks).
 pub const PAYMENTS: &str = "flashsale_payments_total";
+/// Verified payments that could not be applied and were recorded for the
+/// merchant, by `kind`: `amount_mismatch`, `unknown_order`.
+pub const PAYMENT_EXCEPTIONS: &str = "flashsale_payment_exceptions_total";
 
 /// Requests refused by a rate limit, by `limiter`: `ip`, `user` (per shopper), `global`.
 pub const RATE_LIMITED: &str = "flashsale_rate_limited_total";
@@ -133,6 +136,10 @@ pub fn count_webhook_call(delivered: bool) {
 
 pub fn count_payment(outcome: &'static str) {
     metrics::counter!(PAYMENTS, "outcome" => outcome).increment(1);
+}
+
+pub fn count_payment_exception(kind: &'static str) {
+    metrics::counter!(PAYMENT_EXCEPTIONS, "kind" => kind).increment(1);
 }
 
 pub fn count_rate_limited(limiter: &'static str) {

@@ -26,3 +26,45 @@ pub enum PaymentOutcome {
     /// The amount or currency differs from the order's: nothing changed.
     AmountMismatch(Order),
 }
+
+/// A verified payment the engine could not apply to an order. WeChat Pay
+/// retries a refused notification for about a day and then gives up, so
+/// each is recorded durably (once per transaction) and acknowledged: the
+/// merchant settles it by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentException {
+    pub kind: PaymentExceptionKind,
+    /// The payment provider's id of the transaction.
+    pub transaction_id: String,
+    /// The order the payment named (`out_trade_no`), as sent.
+    pub out_trade_no: String,
+    /// What was paid: minor units and currency.
+    pub amount: (i64, String),
+    /// When the store recorded it (its clock); set by the store.
+    pub recorded_at: super::Millis,
+}
+
+/// Why a verified payment could not be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentExceptionKind {
+    /// The amount or currency differs from the order's.
+    AmountMismatch,
+    /// No order has this id.
+    UnknownOrder,
+}
+
+impl PaymentExceptionKind {
+    pub const ALL: [Self; 2] = [Self::AmountMismatch, Self::UnknownOrder];
+
+    /// The kind as it is stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AmountMismatch => "amount_mismatch",
+            Self::UnknownOrder => "unknown_order",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}

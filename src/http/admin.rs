@@ -10,7 +10,9 @@ use utoipa_axum::routes;
 use super::auth::Admin;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::openapi::error_responses;
-use super::views::{AdminSaleBody, AdminSaleList, SaleAuditBody};
+use super::views::{
+    AdminSaleBody, AdminSaleList, PaymentExceptionBody, PaymentExceptionList, SaleAuditBody,
+};
 use super::{parse_sale_id, AppState};
 use crate::domain::{format_ms, NewSale, SalePatch};
 
@@ -19,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_sales, create_sale))
         .routes(routes!(get_sale, update_sale, cancel_sale))
         .routes(routes!(audit_sale))
+        .routes(routes!(payment_exceptions))
 }
 
 error_responses!(
@@ -33,6 +36,7 @@ error_responses!(
         Overloaded, Unavailable,
     ];
     CancelSaleErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
+    PaymentExceptionsErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
 );
 
 /// Schedules a sale.
@@ -195,4 +199,31 @@ async fn cancel_sale(
     let view = state.sales.cancel(&id).await?;
     admin.audit("cancel", &id, "");
     Ok(Json((&view).into()))
+}
+
+/// Verified payments the engine could not apply, newest first.
+///
+/// A WeChat Pay notification that verifies but pays a different amount
+/// than the order's, or names no order, changes no order: it is recorded
+/// here (once per transaction) and acknowledged, so WeChat Pay stops
+/// retrying and the money is on record for the merchant to settle.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/payment-exceptions",
+    operation_id = "admin_payment_exceptions",
+    tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The payment exceptions.", body = PaymentExceptionList),
+        PaymentExceptionsErrors,
+    )
+)]
+async fn payment_exceptions(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<PaymentExceptionList>, ApiError> {
+    let exceptions = state.payments.exceptions().await?;
+    Ok(Json(PaymentExceptionList {
+        exceptions: exceptions.iter().map(PaymentExceptionBody::from).collect(),
+    }))
 }

@@ -76,7 +76,7 @@ pub struct NotifyAck {
 
 error_responses!(
     NotifyErrors = [
-        MalformedBody, Unauthorized, NotFound, Conflict, PayloadTooLarge, Overloaded, Unavailable,
+        MalformedBody, Unauthorized, NotFound, PayloadTooLarge, Overloaded, Unavailable,
     ];
     PayErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
 );
@@ -90,8 +90,10 @@ error_responses!(
 /// Answers 200 `{"code": "SUCCESS"}` once the payment is recorded (or was
 /// already), so WeChat Pay stops retrying; any other answer makes it retry
 /// later. A payment after the order expired or was cancelled marks it
-/// `refund_required`. 404 `not_found` when the engine runs with
-/// `FLASHSALE_PAYMENTS=simulated`.
+/// `refund_required`. A verified payment that cannot be applied (a wrong
+/// amount, an unknown order) changes no order: it is recorded as a payment
+/// exception (`GET /admin/v1/payment-exceptions`) and acknowledged. 404
+/// `not_found` when the engine runs with `FLASHSALE_PAYMENTS=simulated`.
 #[utoipa::path(
     post,
     path = "/api/v1/payments/wechatpay/notify",

@@ -8,8 +8,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::{
-    format_ms, Difference, Order, OrderStatus, RecountedUnits, SaleRecords, SaleStats, SaleStatus,
-    SaleView,
+    format_ms, Difference, Order, OrderStatus, PaymentException, RecountedUnits, SaleRecords,
+    SaleStats, SaleStatus, SaleView,
 };
 
 /// A sale, as both shoppers and merchants see it.
@@ -210,4 +210,44 @@ pub struct PurchaseTokenBody {
     pub sale_id: String,
     #[schema(format = DateTime)]
     pub expires_at: String,
+}
+
+/// A verified payment the engine could not apply, kept for the merchant to
+/// settle (refund it, or match it to an order by hand).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentExceptionBody {
+    /// `amount_mismatch` (the amount or currency differs from the order's)
+    /// or `unknown_order` (no order has this id).
+    #[schema(example = "amount_mismatch")]
+    pub kind: &'static str,
+    /// The payment provider's id of the transaction.
+    #[schema(example = "4200001234202611110000000001")]
+    pub transaction_id: String,
+    /// The order id the payment named, as sent.
+    pub out_trade_no: String,
+    /// What was paid, in minor units of `currency`.
+    pub amount_cents: i64,
+    pub currency: String,
+    /// When the engine recorded it.
+    #[schema(format = DateTime)]
+    pub recorded_at: String,
+}
+
+impl From<&PaymentException> for PaymentExceptionBody {
+    fn from(exception: &PaymentException) -> Self {
+        Self {
+            kind: exception.kind.as_str(),
+            transaction_id: exception.transaction_id.clone(),
+            out_trade_no: exception.out_trade_no.clone(),
+            amount_cents: exception.amount.0,
+            currency: exception.amount.1.clone(),
+            recorded_at: format_ms(exception.recorded_at),
+        }
+    }
+}
+
+/// `GET /admin/v1/payment-exceptions`: newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentExceptionList {
+    pub exceptions: Vec<PaymentExceptionBody>,
 }

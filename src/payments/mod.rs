@@ -1,7 +1,10 @@
 //! Payments: every way money reaches an order, each written once.
 //!
 //! - A WeChat Pay v3 notification ([`Payments::wechatpay_notified`]):
-//!   verified and decrypted by [`wechatpay`], then applied.
+//!   verified and decrypted by [`wechatpay`], then applied; a verified
+//!   payment that cannot be applied (a wrong amount, an unknown order) is
+//!   recorded as a payment exception, once per transaction, and
+//!   acknowledged.
 //! - A simulated payment ([`Payments::pay_simulated`]), for demos and load
 //!   suites: the shopper's own order, paid at once.
 //!
@@ -17,7 +20,10 @@ use std::sync::Arc;
 use rand::distr::{Alphanumeric, SampleString};
 
 use self::wechatpay::{NotifyError, NotifyHeaders, WeChatPayVerifier};
-use crate::domain::{system_now, Order, OrderId, Payment, PaymentOutcome, ShopperId};
+use crate::domain::{
+    system_now, Order, OrderId, Payment, PaymentException, PaymentExceptionKind, PaymentOutcome,
+    ShopperId,
+};
 use crate::orders::WorkNotices;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
@@ -94,15 +100,59 @@ impl Payments {
                 "WeChat Pay notification of an unsuccessful transaction; nothing to do");
             return Ok(());
         }
-        let order_id = OrderId::parse(&transaction.out_trade_no).map_err(|_| {
-            tracing::error!(out_trade_no = %transaction.out_trade_no, "payment for an unknown order");
-            StoreError::NotFound("order")
-        })?;
         let payment = Payment {
             amount: Some((transaction.amount_total, transaction.currency)),
             transaction_id: transaction.transaction_id,
         };
-        self.pay(&order_id, &payment).await.map(drop)
+        let paid = match OrderId::parse(&transaction.out_trade_no) {
+            Ok(order_id) => self.pay(&order_id, &payment).await,
+            Err(_) => Err(StoreError::NotFound("order").into()),
+        };
+        let kind = match paid {
+            Ok(_) => return Ok(()),
+            Err(PaymentError::AmountMismatch) => PaymentExceptionKind::AmountMismatch,
+            Err(PaymentError::Store(StoreError::NotFound(_))) => {
+                tracing::error!(out_trade_no = %transaction.out_trade_no,
+                    transaction = %payment.transaction_id, "payment for an unknown order");
+                PaymentExceptionKind::UnknownOrder
+            }
+            Err(err) => return Err(err),
+        };
+        self.record_exception(kind, transaction.out_trade_no, payment)
+            .await
+    }
+
+    /// Keeps a verified payment that could not be applied, so that it can
+    /// be acknowledged (WeChat Pay would otherwise retry it for a day, then
+    /// give up) and settled by the merchant.
+    async fn record_exception(
+        &self,
+        kind: PaymentExceptionKind,
+        out_trade_no: String,
+        payment: Payment,
+    ) -> Result<(), PaymentError> {
+        let Payment {
+            amount,
+            transaction_id,
+        } = payment;
+        let exception = PaymentException {
+            kind,
+            transaction_id,
+            out_trade_no,
+            amount: amount.unwrap_or_default(),
+            recorded_at: 0,
+        };
+        if self.store.record_payment_exception(&exception).await? {
+            telemetry::count_payment_exception(kind.as_str());
+            tracing::warn!(transaction = %exception.transaction_id, kind = kind.as_str(),
+                "payment exception recorded for the merchant (GET /admin/v1/payment-exceptions)");
+        }
+        Ok(())
+    }
+
+    /// Every verified payment that could not be applied, newest first.
+    pub async fn exceptions(&self) -> Result<Vec<PaymentException>, StoreError> {
+        self.store.payment_exceptions().await
     }
 
     /// Pays the shopper's own order at once (simulated payments only).

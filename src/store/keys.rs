@@ -10,6 +10,12 @@ use crate::domain::SaleId;
 /// before the sale's keys are; read with a plain ZRANGE.
 pub const SALE_INDEX: &str = "fs:sales";
 
+/// Hash of the verified payments the engine could not apply: transaction
+/// id → the exception's record (see `store::redis::codec`). Not tagged (an
+/// unknown order names no sale): written by its own one-key script,
+/// `lua/record_payment_exception.lua`.
+pub const PAYMENT_EXCEPTIONS: &str = "fs:payment_exceptions";
+
 /// Pub/sub channel on which engine nodes announce stock returned to a sale
 /// (an order cancelled or expired), so every node's actor learns it.
 pub const STOCK_RETURNS_CHANNEL: &str = "fs:stock_returns";

@@ -21,8 +21,8 @@ use async_trait::async_trait;
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::{RedisStore, RedisTarget};
 use crate::domain::{
-    Order, OrderEvent, OrderId, Payment, PaymentOutcome, Rejection, Reservation, ReserveRequest,
-    Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
+    Order, OrderEvent, OrderId, Payment, PaymentException, PaymentOutcome, Rejection, Reservation,
+    ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
 };
 
 /// What can go wrong in a store call. Mapped to HTTP in `http::error`.
@@ -250,6 +250,19 @@ pub trait Store: Send + Sync + 'static {
     /// process stops (reconnecting after failures). Returns at once when
     /// no other node can share the store.
     async fn watch_stock_returns(&self, handler: StockReturnHandler);
+
+    // Verified payments that could not be applied.
+
+    /// Records a payment exception, once per transaction (a repeat of the
+    /// same transaction keeps the first record); stamps it with the store's
+    /// clock. Returns whether it was new.
+    async fn record_payment_exception(
+        &self,
+        exception: &PaymentException,
+    ) -> Result<bool, StoreError>;
+
+    /// Every payment exception, newest first.
+    async fn payment_exceptions(&self) -> Result<Vec<PaymentException>, StoreError>;
 }
 
 /// The one sale of a batch of reservations.
@@ -268,6 +281,16 @@ fn batch_sale(requests: &[ReserveRequest]) -> Result<&SaleId, StoreError> {
 /// The answer when a merchant's change was computed from an older version.
 fn changed_meanwhile() -> StoreError {
     StoreError::Conflict("the sale changed meanwhile; read it again and retry".into())
+}
+
+/// Payment exceptions newest first, ties by transaction so the listing is
+/// stable.
+fn sort_exceptions_newest_first(exceptions: &mut [PaymentException]) {
+    exceptions.sort_by(|a, b| {
+        b.recorded_at
+            .cmp(&a.recorded_at)
+            .then(b.transaction_id.cmp(&a.transaction_id))
+    });
 }
 
 /// Orders newest first, ties by id so the listing is stable.

@@ -105,6 +105,7 @@ pub struct Scripts {
     pub delivered: LuaScript,
     pub postpone_delivery: LuaScript,
     pub audit_sale: LuaScript,
+    pub record_payment_exception: LuaScript,
 }
 
 impl Scripts {
@@ -126,6 +127,7 @@ impl Scripts {
             delivered: script!("delivered"),
             postpone_delivery: script!("postpone_delivery"),
             audit_sale: script!("audit_sale"),
+            record_payment_exception: script!("record_payment_exception"),
         }
     }
 
@@ -149,6 +151,7 @@ impl Scripts {
             &self.delivered,
             &self.postpone_delivery,
             &self.audit_sale,
+            &self.record_payment_exception,
         ] {
             script.script.load_async(conn).await?;
         }

@@ -7,7 +7,9 @@ use flashsale::domain::{
     system_now, OrderId, OrderStatus, PatchStatus, Quantity, Rejection, Sale, SaleChange, SaleId,
     SalePatch, SaleRules, SaleState, SaleStatus, ShopperId,
 };
-use flashsale::domain::{Payment, PaymentOutcome, ReserveRequest};
+use flashsale::domain::{
+    Payment, PaymentException, PaymentExceptionKind, PaymentOutcome, ReserveRequest,
+};
 use flashsale::store::{EmbeddedStore, RedisStore, RedisTarget, Store, StoreError};
 use futures::future::join_all;
 
@@ -636,7 +638,46 @@ async fn the_largest_amount_is_exact(backend: Backend) {
     assert_eq!(stored, reservation.order);
 }
 
+/// A payment exception is kept once per transaction (the first record
+/// stays), stamped with the store's clock, and listed newest first; any
+/// text the provider sent as the order id is kept as sent.
+async fn payment_exceptions_are_kept_once_per_transaction(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let exception = |transaction: &str, kind, out_trade_no: &str, amount| PaymentException {
+        kind,
+        transaction_id: transaction.into(),
+        out_trade_no: out_trade_no.into(),
+        amount: (amount, "CNY".into()),
+        recorded_at: 0,
+    };
+    let before = system_now();
+    let first = exception("tx-1", PaymentExceptionKind::AmountMismatch, "o_x y=z", 100);
+    assert!(store.record_payment_exception(&first).await.unwrap());
+    let repeat = exception("tx-1", PaymentExceptionKind::UnknownOrder, "other", 5);
+    assert!(!store.record_payment_exception(&repeat).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = exception("tx-2", PaymentExceptionKind::UnknownOrder, "", 7);
+    assert!(store.record_payment_exception(&second).await.unwrap());
+
+    let listed = store.payment_exceptions().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].transaction_id, "tx-2", "newest first");
+    assert_eq!(
+        PaymentException {
+            recorded_at: 0,
+            ..listed[1].clone()
+        },
+        first,
+        "the first record of a transaction stays"
+    );
+    assert!(listed.iter().all(|kept| kept.recorded_at >= before - 1_000));
+}
+
 crate::on_every_store!(
+    payment_exceptions_are_kept_once_per_transaction,
     a_batch_decides_like_requests_one_by_one,
     the_largest_amount_is_exact,
     created_sale_reads_back_with_full_stock,

@@ -1,8 +1,9 @@
 //! Goal: in WeChat Pay mode the engine pays an order only on a notification
 //! that is signed by the platform key, encrypted with the APIv3 key, fresh,
 //! and for the order's exact amount; it pays it once however often WeChat Pay
-//! retries, and a payment that arrives after a cancel asks for a refund
-//! without touching stock. On both stores.
+//! retries, a payment that arrives after a cancel asks for a refund without
+//! touching stock, and a verified payment that cannot be applied is kept as
+//! a payment exception. On both stores.
 
 use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -213,23 +214,43 @@ async fn concurrent_replays_pay_once(backend: Backend) {
     assert_paid(&app, &sale, "eve", &id).await;
 }
 
-/// A payment of the wrong amount is refused and changes nothing.
-async fn wrong_amount_is_a_conflict(backend: Backend) {
+/// The payment exceptions the engine recorded, newest first.
+async fn payment_exceptions(app: &TestApp) -> Vec<Value> {
+    let response = app
+        .admin(reqwest::Method::GET, "/admin/v1/payment-exceptions", None)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["exceptions"].as_array().unwrap().clone()
+}
+
+/// A payment of the wrong amount changes nothing: it is recorded as a
+/// payment exception, once however often WeChat Pay repeats it, and
+/// acknowledged (WeChat Pay would otherwise retry it for a day, then drop
+/// it with the money recorded nowhere).
+async fn wrong_amount_is_recorded_and_acknowledged(backend: Backend) {
     let (Harness { app, redis: _redis }, sim, _key) = wechat_engine(backend).await;
     let (sale, id) = sale_with_order(&app, 10, "fay").await;
 
-    assert_eq!(
-        error_code(notify(&app, &sim.payment(&id, PRICE - 1)).await).await,
-        (StatusCode::CONFLICT, "conflict".into())
-    );
+    let wrong = sim.payment(&id, PRICE - 1);
+    assert_acknowledged(notify(&app, &wrong).await).await;
+    assert_acknowledged(notify(&app, &wrong).await).await;
     assert_untouched(&app, &sale, "fay", &id).await;
+    let exceptions = payment_exceptions(&app).await;
+    assert_eq!(exceptions.len(), 1, "once per transaction: {exceptions:?}");
+    assert_eq!(exceptions[0]["kind"], "amount_mismatch");
+    assert_eq!(exceptions[0]["out_trade_no"], id);
+    assert_eq!(exceptions[0]["amount_cents"], PRICE - 1);
+    assert_eq!(exceptions[0]["currency"], "CNY");
+    assert!(exceptions[0]["transaction_id"].is_string());
 
     assert_acknowledged(notify(&app, &sim.payment(&id, PRICE)).await).await;
     assert_paid(&app, &sale, "fay", &id).await;
 }
 
-/// A payment for an order that does not exist, or for no order id, is 404.
-async fn unknown_orders_are_not_found(backend: Backend) {
+/// A payment for an order that does not exist, or for no order id, changes
+/// nothing: each is recorded as a payment exception and acknowledged.
+async fn unknown_orders_are_recorded_and_acknowledged(backend: Backend) {
     let (Harness { app, redis: _redis }, sim, _key) = wechat_engine(backend).await;
     let (sale, id) = sale_with_order(&app, 10, "gus").await;
 
@@ -238,16 +259,21 @@ async fn unknown_orders_are_not_found(backend: Backend) {
     let missing = format!("{}{tail}", &id[..id.len() - 4]);
     assert_ne!(missing, id);
     assert_eq!(missing.len(), id.len());
-    assert_eq!(
-        error_code(notify(&app, &sim.payment(&missing, PRICE)).await).await,
-        (StatusCode::NOT_FOUND, "not_found".into()),
-        "{missing}"
-    );
-    assert_eq!(
-        error_code(notify(&app, &sim.payment("not-an-order", PRICE)).await).await,
-        (StatusCode::NOT_FOUND, "not_found".into())
-    );
+    assert_acknowledged(notify(&app, &sim.payment(&missing, PRICE)).await).await;
+    assert_acknowledged(notify(&app, &sim.payment("not-an-order", PRICE)).await).await;
     assert_untouched(&app, &sale, "gus", &id).await;
+    let exceptions = payment_exceptions(&app).await;
+    let mut named: Vec<&str> = exceptions
+        .iter()
+        .map(|exception| {
+            assert_eq!(exception["kind"], "unknown_order");
+            exception["out_trade_no"].as_str().unwrap()
+        })
+        .collect();
+    named.sort_unstable();
+    let mut expected = vec![missing.as_str(), "not-an-order"];
+    expected.sort_unstable();
+    assert_eq!(named, expected);
 }
 
 /// A payment after a cancel marks the order for refund; stock stays put.
@@ -317,8 +343,8 @@ on_both_stores!(
     foreign_keys_are_refused,
     stale_timestamps_are_refused,
     concurrent_replays_pay_once,
-    wrong_amount_is_a_conflict,
-    unknown_orders_are_not_found,
+    wrong_amount_is_recorded_and_acknowledged,
+    unknown_orders_are_recorded_and_acknowledged,
     payment_after_cancel_requires_a_refund,
     missing_signature_and_simulated_pay_are_refused,
 );

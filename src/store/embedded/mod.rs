@@ -11,12 +11,14 @@
 //!   change under its lock per call.
 //!
 //! One clock: every time the store decides by or stamps (the sale's
-//! window, order times, payment deadlines, hand-offs due) is
+//! window, order times, payment deadlines, hand-offs due, payment
+//! exceptions) is
 //! `system_now()`, read inside the call, as the scripts read Redis `TIME`.
 
 mod queues;
 mod sale;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,17 +28,20 @@ use parking_lot::Mutex;
 
 use self::sale::SaleRecord;
 use super::{
-    batch_sale, sort_newest_first, Acceptance, Delivery, OrderBacklog, StockReturnHandler, Store,
-    StoreError, StreamEntry,
+    batch_sale, sort_exceptions_newest_first, sort_newest_first, Acceptance, Delivery,
+    OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
 };
 use crate::domain::{
-    system_now, Order, OrderId, Payment, PaymentOutcome, RecordedOrder, Reservation,
-    ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
+    system_now, Order, OrderId, Payment, PaymentException, PaymentOutcome, RecordedOrder,
+    Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId,
+    StockReturn,
 };
 
 #[derive(Default)]
 pub struct EmbeddedStore {
     sales: DashMap<SaleId, Arc<Mutex<SaleRecord>>>,
+    /// Verified payments that could not be applied, by transaction id.
+    payment_exceptions: Mutex<HashMap<String, PaymentException>>,
 }
 
 impl EmbeddedStore {
@@ -289,4 +294,27 @@ impl Store for EmbeddedStore {
 
     /// One process: nobody else announces.
     async fn watch_stock_returns(&self, _: StockReturnHandler) {}
+
+    async fn record_payment_exception(
+        &self,
+        exception: &PaymentException,
+    ) -> Result<bool, StoreError> {
+        let mut exceptions = self.payment_exceptions.lock();
+        if exceptions.contains_key(&exception.transaction_id) {
+            return Ok(false);
+        }
+        let recorded = PaymentException {
+            recorded_at: system_now(),
+            ..exception.clone()
+        };
+        exceptions.insert(exception.transaction_id.clone(), recorded);
+        Ok(true)
+    }
+
+    async fn payment_exceptions(&self) -> Result<Vec<PaymentException>, StoreError> {
+        let mut exceptions: Vec<PaymentException> =
+            self.payment_exceptions.lock().values().cloned().collect();
+        sort_exceptions_newest_first(&mut exceptions);
+        Ok(exceptions)
+    }
 }

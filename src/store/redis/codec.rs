@@ -12,8 +12,9 @@ use redis::streams::StreamId;
 use redis::{FromRedisValue, Value};
 
 use crate::domain::{
-    Millis, Order, OrderEvent, OrderId, OrderStatus, Rejection, Reservation, ReserveRequest, Sale,
-    SaleId, SaleState, SaleStats, SaleView, ShopperId, StockReturn,
+    Millis, Order, OrderEvent, OrderId, OrderStatus, PaymentException, PaymentExceptionKind,
+    Rejection, Reservation, ReserveRequest, Sale, SaleId, SaleState, SaleStats, SaleView,
+    ShopperId, StockReturn,
 };
 use crate::store::{Delivery, StoreError, StreamEntry};
 
@@ -24,6 +25,48 @@ pub(super) struct Announcement {
     /// The announcing process, so it skips its own.
     pub node: String,
     pub returns: Vec<StockReturn>,
+}
+
+/// A payment exception as kept in
+/// [`PAYMENT_EXCEPTIONS`](crate::store::keys::PAYMENT_EXCEPTIONS): the
+/// script prefixes this JSON with the store's time and a space.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ExceptionRecord {
+    kind: String,
+    out_trade_no: String,
+    amount: i64,
+    currency: String,
+}
+
+/// The record of `exception` as the script takes it (without its time).
+pub(super) fn exception_record(exception: &PaymentException) -> String {
+    let record = ExceptionRecord {
+        kind: exception.kind.as_str().to_owned(),
+        out_trade_no: exception.out_trade_no.clone(),
+        amount: exception.amount.0,
+        currency: exception.amount.1.clone(),
+    };
+    // A struct of strings and numbers always serializes.
+    serde_json::to_string(&record).unwrap_or_default()
+}
+
+/// A stored payment exception of `transaction_id`.
+pub(super) fn exception_from_record(
+    transaction_id: String,
+    stored: &str,
+) -> Result<PaymentException, StoreError> {
+    let (recorded_at, json) = stored
+        .split_once(' ')
+        .ok_or_else(|| corrupt(format!("payment exception record {stored}")))?;
+    let record: ExceptionRecord = serde_json::from_str(json).map_err(corrupt)?;
+    Ok(PaymentException {
+        kind: PaymentExceptionKind::parse(&record.kind)
+            .ok_or_else(|| corrupt(format!("payment exception kind {}", record.kind)))?,
+        transaction_id,
+        out_trade_no: record.out_trade_no,
+        amount: (record.amount, record.currency),
+        recorded_at: recorded_at.parse().map_err(corrupt)?,
+    })
 }
 
 /// Order ids as Redis keeps them: each item one id, or several separated by

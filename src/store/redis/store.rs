@@ -12,20 +12,22 @@ use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::Value;
 
 use super::codec::{
-    admin_outcome, corrupt, delivery_member, flag, millis, order_from_fields, order_from_record,
-    order_ids, parse_delivery, record_fields, sale_fields, stream_entries, view_from_snapshot,
-    Announcement, OrderTerms, Reply, ReserveReply,
+    admin_outcome, corrupt, delivery_member, exception_from_record, exception_record, flag, millis,
+    order_from_fields, order_from_record, order_ids, parse_delivery, record_fields, sale_fields,
+    stream_entries, view_from_snapshot, Announcement, OrderTerms, Reply, ReserveReply,
 };
 use super::connection::{timed, unavailable};
 use super::RedisStore;
 use crate::domain::{
-    Order, OrderId, Payment, PaymentOutcome, RecordedOrder, Reservation, ReserveRequest, Sale,
-    SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
+    Order, OrderId, Payment, PaymentException, PaymentOutcome, RecordedOrder, Reservation,
+    ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
 };
-use crate::store::keys::{SaleKeys, ORDER_SERVICE_GROUP, SALE_INDEX, STOCK_RETURNS_CHANNEL};
+use crate::store::keys::{
+    SaleKeys, ORDER_SERVICE_GROUP, PAYMENT_EXCEPTIONS, SALE_INDEX, STOCK_RETURNS_CHANNEL,
+};
 use crate::store::{
-    batch_sale, changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog,
-    StockReturnHandler, Store, StoreError, StreamEntry,
+    batch_sale, changed_meanwhile, sort_exceptions_newest_first, sort_newest_first, Acceptance,
+    Delivery, OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
 };
 
 impl RedisStore {
@@ -542,5 +544,34 @@ impl Store for RedisStore {
             }
             tokio::time::sleep(self.timeout).await;
         }
+    }
+
+    async fn record_payment_exception(
+        &self,
+        exception: &PaymentException,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self
+            .scripts
+            .record_payment_exception
+            .key(PAYMENT_EXCEPTIONS);
+        invocation
+            .arg(&exception.transaction_id)
+            .arg(exception_record(exception));
+        let recorded: i64 =
+            redis::from_redis_value(self.run("record_payment_exception", &invocation).await?)
+                .map_err(corrupt)?;
+        Ok(recorded == 1)
+    }
+
+    async fn payment_exceptions(&self) -> Result<Vec<PaymentException>, StoreError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(PAYMENT_EXCEPTIONS);
+        let records: HashMap<String, String> = self.query("payment_exceptions", &cmd).await?;
+        let mut exceptions = records
+            .into_iter()
+            .map(|(transaction, record)| exception_from_record(transaction, &record))
+            .collect::<Result<Vec<_>, _>>()?;
+        sort_exceptions_newest_first(&mut exceptions);
+        Ok(exceptions)
     }
 }
