@@ -15,7 +15,7 @@ use flashsale::orders::{OrderService, OrderSettings, Orders, Outcome};
 use flashsale::store::{Acceptance, DeliveryFailure, Store};
 use futures::future::join_all;
 
-use crate::conformance::{request, sale, subject, Subject};
+use crate::conformance::{request, sale, subject, with_live_order, Subject};
 use crate::on_every_store;
 use crate::support::{actor_settings, Backend};
 
@@ -149,17 +149,8 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
 /// A hand-off is leased for one attempt, comes back after a failure's
 /// backoff with the next attempt number, and is forgotten once delivered.
 async fn hand_offs_are_leased_retried_and_forgotten(backend: Backend) {
-    let Subject {
-        store,
-        redis: _redis,
-    } = subject(backend).await;
-    let live = sale(10, 1, -1_000);
-    store.create_sale(&live).await.unwrap();
-    let order = store
-        .reserve(&request(&live, "buyer", 1, None))
-        .await
-        .unwrap()
-        .order;
+    let (subject, live, order) = with_live_order(backend, "buyer").await;
+    let store = &subject.store;
     let ids = [order.id.clone()];
     assert_eq!(
         store.accept_orders(&live.id, &ids, true).await.unwrap(),
@@ -223,20 +214,10 @@ async fn hand_offs_are_leased_retried_and_forgotten(backend: Backend) {
 /// no longer leased nor counted as work left, and a re-drive puts every
 /// dead letter back, due now, its attempts counted from zero.
 async fn dead_letters_leave_the_outbox_until_redriven(backend: Backend) {
-    let Subject {
-        store,
-        redis: _redis,
-    } = subject(backend).await;
-    let live = sale(10, 1, -1_000);
-    store.create_sale(&live).await.unwrap();
-    let mut ids = Vec::new();
-    for shopper in ["dl-a", "dl-b"] {
-        let reservation = store
-            .reserve(&request(&live, shopper, 1, None))
-            .await
-            .unwrap();
-        ids.push(reservation.order.id);
-    }
+    let (subject, live, first_order) = with_live_order(backend, "dl-a").await;
+    let store = &subject.store;
+    let second = store.reserve(&request(&live, "dl-b", 1, None)).await;
+    let ids = [first_order.id, second.unwrap().order.id];
     store.accept_orders(&live.id, &ids, true).await.unwrap();
     let lease = Duration::from_secs(60);
     let first = store.claim_deliveries(&live.id, 10, lease).await.unwrap();

@@ -37,7 +37,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use tokio::task::JoinHandle;
 
-use crate::conformance::{request, sale, subject, Subject};
+use crate::conformance::with_live_order;
 use crate::on_both_stores;
 use crate::support::{actor_settings, live_sale, test_config, Backend, Harness, Servers, TestApp};
 
@@ -294,16 +294,7 @@ fn assert_all_genuine(calls: &[Call], orders: &HashMap<String, Value>, sale: &st
 
 async fn webhook_failing_first_calls_still_gets_every_order(backend: Backend) {
     let receiver = Receiver::start(5).await;
-    let url = receiver.url();
-    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
-        config.order_webhook_url = Some(url);
-        config.order_webhook_secret = Some(SECRET.into());
-        config.order_webhook_timeout_ms = 1000;
-        config.order_webhook_backoff_ms = 20;
-        config.order_webhook_backoff_max_ms = 200;
-        config.order_sweep_ms = 20;
-    })
-    .await;
+    let Harness { app, redis: _redis } = engine_for(backend, &receiver, |_| {}).await;
     let sale = app.create_sale(live_sale(50, 1)).await;
 
     let users: Vec<String> = (0..20).map(|n| format!("hook-shopper-{n:02}")).collect();
@@ -505,17 +496,19 @@ fn reserved(orders: &BTreeSet<String>) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-async fn dead_letters(app: &TestApp, sale: &str) -> Vec<Value> {
-    let response = app
-        .admin(
-            Method::GET,
-            &format!("/admin/v1/sales/{sale}/dead-letters"),
-            None,
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
+/// An admin call on the sale's dead letters (`""` lists them,
+/// `"/redrive"` re-drives them); its 200 answer.
+async fn on_dead_letters(app: &TestApp, method: Method, sale: &str, action: &str) -> Value {
+    let path = format!("/admin/v1/sales/{sale}/dead-letters{action}");
+    let response = app.admin(method, &path, None).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["sale_id"], sale, "{body}");
+    body
+}
+
+async fn dead_letters(app: &TestApp, sale: &str) -> Vec<Value> {
+    let body = on_dead_letters(app, Method::GET, sale, "").await;
     body["dead_letters"].as_array().unwrap().clone()
 }
 
@@ -538,16 +531,26 @@ async fn dead_letters_when(app: &TestApp, sale: &str, count: usize) -> Vec<Value
 }
 
 async fn redrive(app: &TestApp, sale: &str) -> u64 {
-    let response = app
-        .admin(
-            Method::POST,
-            &format!("/admin/v1/sales/{sale}/dead-letters/redrive"),
-            None,
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
+    let body = on_dead_letters(app, Method::POST, sale, "/redrive").await;
     body["redriven"].as_u64().unwrap()
+}
+
+/// The merchant answers 200 from now on; a re-drive of the sale's dead
+/// letters (one per order of `orders`) delivers every one and empties them,
+/// and a second re-drive finds none.
+async fn redrive_to_a_recovered_merchant(
+    app: &TestApp,
+    receiver: &Receiver,
+    sale: &str,
+    orders: &BTreeSet<String>,
+) {
+    receiver.recover();
+    assert_eq!(redrive(app, sale).await, orders.len() as u64);
+    receiver
+        .wait_for(&reserved(orders), Duration::from_secs(10))
+        .await;
+    assert!(dead_letters(app, sale).await.is_empty());
+    assert_eq!(redrive(app, sale).await, 0);
 }
 
 /// Checks each dead letter names one of `orders`' reservations, after
@@ -609,13 +612,7 @@ async fn a_refused_hand_off_is_dead_lettered_after_one_attempt(backend: Backend)
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.calls().len(), 3, "one attempt each, then no more");
 
-    receiver.recover();
-    assert_eq!(redrive(&app, &sale).await, 3);
-    receiver
-        .wait_for(&reserved(&orders), Duration::from_secs(10))
-        .await;
-    assert!(dead_letters(&app, &sale).await.is_empty());
-    assert_eq!(redrive(&app, &sale).await, 0);
+    redrive_to_a_recovered_merchant(&app, &receiver, &sale, &orders).await;
     app.stop().await;
 }
 
@@ -651,12 +648,7 @@ async fn a_failing_hand_off_is_dead_lettered_after_the_last_attempt(backend: Bac
         "{metrics}"
     );
 
-    receiver.recover();
-    assert_eq!(redrive(&app, &sale).await, 2);
-    receiver
-        .wait_for(&reserved(&orders), Duration::from_secs(10))
-        .await;
-    assert!(dead_letters(&app, &sale).await.is_empty());
+    redrive_to_a_recovered_merchant(&app, &receiver, &sale, &orders).await;
     app.stop().await;
 }
 
@@ -671,17 +663,8 @@ on_both_stores!(
 /// watched (and the hand-off sent) again.
 async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
     let receiver = Receiver::start_with(usize::MAX, StatusCode::GONE, Duration::ZERO).await;
-    let Subject {
-        store,
-        redis: _redis,
-    } = subject(backend).await;
-    let live = sale(10, 1, -1_000);
-    store.create_sale(&live).await.unwrap();
-    let order = store
-        .reserve(&request(&live, "settler", 1, None))
-        .await
-        .unwrap()
-        .order;
+    let (subject, live, order) = with_live_order(backend, "settler").await;
+    let store = &subject.store;
     let clock = Arc::new(ManualClock::at(system_now()));
     let inventory = Inventory::start(
         Arc::clone(&store),
