@@ -667,13 +667,13 @@ async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
     let store = &subject.store;
     let clock = Arc::new(ManualClock::at(system_now()));
     let inventory = Inventory::start(
-        Arc::clone(&store),
+        Arc::clone(store),
         1,
         actor_settings(),
         Duration::from_secs(2),
     )
     .expect("actor system");
-    let orders = Arc::new(Orders::new(Arc::clone(&store), Arc::new(inventory)));
+    let orders = Arc::new(Orders::new(Arc::clone(store), Arc::new(inventory)));
     let webhook = Webhook::new(WebhookSettings {
         url: receiver.url().parse().unwrap(),
         secret: SECRET.into(),
@@ -685,7 +685,7 @@ async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
     })
     .unwrap();
     let mut service = OrderService::new(
-        Arc::clone(&store),
+        Arc::clone(store),
         Arc::clone(&orders),
         Some(webhook),
         OrderSettings {
