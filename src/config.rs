@@ -309,6 +309,18 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "FLASHSALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Most webhook calls in flight at once in this process; due hand-offs
+    /// beyond it wait in the outbox (unleased) for a free slot.
+    #[arg(long, env = "FLASHSALE_ORDER_WEBHOOK_CONCURRENCY", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub order_webhook_concurrency: u64,
+
+    /// Attempts of one webhook hand-off before it moves to its sale's dead
+    /// letters (a 4xx answer other than 408 and 429 moves it at once).
+    #[arg(long, env = "FLASHSALE_ORDER_WEBHOOK_ATTEMPTS_MAX", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub order_webhook_attempts_max: u32,
 }
 
 impl Config {

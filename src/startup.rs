@@ -284,6 +284,8 @@ fn build_webhook(config: &Config) -> anyhow::Result<Option<Webhook>> {
         timeout: Duration::from_millis(config.order_webhook_timeout_ms),
         backoff_first: Duration::from_millis(config.order_webhook_backoff_ms),
         backoff_longest: Duration::from_millis(config.order_webhook_backoff_max_ms),
+        attempts_max: config.order_webhook_attempts_max,
+        concurrency: usize_of(config.order_webhook_concurrency),
     })?;
     Ok(Some(webhook))
 }

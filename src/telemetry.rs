@@ -28,6 +28,10 @@ pub const ORDERS_ACCEPTED: &str = "flashsale_orders_accepted_total";
 pub const EXPIRY_LAG_SECONDS: &str = "flashsale_order_expiry_lag_seconds";
 /// Calls to the merchant's webhook by `result`: `delivered` or `failed`.
 pub const WEBHOOK_CALLS: &str = "flashsale_webhook_calls_total";
+/// Hand-offs moved to a sale's dead letters, by `reason`: `refused` (the
+/// merchant answered a 4xx other than 408 and 429) or `exhausted` (the
+/// last allowed attempt failed).
+pub const WEBHOOK_DEAD_LETTERS: &str = "flashsale_webhook_dead_letters_total";
 /// Payments by `outcome`: `paid`, `unchanged`, `refund_required`,
 /// `amount_mismatch`, or `rejected` (a notification that failed checks).
 pub const PAYMENTS: &str = "flashsale_payments_total";
@@ -132,6 +136,10 @@ pub fn observe_expiry_lag(lag_ms: i64) {
 pub fn count_webhook_call(delivered: bool) {
     let result = if delivered { "delivered" } else { "failed" };
     metrics::counter!(WEBHOOK_CALLS, "result" => result).increment(1);
+}
+
+pub fn count_webhook_dead_letter(reason: &'static str) {
+    metrics::counter!(WEBHOOK_DEAD_LETTERS, "reason" => reason).increment(1);
 }
 
 pub fn count_payment(outcome: &'static str) {

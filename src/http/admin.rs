@@ -1,5 +1,6 @@
 //! The merchants' API under `/admin/v1`: schedule, list, inspect, change and
-//! cancel sales. Every route needs the admin token.
+//! cancel sales, and list and re-drive webhook hand-offs that failed for
+//! good. Every route needs the admin token.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,7 +12,8 @@ use super::auth::Admin;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::openapi::error_responses;
 use super::views::{
-    AdminSaleBody, AdminSaleList, PaymentExceptionBody, PaymentExceptionList, SaleAuditBody,
+    AdminSaleBody, AdminSaleList, DeadLetterList, PaymentExceptionBody, PaymentExceptionList,
+    RedriveBody, SaleAuditBody,
 };
 use super::{parse_sale_id, AppState};
 use crate::domain::{format_ms, NewSale, SalePatch};
@@ -22,6 +24,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_sale, update_sale, cancel_sale))
         .routes(routes!(audit_sale))
         .routes(routes!(payment_exceptions))
+        .routes(routes!(list_dead_letters))
+        .routes(routes!(redrive_dead_letters))
 }
 
 error_responses!(
@@ -31,6 +35,7 @@ error_responses!(
     ListSalesErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
     GetSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     AuditSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
+    DeadLettersErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     UpdateSaleErrors = [
         MalformedBody, Invalid, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
         Overloaded, Unavailable,
@@ -137,6 +142,60 @@ async fn audit_sale(
 ) -> Result<Json<SaleAuditBody>, ApiError> {
     let records = state.sales.records(&parse_sale_id(&id)?).await?;
     Ok(Json((&records).into()))
+}
+
+/// The sale's webhook hand-offs that failed for good, oldest first: each
+/// refused by the merchant (a 4xx other than 408 and 429) or out of
+/// attempts (`FLASHSALE_ORDER_WEBHOOK_ATTEMPTS_MAX`). They are sent no more
+/// until re-driven.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sales/{id}/dead-letters",
+    operation_id = "admin_list_dead_letters",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The sale's id.")),
+    responses(
+        (status = 200, description = "The dead letters.", body = DeadLetterList),
+        DeadLettersErrors,
+    )
+)]
+async fn list_dead_letters(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<DeadLetterList>, ApiError> {
+    let id = parse_sale_id(&id)?;
+    let letters = state.orders.dead_letters(&id).await?;
+    Ok(Json(DeadLetterList::new(&id, &letters)))
+}
+
+/// Sends the sale's dead letters again: each goes back into the outbox,
+/// due now, its attempts counted from zero; answers how many.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sales/{id}/dead-letters/redrive",
+    operation_id = "admin_redrive_dead_letters",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The sale's id.")),
+    responses(
+        (status = 200, description = "How many went back into the outbox.", body = RedriveBody),
+        DeadLettersErrors,
+    )
+)]
+async fn redrive_dead_letters(
+    admin: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<RedriveBody>, ApiError> {
+    let id = parse_sale_id(&id)?;
+    let redriven = state.orders.redrive_dead_letters(&id).await?;
+    admin.audit("redrive", &id, &format!("{redriven} dead letters"));
+    Ok(Json(RedriveBody {
+        sale_id: id.to_string(),
+        redriven,
+    }))
 }
 
 /// Changes a sale.

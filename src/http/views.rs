@@ -8,9 +8,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::{
-    format_ms, Difference, Order, OrderStatus, PaymentException, RecountedUnits, SaleRecords,
-    SaleStats, SaleStatus, SaleView,
+    format_ms, Difference, Order, OrderStatus, PaymentException, RecountedUnits, SaleId,
+    SaleRecords, SaleStats, SaleStatus, SaleView,
 };
+use crate::store::DeadLetter;
 
 /// A sale, as both shoppers and merchants see it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -246,8 +247,72 @@ impl From<&PaymentException> for PaymentExceptionBody {
     }
 }
 
+/// A hand-off to the merchant's webhook that failed for good: the merchant
+/// refused it (a 4xx other than 408 and 429), or its last allowed attempt
+/// failed. It is sent no more until re-driven.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterBody {
+    #[schema(example = "o_k3v9x2m7q1ab_h4p8n2c6w1z5r7t3")]
+    pub order_id: String,
+    #[schema(example = "order.reserved")]
+    pub event: String,
+    /// Attempts made.
+    #[schema(example = 20)]
+    pub attempts: u32,
+    /// The webhook's HTTP status on the last attempt; null when it did not
+    /// answer (a refused connection, a timeout).
+    #[schema(example = 500)]
+    pub last_status: Option<u16>,
+    /// What went wrong on the last attempt.
+    #[schema(example = "the webhook answered 500 Internal Server Error")]
+    pub last_error: String,
+    /// When it was taken out of the outbox.
+    #[schema(format = DateTime)]
+    pub dead_lettered_at: String,
+}
+
+impl From<&DeadLetter> for DeadLetterBody {
+    fn from(letter: &DeadLetter) -> Self {
+        Self {
+            order_id: letter.order_id.to_string(),
+            event: letter.event.as_str().to_owned(),
+            attempts: letter.attempts,
+            last_status: letter.failure.status,
+            last_error: letter.failure.error.clone(),
+            dead_lettered_at: format_ms(letter.at),
+        }
+    }
+}
+
 /// `GET /admin/v1/payment-exceptions`: newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentExceptionList {
     pub exceptions: Vec<PaymentExceptionBody>,
+}
+
+/// `GET /admin/v1/sales/{id}/dead-letters`: oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterList {
+    #[schema(example = "s_k3v9x2m7q1ab")]
+    pub sale_id: String,
+    pub dead_letters: Vec<DeadLetterBody>,
+}
+
+impl DeadLetterList {
+    pub fn new(sale: &SaleId, letters: &[DeadLetter]) -> Self {
+        Self {
+            sale_id: sale.to_string(),
+            dead_letters: letters.iter().map(DeadLetterBody::from).collect(),
+        }
+    }
+}
+
+/// `POST /admin/v1/sales/{id}/dead-letters/redrive`: how many hand-offs
+/// went back into the outbox.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedriveBody {
+    #[schema(example = "s_k3v9x2m7q1ab")]
+    pub sale_id: String,
+    #[schema(example = 3)]
+    pub redriven: u64,
 }

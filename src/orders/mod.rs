@@ -6,7 +6,8 @@
 //! - [`service`]: the order service, the background task that carries each
 //!   order from its reservation on: consumes the sales' reservation
 //!   streams, expires unpaid orders (through [`Orders::expire_due`]) and
-//!   sends hand-offs.
+//!   sends hand-offs. Hand-offs that failed for good wait in their sale's
+//!   dead letters until [`Orders::redrive_dead_letters`].
 //! - [`webhook`]: the hand-off call to the merchant's webhook.
 //!
 //! Payments change orders too, through `payments`; a payment, a cancel and
@@ -21,17 +22,54 @@ use std::sync::Arc;
 pub use self::service::{OrderService, OrderSettings, Outcome, WorkNotices};
 use crate::domain::{system_now, Order, OrderId, Reservation, ReserveRequest, SaleId, ShopperId};
 use crate::inventory::{Inventory, InventoryError};
-use crate::store::{Store, StoreError};
+use crate::store::{DeadLetter, Store, StoreError};
 use crate::telemetry;
 
 pub struct Orders {
     store: Arc<dyn Store>,
     inventory: Arc<Inventory>,
+    /// Sales given new hand-offs: the order service's notices.
+    notices: WorkNotices,
 }
 
 impl Orders {
     pub fn new(store: Arc<dyn Store>, inventory: Arc<Inventory>) -> Self {
-        Self { store, inventory }
+        Self {
+            store,
+            inventory,
+            notices: WorkNotices::default(),
+        }
+    }
+
+    /// Where the order service learns of sales given work while it may
+    /// have stopped watching them.
+    pub fn work_notices(&self) -> WorkNotices {
+        self.notices.clone()
+    }
+
+    /// The sale's dead letters, oldest first.
+    pub async fn dead_letters(&self, sale: &SaleId) -> Result<Vec<DeadLetter>, StoreError> {
+        self.existing(sale).await?;
+        self.store.dead_letters(sale).await
+    }
+
+    /// Puts the sale's dead letters back into its outbox, due now with
+    /// their attempts reset, and has the order service watch the sale
+    /// again; returns how many.
+    pub async fn redrive_dead_letters(&self, sale: &SaleId) -> Result<u64, StoreError> {
+        self.existing(sale).await?;
+        let moved = self.store.redrive_dead_letters(sale).await?;
+        if moved > 0 {
+            self.notices.notify(sale);
+        }
+        Ok(moved)
+    }
+
+    async fn existing(&self, sale: &SaleId) -> Result<(), StoreError> {
+        match self.store.view_sale(sale).await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotFound("sale")),
+        }
     }
 
     /// Takes stock for a shopper through the sale's actor: answered from

@@ -15,7 +15,10 @@
 //!    is told the stock is back.
 //! 3. **Hand-offs**: sends due webhook calls (see [`super::webhook`]),
 //!    leased in the store so a crash or a second node never loses or
-//!    doubles one beyond at-least-once.
+//!    doubles one beyond at-least-once. Only as many are leased as the cap
+//!    on calls in flight lets start at once; the rest stay due in the
+//!    outbox for a later pass. Hand-offs in the dead letters are no work
+//!    left: a sale with only those settles.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,7 +31,7 @@ use super::webhook::Webhook;
 use super::Orders;
 use crate::clock::Clock;
 use crate::domain::{Millis, OrderId, SaleId, SaleState, SaleView};
-use crate::store::{Acceptance, Delivery, Store, StoreError, StreamEntry};
+use crate::store::{Acceptance, Delivery, DeliveryFailure, Store, StoreError, StreamEntry};
 use crate::telemetry;
 
 /// How the order service works through its sales.
@@ -62,7 +65,8 @@ pub struct Outcome {
     /// Orders expired (their stock returned).
     pub expired: usize,
     /// Hand-offs leased and sent to the webhook (in the background: the
-    /// pass does not wait for the merchant).
+    /// pass does not wait for the merchant); at most the permits free
+    /// under the cap on calls in flight.
     pub handed_off: usize,
     /// Steps that stopped on a store error (retried next pass).
     pub store_errors: usize,
@@ -121,10 +125,10 @@ impl OrderService {
     ) -> Self {
         Self {
             store,
+            notices: orders.work_notices(),
             orders,
             webhook: webhook.map(Arc::new),
             settings,
-            notices: WorkNotices::default(),
             watched: HashMap::new(),
             settled: HashSet::new(),
         }
@@ -134,6 +138,11 @@ impl OrderService {
     /// it hands orders to a webhook.
     pub fn hand_off_notices(&self) -> Option<WorkNotices> {
         self.webhook.as_ref().map(|_| self.notices.clone())
+    }
+
+    /// Whether the sale is watched: looked at every pass, not yet settled.
+    pub fn watches(&self, sale: &SaleId) -> bool {
+        self.watched.contains_key(sale)
     }
 
     /// Passes until the task is dropped: at once again after a pass that
@@ -305,22 +314,38 @@ impl OrderService {
 
     /// Leases the sale's due hand-offs and sends them in the background,
     /// so a slow webhook never holds up reservations or expiry; returns how
-    /// many were leased. A send that fails is postponed by its backoff; one
-    /// lost with this process is sent again when its lease runs out.
+    /// many were leased. The permits of the cap on calls in flight are
+    /// taken first and only that many hand-offs leased, each send holding
+    /// one: a leased hand-off never waits for a permit, so its lease (twice
+    /// the call's timeout) runs from when its call starts. With no permit
+    /// free, nothing is leased. A send that fails is postponed by its
+    /// backoff or dead-lettered; one lost with this process is sent again
+    /// when its lease runs out.
     async fn hand_off(&self, webhook: &Arc<Webhook>, sale: &SaleId) -> Result<usize, StoreError> {
+        let Some(mut permits) = webhook.free_sends(self.settings.batch) else {
+            return Ok(0);
+        };
         let due = self
             .store
-            .claim_deliveries(sale, self.settings.batch, webhook.lease())
+            .claim_deliveries(sale, permits.num_permits(), webhook.lease())
             .await?;
         let leased = due.len();
+        // One permit per send; the rest are freed here.
+        let sends: Vec<_> = due
+            .into_iter()
+            .filter_map(|delivery| Some((delivery, permits.split(1)?)))
+            .collect();
         if leased > 0 {
             let (store, webhook, sale) =
                 (Arc::clone(&self.store), Arc::clone(webhook), sale.clone());
             tokio::spawn(async move {
-                join_all(
-                    due.iter()
-                        .map(|delivery| deliver(&store, &webhook, &sale, delivery)),
-                )
+                join_all(sends.into_iter().map(|(delivery, permit)| {
+                    let (store, webhook, sale) = (&store, &webhook, &sale);
+                    async move {
+                        deliver(store, webhook, sale, &delivery).await;
+                        drop(permit);
+                    }
+                }))
                 .await;
             });
         }
@@ -347,25 +372,43 @@ fn failed(sale: &SaleId, step: &str, err: &StoreError) -> usize {
     1
 }
 
-/// Sends one leased hand-off and records the result.
+/// Sends one leased hand-off and records the result: delivered,
+/// postponed by its backoff, or (see [`Webhook::gives_up`]) moved to the
+/// sale's dead letters.
 async fn deliver(store: &Arc<dyn Store>, webhook: &Webhook, sale: &SaleId, delivery: &Delivery) {
+    let unanswered = |error: String| DeliveryFailure {
+        status: None,
+        error,
+    };
     let sent = match store.order(&delivery.order_id).await {
         Ok(Some(order)) => webhook
             .send(delivery.event, &order)
             .await
-            .map_err(|err| err.to_string()),
-        Ok(None) => Err("the order is gone".to_owned()),
-        Err(err) => Err(err.to_string()),
+            .map_err(|err| DeliveryFailure::from(&err)),
+        Ok(None) => Err(unanswered("the order is gone".to_owned())),
+        Err(err) => Err(unanswered(err.to_string())),
     };
     let recorded = match &sent {
         Ok(()) => store.delivered(sale, delivery).await,
-        Err(reason) => {
-            tracing::warn!(%sale, order = %delivery.order_id, event = delivery.event.as_str(),
-                attempt = delivery.attempt, %reason, "webhook call failed; will retry");
-            store
-                .postpone_delivery(sale, delivery, webhook.backoff(delivery.attempt))
-                .await
-        }
+        Err(failure) => match webhook.gives_up(delivery.attempt, failure) {
+            Some(why) => {
+                tracing::warn!(%sale, order = %delivery.order_id, event = delivery.event.as_str(),
+                    attempt = delivery.attempt, reason = %failure.error, why = why.as_str(),
+                    "webhook call failed for good; hand-off moved to the dead letters");
+                let moved = store.dead_letter(sale, delivery, failure).await;
+                if let Ok(true) = moved {
+                    telemetry::count_webhook_dead_letter(why.as_str());
+                }
+                moved.map(|_| ())
+            }
+            None => {
+                tracing::warn!(%sale, order = %delivery.order_id, event = delivery.event.as_str(),
+                    attempt = delivery.attempt, reason = %failure.error, "webhook call failed; will retry");
+                store
+                    .postpone_delivery(sale, delivery, webhook.backoff(delivery.attempt))
+                    .await
+            }
+        },
     };
     telemetry::count_webhook_call(sent.is_ok());
     if let Err(err) = recorded {

@@ -1,7 +1,15 @@
 //! The hand-off to the merchant: an order event POSTed as JSON to the
 //! merchant's webhook, signed with HMAC-SHA256. Delivery is at least once:
 //! the outbox in the store keeps every hand-off until the merchant answers
-//! 2xx, and the order service retries with exponential backoff.
+//! 2xx, and the order service retries with jittered exponential backoff
+//! (equal jitter: see [`Webhook::backoff`]). A hand-off the merchant
+//! refuses for good (any 4xx but 408 and 429), or whose last allowed
+//! attempt fails, goes to the sale's dead letters instead (see
+//! [`Webhook::gives_up`]), where an operator can re-drive it.
+//!
+//! At most [`WebhookSettings::concurrency`] calls of the process are in
+//! flight at once: each send holds a permit of one semaphore, taken before
+//! its hand-off is leased (see [`Webhook::free_sends`]).
 //!
 //! The request:
 //! - body `{"type": "order.reserved" | "order.paid" | "order.refund_required",
@@ -12,15 +20,19 @@
 //!   one hand-off, which may arrive more than once. Hand-offs of one order
 //!   may arrive out of order; each body carries the order as it is when sent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
-use reqwest::Url;
+use rand::Rng;
+use reqwest::{StatusCode, Url};
 use serde_json::json;
 use sha2::Sha256;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::{Order, OrderEvent};
 use crate::http::views::OrderBody;
+use crate::store::DeliveryFailure;
 
 pub const SIGNATURE_HEADER: &str = "x-flashsale-signature";
 pub const EVENT_HEADER: &str = "x-flashsale-event";
@@ -33,10 +45,15 @@ pub struct WebhookSettings {
     pub secret: String,
     /// Longest one call may take.
     pub timeout: Duration,
-    /// Wait before the first retry; doubles with each failure.
+    /// Wait before the first retry; doubles with each failure (before
+    /// jitter).
     pub backoff_first: Duration,
     /// Longest wait between two attempts.
     pub backoff_longest: Duration,
+    /// Attempts of one hand-off before it goes to the dead letters.
+    pub attempts_max: u32,
+    /// Most calls in flight at once in this process.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +66,23 @@ pub enum WebhookError {
     Secret,
 }
 
+impl From<&WebhookError> for DeliveryFailure {
+    fn from(err: &WebhookError) -> Self {
+        Self {
+            status: match err {
+                WebhookError::Status(status) => Some(status.as_u16()),
+                _ => None,
+            },
+            error: err.to_string(),
+        }
+    }
+}
+
 pub struct Webhook {
     client: reqwest::Client,
     settings: WebhookSettings,
+    /// One permit per call in flight.
+    sends: Arc<Semaphore>,
 }
 
 impl Webhook {
@@ -59,7 +90,25 @@ impl Webhook {
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
             .build()?;
-        Ok(Self { client, settings })
+        let sends = Arc::new(Semaphore::new(settings.concurrency));
+        Ok(Self {
+            client,
+            settings,
+            sends,
+        })
+    }
+
+    /// Permits for up to `most` sends that can start now without passing
+    /// the cap on calls in flight, held together (split one off per send;
+    /// dropping them frees them); `None` when every permit is taken. Only
+    /// the order service takes permits, one pass at a time, so what it
+    /// counts free stays free until it takes them.
+    pub fn free_sends(&self, most: usize) -> Option<OwnedSemaphorePermit> {
+        let free = u32::try_from(self.sends.available_permits().min(most)).ok()?;
+        if free == 0 {
+            return None;
+        }
+        Arc::clone(&self.sends).try_acquire_many_owned(free).ok()
     }
 
     /// Sends one hand-off; `Ok` once the merchant answered 2xx.
@@ -95,14 +144,62 @@ impl Webhook {
         self.settings.timeout * 2
     }
 
-    /// Wait after failed attempt number `attempt` (from 1).
+    /// Wait after failed attempt number `attempt` (from 1), with equal
+    /// jitter: the exponential step `backoff_first * 2^(attempt - 1)`, at
+    /// most `backoff_longest`, of which the first half is always waited
+    /// and the second half is drawn at random. Hand-offs that failed
+    /// together (a merchant down for a moment) do not all come back at
+    /// once, and none is retried sooner than half its step.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(30);
-        self.settings
+        let step = self
+            .settings
             .backoff_first
             .saturating_mul(1 << doublings)
-            .min(self.settings.backoff_longest)
+            .min(self.settings.backoff_longest);
+        let half = step / 2;
+        half + (step - half).mul_f64(rand::rng().random_range(0.0..=1.0))
     }
+
+    /// Whether, and why, a hand-off whose attempt number `attempt` failed
+    /// with `failure` goes to the dead letters rather than being retried:
+    /// the merchant refused it for good (a 4xx other than 408 Request
+    /// Timeout and 429 Too Many Requests), or it was the last attempt
+    /// allowed.
+    pub fn gives_up(&self, attempt: u32, failure: &DeliveryFailure) -> Option<GiveUp> {
+        if failure.status.is_some_and(refused_for_good) {
+            Some(GiveUp::Refused)
+        } else if attempt >= self.settings.attempts_max {
+            Some(GiveUp::Exhausted)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a hand-off went to the dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The merchant refused it for good.
+    Refused,
+    /// Its last allowed attempt failed.
+    Exhausted,
+}
+
+impl GiveUp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::Exhausted => "exhausted",
+        }
+    }
+}
+
+/// A 4xx answer that a retry would get again.
+fn refused_for_good(status: u16) -> bool {
+    (400..500).contains(&status)
+        && status != StatusCode::REQUEST_TIMEOUT.as_u16()
+        && status != StatusCode::TOO_MANY_REQUESTS.as_u16()
 }
 
 /// `t=<timestamp>,v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
@@ -127,18 +224,73 @@ mod tests {
             timeout: Duration::from_secs(1),
             backoff_first: Duration::from_millis(100),
             backoff_longest: Duration::from_secs(1),
+            attempts_max: 5,
+            concurrency: 3,
         })
         .expect("client")
     }
 
     #[test]
-    fn backoff_doubles_up_to_the_longest() {
+    fn backoff_is_half_its_doubling_step_and_up_to_all_of_it() {
         let webhook = webhook();
-        assert_eq!(webhook.backoff(1), Duration::from_millis(100));
-        assert_eq!(webhook.backoff(2), Duration::from_millis(200));
-        assert_eq!(webhook.backoff(4), Duration::from_millis(800));
-        assert_eq!(webhook.backoff(5), Duration::from_secs(1));
-        assert_eq!(webhook.backoff(u32::MAX), Duration::from_secs(1));
+        for (attempt, step_ms) in [(1, 100), (2, 200), (4, 800), (5, 1000), (u32::MAX, 1000)] {
+            let step = Duration::from_millis(step_ms);
+            let waits: Vec<Duration> = (0..200).map(|_| webhook.backoff(attempt)).collect();
+            for wait in &waits {
+                assert!(
+                    step / 2 <= *wait && *wait <= step,
+                    "attempt {attempt}: {wait:?} outside [{:?}, {step:?}]",
+                    step / 2
+                );
+            }
+            let (least, most) = (waits.iter().min(), waits.iter().max());
+            assert!(
+                least < most,
+                "attempt {attempt}: no jitter in 200 draws ({least:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn permanent_refusals_and_the_last_attempt_give_up() {
+        let webhook = webhook();
+        let answered = |status: u16| DeliveryFailure {
+            status: Some(status),
+            error: format!("the webhook answered {status}"),
+        };
+        let unanswered = DeliveryFailure {
+            status: None,
+            error: "connection refused".into(),
+        };
+        for status in [400, 401, 403, 404, 410, 422] {
+            assert_eq!(
+                webhook.gives_up(1, &answered(status)),
+                Some(GiveUp::Refused),
+                "{status}"
+            );
+        }
+        for status in [408, 429, 500, 502, 503] {
+            assert_eq!(webhook.gives_up(4, &answered(status)), None, "{status}");
+            assert_eq!(
+                webhook.gives_up(5, &answered(status)),
+                Some(GiveUp::Exhausted),
+                "{status}"
+            );
+        }
+        assert_eq!(webhook.gives_up(4, &unanswered), None);
+        assert_eq!(webhook.gives_up(5, &unanswered), Some(GiveUp::Exhausted));
+    }
+
+    #[test]
+    fn free_sends_never_pass_the_cap() {
+        let webhook = webhook();
+        let mut first = webhook.free_sends(2).expect("all free");
+        assert_eq!(first.num_permits(), 2);
+        let second = webhook.free_sends(10).expect("one left");
+        assert_eq!(second.num_permits(), 1);
+        assert!(webhook.free_sends(1).is_none(), "all taken");
+        drop(first.split(1));
+        assert_eq!(webhook.free_sends(10).map(|p| p.num_permits()), Some(1));
     }
 
     #[test]

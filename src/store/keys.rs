@@ -91,6 +91,12 @@ impl SaleKeys {
         format!("{}:attempts", self.tag)
     }
 
+    /// Hash: hand-off taken out of the outbox (`event order_id`) ->
+    /// `attempts at_ms status failure` (status 0: no answer).
+    pub fn dead_letters(&self) -> String {
+        format!("{}:dead_letters", self.tag)
+    }
+
     /// Hash: order id -> the order's record (`name=value` pairs; see
     /// `lua/common.lua` and `store::redis::codec`).
     pub fn orders(&self) -> String {
@@ -119,6 +125,7 @@ mod tests {
             keys.purchase_tokens(),
             keys.outbox(),
             keys.attempts(),
+            keys.dead_letters(),
             keys.orders(),
         ] {
             assert!(key.starts_with(&format!("fs:{tag}:")), "{key}");

@@ -21,8 +21,9 @@ use async_trait::async_trait;
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::{RedisStore, RedisTarget};
 use crate::domain::{
-    Order, OrderEvent, OrderId, Payment, PaymentException, PaymentOutcome, Rejection, Reservation,
-    ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
+    Millis, Order, OrderEvent, OrderId, Payment, PaymentException, PaymentOutcome, Rejection,
+    Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId,
+    StockReturn,
 };
 
 /// What can go wrong in a store call. Mapped to HTTP in `http::error`.
@@ -94,6 +95,29 @@ pub struct Delivery {
     pub order_id: OrderId,
     /// This attempt's number, from 1.
     pub attempt: u32,
+}
+
+/// Why an attempt of a hand-off failed for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFailure {
+    /// The webhook's HTTP status, when it answered.
+    pub status: Option<u16>,
+    pub error: String,
+}
+
+/// A hand-off taken out of the outbox after it failed for good (a
+/// permanent refusal, or its last allowed attempt), kept in the sale's
+/// dead letters until an operator re-drives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub event: OrderEvent,
+    pub order_id: OrderId,
+    /// Attempts made before it was taken out.
+    pub attempts: u32,
+    /// The last attempt's failure.
+    pub failure: DeliveryFailure,
+    /// When it was taken out (store clock).
+    pub at: Millis,
 }
 
 /// Called for each stock return another engine node announces.
@@ -241,6 +265,25 @@ pub trait Store: Send + Sync + 'static {
         after: Duration,
     ) -> Result<(), StoreError>;
 
+    /// Takes a leased hand-off that failed for good out of the outbox onto
+    /// the sale's dead letters, with its attempts, `failure` and the store
+    /// clock's time. A dead letter is no work left for the order service
+    /// ([`OrderBacklog::hand_offs`] does not count it). One no longer
+    /// queued (delivered meanwhile) stays gone. Returns whether it moved.
+    async fn dead_letter(
+        &self,
+        sale: &SaleId,
+        delivery: &Delivery,
+        failure: &DeliveryFailure,
+    ) -> Result<bool, StoreError>;
+
+    /// The sale's dead letters, oldest first.
+    async fn dead_letters(&self, sale: &SaleId) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Moves every dead letter of the sale back into the outbox, due now,
+    /// its attempts counted from zero again; returns how many moved.
+    async fn redrive_dead_letters(&self, sale: &SaleId) -> Result<u64, StoreError>;
+
     // Telling every engine node that stock came back.
 
     /// Tells the other engine nodes sharing this store, in one message.
@@ -290,6 +333,13 @@ fn sort_exceptions_newest_first(exceptions: &mut [PaymentException]) {
         b.recorded_at
             .cmp(&a.recorded_at)
             .then(b.transaction_id.cmp(&a.transaction_id))
+    });
+}
+
+/// Dead letters oldest first, ties by hand-off so the listing is stable.
+fn sort_oldest_first(letters: &mut [DeadLetter]) {
+    letters.sort_by(|a, b| {
+        (a.at, &a.order_id, a.event.as_str()).cmp(&(b.at, &b.order_id, b.event.as_str()))
     });
 }
 

@@ -104,6 +104,8 @@ pub struct Scripts {
     pub claim_deliveries: LuaScript,
     pub delivered: LuaScript,
     pub postpone_delivery: LuaScript,
+    pub dead_letter: LuaScript,
+    pub redrive_dead_letters: LuaScript,
     pub audit_sale: LuaScript,
     pub record_payment_exception: LuaScript,
 }
@@ -126,6 +128,8 @@ impl Scripts {
             claim_deliveries: script!("claim_deliveries"),
             delivered: script!("delivered"),
             postpone_delivery: script!("postpone_delivery"),
+            dead_letter: script!("dead_letter"),
+            redrive_dead_letters: script!("redrive_dead_letters"),
             audit_sale: script!("audit_sale"),
             record_payment_exception: script!("record_payment_exception"),
         }
@@ -150,6 +154,8 @@ impl Scripts {
             &self.claim_deliveries,
             &self.delivered,
             &self.postpone_delivery,
+            &self.dead_letter,
+            &self.redrive_dead_letters,
             &self.audit_sale,
             &self.record_payment_exception,
         ] {

@@ -553,6 +553,18 @@ async fn the_document_names_bodies_headers_and_security_schemes() {
         ("get", "/admin/v1/sales", "200", "AdminSaleList"),
         ("get", "/admin/v1/sales/{id}", "200", "AdminSaleBody"),
         ("get", "/admin/v1/sales/{id}/audit", "200", "SaleAuditBody"),
+        (
+            "get",
+            "/admin/v1/sales/{id}/dead-letters",
+            "200",
+            "DeadLetterList",
+        ),
+        (
+            "post",
+            "/admin/v1/sales/{id}/dead-letters/redrive",
+            "200",
+            "RedriveBody",
+        ),
         ("patch", "/admin/v1/sales/{id}", "200", "AdminSaleBody"),
         ("delete", "/admin/v1/sales/{id}", "200", "AdminSaleBody"),
         ("get", "/healthz", "200", "Health"),

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use flashsale::domain::{
-    system_now, OrderId, OrderStatus, PatchStatus, Quantity, Rejection, Sale, SaleChange, SaleId,
-    SalePatch, SaleRules, SaleState, SaleStatus, ShopperId,
+    system_now, Order, OrderId, OrderStatus, PatchStatus, Quantity, Rejection, Sale, SaleChange,
+    SaleId, SalePatch, SaleRules, SaleState, SaleStatus, ShopperId,
 };
 use flashsale::domain::{
     Payment, PaymentException, PaymentExceptionKind, PaymentOutcome, ReserveRequest,
@@ -41,6 +41,21 @@ async fn connect(target: &RedisTarget) -> Arc<dyn Store> {
         .await
         .expect("connect");
     Arc::new(store)
+}
+
+/// A store under test with a live sale of 10 units, limit 1, and one order
+/// `shopper` reserved in it.
+pub async fn with_live_order(backend: Backend, shopper: &str) -> (Subject, Sale, Order) {
+    let subject = subject(backend).await;
+    let live = sale(10, 1, -1_000);
+    subject.store.create_sale(&live).await.unwrap();
+    let order = subject
+        .store
+        .reserve(&request(&live, shopper, 1, None))
+        .await
+        .unwrap()
+        .order;
+    (subject, live, order)
 }
 
 /// The sale's current version, for a change computed from a fresh read.

@@ -12,10 +12,10 @@ use flashsale::clock::{Clock, ManualClock, SystemClock};
 use flashsale::domain::{system_now, OrderEvent, OrderId, Payment};
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::{OrderService, OrderSettings, Orders, Outcome};
-use flashsale::store::{Acceptance, Store};
+use flashsale::store::{Acceptance, DeliveryFailure, Store};
 use futures::future::join_all;
 
-use crate::conformance::{request, sale, subject, Subject};
+use crate::conformance::{request, sale, subject, with_live_order, Subject};
 use crate::on_every_store;
 use crate::support::{actor_settings, Backend};
 
@@ -149,17 +149,8 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
 /// A hand-off is leased for one attempt, comes back after a failure's
 /// backoff with the next attempt number, and is forgotten once delivered.
 async fn hand_offs_are_leased_retried_and_forgotten(backend: Backend) {
-    let Subject {
-        store,
-        redis: _redis,
-    } = subject(backend).await;
-    let live = sale(10, 1, -1_000);
-    store.create_sale(&live).await.unwrap();
-    let order = store
-        .reserve(&request(&live, "buyer", 1, None))
-        .await
-        .unwrap()
-        .order;
+    let (subject, live, order) = with_live_order(backend, "buyer").await;
+    let store = &subject.store;
     let ids = [order.id.clone()];
     assert_eq!(
         store.accept_orders(&live.id, &ids, true).await.unwrap(),
@@ -216,6 +207,85 @@ async fn hand_offs_are_leased_retried_and_forgotten(backend: Backend) {
             .is_empty(),
         "delivered hand-offs are gone for good"
     );
+}
+
+/// A hand-off that failed for good leaves the outbox for the dead letters
+/// with its attempts and failure (once: a second move finds it gone), is
+/// no longer leased nor counted as work left, and a re-drive puts every
+/// dead letter back, due now, its attempts counted from zero.
+async fn dead_letters_leave_the_outbox_until_redriven(backend: Backend) {
+    let (subject, live, first_order) = with_live_order(backend, "dl-a").await;
+    let store = &subject.store;
+    let second = store.reserve(&request(&live, "dl-b", 1, None)).await;
+    let ids = [first_order.id, second.unwrap().order.id];
+    store.accept_orders(&live.id, &ids, true).await.unwrap();
+    let lease = Duration::from_secs(60);
+    let first = store.claim_deliveries(&live.id, 10, lease).await.unwrap();
+    assert_eq!(first.len(), 2, "{first:?}");
+    let (tried_twice, tried_once) = (&first[0], &first[1]);
+    store
+        .postpone_delivery(&live.id, tried_twice, Duration::ZERO)
+        .await
+        .unwrap();
+    let retry = store.claim_deliveries(&live.id, 10, lease).await.unwrap();
+    assert_eq!(retry.len(), 1, "{retry:?}");
+    assert_eq!(retry[0].attempt, 2);
+
+    let answered = DeliveryFailure {
+        status: Some(500),
+        error: "the webhook answered 500 Internal Server Error".into(),
+    };
+    let unanswered = DeliveryFailure {
+        status: None,
+        error: "connection refused".into(),
+    };
+    assert!(store
+        .dead_letter(&live.id, &retry[0], &answered)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .dead_letter(&live.id, &retry[0], &answered)
+            .await
+            .unwrap(),
+        "moved once"
+    );
+    assert!(store
+        .dead_letter(&live.id, tried_once, &unanswered)
+        .await
+        .unwrap());
+    assert_eq!(store.order_backlog(&live.id).await.unwrap().hand_offs, 0);
+    assert!(store
+        .claim_deliveries(&live.id, 10, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let letters = store.dead_letters(&live.id).await.unwrap();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(letters.windows(2).all(|pair| pair[0].at <= pair[1].at));
+    for letter in &letters {
+        assert_eq!(letter.event, OrderEvent::Reserved);
+        assert!((letter.at - system_now()).abs() < 5_000, "{letter:?}");
+        let (attempts, failure) = if letter.order_id == tried_twice.order_id {
+            (2, &answered)
+        } else {
+            assert_eq!(letter.order_id, tried_once.order_id);
+            (1, &unanswered)
+        };
+        assert_eq!((letter.attempts, &letter.failure), (attempts, failure));
+    }
+
+    assert_eq!(store.redrive_dead_letters(&live.id).await.unwrap(), 2);
+    assert!(store.dead_letters(&live.id).await.unwrap().is_empty());
+    assert_eq!(store.order_backlog(&live.id).await.unwrap().hand_offs, 2);
+    let again = store.claim_deliveries(&live.id, 10, lease).await.unwrap();
+    assert_eq!(again.len(), 2, "due at once: {again:?}");
+    assert!(
+        again.iter().all(|delivery| delivery.attempt == 1),
+        "attempts reset: {again:?}"
+    );
+    assert_eq!(store.redrive_dead_letters(&live.id).await.unwrap(), 0);
 }
 
 /// A consumer group lost with Redis's data (say restored from before it
@@ -385,6 +455,7 @@ async fn a_pass_acknowledges_more_entries_than_a_lua_stack_holds(backend: Backen
 }
 
 on_every_store!(
+    dead_letters_leave_the_outbox_until_redriven,
     the_order_service_passes_when_its_clock_says,
     consumer_killed_mid_batch_loses_nothing,
     hand_offs_are_leased_retried_and_forgotten,

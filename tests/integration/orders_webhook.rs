@@ -6,9 +6,17 @@
 //! the first N; the test checks each call's signature with its own
 //! HMAC-SHA256 and compares the delivered (order id, event) pairs with the
 //! orders it placed and paid.
+//!
+//! Flow control, with the same receiver answering slowly or refusing: the
+//! calls in flight never pass `FLASHSALE_ORDER_WEBHOOK_CONCURRENCY` (the
+//! receiver counts the requests it is handling at once); a permanent 4xx
+//! moves a hand-off to the dead letters after one attempt, a 500 every time
+//! after `FLASHSALE_ORDER_WEBHOOK_ATTEMPTS_MAX`; the admin API lists and
+//! re-drives them; and a sale left with only dead letters settles.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,14 +25,21 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use flashsale::clock::ManualClock;
+use flashsale::domain::{system_now, Payment};
+use flashsale::inventory::Inventory;
+use flashsale::orders::webhook::{Webhook, WebhookSettings};
+use flashsale::orders::{OrderService, OrderSettings, Orders};
 use futures::future::join_all;
 use hmac::{Hmac, KeyInit, Mac};
+use reqwest::Method;
 use serde_json::Value;
 use sha2::Sha256;
 use tokio::task::JoinHandle;
 
+use crate::conformance::with_live_order;
 use crate::on_both_stores;
-use crate::support::{live_sale, test_config, Backend, Harness, Servers, TestApp};
+use crate::support::{actor_settings, live_sale, test_config, Backend, Harness, Servers, TestApp};
 
 const SECRET: &str = "whsec-test";
 const RESERVED: &str = "order.reserved";
@@ -61,25 +76,50 @@ impl Call {
 #[derive(Clone)]
 struct Recorder {
     calls: Arc<Mutex<Vec<Call>>>,
-    fail_first: usize,
+    /// Calls answered `failure` before the receiver answers 200.
+    fail_first: Arc<AtomicUsize>,
+    failure: StatusCode,
+    /// How long each call takes to answer.
+    delay: Duration,
+    in_flight: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
 }
 
-/// The merchant's webhook: records every call, answers 500 to the first
-/// `fail_first` and 200 after. Stops when dropped.
+/// The merchant's webhook: records every call, answers `failure` to the
+/// first `fail_first` and 200 after, each after `delay`, and counts the
+/// calls it handles at once. Stops when dropped.
 struct Receiver {
     address: SocketAddr,
     calls: Arc<Mutex<Vec<Call>>>,
+    fail_first: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
     server: JoinHandle<()>,
 }
 
 impl Receiver {
+    /// Answers 500 to the first `fail_first` calls, at once.
     async fn start(fail_first: usize) -> Self {
+        Self::start_with(
+            fail_first,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    async fn start_with(fail_first: usize, failure: StatusCode, delay: Duration) -> Self {
         let calls = Arc::new(Mutex::new(Vec::new()));
+        let fail_first = Arc::new(AtomicUsize::new(fail_first));
+        let most_in_flight = Arc::new(AtomicUsize::new(0));
         let router = Router::new()
             .route("/hook", post(record))
             .with_state(Recorder {
                 calls: Arc::clone(&calls),
-                fail_first,
+                fail_first: Arc::clone(&fail_first),
+                failure,
+                delay,
+                in_flight: Arc::new(AtomicUsize::new(0)),
+                most_in_flight: Arc::clone(&most_in_flight),
             });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -89,8 +129,20 @@ impl Receiver {
         Self {
             address,
             calls,
+            fail_first,
+            most_in_flight,
             server,
         }
+    }
+
+    /// From now on every call is answered 200.
+    fn recover(&self) {
+        self.fail_first.store(0, Ordering::SeqCst);
+    }
+
+    /// The most calls it was handling at once.
+    fn most_in_flight(&self) -> usize {
+        self.most_in_flight.load(Ordering::SeqCst)
     }
 
     fn url(&self) -> String {
@@ -136,9 +188,17 @@ impl Drop for Receiver {
 }
 
 async fn record(State(recorder): State<Recorder>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let handling = recorder.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    recorder
+        .most_in_flight
+        .fetch_max(handling, Ordering::SeqCst);
+    tokio::time::sleep(recorder.delay).await;
+    // Counted out before answering: the engine frees its slot only once
+    // the answer arrives, so a next call never overlaps this one's count.
+    recorder.in_flight.fetch_sub(1, Ordering::SeqCst);
     let mut calls = recorder.calls.lock().unwrap();
-    let status = if calls.len() < recorder.fail_first {
-        StatusCode::INTERNAL_SERVER_ERROR
+    let status = if calls.len() < recorder.fail_first.load(Ordering::SeqCst) {
+        recorder.failure
     } else {
         StatusCode::OK
     };
@@ -234,16 +294,7 @@ fn assert_all_genuine(calls: &[Call], orders: &HashMap<String, Value>, sale: &st
 
 async fn webhook_failing_first_calls_still_gets_every_order(backend: Backend) {
     let receiver = Receiver::start(5).await;
-    let url = receiver.url();
-    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
-        config.order_webhook_url = Some(url);
-        config.order_webhook_secret = Some(SECRET.into());
-        config.order_webhook_timeout_ms = 1000;
-        config.order_webhook_backoff_ms = 20;
-        config.order_webhook_backoff_max_ms = 200;
-        config.order_sweep_ms = 20;
-    })
-    .await;
+    let Harness { app, redis: _redis } = engine_for(backend, &receiver, |_| {}).await;
     let sale = app.create_sale(live_sale(50, 1)).await;
 
     let users: Vec<String> = (0..20).map(|n| format!("hook-shopper-{n:02}")).collect();
@@ -408,3 +459,281 @@ async fn pending_hand_offs_survive_an_engine_restart() {
     assert_eq!(view["stats"]["queued"], 10, "{view}");
     second.stop().await;
 }
+
+/// An engine handing orders to `receiver`, retrying quickly.
+async fn engine_for(
+    backend: Backend,
+    receiver: &Receiver,
+    configure: impl FnOnce(&mut flashsale::config::Config),
+) -> Harness {
+    let url = receiver.url();
+    Harness::start_with(backend, |config| {
+        config.order_webhook_url = Some(url);
+        config.order_webhook_secret = Some(SECRET.into());
+        config.order_webhook_timeout_ms = 2000;
+        config.order_webhook_backoff_ms = 10;
+        config.order_webhook_backoff_max_ms = 40;
+        config.order_sweep_ms = 20;
+        configure(config);
+    })
+    .await
+}
+
+/// Places one order per shopper; returns the order ids.
+async fn place_orders(app: &TestApp, sale: &str, prefix: &str, count: usize) -> BTreeSet<String> {
+    let users: Vec<String> = (0..count).map(|n| format!("{prefix}-{n:02}")).collect();
+    join_all(users.iter().map(|shopper| app.buy(sale, shopper)))
+        .await
+        .iter()
+        .map(|order| order["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn reserved(orders: &BTreeSet<String>) -> BTreeSet<(String, String)> {
+    orders
+        .iter()
+        .map(|id| (id.clone(), RESERVED.to_owned()))
+        .collect()
+}
+
+/// An admin call on the sale's dead letters (`""` lists them,
+/// `"/redrive"` re-drives them); its 200 answer.
+async fn on_dead_letters(app: &TestApp, method: Method, sale: &str, action: &str) -> Value {
+    let path = format!("/admin/v1/sales/{sale}/dead-letters{action}");
+    let response = app.admin(method, &path, None).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["sale_id"], sale, "{body}");
+    body
+}
+
+async fn dead_letters(app: &TestApp, sale: &str) -> Vec<Value> {
+    let body = on_dead_letters(app, Method::GET, sale, "").await;
+    body["dead_letters"].as_array().unwrap().clone()
+}
+
+/// Polls the admin API until the sale has `count` dead letters.
+async fn dead_letters_when(app: &TestApp, sale: &str, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let letters = dead_letters(app, sale).await;
+        if letters.len() >= count {
+            assert_eq!(letters.len(), count, "{letters:?}");
+            return letters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} dead letters: {letters:?}",
+            letters.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn redrive(app: &TestApp, sale: &str) -> u64 {
+    let body = on_dead_letters(app, Method::POST, sale, "/redrive").await;
+    body["redriven"].as_u64().unwrap()
+}
+
+/// The merchant answers 200 from now on; a re-drive of the sale's dead
+/// letters (one per order of `orders`) delivers every one and empties them,
+/// and a second re-drive finds none.
+async fn redrive_to_a_recovered_merchant(
+    app: &TestApp,
+    receiver: &Receiver,
+    sale: &str,
+    orders: &BTreeSet<String>,
+) {
+    receiver.recover();
+    assert_eq!(redrive(app, sale).await, orders.len() as u64);
+    receiver
+        .wait_for(&reserved(orders), Duration::from_secs(10))
+        .await;
+    assert!(dead_letters(app, sale).await.is_empty());
+    assert_eq!(redrive(app, sale).await, 0);
+}
+
+/// Checks each dead letter names one of `orders`' reservations, after
+/// `attempts` attempts, answered `status`.
+fn assert_dead_letters(letters: &[Value], orders: &BTreeSet<String>, attempts: u64, status: u16) {
+    let named: BTreeSet<String> = letters
+        .iter()
+        .map(|letter| letter["order_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(&named, orders, "{letters:?}");
+    for letter in letters {
+        assert_eq!(letter["event"], RESERVED, "{letter}");
+        assert_eq!(letter["attempts"], attempts, "{letter}");
+        assert_eq!(letter["last_status"], status, "{letter}");
+        assert!(
+            letter["last_error"]
+                .as_str()
+                .unwrap()
+                .contains(&status.to_string()),
+            "{letter}"
+        );
+        assert!(letter["dead_lettered_at"].is_string(), "{letter}");
+    }
+}
+
+/// A slow merchant (100 ms a call) and 30 orders at once: the engine never
+/// has more than its cap of 4 calls in flight, and still delivers them all.
+async fn webhook_calls_in_flight_never_exceed_the_cap(backend: Backend) {
+    let receiver = Receiver::start_with(0, StatusCode::OK, Duration::from_millis(100)).await;
+    let Harness { app, redis: _redis } = engine_for(backend, &receiver, |config| {
+        config.order_webhook_concurrency = 4;
+    })
+    .await;
+    let sale = app.create_sale(live_sale(50, 1)).await;
+    let orders = place_orders(&app, &sale, "capped", 30).await;
+    receiver
+        .wait_for(&reserved(&orders), Duration::from_secs(20))
+        .await;
+    let most = receiver.most_in_flight();
+    assert!(most <= 4, "{most} calls in flight at once; the cap is 4");
+    assert!(
+        most >= 2,
+        "calls are still made side by side: at most {most}"
+    );
+    app.stop().await;
+}
+
+/// A 400 is the merchant refusing for good: each hand-off is tried once,
+/// moved to the dead letters and not sent again; once the merchant answers
+/// 200, a re-drive delivers every one.
+async fn a_refused_hand_off_is_dead_lettered_after_one_attempt(backend: Backend) {
+    let receiver = Receiver::start_with(usize::MAX, StatusCode::BAD_REQUEST, Duration::ZERO).await;
+    let Harness { app, redis: _redis } = engine_for(backend, &receiver, |_| {}).await;
+    let sale = app.create_sale(live_sale(10, 1)).await;
+    let orders = place_orders(&app, &sale, "refused", 3).await;
+
+    let letters = dead_letters_when(&app, &sale, 3).await;
+    assert_dead_letters(&letters, &orders, 1, 400);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.calls().len(), 3, "one attempt each, then no more");
+
+    redrive_to_a_recovered_merchant(&app, &receiver, &sale, &orders).await;
+    app.stop().await;
+}
+
+/// A merchant answering 500 every time: each hand-off is tried
+/// `FLASHSALE_ORDER_WEBHOOK_ATTEMPTS_MAX` (3) times, then moved to the dead
+/// letters (counted in `flashsale_webhook_dead_letters_total`); a re-drive
+/// once the merchant is back delivers them.
+async fn a_failing_hand_off_is_dead_lettered_after_the_last_attempt(backend: Backend) {
+    let receiver = Receiver::start(usize::MAX).await;
+    let Harness { app, redis: _redis } = engine_for(backend, &receiver, |config| {
+        config.order_webhook_attempts_max = 3;
+    })
+    .await;
+    let sale = app.create_sale(live_sale(10, 1)).await;
+    let orders = place_orders(&app, &sale, "failing", 2).await;
+
+    let letters = dead_letters_when(&app, &sale, 2).await;
+    assert_dead_letters(&letters, &orders, 3, 500);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.calls().len(),
+        6,
+        "three attempts each, then no more"
+    );
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"flashsale_webhook_dead_letters_total{reason="exhausted"}"#),
+        "{metrics}"
+    );
+
+    redrive_to_a_recovered_merchant(&app, &receiver, &sale, &orders).await;
+    app.stop().await;
+}
+
+on_both_stores!(
+    webhook_calls_in_flight_never_exceed_the_cap,
+    a_refused_hand_off_is_dead_lettered_after_one_attempt,
+    a_failing_hand_off_is_dead_lettered_after_the_last_attempt,
+);
+
+/// A sale past its payment window whose only hand-off is a dead letter has
+/// no work left: the order service stops watching it. A re-drive has it
+/// watched (and the hand-off sent) again.
+async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
+    let receiver = Receiver::start_with(usize::MAX, StatusCode::GONE, Duration::ZERO).await;
+    let (subject, live, order) = with_live_order(backend, "settler").await;
+    let store = &subject.store;
+    let clock = Arc::new(ManualClock::at(system_now()));
+    let inventory = Inventory::start(
+        Arc::clone(store),
+        1,
+        actor_settings(),
+        Duration::from_secs(2),
+    )
+    .expect("actor system");
+    let orders = Arc::new(Orders::new(Arc::clone(store), Arc::new(inventory)));
+    let webhook = Webhook::new(WebhookSettings {
+        url: receiver.url().parse().unwrap(),
+        secret: SECRET.into(),
+        timeout: Duration::from_secs(2),
+        backoff_first: Duration::from_millis(10),
+        backoff_longest: Duration::from_millis(40),
+        attempts_max: 20,
+        concurrency: 8,
+    })
+    .unwrap();
+    let mut service = OrderService::new(
+        Arc::clone(store),
+        Arc::clone(&orders),
+        Some(webhook),
+        OrderSettings {
+            sweep: Duration::from_millis(10),
+            batch: 16,
+            claim_idle: Duration::from_secs(30),
+            consumer: "settler".into(),
+            clock: clock.clone(),
+        },
+    );
+    let outcome = service.try_process_batch().await;
+    assert_eq!(
+        (outcome.accepted, outcome.handed_off),
+        (1, 1),
+        "{outcome:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.dead_letters(&live.id).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Paid without a hand-off: no unpaid order is left either.
+    let payment = Payment {
+        amount: None,
+        transaction_id: "tx-settle".into(),
+    };
+    store.pay_order(&order.id, &payment, false).await.unwrap();
+
+    // Past the sale's end plus its payment timeout on the service's clock.
+    clock.advance(Duration::from_secs(3 * 3600)).await;
+    service.try_process_batch().await;
+    assert!(
+        !service.watches(&live.id),
+        "a sale with only dead letters is settled"
+    );
+
+    assert_eq!(orders.redrive_dead_letters(&live.id).await.unwrap(), 1);
+    let outcome = service.try_process_batch().await;
+    assert!(service.watches(&live.id), "a re-drive wakes the sale up");
+    assert_eq!(outcome.handed_off, 1, "{outcome:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.calls().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the re-driven hand-off was not sent"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+on_both_stores!(a_sale_with_only_dead_letters_settles);

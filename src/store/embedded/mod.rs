@@ -28,8 +28,9 @@ use parking_lot::Mutex;
 
 use self::sale::SaleRecord;
 use super::{
-    batch_sale, sort_exceptions_newest_first, sort_newest_first, Acceptance, Delivery,
-    OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
+    batch_sale, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance,
+    DeadLetter, Delivery, DeliveryFailure, OrderBacklog, StockReturnHandler, Store, StoreError,
+    StreamEntry,
 };
 use crate::domain::{
     system_now, Order, OrderId, Payment, PaymentException, PaymentOutcome, RecordedOrder,
@@ -285,6 +286,30 @@ impl Store for EmbeddedStore {
             .outbox
             .postpone(delivery, system_now(), after);
         Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        sale: &SaleId,
+        delivery: &Delivery,
+        failure: &DeliveryFailure,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .record(sale)?
+            .lock()
+            .outbox
+            .dead_letter(delivery, failure, system_now()))
+    }
+
+    async fn dead_letters(&self, sale: &SaleId) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut letters = self.record(sale)?.lock().outbox.dead_letters();
+        sort_oldest_first(&mut letters);
+        Ok(letters)
+    }
+
+    async fn redrive_dead_letters(&self, sale: &SaleId) -> Result<u64, StoreError> {
+        let moved = self.record(sale)?.lock().outbox.redrive(system_now());
+        Ok(u64::try_from(moved).unwrap_or(u64::MAX))
     }
 
     /// One process: nobody else to tell.

@@ -1,15 +1,15 @@
 //! The embedded store's twins of the two queues the order service works
 //! through on Redis: the sale's reservation stream with its consumer group
 //! (`XREADGROUP`, `XAUTOCLAIM`, `lua/ack_reservations.lua`) and the outbox
-//! of hand-offs to the merchant's webhook (the `outbox` and `attempts`
-//! keys, `lua/claim_deliveries.lua`). Both live in the sale's record, under
-//! its lock.
+//! of hand-offs to the merchant's webhook with its dead letters (the
+//! `outbox`, `attempts` and `dead_letters` keys, `lua/claim_deliveries.lua`,
+//! `lua/dead_letter.lua`). Both live in the sale's record, under its lock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::domain::{Millis, OrderEvent, OrderId};
-use crate::store::{Delivery, StreamEntry};
+use crate::store::{DeadLetter, Delivery, DeliveryFailure, StreamEntry};
 
 /// The semantics of a Redis stream with one consumer group: entries are
 /// delivered once to some consumer, stay pending until acknowledged, and
@@ -101,10 +101,12 @@ impl ReservationStream {
 }
 
 /// Hand-offs to the merchant's webhook by event and order, each with when
-/// its next attempt is due (store clock) and the attempts so far.
+/// its next attempt is due (store clock) and the attempts so far; and the
+/// dead letters, hand-offs taken out after they failed for good.
 #[derive(Default)]
 pub(super) struct Outbox {
     hand_offs: HashMap<(OrderEvent, OrderId), HandOff>,
+    dead: HashMap<(OrderEvent, OrderId), DeadLetter>,
 }
 
 /// A hand-off waiting for (another) attempt.
@@ -114,7 +116,7 @@ struct HandOff {
 }
 
 impl Outbox {
-    /// Hand-offs not yet delivered.
+    /// Hand-offs not yet delivered (dead letters aside).
     pub fn len(&self) -> usize {
         self.hand_offs.len()
     }
@@ -169,6 +171,52 @@ impl Outbox {
         {
             hand_off.due = later(now, after);
         }
+    }
+}
+
+impl Outbox {
+    /// Takes a queued hand-off out onto the dead letters, stamped `now`;
+    /// returns whether it was still queued.
+    pub fn dead_letter(
+        &mut self,
+        delivery: &Delivery,
+        failure: &DeliveryFailure,
+        now: Millis,
+    ) -> bool {
+        let key = (delivery.event, delivery.order_id.clone());
+        let Some(hand_off) = self.hand_offs.remove(&key) else {
+            return false;
+        };
+        let letter = DeadLetter {
+            event: key.0,
+            order_id: key.1.clone(),
+            attempts: hand_off.attempts,
+            failure: failure.clone(),
+            at: now,
+        };
+        self.dead.insert(key, letter);
+        true
+    }
+
+    /// The dead letters, in no particular order.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.dead.values().cloned().collect()
+    }
+
+    /// Queues every dead letter again, due `now`, with no attempts yet;
+    /// returns how many.
+    pub fn redrive(&mut self, now: Millis) -> usize {
+        let moved = self.dead.len();
+        for (key, _) in self.dead.drain() {
+            self.hand_offs.insert(
+                key,
+                HandOff {
+                    due: now,
+                    attempts: 0,
+                },
+            );
+        }
+        moved
     }
 }
 

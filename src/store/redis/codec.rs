@@ -16,7 +16,7 @@ use crate::domain::{
     Rejection, Reservation, ReserveRequest, Sale, SaleId, SaleState, SaleStats, SaleView,
     ShopperId, StockReturn,
 };
-use crate::store::{Delivery, StoreError, StreamEntry};
+use crate::store::{DeadLetter, Delivery, DeliveryFailure, StoreError, StreamEntry};
 
 /// Stock returns as published on
 /// [`STOCK_RETURNS_CHANNEL`](crate::store::keys::STOCK_RETURNS_CHANNEL).
@@ -123,6 +123,28 @@ pub(super) fn parse_delivery(member: &str) -> Result<(OrderEvent, OrderId), Stor
         .split_once(' ')
         .and_then(|(event, order)| Some((OrderEvent::parse(event)?, OrderId::parse(order).ok()?)))
         .ok_or_else(|| corrupt(format!("outbox member {member:?}")))
+}
+
+/// A dead letter from its member and its record, `attempts at_ms status
+/// failure` (status 0: the webhook did not answer; see
+/// `lua/dead_letter.lua`).
+pub(super) fn dead_letter(member: &str, record: &str) -> Result<DeadLetter, StoreError> {
+    let (event, order_id) = parse_delivery(member)?;
+    let bad = || corrupt(format!("dead letter {member:?}: {record:?}"));
+    let mut parts = record.splitn(4, ' ');
+    let attempts = parts.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
+    let at = parts.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
+    let status: u16 = parts.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
+    Ok(DeadLetter {
+        event,
+        order_id,
+        attempts,
+        failure: DeliveryFailure {
+            status: (status != 0).then_some(status),
+            error: parts.next().unwrap_or_default().to_owned(),
+        },
+        at,
+    })
 }
 
 pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {

@@ -12,9 +12,9 @@ use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::Value;
 
 use super::codec::{
-    admin_outcome, corrupt, delivery_member, exception_from_record, exception_record, flag, millis,
-    order_from_fields, order_from_record, order_ids, parse_delivery, record_fields, sale_fields,
-    stream_entries, view_from_snapshot, Announcement, OrderTerms, Reply, ReserveReply,
+    admin_outcome, corrupt, dead_letter, delivery_member, exception_from_record, exception_record,
+    flag, millis, order_from_fields, order_from_record, order_ids, parse_delivery, record_fields,
+    sale_fields, stream_entries, view_from_snapshot, Announcement, OrderTerms, Reply, ReserveReply,
 };
 use super::connection::{timed, unavailable};
 use super::RedisStore;
@@ -26,8 +26,9 @@ use crate::store::keys::{
     SaleKeys, ORDER_SERVICE_GROUP, PAYMENT_EXCEPTIONS, SALE_INDEX, STOCK_RETURNS_CHANNEL,
 };
 use crate::store::{
-    batch_sale, changed_meanwhile, sort_exceptions_newest_first, sort_newest_first, Acceptance,
-    Delivery, OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
+    batch_sale, changed_meanwhile, sort_exceptions_newest_first, sort_newest_first,
+    sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure, OrderBacklog,
+    StockReturnHandler, Store, StoreError, StreamEntry,
 };
 
 impl RedisStore {
@@ -524,6 +525,45 @@ impl Store for RedisStore {
         invocation.arg(delivery_member(delivery)).arg(millis(after));
         self.run("postpone_delivery", &invocation).await?;
         Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        sale: &SaleId,
+        delivery: &Delivery,
+        failure: &DeliveryFailure,
+    ) -> Result<bool, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.dead_letter.key(keys.outbox());
+        invocation
+            .key(keys.attempts())
+            .key(keys.dead_letters())
+            .arg(delivery_member(delivery))
+            .arg(failure.status.unwrap_or(0))
+            .arg(failure.error.as_str());
+        let moved: i64 = redis::from_redis_value(self.run("dead_letter", &invocation).await?)
+            .map_err(corrupt)?;
+        Ok(moved == 1)
+    }
+
+    async fn dead_letters(&self, sale: &SaleId) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(SaleKeys::new(sale).dead_letters());
+        let records: HashMap<String, String> = self.query("dead_letters", &cmd).await?;
+        let mut letters = records
+            .iter()
+            .map(|(member, record)| dead_letter(member, record))
+            .collect::<Result<Vec<_>, _>>()?;
+        sort_oldest_first(&mut letters);
+        Ok(letters)
+    }
+
+    async fn redrive_dead_letters(&self, sale: &SaleId) -> Result<u64, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.redrive_dead_letters.key(keys.outbox());
+        invocation.key(keys.attempts()).key(keys.dead_letters());
+        redis::from_redis_value(self.run("redrive_dead_letters", &invocation).await?)
+            .map_err(corrupt)
     }
 
     async fn announce_stock_returns(&self, returns: &[StockReturn]) -> Result<(), StoreError> {
