@@ -9,7 +9,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// HTTP requests by `route` (the matched pattern), `method` and `status`.
+/// HTTP requests by `route` (the matched pattern, or `unmatched`), `method`
+/// (a standard method, or `other`) and `status`.
 pub const HTTP_REQUESTS: &str = "flashsale_http_requests_total";
 /// Reservation attempts by `outcome`: `reserved`, `replayed`, or the error code.
 pub const RESERVATIONS: &str = "flashsale_reservations_total";
@@ -113,7 +114,7 @@ pub fn count_local_answer(outcome: &'static str) {
     metrics::counter!(ACTOR_LOCAL_ANSWERS, "outcome" => outcome).increment(1);
 }
 
-pub fn count_http_request(route: String, method: String, status: u16) {
+pub fn count_http_request(route: String, method: &'static str, status: u16) {
     metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status.to_string())
         .increment(1);
 }

@@ -106,3 +106,41 @@ async fn the_binary_serves_and_stops_on_sigterm() {
     };
     assert!(status.success(), "exit status {status}");
 }
+
+/// Goal: no client can add a metric series. Method: requests with made-up
+/// methods, to a route and to no route, then read `/metrics`.
+#[tokio::test]
+async fn metric_labels_stay_in_fixed_sets_whatever_the_method() {
+    let Harness { app, redis: _redis } = Harness::start(Backend::Embedded).await;
+    for (method, path) in [
+        ("XMETHOD1", "/healthz"),
+        ("XMETHOD2", "/no/such/route/xmethod"),
+        ("GET", "/no/such/route/xmethod"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        app.client
+            .request(method, app.url(path))
+            .send()
+            .await
+            .unwrap();
+    }
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for absent in ["XMETHOD", "/no/such/route"] {
+        assert!(!metrics.contains(absent), "{absent} in /metrics");
+    }
+    for expected in [
+        r#"flashsale_http_requests_total{route="/healthz",method="other",status="405"}"#,
+        r#"flashsale_http_requests_total{route="unmatched",method="other",status="404"}"#,
+        r#"flashsale_http_requests_total{route="unmatched",method="GET",status="404"}"#,
+    ] {
+        assert!(metrics.contains(expected), "{expected} in /metrics");
+    }
+}
