@@ -65,8 +65,9 @@ pub struct Config {
     pub listen_backlog: u32,
 
     /// `redis://host:port/db`, or with --redis-cluster a comma-separated list
-    /// of node URLs. Unset: the embedded in-memory store.
-    #[arg(long, env = "FLASHSALE_REDIS_URL")]
+    /// of node URLs. Unset: the embedded in-memory store. May carry a
+    /// password (`redis://:password@host:port/db`): logs show it redacted.
+    #[arg(long, env = "FLASHSALE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// Treat FLASHSALE_REDIS_URL as the nodes of a Redis Cluster.
@@ -262,7 +263,8 @@ pub struct Config {
 
     /// The merchant's webhook: every order is POSTed there (signed) when the
     /// order service takes it, and again when it is paid. Unset: no hand-off.
-    #[arg(long, env = "FLASHSALE_ORDER_WEBHOOK_URL")]
+    /// Logs show it without user-info and query (which may carry a token).
+    #[arg(long, env = "FLASHSALE_ORDER_WEBHOOK_URL", hide_env_values = true)]
     pub order_webhook_url: Option<String>,
 
     /// HMAC-SHA256 secret that signs webhook bodies (X-Flashsale-Signature);
@@ -404,6 +406,21 @@ mod tests {
                 "redis://a:1".into(),
                 "redis://b:2".into()
             ]))
+        );
+    }
+
+    #[test]
+    fn the_redis_target_shows_no_password() {
+        let standalone = RedisTarget::Standalone("redis://:hunter2@redis.internal:6379/0".into());
+        assert_eq!(
+            format!("{standalone:?}"),
+            r#"Standalone("redis://***@redis.internal:6379/0")"#
+        );
+        let cluster =
+            RedisTarget::Cluster(vec!["redis://u:hunter2@a:1".into(), "redis://b:2".into()]);
+        assert_eq!(
+            format!("{cluster:?}"),
+            r#"Cluster(["redis://***@a:1", "redis://b:2"])"#
         );
     }
 

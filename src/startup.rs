@@ -268,8 +268,12 @@ fn build_webhook(config: &Config) -> anyhow::Result<Option<Webhook>> {
     else {
         return Ok(None);
     };
-    let url = reqwest::Url::parse(url)
-        .with_context(|| format!("FLASHSALE_ORDER_WEBHOOK_URL is not a URL: {url}"))?;
+    let url = reqwest::Url::parse(url).with_context(|| {
+        format!(
+            "FLASHSALE_ORDER_WEBHOOK_URL is not a URL: {}",
+            telemetry::redact_url(url)
+        )
+    })?;
     let Some(secret) = config
         .order_webhook_secret
         .clone()
@@ -277,7 +281,10 @@ fn build_webhook(config: &Config) -> anyhow::Result<Option<Webhook>> {
     else {
         bail!("FLASHSALE_ORDER_WEBHOOK_URL needs FLASHSALE_ORDER_WEBHOOK_SECRET to sign the calls");
     };
-    tracing::info!(%url, "orders are handed to the merchant's webhook");
+    tracing::info!(
+        url = telemetry::redact_url(url.as_str()),
+        "orders are handed to the merchant's webhook"
+    );
     let webhook = Webhook::new(WebhookSettings {
         url,
         secret,

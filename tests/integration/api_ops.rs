@@ -144,3 +144,63 @@ async fn metric_labels_stay_in_fixed_sets_whatever_the_method() {
         assert!(metrics.contains(expected), "{expected} in /metrics");
     }
 }
+
+/// Goal: a Redis password in FLASHSALE_REDIS_URL reaches no log line and no
+/// error. Method: a test Redis with `requirepass`; the built binary's start
+/// logs until it listens; then an engine built with a wrong password.
+#[tokio::test]
+async fn the_redis_password_stays_out_of_logs_and_errors() {
+    let redis = crate::support::RedisServer::start();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("pw-right-secret")
+        .query(&mut redis.connection())
+        .unwrap();
+    let with_password = |password: &str| redis.url().replace("://", &format!("://:{password}@"));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--payments", "simulated"])
+        .env("FLASHSALE_REDIS_URL", with_password("pw-right-secret"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start flashsale");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let listening = line.contains("flashsale listening");
+        lines.push(line);
+        if listening {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines
+        .iter()
+        .any(|line| line.contains("flashsale listening")));
+    let store_line = lines
+        .iter()
+        .find(|line| line.contains("store: Redis"))
+        .expect("the store's start line");
+    assert!(
+        store_line.contains("redis://***@127.0.0.1:"),
+        "{store_line}"
+    );
+    for line in &lines {
+        assert!(!line.contains("pw-right-secret"), "{line}");
+    }
+
+    let mut config = crate::support::test_config();
+    config.redis_url = Some(with_password("pw-wrong-secret"));
+    config.payments = Some(flashsale::config::PaymentMode::Simulated);
+    let Err(err) = flashsale::Application::build(config).await else {
+        panic!("a wrong password connects");
+    };
+    let told = format!("{err:#} {err:?}");
+    assert!(!told.contains("pw-wrong-secret"), "{told}");
+    assert!(told.contains("redis://***@127.0.0.1:"), "{told}");
+}
