@@ -204,3 +204,55 @@ async fn the_redis_password_stays_out_of_logs_and_errors() {
     assert!(!told.contains("pw-wrong-secret"), "{told}");
     assert!(told.contains("redis://***@127.0.0.1:"), "{told}");
 }
+
+/// Goal: `/readyz` is cheap, as anyone may call it. Method: count SCRIPT
+/// LOAD and SCRIPT EXISTS on the test's own Redis over repeated checks;
+/// then flush the script cache: one check loads the scripts again.
+#[tokio::test]
+async fn readiness_checks_do_not_load_the_scripts_each_time() {
+    let Harness { app, redis } = Harness::start(Backend::Redis).await;
+    let server = redis.standalone().unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut server.connection())
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(
+            app.client
+                .get(app.url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(server.command_calls(&["script|load"]), 0);
+    assert_eq!(server.command_calls(&["script|exists"]), 20);
+
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let loads = server.command_calls(&["script|load"]);
+    assert!(loads > 0, "a flushed cache is loaded again");
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(server.command_calls(&["script|load"]), loads);
+}

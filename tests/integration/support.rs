@@ -159,16 +159,24 @@ impl RedisServer {
     /// Script calls (EVAL and EVALSHA) this server ran since it started or
     /// since the last `CONFIG RESETSTAT`.
     pub fn script_calls(&self) -> u64 {
+        self.command_calls(&["evalsha", "eval"])
+    }
+
+    /// Calls of the named commands (as `INFO commandstats` names them,
+    /// e.g. `script|load`) since start or the last `CONFIG RESETSTAT`.
+    pub fn command_calls(&self, commands: &[&str]) -> u64 {
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
             .query(&mut self.connection())
             .expect("INFO commandstats");
         info.lines()
-            .filter(|line| {
-                line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
-            })
             .filter_map(|line| {
-                line.split("calls=")
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                commands.contains(&name).then_some(stats)
+            })
+            .filter_map(|stats| {
+                stats
+                    .split("calls=")
                     .nth(1)?
                     .split(',')
                     .next()?

@@ -217,8 +217,19 @@ impl RedisStore {
             .collect()
     }
 
-    pub(super) async fn load_scripts(&self) -> redis::RedisResult<()> {
+    async fn load_scripts(&self) -> redis::RedisResult<()> {
         self.scripts.load(&mut self.conn.clone()).await
+    }
+
+    /// Readiness: Redis answers and every script is in its cache. One
+    /// SCRIPT EXISTS per check; the scripts are loaded again only when one
+    /// is missing (a restarted or flushed Redis), and a failure to load
+    /// them fails the check.
+    pub(super) async fn ensure_scripts(&self) -> redis::RedisResult<()> {
+        if !self.scripts.all_cached(&mut self.conn.clone()).await? {
+            self.load_scripts().await?;
+        }
+        Ok(())
     }
 
     /// Runs a script and returns its reply, timing the call.
