@@ -74,15 +74,37 @@ pub struct Config {
     #[arg(long, env = "FLASHSALE_REDIS_CLUSTER", default_value_t = false)]
     pub redis_cluster: bool,
 
-    /// Bearer token of the admin API. Unset: a random one is generated and
+    /// Bearer token of the admin API, at least 32 bytes (the engine refuses
+    /// to start with a shorter one). Unset: a random one is generated and
     /// logged once at start.
     #[arg(long, env = "FLASHSALE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Failed admin authentications one client address may make per
+    /// minute (at once, then one every 60 s / this); past it the address
+    /// gets 429 `rate_limited` on the admin API, whatever token it sends,
+    /// until its Retry-After has passed.
+    #[arg(long, env = "FLASHSALE_ADMIN_AUTH_FAILURES_PER_MIN", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub admin_auth_failures_per_min: u32,
 
     /// HS256 secret that verifies shoppers' tokens. Unset: a random one is
     /// generated and logged once at start (development only).
     #[arg(long, env = "FLASHSALE_USER_TOKEN_SECRET", hide_env_values = true)]
     pub user_token_secret: Option<String>,
+
+    /// The `aud` claim shoppers' tokens must carry (the login service's
+    /// audience for this engine). Unset: `aud` is not checked, and a token
+    /// with one is accepted.
+    #[arg(long, env = "FLASHSALE_USER_TOKEN_AUDIENCE")]
+    pub user_token_audience: Option<String>,
+
+    /// Longest lifetime of a shopper token accepted, in seconds: `exp - iat`
+    /// (`exp - now` for a token without `iat`); a longer-lived token is
+    /// refused with 401. Unset: no cap.
+    #[arg(long, env = "FLASHSALE_USER_TOKEN_LIFETIME_MAX_SECS",
+          value_parser = clap::value_parser!(i64).range(1..=31_622_400))]
+    pub user_token_lifetime_max_secs: Option<i64>,
 
     /// Bound on every Redis connect and command, in milliseconds; past it the
     /// call fails with 503 `unavailable`.

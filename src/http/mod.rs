@@ -43,7 +43,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
-pub use self::auth::{mint_shopper_token, AuthKeys};
+pub use self::auth::{mint_shopper_token, AuthKeys, ShopperTokenRules, ADMIN_TOKEN_MIN_BYTES};
 pub use self::error::{ApiError, ErrorCode};
 pub use self::limits::{Rate, RateLimitSettings, RateLimits, Shedding};
 use crate::domain::{OrderId, SaleId};

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-at-least-32-bytes-long";
 pub const SHOPPER_SECRET: &str = "test-shopper-secret";
 
 /// A `redis-server` of our own: free port, own data directory (AOF on, so
@@ -546,8 +546,9 @@ pub fn test_config() -> Config {
     config.admin_token = Some(ADMIN_TOKEN.into());
     config.user_token_secret = Some(SHOPPER_SECRET.into());
     config.payments = Some(PaymentMode::Simulated);
-    // Tests race from one address as many shoppers; the limit tests turn
-    // limits on themselves.
+    // Tests race from one address as many shoppers, and send many wrong
+    // admin tokens; the limit tests turn limits on themselves.
+    config.admin_auth_failures_per_min = 1_000_000;
     config.rate_global_per_sec = 0;
     config.rate_user_per_sec = 0;
     config.rate_ip_per_sec = 0;
