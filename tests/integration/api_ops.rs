@@ -10,8 +10,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::fault_harness::EngineProcess;
 use crate::on_both_stores;
-use crate::support::{live_sale, Backend, Harness};
+use crate::support::{live_sale, Backend, Harness, TestApp};
 
 async fn ops_routes_report_health_readiness_and_metrics(backend: Backend) {
     let Harness { app, redis: _redis } = Harness::start(backend).await;
@@ -33,15 +34,7 @@ async fn ops_routes_report_health_readiness_and_metrics(backend: Backend) {
         StatusCode::CONFLICT
     );
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for expected in [
         r#"flashsale_http_requests_total{route="/api/v1/sales/{id}/orders",method="POST",status="201"}"#,
         r#"flashsale_reservations_total{outcome="reserved"}"#,
@@ -124,15 +117,7 @@ async fn metric_labels_stay_in_fixed_sets_whatever_the_method() {
             .await
             .unwrap();
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for absent in ["XMETHOD", "/no/such/route"] {
         assert!(!metrics.contains(absent), "{absent} in /metrics");
     }
@@ -151,34 +136,12 @@ async fn metric_labels_stay_in_fixed_sets_whatever_the_method() {
 #[tokio::test]
 async fn the_redis_password_stays_out_of_logs_and_errors() {
     let redis = crate::support::RedisServer::start();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("requirepass")
-        .arg("pw-right-secret")
-        .query(&mut redis.connection())
-        .unwrap();
+    redis.config_set("requirepass", "pw-right-secret");
     let with_password = |password: &str| redis.url().replace("://", &format!("://:{password}@"));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--payments", "simulated"])
-        .env("FLASHSALE_REDIS_URL", with_password("pw-right-secret"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start flashsale");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = Vec::new();
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        let listening = line.contains("flashsale listening");
-        lines.push(line);
-        if listening {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let mut engine = EngineProcess::start(&with_password("pw-right-secret"));
+    engine.kill();
+    let lines = engine.logs();
     assert!(lines
         .iter()
         .any(|line| line.contains("flashsale listening")));
@@ -205,6 +168,11 @@ async fn the_redis_password_stays_out_of_logs_and_errors() {
     assert!(told.contains("redis://***@127.0.0.1:"), "{told}");
 }
 
+async fn assert_ready(app: &TestApp) {
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}
+
 /// Goal: `/readyz` is cheap, as anyone may call it. Method: count SCRIPT
 /// LOAD and SCRIPT EXISTS on the test's own Redis over repeated checks;
 /// then flush the script cache: one check loads the scripts again.
@@ -217,15 +185,7 @@ async fn readiness_checks_do_not_load_the_scripts_each_time() {
         .query(&mut server.connection())
         .unwrap();
     for _ in 0..20 {
-        assert_eq!(
-            app.client
-                .get(app.url("/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            StatusCode::OK
-        );
+        assert_ready(&app).await;
     }
     assert_eq!(server.command_calls(&["script|load"]), 0);
     assert_eq!(server.command_calls(&["script|exists"]), 20);
@@ -234,25 +194,9 @@ async fn readiness_checks_do_not_load_the_scripts_each_time() {
         .arg("FLUSH")
         .query(&mut server.connection())
         .unwrap();
-    assert_eq!(
-        app.client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_ready(&app).await;
     let loads = server.command_calls(&["script|load"]);
     assert!(loads > 0, "a flushed cache is loaded again");
-    assert_eq!(
-        app.client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_ready(&app).await;
     assert_eq!(server.command_calls(&["script|load"]), loads);
 }

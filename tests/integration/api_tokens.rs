@@ -70,8 +70,7 @@ async fn failed_admin_authentications_are_limited_per_address() {
     }
     let (status, _) = error_code(list("192.0.2.2", "guess").await.unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains(r#"flashsale_rate_limited_total{limiter="admin"}"#));
     app.stop().await;
 }

@@ -186,6 +186,16 @@ impl RedisServer {
             .sum()
     }
 
+    /// `CONFIG SET name value`.
+    pub fn config_set(&self, name: &str, value: &str) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut self.connection())
+            .expect("CONFIG SET");
+    }
+
     /// Freezes every client of this server for `millis` (CLIENT PAUSE ALL):
     /// a store that stopped answering.
     pub fn pause(&self, millis: u64) {
@@ -346,6 +356,16 @@ impl TestApp {
             request = request.json(&body);
         }
         request.send().await.expect("admin request")
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await;
+        response
+            .expect("/metrics")
+            .text()
+            .await
+            .expect("/metrics text")
     }
 
     /// Schedules a sale and returns its id.
