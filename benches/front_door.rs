@@ -14,13 +14,20 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flashsale::domain::{SaleId, ShopperId};
-use flashsale::http::{mint_shopper_token, AuthKeys, Rate, RateLimitSettings, RateLimits};
+use flashsale::http::{
+    mint_shopper_token, AuthKeys, Rate, RateLimitSettings, RateLimits, ShopperTokenRules,
+};
 
 const SECRET: &[u8] = b"bench-secret";
 const KEYS: u32 = 10_000;
 
 fn front_door(c: &mut Criterion) {
-    let auth = AuthKeys::new("bench-admin", SECRET).expect("keys");
+    let auth = AuthKeys::new(
+        "bench-admin-token-of-at-least-32-bytes",
+        SECRET,
+        &ShopperTokenRules::default(),
+    )
+    .expect("keys");
     let shoppers: Vec<ShopperId> = (0..KEYS)
         .map(|i| ShopperId::parse(&format!("shopper-{i}")).expect("user"))
         .collect();
@@ -37,6 +44,7 @@ fn front_door(c: &mut Criterion) {
         shopper: never,
         ip: never,
         trust_forwarded_for: false,
+        admin_failures_per_min: std::num::NonZeroU32::MIN,
     });
     let sale = SaleId::generate();
     let (purchase, _) = auth

@@ -21,7 +21,7 @@ DURATION=${DURATION:-8}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 SHOPPERS=${SHOPPERS:-300000}
-ADMIN=bench-admin-token
+ADMIN=bench-admin-token-at-least-32-bytes
 SECRET=bench-shopper-secret
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }

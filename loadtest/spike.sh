@@ -103,7 +103,7 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save '' --app
 pids+=($!)
 wait_for 50 redis-cli -p "$redis_port" ping || { echo "spike.sh: redis-server did not start" >&2; exit 1; }
 
-export FLASHSALE_ADMIN_TOKEN="loadtest-admin-$RANDOM$RANDOM"
+export FLASHSALE_ADMIN_TOKEN="loadtest-admin-token-of-32-bytes-$RANDOM$RANDOM"
 export FLASHSALE_USER_TOKEN_SECRET="loadtest-secret-$RANDOM$RANDOM$RANDOM"
 engine_port=$(free_port)
 # Simulated payments for the pay route; one-second payment timeouts allowed

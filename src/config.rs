@@ -65,23 +65,46 @@ pub struct Config {
     pub listen_backlog: u32,
 
     /// `redis://host:port/db`, or with --redis-cluster a comma-separated list
-    /// of node URLs. Unset: the embedded in-memory store.
-    #[arg(long, env = "FLASHSALE_REDIS_URL")]
+    /// of node URLs. Unset: the embedded in-memory store. May carry a
+    /// password (`redis://:password@host:port/db`): logs show it redacted.
+    #[arg(long, env = "FLASHSALE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// Treat FLASHSALE_REDIS_URL as the nodes of a Redis Cluster.
     #[arg(long, env = "FLASHSALE_REDIS_CLUSTER", default_value_t = false)]
     pub redis_cluster: bool,
 
-    /// Bearer token of the admin API. Unset: a random one is generated and
+    /// Bearer token of the admin API, at least 32 bytes (the engine refuses
+    /// to start with a shorter one). Unset: a random one is generated and
     /// logged once at start.
     #[arg(long, env = "FLASHSALE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Failed admin authentications one client address may make per
+    /// minute (at once, then one every 60 s / this); past it the address
+    /// gets 429 `rate_limited` on the admin API, whatever token it sends,
+    /// until its Retry-After has passed.
+    #[arg(long, env = "FLASHSALE_ADMIN_AUTH_FAILURES_PER_MIN", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub admin_auth_failures_per_min: u32,
 
     /// HS256 secret that verifies shoppers' tokens. Unset: a random one is
     /// generated and logged once at start (development only).
     #[arg(long, env = "FLASHSALE_USER_TOKEN_SECRET", hide_env_values = true)]
     pub user_token_secret: Option<String>,
+
+    /// The `aud` claim shoppers' tokens must carry (the login service's
+    /// audience for this engine). Unset: `aud` is not checked, and a token
+    /// with one is accepted.
+    #[arg(long, env = "FLASHSALE_USER_TOKEN_AUDIENCE")]
+    pub user_token_audience: Option<String>,
+
+    /// Longest lifetime of a shopper token accepted, in seconds: `exp - iat`
+    /// (`exp - now` for a token without `iat`); a longer-lived token is
+    /// refused with 401. Unset: no cap.
+    #[arg(long, env = "FLASHSALE_USER_TOKEN_LIFETIME_MAX_SECS",
+          value_parser = clap::value_parser!(i64).range(1..=31_622_400))]
+    pub user_token_lifetime_max_secs: Option<i64>,
 
     /// Bound on every Redis connect and command, in milliseconds; past it the
     /// call fails with 503 `unavailable`.
@@ -262,7 +285,8 @@ pub struct Config {
 
     /// The merchant's webhook: every order is POSTed there (signed) when the
     /// order service takes it, and again when it is paid. Unset: no hand-off.
-    #[arg(long, env = "FLASHSALE_ORDER_WEBHOOK_URL")]
+    /// Logs show it without user-info and query (which may carry a token).
+    #[arg(long, env = "FLASHSALE_ORDER_WEBHOOK_URL", hide_env_values = true)]
     pub order_webhook_url: Option<String>,
 
     /// HMAC-SHA256 secret that signs webhook bodies (X-Flashsale-Signature);
@@ -416,6 +440,21 @@ mod tests {
                 "redis://a:1".into(),
                 "redis://b:2".into()
             ]))
+        );
+    }
+
+    #[test]
+    fn the_redis_target_shows_no_password() {
+        let standalone = RedisTarget::Standalone("redis://:hunter2@redis.internal:6379/0".into());
+        assert_eq!(
+            format!("{standalone:?}"),
+            r#"Standalone("redis://***@redis.internal:6379/0")"#
+        );
+        let cluster =
+            RedisTarget::Cluster(vec!["redis://u:hunter2@a:1".into(), "redis://b:2".into()]);
+        assert_eq!(
+            format!("{cluster:?}"),
+            r#"Cluster(["redis://***@a:1", "redis://b:2"])"#
         );
     }
 

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::config::{Config, PaymentMode};
 use crate::domain::SaleRules;
 use crate::http::{
     self, server, AppContext, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding,
+    ShopperTokenRules, ADMIN_TOKEN_MIN_BYTES,
 };
 use crate::inventory::{ActorSettings, Inventory};
 use crate::orders::webhook::{Webhook, WebhookSettings};
@@ -64,11 +66,25 @@ impl Application {
             Duration::from_millis(config.reserve_timeout_ms),
         )?);
         let admin_token = secret_or_generated(config.admin_token.clone(), "FLASHSALE_ADMIN_TOKEN");
+        if admin_token.len() < ADMIN_TOKEN_MIN_BYTES {
+            bail!(
+                "FLASHSALE_ADMIN_TOKEN is {} bytes long; it must be at least {ADMIN_TOKEN_MIN_BYTES} \
+                 (a random value, e.g. from `openssl rand -hex 32`)",
+                admin_token.len()
+            );
+        }
         let shopper_secret = secret_or_generated(
             config.user_token_secret.clone(),
             "FLASHSALE_USER_TOKEN_SECRET",
         );
-        let auth = AuthKeys::new(&admin_token, shopper_secret.as_bytes())
+        let shopper_tokens = ShopperTokenRules {
+            audience: config
+                .user_token_audience
+                .clone()
+                .filter(|audience| !audience.is_empty()),
+            lifetime_max_secs: config.user_token_lifetime_max_secs,
+        };
+        let auth = AuthKeys::new(&admin_token, shopper_secret.as_bytes(), &shopper_tokens)
             .context("invalid shopper token secret")?;
         let listener = server::bind(config.listen, config.listen_backlog)
             .with_context(|| format!("failed to bind {}", config.listen))?;
@@ -107,6 +123,8 @@ impl Application {
                 burst: config.rate_ip_burst,
             },
             trust_forwarded_for: config.rate_trust_forwarded_for,
+            admin_failures_per_min: NonZeroU32::new(config.admin_auth_failures_per_min)
+                .unwrap_or(NonZeroU32::MIN),
         }));
         let sale_rules = SaleRules {
             payment_timeout_secs_min: i64::try_from(config.payment_timeout_min_secs)
@@ -268,8 +286,12 @@ fn build_webhook(config: &Config) -> anyhow::Result<Option<Webhook>> {
     else {
         return Ok(None);
     };
-    let url = reqwest::Url::parse(url)
-        .with_context(|| format!("FLASHSALE_ORDER_WEBHOOK_URL is not a URL: {url}"))?;
+    let url = reqwest::Url::parse(url).with_context(|| {
+        format!(
+            "FLASHSALE_ORDER_WEBHOOK_URL is not a URL: {}",
+            telemetry::redact_url(url)
+        )
+    })?;
     let Some(secret) = config
         .order_webhook_secret
         .clone()
@@ -277,7 +299,10 @@ fn build_webhook(config: &Config) -> anyhow::Result<Option<Webhook>> {
     else {
         bail!("FLASHSALE_ORDER_WEBHOOK_URL needs FLASHSALE_ORDER_WEBHOOK_SECRET to sign the calls");
     };
-    tracing::info!(%url, "orders are handed to the merchant's webhook");
+    tracing::info!(
+        url = telemetry::redact_url(url.as_str()),
+        "orders are handed to the merchant's webhook"
+    );
     let webhook = Webhook::new(WebhookSettings {
         url,
         secret,

@@ -9,7 +9,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// HTTP requests by `route` (the matched pattern), `method` and `status`.
+/// HTTP requests by `route` (the matched pattern, or `unmatched`), `method`
+/// (a standard method, or `other`) and `status`.
 pub const HTTP_REQUESTS: &str = "flashsale_http_requests_total";
 /// Reservation attempts by `outcome`: `reserved`, `replayed`, or the error code.
 pub const RESERVATIONS: &str = "flashsale_reservations_total";
@@ -100,6 +101,25 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// `url` fit for a log line or an error message: its user-info (a Redis
+/// password) becomes `***@`, and its query and fragment (a webhook's
+/// token) `?***` or `#***`. Works on any string, a URL that does not parse
+/// included; everything after the last `@` of the user-info part counts as
+/// the host, so a password with a raw `@`, `/` or `?` is hidden whole.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url
+        .find("://")
+        .map_or(("", url), |at| url.split_at(at + "://".len()));
+    let (user_info, rest) = match rest.rfind('@') {
+        Some(at) => ("***@", &rest[at + 1..]),
+        None => ("", rest),
+    };
+    match rest.find(['?', '#']) {
+        Some(at) => format!("{scheme}{user_info}{}{}***", &rest[..at], &rest[at..=at]),
+        None => format!("{scheme}{user_info}{rest}"),
+    }
+}
+
 pub fn observe_store_call(op: &'static str, elapsed: Duration) {
     metrics::histogram!(STORE_CALL_SECONDS, "op" => op).record(elapsed.as_secs_f64());
 }
@@ -120,7 +140,7 @@ pub fn count_local_answer(outcome: &'static str) {
     metrics::counter!(ACTOR_LOCAL_ANSWERS, "outcome" => outcome).increment(1);
 }
 
-pub fn count_http_request(route: String, method: String, status: u16) {
+pub fn count_http_request(route: String, method: &'static str, status: u16) {
     metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status.to_string())
         .increment(1);
 }
@@ -178,4 +198,36 @@ pub fn connection_dropped() {
 
 pub fn count_panic() {
     metrics::counter!(PANICS).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_their_user_info_query_and_fragment() {
+        for (url, redacted) in [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "redis://:hunter2@redis.internal:6379/0",
+                "redis://***@redis.internal:6379/0",
+            ),
+            (
+                "rediss://app:p@ss/w?rd@redis.internal/",
+                "rediss://***@redis.internal/",
+            ),
+            (
+                "https://shop.example/hooks/orders?token=abc&x=1",
+                "https://shop.example/hooks/orders?***",
+            ),
+            (
+                "https://u:p@shop.example/hooks#token=abc",
+                "https://***@shop.example/hooks#***",
+            ),
+            ("not a url?token=abc", "not a url?***"),
+            (":hunter2@host:1", "***@host:1"),
+        ] {
+            assert_eq!(redact_url(url), redacted, "{url}");
+        }
+    }
 }

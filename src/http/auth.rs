@@ -1,6 +1,7 @@
 //! Who is calling: shoppers with HS256 JWTs (`sub` = shopper id, `exp`
-//! required) and merchants with the admin bearer token (compared in
-//! constant time).
+//! required; `nbf` checked; `aud` checked when an audience is configured;
+//! the lifetime optionally capped) and merchants with the admin bearer
+//! token (compared in constant time).
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
@@ -9,19 +10,33 @@ use hmac::{Hmac, KeyInit, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::domain::{format_ms, system_now, SaleId, ShopperId};
 
-/// Clock skew tolerated on `exp`, in seconds.
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
 const TOKEN_LEEWAY_SECS: u64 = 5;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     exp: i64,
+    /// Issued at: where the lifetime cap counts from (now, when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+}
+
+/// What a shopper token must satisfy beyond its signature, `sub` and `exp`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShopperTokenRules {
+    /// The `aud` the login service puts in its tokens: when set, a token
+    /// must name it; when unset, any `aud` (or none) is accepted.
+    pub audience: Option<String>,
+    /// Longest lifetime accepted, in seconds: `exp - iat` (or `exp - now`
+    /// without `iat`). `None`: no cap.
+    pub lifetime_max_secs: Option<i64>,
 }
 
 /// A purchase token: the right of one shopper to buy once in one live
@@ -59,10 +74,16 @@ impl From<PurchaseTokenError> for ApiError {
     }
 }
 
+/// Shortest admin token the engine accepts, in bytes.
+pub const ADMIN_TOKEN_MIN_BYTES: usize = 32;
+
 pub struct AuthKeys {
-    admin_token: String,
+    /// SHA-256 of the admin token: tokens are compared by their digests,
+    /// which have one length whatever a client sends.
+    admin_digest: [u8; 32],
     shopper_key: DecodingKey,
     validation: Validation,
+    lifetime_max_secs: Option<i64>,
     /// Signs purchase tokens: derived from the shopper secret (so every
     /// engine node sharing it accepts them) but not equal to it, so neither
     /// kind of token passes for the other.
@@ -76,10 +97,21 @@ impl AuthKeys {
     pub fn new(
         admin_token: &str,
         shopper_secret: &[u8],
+        shopper_tokens: &ShopperTokenRules,
     ) -> Result<Self, jsonwebtoken::errors::Error> {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = TOKEN_LEEWAY_SECS;
+        validation.validate_nbf = true;
+        match &shopper_tokens.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+            }
+            None => {
+                validation.validate_aud = false;
+                validation.set_required_spec_claims(&["exp", "sub"]);
+            }
+        }
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(shopper_secret)
             .map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
         mac.update(b"flashsale purchase tokens");
@@ -88,9 +120,10 @@ impl AuthKeys {
         purchase_validation.set_required_spec_claims(&["exp", "sub", "jti"]);
         purchase_validation.leeway = 0;
         Ok(Self {
-            admin_token: admin_token.to_owned(),
+            admin_digest: Sha256::digest(admin_token.as_bytes()).into(),
             shopper_key: DecodingKey::from_secret(shopper_secret)?,
             validation,
+            lifetime_max_secs: shopper_tokens.lifetime_max_secs,
             purchase_signing: EncodingKey::from_secret(&purchase_secret)?,
             purchase_key: DecodingKey::from_secret(&purchase_secret)?,
             purchase_validation,
@@ -148,23 +181,42 @@ impl AuthKeys {
         Ok(claims.jti)
     }
 
-    /// The shopper a bearer token names, if it is genuine and unexpired.
+    /// The shopper a bearer token names, if it is genuine, valid now, for
+    /// this engine's audience, and not longer-lived than allowed.
     pub fn shopper_of(&self, token: &str) -> Result<ShopperId, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.shopper_key, &self.validation)
             .map_err(|err| {
                 use jsonwebtoken::errors::ErrorKind;
                 ApiError::Unauthorized(match err.kind() {
                     ErrorKind::ExpiredSignature => "the token has expired",
+                    ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)",
+                    ErrorKind::InvalidAudience => "the token is not for this engine's audience",
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+                        "the token is not for this engine's audience"
+                    }
                     ErrorKind::InvalidSignature => "the token's signature is invalid",
                     _ => "the token is malformed",
                 })
             })?;
+        if let Some(max) = self.lifetime_max_secs {
+            let claims = &data.claims;
+            let issued = claims.iat.unwrap_or_else(|| system_now() / 1000);
+            if claims.exp.saturating_sub(issued) > max {
+                return Err(ApiError::Unauthorized(
+                    "the token's lifetime is longer than this engine accepts",
+                ));
+            }
+        }
         ShopperId::parse(&data.claims.sub)
             .map_err(|_| ApiError::Unauthorized("the token's sub is not a valid shopper id"))
     }
 
+    /// Whether `token` is the admin token: the SHA-256 digests compared in
+    /// constant time, so neither the token's length nor how much of it
+    /// matches changes the time taken.
     fn is_admin(&self, token: &str) -> bool {
-        token.as_bytes().ct_eq(self.admin_token.as_bytes()).into()
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        digest.ct_eq(&self.admin_digest).into()
     }
 }
 
@@ -174,9 +226,11 @@ pub fn mint_shopper_token(
     sub: &str,
     ttl_secs: i64,
 ) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = system_now() / 1000;
     let claims = Claims {
         sub: sub.to_owned(),
-        exp: system_now() / 1000 + ttl_secs,
+        exp: now + ttl_secs,
+        iat: Some(now),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -245,20 +299,151 @@ impl Admin {
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
+    /// The admin token, from an address not waiting after too many failed
+    /// admin authentications (each 401 here counts as one).
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        if state.auth.is_admin(token) {
-            let from = parts
-                .extensions
-                .get::<ConnectInfo<std::net::SocketAddr>>()
-                .map(|ConnectInfo(from)| *from);
-            Ok(Admin { from })
-        } else if state.auth.shopper_of(token).is_ok() {
-            Err(ApiError::Forbidden(
-                "shopper tokens cannot use the admin API",
-            ))
-        } else {
-            Err(ApiError::Unauthorized("invalid admin token"))
+        let from = parts
+            .extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|ConnectInfo(from)| *from);
+        let client = from.map(|from| state.limits.client_ip(from.ip(), &parts.headers));
+        if let Some(client) = client {
+            state.limits.check_admin_address(client)?;
         }
+        let refusal = match bearer(parts) {
+            Ok(token) if state.auth.is_admin(token) => return Ok(Admin { from }),
+            Ok(token) if state.auth.shopper_of(token).is_ok() => {
+                return Err(ApiError::Forbidden(
+                    "shopper tokens cannot use the admin API",
+                ))
+            }
+            Ok(_) => ApiError::Unauthorized("invalid admin token"),
+            Err(err) => err,
+        };
+        Err(match client {
+            Some(client) => state.limits.admin_failed(client, refusal),
+            None => refusal,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"unit-test-shopper-secret";
+    const ADMIN: &str = "unit-test-admin-token-of-32-bytes-or-more";
+
+    fn auth_keys(rules: ShopperTokenRules) -> AuthKeys {
+        AuthKeys::new(ADMIN, SECRET, &rules).expect("keys")
+    }
+
+    /// A token with these claims besides `sub`.
+    fn token(claims: serde_json::Value) -> String {
+        let mut claims = claims;
+        claims["sub"] = json!("shopper-1");
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET).expect("key"),
+        )
+        .expect("token")
+    }
+
+    fn now() -> i64 {
+        system_now() / 1000
+    }
+
+    fn refusal(keys: &AuthKeys, token: &str) -> &'static str {
+        match keys.shopper_of(token) {
+            Err(ApiError::Unauthorized(message)) => message,
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_the_admin_token_itself_is_admin() {
+        let keys = auth_keys(ShopperTokenRules::default());
+        assert!(keys.is_admin(ADMIN));
+        for other in [
+            "",
+            &ADMIN[..ADMIN.len() - 1],
+            &format!("{ADMIN}x"),
+            &ADMIN.to_uppercase(),
+        ] {
+            assert!(!keys.is_admin(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_token_with_an_audience_passes_when_none_is_configured() {
+        let keys = auth_keys(ShopperTokenRules::default());
+        for aud in [json!("mini-program"), json!(["a", "b"])] {
+            let token = token(json!({"exp": now() + 60, "aud": aud}));
+            assert_eq!(
+                keys.shopper_of(&token).expect("accepted").as_str(),
+                "shopper-1"
+            );
+        }
+    }
+
+    #[test]
+    fn a_configured_audience_must_be_named() {
+        let keys = auth_keys(ShopperTokenRules {
+            audience: Some("flashsale".into()),
+            ..ShopperTokenRules::default()
+        });
+        for aud in [json!("flashsale"), json!(["login", "flashsale"])] {
+            let token = token(json!({"exp": now() + 60, "aud": aud}));
+            assert!(keys.shopper_of(&token).is_ok(), "{aud}");
+        }
+        for claims in [
+            json!({"exp": now() + 60, "aud": "another-app"}),
+            json!({"exp": now() + 60}),
+        ] {
+            assert_eq!(
+                refusal(&keys, &token(claims.clone())),
+                "the token is not for this engine's audience",
+                "{claims}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_is_refused_before_its_nbf() {
+        let keys = auth_keys(ShopperTokenRules::default());
+        let early = token(json!({"exp": now() + 600, "nbf": now() + 300}));
+        assert_eq!(refusal(&keys, &early), "the token is not valid yet (nbf)");
+        let due = token(json!({"exp": now() + 600, "nbf": now() - 1}));
+        assert!(keys.shopper_of(&due).is_ok());
+    }
+
+    #[test]
+    fn the_lifetime_cap_counts_from_iat_or_now() {
+        let keys = auth_keys(ShopperTokenRules {
+            lifetime_max_secs: Some(3600),
+            ..ShopperTokenRules::default()
+        });
+        let too_long = "the token's lifetime is longer than this engine accepts";
+        let issued = now() - 100;
+        for (claims, accepted) in [
+            (json!({"iat": issued, "exp": issued + 3600}), true),
+            (json!({"iat": issued, "exp": issued + 3601}), false),
+            (json!({"exp": now() + 3000}), true),
+            (json!({"exp": now() + 7200}), false),
+        ] {
+            let token = token(claims.clone());
+            if accepted {
+                assert!(keys.shopper_of(&token).is_ok(), "{claims}");
+            } else {
+                assert_eq!(refusal(&keys, &token), too_long, "{claims}");
+            }
+        }
+        let uncapped = auth_keys(ShopperTokenRules::default());
+        assert!(uncapped
+            .shopper_of(&token(json!({"exp": now() + 10 * 365 * 86_400})))
+            .is_ok());
     }
 }

@@ -2,6 +2,9 @@
 //! - rate limits on the order routes (governor): per client address, per
 //!   shopper, and overall, each answering 429 `rate_limited` with
 //!   `Retry-After`;
+//! - a limit on failed admin authentications per client address: past it
+//!   the address gets 429 on the admin API whatever token it sends, until
+//!   its wait is over;
 //! - load shedding: a bound on requests in flight (503 `overloaded` at
 //!   once) and a timeout on every request (503 `unavailable`).
 //!
@@ -12,12 +15,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
 use tokio::sync::Semaphore;
@@ -50,12 +54,22 @@ pub struct RateLimitSettings {
     pub ip: Rate,
     /// Take the client address from the last X-Forwarded-For entry.
     pub trust_forwarded_for: bool,
+    /// Failed admin authentications one client address may make per
+    /// minute (all of them at once, then one every 60 s / this).
+    pub admin_failures_per_min: NonZeroU32,
 }
+
+const ADMIN_LOCKED: &str = "too many failed admin authentications from this address";
 
 pub struct RateLimits {
     global: Option<DefaultDirectRateLimiter>,
     shopper: Option<DefaultKeyedRateLimiter<ShopperId>>,
     ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    admin_failures: DefaultKeyedRateLimiter<IpAddr>,
+    /// Addresses past their admin failures, and until when: they are
+    /// refused before their token is compared, so a right guess looks like
+    /// a wrong one until the wait is over.
+    admin_locked: DashMap<IpAddr, Instant>,
     trust_forwarded_for: bool,
     clock: DefaultClock,
 }
@@ -66,8 +80,33 @@ impl RateLimits {
             global: settings.global.quota().map(RateLimiter::direct),
             shopper: settings.shopper.quota().map(RateLimiter::keyed),
             ip: settings.ip.quota().map(RateLimiter::keyed),
+            admin_failures: RateLimiter::keyed(Quota::per_minute(settings.admin_failures_per_min)),
+            admin_locked: DashMap::new(),
             trust_forwarded_for: settings.trust_forwarded_for,
             clock: DefaultClock::default(),
+        }
+    }
+
+    /// 429 while `ip` waits after too many failed admin authentications.
+    pub fn check_admin_address(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let until = self.admin_locked.get(&ip).map(|until| *until);
+        match until.and_then(|until| until.checked_duration_since(Instant::now())) {
+            Some(wait) if !wait.is_zero() => Err(Self::refused(wait, ADMIN_LOCKED)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed admin authentication from `ip`: `refusal` as it is
+    /// while within the limit; past it, 429, and the address waits.
+    pub fn admin_failed(&self, ip: IpAddr, refusal: ApiError) -> ApiError {
+        match self.admin_failures.check_key(&ip) {
+            Ok(()) => refusal,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                self.admin_locked.insert(ip, Instant::now() + wait);
+                telemetry::count_rate_limited("admin");
+                Self::refused(wait, ADMIN_LOCKED)
+            }
         }
     }
 
@@ -109,6 +148,12 @@ impl RateLimits {
             limiter.shrink_to_fit();
             telemetry::set_rate_limiter_keys("ip", limiter.len());
         }
+        self.admin_failures.retain_recent();
+        self.admin_failures.shrink_to_fit();
+        let now = Instant::now();
+        self.admin_locked.retain(|_, until| *until > now);
+        self.admin_locked.shrink_to_fit();
+        telemetry::set_rate_limiter_keys("admin", self.admin_failures.len());
     }
 
     /// Keys the per-shopper and per-address limiters hold.
@@ -152,7 +197,11 @@ impl RateLimits {
         not_until: &NotUntil<<DefaultClock as Clock>::Instant>,
     ) -> ApiError {
         telemetry::count_rate_limited(limiter);
-        let wait = not_until.wait_time_from(self.clock.now());
+        Self::refused(not_until.wait_time_from(self.clock.now()), message)
+    }
+
+    /// 429 with `Retry-After`: `wait` rounded up to whole seconds.
+    fn refused(wait: Duration, message: &'static str) -> ApiError {
         ApiError::RateLimited {
             message,
             retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
@@ -223,6 +272,7 @@ mod tests {
             shopper,
             ip,
             trust_forwarded_for: false,
+            admin_failures_per_min: NonZeroU32::MIN,
         })
     }
 
@@ -305,6 +355,7 @@ mod tests {
             shopper: OFF,
             ip: OFF,
             trust_forwarded_for: true,
+            admin_failures_per_min: NonZeroU32::MIN,
         });
         assert_eq!(
             trusting.client_ip(peer, &headers),

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
@@ -42,7 +43,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
-pub use self::auth::{mint_shopper_token, AuthKeys};
+pub use self::auth::{mint_shopper_token, AuthKeys, ShopperTokenRules, ADMIN_TOKEN_MIN_BYTES};
 pub use self::error::{ApiError, ErrorCode};
 pub use self::limits::{Rate, RateLimitSettings, RateLimits, Shedding};
 use crate::domain::{OrderId, SaleId};
@@ -139,15 +140,35 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// Counts every request under labels from fixed sets, so no client can
+/// add a metric series: the matched route pattern (or `unmatched`), a
+/// standard method (or `other`), and the status.
 async fn count_requests(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     telemetry::count_http_request(route, method, response.status().as_u16());
     response
+}
+
+/// A request method as a metric label: the standard methods by name, any
+/// other token `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// An order id from a path: a malformed one names no order.
@@ -167,6 +188,16 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    #[test]
+    fn methods_outside_the_standard_set_are_labelled_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for token in ["XMETHOD1", "get", "PROPFIND"] {
+            let method = Method::from_bytes(token.as_bytes()).expect("a method token");
+            assert_eq!(method_label(&method), "other", "{token}");
+        }
+    }
 
     #[tokio::test]
     async fn a_panicking_handler_answers_500_json() {

@@ -130,7 +130,9 @@ impl Webhook {
             )
             .body(body)
             .send()
-            .await?;
+            .await
+            // Its URL may carry a token; the start log shows it redacted.
+            .map_err(reqwest::Error::without_url)?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -291,6 +293,35 @@ mod tests {
         assert!(webhook.free_sends(1).is_none(), "all taken");
         drop(first.split(1));
         assert_eq!(webhook.free_sends(10).map(|p| p.num_permits()), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_does_not_tell_the_url_token() {
+        let webhook = Webhook::new(WebhookSettings {
+            url: Url::parse("http://merchant:pw-secret@127.0.0.1:9/hook?token=tok-secret")
+                .expect("url"),
+            ..webhook().settings
+        })
+        .expect("client");
+        let sale = crate::domain::SaleId::generate();
+        let order = Order {
+            id: crate::domain::OrderId::generate(&sale),
+            sale_id: sale,
+            shopper_id: crate::domain::ShopperId::parse("shopper").expect("shopper id"),
+            quantity: 1,
+            amount_cents: 100,
+            currency: "CNY".into(),
+            status: crate::domain::OrderStatus::PendingPayment,
+            created_at: 0,
+            expires_at: 1,
+            paid_at: None,
+        };
+        let err = webhook
+            .send(OrderEvent::Reserved, &order)
+            .await
+            .expect_err("nothing listens on port 9");
+        let told = format!("{err} {err:?}");
+        assert!(!told.contains("secret"), "{told}");
     }
 
     #[test]

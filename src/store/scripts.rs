@@ -135,10 +135,9 @@ impl Scripts {
         }
     }
 
-    /// Loads every script into the script cache (on a Cluster, every
-    /// primary's), so the first calls need not send the bodies.
-    pub async fn load(&self, conn: &mut impl ConnectionLike) -> RedisResult<()> {
-        for script in [
+    /// Every script.
+    fn all(&self) -> [&LuaScript; 19] {
+        [
             &self.index_sale,
             &self.create_sale,
             &self.sale_snapshot,
@@ -158,9 +157,27 @@ impl Scripts {
             &self.redrive_dead_letters,
             &self.audit_sale,
             &self.record_payment_exception,
-        ] {
+        ]
+    }
+
+    /// Loads every script into the script cache (on a Cluster, every
+    /// primary's), so the first calls need not send the bodies.
+    pub async fn load(&self, conn: &mut impl ConnectionLike) -> RedisResult<()> {
+        for script in self.all() {
             script.script.load_async(conn).await?;
         }
         Ok(())
+    }
+
+    /// Whether every script is in the script cache (on a Cluster, in every
+    /// primary's): one SCRIPT EXISTS with their hashes.
+    pub async fn all_cached(&self, conn: &mut impl ConnectionLike) -> RedisResult<bool> {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("EXISTS");
+        for script in self.all() {
+            cmd.arg(script.script.get_hash());
+        }
+        let cached: Vec<bool> = cmd.query_async(conn).await?;
+        Ok(cached.into_iter().all(|cached| cached))
     }
 }

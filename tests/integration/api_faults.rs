@@ -127,12 +127,7 @@ async fn refuses_wechatpay_without_its_keys() {
 async fn refuses_a_cluster_with_one_primary_that_may_evict() {
     let cluster = RedisCluster::start();
     let last = cluster.nodes().last().expect("nodes");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("volatile-lru")
-        .query(&mut last.connection())
-        .unwrap();
+    last.config_set("maxmemory-policy", "volatile-lru");
     let mut config = Config::for_tests();
     config.redis_url = Some(cluster.urls().join(","));
     config.redis_cluster = true;

@@ -35,6 +35,7 @@ use axum::Router;
 use flashsale::domain::SaleRules;
 use flashsale::http::{
     self, AppContext, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding,
+    ShopperTokenRules,
 };
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::Orders;
@@ -132,7 +133,14 @@ impl App {
             orders: Arc::new(Orders::new(Arc::clone(&store), Arc::clone(&inventory))),
             payments: Payments::new(Arc::clone(&store), method, None),
             store: Arc::clone(&store),
-            auth: Arc::new(AuthKeys::new(ADMIN_TOKEN, SHOPPER_SECRET.as_bytes()).unwrap()),
+            auth: Arc::new(
+                AuthKeys::new(
+                    ADMIN_TOKEN,
+                    SHOPPER_SECRET.as_bytes(),
+                    &ShopperTokenRules::default(),
+                )
+                .unwrap(),
+            ),
             metrics: telemetry::metrics_handle(),
             store_timeout: Duration::from_secs(2),
             limits: Arc::new(RateLimits::new(&RateLimitSettings {
@@ -140,6 +148,7 @@ impl App {
                 shopper: off,
                 ip: off,
                 trust_forwarded_for: false,
+                admin_failures_per_min: std::num::NonZeroU32::MIN,
             })),
             purchase_token_ttl_secs: 60,
         });

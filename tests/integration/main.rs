@@ -19,6 +19,7 @@ mod api_orders;
 mod api_purchase_tokens;
 mod api_race;
 mod api_restart;
+mod api_tokens;
 mod api_window;
 mod conformance;
 mod fault_harness;

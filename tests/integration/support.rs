@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-at-least-32-bytes-long";
 pub const SHOPPER_SECRET: &str = "test-shopper-secret";
 
 /// A `redis-server` of our own: free port, own data directory (AOF on, so
@@ -159,16 +159,24 @@ impl RedisServer {
     /// Script calls (EVAL and EVALSHA) this server ran since it started or
     /// since the last `CONFIG RESETSTAT`.
     pub fn script_calls(&self) -> u64 {
+        self.command_calls(&["evalsha", "eval"])
+    }
+
+    /// Calls of the named commands (as `INFO commandstats` names them,
+    /// e.g. `script|load`) since start or the last `CONFIG RESETSTAT`.
+    pub fn command_calls(&self, commands: &[&str]) -> u64 {
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
             .query(&mut self.connection())
             .expect("INFO commandstats");
         info.lines()
-            .filter(|line| {
-                line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
-            })
             .filter_map(|line| {
-                line.split("calls=")
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                commands.contains(&name).then_some(stats)
+            })
+            .filter_map(|stats| {
+                stats
+                    .split("calls=")
                     .nth(1)?
                     .split(',')
                     .next()?
@@ -176,6 +184,16 @@ impl RedisServer {
                     .ok()
             })
             .sum()
+    }
+
+    /// `CONFIG SET name value`.
+    pub fn config_set(&self, name: &str, value: &str) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut self.connection())
+            .expect("CONFIG SET");
     }
 
     /// Freezes every client of this server for `millis` (CLIENT PAUSE ALL):
@@ -338,6 +356,16 @@ impl TestApp {
             request = request.json(&body);
         }
         request.send().await.expect("admin request")
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await;
+        response
+            .expect("/metrics")
+            .text()
+            .await
+            .expect("/metrics text")
     }
 
     /// Schedules a sale and returns its id.
@@ -538,8 +566,9 @@ pub fn test_config() -> Config {
     config.admin_token = Some(ADMIN_TOKEN.into());
     config.user_token_secret = Some(SHOPPER_SECRET.into());
     config.payments = Some(PaymentMode::Simulated);
-    // Tests race from one address as many shoppers; the limit tests turn
-    // limits on themselves.
+    // Tests race from one address as many shoppers, and send many wrong
+    // admin tokens; the limit tests turn limits on themselves.
+    config.admin_auth_failures_per_min = 1_000_000;
     config.rate_global_per_sec = 0;
     config.rate_user_per_sec = 0;
     config.rate_ip_per_sec = 0;

@@ -6,6 +6,7 @@
 //! Nothing here knows a key's layout or a reply's shape (see `codec`).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -25,13 +26,26 @@ use crate::domain::SaleId;
 use crate::store::keys::STOCK_RETURNS_CHANNEL;
 use crate::store::scripts::{Invocation, Scripts};
 use crate::store::{StockReturnHandler, Store, StoreError};
-use crate::telemetry;
+use crate::telemetry::{self, redact_url};
 
 /// Where Redis is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisTarget {
     Standalone(String),
     Cluster(Vec<String>),
+}
+
+/// The URLs redacted (no password): the target is logged at start.
+impl fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Standalone(url) => f.debug_tuple("Standalone").field(&redact_url(url)).finish(),
+            Self::Cluster(urls) => f
+                .debug_tuple("Cluster")
+                .field(&urls.iter().map(|url| redact_url(url)).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
 }
 
 /// One multiplexed connection: requests from every task are pipelined on it.
@@ -77,7 +91,7 @@ impl RedisStore {
         let conn = match target {
             RedisTarget::Standalone(url) => {
                 let client = redis::Client::open(url.as_str())
-                    .with_context(|| format!("invalid Redis URL {url}"))?;
+                    .with_context(|| format!("invalid Redis URL {}", redact_url(url)))?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(Some(timeout))
@@ -90,7 +104,9 @@ impl RedisStore {
                 Connection::Standalone(
                     ConnectionManager::new_with_config(client, config)
                         .await
-                        .with_context(|| format!("failed to connect to Redis at {url}"))?,
+                        .with_context(|| {
+                            format!("failed to connect to Redis at {}", redact_url(url))
+                        })?,
                 )
             }
             RedisTarget::Cluster(urls) => {
@@ -115,7 +131,7 @@ impl RedisStore {
             conn,
             scripts: Scripts::new(),
             pubsub_client: redis::Client::open(first_url.as_str())
-                .with_context(|| format!("invalid Redis URL {first_url}"))?,
+                .with_context(|| format!("invalid Redis URL {}", redact_url(first_url)))?,
             node: Alphanumeric.sample_string(&mut rand::rng(), 16),
             timeout,
         };
@@ -201,8 +217,19 @@ impl RedisStore {
             .collect()
     }
 
-    pub(super) async fn load_scripts(&self) -> redis::RedisResult<()> {
+    async fn load_scripts(&self) -> redis::RedisResult<()> {
         self.scripts.load(&mut self.conn.clone()).await
+    }
+
+    /// Readiness: Redis answers and every script is in its cache. One
+    /// SCRIPT EXISTS per check; the scripts are loaded again only when one
+    /// is missing (a restarted or flushed Redis), and a failure to load
+    /// them fails the check.
+    pub(super) async fn ensure_scripts(&self) -> redis::RedisResult<()> {
+        if !self.scripts.all_cached(&mut self.conn.clone()).await? {
+            self.load_scripts().await?;
+        }
+        Ok(())
     }
 
     /// Runs a script and returns its reply, timing the call.

@@ -79,7 +79,7 @@ impl Store for RedisStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        self.load_scripts().await.map_err(unavailable)
+        self.ensure_scripts().await.map_err(unavailable)
     }
 
     async fn create_sale(&self, sale: &Sale) -> Result<(), StoreError> {
