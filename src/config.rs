@@ -309,6 +309,14 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "FLASHSALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// The most orders one shopper may cancel in one sale; past it the
+    /// shopper's cancels are refused (409 conflict) and so are their
+    /// reservations in that sale (409 limit_exceeded).
+    #[arg(long, env = "FLASHSALE_CANCELS_PER_SHOPPER_MAX",
+          default_value_t = crate::store::CANCELS_PER_SHOPPER_DEFAULT,
+          value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub cancels_per_shopper_max: i64,
 }
 
 impl Config {

@@ -199,7 +199,9 @@ impl Application {
 async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.redis_target() {
         Some(target) => {
-            let store = RedisStore::connect(&target, config.store_timeout()).await?;
+            let store = RedisStore::connect(&target, config.store_timeout())
+                .await?
+                .with_cancels_per_shopper_max(config.cancels_per_shopper_max);
             tracing::info!(?target, "store: Redis");
             Ok(Arc::new(store))
         }
@@ -208,7 +210,9 @@ async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 "store: embedded, in memory only; every sale and order is lost when the process \
                  stops. Set FLASHSALE_REDIS_URL for production."
             );
-            Ok(Arc::new(EmbeddedStore::new()))
+            Ok(Arc::new(EmbeddedStore::new().with_cancels_per_shopper_max(
+                config.cancels_per_shopper_max,
+            )))
         }
     }
 }

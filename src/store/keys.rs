@@ -59,6 +59,12 @@ impl SaleKeys {
         format!("{}:uorders", self.tag)
     }
 
+    /// Hash: shopper -> orders they cancelled (at most the store's
+    /// cancels-per-shopper bound).
+    pub fn cancels(&self) -> String {
+        format!("{}:cancels", self.tag)
+    }
+
     /// Stream: reservations queued for the order service.
     pub fn stream(&self) -> String {
         format!("{}:stream", self.tag)
@@ -114,6 +120,7 @@ mod tests {
             keys.outbox(),
             keys.attempts(),
             keys.orders(),
+            keys.cancels(),
         ] {
             assert!(key.starts_with(&format!("fs:{tag}:")), "{key}");
         }

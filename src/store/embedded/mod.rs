@@ -27,21 +27,38 @@ use parking_lot::Mutex;
 use self::sale::SaleRecord;
 use super::{
     batch_sale, sort_newest_first, Acceptance, Delivery, OrderBacklog, StockReturnHandler, Store,
-    StoreError, StreamEntry,
+    StoreError, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
 };
 use crate::domain::{
     system_now, Order, OrderId, Payment, PaymentOutcome, RecordedOrder, Reservation,
     ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
 };
 
-#[derive(Default)]
 pub struct EmbeddedStore {
     sales: DashMap<SaleId, Arc<Mutex<SaleRecord>>>,
+    /// The most orders one shopper may cancel in one sale.
+    cancels_per_shopper_max: i64,
+}
+
+impl Default for EmbeddedStore {
+    fn default() -> Self {
+        Self {
+            sales: DashMap::new(),
+            cancels_per_shopper_max: CANCELS_PER_SHOPPER_DEFAULT,
+        }
+    }
 }
 
 impl EmbeddedStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same store with another bound on the orders one shopper may
+    /// cancel in one sale.
+    pub fn with_cancels_per_shopper_max(mut self, max: i64) -> Self {
+        self.cancels_per_shopper_max = max;
+        self
     }
 
     fn record(&self, id: &SaleId) -> Result<Arc<Mutex<SaleRecord>>, StoreError> {
@@ -153,7 +170,7 @@ impl Store for EmbeddedStore {
         let mut made = Vec::new();
         let outcomes = requests
             .iter()
-            .map(|request| guard.reserve(request, &mut made))
+            .map(|request| guard.reserve(request, self.cancels_per_shopper_max, &mut made))
             .collect();
         guard.stream.append(made);
         Ok(outcomes)
@@ -179,7 +196,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
-        self.order_record(id)?.lock().cancel_order(id, shopper)
+        self.order_record(id)?
+            .lock()
+            .cancel_order(id, shopper, self.cancels_per_shopper_max)
     }
 
     async fn pay_order(

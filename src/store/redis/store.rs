@@ -24,8 +24,8 @@ use crate::domain::{
 };
 use crate::store::keys::{SaleKeys, ORDER_SERVICE_GROUP, SALE_INDEX, STOCK_RETURNS_CHANNEL};
 use crate::store::{
-    batch_sale, changed_meanwhile, sort_newest_first, Acceptance, Delivery, OrderBacklog,
-    StockReturnHandler, Store, StoreError, StreamEntry,
+    batch_sale, cancels_exhausted, changed_meanwhile, sort_newest_first, Acceptance, Delivery,
+    OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
 };
 
 impl RedisStore {
@@ -224,7 +224,9 @@ impl Store for RedisStore {
             .key(keys.stream())
             .key(keys.deadlines())
             .key(keys.purchase_tokens())
-            .key(keys.orders());
+            .key(keys.orders())
+            .key(keys.cancels())
+            .arg(self.cancels_per_shopper_max);
         for request in requests {
             let idempotency_field = request
                 .idempotency_key
@@ -279,8 +281,10 @@ impl Store for RedisStore {
             .key(keys.stats())
             .key(keys.buyers())
             .key(keys.deadlines())
+            .key(keys.cancels())
             .arg(shopper.as_str())
-            .arg(id.as_str());
+            .arg(id.as_str())
+            .arg(self.cancels_per_shopper_max);
         let (outcome, mut reply) = Reply::new(self.run("cancel_order", &invocation).await?)?;
         match outcome.as_str() {
             "cancelled" => order_from_record(id, &reply.next::<String>()?),
@@ -289,6 +293,7 @@ impl Store for RedisStore {
                 "the order is {} and can no longer be cancelled",
                 reply.next::<String>()?
             ))),
+            "cancels_exhausted" => Err(cancels_exhausted(reply.next::<i64>()?)),
             other => Err(corrupt(format!("unknown cancel outcome {other}"))),
         }
     }
