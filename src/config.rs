@@ -317,6 +317,13 @@ pub struct Config {
           default_value_t = crate::store::CANCELS_PER_SHOPPER_DEFAULT,
           value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub cancels_per_shopper_max: i64,
+
+    /// Finished sales (ended, cancelled) one node remembers, to answer
+    /// their orders `ended` without an actor or a store read.
+    #[arg(long, env = "FLASHSALE_FINISHED_SALES_MAX",
+          default_value_t = crate::inventory::FINISHED_SALES_DEFAULT as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub finished_sales_max: u64,
 }
 
 impl Config {

@@ -57,12 +57,15 @@ impl Application {
             idle_stop: Duration::from_secs(config.actor_idle_stop_secs),
             clock: Arc::new(SystemClock),
         };
-        let inventory = Arc::new(Inventory::start(
-            Arc::clone(&store),
-            usize_of(config.actor_arbiters),
-            settings,
-            Duration::from_millis(config.reserve_timeout_ms),
-        )?);
+        let inventory = Arc::new(
+            Inventory::start(
+                Arc::clone(&store),
+                usize_of(config.actor_arbiters),
+                settings,
+                Duration::from_millis(config.reserve_timeout_ms),
+            )?
+            .with_finished_sales_max(usize_of(config.finished_sales_max)),
+        );
         let admin_token = secret_or_generated(config.admin_token.clone(), "FLASHSALE_ADMIN_TOKEN");
         let shopper_secret = secret_or_generated(
             config.user_token_secret.clone(),
