@@ -31,6 +31,8 @@ body = open(f"{lua}/common.lua").read() + reserve
 sha = hashlib.sha1(body.encode()).hexdigest()
 # Before the orders hash, every new order had its own key in KEYS.
 key_per_order = "KEYS[9 + i]" in reserve
+# Since the cancels bound, ARGV[1] is that bound and KEYS[11] the cancels.
+cancels = "cancels_max" in reserve
 def cmd(*args):
     words = [str(a).encode() for a in args]
     return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
@@ -45,12 +47,13 @@ with open(out, "wb") as f:
     for _ in range(batches):
         keys = [tag + k for k in ("sale", "stock", "stats", "buyers", "idem", "uorders",
                                   "stream", "deadlines", "ptokens")]
-        args, ids = [], []
+        args, ids = ([10] if cancels else []), []
         for _ in range(64):
             n += 1
             ids.append(f"o_s_cost_{n:012d}")
             args += [f"shopper-{n}", 1, ids[-1], "", ""]
         keys += [tag + "order:" + i for i in ids] if key_per_order else [tag + "orders"]
+        keys += [tag + "cancels"] if cancels else []
         f.write(cmd("EVALSHA", sha, len(keys), *keys, *args))
 PY
 }

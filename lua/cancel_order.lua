@@ -1,12 +1,17 @@
 -- cancel_order: a shopper cancels an unpaid order; its units go back on sale
--- and stop counting towards the shopper's limit.
+-- and stop counting towards the shopper's limit. A shopper may cancel at
+-- most ARGV[3] orders of a sale (then reserve.lua refuses them too), which
+-- bounds their order list in fs:{sale}:uorders.
 -- KEYS[1] fs:{sale}:orders  hash: order id -> record (see common.lua)
 -- KEYS[2] fs:{sale}:stock   string: units remaining
 -- KEYS[3] fs:{sale}:stats   hash: reserved, paid, cancelled, expired (units)
 -- KEYS[4] fs:{sale}:buyers  hash: shopper -> units held
 -- KEYS[5] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
--- ARGV[1] shopper id (must own the order), ARGV[2] order id
--- Returns {'cancelled', record} | {'not_found'} | {'conflict', status}.
+-- KEYS[6] fs:{sale}:cancels  hash: shopper -> orders cancelled
+-- ARGV[1] shopper id (must own the order), ARGV[2] order id, ARGV[3] the
+-- most orders a shopper may cancel in one sale
+-- Returns {'cancelled', record} | {'not_found'} | {'conflict', status} |
+-- {'cancels_exhausted', cancelled so far}.
 local order = load_order(KEYS[1], ARGV[2])
 if not order or order.user_id ~= ARGV[1] then
   return {'not_found'}
@@ -14,6 +19,11 @@ end
 if order.status ~= 'pending_payment' then
   return {'conflict', order.status}
 end
+local cancelled = tonumber(redis.call('HGET', KEYS[6], ARGV[1]) or '0')
+if cancelled >= tonumber(ARGV[3]) then
+  return {'cancels_exhausted', cancelled}
+end
+redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
 order.status = 'cancelled'
 local record = save_order(KEYS[1], ARGV[2], order)
 release_units(KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(order.quantity), 'cancelled')

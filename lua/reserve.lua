@@ -4,7 +4,8 @@
 -- came alone. For each: recognise a resent call (the order already exists:
 -- a client library retried after a dropped connection), replay an
 -- idempotent retry, check the window (Redis clock), the purchase token, the
--- per-shopper limit and the stock, then take the stock, count the shopper,
+-- per-shopper limit (and the shopper's cancels: one who has cancelled the
+-- most orders allowed reserves no more) and the stock, then take the stock, count the shopper,
 -- record the order, index its payment deadline and queue it on the sale's
 -- stream for the order service. Checks run in the order of
 -- domain::check_reservation.
@@ -29,7 +30,9 @@
 -- KEYS[8] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
 -- KEYS[9] fs:{sale}:ptokens   hash: purchase token id -> the order it bought
 -- KEYS[10] fs:{sale}:orders   hash: order id -> record (see common.lua)
--- ARGV, five per request i (from 1): shopper id, quantity, new order id,
+-- KEYS[11] fs:{sale}:cancels  hash: shopper -> orders cancelled (cancel_order.lua)
+-- ARGV[1] the most orders a shopper may cancel in one sale; then, five per
+-- request i (from 1): shopper id, quantity, new order id,
 -- idempotency field ('' when the request has no key), the verified purchase
 -- token's id ('' when none).
 -- Returns {terms, then one reply per request, in order}. The terms are what
@@ -44,24 +47,28 @@ local m = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'per_use
   'price_cents', 'payment_timeout_secs', 'currency', 'require_purchase_token')
 local now = now_ms()
 local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
-local count = #ARGV / 5
+local cancels_max = tonumber(ARGV[1])
+local count = (#ARGV - 1) / 5
 
--- Read once: each shopper's units and order list, each key's earlier order.
+-- Read once: each shopper's units, cancels and order list, each key's
+-- earlier order.
 local shoppers, keyed = {}, {}
 for i = 1, count do
-  local a = (i - 1) * 5
+  local a = 1 + (i - 1) * 5
   shoppers[#shoppers + 1] = ARGV[a + 1]
   if ARGV[a + 4] ~= '' then
     keyed[#keyed + 1] = ARGV[a + 4]
   end
 end
-local held, orders, prior = {}, {}, {}
+local held, cancelled, orders, prior = {}, {}, {}, {}
 if count > 0 then
   local h = redis.call('HMGET', KEYS[4], unpack(shoppers))
+  local c = redis.call('HMGET', KEYS[11], unpack(shoppers))
   local o = redis.call('HMGET', KEYS[6], unpack(shoppers))
   for j, shopper in ipairs(shoppers) do
     if held[shopper] == nil then
       held[shopper] = tonumber(h[j] or '0')
+      cancelled[shopper] = tonumber(c[j] or '0')
       orders[shopper] = o[j] or ''
     end
   end
@@ -128,7 +135,7 @@ local function decide(shopper, qty_text, order_id, idem, token)
       return {'purchase_token_used'}
     end
   end
-  if held[shopper] + qty > per_user_limit then
+  if cancelled[shopper] >= cancels_max or held[shopper] + qty > per_user_limit then
     return {'limit_exceeded'}
   end
   if stock < qty then
@@ -163,7 +170,7 @@ end
 
 local replies = {{now, expires, price or 0, m[7] or ''}}
 for i = 1, count do
-  local a = (i - 1) * 5
+  local a = 1 + (i - 1) * 5
   replies[i + 1] = decide(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
 end
 

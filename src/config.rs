@@ -345,6 +345,21 @@ pub struct Config {
     #[arg(long, env = "FLASHSALE_ORDER_WEBHOOK_ATTEMPTS_MAX", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub order_webhook_attempts_max: u32,
+
+    /// The most orders one shopper may cancel in one sale; past it the
+    /// shopper's cancels are refused (409 conflict) and so are their
+    /// reservations in that sale (409 limit_exceeded).
+    #[arg(long, env = "FLASHSALE_CANCELS_PER_SHOPPER_MAX",
+          default_value_t = crate::store::CANCELS_PER_SHOPPER_DEFAULT,
+          value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub cancels_per_shopper_max: i64,
+
+    /// Finished sales (ended, cancelled) one node remembers, to answer
+    /// their orders `ended` without an actor or a store read.
+    #[arg(long, env = "FLASHSALE_FINISHED_SALES_MAX",
+          default_value_t = crate::inventory::FINISHED_SALES_DEFAULT as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub finished_sales_max: u64,
 }
 
 impl Config {

@@ -59,12 +59,15 @@ impl Application {
             idle_stop: Duration::from_secs(config.actor_idle_stop_secs),
             clock: Arc::new(SystemClock),
         };
-        let inventory = Arc::new(Inventory::start(
-            Arc::clone(&store),
-            usize_of(config.actor_arbiters),
-            settings,
-            Duration::from_millis(config.reserve_timeout_ms),
-        )?);
+        let inventory = Arc::new(
+            Inventory::start(
+                Arc::clone(&store),
+                usize_of(config.actor_arbiters),
+                settings,
+                Duration::from_millis(config.reserve_timeout_ms),
+            )?
+            .with_finished_sales_max(usize_of(config.finished_sales_max)),
+        );
         let admin_token = secret_or_generated(config.admin_token.clone(), "FLASHSALE_ADMIN_TOKEN");
         if admin_token.len() < ADMIN_TOKEN_MIN_BYTES {
             bail!(
@@ -217,7 +220,9 @@ impl Application {
 async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.redis_target() {
         Some(target) => {
-            let store = RedisStore::connect(&target, config.store_timeout()).await?;
+            let store = RedisStore::connect(&target, config.store_timeout())
+                .await?
+                .with_cancels_per_shopper_max(config.cancels_per_shopper_max);
             tracing::info!(?target, "store: Redis");
             Ok(Arc::new(store))
         }
@@ -226,7 +231,9 @@ async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 "store: embedded, in memory only; every sale and order is lost when the process \
                  stops. Set FLASHSALE_REDIS_URL for production."
             );
-            Ok(Arc::new(EmbeddedStore::new()))
+            Ok(Arc::new(EmbeddedStore::new().with_cancels_per_shopper_max(
+                config.cancels_per_shopper_max,
+            )))
         }
     }
 }

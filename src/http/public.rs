@@ -60,7 +60,9 @@ error_responses!(
     ];
     ListOrdersErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
     GetOrderErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
-    CancelOrderErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
+    CancelOrderErrors = [
+        Unauthorized, Forbidden, NotFound, Conflict, RateLimited, Overloaded, Unavailable,
+    ];
 );
 
 /// Live, upcoming and sold-out sales.
@@ -366,6 +368,9 @@ async fn cancel_order(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderBody>, ApiError> {
+    // The order route's per-shopper budget, shared: a round of
+    // reserve-and-cancel spends it twice.
+    state.limits.check_shopper(&shopper_id)?;
     let order = state
         .orders
         .cancel(&parse_order_id(&id)?, &shopper_id)

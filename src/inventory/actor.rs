@@ -2,7 +2,9 @@
 //! is certain, sends the rest to the store in batches ([`ReserveQueue`]
 //! keeps the queue and its bounds), publishes on the sale's
 //! [`SoldOutBoard`], re-reads the sale every `refresh` and stops after
-//! `idle_stop` without a request. Its timers and instants come from the
+//! `idle_stop` without a request, or once a re-read finds the sale
+//! certainly finished (it then leaves the sale in the registry's record of
+//! finished sales, which answers `ended` without an actor). Its timers and instants come from the
 //! [`Clock`] in its settings, so tests move them by hand.
 
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use super::batching::{ReserveQueue, Waiting};
 use super::board::SoldOutBoard;
 use super::memory::{Memory, TimedView};
 use super::messages::{Registered, Reserve, ReserveReply, SaleUpdated, StockReturned};
-use super::{InventoryError, Registry};
+use super::{certainly_finished, InventoryError, Registry};
 use crate::clock::{duration_ms, Clock};
 use crate::domain::{Millis, ReserveRequest};
 use crate::store::{Store, StoreError};
@@ -211,9 +213,19 @@ impl SaleActor {
         let sent_registered = self.memory.is_registered();
         let clock = Arc::clone(&self.settings.clock);
         let read = async move { TimedView::read(clock.as_ref(), store.as_ref(), &id).await };
-        ctx.spawn(read.into_actor(self).map(move |result, actor, _| {
+        ctx.spawn(read.into_actor(self).map(move |result, actor, ctx| {
             actor.refreshing = false;
             match result {
+                Ok(Some(read))
+                    if actor.queue.is_idle()
+                        && certainly_finished(&read.view, actor.settings.clock_margin_ms) =>
+                {
+                    let sale = &actor.memory.sale().id;
+                    tracing::debug!(%sale, "sale actor retires: the sale is finished");
+                    actor.registry.finished(sale);
+                    actor.registry.remove(sale, &ctx.address());
+                    ctx.stop();
+                }
                 Ok(Some(read)) => actor.take_snapshot(read, sent_in, sent_registered),
                 Ok(None) => {}
                 Err(err) => {

@@ -9,6 +9,13 @@
 //! retires), and bounds every queue: a full mailbox answers `overloaded` at
 //! once.
 //!
+//! A finished sale has no actor: once a read of the sale shows it certainly
+//! over (see [`certainly_finished`]) the sale joins a bounded per-node
+//! record, and its requests are answered `ended` at once (a request with an
+//! `Idempotency-Key` may be the retry of one that succeeded: it goes to the
+//! store, still without an actor). An actor whose refresh finds its sale
+//! finished records it and retires.
+//!
 //! # Layout
 //! - `actor`: one sale's actor: its lifecycle, timers and store calls.
 //! - `memory`: what an actor believes and when it is certain (no I/O).
@@ -38,7 +45,7 @@ use self::board::SoldOutBoard;
 use self::memory::TimedView;
 use self::messages::{Registered, Reserve, SaleUpdated, StockReturned};
 use self::system::ActorSystem;
-use crate::domain::{Order, Rejection, SaleId, SaleView};
+use crate::domain::{Millis, Order, Rejection, SaleId, SaleState, SaleView};
 use crate::domain::{Reservation, ReserveRequest, StockReturn};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
@@ -94,19 +101,70 @@ struct ActorEntry {
     board: Arc<SoldOutBoard>,
 }
 
-/// The running actors by sale; shared with the actors so they can leave.
-#[derive(Clone, Default)]
-pub struct Registry(Arc<DashMap<SaleId, ActorEntry>>);
+/// The most finished sales one node remembers, unless set otherwise
+/// (`FLASHSALE_FINISHED_SALES_MAX`). A sale forgotten to make room costs one
+/// store read on its next request, which finds it finished again.
+pub const FINISHED_SALES_DEFAULT: usize = 10_000;
+
+/// Whether a read of the sale shows it over for good: the merchant ended or
+/// cancelled it (final), or the store's own clock, read in the same step,
+/// was past its end by more than `margin_ms` (from then on the store refuses
+/// every change of `ends_at`, so no merchant can reopen it). This node's
+/// estimate of the store's clock never decides it.
+pub fn certainly_finished(view: &SaleView, margin_ms: Millis) -> bool {
+    view.sale.state != SaleState::Scheduled
+        || view.now >= view.sale.ends_at.saturating_add(margin_ms)
+}
+
+/// The running actors by sale, and the sales known to be finished; shared
+/// with the actors so they can leave.
+#[derive(Clone)]
+pub struct Registry {
+    actors: Arc<DashMap<SaleId, ActorEntry>>,
+    finished: Arc<DashMap<SaleId, ()>>,
+    finished_max: usize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new(FINISHED_SALES_DEFAULT)
+    }
+}
 
 impl Registry {
+    fn new(finished_max: usize) -> Self {
+        Self {
+            actors: Arc::default(),
+            finished: Arc::default(),
+            finished_max,
+        }
+    }
+
     fn get(&self, sale: &SaleId) -> Option<ActorEntry> {
-        self.0.get(sale).map(|entry| entry.clone())
+        self.actors.get(sale).map(|entry| entry.clone())
     }
 
     /// Forgets `address` for `sale` (and nothing newer).
     fn remove(&self, sale: &SaleId, address: &Addr<SaleActor>) {
-        self.0.remove_if(sale, |_, entry| &entry.address == address);
-        telemetry::set_sale_actors(self.0.len());
+        self.actors
+            .remove_if(sale, |_, entry| &entry.address == address);
+        telemetry::set_sale_actors(self.actors.len());
+    }
+
+    fn is_finished(&self, sale: &SaleId) -> bool {
+        self.finished.contains_key(sale)
+    }
+
+    /// Records `sale` as finished; at the bound, an arbitrary other sale is
+    /// forgotten first.
+    fn finished(&self, sale: &SaleId) {
+        if self.finished.len() >= self.finished_max && !self.finished.contains_key(sale) {
+            let evicted = self.finished.iter().next().map(|entry| entry.key().clone());
+            if let Some(evicted) = evicted {
+                self.finished.remove(&evicted);
+            }
+        }
+        self.finished.insert(sale.clone(), ());
     }
 }
 
@@ -129,19 +187,28 @@ impl Inventory {
         Ok(Self {
             store,
             system: ActorSystem::start(arbiters)?,
-            registry: Registry::default(),
+            registry: Registry::new(FINISHED_SALES_DEFAULT),
             settings,
             reserve_timeout,
         })
     }
 
-    /// Routes a reservation through its sale's actor.
+    /// The same inventory remembering at most `max` finished sales.
+    pub fn with_finished_sales_max(mut self, max: usize) -> Self {
+        self.registry = Registry::new(max);
+        self
+    }
+
+    /// Routes a reservation through its sale's actor, or answers it without
+    /// one when the sale is finished.
     pub async fn reserve(&self, request: ReserveRequest) -> Result<Reservation, InventoryError> {
         // An actor that retired just as this request reached it is replaced,
         // once. The retry is safe even if the first attempt reached the
         // store: the same order id is recognised there and takes nothing.
         for _ in 0..2 {
-            let actor = self.actor_for(&request.sale_id).await?;
+            let Some(actor) = self.actor_for(&request.sale_id).await? else {
+                return self.reserve_finished(&request).await;
+            };
             // Sold out for certain: answered here, without a thread hop. A
             // keyed request may be the retry of one that succeeded.
             if request.idempotency_key.is_none()
@@ -214,7 +281,26 @@ impl Inventory {
 
     /// How many sale actors are running.
     pub fn actor_count(&self) -> usize {
-        self.registry.0.len()
+        self.registry.actors.len()
+    }
+
+    /// How many finished sales this node remembers.
+    pub fn finished_count(&self) -> usize {
+        self.registry.finished.len()
+    }
+
+    /// A reservation for a finished sale: `ended`, or, for a request with
+    /// an `Idempotency-Key` (the retry of one that may have succeeded), the
+    /// store's answer.
+    async fn reserve_finished(
+        &self,
+        request: &ReserveRequest,
+    ) -> Result<Reservation, InventoryError> {
+        if request.idempotency_key.is_some() {
+            return Ok(self.store.reserve(request).await?);
+        }
+        telemetry::count_local_answer(Rejection::Ended.as_str());
+        Err(StoreError::Rejected(Rejection::Ended).into())
     }
 
     /// Stops the actor threads.
@@ -222,14 +308,22 @@ impl Inventory {
         self.system.stop();
     }
 
-    async fn actor_for(&self, id: &SaleId) -> Result<ActorEntry, InventoryError> {
+    /// The sale's actor, started if needed; `None` for a finished sale.
+    async fn actor_for(&self, id: &SaleId) -> Result<Option<ActorEntry>, InventoryError> {
+        if self.registry.is_finished(id) {
+            return Ok(None);
+        }
         if let Some(actor) = self.registry.get(id) {
-            return Ok(actor);
+            return Ok(Some(actor));
         }
         let first = TimedView::read(self.settings.clock.as_ref(), self.store.as_ref(), id)
             .await?
             .ok_or(StoreError::NotFound("sale"))?;
-        let actor = match self.registry.0.entry(id.clone()) {
+        if certainly_finished(&first.view, self.settings.clock_margin_ms) {
+            self.registry.finished(id);
+            return Ok(None);
+        }
+        let actor = match self.registry.actors.entry(id.clone()) {
             dashmap::Entry::Occupied(entry) => entry.get().clone(),
             dashmap::Entry::Vacant(slot) => {
                 let store = Arc::clone(&self.store);
@@ -256,8 +350,8 @@ impl Inventory {
                 entry
             }
         };
-        telemetry::set_sale_actors(self.registry.0.len());
-        Ok(actor)
+        telemetry::set_sale_actors(self.registry.actors.len());
+        Ok(Some(actor))
     }
 }
 

@@ -65,6 +65,12 @@ impl SaleKeys {
         format!("{}:uorders", self.tag)
     }
 
+    /// Hash: shopper -> orders they cancelled (at most the store's
+    /// cancels-per-shopper bound).
+    pub fn cancels(&self) -> String {
+        format!("{}:cancels", self.tag)
+    }
+
     /// Stream: reservations queued for the order service.
     pub fn stream(&self) -> String {
         format!("{}:stream", self.tag)
@@ -127,6 +133,7 @@ mod tests {
             keys.attempts(),
             keys.dead_letters(),
             keys.orders(),
+            keys.cancels(),
         ] {
             assert!(key.starts_with(&format!("fs:{tag}:")), "{key}");
         }

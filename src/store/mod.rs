@@ -26,6 +26,13 @@ use crate::domain::{
     StockReturn,
 };
 
+/// The most orders one shopper may cancel in one sale, unless the store is
+/// built with another bound (`FLASHSALE_CANCELS_PER_SHOPPER_MAX`). A
+/// shopper at the bound can neither cancel (`Conflict`) nor reserve
+/// (`limit_exceeded`) in that sale again, so reserve-and-cancel cannot
+/// repeat without end and the shopper's order list stays short.
+pub const CANCELS_PER_SHOPPER_DEFAULT: i64 = 10;
+
 /// What can go wrong in a store call. Mapped to HTTP in `http::error`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -183,7 +190,9 @@ pub trait Store: Send + Sync + 'static {
     /// The shopper's orders in every sale, newest first.
     async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError>;
 
-    /// Cancels the shopper's unpaid order and puts its units back on sale.
+    /// Cancels the shopper's unpaid order and puts its units back on sale;
+    /// `Conflict` once the shopper cancelled the most orders of the sale
+    /// allowed (see [`CANCELS_PER_SHOPPER_DEFAULT`]).
     async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError>;
 
     /// Pays an order (see [`PaymentOutcome`]), queueing the hand-off to the
@@ -319,6 +328,14 @@ fn batch_sale(requests: &[ReserveRequest]) -> Result<&SaleId, StoreError> {
         ));
     }
     Ok(&first.sale_id)
+}
+
+/// The answer to a shopper who already cancelled `cancelled` orders of the
+/// sale, the most allowed.
+fn cancels_exhausted(cancelled: i64) -> StoreError {
+    StoreError::Conflict(format!(
+        "this shopper has cancelled {cancelled} orders of this sale, the most allowed"
+    ))
 }
 
 /// The answer when a merchant's change was computed from an older version.

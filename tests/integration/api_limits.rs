@@ -101,6 +101,43 @@ async fn the_order_rate_is_capped_overall() {
     .await;
 }
 
+/// Cancels spend the order route's per-shopper budget: once one shopper's
+/// burst is spent on orders, their cancel is 429 `rate_limited`, while
+/// another shopper's cancel goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_share_the_shoppers_order_budget() {
+    let mut config = test_config();
+    limited(&mut config.rate_user_per_sec, &mut config.rate_user_burst);
+    let app = TestApp::spawn_with(config).await;
+    let sale = app.create_sale(live_sale(1_000, 1_000)).await;
+    let mine = app.buy(&sale, "cycler").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let theirs = app.buy(&sale, "patient").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 1..BURST {
+        assert_eq!(
+            app.order(&sale, "cycler", None, None).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let cancel = app
+        .shopper_post("cycler", &format!("/api/v1/orders/{mine}/cancel"))
+        .await;
+    assert!(cancel.headers().contains_key("retry-after"));
+    assert_eq!(
+        error_code(cancel).await,
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited".to_owned())
+    );
+    let cancel = app
+        .shopper_post("patient", &format!("/api/v1/orders/{theirs}/cancel"))
+        .await;
+    assert_eq!(cancel.status(), StatusCode::OK);
+}
+
 /// A trusted X-Forwarded-For gives each forwarded client its own share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_forwarded_for_names_the_client() {

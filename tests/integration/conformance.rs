@@ -10,7 +10,9 @@ use flashsale::domain::{
 use flashsale::domain::{
     Payment, PaymentException, PaymentExceptionKind, PaymentOutcome, ReserveRequest,
 };
-use flashsale::store::{EmbeddedStore, RedisStore, RedisTarget, Store, StoreError};
+use flashsale::store::{
+    EmbeddedStore, RedisStore, RedisTarget, Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT,
+};
 use futures::future::join_all;
 
 use crate::support::{Backend, Servers};
@@ -397,6 +399,68 @@ async fn cancel_returns_units_once(backend: Backend) {
     ));
 }
 
+/// A shopper may cancel at most `CANCELS_PER_SHOPPER_DEFAULT` orders of a
+/// sale: past it their cancels are `Conflict` and their reservations
+/// `limit_exceeded`, while an idempotent retry still replays and other
+/// shoppers are untouched.
+async fn cancels_per_shopper_are_bounded(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let live = sale(100, 2, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let kept = store
+        .reserve(&request(&live, "cy", 1, Some("first")))
+        .await
+        .unwrap()
+        .order;
+    for _ in 0..CANCELS_PER_SHOPPER_DEFAULT {
+        let order = store
+            .reserve(&request(&live, "cy", 1, None))
+            .await
+            .unwrap()
+            .order;
+        store.cancel_order(&order.id, &shopper("cy")).await.unwrap();
+    }
+    assert!(matches!(
+        store.reserve(&request(&live, "cy", 1, None)).await,
+        Err(StoreError::Rejected(Rejection::LimitExceeded))
+    ));
+    assert!(matches!(
+        store.cancel_order(&kept.id, &shopper("cy")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let retry = store
+        .reserve(&request(&live, "cy", 1, Some("first")))
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.order.id, kept.id);
+    assert_eq!(
+        store.order(&kept.id).await.unwrap().unwrap().status,
+        OrderStatus::PendingPayment
+    );
+    assert_eq!(
+        store.shopper_orders(&shopper("cy")).await.unwrap().len() as i64,
+        CANCELS_PER_SHOPPER_DEFAULT + 1
+    );
+    let other = store
+        .reserve(&request(&live, "dee", 1, None))
+        .await
+        .unwrap()
+        .order;
+    store
+        .cancel_order(&other.id, &shopper("dee"))
+        .await
+        .unwrap();
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(
+        (stats.remaining, stats.reserved, stats.cancelled),
+        (99, 1, CANCELS_PER_SHOPPER_DEFAULT + 1)
+    );
+}
+
 async fn updates_follow_the_sale_phase(backend: Backend) {
     let Subject {
         store,
@@ -701,6 +765,7 @@ crate::on_every_store!(
     idempotency_replays_and_refuses_mismatches,
     a_resent_call_takes_stock_once,
     cancel_returns_units_once,
+    cancels_per_shopper_are_bounded,
     any_printable_shopper_id_keeps_its_orders,
     updates_follow_the_sale_phase,
     concurrent_reservations_never_oversell,

@@ -19,7 +19,8 @@ use crate::conformance::{request, sale};
 use crate::support::actor_settings;
 
 fn embedded_inventory(settings: ActorSettings) -> (Arc<dyn Store>, Inventory) {
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+    // The rounds below cancel one shopper's orders hundreds of times.
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new().with_cancels_per_shopper_max(1_000));
     let inventory = Inventory::start(Arc::clone(&store), 1, settings, Duration::from_secs(5))
         .expect("inventory");
     (store, inventory)
@@ -212,4 +213,112 @@ async fn a_hot_sold_out_sale_keeps_its_actor() {
         "the actor retired as idle during a steady stream of requests"
     );
     inventory.stop();
+}
+
+fn refused_ended(answer: &Result<Reservation, InventoryError>) -> bool {
+    matches!(
+        answer,
+        Err(InventoryError::Store(StoreError::Rejected(
+            Rejection::Ended
+        )))
+    )
+}
+
+/// Requests for a finished sale (ended by the merchant, cancelled, or past
+/// its end by the store's clock) are answered `ended` and start no actor;
+/// a keyed retry of an order made before the end still replays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_sales_are_answered_without_an_actor() {
+    let (store, inventory) = embedded_inventory(actor_settings());
+    let stopped = sale(5, 1, -1_000);
+    store.create_sale(&stopped).await.expect("create");
+    let early = store
+        .reserve(&request(&stopped, "early", 1, Some("k")))
+        .await
+        .expect("before the end")
+        .order;
+    merchant_changes(&store, &inventory, &stopped, |sale| SaleChange {
+        sale: sale.clone(),
+        restricted: false,
+        end_now: true,
+    })
+    .await;
+    let called_off = sale(5, 1, 60_000);
+    store.create_sale(&called_off).await.expect("create");
+    store.cancel_sale(&called_off.id).await.expect("cancel");
+    let now = system_now();
+    let over = Sale {
+        starts_at: now - 60_000,
+        ends_at: now - 1_000,
+        ..sale(5, 1, -60_000)
+    };
+    store.create_sale(&over).await.expect("create");
+    for finished in [&stopped, &called_off, &over] {
+        for i in 0..3 {
+            let answer = inventory
+                .reserve(request(finished, &format!("late-{i}"), 1, None))
+                .await;
+            assert!(refused_ended(&answer), "{answer:?}");
+        }
+    }
+    let replay = inventory
+        .reserve(request(&stopped, "early", 1, Some("k")))
+        .await
+        .expect("the replay");
+    assert!(replay.replayed);
+    assert_eq!(replay.order.id, early.id);
+    assert_eq!(inventory.actor_count(), 0, "no actor for a finished sale");
+    assert_eq!(inventory.finished_count(), 3);
+}
+
+/// A sale's actor that finds its sale ended at a refresh records it and
+/// retires; later requests get `ended` without a new actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_retires_once_its_sale_is_finished() {
+    let (store, inventory) = embedded_inventory(ActorSettings {
+        refresh: Duration::from_millis(20),
+        ..actor_settings()
+    });
+    let live = sale(5, 1, -1_000);
+    store.create_sale(&live).await.expect("create");
+    inventory
+        .reserve(request(&live, "first", 1, None))
+        .await
+        .expect("live");
+    assert_eq!(inventory.actor_count(), 1);
+    merchant_changes(&store, &inventory, &live, |sale| SaleChange {
+        sale: sale.clone(),
+        restricted: false,
+        end_now: true,
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while inventory.actor_count() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the actor stays");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let answer = inventory.reserve(request(&live, "late", 1, None)).await;
+    assert!(refused_ended(&answer), "{answer:?}");
+    assert_eq!(inventory.actor_count(), 0);
+}
+
+/// The record of finished sales is bounded: past its bound an older sale
+/// is forgotten, and still answered `ended` without an actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_of_finished_sales_is_bounded() {
+    let (store, inventory) = embedded_inventory(actor_settings());
+    let inventory = inventory.with_finished_sales_max(2);
+    let mut finished = Vec::new();
+    for _ in 0..5 {
+        let over = sale(5, 1, 60_000);
+        store.create_sale(&over).await.expect("create");
+        store.cancel_sale(&over.id).await.expect("cancel");
+        finished.push(over);
+    }
+    for over in finished.iter().chain(&finished) {
+        let answer = inventory.reserve(request(over, "late", 1, None)).await;
+        assert!(refused_ended(&answer), "{answer:?}");
+        assert!(inventory.finished_count() <= 2);
+    }
+    assert_eq!(inventory.actor_count(), 0);
 }

@@ -88,7 +88,9 @@ use flashsale::domain::{
     SaleState, SaleStats, ShopperId,
 };
 use flashsale::domain::{Payment, PaymentOutcome, Reservation, ReserveRequest};
-use flashsale::store::{EmbeddedStore, OrderBacklog, Store, StoreError};
+use flashsale::store::{
+    EmbeddedStore, OrderBacklog, Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT,
+};
 use futures::future::join_all;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -380,6 +382,9 @@ struct Model {
     /// Entries on the reservation stream: one per reserve call (a lone
     /// reservation or a batch) that made at least one order.
     stream_entries: u64,
+    /// Shopper -> orders they cancelled (at most
+    /// `CANCELS_PER_SHOPPER_DEFAULT`, the stores' bound).
+    cancels: BTreeMap<ShopperId, i64>,
 }
 
 impl Model {
@@ -397,6 +402,7 @@ impl Model {
             orders: Vec::new(),
             hand_offs: BTreeSet::new(),
             stream_entries: 0,
+            cancels: BTreeMap::new(),
             sale,
         }
     }
@@ -491,15 +497,18 @@ impl Model {
                 .ok_or_else(|| Refusal::Broken("model lost an order".into()));
         }
         // The rule in the contract's order: merchant's decision, window,
-        // limit, stock.
+        // limit (and the shopper's cancels), stock.
         let held = self.held.get(&request.shopper_id).copied().unwrap_or(0);
+        let cancelled = self.cancels.get(&request.shopper_id).copied().unwrap_or(0);
         let refused = if self.sale.state != SaleState::Scheduled {
             Some(Rejection::Ended)
         } else if now < self.sale.starts_at {
             Some(Rejection::NotStarted)
         } else if now >= self.sale.ends_at {
             Some(Rejection::Ended)
-        } else if held + quantity > self.sale.per_user_limit {
+        } else if cancelled >= CANCELS_PER_SHOPPER_DEFAULT
+            || held + quantity > self.sale.per_user_limit
+        {
             Some(Rejection::LimitExceeded)
         } else if self.stock_remaining < quantity {
             Some(Rejection::SoldOut)
@@ -567,6 +576,11 @@ impl Model {
         if self.orders[at].status != OrderStatus::PendingPayment {
             return Err(Refusal::Conflict);
         }
+        let cancelled = self.cancels.entry(shopper.clone()).or_default();
+        if *cancelled >= CANCELS_PER_SHOPPER_DEFAULT {
+            return Err(Refusal::Conflict);
+        }
+        *cancelled += 1;
         Ok(self.release(at, OrderStatus::Cancelled))
     }
 

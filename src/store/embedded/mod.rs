@@ -30,7 +30,7 @@ use self::sale::SaleRecord;
 use super::{
     batch_sale, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance,
     DeadLetter, Delivery, DeliveryFailure, OrderBacklog, StockReturnHandler, Store, StoreError,
-    StreamEntry,
+    StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
 };
 use crate::domain::{
     system_now, Order, OrderId, Payment, PaymentException, PaymentOutcome, RecordedOrder,
@@ -38,16 +38,34 @@ use crate::domain::{
     StockReturn,
 };
 
-#[derive(Default)]
 pub struct EmbeddedStore {
     sales: DashMap<SaleId, Arc<Mutex<SaleRecord>>>,
     /// Verified payments that could not be applied, by transaction id.
     payment_exceptions: Mutex<HashMap<String, PaymentException>>,
+    /// The most orders one shopper may cancel in one sale.
+    cancels_per_shopper_max: i64,
+}
+
+impl Default for EmbeddedStore {
+    fn default() -> Self {
+        Self {
+            sales: DashMap::new(),
+            payment_exceptions: Mutex::default(),
+            cancels_per_shopper_max: CANCELS_PER_SHOPPER_DEFAULT,
+        }
+    }
 }
 
 impl EmbeddedStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same store with another bound on the orders one shopper may
+    /// cancel in one sale.
+    pub fn with_cancels_per_shopper_max(mut self, max: i64) -> Self {
+        self.cancels_per_shopper_max = max;
+        self
     }
 
     fn record(&self, id: &SaleId) -> Result<Arc<Mutex<SaleRecord>>, StoreError> {
@@ -159,7 +177,7 @@ impl Store for EmbeddedStore {
         let mut made = Vec::new();
         let outcomes = requests
             .iter()
-            .map(|request| guard.reserve(request, &mut made))
+            .map(|request| guard.reserve(request, self.cancels_per_shopper_max, &mut made))
             .collect();
         guard.stream.append(made);
         Ok(outcomes)
@@ -185,7 +203,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
-        self.order_record(id)?.lock().cancel_order(id, shopper)
+        self.order_record(id)?
+            .lock()
+            .cancel_order(id, shopper, self.cancels_per_shopper_max)
     }
 
     async fn pay_order(

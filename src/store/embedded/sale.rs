@@ -13,7 +13,7 @@ use crate::domain::{
     PaymentOutcome, PresentedToken, Rejection, Reservation, ReserveRequest, Sale, SaleChange,
     SaleState, SaleStats, SaleView, ShopperId, LIVE_CHANGEABLE_FIELDS,
 };
-use crate::store::{changed_meanwhile, Acceptance, StoreError};
+use crate::store::{cancels_exhausted, changed_meanwhile, Acceptance, StoreError};
 
 /// One sale and everything that hangs off it, changed under one lock.
 pub(super) struct SaleRecord {
@@ -36,6 +36,8 @@ pub(super) struct SaleRecord {
     pub outbox: Outbox,
     /// Purchase tokens that bought (a sale that requires them).
     used_tokens: HashSet<String>,
+    /// Shopper -> orders they cancelled.
+    cancels: HashMap<ShopperId, i64>,
 }
 
 impl SaleRecord {
@@ -58,6 +60,7 @@ impl SaleRecord {
             queued: HashSet::new(),
             outbox: Outbox::default(),
             used_tokens: HashSet::new(),
+            cancels: HashMap::new(),
         }
     }
 
@@ -97,10 +100,12 @@ impl SaleRecord {
 
     /// Decides one reservation (see
     /// [`Store::reserve`](crate::store::Store::reserve)); a new order's id joins `made` (the orders
-    /// the stream entry of this reserve call will carry).
+    /// the stream entry of this reserve call will carry). A shopper who
+    /// cancelled `cancels_max` orders is refused `limit_exceeded`.
     pub fn reserve(
         &mut self,
         request: &ReserveRequest,
+        cancels_max: i64,
         made: &mut Vec<OrderId>,
     ) -> Result<Reservation, StoreError> {
         let quantity = request.quantity.get();
@@ -143,14 +148,23 @@ impl SaleRecord {
             Some(id) if self.used_tokens.contains(id) => PresentedToken::Used,
             Some(_) => PresentedToken::Fresh,
         };
-        check_reservation(
+        let checked = check_reservation(
             &self.sale,
             now,
             self.stats.remaining,
             held,
             request.quantity,
             token,
-        )?;
+        );
+        // The cancels are checked with the limit, before the stock.
+        let cancels_left =
+            self.cancels.get(&request.shopper_id).copied().unwrap_or(0) < cancels_max;
+        match checked {
+            Ok(()) | Err(Rejection::SoldOut) if !cancels_left => {
+                return Err(Rejection::LimitExceeded.into());
+            }
+            checked => checked?,
+        }
         if let (true, Some(id)) = (self.sale.require_purchase_token, &request.purchase_token) {
             self.used_tokens.insert(id.clone());
         }
@@ -250,8 +264,13 @@ impl SaleRecord {
     }
 
     /// The shopper cancels an unpaid order: the twin of
-    /// `lua/cancel_order.lua`.
-    pub fn cancel_order(&mut self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
+    /// `lua/cancel_order.lua`: at most `cancels_max` per shopper.
+    pub fn cancel_order(
+        &mut self,
+        id: &OrderId,
+        shopper: &ShopperId,
+        cancels_max: i64,
+    ) -> Result<Order, StoreError> {
         let order = self
             .orders
             .get_mut(id)
@@ -263,6 +282,11 @@ impl SaleRecord {
                 order.status.as_str()
             )));
         }
+        let cancelled = self.cancels.entry(shopper.clone()).or_default();
+        if *cancelled >= cancels_max {
+            return Err(cancels_exhausted(*cancelled));
+        }
+        *cancelled += 1;
         self.release(id, OrderStatus::Cancelled)
             .ok_or(StoreError::NotFound("order"))
     }

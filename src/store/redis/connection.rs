@@ -25,7 +25,7 @@ use super::RedisStore;
 use crate::domain::SaleId;
 use crate::store::keys::STOCK_RETURNS_CHANNEL;
 use crate::store::scripts::{Invocation, Scripts};
-use crate::store::{StockReturnHandler, Store, StoreError};
+use crate::store::{StockReturnHandler, Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT};
 use crate::telemetry::{self, redact_url};
 
 /// Where Redis is.
@@ -84,6 +84,13 @@ impl ConnectionLike for Connection {
 }
 
 impl RedisStore {
+    /// The same store with another bound on the orders one shopper may
+    /// cancel in one sale.
+    pub fn with_cancels_per_shopper_max(mut self, max: i64) -> Self {
+        self.cancels_per_shopper_max = max;
+        self
+    }
+
     /// Connects, checks that Redis will never evict a key (an evicted stock
     /// key would oversell) and loads the scripts. `timeout` bounds every
     /// connect and every command.
@@ -134,6 +141,7 @@ impl RedisStore {
                 .with_context(|| format!("invalid Redis URL {}", redact_url(first_url)))?,
             node: Alphanumeric.sample_string(&mut rand::rng(), 16),
             timeout,
+            cancels_per_shopper_max: CANCELS_PER_SHOPPER_DEFAULT,
         };
         store.check_server_settings().await?;
         store

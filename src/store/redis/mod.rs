@@ -49,4 +49,6 @@ pub struct RedisStore {
     /// This process's name in announcements, to skip its own.
     node: String,
     timeout: Duration,
+    /// The most orders one shopper may cancel in one sale.
+    cancels_per_shopper_max: i64,
 }

@@ -26,9 +26,9 @@ use crate::store::keys::{
     SaleKeys, ORDER_SERVICE_GROUP, PAYMENT_EXCEPTIONS, SALE_INDEX, STOCK_RETURNS_CHANNEL,
 };
 use crate::store::{
-    batch_sale, changed_meanwhile, sort_exceptions_newest_first, sort_newest_first,
-    sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure, OrderBacklog,
-    StockReturnHandler, Store, StoreError, StreamEntry,
+    batch_sale, cancels_exhausted, changed_meanwhile, sort_exceptions_newest_first,
+    sort_newest_first, sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure,
+    OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
 };
 
 impl RedisStore {
@@ -227,7 +227,9 @@ impl Store for RedisStore {
             .key(keys.stream())
             .key(keys.deadlines())
             .key(keys.purchase_tokens())
-            .key(keys.orders());
+            .key(keys.orders())
+            .key(keys.cancels())
+            .arg(self.cancels_per_shopper_max);
         for request in requests {
             let idempotency_field = request
                 .idempotency_key
@@ -282,8 +284,10 @@ impl Store for RedisStore {
             .key(keys.stats())
             .key(keys.buyers())
             .key(keys.deadlines())
+            .key(keys.cancels())
             .arg(shopper.as_str())
-            .arg(id.as_str());
+            .arg(id.as_str())
+            .arg(self.cancels_per_shopper_max);
         let (outcome, mut reply) = Reply::new(self.run("cancel_order", &invocation).await?)?;
         match outcome.as_str() {
             "cancelled" => order_from_record(id, &reply.next::<String>()?),
@@ -292,6 +296,7 @@ impl Store for RedisStore {
                 "the order is {} and can no longer be cancelled",
                 reply.next::<String>()?
             ))),
+            "cancels_exhausted" => Err(cancels_exhausted(reply.next::<i64>()?)),
             other => Err(corrupt(format!("unknown cancel outcome {other}"))),
         }
     }
