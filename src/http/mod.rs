@@ -39,7 +39,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -115,7 +115,13 @@ pub fn router(state: AppState, body_limit_bytes: usize, shedding: Shedding) -> R
         .merge(ops)
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .layer(middleware::from_fn(count_requests))
-        .layer(TraceLayer::new_for_http())
+        // Sheds (429, 503) are counted in the metrics; logged one by one at
+        // error level they flooded the log at a sale's opening. A panic and
+        // an unreachable store are logged where they happen.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
