@@ -1,5 +1,6 @@
 //! Connecting to Redis and talking to it: the connection (standalone or
-//! Cluster), the server checks made before serving (no eviction, AOF), the
+//! Cluster), the server checks made before serving (no eviction, the AOF
+//! durability asked for), the
 //! script cache, and the helpers every store call goes through (a script
 //! or a command, timed, its error mapped to [`StoreError`]). Also the
 //! pub/sub subscription for stock returns, which needs its own connection.
@@ -22,6 +23,7 @@ use redis::{
 
 use super::codec::Announcement;
 use super::RedisStore;
+use crate::config::RedisDurability;
 use crate::domain::SaleId;
 use crate::store::keys::STOCK_RETURNS_CHANNEL;
 use crate::store::scripts::{Invocation, Scripts};
@@ -92,9 +94,14 @@ impl RedisStore {
     }
 
     /// Connects, checks that Redis will never evict a key (an evicted stock
-    /// key would oversell) and loads the scripts. `timeout` bounds every
-    /// connect and every command.
-    pub async fn connect(target: &RedisTarget, timeout: Duration) -> anyhow::Result<Self> {
+    /// key would oversell) and persists what it acknowledges as `durability`
+    /// asks, and loads the scripts. `timeout` bounds every connect and every
+    /// command.
+    pub async fn connect(
+        target: &RedisTarget,
+        timeout: Duration,
+        durability: RedisDurability,
+    ) -> anyhow::Result<Self> {
         let conn = match target {
             RedisTarget::Standalone(url) => {
                 let client = redis::Client::open(url.as_str())
@@ -143,7 +150,7 @@ impl RedisStore {
             timeout,
             cancels_per_shopper_max: CANCELS_PER_SHOPPER_DEFAULT,
         };
-        store.check_server_settings().await?;
+        store.check_server_settings(durability).await?;
         store
             .load_scripts_once_loaded()
             .await
@@ -174,9 +181,10 @@ impl RedisStore {
         }
     }
 
-    /// Refuses a Redis that may evict keys; warns when it does not log
-    /// every write. On a Cluster every primary is checked.
-    async fn check_server_settings(&self) -> anyhow::Result<()> {
+    /// Refuses a Redis that may evict keys; refuses (`always`) or warns
+    /// about (`warn`) one that may lose acknowledged writes in a crash. On a
+    /// Cluster every primary is checked.
+    async fn check_server_settings(&self, durability: RedisDurability) -> anyhow::Result<()> {
         let policies = self.config_values("maxmemory-policy").await?;
         if let Some(policy) = policies.iter().find(|policy| *policy != "noeviction") {
             bail!(
@@ -185,16 +193,22 @@ impl RedisStore {
                  (on every primary) and set it in redis.conf."
             );
         }
-        if self
-            .config_values("appendonly")
-            .await?
-            .iter()
-            .any(|aof| aof != "yes")
-        {
-            tracing::warn!(
-                "Redis runs without AOF (appendonly no): a Redis crash loses the reservations \
-                 since the last snapshot; use `appendonly yes` in production"
-            );
+        let aof = self.config_values("appendonly").await?;
+        let fsync = self.config_values("appendfsync").await?;
+        let Some(loss) = loss_window(&aof, &fsync) else {
+            return Ok(());
+        };
+        match durability {
+            RedisDurability::Always => bail!(
+                "{loss}. FLASHSALE_REDIS_DURABILITY=always refuses this: a payment answered 200 \
+                 to WeChat Pay and then lost is never notified again, and its unit sells twice. \
+                 Set `appendonly yes` and `appendfsync always` on every Redis node (CONFIG SET \
+                 and redis.conf), or start with FLASHSALE_REDIS_DURABILITY=warn to accept the loss."
+            ),
+            RedisDurability::Warn => tracing::warn!(
+                "{loss}; FLASHSALE_REDIS_DURABILITY=warn accepts this. Use `appendonly yes` and \
+                 `appendfsync always` in production"
+            ),
         }
         Ok(())
     }
@@ -299,6 +313,36 @@ impl RedisStore {
             }
         }
         bail!("the subscription ended")
+    }
+}
+
+/// What a crash may lose of the writes Redis acknowledged, given each
+/// node's `appendonly` and `appendfsync` (the worst node speaks), or `None`
+/// when every node writes and fsyncs each change before answering.
+fn loss_window(appendonly: &[String], appendfsync: &[String]) -> Option<String> {
+    if appendonly.iter().any(|aof| aof != "yes") {
+        return Some(
+            "Redis runs without AOF (appendonly no): a Redis crash loses every reservation and \
+             payment acknowledged since the last snapshot"
+                .to_owned(),
+        );
+    }
+    match appendfsync
+        .iter()
+        .find(|fsync| *fsync != "always")?
+        .as_str()
+    {
+        "everysec" => Some(
+            "Redis fsyncs its AOF once a second (appendfsync everysec): a crash of its machine \
+             loses up to the last second of acknowledged reservations and payments (up to two \
+             while the disk lags, when a crash of Redis alone loses them too)"
+                .to_owned(),
+        ),
+        other => Some(format!(
+            "Redis leaves fsyncing its AOF to the OS (appendfsync {other}): a crash of its \
+             machine loses up to the last 30 seconds or so of acknowledged reservations and \
+             payments"
+        )),
     }
 }
 
