@@ -3,7 +3,8 @@
 //! durability asked for), the
 //! script cache, and the helpers every store call goes through (a script
 //! or a command, timed, its error mapped to [`StoreError`]). Also the
-//! pub/sub subscription for stock returns, which needs its own connection.
+//! pub/sub subscription for stock returns, which needs its own connection
+//! (see [`Subscriber`]).
 //! Nothing here knows a key's layout or a reply's shape (see `codec`).
 
 use std::collections::HashMap;
@@ -12,14 +13,16 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures::StreamExt;
+use deadpool_redis::{Manager, Pool};
 use rand::distr::{Alphanumeric, SampleString};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{
-    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, RedisResult, ServerErrorKind, Value,
+    AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, Pipeline,
+    ProtocolVersion, PushInfo, PushKind, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
+use tokio::sync::{mpsc, Mutex};
 
 use super::codec::Announcement;
 use super::RedisStore;
@@ -85,6 +88,42 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// The connection that sits subscribed to the stock-return channel, taken
+/// from a deadpool-redis pool bounded to one: however often the
+/// subscription fails and is made again, a node holds at most one such
+/// connection. A subscribed connection answers nothing else, so it is never
+/// the multiplexed connection the hot path pipelines through. deadpool-redis
+/// pools multiplexed connections, which receive pub/sub messages as RESP3
+/// pushes: the pool's connections speak RESP3 and push to `pushes`.
+pub(super) struct Subscriber {
+    pool: Pool,
+    pushes: Mutex<mpsc::UnboundedReceiver<PushInfo>>,
+}
+
+impl Subscriber {
+    /// A subscriber to the node at `url` (not connected yet); `timeout`
+    /// bounds its connect and its commands.
+    fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let info = url
+            .into_connection_info()
+            .with_context(|| format!("invalid Redis URL {}", redact_url(url)))?;
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let (sender, pushes) = mpsc::unbounded_channel();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_push_sender(sender);
+        let manager = Manager::new_with_config(info.set_redis_settings(resp3), config)?;
+        Ok(Self {
+            pool: Pool::builder(manager).max_size(1).build()?,
+            pushes: Mutex::new(pushes),
+        })
+    }
+}
+
 impl RedisStore {
     /// The same store with another bound on the orders one shopper may
     /// cancel in one sale.
@@ -144,8 +183,7 @@ impl RedisStore {
         let store = Self {
             conn,
             scripts: Scripts::new(),
-            pubsub_client: redis::Client::open(first_url.as_str())
-                .with_context(|| format!("invalid Redis URL {}", redact_url(first_url)))?,
+            subscriber: Subscriber::new(first_url, timeout)?,
             node: Alphanumeric.sample_string(&mut rand::rng(), 16),
             timeout,
             cancels_per_shopper_max: CANCELS_PER_SHOPPER_DEFAULT,
@@ -298,21 +336,36 @@ impl RedisStore {
         &self,
         handler: &StockReturnHandler,
     ) -> anyhow::Result<()> {
-        let mut pubsub = tokio::time::timeout(self.timeout, self.pubsub_client.get_async_pubsub())
-            .await
-            .context("connecting timed out")??;
-        pubsub.subscribe(STOCK_RETURNS_CHANNEL).await?;
-        let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
-            match serde_json::from_slice::<Announcement>(message.get_payload_bytes()) {
-                Ok(announcement) if announcement.node != self.node => {
-                    announcement.returns.into_iter().for_each(&handler);
-                }
-                Ok(_own) => {}
-                Err(err) => tracing::warn!(error = %err, "unreadable stock-return announcement"),
+        let mut pushes = self.subscriber.pushes.lock().await;
+        let mut conn = self.subscriber.pool.get().await?;
+        conn.subscribe(STOCK_RETURNS_CHANNEL).await?;
+        while let Some(push) = pushes.recv().await {
+            match push.kind {
+                PushKind::Message => self.hand_over(&push.data, handler),
+                PushKind::Disconnection => break,
+                _subscribed => {}
             }
         }
+        // Out of the pool for good: a dead or subscribed connection is
+        // never handed out again.
+        drop(deadpool_redis::Connection::take(conn));
         bail!("the subscription ended")
+    }
+
+    /// Hands the returns of one announcement (a message's `[channel,
+    /// payload]`) to `handler`, unless this node made it.
+    fn hand_over(&self, message: &[Value], handler: &StockReturnHandler) {
+        let Some(Value::BulkString(payload)) = message.get(1) else {
+            tracing::warn!("stock-return message without a payload");
+            return;
+        };
+        match serde_json::from_slice::<Announcement>(payload) {
+            Ok(announcement) if announcement.node != self.node => {
+                announcement.returns.into_iter().for_each(handler);
+            }
+            Ok(_own) => {}
+            Err(err) => tracing::warn!(error = %err, "unreadable stock-return announcement"),
+        }
     }
 }
 
