@@ -19,6 +19,9 @@
 //! commandstats`): the cost that bounds one hot sale, whatever the client
 //! does, and a figure that holds still on a noisy machine. Run:
 //! `cargo bench --bench reserve_redis` (about a minute).
+//! `FLASHSALE_BENCH_REDIS_ARGS` adds `redis-server` arguments (they win
+//! over the defaults), e.g. `--appendonly yes --appendfsync always` to
+//! price a durable Redis; its files go to a temporary directory.
 
 mod common;
 
@@ -29,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use common::{assert_no_oversell, request, sale, settings};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use flashsale::config::RedisDurability;
 use flashsale::domain::Sale;
 use flashsale::inventory::Inventory;
 use flashsale::store::{RedisStore, RedisTarget, Store};
@@ -40,11 +44,13 @@ const CALLERS: usize = 256;
 /// Reservations per script call in `reserve_script`.
 const BATCH: usize = 64;
 
-/// A `redis-server` on a free local port, without persistence (the benches
-/// measure the engine, not the disk), killed on drop.
+/// A `redis-server` on a free local port, without persistence unless
+/// `FLASHSALE_BENCH_REDIS_ARGS` asks for it, killed on drop.
 pub struct BenchRedis {
     pub url: String,
     child: Child,
+    /// Where the server keeps its files (an AOF, when asked for).
+    _dir: tempfile::TempDir,
 }
 
 impl BenchRedis {
@@ -53,10 +59,15 @@ impl BenchRedis {
             .and_then(|listener| listener.local_addr())
             .map(|address| address.port())
             .expect("free port");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let extra = std::env::var("FLASHSALE_BENCH_REDIS_ARGS").unwrap_or_default();
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--dir")
+            .arg(dir.path())
             .args(["--save", "", "--appendonly", "no"])
             .args(["--maxmemory-policy", "noeviction"])
+            .args(extra.split_whitespace())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -65,6 +76,7 @@ impl BenchRedis {
         let server = Self {
             url: format!("redis://127.0.0.1:{port}/"),
             child,
+            _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -148,6 +160,8 @@ fn hot_sale(runtime: &tokio::runtime::Runtime, redis: &BenchRedis) -> (Arc<dyn S
             RedisStore::connect(
                 &RedisTarget::Standalone(redis.url.clone()),
                 Duration::from_secs(5),
+                // The bench measures whatever persistence it was given.
+                RedisDurability::Warn,
             )
             .await
             .expect("connect"),

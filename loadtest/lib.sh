@@ -93,9 +93,11 @@ lt_start() {
   # Simulated payments for the pay route; one-second payment timeouts allowed
   # so abandoned orders expire within the run; no per-address limit, since
   # every shopper comes from 127.0.0.1 (the per-shopper and overall limits
-  # stay at their defaults).
+  # stay at their defaults); this throw-away Redis has no AOF, which the
+  # engine refuses unless told to only warn.
   FLASHSALE_LISTEN="127.0.0.1:$engine_port" \
   FLASHSALE_REDIS_URL="redis://127.0.0.1:$redis_port/0" \
+  FLASHSALE_REDIS_DURABILITY=warn \
   FLASHSALE_PAYMENTS=simulated \
   FLASHSALE_PAYMENT_TIMEOUT_MIN_SECS=1 \
   FLASHSALE_RATE_IP_PER_SEC=0 \

@@ -49,6 +49,16 @@ pub enum PaymentMode {
     Simulated,
 }
 
+/// What Redis's persistence must guarantee before the engine serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisDurability {
+    /// Every acknowledged change is on Redis's disk: refuse any other
+    /// setting.
+    Always,
+    /// Start on any setting, warning what a crash would lose.
+    Warn,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address the HTTP server binds.
@@ -360,6 +370,15 @@ pub struct Config {
           default_value_t = crate::inventory::FINISHED_SALES_DEFAULT as u64,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub finished_sales_max: u64,
+
+    /// What the engine asks of Redis's persistence before it serves.
+    /// `always`: refuse to start unless every Redis node (each Cluster
+    /// primary) writes and fsyncs every change to its AOF before answering
+    /// (`appendonly yes`, `appendfsync always`). `warn`: start on any
+    /// setting, warning what a crash would lose of what was acknowledged.
+    #[arg(long, env = "FLASHSALE_REDIS_DURABILITY", value_enum,
+          default_value_t = RedisDurability::Always)]
+    pub redis_durability: RedisDurability,
 }
 
 impl Config {

@@ -220,9 +220,10 @@ impl Application {
 async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.redis_target() {
         Some(target) => {
-            let store = RedisStore::connect(&target, config.store_timeout())
-                .await?
-                .with_cancels_per_shopper_max(config.cancels_per_shopper_max);
+            let store =
+                RedisStore::connect(&target, config.store_timeout(), config.redis_durability)
+                    .await?
+                    .with_cancels_per_shopper_max(config.cancels_per_shopper_max);
             tracing::info!(?target, "store: Redis");
             Ok(Arc::new(store))
         }

@@ -95,13 +95,48 @@ async fn refuses_to_start_on_a_redis_that_may_evict() {
         .arg("allkeys-lru")
         .query(&mut conn)
         .unwrap();
-    let mut config = Config::for_tests();
-    config.redis_url = Some(redis.url());
+    let refused = refusal(redis.url(), false).await;
+    assert!(refused.contains("noeviction"), "{refused}");
+}
+
+/// Why the engine refuses to start on the Redis at `redis_url` (with
+/// `cluster`, a Cluster's comma-separated node URLs).
+async fn refusal(redis_url: String, cluster: bool) -> String {
+    let mut config = test_config();
+    config.redis_url = Some(redis_url);
+    config.redis_cluster = cluster;
     let refused = Application::build(config)
         .await
         .err()
         .expect("start refused");
-    assert!(format!("{refused:#}").contains("noeviction"), "{refused:#}");
+    format!("{refused:#}")
+}
+
+/// By default (`FLASHSALE_REDIS_DURABILITY=always`) the engine refuses a
+/// Redis that could lose an acknowledged write in a crash: AOF off, or
+/// fsynced only once a second; the message says how to fix it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_on_a_redis_that_may_lose_acknowledged_writes() {
+    let redis = RedisServer::start();
+    for (setting, value) in [("appendfsync", "everysec"), ("appendonly", "no")] {
+        redis.config_set(setting, value);
+        let refused = refusal(redis.url(), false).await;
+        // What was found, and both ways out.
+        let named = format!("{setting} {value}");
+        for words in [
+            &named,
+            "appendfsync always",
+            "FLASHSALE_REDIS_DURABILITY=warn",
+        ] {
+            assert!(refused.contains(words), "{refused}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_a_cluster_with_one_primary_fsyncing_every_second() {
+    let refused = cluster_refusal("appendfsync", "everysec").await;
+    assert!(refused.contains("appendfsync everysec"), "{refused}");
 }
 
 /// On Redis, payments default to WeChat Pay: without its keys the engine
@@ -125,20 +160,17 @@ async fn refuses_wechatpay_without_its_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_cluster_with_one_primary_that_may_evict() {
+    let refused = cluster_refusal("maxmemory-policy", "volatile-lru").await;
+    assert!(refused.contains("volatile-lru"), "{refused}");
+}
+
+/// Why the engine refuses to start on a Cluster whose last primary has
+/// `setting` set to `value`.
+async fn cluster_refusal(setting: &str, value: &str) -> String {
     let cluster = RedisCluster::start();
     let last = cluster.nodes().last().expect("nodes");
-    last.config_set("maxmemory-policy", "volatile-lru");
-    let mut config = Config::for_tests();
-    config.redis_url = Some(cluster.urls().join(","));
-    config.redis_cluster = true;
-    let refused = Application::build(config)
-        .await
-        .err()
-        .expect("start refused");
-    assert!(
-        format!("{refused:#}").contains("volatile-lru"),
-        "{refused:#}"
-    );
+    last.config_set(setting, value);
+    refusal(cluster.urls().join(","), true).await
 }
 
 /// Goal: an actor retires once idle for `idle_stop` (not before), leaves the

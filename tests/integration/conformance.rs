@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use flashsale::config::RedisDurability;
 use flashsale::domain::{
     system_now, Order, OrderId, OrderStatus, PatchStatus, Quantity, Rejection, Sale, SaleChange,
     SaleId, SalePatch, SaleRules, SaleState, SaleStatus, ShopperId,
@@ -39,9 +40,13 @@ pub async fn subject(backend: Backend) -> Subject {
 }
 
 async fn connect(target: &RedisTarget) -> Arc<dyn Store> {
-    let store = RedisStore::connect(target, std::time::Duration::from_secs(2))
-        .await
-        .expect("connect");
+    let store = RedisStore::connect(
+        target,
+        std::time::Duration::from_secs(2),
+        RedisDurability::Always,
+    )
+    .await
+    .expect("connect");
     Arc::new(store)
 }
 

@@ -23,6 +23,8 @@ use crate::support::{free_port, TestApp, ADMIN_TOKEN, SHOPPER_SECRET};
 pub struct EngineProcess {
     port: u16,
     redis_url: String,
+    /// Further `FLASHSALE_*` settings of every start.
+    settings: Vec<(String, String)>,
     child: Option<Child>,
     /// Every log line the current process printed (JSON).
     pub logs: Arc<Mutex<Vec<String>>>,
@@ -31,9 +33,18 @@ pub struct EngineProcess {
 impl EngineProcess {
     /// Starts the binary on a free port and waits until it listens.
     pub fn start(redis_url: &str) -> Self {
+        Self::start_with(redis_url, &[])
+    }
+
+    /// [`start`](Self::start) with further settings (environment variables).
+    pub fn start_with(redis_url: &str, settings: &[(&str, &str)]) -> Self {
         let mut engine = Self {
             port: free_port(),
             redis_url: redis_url.to_owned(),
+            settings: settings
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
         };
@@ -64,6 +75,7 @@ impl EngineProcess {
             // Entries a killed engine left pending are reclaimed soon.
             .env("FLASHSALE_ORDER_CLAIM_IDLE_MS", "500")
             .env("RUST_LOG", "info")
+            .envs(self.settings.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -268,19 +268,38 @@ async fn redis_out_of_memory_is_503_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warns_when_redis_runs_without_aof() {
     let redis = RedisServer::start();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("appendonly")
-        .arg("no")
-        .query(&mut redis.connection())
-        .expect("CONFIG SET appendonly");
-    let engine = EngineProcess::start(&redis.url());
+    start_warned(&redis, "appendonly", "no", &["appendonly no"]);
+}
+
+/// Under `FLASHSALE_REDIS_DURABILITY=warn` the engine serves on a Redis
+/// that fsyncs once a second, and its warning names the loss window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warns_when_redis_fsyncs_every_second() {
+    let redis = RedisServer::start();
+    let engine = start_warned(
+        &redis,
+        "appendfsync",
+        "everysec",
+        &["appendfsync everysec", "up to the last second"],
+    );
+    let app = engine.client(Duration::from_secs(5));
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}
+
+/// Sets `setting` to `value` on `redis`, starts an engine on it under
+/// `FLASHSALE_REDIS_DURABILITY=warn` and checks that it logged a warning
+/// with every one of `words`.
+fn start_warned(redis: &RedisServer, setting: &str, value: &str, words: &[&str]) -> EngineProcess {
+    redis.config_set(setting, value);
+    let engine = EngineProcess::start_with(&redis.url(), &[("FLASHSALE_REDIS_DURABILITY", "warn")]);
     let logs = engine.logs();
     assert!(
         logs.iter()
-            .any(|line| line.contains("WARN") && line.contains("appendonly no")),
+            .any(|line| line.contains("WARN") && words.iter().all(|word| line.contains(word))),
         "{logs:#?}"
     );
+    engine
 }
 
 /// After a machine's crash Redis and the engine start together, and Redis

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flashsale::config::RedisDurability;
 use flashsale::domain::Rejection;
 use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
 use flashsale::store::{RedisStore, RedisTarget, Store, StoreError};
@@ -35,6 +36,7 @@ async fn queued_reservations_reach_the_store_in_batches() {
         RedisStore::connect(
             &RedisTarget::Standalone(redis.url()),
             Duration::from_secs(5),
+            RedisDurability::Always,
         )
         .await
         .expect("connect"),
@@ -113,6 +115,7 @@ async fn one_unreadable_answer_fails_only_its_request() {
     let store = RedisStore::connect(
         &RedisTarget::Standalone(redis.url()),
         Duration::from_secs(5),
+        RedisDurability::Always,
     )
     .await
     .expect("connect");

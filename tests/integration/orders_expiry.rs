@@ -14,7 +14,11 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::on_both_stores;
-use crate::support::{error_code, live_sale, test_config, Backend, Harness, Servers, TestApp};
+use flashsale::store::keys::STOCK_RETURNS_CHANNEL;
+
+use crate::support::{
+    error_code, live_sale, test_config, Backend, Harness, RedisServer, Servers, TestApp,
+};
 
 const ORDERS: usize = 1_000;
 
@@ -183,9 +187,22 @@ on_both_stores!(
 /// Stock returned through one engine node reaches the sale's actor on
 /// another node at once (pub/sub), not at its next refresh: the shopper
 /// that node told `sold_out` can buy the returned unit.
+async fn another_node_learns_returned_stock_at_once(backend: Backend) {
+    returned_stock_reaches_the_other_node(Servers::start(backend), false).await;
+}
+
+/// The same after Redis restarted (from its AOF) between the sell-out and
+/// the cancel: each node subscribes again by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_node_learns_returned_stock_at_once() {
-    let redis = Servers::start(Backend::Redis);
+async fn another_node_learns_returned_stock_after_redis_restarts() {
+    returned_stock_reaches_the_other_node(Servers::start(Backend::Redis), true).await;
+}
+
+/// Two engine nodes on `redis`: the second is told `sold_out`, the first
+/// cancels the order that held the unit (after restarting a standalone
+/// Redis with `restart_redis`), and the second must sell that unit within
+/// seconds, which only the announcement can tell it.
+async fn returned_stock_reaches_the_other_node(mut redis: Servers, restart_redis: bool) {
     let node = || {
         let mut config = test_config();
         redis.configure(&mut config);
@@ -207,6 +224,10 @@ async fn another_node_learns_returned_stock_at_once() {
         (StatusCode::CONFLICT, "sold_out".to_owned()),
         "now answered from the second node's memory"
     );
+    if let (true, Servers::Standalone(server)) = (restart_redis, &mut redis) {
+        server.restart();
+        wait_for_subscribers(server, 2);
+    }
     let id = order["id"].as_str().unwrap();
     let cancelled = first
         .shopper_post("keeper", &format!("/api/v1/orders/{id}/cancel"))
@@ -232,4 +253,30 @@ async fn another_node_learns_returned_stock_at_once() {
         "the second node sold the returned unit {} ms after the cancel",
         started.elapsed().as_millis()
     );
+}
+
+crate::store_tests!(
+    [redis => Redis, redis_cluster => RedisCluster];
+    another_node_learns_returned_stock_at_once,
+);
+
+/// Waits (at most 10 s) until `count` connections subscribe to the
+/// stock-return channel of `redis`.
+fn wait_for_subscribers(redis: &RedisServer, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_channel, subscribers): (String, u64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(STOCK_RETURNS_CHANNEL)
+            .query(&mut redis.connection())
+            .expect("PUBSUB NUMSUB");
+        if subscribers == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{subscribers} subscribers, not {count}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

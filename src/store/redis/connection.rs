@@ -1,8 +1,10 @@
 //! Connecting to Redis and talking to it: the connection (standalone or
-//! Cluster), the server checks made before serving (no eviction, AOF), the
+//! Cluster), the server checks made before serving (no eviction, the AOF
+//! durability asked for), the
 //! script cache, and the helpers every store call goes through (a script
 //! or a command, timed, its error mapped to [`StoreError`]). Also the
-//! pub/sub subscription for stock returns, which needs its own connection.
+//! pub/sub subscription for stock returns, which needs its own connection
+//! (see [`Subscriber`]).
 //! Nothing here knows a key's layout or a reply's shape (see `codec`).
 
 use std::collections::HashMap;
@@ -11,17 +13,20 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures::StreamExt;
+use deadpool_redis::{Manager, Pool};
 use rand::distr::{Alphanumeric, SampleString};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{
-    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, RedisResult, ServerErrorKind, Value,
+    AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, Pipeline,
+    ProtocolVersion, PushInfo, PushKind, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
+use tokio::sync::{mpsc, Mutex};
 
 use super::codec::Announcement;
 use super::RedisStore;
+use crate::config::RedisDurability;
 use crate::domain::SaleId;
 use crate::store::keys::STOCK_RETURNS_CHANNEL;
 use crate::store::scripts::{Invocation, Scripts};
@@ -83,6 +88,42 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// The connection that sits subscribed to the stock-return channel, taken
+/// from a deadpool-redis pool bounded to one: however often the
+/// subscription fails and is made again, a node holds at most one such
+/// connection. A subscribed connection answers nothing else, so it is never
+/// the multiplexed connection the hot path pipelines through. deadpool-redis
+/// pools multiplexed connections, which receive pub/sub messages as RESP3
+/// pushes: the pool's connections speak RESP3 and push to `pushes`.
+pub(super) struct Subscriber {
+    pool: Pool,
+    pushes: Mutex<mpsc::UnboundedReceiver<PushInfo>>,
+}
+
+impl Subscriber {
+    /// A subscriber to the node at `url` (not connected yet); `timeout`
+    /// bounds its connect and its commands.
+    fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let info = url
+            .into_connection_info()
+            .with_context(|| format!("invalid Redis URL {}", redact_url(url)))?;
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let (sender, pushes) = mpsc::unbounded_channel();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_push_sender(sender);
+        let manager = Manager::new_with_config(info.set_redis_settings(resp3), config)?;
+        Ok(Self {
+            pool: Pool::builder(manager).max_size(1).build()?,
+            pushes: Mutex::new(pushes),
+        })
+    }
+}
+
 impl RedisStore {
     /// The same store with another bound on the orders one shopper may
     /// cancel in one sale.
@@ -92,9 +133,14 @@ impl RedisStore {
     }
 
     /// Connects, checks that Redis will never evict a key (an evicted stock
-    /// key would oversell) and loads the scripts. `timeout` bounds every
-    /// connect and every command.
-    pub async fn connect(target: &RedisTarget, timeout: Duration) -> anyhow::Result<Self> {
+    /// key would oversell) and persists what it acknowledges as `durability`
+    /// asks, and loads the scripts. `timeout` bounds every connect and every
+    /// command.
+    pub async fn connect(
+        target: &RedisTarget,
+        timeout: Duration,
+        durability: RedisDurability,
+    ) -> anyhow::Result<Self> {
         let conn = match target {
             RedisTarget::Standalone(url) => {
                 let client = redis::Client::open(url.as_str())
@@ -137,13 +183,12 @@ impl RedisStore {
         let store = Self {
             conn,
             scripts: Scripts::new(),
-            pubsub_client: redis::Client::open(first_url.as_str())
-                .with_context(|| format!("invalid Redis URL {}", redact_url(first_url)))?,
+            subscriber: Subscriber::new(first_url, timeout)?,
             node: Alphanumeric.sample_string(&mut rand::rng(), 16),
             timeout,
             cancels_per_shopper_max: CANCELS_PER_SHOPPER_DEFAULT,
         };
-        store.check_server_settings().await?;
+        store.check_server_settings(durability).await?;
         store
             .load_scripts_once_loaded()
             .await
@@ -174,9 +219,10 @@ impl RedisStore {
         }
     }
 
-    /// Refuses a Redis that may evict keys; warns when it does not log
-    /// every write. On a Cluster every primary is checked.
-    async fn check_server_settings(&self) -> anyhow::Result<()> {
+    /// Refuses a Redis that may evict keys; refuses (`always`) or warns
+    /// about (`warn`) one that may lose acknowledged writes in a crash. On a
+    /// Cluster every primary is checked.
+    async fn check_server_settings(&self, durability: RedisDurability) -> anyhow::Result<()> {
         let policies = self.config_values("maxmemory-policy").await?;
         if let Some(policy) = policies.iter().find(|policy| *policy != "noeviction") {
             bail!(
@@ -185,16 +231,22 @@ impl RedisStore {
                  (on every primary) and set it in redis.conf."
             );
         }
-        if self
-            .config_values("appendonly")
-            .await?
-            .iter()
-            .any(|aof| aof != "yes")
-        {
-            tracing::warn!(
-                "Redis runs without AOF (appendonly no): a Redis crash loses the reservations \
-                 since the last snapshot; use `appendonly yes` in production"
-            );
+        let aof = self.config_values("appendonly").await?;
+        let fsync = self.config_values("appendfsync").await?;
+        let Some(loss) = loss_window(&aof, &fsync) else {
+            return Ok(());
+        };
+        match durability {
+            RedisDurability::Always => bail!(
+                "{loss}. FLASHSALE_REDIS_DURABILITY=always refuses this: a payment answered 200 \
+                 to WeChat Pay and then lost is never notified again, and its unit sells twice. \
+                 Set `appendonly yes` and `appendfsync always` on every Redis node (CONFIG SET \
+                 and redis.conf), or start with FLASHSALE_REDIS_DURABILITY=warn to accept the loss."
+            ),
+            RedisDurability::Warn => tracing::warn!(
+                "{loss}; FLASHSALE_REDIS_DURABILITY=warn accepts this. Use `appendonly yes` and \
+                 `appendfsync always` in production"
+            ),
         }
         Ok(())
     }
@@ -284,21 +336,66 @@ impl RedisStore {
         &self,
         handler: &StockReturnHandler,
     ) -> anyhow::Result<()> {
-        let mut pubsub = tokio::time::timeout(self.timeout, self.pubsub_client.get_async_pubsub())
-            .await
-            .context("connecting timed out")??;
-        pubsub.subscribe(STOCK_RETURNS_CHANNEL).await?;
-        let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
-            match serde_json::from_slice::<Announcement>(message.get_payload_bytes()) {
-                Ok(announcement) if announcement.node != self.node => {
-                    announcement.returns.into_iter().for_each(&handler);
-                }
-                Ok(_own) => {}
-                Err(err) => tracing::warn!(error = %err, "unreadable stock-return announcement"),
+        let mut pushes = self.subscriber.pushes.lock().await;
+        let mut conn = self.subscriber.pool.get().await?;
+        conn.subscribe(STOCK_RETURNS_CHANNEL).await?;
+        while let Some(push) = pushes.recv().await {
+            match push.kind {
+                PushKind::Message => self.hand_over(&push.data, handler),
+                PushKind::Disconnection => break,
+                _subscribed => {}
             }
         }
+        // Out of the pool for good: a dead or subscribed connection is
+        // never handed out again.
+        drop(deadpool_redis::Connection::take(conn));
         bail!("the subscription ended")
+    }
+
+    /// Hands the returns of one announcement (a message's `[channel,
+    /// payload]`) to `handler`, unless this node made it.
+    fn hand_over(&self, message: &[Value], handler: &StockReturnHandler) {
+        let Some(Value::BulkString(payload)) = message.get(1) else {
+            tracing::warn!("stock-return message without a payload");
+            return;
+        };
+        match serde_json::from_slice::<Announcement>(payload) {
+            Ok(announcement) if announcement.node != self.node => {
+                announcement.returns.into_iter().for_each(handler);
+            }
+            Ok(_own) => {}
+            Err(err) => tracing::warn!(error = %err, "unreadable stock-return announcement"),
+        }
+    }
+}
+
+/// What a crash may lose of the writes Redis acknowledged, given each
+/// node's `appendonly` and `appendfsync` (the worst node speaks), or `None`
+/// when every node writes and fsyncs each change before answering.
+fn loss_window(appendonly: &[String], appendfsync: &[String]) -> Option<String> {
+    if appendonly.iter().any(|aof| aof != "yes") {
+        return Some(
+            "Redis runs without AOF (appendonly no): a Redis crash loses every reservation and \
+             payment acknowledged since the last snapshot"
+                .to_owned(),
+        );
+    }
+    match appendfsync
+        .iter()
+        .find(|fsync| *fsync != "always")?
+        .as_str()
+    {
+        "everysec" => Some(
+            "Redis fsyncs its AOF once a second (appendfsync everysec): a crash of its machine \
+             loses up to the last second of acknowledged reservations and payments (up to two \
+             while the disk lags, when a crash of Redis alone loses them too)"
+                .to_owned(),
+        ),
+        other => Some(format!(
+            "Redis leaves fsyncing its AOF to the OS (appendfsync {other}): a crash of its \
+             machine loses up to the last 30 seconds or so of acknowledged reservations and \
+             payments"
+        )),
     }
 }
 

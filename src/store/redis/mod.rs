@@ -4,7 +4,8 @@
 //!
 //! - [`connection`]: connecting, checking the server's settings, loading the
 //!   scripts, and running scripts and commands on the one multiplexed
-//!   connection (timed, errors mapped); the pub/sub subscription.
+//!   connection (timed, errors mapped); the pub/sub subscription, on a
+//!   deadpool-redis pool of one.
 //! - [`codec`]: how records and replies look in Redis: the sale's fields,
 //!   the order record's `name=value` pairs, the scripts' replies, outbox
 //!   members and stream entries. No I/O.
@@ -34,8 +35,8 @@ mod store;
 
 use std::time::Duration;
 
-use self::connection::Connection;
 pub use self::connection::RedisTarget;
+use self::connection::{Connection, Subscriber};
 use super::scripts::Scripts;
 
 /// The production store: one multiplexed connection to Redis (standalone or
@@ -43,9 +44,9 @@ use super::scripts::Scripts;
 pub struct RedisStore {
     conn: Connection,
     scripts: Scripts,
-    /// A plain client of the first node, for the pub/sub subscription
-    /// (Redis Cluster forwards PUBLISH to every node).
-    pubsub_client: redis::Client,
+    /// The pub/sub subscription's connection, to the first node (Redis
+    /// Cluster forwards PUBLISH to every node).
+    subscriber: Subscriber,
     /// This process's name in announcements, to skip its own.
     node: String,
     timeout: Duration,
