@@ -10,7 +10,8 @@
 //!   the order record's `name=value` pairs, the scripts' replies, outbox
 //!   members and stream entries. No I/O.
 //! - [`store`]: the [`Store`](super::Store) impl: which script or command
-//!   each call sends, with which keys and arguments.
+//!   each call sends, with which keys and arguments; [`reads`]: the reads
+//!   several of its calls share.
 //!
 //! Creating a sale is two scripts, since the index of every sale (`fs:sales`)
 //! is no sale's and has no sale's hash tag: `index_sale.lua` lists the id,
@@ -31,6 +32,7 @@
 
 mod codec;
 mod connection;
+mod reads;
 mod store;
 
 use std::time::Duration;

@@ -14,7 +14,7 @@ use redis::Value;
 use super::codec::{
     admin_outcome, corrupt, dead_letter, delivery_member, exception_from_record, exception_record,
     flag, millis, order_from_fields, order_from_record, order_ids, parse_delivery, record_fields,
-    sale_fields, stream_entries, view_from_snapshot, Announcement, OrderTerms, Reply, ReserveReply,
+    sale_fields, stream_entries, view_from_snapshot, Announcement, OrderTerms, Reply,
 };
 use super::connection::{timed, unavailable};
 use super::RedisStore;
@@ -30,47 +30,6 @@ use crate::store::{
     sort_newest_first, sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure,
     OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
 };
-
-impl RedisStore {
-    /// One request's outcome from `reserve.lua`'s reply. A replay fetches
-    /// the order it names. Every error here is this request's own: the
-    /// batch was decided, so the other requests keep their outcomes.
-    async fn reservation_outcome(
-        &self,
-        request: &ReserveRequest,
-        terms: &OrderTerms,
-        reply: Value,
-    ) -> Result<Reservation, StoreError> {
-        let id = match terms.read(request, reply)? {
-            ReserveReply::Reserved(reservation) => return Ok(reservation),
-            ReserveReply::Replay(id) => id,
-        };
-        let order = self
-            .order(&id)
-            .await?
-            .ok_or_else(|| corrupt(format!("idempotency key names missing order {id}")))?;
-        // This very call, resent by the client library, is no replay.
-        let replayed = order.id != request.order_id;
-        Ok(Reservation {
-            order,
-            remaining: None,
-            held: None,
-            replayed,
-        })
-    }
-
-    async fn order_ids_of(
-        &self,
-        sale: &SaleId,
-        shopper: &ShopperId,
-    ) -> Result<Vec<OrderId>, StoreError> {
-        let keys = SaleKeys::new(sale);
-        let mut cmd = redis::cmd("HGET");
-        cmd.arg(keys.shopper_orders()).arg(shopper.as_str());
-        let ids: Option<String> = self.query("shopper_orders", &cmd).await?;
-        order_ids(ids.as_deref())
-    }
-}
 
 #[async_trait]
 impl Store for RedisStore {
