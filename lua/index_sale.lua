@@ -1,12 +1,19 @@
--- index_sale: lists a new sale in the index of every sale, the first of the
--- two steps that create a sale (create_sale.lua is the second). The index
--- is one global key without a sale's hash tag, so it cannot share a script
--- with the sale's keys (a script touches one Cluster slot). Listing first
--- means a crash between the two steps leaves at worst an id that names no
--- sale, which every reader of the index skips; the other order could leave
--- a sale that exists but that no listing and no order service ever finds.
--- KEYS[1] fs:sales  sorted set: every sale id by creation time (ms)
--- ARGV[1] the sale's created_at (ms), ARGV[2] the sale id
--- Returns 1 when the id is new to the index, 0 when it was listed (its
--- score is set to ARGV[1]).
+-- index_sale: lists a sale in the two indexes of sales, before the sale's
+-- own keys are written or changed (create_sale.lua, update_sale.lua). The
+-- indexes are no one sale's, so they cannot share a script with the sale's
+-- keys (a script touches one Cluster slot); they share a slot with each
+-- other (`{fs:sales}:open` hashes on `fs:sales`). Indexing first means a
+-- crash between the two steps leaves at worst an id that names no sale, or
+-- a window end later than the sale's, which every reader skips or filters;
+-- the other order could leave a sale that no listing and no order service
+-- ever finds.
+-- KEYS[1] fs:sales          sorted set: every sale id by creation time (ms)
+-- KEYS[2] {fs:sales}:open   sorted set: sale id by the end of its payment
+--                           window (ends_at + payment timeout, ms); only
+--                           ever raised (GT), so a score is an upper bound
+-- ARGV[1] the sale's created_at (ms), ARGV[2] the sale id, ARGV[3] the end
+-- of its payment window (ms)
+-- Returns 1 when the id is new to the index of every sale, 0 when it was
+-- listed (its score is set to ARGV[1]).
+redis.call('ZADD', KEYS[2], 'GT', ARGV[3], ARGV[2])
 return redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])

@@ -9,7 +9,7 @@
 -- KEYS[3] fs:{sale}:stats  hash: reserved, paid, ... (units)
 -- ARGV[1] the version the change was computed from
 -- ARGV[2] '1' when a field other than stock_total/ends_at changes
--- ARGV[3] '1' to stop the sale now
+-- ARGV[3] '1' to stop the sale now (ends_at becomes now, or its start)
 -- ARGV[4] new stock_total
 -- ARGV[5] new ends_at (ms)
 -- ARGV[6..] field, value pairs of every other field (written only before the start)
@@ -45,6 +45,11 @@ if ends ~= ends_now and ends <= now then
 end
 if ARGV[2] == '1' then
   redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+end
+if ARGV[3] == '1' then
+  -- Stopped now: ends_at says when it ended (not before its start), so
+  -- its payment window, and retention, count from then.
+  ends = math.min(ends, math.max(now, tonumber(s[2])))
 end
 redis.call('HSET', KEYS[1], 'stock_total', total, 'ends_at', ends)
 redis.call('HINCRBY', KEYS[1], 'version', 1)

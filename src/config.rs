@@ -340,6 +340,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub order_claim_idle_ms: u64,
 
+    /// How long a settled sale's records (its orders, counts, dead letters)
+    /// are kept after its payment window closed, in seconds; then the order
+    /// service deletes every key of it. Export them before with
+    /// `GET /admin/v1/sales/{id}/orders`. Default 30 days.
+    #[arg(long, env = "FLASHSALE_RETENTION_SECS", default_value_t = 2_592_000,
+          value_parser = clap::value_parser!(u64).range(1..=315_360_000))]
+    pub retention_secs: u64,
+
     /// Log format.
     #[arg(long, env = "FLASHSALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -105,6 +105,7 @@ impl Application {
                 claim_idle: Duration::from_millis(config.order_claim_idle_ms),
                 consumer: consumer_name(address),
                 clock: Arc::new(SystemClock),
+                retention: Duration::from_secs(config.retention_secs),
             },
         );
         let payments = Payments::new(

@@ -33,6 +33,8 @@ pub const WEBHOOK_CALLS: &str = "flashsale_webhook_calls_total";
 /// merchant answered a 4xx other than 408 and 429) or `exhausted` (the
 /// last allowed attempt failed).
 pub const WEBHOOK_DEAD_LETTERS: &str = "flashsale_webhook_dead_letters_total";
+/// Settled sales whose records retention deleted.
+pub const SALES_FORGOTTEN: &str = "flashsale_sales_forgotten_total";
 /// Payments by `outcome`: `paid`, `unchanged`, `refund_required`,
 /// `amount_mismatch`, or `rejected` (a notification that failed checks).
 pub const PAYMENTS: &str = "flashsale_payments_total";
@@ -160,6 +162,10 @@ pub fn count_webhook_call(delivered: bool) {
 
 pub fn count_webhook_dead_letter(reason: &'static str) {
     metrics::counter!(WEBHOOK_DEAD_LETTERS, "reason" => reason).increment(1);
+}
+
+pub fn count_sales_forgotten() {
+    metrics::counter!(SALES_FORGOTTEN).increment(1);
 }
 
 pub fn count_payment(outcome: &'static str) {

@@ -112,6 +112,13 @@ pub struct Sale {
 }
 
 impl Sale {
+    /// When its payment window closes: the last moment an order of it can
+    /// still be unpaid (the end plus one payment timeout).
+    pub fn payment_window_closes_at(&self) -> Millis {
+        self.ends_at
+            .saturating_add(self.payment_timeout_secs.saturating_mul(1000))
+    }
+
     /// True once `now` has reached the start (whatever the state).
     pub fn has_started(&self, now: Millis) -> bool {
         now >= self.starts_at

@@ -1,6 +1,6 @@
 //! The merchants' API under `/admin/v1`: schedule, list, inspect, change and
-//! cancel sales, and list and re-drive webhook hand-offs that failed for
-//! good. Every route needs the admin token.
+//! cancel sales, export their orders, and list and re-drive webhook
+//! hand-offs that failed for good. Every route needs the admin token.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,9 +11,10 @@ use utoipa_axum::routes;
 use super::auth::Admin;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::openapi::error_responses;
+use super::paging::{sale_cursor, PageQuery, Paging};
 use super::views::{
-    AdminSaleBody, AdminSaleList, DeadLetterList, PaymentExceptionBody, PaymentExceptionList,
-    RedriveBody, SaleAuditBody,
+    AdminSaleBody, AdminSaleList, DeadLetterList, OrderBody, OrderList, PaymentExceptionBody,
+    PaymentExceptionList, RedriveBody, SaleAuditBody,
 };
 use super::{parse_sale_id, AppState};
 use crate::domain::{format_ms, NewSale, SalePatch};
@@ -23,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_sales, create_sale))
         .routes(routes!(get_sale, update_sale, cancel_sale))
         .routes(routes!(audit_sale))
+        .routes(routes!(export_orders))
         .routes(routes!(payment_exceptions))
         .routes(routes!(list_dead_letters))
         .routes(routes!(redrive_dead_letters))
@@ -32,7 +34,8 @@ error_responses!(
     CreateSaleErrors = [
         MalformedBody, Invalid, Unauthorized, Forbidden, PayloadTooLarge, Overloaded, Unavailable,
     ];
-    ListSalesErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
+    ListSalesErrors = [Invalid, Unauthorized, Forbidden, Overloaded, Unavailable];
+    ExportOrdersErrors = [Invalid, Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     GetSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     AuditSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     DeadLettersErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
@@ -80,22 +83,65 @@ async fn create_sale(
     Ok((StatusCode::CREATED, Json((&view).into())))
 }
 
-/// Every sale, newest first.
+/// Every sale, newest first, a page at a time.
 #[utoipa::path(
     get,
     path = "/admin/v1/sales",
     operation_id = "admin_list_sales",
     tag = "admin",
     security(("admin" = [])),
-    responses((status = 200, description = "Every sale.", body = AdminSaleList), ListSalesErrors)
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of sales.", body = AdminSaleList),
+        ListSalesErrors,
+    )
 )]
 async fn list_sales(
     _: Admin,
     State(state): State<AppState>,
+    paging: Paging,
 ) -> Result<Json<AdminSaleList>, ApiError> {
-    let views = state.sales.list().await?;
-    let sales: Vec<AdminSaleBody> = views.iter().map(AdminSaleBody::from).collect();
-    Ok(Json(AdminSaleList { sales }))
+    let (views, next) = state
+        .sales
+        .page(paging.after_sale()?.as_ref(), paging.limit)
+        .await?;
+    Ok(Json(AdminSaleList {
+        sales: views.iter().map(AdminSaleBody::from).collect(),
+        next_cursor: next.as_ref().map(sale_cursor),
+    }))
+}
+
+/// Exports a sale's orders, a page at a time, in the store's order (not
+/// by time). Meant for a settled sale, before retention deletes it
+/// (`FLASHSALE_RETENTION_SECS` after its payment window closed): an order
+/// changed or added while the pages are read may be listed twice or
+/// missed. 404 once the sale is gone.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sales/{id}/orders",
+    operation_id = "admin_export_orders",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The sale's id."), PageQuery),
+    responses(
+        (status = 200, description = "A page of the sale's orders.", body = OrderList),
+        ExportOrdersErrors,
+    )
+)]
+async fn export_orders(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    paging: Paging,
+) -> Result<Json<OrderList>, ApiError> {
+    let (orders, next_cursor) = state
+        .orders
+        .sale_orders(&parse_sale_id(&id)?, paging.store_cursor(), paging.limit)
+        .await?;
+    Ok(Json(OrderList {
+        orders: orders.iter().map(OrderBody::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// The sale with its exact stats.

@@ -23,6 +23,7 @@ mod error;
 mod limits;
 mod openapi;
 mod ops;
+mod paging;
 mod payments;
 mod public;
 mod schemas;

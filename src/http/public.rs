@@ -14,6 +14,7 @@ use super::auth::{PurchaseTokenError, Shopper};
 use super::error::{parse_json, read_body, ApiError, ApiPath};
 use super::limits;
 use super::openapi::error_responses;
+use super::paging::{order_cursor, PageQuery, Paging};
 use super::views::{OrderBody, OrderList, PublicSaleBody, PublicSaleList, PurchaseTokenBody};
 use super::{parse_order_id, parse_sale_id, AppState};
 use crate::domain::{format_ms, system_now, Quantity, ReserveRequest};
@@ -58,7 +59,7 @@ error_responses!(
         Unauthorized, Forbidden, NotFound, NotStarted, Ended, SoldOut, RateLimited, Overloaded,
         Unavailable,
     ];
-    ListOrdersErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
+    ListOrdersErrors = [Invalid, Unauthorized, Forbidden, Overloaded, Unavailable];
     GetOrderErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     CancelOrderErrors = [
         Unauthorized, Forbidden, NotFound, Conflict, RateLimited, Overloaded, Unavailable,
@@ -334,21 +335,34 @@ async fn get_order(
     Ok(Json((&order).into()))
 }
 
-/// The shopper's orders, newest first.
+/// The shopper's orders, newest first, a page at a time.
+///
+/// Lists the orders in the sales the shopper bought in and in the open
+/// sales; a sale deleted by retention is no longer listed.
 #[utoipa::path(
     get,
     path = "/api/v1/orders",
     tag = "orders",
     security(("shopper" = [])),
-    responses((status = 200, description = "The shopper's orders.", body = OrderList), ListOrdersErrors)
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of the shopper's orders.", body = OrderList),
+        ListOrdersErrors,
+    )
 )]
 async fn list_orders(
     Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
+    paging: Paging,
 ) -> Result<Json<OrderList>, ApiError> {
-    let orders = state.orders.shopper_orders(&shopper_id).await?;
-    let orders: Vec<OrderBody> = orders.iter().map(OrderBody::from).collect();
-    Ok(Json(OrderList { orders }))
+    let (orders, last) = state
+        .orders
+        .shopper_orders(&shopper_id, paging.after_order()?.as_ref(), paging.limit)
+        .await?;
+    Ok(Json(OrderList {
+        orders: orders.iter().map(OrderBody::from).collect(),
+        next_cursor: last.as_ref().map(order_cursor),
+    }))
 }
 
 /// Cancels an unpaid order; its stock goes back on sale.

@@ -144,10 +144,12 @@ pub struct PublicSaleList {
     pub server_time: String,
 }
 
-/// `GET /admin/v1/sales`: every sale, newest first.
+/// `GET /admin/v1/sales`: a page of every sale, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AdminSaleList {
     pub sales: Vec<AdminSaleBody>,
+    /// The `cursor` of the next page; `null` after the last.
+    pub next_cursor: Option<String>,
 }
 
 /// An order, as shoppers see it and the merchant's webhook is told.
@@ -195,10 +197,14 @@ impl From<&Order> for OrderBody {
     }
 }
 
-/// `GET /api/v1/orders`: the shopper's orders, newest first.
+/// `GET /api/v1/orders` (a page of the shopper's orders, newest first) and
+/// `GET /admin/v1/sales/{id}/orders` (a page of a sale's orders, in the
+/// store's order).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderList {
     pub orders: Vec<OrderBody>,
+    /// The `cursor` of the next page; `null` after the last.
+    pub next_cursor: Option<String>,
 }
 
 /// A purchase token: the right of one shopper to buy once in one live sale,

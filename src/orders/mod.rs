@@ -20,7 +20,9 @@ pub mod webhook;
 use std::sync::Arc;
 
 pub use self::service::{OrderService, OrderSettings, Outcome, WorkNotices};
-use crate::domain::{system_now, Order, OrderId, Reservation, ReserveRequest, SaleId, ShopperId};
+use crate::domain::{
+    system_now, Millis, Order, OrderId, Reservation, ReserveRequest, SaleId, ShopperId,
+};
 use crate::inventory::{Inventory, InventoryError};
 use crate::store::{DeadLetter, Store, StoreError};
 use crate::telemetry;
@@ -92,9 +94,37 @@ impl Orders {
             .ok_or(StoreError::NotFound("order"))
     }
 
-    /// The shopper's orders in every sale, newest first.
-    pub async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError> {
-        self.store.shopper_orders(shopper).await
+    /// Up to `limit` of the shopper's orders, newest first (created at,
+    /// then id), after `after`; with the last order of the page when more
+    /// follow. Reads the sales the shopper bought in and the open ones
+    /// (see [`Store::shopper_orders`]).
+    pub async fn shopper_orders(
+        &self,
+        shopper: &ShopperId,
+        after: Option<&(Millis, OrderId)>,
+        limit: usize,
+    ) -> Result<(Vec<Order>, Option<Order>), StoreError> {
+        let mut orders = self.store.shopper_orders(shopper).await?;
+        orders
+            .retain(|order| after.is_none_or(|(at, id)| (order.created_at, &order.id) < (*at, id)));
+        let more = orders.len() > limit;
+        orders.truncate(limit);
+        let last = orders.last().filter(|_| more).cloned();
+        Ok((orders, last))
+    }
+
+    /// A page of the sale's orders for export (see [`Store::sale_orders`]):
+    /// `NotFound` once the sale is gone.
+    pub async fn sale_orders(
+        &self,
+        sale: &SaleId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Order>, Option<String>), StoreError> {
+        if self.store.view_sale(sale).await?.is_none() {
+            return Err(StoreError::NotFound("sale"));
+        }
+        self.store.sale_orders(sale, cursor, limit).await
     }
 
     /// Cancels the shopper's unpaid order; its units are on sale again.

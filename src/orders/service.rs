@@ -19,6 +19,15 @@
 //!    on calls in flight lets start at once; the rest stay due in the
 //!    outbox for a later pass. Hand-offs in the dead letters are no work
 //!    left: a sale with only those settles.
+//!
+//! Which sales it looks at: when it starts, every sale of the index (a
+//! page at a time; retention bounds it); then, each pass, only the open
+//! sales (upcoming, live, or within their payment window, from the store's
+//! index of them) that it does not know yet. A sale past its payment
+//! window with nothing left to do is settled: not looked at again unless a
+//! payment gives it new work (a notice), and forgotten by the store (its
+//! keys deleted) once `retention` has passed since its payment window
+//! closed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,7 +40,9 @@ use super::webhook::Webhook;
 use super::Orders;
 use crate::clock::Clock;
 use crate::domain::{Millis, OrderId, SaleId, SaleState, SaleView};
-use crate::store::{Acceptance, Delivery, DeliveryFailure, Store, StoreError, StreamEntry};
+use crate::store::{
+    Acceptance, Delivery, DeliveryFailure, Forgetting, Store, StoreError, StreamEntry,
+};
 use crate::telemetry;
 
 /// How the order service works through its sales.
@@ -49,6 +60,9 @@ pub struct OrderSettings {
     /// What the pauses between passes, and the check whether a sale's
     /// payment window is over, are timed on.
     pub clock: Arc<dyn Clock>,
+    /// How long a settled sale's records are kept after its payment window
+    /// closed, before the store deletes them.
+    pub retention: Duration,
 }
 
 /// What one pass did.
@@ -68,6 +82,8 @@ pub struct Outcome {
     /// pass does not wait for the merchant); at most the permits free
     /// under the cap on calls in flight.
     pub handed_off: usize,
+    /// Settled sales whose records the store deleted (retention).
+    pub forgotten: usize,
     /// Steps that stopped on a store error (retried next pass).
     pub store_errors: usize,
 }
@@ -84,6 +100,7 @@ impl Outcome {
         self.reclaimed += other.reclaimed;
         self.expired += other.expired;
         self.handed_off += other.handed_off;
+        self.forgotten += other.forgotten;
         self.store_errors += other.store_errors;
     }
 }
@@ -109,11 +126,16 @@ pub struct OrderService {
     webhook: Option<Arc<Webhook>>,
     settings: OrderSettings,
     notices: WorkNotices,
-    /// Sales that may have work, with the time after which none of their
-    /// orders can still be unpaid (their end plus one payment timeout).
-    watched: HashMap<SaleId, Millis>,
-    /// Sales with nothing left to do: looked at again only on a notice.
-    settled: HashSet<SaleId>,
+    /// Sales that may have work, with when their payment window closes as
+    /// last read.
+    watched: HashMap<SaleId, Watch>,
+    /// Sales with nothing left to do: looked at again only on a notice;
+    /// with when the store may forget them (their payment window's close
+    /// plus the retention).
+    settled: HashMap<SaleId, Millis>,
+    /// Whether the whole index of sales has been read (once, at the first
+    /// pass); after it, only the open sales are.
+    scanned: bool,
 }
 
 impl OrderService {
@@ -130,7 +152,8 @@ impl OrderService {
             webhook: webhook.map(Arc::new),
             settings,
             watched: HashMap::new(),
-            settled: HashSet::new(),
+            settled: HashMap::new(),
+            scanned: false,
         }
     }
 
@@ -166,11 +189,17 @@ impl OrderService {
         let mut outcome = Outcome::default();
         for sale in self.notices.take() {
             self.settled.remove(&sale);
+            if let Err(err) = self.watch_if_new(sale.clone()).await {
+                // Kept for the next pass.
+                self.notices.notify(&sale);
+                outcome.store_errors += failed(&sale, "watching the sale again", &err);
+            }
         }
         if let Err(err) = self.watch_new_sales().await {
             tracing::warn!(error = %err, "order service: cannot list sales");
             outcome.store_errors += 1;
         }
+        outcome.add(self.forget_due().await);
         let sales: Vec<SaleId> = self.watched.keys().cloned().collect();
         for sale in sales {
             let done = self.process_sale(&sale).await;
@@ -182,57 +211,145 @@ impl OrderService {
         outcome
     }
 
+    /// Starts watching the sales it does not know: at the first pass every
+    /// sale of the index, then the open ones.
     async fn watch_new_sales(&mut self) -> Result<(), StoreError> {
-        for sale in self.store.sale_ids().await? {
-            if self.settled.contains(&sale) || self.watched.contains_key(&sale) {
-                continue;
+        if self.scanned {
+            for sale in self.store.open_sale_ids().await? {
+                self.watch_if_new(sale).await?;
             }
-            // The index is written before the sale: a sale being created
-            // is listed a moment before it can be read. Looked at again
-            // next pass.
-            let Some(view) = self.store.view_sale(&sale).await? else {
-                continue;
-            };
-            match last_payment_deadline(&view) {
-                Some(settled_by) => {
-                    self.store.join_reservations(&sale).await?;
-                    self.watched.insert(sale, settled_by);
-                }
-                None => {
-                    self.settled.insert(sale);
-                }
+            return Ok(());
+        }
+        let mut after = None;
+        loop {
+            let page = self.store.sale_index(after.as_ref(), INDEX_PAGE).await?;
+            for indexed in &page {
+                self.watch_if_new(indexed.id.clone()).await?;
+            }
+            match page.last() {
+                Some(last) if page.len() == INDEX_PAGE => after = Some(last.clone()),
+                _ => break,
+            }
+        }
+        self.scanned = true;
+        Ok(())
+    }
+
+    async fn watch_if_new(&mut self, sale: SaleId) -> Result<(), StoreError> {
+        if self.settled.contains_key(&sale) || self.watched.contains_key(&sale) {
+            return Ok(());
+        }
+        // The index is written before the sale: a sale being created is
+        // listed a moment before it can be read. Looked at again next pass
+        // (an open sale), or at the next start.
+        let Some(view) = self.store.view_sale(&sale).await? else {
+            return Ok(());
+        };
+        match last_payment_deadline(&view) {
+            Some(settled_by) => {
+                self.store.join_reservations(&sale).await?;
+                let watch = self.watch(settled_by);
+                self.watched.insert(sale, watch);
+            }
+            None => {
+                let forget_at = self.forget_at(&view);
+                self.settled.insert(sale, forget_at);
             }
         }
         Ok(())
     }
 
+    /// A watch on a sale whose payment window closes at `settled_by`, read
+    /// now.
+    fn watch(&self, settled_by: Millis) -> Watch {
+        let recheck = self.settings.sweep.saturating_mul(RECHECK_SWEEPS);
+        let recheck_ms = i64::try_from(recheck.as_millis()).unwrap_or(i64::MAX);
+        Watch {
+            settled_by,
+            recheck_at: self.settings.clock.now().saturating_add(recheck_ms),
+        }
+    }
+
+    /// When the store may forget the sale: its payment window's close plus
+    /// the retention.
+    fn forget_at(&self, view: &SaleView) -> Millis {
+        let retention = i64::try_from(self.settings.retention.as_millis()).unwrap_or(i64::MAX);
+        view.sale
+            .payment_window_closes_at()
+            .saturating_add(retention)
+    }
+
+    /// Asks the store to forget the settled sales whose retention has
+    /// passed (by this service's clock; the store checks again by its
+    /// own, and that the sale is still settled).
+    async fn forget_due(&mut self) -> Outcome {
+        let now = self.settings.clock.now();
+        let due: Vec<SaleId> = self
+            .settled
+            .iter()
+            .filter(|(_, &forget_at)| forget_at <= now)
+            .map(|(sale, _)| sale.clone())
+            .collect();
+        let mut outcome = Outcome::default();
+        for sale in due {
+            match self.store.forget_sale(&sale, self.settings.retention).await {
+                Ok(Forgetting::Forgotten) => {
+                    tracing::info!(%sale, "retention: sale settled and its records deleted");
+                    telemetry::count_sales_forgotten();
+                    self.settled.remove(&sale);
+                    outcome.forgotten += 1;
+                }
+                Ok(Forgetting::Gone) => {
+                    self.settled.remove(&sale);
+                }
+                // Not yet by the store's clock, or it has work again (a
+                // notice will wake it): asked again next pass.
+                Ok(Forgetting::Kept) => {}
+                Err(err) => outcome.store_errors += failed(&sale, "forgetting the sale", &err),
+            }
+        }
+        outcome
+    }
+
     /// Stops watching a sale whose pass found nothing, once no order of it
-    /// can still be unpaid (its end may have moved: read it again) and the
-    /// store holds nothing left to do for it.
+    /// can still be unpaid and the store holds nothing left to do for it.
+    /// The window is read again once it seems closed, and every
+    /// [`RECHECK_SWEEPS`] sweeps before that: a merchant may have ended
+    /// the sale early, on any node.
     async fn settle_if_done(&mut self, sale: &SaleId) {
-        let Some(&settled_by) = self.watched.get(sale) else {
+        let Some(watch) = self.watched.get(sale) else {
             return;
         };
-        if self.settings.clock.now() <= settled_by {
+        let now = self.settings.clock.now();
+        if now <= watch.settled_by && now < watch.recheck_at {
             return;
         }
         let checked = async {
             let view = self.store.view_sale(sale).await?;
-            let settled_by = view.as_ref().and_then(last_payment_deadline);
             let backlog = self.store.order_backlog(sale).await?;
-            Ok::<_, StoreError>((settled_by, backlog))
+            Ok::<_, StoreError>((view, backlog))
         }
         .await;
         match checked {
-            Ok((Some(settled_by), _)) if self.settings.clock.now() <= settled_by => {
-                self.watched.insert(sale.clone(), settled_by);
-            }
-            Ok((_, backlog)) if backlog.is_empty() => {
-                self.watched.remove(sale);
-                self.settled.insert(sale.clone());
-            }
-            Ok((_, backlog)) => {
-                tracing::debug!(%sale, ?backlog, "sale past its payment window still has work");
+            Ok((view, backlog)) => {
+                let settled_by = view.as_ref().and_then(last_payment_deadline);
+                match settled_by {
+                    Some(settled_by) if self.settings.clock.now() <= settled_by => {
+                        let watch = self.watch(settled_by);
+                        self.watched.insert(sale.clone(), watch);
+                    }
+                    _ if backlog.is_empty() => {
+                        self.watched.remove(sale);
+                        // A sale gone meanwhile (forgotten by another
+                        // node) is simply no longer watched.
+                        if let Some(view) = view {
+                            let forget_at = self.forget_at(&view);
+                            self.settled.insert(sale.clone(), forget_at);
+                        }
+                    }
+                    _ => tracing::debug!(%sale, ?backlog,
+                        "sale past its payment window still has work"),
+                }
             }
             Err(err) => tracing::warn!(%sale, error = %err, "order service: cannot read sale"),
         }
@@ -353,17 +470,30 @@ impl OrderService {
     }
 }
 
+/// Sales read from the index of every sale per store call, at start.
+const INDEX_PAGE: usize = 1000;
+
+/// Sweeps between two reads of a watched sale's window while it seems
+/// open.
+const RECHECK_SWEEPS: u32 = 10;
+
+/// A watched sale's payment window as last read.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    /// When no order of it can still be unpaid (its end plus one payment
+    /// timeout).
+    settled_by: Millis,
+    /// When to read the window again, should it still seem open.
+    recheck_at: Millis,
+}
+
 /// When the sale can have no unpaid order left (`None`: cancelled before
 /// it started, so it never had one).
 fn last_payment_deadline(view: &SaleView) -> Option<Millis> {
     if view.sale.state == SaleState::Cancelled {
         return None;
     }
-    Some(
-        view.sale
-            .ends_at
-            .saturating_add(view.sale.payment_timeout_secs.saturating_mul(1000)),
-    )
+    Some(view.sale.payment_window_closes_at())
 }
 
 /// Logs a failed step of a sale's pass; counts as one store error.

@@ -8,7 +8,12 @@
 //! so `server_time` and the status (upcoming, live, ended) stay exact;
 //! only `remaining` may be up to `fresh_for` old, as the contract allows on
 //! public routes. Only sales that exist are kept, so the cache holds at
-//! most one entry per sale.
+//! most one entry per sale (one deleted by retention is dropped at its
+//! next read).
+//!
+//! The list of open sales (`GET /api/v1/sales`) is kept the same way, as
+//! one entry: read from the store's index of open sales at most once per
+//! `fresh_for`, each view aged on the way out.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,25 +25,51 @@ use parking_lot::RwLock;
 use crate::domain::{SaleId, SaleView};
 use crate::store::StoreError;
 
-/// One sale's last read, and the lock that lets one caller at a time read
-/// it again.
-#[derive(Default)]
-struct Slot {
-    last: RwLock<Option<(SaleView, Instant)>>,
+/// A last read, and the lock that lets one caller at a time read again.
+struct Slot<T> {
+    last: RwLock<Option<(T, Instant)>>,
     refreshing: tokio::sync::Mutex<()>,
 }
 
-impl Slot {
-    /// The last read, aged to now, if it is fresh.
-    fn fresh(&self, fresh_for: Duration) -> Option<SaleView> {
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self {
+            last: RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl<T: Clone> Slot<T> {
+    /// The last read and its age, if it is fresh.
+    fn fresh(&self, fresh_for: Duration) -> Option<(T, Duration)> {
         let last = self.last.read();
-        let (view, read_at) = last.as_ref()?;
+        let (value, read_at) = last.as_ref()?;
         let age = read_at.elapsed();
-        (age < fresh_for).then(|| aged(view, age))
+        (age < fresh_for).then(|| (value.clone(), age))
     }
 
-    fn keep(&self, view: &SaleView) {
-        *self.last.write() = Some((view.clone(), Instant::now()));
+    fn keep(&self, value: T) {
+        *self.last.write() = Some((value, Instant::now()));
+    }
+
+    /// The last read if fresh, else `read`'s answer (one caller at a time;
+    /// the others wait and share it), with its age. Errors are not kept.
+    async fn get<F, Fut>(&self, fresh_for: Duration, read: F) -> Result<(T, Duration), StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        if let Some(fresh) = self.fresh(fresh_for) {
+            return Ok(fresh);
+        }
+        let _reading = self.refreshing.lock().await;
+        if let Some(fresh) = self.fresh(fresh_for) {
+            return Ok(fresh);
+        }
+        let value = read().await?;
+        self.keep(value.clone());
+        Ok((value, Duration::ZERO))
     }
 }
 
@@ -53,7 +84,9 @@ fn aged(view: &SaleView, age: Duration) -> SaleView {
 
 pub struct SaleViewCache {
     fresh_for: Duration,
-    slots: DashMap<SaleId, Arc<Slot>>,
+    slots: DashMap<SaleId, Arc<Slot<SaleView>>>,
+    /// The open sales, as one list.
+    open: Slot<Arc<Vec<SaleView>>>,
 }
 
 impl SaleViewCache {
@@ -61,6 +94,7 @@ impl SaleViewCache {
         Self {
             fresh_for,
             slots: DashMap::new(),
+            open: Slot::default(),
         }
     }
 
@@ -70,7 +104,8 @@ impl SaleViewCache {
     }
 
     /// The sale's view, fresh from this cache, or from `read` (one caller
-    /// per sale at a time; the others wait and share its answer).
+    /// per sale at a time; the others wait and share its answer). A sale
+    /// the store no longer has (retention deleted it) is forgotten here.
     pub async fn view<F, Fut>(&self, id: &SaleId, read: F) -> Result<SaleView, StoreError>
     where
         F: FnOnce() -> Fut,
@@ -79,25 +114,40 @@ impl SaleViewCache {
         let slot = self.slots.get(id).map(|slot| Arc::clone(&slot));
         let Some(slot) = slot else {
             let view = read().await?.ok_or(StoreError::NotFound("sale"))?;
-            self.slots.entry(id.clone()).or_default().keep(&view);
+            self.slots.entry(id.clone()).or_default().keep(view.clone());
             return Ok(view);
         };
-        if let Some(view) = slot.fresh(self.fresh_for) {
-            return Ok(view);
-        }
-        let _reading = slot.refreshing.lock().await;
-        if let Some(view) = slot.fresh(self.fresh_for) {
-            return Ok(view);
-        }
-        let view = read().await?.ok_or(StoreError::NotFound("sale"))?;
-        slot.keep(&view);
-        Ok(view)
+        let read = || async {
+            let view = read().await?;
+            if view.is_none() {
+                self.forget(id);
+            }
+            view.ok_or(StoreError::NotFound("sale"))
+        };
+        let (view, age) = slot.get(self.fresh_for, read).await?;
+        Ok(aged(&view, age))
     }
 
-    /// Forgets what this node read of the sale (a merchant changed it
-    /// here).
+    /// The open sales (see [`Store::open_sale_ids`](crate::store::Store)),
+    /// fresh from this cache, or from `read` (one caller at a time), each
+    /// aged to now.
+    pub async fn open_sales<F, Fut>(&self, read: F) -> Result<Vec<SaleView>, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<SaleView>, StoreError>>,
+    {
+        let (views, age) = self
+            .open
+            .get(self.fresh_for, || async { read().await.map(Arc::new) })
+            .await?;
+        Ok(views.iter().map(|view| aged(view, age)).collect())
+    }
+
+    /// Forgets what this node read of the sale, and its list of open
+    /// sales (a merchant created or changed the sale here).
     pub fn forget(&self, id: &SaleId) {
         self.slots.remove(id);
+        *self.open.last.write() = None;
     }
 }
 

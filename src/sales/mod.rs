@@ -17,7 +17,7 @@ use crate::domain::{
     SaleView,
 };
 use crate::inventory::Inventory;
-use crate::store::{Store, StoreError};
+use crate::store::{IndexedSale, Store, StoreError};
 
 /// Why a merchant's request on a sale did not go through.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,7 @@ impl Sales {
     pub async fn schedule(&self, new_sale: NewSale) -> Result<SaleView, SaleError> {
         let sale = new_sale.into_sale(SaleId::generate(), system_now(), &self.rules)?;
         self.store.create_sale(&sale).await?;
+        self.polled.forget(&sale.id);
         Ok(self.view(&sale.id).await?)
     }
 
@@ -81,16 +82,35 @@ impl Sales {
         self.polled.fresh_for()
     }
 
-    /// Every sale, newest first.
-    pub async fn list(&self) -> Result<Vec<SaleView>, StoreError> {
-        let ids = self.store.sale_ids().await?;
-        let views = try_join_all(ids.iter().map(|id| self.store.view_sale(id))).await?;
-        Ok(views.into_iter().flatten().collect())
+    /// Up to `limit` sales, newest first, after `after`; with where the
+    /// next page starts, when this one is full. A page may hold fewer
+    /// (an indexed sale still being created, or being deleted, is
+    /// skipped).
+    pub async fn page(
+        &self,
+        after: Option<&IndexedSale>,
+        limit: usize,
+    ) -> Result<(Vec<SaleView>, Option<IndexedSale>), StoreError> {
+        let index = self.store.sale_index(after, limit).await?;
+        let next = index.last().filter(|_| index.len() == limit).cloned();
+        let views = try_join_all(index.iter().map(|sale| self.store.view_sale(&sale.id))).await?;
+        Ok((views.into_iter().flatten().collect(), next))
     }
 
-    /// The sales shoppers see listed: upcoming, live and sold out.
+    /// The sales shoppers see listed (upcoming, live and sold out), newest
+    /// first: from the store's index of open sales, read at most once per
+    /// [`Self::poll_fresh_for`] on this node.
     pub async fn list_for_shoppers(&self) -> Result<Vec<SaleView>, StoreError> {
-        let mut views = self.list().await?;
+        let read = || async {
+            let ids = self.store.open_sale_ids().await?;
+            let views = try_join_all(ids.iter().map(|id| self.store.view_sale(id))).await?;
+            let mut views: Vec<SaleView> = views.into_iter().flatten().collect();
+            views.sort_by(|a, b| {
+                (b.sale.created_at, &b.sale.id).cmp(&(a.sale.created_at, &a.sale.id))
+            });
+            Ok(views)
+        };
+        let mut views = self.polled.open_sales(read).await?;
         views.retain(|view| view.status().is_listed());
         Ok(views)
     }

@@ -3,12 +3,32 @@
 //! script touches one slot. Scripts never build key names: Rust passes every
 //! key in `KEYS`.
 
-use crate::domain::SaleId;
+use crate::domain::{SaleId, ShopperId};
 
 /// Sorted set of every sale id, scored by creation time. Not tagged (it is
-/// no one sale's): written by its own one-key script, `lua/index_sale.lua`,
-/// before the sale's keys are; read with a plain ZRANGE.
+/// no one sale's): written by its own script, `lua/index_sale.lua`, before
+/// the sale's keys are; read a page at a time, newest first.
 pub const SALE_INDEX: &str = "fs:sales";
+
+/// Sorted set of the sales whose payment window may not be over, scored by
+/// its end (`ends_at` + payment timeout, an upper bound: only ever raised).
+/// Hashes on `fs:sales`, so `lua/index_sale.lua` writes both indexes in one
+/// slot; `lua/open_sales.lua` reads it and drops what has closed. What
+/// shoppers see listed and what the order service looks for, without
+/// reading every sale ever made.
+pub const OPEN_SALE_INDEX: &str = "{fs:sales}:open";
+
+/// Sorted set of the sales a shopper has orders in (the order service
+/// lists a sale when it accepts the shopper's first order of it), scored
+/// by when it did; a sale leaves it when retention deletes the sale.
+pub fn shopper_sales(shopper: &ShopperId) -> String {
+    shopper_sales_key(shopper.as_str())
+}
+
+/// [`shopper_sales`] of a shopper id as a store reply names it.
+pub fn shopper_sales_key(shopper: &str) -> String {
+    format!("fs:shopper_sales:{shopper}")
+}
 
 /// Hash of the verified payments the engine could not apply: transaction
 /// id → the exception's record (see `store::redis::codec`). Not tagged (an
@@ -108,6 +128,26 @@ impl SaleKeys {
     pub fn orders(&self) -> String {
         format!("{}:orders", self.tag)
     }
+
+    /// Every key of the sale: what retention deletes.
+    pub fn all(&self) -> [String; 14] {
+        [
+            self.sale(),
+            self.stock(),
+            self.stats(),
+            self.buyers(),
+            self.idempotency(),
+            self.shopper_orders(),
+            self.cancels(),
+            self.stream(),
+            self.purchase_tokens(),
+            self.deadlines(),
+            self.outbox(),
+            self.attempts(),
+            self.dead_letters(),
+            self.orders(),
+        ]
+    }
 }
 
 #[cfg(test)]
@@ -117,25 +157,19 @@ mod tests {
     #[test]
     fn every_sale_key_shares_the_hash_tag() {
         let sale = SaleId::generate();
-        let keys = SaleKeys::new(&sale);
         let tag = format!("{{{sale}}}");
-        for key in [
-            keys.sale(),
-            keys.stock(),
-            keys.stats(),
-            keys.buyers(),
-            keys.idempotency(),
-            keys.shopper_orders(),
-            keys.stream(),
-            keys.deadlines(),
-            keys.purchase_tokens(),
-            keys.outbox(),
-            keys.attempts(),
-            keys.dead_letters(),
-            keys.orders(),
-            keys.cancels(),
-        ] {
+        let keys = SaleKeys::new(&sale).all();
+        for key in &keys {
             assert!(key.starts_with(&format!("fs:{tag}:")), "{key}");
         }
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "no key listed twice");
+    }
+
+    #[test]
+    fn both_indexes_of_sales_share_a_slot() {
+        // A key hashes on its `{...}` tag when it has one, on the whole
+        // name otherwise.
+        assert_eq!(OPEN_SALE_INDEX, format!("{{{SALE_INDEX}}}:open"));
     }
 }

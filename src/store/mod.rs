@@ -84,6 +84,31 @@ impl OrderBacklog {
     }
 }
 
+/// A sale's place in the index of every sale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedSale {
+    pub created_at: Millis,
+    pub id: SaleId,
+}
+
+impl IndexedSale {
+    /// Newest first: later creation, then the greater id.
+    fn listed_before(&self, other: &Self) -> bool {
+        (self.created_at, &self.id) > (other.created_at, &other.id)
+    }
+}
+
+/// What [`Store::forget_sale`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forgetting {
+    /// Deleted, and off the indexes.
+    Forgotten,
+    /// Its retention has not passed yet, or it still has work.
+    Kept,
+    /// No such sale (deleted before; taken off the indexes again).
+    Gone,
+}
+
 /// What accepting one reservation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acceptance {
@@ -141,8 +166,21 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new sale with its full stock.
     async fn create_sale(&self, sale: &Sale) -> Result<(), StoreError>;
 
-    /// Every sale id, newest first.
-    async fn sale_ids(&self) -> Result<Vec<SaleId>, StoreError>;
+    /// Up to `limit` sales of the index of every sale, newest first (by
+    /// creation time, then id), after `after` when given. May name a sale
+    /// being created (indexed a moment before it exists) or one retention
+    /// is deleting: readers skip ids that name no sale.
+    async fn sale_index(
+        &self,
+        after: Option<&IndexedSale>,
+        limit: usize,
+    ) -> Result<Vec<IndexedSale>, StoreError>;
+
+    /// The sales whose payment window may not be over by the store's clock
+    /// (upcoming, live, or ended less than one payment timeout ago; one
+    /// whose end moved earlier may stay a little longer), read from an
+    /// index rather than from every sale ever made.
+    async fn open_sale_ids(&self) -> Result<Vec<SaleId>, StoreError>;
 
     /// A sale with its exact counts and the store's clock, in one atomic read.
     async fn view_sale(&self, id: &SaleId) -> Result<Option<SaleView>, StoreError>;
@@ -187,8 +225,34 @@ pub trait Store: Send + Sync + 'static {
 
     async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
 
-    /// The shopper's orders in every sale, newest first.
+    /// The shopper's orders, newest first: in the sales the shopper's
+    /// orders were accepted in (see [`accept_orders`](Self::accept_orders))
+    /// and in the open sales, so an order not yet accepted is listed too.
+    /// Reads only those sales, never every sale ever made.
     async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError>;
+
+    /// Up to about `limit` of the sale's orders, in the store's order,
+    /// from `cursor` (`None`: the first page); the cursor of the next page,
+    /// `None` after the last. An order changed or added while the pages are
+    /// read may be listed twice or (added) not at all: the export of a
+    /// settled sale, which no longer changes.
+    async fn sale_orders(
+        &self,
+        sale: &SaleId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Order>, Option<String>), StoreError>;
+
+    /// Deletes every record of a settled sale once `retention` has passed
+    /// since its payment window closed (store clock), in one atomic step,
+    /// then takes it off the indexes. Settled: no order unpaid, no
+    /// reservation unprocessed, no hand-off in the outbox (dead letters go
+    /// with the sale). Never touches another sale.
+    async fn forget_sale(
+        &self,
+        sale: &SaleId,
+        retention: Duration,
+    ) -> Result<Forgetting, StoreError>;
 
     /// Cancels the shopper's unpaid order and puts its units back on sale;
     /// `Conflict` once the shopper cancelled the most orders of the sale
@@ -236,7 +300,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks the sale's orders taken by the order service, each once:
     /// counts it as queued and, when `hand_off`, queues the hand-off to the
-    /// merchant. One outcome per id, in order.
+    /// merchant; lists the sale among its shopper's sales (again on a
+    /// redelivery, so a crash between the two steps loses nothing). One
+    /// outcome per id, in order.
     async fn accept_orders(
         &self,
         sale: &SaleId,

@@ -108,6 +108,8 @@ pub struct Scripts {
     pub redrive_dead_letters: LuaScript,
     pub audit_sale: LuaScript,
     pub record_payment_exception: LuaScript,
+    pub open_sales: LuaScript,
+    pub forget_sale: LuaScript,
 }
 
 impl Scripts {
@@ -132,11 +134,13 @@ impl Scripts {
             redrive_dead_letters: script!("redrive_dead_letters"),
             audit_sale: script!("audit_sale"),
             record_payment_exception: script!("record_payment_exception"),
+            open_sales: script!("open_sales"),
+            forget_sale: script!("forget_sale"),
         }
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 19] {
+    fn all(&self) -> [&LuaScript; 21] {
         [
             &self.index_sale,
             &self.create_sale,
@@ -157,6 +161,8 @@ impl Scripts {
             &self.redrive_dead_letters,
             &self.audit_sale,
             &self.record_payment_exception,
+            &self.open_sales,
+            &self.forget_sale,
         ]
     }
 

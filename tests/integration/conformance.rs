@@ -150,7 +150,13 @@ async fn created_sale_reads_back_with_full_stock(backend: Backend) {
     };
     store.create_sale(&newer).await.unwrap();
     assert_eq!(
-        store.sale_ids().await.unwrap(),
+        store
+            .sale_index(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|sale| sale.id)
+            .collect::<Vec<_>>(),
         vec![newer.id.clone(), live.id.clone()]
     );
 }

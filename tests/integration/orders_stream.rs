@@ -49,6 +49,7 @@ fn order_service_on(
             claim_idle: CLAIM_IDLE,
             consumer: consumer.into(),
             clock,
+            retention: Duration::from_secs(3600),
         },
     )
 }

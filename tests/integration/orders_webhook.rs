@@ -694,6 +694,7 @@ async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
             claim_idle: Duration::from_secs(30),
             consumer: "settler".into(),
             clock: clock.clone(),
+            retention: Duration::from_secs(3600),
         },
     );
     let outcome = service.try_process_batch().await;

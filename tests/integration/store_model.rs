@@ -666,6 +666,7 @@ impl Model {
         self.sale.ends_at = change.sale.ends_at;
         if change.end_now {
             self.sale.state = SaleState::Ended;
+            self.sale.ends_at = self.sale.ends_at.min(now.max(self.sale.starts_at));
         }
         self.stock_remaining = self.sale.stock_total - held;
         self.version += 1;
@@ -1109,7 +1110,27 @@ async fn apply(
                 end_now: true,
             };
             let version = model.version;
-            merchant_change(model, change, version, "end", "ended").await
+            let scheduled_end = model.sale.ends_at;
+            let applied = merchant_change(model, change, version, "end", "ended").await;
+            // Stopped at the store's instant inside the call: the model
+            // takes the end the store stamped, once it is one it allows.
+            if applied.is_ok() && model.sale.state == SaleState::Ended {
+                let after = system_now();
+                let stamped = store
+                    .view_sale(&sale_id)
+                    .await
+                    .map_err(broken)?
+                    .ok_or_else(|| broken("the sale is gone"))?
+                    .sale
+                    .ends_at;
+                let allowed = |at: Millis| scheduled_end.min(at.max(model.sale.starts_at));
+                prop_assert!(
+                    (allowed(before)..=allowed(after)).contains(&stamped),
+                    "{what}: ended at {stamped}, outside the call's bracket"
+                );
+                model.sale.ends_at = stamped;
+            }
+            applied
         }
         Op::OpenNow { per_user_limit } => {
             let change = SaleChange {

@@ -29,8 +29,8 @@ use parking_lot::Mutex;
 use self::sale::SaleRecord;
 use super::{
     batch_sale, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance,
-    DeadLetter, Delivery, DeliveryFailure, OrderBacklog, StockReturnHandler, Store, StoreError,
-    StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
+    DeadLetter, Delivery, DeliveryFailure, Forgetting, IndexedSale, OrderBacklog,
+    StockReturnHandler, Store, StoreError, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
 };
 use crate::domain::{
     system_now, Order, OrderId, Payment, PaymentException, PaymentOutcome, RecordedOrder,
@@ -105,14 +105,33 @@ impl Store for EmbeddedStore {
         }
     }
 
-    async fn sale_ids(&self) -> Result<Vec<SaleId>, StoreError> {
-        let mut sales: Vec<(i64, SaleId)> = self
+    async fn sale_index(
+        &self,
+        after: Option<&IndexedSale>,
+        limit: usize,
+    ) -> Result<Vec<IndexedSale>, StoreError> {
+        let mut sales: Vec<IndexedSale> = self
             .sales
             .iter()
-            .map(|entry| (entry.value().lock().sale.created_at, entry.key().clone()))
+            .map(|entry| IndexedSale {
+                created_at: entry.value().lock().sale.created_at,
+                id: entry.key().clone(),
+            })
+            .filter(|sale| after.is_none_or(|after| after.listed_before(sale)))
             .collect();
-        sales.sort_by(|a, b| b.cmp(a));
-        Ok(sales.into_iter().map(|(_, id)| id).collect())
+        sales.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        sales.truncate(limit);
+        Ok(sales)
+    }
+
+    async fn open_sale_ids(&self) -> Result<Vec<SaleId>, StoreError> {
+        let now = system_now();
+        Ok(self
+            .sales
+            .iter()
+            .filter(|entry| entry.value().lock().sale.payment_window_closes_at() >= now)
+            .map(|entry| entry.key().clone())
+            .collect())
     }
 
     async fn view_sale(&self, id: &SaleId) -> Result<Option<SaleView>, StoreError> {
@@ -202,6 +221,52 @@ impl Store for EmbeddedStore {
         Ok(orders)
     }
 
+    async fn sale_orders(
+        &self,
+        sale: &SaleId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Order>, Option<String>), StoreError> {
+        let Ok(record) = self.record(sale) else {
+            return Ok((Vec::new(), None));
+        };
+        let record = record.lock();
+        let mut orders: Vec<&Order> = record
+            .orders
+            .values()
+            .filter(|order| cursor.is_none_or(|after| order.id.as_str() > after))
+            .collect();
+        orders.sort_by(|a, b| a.id.cmp(&b.id));
+        let more = orders.len() > limit;
+        orders.truncate(limit);
+        let next = more
+            .then(|| orders.last().map(|order| order.id.to_string()))
+            .flatten();
+        Ok((orders.into_iter().cloned().collect(), next))
+    }
+
+    async fn forget_sale(
+        &self,
+        sale: &SaleId,
+        retention: Duration,
+    ) -> Result<Forgetting, StoreError> {
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let forgotten = self.sales.remove_if(sale, |_, record| {
+            let record = record.lock();
+            system_now()
+                >= record
+                    .sale
+                    .payment_window_closes_at()
+                    .saturating_add(retention_ms)
+                && record.backlog().is_empty()
+        });
+        Ok(match forgotten {
+            Some(_) => Forgetting::Forgotten,
+            None if self.sales.contains_key(sale) => Forgetting::Kept,
+            None => Forgetting::Gone,
+        })
+    }
+
     async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
         self.order_record(id)?
             .lock()
@@ -258,14 +323,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn order_backlog(&self, sale: &SaleId) -> Result<OrderBacklog, StoreError> {
-        let record = self.record(sale)?;
-        let record = record.lock();
-        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        Ok(OrderBacklog {
-            reservations: count(record.stream.len()),
-            unpaid: count(record.deadlines.len()),
-            hand_offs: count(record.outbox.len()),
-        })
+        Ok(self.record(sale)?.lock().backlog())
     }
 
     async fn ack_reservations(

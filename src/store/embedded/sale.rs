@@ -13,7 +13,7 @@ use crate::domain::{
     PaymentOutcome, PresentedToken, Rejection, Reservation, ReserveRequest, Sale, SaleChange,
     SaleState, SaleStats, SaleView, ShopperId, LIVE_CHANGEABLE_FIELDS,
 };
-use crate::store::{cancels_exhausted, changed_meanwhile, Acceptance, StoreError};
+use crate::store::{cancels_exhausted, changed_meanwhile, Acceptance, OrderBacklog, StoreError};
 
 /// One sale and everything that hangs off it, changed under one lock.
 pub(super) struct SaleRecord {
@@ -41,6 +41,16 @@ pub(super) struct SaleRecord {
 }
 
 impl SaleRecord {
+    /// What the order service still has to do for the sale.
+    pub fn backlog(&self) -> OrderBacklog {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        OrderBacklog {
+            reservations: count(self.stream.len()),
+            unpaid: count(self.deadlines.len()),
+            hand_offs: count(self.outbox.len()),
+        }
+    }
+
     /// A new sale with its full stock, at version 1.
     pub fn new(sale: &Sale) -> Self {
         Self {
@@ -240,6 +250,7 @@ impl SaleRecord {
         sale.ends_at = change.sale.ends_at;
         if change.end_now {
             sale.state = SaleState::Ended;
+            sale.ends_at = sale.ends_at.min(now.max(sale.starts_at));
         }
         self.stats.stock_total = sale.stock_total;
         self.stats.remaining = sale.stock_total - held;

@@ -11,12 +11,14 @@
 //!   members and stream entries. No I/O.
 //! - [`store`]: the [`Store`](super::Store) impl: which script or command
 //!   each call sends, with which keys and arguments; [`reads`]: the reads
-//!   several of its calls share.
+//!   several of its calls share; [`indexes`]: the indexes of sales and of
+//!   each shopper's sales, which have no sale's slot.
 //!
-//! Creating a sale is two scripts, since the index of every sale (`fs:sales`)
-//! is no sale's and has no sale's hash tag: `index_sale.lua` lists the id,
-//! then `create_sale.lua` writes the sale. A crash between them leaves an
-//! id that names no sale, which every reader of the index skips.
+//! Creating a sale (or moving its window) is two scripts, since the
+//! indexes of sales are no sale's and have no sale's hash tag:
+//! `index_sale.lua` lists the id, then `create_sale.lua` writes the sale.
+//! A crash between them leaves an id that names no sale, which every reader
+//! of the index skips.
 //!
 //! What Redis is sent outside scripts, and why:
 //! - `PUBLISH` on `fs:stock_returns` (announcing stock returns): a message
@@ -27,11 +29,16 @@
 //!   command each on one key. They change only the group's record of which
 //!   entry is pending on which consumer; the orders change in
 //!   `accept_orders.lua`, and entries leave in `ack_reservations.lua`.
+//! - `ZADD`/`ZREM` on a shopper's sales (`fs:shopper_sales:<shopper>`) and
+//!   `ZREM` on the indexes of sales when retention deletes a sale: index
+//!   entries, one key each, in no sale's slot (see [`indexes`]).
 //! - `SCRIPT LOAD` (the script cache, not data). Everything else outside
-//!   scripts is a read: `HGET`, `ZRANGE`, `XLEN`, `ZCARD`, `CONFIG GET`.
+//!   scripts is a read: `HGET`, `HSCAN`, `ZRANGE`, `XLEN`, `ZCARD`,
+//!   `CONFIG GET`.
 
 mod codec;
 mod connection;
+mod indexes;
 mod reads;
 mod store;
 

@@ -3,7 +3,7 @@
 //! in the order the script's header lists them, and how its reply becomes
 //! the answer (through `codec`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,12 +23,12 @@ use crate::domain::{
     ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
 };
 use crate::store::keys::{
-    SaleKeys, ORDER_SERVICE_GROUP, PAYMENT_EXCEPTIONS, SALE_INDEX, STOCK_RETURNS_CHANNEL,
+    self, SaleKeys, OPEN_SALE_INDEX, ORDER_SERVICE_GROUP, PAYMENT_EXCEPTIONS, STOCK_RETURNS_CHANNEL,
 };
 use crate::store::{
     batch_sale, cancels_exhausted, changed_meanwhile, sort_exceptions_newest_first,
     sort_newest_first, sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure,
-    OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
+    Forgetting, IndexedSale, OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
 };
 
 #[async_trait]
@@ -48,12 +48,7 @@ impl Store for RedisStore {
         for (field, value) in sale_fields(sale) {
             invocation.arg(field).arg(value);
         }
-        // Two scripts, as the index has no sale's slot. Index first: an
-        // indexed id without a sale is skipped by every reader, while a
-        // sale missing from the index would never be listed nor watched.
-        let mut index = self.scripts.index_sale.key(SALE_INDEX);
-        index.arg(sale.created_at).arg(sale.id.as_str());
-        self.run("index_sale", &index).await?;
+        self.index(sale).await?;
         let created: i64 = redis::from_redis_value(self.run("create_sale", &invocation).await?)
             .map_err(corrupt)?;
         if created != 1 {
@@ -65,10 +60,18 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn sale_ids(&self) -> Result<Vec<SaleId>, StoreError> {
-        let mut cmd = redis::cmd("ZRANGE");
-        cmd.arg(SALE_INDEX).arg(0).arg(-1).arg("REV");
-        let ids: Vec<String> = self.query("sale_ids", &cmd).await?;
+    async fn sale_index(
+        &self,
+        after: Option<&IndexedSale>,
+        limit: usize,
+    ) -> Result<Vec<IndexedSale>, StoreError> {
+        self.sale_index_page(after, limit).await
+    }
+
+    async fn open_sale_ids(&self) -> Result<Vec<SaleId>, StoreError> {
+        let invocation = self.scripts.open_sales.key(OPEN_SALE_INDEX);
+        let ids: Vec<String> =
+            redis::from_redis_value(self.run("open_sales", &invocation).await?).map_err(corrupt)?;
         ids.iter()
             .map(|id| SaleId::parse(id).map_err(corrupt))
             .collect()
@@ -138,6 +141,8 @@ impl Store for RedisStore {
         change: &SaleChange,
         version: i64,
     ) -> Result<(), StoreError> {
+        // A window that moves later is indexed first (see `index`).
+        self.index(&change.sale).await?;
         let keys = SaleKeys::new(id);
         let mut invocation = self.scripts.update_sale.key(keys.sale());
         invocation
@@ -227,12 +232,77 @@ impl Store for RedisStore {
     }
 
     async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError> {
-        let sales = self.sale_ids().await?;
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(keys::shopper_sales(shopper)).arg(0).arg(-1);
+        let listed: Vec<String> = self.query("shopper_sales", &cmd).await?;
+        let mut sales: BTreeSet<SaleId> = listed
+            .iter()
+            .map(|id| SaleId::parse(id).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        sales.extend(self.open_sale_ids().await?);
         let ids = try_join_all(sales.iter().map(|sale| self.order_ids_of(sale, shopper))).await?;
         let orders = try_join_all(ids.iter().flatten().map(|id| self.order(id))).await?;
         let mut orders: Vec<Order> = orders.into_iter().flatten().collect();
         sort_newest_first(&mut orders);
         Ok(orders)
+    }
+
+    async fn sale_orders(
+        &self,
+        sale: &SaleId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Order>, Option<String>), StoreError> {
+        let cursor = match cursor {
+            None => 0,
+            Some(cursor) => cursor
+                .parse::<u64>()
+                .map_err(|_| StoreError::NotFound("cursor"))?,
+        };
+        let mut cmd = redis::cmd("HSCAN");
+        cmd.arg(SaleKeys::new(sale).orders())
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(limit);
+        let (next, records): (String, Vec<(String, String)>) =
+            self.query("sale_orders", &cmd).await?;
+        let orders = records
+            .iter()
+            .map(|(id, record)| {
+                let id = OrderId::parse(id).map_err(corrupt)?;
+                order_from_record(&id, record)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((orders, (next != "0").then_some(next)))
+    }
+
+    async fn forget_sale(
+        &self,
+        sale: &SaleId,
+        retention: Duration,
+    ) -> Result<Forgetting, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.forget_sale.key(keys.sale());
+        invocation
+            .key(keys.deadlines())
+            .key(keys.stream())
+            .key(keys.outbox())
+            .key(keys.shopper_orders())
+            .key(&keys.all()[..])
+            .arg(millis(retention));
+        let (outcome, mut reply) = Reply::new(self.run("forget_sale", &invocation).await?)?;
+        let forgetting = match outcome.as_str() {
+            "kept" => return Ok(Forgetting::Kept),
+            "gone" => Forgetting::Gone,
+            "forgotten" => {
+                let shoppers: Vec<String> = reply.next()?;
+                self.unindex_for_shoppers(sale, &shoppers).await?;
+                Forgetting::Forgotten
+            }
+            other => return Err(corrupt(format!("unknown forget outcome {other}"))),
+        };
+        self.unindex(sale).await?;
+        Ok(forgetting)
     }
 
     async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
@@ -387,10 +457,10 @@ impl Store for RedisStore {
         for id in ids {
             invocation.arg(id.as_str());
         }
-        let outcomes: Vec<String> =
+        let (outcomes, shoppers): (Vec<String>, Vec<String>) =
             redis::from_redis_value(self.run("accept_orders", &invocation).await?)
                 .map_err(corrupt)?;
-        outcomes
+        let acceptances = outcomes
             .iter()
             .map(|outcome| match outcome.as_str() {
                 "queued" => Ok(Acceptance::Queued),
@@ -398,7 +468,9 @@ impl Store for RedisStore {
                 "not_found" => Ok(Acceptance::NotFound),
                 other => Err(corrupt(format!("unknown accept outcome {other}"))),
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        self.index_for_shoppers(sale, &shoppers).await?;
+        Ok(acceptances)
     }
 
     async fn order_backlog(&self, sale: &SaleId) -> Result<OrderBacklog, StoreError> {

@@ -1,0 +1,34 @@
+-- forget_sale: retention. Deletes every key of a settled sale once the
+-- retention has passed since its payment window closed, by Redis's clock:
+-- past `ends_at` + payment timeout + retention, with no order unpaid (the
+-- deadline index is empty), no reservation the order service has not
+-- processed (the stream is trimmed to nothing once every entry is
+-- acknowledged) and no hand-off in the outbox. Dead letters go with the
+-- sale. UNLINK frees the memory off Redis's main thread, so a large sale
+-- does not hold up other sales. The indexes are no sale's slot: the caller
+-- takes the sale off them afterwards (see index_sale.lua for the order).
+-- KEYS[1] fs:{sale}:sale       hash: the sale's fields
+-- KEYS[2] fs:{sale}:deadlines  sorted set: unpaid orders
+-- KEYS[3] fs:{sale}:stream     stream: reservations for the order service
+-- KEYS[4] fs:{sale}:outbox     sorted set: hand-offs to the merchant
+-- KEYS[5] fs:{sale}:uorders    hash: shopper -> order ids
+-- KEYS[6..] every key of the sale (these five among them)
+-- ARGV[1] the retention (ms)
+-- Returns {'gone'} (no such sale) | {'kept'} (not due, or work left) |
+-- {'forgotten', shoppers} with the shoppers who had orders in it.
+local window = redis.call('HMGET', KEYS[1], 'ends_at', 'payment_timeout_secs')
+if not window[1] then
+  return {'gone'}
+end
+local due = tonumber(window[1]) + tonumber(window[2]) * 1000 + tonumber(ARGV[1])
+if now_ms() < due
+    or redis.call('ZCARD', KEYS[2]) > 0
+    or redis.call('XLEN', KEYS[3]) > 0
+    or redis.call('ZCARD', KEYS[4]) > 0 then
+  return {'kept'}
+end
+local shoppers = redis.call('HKEYS', KEYS[5])
+for i = 6, #KEYS, 1000 do
+  redis.call('UNLINK', unpack(KEYS, i, math.min(i + 999, #KEYS)))
+end
+return {'forgotten', shoppers}

@@ -1,0 +1,167 @@
+//! Paging of listings: `?limit=N&cursor=C`, answered with `next_cursor`
+//! (`null` after the last page). A cursor is opaque to clients: it names
+//! where the last page ended (`<ms>.<id>`: the listed item's time and id),
+//! so a page never repeats or skips an item because others were added
+//! before it.
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::error::ApiError;
+use crate::domain::{Millis, Order, OrderId, SaleId};
+use crate::store::IndexedSale;
+
+/// Items per page unless asked otherwise.
+pub const PAGE_LIMIT_DEFAULT: usize = 50;
+/// The most items one page holds.
+pub const PAGE_LIMIT_MAX: usize = 500;
+
+/// The longest cursor any listing gives.
+const CURSOR_LEN_MAX: usize = 96;
+
+/// `?limit=N&cursor=C`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Items on this page: 1 to 500, default 50.
+    limit: Option<usize>,
+    /// Where to go on: the `next_cursor` of the page before.
+    cursor: Option<String>,
+}
+
+/// A page asked for: how many items, from where.
+pub struct Paging {
+    pub limit: usize,
+    cursor: Option<String>,
+}
+
+impl Paging {
+    /// The cursor as the client sent it, for listings whose cursor is the
+    /// store's own (the export of a sale's orders).
+    pub fn store_cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+
+    /// A `<ms>.<id>` cursor's parts.
+    fn timed_cursor(&self) -> Result<Option<(Millis, &str)>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|cursor| {
+                let (at, id) = cursor.split_once('.').ok_or_else(bad_cursor)?;
+                Ok((at.parse().map_err(|_| bad_cursor())?, id))
+            })
+            .transpose()
+    }
+
+    /// The sale the page goes on after.
+    pub fn after_sale(&self) -> Result<Option<IndexedSale>, ApiError> {
+        self.timed_cursor()?
+            .map(|(created_at, id)| {
+                Ok(IndexedSale {
+                    created_at,
+                    id: SaleId::parse(id).map_err(|_| bad_cursor())?,
+                })
+            })
+            .transpose()
+    }
+
+    /// The order the page goes on after (newest first: created at, then
+    /// id).
+    pub fn after_order(&self) -> Result<Option<(Millis, OrderId)>, ApiError> {
+        self.timed_cursor()?
+            .map(|(created_at, id)| Ok((created_at, OrderId::parse(id).map_err(|_| bad_cursor())?)))
+            .transpose()
+    }
+}
+
+/// The cursor of the page after the one ending at `sale`.
+pub fn sale_cursor(sale: &IndexedSale) -> String {
+    format!("{}.{}", sale.created_at, sale.id)
+}
+
+/// The cursor of the page after the one ending at `order`.
+pub fn order_cursor(order: &Order) -> String {
+    format!("{}.{}", order.created_at, order.id)
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::Invalid("cursor: is not a cursor this listing gave".into())
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Paging {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(query) = Query::<PageQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::Invalid(rejection.body_text()))?;
+        let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+        if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
+            return Err(ApiError::Invalid(format!(
+                "limit: must be 1 to {PAGE_LIMIT_MAX}"
+            )));
+        }
+        let cursor = query.cursor;
+        let well_formed = |cursor: &String| {
+            cursor.len() <= CURSOR_LEN_MAX
+                && cursor
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+        };
+        if !cursor.as_ref().is_none_or(well_formed) {
+            return Err(bad_cursor());
+        }
+        Ok(Self { limit, cursor })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+
+    use super::*;
+    use crate::http::error::ErrorCode;
+
+    async fn paging(query: &str) -> Result<Paging, ApiError> {
+        let request = Request::get(format!("/x?{query}"))
+            .body(())
+            .expect("request");
+        let (mut parts, ()) = request.into_parts();
+        Paging::from_request_parts(&mut parts, &()).await
+    }
+
+    #[tokio::test]
+    async fn limits_are_bounded_and_cursors_checked() {
+        assert_eq!(paging("").await.expect("default").limit, PAGE_LIMIT_DEFAULT);
+        assert_eq!(paging("limit=7").await.expect("seven").limit, 7);
+        for bad in ["limit=0", "limit=501", "limit=x", "cursor=a%20b", "page=2"] {
+            let err = paging(bad)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!(err.code(), ErrorCode::InvalidRequest, "{bad}");
+        }
+        for bad in ["cursor=nodot", "cursor=x.s_1"] {
+            let paging = paging(bad).await.expect("well-formed");
+            let err = paging
+                .after_sale()
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!(err.code(), ErrorCode::InvalidRequest, "{bad}");
+        }
+        let sale = IndexedSale {
+            created_at: 42,
+            id: SaleId::generate(),
+        };
+        let cursor = sale_cursor(&sale);
+        let back = paging(&format!("cursor={cursor}")).await.expect("cursor");
+        assert_eq!(back.after_sale().expect("a sale cursor"), Some(sale));
+        assert!(
+            back.after_order().is_err(),
+            "a sale's cursor names no order"
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! The indexes that have no sale's slot, and so are written beside the
+//! sale's scripts rather than inside them:
+//! - the index of every sale (`fs:sales`) and of the sales whose payment
+//!   window may not be over (`{fs:sales}:open`), both written by
+//!   `index_sale.lua` before a sale is created or its window changed, and
+//!   read a page at a time;
+//! - each shopper's sales (`fs:shopper_sales:<shopper>`), written when the
+//!   order service accepts the shopper's orders, so listing a shopper's
+//!   orders reads the sales they bought in rather than every sale.
+//!
+//! Retention takes a sale off all of them after deleting its keys: a crash
+//! in between leaves ids that name no sale, which every reader skips.
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use super::codec::corrupt;
+use super::connection::timed;
+use super::RedisStore;
+use crate::domain::{system_now, Millis, Sale, SaleId};
+use crate::store::keys::{self, OPEN_SALE_INDEX, SALE_INDEX};
+use crate::store::{IndexedSale, StoreError};
+
+/// Shopper indexes written at once when a batch of orders is accepted or
+/// a sale forgotten.
+const SHOPPER_WRITES_IN_FLIGHT: usize = 64;
+
+impl RedisStore {
+    /// Lists the sale, or raises its window's end, in both indexes of
+    /// sales.
+    pub(super) async fn index(&self, sale: &Sale) -> Result<(), StoreError> {
+        let mut index = self.scripts.index_sale.key(SALE_INDEX);
+        index
+            .key(OPEN_SALE_INDEX)
+            .arg(sale.created_at)
+            .arg(sale.id.as_str())
+            .arg(sale.payment_window_closes_at());
+        self.run("index_sale", &index).await.map(drop)
+    }
+
+    /// Takes the sale off both indexes of sales (one slot: one
+    /// transaction).
+    pub(super) async fn unindex(&self, sale: &SaleId) -> Result<(), StoreError> {
+        let mut pipeline = redis::pipe();
+        pipeline
+            .atomic()
+            .cmd("ZREM")
+            .arg(SALE_INDEX)
+            .arg(sale.as_str())
+            .ignore()
+            .cmd("ZREM")
+            .arg(OPEN_SALE_INDEX)
+            .arg(sale.as_str())
+            .ignore();
+        timed("unindex_sale", pipeline.query_async(&mut self.conn.clone())).await
+    }
+
+    /// A page of the index of every sale, newest first, after `after`:
+    /// the sales created at `after`'s instant with a smaller id, then the
+    /// older ones.
+    pub(super) async fn sale_index_page(
+        &self,
+        after: Option<&IndexedSale>,
+        limit: usize,
+    ) -> Result<Vec<IndexedSale>, StoreError> {
+        let mut page = Vec::with_capacity(limit);
+        let older_than = match after {
+            None => "+inf".to_owned(),
+            Some(after) => {
+                let mut cmd = redis::cmd("ZRANGE");
+                cmd.arg(SALE_INDEX)
+                    .arg(after.created_at)
+                    .arg(after.created_at)
+                    .arg("BYSCORE")
+                    .arg("REV");
+                let tied: Vec<String> = self.query("sale_index", &cmd).await?;
+                for id in tied {
+                    let id = SaleId::parse(&id).map_err(corrupt)?;
+                    if id < after.id {
+                        page.push(IndexedSale {
+                            created_at: after.created_at,
+                            id,
+                        });
+                    }
+                }
+                format!("({}", after.created_at)
+            }
+        };
+        page.truncate(limit);
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(SALE_INDEX)
+            .arg(older_than)
+            .arg("-inf")
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit - page.len())
+            .arg("WITHSCORES");
+        // Scores are doubles to Redis; creation times are whole ms well
+        // inside a double's exact integers.
+        let older: Vec<(String, f64)> = if page.len() < limit {
+            self.query("sale_index", &cmd).await?
+        } else {
+            Vec::new()
+        };
+        for (id, created_at) in older {
+            page.push(IndexedSale {
+                created_at: created_at as Millis,
+                id: SaleId::parse(&id).map_err(corrupt)?,
+            });
+        }
+        Ok(page)
+    }
+
+    /// Lists the sale among each shopper's sales.
+    pub(super) async fn index_for_shoppers(
+        &self,
+        sale: &SaleId,
+        shoppers: &[String],
+    ) -> Result<(), StoreError> {
+        self.each_shopper(shoppers, |key| {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(key).arg("NX").arg(system_now()).arg(sale.as_str());
+            cmd
+        })
+        .await
+    }
+
+    /// Takes the sale off each shopper's sales.
+    pub(super) async fn unindex_for_shoppers(
+        &self,
+        sale: &SaleId,
+        shoppers: &[String],
+    ) -> Result<(), StoreError> {
+        self.each_shopper(shoppers, |key| {
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(key).arg(sale.as_str());
+            cmd
+        })
+        .await
+    }
+
+    /// One command per shopper's index (each its own slot), a bounded
+    /// number in flight on the multiplexed connection.
+    async fn each_shopper(
+        &self,
+        shoppers: &[String],
+        command: impl Fn(String) -> redis::Cmd,
+    ) -> Result<(), StoreError> {
+        // Owned futures, each with its own handle on the connection.
+        let writes: Vec<_> = shoppers
+            .iter()
+            .map(|shopper| {
+                let cmd = command(keys::shopper_sales_key(shopper));
+                let mut conn = self.conn.clone();
+                async move { timed("shopper_sales", cmd.query_async::<()>(&mut conn)).await }
+            })
+            .collect();
+        stream::iter(writes)
+            .buffer_unordered(SHOPPER_WRITES_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+}

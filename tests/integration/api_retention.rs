@@ -1,0 +1,338 @@
+//! Goal: a season of sales does not make reads slower or Redis fuller.
+//! Method: with many closed sales in the store, the public list and a
+//! shopper's orders read only the open sales (Redis command counts), the
+//! admin list pages through every sale once; a settled sale is exported
+//! page by page, then deleted after `FLASHSALE_RETENTION_SECS`: its keys
+//! gone, Redis's memory back, listings without it, a live sale untouched.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use flashsale::config::RedisDurability;
+use flashsale::domain::{system_now, Sale, SaleId};
+use flashsale::store::{RedisStore, RedisTarget, Store};
+
+use crate::conformance::sale;
+use crate::support::{live_sale, Backend, Harness, RedisServer, TestApp};
+
+/// Sales whose payment windows closed long ago, written straight to the
+/// store: history.
+async fn closed_sales(redis: &RedisServer, count: usize) {
+    let store = RedisStore::connect(
+        &RedisTarget::Standalone(redis.url()),
+        Duration::from_secs(2),
+        RedisDurability::Warn,
+    )
+    .await
+    .unwrap();
+    for _ in 0..count {
+        let old = Sale {
+            starts_at: system_now() - 7_200_000,
+            ends_at: system_now() - 3_600_000,
+            payment_timeout_secs: 600,
+            ..sale(10, 1, 0)
+        };
+        store.create_sale(&old).await.unwrap();
+    }
+}
+
+/// Commands a list read runs in Redis (scripts' own commands included).
+fn reads(redis: &RedisServer) -> u64 {
+    redis.command_calls(&["evalsha", "eval", "hget", "zrange", "hgetall"])
+}
+
+/// Every page of an admin listing, `limit` at a time.
+/// Every page of an admin listing, `limit` at a time (a hint, for the
+/// export: a page holds about that many).
+async fn every_admin_page(app: &TestApp, path: &str, field: &str, limit: usize) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(cursor) => format!("{path}?limit={limit}&cursor={cursor}"),
+            None => format!("{path}?limit={limit}"),
+        };
+        let response = app.admin(Method::GET, &query, None).await;
+        let status = response.status();
+        let page: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{query}: {page}");
+        let listed = page[field].as_array().unwrap();
+        if field == "sales" {
+            assert!(listed.len() <= limit);
+        }
+        items.extend(listed.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return items,
+        }
+    }
+}
+
+#[tokio::test]
+async fn listings_read_the_open_sales_not_the_history() {
+    // Quiet in the background while Redis's command counts are read: no
+    // actor refresh, no order service pass.
+    let harness = Harness::start_with(Backend::Redis, |config| {
+        config.sale_poll_cache_ms = 60_000;
+        config.sale_refresh_ms = 60_000;
+        config.order_sweep_ms = 60_000;
+    })
+    .await;
+    let (app, redis) = (&harness.app, harness.redis.standalone().unwrap());
+    closed_sales(redis, 60).await;
+    let live = app.create_sale(live_sale(10, 2)).await;
+    app.buy(&live, "ivy").await;
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut redis.connection())
+        .unwrap();
+    let listed = app.public_json("/api/v1/sales").await;
+    let ids: Vec<&str> = listed["sales"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|sale| sale["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![live.as_str()]);
+    assert_eq!(
+        redis.script_calls(),
+        2,
+        "one index read and one view per open sale"
+    );
+    let first = reads(redis);
+    for _ in 0..50 {
+        app.public_json("/api/v1/sales").await;
+    }
+    assert_eq!(reads(redis), first, "served from this node's memory");
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut redis.connection())
+        .unwrap();
+    let mine = app.shopper_get("ivy", "/api/v1/orders").await;
+    assert_eq!(mine.status(), StatusCode::OK);
+    let mine: Value = mine.json().await.unwrap();
+    assert_eq!(mine["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["next_cursor"], Value::Null);
+    let order_reads = reads(redis);
+    assert!(
+        order_reads <= 12,
+        "the shopper's sales and the open ones, not 60 closed ones: {order_reads} commands"
+    );
+
+    let every = every_admin_page(app, "/admin/v1/sales", "sales", 7).await;
+    let ids: HashSet<&str> = every
+        .iter()
+        .map(|sale| sale["id"].as_str().unwrap())
+        .collect();
+    assert_eq!((every.len(), ids.len()), (61, 61), "every sale once");
+    assert_eq!(every[0]["id"], live.as_str(), "newest first");
+}
+
+#[tokio::test]
+async fn a_shoppers_orders_come_in_pages() {
+    let Harness { app, redis: _redis } = Harness::start(Backend::Embedded).await;
+    let sales = [
+        app.create_sale(live_sale(10, 3)).await,
+        app.create_sale(live_sale(10, 3)).await,
+    ];
+    let mut made = Vec::new();
+    for sale in &sales {
+        for _ in 0..3 {
+            made.push(
+                app.buy(sale, "pam").await["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let mut listed = Vec::new();
+    let mut path = "/api/v1/orders?limit=4".to_owned();
+    loop {
+        let page: Value = app.shopper_get("pam", &path).await.json().await.unwrap();
+        listed.extend(
+            page["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|order| order["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/orders?limit=4&cursor={cursor}"),
+            None => break,
+        }
+    }
+    made.reverse();
+    assert_eq!(listed, made, "newest first, each once");
+    let bad = app
+        .shopper_get("pam", "/api/v1/orders?cursor=12.s_nope")
+        .await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+/// The bytes every key of the keyspace holds, counted exactly (`MEMORY
+/// USAGE ... SAMPLES 0`), and how many keys. `used_memory` also counts
+/// Redis's own buffers and caches, which grow with a workload's largest
+/// commands and stay (a `FLUSHALL` does not give them back either).
+fn keyspace_bytes(redis: &RedisServer) -> (usize, i64) {
+    let mut conn = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    let bytes = keys
+        .iter()
+        .map(|key| {
+            redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(key)
+                .arg("SAMPLES")
+                .arg(0)
+                .query::<i64>(&mut conn)
+                .unwrap()
+        })
+        .sum();
+    (keys.len(), bytes)
+}
+
+const ORDERS: usize = 1_000;
+
+async fn a_settled_sale_is_exported_then_forgotten(backend: Backend) {
+    let harness = Harness::start_with(backend, |config| {
+        config.payment_timeout_min_secs = 1;
+        config.retention_secs = 1;
+        config.order_sweep_ms = 50;
+    })
+    .await;
+    let app = Arc::new(harness.app);
+    let redis = harness.redis.standalone();
+    let live = app.create_sale(live_sale(100, 5)).await;
+    app.buy(&live, "lou").await;
+    // Steady: the order service took lou's order (and listed the sale
+    // among lou's).
+    app.sale_when(&live, Duration::from_secs(10), |view| {
+        view["stats"]["queued"] == 1
+    })
+    .await;
+    let baseline = redis.map(keyspace_bytes);
+
+    let mut body = live_sale(i64::try_from(ORDERS).unwrap(), 1);
+    body["payment_timeout_secs"] = 1.into();
+    let settling = app.create_sale(body).await;
+    let orders: Vec<Value> = stream::iter(0..ORDERS)
+        .map(|i| {
+            let (app, sale) = (Arc::clone(&app), settling.clone());
+            async move { app.buy(&sale, &format!("shopper-{i}")).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    for order in &orders[..ORDERS / 2] {
+        let shopper = order["user_id"].as_str().unwrap();
+        let id = order["id"].as_str().unwrap();
+        let paid = app
+            .shopper_post(shopper, &format!("/api/v1/orders/{id}/pay"))
+            .await;
+        assert_eq!(paid.status(), StatusCode::OK);
+    }
+    let peak = redis.map(keyspace_bytes);
+
+    // Exported while it settles: every order once.
+    let exported = every_admin_page(
+        &app,
+        &format!("/admin/v1/sales/{settling}/orders"),
+        "orders",
+        100,
+    )
+    .await;
+    let ids: HashSet<&str> = exported
+        .iter()
+        .map(|order| order["id"].as_str().unwrap())
+        .collect();
+    assert_eq!((exported.len(), ids.len()), (ORDERS, ORDERS));
+
+    // Ended now: the unpaid half expires within a second, the sale is
+    // deleted a second after.
+    let ended = app
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/sales/{settling}"),
+            Some(serde_json::json!({"status": "ended"})),
+        )
+        .await;
+    assert_eq!(ended.status(), StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = app
+            .admin(Method::GET, &format!("/admin/v1/sales/{settling}"), None)
+            .await;
+        // Counted once it is off every index too.
+        let counted = app
+            .metrics()
+            .await
+            .contains("flashsale_sales_forgotten_total 1");
+        if response.status() == StatusCode::NOT_FOUND && counted {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let audit = app.audit(&settling).await;
+            panic!("never forgotten: {audit}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = app
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/sales/{settling}/orders"),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let every = every_admin_page(&app, "/admin/v1/sales", "sales", 50).await;
+    assert_eq!(every.len(), 1, "only the live sale is listed");
+    let theirs: Value = app
+        .shopper_get("shopper-0", "/api/v1/orders")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["orders"], serde_json::json!([]));
+
+    let kept = app.sale(&live).await;
+    assert_eq!(kept["stats"]["reserved"], 1, "{kept}");
+    app.assert_audit_clean(&live).await;
+    let lous: Value = app
+        .shopper_get("lou", "/api/v1/orders")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(lous["orders"].as_array().unwrap().len(), 1);
+
+    if let (Some(redis), Some(baseline), Some(peak)) = (redis, baseline, peak) {
+        let id = SaleId::parse(&settling).unwrap();
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("*{{{id}}}*"))
+            .query(&mut redis.connection())
+            .unwrap();
+        assert_eq!(left, Vec::<String>::new(), "every key of the sale gone");
+        let shoppers: Vec<String> = redis::cmd("KEYS")
+            .arg("fs:shopper_sales:shopper-*")
+            .query(&mut redis.connection())
+            .unwrap();
+        assert_eq!(shoppers, Vec::<String>::new(), "off every shopper's sales");
+        let after = keyspace_bytes(redis);
+        assert!(
+            peak.1 - baseline.1 > 300_000,
+            "the sale took memory: {baseline:?} -> {peak:?}"
+        );
+        assert_eq!(after, baseline, "the keyspace is back (keys, bytes)");
+    }
+}
+
+crate::on_both_stores!(a_settled_sale_is_exported_then_forgotten);

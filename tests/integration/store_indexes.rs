@@ -1,0 +1,349 @@
+//! The indexes that keep reads off the history of sales, and retention,
+//! on every store: the index of every sale pages newest first; the open
+//! sales leave out closed windows; a shopper's orders are found in the
+//! sales they bought in; a settled sale past its retention is deleted,
+//! whole, and nothing else is.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashsale::domain::{system_now, OrderStatus, Payment, Sale, SaleId, ShopperId};
+use flashsale::store::keys::SaleKeys;
+use flashsale::store::{Forgetting, IndexedSale, Store};
+
+use crate::conformance::{request, sale, subject, Subject};
+use crate::support::{Backend, RedisServer};
+
+/// A live sale whose payment window closes `closes_in_ms` from now (its
+/// end, with no payment timeout).
+fn closing_sale(stock: i64, closes_in_ms: i64) -> Sale {
+    Sale {
+        ends_at: system_now() + closes_in_ms,
+        payment_timeout_secs: 0,
+        ..sale(stock, 5, -1_000)
+    }
+}
+
+/// Every sale of the index, `limit` at a time.
+async fn every_page(store: &Arc<dyn Store>, limit: usize) -> Vec<IndexedSale> {
+    let mut listed = Vec::new();
+    let mut after: Option<IndexedSale> = None;
+    loop {
+        let page = store.sale_index(after.as_ref(), limit).await.unwrap();
+        assert!(page.len() <= limit);
+        listed.extend(page.iter().cloned());
+        if page.len() < limit {
+            return listed;
+        }
+        after = page.last().cloned();
+    }
+}
+
+/// Takes the sale's reservations as the order service does: read,
+/// accept (listing the sale among its shoppers' sales), acknowledge.
+async fn accept_all(store: &Arc<dyn Store>, sale: &SaleId) {
+    store.join_reservations(sale).await.unwrap();
+    let entries = store.read_reservations(sale, "test", 1_000).await.unwrap();
+    let ids: Vec<_> = entries.iter().map(|entry| entry.order_id.clone()).collect();
+    store.accept_orders(sale, &ids, false).await.unwrap();
+    let entry_ids: Vec<String> = entries.into_iter().map(|entry| entry.id).collect();
+    store.ack_reservations(sale, &entry_ids).await.unwrap();
+}
+
+fn paid_by(transaction: &str) -> Payment {
+    Payment {
+        amount: None,
+        transaction_id: transaction.into(),
+    }
+}
+
+fn shopper(name: &str) -> ShopperId {
+    ShopperId::parse(name).unwrap()
+}
+
+/// The keys Redis holds that carry the sale's hash tag.
+fn keys_of(redis: &RedisServer, sale: &SaleId) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(format!("*{{{sale}}}*"))
+        .query(&mut redis.connection())
+        .unwrap()
+}
+
+async fn the_index_pages_newest_first_without_repeats(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let base = system_now();
+    // Three created in the same millisecond: ties go by id.
+    let created_at = [
+        base,
+        base + 5,
+        base + 5,
+        base + 5,
+        base + 9,
+        base + 1,
+        base + 2,
+    ];
+    let mut sales: Vec<IndexedSale> = Vec::new();
+    for at in created_at {
+        let made = Sale {
+            created_at: at,
+            ..sale(1, 1, -1_000)
+        };
+        store.create_sale(&made).await.unwrap();
+        sales.push(IndexedSale {
+            created_at: at,
+            id: made.id,
+        });
+    }
+    sales.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+    for limit in [1, 2, 3, 7, 50] {
+        assert_eq!(every_page(&store, limit).await, sales, "pages of {limit}");
+    }
+}
+
+async fn open_sales_leave_out_closed_windows(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let live = sale(1, 1, -1_000);
+    let upcoming = sale(1, 1, 60_000);
+    let closed = closing_sale(1, -1_000);
+    let closing = closing_sale(1, 300);
+    let moved = closing_sale(1, 300);
+    for made in [&live, &upcoming, &closed, &closing, &moved] {
+        store.create_sale(made).await.unwrap();
+    }
+    let open: HashSet<SaleId> = store.open_sale_ids().await.unwrap().into_iter().collect();
+    assert_eq!(
+        open,
+        HashSet::from([
+            live.id.clone(),
+            upcoming.id.clone(),
+            closing.id.clone(),
+            moved.id.clone()
+        ])
+    );
+    // The merchant moves one end later: it stays open past its old end.
+    let version = store.view_sale(&moved.id).await.unwrap().unwrap().version;
+    let later = flashsale::domain::SaleChange {
+        sale: Sale {
+            ends_at: moved.ends_at + 60_000,
+            ..moved.clone()
+        },
+        restricted: false,
+        end_now: false,
+    };
+    store.update_sale(&moved.id, &later, version).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let open: HashSet<SaleId> = store.open_sale_ids().await.unwrap().into_iter().collect();
+    assert_eq!(
+        open,
+        HashSet::from([live.id.clone(), upcoming.id.clone(), moved.id.clone()]),
+        "a closed window leaves; a moved one stays"
+    );
+    assert_eq!(
+        every_page(&store, 10).await.len(),
+        5,
+        "every sale stays indexed"
+    );
+}
+
+async fn a_shopper_finds_orders_of_closed_sales_once_accepted(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let closing = closing_sale(5, 300);
+    let live = sale(5, 5, -1_000);
+    store.create_sale(&closing).await.unwrap();
+    store.create_sale(&live).await.unwrap();
+    let old = store
+        .reserve(&request(&closing, "amy", 1, None))
+        .await
+        .unwrap();
+    // A later millisecond: newest first is then by time, not by id.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let new = store
+        .reserve(&request(&live, "amy", 2, None))
+        .await
+        .unwrap();
+    store
+        .reserve(&request(&live, "bob", 1, None))
+        .await
+        .unwrap();
+    accept_all(&store, &closing.id).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!store.open_sale_ids().await.unwrap().contains(&closing.id));
+    let listed: Vec<_> = store
+        .shopper_orders(&shopper("amy"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|order| order.id)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![new.order.id, old.order.id],
+        "the closed sale's accepted order and the open sale's order, newest first"
+    );
+}
+
+async fn a_sales_orders_export_in_pages_each_once(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let live = sale(100, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let mut made = HashSet::new();
+    for i in 0..25 {
+        let reservation = store
+            .reserve(&request(&live, &format!("s{i}"), 1, None))
+            .await
+            .unwrap();
+        made.insert(reservation.order.id);
+    }
+    let mut exported = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (page, next) = store
+            .sale_orders(&live.id, cursor.as_deref(), 4)
+            .await
+            .unwrap();
+        exported.extend(page.into_iter().map(|order| order.id));
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(exported.len(), made.len(), "each order once");
+    assert_eq!(exported.into_iter().collect::<HashSet<_>>(), made);
+    let (none, next) = store
+        .sale_orders(&SaleId::generate(), None, 4)
+        .await
+        .unwrap();
+    assert!(none.is_empty() && next.is_none());
+}
+
+async fn retention_deletes_a_settled_sale_and_nothing_else(backend: Backend) {
+    let Subject { store, redis } = subject(backend).await;
+    let retention = Duration::from_millis(300);
+    // Settles: one order paid, one cancelled, every reservation accepted.
+    let settled = closing_sale(5, 200);
+    // Past its window too, but an order is still unpaid.
+    let unpaid = closing_sale(5, 200);
+    let live = sale(5, 5, -1_000);
+    for made in [&settled, &unpaid, &live] {
+        store.create_sale(made).await.unwrap();
+    }
+    let paid = store
+        .reserve(&request(&settled, "amy", 1, None))
+        .await
+        .unwrap();
+    let cancelled = store
+        .reserve(&request(&settled, "bob", 1, None))
+        .await
+        .unwrap();
+    store
+        .reserve(&request(&unpaid, "amy", 1, None))
+        .await
+        .unwrap();
+    let kept = store
+        .reserve(&request(&live, "amy", 2, None))
+        .await
+        .unwrap();
+    store
+        .pay_order(&paid.order.id, &paid_by("tx-1"), false)
+        .await
+        .unwrap();
+    store
+        .cancel_order(&cancelled.order.id, &shopper("bob"))
+        .await
+        .unwrap();
+    for made in [&settled, &unpaid, &live] {
+        accept_all(&store, &made.id).await;
+    }
+    assert_eq!(
+        store.forget_sale(&settled.id, retention).await.unwrap(),
+        Forgetting::Kept,
+        "its retention has not passed"
+    );
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        store.forget_sale(&unpaid.id, retention).await.unwrap(),
+        Forgetting::Kept,
+        "an unpaid order holds its sale"
+    );
+    assert_eq!(
+        store.forget_sale(&live.id, retention).await.unwrap(),
+        Forgetting::Kept
+    );
+    let live_before = store.sale_records(&live.id).await.unwrap().unwrap();
+    assert_eq!(
+        store.forget_sale(&settled.id, retention).await.unwrap(),
+        Forgetting::Forgotten
+    );
+
+    assert!(store.view_sale(&settled.id).await.unwrap().is_none());
+    assert!(store.order(&paid.order.id).await.unwrap().is_none());
+    let indexed: Vec<SaleId> = every_page(&store, 10)
+        .await
+        .into_iter()
+        .map(|sale| sale.id)
+        .collect();
+    assert!(
+        !indexed.contains(&settled.id),
+        "off the index of every sale"
+    );
+    assert_eq!(indexed.len(), 2);
+    let amy: Vec<_> = store.shopper_orders(&shopper("amy")).await.unwrap();
+    assert!(amy.iter().all(|order| order.sale_id != settled.id));
+    assert_eq!(amy.len(), 2, "amy's orders of the other sales stay");
+    assert_eq!(
+        store.forget_sale(&settled.id, retention).await.unwrap(),
+        Forgetting::Gone
+    );
+
+    let live_after = store.sale_records(&live.id).await.unwrap().unwrap();
+    assert_eq!(
+        live_after.view.stats, live_before.view.stats,
+        "nothing of a live sale touched"
+    );
+    assert!(live_after.audit().differences.is_empty());
+    let order = store.order(&kept.order.id).await.unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::PendingPayment);
+
+    if let Some(redis) = redis.standalone() {
+        assert_eq!(
+            keys_of(redis, &settled.id),
+            Vec::<String>::new(),
+            "every key gone"
+        );
+        assert_eq!(
+            keys_of(redis, &live.id).len(),
+            keys_of(redis, &live.id)
+                .iter()
+                .filter(|key| SaleKeys::new(&live.id).all().contains(key))
+                .count()
+        );
+        assert!(!keys_of(redis, &live.id).is_empty());
+        let bobs: i64 = redis::cmd("EXISTS")
+            .arg(flashsale::store::keys::shopper_sales(&shopper("bob")))
+            .query(&mut redis.connection())
+            .unwrap();
+        assert_eq!(bobs, 0, "bob bought only in the forgotten sale");
+    }
+}
+
+crate::on_every_store!(
+    the_index_pages_newest_first_without_repeats,
+    open_sales_leave_out_closed_windows,
+    a_shopper_finds_orders_of_closed_sales_once_accepted,
+    a_sales_orders_export_in_pages_each_once,
+    retention_deletes_a_settled_sale_and_nothing_else,
+);
