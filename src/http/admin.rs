@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use super::auth::Admin;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::openapi::error_responses;
-use super::paging::{sale_cursor, PageQuery, Paging};
+use super::paging::{page_of, sale_cursor, Listing, PageQuery, Paging};
 use super::views::{
     AdminSaleBody, AdminSaleList, DeadLetterList, OrderBody, OrderList, PaymentExceptionBody,
     PaymentExceptionList, RedriveBody, SaleAuditBody,
@@ -38,13 +38,14 @@ error_responses!(
     ExportOrdersErrors = [Invalid, Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     GetSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     AuditSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
-    DeadLettersErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
+    DeadLettersErrors = [Invalid, Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
+    RedriveErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     UpdateSaleErrors = [
         MalformedBody, Invalid, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
         Overloaded, Unavailable,
     ];
     CancelSaleErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
-    PaymentExceptionsErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
+    PaymentExceptionsErrors = [Invalid, Unauthorized, Forbidden, Overloaded, Unavailable];
 );
 
 /// Schedules a sale.
@@ -200,7 +201,7 @@ async fn audit_sale(
     operation_id = "admin_list_dead_letters",
     tag = "admin",
     security(("admin" = [])),
-    params(("id" = String, Path, description = "The sale's id.")),
+    params(("id" = String, Path, description = "The sale's id."), PageQuery),
     responses(
         (status = 200, description = "The dead letters.", body = DeadLetterList),
         DeadLettersErrors,
@@ -210,10 +211,17 @@ async fn list_dead_letters(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    paging: Paging,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     let id = parse_sale_id(&id)?;
     let letters = state.orders.dead_letters(&id).await?;
-    Ok(Json(DeadLetterList::new(&id, &letters)))
+    let (page, next) = page_of(letters, &paging, Listing::OldestFirst, |letter| {
+        (
+            letter.at,
+            format!("{}.{}", letter.order_id, letter.event.as_str()),
+        )
+    })?;
+    Ok(Json(DeadLetterList::new(&id, &page, next)))
 }
 
 /// Sends the sale's dead letters again: each goes back into the outbox,
@@ -227,7 +235,7 @@ async fn list_dead_letters(
     params(("id" = String, Path, description = "The sale's id.")),
     responses(
         (status = 200, description = "How many went back into the outbox.", body = RedriveBody),
-        DeadLettersErrors,
+        RedriveErrors,
     )
 )]
 async fn redrive_dead_letters(
@@ -318,17 +326,23 @@ async fn cancel_sale(
     operation_id = "admin_payment_exceptions",
     tag = "admin",
     security(("admin" = [])),
+    params(PageQuery),
     responses(
-        (status = 200, description = "The payment exceptions.", body = PaymentExceptionList),
+        (status = 200, description = "A page of payment exceptions.", body = PaymentExceptionList),
         PaymentExceptionsErrors,
     )
 )]
 async fn payment_exceptions(
     _: Admin,
     State(state): State<AppState>,
+    paging: Paging,
 ) -> Result<Json<PaymentExceptionList>, ApiError> {
     let exceptions = state.payments.exceptions().await?;
+    let (page, next_cursor) = page_of(exceptions, &paging, Listing::NewestFirst, |exception| {
+        (exception.recorded_at, exception.transaction_id.clone())
+    })?;
     Ok(Json(PaymentExceptionList {
-        exceptions: exceptions.iter().map(PaymentExceptionBody::from).collect(),
+        exceptions: page.iter().map(PaymentExceptionBody::from).collect(),
+        next_cursor,
     }))
 }

@@ -77,6 +77,43 @@ impl Paging {
     }
 }
 
+/// Which way a listing runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    NewestFirst,
+    OldestFirst,
+}
+
+/// A page of `items`, already in `listing` order by `key` (a time and an
+/// id), after the paging's cursor; with the cursor of the next page. For
+/// listings read whole from the store (they are bounded by what went
+/// wrong: dead letters, payment exceptions), so the answer stays bounded.
+pub fn page_of<T>(
+    items: Vec<T>,
+    paging: &Paging,
+    listing: Listing,
+    key: impl Fn(&T) -> (Millis, String),
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let after = paging.timed_cursor()?.map(|(at, id)| (at, id.to_owned()));
+    let mut page: Vec<T> = items
+        .into_iter()
+        .filter(|item| {
+            after.as_ref().is_none_or(|after| match listing {
+                Listing::NewestFirst => key(item) < *after,
+                Listing::OldestFirst => key(item) > *after,
+            })
+        })
+        .take(paging.limit + 1)
+        .collect();
+    let more = page.len() > paging.limit;
+    page.truncate(paging.limit);
+    let next = page.last().filter(|_| more).map(|last| {
+        let (at, id) = key(last);
+        format!("{at}.{id}")
+    });
+    Ok((page, next))
+}
+
 /// The cursor of the page after the one ending at `sale`.
 pub fn sale_cursor(sale: &IndexedSale) -> String {
     format!("{}.{}", sale.created_at, sale.id)
@@ -131,6 +168,38 @@ mod tests {
             .expect("request");
         let (mut parts, ()) = request.into_parts();
         Paging::from_request_parts(&mut parts, &()).await
+    }
+
+    #[tokio::test]
+    async fn a_listing_read_whole_pages_both_ways_each_item_once() {
+        let items: Vec<(Millis, String)> = vec![
+            (1, "a".into()),
+            (2, "a".into()),
+            (2, "b".into()),
+            (3, "x.y".into()),
+        ];
+        for (listing, mut expected) in [
+            (Listing::OldestFirst, items.clone()),
+            (Listing::NewestFirst, items.iter().rev().cloned().collect()),
+        ] {
+            let mut sorted = items.clone();
+            if listing == Listing::NewestFirst {
+                sorted.reverse();
+            }
+            let mut seen = Vec::new();
+            let mut query = "limit=2".to_owned();
+            loop {
+                let paging = paging(&query).await.expect("paging");
+                let (page, next) =
+                    page_of(sorted.clone(), &paging, listing, Clone::clone).expect("page");
+                seen.extend(page);
+                match next {
+                    Some(next) => query = format!("limit=2&cursor={next}"),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, std::mem::take(&mut expected), "{listing:?}");
+        }
     }
 
     #[tokio::test]

@@ -290,25 +290,30 @@ impl From<&DeadLetter> for DeadLetterBody {
     }
 }
 
-/// `GET /admin/v1/payment-exceptions`: newest first.
+/// `GET /admin/v1/payment-exceptions`: a page, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentExceptionList {
     pub exceptions: Vec<PaymentExceptionBody>,
+    /// The `cursor` of the next page; `null` after the last.
+    pub next_cursor: Option<String>,
 }
 
-/// `GET /admin/v1/sales/{id}/dead-letters`: oldest first.
+/// `GET /admin/v1/sales/{id}/dead-letters`: a page, oldest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLetterList {
     #[schema(example = "s_k3v9x2m7q1ab")]
     pub sale_id: String,
     pub dead_letters: Vec<DeadLetterBody>,
+    /// The `cursor` of the next page; `null` after the last.
+    pub next_cursor: Option<String>,
 }
 
 impl DeadLetterList {
-    pub fn new(sale: &SaleId, letters: &[DeadLetter]) -> Self {
+    pub fn new(sale: &SaleId, letters: &[DeadLetter], next_cursor: Option<String>) -> Self {
         Self {
             sale_id: sale.to_string(),
             dead_letters: letters.iter().map(DeadLetterBody::from).collect(),
+            next_cursor,
         }
     }
 }

@@ -507,9 +507,23 @@ async fn on_dead_letters(app: &TestApp, method: Method, sale: &str, action: &str
     body
 }
 
+/// The sale's dead letters, oldest first; read whole and a letter a page,
+/// which must agree.
 async fn dead_letters(app: &TestApp, sale: &str) -> Vec<Value> {
-    let body = on_dead_letters(app, Method::GET, sale, "").await;
-    body["dead_letters"].as_array().unwrap().clone()
+    let body = on_dead_letters(app, Method::GET, sale, "?limit=500").await;
+    let whole = body["dead_letters"].as_array().unwrap().clone();
+    let mut paged = Vec::new();
+    let mut query = "?limit=1".to_owned();
+    loop {
+        let page = on_dead_letters(app, Method::GET, sale, &query).await;
+        paged.extend(page["dead_letters"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, whole, "a letter a page lists each once, in order");
+    whole
 }
 
 /// Polls the admin API until the sale has `count` dead letters.

@@ -214,14 +214,31 @@ async fn concurrent_replays_pay_once(backend: Backend) {
     assert_paid(&app, &sale, "eve", &id).await;
 }
 
-/// The payment exceptions the engine recorded, newest first.
+/// The payment exceptions the engine recorded, newest first; read whole
+/// and one a page, which must agree.
 async fn payment_exceptions(app: &TestApp) -> Vec<Value> {
-    let response = app
-        .admin(reqwest::Method::GET, "/admin/v1/payment-exceptions", None)
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
-    body["exceptions"].as_array().unwrap().clone()
+    let page = async |query: &str| {
+        let path = format!("/admin/v1/payment-exceptions{query}");
+        let response = app.admin(reqwest::Method::GET, &path, None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<Value>().await.unwrap()
+    };
+    let whole = page("?limit=500").await["exceptions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let mut paged = Vec::new();
+    let mut query = "?limit=1".to_owned();
+    loop {
+        let body = page(&query).await;
+        paged.extend(body["exceptions"].as_array().unwrap().iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(cursor) => query = format!("?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, whole, "one a page lists each once, in order");
+    whole
 }
 
 /// A payment of the wrong amount changes nothing: it is recorded as a
