@@ -43,8 +43,9 @@ function defaultSleep(ms) {
 /** A random Idempotency-Key: 128 bits as hex (printable ASCII, as the engine requires). */
 function randomKey() {
   const bytes = new Uint8Array(16);
-  if (globalThis.crypto && typeof globalThis.crypto.getRandomValues === 'function') {
-    globalThis.crypto.getRandomValues(bytes);
+  const crypto = typeof globalThis === 'undefined' ? undefined : globalThis.crypto;
+  if (crypto && typeof crypto.getRandomValues === 'function') {
+    crypto.getRandomValues(bytes);
   } else {
     for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
   }
@@ -149,6 +150,8 @@ export class FlashsaleClient {
     this.clockSyncedAt = null;
     /** Sales seen that require a purchase token: id -> true. */
     this.tokenSales = new Map();
+    /** Orders on their way, by intent: intent key -> the call's promise. */
+    this.ordering = new Map();
   }
 
   async _token(refresh) {
@@ -325,6 +328,21 @@ export class FlashsaleClient {
       return { ok: false, status: 0, code: 'invalid_request', message: 'quantity: a whole number from 1', retryAfterMs: null };
     }
     const intentKey = await this._intentKey(saleId);
+    // A second tap while the first is on its way waits for the first and
+    // gets its answer: two calls never read the stored intent at once (and
+    // make two keys).
+    const running = this.ordering.get(intentKey);
+    if (running) return running;
+    const call = this._placeOrder(intentKey, saleId, quantity, purchaseToken);
+    this.ordering.set(intentKey, call);
+    try {
+      return await call;
+    } finally {
+      this.ordering.delete(intentKey);
+    }
+  }
+
+  async _placeOrder(intentKey, saleId, quantity, purchaseToken) {
     const stored = await this.storage.get(intentKey);
     const intent = { key: stored ? stored.key : this.newKey(), quantity, createdAt: stored ? stored.createdAt : this.now() };
     await this.storage.set(intentKey, intent);

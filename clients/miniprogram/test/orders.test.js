@@ -56,6 +56,18 @@ test('an order whose answer is dropped is retried with the same key and returns 
   assert.equal(await c.pendingIntent(sale.id), undefined, 'a 201 ends the intent');
 });
 
+test('a double tap (two calls at once for one sale) sends one order request and both get the same order', async () => {
+  const sale = await engine.createSale({ stock_total: 10, per_user_limit: 5 });
+  const { client: c, transport } = client(newShopper());
+
+  const [first, second] = await Promise.all([c.placeOrder(sale.id, 1), c.placeOrder(sale.id, 1)]);
+
+  assert.equal(first.ok, true);
+  assert.equal(second.order.id, first.order.id);
+  assert.equal(transport.log.length, 1);
+  assert.equal((await engine.stats(sale.id)).reserved, 1);
+});
+
 test('after a restart the stored intent is resent with its key and returns the order the lost answer carried', async () => {
   const sale = await engine.createSale({ stock_total: 10, per_user_limit: 5 });
   const shopper = newShopper();
