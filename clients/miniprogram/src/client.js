@@ -2,9 +2,11 @@
 // with the rules that keep a seckill page correct at the opening second.
 //
 // - Every call answers a result, never throws for an HTTP answer:
-//   `{ ok: true, ... }` or `{ ok: false, status, code, message, retryAfterMs }`,
-//   where `code` is the engine's error code, or `network_error` when no
-//   answer came back (status 0).
+//   `{ ok: true, ... }` or `{ ok: false, status, code, message, retryAfterMs,
+//   uncertain }`, where `code` is the engine's error code, or
+//   `network_error` when no answer came back (status 0), and `uncertain`
+//   says an attempt may have reached the engine without its answer reaching
+//   us (no answer, or a 5xx): "it may have gone through".
 // - Only repeatable calls are retried (reads, an order under its
 //   Idempotency-Key, a cancel), and only on "not now" answers (see retry.js).
 // - A purchase intent (one shopper, one sale) keeps one Idempotency-Key in
@@ -167,6 +169,7 @@ export class FlashsaleClient {
   async _request({ method, path, body, shopper = false, headers: extra = {}, retry = true, onAnswer }) {
     let refreshed = false;
     let uncertain = false;
+    // attempt counts requests sent, a 401's refresh included.
     for (let attempt = 1; ; attempt++) {
       const headers = { accept: 'application/json', ...extra };
       if (body !== undefined) headers['content-type'] = 'application/json';
@@ -185,10 +188,10 @@ export class FlashsaleClient {
         await this._token(true);
         continue;
       }
+      uncertain = uncertain || !answer || answer.status >= 500;
       if (answer && !isRetryableStatus(answer.status)) return { ...toResult(answer), uncertain };
       const failure = answer ? toResult(answer) : NO_ANSWER;
       const after = answer ? retryAfterMs(answer.headers, this.clock.now()) : null;
-      uncertain = uncertain || !answer || answer.status >= 500;
       if (!retry || attempt >= this.policy.attemptsMax) return { ...failure, retryAfterMs: after, uncertain };
       const wait = retryWaitMs(this.policy, attempt, after, this.random);
       if (wait > this.policy.waitMaxMs) return { ...failure, retryAfterMs: after ?? wait, uncertain };
@@ -367,8 +370,7 @@ export class FlashsaleClient {
     }
     const definite = result.status >= 400 && result.status < 500 && result.status !== 429;
     if (definite && result.code !== 'conflict') await this.storage.remove(intentKey);
-    const { uncertain, ...failure } = result;
-    return failure;
+    return result;
   }
 
   /** The purchase intent pending for this sale (its Idempotency-Key), or undefined. */
@@ -409,8 +411,7 @@ export class FlashsaleClient {
       const read = await this.getOrder(orderId);
       if (read.ok && read.order.status === 'cancelled') return read;
     }
-    const { uncertain, ...failure } = result;
-    return failure;
+    return result;
   }
 }
 

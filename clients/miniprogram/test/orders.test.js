@@ -127,6 +127,7 @@ test('a definite answer is never retried: sold_out and limit_exceeded come back 
   assert.equal(refused.ok, false);
   assert.equal(refused.code, 'sold_out');
   assert.equal(refused.status, 409);
+  assert.equal(refused.uncertain, false);
   assert.equal(late.transport.log.length, 1, 'sold_out is not retried');
   assert.equal(await late.client.pendingIntent(sale.id), undefined, 'no order exists under the key: the intent ends');
 });

@@ -106,6 +106,7 @@ test('no answer at all: retried with a growing backoff, attemptsMax requests in 
 
   assert.equal(result.code, 'network_error');
   assert.equal(result.status, 0);
+  assert.equal(result.uncertain, true);
   assert.equal(transport.log.length, 4);
   for (let i = 1; i < transport.log.length; i++) {
     // Equal jitter: at least half of each doubling step.
@@ -128,6 +129,7 @@ test('502 from a proxy is retried; a 500 is an answer and is not', async () => {
   proxy.answer('POST', ORDERS, 500, {}, { error: { code: 'internal', message: 'a bug' } });
   const failed = await c.placeOrder(other.id, 1);
   assert.equal(failed.code, 'internal');
+  assert.equal(failed.uncertain, true, 'a 500 may have come after the order was made');
   assert.equal(transport.log.length, 3, 'one request for the 500');
   assert.ok(await c.pendingIntent(other.id), 'a 500 does not say whether the order was made: the key is kept');
 });
