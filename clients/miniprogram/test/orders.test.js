@@ -56,6 +56,20 @@ test('an order whose answer is dropped is retried with the same key and returns 
   assert.equal(await c.pendingIntent(sale.id), undefined, 'a 201 ends the intent');
 });
 
+test('an order whose answer comes after the client timed out is retried with the same key: one order', async () => {
+  const sale = await engine.createSale({ stock_total: 10, per_user_limit: 5 });
+  const { client: c, transport } = client(newShopper(), { timeoutMs: 1000 });
+  proxy.stall('POST', ORDERS, 2500);
+
+  const result = await c.placeOrder(sale.id, 1);
+
+  assert.equal(result.ok, true, JSON.stringify(result));
+  assert.equal(result.replayed, true);
+  assert.equal(transport.log[0].status, null, 'the first attempt timed out');
+  assert.equal(transport.log.at(-1).status, 201);
+  assert.equal((await engine.stats(sale.id)).reserved, 1);
+});
+
 test('a double tap (two calls at once for one sale) sends one order request and both get the same order', async () => {
   const sale = await engine.createSale({ stock_total: 10, per_user_limit: 5 });
   const { client: c, transport } = client(newShopper());

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, test } from 'node:test';
 
-import { createClient, fetchTransport } from '../src/index.js';
+import { RETRY_DEFAULTS, createClient, fetchTransport, retryAfterMs, retryWaitMs } from '../src/index.js';
 import { newShopper, shopperToken, startEngine } from '../testing/engine.js';
 import { recording, startProxy } from '../testing/proxy.js';
 
@@ -132,4 +132,18 @@ test('502 from a proxy is retried; a 500 is an answer and is not', async () => {
   assert.equal(failed.uncertain, true, 'a 500 may have come after the order was made');
   assert.equal(transport.log.length, 3, 'one request for the 500');
   assert.ok(await c.pendingIntent(other.id), 'a 500 does not say whether the order was made: the key is kept');
+});
+
+test('Retry-After as seconds or as a date; the wait is never shorter, and jitter stays within its bound', () => {
+  const now = Date.parse('2026-11-11T00:00:00Z');
+  assert.equal(retryAfterMs({ 'retry-after': '3' }, now), 3000);
+  assert.equal(retryAfterMs({ 'retry-after': 'Wed, 11 Nov 2026 00:00:05 GMT' }, now), 5000);
+  assert.equal(retryAfterMs({ 'retry-after': 'Wed, 10 Nov 2026 23:00:00 GMT' }, now), 0);
+  assert.equal(retryAfterMs({}, now), null);
+  assert.equal(retryAfterMs({ 'retry-after': 'soon' }, now), null);
+  assert.equal(retryWaitMs(RETRY_DEFAULTS, 1, 2000, () => 0), 2000);
+  assert.equal(retryWaitMs(RETRY_DEFAULTS, 1, 2000, () => 0.999), 2000 + 0.999 * RETRY_DEFAULTS.jitterMs);
+  // Without Retry-After: half of the doubling step always, capped.
+  assert.equal(retryWaitMs(RETRY_DEFAULTS, 3, null, () => 0), (RETRY_DEFAULTS.backoffMs * 4) / 2);
+  assert.equal(retryWaitMs(RETRY_DEFAULTS, 30, null, () => 1), RETRY_DEFAULTS.backoffMaxMs);
 });

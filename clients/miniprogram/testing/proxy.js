@@ -2,7 +2,8 @@
 // tests: it forwards every request, records when each arrived and was
 // answered (this process's clock), and can be told, for the next request
 // matching a rule, to drop the engine's answer (the engine did the work,
-// the client hears nothing) or to answer itself (say 503 with Retry-After)
+// the client hears nothing), to hold it back (the client times out), or to
+// answer itself (say 503 with Retry-After)
 // without forwarding.
 
 import { createServer, request as httpRequest } from 'node:http';
@@ -40,8 +41,14 @@ export async function startProxy(targetBaseUrl) {
               req.socket.destroy();
               return;
             }
-            res.writeHead(answer.statusCode, answer.headers);
-            res.end(Buffer.concat(body));
+            const send = () => {
+              res.writeHead(answer.statusCode, answer.headers);
+              res.end(Buffer.concat(body));
+            };
+            if (rule && rule.action === 'stall') {
+              entry.action = 'stall';
+              setTimeout(send, rule.ms);
+            } else send();
           });
         },
       );
@@ -56,6 +63,10 @@ export async function startProxy(targetBaseUrl) {
     /** The next `method` request whose URL matches `path` is forwarded, and its answer dropped. */
     dropAnswer(method, path) {
       rules.push({ method, path, action: 'drop' });
+    },
+    /** The next `method` request whose URL matches `path` is forwarded, and its answer held `ms`. */
+    stall(method, path, ms) {
+      rules.push({ method, path, action: 'stall', ms });
     },
     /** The next `method` request whose URL matches `path` is answered by the proxy. */
     answer(method, path, status, headers, body) {
