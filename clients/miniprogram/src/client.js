@@ -264,6 +264,14 @@ export class FlashsaleClient {
     let stopped = false;
     let timer = null;
     let failures = 0;
+    // A throwing callback must not end the watch.
+    const report = (update) => {
+      try {
+        onUpdate(update);
+      } catch (err) {
+        console.error('flashsale watchSale: onUpdate threw', err);
+      }
+    };
     const poll = async () => {
       if (stopped) return;
       if (this.clockSyncedAt === null || this.now() - this.clockSyncedAt >= this.clockRefreshMs) {
@@ -277,12 +285,12 @@ export class FlashsaleClient {
         failures = 0;
         this._remember(result.body);
         waitMs = Math.max(waitMs, maxAgeMs(result.headers));
-        onUpdate({ ok: true, sale: result.body, countdown: this.countdown(result.body) });
+        report({ ok: true, sale: result.body, countdown: this.countdown(result.body) });
         if (FINAL_STATUSES.has(result.body.status)) return;
       } else {
         failures += 1;
         waitMs = Math.max(waitMs, retryWaitMs(this.policy, failures, result.retryAfterMs, this.random));
-        onUpdate(result);
+        report(result);
       }
       timer = setTimeout(poll, waitMs);
     };
