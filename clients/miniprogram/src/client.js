@@ -1,0 +1,428 @@
+// The flashsale client: every call a shop's front end makes to the engine,
+// with the rules that keep a seckill page correct at the opening second.
+//
+// - Every call answers a result, never throws for an HTTP answer:
+//   `{ ok: true, ... }` or `{ ok: false, status, code, message, retryAfterMs,
+//   uncertain }`, where `code` is the engine's error code, or
+//   `network_error` when no answer came back (status 0), and `uncertain`
+//   says an attempt may have reached the engine without its answer reaching
+//   us (no answer, or a 5xx): "it may have gone through".
+// - Only repeatable calls are retried (reads, an order under its
+//   Idempotency-Key, a cancel), and only on "not now" answers (see retry.js).
+// - A purchase intent (one shopper, one sale) keeps one Idempotency-Key in
+//   storage from before its first request until a definite answer, so a
+//   retry, a second tap or a restart of the Mini Program never makes a
+//   second order and never loses the first.
+
+import { ServerClock, saleCountdown } from './clock.js';
+import { RETRY_DEFAULTS, isRetryableStatus, retryAfterMs, retryWaitMs } from './retry.js';
+import { memoryStorage } from './storage.js';
+import { NetworkError } from './transport.js';
+
+const INTENT_PREFIX = 'flashsale:intent:';
+/** Samples one clock sync takes. */
+const CLOCK_SYNC_SAMPLES = 3;
+/** How old the clock's last sync may be before a watched sale's poll syncs it again. */
+const CLOCK_REFRESH_MS = 30_000;
+/** Fastest a watched sale is polled, whatever its `Cache-Control` says. */
+const POLL_INTERVAL_MIN_MS = 1000;
+/** Sale statuses after which nothing changes: a watch stops. */
+const FINAL_STATUSES = new Set(['ended', 'cancelled']);
+
+/** Waits `ms` by the local clock: never returns early (a timer may fire a millisecond before its time). */
+function defaultSleep(ms) {
+  const until = Date.now() + ms;
+  return new Promise((resolve) => {
+    const check = () => {
+      const left = until - Date.now();
+      if (left <= 0) resolve();
+      else setTimeout(check, left);
+    };
+    check();
+  });
+}
+
+/** A random Idempotency-Key: 128 bits as hex (printable ASCII, as the engine requires). */
+function randomKey() {
+  const bytes = new Uint8Array(16);
+  const crypto = typeof globalThis === 'undefined' ? undefined : globalThis.crypto;
+  if (crypto && typeof crypto.getRandomValues === 'function') {
+    crypto.getRandomValues(bytes);
+  } else {
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  }
+  return 'mp-' + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/** The `sub` of a JWT (no verification: it only scopes stored intents), or '' when unreadable. */
+export function tokenSubject(token) {
+  const part = String(token).split('.')[1] || '';
+  let bits = 0;
+  let value = 0;
+  let text = '';
+  for (const char of part.replace(/=+$/, '')) {
+    const index = BASE64URL.indexOf(char === '+' ? '-' : char === '/' ? '_' : char);
+    if (index < 0) return '';
+    value = (value << 6) | index;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      text += String.fromCharCode((value >> bits) & 0xff);
+    }
+  }
+  try {
+    const sub = JSON.parse(text).sub;
+    return typeof sub === 'string' ? sub : '';
+  } catch {
+    return '';
+  }
+}
+
+function enc(id) {
+  return encodeURIComponent(id);
+}
+
+/** `max-age` of a Cache-Control header in ms, or 0. */
+function maxAgeMs(headers) {
+  const match = /max-age=(\d+)/.exec((headers && headers['cache-control']) || '');
+  return match ? Number(match[1]) * 1000 : 0;
+}
+
+function toResult(answer) {
+  if (answer.status >= 200 && answer.status < 300) {
+    return { ok: true, status: answer.status, body: answer.body, headers: answer.headers };
+  }
+  const error = (answer.body && answer.body.error) || {};
+  return {
+    ok: false,
+    status: answer.status,
+    code: typeof error.code === 'string' ? error.code : `http_${answer.status}`,
+    message: typeof error.message === 'string' ? error.message : '',
+    retryAfterMs: null,
+  };
+}
+
+const NO_ANSWER = Object.freeze({
+  ok: false,
+  status: 0,
+  code: 'network_error',
+  message: 'no answer from the engine',
+  retryAfterMs: null,
+});
+
+export class FlashsaleClient {
+  /**
+   * @param {object} options
+   * @param {Function} options.transport `fetchTransport(...)` or `wxTransport(...)`
+   * @param {Function} options.getToken `({ refresh }) => token | Promise<token>`: the shopper's
+   *   JWT from the merchant's login service; `refresh: true` after the engine answered 401.
+   * @param {object} [options.storage] `wxStorage(wx)` in a Mini Program; memory by default.
+   * @param {object} [options.retry] overrides of `RETRY_DEFAULTS`.
+   * @param {number} [options.timeoutMs] per request (default 10 s).
+   * @param {Function} [options.now] the local clock in ms (tests skew it).
+   */
+  constructor({
+    transport,
+    getToken,
+    storage = memoryStorage(),
+    retry = {},
+    timeoutMs = 10_000,
+    now = Date.now,
+    random = Math.random,
+    sleep = defaultSleep,
+    newKey = randomKey,
+    pollIntervalMinMs = POLL_INTERVAL_MIN_MS,
+    clockRefreshMs = CLOCK_REFRESH_MS,
+  }) {
+    if (typeof transport !== 'function') throw new TypeError('FlashsaleClient: transport is required');
+    this.transport = transport;
+    this.getToken = getToken;
+    this.storage = storage;
+    this.policy = { ...RETRY_DEFAULTS, ...retry };
+    this.timeoutMs = timeoutMs;
+    this.now = now;
+    this.random = random;
+    this.sleep = sleep;
+    this.newKey = newKey;
+    this.pollIntervalMinMs = pollIntervalMinMs;
+    this.clockRefreshMs = clockRefreshMs;
+    this.clock = new ServerClock({ now });
+    this.clockSyncedAt = null;
+    /** Sales seen that require a purchase token: id -> true. */
+    this.tokenSales = new Map();
+    /** Orders on their way, by intent: intent key -> the call's promise. */
+    this.ordering = new Map();
+  }
+
+  async _token(refresh) {
+    if (typeof this.getToken !== 'function') throw new TypeError('FlashsaleClient: getToken is required for shopper calls');
+    return this.getToken({ refresh });
+  }
+
+  /**
+   * One call: sends, and sends again while the answer says "not now" and
+   * the policy allows. `uncertain` in the result: an earlier attempt may
+   * have reached the engine (no answer, or a 5xx).
+   */
+  async _request({ method, path, body, shopper = false, headers: extra = {}, retry = true, onAnswer }) {
+    let refreshed = false;
+    let uncertain = false;
+    // attempt counts requests sent, a 401's refresh included.
+    for (let attempt = 1; ; attempt++) {
+      const headers = { accept: 'application/json', ...extra };
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      if (shopper) headers.authorization = `Bearer ${await this._token(false)}`;
+      const sentAt = this.now();
+      let answer = null;
+      try {
+        answer = await this.transport({ method, path, headers, body, timeoutMs: this.timeoutMs });
+      } catch (err) {
+        if (!(err instanceof NetworkError)) throw err;
+      }
+      if (answer && onAnswer) onAnswer(answer, sentAt, this.now());
+      if (answer && answer.status === 401 && shopper && !refreshed) {
+        // An expired token: one fresh one from the login service, then again.
+        refreshed = true;
+        await this._token(true);
+        continue;
+      }
+      uncertain = uncertain || !answer || answer.status >= 500;
+      if (answer && !isRetryableStatus(answer.status)) return { ...toResult(answer), uncertain };
+      const failure = answer ? toResult(answer) : NO_ANSWER;
+      const after = answer ? retryAfterMs(answer.headers, this.clock.now()) : null;
+      if (!retry || attempt >= this.policy.attemptsMax) return { ...failure, retryAfterMs: after, uncertain };
+      const wait = retryWaitMs(this.policy, attempt, after, this.random);
+      if (wait > this.policy.waitMaxMs) return { ...failure, retryAfterMs: after ?? wait, uncertain };
+      await this.sleep(wait);
+    }
+  }
+
+  /**
+   * Sets the server clock from `samples` reads of the sale (a cache-busting
+   * query, so no CDN answers with an old `server_time`). Without a sale id
+   * it reads the sale list, which costs the engine more.
+   */
+  async syncClock(saleId, samples = CLOCK_SYNC_SAMPLES) {
+    let last = null;
+    for (let i = 0; i < samples; i++) {
+      const base = saleId ? `/api/v1/sales/${enc(saleId)}` : '/api/v1/sales';
+      last = await this._request({
+        method: 'GET',
+        path: `${base}?clock=${Math.floor(this.random() * 1e9)}`,
+        onAnswer: (answer, sentAt, receivedAt) => {
+          if (answer.status === 200 && answer.body && answer.body.server_time) {
+            this.clock.addSample(sentAt, receivedAt, answer.body.server_time);
+          }
+        },
+      });
+      if (!last.ok) return last;
+    }
+    this.clockSyncedAt = this.now();
+    return { ok: true, offsetMs: this.clock.offsetMs, errorMs: this.clock.errorMs };
+  }
+
+  /** The engine's time now (ms since the epoch); the local clock until synced. */
+  serverNow() {
+    return this.clock.now();
+  }
+
+  /** Where the sale stands by the server clock: `{ phase, msToStart, msToEnd }`. */
+  countdown(sale) {
+    return saleCountdown(sale, this.clock.now());
+  }
+
+  _remember(sale) {
+    if (sale && sale.id) this.tokenSales.set(sale.id, sale.require_purchase_token === true);
+  }
+
+  /** Live and upcoming sales: `{ ok, sales }`. */
+  async listSales() {
+    const result = await this._request({ method: 'GET', path: '/api/v1/sales' });
+    if (!result.ok) return result;
+    for (const sale of result.body.sales) this._remember(sale);
+    return { ok: true, sales: result.body.sales };
+  }
+
+  /** One sale: `{ ok, sale, maxAgeMs }` (`maxAgeMs`: how long the engine says the answer holds). */
+  async getSale(saleId) {
+    const result = await this._request({ method: 'GET', path: `/api/v1/sales/${enc(saleId)}` });
+    if (!result.ok) return result;
+    this._remember(result.body);
+    return { ok: true, sale: result.body, maxAgeMs: maxAgeMs(result.headers) };
+  }
+
+  /**
+   * Polls the sale for `onUpdate({ ok, sale, countdown })` (or a failed
+   * result) no sooner than the engine's `Cache-Control: max-age` (and
+   * `pollIntervalMinMs`) after each answer, later after a `Retry-After`;
+   * keeps the server clock synced; stops by itself once the sale has ended
+   * or was cancelled. Returns `{ stop() }`.
+   */
+  watchSale(saleId, onUpdate) {
+    let stopped = false;
+    let timer = null;
+    let failures = 0;
+    // A throwing callback must not end the watch.
+    const report = (update) => {
+      try {
+        onUpdate(update);
+      } catch (err) {
+        console.error('flashsale watchSale: onUpdate threw', err);
+      }
+    };
+    const poll = async () => {
+      if (stopped) return;
+      if (this.clockSyncedAt === null || this.now() - this.clockSyncedAt >= this.clockRefreshMs) {
+        await this.syncClock(saleId);
+      }
+      if (stopped) return;
+      const result = await this._request({ method: 'GET', path: `/api/v1/sales/${enc(saleId)}`, retry: false });
+      if (stopped) return;
+      let waitMs = this.pollIntervalMinMs;
+      if (result.ok) {
+        failures = 0;
+        this._remember(result.body);
+        waitMs = Math.max(waitMs, maxAgeMs(result.headers));
+        report({ ok: true, sale: result.body, countdown: this.countdown(result.body) });
+        if (FINAL_STATUSES.has(result.body.status)) return;
+      } else {
+        failures += 1;
+        waitMs = Math.max(waitMs, retryWaitMs(this.policy, failures, result.retryAfterMs, this.random));
+        report(result);
+      }
+      timer = setTimeout(poll, waitMs);
+    };
+    poll();
+    return {
+      stop() {
+        stopped = true;
+        if (timer !== null) clearTimeout(timer);
+      },
+    };
+  }
+
+  /** A purchase token for a live sale that requires one: `{ ok, token, expiresAt }`. */
+  async purchaseToken(saleId) {
+    const result = await this._request({
+      method: 'POST',
+      path: `/api/v1/sales/${enc(saleId)}/purchase-token`,
+      shopper: true,
+    });
+    if (!result.ok) return result;
+    return { ok: true, token: result.body.purchase_token, expiresAt: result.body.expires_at };
+  }
+
+  async _intentKey(saleId) {
+    return `${INTENT_PREFIX}${tokenSubject(await this._token(false))}:${saleId}`;
+  }
+
+  /**
+   * Races for `quantity` units of the sale: `{ ok: true, order, replayed }`
+   * or `{ ok: false, code, ... }`.
+   *
+   * The purchase intent's Idempotency-Key is stored before the first send
+   * and reused by every retry, by a second call for the same sale, and
+   * after a restart, until a definite answer: a 201 (the order, first or
+   * replayed) or a refusal (`sold_out`, `limit_exceeded`, ...: no order
+   * exists under the key). It is kept after `conflict` (an earlier attempt
+   * made an order with another quantity; see `listOrders`) and when the
+   * call gives up without an answer.
+   *
+   * `purchaseToken`: the token a sale with `require_purchase_token` needs
+   * (or an admission token); without one, the client fetches one when it
+   * has seen that the sale requires it.
+   */
+  async placeOrder(saleId, quantity = 1, { purchaseToken } = {}) {
+    if (!Number.isInteger(quantity) || quantity < 1) {
+      return { ok: false, status: 0, code: 'invalid_request', message: 'quantity: a whole number from 1', retryAfterMs: null };
+    }
+    const intentKey = await this._intentKey(saleId);
+    // A second tap while the first is on its way waits for the first and
+    // gets its answer: two calls never read the stored intent at once (and
+    // make two keys).
+    const running = this.ordering.get(intentKey);
+    if (running) return running;
+    const call = this._placeOrder(intentKey, saleId, quantity, purchaseToken);
+    this.ordering.set(intentKey, call);
+    try {
+      return await call;
+    } finally {
+      this.ordering.delete(intentKey);
+    }
+  }
+
+  async _placeOrder(intentKey, saleId, quantity, purchaseToken) {
+    const stored = await this.storage.get(intentKey);
+    const intent = { key: stored ? stored.key : this.newKey(), quantity, createdAt: stored ? stored.createdAt : this.now() };
+    await this.storage.set(intentKey, intent);
+    let token = purchaseToken;
+    if (!token && this.tokenSales.get(saleId)) {
+      const issued = await this.purchaseToken(saleId);
+      if (!issued.ok) return issued;
+      token = issued.token;
+    }
+    const headers = { 'idempotency-key': intent.key };
+    if (token) headers['x-purchase-token'] = token;
+    const result = await this._request({
+      method: 'POST',
+      path: `/api/v1/sales/${enc(saleId)}/orders`,
+      body: { quantity },
+      shopper: true,
+      headers,
+    });
+    if (result.ok) {
+      await this.storage.remove(intentKey);
+      return { ok: true, order: result.body, replayed: result.headers['idempotent-replayed'] === 'true' };
+    }
+    const definite = result.status >= 400 && result.status < 500 && result.status !== 429;
+    if (definite && result.code !== 'conflict') await this.storage.remove(intentKey);
+    return result;
+  }
+
+  /** The purchase intent pending for this sale (its Idempotency-Key), or undefined. */
+  async pendingIntent(saleId) {
+    return this.storage.get(await this._intentKey(saleId));
+  }
+
+  /** Drops the pending intent for this sale: the next `placeOrder` is a new purchase. */
+  async forgetIntent(saleId) {
+    await this.storage.remove(await this._intentKey(saleId));
+  }
+
+  /** The shopper's orders, newest first: `{ ok, orders }`. */
+  async listOrders() {
+    const result = await this._request({ method: 'GET', path: '/api/v1/orders', shopper: true });
+    return result.ok ? { ok: true, orders: result.body.orders } : result;
+  }
+
+  /** One of the shopper's orders: `{ ok, order }`. */
+  async getOrder(orderId) {
+    const result = await this._request({ method: 'GET', path: `/api/v1/orders/${enc(orderId)}`, shopper: true });
+    return result.ok ? { ok: true, order: result.body } : result;
+  }
+
+  /**
+   * Cancels an unpaid order: `{ ok, order }`. A retry whose earlier attempt
+   * may have cancelled it (no answer) and that is then told `conflict`
+   * reads the order: cancelled is success.
+   */
+  async cancelOrder(orderId) {
+    const result = await this._request({
+      method: 'POST',
+      path: `/api/v1/orders/${enc(orderId)}/cancel`,
+      shopper: true,
+    });
+    if (result.ok) return { ok: true, order: result.body };
+    if (result.code === 'conflict' && result.uncertain) {
+      const read = await this.getOrder(orderId);
+      if (read.ok && read.order.status === 'cancelled') return read;
+    }
+    return result;
+  }
+}
+
+export function createClient(options) {
+  return new FlashsaleClient(options);
+}

@@ -1,0 +1,15 @@
+// flashsale for WeChat Mini Programs (and Node): the client a seckill page
+// uses to count down by the engine's clock, order once however often a tap
+// is retried, and back off as the engine tells it. ES module, no
+// dependencies, no build step.
+//
+// Not yet here (the engine routes do not exist yet): paying with
+// `wx.requestPayment` (`pay`), the waiting room (queue join and poll), and
+// campaigns. An admission token can already be passed to `placeOrder` as
+// `purchaseToken`.
+
+export { FlashsaleClient, createClient, tokenSubject } from './client.js';
+export { ServerClock, saleCountdown, formatCountdown, CLOCK_SAMPLES_MAX } from './clock.js';
+export { RETRY_DEFAULTS, isRetryableStatus, retryAfterMs, retryWaitMs } from './retry.js';
+export { memoryStorage, wxStorage } from './storage.js';
+export { NetworkError, fetchTransport, wxTransport } from './transport.js';
