@@ -315,6 +315,8 @@ mod tests {
             created_at: 0,
             expires_at: 1,
             paid_at: None,
+            prepay_id: None,
+            transaction_id: None,
         };
         let err = webhook
             .send(OrderEvent::Reserved, &order)

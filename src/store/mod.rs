@@ -204,6 +204,11 @@ pub trait Store: Send + Sync + 'static {
         hand_off: bool,
     ) -> Result<PaymentOutcome, StoreError>;
 
+    /// Keeps WeChat Pay's prepay id on an unpaid order, once: answers the
+    /// order with the prepay id kept first (this one, or an earlier one).
+    /// `Conflict` once the order is no longer `pending_payment`.
+    async fn record_prepay(&self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError>;
+
     /// Expires up to `limit` of the sale's unpaid orders whose payment
     /// deadline has passed (store clock), returning their units to the sale.
     /// Returns the orders it expired.
@@ -336,6 +341,11 @@ fn cancels_exhausted(cancelled: i64) -> StoreError {
     StoreError::Conflict(format!(
         "this shopper has cancelled {cancelled} orders of this sale, the most allowed"
     ))
+}
+
+/// The answer when an order that must be unpaid is `status`.
+fn not_pending(status: &str) -> StoreError {
+    StoreError::Conflict(format!("the order is {status}, not pending_payment"))
 }
 
 /// The answer when a merchant's change was computed from an older version.

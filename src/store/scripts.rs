@@ -97,6 +97,7 @@ pub struct Scripts {
     pub reserve: LuaScript,
     pub cancel_order: LuaScript,
     pub pay_order: LuaScript,
+    pub record_prepay: LuaScript,
     pub expire_orders: LuaScript,
     pub join_reservations: LuaScript,
     pub accept_orders: LuaScript,
@@ -121,6 +122,7 @@ impl Scripts {
             reserve: script!("reserve"),
             cancel_order: script!("cancel_order"),
             pay_order: script!("pay_order"),
+            record_prepay: script!("record_prepay"),
             expire_orders: script!("expire_orders"),
             join_reservations: script!("join_reservations"),
             accept_orders: script!("accept_orders"),
@@ -136,7 +138,7 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 19] {
+    fn all(&self) -> [&LuaScript; 20] {
         [
             &self.index_sale,
             &self.create_sale,
@@ -146,6 +148,7 @@ impl Scripts {
             &self.reserve,
             &self.cancel_order,
             &self.pay_order,
+            &self.record_prepay,
             &self.expire_orders,
             &self.join_reservations,
             &self.accept_orders,

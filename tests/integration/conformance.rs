@@ -760,7 +760,81 @@ async fn payment_exceptions_are_kept_once_per_transaction(backend: Backend) {
     assert!(listed.iter().all(|kept| kept.recorded_at >= before - 1_000));
 }
 
+/// A prepay id is kept once on an unpaid order (a second one answers the
+/// first), refused once the order is no longer pending; a payment keeps
+/// its transaction id on the order, paid or marked for refund.
+async fn prepay_and_transaction_ids_are_kept(backend: Backend) {
+    let (subject, live, order) = with_live_order(backend, "pam").await;
+    let store = &subject.store;
+
+    let kept = store.record_prepay(&order.id, "wx_first").await.unwrap();
+    assert_eq!(kept.prepay_id.as_deref(), Some("wx_first"));
+    assert_eq!(kept.status, OrderStatus::PendingPayment);
+    let second = store.record_prepay(&order.id, "wx_second").await.unwrap();
+    assert_eq!(
+        second.prepay_id.as_deref(),
+        Some("wx_first"),
+        "the first stays"
+    );
+    let racing = join_all((0..4).map(|n| {
+        let id = order.id.clone();
+        async move { store.record_prepay(&id, &format!("wx_race{n}")).await }
+    }))
+    .await;
+    assert!(racing
+        .iter()
+        .all(|kept| kept.as_ref().unwrap().prepay_id.as_deref() == Some("wx_first")));
+    let missing = OrderId::generate(&live.id);
+    assert!(matches!(
+        store.record_prepay(&missing, "wx").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let payment = Payment {
+        amount: Some((order.amount_cents, order.currency.clone())),
+        transaction_id: "4200000000000000000000000001".into(),
+    };
+    let PaymentOutcome::Paid(paid) = store.pay_order(&order.id, &payment, false).await.unwrap()
+    else {
+        panic!("paid");
+    };
+    assert_eq!(
+        paid.transaction_id.as_deref(),
+        Some("4200000000000000000000000001")
+    );
+    assert_eq!(paid.prepay_id.as_deref(), Some("wx_first"));
+    let read = store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(read, paid);
+    assert!(matches!(
+        store.record_prepay(&order.id, "wx_late").await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // A payment after a cancel keeps its transaction id for the refund.
+    let other = store
+        .reserve(&request(&live, "quinn", 1, None))
+        .await
+        .unwrap()
+        .order;
+    let shopper = ShopperId::parse("quinn").unwrap();
+    store.cancel_order(&other.id, &shopper).await.unwrap();
+    let late = Payment {
+        transaction_id: "4200000000000000000000000002".into(),
+        ..payment
+    };
+    let outcome = store.pay_order(&other.id, &late, false).await.unwrap();
+    let PaymentOutcome::RefundRequired(marked) = outcome else {
+        panic!("refund required: {outcome:?}");
+    };
+    assert_eq!(
+        marked.transaction_id.as_deref(),
+        Some("4200000000000000000000000002")
+    );
+    assert_eq!(marked.prepay_id, None);
+}
+
 crate::on_every_store!(
+    prepay_and_transaction_ids_are_kept,
     payment_exceptions_are_kept_once_per_transaction,
     a_batch_decides_like_requests_one_by_one,
     the_largest_amount_is_exact,

@@ -217,6 +217,10 @@ impl Store for EmbeddedStore {
         self.order_record(id)?.lock().pay(id, payment, hand_off)
     }
 
+    async fn record_prepay(&self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError> {
+        self.order_record(id)?.lock().record_prepay(id, prepay_id)
+    }
+
     async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
         Ok(self.record(sale)?.lock().expire_due(limit))
     }

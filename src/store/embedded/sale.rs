@@ -13,7 +13,7 @@ use crate::domain::{
     PaymentOutcome, PresentedToken, Rejection, Reservation, ReserveRequest, Sale, SaleChange,
     SaleState, SaleStats, SaleView, ShopperId, LIVE_CHANGEABLE_FIELDS,
 };
-use crate::store::{cancels_exhausted, changed_meanwhile, Acceptance, StoreError};
+use crate::store::{cancels_exhausted, changed_meanwhile, not_pending, Acceptance, StoreError};
 
 /// One sale and everything that hangs off it, changed under one lock.
 pub(super) struct SaleRecord {
@@ -183,6 +183,8 @@ impl SaleRecord {
             created_at: now,
             expires_at: now + self.sale.payment_timeout_secs * 1000,
             paid_at: None,
+            prepay_id: None,
+            transaction_id: None,
         };
         self.orders.insert(order.id.clone(), order.clone());
         self.deadlines.insert((order.expires_at, order.id.clone()));
@@ -320,6 +322,7 @@ impl SaleRecord {
         };
         order.status = status;
         order.paid_at = Some(now);
+        order.transaction_id = Some(payment.transaction_id.clone());
         let order = order.clone();
         if status == OrderStatus::Paid {
             self.stats.reserved -= order.quantity;
@@ -336,6 +339,20 @@ impl SaleRecord {
         } else {
             PaymentOutcome::RefundRequired(order)
         })
+    }
+
+    /// Keeps a prepay id on an unpaid order, once: the twin of
+    /// `lua/record_prepay.lua`.
+    pub fn record_prepay(&mut self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError> {
+        let order = self
+            .orders
+            .get_mut(id)
+            .ok_or(StoreError::NotFound("order"))?;
+        if order.status != OrderStatus::PendingPayment {
+            return Err(not_pending(order.status.as_str()));
+        }
+        order.prepay_id.get_or_insert_with(|| prepay_id.to_owned());
+        Ok(order.clone())
     }
 
     /// Expires up to `limit` unpaid orders past their deadline: the twin

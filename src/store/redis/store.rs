@@ -26,7 +26,7 @@ use crate::store::keys::{
     SaleKeys, ORDER_SERVICE_GROUP, PAYMENT_EXCEPTIONS, SALE_INDEX, STOCK_RETURNS_CHANNEL,
 };
 use crate::store::{
-    batch_sale, cancels_exhausted, changed_meanwhile, sort_exceptions_newest_first,
+    batch_sale, cancels_exhausted, changed_meanwhile, not_pending, sort_exceptions_newest_first,
     sort_newest_first, sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure,
     OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
 };
@@ -279,7 +279,8 @@ impl Store for RedisStore {
             .arg(id.as_str())
             .arg(amount)
             .arg(currency)
-            .arg(flag(hand_off));
+            .arg(flag(hand_off))
+            .arg(payment.transaction_id.as_str());
         let (outcome, mut reply) = Reply::new(self.run("pay_order", &invocation).await?)?;
         if outcome == "not_found" {
             return Err(StoreError::NotFound("order"));
@@ -291,6 +292,21 @@ impl Store for RedisStore {
             "refund_required" => Ok(PaymentOutcome::RefundRequired(order)),
             "amount_mismatch" => Ok(PaymentOutcome::AmountMismatch(order)),
             other => Err(corrupt(format!("unknown payment outcome {other}"))),
+        }
+    }
+
+    async fn record_prepay(&self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError> {
+        let mut invocation = self
+            .scripts
+            .record_prepay
+            .key(SaleKeys::new(&id.sale_id()).orders());
+        invocation.arg(id.as_str()).arg(prepay_id);
+        let (outcome, mut reply) = Reply::new(self.run("record_prepay", &invocation).await?)?;
+        match outcome.as_str() {
+            "ok" => order_from_record(id, &reply.next::<String>()?),
+            "not_found" => Err(StoreError::NotFound("order")),
+            "conflict" => Err(not_pending(&reply.next::<String>()?)),
+            other => Err(corrupt(format!("unknown prepay outcome {other}"))),
         }
     }
 
