@@ -321,6 +321,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub wechatpay_timeout_ms: u64,
 
+    /// Wait before closing an order's WeChat Pay order again after a close
+    /// failed (WeChat Pay unreachable), in milliseconds; it doubles with
+    /// every failure. Meanwhile the order stays held.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_CLOSE_BACKOFF_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub wechatpay_close_backoff_ms: u64,
+
+    /// Longest wait between two closes of one WeChat Pay order, in
+    /// milliseconds.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_CLOSE_BACKOFF_MAX_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub wechatpay_close_backoff_max_ms: u64,
+
     /// The merchant's WeChat Pay APIv3 key (32 characters), which decrypts
     /// notifications.
     #[arg(long, env = "FLASHSALE_WECHATPAY_APIV3_KEY", hide_env_values = true)]

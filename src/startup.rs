@@ -20,8 +20,8 @@ use crate::http::{
     ShopperTokenRules, ADMIN_TOKEN_MIN_BYTES,
 };
 use crate::inventory::{ActorSettings, Inventory};
-use crate::orders::webhook::{Webhook, WebhookSettings};
-use crate::orders::{OrderService, OrderSettings, Orders};
+use crate::orders::webhook::{Backoff, Webhook, WebhookSettings};
+use crate::orders::{CloseSettings, OrderService, OrderSettings, Orders};
 use crate::payments::wechatpay::{
     Account, MerchantKey, PlatformKeys, WeChatPay, WeChatPayClient, WeChatPayVerifier,
 };
@@ -96,11 +96,31 @@ impl Application {
         let address = listener
             .local_addr()
             .context("failed to read the bound address")?;
-        let orders = Arc::new(Orders::new(Arc::clone(&store), Arc::clone(&inventory)));
+        let orders = Orders::new(Arc::clone(&store), Arc::clone(&inventory));
+        let webhook = build_webhook(&config)?;
+        // Payments queue hand-offs only when there is a webhook to send them.
+        let payments = Arc::new(Payments::new(
+            Arc::clone(&store),
+            build_payment_method(&config)?,
+            webhook.as_ref().map(|_| orders.work_notices()),
+        ));
+        let wechatpay_timeout = Duration::from_millis(config.wechatpay_timeout_ms);
+        let orders = Arc::new(orders.with_payments(
+            Arc::clone(&payments),
+            CloseSettings {
+                // A close, and a query when it was paid: each within the
+                // timeout.
+                hold: wechatpay_timeout * 4,
+                backoff: Backoff {
+                    first: Duration::from_millis(config.wechatpay_close_backoff_ms),
+                    longest: Duration::from_millis(config.wechatpay_close_backoff_max_ms),
+                },
+            },
+        ));
         let order_service = OrderService::new(
             Arc::clone(&store),
             Arc::clone(&orders),
-            build_webhook(&config)?,
+            webhook,
             OrderSettings {
                 sweep: Duration::from_millis(config.order_sweep_ms),
                 batch: usize_of(config.order_batch),
@@ -108,11 +128,6 @@ impl Application {
                 consumer: consumer_name(address),
                 clock: Arc::new(SystemClock),
             },
-        );
-        let payments = Payments::new(
-            Arc::clone(&store),
-            build_payment_method(&config)?,
-            order_service.hand_off_notices(),
         );
         let limits = Arc::new(RateLimits::new(&RateLimitSettings {
             global: Rate {
@@ -373,8 +388,10 @@ fn build_webhook(config: &Config) -> anyhow::Result<Option<Webhook>> {
         url,
         secret,
         timeout: Duration::from_millis(config.order_webhook_timeout_ms),
-        backoff_first: Duration::from_millis(config.order_webhook_backoff_ms),
-        backoff_longest: Duration::from_millis(config.order_webhook_backoff_max_ms),
+        backoff: Backoff {
+            first: Duration::from_millis(config.order_webhook_backoff_ms),
+            longest: Duration::from_millis(config.order_webhook_backoff_max_ms),
+        },
         attempts_max: config.order_webhook_attempts_max,
         concurrency: usize_of(config.order_webhook_concurrency),
     })?;

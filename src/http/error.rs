@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use crate::domain::{InvalidField, Rejection};
 use crate::inventory::InventoryError;
 use crate::json::{self, JsonProblem};
+use crate::orders::CancelError;
 use crate::payments::wechatpay::CallError;
 use crate::payments::PaymentError;
 use crate::sales::SaleError;
@@ -288,6 +289,15 @@ impl From<PaymentError> for ApiError {
                 tracing::warn!(error = %err, "WeChat Pay unavailable");
                 Self::Unavailable("WeChat Pay is unavailable; retry shortly".into())
             }
+        }
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(err: CancelError) -> Self {
+        match err {
+            CancelError::Store(err) => err.into(),
+            CancelError::Payment(err) => err.into(),
         }
     }
 }

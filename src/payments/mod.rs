@@ -10,7 +10,10 @@
 //!
 //! And the shopper's side of WeChat Pay: [`Payments::wechatpay_prepay`]
 //! creates the WeChat Pay order of one of ours (once: the prepay id is kept
-//! on the order and reused) and answers what `wx.requestPayment` takes.
+//! on the order and reused) and answers what `wx.requestPayment` takes;
+//! [`Payments::close_wechatpay_order`] closes it before the order lets its
+//! units go (expiry, the shopper's cancel), and applies the payment when
+//! WeChat Pay says it was paid first.
 //!
 //! Both apply the payment through the store's one payment step, so an
 //! order is paid (or marked for refund) exactly once whichever way money
@@ -24,7 +27,7 @@ use std::sync::Arc;
 use rand::distr::{Alphanumeric, SampleString};
 
 use self::wechatpay::{
-    CallError, NotifyError, PrepayOrder, RequestPayment, SignedHeaders, WeChatPay,
+    CallError, Closed, NotifyError, PrepayOrder, RequestPayment, SignedHeaders, WeChatPay,
 };
 use crate::domain::{
     system_now, Order, OrderId, OrderStatus, Payment, PaymentException, PaymentExceptionKind,
@@ -38,6 +41,16 @@ use crate::telemetry;
 pub enum PaymentMethod {
     WeChatPay(Box<WeChatPay>),
     Simulated,
+}
+
+/// What closing an order's WeChat Pay order found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closing {
+    /// Nothing can pay the order any more: let its units go.
+    Closed,
+    /// It was paid before the close: the payment is applied, and this is
+    /// the order now.
+    Paid(Order),
 }
 
 /// The longest transaction id kept on an order.
@@ -101,12 +114,8 @@ impl Payments {
             .verifier
             .open(headers, body, system_now() / 1000)
             .and_then(|transaction| {
-                let id = &transaction.transaction_id;
-                let printable = !id.is_empty()
-                    && id.len() <= TRANSACTION_ID_LEN_MAX
-                    && id.bytes().all(|b| b.is_ascii_graphic() && b != b'=');
-                if transaction.succeeded() && !printable {
-                    return Err(NotifyError::Malformed(format!("transaction_id {id:?}")));
+                if transaction.succeeded() {
+                    checked_transaction_id(&transaction.transaction_id)?;
                 }
                 Ok(transaction)
             })
@@ -208,6 +217,50 @@ impl Payments {
             .request_payment(&prepay_id, system_now() / 1000))
     }
 
+    /// Closes the WeChat Pay order of `order` (one with a prepay id) before
+    /// the order lets its units go. When WeChat Pay refuses because it is
+    /// paid, the transaction is queried and the payment applied, so a
+    /// payment that won the race with the close pays the order. With
+    /// simulated payments there is nothing to close.
+    pub async fn close_wechatpay_order(&self, order: &Order) -> Result<Closing, PaymentError> {
+        let PaymentMethod::WeChatPay(wechatpay) = &self.method else {
+            return Ok(Closing::Closed);
+        };
+        let out_trade_no = order.id.as_str();
+        if wechatpay.client.close(out_trade_no).await? == Closed::Closed {
+            tracing::info!(order = %order.id, "WeChat Pay order closed");
+            return Ok(Closing::Closed);
+        }
+        let transaction = wechatpay.client.query(out_trade_no).await?;
+        if !transaction.succeeded() || transaction.out_trade_no != out_trade_no {
+            return Err(CallError::Malformed(format!(
+                "the close of {out_trade_no} was refused as paid, but the query answers {} \
+                 for {}",
+                transaction.trade_state, transaction.out_trade_no
+            ))
+            .into());
+        }
+        checked_transaction_id(&transaction.transaction_id).map_err(CallError::from)?;
+        tracing::info!(order = %order.id, "paid before its WeChat Pay order could be closed");
+        let payment = Payment {
+            amount: Some((transaction.amount_total, transaction.currency)),
+            transaction_id: transaction.transaction_id,
+        };
+        match self.pay(&order.id, &payment).await {
+            Ok(order) => Ok(Closing::Paid(order)),
+            Err(PaymentError::AmountMismatch) => {
+                self.record_exception(
+                    PaymentExceptionKind::AmountMismatch,
+                    out_trade_no.to_owned(),
+                    payment,
+                )
+                .await?;
+                Err(PaymentError::AmountMismatch)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     /// Keeps a verified payment that could not be applied, so that it can
     /// be acknowledged (WeChat Pay would otherwise retry it for a day, then
     /// give up) and settled by the merchant.
@@ -297,6 +350,19 @@ impl Payments {
                 Err(PaymentError::AmountMismatch)
             }
         }
+    }
+}
+
+/// A transaction id fit to keep on an order: 1 to 64 printable ASCII
+/// characters, no space and no `=` (the order record's separators).
+fn checked_transaction_id(id: &str) -> Result<(), NotifyError> {
+    let printable = !id.is_empty()
+        && id.len() <= TRANSACTION_ID_LEN_MAX
+        && id.bytes().all(|b| b.is_ascii_graphic() && b != b'=');
+    if printable {
+        Ok(())
+    } else {
+        Err(NotifyError::Malformed(format!("transaction_id {id:?}")))
     }
 }
 

@@ -64,6 +64,15 @@ pub struct StreamEntry {
     pub order_id: OrderId,
 }
 
+/// What one expiry step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expiry {
+    /// Orders expired, their units back on sale.
+    pub expired: Vec<Order>,
+    /// Due orders with a prepay id, left pending: close them first.
+    pub held: Vec<Order>,
+}
+
 /// The order service's work left for one sale.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrderBacklog {
@@ -209,10 +218,26 @@ pub trait Store: Send + Sync + 'static {
     /// `Conflict` once the order is no longer `pending_payment`.
     async fn record_prepay(&self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError>;
 
-    /// Expires up to `limit` of the sale's unpaid orders whose payment
-    /// deadline has passed (store clock), returning their units to the sale.
-    /// Returns the orders it expired.
-    async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError>;
+    /// Looks at up to `limit` of the sale's unpaid orders whose payment
+    /// deadline has passed (store clock): each without a prepay id is
+    /// expired, its units back on sale; each with one (the shopper may
+    /// still pay it until WeChat Pay closes it) is held, left pending and
+    /// not due again for `hold`.
+    async fn expire_due(
+        &self,
+        sale: &SaleId,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Expiry, StoreError>;
+
+    /// Expires one unpaid order past its `expires_at` (store clock), its
+    /// units back on sale: a held order once its WeChat Pay order is
+    /// closed. `None` when it is no longer pending (or not yet due).
+    async fn expire_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
+
+    /// Makes a held order due again `after` from now (its WeChat Pay order
+    /// could not be closed yet); one no longer pending is left alone.
+    async fn postpone_expiry(&self, id: &OrderId, after: Duration) -> Result<(), StoreError>;
 
     // The order service's side of a sale's reservation stream.
 

@@ -99,6 +99,8 @@ pub struct Scripts {
     pub pay_order: LuaScript,
     pub record_prepay: LuaScript,
     pub expire_orders: LuaScript,
+    pub expire_order: LuaScript,
+    pub postpone_expiry: LuaScript,
     pub join_reservations: LuaScript,
     pub accept_orders: LuaScript,
     pub ack_reservations: LuaScript,
@@ -124,6 +126,8 @@ impl Scripts {
             pay_order: script!("pay_order"),
             record_prepay: script!("record_prepay"),
             expire_orders: script!("expire_orders"),
+            expire_order: script!("expire_order"),
+            postpone_expiry: script!("postpone_expiry"),
             join_reservations: script!("join_reservations"),
             accept_orders: script!("accept_orders"),
             ack_reservations: script!("ack_reservations"),
@@ -138,7 +142,7 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 20] {
+    fn all(&self) -> [&LuaScript; 22] {
         [
             &self.index_sale,
             &self.create_sale,
@@ -150,6 +154,8 @@ impl Scripts {
             &self.pay_order,
             &self.record_prepay,
             &self.expire_orders,
+            &self.expire_order,
+            &self.postpone_expiry,
             &self.join_reservations,
             &self.accept_orders,
             &self.ack_reservations,

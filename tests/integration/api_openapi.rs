@@ -131,7 +131,7 @@ impl App {
                 Duration::from_secs(1),
             ),
             orders: Arc::new(Orders::new(Arc::clone(&store), Arc::clone(&inventory))),
-            payments: Payments::new(Arc::clone(&store), method, None),
+            payments: Arc::new(Payments::new(Arc::clone(&store), method, None)),
             store: Arc::clone(&store),
             auth: Arc::new(
                 AuthKeys::new(

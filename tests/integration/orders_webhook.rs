@@ -28,7 +28,7 @@ use axum::Router;
 use flashsale::clock::ManualClock;
 use flashsale::domain::{system_now, Payment};
 use flashsale::inventory::Inventory;
-use flashsale::orders::webhook::{Webhook, WebhookSettings};
+use flashsale::orders::webhook::{Backoff, Webhook, WebhookSettings};
 use flashsale::orders::{OrderService, OrderSettings, Orders};
 use futures::future::join_all;
 use hmac::{Hmac, KeyInit, Mac};
@@ -678,8 +678,10 @@ async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
         url: receiver.url().parse().unwrap(),
         secret: SECRET.into(),
         timeout: Duration::from_secs(2),
-        backoff_first: Duration::from_millis(10),
-        backoff_longest: Duration::from_millis(40),
+        backoff: Backoff {
+            first: Duration::from_millis(10),
+            longest: Duration::from_millis(40),
+        },
         attempts_max: 20,
         concurrency: 8,
     })

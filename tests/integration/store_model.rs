@@ -1073,7 +1073,13 @@ async fn apply(
             })
         }
         Op::Expire { limit } => {
-            let actual = answer(store.expire_due(&sale_id, limit).await);
+            // The model makes no prepay: nothing is ever held.
+            let actual = answer(
+                store
+                    .expire_due(&sale_id, limit, Duration::from_secs(1))
+                    .await
+                    .map(|expiry| expiry.expired),
+            );
             let after = system_now();
             count(
                 tally,

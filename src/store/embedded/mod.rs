@@ -29,8 +29,8 @@ use parking_lot::Mutex;
 use self::sale::SaleRecord;
 use super::{
     batch_sale, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance,
-    DeadLetter, Delivery, DeliveryFailure, OrderBacklog, StockReturnHandler, Store, StoreError,
-    StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
+    DeadLetter, Delivery, DeliveryFailure, Expiry, OrderBacklog, StockReturnHandler, Store,
+    StoreError, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
 };
 use crate::domain::{
     system_now, Order, OrderId, Payment, PaymentException, PaymentOutcome, RecordedOrder,
@@ -221,8 +221,22 @@ impl Store for EmbeddedStore {
         self.order_record(id)?.lock().record_prepay(id, prepay_id)
     }
 
-    async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
-        Ok(self.record(sale)?.lock().expire_due(limit))
+    async fn expire_due(
+        &self,
+        sale: &SaleId,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Expiry, StoreError> {
+        Ok(self.record(sale)?.lock().expire_due(limit, hold))
+    }
+
+    async fn expire_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        self.order_record(id)?.lock().expire_order(id)
+    }
+
+    async fn postpone_expiry(&self, id: &OrderId, after: Duration) -> Result<(), StoreError> {
+        self.order_record(id)?.lock().postpone_expiry(id, after);
+        Ok(())
     }
 
     async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError> {

@@ -28,7 +28,7 @@ use crate::store::keys::{
 use crate::store::{
     batch_sale, cancels_exhausted, changed_meanwhile, not_pending, sort_exceptions_newest_first,
     sort_newest_first, sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure,
-    OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
+    Expiry, OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
 };
 
 #[async_trait]
@@ -310,7 +310,12 @@ impl Store for RedisStore {
         }
     }
 
-    async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
+    async fn expire_due(
+        &self,
+        sale: &SaleId,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Expiry, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut invocation = self.scripts.expire_orders.key(keys.stock());
         invocation
@@ -318,14 +323,51 @@ impl Store for RedisStore {
             .key(keys.buyers())
             .key(keys.deadlines())
             .key(keys.orders())
-            .arg(limit);
+            .arg(limit)
+            .arg(millis(hold));
         let mut reply = Reply::array(self.run("expire_orders", &invocation).await?, "expire")?;
-        let mut expired = Vec::new();
-        while reply.has_more() {
-            let id = OrderId::parse(&reply.next::<String>()?).map_err(corrupt)?;
-            expired.push(order_from_record(&id, &reply.next::<String>()?)?);
+        let mut orders = || -> Result<Vec<Order>, StoreError> {
+            let mut list = Reply::array(reply.next::<Value>()?, "expire")?;
+            let mut orders = Vec::new();
+            while list.has_more() {
+                let id = OrderId::parse(&list.next::<String>()?).map_err(corrupt)?;
+                orders.push(order_from_record(&id, &list.next::<String>()?)?);
+            }
+            Ok(orders)
+        };
+        Ok(Expiry {
+            expired: orders()?,
+            held: orders()?,
+        })
+    }
+
+    async fn expire_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let keys = SaleKeys::new(&id.sale_id());
+        let mut invocation = self.scripts.expire_order.key(keys.stock());
+        invocation
+            .key(keys.stats())
+            .key(keys.buyers())
+            .key(keys.deadlines())
+            .key(keys.orders())
+            .arg(id.as_str());
+        let (outcome, mut reply) = Reply::new(self.run("expire_order", &invocation).await?)?;
+        match outcome.as_str() {
+            "expired" => Ok(Some(order_from_record(id, &reply.next::<String>()?)?)),
+            "unchanged" => Ok(None),
+            "not_found" => Err(StoreError::NotFound("order")),
+            other => Err(corrupt(format!("unknown expiry outcome {other}"))),
         }
-        Ok(expired)
+    }
+
+    async fn postpone_expiry(&self, id: &OrderId, after: Duration) -> Result<(), StoreError> {
+        let keys = SaleKeys::new(&id.sale_id());
+        let mut invocation = self.scripts.postpone_expiry.key(keys.orders());
+        invocation
+            .key(keys.deadlines())
+            .arg(id.as_str())
+            .arg(millis(after));
+        self.run("postpone_expiry", &invocation).await?;
+        Ok(())
     }
 
     async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError> {
