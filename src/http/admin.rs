@@ -1,6 +1,6 @@
 //! The merchants' API under `/admin/v1`: schedule, list, inspect, change and
-//! cancel sales, and list and re-drive webhook hand-offs that failed for
-//! good. Every route needs the admin token.
+//! cancel sales, look up any order, and list and re-drive webhook hand-offs
+//! that failed for good. Every route needs the admin token.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,10 +12,10 @@ use super::auth::Admin;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::openapi::error_responses;
 use super::views::{
-    AdminSaleBody, AdminSaleList, DeadLetterList, PaymentExceptionBody, PaymentExceptionList,
-    RedriveBody, SaleAuditBody,
+    AdminSaleBody, AdminSaleList, DeadLetterList, OrderBody, PaymentExceptionBody,
+    PaymentExceptionList, RedriveBody, SaleAuditBody,
 };
-use super::{parse_sale_id, AppState};
+use super::{parse_order_id, parse_sale_id, AppState};
 use crate::domain::{format_ms, NewSale, SalePatch};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -24,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_sale, update_sale, cancel_sale))
         .routes(routes!(audit_sale))
         .routes(routes!(payment_exceptions))
+        .routes(routes!(get_order))
         .routes(routes!(list_dead_letters))
         .routes(routes!(redrive_dead_letters))
 }
@@ -42,7 +43,28 @@ error_responses!(
     ];
     CancelSaleErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
     PaymentExceptionsErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
+    GetOrderErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
 );
+
+/// Any shopper's order, with WeChat Pay's `prepay_id` and
+/// `transaction_id` once known (to reconcile and refund).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/orders/{id}",
+    operation_id = "admin_get_order",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The order's id.")),
+    responses((status = 200, description = "The order.", body = OrderBody), GetOrderErrors)
+)]
+async fn get_order(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<OrderBody>, ApiError> {
+    let order = state.orders.order(&parse_order_id(&id)?).await?;
+    Ok(Json((&order).into()))
+}
 
 /// Schedules a sale.
 ///

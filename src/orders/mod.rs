@@ -174,6 +174,14 @@ impl Orders {
         self.inventory.reserve(request).await
     }
 
+    /// Any order (the merchant's view).
+    pub async fn order(&self, id: &OrderId) -> Result<Order, StoreError> {
+        self.store
+            .order(id)
+            .await?
+            .ok_or(StoreError::NotFound("order"))
+    }
+
     /// The shopper's own order; another shopper's is not found.
     pub async fn shopper_order(
         &self,

@@ -138,6 +138,23 @@ async fn prepay_answers_request_payment_signed_by_the_merchant(backend: Backend)
     };
     let order = order_of(&app, "oAnn", &id).await;
     assert_eq!(order["transaction_id"], transaction_id);
+    let admin = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/v1/orders/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(admin.status(), StatusCode::OK);
+    let admin: Value = admin.json().await.unwrap();
+    assert_eq!(admin, order, "the merchant sees the same order");
+    let unknown = app
+        .admin(reqwest::Method::GET, "/admin/v1/orders/o_nosuchorder", None)
+        .await;
+    assert_eq!(
+        error_code(unknown).await,
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
     let view = app.sale(&sale).await;
     assert_eq!(view["stats"]["paid"], 1, "{view}");
 }
