@@ -186,6 +186,12 @@ impl Payments {
         }
         let prepay_id = match order.prepay_id {
             Some(prepay_id) => prepay_id,
+            // Past its deadline (the expiry has not run yet): WeChat Pay
+            // would refuse a `time_expire` in the past, and the unit is
+            // about to go back on sale.
+            None if order.expires_at <= system_now() => {
+                return Err(StoreError::Conflict("the order's time to pay is over".into()).into());
+            }
             None => {
                 let sale = self
                     .store
