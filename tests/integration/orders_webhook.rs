@@ -264,6 +264,13 @@ fn assert_genuine(call: &Call) -> Value {
         PAID => {
             assert_eq!(body["order"]["status"], "paid", "{body}");
             assert!(body["order"]["paid_at"].is_string(), "{body}");
+            // The payment's transaction id (simulated payments: `sim_...`).
+            assert!(
+                body["order"]["transaction_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("sim_")),
+                "{body}"
+            );
         }
         other => panic!("unexpected event {other}: {body}"),
     }

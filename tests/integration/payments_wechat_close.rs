@@ -237,7 +237,31 @@ async fn wechatpay_down_holds_the_stock_and_recovers(backend: Backend) {
     app.buy(&sale, "oGus").await;
 }
 
+/// An order past its deadline gets no WeChat Pay order (409), whether or
+/// not the expiry has run yet.
+async fn no_prepay_after_the_deadline(backend: Backend) {
+    let (Harness { app, redis: _redis }, wx) = engine(backend).await;
+    let sale = quick_sale(&app, 5).await;
+    let order = app.buy(&sale, "oHal").await;
+    let id = order["id"].as_str().unwrap();
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(order["expires_at"].as_str().unwrap()).unwrap();
+    // Not a timing assertion: the deadline must be in the past.
+    while chrono::Utc::now() <= expires_at {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let late = app
+        .shopper_post("oHal", &format!("/api/v1/orders/{id}/wechatpay"))
+        .await;
+    assert_eq!(
+        error_code(late).await,
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+    assert!(wx.calls().is_empty(), "{:?}", wx.calls());
+}
+
 on_both_stores!(
+    no_prepay_after_the_deadline,
     expiry_closes_the_wechatpay_order_first,
     a_cancel_closes_first_and_loses_to_a_payment,
     a_payment_that_wins_the_race_with_the_close_is_paid,
