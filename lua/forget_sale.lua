@@ -12,12 +12,16 @@
 -- KEYS[3] fs:{sale}:stream     stream: reservations for the order service
 -- KEYS[4] fs:{sale}:outbox     sorted set: hand-offs to the merchant
 -- KEYS[5] fs:{sale}:uorders    hash: shopper -> order ids
--- KEYS[6..] every key of the sale (these five among them)
+-- KEYS[6..] every other key of the sale
 -- ARGV[1] the retention (ms)
--- Returns {'gone'} (no such sale) | {'kept'} (not due, or work left) |
--- {'forgotten', shoppers} with the shoppers who had orders in it.
+-- Returns {'gone'} (no such sale, nothing left to clean) | {'kept'} (not
+-- due, or work left) | {'forgotten', shoppers} with the shoppers who had
+-- orders in it (again while the shopper-to-orders hash is left).
 local window = redis.call('HMGET', KEYS[1], 'ends_at', 'payment_timeout_secs')
 if not window[1] then
+  if redis.call('EXISTS', KEYS[5]) == 1 then
+    return {'forgotten', redis.call('HKEYS', KEYS[5])}
+  end
   return {'gone'}
 end
 local due = tonumber(window[1]) + tonumber(window[2]) * 1000 + tonumber(ARGV[1])
@@ -28,6 +32,7 @@ if now_ms() < due
   return {'kept'}
 end
 local shoppers = redis.call('HKEYS', KEYS[5])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 for i = 6, #KEYS, 1000 do
   redis.call('UNLINK', unpack(KEYS, i, math.min(i + 999, #KEYS)))
 end

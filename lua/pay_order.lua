@@ -14,6 +14,8 @@
 -- ARGV[2] amount_cents paid ('' to take the order's own: simulated payments)
 -- ARGV[3] currency paid (checked with the amount)
 -- ARGV[4] '1' to queue a hand-off to the merchant's webhook
+-- ARGV[5] the provider's transaction id (printable ASCII without spaces),
+--         kept on the order the first time it is paid or marked
 -- Returns {outcome, record} with outcome paid | unchanged | refund_required
 -- | amount_mismatch, or {'not_found'}.
 local order, text = load_order(KEYS[1], ARGV[1])
@@ -39,6 +41,7 @@ else
 end
 order.status = outcome
 order.paid_at = now
+order.transaction_id = ARGV[5]
 local record = save_order(KEYS[1], ARGV[1], order)
 if ARGV[4] == '1' then
   hand_off(KEYS[4], 'order.' .. outcome, ARGV[1], now)

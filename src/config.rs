@@ -277,10 +277,62 @@ pub struct Config {
     #[arg(long, env = "FLASHSALE_PAYMENTS", value_enum)]
     pub payments: Option<PaymentMode>,
 
-    /// Path of the WeChat Pay platform public key (PEM) that signs payment
-    /// notifications.
+    /// WeChat Pay's platform public key(s), which sign notifications and
+    /// API answers: one PEM file (used whatever serial a message names), or
+    /// a directory of `<serial>.pem` files (a platform certificate's serial
+    /// or a `PUB_KEY_ID_...`), re-read when a message names a serial not
+    /// loaded and the directory changed: add the new key there to rotate.
     #[arg(long, env = "FLASHSALE_WECHATPAY_PLATFORM_KEY")]
     pub wechatpay_platform_key: Option<PathBuf>,
+
+    /// The WeChat Pay merchant id (mchid). Required with wechatpay.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_MCHID")]
+    pub wechatpay_mchid: Option<String>,
+
+    /// The Mini Program's AppID, bound to the merchant id. Required with
+    /// wechatpay.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_APPID")]
+    pub wechatpay_appid: Option<String>,
+
+    /// Path of the merchant API private key (PEM, `apiclient_key.pem`) that
+    /// signs calls to WeChat Pay and `paySign`. Required with wechatpay.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_MERCHANT_KEY")]
+    pub wechatpay_merchant_key: Option<PathBuf>,
+
+    /// The serial of the merchant API certificate (sent as `serial_no`).
+    /// Required with wechatpay.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_MERCHANT_SERIAL")]
+    pub wechatpay_merchant_serial: Option<String>,
+
+    /// The public URL of this engine's notify route
+    /// (`https://.../api/v1/payments/wechatpay/notify`), given to WeChat
+    /// Pay with every order. Required with wechatpay.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_NOTIFY_URL")]
+    pub wechatpay_notify_url: Option<String>,
+
+    /// WeChat Pay's API host (tests point it at a stand-in).
+    #[arg(long, env = "FLASHSALE_WECHATPAY_BASE_URL",
+          default_value = crate::payments::wechatpay::client::DEFAULT_BASE_URL)]
+    pub wechatpay_base_url: String,
+
+    /// Longest one call to WeChat Pay may take, in milliseconds; past it
+    /// the call counts as WeChat Pay unavailable.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub wechatpay_timeout_ms: u64,
+
+    /// Wait before closing an order's WeChat Pay order again after a close
+    /// failed (WeChat Pay unreachable), in milliseconds; it doubles with
+    /// every failure. Meanwhile the order stays held.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_CLOSE_BACKOFF_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub wechatpay_close_backoff_ms: u64,
+
+    /// Longest wait between two closes of one WeChat Pay order, in
+    /// milliseconds.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_CLOSE_BACKOFF_MAX_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub wechatpay_close_backoff_max_ms: u64,
 
     /// The merchant's WeChat Pay APIv3 key (32 characters), which decrypts
     /// notifications.

@@ -20,9 +20,11 @@ use crate::http::{
     ShopperTokenRules, ADMIN_TOKEN_MIN_BYTES,
 };
 use crate::inventory::{ActorSettings, Inventory};
-use crate::orders::webhook::{Webhook, WebhookSettings};
-use crate::orders::{OrderService, OrderSettings, Orders};
-use crate::payments::wechatpay::WeChatPayVerifier;
+use crate::orders::webhook::{Backoff, Webhook, WebhookSettings};
+use crate::orders::{CloseSettings, OrderService, OrderSettings, Orders};
+use crate::payments::wechatpay::{
+    Account, MerchantKey, PlatformKeys, WeChatPay, WeChatPayClient, WeChatPayVerifier,
+};
 use crate::payments::{PaymentMethod, Payments};
 use crate::sales::Sales;
 use crate::store::{EmbeddedStore, RedisStore, Store};
@@ -94,11 +96,31 @@ impl Application {
         let address = listener
             .local_addr()
             .context("failed to read the bound address")?;
-        let orders = Arc::new(Orders::new(Arc::clone(&store), Arc::clone(&inventory)));
+        let orders = Orders::new(Arc::clone(&store), Arc::clone(&inventory));
+        let webhook = build_webhook(&config)?;
+        // Payments queue hand-offs only when there is a webhook to send them.
+        let payments = Arc::new(Payments::new(
+            Arc::clone(&store),
+            build_payment_method(&config)?,
+            webhook.as_ref().map(|_| orders.work_notices()),
+        ));
+        let wechatpay_timeout = Duration::from_millis(config.wechatpay_timeout_ms);
+        let orders = Arc::new(orders.with_payments(
+            Arc::clone(&payments),
+            CloseSettings {
+                // A close, and a query when it was paid: each within the
+                // timeout.
+                hold: wechatpay_timeout * 4,
+                backoff: Backoff {
+                    first: Duration::from_millis(config.wechatpay_close_backoff_ms),
+                    longest: Duration::from_millis(config.wechatpay_close_backoff_max_ms),
+                },
+            },
+        ));
         let order_service = OrderService::new(
             Arc::clone(&store),
             Arc::clone(&orders),
-            build_webhook(&config)?,
+            webhook,
             OrderSettings {
                 sweep: Duration::from_millis(config.order_sweep_ms),
                 batch: usize_of(config.order_batch),
@@ -107,11 +129,6 @@ impl Application {
                 clock: Arc::new(SystemClock),
                 retention: Duration::from_secs(config.retention_secs),
             },
-        );
-        let payments = Payments::new(
-            Arc::clone(&store),
-            build_payment_method(&config)?,
-            order_service.hand_off_notices(),
         );
         let limits = Arc::new(RateLimits::new(&RateLimitSettings {
             global: Rate {
@@ -262,29 +279,85 @@ fn build_payment_method(config: &Config) -> anyhow::Result<PaymentMethod> {
             Ok(PaymentMethod::Simulated)
         }
         PaymentMode::Wechatpay => {
-            let (Some(key_path), Some(apiv3_key)) = (
-                config.wechatpay_platform_key.as_ref(),
-                config.wechatpay_apiv3_key.as_deref(),
-            ) else {
-                bail!(
-                    "FLASHSALE_PAYMENTS is wechatpay (the default with Redis), which needs \
-                     FLASHSALE_WECHATPAY_PLATFORM_KEY (a PEM file) and \
-                     FLASHSALE_WECHATPAY_APIV3_KEY; set them, or set \
-                     FLASHSALE_PAYMENTS=simulated for demos and load tests"
-                );
-            };
-            let pem = std::fs::read_to_string(key_path).with_context(|| {
-                format!(
-                    "cannot read the WeChat Pay platform key {}",
-                    key_path.display()
-                )
-            })?;
-            let verifier =
-                WeChatPayVerifier::new(&pem, apiv3_key).context("invalid WeChat Pay settings")?;
-            tracing::info!("payments: WeChat Pay notifications");
-            Ok(PaymentMethod::WeChatPay(Box::new(verifier)))
+            let wechatpay = build_wechatpay(config)?;
+            tracing::info!(mchid = %wechatpay.client.account().mchid,
+                base_url = %wechatpay.client.account().base_url,
+                "payments: WeChat Pay (prepay, notifications)");
+            Ok(PaymentMethod::WeChatPay(Box::new(wechatpay)))
         }
     }
+}
+
+/// WeChat Pay from its settings; names every one missing, so the engine
+/// refuses to start rather than fail at the first payment.
+fn build_wechatpay(config: &Config) -> anyhow::Result<WeChatPay> {
+    let settings = [
+        (
+            "FLASHSALE_WECHATPAY_PLATFORM_KEY",
+            config
+                .wechatpay_platform_key
+                .as_ref()
+                .map(|path| path.to_string_lossy().into_owned()),
+        ),
+        (
+            "FLASHSALE_WECHATPAY_APIV3_KEY",
+            config.wechatpay_apiv3_key.clone(),
+        ),
+        ("FLASHSALE_WECHATPAY_MCHID", config.wechatpay_mchid.clone()),
+        ("FLASHSALE_WECHATPAY_APPID", config.wechatpay_appid.clone()),
+        (
+            "FLASHSALE_WECHATPAY_MERCHANT_KEY",
+            config
+                .wechatpay_merchant_key
+                .as_ref()
+                .map(|path| path.to_string_lossy().into_owned()),
+        ),
+        (
+            "FLASHSALE_WECHATPAY_MERCHANT_SERIAL",
+            config.wechatpay_merchant_serial.clone(),
+        ),
+        (
+            "FLASHSALE_WECHATPAY_NOTIFY_URL",
+            config.wechatpay_notify_url.clone(),
+        ),
+    ];
+    let missing: Vec<&str> = settings
+        .iter()
+        .filter(|(_, value)| value.as_deref().is_none_or(|value| value.trim().is_empty()))
+        .map(|(name, _)| *name)
+        .collect();
+    let [Some(platform_key), Some(apiv3_key), Some(mchid), Some(appid), Some(merchant_key), Some(merchant_serial), Some(notify_url)] =
+        settings.map(|(_, value)| value.filter(|value| !value.trim().is_empty()))
+    else {
+        bail!(
+            "FLASHSALE_PAYMENTS is wechatpay (the default with Redis), which needs {}; set \
+             them, or set FLASHSALE_PAYMENTS=simulated for demos and load tests",
+            missing.join(", ")
+        );
+    };
+    let platform_keys = Arc::new(
+        PlatformKeys::load(std::path::Path::new(&platform_key))
+            .context("invalid FLASHSALE_WECHATPAY_PLATFORM_KEY")?,
+    );
+    let verifier = WeChatPayVerifier::new(Arc::clone(&platform_keys), &apiv3_key)
+        .context("invalid FLASHSALE_WECHATPAY_APIV3_KEY")?;
+    let merchant_pem = std::fs::read_to_string(&merchant_key)
+        .with_context(|| format!("cannot read FLASHSALE_WECHATPAY_MERCHANT_KEY {merchant_key}"))?;
+    let merchant = MerchantKey::new(&merchant_pem, &merchant_serial)
+        .context("invalid FLASHSALE_WECHATPAY_MERCHANT_KEY")?;
+    reqwest::Url::parse(&notify_url).context("FLASHSALE_WECHATPAY_NOTIFY_URL is not a URL")?;
+    let base_url = reqwest::Url::parse(&config.wechatpay_base_url)
+        .context("FLASHSALE_WECHATPAY_BASE_URL is not a URL")?;
+    let account = Account {
+        mchid,
+        appid,
+        notify_url,
+        base_url,
+        timeout: Duration::from_millis(config.wechatpay_timeout_ms),
+    };
+    let client = WeChatPayClient::new(account, merchant, platform_keys)
+        .context("cannot build the WeChat Pay client")?;
+    Ok(WeChatPay { verifier, client })
 }
 
 fn build_webhook(config: &Config) -> anyhow::Result<Option<Webhook>> {
@@ -316,8 +389,10 @@ fn build_webhook(config: &Config) -> anyhow::Result<Option<Webhook>> {
         url,
         secret,
         timeout: Duration::from_millis(config.order_webhook_timeout_ms),
-        backoff_first: Duration::from_millis(config.order_webhook_backoff_ms),
-        backoff_longest: Duration::from_millis(config.order_webhook_backoff_max_ms),
+        backoff: Backoff {
+            first: Duration::from_millis(config.order_webhook_backoff_ms),
+            longest: Duration::from_millis(config.order_webhook_backoff_max_ms),
+        },
         attempts_max: config.order_webhook_attempts_max,
         concurrency: usize_of(config.order_webhook_concurrency),
     })?;

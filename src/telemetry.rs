@@ -41,6 +41,9 @@ pub const PAYMENTS: &str = "flashsale_payments_total";
 /// Verified payments that could not be applied and were recorded for the
 /// merchant, by `kind`: `amount_mismatch`, `unknown_order`.
 pub const PAYMENT_EXCEPTIONS: &str = "flashsale_payment_exceptions_total";
+/// Closes of a WeChat Pay order that failed (WeChat Pay unreachable or
+/// refusing); the order stays held and the close is retried.
+pub const WECHATPAY_CLOSE_FAILURES: &str = "flashsale_wechatpay_close_failures_total";
 
 /// Requests refused by a rate limit, by `limiter`: `ip`, `user` (per shopper), `global`.
 pub const RATE_LIMITED: &str = "flashsale_rate_limited_total";
@@ -170,6 +173,10 @@ pub fn count_sales_forgotten() {
 
 pub fn count_payment(outcome: &'static str) {
     metrics::counter!(PAYMENTS, "outcome" => outcome).increment(1);
+}
+
+pub fn count_wechatpay_close_failure() {
+    metrics::counter!(WECHATPAY_CLOSE_FAILURES).increment(1);
 }
 
 pub fn count_payment_exception(kind: &'static str) {

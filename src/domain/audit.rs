@@ -313,6 +313,8 @@ mod tests {
             created_at: 0,
             expires_at: 1,
             paid_at: None,
+            prepay_id: None,
+            transaction_id: None,
         }
     }
 

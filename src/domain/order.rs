@@ -79,6 +79,11 @@ pub struct Order {
     pub created_at: Millis,
     pub expires_at: Millis,
     pub paid_at: Option<Millis>,
+    /// WeChat Pay's prepay id, once the shopper asked to pay with WeChat
+    /// Pay (one per order, reused).
+    pub prepay_id: Option<String>,
+    /// The payment provider's id of the transaction that paid it.
+    pub transaction_id: Option<String>,
 }
 
 /// An order as the contract shows it (API answers, webhook bodies).

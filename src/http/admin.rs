@@ -1,6 +1,7 @@
 //! The merchants' API under `/admin/v1`: schedule, list, inspect, change and
-//! cancel sales, export their orders, and list and re-drive webhook
-//! hand-offs that failed for good. Every route needs the admin token.
+//! cancel sales, export their orders, look up any order, and list and
+//! re-drive webhook hand-offs that failed for good. Every route needs the
+//! admin token.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,7 +17,7 @@ use super::views::{
     AdminSaleBody, AdminSaleList, DeadLetterList, OrderBody, OrderList, PaymentExceptionBody,
     PaymentExceptionList, RedriveBody, SaleAuditBody,
 };
-use super::{parse_sale_id, AppState};
+use super::{parse_order_id, parse_sale_id, AppState};
 use crate::domain::{format_ms, NewSale, SalePatch};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -26,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_sale))
         .routes(routes!(export_orders))
         .routes(routes!(payment_exceptions))
+        .routes(routes!(get_order))
         .routes(routes!(list_dead_letters))
         .routes(routes!(redrive_dead_letters))
 }
@@ -46,7 +48,28 @@ error_responses!(
     ];
     CancelSaleErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
     PaymentExceptionsErrors = [Invalid, Unauthorized, Forbidden, Overloaded, Unavailable];
+    GetOrderErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
 );
+
+/// Any shopper's order, with WeChat Pay's `prepay_id` and
+/// `transaction_id` once known (to reconcile and refund).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/orders/{id}",
+    operation_id = "admin_get_order",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The order's id.")),
+    responses((status = 200, description = "The order.", body = OrderBody), GetOrderErrors)
+)]
+async fn get_order(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<OrderBody>, ApiError> {
+    let order = state.orders.order(&parse_order_id(&id)?).await?;
+    Ok(Json((&order).into()))
+}
 
 /// Schedules a sale.
 ///

@@ -15,6 +15,8 @@ use utoipa::ToSchema;
 use crate::domain::{InvalidField, Rejection};
 use crate::inventory::InventoryError;
 use crate::json::{self, JsonProblem};
+use crate::orders::CancelError;
+use crate::payments::wechatpay::CallError;
 use crate::payments::PaymentError;
 use crate::sales::SaleError;
 use crate::store::StoreError;
@@ -64,6 +66,9 @@ pub enum ApiError {
     /// 503 `unavailable`.
     #[error("{0}")]
     Unavailable(String),
+    /// 502 `wechatpay_refused`.
+    #[error("{0}")]
+    WechatpayRefused(String),
 }
 
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
@@ -144,8 +149,10 @@ error_codes! {
     RateLimited = "rate_limited", [429];
     /// Shedding load; `Retry-After` set.
     Overloaded = "overloaded", [503];
-    /// The store is unreachable; `Retry-After` set.
+    /// The store, or WeChat Pay, is unreachable; `Retry-After` set.
     Unavailable = "unavailable", [503];
+    /// WeChat Pay refused the call; the message carries its error code.
+    WechatpayRefused = "wechatpay_refused", [502];
 }
 
 /// The code a refused reservation answers with.
@@ -186,6 +193,7 @@ impl ApiError {
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Overloaded(_) => ErrorCode::Overloaded,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::WechatpayRefused(_) => ErrorCode::WechatpayRefused,
         }
     }
 
@@ -270,6 +278,26 @@ impl From<PaymentError> for ApiError {
             PaymentError::Notify(err) => err.into(),
             PaymentError::NotEnabled(reason) => Self::NotFound(reason.into()),
             PaymentError::AmountMismatch => Self::Conflict(err.to_string()),
+            PaymentError::WeChatPay(CallError::Refused {
+                status,
+                code,
+                message,
+            }) => Self::WechatpayRefused(format!(
+                "WeChat Pay refused the payment ({status} {code}): {message}"
+            )),
+            PaymentError::WeChatPay(err) => {
+                tracing::warn!(error = %err, "WeChat Pay unavailable");
+                Self::Unavailable("WeChat Pay is unavailable; retry shortly".into())
+            }
+        }
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(err: CancelError) -> Self {
+        match err {
+            CancelError::Store(err) => err.into(),
+            CancelError::Payment(err) => err.into(),
         }
     }
 }

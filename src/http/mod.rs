@@ -79,7 +79,7 @@ impl std::ops::Deref for AppState {
 pub struct AppContext {
     pub sales: Sales,
     pub orders: Arc<Orders>,
-    pub payments: Payments,
+    pub payments: Arc<Payments>,
     /// Only for `/readyz`: is the store reachable.
     pub store: Arc<dyn Store>,
     pub auth: Arc<AuthKeys>,

@@ -115,6 +115,7 @@ pub enum ErrorCase {
     RateLimited,
     Overloaded,
     Unavailable,
+    WechatpayRefused,
 }
 
 impl ErrorCase {
@@ -180,8 +181,17 @@ impl ErrorCase {
             ),
             Self::Unavailable => (
                 ApiError::Unavailable("the store is unavailable; retry shortly".into()),
-                "the store is unreachable or did not answer in time; retry after `Retry-After` \
-                 seconds",
+                "the store (or WeChat Pay) is unreachable or did not answer in time; retry after \
+                 `Retry-After` seconds",
+            ),
+            Self::WechatpayRefused => (
+                ApiError::WechatpayRefused(
+                    "WeChat Pay refused the payment (400 APPID_MCHID_NOT_MATCH): appid and mchid \
+                     do not match"
+                        .into(),
+                ),
+                "WeChat Pay refused the call; the message carries WeChat Pay's status and error \
+                 code",
             ),
         }
     }
@@ -286,7 +296,7 @@ impl OpenApiJson {
 mod tests {
     use super::*;
 
-    const EVERY_CASE: [ErrorCase; 15] = [
+    const EVERY_CASE: [ErrorCase; 16] = [
         ErrorCase::MalformedBody,
         ErrorCase::Invalid,
         ErrorCase::Unauthorized,
@@ -302,6 +312,7 @@ mod tests {
         ErrorCase::RateLimited,
         ErrorCase::Overloaded,
         ErrorCase::Unavailable,
+        ErrorCase::WechatpayRefused,
     ];
 
     #[test]
@@ -334,7 +345,7 @@ mod tests {
         let statuses: Vec<&str> = responses.keys().map(String::as_str).collect();
         assert_eq!(
             statuses,
-            ["400", "401", "403", "404", "409", "413", "422", "429", "503"]
+            ["400", "401", "403", "404", "409", "413", "422", "429", "502", "503"]
         );
         let json = serde_json::to_value(&responses).expect("json");
         let conflict_codes: Vec<&String> = json["409"]["content"]["application/json"]["examples"]

@@ -1,6 +1,6 @@
-//! The payment routes: WeChat Pay notifications, and the simulated pay
-//! route for demos and load suites. Both apply payments through
-//! `payments::Payments`.
+//! The payment routes: WeChat Pay notifications and the shopper's WeChat
+//! Pay prepay, and the simulated pay route for demos and load suites. Each
+//! calls `payments::Payments`.
 
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
@@ -15,26 +15,28 @@ use super::error::{read_body, ApiError, ApiPath};
 use super::openapi::error_responses;
 use super::views::OrderBody;
 use super::{parse_order_id, AppState};
-use crate::payments::wechatpay::{NotifyError, NotifyHeaders};
+use crate::payments::wechatpay::{NotifyError, SignedHeaders};
 use crate::payments::PaymentMethod;
 
-/// The notify route always; the pay route only with simulated payments
-/// (absent otherwise: 404). The pay route is documented in both modes (its
-/// description says when it exists), so the document does not depend on
-/// the deployment.
+/// The notify route always; the prepay route only with WeChat Pay and the
+/// pay route only with simulated payments (each absent otherwise: 404).
+/// Both are documented in both modes (their descriptions say when they
+/// exist), so the document does not depend on the deployment.
 pub fn router(method: &PaymentMethod) -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::new().routes(routes!(wechatpay_notify));
-    match method {
-        PaymentMethod::Simulated => router.routes(routes!(simulated_pay)),
-        PaymentMethod::WeChatPay(_) => {
-            let (_not_served, documented) = OpenApiRouter::<AppState>::default()
-                .routes(routes!(simulated_pay))
-                .split_for_parts();
-            let mut router = router;
-            router.get_openapi_mut().merge(documented);
-            router
-        }
-    }
+    let (mut router, not_served) = match method {
+        PaymentMethod::Simulated => (
+            router.routes(routes!(simulated_pay)),
+            OpenApiRouter::<AppState>::default().routes(routes!(wechatpay_prepay)),
+        ),
+        PaymentMethod::WeChatPay(_) => (
+            router.routes(routes!(wechatpay_prepay)),
+            OpenApiRouter::<AppState>::default().routes(routes!(simulated_pay)),
+        ),
+    };
+    let (_not_served, documented) = not_served.split_for_parts();
+    router.get_openapi_mut().merge(documented);
+    router
 }
 
 /// What WeChat Pay posts (APIv3): only `resource` is read; other fields
@@ -79,7 +81,79 @@ error_responses!(
         MalformedBody, Unauthorized, NotFound, PayloadTooLarge, Overloaded, Unavailable,
     ];
     PayErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
+    PrepayErrors = [
+        Unauthorized, Forbidden, NotFound, Conflict, WechatpayRefused, Overloaded, Unavailable,
+    ];
 );
+
+/// Exactly what `wx.requestPayment` takes (field names as it spells them).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestPaymentBody {
+    /// The Mini Program's AppID.
+    #[serde(rename = "appId")]
+    #[schema(example = "wxd678efh567hg6787")]
+    app_id: String,
+    /// Unix seconds, as a string.
+    #[serde(rename = "timeStamp")]
+    #[schema(example = "1700000000")]
+    time_stamp: String,
+    #[serde(rename = "nonceStr")]
+    #[schema(example = "5K8264ILTKCH16CQ2502SI8ZNMTM67VS")]
+    nonce_str: String,
+    /// `prepay_id=` and the WeChat Pay order's prepay id.
+    #[schema(example = "prepay_id=wx201410272009395522657a690389285100")]
+    package: String,
+    #[serde(rename = "signType")]
+    #[schema(example = "RSA")]
+    sign_type: &'static str,
+    /// Base64 RSA-SHA256 signature, with the merchant API key, over
+    /// `appId\ntimeStamp\nnonceStr\npackage\n`.
+    #[serde(rename = "paySign")]
+    pay_sign: String,
+}
+
+/// Starts paying the shopper's own unpaid order with WeChat Pay.
+///
+/// Only when the engine runs with `FLASHSALE_PAYMENTS=wechatpay`; absent
+/// (404) with `simulated`. Creates the WeChat Pay order (JSAPI / Mini
+/// Program: `out_trade_no` the order id, `time_expire` its `expires_at`,
+/// the payer the token's `sub`) and answers the parameters of
+/// `wx.requestPayment`. Calling it again for the same order reuses the
+/// WeChat Pay order (its prepay id is kept on the order), with a fresh
+/// signature. Another shopper's order is 404; an order no longer
+/// `pending_payment` is 409 `conflict`; WeChat Pay unreachable (or
+/// answering 5xx) is 503 `unavailable`; WeChat Pay refusing the order is
+/// 502 `wechatpay_refused`, its error code in the message.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/wechatpay",
+    tag = "payments",
+    security(("shopper" = [])),
+    extensions(("x-flashsale-only-when" = json!({"FLASHSALE_PAYMENTS": "wechatpay"}))),
+    params(("id" = String, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "What `wx.requestPayment` takes.", body = RequestPaymentBody),
+        PrepayErrors,
+    )
+)]
+async fn wechatpay_prepay(
+    Shopper(shopper_id): Shopper,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<RequestPaymentBody>, ApiError> {
+    let params = state
+        .payments
+        .wechatpay_prepay(&parse_order_id(&id)?, &shopper_id)
+        .await?;
+    Ok(Json(RequestPaymentBody {
+        app_id: params.app_id,
+        time_stamp: params.time_stamp,
+        nonce_str: params.nonce_str,
+        package: params.package,
+        sign_type: params.sign_type,
+        pay_sign: params.pay_sign,
+    }))
+}
 
 /// A WeChat Pay v3 payment notification.
 ///
@@ -121,7 +195,7 @@ async fn wechatpay_notify(
 ) -> Result<Json<NotifyAck>, ApiError> {
     let body = read_body(request, &state).await?;
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    let notify_headers = NotifyHeaders {
+    let notify_headers = SignedHeaders {
         timestamp: header("wechatpay-timestamp"),
         nonce: header("wechatpay-nonce"),
         signature: header("wechatpay-signature"),

@@ -62,7 +62,8 @@ error_responses!(
     ListOrdersErrors = [Invalid, Unauthorized, Forbidden, Overloaded, Unavailable];
     GetOrderErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     CancelOrderErrors = [
-        Unauthorized, Forbidden, NotFound, Conflict, RateLimited, Overloaded, Unavailable,
+        Unauthorized, Forbidden, NotFound, Conflict, RateLimited, WechatpayRefused, Overloaded,
+        Unavailable,
     ];
 );
 
@@ -366,6 +367,13 @@ async fn list_orders(
 }
 
 /// Cancels an unpaid order; its stock goes back on sale.
+///
+/// An order the shopper started paying with WeChat Pay
+/// (`POST /api/v1/orders/{id}/wechatpay`) is closed at WeChat Pay first, so
+/// it can no longer be paid: while WeChat Pay cannot be reached the cancel
+/// is 503 `unavailable` and the order stays as it was; if it was paid
+/// first, 409 `conflict` and the order is paid; WeChat Pay refusing the
+/// close is 502 `wechatpay_refused`.
 #[utoipa::path(
     post,
     path = "/api/v1/orders/{id}/cancel",

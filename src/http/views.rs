@@ -178,6 +178,13 @@ pub struct OrderBody {
     pub expires_at: String,
     #[schema(format = DateTime)]
     pub paid_at: Option<String>,
+    /// WeChat Pay's prepay id, once the shopper started paying with WeChat
+    /// Pay (`POST /api/v1/orders/{id}/wechatpay`).
+    #[schema(example = "wx201410272009395522657a690389285100")]
+    pub prepay_id: Option<String>,
+    /// The payment provider's id of the transaction that paid the order.
+    #[schema(example = "4200001234202611110000000001")]
+    pub transaction_id: Option<String>,
 }
 
 impl From<&Order> for OrderBody {
@@ -193,6 +200,8 @@ impl From<&Order> for OrderBody {
             created_at: format_ms(order.created_at),
             expires_at: format_ms(order.expires_at),
             paid_at: order.paid_at.map(format_ms),
+            prepay_id: order.prepay_id.clone(),
+            transaction_id: order.transaction_id.clone(),
         }
     }
 }

@@ -12,27 +12,75 @@
 //!
 //! Payments change orders too, through `payments`; a payment, a cancel and
 //! an expiry of one order are decided once, by the store script that runs
-//! first.
+//! first. An order with a WeChat Pay prepay id lets its units go (expiry,
+//! cancel) only once its WeChat Pay order is closed
+//! (`Payments::close_wechatpay_order`), so a shopper cannot pay for a unit
+//! that went back on sale; while WeChat Pay cannot be reached the order
+//! stays held and the close is retried with backoff.
 
 pub mod service;
 pub mod webhook;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use parking_lot::Mutex;
 
 pub use self::service::{OrderService, OrderSettings, Outcome, WorkNotices};
+use self::webhook::Backoff;
 use crate::domain::{
-    system_now, Millis, Order, OrderId, Reservation, ReserveRequest, SaleId, ShopperId,
+    system_now, Millis, Order, OrderId, OrderStatus, Reservation, ReserveRequest, SaleId, ShopperId,
 };
 use crate::inventory::{Inventory, InventoryError};
-use crate::store::{DeadLetter, Store, StoreError};
+use crate::payments::{Closing, PaymentError, Payments};
+use crate::store::{DeadLetter, Expiry, Store, StoreError};
 use crate::telemetry;
+
+/// How orders with a WeChat Pay order are closed before they let their
+/// units go.
+#[derive(Debug, Clone, Copy)]
+pub struct CloseSettings {
+    /// How long a held order is left to this node's close before another
+    /// pass (of any node) looks at it again: longer than a close and a
+    /// query take.
+    pub hold: Duration,
+    /// Waits between failed closes of one order.
+    pub backoff: Backoff,
+}
+
+/// Why a cancel did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The WeChat Pay order could not be closed (or was paid).
+    #[error(transparent)]
+    Payment(#[from] PaymentError),
+}
+
+/// Closes WeChat Pay orders, remembering each held order's failed closes
+/// for its backoff (forgotten once closed; a restart starts them again).
+struct Closer {
+    payments: Arc<Payments>,
+    settings: CloseSettings,
+    failures: Mutex<HashMap<OrderId, u32>>,
+}
 
 pub struct Orders {
     store: Arc<dyn Store>,
     inventory: Arc<Inventory>,
     /// Sales given new hand-offs: the order service's notices.
     notices: WorkNotices,
+    /// `None`: nothing to close (an order with a prepay id is released at
+    /// once).
+    closer: Option<Closer>,
 }
+
+/// How long held orders are left alone without a closer (never: they are
+/// expired in the same pass).
+const HOLD_WITHOUT_CLOSER: Duration = Duration::from_secs(1);
 
 impl Orders {
     pub fn new(store: Arc<dyn Store>, inventory: Arc<Inventory>) -> Self {
@@ -40,7 +88,19 @@ impl Orders {
             store,
             inventory,
             notices: WorkNotices::default(),
+            closer: None,
         }
+    }
+
+    /// The same, closing orders' WeChat Pay orders through `payments`
+    /// before they let their units go.
+    pub fn with_payments(mut self, payments: Arc<Payments>, settings: CloseSettings) -> Self {
+        self.closer = Some(Closer {
+            payments,
+            settings,
+            failures: Mutex::default(),
+        });
+        self
     }
 
     /// Where the order service learns of sales given work while it may
@@ -67,6 +127,39 @@ impl Orders {
         Ok(moved)
     }
 
+    /// Expires a held order once its WeChat Pay order is closed; `None`
+    /// when it was paid first, or could not be closed yet (then it is due
+    /// again after its backoff).
+    async fn close_then_expire(&self, order: &Order) -> Result<Option<Order>, StoreError> {
+        let Some(closer) = &self.closer else {
+            return self.store.expire_order(&order.id).await;
+        };
+        match closer.payments.close_wechatpay_order(order).await {
+            Ok(Closing::Closed) => {
+                closer.failures.lock().remove(&order.id);
+                self.store.expire_order(&order.id).await
+            }
+            Ok(Closing::Paid(_)) => {
+                closer.failures.lock().remove(&order.id);
+                Ok(None)
+            }
+            Err(err) => {
+                let failures = {
+                    let mut failures = closer.failures.lock();
+                    let count = failures.entry(order.id.clone()).or_default();
+                    *count = count.saturating_add(1);
+                    *count
+                };
+                let after = closer.settings.backoff.after(failures);
+                tracing::warn!(order = %order.id, error = %err, failures, retry_in_ms = after.as_millis(),
+                    "cannot close the WeChat Pay order; the order stays held");
+                telemetry::count_wechatpay_close_failure();
+                self.store.postpone_expiry(&order.id, after).await?;
+                Ok(None)
+            }
+        }
+    }
+
     async fn existing(&self, sale: &SaleId) -> Result<(), StoreError> {
         match self.store.view_sale(sale).await? {
             Some(_) => Ok(()),
@@ -79,6 +172,14 @@ impl Orders {
     /// also records the order.
     pub async fn reserve(&self, request: ReserveRequest) -> Result<Reservation, InventoryError> {
         self.inventory.reserve(request).await
+    }
+
+    /// Any order (the merchant's view).
+    pub async fn order(&self, id: &OrderId) -> Result<Order, StoreError> {
+        self.store
+            .order(id)
+            .await?
+            .ok_or(StoreError::NotFound("order"))
     }
 
     /// The shopper's own order; another shopper's is not found.
@@ -127,8 +228,23 @@ impl Orders {
         self.store.sale_orders(sale, cursor, limit).await
     }
 
-    /// Cancels the shopper's unpaid order; its units are on sale again.
-    pub async fn cancel(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
+    /// Cancels the shopper's unpaid order; its units are on sale again. An
+    /// order with a WeChat Pay order is cancelled only once that is
+    /// closed: WeChat Pay unreachable fails the cancel (the order stays
+    /// held), and a payment that came first makes it `Conflict` (the order
+    /// is paid).
+    pub async fn cancel(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, CancelError> {
+        let order = self.shopper_order(id, shopper).await?;
+        if let (Some(closer), Some(_), OrderStatus::PendingPayment) =
+            (&self.closer, &order.prepay_id, order.status)
+        {
+            if let Closing::Paid(_) = closer.payments.close_wechatpay_order(&order).await? {
+                return Err(StoreError::Conflict(
+                    "the order was paid in WeChat Pay before it could be cancelled".into(),
+                )
+                .into());
+            }
+        }
         let order = self.store.cancel_order(id, shopper).await?;
         self.inventory
             .stock_returned(std::slice::from_ref(&order))
@@ -137,9 +253,19 @@ impl Orders {
     }
 
     /// Expires up to `limit` of the sale's unpaid orders past their
-    /// deadline (store clock); their units are on sale again.
+    /// deadline (store clock); their units are on sale again. Those with a
+    /// WeChat Pay order are closed first (all at once): closed, they
+    /// expire; paid first, they are paid; WeChat Pay unreachable, they
+    /// stay held and are tried again after their backoff.
     pub async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
-        let expired = self.store.expire_due(sale, limit).await?;
+        let hold = self
+            .closer
+            .as_ref()
+            .map_or(HOLD_WITHOUT_CLOSER, |closer| closer.settings.hold);
+        let Expiry { mut expired, held } = self.store.expire_due(sale, limit, hold).await?;
+        for closed in join_all(held.iter().map(|order| self.close_then_expire(order))).await {
+            expired.extend(closed?);
+        }
         if !expired.is_empty() {
             let now = system_now();
             for order in &expired {

@@ -157,12 +157,6 @@ impl OrderService {
         }
     }
 
-    /// Where payments tell this service about hand-offs they queued, when
-    /// it hands orders to a webhook.
-    pub fn hand_off_notices(&self) -> Option<WorkNotices> {
-        self.webhook.as_ref().map(|_| self.notices.clone())
-    }
-
     /// Whether the sale is watched: looked at every pass, not yet settled.
     pub fn watches(&self, sale: &SaleId) -> bool {
         self.watched.contains_key(sale)

@@ -45,11 +45,8 @@ pub struct WebhookSettings {
     pub secret: String,
     /// Longest one call may take.
     pub timeout: Duration,
-    /// Wait before the first retry; doubles with each failure (before
-    /// jitter).
-    pub backoff_first: Duration,
-    /// Longest wait between two attempts.
-    pub backoff_longest: Duration,
+    /// Waits between attempts.
+    pub backoff: Backoff,
     /// Attempts of one hand-off before it goes to the dead letters.
     pub attempts_max: u32,
     /// Most calls in flight at once in this process.
@@ -147,20 +144,11 @@ impl Webhook {
     }
 
     /// Wait after failed attempt number `attempt` (from 1), with equal
-    /// jitter: the exponential step `backoff_first * 2^(attempt - 1)`, at
-    /// most `backoff_longest`, of which the first half is always waited
-    /// and the second half is drawn at random. Hand-offs that failed
+    /// jitter (see [`Backoff::after`]). Hand-offs that failed
     /// together (a merchant down for a moment) do not all come back at
     /// once, and none is retried sooner than half its step.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(30);
-        let step = self
-            .settings
-            .backoff_first
-            .saturating_mul(1 << doublings)
-            .min(self.settings.backoff_longest);
-        let half = step / 2;
-        half + (step - half).mul_f64(rand::rng().random_range(0.0..=1.0))
+        self.settings.backoff.after(attempt)
     }
 
     /// Whether, and why, a hand-off whose attempt number `attempt` failed
@@ -176,6 +164,29 @@ impl Webhook {
         } else {
             None
         }
+    }
+}
+
+/// Exponential backoff with equal jitter, for every retried call to the
+/// outside (webhook hand-offs, WeChat Pay closes).
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// Wait before the first retry; doubles with each failure (before
+    /// jitter).
+    pub first: Duration,
+    /// Longest wait between two attempts.
+    pub longest: Duration,
+}
+
+impl Backoff {
+    /// Wait after failed attempt number `attempt` (from 1): the step
+    /// `first * 2^(attempt - 1)`, at most `longest`, of which the first
+    /// half is always waited and the second half drawn at random.
+    pub fn after(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        let step = self.first.saturating_mul(1 << doublings).min(self.longest);
+        let half = step / 2;
+        half + (step - half).mul_f64(rand::rng().random_range(0.0..=1.0))
     }
 }
 
@@ -224,8 +235,10 @@ mod tests {
             url: Url::parse("http://127.0.0.1:9/hook").expect("url"),
             secret: "s".into(),
             timeout: Duration::from_secs(1),
-            backoff_first: Duration::from_millis(100),
-            backoff_longest: Duration::from_secs(1),
+            backoff: Backoff {
+                first: Duration::from_millis(100),
+                longest: Duration::from_secs(1),
+            },
             attempts_max: 5,
             concurrency: 3,
         })
@@ -315,6 +328,8 @@ mod tests {
             created_at: 0,
             expires_at: 1,
             paid_at: None,
+            prepay_id: None,
+            transaction_id: None,
         };
         let err = webhook
             .send(OrderEvent::Reserved, &order)

@@ -64,6 +64,15 @@ pub struct StreamEntry {
     pub order_id: OrderId,
 }
 
+/// What one expiry step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expiry {
+    /// Orders expired, their units back on sale.
+    pub expired: Vec<Order>,
+    /// Due orders with a prepay id, left pending: close them first.
+    pub held: Vec<Order>,
+}
+
 /// The order service's work left for one sale.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrderBacklog {
@@ -245,7 +254,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes every record of a settled sale once `retention` has passed
     /// since its payment window closed (store clock), in one atomic step,
-    /// then takes it off the indexes. Settled: no order unpaid, no
+    /// then takes it off the indexes (on Redis, the list of its shoppers
+    /// goes last, so a call after a failure in between finishes the job
+    /// and answers `Forgotten`). Settled: no order unpaid, no
     /// reservation unprocessed, no hand-off in the outbox (dead letters go
     /// with the sale). Never touches another sale.
     async fn forget_sale(
@@ -268,10 +279,31 @@ pub trait Store: Send + Sync + 'static {
         hand_off: bool,
     ) -> Result<PaymentOutcome, StoreError>;
 
-    /// Expires up to `limit` of the sale's unpaid orders whose payment
-    /// deadline has passed (store clock), returning their units to the sale.
-    /// Returns the orders it expired.
-    async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError>;
+    /// Keeps WeChat Pay's prepay id on an unpaid order, once: answers the
+    /// order with the prepay id kept first (this one, or an earlier one).
+    /// `Conflict` once the order is no longer `pending_payment`.
+    async fn record_prepay(&self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError>;
+
+    /// Looks at up to `limit` of the sale's unpaid orders whose payment
+    /// deadline has passed (store clock): each without a prepay id is
+    /// expired, its units back on sale; each with one (the shopper may
+    /// still pay it until WeChat Pay closes it) is held, left pending and
+    /// not due again for `hold`.
+    async fn expire_due(
+        &self,
+        sale: &SaleId,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Expiry, StoreError>;
+
+    /// Expires one unpaid order past its `expires_at` (store clock), its
+    /// units back on sale: a held order once its WeChat Pay order is
+    /// closed. `None` when it is no longer pending (or not yet due).
+    async fn expire_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
+
+    /// Makes a held order due again `after` from now (its WeChat Pay order
+    /// could not be closed yet); one no longer pending is left alone.
+    async fn postpone_expiry(&self, id: &OrderId, after: Duration) -> Result<(), StoreError>;
 
     // The order service's side of a sale's reservation stream.
 
@@ -402,6 +434,11 @@ fn cancels_exhausted(cancelled: i64) -> StoreError {
     StoreError::Conflict(format!(
         "this shopper has cancelled {cancelled} orders of this sale, the most allowed"
     ))
+}
+
+/// The answer when an order that must be unpaid is `status`.
+fn not_pending(status: &str) -> StoreError {
+    StoreError::Conflict(format!("the order is {status}, not pending_payment"))
 }
 
 /// The answer when a merchant's change was computed from an older version.

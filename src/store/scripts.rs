@@ -97,7 +97,10 @@ pub struct Scripts {
     pub reserve: LuaScript,
     pub cancel_order: LuaScript,
     pub pay_order: LuaScript,
+    pub record_prepay: LuaScript,
     pub expire_orders: LuaScript,
+    pub expire_order: LuaScript,
+    pub postpone_expiry: LuaScript,
     pub join_reservations: LuaScript,
     pub accept_orders: LuaScript,
     pub ack_reservations: LuaScript,
@@ -123,7 +126,10 @@ impl Scripts {
             reserve: script!("reserve"),
             cancel_order: script!("cancel_order"),
             pay_order: script!("pay_order"),
+            record_prepay: script!("record_prepay"),
             expire_orders: script!("expire_orders"),
+            expire_order: script!("expire_order"),
+            postpone_expiry: script!("postpone_expiry"),
             join_reservations: script!("join_reservations"),
             accept_orders: script!("accept_orders"),
             ack_reservations: script!("ack_reservations"),
@@ -140,7 +146,7 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 21] {
+    fn all(&self) -> [&LuaScript; 24] {
         [
             &self.index_sale,
             &self.create_sale,
@@ -150,7 +156,10 @@ impl Scripts {
             &self.reserve,
             &self.cancel_order,
             &self.pay_order,
+            &self.record_prepay,
             &self.expire_orders,
+            &self.expire_order,
+            &self.postpone_expiry,
             &self.join_reservations,
             &self.accept_orders,
             &self.ack_reservations,

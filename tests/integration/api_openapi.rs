@@ -39,7 +39,6 @@ use flashsale::http::{
 };
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::Orders;
-use flashsale::payments::wechatpay::WeChatPayVerifier;
 use flashsale::payments::{PaymentMethod, Payments};
 use flashsale::sales::Sales;
 use flashsale::store::{EmbeddedStore, Store};
@@ -64,7 +63,7 @@ const METHODS: [Method; 9] = [
 ];
 
 /// The contract's error codes and the statuses each may come with.
-const CONTRACT_CODES: [(&str, &[u16]); 13] = [
+const CONTRACT_CODES: [(&str, &[u16]); 14] = [
     ("invalid_request", &[400, 422]),
     ("unauthorized", &[401]),
     ("forbidden", &[403]),
@@ -78,6 +77,7 @@ const CONTRACT_CODES: [(&str, &[u16]); 13] = [
     ("rate_limited", &[429]),
     ("overloaded", &[503]),
     ("unavailable", &[503]),
+    ("wechatpay_refused", &[502]),
 ];
 
 /// The errors the contract lists for `POST /api/v1/sales/{id}/orders`.
@@ -131,7 +131,7 @@ impl App {
                 Duration::from_secs(1),
             ),
             orders: Arc::new(Orders::new(Arc::clone(&store), Arc::clone(&inventory))),
-            payments: Payments::new(Arc::clone(&store), method, None),
+            payments: Arc::new(Payments::new(Arc::clone(&store), method, None)),
             store: Arc::clone(&store),
             auth: Arc::new(
                 AuthKeys::new(
@@ -164,9 +164,8 @@ impl App {
     }
 
     fn wechatpay() -> Self {
-        let sim = WeChatPaySim::new();
-        let verifier = WeChatPayVerifier::new(&sim.platform_key_pem(), &sim.apiv3_key()).unwrap();
-        Self::new(PaymentMethod::WeChatPay(Box::new(verifier)), 64)
+        let wechatpay = WeChatPaySim::new().engine_side("http://127.0.0.1:9");
+        Self::new(PaymentMethod::WeChatPay(Box::new(wechatpay)), 64)
     }
 
     /// One request with no token and no body, from a client address.
@@ -304,9 +303,15 @@ async fn every_served_route_is_documented_and_every_documented_route_served() {
         undocumented.is_empty(),
         "served but missing from /openapi.json: {undocumented:?}"
     );
+    // The WeChat Pay prepay route is served only with WeChat Pay.
+    let prepay = (
+        "POST".to_owned(),
+        "/api/v1/orders/{id}/wechatpay".to_owned(),
+    );
     let not_served: Vec<&Route> = documented.difference(&served).collect();
-    assert!(
-        not_served.is_empty(),
+    assert_eq!(
+        not_served,
+        [&prepay],
         "in /openapi.json but not served: {not_served:?}"
     );
 }
@@ -339,6 +344,22 @@ async fn with_wechatpay_the_pay_route_is_documented_as_absent_and_not_served() {
     let (status, body) = app.call(Method::POST, "/api/v1/orders/probe/pay").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
+
+    // And the other way round: the prepay route only with WeChat Pay.
+    let app = App::simulated();
+    let (status, body) = app
+        .call(Method::POST, "/api/v1/orders/probe/wechatpay")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    let prepay = operations[&(
+        "POST".to_owned(),
+        "/api/v1/orders/{id}/wechatpay".to_owned(),
+    )];
+    assert_eq!(
+        prepay["x-flashsale-only-when"],
+        serde_json::json!({"FLASHSALE_PAYMENTS": "wechatpay"})
+    );
 
     // One document whatever the deployment.
     assert_eq!(document, App::simulated().document().await);

@@ -766,7 +766,149 @@ async fn payment_exceptions_are_kept_once_per_transaction(backend: Backend) {
     assert!(listed.iter().all(|kept| kept.recorded_at >= before - 1_000));
 }
 
+/// A prepay id is kept once on an unpaid order (a second one answers the
+/// first), refused once the order is no longer pending; a payment keeps
+/// its transaction id on the order, paid or marked for refund.
+async fn prepay_and_transaction_ids_are_kept(backend: Backend) {
+    let (subject, live, order) = with_live_order(backend, "pam").await;
+    let store = &subject.store;
+
+    let kept = store.record_prepay(&order.id, "wx_first").await.unwrap();
+    assert_eq!(kept.prepay_id.as_deref(), Some("wx_first"));
+    assert_eq!(kept.status, OrderStatus::PendingPayment);
+    let second = store.record_prepay(&order.id, "wx_second").await.unwrap();
+    assert_eq!(
+        second.prepay_id.as_deref(),
+        Some("wx_first"),
+        "the first stays"
+    );
+    let racing = join_all((0..4).map(|n| {
+        let id = order.id.clone();
+        async move { store.record_prepay(&id, &format!("wx_race{n}")).await }
+    }))
+    .await;
+    assert!(racing
+        .iter()
+        .all(|kept| kept.as_ref().unwrap().prepay_id.as_deref() == Some("wx_first")));
+    let missing = OrderId::generate(&live.id);
+    assert!(matches!(
+        store.record_prepay(&missing, "wx").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let payment = Payment {
+        amount: Some((order.amount_cents, order.currency.clone())),
+        transaction_id: "4200000000000000000000000001".into(),
+    };
+    let PaymentOutcome::Paid(paid) = store.pay_order(&order.id, &payment, false).await.unwrap()
+    else {
+        panic!("paid");
+    };
+    assert_eq!(
+        paid.transaction_id.as_deref(),
+        Some("4200000000000000000000000001")
+    );
+    assert_eq!(paid.prepay_id.as_deref(), Some("wx_first"));
+    let read = store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!(read, paid);
+    assert!(matches!(
+        store.record_prepay(&order.id, "wx_late").await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // A payment after a cancel keeps its transaction id for the refund.
+    let other = store
+        .reserve(&request(&live, "quinn", 1, None))
+        .await
+        .unwrap()
+        .order;
+    let shopper = ShopperId::parse("quinn").unwrap();
+    store.cancel_order(&other.id, &shopper).await.unwrap();
+    let late = Payment {
+        transaction_id: "4200000000000000000000000002".into(),
+        ..payment
+    };
+    let outcome = store.pay_order(&other.id, &late, false).await.unwrap();
+    let PaymentOutcome::RefundRequired(marked) = outcome else {
+        panic!("refund required: {outcome:?}");
+    };
+    assert_eq!(
+        marked.transaction_id.as_deref(),
+        Some("4200000000000000000000000002")
+    );
+    assert_eq!(marked.prepay_id, None);
+}
+
+/// Past its deadline, an unpaid order with a prepay id is held, not
+/// expired: left pending with its unit, not due again for the hold (nor
+/// after a postponement) while another without one expires; once closed it
+/// expires alone, once. The audit is clean at every step.
+async fn orders_with_a_prepay_are_held_at_their_deadline(backend: Backend) {
+    let subject = subject(backend).await;
+    let store = &subject.store;
+    let live = Sale {
+        payment_timeout_secs: 1,
+        ..sale(10, 1, -1_000)
+    };
+    store.create_sale(&live).await.unwrap();
+    let reserve = |who: &'static str| {
+        let request = request(&live, who, 1, None);
+        async move { store.reserve(&request).await.unwrap().order }
+    };
+    let (prepaid, plain) = (reserve("ray").await, reserve("sue").await);
+    store.record_prepay(&prepaid.id, "wx_ray").await.unwrap();
+    let audit_clean = || async {
+        let audit = store.sale_records(&live.id).await.unwrap().unwrap().audit();
+        assert!(audit.differences.is_empty(), "{:?}", audit.differences);
+    };
+    // Not a timing assertion: the deadline must be in the past.
+    let due_at = prepaid.expires_at.max(plain.expires_at) + 50;
+    while system_now() <= due_at {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let hold = std::time::Duration::from_secs(600);
+    let expiry = store.expire_due(&live.id, 10, hold).await.unwrap();
+    assert_eq!(
+        expiry.expired.iter().map(|o| &o.id).collect::<Vec<_>>(),
+        [&plain.id]
+    );
+    assert_eq!(
+        expiry.held.iter().map(|o| &o.id).collect::<Vec<_>>(),
+        [&prepaid.id]
+    );
+    assert_eq!(expiry.held[0].status, OrderStatus::PendingPayment);
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(
+        (stats.remaining, stats.reserved, stats.expired),
+        (9, 1, 1),
+        "the held unit stays held"
+    );
+    audit_clean().await;
+    let again = store.expire_due(&live.id, 10, hold).await.unwrap();
+    assert_eq!(again, Default::default(), "held: not due again yet");
+
+    store
+        .postpone_expiry(&prepaid.id, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let due_again = store.expire_due(&live.id, 10, hold).await.unwrap();
+    assert_eq!(due_again.held.len(), 1, "due again after the postponement");
+    audit_clean().await;
+
+    let expired = store.expire_order(&prepaid.id).await.unwrap();
+    let expired = expired.expect("closed: it expires");
+    assert_eq!(expired.status, OrderStatus::Expired);
+    assert_eq!(store.expire_order(&prepaid.id).await.unwrap(), None, "once");
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!((stats.remaining, stats.reserved, stats.expired), (10, 0, 2));
+    audit_clean().await;
+    let none = store.expire_due(&live.id, 10, hold).await.unwrap();
+    assert_eq!(none, Default::default(), "nothing left in the index");
+}
+
 crate::on_every_store!(
+    orders_with_a_prepay_are_held_at_their_deadline,
+    prepay_and_transaction_ids_are_kept,
     payment_exceptions_are_kept_once_per_transaction,
     a_batch_decides_like_requests_one_by_one,
     the_largest_amount_is_exact,

@@ -32,6 +32,8 @@ mod orders_races;
 mod orders_stream;
 mod orders_webhook;
 mod payments_wechat;
+mod payments_wechat_close;
+mod payments_wechat_prepay;
 mod store_indexes;
 mod store_model;
 mod support;

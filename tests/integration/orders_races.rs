@@ -55,7 +55,12 @@ async fn cancel_some(store: Arc<dyn Store>, orders: Arc<Vec<Order>>) -> i64 {
 async fn sweep(store: Arc<dyn Store>, sale: flashsale::domain::SaleId) -> i64 {
     let mut expired = 0;
     loop {
-        let batch = store.expire_due(&sale, 2).await.unwrap();
+        let expiry = store
+            .expire_due(&sale, 2, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(expiry.held.is_empty(), "no order has a prepay id");
+        let batch = expiry.expired;
         if batch.is_empty() {
             return expired;
         }

@@ -28,7 +28,7 @@ use axum::Router;
 use flashsale::clock::ManualClock;
 use flashsale::domain::{system_now, Payment};
 use flashsale::inventory::Inventory;
-use flashsale::orders::webhook::{Webhook, WebhookSettings};
+use flashsale::orders::webhook::{Backoff, Webhook, WebhookSettings};
 use flashsale::orders::{OrderService, OrderSettings, Orders};
 use futures::future::join_all;
 use hmac::{Hmac, KeyInit, Mac};
@@ -264,6 +264,13 @@ fn assert_genuine(call: &Call) -> Value {
         PAID => {
             assert_eq!(body["order"]["status"], "paid", "{body}");
             assert!(body["order"]["paid_at"].is_string(), "{body}");
+            // The payment's transaction id (simulated payments: `sim_...`).
+            assert!(
+                body["order"]["transaction_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("sim_")),
+                "{body}"
+            );
         }
         other => panic!("unexpected event {other}: {body}"),
     }
@@ -692,8 +699,10 @@ async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
         url: receiver.url().parse().unwrap(),
         secret: SECRET.into(),
         timeout: Duration::from_secs(2),
-        backoff_first: Duration::from_millis(10),
-        backoff_longest: Duration::from_millis(40),
+        backoff: Backoff {
+            first: Duration::from_millis(10),
+            longest: Duration::from_millis(40),
+        },
         attempts_max: 20,
         concurrency: 8,
     })

@@ -5,42 +5,31 @@
 //! touching stock, and a verified payment that cannot be applied is kept as
 //! a payment exception. On both stores.
 
-use std::io::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flashsale::config::PaymentMode;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use tempfile::NamedTempFile;
 
 use crate::on_both_stores;
 use crate::support::{assert_stats_consistent, error_code, live_sale, Backend, Harness, TestApp};
-use crate::wechat::{Notification, WeChatPaySim};
+use crate::wechat::{Notification, WeChatPayServer, WeChatPaySim};
 
-const NOTIFY: &str = "/api/v1/payments/wechatpay/notify";
-const PRICE: i64 = 19900;
+pub(crate) const NOTIFY: &str = "/api/v1/payments/wechatpay/notify";
+pub(crate) const PRICE: i64 = 19900;
 
-/// The engine in WeChat Pay mode, trusting `sim`; keep the key file alive.
-async fn wechat_engine(backend: Backend) -> (Harness, WeChatPaySim, NamedTempFile) {
-    let sim = WeChatPaySim::new();
-    let mut key_file = NamedTempFile::new().unwrap();
-    key_file
-        .write_all(sim.platform_key_pem().as_bytes())
-        .unwrap();
-    key_file.flush().unwrap();
-    let key_path = key_file.path().to_path_buf();
-    let apiv3_key = sim.apiv3_key();
-    let harness = Harness::start_with(backend, |config| {
-        config.payments = Some(PaymentMode::Wechatpay);
-        config.wechatpay_platform_key = Some(key_path);
-        config.wechatpay_apiv3_key = Some(apiv3_key);
-    })
-    .await;
-    (harness, sim, key_file)
+/// The engine in WeChat Pay mode against a stand-in; `sim` is the
+/// stand-in's keys. Keep the stand-in alive.
+pub(crate) async fn wechat_engine(
+    backend: Backend,
+) -> (Harness, Arc<WeChatPaySim>, WeChatPayServer) {
+    let server = WeChatPayServer::start().await;
+    let harness = Harness::start_with(backend, |config| server.configure(config)).await;
+    (harness, Arc::clone(&server.sim), server)
 }
 
 /// Posts `notification` to the notify route as WeChat Pay would.
-async fn notify(app: &TestApp, notification: &Notification) -> Response {
+pub(crate) async fn notify(app: &TestApp, notification: &Notification) -> Response {
     let mut request = app
         .client
         .post(app.url(NOTIFY))
@@ -53,7 +42,7 @@ async fn notify(app: &TestApp, notification: &Notification) -> Response {
 }
 
 /// Asserts WeChat Pay's "received" answer.
-async fn assert_acknowledged(response: Response) {
+pub(crate) async fn assert_acknowledged(response: Response) {
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -61,7 +50,7 @@ async fn assert_acknowledged(response: Response) {
 }
 
 /// A live sale of `stock` units and one pending order of `shopper` in it.
-async fn sale_with_order(app: &TestApp, stock: i64, shopper: &str) -> (String, String) {
+pub(crate) async fn sale_with_order(app: &TestApp, stock: i64, shopper: &str) -> (String, String) {
     let sale = app.create_sale(live_sale(stock, 1)).await;
     let order = app.buy(&sale, shopper).await;
     assert_eq!(order["status"], "pending_payment");
@@ -71,7 +60,7 @@ async fn sale_with_order(app: &TestApp, stock: i64, shopper: &str) -> (String, S
 }
 
 /// The order as its shopper sees it.
-async fn order_of(app: &TestApp, shopper: &str, id: &str) -> Value {
+pub(crate) async fn order_of(app: &TestApp, shopper: &str, id: &str) -> Value {
     let response = app
         .shopper_get(shopper, &format!("/api/v1/orders/{id}"))
         .await;
@@ -91,7 +80,7 @@ async fn assert_untouched(app: &TestApp, sale: &str, shopper: &str, id: &str) {
 }
 
 /// Asserts the order is paid, once.
-async fn assert_paid(app: &TestApp, sale: &str, shopper: &str, id: &str) {
+pub(crate) async fn assert_paid(app: &TestApp, sale: &str, shopper: &str, id: &str) {
     let order = order_of(app, shopper, id).await;
     assert_eq!(order["status"], "paid", "{order}");
     assert!(order["paid_at"].is_string(), "paid_at is set: {order}");

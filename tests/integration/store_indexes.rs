@@ -340,6 +340,59 @@ async fn retention_deletes_a_settled_sale_and_nothing_else(backend: Backend) {
     }
 }
 
+/// On Redis: a forget that stopped after deleting the sale's records (the
+/// process died before the shoppers' indexes were done) is finished by
+/// the next call.
+#[tokio::test]
+async fn an_interrupted_forget_is_finished_by_the_next() {
+    let Subject { store, redis } = subject(Backend::Redis).await;
+    let redis = redis.standalone().unwrap();
+    let closed = closing_sale(5, 50);
+    store.create_sale(&closed).await.unwrap();
+    let order = store
+        .reserve(&request(&closed, "cai", 1, None))
+        .await
+        .unwrap();
+    store
+        .cancel_order(&order.order.id, &shopper("cai"))
+        .await
+        .unwrap();
+    accept_all(&store, &closed.id).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // What the first step leaves: every key but the shopper-to-orders hash.
+    let keys = SaleKeys::new(&closed.id);
+    for key in keys.all() {
+        if key != keys.shopper_orders() {
+            let _: () = redis::cmd("DEL")
+                .arg(&key)
+                .query(&mut redis.connection())
+                .unwrap();
+        }
+    }
+    let cais = flashsale::store::keys::shopper_sales(&shopper("cai"));
+    let listed: i64 = redis::cmd("EXISTS")
+        .arg(&cais)
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(listed, 1);
+    assert_eq!(
+        store.forget_sale(&closed.id, Duration::ZERO).await.unwrap(),
+        Forgetting::Forgotten,
+        "finished"
+    );
+    assert_eq!(keys_of(redis, &closed.id), Vec::<String>::new());
+    let listed: i64 = redis::cmd("EXISTS")
+        .arg(&cais)
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(listed, 0, "off cai's sales");
+    assert!(every_page(&store, 10).await.is_empty(), "off the index");
+    assert_eq!(
+        store.forget_sale(&closed.id, Duration::ZERO).await.unwrap(),
+        Forgetting::Gone
+    );
+}
+
 crate::on_every_store!(
     the_index_pages_newest_first_without_repeats,
     open_sales_leave_out_closed_windows,

@@ -533,6 +533,8 @@ impl Model {
             created_at: now,
             expires_at: now + self.sale.payment_timeout_secs * 1_000,
             paid_at: None,
+            prepay_id: None,
+            transaction_id: None,
         };
         self.orders.push(order.clone());
         if let Some(key) = key {
@@ -604,6 +606,7 @@ impl Model {
             OrderStatus::PendingPayment => {
                 order.status = OrderStatus::Paid;
                 order.paid_at = Some(now);
+                order.transaction_id = Some(payment.transaction_id.clone());
                 let order = order.clone();
                 self.units_reserved -= order.quantity;
                 self.units_paid += order.quantity;
@@ -614,6 +617,7 @@ impl Model {
             OrderStatus::Cancelled | OrderStatus::Expired => {
                 order.status = OrderStatus::RefundRequired;
                 order.paid_at = Some(now);
+                order.transaction_id = Some(payment.transaction_id.clone());
                 let order = order.clone();
                 self.units_refund_required += order.quantity;
                 self.hand_offs
@@ -1070,7 +1074,13 @@ async fn apply(
             })
         }
         Op::Expire { limit } => {
-            let actual = answer(store.expire_due(&sale_id, limit).await);
+            // The model makes no prepay: nothing is ever held.
+            let actual = answer(
+                store
+                    .expire_due(&sale_id, limit, Duration::from_secs(1))
+                    .await
+                    .map(|expiry| expiry.expired),
+            );
             let after = system_now();
             count(
                 tally,

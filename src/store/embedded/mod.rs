@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use self::sale::SaleRecord;
 use super::{
     batch_sale, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance,
-    DeadLetter, Delivery, DeliveryFailure, Forgetting, IndexedSale, OrderBacklog,
+    DeadLetter, Delivery, DeliveryFailure, Expiry, Forgetting, IndexedSale, OrderBacklog,
     StockReturnHandler, Store, StoreError, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
 };
 use crate::domain::{
@@ -282,8 +282,26 @@ impl Store for EmbeddedStore {
         self.order_record(id)?.lock().pay(id, payment, hand_off)
     }
 
-    async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
-        Ok(self.record(sale)?.lock().expire_due(limit))
+    async fn record_prepay(&self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError> {
+        self.order_record(id)?.lock().record_prepay(id, prepay_id)
+    }
+
+    async fn expire_due(
+        &self,
+        sale: &SaleId,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Expiry, StoreError> {
+        Ok(self.record(sale)?.lock().expire_due(limit, hold))
+    }
+
+    async fn expire_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        self.order_record(id)?.lock().expire_order(id)
+    }
+
+    async fn postpone_expiry(&self, id: &OrderId, after: Duration) -> Result<(), StoreError> {
+        self.order_record(id)?.lock().postpone_expiry(id, after);
+        Ok(())
     }
 
     async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError> {

@@ -221,6 +221,6 @@ impl Outbox {
 }
 
 /// `after` from `now`, in the store clock's milliseconds.
-fn later(now: Millis, after: Duration) -> Millis {
+pub(super) fn later(now: Millis, after: Duration) -> Millis {
     now.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
 }

@@ -6,14 +6,17 @@
 //! as each script is one atomic step.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
 
-use super::queues::{Outbox, ReservationStream};
+use super::queues::{later, Outbox, ReservationStream};
 use crate::domain::{
     check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, Payment,
     PaymentOutcome, PresentedToken, Rejection, Reservation, ReserveRequest, Sale, SaleChange,
     SaleState, SaleStats, SaleView, ShopperId, LIVE_CHANGEABLE_FIELDS,
 };
-use crate::store::{cancels_exhausted, changed_meanwhile, Acceptance, OrderBacklog, StoreError};
+use crate::store::{
+    cancels_exhausted, changed_meanwhile, not_pending, Acceptance, Expiry, OrderBacklog, StoreError,
+};
 
 /// One sale and everything that hangs off it, changed under one lock.
 pub(super) struct SaleRecord {
@@ -26,8 +29,11 @@ pub(super) struct SaleRecord {
     idempotency: HashMap<(ShopperId, String), (OrderId, i64)>,
     pub orders: HashMap<OrderId, Order>,
     pub shopper_orders: HashMap<ShopperId, Vec<OrderId>>,
-    /// Unpaid orders by payment deadline.
+    /// Unpaid orders by when they are due: their payment deadline, or
+    /// for a held order (see `expire_due`) the time in `due_again`.
     pub deadlines: BTreeSet<(Millis, OrderId)>,
+    /// Held orders -> when they are due again.
+    due_again: HashMap<OrderId, Millis>,
     /// The reservation stream with the order service's consumer group.
     pub stream: ReservationStream,
     /// Orders the order service has taken.
@@ -66,6 +72,7 @@ impl SaleRecord {
             orders: HashMap::new(),
             shopper_orders: HashMap::new(),
             deadlines: BTreeSet::new(),
+            due_again: HashMap::new(),
             stream: ReservationStream::default(),
             queued: HashSet::new(),
             outbox: Outbox::default(),
@@ -92,7 +99,7 @@ impl SaleRecord {
         let order = self.orders.get_mut(id)?;
         order.status = status;
         let order = order.clone();
-        self.deadlines.remove(&(order.expires_at, order.id.clone()));
+        self.unschedule(&order);
         self.stats.remaining += order.quantity;
         self.stats.reserved -= order.quantity;
         match status {
@@ -193,6 +200,8 @@ impl SaleRecord {
             created_at: now,
             expires_at: now + self.sale.payment_timeout_secs * 1000,
             paid_at: None,
+            prepay_id: None,
+            transaction_id: None,
         };
         self.orders.insert(order.id.clone(), order.clone());
         self.deadlines.insert((order.expires_at, order.id.clone()));
@@ -331,11 +340,12 @@ impl SaleRecord {
         };
         order.status = status;
         order.paid_at = Some(now);
+        order.transaction_id = Some(payment.transaction_id.clone());
         let order = order.clone();
         if status == OrderStatus::Paid {
             self.stats.reserved -= order.quantity;
             self.stats.paid += order.quantity;
-            self.deadlines.remove(&(order.expires_at, order.id.clone()));
+            self.unschedule(&order);
         } else {
             self.stats.refund_required += order.quantity;
         }
@@ -349,20 +359,80 @@ impl SaleRecord {
         })
     }
 
+    /// Keeps a prepay id on an unpaid order, once: the twin of
+    /// `lua/record_prepay.lua`.
+    pub fn record_prepay(&mut self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError> {
+        let order = self
+            .orders
+            .get_mut(id)
+            .ok_or(StoreError::NotFound("order"))?;
+        if order.status != OrderStatus::PendingPayment {
+            return Err(not_pending(order.status.as_str()));
+        }
+        order.prepay_id.get_or_insert_with(|| prepay_id.to_owned());
+        Ok(order.clone())
+    }
+
     /// Expires up to `limit` unpaid orders past their deadline: the twin
     /// of `lua/expire_orders.lua`.
-    pub fn expire_due(&mut self, limit: usize) -> Vec<Order> {
+    pub fn expire_due(&mut self, limit: usize, hold: Duration) -> Expiry {
         let now = system_now();
         let due: Vec<OrderId> = self
             .deadlines
             .iter()
-            .take_while(|(expires_at, _)| *expires_at <= now)
+            .take_while(|(due, _)| *due <= now)
             .take(limit)
             .map(|(_, id)| id.clone())
             .collect();
-        due.iter()
-            .filter_map(|id| self.release(id, OrderStatus::Expired))
-            .collect()
+        let mut expiry = Expiry::default();
+        for id in due {
+            let Some(order) = self.orders.get(&id).cloned() else {
+                continue;
+            };
+            if order.prepay_id.is_some() {
+                self.schedule(&order, later(now, hold));
+                expiry.held.push(order);
+            } else {
+                expiry
+                    .expired
+                    .extend(self.release(&id, OrderStatus::Expired));
+            }
+        }
+        expiry
+    }
+
+    /// Expires one held order past its deadline: the twin of
+    /// `lua/expire_order.lua`.
+    pub fn expire_order(&mut self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let order = self.orders.get(id).ok_or(StoreError::NotFound("order"))?;
+        if order.status != OrderStatus::PendingPayment || order.expires_at > system_now() {
+            return Ok(None);
+        }
+        Ok(self.release(id, OrderStatus::Expired))
+    }
+
+    /// Makes a held order due again `after` from now: the twin of
+    /// `lua/postpone_expiry.lua`.
+    pub fn postpone_expiry(&mut self, id: &OrderId, after: Duration) {
+        let Some(order) = self.orders.get(id).cloned() else {
+            return;
+        };
+        if order.status == OrderStatus::PendingPayment {
+            self.schedule(&order, later(system_now(), after));
+        }
+    }
+
+    /// Moves an unpaid order's place in the deadline index to `at`.
+    fn schedule(&mut self, order: &Order, at: Millis) {
+        self.unschedule(order);
+        self.due_again.insert(order.id.clone(), at);
+        self.deadlines.insert((at, order.id.clone()));
+    }
+
+    /// Takes an order out of the deadline index.
+    fn unschedule(&mut self, order: &Order) {
+        let due = self.due_again.remove(&order.id).unwrap_or(order.expires_at);
+        self.deadlines.remove(&(due, order.id.clone()));
     }
 
     /// The order service took these orders: the twin of

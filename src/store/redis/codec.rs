@@ -207,7 +207,7 @@ pub(super) struct OrderTerms {
 /// One request's answer in a `reserve.lua` reply.
 pub(super) enum ReserveReply {
     /// A new order: the whole reservation.
-    Reserved(Reservation),
+    Reserved(Box<Reservation>),
     /// An earlier order answers the request (an idempotent retry, or this
     /// very call resent): its id, to read it with.
     Replay(OrderId),
@@ -238,7 +238,7 @@ impl OrderTerms {
                 let remaining = reply.next()?;
                 let held = reply.next()?;
                 let quantity = request.quantity.get();
-                Ok(ReserveReply::Reserved(Reservation {
+                Ok(ReserveReply::Reserved(Box::new(Reservation {
                     order: Order {
                         id: request.order_id.clone(),
                         sale_id: request.sale_id.clone(),
@@ -253,11 +253,13 @@ impl OrderTerms {
                         created_at: self.created_at,
                         expires_at: self.expires_at,
                         paid_at: None,
+                        prepay_id: None,
+                        transaction_id: None,
                     },
                     remaining: Some(remaining),
                     held: Some(held),
                     replayed: false,
-                }))
+                })))
             }
             "replay" => Ok(ReserveReply::Replay(
                 OrderId::parse(&reply.next::<String>()?).map_err(corrupt)?,
@@ -359,6 +361,8 @@ pub(super) fn order_from_fields(
         created_at: int_field(fields, "created_at")?,
         expires_at: int_field(fields, "expires_at")?,
         paid_at: fields.get("paid_at").and_then(|v| v.parse().ok()),
+        prepay_id: fields.get("prepay_id").cloned(),
+        transaction_id: fields.get("transaction_id").cloned(),
     })
 }
 

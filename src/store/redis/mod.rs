@@ -31,7 +31,9 @@
 //!   `accept_orders.lua`, and entries leave in `ack_reservations.lua`.
 //! - `ZADD`/`ZREM` on a shopper's sales (`fs:shopper_sales:<shopper>`) and
 //!   `ZREM` on the indexes of sales when retention deletes a sale: index
-//!   entries, one key each, in no sale's slot (see [`indexes`]).
+//!   entries, one key each, in no sale's slot (see [`indexes`]); then
+//!   `UNLINK` of the forgotten sale's shopper-to-orders hash, which
+//!   `forget_sale.lua` leaves until the shoppers' indexes are done.
 //! - `SCRIPT LOAD` (the script cache, not data). Everything else outside
 //!   scripts is a read: `HGET`, `HSCAN`, `ZRANGE`, `XLEN`, `ZCARD`,
 //!   `CONFIG GET`.

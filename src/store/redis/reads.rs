@@ -21,7 +21,7 @@ impl RedisStore {
         reply: Value,
     ) -> Result<Reservation, StoreError> {
         let id = match terms.read(request, reply)? {
-            ReserveReply::Reserved(reservation) => return Ok(reservation),
+            ReserveReply::Reserved(reservation) => return Ok(*reservation),
             ReserveReply::Replay(id) => id,
         };
         let order = self

@@ -26,9 +26,10 @@ use crate::store::keys::{
     self, SaleKeys, OPEN_SALE_INDEX, ORDER_SERVICE_GROUP, PAYMENT_EXCEPTIONS, STOCK_RETURNS_CHANNEL,
 };
 use crate::store::{
-    batch_sale, cancels_exhausted, changed_meanwhile, sort_exceptions_newest_first,
+    batch_sale, cancels_exhausted, changed_meanwhile, not_pending, sort_exceptions_newest_first,
     sort_newest_first, sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure,
-    Forgetting, IndexedSale, OrderBacklog, StockReturnHandler, Store, StoreError, StreamEntry,
+    Expiry, Forgetting, IndexedSale, OrderBacklog, StockReturnHandler, Store, StoreError,
+    StreamEntry,
 };
 
 #[async_trait]
@@ -282,21 +283,34 @@ impl Store for RedisStore {
         retention: Duration,
     ) -> Result<Forgetting, StoreError> {
         let keys = SaleKeys::new(sale);
+        let shopper_orders = keys.shopper_orders();
         let mut invocation = self.scripts.forget_sale.key(keys.sale());
         invocation
             .key(keys.deadlines())
             .key(keys.stream())
             .key(keys.outbox())
-            .key(keys.shopper_orders())
-            .key(&keys.all()[..])
-            .arg(millis(retention));
+            .key(&shopper_orders);
+        let rest = keys.all();
+        let named = [keys.sale(), keys.deadlines(), keys.stream(), keys.outbox()];
+        for key in rest
+            .iter()
+            .filter(|key| **key != shopper_orders && !named.contains(key))
+        {
+            invocation.key(key);
+        }
+        invocation.arg(millis(retention));
         let (outcome, mut reply) = Reply::new(self.run("forget_sale", &invocation).await?)?;
         let forgetting = match outcome.as_str() {
             "kept" => return Ok(Forgetting::Kept),
             "gone" => Forgetting::Gone,
             "forgotten" => {
+                // Each shopper's sales first, then the list of them: a
+                // failure in between is finished by the next call.
                 let shoppers: Vec<String> = reply.next()?;
                 self.unindex_for_shoppers(sale, &shoppers).await?;
+                let mut cmd = redis::cmd("UNLINK");
+                cmd.arg(&shopper_orders);
+                self.query::<()>("forget_sale", &cmd).await?;
                 Forgetting::Forgotten
             }
             other => return Err(corrupt(format!("unknown forget outcome {other}"))),
@@ -349,7 +363,8 @@ impl Store for RedisStore {
             .arg(id.as_str())
             .arg(amount)
             .arg(currency)
-            .arg(flag(hand_off));
+            .arg(flag(hand_off))
+            .arg(payment.transaction_id.as_str());
         let (outcome, mut reply) = Reply::new(self.run("pay_order", &invocation).await?)?;
         if outcome == "not_found" {
             return Err(StoreError::NotFound("order"));
@@ -364,7 +379,27 @@ impl Store for RedisStore {
         }
     }
 
-    async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
+    async fn record_prepay(&self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError> {
+        let mut invocation = self
+            .scripts
+            .record_prepay
+            .key(SaleKeys::new(&id.sale_id()).orders());
+        invocation.arg(id.as_str()).arg(prepay_id);
+        let (outcome, mut reply) = Reply::new(self.run("record_prepay", &invocation).await?)?;
+        match outcome.as_str() {
+            "ok" => order_from_record(id, &reply.next::<String>()?),
+            "not_found" => Err(StoreError::NotFound("order")),
+            "conflict" => Err(not_pending(&reply.next::<String>()?)),
+            other => Err(corrupt(format!("unknown prepay outcome {other}"))),
+        }
+    }
+
+    async fn expire_due(
+        &self,
+        sale: &SaleId,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Expiry, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut invocation = self.scripts.expire_orders.key(keys.stock());
         invocation
@@ -372,14 +407,51 @@ impl Store for RedisStore {
             .key(keys.buyers())
             .key(keys.deadlines())
             .key(keys.orders())
-            .arg(limit);
+            .arg(limit)
+            .arg(millis(hold));
         let mut reply = Reply::array(self.run("expire_orders", &invocation).await?, "expire")?;
-        let mut expired = Vec::new();
-        while reply.has_more() {
-            let id = OrderId::parse(&reply.next::<String>()?).map_err(corrupt)?;
-            expired.push(order_from_record(&id, &reply.next::<String>()?)?);
+        let mut orders = || -> Result<Vec<Order>, StoreError> {
+            let mut list = Reply::array(reply.next::<Value>()?, "expire")?;
+            let mut orders = Vec::new();
+            while list.has_more() {
+                let id = OrderId::parse(&list.next::<String>()?).map_err(corrupt)?;
+                orders.push(order_from_record(&id, &list.next::<String>()?)?);
+            }
+            Ok(orders)
+        };
+        Ok(Expiry {
+            expired: orders()?,
+            held: orders()?,
+        })
+    }
+
+    async fn expire_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let keys = SaleKeys::new(&id.sale_id());
+        let mut invocation = self.scripts.expire_order.key(keys.stock());
+        invocation
+            .key(keys.stats())
+            .key(keys.buyers())
+            .key(keys.deadlines())
+            .key(keys.orders())
+            .arg(id.as_str());
+        let (outcome, mut reply) = Reply::new(self.run("expire_order", &invocation).await?)?;
+        match outcome.as_str() {
+            "expired" => Ok(Some(order_from_record(id, &reply.next::<String>()?)?)),
+            "unchanged" => Ok(None),
+            "not_found" => Err(StoreError::NotFound("order")),
+            other => Err(corrupt(format!("unknown expiry outcome {other}"))),
         }
-        Ok(expired)
+    }
+
+    async fn postpone_expiry(&self, id: &OrderId, after: Duration) -> Result<(), StoreError> {
+        let keys = SaleKeys::new(&id.sale_id());
+        let mut invocation = self.scripts.postpone_expiry.key(keys.orders());
+        invocation
+            .key(keys.deadlines())
+            .arg(id.as_str())
+            .arg(millis(after));
+        self.run("postpone_expiry", &invocation).await?;
+        Ok(())
     }
 
     async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError> {

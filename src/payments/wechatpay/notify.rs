@@ -1,33 +1,28 @@
-//! WeChat Pay API v3 payment notifications: verifying and decrypting them.
+//! WeChat Pay API v3 notifications: verifying and decrypting them.
 //!
-//! Pure, no I/O: the caller hands over the four `Wechatpay-*` headers, the
-//! raw body and the current time, and gets back the paid [`Transaction`] or
-//! a [`NotifyError`] saying why the notification was refused. Nothing in
-//! the body is trusted before its signature verified; the check order is
+//! No I/O but the platform keys' re-read (see [`super::keys`]): the caller
+//! hands over the four `Wechatpay-*` headers, the raw body and the current
+//! time, and gets back the [`Transaction`] it carries, or a [`NotifyError`] saying why the notification was refused. Nothing in the
+//! body is trusted before its signature verified; the check order is
 //! headers present, timestamp within 5 minutes, RSA-SHA256 signature over
-//! `"{timestamp}\n{nonce}\n{body}\n"` (PKCS#1 v1.5, the platform public
-//! key), body JSON, AES-256-GCM decryption of `resource` with the APIv3 key,
-//! transaction JSON.
+//! `"{timestamp}\n{nonce}\n{body}\n"` (PKCS#1 v1.5, the platform key the
+//! serial names), body JSON, AES-256-GCM decryption of `resource` with the
+//! APIv3 key, resource JSON.
 //!
 //! Spec: <https://pay.weixin.qq.com/wiki/doc/apiv3/wechatpay/wechatpay4_1.shtml>.
+
+use std::sync::Arc;
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use rsa::pkcs1::DecodeRsaPublicKey;
-use rsa::pkcs1v15::{Signature, VerifyingKey};
-use rsa::pkcs8::DecodePublicKey;
-use rsa::signature::Verifier;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use sha2::Sha256;
 
+use super::keys::{PlatformKeys, SignedHeaders};
+use super::WeChatPayConfigError;
 use crate::json::{self, JsonProblem};
-
-/// How far (either direction, seconds) a notification's timestamp may be
-/// from now.
-const CLOCK_SKEW_SECS_MAX: u64 = 300;
 
 /// The only `resource.algorithm` WeChat Pay v3 uses.
 const ALGORITHM: &str = "AEAD_AES_256_GCM";
@@ -36,10 +31,10 @@ const ALGORITHM: &str = "AEAD_AES_256_GCM";
 const APIV3_KEY_LEN: usize = 32;
 const GCM_NONCE_LEN: usize = 12;
 
-/// Checks WeChat Pay notifications against the platform public key and opens
+/// Checks WeChat Pay notifications against the platform keys and opens
 /// them with the merchant's APIv3 key.
 pub struct WeChatPayVerifier {
-    platform_key: VerifyingKey<Sha256>,
+    platform_keys: Arc<PlatformKeys>,
     cipher: Aes256Gcm,
 }
 
@@ -51,19 +46,13 @@ impl std::fmt::Debug for WeChatPayVerifier {
 }
 
 impl WeChatPayVerifier {
-    /// `platform_key_pem`: the WeChat Pay platform public key (SPKI
-    /// "BEGIN PUBLIC KEY" or PKCS#1 "BEGIN RSA PUBLIC KEY").
+    /// `platform_keys`: WeChat Pay's platform public keys.
     /// `apiv3_key`: the merchant's 32-character APIv3 key (its ASCII bytes
     /// are the AES-256 key).
-    pub fn new(platform_key_pem: &str, apiv3_key: &str) -> Result<Self, WeChatPayConfigError> {
-        let platform_key = VerifyingKey::<Sha256>::from_public_key_pem(platform_key_pem)
-            .map_err(|err| err.to_string())
-            .or_else(|spki_err| {
-                rsa::PublicKey::from_pkcs1_pem(platform_key_pem)
-                    .map(VerifyingKey::<Sha256>::new)
-                    .map_err(|_| spki_err)
-            })
-            .map_err(WeChatPayConfigError::PlatformKey)?;
+    pub fn new(
+        platform_keys: Arc<PlatformKeys>,
+        apiv3_key: &str,
+    ) -> Result<Self, WeChatPayConfigError> {
         let key = apiv3_key.as_bytes();
         if key.len() != APIV3_KEY_LEN {
             return Err(WeChatPayConfigError::ApiV3KeyLength(key.len()));
@@ -71,7 +60,7 @@ impl WeChatPayVerifier {
         let cipher = Aes256Gcm::new_from_slice(key)
             .map_err(|_| WeChatPayConfigError::ApiV3KeyLength(key.len()))?;
         Ok(Self {
-            platform_key,
+            platform_keys,
             cipher,
         })
     }
@@ -80,20 +69,11 @@ impl WeChatPayVerifier {
     /// time in seconds.
     pub fn open(
         &self,
-        headers: &NotifyHeaders<'_>,
+        headers: &SignedHeaders<'_>,
         body: &[u8],
         now_secs: i64,
     ) -> Result<Transaction, NotifyError> {
-        let timestamp = required(headers.timestamp, "Wechatpay-Timestamp")?;
-        let nonce = required(headers.nonce, "Wechatpay-Nonce")?;
-        let signature = required(headers.signature, "Wechatpay-Signature")?;
-
-        let sent_at: i64 = timestamp.parse().map_err(|_| NotifyError::StaleTimestamp)?;
-        if now_secs.abs_diff(sent_at) > CLOCK_SKEW_SECS_MAX {
-            return Err(NotifyError::StaleTimestamp);
-        }
-
-        self.verify_signature(timestamp, nonce, body, signature)?;
+        self.platform_keys.verify(headers, body, now_secs)?;
 
         let envelope: Envelope = parse_json(body, "notification body")?;
         let resource = envelope.resource;
@@ -105,36 +85,7 @@ impl WeChatPayVerifier {
         }
         let plaintext = self.decrypt(&resource)?;
 
-        let raw: RawTransaction = parse_json(plaintext.as_bytes(), "transaction")?;
-        Ok(Transaction {
-            out_trade_no: raw.out_trade_no,
-            transaction_id: raw.transaction_id,
-            trade_state: raw.trade_state,
-            amount_total: raw.amount.total,
-            currency: raw.amount.currency,
-        })
-    }
-
-    fn verify_signature(
-        &self,
-        timestamp: &str,
-        nonce: &str,
-        body: &[u8],
-        signature: &str,
-    ) -> Result<(), NotifyError> {
-        let signature = BASE64
-            .decode(signature)
-            .map_err(|_| NotifyError::BadSignature)?;
-        let signature =
-            Signature::try_from(signature.as_slice()).map_err(|_| NotifyError::BadSignature)?;
-        let mut message = Vec::with_capacity(timestamp.len() + nonce.len() + body.len() + 3);
-        for part in [timestamp.as_bytes(), nonce.as_bytes(), body] {
-            message.extend_from_slice(part);
-            message.push(b'\n');
-        }
-        self.platform_key
-            .verify(&message, &signature)
-            .map_err(|_| NotifyError::BadSignature)
+        transaction(plaintext.as_bytes())
     }
 
     fn decrypt(&self, resource: &EncryptedResource) -> Result<String, NotifyError> {
@@ -162,23 +113,12 @@ impl WeChatPayVerifier {
     }
 }
 
-/// The notification's `Wechatpay-*` request headers, as sent (`None` when
-/// absent; an empty value counts as absent).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NotifyHeaders<'a> {
-    pub timestamp: Option<&'a str>,
-    pub nonce: Option<&'a str>,
-    pub signature: Option<&'a str>,
-    /// The platform certificate's serial; accepted, not required.
-    pub serial: Option<&'a str>,
-}
-
 /// What a verified notification says about the payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
     /// The merchant's order number (ours).
     pub out_trade_no: String,
-    /// WeChat Pay's own transaction id.
+    /// WeChat Pay's own transaction id (empty while unpaid).
     pub transaction_id: String,
     /// `SUCCESS`, `REFUND`, `NOTPAY`, `CLOSED`, `REVOKED`, `USERPAYING` or
     /// `PAYERROR`.
@@ -195,18 +135,7 @@ impl Transaction {
     }
 }
 
-/// Why a verifier could not be built from the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum WeChatPayConfigError {
-    /// The platform key is neither an SPKI nor a PKCS#1 RSA public key PEM.
-    #[error("WeChat Pay platform key is not an RSA public key PEM (SPKI or PKCS#1): {0}")]
-    PlatformKey(String),
-    /// The APIv3 key is not 32 bytes; the length it has.
-    #[error("WeChat Pay APIv3 key must be 32 bytes, got {0}")]
-    ApiV3KeyLength(usize),
-}
-
-/// Why a notification was refused.
+/// Why a notification (or an API answer) from WeChat Pay was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     /// A required header is absent or empty; its name.
@@ -229,10 +158,17 @@ pub enum NotifyError {
     Malformed(String),
 }
 
-fn required<'a>(value: Option<&'a str>, name: &'static str) -> Result<&'a str, NotifyError> {
-    value
-        .filter(|value| !value.is_empty())
-        .ok_or(NotifyError::MissingHeader(name))
+/// A transaction as WeChat Pay writes it (a notification's resource, or
+/// the answer to a query).
+pub(super) fn transaction(bytes: &[u8]) -> Result<Transaction, NotifyError> {
+    let raw: RawTransaction = parse_json(bytes, "transaction")?;
+    Ok(Transaction {
+        out_trade_no: raw.out_trade_no,
+        transaction_id: raw.transaction_id,
+        trade_state: raw.trade_state,
+        amount_total: raw.amount.total,
+        currency: raw.amount.currency,
+    })
 }
 
 /// Parses `what` as JSON; the error names the offending field.
@@ -264,6 +200,8 @@ struct EncryptedResource {
 #[derive(Deserialize)]
 struct RawTransaction {
     out_trade_no: String,
+    /// Absent from an unpaid transaction.
+    #[serde(default)]
     transaction_id: String,
     trade_state: String,
     amount: RawAmount,
@@ -284,6 +222,7 @@ mod tests {
     use rsa::pkcs8::{EncodePublicKey, LineEnding};
     use rsa::signature::{SignatureEncoding, Signer};
     use serde_json::json;
+    use sha2::Sha256;
 
     use super::*;
 
@@ -302,8 +241,12 @@ mod tests {
             .expect("SPKI PEM")
     }
 
+    fn platform_keys(pem: &str) -> Arc<PlatformKeys> {
+        Arc::new(PlatformKeys::single(pem).expect("platform key"))
+    }
+
     fn verifier() -> WeChatPayVerifier {
-        WeChatPayVerifier::new(&spki_pem(), APIV3_KEY).expect("verifier")
+        WeChatPayVerifier::new(platform_keys(&spki_pem()), APIV3_KEY).expect("verifier")
     }
 
     /// What WeChat Pay does, in brief: the full simulator lives with the
@@ -359,8 +302,8 @@ mod tests {
         })
     }
 
-    fn headers<'a>(timestamp: &'a str, signature: &'a str) -> NotifyHeaders<'a> {
-        NotifyHeaders {
+    fn headers<'a>(timestamp: &'a str, signature: &'a str) -> SignedHeaders<'a> {
+        SignedHeaders {
             timestamp: Some(timestamp),
             nonce: Some("5K8264ILTKCH16CQ2502SI8ZNMTM67VS"),
             signature: Some(signature),
@@ -396,23 +339,30 @@ mod tests {
         let public_key = PLATFORM_KEY.to_public_key();
         let pkcs1 = public_key.to_pkcs1_pem(LineEnding::LF).expect("PKCS#1 PEM");
         assert!(pkcs1.starts_with("-----BEGIN RSA PUBLIC KEY-----"));
-        let from_pkcs1 = WeChatPayVerifier::new(&pkcs1, APIV3_KEY).expect("PKCS#1 key");
         assert!(spki_pem().starts_with("-----BEGIN PUBLIC KEY-----"));
-        assert!(from_pkcs1.platform_key == verifier().platform_key);
+        let body = body_with("AEAD_AES_256_GCM", &paid_transaction());
+        let timestamp = NOW.to_string();
+        let signature = sign(&timestamp, "5K8264ILTKCH16CQ2502SI8ZNMTM67VS", &body);
+        let from_pkcs1 =
+            WeChatPayVerifier::new(platform_keys(&pkcs1), APIV3_KEY).expect("PKCS#1 key");
+        from_pkcs1
+            .open(&headers(&timestamp, &signature), body.as_bytes(), NOW)
+            .expect("the PKCS#1 key verifies");
 
         for pem in [
             "",
             "not a key",
             "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
         ] {
-            let err = WeChatPayVerifier::new(pem, APIV3_KEY).expect_err("bad PEM");
+            let err = PlatformKeys::single(pem).expect_err("bad PEM");
             assert!(
                 matches!(err, WeChatPayConfigError::PlatformKey(_)),
                 "{err:?}"
             );
         }
         for key in ["", "short", "0123456789abcdefghijABCDEFGHIJ012"] {
-            let err = WeChatPayVerifier::new(&spki_pem(), key).expect_err("bad APIv3 key");
+            let err =
+                WeChatPayVerifier::new(platform_keys(&spki_pem()), key).expect_err("bad APIv3 key");
             assert!(
                 matches!(err, WeChatPayConfigError::ApiV3KeyLength(len) if len == key.len()),
                 "{err:?}"
@@ -423,7 +373,7 @@ mod tests {
     #[test]
     fn each_missing_header_is_named() {
         let full = headers("1700000000", "c2ln");
-        let without = |remove: fn(&mut NotifyHeaders<'_>)| {
+        let without = |remove: fn(&mut SignedHeaders<'_>)| {
             let mut headers = full;
             remove(&mut headers);
             headers
@@ -442,7 +392,7 @@ mod tests {
                 "{err:?}"
             );
         }
-        let no_serial = NotifyHeaders {
+        let no_serial = SignedHeaders {
             serial: None,
             ..full
         };

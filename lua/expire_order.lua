@@ -1,0 +1,24 @@
+-- expire_order: expires one unpaid order past its expires_at (Redis clock)
+-- after WeChat Pay closed it: its units go back on sale and off the
+-- shopper's count, and it leaves the deadline index, in one step. An order
+-- no longer pending (paid meanwhile) is left as it is.
+-- KEYS[1] fs:{sale}:stock      string: units remaining
+-- KEYS[2] fs:{sale}:stats      hash: reserved, expired, ... (units)
+-- KEYS[3] fs:{sale}:buyers     hash: shopper -> units held
+-- KEYS[4] fs:{sale}:deadlines  sorted set: unpaid order ids by due time
+-- KEYS[5] fs:{sale}:orders     hash: order id -> record (see common.lua)
+-- ARGV[1] order id
+-- Returns {'expired', record} | {'unchanged', record} (not pending, or
+-- not yet past expires_at) | {'not_found'}.
+local order, text = load_order(KEYS[5], ARGV[1])
+if not order then
+  return {'not_found'}
+end
+if order.status ~= 'pending_payment' or tonumber(order.expires_at) > now_ms() then
+  return {'unchanged', text}
+end
+order.status = 'expired'
+local record = save_order(KEYS[5], ARGV[1], order)
+release_units(KEYS[1], KEYS[2], KEYS[3], order.user_id, tonumber(order.quantity), 'expired')
+redis.call('ZREM', KEYS[4], ARGV[1])
+return {'expired', record}

@@ -1,0 +1,269 @@
+//! Goal: an order the shopper started paying with WeChat Pay lets its unit
+//! go (expiry, the shopper's cancel) only after its WeChat Pay order is
+//! closed, so nobody pays for a unit that went back on sale. A payment that
+//! wins the race with the close pays the order (WeChat Pay refuses the
+//! close as paid; the engine queries and applies it). While WeChat Pay is
+//! unreachable the order stays held (stock not returned on a guess), the
+//! close is retried with backoff, the audit stays clean, and it all
+//! recovers by itself. Method: the engine against the WeChat Pay stand-in,
+//! with one-second payment timeouts, on both stores.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::on_both_stores;
+use crate::payments_wechat::{assert_acknowledged, notify, order_of};
+use crate::support::{error_code, live_sale, Backend, Harness, TestApp};
+use crate::wechat::{Behaviour, WeChatPayServer, WxState};
+
+/// The engine in WeChat Pay mode against a stand-in, with short payment
+/// timeouts and close backoffs.
+async fn engine(backend: Backend) -> (Harness, WeChatPayServer) {
+    let wx = WeChatPayServer::start().await;
+    let harness = Harness::start_with(backend, |config| {
+        wx.configure(config);
+        config.payment_timeout_min_secs = 1;
+        config.wechatpay_close_backoff_ms = 50;
+        config.wechatpay_close_backoff_max_ms = 200;
+    })
+    .await;
+    (harness, wx)
+}
+
+/// A live sale of `stock` whose orders must be paid within a second.
+async fn quick_sale(app: &TestApp, stock: i64) -> String {
+    let mut sale = live_sale(stock, 1);
+    sale["payment_timeout_secs"] = 1.into();
+    app.create_sale(sale).await
+}
+
+/// An order of `shopper` in `sale`, with its WeChat Pay order made.
+async fn prepaid_order(app: &TestApp, wx: &WeChatPayServer, sale: &str, shopper: &str) -> String {
+    let order = app.buy(sale, shopper).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let response = app
+        .shopper_post(shopper, &format!("/api/v1/orders/{id}/wechatpay"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(wx.orders()[&id].state, WxState::NotPay);
+    id
+}
+
+/// The calls the stand-in received for `order` (method and path).
+fn calls_for(wx: &WeChatPayServer, order: &str) -> Vec<(String, String)> {
+    wx.calls()
+        .into_iter()
+        .filter(|call| call.path.contains(order))
+        .map(|call| (call.method, call.path))
+        .collect()
+}
+
+fn close_path(order: &str) -> String {
+    format!("/v3/pay/transactions/out-trade-no/{order}/close")
+}
+
+/// Polls until `done` holds; fails after a minute.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An unpaid order with a WeChat Pay order expires only after the close;
+/// one without expires as before, with no call to WeChat Pay.
+async fn expiry_closes_the_wechatpay_order_first(backend: Backend) {
+    let (Harness { app, redis: _redis }, wx) = engine(backend).await;
+    let sale = quick_sale(&app, 5).await;
+    let prepaid = prepaid_order(&app, &wx, &sale, "oAnn").await;
+    let plain = app.buy(&sale, "oBob").await;
+    let plain = plain["id"].as_str().unwrap();
+
+    let view = app
+        .sale_when(&sale, Duration::from_secs(60), |view| {
+            view["stats"]["expired"] == 2
+        })
+        .await;
+    assert_eq!(view["stats"]["remaining"], 5, "{view}");
+    assert_eq!(wx.orders()[&prepaid].state, WxState::Closed);
+    assert_eq!(
+        calls_for(&wx, &prepaid),
+        [("POST".to_owned(), close_path(&prepaid))],
+        "closed once, before the expiry"
+    );
+    assert!(calls_for(&wx, plain).is_empty());
+    assert_eq!(order_of(&app, "oAnn", &prepaid).await["status"], "expired");
+    app.assert_audit_clean(&sale).await;
+}
+
+/// A shopper's cancel closes the WeChat Pay order first; once it was paid
+/// in WeChat, the cancel is 409 and the order paid.
+async fn a_cancel_closes_first_and_loses_to_a_payment(backend: Backend) {
+    let (Harness { app, redis: _redis }, wx) = engine(backend).await;
+    let sale = app.create_sale(live_sale(5, 1)).await;
+    let id = prepaid_order(&app, &wx, &sale, "oCat").await;
+
+    let cancelled = app
+        .shopper_post("oCat", &format!("/api/v1/orders/{id}/cancel"))
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    assert_eq!(wx.orders()[&id].state, WxState::Closed);
+    assert_eq!(order_of(&app, "oCat", &id).await["status"], "cancelled");
+
+    let id = prepaid_order(&app, &wx, &sale, "oDan").await;
+    let notification = wx.pay(&id);
+    let refused = app
+        .shopper_post("oDan", &format!("/api/v1/orders/{id}/cancel"))
+        .await;
+    assert_eq!(
+        error_code(refused).await,
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+    let order = order_of(&app, "oDan", &id).await;
+    assert_eq!(order["status"], "paid", "{order}");
+    let WxState::Paid(transaction_id) = wx.orders()[&id].state.clone() else {
+        panic!("paid in WeChat Pay");
+    };
+    assert_eq!(order["transaction_id"], transaction_id);
+    // WeChat Pay's own notification, arriving later, changes nothing.
+    assert_acknowledged(notify(&app, &notification).await).await;
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["paid"], 1, "{view}");
+    assert_eq!(view["stats"]["cancelled"], 1, "{view}");
+    app.assert_audit_clean(&sale).await;
+}
+
+/// The shopper pays in WeChat just before the deadline and the
+/// notification is slow: the close is refused as paid, the engine queries
+/// the transaction, and the order is paid, not expired. No refund needed.
+async fn a_payment_that_wins_the_race_with_the_close_is_paid(backend: Backend) {
+    let (Harness { app, redis: _redis }, wx) = engine(backend).await;
+    let sale = quick_sale(&app, 1).await;
+    let id = prepaid_order(&app, &wx, &sale, "oEve").await;
+    let notification = wx.pay(&id);
+
+    let view = app
+        .sale_when(&sale, Duration::from_secs(60), |view| {
+            view["stats"]["paid"] == 1
+        })
+        .await;
+    assert_eq!(view["stats"]["expired"], 0, "{view}");
+    assert_eq!(view["stats"]["refund_required"], 0, "{view}");
+    assert_eq!(view["stats"]["remaining"], 0, "{view}");
+    let order = order_of(&app, "oEve", &id).await;
+    assert_eq!(order["status"], "paid", "{order}");
+    let WxState::Paid(transaction_id) = wx.orders()[&id].state.clone() else {
+        panic!("paid in WeChat Pay");
+    };
+    assert_eq!(order["transaction_id"], transaction_id);
+    let calls = calls_for(&wx, &id);
+    assert!(
+        calls.contains(&("POST".to_owned(), close_path(&id))),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&(
+            "GET".to_owned(),
+            format!(
+                "/v3/pay/transactions/out-trade-no/{id}?mchid={}",
+                crate::wechat::MCHID
+            )
+        )),
+        "{calls:?}"
+    );
+
+    assert_acknowledged(notify(&app, &notification).await).await;
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["paid"], 1, "paid once: {view}");
+    app.assert_audit_clean(&sale).await;
+}
+
+/// WeChat Pay down: the due order stays held (its unit not back on sale:
+/// the next shopper finds the sale sold out), the close is retried, a
+/// cancel is 503, and the audit is clean throughout; once WeChat Pay is
+/// back, the close goes through and the unit sells again.
+async fn wechatpay_down_holds_the_stock_and_recovers(backend: Backend) {
+    let (Harness { app, redis: _redis }, wx) = engine(backend).await;
+    let sale = quick_sale(&app, 1).await;
+    let id = prepaid_order(&app, &wx, &sale, "oFay").await;
+    wx.behave(Behaviour::ServerError);
+
+    let closes = || {
+        calls_for(&wx, &id)
+            .iter()
+            .filter(|(_, path)| *path == close_path(&id))
+            .count()
+    };
+    eventually("three failed closes", || closes() >= 3).await;
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["reserved"], 1, "still held: {view}");
+    assert_eq!(view["stats"]["remaining"], 0, "{view}");
+    assert_eq!(view["stats"]["expired"], 0, "{view}");
+    app.assert_audit_clean(&sale).await;
+    assert_eq!(
+        order_of(&app, "oFay", &id).await["status"],
+        "pending_payment"
+    );
+    let response = app.order(&sale, "oGus", None, None).await;
+    assert_eq!(
+        error_code(response).await,
+        (StatusCode::CONFLICT, "sold_out".into())
+    );
+    let cancel = app
+        .shopper_post("oFay", &format!("/api/v1/orders/{id}/cancel"))
+        .await;
+    assert!(cancel.headers().contains_key("retry-after"));
+    assert_eq!(
+        error_code(cancel).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable".into())
+    );
+    assert!(app
+        .metrics()
+        .await
+        .contains("flashsale_wechatpay_close_failures_total"));
+
+    wx.behave(Behaviour::Normal);
+    let view: Value = app
+        .sale_when(&sale, Duration::from_secs(60), |view| {
+            view["stats"]["expired"] == 1
+        })
+        .await;
+    assert_eq!(view["stats"]["remaining"], 1, "{view}");
+    assert_eq!(wx.orders()[&id].state, WxState::Closed);
+    app.assert_audit_clean(&sale).await;
+    app.buy(&sale, "oGus").await;
+}
+
+/// An order past its deadline gets no WeChat Pay order (409), whether or
+/// not the expiry has run yet.
+async fn no_prepay_after_the_deadline(backend: Backend) {
+    let (Harness { app, redis: _redis }, wx) = engine(backend).await;
+    let sale = quick_sale(&app, 5).await;
+    let order = app.buy(&sale, "oHal").await;
+    let id = order["id"].as_str().unwrap();
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(order["expires_at"].as_str().unwrap()).unwrap();
+    // Not a timing assertion: the deadline must be in the past.
+    while chrono::Utc::now() <= expires_at {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let late = app
+        .shopper_post("oHal", &format!("/api/v1/orders/{id}/wechatpay"))
+        .await;
+    assert_eq!(
+        error_code(late).await,
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+    assert!(wx.calls().is_empty(), "{:?}", wx.calls());
+}
+
+on_both_stores!(
+    no_prepay_after_the_deadline,
+    expiry_closes_the_wechatpay_order_first,
+    a_cancel_closes_first_and_loses_to_a_payment,
+    a_payment_that_wins_the_race_with_the_close_is_paid,
+    wechatpay_down_holds_the_stock_and_recovers,
+);
