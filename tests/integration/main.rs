@@ -10,6 +10,7 @@ mod api_admin_auth;
 mod api_audit;
 mod api_bad_input;
 mod api_connections;
+mod api_console;
 mod api_faults;
 mod api_fuzz;
 mod api_limits;
