@@ -23,6 +23,7 @@ mod api_restart;
 mod api_tokens;
 mod api_window;
 mod conformance;
+mod console_browser;
 mod fault_harness;
 mod faults;
 mod inventory_batching;

@@ -233,8 +233,10 @@ async function showSale(id) {
   const chartBox = h('div', { id: 'chart', class: 'chart' });
   const chart = new LiveChart(chartBox, (ms) => formatInZone(ms, zone()).slice(11));
 
+  let actions = null;
   function show(current) {
     sale = current;
+    actions?.update(current.status);
     title.textContent = current.title;
     replace(status, statusBadge(current.status));
     facts.textContent = `${current.sku} · ${money(current.price_cents, current.currency)} · `
@@ -242,9 +244,8 @@ async function showSale(id) {
       + `limit ${current.per_user_limit} per shopper · stock ${current.stats.stock_total}`;
     for (const name of STATS) stats[name].textContent = current.stats[name];
   }
+  actions = saleActions(id, () => sale, show);
   show(sale);
-
-  const actions = saleActions(id, () => sale, show);
   replace(view,
     h('section', { class: 'card' },
       h('div', { class: 'heading' }, title, status),
@@ -256,7 +257,7 @@ async function showSale(id) {
       chartBox,
       h('ul', { class: 'legend' }, LEGEND.map(({ key, label }) =>
         h('li', { class: `key-${key}` }, label)))),
-    actions,
+    actions.section,
     auditPanel(id),
     deadLetterPanel(id));
 
@@ -282,7 +283,7 @@ async function followSale(id, signal, feed, onStats) {
       await follow(`/admin/v1/sales/${encodeURIComponent(id)}/events`, ({ event, data }) => {
         wait = 1000;
         if (event === 'stats') {
-          feed.textContent = `live · tick ${data.seq} at ${when(data.at).slice(11)}`;
+          feed.textContent = `tick ${data.seq} at ${when(data.at).slice(11)}`;
           onStats(data);
         } else if (event === 'unavailable') {
           feed.textContent = `store unavailable at this tick: ${data.error.message}`;
@@ -334,22 +335,33 @@ function saleActions(id, current, show) {
   onSubmit(end, (fields) => patch({ ends_at: wallToUtc(fields.ends_at.value, zone()) }));
 
   const outcome = h('p', { class: 'field-error', 'data-error-for': 'form' });
-  const guarded = (action) => async () => {
-    outcome.textContent = '';
-    try {
-      await action();
-    } catch (err) {
-      if (!signedOut(err)) outcome.textContent = err.message;
-    }
-  };
-  return h('section', { class: 'card', id: 'actions' },
+  const endNow = confirmButton('end-now', 'End now', guarded(() => patch({ status: 'ended' })));
+  const cancel = confirmButton('cancel-sale', 'Cancel the sale',
+    guarded(async () => show(await call('DELETE', path))));
+  function guarded(action) {
+    return async () => {
+      outcome.textContent = '';
+      try {
+        await action();
+      } catch (err) {
+        if (!signedOut(err)) outcome.textContent = err.message;
+      }
+    };
+  }
+  const section = h('section', { class: 'card', id: 'actions' },
     h('h3', {}, 'Change the sale'),
     h('div', { class: 'row' }, stock, end),
-    h('div', { class: 'row' },
-      confirmButton('end-now', 'End now', guarded(() => patch({ status: 'ended' }))),
-      confirmButton('cancel-sale', 'Cancel (before the start)',
-        guarded(async () => show(await call('DELETE', path))))),
+    h('div', { class: 'row' }, endNow, cancel),
     outcome);
+  // What the sale's phase allows: anything before the start (and cancel),
+  // more stock, a later end or the end now while live, nothing after.
+  const update = (status) => {
+    const open = status === 'live' || status === 'sold_out';
+    section.hidden = status === 'ended' || status === 'cancelled';
+    endNow.hidden = !open;
+    cancel.hidden = status !== 'upcoming';
+  };
+  return { section, update };
 }
 
 function auditPanel(id) {
@@ -360,7 +372,7 @@ function auditPanel(id) {
     try {
       const audit = await call('GET', `/admin/v1/sales/${encodeURIComponent(id)}/audit`);
       replace(result,
-        h('p', { class: audit.ok ? 'ok' : 'bad', 'data-audit-ok': audit.ok },
+        h('p', { class: audit.ok ? 'ok' : 'bad', 'data-audit-ok': String(audit.ok) },
           audit.ok ? `No difference (checked ${when(audit.checked_at)}).`
             : `${audit.differences.length} difference(s) (checked ${when(audit.checked_at)}):`),
         audit.differences.length > 0 && h('table', {},
