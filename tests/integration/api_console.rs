@@ -1,8 +1,8 @@
 //! Goal: the console's page is served safely (CSP without inline scripts,
 //! no framing, no admin data), and a sale's live feed
 //! (`GET /admin/v1/sales/{id}/events`) is admin-only, bounded, shared by
-//! every console watching the sale, shows the race as it happens, and ends
-//! when the engine stops. Method: the engine over HTTP on both stores; the
+//! every console watching the sale, shows the race (and the engine's 503
+//! answers) as it happens, and ends when the engine stops. Method: the engine over HTTP on both stores; the
 //! feed read as raw Server-Sent Events.
 
 use reqwest::{Response, StatusCode};
@@ -208,6 +208,8 @@ async fn watchers_are_bounded_and_freed_when_a_console_leaves(backend: Backend) 
         error_code(refused).await,
         (StatusCode::SERVICE_UNAVAILABLE, "overloaded".to_owned())
     );
+    // That 503 shows in the next tick's sheds.
+    while first.stats().await["shed_503_per_sec"].as_f64().unwrap() == 0.0 {}
     drop(second);
     // The slot is free once the engine notices the closed connection (at
     // its next write, the next tick).
