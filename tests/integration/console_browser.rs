@@ -273,6 +273,11 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
         "return document.querySelector('#chart svg[data-points]')?.dataset.points > 0;",
     )
     .await;
+    let clock = page.text_of("#sale-clock").await;
+    assert!(
+        clock.starts_with("ends in "),
+        "by the store's clock: {clock}"
+    );
     for shopper in 0..50 {
         app.buy(&sale, &format!("console-shopper-{shopper}")).await;
     }

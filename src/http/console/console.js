@@ -230,13 +230,16 @@ async function showSale(id) {
   const facts = h('p', { class: 'muted', id: 'sale-facts' });
   const stats = Object.fromEntries(STATS.map((name) => [name, h('dd', { 'data-stat': name })]));
   const feed = h('span', { id: 'feed-state', class: 'muted' }, 'connecting…');
+  const clock = h('span', { id: 'sale-clock', class: 'muted' });
   const chartBox = h('div', { id: 'chart', class: 'chart' });
   const chart = new LiveChart(chartBox, (ms) => formatInZone(ms, zone()).slice(11));
 
   let actions = null;
+  let storeNow = null; // the store's clock at the last tick
   function show(current) {
     sale = current;
     actions?.update(current.status);
+    clock.textContent = storeNow === null ? '' : countdown(current, storeNow);
     title.textContent = current.title;
     replace(status, statusBadge(current.status));
     facts.textContent = `${current.sku} · ${money(current.price_cents, current.currency)} · `
@@ -248,7 +251,7 @@ async function showSale(id) {
   show(sale);
   replace(view,
     h('section', { class: 'card' },
-      h('div', { class: 'heading' }, title, status),
+      h('div', { class: 'heading' }, title, clock, status),
       facts,
       h('dl', { class: 'stats' }, STATS.map((name) => h('div', {},
         h('dt', {}, name.replace('_', ' ')), stats[name])))),
@@ -262,6 +265,7 @@ async function showSale(id) {
     deadLetterPanel(id));
 
   followSale(id, leaving.signal, feed, (event) => {
+    storeNow = Date.parse(event.at);
     show(event.sale);
     chart.push({
       at: Date.parse(event.at),
@@ -272,6 +276,20 @@ async function showSale(id) {
       stock: event.sale.stats.stock_total,
     });
   });
+}
+
+/** How long until the sale opens or closes, by the store's clock `now`
+ *  (the feed's tick), whatever the browser's own clock says. */
+function countdown(sale, now) {
+  const left = (until) => {
+    const secs = Math.max(0, Math.round((Date.parse(until) - now) / 1000));
+    const [d, hr, m, sec] = [Math.floor(secs / 86400), Math.floor(secs / 3600) % 24,
+      Math.floor(secs / 60) % 60, secs % 60];
+    return (d ? `${d}d ` : '') + (d || hr ? `${hr}h ` : '') + `${m}m ${sec}s`;
+  };
+  if (sale.status === 'upcoming') return `opens in ${left(sale.starts_at)}`;
+  if (sale.status === 'live' || sale.status === 'sold_out') return `ends in ${left(sale.ends_at)}`;
+  return '';
 }
 
 /** Follows the sale's live feed until `signal` aborts, reconnecting after
