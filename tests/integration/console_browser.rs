@@ -4,8 +4,9 @@
 //! fantoccini): a wrong token is refused at sign-in; the right one signs
 //! in; a bad value in the schedule form shows the API's own message at its
 //! field; the fixed form schedules a sale that is listed; 50 orders sent
-//! through the API show in the sale's counts and move its live chart;
-//! "End now" ends it. Screenshots of each step go to `target/console/`.
+//! through the API show in the sale's counts and move its live chart; a
+//! top-up below what is held is refused at its field and a real one taken;
+//! "End now" ends it; an upcoming sale is cancelled from its page. Screenshots of each step go to `target/console/`.
 //! `.ci/run` installs `chromium` and `chromium-driver`; without them this
 //! test fails, it does not skip.
 
@@ -298,6 +299,27 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     assert!(chart["sold_max"].as_f64().unwrap() > 0.0, "{chart}");
     page.screenshot("05-fifty-sold").await;
 
+    // Top up the stock from the form: below what is held is refused at the
+    // field; more is taken at once.
+    page.type_into("#stock-form [name=stock_total]", "10").await;
+    page.click("#stock-form button[type=submit]").await;
+    let refused = page
+        .text_of("#stock-form [data-error-for=stock_total]")
+        .await;
+    assert!(
+        refused.starts_with("stock_total cannot go below the 50 units"),
+        "{refused}"
+    );
+    page.type_into("#stock-form [name=stock_total]", "120")
+        .await;
+    page.click("#stock-form button[type=submit]").await;
+    page.until(
+        "the topped-up stock",
+        "return document.querySelector('[data-stat=remaining]').textContent === '70';",
+    )
+    .await;
+    assert_eq!(app.sale(&sale).await["stock_total"], 120);
+
     // End it now (a second press confirms): its status changes.
     page.click("#end-now").await;
     page.click("#end-now").await;
@@ -324,6 +346,24 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     .await;
     page.scroll_to("#audit-result").await;
     page.screenshot("07-audit").await;
+
+    // An upcoming sale can be cancelled from its page.
+    let mut upcoming = crate::support::live_sale(10, 1);
+    upcoming["starts_at"] = json!(crate::support::rfc3339_in(Duration::from_secs(600), false));
+    let upcoming = app.create_sale(upcoming).await;
+    page.go(&app.address, &format!("#/sales/{upcoming}")).await;
+    let clock = page.text_of("#sale-clock").await;
+    assert!(clock.starts_with("opens in "), "{clock}");
+    page.click("#cancel-sale").await;
+    page.click("#cancel-sale").await;
+    page.until(
+        "the cancelled status",
+        "return document.querySelector('#sale-status [data-status=cancelled]');",
+    )
+    .await;
+    assert_eq!(app.sale(&upcoming).await["status"], "cancelled");
+    page.scroll_to("#sale-status").await;
+    page.screenshot("08-cancelled").await;
 
     page.browser.close().await.unwrap();
     app.stop().await;

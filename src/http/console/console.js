@@ -22,11 +22,13 @@ const when = (instant) => formatInZone(instant, zone());
 
 // ---- errors at their fields ----------------------------------------------
 
-/** The field an API message names: `stock_total: must be ...`, or
- *  ``missing field `stock_total` ``. */
-function fieldOf(message) {
-  const named = /^([a-z_]+)(?:\[\d+\])?:/.exec(message) ?? /`([a-z_]+)`/.exec(message);
-  return named ? named[1] : null;
+/** The fields an API message may name, likeliest first: `stock_total:
+ *  must be ...`, ``missing field `stock_total` ``, or `stock_total cannot
+ *  go below ...` (a refusal of a change). */
+function fieldsOf(message) {
+  return [/^([a-z_]+)(?:\[\d+\])?:/, /`([a-z_]+)`/, /^([a-z]+_[a-z_]+) /]
+    .map((pattern) => pattern.exec(message)?.[1])
+    .filter(Boolean);
 }
 
 function clearErrors(form) {
@@ -37,9 +39,9 @@ function clearErrors(form) {
 /** Shows an API error at the form field it names, else at the form. */
 function showError(form, err) {
   const message = err instanceof ApiError ? err.message : String(err);
-  const field = fieldOf(message);
-  const slot = (field && form.querySelector(`[data-error-for="${field}"]`))
-    || form.querySelector('[data-error-for="form"]');
+  const field = fieldsOf(message)
+    .find((name) => form.querySelector(`[data-error-for="${name}"]`));
+  const slot = form.querySelector(`[data-error-for="${field ?? 'form'}"]`);
   slot.textContent = message;
   const input = field && form.elements.namedItem(field);
   if (input) input.setAttribute('aria-invalid', 'true');
