@@ -265,6 +265,21 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub sale_poll_cache_ms: u64,
 
+    /// How often a sale watched in the merchant console is read and its
+    /// live feed (`GET /admin/v1/sales/{id}/events`) ticks, in
+    /// milliseconds: one store read per tick per watched sale, however many
+    /// consoles watch it.
+    #[arg(long, env = "FLASHSALE_CONSOLE_EVENTS_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub console_events_ms: u64,
+
+    /// Live feeds (`GET /admin/v1/sales/{id}/events` streams) open at once
+    /// on this node, which also bounds the sales read for them; past it 503
+    /// `overloaded`.
+    #[arg(long, env = "FLASHSALE_CONSOLE_WATCHERS_MAX", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub console_watchers_max: u64,
+
     /// Longest any request may take, in milliseconds; past it 503
     /// `unavailable`.
     #[arg(long, env = "FLASHSALE_REQUEST_TIMEOUT_MS", default_value_t = 5000,

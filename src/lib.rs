@@ -18,7 +18,7 @@
 //! - [`domain`]: sales, orders, ids, the reservation rule, payments, the
 //!   audit; no I/O, no HTTP.
 //! - [`sales`]: the sale workflows: schedule, change, end, cancel, audit,
-//!   the listings.
+//!   the listings, and the live feeds of watched sales for the console.
 //! - [`orders`]: the order workflows (reserve, look up, cancel, expire) and
 //!   the order service, the background task that consumes the reservation
 //!   streams, expires unpaid orders and hands orders to the merchant's
@@ -30,7 +30,8 @@
 //! - [`store`]: the source of truth: Redis (Lua scripts from `lua/`) or the
 //!   embedded in-process store, behind one trait.
 //! - [`http`]: the axum router: public, admin and ops routes, auth, limits,
-//!   the views and schemas, and the one table of error codes.
+//!   the views and schemas, the one table of error codes, and the merchant
+//!   console's embedded page.
 //! - [`json`]: strict JSON reading whose errors name the field.
 //! - [`startup`]: [`Application::build`] wires it all and binds the socket.
 

@@ -26,9 +26,10 @@ use crate::payments::wechatpay::{
     Account, MerchantKey, PlatformKeys, WeChatPay, WeChatPayClient, WeChatPayVerifier,
 };
 use crate::payments::{PaymentMethod, Payments};
+use crate::sales::live::{LiveFeeds, LiveSettings, ReadSale};
 use crate::sales::Sales;
 use crate::store::{EmbeddedStore, RedisStore, Store};
-use crate::telemetry;
+use crate::telemetry::{self, Sheds};
 
 const GENERATED_SECRET_LEN: usize = 32;
 
@@ -40,6 +41,7 @@ pub struct Application {
     inventory: Arc<Inventory>,
     order_service: OrderService,
     limits: Arc<RateLimits>,
+    live: Arc<LiveFeeds>,
     limits_prune: Duration,
     header_read_timeout: Duration,
     idle_timeout: Duration,
@@ -151,6 +153,15 @@ impl Application {
             payment_timeout_secs_min: i64::try_from(config.payment_timeout_min_secs)
                 .unwrap_or(i64::MAX),
         };
+        let sheds = Arc::new(Sheds::default());
+        let live = Arc::new(LiveFeeds::new(
+            read_sale(&store),
+            Arc::clone(&sheds),
+            LiveSettings {
+                interval: Duration::from_millis(config.console_events_ms),
+                watchers_max: usize_of(config.console_watchers_max),
+            },
+        ));
         let state = AppState::new(AppContext {
             sales: Sales::new(
                 Arc::clone(&store),
@@ -166,6 +177,8 @@ impl Application {
             store_timeout: config.store_timeout(),
             limits: Arc::clone(&limits),
             purchase_token_ttl_secs: config.purchase_token_ttl_secs,
+            live: Arc::clone(&live),
+            sheds,
         });
         let shedding = Shedding::new(
             usize_of(config.max_in_flight),
@@ -181,6 +194,7 @@ impl Application {
             inventory,
             order_service,
             limits,
+            live,
             limits_prune: Duration::from_millis(config.rate_prune_ms),
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
@@ -218,6 +232,12 @@ impl Application {
                 limits.prune();
             }
         });
+        // Open consoles' live feeds end first: they would hold the drain.
+        let live = Arc::clone(&self.live);
+        let shutdown = async move {
+            shutdown.await;
+            live.close();
+        };
         let served = server::serve(
             self.listener,
             self.router,
@@ -255,6 +275,15 @@ async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             )))
         }
     }
+}
+
+/// The live feeds' one read of a sale per tick.
+fn read_sale(store: &Arc<dyn Store>) -> ReadSale {
+    let store = Arc::clone(store);
+    Arc::new(move |id| {
+        let store = Arc::clone(&store);
+        Box::pin(async move { store.view_sale(&id).await })
+    })
 }
 
 /// This process's name in the order service's consumer groups: the same

@@ -1,6 +1,7 @@
 //! Logs and metrics: the tracing subscriber and every metric name the
 //! engine exports on `/metrics` (Prometheus text format).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -63,6 +64,41 @@ pub const CONNECTIONS_OPEN: &str = "flashsale_http_connections_open";
 /// request within `FLASHSALE_IDLE_TIMEOUT_MS`), `silent` (nothing sent that
 /// long after connecting), `shutdown`, `failed`.
 pub const CONNECTIONS_CLOSED: &str = "flashsale_http_connections_closed_total";
+
+/// The engine's own count of requests it shed: every 429 and 503 answer of
+/// the engine's routes (the ops routes aside), kept in process (the
+/// Prometheus counters above cannot be read back) so the console's live
+/// feed can chart the sheds of each second.
+#[derive(Debug, Default)]
+pub struct Sheds {
+    status_429: AtomicU64,
+    status_503: AtomicU64,
+}
+
+/// [`Sheds`] since the engine started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShedTotals {
+    pub status_429: u64,
+    pub status_503: u64,
+}
+
+impl Sheds {
+    /// Counts an answer with `status` if it is a shed (429 or 503).
+    pub fn count(&self, status: u16) {
+        match status {
+            429 => self.status_429.fetch_add(1, Ordering::Relaxed),
+            503 => self.status_503.fetch_add(1, Ordering::Relaxed),
+            _ => return,
+        };
+    }
+
+    pub fn totals(&self) -> ShedTotals {
+        ShedTotals {
+            status_429: self.status_429.load(Ordering::Relaxed),
+            status_503: self.status_503.load(Ordering::Relaxed),
+        }
+    }
+}
 
 const EXPIRY_LAG_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 

@@ -1,11 +1,16 @@
 //! The merchants' API under `/admin/v1`: schedule, list, inspect, change and
-//! cancel sales, export their orders, look up any order, and list and
-//! re-drive webhook hand-offs that failed for good. Every route needs the
-//! admin token.
+//! cancel sales, export their orders, look up any order, watch a sale
+//! live (Server-Sent Events), and list and re-drive webhook hand-offs
+//! that failed for good. Every route needs the admin token.
+
+use std::convert::Infallible;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::stream::{self, Stream};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -15,10 +20,11 @@ use super::openapi::error_responses;
 use super::paging::{page_of, sale_cursor, Listing, PageQuery, Paging};
 use super::views::{
     AdminSaleBody, AdminSaleList, DeadLetterList, OrderBody, OrderList, PaymentExceptionBody,
-    PaymentExceptionList, RedriveBody, SaleAuditBody,
+    PaymentExceptionList, RedriveBody, SaleAuditBody, SaleEventBody,
 };
 use super::{parse_order_id, parse_sale_id, AppState};
 use crate::domain::{format_ms, NewSale, SalePatch};
+use crate::sales::live::{LiveTick, Watcher};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -26,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_sale, update_sale, cancel_sale))
         .routes(routes!(audit_sale))
         .routes(routes!(export_orders))
+        .routes(routes!(sale_events))
         .routes(routes!(payment_exceptions))
         .routes(routes!(get_order))
         .routes(routes!(list_dead_letters))
@@ -40,6 +47,7 @@ error_responses!(
     ExportOrdersErrors = [Invalid, Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     GetSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     AuditSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
+    SaleEventsErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     DeadLettersErrors = [Invalid, Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     RedriveErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     UpdateSaleErrors = [
@@ -212,6 +220,74 @@ async fn audit_sale(
 ) -> Result<Json<SaleAuditBody>, ApiError> {
     let records = state.sales.records(&parse_sale_id(&id)?).await?;
     Ok(Json((&records).into()))
+}
+
+/// The sale, live: a stream of Server-Sent Events.
+///
+/// Each tick (every `FLASHSALE_CONSOLE_EVENTS_MS`) is an event `stats`
+/// whose data is a `SaleEventBody`: the sale with its exact stats, units
+/// taken per second, and this node's 429 and 503 answers per second. A
+/// tick whose store read failed is an event `unavailable` whose data is an
+/// `ErrorBody`; the stream goes on. One engine node reads a watched sale
+/// once per tick however many consoles watch it; at most
+/// `FLASHSALE_CONSOLE_WATCHERS_MAX` streams are open per node (past it 503
+/// `overloaded`). The stream ends when the engine stops.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sales/{id}/events",
+    operation_id = "admin_sale_events",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The sale's id.")),
+    responses(
+        (
+            status = 200,
+            description = "`text/event-stream`: events `stats` (data: a `SaleEventBody`) and \
+                           `unavailable` (data: an `ErrorBody`), `id` the tick's `seq`.",
+            content_type = "text/event-stream",
+            body = SaleEventBody,
+        ),
+        SaleEventsErrors,
+    )
+)]
+async fn sale_events(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_sale_id(&id)?;
+    state.sales.view(&id).await?;
+    let watcher = state.live.watch(&id)?;
+    let mut response = Sse::new(events(watcher))
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    // Proxies that buffer answers (nginx) would hold the ticks back.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// A watcher's ticks as Server-Sent Events, until its feed closes.
+fn events(watcher: Watcher) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold(watcher, |mut watcher| async move {
+        let tick = watcher.next().await?;
+        let event = match &*tick {
+            LiveTick::Sale(sale) => Event::default()
+                .event("stats")
+                .json_data(SaleEventBody::from(sale.as_ref())),
+            LiveTick::Unavailable { message, .. } => Event::default()
+                .event("unavailable")
+                .json_data(ApiError::Unavailable(message.clone()).body()),
+        };
+        let event = event
+            .unwrap_or_else(|_| Event::default().event("unavailable"))
+            .id(tick.seq().to_string());
+        Some((Ok(event), watcher))
+    })
 }
 
 /// The sale's webhook hand-offs that failed for good, oldest first: each

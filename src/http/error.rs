@@ -18,6 +18,7 @@ use crate::json::{self, JsonProblem};
 use crate::orders::CancelError;
 use crate::payments::wechatpay::CallError;
 use crate::payments::PaymentError;
+use crate::sales::live::WatchError;
 use crate::sales::SaleError;
 use crate::store::StoreError;
 
@@ -267,6 +268,15 @@ impl From<SaleError> for ApiError {
         match err {
             SaleError::Invalid(err) => err.into(),
             SaleError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<WatchError> for ApiError {
+    fn from(err: WatchError) -> Self {
+        match err {
+            WatchError::Full(_) => Self::Overloaded(err.to_string()),
+            WatchError::Closed => Self::Unavailable(err.to_string()),
         }
     }
 }

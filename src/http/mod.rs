@@ -6,6 +6,7 @@
 //!
 //! - `public`: shoppers, `/api/v1`.
 //! - `admin`: merchants, `/admin/v1`.
+//! - `console`: the merchant console's page and assets, `/console/`.
 //! - `payments`: WeChat Pay notifications and the simulated pay route.
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 //! - `auth`: shopper JWTs and the admin token.
@@ -19,6 +20,7 @@
 
 mod admin;
 mod auth;
+mod console;
 mod error;
 mod limits;
 mod openapi;
@@ -33,7 +35,7 @@ pub mod views;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -50,9 +52,10 @@ pub use self::limits::{Rate, RateLimitSettings, RateLimits, Shedding};
 use crate::domain::{OrderId, SaleId};
 use crate::orders::Orders;
 use crate::payments::Payments;
+use crate::sales::live::LiveFeeds;
 use crate::sales::Sales;
 use crate::store::Store;
-use crate::telemetry;
+use crate::telemetry::{self, Sheds};
 
 /// What every handler can reach: one shared [`AppContext`], so the copy
 /// axum hands each request (every extractor takes the state by value) is
@@ -88,6 +91,10 @@ pub struct AppContext {
     pub limits: Arc<RateLimits>,
     /// How long a purchase token stays valid, in seconds.
     pub purchase_token_ttl_secs: i64,
+    /// The sales' live feeds for merchants' consoles.
+    pub live: Arc<LiveFeeds>,
+    /// This node's 429 and 503 answers, which the live feeds chart.
+    pub sheds: Arc<Sheds>,
 }
 
 /// The whole application router. Every route but the ops routes is under
@@ -101,13 +108,18 @@ pub fn router(state: AppState, body_limit_bytes: usize, shedding: Shedding) -> R
         .merge(public::router(&state))
         .merge(payments::router(state.payments.method()))
         .merge(admin::router())
+        .merge(console::router())
         .split_for_parts();
     let (ops, ops_document) = ops::router().split_for_parts();
     document.merge(ops_document);
     let engine = engine
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(shedding, limits::shed_load));
+        .layer(middleware::from_fn_with_state(shedding, limits::shed_load))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.sheds),
+            count_sheds,
+        ));
     let ops = ops
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::OpenApiJson::new(&document)));
@@ -158,6 +170,14 @@ async fn count_requests(request: Request, next: Next) -> Response {
     let method = method_label(request.method());
     let response = next.run(request).await;
     telemetry::count_http_request(route, method, response.status().as_u16());
+    response
+}
+
+/// Counts the engine routes' 429 and 503 answers, sheds included, in
+/// [`Sheds`] for the consoles' live feeds.
+async fn count_sheds(State(sheds): State<Arc<Sheds>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    sheds.count(response.status().as_u16());
     response
 }
 

@@ -52,6 +52,8 @@ pub const ADMIN_AUTH: &str = "admin";
         (name = "orders", description = "Shoppers: their own orders."),
         (name = "payments", description = "WeChat Pay notifications, and simulated payments."),
         (name = "admin", description = "Merchants: schedule, inspect, change and cancel sales."),
+        (name = "console", description = "The merchant console's page and files (no admin \
+                                          data: the page signs in and calls the admin API)."),
         (name = "ops", description = "Liveness, readiness, metrics and this document; never \
                                       shed, no token."),
     )

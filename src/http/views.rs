@@ -11,6 +11,7 @@ use crate::domain::{
     format_ms, Difference, Order, OrderStatus, PaymentException, RecountedUnits, SaleId,
     SaleRecords, SaleStats, SaleStatus, SaleView,
 };
+use crate::sales::live::LiveSale;
 use crate::store::DeadLetter;
 
 /// A sale, as both shoppers and merchants see it.
@@ -81,6 +82,44 @@ impl From<&SaleView> for AdminSaleBody {
         Self {
             sale: view.into(),
             stats: view.stats,
+        }
+    }
+}
+
+/// One tick of a sale's live feed, the `stats` event of
+/// `GET /admin/v1/sales/{id}/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SaleEventBody {
+    /// The feed's tick, counted from 1 when its first console arrived;
+    /// every console watching the sale on this node gets the same ticks.
+    #[schema(example = 12)]
+    pub seq: u64,
+    /// The store's clock at the read.
+    #[schema(format = DateTime, example = "2026-11-11T00:00:12Z")]
+    pub at: String,
+    /// The sale with its exact stats, as read at `at`.
+    pub sale: AdminSaleBody,
+    /// Units taken from stock per second since the previous tick (0 at the
+    /// first).
+    #[schema(example = 42.0)]
+    pub sold_per_sec: f64,
+    /// This engine node's 429 answers per second since the previous tick.
+    #[schema(example = 0.0)]
+    pub shed_429_per_sec: f64,
+    /// This engine node's 503 answers per second since the previous tick.
+    #[schema(example = 0.0)]
+    pub shed_503_per_sec: f64,
+}
+
+impl From<&LiveSale> for SaleEventBody {
+    fn from(live: &LiveSale) -> Self {
+        Self {
+            seq: live.seq,
+            at: format_ms(live.view.now),
+            sale: (&live.view).into(),
+            sold_per_sec: live.sold_per_sec,
+            shed_429_per_sec: live.shed_429_per_sec,
+            shed_503_per_sec: live.shed_503_per_sec,
         }
     }
 }

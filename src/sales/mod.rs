@@ -3,8 +3,10 @@
 //! a shopper asks whether a sale is open for a purchase token. Handlers
 //! parse a request, call one function here and map its outcome; only this
 //! module tells the inventory actors that a merchant changed a sale.
+//! [`live`] feeds merchants' consoles a sale's counts as they change.
 
 mod cache;
+pub mod live;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -40,6 +40,7 @@ use flashsale::http::{
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::Orders;
 use flashsale::payments::{PaymentMethod, Payments};
+use flashsale::sales::live::{LiveFeeds, LiveSettings};
 use flashsale::sales::Sales;
 use flashsale::store::{EmbeddedStore, Store};
 use flashsale::telemetry;
@@ -123,6 +124,19 @@ impl App {
             per_sec: 0,
             burst: 0,
         };
+        let sheds = Arc::new(telemetry::Sheds::default());
+        let read_store = Arc::clone(&store);
+        let live = Arc::new(LiveFeeds::new(
+            Arc::new(move |id| {
+                let store = Arc::clone(&read_store);
+                Box::pin(async move { store.view_sale(&id).await })
+            }),
+            Arc::clone(&sheds),
+            LiveSettings {
+                interval: Duration::from_secs(1),
+                watchers_max: 4,
+            },
+        ));
         let state = AppState::new(AppContext {
             sales: Sales::new(
                 Arc::clone(&store),
@@ -151,6 +165,8 @@ impl App {
                 admin_failures_per_min: std::num::NonZeroU32::MIN,
             })),
             purchase_token_ttl_secs: 60,
+            live,
+            sheds,
         });
         let shedding = Shedding::new(max_in_flight, Duration::from_secs(5));
         Self {

@@ -1,0 +1,505 @@
+// The merchant console: sign in with the admin token, then sales (list,
+// schedule, one sale live with its actions, audit and dead letters) and
+// payment exceptions, all through the admin API. Views are picked by the
+// URL's fragment: #/sales, #/new, #/sales/{id}, #/payment-exceptions.
+
+import { ApiError, call, follow, forgetToken, saveToken, savedToken } from './api.js';
+import { LEGEND, LiveChart } from './chart.js';
+import { h, replace } from './dom.js';
+import { DEFAULT_ZONE, ZONES, formatInZone, utcToWall, wallToUtc } from './time.js';
+
+const ZONE_KEY = 'flashsale.time_zone';
+const view = document.getElementById('view');
+const signIn = document.getElementById('sign-in');
+const topbar = document.getElementById('topbar');
+const zoneSelect = document.getElementById('time-zone');
+
+/** What the current view must stop when the merchant leaves it. */
+let leaving = new AbortController();
+
+const zone = () => zoneSelect.value || DEFAULT_ZONE;
+const when = (instant) => formatInZone(instant, zone());
+
+// ---- errors at their fields ----------------------------------------------
+
+/** The fields an API message may name, likeliest first: `stock_total:
+ *  must be ...`, ``missing field `stock_total` ``, or `stock_total cannot
+ *  go below ...` (a refusal of a change). */
+function fieldsOf(message) {
+  return [/^([a-z_]+)(?:\[\d+\])?:/, /`([a-z_]+)`/, /^([a-z]+_[a-z_]+) /]
+    .map((pattern) => pattern.exec(message)?.[1])
+    .filter(Boolean);
+}
+
+function clearErrors(form) {
+  for (const slot of form.querySelectorAll('[data-error-for]')) slot.textContent = '';
+  for (const input of form.querySelectorAll('[aria-invalid]')) input.removeAttribute('aria-invalid');
+}
+
+/** Shows an API error at the form field it names, else at the form. */
+function showError(form, err) {
+  const message = err instanceof ApiError ? err.message : String(err);
+  const field = fieldsOf(message)
+    .find((name) => form.querySelector(`[data-error-for="${name}"]`));
+  const slot = form.querySelector(`[data-error-for="${field ?? 'form'}"]`);
+  slot.textContent = message;
+  const input = field && form.elements.namedItem(field);
+  if (input) input.setAttribute('aria-invalid', 'true');
+}
+
+/** Runs `action` for a form's submit, showing what the API refused. */
+function onSubmit(form, action) {
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    const button = form.querySelector('button[type="submit"]');
+    button.disabled = true;
+    try {
+      await action(form.elements);
+    } catch (err) {
+      if (!signedOut(err)) showError(form, err);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+/** A refused token (revoked, or the engine restarted with another) sends
+ *  the merchant back to sign in. */
+function signedOut(err) {
+  if (err instanceof ApiError && err.status === 401) {
+    showSignIn(`Signed out: ${err.message}`);
+    return true;
+  }
+  return false;
+}
+
+function field(label, name, input, hint) {
+  input.name = name;
+  input.id = `field-${name}`;
+  return h('div', { class: 'field' },
+    h('label', { for: input.id }, label),
+    input,
+    hint && h('small', {}, hint),
+    h('p', { class: 'field-error', 'data-error-for': name }));
+}
+
+const formError = () => h('p', { class: 'field-error form-error', 'data-error-for': 'form' });
+
+function statusBadge(status) {
+  return h('span', { class: 'status', 'data-status': status }, status.replace('_', ' '));
+}
+
+function money(cents, currency) {
+  return `${(cents / 100).toFixed(2)} ${currency}`;
+}
+
+// ---- sign in -------------------------------------------------------------
+
+function showSignIn(message = '') {
+  leaving.abort();
+  forgetToken();
+  topbar.hidden = true;
+  replace(view);
+  signIn.hidden = false;
+  const form = document.getElementById('sign-in-form');
+  clearErrors(form);
+  form.querySelector('[data-error-for="token"]').textContent = message;
+  form.elements.token.value = '';
+  form.elements.token.focus();
+}
+
+function setUpSignIn() {
+  const form = document.getElementById('sign-in-form');
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    const token = form.elements.token.value.trim();
+    try {
+      // Any admin read proves the token; nothing is kept from it.
+      await call('GET', '/admin/v1/payment-exceptions', undefined, token);
+    } catch (err) {
+      showError(form, err.status === 401 || err.status === 403 || err.status === 429
+        ? new ApiError(err.status, err.code, `token: ${err.message}`)
+        : err);
+      return;
+    }
+    saveToken(token);
+    form.elements.token.value = '';
+    signIn.hidden = true;
+    topbar.hidden = false;
+    if (location.hash === '' || location.hash === '#/') location.hash = '#/sales';
+    else route();
+  });
+}
+
+// ---- sales list ----------------------------------------------------------
+
+async function showSales() {
+  const table = h('table', { id: 'sales-table' },
+    h('thead', {}, h('tr', {},
+      ['Sale', 'Status', `Window (${zone()})`, 'Remaining / stock', 'Reserved', 'Paid']
+        .map((title) => h('th', {}, title)))),
+    h('tbody'));
+  const note = h('p', { class: 'muted' });
+  const refresh = h('button', { type: 'button', class: 'quiet', onclick: () => load() }, 'Refresh');
+  replace(view, h('section', { class: 'card' },
+    h('div', { class: 'heading' }, h('h2', {}, 'Sales'), refresh,
+      h('a', { class: 'button', href: '#/new' }, 'Schedule a sale')),
+    table, note));
+  async function load() {
+    try {
+      const { sales } = await call('GET', '/admin/v1/sales');
+      replace(table.tBodies[0], sales.map((sale) => h('tr', { 'data-sale-id': sale.id },
+        h('td', {}, h('a', { href: `#/sales/${sale.id}` }, sale.title), h('br'),
+          h('small', { class: 'muted' }, `${sale.sku} · ${sale.id}`)),
+        h('td', {}, statusBadge(sale.status)),
+        h('td', {}, when(sale.starts_at), h('br'), h('small', {}, `to ${when(sale.ends_at)}`)),
+        h('td', { class: 'num' }, `${sale.stats.remaining} / ${sale.stats.stock_total}`),
+        h('td', { class: 'num' }, sale.stats.reserved),
+        h('td', { class: 'num' }, sale.stats.paid))));
+      note.textContent = sales.length === 0
+        ? 'No sales yet.'
+        : `Counts as of ${when(Date.now())}; open a sale to follow it live.`;
+    } catch (err) {
+      if (!signedOut(err)) note.textContent = err.message;
+    }
+  }
+  await load();
+}
+
+// ---- schedule a sale -----------------------------------------------------
+
+function showNewSale() {
+  const now = Date.now();
+  const input = (type, attrs = {}) => h('input', { type, ...attrs });
+  const form = h('form', { id: 'new-sale-form', novalidate: true },
+    h('div', { class: 'grid' },
+      field('SKU', 'sku', input('text', { required: true })),
+      field('Title', 'title', input('text', { required: true })),
+      field('Price (cents)', 'price_cents', input('number', { min: 0, step: 1 }),
+        'minor units: 19900 is 199.00'),
+      field('Currency', 'currency', input('text', { value: 'CNY', maxlength: 3 })),
+      field('Stock', 'stock_total', input('number', { min: 1, step: 1 })),
+      field('Per-shopper limit', 'per_user_limit', input('number', { value: 1, min: 1, step: 1 })),
+      field('Payment timeout (s)', 'payment_timeout_secs',
+        input('number', { value: 900, min: 1, step: 1 })),
+      field(`Starts (${zone()})`, 'starts_at',
+        input('datetime-local', { value: utcToWall(now + 10 * 60_000, zone()) })),
+      field(`Ends (${zone()})`, 'ends_at',
+        input('datetime-local', { value: utcToWall(now + 70 * 60_000, zone()) })),
+      h('div', { class: 'field' }, h('label', { class: 'check' },
+        input('checkbox', { name: 'require_purchase_token' }), ' Require a purchase token'),
+      h('p', { class: 'field-error', 'data-error-for': 'require_purchase_token' }))),
+    formError(),
+    h('button', { type: 'submit' }, 'Schedule'));
+  onSubmit(form, async (fields) => {
+    const body = {
+      sku: fields.sku.value,
+      title: fields.title.value,
+      currency: fields.currency.value,
+      starts_at: wallToUtc(fields.starts_at.value, zone()),
+      ends_at: wallToUtc(fields.ends_at.value, zone()),
+      require_purchase_token: fields.require_purchase_token.checked,
+    };
+    // Numbers go as typed (an empty one is left out): the API names
+    // whatever is wrong, at its field.
+    for (const name of ['price_cents', 'stock_total', 'per_user_limit', 'payment_timeout_secs']) {
+      const raw = fields[name].value.trim();
+      if (raw !== '') body[name] = Number(raw);
+    }
+    const sale = await call('POST', '/admin/v1/sales', body);
+    location.hash = `#/sales/${sale.id}`;
+  });
+  replace(view, h('section', { class: 'card' }, h('h2', {}, 'Schedule a sale'), form));
+}
+
+// ---- one sale, live ------------------------------------------------------
+
+const STATS = ['remaining', 'reserved', 'paid', 'cancelled', 'expired', 'refund_required',
+  'queued', 'buyers'];
+
+async function showSale(id) {
+  let sale;
+  try {
+    sale = await call('GET', `/admin/v1/sales/${encodeURIComponent(id)}`);
+  } catch (err) {
+    if (!signedOut(err)) replace(view, h('section', { class: 'card' }, h('p', {}, err.message)));
+    return;
+  }
+  const title = h('h2', { id: 'sale-title' });
+  const status = h('span', { id: 'sale-status' });
+  const facts = h('p', { class: 'muted', id: 'sale-facts' });
+  const stats = Object.fromEntries(STATS.map((name) => [name, h('dd', { 'data-stat': name })]));
+  const feed = h('span', { id: 'feed-state', class: 'muted' }, 'connecting…');
+  const clock = h('span', { id: 'sale-clock', class: 'muted' });
+  const chartBox = h('div', { id: 'chart', class: 'chart' });
+  const chart = new LiveChart(chartBox, (ms) => formatInZone(ms, zone()).slice(11));
+
+  let actions = null;
+  let storeNow = null; // the store's clock at the last tick
+  function show(current) {
+    sale = current;
+    actions?.update(current.status);
+    clock.textContent = storeNow === null ? '' : countdown(current, storeNow);
+    title.textContent = current.title;
+    replace(status, statusBadge(current.status));
+    facts.textContent = `${current.sku} · ${money(current.price_cents, current.currency)} · `
+      + `${when(current.starts_at)} → ${when(current.ends_at)} (${zone()}) · `
+      + `limit ${current.per_user_limit} per shopper · stock ${current.stats.stock_total}`;
+    for (const name of STATS) stats[name].textContent = current.stats[name];
+  }
+  actions = saleActions(id, () => sale, show);
+  show(sale);
+  replace(view,
+    h('section', { class: 'card' },
+      h('div', { class: 'heading' }, title, clock, status),
+      facts,
+      h('dl', { class: 'stats' }, STATS.map((name) => h('div', {},
+        h('dt', {}, name.replace('_', ' ')), stats[name])))),
+    h('section', { class: 'card' },
+      h('div', { class: 'heading' }, h('h3', {}, 'Live'), feed),
+      chartBox,
+      h('ul', { class: 'legend' }, LEGEND.map(({ key, label }) =>
+        h('li', { class: `key-${key}` }, label)))),
+    actions.section,
+    auditPanel(id),
+    deadLetterPanel(id));
+
+  followSale(id, leaving.signal, feed, (event) => {
+    storeNow = Date.parse(event.at);
+    show(event.sale);
+    chart.push({
+      at: Date.parse(event.at),
+      sold: event.sold_per_sec,
+      shed429: event.shed_429_per_sec,
+      shed503: event.shed_503_per_sec,
+      remaining: event.sale.stats.remaining,
+      stock: event.sale.stats.stock_total,
+    });
+  });
+}
+
+/** How long until the sale opens or closes, by the store's clock `now`
+ *  (the feed's tick), whatever the browser's own clock says. */
+function countdown(sale, now) {
+  const left = (until) => {
+    const secs = Math.max(0, Math.round((Date.parse(until) - now) / 1000));
+    const [d, hr, m, sec] = [Math.floor(secs / 86400), Math.floor(secs / 3600) % 24,
+      Math.floor(secs / 60) % 60, secs % 60];
+    return (d ? `${d}d ` : '') + (d || hr ? `${hr}h ` : '') + `${m}m ${sec}s`;
+  };
+  if (sale.status === 'upcoming') return `opens in ${left(sale.starts_at)}`;
+  if (sale.status === 'live' || sale.status === 'sold_out') return `ends in ${left(sale.ends_at)}`;
+  return '';
+}
+
+/** Follows the sale's live feed until `signal` aborts, reconnecting after
+ *  a dropped stream or a refused one (say, too many consoles watching). */
+async function followSale(id, signal, feed, onStats) {
+  let wait = 1000;
+  while (!signal.aborted) {
+    try {
+      await follow(`/admin/v1/sales/${encodeURIComponent(id)}/events`, ({ event, data }) => {
+        wait = 1000;
+        if (event === 'stats') {
+          feed.textContent = `tick ${data.seq} at ${when(data.at).slice(11)}`;
+          onStats(data);
+        } else if (event === 'unavailable') {
+          feed.textContent = `store unavailable at this tick: ${data.error.message}`;
+        }
+      }, signal);
+      if (!signal.aborted) feed.textContent = 'the engine closed the feed; reconnecting…';
+    } catch (err) {
+      if (signal.aborted) return;
+      if (signedOut(err)) return;
+      feed.textContent = `${err.message}; reconnecting…`;
+    }
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    wait = Math.min(wait * 2, 30_000);
+  }
+}
+
+/** A button that acts only when pressed twice within five seconds. */
+function confirmButton(id, label, action) {
+  let armed = null;
+  const button = h('button', { type: 'button', id, class: 'danger' }, label);
+  button.addEventListener('click', async () => {
+    if (!armed) {
+      button.textContent = `${label}: press again to confirm`;
+      armed = setTimeout(() => { armed = null; button.textContent = label; }, 5000);
+      return;
+    }
+    clearTimeout(armed);
+    armed = null;
+    button.textContent = label;
+    await action();
+  });
+  return button;
+}
+
+function saleActions(id, current, show) {
+  const path = `/admin/v1/sales/${encodeURIComponent(id)}`;
+  const patch = async (body) => show(await call('PATCH', path, body));
+
+  const stock = h('form', { id: 'stock-form', class: 'inline', novalidate: true },
+    field('Stock total', 'stock_total', h('input', { type: 'number', min: 1, step: 1 }),
+      'more while live; never below what is held or paid'),
+    formError(), h('button', { type: 'submit' }, 'Set stock'));
+  onSubmit(stock, (fields) => patch({ stock_total: Number(fields.stock_total.value) }));
+
+  const end = h('form', { id: 'ends-form', class: 'inline', novalidate: true },
+    field(`Ends (${zone()})`, 'ends_at', h('input', { type: 'datetime-local' })),
+    formError(), h('button', { type: 'submit' }, 'Move the end'));
+  end.elements.ends_at.value = utcToWall(current().ends_at, zone());
+  onSubmit(end, (fields) => patch({ ends_at: wallToUtc(fields.ends_at.value, zone()) }));
+
+  const outcome = h('p', { class: 'field-error', 'data-error-for': 'form' });
+  const endNow = confirmButton('end-now', 'End now', guarded(() => patch({ status: 'ended' })));
+  const cancel = confirmButton('cancel-sale', 'Cancel the sale',
+    guarded(async () => show(await call('DELETE', path))));
+  function guarded(action) {
+    return async () => {
+      outcome.textContent = '';
+      try {
+        await action();
+      } catch (err) {
+        if (!signedOut(err)) outcome.textContent = err.message;
+      }
+    };
+  }
+  const section = h('section', { class: 'card', id: 'actions' },
+    h('h3', {}, 'Change the sale'),
+    h('div', { class: 'row' }, stock, end),
+    h('div', { class: 'row' }, endNow, cancel),
+    outcome);
+  // What the sale's phase allows: anything before the start (and cancel),
+  // more stock, a later end or the end now while live, nothing after.
+  const update = (status) => {
+    const open = status === 'live' || status === 'sold_out';
+    section.hidden = status === 'ended' || status === 'cancelled';
+    endNow.hidden = !open;
+    cancel.hidden = status !== 'upcoming';
+  };
+  return { section, update };
+}
+
+function auditPanel(id) {
+  const result = h('div', { id: 'audit-result' });
+  const run = h('button', { type: 'button', id: 'run-audit' }, 'Run the audit');
+  run.addEventListener('click', async () => {
+    replace(result, h('p', { class: 'muted' }, 'auditing…'));
+    try {
+      const audit = await call('GET', `/admin/v1/sales/${encodeURIComponent(id)}/audit`);
+      replace(result,
+        h('p', { class: audit.ok ? 'ok' : 'bad', 'data-audit-ok': String(audit.ok) },
+          audit.ok ? `No difference (checked ${when(audit.checked_at)}).`
+            : `${audit.differences.length} difference(s) (checked ${when(audit.checked_at)}):`),
+        audit.differences.length > 0 && h('table', {},
+          h('thead', {}, h('tr', {}, h('th', {}, 'Check'), h('th', {}, 'Detail'))),
+          h('tbody', {}, audit.differences.map((d) =>
+            h('tr', {}, h('td', {}, d.check), h('td', {}, d.detail))))));
+    } catch (err) {
+      if (!signedOut(err)) replace(result, h('p', { class: 'bad' }, err.message));
+    }
+  });
+  return h('section', { class: 'card' },
+    h('div', { class: 'heading' }, h('h3', {}, 'Audit'), run),
+    h('p', { class: 'muted' }, 'Recounts every order of the sale in one read: for checking, '
+      + 'not for watching a race.'),
+    result);
+}
+
+function deadLetterPanel(id) {
+  const path = `/admin/v1/sales/${encodeURIComponent(id)}/dead-letters`;
+  const body = h('div', { id: 'dead-letters' });
+  const load = async () => {
+    try {
+      const { dead_letters: letters } = await call('GET', path);
+      replace(body, letters.length === 0
+        ? h('p', { class: 'muted' }, 'None: every webhook hand-off was delivered or is still being tried.')
+        : h('table', {},
+          h('thead', {}, h('tr', {}, ['Order', 'Event', 'Attempts', 'Last status', 'Last error',
+            `Dead since (${zone()})`].map((t) => h('th', {}, t)))),
+          h('tbody', {}, letters.map((l) => h('tr', {},
+            h('td', {}, l.order_id), h('td', {}, l.event), h('td', { class: 'num' }, l.attempts),
+            h('td', {}, l.last_status ?? 'no answer'), h('td', {}, l.last_error),
+            h('td', {}, when(l.dead_lettered_at)))))));
+    } catch (err) {
+      if (!signedOut(err)) replace(body, h('p', { class: 'bad' }, err.message));
+    }
+  };
+  const redrive = h('button', { type: 'button', class: 'quiet' }, 'Re-drive all');
+  redrive.addEventListener('click', async () => {
+    try {
+      const { redriven } = await call('POST', `${path}/redrive`);
+      replace(body, h('p', {}, `${redriven} hand-off(s) back in the outbox.`));
+      setTimeout(load, 1500);
+    } catch (err) {
+      if (!signedOut(err)) replace(body, h('p', { class: 'bad' }, err.message));
+    }
+  });
+  load();
+  return h('section', { class: 'card' },
+    h('div', { class: 'heading' }, h('h3', {}, 'Dead letters'), redrive), body);
+}
+
+// ---- payment exceptions --------------------------------------------------
+
+async function showPaymentExceptions() {
+  const body = h('div');
+  replace(view, h('section', { class: 'card' }, h('h2', {}, 'Payment exceptions'),
+    h('p', { class: 'muted' }, 'Verified payments the engine could not apply (an amount that '
+      + 'differs from the order\'s, or no such order): settle them with the shopper.'),
+    body));
+  try {
+    const { exceptions } = await call('GET', '/admin/v1/payment-exceptions');
+    replace(body, exceptions.length === 0 ? h('p', { class: 'muted' }, 'None.')
+      : h('table', { id: 'payment-exceptions' },
+        h('thead', {}, h('tr', {}, ['Kind', 'Transaction', 'Order (out_trade_no)', 'Amount',
+          `Recorded (${zone()})`].map((t) => h('th', {}, t)))),
+        h('tbody', {}, exceptions.map((e) => h('tr', {},
+          h('td', {}, e.kind), h('td', {}, e.transaction_id), h('td', {}, e.out_trade_no),
+          h('td', { class: 'num' }, money(e.amount_cents, e.currency)),
+          h('td', {}, when(e.recorded_at)))))));
+  } catch (err) {
+    if (!signedOut(err)) replace(body, h('p', { class: 'bad' }, err.message));
+  }
+}
+
+// ---- routing -------------------------------------------------------------
+
+function route() {
+  leaving.abort();
+  leaving = new AbortController();
+  if (!savedToken()) {
+    showSignIn();
+    return;
+  }
+  signIn.hidden = true;
+  topbar.hidden = false;
+  const hash = location.hash.replace(/^#/, '');
+  for (const link of topbar.querySelectorAll('nav a')) {
+    link.classList.toggle('current', hash.startsWith(link.getAttribute('href').slice(1)));
+  }
+  const sale = /^\/sales\/([^/]+)$/.exec(hash);
+  if (sale) showSale(decodeURIComponent(sale[1]));
+  else if (hash === '/new') showNewSale();
+  else if (hash === '/payment-exceptions') showPaymentExceptions();
+  else showSales();
+}
+
+function setUpZones() {
+  for (const name of ZONES) zoneSelect.append(h('option', { value: name }, name));
+  zoneSelect.value = localStorage.getItem(ZONE_KEY) ?? DEFAULT_ZONE;
+  zoneSelect.addEventListener('change', () => {
+    localStorage.setItem(ZONE_KEY, zoneSelect.value);
+    route();
+  });
+}
+
+setUpZones();
+setUpSignIn();
+document.getElementById('sign-out').addEventListener('click', () => showSignIn());
+window.addEventListener('hashchange', route);
+route();

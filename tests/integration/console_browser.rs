@@ -1,0 +1,370 @@
+//! Goal: a merchant can run a sale from the console in a real browser.
+//! Method: the engine (embedded store, a feed tick every 250 ms) and
+//! Debian's Chromium, headless, driven through chromedriver (WebDriver,
+//! fantoccini): a wrong token is refused at sign-in; the right one signs
+//! in; a bad value in the schedule form shows the API's own message at its
+//! field; the fixed form schedules a sale that is listed; 50 orders sent
+//! through the API show in the sale's counts and move its live chart; a
+//! top-up below what is held is refused at its field and a real one taken;
+//! "End now" ends it; an upcoming sale is cancelled from its page. Screenshots of each step go to `target/console/`.
+//! `.ci/run` installs `chromium` and `chromium-driver`; without them this
+//! test fails, it does not skip.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::Utc;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{error_code, free_port, test_config, TestApp, ADMIN_TOKEN};
+
+/// Longest the page may take to show what a step waits for.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// `chromedriver` on a free port, killed on drop.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+}
+
+impl ChromeDriver {
+    async fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (apt-get install -y chromium chromium-driver)");
+        let driver = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let status = format!("{}/status", driver.url);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let ready = client.get(&status).send().await;
+            if let Ok(response) = ready {
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                if body["value"]["ready"] == true {
+                    return driver;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver never got ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A headless Chromium session.
+    async fn browser(&self) -> Client {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", "--window-size=1280,1100", "--lang=en-US",
+                ],
+            }),
+        );
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session through chromedriver")
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The browser, and where its screenshots go.
+struct Page {
+    browser: Client,
+    shots: PathBuf,
+}
+
+impl Page {
+    async fn screenshot(&self, name: &str) {
+        let png = self.browser.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// Waits until `script` (a function body returning a value) returns
+    /// something other than null or false, and returns it.
+    async fn until(&self, what: &str, script: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let value = self.browser.execute(script, vec![]).await.unwrap();
+            if !value.is_null() && value != false {
+                return value;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.screenshot("failed").await;
+                panic!("the page never showed {what} (screenshot: failed.png)");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The text of the first element matching `css`, once it has some.
+    async fn text_of(&self, css: &str) -> String {
+        let script = format!(
+            "const e = document.querySelector({}); return e && e.textContent.trim() || null;",
+            json!(css)
+        );
+        let text = self.until(css, &script).await;
+        text.as_str().unwrap().to_owned()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let input = self.browser.find(Locator::Css(css)).await.unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(text).await.unwrap();
+    }
+
+    /// Sets an input's value directly (a `datetime-local`, whose typing
+    /// rules depend on the browser's locale).
+    async fn set_value(&self, css: &str, value: &str) {
+        let script = format!(
+            "document.querySelector({}).value = arguments[0];",
+            json!(css)
+        );
+        self.browser
+            .execute(&script, vec![json!(value)])
+            .await
+            .unwrap();
+    }
+
+    async fn scroll_to(&self, css: &str) {
+        let script = format!(
+            "document.querySelector({}).scrollIntoView({{block: 'center'}});",
+            json!(css)
+        );
+        self.browser.execute(&script, vec![]).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self.browser.find(Locator::Css(css)).await.unwrap();
+        element.click().await.unwrap();
+    }
+
+    async fn go(&self, address: &str, fragment: &str) {
+        self.browser
+            .goto(&format!("{address}/console/{fragment}"))
+            .await
+            .unwrap();
+    }
+}
+
+/// A wall-clock time in Asia/Shanghai (UTC+8, no daylight saving), as a
+/// `datetime-local` value, `minutes` from now.
+fn shanghai_wall(minutes: i64) -> String {
+    let at = Utc::now() + chrono::Duration::hours(8) + chrono::Duration::minutes(minutes);
+    at.format("%Y-%m-%dT%H:%M").to_string()
+}
+
+#[tokio::test]
+async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
+    let mut config = test_config();
+    config.console_events_ms = 250;
+    let app = TestApp::spawn_with(config).await;
+    let driver = ChromeDriver::start().await;
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console");
+    std::fs::create_dir_all(&shots).unwrap();
+    let page = Page {
+        browser: driver.browser().await,
+        shots,
+    };
+
+    // Sign in: a wrong token is refused with the API's message.
+    page.go(&app.address, "").await;
+    page.until(
+        "the sign-in form",
+        "return !document.getElementById('sign-in').hidden;",
+    )
+    .await;
+    page.screenshot("01-sign-in").await;
+    page.type_into("#token", "a-wrong-token-of-at-least-32-bytes-long")
+        .await;
+    page.click("#sign-in-form button[type=submit]").await;
+    let refusal = page.text_of("[data-error-for=token]").await;
+    assert_eq!(refusal, "token: invalid admin token");
+    page.screenshot("02-wrong-token").await;
+    page.type_into("#token", ADMIN_TOKEN).await;
+    page.click("#sign-in-form button[type=submit]").await;
+    let listed = page.text_of("#view .muted").await;
+    assert_eq!(listed, "No sales yet.");
+    let stored = page
+        .browser
+        .execute(
+            "return sessionStorage.getItem('flashsale.admin_token');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored, ADMIN_TOKEN, "the token is kept in sessionStorage");
+
+    // Schedule a sale through the form; a bad stock shows the API's
+    // message at the stock field.
+    page.click("a[href='#/new']").await;
+    page.until(
+        "the schedule form",
+        "return document.getElementById('new-sale-form');",
+    )
+    .await;
+    page.type_into("#field-sku", "LC-POUCH-RED").await;
+    page.type_into("#field-title", "Le Pliage pouch, red").await;
+    page.type_into("#field-price_cents", "19900").await;
+    page.type_into("#field-stock_total", "0").await;
+    page.set_value("#field-starts_at", &shanghai_wall(-1)).await;
+    page.set_value("#field-ends_at", &shanghai_wall(60)).await;
+    page.click("#new-sale-form button[type=submit]").await;
+    let shown = page.text_of("[data-error-for=stock_total]").await;
+    let mut refused_body = crate::support::live_sale(0, 1);
+    refused_body["title"] = json!("Le Pliage pouch, red");
+    let api = app
+        .admin(reqwest::Method::POST, "/admin/v1/sales", Some(refused_body))
+        .await;
+    assert_eq!(api.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let api: Value = api.json().await.unwrap();
+    assert_eq!(
+        shown, api["error"]["message"],
+        "the API's message, at its field"
+    );
+    page.screenshot("03-bad-stock").await;
+
+    page.type_into("#field-stock_total", "100").await;
+    page.click("#new-sale-form button[type=submit]").await;
+    let sale = page
+        .until(
+            "the new sale's page",
+            "const m = /^#\\/sales\\/(.+)$/.exec(location.hash); \
+             return m && document.querySelector('#sale-status [data-status=live]') ? m[1] : null;",
+        )
+        .await;
+    let sale = sale.as_str().unwrap().to_owned();
+    assert_eq!(app.sale(&sale).await["stock_total"], 100, "scheduled");
+
+    // Listed, with its status and counts.
+    page.click("a[href='#/sales']").await;
+    let row = format!("#sales-table tr[data-sale-id='{sale}']");
+    let listed = page.text_of(&row).await;
+    assert!(listed.contains("Le Pliage pouch, red"), "{listed}");
+    assert!(listed.contains("100 / 100"), "{listed}");
+    page.screenshot("04-listed").await;
+
+    // 50 orders through the API: the counts and the chart follow.
+    page.click(&format!("{row} a")).await;
+    page.until(
+        "the live feed",
+        "return document.querySelector('#chart svg[data-points]')?.dataset.points > 0;",
+    )
+    .await;
+    let clock = page.text_of("#sale-clock").await;
+    assert!(
+        clock.starts_with("ends in "),
+        "by the store's clock: {clock}"
+    );
+    for shopper in 0..50 {
+        app.buy(&sale, &format!("console-shopper-{shopper}")).await;
+    }
+    page.until(
+        "the counts after 50 orders",
+        "const stat = (n) => document.querySelector(`[data-stat=${n}]`).textContent; \
+         return stat('remaining') === '50' && stat('reserved') === '50';",
+    )
+    .await;
+    let chart = page
+        .until(
+            "the chart moving",
+            "const svg = document.querySelector('#chart svg'); \
+             return svg.dataset.soldMax > 0 && svg.dataset.remainingLast === '50' \
+               ? {sold_max: Number(svg.dataset.soldMax), points: Number(svg.dataset.points)} : null;",
+        )
+        .await;
+    assert!(chart["sold_max"].as_f64().unwrap() > 0.0, "{chart}");
+    page.screenshot("05-fifty-sold").await;
+
+    // Top up the stock from the form: below what is held is refused at the
+    // field; more is taken at once.
+    page.type_into("#stock-form [name=stock_total]", "10").await;
+    page.click("#stock-form button[type=submit]").await;
+    let refused = page
+        .text_of("#stock-form [data-error-for=stock_total]")
+        .await;
+    assert!(
+        refused.starts_with("stock_total cannot go below the 50 units"),
+        "{refused}"
+    );
+    page.type_into("#stock-form [name=stock_total]", "120")
+        .await;
+    page.click("#stock-form button[type=submit]").await;
+    page.until(
+        "the topped-up stock",
+        "return document.querySelector('[data-stat=remaining]').textContent === '70';",
+    )
+    .await;
+    assert_eq!(app.sale(&sale).await["stock_total"], 120);
+
+    // End it now (a second press confirms): its status changes.
+    page.click("#end-now").await;
+    page.click("#end-now").await;
+    page.until(
+        "the ended status",
+        "return document.querySelector('#sale-status [data-status=ended]');",
+    )
+    .await;
+    assert_eq!(app.sale(&sale).await["status"], "ended");
+    let order = app.order(&sale, "console-latecomer", None, None).await;
+    assert_eq!(
+        error_code(order).await,
+        (StatusCode::CONFLICT, "ended".to_owned())
+    );
+    page.scroll_to("#sale-status").await;
+    page.screenshot("06-ended").await;
+
+    // Audit from the console: the 50 orders add up.
+    page.click("#run-audit").await;
+    page.until(
+        "the audit",
+        "return document.querySelector('[data-audit-ok=true]');",
+    )
+    .await;
+    page.scroll_to("#audit-result").await;
+    page.screenshot("07-audit").await;
+
+    // An upcoming sale can be cancelled from its page.
+    let mut upcoming = crate::support::live_sale(10, 1);
+    upcoming["starts_at"] = json!(crate::support::rfc3339_in(Duration::from_secs(600), false));
+    let upcoming = app.create_sale(upcoming).await;
+    page.go(&app.address, &format!("#/sales/{upcoming}")).await;
+    let clock = page.text_of("#sale-clock").await;
+    assert!(clock.starts_with("opens in "), "{clock}");
+    page.click("#cancel-sale").await;
+    page.click("#cancel-sale").await;
+    page.until(
+        "the cancelled status",
+        "return document.querySelector('#sale-status [data-status=cancelled]');",
+    )
+    .await;
+    assert_eq!(app.sale(&upcoming).await["status"], "cancelled");
+    page.scroll_to("#sale-status").await;
+    page.screenshot("08-cancelled").await;
+
+    page.browser.close().await.unwrap();
+    app.stop().await;
+}
