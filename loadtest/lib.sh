@@ -112,6 +112,8 @@ lt_start() {
   export FLASHSALE_ADMIN_TOKEN="loadtest-admin-token-of-32-bytes-$RANDOM$RANDOM"
   export FLASHSALE_USER_TOKEN_SECRET="loadtest-secret-$RANDOM$RANDOM$RANDOM"
   engine_port=$(lt_free_port)
+  local wrapper=()
+  read -r -a wrapper <<<"${FLASHSALE_LOADTEST_ENGINE_WRAPPER:-}"
   # Simulated payments for the pay route; one-second payment timeouts allowed
   # so abandoned orders expire within the run; no per-address limit, since
   # every shopper comes from 127.0.0.1 (the per-shopper and overall limits
@@ -123,8 +125,6 @@ lt_start() {
   FLASHSALE_PAYMENTS=simulated \
   FLASHSALE_PAYMENT_TIMEOUT_MIN_SECS=1 \
   FLASHSALE_RATE_IP_PER_SEC=0 \
-  local wrapper=()
-  read -r -a wrapper <<<"${FLASHSALE_LOADTEST_ENGINE_WRAPPER:-}"
   RUST_LOG=warn \
     "${wrapper[@]}" "$bin_dir/flashsale" >"$work/engine.log" 2>&1 &
   engine_pid=$!
