@@ -201,6 +201,7 @@ impl Application {
                 limits.prune();
             }
         });
+        let upkeep = tokio::spawn(telemetry::metrics_upkeep(telemetry::metrics_handle()));
         let served = server::serve(
             self.listener,
             self.router,
@@ -211,6 +212,7 @@ impl Application {
         .await;
         order_service.abort();
         pruning.abort();
+        upkeep.abort();
         stock_returns.abort();
         self.inventory.stop();
         tracing::info!("flashsale stopped");
