@@ -1,5 +1,6 @@
-//! Logs and metrics: the tracing subscriber and every metric name the
-//! engine exports on `/metrics` (Prometheus text format).
+//! Logs and metrics: the tracing subscriber, every metric name the engine
+//! exports on `/metrics` (Prometheus text format), and the process-wide
+//! recorder with its upkeep (which bounds what its histograms hold).
 
 use std::sync::OnceLock;
 use std::time::Duration;
