@@ -9,6 +9,11 @@
 #   lt_start                   starts Redis and the engine; sets $work,
 #                              $report_dir, $redis_port, $engine_port,
 #                              $engine_pid, $host, and the trap that stops them
+#
+# FLASHSALE_LOADTEST_ENGINE_WRAPPER, if set, is a command the engine runs
+# under (split on spaces), e.g. `heaptrack -o /tmp/engine` or
+# `env MALLOC_ARENA_MAX=2`; $engine_pid is still the engine's own process
+# (what the soak samples and what is stopped first on exit).
 #   lt_suite SECS NAME OPTS... one run of the suite, bounded by `timeout SECS`,
 #                              its reports named NAME.html and NAME.json
 
@@ -31,10 +36,11 @@ lt_build() {
 }
 
 lt_pids=()
+lt_wrapper_pid=
 lt_cleanup() {
-  local status=$?
-  for pid in "${lt_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${lt_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  local status=$? i
+  for ((i = ${#lt_pids[@]} - 1; i >= 0; i--)); do kill "${lt_pids[i]}" 2>/dev/null || true; done
+  for pid in "${lt_pids[@]}" $lt_wrapper_pid; do wait "$pid" 2>/dev/null || true; done
   if [ "$status" -ne 0 ] && [ -f "${work:-}/engine.log" ]; then
     echo "--- last lines of the engine's log"; tail -n 20 "$work/engine.log"
   fi
@@ -74,6 +80,22 @@ lt_wait_for() {
   return 1
 }
 
+# The engine's process under a wrapper process $1: $1 itself once it runs
+# $bin_dir/flashsale (a wrapper that execs), or its child that does (polled
+# for 10 s while the wrapper starts it).
+lt_engine_under() {
+  local engine pid parent
+  engine=$(realpath "$bin_dir/flashsale")
+  for _ in $(seq 1 100); do
+    for pid in $(pgrep -P "$1"); do
+      [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$engine" ] && { echo "$pid"; return 0; }
+    done
+    [ "$(readlink "/proc/$1/exe" 2>/dev/null)" = "$engine" ] && { echo "$1"; return 0; }
+    sleep 0.1
+  done
+  return 1
+}
+
 lt_start() {
   work=$(mktemp -d)
   report_dir=${FLASHSALE_LOADTEST_REPORT_DIR:-${CARGO_TARGET_DIR:-target}/loadtest}
@@ -90,6 +112,8 @@ lt_start() {
   export FLASHSALE_ADMIN_TOKEN="loadtest-admin-token-of-32-bytes-$RANDOM$RANDOM"
   export FLASHSALE_USER_TOKEN_SECRET="loadtest-secret-$RANDOM$RANDOM$RANDOM"
   engine_port=$(lt_free_port)
+  local wrapper=()
+  read -r -a wrapper <<<"${FLASHSALE_LOADTEST_ENGINE_WRAPPER:-}"
   # Simulated payments for the pay route; one-second payment timeouts allowed
   # so abandoned orders expire within the run; no per-address limit, since
   # every shopper comes from 127.0.0.1 (the per-shopper and overall limits
@@ -102,8 +126,14 @@ lt_start() {
   FLASHSALE_PAYMENT_TIMEOUT_MIN_SECS=1 \
   FLASHSALE_RATE_IP_PER_SEC=0 \
   RUST_LOG=warn \
-    "$bin_dir/flashsale" >"$work/engine.log" 2>&1 &
+    "${wrapper[@]}" "$bin_dir/flashsale" >"$work/engine.log" 2>&1 &
   engine_pid=$!
+  if [ "${#wrapper[@]}" -gt 0 ]; then
+    # The wrapper is not stopped but waited for: it ends with the engine,
+    # so a profiler sees the engine exit and writes its data.
+    lt_wrapper_pid=$engine_pid
+    engine_pid=$(lt_engine_under "$engine_pid") || { echo "$lt_script: no engine process under the wrapper" >&2; exit 1; }
+  fi
   lt_pids+=("$engine_pid")
   host="http://127.0.0.1:$engine_port"
   lt_wait_for 100 lt_ready "$engine_port" || { echo "$lt_script: the engine did not become ready" >&2; exit 1; }

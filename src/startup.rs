@@ -238,6 +238,7 @@ impl Application {
             shutdown.await;
             live.close();
         };
+        let upkeep = tokio::spawn(telemetry::metrics_upkeep(telemetry::metrics_handle()));
         let served = server::serve(
             self.listener,
             self.router,
@@ -248,6 +249,7 @@ impl Application {
         .await;
         order_service.abort();
         pruning.abort();
+        upkeep.abort();
         stock_returns.abort();
         self.inventory.stop();
         tracing::info!("flashsale stopped");

@@ -1,5 +1,6 @@
-//! Logs and metrics: the tracing subscriber and every metric name the
-//! engine exports on `/metrics` (Prometheus text format).
+//! Logs and metrics: the tracing subscriber, every metric name the engine
+//! exports on `/metrics` (Prometheus text format), and the process-wide
+//! recorder with its upkeep (which bounds what its histograms hold).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -117,7 +118,25 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
-/// The process-wide metrics recorder, installed on first use.
+/// How often the recorder's upkeep runs (see [`metrics_upkeep`]); the
+/// exporter crate's own default.
+pub const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs the recorder's upkeep every [`METRICS_UPKEEP_EVERY`], until the task
+/// is dropped. A histogram keeps every recorded sample until it is drained
+/// into its buckets, which only upkeep and a `/metrics` scrape do: an engine
+/// nobody scrapes would otherwise grow by 8 bytes per store call and per
+/// request, without end.
+pub async fn metrics_upkeep(handle: PrometheusHandle) {
+    let mut timer = tokio::time::interval(METRICS_UPKEEP_EVERY);
+    loop {
+        timer.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+/// The process-wide metrics recorder, installed on first use. Its upkeep is
+/// the caller's to run ([`metrics_upkeep`]).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
