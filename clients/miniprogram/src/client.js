@@ -461,7 +461,8 @@ export class FlashsaleClient {
    * - `payment_cancelled`: the shopper closed the sheet; the order is still
    *   pending, `pay` may be called again;
    * - `payment_failed`: the sheet failed (`message`: its errMsg), and the
-   *   order is not paid;
+   *   order is not paid; or the answer carried no parameters (a proxy's
+   *   page), and no sheet was shown;
    * - `payment_processing` (with the last `order` read): the sheet was paid
    *   but the engine has not heard from WeChat Pay within `payWaitMaxMs`:
    *   tell the shopper it is being confirmed, and `waitUntilPaid` later;
@@ -487,6 +488,9 @@ export class FlashsaleClient {
       const read = await this.getOrder(orderId);
       if (!read.ok) return prepay;
       return read.order.status === 'paid' ? read : { ...prepay, order: read.order };
+    }
+    if (!prepay.body || PAYMENT_FIELDS.some((field) => typeof prepay.body[field] !== 'string')) {
+      return clientResult('payment_failed', 'the engine answered no payment parameters');
     }
     const params = {};
     for (const field of PAYMENT_FIELDS) params[field] = prepay.body[field];

@@ -213,7 +213,7 @@ test('a sheet that fails otherwise answers payment_failed with its errMsg, after
   assert.equal(sheetOutcome('requestPayment:ok'), 'paid');
 });
 
-test("no sheet for another shopper's order (not_found), a cancelled one (conflict, with the order), the engine's 502; an order already paid is ok", async () => {
+test("no sheet for another shopper's order (not_found), a cancelled one (conflict, with the order), the engine's 502, an answer without parameters; an order already paid is ok", async () => {
   const payAll = async (params) => {
     await wechat.pay(engine.baseUrl, params.package);
     return 'requestPayment:ok';
@@ -230,6 +230,11 @@ test("no sheet for another shopper's order (not_found), a cancelled one (conflic
   assert.equal(refused.code, 'wechatpay_refused');
   const minePrepays = () => mine.transport.log.filter((e) => e.path === `/api/v1/orders/${mine.order.id}/wechatpay`);
   assert.deepEqual(minePrepays().map((e) => e.status), [502], "the engine's 502 is an answer: not retried");
+
+  proxy.answer('POST', PREPAY, 200, {}, 'not the parameters');
+  const garbled = await mine.client.pay(mine.order.id);
+  assert.equal(garbled.code, 'payment_failed');
+  assert.equal(mine.wx.payments.length, 0, 'no sheet without the parameters');
 
   // A double tap: one sheet, one answer for both.
   const [first, second] = await Promise.all([mine.client.pay(mine.order.id), mine.client.pay(mine.order.id)]);
