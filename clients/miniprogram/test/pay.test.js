@@ -7,7 +7,8 @@
 // paySign verifies with the merchant's public key; the order ends `paid`,
 // read no faster than the poll interval; a cancelled sheet leaves the order
 // pending and is answered as such; a 503 is retried after its Retry-After;
-// "still processing" after the bounded wait; 404, 409 and the engine's 502
+// "still processing" after the bounded wait; a payment after a cancel is
+// refund_required; 404, 409 and the engine's 502
 // are answered at once, without a sheet; and the example page's pay button.
 
 import assert from 'node:assert/strict';
@@ -211,6 +212,26 @@ test('a sheet that fails otherwise answers payment_failed with its errMsg, after
   assert.equal((await client.getOrder(order.id)).order.status, 'pending_payment');
   assert.equal(sheetOutcome('requestPayment:cancel'), 'cancelled', 'the cancel of WeChat 6.5.2 and older');
   assert.equal(sheetOutcome('requestPayment:ok'), 'paid');
+});
+
+test('paid after the order was cancelled (the race no close prevents): refund_required, with the order', async () => {
+  let client;
+  const shopper = await shopperWithOrder({
+    onRequestPayment: async (params) => {
+      const cancelled = await client.cancelOrder(shopper.order.id);
+      assert.equal(cancelled.ok, true, JSON.stringify(cancelled));
+      await wechat.pay(engine.baseUrl, params.package, { afterClose: true });
+      return 'requestPayment:ok';
+    },
+  });
+  client = shopper.client;
+
+  const late = await client.pay(shopper.order.id);
+
+  assert.equal(late.ok, false);
+  assert.equal(late.code, 'refund_required');
+  assert.equal(late.order.status, 'refund_required');
+  assert.equal(wechat.orders.get(shopper.order.id).state, 'SUCCESS');
 });
 
 test("no sheet for another shopper's order (not_found), a cancelled one (conflict, with the order), the engine's 502, an answer without parameters; an order already paid is ok", async () => {
