@@ -20,6 +20,12 @@ const MESSAGES = {
   overloaded: '人太多了，请稍后再试',
   unavailable: '服务繁忙，请稍后再试',
   network_error: '网络不给力，请重试',
+};
+
+/** What the shopper reads when paying: the codes of `pay`, and `conflict` meaning the order can no longer be paid. */
+const PAY_MESSAGES = {
+  ...MESSAGES,
+  conflict: '订单已取消或已过期，不能支付',
   not_found: '订单不存在',
   payment_cancelled: '已取消支付，可在订单中继续支付',
   payment_failed: '支付未完成，请重试',
@@ -101,7 +107,7 @@ Page({
     if (this.data.paying) return;
     this.setData({ paying: true, message: '' });
     const result = await this.client.pay(event.currentTarget.dataset.id);
-    this.setData({ paying: false, message: result.ok ? '支付成功' : MESSAGES[result.code] || result.message || '出错了' });
+    this.setData({ paying: false, message: result.ok ? '支付成功' : PAY_MESSAGES[result.code] || result.message || '出错了' });
     await this.loadOrders();
   },
 
