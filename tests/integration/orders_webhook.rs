@@ -533,14 +533,17 @@ async fn dead_letters(app: &TestApp, sale: &str) -> Vec<Value> {
     whole
 }
 
-/// Polls the admin API until the sale has `count` dead letters.
+/// Polls the admin API until the sale has `count` dead letters, then reads
+/// them whole and a page at a time (once they are all written, so both
+/// reads see the same letters).
 async fn dead_letters_when(app: &TestApp, sale: &str, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let letters = dead_letters(app, sale).await;
+        let body = on_dead_letters(app, Method::GET, sale, "?limit=500").await;
+        let letters = body["dead_letters"].as_array().unwrap();
         if letters.len() >= count {
             assert_eq!(letters.len(), count, "{letters:?}");
-            return letters;
+            return dead_letters(app, sale).await;
         }
         assert!(
             Instant::now() < deadline,
