@@ -30,10 +30,12 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
 
 error_responses!(
     JoinQueueErrors = [
-        Unauthorized, NotFound, NotStarted, Ended, SoldOut, Conflict, RateLimited, Overloaded,
+        Unauthorized, Forbidden, NotFound, NotStarted, Ended, SoldOut, Conflict, RateLimited, Overloaded,
         Unavailable,
     ];
-    PollQueueErrors = [Unauthorized, NotFound, Conflict, RateLimited, Overloaded, Unavailable];
+    PollQueueErrors = [
+        Unauthorized, Forbidden, NotFound, Conflict, RateLimited, Overloaded, Unavailable,
+    ];
 );
 
 /// A shopper's place in a queued sale's waiting room.
