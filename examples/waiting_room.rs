@@ -250,12 +250,16 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let sale: Value = response.json().await?;
     let sale = sale["id"].as_str().context("a sale id")?.to_owned();
-    let view: Value = client
-        .get(format!("{base}/api/v1/sales/{sale}"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let public_view = || async {
+        let view: Value = client
+            .get(format!("{base}/api/v1/sales/{sale}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::Ok(view)
+    };
+    let view = public_view().await?;
     let commitment = view["admission"]["seed_sha256"]
         .as_str()
         .context("a commitment")?
@@ -315,12 +319,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|(_, s)| s.position.unwrap_or(0) as f64)
         .collect();
     let rho = spearman(&joins, &places);
-    let view: Value = client
-        .get(format!("{base}/api/v1/sales/{sale}"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let view = public_view().await?;
     let seed = view["admission"]["seed"]
         .as_str()
         .context("the revealed seed")?;

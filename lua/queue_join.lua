@@ -15,13 +15,9 @@
 -- ARGV[3] the most members the line may hold
 -- Returns {'joined'} | {'not_found'} | {'not_queued'} | {'not_started'} |
 --   {'ended'} | {'sold_out'} | {'full'}.
-local s = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'admission_mode',
-  'prequeue_opens_secs')
-if not s[1] then
-  return {'not_found'}
-end
-if s[4] ~= 'queue' then
-  return {'not_queued'}
+local s, refusal = queued_sale(KEYS[1], 'prequeue_opens_secs')
+if not s then
+  return refusal
 end
 local now = now_ms()
 local starts_at = tonumber(s[2])

@@ -29,13 +29,9 @@
 --   {status, now, starts_at, admit_per_sec, position, ahead, expires_at}
 --   with status waiting | admitted | sold_out | ended, position and ahead
 --   -1 before the opening, expires_at 0 unless admitted.
-local s = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'admission_mode',
-  'admit_per_sec', 'token_ttl_secs', 'per_user_limit')
-if not s[1] then
-  return {'not_found'}
-end
-if s[4] ~= 'queue' then
-  return {'not_queued'}
+local s, refusal = queued_sale(KEYS[1], 'admit_per_sec', 'token_ttl_secs', 'per_user_limit')
+if not s then
+  return refusal
 end
 local now = now_ms()
 local starts_at = tonumber(s[2])
