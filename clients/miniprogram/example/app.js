@@ -7,7 +7,7 @@
 // OpenID, and answers {"token": "<HS256 JWT, sub = the OpenID, exp set>"}
 // signed with the engine's FLASHSALE_USER_TOKEN_SECRET.
 
-import { createClient, wxStorage, wxTransport } from './flashsale/index.js';
+import { createClient, wxRequestPayment, wxStorage, wxTransport } from './flashsale/index.js';
 
 export const ENGINE_URL = 'https://seckill.example.com';
 export const LOGIN_URL = 'https://shop.example.com/api/flashsale-login';
@@ -17,6 +17,7 @@ App({
     this.flashsale = createClient({
       transport: wxTransport({ baseUrl: ENGINE_URL, wx }),
       storage: wxStorage(wx),
+      requestPayment: wxRequestPayment(wx),
       getToken: ({ refresh }) => this.shopperToken(refresh),
     });
   },

@@ -13,9 +13,13 @@
 //   storage from before its first request until a definite answer, so a
 //   retry, a second tap or a restart of the Mini Program never makes a
 //   second order and never loses the first.
+// - Paying asks the engine for fresh `wx.requestPayment` parameters every
+//   time (never stale ones), and believes the order, not the payment
+//   sheet: it is paid once the engine says `paid`.
 
 import { ServerClock, saleCountdown } from './clock.js';
-import { RETRY_DEFAULTS, isRetryableStatus, retryAfterMs, retryWaitMs } from './retry.js';
+import { PAYMENT_FIELDS, sheetOutcome } from './payment.js';
+import { RETRY_DEFAULTS, isRefusal, isRetryableAnswer, retryAfterMs, retryWaitMs } from './retry.js';
 import { memoryStorage } from './storage.js';
 import { NetworkError } from './transport.js';
 
@@ -24,8 +28,10 @@ const INTENT_PREFIX = 'flashsale:intent:';
 const CLOCK_SYNC_SAMPLES = 3;
 /** How old the clock's last sync may be before a watched sale's poll syncs it again. */
 const CLOCK_REFRESH_MS = 30_000;
-/** Fastest a watched sale is polled, whatever its `Cache-Control` says. */
+/** Fastest the engine is polled (a watched sale, whatever its `Cache-Control` says; an order being paid). */
 const POLL_INTERVAL_MIN_MS = 1000;
+/** Longest `pay` polls a paid sheet's order for the engine's `paid` before it answers `payment_processing`. */
+const PAY_WAIT_MAX_MS = 10_000;
 /** Sale statuses after which nothing changes: a watch stops. */
 const FINAL_STATUSES = new Set(['ended', 'cancelled']);
 
@@ -104,6 +110,11 @@ function toResult(answer) {
   };
 }
 
+/** A result the client makes itself (no engine answer behind it: status 0). */
+function clientResult(code, message, extra = {}) {
+  return { ok: false, status: 0, code, message, retryAfterMs: null, uncertain: false, ...extra };
+}
+
 const NO_ANSWER = Object.freeze({
   ok: false,
   status: 0,
@@ -119,14 +130,19 @@ export class FlashsaleClient {
    * @param {Function} options.getToken `({ refresh }) => token | Promise<token>`: the shopper's
    *   JWT from the merchant's login service; `refresh: true` after the engine answered 401.
    * @param {object} [options.storage] `wxStorage(wx)` in a Mini Program; memory by default.
+   * @param {Function} [options.requestPayment] the payment sheet, `wxRequestPayment(wx)` in a
+   *   Mini Program (see payment.js); `pay` needs it.
    * @param {object} [options.retry] overrides of `RETRY_DEFAULTS`.
    * @param {number} [options.timeoutMs] per request (default 10 s).
    * @param {Function} [options.now] the local clock in ms (tests skew it).
+   * @param {number} [options.pollIntervalMinMs] fastest the engine is polled (default 1 s).
+   * @param {number} [options.payWaitMaxMs] longest `pay` waits for `paid` after the sheet (default 10 s).
    */
   constructor({
     transport,
     getToken,
     storage = memoryStorage(),
+    requestPayment,
     retry = {},
     timeoutMs = 10_000,
     now = Date.now,
@@ -134,12 +150,14 @@ export class FlashsaleClient {
     sleep = defaultSleep,
     newKey = randomKey,
     pollIntervalMinMs = POLL_INTERVAL_MIN_MS,
+    payWaitMaxMs = PAY_WAIT_MAX_MS,
     clockRefreshMs = CLOCK_REFRESH_MS,
   }) {
     if (typeof transport !== 'function') throw new TypeError('FlashsaleClient: transport is required');
     this.transport = transport;
     this.getToken = getToken;
     this.storage = storage;
+    this.requestPayment = requestPayment;
     this.policy = { ...RETRY_DEFAULTS, ...retry };
     this.timeoutMs = timeoutMs;
     this.now = now;
@@ -147,6 +165,7 @@ export class FlashsaleClient {
     this.sleep = sleep;
     this.newKey = newKey;
     this.pollIntervalMinMs = pollIntervalMinMs;
+    this.payWaitMaxMs = payWaitMaxMs;
     this.clockRefreshMs = clockRefreshMs;
     this.clock = new ServerClock({ now });
     this.clockSyncedAt = null;
@@ -154,6 +173,25 @@ export class FlashsaleClient {
     this.tokenSales = new Map();
     /** Orders on their way, by intent: intent key -> the call's promise. */
     this.ordering = new Map();
+    /** Payments on their way: order id -> the call's promise. */
+    this.paying = new Map();
+  }
+
+  /**
+   * Runs `start()` unless a call for `key` is already running in `running`
+   * (a Map), in which case the caller gets that call's answer: a double tap
+   * sends once.
+   */
+  async _once(running, key, start) {
+    const current = running.get(key);
+    if (current) return current;
+    const call = start();
+    running.set(key, call);
+    try {
+      return await call;
+    } finally {
+      running.delete(key);
+    }
   }
 
   async _token(refresh) {
@@ -189,7 +227,7 @@ export class FlashsaleClient {
         continue;
       }
       uncertain = uncertain || !answer || answer.status >= 500;
-      if (answer && !isRetryableStatus(answer.status)) return { ...toResult(answer), uncertain };
+      if (answer && !isRetryableAnswer(answer)) return { ...toResult(answer), uncertain };
       const failure = answer ? toResult(answer) : NO_ANSWER;
       const after = answer ? retryAfterMs(answer.headers, this.clock.now()) : null;
       if (!retry || attempt >= this.policy.attemptsMax) return { ...failure, retryAfterMs: after, uncertain };
@@ -342,15 +380,7 @@ export class FlashsaleClient {
     // A second tap while the first is on its way waits for the first and
     // gets its answer: two calls never read the stored intent at once (and
     // make two keys).
-    const running = this.ordering.get(intentKey);
-    if (running) return running;
-    const call = this._placeOrder(intentKey, saleId, quantity, purchaseToken);
-    this.ordering.set(intentKey, call);
-    try {
-      return await call;
-    } finally {
-      this.ordering.delete(intentKey);
-    }
+    return this._once(this.ordering, intentKey, () => this._placeOrder(intentKey, saleId, quantity, purchaseToken));
   }
 
   async _placeOrder(intentKey, saleId, quantity, purchaseToken) {
@@ -376,8 +406,7 @@ export class FlashsaleClient {
       await this.storage.remove(intentKey);
       return { ok: true, order: result.body, replayed: result.headers['idempotent-replayed'] === 'true' };
     }
-    const definite = result.status >= 400 && result.status < 500 && result.status !== 429;
-    if (definite && result.code !== 'conflict') await this.storage.remove(intentKey);
+    if (isRefusal(result) && result.code !== 'conflict') await this.storage.remove(intentKey);
     return result;
   }
 
@@ -420,6 +449,95 @@ export class FlashsaleClient {
       if (read.ok && read.order.status === 'cancelled') return read;
     }
     return result;
+  }
+
+  /**
+   * Pays one of the shopper's `pending_payment` orders with WeChat Pay:
+   * asks the engine for the `wx.requestPayment` parameters (retried on 429
+   * and 503 as every call is: the engine keeps one WeChat Pay order per
+   * order), shows the payment sheet with them unchanged, then reads the
+   * order until the engine says `paid` (see `waitUntilPaid`). Answers
+   * `{ ok: true, order }` once paid, or `{ ok: false, code, ... }`:
+   * - `payment_cancelled`: the shopper closed the sheet; the order is still
+   *   pending, `pay` may be called again;
+   * - `payment_failed`: the sheet failed (`message`: its errMsg), and the
+   *   order is not paid; or the answer carried no parameters (a proxy's
+   *   page), and no sheet was shown;
+   * - `payment_processing` (with the last `order` read): the sheet was paid
+   *   but the engine has not heard from WeChat Pay within `payWaitMaxMs`:
+   *   tell the shopper it is being confirmed, and `waitUntilPaid` later;
+   * - `refund_required` (with `order`): the payment came after the order
+   *   expired or was cancelled; the merchant refunds it;
+   * - the engine's codes: `not_found`, `conflict` (the order is no longer
+   *   pending: `order` when it could be read), `wechatpay_refused`,
+   *   `unavailable` or `network_error` once retries are spent.
+   * An order already paid (an earlier sheet, another device) answers
+   * `{ ok: true, order }` without a sheet. Two calls at once for one order
+   * show one sheet.
+   */
+  async pay(orderId) {
+    if (typeof this.requestPayment !== 'function') throw new TypeError('FlashsaleClient: requestPayment is required to pay');
+    return this._once(this.paying, orderId, () => this._pay(orderId));
+  }
+
+  async _pay(orderId) {
+    const prepay = await this._request({ method: 'POST', path: `/api/v1/orders/${enc(orderId)}/wechatpay`, shopper: true });
+    if (!prepay.ok) {
+      if (prepay.code !== 'conflict') return prepay;
+      // No longer pending: paid already is what the shopper wanted.
+      const read = await this.getOrder(orderId);
+      if (!read.ok) return prepay;
+      return read.order.status === 'paid' ? read : { ...prepay, order: read.order };
+    }
+    if (!prepay.body || PAYMENT_FIELDS.some((field) => typeof prepay.body[field] !== 'string')) {
+      return clientResult('payment_failed', 'the engine answered no payment parameters');
+    }
+    const params = {};
+    for (const field of PAYMENT_FIELDS) params[field] = prepay.body[field];
+    const { errMsg } = await this.requestPayment(params);
+    const outcome = sheetOutcome(errMsg);
+    if (outcome === 'cancelled') return clientResult('payment_cancelled', errMsg);
+    if (outcome === 'failed') {
+      // A sheet that failed after charging (a lost callback) is paid all the same: one read tells.
+      const read = await this.getOrder(orderId);
+      if (read.ok && read.order.status === 'paid') return read;
+      return clientResult('payment_failed', errMsg);
+    }
+    return this.waitUntilPaid(orderId);
+  }
+
+  /**
+   * Reads the order until the engine says it is `paid` (`{ ok: true,
+   * order }`) or `refund_required`, no sooner than `pollIntervalMinMs`
+   * after each answer (later after a `Retry-After`), for at most
+   * `waitMaxMs`; then `payment_processing` with the last order read. A
+   * refusal (`not_found`, `unauthorized`) ends it at once.
+   */
+  async waitUntilPaid(orderId, { waitMaxMs = this.payWaitMaxMs } = {}) {
+    const deadline = this.now() + waitMaxMs;
+    let order = null;
+    let failures = 0;
+    for (;;) {
+      const read = await this._request({ method: 'GET', path: `/api/v1/orders/${enc(orderId)}`, shopper: true, retry: false });
+      let waitMs = this.pollIntervalMinMs;
+      if (read.ok) {
+        order = read.body;
+        failures = 0;
+        if (order.status === 'paid') return { ok: true, order };
+        if (order.status === 'refund_required') {
+          return clientResult('refund_required', 'paid after the order expired or was cancelled: the merchant refunds it', { order });
+        }
+      } else if (isRefusal(read)) {
+        return read;
+      } else {
+        failures += 1;
+        waitMs = Math.max(waitMs, retryWaitMs(this.policy, failures, read.retryAfterMs, this.random));
+      }
+      if (this.now() + waitMs > deadline) {
+        return clientResult('payment_processing', 'paid in WeChat; the engine has not confirmed it yet', { order });
+      }
+      await this.sleep(waitMs);
+    }
   }
 }
 

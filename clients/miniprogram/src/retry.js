@@ -1,8 +1,9 @@
 // When to send a request again, and after how long. Only answers that say
 // "not now" are retried: 429 `rate_limited` and 503 `overloaded` /
-// `unavailable` (after their `Retry-After`), 502 and 504 (a proxy in front
-// got no answer from the engine), and no answer at all. Every other answer
-// is definite (201, 4xx, 409 codes, 500) and returned as it is.
+// `unavailable` (after their `Retry-After`), 502 and 504 from a proxy in
+// front (it got no answer from the engine), and no answer at all. Every
+// other answer is definite (201, 4xx, 409 codes, 500, the engine's own 502
+// `wechatpay_refused`) and returned as it is.
 
 export const RETRY_DEFAULTS = Object.freeze({
   /** Requests sent for one call, the first included. */
@@ -21,6 +22,22 @@ const RETRYABLE_STATUSES = new Set([429, 502, 503, 504]);
 
 export function isRetryableStatus(status) {
   return RETRYABLE_STATUSES.has(status);
+}
+
+/**
+ * Whether an answer `{ status, body }` says "not now". A 502 that carries
+ * the engine's error JSON is the engine's definite answer (WeChat Pay
+ * refused the call), not a proxy's.
+ */
+export function isRetryableAnswer(answer) {
+  if (!isRetryableStatus(answer.status)) return false;
+  const engineError = answer.body && answer.body.error && typeof answer.body.error.code === 'string';
+  return !(answer.status === 502 && engineError);
+}
+
+/** Whether a failed call's result is a refusal that holds: a 4xx but 429 (asking again gets the same). */
+export function isRefusal(result) {
+  return result.status >= 400 && result.status < 500 && result.status !== 429;
 }
 
 /** `Retry-After` in ms (delay-seconds or an HTTP date), or null when absent or unreadable. */

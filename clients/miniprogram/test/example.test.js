@@ -10,6 +10,7 @@ import { after, before, test } from 'node:test';
 
 import { NetworkError, createClient, wxStorage, wxTransport } from '../src/index.js';
 import { newShopper, shopperToken, startEngine } from '../testing/engine.js';
+import { loadExample, until } from '../testing/page.js';
 import { wxStandIn } from '../testing/wx.js';
 
 const EXAMPLE = new URL('../example/', import.meta.url);
@@ -24,43 +25,10 @@ after(async () => {
   await engine?.stop();
 });
 
-async function until(condition, what) {
-  for (let i = 0; i < 500; i++) {
-    if (condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error(`never: ${what}`);
-}
-
 test('the example page: countdown, buy once, limit, orders, cancel, through wx.request and wx storage', { timeout: 60_000 }, async () => {
   const sale = await engine.createSale({ stock_total: 2, per_user_limit: 1, title: '红色小包' });
-  const shopper = newShopper();
-  const logins = [];
-  const wx = wxStandIn({
-    routes: {
-      'https://seckill.example.com': engine.baseUrl,
-      'https://shop.example.com/api/flashsale-login': (request) => {
-        logins.push(request.data.code);
-        return { status: 200, body: { token: shopperToken(shopper) } };
-      },
-    },
-  });
-  globalThis.wx = wx;
-  let app;
-  let page;
-  globalThis.App = (definition) => {
-    app = definition;
-  };
-  globalThis.getApp = () => app;
-  globalThis.Page = (definition) => {
-    page = definition;
-  };
-  const { ENGINE_URL } = await import(new URL('app.js', EXAMPLE));
-  assert.equal(ENGINE_URL, 'https://seckill.example.com');
-  app.onLaunch();
-  await import(new URL('pages/seckill/seckill.js', EXAMPLE));
-  page.data = structuredClone(page.data);
-  page.setData = (patch) => Object.assign(page.data, patch);
+  const { wx, page, logins, engineUrl } = await loadExample({ engineBaseUrl: engine.baseUrl, shopper: newShopper() });
+  assert.equal(engineUrl, 'https://seckill.example.com');
 
   page.onLoad({ sale: sale.id });
   try {

@@ -81,8 +81,8 @@ export async function startProxy(targetBaseUrl) {
 
 /**
  * Wraps a transport and records each request as the client sent it:
- * `{ method, path, headers, sentAt, answeredAt, status }` (status null: no
- * answer), this process's clock.
+ * `{ method, path, headers, sentAt, answeredAt, status, retryAfter, body }`
+ * (status null: no answer; body: the answer's, parsed), this process's clock.
  */
 export function recording(transport) {
   const log = [];
@@ -93,6 +93,7 @@ export function recording(transport) {
       const answer = await transport(request);
       entry.status = answer.status;
       entry.retryAfter = answer.headers['retry-after'];
+      entry.body = answer.body;
       return answer;
     } finally {
       entry.answeredAt = Date.now();

@@ -3,14 +3,20 @@
 // answered as the Mini Program documents it (success with statusCode, data
 // (parsed when dataType is json, the default), header; fail with errMsg).
 // `routes` maps a URL prefix to a real base URL, or to a function that
-// answers in place (the merchant's login service). Every call is recorded.
+// answers in place (the merchant's login service). `wx.requestPayment`
+// records the parameters it was called with (callbacks left out) and
+// settles as `onRequestPayment(params)` says: its errMsg
+// (`requestPayment:ok`, `requestPayment:fail cancel`, ...), through `fail`
+// unless it is `requestPayment:ok`, then `complete`. Every call is recorded.
 
-export function wxStandIn({ routes = {} } = {}) {
+export function wxStandIn({ routes = {}, onRequestPayment = () => 'requestPayment:fail no payment in this test' } = {}) {
   const storage = new Map();
   const requests = [];
+  const payments = [];
   let codes = 0;
   return {
     requests,
+    payments,
     storage,
     request(options) {
       const entry = { url: options.url, method: options.method || 'GET', header: options.header, data: options.data, dataType: options.dataType };
@@ -60,6 +66,19 @@ export function wxStandIn({ routes = {} } = {}) {
           finish(response.status, await response.text(), header);
         })
         .catch((err) => fail(`request:fail ${err.cause?.code || err.message}`));
+    },
+    requestPayment(options) {
+      const params = {};
+      for (const [name, value] of Object.entries(options)) if (typeof value !== 'function') params[name] = value;
+      payments.push(params);
+      Promise.resolve()
+        .then(() => onRequestPayment(params))
+        .catch((err) => `requestPayment:fail ${err.message}`)
+        .then((errMsg) => {
+          if (errMsg === 'requestPayment:ok') options.success?.({ errMsg });
+          else options.fail?.({ errMsg });
+          options.complete?.({ errMsg });
+        });
     },
     login(options) {
       codes += 1;

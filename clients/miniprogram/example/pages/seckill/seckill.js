@@ -1,11 +1,11 @@
 // A seckill page on the flashsale client: the countdown by the engine's
 // clock, a stock bar, one buy button whose retries never make a second
-// order, and the shopper's orders with cancel. Open it as
+// order, and the shopper's orders with pay (wx.requestPayment, then the
+// engine's word that it is paid) and cancel. Open it as
 // pages/seckill/seckill?sale=s_...
 //
 // Not on this page yet (the engine routes do not exist yet): campaign
-// rounds, the waiting room's queue position, and paying with
-// wx.requestPayment.
+// rounds and the waiting room's queue position.
 
 import { formatCountdown } from '../../flashsale/index.js';
 
@@ -20,6 +20,18 @@ const MESSAGES = {
   overloaded: '人太多了，请稍后再试',
   unavailable: '服务繁忙，请稍后再试',
   network_error: '网络不给力，请重试',
+};
+
+/** What the shopper reads when paying: the codes of `pay`, and `conflict` meaning the order can no longer be paid. */
+const PAY_MESSAGES = {
+  ...MESSAGES,
+  conflict: '订单已取消或已过期，不能支付',
+  not_found: '订单不存在',
+  payment_cancelled: '已取消支付，可在订单中继续支付',
+  payment_failed: '支付未完成，请重试',
+  payment_processing: '支付结果确认中，请稍后查看订单',
+  refund_required: '订单已失效，款项将退回',
+  wechatpay_refused: '暂时无法支付，请稍后再试',
 };
 
 const STATUS_TEXT = {
@@ -40,6 +52,7 @@ Page({
     countdown: '',
     soldPercent: 0,
     buying: false,
+    paying: false,
     message: '',
     orders: [],
   },
@@ -86,6 +99,15 @@ Page({
       this.setData({ message: MESSAGES[result.code] || result.message || '出错了' });
     }
     this.setData({ buying: false });
+    await this.loadOrders();
+  },
+
+  async pay(event) {
+    // One payment sheet at a time; the client also shows one per order.
+    if (this.data.paying) return;
+    this.setData({ paying: true, message: '' });
+    const result = await this.client.pay(event.currentTarget.dataset.id);
+    this.setData({ paying: false, message: result.ok ? '支付成功' : PAY_MESSAGES[result.code] || result.message || '出错了' });
     await this.loadOrders();
   },
 
