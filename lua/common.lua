@@ -96,3 +96,17 @@ local function save_order(orders, id, order)
   redis.call('HSET', orders, id, text)
   return text
 end
+
+-- A queued sale's fields: 'state', 'starts_at', 'ends_at', 'admission_mode'
+-- and then those named in `...`; nil and the reply to give when the sale
+-- does not exist or has no waiting room.
+local function queued_sale(sale_key, ...)
+  local s = redis.call('HMGET', sale_key, 'state', 'starts_at', 'ends_at', 'admission_mode', ...)
+  if not s[1] then
+    return nil, {'not_found'}
+  end
+  if s[4] ~= 'queue' then
+    return nil, {'not_queued'}
+  end
+  return s
+end

@@ -237,6 +237,38 @@ pub struct Config {
           value_parser = clap::value_parser!(i64).range(1..=3600))]
     pub purchase_token_ttl_secs: i64,
 
+    /// The most shoppers one queued sale's waiting room holds; past it,
+    /// joining is 503 `overloaded`.
+    #[arg(long, env = "FLASHSALE_QUEUE_SIZE_MAX", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub queue_size_max: u64,
+
+    /// Admissions outstanding (admitted, token neither used nor expired)
+    /// may reach this percentage of the units remaining (in units of the
+    /// sale's `per_user_limit`, rounded up).
+    #[arg(long, env = "FLASHSALE_QUEUE_HEADROOM_PCT", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(100..=1000))]
+    pub queue_headroom_pct: u64,
+
+    /// The shortest `poll_after_ms` the waiting room advises, in
+    /// milliseconds: one shopper reaches the store at most once per this
+    /// interval on each engine node.
+    #[arg(long, env = "FLASHSALE_QUEUE_POLL_MS_MIN", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub queue_poll_ms_min: u64,
+
+    /// The longest `poll_after_ms` the waiting room advises, in
+    /// milliseconds.
+    #[arg(long, env = "FLASHSALE_QUEUE_POLL_MS_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub queue_poll_ms_max: u64,
+
+    /// The most waiting-room shoppers whose last answer one engine node
+    /// remembers; a new poller past it gets 429 `rate_limited`.
+    #[arg(long, env = "FLASHSALE_QUEUE_POLLERS_MAX", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub queue_pollers_max: u64,
+
     /// Requests the server handles at once (ops routes aside); past it 503
     /// `overloaded` at once.
     #[arg(long, env = "FLASHSALE_MAX_IN_FLIGHT", default_value_t = 8192,

@@ -25,6 +25,8 @@
 //!   webhook.
 //! - [`payments`]: WeChat Pay notifications and simulated payments, each
 //!   applied once.
+//! - [`admission`]: the waiting room of queued sales: join, poll, and the
+//!   per-node memory that bounds polling.
 //! - [`inventory`]: one actix actor per sale, answering from memory what it
 //!   can and shedding load past its bounds.
 //! - [`store`]: the source of truth: Redis (Lua scripts from `lua/`) or the
@@ -35,6 +37,7 @@
 //! - [`json`]: strict JSON reading whose errors name the field.
 //! - [`startup`]: [`Application::build`] wires it all and binds the socket.
 
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -12,6 +12,7 @@ use axum::Router;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::net::TcpListener;
 
+use crate::admission::{WaitingRoomSettings, WaitingRooms};
 use crate::clock::SystemClock;
 use crate::config::{Config, PaymentMode};
 use crate::domain::SaleRules;
@@ -28,7 +29,7 @@ use crate::payments::wechatpay::{
 use crate::payments::{PaymentMethod, Payments};
 use crate::sales::live::{LiveFeeds, LiveSettings, ReadSale};
 use crate::sales::Sales;
-use crate::store::{EmbeddedStore, RedisStore, Store};
+use crate::store::{EmbeddedStore, QueueRules, RedisStore, Store};
 use crate::telemetry::{self, Sheds};
 
 const GENERATED_SECRET_LEN: usize = 32;
@@ -42,10 +43,16 @@ pub struct Application {
     order_service: OrderService,
     limits: Arc<RateLimits>,
     live: Arc<LiveFeeds>,
+    waiting_rooms: Arc<WaitingRooms>,
     limits_prune: Duration,
     header_read_timeout: Duration,
     idle_timeout: Duration,
 }
+
+/// How long past an admission's expiry its place is freed: covers the
+/// difference between an engine node's clock, which checks the purchase
+/// token's `exp`, and the store's, which frees the place.
+const QUEUE_EXPIRY_GRACE_MS: i64 = 5_000;
 
 impl Application {
     /// Connects the store, starts the actor threads and binds the listener.
@@ -162,6 +169,19 @@ impl Application {
                 watchers_max: usize_of(config.console_watchers_max),
             },
         ));
+        let waiting_rooms = Arc::new(WaitingRooms::new(
+            Arc::clone(&store),
+            WaitingRoomSettings {
+                rules: QueueRules {
+                    size_max: config.queue_size_max,
+                    headroom_pct: config.queue_headroom_pct,
+                    expiry_grace_ms: QUEUE_EXPIRY_GRACE_MS,
+                },
+                poll_ms_min: config.queue_poll_ms_min,
+                poll_ms_max: config.queue_poll_ms_max,
+                pollers_max: usize_of(config.queue_pollers_max),
+            },
+        ));
         let state = AppState::new(AppContext {
             sales: Sales::new(
                 Arc::clone(&store),
@@ -179,6 +199,7 @@ impl Application {
             purchase_token_ttl_secs: config.purchase_token_ttl_secs,
             live: Arc::clone(&live),
             sheds,
+            waiting_rooms: Arc::clone(&waiting_rooms),
         });
         let shedding = Shedding::new(
             usize_of(config.max_in_flight),
@@ -195,6 +216,7 @@ impl Application {
             order_service,
             limits,
             live,
+            waiting_rooms,
             limits_prune: Duration::from_millis(config.rate_prune_ms),
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
@@ -225,11 +247,13 @@ impl Application {
                 .await;
         });
         let (limits, every) = (Arc::clone(&self.limits), self.limits_prune);
+        let waiting_rooms = Arc::clone(&self.waiting_rooms);
         let pruning = tokio::spawn(async move {
             let mut timer = tokio::time::interval(every);
             loop {
                 timer.tick().await;
                 limits.prune();
+                waiting_rooms.prune();
             }
         });
         // Open consoles' live feeds end first: they would hold the drain.

@@ -29,6 +29,7 @@ pub fn sale(stock: i64) -> Sale {
         ends_at: now + 3_600_000,
         payment_timeout_secs: 900,
         require_purchase_token: false,
+        admission: Default::default(),
         state: SaleState::Scheduled,
         created_at: now,
     }

@@ -246,6 +246,7 @@ mod tests {
             ends_at: 1,
             payment_timeout_secs: 900,
             require_purchase_token: false,
+            admission: Default::default(),
             state: SaleState::Scheduled,
             created_at: 0,
         };

@@ -3,6 +3,7 @@
 //! actors, so every rule is unit-tested in isolation and shared by the
 //! embedded store and the inventory actors.
 
+mod admission;
 mod audit;
 mod ids;
 mod order;
@@ -11,6 +12,10 @@ mod reservation;
 mod sale;
 mod time;
 
+pub use admission::{
+    admission_token_id, shuffle_key, shuffled, Admission, AdmissionMode, AdmissionSettings,
+    Admitted, PollAdvice, QueuePlace, QueueStatus,
+};
 pub use audit::{Audit, Difference, RecordedOrder, RecountedUnits, SaleRecords};
 pub use ids::{OrderId, SaleId, ShopperId};
 pub use order::{Order, OrderEvent, OrderStatus, StockReturn};

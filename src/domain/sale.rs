@@ -4,7 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{parse_rfc3339_ms, InvalidField, Millis, Rejection, SaleId, QUANTITY_MAX};
+use super::{
+    parse_rfc3339_ms, Admission, AdmissionSettings, InvalidField, Millis, Rejection, SaleId,
+    QUANTITY_MAX,
+};
 
 const SKU_LEN_MAX: usize = 64;
 const TITLE_LEN_MAX: usize = 200;
@@ -105,8 +108,11 @@ pub struct Sale {
     pub starts_at: Millis,
     pub ends_at: Millis,
     pub payment_timeout_secs: i64,
-    /// Orders need a purchase token, issued only once the sale is live.
+    /// Orders need a purchase token, issued only once the sale is live
+    /// (always set on a queued sale: admission issues its tokens).
     pub require_purchase_token: bool,
+    /// How shoppers get in: the race, or the waiting room.
+    pub admission: Admission,
     pub state: SaleState,
     pub created_at: Millis,
 }
@@ -132,6 +138,14 @@ impl Sale {
             SaleState::Scheduled if now < self.starts_at => SaleStatus::Upcoming,
             SaleState::Scheduled if remaining <= 0 => SaleStatus::SoldOut,
             SaleState::Scheduled => SaleStatus::Live,
+        }
+    }
+
+    /// A queued sale sells only to admitted shoppers: to orders carrying
+    /// the purchase token admission gave them.
+    fn require_tokens_when_queued(&mut self) {
+        if self.admission.is_queue() {
+            self.require_purchase_token = true;
         }
     }
 
@@ -222,6 +236,12 @@ impl Sale {
             take(required != sale.require_purchase_token);
             sale.require_purchase_token = required;
         }
+        if let Some(settings) = patch.admission {
+            let admission = sale.admission.apply(&settings)?;
+            take(admission != sale.admission);
+            sale.admission = admission;
+        }
+        sale.require_tokens_when_queued();
         if let Some(stock_total) = patch.stock_total {
             sale.stock_total = stock_total;
         }
@@ -289,6 +309,8 @@ pub struct NewSale {
     pub payment_timeout_secs: Option<i64>,
     #[serde(default)]
     pub require_purchase_token: Option<bool>,
+    #[serde(default)]
+    pub admission: Option<AdmissionSettings>,
 }
 
 impl NewSale {
@@ -299,7 +321,11 @@ impl NewSale {
         now: Millis,
         rules: &SaleRules,
     ) -> Result<Sale, InvalidField> {
-        let sale = Sale {
+        let admission = match &self.admission {
+            Some(settings) => Admission::default().apply(settings)?,
+            None => Admission::default(),
+        };
+        let mut sale = Sale {
             id,
             starts_at: parse_rfc3339_ms("starts_at", &self.starts_at)?,
             ends_at: parse_rfc3339_ms("ends_at", &self.ends_at)?,
@@ -313,9 +339,11 @@ impl NewSale {
                 .payment_timeout_secs
                 .unwrap_or(PAYMENT_TIMEOUT_SECS_DEFAULT),
             require_purchase_token: self.require_purchase_token.unwrap_or(false),
+            admission,
             state: SaleState::Scheduled,
             created_at: now,
         };
+        sale.require_tokens_when_queued();
         sale.validate(rules)?;
         if sale.ends_at <= now {
             return Err(InvalidField::new("ends_at", "must be in the future"));
@@ -342,6 +370,7 @@ pub struct SalePatch {
     pub ends_at: Option<String>,
     pub payment_timeout_secs: Option<i64>,
     pub require_purchase_token: Option<bool>,
+    pub admission: Option<AdmissionSettings>,
     pub status: Option<PatchStatus>,
 }
 
@@ -424,6 +453,7 @@ mod tests {
             per_user_limit: None,
             payment_timeout_secs: None,
             require_purchase_token: None,
+            admission: None,
         }
     }
 

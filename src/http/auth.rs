@@ -139,19 +139,42 @@ impl AuthKeys {
         ttl_secs: i64,
     ) -> Result<(String, i64), ApiError> {
         let exp = system_now() / 1000 + ttl_secs;
+        let id = Alphanumeric.sample_string(&mut rand::rng(), 22);
+        Ok((self.sign_purchase(shopper, sale, id, exp)?, exp * 1000))
+    }
+
+    /// The purchase token of an admission: its id and expiry are the
+    /// store's, so every poll (on any node sharing the secret) signs the
+    /// very same token.
+    pub fn admission_token(
+        &self,
+        shopper: &ShopperId,
+        sale: &SaleId,
+        token_id: &str,
+        expires_at: i64,
+    ) -> Result<String, ApiError> {
+        self.sign_purchase(shopper, sale, token_id.to_owned(), expires_at / 1000)
+    }
+
+    fn sign_purchase(
+        &self,
+        shopper: &ShopperId,
+        sale: &SaleId,
+        jti: String,
+        exp: i64,
+    ) -> Result<String, ApiError> {
         let claims = PurchaseClaims {
             sub: shopper.to_string(),
             sale: sale.to_string(),
-            jti: Alphanumeric.sample_string(&mut rand::rng(), 22),
+            jti,
             exp,
         };
-        let token = jsonwebtoken::encode(
+        jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
             &self.purchase_signing,
         )
-        .map_err(|err| ApiError::Unavailable(format!("cannot sign a purchase token: {err}")))?;
-        Ok((token, exp * 1000))
+        .map_err(|err| ApiError::Unavailable(format!("cannot sign a purchase token: {err}")))
     }
 
     /// The id of a purchase token that is genuine, unexpired, and was

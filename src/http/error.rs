@@ -255,6 +255,9 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%reason, "store unavailable");
                 Self::Unavailable("the store is unavailable; retry shortly".into())
             }
+            StoreError::QueueFull => Self::Overloaded(
+                "the sale's waiting room is full (FLASHSALE_QUEUE_SIZE_MAX); retry shortly".into(),
+            ),
             StoreError::Corrupt(reason) => {
                 tracing::error!(%reason, "unreadable store data");
                 Self::Unavailable("the store returned unreadable data".into())

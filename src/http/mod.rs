@@ -28,6 +28,7 @@ mod ops;
 mod paging;
 mod payments;
 mod public;
+mod queue;
 mod schemas;
 pub mod server;
 pub mod views;
@@ -49,6 +50,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use self::auth::{mint_shopper_token, AuthKeys, ShopperTokenRules, ADMIN_TOKEN_MIN_BYTES};
 pub use self::error::{ApiError, ErrorCode};
 pub use self::limits::{Rate, RateLimitSettings, RateLimits, Shedding};
+use crate::admission::WaitingRooms;
 use crate::domain::{OrderId, SaleId};
 use crate::orders::Orders;
 use crate::payments::Payments;
@@ -95,6 +97,8 @@ pub struct AppContext {
     pub live: Arc<LiveFeeds>,
     /// This node's 429 and 503 answers, which the live feeds chart.
     pub sheds: Arc<Sheds>,
+    /// The waiting rooms of queued sales.
+    pub waiting_rooms: Arc<WaitingRooms>,
 }
 
 /// The whole application router. Every route but the ops routes is under
@@ -106,6 +110,7 @@ pub struct AppContext {
 pub fn router(state: AppState, body_limit_bytes: usize, shedding: Shedding) -> Router {
     let (engine, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(public::router(&state))
+        .merge(queue::router(&state))
         .merge(payments::router(state.payments.method()))
         .merge(admin::router())
         .merge(console::router())

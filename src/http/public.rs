@@ -266,7 +266,8 @@ async fn create_order(
 /// Issues a purchase token for a live sale: the hidden buy path.
 ///
 /// None exists before the start (by the store's clock), so nobody buys
-/// early. Send it back in `X-Purchase-Token` when ordering.
+/// early, nor on a queued sale (403 `forbidden`): there the waiting room
+/// gives the tokens, to admitted shoppers only. Send it back in `X-Purchase-Token` when ordering.
 #[utoipa::path(
     post,
     path = "/api/v1/sales/{id}/purchase-token",
@@ -285,7 +286,12 @@ async fn issue_purchase_token(
 ) -> Result<(StatusCode, Json<PurchaseTokenBody>), ApiError> {
     state.limits.check_shopper(&shopper_id)?;
     let sale_id = parse_sale_id(&id)?;
-    state.sales.open_for_purchase(&sale_id).await?;
+    let view = state.sales.open_for_purchase(&sale_id).await?;
+    if view.sale.admission.is_queue() {
+        return Err(ApiError::Forbidden(
+            "this sale admits shoppers through its waiting room (POST /api/v1/sales/{id}/queue)",
+        ));
+    }
     let (token, expires_at) =
         state
             .auth

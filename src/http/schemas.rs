@@ -16,8 +16,8 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::domain::{
-    Difference, NewSale, OrderStatus, RecountedUnits, SalePatch, SaleStats, SaleStatus,
-    QUANTITY_MAX,
+    Difference, NewSale, OrderStatus, QueueStatus, RecountedUnits, SalePatch, SaleStats,
+    SaleStatus, QUANTITY_MAX,
 };
 
 /// Names a schema `$name` in the document.
@@ -93,6 +93,42 @@ const REQUIRE_PURCHASE_TOKEN: &str = "Orders need a purchase token (`POST \
                                       /api/v1/sales/{id}/purchase-token`), issued only once the \
                                       sale is live; default false.";
 
+const ADMISSION: &str = "How shoppers get in: `open` (default: any shopper may order once the \
+                         sale is live) or `queue`, the waiting room (`POST`/`GET \
+                         /api/v1/sales/{id}/queue`): only admitted shoppers may order, each with \
+                         the purchase token admission gives them. Unknown fields are refused.";
+
+fn admission_settings() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(ADMISSION))
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .property(
+            "mode",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["open", "queue"])),
+        )
+        .required("mode")
+        .property(
+            "prequeue_opens_secs",
+            whole(0, 86_400).description(Some(
+                "The pre-queue opens this many seconds before `starts_at`; default 600.",
+            )),
+        )
+        .property(
+            "admit_per_sec",
+            whole(1, 100_000)
+                .description(Some("Shoppers admitted per second at most; default 500.")),
+        )
+        .property(
+            "token_ttl_secs",
+            whole(10, 3600).description(Some(
+                "How long an admission (its purchase token) lasts; default 60.",
+            )),
+        )
+}
+
 named_schema!(
     NewSale,
     "NewSale",
@@ -145,6 +181,7 @@ named_schema!(
                 flag(REQUIRE_PURCHASE_TOKEN),
                 false
             ),
+            ("admission", admission_settings(), false),
         ],
     )
 );
@@ -173,6 +210,7 @@ named_schema!(
                 flag(REQUIRE_PURCHASE_TOKEN),
                 false
             ),
+            ("admission", admission_settings(), false),
             (
                 "status",
                 ObjectBuilder::new()
@@ -211,6 +249,12 @@ named_schema!(
     SaleStatus,
     "SaleStatus",
     string_enum(SaleStatus::ALL.map(SaleStatus::as_str))
+);
+
+named_schema!(
+    QueueStatus,
+    "QueueStatus",
+    string_enum(QueueStatus::ALL.map(QueueStatus::as_str))
 );
 
 named_schema!(
@@ -384,6 +428,12 @@ mod tests {
         assert_eq!(
             words::<SaleStatus>(),
             SaleStatus::ALL
+                .map(|status| serialized(serde_json::to_value(status).expect("json")))
+                .to_vec()
+        );
+        assert_eq!(
+            words::<QueueStatus>(),
+            QueueStatus::ALL
                 .map(|status| serialized(serde_json::to_value(status).expect("json")))
                 .to_vec()
         );

@@ -39,8 +39,10 @@ pub struct SaleBody {
     pub ends_at: String,
     #[schema(example = 900)]
     pub payment_timeout_secs: i64,
-    /// Orders need a purchase token (`POST /api/v1/sales/{id}/purchase-token`).
+    /// Orders need a purchase token (`POST /api/v1/sales/{id}/purchase-token`,
+    /// or admission through the waiting room of a queued sale).
     pub require_purchase_token: bool,
+    pub admission: AdmissionBody,
     pub status: SaleStatus,
     /// Units left. On public routes it may be slightly stale; admin stats
     /// are exact.
@@ -63,8 +65,51 @@ impl From<&SaleView> for SaleBody {
             ends_at: format_ms(sale.ends_at),
             payment_timeout_secs: sale.payment_timeout_secs,
             require_purchase_token: sale.require_purchase_token,
+            admission: AdmissionBody::new(view),
             status: view.status(),
             remaining: view.stats.remaining,
+        }
+    }
+}
+
+/// How shoppers get in, with the fair shuffle's seed commitment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdmissionBody {
+    /// `open` (the race) or `queue` (the waiting room).
+    #[schema(example = "queue")]
+    pub mode: String,
+    #[schema(example = 600)]
+    pub prequeue_opens_secs: i64,
+    #[schema(example = 500)]
+    pub admit_per_sec: i64,
+    #[schema(example = 60)]
+    pub token_ttl_secs: i64,
+    /// When the pre-queue opens (`starts_at - prequeue_opens_secs`); `null`
+    /// on an open sale.
+    #[schema(format = DateTime)]
+    pub prequeue_opens_at: Option<String>,
+    /// Hex SHA-256 of the shuffle's seed, fixed before the pre-queue
+    /// opens; `null` on an open sale.
+    pub seed_sha256: Option<String>,
+    /// The seed (hex, 32 bytes), from the opening on, when the shuffle is
+    /// done: recompute the pre-queue's order from it (see the README).
+    pub seed: Option<String>,
+}
+
+impl AdmissionBody {
+    fn new(view: &SaleView) -> Self {
+        let sale = &view.sale;
+        let admission = &sale.admission;
+        let queued = admission.is_queue();
+        Self {
+            mode: admission.mode.as_str().to_owned(),
+            prequeue_opens_secs: admission.prequeue_opens_secs,
+            admit_per_sec: admission.admit_per_sec,
+            token_ttl_secs: admission.token_ttl_secs,
+            prequeue_opens_at: queued
+                .then(|| format_ms(admission.prequeue_opens_at(sale.starts_at))),
+            seed_sha256: admission.seed_sha256(),
+            seed: (queued && view.now >= sale.starts_at).then(|| admission.seed.clone()),
         }
     }
 }

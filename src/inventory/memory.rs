@@ -319,6 +319,7 @@ pub(super) mod tests {
             ends_at: NOW + 3_600_000,
             payment_timeout_secs: 900,
             require_purchase_token: false,
+            admission: Default::default(),
             state: SaleState::Scheduled,
             created_at: NOW,
         };

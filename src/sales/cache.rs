@@ -174,6 +174,7 @@ mod tests {
                 ends_at: 1_000_000,
                 payment_timeout_secs: 900,
                 require_purchase_token: false,
+                admission: Default::default(),
                 state: SaleState::Scheduled,
                 created_at: 0,
             },

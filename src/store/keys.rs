@@ -129,8 +129,35 @@ impl SaleKeys {
         format!("{}:orders", self.tag)
     }
 
+    /// Sorted set: the waiting room's line (`lua/queue_join.lua`).
+    pub fn queue_line(&self) -> String {
+        format!("{}:q:line", self.tag)
+    }
+
+    /// Hash: shopper -> their member of the line.
+    pub fn queue_members(&self) -> String {
+        format!("{}:q:who", self.tag)
+    }
+
+    /// Hash: admitted shopper -> when the admission expires (ms).
+    pub fn queue_admitted(&self) -> String {
+        format!("{}:q:adm", self.tag)
+    }
+
+    /// Sorted set: admitted members by expiry, until their place is freed
+    /// or kept.
+    pub fn queue_expiries(&self) -> String {
+        format!("{}:q:exp", self.tag)
+    }
+
+    /// Hash: the waiting room's counters (`seq`, `cursor`, `granted`,
+    /// `expired`, `tick`).
+    pub fn queue_meta(&self) -> String {
+        format!("{}:q:meta", self.tag)
+    }
+
     /// Every key of the sale: what retention deletes.
-    pub fn all(&self) -> [String; 14] {
+    pub fn all(&self) -> [String; 19] {
         [
             self.sale(),
             self.stock(),
@@ -146,6 +173,11 @@ impl SaleKeys {
             self.attempts(),
             self.dead_letters(),
             self.orders(),
+            self.queue_line(),
+            self.queue_members(),
+            self.queue_admitted(),
+            self.queue_expiries(),
+            self.queue_meta(),
         ]
     }
 }

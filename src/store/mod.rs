@@ -21,9 +21,9 @@ use async_trait::async_trait;
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::{RedisStore, RedisTarget};
 use crate::domain::{
-    Millis, Order, OrderEvent, OrderId, Payment, PaymentException, PaymentOutcome, Rejection,
-    Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId,
-    StockReturn,
+    Millis, Order, OrderEvent, OrderId, Payment, PaymentException, PaymentOutcome, QueuePlace,
+    Rejection, Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView,
+    ShopperId, StockReturn,
 };
 
 /// The most orders one shopper may cancel in one sale, unless the store is
@@ -48,6 +48,9 @@ pub enum StoreError {
     /// The store cannot be reached or did not answer in time.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The sale's waiting room is full.
+    #[error("the waiting room is full")]
+    QueueFull,
     /// The store answered something this code cannot read: a bug or a
     /// hand-edited key. Logged; clients see `unavailable`.
     #[error("unexpected store data: {0}")]
@@ -159,6 +162,21 @@ pub struct DeadLetter {
     pub failure: DeliveryFailure,
     /// When it was taken out (store clock).
     pub at: Millis,
+}
+
+/// The bounds a waiting room is kept in, the same for every sale of a
+/// deployment (see `FLASHSALE_QUEUE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueRules {
+    /// The most members one sale's line may hold.
+    pub size_max: u64,
+    /// Admissions outstanding may reach `remaining × headroom_pct / 100`
+    /// (in units of `per_user_limit`), rounded up.
+    pub headroom_pct: u64,
+    /// How long past an admission's expiry its place is freed (covers the
+    /// clock difference between an engine node checking the token and the
+    /// store).
+    pub expiry_grace_ms: i64,
 }
 
 /// Called for each stock return another engine node announces.
@@ -391,6 +409,34 @@ pub trait Store: Send + Sync + 'static {
     /// its attempts counted from zero again; returns how many moved.
     async fn redrive_dead_letters(&self, sale: &SaleId) -> Result<u64, StoreError>;
 
+    // The waiting room of a queued sale (`lua/queue_*.lua`).
+
+    /// Puts the shopper in the sale's line, once (joining again keeps the
+    /// place): in the pre-queue under `shuffle_key` before the opening
+    /// (store clock), first come, first served behind it after.
+    /// `Rejected` (not started: before the pre-queue opens; ended; sold
+    /// out), `Conflict` on an open sale, [`StoreError::QueueFull`] once
+    /// the line holds `rules.size_max`.
+    async fn queue_join(
+        &self,
+        sale: &SaleId,
+        shopper: &ShopperId,
+        shuffle_key: &str,
+        rules: &QueueRules,
+    ) -> Result<(), StoreError>;
+
+    /// Admits whoever's turn has come (at the sale's rate, within the
+    /// stock bound of `rules`, freeing the places of admissions that
+    /// expired unused), then answers the shopper's place; `None` when the
+    /// shopper is not in the line (never joined, or their admission
+    /// expired unused). `Conflict` on an open sale.
+    async fn queue_poll(
+        &self,
+        sale: &SaleId,
+        shopper: &ShopperId,
+        rules: &QueueRules,
+    ) -> Result<Option<QueuePlace>, StoreError>;
+
     // Telling every engine node that stock came back.
 
     /// Tells the other engine nodes sharing this store, in one message.
@@ -439,6 +485,11 @@ fn cancels_exhausted(cancelled: i64) -> StoreError {
 /// The answer when an order that must be unpaid is `status`.
 fn not_pending(status: &str) -> StoreError {
     StoreError::Conflict(format!("the order is {status}, not pending_payment"))
+}
+
+/// The answer to a waiting-room call on a sale without one.
+fn not_queued() -> StoreError {
+    StoreError::Conflict("this sale has no waiting room (its admission mode is open)".into())
 }
 
 /// The answer when a merchant's change was computed from an older version.

@@ -113,6 +113,8 @@ pub struct Scripts {
     pub record_payment_exception: LuaScript,
     pub open_sales: LuaScript,
     pub forget_sale: LuaScript,
+    pub queue_join: LuaScript,
+    pub queue_poll: LuaScript,
 }
 
 impl Scripts {
@@ -142,11 +144,13 @@ impl Scripts {
             record_payment_exception: script!("record_payment_exception"),
             open_sales: script!("open_sales"),
             forget_sale: script!("forget_sale"),
+            queue_join: script!("queue_join"),
+            queue_poll: script!("queue_poll"),
         }
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 24] {
+    fn all(&self) -> [&LuaScript; 26] {
         [
             &self.index_sale,
             &self.create_sale,
@@ -172,6 +176,8 @@ impl Scripts {
             &self.record_payment_exception,
             &self.open_sales,
             &self.forget_sale,
+            &self.queue_join,
+            &self.queue_poll,
         ]
     }
 

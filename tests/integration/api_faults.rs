@@ -193,6 +193,7 @@ async fn idle_actor_retires_and_restarts_on_demand() {
         ends_at: now + 3_600_000,
         payment_timeout_secs: 900,
         require_purchase_token: false,
+        admission: Default::default(),
         state: SaleState::Scheduled,
         created_at: now,
     };

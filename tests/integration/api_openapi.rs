@@ -32,6 +32,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
+use flashsale::admission::{WaitingRoomSettings, WaitingRooms};
 use flashsale::domain::SaleRules;
 use flashsale::http::{
     self, AppContext, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding,
@@ -42,7 +43,7 @@ use flashsale::orders::Orders;
 use flashsale::payments::{PaymentMethod, Payments};
 use flashsale::sales::live::{LiveFeeds, LiveSettings};
 use flashsale::sales::Sales;
-use flashsale::store::{EmbeddedStore, Store};
+use flashsale::store::{EmbeddedStore, QueueRules, Store};
 use flashsale::telemetry;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -167,6 +168,19 @@ impl App {
             purchase_token_ttl_secs: 60,
             live,
             sheds,
+            waiting_rooms: Arc::new(WaitingRooms::new(
+                Arc::clone(&store),
+                WaitingRoomSettings {
+                    rules: QueueRules {
+                        size_max: 1_000,
+                        headroom_pct: 120,
+                        expiry_grace_ms: 5_000,
+                    },
+                    poll_ms_min: 1_000,
+                    poll_ms_max: 10_000,
+                    pollers_max: 1_000,
+                },
+            )),
         });
         let shedding = Shedding::new(max_in_flight, Duration::from_secs(5));
         Self {

@@ -85,6 +85,7 @@ pub fn sale(stock: i64, limit: i64, starts_in_ms: i64) -> Sale {
         ends_at: now + HOUR_MS,
         payment_timeout_secs: 600,
         require_purchase_token: false,
+        admission: Default::default(),
         state: SaleState::Scheduled,
         created_at: now,
     }

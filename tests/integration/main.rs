@@ -5,6 +5,7 @@
 // Tests fail loudly on anything unexpected: unwrap is the point here.
 #![allow(clippy::unwrap_used)]
 
+mod admission;
 mod api_admin;
 mod api_admin_auth;
 mod api_audit;

@@ -924,6 +924,7 @@ async fn run_case(
         ends_at: now + setup.ends_in_ms,
         payment_timeout_secs: setup.payment_timeout_secs,
         require_purchase_token: false,
+        admission: Default::default(),
         state: SaleState::Scheduled,
         created_at: now,
     };

@@ -5,6 +5,7 @@
 //!
 //! - [`sale`]: a sale's record (the sale, its counts, shoppers and orders)
 //!   and every change to it, each the twin of one script.
+//! - [`waiting_room`]: a queued sale's line and admissions.
 //! - [`queues`]: the order service's side: the reservation stream and the
 //!   outbox of webhook hand-offs.
 //! - here: the [`Store`] impl, which finds the sale's record and makes one
@@ -17,6 +18,7 @@
 
 mod queues;
 mod sale;
+mod waiting_room;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,12 +32,12 @@ use self::sale::SaleRecord;
 use super::{
     batch_sale, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance,
     DeadLetter, Delivery, DeliveryFailure, Expiry, Forgetting, IndexedSale, OrderBacklog,
-    StockReturnHandler, Store, StoreError, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
+    QueueRules, StockReturnHandler, Store, StoreError, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
 };
 use crate::domain::{
-    system_now, Order, OrderId, Payment, PaymentException, PaymentOutcome, RecordedOrder,
-    Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId,
-    StockReturn,
+    system_now, Order, OrderId, Payment, PaymentException, PaymentOutcome, QueuePlace,
+    RecordedOrder, Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView,
+    ShopperId, StockReturn,
 };
 
 pub struct EmbeddedStore {
@@ -179,6 +181,46 @@ impl Store for EmbeddedStore {
 
     async fn cancel_sale(&self, id: &SaleId) -> Result<(), StoreError> {
         self.record(id)?.lock().call_off()
+    }
+
+    async fn queue_join(
+        &self,
+        sale: &SaleId,
+        shopper: &ShopperId,
+        shuffle_key: &str,
+        rules: &QueueRules,
+    ) -> Result<(), StoreError> {
+        let record = self.record(sale)?;
+        let mut record = record.lock();
+        let record = &mut *record;
+        let remaining = record.stats.remaining;
+        record.waiting_room.join(
+            &record.sale,
+            remaining,
+            shopper,
+            shuffle_key,
+            rules,
+            system_now(),
+        )
+    }
+
+    async fn queue_poll(
+        &self,
+        sale: &SaleId,
+        shopper: &ShopperId,
+        rules: &QueueRules,
+    ) -> Result<Option<QueuePlace>, StoreError> {
+        let record = self.record(sale)?;
+        let mut record = record.lock();
+        let record = &mut *record;
+        record.waiting_room.poll(
+            &record.sale,
+            &record.stats,
+            &record.used_tokens,
+            shopper,
+            rules,
+            system_now(),
+        )
     }
 
     async fn reserve_batch(

@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use super::queues::{later, Outbox, ReservationStream};
+use super::waiting_room::WaitingRoom;
 use crate::domain::{
     check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, Payment,
     PaymentOutcome, PresentedToken, Rejection, Reservation, ReserveRequest, Sale, SaleChange,
@@ -41,7 +42,9 @@ pub(super) struct SaleRecord {
     /// Hand-offs to the merchant's webhook.
     pub outbox: Outbox,
     /// Purchase tokens that bought (a sale that requires them).
-    used_tokens: HashSet<String>,
+    pub used_tokens: HashSet<String>,
+    /// The waiting room of a queued sale.
+    pub waiting_room: WaitingRoom,
     /// Shopper -> orders they cancelled.
     cancels: HashMap<ShopperId, i64>,
 }
@@ -77,6 +80,7 @@ impl SaleRecord {
             queued: HashSet::new(),
             outbox: Outbox::default(),
             used_tokens: HashSet::new(),
+            waiting_room: WaitingRoom::default(),
             cancels: HashMap::new(),
         }
     }

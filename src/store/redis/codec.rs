@@ -12,9 +12,9 @@ use redis::streams::StreamId;
 use redis::{FromRedisValue, Value};
 
 use crate::domain::{
-    Millis, Order, OrderEvent, OrderId, OrderStatus, PaymentException, PaymentExceptionKind,
-    Rejection, Reservation, ReserveRequest, Sale, SaleId, SaleState, SaleStats, SaleView,
-    ShopperId, StockReturn,
+    Admission, AdmissionMode, Millis, Order, OrderEvent, OrderId, OrderStatus, PaymentException,
+    PaymentExceptionKind, Rejection, Reservation, ReserveRequest, Sale, SaleId, SaleState,
+    SaleStats, SaleView, ShopperId, StockReturn,
 };
 use crate::store::{DeadLetter, Delivery, DeliveryFailure, StoreError, StreamEntry};
 
@@ -305,6 +305,14 @@ pub(super) fn sale_fields(sale: &Sale) -> Vec<(&'static str, String)> {
             "require_purchase_token",
             flag(sale.require_purchase_token).to_owned(),
         ),
+        ("admission_mode", sale.admission.mode.as_str().to_owned()),
+        (
+            "prequeue_opens_secs",
+            sale.admission.prequeue_opens_secs.to_string(),
+        ),
+        ("admit_per_sec", sale.admission.admit_per_sec.to_string()),
+        ("token_ttl_secs", sale.admission.token_ttl_secs.to_string()),
+        ("admission_seed", sale.admission.seed.clone()),
         ("state", sale.state.as_str().to_owned()),
         ("created_at", sale.created_at.to_string()),
     ]
@@ -325,8 +333,24 @@ pub(super) fn sale_from_fields(fields: &HashMap<String, String>) -> Result<Sale,
         payment_timeout_secs: int_field(fields, "payment_timeout_secs")?,
         require_purchase_token: fields.get("require_purchase_token").map(String::as_str)
             == Some("1"),
+        admission: admission_from_fields(fields)?,
         state: SaleState::parse(&state).ok_or_else(|| corrupt(format!("sale state {state}")))?,
         created_at: int_field(fields, "created_at")?,
+    })
+}
+
+/// A sale's admission settings; a sale stored without them is open.
+fn admission_from_fields(fields: &HashMap<String, String>) -> Result<Admission, StoreError> {
+    let Some(mode) = fields.get("admission_mode") else {
+        return Ok(Admission::default());
+    };
+    Ok(Admission {
+        mode: AdmissionMode::parse(mode)
+            .ok_or_else(|| corrupt(format!("admission mode {mode}")))?,
+        prequeue_opens_secs: int_field(fields, "prequeue_opens_secs")?,
+        admit_per_sec: int_field(fields, "admit_per_sec")?,
+        token_ttl_secs: int_field(fields, "token_ttl_secs")?,
+        seed: fields.get("admission_seed").cloned().unwrap_or_default(),
     })
 }
 

@@ -19,17 +19,18 @@ use super::codec::{
 use super::connection::{timed, unavailable};
 use super::RedisStore;
 use crate::domain::{
-    Order, OrderId, Payment, PaymentException, PaymentOutcome, RecordedOrder, Reservation,
-    ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
+    admission_token_id, Admitted, Order, OrderId, Payment, PaymentException, PaymentOutcome,
+    QueuePlace, QueueStatus, RecordedOrder, Rejection, Reservation, ReserveRequest, Sale,
+    SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
 };
 use crate::store::keys::{
     self, SaleKeys, OPEN_SALE_INDEX, ORDER_SERVICE_GROUP, PAYMENT_EXCEPTIONS, STOCK_RETURNS_CHANNEL,
 };
 use crate::store::{
-    batch_sale, cancels_exhausted, changed_meanwhile, not_pending, sort_exceptions_newest_first,
-    sort_newest_first, sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure,
-    Expiry, Forgetting, IndexedSale, OrderBacklog, StockReturnHandler, Store, StoreError,
-    StreamEntry,
+    batch_sale, cancels_exhausted, changed_meanwhile, not_pending, not_queued,
+    sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance, DeadLetter,
+    Delivery, DeliveryFailure, Expiry, Forgetting, IndexedSale, OrderBacklog, QueueRules,
+    StockReturnHandler, Store, StoreError, StreamEntry,
 };
 
 #[async_trait]
@@ -168,6 +169,89 @@ impl Store for RedisStore {
             return Err(changed_meanwhile());
         }
         admin_outcome(&outcome, reply)
+    }
+
+    async fn queue_join(
+        &self,
+        sale: &SaleId,
+        shopper: &ShopperId,
+        shuffle_key: &str,
+        rules: &QueueRules,
+    ) -> Result<(), StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.queue_join.key(keys.sale());
+        invocation
+            .key(keys.stock())
+            .key(keys.queue_line())
+            .key(keys.queue_members())
+            .key(keys.queue_meta())
+            .arg(shopper.as_str())
+            .arg(shuffle_key)
+            .arg(rules.size_max);
+        let (outcome, _) = Reply::new(self.run("queue_join", &invocation).await?)?;
+        match outcome.as_str() {
+            "joined" => Ok(()),
+            "not_found" => Err(StoreError::NotFound("sale")),
+            "not_queued" => Err(not_queued()),
+            "not_started" => Err(Rejection::NotStarted.into()),
+            "ended" => Err(Rejection::Ended.into()),
+            "sold_out" => Err(Rejection::SoldOut.into()),
+            "full" => Err(StoreError::QueueFull),
+            other => Err(corrupt(format!("unknown outcome {other}"))),
+        }
+    }
+
+    async fn queue_poll(
+        &self,
+        sale: &SaleId,
+        shopper: &ShopperId,
+        rules: &QueueRules,
+    ) -> Result<Option<QueuePlace>, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.queue_poll.key(keys.sale());
+        invocation
+            .key(keys.stock())
+            .key(keys.stats())
+            .key(keys.purchase_tokens())
+            .key(keys.queue_line())
+            .key(keys.queue_members())
+            .key(keys.queue_admitted())
+            .key(keys.queue_expiries())
+            .key(keys.queue_meta())
+            .arg(shopper.as_str())
+            .arg(rules.headroom_pct)
+            .arg(rules.expiry_grace_ms);
+        let (outcome, mut reply) = Reply::new(self.run("queue_poll", &invocation).await?)?;
+        let status = match outcome.as_str() {
+            "absent" => return Ok(None),
+            "not_found" => return Err(StoreError::NotFound("sale")),
+            "not_queued" => return Err(not_queued()),
+            other => {
+                QueueStatus::parse(other).ok_or_else(|| corrupt(format!("queue status {other}")))?
+            }
+        };
+        let now: i64 = reply.next()?;
+        let starts_at: i64 = reply.next()?;
+        let admit_per_sec: i64 = reply.next()?;
+        let position: i64 = reply.next()?;
+        let ahead: i64 = reply.next()?;
+        let expires_at: i64 = reply.next()?;
+        let position = u64::try_from(position).ok();
+        Ok(Some(QueuePlace {
+            status,
+            position,
+            ahead: u64::try_from(ahead).ok(),
+            admitted: match (status, position) {
+                (QueueStatus::Admitted, Some(position)) => Some(Admitted {
+                    token_id: admission_token_id(position),
+                    expires_at,
+                }),
+                _ => None,
+            },
+            now,
+            starts_at,
+            admit_per_sec,
+        }))
     }
 
     async fn cancel_sale(&self, id: &SaleId) -> Result<(), StoreError> {

@@ -1,0 +1,149 @@
+//! The waiting room of queued sales: join and poll, each written once.
+//! The line itself lives in the store (`Store::queue_join`,
+//! `Store::queue_poll`, atomic on the store's clock, shared by every
+//! engine node); this service adds what one node owns: the shuffle key of
+//! a pre-queue joiner (from the sale's secret seed), the advice on when to
+//! poll, and the memory of each shopper's last answer, which answers a
+//! poll that comes before its `poll_after_ms` without reaching the store.
+//! That memory is what bounds the store's polling load: at most one store
+//! call per shopper per `FLASHSALE_QUEUE_POLL_MS_MIN` on each node.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::domain::{shuffle_key, PollAdvice, QueuePlace, SaleId, ShopperId};
+use crate::sales::Sales;
+use crate::store::{QueueRules, Store, StoreError};
+
+/// Deployment-wide settings of waiting rooms.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitingRoomSettings {
+    pub rules: QueueRules,
+    /// The shortest `poll_after_ms` advised, and so the shortest interval
+    /// between one shopper's store calls on one node.
+    pub poll_ms_min: u64,
+    /// The longest `poll_after_ms` advised (also the advice on a final
+    /// answer).
+    pub poll_ms_max: u64,
+    /// The most shoppers whose last answer one node remembers.
+    pub pollers_max: usize,
+}
+
+/// A shopper's place with the advice given with it.
+#[derive(Debug, Clone)]
+pub struct QueueAnswer {
+    pub place: QueuePlace,
+    pub advice: PollAdvice,
+    /// Answered from this node's memory, not the store.
+    pub remembered: bool,
+}
+
+/// Why a shopper's poll gets no place.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Not in the line: never joined, or the admission expired unused.
+    #[error("not in this sale's queue: join it first (an admission that expired unused gave its place away)")]
+    NotInLine,
+    /// This node remembers as many pollers as it may: poll again later.
+    #[error("too many shoppers are polling this engine node; poll again shortly")]
+    Busy,
+}
+
+struct Remembered {
+    until: Instant,
+    answer: QueueAnswer,
+}
+
+pub struct WaitingRooms {
+    store: Arc<dyn Store>,
+    settings: WaitingRoomSettings,
+    /// (sale, shopper) -> the last answer and until when it stands.
+    memory: DashMap<(SaleId, ShopperId), Remembered>,
+}
+
+impl WaitingRooms {
+    pub fn new(store: Arc<dyn Store>, settings: WaitingRoomSettings) -> Self {
+        Self {
+            store,
+            settings,
+            memory: DashMap::new(),
+        }
+    }
+
+    /// Joins the sale's line (again: the same place), then answers the
+    /// place as a poll would, fresh from the store.
+    pub async fn join(
+        &self,
+        sales: &Sales,
+        sale: &SaleId,
+        shopper: &ShopperId,
+    ) -> Result<QueueAnswer, QueueError> {
+        // The seed never changes once the sale has one, so a view up to a
+        // poll interval old has the right one.
+        let view = sales.polled_view(sale).await?;
+        let key = shuffle_key(&view.sale.admission.seed, shopper.as_str()).unwrap_or_default();
+        self.store
+            .queue_join(sale, shopper, &key, &self.settings.rules)
+            .await?;
+        self.memory.remove(&(sale.clone(), shopper.clone()));
+        self.poll(sale, shopper).await
+    }
+
+    /// The shopper's place: from this node's memory until the last
+    /// answer's `poll_after_ms` has passed, else from the store (which
+    /// admits whoever's turn has come first).
+    pub async fn poll(
+        &self,
+        sale: &SaleId,
+        shopper: &ShopperId,
+    ) -> Result<QueueAnswer, QueueError> {
+        let key = (sale.clone(), shopper.clone());
+        let now = Instant::now();
+        if let Some(remembered) = self.memory.get(&key) {
+            if let Some(left) = remembered.until.checked_duration_since(now) {
+                let mut answer = remembered.answer.clone();
+                answer.remembered = true;
+                answer.advice.poll_after_ms = u64::try_from(left.as_millis()).unwrap_or(0).max(1);
+                return Ok(answer);
+            }
+        }
+        if !self.memory.contains_key(&key) && self.memory.len() >= self.settings.pollers_max {
+            let now = Instant::now();
+            self.memory.retain(|_, remembered| remembered.until > now);
+            if self.memory.len() >= self.settings.pollers_max {
+                return Err(QueueError::Busy);
+            }
+        }
+        let place = self
+            .store
+            .queue_poll(sale, shopper, &self.settings.rules)
+            .await?
+            .ok_or(QueueError::NotInLine)?;
+        let advice = place.advice(self.settings.poll_ms_min, self.settings.poll_ms_max);
+        let answer = QueueAnswer {
+            place,
+            advice,
+            remembered: false,
+        };
+        self.memory.insert(
+            key,
+            Remembered {
+                until: now + Duration::from_millis(advice.poll_after_ms),
+                answer: answer.clone(),
+            },
+        );
+        Ok(answer)
+    }
+
+    /// Forgets the answers whose time has passed; returns how many are
+    /// left (run by the same upkeep as the rate limiters').
+    pub fn prune(&self) -> usize {
+        let now = Instant::now();
+        self.memory.retain(|_, remembered| remembered.until > now);
+        self.memory.len()
+    }
+}

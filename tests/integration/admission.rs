@@ -1,0 +1,463 @@
+//! Goal: the waiting room of a queued sale admits fairly and safely: the
+//! pre-queue is shuffled by the seed committed before the opening, later
+//! joiners queue behind it in order, admission never outruns the stock,
+//! only admitted shoppers buy (with a token bound to them and the sale,
+//! once, for a while), and the line is the store's: it survives an engine
+//! restart and several nodes share it.
+//! Method: over HTTP on every store, with sales that open a few seconds
+//! after they are scheduled, and the engine's poll interval at its
+//! shortest (100 ms) so a test's polls reach the store.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use flashsale::config::Config;
+use flashsale::domain::shuffled;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::support::{
+    error_code, live_sale, rfc3339_in, token, Backend, Harness, Servers, TestApp,
+};
+use crate::{on_both_stores, on_every_store};
+
+const POLL_MS: u64 = 100;
+
+fn configure(config: &mut Config) {
+    config.queue_poll_ms_min = POLL_MS;
+    config.queue_poll_ms_max = POLL_MS;
+}
+
+async fn engine(backend: Backend) -> Harness {
+    Harness::start_with(backend, configure).await
+}
+
+/// A queued sale of `stock` units (one per shopper) opening `starts_in`
+/// from now, its pre-queue open already.
+async fn queued_sale(
+    app: &TestApp,
+    stock: i64,
+    starts_in: Duration,
+    admit_per_sec: i64,
+    token_ttl_secs: i64,
+) -> String {
+    queued_sale_limit(app, stock, 1, starts_in, admit_per_sec, token_ttl_secs).await
+}
+
+async fn queued_sale_limit(
+    app: &TestApp,
+    stock: i64,
+    per_user_limit: i64,
+    starts_in: Duration,
+    admit_per_sec: i64,
+    token_ttl_secs: i64,
+) -> String {
+    let mut sale = live_sale(stock, per_user_limit);
+    sale["starts_at"] = rfc3339_in(starts_in, false).into();
+    sale["admission"] = json!({
+        "mode": "queue",
+        "prequeue_opens_secs": 600,
+        "admit_per_sec": admit_per_sec,
+        "token_ttl_secs": token_ttl_secs,
+    });
+    app.create_sale(sale).await
+}
+
+fn queue_path(sale: &str) -> String {
+    format!("/api/v1/sales/{sale}/queue")
+}
+
+async fn join(app: &TestApp, sale: &str, shopper: &str) -> Value {
+    let response = app.shopper_post(shopper, &queue_path(sale)).await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{shopper} joins: {body}");
+    body
+}
+
+async fn poll(app: &TestApp, sale: &str, shopper: &str) -> Value {
+    let response = app.shopper_get(shopper, &queue_path(sale)).await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{shopper} polls: {body}");
+    body
+}
+
+/// Polls every shopper once, past the engine's memory of their last answer.
+async fn poll_all(app: &TestApp, sale: &str, shoppers: &[String]) -> HashMap<String, Value> {
+    tokio::time::sleep(Duration::from_millis(POLL_MS + 20)).await;
+    let mut answers = HashMap::new();
+    for shopper in shoppers {
+        answers.insert(shopper.clone(), poll(app, sale, shopper).await);
+    }
+    answers
+}
+
+async fn order_with(
+    app: &TestApp,
+    sale: &str,
+    shopper: &str,
+    purchase: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/api/v1/sales/{sale}/orders")))
+        .bearer_auth(token(shopper));
+    if let Some(purchase) = purchase {
+        request = request.header("X-Purchase-Token", purchase);
+    }
+    request.send().await.unwrap()
+}
+
+/// Waits until the sale's public view shows the revealed seed.
+async fn revealed(app: &TestApp, sale: &str) -> Value {
+    for _ in 0..100 {
+        let view = app.public_json(&format!("/api/v1/sales/{sale}")).await;
+        if view["admission"]["seed"].is_string() {
+            return view;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the seed was never revealed");
+}
+
+fn shoppers(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// The pre-queue is in the order the revealed seed gives, whose SHA-256
+/// was shown before the opening; a later joiner queues behind; joining
+/// again keeps the place.
+async fn the_prequeue_is_shuffled_by_the_committed_seed(backend: Backend) {
+    let Harness { app, redis: _redis } = engine(backend).await;
+    let sale = queued_sale(&app, 1_000, Duration::from_secs(3), 1_000, 60).await;
+    let before = app.public_json(&format!("/api/v1/sales/{sale}")).await;
+    let commitment = before["admission"]["seed_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(before["admission"]["mode"], "queue");
+    assert!(
+        before["admission"]["seed"].is_null(),
+        "secret before the opening"
+    );
+    assert!(before["admission"]["prequeue_opens_at"].is_string());
+
+    let early = shoppers("early-", 40);
+    for shopper in &early {
+        let body = join(&app, &sale, shopper).await;
+        assert_eq!(body["status"], "waiting");
+        assert!(
+            body["position"].is_null(),
+            "no place before the shuffle: {body}"
+        );
+    }
+    join(&app, &sale, &early[0]).await;
+
+    let view = revealed(&app, &sale).await;
+    let seed = view["admission"]["seed"].as_str().unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(hex::decode(seed).unwrap())),
+        commitment,
+        "the revealed seed is the committed one"
+    );
+    let late = join(&app, &sale, "late").await;
+    assert_eq!(late["position"], 41, "{late}");
+
+    let order = shuffled(seed, early.iter().map(String::as_str));
+    let answers = poll_all(&app, &sale, &early).await;
+    for (place, shopper) in order.iter().enumerate() {
+        assert_eq!(
+            answers[*shopper]["position"],
+            place + 1,
+            "{shopper}: {}",
+            answers[*shopper]
+        );
+    }
+    let joined: Vec<&str> = early.iter().map(String::as_str).collect();
+    assert_ne!(order, joined, "not the join order");
+}
+
+/// Admissions outstanding never pass ceil(remaining × 120%); a token that
+/// bought frees nothing, stock that comes back admits more, and once
+/// nothing is left and nothing can come back every waiting shopper hears
+/// `sold_out`.
+async fn admission_never_exceeds_the_stock_bound(backend: Backend) {
+    let Harness { app, redis: _redis } = engine(backend).await;
+    let sale = queued_sale(&app, 5, Duration::from_secs(2), 1_000, 60).await;
+    let line = shoppers("s", 20);
+    for shopper in &line {
+        join(&app, &sale, shopper).await;
+    }
+    revealed(&app, &sale).await;
+    let admitted = |answers: &HashMap<String, Value>| -> Vec<(String, String)> {
+        let mut admitted: Vec<(String, String)> = answers
+            .iter()
+            .filter(|(_, body)| body["status"] == "admitted")
+            .map(|(shopper, body)| {
+                (
+                    shopper.clone(),
+                    body["purchase_token"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        admitted.sort();
+        admitted
+    };
+    let answers = poll_all(&app, &sale, &line).await;
+    let first = admitted(&answers);
+    assert_eq!(first.len(), 6, "ceil(5 × 1.2) admitted: {answers:?}");
+    assert_eq!(admitted(&poll_all(&app, &sale, &line).await).len(), 6);
+
+    let mut orders = Vec::new();
+    for (shopper, purchase) in &first[..5] {
+        let response = order_with(&app, &sale, shopper, Some(purchase)).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let order: Value = response.json().await.unwrap();
+        orders.push((shopper.clone(), order["id"].as_str().unwrap().to_owned()));
+    }
+    let (sixth, purchase) = &first[5];
+    assert_eq!(
+        error_code(order_with(&app, &sale, sixth, Some(purchase)).await).await,
+        (StatusCode::CONFLICT, "sold_out".to_owned())
+    );
+    let answers = poll_all(&app, &sale, &line).await;
+    assert_eq!(admitted(&answers).len(), 6, "nothing left: nobody more");
+    assert!(
+        answers.values().all(|body| body["status"] != "sold_out"),
+        "unpaid orders may still come back"
+    );
+
+    // One order cancelled: one unit back, ceil(1 × 1.2) = 2 may be
+    // outstanding, the sixth's unused admission is one: one more.
+    let (canceller, order) = &orders[0];
+    let cancelled = app
+        .shopper_post(canceller, &format!("/api/v1/orders/{order}/cancel"))
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let answers = poll_all(&app, &sale, &line).await;
+    let second = admitted(&answers);
+    assert_eq!(second.len(), 7, "{answers:?}");
+    let newcomer = second
+        .iter()
+        .find(|entry| !first.contains(entry))
+        .expect("one newly admitted");
+    let response = order_with(&app, &sale, &newcomer.0, Some(&newcomer.1)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let order: Value = response.json().await.unwrap();
+    orders[0] = (newcomer.0.clone(), order["id"].as_str().unwrap().to_owned());
+
+    for (shopper, order) in &orders {
+        let paid = app
+            .shopper_post(shopper, &format!("/api/v1/orders/{order}/pay"))
+            .await;
+        assert_eq!(paid.status(), StatusCode::OK);
+    }
+    let answers = poll_all(&app, &sale, &line).await;
+    for (shopper, body) in &answers {
+        if body["status"] != "admitted" {
+            assert_eq!(body["status"], "sold_out", "{shopper}: {body}");
+        }
+    }
+    app.assert_audit_clean(&sale).await;
+}
+
+/// On a queued sale only an admission's token buys: not none, not one
+/// from the purchase-token route, not another shopper's, not another
+/// sale's, not a used one, not an expired one; and an admission that
+/// expired unused gives its place to the next shopper.
+async fn only_an_admission_buys(backend: Backend) {
+    // Headroom 100%: one unit, one admission at a time.
+    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
+        configure(config);
+        config.queue_headroom_pct = 100;
+    })
+    .await;
+    let sale = queued_sale(&app, 1, Duration::from_secs(2), 1_000, 10).await;
+    // Limit 2: a second order with a used token is refused for the token.
+    let other = queued_sale_limit(&app, 10, 2, Duration::from_secs(2), 1_000, 10).await;
+    let forbidden = (StatusCode::FORBIDDEN, "forbidden".to_owned());
+    for shopper in ["alice", "bob"] {
+        join(&app, &sale, shopper).await;
+        join(&app, &other, shopper).await;
+    }
+    revealed(&app, &sale).await;
+    revealed(&app, &other).await;
+    let line = vec!["alice".to_owned(), "bob".to_owned()];
+    let answers = poll_all(&app, &sale, &line).await;
+    let (first, second) = if answers["alice"]["position"] == 1 {
+        ("alice", "bob")
+    } else {
+        ("bob", "alice")
+    };
+    assert_eq!(answers[first]["status"], "admitted", "{answers:?}");
+    assert_eq!(
+        answers[second]["status"], "waiting",
+        "one at a time: {answers:?}"
+    );
+    let purchase = answers[first]["purchase_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        error_code(order_with(&app, &sale, first, None).await).await,
+        forbidden
+    );
+    assert_eq!(
+        error_code(
+            app.shopper_post(first, &format!("/api/v1/sales/{sale}/purchase-token"))
+                .await
+        )
+        .await,
+        forbidden,
+        "the purchase-token route does not serve a queued sale"
+    );
+    assert_eq!(
+        error_code(order_with(&app, &sale, second, Some(&purchase)).await).await,
+        forbidden,
+        "another shopper's admission"
+    );
+    assert_eq!(
+        error_code(order_with(&app, &other, first, Some(&purchase)).await).await,
+        forbidden,
+        "another sale's admission"
+    );
+    let other_answers = poll_all(&app, &other, &line).await;
+    let others = other_answers[first]["purchase_token"].as_str().unwrap();
+    assert_eq!(
+        order_with(&app, &other, first, Some(others)).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        error_code(order_with(&app, &other, first, Some(others)).await).await,
+        forbidden,
+        "a used admission"
+    );
+
+    // `first` lets the admission expire unused.
+    let expires = answers[first]["expires_at"].as_str().unwrap();
+    assert!(expires.ends_with('Z'));
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(
+        error_code(order_with(&app, &sale, first, Some(&purchase)).await).await,
+        forbidden,
+        "an expired admission"
+    );
+    let mut freed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(POLL_MS + 20)).await;
+        let response = app.shopper_get(first, &queue_path(&sale)).await;
+        if response.status() == StatusCode::NOT_FOUND {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "the expired admission's place is freed");
+    let rejoined = join(&app, &sale, first).await;
+    assert_eq!(rejoined["position"], 3, "back of the line: {rejoined}");
+    let next = poll(&app, &sale, second).await;
+    assert_eq!(next["status"], "admitted", "{next}");
+    let token = next["purchase_token"].as_str().unwrap();
+    assert_eq!(
+        order_with(&app, &sale, second, Some(token)).await.status(),
+        StatusCode::CREATED
+    );
+}
+
+/// The line is the store's: a second engine node answers the same places,
+/// and so does an engine started after the first one stopped.
+async fn the_line_survives_a_restart_and_nodes_share_it(backend: Backend) {
+    let servers = Servers::start(backend);
+    let node = || {
+        let mut config = crate::support::test_config();
+        servers.configure(&mut config);
+        configure(&mut config);
+        TestApp::spawn_with(config)
+    };
+    let first = node().await;
+    let second = node().await;
+    let sale = queued_sale(&first, 100, Duration::from_secs(2), 1_000, 60).await;
+    let line = shoppers("n", 10);
+    for (i, shopper) in line.iter().enumerate() {
+        let app = if i % 2 == 0 { &first } else { &second };
+        join(app, &sale, shopper).await;
+    }
+    revealed(&first, &sale).await;
+    let on_first = poll_all(&first, &sale, &line).await;
+    let on_second = poll_all(&second, &sale, &line).await;
+    first.stop().await;
+    let restarted = node().await;
+    let after = poll_all(&restarted, &sale, &line).await;
+    for shopper in &line {
+        assert_eq!(
+            on_first[shopper]["position"],
+            on_second[shopper]["position"]
+        );
+        assert_eq!(on_first[shopper]["position"], after[shopper]["position"]);
+        assert_eq!(after[shopper]["status"], "admitted");
+        assert_eq!(
+            on_first[shopper]["purchase_token"], after[shopper]["purchase_token"],
+            "the same admission whichever node signs it"
+        );
+    }
+}
+
+/// The waiting room refuses what it must: an open sale, a full line.
+async fn the_line_has_bounds(backend: Backend) {
+    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
+        configure(config);
+        config.queue_size_max = 3;
+    })
+    .await;
+    let open = app.create_sale(live_sale(5, 1)).await;
+    assert_eq!(
+        error_code(app.shopper_post("a", &queue_path(&open)).await).await,
+        (StatusCode::CONFLICT, "conflict".to_owned())
+    );
+    let sale = queued_sale(&app, 5, Duration::from_secs(60), 1_000, 60).await;
+    for shopper in ["a", "b", "c"] {
+        join(&app, &sale, shopper).await;
+    }
+    join(&app, &sale, "a").await;
+    let full = app.shopper_post("d", &queue_path(&sale)).await;
+    assert!(full.headers().contains_key("retry-after"));
+    assert_eq!(
+        error_code(full).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded".to_owned())
+    );
+    assert_eq!(
+        error_code(app.shopper_get("d", &queue_path(&sale)).await).await,
+        (StatusCode::NOT_FOUND, "not_found".to_owned())
+    );
+    let mut far = live_sale(5, 1);
+    far["starts_at"] = rfc3339_in(Duration::from_secs(7_200), false).into();
+    far["ends_at"] = rfc3339_in(Duration::from_secs(9_000), false).into();
+    far["admission"] = json!({"mode": "queue", "prequeue_opens_secs": 60});
+    let far = app.create_sale(far).await;
+    assert_eq!(
+        error_code(app.shopper_post("a", &queue_path(&far)).await).await,
+        (StatusCode::CONFLICT, "not_started".to_owned())
+    );
+}
+
+on_every_store!(
+    the_prequeue_is_shuffled_by_the_committed_seed,
+    admission_never_exceeds_the_stock_bound,
+);
+
+on_both_stores!(only_an_admission_buys, the_line_has_bounds);
+
+mod shared {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis() {
+        the_line_survives_a_restart_and_nodes_share_it(Backend::Redis).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_cluster() {
+        the_line_survives_a_restart_and_nodes_share_it(Backend::RedisCluster).await;
+    }
+}
