@@ -7,15 +7,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Puts an unpaid order's units back on sale and off the shopper's count,
--- and moves them from `reserved` to `counter` (cancelled or expired).
-local function release_units(stock, stats, buyers, shopper, qty, counter)
+-- Puts an order's units back on sale and off the shopper's count.
+local function restock_units(stock, buyers, shopper, qty)
   redis.call('INCRBY', stock, qty)
-  redis.call('HINCRBY', stats, 'reserved', -qty)
-  redis.call('HINCRBY', stats, counter, qty)
   if redis.call('HINCRBY', buyers, shopper, -qty) <= 0 then
     redis.call('HDEL', buyers, shopper)
   end
+end
+
+-- Puts an unpaid order's units back on sale and off the shopper's count,
+-- and moves them from `reserved` to `counter` (cancelled or expired).
+local function release_units(stock, stats, buyers, shopper, qty, counter)
+  restock_units(stock, buyers, shopper, qty)
+  redis.call('HINCRBY', stats, 'reserved', -qty)
+  redis.call('HINCRBY', stats, counter, qty)
 end
 
 -- Queues a hand-off to the merchant's webhook, due now; the same event of
@@ -51,12 +56,12 @@ local function snapshot(sale_key, stock, stats, buyers)
     return {}
   end
   local c = redis.call('HMGET', stats, 'reserved', 'paid', 'cancelled', 'expired',
-    'refund_required', 'queued')
+    'refund_required', 'queued', 'refunded', 'restocked')
   return {
     now_ms(), sale, tonumber(redis.call('GET', stock) or '0'),
     tonumber(c[1] or '0'), tonumber(c[2] or '0'), tonumber(c[3] or '0'), tonumber(c[4] or '0'),
     tonumber(c[5] or '0'), tonumber(c[6] or '0'),
-    redis.call('HLEN', buyers)
+    redis.call('HLEN', buyers), tonumber(c[7] or '0'), tonumber(c[8] or '0')
   }
 end
 
@@ -68,7 +73,7 @@ end
 -- currency code and a status. store::redis::codec
 -- reads it in Rust; reserve.lua writes new records in the same layout.
 local ORDER_FIELDS = {'user_id', 'quantity', 'amount_cents', 'currency', 'status',
-  'created_at', 'expires_at', 'queued_at', 'paid_at', 'prepay_id', 'transaction_id'}
+  'created_at', 'expires_at', 'queued_at', 'paid_at', 'prepay_id', 'transaction_id', 'refund'}
 
 -- An order's record as a table of its fields, and as stored; nil when
 -- there is none.

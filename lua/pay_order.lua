@@ -3,7 +3,8 @@
 --   and leave the deadline index.
 -- - expired or cancelled (the units are already back on sale): the order is
 --   marked refund_required and counted; stock is untouched.
--- - paid or refund_required: a repeat; nothing changes.
+-- - paid, refund_required, refunding or refunded: a repeat; nothing
+--   changes.
 -- A payment whose amount or currency differs from the order's changes
 -- nothing either.
 -- KEYS[1] fs:{sale}:orders     hash: order id -> record (see common.lua)
@@ -16,6 +17,9 @@
 -- ARGV[4] '1' to queue a hand-off to the merchant's webhook
 -- ARGV[5] the provider's transaction id (printable ASCII without spaces),
 --         kept on the order the first time it is paid or marked
+-- ARGV[6] '1' to queue the refund of a late payment (WeChat Pay) in the
+--         same outbox ('wechatpay.refund order_id'); the order then keeps
+--         refund=late
 -- Returns {outcome, record} with outcome paid | unchanged | refund_required
 -- | amount_mismatch, or {'not_found'}.
 local order, text = load_order(KEYS[1], ARGV[1])
@@ -25,7 +29,8 @@ end
 if ARGV[2] ~= '' and (ARGV[2] ~= order.amount_cents or ARGV[3] ~= order.currency) then
   return {'amount_mismatch', text}
 end
-if order.status == 'paid' or order.status == 'refund_required' then
+if order.status ~= 'pending_payment' and order.status ~= 'expired'
+    and order.status ~= 'cancelled' then
   return {'unchanged', text}
 end
 local qty = tonumber(order.quantity)
@@ -42,6 +47,10 @@ end
 order.status = outcome
 order.paid_at = now
 order.transaction_id = ARGV[5]
+if outcome == 'refund_required' and ARGV[6] == '1' then
+  order.refund = 'late'
+  hand_off(KEYS[4], 'wechatpay.refund', ARGV[1], now)
+end
 local record = save_order(KEYS[1], ARGV[1], order)
 if ARGV[4] == '1' then
   hand_off(KEYS[4], 'order.' .. outcome, ARGV[1], now)

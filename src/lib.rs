@@ -21,10 +21,10 @@
 //!   the listings, and the live feeds of watched sales for the console.
 //! - [`orders`]: the order workflows (reserve, look up, cancel, expire) and
 //!   the order service, the background task that consumes the reservation
-//!   streams, expires unpaid orders and hands orders to the merchant's
-//!   webhook.
-//! - [`payments`]: WeChat Pay notifications and simulated payments, each
-//!   applied once.
+//!   streams, expires unpaid orders, hands orders to the merchant's
+//!   webhook and sends refunds to WeChat Pay (one outbox for both).
+//! - [`payments`]: WeChat Pay notifications (payments and refunds), prepay,
+//!   close, refunds, and simulated payments, each applied once.
 //! - [`admission`]: the waiting room of queued sales: join, poll, and the
 //!   per-node memory that bounds polling.
 //! - [`inventory`]: one actix actor per sale, answering from memory what it

@@ -22,7 +22,7 @@ use crate::http::{
 };
 use crate::inventory::{ActorSettings, Inventory};
 use crate::orders::webhook::{Backoff, Webhook, WebhookSettings};
-use crate::orders::{CloseSettings, OrderService, OrderSettings, Orders};
+use crate::orders::{CloseSettings, OrderService, OrderSettings, Orders, RefundSettings};
 use crate::payments::wechatpay::{
     Account, MerchantKey, PlatformKeys, WeChatPay, WeChatPayClient, WeChatPayVerifier,
 };
@@ -33,6 +33,10 @@ use crate::store::{EmbeddedStore, QueueRules, RedisStore, Store};
 use crate::telemetry::{self, Sheds};
 
 const GENERATED_SECRET_LEN: usize = 32;
+
+/// Most refund calls to WeChat Pay in flight at once when no webhook is
+/// configured (with one, they share `FLASHSALE_ORDER_WEBHOOK_CONCURRENCY`).
+const REFUND_CONCURRENCY: usize = 8;
 
 pub struct Application {
     listener: TcpListener,
@@ -111,22 +115,25 @@ impl Application {
         let payments = Arc::new(Payments::new(
             Arc::clone(&store),
             build_payment_method(&config)?,
-            webhook.as_ref().map(|_| orders.work_notices()),
+            orders.work_notices(),
+            webhook.is_some(),
         ));
         let wechatpay_timeout = Duration::from_millis(config.wechatpay_timeout_ms);
+        // Closes and refund calls to WeChat Pay back off alike.
+        let close_backoff = Backoff {
+            first: Duration::from_millis(config.wechatpay_close_backoff_ms),
+            longest: Duration::from_millis(config.wechatpay_close_backoff_max_ms),
+        };
         let orders = Arc::new(orders.with_payments(
             Arc::clone(&payments),
             CloseSettings {
                 // A close, and a query when it was paid: each within the
                 // timeout.
                 hold: wechatpay_timeout * 4,
-                backoff: Backoff {
-                    first: Duration::from_millis(config.wechatpay_close_backoff_ms),
-                    longest: Duration::from_millis(config.wechatpay_close_backoff_max_ms),
-                },
+                backoff: close_backoff,
             },
         ));
-        let order_service = OrderService::new(
+        let mut order_service = OrderService::new(
             Arc::clone(&store),
             Arc::clone(&orders),
             webhook,
@@ -139,6 +146,16 @@ impl Application {
                 retention: Duration::from_secs(config.retention_secs),
             },
         );
+        if matches!(payments.method(), PaymentMethod::WeChatPay(_)) {
+            order_service = order_service.with_refunds(
+                Arc::clone(&payments),
+                RefundSettings {
+                    lease: wechatpay_timeout * 2,
+                    backoff: close_backoff,
+                    concurrency: REFUND_CONCURRENCY,
+                },
+            );
+        }
         let limits = Arc::new(RateLimits::new(&RateLimitSettings {
             global: Rate {
                 per_sec: config.rate_global_per_sec,

@@ -46,6 +46,8 @@ pub const PAYMENT_EXCEPTIONS: &str = "flashsale_payment_exceptions_total";
 /// Closes of a WeChat Pay order that failed (WeChat Pay unreachable or
 /// refusing); the order stays held and the close is retried.
 pub const WECHATPAY_CLOSE_FAILURES: &str = "flashsale_wechatpay_close_failures_total";
+/// Refunds by `outcome` (see [`count_refund`]).
+pub const REFUNDS: &str = "flashsale_refunds_total";
 
 /// Requests refused by a rate limit, by `limiter`: `ip`, `user` (per shopper), `global`.
 pub const RATE_LIMITED: &str = "flashsale_rate_limited_total";
@@ -228,6 +230,12 @@ pub fn count_sales_forgotten() {
 
 pub fn count_payment(outcome: &'static str) {
     metrics::counter!(PAYMENTS, "outcome" => outcome).increment(1);
+}
+
+/// Refunds by `outcome`: `asked` (by the merchant), `refunded`,
+/// `refund_abnormal`, `refund_closed`, `call_failed`.
+pub fn count_refund(outcome: &'static str) {
+    metrics::counter!(REFUNDS, "outcome" => outcome).increment(1);
 }
 
 pub fn count_wechatpay_close_failure() {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{Order, OrderId, OrderStatus, SaleView, ShopperId};
+use super::{Order, OrderId, OrderStatus, RefundKind, SaleView, ShopperId};
 
 /// Everything the store holds about one sale, read in one atomic step.
 #[derive(Debug, Clone)]
@@ -45,7 +45,14 @@ pub struct RecountedUnits {
     /// Units of cancelled and expired orders, and of those among them that
     /// were paid late (`refund_required`): all went back on sale.
     pub released: i64,
+    /// Units paid late: `refund_required` orders, and those refunded since
+    /// (refund `late`).
     pub refund_required: i64,
+    /// Units of paid orders the merchant refunds (refund `kept` or
+    /// `restocked`, refunding or refunded).
+    pub refunded: i64,
+    /// Of `refunded`, the units put back on sale.
+    pub restocked: i64,
     pub queued: i64,
     /// Orders the order service has not yet taken from the stream.
     pub awaiting_order_service: i64,
@@ -56,6 +63,7 @@ pub struct RecountedUnits {
 pub struct Difference {
     /// Which rule: `stock_balance`, `remaining_range`, `reserved_units`,
     /// `paid_units`, `released_units`, `refund_required_units`,
+    /// `refunded_units`, `restocked_units`, `refund_unknown`,
     /// `queued_units`, `shopper_units`, `per_user_limit`, `order_missing`,
     /// `order_unindexed`, `deadline_missing`, `deadline_stale`,
     /// `reservation_lost`, `stream_unknown_order`.
@@ -80,12 +88,14 @@ impl SaleRecords {
         };
         let stats = &self.view.stats;
         let total = self.view.sale.stock_total;
-        if stats.remaining + stats.reserved + stats.paid != total {
+        if stats.remaining + stats.reserved + stats.paid + stats.refunded - stats.restocked != total
+        {
             differ(
                 "stock_balance",
                 format!(
-                    "remaining {} + reserved {} + paid {} != stock_total {total}",
-                    stats.remaining, stats.reserved, stats.paid
+                    "remaining {} + reserved {} + paid {} + refunded {} - restocked {} \
+                     != stock_total {total}",
+                    stats.remaining, stats.reserved, stats.paid, stats.refunded, stats.restocked
                 ),
             );
         }
@@ -101,19 +111,42 @@ impl SaleRecords {
         for recorded in &self.orders {
             let order = &recorded.order;
             units.orders += 1;
-            match order.status {
-                OrderStatus::PendingPayment => units.reserved += order.quantity,
-                OrderStatus::Paid => units.paid += order.quantity,
-                OrderStatus::Cancelled | OrderStatus::Expired => units.released += order.quantity,
-                OrderStatus::RefundRequired => {
+            let mut holds = false;
+            match (order.status, order.refund) {
+                (OrderStatus::PendingPayment, _) => {
+                    units.reserved += order.quantity;
+                    holds = true;
+                }
+                (OrderStatus::Paid, _) => {
+                    units.paid += order.quantity;
+                    holds = true;
+                }
+                (OrderStatus::Cancelled | OrderStatus::Expired, _) => {
+                    units.released += order.quantity;
+                }
+                (OrderStatus::RefundRequired, _)
+                | (OrderStatus::Refunding | OrderStatus::Refunded, Some(RefundKind::Late)) => {
                     units.released += order.quantity;
                     units.refund_required += order.quantity;
                 }
+                (OrderStatus::Refunding | OrderStatus::Refunded, Some(RefundKind::Kept)) => {
+                    units.refunded += order.quantity;
+                    holds = true;
+                }
+                (OrderStatus::Refunding | OrderStatus::Refunded, Some(RefundKind::Restocked)) => {
+                    units.refunded += order.quantity;
+                    units.restocked += order.quantity;
+                }
+                (OrderStatus::Refunding | OrderStatus::Refunded, None) => differ(
+                    "refund_unknown",
+                    format!(
+                        "order {} is {} but does not say where its units went",
+                        order.id,
+                        order.status.as_str()
+                    ),
+                ),
             }
-            if matches!(
-                order.status,
-                OrderStatus::PendingPayment | OrderStatus::Paid
-            ) {
+            if holds {
                 *held.entry(&order.shopper_id).or_default() += order.quantity;
             }
             if recorded.queued {
@@ -158,6 +191,13 @@ impl SaleRecords {
                 "refund_required",
                 stats.refund_required,
                 units.refund_required,
+            ),
+            ("refunded_units", "refunded", stats.refunded, units.refunded),
+            (
+                "restocked_units",
+                "restocked",
+                stats.restocked,
+                units.restocked,
             ),
             ("queued_units", "queued", stats.queued, units.queued),
         ] {
@@ -269,7 +309,10 @@ mod tests {
             stream: Vec::new(),
         };
         for (status, quantity, shopper, queued) in orders {
-            let order = order(&id, *status, *quantity, shopper);
+            let mut order = order(&id, *status, *quantity, shopper);
+            if matches!(status, OrderStatus::Refunding | OrderStatus::Refunded) {
+                order.refund = Some(RefundKind::Kept);
+            }
             let stats = &mut records.view.stats;
             match status {
                 OrderStatus::PendingPayment => {
@@ -283,8 +326,18 @@ mod tests {
                     stats.expired += quantity;
                     stats.refund_required += quantity;
                 }
+                // Refunded by the merchant, units kept off sale.
+                OrderStatus::Refunding | OrderStatus::Refunded => {
+                    stats.refunded += quantity;
+                }
             }
-            if matches!(status, OrderStatus::PendingPayment | OrderStatus::Paid) {
+            if matches!(
+                status,
+                OrderStatus::PendingPayment
+                    | OrderStatus::Paid
+                    | OrderStatus::Refunding
+                    | OrderStatus::Refunded
+            ) {
                 stats.remaining -= quantity;
                 *records.held.entry(order.shopper_id.clone()).or_default() += quantity;
             }
@@ -316,6 +369,7 @@ mod tests {
             paid_at: None,
             prepay_id: None,
             transaction_id: None,
+            refund: None,
         }
     }
 
@@ -334,6 +388,7 @@ mod tests {
             (OrderStatus::Paid, 1, "bob", true),
             (OrderStatus::Cancelled, 1, "bob", true),
             (OrderStatus::RefundRequired, 1, "cai", true),
+            (OrderStatus::Refunded, 1, "eve", true),
         ])
     }
 
@@ -345,14 +400,43 @@ mod tests {
         assert_eq!(
             audit.recounted,
             RecountedUnits {
-                orders: 4,
+                orders: 5,
                 reserved: 2,
                 paid: 1,
                 released: 2,
                 refund_required: 1,
-                queued: 3,
+                refunded: 1,
+                restocked: 0,
+                queued: 4,
                 awaiting_order_service: 1,
             }
+        );
+    }
+
+    #[test]
+    fn refunds_count_where_their_units_went() {
+        // A refund restocked: its units are back in `remaining` and off
+        // the shopper's count.
+        let mut records = consistent();
+        let refunded = records.orders.len() - 1;
+        records.orders[refunded].order.refund = Some(RefundKind::Restocked);
+        let eve = ShopperId::parse("eve").expect("id");
+        records.held.remove(&eve);
+        records.view.stats.remaining += 1;
+        assert_eq!(checks(&records), ["stock_balance", "restocked_units"]);
+        records.view.stats.restocked += 1;
+        assert_eq!(checks(&records), Vec::<&str>::new());
+        // A late payment refunded counts as paid late, nothing more.
+        records.orders[refunded].order.refund = Some(RefundKind::Late);
+        records.view.stats.refunded -= 1;
+        records.view.stats.restocked -= 1;
+        records.view.stats.refund_required += 1;
+        records.view.stats.expired += 1;
+        assert_eq!(checks(&records), Vec::<&str>::new());
+        records.orders[refunded].order.refund = None;
+        assert_eq!(
+            checks(&records),
+            ["refund_unknown", "released_units", "refund_required_units"]
         );
     }
 

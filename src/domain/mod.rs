@@ -18,7 +18,7 @@ pub use admission::{
 };
 pub use audit::{Audit, Difference, RecordedOrder, RecountedUnits, SaleRecords};
 pub use ids::{OrderId, SaleId, ShopperId};
-pub use order::{Order, OrderEvent, OrderStatus, StockReturn};
+pub use order::{Order, OrderEvent, OrderStatus, RefundKind, StockReturn};
 pub use payment::{Payment, PaymentException, PaymentExceptionKind, PaymentOutcome};
 pub use reservation::{
     check_reservation, PresentedToken, Quantity, Rejection, Reservation, ReserveRequest,

@@ -14,15 +14,23 @@ pub enum OrderStatus {
     Expired,
     /// Paid after it had expired or been cancelled: the money goes back.
     RefundRequired,
+    /// A paid order the merchant refunds: WeChat Pay has been (or is about
+    /// to be) asked for the refund and has not confirmed it yet.
+    Refunding,
+    /// The money went back to the shopper (confirmed by WeChat Pay, or
+    /// recorded at once with simulated payments).
+    Refunded,
 }
 
 impl OrderStatus {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::PendingPayment,
         Self::Paid,
         Self::Cancelled,
         Self::Expired,
         Self::RefundRequired,
+        Self::Refunding,
+        Self::Refunded,
     ];
 
     /// The status as it is serialized and stored.
@@ -33,6 +41,8 @@ impl OrderStatus {
             Self::Cancelled => "cancelled",
             Self::Expired => "expired",
             Self::RefundRequired => "refund_required",
+            Self::Refunding => "refunding",
+            Self::Refunded => "refunded",
         }
     }
 
@@ -41,7 +51,41 @@ impl OrderStatus {
     }
 }
 
-/// What the merchant's webhook is told about an order.
+/// Where a refunded order's units went, kept on the order once its refund
+/// is asked for (the audit recounts the sale's units by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundKind {
+    /// Paid late (`refund_required`): its units were already back on sale.
+    Late,
+    /// A paid order refunded by the merchant, its units kept off sale
+    /// (still counted to the shopper).
+    Kept,
+    /// A paid order refunded by the merchant, its units back on sale and
+    /// off the shopper's count.
+    Restocked,
+}
+
+impl RefundKind {
+    pub const ALL: [Self; 3] = [Self::Late, Self::Kept, Self::Restocked];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Late => "late",
+            Self::Kept => "kept",
+            Self::Restocked => "restocked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+/// An entry of a sale's outbox: what the merchant's webhook is told about
+/// an order (`order.*`), or the call that refunds it at WeChat Pay
+/// ([`OrderEvent::Refund`]). Both are leased, retried with backoff and
+/// dead-lettered the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OrderEvent {
     /// The order service took the reservation: stock is held for the shopper.
@@ -49,21 +93,40 @@ pub enum OrderEvent {
     Paid,
     /// Paid after it expired or was cancelled: refund the shopper.
     RefundRequired,
+    /// The money went back to the shopper.
+    Refunded,
+    /// Not a webhook event: `POST /v3/refund/domestic/refunds` for the
+    /// order, sent to WeChat Pay.
+    Refund,
 }
 
 impl OrderEvent {
+    const ALL: [Self; 5] = [
+        Self::Reserved,
+        Self::Paid,
+        Self::RefundRequired,
+        Self::Refunded,
+        Self::Refund,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Reserved => "order.reserved",
             Self::Paid => "order.paid",
             Self::RefundRequired => "order.refund_required",
+            Self::Refunded => "order.refunded",
+            Self::Refund => "wechatpay.refund",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Reserved, Self::Paid, Self::RefundRequired]
-            .into_iter()
-            .find(|event| event.as_str() == text)
+        Self::ALL.into_iter().find(|event| event.as_str() == text)
+    }
+
+    /// Whether the entry goes to the merchant's webhook (else to WeChat
+    /// Pay).
+    pub fn is_hand_off(self) -> bool {
+        self != Self::Refund
     }
 }
 
@@ -84,6 +147,8 @@ pub struct Order {
     pub prepay_id: Option<String>,
     /// The payment provider's id of the transaction that paid it.
     pub transaction_id: Option<String>,
+    /// Set once a refund of the order is asked for.
+    pub refund: Option<RefundKind>,
 }
 
 /// An order as the contract shows it (API answers, webhook bodies).
@@ -113,13 +178,7 @@ mod tests {
 
     #[test]
     fn status_names_round_trip() {
-        for status in [
-            OrderStatus::PendingPayment,
-            OrderStatus::Paid,
-            OrderStatus::Cancelled,
-            OrderStatus::Expired,
-            OrderStatus::RefundRequired,
-        ] {
+        for status in OrderStatus::ALL {
             assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
         }
         assert_eq!(OrderStatus::parse("shipped"), None);
@@ -127,12 +186,11 @@ mod tests {
 
     #[test]
     fn event_names_round_trip() {
-        for event in [
-            OrderEvent::Reserved,
-            OrderEvent::Paid,
-            OrderEvent::RefundRequired,
-        ] {
+        for event in OrderEvent::ALL {
             assert_eq!(OrderEvent::parse(event.as_str()), Some(event));
+        }
+        for kind in RefundKind::ALL {
+            assert_eq!(RefundKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(OrderEvent::parse("order.shipped"), None);
     }

@@ -51,16 +51,28 @@ pub enum PaymentExceptionKind {
     AmountMismatch,
     /// No order has this id.
     UnknownOrder,
+    /// WeChat Pay could not pay a refund back (`ABNORMAL`: the shopper's
+    /// card was closed or frozen): the merchant settles it by hand.
+    RefundAbnormal,
+    /// WeChat Pay closed a refund without paying it (`CLOSED`).
+    RefundClosed,
 }
 
 impl PaymentExceptionKind {
-    pub const ALL: [Self; 2] = [Self::AmountMismatch, Self::UnknownOrder];
+    pub const ALL: [Self; 4] = [
+        Self::AmountMismatch,
+        Self::UnknownOrder,
+        Self::RefundAbnormal,
+        Self::RefundClosed,
+    ];
 
     /// The kind as it is stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AmountMismatch => "amount_mismatch",
             Self::UnknownOrder => "unknown_order",
+            Self::RefundAbnormal => "refund_abnormal",
+            Self::RefundClosed => "refund_closed",
         }
     }
 

@@ -397,8 +397,10 @@ impl Default for SaleRules {
     }
 }
 
-/// Exact counts of a sale's units. `remaining + reserved + paid ==
-/// stock_total` always: cancelled and expired units are back in `remaining`.
+/// Exact counts of a sale's units. `remaining + reserved + paid +
+/// refunded - restocked == stock_total` always: cancelled and expired
+/// units are back in `remaining`, and so are the refunded units the
+/// merchant put back on sale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct SaleStats {
     pub stock_total: i64,
@@ -410,6 +412,10 @@ pub struct SaleStats {
     /// Units paid after their order had expired or been cancelled: the money
     /// goes back, the stock stays sold to someone else.
     pub refund_required: i64,
+    /// Units of paid orders the merchant refunds (refunding or refunded).
+    pub refunded: i64,
+    /// Of `refunded`, the units put back on sale.
+    pub restocked: i64,
     /// Units of orders the order service has taken from the sale's stream.
     pub queued: i64,
     /// Distinct shoppers holding reserved or paid units.

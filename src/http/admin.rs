@@ -1,7 +1,7 @@
 //! The merchants' API under `/admin/v1`: schedule, list, inspect, change and
 //! cancel sales, export their orders, look up any order, watch a sale
-//! live (Server-Sent Events), and list and re-drive webhook hand-offs
-//! that failed for good. Every route needs the admin token.
+//! live (Server-Sent Events), refund a paid order, and list and re-drive
+//! outbox entries that failed for good. Every route needs the admin token.
 
 use std::convert::Infallible;
 
@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Admin;
-use super::error::{ApiError, ApiJson, ApiPath};
+use super::error::{parse_json, read_body, ApiError, ApiJson, ApiPath};
 use super::openapi::error_responses;
 use super::paging::{page_of, sale_cursor, Listing, PageQuery, Paging};
 use super::views::{
@@ -26,8 +26,13 @@ use super::{parse_order_id, parse_sale_id, AppState};
 use crate::domain::{format_ms, NewSale, SalePatch};
 use crate::sales::live::{LiveTick, Watcher};
 
+/// Schemas the operations refer to by name rather than by type.
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(RefundRequest)))]
+struct Schemas;
+
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    OpenApiRouter::with_openapi(<Schemas as utoipa::OpenApi>::openapi())
         .routes(routes!(list_sales, create_sale))
         .routes(routes!(get_sale, update_sale, cancel_sale))
         .routes(routes!(audit_sale))
@@ -35,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sale_events))
         .routes(routes!(payment_exceptions))
         .routes(routes!(get_order))
+        .routes(routes!(refund_order))
         .routes(routes!(list_dead_letters))
         .routes(routes!(redrive_dead_letters))
 }
@@ -57,7 +63,74 @@ error_responses!(
     CancelSaleErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
     PaymentExceptionsErrors = [Invalid, Unauthorized, Forbidden, Overloaded, Unavailable];
     GetOrderErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
+    RefundOrderErrors = [
+        MalformedBody, Invalid, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
+        Overloaded, Unavailable,
+    ];
 );
+
+/// The body of `POST /admin/v1/orders/{id}/refund` (optional: an empty
+/// body refunds without restocking). Unknown fields are refused.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// Put the order's units back on sale (only while the sale is live:
+    /// 409 `conflict` otherwise). Default false: the units stay off sale.
+    #[serde(default)]
+    pub restock: bool,
+}
+
+/// Refunds a paid order.
+///
+/// The order's units leave `paid` for `refunded` (with `restock`, back on
+/// sale and off the shopper's count). With WeChat Pay the order becomes
+/// `refunding` and the refund is sent from the sale's outbox
+/// (`out_refund_no` = the order id + `-refund`, so it is refunded once
+/// however often it is sent); WeChat Pay's refund notification makes it
+/// `refunded`. With simulated payments it is `refunded` at once. An order
+/// not paid (a second refund included): 409 `conflict`.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/orders/{id}/refund",
+    operation_id = "admin_refund_order",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The order's id.")),
+    // By reference, not `Option<RefundRequest>`: the body is optional.
+    request_body(
+        content = ref("#/components/schemas/RefundRequest"),
+        content_type = "application/json",
+        description = "Optional; `{}` or no body refunds without restocking.",
+    ),
+    responses(
+        (status = 200, description = "The order, `refunding` or `refunded`.", body = OrderBody),
+        RefundOrderErrors,
+    )
+)]
+async fn refund_order(
+    admin: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    request: axum::extract::Request,
+) -> Result<Json<OrderBody>, ApiError> {
+    let body = read_body(request, &state).await?;
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        RefundRequest::default()
+    } else {
+        parse_json::<RefundRequest>(&body)?
+    };
+    let id = parse_order_id(&id)?;
+    let order = state
+        .orders
+        .refund(&state.payments, &id, request.restock)
+        .await?;
+    admin.audit(
+        "refund",
+        &order.sale_id,
+        &format!("order {id} restock {}", request.restock),
+    );
+    Ok(Json((&order).into()))
+}
 
 /// Any shopper's order, with WeChat Pay's `prepay_id` and
 /// `transaction_id` once known (to reconcile and refund).

@@ -166,8 +166,11 @@ async fn wechatpay_prepay(
 /// later. A payment after the order expired or was cancelled marks it
 /// `refund_required`. A verified payment that cannot be applied (a wrong
 /// amount, an unknown order) changes no order: it is recorded as a payment
-/// exception (`GET /admin/v1/payment-exceptions`) and acknowledged. 404
-/// `not_found` when the engine runs with `FLASHSALE_PAYMENTS=simulated`.
+/// exception (`GET /admin/v1/payment-exceptions`) and acknowledged. A
+/// refund's result (`resource.original_type` `refund`: `REFUND.SUCCESS`,
+/// `REFUND.ABNORMAL`, `REFUND.CLOSED`) is verified the same way: `SUCCESS`
+/// makes the order `refunded`, the others are kept as payment exceptions.
+/// 404 `not_found` when the engine runs with `FLASHSALE_PAYMENTS=simulated`.
 #[utoipa::path(
     post,
     path = "/api/v1/payments/wechatpay/notify",

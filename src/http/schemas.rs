@@ -281,6 +281,12 @@ named_schema!(
                  back, the stock stays sold to someone else.",
             ),
             (
+                "refunded",
+                "Units of paid orders the merchant refunds (`refunding` or `refunded`). Always \
+                 `remaining + reserved + paid + refunded - restocked == stock_total`.",
+            ),
+            ("restocked", "Of `refunded`, the units put back on sale."),
+            (
                 "queued",
                 "Units of orders the order service has taken from the sale's stream.",
             ),
@@ -306,7 +312,12 @@ named_schema!(
                 "Units of cancelled and expired orders, and of those among them that were paid \
                  late (`refund_required`): all went back on sale.",
             ),
-            ("refund_required", ""),
+            (
+                "refund_required",
+                "Units paid late: `refund_required` orders and those refunded since.",
+            ),
+            ("refunded", "Units of paid orders the merchant refunds."),
+            ("restocked", "Of `refunded`, the units put back on sale."),
             ("queued", ""),
             (
                 "awaiting_order_service",
@@ -325,7 +336,8 @@ named_schema!(
             (
                 "check",
                 "Which rule: `stock_balance`, `remaining_range`, `reserved_units`, \
-                 `paid_units`, `released_units`, `refund_required_units`, `queued_units`, \
+                 `paid_units`, `released_units`, `refund_required_units`, `refunded_units`, \
+                 `restocked_units`, `refund_unknown`, `queued_units`, \
                  `shopper_units`, `per_user_limit`, `order_missing`, `order_unindexed`, \
                  `deadline_missing`, `deadline_stale`, `reservation_lost`, \
                  `stream_unknown_order`.",

@@ -8,8 +8,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::{
-    format_ms, Difference, Order, OrderStatus, PaymentException, RecountedUnits, SaleId,
-    SaleRecords, SaleStats, SaleStatus, SaleView,
+    format_ms, Difference, Order, OrderStatus, PaymentException, RecountedUnits, RefundKind,
+    SaleId, SaleRecords, SaleStats, SaleStatus, SaleView,
 };
 use crate::sales::live::LiveSale;
 use crate::store::DeadLetter;
@@ -269,6 +269,12 @@ pub struct OrderBody {
     /// The payment provider's id of the transaction that paid the order.
     #[schema(example = "4200001234202611110000000001")]
     pub transaction_id: Option<String>,
+    /// Once a refund is asked for, where the order's units went: `late`
+    /// (paid after it expired or was cancelled: already back on sale),
+    /// `kept` (refunded by the merchant, kept off sale) or `restocked`
+    /// (refunded by the merchant, back on sale).
+    #[schema(example = "kept")]
+    pub refund: Option<&'static str>,
 }
 
 impl From<&Order> for OrderBody {
@@ -286,6 +292,7 @@ impl From<&Order> for OrderBody {
             paid_at: order.paid_at.map(format_ms),
             prepay_id: order.prepay_id.clone(),
             transaction_id: order.transaction_id.clone(),
+            refund: order.refund.map(RefundKind::as_str),
         }
     }
 }
@@ -316,8 +323,12 @@ pub struct PurchaseTokenBody {
 /// settle (refund it, or match it to an order by hand).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentExceptionBody {
-    /// `amount_mismatch` (the amount or currency differs from the order's)
-    /// or `unknown_order` (no order has this id).
+    /// `amount_mismatch` (the amount or currency differs from the order's),
+    /// `unknown_order` (no order has this id), `refund_abnormal` (WeChat
+    /// Pay could not pay the order's refund back: the shopper's account
+    /// was closed or frozen) or `refund_closed` (WeChat Pay closed the
+    /// refund unpaid). A refund's exception is named by the refunded
+    /// payment's transaction id and carries the amount refunded.
     #[schema(example = "amount_mismatch")]
     pub kind: &'static str,
     /// The payment provider's id of the transaction.

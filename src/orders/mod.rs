@@ -1,8 +1,9 @@
 //! Orders: every workflow on a shopper's order, each written once.
 //!
 //! - [`Orders`]: reserve (through the sale's inventory actor), look up,
-//!   list, cancel, and expire. Cancel and expiry both give units back and
-//!   tell every engine node's actor so.
+//!   list, cancel, expire, and the merchant's refund. Cancel, expiry and a
+//!   refund with restock give units back and tell every engine node's
+//!   actor so.
 //! - [`service`]: the order service, the background task that carries each
 //!   order from its reservation on: consumes the sales' reservation
 //!   streams, expires unpaid orders (through [`Orders::expire_due`]) and
@@ -28,10 +29,11 @@ use std::time::Duration;
 use futures::future::join_all;
 use parking_lot::Mutex;
 
-pub use self::service::{OrderService, OrderSettings, Outcome, WorkNotices};
+pub use self::service::{OrderService, OrderSettings, Outcome, RefundSettings, WorkNotices};
 use self::webhook::Backoff;
 use crate::domain::{
-    system_now, Millis, Order, OrderId, OrderStatus, Reservation, ReserveRequest, SaleId, ShopperId,
+    system_now, Millis, Order, OrderId, OrderStatus, RefundKind, Reservation, ReserveRequest,
+    SaleId, ShopperId,
 };
 use crate::inventory::{Inventory, InventoryError};
 use crate::payments::{Closing, PaymentError, Payments};
@@ -249,6 +251,24 @@ impl Orders {
         self.inventory
             .stock_returned(std::slice::from_ref(&order))
             .await;
+        Ok(order)
+    }
+
+    /// The merchant refunds a paid order through `payments` (see
+    /// [`Payments::refund`]); units put back on sale are announced to every
+    /// engine node's actor, as a cancel's are.
+    pub async fn refund(
+        &self,
+        payments: &Payments,
+        id: &OrderId,
+        restock: bool,
+    ) -> Result<Order, StoreError> {
+        let order = payments.refund(id, restock).await?;
+        if order.refund == Some(RefundKind::Restocked) {
+            self.inventory
+                .stock_returned(std::slice::from_ref(&order))
+                .await;
+        }
         Ok(order)
     }
 

@@ -13,11 +13,14 @@
 //! 2. **Deadlines**: expires unpaid orders past `expires_at`, each in one
 //!    atomic store step that returns its units; every engine node's actor
 //!    is told the stock is back.
-//! 3. **Hand-offs**: sends due webhook calls (see [`super::webhook`]),
-//!    leased in the store so a crash or a second node never loses or
-//!    doubles one beyond at-least-once. Only as many are leased as the cap
-//!    on calls in flight lets start at once; the rest stay due in the
-//!    outbox for a later pass. Hand-offs in the dead letters are no work
+//! 3. **Outbox**: sends the sale's due outbox entries, leased in the store
+//!    so a crash or a second node never loses or doubles one beyond
+//!    at-least-once: hand-offs to the merchant's webhook (see
+//!    [`super::webhook`]) and refund calls to WeChat Pay
+//!    ([`Payments::send_refund`]; WeChat Pay's one refund per
+//!    `out_refund_no` makes a resend safe). Only as many are leased as the
+//!    cap on calls in flight lets start at once; the rest stay due in the
+//!    outbox for a later pass. Entries in the dead letters are no work
 //!    left: a sale with only those settles.
 //!
 //! Which sales it looks at: when it starts, every sale of the index (a
@@ -36,10 +39,14 @@ use std::time::Duration;
 use futures::future::join_all;
 use parking_lot::Mutex;
 
-use super::webhook::Webhook;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::webhook::{Backoff, GiveUp, Webhook};
 use super::Orders;
 use crate::clock::Clock;
-use crate::domain::{Millis, OrderId, SaleId, SaleState, SaleView};
+use crate::domain::{Millis, OrderEvent, OrderId, SaleId, SaleState, SaleView};
+use crate::payments::wechatpay::CallError;
+use crate::payments::{PaymentError, Payments};
 use crate::store::{
     Acceptance, Delivery, DeliveryFailure, Forgetting, Store, StoreError, StreamEntry,
 };
@@ -120,10 +127,34 @@ impl WorkNotices {
     }
 }
 
+/// How refund calls leave the outbox (WeChat Pay mode).
+#[derive(Debug, Clone, Copy)]
+pub struct RefundSettings {
+    /// How long a refund call is leased for one attempt: longer than the
+    /// call may take.
+    pub lease: Duration,
+    /// Waits between failed attempts. A refund is never given up because
+    /// of the number of attempts: only WeChat Pay refusing it for good
+    /// moves it to the dead letters.
+    pub backoff: Backoff,
+    /// Most refund calls in flight at once when no webhook is configured
+    /// (else they share the webhook's cap).
+    pub concurrency: usize,
+}
+
+/// The refund side of the outbox.
+struct Refunds {
+    payments: Arc<Payments>,
+    settings: RefundSettings,
+    /// One permit per call in flight (no webhook configured).
+    sends: Arc<Semaphore>,
+}
+
 pub struct OrderService {
     store: Arc<dyn Store>,
     orders: Arc<Orders>,
     webhook: Option<Arc<Webhook>>,
+    refunds: Option<Arc<Refunds>>,
     settings: OrderSettings,
     notices: WorkNotices,
     /// Sales that may have work, with when their payment window closes as
@@ -150,11 +181,23 @@ impl OrderService {
             notices: orders.work_notices(),
             orders,
             webhook: webhook.map(Arc::new),
+            refunds: None,
             settings,
             watched: HashMap::new(),
             settled: HashMap::new(),
             scanned: false,
         }
+    }
+
+    /// The same, sending the refund calls of the outbox through
+    /// `payments` (WeChat Pay mode).
+    pub fn with_refunds(mut self, payments: Arc<Payments>, settings: RefundSettings) -> Self {
+        self.refunds = Some(Arc::new(Refunds {
+            payments,
+            sends: Arc::new(Semaphore::new(settings.concurrency)),
+            settings,
+        }));
+        self
     }
 
     /// Whether the sale is watched: looked at every pass, not yet settled.
@@ -361,8 +404,8 @@ impl OrderService {
             Ok(expired) => outcome.expired = expired,
             Err(err) => outcome.store_errors += failed(sale, "expiring orders", &err),
         }
-        if let Some(webhook) = &self.webhook {
-            match self.hand_off(webhook, sale).await {
+        if self.webhook.is_some() || self.refunds.is_some() {
+            match self.hand_off(sale).await {
                 Ok(sent) => outcome.handed_off = sent,
                 Err(err) => outcome.store_errors += failed(sale, "leasing hand-offs", &err),
             }
@@ -432,13 +475,21 @@ impl OrderService {
     /// free, nothing is leased. A send that fails is postponed by its
     /// backoff or dead-lettered; one lost with this process is sent again
     /// when its lease runs out.
-    async fn hand_off(&self, webhook: &Arc<Webhook>, sale: &SaleId) -> Result<usize, StoreError> {
-        let Some(mut permits) = webhook.free_sends(self.settings.batch) else {
+    async fn hand_off(&self, sale: &SaleId) -> Result<usize, StoreError> {
+        let Some(mut permits) = self.free_sends() else {
             return Ok(0);
         };
+        let lease = self
+            .webhook
+            .as_ref()
+            .map(|webhook| webhook.lease())
+            .into_iter()
+            .chain(self.refunds.as_ref().map(|refunds| refunds.settings.lease))
+            .max()
+            .unwrap_or_default();
         let due = self
             .store
-            .claim_deliveries(sale, permits.num_permits(), webhook.lease())
+            .claim_deliveries(sale, permits.num_permits(), lease)
             .await?;
         let leased = due.len();
         // One permit per send; the rest are freed here.
@@ -447,13 +498,17 @@ impl OrderService {
             .filter_map(|delivery| Some((delivery, permits.split(1)?)))
             .collect();
         if leased > 0 {
-            let (store, webhook, sale) =
-                (Arc::clone(&self.store), Arc::clone(webhook), sale.clone());
+            let senders = Senders {
+                store: Arc::clone(&self.store),
+                webhook: self.webhook.clone(),
+                refunds: self.refunds.clone(),
+            };
+            let sale = sale.clone();
             tokio::spawn(async move {
                 join_all(sends.into_iter().map(|(delivery, permit)| {
-                    let (store, webhook, sale) = (&store, &webhook, &sale);
+                    let (senders, sale) = (&senders, &sale);
                     async move {
-                        deliver(store, webhook, sale, &delivery).await;
+                        senders.send(sale, &delivery).await;
                         drop(permit);
                     }
                 }))
@@ -461,6 +516,109 @@ impl OrderService {
             });
         }
         Ok(leased)
+    }
+
+    /// Permits for up to a batch of outbox sends: the webhook's cap on
+    /// calls in flight when one is configured, else the refunds' own.
+    fn free_sends(&self) -> Option<OwnedSemaphorePermit> {
+        let most = self.settings.batch;
+        match (&self.webhook, &self.refunds) {
+            (Some(webhook), _) => webhook.free_sends(most),
+            (None, Some(refunds)) => {
+                let free = u32::try_from(refunds.sends.available_permits().min(most)).ok()?;
+                if free == 0 {
+                    return None;
+                }
+                Arc::clone(&refunds.sends).try_acquire_many_owned(free).ok()
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+/// What sends the outbox's entries, each kind to its place.
+struct Senders {
+    store: Arc<dyn Store>,
+    webhook: Option<Arc<Webhook>>,
+    refunds: Option<Arc<Refunds>>,
+}
+
+impl Senders {
+    /// Sends one leased entry and records the result.
+    async fn send(&self, sale: &SaleId, delivery: &Delivery) {
+        if delivery.event.is_hand_off() {
+            match &self.webhook {
+                Some(webhook) => deliver(&self.store, webhook, sale, delivery).await,
+                None => {
+                    self.unsendable(sale, delivery, "no webhook is configured")
+                        .await
+                }
+            }
+            return;
+        }
+        match &self.refunds {
+            Some(refunds) => self.refund(refunds, sale, delivery).await,
+            None => {
+                self.unsendable(sale, delivery, "WeChat Pay is not configured")
+                    .await;
+            }
+        }
+    }
+
+    /// Sends one order's refund call: done once WeChat Pay took it;
+    /// postponed by its backoff while WeChat Pay cannot be reached (or
+    /// answers what cannot be believed); dead-lettered when WeChat Pay
+    /// refuses it for good.
+    async fn refund(&self, refunds: &Refunds, sale: &SaleId, delivery: &Delivery) {
+        debug_assert_eq!(delivery.event, OrderEvent::Refund);
+        let sent = refunds.payments.send_refund(&delivery.order_id).await;
+        let recorded = match &sent {
+            Ok(()) => self.store.delivered(sale, delivery).await,
+            Err(PaymentError::WeChatPay(CallError::Refused {
+                status,
+                code,
+                message,
+            })) => {
+                tracing::error!(%sale, order = %delivery.order_id, %code, %message,
+                    "WeChat Pay refused the refund; moved to the dead letters");
+                let failure = DeliveryFailure {
+                    status: Some(*status),
+                    error: format!("WeChat Pay refused the refund: {code}: {message}"),
+                };
+                let moved = self.store.dead_letter(sale, delivery, &failure).await;
+                if let Ok(true) = moved {
+                    telemetry::count_webhook_dead_letter(GiveUp::Refused.as_str());
+                }
+                moved.map(|_| ())
+            }
+            Err(err) => {
+                let after = refunds.settings.backoff.after(delivery.attempt);
+                tracing::warn!(%sale, order = %delivery.order_id, attempt = delivery.attempt,
+                    error = %err, retry_in_ms = after.as_millis(), "refund call failed; will retry");
+                telemetry::count_refund("call_failed");
+                self.store.postpone_delivery(sale, delivery, after).await
+            }
+        };
+        if let Err(err) = recorded {
+            // The lease runs out and the refund is sent again, safely.
+            tracing::warn!(%sale, order = %delivery.order_id, error = %err,
+                "cannot record a refund call's result");
+        }
+    }
+
+    /// An entry nothing here can send (the engine's settings changed since
+    /// it was queued): kept in the dead letters for an operator to
+    /// re-drive once it can be sent.
+    async fn unsendable(&self, sale: &SaleId, delivery: &Delivery, why: &str) {
+        tracing::error!(%sale, order = %delivery.order_id, event = delivery.event.as_str(), why,
+            "outbox entry cannot be sent; moved to the dead letters");
+        let failure = DeliveryFailure {
+            status: None,
+            error: why.to_owned(),
+        };
+        if let Err(err) = self.store.dead_letter(sale, delivery, &failure).await {
+            tracing::warn!(%sale, error = %err, "cannot move an outbox entry to the dead letters");
+        }
     }
 }
 

@@ -12,8 +12,9 @@
 //! its hand-off is leased (see [`Webhook::free_sends`]).
 //!
 //! The request:
-//! - body `{"type": "order.reserved" | "order.paid" | "order.refund_required",
-//!   "order": {..the order object..}}`;
+//! - body `{"type": "order.reserved" | "order.paid" | "order.refund_required"
+//!   | "order.refunded", "order": {..the order object..}}` (the order object
+//!   carries `transaction_id` and `prepay_id` once known);
 //! - `X-Flashsale-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
 //!   "<t>.<body>">` with `FLASHSALE_ORDER_WEBHOOK_SECRET`;
 //! - `X-Flashsale-Event: <type>` and `Idempotency-Key: <order id>:<type>`:
@@ -330,6 +331,7 @@ mod tests {
             paid_at: None,
             prepay_id: None,
             transaction_id: None,
+            refund: None,
         };
         let err = webhook
             .send(OrderEvent::Reserved, &order)

@@ -15,6 +15,15 @@
 //! units go (expiry, the shopper's cancel), and applies the payment when
 //! WeChat Pay says it was paid first.
 //!
+//! Refunds ([`Payments::refund`], the merchant's; and a late payment's,
+//! queued by the payment step itself) go through the sale's outbox: the
+//! order service sends each with [`Payments::send_refund`] until WeChat Pay
+//! answers, and the refund's result notification (or a `SUCCESS` answer)
+//! settles the order `refunded` ([`Payments::wechatpay_notified`]). A
+//! refund WeChat Pay could not pay (`ABNORMAL`) or closed (`CLOSED`) is
+//! kept as a payment exception for the merchant. With simulated payments a
+//! refund is recorded at once.
+//!
 //! Both apply the payment through the store's one payment step, so an
 //! order is paid (or marked for refund) exactly once whichever way money
 //! arrives, and a payment, a cancel and an expiry of one order are decided
@@ -27,14 +36,15 @@ use std::sync::Arc;
 use rand::distr::{Alphanumeric, SampleString};
 
 use self::wechatpay::{
-    CallError, Closed, NotifyError, PrepayOrder, RequestPayment, SignedHeaders, WeChatPay,
+    out_refund_no, CallError, Closed, Notice, NotifyError, PrepayOrder, RefundResult,
+    RequestPayment, SignedHeaders, WeChatPay,
 };
 use crate::domain::{
     system_now, Order, OrderId, OrderStatus, Payment, PaymentException, PaymentExceptionKind,
     PaymentOutcome, ShopperId,
 };
 use crate::orders::WorkNotices;
-use crate::store::{Store, StoreError};
+use crate::store::{FollowUps, RefundSettlement, Store, StoreError};
 use crate::telemetry;
 
 /// How payments are taken: WeChat Pay, or simulated.
@@ -79,21 +89,25 @@ pub enum PaymentError {
 pub struct Payments {
     store: Arc<dyn Store>,
     method: PaymentMethod,
-    /// Where to queue hand-offs to the merchant's webhook (when one is
-    /// configured): the order service then sends them.
-    hand_offs: Option<WorkNotices>,
+    /// Where the order service learns of sales given outbox entries.
+    notices: WorkNotices,
+    /// Whether to queue hand-offs to the merchant's webhook (one is
+    /// configured).
+    hand_off: bool,
 }
 
 impl Payments {
     pub fn new(
         store: Arc<dyn Store>,
         method: PaymentMethod,
-        hand_offs: Option<WorkNotices>,
+        notices: WorkNotices,
+        hand_off: bool,
     ) -> Self {
         Self {
             store,
             method,
-            hand_offs,
+            notices,
+            hand_off,
         }
     }
 
@@ -101,28 +115,49 @@ impl Payments {
         &self.method
     }
 
+    /// What a store step queues beside its change: the hand-off when a
+    /// webhook is configured, the refund call with WeChat Pay.
+    fn follow_ups(&self) -> FollowUps {
+        FollowUps {
+            hand_off: self.hand_off,
+            refund: matches!(self.method, PaymentMethod::WeChatPay(_)),
+        }
+    }
+
+    /// Tells the order service the sale has new outbox entries.
+    fn wake(&self, order_id: &OrderId) {
+        self.notices.notify(&order_id.sale_id());
+    }
+
     /// Applies a WeChat Pay notification: verifies the headers over the raw
-    /// body now, and pays the order a successful transaction names. An
-    /// unsuccessful transaction changes nothing.
+    /// body now, and pays the order a successful transaction names (an
+    /// unsuccessful transaction changes nothing), or applies a refund's
+    /// result.
     pub async fn wechatpay_notified(
         &self,
         headers: &SignedHeaders<'_>,
         body: &[u8],
     ) -> Result<(), PaymentError> {
         let wechatpay = self.wechatpay()?;
-        let transaction = wechatpay
+        let notice = wechatpay
             .verifier
-            .open(headers, body, system_now() / 1000)
-            .and_then(|transaction| {
-                if transaction.succeeded() {
-                    checked_transaction_id(&transaction.transaction_id)?;
+            .open_notice(headers, body, system_now() / 1000)
+            .and_then(|notice| {
+                if let Notice::Transaction(transaction) = &notice {
+                    if transaction.succeeded() {
+                        checked_transaction_id(&transaction.transaction_id)?;
+                    }
                 }
-                Ok(transaction)
+                Ok(notice)
             })
             .inspect_err(|err| {
                 tracing::warn!(error = %err, "WeChat Pay notification refused");
                 telemetry::count_payment("rejected");
             })?;
+        let transaction = match notice {
+            Notice::Transaction(transaction) => transaction,
+            Notice::Refund(refund) => return self.refund_result(&refund).await,
+        };
         if !transaction.succeeded() {
             tracing::info!(order = %transaction.out_trade_no, state = %transaction.trade_state,
                 "WeChat Pay notification of an unsuccessful transaction; nothing to do");
@@ -267,6 +302,114 @@ impl Payments {
         }
     }
 
+    /// The merchant refunds a paid order (see [`Store::refund_order`]): with
+    /// WeChat Pay the order is `refunding` and its refund call queued in
+    /// the sale's outbox (the order service sends it); with simulated
+    /// payments it is `refunded` at once.
+    pub async fn refund(&self, order_id: &OrderId, restock: bool) -> Result<Order, StoreError> {
+        let order = self
+            .store
+            .refund_order(order_id, restock, self.follow_ups())
+            .await?;
+        self.wake(order_id);
+        tracing::info!(order = %order_id, restock, status = order.status.as_str(),
+            "refund of a paid order asked for by the merchant");
+        telemetry::count_refund("asked");
+        Ok(order)
+    }
+
+    /// Sends one order's refund call to WeChat Pay, as its outbox entry
+    /// asks (the order service's side). WeChat Pay keeps one refund per
+    /// `out_refund_no`, derived from the order id, so a resend after a
+    /// lost answer or a crash refunds nothing twice. `Ok` once WeChat Pay
+    /// took the refund (its result is applied, or comes by notification),
+    /// or when there is nothing to refund any more; an error means try
+    /// again later (`Unavailable` and the like) or never
+    /// ([`CallError::Refused`]).
+    pub async fn send_refund(&self, order_id: &OrderId) -> Result<(), PaymentError> {
+        let wechatpay = self.wechatpay()?;
+        let order = self
+            .store
+            .order(order_id)
+            .await?
+            .ok_or(StoreError::NotFound("order"))?;
+        if !matches!(
+            order.status,
+            OrderStatus::Refunding | OrderStatus::RefundRequired
+        ) {
+            tracing::info!(order = %order_id, status = order.status.as_str(),
+                "refund call not sent: the order is no longer awaiting one");
+            return Ok(());
+        }
+        let refund = wechatpay
+            .client
+            .refund(order.id.as_str(), order.amount_cents, &order.currency)
+            .await?;
+        tracing::info!(order = %order_id, status = %refund.status, "WeChat Pay took the refund");
+        self.refund_result(&refund).await
+    }
+
+    /// Applies a refund's result, from its notification or the refund
+    /// call's answer: `SUCCESS` settles the order `refunded`; `ABNORMAL`
+    /// and `CLOSED` are kept as payment exceptions for the merchant (the
+    /// order stays as it is); `PROCESSING` waits for the notification.
+    async fn refund_result(&self, refund: &RefundResult) -> Result<(), PaymentError> {
+        let kind = match refund.status.as_str() {
+            "SUCCESS" => None,
+            "ABNORMAL" => Some(PaymentExceptionKind::RefundAbnormal),
+            "CLOSED" => Some(PaymentExceptionKind::RefundClosed),
+            _ => return Ok(()),
+        };
+        let order_id = OrderId::parse(&refund.out_trade_no)
+            .ok()
+            .filter(|id| out_refund_no(id.as_str()) == refund.out_refund_no);
+        let Some(order_id) = order_id else {
+            tracing::error!(out_trade_no = %refund.out_trade_no, out_refund_no = %refund.out_refund_no,
+                "refund result for no refund of ours; ignored");
+            return Ok(());
+        };
+        if let Some(kind) = kind {
+            telemetry::count_refund(kind.as_str());
+            tracing::error!(order = %order_id, status = %refund.status,
+                "WeChat Pay could not complete the refund; kept for the merchant");
+            let order = self.store.order(&order_id).await?;
+            return self
+                .record_exception(
+                    kind,
+                    refund.out_trade_no.clone(),
+                    Payment {
+                        amount: Some((
+                            refund.refund,
+                            order.map(|order| order.currency).unwrap_or_default(),
+                        )),
+                        transaction_id: if refund.transaction_id.is_empty() {
+                            refund.out_refund_no.clone()
+                        } else {
+                            refund.transaction_id.clone()
+                        },
+                    },
+                )
+                .await;
+        }
+        match self.store.settle_refund(&order_id, self.hand_off).await {
+            Ok(RefundSettlement::Refunded(_)) => {
+                self.wake(&order_id);
+                telemetry::count_refund("refunded");
+                tracing::info!(order = %order_id, "order refunded");
+                Ok(())
+            }
+            Ok(RefundSettlement::Unchanged(_)) => Ok(()),
+            // Nothing of ours to settle: acknowledged so WeChat Pay stops
+            // repeating it.
+            Err(err @ (StoreError::NotFound(_) | StoreError::Conflict(_))) => {
+                tracing::error!(order = %order_id, error = %err,
+                    "refund success for an order not awaiting one; ignored");
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// Keeps a verified payment that could not be applied, so that it can
     /// be acknowledged (WeChat Pay would otherwise retry it for a day, then
     /// give up) and settled by the merchant.
@@ -328,11 +471,9 @@ impl Payments {
     async fn pay(&self, order_id: &OrderId, payment: &Payment) -> Result<Order, PaymentError> {
         let outcome = self
             .store
-            .pay_order(order_id, payment, self.hand_offs.is_some())
+            .pay_order(order_id, payment, self.follow_ups())
             .await?;
-        if let Some(notices) = &self.hand_offs {
-            notices.notify(&order_id.sale_id());
-        }
+        self.wake(order_id);
         let transaction = payment.transaction_id.as_str();
         telemetry::count_payment(outcome_name(&outcome));
         match outcome {

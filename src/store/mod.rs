@@ -132,7 +132,28 @@ pub enum Acceptance {
     NotFound,
 }
 
-/// A hand-off to the merchant's webhook, leased for one attempt.
+/// What a store step queues in the sale's outbox beside its change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowUps {
+    /// The hand-off of the change to the merchant's webhook (one is
+    /// configured).
+    pub hand_off: bool,
+    /// The refund call to WeChat Pay, when the change needs one (payments
+    /// are taken with WeChat Pay).
+    pub refund: bool,
+}
+
+/// What a confirmation of an order's refund did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundSettlement {
+    /// The order is refunded now.
+    Refunded(Order),
+    /// It was refunded already: a repeat.
+    Unchanged(Order),
+}
+
+/// An outbox entry (a hand-off to the merchant's webhook, or a refund call
+/// to WeChat Pay), leased for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub event: OrderEvent,
@@ -289,13 +310,37 @@ pub trait Store: Send + Sync + 'static {
     async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError>;
 
     /// Pays an order (see [`PaymentOutcome`]), queueing the hand-off to the
-    /// merchant when `hand_off`.
+    /// merchant when `follow_ups.hand_off`, and for a late payment
+    /// (`refund_required`) its refund call when `follow_ups.refund`.
     async fn pay_order(
         &self,
         id: &OrderId,
         payment: &Payment,
-        hand_off: bool,
+        follow_ups: FollowUps,
     ) -> Result<PaymentOutcome, StoreError>;
+
+    /// The merchant refunds a paid order: its units move from `paid` to
+    /// `refunded`, and with `restock` back on sale and off the shopper's
+    /// count (`Conflict` unless the sale is live, store clock). With
+    /// `follow_ups.refund` the order is `refunding` and its refund call is
+    /// queued; else it is `refunded` at once (and its hand-off queued
+    /// when `follow_ups.hand_off`). `Conflict` unless the order is paid.
+    async fn refund_order(
+        &self,
+        id: &OrderId,
+        restock: bool,
+        follow_ups: FollowUps,
+    ) -> Result<Order, StoreError>;
+
+    /// WeChat Pay confirmed the order's refund: a `refunding` or
+    /// `refund_required` order is `refunded` (its hand-off queued when
+    /// `hand_off`); a repeat changes nothing; `Conflict` for an order
+    /// whose refund was never asked for.
+    async fn settle_refund(
+        &self,
+        id: &OrderId,
+        hand_off: bool,
+    ) -> Result<RefundSettlement, StoreError>;
 
     /// Keeps WeChat Pay's prepay id on an unpaid order, once: answers the
     /// order with the prepay id kept first (this one, or an earlier one).
@@ -479,6 +524,23 @@ fn batch_sale(requests: &[ReserveRequest]) -> Result<&SaleId, StoreError> {
 fn cancels_exhausted(cancelled: i64) -> StoreError {
     StoreError::Conflict(format!(
         "this shopper has cancelled {cancelled} orders of this sale, the most allowed"
+    ))
+}
+
+/// The answer when an order to refund is `status`, not paid.
+fn not_paid(status: &str) -> StoreError {
+    StoreError::Conflict(format!("the order is {status}, not paid"))
+}
+
+/// The answer when units would go back on sale that is not live.
+fn restock_not_live() -> StoreError {
+    StoreError::Conflict("the sale is not live: its units cannot go back on sale".into())
+}
+
+/// The answer when a refund is confirmed for an order never refunded.
+fn no_refund_asked(status: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "the order is {status}; no refund of it was asked for"
     ))
 }
 

@@ -98,6 +98,8 @@ pub struct Scripts {
     pub cancel_order: LuaScript,
     pub pay_order: LuaScript,
     pub record_prepay: LuaScript,
+    pub refund_order: LuaScript,
+    pub settle_refund: LuaScript,
     pub expire_orders: LuaScript,
     pub expire_order: LuaScript,
     pub postpone_expiry: LuaScript,
@@ -129,6 +131,8 @@ impl Scripts {
             cancel_order: script!("cancel_order"),
             pay_order: script!("pay_order"),
             record_prepay: script!("record_prepay"),
+            refund_order: script!("refund_order"),
+            settle_refund: script!("settle_refund"),
             expire_orders: script!("expire_orders"),
             expire_order: script!("expire_order"),
             postpone_expiry: script!("postpone_expiry"),
@@ -150,7 +154,7 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 26] {
+    fn all(&self) -> [&LuaScript; 28] {
         [
             &self.index_sale,
             &self.create_sale,
@@ -161,6 +165,8 @@ impl Scripts {
             &self.cancel_order,
             &self.pay_order,
             &self.record_prepay,
+            &self.refund_order,
+            &self.settle_refund,
             &self.expire_orders,
             &self.expire_order,
             &self.postpone_expiry,

@@ -52,7 +52,8 @@ async fn consistent_sale_audits_clean(backend: Backend) {
         audit["recounted"],
         serde_json::json!({
             "orders": 3, "reserved": 2, "paid": 1, "released": 1,
-            "refund_required": 0, "queued": 4, "awaiting_order_service": 0,
+            "refund_required": 0, "refunded": 0, "restocked": 0, "queued": 4,
+            "awaiting_order_service": 0,
         }),
         "{audit}"
     );

@@ -146,7 +146,12 @@ impl App {
                 Duration::from_secs(1),
             ),
             orders: Arc::new(Orders::new(Arc::clone(&store), Arc::clone(&inventory))),
-            payments: Arc::new(Payments::new(Arc::clone(&store), method, None)),
+            payments: Arc::new(Payments::new(
+                Arc::clone(&store),
+                method,
+                flashsale::orders::WorkNotices::default(),
+                false,
+            )),
             store: Arc::clone(&store),
             auth: Arc::new(
                 AuthKeys::new(
@@ -626,6 +631,7 @@ async fn the_document_names_bodies_headers_and_security_schemes() {
             "RedriveBody",
         ),
         ("patch", "/admin/v1/sales/{id}", "200", "AdminSaleBody"),
+        ("post", "/admin/v1/orders/{id}/refund", "200", "OrderBody"),
         ("delete", "/admin/v1/sales/{id}", "200", "AdminSaleBody"),
         ("get", "/healthz", "200", "Health"),
         ("get", "/readyz", "200", "Readiness"),
@@ -645,7 +651,9 @@ async fn the_document_names_bodies_headers_and_security_schemes() {
         document["paths"]["/admin/v1/sales"]["post"]["requestBody"]["required"],
         true
     );
-    for name in ["NewSale", "SalePatch", "OrderRequest"] {
+    let refund = &document["paths"]["/admin/v1/orders/{id}/refund"]["post"];
+    assert_ne!(refund["requestBody"]["required"], true);
+    for name in ["NewSale", "SalePatch", "OrderRequest", "RefundRequest"] {
         assert_eq!(schemas[name]["additionalProperties"], false, "{name}");
     }
     assert_eq!(
@@ -729,7 +737,9 @@ async fn the_document_names_bodies_headers_and_security_schemes() {
             "paid",
             "cancelled",
             "expired",
-            "refund_required"
+            "refund_required",
+            "refunding",
+            "refunded"
         ])
     );
 }

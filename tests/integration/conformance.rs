@@ -2,6 +2,7 @@
 //! store and against Redis, so both keep exactly the same semantics.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use flashsale::config::RedisDurability;
 use flashsale::domain::{
@@ -9,10 +10,12 @@ use flashsale::domain::{
     SaleId, SalePatch, SaleRules, SaleState, SaleStatus, ShopperId,
 };
 use flashsale::domain::{
-    Payment, PaymentException, PaymentExceptionKind, PaymentOutcome, ReserveRequest,
+    OrderEvent, Payment, PaymentException, PaymentExceptionKind, PaymentOutcome, RefundKind,
+    ReserveRequest,
 };
 use flashsale::store::{
-    EmbeddedStore, RedisStore, RedisTarget, Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT,
+    EmbeddedStore, FollowUps, RedisStore, RedisTarget, RefundSettlement, Store, StoreError,
+    CANCELS_PER_SHOPPER_DEFAULT,
 };
 use futures::future::join_all;
 
@@ -345,7 +348,7 @@ async fn any_printable_shopper_id_keeps_its_orders(backend: Backend) {
                 amount: None,
                 transaction_id: "t-1".into(),
             },
-            false,
+            FollowUps::default(),
         )
         .await
         .unwrap();
@@ -801,7 +804,10 @@ async fn prepay_and_transaction_ids_are_kept(backend: Backend) {
         amount: Some((order.amount_cents, order.currency.clone())),
         transaction_id: "4200000000000000000000000001".into(),
     };
-    let PaymentOutcome::Paid(paid) = store.pay_order(&order.id, &payment, false).await.unwrap()
+    let PaymentOutcome::Paid(paid) = store
+        .pay_order(&order.id, &payment, FollowUps::default())
+        .await
+        .unwrap()
     else {
         panic!("paid");
     };
@@ -829,7 +835,10 @@ async fn prepay_and_transaction_ids_are_kept(backend: Backend) {
         transaction_id: "4200000000000000000000000002".into(),
         ..payment
     };
-    let outcome = store.pay_order(&other.id, &late, false).await.unwrap();
+    let outcome = store
+        .pay_order(&other.id, &late, FollowUps::default())
+        .await
+        .unwrap();
     let PaymentOutcome::RefundRequired(marked) = outcome else {
         panic!("refund required: {outcome:?}");
     };
@@ -907,7 +916,141 @@ async fn orders_with_a_prepay_are_held_at_their_deadline(backend: Backend) {
     assert_eq!(none, Default::default(), "nothing left in the index");
 }
 
+/// A refund of a paid order moves its units from `paid` to `refunded`
+/// (with restock, back on sale and off the shopper's count), queues the
+/// refund call in the outbox beside the hand-offs, and settles once to
+/// `refunded` (queueing `order.refunded`); a late payment queues its own
+/// refund; only a paid order can be refunded, and only one asked for can
+/// be settled. The audit stays clean throughout.
+async fn refunds_move_units_and_queue_their_calls(backend: Backend) {
+    let (subject, live, kept) = with_live_order(backend, "rae").await;
+    let store = &subject.store;
+    let audit_clean = async || {
+        let audit = store.sale_records(&live.id).await.unwrap().unwrap().audit();
+        assert_eq!(audit.differences, vec![]);
+    };
+    let both = FollowUps {
+        hand_off: true,
+        refund: true,
+    };
+    let pay = |n: u32| Payment {
+        amount: None,
+        transaction_id: format!("42000000000000000000000000{n:02}"),
+    };
+    let restocked = store
+        .reserve(&request(&live, "ray", 1, None))
+        .await
+        .unwrap()
+        .order;
+    assert!(matches!(
+        store.refund_order(&kept.id, false, both).await,
+        Err(StoreError::Conflict(_))
+    ));
+    for (n, order) in [&kept, &restocked].into_iter().enumerate() {
+        store
+            .pay_order(&order.id, &pay(n as u32), FollowUps::default())
+            .await
+            .unwrap();
+    }
+    let before = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+
+    let refunding = store.refund_order(&kept.id, false, both).await.unwrap();
+    assert_eq!(refunding.status, OrderStatus::Refunding);
+    assert_eq!(refunding.refund, Some(RefundKind::Kept));
+    let restocking = store.refund_order(&restocked.id, true, both).await.unwrap();
+    assert_eq!(restocking.refund, Some(RefundKind::Restocked));
+    assert!(matches!(
+        store.refund_order(&kept.id, false, both).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.paid, before.paid - 2);
+    assert_eq!((stats.refunded, stats.restocked), (2, 1));
+    assert_eq!(stats.remaining, before.remaining + 1);
+    assert_eq!(stats.buyers, before.buyers - 1, "restocked: off the count");
+    audit_clean().await;
+
+    let leased = store
+        .claim_deliveries(&live.id, 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut calls: Vec<(OrderEvent, OrderId)> = leased
+        .iter()
+        .map(|delivery| (delivery.event, delivery.order_id.clone()))
+        .collect();
+    calls.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut expected = vec![
+        (OrderEvent::Refund, kept.id.clone()),
+        (OrderEvent::Refund, restocked.id.clone()),
+    ];
+    expected.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(calls, expected);
+    for delivery in &leased {
+        store.delivered(&live.id, delivery).await.unwrap();
+    }
+
+    let RefundSettlement::Refunded(settled) = store.settle_refund(&kept.id, true).await.unwrap()
+    else {
+        panic!("refunded");
+    };
+    assert_eq!(settled.status, OrderStatus::Refunded);
+    assert!(matches!(
+        store.settle_refund(&kept.id, true).await.unwrap(),
+        RefundSettlement::Unchanged(_)
+    ));
+    let leased = store
+        .claim_deliveries(&live.id, 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(
+        (leased[0].event, &leased[0].order_id),
+        (OrderEvent::Refunded, &kept.id)
+    );
+    store.delivered(&live.id, &leased[0]).await.unwrap();
+    assert_eq!(
+        store.view_sale(&live.id).await.unwrap().unwrap().stats,
+        stats,
+        "settling moves no count"
+    );
+
+    // A late payment queues its own refund; settled, it counts as paid late.
+    let late = store
+        .reserve(&request(&live, "rex", 1, None))
+        .await
+        .unwrap()
+        .order;
+    store
+        .cancel_order(&late.id, &ShopperId::parse("rex").unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.settle_refund(&late.id, false).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let PaymentOutcome::RefundRequired(marked) =
+        store.pay_order(&late.id, &pay(9), both).await.unwrap()
+    else {
+        panic!("refund required");
+    };
+    assert_eq!(marked.refund, Some(RefundKind::Late));
+    let leased = store
+        .claim_deliveries(&live.id, 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut events: Vec<&str> = leased.iter().map(|d| d.event.as_str()).collect();
+    events.sort_unstable();
+    assert_eq!(events, ["order.refund_required", "wechatpay.refund"]);
+    store.settle_refund(&late.id, false).await.unwrap();
+    let late = store.order(&late.id).await.unwrap().unwrap();
+    assert_eq!(late.status, OrderStatus::Refunded);
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.refund_required, 1);
+    audit_clean().await;
+}
+
 crate::on_every_store!(
+    refunds_move_units_and_queue_their_calls,
     orders_with_a_prepay_are_held_at_their_deadline,
     prepay_and_transaction_ids_are_kept,
     payment_exceptions_are_kept_once_per_transaction,

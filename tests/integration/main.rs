@@ -37,6 +37,7 @@ mod orders_webhook;
 mod payments_wechat;
 mod payments_wechat_close;
 mod payments_wechat_prepay;
+mod payments_wechat_refund;
 mod store_indexes;
 mod store_model;
 mod support;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use flashsale::domain::{system_now, Order, OrderStatus};
 use flashsale::domain::{Payment, PaymentOutcome};
-use flashsale::store::{Store, StoreError};
+use flashsale::store::{FollowUps, Store, StoreError};
 use futures::future::join_all;
 
 use crate::conformance::{request, sale, subject, Subject};
@@ -29,7 +29,11 @@ async fn pay_all(store: Arc<dyn Store>, orders: Arc<Vec<Order>>) -> (i64, i64) {
             amount: Some((order.amount_cents, order.currency.clone())),
             transaction_id: format!("tx-{}", order.id),
         };
-        match store.pay_order(&order.id, &payment, false).await.unwrap() {
+        match store
+            .pay_order(&order.id, &payment, FollowUps::default())
+            .await
+            .unwrap()
+        {
             PaymentOutcome::Paid(_) => paid += 1,
             PaymentOutcome::RefundRequired(_) => late += 1,
             other => panic!("a first payment of {} was {other:?}", order.id),

@@ -12,7 +12,7 @@ use flashsale::clock::{Clock, ManualClock, SystemClock};
 use flashsale::domain::{system_now, OrderEvent, OrderId, Payment};
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::{OrderService, OrderSettings, Orders, Outcome};
-use flashsale::store::{Acceptance, DeliveryFailure, Store};
+use flashsale::store::{Acceptance, DeliveryFailure, FollowUps, Store};
 use futures::future::join_all;
 
 use crate::conformance::{request, sale, subject, with_live_order, Subject};
@@ -191,7 +191,17 @@ async fn hand_offs_are_leased_retried_and_forgotten(backend: Backend) {
         amount: None,
         transaction_id: "tx-1".into(),
     };
-    store.pay_order(&order.id, &payment, true).await.unwrap();
+    store
+        .pay_order(
+            &order.id,
+            &payment,
+            FollowUps {
+                hand_off: true,
+                refund: false,
+            },
+        )
+        .await
+        .unwrap();
     let paid = store.claim_deliveries(&live.id, 10, lease).await.unwrap();
     assert_eq!(paid.len(), 1, "only the payment is left: {paid:?}");
     assert_eq!((paid[0].event, paid[0].attempt), (OrderEvent::Paid, 1));

@@ -30,6 +30,7 @@ use flashsale::domain::{system_now, Payment};
 use flashsale::inventory::Inventory;
 use flashsale::orders::webhook::{Backoff, Webhook, WebhookSettings};
 use flashsale::orders::{OrderService, OrderSettings, Orders};
+use flashsale::store::FollowUps;
 use futures::future::join_all;
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::Method;
@@ -44,6 +45,7 @@ use crate::support::{actor_settings, live_sale, test_config, Backend, Harness, S
 const SECRET: &str = "whsec-test";
 const RESERVED: &str = "order.reserved";
 const PAID: &str = "order.paid";
+const REFUNDED: &str = "order.refunded";
 
 /// One call the receiver got, and what it answered.
 #[derive(Debug, Clone)]
@@ -271,6 +273,10 @@ fn assert_genuine(call: &Call) -> Value {
                     .is_some_and(|id| id.starts_with("sim_")),
                 "{body}"
             );
+        }
+        REFUNDED => {
+            assert_eq!(body["order"]["status"], "refunded", "{body}");
+            assert!(body["order"]["transaction_id"].is_string(), "{body}");
         }
         other => panic!("unexpected event {other}: {body}"),
     }
@@ -739,7 +745,10 @@ async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
         amount: None,
         transaction_id: "tx-settle".into(),
     };
-    store.pay_order(&order.id, &payment, false).await.unwrap();
+    store
+        .pay_order(&order.id, &payment, FollowUps::default())
+        .await
+        .unwrap();
 
     // Past the sale's end plus its payment timeout on the service's clock.
     clock.advance(Duration::from_secs(3 * 3600)).await;
@@ -764,3 +773,50 @@ async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
 }
 
 on_both_stores!(a_sale_with_only_dead_letters_settles);
+
+/// A refunded order is handed to the webhook as `order.refunded`, its body
+/// the order with WeChat Pay's `transaction_id` and `prepay_id`, after the
+/// refund call went to WeChat Pay through the same outbox.
+async fn a_refund_is_handed_off_as_order_refunded(backend: Backend) {
+    let receiver = Receiver::start(0).await;
+    let wx = crate::wechat::WeChatPayServer::start().await;
+    let Harness { app, redis: _redis } =
+        engine_for(backend, &receiver, |config| wx.configure(config)).await;
+    let sale = app.create_sale(live_sale(2, 1)).await;
+    let id = crate::payments_wechat_refund::paid_order(&app, &wx, &sale, "oKim").await;
+    let refunded = app
+        .admin(Method::POST, &format!("/admin/v1/orders/{id}/refund"), None)
+        .await;
+    assert_eq!(refunded.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while wx.refunds().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the refund never reached WeChat Pay"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let settled = wx.settle_refund(&format!("{id}-refund"), "SUCCESS");
+    crate::payments_wechat::assert_acknowledged(
+        crate::payments_wechat::notify(&app, &settled).await,
+    )
+    .await;
+    let event = (id.clone(), REFUNDED.to_owned());
+    while !receiver.delivered().contains(&event) {
+        assert!(Instant::now() < deadline, "order.refunded never handed off");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let call = receiver
+        .calls()
+        .into_iter()
+        .find(|call| call.hand_off() == event)
+        .unwrap();
+    let body = assert_genuine(&call);
+    let order = &body["order"];
+    assert_eq!(order["status"], "refunded", "{body}");
+    assert!(order["transaction_id"].is_string(), "{body}");
+    assert!(order["prepay_id"].is_string(), "{body}");
+    assert_eq!(wx.refunds().len(), 1);
+}
+
+on_both_stores!(a_refund_is_handed_off_as_order_refunded);

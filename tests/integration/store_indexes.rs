@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use flashsale::domain::{system_now, OrderStatus, Payment, Sale, SaleId, ShopperId};
 use flashsale::store::keys::SaleKeys;
-use flashsale::store::{Forgetting, IndexedSale, Store};
+use flashsale::store::{FollowUps, Forgetting, IndexedSale, Store};
 
 use crate::conformance::{request, sale, subject, Subject};
 use crate::support::{Backend, RedisServer};
@@ -257,7 +257,7 @@ async fn retention_deletes_a_settled_sale_and_nothing_else(backend: Backend) {
         .await
         .unwrap();
     store
-        .pay_order(&paid.order.id, &paid_by("tx-1"), false)
+        .pay_order(&paid.order.id, &paid_by("tx-1"), FollowUps::default())
         .await
         .unwrap();
     store

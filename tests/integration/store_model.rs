@@ -89,7 +89,7 @@ use flashsale::domain::{
 };
 use flashsale::domain::{Payment, PaymentOutcome, Reservation, ReserveRequest};
 use flashsale::store::{
-    EmbeddedStore, OrderBacklog, Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT,
+    EmbeddedStore, FollowUps, OrderBacklog, Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT,
 };
 use futures::future::join_all;
 use proptest::prelude::*;
@@ -416,6 +416,9 @@ impl Model {
             cancelled: self.units_cancelled,
             expired: self.units_expired,
             refund_required: self.units_refund_required,
+            // Nothing here refunds.
+            refunded: 0,
+            restocked: 0,
             // Nothing here runs the order service.
             queued: 0,
             buyers: self.held.len() as i64,
@@ -535,6 +538,7 @@ impl Model {
             paid_at: None,
             prepay_id: None,
             transaction_id: None,
+            refund: None,
         };
         self.orders.push(order.clone());
         if let Some(key) = key {
@@ -599,9 +603,10 @@ impl Model {
             }
         }
         match order.status {
-            OrderStatus::Paid | OrderStatus::RefundRequired => {
-                Ok(PaymentOutcome::Unchanged(order.clone()))
-            }
+            OrderStatus::Paid
+            | OrderStatus::RefundRequired
+            | OrderStatus::Refunding
+            | OrderStatus::Refunded => Ok(PaymentOutcome::Unchanged(order.clone())),
             // Paid in time, or late but before the expiry step ran: paid.
             OrderStatus::PendingPayment => {
                 order.status = OrderStatus::Paid;
@@ -1054,7 +1059,18 @@ async fn apply(
                     .map(|o| (o.amount_cents + 1, o.currency.clone())),
                 transaction_id: format!("tx-{before}"),
             };
-            let actual = answer(store.pay_order(&id, &payment, true).await);
+            let actual = answer(
+                store
+                    .pay_order(
+                        &id,
+                        &payment,
+                        FollowUps {
+                            hand_off: true,
+                            refund: false,
+                        },
+                    )
+                    .await,
+            );
             let after = system_now();
             count(
                 tally,

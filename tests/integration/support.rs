@@ -622,9 +622,9 @@ pub fn assert_stats_consistent(sale: &Value) {
     };
     assert!(n("remaining") >= 0, "{stats}");
     assert_eq!(
-        n("remaining") + n("reserved") + n("paid"),
+        n("remaining") + n("reserved") + n("paid") + n("refunded") - n("restocked"),
         n("stock_total"),
-        "remaining + reserved + paid == stock_total: {stats}"
+        "remaining + reserved + paid + refunded - restocked == stock_total: {stats}"
     );
 }
 

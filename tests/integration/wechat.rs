@@ -7,10 +7,13 @@
 //!   `"{timestamp}\n{nonce}\n{body}\n"`.
 //! - [`WeChatPayServer`]: WeChat Pay's API as an axum server on a free
 //!   port: it verifies every request's `Authorization` signature with the
-//!   merchant's public key, answers prepay, close and query as WeChat Pay
-//!   documents them, signs every answer with the platform key, keeps the
-//!   WeChat Pay orders (paid, closed), and can be told to fail, stall,
-//!   refuse, or answer forged or stale signatures.
+//!   merchant's public key, answers prepay, close, query and refund as
+//!   WeChat Pay documents them, signs every answer with the platform key,
+//!   keeps the WeChat Pay orders (paid, closed) and refunds (one per
+//!   `out_refund_no`: a repeat is answered with the refund made first, as
+//!   WeChat Pay does, and counted), and can be told to fail, stall, refuse,
+//!   take a refund and lose the answer, or answer forged or stale
+//!   signatures.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -172,7 +175,24 @@ impl WeChatPaySim {
     /// given, signed now. The event type follows its `trade_state`.
     pub fn notification_for(&self, transaction: Value) -> Notification {
         let state = transaction["trade_state"].as_str().unwrap_or("SUCCESS");
-        let event_type = format!("TRANSACTION.{state}");
+        self.notification_of("transaction", &format!("TRANSACTION.{state}"), &transaction)
+    }
+
+    /// A refund result notification carrying `refund` (the decrypted
+    /// resource), signed now: event type `REFUND.<refund_status>`.
+    pub fn refund_notification_for(&self, refund: &Value) -> Notification {
+        let state = refund["refund_status"].as_str().unwrap_or("SUCCESS");
+        self.notification_of("refund", &format!("REFUND.{state}"), refund)
+    }
+
+    /// A notification of `event_type` whose resource of `original_type`
+    /// is `resource`, encrypted and signed now.
+    fn notification_of(
+        &self,
+        original_type: &str,
+        event_type: &str,
+        resource: &Value,
+    ) -> Notification {
         let resource_nonce = Alphanumeric.sample_string(&mut rand::rng(), 12);
         let body = json!({
             "id": format!("EV-{}", digits(19)),
@@ -181,9 +201,9 @@ impl WeChatPaySim {
             "event_type": event_type,
             "summary": "支付成功",
             "resource": {
-                "original_type": "transaction",
+                "original_type": original_type,
                 "algorithm": "AEAD_AES_256_GCM",
-                "ciphertext": self.encrypt(&transaction.to_string(), &resource_nonce),
+                "ciphertext": self.encrypt(&resource.to_string(), &resource_nonce),
                 "associated_data": "transaction",
                 "nonce": resource_nonce,
             },
@@ -284,6 +304,9 @@ pub enum Behaviour {
     ForgedAnswers,
     /// Answers signed 10 minutes ago.
     StaleAnswers,
+    /// Takes a refund as asked, then never answers (the answer is lost):
+    /// the engine must send it again, and WeChat Pay refunds once.
+    TakeRefundThenStall,
 }
 
 /// One WeChat Pay order, as the stand-in keeps it.
@@ -313,9 +336,26 @@ pub struct WxCall {
     pub authorized: bool,
 }
 
+/// One refund, as the stand-in keeps it (by `out_refund_no`).
+#[derive(Debug, Clone)]
+pub struct WxRefund {
+    pub out_trade_no: String,
+    /// The refunded payment's transaction id.
+    pub transaction_id: String,
+    pub refund_id: String,
+    /// `PROCESSING` until a notification settles it.
+    pub status: String,
+    /// The refund call's body, as first received.
+    pub request: Value,
+    /// Refund calls received for this `out_refund_no` (a repeat is
+    /// answered with this same refund).
+    pub calls: u32,
+}
+
 #[derive(Default)]
 struct Ledger {
     orders: HashMap<String, WxOrder>,
+    refunds: HashMap<String, WxRefund>,
     calls: Vec<WxCall>,
 }
 
@@ -429,6 +469,26 @@ impl WeChatPayServer {
         self.state.ledger.lock().calls.clone()
     }
 
+    /// The refunds made, by `out_refund_no`.
+    pub fn refunds(&self) -> HashMap<String, WxRefund> {
+        self.state.ledger.lock().refunds.clone()
+    }
+
+    /// WeChat Pay settles the refund of `out_refund_no` (which must exist)
+    /// as `status` (`SUCCESS`, `ABNORMAL` or `CLOSED`): the refund result
+    /// notification it then posts.
+    pub fn settle_refund(&self, out_refund_no: &str, status: &str) -> Notification {
+        let mut ledger = self.state.ledger.lock();
+        let refund = ledger
+            .refunds
+            .get_mut(out_refund_no)
+            .unwrap_or_else(|| panic!("no refund {out_refund_no}"));
+        refund.status = status.to_owned();
+        let resource = refund_json(out_refund_no, refund, "refund_status");
+        drop(ledger);
+        self.sim.refund_notification_for(&resource)
+    }
+
     /// The shopper pays the WeChat Pay order of `out_trade_no` (it must
     /// exist and not be closed): the notification WeChat Pay then posts.
     pub fn pay(&self, out_trade_no: &str) -> Notification {
@@ -440,6 +500,23 @@ impl WeChatPayServer {
         assert_eq!(order.state, WxState::NotPay, "{out_trade_no} can be paid");
         let transaction_id = format!("4200{}", digits(24));
         order.state = WxState::Paid(transaction_id);
+        let transaction = transaction_json(out_trade_no, order);
+        drop(ledger);
+        self.sim.notification_for(transaction)
+    }
+}
+
+impl WeChatPayServer {
+    /// The shopper pays the WeChat Pay order of `out_trade_no` whatever
+    /// its state: the race no close can prevent (WeChat Pay completed the
+    /// payment after answering our close). The notification it posts.
+    pub fn pay_anyway(&self, out_trade_no: &str) -> Notification {
+        let mut ledger = self.state.ledger.lock();
+        let order = ledger
+            .orders
+            .get_mut(out_trade_no)
+            .unwrap_or_else(|| panic!("no WeChat Pay order {out_trade_no}"));
+        order.state = WxState::Paid(format!("4200{}", digits(24)));
         let transaction = transaction_json(out_trade_no, order);
         drop(ledger);
         self.sim.notification_for(transaction)
@@ -484,6 +561,72 @@ fn transaction_json(out_trade_no: &str, order: &WxOrder) -> Value {
     transaction
 }
 
+/// A refund as WeChat Pay writes it: in the refund call's answer (its
+/// state in `status`) and in a refund notification's resource (in
+/// `refund_status`).
+fn refund_json(out_refund_no: &str, refund: &WxRefund, status_field: &str) -> Value {
+    let amount = &refund.request["amount"];
+    let mut json = json!({
+        "mchid": MCHID,
+        "out_trade_no": refund.out_trade_no,
+        "transaction_id": refund.transaction_id,
+        "out_refund_no": out_refund_no,
+        "refund_id": refund.refund_id,
+        "channel": "ORIGINAL",
+        "user_received_account": "支付用户零钱",
+        "create_time": beijing_now(),
+        "amount": {
+            "total": amount["total"],
+            "refund": amount["refund"],
+            "payer_total": amount["total"],
+            "payer_refund": amount["refund"],
+            "currency": amount["currency"],
+        },
+    });
+    json[status_field] = json!(refund.status);
+    if refund.status == "SUCCESS" {
+        json["success_time"] = json!(beijing_now());
+    }
+    json
+}
+
+/// `POST /v3/refund/domestic/refunds`: one refund per `out_refund_no`; a
+/// repeat is answered with the first (WeChat Pay's idempotency). Only a
+/// paid order can be refunded.
+fn take_refund(state: &StandIn, body: &str) -> (StatusCode, String) {
+    let request: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let (Some(out_refund_no), Some(out_trade_no)) = (
+        request["out_refund_no"].as_str(),
+        request["out_trade_no"].as_str(),
+    ) else {
+        return (StatusCode::BAD_REQUEST, error_body("PARAM_ERROR"));
+    };
+    let mut ledger = state.ledger.lock();
+    let paid = match ledger.orders.get(out_trade_no).map(|order| &order.state) {
+        Some(WxState::Paid(transaction_id)) => Some(transaction_id.clone()),
+        _ => None,
+    };
+    if paid.is_none() && !ledger.refunds.contains_key(out_refund_no) {
+        return (StatusCode::BAD_REQUEST, error_body("INVALID_REQUEST"));
+    }
+    let refund = ledger
+        .refunds
+        .entry(out_refund_no.to_owned())
+        .or_insert_with(|| WxRefund {
+            out_trade_no: out_trade_no.to_owned(),
+            transaction_id: paid.unwrap_or_default(),
+            refund_id: format!("5030{}", digits(25)),
+            status: "PROCESSING".into(),
+            request: request.clone(),
+            calls: 0,
+        });
+    refund.calls += 1;
+    (
+        StatusCode::OK,
+        refund_json(out_refund_no, refund, "status").to_string(),
+    )
+}
+
 /// Every call: checks its signature, records it, and answers as told.
 async fn answer(
     State(state): State<StandIn>,
@@ -525,6 +668,14 @@ async fn answer(
     }
     let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
     match (method.as_str(), segments.as_slice()) {
+        ("POST", ["v3", "refund", "domestic", "refunds"]) => {
+            let (status, answer) = take_refund(&state, &body);
+            if behaviour == Behaviour::TakeRefundThenStall {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return StatusCode::GATEWAY_TIMEOUT.into_response();
+            }
+            signed(&state, status, answer)
+        }
         ("POST", ["v3", "pay", "transactions", "jsapi"]) => {
             let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
             let Some(out_trade_no) = request["out_trade_no"].as_str() else {

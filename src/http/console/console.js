@@ -217,7 +217,7 @@ function showNewSale() {
 // ---- one sale, live ------------------------------------------------------
 
 const STATS = ['remaining', 'reserved', 'paid', 'cancelled', 'expired', 'refund_required',
-  'queued', 'buyers'];
+  'refunded', 'restocked', 'queued', 'buyers'];
 
 async function showSale(id) {
   let sale;

@@ -17,7 +17,10 @@
 //!   the caller retries.
 //!
 //! Spec: <https://pay.weixin.qq.com/doc/v3/merchant/4012791897> (JSAPI
-//! prepay), `4012556398` (close), `4013070356` (query by out_trade_no).
+//! prepay), `4012556398` (close), `4013070356` (query by out_trade_no);
+//! refunds: <https://pay.weixin.qq.com/wiki/doc/apiv3/apis/chapter3_5_9.shtml>
+//! (`POST /v3/refund/domestic/refunds`) and `chapter3_5_11` (the refund
+//! result notification).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +32,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::keys::{MerchantKey, PlatformKeys, SignedHeaders};
-use super::notify::{transaction, NotifyError, Transaction};
+use super::notify::{refund_result, transaction, NotifyError, RefundResult, Transaction};
 use crate::domain::Millis;
 
 /// WeChat Pay's API host.
@@ -228,6 +231,41 @@ impl WeChatPayClient {
         Ok(transaction(&answer.body)?)
     }
 
+    /// `POST /v3/refund/domestic/refunds`: refunds all of one paid order of
+    /// ours (`amount` its total), as the refund [`out_refund_no`] names.
+    /// WeChat Pay keeps one refund per `out_refund_no`: sending it again
+    /// (a retry after a lost answer) answers the same refund, never a
+    /// second one.
+    pub async fn refund(
+        &self,
+        out_trade_no: &str,
+        amount_cents: i64,
+        currency: &str,
+    ) -> Result<RefundResult, CallError> {
+        let out_refund_no = out_refund_no(out_trade_no);
+        let body = json!({
+            "out_trade_no": out_trade_no,
+            "out_refund_no": out_refund_no,
+            "notify_url": self.account.notify_url,
+            "amount": {"refund": amount_cents, "total": amount_cents, "currency": currency},
+        });
+        let answer = self
+            .call(
+                Method::POST,
+                "/v3/refund/domestic/refunds",
+                Some(body.to_string()),
+            )
+            .await?;
+        let refund = refund_result(&answer.body)?;
+        if refund.out_refund_no != out_refund_no || refund.out_trade_no != out_trade_no {
+            return Err(CallError::Malformed(format!(
+                "the refund {out_refund_no} of {out_trade_no} was answered for {} of {}",
+                refund.out_refund_no, refund.out_trade_no
+            )));
+        }
+        Ok(refund)
+    }
+
     /// The parameters of `wx.requestPayment` for `prepay_id`, signed now:
     /// `paySign` is the merchant key's RSA-SHA256 signature over
     /// `"{appId}\n{timeStamp}\n{nonceStr}\n{package}\n"`.
@@ -332,6 +370,13 @@ impl WeChatPayClient {
             message: refusal.message,
         })
     }
+}
+
+/// The refund number (`out_refund_no`) of the one refund of our order
+/// `out_trade_no`: derived from it, so every attempt of one refund carries
+/// the same number and WeChat Pay refunds the order once.
+pub fn out_refund_no(out_trade_no: &str) -> String {
+    format!("{out_trade_no}-refund")
 }
 
 /// Reads an answer's body, at most [`ANSWER_BYTES_MAX`].

@@ -5,16 +5,18 @@
 //!   restart) that sign what WeChat Pay sends, and the merchant key that
 //!   signs what the engine sends.
 //! - [`notify`]: verifying and decrypting notifications.
-//! - [`client`]: the signed calls (prepay, close, query) with verified
+//! - [`client`]: the signed calls (prepay, close, query, refund) with verified
 //!   answers, and the `wx.requestPayment` parameters.
 
 pub mod client;
 pub mod keys;
 pub mod notify;
 
-pub use self::client::{Account, CallError, Closed, PrepayOrder, RequestPayment, WeChatPayClient};
+pub use self::client::{
+    out_refund_no, Account, CallError, Closed, PrepayOrder, RequestPayment, WeChatPayClient,
+};
 pub use self::keys::{MerchantKey, PlatformKeys, SignedHeaders};
-pub use self::notify::{NotifyError, Transaction, WeChatPayVerifier};
+pub use self::notify::{Notice, NotifyError, RefundResult, Transaction, WeChatPayVerifier};
 
 /// WeChat Pay as the engine uses it: notifications in, calls out.
 #[derive(Debug)]

@@ -65,14 +65,32 @@ impl WeChatPayVerifier {
         })
     }
 
-    /// Verifies and opens one notification. `now_secs` is the current Unix
-    /// time in seconds.
+    /// Verifies and opens one payment notification. `now_secs` is the
+    /// current Unix time in seconds.
     pub fn open(
         &self,
         headers: &SignedHeaders<'_>,
         body: &[u8],
         now_secs: i64,
     ) -> Result<Transaction, NotifyError> {
+        match self.open_notice(headers, body, now_secs)? {
+            Notice::Transaction(transaction) => Ok(transaction),
+            Notice::Refund(_) => Err(NotifyError::Malformed(
+                "a refund notification where a payment was expected".into(),
+            )),
+        }
+    }
+
+    /// Verifies and opens one notification of either kind: a payment
+    /// (`resource.original_type` `transaction`) or a refund's result
+    /// (`refund`, event types `REFUND.SUCCESS`, `REFUND.ABNORMAL`,
+    /// `REFUND.CLOSED`).
+    pub fn open_notice(
+        &self,
+        headers: &SignedHeaders<'_>,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<Notice, NotifyError> {
         self.platform_keys.verify(headers, body, now_secs)?;
 
         let envelope: Envelope = parse_json(body, "notification body")?;
@@ -85,7 +103,10 @@ impl WeChatPayVerifier {
         }
         let plaintext = self.decrypt(&resource)?;
 
-        transaction(plaintext.as_bytes())
+        if resource.original_type.as_deref() == Some("refund") {
+            return refund_result(plaintext.as_bytes()).map(Notice::Refund);
+        }
+        transaction(plaintext.as_bytes()).map(Notice::Transaction)
     }
 
     fn decrypt(&self, resource: &EncryptedResource) -> Result<String, NotifyError> {
@@ -111,6 +132,58 @@ impl WeChatPayVerifier {
             .map_err(|_| NotifyError::Undecryptable)?;
         String::from_utf8(plaintext).map_err(|_| NotifyError::Undecryptable)
     }
+}
+
+/// A verified notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// About a payment.
+    Transaction(Transaction),
+    /// About a refund's result.
+    Refund(RefundResult),
+}
+
+/// A refund as WeChat Pay reports it (a refund notification's resource,
+/// or the answer to the refund call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundResult {
+    /// The refunded order (ours).
+    pub out_trade_no: String,
+    /// Our refund number (see `client::out_refund_no`).
+    pub out_refund_no: String,
+    /// WeChat Pay's id of the refunded payment.
+    pub transaction_id: String,
+    /// `SUCCESS`, `CLOSED`, `ABNORMAL`, or (answers only) `PROCESSING`.
+    pub status: String,
+    /// What was refunded, in the currency's smallest unit.
+    pub refund: i64,
+}
+
+/// A refund's JSON: `refund_status` in a notification, `status` in the
+/// refund call's answer.
+pub(super) fn refund_result(bytes: &[u8]) -> Result<RefundResult, NotifyError> {
+    #[derive(Deserialize)]
+    struct RawRefund {
+        out_trade_no: String,
+        out_refund_no: String,
+        #[serde(default)]
+        transaction_id: String,
+        #[serde(alias = "refund_status")]
+        status: String,
+        amount: RawRefundAmount,
+    }
+    #[derive(Deserialize)]
+    struct RawRefundAmount {
+        refund: i64,
+    }
+    let raw: RawRefund = parse_json(bytes, "refund")?;
+    Ok(RefundResult {
+        out_trade_no: raw.out_trade_no,
+        out_refund_no: raw.out_refund_no,
+        transaction_id: raw.transaction_id,
+        status: raw.status,
+        refund: raw.amount.refund,
+    })
 }
 
 /// What a verified notification says about the payment.
@@ -189,6 +262,9 @@ struct Envelope {
 
 #[derive(Deserialize)]
 struct EncryptedResource {
+    /// `transaction` or `refund`.
+    #[serde(default)]
+    original_type: Option<String>,
     algorithm: String,
     ciphertext: String,
     #[serde(default)]

@@ -31,8 +31,9 @@ use parking_lot::Mutex;
 use self::sale::SaleRecord;
 use super::{
     batch_sale, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance,
-    DeadLetter, Delivery, DeliveryFailure, Expiry, Forgetting, IndexedSale, OrderBacklog,
-    QueueRules, StockReturnHandler, Store, StoreError, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
+    DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps, Forgetting, IndexedSale,
+    OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler, Store, StoreError, StreamEntry,
+    CANCELS_PER_SHOPPER_DEFAULT,
 };
 use crate::domain::{
     system_now, Order, OrderId, Payment, PaymentException, PaymentOutcome, QueuePlace,
@@ -319,9 +320,28 @@ impl Store for EmbeddedStore {
         &self,
         id: &OrderId,
         payment: &Payment,
-        hand_off: bool,
+        follow_ups: FollowUps,
     ) -> Result<PaymentOutcome, StoreError> {
-        self.order_record(id)?.lock().pay(id, payment, hand_off)
+        self.order_record(id)?.lock().pay(id, payment, follow_ups)
+    }
+
+    async fn refund_order(
+        &self,
+        id: &OrderId,
+        restock: bool,
+        follow_ups: FollowUps,
+    ) -> Result<Order, StoreError> {
+        self.order_record(id)?
+            .lock()
+            .refund(id, restock, follow_ups)
+    }
+
+    async fn settle_refund(
+        &self,
+        id: &OrderId,
+        hand_off: bool,
+    ) -> Result<RefundSettlement, StoreError> {
+        self.order_record(id)?.lock().settle_refund(id, hand_off)
     }
 
     async fn record_prepay(&self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError> {

@@ -12,11 +12,12 @@ use super::queues::{later, Outbox, ReservationStream};
 use super::waiting_room::WaitingRoom;
 use crate::domain::{
     check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, Payment,
-    PaymentOutcome, PresentedToken, Rejection, Reservation, ReserveRequest, Sale, SaleChange,
-    SaleState, SaleStats, SaleView, ShopperId, LIVE_CHANGEABLE_FIELDS,
+    PaymentOutcome, PresentedToken, RefundKind, Rejection, Reservation, ReserveRequest, Sale,
+    SaleChange, SaleState, SaleStats, SaleView, ShopperId, LIVE_CHANGEABLE_FIELDS,
 };
 use crate::store::{
-    cancels_exhausted, changed_meanwhile, not_pending, Acceptance, Expiry, OrderBacklog, StoreError,
+    cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending, restock_not_live,
+    Acceptance, Expiry, FollowUps, OrderBacklog, RefundSettlement, StoreError,
 };
 
 /// One sale and everything that hangs off it, changed under one lock.
@@ -110,13 +111,18 @@ impl SaleRecord {
             OrderStatus::Cancelled => self.stats.cancelled += order.quantity,
             _ => self.stats.expired += order.quantity,
         }
+        self.unhold(&order);
+        Some(order)
+    }
+
+    /// Takes an order's units off its shopper's count.
+    fn unhold(&mut self, order: &Order) {
         if let Some(held) = self.held.get_mut(&order.shopper_id) {
             *held -= order.quantity;
             if *held <= 0 {
                 self.held.remove(&order.shopper_id);
             }
         }
-        Some(order)
     }
 
     /// Decides one reservation (see
@@ -206,6 +212,7 @@ impl SaleRecord {
             paid_at: None,
             prepay_id: None,
             transaction_id: None,
+            refund: None,
         };
         self.orders.insert(order.id.clone(), order.clone());
         self.deadlines.insert((order.expires_at, order.id.clone()));
@@ -321,7 +328,7 @@ impl SaleRecord {
         &mut self,
         id: &OrderId,
         payment: &Payment,
-        hand_off: bool,
+        follow_ups: FollowUps,
     ) -> Result<PaymentOutcome, StoreError> {
         let order = self
             .orders
@@ -334,7 +341,10 @@ impl SaleRecord {
         }
         let now = system_now();
         let (status, event) = match order.status {
-            OrderStatus::Paid | OrderStatus::RefundRequired => {
+            OrderStatus::Paid
+            | OrderStatus::RefundRequired
+            | OrderStatus::Refunding
+            | OrderStatus::Refunded => {
                 return Ok(PaymentOutcome::Unchanged(order.clone()));
             }
             OrderStatus::PendingPayment => (OrderStatus::Paid, OrderEvent::Paid),
@@ -345,7 +355,14 @@ impl SaleRecord {
         order.status = status;
         order.paid_at = Some(now);
         order.transaction_id = Some(payment.transaction_id.clone());
+        let refund = status == OrderStatus::RefundRequired && follow_ups.refund;
+        if refund {
+            order.refund = Some(RefundKind::Late);
+        }
         let order = order.clone();
+        if refund {
+            self.outbox.queue(OrderEvent::Refund, id, now);
+        }
         if status == OrderStatus::Paid {
             self.stats.reserved -= order.quantity;
             self.stats.paid += order.quantity;
@@ -353,7 +370,7 @@ impl SaleRecord {
         } else {
             self.stats.refund_required += order.quantity;
         }
-        if hand_off {
+        if follow_ups.hand_off {
             self.outbox.queue(event, id, now);
         }
         Ok(if status == OrderStatus::Paid {
@@ -361,6 +378,79 @@ impl SaleRecord {
         } else {
             PaymentOutcome::RefundRequired(order)
         })
+    }
+
+    /// The merchant refunds a paid order: the twin of
+    /// `lua/refund_order.lua`.
+    pub fn refund(
+        &mut self,
+        id: &OrderId,
+        restock: bool,
+        follow_ups: FollowUps,
+    ) -> Result<Order, StoreError> {
+        let now = system_now();
+        let live = self.sale.state == SaleState::Scheduled
+            && self.sale.has_started(now)
+            && now < self.sale.ends_at;
+        let order = self
+            .orders
+            .get_mut(id)
+            .ok_or(StoreError::NotFound("order"))?;
+        if order.status != OrderStatus::Paid {
+            return Err(not_paid(order.status.as_str()));
+        }
+        if restock && !live {
+            return Err(restock_not_live());
+        }
+        order.refund = Some(if restock {
+            RefundKind::Restocked
+        } else {
+            RefundKind::Kept
+        });
+        order.status = if follow_ups.refund {
+            OrderStatus::Refunding
+        } else {
+            OrderStatus::Refunded
+        };
+        let order = order.clone();
+        self.stats.paid -= order.quantity;
+        self.stats.refunded += order.quantity;
+        if restock {
+            self.stats.remaining += order.quantity;
+            self.stats.restocked += order.quantity;
+            self.unhold(&order);
+        }
+        if follow_ups.refund {
+            self.outbox.queue(OrderEvent::Refund, id, now);
+        } else if follow_ups.hand_off {
+            self.outbox.queue(OrderEvent::Refunded, id, now);
+        }
+        Ok(order)
+    }
+
+    /// WeChat Pay confirmed an order's refund: the twin of
+    /// `lua/settle_refund.lua`.
+    pub fn settle_refund(
+        &mut self,
+        id: &OrderId,
+        hand_off: bool,
+    ) -> Result<RefundSettlement, StoreError> {
+        let order = self
+            .orders
+            .get_mut(id)
+            .ok_or(StoreError::NotFound("order"))?;
+        match order.status {
+            OrderStatus::Refunded => return Ok(RefundSettlement::Unchanged(order.clone())),
+            OrderStatus::RefundRequired => order.refund = Some(RefundKind::Late),
+            OrderStatus::Refunding => {}
+            status => return Err(no_refund_asked(status.as_str())),
+        }
+        order.status = OrderStatus::Refunded;
+        let order = order.clone();
+        if hand_off {
+            self.outbox.queue(OrderEvent::Refunded, id, system_now());
+        }
+        Ok(RefundSettlement::Refunded(order))
     }
 
     /// Keeps a prepay id on an unpaid order, once: the twin of

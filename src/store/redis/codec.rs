@@ -13,7 +13,7 @@ use redis::{FromRedisValue, Value};
 
 use crate::domain::{
     Admission, AdmissionMode, Millis, Order, OrderEvent, OrderId, OrderStatus, PaymentException,
-    PaymentExceptionKind, Rejection, Reservation, ReserveRequest, Sale, SaleId, SaleState,
+    PaymentExceptionKind, RefundKind, Rejection, Reservation, ReserveRequest, Sale, SaleId, SaleState,
     SaleStats, SaleView, ShopperId, StockReturn,
 };
 use crate::store::{DeadLetter, Delivery, DeliveryFailure, StoreError, StreamEntry};
@@ -255,6 +255,7 @@ impl OrderTerms {
                         paid_at: None,
                         prepay_id: None,
                         transaction_id: None,
+                        refund: None,
                     },
                     remaining: Some(remaining),
                     held: Some(held),
@@ -387,6 +388,12 @@ pub(super) fn order_from_fields(
         paid_at: fields.get("paid_at").and_then(|v| v.parse().ok()),
         prepay_id: fields.get("prepay_id").cloned(),
         transaction_id: fields.get("transaction_id").cloned(),
+        refund: match fields.get("refund") {
+            None => None,
+            Some(kind) => Some(
+                RefundKind::parse(kind).ok_or_else(|| corrupt(format!("order refund {kind}")))?,
+            ),
+        },
     })
 }
 
@@ -409,6 +416,8 @@ pub(super) fn view_from_snapshot(items: Vec<Value>) -> Result<Option<SaleView>, 
         refund_required: reply.next()?,
         queued: reply.next()?,
         buyers: reply.next()?,
+        refunded: reply.next()?,
+        restocked: reply.next()?,
     };
     let version = int_field(&fields, "version")?;
     Ok(Some(SaleView {

@@ -27,10 +27,10 @@ use crate::store::keys::{
     self, SaleKeys, OPEN_SALE_INDEX, ORDER_SERVICE_GROUP, PAYMENT_EXCEPTIONS, STOCK_RETURNS_CHANNEL,
 };
 use crate::store::{
-    batch_sale, cancels_exhausted, changed_meanwhile, not_pending, not_queued,
-    sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance, DeadLetter,
-    Delivery, DeliveryFailure, Expiry, Forgetting, IndexedSale, OrderBacklog, QueueRules,
-    StockReturnHandler, Store, StoreError, StreamEntry,
+    batch_sale, cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending,
+    not_queued, restock_not_live, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first,
+    Acceptance, DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps, Forgetting, IndexedSale,
+    OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler, Store, StoreError, StreamEntry,
 };
 
 #[async_trait]
@@ -431,7 +431,7 @@ impl Store for RedisStore {
         &self,
         id: &OrderId,
         payment: &Payment,
-        hand_off: bool,
+        follow_ups: FollowUps,
     ) -> Result<PaymentOutcome, StoreError> {
         let keys = SaleKeys::new(&id.sale_id());
         let (amount, currency) = payment
@@ -447,8 +447,9 @@ impl Store for RedisStore {
             .arg(id.as_str())
             .arg(amount)
             .arg(currency)
-            .arg(flag(hand_off))
-            .arg(payment.transaction_id.as_str());
+            .arg(flag(follow_ups.hand_off))
+            .arg(payment.transaction_id.as_str())
+            .arg(flag(follow_ups.refund));
         let (outcome, mut reply) = Reply::new(self.run("pay_order", &invocation).await?)?;
         if outcome == "not_found" {
             return Err(StoreError::NotFound("order"));
@@ -460,6 +461,61 @@ impl Store for RedisStore {
             "refund_required" => Ok(PaymentOutcome::RefundRequired(order)),
             "amount_mismatch" => Ok(PaymentOutcome::AmountMismatch(order)),
             other => Err(corrupt(format!("unknown payment outcome {other}"))),
+        }
+    }
+
+    async fn refund_order(
+        &self,
+        id: &OrderId,
+        restock: bool,
+        follow_ups: FollowUps,
+    ) -> Result<Order, StoreError> {
+        let keys = SaleKeys::new(&id.sale_id());
+        let mut invocation = self.scripts.refund_order.key(keys.orders());
+        invocation
+            .key(keys.stats())
+            .key(keys.outbox())
+            .key(keys.sale())
+            .key(keys.stock())
+            .key(keys.buyers())
+            .arg(id.as_str())
+            .arg(flag(restock))
+            .arg(flag(follow_ups.refund))
+            .arg(flag(follow_ups.hand_off));
+        let (outcome, mut reply) = Reply::new(self.run("refund_order", &invocation).await?)?;
+        match outcome.as_str() {
+            "refunding" | "refunded" => order_from_record(id, &reply.next::<String>()?),
+            "not_found" => Err(StoreError::NotFound("order")),
+            "conflict" => Err(not_paid(&reply.next::<String>()?)),
+            "not_live" => Err(restock_not_live()),
+            other => Err(corrupt(format!("unknown refund outcome {other}"))),
+        }
+    }
+
+    async fn settle_refund(
+        &self,
+        id: &OrderId,
+        hand_off: bool,
+    ) -> Result<RefundSettlement, StoreError> {
+        let keys = SaleKeys::new(&id.sale_id());
+        let mut invocation = self.scripts.settle_refund.key(keys.orders());
+        invocation
+            .key(keys.outbox())
+            .arg(id.as_str())
+            .arg(flag(hand_off));
+        let (outcome, mut reply) = Reply::new(self.run("settle_refund", &invocation).await?)?;
+        match outcome.as_str() {
+            "refunded" => Ok(RefundSettlement::Refunded(order_from_record(
+                id,
+                &reply.next::<String>()?,
+            )?)),
+            "unchanged" => Ok(RefundSettlement::Unchanged(order_from_record(
+                id,
+                &reply.next::<String>()?,
+            )?)),
+            "not_found" => Err(StoreError::NotFound("order")),
+            "conflict" => Err(no_refund_asked(&reply.next::<String>()?)),
+            other => Err(corrupt(format!("unknown refund settlement {other}"))),
         }
     }
 

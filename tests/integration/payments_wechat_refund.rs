@@ -1,0 +1,409 @@
+//! Goal: refunds go through the sale's outbox and reach WeChat Pay exactly
+//! once per order: a late payment (`refund_required`) is refunded by
+//! itself, a merchant refunds a paid order (`POST /admin/v1/orders/{id}/refund`,
+//! with or without putting its units back on sale), and the refund is sent
+//! again until WeChat Pay takes it (5xx, a lost answer, an engine stopped
+//! mid-call) without a second refund, since every attempt carries the same
+//! `out_refund_no`. Refund notifications settle the order `refunded`, or
+//! (`ABNORMAL`, `CLOSED`) flag it as a payment exception. The audit stays
+//! clean throughout. Method: the engine against the WeChat Pay stand-in
+//! (which answers a repeated `out_refund_no` with the refund made first and
+//! counts the calls), on both stores; simulated payments record a refund at
+//! once.
+
+use std::time::Duration;
+
+use flashsale::config::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::on_both_stores;
+use crate::payments_wechat::{assert_acknowledged, notify, order_of, PRICE};
+use crate::support::{error_code, live_sale, test_config, Backend, Harness, Servers, TestApp};
+use crate::wechat::{Behaviour, WeChatPayServer, WxRefund, WxState};
+
+const REFUNDS: &str = "/v3/refund/domestic/refunds";
+
+/// The engine's settings in WeChat Pay mode against `wx` on `redis`, with
+/// short refund backoffs.
+fn wechat_config(redis: &Servers, wx: &WeChatPayServer) -> Config {
+    let mut config = test_config();
+    redis.configure(&mut config);
+    wx.configure(&mut config);
+    config.payment_timeout_min_secs = 1;
+    config.wechatpay_close_backoff_ms = 50;
+    config.wechatpay_close_backoff_max_ms = 200;
+    config
+}
+
+async fn engine(backend: Backend) -> (TestApp, Servers, WeChatPayServer, Config) {
+    let wx = WeChatPayServer::start().await;
+    let redis = Servers::start(backend);
+    let config = wechat_config(&redis, &wx);
+    (TestApp::spawn_with(config.clone()).await, redis, wx, config)
+}
+
+/// A paid order of `shopper` in `sale`: prepaid, paid in WeChat, notified.
+pub(crate) async fn paid_order(
+    app: &TestApp,
+    wx: &WeChatPayServer,
+    sale: &str,
+    shopper: &str,
+) -> String {
+    let order = app.buy(sale, shopper).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let prepay = app
+        .shopper_post(shopper, &format!("/api/v1/orders/{id}/wechatpay"))
+        .await;
+    assert_eq!(prepay.status(), StatusCode::OK);
+    assert_acknowledged(notify(app, &wx.pay(&id)).await).await;
+    assert_eq!(order_of(app, shopper, &id).await["status"], "paid");
+    id
+}
+
+async fn refund(app: &TestApp, id: &str, body: Option<Value>) -> reqwest::Response {
+    app.admin(Method::POST, &format!("/admin/v1/orders/{id}/refund"), body)
+        .await
+}
+
+async fn admin_order(app: &TestApp, id: &str) -> Value {
+    let response = app
+        .admin(Method::GET, &format!("/admin/v1/orders/{id}"), None)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// The refunds WeChat Pay made for order `id` (one at most, whatever was
+/// sent).
+fn refunds_of(wx: &WeChatPayServer, id: &str) -> Vec<(String, WxRefund)> {
+    wx.refunds()
+        .into_iter()
+        .filter(|(_, refund)| refund.out_trade_no == id)
+        .collect()
+}
+
+fn refund_calls(wx: &WeChatPayServer) -> usize {
+    wx.calls()
+        .iter()
+        .filter(|call| call.path == REFUNDS)
+        .count()
+}
+
+/// Polls until `done` holds; fails after a minute.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls the admin's view of the order until its status is `status`.
+async fn order_becomes(app: &TestApp, id: &str, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let order = admin_order(app, id).await;
+        if order["status"] == status {
+            return order;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {status}: {order}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A payment WeChat Pay completed after our cancel (the race no close can
+/// prevent) is refunded by itself, once; its notification makes the order
+/// `refunded`, and a repeat changes nothing.
+async fn a_late_payment_is_refunded_by_itself(backend: Backend) {
+    let (app, _redis, wx, _) = engine(backend).await;
+    let sale = app.create_sale(live_sale(3, 1)).await;
+    let order = app.buy(&sale, "oAnn").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let prepay = app
+        .shopper_post("oAnn", &format!("/api/v1/orders/{id}/wechatpay"))
+        .await;
+    assert_eq!(prepay.status(), StatusCode::OK);
+    let cancelled = app
+        .shopper_post("oAnn", &format!("/api/v1/orders/{id}/cancel"))
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    assert_eq!(wx.orders()[&id].state, WxState::Closed);
+
+    assert_acknowledged(notify(&app, &wx.pay_anyway(&id)).await).await;
+    eventually("the late payment's refund reaches WeChat Pay", || {
+        !refunds_of(&wx, &id).is_empty()
+    })
+    .await;
+    let refunds = refunds_of(&wx, &id);
+    assert_eq!(refunds.len(), 1);
+    let (out_refund_no, refund) = &refunds[0];
+    assert_eq!(out_refund_no, &format!("{id}-refund"));
+    assert_eq!(
+        refund.request["amount"],
+        json!({"refund": PRICE, "total": PRICE, "currency": "CNY"})
+    );
+    assert_eq!(refund.request["notify_url"], crate::wechat::NOTIFY_URL);
+    assert_eq!(admin_order(&app, &id).await["status"], "refund_required");
+
+    let settled = wx.settle_refund(out_refund_no, "SUCCESS");
+    assert_acknowledged(notify(&app, &settled).await).await;
+    assert_acknowledged(notify(&app, &settled).await).await;
+    let order = admin_order(&app, &id).await;
+    assert_eq!(order["status"], "refunded", "{order}");
+    assert_eq!(order["refund"], "late", "{order}");
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["refund_required"], 1, "{view}");
+    assert_eq!(view["stats"]["refunded"], 0, "{view}");
+    assert_eq!(view["stats"]["remaining"], 3, "{view}");
+    assert_eq!(refunds_of(&wx, &id)[0].1.calls, 1, "sent once");
+    app.assert_audit_clean(&sale).await;
+}
+
+/// WeChat Pay down (5xx): the merchant's refund waits in the outbox, is
+/// retried with backoff, and completes once WeChat Pay is back, with one
+/// refund at WeChat Pay.
+async fn a_refund_waits_out_wechatpay_errors_and_is_made_once(backend: Backend) {
+    let (app, _redis, wx, _) = engine(backend).await;
+    let sale = app.create_sale(live_sale(3, 1)).await;
+    let id = paid_order(&app, &wx, &sale, "oBob").await;
+
+    wx.behave(Behaviour::ServerError);
+    let asked = refund(&app, &id, None).await;
+    assert_eq!(asked.status(), StatusCode::OK);
+    let order: Value = asked.json().await.unwrap();
+    assert_eq!(order["status"], "refunding", "{order}");
+    assert_eq!(order["refund"], "kept", "{order}");
+    assert!(order["transaction_id"].is_string(), "{order}");
+    assert!(order["prepay_id"].is_string(), "{order}");
+    eventually("the refund is retried", || refund_calls(&wx) >= 3).await;
+    assert!(refunds_of(&wx, &id).is_empty(), "5xx: nothing refunded yet");
+    app.assert_audit_clean(&sale).await;
+
+    wx.behave(Behaviour::Normal);
+    eventually("the refund reaches WeChat Pay", || {
+        !refunds_of(&wx, &id).is_empty()
+    })
+    .await;
+    let refunds = refunds_of(&wx, &id);
+    let (out_refund_no, refund) = &refunds[0];
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refund.calls, 1, "taken once");
+    assert_acknowledged(notify(&app, &wx.settle_refund(out_refund_no, "SUCCESS")).await).await;
+    order_becomes(&app, &id, "refunded").await;
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["paid"], 0, "{view}");
+    assert_eq!(view["stats"]["refunded"], 1, "{view}");
+    assert_eq!(view["stats"]["remaining"], 2, "kept off sale: {view}");
+    app.assert_audit_clean(&sale).await;
+}
+
+/// WeChat Pay takes the refund but its answer is lost (and, on Redis, the
+/// engine is stopped while waiting for it and a new one started on the
+/// same store): the refund is sent again with the same `out_refund_no`,
+/// and WeChat Pay holds one refund of the order.
+async fn a_lost_answer_is_sent_again_without_a_second_refund(backend: Backend) {
+    let (app, redis, wx, config) = engine(backend).await;
+    let sale = app.create_sale(live_sale(3, 1)).await;
+    let id = paid_order(&app, &wx, &sale, "oCat").await;
+
+    wx.behave(Behaviour::TakeRefundThenStall);
+    assert_eq!(refund(&app, &id, None).await.status(), StatusCode::OK);
+    eventually("WeChat Pay took the refund", || {
+        !refunds_of(&wx, &id).is_empty()
+    })
+    .await;
+    let app = if backend == Backend::Embedded {
+        // Nothing survives a restart of the embedded store: the lost
+        // answer alone is sent again.
+        app
+    } else {
+        app.stop().await;
+        TestApp::spawn_with(config).await
+    };
+    wx.behave(Behaviour::Normal);
+    eventually("the refund is sent again", || {
+        refunds_of(&wx, &id)[0].1.calls >= 2
+    })
+    .await;
+    let refunds = refunds_of(&wx, &id);
+    assert_eq!(refunds.len(), 1, "one refund at WeChat Pay: {refunds:?}");
+    assert_acknowledged(notify(&app, &wx.settle_refund(&refunds[0].0, "SUCCESS")).await).await;
+    order_becomes(&app, &id, "refunded").await;
+    app.assert_audit_clean(&sale).await;
+    drop(redis);
+}
+
+/// `ABNORMAL` and `CLOSED` refund results leave the order `refunding` and
+/// are kept as payment exceptions for the merchant.
+async fn abnormal_and_closed_refunds_are_flagged(backend: Backend) {
+    let (app, _redis, wx, _) = engine(backend).await;
+    let sale = app.create_sale(live_sale(3, 1)).await;
+    let abnormal = paid_order(&app, &wx, &sale, "oDan").await;
+    let closed = paid_order(&app, &wx, &sale, "oEve").await;
+    for id in [&abnormal, &closed] {
+        assert_eq!(
+            refund(&app, id, Some(json!({}))).await.status(),
+            StatusCode::OK
+        );
+    }
+    eventually("both refunds reach WeChat Pay", || wx.refunds().len() == 2).await;
+    for (id, status) in [(&abnormal, "ABNORMAL"), (&closed, "CLOSED")] {
+        let settled = wx.settle_refund(&format!("{id}-refund"), status);
+        assert_acknowledged(notify(&app, &settled).await).await;
+        assert_acknowledged(notify(&app, &settled).await).await;
+        assert_eq!(admin_order(&app, id).await["status"], "refunding");
+    }
+    let exceptions: Value = app
+        .admin(Method::GET, "/admin/v1/payment-exceptions", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut flagged: Vec<(String, String)> = exceptions["exceptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["out_trade_no"].as_str().unwrap().to_owned(),
+                e["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    flagged.sort();
+    let mut expected = vec![
+        (abnormal.clone(), "refund_abnormal".to_owned()),
+        (closed.clone(), "refund_closed".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(flagged, expected, "{exceptions}");
+    app.assert_audit_clean(&sale).await;
+}
+
+/// With restock the refunded units are on sale again (the shopper may buy
+/// again); without, they stay off sale and counted to the shopper.
+async fn admin_refund_with_and_without_restock(backend: Backend) {
+    let (app, _redis, wx, _) = engine(backend).await;
+    let sale = app.create_sale(live_sale(2, 1)).await;
+    let kept = paid_order(&app, &wx, &sale, "oFay").await;
+    let restocked = paid_order(&app, &wx, &sale, "oGus").await;
+    assert_eq!(app.sale(&sale).await["stats"]["remaining"], 0);
+
+    assert_eq!(refund(&app, &kept, None).await.status(), StatusCode::OK);
+    let answer = refund(&app, &restocked, Some(json!({"restock": true}))).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let order: Value = answer.json().await.unwrap();
+    assert_eq!(order["refund"], "restocked", "{order}");
+    let view = app.sale(&sale).await;
+    let stats = &view["stats"];
+    assert_eq!(stats["remaining"], 1, "{view}");
+    assert_eq!(stats["paid"], 0, "{view}");
+    assert_eq!(stats["refunded"], 2, "{view}");
+    assert_eq!(stats["restocked"], 1, "{view}");
+    app.assert_audit_clean(&sale).await;
+
+    let again = app.order(&sale, "oFay", None, None).await;
+    assert_eq!(
+        error_code(again).await,
+        (StatusCode::CONFLICT, "limit_exceeded".into()),
+        "kept units still count to the shopper"
+    );
+    let again = app.order(&sale, "oGus", None, None).await;
+    assert_eq!(again.status(), StatusCode::CREATED, "restocked: free again");
+
+    eventually("both refunds reach WeChat Pay", || wx.refunds().len() == 2).await;
+    for id in [&kept, &restocked] {
+        let settled = wx.settle_refund(&format!("{id}-refund"), "SUCCESS");
+        assert_acknowledged(notify(&app, &settled).await).await;
+        order_becomes(&app, id, "refunded").await;
+    }
+    app.assert_audit_clean(&sale).await;
+}
+
+/// Refusals: an order not paid (or refunded already) is 409, an unknown
+/// one 404, a bad body 4xx, restock once the sale is over 409; none
+/// reaches WeChat Pay.
+async fn refusals(backend: Backend) {
+    let (app, _redis, wx, _) = engine(backend).await;
+    let sale = app.create_sale(live_sale(3, 1)).await;
+    let pending = app.buy(&sale, "oHal").await;
+    let pending = pending["id"].as_str().unwrap();
+    assert_eq!(
+        error_code(refund(&app, pending, None).await).await,
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+    let unknown = format!("{}x", &pending[..pending.len() - 1]);
+    assert_eq!(
+        error_code(refund(&app, &unknown, None).await).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        error_code(refund(&app, "nonsense", None).await).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let paid = paid_order(&app, &wx, &sale, "oIda").await;
+    for body in [
+        json!({"restock": "yes"}),
+        json!({"restock": true, "why": 1}),
+    ] {
+        let (status, code) = error_code(refund(&app, &paid, Some(body)).await).await;
+        assert!(status.is_client_error(), "{status}");
+        assert_eq!(code, "invalid_request");
+    }
+    let ended = app
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/sales/{sale}"),
+            Some(json!({"status": "ended"})),
+        )
+        .await;
+    assert_eq!(ended.status(), StatusCode::OK);
+    assert_eq!(
+        error_code(refund(&app, &paid, Some(json!({"restock": true}))).await).await,
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+    assert_eq!(admin_order(&app, &paid).await["status"], "paid");
+    assert_eq!(refund_calls(&wx), 0, "nothing reached WeChat Pay");
+    assert_eq!(refund(&app, &paid, None).await.status(), StatusCode::OK);
+    assert_eq!(
+        error_code(refund(&app, &paid, None).await).await,
+        (StatusCode::CONFLICT, "conflict".into()),
+        "refunded once"
+    );
+    app.assert_audit_clean(&sale).await;
+}
+
+on_both_stores!(
+    a_late_payment_is_refunded_by_itself,
+    a_refund_waits_out_wechatpay_errors_and_is_made_once,
+    a_lost_answer_is_sent_again_without_a_second_refund,
+    abnormal_and_closed_refunds_are_flagged,
+    admin_refund_with_and_without_restock,
+    refusals,
+);
+
+/// With simulated payments a refund is recorded at once: `refunded`,
+/// counted, the audit clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_refund_is_recorded_at_once() {
+    let Harness { app, redis: _redis } = Harness::start(Backend::Embedded).await;
+    let sale = app.create_sale(live_sale(2, 1)).await;
+    let order = app.buy(&sale, "oJon").await;
+    let id = order["id"].as_str().unwrap();
+    let paid = app
+        .shopper_post("oJon", &format!("/api/v1/orders/{id}/pay"))
+        .await;
+    assert_eq!(paid.status(), StatusCode::OK);
+    let refunded = refund(&app, id, Some(json!({"restock": true}))).await;
+    assert_eq!(refunded.status(), StatusCode::OK);
+    let order: Value = refunded.json().await.unwrap();
+    assert_eq!(order["status"], "refunded", "{order}");
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["remaining"], 2, "{view}");
+    assert_eq!(view["stats"]["restocked"], 1, "{view}");
+    app.assert_audit_clean(&sale).await;
+}
