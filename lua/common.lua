@@ -7,14 +7,25 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Puts an unpaid order's units back on sale and off the shopper's count,
--- and moves them from `reserved` to `counter` (cancelled or expired).
-local function release_units(stock, stats, buyers, shopper, qty, counter)
+-- Takes qty units off a shopper's count in a hash of shopper -> units.
+local function unhold(counts, shopper, qty)
+  if redis.call('HINCRBY', counts, shopper, -qty) <= 0 then
+    redis.call('HDEL', counts, shopper)
+  end
+end
+
+-- Puts an unpaid order's units back on sale and off the shopper's count
+-- (and, for a campaign's sale, off the shopper's counts in the round and
+-- the campaign: round_holds and holds, nil for an ordinary sale), and
+-- moves them from `reserved` to `counter` (cancelled or expired).
+local function release_units(stock, stats, buyers, shopper, qty, counter, round_holds, holds)
   redis.call('INCRBY', stock, qty)
   redis.call('HINCRBY', stats, 'reserved', -qty)
   redis.call('HINCRBY', stats, counter, qty)
-  if redis.call('HINCRBY', buyers, shopper, -qty) <= 0 then
-    redis.call('HDEL', buyers, shopper)
+  unhold(buyers, shopper, qty)
+  if round_holds then
+    unhold(round_holds, shopper, qty)
+    unhold(holds, shopper, qty)
   end
 end
 

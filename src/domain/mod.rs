@@ -4,6 +4,7 @@
 //! embedded store and the inventory actors.
 
 mod audit;
+mod campaign;
 mod ids;
 mod order;
 mod payment;
@@ -12,7 +13,11 @@ mod sale;
 mod time;
 
 pub use audit::{Audit, Difference, RecordedOrder, RecountedUnits, SaleRecords};
-pub use ids::{OrderId, SaleId, ShopperId};
+pub use campaign::{
+    Allowance, Campaign, CampaignLimits, Item, NewCampaign, NewItem, NewRound, Round,
+    CAMPAIGN_ITEMS_LEN_MAX, CAMPAIGN_ROUNDS_LEN_MAX,
+};
+pub use ids::{CampaignId, CampaignSlot, OrderId, SaleId, ShopperId};
 pub use order::{Order, OrderEvent, OrderStatus, StockReturn};
 pub use payment::{Payment, PaymentException, PaymentExceptionKind, PaymentOutcome};
 pub use reservation::{

@@ -91,6 +91,7 @@ impl Invocation<'_> {
 pub struct Scripts {
     pub index_sale: LuaScript,
     pub create_sale: LuaScript,
+    pub create_campaign: LuaScript,
     pub sale_snapshot: LuaScript,
     pub update_sale: LuaScript,
     pub cancel_sale: LuaScript,
@@ -120,6 +121,7 @@ impl Scripts {
         Self {
             index_sale: script!("index_sale"),
             create_sale: script!("create_sale"),
+            create_campaign: script!("create_campaign"),
             sale_snapshot: script!("sale_snapshot"),
             update_sale: script!("update_sale"),
             cancel_sale: script!("cancel_sale"),
@@ -146,10 +148,11 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 24] {
+    fn all(&self) -> [&LuaScript; 25] {
         [
             &self.index_sale,
             &self.create_sale,
+            &self.create_campaign,
             &self.sale_snapshot,
             &self.update_sale,
             &self.cancel_sale,

@@ -36,6 +36,7 @@ mod orders_webhook;
 mod payments_wechat;
 mod payments_wechat_close;
 mod payments_wechat_prepay;
+mod store_campaigns;
 mod store_indexes;
 mod store_model;
 mod support;
