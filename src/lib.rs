@@ -35,6 +35,7 @@
 //! - [`json`]: strict JSON reading whose errors name the field.
 //! - [`startup`]: [`Application::build`] wires it all and binds the socket.
 
+pub mod campaigns;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -322,7 +322,7 @@ impl Campaign {
 }
 
 /// A shopper's allowance left in a round and in the campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Allowance {
     pub round_left: i64,
     /// `None` when the campaign has no total limit.

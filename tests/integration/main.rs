@@ -9,6 +9,7 @@ mod api_admin;
 mod api_admin_auth;
 mod api_audit;
 mod api_bad_input;
+mod api_campaigns;
 mod api_connections;
 mod api_console;
 mod api_faults;
