@@ -19,10 +19,11 @@ use dashmap::DashMap;
 use futures::future::try_join_all;
 
 use crate::domain::{
-    system_now, Allowance, CampaignId, Millis, NewCampaign, SaleRules, SaleView, ShopperId,
+    system_now, Allowance, CampaignId, Millis, NewCampaign, SaleRules, SaleState, SaleView,
+    ShopperId,
 };
 use crate::sales::cache::{aged, Slot};
-use crate::sales::SaleError;
+use crate::sales::{SaleError, Sales};
 use crate::store::{Store, StoreError, StoredCampaign};
 
 /// A campaign with the views of its sales (round by round, each round's
@@ -98,6 +99,39 @@ impl Campaigns {
         Ok(self.view(&campaign.id).await?)
     }
 
+    /// Calls off a campaign whose first round has not started (store
+    /// clock): each round × item's sale is cancelled as `DELETE
+    /// /admin/v1/sales/{id}` would (each sale refuses once it has
+    /// started, so a round that opens meanwhile keeps its sales).
+    pub async fn cancel(&self, id: &CampaignId, sales: &Sales) -> Result<CampaignView, StoreError> {
+        let view = self.view(id).await?;
+        let started = view
+            .stored
+            .campaign
+            .rounds
+            .first()
+            .is_some_and(|round| view.now >= round.starts_at);
+        if started {
+            return Err(StoreError::Conflict(
+                "the campaign has started and can no longer be cancelled; end its sales instead"
+                    .into(),
+            ));
+        }
+        for sale in &view.sales {
+            if sale.sale.state == SaleState::Scheduled {
+                sales.cancel(&sale.sale.id).await?;
+            }
+        }
+        self.forget(id);
+        self.view(id).await
+    }
+
+    /// Forgets what this node read of the campaign, and its listing.
+    fn forget(&self, id: &CampaignId) {
+        self.pages.remove(id);
+        *self.listing.last.write() = None;
+    }
+
     /// A campaign with the exact counts of each of its sales.
     pub async fn view(&self, id: &CampaignId) -> Result<CampaignView, StoreError> {
         read(self.store.as_ref(), id)
@@ -146,11 +180,17 @@ impl Campaigns {
             .iter()
             .map(|view| view.aged(age))
             .filter(|view| {
-                view.stored
+                let to_come = view
+                    .stored
                     .campaign
                     .rounds
                     .last()
-                    .is_some_and(|round| view.now < round.ends_at)
+                    .is_some_and(|round| view.now < round.ends_at);
+                let called_off = view
+                    .sales
+                    .iter()
+                    .all(|sale| sale.sale.state == SaleState::Cancelled);
+                to_come && !called_off
             })
             .collect())
     }

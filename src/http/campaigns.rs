@@ -22,7 +22,7 @@ use crate::domain::{format_ms, Allowance, CampaignId, NewCampaign, SaleStats, Sa
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_campaigns, create_campaign))
-        .routes(routes!(get_campaign))
+        .routes(routes!(get_campaign, cancel_campaign))
         .routes(routes!(public_campaigns))
         .routes(routes!(public_campaign))
 }
@@ -33,6 +33,7 @@ error_responses!(
     ];
     ListCampaignsErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
     GetCampaignErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
+    CancelCampaignErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
     PublicCampaignsErrors = [Overloaded, Unavailable];
     PublicCampaignErrors = [Unauthorized, NotFound, Overloaded, Unavailable];
 );
@@ -313,6 +314,31 @@ async fn get_campaign(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CampaignBody>, ApiError> {
     let view = state.campaigns.view(&parse_campaign_id(&id)?).await?;
+    Ok(Json(campaign_body(&view, true)))
+}
+
+/// Cancels a campaign whose first round has not started: every round ×
+/// item's sale is cancelled; 409 `conflict` once it has started.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/campaigns/{id}",
+    operation_id = "admin_cancel_campaign",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The campaign's id.")),
+    responses(
+        (status = 200, description = "The cancelled campaign.", body = CampaignBody),
+        CancelCampaignErrors,
+    )
+)]
+async fn cancel_campaign(
+    admin: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<CampaignBody>, ApiError> {
+    let id = parse_campaign_id(&id)?;
+    let view = state.campaigns.cancel(&id, &state.sales).await?;
+    admin.audit("cancel_campaign", &id, "");
     Ok(Json(campaign_body(&view, true)))
 }
 

@@ -192,8 +192,38 @@ async fn the_page_is_served_from_memory(backend: Backend) {
     assert_eq!(exact["rounds"][0]["items"][0]["remaining"], 4);
 }
 
+/// Goal: a campaign that has not started can be called off whole, one
+/// that has cannot. Method: cancel an upcoming campaign (every sale
+/// cancelled, gone from the page's list), then try a live one.
+async fn only_an_upcoming_campaign_is_cancelled(backend: Backend) {
+    let Harness { app, redis: _redis } = Harness::start(backend).await;
+    let mut later = campaign_body();
+    later["rounds"][0]["starts_at"] = json!(rfc3339_in(Duration::from_secs(600), false));
+    let upcoming = create(&app, later).await;
+    let path = format!("/admin/v1/campaigns/{}", upcoming["id"].as_str().unwrap());
+    let cancelled = app.admin(Method::DELETE, &path, None).await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let cancelled: Value = cancelled.json().await.unwrap();
+    for round in cancelled["rounds"].as_array().unwrap() {
+        for item in round["items"].as_array().unwrap() {
+            assert_eq!(item["status"], "cancelled", "{item}");
+        }
+    }
+    let listed = app.public_json("/api/v1/campaigns").await;
+    assert_eq!(listed["campaigns"], json!([]));
+
+    let live = create(&app, campaign_body()).await;
+    let path = format!("/admin/v1/campaigns/{}", live["id"].as_str().unwrap());
+    let refused = app.admin(Method::DELETE, &path, None).await;
+    assert_eq!(
+        error_code(refused).await,
+        (StatusCode::CONFLICT, "conflict".to_owned())
+    );
+}
+
 on_both_stores!(
     a_campaign_is_sales_a_page_and_one_limit,
     bad_campaigns_are_refused,
     the_page_is_served_from_memory,
+    only_an_upcoming_campaign_is_cancelled,
 );
