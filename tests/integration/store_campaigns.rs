@@ -16,7 +16,7 @@ use flashsale::domain::{
 use flashsale::store::StoreError;
 use futures::future::join_all;
 
-use crate::conformance::{request, subject, Subject};
+use crate::conformance::{rejection, request, subject, Subject};
 use crate::support::Backend;
 
 /// A campaign of one live round (it started a second ago) offering
@@ -62,13 +62,6 @@ fn live_campaign(
         },
     )
     .expect("a valid campaign")
-}
-
-fn rejection(result: Result<impl std::fmt::Debug, StoreError>) -> Rejection {
-    match result {
-        Err(StoreError::Rejected(rejection)) => rejection,
-        other => panic!("expected a rejection, got {other:?}"),
-    }
 }
 
 /// Goal: no shopper ever holds more than the round's limit across the
