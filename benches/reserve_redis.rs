@@ -14,6 +14,11 @@
 //!   script calls (`per_request`) against one call carrying all 64
 //!   (`batch_of_64`).
 //!
+//! - `campaign_redis`: 12 items' worth of batches of 64, one batch per
+//!   item at once, on the 12 sales of one campaign (one hash tag, and the
+//!   campaign's limits counted in every call) against 12 independent
+//!   sales: the cost of keeping a campaign in one slot and one script.
+//!
 //! Throughput is reported per reservation. After each, the bench prints the
 //! time Redis itself spent running scripts per reservation (from `INFO
 //! commandstats`): the cost that bounds one hot sale, whatever the client
@@ -252,5 +257,89 @@ fn reserve_script(c: &mut Criterion) {
     ));
 }
 
-criterion_group!(benches, actor_redis, reserve_script);
+/// Items in the campaign of `campaign_redis`.
+const ITEMS: usize = 12;
+
+/// A campaign of one open round of `ITEMS` items of ample stock and limits
+/// that never bind (the bench prices the counting, not refusals).
+fn campaign_sales(runtime: &tokio::runtime::Runtime, store: &Arc<dyn Store>) -> Vec<Sale> {
+    let now = flashsale::domain::system_now();
+    let campaign = flashsale::domain::NewCampaign {
+        title: "bench".into(),
+        rounds: vec![flashsale::domain::NewRound {
+            starts_at: flashsale::domain::format_ms(now - 1_000),
+            ends_at: flashsale::domain::format_ms(now + 3_600_000),
+        }],
+        items: (0..ITEMS)
+            .map(|i| flashsale::domain::NewItem {
+                sku: format!("SKU-{i}"),
+                title: "bench".into(),
+                price_cents: 100,
+                original_price_cents: 200,
+                stock_per_round: 1_000_000_000,
+                stock_by_round: None,
+                per_user_limit: Some(flashsale::domain::QUANTITY_MAX),
+            })
+            .collect(),
+        per_user_limit_per_round: flashsale::domain::QUANTITY_MAX,
+        per_user_limit_total: Some(flashsale::domain::QUANTITY_MAX * 100),
+        currency: None,
+        payment_timeout_secs: None,
+        require_purchase_token: None,
+        remind_before_secs: None,
+    }
+    .into_campaign(
+        flashsale::domain::CampaignId::generate(),
+        now,
+        &flashsale::domain::SaleRules::default(),
+    )
+    .expect("a valid campaign");
+    runtime
+        .block_on(store.create_campaign(&campaign))
+        .expect("create");
+    campaign.sales()
+}
+
+fn campaign_redis(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let redis = BenchRedis::start();
+    let counter = AtomicU64::new(0);
+    let (store, _) = hot_sale(&runtime, &redis);
+    let independent: Vec<Sale> = (0..ITEMS).map(|_| sale(1_000_000_000)).collect();
+    for open in &independent {
+        runtime.block_on(store.create_sale(open)).expect("create");
+    }
+    let campaign = campaign_sales(&runtime, &store);
+    let mut group = c.benchmark_group("campaign_redis");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(4));
+    group.warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements((ITEMS * BATCH) as u64));
+    for (name, sales) in [
+        ("independent_sales", &independent),
+        ("one_campaign", &campaign),
+    ] {
+        redis.report_script_time(&format!("campaign_redis/{name}"), &counter, || {
+            group.bench_function(name, |b| {
+                b.to_async(&runtime).iter(|| {
+                    join_all(sales.iter().map(|open| {
+                        let requests: Vec<_> =
+                            (0..BATCH).map(|_| request(&open.id, &counter)).collect();
+                        let store = Arc::clone(&store);
+                        async move {
+                            let outcomes = store.reserve_batch(&requests).await.expect("call");
+                            assert!(outcomes.iter().all(Result::is_ok), "every one reserves");
+                        }
+                    }))
+                });
+            });
+        });
+    }
+    group.finish();
+    for open in independent.iter().chain(&campaign) {
+        runtime.block_on(assert_no_oversell(store.as_ref(), open, None));
+    }
+}
+
+criterion_group!(benches, actor_redis, reserve_script, campaign_redis);
 criterion_main!(benches);

@@ -8,6 +8,8 @@
 -- KEYS[4] fs:{sale}:buyers  hash: shopper -> units held
 -- KEYS[5] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
 -- KEYS[6] fs:{sale}:cancels  hash: shopper -> orders cancelled
+-- KEYS[7], KEYS[8] a campaign's sale only: fs:{campaign}:round:<n>:holds
+-- and fs:{campaign}:holds (see reserve.lua)
 -- ARGV[1] shopper id (must own the order), ARGV[2] order id, ARGV[3] the
 -- most orders a shopper may cancel in one sale
 -- Returns {'cancelled', record} | {'not_found'} | {'conflict', status} |
@@ -26,6 +28,7 @@ end
 redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
 order.status = 'cancelled'
 local record = save_order(KEYS[1], ARGV[2], order)
-release_units(KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(order.quantity), 'cancelled')
+release_units(KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(order.quantity), 'cancelled', KEYS[7],
+  KEYS[8])
 redis.call('ZREM', KEYS[5], ARGV[2])
 return {'cancelled', record}

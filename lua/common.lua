@@ -7,20 +7,31 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Puts an order's units back on sale and off the shopper's count.
-local function restock_units(stock, buyers, shopper, qty)
-  redis.call('INCRBY', stock, qty)
-  if redis.call('HINCRBY', buyers, shopper, -qty) <= 0 then
-    redis.call('HDEL', buyers, shopper)
+-- Takes qty units off a shopper's count in a hash of shopper -> units.
+local function unhold(counts, shopper, qty)
+  if redis.call('HINCRBY', counts, shopper, -qty) <= 0 then
+    redis.call('HDEL', counts, shopper)
   end
 end
 
--- Puts an unpaid order's units back on sale and off the shopper's count,
--- and moves them from `reserved` to `counter` (cancelled or expired).
-local function release_units(stock, stats, buyers, shopper, qty, counter)
+-- Puts an order's units back on sale and off the shopper's count.
+local function restock_units(stock, buyers, shopper, qty)
+  redis.call('INCRBY', stock, qty)
+  unhold(buyers, shopper, qty)
+end
+
+-- Puts an unpaid order's units back on sale and off the shopper's count
+-- (and, for a campaign's sale, off the shopper's counts in the round and
+-- the campaign: round_holds and holds, nil for an ordinary sale), and
+-- moves them from `reserved` to `counter` (cancelled or expired).
+local function release_units(stock, stats, buyers, shopper, qty, counter, round_holds, holds)
   restock_units(stock, buyers, shopper, qty)
   redis.call('HINCRBY', stats, 'reserved', -qty)
   redis.call('HINCRBY', stats, counter, qty)
+  if round_holds then
+    unhold(round_holds, shopper, qty)
+    unhold(holds, shopper, qty)
+  end
 end
 
 -- Queues a hand-off to the merchant's webhook, due now; the same event of

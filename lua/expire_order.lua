@@ -7,6 +7,8 @@
 -- KEYS[3] fs:{sale}:buyers     hash: shopper -> units held
 -- KEYS[4] fs:{sale}:deadlines  sorted set: unpaid order ids by due time
 -- KEYS[5] fs:{sale}:orders     hash: order id -> record (see common.lua)
+-- KEYS[6], KEYS[7] a campaign's sale only: fs:{campaign}:round:<n>:holds
+-- and fs:{campaign}:holds (see reserve.lua)
 -- ARGV[1] order id
 -- Returns {'expired', record} | {'unchanged', record} (not pending, or
 -- not yet past expires_at) | {'not_found'}.
@@ -19,6 +21,7 @@ if order.status ~= 'pending_payment' or tonumber(order.expires_at) > now_ms() th
 end
 order.status = 'expired'
 local record = save_order(KEYS[5], ARGV[1], order)
-release_units(KEYS[1], KEYS[2], KEYS[3], order.user_id, tonumber(order.quantity), 'expired')
+release_units(KEYS[1], KEYS[2], KEYS[3], order.user_id, tonumber(order.quantity), 'expired',
+  KEYS[6], KEYS[7])
 redis.call('ZREM', KEYS[4], ARGV[1])
 return {'expired', record}

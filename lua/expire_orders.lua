@@ -14,6 +14,8 @@
 -- KEYS[3] fs:{sale}:buyers     hash: shopper -> units held
 -- KEYS[4] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
 -- KEYS[5] fs:{sale}:orders     hash: order id -> record (see common.lua)
+-- KEYS[6], KEYS[7] a campaign's sale only: fs:{campaign}:round:<n>:holds
+-- and fs:{campaign}:holds (see reserve.lua)
 -- ARGV[1] the most orders to look at in this call
 -- ARGV[2] how long a held order is left alone, in milliseconds
 -- Returns {{order_id, record, ...}, {order_id, record, ...}}: the orders
@@ -33,7 +35,8 @@ for _, order_id in ipairs(due) do
   else
     order.status = 'expired'
     local record = save_order(KEYS[5], order_id, order)
-    release_units(KEYS[1], KEYS[2], KEYS[3], order.user_id, tonumber(order.quantity), 'expired')
+    release_units(KEYS[1], KEYS[2], KEYS[3], order.user_id, tonumber(order.quantity), 'expired',
+      KEYS[6], KEYS[7])
     redis.call('ZREM', KEYS[4], order_id)
     expired[#expired + 1] = order_id
     expired[#expired + 1] = record

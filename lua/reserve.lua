@@ -31,6 +31,14 @@
 -- KEYS[9] fs:{sale}:ptokens   hash: purchase token id -> the order it bought
 -- KEYS[10] fs:{sale}:orders   hash: order id -> record (see common.lua)
 -- KEYS[11] fs:{sale}:cancels  hash: shopper -> orders cancelled (cancel_order.lua)
+-- A sale of a campaign (its keys tagged by the campaign) also has:
+-- KEYS[12] fs:{campaign}:campaign  hash: round_limit, total_limit (0: none)
+-- KEYS[13] fs:{campaign}:round:<n>:holds  hash: shopper -> units held in
+--                            the sale's round, across its items
+-- KEYS[14] fs:{campaign}:holds  hash: shopper -> units held in the campaign
+-- and each reservation is checked against both limits right after the
+-- sale's own per-user limit (round first): 'round_limit_exceeded',
+-- 'campaign_limit_exceeded'. An ordinary sale pays one length check.
 -- ARGV[1] the most orders a shopper may cancel in one sale; then, five per
 -- request i (from 1): shopper id, quantity, new order id,
 -- idempotency field ('' when the request has no key), the verified purchase
@@ -61,15 +69,31 @@ for i = 1, count do
   end
 end
 local held, cancelled, orders, prior = {}, {}, {}, {}
+local campaign = #KEYS > 11
+local round_limit, total_limit, round_held, total_held
+if campaign then
+  local limits = redis.call('HMGET', KEYS[12], 'round_limit', 'total_limit')
+  round_limit, total_limit = tonumber(limits[1]), tonumber(limits[2] or '0')
+  round_held, total_held = {}, {}
+end
 if count > 0 then
   local h = redis.call('HMGET', KEYS[4], unpack(shoppers))
   local c = redis.call('HMGET', KEYS[11], unpack(shoppers))
   local o = redis.call('HMGET', KEYS[6], unpack(shoppers))
+  local rh, th
+  if campaign then
+    rh = redis.call('HMGET', KEYS[13], unpack(shoppers))
+    th = redis.call('HMGET', KEYS[14], unpack(shoppers))
+  end
   for j, shopper in ipairs(shoppers) do
     if held[shopper] == nil then
       held[shopper] = tonumber(h[j] or '0')
       cancelled[shopper] = tonumber(c[j] or '0')
       orders[shopper] = o[j] or ''
+      if campaign then
+        round_held[shopper] = tonumber(rh[j] or '0')
+        total_held[shopper] = tonumber(th[j] or '0')
+      end
     end
   end
 end
@@ -114,7 +138,7 @@ local function decide(shopper, qty_text, order_id, idem, token)
       return {'replay', string.sub(prev, 1, sep - 1)}
     end
   end
-  if not m[1] then
+  if not m[1] or (campaign and not round_limit) then
     return {'not_found'}
   end
   if m[1] ~= 'scheduled' then
@@ -138,12 +162,24 @@ local function decide(shopper, qty_text, order_id, idem, token)
   if cancelled[shopper] >= cancels_max or held[shopper] + qty > per_user_limit then
     return {'limit_exceeded'}
   end
+  if campaign then
+    if round_held[shopper] + qty > round_limit then
+      return {'round_limit_exceeded'}
+    end
+    if total_limit > 0 and total_held[shopper] + qty > total_limit then
+      return {'campaign_limit_exceeded'}
+    end
+  end
   if stock < qty then
     return {'sold_out', stock}
   end
   stock = stock - qty
   taken = taken + qty
   held[shopper] = held[shopper] + qty
+  if campaign then
+    round_held[shopper] = round_held[shopper] + qty
+    total_held[shopper] = total_held[shopper] + qty
+  end
   local amount = qty * price
   amounts[qty_text] = amounts[qty_text] or string.format('%d', amount)
   records[#records + 1] = order_id
@@ -187,6 +223,17 @@ if taken > 0 then
   end
   redis.call('HSET', KEYS[4], unpack(units))
   redis.call('HSET', KEYS[6], unpack(lists))
+  if campaign then
+    local in_round, in_all = {}, {}
+    for _, shopper in ipairs(changed_shoppers) do
+      in_round[#in_round + 1] = shopper
+      in_round[#in_round + 1] = round_held[shopper]
+      in_all[#in_all + 1] = shopper
+      in_all[#in_all + 1] = total_held[shopper]
+    end
+    redis.call('HSET', KEYS[13], unpack(in_round))
+    redis.call('HSET', KEYS[14], unpack(in_all))
+  end
   redis.call('ZADD', KEYS[8], unpack(deadlines))
   redis.call('HSET', KEYS[10], unpack(records))
   redis.call('XADD', KEYS[7], '*', 'order_ids', table.concat(made, ' '))

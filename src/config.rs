@@ -297,6 +297,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub sale_poll_cache_ms: u64,
 
+    /// How long each engine node serves a campaign's seckill page (`GET
+    /// /api/v1/campaigns/{id}`) and the list of campaigns before reading
+    /// them from the store again, in milliseconds; also their
+    /// Cache-Control max-age. Statuses and server_time stay exact;
+    /// remaining may be this old.
+    #[arg(long, env = "FLASHSALE_CAMPAIGN_PAGE_CACHE_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub campaign_page_cache_ms: u64,
+
     /// How often a sale watched in the merchant console is read and its
     /// live feed (`GET /admin/v1/sales/{id}/events`) ticks, in
     /// milliseconds: one store read per tick per watched sale, however many

@@ -38,6 +38,7 @@
 //! - [`startup`]: [`Application::build`] wires it all and binds the socket.
 
 pub mod admission;
+pub mod campaigns;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -13,6 +13,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use tokio::net::TcpListener;
 
 use crate::admission::{WaitingRoomSettings, WaitingRooms};
+use crate::campaigns::Campaigns;
 use crate::clock::SystemClock;
 use crate::config::{Config, PaymentMode};
 use crate::domain::SaleRules;
@@ -200,6 +201,11 @@ impl Application {
             },
         ));
         let state = AppState::new(AppContext {
+            campaigns: Campaigns::new(
+                Arc::clone(&store),
+                sale_rules,
+                Duration::from_millis(config.campaign_page_cache_ms),
+            ),
             sales: Sales::new(
                 Arc::clone(&store),
                 Arc::clone(&inventory),

@@ -1,6 +1,12 @@
 //! Identifiers. Sale and order ids are opaque to clients, but an order id
 //! carries its sale's id so the store can find the order's keys (which share
 //! the sale's Redis Cluster hash tag) from the id alone.
+//!
+//! A sale of a campaign (one round × item) has an id that names its
+//! campaign, round and item: `s_<campaign tail>-<round><item>` (the round
+//! one base-36 digit, the item two), still 12 characters after `s_`. An
+//! ordinary sale's tail never holds a `-`, so the store tells the two apart
+//! from the id alone and keys a campaign's sales by the campaign's hash tag.
 
 use std::fmt;
 
@@ -11,7 +17,13 @@ use super::InvalidField;
 
 const SALE_PREFIX: &str = "s_";
 const ORDER_PREFIX: &str = "o_";
+const CAMPAIGN_PREFIX: &str = "c_";
 const SALE_TAIL_LEN: usize = 12;
+const CAMPAIGN_TAIL_LEN: usize = 8;
+/// The most rounds a campaign can number (one base-36 digit in its sales' ids).
+pub const CAMPAIGN_ROUNDS_MAX: u32 = 36;
+/// The most items a campaign can number (two base-36 digits).
+pub const CAMPAIGN_ITEMS_MAX: u32 = 36 * 36;
 const ORDER_TAIL_LEN: usize = 16;
 const USER_ID_LEN_MAX: usize = 128;
 
@@ -26,6 +38,32 @@ fn is_tail(text: &str, len: usize) -> bool {
         && text
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// A sale's tail: 12 lowercase letters or digits, or a campaign sale's
+/// `<campaign tail>-<round><item>`.
+fn is_sale_tail(text: &str) -> bool {
+    is_tail(text, SALE_TAIL_LEN) || campaign_part(text).is_some()
+}
+
+/// The campaign, round and item a campaign sale's tail names.
+fn campaign_part(tail: &str) -> Option<(&str, u32, u32)> {
+    let (campaign, rest) = tail.split_once('-')?;
+    if !is_tail(campaign, CAMPAIGN_TAIL_LEN) || !is_tail(rest, 3) {
+        return None;
+    }
+    let round = u32::from_str_radix(&rest[..1], 36).ok()?;
+    let item = u32::from_str_radix(&rest[1..], 36).ok()?;
+    Some((campaign, round, item))
+}
+
+fn base36(mut n: u32, width: usize) -> String {
+    let mut digits = vec![b'0'; width];
+    for digit in digits.iter_mut().rev() {
+        *digit = char::from_digit(n % 36, 36).map_or(b'0', |c| c as u8);
+        n /= 36;
+    }
+    String::from_utf8(digits).unwrap_or_default()
 }
 
 /// `s_` followed by 12 lowercase letters or digits.
@@ -54,9 +92,32 @@ impl SaleId {
 
     pub fn parse(text: &str) -> Result<Self, InvalidField> {
         match text.strip_prefix(SALE_PREFIX) {
-            Some(tail) if is_tail(tail, SALE_TAIL_LEN) => Ok(Self(text.to_owned())),
+            Some(tail) if is_sale_tail(tail) => Ok(Self(text.to_owned())),
             _ => Err(InvalidField::new("sale_id", "is not a sale id")),
         }
+    }
+
+    /// The sale of round `round` × item `item` of a campaign (each below
+    /// [`CAMPAIGN_ROUNDS_MAX`] and [`CAMPAIGN_ITEMS_MAX`]: checked by the
+    /// campaign's validation).
+    pub fn of_campaign(campaign: &CampaignId, round: u32, item: u32) -> Self {
+        debug_assert!(round < CAMPAIGN_ROUNDS_MAX && item < CAMPAIGN_ITEMS_MAX);
+        Self(format!(
+            "{SALE_PREFIX}{}-{}{}",
+            campaign.tail(),
+            base36(round, 1),
+            base36(item, 2)
+        ))
+    }
+
+    /// The campaign, round and item of a campaign's sale; `None` for an
+    /// ordinary sale.
+    pub fn campaign(&self) -> Option<CampaignSlot> {
+        campaign_part(self.tail()).map(|(campaign, round, item)| CampaignSlot {
+            campaign: CampaignId(format!("{CAMPAIGN_PREFIX}{campaign}")),
+            round,
+            item,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -91,9 +152,7 @@ impl OrderId {
         let valid = text
             .strip_prefix(ORDER_PREFIX)
             .and_then(|rest| rest.split_once('_'))
-            .is_some_and(|(sale, own)| {
-                is_tail(sale, SALE_TAIL_LEN) && is_tail(own, ORDER_TAIL_LEN)
-            });
+            .is_some_and(|(sale, own)| is_sale_tail(sale) && is_tail(own, ORDER_TAIL_LEN));
         if valid {
             Ok(Self(text.to_owned()))
         } else {
@@ -113,6 +172,63 @@ impl OrderId {
 }
 
 impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a campaign's sale sits: its campaign, round and item numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CampaignSlot {
+    pub campaign: CampaignId,
+    pub round: u32,
+    pub item: u32,
+}
+
+/// `c_` followed by 8 lowercase letters or digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CampaignId(String);
+
+impl TryFrom<String> for CampaignId {
+    type Error = InvalidField;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text)
+    }
+}
+
+impl From<CampaignId> for String {
+    fn from(id: CampaignId) -> Self {
+        id.0
+    }
+}
+
+impl CampaignId {
+    pub fn generate() -> Self {
+        Self(format!(
+            "{CAMPAIGN_PREFIX}{}",
+            random_tail(CAMPAIGN_TAIL_LEN)
+        ))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, InvalidField> {
+        match text.strip_prefix(CAMPAIGN_PREFIX) {
+            Some(tail) if is_tail(tail, CAMPAIGN_TAIL_LEN) => Ok(Self(text.to_owned())),
+            _ => Err(InvalidField::new("campaign_id", "is not a campaign id")),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn tail(&self) -> &str {
+        &self.0[CAMPAIGN_PREFIX.len()..]
+    }
+}
+
+impl fmt::Display for CampaignId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -172,6 +288,23 @@ mod tests {
         let order = OrderId::generate(&sale);
         assert_eq!(OrderId::parse(order.as_str()), Ok(order.clone()));
         assert_eq!(order.sale_id(), sale);
+    }
+
+    #[test]
+    fn campaign_sales_name_their_campaign_round_and_item() {
+        let campaign = CampaignId::generate();
+        assert_eq!(CampaignId::parse(campaign.as_str()), Ok(campaign.clone()));
+        let sale = SaleId::of_campaign(&campaign, 35, 1295);
+        assert_eq!(sale.as_str().len(), "s_".len() + SALE_TAIL_LEN);
+        assert_eq!(SaleId::parse(sale.as_str()), Ok(sale.clone()));
+        let slot = sale.campaign().expect("a campaign's sale");
+        assert_eq!((slot.campaign, slot.round, slot.item), (campaign, 35, 1295));
+        let order = OrderId::generate(&sale);
+        assert_eq!(OrderId::parse(order.as_str()), Ok(order.clone()));
+        assert_eq!(order.sale_id(), sale);
+        assert_eq!(SaleId::generate().campaign(), None);
+        assert!(SaleId::parse("s_abcdefgh-0a").is_err());
+        assert!(SaleId::parse("s_abcdefg-0a1").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod admission;
 mod audit;
+mod campaign;
 mod ids;
 mod order;
 mod payment;
@@ -17,7 +18,11 @@ pub use admission::{
     Admitted, PollAdvice, QueuePlace, QueueStatus,
 };
 pub use audit::{Audit, Difference, RecordedOrder, RecountedUnits, SaleRecords};
-pub use ids::{OrderId, SaleId, ShopperId};
+pub use campaign::{
+    Allowance, Campaign, CampaignLimits, Item, NewCampaign, NewItem, NewRound, Round,
+    CAMPAIGN_ITEMS_LEN_MAX, CAMPAIGN_ROUNDS_LEN_MAX,
+};
+pub use ids::{CampaignId, CampaignSlot, OrderId, SaleId, ShopperId};
 pub use order::{Order, OrderEvent, OrderStatus, RefundKind, StockReturn};
 pub use payment::{Payment, PaymentException, PaymentExceptionKind, PaymentOutcome};
 pub use reservation::{

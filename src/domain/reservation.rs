@@ -98,6 +98,14 @@ pub enum Rejection {
     SoldOut,
     #[error("this order would pass the sale's per-user limit")]
     LimitExceeded,
+    /// A campaign's sale: the shopper's units across the round's items.
+    #[error(
+        "this order would pass the campaign's per-user limit per round (per_user_limit_per_round)"
+    )]
+    RoundLimitExceeded,
+    /// A campaign's sale: the shopper's units across the whole campaign.
+    #[error("this order would pass the campaign's per-user limit in total (per_user_limit_total)")]
+    CampaignLimitExceeded,
     #[error("the Idempotency-Key was already used with a different request")]
     IdempotencyMismatch,
     #[error("this sale needs a purchase token (POST /api/v1/sales/{{id}}/purchase-token)")]
@@ -110,11 +118,13 @@ pub enum Rejection {
 /// metrics' label, and how a rejection is named anywhere outside the
 /// engine's types. [`Rejection::as_str`] and [`Rejection::from_code`] both
 /// read this one table.
-const REJECTION_WORDS: [(Rejection, &str); 7] = [
+const REJECTION_WORDS: [(Rejection, &str); 9] = [
     (Rejection::NotStarted, "not_started"),
     (Rejection::Ended, "ended"),
     (Rejection::SoldOut, "sold_out"),
     (Rejection::LimitExceeded, "limit_exceeded"),
+    (Rejection::RoundLimitExceeded, "round_limit_exceeded"),
+    (Rejection::CampaignLimitExceeded, "campaign_limit_exceeded"),
     (Rejection::IdempotencyMismatch, "idempotency_mismatch"),
     (Rejection::PurchaseTokenRequired, "purchase_token_required"),
     (Rejection::PurchaseTokenUsed, "purchase_token_used"),

@@ -16,8 +16,8 @@ const PRICE_CENTS_MAX: i64 = 10_000_000_000;
 const STOCK_TOTAL_MAX: i64 = 1_000_000_000;
 const PAYMENT_TIMEOUT_SECS_MIN: i64 = 60;
 const PAYMENT_TIMEOUT_SECS_MAX: i64 = 7200;
-const PAYMENT_TIMEOUT_SECS_DEFAULT: i64 = 900;
-const CURRENCY_DEFAULT: &str = "CNY";
+pub(super) const PAYMENT_TIMEOUT_SECS_DEFAULT: i64 = 900;
+pub(super) const CURRENCY_DEFAULT: &str = "CNY";
 
 /// What a merchant decided about a sale; the time window decides the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,7 +149,7 @@ impl Sale {
         }
     }
 
-    fn validate(&self, rules: &SaleRules) -> Result<(), InvalidField> {
+    pub(super) fn validate(&self, rules: &SaleRules) -> Result<(), InvalidField> {
         check_text("sku", &self.sku, SKU_LEN_MAX)?;
         check_text("title", &self.title, TITLE_LEN_MAX)?;
         if !(0..=PRICE_CENTS_MAX).contains(&self.price_cents) {
@@ -272,7 +272,11 @@ pub struct SaleChange {
     pub end_now: bool,
 }
 
-fn check_text(field: &'static str, text: &str, len_max: usize) -> Result<(), InvalidField> {
+pub(super) fn check_text(
+    field: &'static str,
+    text: &str,
+    len_max: usize,
+) -> Result<(), InvalidField> {
     let len = text.chars().count();
     if text.trim().is_empty() || len > len_max {
         return Err(InvalidField::new(

@@ -3,7 +3,7 @@
 //! the lifetime optionally capped) and merchants with the admin bearer
 //! token (compared in constant time).
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use hmac::{Hmac, KeyInit, Mac};
@@ -297,6 +297,24 @@ impl FromRequestParts<AppState> for Shopper {
     }
 }
 
+/// A shopper when the request carries a token (no `Authorization`: none);
+/// a token that is there must be valid.
+impl OptionalFromRequestParts<AppState> for Shopper {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, ApiError> {
+        if !parts.headers.contains_key(AUTHORIZATION) {
+            return Ok(None);
+        }
+        <Self as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
+    }
+}
+
 /// A merchant with the admin token, and where the request came from.
 pub struct Admin {
     pub from: Option<std::net::SocketAddr>,
@@ -305,7 +323,7 @@ pub struct Admin {
 impl Admin {
     /// Writes the audit line of an admin change: who (the admin token,
     /// from this address), what, on which sale; the log line carries when.
-    pub fn audit(&self, action: &'static str, sale: &SaleId, detail: &str) {
+    pub fn audit(&self, action: &'static str, sale: &impl std::fmt::Display, detail: &str) {
         tracing::info!(
             target: "flashsale::audit",
             who = "admin",

@@ -162,7 +162,9 @@ fn rejection_code(rejection: Rejection) -> ErrorCode {
         Rejection::NotStarted => ErrorCode::NotStarted,
         Rejection::Ended => ErrorCode::Ended,
         Rejection::SoldOut => ErrorCode::SoldOut,
-        Rejection::LimitExceeded => ErrorCode::LimitExceeded,
+        Rejection::LimitExceeded
+        | Rejection::RoundLimitExceeded
+        | Rejection::CampaignLimitExceeded => ErrorCode::LimitExceeded,
         Rejection::IdempotencyMismatch => ErrorCode::Conflict,
         Rejection::PurchaseTokenRequired | Rejection::PurchaseTokenUsed => ErrorCode::Forbidden,
     }

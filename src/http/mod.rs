@@ -20,6 +20,7 @@
 
 mod admin;
 mod auth;
+mod campaigns;
 mod console;
 mod error;
 mod limits;
@@ -51,6 +52,7 @@ pub use self::auth::{mint_shopper_token, AuthKeys, ShopperTokenRules, ADMIN_TOKE
 pub use self::error::{ApiError, ErrorCode};
 pub use self::limits::{Rate, RateLimitSettings, RateLimits, Shedding};
 use crate::admission::WaitingRooms;
+use crate::campaigns::Campaigns;
 use crate::domain::{OrderId, SaleId};
 use crate::orders::Orders;
 use crate::payments::Payments;
@@ -83,6 +85,7 @@ impl std::ops::Deref for AppState {
 /// front door itself needs: keys, limits, metrics.
 pub struct AppContext {
     pub sales: Sales,
+    pub campaigns: Campaigns,
     pub orders: Arc<Orders>,
     pub payments: Arc<Payments>,
     /// Only for `/readyz`: is the store reachable.
@@ -113,6 +116,7 @@ pub fn router(state: AppState, body_limit_bytes: usize, shedding: Shedding) -> R
         .merge(queue::router(&state))
         .merge(payments::router(state.payments.method()))
         .merge(admin::router())
+        .merge(campaigns::router())
         .merge(console::router())
         .split_for_parts();
     let (ops, ops_document) = ops::router().split_for_parts();

@@ -16,8 +16,8 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::domain::{
-    Difference, NewSale, OrderStatus, QueueStatus, RecountedUnits, SalePatch, SaleStats,
-    SaleStatus, QUANTITY_MAX,
+    Difference, NewCampaign, NewSale, OrderStatus, QueueStatus, RecountedUnits, SalePatch,
+    SaleStats, SaleStatus, QUANTITY_MAX,
 };
 
 /// Names a schema `$name` in the document.
@@ -457,3 +457,64 @@ mod tests {
         );
     }
 }
+
+/// A schema written as JSON (nested arrays of objects, which the builders
+/// above do not cover).
+fn from_json(schema: serde_json::Value) -> RefOr<Schema> {
+    RefOr::T(serde_json::from_value(schema).unwrap_or_else(|_| Schema::Object(Object::new())))
+}
+
+named_schema!(
+    NewCampaign,
+    "NewCampaign",
+    from_json(json!({
+        "type": "object",
+        "description": "A campaign to schedule: every round x item becomes a sale. Rounds in \
+            order, not overlapping, the last ending in the future; at most 24 rounds and 50 \
+            items. Unknown fields are refused.",
+        "additionalProperties": false,
+        "required": ["title", "rounds", "items", "per_user_limit_per_round"],
+        "properties": {
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "rounds": {"type": "array", "minItems": 1, "maxItems": 24, "items": {
+                "type": "object", "additionalProperties": false,
+                "required": ["starts_at", "ends_at"],
+                "properties": {
+                    "starts_at": {"type": "string", "format": "date-time"},
+                    "ends_at": {"type": "string", "format": "date-time"}
+                }
+            }},
+            "items": {"type": "array", "minItems": 1, "maxItems": 50, "items": {
+                "type": "object", "additionalProperties": false,
+                "required": ["sku", "title", "price_cents", "original_price_cents",
+                    "stock_per_round"],
+                "properties": {
+                    "sku": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "price_cents": {"type": "integer", "format": "int64", "minimum": 0},
+                    "original_price_cents": {"type": "integer", "format": "int64",
+                        "description": "The list price; not below price_cents."},
+                    "stock_per_round": {"type": "integer", "format": "int64", "minimum": 1},
+                    "stock_by_round": {"type": "array", "items": {"type": "integer"},
+                        "description": "One stock per round, in place of stock_per_round."},
+                    "per_user_limit": {"type": "integer", "format": "int64", "minimum": 1,
+                        "description": "Units one shopper may hold of this item in one \
+                            round; default 1."}
+                }
+            }},
+            "per_user_limit_per_round": {"type": "integer", "format": "int64", "minimum": 1,
+                "maximum": QUANTITY_MAX,
+                "description": "Units one shopper may hold across all items of one round."},
+            "per_user_limit_total": {"type": "integer", "format": "int64", "minimum": 1,
+                "description": "Units one shopper may hold across the whole campaign."},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "payment_timeout_secs": {"type": "integer", "format": "int64", "minimum": 1,
+                "maximum": 7200, "description": PAYMENT_TIMEOUT},
+            "require_purchase_token": {"type": "boolean", "description": REQUIRE_PURCHASE_TOKEN},
+            "remind_before_secs": {"type": "integer", "format": "int64", "minimum": 1,
+                "maximum": 604800, "description": "Hand campaign.round_starting to the \
+                    merchant's webhook this long before each round (not yet delivered: see \
+                    the README)."}
+        }
+    }))
+);

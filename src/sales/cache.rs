@@ -26,8 +26,8 @@ use crate::domain::{SaleId, SaleView};
 use crate::store::StoreError;
 
 /// A last read, and the lock that lets one caller at a time read again.
-struct Slot<T> {
-    last: RwLock<Option<(T, Instant)>>,
+pub(crate) struct Slot<T> {
+    pub(crate) last: RwLock<Option<(T, Instant)>>,
     refreshing: tokio::sync::Mutex<()>,
 }
 
@@ -55,7 +55,11 @@ impl<T: Clone> Slot<T> {
 
     /// The last read if fresh, else `read`'s answer (one caller at a time;
     /// the others wait and share it), with its age. Errors are not kept.
-    async fn get<F, Fut>(&self, fresh_for: Duration, read: F) -> Result<(T, Duration), StoreError>
+    pub(crate) async fn get<F, Fut>(
+        &self,
+        fresh_for: Duration,
+        read: F,
+    ) -> Result<(T, Duration), StoreError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
@@ -74,7 +78,7 @@ impl<T: Clone> Slot<T> {
 }
 
 /// `view` as it stands `age` after it was read.
-fn aged(view: &SaleView, age: Duration) -> SaleView {
+pub(crate) fn aged(view: &SaleView, age: Duration) -> SaleView {
     let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
     SaleView {
         now: view.now.saturating_add(age_ms),

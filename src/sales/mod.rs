@@ -5,7 +5,7 @@
 //! module tells the inventory actors that a merchant changed a sale.
 //! [`live`] feeds merchants' consoles a sale's counts as they change.
 
-mod cache;
+pub(crate) mod cache;
 pub mod live;
 
 use std::sync::Arc;

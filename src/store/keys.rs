@@ -1,9 +1,17 @@
 //! Redis key names. Every key of one sale carries the sale id as its hash tag
 //! (`fs:{s_abc}:stock`), so one sale lives in one Redis Cluster slot and each
-//! script touches one slot. Scripts never build key names: Rust passes every
-//! key in `KEYS`.
+//! script touches one slot. The sales of a campaign carry the campaign's id
+//! as their tag instead (`fs:{c_abc}:s_abc-0a1:stock`), beside the
+//! campaign's own keys (its record, the shoppers' units per round and in
+//! all), so one reserve script sees the item's stock and the shopper's
+//! units across the campaign: a campaign lives in one slot. Scripts never
+//! build key names: Rust passes every key in `KEYS`.
 
-use crate::domain::{SaleId, ShopperId};
+use crate::domain::{CampaignId, SaleId, ShopperId};
+
+/// Sorted set of every campaign id, scored by creation time. Not tagged
+/// (no one campaign's).
+pub const CAMPAIGN_INDEX: &str = "fs:campaigns";
 
 /// Sorted set of every sale id, scored by creation time. Not tagged (it is
 /// no one sale's): written by its own script, `lua/index_sale.lua`, before
@@ -50,9 +58,11 @@ pub struct SaleKeys {
 
 impl SaleKeys {
     pub fn new(sale: &SaleId) -> Self {
-        Self {
-            tag: format!("fs:{{{sale}}}"),
-        }
+        let tag = match sale.campaign() {
+            Some(slot) => format!("fs:{{{}}}:{sale}", slot.campaign),
+            None => format!("fs:{{{sale}}}"),
+        };
+        Self { tag }
     }
 
     /// Hash: the sale's fields.
@@ -182,6 +192,35 @@ impl SaleKeys {
     }
 }
 
+/// The keys of a campaign, in its slot.
+pub struct CampaignKeys {
+    tag: String,
+}
+
+impl CampaignKeys {
+    pub fn new(campaign: &CampaignId) -> Self {
+        Self {
+            tag: format!("fs:{{{campaign}}}"),
+        }
+    }
+
+    /// Hash: `record` (the campaign as JSON), `version`, and the limits
+    /// `reserve.lua` reads: `round_limit`, `total_limit` (0: none).
+    pub fn campaign(&self) -> String {
+        format!("{}:campaign", self.tag)
+    }
+
+    /// Hash: shopper -> units held (reserved or paid) in round `round`.
+    pub fn round_holds(&self, round: u32) -> String {
+        format!("{}:round:{round}:holds", self.tag)
+    }
+
+    /// Hash: shopper -> units held in the whole campaign.
+    pub fn holds(&self) -> String {
+        format!("{}:holds", self.tag)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +235,20 @@ mod tests {
         }
         let distinct: std::collections::HashSet<_> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len(), "no key listed twice");
+    }
+
+    #[test]
+    fn a_campaigns_sales_share_the_campaigns_hash_tag() {
+        let campaign = CampaignId::generate();
+        let sale = SaleId::of_campaign(&campaign, 3, 7);
+        let tag = format!("fs:{{{campaign}}}:");
+        for key in SaleKeys::new(&sale).all() {
+            assert!(key.starts_with(&format!("{tag}{sale}:")), "{key}");
+        }
+        let keys = CampaignKeys::new(&campaign);
+        for key in [keys.campaign(), keys.round_holds(3), keys.holds()] {
+            assert!(key.starts_with(&tag), "{key}");
+        }
     }
 
     #[test]

@@ -21,9 +21,9 @@ use async_trait::async_trait;
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::{RedisStore, RedisTarget};
 use crate::domain::{
-    Millis, Order, OrderEvent, OrderId, Payment, PaymentException, PaymentOutcome, QueuePlace,
-    Rejection, Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView,
-    ShopperId, StockReturn,
+    Campaign, CampaignId, Millis, Order, OrderEvent, OrderId, Payment, PaymentException,
+    PaymentOutcome, QueuePlace, Rejection, Reservation, ReserveRequest, Sale, SaleChange, SaleId,
+    SaleRecords, SaleView, ShopperId, StockReturn,
 };
 
 /// The most orders one shopper may cancel in one sale, unless the store is
@@ -200,6 +200,14 @@ pub struct QueueRules {
     pub expiry_grace_ms: i64,
 }
 
+/// A campaign as stored, with its version (bumped by every merchant
+/// change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCampaign {
+    pub campaign: Campaign,
+    pub version: i64,
+}
+
 /// Called for each stock return another engine node announces.
 pub type StockReturnHandler = Box<dyn Fn(StockReturn) + Send + Sync>;
 
@@ -213,6 +221,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new sale with its full stock.
     async fn create_sale(&self, sale: &Sale) -> Result<(), StoreError>;
+
+    // Campaigns: rounds × items, each a sale whose id names the campaign.
+
+    /// Stores a new campaign (its record and the limits across its items,
+    /// at version 1), then each of its sales ([`Campaign::sales`]), then
+    /// lists it. Its limits are in place before any of its sales exists,
+    /// so no reservation can pass them.
+    async fn create_campaign(&self, campaign: &Campaign) -> Result<(), StoreError>;
+
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<StoredCampaign>, StoreError>;
+
+    /// Every campaign's id, newest first.
+    async fn campaign_ids(&self) -> Result<Vec<CampaignId>, StoreError>;
+
+    /// The units a shopper holds (reserved or paid) in round `round` of the
+    /// campaign, and in the whole campaign.
+    async fn campaign_holds(
+        &self,
+        id: &CampaignId,
+        round: u32,
+        shopper: &ShopperId,
+    ) -> Result<(i64, i64), StoreError>;
 
     /// Up to `limit` sales of the index of every sale, newest first (by
     /// creation time, then id), after `after` when given. May name a sale

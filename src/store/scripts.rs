@@ -91,6 +91,7 @@ impl Invocation<'_> {
 pub struct Scripts {
     pub index_sale: LuaScript,
     pub create_sale: LuaScript,
+    pub create_campaign: LuaScript,
     pub sale_snapshot: LuaScript,
     pub update_sale: LuaScript,
     pub cancel_sale: LuaScript,
@@ -124,6 +125,7 @@ impl Scripts {
         Self {
             index_sale: script!("index_sale"),
             create_sale: script!("create_sale"),
+            create_campaign: script!("create_campaign"),
             sale_snapshot: script!("sale_snapshot"),
             update_sale: script!("update_sale"),
             cancel_sale: script!("cancel_sale"),
@@ -154,10 +156,11 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 28] {
+    fn all(&self) -> [&LuaScript; 29] {
         [
             &self.index_sale,
             &self.create_sale,
+            &self.create_campaign,
             &self.sale_snapshot,
             &self.update_sale,
             &self.cancel_sale,

@@ -139,6 +139,11 @@ impl App {
             },
         ));
         let state = AppState::new(AppContext {
+            campaigns: flashsale::campaigns::Campaigns::new(
+                Arc::clone(&store),
+                SaleRules::default(),
+                Duration::from_secs(1),
+            ),
             sales: Sales::new(
                 Arc::clone(&store),
                 Arc::clone(&inventory),

@@ -109,7 +109,7 @@ pub fn request(sale: &Sale, who: &str, quantity: i64, key: Option<&str>) -> Rese
     }
 }
 
-fn rejection(result: Result<impl std::fmt::Debug, StoreError>) -> Rejection {
+pub fn rejection(result: Result<impl std::fmt::Debug, StoreError>) -> Rejection {
     match result {
         Err(StoreError::Rejected(rejection)) => rejection,
         other => panic!("expected a rejection, got {other:?}"),

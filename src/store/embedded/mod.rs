@@ -16,6 +16,7 @@
 //! exceptions) is
 //! `system_now()`, read inside the call, as the scripts read Redis `TIME`.
 
+mod campaign;
 mod queues;
 mod sale;
 mod waiting_room;
@@ -28,21 +29,23 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
+use self::campaign::{CampaignEntry, CampaignHolds};
 use self::sale::SaleRecord;
 use super::{
     batch_sale, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance,
     DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps, Forgetting, IndexedSale,
-    OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler, Store, StoreError, StreamEntry,
-    CANCELS_PER_SHOPPER_DEFAULT,
+    OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler, Store, StoreError,
+    StoredCampaign, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
 };
 use crate::domain::{
-    system_now, Order, OrderId, Payment, PaymentException, PaymentOutcome, QueuePlace,
-    RecordedOrder, Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView,
-    ShopperId, StockReturn,
+    system_now, Campaign, CampaignId, Order, OrderId, Payment, PaymentException, PaymentOutcome,
+    QueuePlace, RecordedOrder, Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords,
+    SaleView, ShopperId, StockReturn,
 };
 
 pub struct EmbeddedStore {
     sales: DashMap<SaleId, Arc<Mutex<SaleRecord>>>,
+    campaigns: DashMap<CampaignId, Arc<CampaignEntry>>,
     /// Verified payments that could not be applied, by transaction id.
     payment_exceptions: Mutex<HashMap<String, PaymentException>>,
     /// The most orders one shopper may cancel in one sale.
@@ -53,6 +56,7 @@ impl Default for EmbeddedStore {
     fn default() -> Self {
         Self {
             sales: DashMap::new(),
+            campaigns: DashMap::new(),
             payment_exceptions: Mutex::default(),
             cancels_per_shopper_max: CANCELS_PER_SHOPPER_DEFAULT,
         }
@@ -69,6 +73,19 @@ impl EmbeddedStore {
     pub fn with_cancels_per_shopper_max(mut self, max: i64) -> Self {
         self.cancels_per_shopper_max = max;
         self
+    }
+
+    fn insert_sale(&self, record: SaleRecord) -> Result<(), StoreError> {
+        match self.sales.entry(record.sale.id.clone()) {
+            dashmap::Entry::Occupied(_) => Err(StoreError::Conflict(format!(
+                "sale {} already exists",
+                record.sale.id
+            ))),
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(Arc::new(Mutex::new(record)));
+                Ok(())
+            }
+        }
     }
 
     fn record(&self, id: &SaleId) -> Result<Arc<Mutex<SaleRecord>>, StoreError> {
@@ -96,16 +113,69 @@ impl Store for EmbeddedStore {
     }
 
     async fn create_sale(&self, sale: &Sale) -> Result<(), StoreError> {
-        match self.sales.entry(sale.id.clone()) {
-            dashmap::Entry::Occupied(_) => Err(StoreError::Conflict(format!(
-                "sale {} already exists",
-                sale.id
-            ))),
+        self.insert_sale(SaleRecord::new(sale))
+    }
+
+    async fn create_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+        let holds = Arc::new(Mutex::new(CampaignHolds::new(campaign.limits)));
+        let entry = CampaignEntry {
+            stored: Mutex::new(StoredCampaign {
+                campaign: campaign.clone(),
+                version: 1,
+            }),
+            holds: Arc::clone(&holds),
+        };
+        match self.campaigns.entry(campaign.id.clone()) {
+            dashmap::Entry::Occupied(_) => {
+                return Err(StoreError::Conflict(format!(
+                    "campaign {} already exists",
+                    campaign.id
+                )))
+            }
             dashmap::Entry::Vacant(slot) => {
-                slot.insert(Arc::new(Mutex::new(SaleRecord::new(sale))));
-                Ok(())
+                slot.insert(Arc::new(entry));
             }
         }
+        for sale in campaign.sales() {
+            let round = sale.id.campaign().map_or(0, |slot| slot.round);
+            self.insert_sale(SaleRecord::new(&sale).in_campaign(Arc::clone(&holds), round))?;
+        }
+        Ok(())
+    }
+
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<StoredCampaign>, StoreError> {
+        Ok(self
+            .campaigns
+            .get(id)
+            .map(|entry| entry.value().stored.lock().clone()))
+    }
+
+    async fn campaign_ids(&self) -> Result<Vec<CampaignId>, StoreError> {
+        let mut campaigns: Vec<(i64, CampaignId)> = self
+            .campaigns
+            .iter()
+            .map(|entry| {
+                let created_at = entry.value().stored.lock().campaign.created_at;
+                (created_at, entry.key().clone())
+            })
+            .collect();
+        campaigns.sort_by(|a, b| b.cmp(a));
+        Ok(campaigns.into_iter().map(|(_, id)| id).collect())
+    }
+
+    async fn campaign_holds(
+        &self,
+        id: &CampaignId,
+        round: u32,
+        shopper: &ShopperId,
+    ) -> Result<(i64, i64), StoreError> {
+        let entry = self
+            .campaigns
+            .get(id)
+            .map(|entry| Arc::clone(entry.value()))
+            .ok_or(StoreError::NotFound("campaign"))?;
+        let held = entry.holds.lock().held(round, shopper);
+        Ok(held)
     }
 
     async fn sale_index(

@@ -8,6 +8,11 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::campaign::CampaignHolds;
 use super::queues::{later, Outbox, ReservationStream};
 use super::waiting_room::WaitingRoom;
 use crate::domain::{
@@ -48,6 +53,8 @@ pub(super) struct SaleRecord {
     pub waiting_room: WaitingRoom,
     /// Shopper -> orders they cancelled.
     cancels: HashMap<ShopperId, i64>,
+    /// A campaign's sale: the campaign's holds and the sale's round.
+    campaign: Option<(Arc<Mutex<CampaignHolds>>, u32)>,
 }
 
 impl SaleRecord {
@@ -83,7 +90,14 @@ impl SaleRecord {
             used_tokens: HashSet::new(),
             waiting_room: WaitingRoom::default(),
             cancels: HashMap::new(),
+            campaign: None,
         }
+    }
+
+    /// A campaign's sale, counted in `holds` under round `round`.
+    pub fn in_campaign(mut self, holds: Arc<Mutex<CampaignHolds>>, round: u32) -> Self {
+        self.campaign = Some((holds, round));
+        self
     }
 
     /// The sale with its counts, now.
@@ -112,6 +126,9 @@ impl SaleRecord {
             _ => self.stats.expired += order.quantity,
         }
         self.unhold(&order);
+        if let Some((holds, round)) = &self.campaign {
+            holds.lock().add(*round, &order.shopper_id, -order.quantity);
+        }
         Some(order)
     }
 
@@ -183,14 +200,27 @@ impl SaleRecord {
             request.quantity,
             token,
         );
-        // The cancels are checked with the limit, before the stock.
+        // The cancels, then a campaign's limits, are checked after the
+        // sale's limit, before the stock. A campaign's holds stay locked
+        // until the units are counted, so no other sale of the campaign
+        // decides in between.
         let cancels_left =
             self.cancels.get(&request.shopper_id).copied().unwrap_or(0) < cancels_max;
-        match checked {
-            Ok(()) | Err(Rejection::SoldOut) if !cancels_left => {
+        let campaign = self.campaign.clone();
+        let mut campaign = campaign
+            .as_ref()
+            .map(|(holds, round)| (holds.lock(), *round));
+        if matches!(checked, Ok(()) | Err(Rejection::SoldOut)) {
+            if !cancels_left {
                 return Err(Rejection::LimitExceeded.into());
             }
-            checked => checked?,
+            if let Some((holds, round)) = &campaign {
+                holds.check(*round, &request.shopper_id, quantity)?;
+            }
+        }
+        checked?;
+        if let Some((holds, round)) = &mut campaign {
+            holds.add(*round, &request.shopper_id, quantity);
         }
         if let (true, Some(id)) = (self.sale.require_purchase_token, &request.purchase_token) {
             self.used_tokens.insert(id.clone());

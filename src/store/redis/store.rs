@@ -19,19 +19,21 @@ use super::codec::{
 use super::connection::{timed, unavailable};
 use super::RedisStore;
 use crate::domain::{
-    admission_token_id, Admitted, Order, OrderId, Payment, PaymentException, PaymentOutcome,
-    QueuePlace, QueueStatus, RecordedOrder, Rejection, Reservation, ReserveRequest, Sale,
-    SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
+    admission_token_id, Admitted, Campaign, CampaignId, Order, OrderId, Payment, PaymentException,
+    PaymentOutcome, QueuePlace, QueueStatus, RecordedOrder, Rejection, Reservation, ReserveRequest,
+    Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
 };
 use crate::store::keys::{
-    self, SaleKeys, OPEN_SALE_INDEX, ORDER_SERVICE_GROUP, PAYMENT_EXCEPTIONS, STOCK_RETURNS_CHANNEL,
+    self, CampaignKeys, SaleKeys, CAMPAIGN_INDEX, OPEN_SALE_INDEX, ORDER_SERVICE_GROUP,
+    PAYMENT_EXCEPTIONS, STOCK_RETURNS_CHANNEL,
 };
+use crate::store::scripts::Invocation;
 use crate::store::{
     batch_sale, cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending,
     not_queued, restock_not_live, sort_exceptions_newest_first, sort_newest_first,
     sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps,
     Forgetting, IndexedSale, OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler, Store,
-    StoreError, StreamEntry,
+    StoreError, StoredCampaign, StreamEntry,
 };
 
 #[async_trait]
@@ -61,6 +63,78 @@ impl Store for RedisStore {
             )));
         }
         Ok(())
+    }
+
+    async fn create_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+        let keys = CampaignKeys::new(&campaign.id);
+        let mut invocation = self.scripts.create_campaign.key(keys.campaign());
+        invocation
+            .arg(serde_json::to_string(campaign).map_err(corrupt)?)
+            .arg(campaign.limits.per_round)
+            .arg(campaign.limits.total.unwrap_or(0));
+        let created: i64 = redis::from_redis_value(self.run("create_campaign", &invocation).await?)
+            .map_err(corrupt)?;
+        if created != 1 {
+            return Err(StoreError::Conflict(format!(
+                "campaign {} already exists",
+                campaign.id
+            )));
+        }
+        for sale in campaign.sales() {
+            self.create_sale(&sale).await?;
+        }
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(CAMPAIGN_INDEX)
+            .arg(campaign.created_at)
+            .arg(campaign.id.as_str());
+        self.query("index_campaign", &cmd).await
+    }
+
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<StoredCampaign>, StoreError> {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(CampaignKeys::new(id).campaign())
+            .arg("record")
+            .arg("version");
+        let (record, version): (Option<String>, Option<i64>) = self.query("campaign", &cmd).await?;
+        let (Some(record), Some(version)) = (record, version) else {
+            return Ok(None);
+        };
+        Ok(Some(StoredCampaign {
+            campaign: serde_json::from_str(&record).map_err(corrupt)?,
+            version,
+        }))
+    }
+
+    async fn campaign_ids(&self) -> Result<Vec<CampaignId>, StoreError> {
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(CAMPAIGN_INDEX).arg(0).arg(-1).arg("REV");
+        let ids: Vec<String> = self.query("campaign_ids", &cmd).await?;
+        ids.iter()
+            .map(|id| CampaignId::parse(id).map_err(corrupt))
+            .collect()
+    }
+
+    async fn campaign_holds(
+        &self,
+        id: &CampaignId,
+        round: u32,
+        shopper: &ShopperId,
+    ) -> Result<(i64, i64), StoreError> {
+        let keys = CampaignKeys::new(id);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("HGET")
+            .arg(keys.round_holds(round))
+            .arg(shopper.as_str())
+            .cmd("HGET")
+            .arg(keys.holds())
+            .arg(shopper.as_str());
+        let (in_round, in_all): (Option<i64>, Option<i64>) = timed(
+            "campaign_holds",
+            pipeline.query_async(&mut self.conn.clone()),
+        )
+        .await?;
+        Ok((in_round.unwrap_or(0), in_all.unwrap_or(0)))
     }
 
     async fn sale_index(
@@ -266,7 +340,8 @@ impl Store for RedisStore {
         &self,
         requests: &[ReserveRequest],
     ) -> Result<Vec<Result<Reservation, StoreError>>, StoreError> {
-        let keys = SaleKeys::new(batch_sale(requests)?);
+        let sale = batch_sale(requests)?;
+        let keys = SaleKeys::new(sale);
         let mut invocation = self.scripts.reserve.key(keys.sale());
         invocation
             .key(keys.stock())
@@ -278,8 +353,14 @@ impl Store for RedisStore {
             .key(keys.deadlines())
             .key(keys.purchase_tokens())
             .key(keys.orders())
-            .key(keys.cancels())
-            .arg(self.cancels_per_shopper_max);
+            .key(keys.cancels());
+        if let Some((campaign, round)) = campaign_holds_keys(sale) {
+            invocation
+                .key(campaign.campaign())
+                .key(campaign.round_holds(round))
+                .key(campaign.holds());
+        }
+        invocation.arg(self.cancels_per_shopper_max);
         for request in requests {
             let idempotency_field = request
                 .idempotency_key
@@ -412,7 +493,9 @@ impl Store for RedisStore {
             .key(keys.stats())
             .key(keys.buyers())
             .key(keys.deadlines())
-            .key(keys.cancels())
+            .key(keys.cancels());
+        add_holds(&mut invocation, &id.sale_id());
+        invocation
             .arg(shopper.as_str())
             .arg(id.as_str())
             .arg(self.cancels_per_shopper_max);
@@ -547,9 +630,9 @@ impl Store for RedisStore {
             .key(keys.stats())
             .key(keys.buyers())
             .key(keys.deadlines())
-            .key(keys.orders())
-            .arg(limit)
-            .arg(millis(hold));
+            .key(keys.orders());
+        add_holds(&mut invocation, sale);
+        invocation.arg(limit).arg(millis(hold));
         let mut reply = Reply::array(self.run("expire_orders", &invocation).await?, "expire")?;
         let mut orders = || -> Result<Vec<Order>, StoreError> {
             let mut list = Reply::array(reply.next::<Value>()?, "expire")?;
@@ -573,8 +656,9 @@ impl Store for RedisStore {
             .key(keys.stats())
             .key(keys.buyers())
             .key(keys.deadlines())
-            .key(keys.orders())
-            .arg(id.as_str());
+            .key(keys.orders());
+        add_holds(&mut invocation, &id.sale_id());
+        invocation.arg(id.as_str());
         let (outcome, mut reply) = Reply::new(self.run("expire_order", &invocation).await?)?;
         match outcome.as_str() {
             "expired" => Ok(Some(order_from_record(id, &reply.next::<String>()?)?)),
@@ -862,5 +946,22 @@ impl Store for RedisStore {
             .collect::<Result<Vec<_>, _>>()?;
         sort_exceptions_newest_first(&mut exceptions);
         Ok(exceptions)
+    }
+}
+
+/// A campaign's sale: its campaign's keys and its round; `None` for an
+/// ordinary sale.
+fn campaign_holds_keys(sale: &SaleId) -> Option<(CampaignKeys, u32)> {
+    sale.campaign()
+        .map(|slot| (CampaignKeys::new(&slot.campaign), slot.round))
+}
+
+/// Adds the shopper's counts in the round and the campaign to a script that
+/// gives units back (cancel, expire), for a campaign's sale.
+fn add_holds(invocation: &mut Invocation<'_>, sale: &SaleId) {
+    if let Some((campaign, round)) = campaign_holds_keys(sale) {
+        invocation
+            .key(campaign.round_holds(round))
+            .key(campaign.holds());
     }
 }

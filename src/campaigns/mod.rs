@@ -1,0 +1,235 @@
+//! Campaigns: every workflow on a campaign, each written once. Merchants
+//! schedule and inspect campaigns; shoppers read the seckill page. Each
+//! round × item is an ordinary sale (see [`crate::domain::Campaign`]): the
+//! ordering route, the inventory actors and the order service handle them
+//! as any sale; the limits across items are the store's.
+//!
+//! The seckill page is what every waiting shopper polls before a round
+//! opens, so each engine node serves it from memory: a campaign is read
+//! from the store (its record, then its sales' views) at most once per
+//! `fresh_for` however many shoppers ask (one reader at a time; the others
+//! wait and share its answer), and aged on the way out so `server_time`
+//! and the statuses stay exact. The list of live and upcoming campaigns is
+//! kept the same way, as one entry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures::future::try_join_all;
+
+use crate::domain::{
+    system_now, Allowance, CampaignId, Millis, NewCampaign, SaleRules, SaleState, SaleView,
+    ShopperId,
+};
+use crate::sales::cache::{aged, Slot};
+use crate::sales::{SaleError, Sales};
+use crate::store::{Store, StoreError, StoredCampaign};
+
+/// A campaign with the views of its sales (round by round, each round's
+/// items in order), read at the store's instant `now`.
+#[derive(Debug, Clone)]
+pub struct CampaignView {
+    pub stored: StoredCampaign,
+    pub sales: Vec<SaleView>,
+    pub now: Millis,
+}
+
+impl CampaignView {
+    /// The views of round `position`'s sales, in item order.
+    pub fn round_sales(&self, position: usize) -> &[SaleView] {
+        let items = self.stored.campaign.items.len();
+        self.sales
+            .get(position * items..(position + 1) * items)
+            .unwrap_or_default()
+    }
+
+    /// The round live now, else the next one, else the last: the round
+    /// whose allowance a shopper sees.
+    pub fn current_round(&self) -> Option<usize> {
+        let rounds = &self.stored.campaign.rounds;
+        rounds
+            .iter()
+            .position(|round| self.now < round.ends_at)
+            .or_else(|| rounds.len().checked_sub(1))
+    }
+
+    fn aged(&self, age: Duration) -> Self {
+        let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        Self {
+            stored: self.stored.clone(),
+            sales: self.sales.iter().map(|view| aged(view, age)).collect(),
+            now: self.now.saturating_add(age_ms),
+        }
+    }
+}
+
+pub struct Campaigns {
+    store: Arc<dyn Store>,
+    rules: SaleRules,
+    fresh_for: Duration,
+    pages: DashMap<CampaignId, Arc<Slot<Arc<CampaignView>>>>,
+    listing: Slot<Arc<Vec<CampaignView>>>,
+}
+
+impl Campaigns {
+    /// `fresh_for`: how long this node serves a campaign's page before
+    /// reading it again.
+    pub fn new(store: Arc<dyn Store>, rules: SaleRules, fresh_for: Duration) -> Self {
+        Self {
+            store,
+            rules,
+            fresh_for,
+            pages: DashMap::new(),
+            listing: Slot::default(),
+        }
+    }
+
+    /// How old a served page may be.
+    pub fn fresh_for(&self) -> Duration {
+        self.fresh_for
+    }
+
+    /// Validates and stores a new campaign and its sales; answers it as
+    /// the store now shows it.
+    pub async fn schedule(&self, new: NewCampaign) -> Result<CampaignView, SaleError> {
+        let campaign = new.into_campaign(CampaignId::generate(), system_now(), &self.rules)?;
+        self.store.create_campaign(&campaign).await?;
+        *self.listing.last.write() = None;
+        Ok(self.view(&campaign.id).await?)
+    }
+
+    /// Calls off a campaign whose first round has not started (store
+    /// clock): each round × item's sale is cancelled as `DELETE
+    /// /admin/v1/sales/{id}` would (each sale refuses once it has
+    /// started, so a round that opens meanwhile keeps its sales).
+    pub async fn cancel(&self, id: &CampaignId, sales: &Sales) -> Result<CampaignView, StoreError> {
+        let view = self.view(id).await?;
+        let started = view
+            .stored
+            .campaign
+            .rounds
+            .first()
+            .is_some_and(|round| view.now >= round.starts_at);
+        if started {
+            return Err(StoreError::Conflict(
+                "the campaign has started and can no longer be cancelled; end its sales instead"
+                    .into(),
+            ));
+        }
+        for sale in &view.sales {
+            if sale.sale.state == SaleState::Scheduled {
+                sales.cancel(&sale.sale.id).await?;
+            }
+        }
+        self.forget(id);
+        self.view(id).await
+    }
+
+    /// Forgets what this node read of the campaign, and its listing.
+    fn forget(&self, id: &CampaignId) {
+        self.pages.remove(id);
+        *self.listing.last.write() = None;
+    }
+
+    /// A campaign with the exact counts of each of its sales.
+    pub async fn view(&self, id: &CampaignId) -> Result<CampaignView, StoreError> {
+        read(self.store.as_ref(), id)
+            .await?
+            .ok_or(StoreError::NotFound("campaign"))
+    }
+
+    /// Every campaign, newest first, with exact counts.
+    pub async fn list(&self) -> Result<Vec<CampaignView>, StoreError> {
+        let ids = self.store.campaign_ids().await?;
+        let views = try_join_all(ids.iter().map(|id| read(self.store.as_ref(), id))).await?;
+        Ok(views.into_iter().flatten().collect())
+    }
+
+    /// The seckill page of a campaign, from this node's memory (see the
+    /// module's doc).
+    pub async fn page(&self, id: &CampaignId) -> Result<CampaignView, StoreError> {
+        let slot = Arc::clone(&*self.pages.entry(id.clone()).or_default());
+        let found = slot
+            .get(self.fresh_for, || async {
+                read(self.store.as_ref(), id)
+                    .await?
+                    .map(Arc::new)
+                    .ok_or(StoreError::NotFound("campaign"))
+            })
+            .await;
+        match found {
+            Ok((view, age)) => Ok(view.aged(age)),
+            Err(err) => {
+                if matches!(err, StoreError::NotFound(_)) {
+                    self.pages.remove(id);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The campaigns with a round live or still to come, newest first,
+    /// from this node's memory.
+    pub async fn live_and_upcoming(&self) -> Result<Vec<CampaignView>, StoreError> {
+        let (views, age) = self
+            .listing
+            .get(self.fresh_for, || async { self.list().await.map(Arc::new) })
+            .await?;
+        Ok(views
+            .iter()
+            .map(|view| view.aged(age))
+            .filter(|view| {
+                let to_come = view
+                    .stored
+                    .campaign
+                    .rounds
+                    .last()
+                    .is_some_and(|round| view.now < round.ends_at);
+                let called_off = view
+                    .sales
+                    .iter()
+                    .all(|sale| sale.sale.state == SaleState::Cancelled);
+                to_come && !called_off
+            })
+            .collect())
+    }
+
+    /// What the shopper may still reserve in the campaign's current round
+    /// and in the whole campaign (exact: read from the store).
+    pub async fn allowance(
+        &self,
+        view: &CampaignView,
+        shopper: &ShopperId,
+    ) -> Result<Option<Allowance>, StoreError> {
+        let campaign = &view.stored.campaign;
+        let Some(round) = view.current_round().and_then(|p| campaign.rounds.get(p)) else {
+            return Ok(None);
+        };
+        let (in_round, in_all) = self
+            .store
+            .campaign_holds(&campaign.id, round.number, shopper)
+            .await?;
+        Ok(Some(campaign.limits.allowance(in_round, in_all)))
+    }
+}
+
+/// Reads a campaign and its sales' views (each an atomic read of its
+/// sale's counts).
+async fn read(store: &dyn Store, id: &CampaignId) -> Result<Option<CampaignView>, StoreError> {
+    let Some(stored) = store.campaign(id).await? else {
+        return Ok(None);
+    };
+    let sales = stored.campaign.sales();
+    let views = try_join_all(sales.iter().map(|sale| store.view_sale(&sale.id))).await?;
+    let sales = views
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or(StoreError::NotFound("campaign"))?;
+    let now = sales
+        .iter()
+        .map(|view| view.now)
+        .max()
+        .unwrap_or_else(system_now);
+    Ok(Some(CampaignView { stored, sales, now }))
+}
