@@ -206,6 +206,12 @@ impl Application {
         self.address
     }
 
+    /// The whole router, to drive in process without a socket (the
+    /// front door's benchmark calls it with `oneshot`).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains in-flight requests and
     /// stops the order service and the actor threads. The order service is
     /// stopped wherever it is: what it had not acknowledged or delivered is
