@@ -33,7 +33,8 @@ SECRET=bench-shopper-secret
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
 
-cargo build --release --quiet --bin flashsale --example http_ceiling
+# An A/B of prebuilt engines (ENGINE_BIN) may skip the build: NO_BUILD=1.
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin flashsale --example http_ceiling
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {

@@ -90,6 +90,7 @@ impl Application {
                 .clone()
                 .filter(|audience| !audience.is_empty()),
             lifetime_max_secs: config.user_token_lifetime_max_secs,
+            verified_cache_max: usize_of(config.user_token_cache),
         };
         let auth = AuthKeys::new(&admin_token, shopper_secret.as_bytes(), &shopper_tokens)
             .context("invalid shopper token secret")?;
