@@ -7,27 +7,34 @@
 # a local redis-server (AOF on, appendfsync everysec). Prints requests/s,
 # p50/p99 latency and the ratio to the ceiling, then checks the race sold
 # no more than its stock. Traffic goes to 127.0.0.1 only; everything it
-# starts is stopped on exit. It also prints how much CPU the engine and
-# redis-server used during the race (from /proc).
+# starts is stopped on exit. For every phase it also prints the CPU the
+# serving process (and redis-server) used per request, in microseconds:
+# user + system time from /proc/<pid>/stat over the phase, divided by the
+# requests wrk completed; unlike requests/s this hardly depends on what
+# else the machine runs.
 #
 # Run: bash benches/http.sh          (needs wrk: apt-get install wrk)
-# Knobs: DURATION (seconds per run, 8), CONNECTIONS (64), THREADS (2),
+# Knobs: DURATION (seconds per run, 8), CONNECTIONS (64), THREADS (1),
 #        SHOPPERS (distinct shoppers' tokens, 300000: more than one race
-#        run sends, so every race request is a shopper's first order).
+#        run sends, so every race request is a shopper's first order),
+#        ENGINE_BIN (the engine binary to measure, target/release/flashsale:
+#        an A/B compares two builds in alternating runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-8}
 CONNECTIONS=${CONNECTIONS:-64}
-THREADS=${THREADS:-2}
+THREADS=${THREADS:-1}
 SHOPPERS=${SHOPPERS:-300000}
+ENGINE_BIN=${ENGINE_BIN:-target/release/flashsale}
 ADMIN=bench-admin-token-at-least-32-bytes
 SECRET=bench-shopper-secret
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
 
-cargo build --release --quiet --bin flashsale --example http_ceiling
+# An A/B of prebuilt engines (ENGINE_BIN) may skip the build: NO_BUILD=1.
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin flashsale --example http_ceiling
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -57,7 +64,7 @@ engine() {
   FLASHSALE_RATE_GLOBAL_PER_SEC=$2 FLASHSALE_RATE_GLOBAL_BURST=$2 \
   FLASHSALE_RATE_USER_PER_SEC=$3 FLASHSALE_RATE_USER_BURST=$3 \
   FLASHSALE_RATE_IP_PER_SEC=$4 FLASHSALE_RATE_IP_BURST=$4 \
-  RUST_LOG=warn target/release/flashsale --listen "127.0.0.1:$1" >"$WORK/engine-$1.log" 2>&1 &
+  RUST_LOG=warn "$ENGINE_BIN" --listen "127.0.0.1:$1" >"$WORK/engine-$1.log" 2>&1 &
   PIDS+=($!)
 }
 # The measured engine runs unthrottled (one address sends everything). A
@@ -70,8 +77,10 @@ ENGINE_PID=$!
 LIMITED_PORT=$(free_port)
 LIMITED=http://127.0.0.1:$LIMITED_PORT
 engine "$LIMITED_PORT" 10000000 1000 10000000
+LIMITED_PID=$!
 CEILING_PORT=$(free_port)
 target/release/examples/http_ceiling "127.0.0.1:$CEILING_PORT" >/dev/null &
+CEILING_PID=$!
 PIDS+=($!)
 wait_for "$ENGINE/readyz"
 wait_for "$LIMITED/readyz"
@@ -130,32 +139,39 @@ request = function()
 end
 LUA
 
-# run NAME URL [script] -> "rps p50_ms p99_ms"
+# CPU ticks a process has used so far (user + system, from /proc).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# run NAME URL SERVER_PID [script] -> "rps p50_ms p99_ms non2xx
+# server_us_per_request redis_us_per_request": wrk's figures, and the CPU
+# the serving process and redis-server used per completed request.
 run() {
-  local out
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${3:+-s "$3"} "$2")
+  local out server0 redis0 server1 redis1
+  server0=$(cpu_ticks "$3"); redis0=$(cpu_ticks "$REDIS_PID")
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${4:+-s "$4"} "$2")
+  server1=$(cpu_ticks "$3"); redis1=$(cpu_ticks "$REDIS_PID")
   echo "$out" >"$WORK/$1.txt"
-  python3 - "$WORK/$1.txt" <<'PY'
+  python3 - "$WORK/$1.txt" $((server1 - server0)) $((redis1 - redis0)) "$TICK_US" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
+server_ticks, redis_ticks, tick_us = (int(arg) for arg in sys.argv[2:5])
 def ms(label):
     m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)\s*$" % label, text, re.M)
     value, unit = float(m.group(1)), m.group(2)
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+requests = int(re.search(r"(\d+) requests in", text).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-print(rps, ms("50"), ms("99"), non2xx.group(1) if non2xx else 0)
+print(rps, ms("50"), ms("99"), non2xx.group(1) if non2xx else 0,
+      server_ticks * tick_us / requests, redis_ticks * tick_us / requests)
 PY
 }
 
-read -r CEIL_RPS CEIL_P50 CEIL_P99 _ < <(run ceiling "http://127.0.0.1:$CEILING_PORT/")
-# CPU seconds a process has used so far (user + system, from /proc).
-cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
-ENGINE_CPU0=$(cpu_secs "$ENGINE_PID"); REDIS_CPU0=$(cpu_secs "$REDIS_PID")
-read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$WORK/order.lua")
-ENGINE_CPU1=$(cpu_secs "$ENGINE_PID"); REDIS_CPU1=$(cpu_secs "$REDIS_PID")
-read -r SOLD_RPS SOLD_P50 SOLD_P99 _ < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$WORK/order.lua")
-read -r LIM_RPS LIM_P50 LIM_P99 _ < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$WORK/order.lua")
+read -r CEIL_RPS CEIL_P50 CEIL_P99 _ CEIL_US _ < <(run ceiling "http://127.0.0.1:$CEILING_PORT/" "$CEILING_PID")
+read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX RACE_US RACE_REDIS_US < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$ENGINE_PID" "$WORK/order.lua")
+read -r SOLD_RPS SOLD_P50 SOLD_P99 _ SOLD_US SOLD_REDIS_US < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$ENGINE_PID" "$WORK/order.lua")
+read -r LIM_RPS LIM_P50 LIM_P99 _ LIM_US LIM_REDIS_US < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$LIMITED_PID" "$WORK/order.lua")
 # Priced only if the limiters never refused: none counted on the engine.
 LIM_REFUSED=$(curl -fs "$LIMITED/metrics" | awk '/^flashsale_rate_limited_total/ {n += $2} END {print n + 0}')
 
@@ -163,24 +179,26 @@ STATS=$(curl -fs "$ENGINE/admin/v1/sales/$RACE" -H "Authorization: Bearer $ADMIN
 python3 - "$STATS" "$RACE_STOCK" <<PY
 import json, sys
 rows = [
-    ("trivial axum endpoint (ceiling)", $CEIL_RPS, $CEIL_P50, $CEIL_P99),
-    ("order route during the race", $RACE_RPS, $RACE_P50, $RACE_P99),
-    ("order route after sell-out", $SOLD_RPS, $SOLD_P50, $SOLD_P99),
-    ("  the same, every rate limit on", $LIM_RPS, $LIM_P50, $LIM_P99),
+    ("trivial axum endpoint (ceiling)", $CEIL_RPS, $CEIL_P50, $CEIL_P99, $CEIL_US, 0),
+    ("order route during the race", $RACE_RPS, $RACE_P50, $RACE_P99, $RACE_US, $RACE_REDIS_US),
+    ("order route after sell-out", $SOLD_RPS, $SOLD_P50, $SOLD_P99, $SOLD_US, $SOLD_REDIS_US),
+    ("  the same, every rate limit on", $LIM_RPS, $LIM_P50, $LIM_P99, $LIM_US, $LIM_REDIS_US),
 ]
 print(f"wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, one after the other, same run")
-print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs ceiling':>10}")
-for name, rps, p50, p99 in rows:
-    print(f"{name:34} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {rps / rows[0][1]:>9.2f}x")
+print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs ceiling':>10} "
+      f"{'server us/req':>13} {'redis us/req':>12}")
+for name, rps, p50, p99, us, redis_us in rows:
+    print(f"{name:34} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {rps / rows[0][1]:>9.2f}x "
+          f"{us:>13.1f} {redis_us:>12.1f}")
+print("server us/req: CPU (user + system) of the answering process per request "
+      "(the ceiling's own process for its row); "
+      f"sold-out vs ceiling: {rows[2][4] / rows[0][4]:.2f}x")
 stats = json.loads(sys.argv[1])["stats"]
 total = int(sys.argv[2])
 held = stats["reserved"] + stats["paid"]
 ok = stats["remaining"] >= 0 and stats["remaining"] + held == total and held <= total
 if $LIM_REFUSED:
     print(f"the rate-limited engine refused {$LIM_REFUSED} requests: its row is not comparable")
-busy = lambda before, after: (after - before) / $DURATION
-print(f"during the race: the engine used {busy($ENGINE_CPU0, $ENGINE_CPU1):.2f} of a core, "
-      f"redis-server {busy($REDIS_CPU0, $REDIS_CPU1):.2f} (wrk and the rest share what is left of the machine's cores)")
 print(f"race: {held} orders of {total} units, non-2xx answers {$RACE_NON2XX}; "
       f"remaining + reserved + paid == stock_total: {'yes' if ok else 'NO'}")
 sys.exit(0 if ok else 1)

@@ -116,6 +116,13 @@ pub struct Config {
           value_parser = clap::value_parser!(i64).range(1..=31_622_400))]
     pub user_token_lifetime_max_secs: Option<i64>,
 
+    /// Shopper tokens kept verified, per generation of the cache (it holds
+    /// at most twice this many): a token seen again (a shopper retrying)
+    /// skips its signature check until its `exp`. `0` turns the cache off.
+    #[arg(long, env = "FLASHSALE_USER_TOKEN_CACHE", default_value_t = 32_768,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub user_token_cache: u64,
+
     /// Bound on every Redis connect and command, in milliseconds; past it the
     /// call fails with 503 `unavailable`.
     #[arg(long, env = "FLASHSALE_STORE_TIMEOUT_MS", default_value_t = 1000,

@@ -102,6 +102,7 @@ impl Application {
                 .clone()
                 .filter(|audience| !audience.is_empty()),
             lifetime_max_secs: config.user_token_lifetime_max_secs,
+            verified_cache_max: usize_of(config.user_token_cache),
         };
         let auth = AuthKeys::new(&admin_token, shopper_secret.as_bytes(), &shopper_tokens)
             .context("invalid shopper token secret")?;
@@ -249,6 +250,12 @@ impl Application {
     /// The address the server is bound to (with the real port when 0 was asked).
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The whole router, to drive in process without a socket (the
+    /// front door's benchmark calls it with `oneshot`).
+    pub fn router(&self) -> Router {
+        self.router.clone()
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests and

@@ -2,11 +2,14 @@
 //! exports on `/metrics` (Prometheus text format), and the process-wide
 //! recorder with its upkeep (which bounds what its histograms hold).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use metrics::Counter;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use parking_lot::RwLock;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -202,9 +205,39 @@ pub fn count_local_answer(outcome: &'static str) {
     metrics::counter!(ACTOR_LOCAL_ANSWERS, "outcome" => outcome).increment(1);
 }
 
-pub fn count_http_request(route: String, method: &'static str, status: u16) {
-    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status.to_string())
-        .increment(1);
+/// The series of [`HTTP_REQUESTS`], each resolved from the recorder once
+/// and then held: counting a request is a map read and an atomic add, not
+/// a label set built (a route string, a status string) and looked up.
+/// Bounded: routes are the router's patterns (or `unmatched`), methods a
+/// fixed set, statuses the ones the engine answers with.
+#[derive(Default)]
+pub struct HttpRequestCounters {
+    by_route: RwLock<HashMap<String, RouteCounters>>,
+}
+
+/// One route's request counters, by method and status.
+type RouteCounters = HashMap<(&'static str, u16), Counter>;
+
+impl HttpRequestCounters {
+    pub fn count(&self, route: &str, method: &'static str, status: u16) {
+        if let Some(counter) = self
+            .by_route
+            .read()
+            .get(route)
+            .and_then(|series| series.get(&(method, status)))
+        {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(HTTP_REQUESTS, "route" => route.to_owned(),
+            "method" => method, "status" => status.to_string());
+        counter.increment(1);
+        self.by_route
+            .write()
+            .entry(route.to_owned())
+            .or_default()
+            .insert((method, status), counter);
+    }
 }
 
 pub fn count_orders_accepted(count: usize) {

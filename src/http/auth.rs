@@ -2,12 +2,20 @@
 //! required; `nbf` checked; `aud` checked when an audience is configured;
 //! the lifetime optionally capped) and merchants with the admin bearer
 //! token (compared in constant time).
+//!
+//! A shopper's verified token is kept in a small bounded cache keyed by
+//! the whole token ([`VerifiedTokens`]): a shopper retrying at a sale's
+//! opening sends the same token many times, and its signature, JSON and
+//! the admin-token comparison are then checked once, not per request.
+
+use std::collections::HashMap;
 
 use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use hmac::{Hmac, KeyInit, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use parking_lot::RwLock;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -37,6 +45,86 @@ pub struct ShopperTokenRules {
     /// Longest lifetime accepted, in seconds: `exp - iat` (or `exp - now`
     /// without `iat`). `None`: no cap.
     pub lifetime_max_secs: Option<i64>,
+    /// Verified tokens kept per cache generation (`0`: no cache).
+    pub verified_cache_max: usize,
+}
+
+/// A shopper token that passed every check, and until when it stays
+/// valid.
+#[derive(Debug, Clone)]
+struct Verified {
+    shopper: ShopperId,
+    exp: i64,
+}
+
+/// Shopper tokens already verified, keyed by the whole token, so a token
+/// sent again is trusted without its signature check. What makes that
+/// safe: the key is the whole token, so a hit is the very token that was
+/// checked; only tokens that passed every check go in, none of which can
+/// fail later but `exp` (`nbf` and the lifetime cap only get easier to
+/// pass as time goes on), and `exp` is checked on every hit, with the same
+/// leeway. The admin token never goes in.
+///
+/// Bounded by two generations of at most `max` tokens: new tokens go in
+/// the current one; when it is full, it becomes the previous one and the
+/// oldest is dropped whole. A hit in the previous generation moves the
+/// token to the current one, so tokens in use stay.
+struct VerifiedTokens {
+    max: usize,
+    generations: RwLock<Generations>,
+}
+
+#[derive(Default)]
+struct Generations {
+    current: HashMap<Box<str>, Verified>,
+    previous: HashMap<Box<str>, Verified>,
+}
+
+impl VerifiedTokens {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            generations: RwLock::new(Generations::default()),
+        }
+    }
+
+    /// The shopper of `token` if it was verified and is not expired at
+    /// `now` (Unix seconds).
+    fn get(&self, token: &str, now: i64) -> Option<ShopperId> {
+        if self.max == 0 {
+            return None;
+        }
+        let unexpired = |verified: &Verified| {
+            (verified.exp >= now - TOKEN_LEEWAY_SECS as i64).then(|| verified.shopper.clone())
+        };
+        let previous = {
+            let generations = self.generations.read();
+            if let Some(verified) = generations.current.get(token) {
+                return unexpired(verified);
+            }
+            generations.previous.get(token)?.clone()
+        };
+        let shopper = unexpired(&previous)?;
+        self.insert(token, previous);
+        Some(shopper)
+    }
+
+    fn insert(&self, token: &str, verified: Verified) {
+        if self.max == 0 {
+            return;
+        }
+        let mut generations = self.generations.write();
+        if generations.current.len() >= self.max {
+            generations.previous = std::mem::take(&mut generations.current);
+        }
+        generations.current.insert(token.into(), verified);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let generations = self.generations.read();
+        generations.current.len() + generations.previous.len()
+    }
 }
 
 /// A purchase token: the right of one shopper to buy once in one live
@@ -84,6 +172,7 @@ pub struct AuthKeys {
     shopper_key: DecodingKey,
     validation: Validation,
     lifetime_max_secs: Option<i64>,
+    verified: VerifiedTokens,
     /// Signs purchase tokens: derived from the shopper secret (so every
     /// engine node sharing it accepts them) but not equal to it, so neither
     /// kind of token passes for the other.
@@ -124,6 +213,7 @@ impl AuthKeys {
             shopper_key: DecodingKey::from_secret(shopper_secret)?,
             validation,
             lifetime_max_secs: shopper_tokens.lifetime_max_secs,
+            verified: VerifiedTokens::new(shopper_tokens.verified_cache_max),
             purchase_signing: EncodingKey::from_secret(&purchase_secret)?,
             purchase_key: DecodingKey::from_secret(&purchase_secret)?,
             purchase_validation,
@@ -207,6 +297,28 @@ impl AuthKeys {
     /// The shopper a bearer token names, if it is genuine, valid now, for
     /// this engine's audience, and not longer-lived than allowed.
     pub fn shopper_of(&self, token: &str) -> Result<ShopperId, ApiError> {
+        self.verify_shopper(token).map(|verified| verified.shopper)
+    }
+
+    /// The shopper a request's bearer token names: [`Self::shopper_of`],
+    /// refusing the admin token, with verified tokens kept (see
+    /// [`VerifiedTokens`]).
+    pub fn shopper(&self, token: &str) -> Result<ShopperId, ApiError> {
+        if let Some(shopper) = self.verified.get(token, system_now() / 1000) {
+            return Ok(shopper);
+        }
+        if self.is_admin(token) {
+            return Err(ApiError::Forbidden(
+                "the admin token cannot act as a shopper",
+            ));
+        }
+        let verified = self.verify_shopper(token)?;
+        let shopper = verified.shopper.clone();
+        self.verified.insert(token, verified);
+        Ok(shopper)
+    }
+
+    fn verify_shopper(&self, token: &str) -> Result<Verified, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.shopper_key, &self.validation)
             .map_err(|err| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -230,8 +342,12 @@ impl AuthKeys {
                 ));
             }
         }
-        ShopperId::parse(&data.claims.sub)
-            .map_err(|_| ApiError::Unauthorized("the token's sub is not a valid shopper id"))
+        let shopper = ShopperId::parse(&data.claims.sub)
+            .map_err(|_| ApiError::Unauthorized("the token's sub is not a valid shopper id"))?;
+        Ok(Verified {
+            shopper,
+            exp: data.claims.exp,
+        })
     }
 
     /// Whether `token` is the admin token: the SHA-256 digests compared in
@@ -287,13 +403,7 @@ impl FromRequestParts<AppState> for Shopper {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        if state.auth.is_admin(token) {
-            return Err(ApiError::Forbidden(
-                "the admin token cannot act as a shopper",
-            ));
-        }
-        state.auth.shopper_of(token).map(Shopper)
+        state.auth.shopper(bearer(parts)?).map(Shopper)
     }
 }
 
@@ -459,6 +569,69 @@ mod tests {
         assert_eq!(refusal(&keys, &early), "the token is not valid yet (nbf)");
         let due = token(json!({"exp": now() + 600, "nbf": now() - 1}));
         assert!(keys.shopper_of(&due).is_ok());
+    }
+
+    #[test]
+    fn a_kept_token_answers_until_its_exp_and_no_longer() {
+        // Goal: a verified token's cache entry never outlives the token.
+        // Method: the cache asked at times around `exp` and its leeway.
+        let cache = VerifiedTokens::new(8);
+        let shopper = ShopperId::parse("shopper-1").expect("id");
+        let exp = 1_000_000;
+        cache.insert(
+            "token",
+            Verified {
+                shopper: shopper.clone(),
+                exp,
+            },
+        );
+        let leeway = TOKEN_LEEWAY_SECS as i64;
+        assert_eq!(cache.get("token", exp - 100), Some(shopper.clone()));
+        assert_eq!(cache.get("token", exp + leeway), Some(shopper));
+        assert_eq!(cache.get("token", exp + leeway + 1), None, "expired");
+        assert_eq!(cache.get("another", exp - 100), None);
+        assert_eq!(VerifiedTokens::new(0).get("token", exp - 100), None);
+    }
+
+    #[test]
+    fn the_cache_holds_at_most_two_generations_and_keeps_tokens_in_use() {
+        // Goal: whatever the number of distinct tokens, the cache stays
+        // within twice its bound, and a token in use is not dropped.
+        let cache = VerifiedTokens::new(3);
+        let verified = |i: usize| Verified {
+            shopper: ShopperId::parse(&format!("shopper-{i}")).expect("id"),
+            exp: i64::MAX / 2,
+        };
+        cache.insert("token-0", verified(0));
+        for i in 1..1_000 {
+            cache.insert(&format!("token-{i}"), verified(i));
+            // Token 0 is in use all along: moved up as its generation ages.
+            assert!(cache.get("token-0", 0).is_some(), "dropped at {i}");
+            assert!(cache.len() <= 6, "{} tokens held", cache.len());
+        }
+        assert!(cache.get("token-5", 0).is_none(), "long gone");
+    }
+
+    #[test]
+    fn a_repeated_token_is_the_same_shopper_and_the_admin_token_never_one() {
+        let keys = auth_keys(ShopperTokenRules {
+            verified_cache_max: 16,
+            ..ShopperTokenRules::default()
+        });
+        let token = token(json!({"exp": now() + 60}));
+        for _ in 0..3 {
+            assert_eq!(keys.shopper(&token).expect("valid").as_str(), "shopper-1");
+        }
+        assert_eq!(keys.verified.len(), 1);
+        for _ in 0..2 {
+            assert!(matches!(keys.shopper(ADMIN), Err(ApiError::Forbidden(_))));
+        }
+        let expired = self::token(json!({"exp": now() - 60}));
+        assert!(matches!(
+            keys.shopper(&expired),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert_eq!(keys.verified.len(), 1, "only verified shopper tokens kept");
     }
 
     #[test]

@@ -240,24 +240,27 @@ impl Shedding {
     }
 }
 
-/// Middleware: 503 `overloaded` at once past the in-flight bound, 503
-/// `unavailable` past the request timeout.
-pub async fn shed_load(State(shedding): State<Shedding>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = shedding.in_flight.try_acquire() else {
-        telemetry::count_shed("in_flight");
-        return ApiError::Overloaded("the server is at capacity; retry shortly".into())
-            .into_response();
-    };
-    match tokio::time::timeout(shedding.timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_elapsed) => {
-            telemetry::count_shed("timeout");
-            ApiError::Unavailable(format!(
-                "no answer within {} ms; a change may still have been made: retry with the same \
-                 Idempotency-Key, or read it back",
-                shedding.timeout.as_millis()
-            ))
-            .into_response()
+impl Shedding {
+    /// Runs `request` within the bounds: 503 `overloaded` at once past the
+    /// in-flight bound, 503 `unavailable` past the request timeout. Called
+    /// by the front door's one middleware ([`super::front_door`]).
+    pub(super) async fn run(&self, request: Request, next: Next) -> Response {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            telemetry::count_shed("in_flight");
+            return ApiError::Overloaded("the server is at capacity; retry shortly".into())
+                .into_response();
+        };
+        match tokio::time::timeout(self.timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_elapsed) => {
+                telemetry::count_shed("timeout");
+                ApiError::Unavailable(format!(
+                    "no answer within {} ms; a change may still have been made: retry with the \
+                     same Idempotency-Key, or read it back",
+                    self.timeout.as_millis()
+                ))
+                .into_response()
+            }
         }
     }
 }

@@ -59,7 +59,7 @@ use crate::payments::Payments;
 use crate::sales::live::LiveFeeds;
 use crate::sales::Sales;
 use crate::store::Store;
-use crate::telemetry::{self, Sheds};
+use crate::telemetry::{self, HttpRequestCounters, Sheds};
 
 /// What every handler can reach: one shared [`AppContext`], so the copy
 /// axum hands each request (every extractor takes the state by value) is
@@ -121,22 +121,32 @@ pub fn router(state: AppState, body_limit_bytes: usize, shedding: Shedding) -> R
         .split_for_parts();
     let (ops, ops_document) = ops::router().split_for_parts();
     document.merge(ops_document);
+    // Every request passes one middleware, [`front_door`]: the engine
+    // routes' with the shedding bounds and the live feeds' shed count, the
+    // ops routes' with only the request metrics.
+    let requests = Arc::new(HttpRequestCounters::default());
+    let engine_door = FrontDoor {
+        shedding: Some(shedding),
+        sheds: Some(Arc::clone(&state.sheds)),
+        requests: Arc::clone(&requests),
+    };
+    let ops_door = FrontDoor {
+        shedding: None,
+        sheds: None,
+        requests,
+    };
     let engine = engine
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(shedding, limits::shed_load))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state.sheds),
-            count_sheds,
-        ));
+        .layer(middleware::from_fn_with_state(engine_door, front_door));
     let ops = ops
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(Extension(openapi::OpenApiJson::new(&document)));
+        .layer(Extension(openapi::OpenApiJson::new(&document)))
+        .layer(middleware::from_fn_with_state(ops_door, front_door));
     Router::new()
         .merge(engine)
         .merge(ops)
         .layer(DefaultBodyLimit::max(body_limit_bytes))
-        .layer(middleware::from_fn(count_requests))
         // Sheds (429, 503) are counted in the metrics; logged one by one at
         // error level they flooded the log at a sale's opening. A panic and
         // an unreachable store are logged where they happen.
@@ -168,25 +178,38 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Counts every request under labels from fixed sets, so no client can
-/// add a metric series: the matched route pattern (or `unmatched`), a
-/// standard method (or `other`), and the status.
-async fn count_requests(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = method_label(request.method());
-    let response = next.run(request).await;
-    telemetry::count_http_request(route, method, response.status().as_u16());
-    response
+/// What the front door's one middleware does for a group of routes.
+#[derive(Clone)]
+struct FrontDoor {
+    /// The in-flight bound and the request timeout (`None`: the ops
+    /// routes, which answer under overload).
+    shedding: Option<Shedding>,
+    /// The engine routes' 429 and 503 answers, sheds included, for the
+    /// consoles' live feeds.
+    sheds: Option<Arc<Sheds>>,
+    requests: Arc<HttpRequestCounters>,
 }
 
-/// Counts the engine routes' 429 and 503 answers, sheds included, in
-/// [`Sheds`] for the consoles' live feeds.
-async fn count_sheds(State(sheds): State<Arc<Sheds>>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    sheds.count(response.status().as_u16());
+/// The one middleware every request passes: shedding and the timeout
+/// (engine routes), then the counts of the answer. Requests are counted
+/// under labels from fixed sets, so no client can add a metric series:
+/// the matched route pattern (or `unmatched`), a standard method (or
+/// `other`), and the status. One layer rather than one per concern: each
+/// `from_fn` layer costs a boxed future and a clone of the request's
+/// service per request.
+async fn front_door(State(door): State<FrontDoor>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = method_label(request.method());
+    let response = match &door.shedding {
+        Some(shedding) => shedding.run(request, next).await,
+        None => next.run(request).await,
+    };
+    let status = response.status().as_u16();
+    if let Some(sheds) = &door.sheds {
+        sheds.count(status);
+    }
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    door.requests.count(route, method, status);
     response
 }
 
