@@ -204,6 +204,16 @@ local function decide(shopper, qty_text, order_id, idem, token)
   return {'reserved', stock, held[shopper]}
 end
 
+-- HSET's arguments for `values` of each of `shoppers`: shopper, value, ...
+local function by_shopper(shoppers, values)
+  local args = {}
+  for _, shopper in ipairs(shoppers) do
+    args[#args + 1] = shopper
+    args[#args + 1] = values[shopper]
+  end
+  return args
+end
+
 local replies = {{now, expires, price or 0, m[7] or ''}}
 for i = 1, count do
   local a = 1 + (i - 1) * 5
@@ -214,25 +224,11 @@ end
 if taken > 0 then
   redis.call('DECRBY', KEYS[2], taken)
   redis.call('HINCRBY', KEYS[3], 'reserved', taken)
-  local units, lists = {}, {}
-  for _, shopper in ipairs(changed_shoppers) do
-    units[#units + 1] = shopper
-    units[#units + 1] = held[shopper]
-    lists[#lists + 1] = shopper
-    lists[#lists + 1] = orders[shopper]
-  end
-  redis.call('HSET', KEYS[4], unpack(units))
-  redis.call('HSET', KEYS[6], unpack(lists))
+  redis.call('HSET', KEYS[4], unpack(by_shopper(changed_shoppers, held)))
+  redis.call('HSET', KEYS[6], unpack(by_shopper(changed_shoppers, orders)))
   if campaign then
-    local in_round, in_all = {}, {}
-    for _, shopper in ipairs(changed_shoppers) do
-      in_round[#in_round + 1] = shopper
-      in_round[#in_round + 1] = round_held[shopper]
-      in_all[#in_all + 1] = shopper
-      in_all[#in_all + 1] = total_held[shopper]
-    end
-    redis.call('HSET', KEYS[13], unpack(in_round))
-    redis.call('HSET', KEYS[14], unpack(in_all))
+    redis.call('HSET', KEYS[13], unpack(by_shopper(changed_shoppers, round_held)))
+    redis.call('HSET', KEYS[14], unpack(by_shopper(changed_shoppers, total_held)))
   end
   redis.call('ZADD', KEYS[8], unpack(deadlines))
   redis.call('HSET', KEYS[10], unpack(records))

@@ -444,9 +444,10 @@ async fn the_line_has_bounds(backend: Backend) {
 on_every_store!(
     the_prequeue_is_shuffled_by_the_committed_seed,
     admission_never_exceeds_the_stock_bound,
+    only_an_admission_buys,
 );
 
-on_both_stores!(only_an_admission_buys, the_line_has_bounds);
+on_both_stores!(the_line_has_bounds);
 
 mod shared {
     use super::*;
