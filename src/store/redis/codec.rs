@@ -13,8 +13,8 @@ use redis::{FromRedisValue, Value};
 
 use crate::domain::{
     Admission, AdmissionMode, Millis, Order, OrderEvent, OrderId, OrderStatus, PaymentException,
-    PaymentExceptionKind, RefundKind, Rejection, Reservation, ReserveRequest, Sale, SaleId, SaleState,
-    SaleStats, SaleView, ShopperId, StockReturn,
+    PaymentExceptionKind, RefundKind, Rejection, Reservation, ReserveRequest, Sale, SaleId,
+    SaleState, SaleStats, SaleView, ShopperId, StockReturn,
 };
 use crate::store::{DeadLetter, Delivery, DeliveryFailure, StoreError, StreamEntry};
 

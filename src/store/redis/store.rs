@@ -28,9 +28,10 @@ use crate::store::keys::{
 };
 use crate::store::{
     batch_sale, cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending,
-    not_queued, restock_not_live, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first,
-    Acceptance, DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps, Forgetting, IndexedSale,
-    OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler, Store, StoreError, StreamEntry,
+    not_queued, restock_not_live, sort_exceptions_newest_first, sort_newest_first,
+    sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps,
+    Forgetting, IndexedSale, OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler, Store,
+    StoreError, StreamEntry,
 };
 
 #[async_trait]
