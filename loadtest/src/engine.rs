@@ -14,6 +14,18 @@ pub struct PublicSale {
     pub starts_at: DateTime<Utc>,
     /// The engine's clock when the sale was read: countdowns use it, not ours.
     pub server_time: DateTime<Utc>,
+    /// A queued sale's waiting room.
+    #[serde(default)]
+    pub admission: Option<PublicAdmission>,
+}
+
+/// A sale's admission as the public routes show it (the fields the suite reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PublicAdmission {
+    /// Hex SHA-256 of the shuffle's seed, shown before the pre-queue opens.
+    pub seed_sha256: Option<String>,
+    /// The seed, from the opening on.
+    pub seed: Option<String>,
 }
 
 /// `GET /api/v1/sales` (the ids are all the suite reads of it).
@@ -45,6 +57,10 @@ pub struct SaleStats {
     pub cancelled: i64,
     pub expired: i64,
     pub refund_required: i64,
+    /// Units of paid orders the merchant refunds (refunding or refunded).
+    pub refunded: i64,
+    /// Of `refunded`, the units put back on sale.
+    pub restocked: i64,
     /// Units of orders the order service has taken from the sale's stream.
     pub queued: i64,
     /// Distinct shoppers holding reserved or paid units.
@@ -95,6 +111,18 @@ pub struct NewSale {
     pub starts_at: String,
     pub ends_at: String,
     pub payment_timeout_secs: u32,
+    /// A queued sale's admission (`None`: an open sale).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<NewAdmission>,
+}
+
+/// The `admission` of `POST /admin/v1/sales` for a queued sale.
+#[derive(Debug, Serialize)]
+pub struct NewAdmission {
+    /// Always `queue`.
+    pub mode: &'static str,
+    pub prequeue_opens_secs: u32,
+    pub admit_per_sec: u32,
 }
 
 /// The admin and read-back client.
@@ -158,6 +186,12 @@ impl Engine {
             return Ok(None);
         }
         read(response, route).await.map(Some)
+    }
+
+    /// A sale as shoppers see it.
+    pub async fn public_sale(&self, id: &str) -> anyhow::Result<PublicSale> {
+        let request = self.client.get(self.url(&format!("/api/v1/sales/{id}"))?);
+        call(request, "GET /api/v1/sales/{id}").await
     }
 
     /// Every order of the shopper whose token this is.
@@ -225,7 +259,8 @@ mod tests {
                 "ends_at":"2026-11-11T01:00:00Z","payment_timeout_secs":60,
                 "require_purchase_token":false,"status":"upcoming","remaining":5,
                 "stats":{"stock_total":5,"remaining":5,"reserved":0,"paid":0,"cancelled":0,
-                         "expired":0,"refund_required":0,"queued":0,"buyers":0}}"#,
+                         "expired":0,"refund_required":0,"refunded":0,"restocked":0,
+                         "queued":0,"buyers":0}}"#,
         )
         .expect("an admin sale");
         assert_eq!(

@@ -4,7 +4,7 @@
 //!
 //! A run: create the suite's sales through the admin API (or join existing
 //! ones, `--spike-sale`, `--buy-sale`), let goose run the chosen scenario
-//! (`--scenarios spike|browse|buyandpay|mixed`), then read the engine's
+//! (`--scenarios spike|browse|buyandpay|mixed|queue`), then read the engine's
 //! stats and orders, print the verdict, add it to goose's JSON report and
 //! exit non-zero on FAIL.
 //!
@@ -23,6 +23,7 @@
 //! - `verdict`: the checks, the PASS/FAIL block, the JSON report.
 
 mod engine;
+mod fairness;
 mod scenarios;
 mod settings;
 mod shoppers;
@@ -39,12 +40,15 @@ use clap::Parser;
 use goose::{GooseAttack, GooseError};
 use rand::distr::{Alphanumeric, SampleString};
 
-use crate::engine::{Engine, NewSale};
+use crate::engine::{Engine, NewAdmission, NewSale};
 use crate::scenarios::Suite;
 use crate::settings::Settings;
 use crate::shoppers::Shoppers;
 use crate::tally::Tally;
-use crate::verdict::SuiteSale;
+use crate::verdict::{QueuedSale, SuiteSale};
+
+/// The queued sale's pre-queue opens this long before its creation.
+const PREQUEUE_LEAD_SECS: u32 = 60;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
@@ -79,10 +83,21 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("{described}");
+    let queue_runs = settings
+        .goose
+        .scenarios
+        .as_ref()
+        .is_some_and(|scenarios| scenarios.active.iter().any(|name| name == "queue"));
+    let queued = if queue_runs {
+        Some(set_up_queue(&engine, &settings, &run).await?)
+    } else {
+        None
+    };
     let tally = Arc::new(Tally::default());
     scenarios::install(Suite {
         spike_sale: sales[0].id.clone(),
         buy_sale: sales[1].id.clone(),
+        queue_sale: queued.as_ref().map(|queued| queued.id.clone()),
         shoppers: Shoppers::new(
             &settings.user_token_secret,
             settings.users_per_shopper,
@@ -100,7 +115,15 @@ async fn main() -> anyhow::Result<ExitCode> {
         .await
         .map_err(goose)?;
 
-    let verdict = verdict::judge(&engine, &sales, &tally.snapshot()).await?;
+    let mut judged: Vec<SuiteSale> = sales.into();
+    if let Some(queued) = &queued {
+        judged.push(SuiteSale {
+            name: "queue",
+            id: queued.id.clone(),
+            shared: false,
+        });
+    }
+    let verdict = verdict::judge(&engine, &judged, queued.as_ref(), &tally.snapshot()).await?;
     verdict.print();
     for path in report_files.iter().filter(|path| path.ends_with(".json")) {
         verdict.merge_into(path)?;
@@ -129,17 +152,7 @@ async fn set_up(
 ) -> anyhow::Result<([SuiteSale; 2], String)> {
     let now = Utc::now();
     let spike_start = now + chrono::Duration::seconds(settings.start_in_secs.into());
-    let open_for = chrono::Duration::seconds(settings.sale_secs.into());
-    let sale = |name: &str, starts_at: DateTime<Utc>| NewSale {
-        sku: format!("LT-{}-{run}", name.to_uppercase()),
-        title: format!("loadtest {name} {run}"),
-        price_cents: 19900,
-        stock_total: settings.stock,
-        per_user_limit: settings.per_user_limit,
-        starts_at: time(starts_at),
-        ends_at: time(starts_at + open_for),
-        payment_timeout_secs: settings.payment_timeout_secs,
-    };
+    let sale = |name: &str, starts_at: DateTime<Utc>| new_sale(settings, run, name, starts_at);
     // Both joins first: a wrong id fails the run before it creates anything.
     let joined_spike = match &settings.spike_sale {
         Some(id) => Some(join(engine, "spike", "--spike-sale", id).await?),
@@ -162,6 +175,54 @@ async fn set_up(
         [spike, buy],
         format!("flashsale-loadtest: run {run}: {spike_line}; {buy_line}"),
     ))
+}
+
+/// The `queue` scenario's sale, created by every run (a waiting room's
+/// verdict needs all its joiners): queued, opening with the spike sale
+/// (`--start-in-secs` from now), its pre-queue open from creation; and the
+/// commitment to its shuffle's seed, read before anyone joins.
+async fn set_up_queue(
+    engine: &Engine,
+    settings: &Settings,
+    run: &str,
+) -> anyhow::Result<QueuedSale> {
+    let starts_at = Utc::now() + chrono::Duration::seconds(settings.start_in_secs.into());
+    let new = NewSale {
+        admission: Some(NewAdmission {
+            mode: "queue",
+            prequeue_opens_secs: settings.start_in_secs.saturating_add(PREQUEUE_LEAD_SECS),
+            admit_per_sec: settings.queue_admit_per_sec,
+        }),
+        ..new_sale(settings, run, "queue", starts_at)
+    };
+    let (sale, line) = create(engine, "queue", &new).await?;
+    println!("{line}");
+    let commitment = engine
+        .public_sale(&sale.id)
+        .await?
+        .admission
+        .and_then(|admission| admission.seed_sha256)
+        .context("the queued sale shows no seed_sha256")?;
+    Ok(QueuedSale {
+        id: sale.id,
+        commitment,
+    })
+}
+
+/// The open sale `name` of the run `run`, from `starts_at` for `--sale-secs`,
+/// shaped by the settings.
+fn new_sale(settings: &Settings, run: &str, name: &str, starts_at: DateTime<Utc>) -> NewSale {
+    NewSale {
+        sku: format!("LT-{}-{run}", name.to_uppercase()),
+        title: format!("loadtest {name} {run}"),
+        price_cents: 19900,
+        stock_total: settings.stock,
+        per_user_limit: settings.per_user_limit,
+        starts_at: time(starts_at),
+        ends_at: time(starts_at + chrono::Duration::seconds(settings.sale_secs.into())),
+        payment_timeout_secs: settings.payment_timeout_secs,
+        admission: None,
+    }
 }
 
 /// Creates the sale `name`.

@@ -1,5 +1,5 @@
 //! The goose scenarios and what a shopper does in each: `spike`, `browse`,
-//! `buy-and-pay` and `mixed`. Owns the shoppers' requests during the attack
+//! `buy-and-pay`, `mixed` and `queue`. Owns the shoppers' requests during the attack
 //! (through goose, so they are in its metrics) and records what each answer
 //! meant in the [`Tally`]. Knows nothing of set-up or the verdict.
 
@@ -21,6 +21,7 @@ const ROUTE_SALES: &str = "/api/v1/sales";
 const ROUTE_SALE: &str = "/api/v1/sales/{id}";
 const ROUTE_ORDER: &str = "/api/v1/sales/{id}/orders";
 const ROUTE_PAY: &str = "/api/v1/orders/{id}/pay";
+const ROUTE_QUEUE: &str = "/api/v1/sales/{id}/queue";
 
 /// A kept-alive connection idle this long is not reused. The engine closes
 /// connections idle for `FLASHSALE_IDLE_TIMEOUT_MS` (default 75 s); a
@@ -42,6 +43,11 @@ const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
 /// Countdown polls of one browse visit, and the pause between them.
 const COUNTDOWN_POLLS: u32 = 3;
 const COUNTDOWN_PAUSE: Duration = Duration::from_secs(1);
+/// `queue`: a pre-queue shopper joins at least this long before the
+/// opening (by the engine's clock), so its join is answered before it.
+const PREQUEUE_MARGIN: Duration = Duration::from_secs(1);
+/// `queue`: the wait before the next poll when an answer gave none.
+const POLL_PAUSE_DEFAULT: Duration = Duration::from_secs(1);
 /// `mixed`: how many shoppers in each role, out of the sum.
 const MIX: [(Role, u32); 3] = [(Role::Browse, 6), (Role::BuyAndPay, 3), (Role::Spike, 1)];
 
@@ -51,6 +57,8 @@ const MIX: [(Role, u32); 3] = [(Role::Browse, 6), (Role::BuyAndPay, 3), (Role::S
 pub struct Suite {
     pub spike_sale: String,
     pub buy_sale: String,
+    /// The queued sale `queue` shoppers wait for (created when `queue` runs).
+    pub queue_sale: Option<String>,
     pub shoppers: Shoppers,
     pub tally: Arc<Tally>,
     pub think_ms_max: u64,
@@ -103,6 +111,11 @@ pub fn register(attack: GooseAttack) -> GooseAttack {
                 .register_transaction(transaction!(join_mixed).set_name("join").set_on_start())
                 .register_transaction(transaction!(visit).set_name("mixed")),
         )
+        .register_scenario(
+            scenario!("queue")
+                .register_transaction(transaction!(join_queue).set_name("join").set_on_start())
+                .register_transaction(transaction!(visit).set_name("queue")),
+        )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +123,7 @@ enum Role {
     Spike,
     Browse,
     BuyAndPay,
+    Queue,
 }
 
 /// A goose user's shopper and progress.
@@ -146,6 +160,10 @@ async fn join_browse(user: &mut GooseUser) -> TransactionResult {
 
 async fn join_buy_and_pay(user: &mut GooseUser) -> TransactionResult {
     join(user, Role::BuyAndPay).await
+}
+
+async fn join_queue(user: &mut GooseUser) -> TransactionResult {
+    join(user, Role::Queue).await
 }
 
 async fn join_mixed(user: &mut GooseUser) -> TransactionResult {
@@ -213,6 +231,7 @@ async fn visit(user: &mut GooseUser) -> TransactionResult {
         Role::Spike => spike(user).await,
         Role::Browse => browse(user).await,
         Role::BuyAndPay => buy_and_pay(user).await,
+        Role::Queue => queue(user).await,
     }
 }
 
@@ -287,6 +306,116 @@ async fn buy_and_pay(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
+/// Join the queued sale at a random moment before its opening (by the
+/// engine's clock; a shopper started too late for that joins at once and
+/// is not of the pre-queue), poll no sooner than each answer's
+/// `poll_after_ms`, and order with the admission's purchase token. Joins
+/// and polls answered 429 or 503 are retried after `Retry-After`; the visit
+/// gives up the suite's patience after the opening.
+async fn queue(user: &mut GooseUser) -> TransactionResult {
+    let suite = suite()?;
+    session_mut(user)?.done = true;
+    let sale_id = suite
+        .queue_sale
+        .clone()
+        .ok_or_else(|| custom("the queue scenario has no queued sale"))?;
+    let Some(sale) = get_sale(user, &sale_id).await? else {
+        return Ok(());
+    };
+    let until_opening = (sale.starts_at - sale.server_time)
+        .to_std()
+        .unwrap_or_default();
+    let prequeue = until_opening > PREQUEUE_MARGIN;
+    if prequeue {
+        let join_in = rand::rng().random_range(Duration::ZERO..until_opening - PREQUEUE_MARGIN);
+        tokio::time::sleep(join_in).await;
+    }
+    let give_up = Instant::now() + until_opening + suite.patience;
+    let (shopper, token) = {
+        let session = session(user)?;
+        (session.shopper.clone(), session.token.clone())
+    };
+    let path = format!("/api/v1/sales/{sale_id}/queue");
+    let mut answer = loop {
+        let answer = send(user, GooseMethod::Post, ROUTE_QUEUE, &path, |request| {
+            request.bearer_auth(&token)
+        })
+        .await?;
+        match answer.kind {
+            Kind::Success => break answer,
+            Kind::RateLimited | Kind::Shed if Instant::now() < give_up => {
+                tokio::time::sleep(answer.retry_after).await;
+            }
+            _ => return Ok(()),
+        }
+    };
+    suite.tally.queue_joined(&shopper, prequeue);
+    let mut poll = false;
+    loop {
+        let status = answer.body["status"].as_str().unwrap_or_default();
+        let status = if answer.kind == Kind::Success {
+            status
+        } else {
+            ""
+        };
+        let position = answer.body["position"].as_u64();
+        suite.tally.queue_answer(&shopper, poll, position, status);
+        let pause = match (answer.kind, status) {
+            (Kind::Success, "waiting") => answer.body["poll_after_ms"]
+                .as_u64()
+                .map_or(POLL_PAUSE_DEFAULT, Duration::from_millis),
+            (Kind::Success, "admitted") => {
+                let purchase = answer.body["purchase_token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                return buy_admitted(user, &sale_id, &purchase, give_up).await;
+            }
+            (Kind::RateLimited | Kind::Shed, _) => answer.retry_after,
+            _ => return Ok(()),
+        };
+        tokio::time::sleep(pause).await;
+        if Instant::now() >= give_up {
+            return Ok(());
+        }
+        answer = send(user, GooseMethod::Get, ROUTE_QUEUE, &path, |request| {
+            request.bearer_auth(&token)
+        })
+        .await?;
+        poll = true;
+    }
+}
+
+/// An admitted `queue` shopper's order, with its purchase token and one
+/// `Idempotency-Key`, retried after 429 and 503 until `give_up`; then its
+/// payment, so the unit stays sold and the sale sells out.
+async fn buy_admitted(
+    user: &mut GooseUser,
+    sale_id: &str,
+    purchase: &str,
+    give_up: Instant,
+) -> TransactionResult {
+    let key = format!("lt-{}-queue", user.weighted_users_index);
+    while Instant::now() < give_up {
+        match order(user, sale_id, &key, Some(purchase)).await? {
+            Attempt::Ordered(order_id) => {
+                let token = session(user)?.token.clone();
+                let path = format!("/api/v1/orders/{order_id}/pay");
+                send(user, GooseMethod::Post, ROUTE_PAY, &path, |request| {
+                    request.bearer_auth(&token)
+                })
+                .await?;
+                suite()?.tally.queue_order();
+                return Ok(());
+            }
+            Attempt::Retry(pause) => tokio::time::sleep(pause).await,
+            Attempt::NotStarted => tokio::time::sleep(NOT_STARTED_PAUSE).await,
+            Attempt::SoldOut | Attempt::Over => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 /// How one order attempt ended.
 enum Attempt {
     Ordered(String),
@@ -330,7 +459,7 @@ async fn race(
                 _ => open = true,
             }
         }
-        match order(user, sale_id, &key).await? {
+        match order(user, sale_id, &key, None).await? {
             Attempt::Ordered(order_id) => return Ok(Some(order_id)),
             Attempt::Retry(pause) => tokio::time::sleep(pause).await,
             Attempt::NotStarted => tokio::time::sleep(NOT_STARTED_PAUSE).await,
@@ -344,19 +473,26 @@ async fn race(
     Ok(None)
 }
 
+/// One order attempt; `purchase` is an admission's purchase token, sent as
+/// `X-Purchase-Token`.
 async fn order(
     user: &mut GooseUser,
     sale_id: &str,
     key: &str,
+    purchase: Option<&str>,
 ) -> Result<Attempt, Box<TransactionError>> {
     let session = session(user)?;
     let (shopper, token) = (session.shopper.clone(), session.token.clone());
     let path = format!("/api/v1/sales/{sale_id}/orders");
     let answer = send(user, GooseMethod::Post, ROUTE_ORDER, &path, |request| {
-        request
+        let request = request
             .bearer_auth(&token)
             .header("Idempotency-Key", key)
-            .json(&json!({ "quantity": 1 }))
+            .json(&json!({ "quantity": 1 }));
+        match purchase {
+            Some(purchase) => request.header("X-Purchase-Token", purchase),
+            None => request,
+        }
     })
     .await?;
     Ok(match (answer.kind, answer.code.as_str()) {

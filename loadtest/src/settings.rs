@@ -2,8 +2,9 @@
 //! [`GooseConfiguration`]) plus the suite's own, each of those also an
 //! environment variable. Owns nothing else.
 //!
-//! `--stock`, `--per-user-limit`, `--start-in-secs`, `--sale-secs` and
-//! `--payment-timeout-secs` shape the sales a run creates; a joined sale
+//! `--stock`, `--per-user-limit`, `--start-in-secs`, `--sale-secs`,
+//! `--payment-timeout-secs` and `--queue-admit-per-sec` shape the sales a
+//! run creates; a joined sale
 //! (`--spike-sale`, `--buy-sale`) keeps its own.
 
 use clap::Parser;
@@ -14,7 +15,7 @@ use goose::config::GooseConfiguration;
 #[command(
     name = "flashsale-loadtest",
     about = "goose load suites for flashsale; the engine's promises are checked after every run",
-    after_help = "Scenarios (--scenarios, goose's machine names): spike, browse, buyandpay, mixed.\n\
+    after_help = "Scenarios (--scenarios, goose's machine names): spike, browse, buyandpay, mixed, queue.\n\
                   Several generators against one engine: create the sales once with \
                   --create-sales-only, then give each generator --spike-sale and --buy-sale."
 )]
@@ -70,6 +71,12 @@ pub struct Settings {
     /// the engine's `server_time`. Leave time for goose to start every user.
     #[arg(long, env = "FLASHSALE_LOADTEST_START_IN_SECS", default_value_t = 5)]
     pub start_in_secs: u32,
+
+    /// `queue`: shoppers admitted per second from the queued sale's line
+    /// (the sale's `admission.admit_per_sec`).
+    #[arg(long, env = "FLASHSALE_LOADTEST_QUEUE_ADMIT_PER_SEC", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_admit_per_sec: u32,
 
     /// How long each sale stays open.
     #[arg(long, env = "FLASHSALE_LOADTEST_SALE_SECS", default_value_t = 600,

@@ -1,10 +1,12 @@
 //! What the suite saw during the attack, shared by every goose user: each
 //! answer by route, status and error code, the orders its 201s named, the
-//! shoppers who played (with their tokens, for the verdict), and requests
-//! that got no answer. goose's own metrics count requests and latencies;
+//! shoppers who played (with their tokens, for the verdict), requests
+//! that got no answer, and each `queue` shopper's way through the waiting
+//! room. goose's own metrics count requests and latencies;
 //! this counts what the answers meant.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -55,6 +57,27 @@ pub struct Snapshot {
     pub abandoned: u64,
     /// Spike shoppers who arrived after the sale had opened.
     pub spike_late: u64,
+    /// `queue` shoppers by id: their way through the waiting room.
+    pub queue: BTreeMap<String, QueueVisit>,
+    /// When the last order on the queued sale was paid for (its sell-out,
+    /// once the verdict finds no stock left).
+    pub queue_last_order: Option<Instant>,
+}
+
+/// One `queue` shopper's way through the waiting room.
+#[derive(Debug, Clone)]
+pub struct QueueVisit {
+    /// Planned to join before the opening (the pre-queue the shuffle places).
+    pub prequeue: bool,
+    /// 0-based rank of its join's answer among every joiner's.
+    pub join_seq: u64,
+    pub joined_at: Instant,
+    /// Its place in the line, once the engine gave one.
+    pub position: Option<u64>,
+    /// Polls after the join.
+    pub polls: u64,
+    /// The final answer (`admitted`, `sold_out`, `ended`) and when it came.
+    pub outcome: Option<(String, Instant)>,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +126,42 @@ impl Tally {
 
     pub fn abandoned(&self) {
         self.seen.lock().abandoned += 1;
+    }
+
+    /// A `queue` shopper's join was answered.
+    pub fn queue_joined(&self, shopper: &str, prequeue: bool) {
+        let mut seen = self.seen.lock();
+        let join_seq = seen.queue.len() as u64;
+        seen.queue.insert(
+            shopper.to_owned(),
+            QueueVisit {
+                prequeue,
+                join_seq,
+                joined_at: Instant::now(),
+                position: None,
+                polls: 0,
+                outcome: None,
+            },
+        );
+    }
+
+    /// A `queue` shopper's answer after its join (`poll`: to a poll, which
+    /// counts whatever the answer): its place and, when final, its outcome
+    /// (`status` is empty for an answer that is not a place).
+    pub fn queue_answer(&self, shopper: &str, poll: bool, position: Option<u64>, status: &str) {
+        let mut seen = self.seen.lock();
+        let Some(visit) = seen.queue.get_mut(shopper) else {
+            return;
+        };
+        visit.polls += u64::from(poll);
+        visit.position = position.or(visit.position);
+        if !matches!(status, "waiting" | "") && visit.outcome.is_none() {
+            visit.outcome = Some((status.to_owned(), Instant::now()));
+        }
+    }
+
+    pub fn queue_order(&self) {
+        self.seen.lock().queue_last_order = Some(Instant::now());
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -1,12 +1,15 @@
 //! The verdict after every run: reads the engine's exact stats and every
 //! order of the suite's shoppers, checks the engine's promises against them
 //! and against what the suite saw, prints a PASS/FAIL block and adds itself
-//! to goose's JSON report.
+//! to goose's JSON report. The queued sale's waiting-room checks are
+//! [`queue`]'s.
 //!
 //! A shared sale (joined with `--spike-sale` or `--buy-sale`) also holds
 //! other generators' orders, which this run cannot see: its stats are
 //! compared with this run's orders as a bound, and are not waited for to
 //! settle, since other generators may still be buying.
+
+mod queue;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -16,6 +19,7 @@ use serde::Serialize;
 
 use crate::engine::{AdminSale, Engine, Order, SaleStats};
 use crate::tally::{Kind, Snapshot};
+pub use queue::{QueueVerdict, QueuedSale};
 
 /// Reads of the stats, the orders and the stats again until both stats of
 /// every sale the run created agree (an order may expire while the orders
@@ -85,15 +89,36 @@ pub struct Verdict {
     pub unexpected: u64,
     pub no_answer: u64,
     pub checks: Vec<Check>,
+    /// The `queue` scenario's waiting room, when it ran.
+    pub queue: Option<QueueVerdict>,
 }
 
-/// Reads the engine and judges the run.
+/// Reads the engine and judges the run; `queued` is the queued sale (one
+/// of `sales`) when the `queue` scenario ran.
 pub async fn judge(
     engine: &Engine,
     sales: &[SuiteSale],
+    queued: Option<&QueuedSale>,
     seen: &Snapshot,
 ) -> anyhow::Result<Verdict> {
     let (stats, orders, settled) = read_settled(engine, sales, seen).await?;
+    let queue = match queued {
+        Some(queued) => {
+            let revealed = engine.public_sale(&queued.id).await?;
+            let seed = revealed.admission.and_then(|admission| admission.seed);
+            let sold_out = stats
+                .iter()
+                .any(|admin| admin.id == queued.id && admin.stats.remaining == 0);
+            Some(queue::judge_queue(
+                queued,
+                seed.as_deref(),
+                sold_out,
+                &orders,
+                seen,
+            ))
+        }
+        None => None,
+    };
     let any_shared = sales.iter().any(|sale| sale.shared);
     let mut verdict_sales = Vec::new();
     for (sale, admin) in sales.iter().zip(&stats) {
@@ -135,7 +160,10 @@ pub async fn judge(
     let pass = checks.iter().all(|check| check.pass)
         && verdict_sales
             .iter()
-            .all(|sale| sale.checks.iter().all(|check| check.pass));
+            .all(|sale| sale.checks.iter().all(|check| check.pass))
+        && queue
+            .iter()
+            .all(|queue| queue.checks.iter().all(|check| check.pass));
     Ok(Verdict {
         pass,
         sales: verdict_sales,
@@ -149,6 +177,7 @@ pub async fn judge(
         unexpected,
         no_answer,
         checks,
+        queue,
     })
 }
 
@@ -368,6 +397,13 @@ impl Verdict {
         println!("unexpected answers (failures): {}", self.unexpected);
         println!("requests without an answer (failures): {}", self.no_answer);
         print_checks(&self.checks);
+        if let Some(queue) = &self.queue {
+            println!(
+                "waiting room of sale {}: {} joined ({} of the pre-queue placed); {} admitted, {} sold_out",
+                queue.sale_id, queue.joined, queue.prequeue_placed, queue.admitted, queue.sold_out
+            );
+            print_checks(&queue.checks);
+        }
         println!("=== flashsale verdict: {word} ===");
     }
 
@@ -409,7 +445,8 @@ fn print_checks(checks: &[Check]) {
 mod tests {
     use super::*;
 
-    fn order(id: &str, sale_id: &str, status: &str) -> Order {
+    /// An order of one unit (also the `queue` checks' tests').
+    pub(super) fn order(id: &str, sale_id: &str, status: &str) -> Order {
         Order {
             id: id.to_owned(),
             sale_id: sale_id.to_owned(),
@@ -447,9 +484,9 @@ mod tests {
         }
     }
 
-    fn failed(verdict: &SaleVerdict) -> Vec<&str> {
-        verdict
-            .checks
+    /// The names of the failed checks (also the `queue` checks' tests').
+    pub(super) fn failed(checks: &[Check]) -> Vec<&str> {
+        checks
             .iter()
             .filter(|check| !check.pass)
             .map(|check| check.name.as_str())
@@ -482,7 +519,7 @@ mod tests {
         seen.orders
             .insert(("a".to_owned(), "s_1".to_owned(), "o_2".to_owned()));
         let verdict = judge_sale(&sale, &admin(stats(0, 1, 1, 1)), &orders, &seen);
-        assert!(failed(&verdict).is_empty(), "{:?}", verdict.checks);
+        assert!(failed(&verdict.checks).is_empty(), "{:?}", verdict.checks);
         assert_eq!((verdict.units_created, verdict.units_held), (3, 2));
     }
 
@@ -502,7 +539,7 @@ mod tests {
             .insert(("b".to_owned(), "s_1".to_owned(), "o_4".to_owned()));
         let verdict = judge_sale(&sale(false), &admin(stats(0, 1, 1, 0)), &orders, &seen);
         assert_eq!(
-            failed(&verdict),
+            failed(&verdict.checks),
             vec![
                 "units ordered <= stock_total + units returned (expired, cancelled)",
                 "reserved + paid == units the orders hold",
@@ -523,11 +560,11 @@ mod tests {
             .insert(("a".to_owned(), "s_1".to_owned(), "o_1".to_owned()));
         let sold_out = admin(stats(0, 1, 1, 0));
         let shared = judge_sale(&sale(true), &sold_out, &orders, &seen);
-        assert!(failed(&shared).is_empty(), "{:?}", shared.checks);
+        assert!(failed(&shared.checks).is_empty(), "{:?}", shared.checks);
         assert!(shared.shared);
         let own = judge_sale(&sale(false), &sold_out, &orders, &seen);
         assert_eq!(
-            failed(&own),
+            failed(&own.checks),
             vec!["reserved + paid == units the orders hold"]
         );
     }
@@ -547,7 +584,7 @@ mod tests {
             &Snapshot::default(),
         );
         assert_eq!(
-            failed(&verdict),
+            failed(&verdict.checks),
             vec!["reserved + paid >= units this run's orders hold (shared sale)"]
         );
     }
