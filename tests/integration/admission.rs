@@ -17,9 +17,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::support::{
-    error_code, live_sale, rfc3339_in, token, Backend, Harness, Servers, TestApp,
-};
+use crate::support::{error_code, live_sale, rfc3339_in, Backend, Harness, Servers, TestApp};
 use crate::{on_both_stores, on_every_store};
 
 const POLL_MS: u64 = 100;
@@ -92,22 +90,6 @@ async fn poll_all(app: &TestApp, sale: &str, shoppers: &[String]) -> HashMap<Str
         answers.insert(shopper.clone(), poll(app, sale, shopper).await);
     }
     answers
-}
-
-async fn order_with(
-    app: &TestApp,
-    sale: &str,
-    shopper: &str,
-    purchase: Option<&str>,
-) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(app.url(&format!("/api/v1/sales/{sale}/orders")))
-        .bearer_auth(token(shopper));
-    if let Some(purchase) = purchase {
-        request = request.header("X-Purchase-Token", purchase);
-    }
-    request.send().await.unwrap()
 }
 
 /// Waits until the sale's public view shows the revealed seed.
@@ -212,14 +194,14 @@ async fn admission_never_exceeds_the_stock_bound(backend: Backend) {
 
     let mut orders = Vec::new();
     for (shopper, purchase) in &first[..5] {
-        let response = order_with(&app, &sale, shopper, Some(purchase)).await;
+        let response = app.order_with(&sale, shopper, Some(purchase), None).await;
         assert_eq!(response.status(), StatusCode::CREATED);
         let order: Value = response.json().await.unwrap();
         orders.push((shopper.clone(), order["id"].as_str().unwrap().to_owned()));
     }
     let (sixth, purchase) = &first[5];
     assert_eq!(
-        error_code(order_with(&app, &sale, sixth, Some(purchase)).await).await,
+        error_code(app.order_with(&sale, sixth, Some(purchase), None).await).await,
         (StatusCode::CONFLICT, "sold_out".to_owned())
     );
     let answers = poll_all(&app, &sale, &line).await;
@@ -243,7 +225,9 @@ async fn admission_never_exceeds_the_stock_bound(backend: Backend) {
         .iter()
         .find(|entry| !first.contains(entry))
         .expect("one newly admitted");
-    let response = order_with(&app, &sale, &newcomer.0, Some(&newcomer.1)).await;
+    let response = app
+        .order_with(&sale, &newcomer.0, Some(&newcomer.1), None)
+        .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let order: Value = response.json().await.unwrap();
     orders[0] = (newcomer.0.clone(), order["id"].as_str().unwrap().to_owned());
@@ -301,7 +285,7 @@ async fn only_an_admission_buys(backend: Backend) {
         .unwrap()
         .to_owned();
     assert_eq!(
-        error_code(order_with(&app, &sale, first, None).await).await,
+        error_code(app.order_with(&sale, first, None, None).await).await,
         forbidden
     );
     assert_eq!(
@@ -314,23 +298,25 @@ async fn only_an_admission_buys(backend: Backend) {
         "the purchase-token route does not serve a queued sale"
     );
     assert_eq!(
-        error_code(order_with(&app, &sale, second, Some(&purchase)).await).await,
+        error_code(app.order_with(&sale, second, Some(&purchase), None).await).await,
         forbidden,
         "another shopper's admission"
     );
     assert_eq!(
-        error_code(order_with(&app, &other, first, Some(&purchase)).await).await,
+        error_code(app.order_with(&other, first, Some(&purchase), None).await).await,
         forbidden,
         "another sale's admission"
     );
     let other_answers = poll_all(&app, &other, &line).await;
     let others = other_answers[first]["purchase_token"].as_str().unwrap();
     assert_eq!(
-        order_with(&app, &other, first, Some(others)).await.status(),
+        app.order_with(&other, first, Some(others), None)
+            .await
+            .status(),
         StatusCode::CREATED
     );
     assert_eq!(
-        error_code(order_with(&app, &other, first, Some(others)).await).await,
+        error_code(app.order_with(&other, first, Some(others), None).await).await,
         forbidden,
         "a used admission"
     );
@@ -340,7 +326,7 @@ async fn only_an_admission_buys(backend: Backend) {
     assert!(expires.ends_with('Z'));
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(
-        error_code(order_with(&app, &sale, first, Some(&purchase)).await).await,
+        error_code(app.order_with(&sale, first, Some(&purchase), None).await).await,
         forbidden,
         "an expired admission"
     );
@@ -360,7 +346,9 @@ async fn only_an_admission_buys(backend: Backend) {
     assert_eq!(next["status"], "admitted", "{next}");
     let token = next["purchase_token"].as_str().unwrap();
     assert_eq!(
-        order_with(&app, &sale, second, Some(token)).await.status(),
+        app.order_with(&sale, second, Some(token), None)
+            .await
+            .status(),
         StatusCode::CREATED
     );
 }

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::on_both_stores;
-use crate::support::{error_code, live_sale, rfc3339_in, token, Backend, Harness, TestApp};
+use crate::support::{error_code, live_sale, rfc3339_in, Backend, Harness, TestApp};
 
 const TTL_SECS: i64 = 1;
 
@@ -41,26 +41,6 @@ async fn purchase_token(app: &TestApp, sale: &str, shopper: &str) -> String {
     body["purchase_token"].as_str().unwrap().to_owned()
 }
 
-async fn order_with(
-    app: &TestApp,
-    sale: &str,
-    shopper: &str,
-    purchase: Option<&str>,
-    key: Option<&str>,
-) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(app.url(&format!("/api/v1/sales/{sale}/orders")))
-        .bearer_auth(token(shopper));
-    if let Some(purchase) = purchase {
-        request = request.header("X-Purchase-Token", purchase);
-    }
-    if let Some(key) = key {
-        request = request.header("Idempotency-Key", key);
-    }
-    request.send().await.unwrap()
-}
-
 fn forbidden() -> (StatusCode, String) {
     (StatusCode::FORBIDDEN, "forbidden".to_owned())
 }
@@ -75,17 +55,17 @@ async fn no_token_before_the_start(backend: Backend) {
         (StatusCode::CONFLICT, "not_started".to_owned())
     );
     assert_eq!(
-        error_code(order_with(&app, &sale, "early", None, None).await).await,
+        error_code(app.order_with(&sale, "early", None, None).await).await,
         (StatusCode::CONFLICT, "not_started".to_owned())
     );
     tokio::time::sleep(Duration::from_millis(2_200)).await;
     assert_eq!(
-        error_code(order_with(&app, &sale, "early", None, None).await).await,
+        error_code(app.order_with(&sale, "early", None, None).await).await,
         forbidden(),
         "open now, but not without a token"
     );
     let purchase = purchase_token(&app, &sale, "early").await;
-    let order = order_with(&app, &sale, "early", Some(&purchase), None).await;
+    let order = app.order_with(&sale, "early", Some(&purchase), None).await;
     assert_eq!(order.status(), StatusCode::CREATED);
     let view = app.sale(&sale).await;
     assert_eq!(view["require_purchase_token"], true);
@@ -101,23 +81,35 @@ async fn tokens_are_bound_single_use_and_short_lived(backend: Backend) {
     let alices = purchase_token(&app, &sale, "alice").await;
 
     assert_eq!(
-        error_code(order_with(&app, &sale, "bob", Some(&alices), None).await).await,
+        error_code(app.order_with(&sale, "bob", Some(&alices), None).await).await,
         forbidden(),
         "another shopper's token"
     );
     assert_eq!(
-        error_code(order_with(&app, &other_sale, "alice", Some(&alices), None).await).await,
+        error_code(
+            app.order_with(&other_sale, "alice", Some(&alices), None)
+                .await
+        )
+        .await,
         forbidden(),
         "a token for another sale"
     );
     assert_eq!(
-        error_code(order_with(&app, &sale, "alice", Some("not.a.token"), None).await).await,
+        error_code(
+            app.order_with(&sale, "alice", Some("not.a.token"), None)
+                .await
+        )
+        .await,
         forbidden()
     );
 
-    let first = order_with(&app, &sale, "alice", Some(&alices), Some("k1")).await;
+    let first = app
+        .order_with(&sale, "alice", Some(&alices), Some("k1"))
+        .await;
     assert_eq!(first.status(), StatusCode::CREATED);
-    let replay = order_with(&app, &sale, "alice", Some(&alices), Some("k1")).await;
+    let replay = app
+        .order_with(&sale, "alice", Some(&alices), Some("k1"))
+        .await;
     assert_eq!(
         replay.status(),
         StatusCode::CREATED,
@@ -125,7 +117,7 @@ async fn tokens_are_bound_single_use_and_short_lived(backend: Backend) {
     );
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(
-        error_code(order_with(&app, &sale, "alice", Some(&alices), None).await).await,
+        error_code(app.order_with(&sale, "alice", Some(&alices), None).await).await,
         forbidden(),
         "a used token buys no second order"
     );
@@ -136,11 +128,13 @@ async fn tokens_are_bound_single_use_and_short_lived(backend: Backend) {
     ))
     .await;
     assert_eq!(
-        error_code(order_with(&app, &sale, "alice", Some(&late), None).await).await,
+        error_code(app.order_with(&sale, "alice", Some(&late), None).await).await,
         forbidden(),
         "an expired token"
     );
-    let retried = order_with(&app, &sale, "alice", Some(&alices), Some("k1")).await;
+    let retried = app
+        .order_with(&sale, "alice", Some(&alices), Some("k1"))
+        .await;
     assert_eq!(
         retried.status(),
         StatusCode::CREATED,
@@ -148,7 +142,11 @@ async fn tokens_are_bound_single_use_and_short_lived(backend: Backend) {
     );
     assert_eq!(retried.headers()["idempotent-replayed"], "true");
     assert_eq!(
-        error_code(order_with(&app, &sale, "alice", Some(&late), Some("k2")).await).await,
+        error_code(
+            app.order_with(&sale, "alice", Some(&late), Some("k2"))
+                .await
+        )
+        .await,
         forbidden(),
         "a new key is a new order: it needs a live token"
     );

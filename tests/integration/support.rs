@@ -481,6 +481,28 @@ impl TestApp {
         self.shopper(reqwest::Method::POST, shopper, path).await
     }
 
+    /// A shopper's order of one unit of `sale`, with a purchase token
+    /// (`X-Purchase-Token`) and an idempotency key when given.
+    pub async fn order_with(
+        &self,
+        sale: &str,
+        shopper: &str,
+        purchase: Option<&str>,
+        key: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/api/v1/sales/{sale}/orders")))
+            .bearer_auth(token(shopper));
+        if let Some(purchase) = purchase {
+            request = request.header("X-Purchase-Token", purchase);
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.expect("order request")
+    }
+
     async fn shopper(&self, method: reqwest::Method, shopper: &str, path: &str) -> Response {
         self.client
             .request(method, self.url(path))
