@@ -162,29 +162,11 @@ mod tests {
     use futures::future::join_all;
 
     use super::*;
-    use crate::domain::{Sale, SaleState, SaleStats};
 
     fn view(id: &SaleId, now: i64) -> SaleView {
         SaleView {
-            sale: Sale {
-                id: id.clone(),
-                sku: "sku".into(),
-                title: "title".into(),
-                price_cents: 1,
-                currency: "CNY".into(),
-                stock_total: 1,
-                per_user_limit: 1,
-                starts_at: 0,
-                ends_at: 1_000_000,
-                payment_timeout_secs: 900,
-                require_purchase_token: false,
-                admission: Default::default(),
-                state: SaleState::Scheduled,
-                created_at: 0,
-            },
-            stats: SaleStats::default(),
             now,
-            version: 1,
+            ..crate::sales::test_view(id, 1, 0)
         }
     }
 

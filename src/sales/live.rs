@@ -286,37 +286,11 @@ mod tests {
     use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
     use super::*;
-    use crate::domain::{Sale, SaleState};
 
     const INTERVAL: Duration = Duration::from_secs(1);
 
     fn view(id: &SaleId, reserved: i64) -> SaleView {
-        SaleView {
-            sale: Sale {
-                id: id.clone(),
-                sku: "sku".into(),
-                title: "title".into(),
-                price_cents: 1,
-                currency: "CNY".into(),
-                stock_total: 100,
-                per_user_limit: 1,
-                starts_at: 0,
-                ends_at: 1_000_000,
-                payment_timeout_secs: 900,
-                require_purchase_token: false,
-                admission: Default::default(),
-                state: SaleState::Scheduled,
-                created_at: 0,
-            },
-            stats: SaleStats {
-                stock_total: 100,
-                remaining: 100 - reserved,
-                reserved,
-                ..SaleStats::default()
-            },
-            now: 1_000,
-            version: 1,
-        }
+        crate::sales::test_view(id, 100, reserved)
     }
 
     /// A read that counts itself in `reads` and finds `reserved` units

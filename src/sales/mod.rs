@@ -164,3 +164,36 @@ impl Sales {
         Ok(view)
     }
 }
+
+/// A scheduled sale of `stock` units with `reserved` of them held, read at
+/// store instant 1,000: the fixture of this module's unit tests.
+#[cfg(test)]
+pub(crate) fn test_view(id: &SaleId, stock: i64, reserved: i64) -> SaleView {
+    use crate::domain::{Sale, SaleState, SaleStats};
+    SaleView {
+        sale: Sale {
+            id: id.clone(),
+            sku: "sku".into(),
+            title: "title".into(),
+            price_cents: 1,
+            currency: "CNY".into(),
+            stock_total: stock,
+            per_user_limit: 1,
+            starts_at: 0,
+            ends_at: 1_000_000,
+            payment_timeout_secs: 900,
+            require_purchase_token: false,
+            admission: Default::default(),
+            state: SaleState::Scheduled,
+            created_at: 0,
+        },
+        stats: SaleStats {
+            stock_total: stock,
+            remaining: stock - reserved,
+            reserved,
+            ..SaleStats::default()
+        },
+        now: 1_000,
+        version: 1,
+    }
+}
