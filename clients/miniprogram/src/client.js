@@ -267,8 +267,12 @@ export class FlashsaleClient {
   _remember(sale) {
     if (!sale || !sale.id) return;
     const queued = sale.admission && sale.admission.mode === 'queue';
-    this.saleAccess.delete(sale.id);
-    this.saleAccess.set(sale.id, queued ? 'queue' : sale.require_purchase_token === true ? 'token' : 'open');
+    this._rememberAccess(sale.id, queued ? 'queue' : sale.require_purchase_token === true ? 'token' : 'open');
+  }
+
+  _rememberAccess(saleId, access) {
+    this.saleAccess.delete(saleId);
+    this.saleAccess.set(saleId, access);
     if (this.saleAccess.size > SALES_KNOWN_MAX) this.saleAccess.delete(this.saleAccess.keys().next().value);
   }
 
@@ -385,6 +389,12 @@ export class FlashsaleClient {
 
   async _campaignPage(read) {
     if (!read.ok) return read;
+    // A campaign's sales are never queued: `buy` needs no read of the sale
+    // at the opening second. Only the items of the live or next round are
+    // remembered, so a big campaign does not push every other sale out.
+    const { current } = this.campaignRounds(read.body);
+    const access = read.body.require_purchase_token ? 'token' : 'open';
+    for (const item of read.body.rounds[current]?.items ?? []) this._rememberAccess(item.sale_id, access);
     await this._keepClockSynced(campaignSaleId(read.body));
     return {
       ok: true,

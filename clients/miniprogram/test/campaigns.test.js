@@ -90,8 +90,10 @@ test('the page is read no more often than its max-age, per shopper; the allowanc
   assert.equal(reads().length, 2, 'the public page is another page');
 
   const item = first.rounds[first.current].items[0];
+  const sent = transport.log.length;
   const bought = await c.buy(item.sale_id, 1);
   assert.equal(bought.ok, true, JSON.stringify(bought));
+  assert.deepEqual(transport.log.slice(sent).map((e) => e.method), ['POST'], 'the page told how the item is sold: the order alone');
   // The engine's page is read once a second: let it read the sale again.
   await new Promise((resolve) => setTimeout(resolve, 1100));
   assert.equal((await c.getCampaign(campaign.id, { allowance: true })).cached, true, 'the local clock says max-age has not passed');

@@ -116,8 +116,9 @@ test('the example page on a queued sale: the queue position while waiting, then 
   try {
     await until(() => page.data.items.length, 'the sale shown');
     assert.equal(page.data.phase, 'upcoming');
+    assert.equal(page.data.items[0].queued, true, 'the button queues, before the opening too');
     const from = patches.length;
-    // Tapped before the opening: the button is disabled then; the page's handler still waits in line.
+    // Tapped in the pre-queue, before the opening.
     await page.buy();
     assert.match(page.data.message, /^抢到了/, page.data.message);
     assert.equal(page.data.queueText, '', 'the queue box is gone once bought');

@@ -166,6 +166,8 @@ Page({
         originalPrice: item.original_price_cents === null ? '' : yuan(item.original_price_cents),
         soldPercent: Math.round(100 * item.sold_share),
         soldOut: item.status === 'sold_out',
+        // A queued sale's line opens before the sale: its button works in the pre-queue.
+        queued: Boolean(item.admission && item.admission.mode === 'queue'),
       })),
     });
     this.tick();
