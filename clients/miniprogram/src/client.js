@@ -389,17 +389,17 @@ export class FlashsaleClient {
 
   async _campaignPage(read) {
     if (!read.ok) return read;
-    // A campaign's sales are never queued: `buy` needs no read of the sale
-    // at the opening second. Only the items of the live or next round are
-    // remembered, so a big campaign does not push every other sale out.
-    const { current } = this.campaignRounds(read.body);
-    const access = read.body.require_purchase_token ? 'token' : 'open';
-    for (const item of read.body.rounds[current]?.items ?? []) this._rememberAccess(item.sale_id, access);
     await this._keepClockSynced(campaignSaleId(read.body));
+    const shown = this.campaignRounds(read.body);
+    // A campaign's sales are never queued: `buy` needs no read of the sale
+    // at the opening second. Only the items of the round shown are
+    // remembered, so a big campaign does not push every other sale out.
+    const access = read.body.require_purchase_token ? 'token' : 'open';
+    for (const item of shown.rounds[shown.current]?.items ?? []) this._rememberAccess(item.sale_id, access);
     return {
       ok: true,
       campaign: read.body,
-      ...this.campaignRounds(read.body),
+      ...shown,
       allowance: read.body.allowance ?? null,
       cached: read.cached,
       msToRefresh: read.msToRefresh,

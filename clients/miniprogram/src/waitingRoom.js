@@ -170,8 +170,10 @@ export class WaitingRoom {
         }
         if (FINAL_STATUSES.has(place.status)) return clientResult(place.status, `the queue says ${place.status}`, { place });
         waitMs = await this.msUntilPoll(saleId);
-      } else if (result.status === 404 && joined && rejoins < REJOINS_MAX) {
-        // Out of the line (an admission that expired unused): join again, at the back.
+      } else if (result.status === 404 && rejoins < REJOINS_MAX) {
+        // Out of the line (an admission that expired unused): join again, at
+        // the back. A join can answer it too: the engine frees the expired
+        // place on the join's own read of the line, and the next join queues.
         joined = false;
         rejoins += 1;
         continue;

@@ -4,11 +4,14 @@
 // sooner than each answer's poll_after_ms (checked from the recorded
 // send and answer times of every request it made, never against a
 // wall-clock budget), hands the admission's token to the order, joins
-// again after a 404, stops at sold_out, and answers a too-early poll
-// from memory whatever the page does.
+// again after a 404 (one the proxy puts in place of the engine's answer,
+// and the engine's own once an admission expired unused), stops at
+// sold_out, and answers a too-early poll from memory whatever the page
+// does. The expiry takes 15 s of the engine's time: that test runs beside
+// the others.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 
 import { createClient, fetchTransport } from '../src/index.js';
 import { newShopper, shopperToken, startEngine } from '../testing/engine.js';
@@ -57,138 +60,168 @@ function assertPacedAsTold(log) {
   return calls;
 }
 
-test('three shoppers in the pre-queue: polled no sooner than poll_after_ms, positions reported, each admission token buys its order', { timeout: 60_000 }, async () => {
-  const sale = await engine.createQueuedSale({ startsInMs: 2500, stock_total: 5, admission: { admit_per_sec: 1 } });
-  const shoppers = [client(), client(), client()];
-  const progress = shoppers.map(() => []);
+describe('the waiting room', { concurrency: true }, () => {
+  test('an admission left unused expires: the engine says 404, and wait joins again at the back and is admitted', { timeout: 60_000 }, async () => {
+    // Straight to the engine: the proxy's injected answers belong to the tests beside this one.
+    const transport = recording(fetchTransport({ baseUrl: engine.baseUrl }));
+    const token = shopperToken(newShopper());
+    const c = createClient({ transport, getToken: () => token, pollIntervalMinMs: 100 });
+    const sale = await engine.createQueuedSale({ stock_total: 3, admission: { token_ttl_secs: 10 } });
 
-  const results = await Promise.all(
-    shoppers.map(({ client: c }, i) => c.buy(sale.id, 1, { onProgress: (place) => progress[i].push(place) })),
-  );
+    const first = await c.waitingRoom.wait(sale.id);
+    assert.equal(first.ok, true, JSON.stringify(first));
+    assert.equal(first.place.position, 1);
+    // Not used: 5 s after it expires (the engine's grace), its place goes to the next shopper.
+    await new Promise((resolve) => setTimeout(resolve, Date.parse(first.expiresAt) + 5500 - Date.now()));
+    const from = transport.log.length;
+    const second = await c.waitingRoom.wait(sale.id);
 
-  for (const [i, result] of results.entries()) {
-    assert.equal(result.ok, true, JSON.stringify(result));
-    const { transport } = shoppers[i];
-    const calls = assertPacedAsTold(transport.log);
-    assert.equal(calls[0].method, 'POST', 'joins first');
-    assert.ok(calls.slice(1).every((e) => e.method === 'GET'), 'then only polls');
-    const places = progress[i];
-    assert.equal(places[0].status, 'waiting');
-    assert.equal(places[0].position, null, 'no place before the opening: the shuffle places the pre-queue');
-    const admitted = places.at(-1);
-    assert.equal(admitted.status, 'admitted');
-    assert.ok(admitted.position >= 1 && admitted.position <= 3);
-    const orders = transport.log.filter((e) => ORDERS.test(e.path));
-    assert.equal(orders.length, 1);
-    assert.equal(orders[0].headers['x-purchase-token'], admitted.purchase_token, 'the admission token reaches the order route');
-    assert.equal(orders[0].status, 201);
-    const last = transport.log.findLastIndex((e) => QUEUE.test(e.path));
-    assert.ok(last < transport.log.indexOf(orders[0]), 'no poll after the admission');
-  }
-  const positions = progress.map((places) => places.at(-1).position).sort();
-  assert.deepEqual(positions, [1, 2, 3]);
-  // One admission a second: the last in line was told someone was ahead.
-  const third = progress.find((places) => places.at(-1).position === 3);
-  assert.ok(third.some((place) => place.status === 'waiting' && place.ahead > 0), JSON.stringify(third));
-  assert.ok(third.filter((place) => place.status === 'waiting').length >= 3, 'several polls while waiting');
-  const stats = await engine.stats(sale.id);
-  assert.equal(stats.reserved, 3, JSON.stringify(stats));
-  assert.equal(stats.buyers, 3);
-});
+    assert.equal(second.ok, true, JSON.stringify(second));
+    const calls = transport.log.slice(from);
+    assert.ok(calls.some((e) => e.status === 404), `the engine said 404: ${calls.map((e) => `${e.method} ${e.status}`).join(', ')}`);
+    assert.equal(calls.at(-1).status === 200 || calls.at(-1).status === 201, true);
+    assert.equal(second.place.position, 2, 'at the back of the line');
+    assert.notEqual(second.purchaseToken, first.purchaseToken);
+    const order = await c.placeOrder(sale.id, 1, { purchaseToken: second.purchaseToken });
+    assert.equal(order.ok, true, JSON.stringify(order));
+  });
 
-test('a 404 while waiting (an admission that expired unused) joins again; a 503 is polled again no sooner than its Retry-After', { timeout: 60_000 }, async () => {
-  const sale = await engine.createQueuedSale({ startsInMs: 1500, stock_total: 5 });
-  const { client: c, transport } = client();
-  const notInLine = { error: { code: 'not_found', message: 'not in this sale\'s queue' } };
-  proxy.answer('GET', QUEUE, 404, {}, notInLine);
-  proxy.answer('GET', QUEUE, 503, { 'retry-after': '1' }, { error: { code: 'overloaded', message: 'shedding' } });
+  // One at a time: they share the proxy's injected answers.
+  describe('paced, admitted, refused', { concurrency: 1 }, () => {
+    test('three shoppers in the pre-queue: polled no sooner than poll_after_ms, positions reported, each admission token buys its order', { timeout: 60_000 }, async () => {
+      const sale = await engine.createQueuedSale({ startsInMs: 2500, stock_total: 5, admission: { admit_per_sec: 1 } });
+      const shoppers = [client(), client(), client()];
+      const progress = shoppers.map(() => []);
 
-  const result = await c.buy(sale.id, 1);
+      const results = await Promise.all(
+        shoppers.map(({ client: c }, i) => c.buy(sale.id, 1, { onProgress: (place) => progress[i].push(place) })),
+      );
 
-  assert.equal(result.ok, true, JSON.stringify(result));
-  const calls = assertPacedAsTold(transport.log);
-  assert.deepEqual(
-    calls.slice(0, 4).map((e) => `${e.method} ${e.status}`),
-    ['POST 201', 'GET 404', 'POST 201', 'GET 503'],
-    'joined again after the 404',
-  );
-  assert.equal(calls.at(-1).body.status, 'admitted');
-  assert.equal((await engine.stats(sale.id)).reserved, 1);
+      for (const [i, result] of results.entries()) {
+        assert.equal(result.ok, true, JSON.stringify(result));
+        const { transport } = shoppers[i];
+        const calls = assertPacedAsTold(transport.log);
+        assert.equal(calls[0].method, 'POST', 'joins first');
+        assert.ok(calls.slice(1).every((e) => e.method === 'GET'), 'then only polls');
+        const places = progress[i];
+        assert.equal(places[0].status, 'waiting');
+        assert.equal(places[0].position, null, 'no place before the opening: the shuffle places the pre-queue');
+        const admitted = places.at(-1);
+        assert.equal(admitted.status, 'admitted');
+        assert.ok(admitted.position >= 1 && admitted.position <= 3);
+        const orders = transport.log.filter((e) => ORDERS.test(e.path));
+        assert.equal(orders.length, 1);
+        assert.equal(orders[0].headers['x-purchase-token'], admitted.purchase_token, 'the admission token reaches the order route');
+        assert.equal(orders[0].status, 201);
+        const last = transport.log.findLastIndex((e) => QUEUE.test(e.path));
+        assert.ok(last < transport.log.indexOf(orders[0]), 'no poll after the admission');
+      }
+      const positions = progress.map((places) => places.at(-1).position).sort();
+      assert.deepEqual(positions, [1, 2, 3]);
+      // One admission a second: the last in line was told someone was ahead.
+      const third = progress.find((places) => places.at(-1).position === 3);
+      assert.ok(third.some((place) => place.status === 'waiting' && place.ahead > 0), JSON.stringify(third));
+      assert.ok(third.filter((place) => place.status === 'waiting').length >= 3, 'several polls while waiting');
+      const stats = await engine.stats(sale.id);
+      assert.equal(stats.reserved, 3, JSON.stringify(stats));
+      assert.equal(stats.buyers, 3);
+    });
 
-  // Never joined: the engine's own 404, answered as not_found.
-  const other = await engine.createQueuedSale({ startsInMs: 60_000 });
-  const poll = await c.waitingRoom.poll(other.id);
-  assert.equal(poll.status, 404);
-  assert.equal(poll.code, 'not_found');
-});
+    test('a 404 while waiting (an admission that expired unused) joins again; a 503 is polled again no sooner than its Retry-After', { timeout: 60_000 }, async () => {
+      const sale = await engine.createQueuedSale({ startsInMs: 1500, stock_total: 5 });
+      const { client: c, transport } = client();
+      const notInLine = { error: { code: 'not_found', message: 'not in this sale\'s queue' } };
+      proxy.answer('GET', QUEUE, 404, {}, notInLine);
+      proxy.answer('GET', QUEUE, 503, { 'retry-after': '1' }, { error: { code: 'overloaded', message: 'shedding' } });
 
-test('sold_out ends the wait and its polling; an order without the queue is forbidden', { timeout: 60_000 }, async () => {
-  const sale = await engine.createQueuedSale({ stock_total: 1 });
-  const first = client();
-  const second = client();
-  const admission = await first.client.waitingRoom.wait(sale.id);
-  assert.equal(admission.ok, true, JSON.stringify(admission));
+      const result = await c.buy(sale.id, 1);
 
-  const waiting = [];
-  const secondBuy = second.client.buy(sale.id, 1, { onProgress: (place) => waiting.push(place) });
-  await until(() => waiting.length >= 2, 'the second shopper waiting');
-  assert.ok(waiting.every((place) => place.status === 'waiting'), 'one admission at a time for one unit');
-  const bought = await first.client.placeOrder(sale.id, 1, { purchaseToken: admission.purchaseToken });
-  assert.equal(bought.ok, true, JSON.stringify(bought));
-  // Paid: nothing can come back, so the line is sold out.
-  await engine.payOrder(first.shopper, bought.order.id);
-  const result = await secondBuy;
+      assert.equal(result.ok, true, JSON.stringify(result));
+      const calls = assertPacedAsTold(transport.log);
+      assert.deepEqual(
+        calls.slice(0, 4).map((e) => `${e.method} ${e.status}`),
+        ['POST 201', 'GET 404', 'POST 201', 'GET 503'],
+        'joined again after the 404',
+      );
+      assert.equal(calls.at(-1).body.status, 'admitted');
+      assert.equal((await engine.stats(sale.id)).reserved, 1);
 
-  assert.equal(result.ok, false);
-  assert.equal(result.code, 'sold_out');
-  assert.equal(result.place.status, 'sold_out');
-  assertPacedAsTold(second.transport.log);
-  const sent = second.transport.log.length;
-  await new Promise((resolve) => setTimeout(resolve, 1500));
-  assert.equal(second.transport.log.length, sent, 'no poll after sold_out');
-  assert.equal(second.transport.log.filter((e) => ORDERS.test(e.path)).length, 0, 'no order without admission');
+      // Never joined: the engine's own 404, answered as not_found.
+      const other = await engine.createQueuedSale({ startsInMs: 60_000 });
+      const poll = await c.waitingRoom.poll(other.id);
+      assert.equal(poll.status, 404);
+      assert.equal(poll.code, 'not_found');
+    });
 
-  const outsider = client();
-  const refused = await outsider.client.placeOrder(sale.id, 1);
-  assert.equal(refused.code, 'forbidden');
-  assert.equal(outsider.transport.log.filter((e) => /purchase-token/.test(e.path)).length, 0, 'a queued sale gives no purchase token');
-});
+    test('sold_out ends the wait and its polling; an order without the queue is forbidden', { timeout: 60_000 }, async () => {
+      const sale = await engine.createQueuedSale({ stock_total: 1 });
+      const first = client();
+      const second = client();
+      const admission = await first.client.waitingRoom.wait(sale.id);
+      assert.equal(admission.ok, true, JSON.stringify(admission));
 
-test('a join or poll before poll_after_ms is answered from memory, whatever the page calls; two waits share one', { timeout: 60_000 }, async () => {
-  const sale = await engine.createQueuedSale({ startsInMs: 60_000 });
-  const { client: c, transport } = client();
+      const waiting = [];
+      const secondBuy = second.client.buy(sale.id, 1, { onProgress: (place) => waiting.push(place) });
+      await until(() => waiting.length >= 2, 'the second shopper waiting');
+      assert.ok(waiting.every((place) => place.status === 'waiting'), 'one admission at a time for one unit');
+      const bought = await first.client.placeOrder(sale.id, 1, { purchaseToken: admission.purchaseToken });
+      assert.equal(bought.ok, true, JSON.stringify(bought));
+      // Paid: nothing can come back, so the line is sold out.
+      await engine.payOrder(first.shopper, bought.order.id);
+      const result = await secondBuy;
 
-  const joined = await c.waitingRoom.join(sale.id);
-  assert.equal(joined.ok, true);
-  assert.equal(joined.remembered, false);
-  const early = [];
-  for (let i = 0; i < 5; i++) early.push(await c.waitingRoom.poll(sale.id), await c.waitingRoom.join(sale.id));
-  assert.ok(early.every((answer) => answer.ok && answer.remembered), 'answered from memory');
-  assert.equal(transport.log.length, 1, 'one request');
+      assert.equal(result.ok, false);
+      assert.equal(result.code, 'sold_out');
+      assert.equal(result.place.status, 'sold_out');
+      assertPacedAsTold(second.transport.log);
+      const sent = second.transport.log.length;
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      assert.equal(second.transport.log.length, sent, 'no poll after sold_out');
+      assert.equal(second.transport.log.filter((e) => ORDERS.test(e.path)).length, 0, 'no order without admission');
 
-  const firstWait = c.waitingRoom.wait(sale.id);
-  const secondWait = c.waitingRoom.wait(sale.id);
-  await until(() => transport.log.length >= 2, 'a poll');
-  c.waitingRoom.stop(sale.id);
-  const [a, b] = await Promise.all([firstWait, secondWait]);
-  assert.equal(a.code, 'stopped');
-  assert.equal(b, a, 'one wait');
-  assertPacedAsTold(transport.log);
-  const polls = transport.log.filter((e) => e.method === 'GET');
-  assert.ok(polls.length >= 1);
-});
+      const outsider = client();
+      const refused = await outsider.client.placeOrder(sale.id, 1);
+      assert.equal(refused.code, 'forbidden');
+      assert.equal(outsider.transport.log.filter((e) => /purchase-token/.test(e.path)).length, 0, 'a queued sale gives no purchase token');
+    });
 
-test('buy on a sale the client has not seen: an open sale with require_purchase_token gets its token first', async () => {
-  const sale = await engine.createSale({ stock_total: 5, require_purchase_token: true });
-  const { client: c, transport } = client();
+    test('a join or poll before poll_after_ms is answered from memory, whatever the page calls; two waits share one', { timeout: 60_000 }, async () => {
+      const sale = await engine.createQueuedSale({ startsInMs: 60_000 });
+      const { client: c, transport } = client();
 
-  const result = await c.buy(sale.id, 1);
+      const joined = await c.waitingRoom.join(sale.id);
+      assert.equal(joined.ok, true);
+      assert.equal(joined.remembered, false);
+      const early = [];
+      for (let i = 0; i < 5; i++) early.push(await c.waitingRoom.poll(sale.id), await c.waitingRoom.join(sale.id));
+      assert.ok(early.every((answer) => answer.ok && answer.remembered), 'answered from memory');
+      assert.equal(transport.log.length, 1, 'one request');
 
-  assert.equal(result.ok, true, JSON.stringify(result));
-  assert.deepEqual(
-    transport.log.map((e) => `${e.method} ${e.path.replace(sale.id, ':id')}`),
-    ['GET /api/v1/sales/:id', 'POST /api/v1/sales/:id/purchase-token', 'POST /api/v1/sales/:id/orders'],
-  );
-  assert.ok(transport.log[2].headers['x-purchase-token']);
-  assert.equal((await c.buy(sale.id, 0)).code, 'invalid_request');
+      const firstWait = c.waitingRoom.wait(sale.id);
+      const secondWait = c.waitingRoom.wait(sale.id);
+      await until(() => transport.log.length >= 2, 'a poll');
+      c.waitingRoom.stop(sale.id);
+      const [a, b] = await Promise.all([firstWait, secondWait]);
+      assert.equal(a.code, 'stopped');
+      assert.equal(b, a, 'one wait');
+      assertPacedAsTold(transport.log);
+      const polls = transport.log.filter((e) => e.method === 'GET');
+      assert.ok(polls.length >= 1);
+    });
+
+    test('buy on a sale the client has not seen: an open sale with require_purchase_token gets its token first', async () => {
+      const sale = await engine.createSale({ stock_total: 5, require_purchase_token: true });
+      const { client: c, transport } = client();
+
+      const result = await c.buy(sale.id, 1);
+
+      assert.equal(result.ok, true, JSON.stringify(result));
+      assert.deepEqual(
+        transport.log.map((e) => `${e.method} ${e.path.replace(sale.id, ':id')}`),
+        ['GET /api/v1/sales/:id', 'POST /api/v1/sales/:id/purchase-token', 'POST /api/v1/sales/:id/orders'],
+      );
+      assert.ok(transport.log[2].headers['x-purchase-token']);
+      assert.equal((await c.buy(sale.id, 0)).code, 'invalid_request');
+    });
+  });
 });
