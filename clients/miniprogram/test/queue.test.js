@@ -43,21 +43,35 @@ function client(shopper = newShopper()) {
   const transport = recording(fetchTransport({ baseUrl: proxy.baseUrl }));
   const token = shopperToken(shopper);
   const c = createClient({ transport, getToken: () => token, pollIntervalMinMs: 100, retry: { backoffMs: 50, jitterMs: 50 } });
-  return { shopper, transport, client: c };
+  return { shopper, token, transport, client: c };
 }
 
-/** Every queue request after an answer was sent no sooner than that answer's poll_after_ms (or Retry-After) later. */
-function assertPacedAsTold(log) {
-  const calls = log.filter((e) => QUEUE.test(e.path));
+/**
+ * Every queue call after an answer was sent no sooner than that answer's
+ * poll_after_ms (or Retry-After) later. `calls` are the client's requests
+ * (recorded by its transport: sent at `sentAt`) or the engine's (recorded
+ * by the proxy: arrived at `receivedAt`).
+ */
+function assertPacedAsTold(calls, sentAt = 'sentAt') {
   for (let i = 1; i < calls.length; i++) {
     const previous = calls[i - 1];
-    const gap = calls[i].sentAt - previous.answeredAt;
+    const gap = calls[i][sentAt] - previous.answeredAt;
     let told = 0;
     if (previous.status === 200 || previous.status === 201) told = previous.body.poll_after_ms;
     else if (previous.retryAfter) told = Number(previous.retryAfter) * 1000;
-    assert.ok(gap >= told, `queue call ${i} sent ${gap} ms after the previous answer (${previous.status}), told ${told} ms`);
+    assert.ok(gap >= told, `queue call ${i} came ${gap} ms after the previous answer (${previous.status}), told ${told} ms`);
   }
   return calls;
+}
+
+/** The client's queue calls, as its transport recorded them. */
+function queueCalls(log) {
+  return log.filter((e) => QUEUE.test(e.path));
+}
+
+/** The queue calls the engine got with this shopper's token, as the proxy recorded them. */
+function engineQueueCalls(token) {
+  return proxy.log.filter((e) => e.authorization === `Bearer ${token}` && QUEUE.test(e.url));
 }
 
 describe('the waiting room', { concurrency: true }, () => {
@@ -99,8 +113,10 @@ describe('the waiting room', { concurrency: true }, () => {
 
       for (const [i, result] of results.entries()) {
         assert.equal(result.ok, true, JSON.stringify(result));
-        const { transport } = shoppers[i];
-        const calls = assertPacedAsTold(transport.log);
+        const { transport, token } = shoppers[i];
+        const calls = assertPacedAsTold(queueCalls(transport.log));
+        const received = assertPacedAsTold(engineQueueCalls(token), 'receivedAt');
+        assert.equal(received.length, calls.length, 'the engine got what the client sent');
         assert.equal(calls[0].method, 'POST', 'joins first');
         assert.ok(calls.slice(1).every((e) => e.method === 'GET'), 'then only polls');
         const places = progress[i];
@@ -137,7 +153,7 @@ describe('the waiting room', { concurrency: true }, () => {
       const result = await c.buy(sale.id, 1);
 
       assert.equal(result.ok, true, JSON.stringify(result));
-      const calls = assertPacedAsTold(transport.log);
+      const calls = assertPacedAsTold(queueCalls(transport.log));
       assert.deepEqual(
         calls.slice(0, 4).map((e) => `${e.method} ${e.status}`),
         ['POST 201', 'GET 404', 'POST 201', 'GET 503'],
@@ -173,7 +189,7 @@ describe('the waiting room', { concurrency: true }, () => {
       assert.equal(result.ok, false);
       assert.equal(result.code, 'sold_out');
       assert.equal(result.place.status, 'sold_out');
-      assertPacedAsTold(second.transport.log);
+      assertPacedAsTold(queueCalls(second.transport.log));
       const sent = second.transport.log.length;
       await new Promise((resolve) => setTimeout(resolve, 1500));
       assert.equal(second.transport.log.length, sent, 'no poll after sold_out');
@@ -204,7 +220,7 @@ describe('the waiting room', { concurrency: true }, () => {
       const [a, b] = await Promise.all([firstWait, secondWait]);
       assert.equal(a.code, 'stopped');
       assert.equal(b, a, 'one wait');
-      assertPacedAsTold(transport.log);
+      assertPacedAsTold(queueCalls(transport.log));
       const polls = transport.log.filter((e) => e.method === 'GET');
       assert.ok(polls.length >= 1);
     });
