@@ -74,7 +74,9 @@ export class WaitingRoom {
   async _call(method, saleId, retry) {
     const key = await this._key(saleId);
     const last = this.places.get(key);
-    if (last && this.client.now() < last.notBefore) return { ok: true, place: last.place, remembered: true };
+    // An admission whose token has expired (by the server clock) is never answered from memory.
+    const expired = last && last.place.expires_at && Date.parse(last.place.expires_at) <= this.client.serverNow();
+    if (last && !expired && this.client.now() < last.notBefore) return { ok: true, place: last.place, remembered: true };
     const result = await this.client._request({
       method,
       path: `/api/v1/sales/${encodeURIComponent(saleId)}/queue`,

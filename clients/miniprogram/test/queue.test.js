@@ -225,6 +225,37 @@ describe('the waiting room', { concurrency: true }, () => {
       assert.ok(polls.length >= 1);
     });
 
+    test('an admission is not answered from memory once its token has expired, however long poll_after_ms is', async () => {
+      // A stand-in engine: admitted, token for 10 s, poll again in 60 s (an engine whose longest advice outlasts the token).
+      let localMs = Date.now();
+      const requests = [];
+      const transport = async (request) => {
+        requests.push(request);
+        const place = {
+          status: 'admitted',
+          position: 1,
+          ahead: 0,
+          eta_secs: 0,
+          poll_after_ms: 60_000,
+          server_time: new Date(localMs).toISOString(),
+          purchase_token: `t${requests.length}`,
+          expires_at: new Date(localMs + 10_000).toISOString(),
+        };
+        return { status: 200, headers: {}, body: place };
+      };
+      const token = shopperToken(newShopper());
+      const c = createClient({ transport, getToken: () => token, now: () => localMs });
+
+      assert.equal((await c.waitingRoom.poll('s_standin01')).place.purchase_token, 't1');
+      localMs += 9_000;
+      assert.equal((await c.waitingRoom.poll('s_standin01')).remembered, true, 'the token still holds');
+      localMs += 1_000;
+      const after = await c.waitingRoom.poll('s_standin01');
+      assert.equal(after.remembered, false);
+      assert.equal(after.place.purchase_token, 't2');
+      assert.equal(requests.length, 2);
+    });
+
     test('buy on a sale the client has not seen: an open sale with require_purchase_token gets its token first', async () => {
       const sale = await engine.createSale({ stock_total: 5, require_purchase_token: true });
       const { client: c, transport } = client();
