@@ -103,7 +103,7 @@ Page({
 
   onLoad(query) {
     this.client = getApp().flashsale;
-    this.page = null;
+    this.campaign = null;
     this.sale = null;
     this.picked = null;
     this.waitingFor = null;
@@ -124,8 +124,8 @@ Page({
   onCampaign(update) {
     // A failed read is retried by the watch itself, as late as the engine says.
     if (!update.ok) return;
-    const first = this.page === null;
-    this.page = update.campaign;
+    const first = this.campaign === null;
+    this.campaign = update.campaign;
     const { allowance } = update;
     const campaignLeft = allowance && allowance.campaign_left !== null ? `，本活动还可抢 ${allowance.campaign_left} 件` : '';
     this.setData({ allowanceText: allowance ? `本场还可抢 ${allowance.round_left} 件${campaignLeft}` : '' });
@@ -135,9 +135,9 @@ Page({
 
   onSale(update) {
     if (!update.ok) return;
-    const first = this.page === null;
+    const first = this.campaign === null;
     this.sale = update.sale;
-    this.page = saleAsCampaign(update.sale);
+    this.campaign = saleAsCampaign(update.sale);
     this.draw();
     if (first) this.loadOrders();
   },
@@ -146,9 +146,9 @@ Page({
   roundsNow() {
     if (this.sale) {
       const countdown = this.client.countdown(this.sale);
-      return { rounds: [{ ...this.page.rounds[0], countdown }], current: 0 };
+      return { rounds: [{ ...this.campaign.rounds[0], countdown }], current: 0 };
     }
-    return this.client.campaignRounds(this.page);
+    return this.client.campaignRounds(this.campaign);
   },
 
   draw() {
@@ -156,7 +156,7 @@ Page({
     const shown = this.picked ?? current;
     const round = rounds[shown];
     this.setData({
-      title: this.page.title,
+      title: this.campaign.title,
       current: shown,
       rounds: rounds.map((r) => ({ label: clockLabel(r.starts_at), phaseText: PHASE_TEXT[r.countdown.phase] || '' })),
       items: round.items.map((item) => ({
@@ -174,7 +174,7 @@ Page({
   },
 
   tick() {
-    if (!this.page) return;
+    if (!this.campaign) return;
     const { rounds } = this.roundsNow();
     const { phase, msToStart, msToEnd } = rounds[this.data.current].countdown;
     const countdown = formatCountdown(phase === 'upcoming' ? msToStart : msToEnd);
@@ -221,11 +221,11 @@ Page({
 
   /** The shopper's orders of this page's sales (every round's). */
   async loadOrders() {
-    if (!this.page) return;
+    if (!this.campaign) return;
     const result = await this.client.listOrders();
     if (!result.ok) return;
     const titles = new Map();
-    for (const round of this.page.rounds) for (const item of round.items) titles.set(item.sale_id, item.title);
+    for (const round of this.campaign.rounds) for (const item of round.items) titles.set(item.sale_id, item.title);
     const orders = result.orders
       .filter((order) => titles.has(order.sale_id))
       .map((order) => ({
