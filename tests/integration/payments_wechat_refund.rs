@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::on_both_stores;
 use crate::payments_wechat::{assert_acknowledged, notify, order_of, PRICE};
 use crate::support::{error_code, live_sale, test_config, Backend, Harness, Servers, TestApp};
-use crate::wechat::{Behaviour, WeChatPayServer, WxRefund, WxState};
+use crate::wechat::{Behaviour, EngineSettings, WeChatPayServer, WxRefund, WxState};
 
 const REFUNDS: &str = "/v3/refund/domestic/refunds";
 
