@@ -66,7 +66,8 @@ async fn refund(app: &TestApp, id: &str, body: Option<Value>) -> reqwest::Respon
         .await
 }
 
-async fn admin_order(app: &TestApp, id: &str) -> Value {
+/// Any order, as the admin sees it.
+pub(crate) async fn admin_order(app: &TestApp, id: &str) -> Value {
     let response = app
         .admin(Method::GET, &format!("/admin/v1/orders/{id}"), None)
         .await;
@@ -100,7 +101,7 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 }
 
 /// Polls the admin's view of the order until its status is `status`.
-async fn order_becomes(app: &TestApp, id: &str, status: &str) -> Value {
+pub(crate) async fn order_becomes(app: &TestApp, id: &str, status: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let order = admin_order(app, id).await;
