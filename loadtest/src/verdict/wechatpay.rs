@@ -202,7 +202,11 @@ pub fn judge_wechatpay(
         Check::new(
             "every abandoned order expired through the close (its WeChat Pay order CLOSED)",
             abandoned_open.is_empty(),
-            format!("{} of {abandoned} not{}", abandoned_open.len(), shown(": ", &abandoned_open)),
+            format!(
+                "{abandoned} abandoned; {} not expired and closed{}",
+                abandoned_open.len(),
+                shown(": ", &abandoned_open)
+            ),
         ),
         Check::new(
             "every expired or cancelled order's WeChat Pay order is closed",
