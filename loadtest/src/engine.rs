@@ -194,6 +194,15 @@ impl Engine {
         call(request, "GET /api/v1/sales/{id}").await
     }
 
+    /// The order `id` of the shopper whose token this is.
+    pub async fn shopper_order(&self, token: &str, id: &str) -> anyhow::Result<Order> {
+        let request = self
+            .client
+            .get(self.url(&format!("/api/v1/orders/{id}"))?)
+            .bearer_auth(token);
+        call(request, "GET /api/v1/orders/{id}").await
+    }
+
     /// Every order of the shopper whose token this is.
     pub async fn shopper_orders(&self, token: &str) -> anyhow::Result<Vec<Order>> {
         let request = self

@@ -8,6 +8,15 @@
 //! stats and orders, print the verdict, add it to goose's JSON report and
 //! exit non-zero on FAIL.
 //!
+//! Buy-and-pay shoppers (`buyandpay`, and those of `mixed`) pay through the
+//! engine's simulated pay route (`--payments simulated`, the default) or
+//! through WeChat Pay (`--payments wechatpay`): they ask the engine for
+//! the `wx.requestPayment` parameters (`/wechatpay`) and pay at the WeChat
+//! Pay stand-in (`--wechatpay-standin`, the `wechatpay-standin` binary the
+//! engine is configured against), which notifies the engine; abandoned
+//! orders expire through the engine's close. The verdict then also reads
+//! the stand-in's ledger.
+//!
 //! A bigger load is split across generators, on one machine or several, by
 //! creating the sales once (`--create-sales-only`, which prints their ids
 //! and exits) and letting every generator join them. Each run's shoppers
@@ -42,13 +51,18 @@ use rand::distr::{Alphanumeric, SampleString};
 
 use crate::engine::{Engine, NewAdmission, NewSale};
 use crate::scenarios::Suite;
+use crate::settings::Payments;
 use crate::settings::Settings;
 use crate::shoppers::Shoppers;
 use crate::tally::Tally;
-use crate::verdict::{QueuedSale, SuiteSale};
+use crate::verdict::{QueuedSale, SuiteSale, WeChatPayRun, BUY_AND_PAY};
 
 /// The queued sale's pre-queue opens this long before its creation.
 const PREQUEUE_LEAD_SECS: u32 = 60;
+/// With WeChat Pay, the verdict waits this long past the payment timeout
+/// for the run's prepaid orders to settle: closes retried with backoff,
+/// notifications posted again.
+const WECHATPAY_SETTLE_GRACE_SECS: u64 = 60;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
@@ -93,6 +107,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let wechatpay_standin = match settings.payments {
+        Payments::Wechatpay => settings.wechatpay_standin.clone(),
+        Payments::Simulated => None,
+    };
     let tally = Arc::new(Tally::default());
     scenarios::install(Suite {
         spike_sale: sales[0].id.clone(),
@@ -106,10 +124,13 @@ async fn main() -> anyhow::Result<ExitCode> {
         tally: Arc::clone(&tally),
         think_ms_max: settings.think_ms_max,
         abandon_percent: settings.abandon_percent,
+        wechatpay_standin: wechatpay_standin.clone(),
         patience: Duration::from_secs(settings.patience_secs),
     })?;
 
     let report_files = settings.goose.report_file.clone();
+    let settle_within =
+        Duration::from_secs(u64::from(settings.payment_timeout_secs) + WECHATPAY_SETTLE_GRACE_SECS);
     scenarios::register(GooseAttack::initialize_with_config(settings.goose).map_err(goose)?)
         .execute()
         .await
@@ -123,7 +144,18 @@ async fn main() -> anyhow::Result<ExitCode> {
             shared: false,
         });
     }
-    let verdict = verdict::judge(&engine, &judged, queued.as_ref(), &tally.snapshot()).await?;
+    let wechatpay = wechatpay_standin.as_deref().map(|standin| WeChatPayRun {
+        standin,
+        settle_within,
+    });
+    let verdict = verdict::judge(
+        &engine,
+        &judged,
+        queued.as_ref(),
+        wechatpay.as_ref(),
+        &tally.snapshot(),
+    )
+    .await?;
     verdict.print();
     for path in report_files.iter().filter(|path| path.ends_with(".json")) {
         verdict.merge_into(path)?;
@@ -159,7 +191,7 @@ async fn set_up(
         None => None,
     };
     let joined_buy = match &settings.buy_sale {
-        Some(id) => Some(join(engine, "buy-and-pay", "--buy-sale", id).await?),
+        Some(id) => Some(join(engine, BUY_AND_PAY, "--buy-sale", id).await?),
         None => None,
     };
     let (spike, spike_line) = match joined_spike {
@@ -169,7 +201,7 @@ async fn set_up(
     let buy_start = now - chrono::Duration::seconds(1);
     let (buy, buy_line) = match joined_buy {
         Some(joined) => joined,
-        None => create(engine, "buy-and-pay", &sale("buy-and-pay", buy_start)).await?,
+        None => create(engine, BUY_AND_PAY, &sale(BUY_AND_PAY, buy_start)).await?,
     };
     Ok((
         [spike, buy],

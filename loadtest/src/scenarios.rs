@@ -1,5 +1,6 @@
 //! The goose scenarios and what a shopper does in each: `spike`, `browse`,
-//! `buy-and-pay`, `mixed` and `queue`. Owns the shoppers' requests during the attack
+//! `buy-and-pay` (paying through the simulated route or the WeChat Pay
+//! stand-in), `mixed` and `queue`. Owns the shoppers' requests during the attack
 //! (through goose, so they are in its metrics) and records what each answer
 //! meant in the [`Tally`]. Knows nothing of set-up or the verdict.
 
@@ -21,6 +22,9 @@ const ROUTE_SALES: &str = "/api/v1/sales";
 const ROUTE_SALE: &str = "/api/v1/sales/{id}";
 const ROUTE_ORDER: &str = "/api/v1/sales/{id}/orders";
 const ROUTE_PAY: &str = "/api/v1/orders/{id}/pay";
+const ROUTE_WECHATPAY: &str = "/api/v1/orders/{id}/wechatpay";
+/// The WeChat Pay stand-in's route for the shopper's phone paying.
+const ROUTE_STANDIN_PAY: &str = "/standin/pay";
 const ROUTE_QUEUE: &str = "/api/v1/sales/{id}/queue";
 
 /// A kept-alive connection idle this long is not reused. The engine closes
@@ -63,6 +67,10 @@ pub struct Suite {
     pub tally: Arc<Tally>,
     pub think_ms_max: u64,
     pub abandon_percent: u32,
+    /// The WeChat Pay stand-in's address when buy-and-pay shoppers pay
+    /// through WeChat Pay (`--payments wechatpay`); `None`: the engine's
+    /// simulated pay route.
+    pub wechatpay_standin: Option<String>,
     /// How long one visit keeps trying (retries, sold-out polls) before leaving.
     pub patience: Duration,
 }
@@ -277,13 +285,22 @@ async fn browse(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-/// Race for a unit; then, after a think time, pay or abandon it.
+/// Race for a unit; with WeChat Pay, start paying it (`/wechatpay`); then,
+/// after a think time, pay or abandon it.
 async fn buy_and_pay(user: &mut GooseUser) -> TransactionResult {
     let suite = suite()?;
     let ordered = race(user, &suite.buy_sale, true).await?;
     session_mut(user)?.done = true;
     let Some(order_id) = ordered else {
         return Ok(());
+    };
+    // With WeChat Pay: the stand-in and the `wx.requestPayment` parameters.
+    let wechatpay = match &suite.wechatpay_standin {
+        Some(standin) => match prepay(user, &order_id).await? {
+            Some(params) => Some((standin, params)),
+            None => return Ok(()),
+        },
+        None => None,
     };
     let (think, abandon) = {
         let mut rng = rand::rng();
@@ -294,16 +311,63 @@ async fn buy_and_pay(user: &mut GooseUser) -> TransactionResult {
     };
     tokio::time::sleep(think).await;
     if abandon {
-        suite.tally.abandoned();
+        suite.tally.abandoned(&order_id);
         return Ok(());
     }
-    let token = session(user)?.token.clone();
-    let path = format!("/api/v1/orders/{order_id}/pay");
-    send(user, GooseMethod::Post, ROUTE_PAY, &path, |request| {
-        request.bearer_auth(&token)
-    })
-    .await?;
+    match wechatpay {
+        Some((standin, params)) => {
+            // The shopper's phone: `wx.requestPayment` with the engine's
+            // parameters; WeChat Pay (the stand-in) then notifies the engine.
+            let url = format!("{}/standin/pay", standin.trim_end_matches('/'));
+            send(
+                user,
+                GooseMethod::Post,
+                ROUTE_STANDIN_PAY,
+                &url,
+                |request| request.json(&params),
+            )
+            .await?;
+        }
+        None => {
+            let token = session(user)?.token.clone();
+            let path = format!("/api/v1/orders/{order_id}/pay");
+            send(user, GooseMethod::Post, ROUTE_PAY, &path, |request| {
+                request.bearer_auth(&token)
+            })
+            .await?;
+        }
+    }
     Ok(())
+}
+
+/// `POST /api/v1/orders/{id}/wechatpay`, retried after 429 and 503 for the
+/// suite's patience: the `wx.requestPayment` parameters, if the engine
+/// gave them.
+async fn prepay(
+    user: &mut GooseUser,
+    order_id: &str,
+) -> Result<Option<serde_json::Value>, Box<TransactionError>> {
+    let suite = suite()?;
+    let give_up = Instant::now() + suite.patience;
+    let token = session(user)?.token.clone();
+    let path = format!("/api/v1/orders/{order_id}/wechatpay");
+    loop {
+        let answer = send(user, GooseMethod::Post, ROUTE_WECHATPAY, &path, |request| {
+            request.bearer_auth(&token)
+        })
+        .await?;
+        match answer.kind {
+            Kind::Success => {
+                let package = answer.body["package"].as_str().unwrap_or_default();
+                suite.tally.prepay(order_id, package);
+                return Ok(Some(answer.body));
+            }
+            Kind::RateLimited | Kind::Shed if Instant::now() < give_up => {
+                tokio::time::sleep(answer.retry_after).await;
+            }
+            _ => return Ok(None),
+        }
+    }
 }
 
 /// Join the queued sale at a random moment before its opening (by the
@@ -529,7 +593,8 @@ struct Answer {
     body: serde_json::Value,
 }
 
-/// Sends `method path` through goose under the request name `route`
+/// Sends `method path` (a path on the engine, or a whole URL) through
+/// goose under the request name `route`
 /// (`finish` adds headers and body), tallies what the answer meant, and
 /// tells goose which answers are failures: the documented refusals, 429 and
 /// 503 are not (they have their own lines in the verdict), anything

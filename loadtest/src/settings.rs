@@ -7,8 +7,19 @@
 //! run creates; a joined sale
 //! (`--spike-sale`, `--buy-sale`) keeps its own.
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use goose::config::GooseConfiguration;
+
+/// How buy-and-pay shoppers pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Payments {
+    /// The engine's `POST /api/v1/orders/{id}/pay` (`FLASHSALE_PAYMENTS=simulated`).
+    Simulated,
+    /// `POST /api/v1/orders/{id}/wechatpay`, then the WeChat Pay stand-in
+    /// pays by notification (`FLASHSALE_PAYMENTS=wechatpay` against
+    /// `--wechatpay-standin`).
+    Wechatpay,
+}
 
 /// goose's options, plus how the suite sets up its sales and shoppers.
 #[derive(Debug, Parser)]
@@ -16,6 +27,8 @@ use goose::config::GooseConfiguration;
     name = "flashsale-loadtest",
     about = "goose load suites for flashsale; the engine's promises are checked after every run",
     after_help = "Scenarios (--scenarios, goose's machine names): spike, browse, buyandpay, mixed, queue.\n\
+                  Buy-and-pay shoppers pay through the engine's simulated pay route, or with \
+                  --payments wechatpay through the WeChat Pay stand-in (--wechatpay-standin).\n\
                   Several generators against one engine: create the sales once with \
                   --create-sales-only, then give each generator --spike-sale and --buy-sale."
 )]
@@ -99,6 +112,24 @@ pub struct Settings {
     /// Longest think time, in milliseconds, between an order and its payment.
     #[arg(long, env = "FLASHSALE_LOADTEST_THINK_MS_MAX", default_value_t = 2000)]
     pub think_ms_max: u64,
+
+    /// How buy-and-pay shoppers pay: `simulated` (the engine's pay route)
+    /// or `wechatpay` (prepay with the engine, pay at the WeChat Pay
+    /// stand-in, which notifies the engine; abandoned orders expire through
+    /// the close).
+    #[arg(long, env = "FLASHSALE_LOADTEST_PAYMENTS", value_enum, default_value_t = Payments::Simulated)]
+    pub payments: Payments,
+
+    /// The WeChat Pay stand-in's address (`wechatpay-standin`, which the
+    /// engine must be configured against), e.g. `http://127.0.0.1:9090`.
+    /// Required with `--payments wechatpay`.
+    #[arg(
+        long,
+        env = "FLASHSALE_LOADTEST_WECHATPAY_STANDIN",
+        value_name = "URL",
+        required_if_eq("payments", "wechatpay")
+    )]
+    pub wechatpay_standin: Option<String>,
 
     /// How long, in seconds, a buy-and-pay shopper who found the sale sold
     /// out keeps polling for returned stock before leaving.

@@ -2,7 +2,8 @@
 //! order of the suite's shoppers, checks the engine's promises against them
 //! and against what the suite saw, prints a PASS/FAIL block and adds itself
 //! to goose's JSON report. The queued sale's waiting-room checks are
-//! [`queue`]'s.
+//! [`queue`]'s; a `--payments wechatpay` run's WeChat Pay checks are
+//! [`wechatpay`]'s.
 //!
 //! A shared sale (joined with `--spike-sale` or `--buy-sale`) also holds
 //! other generators' orders, which this run cannot see: its stats are
@@ -10,6 +11,7 @@
 //! settle, since other generators may still be buying.
 
 mod queue;
+mod wechatpay;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -20,6 +22,10 @@ use serde::Serialize;
 use crate::engine::{AdminSale, Engine, Order, SaleStats};
 use crate::tally::{Kind, Snapshot};
 pub use queue::{QueueVerdict, QueuedSale};
+pub use wechatpay::{WeChatPayRun, WeChatPayVerdict};
+
+/// The buy-and-pay sale's name among the suite's sales.
+pub const BUY_AND_PAY: &str = "buy-and-pay";
 
 /// Reads of the stats, the orders and the stats again until both stats of
 /// every sale the run created agree (an order may expire while the orders
@@ -91,17 +97,45 @@ pub struct Verdict {
     pub checks: Vec<Check>,
     /// The `queue` scenario's waiting room, when it ran.
     pub queue: Option<QueueVerdict>,
+    /// WeChat Pay against its stand-in, with `--payments wechatpay`.
+    pub wechatpay: Option<WeChatPayVerdict>,
 }
 
 /// Reads the engine and judges the run; `queued` is the queued sale (one
-/// of `sales`) when the `queue` scenario ran.
+/// of `sales`) when the `queue` scenario ran; `wechatpay` the WeChat Pay
+/// stand-in when buy-and-pay shoppers paid through it.
 pub async fn judge(
     engine: &Engine,
     sales: &[SuiteSale],
     queued: Option<&QueuedSale>,
+    wechatpay: Option<&WeChatPayRun<'_>>,
     seen: &Snapshot,
 ) -> anyhow::Result<Verdict> {
+    let payments_settled = match wechatpay {
+        Some(run) => wechatpay::wait_settled(engine, seen, run.settle_within).await?,
+        None => true,
+    };
     let (stats, orders, settled) = read_settled(engine, sales, seen).await?;
+    let wechatpay = match wechatpay {
+        Some(run) => {
+            let ledger = wechatpay::read_ledger(run.standin).await?;
+            let buy = sales
+                .iter()
+                .zip(&stats)
+                .find(|(sale, _)| sale.name == BUY_AND_PAY)
+                .context("no buy-and-pay sale to judge")?;
+            Some(wechatpay::judge_wechatpay(
+                run,
+                payments_settled,
+                &buy.0.id,
+                &buy.1.stats,
+                &orders,
+                seen,
+                &ledger,
+            ))
+        }
+        None => None,
+    };
     let queue = match queued {
         Some(queued) => {
             let revealed = engine.public_sale(&queued.id).await?;
@@ -163,14 +197,17 @@ pub async fn judge(
             .all(|sale| sale.checks.iter().all(|check| check.pass))
         && queue
             .iter()
-            .all(|queue| queue.checks.iter().all(|check| check.pass));
+            .all(|queue| queue.checks.iter().all(|check| check.pass))
+        && wechatpay
+            .iter()
+            .all(|wechatpay| wechatpay.checks.iter().all(|check| check.pass));
     Ok(Verdict {
         pass,
         sales: verdict_sales,
         shoppers: seen.shoppers.len(),
         spike_late: seen.spike_late,
         orders_seen: seen.orders.len(),
-        abandoned: seen.abandoned,
+        abandoned: seen.abandoned.len() as u64,
         answers,
         rate_limited_429: sums.get(&Kind::RateLimited).copied().unwrap_or_default(),
         shed_503: sums.get(&Kind::Shed).copied().unwrap_or_default(),
@@ -178,6 +215,7 @@ pub async fn judge(
         no_answer,
         checks,
         queue,
+        wechatpay,
     })
 }
 
@@ -403,6 +441,17 @@ impl Verdict {
                 queue.sale_id, queue.joined, queue.prequeue_placed, queue.admitted, queue.sold_out
             );
             print_checks(&queue.checks);
+        }
+        if let Some(wechatpay) = &self.wechatpay {
+            println!(
+                "WeChat Pay stand-in {}: {} WeChat Pay orders for this run's orders, {} paid, {} closed; {} notifications posted again",
+                wechatpay.standin,
+                wechatpay.wechatpay_orders,
+                wechatpay.paid,
+                wechatpay.closed,
+                wechatpay.notify_retries
+            );
+            print_checks(&wechatpay.checks);
         }
         println!("=== flashsale verdict: {word} ===");
     }

@@ -39,6 +39,7 @@ mod payments_wechat;
 mod payments_wechat_close;
 mod payments_wechat_prepay;
 mod payments_wechat_refund;
+mod payments_wechat_standin;
 mod store_campaigns;
 mod store_indexes;
 mod store_model;
