@@ -100,10 +100,10 @@ pub struct ItemPatch {
 pub struct AddedRound {
     pub starts_at: String,
     pub ends_at: String,
-    /// Each item's stock in the round, one entry per item of the campaign
-    /// after the change, in order; without it each item offers what it
-    /// offers in the campaign's last round as read (an added item: its own
-    /// `stock_per_round`).
+    /// Each item's stock in the round, one entry per item the campaign
+    /// keeps (in order; an item added by the same change offers its own
+    /// `stock_per_round` or `stock_by_round`); without it each item offers
+    /// what it offers in the campaign's last round as read.
     pub stock_by_item: Option<Vec<i64>>,
 }
 
@@ -388,7 +388,7 @@ impl Draft {
                 Some(stock) if stock.len() != items.len() => {
                     return Err(InvalidField::new(
                         "stock_by_item",
-                        "must hold one entry per item",
+                        "must hold one entry per item the campaign keeps",
                     ))
                 }
                 Some(stock) => stock,

@@ -587,8 +587,9 @@ named_schema!(
                     "starts_at": {"type": "string", "format": "date-time"},
                     "ends_at": {"type": "string", "format": "date-time"},
                     "stock_by_item": {"type": "array", "items": {"type": "integer"},
-                        "description": "One stock per item after the change; default: each \
-                            item's stock in the last round as read."}
+                        "description": "One stock per item the campaign keeps (an item added \
+                            by the same change offers its own stock); default: each item's \
+                            stock in the last round as read."}
                 }
             }},
             "add_items": {"type": "array", "items": new_item()},
