@@ -127,6 +127,24 @@ local function queued_sale(sale_key, ...)
   return s
 end
 
+-- The refusal of a merchant's change to a sale whose state is `state`
+-- (false: no such sale) unless it is still scheduled; nil when it is.
+local function not_scheduled(state)
+  if not state then
+    return {'not_found'}
+  end
+  if state ~= 'scheduled' then
+    return {'conflict', 'the sale is ' .. state}
+  end
+  return nil
+end
+
+-- A sale's units reserved or paid.
+local function held_units(stats)
+  local h = redis.call('HMGET', stats, 'reserved', 'paid')
+  return tonumber(h[1] or '0') + tonumber(h[2] or '0')
+end
+
 -- A merchant's change to a sale (update_sale.lua, update_campaign.lua),
 -- decided against the Redis clock `now`: first sale_change_refusal (no
 -- write), then apply_sale_change. c: {version (the version the change was
@@ -138,11 +156,9 @@ end
 -- sale is stopped; once ended or cancelled nothing changes.
 local function sale_change_refusal(sale_key, stats, c, now)
   local s = redis.call('HMGET', sale_key, 'state', 'starts_at', 'ends_at', 'version')
-  if not s[1] then
-    return {'not_found'}
-  end
-  if s[1] ~= 'scheduled' then
-    return {'conflict', 'the sale is ' .. s[1]}
+  local unchangeable = not_scheduled(s[1])
+  if unchangeable then
+    return unchangeable
   end
   if s[4] ~= c.version then
     return {'changed'}
@@ -155,8 +171,7 @@ local function sale_change_refusal(sale_key, stats, c, now)
   if started and c.restricted == '1' then
     return {'conflict', 'the sale has started: only stock_total, ends_at and status can change'}
   end
-  local h = redis.call('HMGET', stats, 'reserved', 'paid')
-  local held = tonumber(h[1] or '0') + tonumber(h[2] or '0')
+  local held = held_units(stats)
   if c.total < held then
     return {'conflict', 'stock_total cannot go below the ' .. held .. ' units reserved or paid'}
   end
@@ -168,8 +183,7 @@ end
 
 -- Writes a change sale_change_refusal allowed.
 local function apply_sale_change(sale_key, stock, stats, c, now)
-  local h = redis.call('HMGET', stats, 'reserved', 'paid')
-  local held = tonumber(h[1] or '0') + tonumber(h[2] or '0')
+  local held = held_units(stats)
   if c.restricted == '1' and #c.fields > 0 then
     redis.call('HSET', sale_key, unpack(c.fields))
   end
@@ -190,11 +204,9 @@ end
 -- apply_sale_cancel.
 local function sale_cancel_refusal(sale_key, now)
   local s = redis.call('HMGET', sale_key, 'state', 'starts_at')
-  if not s[1] then
-    return {'not_found'}
-  end
-  if s[1] ~= 'scheduled' then
-    return {'conflict', 'the sale is ' .. s[1]}
+  local unchangeable = not_scheduled(s[1])
+  if unchangeable then
+    return unchangeable
   end
   if now >= tonumber(s[2]) then
     return {'conflict', 'the sale has started and can no longer be cancelled; set status to ended instead'}

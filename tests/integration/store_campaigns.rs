@@ -302,9 +302,10 @@ fn conflict(result: Result<(), StoreError>) -> String {
 /// Goal: a campaign's change is applied whole or not at all, and the
 /// record and the sales always agree. Method: on a live campaign, a change
 /// that tops up one item but takes another below what is reserved is
-/// refused (naming the sale; its step comes after the top up's) and leaves every sale, the record and the
-/// version as they were; the top up alone then applies to record and
-/// sales at once, and the topped-up sale sells the new units.
+/// refused (naming the sale; its step comes after the top up's) and
+/// leaves every sale, the record and the version as they were; the top
+/// up alone then applies to record and sales at once, and the topped-up
+/// sale sells the new units.
 async fn a_change_applies_whole_or_not_at_all(backend: Backend) {
     let Subject {
         store,
