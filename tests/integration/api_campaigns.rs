@@ -402,6 +402,23 @@ async fn a_live_campaign_tops_up_moves_and_ends_rounds(backend: Backend) {
         assert!(message.contains(why), "{message}");
         assert!(message.contains("has started"), "{message}");
     }
+    // The refused additions wrote nothing a listing trips over (on Redis
+    // their sales' ids were indexed first, and name no sale).
+    let listed = app
+        .admin(Method::GET, "/admin/v1/sales?limit=500", None)
+        .await;
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(
+        listed["sales"].as_array().map(Vec::len),
+        Some(6),
+        "{listed}"
+    );
+    let open = app.public_json("/api/v1/sales").await;
+    assert!(open["sales"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|sale| sale["sku"] != "D"));
     let moved_live = json!({"rounds": [{"number": 0,
         "starts_at": rfc3339_in(Duration::from_secs(60), false)}]});
     let (status, _, message) = refused(&app, id, moved_live).await;
