@@ -116,30 +116,13 @@ impl Campaigns {
     }
 
     /// Calls off a campaign whose first round has not started (store
-    /// clock): each round × item's sale is cancelled as `DELETE
-    /// /admin/v1/sales/{id}` would (each sale refuses once it has
-    /// started, so a round that opens meanwhile keeps its sales).
+    /// clock): every round × item's sale still scheduled is cancelled as
+    /// `DELETE /admin/v1/sales/{id}` would, all in the one atomic step of
+    /// a campaign's change (all of them, or none).
     pub async fn cancel(&self, id: &CampaignId, sales: &Sales) -> Result<CampaignView, StoreError> {
         let view = self.view(id).await?;
-        let started = view
-            .stored
-            .campaign
-            .rounds
-            .first()
-            .is_some_and(|round| view.now >= round.starts_at);
-        if started {
-            return Err(StoreError::Conflict(
-                "the campaign has started and can no longer be cancelled; end its sales instead"
-                    .into(),
-            ));
-        }
-        for sale in &view.sales {
-            if sale.sale.state == SaleState::Scheduled {
-                self.store.cancel_sale(&sale.sale.id).await?;
-                sales.changed(&sale.sale.id).await?;
-            }
-        }
-        self.forget(id);
+        let change = view.stored.campaign.called_off(&view.sales);
+        self.apply(&change, view.stored.version, sales).await?;
         self.view(id).await
     }
 
@@ -148,8 +131,7 @@ impl Campaigns {
     /// refuses it if the campaign (or a sale it touches) changed meanwhile,
     /// or if the campaign's phase or a sale's own rules do not allow it.
     /// With `patch.version`, it applies only if the campaign is still at
-    /// that version. Each touched sale's actor is told; answers the
-    /// campaign after the change.
+    /// that version. Answers the change and the campaign after it.
     pub async fn change(
         &self,
         id: &CampaignId,
@@ -168,16 +150,25 @@ impl Campaigns {
             .stored
             .campaign
             .patched(patch, &view.sales, view.now, &self.rules)?;
-        self.store
-            .update_campaign(&change, view.stored.version)
-            .await?;
-        self.forget(id);
+        self.apply(&change, view.stored.version, sales).await?;
+        Ok((change, self.view(id).await?))
+    }
+
+    /// Has the store apply a change computed from the campaign at
+    /// `version`, then tells each touched sale's actor on this node.
+    async fn apply(
+        &self,
+        change: &CampaignChange,
+        version: i64,
+        sales: &Sales,
+    ) -> Result<(), StoreError> {
+        self.store.update_campaign(change, version).await?;
+        self.forget(&change.campaign.id);
         let told = change
             .steps
             .iter()
             .map(|step| sales.changed(step.sale_id()));
-        try_join_all(told).await?;
-        Ok((change, self.view(id).await?))
+        try_join_all(told).await.map(drop)
     }
 
     /// Forgets what this node read of the campaign, and its listing.

@@ -221,8 +221,28 @@ impl Campaign {
             before_start: (!draft.before_start.is_empty()).then(|| draft.before_start.join(", ")),
             campaign: draft.campaign,
             steps,
-            starts_at: self.rounds.first().map_or(0, |round| round.starts_at),
+            starts_at: self.first_starts_at(),
         })
+    }
+
+    /// Calling the campaign off: every sale of it still scheduled is
+    /// cancelled, only before the first round starts.
+    pub fn called_off(&self, sales: &[SaleView]) -> CampaignChange {
+        CampaignChange {
+            campaign: self.clone(),
+            steps: sales
+                .iter()
+                .filter(|view| view.sale.state == SaleState::Scheduled)
+                .map(|view| SaleStep::Cancel(view.sale.id.clone()))
+                .collect(),
+            before_start: Some("cancelling the campaign".to_owned()),
+            starts_at: self.first_starts_at(),
+        }
+    }
+
+    /// When the first round starts.
+    fn first_starts_at(&self) -> Millis {
+        self.rounds.first().map_or(0, |round| round.starts_at)
     }
 
     /// Sorts the rounds by their start, each item's stock with them.

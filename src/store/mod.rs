@@ -626,9 +626,8 @@ fn campaign_changed_meanwhile() -> StoreError {
 /// The answer when a campaign's change needs its first round not started.
 fn campaign_started(what: &str) -> StoreError {
     StoreError::Conflict(format!(
-        "the campaign has started: {what} can only change before its first round starts; \
-         after it, top up items, move rounds not started, end a round now or change \
-         remind_before_secs"
+        "the campaign has started; {what}: only before its first round starts (after it: \
+         top up items, move rounds not started, end a round now, change remind_before_secs)"
     ))
 }
 

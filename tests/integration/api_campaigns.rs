@@ -204,7 +204,9 @@ async fn only_an_upcoming_campaign_is_cancelled(backend: Backend) {
     let cancelled = app.admin(Method::DELETE, &path, None).await;
     assert_eq!(cancelled.status(), StatusCode::OK);
     let cancelled: Value = cancelled.json().await.unwrap();
+    assert_eq!(cancelled["version"], 2, "one change of the campaign");
     for round in cancelled["rounds"].as_array().unwrap() {
+        assert_eq!(round["status"], "ended", "{round}");
         for item in round["items"].as_array().unwrap() {
             assert_eq!(item["status"], "cancelled", "{item}");
         }

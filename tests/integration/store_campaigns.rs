@@ -480,7 +480,7 @@ async fn before_the_start_rounds_and_items_come_and_go(backend: Backend) {
     let (after_start, version) =
         computed(store.as_ref(), &campaign.id, json!({"title": "renamed"})).await;
     let message = conflict(store.update_campaign(&after_start, version).await);
-    assert!(message.contains("has started: title"), "{message}");
+    assert!(message.contains("has started; title"), "{message}");
     let message = conflict(store.update_campaign(&late, version).await);
     assert!(message.contains("has started"), "{message}");
     assert_eq!(
