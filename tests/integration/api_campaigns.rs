@@ -167,7 +167,8 @@ async fn bad_campaigns_are_refused(backend: Backend) {
 /// cache's own unit tests count the reads). Method: with a long interval,
 /// prime the page, take a unit through the order route, then 200
 /// concurrent polls all show the count of the first read while the
-/// admin's exact view shows the new one.
+/// admin's exact view shows the new one; a merchant's change on the node
+/// shows at once.
 async fn the_page_is_served_from_memory(backend: Backend) {
     let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
         config.campaign_page_cache_ms = 60_000;
@@ -190,6 +191,20 @@ async fn the_page_is_served_from_memory(backend: Backend) {
         .await;
     let exact: Value = exact.json().await.unwrap();
     assert_eq!(exact["rounds"][0]["items"][0]["remaining"], 4);
+
+    // A merchant's change on this node is on its page at once.
+    changed(
+        &app,
+        id,
+        json!({"items": [{"number": 0, "stock_per_round": 9}]}),
+    )
+    .await;
+    let page = app.public_json(&path).await;
+    let item = &page["rounds"][0]["items"][0];
+    assert_eq!(
+        (item["stock_total"].as_i64(), item["remaining"].as_i64()),
+        (Some(9), Some(8))
+    );
 }
 
 /// Goal: a campaign that has not started can be called off whole, one
