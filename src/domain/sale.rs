@@ -272,11 +272,6 @@ impl SaleChange {
             end_now,
         }
     }
-
-    /// Whether it changes anything.
-    pub fn is_empty(&self, current: &Sale) -> bool {
-        !self.end_now && self.sale == *current
-    }
 }
 
 pub(super) fn check_text(
