@@ -92,6 +92,7 @@ pub struct Scripts {
     pub index_sale: LuaScript,
     pub create_sale: LuaScript,
     pub create_campaign: LuaScript,
+    pub update_campaign: LuaScript,
     pub sale_snapshot: LuaScript,
     pub update_sale: LuaScript,
     pub cancel_sale: LuaScript,
@@ -126,6 +127,7 @@ impl Scripts {
             index_sale: script!("index_sale"),
             create_sale: script!("create_sale"),
             create_campaign: script!("create_campaign"),
+            update_campaign: script!("update_campaign"),
             sale_snapshot: script!("sale_snapshot"),
             update_sale: script!("update_sale"),
             cancel_sale: script!("cancel_sale"),
@@ -156,11 +158,12 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 29] {
+    fn all(&self) -> [&LuaScript; 30] {
         [
             &self.index_sale,
             &self.create_sale,
             &self.create_campaign,
+            &self.update_campaign,
             &self.sale_snapshot,
             &self.update_sale,
             &self.cancel_sale,
