@@ -2,13 +2,14 @@
 //! order of the suite's shoppers, checks the engine's promises against them
 //! and against what the suite saw, prints a PASS/FAIL block and adds itself
 //! to goose's JSON report. The queued sale's waiting-room checks are
-//! [`queue`]'s.
+//! [`queue`]'s, the campaign's limits across items [`campaign`]'s.
 //!
 //! A shared sale (joined with `--spike-sale` or `--buy-sale`) also holds
 //! other generators' orders, which this run cannot see: its stats are
 //! compared with this run's orders as a bound, and are not waited for to
 //! settle, since other generators may still be buying.
 
+mod campaign;
 mod queue;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 use crate::engine::{AdminSale, Engine, Order, SaleStats};
 use crate::tally::{Kind, Snapshot};
+pub use campaign::{CampaignVerdict, SuiteCampaign};
 pub use queue::{QueueVerdict, QueuedSale};
 
 /// Reads of the stats, the orders and the stats again until both stats of
@@ -91,14 +93,18 @@ pub struct Verdict {
     pub checks: Vec<Check>,
     /// The `queue` scenario's waiting room, when it ran.
     pub queue: Option<QueueVerdict>,
+    /// The `campaign` scenario's limits across items, when it ran.
+    pub campaign: Option<CampaignVerdict>,
 }
 
 /// Reads the engine and judges the run; `queued` is the queued sale (one
-/// of `sales`) when the `queue` scenario ran.
+/// of `sales`) when the `queue` scenario ran, `campaign` the campaign
+/// (whose sales are among `sales`) when `campaign` ran.
 pub async fn judge(
     engine: &Engine,
     sales: &[SuiteSale],
     queued: Option<&QueuedSale>,
+    campaign: Option<&SuiteCampaign>,
     seen: &Snapshot,
 ) -> anyhow::Result<Verdict> {
     let (stats, orders, settled) = read_settled(engine, sales, seen).await?;
@@ -119,6 +125,7 @@ pub async fn judge(
         }
         None => None,
     };
+    let campaign = campaign.map(|campaign| campaign::judge_campaign(campaign, &orders));
     let any_shared = sales.iter().any(|sale| sale.shared);
     let mut verdict_sales = Vec::new();
     for (sale, admin) in sales.iter().zip(&stats) {
@@ -163,7 +170,10 @@ pub async fn judge(
             .all(|sale| sale.checks.iter().all(|check| check.pass))
         && queue
             .iter()
-            .all(|queue| queue.checks.iter().all(|check| check.pass));
+            .all(|queue| queue.checks.iter().all(|check| check.pass))
+        && campaign
+            .iter()
+            .all(|campaign| campaign.checks.iter().all(|check| check.pass));
     Ok(Verdict {
         pass,
         sales: verdict_sales,
@@ -178,6 +188,7 @@ pub async fn judge(
         no_answer,
         checks,
         queue,
+        campaign,
     })
 }
 
@@ -403,6 +414,13 @@ impl Verdict {
                 queue.sale_id, queue.joined, queue.prequeue_placed, queue.admitted, queue.sold_out
             );
             print_checks(&queue.checks);
+        }
+        if let Some(campaign) = &self.campaign {
+            println!(
+                "campaign {}: {} rounds x {} items; units the suite's shoppers hold, by round: {:?}",
+                campaign.id, campaign.rounds, campaign.items, campaign.units_held_by_round
+            );
+            print_checks(&campaign.checks);
         }
         println!("=== flashsale verdict: {word} ===");
     }
