@@ -308,27 +308,27 @@ async fn campaign(user: &mut GooseUser) -> TransactionResult {
         .clone()
         .ok_or_else(|| custom("the campaign scenario has no campaign"))?;
     let mut next = 0;
-    loop {
-        let Some(page) = get_campaign(user, &id).await? else {
-            return Ok(());
-        };
+    while let Some(page) = get_campaign(user, &id).await? {
         let Some(round) = page.rounds.get(next) else {
-            return Ok(());
+            break;
         };
         next += 1;
-        if round.status == "ended" {
-            continue;
+        if round.status != "ended" {
+            if let Ok(wait) = (round.starts_at - page.server_time).to_std() {
+                tokio::time::sleep(wait).await;
+            }
+            let picks: Vec<String> = round
+                .items
+                .choose_multiple(&mut rand::rng(), CAMPAIGN_PICKS)
+                .map(|item| item.sale_id.clone())
+                .collect();
+            race_round(user, &picks).await?;
         }
-        if let Ok(wait) = (round.starts_at - page.server_time).to_std() {
-            tokio::time::sleep(wait).await;
+        if next == page.rounds.len() {
+            break;
         }
-        let picks: Vec<String> = round
-            .items
-            .choose_multiple(&mut rand::rng(), CAMPAIGN_PICKS)
-            .map(|item| item.sale_id.clone())
-            .collect();
-        race_round(user, &picks).await?;
     }
+    Ok(())
 }
 
 /// Races for each of `picks` (a round's sales) in turn, one unit each,
