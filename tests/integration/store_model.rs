@@ -68,6 +68,10 @@
 //!   the start, the end and payment deadlines are crossed by the clock
 //!   itself. Its cases are few: the sleeps are the cost.
 //!
+//! Campaigns: [`campaign`] draws a campaign of two rounds and checks the
+//! limits across its items (per round, in total) and every item's counts
+//! against a model of its own, on both stores.
+//!
 //! Not covered here: concurrency (one call at a time; the race tests and
 //! `orders_races` cover that), purchase tokens, the reservation stream's
 //! consumer side and webhook leases, Redis Cluster, and a
@@ -77,6 +81,8 @@
 //! and honoured from `PROPTEST_RNG_SEED` (real-clock cases replay the same
 //! operations, not the same timings). No failure-persistence files are
 //! written; a failure prints the shrunk case.
+
+mod campaign;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
