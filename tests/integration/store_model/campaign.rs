@@ -35,8 +35,8 @@ use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
 use super::{
-    add, answer, broken, count, outcome, runner, shopper_id, Answer, Refusal, Tally, Target,
-    HOUR_MS, SHOPPERS,
+    add, answer, broken, conclude, count, outcome, runner, shopper_id, Answer, Refusal, Tally,
+    Target, HOUR_MS, SHOPPERS,
 };
 use crate::support::Backend;
 
@@ -552,17 +552,8 @@ fn run(name: &'static str, backend: Backend, cases: u32) {
         runtime.block_on(run_case(store.as_ref(), &setup, &ops, &tally))
     });
     let tally = tally.into_inner().expect("tally");
-    println!("{name}: {tally:?}");
-    if let Err(failure) = result {
-        panic!("{name}: {failure}\nreplay with {replay}");
-    }
-    if full_run {
-        let missed: Vec<&str> = REACHED
-            .into_iter()
-            .filter(|label| !tally.contains_key(*label))
-            .collect();
-        assert!(missed.is_empty(), "{name}: never reached {missed:?}");
-    }
+    let required: &[&str] = if full_run { &REACHED } else { &[] };
+    conclude(name, &tally, result, &replay, required);
 }
 
 #[test]
