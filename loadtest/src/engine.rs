@@ -335,4 +335,35 @@ mod tests {
             ("upcoming", 5)
         );
     }
+
+    #[test]
+    fn reads_the_engines_campaign_page() {
+        // Goal: the wire types match the engine's campaign body (the page's
+        // shape, also the answer of the admin routes), ignoring the fields
+        // the suite does not read.
+        let page: Campaign = serde_json::from_str(
+            r#"{"id":"c_k3v9x2m7","title":"11.11","currency":"CNY",
+                "per_user_limit_per_round":2,"per_user_limit_total":null,
+                "payment_timeout_secs":60,"require_purchase_token":false,
+                "remind_before_secs":null,"version":1,
+                "server_time":"2026-11-10T23:59:58.500Z",
+                "rounds":[{"number":0,"starts_at":"2026-11-11T00:00:00Z",
+                           "ends_at":"2026-11-11T01:00:00Z","status":"upcoming",
+                           "items":[{"sale_id":"s_k3v9x2m7-000","sku":"A","title":"a",
+                                     "price_cents":990,"original_price_cents":1990,
+                                     "stock_total":5,"remaining":5,"sold_share":0.0,
+                                     "per_user_limit":1,"status":"upcoming"}]}]}"#,
+        )
+        .expect("a campaign page");
+        assert_eq!(
+            (page.per_user_limit_per_round, page.per_user_limit_total),
+            (2, None)
+        );
+        let round = &page.rounds[0];
+        assert_eq!(
+            (round.starts_at - page.server_time).num_milliseconds(),
+            1500
+        );
+        assert_eq!(round.items[0].sale_id, "s_k3v9x2m7-000");
+    }
 }
