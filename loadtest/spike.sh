@@ -53,7 +53,7 @@ if [ "$mode" = smoke ]; then
   suite smoke-buy-and-pay --scenarios buyandpay -u 30 -r 30 --iterations 1 \
     --stock 10 --payment-timeout-secs 2 --abandon-percent 50 --think-ms-max 500 --patience-secs 8
   suite smoke-campaign --scenarios campaign -u 80 -r 80 --iterations 1 --users-per-shopper 4 \
-    --start-in-secs 2 --campaign-round-secs 2 --campaign-stock 4 --patience-secs 8
+    --start-in-secs 5 --campaign-round-secs 2 --campaign-stock 4 --patience-secs 8
 elif [ "$mode" = custom ]; then
   suite run "${custom[@]}"
 else

@@ -23,6 +23,7 @@ const ROUTE_ORDER: &str = "/api/v1/sales/{id}/orders";
 const ROUTE_PAY: &str = "/api/v1/orders/{id}/pay";
 const ROUTE_QUEUE: &str = "/api/v1/sales/{id}/queue";
 const ROUTE_CAMPAIGN: &str = "/api/v1/campaigns/{id}";
+const ROUTE_CANCEL: &str = "/api/v1/orders/{id}/cancel";
 
 /// A kept-alive connection idle this long is not reused. The engine closes
 /// connections idle for `FLASHSALE_IDLE_TIMEOUT_MS` (default 75 s); a
@@ -51,6 +52,9 @@ const PREQUEUE_MARGIN: Duration = Duration::from_secs(1);
 const POLL_PAUSE_DEFAULT: Duration = Duration::from_secs(1);
 /// `campaign`: items of a round each goose user tries, at random.
 const CAMPAIGN_PICKS: usize = 3;
+/// `campaign`: chance, in percent, that a shopper cancels an order it won
+/// at once and races on, its units back in its allowance.
+const CAMPAIGN_CANCEL_PERCENT: u32 = 20;
 /// `mixed`: how many shoppers in each role, out of the sum.
 const MIX: [(Role, u32); 3] = [(Role::Browse, 6), (Role::BuyAndPay, 3), (Role::Spike, 1)];
 
@@ -296,7 +300,8 @@ async fn browse(user: &mut GooseUser) -> TransactionResult {
 /// Each round in turn: open the campaign's page, wait for the round by
 /// the engine's clock (the page's `server_time`), and race for up to
 /// [`CAMPAIGN_PICKS`] random items of it, one after another, until the
-/// shopper's limit (or the round's end) answers. Concurrency per shopper
+/// shopper's limit (or the round's end) answers; now and then cancel an
+/// order won, giving its units back to the shopper's allowance. Concurrency per shopper
 /// comes from several goose users playing one shopper
 /// (`--users-per-shopper`): they wait for the same opening and race at
 /// once, each for its own random items.
@@ -323,6 +328,8 @@ async fn campaign(user: &mut GooseUser) -> TransactionResult {
                 .map(|item| item.sale_id.clone())
                 .collect();
             race_round(user, &picks).await?;
+        } else {
+            suite.tally.campaign_round_missed();
         }
         if next == page.rounds.len() {
             break;
@@ -333,14 +340,26 @@ async fn campaign(user: &mut GooseUser) -> TransactionResult {
 
 /// Races for each of `picks` (a round's sales) in turn, one unit each,
 /// retrying 429/503 after `Retry-After`, until the shopper's limit, the
-/// round's end or the suite's patience stops it.
+/// round's end or the suite's patience stops it. An order won is cancelled
+/// at once [`CAMPAIGN_CANCEL_PERCENT`] of the time.
 async fn race_round(user: &mut GooseUser, picks: &[String]) -> TransactionResult {
     let give_up = Instant::now() + suite()?.patience;
     for sale_id in picks {
         let key = next_key(user)?;
         loop {
             match order(user, sale_id, &key, None).await? {
-                Attempt::Ordered(_) | Attempt::SoldOut => break,
+                Attempt::Ordered(order_id) => {
+                    if rand::rng().random_range(0..100) < CAMPAIGN_CANCEL_PERCENT {
+                        let token = session(user)?.token.clone();
+                        let path = format!("/api/v1/orders/{order_id}/cancel");
+                        send(user, GooseMethod::Post, ROUTE_CANCEL, &path, |request| {
+                            request.bearer_auth(&token)
+                        })
+                        .await?;
+                    }
+                    break;
+                }
+                Attempt::SoldOut => break,
                 Attempt::Retry(pause) if Instant::now() < give_up => {
                     tokio::time::sleep(pause).await;
                 }

@@ -83,6 +83,9 @@ pub struct Verdict {
     /// Spike shoppers who first looked after the sale had opened: they did
     /// not take part in the opening rush (raise `--start-in-secs`).
     pub spike_late: u64,
+    /// `campaign` users who first looked at a round after it had ended:
+    /// they did not race in it (raise `--start-in-secs`).
+    pub campaign_rounds_missed: u64,
     pub orders_seen: usize,
     pub abandoned: u64,
     pub answers: Vec<AnswerLine>,
@@ -179,6 +182,7 @@ pub async fn judge(
         sales: verdict_sales,
         shoppers: seen.shoppers.len(),
         spike_late: seen.spike_late,
+        campaign_rounds_missed: seen.campaign_rounds_missed,
         orders_seen: seen.orders.len(),
         abandoned: seen.abandoned,
         answers,
@@ -383,6 +387,12 @@ impl Verdict {
             println!(
                 "note: {} spike shoppers arrived after the sale had opened (raise --start-in-secs for one rush)",
                 self.spike_late
+            );
+        }
+        if self.campaign_rounds_missed > 0 {
+            println!(
+                "note: campaign users found a round ended {} times before racing in it (raise --start-in-secs for every round's rush)",
+                self.campaign_rounds_missed
             );
         }
         println!("answers:");
