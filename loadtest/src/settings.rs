@@ -4,8 +4,8 @@
 //!
 //! `--stock`, `--per-user-limit`, `--start-in-secs`, `--sale-secs`,
 //! `--payment-timeout-secs` and `--queue-admit-per-sec` shape the sales a
-//! run creates; a joined sale
-//! (`--spike-sale`, `--buy-sale`) keeps its own.
+//! run creates, the `--campaign-*` options the campaign the `campaign`
+//! scenario races for; a joined sale (`--spike-sale`, `--buy-sale`) keeps its own.
 
 use clap::{Parser, ValueEnum};
 use goose::config::GooseConfiguration;
@@ -26,7 +26,7 @@ pub enum Payments {
 #[command(
     name = "flashsale-loadtest",
     about = "goose load suites for flashsale; the engine's promises are checked after every run",
-    after_help = "Scenarios (--scenarios, goose's machine names): spike, browse, buyandpay, mixed, queue.\n\
+    after_help = "Scenarios (--scenarios, goose's machine names): spike, browse, buyandpay, mixed, queue, campaign.\n\
                   Buy-and-pay shoppers pay through the engine's simulated pay route, or with \
                   --payments wechatpay through the WeChat Pay stand-in (--wechatpay-standin).\n\
                   Several generators against one engine: create the sales once with \
@@ -135,4 +135,41 @@ pub struct Settings {
     /// out keeps polling for returned stock before leaving.
     #[arg(long, env = "FLASHSALE_LOADTEST_PATIENCE_SECS", default_value_t = 90)]
     pub patience_secs: u64,
+
+    /// `campaign`: rounds of the campaign the run creates; the first opens
+    /// `--start-in-secs` from now.
+    #[arg(long, env = "FLASHSALE_LOADTEST_CAMPAIGN_ROUNDS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=24))]
+    pub campaign_rounds: u32,
+
+    /// `campaign`: how long each round lasts; the next opens as long after
+    /// it ends.
+    #[arg(long, env = "FLASHSALE_LOADTEST_CAMPAIGN_ROUND_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub campaign_round_secs: u32,
+
+    /// `campaign`: items offered in every round.
+    #[arg(long, env = "FLASHSALE_LOADTEST_CAMPAIGN_ITEMS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub campaign_items: u32,
+
+    /// `campaign`: units of each item in each round.
+    #[arg(long, env = "FLASHSALE_LOADTEST_CAMPAIGN_STOCK", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub campaign_stock: u32,
+
+    /// `campaign`: units one shopper may hold across the items of one round
+    /// (`per_user_limit_per_round`; each item's own limit is 1).
+    #[arg(long, env = "FLASHSALE_LOADTEST_CAMPAIGN_LIMIT_PER_ROUND", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub campaign_limit_per_round: u32,
+
+    /// `campaign`: units one shopper may hold across the whole campaign
+    /// (`per_user_limit_total`; 0: none).
+    #[arg(
+        long,
+        env = "FLASHSALE_LOADTEST_CAMPAIGN_LIMIT_TOTAL",
+        default_value_t = 3
+    )]
+    pub campaign_limit_total: u32,
 }

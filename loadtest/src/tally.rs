@@ -65,6 +65,8 @@ pub struct Snapshot {
     pub prepays: BTreeMap<String, BTreeSet<String>>,
     /// Spike shoppers who arrived after the sale had opened.
     pub spike_late: u64,
+    /// `campaign` users who first looked at a round after it had ended.
+    pub campaign_rounds_missed: u64,
     /// `queue` shoppers by id: their way through the waiting room.
     pub queue: BTreeMap<String, QueueVisit>,
     /// When the last order on the queued sale was paid for (its sell-out,
@@ -130,6 +132,10 @@ impl Tally {
 
     pub fn spike_late(&self) {
         self.seen.lock().spike_late += 1;
+    }
+
+    pub fn campaign_round_missed(&self) {
+        self.seen.lock().campaign_rounds_missed += 1;
     }
 
     pub fn abandoned(&self, order_id: &str) {

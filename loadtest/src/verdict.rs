@@ -2,14 +2,15 @@
 //! order of the suite's shoppers, checks the engine's promises against them
 //! and against what the suite saw, prints a PASS/FAIL block and adds itself
 //! to goose's JSON report. The queued sale's waiting-room checks are
-//! [`queue`]'s; a `--payments wechatpay` run's WeChat Pay checks are
-//! [`wechatpay`]'s.
+//! [`queue`]'s, the campaign's limits across items [`campaign`]'s; a
+//! `--payments wechatpay` run's WeChat Pay checks are [`wechatpay`]'s.
 //!
 //! A shared sale (joined with `--spike-sale` or `--buy-sale`) also holds
 //! other generators' orders, which this run cannot see: its stats are
 //! compared with this run's orders as a bound, and are not waited for to
 //! settle, since other generators may still be buying.
 
+mod campaign;
 mod queue;
 mod wechatpay;
 
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use crate::engine::{AdminSale, Engine, Order, SaleStats};
 use crate::tally::{Kind, Snapshot};
+pub use campaign::{CampaignVerdict, SuiteCampaign};
 pub use queue::{QueueVerdict, QueuedSale};
 pub use wechatpay::{WeChatPayRun, WeChatPayVerdict};
 
@@ -87,6 +89,9 @@ pub struct Verdict {
     /// Spike shoppers who first looked after the sale had opened: they did
     /// not take part in the opening rush (raise `--start-in-secs`).
     pub spike_late: u64,
+    /// `campaign` users who first looked at a round after it had ended:
+    /// they did not race in it (raise `--start-in-secs`).
+    pub campaign_rounds_missed: u64,
     pub orders_seen: usize,
     pub abandoned: u64,
     pub answers: Vec<AnswerLine>,
@@ -99,16 +104,20 @@ pub struct Verdict {
     pub queue: Option<QueueVerdict>,
     /// WeChat Pay against its stand-in, with `--payments wechatpay`.
     pub wechatpay: Option<WeChatPayVerdict>,
+    /// The `campaign` scenario's limits across items, when it ran.
+    pub campaign: Option<CampaignVerdict>,
 }
 
 /// Reads the engine and judges the run; `queued` is the queued sale (one
 /// of `sales`) when the `queue` scenario ran; `wechatpay` the WeChat Pay
-/// stand-in when buy-and-pay shoppers paid through it.
+/// stand-in when buy-and-pay shoppers paid through it; `campaign` the
+/// campaign (whose sales are among `sales`) when `campaign` ran.
 pub async fn judge(
     engine: &Engine,
     sales: &[SuiteSale],
     queued: Option<&QueuedSale>,
     wechatpay: Option<&WeChatPayRun<'_>>,
+    campaign: Option<&SuiteCampaign>,
     seen: &Snapshot,
 ) -> anyhow::Result<Verdict> {
     let payments_settled = match wechatpay {
@@ -153,6 +162,7 @@ pub async fn judge(
         }
         None => None,
     };
+    let campaign = campaign.map(|campaign| campaign::judge_campaign(campaign, &orders));
     let any_shared = sales.iter().any(|sale| sale.shared);
     let mut verdict_sales = Vec::new();
     for (sale, admin) in sales.iter().zip(&stats) {
@@ -200,12 +210,16 @@ pub async fn judge(
             .all(|queue| queue.checks.iter().all(|check| check.pass))
         && wechatpay
             .iter()
-            .all(|wechatpay| wechatpay.checks.iter().all(|check| check.pass));
+            .all(|wechatpay| wechatpay.checks.iter().all(|check| check.pass))
+        && campaign
+            .iter()
+            .all(|campaign| campaign.checks.iter().all(|check| check.pass));
     Ok(Verdict {
         pass,
         sales: verdict_sales,
         shoppers: seen.shoppers.len(),
         spike_late: seen.spike_late,
+        campaign_rounds_missed: seen.campaign_rounds_missed,
         orders_seen: seen.orders.len(),
         abandoned: seen.abandoned.len() as u64,
         answers,
@@ -216,6 +230,7 @@ pub async fn judge(
         checks,
         queue,
         wechatpay,
+        campaign,
     })
 }
 
@@ -412,6 +427,12 @@ impl Verdict {
                 self.spike_late
             );
         }
+        if self.campaign_rounds_missed > 0 {
+            println!(
+                "note: campaign users found a round ended {} times before racing in it (raise --start-in-secs for every round's rush)",
+                self.campaign_rounds_missed
+            );
+        }
         println!("answers:");
         for line in &self.answers {
             let code = if line.code.is_empty() {
@@ -452,6 +473,13 @@ impl Verdict {
                 wechatpay.notify_retries
             );
             print_checks(&wechatpay.checks);
+        }
+        if let Some(campaign) = &self.campaign {
+            println!(
+                "campaign {}: {} rounds x {} items; units the suite's shoppers hold, by round: {:?}",
+                campaign.id, campaign.rounds, campaign.items, campaign.units_held_by_round
+            );
+            print_checks(&campaign.checks);
         }
         println!("=== flashsale verdict: {word} ===");
     }
