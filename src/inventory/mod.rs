@@ -94,7 +94,9 @@ impl Drop for MailboxTicket {
     }
 }
 
-#[derive(Clone)]
+/// A running actor, shared behind an `Arc`: every request takes it from
+/// the registry, and a copy of the `Addr` itself allocates (actix gives
+/// each sender its own).
 struct ActorEntry {
     address: Addr<SaleActor>,
     mailbox: Arc<Mailbox>,
@@ -120,7 +122,7 @@ pub fn certainly_finished(view: &SaleView, margin_ms: Millis) -> bool {
 /// with the actors so they can leave.
 #[derive(Clone)]
 pub struct Registry {
-    actors: Arc<DashMap<SaleId, ActorEntry>>,
+    actors: Arc<DashMap<SaleId, Arc<ActorEntry>>>,
     finished: Arc<DashMap<SaleId, ()>>,
     finished_max: usize,
 }
@@ -140,8 +142,8 @@ impl Registry {
         }
     }
 
-    fn get(&self, sale: &SaleId) -> Option<ActorEntry> {
-        self.actors.get(sale).map(|entry| entry.clone())
+    fn get(&self, sale: &SaleId) -> Option<Arc<ActorEntry>> {
+        self.actors.get(sale).map(|entry| Arc::clone(&entry))
     }
 
     /// Forgets `address` for `sale` (and nothing newer).
@@ -309,7 +311,7 @@ impl Inventory {
     }
 
     /// The sale's actor, started if needed; `None` for a finished sale.
-    async fn actor_for(&self, id: &SaleId) -> Result<Option<ActorEntry>, InventoryError> {
+    async fn actor_for(&self, id: &SaleId) -> Result<Option<Arc<ActorEntry>>, InventoryError> {
         if self.registry.is_finished(id) {
             return Ok(None);
         }
@@ -324,7 +326,7 @@ impl Inventory {
             return Ok(None);
         }
         let actor = match self.registry.actors.entry(id.clone()) {
-            dashmap::Entry::Occupied(entry) => entry.get().clone(),
+            dashmap::Entry::Occupied(entry) => Arc::clone(entry.get()),
             dashmap::Entry::Vacant(slot) => {
                 let store = Arc::clone(&self.store);
                 let registry = self.registry.clone();
@@ -339,11 +341,11 @@ impl Inventory {
                     SaleActor::new(first, actor_board, store, registry, settings)
                 });
                 let entry = slot
-                    .insert(ActorEntry {
+                    .insert(Arc::new(ActorEntry {
                         address,
                         mailbox,
                         board,
-                    })
+                    }))
                     .clone();
                 // Only now can every return and change reach the actor.
                 entry.address.do_send(Registered);
