@@ -95,8 +95,9 @@ impl Drop for MailboxTicket {
 }
 
 /// A running actor, shared behind an `Arc`: every request takes it from
-/// the registry, and a copy of the `Addr` itself allocates (actix gives
-/// each sender its own).
+/// the registry, and a copy of the `Addr` allocates (actix gives each
+/// sender its own queue state), which a request answered from the board
+/// never needs.
 struct ActorEntry {
     address: Addr<SaleActor>,
     mailbox: Arc<Mailbox>,
@@ -231,7 +232,10 @@ impl Inventory {
                 reply,
                 ticket,
             };
-            match actor.address.try_send(message) {
+            // Through a copy of the address of its own: actix bounds what
+            // each sender may queue (a sender shared by every request would
+            // refuse at its bound), the mailbox's bound is `Mailbox`'s.
+            match actor.address.clone().try_send(message) {
                 Ok(()) => match tokio::time::timeout(self.reserve_timeout, answer).await {
                     Ok(Ok(result)) => return result,
                     Ok(Err(_dropped_by_a_stopping_actor)) => {}
