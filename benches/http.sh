@@ -20,7 +20,11 @@
 #        SHOPPERS (distinct shoppers' tokens, 300000: more than one race
 #        run sends, so every race request is a shopper's first order),
 #        ENGINE_BIN (the engine binary to measure, target/release/flashsale:
-#        an A/B compares two builds in alternating runs).
+#        an A/B compares two builds in alternating runs),
+#        LAYOUT_B ("VAR=value ...": a third engine with these settings, say
+#        "TOKIO_WORKER_THREADS=1 FLASHSALE_ACTOR_ARBITERS=2", races on a
+#        sale of its own right after the first engine's race: two thread
+#        layouts compared in one run, each race with its oversell check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,11 +60,12 @@ REDIS_PID=$!
 PIDS+=($!)
 for _ in $(seq 200); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
-# engine PORT GLOBAL USER IP: an engine on the shared Redis with these rate
-# limits per second (0: off; bursts equal to the rate). The Redis fsyncs
-# once a second, which the engine accepts only told to warn.
+# engine PORT GLOBAL USER IP [VAR=value...]: an engine on the shared Redis
+# with these rate limits per second (0: off; bursts equal to the rate) and
+# these further settings. The Redis fsyncs once a second, which the engine
+# accepts only told to warn.
 engine() {
-  FLASHSALE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/ FLASHSALE_REDIS_DURABILITY=warn \
+  env "${@:5}" FLASHSALE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/ FLASHSALE_REDIS_DURABILITY=warn \
   FLASHSALE_ADMIN_TOKEN=$ADMIN \
   FLASHSALE_USER_TOKEN_SECRET=$SECRET FLASHSALE_PAYMENTS=simulated \
   FLASHSALE_RATE_GLOBAL_PER_SEC=$2 FLASHSALE_RATE_GLOBAL_BURST=$2 \
@@ -80,19 +85,27 @@ LIMITED_PORT=$(free_port)
 LIMITED=http://127.0.0.1:$LIMITED_PORT
 engine "$LIMITED_PORT" 10000000 1000 10000000
 LIMITED_PID=$!
+if [ -n "${LAYOUT_B:-}" ]; then
+  LAYOUT_PORT=$(free_port)
+  LAYOUT=http://127.0.0.1:$LAYOUT_PORT
+  # shellcheck disable=SC2086 # LAYOUT_B is a list of VAR=value words.
+  engine "$LAYOUT_PORT" 0 0 0 $LAYOUT_B
+  LAYOUT_PID=$!
+fi
 CEILING_PORT=$(free_port)
 target/release/examples/http_ceiling "127.0.0.1:$CEILING_PORT" >/dev/null &
 CEILING_PID=$!
 PIDS+=($!)
 wait_for "$ENGINE/readyz"
 wait_for "$LIMITED/readyz"
+[ -z "${LAYOUT_B:-}" ] || wait_for "$LAYOUT/readyz"
 wait_for "http://127.0.0.1:$CEILING_PORT/"
 
-new_sale() { # stock, per-user limit -> sale id
+new_sale() { # stock, per-user limit[, engine URL] -> sale id
   local starts ends
   starts=$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)
   ends=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
-  curl -fs -X POST "$ENGINE/admin/v1/sales" -H "Authorization: Bearer $ADMIN" \
+  curl -fs -X POST "${3:-$ENGINE}/admin/v1/sales" -H "Authorization: Bearer $ADMIN" \
     -H 'Content-Type: application/json' \
     -d "{\"sku\":\"BENCH\",\"title\":\"bench\",\"price_cents\":100,\"stock_total\":$1,\"per_user_limit\":$2,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\"}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
@@ -118,6 +131,7 @@ CAMPAIGN=$(new_campaign)
 RACE_STOCK=5000000
 RACE=$(new_sale "$RACE_STOCK" 1)
 SOLD=$(new_sale 1 1)
+[ -z "${LAYOUT_B:-}" ] || RACE_B=$(new_sale "$RACE_STOCK" 1 "$LAYOUT")
 
 # One token per shopper, each used once in the race (as on 11.11: many
 # shoppers, one attempt each), minted here like the engine's `token`
@@ -191,18 +205,26 @@ PY
 read -r CEIL_RPS CEIL_P50 CEIL_P99 _ CEIL_US _ < <(run ceiling "http://127.0.0.1:$CEILING_PORT/" "$CEILING_PID")
 read -r PAGE_RPS PAGE_P50 PAGE_P99 PAGE_NON2XX PAGE_US PAGE_REDIS_US < <(run campaign_page "$ENGINE/api/v1/campaigns/$CAMPAIGN" "$ENGINE_PID")
 read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX RACE_US RACE_REDIS_US < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$ENGINE_PID" "$WORK/order.lua")
+if [ -n "${LAYOUT_B:-}" ]; then
+  read -r B_RPS B_P50 B_P99 B_NON2XX B_US B_REDIS_US < <(run race_b "$LAYOUT/api/v1/sales/$RACE_B/orders" "$LAYOUT_PID" "$WORK/order.lua")
+  STATS_B=$(curl -fs "$LAYOUT/admin/v1/sales/$RACE_B" -H "Authorization: Bearer $ADMIN")
+fi
 read -r SOLD_RPS SOLD_P50 SOLD_P99 _ SOLD_US SOLD_REDIS_US < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$ENGINE_PID" "$WORK/order.lua")
 read -r LIM_RPS LIM_P50 LIM_P99 _ LIM_US LIM_REDIS_US < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$LIMITED_PID" "$WORK/order.lua")
 # Priced only if the limiters never refused: none counted on the engine.
 LIM_REFUSED=$(curl -fs "$LIMITED/metrics" | awk '/^flashsale_rate_limited_total/ {n += $2} END {print n + 0}')
 
 STATS=$(curl -fs "$ENGINE/admin/v1/sales/$RACE" -H "Authorization: Bearer $ADMIN")
-python3 - "$STATS" "$RACE_STOCK" <<PY
+python3 - "$STATS" "$RACE_STOCK" "${STATS_B:-}" <<PY
 import json, sys
+rows_b = [
+    ("  the race again, LAYOUT_B", ${B_RPS:-0}, ${B_P50:-0}, ${B_P99:-0}, ${B_US:-0}, ${B_REDIS_US:-0}),
+] if sys.argv[3] else []
 rows = [
     ("trivial axum endpoint (ceiling)", $CEIL_RPS, $CEIL_P50, $CEIL_P99, $CEIL_US, 0),
     ("campaign page, 12 items x 2 rounds", $PAGE_RPS, $PAGE_P50, $PAGE_P99, $PAGE_US, $PAGE_REDIS_US),
     ("order route during the race", $RACE_RPS, $RACE_P50, $RACE_P99, $RACE_US, $RACE_REDIS_US),
+    *rows_b,
     ("order route after sell-out", $SOLD_RPS, $SOLD_P50, $SOLD_P99, $SOLD_US, $SOLD_REDIS_US),
     ("  the same, every rate limit on", $LIM_RPS, $LIM_P50, $LIM_P99, $LIM_US, $LIM_REDIS_US),
 ]
@@ -214,16 +236,24 @@ for name, rps, p50, p99, us, redis_us in rows:
           f"{us:>13.1f} {redis_us:>12.1f}")
 print("server us/req: CPU (user + system) of the answering process per request "
       "(the ceiling's own process for its row); "
-      f"sold-out vs ceiling: {rows[3][4] / rows[0][4]:.2f}x")
+      f"sold-out vs ceiling: {rows[3 + len(rows_b)][4] / rows[0][4]:.2f}x")
 if $PAGE_NON2XX:
     print(f"the campaign page answered {$PAGE_NON2XX} non-2xx: its row is not comparable")
-stats = json.loads(sys.argv[1])["stats"]
-total = int(sys.argv[2])
-held = stats["reserved"] + stats["paid"]
-ok = stats["remaining"] >= 0 and stats["remaining"] + held == total and held <= total
+if rows_b:
+    print(f"LAYOUT_B ($LAYOUT_B) against the default layout, engine CPU per reserved order: "
+          f"{rows_b[0][4] / rows[2][4]:.2f}x, requests/s {rows_b[0][1] / rows[2][1]:.2f}x")
 if $LIM_REFUSED:
     print(f"the rate-limited engine refused {$LIM_REFUSED} requests: its row is not comparable")
-print(f"race: {held} orders of {total} units, non-2xx answers {$RACE_NON2XX}; "
-      f"remaining + reserved + paid == stock_total: {'yes' if ok else 'NO'}")
+total = int(sys.argv[2])
+ok = True
+for name, stats_json, non2xx in [("race", sys.argv[1], $RACE_NON2XX), ("LAYOUT_B race", sys.argv[3], ${B_NON2XX:-0})]:
+    if not stats_json:
+        continue
+    stats = json.loads(stats_json)["stats"]
+    held = stats["reserved"] + stats["paid"]
+    sale_ok = stats["remaining"] >= 0 and stats["remaining"] + held == total and held <= total
+    ok = ok and sale_ok
+    print(f"{name}: {held} orders of {total} units, non-2xx answers {non2xx}; "
+          f"remaining + reserved + paid == stock_total: {'yes' if sale_ok else 'NO'}")
 sys.exit(0 if ok else 1)
 PY

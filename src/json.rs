@@ -29,7 +29,14 @@ impl fmt::Display for JsonProblem {
 }
 
 /// Reads `bytes` as one `T`, and nothing after it.
+///
+/// Read once without tracking where the reader is, which allocates the
+/// name of every key read; only what fails is read again to name the
+/// field (the same bytes fail the same way).
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonProblem> {
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let parsed = serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|err| (err.path().to_string(), err.into_inner()))

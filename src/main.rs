@@ -4,6 +4,13 @@
 use clap::Parser;
 use flashsale::config::{Cli, Command, Config};
 use flashsale::{http, startup, telemetry, Application};
+use mimalloc::MiMalloc;
+
+/// The engine's allocator: mimalloc rather than glibc's malloc, which
+/// took about a fifth of the instructions of a sold-out order request
+/// (README, Performance: 0.88x the instructions per request with it).
+#[global_allocator]
+static ALLOCATOR: MiMalloc = MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use metrics::Counter;
@@ -190,7 +190,8 @@ pub fn observe_store_call(op: &'static str, elapsed: Duration) {
 }
 
 pub fn count_reservation(outcome: &'static str) {
-    metrics::counter!(RESERVATIONS, "outcome" => outcome).increment(1);
+    static BY_OUTCOME: OutcomeCounters = OutcomeCounters::new(RESERVATIONS);
+    BY_OUTCOME.count(outcome);
 }
 
 pub fn count_mailbox_rejection() {
@@ -202,7 +203,40 @@ pub fn set_sale_actors(count: usize) {
 }
 
 pub fn count_local_answer(outcome: &'static str) {
-    metrics::counter!(ACTOR_LOCAL_ANSWERS, "outcome" => outcome).increment(1);
+    static BY_OUTCOME: OutcomeCounters = OutcomeCounters::new(ACTOR_LOCAL_ANSWERS);
+    BY_OUTCOME.count(outcome);
+}
+
+/// The series of one counter labelled `outcome`, each resolved from the
+/// recorder on first use and then held, for the counters every order
+/// request moves: counting is a map read and an atomic add, not a label
+/// set built (an allocation) and looked up in the recorder. Bounded: the
+/// outcomes are `&'static str`s from fixed sets (the error codes).
+struct OutcomeCounters {
+    name: &'static str,
+    by_outcome: LazyLock<RwLock<HashMap<&'static str, Counter>>>,
+}
+
+impl OutcomeCounters {
+    const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            by_outcome: LazyLock::new(RwLock::default),
+        }
+    }
+
+    fn count(&self, outcome: &'static str) {
+        if let Some(counter) = self.by_outcome.read().get(outcome) {
+            counter.increment(1);
+            return;
+        }
+        // A series resolved before the engine's recorder is installed
+        // would stay a no-op for good.
+        metrics_handle();
+        let counter = metrics::counter!(self.name, "outcome" => outcome);
+        counter.increment(1);
+        self.by_outcome.write().insert(outcome, counter);
+    }
 }
 
 /// The series of [`HTTP_REQUESTS`], each resolved from the recorder once

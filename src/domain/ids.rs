@@ -10,7 +10,8 @@
 
 use std::fmt;
 
-use rand::distr::{Alphanumeric, SampleString};
+use rand::distr::Alphanumeric;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::InvalidField;
@@ -27,10 +28,16 @@ pub const CAMPAIGN_ITEMS_MAX: u32 = 36 * 36;
 const ORDER_TAIL_LEN: usize = 16;
 const USER_ID_LEN_MAX: usize = 128;
 
-fn random_tail(len: usize) -> String {
-    Alphanumeric
-        .sample_string(&mut rand::rng(), len)
-        .to_ascii_lowercase()
+/// A new id: `parts` one after the other, then `tail_len` random
+/// lowercase letters and digits, built in one allocation (an order id is
+/// made for every order request).
+fn generated(parts: &[&str], tail_len: usize) -> String {
+    let mut id =
+        String::with_capacity(parts.iter().map(|part| part.len()).sum::<usize>() + tail_len);
+    parts.iter().for_each(|part| id.push_str(part));
+    let mut rng = rand::rng();
+    id.extend((0..tail_len).map(|_| char::from(rng.sample(Alphanumeric)).to_ascii_lowercase()));
+    id
 }
 
 fn is_tail(text: &str, len: usize) -> bool {
@@ -87,7 +94,7 @@ impl From<SaleId> for String {
 
 impl SaleId {
     pub fn generate() -> Self {
-        Self(format!("{SALE_PREFIX}{}", random_tail(SALE_TAIL_LEN)))
+        Self(generated(&[SALE_PREFIX], SALE_TAIL_LEN))
     }
 
     pub fn parse(text: &str) -> Result<Self, InvalidField> {
@@ -141,11 +148,7 @@ pub struct OrderId(String);
 
 impl OrderId {
     pub fn generate(sale: &SaleId) -> Self {
-        Self(format!(
-            "{ORDER_PREFIX}{}_{}",
-            sale.tail(),
-            random_tail(ORDER_TAIL_LEN)
-        ))
+        Self(generated(&[ORDER_PREFIX, sale.tail(), "_"], ORDER_TAIL_LEN))
     }
 
     pub fn parse(text: &str) -> Result<Self, InvalidField> {
@@ -206,10 +209,7 @@ impl From<CampaignId> for String {
 
 impl CampaignId {
     pub fn generate() -> Self {
-        Self(format!(
-            "{CAMPAIGN_PREFIX}{}",
-            random_tail(CAMPAIGN_TAIL_LEN)
-        ))
+        Self(generated(&[CAMPAIGN_PREFIX], CAMPAIGN_TAIL_LEN))
     }
 
     pub fn parse(text: &str) -> Result<Self, InvalidField> {

@@ -7,11 +7,11 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::views::JsonAnswer;
 use crate::domain::{InvalidField, Rejection};
 use crate::inventory::InventoryError;
 use crate::json::{self, JsonProblem};
@@ -223,7 +223,7 @@ impl IntoResponse for ApiError {
             }
             _ => None,
         };
-        let mut response = (status, Json(self.body())).into_response();
+        let mut response = (status, JsonAnswer(self.body())).into_response();
         if let Some(retry_after) = retry_after {
             response
                 .headers_mut()

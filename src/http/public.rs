@@ -15,7 +15,9 @@ use super::error::{parse_json, read_body, ApiError, ApiPath};
 use super::limits;
 use super::openapi::error_responses;
 use super::paging::{order_cursor, PageQuery, Paging};
-use super::views::{OrderBody, OrderList, PublicSaleBody, PublicSaleList, PurchaseTokenBody};
+use super::views::{
+    JsonAnswer, OrderBody, OrderList, PublicSaleBody, PublicSaleList, PurchaseTokenBody,
+};
 use super::{parse_order_id, parse_sale_id, AppState};
 use crate::domain::{format_ms, system_now, Quantity, ReserveRequest};
 use crate::telemetry;
@@ -189,20 +191,21 @@ async fn create_order(
     Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
     request: Request,
 ) -> Result<
     (
         StatusCode,
         [(&'static str, HeaderValue); 1],
-        Json<OrderBody>,
+        JsonAnswer<OrderBody>,
     ),
     ApiError,
 > {
     let result = async {
         state.limits.check_shopper(&shopper_id)?;
         let sale_id = parse_sale_id(&id)?;
-        let idempotency_key = idempotency_key(&headers)?;
+        // Read in place: a `HeaderMap` extractor would copy every header.
+        let headers = request.headers();
+        let idempotency_key = idempotency_key(headers)?;
         let purchase_token = match headers.get(PURCHASE_TOKEN_HEADER) {
             None => None,
             Some(token) => {
@@ -253,7 +256,7 @@ async fn create_order(
             Ok((
                 StatusCode::CREATED,
                 [(IDEMPOTENT_REPLAYED_HEADER, replayed)],
-                Json((&reservation.order).into()),
+                JsonAnswer((&reservation.order).into()),
             ))
         }
         Err(err) => {

@@ -4,6 +4,11 @@
 //! types the handlers read and serialize. The merchant's webhook is sent
 //! the same order object ([`OrderBody`]).
 
+use std::cell::RefCell;
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -13,6 +18,48 @@ use crate::domain::{
 };
 use crate::sales::live::LiveSale;
 use crate::store::DeadLetter;
+
+/// A JSON answer whose body is serialized into a buffer its thread
+/// reuses, then copied out at its exact size: one allocation per body,
+/// where axum's `Json` starts a 128-byte buffer, grows it to fit, and
+/// allocates again to share it. For the answers every order request gets.
+pub struct JsonAnswer<T>(pub T);
+
+/// The most a thread's answer buffer keeps between answers; a larger body
+/// (a long list) gets a buffer of its own, dropped after.
+const ANSWER_BUFFER_KEPT_MAX: usize = 16 * 1024;
+
+thread_local! {
+    /// The thread's buffer [`JsonAnswer`] serializes into.
+    static ANSWER_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<T: Serialize> IntoResponse for JsonAnswer<T> {
+    fn into_response(self) -> Response {
+        let body = ANSWER_BUFFER.with_borrow_mut(|buffer| {
+            buffer.clear();
+            let written = serde_json::to_writer(&mut *buffer, &self.0);
+            let body = written.map(|()| Bytes::copy_from_slice(buffer));
+            if buffer.capacity() > ANSWER_BUFFER_KEPT_MAX {
+                *buffer = Vec::new();
+            }
+            body
+        });
+        match body {
+            Ok(body) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
+            // As axum's `Json` answers a value that cannot be serialized
+            // (a bug: the engine's answers always can).
+            Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        }
+    }
+}
 
 /// A sale, as both shoppers and merchants see it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -430,4 +477,37 @@ pub struct RedriveBody {
     pub sale_id: String,
     #[schema(example = 3)]
     pub redriven: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answered(value: &serde_json::Value) -> (Option<HeaderValue>, Bytes) {
+        let response = JsonAnswer(value).into_response();
+        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (content_type, body)
+    }
+
+    /// Goal: a `JsonAnswer` is the value's JSON whatever came before it
+    /// on its thread, and the thread keeps no buffer past its bound.
+    /// Method: a large answer, then a small one, on one thread.
+    #[tokio::test(flavor = "current_thread")]
+    async fn answers_are_the_values_json_and_the_buffer_stays_bounded() {
+        let large = serde_json::json!({"items": vec!["x".repeat(100); 1_000]});
+        let small = serde_json::json!({"error": {"code": "sold_out", "message": "not enough"}});
+        for value in [&large, &small, &large] {
+            let (content_type, body) = answered(value).await;
+            assert_eq!(
+                content_type,
+                Some(HeaderValue::from_static("application/json"))
+            );
+            assert_eq!(body, serde_json::to_vec(value).expect("json"));
+            let kept = ANSWER_BUFFER.with_borrow(Vec::capacity);
+            assert!(kept <= ANSWER_BUFFER_KEPT_MAX, "kept {kept} bytes");
+        }
+    }
 }

@@ -94,7 +94,10 @@ impl Drop for MailboxTicket {
     }
 }
 
-#[derive(Clone)]
+/// A running actor, shared behind an `Arc`: every request takes it from
+/// the registry, and a copy of the `Addr` allocates (actix gives each
+/// sender its own queue state), which a request answered from the board
+/// never needs.
 struct ActorEntry {
     address: Addr<SaleActor>,
     mailbox: Arc<Mailbox>,
@@ -120,7 +123,7 @@ pub fn certainly_finished(view: &SaleView, margin_ms: Millis) -> bool {
 /// with the actors so they can leave.
 #[derive(Clone)]
 pub struct Registry {
-    actors: Arc<DashMap<SaleId, ActorEntry>>,
+    actors: Arc<DashMap<SaleId, Arc<ActorEntry>>>,
     finished: Arc<DashMap<SaleId, ()>>,
     finished_max: usize,
 }
@@ -140,8 +143,8 @@ impl Registry {
         }
     }
 
-    fn get(&self, sale: &SaleId) -> Option<ActorEntry> {
-        self.actors.get(sale).map(|entry| entry.clone())
+    fn get(&self, sale: &SaleId) -> Option<Arc<ActorEntry>> {
+        self.actors.get(sale).map(|entry| Arc::clone(&entry))
     }
 
     /// Forgets `address` for `sale` (and nothing newer).
@@ -229,7 +232,10 @@ impl Inventory {
                 reply,
                 ticket,
             };
-            match actor.address.try_send(message) {
+            // Through a copy of the address of its own: actix bounds what
+            // each sender may queue (a sender shared by every request would
+            // refuse at its bound), the mailbox's bound is `Mailbox`'s.
+            match actor.address.clone().try_send(message) {
                 Ok(()) => match tokio::time::timeout(self.reserve_timeout, answer).await {
                     Ok(Ok(result)) => return result,
                     Ok(Err(_dropped_by_a_stopping_actor)) => {}
@@ -309,7 +315,7 @@ impl Inventory {
     }
 
     /// The sale's actor, started if needed; `None` for a finished sale.
-    async fn actor_for(&self, id: &SaleId) -> Result<Option<ActorEntry>, InventoryError> {
+    async fn actor_for(&self, id: &SaleId) -> Result<Option<Arc<ActorEntry>>, InventoryError> {
         if self.registry.is_finished(id) {
             return Ok(None);
         }
@@ -324,7 +330,7 @@ impl Inventory {
             return Ok(None);
         }
         let actor = match self.registry.actors.entry(id.clone()) {
-            dashmap::Entry::Occupied(entry) => entry.get().clone(),
+            dashmap::Entry::Occupied(entry) => Arc::clone(entry.get()),
             dashmap::Entry::Vacant(slot) => {
                 let store = Arc::clone(&self.store);
                 let registry = self.registry.clone();
@@ -339,11 +345,11 @@ impl Inventory {
                     SaleActor::new(first, actor_board, store, registry, settings)
                 });
                 let entry = slot
-                    .insert(ActorEntry {
+                    .insert(Arc::new(ActorEntry {
                         address,
                         mailbox,
                         board,
-                    })
+                    }))
                     .clone();
                 // Only now can every return and change reach the actor.
                 entry.address.do_send(Registered);
