@@ -12,6 +12,8 @@
 //! and the statuses stay exact. The list of live and upcoming campaigns is
 //! kept the same way, as one entry.
 
+pub mod reminders;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +21,8 @@ use dashmap::DashMap;
 use futures::future::try_join_all;
 
 use crate::domain::{
-    system_now, Allowance, CampaignId, Millis, NewCampaign, SaleRules, SaleState, SaleView,
-    ShopperId,
+    system_now, Allowance, CampaignId, InvalidField, Millis, NewCampaign, SaleRules, SaleState,
+    SaleView, ShopperId,
 };
 use crate::sales::cache::{aged, Slot};
 use crate::sales::{SaleError, Sales};
@@ -70,6 +72,9 @@ pub struct Campaigns {
     fresh_for: Duration,
     pages: DashMap<CampaignId, Arc<Slot<Arc<CampaignView>>>>,
     listing: Slot<Arc<Vec<CampaignView>>>,
+    /// Whether a merchant's webhook is configured: the only place round
+    /// reminders can go.
+    webhook: bool,
 }
 
 impl Campaigns {
@@ -82,7 +87,15 @@ impl Campaigns {
             fresh_for,
             pages: DashMap::new(),
             listing: Slot::default(),
+            webhook: false,
         }
+    }
+
+    /// The same, with a merchant's webhook configured: campaigns may ask
+    /// for round reminders (`remind_before_secs`, see [`reminders`]).
+    pub fn with_webhook(mut self, configured: bool) -> Self {
+        self.webhook = configured;
+        self
     }
 
     /// How old a served page may be.
@@ -93,6 +106,14 @@ impl Campaigns {
     /// Validates and stores a new campaign and its sales; answers it as
     /// the store now shows it.
     pub async fn schedule(&self, new: NewCampaign) -> Result<CampaignView, SaleError> {
+        if new.remind_before_secs.is_some() && !self.webhook {
+            return Err(InvalidField::new(
+                "remind_before_secs",
+                "reminders go to the merchant's webhook, and none is configured \
+                 (FLASHSALE_ORDER_WEBHOOK_URL)",
+            )
+            .into());
+        }
         let campaign = new.into_campaign(CampaignId::generate(), system_now(), &self.rules)?;
         self.store.create_campaign(&campaign).await?;
         *self.listing.last.write() = None;

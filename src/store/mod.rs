@@ -152,12 +152,75 @@ pub enum RefundSettlement {
     Unchanged(Order),
 }
 
-/// An outbox entry (a hand-off to the merchant's webhook, or a refund call
-/// to WeChat Pay), leased for one attempt.
+/// What an outbox entry does once sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Errand {
+    /// An order's event: its hand-off to the merchant's webhook, or (for
+    /// [`OrderEvent::Refund`]) its refund call to WeChat Pay.
+    Order(OrderEvent, OrderId),
+    /// The `campaign.round_starting` hand-off of a campaign's round, kept
+    /// in the outbox of the round's first item's sale (see
+    /// `campaigns::reminders`): the sale names the campaign and the round.
+    RoundStarting,
+}
+
+impl Errand {
+    /// The event's name, as the webhook's `type` says it.
+    pub fn event(&self) -> &'static str {
+        match self {
+            Self::Order(event, _) => event.as_str(),
+            Self::RoundStarting => ROUND_STARTING,
+        }
+    }
+
+    /// The order it is about; `None` for a round's reminder.
+    pub fn order_id(&self) -> Option<&OrderId> {
+        match self {
+            Self::Order(_, id) => Some(id),
+            Self::RoundStarting => None,
+        }
+    }
+
+    /// Whether it goes to the merchant's webhook (else to WeChat Pay).
+    pub fn is_hand_off(&self) -> bool {
+        match self {
+            Self::Order(event, _) => event.is_hand_off(),
+            Self::RoundStarting => true,
+        }
+    }
+}
+
+/// `event order_id` for an order's entry, the event alone for a round's
+/// reminder: the entry's name in the outbox, and its order in listings.
+impl std::fmt::Display for Errand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Order(event, id) => write!(f, "{} {id}", event.as_str()),
+            Self::RoundStarting => f.write_str(ROUND_STARTING),
+        }
+    }
+}
+
+impl std::str::FromStr for Errand {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        if text == ROUND_STARTING {
+            return Ok(Self::RoundStarting);
+        }
+        let (event, order) = text.split_once(' ').ok_or(())?;
+        let event = OrderEvent::parse(event).ok_or(())?;
+        Ok(Self::Order(event, OrderId::parse(order).map_err(|_| ())?))
+    }
+}
+
+/// The webhook event that a campaign's round is about to start.
+pub const ROUND_STARTING: &str = "campaign.round_starting";
+
+/// An outbox entry, leased for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    pub event: OrderEvent,
-    pub order_id: OrderId,
+    pub errand: Errand,
     /// This attempt's number, from 1.
     pub attempt: u32,
 }
@@ -175,8 +238,7 @@ pub struct DeliveryFailure {
 /// dead letters until an operator re-drives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
-    pub event: OrderEvent,
-    pub order_id: OrderId,
+    pub errand: Errand,
     /// Attempts made before it was taken out.
     pub attempts: u32,
     /// The last attempt's failure.
@@ -234,6 +296,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every campaign's id, newest first.
     async fn campaign_ids(&self) -> Result<Vec<CampaignId>, StoreError>;
+
+    /// Queues the `campaign.round_starting` reminder ([`Errand::RoundStarting`])
+    /// in the outbox of `sale` (a round's first item's sale), due at `due`
+    /// (store clock; at once when past), its attempts from zero; a reminder
+    /// queued there already is moved to `due`. Nothing is queued once the
+    /// sale has started (store clock) or is no longer scheduled. Returns
+    /// whether it was queued.
+    async fn schedule_reminder(&self, sale: &SaleId, due: Millis) -> Result<bool, StoreError>;
+
+    /// Deletes a campaign's own records (its record and limits, the
+    /// shoppers' counts per round and in all) once `retention` has passed
+    /// since its payment window closed (store clock) and no sale of it is
+    /// left (retention forgot each), in one atomic step, then takes it off
+    /// the index of campaigns. Never touches a sale.
+    async fn forget_campaign(
+        &self,
+        id: &CampaignId,
+        retention: Duration,
+    ) -> Result<Forgetting, StoreError>;
 
     /// The units a shopper holds (reserved or paid) in round `round` of the
     /// campaign, and in the whole campaign.
@@ -601,9 +682,7 @@ fn sort_exceptions_newest_first(exceptions: &mut [PaymentException]) {
 
 /// Dead letters oldest first, ties by hand-off so the listing is stable.
 fn sort_oldest_first(letters: &mut [DeadLetter]) {
-    letters.sort_by(|a, b| {
-        (a.at, &a.order_id, a.event.as_str()).cmp(&(b.at, &b.order_id, b.event.as_str()))
-    });
+    letters.sort_by_cached_key(|letter| (letter.at, letter.errand.to_string()));
 }
 
 /// Orders newest first, ties by id so the listing is stable.

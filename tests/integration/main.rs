@@ -25,6 +25,7 @@ mod api_restart;
 mod api_retention;
 mod api_tokens;
 mod api_window;
+mod campaign_reminders;
 mod conformance;
 mod console_browser;
 mod fault_harness;

@@ -38,9 +38,9 @@ use super::{
     StoredCampaign, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
 };
 use crate::domain::{
-    system_now, Campaign, CampaignId, Order, OrderId, Payment, PaymentException, PaymentOutcome,
-    QueuePlace, RecordedOrder, Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords,
-    SaleView, ShopperId, StockReturn,
+    system_now, Campaign, CampaignId, Millis, Order, OrderId, Payment, PaymentException,
+    PaymentOutcome, QueuePlace, RecordedOrder, Reservation, ReserveRequest, Sale, SaleChange,
+    SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
 };
 
 pub struct EmbeddedStore {
@@ -140,7 +140,38 @@ impl Store for EmbeddedStore {
             let round = sale.id.campaign().map_or(0, |slot| slot.round);
             self.insert_sale(SaleRecord::new(&sale).in_campaign(Arc::clone(&holds), round))?;
         }
+        for (sale, due) in campaign.reminders() {
+            self.schedule_reminder(&sale, due).await?;
+        }
         Ok(())
+    }
+
+    async fn schedule_reminder(&self, sale: &SaleId, due: Millis) -> Result<bool, StoreError> {
+        Ok(self.record(sale)?.lock().schedule_reminder(due))
+    }
+
+    async fn forget_campaign(
+        &self,
+        id: &CampaignId,
+        retention: Duration,
+    ) -> Result<Forgetting, StoreError> {
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let forgotten = self.campaigns.remove_if(id, |_, entry| {
+            let campaign = &entry.stored.lock().campaign;
+            system_now()
+                >= campaign
+                    .payment_window_closes_at()
+                    .saturating_add(retention_ms)
+                && campaign
+                    .sales()
+                    .iter()
+                    .all(|sale| !self.sales.contains_key(&sale.id))
+        });
+        Ok(match forgotten {
+            Some(_) => Forgetting::Forgotten,
+            None if self.campaigns.contains_key(id) => Forgetting::Kept,
+            None => Forgetting::Gone,
+        })
     }
 
     async fn campaign(&self, id: &CampaignId) -> Result<Option<StoredCampaign>, StoreError> {
