@@ -243,10 +243,11 @@ async fn read(store: &dyn Store, id: &CampaignId) -> Result<Option<CampaignView>
     };
     let sales = stored.campaign.sales();
     let views = try_join_all(sales.iter().map(|sale| store.view_sale(&sale.id))).await?;
-    let sales = views
-        .into_iter()
-        .collect::<Option<Vec<_>>>()
-        .ok_or(StoreError::NotFound("campaign"))?;
+    let Some(sales) = views.into_iter().collect::<Option<Vec<_>>>() else {
+        // A sale of it is not there: the campaign is being created, or
+        // retention is forgetting it (its sales go before its record).
+        return Ok(None);
+    };
     let now = sales
         .iter()
         .map(|view| view.now)
