@@ -181,6 +181,15 @@ impl Errand {
         }
     }
 
+    /// `<order id>.<event>`, or the event alone: how listings order and
+    /// page entries (no space: it fits in a paging cursor).
+    pub fn listing_key(&self) -> String {
+        match self {
+            Self::Order(event, id) => format!("{id}.{}", event.as_str()),
+            Self::RoundStarting => ROUND_STARTING.to_owned(),
+        }
+    }
+
     /// Whether it goes to the merchant's webhook (else to WeChat Pay).
     pub fn is_hand_off(&self) -> bool {
         match self {
@@ -191,7 +200,7 @@ impl Errand {
 }
 
 /// `event order_id` for an order's entry, the event alone for a round's
-/// reminder: the entry's name in the outbox, and its order in listings.
+/// reminder: the entry's name in the outbox.
 impl std::fmt::Display for Errand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -682,10 +691,31 @@ fn sort_exceptions_newest_first(exceptions: &mut [PaymentException]) {
 
 /// Dead letters oldest first, ties by hand-off so the listing is stable.
 fn sort_oldest_first(letters: &mut [DeadLetter]) {
-    letters.sort_by_cached_key(|letter| (letter.at, letter.errand.to_string()));
+    letters.sort_by_cached_key(|letter| (letter.at, letter.errand.listing_key()));
 }
 
 /// Orders newest first, ties by id so the listing is stable.
 fn sort_newest_first(orders: &mut [Order]) {
     orders.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_errand_reads_back_as_it_names_itself() {
+        let order = OrderId::generate(&SaleId::generate());
+        for errand in [
+            Errand::Order(OrderEvent::Paid, order.clone()),
+            Errand::Order(OrderEvent::Refund, order),
+            Errand::RoundStarting,
+        ] {
+            assert_eq!(errand.to_string().parse(), Ok(errand.clone()));
+            assert!(!errand.listing_key().contains(' '), "{errand}");
+        }
+        assert_eq!(Errand::RoundStarting.to_string(), "campaign.round_starting");
+        assert!("campaign.round_starting o_x".parse::<Errand>().is_err());
+        assert!("order.paid".parse::<Errand>().is_err());
+    }
 }
