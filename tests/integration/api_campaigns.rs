@@ -36,7 +36,7 @@ fn campaign_body() -> Value {
     })
 }
 
-async fn create(app: &TestApp, body: Value) -> Value {
+pub async fn create(app: &TestApp, body: Value) -> Value {
     let response = app
         .admin(Method::POST, "/admin/v1/campaigns", Some(body))
         .await;

@@ -12,17 +12,29 @@
 //! clock of the `redis-server` the test started: the store's clock.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flashsale::domain::{parse_rfc3339_ms, Millis};
+use flashsale::clock::ManualClock;
+use flashsale::domain::{
+    format_ms, parse_rfc3339_ms, system_now, CampaignId, Millis, NewCampaign, NewItem, NewRound,
+    SaleRules,
+};
+use flashsale::inventory::Inventory;
+use flashsale::orders::webhook::{Backoff, Webhook, WebhookSettings};
+use flashsale::orders::{OrderService, OrderSettings, Orders};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::on_both_stores;
+use crate::api_campaigns::create;
+use crate::conformance::{subject, Subject};
 use crate::orders_webhook::{
     assert_signed, dead_letters, dead_letters_when, engine_for, redrive, Call, Receiver, SECRET,
 };
-use crate::support::{error_code, rfc3339_in, test_config, Backend, Harness, Servers, TestApp};
+use crate::support::{
+    actor_settings, error_code, rfc3339_in, test_config, Backend, Harness, Servers, TestApp,
+};
+use crate::{on_both_stores, on_every_store};
 
 const ROUND_STARTING: &str = "campaign.round_starting";
 
@@ -56,16 +68,6 @@ fn reminded_campaign(remind_secs: u64, starts_in: &[Duration]) -> Value {
         "payment_timeout_secs": 600,
         "remind_before_secs": remind_secs,
     })
-}
-
-async fn create(app: &TestApp, body: Value) -> Value {
-    let response = app
-        .admin(Method::POST, "/admin/v1/campaigns", Some(body))
-        .await;
-    let status = response.status();
-    let campaign: Value = response.json().await.unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{campaign}");
-    campaign
 }
 
 fn id_of(campaign: &Value) -> String {
@@ -341,3 +343,98 @@ async fn reminders_need_a_webhook() {
     );
     app.stop().await;
 }
+
+/// Goal: two order services on one store (two engine nodes: on the
+/// embedded store, two in one process) send a round's reminder once.
+/// Method: a campaign whose first round's reminder is due at once; both
+/// services pass side by side, again and again, until the receiver got
+/// it and a while after; one call in all.
+async fn two_order_services_send_a_reminder_once(backend: Backend) {
+    let receiver = Receiver::start(0).await;
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let now = system_now();
+    let campaign = NewCampaign {
+        title: "6.18 seckill".into(),
+        rounds: vec![NewRound {
+            starts_at: format_ms(now + 1_800_000),
+            ends_at: format_ms(now + 3_600_000),
+        }],
+        items: vec![NewItem {
+            sku: "A".into(),
+            title: "Item A".into(),
+            price_cents: 990,
+            original_price_cents: 1990,
+            stock_per_round: 5,
+            stock_by_round: None,
+            per_user_limit: None,
+        }],
+        per_user_limit_per_round: 1,
+        per_user_limit_total: None,
+        currency: None,
+        payment_timeout_secs: None,
+        require_purchase_token: None,
+        remind_before_secs: Some(3600),
+    }
+    .into_campaign(CampaignId::generate(), now, &SaleRules::default())
+    .unwrap();
+    store.create_campaign(&campaign).await.unwrap();
+
+    let service = |name: &str| {
+        let inventory = Inventory::start(
+            Arc::clone(&store),
+            1,
+            actor_settings(),
+            Duration::from_secs(2),
+        )
+        .expect("actor system");
+        let orders = Arc::new(Orders::new(Arc::clone(&store), Arc::new(inventory)));
+        let webhook = Webhook::new(WebhookSettings {
+            url: receiver.url().parse().unwrap(),
+            secret: SECRET.into(),
+            timeout: Duration::from_secs(2),
+            backoff: Backoff {
+                first: Duration::from_millis(10),
+                longest: Duration::from_millis(40),
+            },
+            attempts_max: 20,
+            concurrency: 8,
+        })
+        .unwrap();
+        OrderService::new(
+            Arc::clone(&store),
+            orders,
+            Some(webhook),
+            OrderSettings {
+                sweep: Duration::from_millis(10),
+                batch: 16,
+                claim_idle: Duration::from_secs(30),
+                consumer: name.into(),
+                clock: Arc::new(ManualClock::at(now)),
+                retention: Duration::from_secs(3600),
+            },
+        )
+    };
+    let (mut first, mut second) = (service("node-a"), service("node-b"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut passes_after = 0;
+    while passes_after < 20 {
+        let (a, b) = tokio::join!(first.try_process_batch(), second.try_process_batch());
+        assert_eq!(a.store_errors + b.store_errors, 0, "{a:?} {b:?}");
+        if receiver.calls().is_empty() {
+            assert!(Instant::now() < deadline, "never reminded");
+        } else {
+            passes_after += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = receiver.calls();
+    assert_eq!(calls.len(), 1, "reminded once by two services: {calls:?}");
+    let body = assert_signed(&calls[0]);
+    assert_eq!(body["campaign"]["id"], campaign.id.as_str(), "{body}");
+    assert_eq!(body["round"]["number"], 0, "{body}");
+}
+
+on_every_store!(two_order_services_send_a_reminder_once);
