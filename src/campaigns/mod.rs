@@ -2,7 +2,8 @@
 //! schedule and inspect campaigns; shoppers read the seckill page. Each
 //! round × item is an ordinary sale (see [`crate::domain::Campaign`]): the
 //! ordering route, the inventory actors and the order service handle them
-//! as any sale; the limits across items are the store's.
+//! as any sale; the limits across items are the store's. [`reminders`]:
+//! the `campaign.round_starting` hand-off before each round.
 //!
 //! The seckill page is what every waiting shopper polls before a round
 //! opens, so each engine node serves it from memory: a campaign is read

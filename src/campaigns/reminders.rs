@@ -71,8 +71,7 @@ impl RoundStarting {
     /// The reminder of round `round` of `campaign`; `None` when the
     /// campaign has no such round.
     pub fn of(campaign: &Campaign, round: u32) -> Option<Self> {
-        let position = campaign.rounds.iter().position(|r| r.number == round)?;
-        let round = &campaign.rounds[position];
+        let round = campaign.round(round)?;
         let items = campaign
             .items
             .iter()
