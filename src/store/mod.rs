@@ -189,14 +189,6 @@ impl Errand {
             Self::RoundStarting => ROUND_STARTING.to_owned(),
         }
     }
-
-    /// Whether it goes to the merchant's webhook (else to WeChat Pay).
-    pub fn is_hand_off(&self) -> bool {
-        match self {
-            Self::Order(event, _) => event.is_hand_off(),
-            Self::RoundStarting => true,
-        }
-    }
 }
 
 /// `event order_id` for an order's entry, the event alone for a round's
