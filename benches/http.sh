@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Same-run HTTP benchmark: a trivial axum endpoint (the ceiling of the HTTP
-# stack on this machine), the order route during a race, the order route
+# stack on this machine), the seckill page of a 12-item campaign (`GET
+# /api/v1/campaigns/{id}` without a token, as a CDN or a countdown asks
+# for it), the order route during a race, the order route
 # after sell-out, and that route again on a second engine with every rate
 # limit on (set never to refuse: the limiters' cost), each driven by wrk with the same threads and
 # connections, one after the other in one run, against a release build on
@@ -95,6 +97,24 @@ new_sale() { # stock, per-user limit -> sale id
     -d "{\"sku\":\"BENCH\",\"title\":\"bench\",\"price_cents\":100,\"stock_total\":$1,\"per_user_limit\":$2,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\"}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
 }
+# A campaign of 12 items, its first round live and a second to come: the
+# page every waiting shopper polls.
+new_campaign() { # -> campaign id
+  python3 - "$(date -u +%s)" <<'PY' |
+import datetime, json, sys
+at = lambda secs: datetime.datetime.fromtimestamp(int(sys.argv[1]) + secs, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+print(json.dumps({
+    "title": "bench", "per_user_limit_per_round": 1, "per_user_limit_total": 2,
+    "rounds": [{"starts_at": at(-1), "ends_at": at(3600)}, {"starts_at": at(7200), "ends_at": at(10800)}],
+    "items": [{"sku": f"BENCH-{i}", "title": f"bench item {i}", "price_cents": 990,
+               "original_price_cents": 1990, "stock_per_round": 100} for i in range(12)],
+}))
+PY
+  curl -fs -X POST "$ENGINE/admin/v1/campaigns" -H "Authorization: Bearer $ADMIN" \
+    -H 'Content-Type: application/json' -d @- |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+CAMPAIGN=$(new_campaign)
 RACE_STOCK=5000000
 RACE=$(new_sale "$RACE_STOCK" 1)
 SOLD=$(new_sale 1 1)
@@ -169,6 +189,7 @@ PY
 }
 
 read -r CEIL_RPS CEIL_P50 CEIL_P99 _ CEIL_US _ < <(run ceiling "http://127.0.0.1:$CEILING_PORT/" "$CEILING_PID")
+read -r PAGE_RPS PAGE_P50 PAGE_P99 PAGE_NON2XX PAGE_US PAGE_REDIS_US < <(run campaign_page "$ENGINE/api/v1/campaigns/$CAMPAIGN" "$ENGINE_PID")
 read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX RACE_US RACE_REDIS_US < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$ENGINE_PID" "$WORK/order.lua")
 read -r SOLD_RPS SOLD_P50 SOLD_P99 _ SOLD_US SOLD_REDIS_US < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$ENGINE_PID" "$WORK/order.lua")
 read -r LIM_RPS LIM_P50 LIM_P99 _ LIM_US LIM_REDIS_US < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$LIMITED_PID" "$WORK/order.lua")
@@ -180,6 +201,7 @@ python3 - "$STATS" "$RACE_STOCK" <<PY
 import json, sys
 rows = [
     ("trivial axum endpoint (ceiling)", $CEIL_RPS, $CEIL_P50, $CEIL_P99, $CEIL_US, 0),
+    ("campaign page, 12 items x 2 rounds", $PAGE_RPS, $PAGE_P50, $PAGE_P99, $PAGE_US, $PAGE_REDIS_US),
     ("order route during the race", $RACE_RPS, $RACE_P50, $RACE_P99, $RACE_US, $RACE_REDIS_US),
     ("order route after sell-out", $SOLD_RPS, $SOLD_P50, $SOLD_P99, $SOLD_US, $SOLD_REDIS_US),
     ("  the same, every rate limit on", $LIM_RPS, $LIM_P50, $LIM_P99, $LIM_US, $LIM_REDIS_US),
@@ -192,7 +214,9 @@ for name, rps, p50, p99, us, redis_us in rows:
           f"{us:>13.1f} {redis_us:>12.1f}")
 print("server us/req: CPU (user + system) of the answering process per request "
       "(the ceiling's own process for its row); "
-      f"sold-out vs ceiling: {rows[2][4] / rows[0][4]:.2f}x")
+      f"sold-out vs ceiling: {rows[3][4] / rows[0][4]:.2f}x")
+if $PAGE_NON2XX:
+    print(f"the campaign page answered {$PAGE_NON2XX} non-2xx: its row is not comparable")
 stats = json.loads(sys.argv[1])["stats"]
 total = int(sys.argv[2])
 held = stats["reserved"] + stats["paid"]

@@ -5,10 +5,18 @@
 # and its working directory at the repository's root.
 #
 #   lt_require_tools           redis-server and redis-cli on PATH
-#   lt_build debug|release     builds the engine and the suite; sets $bin_dir
+#   lt_build debug|release     builds the engine, the suite and the WeChat Pay
+#                              stand-in; sets $bin_dir
 #   lt_start                   starts Redis and the engine; sets $work,
 #                              $report_dir, $redis_port, $engine_port,
 #                              $engine_pid, $host, and the trap that stops them
+#
+# lt_build also builds the WeChat Pay stand-in (`wechatpay-standin`). With
+# FLASHSALE_LOADTEST_PAYMENTS=wechatpay (the suite's own --payments variable)
+# lt_start starts it before the engine, on a free port, and start the engine in
+# WeChat Pay mode against it: the stand-in writes the engine's key files and
+# settings (engine.env) to $work/wechatpay; the notify URL is the engine's own.
+# lt_start exports FLASHSALE_LOADTEST_WECHATPAY_STANDIN for the suite.
 #
 # FLASHSALE_LOADTEST_ENGINE_WRAPPER, if set, is a command the engine runs
 # under (split on spaces), e.g. `heaptrack -o /tmp/engine` or
@@ -32,7 +40,32 @@ lt_build() {
   bin_dir=$target_dir/$1
   echo "--- building the engine and the load suite ($1)"
   cargo build "${profile_flag[@]}" -p flashsale --bin flashsale
-  cargo build "${profile_flag[@]}" -p flashsale-loadtest
+  # The stand-in's library is the suite's already: its binary costs a link.
+  cargo build "${profile_flag[@]}" -p flashsale-loadtest -p wechatpay-standin
+}
+
+# Whether this run pays through WeChat Pay (the stand-in).
+lt_wechatpay() {
+  [ "${FLASHSALE_LOADTEST_PAYMENTS:-simulated}" = wechatpay ]
+}
+
+# Starts the WeChat Pay stand-in for the engine on port $1, waits for its
+# engine.env, and exports the engine's WeChat Pay settings from it plus the
+# notify URL, and the stand-in's address for the suite.
+lt_start_wechatpay() {
+  local port dir=$work/wechatpay
+  mkdir -p "$dir"
+  port=$(lt_free_port)
+  "$bin_dir/wechatpay-standin" --listen "127.0.0.1:$port" --dir "$dir" >"$work/wechatpay.log" 2>&1 &
+  lt_pids+=($!)
+  lt_wait_for 300 test -f "$dir/engine.env" || { echo "$lt_script: the WeChat Pay stand-in did not start" >&2; cat "$work/wechatpay.log" >&2; exit 1; }
+  set -a
+  # shellcheck source=/dev/null
+  source "$dir/engine.env"
+  set +a
+  export FLASHSALE_WECHATPAY_NOTIFY_URL="http://127.0.0.1:$1/api/v1/payments/wechatpay/notify"
+  export FLASHSALE_LOADTEST_WECHATPAY_STANDIN="http://127.0.0.1:$port"
+  echo "--- WeChat Pay stand-in on $FLASHSALE_LOADTEST_WECHATPAY_STANDIN"
 }
 
 lt_pids=()
@@ -112,9 +145,15 @@ lt_start() {
   export FLASHSALE_ADMIN_TOKEN="loadtest-admin-token-of-32-bytes-$RANDOM$RANDOM"
   export FLASHSALE_USER_TOKEN_SECRET="loadtest-secret-$RANDOM$RANDOM$RANDOM"
   engine_port=$(lt_free_port)
+  local payments=simulated
+  if lt_wechatpay; then
+    lt_start_wechatpay "$engine_port"
+    payments=wechatpay
+  fi
   local wrapper=()
   read -r -a wrapper <<<"${FLASHSALE_LOADTEST_ENGINE_WRAPPER:-}"
-  # Simulated payments for the pay route; one-second payment timeouts allowed
+  # Simulated payments for the pay route (or WeChat Pay against the
+  # stand-in, as above); one-second payment timeouts allowed
   # so abandoned orders expire within the run; no per-address limit, since
   # every shopper comes from 127.0.0.1 (the per-shopper and overall limits
   # stay at their defaults); this throw-away Redis has no AOF, which the
@@ -122,7 +161,7 @@ lt_start() {
   FLASHSALE_LISTEN="127.0.0.1:$engine_port" \
   FLASHSALE_REDIS_URL="redis://127.0.0.1:$redis_port/0" \
   FLASHSALE_REDIS_DURABILITY=warn \
-  FLASHSALE_PAYMENTS=simulated \
+  FLASHSALE_PAYMENTS=$payments \
   FLASHSALE_PAYMENT_TIMEOUT_MIN_SECS=1 \
   FLASHSALE_RATE_IP_PER_SEC=0 \
   RUST_LOG=warn \

@@ -5,12 +5,19 @@
 #
 #   bash loadtest/spike.sh           the full local spike (release build)
 #   bash loadtest/spike.sh --smoke   CI's smoke: the suite's unit tests, then a
-#                                    few seconds of spike and buy-and-pay, small
-#                                    stock (debug build)
+#                                    few seconds of spike, buy-and-pay and a
+#                                    two-round campaign, small stock, then the
+#                                    same buy-and-pay paying through WeChat Pay
+#                                    (a second engine, in WeChat Pay mode
+#                                    against the stand-in) (debug build)
 #   bash loadtest/spike.sh -- OPTIONS...
 #                                    the suite with your own options instead of
 #                                    the spike's (release build), e.g.
 #                                    -- --scenarios mixed -u 300 -r 100 -t 30s
+#   FLASHSALE_LOADTEST_PAYMENTS=wechatpay bash loadtest/spike.sh -- OPTIONS...
+#                                    the same, the engine in WeChat Pay mode
+#                                    against the stand-in, buy-and-pay paying
+#                                    through it
 #
 # Exits non-zero when a verdict is FAIL. Reports (goose's HTML and JSON, the
 # verdict inside the JSON) go to $FLASHSALE_LOADTEST_REPORT_DIR
@@ -51,6 +58,18 @@ if [ "$mode" = smoke ]; then
     --stock 10 --start-in-secs 2 --patience-secs 10
   suite smoke-buy-and-pay --scenarios buyandpay -u 30 -r 30 --iterations 1 \
     --stock 10 --payment-timeout-secs 2 --abandon-percent 50 --think-ms-max 500 --patience-secs 8
+  suite smoke-campaign --scenarios campaign -u 80 -r 80 --iterations 1 --users-per-shopper 4 \
+    --start-in-secs 5 --campaign-round-secs 2 --campaign-stock 4 --patience-secs 8
+  # A subshell with its own processes, work directory and cleanup: a fresh
+  # Redis, the stand-in, and the engine in WeChat Pay mode.
+  (
+    lt_pids=()
+    lt_wrapper_pid=
+    export FLASHSALE_LOADTEST_PAYMENTS=wechatpay
+    lt_start
+    suite smoke-buy-and-pay-wechatpay --scenarios buyandpay -u 30 -r 30 --iterations 1 \
+      --stock 10 --payment-timeout-secs 2 --abandon-percent 50 --think-ms-max 500 --patience-secs 8
+  )
 elif [ "$mode" = custom ]; then
   suite run "${custom[@]}"
 else

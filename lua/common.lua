@@ -126,3 +126,112 @@ local function queued_sale(sale_key, ...)
   end
   return s
 end
+
+-- The refusal of a merchant's change to a sale whose state is `state`
+-- (false: no such sale) unless it is still scheduled; nil when it is.
+local function not_scheduled(state)
+  if not state then
+    return {'not_found'}
+  end
+  if state ~= 'scheduled' then
+    return {'conflict', 'the sale is ' .. state}
+  end
+  return nil
+end
+
+-- A sale's units reserved or paid.
+local function held_units(stats)
+  local h = redis.call('HMGET', stats, 'reserved', 'paid')
+  return tonumber(h[1] or '0') + tonumber(h[2] or '0')
+end
+
+-- A merchant's change to a sale (update_sale.lua, update_campaign.lua),
+-- decided against the Redis clock `now`: first sale_change_refusal (no
+-- write), then apply_sale_change. c: {version (the version the change was
+-- computed from), restricted ('1': a field other than stock_total/ends_at
+-- changes), end_now ('1': stop the sale now), total (new stock_total),
+-- ends (new ends_at, ms), fields (field, value pairs of every other
+-- field)}. Before the start any field may change; while live only
+-- stock_total (never below the units held or paid) and ends_at, or the
+-- sale is stopped; once ended or cancelled nothing changes.
+local function sale_change_refusal(sale_key, stats, c, now)
+  local s = redis.call('HMGET', sale_key, 'state', 'starts_at', 'ends_at', 'version')
+  local unchangeable = not_scheduled(s[1])
+  if unchangeable then
+    return unchangeable
+  end
+  if s[4] ~= c.version then
+    return {'changed'}
+  end
+  local started = now >= tonumber(s[2])
+  local ends_now = tonumber(s[3])
+  if started and now >= ends_now then
+    return {'conflict', 'the sale has ended'}
+  end
+  if started and c.restricted == '1' then
+    return {'conflict', 'the sale has started: only stock_total, ends_at and status can change'}
+  end
+  local held = held_units(stats)
+  if c.total < held then
+    return {'conflict', 'stock_total cannot go below the ' .. held .. ' units reserved or paid'}
+  end
+  if c.ends ~= ends_now and c.ends <= now then
+    return {'conflict', 'ends_at must be in the future; set status to ended to stop now'}
+  end
+  return nil
+end
+
+-- Writes a change sale_change_refusal allowed.
+local function apply_sale_change(sale_key, stock, stats, c, now)
+  local held = held_units(stats)
+  if c.restricted == '1' and #c.fields > 0 then
+    redis.call('HSET', sale_key, unpack(c.fields))
+  end
+  local ends = c.ends
+  if c.end_now == '1' then
+    -- Stopped now: ends_at says when it ended (not before its start), so
+    -- its payment window, and retention, count from then.
+    ends = math.min(ends, math.max(now, tonumber(redis.call('HGET', sale_key, 'starts_at'))))
+    redis.call('HSET', sale_key, 'state', 'ended')
+  end
+  redis.call('HSET', sale_key, 'stock_total', c.total, 'ends_at', ends)
+  redis.call('HINCRBY', sale_key, 'version', 1)
+  redis.call('SET', stock, c.total - held)
+end
+
+-- Calling off a sale that has not started (cancel_sale.lua,
+-- update_campaign.lua): the refusal at `now`, or nil; then
+-- apply_sale_cancel.
+local function sale_cancel_refusal(sale_key, now)
+  local s = redis.call('HMGET', sale_key, 'state', 'starts_at')
+  local unchangeable = not_scheduled(s[1])
+  if unchangeable then
+    return unchangeable
+  end
+  if now >= tonumber(s[2]) then
+    return {'conflict', 'the sale has started and can no longer be cancelled; set status to ended instead'}
+  end
+  return nil
+end
+
+-- A sale that has not started has no orders, so its outbox (and its
+-- attempts) holds at most a campaign round's reminder
+-- (schedule_reminder.lua): called off, it sends none, and nothing is left
+-- to hold the sale from retention.
+local function apply_sale_cancel(sale_key, outbox, attempts)
+  redis.call('HSET', sale_key, 'state', 'cancelled')
+  redis.call('HINCRBY', sale_key, 'version', 1)
+  redis.call('DEL', outbox, attempts)
+end
+
+-- A new sale, its metadata (`fields`: field, value pairs) and its stock,
+-- at version 1 (create_sale.lua, update_campaign.lua); false when the id
+-- already exists.
+local function create_sale_record(sale_key, stock, total, fields)
+  if redis.call('EXISTS', sale_key) == 1 then
+    return false
+  end
+  redis.call('HSET', sale_key, 'version', 1, unpack(fields))
+  redis.call('SET', stock, total)
+  return true
+end

@@ -5,9 +5,7 @@
 -- ARGV[2..] field, value pairs of the sale
 -- The sale starts at version 1; every merchant change bumps it.
 -- Returns 1 when created, 0 when the id already exists.
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
+if create_sale_record(KEYS[1], KEYS[2], ARGV[1], {unpack(ARGV, 2)}) then
+  return 1
 end
-redis.call('HSET', KEYS[1], 'version', 1, unpack(ARGV, 2))
-redis.call('SET', KEYS[2], ARGV[1])
-return 1
+return 0

@@ -4,9 +4,18 @@
 //!
 //! A run: create the suite's sales through the admin API (or join existing
 //! ones, `--spike-sale`, `--buy-sale`), let goose run the chosen scenario
-//! (`--scenarios spike|browse|buyandpay|mixed|queue`), then read the engine's
+//! (`--scenarios spike|browse|buyandpay|mixed|queue|campaign`), then read the engine's
 //! stats and orders, print the verdict, add it to goose's JSON report and
 //! exit non-zero on FAIL.
+//!
+//! Buy-and-pay shoppers (`buyandpay`, and those of `mixed`) pay through the
+//! engine's simulated pay route (`--payments simulated`, the default) or
+//! through WeChat Pay (`--payments wechatpay`): they ask the engine for
+//! the `wx.requestPayment` parameters (`/wechatpay`) and pay at the WeChat
+//! Pay stand-in (`--wechatpay-standin`, the `wechatpay-standin` binary the
+//! engine is configured against), which notifies the engine; abandoned
+//! orders expire through the engine's close. The verdict then also reads
+//! the stand-in's ledger.
 //!
 //! A bigger load is split across generators, on one machine or several, by
 //! creating the sales once (`--create-sales-only`, which prints their ids
@@ -40,15 +49,20 @@ use clap::Parser;
 use goose::{GooseAttack, GooseError};
 use rand::distr::{Alphanumeric, SampleString};
 
-use crate::engine::{Engine, NewAdmission, NewSale};
+use crate::engine::{Engine, NewAdmission, NewCampaign, NewItem, NewRound, NewSale};
 use crate::scenarios::Suite;
+use crate::settings::Payments;
 use crate::settings::Settings;
 use crate::shoppers::Shoppers;
 use crate::tally::Tally;
-use crate::verdict::{QueuedSale, SuiteSale};
+use crate::verdict::{QueuedSale, SuiteCampaign, SuiteSale, WeChatPayRun, BUY_AND_PAY};
 
 /// The queued sale's pre-queue opens this long before its creation.
 const PREQUEUE_LEAD_SECS: u32 = 60;
+/// With WeChat Pay, the verdict waits this long past the payment timeout
+/// for the run's prepaid orders to settle: closes retried with backoff,
+/// notifications posted again.
+const WECHATPAY_SETTLE_GRACE_SECS: u64 = 60;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
@@ -83,13 +97,24 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("{described}");
-    let queue_runs = settings
-        .goose
-        .scenarios
-        .as_ref()
-        .is_some_and(|scenarios| scenarios.active.iter().any(|name| name == "queue"));
-    let queued = if queue_runs {
+    let runs = |scenario: &str| {
+        settings
+            .goose
+            .scenarios
+            .as_ref()
+            .is_some_and(|scenarios| scenarios.active.iter().any(|name| name == scenario))
+    };
+    let queued = if runs("queue") {
         Some(set_up_queue(&engine, &settings, &run).await?)
+    } else {
+        None
+    };
+    let wechatpay_standin = match settings.payments {
+        Payments::Wechatpay => settings.wechatpay_standin.clone(),
+        Payments::Simulated => None,
+    };
+    let campaign = if runs("campaign") {
+        Some(set_up_campaign(&engine, &settings, &run).await?)
     } else {
         None
     };
@@ -98,6 +123,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         spike_sale: sales[0].id.clone(),
         buy_sale: sales[1].id.clone(),
         queue_sale: queued.as_ref().map(|queued| queued.id.clone()),
+        campaign: campaign.as_ref().map(|campaign| campaign.id.clone()),
         shoppers: Shoppers::new(
             &settings.user_token_secret,
             settings.users_per_shopper,
@@ -106,10 +132,13 @@ async fn main() -> anyhow::Result<ExitCode> {
         tally: Arc::clone(&tally),
         think_ms_max: settings.think_ms_max,
         abandon_percent: settings.abandon_percent,
+        wechatpay_standin: wechatpay_standin.clone(),
         patience: Duration::from_secs(settings.patience_secs),
     })?;
 
     let report_files = settings.goose.report_file.clone();
+    let settle_within =
+        Duration::from_secs(u64::from(settings.payment_timeout_secs) + WECHATPAY_SETTLE_GRACE_SECS);
     scenarios::register(GooseAttack::initialize_with_config(settings.goose).map_err(goose)?)
         .execute()
         .await
@@ -123,7 +152,26 @@ async fn main() -> anyhow::Result<ExitCode> {
             shared: false,
         });
     }
-    let verdict = verdict::judge(&engine, &judged, queued.as_ref(), &tally.snapshot()).await?;
+    if let Some(campaign) = &campaign {
+        judged.extend(campaign.rounds.iter().flatten().map(|id| SuiteSale {
+            name: "campaign",
+            id: id.clone(),
+            shared: false,
+        }));
+    }
+    let wechatpay = wechatpay_standin.as_deref().map(|standin| WeChatPayRun {
+        standin,
+        settle_within,
+    });
+    let verdict = verdict::judge(
+        &engine,
+        &judged,
+        queued.as_ref(),
+        wechatpay.as_ref(),
+        campaign.as_ref(),
+        &tally.snapshot(),
+    )
+    .await?;
     verdict.print();
     for path in report_files.iter().filter(|path| path.ends_with(".json")) {
         verdict.merge_into(path)?;
@@ -159,7 +207,7 @@ async fn set_up(
         None => None,
     };
     let joined_buy = match &settings.buy_sale {
-        Some(id) => Some(join(engine, "buy-and-pay", "--buy-sale", id).await?),
+        Some(id) => Some(join(engine, BUY_AND_PAY, "--buy-sale", id).await?),
         None => None,
     };
     let (spike, spike_line) = match joined_spike {
@@ -169,7 +217,7 @@ async fn set_up(
     let buy_start = now - chrono::Duration::seconds(1);
     let (buy, buy_line) = match joined_buy {
         Some(joined) => joined,
-        None => create(engine, "buy-and-pay", &sale("buy-and-pay", buy_start)).await?,
+        None => create(engine, BUY_AND_PAY, &sale(BUY_AND_PAY, buy_start)).await?,
     };
     Ok((
         [spike, buy],
@@ -206,6 +254,64 @@ async fn set_up_queue(
     Ok(QueuedSale {
         id: sale.id,
         commitment,
+    })
+}
+
+/// The `campaign` scenario's campaign, created by every run as the
+/// settings shape it: `--campaign-rounds` rounds of `--campaign-round-secs`
+/// each, as long apart, the first opening `--start-in-secs` from now;
+/// `--campaign-items` items of `--campaign-stock` units per round, each
+/// limited to 1 per shopper, under the campaign's limits per round and in
+/// total.
+async fn set_up_campaign(
+    engine: &Engine,
+    settings: &Settings,
+    run: &str,
+) -> anyhow::Result<SuiteCampaign> {
+    let start = Utc::now() + chrono::Duration::seconds(settings.start_in_secs.into());
+    let round_secs = i64::from(settings.campaign_round_secs);
+    let new = NewCampaign {
+        title: format!("loadtest campaign {run}"),
+        rounds: (0..i64::from(settings.campaign_rounds))
+            .map(|round| {
+                let starts_at = start + chrono::Duration::seconds(2 * round * round_secs);
+                NewRound {
+                    starts_at: time(starts_at),
+                    ends_at: time(starts_at + chrono::Duration::seconds(round_secs)),
+                }
+            })
+            .collect(),
+        items: (0..settings.campaign_items)
+            .map(|item| NewItem {
+                sku: format!("LT-CAMPAIGN-{run}-{item}"),
+                title: format!("loadtest campaign item {item} {run}"),
+                price_cents: 9900,
+                original_price_cents: 19900,
+                stock_per_round: settings.campaign_stock,
+                per_user_limit: 1,
+            })
+            .collect(),
+        per_user_limit_per_round: settings.campaign_limit_per_round,
+        per_user_limit_total: Some(settings.campaign_limit_total).filter(|total| *total > 0),
+        payment_timeout_secs: settings.payment_timeout_secs,
+    };
+    let created = engine.create_campaign(&new).await?;
+    println!(
+        "campaign {} (created): {} rounds x {} items, first round opens at {}",
+        created.id,
+        created.rounds.len(),
+        new.items.len(),
+        time(start)
+    );
+    Ok(SuiteCampaign {
+        id: created.id,
+        per_round: created.per_user_limit_per_round,
+        total: created.per_user_limit_total,
+        rounds: created
+            .rounds
+            .into_iter()
+            .map(|round| round.items.into_iter().map(|item| item.sale_id).collect())
+            .collect(),
     })
 }
 

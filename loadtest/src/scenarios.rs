@@ -1,5 +1,6 @@
 //! The goose scenarios and what a shopper does in each: `spike`, `browse`,
-//! `buy-and-pay`, `mixed` and `queue`. Owns the shoppers' requests during the attack
+//! `buy-and-pay` (paying through the simulated route or the WeChat Pay
+//! stand-in), `mixed`, `queue` and `campaign`. Owns the shoppers' requests during the attack
 //! (through goose, so they are in its metrics) and records what each answer
 //! meant in the [`Tally`]. Knows nothing of set-up or the verdict.
 
@@ -12,7 +13,7 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde_json::json;
 
-use crate::engine::{PublicSale, PublicSaleList};
+use crate::engine::{Campaign, PublicSale, PublicSaleList};
 use crate::shoppers::Shoppers;
 use crate::tally::{Kind, Tally};
 
@@ -21,7 +22,12 @@ const ROUTE_SALES: &str = "/api/v1/sales";
 const ROUTE_SALE: &str = "/api/v1/sales/{id}";
 const ROUTE_ORDER: &str = "/api/v1/sales/{id}/orders";
 const ROUTE_PAY: &str = "/api/v1/orders/{id}/pay";
+const ROUTE_WECHATPAY: &str = "/api/v1/orders/{id}/wechatpay";
+/// The WeChat Pay stand-in's route for the shopper's phone paying.
+const ROUTE_STANDIN_PAY: &str = "/standin/pay";
 const ROUTE_QUEUE: &str = "/api/v1/sales/{id}/queue";
+const ROUTE_CAMPAIGN: &str = "/api/v1/campaigns/{id}";
+const ROUTE_CANCEL: &str = "/api/v1/orders/{id}/cancel";
 
 /// A kept-alive connection idle this long is not reused. The engine closes
 /// connections idle for `FLASHSALE_IDLE_TIMEOUT_MS` (default 75 s); a
@@ -48,6 +54,11 @@ const COUNTDOWN_PAUSE: Duration = Duration::from_secs(1);
 const PREQUEUE_MARGIN: Duration = Duration::from_secs(1);
 /// `queue`: the wait before the next poll when an answer gave none.
 const POLL_PAUSE_DEFAULT: Duration = Duration::from_secs(1);
+/// `campaign`: items of a round each goose user tries, at random.
+const CAMPAIGN_PICKS: usize = 3;
+/// `campaign`: chance, in percent, that a shopper cancels an order it won
+/// at once and races on, its units back in its allowance.
+const CAMPAIGN_CANCEL_PERCENT: u32 = 20;
 /// `mixed`: how many shoppers in each role, out of the sum.
 const MIX: [(Role, u32); 3] = [(Role::Browse, 6), (Role::BuyAndPay, 3), (Role::Spike, 1)];
 
@@ -59,10 +70,16 @@ pub struct Suite {
     pub buy_sale: String,
     /// The queued sale `queue` shoppers wait for (created when `queue` runs).
     pub queue_sale: Option<String>,
+    /// The campaign `campaign` shoppers race for (created when `campaign` runs).
+    pub campaign: Option<String>,
     pub shoppers: Shoppers,
     pub tally: Arc<Tally>,
     pub think_ms_max: u64,
     pub abandon_percent: u32,
+    /// The WeChat Pay stand-in's address when buy-and-pay shoppers pay
+    /// through WeChat Pay (`--payments wechatpay`); `None`: the engine's
+    /// simulated pay route.
+    pub wechatpay_standin: Option<String>,
     /// How long one visit keeps trying (retries, sold-out polls) before leaving.
     pub patience: Duration,
 }
@@ -116,6 +133,11 @@ pub fn register(attack: GooseAttack) -> GooseAttack {
                 .register_transaction(transaction!(join_queue).set_name("join").set_on_start())
                 .register_transaction(transaction!(visit).set_name("queue")),
         )
+        .register_scenario(
+            scenario!("campaign")
+                .register_transaction(transaction!(join_campaign).set_name("join").set_on_start())
+                .register_transaction(transaction!(visit).set_name("campaign")),
+        )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +146,7 @@ enum Role {
     Browse,
     BuyAndPay,
     Queue,
+    Campaign,
 }
 
 /// A goose user's shopper and progress.
@@ -164,6 +187,10 @@ async fn join_buy_and_pay(user: &mut GooseUser) -> TransactionResult {
 
 async fn join_queue(user: &mut GooseUser) -> TransactionResult {
     join(user, Role::Queue).await
+}
+
+async fn join_campaign(user: &mut GooseUser) -> TransactionResult {
+    join(user, Role::Campaign).await
 }
 
 async fn join_mixed(user: &mut GooseUser) -> TransactionResult {
@@ -232,6 +259,7 @@ async fn visit(user: &mut GooseUser) -> TransactionResult {
         Role::Browse => browse(user).await,
         Role::BuyAndPay => buy_and_pay(user).await,
         Role::Queue => queue(user).await,
+        Role::Campaign => campaign(user).await,
     }
 }
 
@@ -277,13 +305,98 @@ async fn browse(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-/// Race for a unit; then, after a think time, pay or abandon it.
+/// Each round in turn: open the campaign's page, wait for the round by
+/// the engine's clock (the page's `server_time`), and race for up to
+/// [`CAMPAIGN_PICKS`] random items of it, one after another, until the
+/// shopper's limit (or the round's end) answers; now and then cancel an
+/// order won, giving its units back to the shopper's allowance. Concurrency per shopper
+/// comes from several goose users playing one shopper
+/// (`--users-per-shopper`): they wait for the same opening and race at
+/// once, each for its own random items.
+async fn campaign(user: &mut GooseUser) -> TransactionResult {
+    let suite = suite()?;
+    session_mut(user)?.done = true;
+    let id = suite
+        .campaign
+        .clone()
+        .ok_or_else(|| custom("the campaign scenario has no campaign"))?;
+    let mut next = 0;
+    while let Some(page) = get_campaign(user, &id).await? {
+        let Some(round) = page.rounds.get(next) else {
+            break;
+        };
+        next += 1;
+        if round.status != "ended" {
+            if let Ok(wait) = (round.starts_at - page.server_time).to_std() {
+                tokio::time::sleep(wait).await;
+            }
+            let picks: Vec<String> = round
+                .items
+                .choose_multiple(&mut rand::rng(), CAMPAIGN_PICKS)
+                .map(|item| item.sale_id.clone())
+                .collect();
+            race_round(user, &picks).await?;
+        } else {
+            suite.tally.campaign_round_missed();
+        }
+        if next == page.rounds.len() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Races for each of `picks` (a round's sales) in turn, one unit each,
+/// retrying 429/503 after `Retry-After`, until the shopper's limit, the
+/// round's end or the suite's patience stops it. An order won is cancelled
+/// at once [`CAMPAIGN_CANCEL_PERCENT`] of the time.
+async fn race_round(user: &mut GooseUser, picks: &[String]) -> TransactionResult {
+    let give_up = Instant::now() + suite()?.patience;
+    for sale_id in picks {
+        let key = next_key(user)?;
+        loop {
+            match order(user, sale_id, &key, None).await? {
+                Attempt::Ordered(order_id) => {
+                    if rand::rng().random_range(0..100) < CAMPAIGN_CANCEL_PERCENT {
+                        let token = session(user)?.token.clone();
+                        let path = format!("/api/v1/orders/{order_id}/cancel");
+                        send(user, GooseMethod::Post, ROUTE_CANCEL, &path, |request| {
+                            request.bearer_auth(&token)
+                        })
+                        .await?;
+                    }
+                    break;
+                }
+                Attempt::SoldOut => break,
+                Attempt::Retry(pause) if Instant::now() < give_up => {
+                    tokio::time::sleep(pause).await;
+                }
+                Attempt::NotStarted if Instant::now() < give_up => {
+                    tokio::time::sleep(NOT_STARTED_PAUSE).await;
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Race for a unit; with WeChat Pay, start paying it (`/wechatpay`); then,
+/// after a think time, pay or abandon it.
 async fn buy_and_pay(user: &mut GooseUser) -> TransactionResult {
     let suite = suite()?;
     let ordered = race(user, &suite.buy_sale, true).await?;
     session_mut(user)?.done = true;
     let Some(order_id) = ordered else {
         return Ok(());
+    };
+    // With WeChat Pay: the stand-in and the `wx.requestPayment` parameters.
+    let wechatpay = match &suite.wechatpay_standin {
+        Some(standin) => match prepay(user, &order_id).await? {
+            Some(params) => Some((standin, params)),
+            None => return Ok(()),
+        },
+        None => None,
     };
     let (think, abandon) = {
         let mut rng = rand::rng();
@@ -294,16 +407,63 @@ async fn buy_and_pay(user: &mut GooseUser) -> TransactionResult {
     };
     tokio::time::sleep(think).await;
     if abandon {
-        suite.tally.abandoned();
+        suite.tally.abandoned(&order_id);
         return Ok(());
     }
-    let token = session(user)?.token.clone();
-    let path = format!("/api/v1/orders/{order_id}/pay");
-    send(user, GooseMethod::Post, ROUTE_PAY, &path, |request| {
-        request.bearer_auth(&token)
-    })
-    .await?;
+    match wechatpay {
+        Some((standin, params)) => {
+            // The shopper's phone: `wx.requestPayment` with the engine's
+            // parameters; WeChat Pay (the stand-in) then notifies the engine.
+            let url = format!("{}/standin/pay", standin.trim_end_matches('/'));
+            send(
+                user,
+                GooseMethod::Post,
+                ROUTE_STANDIN_PAY,
+                &url,
+                |request| request.json(&params),
+            )
+            .await?;
+        }
+        None => {
+            let token = session(user)?.token.clone();
+            let path = format!("/api/v1/orders/{order_id}/pay");
+            send(user, GooseMethod::Post, ROUTE_PAY, &path, |request| {
+                request.bearer_auth(&token)
+            })
+            .await?;
+        }
+    }
     Ok(())
+}
+
+/// `POST /api/v1/orders/{id}/wechatpay`, retried after 429 and 503 for the
+/// suite's patience: the `wx.requestPayment` parameters, if the engine
+/// gave them.
+async fn prepay(
+    user: &mut GooseUser,
+    order_id: &str,
+) -> Result<Option<serde_json::Value>, Box<TransactionError>> {
+    let suite = suite()?;
+    let give_up = Instant::now() + suite.patience;
+    let token = session(user)?.token.clone();
+    let path = format!("/api/v1/orders/{order_id}/wechatpay");
+    loop {
+        let answer = send(user, GooseMethod::Post, ROUTE_WECHATPAY, &path, |request| {
+            request.bearer_auth(&token)
+        })
+        .await?;
+        match answer.kind {
+            Kind::Success => {
+                let package = answer.body["package"].as_str().unwrap_or_default();
+                suite.tally.prepay(order_id, package);
+                return Ok(Some(answer.body));
+            }
+            Kind::RateLimited | Kind::Shed if Instant::now() < give_up => {
+                tokio::time::sleep(answer.retry_after).await;
+            }
+            _ => return Ok(None),
+        }
+    }
 }
 
 /// Join the queued sale at a random moment before its opening (by the
@@ -416,6 +576,14 @@ async fn buy_admitted(
     Ok(())
 }
 
+/// The `Idempotency-Key` of the user's next purchase attempt.
+fn next_key(user: &mut GooseUser) -> Result<String, Box<TransactionError>> {
+    let index = user.weighted_users_index;
+    let session = session_mut(user)?;
+    session.attempts += 1;
+    Ok(format!("lt-{index}-{}", session.attempts))
+}
+
 /// How one order attempt ended.
 enum Attempt {
     Ordered(String),
@@ -438,12 +606,7 @@ async fn race(
 ) -> Result<Option<String>, Box<TransactionError>> {
     let suite = suite()?;
     let give_up = Instant::now() + suite.patience;
-    let key = {
-        let session = session_mut(user)?;
-        session.attempts += 1;
-        session.attempts
-    };
-    let key = format!("lt-{}-{key}", user.weighted_users_index);
+    let key = next_key(user)?;
     let mut open = false;
     while Instant::now() < give_up {
         if !open {
@@ -521,6 +684,22 @@ async fn get_sale(
     Ok(serde_json::from_value(answer.body).ok())
 }
 
+/// The campaign's page, if the engine answered 200.
+async fn get_campaign(
+    user: &mut GooseUser,
+    campaign_id: &str,
+) -> Result<Option<Campaign>, Box<TransactionError>> {
+    let path = format!("/api/v1/campaigns/{campaign_id}");
+    let answer = send(user, GooseMethod::Get, ROUTE_CAMPAIGN, &path, |request| {
+        request
+    })
+    .await?;
+    if answer.kind != Kind::Success {
+        return Ok(None);
+    }
+    Ok(serde_json::from_value(answer.body).ok())
+}
+
 /// An answer as the suite reads it.
 struct Answer {
     kind: Kind,
@@ -529,7 +708,8 @@ struct Answer {
     body: serde_json::Value,
 }
 
-/// Sends `method path` through goose under the request name `route`
+/// Sends `method path` (a path on the engine, or a whole URL) through
+/// goose under the request name `route`
 /// (`finish` adds headers and body), tallies what the answer meant, and
 /// tells goose which answers are failures: the documented refusals, 429 and
 /// 503 are not (they have their own lines in the verdict), anything

@@ -4,18 +4,31 @@
 //!
 //! `--stock`, `--per-user-limit`, `--start-in-secs`, `--sale-secs`,
 //! `--payment-timeout-secs` and `--queue-admit-per-sec` shape the sales a
-//! run creates; a joined sale
-//! (`--spike-sale`, `--buy-sale`) keeps its own.
+//! run creates, the `--campaign-*` options the campaign the `campaign`
+//! scenario races for; a joined sale (`--spike-sale`, `--buy-sale`) keeps its own.
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use goose::config::GooseConfiguration;
+
+/// How buy-and-pay shoppers pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Payments {
+    /// The engine's `POST /api/v1/orders/{id}/pay` (`FLASHSALE_PAYMENTS=simulated`).
+    Simulated,
+    /// `POST /api/v1/orders/{id}/wechatpay`, then the WeChat Pay stand-in
+    /// pays by notification (`FLASHSALE_PAYMENTS=wechatpay` against
+    /// `--wechatpay-standin`).
+    Wechatpay,
+}
 
 /// goose's options, plus how the suite sets up its sales and shoppers.
 #[derive(Debug, Parser)]
 #[command(
     name = "flashsale-loadtest",
     about = "goose load suites for flashsale; the engine's promises are checked after every run",
-    after_help = "Scenarios (--scenarios, goose's machine names): spike, browse, buyandpay, mixed, queue.\n\
+    after_help = "Scenarios (--scenarios, goose's machine names): spike, browse, buyandpay, mixed, queue, campaign.\n\
+                  Buy-and-pay shoppers pay through the engine's simulated pay route, or with \
+                  --payments wechatpay through the WeChat Pay stand-in (--wechatpay-standin).\n\
                   Several generators against one engine: create the sales once with \
                   --create-sales-only, then give each generator --spike-sale and --buy-sale."
 )]
@@ -100,8 +113,63 @@ pub struct Settings {
     #[arg(long, env = "FLASHSALE_LOADTEST_THINK_MS_MAX", default_value_t = 2000)]
     pub think_ms_max: u64,
 
+    /// How buy-and-pay shoppers pay: `simulated` (the engine's pay route)
+    /// or `wechatpay` (prepay with the engine, pay at the WeChat Pay
+    /// stand-in, which notifies the engine; abandoned orders expire through
+    /// the close).
+    #[arg(long, env = "FLASHSALE_LOADTEST_PAYMENTS", value_enum, default_value_t = Payments::Simulated)]
+    pub payments: Payments,
+
+    /// The WeChat Pay stand-in's address (`wechatpay-standin`, which the
+    /// engine must be configured against), e.g. `http://127.0.0.1:9090`.
+    /// Required with `--payments wechatpay`.
+    #[arg(
+        long,
+        env = "FLASHSALE_LOADTEST_WECHATPAY_STANDIN",
+        value_name = "URL",
+        required_if_eq("payments", "wechatpay")
+    )]
+    pub wechatpay_standin: Option<String>,
+
     /// How long, in seconds, a buy-and-pay shopper who found the sale sold
     /// out keeps polling for returned stock before leaving.
     #[arg(long, env = "FLASHSALE_LOADTEST_PATIENCE_SECS", default_value_t = 90)]
     pub patience_secs: u64,
+
+    /// `campaign`: rounds of the campaign the run creates; the first opens
+    /// `--start-in-secs` from now.
+    #[arg(long, env = "FLASHSALE_LOADTEST_CAMPAIGN_ROUNDS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=24))]
+    pub campaign_rounds: u32,
+
+    /// `campaign`: how long each round lasts; the next opens as long after
+    /// it ends.
+    #[arg(long, env = "FLASHSALE_LOADTEST_CAMPAIGN_ROUND_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub campaign_round_secs: u32,
+
+    /// `campaign`: items offered in every round.
+    #[arg(long, env = "FLASHSALE_LOADTEST_CAMPAIGN_ITEMS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub campaign_items: u32,
+
+    /// `campaign`: units of each item in each round.
+    #[arg(long, env = "FLASHSALE_LOADTEST_CAMPAIGN_STOCK", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub campaign_stock: u32,
+
+    /// `campaign`: units one shopper may hold across the items of one round
+    /// (`per_user_limit_per_round`; each item's own limit is 1).
+    #[arg(long, env = "FLASHSALE_LOADTEST_CAMPAIGN_LIMIT_PER_ROUND", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub campaign_limit_per_round: u32,
+
+    /// `campaign`: units one shopper may hold across the whole campaign
+    /// (`per_user_limit_total`; 0: none).
+    #[arg(
+        long,
+        env = "FLASHSALE_LOADTEST_CAMPAIGN_LIMIT_TOTAL",
+        default_value_t = 3
+    )]
+    pub campaign_limit_total: u32,
 }

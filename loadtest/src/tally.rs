@@ -1,7 +1,8 @@
 //! What the suite saw during the attack, shared by every goose user: each
 //! answer by route, status and error code, the orders its 201s named, the
 //! shoppers who played (with their tokens, for the verdict), requests
-//! that got no answer, and each `queue` shopper's way through the waiting
+//! that got no answer, the WeChat Pay orders the engine's `/wechatpay`
+//! answers named, and each `queue` shopper's way through the waiting
 //! room. goose's own metrics count requests and latencies;
 //! this counts what the answers meant.
 
@@ -16,7 +17,9 @@ pub enum Kind {
     /// 2xx.
     Success,
     /// A documented refusal of the race (409 `sold_out`, `ended`,
-    /// `not_started`, `limit_exceeded`).
+    /// `not_started`, `limit_exceeded`), or the WeChat Pay stand-in's 409
+    /// `ORDER_CLOSED`: the shopper paid after the engine had closed the
+    /// WeChat Pay order to expire it (too late, as in WeChat).
     Refused,
     /// 429 `rate_limited`: retried after `Retry-After`.
     RateLimited,
@@ -32,7 +35,9 @@ impl Kind {
     pub fn of(status: u16, code: &str) -> Self {
         match (status, code) {
             (200..=299, _) => Self::Success,
-            (409, "sold_out" | "ended" | "not_started" | "limit_exceeded") => Self::Refused,
+            (409, "sold_out" | "ended" | "not_started" | "limit_exceeded" | "ORDER_CLOSED") => {
+                Self::Refused
+            }
             (429, "rate_limited") => Self::RateLimited,
             (503, "overloaded" | "unavailable") => Self::Shed,
             _ => Self::Unexpected,
@@ -53,10 +58,15 @@ pub struct Snapshot {
     pub orders: BTreeSet<(String, String, String)>,
     /// Shopper id → token.
     pub shoppers: BTreeMap<String, String>,
-    /// Buy-and-pay orders left unpaid on purpose.
-    pub abandoned: u64,
+    /// Buy-and-pay orders left unpaid on purpose, by id.
+    pub abandoned: BTreeSet<String>,
+    /// Order id → the `package` (`prepay_id=...`) of every 200 of its
+    /// `/wechatpay`.
+    pub prepays: BTreeMap<String, BTreeSet<String>>,
     /// Spike shoppers who arrived after the sale had opened.
     pub spike_late: u64,
+    /// `campaign` users who first looked at a round after it had ended.
+    pub campaign_rounds_missed: u64,
     /// `queue` shoppers by id: their way through the waiting room.
     pub queue: BTreeMap<String, QueueVisit>,
     /// When the last order on the queued sale was paid for (its sell-out,
@@ -124,8 +134,22 @@ impl Tally {
         self.seen.lock().spike_late += 1;
     }
 
-    pub fn abandoned(&self) {
-        self.seen.lock().abandoned += 1;
+    pub fn campaign_round_missed(&self) {
+        self.seen.lock().campaign_rounds_missed += 1;
+    }
+
+    pub fn abandoned(&self, order_id: &str) {
+        self.seen.lock().abandoned.insert(order_id.to_owned());
+    }
+
+    /// The engine's `/wechatpay` answered for `order_id` with `package`.
+    pub fn prepay(&self, order_id: &str, package: &str) {
+        self.seen
+            .lock()
+            .prepays
+            .entry(order_id.to_owned())
+            .or_default()
+            .insert(package.to_owned());
     }
 
     /// A `queue` shopper's join was answered.
@@ -183,5 +207,7 @@ mod tests {
         assert_eq!(Kind::of(503, "internal"), Kind::Unexpected);
         assert_eq!(Kind::of(500, "internal"), Kind::Unexpected);
         assert_eq!(Kind::of(409, "conflict"), Kind::Unexpected);
+        assert_eq!(Kind::of(409, "ORDER_CLOSED"), Kind::Refused);
+        assert_eq!(Kind::of(409, "ORDERPAID"), Kind::Unexpected);
     }
 }

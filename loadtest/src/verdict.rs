@@ -2,14 +2,17 @@
 //! order of the suite's shoppers, checks the engine's promises against them
 //! and against what the suite saw, prints a PASS/FAIL block and adds itself
 //! to goose's JSON report. The queued sale's waiting-room checks are
-//! [`queue`]'s.
+//! [`queue`]'s, the campaign's limits across items [`campaign`]'s; a
+//! `--payments wechatpay` run's WeChat Pay checks are [`wechatpay`]'s.
 //!
 //! A shared sale (joined with `--spike-sale` or `--buy-sale`) also holds
 //! other generators' orders, which this run cannot see: its stats are
 //! compared with this run's orders as a bound, and are not waited for to
 //! settle, since other generators may still be buying.
 
+mod campaign;
 mod queue;
+mod wechatpay;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -19,7 +22,12 @@ use serde::Serialize;
 
 use crate::engine::{AdminSale, Engine, Order, SaleStats};
 use crate::tally::{Kind, Snapshot};
+pub use campaign::{CampaignVerdict, SuiteCampaign};
 pub use queue::{QueueVerdict, QueuedSale};
+pub use wechatpay::{WeChatPayRun, WeChatPayVerdict};
+
+/// The buy-and-pay sale's name among the suite's sales.
+pub const BUY_AND_PAY: &str = "buy-and-pay";
 
 /// Reads of the stats, the orders and the stats again until both stats of
 /// every sale the run created agree (an order may expire while the orders
@@ -81,6 +89,9 @@ pub struct Verdict {
     /// Spike shoppers who first looked after the sale had opened: they did
     /// not take part in the opening rush (raise `--start-in-secs`).
     pub spike_late: u64,
+    /// `campaign` users who first looked at a round after it had ended:
+    /// they did not race in it (raise `--start-in-secs`).
+    pub campaign_rounds_missed: u64,
     pub orders_seen: usize,
     pub abandoned: u64,
     pub answers: Vec<AnswerLine>,
@@ -91,17 +102,49 @@ pub struct Verdict {
     pub checks: Vec<Check>,
     /// The `queue` scenario's waiting room, when it ran.
     pub queue: Option<QueueVerdict>,
+    /// WeChat Pay against its stand-in, with `--payments wechatpay`.
+    pub wechatpay: Option<WeChatPayVerdict>,
+    /// The `campaign` scenario's limits across items, when it ran.
+    pub campaign: Option<CampaignVerdict>,
 }
 
 /// Reads the engine and judges the run; `queued` is the queued sale (one
-/// of `sales`) when the `queue` scenario ran.
+/// of `sales`) when the `queue` scenario ran; `wechatpay` the WeChat Pay
+/// stand-in when buy-and-pay shoppers paid through it; `campaign` the
+/// campaign (whose sales are among `sales`) when `campaign` ran.
 pub async fn judge(
     engine: &Engine,
     sales: &[SuiteSale],
     queued: Option<&QueuedSale>,
+    wechatpay: Option<&WeChatPayRun<'_>>,
+    campaign: Option<&SuiteCampaign>,
     seen: &Snapshot,
 ) -> anyhow::Result<Verdict> {
+    let payments_settled = match wechatpay {
+        Some(run) => wechatpay::wait_settled(engine, seen, run.settle_within).await?,
+        None => true,
+    };
     let (stats, orders, settled) = read_settled(engine, sales, seen).await?;
+    let wechatpay = match wechatpay {
+        Some(run) => {
+            let ledger = wechatpay::read_ledger(run.standin).await?;
+            let buy = sales
+                .iter()
+                .zip(&stats)
+                .find(|(sale, _)| sale.name == BUY_AND_PAY)
+                .context("no buy-and-pay sale to judge")?;
+            Some(wechatpay::judge_wechatpay(
+                run,
+                payments_settled,
+                &buy.0.id,
+                &buy.1.stats,
+                &orders,
+                seen,
+                &ledger,
+            ))
+        }
+        None => None,
+    };
     let queue = match queued {
         Some(queued) => {
             let revealed = engine.public_sale(&queued.id).await?;
@@ -119,6 +162,7 @@ pub async fn judge(
         }
         None => None,
     };
+    let campaign = campaign.map(|campaign| campaign::judge_campaign(campaign, &orders));
     let any_shared = sales.iter().any(|sale| sale.shared);
     let mut verdict_sales = Vec::new();
     for (sale, admin) in sales.iter().zip(&stats) {
@@ -163,14 +207,21 @@ pub async fn judge(
             .all(|sale| sale.checks.iter().all(|check| check.pass))
         && queue
             .iter()
-            .all(|queue| queue.checks.iter().all(|check| check.pass));
+            .all(|queue| queue.checks.iter().all(|check| check.pass))
+        && wechatpay
+            .iter()
+            .all(|wechatpay| wechatpay.checks.iter().all(|check| check.pass))
+        && campaign
+            .iter()
+            .all(|campaign| campaign.checks.iter().all(|check| check.pass));
     Ok(Verdict {
         pass,
         sales: verdict_sales,
         shoppers: seen.shoppers.len(),
         spike_late: seen.spike_late,
+        campaign_rounds_missed: seen.campaign_rounds_missed,
         orders_seen: seen.orders.len(),
-        abandoned: seen.abandoned,
+        abandoned: seen.abandoned.len() as u64,
         answers,
         rate_limited_429: sums.get(&Kind::RateLimited).copied().unwrap_or_default(),
         shed_503: sums.get(&Kind::Shed).copied().unwrap_or_default(),
@@ -178,6 +229,8 @@ pub async fn judge(
         no_answer,
         checks,
         queue,
+        wechatpay,
+        campaign,
     })
 }
 
@@ -374,6 +427,12 @@ impl Verdict {
                 self.spike_late
             );
         }
+        if self.campaign_rounds_missed > 0 {
+            println!(
+                "note: campaign users found a round ended {} times before racing in it (raise --start-in-secs for every round's rush)",
+                self.campaign_rounds_missed
+            );
+        }
         println!("answers:");
         for line in &self.answers {
             let code = if line.code.is_empty() {
@@ -403,6 +462,24 @@ impl Verdict {
                 queue.sale_id, queue.joined, queue.prequeue_placed, queue.admitted, queue.sold_out
             );
             print_checks(&queue.checks);
+        }
+        if let Some(wechatpay) = &self.wechatpay {
+            println!(
+                "WeChat Pay stand-in {}: {} WeChat Pay orders for this run's orders, {} paid, {} closed; {} notifications posted again",
+                wechatpay.standin,
+                wechatpay.wechatpay_orders,
+                wechatpay.paid,
+                wechatpay.closed,
+                wechatpay.notify_retries
+            );
+            print_checks(&wechatpay.checks);
+        }
+        if let Some(campaign) = &self.campaign {
+            println!(
+                "campaign {}: {} rounds x {} items; units the suite's shoppers hold, by round: {:?}",
+                campaign.id, campaign.rounds, campaign.items, campaign.units_held_by_round
+            );
+            print_checks(&campaign.checks);
         }
         println!("=== flashsale verdict: {word} ===");
     }

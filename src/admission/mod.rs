@@ -76,6 +76,11 @@ impl WaitingRooms {
 
     /// Joins the sale's line (again: the same place), then answers the
     /// place as a poll would, fresh from the store.
+    ///
+    /// A shopper whose admission expired unused is still named in the line
+    /// until a poll frees the place, so the join finds them there and the
+    /// poll after it frees them: they join once more, at the back, as after
+    /// a poll's 404.
     pub async fn join(
         &self,
         sales: &Sales,
@@ -86,11 +91,17 @@ impl WaitingRooms {
         // poll interval old has the right one.
         let view = sales.polled_view(sale).await?;
         let key = shuffle_key(&view.sale.admission.seed, shopper.as_str()).unwrap_or_default();
-        self.store
-            .queue_join(sale, shopper, &key, &self.settings.rules)
-            .await?;
-        self.memory.remove(&(sale.clone(), shopper.clone()));
-        self.poll(sale, shopper).await
+        let mut freed_once = false;
+        loop {
+            self.store
+                .queue_join(sale, shopper, &key, &self.settings.rules)
+                .await?;
+            self.memory.remove(&(sale.clone(), shopper.clone()));
+            match self.poll(sale, shopper).await {
+                Err(QueueError::NotInLine) if !freed_once => freed_once = true,
+                answer => return answer,
+            }
+        }
     }
 
     /// The shopper's place: from this node's memory until the last

@@ -1,5 +1,7 @@
 //! Campaigns: every workflow on a campaign, each written once. Merchants
-//! schedule and inspect campaigns; shoppers read the seckill page. Each
+//! schedule, change, cancel and inspect campaigns (a campaign's sales
+//! change only through these, never one by one, so the campaign's record
+//! and its sales agree); shoppers read the seckill page. Each
 //! round × item is an ordinary sale (see [`crate::domain::Campaign`]): the
 //! ordering route, the inventory actors and the order service handle them
 //! as any sale; the limits across items are the store's. [`reminders`]:
@@ -22,12 +24,12 @@ use dashmap::DashMap;
 use futures::future::try_join_all;
 
 use crate::domain::{
-    system_now, Allowance, CampaignId, InvalidField, Millis, NewCampaign, SaleRules, SaleState,
-    SaleView, ShopperId,
+    system_now, Allowance, Campaign, CampaignChange, CampaignId, CampaignPatch, InvalidField,
+    Millis, NewCampaign, SaleRules, SaleState, SaleView, ShopperId,
 };
 use crate::sales::cache::{aged, Slot};
 use crate::sales::{SaleError, Sales};
-use crate::store::{Store, StoreError, StoredCampaign};
+use crate::store::{IndexedCampaign, Store, StoreError, StoredCampaign};
 
 /// A campaign with the views of its sales (round by round, each round's
 /// items in order), read at the store's instant `now`.
@@ -51,10 +53,24 @@ impl CampaignView {
     /// whose allowance a shopper sees.
     pub fn current_round(&self) -> Option<usize> {
         let rounds = &self.stored.campaign.rounds;
-        rounds
-            .iter()
-            .position(|round| self.now < round.ends_at)
+        (0..rounds.len())
+            .find(|&position| !self.round_closed(position))
             .or_else(|| rounds.len().checked_sub(1))
+    }
+
+    /// Round `position` is over: its window has passed, or every item's
+    /// sale in it was stopped (or cancelled).
+    pub fn round_closed(&self, position: usize) -> bool {
+        let over = self
+            .stored
+            .campaign
+            .rounds
+            .get(position)
+            .is_none_or(|round| self.now >= round.ends_at);
+        over || self
+            .round_sales(position)
+            .iter()
+            .all(|view| view.sale.state != SaleState::Scheduled)
     }
 
     fn aged(&self, age: Duration) -> Self {
@@ -108,12 +124,7 @@ impl Campaigns {
     /// the store now shows it.
     pub async fn schedule(&self, new: NewCampaign) -> Result<CampaignView, SaleError> {
         if new.remind_before_secs.is_some() && !self.webhook {
-            return Err(InvalidField::new(
-                "remind_before_secs",
-                "reminders go to the merchant's webhook, and none is configured \
-                 (FLASHSALE_ORDER_WEBHOOK_URL)",
-            )
-            .into());
+            return Err(no_webhook_to_remind().into());
         }
         let campaign = new.into_campaign(CampaignId::generate(), system_now(), &self.rules)?;
         self.store.create_campaign(&campaign).await?;
@@ -122,30 +133,81 @@ impl Campaigns {
     }
 
     /// Calls off a campaign whose first round has not started (store
-    /// clock): each round × item's sale is cancelled as `DELETE
-    /// /admin/v1/sales/{id}` would (each sale refuses once it has
-    /// started, so a round that opens meanwhile keeps its sales).
+    /// clock): every round × item's sale still scheduled is cancelled as
+    /// `DELETE /admin/v1/sales/{id}` would, all in the one atomic step of
+    /// a campaign's change (all of them, or none).
     pub async fn cancel(&self, id: &CampaignId, sales: &Sales) -> Result<CampaignView, StoreError> {
         let view = self.view(id).await?;
-        let started = view
+        let change = view.stored.campaign.called_off(&view.sales);
+        self.apply(&change, view.stored.version, sales).await?;
+        self.view(id).await
+    }
+
+    /// Applies a merchant's patch to the campaign as it is now (see
+    /// [`Campaign::patched`](crate::domain::Campaign::patched)): the store
+    /// refuses it if the campaign (or a sale it touches) changed meanwhile,
+    /// or if the campaign's phase or a sale's own rules do not allow it.
+    /// With `patch.version`, it applies only if the campaign is still at
+    /// that version. Answers the change and the campaign after it.
+    pub async fn change(
+        &self,
+        id: &CampaignId,
+        patch: CampaignPatch,
+        sales: &Sales,
+    ) -> Result<(CampaignChange, CampaignView), SaleError> {
+        let view = self.view(id).await?;
+        if let Some(read) = patch.version.filter(|read| *read != view.stored.version) {
+            return Err(StoreError::Conflict(format!(
+                "the campaign is at version {}, not {read}: read it again and retry",
+                view.stored.version
+            ))
+            .into());
+        }
+        if matches!(patch.remind_before_secs, Some(Some(_))) && !self.webhook {
+            return Err(no_webhook_to_remind().into());
+        }
+        let change = view
             .stored
             .campaign
-            .rounds
-            .first()
-            .is_some_and(|round| view.now >= round.starts_at);
-        if started {
-            return Err(StoreError::Conflict(
-                "the campaign has started and can no longer be cancelled; end its sales instead"
-                    .into(),
-            ));
-        }
-        for sale in &view.sales {
-            if sale.sale.state == SaleState::Scheduled {
-                sales.cancel(&sale.sale.id).await?;
+            .patched(patch, &view.sales, view.now, &self.rules)?;
+        self.apply(&change, view.stored.version, sales).await?;
+        self.reschedule_reminders(&view.stored.campaign, &change.campaign)
+            .await?;
+        Ok((change, self.view(id).await?))
+    }
+
+    /// After a change, (re)schedules the reminder of each round whose
+    /// reminder it moved (another due time or first item, a new round; see
+    /// [`reminders::schedule`]); the others stay as they are, sent or not.
+    async fn reschedule_reminders(
+        &self,
+        before: &Campaign,
+        after: &Campaign,
+    ) -> Result<(), StoreError> {
+        for round in &after.rounds {
+            let was = before.round(round.number).and_then(|r| before.reminder(r));
+            if was != after.reminder(round) {
+                reminders::schedule(self.store.as_ref(), after, round.number).await?;
             }
         }
-        self.forget(id);
-        self.view(id).await
+        Ok(())
+    }
+
+    /// Has the store apply a change computed from the campaign at
+    /// `version`, then tells each touched sale's actor on this node.
+    async fn apply(
+        &self,
+        change: &CampaignChange,
+        version: i64,
+        sales: &Sales,
+    ) -> Result<(), StoreError> {
+        self.store.update_campaign(change, version).await?;
+        self.forget(&change.campaign.id);
+        let told = change
+            .steps
+            .iter()
+            .map(|step| sales.changed(step.sale_id()));
+        try_join_all(told).await.map(drop)
     }
 
     /// Forgets what this node read of the campaign, and its listing.
@@ -159,6 +221,25 @@ impl Campaigns {
         read(self.store.as_ref(), id)
             .await?
             .ok_or(StoreError::NotFound("campaign"))
+    }
+
+    /// Up to `limit` campaigns, newest first, after `after`; with where
+    /// the next page starts, when this one is full. A page may hold fewer
+    /// (an indexed campaign whose record is gone is skipped).
+    pub async fn list_page(
+        &self,
+        after: Option<&IndexedCampaign>,
+        limit: usize,
+    ) -> Result<(Vec<CampaignView>, Option<IndexedCampaign>), StoreError> {
+        let index = self.store.campaign_index(after, limit).await?;
+        let next = index.last().filter(|_| index.len() == limit).cloned();
+        let views = try_join_all(
+            index
+                .iter()
+                .map(|listed| read(self.store.as_ref(), &listed.id)),
+        )
+        .await?;
+        Ok((views.into_iter().flatten().collect(), next))
     }
 
     /// Every campaign, newest first, with exact counts.
@@ -234,6 +315,15 @@ impl Campaigns {
             .await?;
         Ok(Some(campaign.limits.allowance(in_round, in_all)))
     }
+}
+
+/// The refusal of `remind_before_secs` when no webhook is configured.
+fn no_webhook_to_remind() -> InvalidField {
+    InvalidField::new(
+        "remind_before_secs",
+        "reminders go to the merchant's webhook, and none is configured \
+         (FLASHSALE_ORDER_WEBHOOK_URL)",
+    )
 }
 
 /// Reads a campaign and its sales' views (each an atomic read of its

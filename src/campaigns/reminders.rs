@@ -20,12 +20,15 @@
 //! reminder time has already passed at creation is reminded at once, and
 //! a round that has started gets none. The sale keeps no order before it
 //! starts, so cancelling it (a `DELETE` of the campaign) drops the
-//! reminder with it, and a reminder whose sale was cancelled or whose
-//! round left the campaign while it was leased is dropped unsent.
+//! reminder with it (a change removing a round or the first item cancels
+//! its sales the same way), and a reminder whose sale was cancelled, whose
+//! round left the campaign or whose campaign's reminders were taken off
+//! (`remind_before_secs: null`) is dropped unsent.
 //!
 //! **Once per round**: the entry's name in the outbox is the event alone
 //! (the sale names the round), so the round has one reminder however
-//! often it is scheduled; [`schedule`] moves it when its round moves.
+//! often it is scheduled. After a change, [`schedule`] is called for each
+//! round whose reminder moved (see `Campaigns::change`).
 
 use serde::Serialize;
 use serde_json::Value;
@@ -116,7 +119,8 @@ impl RoundStarting {
 
 /// The reminder kept in `sale`'s outbox as the store shows it now; `None`
 /// when there is nothing to send: the sale is no campaign's, or is gone or
-/// cancelled, or its round left the campaign.
+/// cancelled, its round left the campaign, or the campaign's reminders
+/// were taken off.
 pub async fn read(store: &dyn Store, sale: &SaleId) -> Result<Option<RoundStarting>, StoreError> {
     let Some(slot) = sale.campaign() else {
         return Ok(None);
@@ -131,6 +135,7 @@ pub async fn read(store: &dyn Store, sale: &SaleId) -> Result<Option<RoundStarti
     Ok(store
         .campaign(&slot.campaign)
         .await?
+        .filter(|stored| stored.campaign.remind_before_secs.is_some())
         .and_then(|stored| RoundStarting::of(&stored.campaign, slot.round)))
 }
 

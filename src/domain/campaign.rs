@@ -112,6 +112,13 @@ pub struct Campaign {
     pub require_purchase_token: bool,
     pub remind_before_secs: Option<i64>,
     pub created_at: Millis,
+    /// Rounds and items numbered so far: a round or item added later takes
+    /// the next number, never one a removed round or item had (its
+    /// cancelled sales keep their ids).
+    #[serde(default)]
+    pub rounds_numbered: u32,
+    #[serde(default)]
+    pub items_numbered: u32,
 }
 
 impl NewCampaign {
@@ -155,7 +162,7 @@ impl NewCampaign {
             .zip(0u32..)
             .map(|(item, number)| new_item(item, number, rounds.len()))
             .collect::<Result<Vec<_>, _>>()?;
-        let campaign = Campaign {
+        let mut campaign = Campaign {
             id,
             title: self.title,
             currency: self.currency.unwrap_or_else(|| CURRENCY_DEFAULT.to_owned()),
@@ -171,7 +178,11 @@ impl NewCampaign {
             require_purchase_token: self.require_purchase_token.unwrap_or(false),
             remind_before_secs: self.remind_before_secs,
             created_at: now,
+            rounds_numbered: 0,
+            items_numbered: 0,
         };
+        campaign.rounds_numbered = campaign.next_round_number();
+        campaign.items_numbered = campaign.next_item_number();
         campaign.validate(rules)?;
         if campaign
             .rounds
@@ -184,7 +195,7 @@ impl NewCampaign {
     }
 }
 
-fn new_item(item: NewItem, number: u32, rounds: usize) -> Result<Item, InvalidField> {
+pub(super) fn new_item(item: NewItem, number: u32, rounds: usize) -> Result<Item, InvalidField> {
     let stock_by_round = match item.stock_by_round {
         Some(stock) if stock.len() != rounds => {
             return Err(InvalidField::new(
@@ -287,8 +298,20 @@ impl Campaign {
             .collect()
     }
 
+    /// The number the next round added takes.
+    pub(super) fn next_round_number(&self) -> u32 {
+        let after_last = self.rounds.iter().map(|r| r.number + 1).max();
+        self.rounds_numbered.max(after_last.unwrap_or(0))
+    }
+
+    /// The number the next item added takes.
+    pub(super) fn next_item_number(&self) -> u32 {
+        let after_last = self.items.iter().map(|i| i.number + 1).max();
+        self.items_numbered.max(after_last.unwrap_or(0))
+    }
+
     /// The sale of one round (at `position`) × item.
-    fn sale(&self, position: usize, round: &Round, item: &Item) -> Sale {
+    pub(super) fn sale(&self, position: usize, round: &Round, item: &Item) -> Sale {
         Sale {
             id: SaleId::of_campaign(&self.id, round.number, item.number),
             sku: item.sku.clone(),

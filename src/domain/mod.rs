@@ -6,6 +6,7 @@
 mod admission;
 mod audit;
 mod campaign;
+mod campaign_change;
 mod ids;
 mod order;
 mod payment;
@@ -21,6 +22,9 @@ pub use audit::{Audit, Difference, RecordedOrder, RecountedUnits, SaleRecords};
 pub use campaign::{
     Allowance, Campaign, CampaignLimits, Item, NewCampaign, NewItem, NewRound, Round,
     CAMPAIGN_ITEMS_LEN_MAX, CAMPAIGN_ROUNDS_LEN_MAX,
+};
+pub use campaign_change::{
+    AddedRound, CampaignChange, CampaignPatch, ItemPatch, RoundPatch, SaleStep,
 };
 pub use ids::{CampaignId, CampaignSlot, OrderId, SaleId, ShopperId};
 pub use order::{Order, OrderEvent, OrderStatus, RefundKind, StockReturn};

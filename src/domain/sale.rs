@@ -201,45 +201,32 @@ impl Sale {
     /// its own clock.
     pub fn patched(&self, patch: SalePatch, rules: &SaleRules) -> Result<SaleChange, InvalidField> {
         let mut sale = self.clone();
-        let mut restricted = false;
-        let mut take = |changed: bool| restricted |= changed;
         if let Some(sku) = patch.sku {
-            take(sku != sale.sku);
             sale.sku = sku;
         }
         if let Some(title) = patch.title {
-            take(title != sale.title);
             sale.title = title;
         }
         if let Some(price) = patch.price_cents {
-            take(price != sale.price_cents);
             sale.price_cents = price;
         }
         if let Some(currency) = patch.currency {
-            take(currency != sale.currency);
             sale.currency = currency;
         }
         if let Some(limit) = patch.per_user_limit {
-            take(limit != sale.per_user_limit);
             sale.per_user_limit = limit;
         }
         if let Some(starts_at) = patch.starts_at {
-            let starts_at = parse_rfc3339_ms("starts_at", &starts_at)?;
-            take(starts_at != sale.starts_at);
-            sale.starts_at = starts_at;
+            sale.starts_at = parse_rfc3339_ms("starts_at", &starts_at)?;
         }
         if let Some(timeout) = patch.payment_timeout_secs {
-            take(timeout != sale.payment_timeout_secs);
             sale.payment_timeout_secs = timeout;
         }
         if let Some(required) = patch.require_purchase_token {
-            take(required != sale.require_purchase_token);
             sale.require_purchase_token = required;
         }
         if let Some(settings) = patch.admission {
-            let admission = sale.admission.apply(&settings)?;
-            take(admission != sale.admission);
-            sale.admission = admission;
+            sale.admission = sale.admission.apply(&settings)?;
         }
         sale.require_tokens_when_queued();
         if let Some(stock_total) = patch.stock_total {
@@ -249,11 +236,11 @@ impl Sale {
             sale.ends_at = parse_rfc3339_ms("ends_at", &ends_at)?;
         }
         sale.validate(rules)?;
-        Ok(SaleChange {
+        Ok(SaleChange::between(
+            self,
             sale,
-            restricted,
-            end_now: patch.status == Some(PatchStatus::Ended),
-        })
+            patch.status == Some(PatchStatus::Ended),
+        ))
     }
 }
 
@@ -270,6 +257,21 @@ pub struct SaleChange {
     pub restricted: bool,
     /// The merchant stops the sale now.
     pub end_now: bool,
+}
+
+impl SaleChange {
+    /// The change that makes `current` into `sale` (and, with `end_now`,
+    /// stops it now).
+    pub fn between(current: &Sale, sale: Sale, end_now: bool) -> Self {
+        let mut kept = current.clone();
+        kept.stock_total = sale.stock_total;
+        kept.ends_at = sale.ends_at;
+        Self {
+            restricted: kept != sale,
+            sale,
+            end_now,
+        }
+    }
 }
 
 pub(super) fn check_text(

@@ -1,5 +1,6 @@
 //! Campaigns over HTTP: the merchants' routes under `/admin/v1/campaigns`
-//! (schedule, list, inspect with exact stats) and the shoppers' seckill
+//! (schedule, list a page at a time, inspect with exact stats, change,
+//! cancel) and the shoppers' seckill
 //! page under `/api/v1/campaigns` (served from each node's memory; see
 //! [`crate::campaigns`]). Ordering stays `POST
 //! /api/v1/sales/{sale_id}/orders` with the item's sale in its round.
@@ -15,14 +16,17 @@ use utoipa_axum::routes;
 use super::auth::{Admin, Shopper};
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::openapi::error_responses;
+use super::paging::{campaign_cursor, PageQuery, Paging};
 use super::AppState;
 use crate::campaigns::CampaignView;
-use crate::domain::{format_ms, Allowance, CampaignId, NewCampaign, SaleStats, SaleView};
+use crate::domain::{
+    format_ms, Allowance, CampaignId, CampaignPatch, NewCampaign, SaleStats, SaleView,
+};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_campaigns, create_campaign))
-        .routes(routes!(get_campaign, cancel_campaign))
+        .routes(routes!(get_campaign, update_campaign, cancel_campaign))
         .routes(routes!(public_campaigns))
         .routes(routes!(public_campaign))
 }
@@ -31,8 +35,12 @@ error_responses!(
     CreateCampaignErrors = [
         MalformedBody, Invalid, Unauthorized, Forbidden, PayloadTooLarge, Overloaded, Unavailable,
     ];
-    ListCampaignsErrors = [Unauthorized, Forbidden, Overloaded, Unavailable];
+    ListCampaignPageErrors = [Invalid, Unauthorized, Forbidden, Overloaded, Unavailable];
     GetCampaignErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
+    UpdateCampaignErrors = [
+        MalformedBody, Invalid, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
+        Overloaded, Unavailable,
+    ];
     CancelCampaignErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
     PublicCampaignsErrors = [Overloaded, Unavailable];
     PublicCampaignErrors = [Unauthorized, NotFound, Overloaded, Unavailable];
@@ -137,10 +145,18 @@ impl From<Allowance> for AllowanceBody {
     }
 }
 
-/// `GET /admin/v1/campaigns`, `GET /api/v1/campaigns`.
+/// `GET /api/v1/campaigns`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CampaignList {
     pub campaigns: Vec<CampaignBody>,
+}
+
+/// `GET /admin/v1/campaigns`: a page of campaigns.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignPage {
+    pub campaigns: Vec<CampaignBody>,
+    /// Where the next page starts (`?cursor=`); null after the last page.
+    pub next_cursor: Option<String>,
 }
 
 fn sum(stats: impl Iterator<Item = SaleStats>) -> SaleStats {
@@ -168,12 +184,12 @@ fn campaign_body(view: &CampaignView, exact: bool) -> CampaignBody {
         .enumerate()
         .map(|(position, round)| {
             let sales = view.round_sales(position);
-            let status = if view.now < round.starts_at {
-                RoundStatus::Upcoming
-            } else if view.now < round.ends_at {
-                RoundStatus::Live
-            } else {
+            let status = if view.round_closed(position) {
                 RoundStatus::Ended
+            } else if view.now < round.starts_at {
+                RoundStatus::Upcoming
+            } else {
+                RoundStatus::Live
             };
             CampaignRoundBody {
                 number: round.number,
@@ -278,25 +294,32 @@ async fn create_campaign(
     Ok((StatusCode::CREATED, Json(campaign_body(&view, true))))
 }
 
-/// Every campaign, newest first, with exact stats.
+/// Campaigns newest first, a page at a time, with exact stats.
 #[utoipa::path(
     get,
     path = "/admin/v1/campaigns",
     operation_id = "admin_list_campaigns",
     tag = "admin",
     security(("admin" = [])),
+    params(PageQuery),
     responses(
-        (status = 200, description = "Every campaign.", body = CampaignList),
-        ListCampaignsErrors,
+        (status = 200, description = "A page of campaigns.", body = CampaignPage),
+        ListCampaignPageErrors,
     )
 )]
 async fn list_campaigns(
     _: Admin,
     State(state): State<AppState>,
-) -> Result<Json<CampaignList>, ApiError> {
-    let views = state.campaigns.list().await?;
-    Ok(Json(CampaignList {
+    paging: Paging,
+) -> Result<Json<CampaignPage>, ApiError> {
+    let after = paging.after_campaign()?;
+    let (views, next) = state
+        .campaigns
+        .list_page(after.as_ref(), paging.limit)
+        .await?;
+    Ok(Json(CampaignPage {
         campaigns: views.iter().map(|view| campaign_body(view, true)).collect(),
+        next_cursor: next.as_ref().map(campaign_cursor),
     }))
 }
 
@@ -316,6 +339,48 @@ async fn get_campaign(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CampaignBody>, ApiError> {
     let view = state.campaigns.view(&parse_campaign_id(&id)?).await?;
+    Ok(Json(campaign_body(&view, true)))
+}
+
+/// Changes a campaign: before its first round starts, anything (add or
+/// remove rounds and items, their terms, the limits); after, top up an
+/// item, move a round not started, end a round now, or
+/// `remind_before_secs`.
+///
+/// Rounds and items are named by their `number`. The change is computed
+/// from the campaign as read and applied with its sales in one atomic
+/// step, only if nobody changed it meanwhile (with `version`: only if it
+/// is still at that version); else 409 `conflict`.
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/campaigns/{id}",
+    operation_id = "admin_update_campaign",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The campaign's id.")),
+    request_body = CampaignPatch,
+    responses(
+        (status = 200, description = "The changed campaign.", body = CampaignBody),
+        UpdateCampaignErrors,
+    )
+)]
+async fn update_campaign(
+    admin: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(patch): ApiJson<CampaignPatch>,
+) -> Result<Json<CampaignBody>, ApiError> {
+    let id = parse_campaign_id(&id)?;
+    let (change, view) = state.campaigns.change(&id, patch, &state.sales).await?;
+    admin.audit(
+        "change_campaign",
+        &id,
+        &format!(
+            "version {}, {} sales touched",
+            view.stored.version,
+            change.steps.len()
+        ),
+    );
     Ok(Json(campaign_body(&view, true)))
 }
 

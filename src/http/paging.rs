@@ -10,8 +10,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::ApiError;
-use crate::domain::{Millis, Order, OrderId, SaleId};
-use crate::store::IndexedSale;
+use crate::domain::{CampaignId, Millis, Order, OrderId, SaleId};
+use crate::store::{IndexedCampaign, IndexedSale};
 
 /// Items per page unless asked otherwise.
 pub const PAGE_LIMIT_DEFAULT: usize = 50;
@@ -68,6 +68,18 @@ impl Paging {
             .transpose()
     }
 
+    /// The campaign the page goes on after.
+    pub fn after_campaign(&self) -> Result<Option<IndexedCampaign>, ApiError> {
+        self.timed_cursor()?
+            .map(|(created_at, id)| {
+                Ok(IndexedCampaign {
+                    created_at,
+                    id: CampaignId::parse(id).map_err(|_| bad_cursor())?,
+                })
+            })
+            .transpose()
+    }
+
     /// The order the page goes on after (newest first: created at, then
     /// id).
     pub fn after_order(&self) -> Result<Option<(Millis, OrderId)>, ApiError> {
@@ -117,6 +129,11 @@ pub fn page_of<T>(
 /// The cursor of the page after the one ending at `sale`.
 pub fn sale_cursor(sale: &IndexedSale) -> String {
     format!("{}.{}", sale.created_at, sale.id)
+}
+
+/// The cursor of the page after the one ending at `campaign`.
+pub fn campaign_cursor(campaign: &IndexedCampaign) -> String {
+    format!("{}.{}", campaign.created_at, campaign.id)
 }
 
 /// The cursor of the page after the one ending at `order`.

@@ -16,8 +16,8 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::domain::{
-    Difference, NewCampaign, NewSale, OrderStatus, QueueStatus, RecountedUnits, SalePatch,
-    SaleStats, SaleStatus, QUANTITY_MAX,
+    CampaignPatch, Difference, NewCampaign, NewSale, OrderStatus, QueueStatus, RecountedUnits,
+    SalePatch, SaleStats, SaleStatus, QUANTITY_MAX,
 };
 
 /// Names a schema `$name` in the document.
@@ -430,6 +430,10 @@ mod tests {
             sorted(words::<SalePatch>()),
             sorted(accepted_fields::<SalePatch>())
         );
+        assert_eq!(
+            sorted(words::<CampaignPatch>()),
+            sorted(accepted_fields::<CampaignPatch>())
+        );
         let status: PatchStatus = serde_json::from_value(json!("ended")).expect("ended");
         assert_eq!(status, PatchStatus::Ended);
     }
@@ -484,24 +488,7 @@ named_schema!(
                     "ends_at": {"type": "string", "format": "date-time"}
                 }
             }},
-            "items": {"type": "array", "minItems": 1, "maxItems": 50, "items": {
-                "type": "object", "additionalProperties": false,
-                "required": ["sku", "title", "price_cents", "original_price_cents",
-                    "stock_per_round"],
-                "properties": {
-                    "sku": {"type": "string", "minLength": 1, "maxLength": 64},
-                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
-                    "price_cents": {"type": "integer", "format": "int64", "minimum": 0},
-                    "original_price_cents": {"type": "integer", "format": "int64",
-                        "description": "The list price; not below price_cents."},
-                    "stock_per_round": {"type": "integer", "format": "int64", "minimum": 1},
-                    "stock_by_round": {"type": "array", "items": {"type": "integer"},
-                        "description": "One stock per round, in place of stock_per_round."},
-                    "per_user_limit": {"type": "integer", "format": "int64", "minimum": 1,
-                        "description": "Units one shopper may hold of this item in one \
-                            round; default 1."}
-                }
-            }},
+            "items": {"type": "array", "minItems": 1, "maxItems": 50, "items": new_item()},
             "per_user_limit_per_round": {"type": "integer", "format": "int64", "minimum": 1,
                 "maximum": QUANTITY_MAX,
                 "description": "Units one shopper may hold across all items of one round."},
@@ -516,6 +503,101 @@ named_schema!(
                     merchant's webhook this long before each round starts (at once when the \
                     round starts sooner; none for a round that has started). Needs the \
                     webhook (FLASHSALE_ORDER_WEBHOOK_URL): refused without one."}
+        }
+    }))
+);
+
+/// One item of a campaign as a merchant sends it (`NewItem`).
+fn new_item() -> serde_json::Value {
+    json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["sku", "title", "price_cents", "original_price_cents",
+            "stock_per_round"],
+        "properties": {
+            "sku": {"type": "string", "minLength": 1, "maxLength": 64},
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "price_cents": {"type": "integer", "format": "int64", "minimum": 0},
+            "original_price_cents": {"type": "integer", "format": "int64",
+                "description": "The list price; not below price_cents."},
+            "stock_per_round": {"type": "integer", "format": "int64", "minimum": 1},
+            "stock_by_round": {"type": "array", "items": {"type": "integer"},
+                "description": "One stock per round, in place of stock_per_round."},
+            "per_user_limit": {"type": "integer", "format": "int64", "minimum": 1,
+                "description": "Units one shopper may hold of this item in one \
+                    round; default 1."}
+        }
+    })
+}
+
+named_schema!(
+    CampaignPatch,
+    "CampaignPatch",
+    from_json(json!({
+        "type": "object",
+        "description": "A change to a campaign; every field optional, rounds and items named by \
+            their number. Before the first round starts anything may change; after it only \
+            items' stock (`stock_per_round`, `stock_by_round`: never below what is reserved or \
+            paid), the window of a round not started, `status: ended` of a round, and \
+            `remind_before_secs` (else 409 conflict). Field rules are those of `NewCampaign`; \
+            unknown fields are refused.",
+        "additionalProperties": false,
+        "properties": {
+            "version": {"type": "integer", "format": "int64", "description": "The campaign's \
+                version as read: the change applies only if it is still at it (else 409 \
+                conflict)."},
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "per_user_limit_per_round": {"type": "integer", "format": "int64", "minimum": 1,
+                "maximum": QUANTITY_MAX},
+            "per_user_limit_total": {"type": ["integer", "null"], "format": "int64",
+                "minimum": 1, "description": "null takes the limit off."},
+            "payment_timeout_secs": {"type": "integer", "format": "int64", "minimum": 1,
+                "maximum": 7200, "description": PAYMENT_TIMEOUT},
+            "require_purchase_token": {"type": "boolean", "description": REQUIRE_PURCHASE_TOKEN},
+            "remind_before_secs": {"type": ["integer", "null"], "format": "int64", "minimum": 1,
+                "maximum": 604800, "description": "null takes the reminders off."},
+            "rounds": {"type": "array", "description": "Changes to rounds.", "items": {
+                "type": "object", "additionalProperties": false, "required": ["number"],
+                "properties": {
+                    "number": {"type": "integer", "minimum": 0},
+                    "starts_at": {"type": "string", "format": "date-time"},
+                    "ends_at": {"type": "string", "format": "date-time"},
+                    "status": {"type": "string", "enum": ["ended"],
+                        "description": "Stops every item's sale of the round now."}
+                }
+            }},
+            "items": {"type": "array", "description": "Changes to items.", "items": {
+                "type": "object", "additionalProperties": false, "required": ["number"],
+                "properties": {
+                    "number": {"type": "integer", "minimum": 0},
+                    "sku": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "price_cents": {"type": "integer", "format": "int64", "minimum": 0},
+                    "original_price_cents": {"type": "integer", "format": "int64"},
+                    "stock_per_round": {"type": "integer", "format": "int64", "minimum": 1,
+                        "description": "The item's stock in every round not yet ended."},
+                    "stock_by_round": {"type": "array", "items": {"type": "integer"},
+                        "description": "One stock per round after the change, in order."},
+                    "per_user_limit": {"type": "integer", "format": "int64", "minimum": 1}
+                }
+            }},
+            "add_rounds": {"type": "array", "items": {
+                "type": "object", "additionalProperties": false,
+                "required": ["starts_at", "ends_at"],
+                "properties": {
+                    "starts_at": {"type": "string", "format": "date-time"},
+                    "ends_at": {"type": "string", "format": "date-time"},
+                    "stock_by_item": {"type": "array", "items": {"type": "integer"},
+                        "description": "One stock per item the campaign keeps (an item added \
+                            by the same change offers its own stock); default: each item's \
+                            stock in the last round as read."}
+                }
+            }},
+            "add_items": {"type": "array", "items": new_item()},
+            "remove_rounds": {"type": "array", "items": {"type": "integer", "minimum": 0},
+                "description": "Their sales are cancelled."},
+            "remove_items": {"type": "array", "items": {"type": "integer", "minimum": 0},
+                "description": "Their sales are cancelled."}
         }
     }))
 );

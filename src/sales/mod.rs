@@ -135,6 +135,7 @@ impl Sales {
         id: &SaleId,
         patch: SalePatch,
     ) -> Result<(SaleChange, SaleView), SaleError> {
+        refuse_campaign_sale(id)?;
         let current = self.view(id).await?;
         let change = current.sale.patched(patch, &self.rules)?;
         self.store.update_sale(id, &change, current.version).await?;
@@ -143,6 +144,7 @@ impl Sales {
 
     /// Calls off a sale that has not started.
     pub async fn cancel(&self, id: &SaleId) -> Result<SaleView, StoreError> {
+        refuse_campaign_sale(id)?;
         self.store.cancel_sale(id).await?;
         self.changed(id).await
     }
@@ -156,12 +158,27 @@ impl Sales {
     }
 
     /// Reads the changed sale and tells its actor; this node's shoppers
-    /// see the change at their next poll.
-    async fn changed(&self, id: &SaleId) -> Result<SaleView, StoreError> {
+    /// see the change at their next poll. For the workflows that change a
+    /// sale through the store themselves (a campaign's).
+    pub(crate) async fn changed(&self, id: &SaleId) -> Result<SaleView, StoreError> {
         self.polled.forget(id);
         let view = self.view(id).await?;
         self.inventory.sale_changed(view.clone());
         Ok(view)
+    }
+}
+
+/// A campaign's sale changes only with its campaign (`PATCH` or `DELETE
+/// /admin/v1/campaigns/{id}`), so the campaign's record and its sales
+/// never disagree.
+fn refuse_campaign_sale(id: &SaleId) -> Result<(), StoreError> {
+    match id.campaign() {
+        None => Ok(()),
+        Some(slot) => Err(StoreError::Conflict(format!(
+            "the sale is round {} x item {} of campaign {}: change it with PATCH or DELETE \
+             /admin/v1/campaigns/{}",
+            slot.round, slot.item, slot.campaign, slot.campaign
+        ))),
     }
 }
 

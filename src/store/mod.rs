@@ -21,9 +21,9 @@ use async_trait::async_trait;
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::{RedisStore, RedisTarget};
 use crate::domain::{
-    Campaign, CampaignId, Millis, Order, OrderEvent, OrderId, Payment, PaymentException,
-    PaymentOutcome, QueuePlace, Rejection, Reservation, ReserveRequest, Sale, SaleChange, SaleId,
-    SaleRecords, SaleView, ShopperId, StockReturn,
+    Campaign, CampaignChange, CampaignId, Millis, Order, OrderEvent, OrderId, Payment,
+    PaymentException, PaymentOutcome, QueuePlace, Rejection, Reservation, ReserveRequest, Sale,
+    SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
 };
 
 /// The most orders one shopper may cancel in one sale, unless the store is
@@ -108,6 +108,13 @@ impl IndexedSale {
     fn listed_before(&self, other: &Self) -> bool {
         (self.created_at, &self.id) > (other.created_at, &other.id)
     }
+}
+
+/// A campaign's place in the index of every campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedCampaign {
+    pub created_at: Millis,
+    pub id: CampaignId,
 }
 
 /// What [`Store::forget_sale`] did.
@@ -295,6 +302,20 @@ pub trait Store: Send + Sync + 'static {
 
     async fn campaign(&self, id: &CampaignId) -> Result<Option<StoredCampaign>, StoreError>;
 
+    /// Applies a merchant's change to a campaign if it is still at
+    /// `version` (and each sale the change touches at the version it was
+    /// read at), in one atomic step: every step is checked first, then the
+    /// sales, the record and the limits across items are written, or
+    /// nothing is. `Conflict` when the campaign's first round has started
+    /// (store clock) and the change needs it not to
+    /// ([`CampaignChange::before_start`]), or when a sale's step breaks the
+    /// sale's own rules (the message names the round, item and sale).
+    async fn update_campaign(
+        &self,
+        change: &CampaignChange,
+        version: i64,
+    ) -> Result<(), StoreError>;
+
     /// Every campaign's id, newest first.
     async fn campaign_ids(&self) -> Result<Vec<CampaignId>, StoreError>;
 
@@ -316,6 +337,13 @@ pub trait Store: Send + Sync + 'static {
         id: &CampaignId,
         retention: Duration,
     ) -> Result<Forgetting, StoreError>;
+    /// Up to `limit` campaigns of the index of every campaign, newest
+    /// first (by creation time, then id), after `after` when given.
+    async fn campaign_index(
+        &self,
+        after: Option<&IndexedCampaign>,
+        limit: usize,
+    ) -> Result<Vec<IndexedCampaign>, StoreError>;
 
     /// The units a shopper holds (reserved or paid) in round `round` of the
     /// campaign, and in the whole campaign.
@@ -669,6 +697,27 @@ fn not_queued() -> StoreError {
 /// The answer when a merchant's change was computed from an older version.
 fn changed_meanwhile() -> StoreError {
     StoreError::Conflict("the sale changed meanwhile; read it again and retry".into())
+}
+
+/// The answer when a campaign's change was computed from an older version.
+fn campaign_changed_meanwhile() -> StoreError {
+    StoreError::Conflict("the campaign changed meanwhile; read it again and retry".into())
+}
+
+/// The answer when a campaign's change needs its first round not started.
+fn campaign_started(what: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "the campaign has started; {what}: only before its first round starts (after it: \
+         top up items, move rounds not started, end a round now, change remind_before_secs)"
+    ))
+}
+
+/// The answer when one sale of a campaign refuses its step.
+fn campaign_sale_refused(sale: &SaleId, reason: &str) -> StoreError {
+    let place = sale.campaign().map_or_else(String::new, |slot| {
+        format!("round {}, item {} ", slot.round, slot.item)
+    });
+    StoreError::Conflict(format!("{place}({sale}): {reason}"))
 }
 
 /// Payment exceptions newest first, ties by transaction so the listing is

@@ -94,6 +94,7 @@ pub struct Scripts {
     pub create_campaign: LuaScript,
     pub schedule_reminder: LuaScript,
     pub forget_campaign: LuaScript,
+    pub update_campaign: LuaScript,
     pub sale_snapshot: LuaScript,
     pub update_sale: LuaScript,
     pub cancel_sale: LuaScript,
@@ -130,6 +131,7 @@ impl Scripts {
             create_campaign: script!("create_campaign"),
             schedule_reminder: script!("schedule_reminder"),
             forget_campaign: script!("forget_campaign"),
+            update_campaign: script!("update_campaign"),
             sale_snapshot: script!("sale_snapshot"),
             update_sale: script!("update_sale"),
             cancel_sale: script!("cancel_sale"),
@@ -160,13 +162,14 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 31] {
+    fn all(&self) -> [&LuaScript; 32] {
         [
             &self.index_sale,
             &self.create_sale,
             &self.create_campaign,
             &self.schedule_reminder,
             &self.forget_campaign,
+            &self.update_campaign,
             &self.sale_snapshot,
             &self.update_sale,
             &self.cancel_sale,

@@ -49,7 +49,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::support::{actor_settings, ADMIN_TOKEN, SHOPPER_SECRET};
-use crate::wechat::WeChatPaySim;
+use crate::wechat::{EngineSide, WeChatPaySim};
 
 /// Every method a route could be registered for.
 const METHODS: [Method; 9] = [

@@ -438,3 +438,35 @@ async fn two_order_services_send_a_reminder_once(backend: Backend) {
 }
 
 on_every_store!(two_order_services_send_a_reminder_once);
+
+/// Goal: a round moved by a merchant's change is reminded for its new
+/// time, once. Method: a round two hours away (reminder in an hour and
+/// 59 minutes) is moved to start in 30 s: its reminder, a minute ahead,
+/// is due at once and carries the new start.
+async fn a_moved_round_is_reminded_for_its_new_time(backend: Backend) {
+    let receiver = Receiver::start(0).await;
+    let Harness { app, redis: _redis } = engine_for(backend, &receiver, |_| {}).await;
+    let campaign = create(&app, reminded_campaign(60, &[Duration::from_secs(7200)])).await;
+    let id = id_of(&campaign);
+    let response = app
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/campaigns/{id}"),
+            Some(json!({"rounds": [{"number": 0,
+                "starts_at": rfc3339_in(Duration::from_secs(30), false),
+                "ends_at": rfc3339_in(Duration::from_secs(3600), false)}]})),
+        )
+        .await;
+    let status = response.status();
+    let moved: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{moved}");
+
+    wait_for_reminders(&receiver, &[(id.clone(), 0)]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = receiver.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_reminder(&calls[0], &moved, 0);
+    app.stop().await;
+}
+
+on_both_stores!(a_moved_round_is_reminded_for_its_new_time);

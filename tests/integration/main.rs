@@ -40,6 +40,7 @@ mod payments_wechat;
 mod payments_wechat_close;
 mod payments_wechat_prepay;
 mod payments_wechat_refund;
+mod payments_wechat_standin;
 mod store_campaign_lifecycle;
 mod store_campaigns;
 mod store_indexes;

@@ -41,6 +41,7 @@ use tokio::task::JoinHandle;
 use crate::conformance::with_live_order;
 use crate::on_both_stores;
 use crate::support::{actor_settings, live_sale, test_config, Backend, Harness, Servers, TestApp};
+use crate::wechat::EngineSettings;
 
 pub const SECRET: &str = "whsec-test";
 const RESERVED: &str = "order.reserved";

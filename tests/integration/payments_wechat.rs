@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::on_both_stores;
 use crate::support::{assert_stats_consistent, error_code, live_sale, Backend, Harness, TestApp};
-use crate::wechat::{Notification, WeChatPayServer, WeChatPaySim};
+use crate::wechat::{EngineSettings, Notification, WeChatPayServer, WeChatPaySim};
 
 pub(crate) const NOTIFY: &str = "/api/v1/payments/wechatpay/notify";
 pub(crate) const PRICE: i64 = 19900;

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::on_both_stores;
 use crate::payments_wechat::{assert_acknowledged, notify, order_of};
 use crate::support::{error_code, live_sale, Backend, Harness, TestApp};
-use crate::wechat::{Behaviour, WeChatPayServer, WxState};
+use crate::wechat::{Behaviour, EngineSettings, WeChatPayServer, WxState};
 
 /// The engine in WeChat Pay mode against a stand-in, with short payment
 /// timeouts and close backoffs.

@@ -22,7 +22,8 @@ use crate::payments_wechat::{
 };
 use crate::support::{error_code, test_config, Backend, Harness, TestApp};
 use crate::wechat::{
-    signed_by_merchant, Behaviour, WeChatPayServer, WxState, APPID, MCHID, NOTIFY_URL,
+    signed_by_merchant, Behaviour, EngineSettings, WeChatPayServer, WxState, APPID, MCHID,
+    NOTIFY_URL,
 };
 
 fn prepay_path(order: &str) -> String {

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::on_both_stores;
 use crate::payments_wechat::{assert_acknowledged, notify, order_of, PRICE};
 use crate::support::{error_code, live_sale, test_config, Backend, Harness, Servers, TestApp};
-use crate::wechat::{Behaviour, WeChatPayServer, WxRefund, WxState};
+use crate::wechat::{Behaviour, EngineSettings, WeChatPayServer, WxRefund, WxState};
 
 const REFUNDS: &str = "/v3/refund/domestic/refunds";
 
@@ -66,7 +66,8 @@ async fn refund(app: &TestApp, id: &str, body: Option<Value>) -> reqwest::Respon
         .await
 }
 
-async fn admin_order(app: &TestApp, id: &str) -> Value {
+/// Any order, as the admin sees it.
+pub(crate) async fn admin_order(app: &TestApp, id: &str) -> Value {
     let response = app
         .admin(Method::GET, &format!("/admin/v1/orders/{id}"), None)
         .await;
@@ -100,7 +101,7 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 }
 
 /// Polls the admin's view of the order until its status is `status`.
-async fn order_becomes(app: &TestApp, id: &str, status: &str) -> Value {
+pub(crate) async fn order_becomes(app: &TestApp, id: &str, status: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let order = admin_order(app, id).await;

@@ -3,18 +3,20 @@
 //! a standalone Redis and a Redis Cluster (a campaign's sales share its
 //! slot, so one script sees the item's stock and the shopper's units
 //! across the campaign), and a cancel or an expiry gives the allowance
-//! back.
+//! back. A merchant's change to a campaign applies to its record and its
+//! sales in one atomic step, or not at all.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flashsale::domain::{
-    format_ms, system_now, Campaign, CampaignId, NewCampaign, NewItem, NewRound, Rejection,
-    ReserveRequest, Sale, SaleRules, ShopperId,
+    format_ms, system_now, Campaign, CampaignChange, CampaignId, CampaignPatch, NewCampaign,
+    NewItem, NewRound, Rejection, ReserveRequest, Sale, SaleRules, SaleState, ShopperId,
 };
-use flashsale::store::StoreError;
+use flashsale::store::{Store, StoreError};
 use futures::future::join_all;
+use serde_json::{json, Value};
 
 use crate::conformance::{rejection, request, subject, Subject};
 use crate::support::Backend;
@@ -69,7 +71,9 @@ fn live_campaign(
 /// stays exact. Method: 500 shoppers each send 4 concurrent attempts at
 /// items of a 5-item round with a round limit of 1 and more shoppers than
 /// units; then each shopper's units are counted from the won orders and
-/// from the store's own counts.
+/// from the store's own counts. The race's figures (attempts, accepted,
+/// refused by reason, most units per shopper, elapsed) are printed for
+/// `--nocapture`.
 async fn cross_item_limits_hold_under_concurrency(backend: Backend) {
     let Subject {
         store,
@@ -88,16 +92,31 @@ async fn cross_item_limits_hold_under_concurrency(backend: Backend) {
             tokio::spawn(async move { store.reserve(&ask).await })
         })
     });
+    let started = Instant::now();
+    let results = join_all(attempts).await;
+    let elapsed = started.elapsed();
     let mut held: HashMap<ShopperId, i64> = HashMap::new();
-    for result in join_all(attempts).await {
-        match result.unwrap() {
-            Ok(won) => *held.entry(won.order.shopper_id).or_default() += 1,
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    for result in &results {
+        match result.as_ref().unwrap() {
+            Ok(won) => *held.entry(won.order.shopper_id.clone()).or_default() += 1,
             Err(StoreError::Rejected(
-                Rejection::SoldOut | Rejection::LimitExceeded | Rejection::RoundLimitExceeded,
-            )) => {}
+                reason @ (Rejection::SoldOut
+                | Rejection::LimitExceeded
+                | Rejection::RoundLimitExceeded),
+            )) => *refused.entry(format!("{reason:?}")).or_default() += 1,
             Err(other) => panic!("unexpected {other:?}"),
         }
     }
+    let units_max = held.values().copied().max().unwrap_or_default();
+    eprintln!(
+        "cross-item race on {backend:?}: {} attempts (500 shoppers x 4, 5 items x 60 units, \
+         round limit 1), {} accepted, refused {refused:?}, most units one shopper holds \
+         in the round {units_max}, elapsed {} ms",
+        results.len(),
+        held.values().sum::<i64>(),
+        elapsed.as_millis()
+    );
     assert!(held.values().all(|units| *units == 1), "at most 1 each");
     assert_eq!(held.len(), 300, "every unit sold, one per shopper");
     for sale in &sales {
@@ -207,8 +226,291 @@ async fn ordinary_sales_ignore_campaign_limits(backend: Backend) {
     assert_eq!(store.campaign_ids().await.unwrap(), vec![campaign.id]);
 }
 
+/// A campaign of a live round (started a second ago) and an upcoming one
+/// (in two hours), two items of 5 units each, a round limit of 1.
+fn live_and_upcoming() -> Campaign {
+    let now = system_now();
+    let mut new = NewCampaign {
+        title: "6.18".into(),
+        rounds: vec![
+            NewRound {
+                starts_at: format_ms(now - 1_000),
+                ends_at: format_ms(now + 3_600_000),
+            },
+            NewRound {
+                starts_at: format_ms(now + 7_200_000),
+                ends_at: format_ms(now + 10_800_000),
+            },
+        ],
+        items: Vec::new(),
+        per_user_limit_per_round: 1,
+        per_user_limit_total: None,
+        currency: None,
+        payment_timeout_secs: Some(600),
+        require_purchase_token: None,
+        remind_before_secs: None,
+    };
+    new.items = (0..2)
+        .map(|i| NewItem {
+            sku: format!("SKU-{i}"),
+            title: format!("item {i}"),
+            price_cents: 990,
+            original_price_cents: 1990,
+            stock_per_round: 5,
+            stock_by_round: None,
+            per_user_limit: None,
+        })
+        .collect();
+    new.into_campaign(CampaignId::generate(), now, &SaleRules::default())
+        .expect("a valid campaign")
+}
+
+/// Reads the campaign and its sales as the engine does, and computes the
+/// merchant's `patch` from them: the change and the version it was
+/// computed from.
+async fn computed(store: &dyn Store, id: &CampaignId, patch: Value) -> (CampaignChange, i64) {
+    let stored = store.campaign(id).await.unwrap().expect("the campaign");
+    let mut views = Vec::new();
+    for sale in stored.campaign.sales() {
+        views.push(store.view_sale(&sale.id).await.unwrap().expect("its sale"));
+    }
+    let now = views
+        .iter()
+        .map(|view| view.now)
+        .max()
+        .unwrap_or_else(system_now);
+    let patch: CampaignPatch = serde_json::from_value(patch).expect("a patch");
+    let change = stored
+        .campaign
+        .patched(patch, &views, now, &SaleRules::default())
+        .expect("a valid change");
+    (change, stored.version)
+}
+
+/// Each sale's stock as the campaign's record says it, and as the sale
+/// says it.
+async fn stock_both_ways(store: &dyn Store, id: &CampaignId) -> (Vec<i64>, Vec<i64>) {
+    let campaign = store.campaign(id).await.unwrap().unwrap().campaign;
+    let mut stored = Vec::new();
+    for sale in campaign.sales() {
+        stored.push(
+            store
+                .view_sale(&sale.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .sale
+                .stock_total,
+        );
+    }
+    (
+        campaign.sales().iter().map(|s| s.stock_total).collect(),
+        stored,
+    )
+}
+
+fn conflict(result: Result<(), StoreError>) -> String {
+    match result {
+        Err(StoreError::Conflict(message)) => message,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+/// Goal: a campaign's change is applied whole or not at all, and the
+/// record and the sales always agree. Method: on a live campaign, a change
+/// that tops up one item but takes another below what is reserved is
+/// refused (naming the sale; its step comes after the top up's) and
+/// leaves every sale, the record and the version as they were; the top
+/// up alone then applies to record and sales at once, and the topped-up
+/// sale sells the new units.
+async fn a_change_applies_whole_or_not_at_all(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let campaign = live_and_upcoming();
+    store.create_campaign(&campaign).await.unwrap();
+    let sales = campaign.sales();
+    for shopper in ["ann", "bob"] {
+        store
+            .reserve(&request(&sales[1], shopper, 1, None))
+            .await
+            .unwrap();
+    }
+    let before = stock_both_ways(store.as_ref(), &campaign.id).await;
+    let (change, version) = computed(
+        store.as_ref(),
+        &campaign.id,
+        json!({"items": [{"number": 0, "stock_per_round": 9},
+                         {"number": 1, "stock_by_round": [1, 5]}]}),
+    )
+    .await;
+    let message = conflict(store.update_campaign(&change, version).await);
+    assert!(message.contains(sales[1].id.as_str()), "{message}");
+    assert!(message.contains("below the 2 units"), "{message}");
+    assert_eq!(stock_both_ways(store.as_ref(), &campaign.id).await, before);
+    let stored = store.campaign(&campaign.id).await.unwrap().unwrap();
+    assert_eq!((stored.campaign, stored.version), (campaign.clone(), 1));
+
+    let (change, version) = computed(
+        store.as_ref(),
+        &campaign.id,
+        json!({"items": [{"number": 1, "stock_per_round": 3}]}),
+    )
+    .await;
+    store.update_campaign(&change, version).await.unwrap();
+    let (stored, sold) = stock_both_ways(store.as_ref(), &campaign.id).await;
+    assert_eq!(stored, vec![5, 3, 5, 3]);
+    assert_eq!(sold, stored, "the record and the sales agree");
+    assert_eq!(
+        store.campaign(&campaign.id).await.unwrap().unwrap().version,
+        2
+    );
+    let stats = store.view_sale(&sales[1].id).await.unwrap().unwrap().stats;
+    assert_eq!((stats.remaining, stats.reserved), (1, 2));
+    store
+        .reserve(&request(&sales[1], "cat", 1, None))
+        .await
+        .unwrap();
+    let refused = store.reserve(&request(&sales[1], "dan", 1, None)).await;
+    assert_eq!(rejection(refused), Rejection::SoldOut);
+}
+
+/// Goal: a change computed from an old read is never applied, and many
+/// merchants changing one campaign at once each either apply in full or
+/// are refused. Method: apply one change twice (the second is stale),
+/// then race 8 changes computed from the same read: exactly one applies,
+/// and the record and the sales agree on its stock.
+async fn stale_and_racing_changes_are_refused(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let campaign = live_and_upcoming();
+    store.create_campaign(&campaign).await.unwrap();
+    let patch = json!({"items": [{"number": 1, "stock_per_round": 7}]});
+    let (change, version) = computed(store.as_ref(), &campaign.id, patch).await;
+    store.update_campaign(&change, version).await.unwrap();
+    let message = conflict(store.update_campaign(&change, version).await);
+    assert!(message.contains("changed meanwhile"), "{message}");
+
+    let mut racing = Vec::new();
+    for stock in 10..18 {
+        let patch = json!({"items": [{"number": 0, "stock_per_round": stock}]});
+        racing.push(computed(store.as_ref(), &campaign.id, patch).await);
+    }
+    let outcomes = join_all(racing.iter().map(|(change, version)| {
+        let store = Arc::clone(&store);
+        async move { store.update_campaign(change, *version).await }
+    }))
+    .await;
+    let applied: Vec<usize> = (0..outcomes.len())
+        .filter(|&i| outcomes[i].is_ok())
+        .collect();
+    assert_eq!(applied.len(), 1, "{outcomes:?}");
+    let (stored, sales) = stock_both_ways(store.as_ref(), &campaign.id).await;
+    let stock = 10 + applied[0] as i64;
+    assert_eq!(stored, vec![stock, 7, stock, 7]);
+    assert_eq!(sales, stored);
+}
+
+/// Goal: rounds and items added or removed before the first round starts
+/// become sales (or cancel theirs) with the record, and the new limits
+/// hold in reservations; once the first round has started (store clock),
+/// such a change is refused whole. Method: change an upcoming campaign,
+/// check its sales and limits, then apply a change computed before the
+/// start after it.
+async fn before_the_start_rounds_and_items_come_and_go(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let now = system_now();
+    let mut campaign = live_and_upcoming();
+    campaign.rounds[0].starts_at = now + 1_500;
+    store.create_campaign(&campaign).await.unwrap();
+    let later = format_ms(now + 20_000_000);
+    let latest = format_ms(now + 21_000_000);
+    let (change, version) = computed(
+        store.as_ref(),
+        &campaign.id,
+        json!({
+            "per_user_limit_per_round": 2,
+            "remove_items": [1],
+            "add_items": [{"sku": "NEW", "title": "new", "price_cents": 1,
+                           "original_price_cents": 2, "stock_per_round": 4}],
+            "add_rounds": [{"starts_at": later, "ends_at": latest}],
+        }),
+    )
+    .await;
+    assert_eq!(
+        change.before_start.as_deref(),
+        Some("per_user_limit_per_round, items removed, rounds added, items added")
+    );
+    let late = change.clone();
+    store.update_campaign(&change, version).await.unwrap();
+    let stored = store.campaign(&campaign.id).await.unwrap().unwrap();
+    assert_eq!(stored.campaign, change.campaign);
+    let numbers: Vec<(u32, u32)> = stored
+        .campaign
+        .sales()
+        .iter()
+        .map(|sale| {
+            let slot = sale.id.campaign().unwrap();
+            (slot.round, slot.item)
+        })
+        .collect();
+    assert_eq!(
+        numbers,
+        vec![(0, 0), (0, 2), (1, 0), (1, 2), (2, 0), (2, 2)]
+    );
+    for sale in stored.campaign.sales() {
+        let view = store.view_sale(&sale.id).await.unwrap().expect("created");
+        assert_eq!(view.stats.remaining, sale.stock_total);
+    }
+    for removed in [&campaign.sales()[1], &campaign.sales()[3]] {
+        let view = store.view_sale(&removed.id).await.unwrap().unwrap();
+        assert_eq!(view.sale.state, SaleState::Cancelled);
+    }
+
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let sales = stored.campaign.sales();
+    store
+        .reserve(&request(&sales[0], "eve", 1, None))
+        .await
+        .unwrap();
+    store
+        .reserve(&request(&sales[1], "eve", 1, None))
+        .await
+        .unwrap();
+    let refused = store.reserve(&request(&sales[0], "eve", 1, None)).await;
+    assert_eq!(rejection(refused), Rejection::LimitExceeded);
+    assert_eq!(
+        store
+            .campaign_holds(&campaign.id, 0, &ShopperId::parse("eve").unwrap())
+            .await
+            .unwrap(),
+        (2, 2),
+        "the round's new limit of 2 held"
+    );
+
+    let (after_start, version) =
+        computed(store.as_ref(), &campaign.id, json!({"title": "renamed"})).await;
+    let message = conflict(store.update_campaign(&after_start, version).await);
+    assert!(message.contains("has started; title"), "{message}");
+    let message = conflict(store.update_campaign(&late, version).await);
+    assert!(message.contains("has started"), "{message}");
+    assert_eq!(
+        store.campaign(&campaign.id).await.unwrap().unwrap().version,
+        version
+    );
+}
+
 crate::on_every_store!(
     cross_item_limits_hold_under_concurrency,
     cancel_and_expiry_give_the_allowance_back,
     ordinary_sales_ignore_campaign_limits,
+    a_change_applies_whole_or_not_at_all,
+    stale_and_racing_changes_are_refused,
+    before_the_start_rounds_and_items_come_and_go,
 );

@@ -68,6 +68,10 @@
 //!   the start, the end and payment deadlines are crossed by the clock
 //!   itself. Its cases are few: the sleeps are the cost.
 //!
+//! Campaigns: [`campaign`] draws a campaign of two rounds and checks the
+//! limits across its items (per round, in total) and every item's counts
+//! against a model of its own, on both stores.
+//!
 //! Not covered here: concurrency (one call at a time; the race tests and
 //! `orders_races` cover that), purchase tokens, the reservation stream's
 //! consumer side and webhook leases, Redis Cluster, and a
@@ -77,6 +81,8 @@
 //! and honoured from `PROPTEST_RNG_SEED` (real-clock cases replay the same
 //! operations, not the same timings). No failure-persistence files are
 //! written; a failure prints the shrunk case.
+
+mod campaign;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -1509,17 +1515,33 @@ fn run(name: &str, backends: &[(&'static str, Backend)], cases: u32, real_clock:
         tally.get("case").copied().unwrap_or(0),
         elapsed.as_secs_f64()
     );
+    let required: &[&str] = if full_run && !real_clock {
+        &REACHED
+    } else {
+        &[]
+    };
+    conclude(name, &tally, result, &replay, required);
+}
+
+/// Prints what a run reached; fails on a failed case (with how to replay
+/// it), and when the run missed an outcome of `required`.
+fn conclude(
+    name: &str,
+    tally: &BTreeMap<String, u64>,
+    result: Result<(), impl std::fmt::Display>,
+    replay: &str,
+    required: &[&str],
+) {
     println!("{name}: {tally:?}");
     if let Err(failure) = result {
         panic!("{name}: {failure}\nreplay with {replay}");
     }
-    if full_run && !real_clock {
-        let missed: Vec<&str> = REACHED
-            .into_iter()
-            .filter(|label| !tally.contains_key(*label))
-            .collect();
-        assert!(missed.is_empty(), "{name}: never reached {missed:?}");
-    }
+    let missed: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|label| !tally.contains_key(*label))
+        .collect();
+    assert!(missed.is_empty(), "{name}: never reached {missed:?}");
 }
 
 #[test]

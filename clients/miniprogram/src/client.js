@@ -16,24 +16,34 @@
 // - Paying asks the engine for fresh `wx.requestPayment` parameters every
 //   time (never stale ones), and believes the order, not the payment
 //   sheet: it is paid once the engine says `paid`.
+// - The engine sets the pace of every poll: a sale or a campaign page no
+//   sooner than its `Cache-Control: max-age`, a place in a waiting room no
+//   sooner than its `poll_after_ms` (waitingRoom.js), whatever the page asks.
 
+import { campaignOver, campaignRounds, campaignSaleId } from './campaign.js';
 import { ServerClock, saleCountdown } from './clock.js';
 import { PAYMENT_FIELDS, sheetOutcome } from './payment.js';
 import { RETRY_DEFAULTS, isRefusal, isRetryableAnswer, retryAfterMs, retryWaitMs } from './retry.js';
+import { NO_ANSWER, clientResult, toResult } from './result.js';
 import { memoryStorage } from './storage.js';
 import { NetworkError } from './transport.js';
+import { WaitingRoom } from './waitingRoom.js';
 
 const INTENT_PREFIX = 'flashsale:intent:';
 /** Samples one clock sync takes. */
 const CLOCK_SYNC_SAMPLES = 3;
 /** How old the clock's last sync may be before a watched sale's poll syncs it again. */
 const CLOCK_REFRESH_MS = 30_000;
-/** Fastest the engine is polled (a watched sale, whatever its `Cache-Control` says; an order being paid). */
+/** Fastest the engine is polled (a watched sale or campaign, whatever its `Cache-Control` says; a place in a waiting room; an order being paid). */
 const POLL_INTERVAL_MIN_MS = 1000;
 /** Longest `pay` polls a paid sheet's order for the engine's `paid` before it answers `payment_processing`. */
 const PAY_WAIT_MAX_MS = 10_000;
 /** Sale statuses after which nothing changes: a watch stops. */
 const FINAL_STATUSES = new Set(['ended', 'cancelled']);
+/** Sales whose access (open, purchase token, queue) is remembered; the oldest is forgotten past it. */
+const SALES_KNOWN_MAX = 256;
+/** Pages (campaign lists and pages) kept for their max-age; the oldest is dropped past it. */
+const PAGES_MAX = 16;
 
 /** Waits `ms` by the local clock: never returns early (a timer may fire a millisecond before its time). */
 function defaultSleep(ms) {
@@ -96,32 +106,11 @@ function maxAgeMs(headers) {
   return match ? Number(match[1]) * 1000 : 0;
 }
 
-function toResult(answer) {
-  if (answer.status >= 200 && answer.status < 300) {
-    return { ok: true, status: answer.status, body: answer.body, headers: answer.headers };
-  }
-  const error = (answer.body && answer.body.error) || {};
-  return {
-    ok: false,
-    status: answer.status,
-    code: typeof error.code === 'string' ? error.code : `http_${answer.status}`,
-    message: typeof error.message === 'string' ? error.message : '',
-    retryAfterMs: null,
-  };
+function validQuantity(quantity) {
+  return Number.isInteger(quantity) && quantity >= 1;
 }
 
-/** A result the client makes itself (no engine answer behind it: status 0). */
-function clientResult(code, message, extra = {}) {
-  return { ok: false, status: 0, code, message, retryAfterMs: null, uncertain: false, ...extra };
-}
-
-const NO_ANSWER = Object.freeze({
-  ok: false,
-  status: 0,
-  code: 'network_error',
-  message: 'no answer from the engine',
-  retryAfterMs: null,
-});
+const QUANTITY_REFUSED = Object.freeze(clientResult('invalid_request', 'quantity: a whole number from 1'));
 
 export class FlashsaleClient {
   /**
@@ -169,8 +158,12 @@ export class FlashsaleClient {
     this.clockRefreshMs = clockRefreshMs;
     this.clock = new ServerClock({ now });
     this.clockSyncedAt = null;
-    /** Sales seen that require a purchase token: id -> true. */
-    this.tokenSales = new Map();
+    /** How each sale seen is bought: id -> 'open', 'token' (a purchase token first) or 'queue' (the waiting room first). */
+    this.saleAccess = new Map();
+    /** Pages read, until their Cache-Control max-age: path and shopper -> { result, until }. */
+    this.pages = new Map();
+    /** The waiting room of queued sales: `join`, `poll`, `wait`, `stop` (see waitingRoom.js). */
+    this.waitingRoom = new WaitingRoom(this);
     /** Orders on their way, by intent: intent key -> the call's promise. */
     this.ordering = new Map();
     /** Payments on their way: order id -> the call's promise. */
@@ -272,7 +265,15 @@ export class FlashsaleClient {
   }
 
   _remember(sale) {
-    if (sale && sale.id) this.tokenSales.set(sale.id, sale.require_purchase_token === true);
+    if (!sale || !sale.id) return;
+    const queued = sale.admission && sale.admission.mode === 'queue';
+    this._rememberAccess(sale.id, queued ? 'queue' : sale.require_purchase_token === true ? 'token' : 'open');
+  }
+
+  _rememberAccess(saleId, access) {
+    this.saleAccess.delete(saleId);
+    this.saleAccess.set(saleId, access);
+    if (this.saleAccess.size > SALES_KNOWN_MAX) this.saleAccess.delete(this.saleAccess.keys().next().value);
   }
 
   /** Live and upcoming sales: `{ ok, sales }`. */
@@ -291,44 +292,41 @@ export class FlashsaleClient {
     return { ok: true, sale: result.body, maxAgeMs: maxAgeMs(result.headers) };
   }
 
+  /** Syncs the server clock (through `saleId`) unless its last sync is under `clockRefreshMs` old. */
+  async _keepClockSynced(saleId) {
+    if (this.clockSyncedAt === null || this.now() - this.clockSyncedAt >= this.clockRefreshMs) {
+      await this.syncClock(saleId);
+    }
+  }
+
   /**
-   * Polls the sale for `onUpdate({ ok, sale, countdown })` (or a failed
-   * result) no sooner than the engine's `Cache-Control: max-age` (and
-   * `pollIntervalMinMs`) after each answer, later after a `Retry-After`;
-   * keeps the server clock synced; stops by itself once the sale has ended
-   * or was cancelled. Returns `{ stop() }`.
+   * Calls `read()` until it says `final` or the watch is stopped, handing
+   * each `update` (a result) to `onUpdate`: the next call no sooner than
+   * `pollIntervalMinMs` and the `waitMs` the read asks for (the engine's
+   * max-age) after each answer, later after a failure's `Retry-After`.
+   * `read()` answers `{ update, waitMs, final }`. Returns `{ stop() }`.
    */
-  watchSale(saleId, onUpdate) {
+  _watch(read, onUpdate) {
     let stopped = false;
     let timer = null;
     let failures = 0;
-    // A throwing callback must not end the watch.
-    const report = (update) => {
+    const poll = async () => {
+      if (stopped) return;
+      const { update, waitMs: told = 0, final = false } = await read();
+      if (stopped) return;
+      // A throwing callback must not end the watch.
       try {
         onUpdate(update);
       } catch (err) {
-        console.error('flashsale watchSale: onUpdate threw', err);
+        console.error('flashsale watch: onUpdate threw', err);
       }
-    };
-    const poll = async () => {
-      if (stopped) return;
-      if (this.clockSyncedAt === null || this.now() - this.clockSyncedAt >= this.clockRefreshMs) {
-        await this.syncClock(saleId);
-      }
-      if (stopped) return;
-      const result = await this._request({ method: 'GET', path: `/api/v1/sales/${enc(saleId)}`, retry: false });
-      if (stopped) return;
-      let waitMs = this.pollIntervalMinMs;
-      if (result.ok) {
+      let waitMs = Math.max(this.pollIntervalMinMs, told);
+      if (update.ok) {
+        if (final) return;
         failures = 0;
-        this._remember(result.body);
-        waitMs = Math.max(waitMs, maxAgeMs(result.headers));
-        report({ ok: true, sale: result.body, countdown: this.countdown(result.body) });
-        if (FINAL_STATUSES.has(result.body.status)) return;
       } else {
         failures += 1;
-        waitMs = Math.max(waitMs, retryWaitMs(this.policy, failures, result.retryAfterMs, this.random));
-        report(result);
+        waitMs = Math.max(waitMs, retryWaitMs(this.policy, failures, update.retryAfterMs, this.random));
       }
       timer = setTimeout(poll, waitMs);
     };
@@ -339,6 +337,123 @@ export class FlashsaleClient {
         if (timer !== null) clearTimeout(timer);
       },
     };
+  }
+
+  /**
+   * Polls the sale for `onUpdate({ ok, sale, countdown })` (or a failed
+   * result) no sooner than the engine's `Cache-Control: max-age` (and
+   * `pollIntervalMinMs`) after each answer, later after a `Retry-After`;
+   * keeps the server clock synced; stops by itself once the sale has ended
+   * or was cancelled. Returns `{ stop() }`.
+   */
+  watchSale(saleId, onUpdate) {
+    return this._watch(async () => {
+      await this._keepClockSynced(saleId);
+      const result = await this._request({ method: 'GET', path: `/api/v1/sales/${enc(saleId)}`, retry: false });
+      if (!result.ok) return { update: result };
+      this._remember(result.body);
+      return {
+        update: { ok: true, sale: result.body, countdown: this.countdown(result.body) },
+        waitMs: maxAgeMs(result.headers),
+        final: FINAL_STATUSES.has(result.body.status),
+      };
+    }, onUpdate);
+  }
+
+  /**
+   * A GET of a page the engine lets caches keep (`Cache-Control:
+   * max-age`): within that age the answer read last is answered again
+   * (`cached: true`) without a request. `msToRefresh`: how long until the
+   * page may be read again. `shopper`: with the shopper's token (kept per
+   * shopper).
+   */
+  async _page(path, { shopper = false, retry = true } = {}) {
+    const key = `${shopper ? await this._subject() : ''}|${path}`;
+    const kept = this.pages.get(key);
+    if (kept && this.now() < kept.until) return { ...kept.result, cached: true, msToRefresh: kept.until - this.now() };
+    const result = await this._request({ method: 'GET', path, shopper, retry });
+    if (!result.ok) return result;
+    const maxAge = maxAgeMs(result.headers);
+    this.pages.delete(key);
+    if (maxAge > 0) {
+      this.pages.set(key, { result, until: this.now() + maxAge });
+      if (this.pages.size > PAGES_MAX) this.pages.delete(this.pages.keys().next().value);
+    }
+    return { ...result, cached: false, msToRefresh: maxAge };
+  }
+
+  /** Each round of a campaign with its countdown by the server clock now, and the round to show (see campaign.js). */
+  campaignRounds(campaign) {
+    return campaignRounds(campaign, this.clock.now());
+  }
+
+  async _campaignPage(read) {
+    if (!read.ok) return read;
+    await this._keepClockSynced(campaignSaleId(read.body));
+    const shown = this.campaignRounds(read.body);
+    // A campaign's sales are never queued: `buy` needs no read of the sale
+    // at the opening second. Only the items of the round shown are
+    // remembered, so a big campaign does not push every other sale out.
+    const access = read.body.require_purchase_token ? 'token' : 'open';
+    for (const item of shown.rounds[shown.current]?.items ?? []) this._rememberAccess(item.sale_id, access);
+    return {
+      ok: true,
+      campaign: read.body,
+      ...shown,
+      allowance: read.body.allowance ?? null,
+      cached: read.cached,
+      msToRefresh: read.msToRefresh,
+    };
+  }
+
+  /**
+   * The seckill page of a campaign in one call: `{ ok, campaign, rounds,
+   * current, allowance, cached, msToRefresh }`. `campaign` is the engine's
+   * page (rounds of items with `sale_id`, prices, `remaining`,
+   * `sold_share` for the progress bar); `rounds` are its rounds each with
+   * `countdown` `{ phase, msToStart, msToEnd }` by the server clock
+   * (synced through one of the campaign's sales when it is older than
+   * `clockRefreshMs`), `current` the index of the live round, else the
+   * next, else the last. `allowance: true` sends the shopper's token: the
+   * answer then has the shopper's `allowance` `{ round_left,
+   * campaign_left }` (exact, and never shared by a cache). Within the
+   * page's `Cache-Control: max-age` the page read last is answered again
+   * (`cached: true`, countdowns recomputed) without a request.
+   */
+  async getCampaign(campaignId, { allowance = false } = {}) {
+    return this._campaignPage(await this._page(`/api/v1/campaigns/${enc(campaignId)}`, { shopper: allowance }));
+  }
+
+  /**
+   * Campaigns with a round live or to come: `{ ok, campaigns: [{ campaign,
+   * rounds, current }] }`, read no more often than the engine's max-age.
+   */
+  async listCampaigns() {
+    const read = await this._page('/api/v1/campaigns');
+    if (!read.ok) return read;
+    const first = read.body.campaigns[0];
+    if (first) await this._keepClockSynced(campaignSaleId(first));
+    return {
+      ok: true,
+      campaigns: read.body.campaigns.map((campaign) => ({ campaign, ...this.campaignRounds(campaign) })),
+      cached: read.cached,
+    };
+  }
+
+  /**
+   * Polls a campaign's page for `onUpdate(page)` (as `getCampaign`
+   * answers, or a failed result), no sooner than its max-age (and
+   * `pollIntervalMinMs`) after each answer, later after a `Retry-After`;
+   * stops by itself once every round has ended. Returns `{ stop() }`.
+   */
+  watchCampaign(campaignId, onUpdate, { allowance = false } = {}) {
+    const path = `/api/v1/campaigns/${enc(campaignId)}`;
+    return this._watch(async () => {
+      const read = await this._page(path, { shopper: allowance, retry: false });
+      const page = await this._campaignPage(read);
+      if (!page.ok) return { update: page };
+      return { update: page, waitMs: page.msToRefresh, final: campaignOver(page.campaign, this.clock.now()) };
+    }, onUpdate);
   }
 
   /** A purchase token for a live sale that requires one: `{ ok, token, expiresAt }`. */
@@ -352,8 +467,13 @@ export class FlashsaleClient {
     return { ok: true, token: result.body.purchase_token, expiresAt: result.body.expires_at };
   }
 
+  /** The shopper's id (the token's `sub`): what stored intents and remembered queue places are scoped to. */
+  async _subject() {
+    return tokenSubject(await this._token(false));
+  }
+
   async _intentKey(saleId) {
-    return `${INTENT_PREFIX}${tokenSubject(await this._token(false))}:${saleId}`;
+    return `${INTENT_PREFIX}${await this._subject()}:${saleId}`;
   }
 
   /**
@@ -370,12 +490,11 @@ export class FlashsaleClient {
    *
    * `purchaseToken`: the token a sale with `require_purchase_token` needs
    * (or an admission token); without one, the client fetches one when it
-   * has seen that the sale requires it.
+   * has seen that the sale requires it (and is not queued: `buy` waits in
+   * a queued sale's line for its token).
    */
   async placeOrder(saleId, quantity = 1, { purchaseToken } = {}) {
-    if (!Number.isInteger(quantity) || quantity < 1) {
-      return { ok: false, status: 0, code: 'invalid_request', message: 'quantity: a whole number from 1', retryAfterMs: null };
-    }
+    if (!validQuantity(quantity)) return QUANTITY_REFUSED;
     const intentKey = await this._intentKey(saleId);
     // A second tap while the first is on its way waits for the first and
     // gets its answer: two calls never read the stored intent at once (and
@@ -388,7 +507,7 @@ export class FlashsaleClient {
     const intent = { key: stored ? stored.key : this.newKey(), quantity, createdAt: stored ? stored.createdAt : this.now() };
     await this.storage.set(intentKey, intent);
     let token = purchaseToken;
-    if (!token && this.tokenSales.get(saleId)) {
+    if (!token && this.saleAccess.get(saleId) === 'token') {
       const issued = await this.purchaseToken(saleId);
       if (!issued.ok) return issued;
       token = issued.token;
@@ -407,6 +526,31 @@ export class FlashsaleClient {
       return { ok: true, order: result.body, replayed: result.headers['idempotent-replayed'] === 'true' };
     }
     if (isRefusal(result) && result.code !== 'conflict') await this.storage.remove(intentKey);
+    return result;
+  }
+
+  /**
+   * Buys `quantity` units of any sale the way it is sold (read first when
+   * this client has not seen it): a queued sale's waiting room first
+   * (`waitingRoom.wait`: join, poll as the engine says, `onProgress(place)`
+   * with each place read, rejoin after a 404), then the order with the
+   * admission's purchase token; on a sale with `require_purchase_token`,
+   * a purchase token first; else the order. Answers as `placeOrder`, or
+   * the wait's refusal (`sold_out`, `ended`, `not_started` before the
+   * pre-queue opens, `stopped`, ...).
+   */
+  async buy(saleId, quantity = 1, { onProgress } = {}) {
+    if (!validQuantity(quantity)) return QUANTITY_REFUSED;
+    if (!this.saleAccess.has(saleId)) {
+      const read = await this.getSale(saleId);
+      if (!read.ok) return read;
+    }
+    if (this.saleAccess.get(saleId) !== 'queue') return this.placeOrder(saleId, quantity);
+    const admission = await this.waitingRoom.wait(saleId, { onProgress });
+    if (!admission.ok) return admission;
+    const result = await this.placeOrder(saleId, quantity, { purchaseToken: admission.purchaseToken });
+    // The admission is used (or refused): the next wait asks the engine.
+    if (result.ok || isRefusal(result)) await this.waitingRoom.forget(saleId);
     return result;
   }
 

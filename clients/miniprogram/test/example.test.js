@@ -2,7 +2,8 @@
 // stand-in whose wx.request is real HTTP: it proves the example works as
 // shipped and that the Mini Program adapters (wxTransport, wxStorage) speak
 // to the engine: login through the merchant's service, countdown, buy,
-// limit, orders, cancel.
+// limit, orders, cancel on one sale; a campaign's rounds, countdowns,
+// progress bars and allowance; a queued sale's position while waiting.
 
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -16,9 +17,11 @@ import { wxStandIn } from '../testing/wx.js';
 const EXAMPLE = new URL('../example/', import.meta.url);
 
 let engine;
+let example;
 
 before(async () => {
   engine = await startEngine();
+  example = await loadExample({ engineBaseUrl: engine.baseUrl, shopper: newShopper() });
 });
 
 after(async () => {
@@ -27,15 +30,17 @@ after(async () => {
 
 test('the example page: countdown, buy once, limit, orders, cancel, through wx.request and wx storage', { timeout: 60_000 }, async () => {
   const sale = await engine.createSale({ stock_total: 2, per_user_limit: 1, title: '红色小包' });
-  const { wx, page, logins, engineUrl } = await loadExample({ engineBaseUrl: engine.baseUrl, shopper: newShopper() });
+  const { wx, page, logins, engineUrl, open } = example;
   assert.equal(engineUrl, 'https://seckill.example.com');
 
-  page.onLoad({ sale: sale.id });
+  open({ sale: sale.id });
   try {
-    await until(() => page.data.sale && page.data.countdown, 'the sale and its countdown shown');
+    await until(() => page.data.items.length && page.data.countdown, 'the sale and its countdown shown');
     assert.equal(page.data.phase, 'live');
+    assert.equal(page.data.title, '红色小包');
     assert.match(page.data.countdown, /^00:5\d:\d\d\.\d$/);
-    assert.equal(page.data.soldPercent, 0);
+    assert.equal(page.data.items[0].soldPercent, 0);
+    assert.equal(page.data.items[0].price, '199.00');
 
     await page.buy();
     assert.match(page.data.message, /^抢到了/);
@@ -63,6 +68,71 @@ test('the example page: countdown, buy once, limit, orders, cancel, through wx.r
   }
 });
 
+test('the example page on a campaign: round tabs, countdowns, prices, progress bars, buy, allowance', { timeout: 60_000 }, async () => {
+  const campaign = await engine.createCampaign();
+  const { page, open } = example;
+
+  open({ campaign: campaign.id });
+  try {
+    await until(() => page.data.items.length && page.data.countdown, 'the campaign and its countdown shown');
+    assert.equal(page.data.title, 'Client test campaign');
+    assert.equal(page.data.rounds.length, 2);
+    assert.deepEqual(page.data.rounds.map((r) => r.phaseText), ['抢购中', '即将开始']);
+    assert.equal(page.data.current, 0, 'the live round is shown');
+    assert.equal(page.data.phase, 'live');
+    assert.match(page.data.countdown, /^00:5\d:\d\d\.\d$/);
+    assert.deepEqual(
+      page.data.items.map((i) => [i.title, i.price, i.originalPrice, i.soldPercent]),
+      [['小包', '99.00', '199.00', 0], ['托特包', '299.00', '599.00', 0]],
+    );
+    assert.equal(page.data.allowanceText, '本场还可抢 1 件，本活动还可抢 2 件');
+
+    page.pickRound({ currentTarget: { dataset: { index: '1' } } });
+    assert.equal(page.data.current, 1);
+    assert.equal(page.data.phase, 'upcoming');
+    assert.match(page.data.countdown, /^01:5\d:\d\d\.\d$/, 'round 1 starts in two hours');
+    page.pickRound({ currentTarget: { dataset: { index: '0' } } });
+
+    const item = page.data.items[0];
+    await page.buy({ currentTarget: { dataset: { sale: item.saleId } } });
+    assert.match(page.data.message, /^抢到了/);
+    assert.deepEqual(page.data.orders.map((o) => [o.title, o.amount, o.statusText]), [['小包', '99.00', '待支付']]);
+    // The page is read again after its max-age (the engine's, 1 s): the bar and the allowance move.
+    await until(() => page.data.allowanceText === '本场还可抢 0 件，本活动还可抢 1 件', 'the allowance spent');
+    await until(() => page.data.items[0].soldPercent === 20, 'the progress bar at 1 of 5');
+
+    await page.buy({ currentTarget: { dataset: { sale: page.data.items[1].saleId } } });
+    assert.equal(page.data.message, '已达限购数量', 'one item a round');
+  } finally {
+    page.onUnload();
+  }
+});
+
+test('the example page on a queued sale: the queue position while waiting, then the order', { timeout: 60_000 }, async () => {
+  const sale = await engine.createQueuedSale({ startsInMs: 1500, stock_total: 3, title: '排队款' });
+  const { page, patches, open, wx } = example;
+
+  open({ sale: sale.id });
+  try {
+    await until(() => page.data.items.length, 'the sale shown');
+    assert.equal(page.data.phase, 'upcoming');
+    assert.equal(page.data.items[0].queued, true, 'the button queues, before the opening too');
+    const from = patches.length;
+    // Tapped in the pre-queue, before the opening.
+    await page.buy();
+    assert.match(page.data.message, /^抢到了/, page.data.message);
+    assert.equal(page.data.queueText, '', 'the queue box is gone once bought');
+    const shown = patches.slice(from).map((p) => p.queueText).filter(Boolean);
+    assert.match(shown[0], /^排队中，开抢后分配名次/);
+    assert.ok(shown.some((text) => text === '轮到你了，正在下单…'), shown.join(' | '));
+    const order = wx.requests.find((r) => r.method === 'POST' && r.url.endsWith(`${sale.id}/orders`));
+    assert.ok(order.header['x-purchase-token'], 'the admission token went with the order');
+    assert.equal((await engine.stats(sale.id)).reserved, 1);
+  } finally {
+    page.onUnload();
+  }
+});
+
 test('the example WXML only names handlers and data the page has', async () => {
   const wxml = await readFile(new URL('pages/seckill/seckill.wxml', EXAMPLE), 'utf8');
   const js = await readFile(new URL('pages/seckill/seckill.js', EXAMPLE), 'utf8');
@@ -71,7 +141,7 @@ test('the example WXML only names handlers and data the page has', async () => {
   }
   const data = /data: \{([^}]*)\}/.exec(js)[1];
   for (const [, name] of wxml.matchAll(/\{\{\s*!?\(?\s*([a-zA-Z_]\w*)/g)) {
-    if (name === 'item') continue;
+    if (name === 'item' || name === 'index') continue;
     assert.match(data, new RegExp(`\\b${name}:`), `data ${name}`);
   }
 });

@@ -109,6 +109,55 @@ class Engine {
     });
   }
 
+  /**
+   * Schedules a queued sale (the waiting room) opening `startsInMs` from
+   * now, its pre-queue open already; `admission` adds to or overrides the
+   * defaults.
+   */
+  async createQueuedSale({ startsInMs = 0, admission = {}, ...fields } = {}) {
+    const startsAt = Date.now() + startsInMs;
+    return this.createSale({
+      starts_at: new Date(startsAt).toISOString(),
+      ends_at: new Date(startsAt + 3_600_000).toISOString(),
+      admission: { mode: 'queue', prequeue_opens_secs: 600, admit_per_sec: 1000, token_ttl_secs: 60, ...admission },
+      ...fields,
+    });
+  }
+
+  /**
+   * Schedules a campaign: by default round 0 live since a minute ago for
+   * an hour, round 1 in two hours, two items of 5 units a round, one unit
+   * per shopper a round and two in all.
+   */
+  async createCampaign(fields = {}) {
+    const now = Date.now();
+    const at = (ms) => new Date(now + ms).toISOString();
+    return this.admin('POST', '/admin/v1/campaigns', {
+      title: 'Client test campaign',
+      per_user_limit_per_round: 1,
+      per_user_limit_total: 2,
+      rounds: [
+        { starts_at: at(-60_000), ends_at: at(3_600_000) },
+        { starts_at: at(7_200_000), ends_at: at(10_800_000) },
+      ],
+      items: [
+        { sku: 'CT-A', title: '小包', price_cents: 9900, original_price_cents: 19900, stock_per_round: 5 },
+        { sku: 'CT-B', title: '托特包', price_cents: 29900, original_price_cents: 59900, stock_per_round: 5 },
+      ],
+      ...fields,
+    });
+  }
+
+  /** Pays an order through the simulated pay route, as `sub`. */
+  async payOrder(sub, orderId) {
+    const response = await fetch(`${this.baseUrl}/api/v1/orders/${orderId}/pay`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${shopperToken(sub)}` },
+    });
+    if (!response.ok) throw new Error(`pay ${orderId}: ${response.status} ${await response.text()}`);
+    return response.json();
+  }
+
   /** The sale with its exact stats (admin). */
   async stats(saleId) {
     return (await this.admin('GET', `/admin/v1/sales/${saleId}`)).stats;

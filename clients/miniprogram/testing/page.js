@@ -2,8 +2,9 @@
 // Mini Program runtime would (`App`, `Page`, `getApp` and `wx` as
 // globals), with a `wx` stand-in whose wx.request reaches the engine at
 // `https://seckill.example.com` and the merchant's login service in place,
-// and `setData` merging into `data`. ES modules load once per process: one
-// example page per test file.
+// and `setData` merging into `data` (every patch recorded in `patches`).
+// ES modules load once per process: one example app per test file, whose
+// page `open(query)` opens afresh (its first data, then `onLoad`).
 
 import { shopperToken } from './engine.js';
 import { wxStandIn } from './wx.js';
@@ -21,8 +22,9 @@ export async function until(condition, what) {
 
 /**
  * Loads the example for `shopper` against `engineBaseUrl`; `onRequestPayment`
- * is the payment sheet (see wx.js). Answers `{ wx, app, page, logins,
- * engineUrl }`; the page is not loaded yet (call `page.onLoad`).
+ * is the payment sheet (see wx.js). Answers `{ wx, app, page, patches,
+ * logins, engineUrl, open }`; the page is not loaded yet (call
+ * `open(query)`, or `page.onLoad` once).
  */
 export async function loadExample({ engineBaseUrl, shopper, onRequestPayment }) {
   const logins = [];
@@ -49,7 +51,16 @@ export async function loadExample({ engineBaseUrl, shopper, onRequestPayment }) 
   const { ENGINE_URL } = await import(new URL('app.js', EXAMPLE));
   app.onLaunch();
   await import(new URL('pages/seckill/seckill.js', EXAMPLE));
-  page.data = structuredClone(page.data);
-  page.setData = (patch) => Object.assign(page.data, patch);
-  return { wx, app, page, logins, engineUrl: ENGINE_URL };
+  const initial = structuredClone(page.data);
+  const patches = [];
+  page.data = structuredClone(initial);
+  page.setData = (patch) => {
+    patches.push(patch);
+    Object.assign(page.data, patch);
+  };
+  const open = (query) => {
+    page.data = structuredClone(initial);
+    page.onLoad(query);
+  };
+  return { wx, app, page, patches, logins, engineUrl: ENGINE_URL, open };
 }

@@ -1,12 +1,21 @@
 // A fault-injecting HTTP proxy in front of the engine, for the client's
 // tests: it forwards every request, records when each arrived and was
-// answered (this process's clock), and can be told, for the next request
+// answered (this process's clock), whose it was (its Authorization), and
+// the engine's status, Retry-After and body, and can be told, for the next request
 // matching a rule, to drop the engine's answer (the engine did the work,
 // the client hears nothing), to hold it back (the client times out), or to
 // answer itself (say 503 with Retry-After)
 // without forwarding.
 
 import { createServer, request as httpRequest } from 'node:http';
+
+function parseJson(bytes) {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return null;
+  }
+}
 
 export async function startProxy(targetBaseUrl) {
   const target = new URL(targetBaseUrl);
@@ -16,13 +25,23 @@ export async function startProxy(targetBaseUrl) {
     const chunks = [];
     req.on('data', (chunk) => chunks.push(chunk));
     req.on('end', () => {
-      const entry = { method: req.method, url: req.url, receivedAt: Date.now(), answeredAt: null, status: null, action: 'forward' };
+      const entry = {
+        method: req.method,
+        url: req.url,
+        authorization: req.headers.authorization,
+        receivedAt: Date.now(),
+        answeredAt: null,
+        status: null,
+        action: 'forward',
+      };
       log.push(entry);
       const index = rules.findIndex((rule) => rule.method === req.method && rule.path.test(req.url));
       const rule = index >= 0 ? rules.splice(index, 1)[0] : null;
       if (rule && rule.action === 'answer') {
         entry.action = 'answer';
         entry.status = rule.status;
+        entry.retryAfter = rule.headers['retry-after'];
+        entry.body = rule.body;
         res.writeHead(rule.status, { 'content-type': 'application/json', ...rule.headers });
         res.end(JSON.stringify(rule.body));
         entry.answeredAt = Date.now();
@@ -35,6 +54,8 @@ export async function startProxy(targetBaseUrl) {
           answer.on('data', (chunk) => body.push(chunk));
           answer.on('end', () => {
             entry.status = answer.statusCode;
+            entry.retryAfter = answer.headers['retry-after'];
+            entry.body = parseJson(Buffer.concat(body));
             entry.answeredAt = Date.now();
             if (rule && rule.action === 'drop') {
               entry.action = 'drop';

@@ -32,15 +32,16 @@ use parking_lot::Mutex;
 use self::campaign::{CampaignEntry, CampaignHolds};
 use self::sale::SaleRecord;
 use super::{
-    batch_sale, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance,
-    DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps, Forgetting, IndexedSale,
+    batch_sale, campaign_changed_meanwhile, campaign_sale_refused, campaign_started,
+    sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance, DeadLetter,
+    Delivery, DeliveryFailure, Expiry, FollowUps, Forgetting, IndexedCampaign, IndexedSale,
     OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler, Store, StoreError,
     StoredCampaign, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
 };
 use crate::domain::{
-    system_now, Campaign, CampaignId, Millis, Order, OrderId, Payment, PaymentException,
-    PaymentOutcome, QueuePlace, RecordedOrder, Reservation, ReserveRequest, Sale, SaleChange,
-    SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
+    system_now, Campaign, CampaignChange, CampaignId, Millis, Order, OrderId, Payment,
+    PaymentException, PaymentOutcome, QueuePlace, RecordedOrder, Reservation, ReserveRequest, Sale,
+    SaleChange, SaleId, SaleRecords, SaleStep, SaleView, ShopperId, StockReturn,
 };
 
 pub struct EmbeddedStore {
@@ -102,6 +103,12 @@ impl EmbeddedStore {
     }
 }
 
+/// A campaign's sale with its full stock, counted in the campaign's holds.
+fn campaign_sale(sale: &Sale, holds: &Arc<Mutex<CampaignHolds>>) -> SaleRecord {
+    let round = sale.id.campaign().map_or(0, |slot| slot.round);
+    SaleRecord::new(sale).in_campaign(Arc::clone(holds), round)
+}
+
 #[async_trait]
 impl Store for EmbeddedStore {
     fn kind(&self) -> &'static str {
@@ -137,8 +144,7 @@ impl Store for EmbeddedStore {
             }
         }
         for sale in campaign.sales() {
-            let round = sale.id.campaign().map_or(0, |slot| slot.round);
-            self.insert_sale(SaleRecord::new(&sale).in_campaign(Arc::clone(&holds), round))?;
+            self.insert_sale(campaign_sale(&sale, &holds))?;
         }
         for (sale, due) in campaign.reminders() {
             self.schedule_reminder(&sale, due).await?;
@@ -174,6 +180,79 @@ impl Store for EmbeddedStore {
         })
     }
 
+    async fn update_campaign(
+        &self,
+        change: &CampaignChange,
+        version: i64,
+    ) -> Result<(), StoreError> {
+        let entry = self
+            .campaigns
+            .get(&change.campaign.id)
+            .map(|entry| Arc::clone(entry.value()))
+            .ok_or(StoreError::NotFound("campaign"))?;
+        // The record's lock first, then each sale's in the change's order:
+        // one change of a campaign at a time, and a reservation takes its
+        // sale's lock, then the holds' (never a second sale's).
+        let mut stored = entry.stored.lock();
+        if stored.version != version {
+            return Err(campaign_changed_meanwhile());
+        }
+        let now = system_now();
+        if let Some(what) = &change.before_start {
+            if now >= change.starts_at {
+                return Err(campaign_started(what));
+            }
+        }
+        let records: Vec<Option<Arc<Mutex<SaleRecord>>>> = change
+            .steps
+            .iter()
+            .map(|step| {
+                self.sales
+                    .get(step.sale_id())
+                    .map(|entry| Arc::clone(entry.value()))
+            })
+            .collect();
+        let mut locked: Vec<_> = records
+            .iter()
+            .map(|record| record.as_ref().map(|record| record.lock()))
+            .collect();
+        for (step, record) in change.steps.iter().zip(&locked) {
+            let refused = match (step, record) {
+                (SaleStep::Create(_), None) => Ok(()),
+                (SaleStep::Create(_), Some(_)) => Err("the sale already exists".to_owned()),
+                (_, None) => Err("the sale does not exist".to_owned()),
+                (SaleStep::Cancel(_), Some(record)) => {
+                    record.call_off_refusal(now).map_err(|err| err.to_string())
+                }
+                (SaleStep::Change { change, version }, Some(record)) => {
+                    if record.version != *version {
+                        return Err(campaign_changed_meanwhile());
+                    }
+                    record
+                        .change_refusal(change, *version, now)
+                        .map_err(|err| err.to_string())
+                }
+            };
+            refused.map_err(|reason| campaign_sale_refused(step.sale_id(), &reason))?;
+        }
+        for (step, record) in change.steps.iter().zip(&mut locked) {
+            match (step, record) {
+                (SaleStep::Create(sale), _) => {
+                    self.insert_sale(campaign_sale(sale, &entry.holds))?;
+                }
+                (SaleStep::Cancel(_), Some(record)) => record.apply_call_off(),
+                (SaleStep::Change { change, .. }, Some(record)) => record.apply_change(change, now),
+                (_, None) => {}
+            }
+        }
+        entry.holds.lock().limits = change.campaign.limits;
+        *stored = StoredCampaign {
+            campaign: change.campaign.clone(),
+            version: version + 1,
+        };
+        Ok(())
+    }
+
     async fn campaign(&self, id: &CampaignId) -> Result<Option<StoredCampaign>, StoreError> {
         Ok(self
             .campaigns
@@ -192,6 +271,29 @@ impl Store for EmbeddedStore {
             .collect();
         campaigns.sort_by(|a, b| b.cmp(a));
         Ok(campaigns.into_iter().map(|(_, id)| id).collect())
+    }
+
+    async fn campaign_index(
+        &self,
+        after: Option<&IndexedCampaign>,
+        limit: usize,
+    ) -> Result<Vec<IndexedCampaign>, StoreError> {
+        let mut campaigns: Vec<IndexedCampaign> = self
+            .campaigns
+            .iter()
+            .map(|entry| IndexedCampaign {
+                created_at: entry.value().stored.lock().campaign.created_at,
+                id: entry.key().clone(),
+            })
+            .filter(|campaign| {
+                after.is_none_or(|after| {
+                    (after.created_at, &after.id) > (campaign.created_at, &campaign.id)
+                })
+            })
+            .collect();
+        campaigns.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        campaigns.truncate(limit);
+        Ok(campaigns)
     }
 
     async fn campaign_holds(

@@ -267,6 +267,20 @@ impl SaleRecord {
     /// of `lua/update_sale.lua`.
     pub fn update(&mut self, change: &SaleChange, version: i64) -> Result<(), StoreError> {
         let now = system_now();
+        self.change_refusal(change, version, now)?;
+        self.apply_change(change, now);
+        Ok(())
+    }
+
+    /// Whether a merchant's change computed from the sale at `version` is
+    /// allowed at `now`: the twin of `sale_change_refusal` in
+    /// `lua/common.lua`. Writes nothing.
+    pub fn change_refusal(
+        &self,
+        change: &SaleChange,
+        version: i64,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         ensure_scheduled(&self.sale)?;
         if self.version != version {
             return Err(changed_meanwhile());
@@ -291,6 +305,12 @@ impl SaleRecord {
                 "ends_at must be in the future; set status to ended to stop now".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Writes a change [`Self::change_refusal`] allowed.
+    pub fn apply_change(&mut self, change: &SaleChange, now: Millis) {
+        let held = self.stats.reserved + self.stats.paid;
         let mut sale = if change.restricted {
             change.sale.clone()
         } else {
@@ -306,23 +326,32 @@ impl SaleRecord {
         self.stats.remaining = sale.stock_total - held;
         self.sale = sale;
         self.version += 1;
-        Ok(())
     }
 
     /// Calls off a sale that has not started: the twin of
     /// `lua/cancel_sale.lua`.
     pub fn call_off(&mut self) -> Result<(), StoreError> {
+        self.call_off_refusal(system_now())?;
+        self.apply_call_off();
+        Ok(())
+    }
+
+    /// Whether the sale may be called off at `now`. Writes nothing.
+    pub fn call_off_refusal(&self, now: Millis) -> Result<(), StoreError> {
         ensure_scheduled(&self.sale)?;
-        if self.sale.has_started(system_now()) {
+        if self.sale.has_started(now) {
             return Err(StoreError::Conflict(
                 "the sale has started and can no longer be cancelled; set status to ended instead"
                     .into(),
             ));
         }
+        Ok(())
+    }
+
+    pub fn apply_call_off(&mut self) {
         self.sale.state = SaleState::Cancelled;
         self.version += 1;
         self.outbox.clear();
-        Ok(())
     }
 
     /// Queues a campaign round's reminder, due at `due`, unless the sale

@@ -1,5 +1,6 @@
 //! The indexes that have no sale's slot, and so are written beside the
 //! sale's scripts rather than inside them:
+//! - the index of every campaign (`fs:campaigns`), read a page at a time;
 //! - the index of every sale (`fs:sales`) and of the sales whose payment
 //!   window may not be over (`{fs:sales}:open`), both written by
 //!   `index_sale.lua` before a sale is created or its window changed, and
@@ -16,9 +17,9 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use super::codec::corrupt;
 use super::connection::timed;
 use super::RedisStore;
-use crate::domain::{system_now, Millis, Sale, SaleId};
-use crate::store::keys::{self, OPEN_SALE_INDEX, SALE_INDEX};
-use crate::store::{IndexedSale, StoreError};
+use crate::domain::{system_now, CampaignId, Millis, Sale, SaleId};
+use crate::store::keys::{self, CAMPAIGN_INDEX, OPEN_SALE_INDEX, SALE_INDEX};
+use crate::store::{IndexedCampaign, IndexedSale, StoreError};
 
 /// Shopper indexes written at once when a batch of orders is accepted or
 /// a sale forgotten.
@@ -54,40 +55,75 @@ impl RedisStore {
         timed("unindex_sale", pipeline.query_async(&mut self.conn.clone())).await
     }
 
-    /// A page of the index of every sale, newest first, after `after`:
-    /// the sales created at `after`'s instant with a smaller id, then the
-    /// older ones.
+    /// A page of the index of every sale, newest first, after `after`.
     pub(super) async fn sale_index_page(
         &self,
         after: Option<&IndexedSale>,
         limit: usize,
     ) -> Result<Vec<IndexedSale>, StoreError> {
+        let after = after.map(|sale| (sale.created_at, sale.id.as_str()));
+        self.index_page(SALE_INDEX, after, limit)
+            .await?
+            .into_iter()
+            .map(|(created_at, id)| {
+                Ok(IndexedSale {
+                    created_at,
+                    id: SaleId::parse(&id).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    /// A page of the index of every campaign, newest first, after `after`.
+    pub(super) async fn campaign_index_page(
+        &self,
+        after: Option<&IndexedCampaign>,
+        limit: usize,
+    ) -> Result<Vec<IndexedCampaign>, StoreError> {
+        let after = after.map(|campaign| (campaign.created_at, campaign.id.as_str()));
+        self.index_page(CAMPAIGN_INDEX, after, limit)
+            .await?
+            .into_iter()
+            .map(|(created_at, id)| {
+                Ok(IndexedCampaign {
+                    created_at,
+                    id: CampaignId::parse(&id).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    /// A page of an index of ids scored by creation time, newest first
+    /// (then the greater id), after `after` (a time and an id): the ids
+    /// created at `after`'s instant with a smaller id, then the older ones.
+    async fn index_page(
+        &self,
+        index: &str,
+        after: Option<(Millis, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(Millis, String)>, StoreError> {
         let mut page = Vec::with_capacity(limit);
         let older_than = match after {
             None => "+inf".to_owned(),
-            Some(after) => {
+            Some((created_at, after_id)) => {
                 let mut cmd = redis::cmd("ZRANGE");
-                cmd.arg(SALE_INDEX)
-                    .arg(after.created_at)
-                    .arg(after.created_at)
+                cmd.arg(index)
+                    .arg(created_at)
+                    .arg(created_at)
                     .arg("BYSCORE")
                     .arg("REV");
-                let tied: Vec<String> = self.query("sale_index", &cmd).await?;
-                for id in tied {
-                    let id = SaleId::parse(&id).map_err(corrupt)?;
-                    if id < after.id {
-                        page.push(IndexedSale {
-                            created_at: after.created_at,
-                            id,
-                        });
-                    }
-                }
-                format!("({}", after.created_at)
+                let tied: Vec<String> = self.query("index_page", &cmd).await?;
+                page.extend(
+                    tied.into_iter()
+                        .filter(|id| id.as_str() < after_id)
+                        .map(|id| (created_at, id)),
+                );
+                format!("({created_at}")
             }
         };
         page.truncate(limit);
         let mut cmd = redis::cmd("ZRANGE");
-        cmd.arg(SALE_INDEX)
+        cmd.arg(index)
             .arg(older_than)
             .arg("-inf")
             .arg("BYSCORE")
@@ -99,16 +135,15 @@ impl RedisStore {
         // Scores are doubles to Redis; creation times are whole ms well
         // inside a double's exact integers.
         let older: Vec<(String, f64)> = if page.len() < limit {
-            self.query("sale_index", &cmd).await?
+            self.query("index_page", &cmd).await?
         } else {
             Vec::new()
         };
-        for (id, created_at) in older {
-            page.push(IndexedSale {
-                created_at: created_at as Millis,
-                id: SaleId::parse(&id).map_err(corrupt)?,
-            });
-        }
+        page.extend(
+            older
+                .into_iter()
+                .map(|(id, created_at)| (created_at as Millis, id)),
+        );
         Ok(page)
     }
 

@@ -19,10 +19,10 @@ use super::codec::{
 use super::connection::{timed, unavailable};
 use super::RedisStore;
 use crate::domain::{
-    admission_token_id, Admitted, Campaign, CampaignId, Millis, Order, OrderId, Payment,
-    PaymentException, PaymentOutcome, QueuePlace, QueueStatus, RecordedOrder, Rejection,
-    Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId,
-    StockReturn,
+    admission_token_id, Admitted, Campaign, CampaignChange, CampaignId, Millis, Order, OrderId,
+    Payment, PaymentException, PaymentOutcome, QueuePlace, QueueStatus, RecordedOrder, Rejection,
+    Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleStep, SaleView,
+    ShopperId, StockReturn,
 };
 use crate::store::keys::{
     self, CampaignKeys, SaleKeys, CAMPAIGN_INDEX, OPEN_SALE_INDEX, ORDER_SERVICE_GROUP,
@@ -30,11 +30,12 @@ use crate::store::keys::{
 };
 use crate::store::scripts::Invocation;
 use crate::store::{
-    batch_sale, cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending,
-    not_queued, restock_not_live, sort_exceptions_newest_first, sort_newest_first,
-    sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps,
-    Forgetting, IndexedSale, OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler, Store,
-    StoreError, StoredCampaign, StreamEntry,
+    batch_sale, campaign_changed_meanwhile, campaign_sale_refused, campaign_started,
+    cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending, not_queued,
+    restock_not_live, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first,
+    Acceptance, DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps, Forgetting,
+    IndexedCampaign, IndexedSale, OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler,
+    Store, StoreError, StoredCampaign, StreamEntry,
 };
 
 #[async_trait]
@@ -109,6 +110,93 @@ impl Store for RedisStore {
         }))
     }
 
+    async fn update_campaign(
+        &self,
+        change: &CampaignChange,
+        version: i64,
+    ) -> Result<(), StoreError> {
+        // New sales and moved windows are indexed first (see `index`): a
+        // failure before the script leaves only entries a retry writes
+        // again, and which name no sale or a window that closes later.
+        let indexed = change.steps.iter().filter_map(|step| match step {
+            SaleStep::Create(sale) => Some(sale),
+            SaleStep::Change { change, .. } => Some(&change.sale),
+            SaleStep::Cancel(_) => None,
+        });
+        try_join_all(indexed.map(|sale| self.index(sale))).await?;
+        let campaign = &change.campaign;
+        let mut invocation = self
+            .scripts
+            .update_campaign
+            .key(CampaignKeys::new(&campaign.id).campaign());
+        invocation
+            .arg(version)
+            .arg(change.before_start.as_deref().unwrap_or(""))
+            .arg(change.starts_at)
+            .arg(serde_json::to_string(campaign).map_err(corrupt)?)
+            .arg(campaign.limits.per_round)
+            .arg(campaign.limits.total.unwrap_or(0));
+        for step in &change.steps {
+            let keys = SaleKeys::new(step.sale_id());
+            invocation
+                .key(keys.sale())
+                .key(keys.stock())
+                .key(keys.stats())
+                .key(keys.outbox())
+                .key(keys.attempts());
+            let mut args: Vec<String> = Vec::new();
+            let kind = match step {
+                SaleStep::Create(sale) => {
+                    args.push(sale.stock_total.to_string());
+                    for (field, value) in sale_fields(sale) {
+                        args.extend([field.to_owned(), value]);
+                    }
+                    "create"
+                }
+                SaleStep::Cancel(_) => "cancel",
+                SaleStep::Change { change, version } => {
+                    args.extend([
+                        version.to_string(),
+                        flag(change.restricted).to_owned(),
+                        flag(change.end_now).to_owned(),
+                        change.sale.stock_total.to_string(),
+                        change.sale.ends_at.to_string(),
+                    ]);
+                    for (field, value) in changeable_fields(&change.sale) {
+                        args.extend([field.to_owned(), value]);
+                    }
+                    "change"
+                }
+            };
+            invocation
+                .arg(kind)
+                .arg(step.sale_id().as_str())
+                .arg(args.len())
+                .arg(args);
+        }
+        let (outcome, mut reply) = Reply::new(self.run("update_campaign", &invocation).await?)?;
+        match outcome.as_str() {
+            "ok" => Ok(()),
+            "not_found" => Err(StoreError::NotFound("campaign")),
+            "changed" => Err(campaign_changed_meanwhile()),
+            "started" => Err(campaign_started(
+                change.before_start.as_deref().unwrap_or_default(),
+            )),
+            "sale" => {
+                let sale: String = reply.next()?;
+                let refusal: String = reply.next()?;
+                let reason: String = reply.next()?;
+                let sale = SaleId::parse(&sale).map_err(corrupt)?;
+                Err(match refusal.as_str() {
+                    "changed" => campaign_changed_meanwhile(),
+                    "not_found" => campaign_sale_refused(&sale, "the sale does not exist"),
+                    _ => campaign_sale_refused(&sale, &reason),
+                })
+            }
+            other => Err(corrupt(format!("unknown outcome {other}"))),
+        }
+    }
+
     async fn campaign_ids(&self) -> Result<Vec<CampaignId>, StoreError> {
         let mut cmd = redis::cmd("ZRANGE");
         cmd.arg(CAMPAIGN_INDEX).arg(0).arg(-1).arg("REV");
@@ -164,6 +252,14 @@ impl Store for RedisStore {
         cmd.arg(CAMPAIGN_INDEX).arg(id.as_str());
         self.query::<()>("unindex_campaign", &cmd).await?;
         Ok(forgetting)
+    }
+
+    async fn campaign_index(
+        &self,
+        after: Option<&IndexedCampaign>,
+        limit: usize,
+    ) -> Result<Vec<IndexedCampaign>, StoreError> {
+        self.campaign_index_page(after, limit).await
     }
 
     async fn campaign_holds(
@@ -282,14 +378,8 @@ impl Store for RedisStore {
             .arg(if change.end_now { "1" } else { "0" })
             .arg(change.sale.stock_total)
             .arg(change.sale.ends_at);
-        for (field, value) in sale_fields(&change.sale) {
-            // The script writes state, stock and the end itself.
-            if !matches!(
-                field,
-                "state" | "stock_total" | "ends_at" | "id" | "created_at"
-            ) {
-                invocation.arg(field).arg(value);
-            }
+        for (field, value) in changeable_fields(&change.sale) {
+            invocation.arg(field).arg(value);
         }
         let (outcome, reply) = Reply::new(self.run("update_sale", &invocation).await?)?;
         if outcome == "changed" {
@@ -998,6 +1088,18 @@ impl Store for RedisStore {
         sort_exceptions_newest_first(&mut exceptions);
         Ok(exceptions)
     }
+}
+
+/// The fields of a sale a merchant's change writes as given (the scripts
+/// write its state, stock and end themselves; its id and creation never
+/// change).
+fn changeable_fields(sale: &Sale) -> impl Iterator<Item = (&'static str, String)> {
+    sale_fields(sale).into_iter().filter(|(field, _)| {
+        !matches!(
+            *field,
+            "state" | "stock_total" | "ends_at" | "id" | "created_at"
+        )
+    })
 }
 
 /// A campaign's sale: its campaign's keys and its round; `None` for an

@@ -1,11 +1,13 @@
-// A seckill page on the flashsale client: the countdown by the engine's
-// clock, a stock bar, one buy button whose retries never make a second
-// order, and the shopper's orders with pay (wx.requestPayment, then the
-// engine's word that it is paid) and cancel. Open it as
-// pages/seckill/seckill?sale=s_...
-//
-// Not on this page yet (the engine routes do not exist yet): campaign
-// rounds and the waiting room's queue position.
+// A seckill page on the flashsale client. Open it as
+// pages/seckill/seckill?campaign=c_... for a campaign (its rounds as tabs,
+// the shown round's countdown by the engine's clock, each item's seckill
+// and list price, progress bar and buy button, and the shopper's allowance
+// left), or ?sale=s_... for one sale (the same page with one round of one
+// item). Buying goes through `client.buy`: a queued sale's waiting room
+// first (the queue position shown while waiting), and the order's retries
+// never make a second order. Below, the shopper's orders of the page with
+// pay (wx.requestPayment, then the engine's word that it is paid) and
+// cancel.
 
 import { formatCountdown } from '../../flashsale/index.js';
 
@@ -16,6 +18,9 @@ const MESSAGES = {
   not_started: '还没开始',
   ended: '活动已结束',
   conflict: '你已下过单，请在订单中查看',
+  forbidden: '抢购资格已失效，请重新抢购',
+  not_found: '排队资格已失效，请重新抢购',
+  stopped: '已停止排队',
   rate_limited: '人太多了，请稍后再试',
   overloaded: '人太多了，请稍后再试',
   unavailable: '服务繁忙，请稍后再试',
@@ -42,16 +47,55 @@ const STATUS_TEXT = {
   refund_required: '待退款',
 };
 
+const PHASE_TEXT = { upcoming: '即将开始', live: '抢购中', sold_out: '已抢光', ended: '已结束', cancelled: '已取消' };
+
 /** The countdown is redrawn this often (ms); the engine is polled only as it allows. */
 const TICK_MS = 200;
 
+function yuan(cents) {
+  return (cents / 100).toFixed(2);
+}
+
+/** A round's start as HH:MM on the phone's time zone (the tab's label). */
+function clockLabel(iso) {
+  const at = new Date(Date.parse(iso));
+  return `${String(at.getHours()).padStart(2, '0')}:${String(at.getMinutes()).padStart(2, '0')}`;
+}
+
+/** One sale as a campaign page of one round of one item, so both draw alike. */
+function saleAsCampaign(sale) {
+  const sold = sale.stock_total - sale.remaining;
+  return {
+    title: sale.title,
+    rounds: [
+      {
+        starts_at: sale.starts_at,
+        ends_at: sale.ends_at,
+        status: sale.status,
+        items: [{ ...sale, sale_id: sale.id, original_price_cents: null, sold_share: sale.stock_total > 0 ? sold / sale.stock_total : 0 }],
+      },
+    ],
+  };
+}
+
+/** What the queue box says for a place in the waiting room. */
+function queueText(place) {
+  if (place.status === 'admitted') return '轮到你了，正在下单…';
+  if (place.position === null) return `排队中，开抢后分配名次（约 ${place.eta_secs} 秒后开抢）`;
+  return `排队中：第 ${place.position} 位，前面还有 ${place.ahead} 人，预计 ${place.eta_secs} 秒`;
+}
+
 Page({
   data: {
-    sale: null,
+    title: '',
+    rounds: [],
+    current: 0,
     phase: 'loading',
     countdown: '',
-    soldPercent: 0,
+    items: [],
+    allowanceText: '',
     buying: false,
+    queueText: '',
     paying: false,
     message: '',
     orders: [],
@@ -59,46 +103,104 @@ Page({
 
   onLoad(query) {
     this.client = getApp().flashsale;
-    this.saleId = query.sale;
-    this.watch = this.client.watchSale(this.saleId, (update) => this.onSale(update));
+    this.campaign = null;
+    this.sale = null;
+    this.picked = null;
+    this.waitingFor = null;
+    if (query.campaign) {
+      this.watch = this.client.watchCampaign(query.campaign, (update) => this.onCampaign(update), { allowance: true });
+    } else {
+      this.watch = this.client.watchSale(query.sale, (update) => this.onSale(update));
+    }
     this.ticker = setInterval(() => this.tick(), TICK_MS);
-    this.loadOrders();
   },
 
   onUnload() {
     this.watch.stop();
     clearInterval(this.ticker);
+    if (this.waitingFor) this.client.waitingRoom.stop(this.waitingFor);
+  },
+
+  onCampaign(update) {
+    // A failed read is retried by the watch itself, as late as the engine says.
+    if (!update.ok) return;
+    const first = this.campaign === null;
+    this.campaign = update.campaign;
+    const { allowance } = update;
+    const campaignLeft = allowance && allowance.campaign_left !== null ? `，本活动还可抢 ${allowance.campaign_left} 件` : '';
+    this.setData({ allowanceText: allowance ? `本场还可抢 ${allowance.round_left} 件${campaignLeft}` : '' });
+    this.draw();
+    if (first) this.loadOrders();
   },
 
   onSale(update) {
-    // A failed poll is retried by the watch itself, as late as the engine says.
     if (!update.ok) return;
-    const sale = update.sale;
-    const sold = sale.stock_total - sale.remaining;
-    this.setData({ sale, soldPercent: Math.round((100 * sold) / sale.stock_total) });
+    const first = this.campaign === null;
+    this.sale = update.sale;
+    this.campaign = saleAsCampaign(update.sale);
+    this.draw();
+    if (first) this.loadOrders();
+  },
+
+  /** The shown round: the shopper's pick, else the live one, else the next. */
+  roundsNow() {
+    if (this.sale) {
+      const countdown = this.client.countdown(this.sale);
+      return { rounds: [{ ...this.campaign.rounds[0], countdown }], current: 0 };
+    }
+    return this.client.campaignRounds(this.campaign);
+  },
+
+  draw() {
+    const { rounds, current } = this.roundsNow();
+    const shown = this.picked ?? current;
+    const round = rounds[shown];
+    this.setData({
+      title: this.campaign.title,
+      current: shown,
+      rounds: rounds.map((r) => ({ label: clockLabel(r.starts_at), phaseText: PHASE_TEXT[r.countdown.phase] || '' })),
+      items: round.items.map((item) => ({
+        saleId: item.sale_id,
+        title: item.title,
+        price: yuan(item.price_cents),
+        originalPrice: item.original_price_cents === null ? '' : yuan(item.original_price_cents),
+        soldPercent: Math.round(100 * item.sold_share),
+        soldOut: item.status === 'sold_out',
+        // A queued sale's line opens before the sale: its button works in the pre-queue.
+        queued: Boolean(item.admission && item.admission.mode === 'queue'),
+      })),
+    });
     this.tick();
   },
 
   tick() {
-    const sale = this.data.sale;
-    if (!sale) return;
-    const { phase, msToStart, msToEnd } = this.client.countdown(sale);
+    if (!this.campaign) return;
+    const { rounds } = this.roundsNow();
+    const { phase, msToStart, msToEnd } = rounds[this.data.current].countdown;
     const countdown = formatCountdown(phase === 'upcoming' ? msToStart : msToEnd);
     if (phase !== this.data.phase || countdown !== this.data.countdown) this.setData({ phase, countdown });
   },
 
-  async buy() {
-    // One request at a time from this page; a second tap while it runs is
+  pickRound(event) {
+    this.picked = Number(event.currentTarget.dataset.index);
+    this.draw();
+  },
+
+  async buy(event) {
+    // One purchase at a time from this page; a second tap while it runs is
     // ignored, and a tap after a lost answer reuses the same purchase intent.
     if (this.data.buying) return;
+    const saleId = (event && event.currentTarget.dataset.sale) || this.data.items[0].saleId;
     this.setData({ buying: true, message: '' });
-    const result = await this.client.placeOrder(this.saleId, 1);
+    this.waitingFor = saleId;
+    const result = await this.client.buy(saleId, 1, { onProgress: (place) => this.setData({ queueText: queueText(place) }) });
+    this.waitingFor = null;
     if (result.ok) {
       this.setData({ message: `抢到了！请在 ${result.order.expires_at.slice(11, 19)} 前支付` });
     } else {
       this.setData({ message: MESSAGES[result.code] || result.message || '出错了' });
     }
-    this.setData({ buying: false });
+    this.setData({ buying: false, queueText: '' });
     await this.loadOrders();
   },
 
@@ -117,12 +219,21 @@ Page({
     await this.loadOrders();
   },
 
+  /** The shopper's orders of this page's sales (every round's). */
   async loadOrders() {
+    if (!this.campaign) return;
     const result = await this.client.listOrders();
     if (!result.ok) return;
+    const titles = new Map();
+    for (const round of this.campaign.rounds) for (const item of round.items) titles.set(item.sale_id, item.title);
     const orders = result.orders
-      .filter((order) => order.sale_id === this.saleId)
-      .map((order) => ({ ...order, statusText: STATUS_TEXT[order.status] || order.status }));
+      .filter((order) => titles.has(order.sale_id))
+      .map((order) => ({
+        ...order,
+        title: titles.get(order.sale_id),
+        amount: yuan(order.amount_cents),
+        statusText: STATUS_TEXT[order.status] || order.status,
+      }));
     this.setData({ orders });
   },
 });

@@ -1,0 +1,145 @@
+// Campaigns against the real engine (embedded store; the engine's page
+// kept 1 s, so `Cache-Control: max-age=1`): the seckill page in one call,
+// each round's countdown by the server clock whatever the phone's clock
+// says, the shopper's allowance with a token, and the page read no more
+// often than its max-age by the client's own clock (one the test moves on).
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { campaignRounds, createClient, fetchTransport } from '../src/index.js';
+import { newShopper, shopperToken, startEngine } from '../testing/engine.js';
+import { recording } from '../testing/proxy.js';
+
+let engine;
+
+before(async () => {
+  engine = await startEngine({ FLASHSALE_CAMPAIGN_PAGE_CACHE_MS: '1000' });
+});
+
+after(async () => {
+  await engine?.stop();
+});
+
+const PAGE = /^\/api\/v1\/campaigns(\/[^/?]+)?$/;
+
+function client({ shopper = newShopper(), now } = {}) {
+  const transport = recording(fetchTransport({ baseUrl: engine.baseUrl }));
+  const token = shopperToken(shopper);
+  return { transport, client: createClient({ transport, getToken: () => token, now, pollIntervalMinMs: 100 }) };
+}
+
+// The engine runs on this machine: its clock is Date.now(), to the millisecond it formats.
+const FORMAT_MS = 1;
+
+for (const skewMs of [3_600_000, -5_400_000]) {
+  test(`a local clock ${skewMs / 60_000} min off: each round's countdown is right to half a round trip`, async () => {
+    const campaign = await engine.createCampaign();
+    const { client: c, transport } = client({ now: () => Date.now() + skewMs });
+
+    const before = Date.now();
+    const page = await c.getCampaign(campaign.id);
+    const afterNow = Date.now();
+
+    assert.equal(page.ok, true, JSON.stringify(page));
+    assert.equal(page.campaign.id, campaign.id);
+    assert.equal(page.allowance, null, 'no allowance without asking for it');
+    assert.equal(transport.log[0].headers.authorization, undefined, 'the public page is read without the token');
+    assert.ok(transport.log.slice(1).every((e) => /^\/api\/v1\/sales\/[^/]+\?clock=\d+$/.test(e.path)), 'the clock synced through a sale');
+    assert.equal(page.current, 0);
+    const [live, next] = page.rounds;
+    assert.equal(live.countdown.phase, 'live');
+    assert.equal(next.countdown.phase, 'upcoming');
+    const bound = c.clock.errorMs + FORMAT_MS;
+    const endsAt = Date.parse(live.ends_at);
+    const startsAt = Date.parse(next.starts_at);
+    // The countdowns were computed between `before` and `afterNow`, by the server clock.
+    assert.ok(
+      live.countdown.msToEnd >= endsAt - afterNow - bound && live.countdown.msToEnd <= endsAt - before + bound,
+      `round 0 ends in ${live.countdown.msToEnd} ms, true ${endsAt - before} ms`,
+    );
+    assert.ok(
+      next.countdown.msToStart >= startsAt - afterNow - bound && next.countdown.msToStart <= startsAt - before + bound,
+      `round 1 starts in ${next.countdown.msToStart} ms, true ${startsAt - before} ms`,
+    );
+    // A countdown from the phone's own clock would be off by the skew.
+    assert.ok(Math.abs(campaignRounds(page.campaign, Date.now() + skewMs).rounds[1].countdown.msToStart - next.countdown.msToStart) > 60_000);
+    const [item] = live.items;
+    assert.equal(item.original_price_cents, 19900);
+    assert.equal(item.sold_share, 0);
+  });
+}
+
+test('the page is read no more often than its max-age, per shopper; the allowance comes with the token and is the shopper\'s', async () => {
+  const campaign = await engine.createCampaign();
+  // The client's local clock stands still until the test moves it on.
+  let localMs = Date.now();
+  const shopper = newShopper();
+  const { client: c, transport } = client({ shopper, now: () => localMs });
+  const reads = () => transport.log.filter((e) => PAGE.test(e.path));
+
+  const first = await c.getCampaign(campaign.id, { allowance: true });
+  assert.equal(first.cached, false);
+  assert.equal(first.msToRefresh, 1000, 'max-age=1');
+  assert.deepEqual(first.allowance, { round_left: 1, campaign_left: 2 });
+  assert.match(reads()[0].headers.authorization, /^Bearer /);
+  const again = await c.getCampaign(campaign.id, { allowance: true });
+  assert.equal(again.cached, true);
+  assert.equal(reads().length, 1, 'within max-age: no request');
+  await c.getCampaign(campaign.id);
+  assert.equal(reads().length, 2, 'the public page is another page');
+
+  const item = first.rounds[first.current].items[0];
+  const sent = transport.log.length;
+  const bought = await c.buy(item.sale_id, 1);
+  assert.equal(bought.ok, true, JSON.stringify(bought));
+  assert.deepEqual(transport.log.slice(sent).map((e) => e.method), ['POST'], 'the page told how the item is sold: the order alone');
+  // The engine's page is read once a second: let it read the sale again.
+  await new Promise((resolve) => setTimeout(resolve, 1100));
+  assert.equal((await c.getCampaign(campaign.id, { allowance: true })).cached, true, 'the local clock says max-age has not passed');
+  localMs += 1000;
+  const after = await c.getCampaign(campaign.id, { allowance: true });
+  assert.equal(after.cached, false);
+  assert.equal(reads().length, 3);
+  assert.deepEqual(after.allowance, { round_left: 0, campaign_left: 1 });
+  const shown = after.rounds[after.current].items.find((i) => i.sale_id === item.sale_id);
+  assert.equal(shown.sold_share, 1 / 5, 'the progress bar moved');
+
+  const other = client();
+  const theirs = await other.client.getCampaign(campaign.id, { allowance: true });
+  assert.deepEqual(theirs.allowance, { round_left: 1, campaign_left: 2 }, 'another shopper\'s own allowance');
+
+  const listed = await c.listCampaigns();
+  assert.equal(listed.ok, true);
+  assert.ok(listed.campaigns.some((entry) => entry.campaign.id === campaign.id && entry.rounds[entry.current].countdown.phase === 'live'));
+  assert.equal((await c.getCampaign('c_nothing0')).code, 'not_found');
+});
+
+test('watchCampaign reads no sooner than max-age after each answer and stops once every round has ended', { timeout: 30_000 }, async () => {
+  const now = Date.now();
+  const campaign = await engine.createCampaign({
+    rounds: [{ starts_at: new Date(now - 60_000).toISOString(), ends_at: new Date(now + 2500).toISOString() }],
+  });
+  const { client: c, transport } = client();
+  const updates = [];
+  let over;
+  const done = new Promise((resolve) => {
+    over = resolve;
+  });
+  const watch = c.watchCampaign(campaign.id, (update) => {
+    updates.push(update);
+    if (update.ok && update.rounds[0].countdown.phase === 'ended') over();
+  });
+  await done;
+  const reads = transport.log.filter((e) => PAGE.test(e.path));
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  watch.stop();
+
+  assert.equal(transport.log.filter((e) => PAGE.test(e.path)).length, reads.length, 'no read after the last round ended');
+  assert.ok(reads.length >= 3, `${reads.length} reads`);
+  for (let i = 1; i < reads.length; i++) {
+    const gap = reads[i].sentAt - reads[i - 1].answeredAt;
+    assert.ok(gap >= 1000, `read ${i} sent ${gap} ms after the previous answer, max-age 1000 ms`);
+  }
+  assert.equal(updates[0].rounds[0].countdown.phase, 'live');
+});

@@ -1,0 +1,573 @@
+//! The model test's campaign: proptest draws a campaign (two rounds of one
+//! to three items, small stock, a per-item limit, a limit per round across
+//! items and maybe one in total) and a sequence of reservations, cancels,
+//! payments and expiry steps across its round × item sales; each runs on
+//! the store and on [`CampaignModel`], written from the README's
+//! "Campaigns" (an item's own limit, then the round's, then the campaign's,
+//! then stock; a cancel or an expiry gives the units back to both counts; a
+//! payment keeps them).
+//!
+//! Goal: both stores (embedded, and Redis with `lua/`) keep the limits
+//! across a campaign's items exactly as the model does, whatever the order
+//! of the operations. After every step the test compares every sale's
+//! stats and every shopper's round and campaign counts (`campaign_holds`)
+//! with the model's, and checks from the store's answers alone that no
+//! shopper holds more than either limit and every item is exact.
+//!
+//! Time: both rounds are live for the whole case (their windows overlap,
+//! which only this test's directly built campaign may: the store keys a
+//! shopper's counts by the round's number, never by its window), and the
+//! payment timeout is 0, so every unpaid order is due at once and a
+//! payment before the expiry step is still accepted. No answer depends on
+//! the clock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashsale::domain::{
+    system_now, Campaign, CampaignId, CampaignLimits, Item, Order, OrderId, OrderStatus, Payment,
+    PaymentOutcome, Quantity, Rejection, ReserveRequest, Round, Sale, SaleStats, ShopperId,
+};
+use flashsale::store::{FollowUps, Store, CANCELS_PER_SHOPPER_DEFAULT};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::TestCaseError;
+
+use super::{
+    add, answer, broken, conclude, count, outcome, runner, shopper_id, Answer, Refusal, Tally,
+    Target, HOUR_MS, SHOPPERS,
+};
+use crate::support::Backend;
+
+/// Cases on the embedded store.
+const CASES_EMBEDDED: u32 = 2_000;
+/// Cases on Redis (every step reads every sale and every shopper's counts).
+const CASES_REDIS: u32 = 200;
+/// Operations per case at most.
+const STEPS_MAX: usize = 30;
+/// Rounds of every case's campaign.
+const ROUNDS: usize = 2;
+/// Orders one expiry step expires at most.
+const EXPIRE_LIMIT: usize = 8;
+
+/// Outcomes every full run reaches.
+const REACHED: [&str; 8] = [
+    "reserve: reserved",
+    "reserve: Rejected(LimitExceeded)",
+    "reserve: Rejected(RoundLimitExceeded)",
+    "reserve: Rejected(CampaignLimitExceeded)",
+    "reserve: Rejected(SoldOut)",
+    "cancel: cancelled",
+    "pay: paid",
+    "expire: expired some",
+];
+
+/// The campaign a case runs on.
+#[derive(Debug, Clone)]
+struct Setup {
+    items: usize,
+    stock: i64,
+    per_item: i64,
+    per_round: i64,
+    total: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A shopper asks for units of one round × item.
+    Reserve {
+        shopper: usize,
+        round: usize,
+        item: Index,
+        quantity: i64,
+    },
+    /// The owner cancels one of the orders made so far.
+    Cancel { order: Index },
+    /// A simulated payment of one of the orders made so far.
+    Pay { order: Index },
+    /// The order service's expiry step on one round × item.
+    Expire { round: usize, item: Index },
+}
+
+fn setup_strategy() -> impl Strategy<Value = Setup> {
+    (
+        1..=3usize,
+        1..=4i64,
+        1..=2i64,
+        1..=3i64,
+        proptest::option::of(1..=4i64),
+    )
+        .prop_map(|(items, stock, per_item, per_round, total)| Setup {
+            items,
+            stock,
+            per_item,
+            per_round,
+            total,
+        })
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..SHOPPERS.len(), 0..ROUNDS, any::<Index>(), 1..=2i64).prop_map(
+            |(shopper, round, item, quantity)| Op::Reserve {
+                shopper,
+                round,
+                item,
+                quantity,
+            }
+        ),
+        2 => any::<Index>().prop_map(|order| Op::Cancel { order }),
+        1 => any::<Index>().prop_map(|order| Op::Pay { order }),
+        1 => (0..ROUNDS, any::<Index>()).prop_map(|(round, item)| Op::Expire { round, item }),
+    ]
+}
+
+/// The campaign of `setup`, built directly (see the module's "Time").
+fn campaign_of(setup: &Setup) -> Campaign {
+    let now = system_now();
+    Campaign {
+        id: CampaignId::generate(),
+        title: "model".into(),
+        currency: "CNY".into(),
+        rounds: (0..ROUNDS as u32)
+            .map(|number| Round {
+                number,
+                starts_at: now - HOUR_MS,
+                ends_at: now + HOUR_MS,
+            })
+            .collect(),
+        items: (0..setup.items as u32)
+            .map(|number| Item {
+                number,
+                sku: format!("SKU-{number}"),
+                title: format!("item {number}"),
+                price_cents: 990 + i64::from(number),
+                original_price_cents: 1990,
+                stock_by_round: vec![setup.stock; ROUNDS],
+                per_user_limit: setup.per_item,
+            })
+            .collect(),
+        limits: CampaignLimits {
+            per_round: setup.per_round,
+            total: setup.total,
+        },
+        payment_timeout_secs: 0,
+        require_purchase_token: false,
+        remind_before_secs: None,
+        created_at: now,
+        rounds_numbered: ROUNDS as u32,
+        items_numbered: setup.items as u32,
+    }
+}
+
+/// One round × item sale as the model keeps it.
+#[derive(Debug, Clone)]
+struct SaleModel {
+    sale: Sale,
+    round: usize,
+    stats: SaleStats,
+    /// Shopper -> units held (reserved or paid); absent when none.
+    held: BTreeMap<ShopperId, i64>,
+}
+
+/// A campaign as the README describes it.
+#[derive(Debug, Clone)]
+struct CampaignModel {
+    limits: CampaignLimits,
+    /// By round, then item: `round * items + item`.
+    sales: Vec<SaleModel>,
+    /// Every order with its sale's index, oldest first.
+    orders: Vec<(Order, usize)>,
+    cancels: BTreeMap<ShopperId, i64>,
+}
+
+impl CampaignModel {
+    fn new(campaign: &Campaign) -> Self {
+        let items = campaign.items.len();
+        let sales = campaign
+            .sales()
+            .into_iter()
+            .enumerate()
+            .map(|(at, sale)| SaleModel {
+                stats: SaleStats {
+                    stock_total: sale.stock_total,
+                    remaining: sale.stock_total,
+                    ..SaleStats::default()
+                },
+                sale,
+                round: at / items,
+                held: BTreeMap::new(),
+            })
+            .collect();
+        Self {
+            limits: campaign.limits,
+            sales,
+            orders: Vec::new(),
+            cancels: BTreeMap::new(),
+        }
+    }
+
+    /// Units `shopper` holds in `round` and in the whole campaign.
+    fn holds(&self, shopper: &ShopperId, round: usize) -> (i64, i64) {
+        let held = |sale: &SaleModel| sale.held.get(shopper).copied().unwrap_or(0);
+        let in_round = self
+            .sales
+            .iter()
+            .filter(|sale| sale.round == round)
+            .map(held)
+            .sum();
+        (in_round, self.sales.iter().map(held).sum())
+    }
+
+    /// The reservation's refusal, or the order it makes (stamped `now`).
+    fn reserve(&mut self, at: usize, request: &ReserveRequest, now: i64) -> Answer<Order> {
+        let shopper = &request.shopper_id;
+        let quantity = request.quantity.get();
+        let (in_round, in_total) = self.holds(shopper, self.sales[at].round);
+        let sale = &self.sales[at];
+        let held = sale.held.get(shopper).copied().unwrap_or(0);
+        let cancelled = self.cancels.get(shopper).copied().unwrap_or(0);
+        let refused = if cancelled >= CANCELS_PER_SHOPPER_DEFAULT
+            || held + quantity > sale.sale.per_user_limit
+        {
+            Some(Rejection::LimitExceeded)
+        } else if in_round + quantity > self.limits.per_round {
+            Some(Rejection::RoundLimitExceeded)
+        } else if self
+            .limits
+            .total
+            .is_some_and(|total| in_total + quantity > total)
+        {
+            Some(Rejection::CampaignLimitExceeded)
+        } else if sale.stats.remaining < quantity {
+            Some(Rejection::SoldOut)
+        } else {
+            None
+        };
+        if let Some(rejection) = refused {
+            return Err(Refusal::Rejected(rejection));
+        }
+        let sale = &mut self.sales[at];
+        sale.stats.remaining -= quantity;
+        sale.stats.reserved += quantity;
+        sale.held.insert(shopper.clone(), held + quantity);
+        sale.stats.buyers = sale.held.len() as i64;
+        let order = Order {
+            id: request.order_id.clone(),
+            sale_id: sale.sale.id.clone(),
+            shopper_id: shopper.clone(),
+            quantity,
+            amount_cents: quantity * sale.sale.price_cents,
+            currency: sale.sale.currency.clone(),
+            status: OrderStatus::PendingPayment,
+            created_at: now,
+            expires_at: now,
+            paid_at: None,
+            prepay_id: None,
+            transaction_id: None,
+            refund: None,
+        };
+        self.orders.push((order.clone(), at));
+        Ok(order)
+    }
+
+    /// An unpaid order gives its units back to the item and to the
+    /// shopper's counts.
+    fn release(&mut self, at: usize, status: OrderStatus) -> Order {
+        let (order, sale) = &mut self.orders[at];
+        order.status = status;
+        let order = order.clone();
+        let sale = &mut self.sales[*sale];
+        sale.stats.remaining += order.quantity;
+        sale.stats.reserved -= order.quantity;
+        if status == OrderStatus::Cancelled {
+            sale.stats.cancelled += order.quantity;
+        } else {
+            sale.stats.expired += order.quantity;
+        }
+        if let Some(held) = sale.held.get_mut(&order.shopper_id) {
+            *held -= order.quantity;
+            if *held <= 0 {
+                sale.held.remove(&order.shopper_id);
+            }
+        }
+        sale.stats.buyers = sale.held.len() as i64;
+        order
+    }
+
+    fn cancel(&mut self, at: usize) -> Answer<Order> {
+        let (order, _) = &self.orders[at];
+        if order.status != OrderStatus::PendingPayment {
+            return Err(Refusal::Conflict);
+        }
+        let cancelled = self.cancels.entry(order.shopper_id.clone()).or_default();
+        if *cancelled >= CANCELS_PER_SHOPPER_DEFAULT {
+            return Err(Refusal::Conflict);
+        }
+        *cancelled += 1;
+        Ok(self.release(at, OrderStatus::Cancelled))
+    }
+
+    /// The payment's outcome, by name (the store stamps the time).
+    fn pay(&mut self, at: usize) -> &'static str {
+        let (order, sale) = &mut self.orders[at];
+        let stats = &mut self.sales[*sale].stats;
+        match order.status {
+            OrderStatus::PendingPayment => {
+                order.status = OrderStatus::Paid;
+                stats.reserved -= order.quantity;
+                stats.paid += order.quantity;
+                "paid"
+            }
+            OrderStatus::Cancelled | OrderStatus::Expired => {
+                order.status = OrderStatus::RefundRequired;
+                stats.refund_required += order.quantity;
+                "refund_required"
+            }
+            _ => "unchanged",
+        }
+    }
+
+    /// Every unpaid order of sale `sale` (all are due), oldest first, at
+    /// most `limit`.
+    fn expire(&mut self, sale: usize, limit: usize) -> Vec<OrderId> {
+        let due: Vec<usize> = (0..self.orders.len())
+            .filter(|&at| {
+                let (order, of) = &self.orders[at];
+                *of == sale && order.status == OrderStatus::PendingPayment
+            })
+            .take(limit)
+            .collect();
+        due.into_iter()
+            .map(|at| self.release(at, OrderStatus::Expired).id)
+            .collect()
+    }
+}
+
+fn payment_name(outcome: &PaymentOutcome) -> &'static str {
+    match outcome {
+        PaymentOutcome::Paid(_) => "paid",
+        PaymentOutcome::Unchanged(_) => "unchanged",
+        PaymentOutcome::RefundRequired(_) => "refund_required",
+        PaymentOutcome::AmountMismatch(_) => "amount_mismatch",
+    }
+}
+
+/// `what`'s answer from the store must be the model's.
+fn same<T: PartialEq + std::fmt::Debug>(
+    what: &Op,
+    store: &T,
+    model: &T,
+) -> Result<(), TestCaseError> {
+    if store == model {
+        Ok(())
+    } else {
+        Err(broken(format!(
+            "{what:?}: the store answered {store:?}, the model {model:?}"
+        )))
+    }
+}
+
+async fn apply(
+    store: &dyn Store,
+    model: &mut CampaignModel,
+    items: usize,
+    op: &Op,
+    tally: &Tally,
+) -> Result<(), TestCaseError> {
+    match op {
+        Op::Reserve {
+            shopper,
+            round,
+            item,
+            quantity,
+        } => {
+            let at = round * items + item.index(items);
+            let request = ReserveRequest {
+                sale_id: model.sales[at].sale.id.clone(),
+                shopper_id: shopper_id(SHOPPERS[*shopper]),
+                quantity: Quantity::parse(*quantity).map_err(broken)?,
+                order_id: OrderId::generate(&model.sales[at].sale.id),
+                idempotency_key: None,
+                purchase_token: None,
+            };
+            let actual = answer(store.reserve(&request).await.map(|won| won.order));
+            count(tally, outcome("reserve", &actual, |_| "reserved"));
+            let now = actual.as_ref().map_or(0, |order| order.created_at);
+            let expected = model.reserve(at, &request, now);
+            same(op, &actual, &expected)
+        }
+        Op::Cancel { order } => {
+            if model.orders.is_empty() {
+                return Ok(());
+            }
+            let at = order.index(model.orders.len());
+            let (id, owner) = {
+                let (order, _) = &model.orders[at];
+                (order.id.clone(), order.shopper_id.clone())
+            };
+            let actual = answer(store.cancel_order(&id, &owner).await).map(|order| order.status);
+            count(tally, outcome("cancel", &actual, |_| "cancelled"));
+            let expected = model.cancel(at).map(|order| order.status);
+            same(op, &actual, &expected)
+        }
+        Op::Pay { order } => {
+            if model.orders.is_empty() {
+                return Ok(());
+            }
+            let at = order.index(model.orders.len());
+            let id = model.orders[at].0.id.clone();
+            let payment = Payment {
+                amount: None,
+                transaction_id: format!("tx-{id}"),
+            };
+            let follow_ups = FollowUps {
+                hand_off: true,
+                refund: false,
+            };
+            let actual = answer(store.pay_order(&id, &payment, follow_ups).await);
+            let actual = actual.map(|outcome| payment_name(&outcome));
+            count(tally, outcome("pay", &actual, |name| name));
+            same(op, &actual, &Ok(model.pay(at)))
+        }
+        Op::Expire { round, item } => {
+            let at = round * items + item.index(items);
+            let sale_id = model.sales[at].sale.id.clone();
+            let actual = answer(
+                store
+                    .expire_due(&sale_id, EXPIRE_LIMIT, Duration::from_secs(1))
+                    .await
+                    .map(|expiry| {
+                        let mut ids: Vec<OrderId> =
+                            expiry.expired.into_iter().map(|order| order.id).collect();
+                        ids.sort();
+                        ids
+                    }),
+            );
+            count(
+                tally,
+                outcome("expire", &actual, |ids| {
+                    if ids.is_empty() {
+                        "none due"
+                    } else {
+                        "expired some"
+                    }
+                }),
+            );
+            let mut expected = model.expire(at, EXPIRE_LIMIT);
+            expected.sort();
+            same(op, &actual, &Ok(expected))
+        }
+    }
+}
+
+/// Compares every sale's stats and every shopper's counts with the model,
+/// and checks the limits and the stock from the store's answers alone.
+async fn check(
+    store: &dyn Store,
+    campaign: &Campaign,
+    model: &CampaignModel,
+) -> Result<(), TestCaseError> {
+    for sale in &model.sales {
+        let stats = store
+            .view_sale(&sale.sale.id)
+            .await
+            .map_err(broken)?
+            .ok_or_else(|| broken(format!("sale {} is gone", sale.sale.id)))?
+            .stats;
+        if stats != sale.stats {
+            return Err(broken(format!(
+                "sale {}: the store's stats {stats:?}, the model's {:?}",
+                sale.sale.id, sale.stats
+            )));
+        }
+        if stats.remaining < 0 || stats.remaining + stats.reserved + stats.paid != stats.stock_total
+        {
+            return Err(broken(format!(
+                "sale {} is not exact: {stats:?}",
+                sale.sale.id
+            )));
+        }
+    }
+    for name in SHOPPERS {
+        let shopper = shopper_id(name);
+        for (position, round) in campaign.rounds.iter().enumerate() {
+            let counted = store
+                .campaign_holds(&campaign.id, round.number, &shopper)
+                .await
+                .map_err(broken)?;
+            let expected = model.holds(&shopper, position);
+            if counted != expected {
+                return Err(broken(format!(
+                    "{name} in round {position}: the store counts {counted:?}, the model {expected:?}"
+                )));
+            }
+            let (in_round, in_total) = counted;
+            let over_total = campaign.limits.total.is_some_and(|total| in_total > total);
+            if in_round > campaign.limits.per_round || over_total {
+                return Err(broken(format!(
+                    "{name} holds {counted:?} in round {position}, over {:?}",
+                    campaign.limits
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_case(
+    store: &dyn Store,
+    setup: &Setup,
+    ops: &[Op],
+    tally: &Tally,
+) -> Result<(), TestCaseError> {
+    let campaign = campaign_of(setup);
+    store.create_campaign(&campaign).await.map_err(broken)?;
+    let mut model = CampaignModel::new(&campaign);
+    for op in ops {
+        apply(store, &mut model, setup.items, op, tally).await?;
+        check(store, &campaign, &model).await?;
+    }
+    Ok(())
+}
+
+/// Runs `cases` generated campaigns on a fresh store of `backend` each and
+/// prints what they reached; a full run must reach every [`REACHED`].
+fn run(name: &'static str, backend: Backend, cases: u32) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut runner, replay) = runner(name, cases);
+    let full_run = runner.config().cases >= cases;
+    let target = runtime.block_on(Target::start(name, backend));
+    let tally = Tally::default();
+    let strategy = (
+        setup_strategy(),
+        proptest::collection::vec(op_strategy(), 1..=STEPS_MAX),
+    );
+    let result = runner.run(&strategy, |(setup, ops)| {
+        let store: Arc<dyn Store> = target.fresh()?;
+        count(&tally, "case".into());
+        add(&tally, "step".into(), ops.len() as u64);
+        runtime.block_on(run_case(store.as_ref(), &setup, &ops, &tally))
+    });
+    let tally = tally.into_inner().expect("tally");
+    let required: &[&str] = if full_run { &REACHED } else { &[] };
+    conclude(name, &tally, result, &replay, required);
+}
+
+#[test]
+fn embedded_store_keeps_campaign_limits_as_the_model() {
+    run(
+        "store_model campaign embedded",
+        Backend::Embedded,
+        CASES_EMBEDDED,
+    );
+}
+
+#[test]
+fn redis_store_keeps_campaign_limits_as_the_model() {
+    run("store_model campaign redis", Backend::Redis, CASES_REDIS);
+}
