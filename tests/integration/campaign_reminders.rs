@@ -21,7 +21,6 @@ use flashsale::domain::{
     SaleRules,
 };
 use flashsale::inventory::Inventory;
-use flashsale::orders::webhook::{Backoff, Webhook, WebhookSettings};
 use flashsale::orders::{OrderService, OrderSettings, Orders};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -391,18 +390,7 @@ async fn two_order_services_send_a_reminder_once(backend: Backend) {
         )
         .expect("actor system");
         let orders = Arc::new(Orders::new(Arc::clone(&store), Arc::new(inventory)));
-        let webhook = Webhook::new(WebhookSettings {
-            url: receiver.url().parse().unwrap(),
-            secret: SECRET.into(),
-            timeout: Duration::from_secs(2),
-            backoff: Backoff {
-                first: Duration::from_millis(10),
-                longest: Duration::from_millis(40),
-            },
-            attempts_max: 20,
-            concurrency: 8,
-        })
-        .unwrap();
+        let webhook = receiver.webhook();
         OrderService::new(
             Arc::clone(&store),
             orders,

@@ -150,6 +150,22 @@ impl Receiver {
         self.most_in_flight.load(Ordering::SeqCst)
     }
 
+    /// The engine's client for this receiver, with short backoffs.
+    pub fn webhook(&self) -> Webhook {
+        Webhook::new(WebhookSettings {
+            url: self.url().parse().unwrap(),
+            secret: SECRET.into(),
+            timeout: Duration::from_secs(2),
+            backoff: Backoff {
+                first: Duration::from_millis(10),
+                longest: Duration::from_millis(40),
+            },
+            attempts_max: 20,
+            concurrency: 8,
+        })
+        .unwrap()
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.address)
     }
@@ -716,18 +732,7 @@ async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
     )
     .expect("actor system");
     let orders = Arc::new(Orders::new(Arc::clone(store), Arc::new(inventory)));
-    let webhook = Webhook::new(WebhookSettings {
-        url: receiver.url().parse().unwrap(),
-        secret: SECRET.into(),
-        timeout: Duration::from_secs(2),
-        backoff: Backoff {
-            first: Duration::from_millis(10),
-            longest: Duration::from_millis(40),
-        },
-        attempts_max: 20,
-        concurrency: 8,
-    })
-    .unwrap();
+    let webhook = receiver.webhook();
     let mut service = OrderService::new(
         Arc::clone(store),
         Arc::clone(&orders),
