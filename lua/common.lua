@@ -214,9 +214,14 @@ local function sale_cancel_refusal(sale_key, now)
   return nil
 end
 
-local function apply_sale_cancel(sale_key)
+-- A sale that has not started has no orders, so its outbox (and its
+-- attempts) holds at most a campaign round's reminder
+-- (schedule_reminder.lua): called off, it sends none, and nothing is left
+-- to hold the sale from retention.
+local function apply_sale_cancel(sale_key, outbox, attempts)
   redis.call('HSET', sale_key, 'state', 'cancelled')
   redis.call('HINCRBY', sale_key, 'version', 1)
+  redis.call('DEL', outbox, attempts)
 end
 
 -- A new sale, its metadata (`fields`: field, value pairs) and its stock,

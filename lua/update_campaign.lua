@@ -6,7 +6,8 @@
 -- the campaign at ARGV[1]'s version (and each changed sale at its own):
 -- if either moved on since, nothing is written.
 -- KEYS[1]            fs:{campaign}:campaign  hash: record, version, round_limit, total_limit
--- KEYS[2+3(i-1)..]   per step i: the sale's fs:{..}:sale, :stock and :stats keys
+-- KEYS[2+5(i-1)..]   per step i: the sale's fs:{..}:sale, :stock, :stats,
+--                    :outbox and :attempts keys
 -- ARGV[1] the campaign's version the change was computed from
 -- ARGV[2] what in the change needs the first round not started ('' for nothing)
 -- ARGV[3] the first round's start (ms), as read at that version
@@ -32,10 +33,10 @@ end
 
 local steps = {}
 local a = 7
-for k = 2, #KEYS, 3 do
+for k = 2, #KEYS, 5 do
   local n = tonumber(ARGV[a + 2])
   local step = {kind = ARGV[a], id = ARGV[a + 1], sale = KEYS[k], stock = KEYS[k + 1],
-    stats = KEYS[k + 2]}
+    stats = KEYS[k + 2], outbox = KEYS[k + 3], attempts = KEYS[k + 4]}
   if step.kind == 'create' then
     step.total = ARGV[a + 3]
     step.fields = {unpack(ARGV, a + 4, a + 2 + n)}
@@ -68,7 +69,7 @@ for _, step in ipairs(steps) do
   if step.kind == 'create' then
     create_sale_record(step.sale, step.stock, step.total, step.fields)
   elseif step.kind == 'cancel' then
-    apply_sale_cancel(step.sale)
+    apply_sale_cancel(step.sale, step.outbox, step.attempts)
   else
     apply_sale_change(step.sale, step.stock, step.stats, step.change, now)
   end

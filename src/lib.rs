@@ -19,10 +19,13 @@
 //!   audit; no I/O, no HTTP.
 //! - [`sales`]: the sale workflows: schedule, change, end, cancel, audit,
 //!   the listings, and the live feeds of watched sales for the console.
+//! - [`campaigns`]: seckill campaigns (rounds × items, each a sale), the
+//!   seckill page, and the round-start reminders.
 //! - [`orders`]: the order workflows (reserve, look up, cancel, expire) and
 //!   the order service, the background task that consumes the reservation
 //!   streams, expires unpaid orders, hands orders to the merchant's
-//!   webhook and sends refunds to WeChat Pay (one outbox for both).
+//!   webhook (a campaign round's reminder too) and sends refunds to WeChat
+//!   Pay (one outbox for all).
 //! - [`payments`]: WeChat Pay notifications (payments and refunds), prepay,
 //!   close, refunds, and simulated payments, each applied once.
 //! - [`admission`]: the waiting room of queued sales: join, poll, and the

@@ -113,12 +113,13 @@ impl Application {
             .context("failed to read the bound address")?;
         let orders = Orders::new(Arc::clone(&store), Arc::clone(&inventory));
         let webhook = build_webhook(&config)?;
+        let webhook_configured = webhook.is_some();
         // Payments queue hand-offs only when there is a webhook to send them.
         let payments = Arc::new(Payments::new(
             Arc::clone(&store),
             build_payment_method(&config)?,
             orders.work_notices(),
-            webhook.is_some(),
+            webhook_configured,
         ));
         let wechatpay_timeout = Duration::from_millis(config.wechatpay_timeout_ms);
         // Closes and refund calls to WeChat Pay back off alike.
@@ -206,7 +207,8 @@ impl Application {
                 Arc::clone(&store),
                 sale_rules,
                 Duration::from_millis(config.campaign_page_cache_ms),
-            ),
+            )
+            .with_webhook(webhook_configured),
             sales: Sales::new(
                 Arc::clone(&store),
                 Arc::clone(&inventory),

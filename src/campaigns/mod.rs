@@ -4,7 +4,8 @@
 //! and its sales agree); shoppers read the seckill page. Each
 //! round × item is an ordinary sale (see [`crate::domain::Campaign`]): the
 //! ordering route, the inventory actors and the order service handle them
-//! as any sale; the limits across items are the store's.
+//! as any sale; the limits across items are the store's. [`reminders`]:
+//! the `campaign.round_starting` hand-off before each round.
 //!
 //! The seckill page is what every waiting shopper polls before a round
 //! opens, so each engine node serves it from memory: a campaign is read
@@ -14,6 +15,8 @@
 //! and the statuses stay exact. The list of live and upcoming campaigns is
 //! kept the same way, as one entry.
 
+pub mod reminders;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +24,8 @@ use dashmap::DashMap;
 use futures::future::try_join_all;
 
 use crate::domain::{
-    system_now, Allowance, CampaignChange, CampaignId, CampaignPatch, Millis, NewCampaign,
-    SaleRules, SaleState, SaleView, ShopperId,
+    system_now, Allowance, Campaign, CampaignChange, CampaignId, CampaignPatch, InvalidField,
+    Millis, NewCampaign, SaleRules, SaleState, SaleView, ShopperId,
 };
 use crate::sales::cache::{aged, Slot};
 use crate::sales::{SaleError, Sales};
@@ -86,6 +89,9 @@ pub struct Campaigns {
     fresh_for: Duration,
     pages: DashMap<CampaignId, Arc<Slot<Arc<CampaignView>>>>,
     listing: Slot<Arc<Vec<CampaignView>>>,
+    /// Whether a merchant's webhook is configured: the only place round
+    /// reminders can go.
+    webhook: bool,
 }
 
 impl Campaigns {
@@ -98,7 +104,15 @@ impl Campaigns {
             fresh_for,
             pages: DashMap::new(),
             listing: Slot::default(),
+            webhook: false,
         }
+    }
+
+    /// The same, with a merchant's webhook configured: campaigns may ask
+    /// for round reminders (`remind_before_secs`, see [`reminders`]).
+    pub fn with_webhook(mut self, configured: bool) -> Self {
+        self.webhook = configured;
+        self
     }
 
     /// How old a served page may be.
@@ -109,6 +123,9 @@ impl Campaigns {
     /// Validates and stores a new campaign and its sales; answers it as
     /// the store now shows it.
     pub async fn schedule(&self, new: NewCampaign) -> Result<CampaignView, SaleError> {
+        if new.remind_before_secs.is_some() && !self.webhook {
+            return Err(no_webhook_to_remind().into());
+        }
         let campaign = new.into_campaign(CampaignId::generate(), system_now(), &self.rules)?;
         self.store.create_campaign(&campaign).await?;
         *self.listing.last.write() = None;
@@ -146,12 +163,34 @@ impl Campaigns {
             ))
             .into());
         }
+        if matches!(patch.remind_before_secs, Some(Some(_))) && !self.webhook {
+            return Err(no_webhook_to_remind().into());
+        }
         let change = view
             .stored
             .campaign
             .patched(patch, &view.sales, view.now, &self.rules)?;
         self.apply(&change, view.stored.version, sales).await?;
+        self.reschedule_reminders(&view.stored.campaign, &change.campaign)
+            .await?;
         Ok((change, self.view(id).await?))
+    }
+
+    /// After a change, (re)schedules the reminder of each round whose
+    /// reminder it moved (another due time or first item, a new round; see
+    /// [`reminders::schedule`]); the others stay as they are, sent or not.
+    async fn reschedule_reminders(
+        &self,
+        before: &Campaign,
+        after: &Campaign,
+    ) -> Result<(), StoreError> {
+        for round in &after.rounds {
+            let was = before.round(round.number).and_then(|r| before.reminder(r));
+            if was != after.reminder(round) {
+                reminders::schedule(self.store.as_ref(), after, round.number).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Has the store apply a change computed from the campaign at
@@ -278,6 +317,15 @@ impl Campaigns {
     }
 }
 
+/// The refusal of `remind_before_secs` when no webhook is configured.
+fn no_webhook_to_remind() -> InvalidField {
+    InvalidField::new(
+        "remind_before_secs",
+        "reminders go to the merchant's webhook, and none is configured \
+         (FLASHSALE_ORDER_WEBHOOK_URL)",
+    )
+}
+
 /// Reads a campaign and its sales' views (each an atomic read of its
 /// sale's counts).
 async fn read(store: &dyn Store, id: &CampaignId) -> Result<Option<CampaignView>, StoreError> {
@@ -286,10 +334,11 @@ async fn read(store: &dyn Store, id: &CampaignId) -> Result<Option<CampaignView>
     };
     let sales = stored.campaign.sales();
     let views = try_join_all(sales.iter().map(|sale| store.view_sale(&sale.id))).await?;
-    let sales = views
-        .into_iter()
-        .collect::<Option<Vec<_>>>()
-        .ok_or(StoreError::NotFound("campaign"))?;
+    let Some(sales) = views.into_iter().collect::<Option<Vec<_>>>() else {
+        // A sale of it is not there: the campaign is being created, or
+        // retention is forgetting it (its sales go before its record).
+        return Ok(None);
+    };
     let now = sales
         .iter()
         .map(|view| view.now)

@@ -330,6 +330,26 @@ impl Campaign {
         }
     }
 
+    /// Each round's start reminder (see [`Campaign::reminder`]).
+    pub fn reminders(&self) -> Vec<(SaleId, Millis)> {
+        self.rounds
+            .iter()
+            .filter_map(|round| self.reminder(round))
+            .collect()
+    }
+
+    /// A round's start reminder: the sale whose outbox keeps it (the
+    /// round's first item's) and when it is due, `remind_before_secs`
+    /// before the round starts. `None` without `remind_before_secs`.
+    pub fn reminder(&self, round: &Round) -> Option<(SaleId, Millis)> {
+        let secs = self.remind_before_secs?;
+        let item = self.items.first()?;
+        Some((
+            SaleId::of_campaign(&self.id, round.number, item.number),
+            round.starts_at.saturating_sub(secs.saturating_mul(1000)),
+        ))
+    }
+
     /// The round numbered `number`.
     pub fn round(&self, number: u32) -> Option<&Round> {
         self.rounds.iter().find(|round| round.number == number)

@@ -122,12 +122,6 @@ impl OrderEvent {
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|event| event.as_str() == text)
     }
-
-    /// Whether the entry goes to the merchant's webhook (else to WeChat
-    /// Pay).
-    pub fn is_hand_off(self) -> bool {
-        self != Self::Refund
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -388,10 +388,7 @@ async fn list_dead_letters(
     let id = parse_sale_id(&id)?;
     let letters = state.orders.dead_letters(&id).await?;
     let (page, next) = page_of(letters, &paging, Listing::OldestFirst, |letter| {
-        (
-            letter.at,
-            format!("{}.{}", letter.order_id, letter.event.as_str()),
-        )
+        (letter.at, letter.errand.listing_key())
     })?;
     Ok(Json(DeadLetterList::new(&id, &page, next)))
 }

@@ -500,8 +500,9 @@ named_schema!(
             "require_purchase_token": {"type": "boolean", "description": REQUIRE_PURCHASE_TOKEN},
             "remind_before_secs": {"type": "integer", "format": "int64", "minimum": 1,
                 "maximum": 604800, "description": "Hand campaign.round_starting to the \
-                    merchant's webhook this long before each round (not yet delivered: see \
-                    the README)."}
+                    merchant's webhook this long before each round starts (at once when the \
+                    round starts sooner; none for a round that has started). Needs the \
+                    webhook (FLASHSALE_ORDER_WEBHOOK_URL): refused without one."}
         }
     }))
 );

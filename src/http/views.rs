@@ -409,8 +409,10 @@ impl From<&PaymentException> for PaymentExceptionBody {
 /// failed. It is sent no more until re-driven.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLetterBody {
+    /// The order it reports; null for a campaign round's reminder
+    /// (`campaign.round_starting`: the sale names the round).
     #[schema(example = "o_k3v9x2m7q1ab_h4p8n2c6w1z5r7t3")]
-    pub order_id: String,
+    pub order_id: Option<String>,
     #[schema(example = "order.reserved")]
     pub event: String,
     /// Attempts made.
@@ -431,8 +433,8 @@ pub struct DeadLetterBody {
 impl From<&DeadLetter> for DeadLetterBody {
     fn from(letter: &DeadLetter) -> Self {
         Self {
-            order_id: letter.order_id.to_string(),
-            event: letter.event.as_str().to_owned(),
+            order_id: letter.errand.order_id().map(ToString::to_string),
+            event: letter.errand.event().to_owned(),
             attempts: letter.attempts,
             last_status: letter.failure.status,
             last_error: letter.failure.error.clone(),

@@ -30,7 +30,14 @@
 //! window with nothing left to do is settled: not looked at again unless a
 //! payment gives it new work (a notice), and forgotten by the store (its
 //! keys deleted) once `retention` has passed since its payment window
-//! closed.
+//! closed. Once the last sale of a campaign is forgotten, so are the
+//! campaign's own records (also looked for at start, after a crash in
+//! between).
+//!
+//! A campaign round's reminder (`campaign.round_starting`, see
+//! [`crate::campaigns::reminders`]) is an outbox entry of the round's first
+//! item's sale, due before the sale opens, and leaves the outbox as a
+//! hand-off does.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -43,12 +50,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::webhook::{Backoff, GiveUp, Webhook};
 use super::Orders;
+use crate::campaigns::reminders;
 use crate::clock::Clock;
-use crate::domain::{Millis, OrderEvent, OrderId, SaleId, SaleState, SaleView};
+use crate::domain::{CampaignId, Millis, OrderEvent, OrderId, SaleId, SaleState, SaleView};
 use crate::payments::wechatpay::CallError;
 use crate::payments::{PaymentError, Payments};
 use crate::store::{
-    Acceptance, Delivery, DeliveryFailure, Forgetting, Store, StoreError, StreamEntry,
+    Acceptance, Delivery, DeliveryFailure, Errand, Forgetting, Store, StoreError, StreamEntry,
 };
 use crate::telemetry;
 
@@ -268,6 +276,11 @@ impl OrderService {
                 _ => break,
             }
         }
+        // A campaign whose last sale was forgotten just before a crash is
+        // forgotten here.
+        for campaign in self.store.campaign_ids().await? {
+            self.forget_campaign(&campaign).await;
+        }
         self.scanned = true;
         Ok(())
     }
@@ -335,9 +348,11 @@ impl OrderService {
                     telemetry::count_sales_forgotten();
                     self.settled.remove(&sale);
                     outcome.forgotten += 1;
+                    outcome.store_errors += self.forget_campaign_of(&sale).await;
                 }
                 Ok(Forgetting::Gone) => {
                     self.settled.remove(&sale);
+                    outcome.store_errors += self.forget_campaign_of(&sale).await;
                 }
                 // Not yet by the store's clock, or it has work again (a
                 // notice will wake it): asked again next pass.
@@ -346,6 +361,38 @@ impl OrderService {
             }
         }
         outcome
+    }
+
+    /// Once a campaign's sale is forgotten, asks the store to forget the
+    /// campaign's own records too: it does when no sale of the campaign is
+    /// left (the last one forgotten) and the campaign's retention has
+    /// passed. Returns the store errors (0 or 1).
+    async fn forget_campaign_of(&self, sale: &SaleId) -> usize {
+        match sale.campaign() {
+            Some(slot) => self.forget_campaign(&slot.campaign).await,
+            None => 0,
+        }
+    }
+
+    /// Asks the store to forget a campaign's own records (see
+    /// [`Store::forget_campaign`]); returns the store errors (0 or 1).
+    async fn forget_campaign(&self, campaign: &CampaignId) -> usize {
+        match self
+            .store
+            .forget_campaign(campaign, self.settings.retention)
+            .await
+        {
+            Ok(Forgetting::Forgotten) => {
+                tracing::info!(%campaign, "retention: every sale of the campaign forgotten; its records deleted");
+                0
+            }
+            Ok(Forgetting::Kept | Forgetting::Gone) => 0,
+            Err(err) => {
+                tracing::warn!(%campaign, error = %err,
+                    "order service: cannot forget a campaign; asked again at the next start");
+                1
+            }
+        }
     }
 
     /// Stops watching a sale whose pass found nothing, once no order of it
@@ -546,20 +593,17 @@ struct Senders {
 impl Senders {
     /// Sends one leased entry and records the result.
     async fn send(&self, sale: &SaleId, delivery: &Delivery) {
-        if delivery.event.is_hand_off() {
-            match &self.webhook {
-                Some(webhook) => deliver(&self.store, webhook, sale, delivery).await,
-                None => {
-                    self.unsendable(sale, delivery, "no webhook is configured")
-                        .await
-                }
+        match (&delivery.errand, &self.webhook, &self.refunds) {
+            (Errand::Order(OrderEvent::Refund, order_id), _, Some(refunds)) => {
+                self.refund(refunds, sale, order_id, delivery).await;
             }
-            return;
-        }
-        match &self.refunds {
-            Some(refunds) => self.refund(refunds, sale, delivery).await,
-            None => {
+            (Errand::Order(OrderEvent::Refund, _), _, None) => {
                 self.unsendable(sale, delivery, "WeChat Pay is not configured")
+                    .await;
+            }
+            (_, Some(webhook), _) => deliver(&self.store, webhook, sale, delivery).await,
+            (_, None, _) => {
+                self.unsendable(sale, delivery, "no webhook is configured")
                     .await;
             }
         }
@@ -569,9 +613,14 @@ impl Senders {
     /// postponed by its backoff while WeChat Pay cannot be reached (or
     /// answers what cannot be believed); dead-lettered when WeChat Pay
     /// refuses it for good.
-    async fn refund(&self, refunds: &Refunds, sale: &SaleId, delivery: &Delivery) {
-        debug_assert_eq!(delivery.event, OrderEvent::Refund);
-        let sent = refunds.payments.send_refund(&delivery.order_id).await;
+    async fn refund(
+        &self,
+        refunds: &Refunds,
+        sale: &SaleId,
+        order_id: &OrderId,
+        delivery: &Delivery,
+    ) {
+        let sent = refunds.payments.send_refund(order_id).await;
         let recorded = match &sent {
             Ok(()) => self.store.delivered(sale, delivery).await,
             Err(PaymentError::WeChatPay(CallError::Refused {
@@ -579,7 +628,7 @@ impl Senders {
                 code,
                 message,
             })) => {
-                tracing::error!(%sale, order = %delivery.order_id, %code, %message,
+                tracing::error!(%sale, order = %order_id, %code, %message,
                     "WeChat Pay refused the refund; moved to the dead letters");
                 let failure = DeliveryFailure {
                     status: Some(*status),
@@ -593,7 +642,7 @@ impl Senders {
             }
             Err(err) => {
                 let after = refunds.settings.backoff.after(delivery.attempt);
-                tracing::warn!(%sale, order = %delivery.order_id, attempt = delivery.attempt,
+                tracing::warn!(%sale, order = %order_id, attempt = delivery.attempt,
                     error = %err, retry_in_ms = after.as_millis(), "refund call failed; will retry");
                 telemetry::count_refund("call_failed");
                 self.store.postpone_delivery(sale, delivery, after).await
@@ -601,7 +650,7 @@ impl Senders {
         };
         if let Err(err) = recorded {
             // The lease runs out and the refund is sent again, safely.
-            tracing::warn!(%sale, order = %delivery.order_id, error = %err,
+            tracing::warn!(%sale, order = %order_id, error = %err,
                 "cannot record a refund call's result");
         }
     }
@@ -610,7 +659,7 @@ impl Senders {
     /// it was queued): kept in the dead letters for an operator to
     /// re-drive once it can be sent.
     async fn unsendable(&self, sale: &SaleId, delivery: &Delivery, why: &str) {
-        tracing::error!(%sale, order = %delivery.order_id, event = delivery.event.as_str(), why,
+        tracing::error!(%sale, errand = %delivery.errand, why,
             "outbox entry cannot be sent; moved to the dead letters");
         let failure = DeliveryFailure {
             status: None,
@@ -656,27 +705,48 @@ fn failed(sale: &SaleId, step: &str, err: &StoreError) -> usize {
 
 /// Sends one leased hand-off and records the result: delivered,
 /// postponed by its backoff, or (see [`Webhook::gives_up`]) moved to the
-/// sale's dead letters.
+/// sale's dead letters. A round's reminder with nothing left to remind of
+/// (see [`reminders::read`]) leaves the outbox unsent.
 async fn deliver(store: &Arc<dyn Store>, webhook: &Webhook, sale: &SaleId, delivery: &Delivery) {
     let unanswered = |error: String| DeliveryFailure {
         status: None,
         error,
     };
-    let sent = match store.order(&delivery.order_id).await {
-        Ok(Some(order)) => webhook
-            .send(delivery.event, &order)
-            .await
-            .map_err(|err| DeliveryFailure::from(&err)),
-        Ok(None) => Err(unanswered("the order is gone".to_owned())),
-        Err(err) => Err(unanswered(err.to_string())),
+    let errand = &delivery.errand;
+    let sent = match errand {
+        Errand::Order(event, order_id) => match store.order(order_id).await {
+            Ok(Some(order)) => webhook
+                .send(*event, &order)
+                .await
+                .map_err(|err| DeliveryFailure::from(&err)),
+            Ok(None) => Err(unanswered("the order is gone".to_owned())),
+            Err(err) => Err(unanswered(err.to_string())),
+        },
+        Errand::RoundStarting => match reminders::read(store.as_ref(), sale).await {
+            Ok(Some(reminder)) => webhook
+                .post(
+                    errand.event(),
+                    &reminder.idempotency_key(),
+                    &reminder.body(),
+                )
+                .await
+                .map_err(|err| DeliveryFailure::from(&err)),
+            Ok(None) => {
+                tracing::info!(%sale, "round called off; its reminder is dropped unsent");
+                if let Err(err) = store.delivered(sale, delivery).await {
+                    tracing::warn!(%sale, error = %err, "cannot drop a called-off round's reminder");
+                }
+                return;
+            }
+            Err(err) => Err(unanswered(err.to_string())),
+        },
     };
     let recorded = match &sent {
         Ok(()) => store.delivered(sale, delivery).await,
         Err(failure) => match webhook.gives_up(delivery.attempt, failure) {
             Some(why) => {
-                tracing::warn!(%sale, order = %delivery.order_id, event = delivery.event.as_str(),
-                    attempt = delivery.attempt, reason = %failure.error, why = why.as_str(),
-                    "webhook call failed for good; hand-off moved to the dead letters");
+                tracing::warn!(%sale, %errand, attempt = delivery.attempt, reason = %failure.error,
+                    why = why.as_str(), "webhook call failed for good; hand-off moved to the dead letters");
                 let moved = store.dead_letter(sale, delivery, failure).await;
                 if let Ok(true) = moved {
                     telemetry::count_webhook_dead_letter(why.as_str());
@@ -684,8 +754,8 @@ async fn deliver(store: &Arc<dyn Store>, webhook: &Webhook, sale: &SaleId, deliv
                 moved.map(|_| ())
             }
             None => {
-                tracing::warn!(%sale, order = %delivery.order_id, event = delivery.event.as_str(),
-                    attempt = delivery.attempt, reason = %failure.error, "webhook call failed; will retry");
+                tracing::warn!(%sale, %errand, attempt = delivery.attempt, reason = %failure.error,
+                    "webhook call failed; will retry");
                 store
                     .postpone_delivery(sale, delivery, webhook.backoff(delivery.attempt))
                     .await
@@ -695,7 +765,6 @@ async fn deliver(store: &Arc<dyn Store>, webhook: &Webhook, sale: &SaleId, deliv
     telemetry::count_webhook_call(sent.is_ok());
     if let Err(err) = recorded {
         // The lease runs out and the hand-off is sent again: at least once.
-        tracing::warn!(%sale, order = %delivery.order_id, error = %err,
-            "cannot record a webhook call's result");
+        tracing::warn!(%sale, %errand, error = %err, "cannot record a webhook call's result");
     }
 }

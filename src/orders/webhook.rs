@@ -14,11 +14,14 @@
 //! The request:
 //! - body `{"type": "order.reserved" | "order.paid" | "order.refund_required"
 //!   | "order.refunded", "order": {..the order object..}}` (the order object
-//!   carries `transaction_id` and `prepay_id` once known);
+//!   carries `transaction_id` and `prepay_id` once known), or a campaign
+//!   round's reminder `{"type": "campaign.round_starting", "campaign",
+//!   "round", "items"}` (see `campaigns::reminders`);
 //! - `X-Flashsale-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
 //!   "<t>.<body>">` with `FLASHSALE_ORDER_WEBHOOK_SECRET`;
-//! - `X-Flashsale-Event: <type>` and `Idempotency-Key: <order id>:<type>`:
-//!   one hand-off, which may arrive more than once. Hand-offs of one order
+//! - `X-Flashsale-Event: <type>` and `Idempotency-Key: <order id>:<type>`
+//!   (a reminder: `<campaign id>:<round number>:<type>`): one hand-off,
+//!   which may arrive more than once. Hand-offs of one order
 //!   may arrive out of order; each body carries the order as it is when sent.
 
 use std::sync::Arc;
@@ -27,7 +30,7 @@ use std::time::Duration;
 use hmac::{Hmac, KeyInit, Mac};
 use rand::Rng;
 use reqwest::{StatusCode, Url};
-use serde_json::json;
+use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -109,9 +112,23 @@ impl Webhook {
         Arc::clone(&self.sends).try_acquire_many_owned(free).ok()
     }
 
-    /// Sends one hand-off; `Ok` once the merchant answered 2xx.
+    /// Sends one order's hand-off; `Ok` once the merchant answered 2xx.
     pub async fn send(&self, event: OrderEvent, order: &Order) -> Result<(), WebhookError> {
-        let body = json!({ "type": event.as_str(), "order": OrderBody::from(order) }).to_string();
+        let body = json!({ "type": event.as_str(), "order": OrderBody::from(order) });
+        let key = format!("{}:{}", order.id, event.as_str());
+        self.post(event.as_str(), &key, &body).await
+    }
+
+    /// Sends one hand-off of `event`: `body` (which names its `type`),
+    /// signed, under `idempotency_key`; `Ok` once the merchant answered
+    /// 2xx.
+    pub async fn post(
+        &self,
+        event: &str,
+        idempotency_key: &str,
+        body: &Value,
+    ) -> Result<(), WebhookError> {
+        let body = body.to_string();
         let timestamp = chrono::Utc::now().timestamp();
         let response = self
             .client
@@ -121,11 +138,8 @@ impl Webhook {
                 SIGNATURE_HEADER,
                 sign(&self.settings.secret, timestamp, &body)?,
             )
-            .header(EVENT_HEADER, event.as_str())
-            .header(
-                IDEMPOTENCY_KEY_HEADER,
-                format!("{}:{}", order.id, event.as_str()),
-            )
+            .header(EVENT_HEADER, event)
+            .header(IDEMPOTENCY_KEY_HEADER, idempotency_key)
             .body(body)
             .send()
             .await

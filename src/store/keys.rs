@@ -116,8 +116,9 @@ impl SaleKeys {
         format!("{}:deadlines", self.tag)
     }
 
-    /// Sorted set: hand-offs to the merchant (`event order_id`) scored by
-    /// when the next attempt is due.
+    /// Sorted set: outbox entries (`event order_id`; a campaign round's
+    /// reminder: `campaign.round_starting` alone) scored by when the next
+    /// attempt is due.
     pub fn outbox(&self) -> String {
         format!("{}:outbox", self.tag)
     }
@@ -192,7 +193,8 @@ impl SaleKeys {
     }
 }
 
-/// The keys of a campaign, in its slot.
+/// The keys of a campaign, in its slot: what `lua/forget_campaign.lua`
+/// deletes once every sale of the campaign is forgotten.
 pub struct CampaignKeys {
     tag: String,
 }

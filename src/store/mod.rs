@@ -159,12 +159,76 @@ pub enum RefundSettlement {
     Unchanged(Order),
 }
 
-/// An outbox entry (a hand-off to the merchant's webhook, or a refund call
-/// to WeChat Pay), leased for one attempt.
+/// What an outbox entry does once sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Errand {
+    /// An order's event: its hand-off to the merchant's webhook, or (for
+    /// [`OrderEvent::Refund`]) its refund call to WeChat Pay.
+    Order(OrderEvent, OrderId),
+    /// The `campaign.round_starting` hand-off of a campaign's round, kept
+    /// in the outbox of the round's first item's sale (see
+    /// `campaigns::reminders`): the sale names the campaign and the round.
+    RoundStarting,
+}
+
+impl Errand {
+    /// The event's name, as the webhook's `type` says it.
+    pub fn event(&self) -> &'static str {
+        match self {
+            Self::Order(event, _) => event.as_str(),
+            Self::RoundStarting => ROUND_STARTING,
+        }
+    }
+
+    /// The order it is about; `None` for a round's reminder.
+    pub fn order_id(&self) -> Option<&OrderId> {
+        match self {
+            Self::Order(_, id) => Some(id),
+            Self::RoundStarting => None,
+        }
+    }
+
+    /// `<order id>.<event>`, or the event alone: how listings order and
+    /// page entries (no space: it fits in a paging cursor).
+    pub fn listing_key(&self) -> String {
+        match self {
+            Self::Order(event, id) => format!("{id}.{}", event.as_str()),
+            Self::RoundStarting => ROUND_STARTING.to_owned(),
+        }
+    }
+}
+
+/// `event order_id` for an order's entry, the event alone for a round's
+/// reminder: the entry's name in the outbox.
+impl std::fmt::Display for Errand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Order(event, id) => write!(f, "{} {id}", event.as_str()),
+            Self::RoundStarting => f.write_str(ROUND_STARTING),
+        }
+    }
+}
+
+impl std::str::FromStr for Errand {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        if text == ROUND_STARTING {
+            return Ok(Self::RoundStarting);
+        }
+        let (event, order) = text.split_once(' ').ok_or(())?;
+        let event = OrderEvent::parse(event).ok_or(())?;
+        Ok(Self::Order(event, OrderId::parse(order).map_err(|_| ())?))
+    }
+}
+
+/// The webhook event that a campaign's round is about to start.
+pub const ROUND_STARTING: &str = "campaign.round_starting";
+
+/// An outbox entry, leased for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    pub event: OrderEvent,
-    pub order_id: OrderId,
+    pub errand: Errand,
     /// This attempt's number, from 1.
     pub attempt: u32,
 }
@@ -182,8 +246,7 @@ pub struct DeliveryFailure {
 /// dead letters until an operator re-drives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
-    pub event: OrderEvent,
-    pub order_id: OrderId,
+    pub errand: Errand,
     /// Attempts made before it was taken out.
     pub attempts: u32,
     /// The last attempt's failure.
@@ -256,6 +319,24 @@ pub trait Store: Send + Sync + 'static {
     /// Every campaign's id, newest first.
     async fn campaign_ids(&self) -> Result<Vec<CampaignId>, StoreError>;
 
+    /// Queues the `campaign.round_starting` reminder ([`Errand::RoundStarting`])
+    /// in the outbox of `sale` (a round's first item's sale), due at `due`
+    /// (store clock; at once when past), its attempts from zero; a reminder
+    /// queued there already is moved to `due`. Nothing is queued once the
+    /// sale has started (store clock) or is no longer scheduled. Returns
+    /// whether it was queued.
+    async fn schedule_reminder(&self, sale: &SaleId, due: Millis) -> Result<bool, StoreError>;
+
+    /// Deletes a campaign's own records (its record and limits, the
+    /// shoppers' counts per round and in all) once `retention` has passed
+    /// since its payment window closed (store clock) and no sale of it is
+    /// left (retention forgot each), in one atomic step, then takes it off
+    /// the index of campaigns. Never touches a sale.
+    async fn forget_campaign(
+        &self,
+        id: &CampaignId,
+        retention: Duration,
+    ) -> Result<Forgetting, StoreError>;
     /// Up to `limit` campaigns of the index of every campaign, newest
     /// first (by creation time, then id), after `after` when given.
     async fn campaign_index(
@@ -651,12 +732,31 @@ fn sort_exceptions_newest_first(exceptions: &mut [PaymentException]) {
 
 /// Dead letters oldest first, ties by hand-off so the listing is stable.
 fn sort_oldest_first(letters: &mut [DeadLetter]) {
-    letters.sort_by(|a, b| {
-        (a.at, &a.order_id, a.event.as_str()).cmp(&(b.at, &b.order_id, b.event.as_str()))
-    });
+    letters.sort_by_cached_key(|letter| (letter.at, letter.errand.listing_key()));
 }
 
 /// Orders newest first, ties by id so the listing is stable.
 fn sort_newest_first(orders: &mut [Order]) {
     orders.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_errand_reads_back_as_it_names_itself() {
+        let order = OrderId::generate(&SaleId::generate());
+        for errand in [
+            Errand::Order(OrderEvent::Paid, order.clone()),
+            Errand::Order(OrderEvent::Refund, order),
+            Errand::RoundStarting,
+        ] {
+            assert_eq!(errand.to_string().parse(), Ok(errand.clone()));
+            assert!(!errand.listing_key().contains(' '), "{errand}");
+        }
+        assert_eq!(Errand::RoundStarting.to_string(), "campaign.round_starting");
+        assert!("campaign.round_starting o_x".parse::<Errand>().is_err());
+        assert!("order.paid".parse::<Errand>().is_err());
+    }
 }

@@ -92,6 +92,8 @@ pub struct Scripts {
     pub index_sale: LuaScript,
     pub create_sale: LuaScript,
     pub create_campaign: LuaScript,
+    pub schedule_reminder: LuaScript,
+    pub forget_campaign: LuaScript,
     pub update_campaign: LuaScript,
     pub sale_snapshot: LuaScript,
     pub update_sale: LuaScript,
@@ -127,6 +129,8 @@ impl Scripts {
             index_sale: script!("index_sale"),
             create_sale: script!("create_sale"),
             create_campaign: script!("create_campaign"),
+            schedule_reminder: script!("schedule_reminder"),
+            forget_campaign: script!("forget_campaign"),
             update_campaign: script!("update_campaign"),
             sale_snapshot: script!("sale_snapshot"),
             update_sale: script!("update_sale"),
@@ -158,11 +162,13 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 30] {
+    fn all(&self) -> [&LuaScript; 32] {
         [
             &self.index_sale,
             &self.create_sale,
             &self.create_campaign,
+            &self.schedule_reminder,
+            &self.forget_campaign,
             &self.update_campaign,
             &self.sale_snapshot,
             &self.update_sale,

@@ -36,7 +36,7 @@ fn campaign_body() -> Value {
     })
 }
 
-async fn create(app: &TestApp, body: Value) -> Value {
+pub async fn create(app: &TestApp, body: Value) -> Value {
     let response = app
         .admin(Method::POST, "/admin/v1/campaigns", Some(body))
         .await;
@@ -393,7 +393,13 @@ async fn an_upcoming_campaign_changes_in_every_way(backend: Backend) {
 /// why, and a campaign's sale changes only through its campaign. Method:
 /// drive a live campaign through the admin and order routes.
 async fn a_live_campaign_tops_up_moves_and_ends_rounds(backend: Backend) {
-    let Harness { app, redis: _redis } = Harness::start(backend).await;
+    // Reminders need a webhook to go to (nothing listens there: none is
+    // due in this test).
+    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
+        config.order_webhook_url = Some("http://127.0.0.1:9/hook".into());
+        config.order_webhook_secret = Some("whsec-test".into());
+    })
+    .await;
     let campaign = create(&app, campaign_body()).await;
     let id = campaign["id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(1_100)).await;

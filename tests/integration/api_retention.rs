@@ -349,3 +349,75 @@ async fn a_settled_sale_is_exported_then_forgotten(backend: Backend) {
 }
 
 crate::on_both_stores!(a_settled_sale_is_exported_then_forgotten);
+
+/// Goal: a season of campaigns does not fill Redis either: once retention
+/// has forgotten every sale of a campaign, the order service has the
+/// campaign's own records forgotten too (`GET /admin/v1/campaigns/{id}`
+/// 404, off the list, on Redis no key with its hash tag left), and the
+/// listings keep working while its sales go one by one. Method: a campaign
+/// whose one round ends in a second, with a paid order; poll until it is
+/// gone.
+async fn a_campaign_is_forgotten_after_its_sales(backend: Backend) {
+    let Harness { app, redis } = Harness::start_with(backend, |config| {
+        config.payment_timeout_min_secs = 1;
+        config.retention_secs = 1;
+        config.order_sweep_ms = 50;
+    })
+    .await;
+    let item = |sku: &str| {
+        serde_json::json!({"sku": sku, "title": sku, "price_cents": 100,
+                           "original_price_cents": 200, "stock_per_round": 5})
+    };
+    let body = serde_json::json!({
+        "title": "flash",
+        "rounds": [{"starts_at": crate::support::rfc3339_in(Duration::from_secs(1), true),
+                    "ends_at": crate::support::rfc3339_in(Duration::from_secs(1), false)}],
+        "items": [item("A"), item("B")],
+        "per_user_limit_per_round": 1,
+        "payment_timeout_secs": 1,
+    });
+    let response = app
+        .admin(Method::POST, "/admin/v1/campaigns", Some(body))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let campaign: Value = response.json().await.unwrap();
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    let sale = campaign["rounds"][0]["items"][0]["sale_id"]
+        .as_str()
+        .unwrap();
+    let order = app.buy(sale, "cam").await;
+    let paid = app
+        .shopper_post(
+            "cam",
+            &format!("/api/v1/orders/{}/pay", order["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(paid.status(), StatusCode::OK);
+
+    let path = format!("/admin/v1/campaigns/{id}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = app.admin(Method::GET, "/admin/v1/campaigns", None).await;
+        assert_eq!(listed.status(), StatusCode::OK, "the list works throughout");
+        let listed: Value = listed.json().await.unwrap();
+        let still_listed = listed.to_string().contains(&id);
+        let keys: Vec<String> = redis.standalone().map_or_else(Vec::new, |redis| {
+            redis::cmd("KEYS")
+                .arg(format!("*{{{id}}}*"))
+                .query(&mut redis.connection())
+                .unwrap()
+        });
+        let status = app.admin(Method::GET, &path, None).await.status();
+        if !still_listed && keys.is_empty() && status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the campaign is still there: listed {still_listed}, {status}, keys {keys:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+}
+
+crate::on_both_stores!(a_campaign_is_forgotten_after_its_sales);

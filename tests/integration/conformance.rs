@@ -14,7 +14,7 @@ use flashsale::domain::{
     ReserveRequest,
 };
 use flashsale::store::{
-    EmbeddedStore, FollowUps, RedisStore, RedisTarget, RefundSettlement, Store, StoreError,
+    EmbeddedStore, Errand, FollowUps, RedisStore, RedisTarget, RefundSettlement, Store, StoreError,
     CANCELS_PER_SHOPPER_DEFAULT,
 };
 use futures::future::join_all;
@@ -974,16 +974,16 @@ async fn refunds_move_units_and_queue_their_calls(backend: Backend) {
         .claim_deliveries(&live.id, 10, Duration::from_secs(60))
         .await
         .unwrap();
-    let mut calls: Vec<(OrderEvent, OrderId)> = leased
+    let mut calls: Vec<Errand> = leased
         .iter()
-        .map(|delivery| (delivery.event, delivery.order_id.clone()))
+        .map(|delivery| delivery.errand.clone())
         .collect();
-    calls.sort_by(|a, b| a.1.cmp(&b.1));
+    calls.sort_by_key(ToString::to_string);
     let mut expected = vec![
-        (OrderEvent::Refund, kept.id.clone()),
-        (OrderEvent::Refund, restocked.id.clone()),
+        Errand::Order(OrderEvent::Refund, kept.id.clone()),
+        Errand::Order(OrderEvent::Refund, restocked.id.clone()),
     ];
-    expected.sort_by(|a, b| a.1.cmp(&b.1));
+    expected.sort_by_key(ToString::to_string);
     assert_eq!(calls, expected);
     for delivery in &leased {
         store.delivered(&live.id, delivery).await.unwrap();
@@ -1004,8 +1004,8 @@ async fn refunds_move_units_and_queue_their_calls(backend: Backend) {
         .unwrap();
     assert_eq!(leased.len(), 1);
     assert_eq!(
-        (leased[0].event, &leased[0].order_id),
-        (OrderEvent::Refunded, &kept.id)
+        leased[0].errand,
+        Errand::Order(OrderEvent::Refunded, kept.id.clone())
     );
     store.delivered(&live.id, &leased[0]).await.unwrap();
     assert_eq!(
@@ -1038,7 +1038,7 @@ async fn refunds_move_units_and_queue_their_calls(backend: Backend) {
         .claim_deliveries(&live.id, 10, Duration::from_secs(60))
         .await
         .unwrap();
-    let mut events: Vec<&str> = leased.iter().map(|d| d.event.as_str()).collect();
+    let mut events: Vec<&str> = leased.iter().map(|d| d.errand.event()).collect();
     events.sort_unstable();
     assert_eq!(events, ["order.refund_required", "wechatpay.refund"]);
     store.settle_refund(&late.id, false).await.unwrap();

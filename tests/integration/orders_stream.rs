@@ -12,7 +12,7 @@ use flashsale::clock::{Clock, ManualClock, SystemClock};
 use flashsale::domain::{system_now, OrderEvent, OrderId, Payment};
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::{OrderService, OrderSettings, Orders, Outcome};
-use flashsale::store::{Acceptance, DeliveryFailure, FollowUps, Store};
+use flashsale::store::{Acceptance, DeliveryFailure, Errand, FollowUps, Store};
 use futures::future::join_all;
 
 use crate::conformance::{request, sale, subject, with_live_order, Subject};
@@ -167,8 +167,8 @@ async fn hand_offs_are_leased_retried_and_forgotten(backend: Backend) {
     let due = store.claim_deliveries(&live.id, 10, lease).await.unwrap();
     assert_eq!(due.len(), 1, "queued once: {due:?}");
     assert_eq!(
-        (due[0].event, &due[0].order_id, due[0].attempt),
-        (OrderEvent::Reserved, &order.id, 1)
+        (&due[0].errand, due[0].attempt),
+        (&Errand::Order(OrderEvent::Reserved, order.id.clone()), 1)
     );
     assert!(
         store
@@ -204,7 +204,10 @@ async fn hand_offs_are_leased_retried_and_forgotten(backend: Backend) {
         .unwrap();
     let paid = store.claim_deliveries(&live.id, 10, lease).await.unwrap();
     assert_eq!(paid.len(), 1, "only the payment is left: {paid:?}");
-    assert_eq!((paid[0].event, paid[0].attempt), (OrderEvent::Paid, 1));
+    assert_eq!(
+        (&paid[0].errand, paid[0].attempt),
+        (&Errand::Order(OrderEvent::Paid, order.id.clone()), 1)
+    );
     store.delivered(&live.id, &paid[0]).await.unwrap();
     store
         .postpone_delivery(&live.id, &paid[0], Duration::ZERO)
@@ -276,12 +279,12 @@ async fn dead_letters_leave_the_outbox_until_redriven(backend: Backend) {
     assert_eq!(letters.len(), 2, "{letters:?}");
     assert!(letters.windows(2).all(|pair| pair[0].at <= pair[1].at));
     for letter in &letters {
-        assert_eq!(letter.event, OrderEvent::Reserved);
+        assert_eq!(letter.errand.event(), "order.reserved");
         assert!((letter.at - system_now()).abs() < 5_000, "{letter:?}");
-        let (attempts, failure) = if letter.order_id == tried_twice.order_id {
+        let (attempts, failure) = if letter.errand == tried_twice.errand {
             (2, &answered)
         } else {
-            assert_eq!(letter.order_id, tried_once.order_id);
+            assert_eq!(letter.errand, tried_once.errand);
             (1, &unanswered)
         };
         assert_eq!((letter.attempts, &letter.failure), (attempts, failure));

@@ -26,7 +26,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use flashsale::clock::ManualClock;
-use flashsale::domain::{system_now, Payment};
+use flashsale::domain::{system_now, Millis, Payment};
 use flashsale::inventory::Inventory;
 use flashsale::orders::webhook::{Backoff, Webhook, WebhookSettings};
 use flashsale::orders::{OrderService, OrderSettings, Orders};
@@ -43,25 +43,27 @@ use crate::on_both_stores;
 use crate::support::{actor_settings, live_sale, test_config, Backend, Harness, Servers, TestApp};
 use crate::wechat::EngineSettings;
 
-const SECRET: &str = "whsec-test";
+pub const SECRET: &str = "whsec-test";
 const RESERVED: &str = "order.reserved";
 const PAID: &str = "order.paid";
 const REFUNDED: &str = "order.refunded";
 
-/// One call the receiver got, and what it answered.
+/// One call the receiver got, when (the machine's clock, which is also
+/// the clock of the `redis-server` the tests start), and what it answered.
 #[derive(Debug, Clone)]
-struct Call {
+pub struct Call {
     headers: HeaderMap,
     body: Bytes,
-    status: StatusCode,
+    pub at: Millis,
+    pub status: StatusCode,
 }
 
 impl Call {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|err| panic!("webhook body is not JSON ({err}): {:?}", self.body))
     }
@@ -91,7 +93,7 @@ struct Recorder {
 /// The merchant's webhook: records every call, answers `failure` to the
 /// first `fail_first` and 200 after, each after `delay`, and counts the
 /// calls it handles at once. Stops when dropped.
-struct Receiver {
+pub struct Receiver {
     address: SocketAddr,
     calls: Arc<Mutex<Vec<Call>>>,
     fail_first: Arc<AtomicUsize>,
@@ -101,7 +103,7 @@ struct Receiver {
 
 impl Receiver {
     /// Answers 500 to the first `fail_first` calls, at once.
-    async fn start(fail_first: usize) -> Self {
+    pub async fn start(fail_first: usize) -> Self {
         Self::start_with(
             fail_first,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,7 +112,7 @@ impl Receiver {
         .await
     }
 
-    async fn start_with(fail_first: usize, failure: StatusCode, delay: Duration) -> Self {
+    pub async fn start_with(fail_first: usize, failure: StatusCode, delay: Duration) -> Self {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let fail_first = Arc::new(AtomicUsize::new(fail_first));
         let most_in_flight = Arc::new(AtomicUsize::new(0));
@@ -139,7 +141,7 @@ impl Receiver {
     }
 
     /// From now on every call is answered 200.
-    fn recover(&self) {
+    pub fn recover(&self) {
         self.fail_first.store(0, Ordering::SeqCst);
     }
 
@@ -148,11 +150,27 @@ impl Receiver {
         self.most_in_flight.load(Ordering::SeqCst)
     }
 
-    fn url(&self) -> String {
+    /// The engine's client for this receiver, with short backoffs.
+    pub fn webhook(&self) -> Webhook {
+        Webhook::new(WebhookSettings {
+            url: self.url().parse().unwrap(),
+            secret: SECRET.into(),
+            timeout: Duration::from_secs(2),
+            backoff: Backoff {
+                first: Duration::from_millis(10),
+                longest: Duration::from_millis(40),
+            },
+            attempts_max: 20,
+            concurrency: 8,
+        })
+        .unwrap()
+    }
+
+    pub fn url(&self) -> String {
         format!("http://{}/hook", self.address)
     }
 
-    fn calls(&self) -> Vec<Call> {
+    pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
 
@@ -208,6 +226,7 @@ async fn record(State(recorder): State<Recorder>, headers: HeaderMap, body: Byte
     calls.push(Call {
         headers,
         body,
+        at: system_now(),
         status,
     });
     status
@@ -224,9 +243,9 @@ fn dead_port() -> u16 {
 
 /// Checks one call as a merchant would, independently of the engine's
 /// code: the signature is HMAC-SHA256(secret, "<t>.<raw body>") with a
-/// current `t`, the event header names the body's type, and the
-/// idempotency key is `<order id>:<event>`. Returns the body.
-fn assert_genuine(call: &Call) -> Value {
+/// current `t`, and the event header names the body's type. Returns the
+/// body.
+pub fn assert_signed(call: &Call) -> Value {
     let signature = call
         .header("x-flashsale-signature")
         .unwrap_or_else(|| panic!("no X-Flashsale-Signature: {call:?}"));
@@ -250,6 +269,14 @@ fn assert_genuine(call: &Call) -> Value {
     let body = call.json();
     let event = body["type"].as_str().unwrap();
     assert_eq!(call.header("x-flashsale-event"), Some(event), "{call:?}");
+    body
+}
+
+/// Checks one order hand-off as a merchant would (see [`assert_signed`]),
+/// and that its idempotency key is `<order id>:<event>`. Returns the body.
+fn assert_genuine(call: &Call) -> Value {
+    let body = assert_signed(call);
+    let event = body["type"].as_str().unwrap();
     let key = format!("{}:{event}", body["order"]["id"].as_str().unwrap());
     assert_eq!(
         call.header("idempotency-key"),
@@ -475,7 +502,7 @@ async fn pending_hand_offs_survive_an_engine_restart() {
 }
 
 /// An engine handing orders to `receiver`, retrying quickly.
-async fn engine_for(
+pub async fn engine_for(
     backend: Backend,
     receiver: &Receiver,
     configure: impl FnOnce(&mut flashsale::config::Config),
@@ -523,7 +550,7 @@ async fn on_dead_letters(app: &TestApp, method: Method, sale: &str, action: &str
 
 /// The sale's dead letters, oldest first; read whole and a letter a page,
 /// which must agree.
-async fn dead_letters(app: &TestApp, sale: &str) -> Vec<Value> {
+pub async fn dead_letters(app: &TestApp, sale: &str) -> Vec<Value> {
     let body = on_dead_letters(app, Method::GET, sale, "?limit=500").await;
     let whole = body["dead_letters"].as_array().unwrap().clone();
     let mut paged = Vec::new();
@@ -543,7 +570,7 @@ async fn dead_letters(app: &TestApp, sale: &str) -> Vec<Value> {
 /// Polls the admin API until the sale has `count` dead letters, then reads
 /// them whole and a page at a time (once they are all written, so both
 /// reads see the same letters).
-async fn dead_letters_when(app: &TestApp, sale: &str, count: usize) -> Vec<Value> {
+pub async fn dead_letters_when(app: &TestApp, sale: &str, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let body = on_dead_letters(app, Method::GET, sale, "?limit=500").await;
@@ -561,7 +588,7 @@ async fn dead_letters_when(app: &TestApp, sale: &str, count: usize) -> Vec<Value
     }
 }
 
-async fn redrive(app: &TestApp, sale: &str) -> u64 {
+pub async fn redrive(app: &TestApp, sale: &str) -> u64 {
     let body = on_dead_letters(app, Method::POST, sale, "/redrive").await;
     body["redriven"].as_u64().unwrap()
 }
@@ -705,18 +732,7 @@ async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
     )
     .expect("actor system");
     let orders = Arc::new(Orders::new(Arc::clone(store), Arc::new(inventory)));
-    let webhook = Webhook::new(WebhookSettings {
-        url: receiver.url().parse().unwrap(),
-        secret: SECRET.into(),
-        timeout: Duration::from_secs(2),
-        backoff: Backoff {
-            first: Duration::from_millis(10),
-            longest: Duration::from_millis(40),
-        },
-        attempts_max: 20,
-        concurrency: 8,
-    })
-    .unwrap();
+    let webhook = receiver.webhook();
     let mut service = OrderService::new(
         Arc::clone(store),
         Arc::clone(&orders),

@@ -42,7 +42,7 @@ async fn every_page(store: &Arc<dyn Store>, limit: usize) -> Vec<IndexedSale> {
 
 /// Takes the sale's reservations as the order service does: read,
 /// accept (listing the sale among its shoppers' sales), acknowledge.
-async fn accept_all(store: &Arc<dyn Store>, sale: &SaleId) {
+pub async fn accept_all(store: &Arc<dyn Store>, sale: &SaleId) {
     store.join_reservations(sale).await.unwrap();
     let entries = store.read_reservations(sale, "test", 1_000).await.unwrap();
     let ids: Vec<_> = entries.iter().map(|entry| entry.order_id.clone()).collect();

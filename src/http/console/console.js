@@ -422,7 +422,7 @@ function deadLetterPanel(id) {
           h('thead', {}, h('tr', {}, ['Order', 'Event', 'Attempts', 'Last status', 'Last error',
             `Dead since (${zone()})`].map((t) => h('th', {}, t)))),
           h('tbody', {}, letters.map((l) => h('tr', {},
-            h('td', {}, l.order_id), h('td', {}, l.event), h('td', { class: 'num' }, l.attempts),
+            h('td', {}, l.order_id ?? 'none (round reminder)'), h('td', {}, l.event), h('td', { class: 'num' }, l.attempts),
             h('td', {}, l.last_status ?? 'no answer'), h('td', {}, l.last_error),
             h('td', {}, when(l.dead_lettered_at)))))));
     } catch (err) {

@@ -39,9 +39,9 @@ use super::{
     StoredCampaign, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
 };
 use crate::domain::{
-    system_now, Campaign, CampaignChange, CampaignId, Order, OrderId, Payment, PaymentException,
-    PaymentOutcome, QueuePlace, RecordedOrder, Reservation, ReserveRequest, Sale, SaleChange,
-    SaleId, SaleRecords, SaleStep, SaleView, ShopperId, StockReturn,
+    system_now, Campaign, CampaignChange, CampaignId, Millis, Order, OrderId, Payment,
+    PaymentException, PaymentOutcome, QueuePlace, RecordedOrder, Reservation, ReserveRequest, Sale,
+    SaleChange, SaleId, SaleRecords, SaleStep, SaleView, ShopperId, StockReturn,
 };
 
 pub struct EmbeddedStore {
@@ -146,7 +146,38 @@ impl Store for EmbeddedStore {
         for sale in campaign.sales() {
             self.insert_sale(campaign_sale(&sale, &holds))?;
         }
+        for (sale, due) in campaign.reminders() {
+            self.schedule_reminder(&sale, due).await?;
+        }
         Ok(())
+    }
+
+    async fn schedule_reminder(&self, sale: &SaleId, due: Millis) -> Result<bool, StoreError> {
+        Ok(self.record(sale)?.lock().schedule_reminder(due))
+    }
+
+    async fn forget_campaign(
+        &self,
+        id: &CampaignId,
+        retention: Duration,
+    ) -> Result<Forgetting, StoreError> {
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let forgotten = self.campaigns.remove_if(id, |_, entry| {
+            let campaign = &entry.stored.lock().campaign;
+            system_now()
+                >= campaign
+                    .payment_window_closes_at()
+                    .saturating_add(retention_ms)
+                && campaign
+                    .sales()
+                    .iter()
+                    .all(|sale| !self.sales.contains_key(&sale.id))
+        });
+        Ok(match forgotten {
+            Some(_) => Forgetting::Forgotten,
+            None if self.campaigns.contains_key(id) => Forgetting::Kept,
+            None => Forgetting::Gone,
+        })
     }
 
     async fn update_campaign(

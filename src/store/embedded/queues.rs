@@ -1,7 +1,8 @@
 //! The embedded store's twins of the two queues the order service works
 //! through on Redis: the sale's reservation stream with its consumer group
 //! (`XREADGROUP`, `XAUTOCLAIM`, `lua/ack_reservations.lua`) and the outbox
-//! of hand-offs to the merchant's webhook with its dead letters (the
+//! (hand-offs to the merchant's webhook, refund calls, a campaign round's
+//! reminder) with its dead letters (the
 //! `outbox`, `attempts` and `dead_letters` keys, `lua/claim_deliveries.lua`,
 //! `lua/dead_letter.lua`). Both live in the sale's record, under its lock.
 
@@ -9,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::domain::{Millis, OrderEvent, OrderId};
-use crate::store::{DeadLetter, Delivery, DeliveryFailure, StreamEntry};
+use crate::store::{DeadLetter, Delivery, DeliveryFailure, Errand, StreamEntry};
 
 /// The semantics of a Redis stream with one consumer group: entries are
 /// delivered once to some consumer, stay pending until acknowledged, and
@@ -100,13 +101,14 @@ impl ReservationStream {
     }
 }
 
-/// Hand-offs to the merchant's webhook by event and order, each with when
-/// its next attempt is due (store clock) and the attempts so far; and the
-/// dead letters, hand-offs taken out after they failed for good.
+/// The sale's outbox entries by errand (an order's hand-off or refund
+/// call, a campaign round's reminder), each with when its next attempt is
+/// due (store clock) and the attempts so far; and the dead letters,
+/// entries taken out after they failed for good.
 #[derive(Default)]
 pub(super) struct Outbox {
-    hand_offs: HashMap<(OrderEvent, OrderId), HandOff>,
-    dead: HashMap<(OrderEvent, OrderId), DeadLetter>,
+    hand_offs: HashMap<Errand, HandOff>,
+    dead: HashMap<Errand, DeadLetter>,
 }
 
 /// A hand-off waiting for (another) attempt.
@@ -124,17 +126,30 @@ impl Outbox {
     /// Queues a hand-off, due `now`, unless it is queued already.
     pub fn queue(&mut self, event: OrderEvent, id: &OrderId, now: Millis) {
         self.hand_offs
-            .entry((event, id.clone()))
+            .entry(Errand::Order(event, id.clone()))
             .or_insert(HandOff {
                 due: now,
                 attempts: 0,
             });
     }
 
+    /// Queues a campaign round's reminder due at `due`, its attempts from
+    /// zero (one queued already moves), as `schedule_reminder.lua`.
+    pub fn schedule_reminder(&mut self, due: Millis) {
+        self.hand_offs
+            .insert(Errand::RoundStarting, HandOff { due, attempts: 0 });
+    }
+
+    /// Drops every entry (a sale called off before it started holds at
+    /// most a round's reminder), as `cancel_sale.lua`.
+    pub fn clear(&mut self) {
+        self.hand_offs.clear();
+    }
+
     /// Leases up to `limit` hand-offs due at `now`, earliest first: each
     /// is due again `lease` from `now` and counts one more attempt.
     pub fn claim(&mut self, now: Millis, limit: usize, lease: Duration) -> Vec<Delivery> {
-        let mut due: Vec<(Millis, (OrderEvent, OrderId))> = self
+        let mut due: Vec<(Millis, Errand)> = self
             .hand_offs
             .iter()
             .filter(|(_, hand_off)| hand_off.due <= now)
@@ -148,8 +163,7 @@ impl Outbox {
                 hand_off.due = later(now, lease);
                 hand_off.attempts += 1;
                 Some(Delivery {
-                    event: key.0,
-                    order_id: key.1,
+                    errand: key,
                     attempt: hand_off.attempts,
                 })
             })
@@ -158,17 +172,13 @@ impl Outbox {
 
     /// Forgets a delivered hand-off.
     pub fn remove(&mut self, delivery: &Delivery) {
-        self.hand_offs
-            .remove(&(delivery.event, delivery.order_id.clone()));
+        self.hand_offs.remove(&delivery.errand);
     }
 
     /// Makes a queued hand-off due `after` from `now` (one no longer
     /// queued stays gone).
     pub fn postpone(&mut self, delivery: &Delivery, now: Millis, after: Duration) {
-        if let Some(hand_off) = self
-            .hand_offs
-            .get_mut(&(delivery.event, delivery.order_id.clone()))
-        {
+        if let Some(hand_off) = self.hand_offs.get_mut(&delivery.errand) {
             hand_off.due = later(now, after);
         }
     }
@@ -183,13 +193,12 @@ impl Outbox {
         failure: &DeliveryFailure,
         now: Millis,
     ) -> bool {
-        let key = (delivery.event, delivery.order_id.clone());
+        let key = delivery.errand.clone();
         let Some(hand_off) = self.hand_offs.remove(&key) else {
             return false;
         };
         let letter = DeadLetter {
-            event: key.0,
-            order_id: key.1.clone(),
+            errand: key.clone(),
             attempts: hand_off.attempts,
             failure: failure.clone(),
             at: now,

@@ -351,6 +351,18 @@ impl SaleRecord {
     pub fn apply_call_off(&mut self) {
         self.sale.state = SaleState::Cancelled;
         self.version += 1;
+        self.outbox.clear();
+    }
+
+    /// Queues a campaign round's reminder, due at `due`, unless the sale
+    /// has started or is no longer scheduled: the twin of
+    /// `lua/schedule_reminder.lua`.
+    pub fn schedule_reminder(&mut self, due: Millis) -> bool {
+        if self.sale.state != SaleState::Scheduled || self.sale.has_started(system_now()) {
+            return false;
+        }
+        self.outbox.schedule_reminder(due);
+        true
     }
 
     /// The shopper cancels an unpaid order: the twin of

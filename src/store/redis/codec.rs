@@ -12,11 +12,11 @@ use redis::streams::StreamId;
 use redis::{FromRedisValue, Value};
 
 use crate::domain::{
-    Admission, AdmissionMode, Millis, Order, OrderEvent, OrderId, OrderStatus, PaymentException,
+    Admission, AdmissionMode, Millis, Order, OrderId, OrderStatus, PaymentException,
     PaymentExceptionKind, RefundKind, Rejection, Reservation, ReserveRequest, Sale, SaleId,
     SaleState, SaleStats, SaleView, ShopperId, StockReturn,
 };
-use crate::store::{DeadLetter, Delivery, DeliveryFailure, StoreError, StreamEntry};
+use crate::store::{DeadLetter, Delivery, DeliveryFailure, Errand, StoreError, StreamEntry};
 
 /// Stock returns as published on
 /// [`STOCK_RETURNS_CHANNEL`](crate::store::keys::STOCK_RETURNS_CHANNEL).
@@ -113,31 +113,30 @@ pub(super) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// An outbox member: `event order_id`.
+/// An outbox member: the errand as it names itself ([`Errand`]'s
+/// `Display`: `event order_id`, or the reminder's event alone).
 pub(super) fn delivery_member(delivery: &Delivery) -> String {
-    format!("{} {}", delivery.event.as_str(), delivery.order_id)
+    delivery.errand.to_string()
 }
 
-pub(super) fn parse_delivery(member: &str) -> Result<(OrderEvent, OrderId), StoreError> {
+pub(super) fn parse_errand(member: &str) -> Result<Errand, StoreError> {
     member
-        .split_once(' ')
-        .and_then(|(event, order)| Some((OrderEvent::parse(event)?, OrderId::parse(order).ok()?)))
-        .ok_or_else(|| corrupt(format!("outbox member {member:?}")))
+        .parse()
+        .map_err(|()| corrupt(format!("outbox member {member:?}")))
 }
 
 /// A dead letter from its member and its record, `attempts at_ms status
 /// failure` (status 0: the webhook did not answer; see
 /// `lua/dead_letter.lua`).
 pub(super) fn dead_letter(member: &str, record: &str) -> Result<DeadLetter, StoreError> {
-    let (event, order_id) = parse_delivery(member)?;
+    let errand = parse_errand(member)?;
     let bad = || corrupt(format!("dead letter {member:?}: {record:?}"));
     let mut parts = record.splitn(4, ' ');
     let attempts = parts.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
     let at = parts.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
     let status: u16 = parts.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
     Ok(DeadLetter {
-        event,
-        order_id,
+        errand,
         attempts,
         failure: DeliveryFailure {
             status: (status != 0).then_some(status),

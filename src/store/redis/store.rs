@@ -13,14 +13,14 @@ use redis::Value;
 
 use super::codec::{
     admin_outcome, corrupt, dead_letter, delivery_member, exception_from_record, exception_record,
-    flag, millis, order_from_fields, order_from_record, order_ids, parse_delivery, record_fields,
+    flag, millis, order_from_fields, order_from_record, order_ids, parse_errand, record_fields,
     sale_fields, stream_entries, view_from_snapshot, Announcement, OrderTerms, Reply,
 };
 use super::connection::{timed, unavailable};
 use super::RedisStore;
 use crate::domain::{
-    admission_token_id, Admitted, Campaign, CampaignChange, CampaignId, Order, OrderId, Payment,
-    PaymentException, PaymentOutcome, QueuePlace, QueueStatus, RecordedOrder, Rejection,
+    admission_token_id, Admitted, Campaign, CampaignChange, CampaignId, Millis, Order, OrderId,
+    Payment, PaymentException, PaymentOutcome, QueuePlace, QueueStatus, RecordedOrder, Rejection,
     Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleStep, SaleView,
     ShopperId, StockReturn,
 };
@@ -85,6 +85,9 @@ impl Store for RedisStore {
         for sale in campaign.sales() {
             self.create_sale(&sale).await?;
         }
+        for (sale, due) in campaign.reminders() {
+            self.schedule_reminder(&sale, due).await?;
+        }
         let mut cmd = redis::cmd("ZADD");
         cmd.arg(CAMPAIGN_INDEX)
             .arg(campaign.created_at)
@@ -138,7 +141,9 @@ impl Store for RedisStore {
             invocation
                 .key(keys.sale())
                 .key(keys.stock())
-                .key(keys.stats());
+                .key(keys.stats())
+                .key(keys.outbox())
+                .key(keys.attempts());
             let mut args: Vec<String> = Vec::new();
             let kind = match step {
                 SaleStep::Create(sale) => {
@@ -199,6 +204,54 @@ impl Store for RedisStore {
         ids.iter()
             .map(|id| CampaignId::parse(id).map_err(corrupt))
             .collect()
+    }
+
+    async fn schedule_reminder(&self, sale: &SaleId, due: Millis) -> Result<bool, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.schedule_reminder.key(keys.sale());
+        invocation.key(keys.outbox()).key(keys.attempts()).arg(due);
+        let queued: i64 =
+            redis::from_redis_value(self.run("schedule_reminder", &invocation).await?)
+                .map_err(corrupt)?;
+        Ok(queued == 1)
+    }
+
+    async fn forget_campaign(
+        &self,
+        id: &CampaignId,
+        retention: Duration,
+    ) -> Result<Forgetting, StoreError> {
+        let forgetting = match self.campaign(id).await? {
+            None => Forgetting::Gone,
+            Some(StoredCampaign { campaign, version }) => {
+                let keys = CampaignKeys::new(id);
+                let mut invocation = self.scripts.forget_campaign.key(keys.campaign());
+                invocation.key(keys.holds());
+                for round in &campaign.rounds {
+                    invocation.key(keys.round_holds(round.number));
+                }
+                for sale in campaign.sales() {
+                    invocation.key(SaleKeys::new(&sale.id).sale());
+                }
+                let due = campaign
+                    .payment_window_closes_at()
+                    .saturating_add(i64::try_from(millis(retention)).unwrap_or(i64::MAX));
+                invocation.arg(version).arg(due).arg(campaign.rounds.len());
+                let outcome: String =
+                    redis::from_redis_value(self.run("forget_campaign", &invocation).await?)
+                        .map_err(corrupt)?;
+                match outcome.as_str() {
+                    "kept" => return Ok(Forgetting::Kept),
+                    "gone" => Forgetting::Gone,
+                    "forgotten" => Forgetting::Forgotten,
+                    other => return Err(corrupt(format!("unknown forget outcome {other}"))),
+                }
+            }
+        };
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(CAMPAIGN_INDEX).arg(id.as_str());
+        self.query::<()>("unindex_campaign", &cmd).await?;
+        Ok(forgetting)
     }
 
     async fn campaign_index(
@@ -420,7 +473,8 @@ impl Store for RedisStore {
 
     async fn cancel_sale(&self, id: &SaleId) -> Result<(), StoreError> {
         let keys = SaleKeys::new(id);
-        let invocation = self.scripts.cancel_sale.key(keys.sale());
+        let mut invocation = self.scripts.cancel_sale.key(keys.sale());
+        invocation.key(keys.outbox()).key(keys.attempts());
         let (outcome, reply) = Reply::new(self.run("cancel_sale", &invocation).await?)?;
         admin_outcome(&outcome, reply)
     }
@@ -914,10 +968,8 @@ impl Store for RedisStore {
         let mut deliveries = Vec::new();
         while reply.has_more() {
             let member: String = reply.next()?;
-            let (event, order_id) = parse_delivery(&member)?;
             deliveries.push(Delivery {
-                event,
-                order_id,
+                errand: parse_errand(&member)?,
                 attempt: reply.next()?,
             });
         }

@@ -1,0 +1,251 @@
+//! A campaign's life in the store conformance suite, on the embedded
+//! store, a standalone Redis and a Redis Cluster: each round's reminder is
+//! queued in its first item's sale's outbox when the campaign is created,
+//! due `remind_before_secs` before the round (none for a round that has
+//! started), moves when rescheduled, and goes when its sale is called off;
+//! and once retention has forgotten every sale of a campaign, the
+//! campaign's own records go too, and no key with its hash tag remains.
+
+use std::time::Duration;
+
+use flashsale::campaigns::reminders;
+use flashsale::domain::{
+    format_ms, system_now, Campaign, CampaignId, Millis, NewCampaign, NewItem, NewRound, Payment,
+    SaleId, SaleRules,
+};
+use flashsale::store::{Errand, FollowUps, Forgetting};
+
+use crate::conformance::{request, subject, Subject};
+use crate::store_indexes::accept_all;
+use crate::support::Backend;
+
+/// A campaign of two items whose rounds run over `windows` (start and end,
+/// ms from now), with a payment timeout of one second.
+fn campaign(windows: &[(i64, i64)], remind_before_secs: Option<i64>) -> Campaign {
+    let now = system_now();
+    NewCampaign {
+        title: "6.18".into(),
+        rounds: windows
+            .iter()
+            .map(|(starts, ends)| NewRound {
+                starts_at: format_ms(now + starts),
+                ends_at: format_ms(now + ends),
+            })
+            .collect(),
+        items: (0..2)
+            .map(|i| NewItem {
+                sku: format!("SKU-{i}"),
+                title: format!("item {i}"),
+                price_cents: 990,
+                original_price_cents: 1990,
+                stock_per_round: 5,
+                stock_by_round: None,
+                per_user_limit: None,
+            })
+            .collect(),
+        per_user_limit_per_round: 1,
+        per_user_limit_total: None,
+        currency: None,
+        payment_timeout_secs: Some(1),
+        require_purchase_token: None,
+        remind_before_secs,
+    }
+    .into_campaign(
+        CampaignId::generate(),
+        now,
+        &SaleRules {
+            payment_timeout_secs_min: 1,
+        },
+    )
+    .expect("a valid campaign")
+}
+
+const HOUR_MS: i64 = 3_600_000;
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Goal: a round's reminder waits in its first item's sale's outbox until
+/// `remind_before_secs` before the round (store clock), is sent at once
+/// when that is already past, never for a round that has started; it
+/// moves when its round moves, and calling the sale off drops it. Method:
+/// a campaign whose first round is live, whose second round's reminder is
+/// past due and whose third's is an hour away; lease each sale's due
+/// entries.
+async fn a_round_reminder_is_due_before_its_round_and_goes_with_its_sale(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let mut made = campaign(
+        &[
+            (-1_000, 60_000),
+            (HOUR_MS / 2, HOUR_MS),
+            (2 * HOUR_MS, 3 * HOUR_MS),
+        ],
+        Some(3600),
+    );
+    store.create_campaign(&made).await.unwrap();
+    let sale = |round: u32, item: u32| SaleId::of_campaign(&made.id, round, item);
+
+    let due_now = store
+        .claim_deliveries(&sale(1, 0), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(due_now.len(), 1, "{due_now:?}");
+    assert_eq!(
+        (&due_now[0].errand, due_now[0].attempt),
+        (&Errand::RoundStarting, 1)
+    );
+    for (round, item) in [(0, 0), (0, 1), (1, 1), (2, 0), (2, 1)] {
+        assert!(
+            store
+                .claim_deliveries(&sale(round, item), 10, LEASE)
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing due in round {round} item {item}"
+        );
+    }
+
+    // The third round moves half an hour earlier: its reminder is due now.
+    made.rounds[2].starts_at -= 2 * HOUR_MS;
+    assert!(reminders::schedule(store.as_ref(), &made, 2).await.unwrap());
+    let moved = store
+        .claim_deliveries(&sale(2, 0), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved[0].errand, Errand::RoundStarting);
+    assert!(
+        !reminders::schedule(store.as_ref(), &made, 0).await.unwrap(),
+        "a round that has started gets no reminder"
+    );
+    assert!(store
+        .claim_deliveries(&sale(0, 0), 10, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Called off, the sale keeps no reminder: no work left to hold it.
+    assert_eq!(store.order_backlog(&sale(1, 0)).await.unwrap().hand_offs, 1);
+    store.cancel_sale(&sale(1, 0)).await.unwrap();
+    assert!(store.order_backlog(&sale(1, 0)).await.unwrap().is_empty());
+    assert!(
+        !reminders::schedule(store.as_ref(), &made, 1).await.unwrap(),
+        "a cancelled sale gets no reminder"
+    );
+
+    // Without `remind_before_secs`, nothing is queued.
+    let quiet = campaign(&[(HOUR_MS / 2, HOUR_MS)], None);
+    store.create_campaign(&quiet).await.unwrap();
+    assert!(store
+        .order_backlog(&SaleId::of_campaign(&quiet.id, 0, 0))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Goal: retention deletes a campaign's own records once every sale of it
+/// is forgotten, and touches no other campaign. Method: a campaign whose
+/// one round ends at once, with a paid order (so the shoppers' counts
+/// exist); forget its sales one by one after the retention, asking to
+/// forget the campaign before, between and after; then look for any key
+/// with its hash tag on Redis.
+async fn retention_forgets_a_campaign_after_its_last_sale(backend: Backend) {
+    let Subject { store, redis } = subject(backend).await;
+    let retention = Duration::from_millis(300);
+    let settling = campaign(&[(-1_000, 300)], Some(1));
+    let other = campaign(&[(-1_000, HOUR_MS)], None);
+    for made in [&settling, &other] {
+        store.create_campaign(made).await.unwrap();
+    }
+    let sales = settling.sales();
+    let order = store
+        .reserve(&request(&sales[0], "amy", 1, None))
+        .await
+        .unwrap()
+        .order;
+    let payment = Payment {
+        amount: None,
+        transaction_id: "tx-1".into(),
+    };
+    store
+        .pay_order(&order.id, &payment, FollowUps::default())
+        .await
+        .unwrap();
+    store
+        .reserve(&request(&other.sales()[0], "amy", 1, None))
+        .await
+        .unwrap();
+    for sale in &sales {
+        accept_all(&store, &sale.id).await;
+    }
+    assert_eq!(
+        store
+            .forget_campaign(&settling.id, retention)
+            .await
+            .unwrap(),
+        Forgetting::Kept,
+        "its retention has not passed, and its sales are there"
+    );
+
+    let forgettable: Millis = settling.payment_window_closes_at() + 300;
+    tokio::time::sleep(Duration::from_millis(
+        u64::try_from(forgettable - system_now() + 200).unwrap_or(0),
+    ))
+    .await;
+    assert_eq!(
+        store.forget_sale(&sales[0].id, retention).await.unwrap(),
+        Forgetting::Forgotten
+    );
+    assert_eq!(
+        store
+            .forget_campaign(&settling.id, retention)
+            .await
+            .unwrap(),
+        Forgetting::Kept,
+        "a sale of it is left"
+    );
+    assert!(store.campaign(&settling.id).await.unwrap().is_some());
+    assert_eq!(
+        store.forget_sale(&sales[1].id, retention).await.unwrap(),
+        Forgetting::Forgotten
+    );
+    assert_eq!(
+        store
+            .forget_campaign(&settling.id, retention)
+            .await
+            .unwrap(),
+        Forgetting::Forgotten
+    );
+
+    assert!(store.campaign(&settling.id).await.unwrap().is_none());
+    assert_eq!(
+        store.campaign_ids().await.unwrap(),
+        std::slice::from_ref(&other.id)
+    );
+    assert_eq!(
+        store
+            .forget_campaign(&settling.id, retention)
+            .await
+            .unwrap(),
+        Forgetting::Gone
+    );
+    let shopper = flashsale::domain::ShopperId::parse("amy").unwrap();
+    assert_eq!(
+        store.campaign_holds(&other.id, 0, &shopper).await.unwrap(),
+        (1, 1),
+        "the other campaign's counts are untouched"
+    );
+    if let Some(redis) = redis.standalone() {
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("*{{{}}}*", settling.id))
+            .query(&mut redis.connection())
+            .unwrap();
+        assert_eq!(left, Vec::<String>::new(), "every key of the campaign gone");
+    }
+}
+
+crate::on_every_store!(
+    a_round_reminder_is_due_before_its_round_and_goes_with_its_sale,
+    retention_forgets_a_campaign_after_its_last_sale,
+);
