@@ -9,55 +9,23 @@
 use std::time::Duration;
 
 use flashsale::campaigns::reminders;
-use flashsale::domain::{
-    format_ms, system_now, Campaign, CampaignId, Millis, NewCampaign, NewItem, NewRound, Payment,
-    SaleId, SaleRules,
-};
+use flashsale::domain::{system_now, Campaign, Millis, Payment, SaleId};
 use flashsale::store::{Errand, FollowUps, Forgetting};
 
 use crate::conformance::{request, subject, Subject};
+use crate::store_campaigns::{campaign_of, Shape};
 use crate::store_indexes::accept_all;
 use crate::support::Backend;
 
 /// A campaign of two items whose rounds run over `windows` (start and end,
 /// ms from now), with a payment timeout of one second.
 fn campaign(windows: &[(i64, i64)], remind_before_secs: Option<i64>) -> Campaign {
-    let now = system_now();
-    NewCampaign {
-        title: "6.18".into(),
-        rounds: windows
-            .iter()
-            .map(|(starts, ends)| NewRound {
-                starts_at: format_ms(now + starts),
-                ends_at: format_ms(now + ends),
-            })
-            .collect(),
-        items: (0..2)
-            .map(|i| NewItem {
-                sku: format!("SKU-{i}"),
-                title: format!("item {i}"),
-                price_cents: 990,
-                original_price_cents: 1990,
-                stock_per_round: 5,
-                stock_by_round: None,
-                per_user_limit: None,
-            })
-            .collect(),
-        per_user_limit_per_round: 1,
-        per_user_limit_total: None,
-        currency: None,
-        payment_timeout_secs: Some(1),
-        require_purchase_token: None,
+    campaign_of(Shape {
+        windows: windows.to_vec(),
+        timeout_secs: 1,
         remind_before_secs,
-    }
-    .into_campaign(
-        CampaignId::generate(),
-        now,
-        &SaleRules {
-            payment_timeout_secs_min: 1,
-        },
-    )
-    .expect("a valid campaign")
+        ..Shape::default()
+    })
 }
 
 const HOUR_MS: i64 = 3_600_000;

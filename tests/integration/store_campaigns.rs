@@ -21,40 +21,67 @@ use serde_json::{json, Value};
 use crate::conformance::{rejection, request, subject, Subject};
 use crate::support::Backend;
 
-/// A campaign of one live round (it started a second ago) offering
-/// `items` items of `stock` units each, with the limits given and a
-/// payment timeout of `timeout_secs`.
-fn live_campaign(
-    items: usize,
-    stock: i64,
-    per_round: i64,
-    total: Option<i64>,
-    timeout_secs: i64,
-) -> Campaign {
+/// The shape of a test campaign: its rounds' windows (start and end, ms
+/// from now), its items (each `stock` units a round, `per_item` a
+/// shopper), its limits across items and its payment timeout.
+pub struct Shape {
+    pub windows: Vec<(i64, i64)>,
+    pub items: usize,
+    pub stock: i64,
+    pub per_item: Option<i64>,
+    pub per_round: i64,
+    pub total: Option<i64>,
+    pub timeout_secs: i64,
+    pub remind_before_secs: Option<i64>,
+}
+
+impl Default for Shape {
+    /// One live round (it started a second ago, ends in an hour), two
+    /// items of 5 units, a round limit of 1, a payment timeout of 600 s.
+    fn default() -> Self {
+        Self {
+            windows: vec![(-1_000, 3_600_000)],
+            items: 2,
+            stock: 5,
+            per_item: None,
+            per_round: 1,
+            total: None,
+            timeout_secs: 600,
+            remind_before_secs: None,
+        }
+    }
+}
+
+/// A campaign of `shape`, as the store's conformance tests create it.
+pub fn campaign_of(shape: Shape) -> Campaign {
     let now = system_now();
     NewCampaign {
         title: "11.11".into(),
-        rounds: vec![NewRound {
-            starts_at: format_ms(now - 1_000),
-            ends_at: format_ms(now + 3_600_000),
-        }],
-        items: (0..items)
+        rounds: shape
+            .windows
+            .iter()
+            .map(|(starts, ends)| NewRound {
+                starts_at: format_ms(now + starts),
+                ends_at: format_ms(now + ends),
+            })
+            .collect(),
+        items: (0..shape.items)
             .map(|i| NewItem {
                 sku: format!("SKU-{i}"),
                 title: format!("item {i}"),
                 price_cents: 990,
                 original_price_cents: 1990,
-                stock_per_round: stock,
+                stock_per_round: shape.stock,
                 stock_by_round: None,
-                per_user_limit: Some(2),
+                per_user_limit: shape.per_item,
             })
             .collect(),
-        per_user_limit_per_round: per_round,
-        per_user_limit_total: total,
+        per_user_limit_per_round: shape.per_round,
+        per_user_limit_total: shape.total,
         currency: None,
-        payment_timeout_secs: Some(timeout_secs),
+        payment_timeout_secs: Some(shape.timeout_secs),
         require_purchase_token: None,
-        remind_before_secs: None,
+        remind_before_secs: shape.remind_before_secs,
     }
     .into_campaign(
         CampaignId::generate(),
@@ -64,6 +91,27 @@ fn live_campaign(
         },
     )
     .expect("a valid campaign")
+}
+
+/// A campaign of one live round offering `items` items of `stock` units
+/// each (2 a shopper), with the limits given and a payment timeout of
+/// `timeout_secs`.
+fn live_campaign(
+    items: usize,
+    stock: i64,
+    per_round: i64,
+    total: Option<i64>,
+    timeout_secs: i64,
+) -> Campaign {
+    campaign_of(Shape {
+        items,
+        stock,
+        per_item: Some(2),
+        per_round,
+        total,
+        timeout_secs,
+        ..Shape::default()
+    })
 }
 
 /// Goal: no shopper ever holds more than the round's limit across the
@@ -229,40 +277,10 @@ async fn ordinary_sales_ignore_campaign_limits(backend: Backend) {
 /// A campaign of a live round (started a second ago) and an upcoming one
 /// (in two hours), two items of 5 units each, a round limit of 1.
 fn live_and_upcoming() -> Campaign {
-    let now = system_now();
-    let mut new = NewCampaign {
-        title: "6.18".into(),
-        rounds: vec![
-            NewRound {
-                starts_at: format_ms(now - 1_000),
-                ends_at: format_ms(now + 3_600_000),
-            },
-            NewRound {
-                starts_at: format_ms(now + 7_200_000),
-                ends_at: format_ms(now + 10_800_000),
-            },
-        ],
-        items: Vec::new(),
-        per_user_limit_per_round: 1,
-        per_user_limit_total: None,
-        currency: None,
-        payment_timeout_secs: Some(600),
-        require_purchase_token: None,
-        remind_before_secs: None,
-    };
-    new.items = (0..2)
-        .map(|i| NewItem {
-            sku: format!("SKU-{i}"),
-            title: format!("item {i}"),
-            price_cents: 990,
-            original_price_cents: 1990,
-            stock_per_round: 5,
-            stock_by_round: None,
-            per_user_limit: None,
-        })
-        .collect();
-    new.into_campaign(CampaignId::generate(), now, &SaleRules::default())
-        .expect("a valid campaign")
+    campaign_of(Shape {
+        windows: vec![(-1_000, 3_600_000), (7_200_000, 10_800_000)],
+        ..Shape::default()
+    })
 }
 
 /// Reads the campaign and its sales as the engine does, and computes the
