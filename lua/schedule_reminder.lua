@@ -9,10 +9,7 @@
 -- KEYS[3] fs:{campaign}:<sale>:attempts  hash: entry -> attempts so far
 -- ARGV[1] when it is due (ms)
 -- Returns 1 when queued, 0 when not.
-local s = redis.call('HMGET', KEYS[1], 'state', 'starts_at')
-if s[1] ~= 'scheduled' or now_ms() >= tonumber(s[2]) then
-  return 0
+if queue_reminder(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) then
+  return 1
 end
-redis.call('ZADD', KEYS[2], ARGV[1], 'campaign.round_starting')
-redis.call('HDEL', KEYS[3], 'campaign.round_starting')
-return 1
+return 0

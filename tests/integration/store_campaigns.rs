@@ -274,6 +274,43 @@ async fn ordinary_sales_ignore_campaign_limits(backend: Backend) {
     assert_eq!(store.campaign_ids().await.unwrap(), vec![campaign.id]);
 }
 
+/// Goal: a campaign is stored whole or not at all (its record, every
+/// round x item's sale, the limits across them), never a record with some
+/// of its sales. Method: one of its sales exists already (made first as a
+/// sale on its own); creating the campaign is refused with a conflict and
+/// leaves no record and none of its other sales; the same campaign without
+/// that sale in the way is then created whole.
+async fn a_campaign_is_created_whole_or_not_at_all(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let campaign = live_and_upcoming();
+    let sales = campaign.sales();
+    let in_the_way = &sales[sales.len() - 1];
+    store.create_sale(in_the_way).await.unwrap();
+    assert!(matches!(
+        store.create_campaign(&campaign).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store.campaign(&campaign.id).await.unwrap().is_none());
+    for sale in &sales[..sales.len() - 1] {
+        assert!(
+            store.view_sale(&sale.id).await.unwrap().is_none(),
+            "{} was stored without its campaign",
+            sale.id
+        );
+    }
+
+    let whole = live_and_upcoming();
+    store.create_campaign(&whole).await.unwrap();
+    assert_eq!(store.campaign(&whole.id).await.unwrap().unwrap().version, 1);
+    for sale in whole.sales() {
+        let view = store.view_sale(&sale.id).await.unwrap().expect("its sale");
+        assert_eq!(view.stats.remaining, sale.stock_total);
+    }
+}
+
 /// A campaign of a live round (started a second ago) and an upcoming one
 /// (in two hours), two items of 5 units each, a round limit of 1.
 fn live_and_upcoming() -> Campaign {
@@ -531,4 +568,5 @@ crate::on_every_store!(
     a_change_applies_whole_or_not_at_all,
     stale_and_racing_changes_are_refused,
     before_the_start_rounds_and_items_come_and_go,
+    a_campaign_is_created_whole_or_not_at_all,
 );

@@ -124,6 +124,15 @@ impl Store for EmbeddedStore {
     }
 
     async fn create_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+        // Whole or not at all, as on Redis: a sale of it that exists
+        // refuses the campaign before anything of it is stored.
+        let sales = campaign.sales();
+        if sales.iter().any(|sale| self.sales.contains_key(&sale.id)) {
+            return Err(StoreError::Conflict(format!(
+                "campaign {} or one of its sales already exists",
+                campaign.id
+            )));
+        }
         let holds = Arc::new(Mutex::new(CampaignHolds::new(campaign.limits)));
         let entry = CampaignEntry {
             stored: Mutex::new(StoredCampaign {
@@ -143,7 +152,7 @@ impl Store for EmbeddedStore {
                 slot.insert(Arc::new(entry));
             }
         }
-        for sale in campaign.sales() {
+        for sale in sales {
             self.insert_sale(campaign_sale(&sale, &holds))?;
         }
         for (sale, due) in campaign.reminders() {

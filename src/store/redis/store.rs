@@ -68,25 +68,47 @@ impl Store for RedisStore {
     }
 
     async fn create_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
-        let keys = CampaignKeys::new(&campaign.id);
-        let mut invocation = self.scripts.create_campaign.key(keys.campaign());
+        // The sales are indexed first (see `index`): a failure before the
+        // script leaves only entries that name no sale, which readers skip.
+        let sales = campaign.sales();
+        try_join_all(sales.iter().map(|sale| self.index(sale))).await?;
+        let reminders: HashMap<SaleId, Millis> = campaign.reminders().into_iter().collect();
+        let mut invocation = self
+            .scripts
+            .create_campaign
+            .key(CampaignKeys::new(&campaign.id).campaign());
         invocation
             .arg(serde_json::to_string(campaign).map_err(corrupt)?)
             .arg(campaign.limits.per_round)
             .arg(campaign.limits.total.unwrap_or(0));
+        for sale in &sales {
+            let keys = SaleKeys::new(&sale.id);
+            invocation
+                .key(keys.sale())
+                .key(keys.stock())
+                .key(keys.outbox())
+                .key(keys.attempts());
+            let fields = sale_fields(sale);
+            invocation
+                .arg(sale.stock_total)
+                .arg(
+                    reminders
+                        .get(&sale.id)
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                )
+                .arg(fields.len() * 2);
+            for (field, value) in fields {
+                invocation.arg(field).arg(value);
+            }
+        }
         let created: i64 = redis::from_redis_value(self.run("create_campaign", &invocation).await?)
             .map_err(corrupt)?;
         if created != 1 {
             return Err(StoreError::Conflict(format!(
-                "campaign {} already exists",
+                "campaign {} or one of its sales already exists",
                 campaign.id
             )));
-        }
-        for sale in campaign.sales() {
-            self.create_sale(&sale).await?;
-        }
-        for (sale, due) in campaign.reminders() {
-            self.schedule_reminder(&sale, due).await?;
         }
         let mut cmd = redis::cmd("ZADD");
         cmd.arg(CAMPAIGN_INDEX)
