@@ -240,7 +240,7 @@ print("server us/req: CPU (user + system) of the answering process per request "
 if $PAGE_NON2XX:
     print(f"the campaign page answered {$PAGE_NON2XX} non-2xx: its row is not comparable")
 if rows_b:
-    print(f"LAYOUT_B ($LAYOUT_B) against the default layout, engine CPU per reserved order: "
+    print(f"LAYOUT_B (${LAYOUT_B:-}) against the default layout, engine CPU per reserved order: "
           f"{rows_b[0][4] / rows[2][4]:.2f}x, requests/s {rows_b[0][1] / rows[2][1]:.2f}x")
 if $LIM_REFUSED:
     print(f"the rate-limited engine refused {$LIM_REFUSED} requests: its row is not comparable")
