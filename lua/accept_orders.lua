@@ -4,6 +4,10 @@
 -- changes nothing. Answers each order's shopper (redelivered ones too), for
 -- the caller to list the sale among the shopper's sales: that index has no
 -- sale's slot.
+-- Lean, as reserve.lua: the records are read in one HMGET, the stamped
+-- ones written back in one HSET (queued_at appended: a record's fields are
+-- name=value pairs in any order, see common.lua), the queued units counted
+-- in one HINCRBY and the hand-offs queued in one ZADD.
 -- KEYS[1] fs:{sale}:stats   hash: queued, ... (units)
 -- KEYS[2] fs:{sale}:outbox  sorted set: hand-offs to the merchant by due time
 -- KEYS[3] fs:{sale}:orders  hash: order id -> record (see common.lua)
@@ -11,29 +15,71 @@
 -- Returns {outcomes, shoppers}: one outcome per order, in order: 'queued'
 -- (first time) | 'unchanged' | 'not_found'; and the shoppers of the orders
 -- found, each once.
+-- Runs `command` with `head` (its key and options) then `args`, a slice
+-- of `args` per call (Lua's unpack takes a few thousand values at most and
+-- FLASHSALE_ORDER_BATCH goes to 10,000); appends the replies to `replies`
+-- when given. The slice is even, so pairs stay whole.
+local SLICE = 512
+local function in_slices(command, head, args, replies)
+  for first = 1, #args, SLICE do
+    local call = {unpack(head)}
+    for i = first, math.min(first + SLICE - 1, #args) do
+      call[#call + 1] = args[i]
+    end
+    local reply = redis.call(command, unpack(call))
+    if replies then
+      for _, value in ipairs(reply) do
+        replies[#replies + 1] = value
+      end
+    end
+  end
+end
+
 local now = string.format('%d', now_ms())
+local ids = {}
+for i = 2, #ARGV do
+  ids[i - 1] = ARGV[i]
+end
 local outcomes = {}
 local shoppers, seen = {}, {}
-for i = 2, #ARGV do
-  local order = load_order(KEYS[3], ARGV[i])
-  if not order then
-    outcomes[#outcomes + 1] = 'not_found'
+local stamped, hand_offs, queued = {}, {}, 0
+local records = {}
+in_slices('HMGET', {KEYS[3]}, ids, records)
+for i, id in ipairs(ids) do
+  -- An id twice in one call: the second sees the first's stamp.
+  local text = stamped[id] or records[i]
+  if not text then
+    outcomes[i] = 'not_found'
   else
-    if not seen[order.user_id] then
-      seen[order.user_id] = true
-      shoppers[#shoppers + 1] = order.user_id
+    local shopper = string.match(text, '^user_id=(%S+)')
+    if not seen[shopper] then
+      seen[shopper] = true
+      shoppers[#shoppers + 1] = shopper
     end
-    if order.queued_at then
-      outcomes[#outcomes + 1] = 'unchanged'
+    if string.find(text, ' queued_at=', 1, true) then
+      outcomes[i] = 'unchanged'
     else
-      order.queued_at = now
-      save_order(KEYS[3], ARGV[i], order)
-      redis.call('HINCRBY', KEYS[1], 'queued', tonumber(order.quantity))
+      stamped[id] = text .. ' queued_at=' .. now
+      queued = queued + tonumber(string.match(text, ' quantity=(%d+)'))
       if ARGV[1] == '1' then
-        hand_off(KEYS[2], 'order.reserved', ARGV[i], now)
+        hand_offs[#hand_offs + 1] = now
+        hand_offs[#hand_offs + 1] = 'order.reserved ' .. id
       end
-      outcomes[#outcomes + 1] = 'queued'
+      outcomes[i] = 'queued'
     end
+  end
+end
+if queued > 0 then
+  local fields = {}
+  for id, text in pairs(stamped) do
+    fields[#fields + 1] = id
+    fields[#fields + 1] = text
+  end
+  in_slices('HSET', {KEYS[3]}, fields)
+  redis.call('HINCRBY', KEYS[1], 'queued', queued)
+  if #hand_offs > 0 then
+    -- The same event of the same order is queued once (hand_off's NX).
+    in_slices('ZADD', {KEYS[2], 'NX'}, hand_offs)
   end
 end
 return {outcomes, shoppers}

@@ -15,15 +15,18 @@
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::codec::corrupt;
-use super::connection::timed;
+use super::connection::{timed, Connection};
 use super::RedisStore;
 use crate::domain::{system_now, CampaignId, Millis, Sale, SaleId};
 use crate::store::keys::{self, CAMPAIGN_INDEX, OPEN_SALE_INDEX, SALE_INDEX};
 use crate::store::{IndexedCampaign, IndexedSale, StoreError};
 
-/// Shopper indexes written at once when a batch of orders is accepted or
-/// a sale forgotten.
+/// Shopper indexes written at once on a Cluster when a batch of orders is
+/// accepted or a sale forgotten.
 const SHOPPER_WRITES_IN_FLIGHT: usize = 64;
+
+/// Shopper indexes written in one pipeline on a standalone Redis.
+const SHOPPER_WRITES_PER_PIPELINE: usize = 256;
 
 impl RedisStore {
     /// Lists the sale, or raises its window's end, in both indexes of
@@ -175,13 +178,32 @@ impl RedisStore {
         .await
     }
 
-    /// One command per shopper's index (each its own slot), a bounded
-    /// number in flight on the multiplexed connection.
+    /// One command per shopper's index (each its own slot). On a
+    /// standalone Redis they go as pipelines of up to
+    /// `SHOPPER_WRITES_PER_PIPELINE` (one round trip each: a race accepts a
+    /// new shopper with nearly every order); on a Cluster one by one, a
+    /// bounded number in flight, since the keys are on many nodes.
     async fn each_shopper(
         &self,
         shoppers: &[String],
         command: impl Fn(String) -> redis::Cmd,
     ) -> Result<(), StoreError> {
+        if let Connection::Standalone(conn) = &self.conn {
+            for chunk in shoppers.chunks(SHOPPER_WRITES_PER_PIPELINE) {
+                let mut pipeline = redis::pipe();
+                for shopper in chunk {
+                    pipeline
+                        .add_command(command(keys::shopper_sales_key(shopper)))
+                        .ignore();
+                }
+                timed(
+                    "shopper_sales",
+                    pipeline.query_async::<()>(&mut conn.clone()),
+                )
+                .await?;
+            }
+            return Ok(());
+        }
         // Owned futures, each with its own handle on the connection.
         let writes: Vec<_> = shoppers
             .iter()
