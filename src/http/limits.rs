@@ -17,7 +17,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -209,18 +210,23 @@ impl RateLimits {
     }
 }
 
-/// Middleware of the order routes: the per-address limit, before the
-/// request is authenticated or read.
-pub async fn limit_by_address(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let ip = state.limits.client_ip(peer.ip(), request.headers());
-    match state.limits.check_ip(ip) {
-        Ok(()) => next.run(request).await,
-        Err(err) => err.into_response(),
+/// The per-address limit of the order and waiting-room routes, as their
+/// handlers' first extractor: checked before the request is authenticated
+/// or its body read, with no layer of its own (a `from_fn` layer costs a
+/// boxed future and a clone of the route's service per request). A request
+/// without a peer address (only in-process callers: tests, benches) is not
+/// limited by address.
+pub struct WithinAddressLimit;
+
+impl FromRequestParts<AppState> for WithinAddressLimit {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            let ip = state.limits.client_ip(peer.ip(), &parts.headers);
+            state.limits.check_ip(ip)?;
+        }
+        Ok(Self)
     }
 }
 

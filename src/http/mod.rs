@@ -34,16 +34,17 @@ mod schemas;
 pub mod server;
 pub mod views;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
+use futures::FutureExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -93,6 +94,8 @@ pub struct AppContext {
     pub auth: Arc<AuthKeys>,
     pub metrics: PrometheusHandle,
     pub store_timeout: Duration,
+    /// Largest request body read, in bytes (see [`error::read_body`]).
+    pub body_limit_bytes: usize,
     pub limits: Arc<RateLimits>,
     /// How long a purchase token stays valid, in seconds.
     pub purchase_token_ttl_secs: i64,
@@ -110,10 +113,10 @@ pub struct AppContext {
 /// Every route is registered through utoipa-axum's `OpenApiRouter`, which
 /// collects each handler's `#[utoipa::path]` operation as it adds the
 /// route; the collected document is served at `GET /openapi.json`.
-pub fn router(state: AppState, body_limit_bytes: usize, shedding: Shedding) -> Router {
+pub fn router(state: AppState, shedding: Shedding) -> Router {
     let (engine, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .merge(public::router(&state))
-        .merge(queue::router(&state))
+        .merge(public::router())
+        .merge(queue::router())
         .merge(payments::router(state.payments.method()))
         .merge(admin::router())
         .merge(campaigns::router())
@@ -143,19 +146,22 @@ pub fn router(state: AppState, body_limit_bytes: usize, shedding: Shedding) -> R
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::OpenApiJson::new(&document)))
         .layer(middleware::from_fn_with_state(ops_door, front_door));
-    Router::new()
-        .merge(engine)
-        .merge(ops)
-        .layer(DefaultBodyLimit::max(body_limit_bytes))
-        // Sheds (429, 503) are counted in the metrics; logged one by one at
-        // error level they flooded the log at a sale's opening. A panic and
-        // an unreachable store are logged where they happen.
-        .layer(
+    let router = Router::new().merge(engine).merge(ops);
+    // tower-http's trace layer logs only at debug level (sheds, 429 and
+    // 503, logged one by one at error level flooded the log at a sale's
+    // opening; they are counted in the metrics, and a panic and an
+    // unreachable store are logged where they happen). Its span, wrapped
+    // body and clock reads cost every request even when nothing is logged,
+    // so it is there only when debug logs of `tower_http::trace` are wanted.
+    let router = if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
+        router.layer(
             TraceLayer::new_for_http()
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(state)
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 /// A handler panicked (a bug): 500 with a JSON body, counted, logged.
@@ -191,19 +197,25 @@ struct FrontDoor {
 }
 
 /// The one middleware every request passes: shedding and the timeout
-/// (engine routes), then the counts of the answer. Requests are counted
-/// under labels from fixed sets, so no client can add a metric series:
-/// the matched route pattern (or `unmatched`), a standard method (or
-/// `other`), and the status. One layer rather than one per concern: each
-/// `from_fn` layer costs a boxed future and a clone of the request's
-/// service per request.
+/// (engine routes), a handler's panic turned into a 500, then the counts of
+/// the answer. Requests are counted under labels from fixed sets, so no
+/// client can add a metric series: the matched route pattern (or
+/// `unmatched`), a standard method (or `other`), and the status. One layer
+/// rather than one per concern: each layer costs a boxed future and a
+/// clone of the request's service per request.
 async fn front_door(State(door): State<FrontDoor>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = method_label(request.method());
-    let response = match &door.shedding {
-        Some(shedding) => shedding.run(request, next).await,
-        None => next.run(request).await,
+    let answer = async {
+        match &door.shedding {
+            Some(shedding) => shedding.run(request, next).await,
+            None => next.run(request).await,
+        }
     };
+    let response = AssertUnwindSafe(answer)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(panic_response);
     let status = response.status().as_u16();
     if let Some(sheds) = &door.sheds {
         sheds.count(status);
@@ -263,9 +275,14 @@ mod tests {
         async fn broken() -> &'static str {
             panic!("a bug")
         }
+        let door = FrontDoor {
+            shedding: None,
+            sheds: None,
+            requests: Arc::new(HttpRequestCounters::default()),
+        };
         let app = Router::new()
             .route("/broken", get(broken))
-            .layer(CatchPanicLayer::custom(panic_response));
+            .layer(middleware::from_fn_with_state(door, front_door));
         let request = Request::builder()
             .uri("/broken")
             .body(Body::empty())
