@@ -12,15 +12,15 @@
 //! ([`RateLimits::prune`]), so their memory stays bounded whatever the
 //! number of distinct shoppers or addresses.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
@@ -247,16 +247,17 @@ impl Shedding {
 }
 
 impl Shedding {
-    /// Runs `request` within the bounds: 503 `overloaded` at once past the
-    /// in-flight bound, 503 `unavailable` past the request timeout. Called
-    /// by the front door's one middleware ([`super::front_door`]).
-    pub(super) async fn run(&self, request: Request, next: Next) -> Response {
+    /// Runs `answer`, a route's answer to a request, within the bounds:
+    /// 503 `overloaded` at once past the in-flight bound, 503 `unavailable`
+    /// past the request timeout. Called by the front door's one layer
+    /// ([`super::FrontDoorLayer`]).
+    pub(super) async fn run(&self, answer: impl Future<Output = Response>) -> Response {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             telemetry::count_shed("in_flight");
             return ApiError::Overloaded("the server is at capacity; retry shortly".into())
                 .into_response();
         };
-        match tokio::time::timeout(self.timeout, next.run(request)).await {
+        match tokio::time::timeout(self.timeout, answer).await {
             Ok(response) => response,
             Err(_elapsed) => {
                 telemetry::count_shed("timeout");

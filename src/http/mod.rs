@@ -34,17 +34,20 @@ mod schemas;
 pub mod server;
 pub mod views;
 
+use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
+use futures::future::BoxFuture;
 use futures::FutureExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower::{Layer, Service};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -124,7 +127,7 @@ pub fn router(state: AppState, shedding: Shedding) -> Router {
         .split_for_parts();
     let (ops, ops_document) = ops::router().split_for_parts();
     document.merge(ops_document);
-    // Every request passes one middleware, [`front_door`]: the engine
+    // Every request passes one layer, [`FrontDoorLayer`]: the engine
     // routes' with the shedding bounds and the live feeds' shed count, the
     // ops routes' with only the request metrics.
     let requests = Arc::new(HttpRequestCounters::default());
@@ -141,11 +144,11 @@ pub fn router(state: AppState, shedding: Shedding) -> Router {
     let engine = engine
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(engine_door, front_door));
+        .layer(FrontDoorLayer(Arc::new(engine_door)));
     let ops = ops
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::OpenApiJson::new(&document)))
-        .layer(middleware::from_fn_with_state(ops_door, front_door));
+        .layer(FrontDoorLayer(Arc::new(ops_door)));
     let router = Router::new().merge(engine).merge(ops);
     // tower-http's trace layer logs only at debug level (sheds, 429 and
     // 503, logged one by one at error level flooded the log at a sale's
@@ -184,8 +187,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// What the front door's one middleware does for a group of routes.
-#[derive(Clone)]
+/// What the front door does for a group of routes.
 struct FrontDoor {
     /// The in-flight bound and the request timeout (`None`: the ops
     /// routes, which answer under overload).
@@ -196,33 +198,80 @@ struct FrontDoor {
     requests: Arc<HttpRequestCounters>,
 }
 
-/// The one middleware every request passes: shedding and the timeout
-/// (engine routes), a handler's panic turned into a 500, then the counts of
-/// the answer. Requests are counted under labels from fixed sets, so no
-/// client can add a metric series: the matched route pattern (or
-/// `unmatched`), a standard method (or `other`), and the status. One layer
-/// rather than one per concern: each layer costs a boxed future and a
-/// clone of the request's service per request.
-async fn front_door(State(door): State<FrontDoor>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(request.method());
-    let answer = async {
-        match &door.shedding {
-            Some(shedding) => shedding.run(request, next).await,
-            None => next.run(request).await,
+/// The one layer every request passes: shedding and the timeout (engine
+/// routes), a handler's panic turned into a 500, then the counts of the
+/// answer. Requests are counted under labels from fixed sets, so no client
+/// can add a metric series: the matched route pattern (or `unmatched`), a
+/// standard method (or `other`), and the status.
+///
+/// One layer rather than one per concern, and a service of its own rather
+/// than axum's `from_fn`, which costs every request a second clone of the
+/// route's boxed service, a boxed `Next` and its boxed future: here the
+/// route's future is made at once and awaited within the bounds.
+#[derive(Clone)]
+struct FrontDoorLayer(Arc<FrontDoor>);
+
+impl<S> Layer<S> for FrontDoorLayer {
+    type Service = FrontDoorService<S>;
+
+    fn layer(&self, inner: S) -> FrontDoorService<S> {
+        FrontDoorService {
+            door: Arc::clone(&self.0),
+            inner,
         }
-    };
-    let response = AssertUnwindSafe(answer)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(panic_response);
-    let status = response.status().as_u16();
-    if let Some(sheds) = &door.sheds {
-        sheds.count(status);
     }
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    door.requests.count(route, method, status);
-    response
+}
+
+#[derive(Clone)]
+struct FrontDoorService<S> {
+    door: Arc<FrontDoor>,
+    inner: S,
+}
+
+impl<S> Service<Request> for FrontDoorService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = method_label(request.method());
+        // Making the route's future runs none of its handler: that starts
+        // at its first poll, within the bounds.
+        let answer = self.inner.call(request);
+        let door = Arc::clone(&self.door);
+        Box::pin(async move {
+            let answer = async {
+                let Ok(response) = answer.await;
+                response
+            };
+            let bounded = async {
+                match &door.shedding {
+                    Some(shedding) => shedding.run(answer).await,
+                    None => answer.await,
+                }
+            };
+            let response = AssertUnwindSafe(bounded)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(panic_response);
+            let status = response.status().as_u16();
+            if let Some(sheds) = &door.sheds {
+                sheds.count(status);
+            }
+            let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            door.requests.count(route, method, status);
+            Ok(response)
+        })
+    }
 }
 
 /// A request method as a metric label: the standard methods by name, any
@@ -282,7 +331,7 @@ mod tests {
         };
         let app = Router::new()
             .route("/broken", get(broken))
-            .layer(middleware::from_fn_with_state(door, front_door));
+            .layer(FrontDoorLayer(Arc::new(door)));
         let request = Request::builder()
             .uri("/broken")
             .body(Body::empty())
