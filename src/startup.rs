@@ -104,8 +104,7 @@ impl Application {
             lifetime_max_secs: config.user_token_lifetime_max_secs,
             verified_cache_max: usize_of(config.user_token_cache),
         };
-        let auth = AuthKeys::new(&admin_token, shopper_secret.as_bytes(), &shopper_tokens)
-            .context("invalid shopper token secret")?;
+        let auth = AuthKeys::new(&admin_token, shopper_secret.as_bytes(), &shopper_tokens)?;
         let listener = server::bind(config.listen, config.listen_backlog)
             .with_context(|| format!("failed to bind {}", config.listen))?;
         let address = listener
@@ -221,6 +220,7 @@ impl Application {
             auth: Arc::new(auth),
             metrics: telemetry::metrics_handle(),
             store_timeout: config.store_timeout(),
+            body_limit_bytes: usize_of(config.body_limit_bytes),
             limits: Arc::clone(&limits),
             purchase_token_ttl_secs: config.purchase_token_ttl_secs,
             live: Arc::clone(&live),
@@ -231,7 +231,7 @@ impl Application {
             usize_of(config.max_in_flight),
             Duration::from_millis(config.request_timeout_ms),
         );
-        let router = http::router(state, usize_of(config.body_limit_bytes), shedding);
+        let router = http::router(state, shedding);
         tracing::info!(%address, "flashsale listening");
         Ok(Self {
             listener,

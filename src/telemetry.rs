@@ -214,7 +214,7 @@ pub fn count_local_answer(outcome: &'static str) {
 /// outcomes are `&'static str`s from fixed sets (the error codes).
 struct OutcomeCounters {
     name: &'static str,
-    by_outcome: LazyLock<RwLock<HashMap<&'static str, Counter>>>,
+    by_outcome: LazyLock<RwLock<FixedKeyMap<&'static str, Counter>>>,
 }
 
 impl OutcomeCounters {
@@ -246,11 +246,15 @@ impl OutcomeCounters {
 /// fixed set, statuses the ones the engine answers with.
 #[derive(Default)]
 pub struct HttpRequestCounters {
-    by_route: RwLock<HashMap<String, RouteCounters>>,
+    by_route: RwLock<FixedKeyMap<String, RouteCounters>>,
 }
 
 /// One route's request counters, by method and status.
-type RouteCounters = HashMap<(&'static str, u16), Counter>;
+type RouteCounters = FixedKeyMap<(&'static str, u16), Counter>;
+
+/// The held series' maps, hashed with foldhash rather than SipHash: their
+/// keys come from the engine's fixed sets, never from a client.
+type FixedKeyMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 impl HttpRequestCounters {
     pub fn count(&self, route: &str, method: &'static str, status: u16) {

@@ -17,6 +17,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use parking_lot::RwLock;
 use rand::distr::{Alphanumeric, SampleString};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -74,10 +75,14 @@ struct VerifiedTokens {
     generations: RwLock<Generations>,
 }
 
+/// Tokens hashed with foldhash, not SipHash: only tokens signed with the
+/// shopper secret go in, so no client can choose keys that collide.
+type TokenMap = HashMap<Box<str>, Verified, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Generations {
-    current: HashMap<Box<str>, Verified>,
-    previous: HashMap<Box<str>, Verified>,
+    current: TokenMap,
+    previous: TokenMap,
 }
 
 impl VerifiedTokens {
@@ -115,7 +120,10 @@ impl VerifiedTokens {
         }
         let mut generations = self.generations.write();
         if generations.current.len() >= self.max {
-            generations.previous = std::mem::take(&mut generations.current);
+            // A cache that filled once fills again: the new generation is
+            // sized for it, so it never grows (and rehashes) on the way.
+            let sized = TokenMap::with_capacity_and_hasher(self.max, Default::default());
+            generations.previous = std::mem::replace(&mut generations.current, sized);
         }
         generations.current.insert(token.into(), verified);
     }
@@ -162,6 +170,15 @@ impl From<PurchaseTokenError> for ApiError {
     }
 }
 
+/// Why the keys cannot be built from the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthKeysError {
+    #[error("invalid shopper token secret: {0}")]
+    ShopperSecret(#[from] jsonwebtoken::errors::Error),
+    #[error("the admin token is a JWT signed with the shopper token secret: choose another")]
+    AdminTokenIsShopperToken,
+}
+
 /// Shortest admin token the engine accepts, in bytes.
 pub const ADMIN_TOKEN_MIN_BYTES: usize = 32;
 
@@ -182,12 +199,14 @@ pub struct AuthKeys {
 }
 
 impl AuthKeys {
-    /// Fails on an empty shopper secret.
+    /// Fails on an empty shopper secret, and on an admin token that is
+    /// itself signed with the shopper secret (a JWT whose signature would
+    /// pass as a shopper token's), so that no token is both.
     pub fn new(
         admin_token: &str,
         shopper_secret: &[u8],
         shopper_tokens: &ShopperTokenRules,
-    ) -> Result<Self, jsonwebtoken::errors::Error> {
+    ) -> Result<Self, AuthKeysError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = TOKEN_LEEWAY_SECS;
         validation.validate_nbf = true;
@@ -201,16 +220,21 @@ impl AuthKeys {
                 validation.set_required_spec_claims(&["exp", "sub"]);
             }
         }
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(shopper_secret)
-            .map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(shopper_secret).map_err(|_| {
+            jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)
+        })?;
         mac.update(b"flashsale purchase tokens");
         let purchase_secret = mac.finalize().into_bytes();
         let mut purchase_validation = Validation::new(Algorithm::HS256);
         purchase_validation.set_required_spec_claims(&["exp", "sub", "jti"]);
         purchase_validation.leeway = 0;
+        let shopper_key = DecodingKey::from_secret(shopper_secret)?;
+        if signed_with(admin_token, &shopper_key) {
+            return Err(AuthKeysError::AdminTokenIsShopperToken);
+        }
         Ok(Self {
             admin_digest: Sha256::digest(admin_token.as_bytes()).into(),
-            shopper_key: DecodingKey::from_secret(shopper_secret)?,
+            shopper_key,
             validation,
             lifetime_max_secs: shopper_tokens.lifetime_max_secs,
             verified: VerifiedTokens::new(shopper_tokens.verified_cache_max),
@@ -303,19 +327,25 @@ impl AuthKeys {
     /// The shopper a request's bearer token names: [`Self::shopper_of`],
     /// refusing the admin token, with verified tokens kept (see
     /// [`VerifiedTokens`]).
+    ///
+    /// The admin token is compared only when the token does not verify:
+    /// it is never a shopper token (see [`Self::new`]), so a token that
+    /// verifies is not it, and a shopper's request skips its digest.
     pub fn shopper(&self, token: &str) -> Result<ShopperId, ApiError> {
         if let Some(shopper) = self.verified.get(token, system_now() / 1000) {
             return Ok(shopper);
         }
-        if self.is_admin(token) {
-            return Err(ApiError::Forbidden(
+        match self.verify_shopper(token) {
+            Ok(verified) => {
+                let shopper = verified.shopper.clone();
+                self.verified.insert(token, verified);
+                Ok(shopper)
+            }
+            Err(_) if self.is_admin(token) => Err(ApiError::Forbidden(
                 "the admin token cannot act as a shopper",
-            ));
+            )),
+            Err(err) => Err(err),
         }
-        let verified = self.verify_shopper(token)?;
-        let shopper = verified.shopper.clone();
-        self.verified.insert(token, verified);
-        Ok(shopper)
     }
 
     fn verify_shopper(&self, token: &str) -> Result<Verified, ApiError> {
@@ -357,6 +387,15 @@ impl AuthKeys {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         digest.ct_eq(&self.admin_digest).into()
     }
+}
+
+/// Whether `token` is an HS256 JWT signed with `key`, whatever its claims.
+fn signed_with(token: &str, key: &DecodingKey) -> bool {
+    let mut signature_only = Validation::new(Algorithm::HS256);
+    signature_only.required_spec_claims.clear();
+    signature_only.validate_exp = false;
+    signature_only.validate_aud = false;
+    jsonwebtoken::decode::<IgnoredAny>(token, key, &signature_only).is_ok()
 }
 
 /// Signs a shopper token (the `flashsale token` command, tests, load suites).
@@ -632,6 +671,29 @@ mod tests {
             Err(ApiError::Unauthorized(_))
         ));
         assert_eq!(keys.verified.len(), 1, "only verified shopper tokens kept");
+    }
+
+    #[test]
+    fn an_admin_token_signed_with_the_shopper_secret_is_refused() {
+        // Goal: no token is both the admin token and a shopper token, which
+        // lets a shopper's request skip the admin-token digest.
+        let admin = token(json!({"exp": 1}));
+        assert!(matches!(
+            AuthKeys::new(&admin, SECRET, &ShopperTokenRules::default()),
+            Err(AuthKeysError::AdminTokenIsShopperToken)
+        ));
+        let other_secret = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "shopper-1", "exp": now() + 60}),
+            &EncodingKey::from_secret(b"another secret").expect("key"),
+        )
+        .expect("token");
+        let keys = AuthKeys::new(&other_secret, SECRET, &ShopperTokenRules::default())
+            .expect("a JWT of another secret may be the admin token");
+        assert!(matches!(
+            keys.shopper(&other_secret),
+            Err(ApiError::Forbidden(_))
+        ));
     }
 
     #[test]

@@ -2,16 +2,20 @@
 //! `{"error": {"code": "...", "message": "..."}}` with a stable code from the
 //! contract; 503s carry `Retry-After`.
 
-use axum::body::Bytes;
+use std::sync::LazyLock;
+
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::views::JsonAnswer;
+use super::AppState;
 use crate::domain::{InvalidField, Rejection};
 use crate::inventory::InventoryError;
 use crate::json::{self, JsonProblem};
@@ -211,6 +215,24 @@ impl ApiError {
     }
 }
 
+/// The body of a refused reservation, serialized once per rejection: the
+/// answers a sale's opening sends most (`sold_out` above all), each the
+/// same bytes every time.
+fn rejection_body(rejection: Rejection) -> &'static [u8] {
+    static BODIES: LazyLock<Vec<(Rejection, Vec<u8>)>> = LazyLock::new(|| {
+        Rejection::all()
+            .map(|rejection| {
+                let body = serde_json::to_vec(&ApiError::Rejected(rejection).body());
+                (rejection, body.unwrap_or_default())
+            })
+            .collect()
+    });
+    BODIES
+        .iter()
+        .find(|(each, _)| *each == rejection)
+        .map_or(&[], |(_, body)| body.as_slice())
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -223,7 +245,19 @@ impl IntoResponse for ApiError {
             }
             _ => None,
         };
-        let mut response = (status, JsonAnswer(self.body())).into_response();
+        let mut response = match &self {
+            Self::Rejected(rejection) => {
+                let mut response =
+                    Response::new(Body::from(Bytes::from_static(rejection_body(*rejection))));
+                *response.status_mut() = status;
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            _ => (status, JsonAnswer(self.body())).into_response(),
+        };
         if let Some(retry_after) = retry_after {
             response
                 .headers_mut()
@@ -348,15 +382,19 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// Reads the whole body within the body limit.
-pub async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state)
+/// Reads the whole body within the engine's body limit
+/// (`FLASHSALE_BODY_LIMIT_BYTES`; past it 413). Every route that reads a
+/// body reads it here, so the limit needs no layer of its own (a layer
+/// costs every request a boxed service clone and future).
+pub async fn read_body(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(request.into_body(), state.body_limit_bytes)
         .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        .map_err(|err| {
+            let err = err.into_inner();
+            if err.is::<LengthLimitError>() {
                 ApiError::PayloadTooLarge
             } else {
-                ApiError::MalformedBody(rejection.body_text())
+                ApiError::MalformedBody(format!("Failed to buffer the request body: {err}"))
             }
         })
 }
@@ -364,10 +402,10 @@ pub async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<By
 /// A JSON body extractor whose rejections use the contract's error format.
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let body = read_body(request, state).await?;
         parse_json(&body).map(ApiJson)
     }
@@ -398,6 +436,26 @@ mod tests {
     fn every_code_serializes_as_its_table_entry() {
         for code in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(code).expect("json"), code.as_str());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rejection_answers_its_serialized_body() {
+        for rejection in Rejection::all() {
+            let error = ApiError::Rejected(rejection);
+            let expected = serde_json::to_vec(&error.body()).expect("json");
+            let status = error.status();
+            let response = error.into_response();
+            assert_eq!(response.status(), status, "{rejection:?}");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/json",
+                "{rejection:?}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .expect("body");
+            assert_eq!(body, expected, "{rejection:?}");
         }
     }
 

@@ -12,14 +12,15 @@
 //! ([`RateLimits::prune`]), so their memory stays bounded whatever the
 //! number of distinct shoppers or addresses.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
@@ -209,18 +210,23 @@ impl RateLimits {
     }
 }
 
-/// Middleware of the order routes: the per-address limit, before the
-/// request is authenticated or read.
-pub async fn limit_by_address(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let ip = state.limits.client_ip(peer.ip(), request.headers());
-    match state.limits.check_ip(ip) {
-        Ok(()) => next.run(request).await,
-        Err(err) => err.into_response(),
+/// The per-address limit of the order and waiting-room routes, as their
+/// handlers' first extractor: checked before the request is authenticated
+/// or its body read, with no layer of its own (a `from_fn` layer costs a
+/// boxed future and a clone of the route's service per request). A request
+/// without a peer address (only in-process callers: tests, benches) is not
+/// limited by address.
+pub struct WithinAddressLimit;
+
+impl FromRequestParts<AppState> for WithinAddressLimit {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            let ip = state.limits.client_ip(peer.ip(), &parts.headers);
+            state.limits.check_ip(ip)?;
+        }
+        Ok(Self)
     }
 }
 
@@ -241,16 +247,17 @@ impl Shedding {
 }
 
 impl Shedding {
-    /// Runs `request` within the bounds: 503 `overloaded` at once past the
-    /// in-flight bound, 503 `unavailable` past the request timeout. Called
-    /// by the front door's one middleware ([`super::front_door`]).
-    pub(super) async fn run(&self, request: Request, next: Next) -> Response {
+    /// Runs `answer`, a route's answer to a request, within the bounds:
+    /// 503 `overloaded` at once past the in-flight bound, 503 `unavailable`
+    /// past the request timeout. Called by the front door's one layer
+    /// ([`super::FrontDoorLayer`]).
+    pub(super) async fn run(&self, answer: impl Future<Output = Response>) -> Response {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             telemetry::count_shed("in_flight");
             return ApiError::Overloaded("the server is at capacity; retry shortly".into())
                 .into_response();
         };
-        match tokio::time::timeout(self.timeout, next.run(request)).await {
+        match tokio::time::timeout(self.timeout, answer).await {
             Ok(response) => response,
             Err(_elapsed) => {
                 telemetry::count_shed("timeout");

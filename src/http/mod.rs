@@ -34,16 +34,20 @@ mod schemas;
 pub mod server;
 pub mod views;
 
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
+use futures::future::BoxFuture;
+use futures::FutureExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_http::catch_panic::CatchPanicLayer;
+use tower::{Layer, Service};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -93,6 +97,8 @@ pub struct AppContext {
     pub auth: Arc<AuthKeys>,
     pub metrics: PrometheusHandle,
     pub store_timeout: Duration,
+    /// Largest request body read, in bytes (see [`error::read_body`]).
+    pub body_limit_bytes: usize,
     pub limits: Arc<RateLimits>,
     /// How long a purchase token stays valid, in seconds.
     pub purchase_token_ttl_secs: i64,
@@ -110,10 +116,10 @@ pub struct AppContext {
 /// Every route is registered through utoipa-axum's `OpenApiRouter`, which
 /// collects each handler's `#[utoipa::path]` operation as it adds the
 /// route; the collected document is served at `GET /openapi.json`.
-pub fn router(state: AppState, body_limit_bytes: usize, shedding: Shedding) -> Router {
+pub fn router(state: AppState, shedding: Shedding) -> Router {
     let (engine, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .merge(public::router(&state))
-        .merge(queue::router(&state))
+        .merge(public::router())
+        .merge(queue::router())
         .merge(payments::router(state.payments.method()))
         .merge(admin::router())
         .merge(campaigns::router())
@@ -121,7 +127,7 @@ pub fn router(state: AppState, body_limit_bytes: usize, shedding: Shedding) -> R
         .split_for_parts();
     let (ops, ops_document) = ops::router().split_for_parts();
     document.merge(ops_document);
-    // Every request passes one middleware, [`front_door`]: the engine
+    // Every request passes one layer, [`FrontDoorLayer`]: the engine
     // routes' with the shedding bounds and the live feeds' shed count, the
     // ops routes' with only the request metrics.
     let requests = Arc::new(HttpRequestCounters::default());
@@ -138,24 +144,27 @@ pub fn router(state: AppState, body_limit_bytes: usize, shedding: Shedding) -> R
     let engine = engine
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(engine_door, front_door));
+        .layer(FrontDoorLayer(Arc::new(engine_door)));
     let ops = ops
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::OpenApiJson::new(&document)))
-        .layer(middleware::from_fn_with_state(ops_door, front_door));
-    Router::new()
-        .merge(engine)
-        .merge(ops)
-        .layer(DefaultBodyLimit::max(body_limit_bytes))
-        // Sheds (429, 503) are counted in the metrics; logged one by one at
-        // error level they flooded the log at a sale's opening. A panic and
-        // an unreachable store are logged where they happen.
-        .layer(
+        .layer(FrontDoorLayer(Arc::new(ops_door)));
+    let router = Router::new().merge(engine).merge(ops);
+    // tower-http's trace layer logs only at debug level (sheds, 429 and
+    // 503, logged one by one at error level flooded the log at a sale's
+    // opening; they are counted in the metrics, and a panic and an
+    // unreachable store are logged where they happen). Its span, wrapped
+    // body and clock reads cost every request even when nothing is logged,
+    // so it is there only when debug logs of `tower_http::trace` are wanted.
+    let router = if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
+        router.layer(
             TraceLayer::new_for_http()
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(state)
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 /// A handler panicked (a bug): 500 with a JSON body, counted, logged.
@@ -178,8 +187,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// What the front door's one middleware does for a group of routes.
-#[derive(Clone)]
+/// What the front door does for a group of routes.
 struct FrontDoor {
     /// The in-flight bound and the request timeout (`None`: the ops
     /// routes, which answer under overload).
@@ -190,27 +198,80 @@ struct FrontDoor {
     requests: Arc<HttpRequestCounters>,
 }
 
-/// The one middleware every request passes: shedding and the timeout
-/// (engine routes), then the counts of the answer. Requests are counted
-/// under labels from fixed sets, so no client can add a metric series:
-/// the matched route pattern (or `unmatched`), a standard method (or
-/// `other`), and the status. One layer rather than one per concern: each
-/// `from_fn` layer costs a boxed future and a clone of the request's
-/// service per request.
-async fn front_door(State(door): State<FrontDoor>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(request.method());
-    let response = match &door.shedding {
-        Some(shedding) => shedding.run(request, next).await,
-        None => next.run(request).await,
-    };
-    let status = response.status().as_u16();
-    if let Some(sheds) = &door.sheds {
-        sheds.count(status);
+/// The one layer every request passes: shedding and the timeout (engine
+/// routes), a handler's panic turned into a 500, then the counts of the
+/// answer. Requests are counted under labels from fixed sets, so no client
+/// can add a metric series: the matched route pattern (or `unmatched`), a
+/// standard method (or `other`), and the status.
+///
+/// One layer rather than one per concern, and a service of its own rather
+/// than axum's `from_fn`, which costs every request a second clone of the
+/// route's boxed service, a boxed `Next` and its boxed future: here the
+/// route's future is made at once and awaited within the bounds.
+#[derive(Clone)]
+struct FrontDoorLayer(Arc<FrontDoor>);
+
+impl<S> Layer<S> for FrontDoorLayer {
+    type Service = FrontDoorService<S>;
+
+    fn layer(&self, inner: S) -> FrontDoorService<S> {
+        FrontDoorService {
+            door: Arc::clone(&self.0),
+            inner,
+        }
     }
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    door.requests.count(route, method, status);
-    response
+}
+
+#[derive(Clone)]
+struct FrontDoorService<S> {
+    door: Arc<FrontDoor>,
+    inner: S,
+}
+
+impl<S> Service<Request> for FrontDoorService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = method_label(request.method());
+        // Making the route's future runs none of its handler: that starts
+        // at its first poll, within the bounds.
+        let answer = self.inner.call(request);
+        let door = Arc::clone(&self.door);
+        Box::pin(async move {
+            let answer = async {
+                let Ok(response) = answer.await;
+                response
+            };
+            let bounded = async {
+                match &door.shedding {
+                    Some(shedding) => shedding.run(answer).await,
+                    None => answer.await,
+                }
+            };
+            let response = AssertUnwindSafe(bounded)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(panic_response);
+            let status = response.status().as_u16();
+            if let Some(sheds) = &door.sheds {
+                sheds.count(status);
+            }
+            let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            door.requests.count(route, method, status);
+            Ok(response)
+        })
+    }
 }
 
 /// A request method as a metric label: the standard methods by name, any
@@ -263,9 +324,14 @@ mod tests {
         async fn broken() -> &'static str {
             panic!("a bug")
         }
+        let door = FrontDoor {
+            shedding: None,
+            sheds: None,
+            requests: Arc::new(HttpRequestCounters::default()),
+        };
         let app = Router::new()
             .route("/broken", get(broken))
-            .layer(CatchPanicLayer::custom(panic_response));
+            .layer(FrontDoorLayer(Arc::new(door)));
         let request = Request::builder()
             .uri("/broken")
             .body(Body::empty())

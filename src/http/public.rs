@@ -3,7 +3,6 @@
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware;
 use axum::Json;
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
@@ -12,7 +11,7 @@ use utoipa_axum::routes;
 
 use super::auth::{PurchaseTokenError, Shopper};
 use super::error::{parse_json, read_body, ApiError, ApiPath};
-use super::limits;
+use super::limits::WithinAddressLimit;
 use super::openapi::error_responses;
 use super::paging::{order_cursor, PageQuery, Paging};
 use super::views::{
@@ -32,16 +31,10 @@ const PURCHASE_TOKEN_HEADER: &str = "x-purchase-token";
 #[openapi(components(schemas(OrderRequest)))]
 struct Schemas;
 
-pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
-    let order_routes = OpenApiRouter::with_openapi(Schemas::openapi())
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(Schemas::openapi())
         .routes(routes!(create_order))
         .routes(routes!(issue_purchase_token))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            limits::limit_by_address,
-        ));
-    OpenApiRouter::new()
-        .merge(order_routes)
         .routes(routes!(list_sales))
         .routes(routes!(get_sale))
         .routes(routes!(list_orders))
@@ -188,6 +181,7 @@ fn one() -> i64 {
     )
 )]
 async fn create_order(
+    _: WithinAddressLimit,
     Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -283,6 +277,7 @@ async fn create_order(
     )
 )]
 async fn issue_purchase_token(
+    _: WithinAddressLimit,
     Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,

@@ -4,7 +4,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -13,19 +12,14 @@ use utoipa_axum::routes;
 
 use super::auth::Shopper;
 use super::error::{ApiError, ApiPath};
-use super::limits;
+use super::limits::WithinAddressLimit;
 use super::openapi::error_responses;
 use super::{parse_sale_id, AppState};
 use crate::admission::{QueueAnswer, QueueError};
 use crate::domain::{format_ms, system_now, QueueStatus, SaleId, ShopperId};
 
-pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(join_queue, poll_queue))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            limits::limit_by_address,
-        ))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(join_queue, poll_queue))
 }
 
 error_responses!(
@@ -127,6 +121,7 @@ fn body(
     )
 )]
 async fn join_queue(
+    _: WithinAddressLimit,
     Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -161,6 +156,7 @@ async fn join_queue(
     )
 )]
 async fn poll_queue(
+    _: WithinAddressLimit,
     Shopper(shopper_id): Shopper,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,

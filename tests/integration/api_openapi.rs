@@ -168,6 +168,7 @@ impl App {
             ),
             metrics: telemetry::metrics_handle(),
             store_timeout: Duration::from_secs(2),
+            body_limit_bytes: 64 * 1024,
             limits: Arc::new(RateLimits::new(&RateLimitSettings {
                 global: off,
                 shopper: off,
@@ -194,7 +195,7 @@ impl App {
         });
         let shedding = Shedding::new(max_in_flight, Duration::from_secs(5));
         Self {
-            router: http::router(state, 64 * 1024, shedding),
+            router: http::router(state, shedding),
             inventory,
         }
     }
