@@ -97,8 +97,8 @@ if count > 0 then
       cancelled[shopper] = c[j] and c[j] + 0 or 0
       orders[shopper] = o[j] or ''
       if campaign then
-        round_held[shopper] = tonumber(rh[j] or '0')
-        total_held[shopper] = tonumber(th[j] or '0')
+        round_held[shopper] = rh[j] and rh[j] + 0 or 0
+        total_held[shopper] = th[j] and th[j] + 0 or 0
       end
     end
   end
