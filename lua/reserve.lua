@@ -43,14 +43,18 @@
 -- request i (from 1): shopper id, quantity, new order id,
 -- idempotency field ('' when the request has no key), the verified purchase
 -- token's id ('' when none).
--- Returns {terms, then one reply per request, in order}. The terms are what
--- every order this call made shares: {now_ms (created_at), expires_ms,
--- price_cents, currency}. Each reply is one of
---   {'reserved', remaining, held}
---   {'replay', order_id} (an idempotent retry, or this very call resent)
---   {'idempotency_mismatch'} | {'not_found'}
---   {'not_started'} | {'ended'} | {'purchase_token_required'} |
---   {'purchase_token_used'} | {'limit_exceeded'} | {'sold_out', remaining}
+-- Returns one flat array: the terms, then three items per request, in
+-- order. The terms are what every order this call made shares: now_ms
+-- (created_at), expires_ms, price_cents, currency. A request's three items
+-- are its outcome and up to two values (nil where it has fewer):
+--   'reserved', remaining, held
+--   'replay', order_id (an idempotent retry, or this very call resent)
+--   'idempotency_mismatch' | 'not_found' | 'not_started' | 'ended' |
+--   'purchase_token_required' | 'purchase_token_used' | 'limit_exceeded' |
+--   'round_limit_exceeded' | 'campaign_limit_exceeded'
+--   'sold_out', remaining
+-- Flat rather than a table per request: Redis converts every table of a
+-- reply on its own (looking for 'err', 'ok' and the like in each).
 local m = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'per_user_limit',
   'price_cents', 'payment_timeout_secs', 'currency', 'require_purchase_token')
 local now = now_ms()
@@ -87,12 +91,14 @@ if count > 0 then
   end
   for j, shopper in ipairs(shoppers) do
     if held[shopper] == nil then
-      held[shopper] = tonumber(h[j] or '0')
-      cancelled[shopper] = tonumber(c[j] or '0')
+      -- `+ 0` parses once where tonumber parses twice; an absent count
+      -- is not parsed at all.
+      held[shopper] = h[j] and h[j] + 0 or 0
+      cancelled[shopper] = c[j] and c[j] + 0 or 0
       orders[shopper] = o[j] or ''
       if campaign then
-        round_held[shopper] = tonumber(rh[j] or '0')
-        total_held[shopper] = tonumber(th[j] or '0')
+        round_held[shopper] = rh[j] and rh[j] + 0 or 0
+        total_held[shopper] = th[j] and th[j] + 0 or 0
       end
     end
   end
@@ -123,55 +129,75 @@ local record_end = ' currency=' .. (m[7] or '') .. ' status=pending_payment crea
 local records = {}
 local made = {}
 
+-- Per reservation, parsing a number (strtod) or handing one to redis.call
+-- (formatted with printf) costs more than the rest of a check: each
+-- quantity is parsed and each count formatted once per call.
+local quantities, texts = {}, {}
+local function text(n)
+  local t = texts[n]
+  if not t then
+    t = string.format('%d', n)
+    texts[n] = t
+  end
+  return t
+end
+
+-- Locals: a global is a table lookup each time it is named.
+local find, argv = string.find, ARGV
+
 local function decide(shopper, qty_text, order_id, idem, token)
-  local qty = tonumber(qty_text)
-  if string.find(orders[shopper], order_id, 1, true) then
-    return {'replay', order_id}
+  local qty = quantities[qty_text]
+  if not qty then
+    qty = tonumber(qty_text)
+    quantities[qty_text] = qty
+  end
+  if find(orders[shopper], order_id, 1, true) then
+    return 'replay', order_id
   end
   if idem ~= '' then
     local prev = prior[idem]
     if prev then
       local sep = string.find(prev, ' ', 1, true)
       if tonumber(string.sub(prev, sep + 1)) ~= qty then
-        return {'idempotency_mismatch'}
+        return 'idempotency_mismatch'
       end
-      return {'replay', string.sub(prev, 1, sep - 1)}
+      return 'replay', string.sub(prev, 1, sep - 1)
     end
   end
   if not m[1] or (campaign and not round_limit) then
-    return {'not_found'}
+    return 'not_found'
   end
   if m[1] ~= 'scheduled' then
-    return {'ended'}
+    return 'ended'
   end
   if now < starts_at then
-    return {'not_started'}
+    return 'not_started'
   end
   if now >= ends_at then
-    return {'ended'}
+    return 'ended'
   end
   local token_required = m[8] == '1'
   if token_required then
     if token == '' then
-      return {'purchase_token_required'}
+      return 'purchase_token_required'
     end
     if redis.call('HEXISTS', KEYS[9], token) == 1 then
-      return {'purchase_token_used'}
+      return 'purchase_token_used'
     end
   end
   if cancelled[shopper] >= cancels_max or held[shopper] + qty > per_user_limit then
-    return {'limit_exceeded'}
+    return 'limit_exceeded'
   end
   if campaign then
     if round_held[shopper] + qty > round_limit then
-      return {'round_limit_exceeded'}
+      return 'round_limit_exceeded'
     end
     if total_limit > 0 and total_held[shopper] + qty > total_limit then
-      return {'campaign_limit_exceeded'}
+      return 'campaign_limit_exceeded'
     end
   end
   if stock < qty then
-    return {'sold_out', stock}
+    return 'sold_out', stock
   end
   stock = stock - qty
   taken = taken + qty
@@ -201,34 +227,41 @@ local function decide(shopper, qty_text, order_id, idem, token)
     redis.call('HSET', KEYS[9], token, order_id)
   end
   made[#made + 1] = order_id
-  return {'reserved', stock, held[shopper]}
+  return 'reserved', stock, held[shopper]
 end
 
 -- HSET's arguments for `values` of each of `shoppers`: shopper, value, ...
-local function by_shopper(shoppers, values)
+-- (each value through `as_text` when given).
+local function by_shopper(shoppers, values, as_text)
   local args = {}
   for _, shopper in ipairs(shoppers) do
+    local value = values[shopper]
+    if as_text then
+      value = as_text(value)
+    end
     args[#args + 1] = shopper
-    args[#args + 1] = values[shopper]
+    args[#args + 1] = value
   end
   return args
 end
 
-local replies = {{now, expires, price or 0, m[7] or ''}}
+local replies = {now, expires, price or 0, m[7] or ''}
 for i = 1, count do
   local a = 1 + (i - 1) * 5
-  replies[i + 1] = decide(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
+  local outcome, x, y = decide(argv[a + 1], argv[a + 2], argv[a + 3], argv[a + 4], argv[a + 5])
+  local r = 2 + i * 3
+  replies[r], replies[r + 1], replies[r + 2] = outcome, x or false, y or false
 end
 
 -- Write back once what changed (a shopper or key twice: its last value).
 if taken > 0 then
   redis.call('DECRBY', KEYS[2], taken)
   redis.call('HINCRBY', KEYS[3], 'reserved', taken)
-  redis.call('HSET', KEYS[4], unpack(by_shopper(changed_shoppers, held)))
+  redis.call('HSET', KEYS[4], unpack(by_shopper(changed_shoppers, held, text)))
   redis.call('HSET', KEYS[6], unpack(by_shopper(changed_shoppers, orders)))
   if campaign then
-    redis.call('HSET', KEYS[13], unpack(by_shopper(changed_shoppers, round_held)))
-    redis.call('HSET', KEYS[14], unpack(by_shopper(changed_shoppers, total_held)))
+    redis.call('HSET', KEYS[13], unpack(by_shopper(changed_shoppers, round_held, text)))
+    redis.call('HSET', KEYS[14], unpack(by_shopper(changed_shoppers, total_held, text)))
   end
   redis.call('ZADD', KEYS[8], unpack(deadlines))
   redis.call('HSET', KEYS[10], unpack(records))

@@ -186,14 +186,29 @@ impl Reply {
         self.items.len() > 0
     }
 
+    /// Items left to read.
+    pub(super) fn remaining(&self) -> usize {
+        self.items.len()
+    }
+
     pub(super) fn next<T: FromRedisValue>(&mut self) -> Result<T, StoreError> {
-        let value = self
-            .items
+        redis::from_redis_value(self.next_value()?).map_err(corrupt)
+    }
+
+    /// The next item as Redis sent it.
+    pub(super) fn next_value(&mut self) -> Result<Value, StoreError> {
+        self.items
             .next()
-            .ok_or_else(|| corrupt("script reply is too short"))?;
-        redis::from_redis_value(value).map_err(corrupt)
+            .ok_or_else(|| corrupt("script reply is too short"))
     }
 }
+
+/// Items of one request's answer in a `reserve.lua` reply: its outcome
+/// and two values (nil where the outcome has fewer).
+pub(super) const RESERVE_REPLY_ITEMS: usize = 3;
+
+/// Items of the head of a `reserve.lua` reply ([`OrderTerms`]).
+pub(super) const RESERVE_TERMS_ITEMS: usize = 4;
 
 /// What every order one reserve call made shares (the head of its reply).
 pub(super) struct OrderTerms {
@@ -213,29 +228,33 @@ pub(super) enum ReserveReply {
 }
 
 impl OrderTerms {
-    pub(super) fn from_reply(value: Value) -> Result<Self, StoreError> {
-        let (created_at, expires_at, price_cents, currency) =
-            redis::from_redis_value(value).map_err(corrupt)?;
+    /// Reads the head of a reserve reply.
+    pub(super) fn from_reply(reply: &mut Reply) -> Result<Self, StoreError> {
         Ok(Self {
-            created_at,
-            expires_at,
-            price_cents,
-            currency,
+            created_at: reply.next()?,
+            expires_at: reply.next()?,
+            price_cents: reply.next()?,
+            currency: reply.next()?,
         })
     }
 
-    /// Reads one request's reply: a new order is built from the request
-    /// and these terms; a rejection is the request's error.
+    /// Reads one request's items (`RESERVE_REPLY_ITEMS` of them): a new
+    /// order is built from the request and these terms; a rejection is the
+    /// request's error.
     pub(super) fn read(
         &self,
         request: &ReserveRequest,
-        reply: Value,
+        [outcome, first, second]: [Value; RESERVE_REPLY_ITEMS],
     ) -> Result<ReserveReply, StoreError> {
-        let (outcome, mut reply) = Reply::new(reply)?;
-        match outcome.as_str() {
+        let Value::BulkString(outcome) = outcome else {
+            return Err(corrupt(format!("reserve outcome {outcome:?}")));
+        };
+        let outcome = std::str::from_utf8(&outcome).map_err(corrupt)?;
+        let number = |value: Value| redis::from_redis_value::<i64>(value).map_err(corrupt);
+        match outcome {
             "reserved" => {
-                let remaining = reply.next()?;
-                let held = reply.next()?;
+                let remaining = number(first)?;
+                let held = number(second)?;
                 let quantity = request.quantity.get();
                 Ok(ReserveReply::Reserved(Box::new(Reservation {
                     order: Order {
@@ -262,7 +281,8 @@ impl OrderTerms {
                 })))
             }
             "replay" => Ok(ReserveReply::Replay(
-                OrderId::parse(&reply.next::<String>()?).map_err(corrupt)?,
+                OrderId::parse(&redis::from_redis_value::<String>(first).map_err(corrupt)?)
+                    .map_err(corrupt)?,
             )),
             "not_found" => Err(StoreError::NotFound("sale")),
             other => Err(Rejection::from_code(other).map_or_else(

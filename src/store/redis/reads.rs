@@ -4,7 +4,7 @@
 
 use redis::Value;
 
-use super::codec::{corrupt, order_ids, OrderTerms, ReserveReply};
+use super::codec::{corrupt, order_ids, OrderTerms, ReserveReply, RESERVE_REPLY_ITEMS};
 use super::RedisStore;
 use crate::domain::{OrderId, Reservation, ReserveRequest, SaleId, ShopperId};
 use crate::store::keys::SaleKeys;
@@ -18,9 +18,9 @@ impl RedisStore {
         &self,
         request: &ReserveRequest,
         terms: &OrderTerms,
-        reply: Value,
+        items: [Value; RESERVE_REPLY_ITEMS],
     ) -> Result<Reservation, StoreError> {
-        let id = match terms.read(request, reply)? {
+        let id = match terms.read(request, items)? {
             ReserveReply::Reserved(reservation) => return Ok(*reservation),
             ReserveReply::Replay(id) => id,
         };

@@ -15,6 +15,7 @@ use super::codec::{
     admin_outcome, corrupt, dead_letter, delivery_member, exception_from_record, exception_record,
     flag, millis, order_from_fields, order_from_record, order_ids, parse_errand, record_fields,
     sale_fields, stream_entries, view_from_snapshot, Announcement, OrderTerms, Reply,
+    RESERVE_REPLY_ITEMS, RESERVE_TERMS_ITEMS,
 };
 use super::connection::{timed, unavailable};
 use super::RedisStore;
@@ -539,16 +540,19 @@ impl Store for RedisStore {
                 .arg(idempotency_field)
                 .arg(request.purchase_token.as_deref().unwrap_or(""));
         }
-        let replies: Vec<Value> =
-            redis::from_redis_value(self.run("reserve", &invocation).await?).map_err(corrupt)?;
-        if replies.len() != requests.len() + 1 {
+        let mut reply = Reply::array(self.run("reserve", &invocation).await?, "reserve")?;
+        if reply.remaining() != RESERVE_TERMS_ITEMS + RESERVE_REPLY_ITEMS * requests.len() {
             return Err(corrupt("reserve answered a different number of requests"));
         }
-        let mut replies = replies.into_iter();
-        let terms = OrderTerms::from_reply(replies.next().unwrap_or(Value::Nil))?;
+        let terms = OrderTerms::from_reply(&mut reply)?;
         let mut outcomes = Vec::with_capacity(requests.len());
-        for (request, reply) in requests.iter().zip(replies) {
-            outcomes.push(self.reservation_outcome(request, &terms, reply).await);
+        for request in requests {
+            let items = [
+                reply.next_value()?,
+                reply.next_value()?,
+                reply.next_value()?,
+            ];
+            outcomes.push(self.reservation_outcome(request, &terms, items).await);
         }
         Ok(outcomes)
     }
