@@ -194,7 +194,7 @@ impl Hs256Key {
     }
 
     /// The decoded payload of `token` if it is a compact JWT with an HS256
-    /// header (see [`Header`]) signed with this key; its signature is
+    /// header (see [`TokenHeader`]) signed with this key; its signature is
     /// compared in constant time.
     fn payload(&self, token: &str) -> Result<Vec<u8>, ApiError> {
         let malformed = || ApiError::Unauthorized(MALFORMED);
@@ -394,9 +394,7 @@ impl AuthKeys {
         if shopper_key.signed(admin_token) {
             return Err(AuthKeysError::AdminTokenIsShopperToken);
         }
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(shopper_secret).map_err(|_| {
-            jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)
-        })?;
+        let mut mac = shopper_key.0.clone();
         mac.update(b"flashsale purchase tokens");
         let purchase_secret = mac.finalize().into_bytes();
         let mut purchase_validation = Validation::new(Algorithm::HS256);
