@@ -3,22 +3,32 @@
 //! the lifetime optionally capped) and merchants with the admin bearer
 //! token (compared in constant time).
 //!
+//! Shopper tokens are checked here, not by `jsonwebtoken` (which still
+//! signs every token and checks purchase tokens): the HMAC is keyed once
+//! and cloned per token, the header and claims read once into small
+//! structs, with the checks and refusals `jsonwebtoken`'s `Validation`
+//! made ([`Hs256Key`], [`ShopperClaims::check`]).
+//!
 //! A shopper's verified token is kept in a small bounded cache keyed by
 //! the whole token ([`VerifiedTokens`]): a shopper retrying at a sale's
 //! opening sends the same token many times, and its signature, JSON and
 //! the admin-token comparison are then checked once, not per request.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use parking_lot::RwLock;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::de::IgnoredAny;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -28,13 +38,187 @@ use crate::domain::{format_ms, system_now, SaleId, ShopperId};
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 const TOKEN_LEEWAY_SECS: u64 = 5;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize)]
 struct Claims {
     sub: String,
     exp: i64,
     /// Issued at: where the lifetime cap counts from (now, when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<i64>,
+}
+
+const MALFORMED: &str = "the token is malformed";
+const OTHER_AUDIENCE: &str = "the token is not for this engine's audience";
+
+/// The claims of a shopper token as its checks read them, parsed once:
+/// `nbf` and `aud` kept raw and read only when their check comes, in the
+/// order `jsonwebtoken` checks them (so each refusal names the same
+/// cause).
+#[derive(Deserialize)]
+struct ShopperClaims<'a> {
+    #[serde(borrow)]
+    sub: Cow<'a, str>,
+    exp: i64,
+    #[serde(default)]
+    iat: Option<i64>,
+    /// Present even when `null` (which is malformed, like any non-number).
+    #[serde(default, borrow, deserialize_with = "nbf")]
+    nbf: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    aud: Option<&'a RawValue>,
+}
+
+/// An `nbf` kept raw; an object or an array makes the whole claims
+/// malformed at once, as `jsonwebtoken` fails to read them past one.
+fn nbf<'de, D: Deserializer<'de>>(value: D) -> Result<Option<&'de RawValue>, D::Error> {
+    let raw = <&RawValue>::deserialize(value)?;
+    if raw.get().starts_with(['{', '[']) {
+        return Err(serde::de::Error::custom("nbf is not a NumericDate"));
+    }
+    Ok(Some(raw))
+}
+
+/// An `aud` claim: one audience or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl ShopperClaims<'_> {
+    /// Every check of the claims at `now` (Unix seconds), in this order:
+    /// required claims, `nbf`'s format, `exp` and `nbf` (with
+    /// [`TOKEN_LEEWAY_SECS`]), the audience when one is configured, the
+    /// lifetime cap.
+    fn check(&self, rules: &ShopperTokenRules, now: i64) -> Result<(), ApiError> {
+        let refuse = |message| Err(ApiError::Unauthorized(message));
+        // A NumericDate is never negative: such an `exp` counts as absent.
+        if self.exp < 0 {
+            return refuse(MALFORMED);
+        }
+        // An `aud` that is not a string or an array of strings counts as
+        // absent, as it does for `jsonwebtoken`.
+        let aud = match &rules.audience {
+            Some(_) => match self
+                .aud
+                .map(|aud| serde_json::from_str::<Audience>(aud.get()))
+            {
+                Some(Ok(aud)) => Some(aud),
+                _ => return refuse(OTHER_AUDIENCE),
+            },
+            None => None,
+        };
+        let nbf = match self.nbf {
+            Some(raw) => Some(numeric_date(raw).ok_or(ApiError::Unauthorized(MALFORMED))?),
+            None => None,
+        };
+        let leeway = TOKEN_LEEWAY_SECS as i64;
+        if self.exp < now - leeway {
+            return refuse("the token has expired");
+        }
+        if nbf.is_some_and(|nbf| nbf > (now + leeway) as u64) {
+            return refuse("the token is not valid yet (nbf)");
+        }
+        if let (Some(audience), Some(aud)) = (&rules.audience, aud) {
+            let named = match aud {
+                Audience::One(aud) => aud == *audience,
+                Audience::Many(auds) => auds.contains(audience),
+            };
+            if !named {
+                return refuse(OTHER_AUDIENCE);
+            }
+        }
+        if let Some(max) = rules.lifetime_max_secs {
+            if self.exp.saturating_sub(self.iat.unwrap_or(now)) > max {
+                return refuse("the token's lifetime is longer than this engine accepts");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A JWT NumericDate read as `jsonwebtoken` reads one: a non-negative
+/// integer, or a finite non-negative number rounded to a second.
+fn numeric_date(raw: &RawValue) -> Option<u64> {
+    let number: serde_json::Number = serde_json::from_str(raw.get()).ok()?;
+    number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|secs| secs.is_finite() && *secs >= 0.0 && *secs < u64::MAX as f64)
+            .map(|secs| secs.round() as u64)
+    })
+}
+
+/// The header of a token checked here: `alg` must be `HS256`; an
+/// unencoded payload (`b64: false`) and any `crit` but `["b64"]` are
+/// refused, as `jsonwebtoken` refuses them.
+#[derive(Deserialize)]
+struct TokenHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    /// Read only so that a `typ` that is not a string is refused.
+    #[serde(default, borrow, rename = "typ")]
+    _typ: Option<Cow<'a, str>>,
+    #[serde(default)]
+    b64: Option<bool>,
+    #[serde(default, borrow)]
+    crit: Option<Vec<Cow<'a, str>>>,
+}
+
+impl TokenHeader<'_> {
+    fn is_hs256(&self) -> bool {
+        let crit_understood = match &self.crit {
+            None => true,
+            Some(crit) => self.b64.is_some() && matches!(crit.as_slice(), [only] if only == "b64"),
+        };
+        self.alg == "HS256" && self.b64 != Some(false) && crit_understood
+    }
+}
+
+/// An HS256 key: the HMAC keyed with the secret once (keying hashes the
+/// secret's padded blocks), cloned for each token.
+struct Hs256Key(Hmac<Sha256>);
+
+impl Hs256Key {
+    /// Fails on an empty secret.
+    fn new(secret: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
+        let invalid =
+            || jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat);
+        if secret.is_empty() {
+            return Err(invalid());
+        }
+        Ok(Self(
+            <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|_| invalid())?,
+        ))
+    }
+
+    /// The decoded payload of `token` if it is a compact JWT with an HS256
+    /// header (see [`TokenHeader`]) signed with this key; its signature is
+    /// compared in constant time.
+    fn payload(&self, token: &str) -> Result<Vec<u8>, ApiError> {
+        let malformed = || ApiError::Unauthorized(MALFORMED);
+        let (message, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
+        let (header, payload) = message.rsplit_once('.').ok_or_else(malformed)?;
+        let header = URL_SAFE_NO_PAD.decode(header).map_err(|_| malformed())?;
+        match serde_json::from_slice::<TokenHeader>(&header) {
+            Ok(header) if header.is_hs256() => {}
+            _ => return Err(malformed()),
+        }
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| malformed())?;
+        let mut mac = self.0.clone();
+        mac.update(message.as_bytes());
+        mac.verify_slice(&signature)
+            .map_err(|_| ApiError::Unauthorized("the token's signature is invalid"))?;
+        URL_SAFE_NO_PAD.decode(payload).map_err(|_| malformed())
+    }
+
+    /// Whether `token` is an HS256 JWT signed with this key, whatever its
+    /// claims (as long as they are JSON).
+    fn signed(&self, token: &str) -> bool {
+        self.payload(token)
+            .is_ok_and(|claims| serde_json::from_slice::<IgnoredAny>(&claims).is_ok())
+    }
 }
 
 /// What a shopper token must satisfy beyond its signature, `sub` and `exp`.
@@ -186,9 +370,8 @@ pub struct AuthKeys {
     /// SHA-256 of the admin token: tokens are compared by their digests,
     /// which have one length whatever a client sends.
     admin_digest: [u8; 32],
-    shopper_key: DecodingKey,
-    validation: Validation,
-    lifetime_max_secs: Option<i64>,
+    shopper_key: Hs256Key,
+    shopper_rules: ShopperTokenRules,
     verified: VerifiedTokens,
     /// Signs purchase tokens: derived from the shopper secret (so every
     /// engine node sharing it accepts them) but not equal to it, so neither
@@ -207,36 +390,20 @@ impl AuthKeys {
         shopper_secret: &[u8],
         shopper_tokens: &ShopperTokenRules,
     ) -> Result<Self, AuthKeysError> {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = TOKEN_LEEWAY_SECS;
-        validation.validate_nbf = true;
-        match &shopper_tokens.audience {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                validation.set_required_spec_claims(&["exp", "sub", "aud"]);
-            }
-            None => {
-                validation.validate_aud = false;
-                validation.set_required_spec_claims(&["exp", "sub"]);
-            }
+        let shopper_key = Hs256Key::new(shopper_secret)?;
+        if shopper_key.signed(admin_token) {
+            return Err(AuthKeysError::AdminTokenIsShopperToken);
         }
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(shopper_secret).map_err(|_| {
-            jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)
-        })?;
+        let mut mac = shopper_key.0.clone();
         mac.update(b"flashsale purchase tokens");
         let purchase_secret = mac.finalize().into_bytes();
         let mut purchase_validation = Validation::new(Algorithm::HS256);
         purchase_validation.set_required_spec_claims(&["exp", "sub", "jti"]);
         purchase_validation.leeway = 0;
-        let shopper_key = DecodingKey::from_secret(shopper_secret)?;
-        if signed_with(admin_token, &shopper_key) {
-            return Err(AuthKeysError::AdminTokenIsShopperToken);
-        }
         Ok(Self {
             admin_digest: Sha256::digest(admin_token.as_bytes()).into(),
             shopper_key,
-            validation,
-            lifetime_max_secs: shopper_tokens.lifetime_max_secs,
+            shopper_rules: shopper_tokens.clone(),
             verified: VerifiedTokens::new(shopper_tokens.verified_cache_max),
             purchase_signing: EncodingKey::from_secret(&purchase_secret)?,
             purchase_key: DecodingKey::from_secret(&purchase_secret)?,
@@ -349,34 +516,15 @@ impl AuthKeys {
     }
 
     fn verify_shopper(&self, token: &str) -> Result<Verified, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.shopper_key, &self.validation)
-            .map_err(|err| {
-                use jsonwebtoken::errors::ErrorKind;
-                ApiError::Unauthorized(match err.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired",
-                    ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)",
-                    ErrorKind::InvalidAudience => "the token is not for this engine's audience",
-                    ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
-                        "the token is not for this engine's audience"
-                    }
-                    ErrorKind::InvalidSignature => "the token's signature is invalid",
-                    _ => "the token is malformed",
-                })
-            })?;
-        if let Some(max) = self.lifetime_max_secs {
-            let claims = &data.claims;
-            let issued = claims.iat.unwrap_or_else(|| system_now() / 1000);
-            if claims.exp.saturating_sub(issued) > max {
-                return Err(ApiError::Unauthorized(
-                    "the token's lifetime is longer than this engine accepts",
-                ));
-            }
-        }
-        let shopper = ShopperId::parse(&data.claims.sub)
+        let payload = self.shopper_key.payload(token)?;
+        let claims: ShopperClaims =
+            serde_json::from_slice(&payload).map_err(|_| ApiError::Unauthorized(MALFORMED))?;
+        claims.check(&self.shopper_rules, system_now() / 1000)?;
+        let shopper = ShopperId::parse(&claims.sub)
             .map_err(|_| ApiError::Unauthorized("the token's sub is not a valid shopper id"))?;
         Ok(Verified {
             shopper,
-            exp: data.claims.exp,
+            exp: claims.exp,
         })
     }
 
@@ -387,15 +535,6 @@ impl AuthKeys {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         digest.ct_eq(&self.admin_digest).into()
     }
-}
-
-/// Whether `token` is an HS256 JWT signed with `key`, whatever its claims.
-fn signed_with(token: &str, key: &DecodingKey) -> bool {
-    let mut signature_only = Validation::new(Algorithm::HS256);
-    signature_only.required_spec_claims.clear();
-    signature_only.validate_exp = false;
-    signature_only.validate_aud = false;
-    jsonwebtoken::decode::<IgnoredAny>(token, key, &signature_only).is_ok()
 }
 
 /// Signs a shopper token (the `flashsale token` command, tests, load suites).
@@ -570,7 +709,12 @@ mod tests {
     #[test]
     fn a_token_with_an_audience_passes_when_none_is_configured() {
         let keys = auth_keys(ShopperTokenRules::default());
-        for aud in [json!("mini-program"), json!(["a", "b"])] {
+        for aud in [
+            json!("mini-program"),
+            json!(["a", "b"]),
+            json!(7),
+            json!(null),
+        ] {
             let token = token(json!({"exp": now() + 60, "aud": aud}));
             assert_eq!(
                 keys.shopper_of(&token).expect("accepted").as_str(),
@@ -591,6 +735,8 @@ mod tests {
         }
         for claims in [
             json!({"exp": now() + 60, "aud": "another-app"}),
+            json!({"exp": now() + 60, "aud": []}),
+            json!({"exp": now() + 60, "aud": null}),
             json!({"exp": now() + 60}),
         ] {
             assert_eq!(
@@ -599,6 +745,8 @@ mod tests {
                 "{claims}"
             );
         }
+        let malformed = token(json!({"exp": now() + 60, "aud": 7}));
+        assert_eq!(refusal(&keys, &malformed), OTHER_AUDIENCE);
     }
 
     #[test]
@@ -694,6 +842,120 @@ mod tests {
             keys.shopper(&other_secret),
             Err(ApiError::Forbidden(_))
         ));
+    }
+
+    /// A token of these header and claims, signed with `secret`.
+    fn signed(header: serde_json::Value, claims: serde_json::Value, secret: &[u8]) -> String {
+        let part = |json: serde_json::Value| URL_SAFE_NO_PAD.encode(json.to_string());
+        let message = format!("{}.{}", part(header), part(claims));
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("key");
+        mac.update(message.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{message}.{signature}")
+    }
+
+    #[test]
+    fn a_valid_token_is_accepted_whatever_its_hs256_header_holds() {
+        let keys = auth_keys(ShopperTokenRules::default());
+        let claims = json!({"sub": "shopper-1", "exp": now() + 60});
+        for header in [
+            json!({"alg": "HS256", "typ": "JWT"}),
+            json!({"alg": "HS256"}),
+            json!({"typ": "JWT", "alg": "HS256", "kid": "key-1"}),
+            json!({"alg": "HS256", "b64": true, "crit": ["b64"]}),
+        ] {
+            let token = signed(header.clone(), claims.clone(), SECRET);
+            assert_eq!(
+                keys.shopper_of(&token).expect("accepted").as_str(),
+                "shopper-1",
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_of_another_algorithm_or_header_is_refused() {
+        // Goal: only HS256 passes, as `Validation::new(HS256)` allowed;
+        // method: headers of other algorithms, each token signed with the
+        // right secret (or unsigned for `none`).
+        let keys = auth_keys(ShopperTokenRules::default());
+        let claims = json!({"sub": "shopper-1", "exp": now() + 60});
+        for header in [
+            json!({"alg": "none", "typ": "JWT"}),
+            json!({"alg": "RS256", "typ": "JWT"}),
+            json!({"alg": "HS512", "typ": "JWT"}),
+            json!({"alg": "hs256"}),
+            json!({"typ": "JWT"}),
+            json!({"alg": "HS256", "b64": false, "crit": ["b64"]}),
+            json!({"alg": "HS256", "crit": ["exp"]}),
+        ] {
+            let token = signed(header.clone(), claims.clone(), SECRET);
+            assert_eq!(refusal(&keys, &token), MALFORMED, "{header}");
+        }
+        let header = URL_SAFE_NO_PAD.encode(json!({"alg": "none"}).to_string());
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        for unsigned in [
+            format!("{header}.{payload}."),
+            format!("{header}.{payload}"),
+        ] {
+            assert!(keys.shopper_of(&unsigned).is_err(), "{unsigned}");
+        }
+    }
+
+    #[test]
+    fn a_token_of_another_secret_or_tampered_is_refused() {
+        let keys = auth_keys(ShopperTokenRules::default());
+        let header = json!({"alg": "HS256", "typ": "JWT"});
+        let claims = json!({"sub": "shopper-1", "exp": now() + 60});
+        let other = signed(header.clone(), claims.clone(), b"another secret");
+        assert_eq!(refusal(&keys, &other), "the token's signature is invalid");
+        let genuine = signed(header, claims, SECRET);
+        let (_, signature) = genuine.rsplit_once('.').expect("signed");
+        let (head, _) = genuine.split_once('.').expect("header");
+        let forged =
+            URL_SAFE_NO_PAD.encode(json!({"sub": "shopper-2", "exp": now() + 60}).to_string());
+        let tampered = format!("{head}.{forged}.{signature}");
+        assert_eq!(
+            refusal(&keys, &tampered),
+            "the token's signature is invalid"
+        );
+        for malformed in ["", "a.b", "a.b.c.d", &format!("{genuine}=")] {
+            assert_eq!(refusal(&keys, malformed), MALFORMED, "{malformed}");
+        }
+    }
+
+    #[test]
+    fn a_token_expired_beyond_the_leeway_is_refused() {
+        let keys = auth_keys(ShopperTokenRules::default());
+        let leeway = TOKEN_LEEWAY_SECS as i64;
+        let expired = token(json!({"exp": now() - leeway - 60}));
+        assert_eq!(refusal(&keys, &expired), "the token has expired");
+        let within_leeway = token(json!({"exp": now() - 1}));
+        assert!(keys.shopper_of(&within_leeway).is_ok());
+    }
+
+    #[test]
+    fn malformed_claims_are_refused() {
+        let keys = auth_keys(ShopperTokenRules::default());
+        for claims in [
+            json!({"exp": now() + 60, "nbf": "soon"}),
+            json!({"exp": now() + 60, "nbf": null}),
+            json!({"exp": now() + 60, "nbf": -1}),
+            json!({"exp": now() + 60, "nbf": [1]}),
+            json!({"exp": -1}),
+            json!({"exp": "later"}),
+            json!({}),
+        ] {
+            assert_eq!(
+                refusal(&keys, &token(claims.clone())),
+                MALFORMED,
+                "{claims}"
+            );
+        }
+        let no_sub = signed(json!({"alg": "HS256"}), json!({"exp": now() + 60}), SECRET);
+        assert_eq!(refusal(&keys, &no_sub), MALFORMED);
+        let fractional_nbf = token(json!({"exp": now() + 60, "nbf": (now() - 10) as f64 + 0.5}));
+        assert!(keys.shopper_of(&fractional_nbf).is_ok());
     }
 
     #[test]

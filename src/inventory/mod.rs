@@ -123,10 +123,15 @@ pub fn certainly_finished(view: &SaleView, margin_ms: Millis) -> bool {
 /// with the actors so they can leave.
 #[derive(Clone)]
 pub struct Registry {
-    actors: Arc<DashMap<SaleId, Arc<ActorEntry>>>,
-    finished: Arc<DashMap<SaleId, ()>>,
+    actors: Arc<SaleMap<Arc<ActorEntry>>>,
+    finished: Arc<SaleMap<()>>,
     finished_max: usize,
 }
+
+/// Sales hashed with foldhash, not SipHash (each order request looks its
+/// sale up twice): only sales read from the store go in, so no client can
+/// fill a map with keys that collide.
+type SaleMap<V> = DashMap<SaleId, V, foldhash::fast::RandomState>;
 
 impl Default for Registry {
     fn default() -> Self {
