@@ -69,7 +69,7 @@ for i, id in ipairs(ids) do
     end
   end
 end
-if queued > 0 then
+if next(stamped) then
   local fields = {}
   for id, text in pairs(stamped) do
     fields[#fields + 1] = id
