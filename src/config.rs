@@ -146,8 +146,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub actor_arbiters: u64,
 
-    /// Reservations that may wait in one sale actor's mailbox; past it the
-    /// engine answers 503 `overloaded` at once.
+    /// Reservations that may wait in one sale actor's mailbox (its inbox,
+    /// not yet taken in); past it the engine answers 503 `overloaded` at
+    /// once.
     #[arg(long, env = "FLASHSALE_ACTOR_MAILBOX", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub actor_mailbox: u64,

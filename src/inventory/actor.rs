@@ -1,6 +1,7 @@
-//! One sale's actor: it holds the sale's [`Memory`], answers from it what
-//! is certain, sends the rest to the store in batches ([`ReserveQueue`]
-//! keeps the queue and its bounds), publishes on the sale's
+//! One sale's actor: it takes in its [`Inbox`], holds the sale's
+//! [`Memory`], answers from it what is certain, sends the rest to the
+//! store in batches ([`ReserveQueue`] keeps the queue and its bounds),
+//! publishes on the sale's
 //! [`SoldOutBoard`], re-reads the sale every `refresh` and stops after
 //! `idle_stop` without a request, or once a re-read finds the sale
 //! certainly finished (it then leaves the sale in the registry's record of
@@ -14,8 +15,8 @@ use actix::prelude::*;
 
 use super::batching::{ReserveQueue, Waiting};
 use super::board::SoldOutBoard;
+use super::inbox::{Inbox, Mail, ReserveReply, TakeIn};
 use super::memory::{Memory, TimedView};
-use super::messages::{Registered, Reserve, ReserveReply, SaleUpdated, StockReturned};
 use super::{certainly_finished, InventoryError, Registry};
 use crate::clock::{duration_ms, Clock};
 use crate::domain::{Millis, ReserveRequest};
@@ -53,6 +54,7 @@ pub struct SaleActor {
     news_taken_in: u64,
     /// Board refusals counted at the last tick.
     refusals_seen: u64,
+    inbox: Arc<Inbox>,
     store: Arc<dyn Store>,
     registry: Registry,
     settings: ActorSettings,
@@ -62,6 +64,7 @@ impl SaleActor {
     pub fn new(
         first: TimedView,
         board: Arc<SoldOutBoard>,
+        inbox: Arc<Inbox>,
         store: Arc<dyn Store>,
         registry: Registry,
         settings: ActorSettings,
@@ -82,6 +85,7 @@ impl SaleActor {
             board,
             news_taken_in: 0,
             refusals_seen: 0,
+            inbox,
             store,
             registry,
             settings,
@@ -103,9 +107,56 @@ impl SaleActor {
         self.publish_sold_out();
     }
 
+    /// Takes in everything in the inbox, in order, and sends what waits
+    /// for the store if a call slot is free; again while mail came in
+    /// meanwhile. Then the inbox learns whether senders must tell the actor
+    /// of new mail (not while every call slot is busy, since the actor
+    /// takes the inbox in when a call returns) and how many reservations
+    /// it holds (past `in_flight_max` it is told at once).
+    fn take_in(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            for mail in self.inbox.take() {
+                self.receive(mail, ctx);
+            }
+            self.send_waiting(ctx);
+            let will_look = !self.queue.has_free_call_slot();
+            if !self.inbox.settle(will_look, self.queue.held()) {
+                return;
+            }
+        }
+    }
+
+    fn receive(&mut self, mail: Mail, ctx: &mut Context<Self>) {
+        match mail {
+            Mail::Reserve { request, reply } => {
+                self.last_request = self.settings.clock.now();
+                self.admit(Waiting { request, reply });
+            }
+            Mail::Registered => {
+                self.memory.register();
+                // A read already under way began before registration: let
+                // it land, the next tick reads again.
+                self.refresh(ctx);
+            }
+            Mail::SaleUpdated(view) => {
+                // Read by an HTTP handler at an unknown moment: it may raise
+                // what the actor believes, never lower it (the store decides
+                // until replies do).
+                self.memory.apply(view, false);
+                self.news_taken_in += 1;
+                self.publish_sold_out();
+            }
+            Mail::StockReturned { shopper, quantity } => {
+                self.memory.stock_returned(&shopper, quantity);
+                self.news_taken_in += 1;
+                self.publish_sold_out();
+            }
+        }
+    }
+
     /// Answers from memory what it can, or queues the request for the
-    /// store; then sends what waits if a call slot is free.
-    fn accept(&mut self, waiting: Waiting, ctx: &mut Context<Self>) {
+    /// store.
+    fn admit(&mut self, waiting: Waiting) {
         let clock = self.settings.clock.as_ref();
         if let Some(waiting) = answer_from_memory(&self.memory, clock, waiting) {
             if !self.queue.has_room() {
@@ -115,7 +166,6 @@ impl SaleActor {
             }
             self.queue.push(waiting);
         }
-        self.send_waiting(ctx);
     }
 
     /// While a call slot is free and requests wait, sends up to
@@ -159,7 +209,7 @@ impl SaleActor {
                         }
                     }
                     actor.publish_sold_out();
-                    actor.send_waiting(ctx);
+                    actor.take_in(ctx);
                 }),
         );
     }
@@ -173,6 +223,7 @@ impl SaleActor {
             self.last_request = self.settings.clock.now();
         }
         let idle = self.queue.is_idle()
+            && self.inbox.is_empty()
             && self.settings.clock.now() - self.last_request
                 >= duration_ms(self.settings.idle_stop);
         if idle {
@@ -276,51 +327,20 @@ impl Actor for SaleActor {
     }
 }
 
-impl Handler<Registered> for SaleActor {
+impl Handler<TakeIn> for SaleActor {
     type Result = ();
 
-    fn handle(&mut self, _: Registered, ctx: &mut Self::Context) {
-        self.memory.register();
-        // A read already under way began before registration: let it land,
-        // the next tick reads again.
-        self.refresh(ctx);
+    fn handle(&mut self, _: TakeIn, ctx: &mut Self::Context) {
+        self.take_in(ctx);
     }
 }
 
-impl Handler<Reserve> for SaleActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Reserve, ctx: &mut Self::Context) {
-        let Reserve {
-            request,
-            reply,
-            ticket,
-        } = msg;
-        drop(ticket);
-        self.last_request = self.settings.clock.now();
-        self.accept(Waiting { request, reply }, ctx);
-    }
-}
-
-impl Handler<SaleUpdated> for SaleActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: SaleUpdated, _: &mut Self::Context) {
-        // Read by an HTTP handler at an unknown moment: it may raise what the
-        // actor believes, never lower it (the store decides until replies do).
-        self.memory.apply(msg.0, false);
-        self.news_taken_in += 1;
-        self.publish_sold_out();
-    }
-}
-
-impl Handler<StockReturned> for SaleActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: StockReturned, _: &mut Self::Context) {
-        self.memory.stock_returned(&msg.shopper, msg.quantity);
-        self.news_taken_in += 1;
-        self.publish_sold_out();
+impl Drop for SaleActor {
+    /// Stopped (retired, or its thread stopped): what waits in the inbox is
+    /// dropped, so each caller sees its reply channel closed and asks the
+    /// actor that replaces this one, and later posts are refused.
+    fn drop(&mut self) {
+        drop(self.inbox.close());
     }
 }
 
@@ -349,6 +369,7 @@ mod tests {
         let mut actor = SaleActor::new(
             timed(view.clone(), 0),
             Arc::default(),
+            Arc::new(Inbox::new(16, 16)),
             store,
             Registry::default(),
             settings,

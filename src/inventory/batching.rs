@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 
-use super::messages::ReserveReply;
+use super::inbox::ReserveReply;
 use crate::domain::ReserveRequest;
 
 /// A reservation waiting for the actor's next store call.
@@ -51,7 +51,17 @@ impl ReserveQueue {
     /// Whether one more reservation may wait: fewer than `in_flight_max`
     /// wait or are in calls.
     pub fn has_room(&self) -> bool {
-        self.waiting.len() + self.reservations_in_calls < self.in_flight_max
+        self.held() < self.in_flight_max
+    }
+
+    /// Reservations waiting or in calls.
+    pub fn held(&self) -> usize {
+        self.waiting.len() + self.reservations_in_calls
+    }
+
+    /// Whether a store call may be sent now.
+    pub fn has_free_call_slot(&self) -> bool {
+        self.store_calls_in_flight < self.store_calls
     }
 
     /// Queues `waiting` behind the others (see [`has_room`](Self::has_room)).
@@ -68,7 +78,7 @@ impl ReserveQueue {
         &mut self,
         mut still_needed: impl FnMut(Waiting) -> Option<Waiting>,
     ) -> Option<Vec<Waiting>> {
-        if self.store_calls_in_flight >= self.store_calls {
+        if !self.has_free_call_slot() {
             return None;
         }
         let mut batch = Vec::new();

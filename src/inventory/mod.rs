@@ -21,17 +21,16 @@
 //! - `memory`: what an actor believes and when it is certain (no I/O).
 //! - `batching`: the queue of reservations waiting for store calls.
 //! - `board`: the sold-out board the front door reads without a hop.
-//! - `messages`: what reaches an actor's mailbox.
+//! - `inbox`: what reaches an actor, and when its thread is woken for it.
 //! - `system`: the actix threads the actors run on.
 
 mod actor;
 mod batching;
 mod board;
+mod inbox;
 mod memory;
-mod messages;
 mod system;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +41,8 @@ use tokio::sync::oneshot;
 pub use self::actor::ActorSettings;
 use self::actor::SaleActor;
 use self::board::SoldOutBoard;
+use self::inbox::{Inbox, Mail, Refused, TakeIn};
 use self::memory::TimedView;
-use self::messages::{Registered, Reserve, SaleUpdated, StockReturned};
 use self::system::ActorSystem;
 use crate::domain::{Millis, Order, Rejection, SaleId, SaleState, SaleView};
 use crate::domain::{Reservation, ReserveRequest, StockReturn};
@@ -64,44 +63,24 @@ pub enum InventoryError {
     TimedOut(Duration),
 }
 
-/// The reservations waiting in one actor's mailbox. actix bounds a mailbox
-/// per sender, and every request sends through its own clone of the
-/// address, so the bound is kept here.
-struct Mailbox {
-    queued: AtomicUsize,
-    capacity: usize,
-}
-
-/// A place in a mailbox, given back when dropped (handled, or lost with a
-/// stopped actor).
-pub struct MailboxTicket(Arc<Mailbox>);
-
-impl Mailbox {
-    fn enter(self: &Arc<Self>) -> Option<MailboxTicket> {
-        let admitted = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                (queued < self.capacity).then_some(queued + 1)
-            })
-            .is_ok();
-        admitted.then(|| MailboxTicket(Arc::clone(self)))
-    }
-}
-
-impl Drop for MailboxTicket {
-    fn drop(&mut self) {
-        self.0.queued.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// A running actor, shared behind an `Arc`: every request takes it from
 /// the registry, and a copy of the `Addr` allocates (actix gives each
-/// sender its own queue state), which a request answered from the board
-/// never needs.
+/// sender its own queue state), which no request needs.
 struct ActorEntry {
     address: Addr<SaleActor>,
-    mailbox: Arc<Mailbox>,
+    inbox: Arc<Inbox>,
     board: Arc<SoldOutBoard>,
+}
+
+impl ActorEntry {
+    /// Posts `mail` to the actor, telling it when it will not look by
+    /// itself.
+    fn post(&self, mail: Mail) -> Result<(), Refused> {
+        if self.inbox.post(mail)? {
+            self.address.do_send(TakeIn);
+        }
+        Ok(())
+    }
 }
 
 /// The most finished sales one node remembers, unless set otherwise
@@ -227,30 +206,22 @@ impl Inventory {
                 telemetry::count_local_answer(Rejection::SoldOut.as_str());
                 return Err(StoreError::Rejected(Rejection::SoldOut).into());
             }
-            let Some(ticket) = actor.mailbox.enter() else {
-                telemetry::count_mailbox_rejection();
-                return Err(InventoryError::Overloaded);
-            };
             let (reply, answer) = oneshot::channel();
-            let message = Reserve {
+            let mail = Mail::Reserve {
                 request: request.clone(),
                 reply,
-                ticket,
             };
-            // Through a copy of the address of its own: actix bounds what
-            // each sender may queue (a sender shared by every request would
-            // refuse at its bound), the mailbox's bound is `Mailbox`'s.
-            match actor.address.clone().try_send(message) {
+            match actor.post(mail) {
                 Ok(()) => match tokio::time::timeout(self.reserve_timeout, answer).await {
                     Ok(Ok(result)) => return result,
                     Ok(Err(_dropped_by_a_stopping_actor)) => {}
                     Err(_elapsed) => return Err(InventoryError::TimedOut(self.reserve_timeout)),
                 },
-                Err(SendError::Full(_)) => {
+                Err(Refused::Full) => {
                     telemetry::count_mailbox_rejection();
                     return Err(InventoryError::Overloaded);
                 }
-                Err(SendError::Closed(_)) => {}
+                Err(Refused::Closed) => {}
             }
             self.registry.remove(&request.sale_id, &actor.address);
         }
@@ -261,7 +232,8 @@ impl Inventory {
     pub fn sale_changed(&self, view: SaleView) {
         if let Some(actor) = self.registry.get(&view.sale.id) {
             actor.board.news_coming();
-            actor.address.do_send(SaleUpdated(view));
+            // Refused only by a stopped actor: its successor reads the sale.
+            let _ = actor.post(Mail::SaleUpdated(view));
         }
     }
 
@@ -283,7 +255,8 @@ impl Inventory {
     pub fn stock_returned_elsewhere(&self, stock_return: StockReturn) {
         if let Some(actor) = self.registry.get(&stock_return.sale_id) {
             actor.board.news_coming();
-            actor.address.do_send(StockReturned {
+            // Refused only by a stopped actor: its successor reads the sale.
+            let _ = actor.post(Mail::StockReturned {
                 shopper: stock_return.shopper_id,
                 quantity: stock_return.quantity,
             });
@@ -340,48 +313,26 @@ impl Inventory {
                 let store = Arc::clone(&self.store);
                 let registry = self.registry.clone();
                 let settings = self.settings.clone();
-                let mailbox = Arc::new(Mailbox {
-                    queued: AtomicUsize::new(0),
-                    capacity: settings.mailbox,
-                });
+                let inbox = Arc::new(Inbox::new(settings.mailbox, settings.in_flight_max));
                 let board = Arc::new(SoldOutBoard::default());
-                let actor_board = Arc::clone(&board);
+                let (actor_board, actor_inbox) = (Arc::clone(&board), Arc::clone(&inbox));
                 let address = SaleActor::start_in_arbiter(self.system.arbiter_for(id), move |_| {
-                    SaleActor::new(first, actor_board, store, registry, settings)
+                    SaleActor::new(first, actor_board, actor_inbox, store, registry, settings)
                 });
                 let entry = slot
                     .insert(Arc::new(ActorEntry {
                         address,
-                        mailbox,
+                        inbox,
                         board,
                     }))
                     .clone();
-                // Only now can every return and change reach the actor.
-                entry.address.do_send(Registered);
+                // Only now can every return and change reach the actor. A
+                // new actor's inbox is open.
+                let _ = entry.post(Mail::Registered);
                 entry
             }
         };
         telemetry::set_sale_actors(self.registry.actors.len());
         Ok(Some(actor))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mailbox_admits_up_to_capacity_and_frees_on_drop() {
-        let mailbox = Arc::new(Mailbox {
-            queued: AtomicUsize::new(0),
-            capacity: 2,
-        });
-        let first = mailbox.enter().expect("room");
-        let second = mailbox.enter().expect("room");
-        assert!(mailbox.enter().is_none(), "full at capacity");
-        drop(first);
-        let third = mailbox.enter().expect("a handled request frees its place");
-        drop((second, third));
-        assert_eq!(mailbox.queued.load(Ordering::Acquire), 0);
     }
 }
