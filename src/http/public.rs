@@ -2,7 +2,7 @@
 //! for stock, see and cancel their own orders (shopper token).
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
@@ -21,10 +21,12 @@ use super::{parse_order_id, parse_sale_id, AppState};
 use crate::domain::{format_ms, system_now, Quantity, ReserveRequest};
 use crate::telemetry;
 
-const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
-const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
+// Header names as `HeaderName`s: a lookup by `&str` parses the name again
+// on every request.
+const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
+const IDEMPOTENT_REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
 const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
-const PURCHASE_TOKEN_HEADER: &str = "x-purchase-token";
+const PURCHASE_TOKEN_HEADER: HeaderName = HeaderName::from_static("x-purchase-token");
 
 /// Schemas the operations refer to by name rather than by type.
 #[derive(OpenApi)]
@@ -189,7 +191,7 @@ async fn create_order(
 ) -> Result<
     (
         StatusCode,
-        [(&'static str, HeaderValue); 1],
+        [(HeaderName, HeaderValue); 1],
         JsonAnswer<OrderBody>,
     ),
     ApiError,
