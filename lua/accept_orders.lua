@@ -12,9 +12,11 @@
 -- KEYS[2] fs:{sale}:outbox  sorted set: hand-offs to the merchant by due time
 -- KEYS[3] fs:{sale}:orders  hash: order id -> record (see common.lua)
 -- ARGV[1] '1' to queue hand-offs to the merchant's webhook, ARGV[1 + i] order ids
--- Returns {outcomes, shoppers}: one outcome per order, in order: 'queued'
--- (first time) | 'unchanged' | 'not_found'; and the shoppers of the orders
--- found, each once.
+-- Returns two strings: the outcomes, one letter per order, in order: 'q'
+-- queued (first time) | 'u' unchanged | 'n' not found; and the shoppers of
+-- the orders found, each once, joined by spaces (a shopper id holds none).
+-- Two strings rather than a value per order: Redis converts each value of a
+-- reply, and the engine's client parses each.
 -- Runs `command` with `head` (its key and options) then `args`, a slice
 -- of `args` per call (Lua's unpack takes a few thousand values at most and
 -- FLASHSALE_ORDER_BATCH goes to 10,000); appends the replies to `replies`
@@ -49,7 +51,7 @@ for i, id in ipairs(ids) do
   -- An id twice in one call: the second sees the first's stamp.
   local text = stamped[id] or records[i]
   if not text then
-    outcomes[i] = 'not_found'
+    outcomes[i] = 'n'
   else
     local shopper = string.match(text, '^user_id=(%S+)')
     if not seen[shopper] then
@@ -57,7 +59,7 @@ for i, id in ipairs(ids) do
       shoppers[#shoppers + 1] = shopper
     end
     if string.find(text, ' queued_at=', 1, true) then
-      outcomes[i] = 'unchanged'
+      outcomes[i] = 'u'
     else
       stamped[id] = text .. ' queued_at=' .. now
       queued = queued + tonumber(string.match(text, ' quantity=(%d+)'))
@@ -65,7 +67,7 @@ for i, id in ipairs(ids) do
         hand_offs[#hand_offs + 1] = now
         hand_offs[#hand_offs + 1] = 'order.reserved ' .. id
       end
-      outcomes[i] = 'queued'
+      outcomes[i] = 'q'
     end
   end
 end
@@ -82,4 +84,4 @@ if next(stamped) then
     in_slices('ZADD', {KEYS[2], 'NX'}, hand_offs)
   end
 end
-return {outcomes, shoppers}
+return {table.concat(outcomes), table.concat(shoppers, ' ')}

@@ -5,7 +5,7 @@
 //! NOSCRIPT means the script did not run, so the second send is safe.
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, ToRedisArgs, Value};
+use redis::{Arg, Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, ToRedisArgs, Value};
 
 /// One script: its body and its SHA1 (held by `redis::Script`).
 pub struct LuaScript {
@@ -35,29 +35,32 @@ impl LuaScript {
     pub fn key(&self, key: impl ToRedisArgs) -> Invocation<'_> {
         let mut invocation = Invocation {
             script: self,
-            keys: Vec::new(),
-            args: Vec::new(),
+            keys: Cmd::new(),
+            args: Cmd::new(),
         };
         invocation.key(key);
         invocation
     }
 }
 
-/// A call of a script: its keys and arguments.
+/// A call of a script: its keys and arguments, each list written into one
+/// buffer (a `Cmd` used as an argument list, never sent) rather than an
+/// allocation per argument: the reserve script takes five arguments per
+/// reservation.
 pub struct Invocation<'a> {
     script: &'a LuaScript,
-    keys: Vec<Vec<u8>>,
-    args: Vec<Vec<u8>>,
+    keys: Cmd,
+    args: Cmd,
 }
 
 impl Invocation<'_> {
     pub fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
-        self.keys.extend(key.to_redis_args());
+        self.keys.arg(key);
         self
     }
 
     pub fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
-        self.args.extend(arg.to_redis_args());
+        self.args.arg(arg);
         self
     }
 
@@ -79,10 +82,13 @@ impl Invocation<'_> {
 
     fn command(&self, name: &str, script: &str) -> Cmd {
         let mut cmd = redis::cmd(name);
-        cmd.arg(script)
-            .arg(self.keys.len())
-            .arg(&self.keys)
-            .arg(&self.args);
+        cmd.arg(script).arg(self.keys.args_iter().len());
+        // Only `arg` writes these lists: every argument is a simple one.
+        for arg in self.keys.args_iter().chain(self.args.args_iter()) {
+            if let Arg::Simple(bytes) = arg {
+                cmd.arg(bytes);
+            }
+        }
         cmd
     }
 }

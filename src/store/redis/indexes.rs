@@ -154,7 +154,7 @@ impl RedisStore {
     pub(super) async fn index_for_shoppers(
         &self,
         sale: &SaleId,
-        shoppers: &[String],
+        shoppers: &[impl AsRef<str>],
     ) -> Result<(), StoreError> {
         self.each_shopper(shoppers, |key| {
             let mut cmd = redis::cmd("ZADD");
@@ -168,7 +168,7 @@ impl RedisStore {
     pub(super) async fn unindex_for_shoppers(
         &self,
         sale: &SaleId,
-        shoppers: &[String],
+        shoppers: &[impl AsRef<str>],
     ) -> Result<(), StoreError> {
         self.each_shopper(shoppers, |key| {
             let mut cmd = redis::cmd("ZREM");
@@ -185,7 +185,7 @@ impl RedisStore {
     /// bounded number in flight, since the keys are on many nodes.
     async fn each_shopper(
         &self,
-        shoppers: &[String],
+        shoppers: &[impl AsRef<str>],
         command: impl Fn(String) -> redis::Cmd,
     ) -> Result<(), StoreError> {
         if let Connection::Standalone(conn) = &self.conn {
@@ -193,7 +193,7 @@ impl RedisStore {
                 let mut pipeline = redis::pipe();
                 for shopper in chunk {
                     pipeline
-                        .add_command(command(keys::shopper_sales_key(shopper)))
+                        .add_command(command(keys::shopper_sales_key(shopper.as_ref())))
                         .ignore();
                 }
                 timed(
@@ -208,7 +208,7 @@ impl RedisStore {
         let writes: Vec<_> = shoppers
             .iter()
             .map(|shopper| {
-                let cmd = command(keys::shopper_sales_key(shopper));
+                let cmd = command(keys::shopper_sales_key(shopper.as_ref()));
                 let mut conn = self.conn.clone();
                 async move { timed("shopper_sales", cmd.query_async::<()>(&mut conn)).await }
             })

@@ -923,18 +923,24 @@ impl Store for RedisStore {
         for id in ids {
             invocation.arg(id.as_str());
         }
-        let (outcomes, shoppers): (Vec<String>, Vec<String>) =
+        let (outcomes, shoppers): (String, String) =
             redis::from_redis_value(self.run("accept_orders", &invocation).await?)
                 .map_err(corrupt)?;
+        if outcomes.len() != ids.len() {
+            return Err(corrupt(
+                "accept_orders answered a different number of orders",
+            ));
+        }
         let acceptances = outcomes
-            .iter()
-            .map(|outcome| match outcome.as_str() {
-                "queued" => Ok(Acceptance::Queued),
-                "unchanged" => Ok(Acceptance::Unchanged),
-                "not_found" => Ok(Acceptance::NotFound),
-                other => Err(corrupt(format!("unknown accept outcome {other}"))),
+            .bytes()
+            .map(|outcome| match outcome {
+                b'q' => Ok(Acceptance::Queued),
+                b'u' => Ok(Acceptance::Unchanged),
+                b'n' => Ok(Acceptance::NotFound),
+                other => Err(corrupt(format!("unknown accept outcome {}", other as char))),
             })
             .collect::<Result<_, _>>()?;
+        let shoppers: Vec<&str> = shoppers.split_ascii_whitespace().collect();
         self.index_for_shoppers(sale, &shoppers).await?;
         Ok(acceptances)
     }
