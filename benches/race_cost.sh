@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The engine's own work per reserved order on Redis, counted in
+# instructions rather than seconds: the release engine (rate limits off)
+# runs under valgrind's callgrind against a local redis-server (AOF on,
+# appendfsync everysec), and 32 clients, each on its own kept-alive
+# connection, order one unit each for 1,920 new shoppers in a sale with
+# stock for all (the race of `benches/http.sh`, slowed down: under
+# callgrind the actor's batches form as they do at full speed). After the
+# last answer the order service is given a few seconds to accept every
+# order, so the figure covers a reserved order's whole life in the engine:
+# hyper, the front door, the token check, the actor, the Redis client's
+# encoding and parsing, the 201's body, the order service's acceptance and
+# its indexes. `callgrind_control -d` dumps the counts after a warm-up and
+# after the orders; the second dump over the 1,920 orders is the figure.
+# Caveat: under valgrind SHA-256 takes its portable path (see
+# `benches/engine_cost.sh`).
+#
+# Run: bash benches/race_cost.sh [ENGINE_BIN] [CALLGRIND_OUT]
+#      (CALLGRIND_OUT keeps the counts, for `callgrind_annotate --inclusive=yes`)
+# Needs valgrind, redis-server, python3, curl; about 20 s. Traffic goes to
+# 127.0.0.1 only; everything it starts is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
+BIN=${1:-target/release/flashsale}
+KEEP=${2:-}
+[ -x "$BIN" ] || cargo build --release --quiet --bin flashsale
+ADMIN=bench-admin-token-at-least-32-bytes
+SECRET=bench-shopper-secret
+ORDERS=1920
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+REDIS_PORT=$(free_port)
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK" --save '' \
+  --appendonly yes --appendfsync everysec --maxmemory-policy noeviction >/dev/null &
+PIDS+=($!)
+for _ in $(seq 200); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+PORT=$(free_port)
+# Timeouts far above what callgrind's slowness needs.
+FLASHSALE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/ FLASHSALE_REDIS_DURABILITY=warn \
+  FLASHSALE_ADMIN_TOKEN=$ADMIN FLASHSALE_USER_TOKEN_SECRET=$SECRET FLASHSALE_PAYMENTS=simulated \
+  FLASHSALE_RATE_GLOBAL_PER_SEC=0 FLASHSALE_RATE_USER_PER_SEC=0 FLASHSALE_RATE_IP_PER_SEC=0 \
+  FLASHSALE_REQUEST_TIMEOUT_MS=60000 FLASHSALE_RESERVE_TIMEOUT_MS=60000 FLASHSALE_STORE_TIMEOUT_MS=60000 \
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "$BIN" \
+  --listen "127.0.0.1:$PORT" >"$WORK/log" 2>&1 &
+ENGINE=$!
+PIDS+=($ENGINE)
+for _ in $(seq 600); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
+
+python3 - "$PORT" "$ADMIN" "$SECRET" "$ORDERS" <<'PY'
+import base64, datetime, hashlib, hmac, http.client, json, subprocess, sys, threading, time
+port, admin, secret, orders = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode(), int(sys.argv[4])
+CLIENTS = 32
+b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+def token(i):
+    body = head + "." + b64(json.dumps({"sub": f"bench-{i}", "exp": int(time.time()) + 3600}).encode())
+    return body + "." + b64(hmac.new(secret, body.encode(), hashlib.sha256).digest())
+connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+now = datetime.datetime.now(datetime.timezone.utc)
+at = lambda delta: (now + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+sale = {"sku": "BENCH", "title": "bench", "price_cents": 100, "stock_total": 1000000, "per_user_limit": 1,
+        "starts_at": at(datetime.timedelta(seconds=-1)), "ends_at": at(datetime.timedelta(hours=1))}
+connection.request("POST", "/admin/v1/sales", json.dumps(sale),
+                   {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"})
+path = "/api/v1/sales/%s/orders" % json.loads(connection.getresponse().read())["id"]
+def client(tokens):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    for t in tokens:
+        conn.request("POST", path, '{"quantity":1}',
+                     {"Authorization": f"Bearer {t}", "Content-Type": "application/json"})
+        answer = conn.getresponse()
+        answer.read()
+        assert answer.status == 201, answer.status
+def race(first, count):
+    per = count // CLIENTS
+    threads = [threading.Thread(target=client, args=([token(first + k * per + i) for i in range(per)],))
+               for k in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+def dump():
+    subprocess.run(["callgrind_control", "-d"], check=True, capture_output=True)
+    time.sleep(1)
+# Warm-up: the sale's actor, the order service's watch, metric series.
+race(-10 * CLIENTS, 10 * CLIENTS)
+time.sleep(3)
+dump()
+race(0, orders)
+time.sleep(4)
+dump()
+PY
+kill -TERM "$ENGINE"; wait "$ENGINE" 2>/dev/null || true
+[ -z "$KEEP" ] || cp "$WORK/cg.out.2" "$KEEP"
+echo "$BIN: $(( $(awk '/^(summary|totals):/ {print $2; exit}' "$WORK/cg.out.2") / ORDERS ))" \
+  "instructions per reserved order ($ORDERS orders, 32 clients at once, Redis store)"
