@@ -24,33 +24,25 @@ shift || true
 [ -x "$BIN" ] || cargo build --release --quiet --bin flashsale
 ADMIN=bench-admin-token-at-least-32-bytes
 SECRET=bench-shopper-secret
-WORK=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+. benches/lib.sh
+PORT=$(free_port)
 env "$@" FLASHSALE_ADMIN_TOKEN=$ADMIN FLASHSALE_USER_TOKEN_SECRET=$SECRET \
   FLASHSALE_PAYMENTS=simulated FLASHSALE_RATE_GLOBAL_PER_SEC=0 FLASHSALE_RATE_USER_PER_SEC=0 \
   FLASHSALE_RATE_IP_PER_SEC=0 RUST_LOG=warn \
   valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "$BIN" --listen "127.0.0.1:$PORT" \
   >"$WORK/log" 2>&1 &
 ENGINE=$!
-trap 'kill $ENGINE 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+PIDS+=($ENGINE)
 for _ in $(seq 600); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.5; done
 
 python3 - "$PORT" "$ADMIN" "$SECRET" <<'PY'
-import base64, datetime, hashlib, hmac, http.client, json, subprocess, sys, time
+import http.client, subprocess, sys, time
+sys.path.insert(0, "benches")
+import shop
 port, admin, secret = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
-b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-def token(i):
-    body = head + "." + b64(json.dumps({"sub": f"bench-{i}", "exp": int(time.time()) + 3600}).encode())
-    return body + "." + b64(hmac.new(secret, body.encode(), hashlib.sha256).digest())
+token = lambda i: shop.token(secret, i)
 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-now = datetime.datetime.now(datetime.timezone.utc)
-at = lambda delta: (now + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
-sale = {"sku": "BENCH", "title": "bench", "price_cents": 100, "stock_total": 1, "per_user_limit": 1,
-        "starts_at": at(datetime.timedelta(seconds=-1)), "ends_at": at(datetime.timedelta(hours=1))}
-connection.request("POST", "/admin/v1/sales", json.dumps(sale),
-                   {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"})
-path = "/api/v1/sales/%s/orders" % json.loads(connection.getresponse().read())["id"]
+path = shop.new_sale(connection, admin, stock=1)
 def order(token):
     connection.request("POST", path, '{"quantity":1}',
                        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})

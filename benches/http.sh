@@ -47,16 +47,7 @@ command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get in
 
 # An A/B of prebuilt engines (ENGINE_BIN) may skip the build: NO_BUILD=1.
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin flashsale --example http_ceiling
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/lib.sh
 wait_for() { for _ in $(seq 200); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "not up: $1" >&2; exit 1; }
 
 REDIS_PORT=$(free_port)
@@ -140,21 +131,17 @@ SOLD=$(new_sale 1 1)
 [ -z "${LAYOUT_B:-}" ] || RACE_B=$(new_sale "$RACE_STOCK" 1 "$LAYOUT")
 
 # One token per shopper, each used once in the race (as on 11.11: many
-# shoppers, one attempt each), minted here like the engine's `token`
-# command (HS256, claims sub and exp) since spawning it per token is slow.
+# shoppers, one attempt each).
 TOKENS="$WORK/tokens.lua"
 python3 - "$SECRET" "$SHOPPERS" "$TOKENS" <<'PY'
-import base64, hashlib, hmac, json, sys, time
+import sys
+sys.path.insert(0, "benches")
+from shop import token
 secret, count, path = sys.argv[1].encode(), int(sys.argv[2]), sys.argv[3]
-b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-exp = int(time.time()) + 3600
 with open(path, "w") as out:
     out.write("tokens = {\n")
     for i in range(count):
-        body = header + "." + b64(json.dumps({"sub": f"bench-{i}", "exp": exp}).encode())
-        signature = b64(hmac.new(secret, body.encode(), hashlib.sha256).digest())
-        out.write(f'"{body}.{signature}",\n')
+        out.write(f'"{token(secret, i)}",\n')
     out.write("}\n")
 PY
 curl -fs -o /dev/null -X POST "$ENGINE/api/v1/sales/$SOLD/orders" \

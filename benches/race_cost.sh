@@ -29,15 +29,7 @@ KEEP=${2:-}
 ADMIN=bench-admin-token-at-least-32-bytes
 SECRET=bench-shopper-secret
 ORDERS=1920
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/lib.sh
 
 REDIS_PORT=$(free_port)
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK" --save '' \
@@ -57,22 +49,14 @@ PIDS+=($ENGINE)
 for _ in $(seq 600); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
 
 python3 - "$PORT" "$ADMIN" "$SECRET" "$ORDERS" <<'PY'
-import base64, datetime, hashlib, hmac, http.client, json, subprocess, sys, threading, time
+import http.client, subprocess, sys, threading, time
+sys.path.insert(0, "benches")
+import shop
 port, admin, secret, orders = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode(), int(sys.argv[4])
 CLIENTS = 32
-b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-def token(i):
-    body = head + "." + b64(json.dumps({"sub": f"bench-{i}", "exp": int(time.time()) + 3600}).encode())
-    return body + "." + b64(hmac.new(secret, body.encode(), hashlib.sha256).digest())
+token = lambda i: shop.token(secret, i)
 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-now = datetime.datetime.now(datetime.timezone.utc)
-at = lambda delta: (now + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
-sale = {"sku": "BENCH", "title": "bench", "price_cents": 100, "stock_total": 1000000, "per_user_limit": 1,
-        "starts_at": at(datetime.timedelta(seconds=-1)), "ends_at": at(datetime.timedelta(hours=1))}
-connection.request("POST", "/admin/v1/sales", json.dumps(sale),
-                   {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"})
-path = "/api/v1/sales/%s/orders" % json.loads(connection.getresponse().read())["id"]
+path = shop.new_sale(connection, admin, stock=1000000)
 def client(tokens):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     for t in tokens:

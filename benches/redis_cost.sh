@@ -18,8 +18,7 @@ cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
 
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+. benches/lib.sh
 
 # pipe LUA_DIR BATCHES FILE: the RESP commands of one run.
 pipe() {
@@ -61,7 +60,7 @@ PY
 # instructions LUA_DIR BATCHES: redis-server's total for one run.
 instructions() {
   local port out
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   out="$WORK/callgrind.$2.out"
   pipe "$1" "$2" "$WORK/commands"
   valgrind --tool=callgrind --callgrind-out-file="$out" \
