@@ -14,7 +14,9 @@
 //! and are batched when the call returns; unless they would take the
 //! actor past its bound of reservations waiting for or in store calls
 //! (`in_flight_max`): then it is told at once, and answers each from memory
-//! or `overloaded` without waiting for the call. Woken per reservation, the
+//! or `overloaded` without waiting for the call. News is rare and always
+//! tells it: the sold-out board refuses nothing until the news is taken in.
+//! Woken per reservation, the
 //! actor's thread went to sleep and woke about nine times per store call
 //! in a race (`benches/http.sh`, README "Performance").
 //!
@@ -102,14 +104,16 @@ impl Inbox {
     }
 
     /// Posts `mail`. `Ok(true)`: the actor must be told ([`TakeIn`]): it is
-    /// not going to look by itself, or the reservations waiting here would
-    /// take it past `in_flight_max` (it answers them at once).
+    /// not going to look by itself, the reservations waiting here would
+    /// take it past `in_flight_max` (it answers them at once), or the mail
+    /// is news.
     pub fn post(&self, mail: Mail) -> Result<bool, Refused> {
         let mut state = self.lock();
         if state.closed {
             return Err(Refused::Closed);
         }
-        if matches!(mail, Mail::Reserve { .. }) {
+        let news = !matches!(mail, Mail::Reserve { .. });
+        if !news {
             if state.reservations >= self.capacity {
                 return Err(Refused::Full);
             }
@@ -117,7 +121,7 @@ impl Inbox {
         }
         state.mail.push(mail);
         let past_bound = state.reservations + state.held_by_actor > self.in_flight_max;
-        Ok(!std::mem::replace(&mut state.actor_will_look, true) || past_bound)
+        Ok(!std::mem::replace(&mut state.actor_will_look, true) || past_bound || news)
     }
 
     /// Everything posted so far, oldest first; the actor then acts on it
@@ -193,7 +197,10 @@ mod tests {
             matches!(inbox.post(reservation("b")), Ok(false)),
             "told already"
         );
-        assert!(matches!(inbox.post(news()), Ok(false)));
+        assert!(
+            matches!(inbox.post(news()), Ok(true)),
+            "news always tells it"
+        );
         assert_eq!(inbox.take().len(), 3, "everything, at once");
         assert!(!inbox.settle(false, 0), "nothing came meanwhile");
         assert!(
@@ -232,6 +239,19 @@ mod tests {
         assert_eq!(inbox.take().len(), 1);
         assert!(!inbox.settle(false, 0));
         assert!(inbox.is_empty());
+    }
+
+    #[test]
+    fn news_always_tells_the_actor() {
+        let inbox = Inbox::new(8, 100);
+        inbox.post(reservation("a")).ok();
+        inbox.take();
+        assert!(!inbox.settle(true, 1), "a store call is in flight");
+        assert!(matches!(inbox.post(reservation("b")), Ok(false)));
+        assert!(
+            matches!(inbox.post(news()), Ok(true)),
+            "news is taken in without waiting for the call"
+        );
     }
 
     #[test]

@@ -74,8 +74,13 @@ struct ActorEntry {
 
 impl ActorEntry {
     /// Posts `mail` to the actor, telling it when it will not look by
-    /// itself.
+    /// itself. An actor whose thread is gone (it stopped, or its arbiter
+    /// stopped before it could start) takes nothing in: its inbox is closed.
     fn post(&self, mail: Mail) -> Result<(), Refused> {
+        if !self.address.connected() {
+            drop(self.inbox.close());
+            return Err(Refused::Closed);
+        }
         if self.inbox.post(mail)? {
             self.address.do_send(TakeIn);
         }
