@@ -341,3 +341,34 @@ impl Inventory {
         Ok(Some(actor))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::memory::tests::{ask, view};
+    use super::*;
+
+    #[test]
+    fn a_post_to_an_actor_whose_thread_is_gone_is_refused_and_closes_its_inbox() {
+        // Goal: a caller is told at once to ask the next actor, instead of
+        // waiting out the reserve timeout for an actor that never runs.
+        // Method: an address whose receiver is gone, as when the actor's
+        // arbiter stopped before the actor could start.
+        let (sender, receiver) = actix::dev::channel::channel::<SaleActor>(16);
+        drop(receiver);
+        let entry = ActorEntry {
+            address: Addr::new(sender),
+            inbox: Arc::new(Inbox::new(8, 8)),
+            board: Arc::default(),
+        };
+        let (reply, _answer) = oneshot::channel();
+        let mail = Mail::Reserve {
+            request: ask(&view(-1_000, 10).sale, "a", 1, None),
+            reply,
+        };
+        assert!(matches!(entry.post(mail), Err(Refused::Closed)));
+        assert!(
+            matches!(entry.inbox.post(Mail::Registered), Err(Refused::Closed)),
+            "the inbox is closed for good"
+        );
+    }
+}
