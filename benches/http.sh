@@ -3,8 +3,10 @@
 # stack on this machine), the seckill page of a 12-item campaign (`GET
 # /api/v1/campaigns/{id}` without a token, as a CDN or a countdown asks
 # for it), the order route during a race, the order route
-# after sell-out, and that route again on a second engine with every rate
-# limit on (set never to refuse: the limiters' cost), each driven by wrk with the same threads and
+# after sell-out, that route again on a second engine with every rate
+# limit on (set never to refuse: the limiters' cost), and the same requests
+# to a bare route of the ceiling's answering the same 409 (the order
+# route's floor on this stack), each driven by wrk with the same threads and
 # connections, one after the other in one run, against a release build on
 # a local redis-server (AOF on, appendfsync everysec). Prints requests/s,
 # p50/p99 latency and the ratio to the ceiling, then checks the race sold
@@ -211,6 +213,9 @@ if [ -n "${LAYOUT_B:-}" ]; then
 fi
 read -r SOLD_RPS SOLD_P50 SOLD_P99 _ SOLD_US SOLD_REDIS_US SOLD_SW < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$ENGINE_PID" "$WORK/order.lua")
 read -r LIM_RPS LIM_P50 LIM_P99 _ LIM_US LIM_REDIS_US LIM_SW < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$LIMITED_PID" "$WORK/order.lua")
+# The order route's floor on this stack: the same requests (wrk's script
+# too) to a bare route of the ceiling's answering the same 409.
+read -r FLOOR_RPS FLOOR_P50 FLOOR_P99 _ FLOOR_US _ FLOOR_SW < <(run floor "http://127.0.0.1:$CEILING_PORT/api/v1/sales/$SOLD/orders" "$CEILING_PID" "$WORK/order.lua")
 # Priced only if the limiters never refused: none counted on the engine.
 LIM_REFUSED=$(curl -fs "$LIMITED/metrics" | awk '/^flashsale_rate_limited_total/ {n += $2} END {print n + 0}')
 
@@ -227,6 +232,7 @@ rows = [
     *rows_b,
     ("order route after sell-out", $SOLD_RPS, $SOLD_P50, $SOLD_P99, $SOLD_US, $SOLD_REDIS_US, $SOLD_SW),
     ("  the same, every rate limit on", $LIM_RPS, $LIM_P50, $LIM_P99, $LIM_US, $LIM_REDIS_US, $LIM_SW),
+    ("bare route, same requests (floor)", $FLOOR_RPS, $FLOOR_P50, $FLOOR_P99, $FLOOR_US, 0, $FLOOR_SW),
 ]
 print(f"wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, one after the other, same run")
 print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs ceiling':>10} "
@@ -238,6 +244,11 @@ print("server us/req: CPU (user + system) of the answering process per request "
       "(the ceiling's own process for its row); switches/req: its threads' "
       "context switches per request; "
       f"sold-out vs ceiling: {rows[3 + len(rows_b)][4] / rows[0][4]:.2f}x")
+sold, floor = rows[3 + len(rows_b)], rows[-1]
+print(f"sold out against the floor (the same requests to a bare route of the ceiling's): "
+      f"{sold[1] / floor[1]:.2f}x requests/s, {sold[4] / floor[4]:.2f}x CPU per request; "
+      f"the floor against the ceiling: {floor[1] / rows[0][1]:.2f}x requests/s, "
+      f"{floor[4] / rows[0][4]:.2f}x CPU per request")
 if $PAGE_NON2XX:
     print(f"the campaign page answered {$PAGE_NON2XX} non-2xx: its row is not comparable")
 if rows_b:
