@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
 use axum::http::header::AUTHORIZATION;
@@ -178,7 +179,14 @@ impl TokenHeader<'_> {
 
 /// An HS256 key: the HMAC keyed with the secret once (keying hashes the
 /// secret's padded blocks), cloned for each token.
-struct Hs256Key(Hmac<Sha256>);
+struct Hs256Key {
+    mac: Hmac<Sha256>,
+    /// The first header segment (base64url text) that passed the header
+    /// check: the login service signs every token with the same header, so
+    /// a token whose segment is these very bytes passes it without being
+    /// decoded and parsed again. Any other segment is checked in full.
+    accepted_header: OnceLock<Box<str>>,
+}
 
 impl Hs256Key {
     /// Fails on an empty secret.
@@ -188,9 +196,27 @@ impl Hs256Key {
         if secret.is_empty() {
             return Err(invalid());
         }
-        Ok(Self(
-            <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|_| invalid())?,
-        ))
+        Ok(Self {
+            mac: <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|_| invalid())?,
+            accepted_header: OnceLock::new(),
+        })
+    }
+
+    /// Whether a token's header segment is an HS256 header this key
+    /// accepts (see [`TokenHeader`]).
+    fn accepts_header(&self, segment: &str) -> bool {
+        if self.accepted_header.get().is_some_and(|accepted| **accepted == *segment) {
+            return true;
+        }
+        let Ok(header) = URL_SAFE_NO_PAD.decode(segment) else {
+            return false;
+        };
+        let accepted =
+            serde_json::from_slice::<TokenHeader>(&header).is_ok_and(|header| header.is_hs256());
+        if accepted {
+            let _ = self.accepted_header.set(segment.into());
+        }
+        accepted
     }
 
     /// The decoded payload of `token` if it is a compact JWT with an HS256
@@ -200,13 +226,11 @@ impl Hs256Key {
         let malformed = || ApiError::Unauthorized(MALFORMED);
         let (message, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
         let (header, payload) = message.rsplit_once('.').ok_or_else(malformed)?;
-        let header = URL_SAFE_NO_PAD.decode(header).map_err(|_| malformed())?;
-        match serde_json::from_slice::<TokenHeader>(&header) {
-            Ok(header) if header.is_hs256() => {}
-            _ => return Err(malformed()),
+        if !self.accepts_header(header) {
+            return Err(malformed());
         }
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| malformed())?;
-        let mut mac = self.0.clone();
+        let mut mac = self.mac.clone();
         mac.update(message.as_bytes());
         mac.verify_slice(&signature)
             .map_err(|_| ApiError::Unauthorized("the token's signature is invalid"))?;
@@ -394,7 +418,7 @@ impl AuthKeys {
         if shopper_key.signed(admin_token) {
             return Err(AuthKeysError::AdminTokenIsShopperToken);
         }
-        let mut mac = shopper_key.0.clone();
+        let mut mac = shopper_key.mac.clone();
         mac.update(b"flashsale purchase tokens");
         let purchase_secret = mac.finalize().into_bytes();
         let mut purchase_validation = Validation::new(Algorithm::HS256);
@@ -900,6 +924,29 @@ mod tests {
         ] {
             assert!(keys.shopper_of(&unsigned).is_err(), "{unsigned}");
         }
+    }
+
+    #[test]
+    fn a_remembered_header_lets_only_its_own_bytes_skip_the_check() {
+        // Goal: the header remembered after the first accepted token spares
+        // only tokens with that very segment; any other header is checked
+        // in full. Method: an accepted token first, then refused headers,
+        // then an accepted header of other bytes.
+        let keys = auth_keys(ShopperTokenRules::default());
+        let claims = json!({"sub": "shopper-1", "exp": now() + 60});
+        let first = signed(json!({"alg": "HS256", "typ": "JWT"}), claims.clone(), SECRET);
+        assert!(keys.shopper_of(&first).is_ok());
+        assert!(keys.shopper_of(&first).is_ok(), "the remembered header again");
+        for header in [
+            json!({"alg": "none", "typ": "JWT"}),
+            json!({"alg": "HS512", "typ": "JWT"}),
+            json!({"alg": "HS256", "b64": false, "crit": ["b64"]}),
+        ] {
+            let token = signed(header.clone(), claims.clone(), SECRET);
+            assert_eq!(refusal(&keys, &token), MALFORMED, "{header}");
+        }
+        let other = signed(json!({"typ": "JWT", "alg": "HS256"}), claims, SECRET);
+        assert!(keys.shopper_of(&other).is_ok(), "another accepted header");
     }
 
     #[test]
