@@ -205,7 +205,11 @@ impl Hs256Key {
     /// Whether a token's header segment is an HS256 header this key
     /// accepts (see [`TokenHeader`]).
     fn accepts_header(&self, segment: &str) -> bool {
-        if self.accepted_header.get().is_some_and(|accepted| **accepted == *segment) {
+        if self
+            .accepted_header
+            .get()
+            .is_some_and(|accepted| **accepted == *segment)
+        {
             return true;
         }
         let Ok(header) = URL_SAFE_NO_PAD.decode(segment) else {
@@ -934,9 +938,16 @@ mod tests {
         // then an accepted header of other bytes.
         let keys = auth_keys(ShopperTokenRules::default());
         let claims = json!({"sub": "shopper-1", "exp": now() + 60});
-        let first = signed(json!({"alg": "HS256", "typ": "JWT"}), claims.clone(), SECRET);
+        let first = signed(
+            json!({"alg": "HS256", "typ": "JWT"}),
+            claims.clone(),
+            SECRET,
+        );
         assert!(keys.shopper_of(&first).is_ok());
-        assert!(keys.shopper_of(&first).is_ok(), "the remembered header again");
+        assert!(
+            keys.shopper_of(&first).is_ok(),
+            "the remembered header again"
+        );
         for header in [
             json!({"alg": "none", "typ": "JWT"}),
             json!({"alg": "HS512", "typ": "JWT"}),

@@ -4,12 +4,13 @@
 
 use std::sync::LazyLock;
 
+use axum::body::HttpBody;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use http_body_util::LengthLimitError;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -385,18 +386,43 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// Reads the whole body within the engine's body limit
 /// (`FLASHSALE_BODY_LIMIT_BYTES`; past it 413). Every route that reads a
 /// body reads it here, so the limit needs no layer of its own (a layer
-/// costs every request a boxed service clone and future).
+/// costs every request a boxed service clone and future). A body that
+/// comes in one frame (an order's few bytes, as a rule) is that frame, as
+/// hyper read it; only a body of several frames is collected and joined.
 pub async fn read_body(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(request.into_body(), state.body_limit_bytes)
-        .await
-        .map_err(|err| {
-            let err = err.into_inner();
-            if err.is::<LengthLimitError>() {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::MalformedBody(format!("Failed to buffer the request body: {err}"))
-            }
-        })
+    read_limited(request.into_body(), state.body_limit_bytes).await
+}
+
+/// See [`read_body`]: the whole of `body` if it holds at most `limit`
+/// bytes.
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut body = Limited::new(body, limit);
+    let first = match body.frame().await {
+        None => return Ok(Bytes::new()),
+        Some(frame) => frame.map_err(body_error)?,
+    };
+    // A first frame of trailers ends a body without data.
+    let first = first.into_data().unwrap_or_default();
+    if body.is_end_stream() {
+        return Ok(first);
+    }
+    let rest = body.collect().await.map_err(body_error)?.to_bytes();
+    if first.is_empty() {
+        return Ok(rest);
+    }
+    let mut whole = Vec::with_capacity(first.len() + rest.len());
+    whole.extend_from_slice(&first);
+    whole.extend_from_slice(&rest);
+    Ok(whole.into())
+}
+
+/// Why a body could not be read: past the limit (413) or broken.
+fn body_error(err: Box<dyn std::error::Error + Send + Sync>) -> ApiError {
+    if err.is::<LengthLimitError>() {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::MalformedBody(format!("Failed to buffer the request body: {err}"))
+    }
 }
 
 /// A JSON body extractor whose rejections use the contract's error format.
@@ -436,6 +462,42 @@ mod tests {
     fn every_code_serializes_as_its_table_entry() {
         for code in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(code).expect("json"), code.as_str());
+        }
+    }
+
+    /// A body sent in these chunks, one frame each.
+    fn chunked(chunks: &[&'static str]) -> Body {
+        let frames = chunks
+            .iter()
+            .map(|chunk| Ok::<_, std::io::Error>(Bytes::from_static(chunk.as_bytes())));
+        Body::from_stream(futures::stream::iter(frames.collect::<Vec<_>>()))
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_in_one_frame_or_several_and_refused_past_the_limit() {
+        // Goal: one frame, several frames (the first empty or not) and no
+        // body read the same, and the limit holds across frames.
+        let read = |body: Body, limit| read_limited(body, limit);
+        assert_eq!(read(Body::empty(), 8).await.expect("empty"), "");
+        assert_eq!(
+            read(Body::from("{\"q\":1}"), 8).await.expect("one"),
+            "{\"q\":1}"
+        );
+        for chunks in [
+            &["{\"q\"", ":1}"][..],
+            &["", "{\"q\":1}"],
+            &["{", "\"q\"", ":1}"],
+        ] {
+            assert_eq!(
+                read(chunked(chunks), 7).await.expect("several"),
+                "{\"q\":1}"
+            );
+        }
+        for body in [Body::from("12345678"), chunked(&["1234", "5678"])] {
+            assert!(matches!(
+                read(body, 7).await,
+                Err(ApiError::PayloadTooLarge)
+            ));
         }
     }
 

@@ -190,37 +190,41 @@ impl hyper::rt::Timer for HeadTimer {
             bytes_read_before: self.activity.bytes_read.load(Ordering::Relaxed),
             first_byte_seen: false,
             header_read_timeout: self.header_read_timeout,
-            sleep: Box::pin(tokio::time::sleep_until(
-                (waiting_since + self.idle_timeout).into(),
-            )),
+            sleep: tokio::time::sleep_until((waiting_since + self.idle_timeout).into()),
         })
     }
 }
 
-/// See [`HeadTimer`]. hyper polls it after every read that left the head
-/// incomplete, so the first byte is noticed as it comes.
-struct HeadSleep {
-    activity: Arc<Activity>,
-    bytes_read_before: u64,
-    first_byte_seen: bool,
-    header_read_timeout: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+pin_project_lite::pin_project! {
+    /// See [`HeadTimer`]. hyper polls it after every read that left the
+    /// head incomplete, so the first byte is noticed as it comes. The
+    /// sleep is held in place (hyper boxes the whole): one allocation per
+    /// request head, not two.
+    struct HeadSleep {
+        activity: Arc<Activity>,
+        bytes_read_before: u64,
+        first_byte_seen: bool,
+        header_read_timeout: Duration,
+        #[pin]
+        sleep: tokio::time::Sleep,
+    }
 }
 
 impl Future for HeadSleep {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.first_byte_seen
-            && self.activity.bytes_read.load(Ordering::Relaxed) != self.bytes_read_before
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if !*this.first_byte_seen
+            && this.activity.bytes_read.load(Ordering::Relaxed) != *this.bytes_read_before
         {
-            self.first_byte_seen = true;
-            let deadline = tokio::time::Instant::now() + self.header_read_timeout;
-            self.sleep.as_mut().reset(deadline);
+            *this.first_byte_seen = true;
+            let deadline = tokio::time::Instant::now() + *this.header_read_timeout;
+            this.sleep.as_mut().reset(deadline);
         }
-        let fired = self.sleep.as_mut().poll(cx);
-        if fired.is_ready() && !self.first_byte_seen {
-            self.activity.idle_expired.store(true, Ordering::Relaxed);
+        let fired = this.sleep.poll(cx);
+        if fired.is_ready() && !*this.first_byte_seen {
+            this.activity.idle_expired.store(true, Ordering::Relaxed);
         }
         fired
     }
