@@ -4,15 +4,17 @@
 //! - `GET /` answers a short JSON body: the trivial endpoint, the ceiling
 //!   the targets are ratios to;
 //! - `POST /api/v1/sales/{id}/orders` answers the engine's sold-out answer
-//!   (409 and the same body) without reading the request: the order route's
-//!   floor on this stack, with its path parameter, its request's headers
-//!   and body, and wrk's request script, so that what the engine adds to a
-//!   sold-out answer is the difference between the two.
+//!   (409 and the same body) after reading the request's body (hyper
+//!   closes a connection whose request body was left unread): the order
+//!   route's floor on this stack, with its path parameter, its request's
+//!   headers and body, and wrk's request script, so that what the engine
+//!   adds to a sold-out answer is the difference between the two.
 //!
 //! Not part of the product's router.
 //!
 //! Run: `cargo run --release --example http_ceiling -- 127.0.0.1:8090`.
 
+use axum::body::Bytes;
 use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/", get(|| async { Json(serde_json::json!({"ok": true})) }))
         .route(
             "/api/v1/sales/{id}/orders",
-            post(|| async {
+            post(|_body: Bytes| async {
                 (
                     StatusCode::CONFLICT,
                     [(header::CONTENT_TYPE, "application/json")],
