@@ -99,6 +99,11 @@ wait_for "$ENGINE/readyz"
 wait_for "$LIMITED/readyz"
 [ -z "${LAYOUT_B:-}" ] || wait_for "$LAYOUT/readyz"
 wait_for "http://127.0.0.1:$CEILING_PORT/"
+# The floor's route must answer as the sold-out route does (a 404 or 405
+# would be as uncounted by wrk, and far cheaper).
+FLOOR_STATUS=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{"quantity":1}' \
+  "http://127.0.0.1:$CEILING_PORT/api/v1/sales/floor/orders")
+[ "$FLOOR_STATUS" = 409 ] || { echo "the floor route answered $FLOOR_STATUS, not 409" >&2; exit 1; }
 
 new_sale() { # stock, per-user limit[, engine URL] -> sale id
   local starts ends

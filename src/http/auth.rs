@@ -7,7 +7,10 @@
 //! signs every token and checks purchase tokens): the HMAC is keyed once
 //! and cloned per token, the header and claims read once into small
 //! structs, with the checks and refusals `jsonwebtoken`'s `Validation`
-//! made ([`Hs256Key`], [`ShopperClaims::check`]).
+//! made ([`Hs256Key`], [`ShopperClaims::check`]). The login service signs
+//! every token with the same header: the first one whose signature
+//! verifies is remembered, and a later token whose header segment is the
+//! very same text is not decoded and parsed again.
 //!
 //! A shopper's verified token is kept in a small bounded cache keyed by
 //! the whole token ([`VerifiedTokens`]): a shopper retrying at a sale's
@@ -181,10 +184,11 @@ impl TokenHeader<'_> {
 /// secret's padded blocks), cloned for each token.
 struct Hs256Key {
     mac: Hmac<Sha256>,
-    /// The first header segment (base64url text) that passed the header
-    /// check: the login service signs every token with the same header, so
-    /// a token whose segment is these very bytes passes it without being
-    /// decoded and parsed again. Any other segment is checked in full.
+    /// The header segment (base64url text) of the first token whose header
+    /// and signature passed: the login service signs every token with the
+    /// same header, so a token whose segment is these very bytes passes
+    /// the header check without being decoded and parsed again. Any other
+    /// segment is checked in full.
     accepted_header: OnceLock<Box<str>>,
 }
 
@@ -203,29 +207,27 @@ impl Hs256Key {
     }
 
     /// Whether a token's header segment is an HS256 header this key
-    /// accepts (see [`TokenHeader`]).
+    /// accepts (see [`TokenHeader`]): the remembered segment at once, any
+    /// other decoded and parsed.
     fn accepts_header(&self, segment: &str) -> bool {
-        if self
-            .accepted_header
-            .get()
-            .is_some_and(|accepted| **accepted == *segment)
-        {
+        if self.remembers_header(segment) {
             return true;
         }
-        let Ok(header) = URL_SAFE_NO_PAD.decode(segment) else {
-            return false;
-        };
-        let accepted =
-            serde_json::from_slice::<TokenHeader>(&header).is_ok_and(|header| header.is_hs256());
-        if accepted {
-            let _ = self.accepted_header.set(segment.into());
-        }
-        accepted
+        URL_SAFE_NO_PAD.decode(segment).is_ok_and(|header| {
+            serde_json::from_slice::<TokenHeader>(&header).is_ok_and(|header| header.is_hs256())
+        })
+    }
+
+    fn remembers_header(&self, segment: &str) -> bool {
+        self.accepted_header
+            .get()
+            .is_some_and(|accepted| **accepted == *segment)
     }
 
     /// The decoded payload of `token` if it is a compact JWT with an HS256
     /// header (see [`TokenHeader`]) signed with this key; its signature is
-    /// compared in constant time.
+    /// compared in constant time. The header of the first token that passes
+    /// is remembered: a token with a forged signature cannot choose it.
     fn payload(&self, token: &str) -> Result<Vec<u8>, ApiError> {
         let malformed = || ApiError::Unauthorized(MALFORMED);
         let (message, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
@@ -238,6 +240,9 @@ impl Hs256Key {
         mac.update(message.as_bytes());
         mac.verify_slice(&signature)
             .map_err(|_| ApiError::Unauthorized("the token's signature is invalid"))?;
+        if self.accepted_header.get().is_none() {
+            let _ = self.accepted_header.set(header.into());
+        }
         URL_SAFE_NO_PAD.decode(payload).map_err(|_| malformed())
     }
 
@@ -932,18 +937,24 @@ mod tests {
 
     #[test]
     fn a_remembered_header_lets_only_its_own_bytes_skip_the_check() {
-        // Goal: the header remembered after the first accepted token spares
-        // only tokens with that very segment; any other header is checked
-        // in full. Method: an accepted token first, then refused headers,
-        // then an accepted header of other bytes.
+        // Goal: only a token that passed (its signature too) chooses the
+        // remembered header, and that header spares only tokens with that
+        // very segment; any other header is checked in full. Method: a
+        // forged token, an accepted one, then refused headers, then an
+        // accepted header of other bytes.
         let keys = auth_keys(ShopperTokenRules::default());
         let claims = json!({"sub": "shopper-1", "exp": now() + 60});
-        let first = signed(
-            json!({"alg": "HS256", "typ": "JWT"}),
-            claims.clone(),
-            SECRET,
+        let header = json!({"alg": "HS256", "typ": "JWT"});
+        let forged = signed(header.clone(), claims.clone(), b"another secret");
+        assert_eq!(refusal(&keys, &forged), "the token's signature is invalid");
+        assert!(
+            keys.shopper_key.accepted_header.get().is_none(),
+            "a token whose signature failed chose the remembered header"
         );
+        let first = signed(header, claims.clone(), SECRET);
         assert!(keys.shopper_of(&first).is_ok());
+        let segment = first.split('.').next().expect("a header segment");
+        assert!(keys.shopper_key.remembers_header(segment));
         assert!(
             keys.shopper_of(&first).is_ok(),
             "the remembered header again"

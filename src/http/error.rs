@@ -4,8 +4,7 @@
 
 use std::sync::LazyLock;
 
-use axum::body::HttpBody;
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -388,7 +387,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// body reads it here, so the limit needs no layer of its own (a layer
 /// costs every request a boxed service clone and future). A body that
 /// comes in one frame (an order's few bytes, as a rule) is that frame, as
-/// hyper read it; only a body of several frames is collected and joined.
+/// hyper read it, with nothing collected; the frames of a longer body are
+/// collected and joined.
 pub async fn read_body(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
     read_limited(request.into_body(), state.body_limit_bytes).await
 }
@@ -406,7 +406,11 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     if body.is_end_stream() {
         return Ok(first);
     }
+    // A chunked body does not tell its end with its last data frame.
     let rest = body.collect().await.map_err(body_error)?.to_bytes();
+    if rest.is_empty() {
+        return Ok(first);
+    }
     if first.is_empty() {
         return Ok(rest);
     }

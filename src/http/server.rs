@@ -197,9 +197,9 @@ impl hyper::rt::Timer for HeadTimer {
 
 pin_project_lite::pin_project! {
     /// See [`HeadTimer`]. hyper polls it after every read that left the
-    /// head incomplete, so the first byte is noticed as it comes. The
-    /// sleep is held in place (hyper boxes the whole): one allocation per
-    /// request head, not two.
+    /// head incomplete, so the first byte is noticed as it comes. tokio's
+    /// sleep is held in place, so the box hyper keeps is the one
+    /// allocation a request head's timer costs.
     struct HeadSleep {
         activity: Arc<Activity>,
         bytes_read_before: u64,
