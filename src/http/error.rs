@@ -469,8 +469,8 @@ mod tests {
         }
     }
 
-    /// A body sent in these chunks, one frame each.
-    fn chunked(chunks: &[&'static str]) -> Body {
+    /// A body that comes as these frames, as a chunked request's does.
+    fn in_frames(chunks: &[&'static str]) -> Body {
         let frames = chunks
             .iter()
             .map(|chunk| Ok::<_, std::io::Error>(Bytes::from_static(chunk.as_bytes())));
@@ -479,8 +479,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_is_read_whole_in_one_frame_or_several_and_refused_past_the_limit() {
-        // Goal: one frame, several frames (the first empty or not) and no
-        // body read the same, and the limit holds across frames.
+        // Goal: one frame (its end told or not), several frames (the first
+        // empty or not) and no body read the same, and the limit holds
+        // across frames.
         let read = |body: Body, limit| read_limited(body, limit);
         assert_eq!(read(Body::empty(), 8).await.expect("empty"), "");
         assert_eq!(
@@ -488,16 +489,17 @@ mod tests {
             "{\"q\":1}"
         );
         for chunks in [
-            &["{\"q\"", ":1}"][..],
+            &["{\"q\":1}"][..],
+            &["{\"q\"", ":1}"],
             &["", "{\"q\":1}"],
             &["{", "\"q\"", ":1}"],
         ] {
             assert_eq!(
-                read(chunked(chunks), 7).await.expect("several"),
+                read(in_frames(chunks), 7).await.expect("several"),
                 "{\"q\":1}"
             );
         }
-        for body in [Body::from("12345678"), chunked(&["1234", "5678"])] {
+        for body in [Body::from("12345678"), in_frames(&["1234", "5678"])] {
             assert!(matches!(
                 read(body, 7).await,
                 Err(ApiError::PayloadTooLarge)
