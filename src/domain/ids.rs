@@ -32,8 +32,9 @@ const TAIL_SYMBOLS: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// Tail symbols taken from one random `u64`, as its base-36 digits: 36^10
 /// is about 2^51.7, so each of the 36^10 combinations comes within 1/5,000
-/// of equally often. Sampling a symbol at a time cost about 40
-/// instructions each (an order id is made for every order request).
+/// of equally often. Sampling a symbol at a time costs about 40
+/// instructions per symbol, and an order id is made for every order
+/// request.
 const SYMBOLS_PER_DRAW: usize = 10;
 
 /// A new id: `parts` one after the other, then `tail_len` random

@@ -16,9 +16,9 @@
 //! (`in_flight_max`): then it is told at once, and answers each from memory
 //! or `overloaded` without waiting for the call. News is rare and always
 //! tells it: the sold-out board refuses nothing until the news is taken in.
-//! Woken per reservation, the
-//! actor's thread went to sleep and woke about nine times per store call
-//! in a race (`benches/http.sh`, README "Performance").
+//! A wake per reservation would put the actor's thread to sleep and back
+//! about nine times per store call in a race (`benches/http.sh`, README
+//! "Performance").
 //!
 //! The inbox holds at most `capacity` reservations (news is never refused):
 //! past it, `overloaded` at once. Once the actor has stopped, the inbox is
