@@ -5,13 +5,16 @@
 # no idempotency key), sent straight to Redis with `redis-cli --pipe`.
 # Two runs (20 and 120 batches) cancel out start-up and shutdown; the
 # difference, divided by the 6,400 reservations between them, is what one
-# reservation costs Redis. Instruction counts repeat run after run whatever
+# reservation costs Redis. Two more runs then have `accept_orders.lua` take
+# every order made, two stream entries (128 orders) a call as the order
+# service takes them in a race: the difference to the first two is what
+# accepting one order costs Redis. Instruction counts repeat run after run whatever
 # else the machine is doing, so a change to the script shows even when it
 # is far smaller than the noise of a wall-clock benchmark.
 #
 # Run: bash benches/redis_cost.sh           (this tree's lua/)
 #      bash benches/redis_cost.sh REV        (and REV's, for a ratio)
-# Needs valgrind, redis-server and python3; about a minute per tree.
+# Needs valgrind, redis-server and python3; about 20 seconds per tree.
 # Traffic goes to 127.0.0.1 only; everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,9 +35,8 @@ sha = hashlib.sha1(body.encode()).hexdigest()
 key_per_order = "KEYS[9 + i]" in reserve
 # Since the cancels bound, ARGV[1] is that bound and KEYS[11] the cancels.
 cancels = "cancels_max" in reserve
-def cmd(*args):
-    words = [str(a).encode() for a in args]
-    return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
+sys.path.insert(0, "benches")
+from shop import resp_command as cmd
 tag = "fs:{s_cost}:"
 with open(out, "wb") as f:
     f.write(cmd("SCRIPT", "LOAD", body))
@@ -57,11 +59,40 @@ with open(out, "wb") as f:
 PY
 }
 
-# instructions LUA_DIR BATCHES: redis-server's total for one run.
+# accepting LUA_DIR ENTRIES FILE: the RESP commands that accept every order
+# of the stream's entries (ENTRIES: `XRANGE` as JSON), two entries a call.
+# accept_orders.lua takes entry ids since batches, order ids before.
+accepting() {
+  python3 - "$@" <<'PY'
+import hashlib, json, sys
+lua, entries, out = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3]
+sys.path.insert(0, "benches")
+from shop import resp_command as cmd
+accept = open(f"{lua}/accept_orders.lua").read()
+body = open(f"{lua}/common.lua").read() + accept
+sha = hashlib.sha1(body.encode()).hexdigest()
+tag = "fs:{s_cost}:"
+by_entry = "KEYS[4] fs:{sale}:accepted" in accept
+with open(out, "wb") as f:
+    f.write(cmd("SCRIPT", "LOAD", body))
+    for first in range(0, len(entries), 2):
+        pair = entries[first:first + 2]
+        if by_entry:
+            keys = [tag + k for k in ("stats", "outbox", "stream", "accepted")]
+            args = [entry[0] for entry in pair]
+        else:
+            keys = [tag + k for k in ("stats", "outbox", "orders")]
+            args = [i for entry in pair for i in dict(zip(entry[1][::2], entry[1][1::2]))["order_ids"].split()]
+        f.write(cmd("EVALSHA", sha, len(keys), *keys, "0", *args))
+PY
+}
+
+# instructions LUA_DIR BATCHES ACCEPT: redis-server's total for one run
+# (ACCEPT 1: the orders made are accepted too).
 instructions() {
   local port out
   port=$(free_port)
-  out="$WORK/callgrind.$2.out"
+  out="$WORK/callgrind.$2.$3.out"
   pipe "$1" "$2" "$WORK/commands"
   valgrind --tool=callgrind --callgrind-out-file="$out" \
     redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no >/dev/null 2>&1 &
@@ -69,27 +100,37 @@ instructions() {
   for _ in $(seq 600); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   local errors
   errors=$(redis-cli -p "$port" --pipe <"$WORK/commands" | awk '/errors:/ {print $2}' | tr -d ,)
+  if [ "$3" = 1 ]; then
+    redis-cli -p "$port" --json XRANGE 'fs:{s_cost}:stream' - + >"$WORK/entries.json"
+    accepting "$1" "$WORK/entries.json" "$WORK/accepts"
+    errors=$((errors + $(redis-cli -p "$port" --pipe <"$WORK/accepts" | awk '/errors:/ {print $2}' | tr -d ,)))
+  fi
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
   wait "$server" || true
-  [ "$errors" = 0 ] || { echo "the reserve script failed $errors times" >&2; exit 1; }
+  [ "$errors" = 0 ] || { echo "a script failed $errors times" >&2; exit 1; }
   awk '/^(summary|totals):/ {print $2; exit}' "$out"
 }
 
-# per_reservation LUA_DIR
-per_reservation() {
-  local few many
-  few=$(instructions "$1" 20)
-  many=$(instructions "$1" 120)
-  echo $(( (many - few) / (100 * 64) ))
+# per_order LUA_DIR -> "reservation acceptance": instructions per order.
+per_order() {
+  local few many few_accepted many_accepted
+  few=$(instructions "$1" 20 0)
+  many=$(instructions "$1" 120 0)
+  few_accepted=$(instructions "$1" 20 1)
+  many_accepted=$(instructions "$1" 120 1)
+  echo $(( (many - few) / (100 * 64) )) $(( (many_accepted - few_accepted - many + few) / (100 * 64) ))
 }
 
-HERE=$(per_reservation lua)
-echo "this tree: $HERE instructions of redis-server per reservation (batches of 64)"
+read -r HERE HERE_ACCEPT < <(per_order lua)
+echo "this tree: $HERE instructions of redis-server per reservation (batches of 64)," \
+  "$HERE_ACCEPT per order accepted (128 a call)"
 if [ $# -gt 0 ]; then
   mkdir "$WORK/lua"
-  git show "$1:lua/common.lua" >"$WORK/lua/common.lua"
-  git show "$1:lua/reserve.lua" >"$WORK/lua/reserve.lua"
-  THERE=$(per_reservation "$WORK/lua")
-  echo "$1: $THERE instructions per reservation"
-  python3 -c "print(f'this tree does {$HERE / $THERE:.2f}x the work of $1 per reservation')"
+  for script in common reserve accept_orders; do
+    git show "$1:lua/$script.lua" >"$WORK/lua/$script.lua"
+  done
+  read -r THERE THERE_ACCEPT < <(per_order "$WORK/lua")
+  echo "$1: $THERE instructions per reservation, $THERE_ACCEPT per order accepted"
+  python3 -c "print(f'this tree does {$HERE / $THERE:.2f}x the work of $1 per reservation, '
+                    f'{$HERE_ACCEPT / $THERE_ACCEPT:.2f}x per order accepted')"
 fi

@@ -1,7 +1,7 @@
 """What the benchmark scripts share when they play the shop: shopper tokens
 minted as the engine's `token` command mints them (HS256, claims `sub` and
-`exp`; spawning the command per token is slow) and a live sale created
-through the admin API. Imported by the scripts' Python (`sys.path` gets
+`exp`; spawning the command per token is slow), a live sale created
+through the admin API, and a Redis command as `redis-cli --pipe` takes it. Imported by the scripts' Python (`sys.path` gets
 `benches/`); nothing here measures anything."""
 
 import base64
@@ -41,3 +41,9 @@ def new_sale(connection, admin, stock, per_user_limit=1):
     body = answer.read()
     assert answer.status == 201, (answer.status, body)
     return "/api/v1/sales/%s/orders" % json.loads(body)["id"]
+
+
+def resp_command(*args):
+    """The command `args` (each sent as its `str`) in Redis's protocol."""
+    words = [str(a).encode() for a in args]
+    return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)

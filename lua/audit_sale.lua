@@ -6,10 +6,12 @@
 --                               ack_reservations.lua)
 -- KEYS[7] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
 -- KEYS[8] fs:{sale}:orders     hash: order id -> record (see common.lua)
+-- KEYS[9] fs:{sale}:accepted   set: batches the order service took
+--                               (accept_orders.lua)
 -- Returns {} when the sale does not exist, else
 -- {snapshot (as sale_snapshot), {shopper, units, ...}, {shopper, ids, ...},
 --  {order id of each stream entry}, {deadline order ids},
---  {order id, record, ...}}.
+--  {order id, record, ...}, {accepted batch, ...}}.
 local snap = snapshot(KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 if #snap == 0 then
   return {}
@@ -27,5 +29,6 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[6], '-', '+')) do
 end
 return {
   snap, redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5]), streamed,
-  redis.call('ZRANGE', KEYS[7], 0, -1), redis.call('HGETALL', KEYS[8])
+  redis.call('ZRANGE', KEYS[7], 0, -1), redis.call('HGETALL', KEYS[8]),
+  redis.call('SMEMBERS', KEYS[9])
 }

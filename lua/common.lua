@@ -79,14 +79,16 @@ end
 -- Orders: each order is one field of its sale's orders hash
 -- (fs:{sale}:orders, field: the order id), a record of 'name=value' pairs
 -- joined by single spaces. save_order writes them in the order of
--- ORDER_FIELDS; reserve.lua writes new records in that layout and
--- accept_orders.lua appends queued_at, so readers take the fields in any
--- order, but user_id always comes first. No value is empty
+-- ORDER_FIELDS; reserve.lua writes new records in that layout, ending
+-- with the order's batch (see accept_orders.lua), so readers take the
+-- fields in any order, but user_id always comes first. queued_at is in
+-- the records of builds that marked each order taken in its record. No value is empty
 -- or holds a space: ids are printable ASCII without spaces (a transaction
 -- id is checked for it before it is stored), the rest are numbers, a
 -- currency code and a status. store::redis::codec reads it in Rust.
 local ORDER_FIELDS = {'user_id', 'quantity', 'amount_cents', 'currency', 'status',
-  'created_at', 'expires_at', 'queued_at', 'paid_at', 'prepay_id', 'transaction_id', 'refund'}
+  'created_at', 'expires_at', 'batch', 'queued_at', 'paid_at', 'prepay_id', 'transaction_id',
+  'refund'}
 
 -- An order's record as a table of its fields, and as stored; nil when
 -- there is none.

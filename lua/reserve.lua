@@ -7,7 +7,10 @@
 -- per-shopper limit (and the shopper's cancels: one who has cancelled the
 -- most orders allowed reserves no more) and the stock, then take the stock, count the shopper,
 -- record the order, index its payment deadline and queue it on the sale's
--- stream for the order service. Checks run in the order of
+-- stream for the order service. The orders one call makes are a batch,
+-- numbered per sale (the stats' `batches` count): each record names its
+-- batch, and the batch's stream entry carries what accept_orders.lua needs
+-- to take the whole batch at once. Checks run in the order of
 -- domain::check_reservation.
 -- Lean: every command inside Lua costs a fixed overhead on top of its own
 -- work, so what can be done once per call is: the sale's fields, the
@@ -16,17 +19,21 @@
 -- decided there, and written back once at the end (DECRBY, HINCRBY, HSET,
 -- ZADD), the new orders' records too (one HSET: a field each in the sale's
 -- orders hash, no key per order), and one stream entry carrying the ids of
--- every order the call made (the records are in the orders hash).
+-- every order the call made, the batch's number, its units and its
+-- shoppers (the records are in the orders hash).
 -- A resent call is recognised by its order id in the shopper's order list
 -- (which keeps every order the shopper ever had in this sale).
 -- KEYS[1] fs:{sale}:sale     hash: the sale's fields
 -- KEYS[2] fs:{sale}:stock    string: units remaining
--- KEYS[3] fs:{sale}:stats    hash: reserved, paid, cancelled, expired (units)
+-- KEYS[3] fs:{sale}:stats    hash: reserved, paid, cancelled, expired (units),
+--                            batches (the last batch's number)
 -- KEYS[4] fs:{sale}:buyers   hash: shopper -> units held
 -- KEYS[5] fs:{sale}:idem     hash: shopper + key -> 'order_id quantity'
 -- KEYS[6] fs:{sale}:uorders  hash: shopper -> space-separated order ids
 -- KEYS[7] fs:{sale}:stream   stream: reservations for the order service, an
---                            entry per call: 'order_ids' (space-separated)
+--                            entry per call: 'order_ids' (space-separated),
+--                            'batch', 'units', 'shoppers' (space-separated,
+--                            each once)
 -- KEYS[8] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
 -- KEYS[9] fs:{sale}:ptokens   hash: purchase token id -> the order it bought
 -- KEYS[10] fs:{sale}:orders   hash: order id -> record (see common.lua)
@@ -124,10 +131,12 @@ local per_user_limit, price = tonumber(m[4]), tonumber(m[5])
 local expires_text = string.format('%d', expires)
 local amounts = {}
 -- A new order's record (common.lua's layout) ends the same for the call.
+-- Its batch is numbered when the call makes its first order.
 local record_end = ' currency=' .. (m[7] or '') .. ' status=pending_payment created_at=' .. now_text ..
   ' expires_at=' .. expires_text
+local batch
 local records = {}
-local made = {}
+local made, made_shoppers, listed = {}, {}, {}
 
 -- Per reservation, parsing a number (strtod) or handing one to redis.call
 -- (formatted with printf) costs more than the rest of a check: each
@@ -208,6 +217,10 @@ local function decide(shopper, qty_text, order_id, idem, token)
   end
   local amount = qty * price
   amounts[qty_text] = amounts[qty_text] or string.format('%d', amount)
+  if not batch then
+    batch = string.format('%d', redis.call('HINCRBY', KEYS[3], 'batches', 1))
+    record_end = record_end .. ' batch=' .. batch
+  end
   records[#records + 1] = order_id
   records[#records + 1] = 'user_id=' .. shopper .. ' quantity=' .. qty_text .. ' amount_cents=' ..
     amounts[qty_text] .. record_end
@@ -227,6 +240,10 @@ local function decide(shopper, qty_text, order_id, idem, token)
     redis.call('HSET', KEYS[9], token, order_id)
   end
   made[#made + 1] = order_id
+  if not listed[shopper] then
+    listed[shopper] = true
+    made_shoppers[#made_shoppers + 1] = shopper
+  end
   return 'reserved', stock, held[shopper]
 end
 
@@ -265,7 +282,8 @@ if taken > 0 then
   end
   redis.call('ZADD', KEYS[8], unpack(deadlines))
   redis.call('HSET', KEYS[10], unpack(records))
-  redis.call('XADD', KEYS[7], '*', 'order_ids', table.concat(made, ' '))
+  redis.call('XADD', KEYS[7], '*', 'order_ids', table.concat(made, ' '), 'batch', batch,
+    'units', text(taken), 'shoppers', table.concat(made_shoppers, ' '))
   if #changed_keys > 0 then
     local entries = {}
     for _, idem in ipairs(changed_keys) do

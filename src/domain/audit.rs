@@ -32,7 +32,7 @@ pub struct SaleRecords {
 #[derive(Debug, Clone)]
 pub struct RecordedOrder {
     pub order: Order,
-    /// The order service has accepted it (`queued_at` is set).
+    /// The order service has accepted it.
     pub queued: bool,
 }
 

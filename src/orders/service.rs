@@ -7,7 +7,7 @@
 //! 1. **Stream**: reads new reservations from the sale's stream with the
 //!    `orders` consumer group, after taking over entries another consumer
 //!    left unacknowledged for `claim_idle` (it died). Each is accepted once
-//!    by order id (`accept_orders`: a redelivery changes nothing), then
+//!    (`accept_orders`: a redelivery changes nothing), then
 //!    acknowledged and removed from the stream. Nothing is acknowledged
 //!    before it was processed.
 //! 2. **Deadlines**: expires unpaid orders past `expires_at`, each in one
@@ -479,16 +479,23 @@ impl OrderService {
             return Ok(outcome);
         }
         // An entry carries the orders of one reserve call (up to the
-        // actor's batch), so the orders are accepted `batch` at a time: one
-        // script call never holds Redis for long.
+        // actor's batch) and is accepted whole, so a call takes about
+        // `batch` orders, never part of an entry: one script call never
+        // holds Redis for long.
         let mut acceptances = Vec::with_capacity(entries.len());
-        for chunk in entries.chunks(batch) {
-            let ids: Vec<OrderId> = chunk.iter().map(|entry| entry.order_id.clone()).collect();
+        let mut rest = entries.as_slice();
+        while !rest.is_empty() {
+            let mut end = batch.min(rest.len());
+            while end < rest.len() && rest[end].id == rest[end - 1].id {
+                end += 1;
+            }
+            let (chunk, after) = rest.split_at(end);
             acceptances.extend(
                 self.store
-                    .accept_orders(sale, &ids, self.webhook.is_some())
+                    .accept_orders(sale, chunk, self.webhook.is_some())
                     .await?,
             );
+            rest = after;
         }
         for (entry, acceptance) in entries.iter().zip(&acceptances) {
             match acceptance {
@@ -497,7 +504,8 @@ impl OrderService {
                 // Nothing to carry: keeping the entry would only redeliver
                 // it forever.
                 Acceptance::NotFound => tracing::error!(%sale, order = %entry.order_id,
-                    entry = %entry.id, "reservation names no order; dropping the entry"),
+                    entry = %entry.id, "reservation cannot be taken (no such order, or an \
+                    entry of a build before batches); dropping the entry"),
             }
         }
         let mut processed: Vec<String> = entries.into_iter().map(|entry| entry.id).collect();

@@ -75,7 +75,8 @@ impl SaleKeys {
         format!("{}:stock", self.tag)
     }
 
-    /// Hash: `reserved`, `paid`, `cancelled`, `expired` (units).
+    /// Hash: `reserved`, `paid`, `cancelled`, `expired` (units), ...;
+    /// `batches`: the number of the last batch of orders `reserve.lua` made.
     pub fn stats(&self) -> String {
         format!("{}:stats", self.tag)
     }
@@ -109,6 +110,12 @@ impl SaleKeys {
     /// Hash: purchase token id -> the order it bought.
     pub fn purchase_tokens(&self) -> String {
         format!("{}:ptokens", self.tag)
+    }
+
+    /// Set: the numbers of the batches of orders the order service has
+    /// taken (`lua/accept_orders.lua`).
+    pub fn accepted(&self) -> String {
+        format!("{}:accepted", self.tag)
     }
 
     /// Sorted set: unpaid order ids scored by `expires_at`.
@@ -168,7 +175,7 @@ impl SaleKeys {
     }
 
     /// Every key of the sale: what retention deletes.
-    pub fn all(&self) -> [String; 19] {
+    pub fn all(&self) -> [String; 20] {
         [
             self.sale(),
             self.stock(),
@@ -178,6 +185,7 @@ impl SaleKeys {
             self.shopper_orders(),
             self.cancels(),
             self.stream(),
+            self.accepted(),
             self.purchase_tokens(),
             self.deadlines(),
             self.outbox(),

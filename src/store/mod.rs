@@ -135,7 +135,9 @@ pub enum Acceptance {
     Queued,
     /// Already accepted: a redelivery, nothing changed.
     Unchanged,
-    /// No such order.
+    /// Not taken: no such order (embedded store), or an entry written by
+    /// a build before batches (Redis: it names no batch; see
+    /// `lua/accept_orders.lua`).
     NotFound,
 }
 
@@ -533,15 +535,18 @@ pub trait Store: Send + Sync + 'static {
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError>;
 
-    /// Marks the sale's orders taken by the order service, each once:
-    /// counts it as queued and, when `hand_off`, queues the hand-off to the
-    /// merchant; lists the sale among its shopper's sales (again on a
-    /// redelivery, so a crash between the two steps loses nothing). One
-    /// outcome per id, in order.
+    /// Marks the orders of these entries taken by the order service, each
+    /// once: counts it as queued and, when `hand_off`, queues the hand-off
+    /// to the merchant; lists the sale among its shopper's sales (again on
+    /// a redelivery, so a crash between the two steps loses nothing). One
+    /// outcome per entry, in order. Pass whole stream entries, as read: on
+    /// Redis the orders of one entry (one reserve call) are taken together,
+    /// so an entry's orders split across two calls would be told
+    /// `Unchanged` in the second.
     async fn accept_orders(
         &self,
         sale: &SaleId,
-        ids: &[OrderId],
+        entries: &[StreamEntry],
         hand_off: bool,
     ) -> Result<Vec<Acceptance>, StoreError>;
 

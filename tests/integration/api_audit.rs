@@ -123,6 +123,21 @@ async fn broken_redis_records_are_reported() {
     );
     run(&["SET", &key("stock"), "7"]);
 
+    // The order service has taken every order and the stream is trimmed:
+    // an order is known taken only through its batch in the accepted set.
+    let batches: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(key("accepted"))
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(batches.len(), 3, "one batch per order here: {batches:?}");
+    run(&["SREM", &key("accepted"), &batches[0]]);
+    assert_eq!(
+        checks(&app, &sale).await,
+        ["queued_units", "reservation_lost"]
+    );
+    run(&["SADD", &key("accepted"), &batches[0]]);
+    app.assert_audit_clean(&sale).await;
+
     run(&["DEL", &key("deadlines")]);
     assert_eq!(checks(&app, &sale).await, ["deadline_missing"]);
 }

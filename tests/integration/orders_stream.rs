@@ -5,14 +5,15 @@
 //! Method: store level and through `OrderService::try_process_batch`, on
 //! both stores.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flashsale::clock::{Clock, ManualClock, SystemClock};
-use flashsale::domain::{system_now, OrderEvent, OrderId, Payment};
+use flashsale::domain::{system_now, OrderEvent, Payment, SaleId};
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::{OrderService, OrderSettings, Orders, Outcome};
-use flashsale::store::{Acceptance, DeliveryFailure, Errand, FollowUps, Store};
+use flashsale::store::{Acceptance, DeliveryFailure, Errand, FollowUps, Store, StreamEntry};
 use futures::future::join_all;
 
 use crate::conformance::{request, sale, subject, with_live_order, Subject};
@@ -54,6 +55,12 @@ fn order_service_on(
     )
 }
 
+/// The sale's reservations as the order service reads them.
+async fn read_all(store: &Arc<dyn Store>, sale: &SaleId) -> Vec<StreamEntry> {
+    store.join_reservations(sale).await.unwrap();
+    store.read_reservations(sale, "test", 1_000).await.unwrap()
+}
+
 /// A consumer reads 60 entries, accepts 10 of them and dies without
 /// acknowledging: another consumer takes all 60 over once they are idle,
 /// and every order is accepted once.
@@ -77,10 +84,9 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(taken.len(), 60);
-    let mid_batch: Vec<OrderId> = taken[..10].iter().map(|e| e.order_id.clone()).collect();
     assert_eq!(
         store
-            .accept_orders(&live.id, &mid_batch, false)
+            .accept_orders(&live.id, &taken[..10], false)
             .await
             .unwrap(),
         vec![Acceptance::Queued; 10]
@@ -109,12 +115,8 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
 
     let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
     assert_eq!(stats.queued, 100, "every order accepted once: {stats:?}");
-    let all_taken: Vec<OrderId> = taken.iter().map(|e| e.order_id.clone()).collect();
     assert_eq!(
-        store
-            .accept_orders(&live.id, &all_taken, false)
-            .await
-            .unwrap(),
+        store.accept_orders(&live.id, &taken, false).await.unwrap(),
         vec![Acceptance::Unchanged; 60],
         "a late redelivery changes nothing"
     );
@@ -152,13 +154,14 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
 async fn hand_offs_are_leased_retried_and_forgotten(backend: Backend) {
     let (subject, live, order) = with_live_order(backend, "buyer").await;
     let store = &subject.store;
-    let ids = [order.id.clone()];
+    let entries = read_all(store, &live.id).await;
+    assert_eq!(entries.len(), 1);
     assert_eq!(
-        store.accept_orders(&live.id, &ids, true).await.unwrap(),
+        store.accept_orders(&live.id, &entries, true).await.unwrap(),
         [Acceptance::Queued]
     );
     assert_eq!(
-        store.accept_orders(&live.id, &ids, true).await.unwrap(),
+        store.accept_orders(&live.id, &entries, true).await.unwrap(),
         [Acceptance::Unchanged],
         "queued once"
     );
@@ -228,11 +231,15 @@ async fn hand_offs_are_leased_retried_and_forgotten(backend: Backend) {
 /// no longer leased nor counted as work left, and a re-drive puts every
 /// dead letter back, due now, its attempts counted from zero.
 async fn dead_letters_leave_the_outbox_until_redriven(backend: Backend) {
-    let (subject, live, first_order) = with_live_order(backend, "dl-a").await;
+    let (subject, live, _) = with_live_order(backend, "dl-a").await;
     let store = &subject.store;
-    let second = store.reserve(&request(&live, "dl-b", 1, None)).await;
-    let ids = [first_order.id, second.unwrap().order.id];
-    store.accept_orders(&live.id, &ids, true).await.unwrap();
+    store
+        .reserve(&request(&live, "dl-b", 1, None))
+        .await
+        .unwrap();
+    let entries = read_all(store, &live.id).await;
+    assert_eq!(entries.len(), 2);
+    store.accept_orders(&live.id, &entries, true).await.unwrap();
     let lease = Duration::from_secs(60);
     let first = store.claim_deliveries(&live.id, 10, lease).await.unwrap();
     assert_eq!(first.len(), 2, "{first:?}");
@@ -398,10 +405,10 @@ async fn a_sale_listed_before_it_is_stored_is_watched() {
 }
 
 /// One reserve call of 10 reservations is one stream entry carrying 10
-/// orders; an order service whose batch is 4 (it accepts orders 4 at a
-/// time) accepts all 10 in one pass and acknowledges the entry, leaving
-/// nothing behind.
-async fn a_batch_is_one_entry_accepted_in_chunks(backend: Backend) {
+/// orders; an order service whose batch is 4 (it accepts about 4 orders a
+/// call, but never part of an entry) accepts all 10 in one pass and
+/// acknowledges the entry, leaving nothing behind.
+async fn a_batch_is_one_entry_accepted_whole(backend: Backend) {
     let Subject {
         store,
         redis: _redis,
@@ -432,6 +439,50 @@ async fn a_batch_is_one_entry_accepted_in_chunks(backend: Backend) {
         (0, 10),
         "the entry is acknowledged and gone"
     );
+}
+
+/// Every order of a batch (one entry) is handed to the merchant once when
+/// the entry is accepted, and a second acceptance of the entry queues
+/// nothing more.
+async fn every_order_of_a_batch_is_handed_off_once(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let live = sale(1_000, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let requests: Vec<_> = (0..10)
+        .map(|i| request(&live, &format!("h-{i}"), 1, None))
+        .collect();
+    let mut made = BTreeSet::new();
+    for outcome in store.reserve_batch(&requests).await.unwrap() {
+        made.insert(outcome.unwrap().order.id);
+    }
+    let entries = read_all(&store, &live.id).await;
+    assert_eq!(entries.len(), 10, "an entry read as one item per order");
+    assert_eq!(
+        store.accept_orders(&live.id, &entries, true).await.unwrap(),
+        vec![Acceptance::Queued; 10]
+    );
+    assert_eq!(
+        store.accept_orders(&live.id, &entries, true).await.unwrap(),
+        vec![Acceptance::Unchanged; 10]
+    );
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.queued, 10, "{stats:?}");
+    let due = store
+        .claim_deliveries(&live.id, 100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let handed: BTreeSet<_> = due
+        .iter()
+        .map(|delivery| match &delivery.errand {
+            Errand::Order(OrderEvent::Reserved, id) => id.clone(),
+            other => panic!("not a reservation's hand-off: {other:?}"),
+        })
+        .collect();
+    assert_eq!(due.len(), 10, "each once: {due:?}");
+    assert_eq!(handed, made);
 }
 
 /// A pass may acknowledge more entries than a Lua stack holds values
@@ -473,6 +524,7 @@ on_every_store!(
     the_order_service_passes_when_its_clock_says,
     consumer_killed_mid_batch_loses_nothing,
     hand_offs_are_leased_retried_and_forgotten,
-    a_batch_is_one_entry_accepted_in_chunks,
+    a_batch_is_one_entry_accepted_whole,
+    every_order_of_a_batch_is_handed_off_once,
     a_pass_acknowledges_more_entries_than_a_lua_stack_holds,
 );

@@ -45,8 +45,7 @@ async fn every_page(store: &Arc<dyn Store>, limit: usize) -> Vec<IndexedSale> {
 pub async fn accept_all(store: &Arc<dyn Store>, sale: &SaleId) {
     store.join_reservations(sale).await.unwrap();
     let entries = store.read_reservations(sale, "test", 1_000).await.unwrap();
-    let ids: Vec<_> = entries.iter().map(|entry| entry.order_id.clone()).collect();
-    store.accept_orders(sale, &ids, false).await.unwrap();
+    store.accept_orders(sale, &entries, false).await.unwrap();
     let entry_ids: Vec<String> = entries.into_iter().map(|entry| entry.id).collect();
     store.ack_reservations(sale, &entry_ids).await.unwrap();
 }

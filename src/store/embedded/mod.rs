@@ -608,10 +608,10 @@ impl Store for EmbeddedStore {
     async fn accept_orders(
         &self,
         sale: &SaleId,
-        ids: &[OrderId],
+        entries: &[StreamEntry],
         hand_off: bool,
     ) -> Result<Vec<Acceptance>, StoreError> {
-        Ok(self.record(sale)?.lock().accept(ids, hand_off))
+        Ok(self.record(sale)?.lock().accept(entries, hand_off))
     }
 
     async fn order_backlog(&self, sale: &SaleId) -> Result<OrderBacklog, StoreError> {

@@ -22,7 +22,7 @@ use crate::domain::{
 };
 use crate::store::{
     cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending, restock_not_live,
-    Acceptance, Expiry, FollowUps, OrderBacklog, RefundSettlement, StoreError,
+    Acceptance, Expiry, FollowUps, OrderBacklog, RefundSettlement, StoreError, StreamEntry,
 };
 
 /// One sale and everything that hangs off it, changed under one lock.
@@ -602,10 +602,11 @@ impl SaleRecord {
 
     /// The order service took these orders: the twin of
     /// `lua/accept_orders.lua`.
-    pub fn accept(&mut self, ids: &[OrderId], hand_off: bool) -> Vec<Acceptance> {
+    pub fn accept(&mut self, entries: &[StreamEntry], hand_off: bool) -> Vec<Acceptance> {
         let now = system_now();
-        ids.iter()
-            .map(|id| {
+        entries
+            .iter()
+            .map(|StreamEntry { order_id: id, .. }| {
                 let Some(quantity) = self.orders.get(id).map(|order| order.quantity) else {
                     return Acceptance::NotFound;
                 };

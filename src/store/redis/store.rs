@@ -3,7 +3,7 @@
 //! in the order the script's header lists them, and how its reply becomes
 //! the answer (through `codec`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -346,7 +346,8 @@ impl Store for RedisStore {
             .key(keys.shopper_orders())
             .key(keys.stream())
             .key(keys.deadlines())
-            .key(keys.orders());
+            .key(keys.orders())
+            .key(keys.accepted());
         let mut reply = Reply::array(self.run("audit_sale", &invocation).await?, "audit")?;
         if !reply.has_more() {
             return Ok(None);
@@ -359,14 +360,21 @@ impl Store for RedisStore {
         let stream: Vec<String> = reply.next()?;
         let deadlines: Vec<String> = reply.next()?;
         let records: BTreeMap<String, String> = reply.next()?;
+        let accepted: HashSet<String> = reply.next()?;
         let orders = records
             .iter()
             .map(|(id, record)| {
                 let id = OrderId::parse(id).map_err(corrupt)?;
                 let fields = record_fields(record);
+                // Taken with its batch, or marked in its own record by a
+                // build before batches.
+                let queued = fields
+                    .get("batch")
+                    .is_some_and(|batch| accepted.contains(batch))
+                    || fields.contains_key("queued_at");
                 Ok(RecordedOrder {
                     order: order_from_fields(&id, &fields)?,
-                    queued: fields.contains_key("queued_at"),
+                    queued,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -908,41 +916,56 @@ impl Store for RedisStore {
     async fn accept_orders(
         &self,
         sale: &SaleId,
-        ids: &[OrderId],
+        entries: &[StreamEntry],
         hand_off: bool,
     ) -> Result<Vec<Acceptance>, StoreError> {
-        if ids.is_empty() {
+        if entries.is_empty() {
             return Ok(Vec::new());
         }
+        // An entry is read as one `StreamEntry` per order: the script
+        // takes each entry once.
+        let mut listed = HashSet::new();
+        let entry_ids: Vec<&str> = entries
+            .iter()
+            .map(|entry| entry.id.as_str())
+            .filter(|id| listed.insert(*id))
+            .collect();
         let keys = SaleKeys::new(sale);
         let mut invocation = self.scripts.accept_orders.key(keys.stats());
         invocation
             .key(keys.outbox())
-            .key(keys.orders())
+            .key(keys.stream())
+            .key(keys.accepted())
             .arg(flag(hand_off));
-        for id in ids {
-            invocation.arg(id.as_str());
+        for id in &entry_ids {
+            invocation.arg(*id);
         }
         let (outcomes, shoppers): (String, String) =
             redis::from_redis_value(self.run("accept_orders", &invocation).await?)
                 .map_err(corrupt)?;
-        if outcomes.len() != ids.len() {
+        if outcomes.len() != entry_ids.len() {
             return Err(corrupt(
-                "accept_orders answered a different number of orders",
+                "accept_orders answered a different number of entries",
             ));
         }
-        let acceptances = outcomes
-            .bytes()
-            .map(|outcome| match outcome {
-                b'q' => Ok(Acceptance::Queued),
-                b'u' => Ok(Acceptance::Unchanged),
-                b'n' => Ok(Acceptance::NotFound),
+        let by_entry: HashMap<&str, Acceptance> = entry_ids
+            .iter()
+            .zip(outcomes.bytes())
+            .map(|(id, outcome)| match outcome {
+                b'q' => Ok((*id, Acceptance::Queued)),
+                b'u' => Ok((*id, Acceptance::Unchanged)),
+                b'n' => Ok((*id, Acceptance::NotFound)),
                 other => Err(corrupt(format!("unknown accept outcome {}", other as char))),
             })
             .collect::<Result<_, _>>()?;
-        let shoppers: Vec<&str> = shoppers.split_ascii_whitespace().collect();
+        let mut shoppers: Vec<&str> = shoppers.split_ascii_whitespace().collect();
+        shoppers.sort_unstable();
+        shoppers.dedup();
         self.index_for_shoppers(sale, &shoppers).await?;
-        Ok(acceptances)
+        Ok(entries
+            .iter()
+            .map(|entry| by_entry[entry.id.as_str()])
+            .collect())
     }
 
     async fn order_backlog(&self, sale: &SaleId) -> Result<OrderBacklog, StoreError> {
