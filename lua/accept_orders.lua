@@ -5,10 +5,7 @@
 -- record names its batch), its units count as queued, and each of its
 -- orders' hand-off to the merchant is queued. A redelivered entry changes
 -- nothing, nor does one no longer on the stream: entries leave it only
--- once acknowledged (ack_reservations.lua), after they were taken. Answers
--- the shoppers of the entries on the stream (redelivered ones too), for
--- the caller to list the sale among each shopper's sales: that index has
--- no sale's slot.
+-- once acknowledged (ack_reservations.lua), after they were taken.
 -- Lean: the work is per entry (one XRANGE, one SADD), not per order; only
 -- the hand-offs, when there is a webhook, are per order (one ZADD per
 -- entry).
@@ -18,15 +15,13 @@
 -- KEYS[4] fs:{sale}:accepted  set: the numbers of the batches taken
 -- ARGV[1] '1' to queue hand-offs to the merchant's webhook, ARGV[1 + i]
 -- entry ids
--- Returns two strings: the outcomes, one letter per entry, in order: 'q'
--- queued (first time) | 'u' unchanged (taken before) | 'n' written by a
--- build before batches (it names no batch: not taken here); and the
--- shoppers of those entries, joined by spaces (a shopper id holds none; a
--- shopper of several entries is named by each).
--- Two strings rather than a value per entry: Redis converts each value of
--- a reply, and the engine's client parses each.
+-- Returns the outcomes, one letter per entry, in order: 'q' queued (first
+-- time) | 'u' unchanged (taken before) | 'n' written by a build before
+-- batches (it names no batch: not taken here). One string rather than a
+-- value per entry: Redis converts each value of a reply, and the engine's
+-- client parses each.
 local now = string.format('%d', now_ms())
-local outcomes, shoppers = {}, {}
+local outcomes = {}
 local queued = 0
 for i = 2, #ARGV do
   local found = redis.call('XRANGE', KEYS[3], ARGV[i], ARGV[i])[1]
@@ -42,7 +37,6 @@ for i = 2, #ARGV do
   elseif not fields.batch then
     outcomes[#outcomes + 1] = 'n'
   else
-    shoppers[#shoppers + 1] = fields.shoppers
     if redis.call('SADD', KEYS[4], fields.batch) == 0 then
       outcomes[#outcomes + 1] = 'u'
     else
@@ -63,4 +57,4 @@ end
 if queued > 0 then
   redis.call('HINCRBY', KEYS[1], 'queued', queued)
 end
-return {table.concat(outcomes), table.concat(shoppers, ' ')}
+return table.concat(outcomes)

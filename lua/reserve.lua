@@ -19,8 +19,8 @@
 -- decided there, and written back once at the end (DECRBY, HINCRBY, HSET,
 -- ZADD), the new orders' records too (one HSET: a field each in the sale's
 -- orders hash, no key per order), and one stream entry carrying the ids of
--- every order the call made, the batch's number, its units and its
--- shoppers (the records are in the orders hash).
+-- every order the call made, the batch's number and its units (the
+-- records are in the orders hash).
 -- A resent call is recognised by its order id in the shopper's order list
 -- (which keeps every order the shopper ever had in this sale).
 -- KEYS[1] fs:{sale}:sale     hash: the sale's fields
@@ -32,8 +32,7 @@
 -- KEYS[6] fs:{sale}:uorders  hash: shopper -> space-separated order ids
 -- KEYS[7] fs:{sale}:stream   stream: reservations for the order service, an
 --                            entry per call: 'order_ids' (space-separated),
---                            'batch', 'units', 'shoppers' (space-separated,
---                            each once)
+--                            'batch', 'units'
 -- KEYS[8] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
 -- KEYS[9] fs:{sale}:ptokens   hash: purchase token id -> the order it bought
 -- KEYS[10] fs:{sale}:orders   hash: order id -> record (see common.lua)
@@ -136,7 +135,7 @@ local record_end = ' currency=' .. (m[7] or '') .. ' status=pending_payment crea
   ' expires_at=' .. expires_text
 local batch
 local records = {}
-local made, made_shoppers, listed = {}, {}, {}
+local made = {}
 
 -- Per reservation, parsing a number (strtod) or handing one to redis.call
 -- (formatted with printf) costs more than the rest of a check: each
@@ -240,10 +239,6 @@ local function decide(shopper, qty_text, order_id, idem, token)
     redis.call('HSET', KEYS[9], token, order_id)
   end
   made[#made + 1] = order_id
-  if not listed[shopper] then
-    listed[shopper] = true
-    made_shoppers[#made_shoppers + 1] = shopper
-  end
   return 'reserved', stock, held[shopper]
 end
 
@@ -283,7 +278,7 @@ if taken > 0 then
   redis.call('ZADD', KEYS[8], unpack(deadlines))
   redis.call('HSET', KEYS[10], unpack(records))
   redis.call('XADD', KEYS[7], '*', 'order_ids', table.concat(made, ' '), 'batch', batch,
-    'units', text(taken), 'shoppers', table.concat(made_shoppers, ' '))
+    'units', text(taken))
   if #changed_keys > 0 then
     local entries = {}
     for _, idem in ipairs(changed_keys) do

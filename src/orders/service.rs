@@ -27,7 +27,8 @@
 //! page at a time; retention bounds it); then, each pass, only the open
 //! sales (upcoming, live, or within their payment window, from the store's
 //! index of them) that it does not know yet. A sale past its payment
-//! window with nothing left to do is settled: not looked at again unless a
+//! window with nothing left to do is settled (the store lists it among its
+//! shoppers' sales: [`Store::settle_sale`]): not looked at again unless a
 //! payment gives it new work (a notice), and forgotten by the store (its
 //! keys deleted) once `retention` has passed since its payment window
 //! closed. Once the last sale of a campaign is forgotten, so are the
@@ -302,6 +303,7 @@ impl OrderService {
                 self.watched.insert(sale, watch);
             }
             None => {
+                self.store.settle_sale(&sale).await?;
                 let forget_at = self.forget_at(&view);
                 self.settled.insert(sale, forget_at);
             }
@@ -423,6 +425,11 @@ impl OrderService {
                         self.watched.insert(sale.clone(), watch);
                     }
                     _ if backlog.is_empty() => {
+                        if let Err(err) = self.store.settle_sale(sale).await {
+                            tracing::warn!(%sale, error = %err,
+                                "order service: cannot settle sale; retrying next pass");
+                            return;
+                        }
                         self.watched.remove(sale);
                         // A sale gone meanwhile (forgotten by another
                         // node) is simply no longer watched.

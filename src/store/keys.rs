@@ -18,17 +18,20 @@ pub const CAMPAIGN_INDEX: &str = "fs:campaigns";
 /// the sale's keys are; read a page at a time, newest first.
 pub const SALE_INDEX: &str = "fs:sales";
 
-/// Sorted set of the sales whose payment window may not be over, scored by
-/// its end (`ends_at` + payment timeout, an upper bound: only ever raised).
-/// Hashes on `fs:sales`, so `lua/index_sale.lua` writes both indexes in one
-/// slot; `lua/open_sales.lua` reads it and drops what has closed. What
-/// shoppers see listed and what the order service looks for, without
-/// reading every sale ever made.
+/// Sorted set of the sales not yet settled, scored by the end of the
+/// payment window (`ends_at` + payment timeout, an upper bound: only ever
+/// raised). Hashes on `fs:sales`, so `lua/index_sale.lua` writes both
+/// indexes in one slot; `lua/open_sales.lua` reads the sales whose window
+/// may not be over, a shopper's order list reads all of it, and a sale
+/// leaves it when the order service settles it. What shoppers see listed
+/// and what the order service looks for, without reading every sale ever
+/// made.
 pub const OPEN_SALE_INDEX: &str = "{fs:sales}:open";
 
-/// Sorted set of the sales a shopper has orders in (the order service
-/// lists a sale when it accepts the shopper's first order of it), scored
-/// by when it did; a sale leaves it when retention deletes the sale.
+/// Sorted set of the settled sales a shopper has orders in (the order
+/// service lists a sale for each of its shoppers when it settles the
+/// sale), scored by when it did; a sale leaves it when retention deletes
+/// the sale.
 pub fn shopper_sales(shopper: &ShopperId) -> String {
     shopper_sales_key(shopper.as_str())
 }

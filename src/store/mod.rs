@@ -372,6 +372,14 @@ pub trait Store: Send + Sync + 'static {
     /// index rather than from every sale ever made.
     async fn open_sale_ids(&self) -> Result<Vec<SaleId>, StoreError>;
 
+    /// The order service is done with the sale (its payment window is
+    /// over and nothing is left to do): lists it among each of its
+    /// shoppers' sales, then takes it off the sales a shopper's order list
+    /// reads whole (see [`shopper_orders`](Self::shopper_orders)), so the
+    /// list finds its orders throughout. Does nothing for a sale already
+    /// settled; a crash in between is finished by the next call.
+    async fn settle_sale(&self, sale: &SaleId) -> Result<(), StoreError>;
+
     /// A sale with its exact counts and the store's clock, in one atomic read.
     async fn view_sale(&self, id: &SaleId) -> Result<Option<SaleView>, StoreError>;
 
@@ -415,10 +423,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
 
-    /// The shopper's orders, newest first: in the sales the shopper's
-    /// orders were accepted in (see [`accept_orders`](Self::accept_orders))
-    /// and in the open sales, so an order not yet accepted is listed too.
-    /// Reads only those sales, never every sale ever made.
+    /// The shopper's orders, newest first: in the settled sales the
+    /// shopper bought in (see [`settle_sale`](Self::settle_sale)) and in the
+    /// sales not settled yet. Reads only those sales, never every sale ever
+    /// made.
     async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError>;
 
     /// Up to about `limit` of the sale's orders, in the store's order,
@@ -537,9 +545,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks the orders of these entries taken by the order service, each
     /// once: counts it as queued and, when `hand_off`, queues the hand-off
-    /// to the merchant; lists the sale among its shopper's sales (again on
-    /// a redelivery, so a crash between the two steps loses nothing). One
-    /// outcome per entry, in order. Pass whole stream entries, as read: on
+    /// to the merchant. One outcome per entry, in order. Pass whole stream entries, as read: on
     /// Redis the orders of one entry (one reserve call) are taken together,
     /// so an entry's orders split across two calls would be told
     /// `Unchanged` in the second.

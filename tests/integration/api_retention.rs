@@ -21,7 +21,7 @@ use crate::conformance::sale;
 use crate::support::{live_sale, Backend, Harness, RedisServer, TestApp};
 
 /// Sales whose payment windows closed long ago, written straight to the
-/// store: history.
+/// store and settled as the order service settles them: history.
 async fn closed_sales(redis: &RedisServer, count: usize) {
     let store = RedisStore::connect(
         &RedisTarget::Standalone(redis.url()),
@@ -38,6 +38,7 @@ async fn closed_sales(redis: &RedisServer, count: usize) {
             ..sale(10, 1, 0)
         };
         store.create_sale(&old).await.unwrap();
+        store.settle_sale(&old.id).await.unwrap();
     }
 }
 

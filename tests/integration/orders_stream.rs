@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashsale::clock::{Clock, ManualClock, SystemClock};
-use flashsale::domain::{system_now, OrderEvent, Payment, SaleId};
+use flashsale::domain::{system_now, OrderEvent, Payment, Sale, SaleId, ShopperId};
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::{OrderService, OrderSettings, Orders, Outcome};
-use flashsale::store::{Acceptance, DeliveryFailure, Errand, FollowUps, Store, StreamEntry};
+use flashsale::store::{keys, Acceptance, DeliveryFailure, Errand, FollowUps, Store, StreamEntry};
 use futures::future::join_all;
 
 use crate::conformance::{request, sale, subject, with_live_order, Subject};
@@ -483,6 +483,57 @@ async fn every_order_of_a_batch_is_handed_off_once(backend: Backend) {
         .collect();
     assert_eq!(due.len(), 10, "each once: {due:?}");
     assert_eq!(handed, made);
+}
+
+/// On Redis: once a sale's payment window is over and nothing is left to
+/// do, the order service settles it: the sale goes into its shoppers' own
+/// index of sales and leaves the unsettled ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_service_settles_a_closed_sale() {
+    let Subject { store, redis } = subject(Backend::Redis).await;
+    let redis = redis.standalone().unwrap();
+    let closing = Sale {
+        ends_at: system_now() + 300,
+        payment_timeout_secs: 0,
+        ..sale(5, 1, -1_000)
+    };
+    store.create_sale(&closing).await.unwrap();
+    let sol = ShopperId::parse("sol").unwrap();
+    let made = store
+        .reserve(&request(&closing, sol.as_str(), 1, None))
+        .await
+        .unwrap();
+    store.cancel_order(&made.order.id, &sol).await.unwrap();
+    let settled = || {
+        let mut conn = redis.connection();
+        let listed: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys::shopper_sales(&sol))
+            .arg(0)
+            .arg(-1)
+            .query(&mut conn)
+            .unwrap();
+        let unsettled: Option<f64> = redis::cmd("ZSCORE")
+            .arg(keys::OPEN_SALE_INDEX)
+            .arg(closing.id.as_str())
+            .query(&mut conn)
+            .unwrap();
+        (listed == [closing.id.to_string()], unsettled.is_none())
+    };
+    let mut service = order_service(&store, "settler", 256);
+    service.try_process_batch().await;
+    assert_eq!(settled(), (false, false), "open: not settled");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while settled() != (true, true) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never settled: {:?}",
+            settled()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        service.try_process_batch().await;
+    }
+    let listed = store.shopper_orders(&sol).await.unwrap();
+    assert_eq!(listed.len(), 1, "still listed once settled: {listed:?}");
 }
 
 /// A pass may acknowledge more entries than a Lua stack holds values

@@ -1,8 +1,8 @@
 //! The indexes that keep reads off the history of sales, and retention,
 //! on every store: the index of every sale pages newest first; the open
 //! sales leave out closed windows; a shopper's orders are found in the
-//! sales they bought in; a settled sale past its retention is deleted,
-//! whole, and nothing else is.
+//! sales they bought in, before and after the sale is settled; a settled
+//! sale past its retention is deleted, whole, and nothing else is.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -40,8 +40,8 @@ async fn every_page(store: &Arc<dyn Store>, limit: usize) -> Vec<IndexedSale> {
     }
 }
 
-/// Takes the sale's reservations as the order service does: read,
-/// accept (listing the sale among its shoppers' sales), acknowledge.
+/// Takes the sale's reservations as the order service does: read, accept,
+/// acknowledge.
 pub async fn accept_all(store: &Arc<dyn Store>, sale: &SaleId) {
     store.join_reservations(sale).await.unwrap();
     let entries = store.read_reservations(sale, "test", 1_000).await.unwrap();
@@ -151,11 +151,13 @@ async fn open_sales_leave_out_closed_windows(backend: Backend) {
     );
 }
 
-async fn a_shopper_finds_orders_of_closed_sales_once_accepted(backend: Backend) {
-    let Subject {
-        store,
-        redis: _redis,
-    } = subject(backend).await;
+/// A shopper's order list finds the orders of a sale before, while and
+/// after the order service settles it; on Redis the shopper's own index of
+/// sales is written only when the sale is settled (a race writes no key
+/// per shopper), and the settled sale leaves the sales the list reads
+/// whole.
+async fn a_shopper_finds_orders_of_closed_sales_throughout_settling(backend: Backend) {
+    let Subject { store, redis } = subject(backend).await;
     let closing = closing_sale(5, 300);
     let live = sale(5, 5, -1_000);
     store.create_sale(&closing).await.unwrap();
@@ -177,18 +179,56 @@ async fn a_shopper_finds_orders_of_closed_sales_once_accepted(backend: Backend) 
     accept_all(&store, &closing.id).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!store.open_sale_ids().await.unwrap().contains(&closing.id));
-    let listed: Vec<_> = store
-        .shopper_orders(&shopper("amy"))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|order| order.id)
-        .collect();
+    let amys = || async {
+        store
+            .shopper_orders(&shopper("amy"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|order| order.id)
+            .collect::<Vec<_>>()
+    };
+    let both = vec![new.order.id.clone(), old.order.id.clone()];
     assert_eq!(
-        listed,
-        vec![new.order.id, old.order.id],
-        "the closed sale's accepted order and the open sale's order, newest first"
+        amys().await,
+        both,
+        "the closed sale's order and the open sale's order, newest first"
     );
+    // On Redis: what the shopper's index and the unsettled sales hold.
+    let indexed = |sale: &SaleId| {
+        redis.standalone().map(|redis| {
+            let listed: Vec<String> = redis::cmd("ZRANGE")
+                .arg(flashsale::store::keys::shopper_sales(&shopper("amy")))
+                .arg(0)
+                .arg(-1)
+                .query(&mut redis.connection())
+                .unwrap();
+            let unsettled: Option<f64> = redis::cmd("ZSCORE")
+                .arg(flashsale::store::keys::OPEN_SALE_INDEX)
+                .arg(sale.as_str())
+                .query(&mut redis.connection())
+                .unwrap();
+            (listed.contains(&sale.to_string()), unsettled.is_some())
+        })
+    };
+    if let Some(before) = indexed(&closing.id) {
+        assert_eq!(before, (false, true), "accepted, not settled yet");
+    }
+
+    store.settle_sale(&closing.id).await.unwrap();
+    assert_eq!(amys().await, both, "settled: the same orders");
+    if let Some(after) = indexed(&closing.id) {
+        assert_eq!(
+            after,
+            (true, false),
+            "in amy's sales, off the unsettled ones"
+        );
+    }
+    store.settle_sale(&closing.id).await.unwrap();
+    assert_eq!(amys().await, both, "settling again changes nothing");
+    if let Some(live_sale) = indexed(&live.id) {
+        assert_eq!(live_sale, (false, true), "the live sale is not settled");
+    }
 }
 
 async fn a_sales_orders_export_in_pages_each_once(backend: Backend) {
@@ -358,6 +398,7 @@ async fn an_interrupted_forget_is_finished_by_the_next() {
         .unwrap();
     accept_all(&store, &closed.id).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
+    store.settle_sale(&closed.id).await.unwrap();
     // What the first step leaves: every key but the shopper-to-orders hash.
     let keys = SaleKeys::new(&closed.id);
     for key in keys.all() {
@@ -395,7 +436,7 @@ async fn an_interrupted_forget_is_finished_by_the_next() {
 crate::on_every_store!(
     the_index_pages_newest_first_without_repeats,
     open_sales_leave_out_closed_windows,
-    a_shopper_finds_orders_of_closed_sales_once_accepted,
+    a_shopper_finds_orders_of_closed_sales_throughout_settling,
     a_sales_orders_export_in_pages_each_once,
     retention_deletes_a_settled_sale_and_nothing_else,
 );

@@ -1,13 +1,15 @@
 //! The indexes that have no sale's slot, and so are written beside the
 //! sale's scripts rather than inside them:
 //! - the index of every campaign (`fs:campaigns`), read a page at a time;
-//! - the index of every sale (`fs:sales`) and of the sales whose payment
-//!   window may not be over (`{fs:sales}:open`), both written by
-//!   `index_sale.lua` before a sale is created or its window changed, and
-//!   read a page at a time;
-//! - each shopper's sales (`fs:shopper_sales:<shopper>`), written when the
-//!   order service accepts the shopper's orders, so listing a shopper's
-//!   orders reads the sales they bought in rather than every sale.
+//! - the index of every sale (`fs:sales`) and of the sales not yet settled
+//!   (`{fs:sales}:open`, scored by the end of the payment window), both
+//!   written by `index_sale.lua` before a sale is created or its window
+//!   changed, and read a page at a time;
+//! - each shopper's settled sales (`fs:shopper_sales:<shopper>`), written
+//!   when the order service settles a sale, from the sale's list of
+//!   shoppers, just before the sale leaves the unsettled ones: listing a
+//!   shopper's orders reads those two rather than every sale, and a race
+//!   writes no key per shopper outside the sale's slot.
 //!
 //! Retention takes a sale off all of them after deleting its keys: a crash
 //! in between leaves ids that name no sale, which every reader skips.
@@ -18,7 +20,7 @@ use super::codec::corrupt;
 use super::connection::{timed, Connection};
 use super::RedisStore;
 use crate::domain::{system_now, CampaignId, Millis, Sale, SaleId};
-use crate::store::keys::{self, CAMPAIGN_INDEX, OPEN_SALE_INDEX, SALE_INDEX};
+use crate::store::keys::{self, SaleKeys, CAMPAIGN_INDEX, OPEN_SALE_INDEX, SALE_INDEX};
 use crate::store::{IndexedCampaign, IndexedSale, StoreError};
 
 /// Shopper indexes written at once on a Cluster when a batch of orders is
@@ -27,6 +29,10 @@ const SHOPPER_WRITES_IN_FLIGHT: usize = 64;
 
 /// Shopper indexes written in one pipeline on a standalone Redis.
 const SHOPPER_WRITES_PER_PIPELINE: usize = 256;
+
+/// Shoppers of a sale read at a time when it is settled (a hint to
+/// `HSCAN`).
+const SHOPPERS_PER_SCAN: usize = 1_000;
 
 impl RedisStore {
     /// Lists the sale, or raises its window's end, in both indexes of
@@ -39,6 +45,52 @@ impl RedisStore {
             .arg(sale.id.as_str())
             .arg(sale.payment_window_closes_at());
         self.run("index_sale", &index).await.map(drop)
+    }
+
+    /// Every sale not yet settled, its payment window over or not: the
+    /// sales a shopper's order list reads beside the shopper's own index.
+    pub(super) async fn unsettled_sale_ids(&self) -> Result<Vec<SaleId>, StoreError> {
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(OPEN_SALE_INDEX).arg(0).arg(-1);
+        let ids: Vec<String> =
+            timed("unsettled_sales", cmd.query_async(&mut self.conn.clone())).await?;
+        ids.iter()
+            .map(|id| SaleId::parse(id).map_err(corrupt))
+            .collect()
+    }
+
+    /// Lists a sale still unsettled among each of its shoppers' sales (a
+    /// page of the sale's shoppers at a time), then takes it off the
+    /// unsettled sales. A sale already off them is left alone: a settled
+    /// sale's shoppers are not written again at every start.
+    pub(super) async fn settle(&self, sale: &SaleId) -> Result<(), StoreError> {
+        let mut unsettled = redis::cmd("ZSCORE");
+        unsettled.arg(OPEN_SALE_INDEX).arg(sale.as_str());
+        let score: Option<String> =
+            timed("settle_sale", unsettled.query_async(&mut self.conn.clone())).await?;
+        if score.is_none() {
+            return Ok(());
+        }
+        let shoppers = SaleKeys::new(sale).shopper_orders();
+        let mut cursor = String::from("0");
+        loop {
+            let mut scan = redis::cmd("HSCAN");
+            scan.arg(&shoppers)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(SHOPPERS_PER_SCAN);
+            let (next, page): (String, Vec<(String, String)>) =
+                timed("settle_sale", scan.query_async(&mut self.conn.clone())).await?;
+            let page: Vec<&str> = page.iter().map(|(shopper, _)| shopper.as_str()).collect();
+            self.index_for_shoppers(sale, &page).await?;
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        let mut settled = redis::cmd("ZREM");
+        settled.arg(OPEN_SALE_INDEX).arg(sale.as_str());
+        timed("settle_sale", settled.query_async(&mut self.conn.clone())).await
     }
 
     /// Takes the sale off both indexes of sales (one slot: one

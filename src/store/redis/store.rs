@@ -325,6 +325,10 @@ impl Store for RedisStore {
             .collect()
     }
 
+    async fn settle_sale(&self, sale: &SaleId) -> Result<(), StoreError> {
+        self.settle(sale).await
+    }
+
     async fn view_sale(&self, id: &SaleId) -> Result<Option<SaleView>, StoreError> {
         let keys = SaleKeys::new(id);
         let mut invocation = self.scripts.sale_snapshot.key(keys.sale());
@@ -583,7 +587,7 @@ impl Store for RedisStore {
             .iter()
             .map(|id| SaleId::parse(id).map_err(corrupt))
             .collect::<Result<_, _>>()?;
-        sales.extend(self.open_sale_ids().await?);
+        sales.extend(self.unsettled_sale_ids().await?);
         let ids = try_join_all(sales.iter().map(|sale| self.order_ids_of(sale, shopper))).await?;
         let orders = try_join_all(ids.iter().flatten().map(|id| self.order(id))).await?;
         let mut orders: Vec<Order> = orders.into_iter().flatten().collect();
@@ -940,7 +944,7 @@ impl Store for RedisStore {
         for id in &entry_ids {
             invocation.arg(*id);
         }
-        let (outcomes, shoppers): (String, String) =
+        let outcomes: String =
             redis::from_redis_value(self.run("accept_orders", &invocation).await?)
                 .map_err(corrupt)?;
         if outcomes.len() != entry_ids.len() {
@@ -958,10 +962,6 @@ impl Store for RedisStore {
                 other => Err(corrupt(format!("unknown accept outcome {}", other as char))),
             })
             .collect::<Result<_, _>>()?;
-        let mut shoppers: Vec<&str> = shoppers.split_ascii_whitespace().collect();
-        shoppers.sort_unstable();
-        shoppers.dedup();
-        self.index_for_shoppers(sale, &shoppers).await?;
         Ok(entries
             .iter()
             .map(|entry| by_entry[entry.id.as_str()])
