@@ -81,8 +81,8 @@ end
 -- joined by single spaces. save_order writes them in the order of
 -- ORDER_FIELDS; reserve.lua writes new records in that layout, ending
 -- with the order's batch (see accept_orders.lua), so readers take the
--- fields in any order, but user_id always comes first. queued_at is in
--- the records of builds that marked each order taken in its record. No value is empty
+-- fields in any order, but user_id always comes first. A record with
+-- queued_at and no batch is one a build before batches marked taken. No value is empty
 -- or holds a space: ids are printable ASCII without spaces (a transaction
 -- id is checked for it before it is stored), the rest are numbers, a
 -- currency code and a status. store::redis::codec reads it in Rust.

@@ -12,8 +12,14 @@
 --                           window (ends_at + payment timeout, ms); only
 --                           ever raised (GT), so a score is an upper bound
 -- ARGV[1] the sale's created_at (ms), ARGV[2] the sale id, ARGV[3] the end
--- of its payment window (ms)
+-- of its payment window (ms), ARGV[4] '1' for a new sale, '0' for a change
+-- (raises the end of a sale still unsettled, never lists a settled one
+-- again)
 -- Returns 1 when the id is new to the index of every sale, 0 when it was
 -- listed (its score is set to ARGV[1]).
-redis.call('ZADD', KEYS[2], 'GT', ARGV[3], ARGV[2])
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[2], 'GT', ARGV[3], ARGV[2])
+else
+  redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[3], ARGV[2])
+end
 return redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])

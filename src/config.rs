@@ -444,7 +444,7 @@ pub struct Config {
 
     /// Most stream entries (each the orders of one reserve call), expiries
     /// and webhook calls the order service takes per sale in one pass;
-    /// orders are accepted this many at a time.
+    /// orders are accepted about this many at a time (whole entries).
     #[arg(long, env = "FLASHSALE_ORDER_BATCH", default_value_t = 256,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub order_batch: u64,

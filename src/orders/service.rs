@@ -294,6 +294,12 @@ impl OrderService {
         // listed a moment before it can be read. Looked at again next pass
         // (an open sale), or at the next start.
         let Some(view) = self.store.view_sale(&sale).await? else {
+            // An id that names no sale once its window is over (a crash
+            // between indexing and writing the sale) leaves the unsettled
+            // sales here.
+            if let Err(err) = self.store.settle_sale(&sale).await {
+                tracing::debug!(%sale, error = %err, "an indexed sale not stored yet");
+            }
             return Ok(());
         };
         match last_payment_deadline(&view) {
@@ -302,10 +308,13 @@ impl OrderService {
                 let watch = self.watch(settled_by);
                 self.watched.insert(sale, watch);
             }
+            // Cancelled: looked at again at the next start if it cannot be
+            // settled now.
             None => {
-                self.store.settle_sale(&sale).await?;
-                let forget_at = self.forget_at(&view);
-                self.settled.insert(sale, forget_at);
+                if settled(&sale, self.store.settle_sale(&sale).await) {
+                    let forget_at = self.forget_at(&view);
+                    self.settled.insert(sale, forget_at);
+                }
             }
         }
         Ok(())
@@ -425,9 +434,7 @@ impl OrderService {
                         self.watched.insert(sale.clone(), watch);
                     }
                     _ if backlog.is_empty() => {
-                        if let Err(err) = self.store.settle_sale(sale).await {
-                            tracing::warn!(%sale, error = %err,
-                                "order service: cannot settle sale; retrying next pass");
+                        if !settled(sale, self.store.settle_sale(sale).await) {
                             return;
                         }
                         self.watched.remove(sale);
@@ -710,6 +717,23 @@ fn last_payment_deadline(view: &SaleView) -> Option<Millis> {
         return None;
     }
     Some(view.sale.payment_window_closes_at())
+}
+
+/// Whether the store settled the sale; logs why not (tried again later:
+/// another node settling it, or the store's clock behind this node's, is
+/// expected).
+fn settled(sale: &SaleId, outcome: Result<(), StoreError>) -> bool {
+    match outcome {
+        Ok(()) => true,
+        Err(StoreError::Conflict(why)) => {
+            tracing::debug!(%sale, why, "sale not settled yet");
+            false
+        }
+        Err(err) => {
+            tracing::warn!(%sale, error = %err, "order service: cannot settle sale; retrying");
+            false
+        }
+    }
 }
 
 /// Logs a failed step of a sale's pass; counts as one store error.

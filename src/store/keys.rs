@@ -115,6 +115,12 @@ impl SaleKeys {
         format!("{}:ptokens", self.tag)
     }
 
+    /// String: the lease of the engine node settling the sale
+    /// (`lua/settle_sale.lua`), while it does.
+    pub fn settling(&self) -> String {
+        format!("{}:settling", self.tag)
+    }
+
     /// Set: the numbers of the batches of orders the order service has
     /// taken (`lua/accept_orders.lua`).
     pub fn accepted(&self) -> String {
@@ -178,7 +184,7 @@ impl SaleKeys {
     }
 
     /// Every key of the sale: what retention deletes.
-    pub fn all(&self) -> [String; 20] {
+    pub fn all(&self) -> [String; 21] {
         [
             self.sale(),
             self.stock(),
@@ -189,6 +195,7 @@ impl SaleKeys {
             self.cancels(),
             self.stream(),
             self.accepted(),
+            self.settling(),
             self.purchase_tokens(),
             self.deadlines(),
             self.outbox(),

@@ -124,6 +124,7 @@ pub struct Scripts {
     pub audit_sale: LuaScript,
     pub record_payment_exception: LuaScript,
     pub open_sales: LuaScript,
+    pub settle_sale: LuaScript,
     pub forget_sale: LuaScript,
     pub queue_join: LuaScript,
     pub queue_poll: LuaScript,
@@ -161,6 +162,7 @@ impl Scripts {
             audit_sale: script!("audit_sale"),
             record_payment_exception: script!("record_payment_exception"),
             open_sales: script!("open_sales"),
+            settle_sale: script!("settle_sale"),
             forget_sale: script!("forget_sale"),
             queue_join: script!("queue_join"),
             queue_poll: script!("queue_poll"),
@@ -168,7 +170,7 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 32] {
+    fn all(&self) -> [&LuaScript; 33] {
         [
             &self.index_sale,
             &self.create_sale,
@@ -199,6 +201,7 @@ impl Scripts {
             &self.audit_sale,
             &self.record_payment_exception,
             &self.open_sales,
+            &self.settle_sale,
             &self.forget_sale,
             &self.queue_join,
             &self.queue_poll,

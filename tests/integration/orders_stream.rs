@@ -536,6 +536,72 @@ async fn the_order_service_settles_a_closed_sale() {
     assert_eq!(listed.len(), 1, "still listed once settled: {listed:?}");
 }
 
+/// On Redis: an order record a build before batches marked taken
+/// (`queued_at`, no batch) audits as taken, and a stream entry such a
+/// build wrote (no batch) is told `NotFound` and takes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_and_entries_of_a_build_before_batches() {
+    let Subject { store, redis } = subject(Backend::Redis).await;
+    let redis = redis.standalone().unwrap();
+    let live = sale(10, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let made = store
+        .reserve(&request(&live, "old", 1, None))
+        .await
+        .unwrap();
+    let entries = read_all(&store, &live.id).await;
+    store
+        .accept_orders(&live.id, &entries, false)
+        .await
+        .unwrap();
+    let entry_ids: Vec<String> = entries.into_iter().map(|entry| entry.id).collect();
+    store.ack_reservations(&live.id, &entry_ids).await.unwrap();
+
+    // The record as such a build kept it, and its batch unknown.
+    let keys = keys::SaleKeys::new(&live.id);
+    let mut conn = redis.connection();
+    let record: String = redis::cmd("HGET")
+        .arg(keys.orders())
+        .arg(made.order.id.as_str())
+        .query(&mut conn)
+        .unwrap();
+    let old: Vec<&str> = record
+        .split(' ')
+        .filter(|pair| !pair.starts_with("batch="))
+        .chain(["queued_at=1"])
+        .collect();
+    let _: () = redis::cmd("HSET")
+        .arg(keys.orders())
+        .arg(made.order.id.as_str())
+        .arg(old.join(" "))
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(keys.accepted())
+        .query(&mut conn)
+        .unwrap();
+    let audit = store.sale_records(&live.id).await.unwrap().unwrap().audit();
+    assert!(audit.differences.is_empty(), "{:?}", audit.differences);
+
+    let _: String = redis::cmd("XADD")
+        .arg(keys.stream())
+        .arg("*")
+        .arg("order_ids")
+        .arg(made.order.id.as_str())
+        .query(&mut conn)
+        .unwrap();
+    let legacy = read_all(&store, &live.id).await;
+    assert_eq!(legacy.len(), 1);
+    assert_eq!(
+        store.accept_orders(&live.id, &legacy, true).await.unwrap(),
+        [Acceptance::NotFound]
+    );
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.queued, 1, "counted once, by its own build: {stats:?}");
+    let backlog = store.order_backlog(&live.id).await.unwrap();
+    assert_eq!(backlog.hand_offs, 0, "nothing queued for the webhook");
+}
+
 /// A pass may acknowledge more entries than a Lua stack holds values
 /// (about 8,000): 9,000 lone reservations, taken in one pass, are all
 /// acknowledged and leave the stream.

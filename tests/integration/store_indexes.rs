@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use flashsale::domain::{system_now, OrderStatus, Payment, Sale, SaleId, ShopperId};
 use flashsale::store::keys::SaleKeys;
-use flashsale::store::{FollowUps, Forgetting, IndexedSale, Store};
+use flashsale::store::{FollowUps, Forgetting, IndexedSale, Store, StoreError};
 
 use crate::conformance::{request, sale, subject, Subject};
 use crate::support::{Backend, RedisServer};
@@ -323,6 +323,19 @@ async fn retention_deletes_a_settled_sale_and_nothing_else(backend: Backend) {
         Forgetting::Kept
     );
     let live_before = store.sale_records(&live.id).await.unwrap().unwrap();
+    // As the order service settles it first: in its shoppers' own index.
+    store.settle_sale(&settled.id).await.unwrap();
+    let bobs = || {
+        redis.standalone().map(|redis| {
+            redis::cmd("EXISTS")
+                .arg(flashsale::store::keys::shopper_sales(&shopper("bob")))
+                .query::<i64>(&mut redis.connection())
+                .unwrap()
+        })
+    };
+    if let Some(listed) = bobs() {
+        assert_eq!(listed, 1, "bob's index lists the settled sale");
+    }
     assert_eq!(
         store.forget_sale(&settled.id, retention).await.unwrap(),
         Forgetting::Forgotten
@@ -371,12 +384,67 @@ async fn retention_deletes_a_settled_sale_and_nothing_else(backend: Backend) {
                 .count()
         );
         assert!(!keys_of(redis, &live.id).is_empty());
-        let bobs: i64 = redis::cmd("EXISTS")
-            .arg(flashsale::store::keys::shopper_sales(&shopper("bob")))
-            .query(&mut redis.connection())
-            .unwrap();
-        assert_eq!(bobs, 0, "bob bought only in the forgotten sale");
+        assert_eq!(bobs(), Some(0), "bob bought only in the forgotten sale");
     }
+}
+
+/// On Redis: a sale is settled only once its payment window is over by
+/// Redis's clock, by one engine node at a time (the lease), and a
+/// cancelled sale at once.
+#[tokio::test]
+async fn settling_waits_for_the_window_and_takes_turns() {
+    let Subject { store, redis } = subject(Backend::Redis).await;
+    let redis = redis.standalone().unwrap();
+    let unsettled = |sale: &SaleId| {
+        redis::cmd("ZSCORE")
+            .arg(flashsale::store::keys::OPEN_SALE_INDEX)
+            .arg(sale.as_str())
+            .query::<Option<f64>>(&mut redis.connection())
+            .unwrap()
+            .is_some()
+    };
+    let live = sale(5, 1, -1_000);
+    let closing = closing_sale(5, 50);
+    let upcoming = sale(5, 1, 60_000);
+    for made in [&live, &closing, &upcoming] {
+        store.create_sale(made).await.unwrap();
+    }
+    assert!(matches!(
+        store.settle_sale(&live.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(unsettled(&live.id), "a live sale stays unsettled");
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let lease = SaleKeys::new(&closing.id).settling();
+    let _: () = redis::cmd("SET")
+        .arg(&lease)
+        .arg("1")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(
+        matches!(
+            store.settle_sale(&closing.id).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "another node holds the lease"
+    );
+    assert!(unsettled(&closing.id));
+    let _: () = redis::cmd("DEL")
+        .arg(&lease)
+        .query(&mut redis.connection())
+        .unwrap();
+    store.settle_sale(&closing.id).await.unwrap();
+    assert!(!unsettled(&closing.id), "settled once its window is over");
+    let lease_left: i64 = redis::cmd("EXISTS")
+        .arg(&lease)
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(lease_left, 0, "the lease goes with the settling");
+
+    store.cancel_sale(&upcoming.id).await.unwrap();
+    store.settle_sale(&upcoming.id).await.unwrap();
+    assert!(!unsettled(&upcoming.id), "a cancelled sale settles at once");
 }
 
 /// On Redis: a forget that stopped after deleting the sale's records (the

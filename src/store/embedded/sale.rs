@@ -600,8 +600,9 @@ impl SaleRecord {
         self.deadlines.remove(&(due, order.id.clone()));
     }
 
-    /// The order service took these orders: the twin of
-    /// `lua/accept_orders.lua`.
+    /// The order service took these orders, each once (the Redis store
+    /// takes an entry's orders together: `lua/accept_orders.lua`; the
+    /// order service passes whole entries to both).
     pub fn accept(&mut self, entries: &[StreamEntry], hand_off: bool) -> Vec<Acceptance> {
         let now = system_now();
         entries

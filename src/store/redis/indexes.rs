@@ -14,17 +14,19 @@
 //! Retention takes a sale off all of them after deleting its keys: a crash
 //! in between leaves ids that name no sale, which every reader skips.
 
+use std::time::Duration;
+
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::codec::corrupt;
+use super::codec::{corrupt, flag, millis};
 use super::connection::{timed, Connection};
 use super::RedisStore;
 use crate::domain::{system_now, CampaignId, Millis, Sale, SaleId};
 use crate::store::keys::{self, SaleKeys, CAMPAIGN_INDEX, OPEN_SALE_INDEX, SALE_INDEX};
 use crate::store::{IndexedCampaign, IndexedSale, StoreError};
 
-/// Shopper indexes written at once on a Cluster when a batch of orders is
-/// accepted or a sale forgotten.
+/// Shopper indexes written at once on a Cluster when a sale is settled or
+/// forgotten.
 const SHOPPER_WRITES_IN_FLIGHT: usize = 64;
 
 /// Shopper indexes written in one pipeline on a standalone Redis.
@@ -34,16 +36,21 @@ const SHOPPER_WRITES_PER_PIPELINE: usize = 256;
 /// `HSCAN`).
 const SHOPPERS_PER_SCAN: usize = 1_000;
 
+/// How long a node may settle a sale before another may start again (the
+/// lease of `lua/settle_sale.lua`; a node that died meanwhile leaves it).
+const SETTLE_LEASE: Duration = Duration::from_secs(60);
+
 impl RedisStore {
-    /// Lists the sale, or raises its window's end, in both indexes of
-    /// sales.
-    pub(super) async fn index(&self, sale: &Sale) -> Result<(), StoreError> {
+    /// Lists the sale (`new`), or raises its window's end while it is
+    /// unsettled, in both indexes of sales.
+    pub(super) async fn index(&self, sale: &Sale, new: bool) -> Result<(), StoreError> {
         let mut index = self.scripts.index_sale.key(SALE_INDEX);
         index
             .key(OPEN_SALE_INDEX)
             .arg(sale.created_at)
             .arg(sale.id.as_str())
-            .arg(sale.payment_window_closes_at());
+            .arg(sale.payment_window_closes_at())
+            .arg(flag(new));
         self.run("index_sale", &index).await.map(drop)
     }
 
@@ -59,19 +66,44 @@ impl RedisStore {
             .collect()
     }
 
-    /// Lists a sale still unsettled among each of its shoppers' sales (a
-    /// page of the sale's shoppers at a time), then takes it off the
-    /// unsettled sales. A sale already off them is left alone: a settled
-    /// sale's shoppers are not written again at every start.
+    /// Lists an unsettled sale among each of its shoppers' sales (a page
+    /// of the sale's shoppers at a time), then takes it off the unsettled
+    /// sales. Only once its payment window is over by Redis's clock (or it
+    /// was cancelled), and by one node at a time (`lua/settle_sale.lua`'s
+    /// lease): else `Conflict`, to try again later. A sale already settled
+    /// is left alone, so a settled sale's shoppers are not written again
+    /// at every start.
     pub(super) async fn settle(&self, sale: &SaleId) -> Result<(), StoreError> {
         let mut unsettled = redis::cmd("ZSCORE");
         unsettled.arg(OPEN_SALE_INDEX).arg(sale.as_str());
-        let score: Option<String> =
-            timed("settle_sale", unsettled.query_async(&mut self.conn.clone())).await?;
-        if score.is_none() {
+        let Some(closes): Option<String> =
+            timed("settle_sale", unsettled.query_async(&mut self.conn.clone())).await?
+        else {
             return Ok(());
+        };
+        let keys = SaleKeys::new(sale);
+        let mut check = self.scripts.settle_sale.key(keys.sale());
+        check
+            .key(keys.settling())
+            .arg(millis(SETTLE_LEASE))
+            .arg(closes);
+        let verdict: String =
+            redis::from_redis_value(self.run("settle_sale", &check).await?).map_err(corrupt)?;
+        match verdict.as_str() {
+            "go" => {}
+            "open" => {
+                return Err(StoreError::Conflict(
+                    "its payment window is not over by the store's clock".into(),
+                ))
+            }
+            "busy" => {
+                return Err(StoreError::Conflict(
+                    "another engine node is settling it".into(),
+                ))
+            }
+            other => return Err(corrupt(format!("unknown settle verdict {other}"))),
         }
-        let shoppers = SaleKeys::new(sale).shopper_orders();
+        let shoppers = keys.shopper_orders();
         let mut cursor = String::from("0");
         loop {
             let mut scan = redis::cmd("HSCAN");
@@ -88,9 +120,18 @@ impl RedisStore {
             }
             cursor = next;
         }
+        // The lease is in the sale's slot, the index in another: a crash
+        // between the two leaves a lease that expires.
         let mut settled = redis::cmd("ZREM");
         settled.arg(OPEN_SALE_INDEX).arg(sale.as_str());
-        timed("settle_sale", settled.query_async(&mut self.conn.clone())).await
+        timed(
+            "settle_sale",
+            settled.query_async::<()>(&mut self.conn.clone()),
+        )
+        .await?;
+        let mut done = redis::cmd("DEL");
+        done.arg(keys.settling());
+        timed("settle_sale", done.query_async(&mut self.conn.clone())).await
     }
 
     /// Takes the sale off both indexes of sales (one slot: one
@@ -232,9 +273,9 @@ impl RedisStore {
 
     /// One command per shopper's index (each its own slot). On a
     /// standalone Redis they go as pipelines of up to
-    /// `SHOPPER_WRITES_PER_PIPELINE` (one round trip each: a race accepts a
-    /// new shopper with nearly every order); on a Cluster one by one, a
-    /// bounded number in flight, since the keys are on many nodes.
+    /// `SHOPPER_WRITES_PER_PIPELINE` (one round trip each: a sale's
+    /// shoppers are mostly new ones); on a Cluster one by one, a bounded
+    /// number in flight, since the keys are on many nodes.
     async fn each_shopper(
         &self,
         shoppers: &[impl AsRef<str>],

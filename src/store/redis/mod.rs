@@ -29,11 +29,13 @@
 //!   command each on one key. They change only the group's record of which
 //!   entry is pending on which consumer; the orders change in
 //!   `accept_orders.lua`, and entries leave in `ack_reservations.lua`.
-//! - `ZADD`/`ZREM` on a shopper's sales (`fs:shopper_sales:<shopper>`) and
-//!   `ZREM` on the indexes of sales when retention deletes a sale: index
-//!   entries, one key each, in no sale's slot (see [`indexes`]); then
-//!   `UNLINK` of the forgotten sale's shopper-to-orders hash, which
-//!   `forget_sale.lua` leaves until the shoppers' indexes are done.
+//! - `ZADD`/`ZREM` on a shopper's sales (`fs:shopper_sales:<shopper>`) when
+//!   the order service settles a sale or retention deletes it, and `ZREM`
+//!   on the indexes of sales then: index entries, one key each, in no
+//!   sale's slot (see [`indexes`]); `DEL` of the settling node's lease
+//!   (`lua/settle_sale.lua` takes it); `UNLINK` of the forgotten sale's
+//!   shopper-to-orders hash, which `forget_sale.lua` leaves until the
+//!   shoppers' indexes are done.
 //! - `SCRIPT LOAD` (the script cache, not data). Everything else outside
 //!   scripts is a read: `HGET`, `HSCAN`, `ZRANGE`, `XLEN`, `ZCARD`,
 //!   `CONFIG GET`.

@@ -56,7 +56,7 @@ impl Store for RedisStore {
         for (field, value) in sale_fields(sale) {
             invocation.arg(field).arg(value);
         }
-        self.index(sale).await?;
+        self.index(sale, true).await?;
         let created: i64 = redis::from_redis_value(self.run("create_sale", &invocation).await?)
             .map_err(corrupt)?;
         if created != 1 {
@@ -72,7 +72,7 @@ impl Store for RedisStore {
         // The sales are indexed first (see `index`): a failure before the
         // script leaves only entries that name no sale, which readers skip.
         let sales = campaign.sales();
-        try_join_all(sales.iter().map(|sale| self.index(sale))).await?;
+        try_join_all(sales.iter().map(|sale| self.index(sale, true))).await?;
         let reminders: HashMap<SaleId, Millis> = campaign.reminders().into_iter().collect();
         let mut invocation = self
             .scripts
@@ -142,11 +142,11 @@ impl Store for RedisStore {
         // failure before the script leaves only entries a retry writes
         // again, and which name no sale or a window that closes later.
         let indexed = change.steps.iter().filter_map(|step| match step {
-            SaleStep::Create(sale) => Some(sale),
-            SaleStep::Change { change, .. } => Some(&change.sale),
+            SaleStep::Create(sale) => Some((sale, true)),
+            SaleStep::Change { change, .. } => Some((&change.sale, false)),
             SaleStep::Cancel(_) => None,
         });
-        try_join_all(indexed.map(|sale| self.index(sale))).await?;
+        try_join_all(indexed.map(|(sale, new)| self.index(sale, new))).await?;
         let campaign = &change.campaign;
         let mut invocation = self
             .scripts
@@ -402,7 +402,7 @@ impl Store for RedisStore {
         version: i64,
     ) -> Result<(), StoreError> {
         // A window that moves later is indexed first (see `index`).
-        self.index(&change.sale).await?;
+        self.index(&change.sale, false).await?;
         let keys = SaleKeys::new(id);
         let mut invocation = self.scripts.update_sale.key(keys.sale());
         invocation
@@ -580,14 +580,16 @@ impl Store for RedisStore {
     }
 
     async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError> {
+        // The unsettled sales first: settling lists a sale in the
+        // shopper's index before it leaves them, so a sale settled between
+        // the two reads is in the second.
+        let mut sales: BTreeSet<SaleId> = self.unsettled_sale_ids().await?.into_iter().collect();
         let mut cmd = redis::cmd("ZRANGE");
         cmd.arg(keys::shopper_sales(shopper)).arg(0).arg(-1);
         let listed: Vec<String> = self.query("shopper_sales", &cmd).await?;
-        let mut sales: BTreeSet<SaleId> = listed
-            .iter()
-            .map(|id| SaleId::parse(id).map_err(corrupt))
-            .collect::<Result<_, _>>()?;
-        sales.extend(self.unsettled_sale_ids().await?);
+        for id in &listed {
+            sales.insert(SaleId::parse(id).map_err(corrupt)?);
+        }
         let ids = try_join_all(sales.iter().map(|sale| self.order_ids_of(sale, shopper))).await?;
         let orders = try_join_all(ids.iter().flatten().map(|id| self.order(id))).await?;
         let mut orders: Vec<Order> = orders.into_iter().flatten().collect();
