@@ -376,7 +376,9 @@ pub trait Store: Send + Sync + 'static {
     /// over and nothing is left to do): lists it among each of its
     /// shoppers' sales, then takes it off the sales a shopper's order list
     /// reads whole (see [`shopper_orders`](Self::shopper_orders)), so the
-    /// list finds its orders throughout. Does nothing for a sale already
+    /// list finds its orders throughout. `Conflict` (try again later) while
+    /// the sale may still take reservations by the store's clock, or while
+    /// another engine node settles it. Does nothing for a sale already
     /// settled; a crash in between is finished by the next call.
     async fn settle_sale(&self, sale: &SaleId) -> Result<(), StoreError>;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashsale::clock::{Clock, ManualClock, SystemClock};
-use flashsale::domain::{system_now, OrderEvent, Payment, Sale, SaleId, ShopperId};
+use flashsale::domain::{system_now, OrderEvent, OrderId, Payment, Sale, SaleId, ShopperId};
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::{OrderService, OrderSettings, Orders, Outcome};
 use flashsale::store::{keys, Acceptance, DeliveryFailure, Errand, FollowUps, Store, StreamEntry};
@@ -404,6 +404,20 @@ async fn a_sale_listed_before_it_is_stored_is_watched() {
     );
 }
 
+/// A live sale and the ids of the 10 orders one reserve call made in it.
+async fn one_batch_of_ten(store: &Arc<dyn Store>) -> (Sale, BTreeSet<OrderId>) {
+    let live = sale(1_000, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let requests: Vec<_> = (0..10)
+        .map(|i| request(&live, &format!("b-{i}"), 1, None))
+        .collect();
+    let mut made = BTreeSet::new();
+    for outcome in store.reserve_batch(&requests).await.unwrap() {
+        made.insert(outcome.unwrap().order.id);
+    }
+    (live, made)
+}
+
 /// One reserve call of 10 reservations is one stream entry carrying 10
 /// orders; an order service whose batch is 4 (it accepts about 4 orders a
 /// call, but never part of an entry) accepts all 10 in one pass and
@@ -413,14 +427,7 @@ async fn a_batch_is_one_entry_accepted_whole(backend: Backend) {
         store,
         redis: _redis,
     } = subject(backend).await;
-    let live = sale(1_000, 1, -1_000);
-    store.create_sale(&live).await.unwrap();
-    let requests: Vec<_> = (0..10)
-        .map(|i| request(&live, &format!("b-{i}"), 1, None))
-        .collect();
-    for outcome in store.reserve_batch(&requests).await.unwrap() {
-        outcome.unwrap();
-    }
+    let (live, _) = one_batch_of_ten(&store).await;
     let backlog = store.order_backlog(&live.id).await.unwrap();
     assert_eq!(backlog.reservations, 1, "one entry for the call");
 
@@ -449,15 +456,7 @@ async fn every_order_of_a_batch_is_handed_off_once(backend: Backend) {
         store,
         redis: _redis,
     } = subject(backend).await;
-    let live = sale(1_000, 1, -1_000);
-    store.create_sale(&live).await.unwrap();
-    let requests: Vec<_> = (0..10)
-        .map(|i| request(&live, &format!("h-{i}"), 1, None))
-        .collect();
-    let mut made = BTreeSet::new();
-    for outcome in store.reserve_batch(&requests).await.unwrap() {
-        made.insert(outcome.unwrap().order.id);
-    }
+    let (live, made) = one_batch_of_ten(&store).await;
     let entries = read_all(&store, &live.id).await;
     assert_eq!(entries.len(), 10, "an entry read as one item per order");
     assert_eq!(

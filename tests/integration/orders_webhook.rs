@@ -26,7 +26,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use flashsale::clock::ManualClock;
-use flashsale::domain::{system_now, Millis, Payment};
+use flashsale::domain::{system_now, Millis, Payment, SaleChange};
 use flashsale::inventory::Inventory;
 use flashsale::orders::webhook::{Backoff, Webhook, WebhookSettings};
 use flashsale::orders::{OrderService, OrderSettings, Orders};
@@ -767,7 +767,15 @@ async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
         .await
         .unwrap();
 
-    // Past the sale's end plus its payment timeout on the service's clock.
+    // The merchant ends it (the store's clock then refuses reservations),
+    // and the service's clock is past the end plus the payment timeout.
+    let version = store.view_sale(&live.id).await.unwrap().unwrap().version;
+    let end = SaleChange {
+        sale: live.clone(),
+        restricted: false,
+        end_now: true,
+    };
+    store.update_sale(&live.id, &end, version).await.unwrap();
     clock.advance(Duration::from_secs(3 * 3600)).await;
     service.try_process_batch().await;
     assert!(

@@ -388,9 +388,9 @@ async fn retention_deletes_a_settled_sale_and_nothing_else(backend: Backend) {
     }
 }
 
-/// On Redis: a sale is settled only once its payment window is over by
-/// Redis's clock, by one engine node at a time (the lease), and a
-/// cancelled sale at once.
+/// On Redis: a sale is settled only once it has ended by Redis's clock
+/// (no reservation can come after its shoppers are read), by one engine
+/// node at a time (the lease), and a cancelled sale at once.
 #[tokio::test]
 async fn settling_waits_for_the_window_and_takes_turns() {
     let Subject { store, redis } = subject(Backend::Redis).await;
@@ -435,7 +435,7 @@ async fn settling_waits_for_the_window_and_takes_turns() {
         .query(&mut redis.connection())
         .unwrap();
     store.settle_sale(&closing.id).await.unwrap();
-    assert!(!unsettled(&closing.id), "settled once its window is over");
+    assert!(!unsettled(&closing.id), "settled once it has ended");
     let lease_left: i64 = redis::cmd("EXISTS")
         .arg(&lease)
         .query(&mut redis.connection())

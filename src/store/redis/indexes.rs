@@ -68,9 +68,10 @@ impl RedisStore {
 
     /// Lists an unsettled sale among each of its shoppers' sales (a page
     /// of the sale's shoppers at a time), then takes it off the unsettled
-    /// sales. Only once its payment window is over by Redis's clock (or it
-    /// was cancelled), and by one node at a time (`lua/settle_sale.lua`'s
-    /// lease): else `Conflict`, to try again later. A sale already settled
+    /// sales. Only once it has ended by Redis's clock, which refuses its
+    /// reservations (or it was cancelled), and by one node at a time
+    /// (`lua/settle_sale.lua`'s lease): else `Conflict`, to try again
+    /// later. A sale already settled
     /// is left alone, so a settled sale's shoppers are not written again
     /// at every start.
     pub(super) async fn settle(&self, sale: &SaleId) -> Result<(), StoreError> {
@@ -93,7 +94,7 @@ impl RedisStore {
             "go" => {}
             "open" => {
                 return Err(StoreError::Conflict(
-                    "its payment window is not over by the store's clock".into(),
+                    "it has not ended by the store's clock".into(),
                 ))
             }
             "busy" => {
