@@ -71,9 +71,8 @@ impl RedisStore {
     /// sales. Only once it has ended by Redis's clock, which refuses its
     /// reservations (or it was cancelled), and by one node at a time
     /// (`lua/settle_sale.lua`'s lease): else `Conflict`, to try again
-    /// later. A sale already settled
-    /// is left alone, so a settled sale's shoppers are not written again
-    /// at every start.
+    /// later. A sale already settled is left alone, so a settled sale's
+    /// shoppers are not written again at every start.
     pub(super) async fn settle(&self, sale: &SaleId) -> Result<(), StoreError> {
         let mut unsettled = redis::cmd("ZSCORE");
         unsettled.arg(OPEN_SALE_INDEX).arg(sale.as_str());
