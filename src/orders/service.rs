@@ -308,8 +308,8 @@ impl OrderService {
                 let watch = self.watch(settled_by);
                 self.watched.insert(sale, watch);
             }
-            // Cancelled: looked at again at the next start if it cannot be
-            // settled now.
+            // Cancelled: looked at again next pass while its indexed window
+            // is open, else at the next start, if it cannot be settled now.
             None => {
                 if settled(&sale, self.store.settle_sale(&sale).await) {
                     let forget_at = self.forget_at(&view);

@@ -376,10 +376,12 @@ pub trait Store: Send + Sync + 'static {
     /// over and nothing is left to do): lists it among each of its
     /// shoppers' sales, then takes it off the sales a shopper's order list
     /// reads whole (see [`shopper_orders`](Self::shopper_orders)), so the
-    /// list finds its orders throughout. `Conflict` (try again later) while
-    /// the sale may still take reservations by the store's clock, or while
-    /// another engine node settles it. Does nothing for a sale already
-    /// settled; a crash in between is finished by the next call.
+    /// list finds its orders throughout. On Redis, `Conflict` (try again
+    /// later) while the sale may still take reservations by the store's
+    /// clock, or while another engine node holds the lease to settle it
+    /// (60 s, also left by a node whose settling failed or crashed midway:
+    /// the next call after it expires finishes the work). Does nothing for
+    /// a sale already settled.
     async fn settle_sale(&self, sale: &SaleId) -> Result<(), StoreError>;
 
     /// A sale with its exact counts and the store's clock, in one atomic read.
