@@ -297,9 +297,7 @@ impl OrderService {
             // An id that names no sale once its window is over (a crash
             // between indexing and writing the sale) leaves the unsettled
             // sales here.
-            if let Err(err) = self.store.settle_sale(&sale).await {
-                tracing::debug!(%sale, error = %err, "an indexed sale not stored yet");
-            }
+            settled(&sale, self.store.settle_sale(&sale).await);
             return Ok(());
         };
         match last_payment_deadline(&view) {

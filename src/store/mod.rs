@@ -379,9 +379,9 @@ pub trait Store: Send + Sync + 'static {
     /// list finds its orders throughout. On Redis, `Conflict` (try again
     /// later) while the sale may still take reservations by the store's
     /// clock, or while another engine node holds the lease to settle it
-    /// (60 s, also left by a node whose settling failed or crashed midway:
-    /// the next call after it expires finishes the work). Does nothing for
-    /// a sale already settled.
+    /// (60 s; a node that crashed midway leaves it, and the next call
+    /// after it expires finishes the work). Does nothing for a sale
+    /// already settled.
     async fn settle_sale(&self, sale: &SaleId) -> Result<(), StoreError>;
 
     /// A sale with its exact counts and the store's clock, in one atomic read.

@@ -103,6 +103,22 @@ impl RedisStore {
             }
             other => return Err(corrupt(format!("unknown settle verdict {other}"))),
         }
+        // Given back whether the work was done or failed midway (a retry
+        // then redoes it at once); a crash leaves it to expire.
+        let listed = self.list_for_shoppers_then_settle(sale, &keys).await;
+        let mut done = redis::cmd("DEL");
+        done.arg(keys.settling());
+        let released = timed("settle_sale", done.query_async(&mut self.conn.clone())).await;
+        listed.and(released)
+    }
+
+    /// The lease held: lists the sale among each of its shoppers' sales,
+    /// then takes it off the unsettled sales.
+    async fn list_for_shoppers_then_settle(
+        &self,
+        sale: &SaleId,
+        keys: &SaleKeys,
+    ) -> Result<(), StoreError> {
         let shoppers = keys.shopper_orders();
         let mut cursor = String::from("0");
         loop {
@@ -120,18 +136,9 @@ impl RedisStore {
             }
             cursor = next;
         }
-        // The lease is in the sale's slot, the index in another: a crash
-        // between the two leaves a lease that expires.
         let mut settled = redis::cmd("ZREM");
         settled.arg(OPEN_SALE_INDEX).arg(sale.as_str());
-        timed(
-            "settle_sale",
-            settled.query_async::<()>(&mut self.conn.clone()),
-        )
-        .await?;
-        let mut done = redis::cmd("DEL");
-        done.arg(keys.settling());
-        timed("settle_sale", done.query_async(&mut self.conn.clone())).await
+        timed("settle_sale", settled.query_async(&mut self.conn.clone())).await
     }
 
     /// Takes the sale off both indexes of sales (one slot: one
