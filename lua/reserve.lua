@@ -49,18 +49,19 @@
 -- request i (from 1): shopper id, quantity, new order id,
 -- idempotency field ('' when the request has no key), the verified purchase
 -- token's id ('' when none).
--- Returns one flat array: the terms, then three items per request, in
+-- Returns one flat array: the terms, then two items per request, in
 -- order. The terms are what every order this call made shares: now_ms
--- (created_at), expires_ms, price_cents, currency. A request's three items
--- are its outcome and up to two values (nil where it has fewer):
---   'reserved', remaining, held
+-- (created_at), expires_ms, price_cents, currency. A request's two items:
+--   remaining, held (two integers: reserved, the common case, so it
+--     carries no outcome name)
 --   'replay', order_id (an idempotent retry, or this very call resent)
+--   'sold_out', remaining
 --   'idempotency_mismatch' | 'not_found' | 'not_started' | 'ended' |
 --   'purchase_token_required' | 'purchase_token_used' | 'limit_exceeded' |
---   'round_limit_exceeded' | 'campaign_limit_exceeded'
---   'sold_out', remaining
+--   'round_limit_exceeded' | 'campaign_limit_exceeded', then nil
 -- Flat rather than a table per request: Redis converts every table of a
--- reply on its own (looking for 'err', 'ok' and the like in each).
+-- reply on its own (looking for 'err', 'ok' and the like in each); and
+-- each item costs Redis and the engine's parser alike.
 local m = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'per_user_limit',
   'price_cents', 'payment_timeout_secs', 'currency', 'require_purchase_token')
 local now = now_ms()
@@ -73,7 +74,7 @@ local count = (#ARGV - 1) / 5
 local shoppers, keyed = {}, {}
 for i = 1, count do
   local a = 1 + (i - 1) * 5
-  shoppers[#shoppers + 1] = ARGV[a + 1]
+  shoppers[i] = ARGV[a + 1]
   if ARGV[a + 4] ~= '' then
     keyed[#keyed + 1] = ARGV[a + 4]
   end
@@ -119,7 +120,9 @@ if #keyed > 0 then
 end
 
 local taken = 0
-local changed_shoppers, changed_keys, deadlines = {}, {}, {}
+-- Appended to with counts kept here: `#t` searches the table each time.
+local changed_shoppers, changed_keys, deadlines, made = {}, {}, {}, {}
+local changed_count, deadline_items, made_count = 0, 0, 0
 -- Numbers handed to redis.call are formatted as floats each time: what is
 -- the same for the whole call is formatted once here.
 local now_text = string.format('%d', now)
@@ -134,8 +137,7 @@ local amounts = {}
 local record_end = ' currency=' .. (m[7] or '') .. ' status=pending_payment created_at=' .. now_text ..
   ' expires_at=' .. expires_text
 local batch
-local records = {}
-local made = {}
+local records, record_items = {}, 0
 
 -- Per reservation, parsing a number (strtod) or handing one to redis.call
 -- (formatted with printf) costs more than the rest of a check: each
@@ -220,39 +222,44 @@ local function decide(shopper, qty_text, order_id, idem, token)
     batch = string.format('%d', redis.call('HINCRBY', KEYS[3], 'batches', 1))
     record_end = record_end .. ' batch=' .. batch
   end
-  records[#records + 1] = order_id
-  records[#records + 1] = 'user_id=' .. shopper .. ' quantity=' .. qty_text .. ' amount_cents=' ..
+  record_items = record_items + 2
+  records[record_items - 1] = order_id
+  records[record_items] = 'user_id=' .. shopper .. ' quantity=' .. qty_text .. ' amount_cents=' ..
     amounts[qty_text] .. record_end
   if orders[shopper] == '' then
     orders[shopper] = order_id
   else
     orders[shopper] = orders[shopper] .. ' ' .. order_id
   end
-  changed_shoppers[#changed_shoppers + 1] = shopper
+  changed_count = changed_count + 1
+  changed_shoppers[changed_count] = shopper
   if idem ~= '' then
     prior[idem] = order_id .. ' ' .. qty_text
     changed_keys[#changed_keys + 1] = idem
   end
-  deadlines[#deadlines + 1] = expires_text
-  deadlines[#deadlines + 1] = order_id
+  deadline_items = deadline_items + 2
+  deadlines[deadline_items - 1] = expires_text
+  deadlines[deadline_items] = order_id
   if token_required then
     redis.call('HSET', KEYS[9], token, order_id)
   end
-  made[#made + 1] = order_id
+  made_count = made_count + 1
+  made[made_count] = order_id
   return 'reserved', stock, held[shopper]
 end
 
 -- HSET's arguments for `values` of each of `shoppers`: shopper, value, ...
 -- (each value through `as_text` when given).
 local function by_shopper(shoppers, values, as_text)
-  local args = {}
+  local args, n = {}, 0
   for _, shopper in ipairs(shoppers) do
     local value = values[shopper]
     if as_text then
       value = as_text(value)
     end
-    args[#args + 1] = shopper
-    args[#args + 1] = value
+    n = n + 2
+    args[n - 1] = shopper
+    args[n] = value
   end
   return args
 end
@@ -261,8 +268,12 @@ local replies = {now, expires, price or 0, m[7] or ''}
 for i = 1, count do
   local a = 1 + (i - 1) * 5
   local outcome, x, y = decide(argv[a + 1], argv[a + 2], argv[a + 3], argv[a + 4], argv[a + 5])
-  local r = 2 + i * 3
-  replies[r], replies[r + 1], replies[r + 2] = outcome, x or false, y or false
+  local r = 3 + i * 2
+  if outcome == 'reserved' then
+    replies[r], replies[r + 1] = x, y
+  else
+    replies[r], replies[r + 1] = outcome, x or false
+  end
 end
 
 -- Write back once what changed (a shopper or key twice: its last value).

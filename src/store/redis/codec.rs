@@ -203,9 +203,10 @@ impl Reply {
     }
 }
 
-/// Items of one request's answer in a `reserve.lua` reply: its outcome
-/// and two values (nil where the outcome has fewer).
-pub(super) const RESERVE_REPLY_ITEMS: usize = 3;
+/// Items of one request's answer in a `reserve.lua` reply: a new order's
+/// remaining stock and the shopper's units held (two integers), or an
+/// outcome's name and its value (nil where it has none).
+pub(super) const RESERVE_REPLY_ITEMS: usize = 2;
 
 /// Items of the head of a `reserve.lua` reply ([`OrderTerms`]).
 pub(super) const RESERVE_TERMS_ITEMS: usize = 4;
@@ -244,44 +245,16 @@ impl OrderTerms {
     pub(super) fn read(
         &self,
         request: &ReserveRequest,
-        [outcome, first, second]: [Value; RESERVE_REPLY_ITEMS],
+        [first, second]: [Value; RESERVE_REPLY_ITEMS],
     ) -> Result<ReserveReply, StoreError> {
-        let Value::BulkString(outcome) = outcome else {
-            return Err(corrupt(format!("reserve outcome {outcome:?}")));
+        let outcome = match first {
+            Value::Int(remaining) => return self.reserved(request, remaining, second),
+            Value::BulkString(outcome) => outcome,
+            other => return Err(corrupt(format!("reserve outcome {other:?}"))),
         };
-        let outcome = std::str::from_utf8(&outcome).map_err(corrupt)?;
-        let number = |value: Value| redis::from_redis_value::<i64>(value).map_err(corrupt);
-        match outcome {
-            "reserved" => {
-                let remaining = number(first)?;
-                let held = number(second)?;
-                let quantity = request.quantity.get();
-                Ok(ReserveReply::Reserved(Box::new(Reservation {
-                    order: Order {
-                        id: request.order_id.clone(),
-                        sale_id: request.sale_id.clone(),
-                        shopper_id: request.shopper_id.clone(),
-                        quantity,
-                        amount_cents: self
-                            .price_cents
-                            .checked_mul(quantity)
-                            .ok_or_else(|| corrupt("order amount overflows"))?,
-                        currency: self.currency.clone(),
-                        status: OrderStatus::PendingPayment,
-                        created_at: self.created_at,
-                        expires_at: self.expires_at,
-                        paid_at: None,
-                        prepay_id: None,
-                        transaction_id: None,
-                        refund: None,
-                    },
-                    remaining: Some(remaining),
-                    held: Some(held),
-                    replayed: false,
-                })))
-            }
+        match std::str::from_utf8(&outcome).map_err(corrupt)? {
             "replay" => Ok(ReserveReply::Replay(
-                OrderId::parse(&redis::from_redis_value::<String>(first).map_err(corrupt)?)
+                OrderId::parse(&redis::from_redis_value::<String>(second).map_err(corrupt)?)
                     .map_err(corrupt)?,
             )),
             "not_found" => Err(StoreError::NotFound("sale")),
@@ -290,6 +263,43 @@ impl OrderTerms {
                 StoreError::Rejected,
             )),
         }
+    }
+
+    /// A new order, from its request, these terms, the stock `remaining`
+    /// after it and the shopper's units `held` (the reply's second item).
+    fn reserved(
+        &self,
+        request: &ReserveRequest,
+        remaining: i64,
+        held: Value,
+    ) -> Result<ReserveReply, StoreError> {
+        let Value::Int(held) = held else {
+            return Err(corrupt(format!("reserve held {held:?}")));
+        };
+        let quantity = request.quantity.get();
+        Ok(ReserveReply::Reserved(Box::new(Reservation {
+            order: Order {
+                id: request.order_id.clone(),
+                sale_id: request.sale_id.clone(),
+                shopper_id: request.shopper_id.clone(),
+                quantity,
+                amount_cents: self
+                    .price_cents
+                    .checked_mul(quantity)
+                    .ok_or_else(|| corrupt("order amount overflows"))?,
+                currency: self.currency.clone(),
+                status: OrderStatus::PendingPayment,
+                created_at: self.created_at,
+                expires_at: self.expires_at,
+                paid_at: None,
+                prepay_id: None,
+                transaction_id: None,
+                refund: None,
+            },
+            remaining: Some(remaining),
+            held: Some(held),
+            replayed: false,
+        })))
     }
 }
 

@@ -559,11 +559,7 @@ impl Store for RedisStore {
         let terms = OrderTerms::from_reply(&mut reply)?;
         let mut outcomes = Vec::with_capacity(requests.len());
         for request in requests {
-            let items = [
-                reply.next_value()?,
-                reply.next_value()?,
-                reply.next_value()?,
-            ];
+            let items = [reply.next_value()?, reply.next_value()?];
             outcomes.push(self.reservation_outcome(request, &terms, items).await);
         }
         Ok(outcomes)
