@@ -120,7 +120,8 @@ if #keyed > 0 then
 end
 
 local taken = 0
--- Appended to with counts kept here: `#t` searches the table each time.
+-- What every reservation appends to keeps its count here: `#t` searches
+-- the table each time (an idempotency key's lists, rare, do not).
 local changed_shoppers, changed_keys, deadlines, made = {}, {}, {}, {}
 local changed_count, deadline_items, made_count = 0, 0, 0
 -- Numbers handed to redis.call are formatted as floats each time: what is
