@@ -241,16 +241,45 @@ pub struct Race {
     pub deadline: Duration,
 }
 
-/// Counts orders acknowledged so far, so a test can strike mid-race.
-#[derive(Default)]
+/// Counts orders acknowledged so far, so a test can strike mid-race; and
+/// can hold the race's workers so it does not end before the strike.
 pub struct Progress {
     pub acknowledged: AtomicUsize,
+    /// Once this many orders are acknowledged, workers send nothing new
+    /// until [`Progress::release`].
+    held_at: AtomicUsize,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            acknowledged: AtomicUsize::new(0),
+            held_at: AtomicUsize::new(usize::MAX),
+        }
+    }
 }
 
 impl Progress {
+    /// Workers send nothing new once `count` orders are acknowledged (those
+    /// in flight still finish), until [`Progress::release`].
+    pub fn hold_at(&self, count: usize) {
+        self.held_at.store(count, Ordering::SeqCst);
+    }
+
+    pub fn release(&self) {
+        self.held_at.store(usize::MAX, Ordering::SeqCst);
+    }
+
     /// Waits until at least `count` orders were acknowledged.
     pub async fn reached(&self, count: usize) {
         while self.acknowledged.load(Ordering::SeqCst) < count {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Waits while the race is held.
+    async fn unheld(&self) {
+        while self.acknowledged.load(Ordering::SeqCst) >= self.held_at.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -289,6 +318,7 @@ impl Race {
                         let shopper = Self::shopper(i);
                         let key = format!("race-key-{i}");
                         loop {
+                            progress.unheld().await;
                             let outcome = attempt(&app, &sale, &shopper, &key).await;
                             let retry = match &outcome {
                                 Outcome::Acknowledged(_) => {

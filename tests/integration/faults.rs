@@ -28,20 +28,33 @@ const SHOPPERS: usize = 300;
 /// The fault strikes once this many orders (drawn from the seed) were
 /// acknowledged.
 const STRIKE_AFTER: std::ops::Range<usize> = 10..100;
+/// The race's workers send nothing new once this many orders past the
+/// strike's count are acknowledged, until the strike is done: the strike
+/// still meets requests in flight, and the race cannot sell out before it
+/// (a probe during the fault would be answered `sold_out`).
+const HELD_PAST_STRIKE: usize = 30;
+const WORKERS: usize = 16;
+const _: () = assert!(STRIKE_AFTER.end + HELD_PAST_STRIKE + WORKERS < STOCK as usize);
 
 fn race(sale: &str) -> Race {
     Race {
         sale: sale.to_owned(),
         shoppers: SHOPPERS,
-        workers: 16,
+        workers: WORKERS,
         backoff: Duration::from_millis(50),
         deadline: Duration::from_secs(60),
     }
 }
 
-/// Runs the race in the background; the test strikes meanwhile.
-fn start_race(app: &Arc<TestApp>, sale: &str) -> (Arc<Progress>, tokio::task::JoinHandle<Record>) {
+/// Runs the race in the background, held `HELD_PAST_STRIKE` orders past
+/// `strike` until [`Progress::release`]; the test strikes meanwhile.
+fn start_race(
+    app: &Arc<TestApp>,
+    sale: &str,
+    strike: usize,
+) -> (Arc<Progress>, tokio::task::JoinHandle<Record>) {
     let progress = Arc::new(Progress::default());
+    progress.hold_at(strike + HELD_PAST_STRIKE);
     let race = race(sale);
     let (app, racing) = (Arc::clone(app), Arc::clone(&progress));
     let task = tokio::spawn(async move { race.run(app, racing).await });
@@ -89,11 +102,13 @@ async fn redis_killed_mid_race_loses_no_acknowledged_order() {
     let engine = EngineProcess::start(&redis.url());
     let app = Arc::new(engine.client(Duration::from_secs(10)));
     let sale = app.create_sale(live_sale(STOCK, 1)).await;
-    let (progress, racing) = start_race(&app, &sale);
+    let strike = rng.random_range(STRIKE_AFTER);
+    let (progress, racing) = start_race(&app, &sale, strike);
 
-    progress.reached(rng.random_range(STRIKE_AFTER)).await;
+    progress.reached(strike).await;
     redis.kill();
     let killed_at = progress.acknowledged.load(Ordering::SeqCst);
+    progress.release();
     let probed = Instant::now();
     let during = app.order(&sale, "prober", None, None).await;
     let answered_in = probed.elapsed();
@@ -133,11 +148,13 @@ async fn engine_killed_mid_race_loses_no_acknowledged_order() {
     let mut engine = EngineProcess::start(&redis.url());
     let app = Arc::new(engine.client(Duration::from_secs(10)));
     let sale = app.create_sale(live_sale(STOCK, 1)).await;
-    let (progress, racing) = start_race(&app, &sale);
+    let strike = rng.random_range(STRIKE_AFTER);
+    let (progress, racing) = start_race(&app, &sale, strike);
 
-    progress.reached(rng.random_range(STRIKE_AFTER)).await;
+    progress.reached(strike).await;
     engine.kill();
     let killed_at = progress.acknowledged.load(Ordering::SeqCst);
+    progress.release();
     tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_000))).await;
     let restarted = Instant::now();
     engine.restart();
@@ -162,12 +179,14 @@ async fn engine_stopped_mid_race_exits_cleanly_and_loses_nothing() {
     let mut engine = EngineProcess::start(&redis.url());
     let app = Arc::new(engine.client(Duration::from_secs(10)));
     let sale = app.create_sale(live_sale(STOCK, 1)).await;
-    let (progress, racing) = start_race(&app, &sale);
+    let strike = rng.random_range(STRIKE_AFTER);
+    let (progress, racing) = start_race(&app, &sale, strike);
 
-    progress.reached(rng.random_range(STRIKE_AFTER)).await;
+    progress.reached(strike).await;
     let stopping = Instant::now();
     let status = engine.terminate().await;
     let stopped_in = stopping.elapsed();
+    progress.release();
     assert!(status.success(), "exit status {status}");
     engine.restart();
 
@@ -230,7 +249,8 @@ async fn redis_out_of_memory_is_503_and_recovers() {
     let redis = RedisServer::start();
     let app = Arc::new(TestApp::spawn(Some(redis.url())).await);
     let sale = app.create_sale(live_sale(STOCK, 1)).await;
-    let (progress, racing) = start_race(&app, &sale);
+    let strike = rng.random_range(STRIKE_AFTER);
+    let (progress, racing) = start_race(&app, &sale, strike);
     let set_maxmemory = |bytes: &str| {
         let _: () = redis::cmd("CONFIG")
             .arg("SET")
@@ -240,9 +260,10 @@ async fn redis_out_of_memory_is_503_and_recovers() {
             .expect("CONFIG SET maxmemory");
     };
 
-    progress.reached(rng.random_range(STRIKE_AFTER)).await;
+    progress.reached(strike).await;
     set_maxmemory("1");
     let full_at = progress.acknowledged.load(Ordering::SeqCst);
+    progress.release();
     let during = app.order(&sale, "prober", None, None).await;
     assert_eq!(
         error_code(during).await,
