@@ -241,10 +241,12 @@ pub struct Race {
     pub deadline: Duration,
 }
 
-/// Counts orders acknowledged so far, so a test can strike mid-race; and
-/// can hold the race's workers so it does not end before the strike.
+/// Counts orders acknowledged so far, and requests in flight, so a test can
+/// strike mid-race; and can hold the race's workers so it does not end
+/// before the strike (a test that holds must release before awaiting it).
 pub struct Progress {
     pub acknowledged: AtomicUsize,
+    pub in_flight: AtomicUsize,
     /// Once this many orders are acknowledged, workers send nothing new
     /// until [`Progress::release`].
     held_at: AtomicUsize,
@@ -254,6 +256,7 @@ impl Default for Progress {
     fn default() -> Self {
         Self {
             acknowledged: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             held_at: AtomicUsize::new(usize::MAX),
         }
     }
@@ -266,6 +269,7 @@ impl Progress {
         self.held_at.store(count, Ordering::SeqCst);
     }
 
+    /// Workers send again.
     pub fn release(&self) {
         self.held_at.store(usize::MAX, Ordering::SeqCst);
     }
@@ -319,7 +323,9 @@ impl Race {
                         let key = format!("race-key-{i}");
                         loop {
                             progress.unheld().await;
+                            progress.in_flight.fetch_add(1, Ordering::SeqCst);
                             let outcome = attempt(&app, &sale, &shopper, &key).await;
+                            progress.in_flight.fetch_sub(1, Ordering::SeqCst);
                             let retry = match &outcome {
                                 Outcome::Acknowledged(_) => {
                                     progress.acknowledged.fetch_add(1, Ordering::SeqCst);

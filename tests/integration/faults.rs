@@ -28,13 +28,15 @@ const SHOPPERS: usize = 300;
 /// The fault strikes once this many orders (drawn from the seed) were
 /// acknowledged.
 const STRIKE_AFTER: std::ops::Range<usize> = 10..100;
-/// The race's workers send nothing new once this many orders past the
-/// strike's count are acknowledged, until the strike is done: the strike
-/// still meets requests in flight, and the race cannot sell out before it
-/// (a probe during the fault would be answered `sold_out`).
-const HELD_PAST_STRIKE: usize = 30;
 const WORKERS: usize = 16;
-const _: () = assert!(STRIKE_AFTER.end + HELD_PAST_STRIKE + WORKERS < STOCK as usize);
+/// The race's workers send nothing new once this many orders are
+/// acknowledged, until the test has struck: the race cannot sell out before
+/// the strike (a probe during the fault would be answered `sold_out`), and
+/// from a strike at `STRIKE_AFTER.end` on there is room for 30 orders more.
+/// At most `WORKERS` requests are in flight when the hold begins, each one
+/// order.
+const HELD_AT: usize = STOCK as usize - WORKERS;
+const _: () = assert!(STRIKE_AFTER.end + 30 <= HELD_AT);
 
 fn race(sale: &str) -> Race {
     Race {
@@ -46,15 +48,11 @@ fn race(sale: &str) -> Race {
     }
 }
 
-/// Runs the race in the background, held `HELD_PAST_STRIKE` orders past
-/// `strike` until [`Progress::release`]; the test strikes meanwhile.
-fn start_race(
-    app: &Arc<TestApp>,
-    sale: &str,
-    strike: usize,
-) -> (Arc<Progress>, tokio::task::JoinHandle<Record>) {
+/// Runs the race in the background, held at `HELD_AT` orders until
+/// [`Progress::release`]; the test strikes meanwhile.
+fn start_race(app: &Arc<TestApp>, sale: &str) -> (Arc<Progress>, tokio::task::JoinHandle<Record>) {
     let progress = Arc::new(Progress::default());
-    progress.hold_at(strike + HELD_PAST_STRIKE);
+    progress.hold_at(HELD_AT);
     let race = race(sale);
     let (app, racing) = (Arc::clone(app), Arc::clone(&progress));
     let task = tokio::spawn(async move { race.run(app, racing).await });
@@ -103,11 +101,12 @@ async fn redis_killed_mid_race_loses_no_acknowledged_order() {
     let app = Arc::new(engine.client(Duration::from_secs(10)));
     let sale = app.create_sale(live_sale(STOCK, 1)).await;
     let strike = rng.random_range(STRIKE_AFTER);
-    let (progress, racing) = start_race(&app, &sale, strike);
+    let (progress, racing) = start_race(&app, &sale);
 
     progress.reached(strike).await;
     redis.kill();
     let killed_at = progress.acknowledged.load(Ordering::SeqCst);
+    let in_flight = progress.in_flight.load(Ordering::SeqCst);
     progress.release();
     let probed = Instant::now();
     let during = app.order(&sale, "prober", None, None).await;
@@ -135,7 +134,7 @@ async fn redis_killed_mid_race_loses_no_acknowledged_order() {
     let recovered_in = restarted.elapsed();
     let (record, _) = race_ends_with_nothing_lost(&app, &sale, racing).await;
     println!(
-        "redis killed after {killed_at} acknowledged; 503 in {answered_in:?} during the \
+        "redis killed after {killed_at} acknowledged, {in_flight} in flight; 503 in {answered_in:?} during the \
          outage; ready again {recovered_in:?} after the restart; answers {:?}",
         record.tally()
     );
@@ -149,11 +148,12 @@ async fn engine_killed_mid_race_loses_no_acknowledged_order() {
     let app = Arc::new(engine.client(Duration::from_secs(10)));
     let sale = app.create_sale(live_sale(STOCK, 1)).await;
     let strike = rng.random_range(STRIKE_AFTER);
-    let (progress, racing) = start_race(&app, &sale, strike);
+    let (progress, racing) = start_race(&app, &sale);
 
     progress.reached(strike).await;
     engine.kill();
     let killed_at = progress.acknowledged.load(Ordering::SeqCst);
+    let in_flight = progress.in_flight.load(Ordering::SeqCst);
     progress.release();
     tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_000))).await;
     let restarted = Instant::now();
@@ -164,7 +164,7 @@ async fn engine_killed_mid_race_loses_no_acknowledged_order() {
     let (record, audit) = race_ends_with_nothing_lost(&app, &sale, racing).await;
     assert_eq!(audit["recounted"]["awaiting_order_service"], 0, "{audit}");
     println!(
-        "engine killed after {killed_at} acknowledged; serving again {started_in:?} after \
+        "engine killed after {killed_at} acknowledged, {in_flight} in flight; serving again {started_in:?} after \
          the restart; answers {:?}",
         record.tally()
     );
@@ -180,9 +180,10 @@ async fn engine_stopped_mid_race_exits_cleanly_and_loses_nothing() {
     let app = Arc::new(engine.client(Duration::from_secs(10)));
     let sale = app.create_sale(live_sale(STOCK, 1)).await;
     let strike = rng.random_range(STRIKE_AFTER);
-    let (progress, racing) = start_race(&app, &sale, strike);
+    let (progress, racing) = start_race(&app, &sale);
 
     progress.reached(strike).await;
+    let in_flight = progress.in_flight.load(Ordering::SeqCst);
     let stopping = Instant::now();
     let status = engine.terminate().await;
     let stopped_in = stopping.elapsed();
@@ -192,7 +193,7 @@ async fn engine_stopped_mid_race_exits_cleanly_and_loses_nothing() {
 
     let (record, _) = race_ends_with_nothing_lost(&app, &sale, racing).await;
     println!(
-        "SIGTERM mid-race: exited 0 in {stopped_in:?}; answers {:?}",
+        "SIGTERM mid-race, {in_flight} in flight: exited 0 in {stopped_in:?}; answers {:?}",
         record.tally()
     );
 }
@@ -250,7 +251,7 @@ async fn redis_out_of_memory_is_503_and_recovers() {
     let app = Arc::new(TestApp::spawn(Some(redis.url())).await);
     let sale = app.create_sale(live_sale(STOCK, 1)).await;
     let strike = rng.random_range(STRIKE_AFTER);
-    let (progress, racing) = start_race(&app, &sale, strike);
+    let (progress, racing) = start_race(&app, &sale);
     let set_maxmemory = |bytes: &str| {
         let _: () = redis::cmd("CONFIG")
             .arg("SET")
@@ -263,6 +264,7 @@ async fn redis_out_of_memory_is_503_and_recovers() {
     progress.reached(strike).await;
     set_maxmemory("1");
     let full_at = progress.acknowledged.load(Ordering::SeqCst);
+    let in_flight = progress.in_flight.load(Ordering::SeqCst);
     progress.release();
     let during = app.order(&sale, "prober", None, None).await;
     assert_eq!(
@@ -279,7 +281,7 @@ async fn redis_out_of_memory_is_503_and_recovers() {
         record.tally()
     );
     println!(
-        "redis full after {full_at} acknowledged; answers {:?}",
+        "redis full after {full_at} acknowledged, {in_flight} in flight; answers {:?}",
         record.tally()
     );
 }

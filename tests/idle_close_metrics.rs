@@ -1,0 +1,94 @@
+//! A kept-alive connection idle past the idle timeout is closed, and the
+//! metrics count it: accepted, closed as `idle`, open connections a gauge.
+//! Its own test binary, because the metrics are the process's: in the
+//! integration binary other tests' engines close connections as idle too,
+//! and their closes would count for this one's.
+
+use std::time::{Duration, Instant};
+
+use flashsale::config::Config;
+use flashsale::startup::Application;
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long the close may take, and then to show in the metrics (the
+/// server counts it after hyper has dropped the connection).
+const WITHIN: Duration = Duration::from_secs(10);
+
+/// The value of the series `name` in the metrics `text` (0 when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|line| line.starts_with(name))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_idle_timeout_and_counted() {
+    let mut config = Config::for_tests();
+    config.header_read_timeout_ms = 5_000;
+    config.idle_timeout_ms = 200;
+    let app = Application::build(config).await.expect("build the app");
+    let address = app.address();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    // No pooled connection: one left idle would be closed as idle too and
+    // could pass for the connection under test.
+    let unpooled = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let metrics = || async {
+        let response = unpooled
+            .get(format!("http://{address}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    };
+    let before = metrics().await;
+
+    // One request, then the connection sits idle: everything read up to
+    // the close is the answer.
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: flashsale\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WITHIN, stream.read_to_end(&mut answer))
+        .await
+        .expect("the idle connection is closed")
+        .expect("closed, not reset");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "answered first: {answer}"
+    );
+
+    let idle = "flashsale_http_connections_closed_total{reason=\"idle\"}";
+    let waiting = Instant::now();
+    let mut after = metrics().await;
+    while metric(&after, idle) <= metric(&before, idle) && waiting.elapsed() < WITHIN {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = metrics().await;
+    }
+    assert_eq!(
+        metric(&after, idle),
+        metric(&before, idle) + 1.0,
+        "closed as idle, once:\n{after}"
+    );
+    let accepted = "flashsale_http_connections_accepted_total";
+    assert!(metric(&after, accepted) > metric(&before, accepted));
+    assert!(
+        after.contains("flashsale_http_connections_open"),
+        "open connections are a gauge:\n{after}"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
