@@ -121,7 +121,8 @@ end
 
 local taken = 0
 -- What every reservation appends to keeps its count here: `#t` searches
--- the table each time (an idempotency key's lists, rare, do not).
+-- the table each time. The lists of requests with an idempotency key still
+-- use `#t` (`benches/redis_cost.sh` prices requests without one).
 local changed_shoppers, changed_keys, deadlines, made = {}, {}, {}, {}
 local changed_count, deadline_items, made_count = 0, 0, 0
 -- Numbers handed to redis.call are formatted as floats each time: what is
