@@ -57,6 +57,12 @@ use crate::domain::{Millis, Rejection, Sale, SaleId, SaleState, SaleView, Shoppe
 use crate::domain::{Reservation, ReserveRequest};
 use crate::store::{Store, StoreError};
 
+/// Shoppers hashed with foldhash, not SipHash (every order request looks
+/// its shopper up, and a race adds one per order): a shopper id is the
+/// `sub` of a token signed with the shopper secret, so no client can
+/// choose ids that collide.
+type ShopperSet = HashSet<ShopperId, foldhash::fast::RandomState>;
+
 /// A sale snapshot with the steady instants its read was sent and answered.
 pub struct TimedView {
     pub view: SaleView,
@@ -95,7 +101,7 @@ pub struct Memory {
     /// Around the sale's start and end, decisions are left to the store.
     clock_margin_ms: Millis,
     /// Shoppers known to hold the full per-user limit.
-    at_limit: HashSet<ShopperId>,
+    at_limit: ShopperSet,
     known_shoppers_max: usize,
     /// Units cancelled or expired at the last snapshot.
     returned_units: i64,
@@ -118,7 +124,7 @@ impl Memory {
             store_offset_min_ms: 0,
             store_offset_max_ms: 0,
             clock_margin_ms,
-            at_limit: HashSet::new(),
+            at_limit: ShopperSet::default(),
             known_shoppers_max,
             returned_units: first.view.stats.cancelled + first.view.stats.expired,
             generation: 0,
