@@ -276,14 +276,18 @@ impl Progress {
 
     /// Waits until at least `count` orders were acknowledged.
     pub async fn reached(&self, count: usize) {
-        while self.acknowledged.load(Ordering::SeqCst) < count {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        self.wait_while(|acknowledged| acknowledged < count).await;
     }
 
     /// Waits while the race is held.
     async fn unheld(&self) {
-        while self.acknowledged.load(Ordering::SeqCst) >= self.held_at.load(Ordering::SeqCst) {
+        self.wait_while(|acknowledged| acknowledged >= self.held_at.load(Ordering::SeqCst))
+            .await;
+    }
+
+    /// Waits while `busy` holds for the orders acknowledged so far.
+    async fn wait_while(&self, busy: impl Fn(usize) -> bool) {
+        while busy(self.acknowledged.load(Ordering::SeqCst)) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
