@@ -12,7 +12,6 @@
 //! ([`RateLimits::prune`]), so their memory stays bounded whatever the
 //! number of distinct shoppers or addresses.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 use super::AppState;
@@ -247,28 +246,32 @@ impl Shedding {
 }
 
 impl Shedding {
-    /// Runs `answer`, a route's answer to a request, within the bounds:
-    /// 503 `overloaded` at once past the in-flight bound, 503 `unavailable`
-    /// past the request timeout. Called by the front door's one layer
-    /// ([`super::FrontDoorLayer`]).
-    pub(super) async fn run(&self, answer: impl Future<Output = Response>) -> Response {
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            telemetry::count_shed("in_flight");
-            return ApiError::Overloaded("the server is at capacity; retry shortly".into())
-                .into_response();
-        };
-        match tokio::time::timeout(self.timeout, answer).await {
-            Ok(response) => response,
-            Err(_elapsed) => {
-                telemetry::count_shed("timeout");
-                ApiError::Unavailable(format!(
-                    "no answer within {} ms; a change may still have been made: retry with the \
-                     same Idempotency-Key, or read it back",
-                    self.timeout.as_millis()
-                ))
-                .into_response()
-            }
-        }
+    /// A place among the requests in flight, held until the answer is
+    /// made; `None` past the bound (answer [`Shedding::overloaded`]).
+    pub(super) fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.in_flight).try_acquire_owned().ok()
+    }
+
+    /// How long a request may take before [`Shedding::timed_out`].
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// 503 `overloaded`: past the in-flight bound, answered at once.
+    pub(super) fn overloaded() -> Response {
+        telemetry::count_shed("in_flight");
+        ApiError::Overloaded("the server is at capacity; retry shortly".into()).into_response()
+    }
+
+    /// 503 `unavailable`: no answer within the request timeout.
+    pub(super) fn timed_out(&self) -> Response {
+        telemetry::count_shed("timeout");
+        ApiError::Unavailable(format!(
+            "no answer within {} ms; a change may still have been made: retry with the \
+             same Idempotency-Key, or read it back",
+            self.timeout.as_millis()
+        ))
+        .into_response()
     }
 }
 

@@ -16,6 +16,8 @@
 //!   OpenAPI schemas of the domain types the API reads or shows as they are.
 //! - `openapi`: the OpenAPI document, generated from the handlers'
 //!   `#[utoipa::path]` annotations as the routers are built.
+//! - `front_door`: the one layer every request passes (shedding, the
+//!   request timeout, panics, request metrics).
 //! - `server`: the listener and the HTTP/1.1 connection loop.
 
 mod admin;
@@ -23,6 +25,7 @@ mod auth;
 mod campaigns;
 mod console;
 mod error;
+mod front_door;
 mod limits;
 mod openapi;
 mod ops;
@@ -34,26 +37,18 @@ mod schemas;
 pub mod server;
 pub mod views;
 
-use std::convert::Infallible;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
-use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
-use futures::future::BoxFuture;
-use futures::FutureExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower::{Layer, Service};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use self::auth::{mint_shopper_token, AuthKeys, ShopperTokenRules, ADMIN_TOKEN_MIN_BYTES};
 pub use self::error::{ApiError, ErrorCode};
+use self::front_door::{FrontDoor, FrontDoorLayer};
 pub use self::limits::{Rate, RateLimitSettings, RateLimits, Shedding};
 use crate::admission::WaitingRooms;
 use crate::campaigns::Campaigns;
@@ -63,7 +58,7 @@ use crate::payments::Payments;
 use crate::sales::live::LiveFeeds;
 use crate::sales::Sales;
 use crate::store::Store;
-use crate::telemetry::{self, HttpRequestCounters, Sheds};
+use crate::telemetry::{HttpRequestCounters, Sheds};
 
 /// What every handler can reach: one shared [`AppContext`], so the copy
 /// axum hands each request (every extractor takes the state by value) is
@@ -127,7 +122,7 @@ pub fn router(state: AppState, shedding: Shedding) -> Router {
         .split_for_parts();
     let (ops, ops_document) = ops::router().split_for_parts();
     document.merge(ops_document);
-    // Every request passes one layer, [`FrontDoorLayer`]: the engine
+    // Every request passes one layer, `FrontDoorLayer`: the engine
     // routes' with the shedding bounds and the live feeds' shed count, the
     // ops routes' with only the request metrics.
     let requests = Arc::new(HttpRequestCounters::default());
@@ -167,128 +162,12 @@ pub fn router(state: AppState, shedding: Shedding) -> Router {
     router.with_state(state)
 }
 
-/// A handler panicked (a bug): 500 with a JSON body, counted, logged.
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    telemetry::count_panic();
-    tracing::error!("a request handler panicked");
-    let body = serde_json::json!({"error": {"code": "internal", "message": "internal error"}});
-    (
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(body),
-    )
-        .into_response()
-}
-
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// What the front door does for a group of routes.
-struct FrontDoor {
-    /// The in-flight bound and the request timeout (`None`: the ops
-    /// routes, which answer under overload).
-    shedding: Option<Shedding>,
-    /// The engine routes' 429 and 503 answers, sheds included, for the
-    /// consoles' live feeds.
-    sheds: Option<Arc<Sheds>>,
-    requests: Arc<HttpRequestCounters>,
-}
-
-/// The one layer every request passes: shedding and the timeout (engine
-/// routes), a handler's panic turned into a 500, then the counts of the
-/// answer. Requests are counted under labels from fixed sets, so no client
-/// can add a metric series: the matched route pattern (or `unmatched`), a
-/// standard method (or `other`), and the status.
-///
-/// One layer rather than one per concern, and a service of its own rather
-/// than axum's `from_fn`, which costs every request a second clone of the
-/// route's boxed service, a boxed `Next` and its boxed future: here the
-/// route's future is made at once and awaited within the bounds.
-#[derive(Clone)]
-struct FrontDoorLayer(Arc<FrontDoor>);
-
-impl<S> Layer<S> for FrontDoorLayer {
-    type Service = FrontDoorService<S>;
-
-    fn layer(&self, inner: S) -> FrontDoorService<S> {
-        FrontDoorService {
-            door: Arc::clone(&self.0),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-struct FrontDoorService<S> {
-    door: Arc<FrontDoor>,
-    inner: S,
-}
-
-impl<S> Service<Request> for FrontDoorService<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let route = request.extensions().get::<MatchedPath>().cloned();
-        let method = method_label(request.method());
-        // Making the route's future runs none of its handler: that starts
-        // at its first poll, within the bounds.
-        let answer = self.inner.call(request);
-        let door = Arc::clone(&self.door);
-        Box::pin(async move {
-            let answer = async {
-                let Ok(response) = answer.await;
-                response
-            };
-            let bounded = async {
-                match &door.shedding {
-                    Some(shedding) => shedding.run(answer).await,
-                    None => answer.await,
-                }
-            };
-            let response = AssertUnwindSafe(bounded)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(panic_response);
-            let status = response.status().as_u16();
-            if let Some(sheds) = &door.sheds {
-                sheds.count(status);
-            }
-            let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-            door.requests.count(route, method, status);
-            Ok(response)
-        })
-    }
-}
-
-/// A request method as a metric label: the standard methods by name, any
-/// other token `other`.
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "other",
-    }
 }
 
 /// An order id from a path: a malformed one names no order.
@@ -299,52 +178,4 @@ fn parse_order_id(id: &str) -> Result<OrderId, ApiError> {
 /// A sale id from a path: a malformed one names no sale.
 fn parse_sale_id(id: &str) -> Result<SaleId, ApiError> {
     SaleId::parse(id).map_err(|_| ApiError::NotFound("sale not found".into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::body::Body;
-    use axum::routing::get;
-    use tower::ServiceExt;
-
-    use super::*;
-
-    #[test]
-    fn methods_outside_the_standard_set_are_labelled_other() {
-        assert_eq!(method_label(&Method::GET), "GET");
-        assert_eq!(method_label(&Method::PATCH), "PATCH");
-        for token in ["XMETHOD1", "get", "PROPFIND"] {
-            let method = Method::from_bytes(token.as_bytes()).expect("a method token");
-            assert_eq!(method_label(&method), "other", "{token}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_panicking_handler_answers_500_json() {
-        async fn broken() -> &'static str {
-            panic!("a bug")
-        }
-        let door = FrontDoor {
-            shedding: None,
-            sheds: None,
-            requests: Arc::new(HttpRequestCounters::default()),
-        };
-        let app = Router::new()
-            .route("/broken", get(broken))
-            .layer(FrontDoorLayer(Arc::new(door)));
-        let request = Request::builder()
-            .uri("/broken")
-            .body(Body::empty())
-            .expect("request");
-        let response = app.oneshot(request).await.expect("an answer");
-        assert_eq!(
-            response.status(),
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR
-        );
-        let body = axum::body::to_bytes(response.into_body(), 1024)
-            .await
-            .expect("body");
-        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(body["error"]["code"], "internal");
-    }
 }
