@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_no_oversell, request, sale, settings};
+use common::{ask, assert_no_oversell, request, sale, settings};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flashsale::inventory::Inventory;
 use flashsale::store::{EmbeddedStore, Store};
@@ -45,10 +45,10 @@ fn reserve(c: &mut Criterion) {
     // Sell the one unit so the actor learns the sale is sold out.
     runtime.block_on(async {
         inventory
-            .reserve(request(&sold_out.id, &counter))
+            .reserve(ask(&sold_out.id, &counter))
             .await
             .expect("last unit");
-        let refused = inventory.reserve(request(&sold_out.id, &counter)).await;
+        let refused = inventory.reserve(ask(&sold_out.id, &counter)).await;
         assert!(refused.is_err(), "sold out");
     });
 
@@ -66,13 +66,12 @@ fn reserve(c: &mut Criterion) {
         });
     });
     group.bench_function("through_actor", |b| {
-        b.to_async(&runtime).iter(|| {
-            join_all((0..CALLERS).map(|_| inventory.reserve(request(&open.id, &counter))))
-        });
+        b.to_async(&runtime)
+            .iter(|| join_all((0..CALLERS).map(|_| inventory.reserve(ask(&open.id, &counter)))));
     });
     group.bench_function("sold_out_fast_path", |b| {
         b.to_async(&runtime).iter(|| {
-            join_all((0..CALLERS).map(|_| inventory.reserve(request(&sold_out.id, &counter))))
+            join_all((0..CALLERS).map(|_| inventory.reserve(ask(&sold_out.id, &counter))))
         });
     });
     group.finish();

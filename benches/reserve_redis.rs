@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{assert_no_oversell, request, sale, settings};
+use common::{ask, assert_no_oversell, request, sale, settings};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flashsale::config::RedisDurability;
 use flashsale::domain::Sale;
@@ -202,10 +202,9 @@ fn actor_redis(c: &mut Criterion) {
         let made = redis.report_script_time(&format!("actor_redis/{name}"), &counter, || {
             group.bench_function(name, |b| {
                 b.to_async(&runtime).iter(|| async {
-                    let answers = join_all(
-                        (0..CALLERS).map(|_| inventory.reserve(request(&open.id, &counter))),
-                    )
-                    .await;
+                    let answers =
+                        join_all((0..CALLERS).map(|_| inventory.reserve(ask(&open.id, &counter))))
+                            .await;
                     assert!(answers.iter().all(Result::is_ok), "every call reserves");
                 });
             });

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashsale::clock::SystemClock;
-use flashsale::domain::ReserveRequest;
-use flashsale::domain::{system_now, OrderId, Quantity, Sale, SaleId, SaleState, ShopperId};
+use flashsale::domain::{
+    system_now, OrderAsk, Quantity, ReserveRequest, Sale, SaleId, SaleState, ShopperId,
+};
 use flashsale::inventory::ActorSettings;
 use flashsale::store::Store;
 
@@ -36,16 +37,20 @@ pub fn sale(stock: i64) -> Sale {
 }
 
 /// One unit for the next shopper in turn.
-pub fn request(sale: &SaleId, counter: &AtomicU64) -> ReserveRequest {
+pub fn ask(sale: &SaleId, counter: &AtomicU64) -> OrderAsk {
     let n = counter.fetch_add(1, Ordering::Relaxed) % SHOPPERS;
-    ReserveRequest {
+    OrderAsk {
         sale_id: sale.clone(),
         shopper_id: ShopperId::parse(&format!("shopper-{n}")).expect("valid shopper id"),
         quantity: Quantity::parse(1).expect("valid quantity"),
-        order_id: OrderId::generate(sale),
         idempotency_key: None,
         purchase_token: None,
     }
+}
+
+/// The next shopper's ask with a new order id, as the store gets it.
+pub fn request(sale: &SaleId, counter: &AtomicU64) -> ReserveRequest {
+    ReserveRequest::new(ask(sale, counter))
 }
 
 /// Ends every benchmark run: the sale sold no more than its stock and its

@@ -30,7 +30,7 @@ pub use ids::{CampaignId, CampaignSlot, OrderId, SaleId, ShopperId};
 pub use order::{Order, OrderEvent, OrderStatus, RefundKind, StockReturn};
 pub use payment::{Payment, PaymentException, PaymentExceptionKind, PaymentOutcome};
 pub use reservation::{
-    check_reservation, PresentedToken, Quantity, Rejection, Reservation, ReserveRequest,
+    check_reservation, OrderAsk, PresentedToken, Quantity, Rejection, Reservation, ReserveRequest,
     QUANTITY_MAX,
 };
 pub use sale::{

@@ -38,14 +38,15 @@ impl Quantity {
     }
 }
 
-/// A shopper's attempt to take stock.
+/// What a shopper asks of a sale: units, and the keys the request came
+/// with. It becomes a [`ReserveRequest`], with an order id, only when it
+/// goes on to the store: an ask answered at once (sold out, ended) draws
+/// no id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReserveRequest {
+pub struct OrderAsk {
     pub sale_id: SaleId,
     pub shopper_id: ShopperId,
     pub quantity: Quantity,
-    /// The id the order gets if this request creates one.
-    pub order_id: OrderId,
     /// `Idempotency-Key`: a retry with the same key and quantity returns the
     /// first order; the same key with another quantity is refused.
     pub idempotency_key: Option<String>,
@@ -54,15 +55,31 @@ pub struct ReserveRequest {
     pub purchase_token: Option<String>,
 }
 
+/// A shopper's attempt to take stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveRequest {
+    pub sale_id: SaleId,
+    pub shopper_id: ShopperId,
+    pub quantity: Quantity,
+    /// The id the order gets if this request creates one.
+    pub order_id: OrderId,
+    /// See [`OrderAsk::idempotency_key`].
+    pub idempotency_key: Option<String>,
+    /// See [`OrderAsk::purchase_token`].
+    pub purchase_token: Option<String>,
+}
+
 impl ReserveRequest {
-    /// A request that creates a new order (with a new id) if it succeeds.
-    pub fn new(
-        sale_id: SaleId,
-        shopper_id: ShopperId,
-        quantity: Quantity,
-        idempotency_key: Option<String>,
-        purchase_token: Option<String>,
-    ) -> Self {
+    /// The ask as a request that creates a new order (with a new id) if it
+    /// succeeds.
+    pub fn new(ask: OrderAsk) -> Self {
+        let OrderAsk {
+            sale_id,
+            shopper_id,
+            quantity,
+            idempotency_key,
+            purchase_token,
+        } = ask;
         Self {
             order_id: OrderId::generate(&sale_id),
             sale_id,

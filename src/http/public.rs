@@ -18,7 +18,7 @@ use super::views::{
     JsonAnswer, OrderBody, OrderList, PublicSaleBody, PublicSaleList, PurchaseTokenBody,
 };
 use super::{parse_order_id, parse_sale_id, AppState};
-use crate::domain::{format_ms, system_now, Quantity, ReserveRequest};
+use crate::domain::{format_ms, system_now, OrderAsk, Quantity};
 use crate::telemetry;
 
 // Header names as `HeaderName`s: a lookup by `&str` parses the name again
@@ -225,14 +225,14 @@ async fn create_order(
         } else {
             parse_json::<OrderRequest>(&body)?.quantity
         };
-        let request = ReserveRequest::new(
+        let ask = OrderAsk {
             sale_id,
             shopper_id,
-            Quantity::parse(quantity)?,
+            quantity: Quantity::parse(quantity)?,
             idempotency_key,
             purchase_token,
-        );
-        Ok::<_, ApiError>(state.orders.reserve(request).await?)
+        };
+        Ok::<_, ApiError>(state.orders.reserve(ask).await?)
     }
     .await;
     match result {

@@ -45,7 +45,7 @@ use self::inbox::{Inbox, Mail, Refused, TakeIn};
 use self::memory::TimedView;
 use self::system::ActorSystem;
 use crate::domain::{Millis, Order, Rejection, SaleId, SaleState, SaleView};
-use crate::domain::{Reservation, ReserveRequest, StockReturn};
+use crate::domain::{OrderAsk, Reservation, ReserveRequest, StockReturn};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 
@@ -191,32 +191,40 @@ impl Inventory {
         self
     }
 
-    /// Routes a reservation through its sale's actor, or answers it without
-    /// one when the sale is finished.
-    pub async fn reserve(&self, request: ReserveRequest) -> Result<Reservation, InventoryError> {
-        // An actor that retired just as this request reached it is replaced,
-        // once. The retry is safe even if the first attempt reached the
-        // store: the same order id is recognised there and takes nothing.
-        for _ in 0..2 {
-            let Some(actor) = self.actor_for(&request.sale_id).await? else {
-                return self.reserve_finished(&request).await;
-            };
-            // Sold out for certain: answered here, without a thread hop. A
-            // keyed request may be the retry of one that succeeded.
-            if request.idempotency_key.is_none()
-                && actor
+    /// Routes a shopper's ask through its sale's actor, or answers it
+    /// without one: sold out for certain (the actor's board), or the sale
+    /// finished. Only an ask that goes on draws its order id.
+    pub async fn reserve(&self, ask: OrderAsk) -> Result<Reservation, InventoryError> {
+        let mut actor = self.actor_for(&ask.sale_id).await?;
+        // Sold out for certain: answered here, without a thread hop. A
+        // keyed request may be the retry of one that succeeded.
+        if let Some(running) = &actor {
+            if ask.idempotency_key.is_none()
+                && running
                     .board
-                    .refuses(request.quantity.get(), self.settings.clock.now())
+                    .refuses(ask.quantity.get(), self.settings.clock.now())
             {
                 telemetry::count_local_answer(Rejection::SoldOut.as_str());
                 return Err(StoreError::Rejected(Rejection::SoldOut).into());
             }
+        }
+        let request = ReserveRequest::new(ask);
+        // An actor that retired just as this request reached it is replaced,
+        // once. The retry is safe even if the first attempt reached the
+        // store: the same order id is recognised there and takes nothing.
+        for retry in [false, true] {
+            if retry {
+                actor = self.actor_for(&request.sale_id).await?;
+            }
+            let Some(running) = actor.take() else {
+                return self.reserve_finished(&request).await;
+            };
             let (reply, answer) = oneshot::channel();
             let mail = Mail::Reserve {
                 request: request.clone(),
                 reply,
             };
-            match actor.post(mail) {
+            match running.post(mail) {
                 Ok(()) => match tokio::time::timeout(self.reserve_timeout, answer).await {
                     Ok(Ok(result)) => return result,
                     Ok(Err(_dropped_by_a_stopping_actor)) => {}
@@ -228,7 +236,7 @@ impl Inventory {
                 }
                 Err(Refused::Closed) => {}
             }
-            self.registry.remove(&request.sale_id, &actor.address);
+            self.registry.remove(&request.sale_id, &running.address);
         }
         Err(StoreError::Unavailable("the sale's actor keeps stopping".into()).into())
     }

@@ -32,8 +32,8 @@ use parking_lot::Mutex;
 pub use self::service::{OrderService, OrderSettings, Outcome, RefundSettings, WorkNotices};
 use self::webhook::Backoff;
 use crate::domain::{
-    system_now, Millis, Order, OrderId, OrderStatus, RefundKind, Reservation, ReserveRequest,
-    SaleId, ShopperId,
+    system_now, Millis, Order, OrderAsk, OrderId, OrderStatus, RefundKind, Reservation, SaleId,
+    ShopperId,
 };
 use crate::inventory::{Inventory, InventoryError};
 use crate::payments::{Closing, PaymentError, Payments};
@@ -172,8 +172,8 @@ impl Orders {
     /// Takes stock for a shopper through the sale's actor: answered from
     /// the actor's memory when certain, else in one atomic store step that
     /// also records the order.
-    pub async fn reserve(&self, request: ReserveRequest) -> Result<Reservation, InventoryError> {
-        self.inventory.reserve(request).await
+    pub async fn reserve(&self, ask: OrderAsk) -> Result<Reservation, InventoryError> {
+        self.inventory.reserve(ask).await
     }
 
     /// Any order (the merchant's view).

@@ -14,10 +14,8 @@ use std::sync::Arc;
 
 use flashsale::clock::ManualClock;
 use flashsale::config::Config;
-use flashsale::domain::ReserveRequest;
-use flashsale::domain::{
-    system_now, OrderId, Quantity, Rejection, Sale, SaleId, SaleState, ShopperId,
-};
+use flashsale::domain::OrderAsk;
+use flashsale::domain::{system_now, Quantity, Rejection, Sale, SaleId, SaleState, ShopperId};
 use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
 use flashsale::store::{EmbeddedStore, Store, StoreError};
 use flashsale::Application;
@@ -206,23 +204,22 @@ async fn idle_actor_retires_and_restarts_on_demand() {
         ..actor_settings()
     };
     let inventory = Inventory::start(store, 1, settings, Duration::from_secs(2)).unwrap();
-    let request = |shopper: &str| ReserveRequest {
+    let ask = |shopper: &str| OrderAsk {
         sale_id: sale.id.clone(),
         shopper_id: ShopperId::parse(shopper).unwrap(),
         quantity: Quantity::parse(1).unwrap(),
-        order_id: OrderId::generate(&sale.id),
         idempotency_key: None,
         purchase_token: None,
     };
-    inventory.reserve(request("xia")).await.unwrap();
+    inventory.reserve(ask("xia")).await.unwrap();
     assert_eq!(inventory.actor_count(), 1);
     clock.advance(Duration::from_millis(950)).await;
     assert_eq!(inventory.actor_count(), 1, "not idle for a second yet");
     clock.advance(Duration::from_millis(50)).await;
     assert_eq!(inventory.actor_count(), 0, "the idle actor retired");
-    inventory.reserve(request("yao")).await.unwrap();
+    inventory.reserve(ask("yao")).await.unwrap();
     assert_eq!(inventory.actor_count(), 1);
-    let again = inventory.reserve(request("xia")).await;
+    let again = inventory.reserve(ask("xia")).await;
     assert!(
         matches!(
             again,

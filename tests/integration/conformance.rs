@@ -10,8 +10,8 @@ use flashsale::domain::{
     SaleId, SalePatch, SaleRules, SaleState, SaleStatus, ShopperId,
 };
 use flashsale::domain::{
-    OrderEvent, Payment, PaymentException, PaymentExceptionKind, PaymentOutcome, RefundKind,
-    ReserveRequest,
+    OrderAsk, OrderEvent, Payment, PaymentException, PaymentExceptionKind, PaymentOutcome,
+    RefundKind, ReserveRequest,
 };
 use flashsale::store::{
     EmbeddedStore, Errand, FollowUps, RedisStore, RedisTarget, RefundSettlement, Store, StoreError,
@@ -98,15 +98,20 @@ fn shopper(name: &str) -> ShopperId {
     ShopperId::parse(name).unwrap()
 }
 
-pub fn request(sale: &Sale, who: &str, quantity: i64, key: Option<&str>) -> ReserveRequest {
-    ReserveRequest {
+/// What `who` asks of `sale`, as the order route passes it on.
+pub fn ask(sale: &Sale, who: &str, quantity: i64, key: Option<&str>) -> OrderAsk {
+    OrderAsk {
         sale_id: sale.id.clone(),
         shopper_id: shopper(who),
         quantity: Quantity::parse(quantity).unwrap(),
-        order_id: OrderId::generate(&sale.id),
         idempotency_key: key.map(str::to_owned),
         purchase_token: None,
     }
+}
+
+/// The same ask with a new order id, as the store gets it.
+pub fn request(sale: &Sale, who: &str, quantity: i64, key: Option<&str>) -> ReserveRequest {
+    ReserveRequest::new(ask(sale, who, quantity, key))
 }
 
 pub fn rejection(result: Result<impl std::fmt::Debug, StoreError>) -> Rejection {

@@ -15,7 +15,7 @@ use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
 use flashsale::store::{RedisStore, RedisTarget, Store, StoreError};
 use futures::future::join_all;
 
-use crate::conformance::{request, sale};
+use crate::conformance::{ask, request, sale};
 use crate::support::{actor_settings, RedisServer};
 
 const SHOPPERS: usize = 200;
@@ -51,14 +51,14 @@ async fn queued_reservations_reach_the_store_in_batches() {
     let inventory = Inventory::start(Arc::clone(&store), 1, settings, Duration::from_secs(5))
         .expect("inventory");
     inventory
-        .reserve(request(&hot, "warm-up", 1, None))
+        .reserve(ask(&hot, "warm-up", 1, None))
         .await
         .expect("warm-up");
 
     // An idle sale: one buyer, one call.
     reset_stats(&redis);
     inventory
-        .reserve(request(&hot, "lone", 1, None))
+        .reserve(ask(&hot, "lone", 1, None))
         .await
         .expect("lone buyer");
     assert_eq!(redis.script_calls(), 1, "a lone buyer costs one call");
@@ -67,7 +67,7 @@ async fn queued_reservations_reach_the_store_in_batches() {
     reset_stats(&redis);
     redis.pause(300);
     let answers = join_all(
-        (0..SHOPPERS).map(|i| inventory.reserve(request(&hot, &format!("shopper-{i}"), 1, None))),
+        (0..SHOPPERS).map(|i| inventory.reserve(ask(&hot, &format!("shopper-{i}"), 1, None))),
     )
     .await;
     let calls = redis.script_calls();

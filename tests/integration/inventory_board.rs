@@ -15,7 +15,7 @@ use flashsale::domain::{Order, Rejection, Sale, SaleChange};
 use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
 use flashsale::store::{EmbeddedStore, Store, StoreError};
 
-use crate::conformance::{request, sale};
+use crate::conformance::{ask, request, sale};
 use crate::support::actor_settings;
 
 fn embedded_inventory(settings: ActorSettings) -> (Arc<dyn Store>, Inventory) {
@@ -37,12 +37,12 @@ async fn sold_out_sale(
     let hot = sale(1, 1, -1_000);
     store.create_sale(&hot).await.expect("create");
     let order = inventory
-        .reserve(request(&hot, first, 1, None))
+        .reserve(ask(&hot, first, 1, None))
         .await
         .expect("the one unit")
         .order;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let learned = inventory.reserve(request(&hot, "learner", 1, None)).await;
+    let learned = inventory.reserve(ask(&hot, "learner", 1, None)).await;
     assert!(refused_sold_out(&learned), "{learned:?}");
     (hot, order)
 }
@@ -92,16 +92,12 @@ async fn a_completed_cancel_is_seen_by_the_next_request() {
             .stock_returned(std::slice::from_ref(&cancelled))
             .await;
         let other = 1 - holder;
-        let mut answer = inventory
-            .reserve(request(&hot, users[other], 1, None))
-            .await;
+        let mut answer = inventory.reserve(ask(&hot, users[other], 1, None)).await;
         if refused_sold_out(&answer) {
             wrong += 1;
             // The unit is still there: take it the slow way to go on.
             tokio::time::sleep(Duration::from_millis(20)).await;
-            answer = inventory
-                .reserve(request(&hot, users[other], 1, None))
-                .await;
+            answer = inventory.reserve(ask(&hot, users[other], 1, None)).await;
         }
         order = answer.expect("the returned unit").order;
         holder = other;
@@ -135,14 +131,11 @@ async fn a_completed_restock_is_seen_by_the_next_request() {
         })
         .await;
         let who = format!("buyer-{i}");
-        let answer = inventory.reserve(request(&hot, &who, 1, None)).await;
+        let answer = inventory.reserve(ask(&hot, &who, 1, None)).await;
         if refused_sold_out(&answer) {
             wrong += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
-            inventory
-                .reserve(request(&hot, &who, 1, None))
-                .await
-                .unwrap();
+            inventory.reserve(ask(&hot, &who, 1, None)).await.unwrap();
         } else {
             answer.expect("the restocked unit");
         }
@@ -166,7 +159,7 @@ async fn an_ended_sale_answers_ended_not_sold_out() {
             end_now: true,
         })
         .await;
-        let answer = inventory.reserve(request(&hot, "late", 1, None)).await;
+        let answer = inventory.reserve(ask(&hot, "late", 1, None)).await;
         match answer {
             Err(InventoryError::Store(StoreError::Rejected(Rejection::Ended))) => {}
             ref sold_out if refused_sold_out(sold_out) => wrong += 1,
@@ -196,7 +189,7 @@ async fn a_hot_sold_out_sale_keeps_its_actor() {
     let (mut requests, mut no_actor) = (0, 0);
     while requests < 2_500 {
         let _ = inventory
-            .reserve(request(&hot, &format!("u{requests}"), 1, None))
+            .reserve(ask(&hot, &format!("u{requests}"), 1, None))
             .await;
         requests += 1;
         clock.advance(Duration::from_millis(1)).await;
@@ -256,13 +249,13 @@ async fn finished_sales_are_answered_without_an_actor() {
     for finished in [&stopped, &called_off, &over] {
         for i in 0..3 {
             let answer = inventory
-                .reserve(request(finished, &format!("late-{i}"), 1, None))
+                .reserve(ask(finished, &format!("late-{i}"), 1, None))
                 .await;
             assert!(refused_ended(&answer), "{answer:?}");
         }
     }
     let replay = inventory
-        .reserve(request(&stopped, "early", 1, Some("k")))
+        .reserve(ask(&stopped, "early", 1, Some("k")))
         .await
         .expect("the replay");
     assert!(replay.replayed);
@@ -282,7 +275,7 @@ async fn an_actor_retires_once_its_sale_is_finished() {
     let live = sale(5, 1, -1_000);
     store.create_sale(&live).await.expect("create");
     inventory
-        .reserve(request(&live, "first", 1, None))
+        .reserve(ask(&live, "first", 1, None))
         .await
         .expect("live");
     assert_eq!(inventory.actor_count(), 1);
@@ -297,7 +290,7 @@ async fn an_actor_retires_once_its_sale_is_finished() {
         assert!(tokio::time::Instant::now() < deadline, "the actor stays");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let answer = inventory.reserve(request(&live, "late", 1, None)).await;
+    let answer = inventory.reserve(ask(&live, "late", 1, None)).await;
     assert!(refused_ended(&answer), "{answer:?}");
     assert_eq!(inventory.actor_count(), 0);
 }
@@ -316,7 +309,7 @@ async fn the_record_of_finished_sales_is_bounded() {
         finished.push(over);
     }
     for over in finished.iter().chain(&finished) {
-        let answer = inventory.reserve(request(over, "late", 1, None)).await;
+        let answer = inventory.reserve(ask(over, "late", 1, None)).await;
         assert!(refused_ended(&answer), "{answer:?}");
         assert!(inventory.finished_count() <= 2);
     }
