@@ -29,8 +29,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::Sleep;
 use tower::Service;
 
 use crate::telemetry;
@@ -105,11 +107,29 @@ impl Drop for Counted {
 }
 
 /// What a connection's timer watches: the bytes it has read, and whether
-/// the last timeout that fired was the idle one.
-#[derive(Default)]
+/// the last timeout that fired was the idle one; and the one tokio timer
+/// its request heads are timed with.
 struct Activity {
     bytes_read: AtomicU64,
     idle_expired: AtomicBool,
+    /// Every head's sleep ([`HeadSleep`]) moves this one timer rather than
+    /// making and filing one of its own: tokio moves a filed timer to a
+    /// later deadline with an atomic store and files it again only when it
+    /// comes due, so a kept-alive connection's requests cost its timer
+    /// wheel nothing after the first. Locked only by the connection's own
+    /// task.
+    timer: Mutex<Pin<Box<Sleep>>>,
+}
+
+impl Activity {
+    /// Within the runtime: the timer is tokio's.
+    fn new() -> Self {
+        Self {
+            bytes_read: AtomicU64::new(0),
+            idle_expired: AtomicBool::new(false),
+            timer: Mutex::new(Box::pin(tokio::time::sleep(Duration::ZERO))),
+        }
+    }
 }
 
 /// A connection's socket, counting the bytes read from it.
@@ -190,40 +210,40 @@ impl hyper::rt::Timer for HeadTimer {
             bytes_read_before: self.activity.bytes_read.load(Ordering::Relaxed),
             first_byte_seen: false,
             header_read_timeout: self.header_read_timeout,
-            sleep: tokio::time::sleep_until((waiting_since + self.idle_timeout).into()),
+            deadline: (waiting_since + self.idle_timeout).into(),
         })
     }
 }
 
-pin_project_lite::pin_project! {
-    /// See [`HeadTimer`]. hyper polls it after every read that left the
-    /// head incomplete, so the first byte is noticed as it comes. tokio's
-    /// sleep is held in place, so the box hyper keeps is the one
-    /// allocation a request head's timer costs.
-    struct HeadSleep {
-        activity: Arc<Activity>,
-        bytes_read_before: u64,
-        first_byte_seen: bool,
-        header_read_timeout: Duration,
-        #[pin]
-        sleep: tokio::time::Sleep,
-    }
+/// See [`HeadTimer`]. hyper polls it after every read that left the head
+/// incomplete, so the first byte is noticed as it comes; each poll sets
+/// the connection's one timer ([`Activity::timer`]) to this sleep's
+/// deadline and polls it.
+struct HeadSleep {
+    activity: Arc<Activity>,
+    bytes_read_before: u64,
+    first_byte_seen: bool,
+    header_read_timeout: Duration,
+    deadline: tokio::time::Instant,
 }
 
 impl Future for HeadSleep {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        if !*this.first_byte_seen
-            && this.activity.bytes_read.load(Ordering::Relaxed) != *this.bytes_read_before
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if !this.first_byte_seen
+            && this.activity.bytes_read.load(Ordering::Relaxed) != this.bytes_read_before
         {
-            *this.first_byte_seen = true;
-            let deadline = tokio::time::Instant::now() + *this.header_read_timeout;
-            this.sleep.as_mut().reset(deadline);
+            this.first_byte_seen = true;
+            this.deadline = tokio::time::Instant::now() + this.header_read_timeout;
         }
-        let fired = this.sleep.poll(cx);
-        if fired.is_ready() && !*this.first_byte_seen {
+        let mut timer = this.activity.timer.lock();
+        if timer.deadline() != this.deadline {
+            timer.as_mut().reset(this.deadline);
+        }
+        let fired = timer.as_mut().poll(cx);
+        if fired.is_ready() && !this.first_byte_seen {
             this.activity.idle_expired.store(true, Ordering::Relaxed);
         }
         fired
@@ -271,7 +291,7 @@ pub async fn serve(
             Err(never) => match never {},
         };
         let (mut builder, watcher) = (builder.clone(), connections.watcher());
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity::new());
         builder
             .http1()
             .timer(HeadTimer {
