@@ -13,7 +13,8 @@
 # no more than its stock. Traffic goes to 127.0.0.1 only; everything it
 # starts is stopped on exit. For every phase it also prints the CPU the
 # serving process (and redis-server) used per request, in microseconds:
-# user + system time from /proc/<pid>/stat over the phase, divided by the
+# user + system time from /proc/<pid>/stat over the phase (and the user
+# time alone: the rest is the kernel's socket work), divided by the
 # requests wrk completed; unlike requests/s this hardly depends on what
 # else the machine runs. And the serving process's context switches per
 # request (every thread's, from /proc/<pid>/task/*/status): how often its
@@ -173,30 +174,36 @@ request = function()
 end
 LUA
 
-# CPU ticks a process has used so far (user + system, from /proc).
+# CPU ticks a process has used so far (user + system, from /proc), and of
+# them in user space (the rest is the kernel's: the sockets' work).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 # Context switches of all a process's threads so far (voluntary: it slept
 # and was woken; the rest: preempted), from /proc.
 switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 # run NAME URL SERVER_PID [script] -> "rps p50_ms p99_ms non2xx
-# server_us_per_request redis_us_per_request server_switches_per_request":
-# wrk's figures, the CPU the serving process and redis-server used per
-# completed request, and the serving process's context switches per request.
+# server_us_per_request redis_us_per_request server_switches_per_request
+# server_user_us_per_request": wrk's figures, the CPU the serving process
+# and redis-server used per completed request, the serving process's
+# context switches per request, and its CPU in user space per request.
 run() {
   local out server0 redis0 server1 redis1
   server0=$(cpu_ticks "$3"); redis0=$(cpu_ticks "$REDIS_PID"); switches0=$(switches "$3")
+  user0=$(user_ticks "$3")
   if [ "${PERF_PHASE:-}" = "$1" ]; then
     perf record -q -g -F 997 -p "$3" -o "${PERF_OUT:-perf.data}" -- sleep "$DURATION" >/dev/null 2>&1 &
   fi
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${4:+-s "$4"} "$2")
   server1=$(cpu_ticks "$3"); redis1=$(cpu_ticks "$REDIS_PID"); switches1=$(switches "$3")
+  user1=$(user_ticks "$3")
   echo "$out" >"$WORK/$1.txt"
-  python3 - "$WORK/$1.txt" $((server1 - server0)) $((redis1 - redis0)) "$TICK_US" $((switches1 - switches0)) <<'PY'
+  python3 - "$WORK/$1.txt" $((server1 - server0)) $((redis1 - redis0)) "$TICK_US" $((switches1 - switches0)) \
+    $((user1 - user0)) <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
-server_ticks, redis_ticks, tick_us, switches = (int(arg) for arg in sys.argv[2:6])
+server_ticks, redis_ticks, tick_us, switches, user_ticks = (int(arg) for arg in sys.argv[2:7])
 def ms(label):
     m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)\s*$" % label, text, re.M)
     value, unit = float(m.group(1)), m.group(2)
@@ -205,22 +212,39 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 requests = int(re.search(r"(\d+) requests in", text).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 print(rps, ms("50"), ms("99"), non2xx.group(1) if non2xx else 0,
-      server_ticks * tick_us / requests, redis_ticks * tick_us / requests, switches / requests)
+      server_ticks * tick_us / requests, redis_ticks * tick_us / requests, switches / requests,
+      user_ticks * tick_us / requests)
 PY
 }
 
-read -r CEIL_RPS CEIL_P50 CEIL_P99 _ CEIL_US _ CEIL_SW < <(run ceiling "http://127.0.0.1:$CEILING_PORT/" "$CEILING_PID")
-read -r PAGE_RPS PAGE_P50 PAGE_P99 PAGE_NON2XX PAGE_US PAGE_REDIS_US PAGE_SW < <(run campaign_page "$ENGINE/api/v1/campaigns/$CAMPAIGN" "$ENGINE_PID")
-read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX RACE_US RACE_REDIS_US RACE_SW < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$ENGINE_PID" "$WORK/order.lua")
+read -r CEIL_RPS CEIL_P50 CEIL_P99 _ CEIL_US _ CEIL_SW CEIL_USR < <(run ceiling "http://127.0.0.1:$CEILING_PORT/" "$CEILING_PID")
+read -r PAGE_RPS PAGE_P50 PAGE_P99 PAGE_NON2XX PAGE_US PAGE_REDIS_US PAGE_SW PAGE_USR < <(run campaign_page "$ENGINE/api/v1/campaigns/$CAMPAIGN" "$ENGINE_PID")
+read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX RACE_US RACE_REDIS_US RACE_SW RACE_USR < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$ENGINE_PID" "$WORK/order.lua")
 if [ -n "${LAYOUT_B:-}" ]; then
-  read -r B_RPS B_P50 B_P99 B_NON2XX B_US B_REDIS_US B_SW < <(run race_b "$LAYOUT/api/v1/sales/$RACE_B/orders" "$LAYOUT_PID" "$WORK/order.lua")
+  read -r B_RPS B_P50 B_P99 B_NON2XX B_US B_REDIS_US B_SW B_USR < <(run race_b "$LAYOUT/api/v1/sales/$RACE_B/orders" "$LAYOUT_PID" "$WORK/order.lua")
   STATS_B=$(curl -fs "$LAYOUT/admin/v1/sales/$RACE_B" -H "Authorization: Bearer $ADMIN")
 fi
-read -r SOLD_RPS SOLD_P50 SOLD_P99 _ SOLD_US SOLD_REDIS_US SOLD_SW < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$ENGINE_PID" "$WORK/order.lua")
-read -r LIM_RPS LIM_P50 LIM_P99 _ LIM_US LIM_REDIS_US LIM_SW < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$LIMITED_PID" "$WORK/order.lua")
+# The order services (the engines share one Redis) take the race's orders
+# after their answers; the next phase waits until they have, so that its
+# CPU per request is its own, and says how long that took.
+accepted() {
+  for url in "$ENGINE" "$LIMITED" ${LAYOUT_B:+"$LAYOUT"}; do curl -fs "$url/metrics"; done |
+    awk '/^flashsale_orders_accepted_total / {n += $2} END {printf "%d", n}'
+}
+race_orders() {
+  for sale in "$ENGINE/admin/v1/sales/$RACE" ${LAYOUT_B:+"$LAYOUT/admin/v1/sales/$RACE_B"}; do
+    curl -fs "$sale" -H "Authorization: Bearer $ADMIN"; echo
+  done | python3 -c 'import json, sys; print(sum(json.loads(l)["stats"]["reserved"] + json.loads(l)["stats"]["paid"] for l in sys.stdin if l.strip()))'
+}
+RACE_ORDERS=$(race_orders)
+DRAIN_START=$(date +%s.%N)
+for _ in $(seq 1200); do [ "$(accepted)" -ge "$RACE_ORDERS" ] && break; sleep 0.1; done
+DRAIN_SECS=$(python3 -c "import time; print(f'{time.time() - $DRAIN_START:.1f}')")
+read -r SOLD_RPS SOLD_P50 SOLD_P99 _ SOLD_US SOLD_REDIS_US SOLD_SW SOLD_USR < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$ENGINE_PID" "$WORK/order.lua")
+read -r LIM_RPS LIM_P50 LIM_P99 _ LIM_US LIM_REDIS_US LIM_SW LIM_USR < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$LIMITED_PID" "$WORK/order.lua")
 # The order route's floor on this stack: the same requests (wrk's script
 # too) to a bare route of the ceiling's answering the same 409.
-read -r FLOOR_RPS FLOOR_P50 FLOOR_P99 _ FLOOR_US _ FLOOR_SW < <(run floor "http://127.0.0.1:$CEILING_PORT/api/v1/sales/$SOLD/orders" "$CEILING_PID" "$WORK/order.lua")
+read -r FLOOR_RPS FLOOR_P50 FLOOR_P99 _ FLOOR_US _ FLOOR_SW FLOOR_USR < <(run floor "http://127.0.0.1:$CEILING_PORT/api/v1/sales/$SOLD/orders" "$CEILING_PID" "$WORK/order.lua")
 # Priced only if the limiters never refused: none counted on the engine.
 LIM_REFUSED=$(curl -fs "$LIMITED/metrics" | awk '/^flashsale_rate_limited_total/ {n += $2} END {print n + 0}')
 
@@ -228,26 +252,26 @@ STATS=$(curl -fs "$ENGINE/admin/v1/sales/$RACE" -H "Authorization: Bearer $ADMIN
 python3 - "$STATS" "$RACE_STOCK" "${STATS_B:-}" <<PY
 import json, sys
 rows_b = [
-    ("  the race again, LAYOUT_B", ${B_RPS:-0}, ${B_P50:-0}, ${B_P99:-0}, ${B_US:-0}, ${B_REDIS_US:-0}, ${B_SW:-0}),
+    ("  the race again, LAYOUT_B", ${B_RPS:-0}, ${B_P50:-0}, ${B_P99:-0}, ${B_US:-0}, ${B_REDIS_US:-0}, ${B_SW:-0}, ${B_USR:-0}),
 ] if sys.argv[3] else []
 rows = [
-    ("trivial axum endpoint (ceiling)", $CEIL_RPS, $CEIL_P50, $CEIL_P99, $CEIL_US, 0, $CEIL_SW),
-    ("campaign page, 12 items x 2 rounds", $PAGE_RPS, $PAGE_P50, $PAGE_P99, $PAGE_US, $PAGE_REDIS_US, $PAGE_SW),
-    ("order route during the race", $RACE_RPS, $RACE_P50, $RACE_P99, $RACE_US, $RACE_REDIS_US, $RACE_SW),
+    ("trivial axum endpoint (ceiling)", $CEIL_RPS, $CEIL_P50, $CEIL_P99, $CEIL_US, 0, $CEIL_SW, $CEIL_USR),
+    ("campaign page, 12 items x 2 rounds", $PAGE_RPS, $PAGE_P50, $PAGE_P99, $PAGE_US, $PAGE_REDIS_US, $PAGE_SW, $PAGE_USR),
+    ("order route during the race", $RACE_RPS, $RACE_P50, $RACE_P99, $RACE_US, $RACE_REDIS_US, $RACE_SW, $RACE_USR),
     *rows_b,
-    ("order route after sell-out", $SOLD_RPS, $SOLD_P50, $SOLD_P99, $SOLD_US, $SOLD_REDIS_US, $SOLD_SW),
-    ("  the same, every rate limit on", $LIM_RPS, $LIM_P50, $LIM_P99, $LIM_US, $LIM_REDIS_US, $LIM_SW),
-    ("bare route, same requests (floor)", $FLOOR_RPS, $FLOOR_P50, $FLOOR_P99, $FLOOR_US, 0, $FLOOR_SW),
+    ("order route after sell-out", $SOLD_RPS, $SOLD_P50, $SOLD_P99, $SOLD_US, $SOLD_REDIS_US, $SOLD_SW, $SOLD_USR),
+    ("  the same, every rate limit on", $LIM_RPS, $LIM_P50, $LIM_P99, $LIM_US, $LIM_REDIS_US, $LIM_SW, $LIM_USR),
+    ("bare route, same requests (floor)", $FLOOR_RPS, $FLOOR_P50, $FLOOR_P99, $FLOOR_US, 0, $FLOOR_SW, $FLOOR_USR),
 ]
 print(f"wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, one after the other, same run")
 print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs ceiling':>10} "
-      f"{'server us/req':>13} {'redis us/req':>12} {'switches/req':>12}")
-for name, rps, p50, p99, us, redis_us, switches in rows:
+      f"{'server us/req':>13} {'of it user':>10} {'redis us/req':>12} {'switches/req':>12}")
+for name, rps, p50, p99, us, redis_us, switches, user_us in rows:
     print(f"{name:34} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {rps / rows[0][1]:>9.2f}x "
-          f"{us:>13.1f} {redis_us:>12.1f} {switches:>12.3f}")
+          f"{us:>13.1f} {user_us:>10.1f} {redis_us:>12.1f} {switches:>12.3f}")
 print("server us/req: CPU (user + system) of the answering process per request "
-      "(the ceiling's own process for its row); switches/req: its threads' "
-      "context switches per request; "
+      "(the ceiling's own process for its row), of it user: in user space (the rest is "
+      "the kernel's); switches/req: its threads' context switches per request; "
       f"sold-out vs ceiling: {rows[3 + len(rows_b)][4] / rows[0][4]:.2f}x")
 sold, floor = rows[3 + len(rows_b)], rows[-1]
 print(f"sold out against the floor (the same requests to a bare route of the ceiling's): "
@@ -259,6 +283,8 @@ if $PAGE_NON2XX:
 if rows_b:
     print(f"LAYOUT_B (${LAYOUT_B:-}) against the default layout, engine CPU per reserved order: "
           f"{rows_b[0][4] / rows[2][4]:.2f}x, requests/s {rows_b[0][1] / rows[2][1]:.2f}x")
+print(f"after the race the order services took {$DRAIN_SECS} s to accept its "
+      f"{$RACE_ORDERS} orders (the sold-out phase waits for them)")
 if $LIM_REFUSED:
     print(f"the rate-limited engine refused {$LIM_REFUSED} requests: its row is not comparable")
 total = int(sys.argv[2])
