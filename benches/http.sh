@@ -219,27 +219,40 @@ PY
 
 read -r CEIL_RPS CEIL_P50 CEIL_P99 _ CEIL_US _ CEIL_SW CEIL_USR < <(run ceiling "http://127.0.0.1:$CEILING_PORT/" "$CEILING_PID")
 read -r PAGE_RPS PAGE_P50 PAGE_P99 PAGE_NON2XX PAGE_US PAGE_REDIS_US PAGE_SW PAGE_USR < <(run campaign_page "$ENGINE/api/v1/campaigns/$CAMPAIGN" "$ENGINE_PID")
-read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX RACE_US RACE_REDIS_US RACE_SW RACE_USR < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$ENGINE_PID" "$WORK/order.lua")
-if [ -n "${LAYOUT_B:-}" ]; then
-  read -r B_RPS B_P50 B_P99 B_NON2XX B_US B_REDIS_US B_SW B_USR < <(run race_b "$LAYOUT/api/v1/sales/$RACE_B/orders" "$LAYOUT_PID" "$WORK/order.lua")
-  STATS_B=$(curl -fs "$LAYOUT/admin/v1/sales/$RACE_B" -H "Authorization: Bearer $ADMIN")
-fi
-# The order services (the engines share one Redis) take the race's orders
-# after their answers; the next phase waits until they have, so that its
-# CPU per request is its own, and says how long that took.
-accepted() {
-  for url in "$ENGINE" "$LIMITED" ${LAYOUT_B:+"$LAYOUT"}; do curl -fs "$url/metrics"; done |
+# Every engine's order service takes orders from the same Redis (one
+# consumer group), so a race's orders are taken by all of them, after their
+# answers: a phase after a race waits until they are (and says how long that
+# took), so that its CPU per request is its own. The race's own row counts
+# only its engine's share of that work.
+accepted() { # -> orders the engines' order services have taken so far
+  for url in "$ENGINE" "$LIMITED" ${LAYOUT_B:+"$LAYOUT"}; do curl -fs "$url/metrics" || exit 1; done |
     awk '/^flashsale_orders_accepted_total / {n += $2} END {printf "%d", n}'
 }
-race_orders() {
-  for sale in "$ENGINE/admin/v1/sales/$RACE" ${LAYOUT_B:+"$LAYOUT/admin/v1/sales/$RACE_B"}; do
-    curl -fs "$sale" -H "Authorization: Bearer $ADMIN"; echo
-  done | python3 -c 'import json, sys; print(sum(json.loads(l)["stats"]["reserved"] + json.loads(l)["stats"]["paid"] for l in sys.stdin if l.strip()))'
+sale_orders() { # sale URL -> its orders (reserved and paid)
+  curl -fs "$1" -H "Authorization: Bearer $ADMIN" |
+    python3 -c 'import json, sys; stats = json.load(sys.stdin)["stats"]; print(stats["reserved"] + stats["paid"])'
 }
-RACE_ORDERS=$(race_orders)
-DRAIN_START=$(date +%s.%N)
-for _ in $(seq 1200); do [ "$(accepted)" -ge "$RACE_ORDERS" ] && break; sleep 0.1; done
-DRAIN_SECS=$(python3 -c "import time; print(f'{time.time() - $DRAIN_START:.1f}')")
+drained() { # orders accepted before the race, the race's orders -> seconds until all are taken
+  local start=$EPOCHREALTIME
+  for _ in $(seq 1200); do
+    if [ $(($(accepted) - $1)) -ge "$2" ]; then
+      awk -v from="$start" -v to="$EPOCHREALTIME" 'BEGIN {printf "%.1f", to - from}'
+      return
+    fi
+    sleep 0.1
+  done
+  echo "over 120 (not all taken)"
+}
+ACCEPTED=$(accepted)
+read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX RACE_US RACE_REDIS_US RACE_SW RACE_USR < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$ENGINE_PID" "$WORK/order.lua")
+RACE_ORDERS=$(sale_orders "$ENGINE/admin/v1/sales/$RACE")
+DRAINED=$(drained "$ACCEPTED" "$RACE_ORDERS")
+if [ -n "${LAYOUT_B:-}" ]; then
+  ACCEPTED=$(accepted)
+  read -r B_RPS B_P50 B_P99 B_NON2XX B_US B_REDIS_US B_SW B_USR < <(run race_b "$LAYOUT/api/v1/sales/$RACE_B/orders" "$LAYOUT_PID" "$WORK/order.lua")
+  STATS_B=$(curl -fs "$LAYOUT/admin/v1/sales/$RACE_B" -H "Authorization: Bearer $ADMIN")
+  DRAINED_B=$(drained "$ACCEPTED" "$(sale_orders "$LAYOUT/admin/v1/sales/$RACE_B")")
+fi
 read -r SOLD_RPS SOLD_P50 SOLD_P99 _ SOLD_US SOLD_REDIS_US SOLD_SW SOLD_USR < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$ENGINE_PID" "$WORK/order.lua")
 read -r LIM_RPS LIM_P50 LIM_P99 _ LIM_US LIM_REDIS_US LIM_SW LIM_USR < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$LIMITED_PID" "$WORK/order.lua")
 # The order route's floor on this stack: the same requests (wrk's script
@@ -283,8 +296,8 @@ if $PAGE_NON2XX:
 if rows_b:
     print(f"LAYOUT_B (${LAYOUT_B:-}) against the default layout, engine CPU per reserved order: "
           f"{rows_b[0][4] / rows[2][4]:.2f}x, requests/s {rows_b[0][1] / rows[2][1]:.2f}x")
-print(f"after the race the order services took {$DRAIN_SECS} s to accept its "
-      f"{$RACE_ORDERS} orders (the sold-out phase waits for them)")
+print(f"after the race the order services took $DRAINED s to take its {$RACE_ORDERS} "
+      f"orders{' (LAYOUT_B race: ${DRAINED_B:-} s)' if rows_b else ''}; the next phase waited for them")
 if $LIM_REFUSED:
     print(f"the rate-limited engine refused {$LIM_REFUSED} requests: its row is not comparable")
 total = int(sys.argv[2])

@@ -1,8 +1,10 @@
-//! A kept-alive connection idle past the idle timeout is closed, and the
-//! metrics count it: accepted, closed as `idle`, open connections a gauge.
+//! How kept-alive connections are closed, and the metrics that count it:
+//! one idle past the idle timeout (accepted, closed as `idle`, open
+//! connections a gauge), and one whose next request's head stays
+//! unfinished past the header-read timeout (`header_timeout`).
 //! Its own test binary, because the metrics are the process's: in the
 //! integration binary other tests' engines close connections as idle too,
-//! and their closes would count for this one's.
+//! and their closes would count for these tests'.
 
 use std::time::{Duration, Instant};
 
@@ -91,4 +93,103 @@ async fn idle_connections_are_closed_after_the_idle_timeout_and_counted() {
     );
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+}
+
+/// On a kept-alive connection the next request's head is timed from its
+/// first byte with the header-read timeout, not the idle one: a second
+/// head left unfinished is cut off and counted as `header_timeout`. (A
+/// connection's heads share one timer, moved from the idle deadline to the
+/// header-read one when the first byte comes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_second_head_is_cut_at_the_header_read_timeout() {
+    let mut config = Config::for_tests();
+    config.header_read_timeout_ms = 300;
+    // Far past `WITHIN`: a close within it is not the idle timeout's.
+    config.idle_timeout_ms = 60_000;
+    let app = Application::build(config).await.expect("build the app");
+    let address = app.address();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let unpooled = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let metrics = || async {
+        let response = unpooled
+            .get(format!("http://{address}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        response.text().await.unwrap()
+    };
+    let before = metrics().await;
+
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: flashsale\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_one_answer(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: flashsale\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WITHIN, stream.read_to_end(&mut rest))
+        .await
+        .expect("the unfinished head is cut off");
+    // Closed: end of stream, maybe after a 408 answer, or a reset.
+    if read.is_ok() && !rest.is_empty() {
+        let answer = String::from_utf8_lossy(&rest);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+
+    let header_timeout = "flashsale_http_connections_closed_total{reason=\"header_timeout\"}";
+    let waiting = Instant::now();
+    let mut after = metrics().await;
+    while metric(&after, header_timeout) <= metric(&before, header_timeout)
+        && waiting.elapsed() < WITHIN
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = metrics().await;
+    }
+    assert_eq!(
+        metric(&after, header_timeout),
+        metric(&before, header_timeout) + 1.0,
+        "closed as a header timeout, once:\n{after}"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// One HTTP/1.1 answer with a `content-length`, read whole from `stream`.
+async fn read_one_answer(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .expect("a content-length");
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let read = tokio::time::timeout(WITHIN, stream.read(&mut buffer))
+            .await
+            .expect("answered")
+            .expect("read");
+        assert!(read > 0, "closed before the answer ended");
+        answer.extend_from_slice(&buffer[..read]);
+    }
 }

@@ -12,9 +12,9 @@
 //! polls the route's future where it lies, where nested `async` blocks
 //! moved that future (and the request inside it) from block to block on
 //! the first poll, and axum boxes it once with the route, where a boxed
-//! `async` block was boxed twice. The timeout's timer is made only if the
-//! route's future is not ready at its first poll: a sold-out answer never
-//! makes one.
+//! `async` block was boxed twice. The request timeout runs from the route's
+//! call, but its timer is made only if the route's future is not ready at
+//! its first poll: a sold-out answer never makes one.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,7 +28,8 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::Sleep;
+use tokio::task::{unconstrained, Unconstrained};
+use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
 use super::limits::Shedding;
@@ -81,11 +82,12 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let route = request.extensions().get::<MatchedPath>().cloned();
         let method = method_label(request.method());
-        let permit = self.door.shedding.as_ref().map(Shedding::admit);
+        let shedding = self.door.shedding.as_ref();
+        let in_flight = shedding.map(Shedding::admit);
         // Past the in-flight bound the route is not called at all. Making
         // the route's future runs none of its handler: that starts at its
-        // first poll.
-        let answer = match permit {
+        // first poll, right after this.
+        let answer = match in_flight {
             Some(None) => Answer::Shed,
             _ => Answer::Route {
                 future: self.inner.call(request),
@@ -93,8 +95,9 @@ where
         };
         FrontDoorFuture {
             answer,
-            deadline: None,
-            _permit: permit.flatten(),
+            timeout_at: shedding.map(|shedding| Instant::now() + shedding.timeout()),
+            timer: None,
+            in_flight: in_flight.flatten(),
             door: Arc::clone(&self.door),
             route,
             method,
@@ -108,13 +111,17 @@ pin_project! {
     pub(super) struct FrontDoorFuture<F> {
         #[pin]
         answer: Answer<F>,
-        // The request timeout's timer, from the first time the route's
-        // future is not ready (engine routes only).
+        // When the request times out (engine routes only).
+        timeout_at: Option<Instant>,
+        // The timer for `timeout_at`, made the first time the route's
+        // future is not ready. Unconstrained by tokio's task budget, as
+        // tokio's own `timeout` polls its timer: a route that spends the
+        // whole budget on every poll still times out.
         #[pin]
-        deadline: Option<Sleep>,
+        timer: Option<Unconstrained<Sleep>>,
         // The place among the requests in flight, given back with the
         // answer.
-        _permit: Option<OwnedSemaphorePermit>,
+        in_flight: Option<OwnedSemaphorePermit>,
         door: Arc<FrontDoor>,
         route: Option<MatchedPath>,
         method: &'static str,
@@ -144,29 +151,34 @@ where
         let response = match this.answer.as_mut().project() {
             AnswerProjection::Shed => Shedding::overloaded(),
             AnswerProjection::Route { future } => {
-                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-                    Ok(Poll::Ready(Ok(response))) => response,
-                    Err(panic) => panic_response(panic),
-                    Ok(Poll::Pending) => {
-                        let Some(shedding) = &this.door.shedding else {
-                            return Poll::Pending;
-                        };
-                        if this.deadline.is_none() {
-                            this.deadline
-                                .set(Some(tokio::time::sleep(shedding.timeout())));
-                        }
-                        let deadline = this.deadline.as_mut().as_pin_mut();
-                        match deadline.map(|deadline| deadline.poll(cx)) {
-                            Some(Poll::Ready(())) => shedding.timed_out(),
-                            _ => return Poll::Pending,
-                        }
+                let (door, timeout_at, mut timer) = (&**this.door, *this.timeout_at, this.timer);
+                // The route's answer, or past the request timeout the front
+                // door's; a panic in either is a 500.
+                let polled = catch_unwind(AssertUnwindSafe(|| {
+                    if let Poll::Ready(Ok(response)) = future.poll(cx) {
+                        return Poll::Ready(response);
                     }
+                    let (Some(shedding), Some(at)) = (&door.shedding, timeout_at) else {
+                        return Poll::Pending;
+                    };
+                    if timer.is_none() {
+                        timer.set(Some(unconstrained(tokio::time::sleep_until(at))));
+                    }
+                    match timer.as_mut().as_pin_mut().map(|timer| timer.poll(cx)) {
+                        Some(Poll::Ready(())) => Poll::Ready(shedding.timed_out()),
+                        _ => Poll::Pending,
+                    }
+                }));
+                match polled {
+                    Ok(Poll::Ready(response)) => response,
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Err(panic) => panic_response(panic),
                 }
             }
             AnswerProjection::Done => panic!("the front door's future polled after its answer"),
         };
         this.answer.set(Answer::Done);
-        this._permit.take();
+        this.in_flight.take();
         let status = response.status().as_u16();
         if let Some(sheds) = &this.door.sheds {
             sheds.count(status);

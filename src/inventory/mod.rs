@@ -160,6 +160,13 @@ impl Registry {
     }
 }
 
+/// A refusal answered by this node without the sale's actor or the store,
+/// counted as such.
+fn answered_here(rejection: Rejection) -> InventoryError {
+    telemetry::count_local_answer(rejection.as_str());
+    StoreError::Rejected(rejection).into()
+}
+
 pub struct Inventory {
     store: Arc<dyn Store>,
     system: ActorSystem,
@@ -196,22 +203,27 @@ impl Inventory {
     /// finished. Only an ask that goes on draws its order id.
     pub async fn reserve(&self, ask: OrderAsk) -> Result<Reservation, InventoryError> {
         let mut actor = self.actor_for(&ask.sale_id).await?;
-        // Sold out for certain: answered here, without a thread hop. A
-        // keyed request may be the retry of one that succeeded.
-        if let Some(running) = &actor {
-            if ask.idempotency_key.is_none()
-                && running
+        // Answered here when certain, without a thread hop: the sale
+        // finished, or sold out by its board. A keyed ask may be the retry
+        // of one that succeeded: the store answers it.
+        if ask.idempotency_key.is_none() {
+            let refused = match &actor {
+                None => Some(Rejection::Ended),
+                Some(running) => running
                     .board
                     .refuses(ask.quantity.get(), self.settings.clock.now())
-            {
-                telemetry::count_local_answer(Rejection::SoldOut.as_str());
-                return Err(StoreError::Rejected(Rejection::SoldOut).into());
+                    .then_some(Rejection::SoldOut),
+            };
+            if let Some(rejection) = refused {
+                return Err(answered_here(rejection));
             }
         }
         let request = ReserveRequest::new(ask);
         // An actor that retired just as this request reached it is replaced,
         // once. The retry is safe even if the first attempt reached the
         // store: the same order id is recognised there and takes nothing.
+        // The replacement's board is not read: its actor answers from
+        // memory as well.
         for retry in [false, true] {
             if retry {
                 actor = self.actor_for(&request.sale_id).await?;
@@ -296,8 +308,7 @@ impl Inventory {
         if request.idempotency_key.is_some() {
             return Ok(self.store.reserve(request).await?);
         }
-        telemetry::count_local_answer(Rejection::Ended.as_str());
-        Err(StoreError::Rejected(Rejection::Ended).into())
+        Err(answered_here(Rejection::Ended))
     }
 
     /// Stops the actor threads.
