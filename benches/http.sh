@@ -228,30 +228,29 @@ accepted() { # -> orders the engines' order services have taken so far
   for url in "$ENGINE" "$LIMITED" ${LAYOUT_B:+"$LAYOUT"}; do curl -fs "$url/metrics" || exit 1; done |
     awk '/^flashsale_orders_accepted_total / {n += $2} END {printf "%d", n}'
 }
-sale_orders() { # sale URL -> its orders (reserved and paid)
-  curl -fs "$1" -H "Authorization: Bearer $ADMIN" |
-    python3 -c 'import json, sys; stats = json.load(sys.stdin)["stats"]; print(stats["reserved"] + stats["paid"])'
+orders_in() { # a sale's JSON -> its orders (reserved and paid)
+  python3 -c 'import json, sys; stats = json.load(sys.stdin)["stats"]; print(stats["reserved"] + stats["paid"])' <<<"$1"
 }
-drained() { # orders accepted before the race, the race's orders -> seconds until all are taken
+drained() { # orders accepted before the race, the race's orders -> how long until all are taken
   local start=$EPOCHREALTIME
   for _ in $(seq 1200); do
     if [ $(($(accepted) - $1)) -ge "$2" ]; then
-      awk -v from="$start" -v to="$EPOCHREALTIME" 'BEGIN {printf "%.1f", to - from}'
+      awk -v from="$start" -v to="$EPOCHREALTIME" 'BEGIN {printf "%.1f s", to - from}'
       return
     fi
     sleep 0.1
   done
-  echo "over 120 (not all taken)"
+  echo "over 120 s (not all taken)"
 }
 ACCEPTED=$(accepted)
 read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX RACE_US RACE_REDIS_US RACE_SW RACE_USR < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$ENGINE_PID" "$WORK/order.lua")
-RACE_ORDERS=$(sale_orders "$ENGINE/admin/v1/sales/$RACE")
+RACE_ORDERS=$(orders_in "$(curl -fs "$ENGINE/admin/v1/sales/$RACE" -H "Authorization: Bearer $ADMIN")")
 DRAINED=$(drained "$ACCEPTED" "$RACE_ORDERS")
 if [ -n "${LAYOUT_B:-}" ]; then
   ACCEPTED=$(accepted)
   read -r B_RPS B_P50 B_P99 B_NON2XX B_US B_REDIS_US B_SW B_USR < <(run race_b "$LAYOUT/api/v1/sales/$RACE_B/orders" "$LAYOUT_PID" "$WORK/order.lua")
   STATS_B=$(curl -fs "$LAYOUT/admin/v1/sales/$RACE_B" -H "Authorization: Bearer $ADMIN")
-  DRAINED_B=$(drained "$ACCEPTED" "$(sale_orders "$LAYOUT/admin/v1/sales/$RACE_B")")
+  DRAINED_B=$(drained "$ACCEPTED" "$(orders_in "$STATS_B")")
 fi
 read -r SOLD_RPS SOLD_P50 SOLD_P99 _ SOLD_US SOLD_REDIS_US SOLD_SW SOLD_USR < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$ENGINE_PID" "$WORK/order.lua")
 read -r LIM_RPS LIM_P50 LIM_P99 _ LIM_US LIM_REDIS_US LIM_SW LIM_USR < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$LIMITED_PID" "$WORK/order.lua")
@@ -296,8 +295,8 @@ if $PAGE_NON2XX:
 if rows_b:
     print(f"LAYOUT_B (${LAYOUT_B:-}) against the default layout, engine CPU per reserved order: "
           f"{rows_b[0][4] / rows[2][4]:.2f}x, requests/s {rows_b[0][1] / rows[2][1]:.2f}x")
-print(f"after the race the order services took $DRAINED s to take its {$RACE_ORDERS} "
-      f"orders{' (LAYOUT_B race: ${DRAINED_B:-} s)' if rows_b else ''}; the next phase waited for them")
+print(f"after the race the order services took $DRAINED to take its {$RACE_ORDERS} "
+      f"orders{' (LAYOUT_B race: ${DRAINED_B:-})' if rows_b else ''}; the next phase waited for them")
 if $LIM_REFUSED:
     print(f"the rate-limited engine refused {$LIM_REFUSED} requests: its row is not comparable")
 total = int(sys.argv[2])

@@ -6,6 +6,7 @@
 //! integration binary other tests' engines close connections as idle too,
 //! and their closes would count for these tests'.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use flashsale::config::Config;
@@ -13,6 +14,8 @@ use flashsale::startup::Application;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// How long the close may take, and then to show in the metrics (the
 /// server counts it after hyper has dropped the connection).
@@ -26,38 +29,80 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// An engine running with its own config, and a client that reads its
+/// metrics on a fresh connection each time: a pooled connection left idle
+/// would be closed as idle too and could pass for the one under test.
+struct Running {
+    address: SocketAddr,
+    client: reqwest::Client,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn start(config: Config) -> Self {
+        let app = Application::build(config).await.expect("build the app");
+        let address = app.address();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("a client");
+        Self {
+            address,
+            client,
+            stop,
+            server,
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("http://{}/metrics", self.address))
+            .send()
+            .await
+            .expect("the metrics answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("the metrics' text")
+    }
+
+    /// The metrics once the series `name` has passed its value in
+    /// `before`, or after [`WITHIN`].
+    async fn metrics_past(&self, before: &str, name: &str) -> String {
+        let waiting = Instant::now();
+        let mut after = self.metrics().await;
+        while metric(&after, name) <= metric(before, name) && waiting.elapsed() < WITHIN {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            after = self.metrics().await;
+        }
+        after
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server
+            .await
+            .expect("the server task")
+            .expect("the server stops cleanly");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_after_the_idle_timeout_and_counted() {
     let mut config = Config::for_tests();
     config.header_read_timeout_ms = 5_000;
     config.idle_timeout_ms = 200;
-    let app = Application::build(config).await.expect("build the app");
-    let address = app.address();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    // No pooled connection: one left idle would be closed as idle too and
-    // could pass for the connection under test.
-    let unpooled = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let metrics = || async {
-        let response = unpooled
-            .get(format!("http://{address}/metrics"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        response.text().await.unwrap()
-    };
-    let before = metrics().await;
+    let engine = Running::start(config).await;
+    let before = engine.metrics().await;
 
     // One request, then the connection sits idle: everything read up to
     // the close is the answer.
-    let mut stream = TcpStream::connect(address).await.unwrap();
+    let mut stream = TcpStream::connect(engine.address).await.unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: flashsale\r\n\r\n")
         .await
@@ -74,12 +119,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout_and_counted() {
     );
 
     let idle = "flashsale_http_connections_closed_total{reason=\"idle\"}";
-    let waiting = Instant::now();
-    let mut after = metrics().await;
-    while metric(&after, idle) <= metric(&before, idle) && waiting.elapsed() < WITHIN {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        after = metrics().await;
-    }
+    let after = engine.metrics_past(&before, idle).await;
     assert_eq!(
         metric(&after, idle),
         metric(&before, idle) + 1.0,
@@ -91,8 +131,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout_and_counted() {
         after.contains("flashsale_http_connections_open"),
         "open connections are a gauge:\n{after}"
     );
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    engine.stop().await;
 }
 
 /// On a kept-alive connection the next request's head is timed from its
@@ -106,28 +145,10 @@ async fn an_unfinished_second_head_is_cut_at_the_header_read_timeout() {
     config.header_read_timeout_ms = 300;
     // Far past `WITHIN`: a close within it is not the idle timeout's.
     config.idle_timeout_ms = 60_000;
-    let app = Application::build(config).await.expect("build the app");
-    let address = app.address();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    let unpooled = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let metrics = || async {
-        let response = unpooled
-            .get(format!("http://{address}/metrics"))
-            .send()
-            .await
-            .unwrap();
-        response.text().await.unwrap()
-    };
-    let before = metrics().await;
+    let engine = Running::start(config).await;
+    let before = engine.metrics().await;
 
-    let mut stream = TcpStream::connect(address).await.unwrap();
+    let mut stream = TcpStream::connect(engine.address).await.unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: flashsale\r\n\r\n")
         .await
@@ -149,21 +170,13 @@ async fn an_unfinished_second_head_is_cut_at_the_header_read_timeout() {
     }
 
     let header_timeout = "flashsale_http_connections_closed_total{reason=\"header_timeout\"}";
-    let waiting = Instant::now();
-    let mut after = metrics().await;
-    while metric(&after, header_timeout) <= metric(&before, header_timeout)
-        && waiting.elapsed() < WITHIN
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        after = metrics().await;
-    }
+    let after = engine.metrics_past(&before, header_timeout).await;
     assert_eq!(
         metric(&after, header_timeout),
         metric(&before, header_timeout) + 1.0,
         "closed as a header timeout, once:\n{after}"
     );
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    engine.stop().await;
 }
 
 /// One HTTP/1.1 answer with a `content-length`, read whole from `stream`.
