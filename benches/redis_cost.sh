@@ -35,6 +35,9 @@ sha = hashlib.sha1(body.encode()).hexdigest()
 key_per_order = "KEYS[9 + i]" in reserve
 # Since the cancels bound, ARGV[1] is that bound and KEYS[11] the cancels.
 cancels = "cancels_max" in reserve
+# Since the sparse extras, ARGV[2] is the number of requests and a request
+# without an idempotency key or purchase token sends three arguments.
+sparse = "local count = tonumber(ARGV[2])" in reserve
 sys.path.insert(0, "benches")
 from shop import resp_command as cmd
 tag = "fs:{s_cost}:"
@@ -48,11 +51,11 @@ with open(out, "wb") as f:
     for _ in range(batches):
         keys = [tag + k for k in ("sale", "stock", "stats", "buyers", "idem", "uorders",
                                   "stream", "deadlines", "ptokens")]
-        args, ids = ([10] if cancels else []), []
+        args, ids = ([10] if cancels else []) + ([64] if sparse else []), []
         for _ in range(64):
             n += 1
             ids.append(f"o_s_cost_{n:012d}")
-            args += [f"shopper-{n}", 1, ids[-1], "", ""]
+            args += [f"shopper-{n}", 1, ids[-1]] + ([] if sparse else ["", ""])
         keys += [tag + "order:" + i for i in ids] if key_per_order else [tag + "orders"]
         keys += [tag + "cancels"] if cancels else []
         f.write(cmd("EVALSHA", sha, len(keys), *keys, *args))

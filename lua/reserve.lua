@@ -45,10 +45,13 @@
 -- and each reservation is checked against both limits right after the
 -- sale's own per-user limit (round first): 'round_limit_exceeded',
 -- 'campaign_limit_exceeded'. An ordinary sale pays one length check.
--- ARGV[1] the most orders a shopper may cancel in one sale; then, five per
--- request i (from 1): shopper id, quantity, new order id,
--- idempotency field ('' when the request has no key), the verified purchase
--- token's id ('' when none).
+-- ARGV[1] the most orders a shopper may cancel in one sale; ARGV[2] the
+-- number of requests n; then three per request i (from 1): shopper id,
+-- quantity, new order id; then three for each request that has an
+-- idempotency key or a verified purchase token (most have neither, and
+-- send nothing more: each argument costs Redis its parsing and its copy
+-- into Lua): i, the idempotency field ('' when none), the token's id (''
+-- when none).
 -- Returns one flat array: the terms, then two items per request, in
 -- order. The terms are what every order this call made shares: now_ms
 -- (created_at), expires_ms, price_cents, currency. A request's two items:
@@ -67,16 +70,19 @@ local m = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'per_use
 local now = now_ms()
 local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
 local cancels_max = tonumber(ARGV[1])
-local count = (#ARGV - 1) / 5
+local count = tonumber(ARGV[2])
 
 -- Read once: each shopper's units, cancels and order list, each key's
 -- earlier order.
-local shoppers, keyed = {}, {}
+local shoppers, keyed, idems, tokens = {}, {}, {}, {}
 for i = 1, count do
-  local a = 1 + (i - 1) * 5
-  shoppers[i] = ARGV[a + 1]
-  if ARGV[a + 4] ~= '' then
-    keyed[#keyed + 1] = ARGV[a + 4]
+  shoppers[i] = ARGV[i * 3]
+end
+for e = 3 + count * 3, #ARGV, 3 do
+  local i = tonumber(ARGV[e])
+  idems[i], tokens[i] = ARGV[e + 1], ARGV[e + 2]
+  if ARGV[e + 1] ~= '' then
+    keyed[#keyed + 1] = ARGV[e + 1]
   end
 end
 local held, cancelled, orders, prior = {}, {}, {}, {}
@@ -96,7 +102,8 @@ if count > 0 then
     rh = redis.call('HMGET', KEYS[13], unpack(shoppers))
     th = redis.call('HMGET', KEYS[14], unpack(shoppers))
   end
-  for j, shopper in ipairs(shoppers) do
+  for j = 1, count do
+    local shopper = shoppers[j]
     if held[shopper] == nil then
       -- `+ 0` parses once where tonumber parses twice; an absent count
       -- is not parsed at all.
@@ -157,13 +164,28 @@ end
 -- Locals: a global is a table lookup each time it is named.
 local find, argv = string.find, ARGV
 
+-- The sale and its window are the same for every request of the call:
+-- whether it takes orders is decided once (nil: it does).
+local closed
+if not m[1] or (campaign and not round_limit) then
+  closed = 'not_found'
+elseif m[1] ~= 'scheduled' then
+  closed = 'ended'
+elseif now < starts_at then
+  closed = 'not_started'
+elseif now >= ends_at then
+  closed = 'ended'
+end
+local token_required = m[8] == '1'
+
 local function decide(shopper, qty_text, order_id, idem, token)
   local qty = quantities[qty_text]
   if not qty then
     qty = tonumber(qty_text)
     quantities[qty_text] = qty
   end
-  if find(orders[shopper], order_id, 1, true) then
+  local listed = orders[shopper]
+  if listed ~= '' and find(listed, order_id, 1, true) then
     return 'replay', order_id
   end
   if idem ~= '' then
@@ -176,19 +198,9 @@ local function decide(shopper, qty_text, order_id, idem, token)
       return 'replay', string.sub(prev, 1, sep - 1)
     end
   end
-  if not m[1] or (campaign and not round_limit) then
-    return 'not_found'
+  if closed then
+    return closed
   end
-  if m[1] ~= 'scheduled' then
-    return 'ended'
-  end
-  if now < starts_at then
-    return 'not_started'
-  end
-  if now >= ends_at then
-    return 'ended'
-  end
-  local token_required = m[8] == '1'
   if token_required then
     if token == '' then
       return 'purchase_token_required'
@@ -250,11 +262,12 @@ local function decide(shopper, qty_text, order_id, idem, token)
   return 'reserved', stock, held[shopper]
 end
 
--- HSET's arguments for `values` of each of `shoppers`: shopper, value, ...
--- (each value through `as_text` when given).
-local function by_shopper(shoppers, values, as_text)
+-- HSET's arguments for `values` of each shopper the call changed: shopper,
+-- value, ... (each value through `as_text` when given).
+local function by_shopper(values, as_text)
   local args, n = {}, 0
-  for _, shopper in ipairs(shoppers) do
+  for i = 1, changed_count do
+    local shopper = changed_shoppers[i]
     local value = values[shopper]
     if as_text then
       value = as_text(value)
@@ -268,8 +281,8 @@ end
 
 local replies = {now, expires, price or 0, m[7] or ''}
 for i = 1, count do
-  local a = 1 + (i - 1) * 5
-  local outcome, x, y = decide(argv[a + 1], argv[a + 2], argv[a + 3], argv[a + 4], argv[a + 5])
+  local a = i * 3
+  local outcome, x, y = decide(argv[a], argv[a + 1], argv[a + 2], idems[i] or '', tokens[i] or '')
   local r = 3 + i * 2
   if outcome == 'reserved' then
     replies[r], replies[r + 1] = x, y
@@ -282,11 +295,11 @@ end
 if taken > 0 then
   redis.call('DECRBY', KEYS[2], taken)
   redis.call('HINCRBY', KEYS[3], 'reserved', taken)
-  redis.call('HSET', KEYS[4], unpack(by_shopper(changed_shoppers, held, text)))
-  redis.call('HSET', KEYS[6], unpack(by_shopper(changed_shoppers, orders)))
+  redis.call('HSET', KEYS[4], unpack(by_shopper(held, text)))
+  redis.call('HSET', KEYS[6], unpack(by_shopper(orders)))
   if campaign then
-    redis.call('HSET', KEYS[13], unpack(by_shopper(changed_shoppers, round_held, text)))
-    redis.call('HSET', KEYS[14], unpack(by_shopper(changed_shoppers, total_held, text)))
+    redis.call('HSET', KEYS[13], unpack(by_shopper(round_held, text)))
+    redis.call('HSET', KEYS[14], unpack(by_shopper(total_held, text)))
   end
   redis.call('ZADD', KEYS[8], unpack(deadlines))
   redis.call('HSET', KEYS[10], unpack(records))

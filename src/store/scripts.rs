@@ -45,8 +45,8 @@ impl LuaScript {
 
 /// A call of a script: its keys and arguments, each list written into one
 /// buffer (a `Cmd` used as an argument list, never sent) rather than an
-/// allocation per argument: the reserve script takes five arguments per
-/// reservation.
+/// allocation per argument: the reserve script takes three to six
+/// arguments per reservation.
 pub struct Invocation<'a> {
     script: &'a LuaScript,
     keys: Cmd,

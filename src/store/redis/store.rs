@@ -538,17 +538,28 @@ impl Store for RedisStore {
                 .key(campaign.round_holds(round))
                 .key(campaign.holds());
         }
-        invocation.arg(self.cancels_per_shopper_max);
+        // reserve.lua's arguments: three per request, then three more for
+        // each request with an idempotency key or a purchase token.
+        invocation
+            .arg(self.cancels_per_shopper_max)
+            .arg(requests.len());
         for request in requests {
+            invocation
+                .arg(request.shopper_id.as_str())
+                .arg(request.quantity.get())
+                .arg(request.order_id.as_str());
+        }
+        for (index, request) in requests.iter().enumerate() {
+            if request.idempotency_key.is_none() && request.purchase_token.is_none() {
+                continue;
+            }
             let idempotency_field = request
                 .idempotency_key
                 .as_ref()
                 .map(|key| format!("{}\n{key}", request.shopper_id))
                 .unwrap_or_default();
             invocation
-                .arg(request.shopper_id.as_str())
-                .arg(request.quantity.get())
-                .arg(request.order_id.as_str())
+                .arg(index + 1)
                 .arg(idempotency_field)
                 .arg(request.purchase_token.as_deref().unwrap_or(""));
         }
