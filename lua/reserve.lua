@@ -95,7 +95,12 @@ if campaign then
 end
 if count > 0 then
   local h = redis.call('HMGET', KEYS[4], unpack(shoppers))
-  local c = redis.call('HMGET', KEYS[11], unpack(shoppers))
+  -- The cancel counts are read only when someone has cancelled (most
+  -- sales' races have no cancels key at all).
+  local c = {}
+  if redis.call('EXISTS', KEYS[11]) == 1 then
+    c = redis.call('HMGET', KEYS[11], unpack(shoppers))
+  end
   local o = redis.call('HMGET', KEYS[6], unpack(shoppers))
   local rh, th
   if campaign then
