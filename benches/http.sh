@@ -51,29 +51,11 @@ command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get in
 # An A/B of prebuilt engines (ENGINE_BIN) may skip the build: NO_BUILD=1.
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin flashsale --example http_ceiling
 . benches/lib.sh
-wait_for() { for _ in $(seq 200); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "not up: $1" >&2; exit 1; }
+start_redis
 
-REDIS_PORT=$(free_port)
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK" --save '' \
-  --appendonly yes --appendfsync everysec --maxmemory-policy noeviction >/dev/null &
-REDIS_PID=$!
-PIDS+=($!)
-for _ in $(seq 200); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
-
-# engine PORT GLOBAL USER IP [VAR=value...]: an engine on the shared Redis
-# with these rate limits per second (0: off; bursts equal to the rate) and
-# these further settings. The Redis fsyncs once a second, which the engine
-# accepts only told to warn.
-engine() {
-  env "${@:5}" FLASHSALE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/ FLASHSALE_REDIS_DURABILITY=warn \
-  FLASHSALE_ADMIN_TOKEN=$ADMIN \
-  FLASHSALE_USER_TOKEN_SECRET=$SECRET FLASHSALE_PAYMENTS=simulated \
-  FLASHSALE_RATE_GLOBAL_PER_SEC=$2 FLASHSALE_RATE_GLOBAL_BURST=$2 \
-  FLASHSALE_RATE_USER_PER_SEC=$3 FLASHSALE_RATE_USER_BURST=$3 \
-  FLASHSALE_RATE_IP_PER_SEC=$4 FLASHSALE_RATE_IP_BURST=$4 \
-  RUST_LOG=warn "$ENGINE_BIN" --listen "127.0.0.1:$1" >"$WORK/engine-$1.log" 2>&1 &
-  PIDS+=($!)
-}
+# engine PORT GLOBAL USER IP [VAR=value...]: an engine of ENGINE_BIN on the
+# shared Redis (see start_engine).
+engine() { start_engine "$ENGINE_BIN" "$@"; }
 # The measured engine runs unthrottled (one address sends everything). A
 # second engine has every rate limit on, set high enough never to refuse
 # this traffic, to price the limiter layers on the same route.
@@ -106,15 +88,6 @@ FLOOR_STATUS=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{"quantity":1}
   "http://127.0.0.1:$CEILING_PORT/api/v1/sales/floor/orders")
 [ "$FLOOR_STATUS" = 409 ] || { echo "the floor route answered $FLOOR_STATUS, not 409" >&2; exit 1; }
 
-new_sale() { # stock, per-user limit[, engine URL] -> sale id
-  local starts ends
-  starts=$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)
-  ends=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
-  curl -fs -X POST "${3:-$ENGINE}/admin/v1/sales" -H "Authorization: Bearer $ADMIN" \
-    -H 'Content-Type: application/json' \
-    -d "{\"sku\":\"BENCH\",\"title\":\"bench\",\"price_cents\":100,\"stock_total\":$1,\"per_user_limit\":$2,\"starts_at\":\"$starts\",\"ends_at\":\"$ends\"}" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
-}
 # A campaign of 12 items, its first round live and a second to come: the
 # page every waiting shopper polls.
 new_campaign() { # -> campaign id
@@ -134,54 +107,17 @@ PY
 }
 CAMPAIGN=$(new_campaign)
 RACE_STOCK=5000000
-RACE=$(new_sale "$RACE_STOCK" 1)
-SOLD=$(new_sale 1 1)
-[ -z "${LAYOUT_B:-}" ] || RACE_B=$(new_sale "$RACE_STOCK" 1 "$LAYOUT")
+RACE=$(new_sale "$ENGINE" "$RACE_STOCK" 1)
+SOLD=$(new_sale "$ENGINE" 1 1)
+[ -z "${LAYOUT_B:-}" ] || RACE_B=$(new_sale "$LAYOUT" "$RACE_STOCK" 1)
 
-# One token per shopper, each used once in the race (as on 11.11: many
-# shoppers, one attempt each).
-TOKENS="$WORK/tokens.lua"
-python3 - "$SECRET" "$SHOPPERS" "$TOKENS" <<'PY'
-import sys
-sys.path.insert(0, "benches")
-from shop import token
-secret, count, path = sys.argv[1].encode(), int(sys.argv[2]), sys.argv[3]
-with open(path, "w") as out:
-    out.write("tokens = {\n")
-    for i in range(count):
-        out.write(f'"{token(secret, i)}",\n')
-    out.write("}\n")
-PY
+order_script "$SHOPPERS" "$THREADS"
 curl -fs -o /dev/null -X POST "$ENGINE/api/v1/sales/$SOLD/orders" \
   -H "Authorization: Bearer $(FLASHSALE_USER_TOKEN_SECRET=$SECRET target/release/flashsale token --sub last-unit)"
 
-cat >"$WORK/order.lua" <<LUA
-dofile("$TOKENS")
--- Thread n of N takes tokens n, n + N, n + 2N...: no token twice.
-local threads = 0
-setup = function(thread)
-  thread:set("offset", threads)
-  threads = threads + 1
-  thread:set("stride", $THREADS)
-end
-local i = -1
-request = function()
-  i = i + 1
-  return wrk.format("POST", nil, {
-    ["Authorization"] = "Bearer " .. tokens[((i * stride + offset) % #tokens) + 1],
-    ["Content-Type"] = "application/json",
-  }, '{"quantity":1}')
-end
-LUA
-
-# CPU ticks a process has used so far (user + system, from /proc), and of
-# them in user space (the rest is the kernel's: the sockets' work).
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 # Context switches of all a process's threads so far (voluntary: it slept
 # and was woken; the rest: preempted), from /proc.
 switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
-TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 # run NAME URL SERVER_PID [script] -> "rps p50_ms p99_ms non2xx
 # server_us_per_request redis_us_per_request server_switches_per_request
@@ -227,9 +163,6 @@ read -r PAGE_RPS PAGE_P50 PAGE_P99 PAGE_NON2XX PAGE_US PAGE_REDIS_US PAGE_SW PAG
 accepted() { # -> orders the engines' order services have taken so far
   for url in "$ENGINE" "$LIMITED" ${LAYOUT_B:+"$LAYOUT"}; do curl -fs "$url/metrics" || exit 1; done |
     awk '/^flashsale_orders_accepted_total / {n += $2} END {printf "%d", n}'
-}
-orders_in() { # a sale's JSON -> its orders (reserved and paid)
-  python3 -c 'import json, sys; stats = json.load(sys.stdin)["stats"]; print(stats["reserved"] + stats["paid"])' <<<"$1"
 }
 drained() { # orders accepted before the race, the race's orders -> how long until all are taken
   local start=$EPOCHREALTIME

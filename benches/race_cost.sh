@@ -30,12 +30,7 @@ ADMIN=bench-admin-token-at-least-32-bytes
 SECRET=bench-shopper-secret
 ORDERS=1920
 . benches/lib.sh
-
-REDIS_PORT=$(free_port)
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK" --save '' \
-  --appendonly yes --appendfsync everysec --maxmemory-policy noeviction >/dev/null &
-PIDS+=($!)
-for _ in $(seq 200); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+start_redis
 PORT=$(free_port)
 # Timeouts far above what callgrind's slowness needs.
 FLASHSALE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/ FLASHSALE_REDIS_DURABILITY=warn \
