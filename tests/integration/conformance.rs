@@ -666,27 +666,8 @@ async fn a_batch_decides_like_requests_one_by_one(backend: Backend) {
         ]);
         asks
     };
-    let in_one_call = store.reserve_batch(&asks(&batched)).await.unwrap();
-    let mut one_by_one = Vec::new();
-    for ask in asks(&alone) {
-        one_by_one.push(store.reserve(&ask).await);
-    }
-    // What each answer says, without the ids and instants that differ.
-    let gist = |outcomes: &[Result<flashsale::domain::Reservation, StoreError>]| {
-        outcomes
-            .iter()
-            .map(|outcome| match outcome {
-                Ok(r) => format!(
-                    "{} x{} remaining {:?} held {:?} replayed {}",
-                    r.order.shopper_id, r.order.quantity, r.remaining, r.held, r.replayed
-                ),
-                Err(err) => err.to_string(),
-            })
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(gist(&in_one_call), gist(&one_by_one));
     assert_eq!(
-        gist(&in_one_call),
+        decided_alike(store.as_ref(), asks(&batched), asks(&alone)).await,
         [
             "ann x2 remaining Some(2) held Some(2) replayed false",
             "this order would pass the sale's per-user limit",
@@ -714,6 +695,82 @@ async fn a_batch_decides_like_requests_one_by_one(backend: Backend) {
         store.reserve_batch(&mixed).await,
         Err(StoreError::Corrupt(_))
     ));
+}
+
+/// Sends `batched` in one call and `alone` (the same asks of another sale)
+/// one by one, asserts that both were answered alike, and returns what each
+/// answer says, without the ids and instants that differ between sales.
+async fn decided_alike(
+    store: &dyn Store,
+    batched: Vec<ReserveRequest>,
+    alone: Vec<ReserveRequest>,
+) -> Vec<String> {
+    let gist = |outcomes: &[Result<flashsale::domain::Reservation, StoreError>]| {
+        outcomes
+            .iter()
+            .map(|outcome| match outcome {
+                Ok(r) => format!(
+                    "{} x{} remaining {:?} held {:?} replayed {}",
+                    r.order.shopper_id, r.order.quantity, r.remaining, r.held, r.replayed
+                ),
+                Err(err) => err.to_string(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let in_one_call = store.reserve_batch(&batched).await.unwrap();
+    let mut one_by_one = Vec::new();
+    for ask in &alone {
+        one_by_one.push(store.reserve(ask).await);
+    }
+    assert_eq!(gist(&in_one_call), gist(&one_by_one));
+    gist(&in_one_call)
+}
+
+/// A sale that asks for purchase tokens decides a batch as its requests
+/// one by one: a request without a token, a token used twice in the call,
+/// tokens on requests with and without an idempotency key, anywhere in the
+/// batch (a request with a key or a token carries more than one without).
+async fn a_batch_of_purchase_tokens_decides_like_requests_one_by_one(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let gated = |sale: Sale| Sale {
+        require_purchase_token: true,
+        ..sale
+    };
+    let (batched, alone) = (gated(sale(5, 2, -1_000)), gated(sale(5, 2, -1_000)));
+    store.create_sale(&batched).await.unwrap();
+    store.create_sale(&alone).await.unwrap();
+    let with_token = |sale: &Sale, who: &str, key: Option<&str>, token: &str| {
+        ReserveRequest::new(OrderAsk {
+            purchase_token: Some(token.to_owned()),
+            ..ask(sale, who, 1, key)
+        })
+    };
+    let asks = |sale: &Sale| {
+        vec![
+            request(sale, "ann", 1, None),
+            with_token(sale, "bo", None, "t1"),
+            with_token(sale, "cy", None, "t1"),
+            with_token(sale, "di", Some("k"), "t2"),
+            request(sale, "ed", 1, None),
+            with_token(sale, "di", Some("k"), "t3"),
+            with_token(sale, "fay", None, "t4"),
+        ]
+    };
+    assert_eq!(
+        decided_alike(store.as_ref(), asks(&batched), asks(&alone)).await,
+        [
+            "this sale needs a purchase token (POST /api/v1/sales/{id}/purchase-token)",
+            "bo x1 remaining Some(4) held Some(1) replayed false",
+            "this purchase token has already bought",
+            "di x1 remaining Some(3) held Some(1) replayed false",
+            "this sale needs a purchase token (POST /api/v1/sales/{id}/purchase-token)",
+            "di x1 remaining None held None replayed true",
+            "fay x1 remaining Some(2) held Some(1) replayed false",
+        ]
+    );
 }
 
 /// The largest order the rules allow (10,000 units at the highest price)
@@ -1060,6 +1117,7 @@ crate::on_every_store!(
     prepay_and_transaction_ids_are_kept,
     payment_exceptions_are_kept_once_per_transaction,
     a_batch_decides_like_requests_one_by_one,
+    a_batch_of_purchase_tokens_decides_like_requests_one_by_one,
     the_largest_amount_is_exact,
     created_sale_reads_back_with_full_stock,
     reserve_takes_stock_and_records_the_order,
