@@ -160,30 +160,17 @@ read -r PAGE_RPS PAGE_P50 PAGE_P99 PAGE_NON2XX PAGE_US PAGE_REDIS_US PAGE_SW PAG
 # answers: a phase after a race waits until they are (and says how long that
 # took), so that its CPU per request is its own. The race's own row counts
 # only its engine's share of that work.
-accepted() { # -> orders the engines' order services have taken so far
-  for url in "$ENGINE" "$LIMITED" ${LAYOUT_B:+"$LAYOUT"}; do curl -fs "$url/metrics" || exit 1; done |
-    awk '/^flashsale_orders_accepted_total / {n += $2} END {printf "%d", n}'
-}
-drained() { # orders accepted before the race, the race's orders -> how long until all are taken
-  local start=$EPOCHREALTIME
-  for _ in $(seq 1200); do
-    if [ $(($(accepted) - $1)) -ge "$2" ]; then
-      awk -v from="$start" -v to="$EPOCHREALTIME" 'BEGIN {printf "%.1f s", to - from}'
-      return
-    fi
-    sleep 0.1
-  done
-  echo "over 120 s (not all taken)"
-}
-ACCEPTED=$(accepted)
+ENGINES=("$ENGINE" "$LIMITED" ${LAYOUT_B:+"$LAYOUT"})
+ACCEPTED=$(orders_accepted "${ENGINES[@]}")
 read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX RACE_US RACE_REDIS_US RACE_SW RACE_USR < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$ENGINE_PID" "$WORK/order.lua")
 RACE_ORDERS=$(orders_in "$(curl -fs "$ENGINE/admin/v1/sales/$RACE" -H "Authorization: Bearer $ADMIN")")
-DRAINED=$(drained "$ACCEPTED" "$RACE_ORDERS")
+DRAINED=$(drained "$ACCEPTED" "$RACE_ORDERS" "${ENGINES[@]}") || DRAINED="over 120 s (not all taken)"
 if [ -n "${LAYOUT_B:-}" ]; then
-  ACCEPTED=$(accepted)
+  ACCEPTED=$(orders_accepted "${ENGINES[@]}")
   read -r B_RPS B_P50 B_P99 B_NON2XX B_US B_REDIS_US B_SW B_USR < <(run race_b "$LAYOUT/api/v1/sales/$RACE_B/orders" "$LAYOUT_PID" "$WORK/order.lua")
   STATS_B=$(curl -fs "$LAYOUT/admin/v1/sales/$RACE_B" -H "Authorization: Bearer $ADMIN")
-  DRAINED_B=$(drained "$ACCEPTED" "$(orders_in "$STATS_B")")
+  DRAINED_B=$(drained "$ACCEPTED" "$(orders_in "$STATS_B")" "${ENGINES[@]}") ||
+    DRAINED_B="over 120 s (not all taken)"
 fi
 read -r SOLD_RPS SOLD_P50 SOLD_P99 _ SOLD_US SOLD_REDIS_US SOLD_SW SOLD_USR < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$ENGINE_PID" "$WORK/order.lua")
 read -r LIM_RPS LIM_P50 LIM_P99 _ LIM_US LIM_REDIS_US LIM_SW LIM_USR < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$LIMITED_PID" "$WORK/order.lua")

@@ -97,3 +97,30 @@ TICK_US=$((1000000 / $(getconf CLK_TCK)))
 orders_in() { # a sale's JSON -> its orders (reserved and paid)
   python3 -c 'import json, sys; stats = json.load(sys.stdin)["stats"]; print(stats["reserved"] + stats["paid"])' <<<"$1"
 }
+
+# orders_accepted URL...: the orders these engines' order services have
+# taken so far (from their /metrics); fails when one does not answer.
+orders_accepted() {
+  local metrics="" url
+  for url in "$@"; do
+    metrics+=$(curl -fs "$url/metrics")$'\n' || { echo "$url/metrics did not answer" >&2; return 1; }
+  done
+  awk '/^flashsale_orders_accepted_total / {n += $2} END {printf "%d", n}' <<<"$metrics"
+}
+
+# drained BEFORE ORDERS URL...: waits until these engines' order services
+# have taken ORDERS orders more than BEFORE (every engine on one Redis is in
+# one consumer group, so a race's orders are taken by all of them) and
+# prints how long that took; fails after 120 s.
+drained() {
+  local start=$EPOCHREALTIME now
+  for _ in $(seq 1200); do
+    now=$(orders_accepted "${@:3}") || return 1
+    if [ $((now - $1)) -ge "$2" ]; then
+      awk -v from="$start" -v to="$EPOCHREALTIME" 'BEGIN {printf "%.1f s", to - from}'
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}

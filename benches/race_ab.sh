@@ -57,35 +57,24 @@ done
 for side in A B; do wait_for "${URL[$side]}/readyz"; done
 order_script "$SHOPPERS" 1
 
-accepted() { # -> orders both engines' order services have taken so far
-  local metrics
-  metrics=$(curl -fs "${URL[A]}/metrics" && curl -fs "${URL[B]}/metrics") ||
-    { echo "an engine's /metrics did not answer" >&2; exit 1; }
-  awk '/^flashsale_orders_accepted_total / {n += $2} END {printf "%d", n}' <<<"$metrics"
-}
-
 # race SIDE -> "requests/s engine_us user_us redis_us requests_per_call"
 # (run in a process substitution: its exit ends the read below, which set
 # -e turns into the script's end).
 race() {
   local url=${URL[$1]} pid=${PID[$1]} sale before engine0 user0 redis0 out sale_json
   sale=$(new_sale "$url" "$STOCK" 1)
-  before=$(accepted)
+  before=$(orders_accepted "${URL[A]}" "${URL[B]}")
   engine0=$(cpu_ticks "$pid"); user0=$(user_ticks "$pid"); redis0=$(cpu_ticks "$REDIS_PID")
   out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/order.lua" "$url/api/v1/sales/$sale/orders")
   local engine1 user1 redis1
   engine1=$(cpu_ticks "$pid"); user1=$(user_ticks "$pid"); redis1=$(cpu_ticks "$REDIS_PID")
   sale_json=$(curl -fs "$url/admin/v1/sales/$sale" -H "Authorization: Bearer $ADMIN")
-  local orders calls now
+  local orders calls
   orders=$(orders_in "$sale_json")
   [ "$orders" -gt 0 ] || { echo "race $1: no order was reserved" >&2; exit 1; }
   calls=$(redis-cli -p "$REDIS_PORT" HGET "fs:{$sale}:stats" batches)
-  for _ in $(seq 1200); do
-    now=$(accepted)
-    [ $((now - before)) -ge "$orders" ] && break
-    sleep 0.1
-  done
-  [ $((now - before)) -ge "$orders" ] || { echo "race $1: not all $orders orders taken in 120 s" >&2; exit 1; }
+  drained "$before" "$orders" "${URL[A]}" "${URL[B]}" >/dev/null ||
+    { echo "race $1: not all $orders orders taken in 120 s" >&2; exit 1; }
   python3 - "$sale_json" "$STOCK" "$orders" "${calls:-0}" "$out" \
     $((engine1 - engine0)) $((user1 - user0)) $((redis1 - redis0)) "$TICK_US" <<'PY'
 import json, re, sys
