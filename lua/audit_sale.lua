@@ -4,7 +4,7 @@
 -- KEYS[5] fs:{sale}:uorders    hash: shopper -> space-separated order ids
 -- KEYS[6] fs:{sale}:stream     stream: reservations not yet trimmed (see
 --                               ack_reservations.lua)
--- KEYS[7] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
+-- KEYS[7] fs:{sale}:deadlines  sorted set by due time: order ids (see expire_orders.lua)
 -- KEYS[8] fs:{sale}:orders     hash: order id -> record (see common.lua)
 -- KEYS[9] fs:{sale}:accepted   set: batches the order service took
 --                               (accept_orders.lua)

@@ -6,7 +6,7 @@
 -- KEYS[2] fs:{sale}:stock   string: units remaining
 -- KEYS[3] fs:{sale}:stats   hash: reserved, paid, cancelled, expired (units)
 -- KEYS[4] fs:{sale}:buyers  hash: shopper -> units held
--- KEYS[5] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
+-- KEYS[5] fs:{sale}:deadlines  sorted set by due time: order ids (see expire_orders.lua)
 -- KEYS[6] fs:{sale}:cancels  hash: shopper -> orders cancelled
 -- KEYS[7], KEYS[8] a campaign's sale only: fs:{campaign}:round:<n>:holds
 -- and fs:{campaign}:holds (see reserve.lua)
@@ -30,5 +30,6 @@ order.status = 'cancelled'
 local record = save_order(KEYS[1], ARGV[2], order)
 release_units(KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(order.quantity), 'cancelled', KEYS[7],
   KEYS[8])
+-- The order's own deadline entry, if it has one (see expire_orders.lua).
 redis.call('ZREM', KEYS[5], ARGV[2])
 return {'cancelled', record}

@@ -1,11 +1,12 @@
 -- expire_order: expires one unpaid order past its expires_at (Redis clock)
 -- after WeChat Pay closed it: its units go back on sale and off the
--- shopper's count, and it leaves the deadline index, in one step. An order
+-- shopper's count, and its own entry of the deadline index (a held
+-- order's: see expire_orders.lua) goes, in one step. An order
 -- no longer pending (paid meanwhile) is left as it is.
 -- KEYS[1] fs:{sale}:stock      string: units remaining
 -- KEYS[2] fs:{sale}:stats      hash: reserved, expired, ... (units)
 -- KEYS[3] fs:{sale}:buyers     hash: shopper -> units held
--- KEYS[4] fs:{sale}:deadlines  sorted set: unpaid order ids by due time
+-- KEYS[4] fs:{sale}:deadlines  sorted set by due time: order ids (see expire_orders.lua)
 -- KEYS[5] fs:{sale}:orders     hash: order id -> record (see common.lua)
 -- KEYS[6], KEYS[7] a campaign's sale only: fs:{campaign}:round:<n>:holds
 -- and fs:{campaign}:holds (see reserve.lua)

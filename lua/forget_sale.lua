@@ -1,14 +1,14 @@
 -- forget_sale: retention. Deletes every key of a settled sale once the
 -- retention has passed since its payment window closed, by Redis's clock:
--- past `ends_at` + payment timeout + retention, with no order unpaid (the
--- deadline index is empty), no reservation the order service has not
+-- past `ends_at` + payment timeout + retention, with no payment deadline
+-- left to process (the deadline index is empty: no order unpaid), no reservation the order service has not
 -- processed (the stream is trimmed to nothing once every entry is
 -- acknowledged) and no hand-off in the outbox. Dead letters go with the
 -- sale. UNLINK frees the memory off Redis's main thread, so a large sale
 -- does not hold up other sales. The indexes are no sale's slot: the caller
 -- takes the sale off them afterwards (see index_sale.lua for the order).
 -- KEYS[1] fs:{sale}:sale       hash: the sale's fields
--- KEYS[2] fs:{sale}:deadlines  sorted set: unpaid orders
+-- KEYS[2] fs:{sale}:deadlines  sorted set: payment deadlines (see expire_orders.lua)
 -- KEYS[3] fs:{sale}:stream     stream: reservations for the order service
 -- KEYS[4] fs:{sale}:outbox     sorted set: hand-offs to the merchant
 -- KEYS[5] fs:{sale}:uorders    hash: shopper -> order ids

@@ -1,6 +1,7 @@
 -- pay_order: a payment arrived for an order. Decided once, atomically:
 -- - pending_payment: the order is paid; its units move from reserved to paid
---   and leave the deadline index.
+--   and its own entry of the deadline index goes (an order of a reserve
+--   call's entry stays in it until it comes due: see expire_orders.lua).
 -- - expired or cancelled (the units are already back on sale): the order is
 --   marked refund_required and counted; stock is untouched.
 -- - paid, refund_required, refunding or refunded: a repeat; nothing
@@ -9,7 +10,7 @@
 -- nothing either.
 -- KEYS[1] fs:{sale}:orders     hash: order id -> record (see common.lua)
 -- KEYS[2] fs:{sale}:stats      hash: reserved, paid, refund_required (units)
--- KEYS[3] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
+-- KEYS[3] fs:{sale}:deadlines  sorted set by due time: order ids (see expire_orders.lua)
 -- KEYS[4] fs:{sale}:outbox     sorted set: hand-offs to the merchant by due time
 -- ARGV[1] order id
 -- ARGV[2] amount_cents paid ('' to take the order's own: simulated payments)

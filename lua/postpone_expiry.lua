@@ -1,9 +1,10 @@
 -- postpone_expiry: a held order whose WeChat Pay order could not be closed
 -- (WeChat Pay unreachable) is looked at again ARGV[2] ms from now; it stays
--- pending, its units held. An order no longer pending, or no longer in the
--- deadline index, is left alone.
+-- pending, its units held, its own entry of the deadline index (made when
+-- expire_orders.lua held it) moved. An order no longer pending, or with no
+-- entry of its own, is left alone.
 -- KEYS[1] fs:{sale}:orders     hash: order id -> record (see common.lua)
--- KEYS[2] fs:{sale}:deadlines  sorted set: unpaid order ids by due time
+-- KEYS[2] fs:{sale}:deadlines  sorted set by due time: order ids (see expire_orders.lua)
 -- ARGV[1] order id
 -- ARGV[2] milliseconds from now
 -- Returns 1 when postponed, else 0.

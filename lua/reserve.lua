@@ -5,10 +5,11 @@
 -- a client library retried after a dropped connection), replay an
 -- idempotent retry, check the window (Redis clock), the purchase token, the
 -- per-shopper limit (and the shopper's cancels: one who has cancelled the
--- most orders allowed reserves no more) and the stock, then take the stock, count the shopper,
--- record the order, index its payment deadline and queue it on the sale's
--- stream for the order service. The orders one call makes are a batch,
--- numbered per sale (the stats' `batches` count): each record names its
+-- most orders allowed reserves no more) and the stock, then take the
+-- stock, count the shopper, record the order and queue it on the sale's
+-- stream for the order service. The orders one call makes share their
+-- payment deadline and one entry of the deadline index (one ZADD member a
+-- call: see expire_orders.lua). They are also a batch, numbered per sale (the stats' `batches` count): each record names its
 -- batch, and the batch's stream entry carries what accept_orders.lua needs
 -- to take the whole batch at once. Checks run in the order of
 -- domain::check_reservation.
@@ -17,7 +18,7 @@
 -- clock, the stock, the shoppers' units, their order lists and the earlier
 -- orders of the idempotency keys are read once (HMGET) into Lua tables,
 -- decided there, and written back once at the end (DECRBY, HINCRBY, HSET,
--- ZADD), the new orders' records too (one HSET: a field each in the sale's
+-- one ZADD), the new orders' records too (one HSET: a field each in the sale's
 -- orders hash, no key per order), and one stream entry carrying the ids of
 -- every order the call made, the batch's number and its units (the
 -- records are in the orders hash).
@@ -33,7 +34,9 @@
 -- KEYS[7] fs:{sale}:stream   stream: reservations for the order service, an
 --                            entry per call: 'order_ids' (space-separated),
 --                            'batch', 'units'
--- KEYS[8] fs:{sale}:deadlines  sorted set: unpaid order ids by expires_at
+-- KEYS[8] fs:{sale}:deadlines  sorted set by due time: one entry per call,
+--                            the space-separated ids of the orders it made
+--                            (see expire_orders.lua)
 -- KEYS[9] fs:{sale}:ptokens   hash: purchase token id -> the order it bought
 -- KEYS[10] fs:{sale}:orders   hash: order id -> record (see common.lua)
 -- KEYS[11] fs:{sale}:cancels  hash: shopper -> orders cancelled (cancel_order.lua)
@@ -135,8 +138,8 @@ local taken = 0
 -- What every reservation appends to keeps its count here: `#t` searches
 -- the table each time. The lists of requests with an idempotency key still
 -- use `#t` (`benches/redis_cost.sh` prices requests without one).
-local changed_shoppers, changed_keys, deadlines, made = {}, {}, {}, {}
-local changed_count, deadline_items, made_count = 0, 0, 0
+local changed_shoppers, changed_keys, made = {}, {}, {}
+local changed_count, made_count = 0, 0
 -- Numbers handed to redis.call are formatted as floats each time: what is
 -- the same for the whole call is formatted once here.
 local now_text = string.format('%d', now)
@@ -256,9 +259,6 @@ local function decide(shopper, qty_text, order_id, idem, token)
     prior[idem] = order_id .. ' ' .. qty_text
     changed_keys[#changed_keys + 1] = idem
   end
-  deadline_items = deadline_items + 2
-  deadlines[deadline_items - 1] = expires_text
-  deadlines[deadline_items] = order_id
   if token_required then
     redis.call('HSET', KEYS[9], token, order_id)
   end
@@ -306,10 +306,10 @@ if taken > 0 then
     redis.call('HSET', KEYS[13], unpack(by_shopper(round_held, text)))
     redis.call('HSET', KEYS[14], unpack(by_shopper(total_held, text)))
   end
-  redis.call('ZADD', KEYS[8], unpack(deadlines))
+  local made_ids = table.concat(made, ' ')
+  redis.call('ZADD', KEYS[8], expires_text, made_ids)
   redis.call('HSET', KEYS[10], unpack(records))
-  redis.call('XADD', KEYS[7], '*', 'order_ids', table.concat(made, ' '), 'batch', batch,
-    'units', text(taken))
+  redis.call('XADD', KEYS[7], '*', 'order_ids', made_ids, 'batch', batch, 'units', text(taken))
   if #changed_keys > 0 then
     local entries = {}
     for _, idem in ipairs(changed_keys) do

@@ -22,8 +22,12 @@ pub struct SaleRecords {
     /// The order records found (by their ids), each with whether the order
     /// service has taken it from the stream.
     pub orders: Vec<RecordedOrder>,
-    /// Order ids in the payment deadline index.
-    pub deadlines: BTreeSet<OrderId>,
+    /// The payment deadline index's entries, each the ids it names: the
+    /// orders of one reserve call (they share their deadline), or one
+    /// held order. A payment or cancel takes out only an entry of the
+    /// order alone; an order of a larger entry stays in it until it comes
+    /// due (see `lua/expire_orders.lua`).
+    pub deadlines: Vec<Vec<OrderId>>,
     /// Order ids of the stream entries the order service has not yet
     /// acknowledged.
     pub stream: Vec<OrderId>,
@@ -106,6 +110,17 @@ impl SaleRecords {
             );
         }
 
+        // An order alone in its entry must be pending; one of a call's
+        // entry may be settled already, its entry not yet due.
+        let alone: BTreeSet<&OrderId> = self
+            .deadlines
+            .iter()
+            .filter_map(|entry| match entry.as_slice() {
+                [id] => Some(id),
+                _ => None,
+            })
+            .collect();
+        let in_deadlines: BTreeSet<&OrderId> = self.deadlines.iter().flatten().collect();
         let mut units = RecountedUnits::default();
         let mut held: BTreeMap<&ShopperId, i64> = BTreeMap::new();
         for recorded in &self.orders {
@@ -161,12 +176,12 @@ impl SaleRecords {
                 );
             }
             let pending = order.status == OrderStatus::PendingPayment;
-            match (pending, self.deadlines.contains(&order.id)) {
+            match (pending, in_deadlines.contains(&order.id)) {
                 (true, false) => differ(
                     "deadline_missing",
                     format!("unpaid order {} has no payment deadline", order.id),
                 ),
-                (false, true) => differ(
+                (false, true) if alone.contains(&order.id) => differ(
                     "deadline_stale",
                     format!(
                         "order {} is {} but still has a payment deadline",
@@ -235,7 +250,7 @@ impl SaleRecords {
                 format!("order {id} is indexed but has no record"),
             );
         }
-        for id in self.deadlines.iter().filter(|id| !recorded.contains(id)) {
+        for id in in_deadlines.iter().filter(|id| !recorded.contains(*id)) {
             differ(
                 "deadline_stale",
                 format!("the deadline index names order {id}, which has no record"),
@@ -305,7 +320,7 @@ mod tests {
             held: BTreeMap::new(),
             indexed: BTreeSet::new(),
             orders: Vec::new(),
-            deadlines: BTreeSet::new(),
+            deadlines: Vec::new(),
             stream: Vec::new(),
         };
         for (status, quantity, shopper, queued) in orders {
@@ -317,7 +332,7 @@ mod tests {
             match status {
                 OrderStatus::PendingPayment => {
                     stats.reserved += quantity;
-                    records.deadlines.insert(order.id.clone());
+                    records.deadlines.push(vec![order.id.clone()]);
                 }
                 OrderStatus::Paid => stats.paid += quantity,
                 OrderStatus::Cancelled => stats.cancelled += quantity,
@@ -479,18 +494,36 @@ mod tests {
     fn index_and_deadline_gaps_are_reported() {
         let mut records = consistent();
         let pending = records.orders[0].order.id.clone();
-        records.deadlines.remove(&pending);
+        records.deadlines.retain(|entry| !entry.contains(&pending));
         records.indexed.remove(&pending);
         assert_eq!(checks(&records), ["order_unindexed", "deadline_missing"]);
 
         let mut records = consistent();
         let ghost = OrderId::generate(&records.view.sale.id);
         records.indexed.insert(ghost.clone());
-        records.deadlines.insert(ghost.clone());
+        records.deadlines.push(vec![ghost.clone()]);
         records.stream.push(ghost);
         assert_eq!(
             checks(&records),
             ["order_missing", "deadline_stale", "stream_unknown_order"]
         );
+    }
+
+    #[test]
+    fn a_settled_order_may_wait_in_its_calls_deadline_entry_not_alone() {
+        // The pending and the paid order of one reserve call share an
+        // entry until it comes due: no difference.
+        let mut records = consistent();
+        let pending = records.orders[0].order.id.clone();
+        let paid = records.orders[1].order.id.clone();
+        records.deadlines = vec![vec![pending.clone(), paid.clone()]];
+        assert_eq!(checks(&records), Vec::<&str>::new());
+        // Alone in an entry, a paid order should have left the index.
+        records.deadlines = vec![vec![pending.clone()], vec![paid]];
+        assert_eq!(checks(&records), ["deadline_stale"]);
+        // A call's entry naming an order with no record is stale too.
+        let ghost = OrderId::generate(&records.view.sale.id);
+        records.deadlines = vec![vec![pending, ghost]];
+        assert_eq!(checks(&records), ["deadline_stale"]);
     }
 }

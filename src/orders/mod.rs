@@ -276,24 +276,26 @@ impl Orders {
     /// deadline (store clock); their units are on sale again. Those with a
     /// WeChat Pay order are closed first (all at once): closed, they
     /// expire; paid first, they are paid; WeChat Pay unreachable, they
-    /// stay held and are tried again after their backoff.
-    pub async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Vec<Order>, StoreError> {
+    /// stay held and are tried again after their backoff. Answers the
+    /// step: `expired` with the orders expired after their close too.
+    pub async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Expiry, StoreError> {
         let hold = self
             .closer
             .as_ref()
             .map_or(HOLD_WITHOUT_CLOSER, |closer| closer.settings.hold);
-        let Expiry { mut expired, held } = self.store.expire_due(sale, limit, hold).await?;
-        for closed in join_all(held.iter().map(|order| self.close_then_expire(order))).await {
-            expired.extend(closed?);
+        let mut step = self.store.expire_due(sale, limit, hold).await?;
+        for closed in join_all(step.held.iter().map(|order| self.close_then_expire(order))).await {
+            step.expired.extend(closed?);
         }
+        let expired = &step.expired;
         if !expired.is_empty() {
             let now = system_now();
-            for order in &expired {
+            for order in expired {
                 telemetry::observe_expiry_lag(now.saturating_sub(order.expires_at));
             }
-            self.inventory.stock_returned(&expired).await;
+            self.inventory.stock_returned(expired).await;
             tracing::info!(%sale, orders = expired.len(), "unpaid orders expired; stock returned");
         }
-        Ok(expired)
+        Ok(step)
     }
 }

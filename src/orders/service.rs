@@ -94,6 +94,9 @@ pub struct Outcome {
     pub reclaimed: usize,
     /// Orders expired (their stock returned).
     pub expired: usize,
+    /// Orders of due payment deadline entries passed over, paid or
+    /// cancelled already (see [`crate::store::Expiry::passed_over`]).
+    pub passed_over: usize,
     /// Hand-offs leased and sent to the webhook (in the background: the
     /// pass does not wait for the merchant); at most the permits free
     /// under the cap on calls in flight.
@@ -107,7 +110,7 @@ pub struct Outcome {
 impl Outcome {
     /// Whether the pass did anything (another may find more at once).
     pub fn did_work(&self) -> bool {
-        self.accepted + self.redelivered + self.expired + self.handed_off > 0
+        self.accepted + self.redelivered + self.expired + self.passed_over + self.handed_off > 0
     }
 
     fn add(&mut self, other: Self) {
@@ -115,6 +118,7 @@ impl Outcome {
         self.redelivered += other.redelivered;
         self.reclaimed += other.reclaimed;
         self.expired += other.expired;
+        self.passed_over += other.passed_over;
         self.handed_off += other.handed_off;
         self.forgotten += other.forgotten;
         self.store_errors += other.store_errors;
@@ -459,8 +463,11 @@ impl OrderService {
             Ok(done) => outcome.add(done),
             Err(err) => outcome.store_errors += failed(sale, "reading reservations", &err),
         }
-        match self.expire_due(sale).await {
-            Ok(expired) => outcome.expired = expired,
+        match self.orders.expire_due(sale, self.settings.batch).await {
+            Ok(step) => {
+                outcome.expired = step.expired.len();
+                outcome.passed_over = step.passed_over;
+            }
             Err(err) => outcome.store_errors += failed(sale, "expiring orders", &err),
         }
         if self.webhook.is_some() || self.refunds.is_some() {
@@ -526,11 +533,6 @@ impl OrderService {
         self.store.ack_reservations(sale, &processed).await?;
         telemetry::count_orders_accepted(outcome.accepted);
         Ok(outcome)
-    }
-
-    async fn expire_due(&self, sale: &SaleId) -> Result<usize, StoreError> {
-        let expired = self.orders.expire_due(sale, self.settings.batch).await?;
-        Ok(expired.len())
     }
 
     /// Leases the sale's due hand-offs and sends them in the background,

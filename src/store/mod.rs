@@ -74,6 +74,11 @@ pub struct Expiry {
     pub expired: Vec<Order>,
     /// Due orders with a prepay id, left pending: close them first.
     pub held: Vec<Order>,
+    /// Orders of the deadline entries taken that were no longer unpaid
+    /// (paid or cancelled while their reserve call's entry was not yet
+    /// due): they left the index with it. A step that only passed over
+    /// such orders still did work: more may be due.
+    pub passed_over: usize,
 }
 
 /// The order service's work left for one sale.
@@ -84,8 +89,11 @@ pub struct OrderBacklog {
     /// Redis, also entries acknowledged above one still pending: the stream
     /// is trimmed below the oldest unacknowledged entry.
     pub reservations: u64,
-    /// Orders still waiting for payment.
-    pub unpaid: u64,
+    /// Entries of the payment deadline index still to be processed: each
+    /// the orders of one reserve call (paid or cancelled ones among them
+    /// leave with it, when it comes due) or one held order. None once no
+    /// order can still expire.
+    pub deadlines: u64,
     /// Hand-offs to the merchant not yet delivered.
     pub hand_offs: u64,
 }
@@ -501,11 +509,14 @@ pub trait Store: Send + Sync + 'static {
     /// `Conflict` once the order is no longer `pending_payment`.
     async fn record_prepay(&self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError>;
 
-    /// Looks at up to `limit` of the sale's unpaid orders whose payment
-    /// deadline has passed (store clock): each without a prepay id is
-    /// expired, its units back on sale; each with one (the shopper may
-    /// still pay it until WeChat Pay closes it) is held, left pending and
-    /// not due again for `hold`.
+    /// Looks at the orders whose payment deadline has passed (store
+    /// clock), a reserve call's orders at once (they share one entry of
+    /// the deadline index), until `limit` orders were looked at: each
+    /// still unpaid and without a prepay id is expired, its units back on
+    /// sale; each with one (the shopper may still pay it until WeChat Pay
+    /// closes it) is held, left pending and not due again for `hold`; paid
+    /// and cancelled ones are passed over. A step looks at up to `limit`
+    /// plus one call's orders.
     async fn expire_due(
         &self,
         sale: &SaleId,
@@ -519,7 +530,8 @@ pub trait Store: Send + Sync + 'static {
     async fn expire_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
 
     /// Makes a held order due again `after` from now (its WeChat Pay order
-    /// could not be closed yet); one no longer pending is left alone.
+    /// could not be closed yet); one no longer pending, or not held (still
+    /// in its reserve call's deadline entry), is left alone.
     async fn postpone_expiry(&self, id: &OrderId, after: Duration) -> Result<(), StoreError>;
 
     // The order service's side of a sale's reservation stream.

@@ -1,6 +1,7 @@
 //! The store conformance suite: one set of tests, run against the embedded
 //! store and against Redis, so both keep exactly the same semantics.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -911,6 +912,23 @@ async fn prepay_and_transaction_ids_are_kept(backend: Backend) {
     assert_eq!(marked.prepay_id, None);
 }
 
+/// Fails when the audit of `sale` finds any difference.
+async fn assert_audit_clean(store: &Arc<dyn Store>, sale: &SaleId) {
+    let audit = store.sale_records(sale).await.unwrap().unwrap().audit();
+    assert!(audit.differences.is_empty(), "{:?}", audit.differences);
+}
+
+/// A live sale of 10 units, one a shopper, whose orders must be paid within
+/// `payment_timeout_secs` (0: due as soon as made), created in `store`.
+async fn live_sale_paid_within(store: &Arc<dyn Store>, payment_timeout_secs: i64) -> Sale {
+    let live = Sale {
+        payment_timeout_secs,
+        ..sale(10, 1, -1_000)
+    };
+    store.create_sale(&live).await.unwrap();
+    live
+}
+
 /// Past its deadline, an unpaid order with a prepay id is held, not
 /// expired: left pending with its unit, not due again for the hold (nor
 /// after a postponement) while another without one expires; once closed it
@@ -918,21 +936,14 @@ async fn prepay_and_transaction_ids_are_kept(backend: Backend) {
 async fn orders_with_a_prepay_are_held_at_their_deadline(backend: Backend) {
     let subject = subject(backend).await;
     let store = &subject.store;
-    let live = Sale {
-        payment_timeout_secs: 1,
-        ..sale(10, 1, -1_000)
-    };
-    store.create_sale(&live).await.unwrap();
+    let live = live_sale_paid_within(store, 1).await;
     let reserve = |who: &'static str| {
         let request = request(&live, who, 1, None);
         async move { store.reserve(&request).await.unwrap().order }
     };
     let (prepaid, plain) = (reserve("ray").await, reserve("sue").await);
     store.record_prepay(&prepaid.id, "wx_ray").await.unwrap();
-    let audit_clean = || async {
-        let audit = store.sale_records(&live.id).await.unwrap().unwrap().audit();
-        assert!(audit.differences.is_empty(), "{:?}", audit.differences);
-    };
+    let audit_clean = || assert_audit_clean(store, &live.id);
     // Not a timing assertion: the deadline must be in the past.
     let due_at = prepaid.expires_at.max(plain.expires_at) + 50;
     while system_now() <= due_at {
@@ -978,6 +989,150 @@ async fn orders_with_a_prepay_are_held_at_their_deadline(backend: Backend) {
     assert_eq!(none, Default::default(), "nothing left in the index");
 }
 
+/// The orders of one reserve call share one payment deadline entry: a
+/// payment or a cancel leaves it (the audit expects that), the expiry step
+/// takes it whole however small its limit, expiring what is still unpaid,
+/// holding what has a prepay id (in an entry of its own, which a
+/// postponement moves) and passing over the paid and the cancelled (counted:
+/// the order service goes on at once after such a step); an
+/// order still in its call's entry is not postponed. The audit is clean at
+/// every step.
+async fn a_calls_orders_share_one_payment_deadline(backend: Backend) {
+    let subject = subject(backend).await;
+    let store = &subject.store;
+    // Every order due as soon as it is made.
+    let live = live_sale_paid_within(store, 0).await;
+    let deadlines = || async { store.order_backlog(&live.id).await.unwrap().deadlines };
+    let audit_clean = || assert_audit_clean(store, &live.id);
+    let batch = |who: &[&str]| {
+        let requests: Vec<_> = who.iter().map(|w| request(&live, w, 1, None)).collect();
+        async move {
+            let outcomes = store.reserve_batch(&requests).await.unwrap();
+            outcomes
+                .into_iter()
+                .map(|outcome| outcome.unwrap().order)
+                .collect::<Vec<_>>()
+        }
+    };
+    let made = batch(&["ann", "bob", "cai", "dan"]).await;
+    let [paid, cancelled, unpaid, prepaid] = &made[..] else {
+        panic!("four orders");
+    };
+    assert_eq!(deadlines().await, 1, "one entry for the call");
+    let payment = Payment {
+        amount: None,
+        transaction_id: "4200000000000000000000000001".into(),
+    };
+    store
+        .pay_order(&paid.id, &payment, FollowUps::default())
+        .await
+        .unwrap();
+    store
+        .cancel_order(&cancelled.id, &cancelled.shopper_id)
+        .await
+        .unwrap();
+    store.record_prepay(&prepaid.id, "wx_dan").await.unwrap();
+    assert_eq!(deadlines().await, 1, "paid and cancelled wait in the entry");
+    audit_clean().await;
+
+    let hold = Duration::from_secs(600);
+    let expiry = store.expire_due(&live.id, 1, hold).await.unwrap();
+    let ids = |orders: &[Order]| orders.iter().map(|o| o.id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&expiry.expired),
+        vec![unpaid.id.clone()],
+        "the unpaid one"
+    );
+    assert_eq!(
+        ids(&expiry.held),
+        vec![prepaid.id.clone()],
+        "the prepaid one"
+    );
+    assert_eq!(expiry.passed_over, 2, "the paid and the cancelled one");
+    assert_eq!(deadlines().await, 1, "the held order's own entry");
+    let status = |id: &OrderId| {
+        let id = id.clone();
+        async move { store.order(&id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(&paid.id).await, OrderStatus::Paid);
+    assert_eq!(status(&cancelled.id).await, OrderStatus::Cancelled);
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(
+        (
+            stats.remaining,
+            stats.reserved,
+            stats.paid,
+            stats.cancelled,
+            stats.expired
+        ),
+        (8, 1, 1, 1, 1)
+    );
+    audit_clean().await;
+    store
+        .postpone_expiry(&prepaid.id, Duration::ZERO)
+        .await
+        .unwrap();
+    let again = store.expire_due(&live.id, 1, hold).await.unwrap();
+    assert_eq!(
+        ids(&again.held),
+        vec![prepaid.id.clone()],
+        "moved by the postponement"
+    );
+
+    // Held in its call's entry no longer: a prepaid order not yet due is
+    // not postponed (it has no entry of its own), and its call's entry
+    // still brings it up.
+    let later = batch(&["eve", "fay"]).await;
+    store.record_prepay(&later[0].id, "wx_eve").await.unwrap();
+    store.postpone_expiry(&later[0].id, hold).await.unwrap();
+    assert_eq!(deadlines().await, 2, "the held order's and the new call's");
+    audit_clean().await;
+    let expiry = store.expire_due(&live.id, 10, hold).await.unwrap();
+    assert_eq!(ids(&expiry.expired), vec![later[1].id.clone()]);
+    assert_eq!(ids(&expiry.held), vec![later[0].id.clone()]);
+    audit_clean().await;
+}
+
+/// The expiry step takes due entries whole, in order, until `limit` orders
+/// were looked at: with a limit of 2, one call of 3 orders or one of 2 goes
+/// in a step, never part of either, and the next step takes the other.
+async fn the_expiry_step_takes_whole_calls(backend: Backend) {
+    let subject = subject(backend).await;
+    let store = &subject.store;
+    let live = live_sale_paid_within(store, 0).await;
+    let mut calls = Vec::new();
+    for who in [&["ann", "bob", "cai"][..], &["dan", "eve"]] {
+        let requests: Vec<_> = who.iter().map(|w| request(&live, w, 1, None)).collect();
+        let made: BTreeSet<OrderId> = store
+            .reserve_batch(&requests)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|outcome| outcome.unwrap().order.id)
+            .collect();
+        calls.push(made);
+    }
+    let hold = Duration::from_secs(600);
+    let mut steps = Vec::new();
+    for _ in 0..2 {
+        let expiry = store.expire_due(&live.id, 2, hold).await.unwrap();
+        steps.push(
+            expiry
+                .expired
+                .into_iter()
+                .map(|o| o.id)
+                .collect::<BTreeSet<_>>(),
+        );
+    }
+    assert!(
+        steps == calls || steps.iter().rev().eq(calls.iter()),
+        "each step one whole call: {steps:?} of {calls:?}"
+    );
+    assert_eq!(store.order_backlog(&live.id).await.unwrap().deadlines, 0);
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!((stats.remaining, stats.expired), (10, 5));
+}
+
 /// A refund of a paid order moves its units from `paid` to `refunded`
 /// (with restock, back on sale and off the shopper's count), queues the
 /// refund call in the outbox beside the hand-offs, and settles once to
@@ -987,10 +1142,7 @@ async fn orders_with_a_prepay_are_held_at_their_deadline(backend: Backend) {
 async fn refunds_move_units_and_queue_their_calls(backend: Backend) {
     let (subject, live, kept) = with_live_order(backend, "rae").await;
     let store = &subject.store;
-    let audit_clean = async || {
-        let audit = store.sale_records(&live.id).await.unwrap().unwrap().audit();
-        assert_eq!(audit.differences, vec![]);
-    };
+    let audit_clean = || assert_audit_clean(store, &live.id);
     let both = FollowUps {
         hand_off: true,
         refund: true,
@@ -1112,6 +1264,8 @@ async fn refunds_move_units_and_queue_their_calls(backend: Backend) {
 }
 
 crate::on_every_store!(
+    a_calls_orders_share_one_payment_deadline,
+    the_expiry_step_takes_whole_calls,
     refunds_move_units_and_queue_their_calls,
     orders_with_a_prepay_are_held_at_their_deadline,
     prepay_and_transaction_ids_are_kept,

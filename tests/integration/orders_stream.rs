@@ -77,7 +77,7 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
         result.unwrap();
     }
     let backlog = store.order_backlog(&live.id).await.unwrap();
-    assert_eq!((backlog.reservations, backlog.unpaid), (100, 100));
+    assert_eq!((backlog.reservations, backlog.deadlines), (100, 100));
     store.join_reservations(&live.id).await.unwrap();
     let taken = store
         .read_reservations(&live.id, "doomed", 60)
@@ -137,7 +137,7 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
         .is_empty());
     let backlog = store.order_backlog(&live.id).await.unwrap();
     assert_eq!(
-        (backlog.reservations, backlog.unpaid, backlog.hand_offs),
+        (backlog.reservations, backlog.deadlines, backlog.hand_offs),
         (0, 100, 0),
         "every entry processed; the orders still wait for payment"
     );
@@ -429,7 +429,11 @@ async fn a_batch_is_one_entry_accepted_whole(backend: Backend) {
     } = subject(backend).await;
     let (live, _) = one_batch_of_ten(&store).await;
     let backlog = store.order_backlog(&live.id).await.unwrap();
-    assert_eq!(backlog.reservations, 1, "one entry for the call");
+    assert_eq!(
+        (backlog.reservations, backlog.deadlines),
+        (1, 1),
+        "one stream entry and one payment deadline for the call"
+    );
 
     let mut service = order_service(&store, "chunked", 4);
     let outcome = service.try_process_batch().await;
@@ -442,9 +446,9 @@ async fn a_batch_is_one_entry_accepted_whole(backend: Backend) {
     assert_eq!(stats.queued, 10, "{stats:?}");
     let backlog = store.order_backlog(&live.id).await.unwrap();
     assert_eq!(
-        (backlog.reservations, backlog.unpaid),
-        (0, 10),
-        "the entry is acknowledged and gone"
+        (backlog.reservations, backlog.deadlines),
+        (0, 1),
+        "the entry is acknowledged and gone; the call's orders still wait for payment"
     );
 }
 

@@ -388,6 +388,12 @@ struct Model {
     /// Entries on the reservation stream: one per reserve call (a lone
     /// reservation or a batch) that made at least one order.
     stream_entries: u64,
+    /// The payment deadline index: one entry per reserve call that made
+    /// orders, naming them, due at their deadline; a payment or cancel
+    /// takes out only an order's entry of its own, and the expiry step
+    /// takes whole entries (`lua/expire_orders.lua`). Ordered as Redis
+    /// orders the members.
+    deadlines: BTreeSet<(Millis, Vec<OrderId>)>,
     /// Shopper -> orders they cancelled (at most
     /// `CANCELS_PER_SHOPPER_DEFAULT`, the stores' bound).
     cancels: BTreeMap<ShopperId, i64>,
@@ -408,6 +414,7 @@ impl Model {
             orders: Vec::new(),
             hand_offs: BTreeSet::new(),
             stream_entries: 0,
+            deadlines: BTreeSet::new(),
             cancels: BTreeMap::new(),
             sale,
         }
@@ -436,12 +443,7 @@ impl Model {
         OrderBacklog {
             // Nothing acknowledges the stream here.
             reservations: self.stream_entries,
-            unpaid: count(
-                self.orders
-                    .iter()
-                    .filter(|order| order.status == OrderStatus::PendingPayment)
-                    .count(),
-            ),
+            deadlines: count(self.deadlines.len()),
             hand_offs: count(self.hand_offs.len()),
         }
     }
@@ -576,7 +578,15 @@ impl Model {
                 self.held.remove(&order.shopper_id);
             }
         }
+        self.unschedule(&order);
         order
+    }
+
+    /// Takes out the order's entry of its own in the deadline index, if it
+    /// has one.
+    fn unschedule(&mut self, order: &Order) {
+        self.deadlines
+            .remove(&(order.expires_at, vec![order.id.clone()]));
     }
 
     fn cancel(&mut self, id: &OrderId, shopper: &ShopperId) -> Answer<Order> {
@@ -622,6 +632,7 @@ impl Model {
                 self.units_reserved -= order.quantity;
                 self.units_paid += order.quantity;
                 self.hand_offs.insert(("order.paid", order.id.clone()));
+                self.unschedule(&order);
                 Ok(PaymentOutcome::Paid(order))
             }
             // The units are back on sale already: the money goes back.
@@ -639,21 +650,31 @@ impl Model {
     }
 
     fn expire(&mut self, limit: usize, now: Millis) -> Answer<Vec<Order>> {
-        let mut due: Vec<(Millis, OrderId, usize)> = self
-            .orders
+        let due: Vec<(Millis, Vec<OrderId>)> = self
+            .deadlines
             .iter()
-            .enumerate()
-            .filter(|(_, order)| {
-                order.status == OrderStatus::PendingPayment && order.expires_at <= now
-            })
-            .map(|(at, order)| (order.expires_at, order.id.clone(), at))
-            .collect();
-        due.sort();
-        Ok(due
-            .into_iter()
+            .take_while(|(due, _)| *due <= now)
             .take(limit)
-            .map(|(_, _, at)| self.release(at, OrderStatus::Expired))
-            .collect())
+            .cloned()
+            .collect();
+        let mut expired = Vec::new();
+        let mut looked = 0;
+        for entry in due {
+            if looked >= limit {
+                break;
+            }
+            self.deadlines.remove(&entry);
+            for id in &entry.1 {
+                looked += 1;
+                let at = self.orders.iter().position(|order| &order.id == id);
+                if let Some(at) =
+                    at.filter(|at| self.orders[*at].status == OrderStatus::PendingPayment)
+                {
+                    expired.push(self.release(at, OrderStatus::Expired));
+                }
+            }
+        }
+        Ok(expired)
     }
 
     fn update(&mut self, change: &SaleChange, version: i64, now: Millis) -> Answer<()> {
@@ -1248,6 +1269,10 @@ async fn apply(
     };
     if model.orders.len() > orders_before {
         model.stream_entries += 1;
+        let made = &model.orders[orders_before..];
+        let due = made.iter().map(|order| order.expires_at).max();
+        let ids = made.iter().map(|order| order.id.clone()).collect();
+        model.deadlines.extend(due.map(|due| (due, ids)));
     }
     applied
 }

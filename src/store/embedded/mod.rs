@@ -384,7 +384,11 @@ impl Store for EmbeddedStore {
                     queued: record.queued.contains(&order.id),
                 })
                 .collect(),
-            deadlines: record.deadlines.iter().map(|(_, id)| id.clone()).collect(),
+            deadlines: record
+                .deadlines
+                .iter()
+                .map(|(_, ids)| ids.clone())
+                .collect(),
             stream: record.stream.orders().cloned().collect(),
         }))
     }
@@ -459,7 +463,7 @@ impl Store for EmbeddedStore {
             .iter()
             .map(|request| guard.reserve(request, self.cancels_per_shopper_max, &mut made))
             .collect();
-        guard.stream.append(made);
+        guard.made(made);
         Ok(outcomes)
     }
 

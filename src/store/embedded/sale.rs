@@ -36,9 +36,13 @@ pub(super) struct SaleRecord {
     idempotency: HashMap<(ShopperId, String), (OrderId, i64)>,
     pub orders: HashMap<OrderId, Order>,
     pub shopper_orders: HashMap<ShopperId, Vec<OrderId>>,
-    /// Unpaid orders by when they are due: their payment deadline, or
-    /// for a held order (see `expire_due`) the time in `due_again`.
-    pub deadlines: BTreeSet<(Millis, OrderId)>,
+    /// The payment deadline index, as `lua/expire_orders.lua` keeps it:
+    /// one entry per reserve call naming the orders it made, by their
+    /// deadline, and one per held order (see `expire_due`) by the time in
+    /// `due_again`. Ordered as Redis orders its members (by time, then
+    /// the ids as one space-separated string: a space sorts before every
+    /// character of an id).
+    pub deadlines: BTreeSet<(Millis, Vec<OrderId>)>,
     /// Held orders -> when they are due again.
     due_again: HashMap<OrderId, Millis>,
     /// The reservation stream with the order service's consumer group.
@@ -63,7 +67,7 @@ impl SaleRecord {
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         OrderBacklog {
             reservations: count(self.stream.len()),
-            unpaid: count(self.deadlines.len()),
+            deadlines: count(self.deadlines.len()),
             hand_offs: count(self.outbox.len()),
         }
     }
@@ -140,6 +144,21 @@ impl SaleRecord {
                 self.held.remove(&order.shopper_id);
             }
         }
+    }
+
+    /// Ends a reserve call: the orders it `made` get one entry of the
+    /// deadline index, due at the latest of their deadlines, and one
+    /// stream entry.
+    pub fn made(&mut self, made: Vec<OrderId>) {
+        let due = made
+            .iter()
+            .filter_map(|id| self.orders.get(id))
+            .map(|order| order.expires_at)
+            .max();
+        if let Some(due) = due {
+            self.deadlines.insert((due, made.clone()));
+        }
+        self.stream.append(made);
     }
 
     /// Decides one reservation (see
@@ -245,7 +264,6 @@ impl SaleRecord {
             refund: None,
         };
         self.orders.insert(order.id.clone(), order.clone());
-        self.deadlines.insert((order.expires_at, order.id.clone()));
         made.push(order.id.clone());
         self.shopper_orders
             .entry(request.shopper_id.clone())
@@ -538,29 +556,44 @@ impl SaleRecord {
         Ok(order.clone())
     }
 
-    /// Expires up to `limit` unpaid orders past their deadline: the twin
-    /// of `lua/expire_orders.lua`.
+    /// Expires the unpaid orders of the deadline entries due, whole
+    /// entries until `limit` orders were looked at: the twin of
+    /// `lua/expire_orders.lua`.
     pub fn expire_due(&mut self, limit: usize, hold: Duration) -> Expiry {
         let now = system_now();
-        let due: Vec<OrderId> = self
+        let due: Vec<(Millis, Vec<OrderId>)> = self
             .deadlines
             .iter()
             .take_while(|(due, _)| *due <= now)
             .take(limit)
-            .map(|(_, id)| id.clone())
+            .cloned()
             .collect();
         let mut expiry = Expiry::default();
-        for id in due {
-            let Some(order) = self.orders.get(&id).cloned() else {
-                continue;
-            };
-            if order.prepay_id.is_some() {
-                self.schedule(&order, later(now, hold));
-                expiry.held.push(order);
-            } else {
-                expiry
-                    .expired
-                    .extend(self.release(&id, OrderStatus::Expired));
+        let mut looked = 0;
+        for entry in due {
+            if looked >= limit {
+                break;
+            }
+            self.deadlines.remove(&entry);
+            for id in entry.1 {
+                looked += 1;
+                let Some(order) = self
+                    .orders
+                    .get(&id)
+                    .filter(|order| order.status == OrderStatus::PendingPayment)
+                    .cloned()
+                else {
+                    expiry.passed_over += 1;
+                    continue;
+                };
+                if order.prepay_id.is_some() {
+                    self.schedule(&order, later(now, hold));
+                    expiry.held.push(order);
+                } else {
+                    expiry
+                        .expired
+                        .extend(self.release(&id, OrderStatus::Expired));
+                }
             }
         }
         expiry
@@ -577,27 +610,42 @@ impl SaleRecord {
     }
 
     /// Makes a held order due again `after` from now: the twin of
-    /// `lua/postpone_expiry.lua`.
+    /// `lua/postpone_expiry.lua` (an order with no entry of its own is
+    /// left alone).
     pub fn postpone_expiry(&mut self, id: &OrderId, after: Duration) {
         let Some(order) = self.orders.get(id).cloned() else {
             return;
         };
-        if order.status == OrderStatus::PendingPayment {
+        if order.status == OrderStatus::PendingPayment && self.has_own_entry(&order) {
             self.schedule(&order, later(system_now(), after));
         }
     }
 
-    /// Moves an unpaid order's place in the deadline index to `at`.
+    /// Gives an unpaid order an entry of its own in the deadline index, due
+    /// at `at`.
     fn schedule(&mut self, order: &Order, at: Millis) {
         self.unschedule(order);
         self.due_again.insert(order.id.clone(), at);
-        self.deadlines.insert((at, order.id.clone()));
+        self.deadlines.insert((at, vec![order.id.clone()]));
     }
 
-    /// Takes an order out of the deadline index.
+    /// Whether the order has an entry of its own in the deadline index (an
+    /// order of a reserve call's larger entry has none).
+    fn has_own_entry(&self, order: &Order) -> bool {
+        let due = self
+            .due_again
+            .get(&order.id)
+            .copied()
+            .unwrap_or(order.expires_at);
+        self.deadlines.contains(&(due, vec![order.id.clone()]))
+    }
+
+    /// Takes the order's own entry out of the deadline index: the twin of
+    /// the scripts' `ZREM` of an order id (an order of a reserve call's
+    /// larger entry stays in it until it comes due).
     fn unschedule(&mut self, order: &Order) {
         let due = self.due_again.remove(&order.id).unwrap_or(order.expires_at);
-        self.deadlines.remove(&(due, order.id.clone()));
+        self.deadlines.remove(&(due, vec![order.id.clone()]));
     }
 
     /// The order service took these orders, each once (the Redis store

@@ -390,7 +390,10 @@ impl Store for RedisStore {
                 .collect::<Result<_, StoreError>>()?,
             indexed: order_ids(index.values().map(String::as_str))?,
             orders,
-            deadlines: order_ids(deadlines.iter().map(String::as_str))?,
+            deadlines: deadlines
+                .iter()
+                .map(|entry| order_ids([entry.as_str()]))
+                .collect::<Result<_, _>>()?,
             stream: order_ids(stream.iter().map(String::as_str))?,
         }))
     }
@@ -833,9 +836,11 @@ impl Store for RedisStore {
             }
             Ok(orders)
         };
+        let (expired, held) = (orders()?, orders()?);
         Ok(Expiry {
-            expired: orders()?,
-            held: orders()?,
+            expired,
+            held,
+            passed_over: reply.next()?,
         })
     }
 
@@ -987,14 +992,14 @@ impl Store for RedisStore {
             .arg(keys.deadlines())
             .cmd("ZCARD")
             .arg(keys.outbox());
-        let (reservations, unpaid, hand_offs) = timed(
+        let (reservations, deadlines, hand_offs) = timed(
             "order_backlog",
             pipeline.query_async(&mut self.conn.clone()),
         )
         .await?;
         Ok(OrderBacklog {
             reservations,
-            unpaid,
+            deadlines,
             hand_offs,
         })
     }
