@@ -120,7 +120,10 @@ impl SaleRecords {
                 _ => None,
             })
             .collect();
-        let in_deadlines: BTreeSet<&OrderId> = self.deadlines.iter().flatten().collect();
+        let mut in_deadlines: BTreeMap<&OrderId, usize> = BTreeMap::new();
+        for id in self.deadlines.iter().flatten() {
+            *in_deadlines.entry(id).or_default() += 1;
+        }
         let mut units = RecountedUnits::default();
         let mut held: BTreeMap<&ShopperId, i64> = BTreeMap::new();
         for recorded in &self.orders {
@@ -176,7 +179,7 @@ impl SaleRecords {
                 );
             }
             let pending = order.status == OrderStatus::PendingPayment;
-            match (pending, in_deadlines.contains(&order.id)) {
+            match (pending, in_deadlines.contains_key(&order.id)) {
                 (true, false) => differ(
                     "deadline_missing",
                     format!("unpaid order {} has no payment deadline", order.id),
@@ -250,11 +253,19 @@ impl SaleRecords {
                 format!("order {id} is indexed but has no record"),
             );
         }
-        for id in in_deadlines.iter().filter(|id| !recorded.contains(*id)) {
-            differ(
-                "deadline_stale",
-                format!("the deadline index names order {id}, which has no record"),
-            );
+        for (id, entries) in &in_deadlines {
+            if !recorded.contains(id) {
+                differ(
+                    "deadline_stale",
+                    format!("the deadline index names order {id}, which has no record"),
+                );
+            }
+            if *entries > 1 {
+                differ(
+                    "deadline_stale",
+                    format!("order {id} is named by {entries} payment deadline entries"),
+                );
+            }
         }
         let streamed: BTreeSet<&OrderId> = self.stream.iter().collect();
         for id in self.stream.iter().filter(|id| !recorded.contains(id)) {
@@ -521,9 +532,12 @@ mod tests {
         // Alone in an entry, a paid order should have left the index.
         records.deadlines = vec![vec![pending.clone()], vec![paid]];
         assert_eq!(checks(&records), ["deadline_stale"]);
-        // A call's entry naming an order with no record is stale too.
+        // A call's entry naming an order with no record is stale too, and
+        // so is a second entry naming an order.
         let ghost = OrderId::generate(&records.view.sale.id);
-        records.deadlines = vec![vec![pending, ghost]];
+        records.deadlines = vec![vec![pending.clone(), ghost]];
+        assert_eq!(checks(&records), ["deadline_stale"]);
+        records.deadlines = vec![vec![pending.clone()], vec![pending]];
         assert_eq!(checks(&records), ["deadline_stale"]);
     }
 }

@@ -272,8 +272,9 @@ impl Orders {
         Ok(order)
     }
 
-    /// Expires up to `limit` of the sale's unpaid orders past their
-    /// deadline (store clock); their units are on sale again. Those with a
+    /// Expires the sale's unpaid orders past their deadline (store clock),
+    /// a reserve call's orders at once, until `limit` orders were looked at
+    /// (see [`Store::expire_due`]); their units are on sale again. Those with a
     /// WeChat Pay order are closed first (all at once): closed, they
     /// expire; paid first, they are paid; WeChat Pay unreachable, they
     /// stay held and are tried again after their backoff. Answers the

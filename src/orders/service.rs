@@ -10,9 +10,10 @@
 //!    (`accept_orders`: a redelivery changes nothing), then
 //!    acknowledged and removed from the stream. Nothing is acknowledged
 //!    before it was processed.
-//! 2. **Deadlines**: expires unpaid orders past `expires_at`, each in one
-//!    atomic store step that returns its units; every engine node's actor
-//!    is told the stock is back.
+//! 2. **Deadlines**: expires unpaid orders past `expires_at`, a step of
+//!    whole reserve calls (their orders share one deadline entry) in one
+//!    atomic store call that returns their units; every engine node's
+//!    actor is told the stock is back.
 //! 3. **Outbox**: sends the sale's due outbox entries, leased in the store
 //!    so a crash or a second node never loses or doubles one beyond
 //!    at-least-once: hand-offs to the merchant's webhook (see

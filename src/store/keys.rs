@@ -127,7 +127,9 @@ impl SaleKeys {
         format!("{}:accepted", self.tag)
     }
 
-    /// Sorted set: unpaid order ids scored by `expires_at`.
+    /// Sorted set: payment deadlines, one member per reserve call (the ids
+    /// of the orders it made, space-separated) scored by their
+    /// `expires_at`, and one per held order (see `lua/expire_orders.lua`).
     pub fn deadlines(&self) -> String {
         format!("{}:deadlines", self.tag)
     }

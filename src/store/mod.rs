@@ -91,8 +91,10 @@ pub struct OrderBacklog {
     pub reservations: u64,
     /// Entries of the payment deadline index still to be processed: each
     /// the orders of one reserve call (paid or cancelled ones among them
-    /// leave with it, when it comes due) or one held order. None once no
-    /// order can still expire.
+    /// leave with it, when it comes due) or one held order. With none
+    /// left, no order can still expire (an entry whose orders are all
+    /// settled stays until it comes due, by the end of the sale's payment
+    /// window).
     pub deadlines: u64,
     /// Hand-offs to the merchant not yet delivered.
     pub hand_offs: u64,

@@ -649,7 +649,8 @@ impl Model {
         }
     }
 
-    fn expire(&mut self, limit: usize, now: Millis) -> Answer<Vec<Order>> {
+    /// The orders expired and how many settled ones were passed over.
+    fn expire(&mut self, limit: usize, now: Millis) -> Answer<(Vec<Order>, usize)> {
         let due: Vec<(Millis, Vec<OrderId>)> = self
             .deadlines
             .iter()
@@ -657,7 +658,7 @@ impl Model {
             .take(limit)
             .cloned()
             .collect();
-        let mut expired = Vec::new();
+        let (mut expired, mut passed_over) = (Vec::new(), 0);
         let mut looked = 0;
         for entry in due {
             if looked >= limit {
@@ -667,14 +668,13 @@ impl Model {
             for id in &entry.1 {
                 looked += 1;
                 let at = self.orders.iter().position(|order| &order.id == id);
-                if let Some(at) =
-                    at.filter(|at| self.orders[*at].status == OrderStatus::PendingPayment)
-                {
-                    expired.push(self.release(at, OrderStatus::Expired));
+                match at.filter(|at| self.orders[*at].status == OrderStatus::PendingPayment) {
+                    Some(at) => expired.push(self.release(at, OrderStatus::Expired)),
+                    None => passed_over += 1,
                 }
             }
         }
-        Ok(expired)
+        Ok((expired, passed_over))
     }
 
     fn update(&mut self, change: &SaleChange, version: i64, now: Millis) -> Answer<()> {
@@ -1123,16 +1123,16 @@ async fn apply(
                 store
                     .expire_due(&sale_id, limit, Duration::from_secs(1))
                     .await
-                    .map(|expiry| expiry.expired),
+                    .map(|expiry| (expiry.expired, expiry.passed_over)),
             );
             let after = system_now();
             count(
                 tally,
-                outcome("expire", &actual, |orders| {
-                    if orders.is_empty() {
-                        "none due"
-                    } else {
-                        "expired some"
+                outcome("expire", &actual, |(orders, passed_over)| {
+                    match (orders.is_empty(), *passed_over == 0) {
+                        (true, true) => "none due",
+                        (true, false) => "passed over settled orders only",
+                        (false, _) => "expired some",
                     }
                 }),
             );
