@@ -366,6 +366,55 @@ fn answer<T>(result: Result<T, StoreError>) -> Answer<T> {
     })
 }
 
+/// The payment deadline index as both stores keep it
+/// (`lua/expire_orders.lua`): one entry per reserve call that made orders,
+/// naming them, due at their latest deadline; a payment or a cancel takes
+/// out only an order's entry of its own; an expiry step takes due entries
+/// whole, in order, until `limit` orders were looked at. Ordered as Redis
+/// orders the members.
+#[derive(Debug, Clone, Default)]
+struct DeadlineIndex(BTreeSet<(Millis, Vec<OrderId>)>);
+
+impl DeadlineIndex {
+    /// The orders one reserve call made.
+    fn add_call(&mut self, made: &[Order]) {
+        if let Some(due) = made.iter().map(|order| order.expires_at).max() {
+            let ids = made.iter().map(|order| order.id.clone()).collect();
+            self.0.insert((due, ids));
+        }
+    }
+
+    /// `order` was paid or cancelled.
+    fn settled(&mut self, order: &Order) {
+        self.0.remove(&(order.expires_at, vec![order.id.clone()]));
+    }
+
+    /// An expiry step at `now`: the ids it looks at, in order, their
+    /// entries taken out.
+    fn take_due(&mut self, now: Millis, limit: usize) -> Vec<OrderId> {
+        let due: Vec<(Millis, Vec<OrderId>)> = self
+            .0
+            .iter()
+            .take_while(|(due, _)| *due <= now)
+            .take(limit)
+            .cloned()
+            .collect();
+        let mut looked = Vec::new();
+        for entry in due {
+            if looked.len() >= limit {
+                break;
+            }
+            self.0.remove(&entry);
+            looked.extend(entry.1);
+        }
+        looked
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
 /// One sale as the contract describes it, kept in the simplest structures.
 #[derive(Debug, Clone)]
 struct Model {
@@ -388,12 +437,7 @@ struct Model {
     /// Entries on the reservation stream: one per reserve call (a lone
     /// reservation or a batch) that made at least one order.
     stream_entries: u64,
-    /// The payment deadline index: one entry per reserve call that made
-    /// orders, naming them, due at their deadline; a payment or cancel
-    /// takes out only an order's entry of its own, and the expiry step
-    /// takes whole entries (`lua/expire_orders.lua`). Ordered as Redis
-    /// orders the members.
-    deadlines: BTreeSet<(Millis, Vec<OrderId>)>,
+    deadlines: DeadlineIndex,
     /// Shopper -> orders they cancelled (at most
     /// `CANCELS_PER_SHOPPER_DEFAULT`, the stores' bound).
     cancels: BTreeMap<ShopperId, i64>,
@@ -414,7 +458,7 @@ impl Model {
             orders: Vec::new(),
             hand_offs: BTreeSet::new(),
             stream_entries: 0,
-            deadlines: BTreeSet::new(),
+            deadlines: DeadlineIndex::default(),
             cancels: BTreeMap::new(),
             sale,
         }
@@ -443,7 +487,7 @@ impl Model {
         OrderBacklog {
             // Nothing acknowledges the stream here.
             reservations: self.stream_entries,
-            deadlines: count(self.deadlines.len()),
+            deadlines: self.deadlines.len(),
             hand_offs: count(self.hand_offs.len()),
         }
     }
@@ -578,15 +622,8 @@ impl Model {
                 self.held.remove(&order.shopper_id);
             }
         }
-        self.unschedule(&order);
+        self.deadlines.settled(&order);
         order
-    }
-
-    /// Takes out the order's entry of its own in the deadline index, if it
-    /// has one.
-    fn unschedule(&mut self, order: &Order) {
-        self.deadlines
-            .remove(&(order.expires_at, vec![order.id.clone()]));
     }
 
     fn cancel(&mut self, id: &OrderId, shopper: &ShopperId) -> Answer<Order> {
@@ -632,7 +669,7 @@ impl Model {
                 self.units_reserved -= order.quantity;
                 self.units_paid += order.quantity;
                 self.hand_offs.insert(("order.paid", order.id.clone()));
-                self.unschedule(&order);
+                self.deadlines.settled(&order);
                 Ok(PaymentOutcome::Paid(order))
             }
             // The units are back on sale already: the money goes back.
@@ -651,27 +688,12 @@ impl Model {
 
     /// The orders expired and how many settled ones were passed over.
     fn expire(&mut self, limit: usize, now: Millis) -> Answer<(Vec<Order>, usize)> {
-        let due: Vec<(Millis, Vec<OrderId>)> = self
-            .deadlines
-            .iter()
-            .take_while(|(due, _)| *due <= now)
-            .take(limit)
-            .cloned()
-            .collect();
         let (mut expired, mut passed_over) = (Vec::new(), 0);
-        let mut looked = 0;
-        for entry in due {
-            if looked >= limit {
-                break;
-            }
-            self.deadlines.remove(&entry);
-            for id in &entry.1 {
-                looked += 1;
-                let at = self.orders.iter().position(|order| &order.id == id);
-                match at.filter(|at| self.orders[*at].status == OrderStatus::PendingPayment) {
-                    Some(at) => expired.push(self.release(at, OrderStatus::Expired)),
-                    None => passed_over += 1,
-                }
+        for id in self.deadlines.take_due(now, limit) {
+            let at = self.orders.iter().position(|order| order.id == id);
+            match at.filter(|at| self.orders[*at].status == OrderStatus::PendingPayment) {
+                Some(at) => expired.push(self.release(at, OrderStatus::Expired)),
+                None => passed_over += 1,
             }
         }
         Ok((expired, passed_over))
@@ -1269,10 +1291,7 @@ async fn apply(
     };
     if model.orders.len() > orders_before {
         model.stream_entries += 1;
-        let made = &model.orders[orders_before..];
-        let due = made.iter().map(|order| order.expires_at).max();
-        let ids = made.iter().map(|order| order.id.clone()).collect();
-        model.deadlines.extend(due.map(|due| (due, ids)));
+        model.deadlines.add_call(&model.orders[orders_before..]);
     }
     applied
 }

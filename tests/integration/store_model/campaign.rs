@@ -1,7 +1,8 @@
 //! The model test's campaign: proptest draws a campaign (two rounds of one
 //! to three items, small stock, a per-item limit, a limit per round across
-//! items and maybe one in total) and a sequence of reservations, cancels,
-//! payments and expiry steps across its round × item sales; each runs on
+//! items and maybe one in total) and a sequence of reservations (alone, or
+//! 2 to 4 of one item in one reserve call), cancels, payments and expiry
+//! steps across its round × item sales; each runs on
 //! the store and on [`CampaignModel`], written from the README's
 //! "Campaigns" (an item's own limit, then the round's, then the campaign's,
 //! then stock; a cancel or an expiry gives the units back to both counts; a
@@ -35,8 +36,8 @@ use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
 use super::{
-    add, answer, broken, conclude, count, outcome, runner, shopper_id, Answer, Refusal, Tally,
-    Target, HOUR_MS, SHOPPERS,
+    add, answer, broken, conclude, count, outcome, runner, shopper_id, Answer, DeadlineIndex,
+    Refusal, Tally, Target, HOUR_MS, SHOPPERS,
 };
 use crate::support::Backend;
 
@@ -48,12 +49,15 @@ const CASES_REDIS: u32 = 200;
 const STEPS_MAX: usize = 30;
 /// Rounds of every case's campaign.
 const ROUNDS: usize = 2;
-/// Orders one expiry step expires at most.
+/// Orders one expiry step looks at (in whole reserve calls).
 const EXPIRE_LIMIT: usize = 8;
 
 /// Outcomes every full run reaches.
-const REACHED: [&str; 8] = [
+const REACHED: [&str; 11] = [
     "reserve: reserved",
+    "batch: reserved",
+    "batch: Rejected(RoundLimitExceeded)",
+    "batch: Rejected(CampaignLimitExceeded)",
     "reserve: Rejected(LimitExceeded)",
     "reserve: Rejected(RoundLimitExceeded)",
     "reserve: Rejected(CampaignLimitExceeded)",
@@ -81,6 +85,13 @@ enum Op {
         round: usize,
         item: Index,
         quantity: i64,
+    },
+    /// Shoppers ask for units of one round × item in one reserve call.
+    ReserveBatch {
+        round: usize,
+        item: Index,
+        /// (shopper, quantity) of each request, in order.
+        requests: Vec<(usize, i64)>,
     },
     /// The owner cancels one of the orders made so far.
     Cancel { order: Index },
@@ -117,6 +128,16 @@ fn op_strategy() -> impl Strategy<Value = Op> {
                 quantity,
             }
         ),
+        2 => (
+            0..ROUNDS,
+            any::<Index>(),
+            proptest::collection::vec((0..SHOPPERS.len(), 1..=2i64), 2..=4)
+        )
+            .prop_map(|(round, item, requests)| Op::ReserveBatch {
+                round,
+                item,
+                requests
+            }),
         2 => any::<Index>().prop_map(|order| Op::Cancel { order }),
         1 => any::<Index>().prop_map(|order| Op::Pay { order }),
         1 => (0..ROUNDS, any::<Index>()).prop_map(|(round, item)| Op::Expire { round, item }),
@@ -169,6 +190,7 @@ struct SaleModel {
     stats: SaleStats,
     /// Shopper -> units held (reserved or paid); absent when none.
     held: BTreeMap<ShopperId, i64>,
+    deadlines: DeadlineIndex,
 }
 
 /// A campaign as the README describes it.
@@ -198,6 +220,7 @@ impl CampaignModel {
                 sale,
                 round: at / items,
                 held: BTreeMap::new(),
+                deadlines: DeadlineIndex::default(),
             })
             .collect();
         Self {
@@ -206,6 +229,25 @@ impl CampaignModel {
             orders: Vec::new(),
             cancels: BTreeMap::new(),
         }
+    }
+
+    /// A new order's request of shopper `shopper` for `quantity` units of
+    /// sale `at`.
+    fn request(
+        &self,
+        at: usize,
+        shopper: usize,
+        quantity: i64,
+    ) -> Result<ReserveRequest, TestCaseError> {
+        let sale_id = &self.sales[at].sale.id;
+        Ok(ReserveRequest {
+            sale_id: sale_id.clone(),
+            shopper_id: shopper_id(SHOPPERS[shopper]),
+            quantity: Quantity::parse(quantity).map_err(broken)?,
+            order_id: OrderId::generate(sale_id),
+            idempotency_key: None,
+            purchase_token: None,
+        })
     }
 
     /// Units `shopper` holds in `round` and in the whole campaign.
@@ -293,6 +335,7 @@ impl CampaignModel {
             }
         }
         sale.stats.buyers = sale.held.len() as i64;
+        sale.deadlines.settled(&order);
         order
     }
 
@@ -318,6 +361,7 @@ impl CampaignModel {
                 order.status = OrderStatus::Paid;
                 stats.reserved -= order.quantity;
                 stats.paid += order.quantity;
+                self.sales[*sale].deadlines.settled(order);
                 "paid"
             }
             OrderStatus::Cancelled | OrderStatus::Expired => {
@@ -329,19 +373,20 @@ impl CampaignModel {
         }
     }
 
-    /// Every unpaid order of sale `sale` (all are due), oldest first, at
-    /// most `limit`.
+    /// The expiry step on sale `sale` (every order is due: the payment
+    /// timeout is 0): the unpaid orders of its deadline entries, taken whole
+    /// until `limit` orders were looked at.
     fn expire(&mut self, sale: usize, limit: usize) -> Vec<OrderId> {
-        let due: Vec<usize> = (0..self.orders.len())
-            .filter(|&at| {
-                let (order, of) = &self.orders[at];
-                *of == sale && order.status == OrderStatus::PendingPayment
-            })
-            .take(limit)
-            .collect();
-        due.into_iter()
-            .map(|at| self.release(at, OrderStatus::Expired).id)
-            .collect()
+        let mut expired = Vec::new();
+        for id in self.sales[sale].deadlines.take_due(i64::MAX, limit) {
+            let at = self.orders.iter().position(|(order, _)| order.id == id);
+            if let Some(at) =
+                at.filter(|at| self.orders[*at].0.status == OrderStatus::PendingPayment)
+            {
+                expired.push(self.release(at, OrderStatus::Expired).id);
+            }
+        }
+        expired
     }
 }
 
@@ -384,19 +429,40 @@ async fn apply(
             quantity,
         } => {
             let at = round * items + item.index(items);
-            let request = ReserveRequest {
-                sale_id: model.sales[at].sale.id.clone(),
-                shopper_id: shopper_id(SHOPPERS[*shopper]),
-                quantity: Quantity::parse(*quantity).map_err(broken)?,
-                order_id: OrderId::generate(&model.sales[at].sale.id),
-                idempotency_key: None,
-                purchase_token: None,
-            };
+            let request = model.request(at, *shopper, *quantity)?;
             let actual = answer(store.reserve(&request).await.map(|won| won.order));
             count(tally, outcome("reserve", &actual, |_| "reserved"));
             let now = actual.as_ref().map_or(0, |order| order.created_at);
             let expected = model.reserve(at, &request, now);
+            if let Ok(order) = &expected {
+                model.sales[at]
+                    .deadlines
+                    .add_call(std::slice::from_ref(order));
+            }
             same(op, &actual, &expected)
+        }
+        Op::ReserveBatch {
+            round,
+            item,
+            requests,
+        } => {
+            let at = round * items + item.index(items);
+            let requests = requests
+                .iter()
+                .map(|(shopper, quantity)| model.request(at, *shopper, *quantity))
+                .collect::<Result<Vec<_>, _>>()?;
+            let answers = store.reserve_batch(&requests).await.map_err(broken)?;
+            let mut made = Vec::new();
+            for (request, actual) in requests.iter().zip(answers) {
+                let actual = answer(actual.map(|won| won.order));
+                count(tally, outcome("batch", &actual, |_| "reserved"));
+                let now = actual.as_ref().map_or(0, |order| order.created_at);
+                let expected = model.reserve(at, request, now);
+                same(op, &actual, &expected)?;
+                made.extend(expected);
+            }
+            model.sales[at].deadlines.add_call(&made);
+            Ok(())
         }
         Op::Cancel { order } => {
             if model.orders.is_empty() {
@@ -487,6 +553,18 @@ async fn check(
             return Err(broken(format!(
                 "sale {} is not exact: {stats:?}",
                 sale.sale.id
+            )));
+        }
+        let deadlines = store
+            .order_backlog(&sale.sale.id)
+            .await
+            .map_err(broken)?
+            .deadlines;
+        if deadlines != sale.deadlines.len() {
+            return Err(broken(format!(
+                "sale {}: {deadlines} payment deadline entries, the model's {}",
+                sale.sale.id,
+                sale.deadlines.len()
             )));
         }
     }
