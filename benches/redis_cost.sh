@@ -38,6 +38,9 @@ cancels = "cancels_max" in reserve
 # Since the sparse extras, ARGV[2] is the number of requests and a request
 # without an idempotency key or purchase token sends three arguments.
 sparse = "local count = tonumber(ARGV[2])" in reserve
+# Since the shoppers hash, a shopper's units and orders are one field of
+# fs:{sale}:shoppers (no buyers or uorders key).
+shoppers_hash = "KEYS[4] fs:{sale}:shoppers" in reserve
 sys.path.insert(0, "benches")
 from shop import resp_command as cmd
 tag = "fs:{s_cost}:"
@@ -49,7 +52,8 @@ with open(out, "wb") as f:
     f.write(cmd("SET", tag + "stock", 10**9))
     n = 0
     for _ in range(batches):
-        keys = [tag + k for k in ("sale", "stock", "stats", "buyers", "idem", "uorders",
+        per_shopper = ("shoppers", "idem") if shoppers_hash else ("buyers", "idem", "uorders")
+        keys = [tag + k for k in ("sale", "stock", "stats", *per_shopper,
                                   "stream", "deadlines", "ptokens")]
         args, ids = ([10] if cancels else []) + ([64] if sparse else []), []
         for _ in range(64):

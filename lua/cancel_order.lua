@@ -1,11 +1,11 @@
 -- cancel_order: a shopper cancels an unpaid order; its units go back on sale
 -- and stop counting towards the shopper's limit. A shopper may cancel at
 -- most ARGV[3] orders of a sale (then reserve.lua refuses them too), which
--- bounds their order list in fs:{sale}:uorders.
+-- bounds their order list in fs:{sale}:shoppers.
 -- KEYS[1] fs:{sale}:orders  hash: order id -> record (see common.lua)
 -- KEYS[2] fs:{sale}:stock   string: units remaining
--- KEYS[3] fs:{sale}:stats   hash: reserved, paid, cancelled, expired (units)
--- KEYS[4] fs:{sale}:buyers  hash: shopper -> units held
+-- KEYS[3] fs:{sale}:stats   hash: reserved, paid, cancelled, expired (units), buyers
+-- KEYS[4] fs:{sale}:shoppers  hash: shopper -> 'units order_ids' (see common.lua)
 -- KEYS[5] fs:{sale}:deadlines  sorted set by due time: order ids (see expire_orders.lua)
 -- KEYS[6] fs:{sale}:cancels  hash: shopper -> orders cancelled
 -- KEYS[7], KEYS[8] a campaign's sale only: fs:{campaign}:round:<n>:holds

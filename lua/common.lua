@@ -14,18 +14,41 @@ local function unhold(counts, shopper, qty)
   end
 end
 
+-- A sale's shoppers (fs:{sale}:shoppers) are one hash of shopper ->
+-- 'units order_id order_id ...': the units the shopper holds (reserved or
+-- paid), then every order they had in the sale, oldest first. One field
+-- per shopper, so reserve.lua finds both in one lookup. The entry stays
+-- when the units drop to 0 (the orders are still theirs); the sale's stats
+-- count `buyers`, the shoppers holding units.
+
+-- Takes qty units off a shopper's entry in the sale's shoppers hash, and
+-- off the sale's buyers when they hold none after it.
+local function unhold_shopper(shoppers, stats, shopper, qty)
+  local entry = redis.call('HGET', shoppers, shopper)
+  if not entry then
+    return
+  end
+  local space = string.find(entry, ' ', 1, true)
+  local units = tonumber(string.sub(entry, 1, space - 1)) - qty
+  if units <= 0 then
+    units = 0
+    redis.call('HINCRBY', stats, 'buyers', -1)
+  end
+  redis.call('HSET', shoppers, shopper, string.format('%d', units) .. string.sub(entry, space))
+end
+
 -- Puts an order's units back on sale and off the shopper's count.
-local function restock_units(stock, buyers, shopper, qty)
+local function restock_units(stock, stats, shoppers, shopper, qty)
   redis.call('INCRBY', stock, qty)
-  unhold(buyers, shopper, qty)
+  unhold_shopper(shoppers, stats, shopper, qty)
 end
 
 -- Puts an unpaid order's units back on sale and off the shopper's count
 -- (and, for a campaign's sale, off the shopper's counts in the round and
 -- the campaign: round_holds and holds, nil for an ordinary sale), and
 -- moves them from `reserved` to `counter` (cancelled or expired).
-local function release_units(stock, stats, buyers, shopper, qty, counter, round_holds, holds)
-  restock_units(stock, buyers, shopper, qty)
+local function release_units(stock, stats, shoppers, shopper, qty, counter, round_holds, holds)
+  restock_units(stock, stats, shoppers, shopper, qty)
   redis.call('HINCRBY', stats, 'reserved', -qty)
   redis.call('HINCRBY', stats, counter, qty)
   if round_holds then
@@ -61,18 +84,18 @@ end
 
 -- A sale and its exact counts (see sale_snapshot.lua for the keys and the
 -- reply), or {} when the sale does not exist.
-local function snapshot(sale_key, stock, stats, buyers)
+local function snapshot(sale_key, stock, stats)
   local sale = redis.call('HGETALL', sale_key)
   if #sale == 0 then
     return {}
   end
   local c = redis.call('HMGET', stats, 'reserved', 'paid', 'cancelled', 'expired',
-    'refund_required', 'queued', 'refunded', 'restocked')
+    'refund_required', 'queued', 'refunded', 'restocked', 'buyers')
   return {
     now_ms(), sale, tonumber(redis.call('GET', stock) or '0'),
     tonumber(c[1] or '0'), tonumber(c[2] or '0'), tonumber(c[3] or '0'), tonumber(c[4] or '0'),
     tonumber(c[5] or '0'), tonumber(c[6] or '0'),
-    redis.call('HLEN', buyers), tonumber(c[7] or '0'), tonumber(c[8] or '0')
+    tonumber(c[9] or '0'), tonumber(c[7] or '0'), tonumber(c[8] or '0')
   }
 end
 

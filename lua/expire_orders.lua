@@ -18,8 +18,8 @@
 -- it), and it is returned as held; the caller expires it
 -- (expire_order.lua) once WeChat Pay closed it.
 -- KEYS[1] fs:{sale}:stock      string: units remaining
--- KEYS[2] fs:{sale}:stats      hash: reserved, expired, ... (units)
--- KEYS[3] fs:{sale}:buyers     hash: shopper -> units held
+-- KEYS[2] fs:{sale}:stats      hash: reserved, expired, ... (units), buyers
+-- KEYS[3] fs:{sale}:shoppers  hash: shopper -> 'units order_ids' (see common.lua)
 -- KEYS[4] fs:{sale}:deadlines  sorted set by due time: order ids (see above)
 -- KEYS[5] fs:{sale}:orders     hash: order id -> record (see common.lua)
 -- KEYS[6], KEYS[7] a campaign's sale only: fs:{campaign}:round:<n>:holds

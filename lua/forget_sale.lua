@@ -11,12 +11,12 @@
 -- KEYS[2] fs:{sale}:deadlines  sorted set: payment deadlines (see expire_orders.lua)
 -- KEYS[3] fs:{sale}:stream     stream: reservations for the order service
 -- KEYS[4] fs:{sale}:outbox     sorted set: hand-offs to the merchant
--- KEYS[5] fs:{sale}:uorders    hash: shopper -> order ids
+-- KEYS[5] fs:{sale}:shoppers  hash: shopper -> 'units order_ids' (see common.lua)
 -- KEYS[6..] every other key of the sale
 -- ARGV[1] the retention (ms)
 -- Returns {'gone'} (no such sale, nothing left to clean) | {'kept'} (not
 -- due, or work left) | {'forgotten', shoppers} with the shoppers who had
--- orders in it (again while the shopper-to-orders hash is left).
+-- orders in it (again while the shoppers hash is left).
 local window = redis.call('HMGET', KEYS[1], 'ends_at', 'payment_timeout_secs')
 if not window[1] then
   if redis.call('EXISTS', KEYS[5]) == 1 then

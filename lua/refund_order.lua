@@ -6,11 +6,11 @@
 -- the refund call is queued in the sale's outbox; without it (simulated
 -- payments) the order is `refunded` at once.
 -- KEYS[1] fs:{sale}:orders   hash: order id -> record (see common.lua)
--- KEYS[2] fs:{sale}:stats    hash: paid, refunded, restocked (units)
+-- KEYS[2] fs:{sale}:stats    hash: paid, refunded, restocked (units), buyers
 -- KEYS[3] fs:{sale}:outbox   sorted set: outbox entries by due time
 -- KEYS[4] fs:{sale}:sale     hash: the sale's fields (state, window)
 -- KEYS[5] fs:{sale}:stock    string: units remaining
--- KEYS[6] fs:{sale}:buyers   hash: shopper -> units held
+-- KEYS[6] fs:{sale}:shoppers  hash: shopper -> 'units order_ids' (see common.lua)
 -- ARGV[1] order id
 -- ARGV[2] '1' to put the units back on sale
 -- ARGV[3] '1' to queue the refund call to WeChat Pay (else refunded now)
@@ -33,7 +33,7 @@ if ARGV[2] == '1' then
   if m[1] ~= 'scheduled' or now < tonumber(m[2]) or now >= tonumber(m[3]) then
     return {'not_live'}
   end
-  restock_units(KEYS[5], KEYS[6], order.user_id, qty)
+  restock_units(KEYS[5], KEYS[2], KEYS[6], order.user_id, qty)
   redis.call('HINCRBY', KEYS[2], 'restocked', qty)
   order.refund = 'restocked'
 else

@@ -15,8 +15,9 @@
 -- domain::check_reservation.
 -- Lean: every command inside Lua costs a fixed overhead on top of its own
 -- work, so what can be done once per call is: the sale's fields, the
--- clock, the stock, the shoppers' units, their order lists and the earlier
--- orders of the idempotency keys are read once (HMGET) into Lua tables,
+-- clock, the stock, the shoppers' entries (units and order lists: one
+-- field each, so one lookup) and the earlier orders of the idempotency
+-- keys are read once (HMGET) into Lua tables,
 -- decided there, and written back once at the end (DECRBY, HINCRBY, HSET,
 -- one ZADD), the new orders' records too (one HSET: a field each in the sale's
 -- orders hash, no key per order), and one stream entry carrying the ids of
@@ -27,24 +28,27 @@
 -- KEYS[1] fs:{sale}:sale     hash: the sale's fields
 -- KEYS[2] fs:{sale}:stock    string: units remaining
 -- KEYS[3] fs:{sale}:stats    hash: reserved, paid, cancelled, expired (units),
---                            batches (the last batch's number)
--- KEYS[4] fs:{sale}:buyers   hash: shopper -> units held
+--                            batches (the last batch's number), buyers
+--                            (shoppers holding units)
+-- KEYS[4] fs:{sale}:shoppers hash: shopper -> 'units order_id order_id ...':
+--                            the units they hold (reserved or paid) and
+--                            every order they had in the sale (see
+--                            common.lua)
 -- KEYS[5] fs:{sale}:idem     hash: shopper + key -> 'order_id quantity'
--- KEYS[6] fs:{sale}:uorders  hash: shopper -> space-separated order ids
--- KEYS[7] fs:{sale}:stream   stream: reservations for the order service, an
+-- KEYS[6] fs:{sale}:stream   stream: reservations for the order service, an
 --                            entry per call: 'order_ids' (space-separated),
 --                            'batch', 'units'
--- KEYS[8] fs:{sale}:deadlines  sorted set by due time: one entry per call,
+-- KEYS[7] fs:{sale}:deadlines  sorted set by due time: one entry per call,
 --                            the space-separated ids of the orders it made
 --                            (see expire_orders.lua)
--- KEYS[9] fs:{sale}:ptokens   hash: purchase token id -> the order it bought
--- KEYS[10] fs:{sale}:orders   hash: order id -> record (see common.lua)
--- KEYS[11] fs:{sale}:cancels  hash: shopper -> orders cancelled (cancel_order.lua)
+-- KEYS[8] fs:{sale}:ptokens   hash: purchase token id -> the order it bought
+-- KEYS[9] fs:{sale}:orders    hash: order id -> record (see common.lua)
+-- KEYS[10] fs:{sale}:cancels  hash: shopper -> orders cancelled (cancel_order.lua)
 -- A sale of a campaign (its keys tagged by the campaign) also has:
--- KEYS[12] fs:{campaign}:campaign  hash: round_limit, total_limit (0: none)
--- KEYS[13] fs:{campaign}:round:<n>:holds  hash: shopper -> units held in
+-- KEYS[11] fs:{campaign}:campaign  hash: round_limit, total_limit (0: none)
+-- KEYS[12] fs:{campaign}:round:<n>:holds  hash: shopper -> units held in
 --                            the sale's round, across its items
--- KEYS[14] fs:{campaign}:holds  hash: shopper -> units held in the campaign
+-- KEYS[13] fs:{campaign}:holds  hash: shopper -> units held in the campaign
 -- and each reservation is checked against both limits right after the
 -- sale's own per-user limit (round first): 'round_limit_exceeded',
 -- 'campaign_limit_exceeded'. An ordinary sale pays one length check.
@@ -72,6 +76,8 @@ local m = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'per_use
   'price_cents', 'payment_timeout_secs', 'currency', 'require_purchase_token')
 local now = now_ms()
 local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
+-- Locals: a global is a table lookup each time it is named.
+local find, sub, argv = string.find, string.sub, ARGV
 local cancels_max = tonumber(ARGV[1])
 local count = tonumber(ARGV[2])
 
@@ -89,10 +95,10 @@ for e = 3 + count * 3, #ARGV, 3 do
   end
 end
 local held, cancelled, orders, prior = {}, {}, {}, {}
-local campaign = #KEYS > 11
+local campaign = #KEYS > 10
 local round_limit, total_limit, round_held, total_held
 if campaign then
-  local limits = redis.call('HMGET', KEYS[12], 'round_limit', 'total_limit')
+  local limits = redis.call('HMGET', KEYS[11], 'round_limit', 'total_limit')
   round_limit, total_limit = tonumber(limits[1]), tonumber(limits[2] or '0')
   round_held, total_held = {}, {}
 end
@@ -101,23 +107,28 @@ if count > 0 then
   -- The cancel counts are read only when someone has cancelled (most
   -- sales' races have no cancels key at all).
   local c = {}
-  if redis.call('EXISTS', KEYS[11]) == 1 then
-    c = redis.call('HMGET', KEYS[11], unpack(shoppers))
+  if redis.call('EXISTS', KEYS[10]) == 1 then
+    c = redis.call('HMGET', KEYS[10], unpack(shoppers))
   end
-  local o = redis.call('HMGET', KEYS[6], unpack(shoppers))
   local rh, th
   if campaign then
-    rh = redis.call('HMGET', KEYS[13], unpack(shoppers))
-    th = redis.call('HMGET', KEYS[14], unpack(shoppers))
+    rh = redis.call('HMGET', KEYS[12], unpack(shoppers))
+    th = redis.call('HMGET', KEYS[13], unpack(shoppers))
   end
   for j = 1, count do
     local shopper = shoppers[j]
     if held[shopper] == nil then
       -- `+ 0` parses once where tonumber parses twice; an absent count
-      -- is not parsed at all.
-      held[shopper] = h[j] and h[j] + 0 or 0
+      -- is not parsed at all. A shopper's entry is 'units ids...'.
+      local entry = h[j]
+      if entry then
+        local space = find(entry, ' ', 1, true)
+        held[shopper] = sub(entry, 1, space - 1) + 0
+        orders[shopper] = sub(entry, space + 1)
+      else
+        held[shopper], orders[shopper] = 0, ''
+      end
       cancelled[shopper] = c[j] and c[j] + 0 or 0
-      orders[shopper] = o[j] or ''
       if campaign then
         round_held[shopper] = rh[j] and rh[j] + 0 or 0
         total_held[shopper] = th[j] and th[j] + 0 or 0
@@ -139,7 +150,7 @@ local taken = 0
 -- the table each time. The lists of requests with an idempotency key still
 -- use `#t` (`benches/redis_cost.sh` prices requests without one).
 local changed_shoppers, changed_keys, made = {}, {}, {}
-local changed_count, made_count = 0, 0
+local changed_count, made_count, new_buyers = 0, 0, 0
 -- Numbers handed to redis.call are formatted as floats each time: what is
 -- the same for the whole call is formatted once here.
 local now_text = string.format('%d', now)
@@ -168,9 +179,6 @@ local function text(n)
   end
   return t
 end
-
--- Locals: a global is a table lookup each time it is named.
-local find, argv = string.find, ARGV
 
 -- The sale and its window are the same for every request of the call:
 -- whether it takes orders is decided once (nil: it does).
@@ -213,7 +221,7 @@ local function decide(shopper, qty_text, order_id, idem, token)
     if token == '' then
       return 'purchase_token_required'
     end
-    if redis.call('HEXISTS', KEYS[9], token) == 1 then
+    if redis.call('HEXISTS', KEYS[8], token) == 1 then
       return 'purchase_token_used'
     end
   end
@@ -233,6 +241,9 @@ local function decide(shopper, qty_text, order_id, idem, token)
   end
   stock = stock - qty
   taken = taken + qty
+  if held[shopper] == 0 then
+    new_buyers = new_buyers + 1
+  end
   held[shopper] = held[shopper] + qty
   if campaign then
     round_held[shopper] = round_held[shopper] + qty
@@ -260,7 +271,7 @@ local function decide(shopper, qty_text, order_id, idem, token)
     changed_keys[#changed_keys + 1] = idem
   end
   if token_required then
-    redis.call('HSET', KEYS[9], token, order_id)
+    redis.call('HSET', KEYS[8], token, order_id)
   end
   made_count = made_count + 1
   made[made_count] = order_id
@@ -268,20 +279,21 @@ local function decide(shopper, qty_text, order_id, idem, token)
 end
 
 -- HSET's arguments for `values` of each shopper the call changed: shopper,
--- value, ... (each value through `as_text` when given).
+-- as_text(value), ...
 local function by_shopper(values, as_text)
   local args, n = {}, 0
   for i = 1, changed_count do
     local shopper = changed_shoppers[i]
-    local value = values[shopper]
-    if as_text then
-      value = as_text(value)
-    end
     n = n + 2
     args[n - 1] = shopper
-    args[n] = value
+    args[n] = as_text(values[shopper], shopper)
   end
   return args
+end
+
+-- A shopper's entry in the shoppers hash: their units, then their orders.
+local function entry(units, shopper)
+  return text(units) .. ' ' .. orders[shopper]
 end
 
 local replies = {now, expires, price or 0, m[7] or ''}
@@ -300,16 +312,18 @@ end
 if taken > 0 then
   redis.call('DECRBY', KEYS[2], taken)
   redis.call('HINCRBY', KEYS[3], 'reserved', taken)
-  redis.call('HSET', KEYS[4], unpack(by_shopper(held, text)))
-  redis.call('HSET', KEYS[6], unpack(by_shopper(orders)))
+  if new_buyers > 0 then
+    redis.call('HINCRBY', KEYS[3], 'buyers', new_buyers)
+  end
+  redis.call('HSET', KEYS[4], unpack(by_shopper(held, entry)))
   if campaign then
-    redis.call('HSET', KEYS[13], unpack(by_shopper(round_held, text)))
-    redis.call('HSET', KEYS[14], unpack(by_shopper(total_held, text)))
+    redis.call('HSET', KEYS[12], unpack(by_shopper(round_held, text)))
+    redis.call('HSET', KEYS[13], unpack(by_shopper(total_held, text)))
   end
   local made_ids = table.concat(made, ' ')
-  redis.call('ZADD', KEYS[8], expires_text, made_ids)
-  redis.call('HSET', KEYS[10], unpack(records))
-  redis.call('XADD', KEYS[7], '*', 'order_ids', made_ids, 'batch', batch, 'units', text(taken))
+  redis.call('ZADD', KEYS[7], expires_text, made_ids)
+  redis.call('HSET', KEYS[9], unpack(records))
+  redis.call('XADD', KEYS[6], '*', 'order_ids', made_ids, 'batch', batch, 'units', text(taken))
   if #changed_keys > 0 then
     local entries = {}
     for _, idem in ipairs(changed_keys) do

@@ -2,9 +2,9 @@
 -- KEYS[1] fs:{sale}:sale    hash: the sale's fields
 -- KEYS[2] fs:{sale}:stock   string: units remaining
 -- KEYS[3] fs:{sale}:stats   hash: reserved, paid, cancelled, expired, refund_required, queued,
---                           refunded, restocked (units)
--- KEYS[4] fs:{sale}:buyers  hash: shopper -> units held (reserved or paid)
+--                           refunded, restocked (units), buyers (shoppers
+--                           holding units)
 -- Returns {} when the sale does not exist, else
 -- {now_ms, {field, value, ...}, remaining, reserved, paid, cancelled, expired,
 --  refund_required, queued, buyers, refunded, restocked}.
-return snapshot(KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return snapshot(KEYS[1], KEYS[2], KEYS[3])

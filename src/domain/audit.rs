@@ -68,7 +68,8 @@ pub struct Difference {
     /// Which rule: `stock_balance`, `remaining_range`, `reserved_units`,
     /// `paid_units`, `released_units`, `refund_required_units`,
     /// `refunded_units`, `restocked_units`, `refund_unknown`,
-    /// `queued_units`, `shopper_units`, `per_user_limit`, `order_missing`,
+    /// `queued_units`, `shopper_units`, `per_user_limit`, `buyers_count`,
+    /// `order_missing`,
     /// `order_unindexed`, `deadline_missing`, `deadline_stale`,
     /// `reservation_lost`, `stream_unknown_order`.
     pub check: &'static str,
@@ -245,6 +246,16 @@ impl SaleRecords {
                 );
             }
         }
+        let holding = held.values().filter(|&&units| units > 0).count() as i64;
+        if stats.buyers != holding {
+            differ(
+                "buyers_count",
+                format!(
+                    "stats.buyers is {}, {holding} shoppers hold units",
+                    stats.buyers
+                ),
+            );
+        }
 
         let recorded: BTreeSet<&OrderId> = self.orders.iter().map(|r| &r.order.id).collect();
         for id in self.indexed.iter().filter(|id| !recorded.contains(id)) {
@@ -367,6 +378,7 @@ mod tests {
                 stats.remaining -= quantity;
                 *records.held.entry(order.shopper_id.clone()).or_default() += quantity;
             }
+            stats.buyers = records.held.len() as i64;
             if *queued {
                 stats.queued += quantity;
             } else {
@@ -448,6 +460,7 @@ mod tests {
         records.orders[refunded].order.refund = Some(RefundKind::Restocked);
         let eve = ShopperId::parse("eve").expect("id");
         records.held.remove(&eve);
+        records.view.stats.buyers -= 1;
         records.view.stats.remaining += 1;
         assert_eq!(checks(&records), ["stock_balance", "restocked_units"]);
         records.view.stats.restocked += 1;
@@ -485,6 +498,9 @@ mod tests {
         let mut records = consistent();
         records.held.insert(ShopperId::parse("dan").expect("id"), 1);
         assert_eq!(checks(&records), ["shopper_units"]);
+        let mut records = consistent();
+        records.view.stats.buyers += 1;
+        assert_eq!(checks(&records), ["buyers_count"]);
         let mut records = records_over_limit();
         records.view.sale.per_user_limit = 1;
         assert_eq!(checks(&records), ["per_user_limit"]);

@@ -338,7 +338,8 @@ named_schema!(
                 "Which rule: `stock_balance`, `remaining_range`, `reserved_units`, \
                  `paid_units`, `released_units`, `refund_required_units`, `refunded_units`, \
                  `restocked_units`, `refund_unknown`, `queued_units`, \
-                 `shopper_units`, `per_user_limit`, `order_missing`, `order_unindexed`, \
+                 `shopper_units`, `per_user_limit`, `buyers_count`, `order_missing`, \
+                 `order_unindexed`, \
                  `deadline_missing`, `deadline_stale`, `reservation_lost`, \
                  `stream_unknown_order`.",
             ),

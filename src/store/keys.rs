@@ -84,19 +84,17 @@ impl SaleKeys {
         format!("{}:stats", self.tag)
     }
 
-    /// Hash: shopper -> units held (reserved or paid).
-    pub fn buyers(&self) -> String {
-        format!("{}:buyers", self.tag)
+    /// Hash: shopper -> `units order_id order_id ...`: the units they hold
+    /// (reserved or paid), then every order they had in the sale (one
+    /// field, so the reserve script finds both in one lookup; see
+    /// `lua/common.lua`).
+    pub fn shoppers(&self) -> String {
+        format!("{}:shoppers", self.tag)
     }
 
     /// Hash: shopper + idempotency key -> `order_id quantity`.
     pub fn idempotency(&self) -> String {
         format!("{}:idem", self.tag)
-    }
-
-    /// Hash: shopper -> space-separated order ids.
-    pub fn shopper_orders(&self) -> String {
-        format!("{}:uorders", self.tag)
     }
 
     /// Hash: shopper -> orders they cancelled (at most the store's
@@ -186,14 +184,13 @@ impl SaleKeys {
     }
 
     /// Every key of the sale: what retention deletes.
-    pub fn all(&self) -> [String; 21] {
+    pub fn all(&self) -> [String; 22] {
         [
             self.sale(),
             self.stock(),
             self.stats(),
-            self.buyers(),
+            self.shoppers(),
             self.idempotency(),
-            self.shopper_orders(),
             self.cancels(),
             self.stream(),
             self.accepted(),
@@ -209,6 +206,10 @@ impl SaleKeys {
             self.queue_admitted(),
             self.queue_expiries(),
             self.queue_meta(),
+            // What builds before the shoppers hash kept per shopper: a sale
+            // they began still has them.
+            format!("{}:buyers", self.tag),
+            format!("{}:uorders", self.tag),
         ]
     }
 }

@@ -112,9 +112,21 @@ async fn broken_redis_records_are_reported() {
     );
     run(&["HINCRBY", &key("stats"), "reserved", "-1"]);
 
-    run(&["HINCRBY", &key("buyers"), "una", "1"]);
+    // A shopper's entry is `units order_id ...`: one unit more.
+    let entry: String = redis::cmd("HGET")
+        .arg(key("shoppers"))
+        .arg("una")
+        .query(&mut redis.connection())
+        .expect("una's entry");
+    let (units, ids) = entry.split_once(' ').expect("units, then orders");
+    let more = format!("{} {ids}", units.parse::<i64>().expect("units") + 1);
+    run(&["HSET", &key("shoppers"), "una", &more]);
     assert_eq!(checks(&app, &sale).await, ["shopper_units"]);
-    run(&["HINCRBY", &key("buyers"), "una", "-1"]);
+    run(&["HSET", &key("shoppers"), "una", &entry]);
+
+    run(&["HINCRBY", &key("stats"), "buyers", "1"]);
+    assert_eq!(checks(&app, &sale).await, ["buyers_count"]);
+    run(&["HINCRBY", &key("stats"), "buyers", "-1"]);
 
     run(&["SET", &key("stock"), "-1"]);
     assert_eq!(

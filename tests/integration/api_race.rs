@@ -107,10 +107,21 @@ async fn race_sells_exactly_the_stock(backend: Backend) {
             .query(&mut conn)
             .expect("stock");
         assert_eq!(stock, 0, "stock never below zero");
-        let held: Vec<i64> = redis::cmd("HVALS")
-            .arg(format!("fs:{{{sale}}}:buyers"))
+        // Each shopper's entry: `units order_id ...`.
+        let entries: Vec<String> = redis::cmd("HVALS")
+            .arg(format!("fs:{{{sale}}}:shoppers"))
             .query(&mut conn)
-            .expect("buyers");
+            .expect("shoppers");
+        let held: Vec<i64> = entries
+            .iter()
+            .map(|entry| {
+                entry
+                    .split(' ')
+                    .next()
+                    .and_then(|units| units.parse().ok())
+                    .expect("units")
+            })
+            .collect();
         assert_eq!(held.iter().sum::<i64>(), STOCK, "per-shopper counts add up");
         assert!(
             held.iter().all(|&units| units == 1),

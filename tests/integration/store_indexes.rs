@@ -470,10 +470,10 @@ async fn an_interrupted_forget_is_finished_by_the_next() {
     accept_all(&store, &closed.id).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     store.settle_sale(&closed.id).await.unwrap();
-    // What the first step leaves: every key but the shopper-to-orders hash.
+    // What the first step leaves: every key but the shoppers hash.
     let keys = SaleKeys::new(&closed.id);
     for key in keys.all() {
-        if key != keys.shopper_orders() {
+        if key != keys.shoppers() {
             let _: () = redis::cmd("DEL")
                 .arg(&key)
                 .query(&mut redis.connection())

@@ -82,6 +82,19 @@ pub(super) fn order_ids<'a, C: FromIterator<OrderId>>(
         .collect()
 }
 
+/// A shopper's entry in a sale's shoppers hash (`units order_id ...`, see
+/// `lua/common.lua`): the units they hold and their orders' ids, as
+/// [`order_ids`] reads them.
+pub(super) fn shopper_entry(entry: &str) -> Result<(i64, &str), StoreError> {
+    let (units, ids) = entry.split_once(' ').unwrap_or((entry, ""));
+    let units = units.parse().map_err(|_| {
+        corrupt(format!(
+            "a shopper's entry begins with {units:?}, not units"
+        ))
+    })?;
+    Ok((units, ids))
+}
+
 /// Reads stream entries: each names the orders of one reserve call, read
 /// as one [`StreamEntry`] per order.
 pub(super) fn stream_entries(ids: Vec<StreamId>) -> Result<Vec<StreamEntry>, StoreError> {

@@ -119,7 +119,7 @@ impl RedisStore {
         sale: &SaleId,
         keys: &SaleKeys,
     ) -> Result<(), StoreError> {
-        let shoppers = keys.shopper_orders();
+        let shoppers = keys.shoppers();
         let mut cursor = String::from("0");
         loop {
             let mut scan = redis::cmd("HSCAN");

@@ -4,7 +4,9 @@
 
 use redis::Value;
 
-use super::codec::{corrupt, order_ids, OrderTerms, ReserveReply, RESERVE_REPLY_ITEMS};
+use super::codec::{
+    corrupt, order_ids, shopper_entry, OrderTerms, ReserveReply, RESERVE_REPLY_ITEMS,
+};
 use super::RedisStore;
 use crate::domain::{OrderId, Reservation, ReserveRequest, SaleId, ShopperId};
 use crate::store::keys::SaleKeys;
@@ -45,8 +47,9 @@ impl RedisStore {
     ) -> Result<Vec<OrderId>, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut cmd = redis::cmd("HGET");
-        cmd.arg(keys.shopper_orders()).arg(shopper.as_str());
-        let ids: Option<String> = self.query("shopper_orders", &cmd).await?;
-        order_ids(ids.as_deref())
+        cmd.arg(keys.shoppers()).arg(shopper.as_str());
+        let entry: Option<String> = self.query("shopper_orders", &cmd).await?;
+        let ids = entry.as_deref().map(shopper_entry).transpose()?;
+        order_ids(ids.map(|(_, ids)| ids))
     }
 }

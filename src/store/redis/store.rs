@@ -14,8 +14,8 @@ use redis::Value;
 use super::codec::{
     admin_outcome, corrupt, dead_letter, delivery_member, exception_from_record, exception_record,
     flag, millis, order_from_fields, order_from_record, order_ids, parse_errand, record_fields,
-    sale_fields, stream_entries, view_from_snapshot, Announcement, OrderTerms, Reply,
-    RESERVE_REPLY_ITEMS, RESERVE_TERMS_ITEMS,
+    sale_fields, shopper_entry, stream_entries, view_from_snapshot, Announcement, OrderTerms,
+    Reply, RESERVE_REPLY_ITEMS, RESERVE_TERMS_ITEMS,
 };
 use super::connection::{timed, unavailable};
 use super::RedisStore;
@@ -332,10 +332,7 @@ impl Store for RedisStore {
     async fn view_sale(&self, id: &SaleId) -> Result<Option<SaleView>, StoreError> {
         let keys = SaleKeys::new(id);
         let mut invocation = self.scripts.sale_snapshot.key(keys.sale());
-        invocation
-            .key(keys.stock())
-            .key(keys.stats())
-            .key(keys.buyers());
+        invocation.key(keys.stock()).key(keys.stats());
         let snapshot = self.run("sale_snapshot", &invocation).await?;
         view_from_snapshot(redis::from_redis_value(snapshot).map_err(corrupt)?)
     }
@@ -346,8 +343,7 @@ impl Store for RedisStore {
         invocation
             .key(keys.stock())
             .key(keys.stats())
-            .key(keys.buyers())
-            .key(keys.shopper_orders())
+            .key(keys.shoppers())
             .key(keys.stream())
             .key(keys.deadlines())
             .key(keys.orders())
@@ -359,8 +355,7 @@ impl Store for RedisStore {
         let Some(view) = view_from_snapshot(reply.next()?)? else {
             return Ok(None);
         };
-        let held: BTreeMap<String, i64> = reply.next()?;
-        let index: HashMap<String, String> = reply.next()?;
+        let shoppers: HashMap<String, String> = reply.next()?;
         let stream: Vec<String> = reply.next()?;
         let deadlines: Vec<String> = reply.next()?;
         let records: BTreeMap<String, String> = reply.next()?;
@@ -382,13 +377,18 @@ impl Store for RedisStore {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
+        let mut held = BTreeMap::new();
+        let mut listed = Vec::with_capacity(shoppers.len());
+        for (shopper, entry) in &shoppers {
+            let (units, ids) = shopper_entry(entry)?;
+            held.insert(ShopperId::parse(shopper).map_err(corrupt)?, units);
+            listed.push(ids);
+        }
+        let indexed = order_ids(listed)?;
         Ok(Some(SaleRecords {
             view,
-            held: held
-                .into_iter()
-                .map(|(shopper, units)| Ok((ShopperId::parse(&shopper).map_err(corrupt)?, units)))
-                .collect::<Result<_, StoreError>>()?,
-            indexed: order_ids(index.values().map(String::as_str))?,
+            held,
+            indexed,
             orders,
             deadlines: deadlines
                 .iter()
@@ -527,9 +527,8 @@ impl Store for RedisStore {
         invocation
             .key(keys.stock())
             .key(keys.stats())
-            .key(keys.buyers())
+            .key(keys.shoppers())
             .key(keys.idempotency())
-            .key(keys.shopper_orders())
             .key(keys.stream())
             .key(keys.deadlines())
             .key(keys.purchase_tokens())
@@ -642,18 +641,18 @@ impl Store for RedisStore {
         retention: Duration,
     ) -> Result<Forgetting, StoreError> {
         let keys = SaleKeys::new(sale);
-        let shopper_orders = keys.shopper_orders();
+        let shoppers = keys.shoppers();
         let mut invocation = self.scripts.forget_sale.key(keys.sale());
         invocation
             .key(keys.deadlines())
             .key(keys.stream())
             .key(keys.outbox())
-            .key(&shopper_orders);
+            .key(&shoppers);
         let rest = keys.all();
         let named = [keys.sale(), keys.deadlines(), keys.stream(), keys.outbox()];
         for key in rest
             .iter()
-            .filter(|key| **key != shopper_orders && !named.contains(key))
+            .filter(|key| **key != shoppers && !named.contains(key))
         {
             invocation.key(key);
         }
@@ -665,10 +664,10 @@ impl Store for RedisStore {
             "forgotten" => {
                 // Each shopper's sales first, then the list of them: a
                 // failure in between is finished by the next call.
-                let shoppers: Vec<String> = reply.next()?;
-                self.unindex_for_shoppers(sale, &shoppers).await?;
+                let listed: Vec<String> = reply.next()?;
+                self.unindex_for_shoppers(sale, &listed).await?;
                 let mut cmd = redis::cmd("UNLINK");
-                cmd.arg(&shopper_orders);
+                cmd.arg(&shoppers);
                 self.query::<()>("forget_sale", &cmd).await?;
                 Forgetting::Forgotten
             }
@@ -684,7 +683,7 @@ impl Store for RedisStore {
         invocation
             .key(keys.stock())
             .key(keys.stats())
-            .key(keys.buyers())
+            .key(keys.shoppers())
             .key(keys.deadlines())
             .key(keys.cancels());
         add_holds(&mut invocation, &id.sale_id());
@@ -754,7 +753,7 @@ impl Store for RedisStore {
             .key(keys.outbox())
             .key(keys.sale())
             .key(keys.stock())
-            .key(keys.buyers())
+            .key(keys.shoppers())
             .arg(id.as_str())
             .arg(flag(restock))
             .arg(flag(follow_ups.refund))
@@ -821,7 +820,7 @@ impl Store for RedisStore {
         let mut invocation = self.scripts.expire_orders.key(keys.stock());
         invocation
             .key(keys.stats())
-            .key(keys.buyers())
+            .key(keys.shoppers())
             .key(keys.deadlines())
             .key(keys.orders());
         add_holds(&mut invocation, sale);
@@ -849,7 +848,7 @@ impl Store for RedisStore {
         let mut invocation = self.scripts.expire_order.key(keys.stock());
         invocation
             .key(keys.stats())
-            .key(keys.buyers())
+            .key(keys.shoppers())
             .key(keys.deadlines())
             .key(keys.orders());
         add_holds(&mut invocation, &id.sale_id());
