@@ -22,16 +22,16 @@ end
 -- count `buyers`, the shoppers holding units.
 
 -- Takes qty units off a shopper's entry in the sale's shoppers hash, and
--- off the sale's buyers when they hold none after it.
+-- off the sale's buyers when they held some and hold none after it.
 local function unhold_shopper(shoppers, stats, shopper, qty)
   local entry = redis.call('HGET', shoppers, shopper)
   if not entry then
     return
   end
-  local space = string.find(entry, ' ', 1, true)
-  local units = tonumber(string.sub(entry, 1, space - 1)) - qty
-  if units <= 0 then
-    units = 0
+  local space = string.find(entry, ' ', 1, true) or #entry + 1
+  local held = tonumber(string.sub(entry, 1, space - 1))
+  local units = math.max(held - qty, 0)
+  if held > 0 and units == 0 then
     redis.call('HINCRBY', stats, 'buyers', -1)
   end
   redis.call('HSET', shoppers, shopper, string.format('%d', units) .. string.sub(entry, space))

@@ -122,7 +122,7 @@ if count > 0 then
       -- is not parsed at all. A shopper's entry is 'units ids...'.
       local entry = h[j]
       if entry then
-        local space = find(entry, ' ', 1, true)
+        local space = find(entry, ' ', 1, true) or #entry + 1
         held[shopper] = sub(entry, 1, space - 1) + 0
         orders[shopper] = sub(entry, space + 1)
       else
