@@ -409,10 +409,35 @@ async fn cancel_returns_units_once(backend: Backend) {
         ),
         (1, 0, 1, 0)
     );
-    store
-        .reserve(&request(&live, "gil", 1, None))
+    // Holding nothing, gil is still known by his orders: he counts again
+    // as a buyer, both orders are his, and the first call resent is
+    // recognised, not reserved again.
+    let first_call = request(&live, "gil", 1, None);
+    let again = store.reserve(&first_call).await.unwrap().order;
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!((stats.remaining, stats.reserved, stats.buyers), (0, 1, 1));
+    let mut listed: Vec<OrderId> = store
+        .shopper_orders(&shopper("gil"))
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .map(|order| order.id)
+        .collect();
+    listed.sort();
+    let mut both = vec![order.id.clone(), again.id.clone()];
+    both.sort();
+    assert_eq!(listed, both);
+    let resent = ReserveRequest {
+        order_id: order.id.clone(),
+        ..first_call
+    };
+    let resent = store.reserve(&resent).await.unwrap();
+    assert_eq!(
+        resent.order.status,
+        OrderStatus::Cancelled,
+        "the first order, as it is"
+    );
+    assert_audit_clean(&store, &live.id).await;
     let unknown = OrderId::generate(&SaleId::generate());
     assert!(matches!(
         store.cancel_order(&unknown, &shopper("gil")).await,
