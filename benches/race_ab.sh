@@ -18,8 +18,14 @@
 # `benches/http.sh`. A race that fails (its check, a non-2xx answer, orders
 # not taken) stops the script with the reason.
 #
+# With COMMANDS=1 each race also prints where Redis's time went: its
+# commands' time (`INFO commandstats`, reset before the race and read once
+# the order services took its orders) in µs per reserved order, for the
+# commands that took 1% of it or more. A script's `EVALSHA` includes the
+# commands it calls, which are listed on their own too.
+#
 # Run: A_BIN=path B_BIN=path bash benches/race_ab.sh
-#      [A_ENV="VAR=value ..."] [B_ENV=...] [ROUNDS=3] [DURATION=6]
+#      [A_ENV="VAR=value ..."] [B_ENV=...] [ROUNDS=3] [DURATION=6] [COMMANDS=1]
 #      [CONNECTIONS=64] [SHOPPERS=300000]
 # A_BIN and B_BIN default to target/release/flashsale (then A_ENV/B_ENV
 # make the difference). Needs wrk, redis-server, python3, curl; about
@@ -63,6 +69,7 @@ order_script "$SHOPPERS" 1
 race() {
   local url=${URL[$1]} pid=${PID[$1]} sale before engine0 user0 redis0 out sale_json
   sale=$(new_sale "$url" "$STOCK" 1)
+  [ "${COMMANDS:-0}" = 0 ] || redis-cli -p "$REDIS_PORT" CONFIG RESETSTAT >/dev/null
   before=$(orders_accepted "${URL[A]}" "${URL[B]}")
   engine0=$(cpu_ticks "$pid"); user0=$(user_ticks "$pid"); redis0=$(cpu_ticks "$REDIS_PID")
   out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/order.lua" "$url/api/v1/sales/$sale/orders")
@@ -75,6 +82,7 @@ race() {
   calls=$(redis-cli -p "$REDIS_PORT" HGET "fs:{$sale}:stats" batches)
   drained "$before" "$orders" "${URL[A]}" "${URL[B]}" >/dev/null ||
     { echo "race $1: not all $orders orders taken in 120 s" >&2; exit 1; }
+  [ "${COMMANDS:-0}" = 0 ] || redis_commands "$1" "$orders" >&2
   python3 - "$sale_json" "$STOCK" "$orders" "${calls:-0}" "$out" \
     $((engine1 - engine0)) $((user1 - user0)) $((redis1 - redis0)) "$TICK_US" <<'PY'
 import json, re, sys
@@ -92,6 +100,21 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 print(rps, engine * tick_us / orders, user * tick_us / orders, redis * tick_us / orders,
       orders / max(calls, 1))
 PY
+}
+
+# redis_commands SIDE ORDERS: Redis's commands' time per reserved order
+# since the race began.
+redis_commands() {
+  redis-cli -p "$REDIS_PORT" INFO commandstats | python3 -c '
+import re, sys
+side, orders = sys.argv[1], int(sys.argv[2])
+usec = {m.group(1): int(m.group(2))
+        for m in re.finditer(r"cmdstat_(\S+?):calls=\d+,usec=(\d+)", sys.stdin.read())}
+total = sum(usec.values()) - usec.get("evalsha", 0)
+top = sorted(((t, name) for name, t in usec.items() if t >= total / 100), reverse=True)
+print(f"{side} Redis commands, us per reserved order:",
+      ", ".join(f"{name} {t / orders:.2f}" for t, name in top))
+' "$1" "$2"
 }
 
 declare -A SUMS
