@@ -339,9 +339,8 @@ named_schema!(
                  `paid_units`, `released_units`, `refund_required_units`, `refunded_units`, \
                  `restocked_units`, `refund_unknown`, `queued_units`, \
                  `shopper_units`, `per_user_limit`, `buyers_count`, `order_missing`, \
-                 `order_unindexed`, \
-                 `deadline_missing`, `deadline_stale`, `reservation_lost`, \
-                 `stream_unknown_order`.",
+                 `order_unindexed`, `deadline_missing`, `deadline_stale`, \
+                 `reservation_lost`, `stream_unknown_order`.",
             ),
             ("detail", "What differs, for a person."),
         ],

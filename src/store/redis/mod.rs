@@ -34,8 +34,8 @@
 //!   on the indexes of sales then: index entries, one key each, in no
 //!   sale's slot (see [`indexes`]); `DEL` of the settling node's lease
 //!   (`lua/settle_sale.lua` takes it); `UNLINK` of the forgotten sale's
-//!   shoppers hash (`fs:{s_id}:shoppers`), which `forget_sale.lua` leaves until the
-//!   shoppers' indexes are done.
+//!   shoppers hash (`fs:{s_id}:shoppers`), which `forget_sale.lua` leaves
+//!   until the shoppers' indexes are done.
 //! - `SCRIPT LOAD` (the script cache, not data). Everything else outside
 //!   scripts is a read: `HGET`, `HSCAN`, `ZRANGE`, `XLEN`, `ZCARD`,
 //!   `CONFIG GET`.
