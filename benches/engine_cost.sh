@@ -5,12 +5,12 @@
 # sold, then 1,000 shoppers' order requests (distinct tokens) are sent on
 # one kept-alive connection, and then the same 1,000 tokens again (a
 # shopper retrying). `callgrind_control -d` dumps the counts around each
-# pass, so each figure is the pass's instructions over its 1,000 requests:
-# hyper, the layers, the token check, the JSON, the metrics, in every
-# thread of the engine. Counts repeat run after run whatever else the
-# machine runs. Caveat: under valgrind SHA-256 takes its portable path,
-# not the CPU's SHA instructions, so the token check weighs more here than
-# on the machine.
+# pass, so each figure is the pass's instructions (and calls into the
+# allocator) over its 1,000 requests: hyper, the layers, the token check,
+# the JSON, the metrics, in every thread of the engine. Counts repeat run
+# after run whatever else the machine runs. Caveat: under valgrind SHA-256
+# takes its portable path, not the CPU's SHA instructions, so the token
+# check weighs more here than on the machine.
 #
 # Run: bash benches/engine_cost.sh [ENGINE_BIN] [VAR=value...]
 #      e.g. bash benches/engine_cost.sh target/release/flashsale FLASHSALE_USER_TOKEN_CACHE=0
@@ -68,5 +68,7 @@ PY
 kill -TERM "$ENGINE"; wait "$ENGINE" 2>/dev/null || true
 total() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
 # Dump 1 is start-up and warm-up, 2 the new tokens, 3 the same tokens again.
+allocs() { python3 -c "print(f'{$(allocator_calls "$1") / 1000:.1f}')"; }
 echo "$BIN $*: sold-out order request, $(( $(total "$WORK/cg.out.2") / 1000 )) instructions" \
-  "(new tokens), $(( $(total "$WORK/cg.out.3") / 1000 )) (the same tokens again)"
+  "and $(allocs "$WORK/cg.out.2") allocations (new tokens), $(( $(total "$WORK/cg.out.3") / 1000 ))" \
+  "and $(allocs "$WORK/cg.out.3") (the same tokens again)"

@@ -10,6 +10,31 @@ bench_cleanup() {
 trap bench_cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# allocator_calls CALLGRIND_OUT: the calls into the engine's allocator
+# (mimalloc's aligned malloc, zalloc and realloc, which Rust's global
+# allocator calls; an allocator entry calling another is counted once) in
+# a callgrind dump, for benches/engine_cost.sh and benches/race_cost.sh.
+allocator_calls() {
+  python3 - "$1" <<'PY'
+import re, sys
+ENTRY = {"mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned"}
+names, caller, callee, count = {}, None, None, 0
+pattern = re.compile(r"(c?fn)=\((\d+)\)(?: (.*))?$")
+for line in open(sys.argv[1], errors="replace"):
+    if line.startswith(("fn=", "cfn=")):
+        kind, ident, name = pattern.match(line.rstrip("\n")).groups()
+        if name:
+            names[ident] = name
+        if kind == "fn":
+            caller = names.get(ident)
+        else:
+            callee = names.get(ident)
+    elif line.startswith("calls=") and callee in ENTRY and caller not in ENTRY:
+        count += int(line[6:].split()[0])
+print(count)
+PY
+}
+
 # The load benchmarks' shared pieces (benches/http.sh, benches/race_ab.sh,
 # benches/race_cost.sh). The engine's and the sale's need ADMIN and SECRET
 # set by the script.

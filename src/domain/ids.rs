@@ -8,10 +8,12 @@
 //! ordinary sale's tail never holds a `-`, so the store tells the two apart
 //! from the id alone and keys a campaign's sales by the campaign's hash tag.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 use super::InvalidField;
 
@@ -37,23 +39,32 @@ const TAIL_SYMBOLS: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// request.
 const SYMBOLS_PER_DRAW: usize = 10;
 
+/// The longest id [`generated`] makes: an order's.
+const GENERATED_LEN_MAX: usize = ORDER_PREFIX.len() + SALE_TAIL_LEN + "_".len() + ORDER_TAIL_LEN;
+
 /// A new id: `parts` one after the other, then `tail_len` random
-/// lowercase letters and digits, built in one allocation.
-fn generated(parts: &[&str], tail_len: usize) -> String {
-    let mut id =
-        String::with_capacity(parts.iter().map(|part| part.len()).sum::<usize>() + tail_len);
-    parts.iter().for_each(|part| id.push_str(part));
+/// lowercase letters and digits (at most [`GENERATED_LEN_MAX`] in all),
+/// built on the stack: a sale's id is then held inline, an order's in one
+/// allocation.
+fn generated(parts: &[&str], tail_len: usize) -> SmolStr {
+    let mut id = [0u8; GENERATED_LEN_MAX];
+    let mut len = 0;
+    for part in parts {
+        id[len..len + part.len()].copy_from_slice(part.as_bytes());
+        len += part.len();
+    }
     let mut rng = rand::rng();
     let (mut draw, mut left) = (0u64, 0);
-    for _ in 0..tail_len {
+    for symbol in &mut id[len..len + tail_len] {
         if left == 0 {
             (draw, left) = (rng.random(), SYMBOLS_PER_DRAW);
         }
-        id.push(char::from(TAIL_SYMBOLS[(draw % 36) as usize]));
+        *symbol = TAIL_SYMBOLS[(draw % 36) as usize];
         draw /= 36;
         left -= 1;
     }
-    id
+    // ASCII throughout: the parts are prefixes and tails of valid ids.
+    SmolStr::new(std::str::from_utf8(&id[..len + tail_len]).unwrap_or_default())
 }
 
 fn is_tail(text: &str, len: usize) -> bool {
@@ -89,24 +100,52 @@ fn base36(mut n: u32, width: usize) -> String {
     String::from_utf8(digits).unwrap_or_default()
 }
 
+/// What every id type shares: its text (`as_str`, `Display`, `String`),
+/// and serde as a JSON string, read through the type's `parse`. The text
+/// is a [`SmolStr`], so cloning an id (an order's ids go into its record,
+/// its reply and its events) allocates nothing: a sale's id (14 bytes at
+/// most) is held inline, a longer one (an order's, most shoppers') shared
+/// behind a reference count.
+macro_rules! id_text {
+    ($id:ident) => {
+        impl $id {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<$id> for String {
+            fn from(id: $id) -> Self {
+                id.0.into()
+            }
+        }
+
+        impl Serialize for $id {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $id {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = Cow::<'de, str>::deserialize(deserializer)?;
+                Self::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 /// `s_` followed by 12 lowercase letters or digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct SaleId(String);
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SaleId(SmolStr);
 
-impl TryFrom<String> for SaleId {
-    type Error = InvalidField;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        Self::parse(&text)
-    }
-}
-
-impl From<SaleId> for String {
-    fn from(id: SaleId) -> Self {
-        id.0
-    }
-}
+id_text!(SaleId);
 
 impl SaleId {
     pub fn generate() -> Self {
@@ -115,7 +154,7 @@ impl SaleId {
 
     pub fn parse(text: &str) -> Result<Self, InvalidField> {
         match text.strip_prefix(SALE_PREFIX) {
-            Some(tail) if is_sale_tail(tail) => Ok(Self(text.to_owned())),
+            Some(tail) if is_sale_tail(tail) => Ok(Self(SmolStr::new(text))),
             _ => Err(InvalidField::new("sale_id", "is not a sale id")),
         }
     }
@@ -125,7 +164,7 @@ impl SaleId {
     /// campaign's validation).
     pub fn of_campaign(campaign: &CampaignId, round: u32, item: u32) -> Self {
         debug_assert!(round < CAMPAIGN_ROUNDS_MAX && item < CAMPAIGN_ITEMS_MAX);
-        Self(format!(
+        Self(smol_str::format_smolstr!(
             "{SALE_PREFIX}{}-{}{}",
             campaign.tail(),
             base36(round, 1),
@@ -137,14 +176,10 @@ impl SaleId {
     /// ordinary sale.
     pub fn campaign(&self) -> Option<CampaignSlot> {
         campaign_part(self.tail()).map(|(campaign, round, item)| CampaignSlot {
-            campaign: CampaignId(format!("{CAMPAIGN_PREFIX}{campaign}")),
+            campaign: CampaignId(smol_str::format_smolstr!("{CAMPAIGN_PREFIX}{campaign}")),
             round,
             item,
         })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 
     fn tail(&self) -> &str {
@@ -152,15 +187,11 @@ impl SaleId {
     }
 }
 
-impl fmt::Display for SaleId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// `o_<sale tail>_<16 random>`: unique, unguessable, and names its sale.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OrderId(String);
+pub struct OrderId(SmolStr);
+
+id_text!(OrderId);
 
 impl OrderId {
     pub fn generate(sale: &SaleId) -> Self {
@@ -173,7 +204,7 @@ impl OrderId {
             .and_then(|rest| rest.split_once('_'))
             .is_some_and(|(sale, own)| is_sale_tail(sale) && is_tail(own, ORDER_TAIL_LEN));
         if valid {
-            Ok(Self(text.to_owned()))
+            Ok(Self(SmolStr::new(text)))
         } else {
             Err(InvalidField::new("order_id", "is not an order id"))
         }
@@ -182,17 +213,7 @@ impl OrderId {
     /// The sale this order belongs to.
     pub fn sale_id(&self) -> SaleId {
         let tail = &self.0[ORDER_PREFIX.len()..ORDER_PREFIX.len() + SALE_TAIL_LEN];
-        SaleId(format!("{SALE_PREFIX}{tail}"))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        SaleId(smol_str::format_smolstr!("{SALE_PREFIX}{tail}"))
     }
 }
 
@@ -205,23 +226,10 @@ pub struct CampaignSlot {
 }
 
 /// `c_` followed by 8 lowercase letters or digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct CampaignId(String);
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CampaignId(SmolStr);
 
-impl TryFrom<String> for CampaignId {
-    type Error = InvalidField;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        Self::parse(&text)
-    }
-}
-
-impl From<CampaignId> for String {
-    fn from(id: CampaignId) -> Self {
-        id.0
-    }
-}
+id_text!(CampaignId);
 
 impl CampaignId {
     pub fn generate() -> Self {
@@ -230,13 +238,9 @@ impl CampaignId {
 
     pub fn parse(text: &str) -> Result<Self, InvalidField> {
         match text.strip_prefix(CAMPAIGN_PREFIX) {
-            Some(tail) if is_tail(tail, CAMPAIGN_TAIL_LEN) => Ok(Self(text.to_owned())),
+            Some(tail) if is_tail(tail, CAMPAIGN_TAIL_LEN) => Ok(Self(SmolStr::new(text))),
             _ => Err(InvalidField::new("campaign_id", "is not a campaign id")),
         }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 
     fn tail(&self) -> &str {
@@ -244,31 +248,12 @@ impl CampaignId {
     }
 }
 
-impl fmt::Display for CampaignId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// A shopper: the `sub` claim of their token (a WeChat OpenID), 1 to 128
 /// printable ASCII characters without spaces.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ShopperId(String);
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShopperId(SmolStr);
 
-impl TryFrom<String> for ShopperId {
-    type Error = InvalidField;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        Self::parse(&text)
-    }
-}
-
-impl From<ShopperId> for String {
-    fn from(id: ShopperId) -> Self {
-        id.0
-    }
-}
+id_text!(ShopperId);
 
 impl ShopperId {
     pub fn parse(text: &str) -> Result<Self, InvalidField> {
@@ -279,17 +264,7 @@ impl ShopperId {
                 "must be 1 to 128 printable ASCII characters",
             ));
         }
-        Ok(Self(text.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ShopperId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        Ok(Self(SmolStr::new(text)))
     }
 }
 

@@ -2,6 +2,7 @@
 //! or expired. Created in the same atomic step that takes the stock.
 
 use serde::Serialize;
+use smol_str::SmolStr;
 
 use super::{Millis, OrderId, SaleId, ShopperId};
 
@@ -131,7 +132,8 @@ pub struct Order {
     pub shopper_id: ShopperId,
     pub quantity: i64,
     pub amount_cents: i64,
-    pub currency: String,
+    /// ISO 4217 code, held inline (each order of a reserve call carries it).
+    pub currency: SmolStr,
     pub status: OrderStatus,
     pub created_at: Millis,
     pub expires_at: Millis,

@@ -10,11 +10,12 @@ use axum::body::Bytes;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use smol_str::SmolStr;
 use utoipa::ToSchema;
 
 use crate::domain::{
-    format_ms, Difference, Order, OrderStatus, PaymentException, RecountedUnits, RefundKind,
-    SaleId, SaleRecords, SaleStats, SaleStatus, SaleView,
+    format_ms, Difference, Order, OrderId, OrderStatus, PaymentException, RecountedUnits,
+    RefundKind, SaleId, SaleRecords, SaleStats, SaleStatus, SaleView, ShopperId,
 };
 use crate::sales::live::LiveSale;
 use crate::store::DeadLetter;
@@ -286,21 +287,21 @@ pub struct AdminSaleList {
 /// An order, as shoppers see it and the merchant's webhook is told.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderBody {
-    #[schema(example = "o_k3v9x2m7q1ab_h4p8n2c6w1z5r7t3")]
-    pub id: String,
-    #[schema(example = "s_k3v9x2m7q1ab")]
-    pub sale_id: String,
+    #[schema(value_type = String, example = "o_k3v9x2m7q1ab_h4p8n2c6w1z5r7t3")]
+    pub id: OrderId,
+    #[schema(value_type = String, example = "s_k3v9x2m7q1ab")]
+    pub sale_id: SaleId,
     /// The shopper: the `sub` of their token.
-    #[schema(example = "oX3a9Yb2")]
-    pub user_id: String,
+    #[schema(value_type = String, example = "oX3a9Yb2")]
+    pub user_id: ShopperId,
     #[schema(minimum = 1, example = 1)]
     pub quantity: i64,
     /// `quantity × price_cents`, in minor units.
     #[schema(example = 19900)]
     pub amount_cents: i64,
     /// ISO 4217 code.
-    #[schema(example = "CNY")]
-    pub currency: String,
+    #[schema(value_type = String, example = "CNY")]
+    pub currency: SmolStr,
     pub status: OrderStatus,
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -327,9 +328,9 @@ pub struct OrderBody {
 impl From<&Order> for OrderBody {
     fn from(order: &Order) -> Self {
         Self {
-            id: order.id.to_string(),
-            sale_id: order.sale_id.to_string(),
-            user_id: order.shopper_id.to_string(),
+            id: order.id.clone(),
+            sale_id: order.sale_id.clone(),
+            user_id: order.shopper_id.clone(),
             quantity: order.quantity,
             amount_cents: order.amount_cents,
             currency: order.currency.clone(),

@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use parking_lot::Mutex;
-
+use smol_str::SmolStr;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::webhook::{Backoff, GiveUp, Webhook};
@@ -528,7 +528,7 @@ impl OrderService {
                     entry of a build before batches); dropping the entry"),
             }
         }
-        let mut processed: Vec<String> = entries.into_iter().map(|entry| entry.id).collect();
+        let mut processed: Vec<SmolStr> = entries.into_iter().map(|entry| entry.id).collect();
         // The orders of one entry are read side by side.
         processed.dedup();
         self.store.ack_reservations(sale, &processed).await?;

@@ -380,7 +380,9 @@ impl Payments {
                     Payment {
                         amount: Some((
                             refund.refund,
-                            order.map(|order| order.currency).unwrap_or_default(),
+                            order
+                                .map(|order| String::from(order.currency))
+                                .unwrap_or_default(),
                         )),
                         transaction_id: if refund.transaction_id.is_empty() {
                             refund.out_refund_no.clone()

@@ -17,6 +17,7 @@ mod scripts;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use smol_str::SmolStr;
 
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::{RedisStore, RedisTarget};
@@ -62,8 +63,9 @@ pub enum StoreError {
 /// a batch share the entry's id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEntry {
-    /// The stream's id of the entry, to acknowledge it with.
-    pub id: String,
+    /// The stream's id of the entry, to acknowledge it with (held inline:
+    /// each order of the entry carries it).
+    pub id: SmolStr,
     pub order_id: OrderId,
 }
 
@@ -579,8 +581,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Acknowledges processed entries and removes them from the stream (on
     /// Redis, once no older entry is still unacknowledged).
-    async fn ack_reservations(&self, sale: &SaleId, entry_ids: &[String])
-        -> Result<(), StoreError>;
+    async fn ack_reservations(
+        &self,
+        sale: &SaleId,
+        entry_ids: &[SmolStr],
+    ) -> Result<(), StoreError>;
 
     // Hand-offs to the merchant's webhook (an outbox kept with the sale).
 

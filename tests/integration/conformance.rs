@@ -889,7 +889,7 @@ async fn prepay_and_transaction_ids_are_kept(backend: Backend) {
     ));
 
     let payment = Payment {
-        amount: Some((order.amount_cents, order.currency.clone())),
+        amount: Some((order.amount_cents, order.currency.to_string())),
         transaction_id: "4200000000000000000000000001".into(),
     };
     let PaymentOutcome::Paid(paid) = store

@@ -26,7 +26,7 @@ async fn pay_all(store: Arc<dyn Store>, orders: Arc<Vec<Order>>) -> (i64, i64) {
     let (mut paid, mut late) = (0, 0);
     for order in orders.iter() {
         let payment = Payment {
-            amount: Some((order.amount_cents, order.currency.clone())),
+            amount: Some((order.amount_cents, order.currency.to_string())),
             transaction_id: format!("tx-{}", order.id),
         };
         match store

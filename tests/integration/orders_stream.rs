@@ -557,7 +557,7 @@ async fn records_and_entries_of_a_build_before_batches() {
         .accept_orders(&live.id, &entries, false)
         .await
         .unwrap();
-    let entry_ids: Vec<String> = entries.into_iter().map(|entry| entry.id).collect();
+    let entry_ids: Vec<_> = entries.into_iter().map(|entry| entry.id).collect();
     store.ack_reservations(&live.id, &entry_ids).await.unwrap();
 
     // The record as such a build kept it, and its batch unknown.

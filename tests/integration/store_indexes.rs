@@ -46,7 +46,7 @@ pub async fn accept_all(store: &Arc<dyn Store>, sale: &SaleId) {
     store.join_reservations(sale).await.unwrap();
     let entries = store.read_reservations(sale, "test", 1_000).await.unwrap();
     store.accept_orders(sale, &entries, false).await.unwrap();
-    let entry_ids: Vec<String> = entries.into_iter().map(|entry| entry.id).collect();
+    let entry_ids: Vec<_> = entries.into_iter().map(|entry| entry.id).collect();
     store.ack_reservations(sale, &entry_ids).await.unwrap();
 }
 

@@ -583,7 +583,7 @@ impl Model {
             shopper_id: request.shopper_id.clone(),
             quantity,
             amount_cents: quantity * self.sale.price_cents,
-            currency: self.sale.currency.clone(),
+            currency: self.sale.currency.as_str().into(),
             status: OrderStatus::PendingPayment,
             created_at: now,
             expires_at: now + self.sale.payment_timeout_secs * 1_000,
@@ -1105,7 +1105,7 @@ async fn apply(
                 amount: target
                     .as_ref()
                     .filter(|_| wrong_amount)
-                    .map(|o| (o.amount_cents + 1, o.currency.clone())),
+                    .map(|o| (o.amount_cents + 1, o.currency.to_string())),
                 transaction_id: format!("tx-{before}"),
             };
             let actual = answer(

@@ -28,6 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use smol_str::SmolStr;
 
 use self::campaign::{CampaignEntry, CampaignHolds};
 use self::sale::SaleRecord;
@@ -631,7 +632,7 @@ impl Store for EmbeddedStore {
     async fn ack_reservations(
         &self,
         sale: &SaleId,
-        entry_ids: &[String],
+        entry_ids: &[SmolStr],
     ) -> Result<(), StoreError> {
         self.record(sale)?.lock().stream.ack(entry_ids);
         Ok(())

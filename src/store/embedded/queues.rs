@@ -9,6 +9,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use smol_str::SmolStr;
+
 use crate::domain::{Millis, OrderEvent, OrderId};
 use crate::store::{DeadLetter, Delivery, DeliveryFailure, Errand, StreamEntry};
 
@@ -54,7 +56,7 @@ impl ReservationStream {
             .into_iter()
             .flatten()
             .map(move |order_id| StreamEntry {
-                id: format!("0-{seq}"),
+                id: smol_str::format_smolstr!("0-{seq}"),
                 order_id: order_id.clone(),
             })
     }
@@ -90,7 +92,7 @@ impl ReservationStream {
         idle.into_iter().flat_map(|seq| self.entry(seq)).collect()
     }
 
-    pub fn ack(&mut self, ids: &[String]) {
+    pub fn ack(&mut self, ids: &[SmolStr]) {
         for seq in ids
             .iter()
             .filter_map(|id| id.strip_prefix("0-")?.parse::<u64>().ok())

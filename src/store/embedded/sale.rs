@@ -11,6 +11,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use smol_str::SmolStr;
 
 use super::campaign::CampaignHolds;
 use super::queues::{later, Outbox, ReservationStream};
@@ -254,7 +255,7 @@ impl SaleRecord {
             shopper_id: request.shopper_id.clone(),
             quantity,
             amount_cents: quantity * self.sale.price_cents,
-            currency: self.sale.currency.clone(),
+            currency: SmolStr::new(&self.sale.currency),
             status: OrderStatus::PendingPayment,
             created_at: now,
             expires_at: now + self.sale.payment_timeout_secs * 1000,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use redis::streams::StreamId;
 use redis::{FromRedisValue, Value};
+use smol_str::SmolStr;
 
 use crate::domain::{
     Admission, AdmissionMode, Millis, Order, OrderId, OrderStatus, PaymentException,
@@ -104,9 +105,10 @@ pub(super) fn stream_entries(ids: Vec<StreamId>) -> Result<Vec<StreamEntry>, Sto
             .get::<String>("order_ids")
             .ok_or_else(|| corrupt(format!("stream entry {} has no order_ids", entry.id)))?;
         let orders: Vec<OrderId> = order_ids([listed.as_str()])?;
+        let id = SmolStr::new(&entry.id);
         entries.extend(orders.into_iter().map(|order_id| StreamEntry {
             order_id,
-            id: entry.id.clone(),
+            id: id.clone(),
         }));
     }
     Ok(entries)
@@ -229,7 +231,7 @@ pub(super) struct OrderTerms {
     created_at: Millis,
     expires_at: Millis,
     price_cents: i64,
-    currency: String,
+    currency: SmolStr,
 }
 
 /// One request's answer in a `reserve.lua` reply.
@@ -248,7 +250,7 @@ impl OrderTerms {
             created_at: reply.next()?,
             expires_at: reply.next()?,
             price_cents: reply.next()?,
-            currency: reply.next()?,
+            currency: SmolStr::from(reply.next::<String>()?),
         })
     }
 
@@ -422,7 +424,7 @@ pub(super) fn order_from_fields(
         shopper_id: ShopperId::parse(&text_field(fields, "user_id")?).map_err(corrupt)?,
         quantity: int_field(fields, "quantity")?,
         amount_cents: int_field(fields, "amount_cents")?,
-        currency: text_field(fields, "currency")?,
+        currency: SmolStr::from(text_field(fields, "currency")?),
         status: OrderStatus::parse(&status)
             .ok_or_else(|| corrupt(format!("order status {status}")))?,
         created_at: int_field(fields, "created_at")?,

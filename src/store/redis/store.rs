@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use futures::future::try_join_all;
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::Value;
+use smol_str::SmolStr;
 
 use super::codec::{
     admin_outcome, corrupt, dead_letter, delivery_member, exception_from_record, exception_record,
@@ -1006,7 +1007,7 @@ impl Store for RedisStore {
     async fn ack_reservations(
         &self,
         sale: &SaleId,
-        entry_ids: &[String],
+        entry_ids: &[SmolStr],
     ) -> Result<(), StoreError> {
         if entry_ids.is_empty() {
             return Ok(());
@@ -1015,7 +1016,9 @@ impl Store for RedisStore {
             .scripts
             .ack_reservations
             .key(SaleKeys::new(sale).stream());
-        invocation.arg(ORDER_SERVICE_GROUP).arg(entry_ids);
+        invocation
+            .arg(ORDER_SERVICE_GROUP)
+            .arg(entry_ids.iter().map(SmolStr::as_str).collect::<Vec<_>>());
         self.run("ack_reservations", &invocation).await?;
         Ok(())
     }

@@ -301,7 +301,7 @@ impl CampaignModel {
             shopper_id: shopper.clone(),
             quantity,
             amount_cents: quantity * sale.sale.price_cents,
-            currency: sale.sale.currency.clone(),
+            currency: sale.sale.currency.as_str().into(),
             status: OrderStatus::PendingPayment,
             created_at: now,
             expires_at: now,
