@@ -68,7 +68,6 @@ PY
 kill -TERM "$ENGINE"; wait "$ENGINE" 2>/dev/null || true
 total() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
 # Dump 1 is start-up and warm-up, 2 the new tokens, 3 the same tokens again.
-allocs() { python3 -c "print(f'{$(allocator_calls "$1") / 1000:.1f}')"; }
 echo "$BIN $*: sold-out order request, $(( $(total "$WORK/cg.out.2") / 1000 )) instructions" \
-  "and $(allocs "$WORK/cg.out.2") allocations (new tokens), $(( $(total "$WORK/cg.out.3") / 1000 ))" \
-  "and $(allocs "$WORK/cg.out.3") (the same tokens again)"
+  "and $(allocator_calls "$WORK/cg.out.2" 1000) allocator calls (new tokens)," \
+  "$(( $(total "$WORK/cg.out.3") / 1000 )) and $(allocator_calls "$WORK/cg.out.3" 1000) (the same tokens again)"

@@ -1,5 +1,6 @@
-# Sourced by the benchmark scripts: a free port, and the processes and work
-# directory each script starts, stopped and removed on exit.
+# Sourced by the benchmark scripts: a free port, the processes and work
+# directory each script starts (stopped and removed on exit), and the
+# allocator calls in a callgrind dump.
 WORK=$(mktemp -d)
 PIDS=()
 bench_cleanup() {
@@ -10,28 +11,32 @@ bench_cleanup() {
 trap bench_cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# allocator_calls CALLGRIND_OUT: the calls into the engine's allocator
-# (mimalloc's aligned malloc, zalloc and realloc, which Rust's global
-# allocator calls; an allocator entry calling another is counted once) in
-# a callgrind dump, for benches/engine_cost.sh and benches/race_cost.sh.
+# allocator_calls CALLGRIND_OUT PER: the calls into the engine's allocator
+# in a callgrind dump (callgrind's default output: names compressed), over
+# PER (orders, requests), to one decimal: mimalloc's aligned malloc, zalloc
+# and realloc, which Rust's global allocator calls (a realloc counts as one;
+# frees are not counted). For benches/engine_cost.sh and race_cost.sh.
 allocator_calls() {
-  python3 - "$1" <<'PY'
+  python3 - "$1" "$2" <<'PY'
 import re, sys
 ENTRY = {"mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned"}
 names, caller, callee, count = {}, None, None, 0
-pattern = re.compile(r"(c?fn)=\((\d+)\)(?: (.*))?$")
+# A function's name comes with its first mention, as caller, callee or
+# jump target; later mentions give only its number.
+pattern = re.compile(r"([cj]?fn)=\((\d+)\)(?: (.*))?$")
 for line in open(sys.argv[1], errors="replace"):
-    if line.startswith(("fn=", "cfn=")):
-        kind, ident, name = pattern.match(line.rstrip("\n")).groups()
+    named = pattern.match(line.rstrip("\n"))
+    if named:
+        kind, ident, name = named.groups()
         if name:
             names[ident] = name
         if kind == "fn":
             caller = names.get(ident)
-        else:
+        elif kind == "cfn":
             callee = names.get(ident)
     elif line.startswith("calls=") and callee in ENTRY and caller not in ENTRY:
         count += int(line[6:].split()[0])
-print(count)
+print(f"{count / int(sys.argv[2]):.1f}")
 PY
 }
 

@@ -12,7 +12,7 @@
 # encoding and parsing, the 201's body, the order service's acceptance and
 # its indexes. `callgrind_control -d` dumps the counts after a warm-up and
 # after the orders; the second dump over the 1,920 orders is the figure,
-# with the calls into the allocator over the same orders (allocations per
+# with the calls into the allocator over the same orders (allocator calls per
 # reserved order).
 # Caveat: under valgrind SHA-256 takes its portable path (see
 # `benches/engine_cost.sh`).
@@ -83,7 +83,6 @@ dump()
 PY
 kill -TERM "$ENGINE"; wait "$ENGINE" 2>/dev/null || true
 [ -z "$KEEP" ] || cp "$WORK/cg.out.2" "$KEEP"
-ALLOCS=$(allocator_calls "$WORK/cg.out.2")
 echo "$BIN: $(( $(awk '/^(summary|totals):/ {print $2; exit}' "$WORK/cg.out.2") / ORDERS ))" \
-  "instructions per reserved order, $(python3 -c "print(f'{$ALLOCS / $ORDERS:.1f}')") allocations" \
+  "instructions and $(allocator_calls "$WORK/cg.out.2" "$ORDERS") allocator calls per reserved order" \
   "($ORDERS orders, 32 clients at once, Redis store)"

@@ -8,7 +8,6 @@
 //! ordinary sale's tail never holds a `-`, so the store tells the two apart
 //! from the id alone and keys a campaign's sales by the campaign's hash tag.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use rand::Rng;
@@ -100,12 +99,12 @@ fn base36(mut n: u32, width: usize) -> String {
     String::from_utf8(digits).unwrap_or_default()
 }
 
-/// What every id type shares: its text (`as_str`, `Display`, `String`),
-/// and serde as a JSON string, read through the type's `parse`. The text
-/// is a [`SmolStr`], so cloning an id (an order's ids go into its record,
-/// its reply and its events) allocates nothing: a sale's id (14 bytes at
-/// most) is held inline, a longer one (an order's, most shoppers') shared
-/// behind a reference count.
+/// What every id type shares: its text (`as_str`, `Display`), and serde
+/// as a string, read through the type's `parse`. The text is a
+/// [`SmolStr`], so cloning an id (an order's ids go into its record, its
+/// reply and its events) allocates nothing: a sale's id (14 bytes) and a
+/// campaign's (10) are held inline, a longer one (an order's, most
+/// shoppers') shared behind a reference count.
 macro_rules! id_text {
     ($id:ident) => {
         impl $id {
@@ -120,12 +119,6 @@ macro_rules! id_text {
             }
         }
 
-        impl From<$id> for String {
-            fn from(id: $id) -> Self {
-                id.0.into()
-            }
-        }
-
         impl Serialize for $id {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.serialize_str(&self.0)
@@ -134,11 +127,26 @@ macro_rules! id_text {
 
         impl<'de> Deserialize<'de> for $id {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = Cow::<'de, str>::deserialize(deserializer)?;
-                Self::parse(&text).map_err(serde::de::Error::custom)
+                deserializer.deserialize_str(IdVisitor(Self::parse))
             }
         }
     };
+}
+
+/// Reads an id from a string in place (no owned copy first) with its
+/// type's `parse`.
+struct IdVisitor<T>(fn(&str) -> Result<T, InvalidField>);
+
+impl<T> serde::de::Visitor<'_> for IdVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+        (self.0)(text).map_err(E::custom)
+    }
 }
 
 /// `s_` followed by 12 lowercase letters or digits.
@@ -338,6 +346,28 @@ mod tests {
         ] {
             assert!(OrderId::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn ids_are_json_strings_read_through_their_parse() {
+        let sale = SaleId::generate();
+        let order = OrderId::generate(&sale);
+        let campaign = CampaignId::generate();
+        let shopper = ShopperId::parse("oX3a9Yb2_long_enough_to_be_shared").unwrap();
+        let json = serde_json::to_string(&(&sale, &order, &campaign, &shopper)).unwrap();
+        assert_eq!(
+            json,
+            format!(r#"["{sale}","{order}","{campaign}","{shopper}"]"#)
+        );
+        let read: (SaleId, OrderId, CampaignId, ShopperId) = serde_json::from_str(&json).unwrap();
+        assert_eq!(read, (sale, order, campaign, shopper));
+        // A malformed id is the field's own error; not a string, serde's.
+        let bad = serde_json::from_str::<SaleId>(r#""s_ABC""#).unwrap_err();
+        assert!(bad.to_string().contains("is not a sale id"), "{bad}");
+        let bad = serde_json::from_str::<ShopperId>(r#""has space""#).unwrap_err();
+        assert!(bad.to_string().contains("printable ASCII"), "{bad}");
+        let bad = serde_json::from_str::<CampaignId>("7").unwrap_err();
+        assert!(bad.to_string().contains("expected a string"), "{bad}");
     }
 
     #[test]

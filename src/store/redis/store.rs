@@ -1016,9 +1016,10 @@ impl Store for RedisStore {
             .scripts
             .ack_reservations
             .key(SaleKeys::new(sale).stream());
-        invocation
-            .arg(ORDER_SERVICE_GROUP)
-            .arg(entry_ids.iter().map(SmolStr::as_str).collect::<Vec<_>>());
+        invocation.arg(ORDER_SERVICE_GROUP);
+        for id in entry_ids {
+            invocation.arg(id.as_str());
+        }
         self.run("ack_reservations", &invocation).await?;
         Ok(())
     }
