@@ -59,16 +59,18 @@
 -- send nothing more: each argument costs Redis its parsing and its copy
 -- into Lua): i, the idempotency field ('' when none), the token's id (''
 -- when none).
--- Returns one flat array: the terms, then two items per request, in
+-- Returns one flat array: the terms, then each request's answer, in
 -- order. The terms are what every order this call made shares: now_ms
--- (created_at), expires_ms, price_cents, currency. A request's two items:
---   remaining, held (two integers: reserved, the common case, so it
---     carries no outcome name)
+-- (created_at), expires_ms, price_cents, currency, and the stock remaining
+-- after the whole call (a reservation's own remaining is that plus the
+-- units of the reservations after it in the call). A request's answer:
+--   held (one integer, the shopper's units after it: reserved, the common
+--     case, so it carries no outcome name)
 --   'replay', order_id (an idempotent retry, or this very call resent)
---   'sold_out', remaining
---   'idempotency_mismatch' | 'not_found' | 'not_started' | 'ended' |
---   'purchase_token_required' | 'purchase_token_used' | 'limit_exceeded' |
---   'round_limit_exceeded' | 'campaign_limit_exceeded', then nil
+--   'sold_out' | 'idempotency_mismatch' | 'not_found' | 'not_started' |
+--   'ended' | 'purchase_token_required' | 'purchase_token_used' |
+--   'limit_exceeded' | 'round_limit_exceeded' | 'campaign_limit_exceeded'
+--     (the name alone)
 -- Flat rather than a table per request: Redis converts every table of a
 -- reply on its own (looking for 'err', 'ok' and the like in each); and
 -- each item costs Redis and the engine's parser alike.
@@ -237,7 +239,7 @@ local function decide(shopper, qty_text, order_id, idem, token)
     end
   end
   if stock < qty then
-    return 'sold_out', stock
+    return 'sold_out'
   end
   stock = stock - qty
   taken = taken + qty
@@ -275,7 +277,7 @@ local function decide(shopper, qty_text, order_id, idem, token)
   end
   made_count = made_count + 1
   made[made_count] = order_id
-  return 'reserved', stock, held[shopper]
+  return 'reserved', held[shopper]
 end
 
 -- HSET's arguments for `values` of each shopper the call changed: shopper,
@@ -296,17 +298,22 @@ local function entry(units, shopper)
   return text(units) .. ' ' .. orders[shopper]
 end
 
-local replies = {now, expires, price or 0, m[7] or ''}
+local replies, r = {now, expires, price or 0, m[7] or '', 0}, 5
 for i = 1, count do
   local a = i * 3
-  local outcome, x, y = decide(argv[a], argv[a + 1], argv[a + 2], idems[i] or '', tokens[i] or '')
-  local r = 3 + i * 2
+  local outcome, x = decide(argv[a], argv[a + 1], argv[a + 2], idems[i] or '', tokens[i] or '')
+  r = r + 1
   if outcome == 'reserved' then
-    replies[r], replies[r + 1] = x, y
+    replies[r] = x
   else
-    replies[r], replies[r + 1] = outcome, x or false
+    replies[r] = outcome
+    if x then
+      r = r + 1
+      replies[r] = x
+    end
   end
 end
+replies[5] = stock
 
 -- Write back once what changed (a shopper or key twice: its last value).
 if taken > 0 then

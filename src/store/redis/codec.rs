@@ -218,20 +218,18 @@ impl Reply {
     }
 }
 
-/// Items of one request's answer in a `reserve.lua` reply: a new order's
-/// remaining stock and the shopper's units held (two integers), or an
-/// outcome's name and its value (nil where it has none).
-pub(super) const RESERVE_REPLY_ITEMS: usize = 2;
-
 /// Items of the head of a `reserve.lua` reply ([`OrderTerms`]).
-pub(super) const RESERVE_TERMS_ITEMS: usize = 4;
+const RESERVE_TERMS_ITEMS: usize = 5;
 
-/// What every order one reserve call made shares (the head of its reply).
+/// The head of a `reserve.lua` reply: what every order the call made
+/// shares, and the stock the call left.
 pub(super) struct OrderTerms {
     created_at: Millis,
     expires_at: Millis,
     price_cents: i64,
     currency: SmolStr,
+    /// Units left in the sale after the whole call.
+    remaining: i64,
 }
 
 /// One request's answer in a `reserve.lua` reply.
@@ -246,51 +244,76 @@ pub(super) enum ReserveReply {
 impl OrderTerms {
     /// Reads the head of a reserve reply.
     pub(super) fn from_reply(reply: &mut Reply) -> Result<Self, StoreError> {
+        if reply.remaining() < RESERVE_TERMS_ITEMS {
+            return Err(corrupt("reserve reply is too short"));
+        }
         Ok(Self {
             created_at: reply.next()?,
             expires_at: reply.next()?,
             price_cents: reply.next()?,
             currency: SmolStr::from(reply.next::<String>()?),
+            remaining: reply.next()?,
         })
     }
 
-    /// Reads one request's items (`RESERVE_REPLY_ITEMS` of them): a new
-    /// order is built from the request and these terms; a rejection is the
-    /// request's error.
-    pub(super) fn read(
+    /// Reads the rest of the reply: each request's answer, in order. A new
+    /// order is built from its request and these terms, its `remaining` the
+    /// call's plus the units of the reservations after it in the call (the
+    /// script takes stock for nothing else); a rejection is the request's
+    /// error. The outer error means the reply answers a different number
+    /// of requests.
+    pub(super) fn read_answers(
+        &self,
+        requests: &[ReserveRequest],
+        reply: &mut Reply,
+    ) -> Result<Vec<Result<ReserveReply, StoreError>>, StoreError> {
+        let mut answers = requests
+            .iter()
+            .map(|request| self.read(request, reply))
+            .collect::<Result<Vec<_>, _>>()?;
+        if reply.has_more() {
+            return Err(corrupt("reserve answered more requests than were sent"));
+        }
+        let mut remaining = self.remaining;
+        for (answer, request) in answers.iter_mut().zip(requests).rev() {
+            if let Ok(ReserveReply::Reserved(reservation)) = answer {
+                reservation.remaining = Some(remaining);
+                remaining = remaining.saturating_add(request.quantity.get());
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Reads one request's answer: the shopper's units `held` after a new
+    /// order (one integer), `replay` and the order's id, or an outcome's
+    /// name alone. The outer error means the reply ended early.
+    fn read(
         &self,
         request: &ReserveRequest,
-        [first, second]: [Value; RESERVE_REPLY_ITEMS],
-    ) -> Result<ReserveReply, StoreError> {
-        let outcome = match first {
-            Value::Int(remaining) => return self.reserved(request, remaining, second),
+        reply: &mut Reply,
+    ) -> Result<Result<ReserveReply, StoreError>, StoreError> {
+        let outcome = match reply.next_value()? {
+            Value::Int(held) => return Ok(self.reserved(request, held)),
             Value::BulkString(outcome) => outcome,
-            other => return Err(corrupt(format!("reserve outcome {other:?}"))),
+            other => return Ok(Err(corrupt(format!("reserve outcome {other:?}")))),
         };
-        match std::str::from_utf8(&outcome).map_err(corrupt)? {
-            "replay" => Ok(ReserveReply::Replay(
-                OrderId::parse(&redis::from_redis_value::<String>(second).map_err(corrupt)?)
-                    .map_err(corrupt)?,
-            )),
-            "not_found" => Err(StoreError::NotFound("sale")),
-            other => Err(Rejection::from_code(other).map_or_else(
+        Ok(match std::str::from_utf8(&outcome) {
+            Ok("replay") => redis::from_redis_value::<String>(reply.next_value()?)
+                .map_err(corrupt)
+                .and_then(|id| OrderId::parse(&id).map_err(corrupt))
+                .map(ReserveReply::Replay),
+            Ok("not_found") => Err(StoreError::NotFound("sale")),
+            Ok(other) => Err(Rejection::from_code(other).map_or_else(
                 || corrupt(format!("unknown reserve outcome {other}")),
                 StoreError::Rejected,
             )),
-        }
+            Err(err) => Err(corrupt(err)),
+        })
     }
 
-    /// A new order, from its request, these terms, the stock `remaining`
-    /// after it and the shopper's units `held` (the reply's second item).
-    fn reserved(
-        &self,
-        request: &ReserveRequest,
-        remaining: i64,
-        held: Value,
-    ) -> Result<ReserveReply, StoreError> {
-        let Value::Int(held) = held else {
-            return Err(corrupt(format!("reserve held {held:?}")));
-        };
+    /// A new order, from its request, these terms and the shopper's units
+    /// `held` after it; its `remaining` is set once the whole reply is read.
+    fn reserved(&self, request: &ReserveRequest, held: i64) -> Result<ReserveReply, StoreError> {
         let quantity = request.quantity.get();
         Ok(ReserveReply::Reserved(Box::new(Reservation {
             order: Order {
@@ -311,7 +334,7 @@ impl OrderTerms {
                 transaction_id: None,
                 refund: None,
             },
-            remaining: Some(remaining),
+            remaining: None,
             held: Some(held),
             replayed: false,
         })))
@@ -480,5 +503,106 @@ pub(super) fn admin_outcome(outcome: &str, mut reply: Reply) -> Result<(), Store
         "not_found" => Err(StoreError::NotFound("sale")),
         "conflict" => Err(StoreError::Conflict(reply.next()?)),
         other => Err(corrupt(format!("unknown outcome {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Quantity;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    fn reply(answers: Vec<Value>) -> Reply {
+        let mut items = vec![
+            Value::Int(1_000),
+            Value::Int(901_000),
+            Value::Int(250),
+            bulk("CNY"),
+            Value::Int(5),
+        ];
+        items.extend(answers);
+        Reply::from_items(items)
+    }
+
+    fn requests(quantities: &[i64]) -> Vec<ReserveRequest> {
+        let sale = SaleId::generate();
+        quantities
+            .iter()
+            .enumerate()
+            .map(|(i, &quantity)| ReserveRequest {
+                order_id: OrderId::generate(&sale),
+                sale_id: sale.clone(),
+                shopper_id: ShopperId::parse(&format!("shopper-{i}")).expect("id"),
+                quantity: Quantity::parse(quantity).expect("quantity"),
+                idempotency_key: None,
+                purchase_token: None,
+            })
+            .collect()
+    }
+
+    /// Each reservation's `remaining` is the stock right after it: the
+    /// call's, plus the units of the reservations after it in the call.
+    #[test]
+    fn reserve_answers_are_read_in_order_with_each_reservations_stock() {
+        let requests = requests(&[2, 1, 3, 1, 1]);
+        let earlier = OrderId::generate(&requests[0].sale_id);
+        let mut reply = reply(vec![
+            Value::Int(2),
+            bulk("replay"),
+            bulk(earlier.as_str()),
+            bulk("sold_out"),
+            Value::Int(1),
+            bulk("limit_exceeded"),
+        ]);
+        let terms = OrderTerms::from_reply(&mut reply).expect("terms");
+        let answers = terms.read_answers(&requests, &mut reply).expect("answers");
+        let gist: Vec<String> = answers
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(ReserveReply::Reserved(r)) => format!(
+                    "{} x{} remaining {:?} held {:?} {} {}",
+                    r.order.shopper_id,
+                    r.order.quantity,
+                    r.remaining,
+                    r.held,
+                    r.order.amount_cents,
+                    r.order.currency
+                ),
+                Ok(ReserveReply::Replay(id)) => format!("replay {}", id == earlier),
+                Err(err) => err.to_string(),
+            })
+            .collect();
+        assert_eq!(
+            gist,
+            [
+                "shopper-0 x2 remaining Some(6) held Some(2) 500 CNY",
+                "replay true",
+                "not enough stock left",
+                "shopper-3 x1 remaining Some(5) held Some(1) 250 CNY",
+                "this order would pass the sale's per-user limit",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reserve_reply_answering_another_number_of_requests_is_corrupt() {
+        let requests = requests(&[1, 1]);
+        let mut short = reply(vec![Value::Int(1)]);
+        let terms = OrderTerms::from_reply(&mut short).expect("terms");
+        assert!(matches!(
+            terms.read_answers(&requests, &mut short),
+            Err(StoreError::Corrupt(_))
+        ));
+        let mut long = reply(vec![Value::Int(1), Value::Int(1), bulk("ended")]);
+        let terms = OrderTerms::from_reply(&mut long).expect("terms");
+        assert!(matches!(
+            terms.read_answers(&requests, &mut long),
+            Err(StoreError::Corrupt(_))
+        ));
+        let mut headless = Reply::from_items(vec![Value::Int(1_000)]);
+        assert!(OrderTerms::from_reply(&mut headless).is_err());
     }
 }

@@ -2,27 +2,23 @@
 //! share: what one request's part of `reserve.lua`'s reply means (a replay
 //! reads the order it names), and a shopper's order ids in one sale.
 
-use redis::Value;
-
-use super::codec::{
-    corrupt, order_ids, shopper_entry, OrderTerms, ReserveReply, RESERVE_REPLY_ITEMS,
-};
+use super::codec::{corrupt, order_ids, shopper_entry, ReserveReply};
 use super::RedisStore;
 use crate::domain::{OrderId, Reservation, ReserveRequest, SaleId, ShopperId};
 use crate::store::keys::SaleKeys;
 use crate::store::{Store, StoreError};
 
 impl RedisStore {
-    /// One request's outcome from `reserve.lua`'s reply. A replay fetches
-    /// the order it names. Every error here is this request's own: the
-    /// batch was decided, so the other requests keep their outcomes.
+    /// One request's outcome from its answer in `reserve.lua`'s reply. A
+    /// replay fetches the order it names. Every error here is this
+    /// request's own: the batch was decided, so the other requests keep
+    /// their outcomes.
     pub(super) async fn reservation_outcome(
         &self,
         request: &ReserveRequest,
-        terms: &OrderTerms,
-        items: [Value; RESERVE_REPLY_ITEMS],
+        answer: Result<ReserveReply, StoreError>,
     ) -> Result<Reservation, StoreError> {
-        let id = match terms.read(request, items)? {
+        let id = match answer? {
             ReserveReply::Reserved(reservation) => return Ok(*reservation),
             ReserveReply::Replay(id) => id,
         };

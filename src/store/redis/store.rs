@@ -16,7 +16,7 @@ use super::codec::{
     admin_outcome, corrupt, dead_letter, delivery_member, exception_from_record, exception_record,
     flag, millis, order_from_fields, order_from_record, order_ids, parse_errand, record_fields,
     sale_fields, shopper_entry, stream_entries, view_from_snapshot, Announcement, OrderTerms,
-    Reply, RESERVE_REPLY_ITEMS, RESERVE_TERMS_ITEMS,
+    Reply,
 };
 use super::connection::{timed, unavailable};
 use super::RedisStore;
@@ -567,14 +567,10 @@ impl Store for RedisStore {
                 .arg(request.purchase_token.as_deref().unwrap_or(""));
         }
         let mut reply = Reply::array(self.run("reserve", &invocation).await?, "reserve")?;
-        if reply.remaining() != RESERVE_TERMS_ITEMS + RESERVE_REPLY_ITEMS * requests.len() {
-            return Err(corrupt("reserve answered a different number of requests"));
-        }
-        let terms = OrderTerms::from_reply(&mut reply)?;
+        let answers = OrderTerms::from_reply(&mut reply)?.read_answers(requests, &mut reply)?;
         let mut outcomes = Vec::with_capacity(requests.len());
-        for request in requests {
-            let items = [reply.next_value()?, reply.next_value()?];
-            outcomes.push(self.reservation_outcome(request, &terms, items).await);
+        for (request, answer) in requests.iter().zip(answers) {
+            outcomes.push(self.reservation_outcome(request, answer).await);
         }
         Ok(outcomes)
     }
