@@ -266,8 +266,8 @@ fn campaign_sales(runtime: &tokio::runtime::Runtime, store: &Arc<dyn Store>) -> 
     let campaign = flashsale::domain::NewCampaign {
         title: "bench".into(),
         rounds: vec![flashsale::domain::NewRound {
-            starts_at: flashsale::domain::format_ms(now - 1_000),
-            ends_at: flashsale::domain::format_ms(now + 3_600_000),
+            starts_at: flashsale::domain::Timestamp(now - 1_000).to_string(),
+            ends_at: flashsale::domain::Timestamp(now + 3_600_000).to_string(),
         }],
         items: (0..ITEMS)
             .map(|i| flashsale::domain::NewItem {

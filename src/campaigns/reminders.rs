@@ -33,7 +33,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::{format_ms, Campaign, SaleId, SaleState};
+use crate::domain::{Campaign, SaleId, SaleState, Timestamp};
 use crate::store::{Store, StoreError, ROUND_STARTING};
 
 /// What one round's reminder tells the merchant.
@@ -55,8 +55,8 @@ pub struct CampaignRef {
 #[derive(Debug, Clone, Serialize)]
 pub struct RoundRef {
     pub number: u32,
-    pub starts_at: String,
-    pub ends_at: String,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
 }
 
 /// An item of the round, with the sale to order it through.
@@ -95,8 +95,8 @@ impl RoundStarting {
             },
             round: RoundRef {
                 number: round.number,
-                starts_at: format_ms(round.starts_at),
-                ends_at: format_ms(round.ends_at),
+                starts_at: Timestamp(round.starts_at),
+                ends_at: Timestamp(round.ends_at),
             },
             items,
         })

@@ -515,8 +515,8 @@ mod tests {
 
     fn campaign() -> Campaign {
         let round = |h: i64| NewRound {
-            starts_at: crate::domain::format_ms(T0 + h * HOUR),
-            ends_at: crate::domain::format_ms(T0 + h * HOUR + HOUR / 2),
+            starts_at: crate::domain::Timestamp(T0 + h * HOUR).to_string(),
+            ends_at: crate::domain::Timestamp(T0 + h * HOUR + HOUR / 2).to_string(),
         };
         NewCampaign {
             title: "11.11".into(),

@@ -37,7 +37,7 @@ pub use sale::{
     NewSale, PatchStatus, Sale, SaleChange, SalePatch, SaleRules, SaleState, SaleStats, SaleStatus,
     SaleView, LIVE_CHANGEABLE_FIELDS,
 };
-pub use time::{format_ms, parse_rfc3339_ms, system_now, Millis};
+pub use time::{parse_rfc3339_ms, system_now, Millis, Timestamp};
 
 /// A value a client sent that breaks a rule. The message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -23,7 +23,7 @@ use super::views::{
     PaymentExceptionList, RedriveBody, SaleAuditBody, SaleEventBody,
 };
 use super::{parse_order_id, parse_sale_id, AppState};
-use crate::domain::{format_ms, NewSale, SalePatch};
+use crate::domain::{NewSale, SalePatch, Timestamp};
 use crate::sales::live::{LiveTick, Watcher};
 
 /// Schemas the operations refer to by name rather than by type.
@@ -181,8 +181,8 @@ async fn create_sale(
             "sku {} stock {} from {} to {}",
             sale.sku,
             sale.stock_total,
-            format_ms(sale.starts_at),
-            format_ms(sale.ends_at)
+            Timestamp(sale.starts_at),
+            Timestamp(sale.ends_at)
         ),
     );
     Ok((StatusCode::CREATED, Json((&view).into())))
@@ -453,7 +453,7 @@ async fn update_sale(
         &format!(
             "stock {} ends {}",
             change.sale.stock_total,
-            format_ms(change.sale.ends_at)
+            Timestamp(change.sale.ends_at)
         ),
     );
     Ok(Json((&view).into()))

@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
-use crate::domain::{format_ms, system_now, SaleId, ShopperId};
+use crate::domain::{system_now, SaleId, ShopperId, Timestamp};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 const TOKEN_LEEWAY_SECS: u64 = 5;
@@ -652,7 +652,7 @@ impl Admin {
             action,
             %sale,
             detail,
-            at = %format_ms(system_now()),
+            at = %Timestamp(system_now()),
             "admin change"
         );
     }

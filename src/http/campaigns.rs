@@ -20,7 +20,7 @@ use super::paging::{campaign_cursor, PageQuery, Paging};
 use super::AppState;
 use crate::campaigns::CampaignView;
 use crate::domain::{
-    format_ms, Allowance, CampaignId, CampaignPatch, NewCampaign, SaleStats, SaleView,
+    Allowance, CampaignId, CampaignPatch, NewCampaign, SaleStats, SaleView, Timestamp,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -85,10 +85,10 @@ pub struct CampaignItemBody {
 pub struct CampaignRoundBody {
     /// The round's number in the campaign (in its sales' ids).
     pub number: u32,
-    #[schema(format = DateTime)]
-    pub starts_at: String,
-    #[schema(format = DateTime)]
-    pub ends_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub starts_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub ends_at: Timestamp,
     pub status: RoundStatus,
     pub items: Vec<CampaignItemBody>,
     /// Sums of the round's items' exact counts, on the admin routes only
@@ -113,8 +113,8 @@ pub struct CampaignBody {
     pub remind_before_secs: Option<i64>,
     pub rounds: Vec<CampaignRoundBody>,
     /// The engine's clock when the campaign was read (exact countdowns).
-    #[schema(format = DateTime)]
-    pub server_time: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub server_time: Timestamp,
     /// Bumped by every merchant change.
     pub version: i64,
     /// Sums over every round, on the admin routes only.
@@ -193,8 +193,8 @@ fn campaign_body(view: &CampaignView, exact: bool) -> CampaignBody {
             };
             CampaignRoundBody {
                 number: round.number,
-                starts_at: format_ms(round.starts_at),
-                ends_at: format_ms(round.ends_at),
+                starts_at: Timestamp(round.starts_at),
+                ends_at: Timestamp(round.ends_at),
                 status,
                 items: campaign
                     .items
@@ -217,7 +217,7 @@ fn campaign_body(view: &CampaignView, exact: bool) -> CampaignBody {
         remind_before_secs: campaign.remind_before_secs,
         totals: exact.then(|| sum(rounds.iter().filter_map(|round| round.totals))),
         rounds,
-        server_time: format_ms(view.now),
+        server_time: Timestamp(view.now),
         version: view.stored.version,
         allowance: None,
     }

@@ -18,7 +18,7 @@ use super::views::{
     JsonAnswer, OrderBody, OrderList, PublicSaleBody, PublicSaleList, PurchaseTokenBody,
 };
 use super::{parse_order_id, parse_sale_id, AppState};
-use crate::domain::{format_ms, system_now, OrderAsk, Quantity};
+use crate::domain::{system_now, OrderAsk, Quantity, Timestamp};
 use crate::telemetry;
 
 // Header names as `HeaderName`s: a lookup by `&str` parses the name again
@@ -79,7 +79,7 @@ async fn list_sales(State(state): State<AppState>) -> Result<Json<PublicSaleList
     let sales: Vec<PublicSaleBody> = views.iter().map(PublicSaleBody::from).collect();
     Ok(Json(PublicSaleList {
         sales,
-        server_time: format_ms(system_now()),
+        server_time: Timestamp(system_now()),
     }))
 }
 
@@ -301,7 +301,7 @@ async fn issue_purchase_token(
         Json(PurchaseTokenBody {
             purchase_token: token,
             sale_id: sale_id.to_string(),
-            expires_at: format_ms(expires_at),
+            expires_at: Timestamp(expires_at),
         }),
     ))
 }

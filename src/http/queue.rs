@@ -16,7 +16,7 @@ use super::limits::WithinAddressLimit;
 use super::openapi::error_responses;
 use super::{parse_sale_id, AppState};
 use crate::admission::{QueueAnswer, QueueError};
-use crate::domain::{format_ms, system_now, QueueStatus, SaleId, ShopperId};
+use crate::domain::{system_now, QueueStatus, SaleId, ShopperId, Timestamp};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(join_queue, poll_queue))
@@ -50,13 +50,13 @@ pub struct QueueBody {
     /// same answer from the engine node's memory.
     #[schema(example = 1000)]
     pub poll_after_ms: u64,
-    #[schema(format = DateTime)]
-    pub server_time: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub server_time: Timestamp,
     /// When admitted: the purchase token for `X-Purchase-Token` on
     /// `POST /api/v1/sales/{id}/orders`, one order, until `expires_at`.
     pub purchase_token: Option<String>,
-    #[schema(format = DateTime)]
-    pub expires_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
 }
 
 impl From<QueueError> for ApiError {
@@ -94,11 +94,11 @@ fn body(
         ahead: place.ahead,
         eta_secs: answer.advice.eta_secs,
         poll_after_ms: answer.advice.poll_after_ms,
-        server_time: format_ms(system_now()),
+        server_time: Timestamp(system_now()),
         purchase_token: token,
         expires_at: place
             .admitted
-            .map(|admitted| format_ms(admitted.expires_at)),
+            .map(|admitted| Timestamp(admitted.expires_at)),
     })
 }
 

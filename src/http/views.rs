@@ -14,8 +14,8 @@ use smol_str::SmolStr;
 use utoipa::ToSchema;
 
 use crate::domain::{
-    format_ms, Difference, Order, OrderId, OrderStatus, PaymentException, RecountedUnits,
-    RefundKind, SaleId, SaleRecords, SaleStats, SaleStatus, SaleView, ShopperId,
+    Difference, Order, OrderId, OrderStatus, PaymentException, RecountedUnits, RefundKind, SaleId,
+    SaleRecords, SaleStats, SaleStatus, SaleView, ShopperId, Timestamp,
 };
 use crate::sales::live::LiveSale;
 use crate::store::DeadLetter;
@@ -81,10 +81,10 @@ pub struct SaleBody {
     pub stock_total: i64,
     #[schema(example = 1)]
     pub per_user_limit: i64,
-    #[schema(format = DateTime, example = "2026-11-11T00:00:00Z")]
-    pub starts_at: String,
-    #[schema(format = DateTime, example = "2026-11-11T01:00:00Z")]
-    pub ends_at: String,
+    #[schema(value_type = String, format = DateTime, example = "2026-11-11T00:00:00Z")]
+    pub starts_at: Timestamp,
+    #[schema(value_type = String, format = DateTime, example = "2026-11-11T01:00:00Z")]
+    pub ends_at: Timestamp,
     #[schema(example = 900)]
     pub payment_timeout_secs: i64,
     /// Orders need a purchase token (`POST /api/v1/sales/{id}/purchase-token`,
@@ -109,8 +109,8 @@ impl From<&SaleView> for SaleBody {
             currency: sale.currency.clone(),
             stock_total: sale.stock_total,
             per_user_limit: sale.per_user_limit,
-            starts_at: format_ms(sale.starts_at),
-            ends_at: format_ms(sale.ends_at),
+            starts_at: Timestamp(sale.starts_at),
+            ends_at: Timestamp(sale.ends_at),
             payment_timeout_secs: sale.payment_timeout_secs,
             require_purchase_token: sale.require_purchase_token,
             admission: AdmissionBody::new(view),
@@ -134,8 +134,8 @@ pub struct AdmissionBody {
     pub token_ttl_secs: i64,
     /// When the pre-queue opens (`starts_at - prequeue_opens_secs`); `null`
     /// on an open sale.
-    #[schema(format = DateTime)]
-    pub prequeue_opens_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub prequeue_opens_at: Option<Timestamp>,
     /// Hex SHA-256 of the shuffle's seed, fixed before the pre-queue
     /// opens; `null` on an open sale.
     pub seed_sha256: Option<String>,
@@ -155,7 +155,7 @@ impl AdmissionBody {
             admit_per_sec: admission.admit_per_sec,
             token_ttl_secs: admission.token_ttl_secs,
             prequeue_opens_at: queued
-                .then(|| format_ms(admission.prequeue_opens_at(sale.starts_at))),
+                .then(|| Timestamp(admission.prequeue_opens_at(sale.starts_at))),
             seed_sha256: admission.seed_sha256(),
             seed: (queued && view.now >= sale.starts_at).then(|| admission.seed.clone()),
         }
@@ -188,8 +188,8 @@ pub struct SaleEventBody {
     #[schema(example = 12)]
     pub seq: u64,
     /// The store's clock at the read.
-    #[schema(format = DateTime, example = "2026-11-11T00:00:12Z")]
-    pub at: String,
+    #[schema(value_type = String, format = DateTime, example = "2026-11-11T00:00:12Z")]
+    pub at: Timestamp,
     /// The sale with its exact stats, as read at `at`.
     pub sale: AdminSaleBody,
     /// Units taken from stock per second since the previous tick (0 at the
@@ -208,7 +208,7 @@ impl From<&LiveSale> for SaleEventBody {
     fn from(live: &LiveSale) -> Self {
         Self {
             seq: live.seq,
-            at: format_ms(live.view.now),
+            at: Timestamp(live.view.now),
             sale: (&live.view).into(),
             sold_per_sec: live.sold_per_sec,
             shed_429_per_sec: live.shed_429_per_sec,
@@ -223,8 +223,8 @@ pub struct SaleAuditBody {
     #[schema(example = "s_k3v9x2m7q1ab")]
     pub sale_id: String,
     /// The store's clock at the (atomic) read.
-    #[schema(format = DateTime)]
-    pub checked_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub checked_at: Timestamp,
     /// True when the records agree with every count: no differences.
     pub ok: bool,
     /// The counts the engine keeps.
@@ -239,7 +239,7 @@ impl From<&SaleRecords> for SaleAuditBody {
         let audit = records.audit();
         Self {
             sale_id: records.view.sale.id.to_string(),
-            checked_at: format_ms(records.view.now),
+            checked_at: Timestamp(records.view.now),
             ok: audit.differences.is_empty(),
             stats: records.view.stats,
             recounted: audit.recounted,
@@ -254,15 +254,15 @@ pub struct PublicSaleBody {
     #[serde(flatten)]
     pub sale: SaleBody,
     /// The engine's clock when the sale was read.
-    #[schema(format = DateTime)]
-    pub server_time: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub server_time: Timestamp,
 }
 
 impl From<&SaleView> for PublicSaleBody {
     fn from(view: &SaleView) -> Self {
         Self {
             sale: view.into(),
-            server_time: format_ms(view.now),
+            server_time: Timestamp(view.now),
         }
     }
 }
@@ -272,8 +272,8 @@ impl From<&SaleView> for PublicSaleBody {
 pub struct PublicSaleList {
     pub sales: Vec<PublicSaleBody>,
     /// The engine's clock, for exact countdowns.
-    #[schema(format = DateTime)]
-    pub server_time: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub server_time: Timestamp,
 }
 
 /// `GET /admin/v1/sales`: a page of every sale, newest first.
@@ -303,13 +303,13 @@ pub struct OrderBody {
     #[schema(value_type = String, example = "CNY")]
     pub currency: SmolStr,
     pub status: OrderStatus,
-    #[schema(format = DateTime)]
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
     /// An unpaid order expires then; its stock returns to the sale.
-    #[schema(format = DateTime)]
-    pub expires_at: String,
-    #[schema(format = DateTime)]
-    pub paid_at: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub paid_at: Option<Timestamp>,
     /// WeChat Pay's prepay id, once the shopper started paying with WeChat
     /// Pay (`POST /api/v1/orders/{id}/wechatpay`).
     #[schema(example = "wx201410272009395522657a690389285100")]
@@ -335,9 +335,9 @@ impl From<&Order> for OrderBody {
             amount_cents: order.amount_cents,
             currency: order.currency.clone(),
             status: order.status,
-            created_at: format_ms(order.created_at),
-            expires_at: format_ms(order.expires_at),
-            paid_at: order.paid_at.map(format_ms),
+            created_at: Timestamp(order.created_at),
+            expires_at: Timestamp(order.expires_at),
+            paid_at: order.paid_at.map(Timestamp),
             prepay_id: order.prepay_id.clone(),
             transaction_id: order.transaction_id.clone(),
             refund: order.refund.map(RefundKind::as_str),
@@ -363,8 +363,8 @@ pub struct PurchaseTokenBody {
     pub purchase_token: String,
     #[schema(example = "s_k3v9x2m7q1ab")]
     pub sale_id: String,
-    #[schema(format = DateTime)]
-    pub expires_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
 }
 
 /// A verified payment the engine could not apply, kept for the merchant to
@@ -388,8 +388,8 @@ pub struct PaymentExceptionBody {
     pub amount_cents: i64,
     pub currency: String,
     /// When the engine recorded it.
-    #[schema(format = DateTime)]
-    pub recorded_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub recorded_at: Timestamp,
 }
 
 impl From<&PaymentException> for PaymentExceptionBody {
@@ -400,7 +400,7 @@ impl From<&PaymentException> for PaymentExceptionBody {
             out_trade_no: exception.out_trade_no.clone(),
             amount_cents: exception.amount.0,
             currency: exception.amount.1.clone(),
-            recorded_at: format_ms(exception.recorded_at),
+            recorded_at: Timestamp(exception.recorded_at),
         }
     }
 }
@@ -427,8 +427,8 @@ pub struct DeadLetterBody {
     #[schema(example = "the webhook answered 500 Internal Server Error")]
     pub last_error: String,
     /// When it was taken out of the outbox.
-    #[schema(format = DateTime)]
-    pub dead_lettered_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub dead_lettered_at: Timestamp,
 }
 
 impl From<&DeadLetter> for DeadLetterBody {
@@ -439,7 +439,7 @@ impl From<&DeadLetter> for DeadLetterBody {
             attempts: letter.attempts,
             last_status: letter.failure.status,
             last_error: letter.failure.error.clone(),
-            dead_lettered_at: format_ms(letter.at),
+            dead_lettered_at: Timestamp(letter.at),
         }
     }
 }

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use flashsale::clock::ManualClock;
 use flashsale::domain::{
-    format_ms, parse_rfc3339_ms, system_now, CampaignId, Millis, NewCampaign, NewItem, NewRound,
-    SaleRules,
+    parse_rfc3339_ms, system_now, CampaignId, Millis, NewCampaign, NewItem, NewRound, SaleRules,
+    Timestamp,
 };
 use flashsale::inventory::Inventory;
 use flashsale::orders::{OrderService, OrderSettings, Orders};
@@ -358,8 +358,8 @@ async fn two_order_services_send_a_reminder_once(backend: Backend) {
     let campaign = NewCampaign {
         title: "6.18 seckill".into(),
         rounds: vec![NewRound {
-            starts_at: format_ms(now + 1_800_000),
-            ends_at: format_ms(now + 3_600_000),
+            starts_at: Timestamp(now + 1_800_000).to_string(),
+            ends_at: Timestamp(now + 3_600_000).to_string(),
         }],
         items: vec![NewItem {
             sku: "A".into(),

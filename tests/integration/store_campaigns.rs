@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashsale::domain::{
-    format_ms, system_now, Campaign, CampaignChange, CampaignId, CampaignPatch, NewCampaign,
-    NewItem, NewRound, Rejection, ReserveRequest, Sale, SaleRules, SaleState, ShopperId,
+    system_now, Campaign, CampaignChange, CampaignId, CampaignPatch, NewCampaign, NewItem,
+    NewRound, Rejection, ReserveRequest, Sale, SaleRules, SaleState, ShopperId, Timestamp,
 };
 use flashsale::store::{Store, StoreError};
 use futures::future::join_all;
@@ -61,8 +61,8 @@ pub fn campaign_of(shape: Shape) -> Campaign {
             .windows
             .iter()
             .map(|(starts, ends)| NewRound {
-                starts_at: format_ms(now + starts),
-                ends_at: format_ms(now + ends),
+                starts_at: Timestamp(now + starts).to_string(),
+                ends_at: Timestamp(now + ends).to_string(),
             })
             .collect(),
         items: (0..shape.items)
@@ -484,8 +484,8 @@ async fn before_the_start_rounds_and_items_come_and_go(backend: Backend) {
     let mut campaign = live_and_upcoming();
     campaign.rounds[0].starts_at = now + 1_500;
     store.create_campaign(&campaign).await.unwrap();
-    let later = format_ms(now + 20_000_000);
-    let latest = format_ms(now + 21_000_000);
+    let later = Timestamp(now + 20_000_000).to_string();
+    let latest = Timestamp(now + 21_000_000).to_string();
     let (change, version) = computed(
         store.as_ref(),
         &campaign.id,
