@@ -50,7 +50,8 @@ pub struct Wakeup {
 /// `duration` in whole milliseconds, rounded up (a timer never fires
 /// early) and saturated.
 pub fn duration_ms(duration: Duration) -> Millis {
-    let whole = duration.as_millis() + u128::from(duration.subsec_nanos() % 1_000_000 != 0);
+    let whole =
+        duration.as_millis() + u128::from(!duration.subsec_nanos().is_multiple_of(1_000_000));
     Millis::try_from(whole).unwrap_or(Millis::MAX)
 }
 
