@@ -59,11 +59,11 @@
 -- send nothing more: each argument costs Redis its parsing and its copy
 -- into Lua): i, the idempotency field ('' when none), the token's id (''
 -- when none).
--- Returns one flat array: the terms, then each request's answer, in
--- order. The terms are what every order this call made shares: now_ms
--- (created_at), expires_ms, price_cents, currency, and the stock remaining
--- after the whole call (a reservation's own remaining is that plus the
--- units of the reservations after it in the call). A request's answer:
+-- Returns one flat array: the terms, the stock remaining after the whole
+-- call, then each request's answer, in order. The terms are what every
+-- order this call made shares: now_ms (created_at), expires_ms,
+-- price_cents, currency. (A reservation's own remaining is the call's plus
+-- the units of the reservations after it in the call.) A request's answer:
 --   held (one integer, the shopper's units after it: reserved, the common
 --     case, so it carries no outcome name)
 --   'replay', order_id (an idempotent retry, or this very call resent)

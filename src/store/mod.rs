@@ -429,9 +429,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reservations of one sale in one atomic step: each decided in order,
     /// exactly as [`reserve`](Self::reserve) would decide it alone; one
-    /// outcome per request, in order. The outer error means the call itself
-    /// failed (nothing was decided). An empty batch, or one mixing sales,
-    /// is a caller's bug: `Corrupt`.
+    /// outcome per request, in order. The outer error means no request's
+    /// outcome is known: the call failed, or its reply could not be read (a
+    /// call that timed out, or whose reply was malformed, may have been
+    /// decided; the same requests sent again are recognised as replays). An
+    /// empty batch, or one mixing sales, is a caller's bug: `Corrupt`.
     async fn reserve_batch(
         &self,
         requests: &[ReserveRequest],

@@ -1,7 +1,7 @@
 //! How the Redis store's records and replies look, in both directions: the
 //! sale's hash fields, the order record (`name=value` pairs, the layout of
 //! `lua/common.lua`), the scripts' replies (an outcome word and its items,
-//! the head of a reserve reply, a sale snapshot), outbox members, stream
+//! a reserve reply's answers, a sale snapshot), outbox members, stream
 //! entries and stock-return announcements. Pure functions, no I/O, so
 //! every format lives in one place and `store` only sends and receives.
 
@@ -201,11 +201,6 @@ impl Reply {
         self.items.len() > 0
     }
 
-    /// Items left to read.
-    pub(super) fn remaining(&self) -> usize {
-        self.items.len()
-    }
-
     pub(super) fn next<T: FromRedisValue>(&mut self) -> Result<T, StoreError> {
         redis::from_redis_value(self.next_value()?).map_err(corrupt)
     }
@@ -217,9 +212,6 @@ impl Reply {
             .ok_or_else(|| corrupt("script reply is too short"))
     }
 }
-
-/// Items of the head of a `reserve.lua` reply ([`OrderTerms`]).
-const RESERVE_TERMS_ITEMS: usize = 5;
 
 /// The head of a `reserve.lua` reply: what every order the call made
 /// shares, and the stock the call left.
@@ -244,9 +236,6 @@ pub(super) enum ReserveReply {
 impl OrderTerms {
     /// Reads the head of a reserve reply.
     pub(super) fn from_reply(reply: &mut Reply) -> Result<Self, StoreError> {
-        if reply.remaining() < RESERVE_TERMS_ITEMS {
-            return Err(corrupt("reserve reply is too short"));
-        }
         Ok(Self {
             created_at: reply.next()?,
             expires_at: reply.next()?,
@@ -275,29 +264,33 @@ impl OrderTerms {
             return Err(corrupt("reserve answered more requests than were sent"));
         }
         let mut remaining = self.remaining;
-        for (answer, request) in answers.iter_mut().zip(requests).rev() {
+        for ((answer, took_stock), request) in answers.iter_mut().zip(requests).rev() {
             if let Ok(ReserveReply::Reserved(reservation)) = answer {
                 reservation.remaining = Some(remaining);
+            }
+            if *took_stock {
                 remaining = remaining.saturating_add(request.quantity.get());
             }
         }
-        Ok(answers)
+        Ok(answers.into_iter().map(|(answer, _)| answer).collect())
     }
 
     /// Reads one request's answer: the shopper's units `held` after a new
-    /// order (one integer), `replay` and the order's id, or an outcome's
-    /// name alone. The outer error means the reply ended early.
+    /// order (one integer: the script took the request's units), `replay`
+    /// and the order's id, or an outcome's name alone. With the answer,
+    /// whether the script took stock for it (even if the order cannot be
+    /// built from the reply). The outer error means the reply ended early.
     fn read(
         &self,
         request: &ReserveRequest,
         reply: &mut Reply,
-    ) -> Result<Result<ReserveReply, StoreError>, StoreError> {
+    ) -> Result<(Result<ReserveReply, StoreError>, bool), StoreError> {
         let outcome = match reply.next_value()? {
-            Value::Int(held) => return Ok(self.reserved(request, held)),
+            Value::Int(held) => return Ok((self.reserved(request, held), true)),
             Value::BulkString(outcome) => outcome,
-            other => return Ok(Err(corrupt(format!("reserve outcome {other:?}")))),
+            other => return Ok((Err(corrupt(format!("reserve outcome {other:?}"))), false)),
         };
-        Ok(match std::str::from_utf8(&outcome) {
+        let answer = match std::str::from_utf8(&outcome) {
             Ok("replay") => redis::from_redis_value::<String>(reply.next_value()?)
                 .map_err(corrupt)
                 .and_then(|id| OrderId::parse(&id).map_err(corrupt))
@@ -308,7 +301,8 @@ impl OrderTerms {
                 StoreError::Rejected,
             )),
             Err(err) => Err(corrupt(err)),
-        })
+        };
+        Ok((answer, false))
     }
 
     /// A new order, from its request, these terms and the shopper's units
@@ -515,16 +509,22 @@ mod tests {
         Value::BulkString(text.as_bytes().to_vec())
     }
 
-    fn reply(answers: Vec<Value>) -> Reply {
+    /// A reserve reply: the terms (the price `price_cents`), 5 units left
+    /// after the call, then `answers`.
+    fn reply_priced(price_cents: i64, answers: Vec<Value>) -> Reply {
         let mut items = vec![
             Value::Int(1_000),
             Value::Int(901_000),
-            Value::Int(250),
+            Value::Int(price_cents),
             bulk("CNY"),
             Value::Int(5),
         ];
         items.extend(answers);
         Reply::from_items(items)
+    }
+
+    fn reply(answers: Vec<Value>) -> Reply {
+        reply_priced(250, answers)
     }
 
     fn requests(quantities: &[i64]) -> Vec<ReserveRequest> {
@@ -587,6 +587,38 @@ mod tests {
         );
     }
 
+    /// An answer the engine cannot read is that request's error alone.
+    #[test]
+    fn an_unreadable_answer_is_its_requests_error_alone() {
+        let requests = requests(&[1, 1, 1, 1]);
+        let mut reply = reply(vec![
+            Value::Nil,
+            bulk("no_such_outcome"),
+            bulk("replay"),
+            bulk("not an order id"),
+            Value::Int(1),
+        ]);
+        let terms = OrderTerms::from_reply(&mut reply).expect("terms");
+        let answers = terms.read_answers(&requests, &mut reply).expect("answers");
+        for answer in &answers[..3] {
+            assert!(matches!(answer, Err(StoreError::Corrupt(_))));
+        }
+        assert!(matches!(&answers[3], Ok(ReserveReply::Reserved(r)) if r.remaining == Some(5)));
+    }
+
+    /// A reservation whose order cannot be built from the reply (its amount
+    /// overflows) still took its units: the stock after the reservations
+    /// before it counts them.
+    #[test]
+    fn units_taken_for_an_unreadable_order_still_count() {
+        let requests = requests(&[1, 2]);
+        let mut reply = reply_priced(i64::MAX / 2 + 1, vec![Value::Int(1), Value::Int(3)]);
+        let terms = OrderTerms::from_reply(&mut reply).expect("terms");
+        let answers = terms.read_answers(&requests, &mut reply).expect("answers");
+        assert!(matches!(&answers[0], Ok(ReserveReply::Reserved(r)) if r.remaining == Some(7)));
+        assert!(matches!(&answers[1], Err(StoreError::Corrupt(_))));
+    }
+
     #[test]
     fn a_reserve_reply_answering_another_number_of_requests_is_corrupt() {
         let requests = requests(&[1, 1]);
@@ -600,6 +632,12 @@ mod tests {
         let terms = OrderTerms::from_reply(&mut long).expect("terms");
         assert!(matches!(
             terms.read_answers(&requests, &mut long),
+            Err(StoreError::Corrupt(_))
+        ));
+        let mut cut = reply(vec![Value::Int(1), bulk("replay")]);
+        let terms = OrderTerms::from_reply(&mut cut).expect("terms");
+        assert!(matches!(
+            terms.read_answers(&requests, &mut cut),
             Err(StoreError::Corrupt(_))
         ));
         let mut headless = Reply::from_items(vec![Value::Int(1_000)]);

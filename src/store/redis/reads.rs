@@ -1,6 +1,6 @@
 //! Reads that several calls of the [`Store`](crate::store::Store) impl
-//! share: what one request's part of `reserve.lua`'s reply means (a replay
-//! reads the order it names), and a shopper's order ids in one sale.
+//! share: a request's outcome from its answer in `reserve.lua`'s reply (a
+//! replay reads the order it names), and a shopper's order ids in one sale.
 
 use super::codec::{corrupt, order_ids, shopper_entry, ReserveReply};
 use super::RedisStore;
