@@ -247,8 +247,8 @@ impl OrderTerms {
 
     /// Reads the rest of the reply: each request's answer, in order. A new
     /// order is built from its request and these terms, its `remaining` the
-    /// call's plus the units of the reservations after it in the call (the
-    /// script takes stock for nothing else); a rejection is the request's
+    /// call's plus the units of the later requests the script took stock
+    /// for (it takes stock for nothing else); a rejection is the request's
     /// error. The outer error means the reply answers a different number
     /// of requests.
     pub(super) fn read_answers(
