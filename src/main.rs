@@ -8,7 +8,8 @@ use mimalloc::MiMalloc;
 
 /// The engine's allocator: mimalloc rather than glibc's malloc, which
 /// took about a fifth of the instructions of a sold-out order request
-/// (README, Performance: 0.88x the instructions per request with it).
+/// (`docs/performance.md`, the first pass: 0.88x the instructions per
+/// request with it).
 #[global_allocator]
 static ALLOCATOR: MiMalloc = MiMalloc;
 

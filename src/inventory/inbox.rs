@@ -17,8 +17,8 @@
 //! or `overloaded` without waiting for the call. News is rare and always
 //! tells it: the sold-out board refuses nothing until the news is taken in.
 //! A wake per reservation would put the actor's thread to sleep and back
-//! about nine times per store call in a race (`benches/http.sh`, README
-//! "Performance").
+//! about nine times per store call in a race (`benches/http.sh`;
+//! `docs/performance.md`, the fourth pass).
 //!
 //! The inbox holds at most `capacity` reservations (news is never refused):
 //! past it, `overloaded` at once. Once the actor has stopped, the inbox is
