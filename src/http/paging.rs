@@ -158,12 +158,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Paging {
                 "limit: must be 1 to {PAGE_LIMIT_MAX}"
             )));
         }
+        // Whatever a listing's cursor may hold: ids (a campaign's sales and
+        // orders hold a `-`), event names, a payment provider's
+        // transaction ids (any printable ASCII but `=`). Each listing then
+        // reads its own cursor's parts.
         let cursor = query.cursor;
         let well_formed = |cursor: &String| {
-            cursor.len() <= CURSOR_LEN_MAX
-                && cursor
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+            cursor.len() <= CURSOR_LEN_MAX && cursor.bytes().all(|b| b.is_ascii_graphic())
         };
         if !cursor.as_ref().is_none_or(well_formed) {
             return Err(bad_cursor());
@@ -249,5 +250,61 @@ mod tests {
             back.after_order().is_err(),
             "a sale's cursor names no order"
         );
+    }
+
+    /// Every cursor a listing gives is taken back: a campaign's sale and
+    /// its orders (ids with a `-`), a dead letter's key, a transaction id
+    /// of any printable characters but `=`.
+    #[tokio::test]
+    async fn every_cursor_a_listing_gives_is_taken_back() {
+        let campaign = CampaignId::generate();
+        let sale = IndexedSale {
+            created_at: 42,
+            id: SaleId::of_campaign(&campaign, 1, 2),
+        };
+        assert!(sale.id.as_str().contains('-'), "{}", sale.id);
+        let cursor = sale_cursor(&sale);
+        let back = paging(&format!("cursor={cursor}")).await.expect(&cursor);
+        assert_eq!(
+            back.after_sale().expect("a sale cursor"),
+            Some(sale.clone())
+        );
+
+        let order = OrderId::generate(&sale.id);
+        let cursor = format!("43.{order}");
+        let back = paging(&format!("cursor={cursor}")).await.expect(&cursor);
+        assert_eq!(
+            back.after_order().expect("an order cursor"),
+            Some((43, order))
+        );
+
+        let items: Vec<(Millis, String)> = vec![
+            (1, "4200001234-x/y+z".into()),
+            (2, "o_abc-0a1_def.order.refunded".into()),
+            (3, "last".into()),
+        ];
+        let mut query = "limit=1".to_owned();
+        let mut seen = Vec::new();
+        loop {
+            let paging = paging(&query).await.expect(&query);
+            let (page, next) =
+                page_of(items.clone(), &paging, Listing::OldestFirst, Clone::clone).expect("page");
+            seen.extend(page);
+            match next {
+                Some(next) => {
+                    // As a client sends it: percent-encoded.
+                    let encoded: String = next
+                        .bytes()
+                        .map(|b| match b.is_ascii_alphanumeric() {
+                            true => char::from(b).to_string(),
+                            false => format!("%{b:02X}"),
+                        })
+                        .collect();
+                    query = format!("limit=1&cursor={encoded}");
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, items);
     }
 }

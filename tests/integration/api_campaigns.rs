@@ -10,7 +10,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::on_both_stores;
-use crate::support::{error_code, rfc3339_in, token, Backend, Harness, TestApp, ADMIN_TOKEN};
+use crate::support::{
+    error_code, live_sale, rfc3339_in, token, Backend, Harness, TestApp, ADMIN_TOKEN,
+};
 
 /// A campaign of a live round and an upcoming one, three items.
 fn campaign_body() -> Value {
@@ -598,7 +600,71 @@ async fn the_admin_list_pages_each_campaign_once(backend: Backend) {
     }
 }
 
+/// Goal: a campaign's sales and orders page like any other: their ids hold
+/// a `-` (the campaign, round and item), and a cursor naming one is taken
+/// back. Method: an ordinary sale and a campaign of six sales; the admin
+/// list of sales walked a sale a page; a shopper who bought in both walks
+/// her orders an order a page (the campaign's, the newest, first).
+async fn a_campaigns_sales_and_orders_page_like_any_other(backend: Backend) {
+    let Harness { app, redis: _redis } = Harness::start(backend).await;
+    let plain = app.create_sale(live_sale(5, 1)).await;
+    let older = app.buy(&plain, "ann").await;
+    let campaign = create(&app, campaign_body()).await;
+    let newer = app.buy(&sale_id(&campaign, 0, 0), "ann").await;
+
+    let mut sales = Vec::new();
+    let mut path = "/admin/v1/sales?limit=1".to_owned();
+    loop {
+        let page = app.admin(Method::GET, &path, None).await;
+        let status = page.status();
+        let page: Value = page.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        sales.extend(
+            page["sales"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|sale| sale["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/admin/v1/sales?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let mut made: Vec<String> = (0..2)
+        .flat_map(|round| (0..3).map(move |item| (round, item)))
+        .map(|(round, item)| sale_id(&campaign, round, item))
+        .chain([plain])
+        .collect();
+    assert!(made.iter().any(|id| id.contains('-')), "{made:?}");
+    sales.sort();
+    made.sort();
+    assert_eq!(sales, made, "each sale once");
+
+    let mut orders = Vec::new();
+    let mut path = "/api/v1/orders?limit=1".to_owned();
+    loop {
+        let page = app.shopper_get("ann", &path).await;
+        let status = page.status();
+        let page: Value = page.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        orders.extend(
+            page["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|order| order["id"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/orders?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(orders, [newer["id"].clone(), older["id"].clone()]);
+}
+
 on_both_stores!(
+    a_campaigns_sales_and_orders_page_like_any_other,
     a_campaign_is_sales_a_page_and_one_limit,
     bad_campaigns_are_refused,
     the_page_is_served_from_memory,
