@@ -132,18 +132,7 @@ impl NewCampaign {
         rules: &SaleRules,
     ) -> Result<Campaign, InvalidField> {
         check_text("title", &self.title, 200)?;
-        if self.rounds.is_empty() || self.rounds.len() > CAMPAIGN_ROUNDS_LEN_MAX {
-            return Err(InvalidField::new(
-                "rounds",
-                format!("must hold 1 to {CAMPAIGN_ROUNDS_LEN_MAX} rounds"),
-            ));
-        }
-        if self.items.is_empty() || self.items.len() > CAMPAIGN_ITEMS_LEN_MAX {
-            return Err(InvalidField::new(
-                "items",
-                format!("must hold 1 to {CAMPAIGN_ITEMS_LEN_MAX} items"),
-            ));
-        }
+        check_size(self.rounds.len(), self.items.len())?;
         let rounds = self
             .rounds
             .iter()
@@ -195,6 +184,25 @@ impl NewCampaign {
     }
 }
 
+/// A campaign holds 1 to [`CAMPAIGN_ROUNDS_LEN_MAX`] rounds and 1 to
+/// [`CAMPAIGN_ITEMS_LEN_MAX`] items, as scheduled and after every change:
+/// all its sales are written in one store step.
+fn check_size(rounds: usize, items: usize) -> Result<(), InvalidField> {
+    if !(1..=CAMPAIGN_ROUNDS_LEN_MAX).contains(&rounds) {
+        return Err(InvalidField::new(
+            "rounds",
+            format!("must hold 1 to {CAMPAIGN_ROUNDS_LEN_MAX} rounds"),
+        ));
+    }
+    if !(1..=CAMPAIGN_ITEMS_LEN_MAX).contains(&items) {
+        return Err(InvalidField::new(
+            "items",
+            format!("must hold 1 to {CAMPAIGN_ITEMS_LEN_MAX} items"),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn new_item(item: NewItem, number: u32, rounds: usize) -> Result<Item, InvalidField> {
     let stock_by_round = match item.stock_by_round {
         Some(stock) if stock.len() != rounds => {
@@ -221,6 +229,7 @@ impl Campaign {
     /// Checks the rules a campaign keeps whatever made it (a new one, or a
     /// merchant's change): and every sale it makes is a valid sale.
     pub fn validate(&self, rules: &SaleRules) -> Result<(), InvalidField> {
+        check_size(self.rounds.len(), self.items.len())?;
         if !(1..=QUANTITY_MAX).contains(&self.limits.per_round) {
             return Err(InvalidField::new(
                 "per_user_limit_per_round",

@@ -339,6 +339,20 @@ async fn an_upcoming_campaign_changes_in_every_way(backend: Backend) {
         (StatusCode::CONFLICT, "conflict")
     );
     assert!(stale.2.contains("version 2"), "{}", stale.2);
+    // A change keeps a campaign within 1 to 24 rounds and 1 to 50 items
+    // (it holds 2 and 3 now).
+    let more_items: Vec<Value> = (0..48)
+        .map(|n| {
+            json!({"sku": format!("X{n}"), "title": "X", "price_cents": 1,
+                   "original_price_cents": 1, "stock_per_round": 1})
+        })
+        .collect();
+    let more_rounds: Vec<Value> = (0..23u64)
+        .map(|n| {
+            json!({"starts_at": rfc3339_in(Duration::from_secs(20_000 + n * 100), false),
+                   "ends_at": rfc3339_in(Duration::from_secs(20_050 + n * 100), false)})
+        })
+        .collect();
     let overlapping = json!({"rounds": [{"number": 2,
         "starts_at": rfc3339_in(Duration::from_secs(700), false),
         "ends_at": rfc3339_in(Duration::from_secs(20_000), false)}]});
@@ -355,6 +369,10 @@ async fn an_upcoming_campaign_changes_in_every_way(backend: Backend) {
         ),
         (json!({"colour": "red"}), "colour"),
         (json!({"rounds": [{"number": "x"}]}), "number"),
+        (json!({"remove_items": [0, 1, 3]}), "1 to 50 items"),
+        (json!({"remove_rounds": [0, 2]}), "1 to 24 rounds"),
+        (json!({"add_items": more_items}), "1 to 50 items"),
+        (json!({"add_rounds": more_rounds}), "1 to 24 rounds"),
     ] {
         let (status, code, message) = refused(&app, id, bad).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{message}");
