@@ -118,9 +118,10 @@ impl RoundStarting {
 }
 
 /// The reminder kept in `sale`'s outbox as the store shows it now; `None`
-/// when there is nothing to send: the sale is no campaign's, or is gone or
-/// cancelled, its round left the campaign, or the campaign's reminders
-/// were taken off.
+/// when there is nothing to send: the sale is no campaign's, or is gone,
+/// cancelled or stopped (a round stopped before its start keeps its
+/// reminder in the outbox), its round left the campaign, or the campaign's
+/// reminders were taken off.
 pub async fn read(store: &dyn Store, sale: &SaleId) -> Result<Option<RoundStarting>, StoreError> {
     let Some(slot) = sale.campaign() else {
         return Ok(None);
@@ -128,7 +129,7 @@ pub async fn read(store: &dyn Store, sale: &SaleId) -> Result<Option<RoundStarti
     let called_off = store
         .view_sale(sale)
         .await?
-        .is_none_or(|view| view.sale.state == SaleState::Cancelled);
+        .is_none_or(|view| view.sale.state != SaleState::Scheduled);
     if called_off {
         return Ok(None);
     }

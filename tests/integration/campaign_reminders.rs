@@ -3,7 +3,7 @@
 //! the campaign, the round and its items; never before that time, once
 //! however many engine nodes run and across a restart, retried after a
 //! 5xx and dead-lettered after a 4xx like an order's hand-off, and never
-//! for a cancelled campaign. Method: the webhook receiver of
+//! for a cancelled campaign or a round stopped before it starts. Method: the webhook receiver of
 //! `orders_webhook` (a real HTTP server on 127.0.0.1 that records every
 //! call with the time it arrived and checks signatures independently)
 //! against engines on the embedded store and on a real `redis-server`,
@@ -246,10 +246,11 @@ async fn a_refused_reminder_is_dead_lettered_then_redriven(backend: Backend) {
     app.stop().await;
 }
 
-async fn a_cancelled_campaign_sends_no_reminder(backend: Backend) {
+async fn a_cancelled_campaign_or_stopped_round_sends_no_reminder(backend: Backend) {
     let receiver = Receiver::start(0).await;
     let Harness { app, redis: _redis } = engine_for(backend, &receiver, |_| {}).await;
-    // Both reminders due in about 1 s; the first campaign is called off.
+    // Every reminder due in about 1 s; the first campaign is called off,
+    // the second's only round stopped before it starts.
     let cancelled = create(&app, reminded_campaign(2, &[Duration::from_secs(3)])).await;
     let response = app
         .admin(
@@ -259,23 +260,33 @@ async fn a_cancelled_campaign_sends_no_reminder(backend: Backend) {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
+    let stopped = create(&app, reminded_campaign(2, &[Duration::from_secs(3)])).await;
+    let response = app
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/campaigns/{}", id_of(&stopped)),
+            Some(json!({"version": 1, "rounds": [{"number": 0, "status": "ended"}]})),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
     let control = create(&app, reminded_campaign(2, &[Duration::from_secs(3)])).await;
 
     wait_for_reminders(&receiver, &[(id_of(&control), 0)]).await;
     // The control's reminder came after its due time, and so after the
-    // cancelled one's (created first); another pass or two for a stray
-    // call.
+    // others' (created first); another pass or two for a stray call.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let sent = reminders(&receiver.calls());
-    assert!(
-        !sent
-            .keys()
-            .any(|(campaign, _)| *campaign == id_of(&cancelled)),
-        "a cancelled campaign was reminded: {sent:?}"
-    );
-    assert!(dead_letters(&app, &first_sale(&cancelled, 0))
-        .await
-        .is_empty());
+    for called_off in [&cancelled, &stopped] {
+        assert!(
+            !sent
+                .keys()
+                .any(|(campaign, _)| *campaign == id_of(called_off)),
+            "a called-off round was reminded: {sent:?}"
+        );
+        assert!(dead_letters(&app, &first_sale(called_off, 0))
+            .await
+            .is_empty());
+    }
     app.stop().await;
 }
 
@@ -283,7 +294,7 @@ on_both_stores!(
     each_round_is_reminded_once_not_before_its_time,
     a_failing_merchant_gets_the_reminder_again,
     a_refused_reminder_is_dead_lettered_then_redriven,
-    a_cancelled_campaign_sends_no_reminder,
+    a_cancelled_campaign_or_stopped_round_sends_no_reminder,
 );
 
 /// Goal: engine nodes sharing one Redis send a round's reminder once, and
