@@ -232,14 +232,18 @@ impl Orders {
 
     /// Cancels the shopper's unpaid order; its units are on sale again. An
     /// order with a WeChat Pay order is cancelled only once that is
-    /// closed: WeChat Pay unreachable fails the cancel (the order stays
-    /// held), and a payment that came first makes it `Conflict` (the order
-    /// is paid).
+    /// closed, and closed only if the shopper may still cancel (a closed
+    /// WeChat Pay order cannot be paid again): WeChat Pay unreachable
+    /// fails the cancel (the order stays held), and a payment that came
+    /// first makes it `Conflict` (the order is paid).
     pub async fn cancel(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, CancelError> {
         let order = self.shopper_order(id, shopper).await?;
         if let (Some(closer), Some(_), OrderStatus::PendingPayment) =
             (&self.closer, &order.prepay_id, order.status)
         {
+            self.store
+                .check_cancel_allowance(&order.sale_id, shopper)
+                .await?;
             if let Closing::Paid(_) = closer.payments.close_wechatpay_order(&order).await? {
                 return Err(StoreError::Conflict(
                     "the order was paid in WeChat Pay before it could be cancelled".into(),

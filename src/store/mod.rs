@@ -477,6 +477,16 @@ pub trait Store: Send + Sync + 'static {
     /// allowed (see [`CANCELS_PER_SHOPPER_DEFAULT`]).
     async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError>;
 
+    /// The refusal [`Store::cancel_order`] would answer the shopper for
+    /// having cancelled the most orders of the sale allowed, read without
+    /// writing: checked before a cancel that first closes the order's
+    /// WeChat Pay order, which cannot be undone.
+    async fn check_cancel_allowance(
+        &self,
+        sale: &SaleId,
+        shopper: &ShopperId,
+    ) -> Result<(), StoreError>;
+
     /// Pays an order (see [`PaymentOutcome`]), queueing the hand-off to the
     /// merchant when `follow_ups.hand_off`, and for a late payment
     /// (`refund_required`) its refund call when `follow_ups.refund`.

@@ -462,6 +462,10 @@ async fn cancels_per_shopper_are_bounded(backend: Backend) {
         .unwrap()
         .order;
     for _ in 0..CANCELS_PER_SHOPPER_DEFAULT {
+        store
+            .check_cancel_allowance(&live.id, &shopper("cy"))
+            .await
+            .unwrap();
         let order = store
             .reserve(&request(&live, "cy", 1, None))
             .await
@@ -473,10 +477,15 @@ async fn cancels_per_shopper_are_bounded(backend: Backend) {
         store.reserve(&request(&live, "cy", 1, None)).await,
         Err(StoreError::Rejected(Rejection::LimitExceeded))
     ));
-    assert!(matches!(
-        store.cancel_order(&kept.id, &shopper("cy")).await,
-        Err(StoreError::Conflict(_))
-    ));
+    let exhausted = store.check_cancel_allowance(&live.id, &shopper("cy")).await;
+    let Err(StoreError::Conflict(checked)) = exhausted else {
+        panic!("the allowance is spent: {exhausted:?}");
+    };
+    let refused = store.cancel_order(&kept.id, &shopper("cy")).await;
+    let Err(StoreError::Conflict(cancelled)) = refused else {
+        panic!("the allowance is spent: {refused:?}");
+    };
+    assert_eq!(checked, cancelled, "the check answers as the cancel");
     let retry = store
         .reserve(&request(&live, "cy", 1, Some("first")))
         .await
@@ -496,6 +505,10 @@ async fn cancels_per_shopper_are_bounded(backend: Backend) {
         .await
         .unwrap()
         .order;
+    store
+        .check_cancel_allowance(&live.id, &shopper("dee"))
+        .await
+        .unwrap();
     store
         .cancel_order(&other.id, &shopper("dee"))
         .await

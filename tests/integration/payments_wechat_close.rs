@@ -136,6 +136,42 @@ async fn a_cancel_closes_first_and_loses_to_a_payment(backend: Backend) {
     app.assert_audit_clean(&sale).await;
 }
 
+/// A cancel the shopper may no longer make leaves the WeChat Pay order
+/// open: the order stays payable (a closed WeChat Pay order never is).
+async fn a_cancel_past_the_shoppers_cancels_leaves_the_order_payable(backend: Backend) {
+    let wx = WeChatPayServer::start().await;
+    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
+        wx.configure(config);
+        config.cancels_per_shopper_max = 1;
+    })
+    .await;
+    let sale = app.create_sale(live_sale(5, 2)).await;
+    let first = prepaid_order(&app, &wx, &sale, "oEve").await;
+    let second = prepaid_order(&app, &wx, &sale, "oEve").await;
+    let cancel = |id: String| {
+        let app = &app;
+        async move {
+            app.shopper_post("oEve", &format!("/api/v1/orders/{id}/cancel"))
+                .await
+        }
+    };
+    assert_eq!(cancel(first.clone()).await.status(), StatusCode::OK);
+    let (status, code) = error_code(cancel(second.clone()).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::CONFLICT, "conflict"));
+    assert_eq!(wx.orders()[&second].state, WxState::NotPay, "not closed");
+    assert!(!calls_for(&wx, &second)
+        .iter()
+        .any(|(_, path)| *path == close_path(&second)));
+
+    let notification = wx.pay(&second);
+    assert_acknowledged(notify(&app, &notification).await).await;
+    assert_eq!(order_of(&app, "oEve", &second).await["status"], "paid");
+    let view = app.sale(&sale).await;
+    assert_eq!(view["stats"]["paid"], 1, "{view}");
+    assert_eq!(view["stats"]["cancelled"], 1, "{view}");
+    app.assert_audit_clean(&sale).await;
+}
+
 /// The shopper pays in WeChat just before the deadline and the
 /// notification is slow: the close is refused as paid, the engine queries
 /// the transaction, and the order is paid, not expired. No refund needed.
@@ -264,6 +300,7 @@ on_both_stores!(
     no_prepay_after_the_deadline,
     expiry_closes_the_wechatpay_order_first,
     a_cancel_closes_first_and_loses_to_a_payment,
+    a_cancel_past_the_shoppers_cancels_leaves_the_order_payable,
     a_payment_that_wins_the_race_with_the_close_is_paid,
     wechatpay_down_holds_the_stock_and_recovers,
 );

@@ -539,6 +539,16 @@ impl Store for EmbeddedStore {
             .cancel_order(id, shopper, self.cancels_per_shopper_max)
     }
 
+    async fn check_cancel_allowance(
+        &self,
+        sale: &SaleId,
+        shopper: &ShopperId,
+    ) -> Result<(), StoreError> {
+        self.record(sale)?
+            .lock()
+            .check_cancel_allowance(shopper, self.cancels_per_shopper_max)
+    }
+
     async fn pay_order(
         &self,
         id: &OrderId,

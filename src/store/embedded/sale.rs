@@ -403,13 +403,23 @@ impl SaleRecord {
                 order.status.as_str()
             )));
         }
-        let cancelled = self.cancels.entry(shopper.clone()).or_default();
-        if *cancelled >= cancels_max {
-            return Err(cancels_exhausted(*cancelled));
-        }
-        *cancelled += 1;
+        self.check_cancel_allowance(shopper, cancels_max)?;
+        *self.cancels.entry(shopper.clone()).or_default() += 1;
         self.release(id, OrderStatus::Cancelled)
             .ok_or(StoreError::NotFound("order"))
+    }
+
+    /// [`Store::check_cancel_allowance`]: whether the shopper may cancel
+    /// another order, at most `cancels_max`.
+    pub fn check_cancel_allowance(
+        &self,
+        shopper: &ShopperId,
+        cancels_max: i64,
+    ) -> Result<(), StoreError> {
+        match self.cancels.get(shopper).copied().unwrap_or(0) {
+            cancelled if cancelled >= cancels_max => Err(cancels_exhausted(cancelled)),
+            _ => Ok(()),
+        }
     }
 
     /// A payment for an order (see [`PaymentOutcome`]): the twin of

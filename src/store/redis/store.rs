@@ -700,6 +700,22 @@ impl Store for RedisStore {
             other => Err(corrupt(format!("unknown cancel outcome {other}"))),
         }
     }
+    async fn check_cancel_allowance(
+        &self,
+        sale: &SaleId,
+        shopper: &ShopperId,
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(SaleKeys::new(sale).cancels()).arg(shopper.as_str());
+        let cancelled: Option<i64> = self.query("check_cancel_allowance", &cmd).await?;
+        match cancelled {
+            Some(cancelled) if cancelled >= self.cancels_per_shopper_max => {
+                Err(cancels_exhausted(cancelled))
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn pay_order(
         &self,
         id: &OrderId,
