@@ -88,8 +88,13 @@ impl WaitingRooms {
         shopper: &ShopperId,
     ) -> Result<QueueAnswer, QueueError> {
         // The seed never changes once the sale has one, so a view up to a
-        // poll interval old has the right one.
-        let view = sales.polled_view(sale).await?;
+        // poll interval old has the right one; a view without one may be
+        // of the sale before it was switched to its waiting room (by
+        // another node), so the store is asked.
+        let mut view = sales.polled_view(sale).await?;
+        if view.sale.admission.seed.is_empty() {
+            view = sales.view(sale).await?;
+        }
         let key = shuffle_key(&view.sale.admission.seed, shopper.as_str()).unwrap_or_default();
         let mut freed_once = false;
         loop {

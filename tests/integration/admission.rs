@@ -430,8 +430,62 @@ on_every_store!(
 
 on_both_stores!(the_line_has_bounds);
 
+/// A sale switched to its waiting room while another node still holds
+/// its open view (`FLASHSALE_SALE_POLL_CACHE_MS`): joins on that node are
+/// shuffled by the sale's seed all the same, so the revealed seed gives
+/// every place.
+async fn a_sale_switched_to_its_waiting_room_shuffles_every_joiner(backend: Backend) {
+    let servers = Servers::start(backend);
+    let node = || {
+        let mut config = crate::support::test_config();
+        servers.configure(&mut config);
+        configure(&mut config);
+        config.sale_poll_cache_ms = 60_000;
+        TestApp::spawn_with(config)
+    };
+    let (first, second) = (node().await, node().await);
+    let mut open = live_sale(100, 1);
+    open["starts_at"] = rfc3339_in(Duration::from_secs(3), false).into();
+    let sale = first.create_sale(open).await;
+    let seen = second.public_json(&format!("/api/v1/sales/{sale}")).await;
+    assert_eq!(seen["admission"]["mode"], "open", "{seen}");
+    let switched = first
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/admin/v1/sales/{sale}"),
+            Some(
+                json!({"admission": {"mode": "queue", "prequeue_opens_secs": 600,
+                                      "admit_per_sec": 1_000, "token_ttl_secs": 60}}),
+            ),
+        )
+        .await;
+    assert_eq!(switched.status(), StatusCode::OK);
+
+    let line = shoppers("w", 12);
+    for shopper in &line {
+        join(&second, &sale, shopper).await;
+    }
+    let view = revealed(&first, &sale).await;
+    let seed = view["admission"]["seed"].as_str().unwrap();
+    let order = shuffled(seed, line.iter().map(String::as_str));
+    let answers = poll_all(&second, &sale, &line).await;
+    for (place, shopper) in order.iter().enumerate() {
+        assert_eq!(
+            answers[*shopper]["position"],
+            place + 1,
+            "{shopper}: {}",
+            answers[*shopper]
+        );
+    }
+}
+
 mod shared {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn switched_redis() {
+        a_sale_switched_to_its_waiting_room_shuffles_every_joiner(Backend::Redis).await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis() {
