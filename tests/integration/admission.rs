@@ -31,6 +31,14 @@ async fn engine(backend: Backend) -> Harness {
     Harness::start_with(backend, configure).await
 }
 
+/// An engine node's settings on `servers`, shared with other nodes.
+fn node_config(servers: &Servers) -> Config {
+    let mut config = crate::support::test_config();
+    servers.configure(&mut config);
+    configure(&mut config);
+    config
+}
+
 /// A queued sale of `stock` units (one per shopper) opening `starts_in`
 /// from now, its pre-queue open already.
 async fn queued_sale(
@@ -104,6 +112,27 @@ async fn revealed(app: &TestApp, sale: &str) -> Value {
     panic!("the seed was never revealed");
 }
 
+/// Asserts that the pre-queue joiners `line` stand in the order `seed`
+/// gives them, as `app` answers their polls; returns that order.
+async fn assert_in_seed_order<'a>(
+    app: &TestApp,
+    sale: &str,
+    seed: &str,
+    line: &'a [String],
+) -> Vec<&'a str> {
+    let order = shuffled(seed, line.iter().map(String::as_str));
+    let answers = poll_all(app, sale, line).await;
+    for (place, shopper) in order.iter().enumerate() {
+        assert_eq!(
+            answers[*shopper]["position"],
+            place + 1,
+            "{shopper}: {}",
+            answers[*shopper]
+        );
+    }
+    order
+}
+
 fn shoppers(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
@@ -147,16 +176,7 @@ async fn the_prequeue_is_shuffled_by_the_committed_seed(backend: Backend) {
     let late = join(&app, &sale, "late").await;
     assert_eq!(late["position"], 41, "{late}");
 
-    let order = shuffled(seed, early.iter().map(String::as_str));
-    let answers = poll_all(&app, &sale, &early).await;
-    for (place, shopper) in order.iter().enumerate() {
-        assert_eq!(
-            answers[*shopper]["position"],
-            place + 1,
-            "{shopper}: {}",
-            answers[*shopper]
-        );
-    }
+    let order = assert_in_seed_order(&app, &sale, seed, &early).await;
     let joined: Vec<&str> = early.iter().map(String::as_str).collect();
     assert_ne!(order, joined, "not the join order");
 }
@@ -350,12 +370,7 @@ async fn only_an_admission_buys(backend: Backend) {
 /// and so does an engine started after the first one stopped.
 async fn the_line_survives_a_restart_and_nodes_share_it(backend: Backend) {
     let servers = Servers::start(backend);
-    let node = || {
-        let mut config = crate::support::test_config();
-        servers.configure(&mut config);
-        configure(&mut config);
-        TestApp::spawn_with(config)
-    };
+    let node = || TestApp::spawn_with(node_config(&servers));
     let first = node().await;
     let second = node().await;
     let sale = queued_sale(&first, 100, Duration::from_secs(2), 1_000, 60).await;
@@ -437,9 +452,7 @@ on_both_stores!(the_line_has_bounds);
 async fn a_sale_switched_to_its_waiting_room_shuffles_every_joiner(backend: Backend) {
     let servers = Servers::start(backend);
     let node = || {
-        let mut config = crate::support::test_config();
-        servers.configure(&mut config);
-        configure(&mut config);
+        let mut config = node_config(&servers);
         config.sale_poll_cache_ms = 60_000;
         TestApp::spawn_with(config)
     };
@@ -467,16 +480,7 @@ async fn a_sale_switched_to_its_waiting_room_shuffles_every_joiner(backend: Back
     }
     let view = revealed(&first, &sale).await;
     let seed = view["admission"]["seed"].as_str().unwrap();
-    let order = shuffled(seed, line.iter().map(String::as_str));
-    let answers = poll_all(&second, &sale, &line).await;
-    for (place, shopper) in order.iter().enumerate() {
-        assert_eq!(
-            answers[*shopper]["position"],
-            place + 1,
-            "{shopper}: {}",
-            answers[*shopper]
-        );
-    }
+    assert_in_seed_order(&second, &sale, seed, &line).await;
 }
 
 mod shared {

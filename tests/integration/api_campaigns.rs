@@ -630,25 +630,14 @@ async fn a_campaigns_sales_and_orders_page_like_any_other(backend: Backend) {
     let campaign = create(&app, campaign_body()).await;
     let newer = app.buy(&sale_id(&campaign, 0, 0), "ann").await;
 
-    let mut sales = Vec::new();
-    let mut path = "/admin/v1/sales?limit=1".to_owned();
-    loop {
-        let page = app.admin(Method::GET, &path, None).await;
-        let status = page.status();
-        let page: Value = page.json().await.unwrap();
-        assert_eq!(status, StatusCode::OK, "{path}: {page}");
-        sales.extend(
-            page["sales"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|sale| sale["id"].as_str().unwrap().to_owned()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(cursor) => path = format!("/admin/v1/sales?limit=1&cursor={cursor}"),
-            None => break,
-        }
-    }
+    let id = |item: Value| item["id"].as_str().unwrap().to_owned();
+    let mut sales: Vec<String> = walk("/admin/v1/sales?limit=1", "sales", async |path| {
+        app.admin(Method::GET, path, None).await
+    })
+    .await
+    .into_iter()
+    .map(id)
+    .collect();
     let mut made: Vec<String> = (0..2)
         .flat_map(|round| (0..3).map(move |item| (round, item)))
         .map(|(round, item)| sale_id(&campaign, round, item))
@@ -659,26 +648,37 @@ async fn a_campaigns_sales_and_orders_page_like_any_other(backend: Backend) {
     made.sort();
     assert_eq!(sales, made, "each sale once");
 
-    let mut orders = Vec::new();
-    let mut path = "/api/v1/orders?limit=1".to_owned();
+    let orders: Vec<String> = walk("/api/v1/orders?limit=1", "orders", async |path| {
+        app.shopper_get("ann", path).await
+    })
+    .await
+    .into_iter()
+    .map(id)
+    .collect();
+    assert_eq!(orders, [id(newer), id(older)]);
+}
+
+/// Every item (`items`: the listing's field) of a listing, walked a page
+/// at a time from `first` (its path with `?limit=`), each page fetched by
+/// `fetch`.
+async fn walk(
+    first: &str,
+    items: &str,
+    fetch: impl AsyncFn(&str) -> reqwest::Response,
+) -> Vec<Value> {
+    let mut listed = Vec::new();
+    let mut path = first.to_owned();
     loop {
-        let page = app.shopper_get("ann", &path).await;
+        let page = fetch(&path).await;
         let status = page.status();
         let page: Value = page.json().await.unwrap();
         assert_eq!(status, StatusCode::OK, "{path}: {page}");
-        orders.extend(
-            page["orders"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|order| order["id"].clone()),
-        );
+        listed.extend(page[items].as_array().unwrap().iter().cloned());
         match page["next_cursor"].as_str() {
-            Some(cursor) => path = format!("/api/v1/orders?limit=1&cursor={cursor}"),
-            None => break,
+            Some(cursor) => path = format!("{first}&cursor={cursor}"),
+            None => return listed,
         }
     }
-    assert_eq!(orders, [newer["id"].clone(), older["id"].clone()]);
 }
 
 on_both_stores!(
