@@ -15,7 +15,7 @@ use dashmap::DashMap;
 
 use crate::domain::{shuffle_key, PollAdvice, QueuePlace, SaleId, ShopperId};
 use crate::sales::Sales;
-use crate::store::{QueueRules, Store, StoreError};
+use crate::store::{not_queued, QueueRules, Store, StoreError};
 
 /// Deployment-wide settings of waiting rooms.
 #[derive(Debug, Clone, Copy)]
@@ -90,10 +90,15 @@ impl WaitingRooms {
         // The seed never changes once the sale has one, so a view up to a
         // poll interval old has the right one; a view without one may be
         // of the sale before it was switched to its waiting room (by
-        // another node), so the store is asked.
+        // another node), so the store is asked. Still without one, the
+        // sale had no waiting room when read, as the store would answer:
+        // a join keyed without the seed never reaches it.
         let mut view = sales.polled_view(sale).await?;
         if view.sale.admission.seed.is_empty() {
             view = sales.view(sale).await?;
+        }
+        if view.sale.admission.seed.is_empty() {
+            return Err(QueueError::Store(not_queued()));
         }
         let key = shuffle_key(&view.sale.admission.seed, shopper.as_str()).unwrap_or_default();
         let mut freed_once = false;

@@ -132,7 +132,7 @@ impl NewCampaign {
         rules: &SaleRules,
     ) -> Result<Campaign, InvalidField> {
         check_text("title", &self.title, 200)?;
-        check_size(self.rounds.len(), self.items.len())?;
+        check_size((self.rounds.len(), self.items.len()), None)?;
         let rounds = self
             .rounds
             .iter()
@@ -185,16 +185,23 @@ impl NewCampaign {
 }
 
 /// A campaign holds 1 to [`CAMPAIGN_ROUNDS_LEN_MAX`] rounds and 1 to
-/// [`CAMPAIGN_ITEMS_LEN_MAX`] items, as scheduled and after every change:
-/// all its sales are written in one store step.
-fn check_size(rounds: usize, items: usize) -> Result<(), InvalidField> {
-    if !(1..=CAMPAIGN_ROUNDS_LEN_MAX).contains(&rounds) {
+/// [`CAMPAIGN_ITEMS_LEN_MAX`] items (`(rounds, items)`), as scheduled and
+/// after every change: all its sales are written in one store step. A
+/// change (`before`: the counts it starts from) never empties a campaign
+/// nor grows a count past its bound; one a change grew past a bound
+/// before changes were held to them may keep or shrink it.
+pub(super) fn check_size(
+    (rounds, items): (usize, usize),
+    before: Option<(usize, usize)>,
+) -> Result<(), InvalidField> {
+    let (rounds_before, items_before) = before.unwrap_or_default();
+    if rounds == 0 || (rounds > CAMPAIGN_ROUNDS_LEN_MAX && rounds > rounds_before) {
         return Err(InvalidField::new(
             "rounds",
             format!("must hold 1 to {CAMPAIGN_ROUNDS_LEN_MAX} rounds"),
         ));
     }
-    if !(1..=CAMPAIGN_ITEMS_LEN_MAX).contains(&items) {
+    if items == 0 || (items > CAMPAIGN_ITEMS_LEN_MAX && items > items_before) {
         return Err(InvalidField::new(
             "items",
             format!("must hold 1 to {CAMPAIGN_ITEMS_LEN_MAX} items"),
@@ -229,7 +236,6 @@ impl Campaign {
     /// Checks the rules a campaign keeps whatever made it (a new one, or a
     /// merchant's change): and every sale it makes is a valid sale.
     pub fn validate(&self, rules: &SaleRules) -> Result<(), InvalidField> {
-        check_size(self.rounds.len(), self.items.len())?;
         if !(1..=QUANTITY_MAX).contains(&self.limits.per_round) {
             return Err(InvalidField::new(
                 "per_user_limit_per_round",
@@ -398,6 +404,27 @@ impl CampaignLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_campaign_is_never_empty_nor_grown_past_its_bounds() {
+        let (rounds, items) = (CAMPAIGN_ROUNDS_LEN_MAX, CAMPAIGN_ITEMS_LEN_MAX);
+        let field = |counts, before| check_size(counts, before).err().map(|err| err.field);
+        assert_eq!(field((rounds, items), None), None);
+        assert_eq!(field((0, 1), None), Some("rounds"));
+        assert_eq!(field((1, 0), None), Some("items"));
+        assert_eq!(field((rounds + 1, 1), None), Some("rounds"));
+        assert_eq!(field((1, items + 1), None), Some("items"));
+        // A change: grown past a bound, or emptied, is refused; a count
+        // already past its bound may stay or shrink.
+        assert_eq!(field((rounds + 1, 1), Some((rounds, 1))), Some("rounds"));
+        assert_eq!(field((1, items + 2), Some((1, items + 1))), Some("items"));
+        assert_eq!(field((1, 0), Some((1, 3))), Some("items"));
+        assert_eq!(field((rounds + 3, 1), Some((rounds + 3, 1))), None);
+        assert_eq!(
+            field((rounds + 2, items + 1), Some((rounds + 3, items + 1))),
+            None
+        );
+    }
 
     fn new_campaign(rounds: &[(&str, &str)]) -> NewCampaign {
         NewCampaign {

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Deserializer};
 
-use super::campaign::new_item;
+use super::campaign::{check_size, new_item};
 use super::{
     parse_rfc3339_ms, Campaign, InvalidField, Millis, NewItem, PatchStatus, Round, Sale,
     SaleChange, SaleId, SaleRules, SaleState, SaleView,
@@ -215,6 +215,10 @@ impl Campaign {
         draft.add_items(patch.add_items)?;
         draft.change_items(patch.items, &views, now)?;
         draft.campaign.order_rounds();
+        check_size(
+            (draft.campaign.rounds.len(), draft.campaign.items.len()),
+            Some((self.rounds.len(), self.items.len())),
+        )?;
         draft.campaign.validate(rules)?;
         let steps = self.steps(&draft, &views);
         Ok(CampaignChange {

@@ -736,7 +736,8 @@ fn not_pending(status: &str) -> StoreError {
 }
 
 /// The answer to a waiting-room call on a sale without one.
-fn not_queued() -> StoreError {
+/// The answer to a join of a sale without a waiting room.
+pub(crate) fn not_queued() -> StoreError {
     StoreError::Conflict("this sale has no waiting room (its admission mode is open)".into())
 }
 

@@ -629,6 +629,7 @@ async fn a_campaigns_sales_and_orders_page_like_any_other(backend: Backend) {
     let older = app.buy(&plain, "ann").await;
     let campaign = create(&app, campaign_body()).await;
     let newer = app.buy(&sale_id(&campaign, 0, 0), "ann").await;
+    let bobs = app.buy(&sale_id(&campaign, 0, 0), "bob").await;
 
     let id = |item: Value| item["id"].as_str().unwrap().to_owned();
     let mut sales: Vec<String> = walk("/admin/v1/sales?limit=1", "sales", async |path| {
@@ -655,7 +656,23 @@ async fn a_campaigns_sales_and_orders_page_like_any_other(backend: Backend) {
     .into_iter()
     .map(id)
     .collect();
-    assert_eq!(orders, [id(newer), id(older)]);
+    assert_eq!(orders, [id(newer.clone()), id(older)]);
+
+    let export = format!(
+        "/admin/v1/sales/{}/orders?limit=1",
+        sale_id(&campaign, 0, 0)
+    );
+    let mut exported: Vec<String> = walk(&export, "orders", async |path| {
+        app.admin(Method::GET, path, None).await
+    })
+    .await
+    .into_iter()
+    .map(id)
+    .collect();
+    exported.sort();
+    let mut bought = vec![id(newer), id(bobs)];
+    bought.sort();
+    assert_eq!(exported, bought, "the export: each order once");
 }
 
 /// Every item (`items`: the listing's field) of a listing, walked a page
@@ -675,7 +692,17 @@ async fn walk(
         assert_eq!(status, StatusCode::OK, "{path}: {page}");
         listed.extend(page[items].as_array().unwrap().iter().cloned());
         match page["next_cursor"].as_str() {
-            Some(cursor) => path = format!("{first}&cursor={cursor}"),
+            Some(cursor) => {
+                // As a client sends it: percent-encoded.
+                let cursor: String = cursor
+                    .bytes()
+                    .map(|b| match b.is_ascii_alphanumeric() {
+                        true => char::from(b).to_string(),
+                        false => format!("%{b:02X}"),
+                    })
+                    .collect();
+                path = format!("{first}&cursor={cursor}");
+            }
             None => return listed,
         }
     }

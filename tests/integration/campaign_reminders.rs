@@ -3,7 +3,8 @@
 //! the campaign, the round and its items; never before that time, once
 //! however many engine nodes run and across a restart, retried after a
 //! 5xx and dead-lettered after a 4xx like an order's hand-off, and never
-//! for a cancelled campaign or a round stopped before it starts. Method: the webhook receiver of
+//! for a cancelled campaign or a round stopped before it starts.
+//! Method: the webhook receiver of
 //! `orders_webhook` (a real HTTP server on 127.0.0.1 that records every
 //! call with the time it arrived and checks signatures independently)
 //! against engines on the embedded store and on a real `redis-server`,

@@ -700,6 +700,7 @@ impl Store for RedisStore {
             other => Err(corrupt(format!("unknown cancel outcome {other}"))),
         }
     }
+
     async fn check_cancel_allowance(
         &self,
         sale: &SaleId,
