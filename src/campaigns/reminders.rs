@@ -22,7 +22,8 @@
 //! starts, so cancelling it (a `DELETE` of the campaign) drops the
 //! reminder with it (a change removing a round or the first item cancels
 //! its sales the same way), and a reminder whose sale was cancelled or
-//! stopped (a round stopped before it starts), whose round left the campaign or whose campaign's reminders were taken off
+//! stopped (a round stopped before it starts), whose round left the
+//! campaign or whose campaign's reminders were taken off
 //! (`remind_before_secs: null`) is dropped unsent.
 //!
 //! **Once per round**: the entry's name in the outbox is the event alone

@@ -10,9 +10,8 @@
 //! shopper id's UTF-8 bytes); at the opening they stand in the ascending
 //! order of their keys. The seed stays secret until the opening; its
 //! SHA-256 is public from the moment the sale is queued (before its
-//! pre-queue opens), the seed itself from
-//! the opening, so anyone can check that it was fixed in advance and
-//! recompute the order ([`shuffled`]).
+//! pre-queue opens), the seed itself from the opening, so anyone can check
+//! that it was fixed in advance and recompute the order ([`shuffled`]).
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
