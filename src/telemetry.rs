@@ -44,7 +44,8 @@ pub const SALES_FORGOTTEN: &str = "flashsale_sales_forgotten_total";
 /// `amount_mismatch`, or `rejected` (a notification that failed checks).
 pub const PAYMENTS: &str = "flashsale_payments_total";
 /// Verified payments that could not be applied and were recorded for the
-/// merchant, by `kind`: `amount_mismatch`, `unknown_order`.
+/// merchant, by `kind`: `amount_mismatch`, `unknown_order`,
+/// `refund_abnormal`, `refund_closed`.
 pub const PAYMENT_EXCEPTIONS: &str = "flashsale_payment_exceptions_total";
 /// Closes of a WeChat Pay order that failed (WeChat Pay unreachable or
 /// refusing); the order stays held and the close is retried.
@@ -52,9 +53,11 @@ pub const WECHATPAY_CLOSE_FAILURES: &str = "flashsale_wechatpay_close_failures_t
 /// Refunds by `outcome` (see [`count_refund`]).
 pub const REFUNDS: &str = "flashsale_refunds_total";
 
-/// Requests refused by a rate limit, by `limiter`: `ip`, `user` (per shopper), `global`.
+/// Requests refused by a rate limit, by `limiter`: `ip`, `user` (per shopper),
+/// `global`, `admin` (an address past its failed admin authentications).
 pub const RATE_LIMITED: &str = "flashsale_rate_limited_total";
-/// Keys held by a keyed rate limiter (`limiter`: `user` (per shopper), `ip`).
+/// Keys held by a keyed rate limiter (`limiter`: `user` (per shopper), `ip`,
+/// `admin`).
 pub const RATE_LIMITER_KEYS: &str = "flashsale_rate_limiter_keys";
 /// Requests shed by the front door, by `reason`: `in_flight`, `timeout`.
 pub const SHED: &str = "flashsale_shed_total";

@@ -525,7 +525,12 @@ export class FlashsaleClient {
       await this.storage.remove(intentKey);
       return { ok: true, order: result.body, replayed: result.headers['idempotent-replayed'] === 'true' };
     }
-    if (isRefusal(result) && result.code !== 'conflict') await this.storage.remove(intentKey);
+    // A refusal ends the intent when the engine looked its key up: no
+    // order was made under it. Not a 401: the token is checked first, so
+    // an earlier attempt whose answer was lost may have made the order.
+    if (isRefusal(result) && result.code !== 'conflict' && result.code !== 'unauthorized') {
+      await this.storage.remove(intentKey);
+    }
     return result;
   }
 

@@ -191,6 +191,37 @@ test('orders: list, read, cancel; a cancel whose answer is lost is confirmed by 
   assert.equal((await otherShopper.getOrder(a.id)).code, 'not_found');
 });
 
+test('a lost answer, then a 401 the login service cannot fix: the intent keeps its key, and the next tap replays the order', async () => {
+  // per_user_limit 5: a second order would be accepted, so only the key prevents it.
+  const sale = await engine.createSale({ stock_total: 10, per_user_limit: 5 });
+  const shopper = newShopper();
+  let lapsed = true;
+  const transport = recording(fetchTransport({ baseUrl: proxy.baseUrl }));
+  const posted = () => transport.log.some((e) => e.method === 'POST');
+  const c = createClient({
+    transport,
+    // The first attempt's token is good; then the login session lapses
+    // (an expired token, refresh or not) until the shopper logs in again.
+    getToken: () => shopperToken(shopper, !posted() || !lapsed ? 3600 : -60),
+    retry: { backoffMs: 20, jitterMs: 20 },
+  });
+  proxy.dropAnswer('POST', ORDERS);
+
+  const refused = await c.placeOrder(sale.id, 1);
+  assert.equal(refused.code, 'unauthorized', JSON.stringify(refused));
+  assert.equal((await engine.stats(sale.id)).reserved, 1, 'the lost answer carried an order');
+  const intent = await c.pendingIntent(sale.id);
+  assert.ok(intent, 'a 401 says nothing of the lost answer: the intent stays');
+  assert.equal(intent.key, transport.log[0].headers['idempotency-key']);
+
+  lapsed = false;
+  const again = await c.placeOrder(sale.id, 1);
+  assert.equal(again.ok, true, JSON.stringify(again));
+  assert.equal(again.replayed, true, 'the order the lost answer carried');
+  const stats = await engine.stats(sale.id);
+  assert.equal(stats.reserved, 1, JSON.stringify(stats));
+});
+
 test('an expired shopper token: one refresh from the login service, then the call goes through', async () => {
   const shopper = newShopper();
   const refreshes = [];
