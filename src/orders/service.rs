@@ -299,10 +299,13 @@ impl OrderService {
         // listed a moment before it can be read. Looked at again next pass
         // (an open sale), or at the next start.
         let Some(view) = self.store.view_sale(&sale).await? else {
-            // An id that names no sale once its window is over (a crash
-            // between indexing and writing the sale) leaves the unsettled
-            // sales here.
-            settled(&sale, self.store.settle_sale(&sale).await);
+            // An id that names no sale once its window is over: a crash
+            // between indexing and writing the sale, or in the middle of
+            // forgetting it (its shoppers, their indexes and its id left).
+            // Settled, it is forgotten at once, which finishes either.
+            if settled(&sale, self.store.settle_sale(&sale).await) {
+                self.settled.insert(sale, self.settings.clock.now());
+            }
             return Ok(());
         };
         match last_payment_deadline(&view) {

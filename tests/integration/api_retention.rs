@@ -15,10 +15,11 @@ use serde_json::Value;
 
 use flashsale::config::RedisDurability;
 use flashsale::domain::{system_now, Sale, SaleId};
+use flashsale::store::keys::{SaleKeys, OPEN_SALE_INDEX, SALE_INDEX};
 use flashsale::store::{RedisStore, RedisTarget, Store};
 
 use crate::conformance::sale;
-use crate::support::{live_sale, Backend, Harness, RedisServer, TestApp};
+use crate::support::{live_sale, test_config, Backend, Harness, RedisServer, Servers, TestApp};
 
 /// Sales whose payment windows closed long ago, written straight to the
 /// store and settled as the order service settles them: history.
@@ -350,6 +351,92 @@ async fn a_settled_sale_is_exported_then_forgotten(backend: Backend) {
 }
 
 crate::on_both_stores!(a_settled_sale_is_exported_then_forgotten);
+
+/// Goal: a sale whose forgetting stopped halfway (its records deleted by
+/// `forget_sale.lua`; its shoppers hash, their indexes and its id left, as
+/// a crash before the engine's next steps leaves them) is finished by the
+/// next engine to start. Method: a sale settled by one engine with a long
+/// retention, its keys but the shoppers hash deleted as the script does,
+/// then an engine with a second of retention on the same Redis.
+#[tokio::test]
+async fn a_sale_half_forgotten_before_a_crash_is_finished_at_the_next_start() {
+    let servers = Servers::start(Backend::Redis);
+    let redis = servers.standalone().unwrap();
+    let node = |retention_secs| {
+        let mut config = test_config();
+        servers.configure(&mut config);
+        config.payment_timeout_min_secs = 1;
+        config.retention_secs = retention_secs;
+        config.order_sweep_ms = 50;
+        TestApp::spawn_with(config)
+    };
+    let first = node(3600).await;
+    let mut body = live_sale(10, 1);
+    body["payment_timeout_secs"] = 1.into();
+    let sale = first.create_sale(body).await;
+    for shopper in ["half-0", "half-1"] {
+        first.buy(&sale, shopper).await;
+    }
+    let ended = first
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/sales/{sale}"),
+            Some(serde_json::json!({"status": "ended"})),
+        )
+        .await;
+    assert_eq!(ended.status(), StatusCode::OK);
+    let id = SaleId::parse(&sale).unwrap();
+    let keys = SaleKeys::new(&id);
+    let score = |index: &str| -> Option<f64> {
+        redis::cmd("ZSCORE")
+            .arg(index)
+            .arg(&sale)
+            .query(&mut redis.connection())
+            .unwrap()
+    };
+    let indexed_shoppers = || -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg("fs:shopper_sales:half-*")
+            .query(&mut redis.connection())
+            .unwrap()
+    };
+    // Settled: off the open sales, listed in its shoppers' own indexes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while score(OPEN_SALE_INDEX).is_some() || indexed_shoppers().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.stop().await;
+    for key in keys.all() {
+        if key != keys.shoppers() {
+            let _: () = redis::cmd("UNLINK")
+                .arg(&key)
+                .query(&mut redis.connection())
+                .unwrap();
+        }
+    }
+    assert!(score(SALE_INDEX).is_some(), "the id is left");
+
+    let second = node(1).await;
+    let shoppers_left = || -> bool {
+        redis::cmd("EXISTS")
+            .arg(keys.shoppers())
+            .query(&mut redis.connection())
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while shoppers_left() || score(SALE_INDEX).is_some() || !indexed_shoppers().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never finished: shoppers hash {}, indexed {:?}, listed {:?}",
+            shoppers_left(),
+            score(SALE_INDEX),
+            indexed_shoppers()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.stop().await;
+}
 
 /// Goal: a season of campaigns does not fill Redis either: once retention
 /// has forgotten every sale of a campaign, the order service has the
