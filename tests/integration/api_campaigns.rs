@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -692,15 +693,9 @@ async fn walk(
         assert_eq!(status, StatusCode::OK, "{path}: {page}");
         listed.extend(page[items].as_array().unwrap().iter().cloned());
         match page["next_cursor"].as_str() {
+            // As a client sends it: percent-encoded.
             Some(cursor) => {
-                // As a client sends it: percent-encoded.
-                let cursor: String = cursor
-                    .bytes()
-                    .map(|b| match b.is_ascii_alphanumeric() {
-                        true => char::from(b).to_string(),
-                        false => format!("%{b:02X}"),
-                    })
-                    .collect();
+                let cursor = utf8_percent_encode(cursor, NON_ALPHANUMERIC);
                 path = format!("{first}&cursor={cursor}");
             }
             None => return listed,
