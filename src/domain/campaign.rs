@@ -132,7 +132,7 @@ impl NewCampaign {
         rules: &SaleRules,
     ) -> Result<Campaign, InvalidField> {
         check_text("title", &self.title, 200)?;
-        check_size((self.rounds.len(), self.items.len()), None)?;
+        check_size((self.rounds.len(), self.items.len()), (0, 0))?;
         let rounds = self
             .rounds
             .iter()
@@ -186,15 +186,15 @@ impl NewCampaign {
 
 /// A campaign holds 1 to [`CAMPAIGN_ROUNDS_LEN_MAX`] rounds and 1 to
 /// [`CAMPAIGN_ITEMS_LEN_MAX`] items (`(rounds, items)`), as scheduled and
-/// after every change: all its sales are written in one store step. A
-/// change (`before`: the counts it starts from) never empties a campaign
-/// nor grows a count past its bound; one a change grew past a bound
-/// before changes were held to them may keep or shrink it.
+/// after every change: all its sales are written in one store step.
+/// `before`: the counts it is made from, `(0, 0)` for a new campaign. A
+/// change never empties a campaign nor grows a count past its bound; one a
+/// change grew past a bound before changes were held to them may keep or
+/// shrink it.
 pub(super) fn check_size(
     (rounds, items): (usize, usize),
-    before: Option<(usize, usize)>,
+    (rounds_before, items_before): (usize, usize),
 ) -> Result<(), InvalidField> {
-    let (rounds_before, items_before) = before.unwrap_or_default();
     if rounds == 0 || (rounds > CAMPAIGN_ROUNDS_LEN_MAX && rounds > rounds_before) {
         return Err(InvalidField::new(
             "rounds",
@@ -409,19 +409,19 @@ mod tests {
     fn a_campaign_is_never_empty_nor_grown_past_its_bounds() {
         let (rounds, items) = (CAMPAIGN_ROUNDS_LEN_MAX, CAMPAIGN_ITEMS_LEN_MAX);
         let field = |counts, before| check_size(counts, before).err().map(|err| err.field);
-        assert_eq!(field((rounds, items), None), None);
-        assert_eq!(field((0, 1), None), Some("rounds"));
-        assert_eq!(field((1, 0), None), Some("items"));
-        assert_eq!(field((rounds + 1, 1), None), Some("rounds"));
-        assert_eq!(field((1, items + 1), None), Some("items"));
+        assert_eq!(field((rounds, items), (0, 0)), None);
+        assert_eq!(field((0, 1), (0, 0)), Some("rounds"));
+        assert_eq!(field((1, 0), (0, 0)), Some("items"));
+        assert_eq!(field((rounds + 1, 1), (0, 0)), Some("rounds"));
+        assert_eq!(field((1, items + 1), (0, 0)), Some("items"));
         // A change: grown past a bound, or emptied, is refused; a count
         // already past its bound may stay or shrink.
-        assert_eq!(field((rounds + 1, 1), Some((rounds, 1))), Some("rounds"));
-        assert_eq!(field((1, items + 2), Some((1, items + 1))), Some("items"));
-        assert_eq!(field((1, 0), Some((1, 3))), Some("items"));
-        assert_eq!(field((rounds + 3, 1), Some((rounds + 3, 1))), None);
+        assert_eq!(field((rounds + 1, 1), (rounds, 1)), Some("rounds"));
+        assert_eq!(field((1, items + 2), (1, items + 1)), Some("items"));
+        assert_eq!(field((1, 0), (1, 3)), Some("items"));
+        assert_eq!(field((rounds + 3, 1), (rounds + 3, 1)), None);
         assert_eq!(
-            field((rounds + 2, items + 1), Some((rounds + 3, items + 1))),
+            field((rounds + 2, items + 1), (rounds + 3, items + 1)),
             None
         );
     }

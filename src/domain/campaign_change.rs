@@ -217,7 +217,7 @@ impl Campaign {
         draft.campaign.order_rounds();
         check_size(
             (draft.campaign.rounds.len(), draft.campaign.items.len()),
-            Some((self.rounds.len(), self.items.len())),
+            (self.rounds.len(), self.items.len()),
         )?;
         draft.campaign.validate(rules)?;
         let steps = self.steps(&draft, &views);
