@@ -166,10 +166,12 @@ local function not_scheduled(state)
   return nil
 end
 
--- A sale's units reserved or paid.
-local function held_units(stats)
-  local h = redis.call('HMGET', stats, 'reserved', 'paid')
-  return tonumber(h[1] or '0') + tonumber(h[2] or '0')
+-- A sale's units off sale: reserved, paid, and refunded without restock
+-- (SaleStats::taken).
+local function taken_units(stats)
+  local h = redis.call('HMGET', stats, 'reserved', 'paid', 'refunded', 'restocked')
+  return tonumber(h[1] or '0') + tonumber(h[2] or '0') + tonumber(h[3] or '0')
+    - tonumber(h[4] or '0')
 end
 
 -- A merchant's change to a sale (update_sale.lua, update_campaign.lua),
@@ -179,7 +181,7 @@ end
 -- changes), end_now ('1': stop the sale now), total (new stock_total),
 -- ends (new ends_at, ms), fields (field, value pairs of every other
 -- field)}. Before the start any field may change; while live only
--- stock_total (never below the units held or paid) and ends_at, or the
+-- stock_total (never below the units off sale) and ends_at, or the
 -- sale is stopped; once ended or cancelled nothing changes.
 local function sale_change_refusal(sale_key, stats, c, now)
   local s = redis.call('HMGET', sale_key, 'state', 'starts_at', 'ends_at', 'version')
@@ -198,9 +200,10 @@ local function sale_change_refusal(sale_key, stats, c, now)
   if started and c.restricted == '1' then
     return {'conflict', 'the sale has started: only stock_total, ends_at and status can change'}
   end
-  local held = held_units(stats)
-  if c.total < held then
-    return {'conflict', 'stock_total cannot go below the ' .. held .. ' units reserved or paid'}
+  local taken = taken_units(stats)
+  if c.total < taken then
+    return {'conflict', 'stock_total cannot go below the ' .. taken ..
+      ' units reserved, paid or refunded without restock'}
   end
   if c.ends ~= ends_now and c.ends <= now then
     return {'conflict', 'ends_at must be in the future; set status to ended to stop now'}
@@ -210,7 +213,7 @@ end
 
 -- Writes a change sale_change_refusal allowed.
 local function apply_sale_change(sale_key, stock, stats, c, now)
-  local held = held_units(stats)
+  local taken = taken_units(stats)
   if c.restricted == '1' and #c.fields > 0 then
     redis.call('HSET', sale_key, unpack(c.fields))
   end
@@ -223,7 +226,7 @@ local function apply_sale_change(sale_key, stock, stats, c, now)
   end
   redis.call('HSET', sale_key, 'stock_total', c.total, 'ends_at', ends)
   redis.call('HINCRBY', sale_key, 'version', 1)
-  redis.call('SET', stock, c.total - held)
+  redis.call('SET', stock, c.total - taken)
 end
 
 -- Calling off a sale that has not started (cancel_sale.lua,

@@ -440,6 +440,15 @@ pub struct SaleView {
     pub version: i64,
 }
 
+impl SaleStats {
+    /// The units off sale: reserved, paid, and refunded without restock
+    /// (the merchant keeps those off sale). A change never takes
+    /// `stock_total` below them, and leaves `remaining` at the rest.
+    pub fn taken(&self) -> i64 {
+        self.reserved + self.paid + self.refunded - self.restocked
+    }
+}
+
 impl SaleView {
     pub fn status(&self) -> SaleStatus {
         self.sale.status(self.now, self.stats.remaining)

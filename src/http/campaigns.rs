@@ -70,7 +70,8 @@ pub struct CampaignItemBody {
     pub stock_total: i64,
     /// Units left; on the public page up to the page's max-age old.
     pub remaining: i64,
-    /// Share of the stock reserved or paid, 0 to 1 (the progress bar).
+    /// Share of the stock off sale (reserved, paid, or refunded without
+    /// restock), 0 to 1 (the progress bar).
     pub sold_share: f64,
     pub per_user_limit: i64,
     /// The sale's status (`upcoming`, `live`, `sold_out`, `ended`, `cancelled`).
@@ -225,7 +226,7 @@ fn campaign_body(view: &CampaignView, exact: bool) -> CampaignBody {
 
 fn item_body(original_price_cents: i64, view: &SaleView, exact: bool) -> CampaignItemBody {
     let sale = &view.sale;
-    let sold = view.stats.reserved + view.stats.paid;
+    let sold = view.stats.taken();
     CampaignItemBody {
         sale_id: sale.id.to_string(),
         sku: sale.sku.clone(),

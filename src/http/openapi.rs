@@ -161,7 +161,7 @@ impl ErrorCase {
             ),
             Self::Conflict => (
                 ApiError::Conflict(
-                    "stock_total cannot go below the 12 units reserved or paid".into(),
+                    "stock_total cannot go below the 12 units reserved, paid or refunded without restock".into(),
                 ),
                 "the change is not allowed in the current state",
             ),

@@ -251,10 +251,11 @@ impl Inner {
 }
 
 /// Units ever taken from the sale's stock: each reservation's units are
-/// reserved, then paid, cancelled or expired (a late payment's units stay
-/// counted where they were), so this only grows.
+/// reserved, then paid, cancelled or expired, and a paid one may be
+/// refunded (a late payment's units stay counted where they were), so
+/// this only grows.
 fn units_taken(stats: &SaleStats) -> i64 {
-    stats.reserved + stats.paid + stats.cancelled + stats.expired
+    stats.reserved + stats.paid + stats.cancelled + stats.expired + stats.refunded
 }
 
 impl LiveSale {
@@ -302,6 +303,31 @@ mod tests {
             let view = view(&id, reserved.load(Ordering::SeqCst));
             Box::pin(async move { Ok(Some(view)) })
         })
+    }
+
+    #[test]
+    fn units_taken_only_grow_as_orders_move_on() {
+        let reserved = SaleStats {
+            reserved: 3,
+            ..SaleStats::default()
+        };
+        let paid_one_cancelled_one = SaleStats {
+            reserved: 1,
+            paid: 1,
+            cancelled: 1,
+            ..SaleStats::default()
+        };
+        let refunded = SaleStats {
+            paid: 0,
+            refunded: 1,
+            restocked: 1,
+            ..paid_one_cancelled_one
+        };
+        let taken: Vec<i64> = [reserved, paid_one_cancelled_one, refunded]
+            .iter()
+            .map(units_taken)
+            .collect();
+        assert_eq!(taken, [3, 3, 3]);
     }
 
     fn feeds(read: ReadSale, sheds: Arc<Sheds>, watchers_max: usize) -> LiveFeeds {

@@ -1301,10 +1301,89 @@ async fn refunds_move_units_and_queue_their_calls(backend: Backend) {
     audit_clean().await;
 }
 
+/// Units the merchant refunded without restock stay sold: a change to the
+/// live sale (its end moved, its stock) never puts them back on sale, nor
+/// lets the stock go below them.
+async fn a_sale_change_keeps_refunded_units_off_sale(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let live = sale(3, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let kept = store
+        .reserve(&request(&live, "rue", 1, None))
+        .await
+        .unwrap()
+        .order;
+    let payment = Payment {
+        amount: None,
+        transaction_id: "4200000000000000000000000077".into(),
+    };
+    store
+        .pay_order(&kept.id, &payment, FollowUps::default())
+        .await
+        .unwrap();
+    store
+        .refund_order(&kept.id, false, FollowUps::default())
+        .await
+        .unwrap();
+    store
+        .reserve(&request(&live, "rio", 1, None))
+        .await
+        .unwrap();
+    let below_taken = live
+        .patched(
+            SalePatch {
+                stock_total: Some(1),
+                ..SalePatch::default()
+            },
+            &SaleRules::default(),
+        )
+        .unwrap();
+    let refused = store
+        .update_sale(&live.id, &below_taken, version(&store, &live.id).await)
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict(why)) if why.contains("2 units")),
+        "one reserved and one refunded without restock: {refused:?}"
+    );
+    let later = SaleChange {
+        sale: Sale {
+            ends_at: live.ends_at + HOUR_MS,
+            ..live.clone()
+        },
+        restricted: false,
+        end_now: false,
+    };
+    store
+        .update_sale(&live.id, &later, version(&store, &live.id).await)
+        .await
+        .unwrap();
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(
+        (stats.remaining, stats.reserved, stats.refunded),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+    assert_audit_clean(&store, &live.id).await;
+    store
+        .reserve(&request(&live, "ray", 1, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        rejection(store.reserve(&request(&live, "rex", 1, None)).await),
+        Rejection::SoldOut,
+        "three units, three sold"
+    );
+    assert_audit_clean(&store, &live.id).await;
+}
+
 crate::on_every_store!(
     a_calls_orders_share_one_payment_deadline,
     the_expiry_step_takes_whole_calls,
     refunds_move_units_and_queue_their_calls,
+    a_sale_change_keeps_refunded_units_off_sale,
     orders_with_a_prepay_are_held_at_their_deadline,
     prepay_and_transaction_ids_are_kept,
     payment_exceptions_are_kept_once_per_transaction,

@@ -313,10 +313,10 @@ impl SaleRecord {
                 "the sale has started: only {LIVE_CHANGEABLE_FIELDS} can change"
             )));
         }
-        let held = self.stats.reserved + self.stats.paid;
-        if change.sale.stock_total < held {
+        let taken = self.stats.taken();
+        if change.sale.stock_total < taken {
             return Err(StoreError::Conflict(format!(
-                "stock_total cannot go below the {held} units reserved or paid"
+                "stock_total cannot go below the {taken} units reserved, paid or refunded without restock"
             )));
         }
         if change.sale.ends_at != self.sale.ends_at && change.sale.ends_at <= now {
@@ -329,7 +329,7 @@ impl SaleRecord {
 
     /// Writes a change [`Self::change_refusal`] allowed.
     pub fn apply_change(&mut self, change: &SaleChange, now: Millis) {
-        let held = self.stats.reserved + self.stats.paid;
+        let taken = self.stats.taken();
         let mut sale = if change.restricted {
             change.sale.clone()
         } else {
@@ -342,7 +342,7 @@ impl SaleRecord {
             sale.ends_at = sale.ends_at.min(now.max(sale.starts_at));
         }
         self.stats.stock_total = sale.stock_total;
-        self.stats.remaining = sale.stock_total - held;
+        self.stats.remaining = sale.stock_total - taken;
         self.sale = sale;
         self.version += 1;
     }
