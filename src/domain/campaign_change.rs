@@ -7,8 +7,8 @@
 //! against its own clock: [`CampaignChange::before_start`] names what
 //! needs the campaign's first round not yet started, and each sale's step
 //! keeps the sale's own rules (a sale that has started cannot move its
-//! start or change its terms, its stock never goes below what is reserved
-//! or paid, an ended one changes no more).
+//! start or change its terms, its stock never goes below the units off
+//! sale, an ended one changes no more).
 
 use std::collections::{BTreeSet, HashMap};
 

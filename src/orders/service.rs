@@ -22,7 +22,11 @@
 //!    `out_refund_no` makes a resend safe). Only as many are leased as the
 //!    cap on calls in flight lets start at once; the rest stay due in the
 //!    outbox for a later pass. Entries in the dead letters are no work
-//!    left: a sale with only those settles.
+//!    left: a sale with only those settles. An entry nothing here can send
+//!    (queued under settings that had its sender) is moved to the dead
+//!    letters, to be re-driven once it can be sent; with no sender at all
+//!    the outbox is not read each pass, and such entries are moved once
+//!    the sale is past its payment window, so it settles.
 //!
 //! Which sales it looks at: when it starts, every sale of the index (a
 //! page at a time; retention bounds it); then, each pass, only the open
@@ -451,6 +455,11 @@ impl OrderService {
                             self.settled.insert(sale.clone(), forget_at);
                         }
                     }
+                    _ if backlog.hand_offs > 0 && self.sends_nothing() => {
+                        if let Err(err) = self.dead_letter_unsendable(sale).await {
+                            failed(sale, "moving unsendable hand-offs", &err);
+                        }
+                    }
                     _ => tracing::debug!(%sale, ?backlog,
                         "sale past its payment window still has work"),
                 }
@@ -591,6 +600,31 @@ impl OrderService {
         Ok(leased)
     }
 
+    /// Whether this engine has no sender for any outbox entry (neither a
+    /// webhook nor WeChat Pay refunds): then no pass reads the outbox.
+    fn sends_nothing(&self) -> bool {
+        self.webhook.is_none() && self.refunds.is_none()
+    }
+
+    /// Moves the sale's due outbox entries, queued under a configuration
+    /// that had a sender, to the dead letters (a batch a call), so a sale
+    /// past its payment window settles; re-driven once a sender is back.
+    async fn dead_letter_unsendable(&self, sale: &SaleId) -> Result<(), StoreError> {
+        let due = self
+            .store
+            .claim_deliveries(sale, self.settings.batch, UNSENDABLE_LEASE)
+            .await?;
+        let senders = Senders {
+            store: Arc::clone(&self.store),
+            webhook: None,
+            refunds: None,
+        };
+        for delivery in &due {
+            senders.send(sale, delivery).await;
+        }
+        Ok(())
+    }
+
     /// Permits for up to a batch of outbox sends: the webhook's cap on
     /// calls in flight when one is configured, else the refunds' own.
     fn free_sends(&self) -> Option<OwnedSemaphorePermit> {
@@ -691,11 +725,19 @@ impl Senders {
             status: None,
             error: why.to_owned(),
         };
-        if let Err(err) = self.store.dead_letter(sale, delivery, &failure).await {
-            tracing::warn!(%sale, error = %err, "cannot move an outbox entry to the dead letters");
+        match self.store.dead_letter(sale, delivery, &failure).await {
+            Ok(true) => telemetry::count_webhook_dead_letter(GiveUp::Unsendable.as_str()),
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(%sale, error = %err, "cannot move an outbox entry to the dead letters");
+            }
         }
     }
 }
+
+/// How long an entry no sender can take is leased while it is moved to
+/// the dead letters (in the same pass: only a crash lets it run out).
+const UNSENDABLE_LEASE: Duration = Duration::from_secs(30);
 
 /// Sales read from the index of every sale per store call, at start.
 const INDEX_PAGE: usize = 1000;

@@ -212,6 +212,9 @@ pub enum GiveUp {
     Refused,
     /// Its last allowed attempt failed.
     Exhausted,
+    /// Nothing here can send it: the engine's settings changed since it
+    /// was queued.
+    Unsendable,
 }
 
 impl GiveUp {
@@ -219,6 +222,7 @@ impl GiveUp {
         match self {
             Self::Refused => "refused",
             Self::Exhausted => "exhausted",
+            Self::Unsendable => "unsendable",
         }
     }
 }

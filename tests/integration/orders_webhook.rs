@@ -799,6 +799,108 @@ async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
 
 on_both_stores!(a_sale_with_only_dead_letters_settles);
 
+/// An engine started with no sender at all (neither a webhook nor WeChat
+/// Pay) still settles a sale whose outbox holds entries queued under
+/// settings that had one: once the sale is past its payment window they
+/// are moved to the dead letters, each saying what is missing, to be
+/// re-driven once a sender is configured again.
+async fn entries_nothing_can_send_are_dead_lettered_so_the_sale_settles(backend: Backend) {
+    let (subject, live, handed_off) = with_live_order(backend, "unsent").await;
+    let store = &subject.store;
+    let hand_off = FollowUps {
+        hand_off: true,
+        refund: false,
+    };
+    let payment = |n: u32| Payment {
+        amount: None,
+        transaction_id: format!("42000000000000000000000000{n:02}"),
+    };
+    store
+        .pay_order(&handed_off.id, &payment(1), hand_off)
+        .await
+        .unwrap();
+    let refunded = store
+        .reserve(&crate::conformance::request(&live, "unsent-2", 1, None))
+        .await
+        .unwrap()
+        .order;
+    store
+        .pay_order(&refunded.id, &payment(2), FollowUps::default())
+        .await
+        .unwrap();
+    let refund = FollowUps {
+        hand_off: false,
+        refund: true,
+    };
+    store
+        .refund_order(&refunded.id, false, refund)
+        .await
+        .unwrap();
+
+    let clock = Arc::new(ManualClock::at(system_now()));
+    let inventory = Inventory::start(
+        Arc::clone(store),
+        1,
+        actor_settings(),
+        Duration::from_secs(2),
+    )
+    .expect("actor system");
+    let orders = Arc::new(Orders::new(Arc::clone(store), Arc::new(inventory)));
+    let mut service = OrderService::new(
+        Arc::clone(store),
+        orders,
+        None,
+        OrderSettings {
+            sweep: Duration::from_millis(10),
+            batch: 16,
+            claim_idle: Duration::from_secs(30),
+            consumer: "unsent".into(),
+            clock: clock.clone(),
+            retention: Duration::from_secs(3600),
+        },
+    );
+    let outcome = service.try_process_batch().await;
+    assert_eq!(outcome.accepted, 2, "{outcome:?}");
+    let version = store.view_sale(&live.id).await.unwrap().unwrap().version;
+    let end = SaleChange {
+        sale: live.clone(),
+        restricted: false,
+        end_now: true,
+    };
+    store.update_sale(&live.id, &end, version).await.unwrap();
+    clock.advance(Duration::from_secs(3 * 3600)).await;
+    for _ in 0..3 {
+        service.try_process_batch().await;
+    }
+    assert!(
+        !service.watches(&live.id),
+        "settled once what it held was dead-lettered"
+    );
+    let mut letters: Vec<(String, String)> = store
+        .dead_letters(&live.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|letter| (letter.errand.to_string(), letter.failure.error))
+        .collect();
+    letters.sort();
+    assert_eq!(
+        letters,
+        [
+            (
+                format!("{PAID} {}", handed_off.id),
+                "no webhook is configured".to_owned()
+            ),
+            (
+                format!("wechatpay.refund {}", refunded.id),
+                "WeChat Pay is not configured".to_owned()
+            ),
+        ]
+    );
+}
+
+on_both_stores!(entries_nothing_can_send_are_dead_lettered_so_the_sale_settles);
+
 /// A refunded order is handed to the webhook as `order.refunded`, its body
 /// the order with WeChat Pay's `transaction_id` and `prepay_id`, after the
 /// refund call went to WeChat Pay through the same outbox.
