@@ -53,7 +53,7 @@ use std::collections::HashSet;
 
 use crate::clock::Clock;
 use crate::domain::{check_reservation, PresentedToken};
-use crate::domain::{Millis, Rejection, Sale, SaleId, SaleState, SaleView, ShopperId};
+use crate::domain::{Millis, Rejection, Sale, SaleId, SaleState, SaleStats, SaleView, ShopperId};
 use crate::domain::{Reservation, ReserveRequest};
 use crate::store::{Store, StoreError};
 
@@ -103,7 +103,8 @@ pub struct Memory {
     /// Shoppers known to hold the full per-user limit.
     at_limit: ShopperSet,
     known_shoppers_max: usize,
-    /// Units cancelled or expired at the last snapshot.
+    /// Units given back by shoppers (cancelled, expired, refunded with
+    /// restock) at the last snapshot.
     returned_units: i64,
     /// Raised by every event that may give stock or time back.
     generation: u64,
@@ -112,6 +113,12 @@ pub struct Memory {
     /// Memory may answer: a snapshot read after registration came back
     /// with nothing changed meanwhile.
     trusted: bool,
+}
+
+/// Units shoppers gave back, each freeing its shopper's allowance: a
+/// change in them means some shopper may be under their limit again.
+fn returned_units(stats: &SaleStats) -> i64 {
+    stats.cancelled + stats.expired + stats.restocked
 }
 
 impl Memory {
@@ -126,7 +133,7 @@ impl Memory {
             clock_margin_ms,
             at_limit: ShopperSet::default(),
             known_shoppers_max,
-            returned_units: first.view.stats.cancelled + first.view.stats.expired,
+            returned_units: returned_units(&first.view.stats),
             generation: 0,
             registered: false,
             trusted: false,
@@ -168,7 +175,7 @@ impl Memory {
             self.version = view.version;
             self.sale = view.sale;
         }
-        let returned = view.stats.cancelled + view.stats.expired;
+        let returned = returned_units(&view.stats);
         if returned != self.returned_units {
             raised = true;
             self.at_limit.clear();
@@ -524,8 +531,17 @@ pub(super) mod tests {
         let mut returned = view(-1_000, 10);
         returned.sale = memory.sale.clone();
         returned.stats.cancelled = 2;
-        memory.apply(returned, true);
+        memory.apply(returned.clone(), true);
         assert_eq!(answer(&memory, &first), None, "a return elsewhere forgets");
+
+        memory.learn(&first, &limit, memory.generation);
+        returned.stats.restocked = 1;
+        memory.apply(returned, true);
+        assert_eq!(
+            answer(&memory, &first),
+            None,
+            "a refund with restock elsewhere forgets too"
+        );
     }
 
     /// Memory knows no purchase tokens and checks as if the token were
