@@ -94,11 +94,15 @@ impl Order {
     }
 }
 
-/// `GET /api/v1/orders`.
+/// A page of `GET /api/v1/orders`.
 #[derive(Debug, Deserialize)]
 struct OrderList {
     orders: Vec<Order>,
+    next_cursor: Option<String>,
 }
+
+/// Orders per page of a shopper's list: the engine's most.
+const ORDER_PAGE: &str = "500";
 
 /// The body of `POST /admin/v1/sales`.
 #[derive(Debug, Serialize)]
@@ -270,14 +274,24 @@ impl Engine {
         call(request, "GET /api/v1/orders/{id}").await
     }
 
-    /// Every order of the shopper whose token this is.
+    /// Every order of the shopper whose token this is, page after page.
     pub async fn shopper_orders(&self, token: &str) -> anyhow::Result<Vec<Order>> {
-        let request = self
-            .client
-            .get(self.url("/api/v1/orders")?)
-            .bearer_auth(token);
-        let list: OrderList = call(request, "GET /api/v1/orders").await?;
-        Ok(list.orders)
+        let mut orders = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = self.url("/api/v1/orders")?;
+            url.query_pairs_mut().append_pair("limit", ORDER_PAGE);
+            if let Some(cursor) = &cursor {
+                url.query_pairs_mut().append_pair("cursor", cursor);
+            }
+            let request = self.client.get(url).bearer_auth(token);
+            let page: OrderList = call(request, "GET /api/v1/orders").await?;
+            orders.extend(page.orders);
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                return Ok(orders);
+            }
+        }
     }
 }
 
