@@ -6,7 +6,9 @@
 //! field; the fixed form schedules a sale that is listed; 50 orders sent
 //! through the API show in the sale's counts and move its live chart; a
 //! top-up below what is held is refused at its field and a real one taken;
-//! "End now" ends it; an upcoming sale is cancelled from its page. Screenshots of each step go to `target/console/`.
+//! "End now" ends it; an upcoming sale is cancelled from its page; the
+//! list of sales pages with "More". Screenshots of each step go to
+//! `target/console/`.
 //! `.ci/run` installs `chromium` and `chromium-driver`; without them this
 //! test fails, it does not skip.
 
@@ -364,6 +366,29 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     assert_eq!(app.sale(&upcoming).await["status"], "cancelled");
     page.scroll_to("#sale-status").await;
     page.screenshot("08-cancelled").await;
+
+    // The list is read a page at a time: 52 sales are a full page, then
+    // "More" adds the last two (the oldest: the two above) and goes.
+    for n in 0..50 {
+        let mut more = crate::support::live_sale(1, 1);
+        more["title"] = json!(format!("Filler {n:02}"));
+        app.create_sale(more).await;
+    }
+    page.go(&app.address, "#/sales").await;
+    let rows = "const n = document.querySelectorAll('#sales-table tbody tr').length; \
+                return n > 0 ? n : null;";
+    let first_page = page.until("the first page of sales", rows).await;
+    assert_eq!(first_page, 50);
+    page.click("#view button.more").await;
+    page.until(
+        "every sale after More",
+        "return document.querySelectorAll('#sales-table tbody tr').length === 52 \
+           && document.querySelector('#view button.more').hidden;",
+    )
+    .await;
+    let oldest = page.text_of("#sales-table tbody tr:last-child").await;
+    assert!(oldest.contains("Le Pliage pouch, red"), "{oldest}");
+    page.screenshot("09-every-sale").await;
 
     page.browser.close().await.unwrap();
     app.stop().await;

@@ -90,8 +90,53 @@ function statusBadge(status) {
   return h('span', { class: 'status', 'data-status': status }, status.replace('_', ' '));
 }
 
-function money(cents, currency) {
-  return `${(cents / 100).toFixed(2)} ${currency}`;
+/** An amount in minor units, with as many decimals as the currency has
+ *  (2 for CNY, 0 for JPY; 2 for a code the browser does not know). */
+function money(minor, currency) {
+  let digits = 2;
+  try {
+    digits = new Intl.NumberFormat('en', { style: 'currency', currency })
+      .resolvedOptions().maximumFractionDigits;
+  } catch {
+    // Not a currency code the browser knows.
+  }
+  return `${(minor / 10 ** digits).toFixed(digits)} ${currency}`;
+}
+
+/** Items asked for per page of a listing (the API's own default). */
+const PAGE = 50;
+
+/** A listing read a page at a time: `rows` (a tbody) gets a row per item
+ *  (`row(item)`), `more` is a button shown while the API names a next
+ *  page, which it appends; `reload()` reads the first page again and
+ *  resolves to its items. What a press of `more` is refused goes to
+ *  `failed`. */
+function paged(path, key, row, failed) {
+  const rows = h('tbody');
+  const more = h('button', { type: 'button', class: 'quiet more', hidden: true }, 'More');
+  let next = null;
+  async function read(cursor) {
+    const query = new URLSearchParams({ limit: String(PAGE) });
+    if (cursor !== null) query.set('cursor', cursor);
+    const page = await call('GET', `${path}?${query}`);
+    const items = page[key];
+    if (cursor === null) replace(rows, items.map(row));
+    else rows.append(...items.map(row));
+    next = page.next_cursor;
+    more.hidden = next === null;
+    return items;
+  }
+  more.addEventListener('click', async () => {
+    more.disabled = true;
+    try {
+      await read(next);
+    } catch (err) {
+      if (!signedOut(err)) failed(err);
+    } finally {
+      more.disabled = false;
+    }
+  });
+  return { rows, more, reload: () => read(null) };
 }
 
 // ---- sign in -------------------------------------------------------------
@@ -136,28 +181,28 @@ function setUpSignIn() {
 // ---- sales list ----------------------------------------------------------
 
 async function showSales() {
+  const note = h('p', { class: 'muted' });
+  const listing = paged('/admin/v1/sales', 'sales', (sale) => h('tr', { 'data-sale-id': sale.id },
+    h('td', {}, h('a', { href: `#/sales/${sale.id}` }, sale.title), h('br'),
+      h('small', { class: 'muted' }, `${sale.sku} · ${sale.id}`)),
+    h('td', {}, statusBadge(sale.status)),
+    h('td', {}, when(sale.starts_at), h('br'), h('small', {}, `to ${when(sale.ends_at)}`)),
+    h('td', { class: 'num' }, `${sale.stats.remaining} / ${sale.stats.stock_total}`),
+    h('td', { class: 'num' }, sale.stats.reserved),
+    h('td', { class: 'num' }, sale.stats.paid)), (err) => { note.textContent = err.message; });
   const table = h('table', { id: 'sales-table' },
     h('thead', {}, h('tr', {},
       ['Sale', 'Status', `Window (${zone()})`, 'Remaining / stock', 'Reserved', 'Paid']
         .map((title) => h('th', {}, title)))),
-    h('tbody'));
-  const note = h('p', { class: 'muted' });
+    listing.rows);
   const refresh = h('button', { type: 'button', class: 'quiet', onclick: () => load() }, 'Refresh');
   replace(view, h('section', { class: 'card' },
     h('div', { class: 'heading' }, h('h2', {}, 'Sales'), refresh,
       h('a', { class: 'button', href: '#/new' }, 'Schedule a sale')),
-    table, note));
+    table, listing.more, note));
   async function load() {
     try {
-      const { sales } = await call('GET', '/admin/v1/sales');
-      replace(table.tBodies[0], sales.map((sale) => h('tr', { 'data-sale-id': sale.id },
-        h('td', {}, h('a', { href: `#/sales/${sale.id}` }, sale.title), h('br'),
-          h('small', { class: 'muted' }, `${sale.sku} · ${sale.id}`)),
-        h('td', {}, statusBadge(sale.status)),
-        h('td', {}, when(sale.starts_at), h('br'), h('small', {}, `to ${when(sale.ends_at)}`)),
-        h('td', { class: 'num' }, `${sale.stats.remaining} / ${sale.stats.stock_total}`),
-        h('td', { class: 'num' }, sale.stats.reserved),
-        h('td', { class: 'num' }, sale.stats.paid))));
+      const sales = await listing.reload();
       note.textContent = sales.length === 0
         ? 'No sales yet.'
         : `Counts as of ${when(Date.now())}; open a sale to follow it live.`;
@@ -220,13 +265,18 @@ const STATS = ['remaining', 'reserved', 'paid', 'cancelled', 'expired', 'refund_
   'refunded', 'restocked', 'queued', 'buyers'];
 
 async function showSale(id) {
+  const { signal } = leaving;
   let sale;
   try {
     sale = await call('GET', `/admin/v1/sales/${encodeURIComponent(id)}`);
   } catch (err) {
-    if (!signedOut(err)) replace(view, h('section', { class: 'card' }, h('p', {}, err.message)));
+    if (!signal.aborted && !signedOut(err)) {
+      replace(view, h('section', { class: 'card' }, h('p', {}, err.message)));
+    }
     return;
   }
+  // The merchant went elsewhere while the sale was read.
+  if (signal.aborted) return;
   const title = h('h2', { id: 'sale-title' });
   const status = h('span', { id: 'sale-status' });
   const facts = h('p', { class: 'muted', id: 'sale-facts' });
@@ -266,7 +316,7 @@ async function showSale(id) {
     auditPanel(id),
     deadLetterPanel(id));
 
-  followSale(id, leaving.signal, feed, (event) => {
+  followSale(id, signal, feed, (event) => {
     storeNow = Date.parse(event.at);
     show(event.sale);
     chart.push({
@@ -413,30 +463,37 @@ function auditPanel(id) {
 function deadLetterPanel(id) {
   const path = `/admin/v1/sales/${encodeURIComponent(id)}/dead-letters`;
   const body = h('div', { id: 'dead-letters' });
+  const failed = (err) => replace(body, h('p', { class: 'bad' }, err.message));
+  const listing = paged(path, 'dead_letters', (l) => h('tr', {},
+    h('td', {}, l.order_id ?? 'none (round reminder)'), h('td', {}, l.event),
+    h('td', { class: 'num' }, l.attempts), h('td', {}, l.last_status ?? 'no answer'),
+    h('td', {}, l.last_error), h('td', {}, when(l.dead_lettered_at))), failed);
+  const table = h('table', {},
+    h('thead', {}, h('tr', {}, ['Order', 'Event', 'Attempts', 'Last status', 'Last error',
+      `Dead since (${zone()})`].map((t) => h('th', {}, t)))),
+    listing.rows);
   const load = async () => {
     try {
-      const { dead_letters: letters } = await call('GET', path);
+      const letters = await listing.reload();
       replace(body, letters.length === 0
-        ? h('p', { class: 'muted' }, 'None: every webhook hand-off was delivered or is still being tried.')
-        : h('table', {},
-          h('thead', {}, h('tr', {}, ['Order', 'Event', 'Attempts', 'Last status', 'Last error',
-            `Dead since (${zone()})`].map((t) => h('th', {}, t)))),
-          h('tbody', {}, letters.map((l) => h('tr', {},
-            h('td', {}, l.order_id ?? 'none (round reminder)'), h('td', {}, l.event), h('td', { class: 'num' }, l.attempts),
-            h('td', {}, l.last_status ?? 'no answer'), h('td', {}, l.last_error),
-            h('td', {}, when(l.dead_lettered_at)))))));
+        ? h('p', { class: 'muted' }, 'None: every hand-off and refund call was sent or is '
+          + 'still being tried.')
+        : [table, listing.more]);
     } catch (err) {
-      if (!signedOut(err)) replace(body, h('p', { class: 'bad' }, err.message));
+      if (!signedOut(err)) failed(err);
     }
   };
   const redrive = h('button', { type: 'button', class: 'quiet' }, 'Re-drive all');
   redrive.addEventListener('click', async () => {
+    redrive.disabled = true;
     try {
       const { redriven } = await call('POST', `${path}/redrive`);
-      replace(body, h('p', {}, `${redriven} hand-off(s) back in the outbox.`));
+      replace(body, h('p', {}, `${redriven} entr${redriven === 1 ? 'y' : 'ies'} back in the outbox.`));
       setTimeout(load, 1500);
     } catch (err) {
-      if (!signedOut(err)) replace(body, h('p', { class: 'bad' }, err.message));
+      if (!signedOut(err)) failed(err);
+    } finally {
+      redrive.disabled = false;
     }
   });
   load();
@@ -448,22 +505,25 @@ function deadLetterPanel(id) {
 
 async function showPaymentExceptions() {
   const body = h('div');
+  const failed = (err) => replace(body, h('p', { class: 'bad' }, err.message));
+  const listing = paged('/admin/v1/payment-exceptions', 'exceptions', (e) => h('tr', {},
+    h('td', {}, e.kind), h('td', {}, e.transaction_id), h('td', {}, e.out_trade_no),
+    h('td', { class: 'num' }, money(e.amount_cents, e.currency)),
+    h('td', {}, when(e.recorded_at))), failed);
   replace(view, h('section', { class: 'card' }, h('h2', {}, 'Payment exceptions'),
     h('p', { class: 'muted' }, 'Verified payments the engine could not apply (an amount that '
-      + 'differs from the order\'s, or no such order): settle them with the shopper.'),
+      + 'differs from the order\'s, or no such order) and refunds WeChat Pay could not pay '
+      + 'back (abnormal) or closed unpaid: settle them with the shopper.'),
     body));
   try {
-    const { exceptions } = await call('GET', '/admin/v1/payment-exceptions');
+    const exceptions = await listing.reload();
     replace(body, exceptions.length === 0 ? h('p', { class: 'muted' }, 'None.')
-      : h('table', { id: 'payment-exceptions' },
+      : [h('table', { id: 'payment-exceptions' },
         h('thead', {}, h('tr', {}, ['Kind', 'Transaction', 'Order (out_trade_no)', 'Amount',
           `Recorded (${zone()})`].map((t) => h('th', {}, t)))),
-        h('tbody', {}, exceptions.map((e) => h('tr', {},
-          h('td', {}, e.kind), h('td', {}, e.transaction_id), h('td', {}, e.out_trade_no),
-          h('td', { class: 'num' }, money(e.amount_cents, e.currency)),
-          h('td', {}, when(e.recorded_at)))))));
+        listing.rows), listing.more]);
   } catch (err) {
-    if (!signedOut(err)) replace(body, h('p', { class: 'bad' }, err.message));
+    if (!signedOut(err)) failed(err);
   }
 }
 
