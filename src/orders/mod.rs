@@ -282,15 +282,23 @@ impl Orders {
     /// WeChat Pay order are closed first (all at once): closed, they
     /// expire; paid first, they are paid; WeChat Pay unreachable, they
     /// stay held and are tried again after their backoff. Answers the
-    /// step: `expired` with the orders expired after their close too.
+    /// step: `expired` with the orders expired after their close too; a
+    /// store error in one close's step is answered after every order that
+    /// did expire was announced.
     pub async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Expiry, StoreError> {
         let hold = self
             .closer
             .as_ref()
             .map_or(HOLD_WITHOUT_CLOSER, |closer| closer.settings.hold);
         let mut step = self.store.expire_due(sale, limit, hold).await?;
+        let mut failure = None;
         for closed in join_all(step.held.iter().map(|order| self.close_then_expire(order))).await {
-            step.expired.extend(closed?);
+            match closed {
+                Ok(expired) => step.expired.extend(expired),
+                // The order stays held and is tried again; what did expire
+                // is still announced below.
+                Err(err) => failure = Some(err),
+            }
         }
         let expired = &step.expired;
         if !expired.is_empty() {
@@ -301,6 +309,9 @@ impl Orders {
             self.inventory.stock_returned(expired).await;
             tracing::info!(%sale, orders = expired.len(), "unpaid orders expired; stock returned");
         }
-        Ok(step)
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(step),
+        }
     }
 }

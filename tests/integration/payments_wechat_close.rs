@@ -273,6 +273,69 @@ async fn wechatpay_down_holds_the_stock_and_recovers(backend: Backend) {
     app.buy(&sale, "oGus").await;
 }
 
+/// An expiry step in which one held order cannot be expired after its
+/// close (a store error: its record unreadable) still announces the orders
+/// it did expire, so the sale's actor, which answers `sold_out` from
+/// memory, sells the returned unit at once rather than at its next refresh
+/// (ten minutes here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_expiry_after_a_close_still_returns_the_other_units() {
+    let wx = WeChatPayServer::start().await;
+    let Harness { app, redis } = Harness::start_with(Backend::Redis, |config| {
+        wx.configure(config);
+        config.payment_timeout_min_secs = 1;
+        config.wechatpay_timeout_ms = 10_000;
+        config.sale_refresh_ms = 600_000;
+        // Both orders are due by the order service's next look.
+        config.order_sweep_ms = 3_000;
+    })
+    .await;
+    let sale = quick_sale(&app, 2).await;
+    let held = prepaid_order(&app, &wx, &sale, "oPia").await;
+    app.buy(&sale, "oAda").await;
+    let response = app.order(&sale, "oNed", None, None).await;
+    assert_eq!(
+        error_code(response).await,
+        (StatusCode::CONFLICT, "sold_out".into())
+    );
+
+    // The held order's close answers after 2 s; meanwhile its record is
+    // made unreadable, so its expiry after the close fails.
+    wx.behave(Behaviour::Slow(Duration::from_secs(2)));
+    eventually("the held order's close", || {
+        calls_for(&wx, &held).contains(&("POST".to_owned(), close_path(&held)))
+    })
+    .await;
+    let mut conn = redis.standalone().unwrap().connection();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("fs:{{{sale}}}:orders"))
+        .arg(&held)
+        .arg("status=pending_payment")
+        .query(&mut conn)
+        .unwrap();
+    app.sale_when(&sale, Duration::from_secs(60), |view| {
+        view["stats"]["expired"] == 1
+    })
+    .await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = app.order(&sale, "oNed", None, None).await;
+        if response.status() == StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(
+            error_code(response).await,
+            (StatusCode::CONFLICT, "sold_out".into())
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expired unit was never announced to the sale's actor"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// An order past its deadline gets no WeChat Pay order (409), whether or
 /// not the expiry has run yet.
 async fn no_prepay_after_the_deadline(backend: Backend) {

@@ -28,6 +28,8 @@ pub enum Behaviour {
     ServerError,
     /// Never answers (past any client's timeout).
     Stall,
+    /// Answers as `Normal`, this long after the call.
+    Slow(Duration),
     /// 400 with this error code to every call.
     Refuse(&'static str),
     /// Answers signed with a key WeChat Pay does not hold.
@@ -233,6 +235,7 @@ pub(crate) async fn answer(
         Behaviour::Refuse(code) => {
             return signed(&state, StatusCode::BAD_REQUEST, error_body(code));
         }
+        Behaviour::Slow(delay) => tokio::time::sleep(delay).await,
         _ => {}
     }
     let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
