@@ -12,22 +12,22 @@
 //! from the store (its record, then its sales' views) at most once per
 //! `fresh_for` however many shoppers ask (one reader at a time; the others
 //! wait and share its answer), and aged on the way out so `server_time`
-//! and the statuses stay exact. The list of live and upcoming campaigns is
-//! kept the same way, as one entry.
+//! and the statuses stay exact. Only campaigns that exist are kept: an id
+//! no campaign has, or a read that failed, leaves nothing in memory. The
+//! list of live and upcoming campaigns is kept the same way, as one entry.
 
 pub mod reminders;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use futures::future::try_join_all;
 
 use crate::domain::{
     system_now, Allowance, Campaign, CampaignChange, CampaignId, CampaignPatch, InvalidField,
     Millis, NewCampaign, SaleRules, SaleState, SaleView, ShopperId,
 };
-use crate::sales::cache::{aged, Slot};
+use crate::sales::cache::{aged, Slot, Slots};
 use crate::sales::{SaleError, Sales};
 use crate::store::{IndexedCampaign, Store, StoreError, StoredCampaign};
 
@@ -87,7 +87,7 @@ pub struct Campaigns {
     store: Arc<dyn Store>,
     rules: SaleRules,
     fresh_for: Duration,
-    pages: DashMap<CampaignId, Arc<Slot<Arc<CampaignView>>>>,
+    pages: Slots<CampaignId, Arc<CampaignView>>,
     listing: Slot<Arc<Vec<CampaignView>>>,
     /// Whether a merchant's webhook is configured: the only place round
     /// reminders can go.
@@ -102,7 +102,7 @@ impl Campaigns {
             store,
             rules,
             fresh_for,
-            pages: DashMap::new(),
+            pages: Slots::new("campaign"),
             listing: Slot::default(),
             webhook: false,
         }
@@ -212,7 +212,7 @@ impl Campaigns {
 
     /// Forgets what this node read of the campaign, and its listing.
     fn forget(&self, id: &CampaignId) {
-        self.pages.remove(id);
+        self.pages.forget(id);
         *self.listing.last.write() = None;
     }
 
@@ -252,24 +252,9 @@ impl Campaigns {
     /// The seckill page of a campaign, from this node's memory (see the
     /// module's doc).
     pub async fn page(&self, id: &CampaignId) -> Result<CampaignView, StoreError> {
-        let slot = Arc::clone(&*self.pages.entry(id.clone()).or_default());
-        let found = slot
-            .get(self.fresh_for, || async {
-                read(self.store.as_ref(), id)
-                    .await?
-                    .map(Arc::new)
-                    .ok_or(StoreError::NotFound("campaign"))
-            })
-            .await;
-        match found {
-            Ok((view, age)) => Ok(view.aged(age)),
-            Err(err) => {
-                if matches!(err, StoreError::NotFound(_)) {
-                    self.pages.remove(id);
-                }
-                Err(err)
-            }
-        }
+        let read = || async { Ok(read(self.store.as_ref(), id).await?.map(Arc::new)) };
+        let (view, age) = self.pages.get(id, self.fresh_for, read).await?;
+        Ok(view.aged(age))
     }
 
     /// The campaigns with a round live or still to come, newest first,

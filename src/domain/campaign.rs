@@ -233,6 +233,21 @@ pub(super) fn new_item(item: NewItem, number: u32, rounds: usize) -> Result<Item
 }
 
 impl Campaign {
+    /// Every round and item numbered within what a sale id can name (see
+    /// [`SaleId::of_campaign`]): numbers are never reused, so a campaign
+    /// numbers at most that many in its life.
+    pub(super) fn check_numbering(&self) -> Result<(), InvalidField> {
+        let numbered = self.rounds.iter().all(|r| r.number < CAMPAIGN_ROUNDS_MAX)
+            && self.items.iter().all(|i| i.number < CAMPAIGN_ITEMS_MAX);
+        if numbered {
+            return Ok(());
+        }
+        Err(InvalidField::new(
+            "rounds",
+            "a campaign numbers at most 36 rounds and 1296 items in its life",
+        ))
+    }
+
     /// Checks the rules a campaign keeps whatever made it (a new one, or a
     /// merchant's change): and every sale it makes is a valid sale.
     pub fn validate(&self, rules: &SaleRules) -> Result<(), InvalidField> {
@@ -269,14 +284,7 @@ impl Campaign {
                 ));
             }
         }
-        let numbered = self.rounds.iter().all(|r| r.number < CAMPAIGN_ROUNDS_MAX)
-            && self.items.iter().all(|i| i.number < CAMPAIGN_ITEMS_MAX);
-        if !numbered {
-            return Err(InvalidField::new(
-                "rounds",
-                "a campaign numbers at most 36 rounds and 1296 items in its life",
-            ));
-        }
+        self.check_numbering()?;
         for item in &self.items {
             if item.original_price_cents < item.price_cents {
                 return Err(InvalidField::new(

@@ -213,6 +213,8 @@ impl Campaign {
             .collect();
         draft.add_rounds(patch.add_rounds, &last_stock, now)?;
         draft.add_items(patch.add_items)?;
+        // Before any sale id is made of the new numbers.
+        draft.campaign.check_numbering()?;
         draft.change_items(patch.items, &views, now)?;
         draft.campaign.order_rounds();
         check_size(
@@ -666,6 +668,23 @@ mod tests {
             refused(serde_json::json!({"items": [{"number": 0,
             "stock_per_round": 0}]})),
             Err("stock_per_round")
+        );
+        // Round numbers past what a sale id names (36), with an item's
+        // stock changed in every round: refused, before any sale id of
+        // them is made.
+        let past_the_numbers: Vec<serde_json::Value> = (0..35)
+            .map(|n| {
+                let starts = T0 + (4 + 2 * n) * HOUR;
+                serde_json::json!({
+                    "starts_at": crate::domain::Timestamp(starts).to_string(),
+                    "ends_at": crate::domain::Timestamp(starts + HOUR).to_string(),
+                })
+            })
+            .collect();
+        assert_eq!(
+            refused(serde_json::json!({"add_rounds": past_the_numbers,
+            "items": [{"number": 0, "stock_per_round": 1}]})),
+            Err("rounds")
         );
     }
 }

@@ -16,6 +16,7 @@
 //! `fresh_for`, each view aged on the way out.
 
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,66 @@ impl<T: Clone> Slot<T> {
     }
 }
 
+/// A [`Slot`] per key, made by the key's first read that found something:
+/// a key the store has nothing for, or whose read failed, leaves nothing
+/// behind, so the slots are at most one per thing that exists (one the
+/// store no longer has is dropped at its next read).
+pub(crate) struct Slots<K, T> {
+    slots: DashMap<K, Arc<Slot<T>>>,
+    /// What a read that finds nothing answers: `NotFound(missing)`.
+    missing: &'static str,
+}
+
+impl<K: Eq + Hash + Clone, T: Clone> Slots<K, T> {
+    pub(crate) fn new(missing: &'static str) -> Self {
+        Self {
+            slots: DashMap::new(),
+            missing,
+        }
+    }
+
+    /// The value of `key` if fresh, else `read`'s answer (see
+    /// [`Slot::get`]), with its age.
+    pub(crate) async fn get<F, Fut>(
+        &self,
+        key: &K,
+        fresh_for: Duration,
+        read: F,
+    ) -> Result<(T, Duration), StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, StoreError>>,
+    {
+        let slot = self.slots.get(key).map(|slot| Arc::clone(&slot));
+        let Some(slot) = slot else {
+            let value = read().await?.ok_or(StoreError::NotFound(self.missing))?;
+            self.slots
+                .entry(key.clone())
+                .or_default()
+                .keep(value.clone());
+            return Ok((value, Duration::ZERO));
+        };
+        let read = || async {
+            let value = read().await?;
+            if value.is_none() {
+                self.forget(key);
+            }
+            value.ok_or(StoreError::NotFound(self.missing))
+        };
+        slot.get(fresh_for, read).await
+    }
+
+    /// Drops what was read of `key`.
+    pub(crate) fn forget(&self, key: &K) {
+        self.slots.remove(key);
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
 /// `view` as it stands `age` after it was read.
 pub(crate) fn aged(view: &SaleView, age: Duration) -> SaleView {
     let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
@@ -88,7 +149,7 @@ pub(crate) fn aged(view: &SaleView, age: Duration) -> SaleView {
 
 pub struct SaleViewCache {
     fresh_for: Duration,
-    slots: DashMap<SaleId, Arc<Slot<SaleView>>>,
+    slots: Slots<SaleId, SaleView>,
     /// The open sales, as one list.
     open: Slot<Arc<Vec<SaleView>>>,
 }
@@ -97,7 +158,7 @@ impl SaleViewCache {
     pub fn new(fresh_for: Duration) -> Self {
         Self {
             fresh_for,
-            slots: DashMap::new(),
+            slots: Slots::new("sale"),
             open: Slot::default(),
         }
     }
@@ -115,20 +176,7 @@ impl SaleViewCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<SaleView>, StoreError>>,
     {
-        let slot = self.slots.get(id).map(|slot| Arc::clone(&slot));
-        let Some(slot) = slot else {
-            let view = read().await?.ok_or(StoreError::NotFound("sale"))?;
-            self.slots.entry(id.clone()).or_default().keep(view.clone());
-            return Ok(view);
-        };
-        let read = || async {
-            let view = read().await?;
-            if view.is_none() {
-                self.forget(id);
-            }
-            view.ok_or(StoreError::NotFound("sale"))
-        };
-        let (view, age) = slot.get(self.fresh_for, read).await?;
+        let (view, age) = self.slots.get(id, self.fresh_for, read).await?;
         Ok(aged(&view, age))
     }
 
@@ -150,7 +198,7 @@ impl SaleViewCache {
     /// Forgets what this node read of the sale, and its list of open
     /// sales (a merchant created or changed the sale here).
     pub fn forget(&self, id: &SaleId) {
-        self.slots.remove(id);
+        self.slots.forget(id);
         *self.open.last.write() = None;
     }
 }
@@ -221,5 +269,18 @@ mod tests {
         let missing = cache.view(&id, || async { Ok(None) }).await;
         assert!(matches!(missing, Err(StoreError::NotFound(_))));
         assert!(cache.slots.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_keeps_nothing() {
+        let slots: Slots<SaleId, SaleView> = Slots::new("sale");
+        let id = SaleId::generate();
+        let failed = slots
+            .get(&id, Duration::from_secs(60), || async {
+                Err(StoreError::Unavailable("down".into()))
+            })
+            .await;
+        assert!(matches!(failed, Err(StoreError::Unavailable(_))));
+        assert!(slots.is_empty(), "one entry per id asked for, otherwise");
     }
 }

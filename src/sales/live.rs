@@ -221,10 +221,14 @@ impl Inner {
                     seq,
                     message: "sale not found".into(),
                 },
-                Err(err) => LiveTick::Unavailable {
-                    seq,
-                    message: err.to_string(),
-                },
+                Err(err) => {
+                    // The store's own words (addresses, data) stay in the log.
+                    tracing::warn!(sale = %id, error = %err, "live feed: cannot read the sale");
+                    LiveTick::Unavailable {
+                        seq,
+                        message: "the store cannot be read; the next tick tries again".into(),
+                    }
+                }
             };
             // Nobody left since the check: the next tick lets go.
             let _ = ticks.send(Arc::new(tick));
