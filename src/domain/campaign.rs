@@ -377,15 +377,6 @@ impl Campaign {
     pub fn round(&self, number: u32) -> Option<&Round> {
         self.rounds.iter().find(|round| round.number == number)
     }
-
-    /// When the last round's payment window closes.
-    pub fn payment_window_closes_at(&self) -> Millis {
-        self.rounds.last().map_or(self.created_at, |round| {
-            round
-                .ends_at
-                .saturating_add(self.payment_timeout_secs.saturating_mul(1000))
-        })
-    }
 }
 
 /// A shopper's allowance left in a round and in the campaign.

@@ -398,11 +398,7 @@ impl OrderService {
     /// Asks the store to forget a campaign's own records (see
     /// [`Store::forget_campaign`]); returns the store errors (0 or 1).
     async fn forget_campaign(&self, campaign: &CampaignId) -> usize {
-        match self
-            .store
-            .forget_campaign(campaign, self.settings.retention)
-            .await
-        {
+        match self.store.forget_campaign(campaign).await {
             Ok(Forgetting::Forgotten) => {
                 tracing::info!(%campaign, "retention: every sale of the campaign forgotten; its records deleted");
                 0

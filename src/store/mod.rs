@@ -342,15 +342,12 @@ pub trait Store: Send + Sync + 'static {
     async fn schedule_reminder(&self, sale: &SaleId, due: Millis) -> Result<bool, StoreError>;
 
     /// Deletes a campaign's own records (its record and limits, the
-    /// shoppers' counts per round and in all) once `retention` has passed
-    /// since its payment window closed (store clock) and no sale of it is
-    /// left (retention forgot each), in one atomic step, then takes it off
-    /// the index of campaigns. Never touches a sale.
-    async fn forget_campaign(
-        &self,
-        id: &CampaignId,
-        retention: Duration,
-    ) -> Result<Forgetting, StoreError>;
+    /// shoppers' counts per round and in all) once no sale of it is left
+    /// (retention forgot each, after its own payment window: a round the
+    /// merchant stopped early goes by when it stopped, not by the window
+    /// the record planned), in one atomic step, then takes it off the
+    /// index of campaigns. Never touches a sale.
+    async fn forget_campaign(&self, id: &CampaignId) -> Result<Forgetting, StoreError>;
     /// Up to `limit` campaigns of the index of every campaign, newest
     /// first (by creation time, then id), after `after` when given.
     async fn campaign_index(

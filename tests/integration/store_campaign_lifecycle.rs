@@ -9,11 +9,11 @@
 use std::time::Duration;
 
 use flashsale::campaigns::reminders;
-use flashsale::domain::{system_now, Campaign, Millis, Payment, SaleId};
+use flashsale::domain::{system_now, Campaign, Millis, Payment, SaleId, SaleRules};
 use flashsale::store::{Errand, FollowUps, Forgetting};
 
 use crate::conformance::{request, subject, Subject};
-use crate::store_campaigns::{campaign_of, Shape};
+use crate::store_campaigns::{campaign_of, computed_with, Shape};
 use crate::store_indexes::accept_all;
 use crate::support::Backend;
 
@@ -148,15 +148,17 @@ async fn retention_forgets_a_campaign_after_its_last_sale(backend: Backend) {
         accept_all(&store, &sale.id).await;
     }
     assert_eq!(
-        store
-            .forget_campaign(&settling.id, retention)
-            .await
-            .unwrap(),
+        store.forget_campaign(&settling.id).await.unwrap(),
         Forgetting::Kept,
         "its retention has not passed, and its sales are there"
     );
 
-    let forgettable: Millis = settling.payment_window_closes_at() + 300;
+    let forgettable: Millis = sales
+        .iter()
+        .map(|sale| sale.payment_window_closes_at())
+        .max()
+        .unwrap()
+        + 300;
     tokio::time::sleep(Duration::from_millis(
         u64::try_from(forgettable - system_now() + 200).unwrap_or(0),
     ))
@@ -166,10 +168,7 @@ async fn retention_forgets_a_campaign_after_its_last_sale(backend: Backend) {
         Forgetting::Forgotten
     );
     assert_eq!(
-        store
-            .forget_campaign(&settling.id, retention)
-            .await
-            .unwrap(),
+        store.forget_campaign(&settling.id).await.unwrap(),
         Forgetting::Kept,
         "a sale of it is left"
     );
@@ -179,10 +178,7 @@ async fn retention_forgets_a_campaign_after_its_last_sale(backend: Backend) {
         Forgetting::Forgotten
     );
     assert_eq!(
-        store
-            .forget_campaign(&settling.id, retention)
-            .await
-            .unwrap(),
+        store.forget_campaign(&settling.id).await.unwrap(),
         Forgetting::Forgotten
     );
 
@@ -192,10 +188,7 @@ async fn retention_forgets_a_campaign_after_its_last_sale(backend: Backend) {
         std::slice::from_ref(&other.id)
     );
     assert_eq!(
-        store
-            .forget_campaign(&settling.id, retention)
-            .await
-            .unwrap(),
+        store.forget_campaign(&settling.id).await.unwrap(),
         Forgetting::Gone
     );
     let shopper = flashsale::domain::ShopperId::parse("amy").unwrap();
@@ -213,7 +206,47 @@ async fn retention_forgets_a_campaign_after_its_last_sale(backend: Backend) {
     }
 }
 
+/// Goal: a campaign whose last round the merchant stopped early goes with
+/// its last sale, not an hour later (its planned end). Method: a live
+/// round of an hour, stopped now; once its sales' payment window and the
+/// retention have passed, its sales are forgotten, then the campaign.
+async fn a_campaign_stopped_early_goes_with_its_last_sale(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let retention = Duration::from_millis(300);
+    let stopped = campaign(&[(-1_000, HOUR_MS)], None);
+    store.create_campaign(&stopped).await.unwrap();
+    let rules = SaleRules {
+        payment_timeout_secs_min: 1,
+    };
+    let (change, version) = computed_with(
+        store.as_ref(),
+        &stopped.id,
+        serde_json::json!({"rounds": [{"number": 0, "status": "ended"}]}),
+        &rules,
+    )
+    .await;
+    store.update_campaign(&change, version).await.unwrap();
+    // Its sales' payment window (a second) and the retention pass.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    for sale in stopped.sales() {
+        assert_eq!(
+            store.forget_sale(&sale.id, retention).await.unwrap(),
+            Forgetting::Forgotten
+        );
+    }
+    assert_eq!(
+        store.forget_campaign(&stopped.id).await.unwrap(),
+        Forgetting::Forgotten,
+        "no sale of it is left"
+    );
+    assert!(store.campaign(&stopped.id).await.unwrap().is_none());
+}
+
 crate::on_every_store!(
     a_round_reminder_is_due_before_its_round_and_goes_with_its_sale,
     retention_forgets_a_campaign_after_its_last_sale,
+    a_campaign_stopped_early_goes_with_its_last_sale,
 );

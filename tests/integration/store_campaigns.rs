@@ -324,6 +324,16 @@ fn live_and_upcoming() -> Campaign {
 /// merchant's `patch` from them: the change and the version it was
 /// computed from.
 async fn computed(store: &dyn Store, id: &CampaignId, patch: Value) -> (CampaignChange, i64) {
+    computed_with(store, id, patch, &SaleRules::default()).await
+}
+
+/// [`computed`] under `rules`.
+pub async fn computed_with(
+    store: &dyn Store,
+    id: &CampaignId,
+    patch: Value,
+    rules: &SaleRules,
+) -> (CampaignChange, i64) {
     let stored = store.campaign(id).await.unwrap().expect("the campaign");
     let mut views = Vec::new();
     for sale in stored.campaign.sales() {
@@ -337,7 +347,7 @@ async fn computed(store: &dyn Store, id: &CampaignId, patch: Value) -> (Campaign
     let patch: CampaignPatch = serde_json::from_value(patch).expect("a patch");
     let change = stored
         .campaign
-        .patched(patch, &views, now, &SaleRules::default())
+        .patched(patch, &views, now, rules)
         .expect("a valid change");
     (change, stored.version)
 }

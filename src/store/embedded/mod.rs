@@ -166,22 +166,13 @@ impl Store for EmbeddedStore {
         Ok(self.record(sale)?.lock().schedule_reminder(due))
     }
 
-    async fn forget_campaign(
-        &self,
-        id: &CampaignId,
-        retention: Duration,
-    ) -> Result<Forgetting, StoreError> {
-        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    async fn forget_campaign(&self, id: &CampaignId) -> Result<Forgetting, StoreError> {
         let forgotten = self.campaigns.remove_if(id, |_, entry| {
             let campaign = &entry.stored.lock().campaign;
-            system_now()
-                >= campaign
-                    .payment_window_closes_at()
-                    .saturating_add(retention_ms)
-                && campaign
-                    .sales()
-                    .iter()
-                    .all(|sale| !self.sales.contains_key(&sale.id))
+            campaign
+                .sales()
+                .iter()
+                .all(|sale| !self.sales.contains_key(&sale.id))
         });
         Ok(match forgotten {
             Some(_) => Forgetting::Forgotten,

@@ -240,11 +240,7 @@ impl Store for RedisStore {
         Ok(queued == 1)
     }
 
-    async fn forget_campaign(
-        &self,
-        id: &CampaignId,
-        retention: Duration,
-    ) -> Result<Forgetting, StoreError> {
+    async fn forget_campaign(&self, id: &CampaignId) -> Result<Forgetting, StoreError> {
         let forgetting = match self.campaign(id).await? {
             None => Forgetting::Gone,
             Some(StoredCampaign { campaign, version }) => {
@@ -257,10 +253,7 @@ impl Store for RedisStore {
                 for sale in campaign.sales() {
                     invocation.key(SaleKeys::new(&sale.id).sale());
                 }
-                let due = campaign
-                    .payment_window_closes_at()
-                    .saturating_add(i64::try_from(millis(retention)).unwrap_or(i64::MAX));
-                invocation.arg(version).arg(due).arg(campaign.rounds.len());
+                invocation.arg(version).arg(campaign.rounds.len());
                 let outcome: String =
                     redis::from_redis_value(self.run("forget_campaign", &invocation).await?)
                         .map_err(corrupt)?;
