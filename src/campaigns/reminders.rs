@@ -103,12 +103,13 @@ impl RoundStarting {
         })
     }
 
-    /// `<campaign id>:<round number>:campaign.round_starting`: one
-    /// reminder per round, which may arrive more than once.
+    /// `<campaign id>:<round number>:<round start, Unix ms>:campaign.round_starting`:
+    /// one reminder per round and start, which may arrive more than once; a
+    /// round moved after its reminder is reminded again under a new key.
     pub fn idempotency_key(&self) -> String {
         format!(
-            "{}:{}:{ROUND_STARTING}",
-            self.campaign.id, self.round.number
+            "{}:{}:{}:{ROUND_STARTING}",
+            self.campaign.id, self.round.number, self.round.starts_at.0
         )
     }
 

@@ -132,12 +132,13 @@ fn assert_reminder(call: &Call, campaign: &Value, round: usize) {
     let body = assert_signed(call);
     let id = id_of(campaign);
     assert_eq!(body["type"], ROUND_STARTING, "{body}");
+    let created = &campaign["rounds"][round];
+    let starts_at = parse_rfc3339_ms("starts_at", created["starts_at"].as_str().unwrap()).unwrap();
     assert_eq!(
         call.header("idempotency-key"),
-        Some(format!("{id}:{round}:{ROUND_STARTING}").as_str())
+        Some(format!("{id}:{round}:{starts_at}:{ROUND_STARTING}").as_str())
     );
     assert_eq!(body["campaign"], json!({"id": id, "title": "6.18 seckill"}));
-    let created = &campaign["rounds"][round];
     assert_eq!(body["round"]["number"], round, "{body}");
     for field in ["starts_at", "ends_at"] {
         let sent = parse_rfc3339_ms("sent", body["round"][field].as_str().unwrap());
@@ -469,4 +470,48 @@ async fn a_moved_round_is_reminded_for_its_new_time(backend: Backend) {
     app.stop().await;
 }
 
-on_both_stores!(a_moved_round_is_reminded_for_its_new_time);
+/// Goal: a round moved after its reminder was sent is reminded again,
+/// under a new idempotency key (a merchant who deduplicates on it would
+/// drop the new time otherwise). Method: a round 30 s away, reminded at
+/// once, is moved 40 s further; its second reminder comes at once.
+async fn a_round_moved_after_its_reminder_is_reminded_again(backend: Backend) {
+    let receiver = Receiver::start(0).await;
+    let Harness { app, redis: _redis } = engine_for(backend, &receiver, |_| {}).await;
+    let campaign = create(&app, reminded_campaign(3600, &[Duration::from_secs(30)])).await;
+    let id = id_of(&campaign);
+    wait_for_reminders(&receiver, &[(id.clone(), 0)]).await;
+    let response = app
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/campaigns/{id}"),
+            Some(json!({"rounds": [{"number": 0,
+                "starts_at": rfc3339_in(Duration::from_secs(70), false),
+                "ends_at": rfc3339_in(Duration::from_secs(3600), false)}]})),
+        )
+        .await;
+    let status = response.status();
+    let moved: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{moved}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while receiver.calls().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reminded again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls = receiver.calls();
+    assert_reminder(&calls[0], &campaign, 0);
+    assert_reminder(&calls[1], &moved, 0);
+    assert_ne!(
+        calls[0].header("idempotency-key"),
+        calls[1].header("idempotency-key")
+    );
+    app.stop().await;
+}
+
+on_both_stores!(
+    a_moved_round_is_reminded_for_its_new_time,
+    a_round_moved_after_its_reminder_is_reminded_again
+);
