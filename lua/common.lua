@@ -269,11 +269,14 @@ end
 -- Queues the 'campaign.round_starting' reminder in a scheduled sale's
 -- outbox, due at `due` (ms; due at once when that is past), its attempts
 -- from zero; one queued already moves to the new due time. A sale that has
--- started (Redis clock) or is no longer scheduled gets none. Returns
--- whether it was queued.
+-- started (Redis clock) or is no longer scheduled gets none, and one
+-- queued before (its round moved to start sooner) goes. Returns whether it
+-- was queued.
 local function queue_reminder(sale_key, outbox, attempts, due)
   local s = redis.call('HMGET', sale_key, 'state', 'starts_at')
   if s[1] ~= 'scheduled' or now_ms() >= tonumber(s[2]) then
+    redis.call('ZREM', outbox, 'campaign.round_starting')
+    redis.call('HDEL', attempts, 'campaign.round_starting')
     return false
   end
   redis.call('ZADD', outbox, due, 'campaign.round_starting')

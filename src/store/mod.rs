@@ -337,8 +337,8 @@ pub trait Store: Send + Sync + 'static {
     /// in the outbox of `sale` (a round's first item's sale), due at `due`
     /// (store clock; at once when past), its attempts from zero; a reminder
     /// queued there already is moved to `due`. Nothing is queued once the
-    /// sale has started (store clock) or is no longer scheduled. Returns
-    /// whether it was queued.
+    /// sale has started (store clock) or is no longer scheduled, and a
+    /// reminder queued before goes. Returns whether it was queued.
     async fn schedule_reminder(&self, sale: &SaleId, due: Millis) -> Result<bool, StoreError>;
 
     /// Deletes a campaign's own records (its record and limits, the

@@ -93,6 +93,22 @@ async fn a_round_reminder_is_due_before_its_round_and_goes_with_its_sale(backend
         .unwrap()
         .is_empty());
 
+    // A round moved to start now drops the reminder queued for its old
+    // time: a round that has started gets none.
+    let mut soon = campaign(&[(500, HOUR_MS)], Some(3600));
+    store.create_campaign(&soon).await.unwrap();
+    soon.rounds[0].starts_at -= 1_000;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!reminders::schedule(store.as_ref(), &soon, 0).await.unwrap());
+    assert!(
+        store
+            .order_backlog(&SaleId::of_campaign(&soon.id, 0, 0))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the old reminder went"
+    );
+
     // Called off, the sale keeps no reminder: no work left to hold it.
     assert_eq!(store.order_backlog(&sale(1, 0)).await.unwrap().hand_offs, 1);
     store.cancel_sale(&sale(1, 0)).await.unwrap();

@@ -142,6 +142,11 @@ impl Outbox {
             .insert(Errand::RoundStarting, HandOff { due, attempts: 0 });
     }
 
+    /// Drops the round's reminder, if queued.
+    pub fn drop_reminder(&mut self) {
+        self.hand_offs.remove(&Errand::RoundStarting);
+    }
+
     /// Drops every entry (a sale called off before it started holds at
     /// most a round's reminder), as `cancel_sale.lua`.
     pub fn clear(&mut self) {

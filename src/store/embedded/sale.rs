@@ -378,6 +378,7 @@ impl SaleRecord {
     /// `lua/schedule_reminder.lua`.
     pub fn schedule_reminder(&mut self, due: Millis) -> bool {
         if self.sale.state != SaleState::Scheduled || self.sale.has_started(system_now()) {
+            self.outbox.drop_reminder();
             return false;
         }
         self.outbox.schedule_reminder(due);
