@@ -272,11 +272,15 @@ impl Payments {
             tracing::info!(order = %order.id, "WeChat Pay order closed");
             return Ok(Closing::Closed);
         }
+        // Refused as paid or as closed already: the verified query says.
         let transaction = wechatpay.client.query(out_trade_no).await?;
+        if transaction.out_trade_no == out_trade_no && transaction.trade_state == "CLOSED" {
+            tracing::info!(order = %order.id, "WeChat Pay order closed already");
+            return Ok(Closing::Closed);
+        }
         if !transaction.succeeded() || transaction.out_trade_no != out_trade_no {
             return Err(CallError::Malformed(format!(
-                "the close of {out_trade_no} was refused as paid, but the query answers {} \
-                 for {}",
+                "the close of {out_trade_no} was refused, but the query answers {} for {}",
                 transaction.trade_state, transaction.out_trade_no
             ))
             .into());

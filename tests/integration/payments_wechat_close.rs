@@ -273,6 +273,38 @@ async fn wechatpay_down_holds_the_stock_and_recovers(backend: Backend) {
     app.buy(&sale, "oGus").await;
 }
 
+/// An unsigned refusal of the close as closed already (`ORDER_CLOSED`, as
+/// a proxy or an attacker on the path could answer) is not believed: the
+/// order stays held until a verified answer closes it.
+async fn an_unsigned_order_closed_does_not_expire_the_order(backend: Backend) {
+    let (Harness { app, redis: _redis }, wx) = engine(backend).await;
+    let sale = quick_sale(&app, 1).await;
+    let id = prepaid_order(&app, &wx, &sale, "oIvy").await;
+    wx.behave(Behaviour::RefuseUnsigned("ORDER_CLOSED"));
+    let closes = || {
+        calls_for(&wx, &id)
+            .iter()
+            .filter(|(_, path)| *path == close_path(&id))
+            .count()
+    };
+    eventually("two refused closes", || closes() >= 2).await;
+    let view = app.sale(&sale).await;
+    assert_eq!(
+        (&view["stats"]["reserved"], &view["stats"]["expired"]),
+        (&1.into(), &0.into()),
+        "still held: {view}"
+    );
+    assert_eq!(wx.orders()[&id].state, WxState::NotPay);
+
+    wx.behave(Behaviour::Normal);
+    app.sale_when(&sale, Duration::from_secs(60), |view| {
+        view["stats"]["expired"] == 1
+    })
+    .await;
+    assert_eq!(wx.orders()[&id].state, WxState::Closed);
+    app.assert_audit_clean(&sale).await;
+}
+
 /// An expiry step in which one held order cannot be expired after its
 /// close (a store error: its record unreadable) still announces the orders
 /// it did expire, so the sale's actor, which answers `sold_out` from
@@ -366,4 +398,5 @@ on_both_stores!(
     a_cancel_past_the_shoppers_cancels_leaves_the_order_payable,
     a_payment_that_wins_the_race_with_the_close_is_paid,
     wechatpay_down_holds_the_stock_and_recovers,
+    an_unsigned_order_closed_does_not_expire_the_order,
 );

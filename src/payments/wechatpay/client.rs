@@ -11,8 +11,8 @@
 //!   with the platform key its `Wechatpay-Serial` names, within 5 minutes
 //!   (see [`super::keys`]). A 4xx answer that carries a signature must
 //!   verify too; an unsigned one is read as a refusal, which never changes
-//!   an order by itself (a close refused as already paid is confirmed by a
-//!   verified query).
+//!   an order by itself (a close refused as already paid or already closed
+//!   is confirmed by a verified query).
 //! - 5xx, 429, a timeout or no connection are [`CallError::Unavailable`]:
 //!   the caller retries.
 //!
@@ -86,11 +86,12 @@ pub enum CallError {
 /// What a close did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Closed {
-    /// The WeChat Pay order is closed (now, or already): it can no longer
-    /// be paid.
+    /// WeChat Pay closed it (a verified answer): it can no longer be paid.
     Closed,
-    /// WeChat Pay refused to close it: it is paid (`ORDERPAID`).
-    AlreadyPaid,
+    /// WeChat Pay refused to close it as paid (`ORDERPAID`) or as closed
+    /// already (`ORDER_CLOSED`). A refusal may come unsigned, so only a
+    /// verified query says which.
+    Refused,
 }
 
 /// One of our orders, as the prepay call describes it.
@@ -210,11 +211,10 @@ impl WeChatPayClient {
         let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}/close");
         match self.call(Method::POST, &path, Some(body)).await {
             Ok(_) => Ok(Closed::Closed),
-            Err(CallError::Refused { code, .. }) if code == "ORDERPAID" => Ok(Closed::AlreadyPaid),
             Err(CallError::Refused { code, .. })
-                if code == "ORDER_CLOSED" || code == "ORDERCLOSED" =>
+                if ["ORDERPAID", "ORDER_CLOSED", "ORDERCLOSED"].contains(&code.as_str()) =>
             {
-                Ok(Closed::Closed)
+                Ok(Closed::Refused)
             }
             Err(err) => Err(err),
         }

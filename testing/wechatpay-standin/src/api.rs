@@ -32,6 +32,9 @@ pub enum Behaviour {
     Slow(Duration),
     /// 400 with this error code to every call.
     Refuse(&'static str),
+    /// The same, unsigned (as a proxy or an attacker on the path could
+    /// answer): never to be believed by itself.
+    RefuseUnsigned(&'static str),
     /// Answers signed with a key WeChat Pay does not hold.
     ForgedAnswers,
     /// Answers signed 10 minutes ago.
@@ -234,6 +237,9 @@ pub(crate) async fn answer(
         }
         Behaviour::Refuse(code) => {
             return signed(&state, StatusCode::BAD_REQUEST, error_body(code));
+        }
+        Behaviour::RefuseUnsigned(code) => {
+            return (StatusCode::BAD_REQUEST, error_body(code)).into_response();
         }
         Behaviour::Slow(delay) => tokio::time::sleep(delay).await,
         _ => {}
