@@ -11,9 +11,13 @@
 -- KEYS[7], KEYS[8] a campaign's sale only: fs:{campaign}:round:<n>:holds
 -- and fs:{campaign}:holds (see reserve.lua)
 -- ARGV[1] shopper id (must own the order), ARGV[2] order id, ARGV[3] the
--- most orders a shopper may cancel in one sale
+-- most orders a shopper may cancel in one sale, ARGV[4] 'taken' when the
+-- cancel was taken from the shopper's allowance already (take_cancel.lua)
+-- and the order's WeChat Pay order closed: then ARGV[5] is the prepay id
+-- closed ('' for none), and an order holding another (one recorded since)
+-- is refused; else '' (counted here).
 -- Returns {'cancelled', record} | {'not_found'} | {'conflict', status} |
--- {'cancels_exhausted', cancelled so far}.
+-- {'cancels_exhausted', cancelled so far} | {'prepay_changed'}.
 local order = load_order(KEYS[1], ARGV[2])
 if not order or order.user_id ~= ARGV[1] then
   return {'not_found'}
@@ -21,11 +25,17 @@ end
 if order.status ~= 'pending_payment' then
   return {'conflict', order.status}
 end
-local cancelled = tonumber(redis.call('HGET', KEYS[6], ARGV[1]) or '0')
-if cancelled >= tonumber(ARGV[3]) then
-  return {'cancels_exhausted', cancelled}
+if ARGV[4] == 'taken' then
+  if (order.prepay_id or '') ~= ARGV[5] then
+    return {'prepay_changed'}
+  end
+else
+  local cancelled = tonumber(redis.call('HGET', KEYS[6], ARGV[1]) or '0')
+  if cancelled >= tonumber(ARGV[3]) then
+    return {'cancels_exhausted', cancelled}
+  end
+  redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
 end
-redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
 order.status = 'cancelled'
 local record = save_order(KEYS[1], ARGV[2], order)
 release_units(KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(order.quantity), 'cancelled', KEYS[7],

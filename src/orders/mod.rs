@@ -37,7 +37,7 @@ use crate::domain::{
 };
 use crate::inventory::{Inventory, InventoryError};
 use crate::payments::{Closing, PaymentError, Payments};
-use crate::store::{DeadLetter, Expiry, Store, StoreError};
+use crate::store::{DeadLetter, Expiry, Store, StoreError, PREPAY_CHANGED};
 use crate::telemetry;
 
 /// How orders with a WeChat Pay order are closed before they let their
@@ -60,6 +60,14 @@ pub enum CancelError {
     /// The WeChat Pay order could not be closed (or was paid).
     #[error(transparent)]
     Payment(#[from] PaymentError),
+}
+
+/// A cancel under a taken cancel that failed: surely not made (the
+/// taken cancel is given back), or perhaps made (the store's answer was
+/// lost: it stays taken, erring towards fewer cancels).
+enum CancelFailure {
+    NotCancelled(CancelError),
+    Unknown(CancelError),
 }
 
 /// Closes WeChat Pay orders, remembering each held order's failed closes
@@ -230,32 +238,89 @@ impl Orders {
         self.store.sale_orders(sale, cursor, limit).await
     }
 
-    /// Cancels the shopper's unpaid order; its units are on sale again. An
-    /// order with a WeChat Pay order is cancelled only once that is
-    /// closed, and closed only if the shopper may still cancel (a closed
-    /// WeChat Pay order cannot be paid again): WeChat Pay unreachable
-    /// fails the cancel (the order stays held), and a payment that came
-    /// first makes it `Conflict` (the order is paid).
+    /// Cancels the shopper's unpaid order; its units are on sale again.
+    /// With WeChat Pay, an order with a WeChat Pay order is cancelled only
+    /// once that is closed, and closed only under a cancel taken from the
+    /// shopper's allowance first (a closed WeChat Pay order cannot be paid
+    /// again, so two cancels at once with one left never both close): the
+    /// store refuses the cancel if a prepay was recorded after the order
+    /// was read, and that WeChat Pay order is closed in turn. WeChat Pay
+    /// unreachable fails the cancel (the order stays held), and a payment
+    /// that came first makes it `Conflict` (the order is paid); a cancel
+    /// that did not happen is given back.
     pub async fn cancel(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, CancelError> {
+        let Some(closer) = &self.closer else {
+            let order = self.store.cancel_order(id, shopper).await?;
+            return Ok(self.cancelled(order).await);
+        };
         let order = self.shopper_order(id, shopper).await?;
-        if let (Some(closer), Some(_), OrderStatus::PendingPayment) =
-            (&self.closer, &order.prepay_id, order.status)
-        {
-            self.store
-                .check_cancel_allowance(&order.sale_id, shopper)
-                .await?;
-            if let Closing::Paid(_) = closer.payments.close_wechatpay_order(&order).await? {
-                return Err(StoreError::Conflict(
-                    "the order was paid in WeChat Pay before it could be cancelled".into(),
-                )
-                .into());
+        let sale = order.sale_id.clone();
+        self.store.take_cancel(&sale, shopper).await?;
+        match self.close_then_cancel(closer, order, shopper).await {
+            Ok(order) => Ok(self.cancelled(order).await),
+            Err(CancelFailure::Unknown(err)) => Err(err),
+            Err(CancelFailure::NotCancelled(err)) => {
+                if let Err(give_back) = self.store.give_back_cancel(&sale, shopper).await {
+                    tracing::warn!(%sale, %shopper, error = %give_back,
+                        "cannot give back a cancel that did not happen; the shopper has one fewer");
+                }
+                Err(err)
             }
         }
-        let order = self.store.cancel_order(id, shopper).await?;
+    }
+
+    /// Under a cancel taken: closes the order's WeChat Pay order, if any,
+    /// then cancels it; a prepay recorded meanwhile (once at most: the
+    /// first one is kept) is closed in turn.
+    async fn close_then_cancel(
+        &self,
+        closer: &Closer,
+        mut order: Order,
+        shopper: &ShopperId,
+    ) -> Result<Order, CancelFailure> {
+        let not_cancelled = |err: CancelError| CancelFailure::NotCancelled(err);
+        for _ in 0..2 {
+            if let (Some(_), OrderStatus::PendingPayment) = (&order.prepay_id, order.status) {
+                let closing = closer.payments.close_wechatpay_order(&order).await;
+                if let Closing::Paid(_) = closing.map_err(|err| not_cancelled(err.into()))? {
+                    return Err(not_cancelled(
+                        StoreError::Conflict(
+                            "the order was paid in WeChat Pay before it could be cancelled".into(),
+                        )
+                        .into(),
+                    ));
+                }
+            }
+            let closed = order.prepay_id.as_deref();
+            match self
+                .store
+                .cancel_taken_order(&order.id, shopper, closed)
+                .await
+            {
+                Ok(cancelled) => return Ok(cancelled),
+                Err(StoreError::Conflict(why)) if why == PREPAY_CHANGED => {
+                    order = self
+                        .shopper_order(&order.id, shopper)
+                        .await
+                        .map_err(|err| not_cancelled(err.into()))?;
+                }
+                Err(err @ (StoreError::Unavailable(_) | StoreError::Corrupt(_))) => {
+                    return Err(CancelFailure::Unknown(err.into()));
+                }
+                Err(err) => return Err(not_cancelled(err.into())),
+            }
+        }
+        Err(not_cancelled(
+            StoreError::Conflict(PREPAY_CHANGED.into()).into(),
+        ))
+    }
+
+    /// Announces a cancelled order's units back on sale.
+    async fn cancelled(&self, order: Order) -> Order {
         self.inventory
             .stock_returned(std::slice::from_ref(&order))
             .await;
-        Ok(order)
+        order
     }
 
     /// The merchant refunds a paid order through `payments` (see

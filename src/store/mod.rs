@@ -34,6 +34,11 @@ use crate::domain::{
 /// repeat without end and the shopper's order list stays short.
 pub const CANCELS_PER_SHOPPER_DEFAULT: i64 = 10;
 
+/// What [`Store::cancel_taken_order`] answers (`Conflict`) for an order
+/// whose prepay id is not the one the caller closed.
+pub const PREPAY_CHANGED: &str =
+    "a WeChat Pay order was made for the order while it was cancelled; cancel again";
+
 /// What can go wrong in a store call. Mapped to HTTP in `http::error`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -469,20 +474,34 @@ pub trait Store: Send + Sync + 'static {
         retention: Duration,
     ) -> Result<Forgetting, StoreError>;
 
-    /// Cancels the shopper's unpaid order and puts its units back on sale;
-    /// `Conflict` once the shopper cancelled the most orders of the sale
-    /// allowed (see [`CANCELS_PER_SHOPPER_DEFAULT`]).
+    /// Cancels the shopper's unpaid order and puts its units back on sale,
+    /// counting the cancel against the shopper's; `Conflict` once the
+    /// shopper cancelled the most orders of the sale allowed (see
+    /// [`CANCELS_PER_SHOPPER_DEFAULT`]). Whatever WeChat Pay order it has
+    /// is not looked at: the cancel of an engine that cannot close one.
     async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError>;
 
-    /// The refusal [`Store::cancel_order`] would answer the shopper for
-    /// having cancelled the most orders of the sale allowed, read without
-    /// writing: checked before a cancel that first closes the order's
-    /// WeChat Pay order, which cannot be undone.
-    async fn check_cancel_allowance(
+    /// Takes one cancel from the shopper's allowance in the sale (the
+    /// refusal [`Store::cancel_order`] would answer once it is spent),
+    /// before a cancel whose WeChat Pay close cannot be undone: then
+    /// [`Store::cancel_taken_order`], or [`Store::give_back_cancel`] when
+    /// the cancel does not happen.
+    async fn take_cancel(&self, sale: &SaleId, shopper: &ShopperId) -> Result<(), StoreError>;
+
+    /// Gives back a cancel [`Store::take_cancel`] took (never below none).
+    async fn give_back_cancel(&self, sale: &SaleId, shopper: &ShopperId) -> Result<(), StoreError>;
+
+    /// [`Store::cancel_order`] under a cancel taken already, once the
+    /// WeChat Pay order of the prepay id `closed` was closed (`None`: the
+    /// order had none when read). An order that holds another prepay id
+    /// (one recorded since it was read) is refused with
+    /// [`PREPAY_CHANGED`] (`Conflict`): close that one, then cancel again.
+    async fn cancel_taken_order(
         &self,
-        sale: &SaleId,
+        id: &OrderId,
         shopper: &ShopperId,
-    ) -> Result<(), StoreError>;
+        closed: Option<&str>,
+    ) -> Result<Order, StoreError>;
 
     /// Pays an order (see [`PaymentOutcome`]), queueing the hand-off to the
     /// merchant when `follow_ups.hand_off`, and for a late payment

@@ -106,6 +106,8 @@ pub struct Scripts {
     pub cancel_sale: LuaScript,
     pub reserve: LuaScript,
     pub cancel_order: LuaScript,
+    pub take_cancel: LuaScript,
+    pub give_back_cancel: LuaScript,
     pub pay_order: LuaScript,
     pub record_prepay: LuaScript,
     pub refund_order: LuaScript,
@@ -144,6 +146,8 @@ impl Scripts {
             cancel_sale: script!("cancel_sale"),
             reserve: script!("reserve"),
             cancel_order: script!("cancel_order"),
+            take_cancel: script!("take_cancel"),
+            give_back_cancel: script!("give_back_cancel"),
             pay_order: script!("pay_order"),
             record_prepay: script!("record_prepay"),
             refund_order: script!("refund_order"),
@@ -170,7 +174,7 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 33] {
+    fn all(&self) -> [&LuaScript; 35] {
         [
             &self.index_sale,
             &self.create_sale,
@@ -183,6 +187,8 @@ impl Scripts {
             &self.cancel_sale,
             &self.reserve,
             &self.cancel_order,
+            &self.take_cancel,
+            &self.give_back_cancel,
             &self.pay_order,
             &self.record_prepay,
             &self.refund_order,

@@ -16,7 +16,7 @@ use flashsale::domain::{
 };
 use flashsale::store::{
     EmbeddedStore, Errand, FollowUps, RedisStore, RedisTarget, RefundSettlement, Store, StoreError,
-    CANCELS_PER_SHOPPER_DEFAULT,
+    CANCELS_PER_SHOPPER_DEFAULT, PREPAY_CHANGED,
 };
 use futures::future::join_all;
 
@@ -462,10 +462,6 @@ async fn cancels_per_shopper_are_bounded(backend: Backend) {
         .unwrap()
         .order;
     for _ in 0..CANCELS_PER_SHOPPER_DEFAULT {
-        store
-            .check_cancel_allowance(&live.id, &shopper("cy"))
-            .await
-            .unwrap();
         let order = store
             .reserve(&request(&live, "cy", 1, None))
             .await
@@ -477,15 +473,15 @@ async fn cancels_per_shopper_are_bounded(backend: Backend) {
         store.reserve(&request(&live, "cy", 1, None)).await,
         Err(StoreError::Rejected(Rejection::LimitExceeded))
     ));
-    let exhausted = store.check_cancel_allowance(&live.id, &shopper("cy")).await;
-    let Err(StoreError::Conflict(checked)) = exhausted else {
+    let exhausted = store.take_cancel(&live.id, &shopper("cy")).await;
+    let Err(StoreError::Conflict(taken)) = exhausted else {
         panic!("the allowance is spent: {exhausted:?}");
     };
     let refused = store.cancel_order(&kept.id, &shopper("cy")).await;
     let Err(StoreError::Conflict(cancelled)) = refused else {
         panic!("the allowance is spent: {refused:?}");
     };
-    assert_eq!(checked, cancelled, "the check answers as the cancel");
+    assert_eq!(taken, cancelled, "the take answers as the cancel");
     let retry = store
         .reserve(&request(&live, "cy", 1, Some("first")))
         .await
@@ -500,24 +496,58 @@ async fn cancels_per_shopper_are_bounded(backend: Backend) {
         store.shopper_orders(&shopper("cy")).await.unwrap().len() as i64,
         CANCELS_PER_SHOPPER_DEFAULT + 1
     );
+    // A cancel taken, then given back (its WeChat Pay close failed), then
+    // taken again and made: one cancel of the shopper's in all.
+    let dee = shopper("dee");
     let other = store
         .reserve(&request(&live, "dee", 1, None))
         .await
         .unwrap()
         .order;
+    store.take_cancel(&live.id, &dee).await.unwrap();
+    store.give_back_cancel(&live.id, &dee).await.unwrap();
+    store.take_cancel(&live.id, &dee).await.unwrap();
     store
-        .check_cancel_allowance(&live.id, &shopper("dee"))
+        .cancel_taken_order(&other.id, &dee, None)
         .await
         .unwrap();
+    for _ in 1..CANCELS_PER_SHOPPER_DEFAULT {
+        store.take_cancel(&live.id, &dee).await.unwrap();
+    }
+    assert!(
+        matches!(
+            store.take_cancel(&live.id, &dee).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "the cancel made under a take counted once"
+    );
+
+    // A prepay recorded after the order was read: the cancel under a take
+    // that closed no WeChat Pay order is refused, the one that closed it
+    // goes through.
+    let eve = shopper("eve");
+    let prepaid = store
+        .reserve(&request(&live, "eve", 1, None))
+        .await
+        .unwrap()
+        .order;
+    store.record_prepay(&prepaid.id, "wx-eve-1").await.unwrap();
+    store.take_cancel(&live.id, &eve).await.unwrap();
+    let refused = store.cancel_taken_order(&prepaid.id, &eve, None).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict(why)) if why == PREPAY_CHANGED),
+        "{refused:?}"
+    );
     store
-        .cancel_order(&other.id, &shopper("dee"))
+        .cancel_taken_order(&prepaid.id, &eve, Some("wx-eve-1"))
         .await
         .unwrap();
     let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
     assert_eq!(
         (stats.remaining, stats.reserved, stats.cancelled),
-        (99, 1, CANCELS_PER_SHOPPER_DEFAULT + 1)
+        (99, 1, CANCELS_PER_SHOPPER_DEFAULT + 2)
     );
+    assert_audit_clean(&store, &live.id).await;
 }
 
 async fn updates_follow_the_sale_phase(backend: Backend) {

@@ -172,6 +172,50 @@ async fn a_cancel_past_the_shoppers_cancels_leaves_the_order_payable(backend: Ba
     app.assert_audit_clean(&sale).await;
 }
 
+/// Two cancels of one shopper's orders sent at once with one cancel left:
+/// one closes its WeChat Pay order and cancels; the other is refused
+/// before any close, so its order stays payable. WeChat Pay answers slowly,
+/// so both cancels are in flight together.
+async fn two_cancels_at_once_with_one_left_close_one_order(backend: Backend) {
+    let wx = WeChatPayServer::start().await;
+    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
+        wx.configure(config);
+        config.wechatpay_timeout_ms = 10_000;
+        config.cancels_per_shopper_max = 1;
+    })
+    .await;
+    let sale = app.create_sale(live_sale(5, 2)).await;
+    let orders = [
+        prepaid_order(&app, &wx, &sale, "oKim").await,
+        prepaid_order(&app, &wx, &sale, "oKim").await,
+    ];
+    wx.behave(Behaviour::Slow(Duration::from_millis(500)));
+    let cancels = orders.iter().map(|id| {
+        let app = &app;
+        async move {
+            app.shopper_post("oKim", &format!("/api/v1/orders/{id}/cancel"))
+                .await
+                .status()
+        }
+    });
+    let mut statuses = futures::future::join_all(cancels).await;
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+    let closed: Vec<&String> = orders
+        .iter()
+        .filter(|id| calls_for(&wx, id).contains(&("POST".to_owned(), close_path(id))))
+        .collect();
+    assert_eq!(closed.len(), 1, "one close in all: {closed:?}");
+    let kept = orders.iter().find(|id| !closed.contains(id)).unwrap();
+    assert_eq!(wx.orders()[kept].state, WxState::NotPay);
+
+    wx.behave(Behaviour::Normal);
+    let notification = wx.pay(kept);
+    assert_acknowledged(notify(&app, &notification).await).await;
+    assert_eq!(order_of(&app, "oKim", kept).await["status"], "paid");
+    app.assert_audit_clean(&sale).await;
+}
+
 /// The shopper pays in WeChat just before the deadline and the
 /// notification is slow: the close is refused as paid, the engine queries
 /// the transaction, and the order is paid, not expired. No refund needed.
@@ -396,6 +440,7 @@ on_both_stores!(
     expiry_closes_the_wechatpay_order_first,
     a_cancel_closes_first_and_loses_to_a_payment,
     a_cancel_past_the_shoppers_cancels_leaves_the_order_payable,
+    two_cancels_at_once_with_one_left_close_one_order,
     a_payment_that_wins_the_race_with_the_close_is_paid,
     wechatpay_down_holds_the_stock_and_recovers,
     an_unsigned_order_closed_does_not_expire_the_order,

@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 use smol_str::SmolStr;
 
 use self::campaign::{CampaignEntry, CampaignHolds};
-use self::sale::SaleRecord;
+use self::sale::{CancelCounted, SaleRecord};
 use super::{
     batch_sale, campaign_changed_meanwhile, campaign_sale_refused, campaign_started,
     sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance, DeadLetter,
@@ -525,19 +525,34 @@ impl Store for EmbeddedStore {
     }
 
     async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
+        let counted = CancelCounted::Here {
+            cancels_max: self.cancels_per_shopper_max,
+        };
         self.order_record(id)?
             .lock()
-            .cancel_order(id, shopper, self.cancels_per_shopper_max)
+            .cancel_order(id, shopper, counted)
     }
 
-    async fn check_cancel_allowance(
-        &self,
-        sale: &SaleId,
-        shopper: &ShopperId,
-    ) -> Result<(), StoreError> {
+    async fn take_cancel(&self, sale: &SaleId, shopper: &ShopperId) -> Result<(), StoreError> {
         self.record(sale)?
             .lock()
-            .check_cancel_allowance(shopper, self.cancels_per_shopper_max)
+            .take_cancel(shopper, self.cancels_per_shopper_max)
+    }
+
+    async fn give_back_cancel(&self, sale: &SaleId, shopper: &ShopperId) -> Result<(), StoreError> {
+        self.record(sale)?.lock().give_back_cancel(shopper);
+        Ok(())
+    }
+
+    async fn cancel_taken_order(
+        &self,
+        id: &OrderId,
+        shopper: &ShopperId,
+        closed: Option<&str>,
+    ) -> Result<Order, StoreError> {
+        self.order_record(id)?
+            .lock()
+            .cancel_order(id, shopper, CancelCounted::Taken { closed })
     }
 
     async fn pay_order(

@@ -24,7 +24,19 @@ use crate::domain::{
 use crate::store::{
     cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending, restock_not_live,
     Acceptance, Expiry, FollowUps, OrderBacklog, RefundSettlement, StoreError, StreamEntry,
+    PREPAY_CHANGED,
 };
+
+/// Where a cancel counts against the shopper's allowance (see
+/// `lua/cancel_order.lua`).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum CancelCounted<'a> {
+    /// In the cancel's step, at most `cancels_max`.
+    Here { cancels_max: i64 },
+    /// Taken before ([`SaleRecord::take_cancel`]), once the WeChat Pay
+    /// order of `closed` was closed.
+    Taken { closed: Option<&'a str> },
+}
 
 /// One sale and everything that hangs off it, changed under one lock.
 pub(super) struct SaleRecord {
@@ -56,7 +68,7 @@ pub(super) struct SaleRecord {
     pub used_tokens: HashSet<String>,
     /// The waiting room of a queued sale.
     pub waiting_room: WaitingRoom,
-    /// Shopper -> orders they cancelled.
+    /// Shopper -> orders they cancelled, or are cancelling (taken).
     cancels: HashMap<ShopperId, i64>,
     /// A campaign's sale: the campaign's holds and the sale's round.
     campaign: Option<(Arc<Mutex<CampaignHolds>>, u32)>,
@@ -386,16 +398,16 @@ impl SaleRecord {
     }
 
     /// The shopper cancels an unpaid order: the twin of
-    /// `lua/cancel_order.lua`: at most `cancels_max` per shopper.
+    /// `lua/cancel_order.lua`.
     pub fn cancel_order(
         &mut self,
         id: &OrderId,
         shopper: &ShopperId,
-        cancels_max: i64,
+        counted: CancelCounted<'_>,
     ) -> Result<Order, StoreError> {
         let order = self
             .orders
-            .get_mut(id)
+            .get(id)
             .filter(|order| &order.shopper_id == shopper)
             .ok_or(StoreError::NotFound("order"))?;
         if order.status != OrderStatus::PendingPayment {
@@ -404,22 +416,32 @@ impl SaleRecord {
                 order.status.as_str()
             )));
         }
-        self.check_cancel_allowance(shopper, cancels_max)?;
-        *self.cancels.entry(shopper.clone()).or_default() += 1;
+        match counted {
+            CancelCounted::Here { cancels_max } => self.take_cancel(shopper, cancels_max)?,
+            CancelCounted::Taken { closed } => {
+                if order.prepay_id.as_deref() != closed {
+                    return Err(StoreError::Conflict(PREPAY_CHANGED.into()));
+                }
+            }
+        }
         self.release(id, OrderStatus::Cancelled)
             .ok_or(StoreError::NotFound("order"))
     }
 
-    /// [`Store::check_cancel_allowance`]: whether the shopper may cancel
-    /// another order, at most `cancels_max`.
-    pub fn check_cancel_allowance(
-        &self,
-        shopper: &ShopperId,
-        cancels_max: i64,
-    ) -> Result<(), StoreError> {
-        match self.cancels.get(shopper).copied().unwrap_or(0) {
-            cancelled if cancelled >= cancels_max => Err(cancels_exhausted(cancelled)),
-            _ => Ok(()),
+    /// [`Store::take_cancel`]: one of the shopper's at most `cancels_max`.
+    pub fn take_cancel(&mut self, shopper: &ShopperId, cancels_max: i64) -> Result<(), StoreError> {
+        let cancelled = self.cancels.entry(shopper.clone()).or_default();
+        if *cancelled >= cancels_max {
+            return Err(cancels_exhausted(*cancelled));
+        }
+        *cancelled += 1;
+        Ok(())
+    }
+
+    /// [`Store::give_back_cancel`].
+    pub fn give_back_cancel(&mut self, shopper: &ShopperId) {
+        if let Some(cancelled) = self.cancels.get_mut(shopper) {
+            *cancelled = (*cancelled - 1).max(0);
         }
     }
 

@@ -37,7 +37,7 @@ use crate::store::{
     restock_not_live, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first,
     Acceptance, DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps, Forgetting,
     IndexedCampaign, IndexedSale, OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler,
-    Store, StoreError, StoredCampaign, StreamEntry,
+    Store, StoreError, StoredCampaign, StreamEntry, PREPAY_CHANGED,
 };
 
 #[async_trait]
@@ -668,46 +668,41 @@ impl Store for RedisStore {
     }
 
     async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
-        let keys = SaleKeys::new(&id.sale_id());
-        let mut invocation = self.scripts.cancel_order.key(keys.orders());
-        invocation
-            .key(keys.stock())
-            .key(keys.stats())
-            .key(keys.shoppers())
-            .key(keys.deadlines())
-            .key(keys.cancels());
-        add_holds(&mut invocation, &id.sale_id());
+        self.cancel(id, shopper, None).await
+    }
+
+    async fn take_cancel(&self, sale: &SaleId, shopper: &ShopperId) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.take_cancel.key(SaleKeys::new(sale).cancels());
         invocation
             .arg(shopper.as_str())
-            .arg(id.as_str())
             .arg(self.cancels_per_shopper_max);
-        let (outcome, mut reply) = Reply::new(self.run("cancel_order", &invocation).await?)?;
+        let (outcome, mut reply) = Reply::new(self.run("take_cancel", &invocation).await?)?;
         match outcome.as_str() {
-            "cancelled" => order_from_record(id, &reply.next::<String>()?),
-            "not_found" => Err(StoreError::NotFound("order")),
-            "conflict" => Err(StoreError::Conflict(format!(
-                "the order is {} and can no longer be cancelled",
-                reply.next::<String>()?
-            ))),
+            "taken" => Ok(()),
             "cancels_exhausted" => Err(cancels_exhausted(reply.next::<i64>()?)),
-            other => Err(corrupt(format!("unknown cancel outcome {other}"))),
+            other => Err(corrupt(format!("unknown take_cancel outcome {other}"))),
         }
     }
 
-    async fn check_cancel_allowance(
+    async fn give_back_cancel(&self, sale: &SaleId, shopper: &ShopperId) -> Result<(), StoreError> {
+        let mut invocation = self
+            .scripts
+            .give_back_cancel
+            .key(SaleKeys::new(sale).cancels());
+        invocation.arg(shopper.as_str());
+        let _given_back: i64 =
+            redis::from_redis_value(self.run("give_back_cancel", &invocation).await?)
+                .map_err(corrupt)?;
+        Ok(())
+    }
+
+    async fn cancel_taken_order(
         &self,
-        sale: &SaleId,
+        id: &OrderId,
         shopper: &ShopperId,
-    ) -> Result<(), StoreError> {
-        let mut cmd = redis::cmd("HGET");
-        cmd.arg(SaleKeys::new(sale).cancels()).arg(shopper.as_str());
-        let cancelled: Option<i64> = self.query("check_cancel_allowance", &cmd).await?;
-        match cancelled {
-            Some(cancelled) if cancelled >= self.cancels_per_shopper_max => {
-                Err(cancels_exhausted(cancelled))
-            }
-            _ => Ok(()),
-        }
+        closed: Option<&str>,
+    ) -> Result<Order, StoreError> {
+        self.cancel(id, shopper, Some(closed)).await
     }
 
     async fn pay_order(
@@ -1165,6 +1160,47 @@ impl Store for RedisStore {
             .collect::<Result<Vec<_>, _>>()?;
         sort_exceptions_newest_first(&mut exceptions);
         Ok(exceptions)
+    }
+}
+
+impl RedisStore {
+    /// `lua/cancel_order.lua`: counted in its step (`taken` is `None`), or
+    /// under a cancel taken already, once the WeChat Pay order of `taken`'s
+    /// prepay id was closed.
+    async fn cancel(
+        &self,
+        id: &OrderId,
+        shopper: &ShopperId,
+        taken: Option<Option<&str>>,
+    ) -> Result<Order, StoreError> {
+        let keys = SaleKeys::new(&id.sale_id());
+        let mut invocation = self.scripts.cancel_order.key(keys.orders());
+        invocation
+            .key(keys.stock())
+            .key(keys.stats())
+            .key(keys.shoppers())
+            .key(keys.deadlines())
+            .key(keys.cancels());
+        add_holds(&mut invocation, &id.sale_id());
+        invocation
+            .arg(shopper.as_str())
+            .arg(id.as_str())
+            .arg(self.cancels_per_shopper_max);
+        if let Some(closed) = taken {
+            invocation.arg("taken").arg(closed.unwrap_or(""));
+        }
+        let (outcome, mut reply) = Reply::new(self.run("cancel_order", &invocation).await?)?;
+        match outcome.as_str() {
+            "cancelled" => order_from_record(id, &reply.next::<String>()?),
+            "not_found" => Err(StoreError::NotFound("order")),
+            "conflict" => Err(StoreError::Conflict(format!(
+                "the order is {} and can no longer be cancelled",
+                reply.next::<String>()?
+            ))),
+            "cancels_exhausted" => Err(cancels_exhausted(reply.next::<i64>()?)),
+            "prepay_changed" => Err(StoreError::Conflict(PREPAY_CHANGED.into())),
+            other => Err(corrupt(format!("unknown cancel outcome {other}"))),
+        }
     }
 }
 
