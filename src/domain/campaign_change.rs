@@ -681,10 +681,20 @@ mod tests {
                 })
             })
             .collect();
-        assert_eq!(
-            refused(serde_json::json!({"add_rounds": past_the_numbers,
-            "items": [{"number": 0, "stock_per_round": 1}]})),
-            Err("rounds")
+        let refusal = campaign
+            .patched(
+                patch(serde_json::json!({"add_rounds": past_the_numbers,
+                    "items": [{"number": 0, "stock_per_round": 1}]})),
+                &views(&campaign),
+                T0,
+                &SaleRules::default(),
+            )
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(refusal.field, "rounds");
+        assert!(
+            refusal.reason.contains("at most 36 rounds"),
+            "the numbering, not the count: {refusal:?}"
         );
     }
 }

@@ -248,8 +248,35 @@ impl Orders {
     /// unreachable fails the cancel (the order stays held), and a payment
     /// that came first makes it `Conflict` (the order is paid); a cancel
     /// that did not happen is given back.
-    pub async fn cancel(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, CancelError> {
-        let Some(closer) = &self.closer else {
+    ///
+    /// It runs to its end in a task of its own, even when the request is
+    /// dropped (its timeout while WeChat Pay is slow): a cancel taken is
+    /// never left with nothing done.
+    pub async fn cancel(
+        self: &Arc<Self>,
+        id: &OrderId,
+        shopper: &ShopperId,
+    ) -> Result<Order, CancelError> {
+        let orders = Arc::clone(self);
+        let (id, shopper) = (id.clone(), shopper.clone());
+        tokio::spawn(async move { orders.cancel_to_the_end(&id, &shopper).await })
+            .await
+            .unwrap_or_else(|stopped| {
+                Err(StoreError::Unavailable(format!("the cancel stopped: {stopped}")).into())
+            })
+    }
+
+    /// [`Orders::cancel`], in its own task.
+    async fn cancel_to_the_end(
+        &self,
+        id: &OrderId,
+        shopper: &ShopperId,
+    ) -> Result<Order, CancelError> {
+        let closer = self
+            .closer
+            .as_ref()
+            .filter(|closer| closer.payments.closes_wechatpay_orders());
+        let Some(closer) = closer else {
             let order = self.store.cancel_order(id, shopper).await?;
             return Ok(self.cancelled(order).await);
         };
@@ -310,6 +337,8 @@ impl Orders {
                 Err(err) => return Err(not_cancelled(err.into())),
             }
         }
+        // A prepay id is recorded once, so a second pass always cancels
+        // or fails above; the loop is bounded all the same.
         Err(not_cancelled(
             StoreError::Conflict(PREPAY_CHANGED.into()).into(),
         ))

@@ -258,6 +258,12 @@ impl Payments {
             .request_payment(&prepay_id, system_now() / 1000))
     }
 
+    /// Whether orders may have WeChat Pay orders to close (WeChat Pay
+    /// mode; simulated payments make none).
+    pub fn closes_wechatpay_orders(&self) -> bool {
+        matches!(self.method, PaymentMethod::WeChatPay(_))
+    }
+
     /// Closes the WeChat Pay order of `order` (one with a prepay id) before
     /// the order lets its units go. When WeChat Pay refuses because it is
     /// paid, the transaction is queried and the payment applied, so a

@@ -78,10 +78,11 @@ impl<T: Clone> Slot<T> {
     }
 }
 
-/// A [`Slot`] per key, made by the key's first read that found something:
-/// a key the store has nothing for, or whose read failed, leaves nothing
+/// A [`Slot`] per key, kept once a read of the key found something: a key
+/// the store has nothing for, or whose first read failed, leaves nothing
 /// behind, so the slots are at most one per thing that exists (one the
-/// store no longer has is dropped at its next read).
+/// store no longer has is dropped at its next read). A first read is one
+/// reader's too: the others wait for it.
 pub(crate) struct Slots<K, T> {
     slots: DashMap<K, Arc<Slot<T>>>,
     /// What a read that finds nothing answers: `NotFound(missing)`.
@@ -108,23 +109,18 @@ impl<K: Eq + Hash + Clone, T: Clone> Slots<K, T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, StoreError>>,
     {
-        let slot = self.slots.get(key).map(|slot| Arc::clone(&slot));
-        let Some(slot) = slot else {
-            let value = read().await?.ok_or(StoreError::NotFound(self.missing))?;
-            self.slots
-                .entry(key.clone())
-                .or_default()
-                .keep(value.clone());
-            return Ok((value, Duration::ZERO));
-        };
-        let read = || async {
-            let value = read().await?;
-            if value.is_none() {
-                self.forget(key);
+        let kept = self.slots.get(key).map(|slot| Arc::clone(&slot));
+        let slot = kept.unwrap_or_else(|| Arc::clone(&self.slots.entry(key.clone()).or_default()));
+        let read = || async { read().await?.ok_or(StoreError::NotFound(self.missing)) };
+        let got = slot.get(fresh_for, read).await;
+        if let Err(err) = &got {
+            let gone = matches!(err, StoreError::NotFound(_));
+            if gone || slot.last.read().is_none() {
+                self.slots
+                    .remove_if(key, |_, kept| Arc::ptr_eq(kept, &slot));
             }
-            value.ok_or(StoreError::NotFound(self.missing))
-        };
-        slot.get(fresh_for, read).await
+        }
+        got
     }
 
     /// Drops what was read of `key`.
@@ -269,6 +265,17 @@ mod tests {
         let missing = cache.view(&id, || async { Ok(None) }).await;
         assert!(matches!(missing, Err(StoreError::NotFound(_))));
         assert!(cache.slots.is_empty());
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_reads_read_the_store_once() {
+        let cache = SaleViewCache::new(Duration::from_secs(60));
+        let id = SaleId::generate();
+        let reads = AtomicUsize::new(0);
+        let read = counted_read(&id, &reads);
+        let polls = join_all((0..100).map(|_| cache.view(&id, &read))).await;
+        assert!(polls.iter().all(Result::is_ok));
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "one store read in all");
     }
 
     #[tokio::test]

@@ -478,7 +478,8 @@ pub trait Store: Send + Sync + 'static {
     /// counting the cancel against the shopper's; `Conflict` once the
     /// shopper cancelled the most orders of the sale allowed (see
     /// [`CANCELS_PER_SHOPPER_DEFAULT`]). Whatever WeChat Pay order it has
-    /// is not looked at: the cancel of an engine that cannot close one.
+    /// is not looked at: the cancel of an engine that makes none (simulated
+    /// payments).
     async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError>;
 
     /// Takes one cancel from the shopper's allowance in the sale (the

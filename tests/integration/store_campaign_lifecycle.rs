@@ -95,17 +95,15 @@ async fn a_round_reminder_is_due_before_its_round_and_goes_with_its_sale(backend
 
     // A round moved to start now drops the reminder queued for its old
     // time: a round that has started gets none.
-    let mut soon = campaign(&[(500, HOUR_MS)], Some(3600));
+    let mut soon = campaign(&[(1_500, HOUR_MS)], Some(3600));
     store.create_campaign(&soon).await.unwrap();
-    soon.rounds[0].starts_at -= 1_000;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let first = SaleId::of_campaign(&soon.id, 0, 0);
+    assert_eq!(store.order_backlog(&first).await.unwrap().hand_offs, 1);
+    soon.rounds[0].starts_at -= 2_000;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
     assert!(!reminders::schedule(store.as_ref(), &soon, 0).await.unwrap());
     assert!(
-        store
-            .order_backlog(&SaleId::of_campaign(&soon.id, 0, 0))
-            .await
-            .unwrap()
-            .is_empty(),
+        store.order_backlog(&first).await.unwrap().is_empty(),
         "the old reminder went"
     );
 
