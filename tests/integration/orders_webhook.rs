@@ -30,7 +30,7 @@ use flashsale::domain::{system_now, Millis, Payment, SaleChange};
 use flashsale::inventory::Inventory;
 use flashsale::orders::webhook::{Backoff, Webhook, WebhookSettings};
 use flashsale::orders::{OrderService, OrderSettings, Orders};
-use flashsale::store::FollowUps;
+use flashsale::store::{FollowUps, Store};
 use futures::future::join_all;
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::Method;
@@ -716,13 +716,12 @@ on_both_stores!(
     a_failing_hand_off_is_dead_lettered_after_the_last_attempt,
 );
 
-/// A sale past its payment window whose only hand-off is a dead letter has
-/// no work left: the order service stops watching it. A re-drive has it
-/// watched (and the hand-off sent) again.
-async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
-    let receiver = Receiver::start_with(usize::MAX, StatusCode::GONE, Duration::ZERO).await;
-    let (subject, live, order) = with_live_order(backend, "settler").await;
-    let store = &subject.store;
+/// An order service on `store` handing off to `webhook`, passed by hand,
+/// on a manual clock.
+fn service_by_hand(
+    store: &Arc<dyn Store>,
+    webhook: Option<Webhook>,
+) -> (Arc<Orders>, OrderService, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::at(system_now()));
     let inventory = Inventory::start(
         Arc::clone(store),
@@ -732,20 +731,30 @@ async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
     )
     .expect("actor system");
     let orders = Arc::new(Orders::new(Arc::clone(store), Arc::new(inventory)));
-    let webhook = receiver.webhook();
-    let mut service = OrderService::new(
+    let service = OrderService::new(
         Arc::clone(store),
         Arc::clone(&orders),
-        Some(webhook),
+        webhook,
         OrderSettings {
             sweep: Duration::from_millis(10),
             batch: 16,
             claim_idle: Duration::from_secs(30),
-            consumer: "settler".into(),
+            consumer: "by-hand".into(),
             clock: clock.clone(),
             retention: Duration::from_secs(3600),
         },
     );
+    (orders, service, clock)
+}
+
+/// A sale past its payment window whose only hand-off is a dead letter has
+/// no work left: the order service stops watching it. A re-drive has it
+/// watched (and the hand-off sent) again.
+async fn a_sale_with_only_dead_letters_settles(backend: Backend) {
+    let receiver = Receiver::start_with(usize::MAX, StatusCode::GONE, Duration::ZERO).await;
+    let (subject, live, order) = with_live_order(backend, "settler").await;
+    let store = &subject.store;
+    let (orders, mut service, clock) = service_by_hand(store, Some(receiver.webhook()));
     let outcome = service.try_process_batch().await;
     assert_eq!(
         (outcome.accepted, outcome.handed_off),
@@ -837,28 +846,7 @@ async fn entries_nothing_can_send_are_dead_lettered_so_the_sale_settles(backend:
         .await
         .unwrap();
 
-    let clock = Arc::new(ManualClock::at(system_now()));
-    let inventory = Inventory::start(
-        Arc::clone(store),
-        1,
-        actor_settings(),
-        Duration::from_secs(2),
-    )
-    .expect("actor system");
-    let orders = Arc::new(Orders::new(Arc::clone(store), Arc::new(inventory)));
-    let mut service = OrderService::new(
-        Arc::clone(store),
-        orders,
-        None,
-        OrderSettings {
-            sweep: Duration::from_millis(10),
-            batch: 16,
-            claim_idle: Duration::from_secs(30),
-            consumer: "unsent".into(),
-            clock: clock.clone(),
-            retention: Duration::from_secs(3600),
-        },
-    );
+    let (_orders, mut service, clock) = service_by_hand(store, None);
     let outcome = service.try_process_batch().await;
     assert_eq!(outcome.accepted, 2, "{outcome:?}");
     let version = store.view_sale(&live.id).await.unwrap().unwrap().version;
