@@ -40,6 +40,8 @@ const POLL_INTERVAL_MIN_MS = 1000;
 const PAY_WAIT_MAX_MS = 10_000;
 /** Sale statuses after which nothing changes: a watch stops. */
 const FINAL_STATUSES = new Set(['ended', 'cancelled']);
+/** Order statuses that still hold what the shopper bought. */
+const LIVE_ORDER = new Set(['pending_payment', 'paid']);
 /** Sales whose access (open, purchase token, queue) is remembered; the oldest is forgotten past it. */
 const SALES_KNOWN_MAX = 256;
 /** Pages (campaign lists and pages) kept for their max-age; the oldest is dropped past it. */
@@ -486,7 +488,10 @@ export class FlashsaleClient {
    * replayed) or a refusal (`sold_out`, `limit_exceeded`, ...: no order
    * exists under the key). It is kept after `conflict` (an earlier attempt
    * made an order with another quantity; see `listOrders`) and when the
-   * call gives up without an answer.
+   * call gives up without an answer. A kept intent is sent even when the
+   * purchase token is refused (the engine replays its order without one);
+   * one whose order was cancelled or expired since is over: the call makes
+   * a new order under a new key.
    *
    * `purchaseToken`: the token a sale with `require_purchase_token` needs
    * (or an admission token); without one, the client fetches one when it
@@ -502,16 +507,39 @@ export class FlashsaleClient {
     return this._once(this.ordering, intentKey, () => this._placeOrder(intentKey, saleId, quantity, purchaseToken));
   }
 
-  async _placeOrder(intentKey, saleId, quantity, purchaseToken) {
-    const stored = await this.storage.get(intentKey);
+  async _placeOrder(intentKey, saleId, quantity, purchaseToken, fresh = false) {
+    const stored = fresh ? undefined : await this.storage.get(intentKey);
     const intent = { key: stored ? stored.key : this.newKey(), quantity, createdAt: stored ? stored.createdAt : this.now() };
     await this.storage.set(intentKey, intent);
     let token = purchaseToken;
     if (!token && this.saleAccess.get(saleId) === 'token') {
       const issued = await this.purchaseToken(saleId);
-      if (!issued.ok) return issued;
+      if (!issued.ok) {
+        // An earlier attempt's order (its answer lost) is still there
+        // under the key however the sale goes on: the engine replays it
+        // without a token.
+        if (stored) return this._replayOr(intentKey, intent, saleId, quantity, issued);
+        return issued;
+      }
       token = issued.token;
     }
+    const result = await this._sendOrder(intentKey, intent, saleId, quantity, token);
+    // The intent's order was cancelled or expired (or refunded) since: this
+    // tap is a new purchase, under a new key.
+    if (result.ok && result.replayed && !LIVE_ORDER.has(result.order.status) && !fresh) {
+      return this._placeOrder(intentKey, saleId, quantity, purchaseToken, true);
+    }
+    return result;
+  }
+
+  /** The order a kept intent made, replayed; else `refused` (the intent ends when the engine says no order is under its key). */
+  async _replayOr(intentKey, intent, saleId, quantity, refused) {
+    const replay = await this._sendOrder(intentKey, intent, saleId, quantity, undefined);
+    return replay.ok && LIVE_ORDER.has(replay.order.status) ? replay : refused;
+  }
+
+  /** One order request under the intent's key; a definite answer ends the intent. */
+  async _sendOrder(intentKey, intent, saleId, quantity, token) {
     const headers = { 'idempotency-key': intent.key };
     if (token) headers['x-purchase-token'] = token;
     const result = await this._request({
@@ -552,7 +580,15 @@ export class FlashsaleClient {
     }
     if (this.saleAccess.get(saleId) !== 'queue') return this.placeOrder(saleId, quantity);
     const admission = await this.waitingRoom.wait(saleId, { onProgress });
-    if (!admission.ok) return admission;
+    if (!admission.ok) {
+      // Refused a place (the sale ended, sold out): an order an earlier
+      // attempt made under a kept intent (its answer lost) is replayed all
+      // the same, without a token.
+      const intentKey = await this._intentKey(saleId);
+      const stored = await this.storage.get(intentKey);
+      if (!stored) return admission;
+      return this._once(this.ordering, intentKey, () => this._replayOr(intentKey, stored, saleId, stored.quantity, admission));
+    }
     const result = await this.placeOrder(saleId, quantity, { purchaseToken: admission.purchaseToken });
     // The admission is used (or refused): the next wait asks the engine.
     if (result.ok || isRefusal(result)) await this.waitingRoom.forget(saleId);
@@ -569,10 +605,20 @@ export class FlashsaleClient {
     await this.storage.remove(await this._intentKey(saleId));
   }
 
-  /** The shopper's orders, newest first: `{ ok, orders }`. */
-  async listOrders() {
-    const result = await this._request({ method: 'GET', path: '/api/v1/orders', shopper: true });
-    return result.ok ? { ok: true, orders: result.body.orders } : result;
+  /**
+   * A page of the shopper's orders, newest first: `{ ok, orders,
+   * nextCursor }`; pass `nextCursor` back as `cursor` for the next page
+   * (`null` after the last). `limit`: 1 to 500, the engine's 50 when
+   * unset.
+   */
+  async listOrders({ cursor, limit } = {}) {
+    // No URLSearchParams: a Mini Program's runtime has none.
+    const query = [];
+    if (limit !== undefined) query.push(`limit=${enc(String(limit))}`);
+    if (cursor !== undefined && cursor !== null) query.push(`cursor=${enc(cursor)}`);
+    const path = query.length ? `/api/v1/orders?${query.join('&')}` : '/api/v1/orders';
+    const result = await this._request({ method: 'GET', path, shopper: true });
+    return result.ok ? { ok: true, orders: result.body.orders, nextCursor: result.body.next_cursor ?? null } : result;
   }
 
   /** One of the shopper's orders: `{ ok, order }`. */

@@ -162,6 +162,69 @@ test('the same intent with another quantity after an order was made is conflict,
   assert.equal((await engine.stats(sale.id)).reserved, 1);
 });
 
+test('a kept intent on a token sale its own lost order sold out: the token is refused, and the order is replayed all the same', async () => {
+  const sale = await engine.createSale({ stock_total: 1, per_user_limit: 1, require_purchase_token: true });
+  const shopper = newShopper();
+  const { client: c } = client(shopper, { retry: { attemptsMax: 1 } });
+  assert.equal((await c.getSale(sale.id)).sale.require_purchase_token, true);
+  proxy.dropAnswer('POST', ORDERS);
+  const lost = await c.placeOrder(sale.id, 1);
+  assert.equal(lost.code, 'network_error');
+  assert.equal((await engine.stats(sale.id)).remaining, 0, 'the lost order took the last unit');
+
+  const again = await c.placeOrder(sale.id, 1);
+
+  assert.equal(again.ok, true, JSON.stringify(again));
+  assert.equal(again.replayed, true);
+  assert.equal(again.order.status, 'pending_payment');
+  assert.equal(await c.pendingIntent(sale.id), undefined);
+  assert.equal((await engine.stats(sale.id)).reserved, 1);
+});
+
+test('a kept intent whose order was cancelled since: the next tap is a new purchase under a new key', async () => {
+  const sale = await engine.createSale({ stock_total: 5, per_user_limit: 1 });
+  const shopper = newShopper();
+  const { client: c, transport } = client(shopper, { retry: { attemptsMax: 1 } });
+  proxy.dropAnswer('POST', ORDERS);
+  assert.equal((await c.placeOrder(sale.id, 1)).code, 'network_error');
+  const [lostOrder] = (await c.listOrders()).orders;
+  assert.equal((await c.cancelOrder(lostOrder.id)).ok, true);
+
+  const again = await c.placeOrder(sale.id, 1);
+
+  assert.equal(again.ok, true, JSON.stringify(again));
+  assert.equal(again.replayed, false);
+  assert.notEqual(again.order.id, lostOrder.id);
+  assert.equal(again.order.status, 'pending_payment');
+  const keys = transport.log.filter((e) => e.method === 'POST' && ORDERS.test(e.path)).map((e) => e.headers['idempotency-key']);
+  assert.equal(keys.length, 3);
+  assert.equal(keys[0], keys[1], 'the replay of the cancelled order');
+  assert.notEqual(keys[2], keys[1], 'a new key for the new purchase');
+  const stats = await engine.stats(sale.id);
+  assert.equal(stats.reserved, 1, JSON.stringify(stats));
+  assert.equal(stats.cancelled, 1);
+});
+
+test('listOrders pages with nextCursor until null', async () => {
+  const { client: c } = client(newShopper());
+  const made = [];
+  for (let i = 0; i < 3; i++) {
+    const sale = await engine.createSale({ stock_total: 5, per_user_limit: 1 });
+    made.push((await c.placeOrder(sale.id, 1)).order.id);
+  }
+  const seen = [];
+  let cursor = null;
+  do {
+    const page = await c.listOrders({ limit: 1, cursor });
+    assert.equal(page.ok, true, JSON.stringify(page));
+    assert.ok(page.orders.length <= 1);
+    seen.push(...page.orders.map((o) => o.id));
+    cursor = page.nextCursor;
+  } while (cursor !== null);
+  assert.deepEqual(new Set(seen), new Set(made));
+  assert.equal(seen.length, 3);
+});
+
 test('orders: list, read, cancel; a cancel whose answer is lost is confirmed by reading the order', async () => {
   const sale = await engine.createSale({ stock_total: 3, per_user_limit: 3 });
   const { client: c } = client(newShopper());

@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { createClient, fetchTransport } from '../src/index.js';
+import { createClient, fetchTransport, memoryStorage } from '../src/index.js';
 import { newShopper, shopperToken, startEngine } from '../testing/engine.js';
 import { until } from '../testing/page.js';
 import { recording, startProxy } from '../testing/proxy.js';
@@ -257,6 +257,38 @@ describe('the waiting room', { concurrency: true }, () => {
       assert.equal(after.remembered, false);
       assert.equal(after.place.purchase_token, 't2');
       assert.equal(requests.length, 2);
+    });
+
+    test('a kept intent on a queued sale that ended: the wait is refused, and the order the lost answer made is replayed', { timeout: 60_000 }, async () => {
+      const own = await startProxy(engine.baseUrl);
+      try {
+        const token = shopperToken(newShopper());
+        const storage = memoryStorage();
+        const started = () => createClient({
+          transport: recording(fetchTransport({ baseUrl: own.baseUrl })),
+          getToken: () => token,
+          storage,
+          pollIntervalMinMs: 100,
+          retry: { attemptsMax: 1 },
+        });
+        const sale = await engine.createQueuedSale({ stock_total: 2 });
+        own.dropAnswer('POST', ORDERS);
+        const lost = await started().buy(sale.id, 1);
+        assert.equal(lost.code, 'network_error', JSON.stringify(lost));
+        assert.equal((await engine.stats(sale.id)).reserved, 1, 'the order of the lost answer was made');
+        await engine.admin('PATCH', `/admin/v1/sales/${sale.id}`, { status: 'ended' });
+
+        // The Mini Program restarts: its admission is gone, its intent kept.
+        const c = started();
+        const again = await c.buy(sale.id, 1);
+
+        assert.equal(again.ok, true, JSON.stringify(again));
+        assert.equal(again.replayed, true);
+        assert.equal(await c.pendingIntent(sale.id), undefined);
+        assert.equal((await engine.stats(sale.id)).reserved, 1);
+      } finally {
+        await own.close();
+      }
     });
 
     test('buy on a sale the client has not seen: an open sale with require_purchase_token gets its token first', async () => {
