@@ -627,7 +627,11 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> Result<Vec<Delivery>, StoreError>;
 
-    /// Forgets a hand-off the merchant acknowledged.
+    /// Forgets a hand-off the merchant acknowledged. This, and
+    /// [`Store::postpone_delivery`] and [`Store::dead_letter`], apply only
+    /// to the attempt leased: an entry whose attempts moved on since
+    /// (queued again, as a moved round's reminder is, or leased again once
+    /// the lease ran out) is left as it is.
     async fn delivered(&self, sale: &SaleId, delivery: &Delivery) -> Result<(), StoreError>;
 
     /// Makes a failed hand-off due again `after` from now.

@@ -220,6 +220,53 @@ async fn retention_forgets_a_campaign_after_its_last_sale(backend: Backend) {
     }
 }
 
+/// Goal: a reminder queued again while an earlier attempt of it is being
+/// sent (its round moved) is not taken by that attempt's result: neither
+/// delivered, postponed nor dead-lettered, it stays due at its new time.
+/// Method: lease the reminder, reschedule it, then record each result for
+/// the old lease.
+async fn a_reminder_moved_while_it_is_sent_stays_queued(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let mut made = campaign(&[(HOUR_MS / 2, HOUR_MS)], Some(3600));
+    store.create_campaign(&made).await.unwrap();
+    let first = SaleId::of_campaign(&made.id, 0, 0);
+    let leased = store.claim_deliveries(&first, 10, LEASE).await.unwrap();
+    assert_eq!(leased.len(), 1, "{leased:?}");
+
+    made.rounds[0].starts_at += 10 * 60_000;
+    assert!(reminders::schedule(store.as_ref(), &made, 0).await.unwrap());
+    let failure = flashsale::store::DeliveryFailure {
+        status: Some(500),
+        error: "late".into(),
+    };
+    store.delivered(&first, &leased[0]).await.unwrap();
+    store
+        .postpone_delivery(&first, &leased[0], Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(!store
+        .dead_letter(&first, &leased[0], &failure)
+        .await
+        .unwrap());
+
+    assert_eq!(
+        store.order_backlog(&first).await.unwrap().hand_offs,
+        1,
+        "still queued"
+    );
+    assert!(store.dead_letters(&first).await.unwrap().is_empty());
+    let due = store.claim_deliveries(&first, 10, LEASE).await.unwrap();
+    assert_eq!(
+        due.len(),
+        1,
+        "due now (its new time is past), not an hour on"
+    );
+    assert_eq!(due[0].attempt, 1, "its attempts from zero");
+}
+
 /// Goal: a campaign whose last round the merchant stopped early goes with
 /// its last sale, not an hour later (its planned end). Method: a live
 /// round of an hour, stopped now; once its sales' payment window and the
@@ -263,4 +310,5 @@ crate::on_every_store!(
     a_round_reminder_is_due_before_its_round_and_goes_with_its_sale,
     retention_forgets_a_campaign_after_its_last_sale,
     a_campaign_stopped_early_goes_with_its_last_sale,
+    a_reminder_moved_while_it_is_sent_stays_queued,
 );

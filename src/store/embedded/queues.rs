@@ -177,15 +177,26 @@ impl Outbox {
             .collect()
     }
 
+    /// The hand-off `delivery` leased, while its attempts have not moved
+    /// on (queued again, or leased again once the lease ran out): an
+    /// attempt's result applies to no other (see `lua/delivered.lua`).
+    fn leased(&mut self, delivery: &Delivery) -> Option<&mut HandOff> {
+        self.hand_offs
+            .get_mut(&delivery.errand)
+            .filter(|hand_off| hand_off.attempts == delivery.attempt)
+    }
+
     /// Forgets a delivered hand-off.
     pub fn remove(&mut self, delivery: &Delivery) {
-        self.hand_offs.remove(&delivery.errand);
+        if self.leased(delivery).is_some() {
+            self.hand_offs.remove(&delivery.errand);
+        }
     }
 
     /// Makes a queued hand-off due `after` from `now` (one no longer
     /// queued stays gone).
     pub fn postpone(&mut self, delivery: &Delivery, now: Millis, after: Duration) {
-        if let Some(hand_off) = self.hand_offs.get_mut(&delivery.errand) {
+        if let Some(hand_off) = self.leased(delivery) {
             hand_off.due = later(now, after);
         }
     }
@@ -201,6 +212,9 @@ impl Outbox {
         now: Millis,
     ) -> bool {
         let key = delivery.errand.clone();
+        if self.leased(delivery).is_none() {
+            return false;
+        }
         let Some(hand_off) = self.hand_offs.remove(&key) else {
             return false;
         };

@@ -1054,7 +1054,8 @@ impl Store for RedisStore {
         let mut invocation = self.scripts.delivered.key(keys.outbox());
         invocation
             .key(keys.attempts())
-            .arg(delivery_member(delivery));
+            .arg(delivery_member(delivery))
+            .arg(delivery.attempt);
         self.run("delivered", &invocation).await?;
         Ok(())
     }
@@ -1065,11 +1066,13 @@ impl Store for RedisStore {
         delivery: &Delivery,
         after: Duration,
     ) -> Result<(), StoreError> {
-        let mut invocation = self
-            .scripts
-            .postpone_delivery
-            .key(SaleKeys::new(sale).outbox());
-        invocation.arg(delivery_member(delivery)).arg(millis(after));
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.postpone_delivery.key(keys.outbox());
+        invocation
+            .key(keys.attempts())
+            .arg(delivery_member(delivery))
+            .arg(millis(after))
+            .arg(delivery.attempt);
         self.run("postpone_delivery", &invocation).await?;
         Ok(())
     }
@@ -1087,7 +1090,8 @@ impl Store for RedisStore {
             .key(keys.dead_letters())
             .arg(delivery_member(delivery))
             .arg(failure.status.unwrap_or(0))
-            .arg(failure.error.as_str());
+            .arg(failure.error.as_str())
+            .arg(delivery.attempt);
         let moved: i64 = redis::from_redis_value(self.run("dead_letter", &invocation).await?)
             .map_err(corrupt)?;
         Ok(moved == 1)
