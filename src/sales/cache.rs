@@ -111,14 +111,16 @@ impl<K: Eq + Hash + Clone, T: Clone> Slots<K, T> {
     {
         let kept = self.slots.get(key).map(|slot| Arc::clone(&slot));
         let slot = kept.unwrap_or_else(|| Arc::clone(&self.slots.entry(key.clone()).or_default()));
+        // Also when this call is dropped mid-read (its request timed out).
+        let unread = DropUnread {
+            slots: self,
+            key,
+            slot: &slot,
+        };
         let read = || async { read().await?.ok_or(StoreError::NotFound(self.missing)) };
         let got = slot.get(fresh_for, read).await;
-        if let Err(err) = &got {
-            let gone = matches!(err, StoreError::NotFound(_));
-            if gone || slot.last.read().is_none() {
-                self.slots
-                    .remove_if(key, |_, kept| Arc::ptr_eq(kept, &slot));
-            }
+        if let Err(StoreError::NotFound(_)) = &got {
+            unread.drop_slot();
         }
         got
     }
@@ -131,6 +133,32 @@ impl<K: Eq + Hash + Clone, T: Clone> Slots<K, T> {
     #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+}
+
+/// Drops `slot` from `slots` when it goes out of scope still holding
+/// nothing read (its first read failed, or the call was dropped midway),
+/// or when told to (the store has nothing for the key). Only that slot: one
+/// made since by another call stays.
+struct DropUnread<'a, K: Eq + Hash + Clone, T: Clone> {
+    slots: &'a Slots<K, T>,
+    key: &'a K,
+    slot: &'a Arc<Slot<T>>,
+}
+
+impl<K: Eq + Hash + Clone, T: Clone> DropUnread<'_, K, T> {
+    fn drop_slot(&self) {
+        self.slots
+            .slots
+            .remove_if(self.key, |_, kept| Arc::ptr_eq(kept, self.slot));
+    }
+}
+
+impl<K: Eq + Hash + Clone, T: Clone> Drop for DropUnread<'_, K, T> {
+    fn drop(&mut self) {
+        if self.slot.last.read().is_none() {
+            self.drop_slot();
+        }
     }
 }
 
@@ -289,5 +317,14 @@ mod tests {
             .await;
         assert!(matches!(failed, Err(StoreError::Unavailable(_))));
         assert!(slots.is_empty(), "one entry per id asked for, otherwise");
+
+        // A first read dropped midway (its request timed out) keeps
+        // nothing either.
+        let pending = slots.get(&id, Duration::from_secs(60), || {
+            futures::future::pending::<Result<Option<SaleView>, StoreError>>()
+        });
+        let dropped = tokio::time::timeout(Duration::from_millis(10), pending).await;
+        assert!(dropped.is_err());
+        assert!(slots.is_empty(), "a dropped read keeps nothing");
     }
 }

@@ -211,16 +211,14 @@ impl Outbox {
         failure: &DeliveryFailure,
         now: Millis,
     ) -> bool {
-        let key = delivery.errand.clone();
-        if self.leased(delivery).is_none() {
-            return false;
-        }
-        let Some(hand_off) = self.hand_offs.remove(&key) else {
+        let Some(attempts) = self.leased(delivery).map(|hand_off| hand_off.attempts) else {
             return false;
         };
+        let key = delivery.errand.clone();
+        self.hand_offs.remove(&key);
         let letter = DeadLetter {
             errand: key.clone(),
-            attempts: hand_off.attempts,
+            attempts,
             failure: failure.clone(),
             at: now,
         };
