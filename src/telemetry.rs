@@ -34,9 +34,10 @@ pub const ORDERS_ACCEPTED: &str = "flashsale_orders_accepted_total";
 pub const EXPIRY_LAG_SECONDS: &str = "flashsale_order_expiry_lag_seconds";
 /// Calls to the merchant's webhook by `result`: `delivered` or `failed`.
 pub const WEBHOOK_CALLS: &str = "flashsale_webhook_calls_total";
-/// Hand-offs moved to a sale's dead letters, by `reason`: `refused` (the
-/// merchant answered a 4xx other than 408 and 429) or `exhausted` (the
-/// last allowed attempt failed).
+/// Outbox entries moved to a sale's dead letters, by `reason`: `refused`
+/// (the merchant answered a 4xx other than 408 and 429, or WeChat Pay
+/// refused a refund for good), `exhausted` (the last allowed attempt
+/// failed) or `unsendable` (no sender for it is configured).
 pub const WEBHOOK_DEAD_LETTERS: &str = "flashsale_webhook_dead_letters_total";
 /// Settled sales whose records retention deleted.
 pub const SALES_FORGOTTEN: &str = "flashsale_sales_forgotten_total";
