@@ -398,6 +398,20 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub wechatpay_close_backoff_max_ms: u64,
 
+    /// Wait before asking WeChat Pay again about a refund it holds as
+    /// `PROCESSING`, in milliseconds; it doubles with every answer that
+    /// it still is. Meanwhile the order stays `refunding` (or
+    /// `refund_required`) unless the refund's notification settles it.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_REFUND_QUERY_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub wechatpay_refund_query_ms: u64,
+
+    /// Longest wait between two queries of one processing refund, in
+    /// milliseconds.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_REFUND_QUERY_MAX_MS", default_value_t = 3_600_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub wechatpay_refund_query_max_ms: u64,
+
     /// The merchant's WeChat Pay APIv3 key (32 characters), which decrypts
     /// notifications.
     #[arg(long, env = "FLASHSALE_WECHATPAY_APIV3_KEY", hide_env_values = true)]

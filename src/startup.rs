@@ -154,6 +154,10 @@ impl Application {
                 RefundSettings {
                     lease: wechatpay_timeout * 2,
                     backoff: close_backoff,
+                    query_backoff: Backoff {
+                        first: Duration::from_millis(config.wechatpay_refund_query_ms),
+                        longest: Duration::from_millis(config.wechatpay_refund_query_max_ms),
+                    },
                     concurrency: REFUND_CONCURRENCY,
                 },
             );

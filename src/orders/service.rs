@@ -19,7 +19,8 @@
 //!    at-least-once: hand-offs to the merchant's webhook (see
 //!    [`super::webhook`]) and refund calls to WeChat Pay
 //!    ([`Payments::send_refund`]; WeChat Pay's one refund per
-//!    `out_refund_no` makes a resend safe). Only as many are leased as the
+//!    `out_refund_no` makes a resend safe), each kept until WeChat Pay
+//!    settles the refund, queried meanwhile. Only as many are leased as the
 //!    cap on calls in flight lets start at once; the rest stay due in the
 //!    outbox for a later pass. Entries in the dead letters are no work
 //!    left: a sale with only those settles. An entry nothing here can send
@@ -60,7 +61,7 @@ use crate::campaigns::reminders;
 use crate::clock::Clock;
 use crate::domain::{CampaignId, Millis, OrderEvent, OrderId, SaleId, SaleState, SaleView};
 use crate::payments::wechatpay::CallError;
-use crate::payments::{PaymentError, Payments};
+use crate::payments::{PaymentError, Payments, RefundProgress};
 use crate::store::{
     Acceptance, Delivery, DeliveryFailure, Errand, Forgetting, Store, StoreError, StreamEntry,
 };
@@ -155,6 +156,9 @@ pub struct RefundSettings {
     /// of the number of attempts: only WeChat Pay refusing it for good
     /// moves it to the dead letters.
     pub backoff: Backoff,
+    /// Waits between two queries of a refund WeChat Pay holds as
+    /// `PROCESSING` (counted by the entry's attempts, as failures are).
+    pub query_backoff: Backoff,
     /// Most refund calls in flight at once when no webhook is configured
     /// (else they share the webhook's cap).
     pub concurrency: usize,
@@ -665,10 +669,13 @@ impl Senders {
         }
     }
 
-    /// Sends one order's refund call: done once WeChat Pay took it;
-    /// postponed by its backoff while WeChat Pay cannot be reached (or
-    /// answers what cannot be believed); dead-lettered when WeChat Pay
-    /// refuses it for good.
+    /// Sends one order's refund call, or queries the refund (see
+    /// [`Payments::send_refund`]): done once WeChat Pay settled it (or the
+    /// order awaits none); postponed by the query backoff while it is
+    /// `PROCESSING`, and by the failure backoff while WeChat Pay cannot be
+    /// reached (or answers what cannot be believed); dead-lettered when
+    /// WeChat Pay refuses it for good. The entry stays in the outbox until
+    /// then, so its sale is neither settled nor forgotten meanwhile.
     async fn refund(
         &self,
         refunds: &Refunds,
@@ -676,9 +683,19 @@ impl Senders {
         order_id: &OrderId,
         delivery: &Delivery,
     ) {
-        let sent = refunds.payments.send_refund(order_id).await;
+        let sent = refunds
+            .payments
+            .send_refund(order_id, delivery.attempt)
+            .await;
         let recorded = match &sent {
-            Ok(()) => self.store.delivered(sale, delivery).await,
+            Ok(RefundProgress::Done) => self.store.delivered(sale, delivery).await,
+            Ok(RefundProgress::Processing) => {
+                let after = refunds.settings.query_backoff.after(delivery.attempt);
+                tracing::info!(%sale, order = %order_id, attempt = delivery.attempt,
+                    query_in_ms = after.as_millis(), "refund processing at WeChat Pay; will ask again");
+                telemetry::count_refund("processing");
+                self.store.postpone_delivery(sale, delivery, after).await
+            }
             Err(PaymentError::WeChatPay(CallError::Refused {
                 status,
                 code,

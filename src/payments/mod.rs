@@ -18,8 +18,9 @@
 //! Refunds ([`Payments::refund`], the merchant's; and a late payment's,
 //! queued by the payment step itself) go through the sale's outbox: the
 //! order service sends each with [`Payments::send_refund`] until WeChat Pay
-//! answers, and the refund's result notification (or a `SUCCESS` answer)
-//! settles the order `refunded` ([`Payments::wechatpay_notified`]). A
+//! answers, then queries the refund while it is `PROCESSING`; the refund's
+//! result notification ([`Payments::wechatpay_notified`]), or a `SUCCESS`
+//! answer or query, settles the order `refunded`. A
 //! refund WeChat Pay could not pay (`ABNORMAL`) or closed (`CLOSED`) is
 //! kept as a payment exception for the merchant. With simulated payments a
 //! refund is recorded at once.
@@ -61,6 +62,16 @@ pub enum Closing {
     /// It was paid before the close: the payment is applied, and this is
     /// the order now.
     Paid(Order),
+}
+
+/// Where a refund stands after one attempt of its outbox entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundProgress {
+    /// Nothing more to send or ask: WeChat Pay settled the refund (its
+    /// result applied), or the order awaits no refund any more.
+    Done,
+    /// WeChat Pay holds the refund, still `PROCESSING`: ask again later.
+    Processing,
 }
 
 /// The longest transaction id kept on an order.
@@ -156,7 +167,7 @@ impl Payments {
             })?;
         let transaction = match notice {
             Notice::Transaction(transaction) => transaction,
-            Notice::Refund(refund) => return self.refund_result(&refund).await,
+            Notice::Refund(refund) => return self.refund_result(&refund).await.map(drop),
         };
         if !transaction.succeeded() {
             tracing::info!(order = %transaction.out_trade_no, state = %transaction.trade_state,
@@ -328,15 +339,21 @@ impl Payments {
         Ok(order)
     }
 
-    /// Sends one order's refund call to WeChat Pay, as its outbox entry
-    /// asks (the order service's side). WeChat Pay keeps one refund per
-    /// `out_refund_no`, derived from the order id, so a resend after a
-    /// lost answer or a crash refunds nothing twice. `Ok` once WeChat Pay
-    /// took the refund (its result is applied, or comes by notification),
-    /// or when there is nothing to refund any more; an error means try
-    /// again later (`Unavailable` and the like) or never
-    /// ([`CallError::Refused`]).
-    pub async fn send_refund(&self, order_id: &OrderId) -> Result<(), PaymentError> {
+    /// Sends one order's refund call to WeChat Pay, or asks where it is, as
+    /// attempt `attempt` (from 1) of its outbox entry (the order service's
+    /// side). The first attempt makes the call; every later one first
+    /// queries the refund (`None` when WeChat Pay never took it: then the
+    /// call is made), so a refund taken whose answer was lost, or still
+    /// `PROCESSING`, is read rather than asked for again. WeChat Pay keeps
+    /// one refund per `out_refund_no`, derived from the order id, so a
+    /// resend refunds nothing twice either way. The result is applied as a
+    /// notification's would be. An error means try again later
+    /// (`Unavailable` and the like) or never ([`CallError::Refused`]).
+    pub async fn send_refund(
+        &self,
+        order_id: &OrderId,
+        attempt: u32,
+    ) -> Result<RefundProgress, PaymentError> {
         let wechatpay = self.wechatpay()?;
         let order = self
             .store
@@ -349,26 +366,40 @@ impl Payments {
         ) {
             tracing::info!(order = %order_id, status = order.status.as_str(),
                 "refund call not sent: the order is no longer awaiting one");
-            return Ok(());
+            return Ok(RefundProgress::Done);
         }
-        let refund = wechatpay
-            .client
-            .refund(order.id.as_str(), order.amount_cents, &order.currency)
-            .await?;
-        tracing::info!(order = %order_id, status = %refund.status, "WeChat Pay took the refund");
+        let known = match attempt {
+            1 => None,
+            _ => wechatpay.client.query_refund(order.id.as_str()).await?,
+        };
+        let refund = match known {
+            Some(refund) => {
+                tracing::info!(order = %order_id, status = %refund.status, "WeChat Pay's refund queried");
+                refund
+            }
+            None => {
+                let refund = wechatpay
+                    .client
+                    .refund(order.id.as_str(), order.amount_cents, &order.currency)
+                    .await?;
+                tracing::info!(order = %order_id, status = %refund.status, "WeChat Pay took the refund");
+                refund
+            }
+        };
         self.refund_result(&refund).await
     }
 
-    /// Applies a refund's result, from its notification or the refund
-    /// call's answer: `SUCCESS` settles the order `refunded`; `ABNORMAL`
-    /// and `CLOSED` are kept as payment exceptions for the merchant (the
-    /// order stays as it is); `PROCESSING` waits for the notification.
-    async fn refund_result(&self, refund: &RefundResult) -> Result<(), PaymentError> {
+    /// Applies a refund's result, from its notification, the refund call's
+    /// answer or a query: `SUCCESS` settles the order `refunded`;
+    /// `ABNORMAL` and `CLOSED` are kept as payment exceptions for the
+    /// merchant (the order stays as it is); `PROCESSING` (or a state
+    /// WeChat Pay may add) changes nothing yet.
+    async fn refund_result(&self, refund: &RefundResult) -> Result<RefundProgress, PaymentError> {
         let kind = match refund.status.as_str() {
             "SUCCESS" => None,
             "ABNORMAL" => Some(PaymentExceptionKind::RefundAbnormal),
             "CLOSED" => Some(PaymentExceptionKind::RefundClosed),
-            _ => return Ok(()),
+            _ => return Ok(RefundProgress::Processing),
         };
         let order_id = OrderId::parse(&refund.out_trade_no)
             .ok()
@@ -376,50 +407,49 @@ impl Payments {
         let Some(order_id) = order_id else {
             tracing::error!(out_trade_no = %refund.out_trade_no, out_refund_no = %refund.out_refund_no,
                 "refund result for no refund of ours; ignored");
-            return Ok(());
+            return Ok(RefundProgress::Done);
         };
         if let Some(kind) = kind {
             telemetry::count_refund(kind.as_str());
             tracing::error!(order = %order_id, status = %refund.status,
                 "WeChat Pay could not complete the refund; kept for the merchant");
             let order = self.store.order(&order_id).await?;
-            return self
-                .record_exception(
-                    kind,
-                    refund.out_trade_no.clone(),
-                    Payment {
-                        amount: Some((
-                            refund.refund,
-                            order
-                                .map(|order| String::from(order.currency))
-                                .unwrap_or_default(),
-                        )),
-                        transaction_id: if refund.transaction_id.is_empty() {
-                            refund.out_refund_no.clone()
-                        } else {
-                            refund.transaction_id.clone()
-                        },
+            self.record_exception(
+                kind,
+                refund.out_trade_no.clone(),
+                Payment {
+                    amount: Some((
+                        refund.refund,
+                        order
+                            .map(|order| String::from(order.currency))
+                            .unwrap_or_default(),
+                    )),
+                    transaction_id: if refund.transaction_id.is_empty() {
+                        refund.out_refund_no.clone()
+                    } else {
+                        refund.transaction_id.clone()
                     },
-                )
-                .await;
+                },
+            )
+            .await?;
+            return Ok(RefundProgress::Done);
         }
         match self.store.settle_refund(&order_id, self.hand_off).await {
             Ok(RefundSettlement::Refunded(_)) => {
                 self.wake(&order_id);
                 telemetry::count_refund("refunded");
                 tracing::info!(order = %order_id, "order refunded");
-                Ok(())
             }
-            Ok(RefundSettlement::Unchanged(_)) => Ok(()),
+            Ok(RefundSettlement::Unchanged(_)) => {}
             // Nothing of ours to settle: acknowledged so WeChat Pay stops
             // repeating it.
             Err(err @ (StoreError::NotFound(_) | StoreError::Conflict(_))) => {
                 tracing::error!(order = %order_id, error = %err,
                     "refund success for an order not awaiting one; ignored");
-                Ok(())
             }
-            Err(err) => Err(err.into()),
+            Err(err) => return Err(err.into()),
         }
+        Ok(RefundProgress::Done)
     }
 
     /// Keeps a verified payment that could not be applied, so that it can

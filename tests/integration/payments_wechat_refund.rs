@@ -4,8 +4,10 @@
 //! with or without putting its units back on sale), and the refund is sent
 //! again until WeChat Pay takes it (5xx, a lost answer, an engine stopped
 //! mid-call) without a second refund, since every attempt carries the same
-//! `out_refund_no`. Refund notifications settle the order `refunded`, or
-//! (`ABNORMAL`, `CLOSED`) flag it as a payment exception. The audit stays
+//! `out_refund_no` and every attempt after the first queries the refund
+//! before asking for it. Refund notifications, or the queries of a refund
+//! still `PROCESSING`, settle the order `refunded`, or (`ABNORMAL`,
+//! `CLOSED`) flag it as a payment exception. The audit stays
 //! clean throughout. Method: the engine against the WeChat Pay stand-in
 //! (which answers a repeated `out_refund_no` with the refund made first and
 //! counts the calls), on both stores; simulated payments record a refund at
@@ -84,10 +86,20 @@ fn refunds_of(wx: &WeChatPayServer, id: &str) -> Vec<(String, WxRefund)> {
         .collect()
 }
 
+/// Refund calls and refund queries that reached WeChat Pay.
 fn refund_calls(wx: &WeChatPayServer) -> usize {
     wx.calls()
         .iter()
-        .filter(|call| call.path == REFUNDS)
+        .filter(|call| call.path.starts_with(REFUNDS))
+        .count()
+}
+
+/// Queries of the refund of order `id` that reached WeChat Pay.
+fn refund_queries(wx: &WeChatPayServer, id: &str) -> usize {
+    let path = format!("{REFUNDS}/{id}-refund");
+    wx.calls()
+        .iter()
+        .filter(|call| call.method == "GET" && call.path == path)
         .count()
 }
 
@@ -204,9 +216,9 @@ async fn a_refund_waits_out_wechatpay_errors_and_is_made_once(backend: Backend) 
 
 /// WeChat Pay takes the refund but its answer is lost (and, on Redis, the
 /// engine is stopped while waiting for it and a new one started on the
-/// same store): the refund is sent again with the same `out_refund_no`,
-/// and WeChat Pay holds one refund of the order.
-async fn a_lost_answer_is_sent_again_without_a_second_refund(backend: Backend) {
+/// same store): the next attempt queries the refund rather than asking
+/// for it again, and WeChat Pay holds one refund of the order, taken once.
+async fn a_lost_answer_is_queried_without_a_second_refund(backend: Backend) {
     let (app, redis, wx, config) = engine(backend).await;
     let sale = app.create_sale(live_sale(3, 1)).await;
     let id = paid_order(&app, &wx, &sale, "oCat").await;
@@ -219,23 +231,93 @@ async fn a_lost_answer_is_sent_again_without_a_second_refund(backend: Backend) {
     .await;
     let app = if backend == Backend::Embedded {
         // Nothing survives a restart of the embedded store: the lost
-        // answer alone is sent again.
+        // answer alone is asked about again.
         app
     } else {
         app.stop().await;
         TestApp::spawn_with(config).await
     };
     wx.behave(Behaviour::Normal);
-    eventually("the refund is sent again", || {
-        refunds_of(&wx, &id)[0].1.calls >= 2
-    })
-    .await;
+    eventually("the refund is queried", || refund_queries(&wx, &id) >= 1).await;
     let refunds = refunds_of(&wx, &id);
     assert_eq!(refunds.len(), 1, "one refund at WeChat Pay: {refunds:?}");
+    assert_eq!(refunds[0].1.calls, 1, "asked for once: {refunds:?}");
     assert_acknowledged(notify(&app, &wx.settle_refund(&refunds[0].0, "SUCCESS")).await).await;
     order_becomes(&app, &id, "refunded").await;
     app.assert_audit_clean(&sale).await;
     drop(redis);
+}
+
+/// A refund WeChat Pay holds as `PROCESSING` is queried until it settles,
+/// with no notification at all: `SUCCESS` makes the order `refunded`,
+/// `ABNORMAL` keeps a payment exception; each refund was asked for once,
+/// and a settled refund is asked about no more.
+async fn a_processing_refund_is_queried_until_it_settles(backend: Backend) {
+    let wx = WeChatPayServer::start().await;
+    let redis = Servers::start(backend);
+    let mut config = wechat_config(&redis, &wx);
+    config.wechatpay_refund_query_ms = 50;
+    config.wechatpay_refund_query_max_ms = 200;
+    let app = TestApp::spawn_with(config).await;
+    let sale = app.create_sale(live_sale(3, 1)).await;
+    let succeeds = paid_order(&app, &wx, &sale, "oKim").await;
+    let abnormal = paid_order(&app, &wx, &sale, "oLea").await;
+    for id in [&succeeds, &abnormal] {
+        assert_eq!(refund(&app, id, None).await.status(), StatusCode::OK);
+    }
+    eventually("both refunds are queried while processing", || {
+        refund_queries(&wx, &succeeds) >= 2 && refund_queries(&wx, &abnormal) >= 2
+    })
+    .await;
+    for id in [&succeeds, &abnormal] {
+        assert_eq!(admin_order(&app, id).await["status"], "refunding");
+    }
+
+    // WeChat Pay settles both; their notifications never arrive.
+    drop(wx.settle_refund(&format!("{succeeds}-refund"), "SUCCESS"));
+    drop(wx.settle_refund(&format!("{abnormal}-refund"), "ABNORMAL"));
+    order_becomes(&app, &succeeds, "refunded").await;
+    let flagged = || async {
+        let exceptions: Value = app
+            .admin(Method::GET, "/admin/v1/payment-exceptions", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        exceptions["exceptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["out_trade_no"] == abnormal.as_str())
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while flagged().await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never flagged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(flagged().await, ["refund_abnormal"]);
+    assert_eq!(admin_order(&app, &abnormal).await["status"], "refunding");
+
+    // Both entries left the outbox: no query follows.
+    let asked = (
+        refund_queries(&wx, &succeeds),
+        refund_queries(&wx, &abnormal),
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        (
+            refund_queries(&wx, &succeeds),
+            refund_queries(&wx, &abnormal)
+        ),
+        asked,
+        "a settled refund is asked about no more"
+    );
+    for id in [&succeeds, &abnormal] {
+        assert_eq!(refunds_of(&wx, id)[0].1.calls, 1, "asked for once");
+    }
+    app.assert_audit_clean(&sale).await;
 }
 
 /// `ABNORMAL` and `CLOSED` refund results leave the order `refunding` and
@@ -383,7 +465,8 @@ async fn refusals(backend: Backend) {
 on_both_stores!(
     a_late_payment_is_refunded_by_itself,
     a_refund_waits_out_wechatpay_errors_and_is_made_once,
-    a_lost_answer_is_sent_again_without_a_second_refund,
+    a_lost_answer_is_queried_without_a_second_refund,
+    a_processing_refund_is_queried_until_it_settles,
     abnormal_and_closed_refunds_are_flagged,
     admin_refund_with_and_without_restock,
     refusals,

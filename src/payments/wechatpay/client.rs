@@ -19,8 +19,9 @@
 //! Spec: <https://pay.weixin.qq.com/doc/v3/merchant/4012791897> (JSAPI
 //! prepay), `4012556398` (close), `4013070356` (query by out_trade_no);
 //! refunds: <https://pay.weixin.qq.com/wiki/doc/apiv3/apis/chapter3_5_9.shtml>
-//! (`POST /v3/refund/domestic/refunds`) and `chapter3_5_11` (the refund
-//! result notification).
+//! (`POST /v3/refund/domestic/refunds`), `chapter3_5_10` (`GET
+//! /v3/refund/domestic/refunds/{out_refund_no}`, the refund as it is now)
+//! and `chapter3_5_11` (the refund result notification).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,14 +257,27 @@ impl WeChatPayClient {
                 Some(body.to_string()),
             )
             .await?;
-        let refund = refund_result(&answer.body)?;
-        if refund.out_refund_no != out_refund_no || refund.out_trade_no != out_trade_no {
-            return Err(CallError::Malformed(format!(
-                "the refund {out_refund_no} of {out_trade_no} was answered for {} of {}",
-                refund.out_refund_no, refund.out_trade_no
-            )));
+        refund_of(&answer, out_trade_no, &out_refund_no)
+    }
+
+    /// `GET /v3/refund/domestic/refunds/{out_refund_no}`: the one refund of
+    /// our order `out_trade_no` as it is now, or `None` when WeChat Pay
+    /// holds none (`RESOURCE_NOT_EXISTS`: it never took the refund call).
+    /// A `None` is only ever followed by the refund call, which cannot
+    /// refund twice, so an unsigned 404 is believed as well.
+    pub async fn query_refund(
+        &self,
+        out_trade_no: &str,
+    ) -> Result<Option<RefundResult>, CallError> {
+        let out_refund_no = out_refund_no(out_trade_no);
+        let path = format!("/v3/refund/domestic/refunds/{out_refund_no}");
+        match self.call(Method::GET, &path, None).await {
+            Ok(answer) => refund_of(&answer, out_trade_no, &out_refund_no).map(Some),
+            Err(CallError::Refused {
+                status: 404, code, ..
+            }) if code == "RESOURCE_NOT_EXISTS" => Ok(None),
+            Err(err) => Err(err),
         }
-        Ok(refund)
     }
 
     /// The parameters of `wx.requestPayment` for `prepay_id`, signed now:
@@ -370,6 +384,23 @@ impl WeChatPayClient {
             message: refusal.message,
         })
     }
+}
+
+/// The refund an answer holds, checked to be `out_refund_no` of
+/// `out_trade_no`.
+fn refund_of(
+    answer: &Answer,
+    out_trade_no: &str,
+    out_refund_no: &str,
+) -> Result<RefundResult, CallError> {
+    let refund = refund_result(&answer.body)?;
+    if refund.out_refund_no != out_refund_no || refund.out_trade_no != out_trade_no {
+        return Err(CallError::Malformed(format!(
+            "the refund {out_refund_no} of {out_trade_no} was answered for {} of {}",
+            refund.out_refund_no, refund.out_trade_no
+        )));
+    }
+    Ok(refund)
 }
 
 /// The refund number (`out_refund_no`) of the one refund of our order

@@ -160,7 +160,7 @@ pub struct RefundResult {
 }
 
 /// A refund's JSON: `refund_status` in a notification, `status` in the
-/// refund call's answer.
+/// refund call's answer and in a refund query's.
 pub(super) fn refund_result(bytes: &[u8]) -> Result<RefundResult, NotifyError> {
     #[derive(Deserialize)]
     struct RawRefund {

@@ -1,8 +1,8 @@
 //! WeChat Pay's API as the engine calls it (`/v3/...`): every request's
 //! `Authorization` checked with the merchant's public key and recorded;
-//! prepay, close, query and refund answered as WeChat Pay documents them,
-//! every answer signed with the platform key (or, as told, not as it
-//! should be).
+//! prepay, close, query, refund and refund query answered as WeChat Pay
+//! documents them, every answer signed with the platform key (or, as
+//! told, not as it should be).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -138,6 +138,19 @@ fn take_refund(state: &StandIn, body: &str) -> (StatusCode, String) {
     )
 }
 
+/// `GET /v3/refund/domestic/refunds/{out_refund_no}`: the refund as it is
+/// now, or `RESOURCE_NOT_EXISTS`.
+fn query_refund(state: &StandIn, out_refund_no: &str) -> (StatusCode, String) {
+    let ledger = state.ledger.lock();
+    match ledger.refunds.get(out_refund_no) {
+        Some(refund) => (
+            StatusCode::OK,
+            refund_json(out_refund_no, refund, "status").to_string(),
+        ),
+        None => (StatusCode::NOT_FOUND, error_body("RESOURCE_NOT_EXISTS")),
+    }
+}
+
 /// `POST /v3/pay/transactions/jsapi`: one WeChat Pay order per
 /// `out_trade_no`; a repeat gets its prepay id again.
 fn take_prepay(state: &StandIn, body: &str) -> (StatusCode, String) {
@@ -254,6 +267,7 @@ pub(crate) async fn answer(
             }
             taken
         }
+        ("GET", ["v3", "refund", "domestic", "refunds", no]) => query_refund(&state, no),
         ("POST", ["v3", "pay", "transactions", "jsapi"]) => take_prepay(&state, &body),
         ("POST", ["v3", "pay", "transactions", "out-trade-no", no, "close"]) => close(&state, no),
         ("GET", ["v3", "pay", "transactions", "out-trade-no", no]) => query(&state, no),

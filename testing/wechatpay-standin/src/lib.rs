@@ -3,8 +3,8 @@
 //! the engine: like WeChat Pay, it knows the engine only by what it sends.
 //!
 //! On 127.0.0.1 it verifies every request's `Authorization` signature
-//! with the merchant's public key; answers prepay (JSAPI), close, query
-//! and refund as WeChat Pay documents them, signing every answer with its
+//! with the merchant's public key; answers prepay (JSAPI), close, query,
+//! refund and refund query as WeChat Pay documents them, signing every answer with its
 //! platform key; keeps the WeChat Pay orders (one per `out_trade_no`) and
 //! refunds (one per `out_refund_no`: a repeat is answered with the first,
 //! and counted); can be told to fail, stall, refuse, take a refund and
