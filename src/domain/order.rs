@@ -148,7 +148,9 @@ pub struct Order {
 }
 
 /// An order as the contract shows it (API answers, webhook bodies).
-/// Units of a sale given back by an order (cancelled or expired).
+/// Units of a sale given back by an order (cancelled or expired), or none
+/// (`quantity` 0) when only the shopper's allowance came back: either way
+/// the shopper may reserve again.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StockReturn {
     pub sale_id: SaleId,

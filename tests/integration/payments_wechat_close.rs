@@ -216,6 +216,62 @@ async fn two_cancels_at_once_with_one_left_close_one_order(backend: Backend) {
     app.assert_audit_clean(&sale).await;
 }
 
+/// A cancel that did not happen gives the shopper's allowance back, and
+/// the sale's actor forgets the `limit_exceeded` it answered while that
+/// cancel was taken: the shopper (one cancel allowed, one order held of
+/// two) orders while their cancel waits on a slow close and is refused
+/// (twice, so the actor has learned it); the order is paid in WeChat Pay
+/// first, the cancel is refused, and the shopper's next order is taken.
+async fn a_cancel_given_back_frees_the_shopper_to_order_again(backend: Backend) {
+    let wx = WeChatPayServer::start().await;
+    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
+        wx.configure(config);
+        config.wechatpay_timeout_ms = 10_000;
+        config.cancels_per_shopper_max = 1;
+    })
+    .await;
+    let sale = app.create_sale(live_sale(5, 2)).await;
+    let id = prepaid_order(&app, &wx, &sale, "oLin").await;
+    wx.behave(Behaviour::Slow(Duration::from_millis(1_500)));
+    let cancel = {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            app.shopper_post("oLin", &format!("/api/v1/orders/{id}/cancel"))
+                .await
+                .status()
+        }
+    };
+    let refused_meanwhile = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !calls_for(&wx, &id).contains(&("POST".to_owned(), close_path(&id))) {
+            assert!(tokio::time::Instant::now() < deadline, "no close");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut refusals = Vec::new();
+        for _ in 0..2 {
+            refusals.push(error_code(app.order(&sale, "oLin", None, None).await).await);
+        }
+        drop(wx.pay(&id));
+        refusals
+    };
+    let (cancelled, refusals) = tokio::join!(cancel, refused_meanwhile);
+    assert_eq!(cancelled, StatusCode::CONFLICT, "paid before the close");
+    assert_eq!(
+        refusals,
+        vec![(StatusCode::CONFLICT, "limit_exceeded".to_owned()); 2],
+        "the cancel was taken"
+    );
+    assert_eq!(order_of(&app, "oLin", &id).await["status"], "paid");
+    let again = app.order(&sale, "oLin", None, None).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::CREATED,
+        "the cancel was given back"
+    );
+    app.assert_audit_clean(&sale).await;
+}
+
 /// The shopper pays in WeChat just before the deadline and the
 /// notification is slow: the close is refused as paid, the engine queries
 /// the transaction, and the order is paid, not expired. No refund needed.
@@ -441,6 +497,7 @@ on_both_stores!(
     a_cancel_closes_first_and_loses_to_a_payment,
     a_cancel_past_the_shoppers_cancels_leaves_the_order_payable,
     two_cancels_at_once_with_one_left_close_one_order,
+    a_cancel_given_back_frees_the_shopper_to_order_again,
     a_payment_that_wins_the_race_with_the_close_is_paid,
     wechatpay_down_holds_the_stock_and_recovers,
     an_unsigned_order_closed_does_not_expire_the_order,
