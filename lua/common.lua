@@ -37,24 +37,25 @@ local function unhold_shopper(shoppers, stats, shopper, qty)
   redis.call('HSET', shoppers, shopper, string.format('%d', units) .. string.sub(entry, space))
 end
 
--- Puts an order's units back on sale and off the shopper's count.
-local function restock_units(stock, stats, shoppers, shopper, qty)
+-- Puts an order's units back on sale and off the shopper's count (and,
+-- for a campaign's sale, off the shopper's counts in the round and the
+-- campaign: round_holds and holds, nil for an ordinary sale).
+local function restock_units(stock, stats, shoppers, shopper, qty, round_holds, holds)
   redis.call('INCRBY', stock, qty)
   unhold_shopper(shoppers, stats, shopper, qty)
-end
-
--- Puts an unpaid order's units back on sale and off the shopper's count
--- (and, for a campaign's sale, off the shopper's counts in the round and
--- the campaign: round_holds and holds, nil for an ordinary sale), and
--- moves them from `reserved` to `counter` (cancelled or expired).
-local function release_units(stock, stats, shoppers, shopper, qty, counter, round_holds, holds)
-  restock_units(stock, stats, shoppers, shopper, qty)
-  redis.call('HINCRBY', stats, 'reserved', -qty)
-  redis.call('HINCRBY', stats, counter, qty)
   if round_holds then
     unhold(round_holds, shopper, qty)
     unhold(holds, shopper, qty)
   end
+end
+
+-- Puts an unpaid order's units back on sale and off the shopper's counts
+-- (see restock_units), and moves them from `reserved` to `counter`
+-- (cancelled or expired).
+local function release_units(stock, stats, shoppers, shopper, qty, counter, round_holds, holds)
+  restock_units(stock, stats, shoppers, shopper, qty, round_holds, holds)
+  redis.call('HINCRBY', stats, 'reserved', -qty)
+  redis.call('HINCRBY', stats, counter, qty)
 end
 
 -- Queues a hand-off to the merchant's webhook, due now; the same event of

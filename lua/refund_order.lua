@@ -1,8 +1,8 @@
 -- refund_order: the merchant refunds a paid order. Decided once,
 -- atomically: its units leave `paid` for `refunded`, and with restock
 -- (only while the sale is live, by the Redis clock) go back on sale and off
--- the shopper's count (counted in `restocked`); else they stay off sale,
--- still the shopper's. With WeChat Pay the order becomes `refunding` and
+-- the shopper's counts, a campaign's round and campaign counts included
+-- (counted in `restocked`); else they stay off sale, still the shopper's. With WeChat Pay the order becomes `refunding` and
 -- the refund call is queued in the sale's outbox; without it (simulated
 -- payments) the order is `refunded` at once.
 -- KEYS[1] fs:{sale}:orders   hash: order id -> record (see common.lua)
@@ -11,6 +11,8 @@
 -- KEYS[4] fs:{sale}:sale     hash: the sale's fields (state, window)
 -- KEYS[5] fs:{sale}:stock    string: units remaining
 -- KEYS[6] fs:{sale}:shoppers  hash: shopper -> 'units order_ids' (see common.lua)
+-- KEYS[7], KEYS[8] a campaign's sale only: fs:{campaign}:round:<n>:holds
+-- and fs:{campaign}:holds (see reserve.lua)
 -- ARGV[1] order id
 -- ARGV[2] '1' to put the units back on sale
 -- ARGV[3] '1' to queue the refund call to WeChat Pay (else refunded now)
@@ -33,7 +35,7 @@ if ARGV[2] == '1' then
   if m[1] ~= 'scheduled' or now < tonumber(m[2]) or now >= tonumber(m[3]) then
     return {'not_live'}
   end
-  restock_units(KEYS[5], KEYS[2], KEYS[6], order.user_id, qty)
+  restock_units(KEYS[5], KEYS[2], KEYS[6], order.user_id, qty, KEYS[7], KEYS[8])
   redis.call('HINCRBY', KEYS[2], 'restocked', qty)
   order.refund = 'restocked'
 else

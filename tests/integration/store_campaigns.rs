@@ -2,8 +2,8 @@
 //! campaign's items hold exactly, under concurrency, on the embedded store,
 //! a standalone Redis and a Redis Cluster (a campaign's sales share its
 //! slot, so one script sees the item's stock and the shopper's units
-//! across the campaign), and a cancel or an expiry gives the allowance
-//! back. A merchant's change to a campaign applies to its record and its
+//! across the campaign), and a cancel, an expiry or a refund with restock
+//! gives the allowance back. A merchant's change to a campaign applies to its record and its
 //! sales in one atomic step, or not at all.
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use flashsale::domain::{
     system_now, Campaign, CampaignChange, CampaignId, CampaignPatch, NewCampaign, NewItem,
-    NewRound, Rejection, ReserveRequest, Sale, SaleRules, SaleState, ShopperId, Timestamp,
+    NewRound, Payment, Rejection, ReserveRequest, Sale, SaleRules, SaleState, ShopperId, Timestamp,
 };
-use flashsale::store::{Store, StoreError};
+use flashsale::store::{FollowUps, Store, StoreError};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
@@ -245,6 +245,57 @@ async fn cancel_and_expiry_give_the_allowance_back(backend: Backend) {
             .unwrap(),
         (1, 1)
     );
+    for sale in &sales {
+        let audit = store.sale_records(&sale.id).await.unwrap().unwrap().audit();
+        assert!(audit.differences.is_empty(), "{audit:?}");
+    }
+}
+
+/// Goal: a merchant's refund with restock of a campaign's order gives its
+/// units back to the shopper's round and campaign allowance, as a cancel
+/// does; one without restock keeps them spent. Method: two shoppers at a
+/// round limit of 1 each pay for an item and are refunded, one with
+/// restock, then try another item of the round.
+async fn a_refund_with_restock_gives_the_allowance_back(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let campaign = live_campaign(3, 10, 1, Some(2), 600);
+    store.create_campaign(&campaign).await.unwrap();
+    let sales = campaign.sales();
+    let round = campaign.rounds[0].number;
+    for (n, (shopper, restock)) in [("dan", false), ("eva", true)].into_iter().enumerate() {
+        let order = store
+            .reserve(&request(&sales[0], shopper, 1, None))
+            .await
+            .unwrap()
+            .order;
+        let payment = Payment {
+            amount: None,
+            transaction_id: format!("4200000000000000000000000{n:03}"),
+        };
+        store
+            .pay_order(&order.id, &payment, FollowUps::default())
+            .await
+            .unwrap();
+        store
+            .refund_order(&order.id, restock, FollowUps::default())
+            .await
+            .unwrap();
+        let holds = store
+            .campaign_holds(&campaign.id, round, &ShopperId::parse(shopper).unwrap())
+            .await
+            .unwrap();
+        let next = store.reserve(&request(&sales[1], shopper, 1, None)).await;
+        if restock {
+            assert_eq!(holds, (0, 0), "{shopper}: given back");
+            assert!(next.is_ok(), "{shopper}: {next:?}");
+        } else {
+            assert_eq!(holds, (1, 1), "{shopper}: still spent");
+            assert_eq!(rejection(next), Rejection::RoundLimitExceeded);
+        }
+    }
     for sale in &sales {
         let audit = store.sale_records(&sale.id).await.unwrap().unwrap().audit();
         assert!(audit.differences.is_empty(), "{audit:?}");
@@ -574,6 +625,7 @@ async fn before_the_start_rounds_and_items_come_and_go(backend: Backend) {
 crate::on_every_store!(
     cross_item_limits_hold_under_concurrency,
     cancel_and_expiry_give_the_allowance_back,
+    a_refund_with_restock_gives_the_allowance_back,
     ordinary_sales_ignore_campaign_limits,
     a_change_applies_whole_or_not_at_all,
     stale_and_racing_changes_are_refused,

@@ -143,19 +143,21 @@ impl SaleRecord {
             _ => self.stats.expired += order.quantity,
         }
         self.unhold(&order);
-        if let Some((holds, round)) = &self.campaign {
-            holds.lock().add(*round, &order.shopper_id, -order.quantity);
-        }
         Some(order)
     }
 
-    /// Takes an order's units off its shopper's count.
+    /// Takes an order's units off its shopper's count, and for a
+    /// campaign's sale off the shopper's counts in the round and the
+    /// campaign.
     fn unhold(&mut self, order: &Order) {
         if let Some(held) = self.held.get_mut(&order.shopper_id) {
             *held -= order.quantity;
             if *held <= 0 {
                 self.held.remove(&order.shopper_id);
             }
+        }
+        if let Some((holds, round)) = &self.campaign {
+            holds.lock().add(*round, &order.shopper_id, -order.quantity);
         }
     }
 

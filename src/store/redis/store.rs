@@ -755,7 +755,9 @@ impl Store for RedisStore {
             .key(keys.outbox())
             .key(keys.sale())
             .key(keys.stock())
-            .key(keys.shoppers())
+            .key(keys.shoppers());
+        add_holds(&mut invocation, &id.sale_id());
+        invocation
             .arg(id.as_str())
             .arg(flag(restock))
             .arg(flag(follow_ups.refund))
@@ -1228,7 +1230,8 @@ fn campaign_holds_keys(sale: &SaleId) -> Option<(CampaignKeys, u32)> {
 }
 
 /// Adds the shopper's counts in the round and the campaign to a script that
-/// gives units back (cancel, expire), for a campaign's sale.
+/// gives units back (cancel, expire, a refund with restock), for a
+/// campaign's sale.
 fn add_holds(invocation: &mut Invocation<'_>, sale: &SaleId) {
     if let Some((campaign, round)) = campaign_holds_keys(sale) {
         invocation
