@@ -306,7 +306,11 @@ export class FlashsaleClient {
    * each `update` (a result) to `onUpdate`: the next call no sooner than
    * `pollIntervalMinMs` and the `waitMs` the read asks for (the engine's
    * max-age) after each answer, later after a failure's `Retry-After`.
-   * `read()` answers `{ update, waitMs, final }`. Returns `{ stop() }`.
+   * `read()` answers `{ update, waitMs, final }`. A read that throws (say
+   * `getToken` rejected: the login service is down) is a failed update,
+   * `watch_failed` with the error, polled again with backoff; `not_found`
+   * (no such sale or campaign, or no longer) is the last update. Returns
+   * `{ stop() }`.
    */
   _watch(read, onUpdate) {
     let stopped = false;
@@ -314,17 +318,24 @@ export class FlashsaleClient {
     let failures = 0;
     const poll = async () => {
       if (stopped) return;
-      const { update, waitMs: told = 0, final = false } = await read();
+      let answer;
+      try {
+        answer = await read();
+      } catch (err) {
+        answer = { update: clientResult('watch_failed', String(err?.message ?? err), { error: err }) };
+      }
       if (stopped) return;
+      const { update, waitMs: told = 0 } = answer;
+      const final = answer.final === true || (!update.ok && update.code === 'not_found');
       // A throwing callback must not end the watch.
       try {
         onUpdate(update);
       } catch (err) {
         console.error('flashsale watch: onUpdate threw', err);
       }
+      if (final) return;
       let waitMs = Math.max(this.pollIntervalMinMs, told);
       if (update.ok) {
-        if (final) return;
         failures = 0;
       } else {
         failures += 1;
@@ -346,7 +357,7 @@ export class FlashsaleClient {
    * result) no sooner than the engine's `Cache-Control: max-age` (and
    * `pollIntervalMinMs`) after each answer, later after a `Retry-After`;
    * keeps the server clock synced; stops by itself once the sale has ended
-   * or was cancelled. Returns `{ stop() }`.
+   * or was cancelled, or after a `not_found`. Returns `{ stop() }`.
    */
   watchSale(saleId, onUpdate) {
     return this._watch(async () => {
@@ -446,7 +457,8 @@ export class FlashsaleClient {
    * Polls a campaign's page for `onUpdate(page)` (as `getCampaign`
    * answers, or a failed result), no sooner than its max-age (and
    * `pollIntervalMinMs`) after each answer, later after a `Retry-After`;
-   * stops by itself once every round has ended. Returns `{ stop() }`.
+   * stops by itself once every round has ended, or after a `not_found`.
+   * Returns `{ stop() }`.
    */
   watchCampaign(campaignId, onUpdate, { allowance = false } = {}) {
     const path = `/api/v1/campaigns/${enc(campaignId)}`;

@@ -143,3 +143,47 @@ test('watchCampaign reads no sooner than max-age after each answer and stops onc
   }
   assert.equal(updates[0].rounds[0].countdown.phase, 'live');
 });
+
+test('a watch outlives a getToken that rejects, and stops at not_found', { timeout: 30_000 }, async () => {
+  const campaign = await engine.createCampaign();
+  const transport = recording(fetchTransport({ baseUrl: engine.baseUrl }));
+  const token = shopperToken(newShopper());
+  let logins = 0;
+  const getToken = async () => {
+    logins += 1;
+    if (logins === 1) throw new Error('the login service is down');
+    return token;
+  };
+  const c = createClient({ transport, getToken, pollIntervalMinMs: 100 });
+  const updates = [];
+  let twoSeen;
+  const two = new Promise((resolve) => {
+    twoSeen = resolve;
+  });
+  const watch = c.watchCampaign(
+    campaign.id,
+    (update) => {
+      updates.push(update);
+      if (updates.length === 2) twoSeen();
+    },
+    { allowance: true },
+  );
+  await two;
+  watch.stop();
+  assert.equal(updates[0].ok, false);
+  assert.equal(updates[0].code, 'watch_failed');
+  assert.match(updates[0].message, /login service is down/);
+  assert.equal(updates[1].ok, true, 'polled again once the login service answered');
+  assert.deepEqual(updates[1].allowance, { round_left: 1, campaign_left: 2 });
+
+  for (const [watchOne, path] of [
+    [(onUpdate) => c.watchCampaign('c_nothing0', onUpdate), '/api/v1/campaigns/c_nothing0'],
+    [(onUpdate) => c.watchSale('s_nowhere', onUpdate), '/api/v1/sales/s_nowhere'],
+  ]) {
+    const gone = [];
+    watchOne((update) => gone.push(update));
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.deepEqual(gone.map((update) => update.code), ['not_found'], path);
+    assert.equal(transport.log.filter((e) => e.path === path).length, 1, `${path}: read once`);
+  }
+});
