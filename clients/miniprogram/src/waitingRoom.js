@@ -17,6 +17,10 @@ import { clientResult } from './result.js';
 const PLACES_MAX = 32;
 /** Joins again after a 404 within one `wait`, before it answers `not_found`. */
 const REJOINS_MAX = 3;
+/** Times one `wait` sleeps until the pre-queue opens after a join refused `not_started`. */
+const PREQUEUE_WAITS_MAX = 2;
+/** Most a wait's join after the pre-queue opened is spread (drawn at random; capped at half the pre-queue), so a crowd waiting for it does not join in one instant: every place taken before the sale opens is shuffled, so none is lost by it. */
+const PREQUEUE_SPREAD_MAX_MS = 2000;
 /** Queue statuses after which the engine's answer does not change: a wait ends. */
 const FINAL_STATUSES = new Set(['admitted', 'sold_out', 'ended']);
 
@@ -121,7 +125,11 @@ export class WaitingRoom {
 
   /**
    * Joins and waits until admitted: `{ ok: true, purchaseToken, expiresAt,
-   * place }`, or `{ ok: false, code }`: `sold_out` or `ended` (with
+   * place }`, or `{ ok: false, code }`. A join before the pre-queue opens
+   * (`not_started`) sleeps until it does by the server clock (the sale
+   * read for its `admission.prequeue_opens_at`, the clock synced), then
+   * joins: calling it early costs one join and one read of the sale.
+   * Otherwise: `sold_out` or `ended` (with
    * `place`), a refusal of the join (see `join`), `not_found` after
    * `REJOINS_MAX` joins each answered 404, `stopped` after `stop(saleId)`,
    * or the last failure once `attemptsMax` polls in a row failed (the
@@ -147,11 +155,33 @@ export class WaitingRoom {
     this.waits.get(saleId)?.waiter.stop();
   }
 
+  /**
+   * Ms to sleep before joining a line that refused `not_started`: until the
+   * pre-queue opens by the server clock (synced first, its error bound
+   * added), plus a random part of the spread; `null` when the sale says no
+   * pre-queue time (the refusal stands).
+   */
+  async _msUntilPrequeue(saleId) {
+    const { client } = this;
+    await client._keepClockSynced(saleId);
+    const read = await client.getSale(saleId);
+    const admission = read.ok ? read.sale.admission : null;
+    const opensAt = Date.parse(admission?.prequeue_opens_at ?? '');
+    if (!Number.isFinite(opensAt)) return null;
+    const startsAt = Date.parse(read.sale.starts_at);
+    const spread = Math.max(0, Math.min(PREQUEUE_SPREAD_MAX_MS, (startsAt - opensAt) / 2));
+    // The clock's error bound on top: the engine's clock is past the
+    // opening by then, whichever way the estimate errs.
+    const errorMs = Number.isFinite(client.clock.errorMs) ? client.clock.errorMs : 0;
+    return Math.max(0, opensAt - client.serverNow() + errorMs) + client.random() * spread;
+  }
+
   async _wait(saleId, run) {
     const { client } = this;
     const stopped = () => clientResult('stopped', 'the wait was stopped; the place in the line is kept');
     let joined = false;
     let rejoins = 0;
+    let prequeueWaits = 0;
     let failures = 0;
     for (;;) {
       if (run.waiter.stopped) return stopped();
@@ -179,6 +209,12 @@ export class WaitingRoom {
         joined = false;
         rejoins += 1;
         continue;
+      } else if (!joined && result.code === 'not_started' && prequeueWaits < PREQUEUE_WAITS_MAX) {
+        // Before the pre-queue opens: sleep until it does, then join.
+        prequeueWaits += 1;
+        const untilOpen = await this._msUntilPrequeue(saleId);
+        if (untilOpen === null) return result;
+        waitMs = untilOpen;
       } else if (isRefusal(result)) {
         return result;
       } else {

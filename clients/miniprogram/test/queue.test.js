@@ -172,6 +172,24 @@ describe('the waiting room', { concurrency: true }, () => {
       assert.equal(poll.code, 'not_found');
     });
 
+    test('a wait before the pre-queue opens sleeps until it does by the server clock, then joins and buys', { timeout: 60_000 }, async () => {
+      const sale = await engine.createQueuedSale({ startsInMs: 4000, stock_total: 5, admission: { prequeue_opens_secs: 2 } });
+      const opensAt = Date.parse(sale.admission.prequeue_opens_at);
+      const { client: c, transport } = client();
+
+      const result = await c.buy(sale.id, 1);
+
+      assert.equal(result.ok, true, JSON.stringify(result));
+      const joins = queueCalls(transport.log).filter((e) => e.method === 'POST');
+      assert.deepEqual(joins.map((e) => e.status), [409, 201], 'refused once, then joined');
+      assert.equal(joins[0].body.error.code, 'not_started');
+      // The engine runs on this machine: its clock is the test's.
+      assert.ok(joins[1].sentAt >= opensAt, `joined ${opensAt - joins[1].sentAt} ms before the pre-queue opened`);
+      assert.ok(joins[1].sentAt < opensAt + 1500, `joined ${joins[1].sentAt - opensAt} ms after it opened (spread at most 1 s)`);
+      assertPacedAsTold(queueCalls(transport.log).slice(1));
+      assert.equal((await engine.stats(sale.id)).reserved, 1);
+    });
+
     test('sold_out ends the wait and its polling; an order without the queue is forbidden', { timeout: 60_000 }, async () => {
       const sale = await engine.createQueuedSale({ stock_total: 1 });
       const first = client();
