@@ -4,9 +4,11 @@
 //! engine node); this service adds what one node owns: the shuffle key of
 //! a pre-queue joiner (from the sale's secret seed), the advice on when to
 //! poll, and the memory of each shopper's last answer, which answers a
-//! poll that comes before its `poll_after_ms` without reaching the store.
-//! That memory is what bounds the store's polling load: at most one store
-//! call per shopper per `FLASHSALE_QUEUE_POLL_MS_MIN` on each node.
+//! poll that comes before its `poll_after_ms` without reaching the store
+//! (a shopper not in the line, for `FLASHSALE_QUEUE_POLL_MS_MIN`, until
+//! they join). That memory is what bounds the store's polling load: at
+//! most one store call per shopper per `FLASHSALE_QUEUE_POLL_MS_MIN` on
+//! each node, in the line or not.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,7 +57,8 @@ pub enum QueueError {
 
 struct Remembered {
     until: Instant,
-    answer: QueueAnswer,
+    /// The place, or `None`: not in the line.
+    answer: Option<QueueAnswer>,
 }
 
 pub struct WaitingRooms {
@@ -115,8 +118,9 @@ impl WaitingRooms {
     }
 
     /// The shopper's place: from this node's memory until the last
-    /// answer's `poll_after_ms` has passed, else from the store (which
-    /// admits whoever's turn has come first).
+    /// answer's `poll_after_ms` has passed (`NotInLine` for
+    /// `poll_ms_min`), else from the store (which admits whoever's turn
+    /// has come first).
     pub async fn poll(
         &self,
         sale: &SaleId,
@@ -126,7 +130,7 @@ impl WaitingRooms {
         let now = Instant::now();
         if let Some(remembered) = self.memory.get(&key) {
             if let Some(left) = remembered.until.checked_duration_since(now) {
-                let mut answer = remembered.answer.clone();
+                let mut answer = remembered.answer.clone().ok_or(QueueError::NotInLine)?;
                 answer.remembered = true;
                 answer.advice.poll_after_ms = u64::try_from(left.as_millis()).unwrap_or(0).max(1);
                 return Ok(answer);
@@ -139,11 +143,20 @@ impl WaitingRooms {
                 return Err(QueueError::Busy);
             }
         }
-        let place = self
+        let Some(place) = self
             .store
             .queue_poll(sale, shopper, &self.settings.rules)
             .await?
-            .ok_or(QueueError::NotInLine)?;
+        else {
+            self.memory.insert(
+                key,
+                Remembered {
+                    until: now + Duration::from_millis(self.settings.poll_ms_min),
+                    answer: None,
+                },
+            );
+            return Err(QueueError::NotInLine);
+        };
         let advice = place.advice(self.settings.poll_ms_min, self.settings.poll_ms_max);
         let answer = QueueAnswer {
             place,
@@ -154,7 +167,7 @@ impl WaitingRooms {
             key,
             Remembered {
                 until: now + Duration::from_millis(advice.poll_after_ms),
-                answer: answer.clone(),
+                answer: Some(answer.clone()),
             },
         );
         Ok(answer)

@@ -445,6 +445,37 @@ on_every_store!(
 
 on_both_stores!(the_line_has_bounds);
 
+/// A shopper not in the line is remembered as such, like one in it: a
+/// second poll within `FLASHSALE_QUEUE_POLL_MS_MIN` is answered 404 from
+/// the node's memory (while Redis is paused, where reaching the store
+/// would answer 503 past its timeout), and joining forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shopper_not_in_line_is_remembered_until_they_join() {
+    let Harness { app, redis } = Harness::start_with(Backend::Redis, |config| {
+        config.queue_poll_ms_min = 10_000;
+        config.queue_poll_ms_max = 10_000;
+    })
+    .await;
+    let Servers::Standalone(server) = &redis else {
+        panic!("a standalone Redis");
+    };
+    let sale = queued_sale(&app, 5, Duration::from_secs(60), 1_000, 60).await;
+    let not_in_line = (StatusCode::NOT_FOUND, "not_found".to_owned());
+    assert_eq!(
+        error_code(app.shopper_get("zed", &queue_path(&sale)).await).await,
+        not_in_line
+    );
+    server.pause(3_000);
+    assert_eq!(
+        error_code(app.shopper_get("zed", &queue_path(&sale)).await).await,
+        not_in_line,
+        "answered from memory"
+    );
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    join(&app, &sale, "zed").await;
+    assert_eq!(poll(&app, &sale, "zed").await["status"], "waiting");
+}
+
 /// A sale switched to its waiting room while another node still holds
 /// its open view (`FLASHSALE_SALE_POLL_CACHE_MS`): joins on that node are
 /// shuffled by the sale's seed all the same, so the revealed seed gives
