@@ -351,7 +351,9 @@ pub trait Store: Send + Sync + 'static {
     /// (retention forgot each, after its own payment window: a round the
     /// merchant stopped early goes by when it stopped, not by the window
     /// the record planned), in one atomic step, then takes it off the
-    /// index of campaigns. Never touches a sale.
+    /// index of campaigns. An id with no campaign is taken off the index
+    /// (`Gone`) once it is older than a creation could take (a creation
+    /// that was refused or crashed; `Kept` before). Never touches a sale.
     async fn forget_campaign(&self, id: &CampaignId) -> Result<Forgetting, StoreError>;
     /// Up to `limit` campaigns of the index of every campaign, newest
     /// first (by creation time, then id), after `after` when given.

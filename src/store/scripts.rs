@@ -100,6 +100,7 @@ pub struct Scripts {
     pub create_campaign: LuaScript,
     pub schedule_reminder: LuaScript,
     pub forget_campaign: LuaScript,
+    pub unindex_campaign: LuaScript,
     pub update_campaign: LuaScript,
     pub sale_snapshot: LuaScript,
     pub update_sale: LuaScript,
@@ -140,6 +141,7 @@ impl Scripts {
             create_campaign: script!("create_campaign"),
             schedule_reminder: script!("schedule_reminder"),
             forget_campaign: script!("forget_campaign"),
+            unindex_campaign: script!("unindex_campaign"),
             update_campaign: script!("update_campaign"),
             sale_snapshot: script!("sale_snapshot"),
             update_sale: script!("update_sale"),
@@ -174,13 +176,14 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 35] {
+    fn all(&self) -> [&LuaScript; 36] {
         [
             &self.index_sale,
             &self.create_sale,
             &self.create_campaign,
             &self.schedule_reminder,
             &self.forget_campaign,
+            &self.unindex_campaign,
             &self.update_campaign,
             &self.sale_snapshot,
             &self.update_sale,

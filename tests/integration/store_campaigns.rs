@@ -14,12 +14,12 @@ use flashsale::domain::{
     system_now, Campaign, CampaignChange, CampaignId, CampaignPatch, NewCampaign, NewItem,
     NewRound, Payment, Rejection, ReserveRequest, Sale, SaleRules, SaleState, ShopperId, Timestamp,
 };
-use flashsale::store::{FollowUps, Store, StoreError};
+use flashsale::store::{FollowUps, Forgetting, Store, StoreError};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
 use crate::conformance::{rejection, request, subject, Subject};
-use crate::support::Backend;
+use crate::support::{Backend, Servers};
 
 /// The shape of a test campaign: its rounds' windows (start and end, ms
 /// from now), its items (each `stock` units a round, `per_item` a
@@ -360,6 +360,47 @@ async fn a_campaign_is_created_whole_or_not_at_all(backend: Backend) {
         let view = store.view_sale(&sale.id).await.unwrap().expect("its sale");
         assert_eq!(view.stats.remaining, sale.stock_total);
     }
+}
+
+/// Goal: on Redis the index of campaigns (`fs:campaigns`, in no
+/// campaign's slot) is written before the campaign, so a crash between
+/// the two never leaves a campaign no listing shows; what it can leave, an
+/// id that names no campaign, goes at retention once it is too old to be a
+/// creation under way. Method: a refused creation takes its own entry
+/// off; an id indexed now without a record is kept by `forget_campaign`,
+/// one indexed two minutes ago is taken off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_indexed_id_with_no_campaign_goes_once_too_old_to_be_created() {
+    let Subject { store, redis } = subject(Backend::Redis).await;
+    let Servers::Standalone(server) = &redis else {
+        panic!("a standalone Redis");
+    };
+    let refused = live_and_upcoming();
+    store.create_sale(&refused.sales()[0]).await.unwrap();
+    assert!(store.create_campaign(&refused).await.is_err());
+    assert!(!store.campaign_ids().await.unwrap().contains(&refused.id));
+
+    let (fresh, stale) = (CampaignId::generate(), CampaignId::generate());
+    let now = system_now();
+    for (id, created_at) in [(&fresh, now), (&stale, now - 120_000)] {
+        let _: () = redis::cmd("ZADD")
+            .arg("fs:campaigns")
+            .arg(created_at)
+            .arg(id.as_str())
+            .query(&mut server.connection())
+            .unwrap();
+    }
+    assert_eq!(
+        store.forget_campaign(&fresh).await.unwrap(),
+        Forgetting::Kept
+    );
+    assert_eq!(
+        store.forget_campaign(&stale).await.unwrap(),
+        Forgetting::Gone
+    );
+    let indexed = store.campaign_ids().await.unwrap();
+    assert!(indexed.contains(&fresh), "a creation may be under way");
+    assert!(!indexed.contains(&stale));
 }
 
 /// A campaign of a live round (started a second ago) and an upcoming one

@@ -40,6 +40,11 @@ use crate::store::{
     Store, StoreError, StoredCampaign, StreamEntry, PREPAY_CHANGED,
 };
 
+/// How long an indexed campaign id without a record is left in the index
+/// of campaigns: its creation may be under way (the id is indexed just
+/// before the record is written), far longer than a creation takes.
+const CAMPAIGN_CREATION_GRACE: Duration = Duration::from_secs(60);
+
 #[async_trait]
 impl Store for RedisStore {
     fn kind(&self) -> &'static str {
@@ -70,10 +75,19 @@ impl Store for RedisStore {
     }
 
     async fn create_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
-        // The sales are indexed first (see `index`): a failure before the
-        // script leaves only entries that name no sale, which readers skip.
+        // The sales and the campaign are indexed first (see `index`): a
+        // failure before the script leaves only entries that name nothing,
+        // which readers skip and retention takes off (`unindex_campaign`);
+        // a campaign created is never missing from the index.
         let sales = campaign.sales();
         try_join_all(sales.iter().map(|sale| self.index(sale, true))).await?;
+        let mut index = redis::cmd("ZADD");
+        index
+            .arg(CAMPAIGN_INDEX)
+            .arg("NX")
+            .arg(campaign.created_at)
+            .arg(campaign.id.as_str());
+        let indexed: i64 = self.query("index_campaign", &index).await?;
         let reminders: HashMap<SaleId, Millis> = campaign.reminders().into_iter().collect();
         let mut invocation = self
             .scripts
@@ -107,16 +121,21 @@ impl Store for RedisStore {
         let created: i64 = redis::from_redis_value(self.run("create_campaign", &invocation).await?)
             .map_err(corrupt)?;
         if created != 1 {
+            if indexed == 1 {
+                // This call's own entry, of a campaign that was not made.
+                let mut unindex = redis::cmd("ZREM");
+                unindex.arg(CAMPAIGN_INDEX).arg(campaign.id.as_str());
+                if let Err(err) = self.query::<()>("unindex_campaign", &unindex).await {
+                    tracing::warn!(campaign = %campaign.id, error = %err,
+                        "a refused campaign stays indexed until retention takes it off");
+                }
+            }
             return Err(StoreError::Conflict(format!(
                 "campaign {} or one of its sales already exists",
                 campaign.id
             )));
         }
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(CAMPAIGN_INDEX)
-            .arg(campaign.created_at)
-            .arg(campaign.id.as_str());
-        self.query("index_campaign", &cmd).await
+        Ok(())
     }
 
     async fn campaign(&self, id: &CampaignId) -> Result<Option<StoredCampaign>, StoreError> {
@@ -265,10 +284,26 @@ impl Store for RedisStore {
                 }
             }
         };
-        let mut cmd = redis::cmd("ZREM");
-        cmd.arg(CAMPAIGN_INDEX).arg(id.as_str());
-        self.query::<()>("unindex_campaign", &cmd).await?;
-        Ok(forgetting)
+        if forgetting == Forgetting::Forgotten {
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(CAMPAIGN_INDEX).arg(id.as_str());
+            self.query::<()>("unindex_campaign", &cmd).await?;
+            return Ok(forgetting);
+        }
+        // No such campaign: its id, if indexed, is one whose creation was
+        // refused or crashed, or is under way.
+        let mut unindex = self.scripts.unindex_campaign.key(CAMPAIGN_INDEX);
+        unindex
+            .arg(id.as_str())
+            .arg(millis(CAMPAIGN_CREATION_GRACE));
+        let outcome: String =
+            redis::from_redis_value(self.run("unindex_campaign", &unindex).await?)
+                .map_err(corrupt)?;
+        match outcome.as_str() {
+            "gone" => Ok(Forgetting::Gone),
+            "kept" => Ok(Forgetting::Kept),
+            other => Err(corrupt(format!("unknown unindex outcome {other}"))),
+        }
     }
 
     async fn campaign_index(
