@@ -7,8 +7,10 @@
 //! through the API show in the sale's counts and move its live chart; a
 //! top-up below what is held is refused at its field and a real one taken;
 //! "End now" ends it; an upcoming sale is cancelled from its page; the
-//! list of sales pages with "More". Screenshots of each step go to
-//! `target/console/`.
+//! list of sales pages with "More"; campaigns are listed with their phase
+//! and counts, a campaign's page shows each round's items and totals, its
+//! live round is ended and an upcoming campaign cancelled from there.
+//! Screenshots of each step go to `target/console/`.
 //! `.ci/run` installs `chromium` and `chromium-driver`; without them this
 //! test fails, it does not skip.
 
@@ -389,6 +391,121 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     let oldest = page.text_of("#sales-table tbody tr:last-child").await;
     assert!(oldest.contains("Le Pliage pouch, red"), "{oldest}");
     page.screenshot("09-every-sale").await;
+
+    // Campaigns: listed with their phase and counts; one campaign's rounds
+    // × items with each item's counts and the round's total; the live
+    // round ended from its page; an upcoming campaign cancelled.
+    let at = |minutes: i64| {
+        json!(crate::support::rfc3339_in(
+            Duration::from_secs(minutes.unsigned_abs() * 60),
+            minutes < 0
+        ))
+    };
+    let campaign_body = |title: &str, first_starts: i64| {
+        json!({
+            "title": title,
+            "per_user_limit_per_round": 1,
+            "rounds": [
+                {"starts_at": at(first_starts), "ends_at": at(first_starts + 60)},
+                {"starts_at": at(first_starts + 120), "ends_at": at(first_starts + 180)},
+            ],
+            "items": [
+                {"sku": "CP-A", "title": "Pouch", "price_cents": 9900,
+                 "original_price_cents": 19900, "stock_per_round": 5},
+                {"sku": "CP-B", "title": "Tote", "price_cents": 29900,
+                 "original_price_cents": 59900, "stock_per_round": 5},
+            ],
+        })
+    };
+    let created = |body: Value| {
+        let app = &app;
+        async move {
+            let answer = app
+                .admin(reqwest::Method::POST, "/admin/v1/campaigns", Some(body))
+                .await;
+            assert_eq!(answer.status(), StatusCode::CREATED);
+            answer.json::<Value>().await.unwrap()
+        }
+    };
+    let live = created(campaign_body("11.11 seckill", -1)).await;
+    let live_id = live["id"].as_str().unwrap().to_owned();
+    let first_item = live["rounds"][0]["items"][0]["sale_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.buy(&first_item, "console-campaign-shopper").await;
+    let upcoming = created(campaign_body("12.12 seckill", 60)).await;
+    let upcoming_id = upcoming["id"].as_str().unwrap().to_owned();
+
+    page.click("a[href='#/campaigns']").await;
+    let listed = page
+        .text_of(&format!(
+            "#campaigns-table tr[data-campaign-id='{live_id}']"
+        ))
+        .await;
+    assert!(listed.contains("11.11 seckill"), "{listed}");
+    assert!(listed.contains("round 0 live"), "{listed}");
+    assert!(listed.contains("19 / 20"), "the campaign's total: {listed}");
+    let later = page
+        .text_of(&format!(
+            "#campaigns-table tr[data-campaign-id='{upcoming_id}']"
+        ))
+        .await;
+    assert!(later.contains("upcoming"), "{later}");
+    page.screenshot("10-campaigns").await;
+
+    page.click(&format!(
+        "#campaigns-table tr[data-campaign-id='{live_id}'] a"
+    ))
+    .await;
+    let item = page
+        .text_of(&format!("tr[data-sale-id='{first_item}']"))
+        .await;
+    assert!(item.contains("Pouch"), "{item}");
+    assert!(item.contains("99.00 CNY / 199.00 CNY"), "{item}");
+    assert!(item.contains("4 / 5"), "{item}");
+    let total = page.text_of("tr[data-round-totals='0']").await;
+    assert!(total.contains("9 / 10"), "{total}");
+    page.click("#end-round-0").await;
+    page.click("#end-round-0").await;
+    page.until(
+        "round 0 ended",
+        "return document.querySelector(\"[data-round='0'] .status[data-status=ended]\");",
+    )
+    .await;
+    let ended = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/v1/campaigns/{live_id}"),
+            None,
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(ended["rounds"][0]["status"], "ended", "{ended}");
+    assert_eq!(app.sale(&first_item).await["status"], "ended");
+    page.screenshot("11-round-ended").await;
+
+    page.go(&app.address, &format!("#/campaigns/{upcoming_id}"))
+        .await;
+    page.until(
+        "the upcoming campaign",
+        "return document.querySelector('#campaign-status[data-status=upcoming]');",
+    )
+    .await;
+    page.click("#cancel-campaign").await;
+    page.click("#cancel-campaign").await;
+    page.until(
+        "the cancelled campaign",
+        "return document.querySelector('#campaign-status[data-status=ended]');",
+    )
+    .await;
+    let item = upcoming["rounds"][0]["items"][0]["sale_id"]
+        .as_str()
+        .unwrap();
+    assert_eq!(app.sale(item).await["status"], "cancelled");
+    page.screenshot("12-campaign-cancelled").await;
 
     page.browser.close().await.unwrap();
     app.stop().await;

@@ -1,7 +1,10 @@
 // The merchant console: sign in with the admin token, then sales (list,
-// schedule, one sale live with its actions, audit and dead letters) and
-// payment exceptions, all through the admin API. Views are picked by the
-// URL's fragment: #/sales, #/new, #/sales/{id}, #/payment-exceptions.
+// schedule, one sale live with its actions, audit and dead letters),
+// campaigns (list, one campaign's rounds × items with their counts, a
+// round ended now, the campaign cancelled before it starts) and payment
+// exceptions, all through the admin API. Views are picked by the URL's
+// fragment: #/sales, #/new, #/sales/{id}, #/campaigns, #/campaigns/{id},
+// #/payment-exceptions.
 
 import { ApiError, call, follow, forgetToken, saveToken, savedToken } from './api.js';
 import { LEGEND, LiveChart } from './chart.js';
@@ -501,6 +504,137 @@ function deadLetterPanel(id) {
     h('div', { class: 'heading' }, h('h3', {}, 'Dead letters'), redrive), body);
 }
 
+// ---- campaigns -----------------------------------------------------------
+
+/** Where a campaign stands: its live round, else upcoming or ended. */
+function campaignPhase(campaign) {
+  const live = campaign.rounds.find((round) => round.status === 'live');
+  if (live) return { status: 'live', label: `round ${live.number} live` };
+  if (campaign.rounds.some((round) => round.status === 'upcoming')) {
+    return { status: 'upcoming', label: 'upcoming' };
+  }
+  return { status: 'ended', label: 'ended' };
+}
+
+/** Remaining / stock, reserved, paid and buyers of a sale's (or a total's) stats. */
+const countCells = (stats) => [
+  h('td', { class: 'num' }, `${stats.remaining} / ${stats.stock_total}`),
+  h('td', { class: 'num' }, stats.reserved),
+  h('td', { class: 'num' }, stats.paid),
+  h('td', { class: 'num' }, stats.buyers)];
+const COUNT_TITLES = ['Remaining / stock', 'Reserved', 'Paid', 'Buyers'];
+
+async function showCampaigns() {
+  const note = h('p', { class: 'muted' });
+  const listing = paged('/admin/v1/campaigns', 'campaigns', (campaign) => {
+    const phase = campaignPhase(campaign);
+    return h('tr', { 'data-campaign-id': campaign.id },
+      h('td', {}, h('a', { href: `#/campaigns/${campaign.id}` }, campaign.title), h('br'),
+        h('small', { class: 'muted' }, campaign.id)),
+      h('td', {}, h('span', { class: 'status', 'data-status': phase.status }, phase.label)),
+      h('td', {}, when(campaign.rounds[0].starts_at), h('br'),
+        h('small', {}, `to ${when(campaign.rounds.at(-1).ends_at)}`)),
+      h('td', { class: 'num' }, `${campaign.rounds.length} × ${campaign.rounds[0].items.length}`),
+      ...countCells(campaign.totals));
+  }, (err) => { note.textContent = err.message; });
+  const table = h('table', { id: 'campaigns-table' },
+    h('thead', {}, h('tr', {},
+      ['Campaign', 'Status', `Rounds (${zone()})`, 'Rounds × items', ...COUNT_TITLES]
+        .map((title) => h('th', {}, title)))),
+    listing.rows);
+  const refresh = h('button', { type: 'button', class: 'quiet', onclick: () => load() }, 'Refresh');
+  replace(view, h('section', { class: 'card' },
+    h('div', { class: 'heading' }, h('h2', {}, 'Campaigns'), refresh),
+    h('p', { class: 'muted' }, 'Seckill campaigns: rounds × items, each a sale. Schedule one '
+      + 'with POST /admin/v1/campaigns.'),
+    table, listing.more, note));
+  async function load() {
+    try {
+      const campaigns = await listing.reload();
+      note.textContent = campaigns.length === 0 ? 'No campaigns yet.'
+        : `Counts as of ${when(Date.now())}.`;
+    } catch (err) {
+      if (!signedOut(err)) note.textContent = err.message;
+    }
+  }
+  await load();
+}
+
+async function showCampaign(id) {
+  const { signal } = leaving;
+  const path = `/admin/v1/campaigns/${encodeURIComponent(id)}`;
+  const outcome = h('p', { class: 'field-error', 'data-error-for': 'form' });
+  const body = h('div');
+  const refresh = h('button', { type: 'button', class: 'quiet', onclick: () => load() }, 'Refresh');
+  /** Runs a change, then shows the campaign it answers (or why not). */
+  const changing = (change) => async () => {
+    outcome.textContent = '';
+    try {
+      show(await change());
+    } catch (err) {
+      if (!signedOut(err)) outcome.textContent = err.message;
+    }
+  };
+  function round(campaign, r) {
+    const endRound = confirmButton(`end-round-${r.number}`, 'End this round now',
+      changing(() => call('PATCH', path,
+        { version: campaign.version, rounds: [{ number: r.number, status: 'ended' }] })));
+    endRound.hidden = r.status !== 'live';
+    return h('section', { class: 'card', 'data-round': r.number },
+      h('div', { class: 'heading' },
+        h('h3', {}, `Round ${r.number}`),
+        h('span', { class: 'muted' }, `${when(r.starts_at)} → ${when(r.ends_at)} (${zone()})`),
+        h('span', { class: 'status', 'data-status': r.status }, r.status),
+        endRound),
+      h('table', {},
+        h('thead', {}, h('tr', {}, ['Item', 'Seckill / list price', 'Status', ...COUNT_TITLES]
+          .map((title) => h('th', {}, title)))),
+        h('tbody', {},
+          r.items.map((item) => h('tr', { 'data-sale-id': item.sale_id },
+            h('td', {}, h('a', { href: `#/sales/${item.sale_id}` }, item.title), h('br'),
+              h('small', { class: 'muted' }, `${item.sku} · ${item.sale_id}`)),
+            h('td', { class: 'num' }, `${money(item.price_cents, campaign.currency)} / `
+              + money(item.original_price_cents, campaign.currency)),
+            h('td', {}, statusBadge(item.status)),
+            ...countCells(item.stats))),
+          h('tr', { class: 'totals', 'data-round-totals': r.number },
+            h('td', {}, 'Round total'), h('td'), h('td'), ...countCells(r.totals)))));
+  }
+  function show(campaign) {
+    const phase = campaignPhase(campaign);
+    const cancel = confirmButton('cancel-campaign', 'Cancel the campaign',
+      changing(() => call('DELETE', path)));
+    cancel.hidden = campaign.rounds[0].status !== 'upcoming';
+    const limits = `limit ${campaign.per_user_limit_per_round} per shopper per round`
+      + (campaign.per_user_limit_total === null ? ''
+        : `, ${campaign.per_user_limit_total} in all`);
+    replace(body,
+      h('section', { class: 'card' },
+        h('div', { class: 'heading' }, h('h2', { id: 'campaign-title' }, campaign.title), refresh,
+          h('span', { id: 'campaign-status', class: 'status', 'data-status': phase.status },
+            phase.label)),
+        h('p', { class: 'muted' }, `${campaign.id} · version ${campaign.version} · ${limits} · `
+          + `pay within ${campaign.payment_timeout_secs} s`),
+        h('table', {}, h('thead', {}, h('tr', {}, COUNT_TITLES.map((t) => h('th', {}, t)))),
+          h('tbody', {}, h('tr', { id: 'campaign-totals' }, ...countCells(campaign.totals)))),
+        h('div', { class: 'row' }, cancel),
+        outcome),
+      campaign.rounds.map((r) => round(campaign, r)));
+  }
+  replace(view, body);
+  async function load() {
+    try {
+      const campaign = await call('GET', path);
+      if (!signal.aborted) show(campaign);
+    } catch (err) {
+      if (!signal.aborted && !signedOut(err)) {
+        replace(body, h('section', { class: 'card' }, h('p', {}, err.message)));
+      }
+    }
+  }
+  await load();
+}
+
 // ---- payment exceptions --------------------------------------------------
 
 async function showPaymentExceptions() {
@@ -543,7 +677,10 @@ function route() {
     link.classList.toggle('current', hash.startsWith(link.getAttribute('href').slice(1)));
   }
   const sale = /^\/sales\/([^/]+)$/.exec(hash);
+  const campaign = /^\/campaigns\/([^/]+)$/.exec(hash);
   if (sale) showSale(decodeURIComponent(sale[1]));
+  else if (campaign) showCampaign(decodeURIComponent(campaign[1]));
+  else if (hash === '/campaigns') showCampaigns();
   else if (hash === '/new') showNewSale();
   else if (hash === '/payment-exceptions') showPaymentExceptions();
   else showSales();
