@@ -147,7 +147,6 @@ pub struct Order {
     pub refund: Option<RefundKind>,
 }
 
-/// An order as the contract shows it (API answers, webhook bodies).
 /// Units of a sale given back by an order (cancelled or expired), or none
 /// (`quantity` 0) when only the shopper's allowance came back: either way
 /// the shopper may reserve again.

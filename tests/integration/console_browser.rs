@@ -9,7 +9,9 @@
 //! "End now" ends it; an upcoming sale is cancelled from its page; the
 //! list of sales pages with "More"; campaigns are listed with their phase
 //! and counts, a campaign's page shows each round's items and totals, its
-//! live round is ended and an upcoming campaign cancelled from there.
+//! live round is ended and an upcoming campaign cancelled from there; a
+//! sale's orders are listed, and a paid order is refunded (back on sale)
+//! from its page, then found again by its id.
 //! Screenshots of each step go to `target/console/`.
 //! `.ci/run` installs `chromium` and `chromium-driver`; without them this
 //! test fails, it does not skip.
@@ -506,6 +508,55 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
         .unwrap();
     assert_eq!(app.sale(item).await["status"], "cancelled");
     page.screenshot("12-campaign-cancelled").await;
+
+    // Orders: a sale's orders are listed on its page; a paid one is
+    // refunded and put back on sale from its own page, found again by id.
+    let shop = app.create_sale(crate::support::live_sale(3, 1)).await;
+    let bought = app.buy(&shop, "console-refunded-shopper").await;
+    let order_id = bought["id"].as_str().unwrap().to_owned();
+    let paid = app
+        .shopper_post(
+            "console-refunded-shopper",
+            &format!("/api/v1/orders/{order_id}/pay"),
+        )
+        .await;
+    assert_eq!(paid.status(), StatusCode::OK);
+    page.go(&app.address, &format!("#/sales/{shop}")).await;
+    page.text_of("#sale-title").await;
+    page.click("#show-orders").await;
+    let row = format!("tr[data-order-id='{order_id}']");
+    let listed = page.text_of(&row).await;
+    assert!(listed.contains("console-refunded-shopper"), "{listed}");
+    assert!(listed.contains("paid"), "{listed}");
+    page.click(&format!("{row} a")).await;
+    page.until(
+        "the paid order",
+        "return document.querySelector('#order-status [data-status=paid]');",
+    )
+    .await;
+    let facts = page.text_of("dl.facts").await;
+    assert!(facts.contains("console-refunded-shopper"), "{facts}");
+    assert!(facts.contains("sim_"), "the transaction id: {facts}");
+    page.click("#refund-restocked").await;
+    page.click("#refund-restocked").await;
+    page.until(
+        "the refunded order",
+        "return document.querySelector('#order-status [data-status=refunded]');",
+    )
+    .await;
+    assert_eq!(app.sale(&shop).await["stats"]["restocked"], 1);
+    page.go(&app.address, "#/sales").await;
+    page.type_into("#find-order [name=order_id]", &order_id)
+        .await;
+    page.click("#find-order button[type=submit]").await;
+    let facts = page
+        .until(
+            "the order found by its id",
+            "const f = document.querySelector('dl.facts');              return f && location.hash.startsWith('#/orders/') ? f.textContent : null;",
+        )
+        .await;
+    assert!(facts.as_str().unwrap().contains("restocked"), "{facts}");
+    page.screenshot("13-order-refunded").await;
 
     page.browser.close().await.unwrap();
     app.stop().await;

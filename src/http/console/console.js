@@ -1,10 +1,11 @@
 // The merchant console: sign in with the admin token, then sales (list,
-// schedule, one sale live with its actions, audit and dead letters),
+// schedule, one sale live with its actions, audit, orders and dead
+// letters), one order (found by its id: its WeChat Pay ids, and a refund),
 // campaigns (list, one campaign's rounds × items with their counts, a
 // round ended now, the campaign cancelled before it starts) and payment
 // exceptions, all through the admin API. Views are picked by the URL's
-// fragment: #/sales, #/new, #/sales/{id}, #/campaigns, #/campaigns/{id},
-// #/payment-exceptions.
+// fragment: #/sales, #/new, #/sales/{id}, #/orders/{id}, #/campaigns,
+// #/campaigns/{id}, #/payment-exceptions.
 
 import { ApiError, call, follow, forgetToken, saveToken, savedToken } from './api.js';
 import { LEGEND, LiveChart } from './chart.js';
@@ -317,6 +318,7 @@ async function showSale(id) {
         h('li', { class: `key-${key}` }, label)))),
     actions.section,
     auditPanel(id),
+    ordersPanel(id),
     deadLetterPanel(id));
 
   followSale(id, signal, feed, (event) => {
@@ -504,6 +506,97 @@ function deadLetterPanel(id) {
     h('div', { class: 'heading' }, h('h3', {}, 'Dead letters'), redrive), body);
 }
 
+// ---- orders --------------------------------------------------------------
+
+/** A sale's orders, read on demand (the export reads the store a page at a
+ *  time: for checking a sale, not for watching a race). */
+function ordersPanel(id) {
+  const body = h('div', { id: 'sale-orders' });
+  const failed = (err) => replace(body, h('p', { class: 'bad' }, err.message));
+  const listing = paged(`/admin/v1/sales/${encodeURIComponent(id)}/orders`, 'orders', (o) =>
+    h('tr', { 'data-order-id': o.id },
+      h('td', {}, h('a', { href: `#/orders/${o.id}` }, o.id)), h('td', {}, o.user_id),
+      h('td', { class: 'num' }, o.quantity), h('td', { class: 'num' }, money(o.amount_cents, o.currency)),
+      h('td', {}, statusBadge(o.status)), h('td', {}, when(o.created_at))), failed);
+  const show = h('button', { type: 'button', id: 'show-orders', class: 'quiet' }, 'Show the orders');
+  show.addEventListener('click', async () => {
+    show.disabled = true;
+    try {
+      const orders = await listing.reload();
+      replace(body, orders.length === 0 ? h('p', { class: 'muted' }, 'No orders.')
+        : [h('table', {}, h('thead', {}, h('tr', {}, ['Order', 'Shopper', 'Quantity', 'Amount',
+          'Status', `Made (${zone()})`].map((t) => h('th', {}, t)))), listing.rows), listing.more]);
+    } catch (err) {
+      if (!signedOut(err)) failed(err);
+    } finally {
+      show.disabled = false;
+    }
+  });
+  return h('section', { class: 'card' },
+    h('div', { class: 'heading' }, h('h3', {}, 'Orders'), show), body);
+}
+
+/** One order: what the shopper bought, its WeChat Pay ids, and its refund. */
+async function showOrder(id) {
+  const { signal } = leaving;
+  const path = `/admin/v1/orders/${encodeURIComponent(id)}`;
+  const outcome = h('p', { class: 'field-error', 'data-error-for': 'form' });
+  const body = h('div');
+  const refund = (restock) => async () => {
+    outcome.textContent = '';
+    try {
+      show(await call('POST', `${path}/refund`, { restock }));
+    } catch (err) {
+      if (!signedOut(err)) outcome.textContent = err.message;
+    }
+  };
+  function show(order) {
+    const facts = [
+      ['Sale', h('a', { href: `#/sales/${order.sale_id}` }, order.sale_id)],
+      ['Shopper', order.user_id],
+      ['Quantity', order.quantity],
+      ['Amount', money(order.amount_cents, order.currency)],
+      [`Made (${zone()})`, when(order.created_at)],
+      [`Pay by (${zone()})`, when(order.expires_at)],
+      [`Paid (${zone()})`, order.paid_at ? when(order.paid_at) : '—'],
+      ['WeChat Pay prepay id', order.prepay_id ?? '—'],
+      ['Transaction id', order.transaction_id ?? '—'],
+      ['Refund', order.refund ?? '—'],
+    ];
+    const paid = order.status === 'paid';
+    const kept = confirmButton('refund-kept', 'Refund', refund(false));
+    const restocked = confirmButton('refund-restocked', 'Refund and put back on sale', refund(true));
+    replace(body, h('section', { class: 'card' },
+      h('div', { class: 'heading' }, h('h2', {}, `Order ${order.id}`),
+        h('span', { id: 'order-status' }, statusBadge(order.status))),
+      h('dl', { class: 'facts' }, facts.map(([name, value]) =>
+        h('div', {}, h('dt', {}, name), h('dd', {}, value)))),
+      paid && h('div', { class: 'row' }, kept, restocked),
+      paid && h('p', { class: 'muted' }, 'A refund goes back to where the shopper paid from '
+        + '(with WeChat Pay: refunding until WeChat Pay confirms it). Put back on sale only '
+        + 'while the sale is live; otherwise the units stay off sale, still the shopper\'s.'),
+      outcome));
+  }
+  replace(view, body);
+  try {
+    const order = await call('GET', path);
+    if (!signal.aborted) show(order);
+  } catch (err) {
+    if (!signal.aborted && !signedOut(err)) {
+      replace(body, h('section', { class: 'card' }, h('p', {}, err.message)));
+    }
+  }
+}
+
+function setUpFindOrder() {
+  const form = document.getElementById('find-order');
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const id = form.elements.order_id.value.trim();
+    if (id) location.hash = `#/orders/${encodeURIComponent(id)}`;
+  });
+}
+
 // ---- campaigns -----------------------------------------------------------
 
 /** Where a campaign stands: its live round, else upcoming or ended. */
@@ -678,7 +771,9 @@ function route() {
   }
   const sale = /^\/sales\/([^/]+)$/.exec(hash);
   const campaign = /^\/campaigns\/([^/]+)$/.exec(hash);
+  const order = /^\/orders\/([^/]+)$/.exec(hash);
   if (sale) showSale(decodeURIComponent(sale[1]));
+  else if (order) showOrder(decodeURIComponent(order[1]));
   else if (campaign) showCampaign(decodeURIComponent(campaign[1]));
   else if (hash === '/campaigns') showCampaigns();
   else if (hash === '/new') showNewSale();
@@ -697,6 +792,7 @@ function setUpZones() {
 
 setUpZones();
 setUpSignIn();
+setUpFindOrder();
 document.getElementById('sign-out').addEventListener('click', () => showSignIn());
 window.addEventListener('hashchange', route);
 route();
