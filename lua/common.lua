@@ -247,7 +247,7 @@ end
 
 -- A sale that has not started has no orders, so its outbox (and its
 -- attempts) holds at most a campaign round's reminder
--- (schedule_reminder.lua): called off, it sends none, and nothing is left
+-- (queue_reminder, below): called off, it sends none, and nothing is left
 -- to hold the sale from retention.
 local function apply_sale_cancel(sale_key, outbox, attempts)
   redis.call('HSET', sale_key, 'state', 'cancelled')

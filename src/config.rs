@@ -399,8 +399,8 @@ pub struct Config {
     pub wechatpay_close_backoff_max_ms: u64,
 
     /// Wait before asking WeChat Pay again about a refund it holds as
-    /// `PROCESSING`, in milliseconds; it doubles with every answer that
-    /// it still is. Meanwhile the order stays `refunding` (or
+    /// `PROCESSING`, in milliseconds; it doubles with every attempt of the
+    /// refund's outbox entry. Meanwhile the order stays `refunding` (or
     /// `refund_required`) unless the refund's notification settles it.
     #[arg(long, env = "FLASHSALE_WECHATPAY_REFUND_QUERY_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]

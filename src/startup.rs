@@ -152,7 +152,8 @@ impl Application {
             order_service = order_service.with_refunds(
                 Arc::clone(&payments),
                 RefundSettings {
-                    lease: wechatpay_timeout * 2,
+                    // An attempt may query, then call: two calls.
+                    lease: wechatpay_timeout * 3,
                     backoff: close_backoff,
                     query_backoff: Backoff {
                         first: Duration::from_millis(config.wechatpay_refund_query_ms),

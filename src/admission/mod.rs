@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use crate::domain::{shuffle_key, PollAdvice, QueuePlace, SaleId, ShopperId};
@@ -148,13 +149,21 @@ impl WaitingRooms {
             .queue_poll(sale, shopper, &self.settings.rules)
             .await?
         else {
-            self.memory.insert(
-                key,
-                Remembered {
-                    until: now + Duration::from_millis(self.settings.poll_ms_min),
-                    answer: None,
-                },
-            );
+            // Unless a fresher answer came meanwhile: a join's, while this
+            // poll was in flight, must not be hidden by it.
+            let not_in_line = Remembered {
+                until: now + Duration::from_millis(self.settings.poll_ms_min),
+                answer: None,
+            };
+            match self.memory.entry(key) {
+                Entry::Occupied(mut kept) if kept.get().until <= now => {
+                    kept.insert(not_in_line);
+                }
+                Entry::Occupied(_) => {}
+                Entry::Vacant(slot) => {
+                    slot.insert(not_in_line);
+                }
+            }
             return Err(QueueError::NotInLine);
         };
         let advice = place.advice(self.settings.poll_ms_min, self.settings.poll_ms_max);

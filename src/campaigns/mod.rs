@@ -24,8 +24,8 @@ use std::time::Duration;
 use futures::future::try_join_all;
 
 use crate::domain::{
-    system_now, Allowance, Campaign, CampaignChange, CampaignId, CampaignPatch, InvalidField,
-    Millis, NewCampaign, SaleRules, SaleState, SaleView, ShopperId,
+    system_now, Allowance, CampaignChange, CampaignId, CampaignPatch, InvalidField, Millis,
+    NewCampaign, SaleRules, SaleState, SaleView, ShopperId,
 };
 use crate::sales::cache::{aged, Slot, Slots};
 use crate::sales::{SaleError, Sales};
@@ -171,26 +171,7 @@ impl Campaigns {
             .campaign
             .patched(patch, &view.sales, view.now, &self.rules)?;
         self.apply(&change, view.stored.version, sales).await?;
-        self.reschedule_reminders(&view.stored.campaign, &change.campaign)
-            .await?;
         Ok((change, self.view(id).await?))
-    }
-
-    /// After a change, (re)schedules the reminder of each round whose
-    /// reminder it moved (another due time or first item, a new round; see
-    /// [`reminders::schedule`]); the others stay as they are, sent or not.
-    async fn reschedule_reminders(
-        &self,
-        before: &Campaign,
-        after: &Campaign,
-    ) -> Result<(), StoreError> {
-        for round in &after.rounds {
-            let was = before.round(round.number).and_then(|r| before.reminder(r));
-            if was != after.reminder(round) {
-                reminders::schedule(self.store.as_ref(), after, round.number).await?;
-            }
-        }
-        Ok(())
     }
 
     /// Has the store apply a change computed from the campaign at

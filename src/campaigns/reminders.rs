@@ -28,8 +28,10 @@
 //!
 //! **Once per round**: the entry's name in the outbox is the event alone
 //! (the sale names the round), so the round has one reminder however
-//! often it is scheduled. After a change, [`schedule`] is called for each
-//! round whose reminder moved (see `Campaigns::change`).
+//! often it is scheduled. A change reschedules each round's reminder it
+//! moves ([`crate::domain::CampaignChange::reminders`]) in the store step
+//! that applies it, so no crash leaves a moved round's reminder at its
+//! old time.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -140,22 +142,4 @@ pub async fn read(store: &dyn Store, sale: &SaleId) -> Result<Option<RoundStarti
         .await?
         .filter(|stored| stored.campaign.remind_before_secs.is_some())
         .and_then(|stored| RoundStarting::of(&stored.campaign, slot.round)))
-}
-
-/// (Re)schedules round `round`'s reminder as `campaign` says it now: in
-/// the outbox of the round's first item's sale, due `remind_before_secs`
-/// before it starts (a reminder queued already moves; one already sent is
-/// queued again, so a moved round is announced again). Call it after a
-/// change that moves a round or its first item. Returns whether a
-/// reminder is queued (none without `remind_before_secs`, nor for a round
-/// that has started).
-pub async fn schedule(
-    store: &dyn Store,
-    campaign: &Campaign,
-    round: u32,
-) -> Result<bool, StoreError> {
-    let Some((sale, due)) = campaign.round(round).and_then(|r| campaign.reminder(r)) else {
-        return Ok(false);
-    };
-    store.schedule_reminder(&sale, due).await
 }

@@ -142,6 +142,26 @@ pub struct CampaignChange {
     pub before_start: Option<String>,
     /// When the campaign's first round starts, as read.
     pub starts_at: Millis,
+    /// The round reminders the change moves, as they will be (the sale of
+    /// the round's first item and when it is due): each round's whose due
+    /// time or first item differs from before, a new round's too. The
+    /// store (re)schedules them in the change's own step. A round left
+    /// without one keeps none queued (one queued before is dropped unsent).
+    pub reminders: Vec<(SaleId, Millis)>,
+}
+
+/// The reminders `after` moves from `before` (see
+/// [`CampaignChange::reminders`]).
+fn moved_reminders(before: &Campaign, after: &Campaign) -> Vec<(SaleId, Millis)> {
+    after
+        .rounds
+        .iter()
+        .filter_map(|round| {
+            let now = after.reminder(round)?;
+            let was = before.round(round.number).and_then(|r| before.reminder(r));
+            (was.as_ref() != Some(&now)).then_some(now)
+        })
+        .collect()
 }
 
 /// What the merchant asked of the rounds and items, as `patched` builds it.
@@ -225,6 +245,7 @@ impl Campaign {
         let steps = self.steps(&draft, &views);
         Ok(CampaignChange {
             before_start: (!draft.before_start.is_empty()).then(|| draft.before_start.join(", ")),
+            reminders: moved_reminders(self, &draft.campaign),
             campaign: draft.campaign,
             steps,
             starts_at: self.first_starts_at(),
@@ -243,6 +264,7 @@ impl Campaign {
                 .collect(),
             before_start: Some("cancelling the campaign".to_owned()),
             starts_at: self.first_starts_at(),
+            reminders: Vec::new(),
         }
     }
 

@@ -149,8 +149,8 @@ impl WorkNotices {
 /// How refund calls leave the outbox (WeChat Pay mode).
 #[derive(Debug, Clone, Copy)]
 pub struct RefundSettings {
-    /// How long a refund call is leased for one attempt: longer than the
-    /// call may take.
+    /// How long a refund's entry is leased for one attempt: longer than the
+    /// attempt's calls may take (a query, then the refund call).
     pub lease: Duration,
     /// Waits between failed attempts. A refund is never given up because
     /// of the number of attempts: only WeChat Pay refusing it for good

@@ -348,7 +348,8 @@ impl Payments {
     /// one refund per `out_refund_no`, derived from the order id, so a
     /// resend refunds nothing twice either way. The result is applied as a
     /// notification's would be. An error means try again later
-    /// (`Unavailable` and the like) or never ([`CallError::Refused`]).
+    /// (`Unavailable` and the like, a refused query among them) or never
+    /// ([`CallError::Refused`]: WeChat Pay refused the refund call).
     pub async fn send_refund(
         &self,
         order_id: &OrderId,
@@ -368,9 +369,25 @@ impl Payments {
                 "refund call not sent: the order is no longer awaiting one");
             return Ok(RefundProgress::Done);
         }
+        // A refused query is no refusal of the refund (that is the call's
+        // alone): it is tried again with backoff, the refund kept in the
+        // outbox.
         let known = match attempt {
             1 => None,
-            _ => wechatpay.client.query_refund(order.id.as_str()).await?,
+            _ => wechatpay
+                .client
+                .query_refund(order.id.as_str())
+                .await
+                .map_err(|err| match err {
+                    CallError::Refused {
+                        status,
+                        code,
+                        message,
+                    } => CallError::Unavailable(format!(
+                        "the refund query was refused: {code} ({status}): {message}"
+                    )),
+                    other => other,
+                })?,
         };
         let refund = match known {
             Some(refund) => {

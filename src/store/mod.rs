@@ -324,8 +324,13 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a merchant's change to a campaign if it is still at
     /// `version` (and each sale the change touches at the version it was
     /// read at), in one atomic step: every step is checked first, then the
-    /// sales, the record and the limits across items are written, or
-    /// nothing is. `Conflict` when the campaign's first round has started
+    /// sales, the record and the limits across items are written, and the
+    /// round reminders it moves ([`CampaignChange::reminders`]) are
+    /// (re)scheduled, or nothing is. A reminder goes in the outbox of its
+    /// round's first item's sale, due at its time (store clock; at once
+    /// when past), its attempts from zero, moving one queued there already;
+    /// a sale that has started (store clock) or is no longer scheduled
+    /// gets none, and one queued before goes. `Conflict` when the campaign's first round has started
     /// (store clock) and the change needs it not to
     /// ([`CampaignChange::before_start`]), or when a sale's step breaks the
     /// sale's own rules (the message names the round, item and sale).
@@ -337,14 +342,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every campaign's id, newest first.
     async fn campaign_ids(&self) -> Result<Vec<CampaignId>, StoreError>;
-
-    /// Queues the `campaign.round_starting` reminder ([`Errand::RoundStarting`])
-    /// in the outbox of `sale` (a round's first item's sale), due at `due`
-    /// (store clock; at once when past), its attempts from zero; a reminder
-    /// queued there already is moved to `due`. Nothing is queued once the
-    /// sale has started (store clock) or is no longer scheduled, and a
-    /// reminder queued before goes. Returns whether it was queued.
-    async fn schedule_reminder(&self, sale: &SaleId, due: Millis) -> Result<bool, StoreError>;
 
     /// Deletes a campaign's own records (its record and limits, the
     /// shoppers' counts per round and in all) once no sale of it is left

@@ -98,7 +98,6 @@ pub struct Scripts {
     pub index_sale: LuaScript,
     pub create_sale: LuaScript,
     pub create_campaign: LuaScript,
-    pub schedule_reminder: LuaScript,
     pub forget_campaign: LuaScript,
     pub unindex_campaign: LuaScript,
     pub update_campaign: LuaScript,
@@ -139,7 +138,6 @@ impl Scripts {
             index_sale: script!("index_sale"),
             create_sale: script!("create_sale"),
             create_campaign: script!("create_campaign"),
-            schedule_reminder: script!("schedule_reminder"),
             forget_campaign: script!("forget_campaign"),
             unindex_campaign: script!("unindex_campaign"),
             update_campaign: script!("update_campaign"),
@@ -176,12 +174,11 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 36] {
+    fn all(&self) -> [&LuaScript; 35] {
         [
             &self.index_sale,
             &self.create_sale,
             &self.create_campaign,
-            &self.schedule_reminder,
             &self.forget_campaign,
             &self.unindex_campaign,
             &self.update_campaign,

@@ -273,6 +273,27 @@ async fn a_processing_refund_is_queried_until_it_settles(backend: Backend) {
         assert_eq!(admin_order(&app, id).await["status"], "refunding");
     }
 
+    // A refused query is a failure to try again, not a refusal of the
+    // refund: nothing goes to the dead letters.
+    wx.behave(Behaviour::Refuse("PARAM_ERROR"));
+    let asked = refund_queries(&wx, &succeeds);
+    eventually("refused queries", || {
+        refund_queries(&wx, &succeeds) >= asked + 2
+    })
+    .await;
+    wx.behave(Behaviour::Normal);
+    let letters: Value = app
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/sales/{sale}/dead-letters"),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(letters["dead_letters"], json!([]), "{letters}");
+
     // WeChat Pay settles both; their notifications never arrive.
     drop(wx.settle_refund(&format!("{succeeds}-refund"), "SUCCESS"));
     drop(wx.settle_refund(&format!("{abnormal}-refund"), "ABNORMAL"));

@@ -2,15 +2,16 @@
 //! store, a standalone Redis and a Redis Cluster: each round's reminder is
 //! queued in its first item's sale's outbox when the campaign is created,
 //! due `remind_before_secs` before the round (none for a round that has
-//! started), moves when rescheduled, and goes when its sale is called off;
+//! started), moves with the change that moves it (in the change's own
+//! step), and goes when its sale is called off;
 //! and once retention has forgotten every sale of a campaign, the
 //! campaign's own records go too, and no key with its hash tag remains.
 
 use std::time::Duration;
 
-use flashsale::campaigns::reminders;
-use flashsale::domain::{system_now, Campaign, Millis, Payment, SaleId, SaleRules};
-use flashsale::store::{Errand, FollowUps, Forgetting};
+use flashsale::domain::{system_now, Campaign, Millis, Payment, SaleId, SaleRules, Timestamp};
+use flashsale::store::{Errand, FollowUps, Forgetting, Store};
+use serde_json::{json, Value};
 
 use crate::conformance::{request, subject, Subject};
 use crate::store_campaigns::{campaign_of, computed_with, Shape};
@@ -29,6 +30,22 @@ fn campaign(windows: &[(i64, i64)], remind_before_secs: Option<i64>) -> Campaign
 }
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// The instant `ms` from now, as a patch writes it.
+fn in_ms(ms: i64) -> Value {
+    json!(Timestamp(system_now() + ms))
+}
+
+/// The merchant's `patch` of `campaign`, applied by the store in one step
+/// (as `PATCH /admin/v1/campaigns/{id}` does; payment timeouts from 1 s).
+async fn changed(store: &dyn Store, campaign: &Campaign, patch: Value) {
+    let rules = SaleRules {
+        payment_timeout_secs_min: 1,
+    };
+    let (change, version) = computed_with(store, &campaign.id, patch, &rules).await;
+    store.update_campaign(&change, version).await.unwrap();
+}
+
 const LEASE: Duration = Duration::from_secs(60);
 
 /// Goal: a round's reminder waits in its first item's sale's outbox until
@@ -43,7 +60,7 @@ async fn a_round_reminder_is_due_before_its_round_and_goes_with_its_sale(backend
         store,
         redis: _redis,
     } = subject(backend).await;
-    let mut made = campaign(
+    let made = campaign(
         &[
             (-1_000, 60_000),
             (HOUR_MS / 2, HOUR_MS),
@@ -74,46 +91,57 @@ async fn a_round_reminder_is_due_before_its_round_and_goes_with_its_sale(backend
         );
     }
 
-    // The third round moves half an hour earlier: its reminder is due now.
-    made.rounds[2].starts_at -= 2 * HOUR_MS;
-    assert!(reminders::schedule(store.as_ref(), &made, 2).await.unwrap());
+    // The third round moves to start just after the second ends: the
+    // change itself moves its reminder, due a second from now.
+    changed(
+        store.as_ref(),
+        &made,
+        json!({"rounds": [{"number": 2, "starts_at": in_ms(HOUR_MS + 1_000)}]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let moved = store
         .claim_deliveries(&sale(2, 0), 10, LEASE)
         .await
         .unwrap();
     assert_eq!(moved.len(), 1, "{moved:?}");
     assert_eq!(moved[0].errand, Errand::RoundStarting);
-    assert!(
-        !reminders::schedule(store.as_ref(), &made, 0).await.unwrap(),
-        "a round that has started gets no reminder"
-    );
+    // Reminders an hour earlier: every round's moves, but the round that
+    // has started gets none.
+    changed(store.as_ref(), &made, json!({"remind_before_secs": 7200})).await;
     assert!(store
         .claim_deliveries(&sale(0, 0), 10, Duration::ZERO)
         .await
         .unwrap()
         .is_empty());
 
-    // A round moved to start now drops the reminder queued for its old
-    // time: a round that has started gets none.
-    let mut soon = campaign(&[(1_500, HOUR_MS)], Some(3600));
+    // A round that started since drops the reminder queued for its old
+    // time when a change moves it.
+    let soon = campaign(&[(1_500, HOUR_MS)], Some(3600));
     store.create_campaign(&soon).await.unwrap();
     let first = SaleId::of_campaign(&soon.id, 0, 0);
     assert_eq!(store.order_backlog(&first).await.unwrap().hand_offs, 1);
-    soon.rounds[0].starts_at -= 2_000;
     tokio::time::sleep(Duration::from_millis(1_600)).await;
-    assert!(!reminders::schedule(store.as_ref(), &soon, 0).await.unwrap());
+    changed(store.as_ref(), &soon, json!({"remind_before_secs": 1800})).await;
     assert!(
         store.order_backlog(&first).await.unwrap().is_empty(),
         "the old reminder went"
     );
 
-    // Called off, the sale keeps no reminder: no work left to hold it.
+    // Called off, the sale keeps no reminder: no work left to hold it,
+    // and a change moving its round's reminder queues none.
     assert_eq!(store.order_backlog(&sale(1, 0)).await.unwrap().hand_offs, 1);
     store.cancel_sale(&sale(1, 0)).await.unwrap();
     assert!(store.order_backlog(&sale(1, 0)).await.unwrap().is_empty());
+    changed(store.as_ref(), &made, json!({"remind_before_secs": 3600})).await;
     assert!(
-        !reminders::schedule(store.as_ref(), &made, 1).await.unwrap(),
+        store.order_backlog(&sale(1, 0)).await.unwrap().is_empty(),
         "a cancelled sale gets no reminder"
+    );
+    assert_eq!(
+        store.order_backlog(&sale(2, 0)).await.unwrap().hand_offs,
+        1,
+        "the others are moved"
     );
 
     // Without `remind_before_secs`, nothing is queued.
@@ -230,14 +258,18 @@ async fn a_reminder_moved_while_it_is_sent_stays_queued(backend: Backend) {
         store,
         redis: _redis,
     } = subject(backend).await;
-    let mut made = campaign(&[(HOUR_MS / 2, HOUR_MS)], Some(3600));
+    let made = campaign(&[(HOUR_MS / 2, HOUR_MS)], Some(3600));
     store.create_campaign(&made).await.unwrap();
     let first = SaleId::of_campaign(&made.id, 0, 0);
     let leased = store.claim_deliveries(&first, 10, LEASE).await.unwrap();
     assert_eq!(leased.len(), 1, "{leased:?}");
 
-    made.rounds[0].starts_at += 10 * 60_000;
-    assert!(reminders::schedule(store.as_ref(), &made, 0).await.unwrap());
+    changed(
+        store.as_ref(),
+        &made,
+        json!({"rounds": [{"number": 0, "starts_at": in_ms(HOUR_MS / 2 + 10 * 60_000)}]}),
+    )
+    .await;
     let failure = flashsale::store::DeliveryFailure {
         status: Some(500),
         error: "late".into(),
@@ -279,17 +311,12 @@ async fn a_campaign_stopped_early_goes_with_its_last_sale(backend: Backend) {
     let retention = Duration::from_millis(300);
     let stopped = campaign(&[(-1_000, HOUR_MS)], None);
     store.create_campaign(&stopped).await.unwrap();
-    let rules = SaleRules {
-        payment_timeout_secs_min: 1,
-    };
-    let (change, version) = computed_with(
+    changed(
         store.as_ref(),
-        &stopped.id,
-        serde_json::json!({"rounds": [{"number": 0, "status": "ended"}]}),
-        &rules,
+        &stopped,
+        json!({"rounds": [{"number": 0, "status": "ended"}]}),
     )
     .await;
-    store.update_campaign(&change, version).await.unwrap();
     // Its sales' payment window (a second) and the retention pass.
     tokio::time::sleep(Duration::from_millis(1_600)).await;
     for sale in stopped.sales() {

@@ -21,6 +21,8 @@ const REJOINS_MAX = 3;
 const PREQUEUE_WAITS_MAX = 2;
 /** Most a wait's join after the pre-queue opened is spread (drawn at random; capped at half the pre-queue), so a crowd waiting for it does not join in one instant: every place taken before the sale opens is shuffled, so none is lost by it. */
 const PREQUEUE_SPREAD_MAX_MS = 2000;
+/** The longest delay `setTimeout` takes. */
+const TIMER_MAX_MS = 2 ** 31 - 1;
 /** Queue statuses after which the engine's answer does not change: a wait ends. */
 const FINAL_STATUSES = new Set(['admitted', 'sold_out', 'ended']);
 
@@ -40,7 +42,8 @@ class Waiter {
       const check = () => {
         const left = until - this.now();
         if (this.stopped || left <= 0) resolve();
-        else this.timer = setTimeout(check, left);
+        // setTimeout takes at most 2^31 - 1 ms (24.8 days); longer, check again then.
+        else this.timer = setTimeout(check, Math.min(left, TIMER_MAX_MS));
       };
       check();
     });
@@ -170,10 +173,14 @@ export class WaitingRoom {
     if (!Number.isFinite(opensAt)) return null;
     const startsAt = Date.parse(read.sale.starts_at);
     const spread = Math.max(0, Math.min(PREQUEUE_SPREAD_MAX_MS, (startsAt - opensAt) / 2));
-    // The clock's error bound on top: the engine's clock is past the
-    // opening by then, whichever way the estimate errs.
-    const errorMs = Number.isFinite(client.clock.errorMs) ? client.clock.errorMs : 0;
-    return Math.max(0, opensAt - client.serverNow() + errorMs) + client.random() * spread;
+    // By the synced clock, its error bound on top (the engine's clock is
+    // past the opening by then, whichever way the estimate errs); unsynced,
+    // by the `server_time` the sale was just read with, never the phone's.
+    const { errorMs } = client.clock;
+    const untilOpen = Number.isFinite(errorMs)
+      ? opensAt - client.serverNow() + errorMs
+      : opensAt - Date.parse(read.sale.server_time);
+    return Math.max(0, Number.isFinite(untilOpen) ? untilOpen : 0) + client.random() * spread;
   }
 
   async _wait(saleId, run) {

@@ -40,9 +40,9 @@ use super::{
     StoredCampaign, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
 };
 use crate::domain::{
-    system_now, Campaign, CampaignChange, CampaignId, Millis, Order, OrderId, Payment,
-    PaymentException, PaymentOutcome, QueuePlace, RecordedOrder, Reservation, ReserveRequest, Sale,
-    SaleChange, SaleId, SaleRecords, SaleStep, SaleView, ShopperId, StockReturn,
+    system_now, Campaign, CampaignChange, CampaignId, Order, OrderId, Payment, PaymentException,
+    PaymentOutcome, QueuePlace, RecordedOrder, Reservation, ReserveRequest, Sale, SaleChange,
+    SaleId, SaleRecords, SaleStep, SaleView, ShopperId, StockReturn,
 };
 
 pub struct EmbeddedStore {
@@ -157,13 +157,9 @@ impl Store for EmbeddedStore {
             self.insert_sale(campaign_sale(&sale, &holds))?;
         }
         for (sale, due) in campaign.reminders() {
-            self.schedule_reminder(&sale, due).await?;
+            self.record(&sale)?.lock().schedule_reminder(due);
         }
         Ok(())
-    }
-
-    async fn schedule_reminder(&self, sale: &SaleId, due: Millis) -> Result<bool, StoreError> {
-        Ok(self.record(sale)?.lock().schedule_reminder(due))
     }
 
     async fn forget_campaign(&self, id: &CampaignId) -> Result<Forgetting, StoreError> {
@@ -244,6 +240,15 @@ impl Store for EmbeddedStore {
                 (SaleStep::Cancel(_), Some(record)) => record.apply_call_off(),
                 (SaleStep::Change { change, .. }, Some(record)) => record.apply_change(change, now),
                 (_, None) => {}
+            }
+        }
+        // The sales' locks go before the reminders take theirs (a
+        // reminder's sale may be a step's); the record's lock, held until
+        // the end, keeps any other change of the campaign out meanwhile.
+        drop(locked);
+        for (sale, due) in &change.reminders {
+            if let Ok(record) = self.record(sale) {
+                record.lock().schedule_reminder(*due);
             }
         }
         entry.holds.lock().limits = change.campaign.limits;

@@ -136,7 +136,7 @@ impl Outbox {
     }
 
     /// Queues a campaign round's reminder due at `due`, its attempts from
-    /// zero (one queued already moves), as `schedule_reminder.lua`.
+    /// zero (one queued already moves), as `queue_reminder` in `lua/common.lua`.
     pub fn schedule_reminder(&mut self, due: Millis) {
         self.hand_offs
             .insert(Errand::RoundStarting, HandOff { due, attempts: 0 });

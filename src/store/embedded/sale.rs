@@ -388,8 +388,8 @@ impl SaleRecord {
     }
 
     /// Queues a campaign round's reminder, due at `due`, unless the sale
-    /// has started or is no longer scheduled: the twin of
-    /// `lua/schedule_reminder.lua`.
+    /// has started or is no longer scheduled (and drops one queued then):
+    /// the twin of `queue_reminder` in `lua/common.lua`.
     pub fn schedule_reminder(&mut self, due: Millis) -> bool {
         if self.sale.state != SaleState::Scheduled || self.sale.has_started(system_now()) {
             self.outbox.drop_reminder();
