@@ -1,12 +1,13 @@
 //! The model test's campaign: proptest draws a campaign (two rounds of one
 //! to three items, small stock, a per-item limit, a limit per round across
 //! items and maybe one in total) and a sequence of reservations (alone, or
-//! 2 to 4 of one item in one reserve call), cancels, payments and expiry
-//! steps across its round × item sales; each runs on
-//! the store and on [`CampaignModel`], written from the README's
-//! "Campaigns" (an item's own limit, then the round's, then the campaign's,
-//! then stock; a cancel or an expiry gives the units back to both counts; a
-//! payment keeps them).
+//! 2 to 4 of one item in one reserve call), cancels, payments, merchant's
+//! refunds (with or without restock) and expiry steps across its round ×
+//! item sales; each runs on the store and on [`CampaignModel`], written
+//! from the README's "Campaigns" (an item's own limit, then the round's,
+//! then the campaign's, then stock; a cancel, an expiry or a refund with
+//! restock gives the units back to both counts; a payment, or a refund
+//! without restock, keeps them).
 //!
 //! Goal: both stores (embedded, and Redis with `lua/`) keep the limits
 //! across a campaign's items exactly as the model does, whatever the order
@@ -28,7 +29,8 @@ use std::time::Duration;
 
 use flashsale::domain::{
     system_now, Campaign, CampaignId, CampaignLimits, Item, Order, OrderId, OrderStatus, Payment,
-    PaymentOutcome, Quantity, Rejection, ReserveRequest, Round, Sale, SaleStats, ShopperId,
+    PaymentOutcome, Quantity, RefundKind, Rejection, ReserveRequest, Round, Sale, SaleStats,
+    ShopperId,
 };
 use flashsale::store::{FollowUps, Store, CANCELS_PER_SHOPPER_DEFAULT};
 use proptest::prelude::*;
@@ -53,7 +55,7 @@ const ROUNDS: usize = 2;
 const EXPIRE_LIMIT: usize = 8;
 
 /// Outcomes every full run reaches.
-const REACHED: [&str; 11] = [
+const REACHED: [&str; 13] = [
     "reserve: reserved",
     "batch: reserved",
     "batch: Rejected(RoundLimitExceeded)",
@@ -64,6 +66,8 @@ const REACHED: [&str; 11] = [
     "reserve: Rejected(SoldOut)",
     "cancel: cancelled",
     "pay: paid",
+    "refund: kept",
+    "refund: restocked",
     "expire: expired some",
 ];
 
@@ -97,6 +101,9 @@ enum Op {
     Cancel { order: Index },
     /// A simulated payment of one of the orders made so far.
     Pay { order: Index },
+    /// The merchant refunds one of the orders made so far (simulated
+    /// payments: refunded at once), putting its units back on sale or not.
+    Refund { order: Index, restock: bool },
     /// The order service's expiry step on one round × item.
     Expire { round: usize, item: Index },
 }
@@ -140,6 +147,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             }),
         2 => any::<Index>().prop_map(|order| Op::Cancel { order }),
         1 => any::<Index>().prop_map(|order| Op::Pay { order }),
+        2 => (any::<Index>(), any::<bool>())
+            .prop_map(|(order, restock)| Op::Refund { order, restock }),
         1 => (0..ROUNDS, any::<Index>()).prop_map(|(round, item)| Op::Expire { round, item }),
     ]
 }
@@ -373,6 +382,36 @@ impl CampaignModel {
         }
     }
 
+    /// The merchant's refund of a paid order (both rounds are live for the
+    /// whole case, so a restock is always allowed): its units leave `paid`
+    /// for `refunded`, and with restock go back on sale and off the
+    /// shopper's counts (the campaign's derive from them).
+    fn refund(&mut self, at: usize, restock: bool) -> Answer<&'static str> {
+        let (order, sale) = &mut self.orders[at];
+        if order.status != OrderStatus::Paid {
+            return Err(Refusal::Conflict);
+        }
+        order.status = OrderStatus::Refunded;
+        let quantity = order.quantity;
+        let shopper = order.shopper_id.clone();
+        let sale = &mut self.sales[*sale];
+        sale.stats.paid -= quantity;
+        sale.stats.refunded += quantity;
+        if !restock {
+            return Ok("kept");
+        }
+        sale.stats.remaining += quantity;
+        sale.stats.restocked += quantity;
+        if let Some(held) = sale.held.get_mut(&shopper) {
+            *held -= quantity;
+            if *held <= 0 {
+                sale.held.remove(&shopper);
+            }
+        }
+        sale.stats.buyers = sale.held.len() as i64;
+        Ok("restocked")
+    }
+
     /// The expiry step on sale `sale` (every order is due: the payment
     /// timeout is 0): the unpaid orders of its deadline entries, taken whole
     /// until `limit` orders were looked at.
@@ -497,6 +536,24 @@ async fn apply(
             count(tally, outcome("pay", &actual, |name| name));
             same(op, &actual, &Ok(model.pay(at)))
         }
+        Op::Refund { order, restock } => {
+            if model.orders.is_empty() {
+                return Ok(());
+            }
+            let at = order.index(model.orders.len());
+            let id = model.orders[at].0.id.clone();
+            let actual = answer(
+                store
+                    .refund_order(&id, *restock, FollowUps::default())
+                    .await,
+            )
+            .map(|order| match order.refund {
+                Some(RefundKind::Restocked) => "restocked",
+                _ => "kept",
+            });
+            count(tally, outcome("refund", &actual, |name| name));
+            same(op, &actual, &model.refund(at, *restock))
+        }
         Op::Expire { round, item } => {
             let at = round * items + item.index(items);
             let sale_id = model.sales[at].sale.id.clone();
@@ -548,7 +605,9 @@ async fn check(
                 sale.sale.id, sale.stats
             )));
         }
-        if stats.remaining < 0 || stats.remaining + stats.reserved + stats.paid != stats.stock_total
+        if stats.remaining < 0
+            || stats.remaining + stats.reserved + stats.paid + stats.refunded - stats.restocked
+                != stats.stock_total
         {
             return Err(broken(format!(
                 "sale {} is not exact: {stats:?}",
