@@ -59,6 +59,9 @@ const CAMPAIGN_PICKS: usize = 3;
 /// `campaign`: chance, in percent, that a shopper cancels an order it won
 /// at once and races on, its units back in its allowance.
 const CAMPAIGN_CANCEL_PERCENT: u32 = 20;
+/// `campaign`: chance, in percent, that a shopper pays an order it won at
+/// once (the rest, neither cancelled nor paid, expire unpaid).
+const CAMPAIGN_PAY_PERCENT: u32 = 50;
 /// `mixed`: how many shoppers in each role, out of the sum.
 const MIX: [(Role, u32); 3] = [(Role::Browse, 6), (Role::BuyAndPay, 3), (Role::Spike, 1)];
 
@@ -309,7 +312,8 @@ async fn browse(user: &mut GooseUser) -> TransactionResult {
 /// the engine's clock (the page's `server_time`), and race for up to
 /// [`CAMPAIGN_PICKS`] random items of it, one after another, until the
 /// shopper's limit (or the round's end) answers; now and then cancel an
-/// order won, giving its units back to the shopper's allowance. Concurrency per shopper
+/// order won, giving its units back to the shopper's allowance, and more
+/// often pay it (the run's way: simulated, or through WeChat Pay). Concurrency per shopper
 /// comes from several goose users playing one shopper
 /// (`--users-per-shopper`): they wait for the same opening and race at
 /// once, each for its own random items.
@@ -349,7 +353,8 @@ async fn campaign(user: &mut GooseUser) -> TransactionResult {
 /// Races for each of `picks` (a round's sales) in turn, one unit each,
 /// retrying 429/503 after `Retry-After`, until the shopper's limit, the
 /// round's end or the suite's patience stops it. An order won is cancelled
-/// at once [`CAMPAIGN_CANCEL_PERCENT`] of the time.
+/// at once [`CAMPAIGN_CANCEL_PERCENT`] of the time, paid at once
+/// [`CAMPAIGN_PAY_PERCENT`] of the time, else left to its payment timeout.
 async fn race_round(user: &mut GooseUser, picks: &[String]) -> TransactionResult {
     let give_up = Instant::now() + suite()?.patience;
     for sale_id in picks {
@@ -357,13 +362,18 @@ async fn race_round(user: &mut GooseUser, picks: &[String]) -> TransactionResult
         loop {
             match order(user, sale_id, &key, None).await? {
                 Attempt::Ordered(order_id) => {
-                    if rand::rng().random_range(0..100) < CAMPAIGN_CANCEL_PERCENT {
+                    let choice = rand::rng().random_range(0..100);
+                    if choice < CAMPAIGN_CANCEL_PERCENT {
                         let token = session(user)?.token.clone();
                         let path = format!("/api/v1/orders/{order_id}/cancel");
                         send(user, GooseMethod::Post, ROUTE_CANCEL, &path, |request| {
                             request.bearer_auth(&token)
                         })
                         .await?;
+                    } else if choice < CAMPAIGN_CANCEL_PERCENT + CAMPAIGN_PAY_PERCENT {
+                        if let Some(paying) = start_paying(user, &order_id).await? {
+                            pay(user, &order_id, paying).await?;
+                        }
                     }
                     break;
                 }
@@ -390,13 +400,8 @@ async fn buy_and_pay(user: &mut GooseUser) -> TransactionResult {
     let Some(order_id) = ordered else {
         return Ok(());
     };
-    // With WeChat Pay: the stand-in and the `wx.requestPayment` parameters.
-    let wechatpay = match &suite.wechatpay_standin {
-        Some(standin) => match prepay(user, &order_id).await? {
-            Some(params) => Some((standin, params)),
-            None => return Ok(()),
-        },
-        None => None,
+    let Some(paying) = start_paying(user, &order_id).await? else {
+        return Ok(());
     };
     let (think, abandon) = {
         let mut rng = rand::rng();
@@ -410,10 +415,44 @@ async fn buy_and_pay(user: &mut GooseUser) -> TransactionResult {
         suite.tally.abandoned(&order_id);
         return Ok(());
     }
-    match wechatpay {
-        Some((standin, params)) => {
-            // The shopper's phone: `wx.requestPayment` with the engine's
-            // parameters; WeChat Pay (the stand-in) then notifies the engine.
+    pay(user, &order_id, paying).await
+}
+
+/// How an order is paid in this run.
+enum Paying {
+    /// Through the WeChat Pay stand-in, with the `wx.requestPayment`
+    /// parameters the engine gave.
+    WeChatPay {
+        standin: String,
+        params: serde_json::Value,
+    },
+    /// By the engine's simulated payment route.
+    Simulated,
+}
+
+/// Starts paying `order_id` the run's way: with WeChat Pay, the engine's
+/// `wx.requestPayment` parameters (`None` when it gave none).
+async fn start_paying(
+    user: &mut GooseUser,
+    order_id: &str,
+) -> Result<Option<Paying>, Box<TransactionError>> {
+    Ok(match &suite()?.wechatpay_standin {
+        Some(standin) => prepay(user, order_id)
+            .await?
+            .map(|params| Paying::WeChatPay {
+                standin: standin.clone(),
+                params,
+            }),
+        None => Some(Paying::Simulated),
+    })
+}
+
+/// Pays `order_id`: the shopper's phone pays WeChat Pay's sheet with the
+/// engine's parameters (WeChat Pay, the stand-in, then notifies the
+/// engine), or the simulated route.
+async fn pay(user: &mut GooseUser, order_id: &str, paying: Paying) -> TransactionResult {
+    match paying {
+        Paying::WeChatPay { standin, params } => {
             let url = format!("{}/standin/pay", standin.trim_end_matches('/'));
             send(
                 user,
@@ -424,7 +463,7 @@ async fn buy_and_pay(user: &mut GooseUser) -> TransactionResult {
             )
             .await?;
         }
-        None => {
+        Paying::Simulated => {
             let token = session(user)?.token.clone();
             let path = format!("/api/v1/orders/{order_id}/pay");
             send(user, GooseMethod::Post, ROUTE_PAY, &path, |request| {
@@ -559,12 +598,7 @@ async fn buy_admitted(
     while Instant::now() < give_up {
         match order(user, sale_id, &key, Some(purchase)).await? {
             Attempt::Ordered(order_id) => {
-                let token = session(user)?.token.clone();
-                let path = format!("/api/v1/orders/{order_id}/pay");
-                send(user, GooseMethod::Post, ROUTE_PAY, &path, |request| {
-                    request.bearer_auth(&token)
-                })
-                .await?;
+                pay(user, &order_id, Paying::Simulated).await?;
                 suite()?.tally.queue_order();
                 return Ok(());
             }

@@ -146,7 +146,9 @@ pub struct CampaignChange {
     /// the round's first item and when it is due): each round's whose due
     /// time or first item differs from before, a new round's too. The
     /// store (re)schedules them in the change's own step. A round left
-    /// without one keeps none queued (one queued before is dropped unsent).
+    /// without one (`remind_before_secs` taken off) is not among them: a
+    /// reminder queued before stays in the outbox and is dropped unsent
+    /// when it comes due.
     pub reminders: Vec<(SaleId, Millis)>,
 }
 
