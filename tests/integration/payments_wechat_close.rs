@@ -172,18 +172,25 @@ async fn a_cancel_past_the_shoppers_cancels_leaves_the_order_payable(backend: Ba
     app.assert_audit_clean(&sale).await;
 }
 
-/// Two cancels of one shopper's orders sent at once with one cancel left:
-/// one closes its WeChat Pay order and cancels; the other is refused
-/// before any close, so its order stays payable. WeChat Pay answers slowly,
-/// so both cancels are in flight together.
-async fn two_cancels_at_once_with_one_left_close_one_order(backend: Backend) {
+/// The engine in WeChat Pay mode against a stand-in, one cancel allowed
+/// per shopper and WeChat Pay given 10 s a call (the tests make it slow).
+async fn one_cancel_each(backend: Backend) -> (Harness, WeChatPayServer) {
     let wx = WeChatPayServer::start().await;
-    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
+    let harness = Harness::start_with(backend, |config| {
         wx.configure(config);
         config.wechatpay_timeout_ms = 10_000;
         config.cancels_per_shopper_max = 1;
     })
     .await;
+    (harness, wx)
+}
+
+/// Two cancels of one shopper's orders sent at once with one cancel left:
+/// one closes its WeChat Pay order and cancels; the other is refused
+/// before any close, so its order stays payable. WeChat Pay answers slowly,
+/// so both cancels are in flight together.
+async fn two_cancels_at_once_with_one_left_close_one_order(backend: Backend) {
+    let (Harness { app, redis: _redis }, wx) = one_cancel_each(backend).await;
     let sale = app.create_sale(live_sale(5, 2)).await;
     let orders = [
         prepaid_order(&app, &wx, &sale, "oKim").await,
@@ -223,13 +230,7 @@ async fn two_cancels_at_once_with_one_left_close_one_order(backend: Backend) {
 /// (twice, so the actor has learned it); the order is paid in WeChat Pay
 /// first, the cancel is refused, and the shopper's next order is taken.
 async fn a_cancel_given_back_frees_the_shopper_to_order_again(backend: Backend) {
-    let wx = WeChatPayServer::start().await;
-    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
-        wx.configure(config);
-        config.wechatpay_timeout_ms = 10_000;
-        config.cancels_per_shopper_max = 1;
-    })
-    .await;
+    let (Harness { app, redis: _redis }, wx) = one_cancel_each(backend).await;
     let sale = app.create_sale(live_sale(5, 2)).await;
     let id = prepaid_order(&app, &wx, &sale, "oLin").await;
     wx.behave(Behaviour::Slow(Duration::from_millis(1_500)));

@@ -103,6 +103,29 @@ fn refund_queries(wx: &WeChatPayServer, id: &str) -> usize {
         .count()
 }
 
+/// The payment exceptions kept, as (`out_trade_no`, `kind`), sorted.
+async fn payment_exceptions(app: &TestApp) -> Vec<(String, String)> {
+    let exceptions: Value = app
+        .admin(Method::GET, "/admin/v1/payment-exceptions", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut kept: Vec<(String, String)> = exceptions["exceptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["out_trade_no"].as_str().unwrap().to_owned(),
+                e["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    kept.sort();
+    kept
+}
+
 /// Polls until `done` holds; fails after a minute.
 async fn eventually(what: &str, done: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -298,27 +321,15 @@ async fn a_processing_refund_is_queried_until_it_settles(backend: Backend) {
     drop(wx.settle_refund(&format!("{succeeds}-refund"), "SUCCESS"));
     drop(wx.settle_refund(&format!("{abnormal}-refund"), "ABNORMAL"));
     order_becomes(&app, &succeeds, "refunded").await;
-    let flagged = || async {
-        let exceptions: Value = app
-            .admin(Method::GET, "/admin/v1/payment-exceptions", None)
-            .await
-            .json()
-            .await
-            .unwrap();
-        exceptions["exceptions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["out_trade_no"] == abnormal.as_str())
-            .map(|e| e["kind"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while flagged().await.is_empty() {
+    while payment_exceptions(&app).await.is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "never flagged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(flagged().await, ["refund_abnormal"]);
+    assert_eq!(
+        payment_exceptions(&app).await,
+        [(abnormal.clone(), "refund_abnormal".to_owned())]
+    );
     assert_eq!(admin_order(&app, &abnormal).await["status"], "refunding");
 
     // Both entries left the outbox: no query follows.
@@ -361,30 +372,13 @@ async fn abnormal_and_closed_refunds_are_flagged(backend: Backend) {
         assert_acknowledged(notify(&app, &settled).await).await;
         assert_eq!(admin_order(&app, id).await["status"], "refunding");
     }
-    let exceptions: Value = app
-        .admin(Method::GET, "/admin/v1/payment-exceptions", None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let mut flagged: Vec<(String, String)> = exceptions["exceptions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["out_trade_no"].as_str().unwrap().to_owned(),
-                e["kind"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    flagged.sort();
+    let flagged = payment_exceptions(&app).await;
     let mut expected = vec![
         (abnormal.clone(), "refund_abnormal".to_owned()),
         (closed.clone(), "refund_closed".to_owned()),
     ];
     expected.sort();
-    assert_eq!(flagged, expected, "{exceptions}");
+    assert_eq!(flagged, expected);
     app.assert_audit_clean(&sale).await;
 }
 
