@@ -579,9 +579,15 @@ async function showOrder(id) {
       outcome));
   }
   replace(view, body);
+  await readInto(body, path, signal, show);
+}
+
+/** Reads `path` and shows it (`show`), unless the merchant left the page
+ *  meanwhile (`signal`); what the API refused goes in `body` instead. */
+async function readInto(body, path, signal, show) {
   try {
-    const order = await call('GET', path);
-    if (!signal.aborted) show(order);
+    const read = await call('GET', path);
+    if (!signal.aborted) show(read);
   } catch (err) {
     if (!signal.aborted && !signedOut(err)) {
       replace(body, h('section', { class: 'card' }, h('p', {}, err.message)));
@@ -716,16 +722,7 @@ async function showCampaign(id) {
       campaign.rounds.map((r) => round(campaign, r)));
   }
   replace(view, body);
-  async function load() {
-    try {
-      const campaign = await call('GET', path);
-      if (!signal.aborted) show(campaign);
-    } catch (err) {
-      if (!signal.aborted && !signedOut(err)) {
-        replace(body, h('section', { class: 'card' }, h('p', {}, err.message)));
-      }
-    }
-  }
+  const load = () => readInto(body, path, signal, show);
   await load();
 }
 
