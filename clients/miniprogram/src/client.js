@@ -581,8 +581,8 @@ export class FlashsaleClient {
    * with each place read, rejoin after a 404), then the order with the
    * admission's purchase token; on a sale with `require_purchase_token`,
    * a purchase token first; else the order. Answers as `placeOrder`, or
-   * the wait's refusal (`sold_out`, `ended`, `not_started` before the
-   * pre-queue opens, `stopped`, ...).
+   * the wait's refusal (`sold_out`, `ended`, `stopped`, ...; before the
+   * pre-queue opens the wait sleeps until it does).
    */
   async buy(saleId, quantity = 1, { onProgress } = {}) {
     if (!validQuantity(quantity)) return QUANTITY_REFUSED;
