@@ -89,7 +89,8 @@ async fn list_sales(State(state): State<AppState>) -> Result<Json<PublicSaleList
 /// sale from the store at most once per `FLASHSALE_SALE_POLL_CACHE_MS`
 /// (default 1 s), however many shoppers ask, and says so in
 /// `Cache-Control` so a CDN may hold it as long. `status` and
-/// `server_time` are exact when answered; `remaining` may be that old.
+/// `server_time` are exact when answered (to half the store read that
+/// filled the node's memory); `remaining` may be that old.
 #[utoipa::path(
     get,
     path = "/api/v1/sales/{id}",

@@ -4,8 +4,9 @@
 //! would make the countdown cost more than the race.
 //!
 //! A cached view is aged on the way out: its `now` (the store's clock at
-//! the read) moves on by the time since, on this process's steady clock,
-//! so `server_time` and the status (upcoming, live, ended) stay exact;
+//! the read) moves on by the time since the middle of the read, on this
+//! process's steady clock, so `server_time` and the status (upcoming,
+//! live, ended) stay exact to half the store read;
 //! only `remaining` may be up to `fresh_for` old, as the contract allows on
 //! public routes. Only sales that exist are kept, so the cache holds at
 //! most one entry per sale (one deleted by retention is dropped at its
@@ -50,8 +51,8 @@ impl<T: Clone> Slot<T> {
         (age < fresh_for).then(|| (value.clone(), age))
     }
 
-    fn keep(&self, value: T) {
-        *self.last.write() = Some((value, Instant::now()));
+    fn keep(&self, value: T, read_at: Instant) {
+        *self.last.write() = Some((value, read_at));
     }
 
     /// The last read if fresh, else `read`'s answer (one caller at a time;
@@ -72,8 +73,12 @@ impl<T: Clone> Slot<T> {
         if let Some(fresh) = self.fresh(fresh_for) {
             return Ok(fresh);
         }
+        // The store's clock was read somewhere during the read: its middle
+        // is where the value's age counts from (off by half the read at
+        // most, either way).
+        let started = Instant::now();
         let value = read().await?;
-        self.keep(value.clone());
+        self.keep(value.clone(), started + started.elapsed() / 2);
         Ok((value, Duration::ZERO))
     }
 }
