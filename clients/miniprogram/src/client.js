@@ -30,6 +30,10 @@ import { NetworkError } from './transport.js';
 import { WaitingRoom } from './waitingRoom.js';
 
 const INTENT_PREFIX = 'flashsale:intent:';
+/** The key of a shopper's list of the sales they made intents for, oldest first. */
+const INTENT_LIST_PREFIX = 'flashsale:intents:';
+/** Intents one shopper keeps in storage at most: past it, the oldest listed goes. */
+const INTENTS_KEPT_MAX = 32;
 /** Samples one clock sync takes. */
 const CLOCK_SYNC_SAMPLES = 3;
 /** How old the clock's last sync may be before a watched sale's poll syncs it again. */
@@ -128,6 +132,8 @@ export class FlashsaleClient {
    * @param {Function} [options.now] the local clock in ms (tests skew it).
    * @param {number} [options.pollIntervalMinMs] fastest the engine is polled (default 1 s).
    * @param {number} [options.payWaitMaxMs] longest `pay` waits for `paid` after the sheet (default 10 s).
+   * @param {number} [options.intentsKeptMax] purchase intents one shopper keeps in storage at
+   *   most (default 32); past it, the oldest made goes.
    */
   constructor({
     transport,
@@ -143,6 +149,7 @@ export class FlashsaleClient {
     pollIntervalMinMs = POLL_INTERVAL_MIN_MS,
     payWaitMaxMs = PAY_WAIT_MAX_MS,
     clockRefreshMs = CLOCK_REFRESH_MS,
+    intentsKeptMax = INTENTS_KEPT_MAX,
   }) {
     if (typeof transport !== 'function') throw new TypeError('FlashsaleClient: transport is required');
     this.transport = transport;
@@ -158,6 +165,9 @@ export class FlashsaleClient {
     this.pollIntervalMinMs = pollIntervalMinMs;
     this.payWaitMaxMs = payWaitMaxMs;
     this.clockRefreshMs = clockRefreshMs;
+    this.intentsKeptMax = intentsKeptMax;
+    /** The last change of a shopper's list of intents: one at a time. */
+    this.intentListing = Promise.resolve();
     this.clock = new ServerClock({ now });
     this.clockSyncedAt = null;
     /** How each sale seen is bought: id -> 'open', 'token' (a purchase token first) or 'queue' (the waiting room first). */
@@ -523,6 +533,7 @@ export class FlashsaleClient {
     const stored = fresh ? undefined : await this.storage.get(intentKey);
     const intent = { key: stored ? stored.key : this.newKey(), quantity, createdAt: stored ? stored.createdAt : this.now() };
     await this.storage.set(intentKey, intent);
+    await this._listIntent(saleId);
     let token = purchaseToken;
     if (!token && this.saleAccess.get(saleId) === 'token') {
       const issued = await this.purchaseToken(saleId);
@@ -542,6 +553,29 @@ export class FlashsaleClient {
       return this._placeOrder(intentKey, saleId, quantity, purchaseToken, true);
     }
     return result;
+  }
+
+  /**
+   * Lists the intent for `saleId` last in the shopper's list (in storage:
+   * the sales of their intents, the one used longest ago first); past
+   * `intentsKeptMax` the first listed go, their intents with them, so a
+   * shopper's intents in storage stay bounded whatever answers were lost.
+   * An intent ended by its answer leaves its sale listed until it goes
+   * first. One change of the list at a time.
+   */
+  _listIntent(saleId) {
+    const run = this.intentListing.then(async () => {
+      const subject = await this._subject();
+      const listKey = `${INTENT_LIST_PREFIX}${subject}`;
+      const listed = ((await this.storage.get(listKey)) ?? []).filter((id) => id !== saleId);
+      listed.push(saleId);
+      const dropped = listed.splice(0, Math.max(0, listed.length - this.intentsKeptMax));
+      for (const id of dropped) await this.storage.remove(`${INTENT_PREFIX}${subject}:${id}`);
+      await this.storage.set(listKey, listed);
+    });
+    // A failed change fails its own call only, never the ones after it.
+    this.intentListing = run.catch(() => {});
+    return run;
   }
 
   /** The order a kept intent made, replayed; else `refused` (the intent ends when the engine says no order is under its key). */

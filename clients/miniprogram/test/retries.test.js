@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, test } from 'node:test';
 
-import { RETRY_DEFAULTS, createClient, fetchTransport, retryAfterMs, retryWaitMs } from '../src/index.js';
+import { NetworkError, RETRY_DEFAULTS, createClient, fetchTransport, memoryStorage, retryAfterMs, retryWaitMs } from '../src/index.js';
 import { newShopper, shopperToken, startEngine } from '../testing/engine.js';
 import { recording, startProxy } from '../testing/proxy.js';
 
@@ -146,4 +146,26 @@ test('Retry-After as seconds or as a date; the wait is never shorter, and jitter
   // Without Retry-After: half of the doubling step always, capped.
   assert.equal(retryWaitMs(RETRY_DEFAULTS, 3, null, () => 0), (RETRY_DEFAULTS.backoffMs * 4) / 2);
   assert.equal(retryWaitMs(RETRY_DEFAULTS, 30, null, () => 1), RETRY_DEFAULTS.backoffMaxMs);
+});
+
+test('a shopper keeps at most intentsKeptMax intents in storage: past it, the one used longest ago goes', async () => {
+  const storage = memoryStorage();
+  const down = async () => {
+    throw new NetworkError('no network');
+  };
+  const token = shopperToken(newShopper());
+  const c = createClient({ transport: down, getToken: () => token, storage, retry: { attemptsMax: 1 }, intentsKeptMax: 2 });
+
+  for (const sale of ['s_first', 's_second', 's_first', 's_third']) {
+    assert.equal((await c.placeOrder(sale, 1)).code, 'network_error');
+  }
+
+  // s_first was tapped again (its kept intent reused, listed last):
+  // s_second, used longest ago, went when s_third came.
+  assert.equal(await c.pendingIntent('s_second'), undefined);
+  assert.ok(await c.pendingIntent('s_first'), 'kept');
+  assert.ok(await c.pendingIntent('s_third'), 'kept');
+  const again = await c.pendingIntent('s_first');
+  await c.placeOrder('s_first', 1);
+  assert.equal((await c.pendingIntent('s_first')).key, again.key, 'the kept intent is reused');
 });
