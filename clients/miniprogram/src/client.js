@@ -567,7 +567,8 @@ export class FlashsaleClient {
     const run = this.intentListing.then(async () => {
       const subject = await this._subject();
       const listKey = `${INTENT_LIST_PREFIX}${subject}`;
-      const listed = ((await this.storage.get(listKey)) ?? []).filter((id) => id !== saleId);
+      const kept = await this.storage.get(listKey);
+      const listed = (Array.isArray(kept) ? kept : []).filter((id) => id !== saleId);
       listed.push(saleId);
       const dropped = listed.splice(0, Math.max(0, listed.length - this.intentsKeptMax));
       for (const id of dropped) await this.storage.remove(`${INTENT_PREFIX}${subject}:${id}`);
