@@ -2,9 +2,10 @@
 -- atomically: its units leave `paid` for `refunded`, and with restock
 -- (only while the sale is live, by the Redis clock) go back on sale and off
 -- the shopper's counts, a campaign's round and campaign counts included
--- (counted in `restocked`); else they stay off sale, still the shopper's. With WeChat Pay the order becomes `refunding` and
--- the refund call is queued in the sale's outbox; without it (simulated
--- payments) the order is `refunded` at once.
+-- (counted in `restocked`); else they stay off sale, still the shopper's.
+-- With WeChat Pay the order becomes `refunding` and the refund call is
+-- queued in the sale's outbox; without it (simulated payments) the order
+-- is `refunded` at once.
 -- KEYS[1] fs:{sale}:orders   hash: order id -> record (see common.lua)
 -- KEYS[2] fs:{sale}:stats    hash: paid, refunded, restocked (units), buyers
 -- KEYS[3] fs:{sale}:outbox   sorted set: outbox entries by due time

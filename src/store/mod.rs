@@ -330,8 +330,9 @@ pub trait Store: Send + Sync + 'static {
     /// round's first item's sale, due at its time (store clock; at once
     /// when past), its attempts from zero, moving one queued there already;
     /// a sale that has started (store clock) or is no longer scheduled
-    /// gets none, and one queued before goes. `Conflict` when the campaign's first round has started
-    /// (store clock) and the change needs it not to
+    /// gets none, and one queued before goes. `Conflict` when the
+    /// campaign's first round has started (store clock) and the change
+    /// needs it not to
     /// ([`CampaignChange::before_start`]), or when a sale's step breaks the
     /// sale's own rules (the message names the round, item and sale).
     async fn update_campaign(

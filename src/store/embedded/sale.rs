@@ -390,13 +390,12 @@ impl SaleRecord {
     /// Queues a campaign round's reminder, due at `due`, unless the sale
     /// has started or is no longer scheduled (and drops one queued then):
     /// the twin of `queue_reminder` in `lua/common.lua`.
-    pub fn schedule_reminder(&mut self, due: Millis) -> bool {
+    pub fn schedule_reminder(&mut self, due: Millis) {
         if self.sale.state != SaleState::Scheduled || self.sale.has_started(system_now()) {
             self.outbox.drop_reminder();
-            return false;
+            return;
         }
         self.outbox.schedule_reminder(due);
-        true
     }
 
     /// The shopper cancels an unpaid order: the twin of

@@ -1,6 +1,8 @@
 //! The indexes that have no sale's slot, and so are written beside the
 //! sale's scripts rather than inside them:
-//! - the index of every campaign (`fs:campaigns`), read a page at a time;
+//! - the index of every campaign (`fs:campaigns`), written just before a
+//!   campaign is created (an id naming no campaign goes once a minute old),
+//!   read a page at a time;
 //! - the index of every sale (`fs:sales`) and of the sales not yet settled
 //!   (`{fs:sales}:open`, scored by the end of the payment window), both
 //!   written by `index_sale.lua` before a sale is created or its window
@@ -21,9 +23,9 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use super::codec::{corrupt, flag, millis};
 use super::connection::{timed, Connection};
 use super::RedisStore;
-use crate::domain::{system_now, CampaignId, Millis, Sale, SaleId};
+use crate::domain::{system_now, Campaign, CampaignId, Millis, Sale, SaleId};
 use crate::store::keys::{self, SaleKeys, CAMPAIGN_INDEX, OPEN_SALE_INDEX, SALE_INDEX};
-use crate::store::{IndexedCampaign, IndexedSale, StoreError};
+use crate::store::{Forgetting, IndexedCampaign, IndexedSale, StoreError};
 
 /// Shopper indexes written at once on a Cluster when a sale is settled or
 /// forgotten.
@@ -35,6 +37,11 @@ const SHOPPER_WRITES_PER_PIPELINE: usize = 256;
 /// Shoppers of a sale read at a time when it is settled (a hint to
 /// `HSCAN`).
 const SHOPPERS_PER_SCAN: usize = 1_000;
+
+/// How long an indexed campaign id without a record is left in the index
+/// of campaigns: its creation may be under way (the id is indexed just
+/// before the record is written), far longer than a creation takes.
+const CAMPAIGN_CREATION_GRACE: Duration = Duration::from_secs(60);
 
 /// How long a node may settle a sale before another may start again (the
 /// lease of `lua/settle_sale.lua`; a node that died meanwhile leaves it).
@@ -175,6 +182,51 @@ impl RedisStore {
                 })
             })
             .collect()
+    }
+
+    /// Writes the campaign's entry in the index of campaigns; `new_only`:
+    /// only if it has none (`NX`). Whether it was added.
+    pub(super) async fn index_campaign(
+        &self,
+        campaign: &Campaign,
+        new_only: bool,
+    ) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(CAMPAIGN_INDEX);
+        if new_only {
+            cmd.arg("NX");
+        }
+        cmd.arg(campaign.created_at).arg(campaign.id.as_str());
+        let added: i64 = timed("index_campaign", cmd.query_async(&mut self.conn.clone())).await?;
+        Ok(added == 1)
+    }
+
+    /// Takes the campaign off the index of campaigns.
+    pub(super) async fn unindex_campaign(&self, id: &CampaignId) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(CAMPAIGN_INDEX).arg(id.as_str());
+        timed("unindex_campaign", cmd.query_async(&mut self.conn.clone())).await
+    }
+
+    /// Takes an indexed id that names no campaign off the index, once too
+    /// old to be a creation under way (`lua/unindex_campaign.lua`): `Gone`,
+    /// else `Kept`.
+    pub(super) async fn unindex_unmade_campaign(
+        &self,
+        id: &CampaignId,
+    ) -> Result<Forgetting, StoreError> {
+        let mut unindex = self.scripts.unindex_campaign.key(CAMPAIGN_INDEX);
+        unindex
+            .arg(id.as_str())
+            .arg(millis(CAMPAIGN_CREATION_GRACE));
+        let outcome: String =
+            redis::from_redis_value(self.run("unindex_campaign", &unindex).await?)
+                .map_err(corrupt)?;
+        match outcome.as_str() {
+            "gone" => Ok(Forgetting::Gone),
+            "kept" => Ok(Forgetting::Kept),
+            other => Err(corrupt(format!("unknown unindex outcome {other}"))),
+        }
     }
 
     /// A page of the index of every campaign, newest first, after `after`.

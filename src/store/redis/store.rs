@@ -40,11 +40,6 @@ use crate::store::{
     Store, StoreError, StoredCampaign, StreamEntry, PREPAY_CHANGED,
 };
 
-/// How long an indexed campaign id without a record is left in the index
-/// of campaigns: its creation may be under way (the id is indexed just
-/// before the record is written), far longer than a creation takes.
-const CAMPAIGN_CREATION_GRACE: Duration = Duration::from_secs(60);
-
 #[async_trait]
 impl Store for RedisStore {
     fn kind(&self) -> &'static str {
@@ -81,13 +76,7 @@ impl Store for RedisStore {
         // a campaign created is never missing from the index.
         let sales = campaign.sales();
         try_join_all(sales.iter().map(|sale| self.index(sale, true))).await?;
-        let mut index = redis::cmd("ZADD");
-        index
-            .arg(CAMPAIGN_INDEX)
-            .arg("NX")
-            .arg(campaign.created_at)
-            .arg(campaign.id.as_str());
-        let indexed: i64 = self.query("index_campaign", &index).await?;
+        let indexed = self.index_campaign(campaign, true).await?;
         let reminders: HashMap<SaleId, Millis> = campaign.reminders().into_iter().collect();
         let mut invocation = self
             .scripts
@@ -121,11 +110,9 @@ impl Store for RedisStore {
         let created: i64 = redis::from_redis_value(self.run("create_campaign", &invocation).await?)
             .map_err(corrupt)?;
         if created != 1 {
-            if indexed == 1 {
+            if indexed {
                 // This call's own entry, of a campaign that was not made.
-                let mut unindex = redis::cmd("ZREM");
-                unindex.arg(CAMPAIGN_INDEX).arg(campaign.id.as_str());
-                if let Err(err) = self.query::<()>("unindex_campaign", &unindex).await {
+                if let Err(err) = self.unindex_campaign(&campaign.id).await {
                     tracing::warn!(campaign = %campaign.id, error = %err,
                         "a refused campaign stays indexed until retention takes it off");
                 }
@@ -139,12 +126,7 @@ impl Store for RedisStore {
         // the script ran (a node whose clock is a minute behind Redis's
         // would see it past the grace): a no-op otherwise, so a failure
         // here leaves the campaign made and, but for that race, listed.
-        let mut index = redis::cmd("ZADD");
-        index
-            .arg(CAMPAIGN_INDEX)
-            .arg(campaign.created_at)
-            .arg(campaign.id.as_str());
-        if let Err(err) = self.query::<()>("index_campaign", &index).await {
+        if let Err(err) = self.index_campaign(campaign, false).await {
             tracing::warn!(campaign = %campaign.id, error = %err,
                 "campaign made; its index entry could not be written again");
         }
@@ -297,25 +279,12 @@ impl Store for RedisStore {
             }
         };
         if forgetting == Forgetting::Forgotten {
-            let mut cmd = redis::cmd("ZREM");
-            cmd.arg(CAMPAIGN_INDEX).arg(id.as_str());
-            self.query::<()>("unindex_campaign", &cmd).await?;
+            self.unindex_campaign(id).await?;
             return Ok(forgetting);
         }
         // No such campaign: its id, if indexed, is one whose creation was
         // refused or crashed, or is under way.
-        let mut unindex = self.scripts.unindex_campaign.key(CAMPAIGN_INDEX);
-        unindex
-            .arg(id.as_str())
-            .arg(millis(CAMPAIGN_CREATION_GRACE));
-        let outcome: String =
-            redis::from_redis_value(self.run("unindex_campaign", &unindex).await?)
-                .map_err(corrupt)?;
-        match outcome.as_str() {
-            "gone" => Ok(Forgetting::Gone),
-            "kept" => Ok(Forgetting::Kept),
-            other => Err(corrupt(format!("unknown unindex outcome {other}"))),
-        }
+        self.unindex_unmade_campaign(id).await
     }
 
     async fn campaign_index(
