@@ -30,9 +30,9 @@ import { NetworkError } from './transport.js';
 import { WaitingRoom } from './waitingRoom.js';
 
 const INTENT_PREFIX = 'flashsale:intent:';
-/** The key of a shopper's list of the sales they made intents for, oldest first. */
+/** The key of a shopper's list of the sales they made intents for, the one tapped longest ago first. */
 const INTENT_LIST_PREFIX = 'flashsale:intents:';
-/** Intents one shopper keeps in storage at most: past it, the oldest listed goes. */
+/** Intents one shopper keeps in storage at most: past it, the one tapped longest ago goes. */
 const INTENTS_KEPT_MAX = 32;
 /** Samples one clock sync takes. */
 const CLOCK_SYNC_SAMPLES = 3;
@@ -133,7 +133,7 @@ export class FlashsaleClient {
    * @param {number} [options.pollIntervalMinMs] fastest the engine is polled (default 1 s).
    * @param {number} [options.payWaitMaxMs] longest `pay` waits for `paid` after the sheet (default 10 s).
    * @param {number} [options.intentsKeptMax] purchase intents one shopper keeps in storage at
-   *   most (default 32); past it, the oldest made goes.
+   *   most (default 32); past it, the one tapped longest ago goes.
    */
   constructor({
     transport,
