@@ -28,7 +28,7 @@ use crate::payments::wechatpay::{
     Account, MerchantKey, PlatformKeys, WeChatPay, WeChatPayClient, WeChatPayVerifier,
 };
 use crate::payments::{PaymentMethod, Payments};
-use crate::sales::live::{LiveFeeds, LiveSettings, ReadSale};
+use crate::sales::live::{self, LiveFeeds, LiveSettings};
 use crate::sales::Sales;
 use crate::store::{EmbeddedStore, QueueRules, RedisStore, Store};
 use crate::telemetry::{self, Sheds};
@@ -186,7 +186,7 @@ impl Application {
         };
         let sheds = Arc::new(Sheds::default());
         let live = Arc::new(LiveFeeds::new(
-            read_sale(&store),
+            live::read_from(&store),
             Arc::clone(&sheds),
             LiveSettings {
                 interval: Duration::from_millis(config.console_events_ms),
@@ -338,15 +338,6 @@ async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             )))
         }
     }
-}
-
-/// The live feeds' one read of a sale per tick.
-fn read_sale(store: &Arc<dyn Store>) -> ReadSale {
-    let store = Arc::clone(store);
-    Arc::new(move |id| {
-        let store = Arc::clone(&store);
-        Box::pin(async move { store.view_sale(&id).await })
-    })
 }
 
 /// This process's name in the order service's consumer groups: the same

@@ -1,4 +1,5 @@
-//! The waiting room of queued sales: join and poll, each written once.
+//! The waiting room of queued sales: join and poll, each written once,
+//! and the line's counts for its merchant.
 //! The line itself lives in the store (`Store::queue_join`,
 //! `Store::queue_poll`, atomic on the store's clock, shared by every
 //! engine node); this service adds what one node owns: the shuffle key of
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use crate::domain::{shuffle_key, PollAdvice, QueuePlace, SaleId, ShopperId};
+use crate::domain::{shuffle_key, PollAdvice, QueuePlace, QueueStats, SaleId, ShopperId};
 use crate::sales::Sales;
 use crate::store::{not_queued, QueueRules, Store, StoreError};
 
@@ -180,6 +181,12 @@ impl WaitingRooms {
             },
         );
         Ok(answer)
+    }
+
+    /// The sale's line in counts, from the store (see
+    /// [`Store::queue_stats`]).
+    pub async fn stats(&self, sale: &SaleId) -> Result<QueueStats, StoreError> {
+        self.store.queue_stats(sale).await
     }
 
     /// Forgets the answers whose time has passed; returns how many are

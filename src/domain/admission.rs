@@ -252,6 +252,41 @@ pub struct QueuePlace {
     pub admit_per_sec: i64,
 }
 
+/// A queued sale's line in counts, for its merchant: what the store's
+/// last admission step left (admissions are granted as polls reach the
+/// store, so a line nobody polls stands still).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Shoppers who ever joined the line (the pre-queue included).
+    pub joined: u64,
+    /// Joined and not yet admitted.
+    pub waiting: u64,
+    /// Admissions granted.
+    pub admitted: u64,
+    /// Admissions whose purchase token bought an order.
+    pub bought: u64,
+    /// Admissions that expired unused (their shoppers left the line).
+    pub expired: u64,
+    /// Admissions granted, neither used nor expired: shoppers who may
+    /// order now.
+    pub outstanding: u64,
+}
+
+impl QueueStats {
+    /// From the store's counters: members of the line, admissions
+    /// granted, tokens that bought, admissions that expired unused.
+    pub fn from_counters(joined: u64, granted: u64, bought: u64, expired: u64) -> Self {
+        Self {
+            joined,
+            waiting: joined.saturating_sub(granted),
+            admitted: granted,
+            bought,
+            expired,
+            outstanding: granted.saturating_sub(bought).saturating_sub(expired),
+        }
+    }
+}
+
 /// The id of the purchase token of the shopper admitted at `position`:
 /// unique in the sale, and never one the purchase-token route makes.
 pub fn admission_token_id(position: u64) -> String {

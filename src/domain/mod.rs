@@ -16,7 +16,7 @@ mod time;
 
 pub use admission::{
     admission_token_id, shuffle_key, shuffled, Admission, AdmissionMode, AdmissionSettings,
-    Admitted, PollAdvice, QueuePlace, QueueStatus,
+    Admitted, PollAdvice, QueuePlace, QueueStats, QueueStatus,
 };
 pub use audit::{Audit, Difference, RecordedOrder, RecountedUnits, SaleRecords};
 pub use campaign::{

@@ -1,7 +1,8 @@
 //! The merchants' API under `/admin/v1`: schedule, list, inspect, change and
 //! cancel sales, export their orders, look up any order, watch a sale
-//! live (Server-Sent Events), refund a paid order, and list and re-drive
-//! outbox entries that failed for good. Every route needs the admin token.
+//! live (Server-Sent Events) and a queued sale's line, refund a paid
+//! order, and list and re-drive outbox entries that failed for good.
+//! Every route needs the admin token.
 
 use std::convert::Infallible;
 
@@ -19,8 +20,8 @@ use super::error::{parse_json, read_body, ApiError, ApiJson, ApiPath};
 use super::openapi::error_responses;
 use super::paging::{page_of, sale_cursor, Listing, PageQuery, Paging};
 use super::views::{
-    AdminSaleBody, AdminSaleList, DeadLetterList, OrderBody, OrderList, PaymentExceptionBody,
-    PaymentExceptionList, RedriveBody, SaleAuditBody, SaleEventBody,
+    AdminQueueBody, AdminSaleBody, AdminSaleList, DeadLetterList, OrderBody, OrderList,
+    PaymentExceptionBody, PaymentExceptionList, RedriveBody, SaleAuditBody, SaleEventBody,
 };
 use super::{parse_order_id, parse_sale_id, AppState};
 use crate::domain::{NewSale, SalePatch, Timestamp};
@@ -38,6 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_sale))
         .routes(routes!(export_orders))
         .routes(routes!(sale_events))
+        .routes(routes!(queue_stats))
         .routes(routes!(payment_exceptions))
         .routes(routes!(get_order))
         .routes(routes!(refund_order))
@@ -54,6 +56,7 @@ error_responses!(
     GetSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     AuditSaleErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     SaleEventsErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
+    QueueStatsErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
     DeadLettersErrors = [Invalid, Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     RedriveErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     UpdateSaleErrors = [
@@ -361,6 +364,36 @@ fn events(watcher: Watcher) -> impl Stream<Item = Result<Event, Infallible>> {
             .id(tick.seq().to_string());
         Some((Ok(event), watcher))
     })
+}
+
+/// A queued sale's waiting room in counts: shoppers who joined, still
+/// waiting, admitted, whose admission bought, expired unused, and may
+/// order now. Admissions are granted as shoppers' polls reach the store,
+/// so the counts are what the last of those left. 409 `conflict` on an
+/// open sale.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sales/{id}/queue",
+    operation_id = "admin_queue_stats",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The sale's id.")),
+    responses(
+        (status = 200, description = "The line in counts.", body = AdminQueueBody),
+        QueueStatsErrors,
+    )
+)]
+async fn queue_stats(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<AdminQueueBody>, ApiError> {
+    let id = parse_sale_id(&id)?;
+    let stats = state.waiting_rooms.stats(&id).await?;
+    Ok(Json(AdminQueueBody {
+        sale_id: id.to_string(),
+        stats,
+    }))
 }
 
 /// The sale's webhook hand-offs that failed for good, oldest first: each

@@ -16,8 +16,8 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::domain::{
-    CampaignPatch, Difference, NewCampaign, NewSale, OrderStatus, QueueStatus, RecountedUnits,
-    SalePatch, SaleStats, SaleStatus, QUANTITY_MAX,
+    CampaignPatch, Difference, NewCampaign, NewSale, OrderStatus, QueueStats, QueueStatus,
+    RecountedUnits, SalePatch, SaleStats, SaleStatus, QUANTITY_MAX,
 };
 
 /// Names a schema `$name` in the document.
@@ -299,6 +299,31 @@ named_schema!(
 );
 
 named_schema!(
+    QueueStats,
+    "QueueStats",
+    object_of(
+        Type::Integer,
+        &[
+            (
+                "joined",
+                "Shoppers who ever joined the line, the pre-queue included."
+            ),
+            ("waiting", "Joined and not yet admitted."),
+            ("admitted", "Admissions granted (as polls reach the store)."),
+            ("bought", "Admissions whose purchase token bought an order."),
+            (
+                "expired",
+                "Admissions that expired unused; their shoppers left the line.",
+            ),
+            (
+                "outstanding",
+                "Admissions neither used nor expired: shoppers who may order now.",
+            ),
+        ],
+    )
+);
+
+named_schema!(
     RecountedUnits,
     "RecountedUnits",
     object_of(
@@ -389,6 +414,10 @@ mod tests {
         assert_eq!(
             sorted(words::<SaleStats>()),
             sorted(serialized_keys(SaleStats::default()))
+        );
+        assert_eq!(
+            sorted(words::<QueueStats>()),
+            sorted(serialized_keys(QueueStats::default()))
         );
         assert_eq!(
             sorted(words::<RecountedUnits>()),

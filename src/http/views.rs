@@ -14,8 +14,8 @@ use smol_str::SmolStr;
 use utoipa::ToSchema;
 
 use crate::domain::{
-    Difference, Order, OrderId, OrderStatus, PaymentException, RecountedUnits, RefundKind, SaleId,
-    SaleRecords, SaleStats, SaleStatus, SaleView, ShopperId, Timestamp,
+    Difference, Order, OrderId, OrderStatus, PaymentException, QueueStats, RecountedUnits,
+    RefundKind, SaleId, SaleRecords, SaleStats, SaleStatus, SaleView, ShopperId, Timestamp,
 };
 use crate::sales::live::LiveSale;
 use crate::store::DeadLetter;
@@ -192,6 +192,9 @@ pub struct SaleEventBody {
     pub at: Timestamp,
     /// The sale with its exact stats, as read at `at`.
     pub sale: AdminSaleBody,
+    /// A queued sale's line, read just after the sale (as
+    /// `GET /admin/v1/sales/{id}/queue`); null for an open sale.
+    pub queue: Option<QueueStats>,
     /// Units taken from stock per second since the previous tick (0 at the
     /// first).
     #[schema(example = 42.0)]
@@ -210,11 +213,20 @@ impl From<&LiveSale> for SaleEventBody {
             seq: live.seq,
             at: Timestamp(live.view.now),
             sale: (&live.view).into(),
+            queue: live.queue,
             sold_per_sec: live.sold_per_sec,
             shed_429_per_sec: live.shed_429_per_sec,
             shed_503_per_sec: live.shed_503_per_sec,
         }
     }
+}
+
+/// `GET /admin/v1/sales/{id}/queue`: a queued sale's line in counts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminQueueBody {
+    #[schema(example = "s_k3v9x2m7q1ab")]
+    pub sale_id: String,
+    pub stats: QueueStats,
 }
 
 /// A reconciliation of one sale: its counts recomputed from the raw records.

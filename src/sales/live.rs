@@ -7,9 +7,10 @@
 //! A publisher starts with its sale's first watcher and stops at the first
 //! tick that finds none left. Watchers are bounded per engine node
 //! (`FLASHSALE_CONSOLE_WATCHERS_MAX`), which bounds the publishers too.
-//! Each tick carries the sale with its exact counts, the units taken from
-//! stock per second since the previous tick, and this node's 429 and 503
-//! answers per second (its [`Sheds`]), so a console charts the race.
+//! Each tick carries the sale with its exact counts (and a queued sale's
+//! line in counts), the units taken from stock per second since the
+//! previous tick, and this node's 429 and 503 answers per second (its
+//! [`Sheds`]), so a console charts the race.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,16 +22,49 @@ use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::domain::{SaleId, SaleStats, SaleView};
-use crate::store::StoreError;
+use crate::domain::{QueueStats, SaleId, SaleStats, SaleView};
+use crate::store::{Store, StoreError};
 use crate::telemetry::{ShedTotals, Sheds};
 
 /// Ticks a slow console may fall behind before it skips to the newest.
 const FEED_BACKLOG: usize = 16;
 
-/// The one store read a publisher makes per tick.
+/// The one store read a publisher makes per tick (two for a queued sale:
+/// the sale, then its line).
 pub type ReadSale =
-    Arc<dyn Fn(SaleId) -> BoxFuture<'static, Result<Option<SaleView>, StoreError>> + Send + Sync>;
+    Arc<dyn Fn(SaleId) -> BoxFuture<'static, Result<Option<SaleRead>, StoreError>> + Send + Sync>;
+
+/// What a tick reads: the sale, and a queued sale's line.
+#[derive(Debug, Clone)]
+pub struct SaleRead {
+    pub view: SaleView,
+    /// `None` for an open sale.
+    pub queue: Option<QueueStats>,
+}
+
+/// The read of a sale per tick from `store`: the sale, then a queued
+/// sale's line (none if the sale was switched to open between the two).
+pub fn read_from(store: &Arc<dyn Store>) -> ReadSale {
+    let store = Arc::clone(store);
+    Arc::new(move |id| {
+        let store = Arc::clone(&store);
+        Box::pin(async move {
+            let Some(view) = store.view_sale(&id).await? else {
+                return Ok(None);
+            };
+            let queue = if view.sale.admission.is_queue() {
+                match store.queue_stats(&id).await {
+                    Ok(stats) => Some(stats),
+                    Err(StoreError::Conflict(_)) => None,
+                    Err(err) => return Err(err),
+                }
+            } else {
+                None
+            };
+            Ok(Some(SaleRead { view, queue }))
+        })
+    })
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct LiveSettings {
@@ -65,6 +99,8 @@ impl LiveTick {
 pub struct LiveSale {
     pub seq: u64,
     pub view: SaleView,
+    /// A queued sale's line; `None` for an open sale.
+    pub queue: Option<QueueStats>,
     /// Units taken from stock (reserved) per second since the previous
     /// tick: 0 at the first.
     pub sold_per_sec: f64,
@@ -207,13 +243,13 @@ impl Inner {
             }
             let sheds = self.sheds.totals();
             let tick = match (self.read)(id.clone()).await {
-                Ok(Some(view)) => {
+                Ok(Some(read)) => {
                     let sample = Sample {
-                        units_taken: units_taken(&view.stats),
+                        units_taken: units_taken(&read.view.stats),
                         sheds,
                         at: Instant::now(),
                     };
-                    let tick = LiveSale::measured(seq, view, previous.as_ref(), &sample);
+                    let tick = LiveSale::measured(seq, read, previous.as_ref(), &sample);
                     previous = Some(sample);
                     LiveTick::Sale(Box::new(tick))
                 }
@@ -263,11 +299,13 @@ fn units_taken(stats: &SaleStats) -> i64 {
 }
 
 impl LiveSale {
-    fn measured(seq: u64, view: SaleView, previous: Option<&Sample>, now: &Sample) -> Self {
+    fn measured(seq: u64, read: SaleRead, previous: Option<&Sample>, now: &Sample) -> Self {
+        let SaleRead { view, queue } = read;
         let Some(previous) = previous else {
             return Self {
                 seq,
                 view,
+                queue,
                 sold_per_sec: 0.0,
                 shed_429_per_sec: 0.0,
                 shed_503_per_sec: 0.0,
@@ -279,6 +317,7 @@ impl LiveSale {
         Self {
             seq,
             view,
+            queue,
             sold_per_sec: per_sec((now.units_taken - previous.units_taken).max(0) as f64),
             shed_429_per_sec: count(now.sheds.status_429, previous.sheds.status_429),
             shed_503_per_sec: count(now.sheds.status_503, previous.sheds.status_503),
@@ -305,7 +344,7 @@ mod tests {
         Arc::new(move |id| {
             reads.fetch_add(1, Ordering::SeqCst);
             let view = view(&id, reserved.load(Ordering::SeqCst));
-            Box::pin(async move { Ok(Some(view)) })
+            Box::pin(async move { Ok(Some(SaleRead { view, queue: None })) })
         })
     }
 

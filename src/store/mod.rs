@@ -23,8 +23,8 @@ pub use self::embedded::EmbeddedStore;
 pub use self::redis::{RedisStore, RedisTarget};
 use crate::domain::{
     Campaign, CampaignChange, CampaignId, Millis, Order, OrderEvent, OrderId, Payment,
-    PaymentException, PaymentOutcome, QueuePlace, Rejection, Reservation, ReserveRequest, Sale,
-    SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
+    PaymentException, PaymentOutcome, QueuePlace, QueueStats, Rejection, Reservation,
+    ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
 };
 
 /// The most orders one shopper may cancel in one sale, unless the store is
@@ -688,6 +688,11 @@ pub trait Store: Send + Sync + 'static {
         shopper: &ShopperId,
         rules: &QueueRules,
     ) -> Result<Option<QueuePlace>, StoreError>;
+
+    /// The line's counts as the last admission step left them (a read:
+    /// it admits nobody). `NotFound` for no such sale, `Conflict` on an
+    /// open sale.
+    async fn queue_stats(&self, sale: &SaleId) -> Result<QueueStats, StoreError>;
 
     // Telling every engine node that stock came back.
 

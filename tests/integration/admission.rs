@@ -3,7 +3,7 @@
 //! joiners queue behind it in order, admission never outruns the stock,
 //! only admitted shoppers buy (with a token bound to them and the sale,
 //! once, for a while), and the line is the store's: it survives an engine
-//! restart and several nodes share it.
+//! restart and several nodes share it; its merchant reads it in counts.
 //! Method: over HTTP on every store, with sales that open a few seconds
 //! after they are scheduled, and the engine's poll interval at its
 //! shortest (100 ms) so a test's polls reach the store.
@@ -131,6 +131,35 @@ async fn assert_in_seed_order<'a>(
         );
     }
     order
+}
+
+/// The merchant's counts of the sale's line
+/// (`GET /admin/v1/sales/{id}/queue`): joined, waiting, admitted, bought,
+/// expired, outstanding.
+async fn line_counts(app: &TestApp, sale: &str) -> [u64; 6] {
+    let response = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/v1/sales/{sale}/queue"),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["sale_id"], sale);
+    [
+        "joined",
+        "waiting",
+        "admitted",
+        "bought",
+        "expired",
+        "outstanding",
+    ]
+    .map(|count| {
+        body["stats"][count]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{body}"))
+    })
 }
 
 fn shoppers(prefix: &str, n: usize) -> Vec<String> {
@@ -286,6 +315,11 @@ async fn only_an_admission_buys(backend: Backend) {
         join(&app, &sale, shopper).await;
         join(&app, &other, shopper).await;
     }
+    assert_eq!(
+        line_counts(&app, &sale).await,
+        [2, 2, 0, 0, 0, 0],
+        "the pre-queue"
+    );
     revealed(&app, &sale).await;
     revealed(&app, &other).await;
     let line = vec!["alice".to_owned(), "bob".to_owned()];
@@ -300,6 +334,7 @@ async fn only_an_admission_buys(backend: Backend) {
         answers[second]["status"], "waiting",
         "one at a time: {answers:?}"
     );
+    assert_eq!(line_counts(&app, &sale).await, [2, 1, 1, 0, 0, 1]);
     let purchase = answers[first]["purchase_token"]
         .as_str()
         .unwrap()
@@ -364,6 +399,9 @@ async fn only_an_admission_buys(backend: Backend) {
             .status(),
         StatusCode::CREATED
     );
+    // Three places taken (the first shopper's twice), two admissions: one
+    // expired unused, one bought; the first shopper waits again.
+    assert_eq!(line_counts(&app, &sale).await, [3, 1, 2, 1, 1, 0]);
 }
 
 /// The line is the store's: a second engine node answers the same places,
@@ -411,11 +449,31 @@ async fn the_line_has_bounds(backend: Backend) {
         error_code(app.shopper_post("a", &queue_path(&open)).await).await,
         (StatusCode::CONFLICT, "conflict".to_owned())
     );
+    let counts = |sale: &str| format!("/admin/v1/sales/{sale}/queue");
+    assert_eq!(
+        error_code(app.admin(reqwest::Method::GET, &counts(&open), None).await).await,
+        (StatusCode::CONFLICT, "conflict".to_owned()),
+        "an open sale has no line to count"
+    );
+    assert_eq!(
+        error_code(
+            app.admin(reqwest::Method::GET, &counts("s_nosuchsale00"), None)
+                .await
+        )
+        .await,
+        (StatusCode::NOT_FOUND, "not_found".to_owned())
+    );
+    assert_eq!(
+        error_code(app.shopper_get("a", &counts(&open)).await).await,
+        (StatusCode::FORBIDDEN, "forbidden".to_owned()),
+        "the merchant's counts"
+    );
     let sale = queued_sale(&app, 5, Duration::from_secs(60), 1_000, 60).await;
     for shopper in ["a", "b", "c"] {
         join(&app, &sale, shopper).await;
     }
     join(&app, &sale, "a").await;
+    assert_eq!(line_counts(&app, &sale).await, [3, 3, 0, 0, 0, 0]);
     let full = app.shopper_post("d", &queue_path(&sale)).await;
     assert!(full.headers().contains_key("retry-after"));
     assert_eq!(

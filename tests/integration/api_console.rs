@@ -2,14 +2,19 @@
 //! no framing, no admin data), and a sale's live feed
 //! (`GET /admin/v1/sales/{id}/events`) is admin-only, bounded, shared by
 //! every console watching the sale, shows the race (and the engine's 503
-//! answers) as it happens, and ends when the engine stops. Method: the engine over HTTP on both stores; the
+//! answers, and a queued sale's line) as it happens, and ends when the
+//! engine stops. Method: the engine over HTTP on both stores; the
 //! feed read as raw Server-Sent Events.
 
+use std::time::Duration;
+
 use reqwest::{Response, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::on_both_stores;
-use crate::support::{error_code, live_sale, token, Backend, Harness, TestApp, ADMIN_TOKEN};
+use crate::support::{
+    error_code, live_sale, rfc3339_in, token, Backend, Harness, TestApp, ADMIN_TOKEN,
+};
 
 /// A sale's live feed as the console reads it: events split from the raw
 /// stream.
@@ -176,6 +181,7 @@ async fn consoles_share_one_feed_that_shows_the_race(backend: Backend) {
     }
     assert_eq!(a, b, "one tick, broadcast to both");
     assert_eq!(a["sale"]["id"], sale.as_str());
+    assert!(a["queue"].is_null(), "an open sale has no line: {a}");
     assert_eq!(a["sale"]["stats"]["remaining"], 50);
 
     for shopper in 0..20 {
@@ -235,10 +241,36 @@ async fn an_open_feed_ends_when_the_engine_stops(backend: Backend) {
     stopping.await.unwrap();
 }
 
+/// A queued sale's feed carries its line in counts, as shoppers join.
+async fn a_queued_sales_feed_carries_its_line(backend: Backend) {
+    let Harness { app, redis: _redis } = start(backend, 4).await;
+    let mut body = live_sale(5, 1);
+    body["starts_at"] = rfc3339_in(Duration::from_secs(600), false).into();
+    body["admission"] = json!({"mode": "queue", "prequeue_opens_secs": 900});
+    let sale = app.create_sale(body).await;
+    let mut feed = Feed::open(&app, &sale).await;
+    assert_eq!(feed.stats().await["queue"]["joined"], 0);
+    for shopper in ["ada", "bo"] {
+        let joined = app
+            .shopper_post(shopper, &format!("/api/v1/sales/{sale}/queue"))
+            .await;
+        assert_eq!(joined.status(), StatusCode::CREATED);
+    }
+    loop {
+        let tick = feed.stats().await;
+        if tick["queue"]["joined"] == 2 {
+            assert_eq!(tick["queue"]["waiting"], 2, "{tick}");
+            assert_eq!(tick["queue"]["admitted"], 0, "{tick}");
+            break;
+        }
+    }
+}
+
 on_both_stores!(
     the_page_is_served_with_its_security_headers_and_no_admin_data,
     the_feed_is_admin_only_and_names_a_real_sale,
     consoles_share_one_feed_that_shows_the_race,
     watchers_are_bounded_and_freed_when_a_console_leaves,
     an_open_feed_ends_when_the_engine_stops,
+    a_queued_sales_feed_carries_its_line,
 );

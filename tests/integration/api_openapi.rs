@@ -126,12 +126,8 @@ impl App {
             burst: 0,
         };
         let sheds = Arc::new(telemetry::Sheds::default());
-        let read_store = Arc::clone(&store);
         let live = Arc::new(LiveFeeds::new(
-            Arc::new(move |id| {
-                let store = Arc::clone(&read_store);
-                Box::pin(async move { store.view_sale(&id).await })
-            }),
+            flashsale::sales::live::read_from(&store),
             Arc::clone(&sheds),
             LiveSettings {
                 interval: Duration::from_secs(1),

@@ -11,7 +11,11 @@
 //! and counts, a campaign's page shows each round's items and totals, its
 //! live round is ended and an upcoming campaign cancelled from there; a
 //! sale's orders are listed, and a paid order is refunded (back on sale)
-//! from its page, then found again by its id.
+//! from its page, then found again by its id; a campaign of two rounds
+//! and two items is scheduled from its form (a list price below the
+//! seckill price refused first); a sale with a waiting room is scheduled
+//! from the sale form (a rate of 0 refused at its field) and its page
+//! shows the line as shoppers join.
 //! Screenshots of each step go to `target/console/`.
 //! `.ci/run` installs `chromium` and `chromium-driver`; without them this
 //! test fails, it does not skip.
@@ -557,6 +561,154 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
         .await;
     assert!(facts.as_str().unwrap().contains("restocked"), "{facts}");
     page.screenshot("13-order-refunded").await;
+
+    // A campaign scheduled from the console: two rounds (the second
+    // filled in after the first), two items; a list price below the
+    // seckill price is refused under the items with the API's message.
+    page.go(&app.address, "#/campaigns").await;
+    page.click("a[href='#/campaigns/new']").await;
+    page.until(
+        "the campaign form",
+        "return document.getElementById('new-campaign-form');",
+    )
+    .await;
+    page.type_into("#field-title", "12.12 from the console")
+        .await;
+    page.click("#add-rounds").await;
+    let item = |row: u8, label: &str| {
+        format!("#items-table tbody tr:nth-child({row}) input[aria-label='{label}']")
+    };
+    for (label, value) in [
+        ("SKU", "CN-SCARF"),
+        ("Title", "Silk scarf"),
+        ("Seckill price (cents)", "19900"),
+        ("List price (cents)", "9900"),
+        ("Stock per round", "3"),
+    ] {
+        page.type_into(&item(1, label), value).await;
+    }
+    page.click("#new-campaign-form button[type=submit]").await;
+    let refused = page
+        .text_of("#items-table [data-error-for~=original_price_cents]")
+        .await;
+    assert_eq!(
+        refused,
+        "original_price_cents: must not be below price_cents"
+    );
+    page.screenshot("14-campaign-refused").await;
+    page.type_into(&item(1, "List price (cents)"), "39900")
+        .await;
+    page.click("#add-items").await;
+    for (label, value) in [
+        ("SKU", "CN-GLOVES"),
+        ("Title", "Leather gloves"),
+        ("Seckill price (cents)", "29900"),
+        ("List price (cents)", "59900"),
+        ("Stock per round", "2"),
+    ] {
+        page.type_into(&item(2, label), value).await;
+    }
+    page.click("#new-campaign-form button[type=submit]").await;
+    let made = page
+        .until(
+            "the new campaign's page",
+            "const m = /^#\\/campaigns\\/(c_.+)$/.exec(location.hash); \
+             return m && document.getElementById('campaign-title') ? m[1] : null;",
+        )
+        .await;
+    let made = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/v1/campaigns/{}", made.as_str().unwrap()),
+            None,
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(made["title"], "12.12 from the console");
+    let rounds = made["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "{made}");
+    assert_eq!(rounds[0]["status"], "upcoming");
+    assert!(
+        rounds[1]["starts_at"].as_str() > rounds[0]["ends_at"].as_str(),
+        "the second round after the first: {made}"
+    );
+    let skus: Vec<&Value> = rounds[1]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["sku"])
+        .collect();
+    assert_eq!(skus, [&json!("CN-SCARF"), &json!("CN-GLOVES")]);
+    assert_eq!(rounds[1]["items"][1]["stats"]["stock_total"], 2);
+    page.screenshot("15-campaign-scheduled").await;
+
+    // A sale with a waiting room, scheduled from the form: a rate of 0 is
+    // refused at its field; its page shows the line as shoppers join.
+    page.go(&app.address, "#/new").await;
+    page.until(
+        "the schedule form",
+        "return document.getElementById('new-sale-form');",
+    )
+    .await;
+    page.type_into("#field-sku", "LC-QUEUED").await;
+    page.type_into("#field-title", "Queued pouch").await;
+    page.type_into("#field-price_cents", "19900").await;
+    page.type_into("#field-stock_total", "5").await;
+    page.set_value("#field-starts_at", &shanghai_wall(30)).await;
+    page.set_value("#field-ends_at", &shanghai_wall(90)).await;
+    page.browser
+        .execute(
+            "const mode = document.getElementById('field-admission_mode'); \
+             mode.value = 'queue'; mode.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    page.type_into("[name='admission.prequeue_opens_secs']", "3600")
+        .await;
+    page.type_into("[name='admission.admit_per_sec']", "0")
+        .await;
+    page.click("#new-sale-form button[type=submit]").await;
+    let refused = page
+        .text_of("[data-error-for='admission.admit_per_sec']")
+        .await;
+    assert_eq!(
+        refused,
+        "admission.admit_per_sec: must be between 1 and 100000"
+    );
+    page.type_into("[name='admission.admit_per_sec']", "200")
+        .await;
+    page.click("#new-sale-form button[type=submit]").await;
+    let queued = page
+        .until(
+            "the queued sale's waiting room",
+            "const m = /^#\\/sales\\/(.+)$/.exec(location.hash); \
+             return m && document.getElementById('waiting-room') ? m[1] : null;",
+        )
+        .await;
+    let queued = queued.as_str().unwrap().to_owned();
+    let admission = &app.sale(&queued).await["admission"];
+    assert_eq!(admission["mode"], "queue", "{admission}");
+    assert_eq!(admission["admit_per_sec"], 200, "{admission}");
+    assert_eq!(admission["prequeue_opens_secs"], 3600, "{admission}");
+    for shopper in ["console-queuer-1", "console-queuer-2"] {
+        let joined = app
+            .shopper_post(shopper, &format!("/api/v1/sales/{queued}/queue"))
+            .await;
+        assert_eq!(joined.status(), StatusCode::CREATED);
+    }
+    page.until(
+        "two shoppers in the line",
+        "const count = (n) => document.querySelector(`[data-line=${n}]`).textContent; \
+         return count('joined') === '2' && count('waiting') === '2';",
+    )
+    .await;
+    let settings = page.text_of("#waiting-room-settings").await;
+    assert!(settings.contains("200 admitted per second"), "{settings}");
+    page.scroll_to("#waiting-room").await;
+    page.screenshot("16-waiting-room").await;
 
     page.browser.close().await.unwrap();
     app.stop().await;

@@ -1,11 +1,12 @@
 // The merchant console: sign in with the admin token, then sales (list,
-// schedule, one sale live with its actions, audit, orders and dead
-// letters), one order (found by its id: its WeChat Pay ids, and a refund),
-// campaigns (list, one campaign's rounds × items with their counts, a
+// schedule, with or without a waiting room, one sale live with its
+// actions, its waiting room's line, audit, orders and dead letters), one
+// order (found by its id: its WeChat Pay ids, and a refund), campaigns
+// (list, schedule, one campaign's rounds × items with their counts, a
 // round ended now, the campaign cancelled before it starts) and payment
 // exceptions, all through the admin API. Views are picked by the URL's
 // fragment: #/sales, #/new, #/sales/{id}, #/orders/{id}, #/campaigns,
-// #/campaigns/{id}, #/payment-exceptions.
+// #/campaigns/new, #/campaigns/{id}, #/payment-exceptions.
 
 import { ApiError, call, follow, forgetToken, saveToken, savedToken } from './api.js';
 import { LEGEND, LiveChart } from './chart.js';
@@ -27,10 +28,12 @@ const when = (instant) => formatInZone(instant, zone());
 // ---- errors at their fields ----------------------------------------------
 
 /** The fields an API message may name, likeliest first: `stock_total:
- *  must be ...`, ``missing field `stock_total` ``, or `stock_total cannot
+ *  must be ...`, `admission.admit_per_sec: ...`, `items[1].sku: ...` (the
+ *  item's field), ``missing field `stock_total` ``, or `stock_total cannot
  *  go below ...` (a refusal of a change). */
 function fieldsOf(message) {
-  return [/^([a-z_]+)(?:\[\d+\])?:/, /`([a-z_]+)`/, /^([a-z]+_[a-z_]+) /]
+  return [/^([a-z_]+\.[a-z_]+):/, /^([a-z_]+)(?:\[\d+\])?:/, /^[a-z_]+\[\d+\]\.([a-z_]+)/,
+    /`([a-z_]+)`/, /^([a-z]+_[a-z_]+) /]
     .map((pattern) => pattern.exec(message)?.[1])
     .filter(Boolean);
 }
@@ -40,15 +43,17 @@ function clearErrors(form) {
   for (const input of form.querySelectorAll('[aria-invalid]')) input.removeAttribute('aria-invalid');
 }
 
-/** Shows an API error at the form field it names, else at the form. */
+/** Shows an API error at the form field it names, else at the form. A
+ *  slot takes the errors of every name in its `data-error-for` (a table
+ *  of rows: `items sku title ...`). */
 function showError(form, err) {
   const message = err instanceof ApiError ? err.message : String(err);
   const field = fieldsOf(message)
-    .find((name) => form.querySelector(`[data-error-for="${name}"]`));
-  const slot = form.querySelector(`[data-error-for="${field ?? 'form'}"]`);
+    .find((name) => form.querySelector(`[data-error-for~="${name}"]`));
+  const slot = form.querySelector(`[data-error-for~="${field ?? 'form'}"]`);
   slot.textContent = message;
   const input = field && form.elements.namedItem(field);
-  if (input) input.setAttribute('aria-invalid', 'true');
+  if (input instanceof Element) input.setAttribute('aria-invalid', 'true');
 }
 
 /** Runs `action` for a form's submit, showing what the API refused. */
@@ -219,9 +224,27 @@ async function showSales() {
 
 // ---- schedule a sale -----------------------------------------------------
 
+/** The numbers typed in the fields `prefix + name` of `names`, by name,
+ *  as typed: an empty field is left out (the API's default), and the API
+ *  names whatever is wrong, at its field. */
+function typedNumbers(fields, names, prefix = '') {
+  const numbers = {};
+  for (const name of names) {
+    const raw = fields.namedItem(prefix + name).value.trim();
+    if (raw !== '') numbers[name] = Number(raw);
+  }
+  return numbers;
+}
+
 function showNewSale() {
   const now = Date.now();
   const input = (type, attrs = {}) => h('input', { type, ...attrs });
+  const number = (placeholder) => input('number', { min: 0, step: 1, placeholder });
+  const waitingRoomFields = h('fieldset', { class: 'grid', id: 'waiting-room-fields' },
+    h('legend', {}, 'Waiting room (empty: the default)'),
+    field('Pre-queue opens (s before the start)', 'admission.prequeue_opens_secs', number(600)),
+    field('Admitted per second', 'admission.admit_per_sec', number(500)),
+    field('An admission lasts (s)', 'admission.token_ttl_secs', number(60)));
   const form = h('form', { id: 'new-sale-form', novalidate: true },
     h('div', { class: 'grid' },
       field('SKU', 'sku', input('text', { required: true })),
@@ -239,9 +262,18 @@ function showNewSale() {
         input('datetime-local', { value: utcToWall(now + 70 * 60_000, zone()) })),
       h('div', { class: 'field' }, h('label', { class: 'check' },
         input('checkbox', { name: 'require_purchase_token' }), ' Require a purchase token'),
-      h('p', { class: 'field-error', 'data-error-for': 'require_purchase_token' }))),
+      h('p', { class: 'field-error', 'data-error-for': 'require_purchase_token' })),
+      field('Admission', 'admission_mode', h('select', {},
+        h('option', { value: 'open' }, 'open: the race'),
+        h('option', { value: 'queue' }, 'queue: a waiting room')))),
+    waitingRoomFields,
     formError(),
     h('button', { type: 'submit' }, 'Schedule'));
+  const showQueueFields = () => {
+    waitingRoomFields.hidden = form.elements.admission_mode.value !== 'queue';
+  };
+  form.elements.admission_mode.addEventListener('change', showQueueFields);
+  showQueueFields();
   onSubmit(form, async (fields) => {
     const body = {
       sku: fields.sku.value,
@@ -251,11 +283,14 @@ function showNewSale() {
       ends_at: wallToUtc(fields.ends_at.value, zone()),
       require_purchase_token: fields.require_purchase_token.checked,
     };
-    // Numbers go as typed (an empty one is left out): the API names
-    // whatever is wrong, at its field.
-    for (const name of ['price_cents', 'stock_total', 'per_user_limit', 'payment_timeout_secs']) {
-      const raw = fields[name].value.trim();
-      if (raw !== '') body[name] = Number(raw);
+    Object.assign(body, typedNumbers(fields,
+      ['price_cents', 'stock_total', 'per_user_limit', 'payment_timeout_secs']));
+    if (fields.admission_mode.value === 'queue') {
+      body.admission = {
+        mode: 'queue',
+        ...typedNumbers(fields, ['prequeue_opens_secs', 'admit_per_sec', 'token_ttl_secs'],
+          'admission.'),
+      };
     }
     const sale = await call('POST', '/admin/v1/sales', body);
     location.hash = `#/sales/${sale.id}`;
@@ -302,8 +337,10 @@ async function showSale(id) {
       + `${when(current.starts_at)} → ${when(current.ends_at)} (${zone()}) · `
       + `limit ${current.per_user_limit} per shopper · stock ${current.stats.stock_total}`;
     for (const name of STATS) stats[name].textContent = current.stats[name];
+    waitingRoom?.update(current);
   }
   actions = saleActions(id, () => sale, show);
+  const waitingRoom = sale.admission.mode === 'queue' ? waitingRoomPanel() : null;
   show(sale);
   replace(view,
     h('section', { class: 'card' },
@@ -317,6 +354,7 @@ async function showSale(id) {
       h('ul', { class: 'legend' }, LEGEND.map(({ key, label }) =>
         h('li', { class: `key-${key}` }, label)))),
     actions.section,
+    waitingRoom?.section,
     auditPanel(id),
     ordersPanel(id),
     deadLetterPanel(id));
@@ -324,6 +362,7 @@ async function showSale(id) {
   followSale(id, signal, feed, (event) => {
     storeNow = Date.parse(event.at);
     show(event.sale);
+    waitingRoom?.update(event.sale, event.queue);
     chart.push({
       at: Date.parse(event.at),
       sold: event.sold_per_sec,
@@ -333,6 +372,35 @@ async function showSale(id) {
       stock: event.sale.stats.stock_total,
     });
   });
+}
+
+const LINE_COUNTS = ['joined', 'waiting', 'admitted', 'bought', 'expired', 'outstanding'];
+
+/** A queued sale's waiting room: its settings, and its line in counts as
+ *  each tick of the live feed reads them. */
+function waitingRoomPanel() {
+  const settings = h('p', { class: 'muted', id: 'waiting-room-settings' });
+  const counts = Object.fromEntries(LINE_COUNTS.map((name) =>
+    [name, h('dd', { 'data-line': name }, '—')]));
+  /** Shows the sale's settings, and the line's counts when a tick read them. */
+  const update = (sale, line) => {
+    const { admission } = sale;
+    settings.textContent = `pre-queue from ${when(admission.prequeue_opens_at)} (${zone()}) · `
+      + `${admission.admit_per_sec} admitted per second · an admission lasts `
+      + `${admission.token_ttl_secs} s · seed SHA-256 ${admission.seed_sha256}`
+      + (admission.seed ? ` · seed ${admission.seed}` : ' · seed shown at the opening');
+    if (!line) return;
+    for (const name of LINE_COUNTS) counts[name].textContent = line[name];
+  };
+  const section = h('section', { class: 'card', id: 'waiting-room' },
+    h('h3', {}, 'Waiting room'),
+    settings,
+    h('dl', { class: 'stats' }, LINE_COUNTS.map((name) => h('div', {},
+      h('dt', {}, name), counts[name]))),
+    h('p', { class: 'muted' }, 'Admissions are granted as shoppers\' polls reach the engine: '
+      + 'outstanding is who may order now; bought, whose admission ordered; expired, who let '
+      + 'it lapse (they left the line).'));
+  return { section, update };
 }
 
 /** How long until the sale opens or closes, by the store's clock `now`
@@ -644,9 +712,9 @@ async function showCampaigns() {
     listing.rows);
   const refresh = h('button', { type: 'button', class: 'quiet', onclick: () => load() }, 'Refresh');
   replace(view, h('section', { class: 'card' },
-    h('div', { class: 'heading' }, h('h2', {}, 'Campaigns'), refresh),
-    h('p', { class: 'muted' }, 'Seckill campaigns: rounds × items, each a sale. Schedule one '
-      + 'with POST /admin/v1/campaigns.'),
+    h('div', { class: 'heading' }, h('h2', {}, 'Campaigns'), refresh,
+      h('a', { class: 'button', href: '#/campaigns/new' }, 'Schedule a campaign')),
+    h('p', { class: 'muted' }, 'Seckill campaigns: rounds × items, each a sale.'),
     table, listing.more, note));
   async function load() {
     try {
@@ -726,6 +794,114 @@ async function showCampaign(id) {
   await load();
 }
 
+// ---- schedule a campaign -------------------------------------------------
+
+const ROUND_FIELDS = ['starts_at', 'ends_at'];
+const ITEM_FIELDS = ['sku', 'title', 'price_cents', 'original_price_cents', 'stock_per_round',
+  'per_user_limit'];
+
+/** A table of rows the merchant adds and removes (rounds, items): `cells()`
+ *  makes a new row's inputs by key, `after(last)` a new row's values from
+ *  the last row's (`undefined` for the first). Errors of `names` show
+ *  under the table. */
+function rowsTable(id, titles, names, cells, after = () => ({})) {
+  const rows = h('tbody');
+  const add = (values = {}) => {
+    const inputs = cells();
+    for (const [key, value] of Object.entries(values)) inputs[key].value = value;
+    const remove = h('button', { type: 'button', class: 'quiet' }, 'Remove');
+    const row = h('tr', {}, Object.values(inputs).map((input) => h('td', {}, input)),
+      h('td', {}, remove));
+    row.inputs = inputs;
+    remove.addEventListener('click', () => row.remove());
+    rows.append(row);
+  };
+  const addNext = () => add(after(values().at(-1)));
+  const more = h('button', { type: 'button', class: 'quiet', id: `add-${id}` },
+    `Add ${id === 'rounds' ? 'a round' : 'an item'}`);
+  more.addEventListener('click', addNext);
+  /** Every row's values by key, in order. */
+  const values = () => [...rows.rows].map((row) => Object.fromEntries(
+    Object.entries(row.inputs).map(([key, input]) => [key, input.value.trim()])));
+  const section = h('div', { class: 'field', id: `${id}-table` },
+    h('table', {}, h('thead', {}, h('tr', {}, titles.map((t) => h('th', {}, t)), h('th'))), rows),
+    more,
+    h('p', { class: 'field-error', 'data-error-for': [id, ...names].join(' ') }));
+  return { section, addNext, values };
+}
+
+function showNewCampaign() {
+  const input = (type, attrs = {}) => h('input', { type, ...attrs });
+  const hour = 60 * 60_000;
+  const wall = (ms) => utcToWall(ms, zone());
+  const rounds = rowsTable('rounds', [`Starts (${zone()})`, `Ends (${zone()})`], ROUND_FIELDS,
+    () => ({ starts_at: input('datetime-local'), ends_at: input('datetime-local') }),
+    // A new round: an hour, an hour after the last one ends.
+    (last) => {
+      const from = last ? Date.parse(wallToUtc(last.ends_at, zone())) + hour : Date.now() + hour;
+      return Number.isNaN(from) ? {} : { starts_at: wall(from), ends_at: wall(from + hour) };
+    });
+  const items = rowsTable('items', ['SKU', 'Title', 'Seckill price (cents)',
+    'List price (cents)', 'Stock per round', 'Limit per shopper'], ITEM_FIELDS,
+  () => ({
+    sku: input('text', { 'aria-label': 'SKU' }),
+    title: input('text', { 'aria-label': 'Title' }),
+    price_cents: input('number', { min: 0, step: 1, 'aria-label': 'Seckill price (cents)' }),
+    original_price_cents: input('number', { min: 0, step: 1, 'aria-label': 'List price (cents)' }),
+    stock_per_round: input('number', { min: 1, step: 1, 'aria-label': 'Stock per round' }),
+    per_user_limit: input('number', { min: 1, step: 1, value: 1, 'aria-label': 'Limit per shopper' }),
+  }));
+  rounds.addNext();
+  items.addNext();
+  const form = h('form', { id: 'new-campaign-form', novalidate: true },
+    h('div', { class: 'grid' },
+      field('Title', 'title', input('text', { required: true })),
+      field('Currency', 'currency', input('text', { value: 'CNY', maxlength: 3 })),
+      field('Limit per shopper per round', 'per_user_limit_per_round',
+        input('number', { value: 1, min: 1, step: 1 })),
+      field('Limit per shopper in all', 'per_user_limit_total',
+        input('number', { min: 1, step: 1 }), 'empty: none'),
+      field('Payment timeout (s)', 'payment_timeout_secs',
+        input('number', { value: 900, min: 1, step: 1 })),
+      field('Remind the webhook (s before each round)', 'remind_before_secs',
+        input('number', { min: 1, step: 1 }), 'empty: no reminder'),
+      h('div', { class: 'field' }, h('label', { class: 'check' },
+        input('checkbox', { name: 'require_purchase_token' }), ' Require a purchase token'),
+      h('p', { class: 'field-error', 'data-error-for': 'require_purchase_token' }))),
+    h('h3', {}, 'Rounds'), rounds.section,
+    h('h3', {}, 'Items (each round sells every item)'), items.section,
+    formError(),
+    h('button', { type: 'submit' }, 'Schedule the campaign'));
+  onSubmit(form, async (fields) => {
+    const number = (raw) => (raw === '' ? undefined : Number(raw));
+    const body = {
+      title: fields.title.value,
+      currency: fields.currency.value,
+      require_purchase_token: fields.require_purchase_token.checked,
+      ...typedNumbers(fields, ['per_user_limit_per_round', 'per_user_limit_total',
+        'payment_timeout_secs', 'remind_before_secs']),
+      rounds: rounds.values().map((round) => ({
+        starts_at: wallToUtc(round.starts_at, zone()),
+        ends_at: wallToUtc(round.ends_at, zone()),
+      })),
+      items: items.values().map((item) => ({
+        sku: item.sku,
+        title: item.title,
+        price_cents: number(item.price_cents),
+        original_price_cents: number(item.original_price_cents),
+        stock_per_round: number(item.stock_per_round),
+        per_user_limit: number(item.per_user_limit),
+      })),
+    };
+    const campaign = await call('POST', '/admin/v1/campaigns', body);
+    location.hash = `#/campaigns/${campaign.id}`;
+  });
+  replace(view, h('section', { class: 'card' }, h('h2', {}, 'Schedule a campaign'),
+    h('p', { class: 'muted' }, 'Every round sells every item, each round × item a sale of its '
+      + 'own; the limits per round and in all hold across the items.'),
+    form));
+}
+
 // ---- payment exceptions --------------------------------------------------
 
 async function showPaymentExceptions() {
@@ -768,12 +944,13 @@ function route() {
     link.classList.toggle('current', hash.startsWith(link.getAttribute('href').slice(1)));
   }
   const sale = /^\/sales\/([^/]+)$/.exec(hash);
-  const campaign = /^\/campaigns\/([^/]+)$/.exec(hash);
+  const campaign = hash === '/campaigns/new' ? null : /^\/campaigns\/([^/]+)$/.exec(hash);
   const order = /^\/orders\/([^/]+)$/.exec(hash);
   if (sale) showSale(decodeURIComponent(sale[1]));
   else if (order) showOrder(decodeURIComponent(order[1]));
   else if (campaign) showCampaign(decodeURIComponent(campaign[1]));
   else if (hash === '/campaigns') showCampaigns();
+  else if (hash === '/campaigns/new') showNewCampaign();
   else if (hash === '/new') showNewSale();
   else if (hash === '/payment-exceptions') showPaymentExceptions();
   else showSales();

@@ -41,8 +41,8 @@ use super::{
 };
 use crate::domain::{
     system_now, Campaign, CampaignChange, CampaignId, Order, OrderId, Payment, PaymentException,
-    PaymentOutcome, QueuePlace, RecordedOrder, Reservation, ReserveRequest, Sale, SaleChange,
-    SaleId, SaleRecords, SaleStep, SaleView, ShopperId, StockReturn,
+    PaymentOutcome, QueuePlace, QueueStats, RecordedOrder, Reservation, ReserveRequest, Sale,
+    SaleChange, SaleId, SaleRecords, SaleStep, SaleView, ShopperId, StockReturn,
 };
 
 pub struct EmbeddedStore {
@@ -441,6 +441,14 @@ impl Store for EmbeddedStore {
             rules,
             system_now(),
         )
+    }
+
+    async fn queue_stats(&self, sale: &SaleId) -> Result<QueueStats, StoreError> {
+        let record = self.record(sale)?;
+        let record = record.lock();
+        record
+            .waiting_room
+            .stats(&record.sale, record.used_tokens.len() as u64)
     }
 
     async fn reserve_batch(

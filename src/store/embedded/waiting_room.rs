@@ -11,8 +11,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::domain::{
-    admission_token_id, Admitted, Millis, QueuePlace, QueueStatus, Rejection, Sale, SaleState,
-    SaleStats, ShopperId,
+    admission_token_id, Admitted, Millis, QueuePlace, QueueStats, QueueStatus, Rejection, Sale,
+    SaleState, SaleStats, ShopperId,
 };
 use crate::store::{not_queued, QueueRules, StoreError};
 
@@ -114,6 +114,20 @@ impl WaitingRoom {
         };
         self.members.insert(shopper.clone(), member);
         Ok(())
+    }
+
+    /// The line's counts; `bought` is the sale's used purchase tokens (on
+    /// a queued sale, only admissions' tokens buy).
+    pub fn stats(&self, sale: &Sale, bought: u64) -> Result<QueueStats, StoreError> {
+        if !sale.admission.is_queue() {
+            return Err(not_queued());
+        }
+        Ok(QueueStats::from_counters(
+            self.len(),
+            self.granted,
+            bought,
+            self.expired,
+        ))
     }
 
     /// The twin of `lua/queue_poll.lua`.

@@ -22,9 +22,9 @@ use super::connection::{timed, unavailable};
 use super::RedisStore;
 use crate::domain::{
     admission_token_id, Admitted, Campaign, CampaignChange, CampaignId, Millis, Order, OrderId,
-    Payment, PaymentException, PaymentOutcome, QueuePlace, QueueStatus, RecordedOrder, Rejection,
-    Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleStep, SaleView,
-    ShopperId, StockReturn,
+    Payment, PaymentException, PaymentOutcome, QueuePlace, QueueStats, QueueStatus, RecordedOrder,
+    Rejection, Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleStep,
+    SaleView, ShopperId, StockReturn,
 };
 use crate::store::keys::{
     self, CampaignKeys, SaleKeys, CAMPAIGN_INDEX, OPEN_SALE_INDEX, ORDER_SERVICE_GROUP,
@@ -1133,6 +1133,38 @@ impl Store for RedisStore {
         invocation.key(keys.attempts()).key(keys.dead_letters());
         redis::from_redis_value(self.run("redrive_dead_letters", &invocation).await?)
             .map_err(corrupt)
+    }
+
+    async fn queue_stats(&self, sale: &SaleId) -> Result<QueueStats, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut read = redis::pipe();
+        read.atomic()
+            .cmd("HMGET")
+            .arg(keys.sale())
+            .arg("state")
+            .arg("admission_mode")
+            .cmd("ZCARD")
+            .arg(keys.queue_line())
+            .cmd("HMGET")
+            .arg(keys.queue_meta())
+            .arg("granted")
+            .arg("expired")
+            .cmd("HLEN")
+            .arg(keys.purchase_tokens());
+        type SaleFields = (Option<String>, Option<String>);
+        type Counters = (SaleFields, u64, (Option<u64>, Option<u64>), u64);
+        let ((state, mode), joined, (granted, expired), bought): Counters =
+            timed("queue_stats", read.query_async(&mut self.conn.clone())).await?;
+        match (state, mode.as_deref()) {
+            (None, _) => Err(StoreError::NotFound("sale")),
+            (Some(_), Some("queue")) => Ok(QueueStats::from_counters(
+                joined,
+                granted.unwrap_or(0),
+                bought,
+                expired.unwrap_or(0),
+            )),
+            (Some(_), _) => Err(not_queued()),
+        }
     }
 
     async fn announce_stock_returns(&self, returns: &[StockReturn]) -> Result<(), StoreError> {
