@@ -20,7 +20,7 @@ use super::paging::{campaign_cursor, PageQuery, Paging};
 use super::AppState;
 use crate::campaigns::CampaignView;
 use crate::domain::{
-    Allowance, CampaignId, CampaignPatch, NewCampaign, SaleStats, SaleView, Timestamp,
+    Allowance, CampaignId, CampaignPatch, Item, NewCampaign, SaleStats, SaleView, Timestamp,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -59,6 +59,9 @@ pub enum RoundStatus {
 /// /api/v1/sales/{sale_id}/orders`), prices and stock.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CampaignItemBody {
+    /// The item's number in the campaign (in its sales' ids): what
+    /// `PATCH /admin/v1/campaigns/{id}` names it by.
+    pub number: u32,
     #[schema(example = "s_k3v9x2m7-0a1")]
     pub sale_id: String,
     pub sku: String,
@@ -201,7 +204,7 @@ fn campaign_body(view: &CampaignView, exact: bool) -> CampaignBody {
                     .items
                     .iter()
                     .zip(sales)
-                    .map(|(item, sale)| item_body(item.original_price_cents, sale, exact))
+                    .map(|(item, sale)| item_body(item, sale, exact))
                     .collect(),
                 totals: exact.then(|| sum(sales.iter().map(|sale| sale.stats))),
             }
@@ -224,15 +227,16 @@ fn campaign_body(view: &CampaignView, exact: bool) -> CampaignBody {
     }
 }
 
-fn item_body(original_price_cents: i64, view: &SaleView, exact: bool) -> CampaignItemBody {
+fn item_body(item: &Item, view: &SaleView, exact: bool) -> CampaignItemBody {
     let sale = &view.sale;
     let sold = view.stats.taken();
     CampaignItemBody {
+        number: item.number,
         sale_id: sale.id.to_string(),
         sku: sale.sku.clone(),
         title: sale.title.clone(),
         price_cents: sale.price_cents,
-        original_price_cents,
+        original_price_cents: item.original_price_cents,
         stock_total: view.stats.stock_total,
         remaining: view.stats.remaining,
         sold_share: if view.stats.stock_total > 0 {

@@ -644,6 +644,101 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     assert_eq!(rounds[1]["items"][1]["stats"]["stock_total"], 2);
     page.screenshot("15-campaign-scheduled").await;
 
+    // The campaign changed from its page: an item's stock in every round
+    // (0 refused at its field), a round moved an hour later, a round added.
+    let made_id = made["id"].as_str().unwrap().to_owned();
+    let gloves = made["rounds"][0]["items"][1]["number"].as_u64().unwrap();
+    let stock_form = format!("#item-stock-{gloves}");
+    page.type_into(&format!("{stock_form} [name=stock_per_round]"), "0")
+        .await;
+    page.click(&format!("{stock_form} button[type=submit]"))
+        .await;
+    let refused = page
+        .text_of(&format!("{stock_form} [data-error-for~=stock_per_round]"))
+        .await;
+    assert!(refused.starts_with("stock_per_round: "), "{refused}");
+    page.type_into(&format!("{stock_form} [name=stock_per_round]"), "4")
+        .await;
+    page.click(&format!("{stock_form} button[type=submit]"))
+        .await;
+    let campaign = |id: String| {
+        let app = &app;
+        async move {
+            app.admin(
+                reqwest::Method::GET,
+                &format!("/admin/v1/campaigns/{id}"),
+                None,
+            )
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()
+        }
+    };
+    page.until(
+        "the new stock",
+        &format!(
+            "return document.querySelector(\"[data-round='1'] tr[data-sale-id='{}']\")
+               ?.textContent.includes('4 / 4');",
+            made["rounds"][1]["items"][1]["sale_id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    let changed = campaign(made_id.clone()).await;
+    for round in 0..2 {
+        assert_eq!(
+            changed["rounds"][round]["items"][1]["stats"]["stock_total"], 4,
+            "{changed}"
+        );
+    }
+    let later = |at: &Value, minutes: i64| {
+        let at = chrono::DateTime::parse_from_rfc3339(at.as_str().unwrap()).unwrap()
+            + chrono::Duration::hours(8)
+            + chrono::Duration::minutes(minutes);
+        at.format("%Y-%m-%dT%H:%M").to_string()
+    };
+    let second = &changed["rounds"][1];
+    page.set_value(
+        "#move-round-1 [name=starts_at]",
+        &later(&second["starts_at"], 60),
+    )
+    .await;
+    page.set_value(
+        "#move-round-1 [name=ends_at]",
+        &later(&second["ends_at"], 60),
+    )
+    .await;
+    page.click("#move-round-1 button[type=submit]").await;
+    page.until(
+        "the campaign answered after the move",
+        &format!(
+            "return document.querySelector('#campaign-title') \
+               && document.body.textContent.includes('version {}');",
+            changed["version"].as_i64().unwrap() + 1
+        ),
+    )
+    .await;
+    page.click("#add-round button[type=submit]").await;
+    page.until(
+        "the round added",
+        "return document.querySelector(\"[data-round='2']\");",
+    )
+    .await;
+    let moved = campaign(made_id).await;
+    let hour_later = |before: &Value, after: &Value| {
+        let parse =
+            |at: &Value| chrono::DateTime::parse_from_rfc3339(at.as_str().unwrap()).unwrap();
+        parse(after) - parse(before) == chrono::Duration::hours(1)
+    };
+    assert!(
+        hour_later(&second["starts_at"], &moved["rounds"][1]["starts_at"])
+            && hour_later(&second["ends_at"], &moved["rounds"][1]["ends_at"]),
+        "round 1 moved an hour later: {moved}"
+    );
+    assert_eq!(moved["rounds"].as_array().unwrap().len(), 3, "{moved}");
+    assert_eq!(moved["rounds"][2]["items"][1]["stats"]["stock_total"], 4);
+    page.screenshot("16-campaign-changed").await;
+
     // A sale with a waiting room, scheduled from the form: a rate of 0 is
     // refused at its field; its page shows the line as shoppers join.
     page.go(&app.address, "#/new").await;
@@ -708,7 +803,7 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     let settings = page.text_of("#waiting-room-settings").await;
     assert!(settings.contains("200 admitted per second"), "{settings}");
     page.scroll_to("#waiting-room").await;
-    page.screenshot("16-waiting-room").await;
+    page.screenshot("17-waiting-room").await;
 
     page.browser.close().await.unwrap();
     app.stop().await;

@@ -3,7 +3,8 @@
 // actions, its waiting room's line, audit, orders and dead letters), one
 // order (found by its id: its WeChat Pay ids, and a refund), campaigns
 // (list, schedule, one campaign's rounds × items with their counts, a
-// round ended now, the campaign cancelled before it starts) and payment
+// round ended now, an item's stock, a round moved or added, the campaign
+// cancelled before it starts) and payment
 // exceptions, all through the admin API. Views are picked by the URL's
 // fragment: #/sales, #/new, #/sales/{id}, #/orders/{id}, #/campaigns,
 // #/campaigns/new, #/campaigns/{id}, #/payment-exceptions.
@@ -743,17 +744,46 @@ async function showCampaign(id) {
       if (!signedOut(err)) outcome.textContent = err.message;
     }
   };
+  /** A form whose submit sends `change(fields)` as a PATCH of the
+   *  campaign at the version shown, then shows the campaign answered. */
+  const patchForm = (id, fields, label, change, version) => {
+    const form = h('form', { id, class: 'inline', novalidate: true },
+      fields, formError(), h('button', { type: 'submit' }, label));
+    // Field ids unique on the page, which holds several such forms.
+    for (const input of form.querySelectorAll('[id^="field-"]')) {
+      const labelled = form.querySelector(`label[for="${input.id}"]`);
+      input.id = `${id}-${input.id}`;
+      if (labelled) labelled.htmlFor = input.id;
+    }
+    onSubmit(form, async (elements) => show(await call('PATCH', path,
+      { version, ...change(elements) })));
+    return form;
+  };
+  const windowFields = (starts, ends) => h('div', { class: 'row' },
+    field(`Starts (${zone()})`, 'starts_at',
+      h('input', { type: 'datetime-local', value: starts && utcToWall(starts, zone()) })),
+    field(`Ends (${zone()})`, 'ends_at',
+      h('input', { type: 'datetime-local', value: ends && utcToWall(ends, zone()) })));
+  const windowOf = (elements) => ({
+    starts_at: wallToUtc(elements.starts_at.value, zone()),
+    ends_at: wallToUtc(elements.ends_at.value, zone()),
+  });
   function round(campaign, r) {
     const endRound = confirmButton(`end-round-${r.number}`, 'End this round now',
       changing(() => call('PATCH', path,
         { version: campaign.version, rounds: [{ number: r.number, status: 'ended' }] })));
     endRound.hidden = r.status !== 'live';
+    // A round not started may move (the store's clock decides).
+    const move = r.status === 'upcoming' && patchForm(`move-round-${r.number}`,
+      windowFields(r.starts_at, r.ends_at), 'Move the round',
+      (elements) => ({ rounds: [{ number: r.number, ...windowOf(elements) }] }), campaign.version);
     return h('section', { class: 'card', 'data-round': r.number },
       h('div', { class: 'heading' },
         h('h3', {}, `Round ${r.number}`),
         h('span', { class: 'muted' }, `${when(r.starts_at)} → ${when(r.ends_at)} (${zone()})`),
         h('span', { class: 'status', 'data-status': r.status }, r.status),
         endRound),
+      move,
       h('table', {},
         h('thead', {}, h('tr', {}, ['Item', 'Seckill / list price', 'Status', ...COUNT_TITLES]
           .map((title) => h('th', {}, title)))),
@@ -767,6 +797,26 @@ async function showCampaign(id) {
             ...countCells(item.stats))),
           h('tr', { class: 'totals', 'data-round-totals': r.number },
             h('td', {}, 'Round total'), h('td'), h('td'), ...countCells(r.totals)))));
+  }
+  /** The campaign's changes beyond a round: each item's stock in every
+   *  round not yet ended, and a round added after the last. */
+  function changes(campaign) {
+    const open = campaign.rounds.filter((r) => r.status !== 'ended');
+    if (open.length === 0) return null;
+    const last = campaign.rounds.at(-1);
+    const hour = 60 * 60_000;
+    const after = Date.parse(last.ends_at) + hour;
+    return h('section', { class: 'card', id: 'campaign-changes' },
+      h('h3', {}, 'Change the campaign'),
+      h('div', { class: 'row' }, open[0].items.map((item) => patchForm(`item-stock-${item.number}`,
+        field(`${item.title} (${item.sku}): stock per round`, 'stock_per_round',
+          h('input', { type: 'number', min: 1, step: 1, value: item.stats.stock_total }),
+          'in every round not yet ended; never below what is held or paid'),
+        'Set stock', (elements) => ({
+          items: [{ number: item.number, stock_per_round: Number(elements.stock_per_round.value) }],
+        }), campaign.version))),
+      patchForm('add-round', windowFields(after, after + hour), 'Add a round',
+        (elements) => ({ add_rounds: [windowOf(elements)] }), campaign.version));
   }
   function show(campaign) {
     const phase = campaignPhase(campaign);
@@ -787,6 +837,7 @@ async function showCampaign(id) {
           h('tbody', {}, h('tr', { id: 'campaign-totals' }, ...countCells(campaign.totals)))),
         h('div', { class: 'row' }, cancel),
         outcome),
+      changes(campaign),
       campaign.rounds.map((r) => round(campaign, r)));
   }
   replace(view, body);
