@@ -252,12 +252,15 @@ pub struct QueuePlace {
     pub admit_per_sec: i64,
 }
 
-/// A queued sale's line in counts, for its merchant: what the store's
-/// last admission step left (admissions are granted as polls reach the
-/// store, so a line nobody polls stands still).
+/// A queued sale's line in counts, for its merchant. Admissions are
+/// granted, and lapsed ones freed, only as polls reach the store (an
+/// admission that lapsed unused is freed by the first such poll once
+/// `QueueRules::expiry_grace_ms` has passed, never after the sale ends),
+/// so these counts move with the shoppers' polls, not with the clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
-    /// Shoppers who ever joined the line (the pre-queue included).
+    /// Places ever taken in the line (the pre-queue included; a shopper
+    /// who joins again after a lapsed admission takes another).
     pub joined: u64,
     /// Joined and not yet admitted.
     pub waiting: u64,
@@ -265,10 +268,12 @@ pub struct QueueStats {
     pub admitted: u64,
     /// Admissions whose purchase token bought an order.
     pub bought: u64,
-    /// Admissions that expired unused (their shoppers left the line).
+    /// Admissions that lapsed unused and were freed (their shoppers left
+    /// the line).
     pub expired: u64,
-    /// Admissions granted, neither used nor expired: shoppers who may
-    /// order now.
+    /// Admissions granted, neither used nor freed: the shoppers who may
+    /// order now, and those whose admission lapsed but is not freed yet.
+    /// What the stock bound of admission counts against.
     pub outstanding: u64,
 }
 

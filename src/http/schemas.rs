@@ -306,18 +306,21 @@ named_schema!(
         &[
             (
                 "joined",
-                "Shoppers who ever joined the line, the pre-queue included."
+                "Places ever taken in the line, the pre-queue included (a shopper who joins \
+                 again after a lapsed admission takes another).",
             ),
             ("waiting", "Joined and not yet admitted."),
             ("admitted", "Admissions granted (as polls reach the store)."),
             ("bought", "Admissions whose purchase token bought an order."),
             (
                 "expired",
-                "Admissions that expired unused; their shoppers left the line.",
+                "Admissions that lapsed unused and were freed (by a poll reaching the store \
+                 once the grace after their expiry passed); their shoppers left the line.",
             ),
             (
                 "outstanding",
-                "Admissions neither used nor expired: shoppers who may order now.",
+                "Admissions neither used nor freed: who may order now, and lapsed admissions \
+                 not freed yet. What admission's stock bound counts against.",
             ),
         ],
     )

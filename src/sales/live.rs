@@ -1,8 +1,9 @@
 //! The live feed of a sale, for merchants' consoles
 //! (`GET /admin/v1/sales/{id}/events`): one publisher per watched sale
-//! reads the sale once per interval and broadcasts what it read to every
-//! console watching it, so the store sees one read per interval per sale
-//! however many consoles are open.
+//! reads the sale once per interval (and a queued sale's line) and
+//! broadcasts what it read to every console watching it, so the store
+//! sees one read per interval per sale (two for a queued sale) however
+//! many consoles are open.
 //!
 //! A publisher starts with its sale's first watcher and stops at the first
 //! tick that finds none left. Watchers are bounded per engine node
@@ -43,7 +44,9 @@ pub struct SaleRead {
 }
 
 /// The read of a sale per tick from `store`: the sale, then a queued
-/// sale's line (none if the sale was switched to open between the two).
+/// sale's line. The sale read is the tick; the line's read failing (or
+/// the sale switched to open between the two) leaves the tick without
+/// the line, and a sale gone between the two is gone.
 pub fn read_from(store: &Arc<dyn Store>) -> ReadSale {
     let store = Arc::clone(store);
     Arc::new(move |id| {
@@ -55,8 +58,12 @@ pub fn read_from(store: &Arc<dyn Store>) -> ReadSale {
             let queue = if view.sale.admission.is_queue() {
                 match store.queue_stats(&id).await {
                     Ok(stats) => Some(stats),
+                    Err(StoreError::NotFound(_)) => return Ok(None),
                     Err(StoreError::Conflict(_)) => None,
-                    Err(err) => return Err(err),
+                    Err(err) => {
+                        tracing::warn!(sale = %id, error = %err, "live feed: cannot read the line");
+                        None
+                    }
                 }
             } else {
                 None
@@ -346,6 +353,43 @@ mod tests {
             let view = view(&id, reserved.load(Ordering::SeqCst));
             Box::pin(async move { Ok(Some(SaleRead { view, queue: None })) })
         })
+    }
+
+    /// Goal: a tick reads a queued sale's line, not an open sale's, and
+    /// a sale that is gone is gone. Method: the embedded store.
+    #[tokio::test]
+    async fn the_read_carries_a_queued_sales_line() {
+        use crate::domain::{AdmissionMode, AdmissionSettings};
+        use crate::store::EmbeddedStore;
+
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new());
+        let read = read_from(&store);
+        let open = view(&SaleId::generate(), 0).sale;
+        let mut queued = view(&SaleId::generate(), 0).sale;
+        queued.admission = queued
+            .admission
+            .apply(&AdmissionSettings {
+                mode: AdmissionMode::Queue,
+                prequeue_opens_secs: None,
+                admit_per_sec: None,
+                token_ttl_secs: None,
+            })
+            .unwrap();
+        for sale in [&open, &queued] {
+            store.create_sale(sale).await.unwrap();
+        }
+        let line = |id: &SaleId| {
+            let read = Arc::clone(&read);
+            let id = id.clone();
+            async move { read(id).await.unwrap().map(|read| read.queue) }
+        };
+        assert_eq!(line(&open.id).await, Some(None), "an open sale has no line");
+        assert_eq!(
+            line(&queued.id).await,
+            Some(Some(QueueStats::default())),
+            "nobody joined yet"
+        );
+        assert_eq!(line(&SaleId::generate()).await, None, "no such sale");
     }
 
     #[test]

@@ -780,7 +780,7 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
         .until(
             "the queued sale's waiting room",
             "const m = /^#\\/sales\\/(.+)$/.exec(location.hash); \
-             return m && document.getElementById('waiting-room') ? m[1] : null;",
+             return m && document.querySelector('#waiting-room:not([hidden])') ? m[1] : null;",
         )
         .await;
     let queued = queued.as_str().unwrap().to_owned();

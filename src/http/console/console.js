@@ -328,6 +328,7 @@ async function showSale(id) {
 
   let actions = null;
   let storeNow = null; // the store's clock at the last tick
+  const waitingRoom = waitingRoomPanel();
   function show(current) {
     sale = current;
     actions?.update(current.status);
@@ -338,10 +339,9 @@ async function showSale(id) {
       + `${when(current.starts_at)} → ${when(current.ends_at)} (${zone()}) · `
       + `limit ${current.per_user_limit} per shopper · stock ${current.stats.stock_total}`;
     for (const name of STATS) stats[name].textContent = current.stats[name];
-    waitingRoom?.update(current);
+    waitingRoom.update(current);
   }
   actions = saleActions(id, () => sale, show);
-  const waitingRoom = sale.admission.mode === 'queue' ? waitingRoomPanel() : null;
   show(sale);
   replace(view,
     h('section', { class: 'card' },
@@ -355,7 +355,7 @@ async function showSale(id) {
       h('ul', { class: 'legend' }, LEGEND.map(({ key, label }) =>
         h('li', { class: `key-${key}` }, label)))),
     actions.section,
-    waitingRoom?.section,
+    waitingRoom.section,
     auditPanel(id),
     ordersPanel(id),
     deadLetterPanel(id));
@@ -363,7 +363,7 @@ async function showSale(id) {
   followSale(id, signal, feed, (event) => {
     storeNow = Date.parse(event.at);
     show(event.sale);
-    waitingRoom?.update(event.sale, event.queue);
+    waitingRoom.update(event.sale, event.queue);
     chart.push({
       at: Date.parse(event.at),
       sold: event.sold_per_sec,
@@ -378,29 +378,34 @@ async function showSale(id) {
 const LINE_COUNTS = ['joined', 'waiting', 'admitted', 'bought', 'expired', 'outstanding'];
 
 /** A queued sale's waiting room: its settings, and its line in counts as
- *  each tick of the live feed reads them. */
+ *  each tick of the live feed reads them; hidden while the sale is open
+ *  (a sale may switch before its start). */
 function waitingRoomPanel() {
   const settings = h('p', { class: 'muted', id: 'waiting-room-settings' });
   const counts = Object.fromEntries(LINE_COUNTS.map((name) =>
     [name, h('dd', { 'data-line': name }, '—')]));
-  /** Shows the sale's settings, and the line's counts when a tick read them. */
+  /** Shows the sale's settings, and with a tick the line's counts (`null`:
+   *  the tick could not read them). */
   const update = (sale, line) => {
     const { admission } = sale;
+    section.hidden = admission.mode !== 'queue';
+    if (section.hidden) return;
     settings.textContent = `pre-queue from ${when(admission.prequeue_opens_at)} (${zone()}) · `
       + `${admission.admit_per_sec} admitted per second · an admission lasts `
       + `${admission.token_ttl_secs} s · seed SHA-256 ${admission.seed_sha256}`
       + (admission.seed ? ` · seed ${admission.seed}` : ' · seed shown at the opening');
-    if (!line) return;
-    for (const name of LINE_COUNTS) counts[name].textContent = line[name];
+    if (line === undefined) return;
+    for (const name of LINE_COUNTS) counts[name].textContent = line ? line[name] : '—';
   };
   const section = h('section', { class: 'card', id: 'waiting-room' },
     h('h3', {}, 'Waiting room'),
     settings,
     h('dl', { class: 'stats' }, LINE_COUNTS.map((name) => h('div', {},
       h('dt', {}, name), counts[name]))),
-    h('p', { class: 'muted' }, 'Admissions are granted as shoppers\' polls reach the engine: '
-      + 'outstanding is who may order now; bought, whose admission ordered; expired, who let '
-      + 'it lapse (they left the line).'));
+    h('p', { class: 'muted' }, 'Admissions are granted, and lapsed ones freed, as shoppers\' '
+      + 'polls reach the engine: outstanding is who may order now (and lapsed admissions not '
+      + 'freed yet); bought, whose admission ordered; expired, whose admission lapsed and was '
+      + 'freed (they left the line).'));
   return { section, update };
 }
 
