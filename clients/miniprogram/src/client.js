@@ -20,7 +20,7 @@
 //   sooner than its `Cache-Control: max-age`, a place in a waiting room no
 //   sooner than its `poll_after_ms` (waitingRoom.js), whatever the page asks.
 
-import { campaignOver, campaignRounds, campaignSaleId } from './campaign.js';
+import { campaignOver, campaignRounds, campaignSaleId, dueReminders } from './campaign.js';
 import { ServerClock, saleCountdown } from './clock.js';
 import { PAYMENT_FIELDS, sheetOutcome } from './payment.js';
 import { RETRY_DEFAULTS, isRefusal, isRetryableAnswer, retryAfterMs, retryWaitMs } from './retry.js';
@@ -468,15 +468,27 @@ export class FlashsaleClient {
    * answers, or a failed result), no sooner than its max-age (and
    * `pollIntervalMinMs`) after each answer, later after a `Retry-After`;
    * stops by itself once every round has ended, or after a `not_found`.
-   * Returns `{ stop() }`.
+   * With the campaign's `remind_before_secs`, each update also carries
+   * `reminders`: the rounds whose reminder came due by the server clock
+   * since the last update (`[{ number, starts_at, msToStart }]`, each
+   * round once per watch, again if it moves later; a round already within
+   * its reminder when the watch starts is reminded at once), and the watch
+   * wakes for the next one even if the page's max-age is longer (the page
+   * kept is answered again then, with no request). Returns `{ stop() }`.
    */
   watchCampaign(campaignId, onUpdate, { allowance = false } = {}) {
     const path = `/api/v1/campaigns/${enc(campaignId)}`;
+    const given = new Set();
     return this._watch(async () => {
       const read = await this._page(path, { shopper: allowance, retry: false });
       const page = await this._campaignPage(read);
       if (!page.ok) return { update: page };
-      return { update: page, waitMs: page.msToRefresh, final: campaignOver(page.campaign, this.clock.now()) };
+      const { due, msToNext } = dueReminders(page.rounds, given);
+      return {
+        update: { ...page, reminders: due },
+        waitMs: Math.min(page.msToRefresh, msToNext),
+        final: campaignOver(page.campaign, this.clock.now()),
+      };
     }, onUpdate);
   }
 

@@ -1,8 +1,9 @@
 // Campaigns against the real engine (embedded store; the engine's page
 // kept 1 s, so `Cache-Control: max-age=1`): the seckill page in one call,
-// each round's countdown by the server clock whatever the phone's clock
-// says, the shopper's allowance with a token, and the page read no more
-// often than its max-age by the client's own clock (one the test moves on).
+// each round's countdown and reminder by the server clock whatever the
+// phone's clock says, the shopper's allowance with a token, and the page
+// read no more often than its max-age by the client's own clock (one the
+// test moves on).
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -16,7 +17,13 @@ let engine;
 before(async () => {
   // The sale read for each clock sample is fresh (kept 1 ms), so the sync
   // is judged on the engine's clock during each request (see clock.test.js).
-  engine = await startEngine({ FLASHSALE_CAMPAIGN_PAGE_CACHE_MS: '1000', FLASHSALE_SALE_POLL_CACHE_MS: '1' });
+  // A webhook (nothing listens there) lets campaigns remind of rounds.
+  engine = await startEngine({
+    FLASHSALE_CAMPAIGN_PAGE_CACHE_MS: '1000',
+    FLASHSALE_SALE_POLL_CACHE_MS: '1',
+    FLASHSALE_ORDER_WEBHOOK_URL: 'http://127.0.0.1:9/flashsale-hooks',
+    FLASHSALE_ORDER_WEBHOOK_SECRET: 'client-tests-webhook-secret',
+  });
 });
 
 after(async () => {
@@ -144,6 +151,45 @@ test('watchCampaign reads no sooner than max-age after each answer and stops onc
     assert.ok(gap >= 1000, `read ${i} sent ${gap} ms after the previous answer, max-age 1000 ms`);
   }
   assert.equal(updates[0].rounds[0].countdown.phase, 'live');
+  assert.ok(updates.every((update) => update.reminders.length === 0), 'a campaign without remind_before_secs reminds of nothing');
+});
+
+test('watchCampaign reminds of each round once, remind_before_secs before it starts by the server clock', { timeout: 30_000 }, async () => {
+  const now = Date.now();
+  const at = (ms) => new Date(now + ms).toISOString();
+  const campaign = await engine.createCampaign({
+    remind_before_secs: 5,
+    rounds: [
+      { starts_at: at(8000), ends_at: at(9000) },
+      { starts_at: at(600_000), ends_at: at(660_000) },
+    ],
+  });
+  // By the phone's own clock, an hour ahead, round 0 started long ago: a
+  // reminder by it would never come.
+  const { client: c } = client({ now: () => Date.now() + 3_600_000 });
+  const updates = [];
+  let started;
+  const done = new Promise((resolve) => {
+    started = resolve;
+  });
+  const watch = c.watchCampaign(campaign.id, (update) => {
+    updates.push({ update, at: Date.now() });
+    if (update.ok && update.rounds[0].countdown.phase !== 'upcoming') started();
+  });
+  await done;
+  watch.stop();
+
+  assert.ok(updates.every(({ update }) => update.ok), JSON.stringify(updates.find(({ update }) => !update.ok)));
+  const reminding = updates.filter(({ update }) => update.reminders.length > 0);
+  assert.equal(reminding.length, 1, 'one update reminds');
+  const [{ update, at: sentAt }] = reminding;
+  assert.deepEqual(update.reminders.map((round) => round.number), [0], 'round 0 only: round 1 is ten minutes off');
+  const startsAt = Date.parse(campaign.rounds[0].starts_at);
+  const bound = c.clock.errorMs + FORMAT_MS;
+  assert.ok(sentAt >= startsAt - 5000 - bound, `reminded ${startsAt - sentAt} ms before the start, not before its 5 s`);
+  assert.ok(update.reminders[0].msToStart > 0 && update.reminders[0].msToStart <= 5000, JSON.stringify(update.reminders));
+  assert.equal(update.rounds[0].countdown.phase, 'upcoming', 'before the round starts');
+  assert.equal(update.rounds[1].countdown.msToReminder > 0, true, 'round 1 counts down to its own');
 });
 
 test('a watch outlives a getToken that rejects, and stops at not_found', { timeout: 30_000 }, async () => {
