@@ -211,6 +211,7 @@ impl Application {
                 Arc::clone(&store),
                 sale_rules,
                 Duration::from_millis(config.campaign_page_cache_ms),
+                Duration::from_millis(config.clock_margin_ms),
             )
             .with_webhook(webhook_configured),
             sales: Sales::new(

@@ -14,7 +14,8 @@
 //! wait and share its answer), and aged on the way out so `server_time`
 //! and the statuses stay exact. Only campaigns that exist are kept: an id
 //! no campaign has, or a read that failed, leaves nothing in memory. The
-//! list of live and upcoming campaigns is kept the same way, as one entry.
+//! list of live and upcoming campaigns is kept the same way, as one entry;
+//! it reads every campaign's record but only the sales of those not over.
 
 pub mod reminders;
 
@@ -87,6 +88,12 @@ pub struct Campaigns {
     store: Arc<dyn Store>,
     rules: SaleRules,
     fresh_for: Duration,
+    /// How far this node's clock may be from the store's
+    /// (`FLASHSALE_CLOCK_MARGIN_MS`): a campaign whose last round ended
+    /// longer ago than this by the node's clock is left out of the list of
+    /// live and upcoming campaigns without reading its sales (the store's
+    /// clock decides for the rest).
+    clock_margin_ms: Millis,
     pages: Slots<CampaignId, Arc<CampaignView>>,
     listing: Slot<Arc<Vec<CampaignView>>>,
     /// Whether a merchant's webhook is configured: the only place round
@@ -96,12 +103,19 @@ pub struct Campaigns {
 
 impl Campaigns {
     /// `fresh_for`: how long this node serves a campaign's page before
-    /// reading it again.
-    pub fn new(store: Arc<dyn Store>, rules: SaleRules, fresh_for: Duration) -> Self {
+    /// reading it again; `clock_margin`: how far the node's clock may be
+    /// from the store's.
+    pub fn new(
+        store: Arc<dyn Store>,
+        rules: SaleRules,
+        fresh_for: Duration,
+        clock_margin: Duration,
+    ) -> Self {
         Self {
             store,
             rules,
             fresh_for,
+            clock_margin_ms: Millis::try_from(clock_margin.as_millis()).unwrap_or(Millis::MAX),
             pages: Slots::new("campaign"),
             listing: Slot::default(),
             webhook: false,
@@ -223,10 +237,28 @@ impl Campaigns {
         Ok((views.into_iter().flatten().collect(), next))
     }
 
-    /// Every campaign, newest first, with exact counts.
-    pub async fn list(&self) -> Result<Vec<CampaignView>, StoreError> {
+    /// Every campaign whose last round may still be to come, newest
+    /// first, with exact counts. Each campaign's record is read, but only
+    /// those whose last round ends after this node's clock less the clock
+    /// margin have their sales read: the campaigns of a season that
+    /// ended, kept until retention, cost a read each, not one per
+    /// round × item.
+    async fn list_to_come(&self) -> Result<Vec<CampaignView>, StoreError> {
+        let store = self.store.as_ref();
         let ids = self.store.campaign_ids().await?;
-        let views = try_join_all(ids.iter().map(|id| read(self.store.as_ref(), id))).await?;
+        let records = try_join_all(ids.iter().map(|id| store.campaign(id))).await?;
+        let horizon = system_now().saturating_sub(self.clock_margin_ms);
+        let views = try_join_all(
+            records
+                .into_iter()
+                .flatten()
+                .filter(|stored| {
+                    let last = stored.campaign.rounds.last();
+                    last.is_some_and(|round| round.ends_at > horizon)
+                })
+                .map(|stored| with_sales(store, stored)),
+        )
+        .await?;
         Ok(views.into_iter().flatten().collect())
     }
 
@@ -243,7 +275,9 @@ impl Campaigns {
     pub async fn live_and_upcoming(&self) -> Result<Vec<CampaignView>, StoreError> {
         let (views, age) = self
             .listing
-            .get(self.fresh_for, || async { self.list().await.map(Arc::new) })
+            .get(self.fresh_for, || async {
+                self.list_to_come().await.map(Arc::new)
+            })
             .await?;
         Ok(views
             .iter()
@@ -295,9 +329,17 @@ fn no_webhook_to_remind() -> InvalidField {
 /// Reads a campaign and its sales' views (each an atomic read of its
 /// sale's counts).
 async fn read(store: &dyn Store, id: &CampaignId) -> Result<Option<CampaignView>, StoreError> {
-    let Some(stored) = store.campaign(id).await? else {
-        return Ok(None);
-    };
+    match store.campaign(id).await? {
+        Some(stored) => with_sales(store, stored).await,
+        None => Ok(None),
+    }
+}
+
+/// A campaign read with its sales' views.
+async fn with_sales(
+    store: &dyn Store,
+    stored: StoredCampaign,
+) -> Result<Option<CampaignView>, StoreError> {
     let sales = stored.campaign.sales();
     let views = try_join_all(sales.iter().map(|sale| store.view_sale(&sale.id))).await?;
     let Some(sales) = views.into_iter().collect::<Option<Vec<_>>>() else {

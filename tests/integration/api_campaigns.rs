@@ -210,6 +210,64 @@ async fn the_page_is_served_from_memory(backend: Backend) {
     );
 }
 
+/// Goal: the public list of campaigns reads no sale of a campaign that
+/// is over (a season's ended campaigns are kept until retention). Method:
+/// on Redis, count the sale reads (`sale_snapshot` calls, from
+/// `/metrics`) of five refreshes of the list while an ended campaign of
+/// 20 items and a live one of six sales are kept: fewer than the ended
+/// one's 20 a refresh would make.
+#[tokio::test]
+async fn the_public_list_reads_no_sale_of_an_ended_campaign() {
+    let Harness { app, redis: _redis } = Harness::start_with(Backend::Redis, |config| {
+        config.campaign_page_cache_ms = 100;
+    })
+    .await;
+    let items: Vec<Value> = (0..20)
+        .map(|n| {
+            json!({"sku": format!("E{n}"), "title": "Ended", "price_cents": 100,
+                   "original_price_cents": 200, "stock_per_round": 1})
+        })
+        .collect();
+    let ended = create(
+        &app,
+        json!({
+            "title": "over",
+            "rounds": [{"starts_at": rfc3339_in(Duration::from_secs(1), false),
+                        "ends_at": rfc3339_in(Duration::from_secs(2), false)}],
+            "items": items,
+            "per_user_limit_per_round": 1,
+        }),
+    )
+    .await;
+    let live = create(&app, campaign_body()).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let sale_reads = |metrics: String| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(r#"flashsale_store_call_seconds_count{op="sale_snapshot"} "#)
+            })
+            .map_or(0, |count| count.trim().parse().unwrap())
+    };
+    let before = sale_reads(app.metrics().await);
+    for _ in 0..5 {
+        let listed = app.public_json("/api/v1/campaigns").await;
+        let ids: Vec<&Value> = listed["campaigns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|campaign| &campaign["id"])
+            .collect();
+        assert_eq!(ids, [&live["id"]], "only the live one, not {}", ended["id"]);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let reads = sale_reads(app.metrics().await) - before;
+    assert!(
+        reads < 5 * 20,
+        "{reads} sale reads in five refreshes: the ended campaign's sales were read"
+    );
+}
+
 /// Goal: a campaign that has not started can be called off whole, one
 /// that has cannot. Method: cancel an upcoming campaign (every sale
 /// cancelled, gone from the page's list), then try a live one.
