@@ -113,7 +113,8 @@ async fn main() -> anyhow::Result<ExitCode> {
         Payments::Wechatpay => settings.wechatpay_standin.clone(),
         Payments::Simulated => None,
     };
-    let campaign = if runs("campaign") {
+    // `mixed` has campaign shoppers among its roles.
+    let campaign = if runs("campaign") || runs("mixed") {
         Some(set_up_campaign(&engine, &settings, &run).await?)
     } else {
         None
@@ -257,8 +258,9 @@ async fn set_up_queue(
     })
 }
 
-/// The `campaign` scenario's campaign, created by every run as the
-/// settings shape it: `--campaign-rounds` rounds of `--campaign-round-secs`
+/// The campaign of `campaign` and of `mixed`'s campaign shoppers, created
+/// by every run of either as the settings shape it: `--campaign-rounds`
+/// rounds of `--campaign-round-secs`
 /// each, as long apart, the first opening `--start-in-secs` from now;
 /// `--campaign-items` items of `--campaign-stock` units per round, each
 /// limited to 1 per shopper, under the campaign's limits per round and in

@@ -63,7 +63,12 @@ const CAMPAIGN_CANCEL_PERCENT: u32 = 20;
 /// once (the rest, neither cancelled nor paid, expire unpaid).
 const CAMPAIGN_PAY_PERCENT: u32 = 50;
 /// `mixed`: how many shoppers in each role, out of the sum.
-const MIX: [(Role, u32); 3] = [(Role::Browse, 6), (Role::BuyAndPay, 3), (Role::Spike, 1)];
+const MIX: [(Role, u32); 4] = [
+    (Role::Browse, 5),
+    (Role::BuyAndPay, 3),
+    (Role::Spike, 1),
+    (Role::Campaign, 1),
+];
 
 /// What the scenarios share: the suite's sales and settings, its shoppers,
 /// and the tally. Set once before the attack: goose transactions are plain
@@ -73,7 +78,8 @@ pub struct Suite {
     pub buy_sale: String,
     /// The queued sale `queue` shoppers wait for (created when `queue` runs).
     pub queue_sale: Option<String>,
-    /// The campaign `campaign` shoppers race for (created when `campaign` runs).
+    /// The campaign `campaign` shoppers race for (created when `campaign`
+    /// or `mixed` runs).
     pub campaign: Option<String>,
     pub shoppers: Shoppers,
     pub tally: Arc<Tally>,
