@@ -1,13 +1,17 @@
 //! The model test's campaign: proptest draws a campaign (two rounds of one
 //! to three items, small stock, a per-item limit, a limit per round across
-//! items and maybe one in total) and a sequence of reservations (alone, or
-//! 2 to 4 of one item in one reserve call), cancels, payments, merchant's
-//! refunds (with or without restock) and expiry steps across its round ×
-//! item sales; each runs on the store and on [`CampaignModel`], written
-//! from the README's "Campaigns" (an item's own limit, then the round's,
-//! then the campaign's, then stock; a cancel, an expiry or a refund with
-//! restock gives the units back to both counts; a payment, or a refund
-//! without restock, keeps them).
+//! items and maybe one in total) and a sequence of reservations (alone,
+//! maybe under an `Idempotency-Key`, or 2 to 4 of one item in one reserve
+//! call), cancels, payments, merchant's refunds (with or without restock),
+//! merchant's changes (an item's stock in every round not ended, a round
+//! ended now) and expiry steps across its round × item sales; each runs on
+//! the store and on [`CampaignModel`], written from the README's
+//! "Campaigns" (a key's replay first; then an ended sale, an item's own
+//! limit, the round's, the campaign's, then stock; a cancel, an expiry or
+//! a refund with restock gives the units back to both counts; a payment,
+//! or a refund without restock, keeps them; a stock below the units off
+//! sale in any round refuses the whole change; an ended round takes no
+//! reservation nor restock).
 //!
 //! Goal: both stores (embedded, and Redis with `lua/`) keep the limits
 //! across a campaign's items exactly as the model does, whatever the order
@@ -16,21 +20,23 @@
 //! with the model's, and checks from the store's answers alone that no
 //! shopper holds more than either limit and every item is exact.
 //!
-//! Time: both rounds are live for the whole case (their windows overlap,
-//! which only this test's directly built campaign may: the store keys a
-//! shopper's counts by the round's number, never by its window), and the
-//! payment timeout is 0, so every unpaid order is due at once and a
-//! payment before the expiry step is still accepted. No answer depends on
-//! the clock.
+//! Time: both rounds are live for the whole case unless the case ends one
+//! (their windows overlap, which only this test's directly built campaign
+//! may: the store keys a shopper's counts by the round's number, never by
+//! its window; so the merchant's changes are built as the store's step
+//! directly, as `Campaign::patched` would, which refuses overlapping
+//! rounds), and the payment timeout is 0, so every unpaid order is due at
+//! once and a payment before the expiry step is still accepted. No answer
+//! depends on the clock.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flashsale::domain::{
-    system_now, Campaign, CampaignId, CampaignLimits, Item, Order, OrderId, OrderStatus, Payment,
-    PaymentOutcome, Quantity, RefundKind, Rejection, ReserveRequest, Round, Sale, SaleStats,
-    ShopperId,
+    system_now, Campaign, CampaignChange, CampaignId, CampaignLimits, Item, Order, OrderId,
+    OrderStatus, Payment, PaymentOutcome, Quantity, RefundKind, Rejection, ReserveRequest, Round,
+    Sale, SaleChange, SaleStats, SaleStep, SaleView, ShopperId,
 };
 use flashsale::store::{FollowUps, Store, CANCELS_PER_SHOPPER_DEFAULT};
 use proptest::prelude::*;
@@ -54,9 +60,19 @@ const ROUNDS: usize = 2;
 /// Orders one expiry step looks at (in whole reserve calls).
 const EXPIRE_LIMIT: usize = 8;
 
+/// Idempotency keys a shopper draws from (a reservation may have none).
+const KEYS: u8 = 2;
+
 /// Outcomes every full run reaches.
-const REACHED: [&str; 13] = [
+const REACHED: [&str; 20] = [
     "reserve: reserved",
+    "reserve: replayed",
+    "reserve: Rejected(IdempotencyMismatch)",
+    "reserve: Rejected(Ended)",
+    "set_stock: changed",
+    "set_stock: Conflict",
+    "end_round: ended",
+    "refund: Conflict",
     "batch: reserved",
     "batch: Rejected(RoundLimitExceeded)",
     "batch: Rejected(CampaignLimitExceeded)",
@@ -83,12 +99,14 @@ struct Setup {
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// A shopper asks for units of one round × item.
+    /// A shopper asks for units of one round × item, maybe under an
+    /// idempotency key.
     Reserve {
         shopper: usize,
         round: usize,
         item: Index,
         quantity: i64,
+        key: Option<u8>,
     },
     /// Shoppers ask for units of one round × item in one reserve call.
     ReserveBatch {
@@ -106,6 +124,10 @@ enum Op {
     Refund { order: Index, restock: bool },
     /// The order service's expiry step on one round × item.
     Expire { round: usize, item: Index },
+    /// The merchant sets an item's stock in every round not ended.
+    SetStock { item: Index, stock: i64 },
+    /// The merchant ends a round now.
+    EndRound { round: usize },
 }
 
 fn setup_strategy() -> impl Strategy<Value = Setup> {
@@ -127,14 +149,20 @@ fn setup_strategy() -> impl Strategy<Value = Setup> {
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..SHOPPERS.len(), 0..ROUNDS, any::<Index>(), 1..=2i64).prop_map(
-            |(shopper, round, item, quantity)| Op::Reserve {
+        6 => (
+            0..SHOPPERS.len(),
+            0..ROUNDS,
+            any::<Index>(),
+            1..=2i64,
+            proptest::option::of(0..KEYS)
+        )
+            .prop_map(|(shopper, round, item, quantity, key)| Op::Reserve {
                 shopper,
                 round,
                 item,
                 quantity,
-            }
-        ),
+                key,
+            }),
         2 => (
             0..ROUNDS,
             any::<Index>(),
@@ -150,6 +178,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (any::<Index>(), any::<bool>())
             .prop_map(|(order, restock)| Op::Refund { order, restock }),
         1 => (0..ROUNDS, any::<Index>()).prop_map(|(round, item)| Op::Expire { round, item }),
+        1 => (any::<Index>(), 1..=5i64).prop_map(|(item, stock)| Op::SetStock { item, stock }),
+        1 => (0..ROUNDS).prop_map(|round| Op::EndRound { round }),
     ]
 }
 
@@ -196,6 +226,8 @@ fn campaign_of(setup: &Setup) -> Campaign {
 struct SaleModel {
     sale: Sale,
     round: usize,
+    /// The merchant ended the sale's round.
+    ended: bool,
     stats: SaleStats,
     /// Shopper -> units held (reserved or paid); absent when none.
     held: BTreeMap<ShopperId, i64>,
@@ -211,6 +243,9 @@ struct CampaignModel {
     /// Every order with its sale's index, oldest first.
     orders: Vec<(Order, usize)>,
     cancels: BTreeMap<ShopperId, i64>,
+    /// (sale, shopper, idempotency key) -> (the order made under it, as
+    /// an index of `orders`; the quantity asked).
+    keys: BTreeMap<(usize, ShopperId, String), (usize, i64)>,
 }
 
 impl CampaignModel {
@@ -228,6 +263,7 @@ impl CampaignModel {
                 },
                 sale,
                 round: at / items,
+                ended: false,
                 held: BTreeMap::new(),
                 deadlines: DeadlineIndex::default(),
             })
@@ -237,16 +273,18 @@ impl CampaignModel {
             sales,
             orders: Vec::new(),
             cancels: BTreeMap::new(),
+            keys: BTreeMap::new(),
         }
     }
 
     /// A new order's request of shopper `shopper` for `quantity` units of
-    /// sale `at`.
+    /// sale `at`, under the idempotency key `key`.
     fn request(
         &self,
         at: usize,
         shopper: usize,
         quantity: i64,
+        key: Option<u8>,
     ) -> Result<ReserveRequest, TestCaseError> {
         let sale_id = &self.sales[at].sale.id;
         Ok(ReserveRequest {
@@ -254,7 +292,7 @@ impl CampaignModel {
             shopper_id: shopper_id(SHOPPERS[shopper]),
             quantity: Quantity::parse(quantity).map_err(broken)?,
             order_id: OrderId::generate(sale_id),
-            idempotency_key: None,
+            idempotency_key: key.map(|key| format!("key-{key}")),
             purchase_token: None,
         })
     }
@@ -271,15 +309,28 @@ impl CampaignModel {
         (in_round, self.sales.iter().map(held).sum())
     }
 
-    /// The reservation's refusal, or the order it makes (stamped `now`).
-    fn reserve(&mut self, at: usize, request: &ReserveRequest, now: i64) -> Answer<Order> {
+    /// The reservation's refusal, or the order it makes (stamped `now`)
+    /// or replays (as it is now: `true`).
+    fn reserve(&mut self, at: usize, request: &ReserveRequest, now: i64) -> Answer<(Order, bool)> {
         let shopper = &request.shopper_id;
         let quantity = request.quantity.get();
+        let key = request
+            .idempotency_key
+            .clone()
+            .map(|key| (at, shopper.clone(), key));
+        if let Some(&(made, asked)) = key.as_ref().and_then(|key| self.keys.get(key)) {
+            if asked != quantity {
+                return Err(Refusal::Rejected(Rejection::IdempotencyMismatch));
+            }
+            return Ok((self.orders[made].0.clone(), true));
+        }
         let (in_round, in_total) = self.holds(shopper, self.sales[at].round);
         let sale = &self.sales[at];
         let held = sale.held.get(shopper).copied().unwrap_or(0);
         let cancelled = self.cancels.get(shopper).copied().unwrap_or(0);
-        let refused = if cancelled >= CANCELS_PER_SHOPPER_DEFAULT
+        let refused = if sale.ended {
+            Some(Rejection::Ended)
+        } else if cancelled >= CANCELS_PER_SHOPPER_DEFAULT
             || held + quantity > sale.sale.per_user_limit
         {
             Some(Rejection::LimitExceeded)
@@ -319,8 +370,11 @@ impl CampaignModel {
             transaction_id: None,
             refund: None,
         };
+        if let Some(key) = key {
+            self.keys.insert(key, (self.orders.len(), quantity));
+        }
         self.orders.push((order.clone(), at));
-        Ok(order)
+        Ok((order, false))
     }
 
     /// An unpaid order gives its units back to the item and to the
@@ -388,7 +442,7 @@ impl CampaignModel {
     /// shopper's counts (the campaign's derive from them).
     fn refund(&mut self, at: usize, restock: bool) -> Answer<&'static str> {
         let (order, sale) = &mut self.orders[at];
-        if order.status != OrderStatus::Paid {
+        if order.status != OrderStatus::Paid || (restock && self.sales[*sale].ended) {
             return Err(Refusal::Conflict);
         }
         order.status = OrderStatus::Refunded;
@@ -410,6 +464,28 @@ impl CampaignModel {
         }
         sale.stats.buyers = sale.held.len() as i64;
         Ok("restocked")
+    }
+
+    /// The merchant's stock of `item` in every round not ended: refused
+    /// whole when below the units off sale (reserved, paid, or refunded
+    /// without restock) in any of them.
+    fn set_stock(&mut self, item: usize, items: usize, stock: i64) -> Answer<&'static str> {
+        let open = |sale: &&mut SaleModel| !sale.ended;
+        let mut touched: Vec<&mut SaleModel> = self
+            .sales
+            .iter_mut()
+            .skip(item)
+            .step_by(items)
+            .filter(open)
+            .collect();
+        if touched.iter().any(|sale| stock < sale.stats.taken()) {
+            return Err(Refusal::Conflict);
+        }
+        for sale in &mut touched {
+            sale.stats.stock_total = stock;
+            sale.stats.remaining = stock - sale.stats.taken();
+        }
+        Ok("changed")
     }
 
     /// The expiry step on sale `sale` (every order is due: the payment
@@ -455,6 +531,7 @@ fn same<T: PartialEq + std::fmt::Debug>(
 
 async fn apply(
     store: &dyn Store,
+    campaign_id: &CampaignId,
     model: &mut CampaignModel,
     items: usize,
     op: &Op,
@@ -466,14 +543,34 @@ async fn apply(
             round,
             item,
             quantity,
+            key,
         } => {
             let at = round * items + item.index(items);
-            let request = model.request(at, *shopper, *quantity)?;
-            let actual = answer(store.reserve(&request).await.map(|won| won.order));
-            count(tally, outcome("reserve", &actual, |_| "reserved"));
-            let now = actual.as_ref().map_or(0, |order| order.created_at);
+            let request = model.request(at, *shopper, *quantity, *key)?;
+            let actual = answer(store.reserve(&request).await.map(|won| {
+                let mut order = won.order;
+                if won.replayed {
+                    // What the model does not keep of an order since paid
+                    // (its status it keeps).
+                    order.paid_at = None;
+                    order.transaction_id = None;
+                    order.refund = None;
+                }
+                (order, won.replayed)
+            }));
+            count(
+                tally,
+                outcome("reserve", &actual, |(_, replayed)| {
+                    if *replayed {
+                        "replayed"
+                    } else {
+                        "reserved"
+                    }
+                }),
+            );
+            let now = actual.as_ref().map_or(0, |(order, _)| order.created_at);
             let expected = model.reserve(at, &request, now);
-            if let Ok(order) = &expected {
+            if let Ok((order, false)) = &expected {
                 model.sales[at]
                     .deadlines
                     .add_call(std::slice::from_ref(order));
@@ -488,7 +585,7 @@ async fn apply(
             let at = round * items + item.index(items);
             let requests = requests
                 .iter()
-                .map(|(shopper, quantity)| model.request(at, *shopper, *quantity))
+                .map(|(shopper, quantity)| model.request(at, *shopper, *quantity, None))
                 .collect::<Result<Vec<_>, _>>()?;
             let answers = store.reserve_batch(&requests).await.map_err(broken)?;
             let mut made = Vec::new();
@@ -496,7 +593,7 @@ async fn apply(
                 let actual = answer(actual.map(|won| won.order));
                 count(tally, outcome("batch", &actual, |_| "reserved"));
                 let now = actual.as_ref().map_or(0, |order| order.created_at);
-                let expected = model.reserve(at, request, now);
+                let expected = model.reserve(at, request, now).map(|(order, _)| order);
                 same(op, &actual, &expected)?;
                 made.extend(expected);
             }
@@ -582,6 +679,96 @@ async fn apply(
             expected.sort();
             same(op, &actual, &Ok(expected))
         }
+        Op::SetStock { item, stock } => {
+            let item = item.index(items);
+            let (mut campaign, version) = stored(store, campaign_id).await?;
+            let mut steps = Vec::new();
+            for sale in model.sales.iter().skip(item).step_by(items) {
+                if sale.ended {
+                    continue;
+                }
+                let view = view(store, &sale.sale).await?;
+                let target = Sale {
+                    stock_total: *stock,
+                    ..view.sale.clone()
+                };
+                campaign.items[item].stock_by_round[sale.round] = *stock;
+                steps.push(SaleStep::Change {
+                    change: SaleChange::between(&view.sale, target, false),
+                    version: view.version,
+                });
+            }
+            let actual = answer(
+                store
+                    .update_campaign(&change_of(campaign, steps), version)
+                    .await,
+            )
+            .map(|()| "changed");
+            count(tally, outcome("set_stock", &actual, |name| name));
+            same(op, &actual, &model.set_stock(item, items, *stock))
+        }
+        Op::EndRound { round } => {
+            let ended: Vec<&SaleModel> = model
+                .sales
+                .iter()
+                .filter(|sale| sale.round == *round && !sale.ended)
+                .collect();
+            if ended.is_empty() {
+                return Ok(());
+            }
+            let (campaign, version) = stored(store, campaign_id).await?;
+            let mut steps = Vec::new();
+            for sale in ended {
+                let view = view(store, &sale.sale).await?;
+                steps.push(SaleStep::Change {
+                    change: SaleChange::between(&view.sale, view.sale.clone(), true),
+                    version: view.version,
+                });
+            }
+            let actual = answer(
+                store
+                    .update_campaign(&change_of(campaign, steps), version)
+                    .await,
+            )
+            .map(|()| "ended");
+            count(tally, outcome("end_round", &actual, |name| name));
+            for sale in model.sales.iter_mut().filter(|sale| sale.round == *round) {
+                sale.ended = true;
+            }
+            same(op, &actual, &Ok("ended"))
+        }
+    }
+}
+
+/// The campaign's record and version, as the store has them.
+async fn stored(store: &dyn Store, id: &CampaignId) -> Result<(Campaign, i64), TestCaseError> {
+    let stored = store
+        .campaign(id)
+        .await
+        .map_err(broken)?
+        .ok_or_else(|| broken("the campaign is gone"))?;
+    Ok((stored.campaign, stored.version))
+}
+
+/// The sale as the store has it.
+async fn view(store: &dyn Store, sale: &Sale) -> Result<SaleView, TestCaseError> {
+    store
+        .view_sale(&sale.id)
+        .await
+        .map_err(broken)?
+        .ok_or_else(|| broken(format!("sale {} is gone", sale.id)))
+}
+
+/// A merchant's change after the start, as `Campaign::patched` makes it:
+/// the record as it will be and its sales' steps (no reminder moves).
+fn change_of(campaign: Campaign, steps: Vec<SaleStep>) -> CampaignChange {
+    let starts_at = campaign.rounds.iter().map(|round| round.starts_at).min();
+    CampaignChange {
+        campaign,
+        steps,
+        before_start: None,
+        starts_at: starts_at.unwrap_or_default(),
+        reminders: Vec::new(),
     }
 }
 
@@ -663,7 +850,7 @@ async fn run_case(
     store.create_campaign(&campaign).await.map_err(broken)?;
     let mut model = CampaignModel::new(&campaign);
     for op in ops {
-        apply(store, &mut model, setup.items, op, tally).await?;
+        apply(store, &campaign.id, &mut model, setup.items, op, tally).await?;
         check(store, &campaign, &model).await?;
     }
     Ok(())
