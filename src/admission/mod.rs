@@ -6,10 +6,11 @@
 //! a pre-queue joiner (from the sale's secret seed), the advice on when to
 //! poll, and the memory of each shopper's last answer, which answers a
 //! poll that comes before its `poll_after_ms` without reaching the store
-//! (a shopper not in the line, for `FLASHSALE_QUEUE_POLL_MS_MIN`, until
-//! they join). That memory is what bounds the store's polling load: at
-//! most one store call per shopper per `FLASHSALE_QUEUE_POLL_MS_MIN` on
-//! each node, in the line or not.
+//! (a shopper not in the line, or a poll the store failed, for
+//! `FLASHSALE_QUEUE_POLL_MS_MIN`, until they join). That memory is what
+//! bounds the store's polling load: at most one store call per shopper
+//! per `FLASHSALE_QUEUE_POLL_MS_MIN` on each node, in the line or not,
+//! the store answering or not.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,8 +60,15 @@ pub enum QueueError {
 
 struct Remembered {
     until: Instant,
-    /// The place, or `None`: not in the line.
-    answer: Option<QueueAnswer>,
+    answer: Last,
+}
+
+/// A shopper's last answer from the store.
+enum Last {
+    Place(QueueAnswer),
+    NotInLine,
+    /// The store could not be reached (its error's words are in the log).
+    Unavailable,
 }
 
 pub struct WaitingRooms {
@@ -132,7 +140,11 @@ impl WaitingRooms {
         let now = Instant::now();
         if let Some(remembered) = self.memory.get(&key) {
             if let Some(left) = remembered.until.checked_duration_since(now) {
-                let mut answer = remembered.answer.clone().ok_or(QueueError::NotInLine)?;
+                let mut answer = match &remembered.answer {
+                    Last::Place(answer) => answer.clone(),
+                    Last::NotInLine => return Err(QueueError::NotInLine),
+                    Last::Unavailable => return Err(store_unavailable()),
+                };
                 answer.remembered = true;
                 answer.advice.poll_after_ms = u64::try_from(left.as_millis()).unwrap_or(0).max(1);
                 return Ok(answer);
@@ -145,27 +157,21 @@ impl WaitingRooms {
                 return Err(QueueError::Busy);
             }
         }
-        let Some(place) = self
+        let polled = self
             .store
             .queue_poll(sale, shopper, &self.settings.rules)
-            .await?
-        else {
-            // Unless a fresher answer came meanwhile: a join's, while this
-            // poll was in flight, must not be hidden by it.
-            let not_in_line = Remembered {
-                until: now + Duration::from_millis(self.settings.poll_ms_min),
-                answer: None,
-            };
-            match self.memory.entry(key) {
-                Entry::Occupied(mut kept) if kept.get().until <= now => {
-                    kept.insert(not_in_line);
-                }
-                Entry::Occupied(_) => {}
-                Entry::Vacant(slot) => {
-                    slot.insert(not_in_line);
-                }
+            .await;
+        let place = match polled {
+            Ok(Some(place)) => place,
+            Ok(None) => {
+                self.remember_unless_fresher(key, now, Last::NotInLine);
+                return Err(QueueError::NotInLine);
             }
-            return Err(QueueError::NotInLine);
+            Err(err @ StoreError::Unavailable(_)) => {
+                self.remember_unless_fresher(key, now, Last::Unavailable);
+                return Err(err.into());
+            }
+            Err(err) => return Err(err.into()),
         };
         let advice = place.advice(self.settings.poll_ms_min, self.settings.poll_ms_max);
         let answer = QueueAnswer {
@@ -177,7 +183,7 @@ impl WaitingRooms {
             key,
             Remembered {
                 until: now + Duration::from_millis(advice.poll_after_ms),
-                answer: Some(answer.clone()),
+                answer: Last::Place(answer.clone()),
             },
         );
         Ok(answer)
@@ -189,6 +195,25 @@ impl WaitingRooms {
         self.store.queue_stats(sale).await
     }
 
+    /// Remembers `answer` (not in the line, or the store unreachable) for
+    /// `poll_ms_min` from now, unless a fresher answer came since `asked`:
+    /// a join's, while this poll was in flight, must not be hidden by it.
+    fn remember_unless_fresher(&self, key: (SaleId, ShopperId), asked: Instant, answer: Last) {
+        let remembered = Remembered {
+            until: Instant::now() + Duration::from_millis(self.settings.poll_ms_min),
+            answer,
+        };
+        match self.memory.entry(key) {
+            Entry::Occupied(mut kept) if kept.get().until <= asked => {
+                kept.insert(remembered);
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(slot) => {
+                slot.insert(remembered);
+            }
+        }
+    }
+
     /// Forgets the answers whose time has passed; returns how many are
     /// left (run by the same upkeep as the rate limiters').
     pub fn prune(&self) -> usize {
@@ -196,4 +221,12 @@ impl WaitingRooms {
         self.memory.retain(|_, remembered| remembered.until > now);
         self.memory.len()
     }
+}
+
+/// The answer to a poll while the store's last answer to the shopper was
+/// that it could not be reached.
+fn store_unavailable() -> QueueError {
+    QueueError::Store(StoreError::Unavailable(
+        "the store could not be reached at this shopper's last poll".into(),
+    ))
 }
