@@ -283,6 +283,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_in_flight: u64,
 
+    /// WeChat Pay notifications the server handles at once, apart from
+    /// `FLASHSALE_MAX_IN_FLIGHT` (their bodies are read before anything
+    /// can check them, so clients sending them slowly never take the
+    /// shoppers' places); past it 503 `overloaded` at once, and WeChat Pay
+    /// notifies again later.
+    #[arg(long, env = "FLASHSALE_NOTIFY_MAX_IN_FLIGHT", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub notify_max_in_flight: u64,
+
     /// Longest a client may take to send a request's headers, in
     /// milliseconds; past it the connection is closed (slow-loris).
     #[arg(long, env = "FLASHSALE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,

@@ -19,7 +19,7 @@ use crate::config::{Config, PaymentMode};
 use crate::domain::SaleRules;
 use crate::http::{
     self, server, AppContext, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding,
-    ShopperTokenRules, ADMIN_TOKEN_MIN_BYTES,
+    Sheddings, ShopperTokenRules, ADMIN_TOKEN_MIN_BYTES,
 };
 use crate::inventory::{ActorSettings, Inventory};
 use crate::orders::webhook::{Backoff, Webhook, WebhookSettings};
@@ -233,11 +233,12 @@ impl Application {
             sheds,
             waiting_rooms: Arc::clone(&waiting_rooms),
         });
-        let shedding = Shedding::new(
-            usize_of(config.max_in_flight),
-            Duration::from_millis(config.request_timeout_ms),
-        );
-        let router = http::router(state, shedding);
+        let request_timeout = Duration::from_millis(config.request_timeout_ms);
+        let sheddings = Sheddings {
+            engine: Shedding::new(usize_of(config.max_in_flight), request_timeout),
+            notify: Shedding::new(usize_of(config.notify_max_in_flight), request_timeout),
+        };
+        let router = http::router(state, sheddings);
         tracing::info!(%address, "flashsale listening");
         Ok(Self {
             listener,

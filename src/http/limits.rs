@@ -229,6 +229,14 @@ impl FromRequestParts<AppState> for WithinAddressLimit {
     }
 }
 
+/// The in-flight bounds of the router: the engine routes' (every route
+/// but the ops routes and WeChat Pay's notify route), and the notify
+/// route's own.
+pub struct Sheddings {
+    pub engine: Shedding,
+    pub notify: Shedding,
+}
+
 /// Bounds requests in flight and the time each may take.
 #[derive(Clone)]
 pub struct Shedding {

@@ -49,7 +49,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use self::auth::{mint_shopper_token, AuthKeys, ShopperTokenRules, ADMIN_TOKEN_MIN_BYTES};
 pub use self::error::{ApiError, ErrorCode};
 use self::front_door::{FrontDoor, FrontDoorLayer};
-pub use self::limits::{Rate, RateLimitSettings, RateLimits, Shedding};
+pub use self::limits::{Rate, RateLimitSettings, RateLimits, Shedding, Sheddings};
 use crate::admission::WaitingRooms;
 use crate::campaigns::Campaigns;
 use crate::domain::{OrderId, SaleId};
@@ -106,12 +106,16 @@ pub struct AppContext {
 }
 
 /// The whole application router. Every route but the ops routes is under
-/// the load-shedding bounds, so health and metrics answer under overload.
+/// the load-shedding bounds, so health and metrics answer under overload;
+/// WeChat Pay's notify route under its own in-flight bound, so requests
+/// there (whose bodies are read before anything can check them: a client
+/// sending them slowly holds its places until the request timeout) never
+/// take the shoppers' places.
 ///
 /// Every route is registered through utoipa-axum's `OpenApiRouter`, which
 /// collects each handler's `#[utoipa::path]` operation as it adds the
 /// route; the collected document is served at `GET /openapi.json`.
-pub fn router(state: AppState, shedding: Shedding) -> Router {
+pub fn router(state: AppState, sheddings: Sheddings) -> Router {
     let (engine, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(public::router())
         .merge(queue::router())
@@ -122,12 +126,19 @@ pub fn router(state: AppState, shedding: Shedding) -> Router {
         .split_for_parts();
     let (ops, ops_document) = ops::router().split_for_parts();
     document.merge(ops_document);
+    let (notify, notify_document) = payments::notify_router().split_for_parts();
+    document.merge(notify_document);
     // Every request passes one layer, `FrontDoorLayer`: the engine
     // routes' with the shedding bounds and the live feeds' shed count, the
     // ops routes' with only the request metrics.
     let requests = Arc::new(HttpRequestCounters::default());
     let engine_door = FrontDoor {
-        shedding: Some(shedding),
+        shedding: Some(sheddings.engine),
+        sheds: Some(Arc::clone(&state.sheds)),
+        requests: Arc::clone(&requests),
+    };
+    let notify_door = FrontDoor {
+        shedding: Some(sheddings.notify),
         sheds: Some(Arc::clone(&state.sheds)),
         requests: Arc::clone(&requests),
     };
@@ -140,11 +151,14 @@ pub fn router(state: AppState, shedding: Shedding) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(FrontDoorLayer(Arc::new(engine_door)));
+    let notify = notify
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(FrontDoorLayer(Arc::new(notify_door)));
     let ops = ops
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::OpenApiJson::new(&document)))
         .layer(FrontDoorLayer(Arc::new(ops_door)));
-    let router = Router::new().merge(engine).merge(ops);
+    let router = Router::new().merge(engine).merge(notify).merge(ops);
     // tower-http's trace layer logs only at debug level (sheds, 429 and
     // 503, logged one by one at error level flooded the log at a sale's
     // opening; they are counted in the metrics, and a panic and an

@@ -18,12 +18,19 @@ use super::{parse_order_id, AppState};
 use crate::payments::wechatpay::{NotifyError, SignedHeaders};
 use crate::payments::PaymentMethod;
 
-/// The notify route always; the prepay route only with WeChat Pay and the
-/// pay route only with simulated payments (each absent otherwise: 404).
-/// Both are documented in both modes (their descriptions say when they
-/// exist), so the document does not depend on the deployment.
+/// WeChat Pay's notify route, always served. Apart from the shoppers'
+/// routes (see [`notify_router`]'s use in [`super::router`]): its body is
+/// read before anything can check it.
+pub fn notify_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(wechatpay_notify))
+}
+
+/// The prepay route only with WeChat Pay and the pay route only with
+/// simulated payments (each absent otherwise: 404). Both are documented in
+/// both modes (their descriptions say when they exist), so the document
+/// does not depend on the deployment.
 pub fn router(method: &PaymentMethod) -> OpenApiRouter<AppState> {
-    let router = OpenApiRouter::new().routes(routes!(wechatpay_notify));
+    let router = OpenApiRouter::new();
     let (mut router, not_served) = match method {
         PaymentMethod::Simulated => (
             router.routes(routes!(simulated_pay)),

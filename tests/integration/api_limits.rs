@@ -284,6 +284,65 @@ async fn slow_headers_are_cut_off() {
     assert!(matches!(read, Ok(0) | Err(_)) || buffer.starts_with(b"HTTP/1.1 408"));
 }
 
+/// WeChat Pay notifications sent with slow bodies hold only the notify
+/// route's own places (`FLASHSALE_NOTIFY_MAX_IN_FLIGHT`): with both taken,
+/// a third notification is shed 503 `overloaded`, and shoppers are served
+/// (with every place of `FLASHSALE_MAX_IN_FLIGHT` taken by them, as before,
+/// shoppers were shed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_notify_bodies_never_take_the_shoppers_places() {
+    use tokio::io::AsyncWriteExt;
+
+    let mut config = test_config();
+    config.max_in_flight = 2;
+    config.notify_max_in_flight = 2;
+    config.request_timeout_ms = 20_000;
+    let app = TestApp::spawn_with(config).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let notify = "/api/v1/payments/wechatpay/notify";
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST {notify} HTTP/1.1\r\nHost: flashsale\r\nContent-Type: application/json\r\n\
+             Content-Length: 1000\r\n\r\n{{"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    let notified = || app.client.post(app.url(notify)).body("{}").send();
+    // The two slow requests take their places as their headers arrive.
+    let mut shed = false;
+    for _ in 0..100 {
+        if notified().await.unwrap().status() == StatusCode::SERVICE_UNAVAILABLE {
+            shed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        shed,
+        "a third notification is shed while two are read slowly"
+    );
+    let listed = app
+        .client
+        .get(app.url("/api/v1/sales"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK, "shoppers are served");
+    drop(slow);
+    let mut served = false;
+    for _ in 0..100 {
+        if notified().await.unwrap().status() != StatusCode::SERVICE_UNAVAILABLE {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "the places come back once the slow clients leave");
+}
+
 /// Stopping does not wait for a connection that never sent a byte (an HTTP
 /// client may keep such a connection unused in its pool): the engine stops at
 /// once instead of hanging until the idle timeout or the drain limit.

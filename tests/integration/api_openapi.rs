@@ -35,7 +35,7 @@ use axum::Router;
 use flashsale::admission::{WaitingRoomSettings, WaitingRooms};
 use flashsale::domain::SaleRules;
 use flashsale::http::{
-    self, AppContext, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding,
+    self, AppContext, AppState, AuthKeys, Rate, RateLimitSettings, RateLimits, Shedding, Sheddings,
     ShopperTokenRules,
 };
 use flashsale::inventory::{ActorSettings, Inventory};
@@ -191,8 +191,12 @@ impl App {
             )),
         });
         let shedding = Shedding::new(max_in_flight, Duration::from_secs(5));
+        let sheddings = Sheddings {
+            engine: shedding.clone(),
+            notify: shedding,
+        };
         Self {
-            router: http::router(state, shedding),
+            router: http::router(state, sheddings),
             inventory,
         }
     }
