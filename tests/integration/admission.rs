@@ -495,10 +495,52 @@ async fn the_line_has_bounds(backend: Backend) {
     );
 }
 
+/// A sale switched back to open before its start keeps no line: switched
+/// to the waiting room again, it starts an empty one (its former joiners
+/// are not in it; they join again).
+async fn a_sale_switched_back_to_open_forgets_its_line(backend: Backend) {
+    let Harness { app, redis: _redis } = engine(backend).await;
+    let sale = queued_sale(&app, 5, Duration::from_secs(60), 1_000, 60).await;
+    for shopper in ["una", "vic"] {
+        join(&app, &sale, shopper).await;
+    }
+    assert_eq!(line_counts(&app, &sale).await, [2, 2, 0, 0, 0, 0]);
+    let switch = |admission: Value| {
+        let app = &app;
+        let sale = &sale;
+        async move {
+            let answer = app
+                .admin(
+                    reqwest::Method::PATCH,
+                    &format!("/admin/v1/sales/{sale}"),
+                    Some(json!({ "admission": admission })),
+                )
+                .await;
+            assert_eq!(answer.status(), StatusCode::OK);
+        }
+    };
+    switch(json!({"mode": "open"})).await;
+    switch(json!({"mode": "queue", "prequeue_opens_secs": 600})).await;
+    assert_eq!(
+        line_counts(&app, &sale).await,
+        [0, 0, 0, 0, 0, 0],
+        "an empty line"
+    );
+    tokio::time::sleep(Duration::from_millis(POLL_MS + 20)).await;
+    assert_eq!(
+        error_code(app.shopper_get("una", &queue_path(&sale)).await).await,
+        (StatusCode::NOT_FOUND, "not_found".to_owned()),
+        "a former joiner is not in the new line"
+    );
+    join(&app, &sale, "vic").await;
+    assert_eq!(line_counts(&app, &sale).await, [1, 1, 0, 0, 0, 0]);
+}
+
 on_every_store!(
     the_prequeue_is_shuffled_by_the_committed_seed,
     admission_never_exceeds_the_stock_bound,
     only_an_admission_buys,
+    a_sale_switched_back_to_open_forgets_its_line,
 );
 
 on_both_stores!(the_line_has_bounds);

@@ -302,6 +302,11 @@ impl SaleRecord {
         let now = system_now();
         self.change_refusal(change, version, now)?;
         self.apply_change(change, now);
+        // A sale switched back to open keeps no line (as
+        // `lua/update_sale.lua`).
+        if !self.sale.admission.is_queue() {
+            self.waiting_room = WaitingRoom::default();
+        }
         Ok(())
     }
 

@@ -421,6 +421,11 @@ impl Store for RedisStore {
         invocation
             .key(keys.stock())
             .key(keys.stats())
+            .key(keys.queue_line())
+            .key(keys.queue_members())
+            .key(keys.queue_admitted())
+            .key(keys.queue_expiries())
+            .key(keys.queue_meta())
             .arg(version)
             .arg(if change.restricted { "1" } else { "0" })
             .arg(if change.end_now { "1" } else { "0" })
