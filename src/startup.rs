@@ -211,7 +211,6 @@ impl Application {
                 Arc::clone(&store),
                 sale_rules,
                 Duration::from_millis(config.campaign_page_cache_ms),
-                Duration::from_millis(config.clock_margin_ms),
             )
             .with_webhook(webhook_configured),
             sales: Sales::new(
@@ -236,7 +235,7 @@ impl Application {
         let request_timeout = Duration::from_millis(config.request_timeout_ms);
         let sheddings = Sheddings {
             engine: Shedding::new(usize_of(config.max_in_flight), request_timeout),
-            notify: Shedding::new(usize_of(config.notify_max_in_flight), request_timeout),
+            notify: Shedding::notify(usize_of(config.notify_max_in_flight), request_timeout),
         };
         let router = http::router(state, sheddings);
         tracing::info!(%address, "flashsale listening");

@@ -56,6 +56,10 @@ pub enum QueueError {
     /// This node remembers as many pollers as it may: poll again later.
     #[error("too many shoppers are polling this engine node; poll again shortly")]
     Busy,
+    /// The store could not be reached at the shopper's last poll, this
+    /// long ago at most: poll again after `retry_after_secs`.
+    #[error("the store could not be reached at this shopper's last poll")]
+    Unreachable { retry_after_secs: u64 },
 }
 
 struct Remembered {
@@ -119,8 +123,11 @@ impl WaitingRooms {
             self.store
                 .queue_join(sale, shopper, &key, &self.settings.rules)
                 .await?;
-            self.memory.remove(&(sale.clone(), shopper.clone()));
-            match self.poll(sale, shopper).await {
+            let key = (sale.clone(), shopper.clone());
+            self.memory.remove(&key);
+            // From the store, whatever a poll still in flight remembers
+            // meanwhile.
+            match self.poll_store(key, Instant::now()).await {
                 Err(QueueError::NotInLine) if !freed_once => freed_once = true,
                 answer => return answer,
             }
@@ -143,13 +150,27 @@ impl WaitingRooms {
                 let mut answer = match &remembered.answer {
                     Last::Place(answer) => answer.clone(),
                     Last::NotInLine => return Err(QueueError::NotInLine),
-                    Last::Unavailable => return Err(store_unavailable()),
+                    Last::Unavailable => {
+                        return Err(QueueError::Unreachable {
+                            retry_after_secs: left.as_secs_f64().ceil() as u64,
+                        })
+                    }
                 };
                 answer.remembered = true;
                 answer.advice.poll_after_ms = u64::try_from(left.as_millis()).unwrap_or(0).max(1);
                 return Ok(answer);
             }
         }
+        self.poll_store(key, now).await
+    }
+
+    /// The shopper's place from the store, remembered (asked at `now`).
+    async fn poll_store(
+        &self,
+        key: (SaleId, ShopperId),
+        now: Instant,
+    ) -> Result<QueueAnswer, QueueError> {
+        let (sale, shopper) = (&key.0, &key.1);
         if !self.memory.contains_key(&key) && self.memory.len() >= self.settings.pollers_max {
             let now = Instant::now();
             self.memory.retain(|_, remembered| remembered.until > now);
@@ -221,12 +242,4 @@ impl WaitingRooms {
         self.memory.retain(|_, remembered| remembered.until > now);
         self.memory.len()
     }
-}
-
-/// The answer to a poll while the store's last answer to the shopper was
-/// that it could not be reached.
-fn store_unavailable() -> QueueError {
-    QueueError::Store(StoreError::Unavailable(
-        "the store could not be reached at this shopper's last poll".into(),
-    ))
 }

@@ -32,6 +32,13 @@ use crate::sales::cache::{aged, Slot, Slots};
 use crate::sales::{SaleError, Sales};
 use crate::store::{IndexedCampaign, Store, StoreError, StoredCampaign};
 
+/// How long after its last round's end, by this node's clock, a campaign's
+/// sales are still read for the list of live and upcoming campaigns: far
+/// more than any clock of a working node is off from the store's, so the
+/// store's clock decides whether a campaign is over, and a season's
+/// campaigns over for longer are not read again at every refresh.
+const OVER_SLACK_MS: Millis = 3_600_000;
+
 /// A campaign with the views of its sales (round by round, each round's
 /// items in order), read at the store's instant `now`.
 #[derive(Debug, Clone)]
@@ -88,12 +95,6 @@ pub struct Campaigns {
     store: Arc<dyn Store>,
     rules: SaleRules,
     fresh_for: Duration,
-    /// How far this node's clock may be from the store's
-    /// (`FLASHSALE_CLOCK_MARGIN_MS`): a campaign whose last round ended
-    /// longer ago than this by the node's clock is left out of the list of
-    /// live and upcoming campaigns without reading its sales (the store's
-    /// clock decides for the rest).
-    clock_margin_ms: Millis,
     pages: Slots<CampaignId, Arc<CampaignView>>,
     listing: Slot<Arc<Vec<CampaignView>>>,
     /// Whether a merchant's webhook is configured: the only place round
@@ -103,19 +104,12 @@ pub struct Campaigns {
 
 impl Campaigns {
     /// `fresh_for`: how long this node serves a campaign's page before
-    /// reading it again; `clock_margin`: how far the node's clock may be
-    /// from the store's.
-    pub fn new(
-        store: Arc<dyn Store>,
-        rules: SaleRules,
-        fresh_for: Duration,
-        clock_margin: Duration,
-    ) -> Self {
+    /// reading it again.
+    pub fn new(store: Arc<dyn Store>, rules: SaleRules, fresh_for: Duration) -> Self {
         Self {
             store,
             rules,
             fresh_for,
-            clock_margin_ms: Millis::try_from(clock_margin.as_millis()).unwrap_or(Millis::MAX),
             pages: Slots::new("campaign"),
             listing: Slot::default(),
             webhook: false,
@@ -239,23 +233,20 @@ impl Campaigns {
 
     /// Every campaign whose last round may still be to come, newest
     /// first, with exact counts. Each campaign's record is read, but only
-    /// those whose last round ends after this node's clock less the clock
-    /// margin have their sales read: the campaigns of a season that
-    /// ended, kept until retention, cost a read each, not one per
-    /// round × item.
+    /// those whose last round ended less than [`OVER_SLACK_MS`] ago by
+    /// this node's clock have their sales read: the campaigns of a season
+    /// that ended, kept until retention, cost a read each, not one per
+    /// round × item. The store's clock decides for the rest.
     async fn list_to_come(&self) -> Result<Vec<CampaignView>, StoreError> {
         let store = self.store.as_ref();
         let ids = self.store.campaign_ids().await?;
         let records = try_join_all(ids.iter().map(|id| store.campaign(id))).await?;
-        let horizon = system_now().saturating_sub(self.clock_margin_ms);
+        let horizon = system_now().saturating_sub(OVER_SLACK_MS);
         let views = try_join_all(
             records
                 .into_iter()
                 .flatten()
-                .filter(|stored| {
-                    let last = stored.campaign.rounds.last();
-                    last.is_some_and(|round| round.ends_at > horizon)
-                })
+                .filter(|stored| stored.campaign.ends_at() > horizon)
                 .map(|stored| with_sales(store, stored)),
         )
         .await?;
@@ -283,12 +274,7 @@ impl Campaigns {
             .iter()
             .map(|view| view.aged(age))
             .filter(|view| {
-                let to_come = view
-                    .stored
-                    .campaign
-                    .rounds
-                    .last()
-                    .is_some_and(|round| view.now < round.ends_at);
+                let to_come = view.now < view.stored.campaign.ends_at();
                 let called_off = view
                     .sales
                     .iter()

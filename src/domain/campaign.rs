@@ -173,11 +173,7 @@ impl NewCampaign {
         campaign.rounds_numbered = campaign.next_round_number();
         campaign.items_numbered = campaign.next_item_number();
         campaign.validate(rules)?;
-        if campaign
-            .rounds
-            .last()
-            .is_some_and(|last| last.ends_at <= now)
-        {
+        if campaign.ends_at() <= now {
             return Err(InvalidField::new("ends_at", "must be in the future"));
         }
         Ok(campaign)
@@ -233,6 +229,13 @@ pub(super) fn new_item(item: NewItem, number: u32, rounds: usize) -> Result<Item
 }
 
 impl Campaign {
+    /// When its last round ends (rounds are kept in order).
+    pub fn ends_at(&self) -> Millis {
+        self.rounds
+            .last()
+            .map_or(Millis::MIN, |round| round.ends_at)
+    }
+
     /// Every round and item numbered within what a sale id can name (see
     /// [`SaleId::of_campaign`]): numbers are never reused, so a campaign
     /// numbers at most that many in its life.

@@ -71,6 +71,13 @@ pub enum ApiError {
     /// 503 `unavailable`.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 `unavailable`, with a `Retry-After` of its own (a failure
+    /// remembered for that long).
+    #[error("{message}")]
+    UnavailableFor {
+        message: &'static str,
+        retry_after_secs: u64,
+    },
     /// 502 `wechatpay_refused`.
     #[error("{0}")]
     WechatpayRefused(String),
@@ -199,7 +206,7 @@ impl ApiError {
             Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Overloaded(_) => ErrorCode::Overloaded,
-            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Unavailable(_) | Self::UnavailableFor { .. } => ErrorCode::Unavailable,
             Self::WechatpayRefused(_) => ErrorCode::WechatpayRefused,
         }
     }
@@ -238,6 +245,9 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let retry_after = match &self {
             Self::RateLimited {
+                retry_after_secs, ..
+            }
+            | Self::UnavailableFor {
                 retry_after_secs, ..
             } => Some(HeaderValue::from(*retry_after_secs)),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => {

@@ -1,7 +1,7 @@
 //! The one layer every request passes ([`FrontDoorLayer`]): for the engine
-//! routes the in-flight bound and the request timeout ([`Shedding`]), for
-//! every route a handler's panic turned into a 500, then the counts of the
-//! answer. Requests are counted under labels from fixed sets, so no client
+//! routes, and apart for WeChat Pay's notify route, an in-flight bound and
+//! the request timeout ([`Shedding`]), for every route a handler's panic
+//! turned into a 500, then the counts of the answer. Requests are counted under labels from fixed sets, so no client
 //! can add a metric series: the matched route pattern (or `unmatched`), a
 //! standard method (or `other`), and the status.
 //!
@@ -40,8 +40,8 @@ pub(super) struct FrontDoor {
     /// The in-flight bound and the request timeout (`None`: the ops
     /// routes, which answer under overload).
     pub(super) shedding: Option<Shedding>,
-    /// The engine routes' 429 and 503 answers, sheds included, for the
-    /// consoles' live feeds.
+    /// Where the engine's and the notify route's 429 and 503 answers,
+    /// sheds included, are counted for the consoles' live feeds.
     pub(super) sheds: Option<Arc<Sheds>>,
     pub(super) requests: Arc<HttpRequestCounters>,
 }
@@ -87,8 +87,10 @@ where
         // Past the in-flight bound the route is not called at all. Making
         // the route's future runs none of its handler: that starts at its
         // first poll, right after this.
-        let answer = match in_flight {
-            Some(None) => Answer::Shed,
+        let answer = match (shedding, &in_flight) {
+            (Some(shedding), Some(None)) => Answer::Shed {
+                response: shedding.overloaded(),
+            },
             _ => Answer::Route {
                 future: self.inner.call(request),
             },
@@ -111,7 +113,7 @@ pin_project! {
     pub(super) struct FrontDoorFuture<F> {
         #[pin]
         answer: Answer<F>,
-        // When the request times out (engine routes only).
+        // When the request times out (the routes with bounds only).
         timeout_at: Option<Instant>,
         // The timer for `timeout_at`, made the first time the route's
         // future is not ready. Unconstrained by tokio's task budget, as
@@ -131,8 +133,8 @@ pin_project! {
 pin_project! {
     #[project = AnswerProjection]
     enum Answer<F> {
-        // Past the in-flight bound: 503 `overloaded`.
-        Shed,
+        // Past the in-flight bound: 503 `overloaded`, made at the call.
+        Shed { response: Response },
         // The route's own answer.
         Route { #[pin] future: F },
         // Answered: the route's future, if any, is dropped.
@@ -149,7 +151,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let response = match this.answer.as_mut().project() {
-            AnswerProjection::Shed => Shedding::overloaded(),
+            AnswerProjection::Shed { response } => std::mem::take(response),
             AnswerProjection::Route { future } => {
                 let (door, timeout_at, mut timer) = (&**this.door, *this.timeout_at, this.timer);
                 // The route's answer, or past the request timeout the front

@@ -242,13 +242,26 @@ pub struct Sheddings {
 pub struct Shedding {
     in_flight: Arc<Semaphore>,
     timeout: Duration,
+    /// The `reason` its in-flight sheds are counted under.
+    shed_reason: &'static str,
 }
 
 impl Shedding {
+    /// The engine routes' bounds (sheds counted as `in_flight`).
     pub fn new(in_flight_max: usize, timeout: Duration) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(in_flight_max)),
             timeout,
+            shed_reason: "in_flight",
+        }
+    }
+
+    /// WeChat Pay's notify route's bounds (sheds counted as
+    /// `notify_in_flight`).
+    pub fn notify(in_flight_max: usize, timeout: Duration) -> Self {
+        Self {
+            shed_reason: "notify_in_flight",
+            ..Self::new(in_flight_max, timeout)
         }
     }
 }
@@ -266,8 +279,8 @@ impl Shedding {
     }
 
     /// 503 `overloaded`: past the in-flight bound, answered at once.
-    pub(super) fn overloaded() -> Response {
-        telemetry::count_shed("in_flight");
+    pub(super) fn overloaded(&self) -> Response {
+        telemetry::count_shed(self.shed_reason);
         ApiError::Overloaded("the server is at capacity; retry shortly".into()).into_response()
     }
 

@@ -129,8 +129,9 @@ pub fn router(state: AppState, sheddings: Sheddings) -> Router {
     let (notify, notify_document) = payments::notify_router().split_for_parts();
     document.merge(notify_document);
     // Every request passes one layer, `FrontDoorLayer`: the engine
-    // routes' with the shedding bounds and the live feeds' shed count, the
-    // ops routes' with only the request metrics.
+    // routes' and the notify route's each with their own shedding bounds
+    // and the live feeds' shed count, the ops routes' with only the
+    // request metrics.
     let requests = Arc::new(HttpRequestCounters::default());
     let engine_door = FrontDoor {
         shedding: Some(sheddings.engine),

@@ -68,6 +68,11 @@ impl From<QueueError> for ApiError {
                 message: "too many shoppers are polling this engine node; poll again shortly",
                 retry_after_secs: 1,
             },
+            QueueError::Unreachable { retry_after_secs } => Self::UnavailableFor {
+                message: "the store could not be reached at this shopper's last poll; poll again \
+                          after Retry-After",
+                retry_after_secs,
+            },
         }
     }
 }

@@ -312,17 +312,25 @@ async fn slow_notify_bodies_never_take_the_shoppers_places() {
     }
     let notified = || app.client.post(app.url(notify)).body("{}").send();
     // The two slow requests take their places as their headers arrive.
-    let mut shed = false;
+    let mut shed = None;
     for _ in 0..100 {
-        if notified().await.unwrap().status() == StatusCode::SERVICE_UNAVAILABLE {
-            shed = true;
+        let answer = notified().await.unwrap();
+        if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
+            shed = Some(error_code(answer).await);
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(
+    assert_eq!(
         shed,
+        Some((StatusCode::SERVICE_UNAVAILABLE, "overloaded".to_owned())),
         "a third notification is shed while two are read slowly"
+    );
+    assert!(
+        app.metrics()
+            .await
+            .contains(r#"flashsale_shed_total{reason="notify_in_flight"}"#),
+        "counted as the notify route's"
     );
     let listed = app
         .client

@@ -139,7 +139,6 @@ impl App {
                 Arc::clone(&store),
                 SaleRules::default(),
                 Duration::from_secs(1),
-                Duration::ZERO,
             ),
             sales: Sales::new(
                 Arc::clone(&store),

@@ -7,6 +7,10 @@
 
 import { saleCountdown } from './clock.js';
 
+/** A reminder due this soon is given now: a timer that fires a little
+ *  early must not put it off by a whole poll interval. */
+const REMINDER_EARLY_MS = 50;
+
 /**
  * A round's countdown at `serverNowMs` with `msToReminder`: how long until
  * its reminder is due, 0 once due (until the round starts), `null` when
@@ -46,11 +50,12 @@ export function campaignSaleId(campaign) {
 }
 
 /**
- * The reminders a watch owes at `serverNowMs`: `due`, the rounds whose
- * reminder is due and not yet in `given` (a set of `number:starts_at`
- * keys, so a round moved later is reminded again), each as `{ number,
- * starts_at, msToStart }`, added to `given`; and `msToNext`, how long
- * until the next one is due (`Infinity`: none).
+ * The reminders a watch owes, from `rounds` as `campaignRounds` counts
+ * them down: `due`, the rounds whose reminder is due (or
+ * `REMINDER_EARLY_MS` from it) and not yet in `given` (a set of
+ * `number:starts_at` keys, so a round moved is reminded again), each as
+ * `{ number, starts_at, msToStart }`, added to `given`; and `msToNext`, how
+ * long until the next one is due (`Infinity`: none).
  */
 export function dueReminders(rounds, given) {
   const due = [];
@@ -59,7 +64,7 @@ export function dueReminders(rounds, given) {
     const { msToReminder, msToStart } = round.countdown;
     if (msToReminder === null) continue;
     const key = `${round.number}:${round.starts_at}`;
-    if (msToReminder > 0) {
+    if (msToReminder > REMINDER_EARLY_MS) {
       msToNext = Math.min(msToNext, msToReminder);
     } else if (!given.has(key)) {
       given.add(key);

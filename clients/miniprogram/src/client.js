@@ -468,13 +468,14 @@ export class FlashsaleClient {
    * answers, or a failed result), no sooner than its max-age (and
    * `pollIntervalMinMs`) after each answer, later after a `Retry-After`;
    * stops by itself once every round has ended, or after a `not_found`.
-   * With the campaign's `remind_before_secs`, each update also carries
-   * `reminders`: the rounds whose reminder came due by the server clock
-   * since the last update (`[{ number, starts_at, msToStart }]`, each
-   * round once per watch, again if it moves later; a round already within
-   * its reminder when the watch starts is reminded at once), and the watch
-   * wakes for the next one even if the page's max-age is longer (the page
-   * kept is answered again then, with no request). Returns `{ stop() }`.
+   * Each update with `ok: true` also carries `reminders` (empty without
+   * the campaign's `remind_before_secs`): the rounds whose reminder came
+   * due by the server clock since the last update (`[{ number, starts_at,
+   * msToStart }]`, each round once per watch, again if it is moved; a
+   * round already within its reminder when the watch starts is reminded
+   * at once), and the watch wakes for the next one even if the page's
+   * max-age is longer (the page kept is answered again then, with no
+   * request). Returns `{ stop() }`.
    */
   watchCampaign(campaignId, onUpdate, { allowance = false } = {}) {
     const path = `/api/v1/campaigns/${enc(campaignId)}`;

@@ -17,13 +17,7 @@ let engine;
 before(async () => {
   // The sale read for each clock sample is fresh (kept 1 ms), so the sync
   // is judged on the engine's clock during each request (see clock.test.js).
-  // A webhook (nothing listens there) lets campaigns remind of rounds.
-  engine = await startEngine({
-    FLASHSALE_CAMPAIGN_PAGE_CACHE_MS: '1000',
-    FLASHSALE_SALE_POLL_CACHE_MS: '1',
-    FLASHSALE_ORDER_WEBHOOK_URL: 'http://127.0.0.1:9/flashsale-hooks',
-    FLASHSALE_ORDER_WEBHOOK_SECRET: 'client-tests-webhook-secret',
-  });
+  engine = await startEngine({ FLASHSALE_CAMPAIGN_PAGE_CACHE_MS: '1000', FLASHSALE_SALE_POLL_CACHE_MS: '1' });
 });
 
 after(async () => {
@@ -154,10 +148,19 @@ test('watchCampaign reads no sooner than max-age after each answer and stops onc
   assert.ok(updates.every((update) => update.reminders.length === 0), 'a campaign without remind_before_secs reminds of nothing');
 });
 
-test('watchCampaign reminds of each round once, remind_before_secs before it starts by the server clock', { timeout: 30_000 }, async () => {
+test('watchCampaign reminds of each round once, remind_before_secs before it starts by the server clock, waking for it past the max-age', { timeout: 60_000 }, async (t) => {
+  // Pages kept 12 s (max-age 12): a watch reading only at its max-age would
+  // read the page again after round 0 started. A webhook (nothing listens
+  // there) lets the campaign remind of rounds.
+  const kept = await startEngine({
+    FLASHSALE_CAMPAIGN_PAGE_CACHE_MS: '12000',
+    FLASHSALE_ORDER_WEBHOOK_URL: 'http://127.0.0.1:9/flashsale-hooks',
+    FLASHSALE_ORDER_WEBHOOK_SECRET: 'client-tests-webhook-secret',
+  });
+  t.after(() => kept.stop());
   const now = Date.now();
   const at = (ms) => new Date(now + ms).toISOString();
-  const campaign = await engine.createCampaign({
+  const campaign = await kept.createCampaign({
     remind_before_secs: 5,
     rounds: [
       { starts_at: at(8000), ends_at: at(9000) },
@@ -166,14 +169,16 @@ test('watchCampaign reminds of each round once, remind_before_secs before it sta
   });
   // By the phone's own clock, an hour ahead, round 0 started long ago: a
   // reminder by it would never come.
-  const { client: c } = client({ now: () => Date.now() + 3_600_000 });
+  const transport = recording(fetchTransport({ baseUrl: kept.baseUrl }));
+  const c = createClient({ transport, getToken: () => shopperToken(newShopper()), now: () => Date.now() + 3_600_000, pollIntervalMinMs: 100 });
   const updates = [];
   let started;
   const done = new Promise((resolve) => {
     started = resolve;
   });
+  const reads = () => transport.log.filter((e) => PAGE.test(e.path)).length;
   const watch = c.watchCampaign(campaign.id, (update) => {
-    updates.push({ update, at: Date.now() });
+    updates.push({ update, at: Date.now(), reads: reads() });
     if (update.ok && update.rounds[0].countdown.phase !== 'upcoming') started();
   });
   await done;
@@ -182,7 +187,7 @@ test('watchCampaign reminds of each round once, remind_before_secs before it sta
   assert.ok(updates.every(({ update }) => update.ok), JSON.stringify(updates.find(({ update }) => !update.ok)));
   const reminding = updates.filter(({ update }) => update.reminders.length > 0);
   assert.equal(reminding.length, 1, 'one update reminds');
-  const [{ update, at: sentAt }] = reminding;
+  const [{ update, at: sentAt, reads: readBefore }] = reminding;
   assert.deepEqual(update.reminders.map((round) => round.number), [0], 'round 0 only: round 1 is ten minutes off');
   const startsAt = Date.parse(campaign.rounds[0].starts_at);
   const bound = c.clock.errorMs + FORMAT_MS;
@@ -190,6 +195,8 @@ test('watchCampaign reminds of each round once, remind_before_secs before it sta
   assert.ok(update.reminders[0].msToStart > 0 && update.reminders[0].msToStart <= 5000, JSON.stringify(update.reminders));
   assert.equal(update.rounds[0].countdown.phase, 'upcoming', 'before the round starts');
   assert.equal(update.rounds[1].countdown.msToReminder > 0, true, 'round 1 counts down to its own');
+  assert.equal(update.cached, true, 'the reminder woke the watch within the max-age: the kept page, no request');
+  assert.equal(readBefore, 1, 'the page read once before the reminder');
 });
 
 test('a watch outlives a getToken that rejects, and stops at not_found', { timeout: 30_000 }, async () => {

@@ -804,13 +804,15 @@ async function showCampaign(id) {
             h('td', {}, 'Round total'), h('td'), h('td'), ...countCells(r.totals)))));
   }
   /** The campaign's changes beyond a round: each item's stock in every
-   *  round not yet ended, and a round added after the last. */
+   *  round not yet ended, and, before the first round starts (the API
+   *  refuses it after), a round added after the last. */
   function changes(campaign) {
     const open = campaign.rounds.filter((r) => r.status !== 'ended');
     if (open.length === 0) return null;
     const last = campaign.rounds.at(-1);
     const hour = 60 * 60_000;
     const after = Date.parse(last.ends_at) + hour;
+    const upcoming = campaign.rounds[0].status === 'upcoming';
     return h('section', { class: 'card', id: 'campaign-changes' },
       h('h3', {}, 'Change the campaign'),
       h('div', { class: 'row' }, open[0].items.map((item) => patchForm(`item-stock-${item.number}`,
@@ -820,7 +822,7 @@ async function showCampaign(id) {
         'Set stock', (elements) => ({
           items: [{ number: item.number, stock_per_round: Number(elements.stock_per_round.value) }],
         }), campaign.version))),
-      patchForm('add-round', windowFields(after, after + hour), 'Add a round',
+      upcoming && patchForm('add-round', windowFields(after, after + hour), 'Add a round',
         (elements) => ({ add_rounds: [windowOf(elements)] }), campaign.version));
   }
   function show(campaign) {
