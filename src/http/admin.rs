@@ -366,11 +366,11 @@ fn events(watcher: Watcher) -> impl Stream<Item = Result<Event, Infallible>> {
     })
 }
 
-/// A queued sale's waiting room in counts: shoppers who joined, still
-/// waiting, admitted, whose admission bought, expired unused, and may
-/// order now. Admissions are granted as shoppers' polls reach the store,
-/// so the counts are what the last of those left. 409 `conflict` on an
-/// open sale.
+/// A queued sale's waiting room in counts: places taken, still waiting,
+/// admitted, admissions that bought, lapsed and freed, and outstanding.
+/// Admissions are granted, and lapsed ones freed, only as shoppers' polls
+/// reach the store, so those counts move with the polls. 409 `conflict`
+/// on an open sale.
 #[utoipa::path(
     get,
     path = "/admin/v1/sales/{id}/queue",

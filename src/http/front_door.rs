@@ -1,9 +1,10 @@
 //! The one layer every request passes ([`FrontDoorLayer`]): for the engine
 //! routes, and apart for WeChat Pay's notify route, an in-flight bound and
 //! the request timeout ([`Shedding`]), for every route a handler's panic
-//! turned into a 500, then the counts of the answer. Requests are counted under labels from fixed sets, so no client
-//! can add a metric series: the matched route pattern (or `unmatched`), a
-//! standard method (or `other`), and the status.
+//! turned into a 500, then the counts of the answer. Requests are counted
+//! under labels from fixed sets, so no client can add a metric series: the
+//! matched route pattern (or `unmatched`), a standard method (or `other`),
+//! and the status.
 //!
 //! One layer rather than one per concern, and a service of its own rather
 //! than axum's `from_fn`, which costs every request a second clone of the

@@ -193,7 +193,8 @@ pub struct SaleEventBody {
     /// The sale with its exact stats, as read at `at`.
     pub sale: AdminSaleBody,
     /// A queued sale's line, read just after the sale (as
-    /// `GET /admin/v1/sales/{id}/queue`); null for an open sale.
+    /// `GET /admin/v1/sales/{id}/queue`); null for an open sale, or when
+    /// this tick's read of the line failed.
     pub queue: Option<QueueStats>,
     /// Units taken from stock per second since the previous tick (0 at the
     /// first).

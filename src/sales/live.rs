@@ -39,7 +39,7 @@ pub type ReadSale =
 #[derive(Debug, Clone)]
 pub struct SaleRead {
     pub view: SaleView,
-    /// `None` for an open sale.
+    /// `None` for an open sale, or when the line's read failed.
     pub queue: Option<QueueStats>,
 }
 
@@ -106,7 +106,7 @@ impl LiveTick {
 pub struct LiveSale {
     pub seq: u64,
     pub view: SaleView,
-    /// A queued sale's line; `None` for an open sale.
+    /// A queued sale's line; `None` for an open sale, or when its read failed.
     pub queue: Option<QueueStats>,
     /// Units taken from stock (reserved) per second since the previous
     /// tick: 0 at the first.
