@@ -479,16 +479,7 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
         "return document.querySelector(\"[data-round='0'] .status[data-status=ended]\");",
     )
     .await;
-    let ended = app
-        .admin(
-            reqwest::Method::GET,
-            &format!("/admin/v1/campaigns/{live_id}"),
-            None,
-        )
-        .await
-        .json::<Value>()
-        .await
-        .unwrap();
+    let ended = app.campaign(&live_id).await;
     assert_eq!(ended["rounds"][0]["status"], "ended", "{ended}");
     assert_eq!(app.sale(&first_item).await["status"], "ended");
     page.screenshot("11-round-ended").await;
@@ -616,16 +607,7 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
              return m && document.getElementById('campaign-title') ? m[1] : null;",
         )
         .await;
-    let made = app
-        .admin(
-            reqwest::Method::GET,
-            &format!("/admin/v1/campaigns/{}", made.as_str().unwrap()),
-            None,
-        )
-        .await
-        .json::<Value>()
-        .await
-        .unwrap();
+    let made = app.campaign(made.as_str().unwrap()).await;
     assert_eq!(made["title"], "12.12 from the console");
     let rounds = made["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 2, "{made}");
@@ -661,20 +643,6 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
         .await;
     page.click(&format!("{stock_form} button[type=submit]"))
         .await;
-    let campaign = |id: String| {
-        let app = &app;
-        async move {
-            app.admin(
-                reqwest::Method::GET,
-                &format!("/admin/v1/campaigns/{id}"),
-                None,
-            )
-            .await
-            .json::<Value>()
-            .await
-            .unwrap()
-        }
-    };
     page.until(
         "the new stock",
         &format!(
@@ -684,7 +652,7 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
         ),
     )
     .await;
-    let changed = campaign(made_id.clone()).await;
+    let changed = app.campaign(&made_id).await;
     for round in 0..2 {
         assert_eq!(
             changed["rounds"][round]["items"][1]["stats"]["stock_total"], 4,
@@ -724,7 +692,7 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
         "return document.querySelector(\"[data-round='2']\");",
     )
     .await;
-    let moved = campaign(made_id).await;
+    let moved = app.campaign(&made_id).await;
     let hour_later = |before: &Value, after: &Value| {
         let parse =
             |at: &Value| chrono::DateTime::parse_from_rfc3339(at.as_str().unwrap()).unwrap();

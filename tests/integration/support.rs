@@ -388,6 +388,20 @@ impl TestApp {
         response.json().await.expect("sale json")
     }
 
+    /// The campaign as the admin API shows it (`GET
+    /// /admin/v1/campaigns/{id}`).
+    pub async fn campaign(&self, id: &str) -> Value {
+        let response = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/v1/campaigns/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("campaign json")
+    }
+
     /// The sale's reconciliation (`GET /admin/v1/sales/{id}/audit`).
     pub async fn audit(&self, id: &str) -> Value {
         let response = self

@@ -19,8 +19,7 @@ const REMINDER_EARLY_MS = 50;
 function roundCountdown(campaign, round, serverNowMs) {
   const countdown = saleCountdown(round, serverNowMs);
   const remindMs = (campaign.remind_before_secs ?? 0) * 1000;
-  const due = Date.parse(round.starts_at) - remindMs;
-  const msToReminder = remindMs > 0 && countdown.phase === 'upcoming' ? Math.max(0, due - serverNowMs) : null;
+  const msToReminder = remindMs > 0 && countdown.phase === 'upcoming' ? Math.max(0, countdown.msToStart - remindMs) : null;
   return { ...countdown, msToReminder };
 }
 
