@@ -35,9 +35,13 @@ sha = hashlib.sha1(body.encode()).hexdigest()
 key_per_order = "KEYS[9 + i]" in reserve
 # Since the cancels bound, ARGV[1] is that bound and KEYS[11] the cancels.
 cancels = "cancels_max" in reserve
-# Since the sparse extras, ARGV[2] is the number of requests and a request
-# without an idempotency key or purchase token sends three arguments.
-sparse = "local count = tonumber(ARGV[2])" in reserve
+# Since the expiries bound, ARGV[2] is that bound and the expiries key
+# follows the cancels.
+expiries = "expiries_max" in reserve
+# Since the sparse extras, ARGV[2] (ARGV[3] since the expiries bound) is
+# the number of requests and a request without an idempotency key or
+# purchase token sends three arguments.
+sparse = expiries or "local count = tonumber(ARGV[2])" in reserve
 # Since the shoppers hash, a shopper's units and orders are one field of
 # fs:{sale}:shoppers (no buyers or uorders key).
 shoppers_hash = "KEYS[4] fs:{sale}:shoppers" in reserve
@@ -55,13 +59,14 @@ with open(out, "wb") as f:
         per_shopper = ("shoppers", "idem") if shoppers_hash else ("buyers", "idem", "uorders")
         keys = [tag + k for k in ("sale", "stock", "stats", *per_shopper,
                                   "stream", "deadlines", "ptokens")]
-        args, ids = ([10] if cancels else []) + ([64] if sparse else []), []
+        args, ids = ([10] if cancels else []) + ([10] if expiries else []) + ([64] if sparse else []), []
         for _ in range(64):
             n += 1
             ids.append(f"o_s_cost_{n:012d}")
             args += [f"shopper-{n}", 1, ids[-1]] + ([] if sparse else ["", ""])
         keys += [tag + "order:" + i for i in ids] if key_per_order else [tag + "orders"]
         keys += [tag + "cancels"] if cancels else []
+        keys += [tag + "expiries"] if expiries else []
         f.write(cmd("EVALSHA", sha, len(keys), *keys, *args))
 PY
 }

@@ -5,7 +5,7 @@
 -- at (so a step looks at up to ARGV[1] plus one call's orders): each entry
 -- leaves the index, and each of its orders still pending_payment becomes
 -- expired in the same step that puts its units back on sale and off the
--- shopper's count. Its orders no longer pending (paid, cancelled) are
+-- shopper's count, and counts it among the shopper's expiries. Its orders no longer pending (paid, cancelled) are
 -- passed over: a payment or a cancel takes out only an order's own entry
 -- (pay_order.lua, cancel_order.lua), so an order of a call's entry stays
 -- in it until the entry comes due. A payment and an expiry of the same
@@ -22,7 +22,9 @@
 -- KEYS[3] fs:{sale}:shoppers  hash: shopper -> 'units order_ids' (see common.lua)
 -- KEYS[4] fs:{sale}:deadlines  sorted set by due time: order ids (see above)
 -- KEYS[5] fs:{sale}:orders     hash: order id -> record (see common.lua)
--- KEYS[6], KEYS[7] a campaign's sale only: fs:{campaign}:round:<n>:holds
+-- KEYS[6] fs:{sale}:expiries   hash: shopper -> their orders expired
+--                              unpaid (reserve.lua refuses them past its bound)
+-- KEYS[7], KEYS[8] a campaign's sale only: fs:{campaign}:round:<n>:holds
 -- and fs:{campaign}:holds (see reserve.lua)
 -- ARGV[1] the most orders to look at in this call (whole entries: see above)
 -- ARGV[2] how long a held order is left alone, in milliseconds
@@ -52,7 +54,8 @@ for _, entry in ipairs(due) do
         order.status = 'expired'
         local record = save_order(KEYS[5], order_id, order)
         release_units(KEYS[1], KEYS[2], KEYS[3], order.user_id, tonumber(order.quantity), 'expired',
-          KEYS[6], KEYS[7])
+          KEYS[7], KEYS[8])
+        redis.call('HINCRBY', KEYS[6], order.user_id, 1)
         expired[#expired + 1] = order_id
         expired[#expired + 1] = record
       end

@@ -4,8 +4,9 @@
 -- came alone. For each: recognise a resent call (the order already exists:
 -- a client library retried after a dropped connection), replay an
 -- idempotent retry, check the window (Redis clock), the purchase token, the
--- per-shopper limit (and the shopper's cancels: one who has cancelled the
--- most orders allowed reserves no more) and the stock, then take the
+-- per-shopper limit (and the shopper's cancels and expiries: one who has
+-- cancelled, or let expire, the most orders allowed reserves no more) and
+-- the stock, then take the
 -- stock, count the shopper, record the order and queue it on the sale's
 -- stream for the order service. The orders one call makes share their
 -- payment deadline and one entry of the deadline index (one ZADD member a
@@ -44,16 +45,19 @@
 -- KEYS[8] fs:{sale}:ptokens   hash: purchase token id -> the order it bought
 -- KEYS[9] fs:{sale}:orders    hash: order id -> record (see common.lua)
 -- KEYS[10] fs:{sale}:cancels  hash: shopper -> orders cancelled (cancel_order.lua)
+-- KEYS[11] fs:{sale}:expiries hash: shopper -> orders expired unpaid
+--                            (expire_orders.lua, expire_order.lua)
 -- A sale of a campaign (its keys tagged by the campaign) also has:
--- KEYS[11] fs:{campaign}:campaign  hash: round_limit, total_limit (0: none)
--- KEYS[12] fs:{campaign}:round:<n>:holds  hash: shopper -> units held in
+-- KEYS[12] fs:{campaign}:campaign  hash: round_limit, total_limit (0: none)
+-- KEYS[13] fs:{campaign}:round:<n>:holds  hash: shopper -> units held in
 --                            the sale's round, across its items
--- KEYS[13] fs:{campaign}:holds  hash: shopper -> units held in the campaign
+-- KEYS[14] fs:{campaign}:holds  hash: shopper -> units held in the campaign
 -- and each reservation is checked against both limits right after the
 -- sale's own per-user limit (round first): 'round_limit_exceeded',
 -- 'campaign_limit_exceeded'. An ordinary sale pays one length check.
 -- ARGV[1] the most orders a shopper may cancel in one sale; ARGV[2] the
--- number of requests n; then three per request i (from 1): shopper id,
+-- most they may let expire; ARGV[3] the number of requests n; then three
+-- per request i (from 1, at ARGV[3i + 1]): shopper id,
 -- quantity, new order id; then three for each request that has an
 -- idempotency key or a verified purchase token (most have neither, and
 -- send nothing more: each argument costs Redis its parsing and its copy
@@ -69,7 +73,8 @@
 --   'replay', order_id (an idempotent retry, or this very call resent)
 --   'sold_out' | 'idempotency_mismatch' | 'not_found' | 'not_started' |
 --   'ended' | 'purchase_token_required' | 'purchase_token_used' |
---   'limit_exceeded' | 'round_limit_exceeded' | 'campaign_limit_exceeded'
+--   'limit_exceeded' | 'unpaid_limit_exceeded' | 'round_limit_exceeded' |
+--   'campaign_limit_exceeded'
 --     (the name alone)
 -- Flat rather than a table per request: Redis converts every table of a
 -- reply on its own (looking for 'err', 'ok' and the like in each); and
@@ -80,42 +85,52 @@ local now = now_ms()
 local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
 -- Locals: a global is a table lookup each time it is named.
 local find, sub, argv = string.find, string.sub, ARGV
-local cancels_max = tonumber(ARGV[1])
-local count = tonumber(ARGV[2])
+local cancels_max, expiries_max = tonumber(ARGV[1]), tonumber(ARGV[2])
+local count = tonumber(ARGV[3])
 
--- Read once: each shopper's units, cancels and order list, each key's
--- earlier order.
+-- Read once: each shopper's units, cancels, expiries and order list, each
+-- key's earlier order.
 local shoppers, keyed, idems, tokens = {}, {}, {}, {}
 for i = 1, count do
-  shoppers[i] = ARGV[i * 3]
+  shoppers[i] = ARGV[i * 3 + 1]
 end
-for e = 3 + count * 3, #ARGV, 3 do
+for e = 4 + count * 3, #ARGV, 3 do
   local i = tonumber(ARGV[e])
   idems[i], tokens[i] = ARGV[e + 1], ARGV[e + 2]
   if ARGV[e + 1] ~= '' then
     keyed[#keyed + 1] = ARGV[e + 1]
   end
 end
-local held, cancelled, orders, prior = {}, {}, {}, {}
-local campaign = #KEYS > 10
+local held, orders, prior = {}, {}, {}
+-- Shopper -> orders of the sale they cancelled, and let expire; nil when
+-- the sale has no such key (most sales' races have neither), so a race
+-- pays one EXISTS a call for each and nothing per reservation.
+local cancelled, lapsed
+local campaign = #KEYS > 11
 local round_limit, total_limit, round_held, total_held
 if campaign then
-  local limits = redis.call('HMGET', KEYS[11], 'round_limit', 'total_limit')
+  local limits = redis.call('HMGET', KEYS[12], 'round_limit', 'total_limit')
   round_limit, total_limit = tonumber(limits[1]), tonumber(limits[2] or '0')
   round_held, total_held = {}, {}
 end
 if count > 0 then
   local h = redis.call('HMGET', KEYS[4], unpack(shoppers))
-  -- The cancel counts are read only when someone has cancelled (most
-  -- sales' races have no cancels key at all).
-  local c = {}
-  if redis.call('EXISTS', KEYS[10]) == 1 then
-    c = redis.call('HMGET', KEYS[10], unpack(shoppers))
+  local function counts(key)
+    if redis.call('EXISTS', key) == 0 then
+      return nil
+    end
+    local values, by_shopper = redis.call('HMGET', key, unpack(shoppers)), {}
+    for j = 1, count do
+      local value = values[j]
+      by_shopper[shoppers[j]] = value and value + 0 or 0
+    end
+    return by_shopper
   end
+  cancelled, lapsed = counts(KEYS[10]), counts(KEYS[11])
   local rh, th
   if campaign then
-    rh = redis.call('HMGET', KEYS[12], unpack(shoppers))
-    th = redis.call('HMGET', KEYS[13], unpack(shoppers))
+    rh = redis.call('HMGET', KEYS[13], unpack(shoppers))
+    th = redis.call('HMGET', KEYS[14], unpack(shoppers))
   end
   for j = 1, count do
     local shopper = shoppers[j]
@@ -130,7 +145,6 @@ if count > 0 then
       else
         held[shopper], orders[shopper] = 0, ''
       end
-      cancelled[shopper] = c[j] and c[j] + 0 or 0
       if campaign then
         round_held[shopper] = rh[j] and rh[j] + 0 or 0
         total_held[shopper] = th[j] and th[j] + 0 or 0
@@ -227,8 +241,12 @@ local function decide(shopper, qty_text, order_id, idem, token)
       return 'purchase_token_used'
     end
   end
-  if cancelled[shopper] >= cancels_max or held[shopper] + qty > per_user_limit then
+  if held[shopper] + qty > per_user_limit then
     return 'limit_exceeded'
+  end
+  if (cancelled and cancelled[shopper] >= cancels_max)
+      or (lapsed and lapsed[shopper] >= expiries_max) then
+    return 'unpaid_limit_exceeded'
   end
   if campaign then
     if round_held[shopper] + qty > round_limit then
@@ -300,7 +318,7 @@ end
 
 local replies, r = {now, expires, price or 0, m[7] or '', 0}, 5
 for i = 1, count do
-  local a = i * 3
+  local a = i * 3 + 1
   local outcome, x = decide(argv[a], argv[a + 1], argv[a + 2], idems[i] or '', tokens[i] or '')
   r = r + 1
   if outcome == 'reserved' then
@@ -324,8 +342,8 @@ if taken > 0 then
   end
   redis.call('HSET', KEYS[4], unpack(by_shopper(held, entry)))
   if campaign then
-    redis.call('HSET', KEYS[12], unpack(by_shopper(round_held, text)))
-    redis.call('HSET', KEYS[13], unpack(by_shopper(total_held, text)))
+    redis.call('HSET', KEYS[13], unpack(by_shopper(round_held, text)))
+    redis.call('HSET', KEYS[14], unpack(by_shopper(total_held, text)))
   end
   local made_ids = table.concat(made, ' ')
   redis.call('ZADD', KEYS[7], expires_text, made_ids)

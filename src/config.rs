@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::store::RedisTarget;
+use crate::store::{RedisTarget, ShopperBounds};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -511,6 +511,13 @@ pub struct Config {
           value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub cancels_per_shopper_max: i64,
 
+    /// The most orders one shopper may let expire unpaid in one sale; past
+    /// it their reservations in that sale are refused (409 limit_exceeded).
+    #[arg(long, env = "FLASHSALE_EXPIRIES_PER_SHOPPER_MAX",
+          default_value_t = crate::store::EXPIRIES_PER_SHOPPER_DEFAULT,
+          value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub expiries_per_shopper_max: i64,
+
     /// Finished sales (ended, cancelled) one node remembers, to answer
     /// their orders `ended` without an actor or a store read.
     #[arg(long, env = "FLASHSALE_FINISHED_SALES_MAX",
@@ -545,6 +552,14 @@ impl Config {
         } else {
             RedisTarget::Standalone(url.to_owned())
         })
+    }
+
+    /// What one shopper may leave unpaid in one sale.
+    pub fn shopper_bounds(&self) -> ShopperBounds {
+        ShopperBounds {
+            cancels: self.cancels_per_shopper_max,
+            expiries: self.expiries_per_shopper_max,
+        }
     }
 
     pub fn store_timeout(&self) -> Duration {

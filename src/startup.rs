@@ -325,7 +325,7 @@ async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             let store =
                 RedisStore::connect(&target, config.store_timeout(), config.redis_durability)
                     .await?
-                    .with_cancels_per_shopper_max(config.cancels_per_shopper_max);
+                    .with_shopper_bounds(config.shopper_bounds());
             tracing::info!(?target, "store: Redis");
             Ok(Arc::new(store))
         }
@@ -334,9 +334,9 @@ async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 "store: embedded, in memory only; every sale and order is lost when the process \
                  stops. Set FLASHSALE_REDIS_URL for production."
             );
-            Ok(Arc::new(EmbeddedStore::new().with_cancels_per_shopper_max(
-                config.cancels_per_shopper_max,
-            )))
+            Ok(Arc::new(
+                EmbeddedStore::new().with_shopper_bounds(config.shopper_bounds()),
+            ))
         }
     }
 }

@@ -147,9 +147,8 @@ pub struct Order {
     pub refund: Option<RefundKind>,
 }
 
-/// Units of a sale given back by an order (cancelled or expired), or none
-/// (`quantity` 0) when only the shopper's allowance came back: either way
-/// the shopper may reserve again.
+/// Units of a sale given back by an order (cancelled, expired or refunded
+/// with restock): the shopper may reserve again.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StockReturn {
     pub sale_id: SaleId,

@@ -115,6 +115,11 @@ pub enum Rejection {
     SoldOut,
     #[error("this order would pass the sale's per-user limit")]
     LimitExceeded,
+    /// The shopper cancelled, or let expire, the most orders of the sale
+    /// allowed (`FLASHSALE_CANCELS_PER_SHOPPER_MAX`,
+    /// `FLASHSALE_EXPIRIES_PER_SHOPPER_MAX`): they reserve no more in it.
+    #[error("you have cancelled, or left unpaid, the most orders this sale allows")]
+    UnpaidLimitExceeded,
     /// A campaign's sale: the shopper's units across the round's items.
     #[error(
         "this order would pass the campaign's per-user limit per round (per_user_limit_per_round)"
@@ -135,11 +140,12 @@ pub enum Rejection {
 /// metrics' label, and how a rejection is named anywhere outside the
 /// engine's types. [`Rejection::as_str`] and [`Rejection::from_code`] both
 /// read this one table.
-const REJECTION_WORDS: [(Rejection, &str); 9] = [
+const REJECTION_WORDS: [(Rejection, &str); 10] = [
     (Rejection::NotStarted, "not_started"),
     (Rejection::Ended, "ended"),
     (Rejection::SoldOut, "sold_out"),
     (Rejection::LimitExceeded, "limit_exceeded"),
+    (Rejection::UnpaidLimitExceeded, "unpaid_limit_exceeded"),
     (Rejection::RoundLimitExceeded, "round_limit_exceeded"),
     (Rejection::CampaignLimitExceeded, "campaign_limit_exceeded"),
     (Rejection::IdempotencyMismatch, "idempotency_mismatch"),

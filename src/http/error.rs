@@ -174,6 +174,7 @@ fn rejection_code(rejection: Rejection) -> ErrorCode {
         Rejection::Ended => ErrorCode::Ended,
         Rejection::SoldOut => ErrorCode::SoldOut,
         Rejection::LimitExceeded
+        | Rejection::UnpaidLimitExceeded
         | Rejection::RoundLimitExceeded
         | Rejection::CampaignLimitExceeded => ErrorCode::LimitExceeded,
         Rejection::IdempotencyMismatch => ErrorCode::Conflict,

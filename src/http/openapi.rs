@@ -157,7 +157,7 @@ impl ErrorCase {
             Self::SoldOut => (ApiError::Rejected(Rejection::SoldOut), "no stock left"),
             Self::LimitExceeded => (
                 ApiError::Rejected(Rejection::LimitExceeded),
-                "this shopper would pass the sale's per-user limit",
+                "this shopper would pass a per-user limit (the sale's, a campaign's per round or in total), or cancelled or left unpaid the most orders of the sale allowed",
             ),
             Self::Conflict => (
                 ApiError::Conflict(

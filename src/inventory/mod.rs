@@ -44,7 +44,7 @@ use self::board::SoldOutBoard;
 use self::inbox::{Inbox, Mail, Refused, TakeIn};
 use self::memory::TimedView;
 use self::system::ActorSystem;
-use crate::domain::{Millis, Order, Rejection, SaleId, SaleState, SaleView, ShopperId};
+use crate::domain::{Millis, Order, Rejection, SaleId, SaleState, SaleView};
 use crate::domain::{OrderAsk, Reservation, ReserveRequest, StockReturn};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
@@ -269,20 +269,6 @@ impl Inventory {
     pub async fn stock_returned(&self, orders: &[Order]) {
         let returns: Vec<StockReturn> = orders.iter().map(StockReturn::from).collect();
         self.announce(&returns).await;
-    }
-
-    /// Tells the sale's actors here and on every other node that `shopper`
-    /// may reserve again though no unit came back: a cancel taken from the
-    /// shopper's allowance was given back (it did not happen), and a
-    /// `limit_exceeded` answered while it was taken may be remembered. A
-    /// return of no units, which frees the shopper as every return does.
-    pub async fn allowance_returned(&self, sale: &SaleId, shopper: &ShopperId) {
-        let freed = StockReturn {
-            sale_id: sale.clone(),
-            shopper_id: shopper.clone(),
-            quantity: 0,
-        };
-        self.announce(std::slice::from_ref(&freed)).await;
     }
 
     /// Tells the actors here, then the other nodes, of `returns`.

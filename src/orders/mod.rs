@@ -287,10 +287,11 @@ impl Orders {
             Ok(order) => Ok(self.cancelled(order).await),
             Err(CancelFailure::Unknown(err)) => Err(err),
             Err(CancelFailure::NotCancelled(err)) => {
-                match self.store.give_back_cancel(&sale, shopper).await {
-                    Ok(()) => self.inventory.allowance_returned(&sale, shopper).await,
-                    Err(give_back) => tracing::warn!(%sale, %shopper, error = %give_back,
-                        "cannot give back a cancel that did not happen; the shopper has one fewer"),
+                // No actor remembers a refusal the taken cancel caused
+                // (`unpaid_limit_exceeded`), so nothing is announced.
+                if let Err(give_back) = self.store.give_back_cancel(&sale, shopper).await {
+                    tracing::warn!(%sale, %shopper, error = %give_back,
+                        "cannot give back a cancel that did not happen; the shopper has one fewer");
                 }
                 Err(err)
             }

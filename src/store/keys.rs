@@ -103,6 +103,12 @@ impl SaleKeys {
         format!("{}:cancels", self.tag)
     }
 
+    /// Hash: shopper -> their orders that expired unpaid (at most the
+    /// store's expiries-per-shopper bound before they reserve no more).
+    pub fn expiries(&self) -> String {
+        format!("{}:expiries", self.tag)
+    }
+
     /// Stream: reservations queued for the order service.
     pub fn stream(&self) -> String {
         format!("{}:stream", self.tag)
@@ -184,7 +190,7 @@ impl SaleKeys {
     }
 
     /// Every key of the sale: what retention deletes.
-    pub fn all(&self) -> [String; 22] {
+    pub fn all(&self) -> [String; 23] {
         [
             self.sale(),
             self.stock(),
@@ -192,6 +198,7 @@ impl SaleKeys {
             self.shoppers(),
             self.idempotency(),
             self.cancels(),
+            self.expiries(),
             self.stream(),
             self.accepted(),
             self.settling(),

@@ -34,6 +34,33 @@ use crate::domain::{
 /// repeat without end and the shopper's order list stays short.
 pub const CANCELS_PER_SHOPPER_DEFAULT: i64 = 10;
 
+/// The most orders one shopper may let expire unpaid in one sale, unless
+/// the store is built with another bound
+/// (`FLASHSALE_EXPIRIES_PER_SHOPPER_MAX`). A shopper at the bound reserves
+/// no more in that sale (`limit_exceeded`), so reserve-and-wait cannot
+/// repeat without end either.
+pub const EXPIRIES_PER_SHOPPER_DEFAULT: i64 = 10;
+
+/// What one shopper may leave unpaid in one sale before they reserve no
+/// more there: the bounds that keep a shopper's order list (read and
+/// written whole by each of their reservations) short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShopperBounds {
+    /// Orders cancelled, or being cancelled (see [`CANCELS_PER_SHOPPER_DEFAULT`]).
+    pub cancels: i64,
+    /// Orders expired unpaid (see [`EXPIRIES_PER_SHOPPER_DEFAULT`]).
+    pub expiries: i64,
+}
+
+impl Default for ShopperBounds {
+    fn default() -> Self {
+        Self {
+            cancels: CANCELS_PER_SHOPPER_DEFAULT,
+            expiries: EXPIRIES_PER_SHOPPER_DEFAULT,
+        }
+    }
+}
+
 /// What [`Store::cancel_taken_order`] answers (`Conflict`) for an order
 /// whose prepay id is not the one the caller closed.
 pub const PREPAY_CHANGED: &str =

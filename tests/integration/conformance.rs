@@ -16,7 +16,7 @@ use flashsale::domain::{
 };
 use flashsale::store::{
     EmbeddedStore, Errand, FollowUps, RedisStore, RedisTarget, RefundSettlement, Store, StoreError,
-    CANCELS_PER_SHOPPER_DEFAULT, PREPAY_CHANGED,
+    CANCELS_PER_SHOPPER_DEFAULT, EXPIRIES_PER_SHOPPER_DEFAULT, PREPAY_CHANGED,
 };
 use futures::future::join_all;
 
@@ -447,7 +447,7 @@ async fn cancel_returns_units_once(backend: Backend) {
 
 /// A shopper may cancel at most `CANCELS_PER_SHOPPER_DEFAULT` orders of a
 /// sale: past it their cancels are `Conflict` and their reservations
-/// `limit_exceeded`, while an idempotent retry still replays and other
+/// `unpaid_limit_exceeded`, while an idempotent retry still replays and other
 /// shoppers are untouched.
 async fn cancels_per_shopper_are_bounded(backend: Backend) {
     let Subject {
@@ -471,7 +471,7 @@ async fn cancels_per_shopper_are_bounded(backend: Backend) {
     }
     assert!(matches!(
         store.reserve(&request(&live, "cy", 1, None)).await,
-        Err(StoreError::Rejected(Rejection::LimitExceeded))
+        Err(StoreError::Rejected(Rejection::UnpaidLimitExceeded))
     ));
     let exhausted = store.take_cancel(&live.id, &shopper("cy")).await;
     let Err(StoreError::Conflict(taken)) = exhausted else {
@@ -548,6 +548,85 @@ async fn cancels_per_shopper_are_bounded(backend: Backend) {
         (99, 1, CANCELS_PER_SHOPPER_DEFAULT + 2)
     );
     assert_audit_clean(&store, &live.id).await;
+}
+
+/// A shopper may let at most `EXPIRIES_PER_SHOPPER_DEFAULT` orders of a
+/// sale expire unpaid, whether the expiry step expired them or their
+/// WeChat Pay order was closed first: past it their reservations are
+/// `unpaid_limit_exceeded` (their order list stops growing), while an idempotent
+/// retry still replays and other shoppers are untouched.
+async fn expiries_per_shopper_are_bounded(backend: Backend) {
+    let subject = subject(backend).await;
+    let store = &subject.store;
+    let live = live_sale_paid_within(store, 0).await;
+    let reserve = |who: &'static str, key: Option<&'static str>| {
+        let request = request(&live, who, 1, key);
+        async move { store.reserve(&request).await }
+    };
+    // Due as soon as made: the expiry step takes it once the clock moved on.
+    let sale_id = &live.id;
+    let expire = |order: Order| async move {
+        while system_now() <= order.expires_at {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let hold = std::time::Duration::from_secs(600);
+        let expiry = store.expire_due(sale_id, 10, hold).await.unwrap();
+        assert_eq!(
+            expiry.expired.iter().map(|o| &o.id).collect::<Vec<_>>(),
+            [&order.id]
+        );
+    };
+    let first = reserve("fay", Some("first")).await.unwrap().order;
+    expire(first.clone()).await;
+    for _ in 1..EXPIRIES_PER_SHOPPER_DEFAULT {
+        expire(reserve("fay", None).await.unwrap().order).await;
+    }
+    assert_eq!(
+        rejection(reserve("fay", None).await),
+        Rejection::UnpaidLimitExceeded,
+        "the shopper let the most orders expire"
+    );
+    let retry = reserve("fay", Some("first")).await.unwrap();
+    assert!(retry.replayed);
+    assert_eq!(
+        (retry.order.id, retry.order.status),
+        (first.id, OrderStatus::Expired)
+    );
+    assert_eq!(
+        store.shopper_orders(&shopper("fay")).await.unwrap().len() as i64,
+        EXPIRIES_PER_SHOPPER_DEFAULT
+    );
+
+    // An order expired after its WeChat Pay close counts the same.
+    for _ in 1..EXPIRIES_PER_SHOPPER_DEFAULT {
+        expire(reserve("hal", None).await.unwrap().order).await;
+    }
+    let prepaid = reserve("hal", None).await.unwrap().order;
+    store.record_prepay(&prepaid.id, "wx_hal").await.unwrap();
+    while system_now() <= prepaid.expires_at {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let hold = std::time::Duration::from_secs(600);
+    let held = store.expire_due(&live.id, 10, hold).await.unwrap().held;
+    assert_eq!(
+        held.iter().map(|o| &o.id).collect::<Vec<_>>(),
+        [&prepaid.id]
+    );
+    assert!(store.expire_order(&prepaid.id).await.unwrap().is_some());
+    assert_eq!(
+        rejection(reserve("hal", None).await),
+        Rejection::UnpaidLimitExceeded
+    );
+    reserve("gus", None)
+        .await
+        .expect("another shopper reserves");
+
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(
+        (stats.reserved, stats.expired),
+        (1, 2 * EXPIRIES_PER_SHOPPER_DEFAULT)
+    );
+    assert_audit_clean(store, &live.id).await;
 }
 
 async fn updates_follow_the_sale_phase(backend: Backend) {
@@ -1427,6 +1506,7 @@ crate::on_every_store!(
     a_resent_call_takes_stock_once,
     cancel_returns_units_once,
     cancels_per_shopper_are_bounded,
+    expiries_per_shopper_are_bounded,
     any_printable_shopper_id_keeps_its_orders,
     updates_follow_the_sale_phase,
     concurrent_reservations_never_oversell,

@@ -13,14 +13,17 @@ use flashsale::clock::ManualClock;
 use flashsale::domain::{system_now, Reservation};
 use flashsale::domain::{Order, Rejection, Sale, SaleChange};
 use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
-use flashsale::store::{EmbeddedStore, Store, StoreError};
+use flashsale::store::{EmbeddedStore, ShopperBounds, Store, StoreError};
 
 use crate::conformance::{ask, request, sale};
 use crate::support::actor_settings;
 
 fn embedded_inventory(settings: ActorSettings) -> (Arc<dyn Store>, Inventory) {
     // The rounds below cancel one shopper's orders hundreds of times.
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new().with_cancels_per_shopper_max(1_000));
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new().with_shopper_bounds(ShopperBounds {
+        cancels: 1_000,
+        ..ShopperBounds::default()
+    }));
     let inventory = Inventory::start(Arc::clone(&store), 1, settings, Duration::from_secs(5))
         .expect("inventory");
     (store, inventory)

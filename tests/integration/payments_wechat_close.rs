@@ -224,8 +224,8 @@ async fn two_cancels_at_once_with_one_left_close_one_order(backend: Backend) {
 }
 
 /// A cancel that did not happen gives the shopper's allowance back, and
-/// the sale's actor forgets the `limit_exceeded` it answered while that
-/// cancel was taken: the shopper (one cancel allowed, one order held of
+/// no sale's actor remembers the `limit_exceeded` (of the cancels, not of
+/// the sale's limit) answered while that cancel was taken: the shopper (one cancel allowed, one order held of
 /// two) orders while their cancel waits on a slow close and is refused
 /// (twice, so the actor has learned it); the order is paid in WeChat Pay
 /// first, the cancel is refused, and the shopper's next order is taken.

@@ -96,6 +96,7 @@ use flashsale::domain::{
 use flashsale::domain::{Payment, PaymentOutcome, Reservation, ReserveRequest};
 use flashsale::store::{
     EmbeddedStore, FollowUps, OrderBacklog, Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT,
+    EXPIRIES_PER_SHOPPER_DEFAULT,
 };
 use futures::future::join_all;
 use proptest::prelude::*;
@@ -441,6 +442,9 @@ struct Model {
     /// Shopper -> orders they cancelled (at most
     /// `CANCELS_PER_SHOPPER_DEFAULT`, the stores' bound).
     cancels: BTreeMap<ShopperId, i64>,
+    /// Shopper -> orders they let expire (reserving no more at
+    /// `EXPIRIES_PER_SHOPPER_DEFAULT`).
+    expiries: BTreeMap<ShopperId, i64>,
 }
 
 impl Model {
@@ -460,6 +464,7 @@ impl Model {
             stream_entries: 0,
             deadlines: DeadlineIndex::default(),
             cancels: BTreeMap::new(),
+            expiries: BTreeMap::new(),
             sale,
         }
     }
@@ -552,19 +557,23 @@ impl Model {
                 .ok_or_else(|| Refusal::Broken("model lost an order".into()));
         }
         // The rule in the contract's order: merchant's decision, window,
-        // limit (and the shopper's cancels), stock.
-        let held = self.held.get(&request.shopper_id).copied().unwrap_or(0);
-        let cancelled = self.cancels.get(&request.shopper_id).copied().unwrap_or(0);
+        // limit (and the shopper's cancels and expiries), stock.
+        let counted = |counts: &BTreeMap<ShopperId, i64>| {
+            counts.get(&request.shopper_id).copied().unwrap_or(0)
+        };
+        let held = counted(&self.held);
         let refused = if self.sale.state != SaleState::Scheduled {
             Some(Rejection::Ended)
         } else if now < self.sale.starts_at {
             Some(Rejection::NotStarted)
         } else if now >= self.sale.ends_at {
             Some(Rejection::Ended)
-        } else if cancelled >= CANCELS_PER_SHOPPER_DEFAULT
-            || held + quantity > self.sale.per_user_limit
-        {
+        } else if held + quantity > self.sale.per_user_limit {
             Some(Rejection::LimitExceeded)
+        } else if counted(&self.cancels) >= CANCELS_PER_SHOPPER_DEFAULT
+            || counted(&self.expiries) >= EXPIRIES_PER_SHOPPER_DEFAULT
+        {
+            Some(Rejection::UnpaidLimitExceeded)
         } else if self.stock_remaining < quantity {
             Some(Rejection::SoldOut)
         } else {
@@ -615,6 +624,7 @@ impl Model {
             self.units_cancelled += order.quantity;
         } else {
             self.units_expired += order.quantity;
+            *self.expiries.entry(order.shopper_id.clone()).or_default() += 1;
         }
         if let Some(held) = self.held.get_mut(&order.shopper_id) {
             *held -= order.quantity;

@@ -36,8 +36,8 @@ use super::{
     batch_sale, campaign_changed_meanwhile, campaign_sale_refused, campaign_started,
     sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance, DeadLetter,
     Delivery, DeliveryFailure, Expiry, FollowUps, Forgetting, IndexedCampaign, IndexedSale,
-    OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler, Store, StoreError,
-    StoredCampaign, StreamEntry, CANCELS_PER_SHOPPER_DEFAULT,
+    OrderBacklog, QueueRules, RefundSettlement, ShopperBounds, StockReturnHandler, Store,
+    StoreError, StoredCampaign, StreamEntry,
 };
 use crate::domain::{
     system_now, Campaign, CampaignChange, CampaignId, Order, OrderId, Payment, PaymentException,
@@ -50,8 +50,8 @@ pub struct EmbeddedStore {
     campaigns: DashMap<CampaignId, Arc<CampaignEntry>>,
     /// Verified payments that could not be applied, by transaction id.
     payment_exceptions: Mutex<HashMap<String, PaymentException>>,
-    /// The most orders one shopper may cancel in one sale.
-    cancels_per_shopper_max: i64,
+    /// What one shopper may leave unpaid in one sale.
+    shopper_bounds: ShopperBounds,
 }
 
 impl Default for EmbeddedStore {
@@ -60,7 +60,7 @@ impl Default for EmbeddedStore {
             sales: DashMap::new(),
             campaigns: DashMap::new(),
             payment_exceptions: Mutex::default(),
-            cancels_per_shopper_max: CANCELS_PER_SHOPPER_DEFAULT,
+            shopper_bounds: ShopperBounds::default(),
         }
     }
 }
@@ -70,10 +70,10 @@ impl EmbeddedStore {
         Self::default()
     }
 
-    /// The same store with another bound on the orders one shopper may
-    /// cancel in one sale.
-    pub fn with_cancels_per_shopper_max(mut self, max: i64) -> Self {
-        self.cancels_per_shopper_max = max;
+    /// The same store with other bounds on what one shopper may leave
+    /// unpaid in one sale.
+    pub fn with_shopper_bounds(mut self, bounds: ShopperBounds) -> Self {
+        self.shopper_bounds = bounds;
         self
     }
 
@@ -466,7 +466,7 @@ impl Store for EmbeddedStore {
         let mut made = Vec::new();
         let outcomes = requests
             .iter()
-            .map(|request| guard.reserve(request, self.cancels_per_shopper_max, &mut made))
+            .map(|request| guard.reserve(request, &self.shopper_bounds, &mut made))
             .collect();
         guard.made(made);
         Ok(outcomes)
@@ -539,7 +539,7 @@ impl Store for EmbeddedStore {
 
     async fn cancel_order(&self, id: &OrderId, shopper: &ShopperId) -> Result<Order, StoreError> {
         let counted = CancelCounted::Here {
-            cancels_max: self.cancels_per_shopper_max,
+            cancels_max: self.shopper_bounds.cancels,
         };
         self.order_record(id)?
             .lock()
@@ -549,7 +549,7 @@ impl Store for EmbeddedStore {
     async fn take_cancel(&self, sale: &SaleId, shopper: &ShopperId) -> Result<(), StoreError> {
         self.record(sale)?
             .lock()
-            .take_cancel(shopper, self.cancels_per_shopper_max)
+            .take_cancel(shopper, self.shopper_bounds.cancels)
     }
 
     async fn give_back_cancel(&self, sale: &SaleId, shopper: &ShopperId) -> Result<(), StoreError> {

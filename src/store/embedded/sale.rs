@@ -23,8 +23,8 @@ use crate::domain::{
 };
 use crate::store::{
     cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending, restock_not_live,
-    Acceptance, Expiry, FollowUps, OrderBacklog, RefundSettlement, StoreError, StreamEntry,
-    PREPAY_CHANGED,
+    Acceptance, Expiry, FollowUps, OrderBacklog, RefundSettlement, ShopperBounds, StoreError,
+    StreamEntry, PREPAY_CHANGED,
 };
 
 /// Where a cancel counts against the shopper's allowance (see
@@ -70,6 +70,8 @@ pub(super) struct SaleRecord {
     pub waiting_room: WaitingRoom,
     /// Shopper -> orders they cancelled, or are cancelling (taken).
     cancels: HashMap<ShopperId, i64>,
+    /// Shopper -> their orders that expired unpaid.
+    expiries: HashMap<ShopperId, i64>,
     /// A campaign's sale: the campaign's holds and the sale's round.
     campaign: Option<(Arc<Mutex<CampaignHolds>>, u32)>,
 }
@@ -107,6 +109,7 @@ impl SaleRecord {
             used_tokens: HashSet::new(),
             waiting_room: WaitingRoom::default(),
             cancels: HashMap::new(),
+            expiries: HashMap::new(),
             campaign: None,
         }
     }
@@ -130,7 +133,8 @@ impl SaleRecord {
     }
 
     /// Moves an unpaid order to `status` (cancelled or expired): its units
-    /// go back on sale and off the shopper's count.
+    /// go back on sale and off the shopper's count (an expired one onto
+    /// their expiries).
     pub fn release(&mut self, id: &OrderId, status: OrderStatus) -> Option<Order> {
         let order = self.orders.get_mut(id)?;
         order.status = status;
@@ -140,7 +144,10 @@ impl SaleRecord {
         self.stats.reserved -= order.quantity;
         match status {
             OrderStatus::Cancelled => self.stats.cancelled += order.quantity,
-            _ => self.stats.expired += order.quantity,
+            _ => {
+                self.stats.expired += order.quantity;
+                *self.expiries.entry(order.shopper_id.clone()).or_default() += 1;
+            }
         }
         self.unhold(&order);
         Some(order)
@@ -179,11 +186,12 @@ impl SaleRecord {
     /// Decides one reservation (see
     /// [`Store::reserve`](crate::store::Store::reserve)); a new order's id joins `made` (the orders
     /// the stream entry of this reserve call will carry). A shopper who
-    /// cancelled `cancels_max` orders is refused `limit_exceeded`.
+    /// cancelled, or let expire, the most orders `bounds` allow is refused
+    /// `limit_exceeded`.
     pub fn reserve(
         &mut self,
         request: &ReserveRequest,
-        cancels_max: i64,
+        bounds: &ShopperBounds,
         made: &mut Vec<OrderId>,
     ) -> Result<Reservation, StoreError> {
         let quantity = request.quantity.get();
@@ -234,19 +242,22 @@ impl SaleRecord {
             request.quantity,
             token,
         );
-        // The cancels, then a campaign's limits, are checked after the
-        // sale's limit, before the stock. A campaign's holds stay locked
-        // until the units are counted, so no other sale of the campaign
-        // decides in between.
-        let cancels_left =
-            self.cancels.get(&request.shopper_id).copied().unwrap_or(0) < cancels_max;
+        // The cancels and expiries, then a campaign's limits, are checked
+        // after the sale's limit, before the stock. A campaign's holds stay
+        // locked until the units are counted, so no other sale of the
+        // campaign decides in between.
+        let counted = |counts: &HashMap<ShopperId, i64>| {
+            counts.get(&request.shopper_id).copied().unwrap_or(0)
+        };
+        let unpaid_left =
+            counted(&self.cancels) < bounds.cancels && counted(&self.expiries) < bounds.expiries;
         let campaign = self.campaign.clone();
         let mut campaign = campaign
             .as_ref()
             .map(|(holds, round)| (holds.lock(), *round));
         if matches!(checked, Ok(()) | Err(Rejection::SoldOut)) {
-            if !cancels_left {
-                return Err(Rejection::LimitExceeded.into());
+            if !unpaid_left {
+                return Err(Rejection::UnpaidLimitExceeded.into());
             }
             if let Some((holds, round)) = &campaign {
                 holds.check(*round, &request.shopper_id, quantity)?;

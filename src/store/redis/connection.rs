@@ -30,7 +30,7 @@ use crate::config::RedisDurability;
 use crate::domain::SaleId;
 use crate::store::keys::STOCK_RETURNS_CHANNEL;
 use crate::store::scripts::{Invocation, Scripts};
-use crate::store::{StockReturnHandler, Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT};
+use crate::store::{ShopperBounds, StockReturnHandler, Store, StoreError};
 use crate::telemetry::{self, redact_url};
 
 /// Where Redis is.
@@ -125,10 +125,10 @@ impl Subscriber {
 }
 
 impl RedisStore {
-    /// The same store with another bound on the orders one shopper may
-    /// cancel in one sale.
-    pub fn with_cancels_per_shopper_max(mut self, max: i64) -> Self {
-        self.cancels_per_shopper_max = max;
+    /// The same store with other bounds on what one shopper may leave
+    /// unpaid in one sale.
+    pub fn with_shopper_bounds(mut self, bounds: ShopperBounds) -> Self {
+        self.shopper_bounds = bounds;
         self
     }
 
@@ -186,7 +186,7 @@ impl RedisStore {
             subscriber: Subscriber::new(first_url, timeout)?,
             node: Alphanumeric.sample_string(&mut rand::rng(), 16),
             timeout,
-            cancels_per_shopper_max: CANCELS_PER_SHOPPER_DEFAULT,
+            shopper_bounds: ShopperBounds::default(),
         };
         store.check_server_settings(durability).await?;
         store

@@ -51,6 +51,7 @@ use std::time::Duration;
 pub use self::connection::RedisTarget;
 use self::connection::{Connection, Subscriber};
 use super::scripts::Scripts;
+use super::ShopperBounds;
 
 /// The production store: one multiplexed connection to Redis (standalone or
 /// Cluster) and the scripts it runs.
@@ -63,6 +64,6 @@ pub struct RedisStore {
     /// This process's name in announcements, to skip its own.
     node: String,
     timeout: Duration,
-    /// The most orders one shopper may cancel in one sale.
-    cancels_per_shopper_max: i64,
+    /// What one shopper may leave unpaid in one sale.
+    shopper_bounds: ShopperBounds,
 }

@@ -548,7 +548,8 @@ impl Store for RedisStore {
             .key(keys.deadlines())
             .key(keys.purchase_tokens())
             .key(keys.orders())
-            .key(keys.cancels());
+            .key(keys.cancels())
+            .key(keys.expiries());
         if let Some((campaign, round)) = campaign_holds_keys(sale) {
             invocation
                 .key(campaign.campaign())
@@ -558,7 +559,8 @@ impl Store for RedisStore {
         // reserve.lua's arguments: three per request, then three more for
         // each request with an idempotency key or a purchase token.
         invocation
-            .arg(self.cancels_per_shopper_max)
+            .arg(self.shopper_bounds.cancels)
+            .arg(self.shopper_bounds.expiries)
             .arg(requests.len());
         for request in requests {
             invocation
@@ -696,7 +698,7 @@ impl Store for RedisStore {
         let mut invocation = self.scripts.take_cancel.key(SaleKeys::new(sale).cancels());
         invocation
             .arg(shopper.as_str())
-            .arg(self.cancels_per_shopper_max);
+            .arg(self.shopper_bounds.cancels);
         let (outcome, mut reply) = Reply::new(self.run("take_cancel", &invocation).await?)?;
         match outcome.as_str() {
             "taken" => Ok(()),
@@ -847,7 +849,8 @@ impl Store for RedisStore {
             .key(keys.stats())
             .key(keys.shoppers())
             .key(keys.deadlines())
-            .key(keys.orders());
+            .key(keys.orders())
+            .key(keys.expiries());
         add_holds(&mut invocation, sale);
         invocation.arg(limit).arg(millis(hold));
         let mut reply = Reply::array(self.run("expire_orders", &invocation).await?, "expire")?;
@@ -875,7 +878,8 @@ impl Store for RedisStore {
             .key(keys.stats())
             .key(keys.shoppers())
             .key(keys.deadlines())
-            .key(keys.orders());
+            .key(keys.orders())
+            .key(keys.expiries());
         add_holds(&mut invocation, &id.sale_id());
         invocation.arg(id.as_str());
         let (outcome, mut reply) = Reply::new(self.run("expire_order", &invocation).await?)?;
@@ -1244,7 +1248,7 @@ impl RedisStore {
         invocation
             .arg(shopper.as_str())
             .arg(id.as_str())
-            .arg(self.cancels_per_shopper_max);
+            .arg(self.shopper_bounds.cancels);
         if let Some(closed) = taken {
             invocation.arg("taken").arg(closed.unwrap_or(""));
         }

@@ -38,7 +38,9 @@ use flashsale::domain::{
     OrderStatus, Payment, PaymentOutcome, Quantity, RefundKind, Rejection, ReserveRequest, Round,
     Sale, SaleChange, SaleStats, SaleStep, SaleView, ShopperId,
 };
-use flashsale::store::{FollowUps, Store, CANCELS_PER_SHOPPER_DEFAULT};
+use flashsale::store::{
+    FollowUps, Store, CANCELS_PER_SHOPPER_DEFAULT, EXPIRIES_PER_SHOPPER_DEFAULT,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
@@ -231,6 +233,10 @@ struct SaleModel {
     stats: SaleStats,
     /// Shopper -> units held (reserved or paid); absent when none.
     held: BTreeMap<ShopperId, i64>,
+    /// Shopper -> orders of the sale they cancelled, and let expire (the
+    /// stores bound both per sale).
+    cancels: BTreeMap<ShopperId, i64>,
+    expiries: BTreeMap<ShopperId, i64>,
     deadlines: DeadlineIndex,
 }
 
@@ -242,7 +248,6 @@ struct CampaignModel {
     sales: Vec<SaleModel>,
     /// Every order with its sale's index, oldest first.
     orders: Vec<(Order, usize)>,
-    cancels: BTreeMap<ShopperId, i64>,
     /// (sale, shopper, idempotency key) -> (the order made under it, as
     /// an index of `orders`; the quantity asked).
     keys: BTreeMap<(usize, ShopperId, String), (usize, i64)>,
@@ -265,6 +270,8 @@ impl CampaignModel {
                 round: at / items,
                 ended: false,
                 held: BTreeMap::new(),
+                cancels: BTreeMap::new(),
+                expiries: BTreeMap::new(),
                 deadlines: DeadlineIndex::default(),
             })
             .collect();
@@ -272,7 +279,6 @@ impl CampaignModel {
             limits: campaign.limits,
             sales,
             orders: Vec::new(),
-            cancels: BTreeMap::new(),
             keys: BTreeMap::new(),
         }
     }
@@ -327,13 +333,15 @@ impl CampaignModel {
         let (in_round, in_total) = self.holds(shopper, self.sales[at].round);
         let sale = &self.sales[at];
         let held = sale.held.get(shopper).copied().unwrap_or(0);
-        let cancelled = self.cancels.get(shopper).copied().unwrap_or(0);
+        let counted = |counts: &BTreeMap<ShopperId, i64>| counts.get(shopper).copied().unwrap_or(0);
         let refused = if sale.ended {
             Some(Rejection::Ended)
-        } else if cancelled >= CANCELS_PER_SHOPPER_DEFAULT
-            || held + quantity > sale.sale.per_user_limit
-        {
+        } else if held + quantity > sale.sale.per_user_limit {
             Some(Rejection::LimitExceeded)
+        } else if counted(&sale.cancels) >= CANCELS_PER_SHOPPER_DEFAULT
+            || counted(&sale.expiries) >= EXPIRIES_PER_SHOPPER_DEFAULT
+        {
+            Some(Rejection::UnpaidLimitExceeded)
         } else if in_round + quantity > self.limits.per_round {
             Some(Rejection::RoundLimitExceeded)
         } else if self
@@ -390,6 +398,7 @@ impl CampaignModel {
             sale.stats.cancelled += order.quantity;
         } else {
             sale.stats.expired += order.quantity;
+            *sale.expiries.entry(order.shopper_id.clone()).or_default() += 1;
         }
         if let Some(held) = sale.held.get_mut(&order.shopper_id) {
             *held -= order.quantity;
@@ -403,11 +412,12 @@ impl CampaignModel {
     }
 
     fn cancel(&mut self, at: usize) -> Answer<Order> {
-        let (order, _) = &self.orders[at];
+        let (order, sale) = &self.orders[at];
         if order.status != OrderStatus::PendingPayment {
             return Err(Refusal::Conflict);
         }
-        let cancelled = self.cancels.entry(order.shopper_id.clone()).or_default();
+        let cancels = &mut self.sales[*sale].cancels;
+        let cancelled = cancels.entry(order.shopper_id.clone()).or_default();
         if *cancelled >= CANCELS_PER_SHOPPER_DEFAULT {
             return Err(Refusal::Conflict);
         }
