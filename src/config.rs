@@ -407,6 +407,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub wechatpay_close_backoff_max_ms: u64,
 
+    /// Most WeChat Pay closes of held orders (unpaid past their deadline)
+    /// in flight at once on this node; they run beside the order service's
+    /// passes, and an order past the bound waits out its hold (four WeChat
+    /// Pay timeouts) before a pass takes it again.
+    #[arg(long, env = "FLASHSALE_WECHATPAY_CLOSE_CONCURRENCY", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub wechatpay_close_concurrency: u64,
+
     /// Wait before asking WeChat Pay again about a refund it holds as
     /// `PROCESSING`, in milliseconds; it doubles with every attempt of the
     /// refund's outbox entry. Meanwhile the order stays `refunding` (or

@@ -133,6 +133,7 @@ impl Application {
                 // timeout.
                 hold: wechatpay_timeout * 4,
                 backoff: close_backoff,
+                in_flight_max: usize_of(config.wechatpay_close_concurrency),
             },
         ));
         let mut order_service = OrderService::new(

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use parking_lot::Mutex;
+use tokio::sync::Semaphore;
 
 pub use self::service::{OrderService, OrderSettings, Outcome, RefundSettings, WorkNotices};
 use self::webhook::Backoff;
@@ -50,6 +51,9 @@ pub struct CloseSettings {
     pub hold: Duration,
     /// Waits between failed closes of one order.
     pub backoff: Backoff,
+    /// Closes of held orders in flight at once; an order past it waits
+    /// out its `hold`.
+    pub in_flight_max: usize,
 }
 
 /// Why a cancel did not happen.
@@ -76,6 +80,8 @@ struct Closer {
     payments: Arc<Payments>,
     settings: CloseSettings,
     failures: Mutex<HashMap<OrderId, u32>>,
+    /// One permit per close of a held order in flight.
+    places: Arc<Semaphore>,
 }
 
 pub struct Orders {
@@ -109,6 +115,7 @@ impl Orders {
             payments,
             settings,
             failures: Mutex::default(),
+            places: Arc::new(Semaphore::new(settings.in_flight_max)),
         });
         self
     }
@@ -375,39 +382,81 @@ impl Orders {
     /// Expires the sale's unpaid orders past their deadline (store clock),
     /// a reserve call's orders at once, until `limit` orders were looked at
     /// (see [`Store::expire_due`]); their units are on sale again. Those with a
-    /// WeChat Pay order are closed first (all at once): closed, they
-    /// expire; paid first, they are paid; WeChat Pay unreachable, they
-    /// stay held and are tried again after their backoff. Answers the
-    /// step: `expired` with the orders expired after their close too; a
-    /// store error in one close's step is answered after every order that
-    /// did expire was announced.
-    pub async fn expire_due(&self, sale: &SaleId, limit: usize) -> Result<Expiry, StoreError> {
+    /// WeChat Pay order are held, and closed first in a task of their own,
+    /// up to [`CloseSettings::in_flight_max`] at once, so a slow WeChat Pay
+    /// delays no other step: closed, they expire; paid first, they are
+    /// paid; WeChat Pay unreachable, they stay held and are tried again
+    /// after their backoff; past the bound, after their hold. Answers the
+    /// step: `expired` the orders it expired (those closed later are
+    /// announced by their task). Without WeChat Pay, held orders (a prepay
+    /// id recorded under another configuration) expire within the step,
+    /// and a store error there is answered once the rest is announced.
+    pub async fn expire_due(
+        self: &Arc<Self>,
+        sale: &SaleId,
+        limit: usize,
+    ) -> Result<Expiry, StoreError> {
         let hold = self
             .closer
             .as_ref()
             .map_or(HOLD_WITHOUT_CLOSER, |closer| closer.settings.hold);
         let mut step = self.store.expire_due(sale, limit, hold).await?;
+        let Some(closer) = &self.closer else {
+            let (expired, failure) = self.expire_held(&step.held).await;
+            step.expired.extend(expired);
+            self.returned(sale, &step.expired).await;
+            return failure.map_or(Ok(step), Err);
+        };
+        self.returned(sale, &step.expired).await;
+        let mut closing = Vec::new();
+        for order in &step.held {
+            let Ok(place) = Arc::clone(&closer.places).try_acquire_owned() else {
+                tracing::warn!(%sale, left = step.held.len() - closing.len(),
+                    "WeChat Pay closes at their bound; held orders wait out their hold");
+                break;
+            };
+            closing.push((order.clone(), place));
+        }
+        if !closing.is_empty() {
+            let (orders, sale) = (Arc::clone(self), sale.clone());
+            tokio::spawn(async move {
+                let (held, places): (Vec<Order>, Vec<_>) = closing.into_iter().unzip();
+                let (expired, failure) = orders.expire_held(&held).await;
+                drop(places);
+                orders.returned(&sale, &expired).await;
+                if let Some(err) = failure {
+                    tracing::warn!(%sale, error = %err,
+                        "cannot expire a closed order; it stays held and is tried again");
+                }
+            });
+        }
+        Ok(step)
+    }
+
+    /// Closes then expires each held order, all at once: those expired,
+    /// and a store error of any (that order stays held).
+    async fn expire_held(&self, held: &[Order]) -> (Vec<Order>, Option<StoreError>) {
+        let mut expired = Vec::new();
         let mut failure = None;
-        for closed in join_all(step.held.iter().map(|order| self.close_then_expire(order))).await {
+        for closed in join_all(held.iter().map(|order| self.close_then_expire(order))).await {
             match closed {
-                Ok(expired) => step.expired.extend(expired),
-                // The order stays held and is tried again; what did expire
-                // is still announced below.
+                Ok(order) => expired.extend(order),
                 Err(err) => failure = Some(err),
             }
         }
-        let expired = &step.expired;
-        if !expired.is_empty() {
-            let now = system_now();
-            for order in expired {
-                telemetry::observe_expiry_lag(now.saturating_sub(order.expires_at));
-            }
-            self.inventory.stock_returned(expired).await;
-            tracing::info!(%sale, orders = expired.len(), "unpaid orders expired; stock returned");
+        (expired, failure)
+    }
+
+    /// Announces orders expired: their units are on sale again.
+    async fn returned(&self, sale: &SaleId, expired: &[Order]) {
+        if expired.is_empty() {
+            return;
         }
-        match failure {
-            Some(err) => Err(err),
-            None => Ok(step),
+        let now = system_now();
+        for order in expired {
+            telemetry::observe_expiry_lag(now.saturating_sub(order.expires_at));
         }
+        self.inventory.stock_returned(expired).await;
+        tracing::info!(%sale, orders = expired.len(), "unpaid orders expired; stock returned");
     }
 }

@@ -13,7 +13,9 @@
 //! 2. **Deadlines**: expires unpaid orders past `expires_at`, a step of
 //!    whole reserve calls (their orders share one deadline entry) in one
 //!    atomic store call that returns their units; every engine node's
-//!    actor is told the stock is back.
+//!    actor is told the stock is back. Orders with a WeChat Pay order are
+//!    held there and closed in a task beside the passes (see
+//!    [`Orders::expire_due`]), so a slow WeChat Pay delays no other step.
 //! 3. **Outbox**: sends the sale's due outbox entries, leased in the store
 //!    so a crash or a second node never loses or doubles one beyond
 //!    at-least-once: hand-offs to the merchant's webhook (see

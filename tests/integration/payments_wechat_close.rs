@@ -469,6 +469,52 @@ async fn a_failed_expiry_after_a_close_still_returns_the_other_units() {
     }
 }
 
+/// A held order's close runs beside the order service's passes: while
+/// WeChat Pay stalls one sale's closes (past no timeout of this test's
+/// length), another sale's unpaid order still expires. With one close
+/// allowed in flight, the second held order waits out its hold: one close
+/// call in all.
+async fn a_stalled_close_holds_up_no_other_sale(backend: Backend) {
+    let wx = WeChatPayServer::start().await;
+    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
+        wx.configure(config);
+        config.payment_timeout_min_secs = 1;
+        config.wechatpay_timeout_ms = 50_000;
+        config.wechatpay_close_concurrency = 1;
+    })
+    .await;
+    let stalled = quick_sale(&app, 5).await;
+    let held = [
+        prepaid_order(&app, &wx, &stalled, "oAmy").await,
+        prepaid_order(&app, &wx, &stalled, "oBea").await,
+    ];
+    wx.behave(Behaviour::Stall);
+    let closes = || {
+        held.iter()
+            .flat_map(|id| calls_for(&wx, id))
+            .filter(|(method, path)| method == "POST" && path.ends_with("/close"))
+            .count()
+    };
+    eventually("a close", || closes() > 0).await;
+
+    let other = quick_sale(&app, 1).await;
+    app.buy(&other, "oCyd").await;
+    let view = app
+        .sale_when(&other, Duration::from_secs(20), |view| {
+            view["stats"]["expired"] == 1
+        })
+        .await;
+    assert_eq!(view["stats"]["remaining"], 1, "{view}");
+    assert_eq!(closes(), 1, "one close in flight at most");
+    for (id, shopper) in held.iter().zip(["oAmy", "oBea"]) {
+        assert_eq!(
+            order_of(&app, shopper, id).await["status"],
+            "pending_payment"
+        );
+    }
+    app.assert_audit_clean(&stalled).await;
+}
+
 /// An order past its deadline gets no WeChat Pay order (409), whether or
 /// not the expiry has run yet.
 async fn no_prepay_after_the_deadline(backend: Backend) {
@@ -502,4 +548,5 @@ on_both_stores!(
     a_payment_that_wins_the_race_with_the_close_is_paid,
     wechatpay_down_holds_the_stock_and_recovers,
     an_unsigned_order_closed_does_not_expire_the_order,
+    a_stalled_close_holds_up_no_other_sale,
 );
