@@ -52,7 +52,7 @@ pub struct CloseSettings {
     /// Waits between failed closes of one order.
     pub backoff: Backoff,
     /// Closes of held orders in flight at once; an order past it waits
-    /// out its `hold`.
+    /// for a place (see [`Orders::close_then_expire`]).
     pub in_flight_max: usize,
 }
 
@@ -81,7 +81,7 @@ struct Closer {
     settings: CloseSettings,
     failures: Mutex<HashMap<OrderId, u32>>,
     /// One permit per close of a held order in flight.
-    places: Arc<Semaphore>,
+    places: Semaphore,
 }
 
 pub struct Orders {
@@ -115,7 +115,7 @@ impl Orders {
             payments,
             settings,
             failures: Mutex::default(),
-            places: Arc::new(Semaphore::new(settings.in_flight_max)),
+            places: Semaphore::new(settings.in_flight_max),
         });
         self
     }
@@ -146,10 +146,20 @@ impl Orders {
 
     /// Expires a held order once its WeChat Pay order is closed; `None`
     /// when it was paid first, or could not be closed yet (then it is due
-    /// again after its backoff).
+    /// again after its backoff). The close waits for a place among the
+    /// closes in flight ([`CloseSettings::in_flight_max`]); an order still
+    /// without one after half its hold is left to the pass that takes it
+    /// again once its hold runs out (the other half leaves a close and a
+    /// query their time).
     async fn close_then_expire(&self, order: &Order) -> Result<Option<Order>, StoreError> {
         let Some(closer) = &self.closer else {
             return self.store.expire_order(&order.id).await;
+        };
+        let waited = tokio::time::timeout(closer.settings.hold / 2, closer.places.acquire()).await;
+        let Ok(Ok(_place)) = waited else {
+            tracing::warn!(order = %order.id,
+                "no place among the WeChat Pay closes in flight; the order waits out its hold");
+            return Ok(None);
         };
         match closer.payments.close_wechatpay_order(order).await {
             Ok(Closing::Closed) => {
@@ -386,7 +396,7 @@ impl Orders {
     /// up to [`CloseSettings::in_flight_max`] at once, so a slow WeChat Pay
     /// delays no other step: closed, they expire; paid first, they are
     /// paid; WeChat Pay unreachable, they stay held and are tried again
-    /// after their backoff; past the bound, after their hold. Answers the
+    /// after their backoff (see [`Orders::close_then_expire`]). Answers the
     /// step: `expired` the orders it expired (those closed later are
     /// announced by their task). Without WeChat Pay, held orders (a prepay
     /// id recorded under another configuration) expire within the step,
@@ -401,28 +411,17 @@ impl Orders {
             .as_ref()
             .map_or(HOLD_WITHOUT_CLOSER, |closer| closer.settings.hold);
         let mut step = self.store.expire_due(sale, limit, hold).await?;
-        let Some(closer) = &self.closer else {
+        if self.closer.is_none() {
             let (expired, failure) = self.expire_held(&step.held).await;
             step.expired.extend(expired);
             self.returned(sale, &step.expired).await;
             return failure.map_or(Ok(step), Err);
-        };
-        self.returned(sale, &step.expired).await;
-        let mut closing = Vec::new();
-        for order in &step.held {
-            let Ok(place) = Arc::clone(&closer.places).try_acquire_owned() else {
-                tracing::warn!(%sale, left = step.held.len() - closing.len(),
-                    "WeChat Pay closes at their bound; held orders wait out their hold");
-                break;
-            };
-            closing.push((order.clone(), place));
         }
-        if !closing.is_empty() {
-            let (orders, sale) = (Arc::clone(self), sale.clone());
+        self.returned(sale, &step.expired).await;
+        if !step.held.is_empty() {
+            let (orders, sale, held) = (Arc::clone(self), sale.clone(), step.held.clone());
             tokio::spawn(async move {
-                let (held, places): (Vec<Order>, Vec<_>) = closing.into_iter().unzip();
                 let (expired, failure) = orders.expire_held(&held).await;
-                drop(places);
                 orders.returned(&sale, &expired).await;
                 if let Some(err) = failure {
                     tracing::warn!(%sale, error = %err,

@@ -515,6 +515,36 @@ async fn a_stalled_close_holds_up_no_other_sale(backend: Backend) {
     app.assert_audit_clean(&stalled).await;
 }
 
+/// Held orders past the bound on closes in flight wait for a place, not
+/// for their hold (80 s here): with one close at a time and WeChat Pay
+/// answering each in 300 ms, both orders expire, one close each.
+async fn held_orders_past_the_bound_wait_for_a_place(backend: Backend) {
+    let wx = WeChatPayServer::start().await;
+    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
+        wx.configure(config);
+        config.payment_timeout_min_secs = 1;
+        config.wechatpay_timeout_ms = 20_000;
+        config.wechatpay_close_concurrency = 1;
+    })
+    .await;
+    let sale = quick_sale(&app, 5).await;
+    let held = [
+        prepaid_order(&app, &wx, &sale, "oDee").await,
+        prepaid_order(&app, &wx, &sale, "oEli").await,
+    ];
+    wx.behave(Behaviour::Slow(Duration::from_millis(300)));
+    let view = app
+        .sale_when(&sale, Duration::from_secs(30), |view| {
+            view["stats"]["expired"] == 2
+        })
+        .await;
+    assert_eq!(view["stats"]["remaining"], 5, "{view}");
+    for id in &held {
+        assert_eq!(calls_for(&wx, id), [("POST".to_owned(), close_path(id))]);
+    }
+    app.assert_audit_clean(&sale).await;
+}
+
 /// An order past its deadline gets no WeChat Pay order (409), whether or
 /// not the expiry has run yet.
 async fn no_prepay_after_the_deadline(backend: Backend) {
@@ -549,4 +579,5 @@ on_both_stores!(
     wechatpay_down_holds_the_stock_and_recovers,
     an_unsigned_order_closed_does_not_expire_the_order,
     a_stalled_close_holds_up_no_other_sale,
+    held_orders_past_the_bound_wait_for_a_place,
 );
