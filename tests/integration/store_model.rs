@@ -4,8 +4,9 @@
 //!
 //! Goal: both `Store` implementations (embedded, and Redis with the scripts
 //! of `lua/`) behave exactly like a small reference model, whatever the
-//! order of reserve, resend, cancel, pay, expire, restock, end, open, move
-//! the end, cancel the sale and clock advance; after every step the store's state equals the
+//! order of reserve, resend, cancel, pay, the merchant's refund (with or
+//! without restock), expire, restock, end, open, move the end, cancel the
+//! sale and clock advance; after every step the store's state equals the
 //! model's and the sale's invariants hold.
 //!
 //! Batches: `ReserveBatch` sends 1..=8 reservations in one `reserve_batch`
@@ -31,11 +32,13 @@
 //! service's backlog (stream entries, unpaid orders, queued hand-offs) and
 //! every shopper's orders (`shopper_orders`), compares them with the model, and
 //! checks the invariants on what the store returned, independently of the
-//! model: `remaining + reserved + paid == stock_total`, no counter below 0,
-//! `reserved`/`paid`/`refund_required` equal to the sums over the orders in
-//! those states, `cancelled + expired` equal to the units of every order that
-//! was cancelled or expired (refunded ones included), nobody holding more
-//! than the limit, `buyers` equal to the shoppers holding units, and every
+//! model: `remaining + reserved + paid + refunded - restocked ==
+//! stock_total`, no counter below 0, `reserved`/`paid`/`refund_required`/
+//! `refunded` equal to the sums over the orders in those states and
+//! `restocked` over the orders refunded with restock, `cancelled + expired`
+//! equal to the units of every order that was cancelled or expired (those
+//! paid late and `refund_required` included), nobody holding more than the
+//! limit (a refund without restock leaves the units held), `buyers` equal to the shoppers holding units, and every
 //! order's `expires_at - created_at` equal to the payment timeout.
 //!
 //! Time: both stores read the real clock (Redis `TIME`, `system_now()`);
@@ -93,7 +96,7 @@ use flashsale::domain::{
     system_now, Millis, Order, OrderId, OrderStatus, Quantity, Rejection, Sale, SaleChange, SaleId,
     SaleState, SaleStats, ShopperId,
 };
-use flashsale::domain::{Payment, PaymentOutcome, Reservation, ReserveRequest};
+use flashsale::domain::{Payment, PaymentOutcome, RefundKind, Reservation, ReserveRequest};
 use flashsale::store::{
     EmbeddedStore, FollowUps, OrderBacklog, Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT,
     EXPIRIES_PER_SHOPPER_DEFAULT,
@@ -157,6 +160,9 @@ enum Op {
     Cancel { order: Index, by_owner: bool },
     /// A simulated payment, or one with the wrong amount.
     Pay { order: Index, wrong_amount: bool },
+    /// The merchant refunds an order (simulated payments: refunded at
+    /// once), putting its units back on sale or not.
+    Refund { order: Index, restock: bool },
     /// The order service's expiry step, `limit` orders at most.
     Expire { limit: usize },
     /// The merchant changes `stock_total` by `delta` (at least 1 remains),
@@ -237,10 +243,10 @@ fn batch_strategy() -> impl Strategy<Value = Op> {
 fn op_strategy(real_clock: bool) -> BoxedStrategy<Op> {
     // On the real clock, more reservations and fewer merchant moves: its
     // few cases are there for what time does to orders.
-    let w: [u32; 11] = if real_clock {
-        [10, 1, 2, 3, 3, 1, 1, 1, 1, 1, 3]
+    let w: [u32; 12] = if real_clock {
+        [10, 1, 2, 3, 3, 1, 1, 1, 1, 1, 3, 1]
     } else {
-        [16, 2, 6, 8, 6, 4, 1, 2, 1, 2, 6]
+        [16, 2, 6, 8, 6, 4, 1, 2, 1, 2, 6, 4]
     };
     let order = any::<Index>();
     let ops = prop_oneof![
@@ -252,8 +258,9 @@ fn op_strategy(real_clock: bool) -> BoxedStrategy<Op> {
         w[1] => order.clone().prop_map(|order| Op::Resend { order }),
         w[2] => (order.clone(), proptest::bool::weighted(0.85))
             .prop_map(|(order, by_owner)| Op::Cancel { order, by_owner }),
-        w[3] => (order, proptest::bool::weighted(0.1))
+        w[3] => (order.clone(), proptest::bool::weighted(0.1))
             .prop_map(|(order, wrong_amount)| Op::Pay { order, wrong_amount }),
+        w[11] => (order, any::<bool>()).prop_map(|(order, restock)| Op::Refund { order, restock }),
         w[4] => (1..=4_usize).prop_map(|limit| Op::Expire { limit }),
         w[5] => (-4..=4_i64, proptest::bool::weighted(0.15))
             .prop_map(|(delta, stale)| Op::Restock { delta, stale }),
@@ -427,6 +434,8 @@ struct Model {
     units_cancelled: i64,
     units_expired: i64,
     units_refund_required: i64,
+    units_refunded: i64,
+    units_restocked: i64,
     /// Shopper -> units held (reserved or paid); absent when none.
     held: BTreeMap<ShopperId, i64>,
     /// (shopper, idempotency key) -> (order, quantity asked).
@@ -457,6 +466,8 @@ impl Model {
             units_cancelled: 0,
             units_expired: 0,
             units_refund_required: 0,
+            units_refunded: 0,
+            units_restocked: 0,
             held: BTreeMap::new(),
             keys: BTreeMap::new(),
             orders: Vec::new(),
@@ -478,9 +489,8 @@ impl Model {
             cancelled: self.units_cancelled,
             expired: self.units_expired,
             refund_required: self.units_refund_required,
-            // Nothing here refunds.
-            refunded: 0,
-            restocked: 0,
+            refunded: self.units_refunded,
+            restocked: self.units_restocked,
             // Nothing here runs the order service.
             queued: 0,
             buyers: self.held.len() as i64,
@@ -717,7 +727,7 @@ impl Model {
         if started && (now >= self.sale.ends_at || change.restricted) {
             return Err(Refusal::Conflict);
         }
-        let held = self.units_reserved + self.units_paid;
+        let held = self.units_off_sale();
         if change.sale.stock_total < held {
             return Err(Refusal::Conflict);
         }
@@ -739,6 +749,51 @@ impl Model {
         self.stock_remaining = self.sale.stock_total - held;
         self.version += 1;
         Ok(())
+    }
+
+    /// The units no change of the stock may take back: reserved, paid, or
+    /// refunded without restock.
+    fn units_off_sale(&self) -> i64 {
+        self.units_reserved + self.units_paid + self.units_refunded - self.units_restocked
+    }
+
+    /// The merchant's refund of a paid order: its units leave `paid` for
+    /// `refunded` (handed off as `order.refunded`), and with restock, only
+    /// while the sale is live, go back on sale and off the shopper's count;
+    /// without, they stay the shopper's.
+    fn refund(&mut self, id: &OrderId, restock: bool, now: Millis) -> Answer<Order> {
+        let live = self.sale.state == SaleState::Scheduled
+            && now >= self.sale.starts_at
+            && now < self.sale.ends_at;
+        let order = self
+            .orders
+            .iter_mut()
+            .find(|order| &order.id == id)
+            .ok_or(Refusal::NotFound)?;
+        if order.status != OrderStatus::Paid || (restock && !live) {
+            return Err(Refusal::Conflict);
+        }
+        order.status = OrderStatus::Refunded;
+        order.refund = Some(if restock {
+            RefundKind::Restocked
+        } else {
+            RefundKind::Kept
+        });
+        let order = order.clone();
+        self.units_paid -= order.quantity;
+        self.units_refunded += order.quantity;
+        self.hand_offs.insert(("order.refunded", order.id.clone()));
+        if restock {
+            self.stock_remaining += order.quantity;
+            self.units_restocked += order.quantity;
+            if let Some(held) = self.held.get_mut(&order.shopper_id) {
+                *held -= order.quantity;
+                if *held <= 0 {
+                    self.held.remove(&order.shopper_id);
+                }
+            }
+        }
+        Ok(order)
     }
 
     fn cancel_sale(&mut self, now: Millis) -> Answer<()> {
@@ -1149,6 +1204,27 @@ async fn apply(
                 m.pay(&id, &payment, now)
             })
         }
+        Op::Refund { order, restock } => {
+            let id =
+                pick(model, &order).map_or_else(|| OrderId::generate(&model.sale.id), |o| o.id);
+            let follow_ups = FollowUps {
+                hand_off: true,
+                refund: false,
+            };
+            let actual = answer(store.refund_order(&id, restock, follow_ups).await);
+            let after = system_now();
+            count(
+                tally,
+                outcome("refund", &actual, |order| match order.refund {
+                    Some(RefundKind::Restocked) => "restocked",
+                    _ => "kept",
+                }),
+            );
+            let instants = model.instants(before, after, None);
+            settle(model, what, &actual, &instants, |m, now| {
+                m.refund(&id, restock, now)
+            })
+        }
         Op::Expire { limit } => {
             // The model makes no prepay: nothing is ever held.
             let actual = answer(
@@ -1354,9 +1430,9 @@ fn invariants(sale: &Sale, stats: &SaleStats, orders: &[Order]) -> Result<(), Te
             .sum()
     };
     prop_assert_eq!(
-        stats.remaining + stats.reserved + stats.paid,
+        stats.remaining + stats.reserved + stats.paid + stats.refunded - stats.restocked,
         stats.stock_total,
-        "remaining + reserved + paid == stock_total: {:?}",
+        "remaining + reserved + paid + refunded - restocked == stock_total: {:?}",
         stats
     );
     prop_assert!(
@@ -1365,7 +1441,9 @@ fn invariants(sale: &Sale, stats: &SaleStats, orders: &[Order]) -> Result<(), Te
             stats.reserved,
             stats.paid,
             stats.cancelled,
-            stats.expired
+            stats.expired,
+            stats.refunded,
+            stats.restocked
         ]
         .iter()
         .all(|n| *n >= 0),
@@ -1376,6 +1454,13 @@ fn invariants(sale: &Sale, stats: &SaleStats, orders: &[Order]) -> Result<(), Te
     prop_assert_eq!(stats.reserved, units(&[OrderStatus::PendingPayment]));
     prop_assert_eq!(stats.paid, units(&[OrderStatus::Paid]));
     prop_assert_eq!(stats.refund_required, units(&[OrderStatus::RefundRequired]));
+    prop_assert_eq!(stats.refunded, units(&[OrderStatus::Refunded]));
+    let restocked: i64 = orders
+        .iter()
+        .filter(|order| order.refund == Some(RefundKind::Restocked))
+        .map(|order| order.quantity)
+        .sum();
+    prop_assert_eq!(stats.restocked, restocked);
     prop_assert_eq!(
         stats.cancelled + stats.expired,
         units(&[
@@ -1390,10 +1475,14 @@ fn invariants(sale: &Sale, stats: &SaleStats, orders: &[Order]) -> Result<(), Te
             order.expires_at - order.created_at,
             sale.payment_timeout_secs * 1_000
         );
-        if matches!(
-            order.status,
-            OrderStatus::PendingPayment | OrderStatus::Paid
-        ) {
+        // A refund without restock leaves the units the shopper's.
+        let kept = order.status == OrderStatus::Refunded && order.refund == Some(RefundKind::Kept);
+        if kept
+            || matches!(
+                order.status,
+                OrderStatus::PendingPayment | OrderStatus::Paid
+            )
+        {
             *held.entry(&order.shopper_id).or_default() += order.quantity;
         }
     }
@@ -1439,7 +1528,7 @@ fn runner(name: &str, cases: u32) -> (TestRunner, String) {
 
 /// Outcomes every full run of the main test reaches (a model test that
 /// never reaches them proves nothing about them).
-const REACHED: [&str; 39] = [
+const REACHED: [&str; 42] = [
     "reserve: reserved",
     "reserve: replayed",
     "reserve: Rejected(NotStarted)",
@@ -1455,6 +1544,9 @@ const REACHED: [&str; 39] = [
     "pay: unchanged",
     "pay: refund_required",
     "pay: amount_mismatch",
+    "refund: kept",
+    "refund: restocked",
+    "refund: Conflict",
     "expire: expired some",
     "expire: none due",
     "restock: changed",
