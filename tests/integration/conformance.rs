@@ -15,8 +15,8 @@ use flashsale::domain::{
     RefundKind, ReserveRequest,
 };
 use flashsale::store::{
-    EmbeddedStore, Errand, FollowUps, RedisStore, RedisTarget, RefundSettlement, Store, StoreError,
-    CANCELS_PER_SHOPPER_DEFAULT, EXPIRIES_PER_SHOPPER_DEFAULT, PREPAY_CHANGED,
+    EmbeddedStore, Errand, FollowUps, RedisStore, RedisTarget, RefundSettlement, ShopperBounds,
+    Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT, EXPIRIES_PER_SHOPPER_DEFAULT, PREPAY_CHANGED,
 };
 use futures::future::join_all;
 
@@ -31,11 +31,16 @@ pub struct Subject {
 }
 
 pub async fn subject(backend: Backend) -> Subject {
+    subject_bounded(backend, ShopperBounds::default()).await
+}
+
+/// The same, the store holding shoppers to `bounds`.
+pub async fn subject_bounded(backend: Backend, bounds: ShopperBounds) -> Subject {
     let servers = Servers::start(backend);
     let store: Arc<dyn Store> = match &servers {
-        Servers::None => Arc::new(EmbeddedStore::new()),
-        Servers::Standalone(redis) => connect(&RedisTarget::Standalone(redis.url())).await,
-        Servers::Cluster(cluster) => connect(&RedisTarget::Cluster(cluster.urls())).await,
+        Servers::None => Arc::new(EmbeddedStore::new().with_shopper_bounds(bounds)),
+        Servers::Standalone(redis) => connect(&RedisTarget::Standalone(redis.url()), bounds).await,
+        Servers::Cluster(cluster) => connect(&RedisTarget::Cluster(cluster.urls()), bounds).await,
     };
     Subject {
         store,
@@ -43,14 +48,15 @@ pub async fn subject(backend: Backend) -> Subject {
     }
 }
 
-async fn connect(target: &RedisTarget) -> Arc<dyn Store> {
+async fn connect(target: &RedisTarget, bounds: ShopperBounds) -> Arc<dyn Store> {
     let store = RedisStore::connect(
         target,
         std::time::Duration::from_secs(2),
         RedisDurability::Always,
     )
     .await
-    .expect("connect");
+    .expect("connect")
+    .with_shopper_bounds(bounds);
     Arc::new(store)
 }
 

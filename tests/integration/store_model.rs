@@ -97,16 +97,13 @@ use flashsale::domain::{
     SaleState, SaleStats, ShopperId,
 };
 use flashsale::domain::{Payment, PaymentOutcome, RefundKind, Reservation, ReserveRequest};
-use flashsale::store::{
-    EmbeddedStore, FollowUps, OrderBacklog, Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT,
-    EXPIRIES_PER_SHOPPER_DEFAULT,
-};
+use flashsale::store::{EmbeddedStore, FollowUps, OrderBacklog, ShopperBounds, Store, StoreError};
 use futures::future::join_all;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestCaseError, TestRunner};
 
-use crate::conformance::{subject, Subject};
+use crate::conformance::{subject_bounded, Subject};
 use crate::support::Backend;
 
 /// Cases of the main test on the embedded store (under 1 ms each in a debug
@@ -123,6 +120,12 @@ const CASES_REAL_CLOCK: u32 = 10;
 const SLEEP_MS_MAX: u64 = 2_000;
 /// Operations per case at most.
 const STEPS_MAX: usize = 30;
+/// The stores' bounds on a shopper's cancels and expiries in a sale, low
+/// enough that cases reach them.
+const BOUNDS: ShopperBounds = ShopperBounds {
+    cancels: 2,
+    expiries: 3,
+};
 /// Reservations per `reserve_batch` call at most.
 const BATCH_MAX: usize = 8;
 /// The shoppers of every case; `mallory` owns nothing and tries to cancel.
@@ -449,10 +452,10 @@ struct Model {
     stream_entries: u64,
     deadlines: DeadlineIndex,
     /// Shopper -> orders they cancelled (at most
-    /// `CANCELS_PER_SHOPPER_DEFAULT`, the stores' bound).
+    /// `BOUNDS.cancels`).
     cancels: BTreeMap<ShopperId, i64>,
     /// Shopper -> orders they let expire (reserving no more at
-    /// `EXPIRIES_PER_SHOPPER_DEFAULT`).
+    /// `BOUNDS.expiries`).
     expiries: BTreeMap<ShopperId, i64>,
 }
 
@@ -580,8 +583,8 @@ impl Model {
             Some(Rejection::Ended)
         } else if held + quantity > self.sale.per_user_limit {
             Some(Rejection::LimitExceeded)
-        } else if counted(&self.cancels) >= CANCELS_PER_SHOPPER_DEFAULT
-            || counted(&self.expiries) >= EXPIRIES_PER_SHOPPER_DEFAULT
+        } else if counted(&self.cancels) >= BOUNDS.cancels
+            || counted(&self.expiries) >= BOUNDS.expiries
         {
             Some(Rejection::UnpaidLimitExceeded)
         } else if self.stock_remaining < quantity {
@@ -656,7 +659,7 @@ impl Model {
             return Err(Refusal::Conflict);
         }
         let cancelled = self.cancels.entry(shopper.clone()).or_default();
-        if *cancelled >= CANCELS_PER_SHOPPER_DEFAULT {
+        if *cancelled >= BOUNDS.cancels {
             return Err(Refusal::Conflict);
         }
         *cancelled += 1;
@@ -1528,13 +1531,14 @@ fn runner(name: &str, cases: u32) -> (TestRunner, String) {
 
 /// Outcomes every full run of the main test reaches (a model test that
 /// never reaches them proves nothing about them).
-const REACHED: [&str; 42] = [
+const REACHED: [&str; 43] = [
     "reserve: reserved",
     "reserve: replayed",
     "reserve: Rejected(NotStarted)",
     "reserve: Rejected(Ended)",
     "reserve: Rejected(SoldOut)",
     "reserve: Rejected(LimitExceeded)",
+    "reserve: Rejected(UnpaidLimitExceeded)",
     "reserve: Rejected(IdempotencyMismatch)",
     "resend: same order",
     "cancel: cancelled",
@@ -1582,7 +1586,7 @@ struct Target {
 
 impl Target {
     async fn start(name: &'static str, backend: Backend) -> Self {
-        let subject = subject(backend).await;
+        let subject = subject_bounded(backend, BOUNDS).await;
         let flush = subject
             .redis
             .standalone()
@@ -1604,7 +1608,7 @@ impl Target {
                     .map_err(broken)?;
                 Ok(Arc::clone(&self.subject.store))
             }
-            None => Ok(Arc::new(EmbeddedStore::new())),
+            None => Ok(Arc::new(EmbeddedStore::new().with_shopper_bounds(BOUNDS))),
         }
     }
 }

@@ -38,16 +38,14 @@ use flashsale::domain::{
     OrderStatus, Payment, PaymentOutcome, Quantity, RefundKind, Rejection, ReserveRequest, Round,
     Sale, SaleChange, SaleStats, SaleStep, SaleView, ShopperId,
 };
-use flashsale::store::{
-    FollowUps, Store, CANCELS_PER_SHOPPER_DEFAULT, EXPIRIES_PER_SHOPPER_DEFAULT,
-};
+use flashsale::store::{FollowUps, Store};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
 use super::{
     add, answer, broken, conclude, count, outcome, runner, shopper_id, Answer, DeadlineIndex,
-    Refusal, Tally, Target, HOUR_MS, SHOPPERS,
+    Refusal, Tally, Target, BOUNDS, HOUR_MS, SHOPPERS,
 };
 use crate::support::Backend;
 
@@ -338,8 +336,8 @@ impl CampaignModel {
             Some(Rejection::Ended)
         } else if held + quantity > sale.sale.per_user_limit {
             Some(Rejection::LimitExceeded)
-        } else if counted(&sale.cancels) >= CANCELS_PER_SHOPPER_DEFAULT
-            || counted(&sale.expiries) >= EXPIRIES_PER_SHOPPER_DEFAULT
+        } else if counted(&sale.cancels) >= BOUNDS.cancels
+            || counted(&sale.expiries) >= BOUNDS.expiries
         {
             Some(Rejection::UnpaidLimitExceeded)
         } else if in_round + quantity > self.limits.per_round {
@@ -418,7 +416,7 @@ impl CampaignModel {
         }
         let cancels = &mut self.sales[*sale].cancels;
         let cancelled = cancels.entry(order.shopper_id.clone()).or_default();
-        if *cancelled >= CANCELS_PER_SHOPPER_DEFAULT {
+        if *cancelled >= BOUNDS.cancels {
             return Err(Refusal::Conflict);
         }
         *cancelled += 1;
