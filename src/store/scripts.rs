@@ -127,6 +127,7 @@ pub struct Scripts {
     pub record_payment_exception: LuaScript,
     pub open_sales: LuaScript,
     pub settle_sale: LuaScript,
+    pub release_settle: LuaScript,
     pub forget_sale: LuaScript,
     pub queue_join: LuaScript,
     pub queue_poll: LuaScript,
@@ -167,6 +168,7 @@ impl Scripts {
             record_payment_exception: script!("record_payment_exception"),
             open_sales: script!("open_sales"),
             settle_sale: script!("settle_sale"),
+            release_settle: script!("release_settle"),
             forget_sale: script!("forget_sale"),
             queue_join: script!("queue_join"),
             queue_poll: script!("queue_poll"),
@@ -174,7 +176,7 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 35] {
+    fn all(&self) -> [&LuaScript; 36] {
         [
             &self.index_sale,
             &self.create_sale,
@@ -208,6 +210,7 @@ impl Scripts {
             &self.record_payment_exception,
             &self.open_sales,
             &self.settle_sale,
+            &self.release_settle,
             &self.forget_sale,
             &self.queue_join,
             &self.queue_poll,

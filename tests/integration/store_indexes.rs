@@ -450,6 +450,57 @@ async fn settling_waits_for_the_window_and_takes_turns() {
     assert!(!unsettled(&upcoming.id), "a cancelled sale settles at once");
 }
 
+/// On Redis: a settle that runs past its lease gives back only its own.
+/// While this node lists 20,000 shoppers, its lease is replaced as if it
+/// had expired and another node had taken it; once done, the other
+/// node's lease is still there.
+#[tokio::test]
+async fn a_settle_past_its_lease_leaves_the_next_holders_lease() {
+    let Subject { store, redis } = subject(Backend::Redis).await;
+    let redis = redis.standalone().unwrap();
+    let closing = closing_sale(5, 50);
+    store.create_sale(&closing).await.unwrap();
+    let keys = SaleKeys::new(&closing.id);
+    let mut conn = redis.connection();
+    for first in (0..20_000).step_by(1_000) {
+        let mut fill = redis::cmd("HSET");
+        fill.arg(keys.shoppers());
+        for n in first..first + 1_000 {
+            fill.arg(format!("shopper-{n}")).arg("0");
+        }
+        let _: () = fill.query(&mut conn).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let settling = tokio::spawn({
+        let store = Arc::clone(&store);
+        let id = closing.id.clone();
+        async move { store.settle_sale(&id).await }
+    });
+    let lease = keys.settling();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let held: Option<String> = redis::cmd("GET").arg(&lease).query(&mut conn).unwrap();
+        if held.is_some() {
+            break;
+        }
+        assert!(
+            !settling.is_finished(),
+            "the settle ended before its lease was seen"
+        );
+        assert!(tokio::time::Instant::now() < deadline, "no lease taken");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _: () = redis::cmd("SET")
+        .arg(&lease)
+        .arg("the-next-node")
+        .query(&mut conn)
+        .unwrap();
+    settling.await.unwrap().unwrap();
+    let held: Option<String> = redis::cmd("GET").arg(&lease).query(&mut conn).unwrap();
+    assert_eq!(held.as_deref(), Some("the-next-node"));
+}
+
 /// On Redis: a forget that stopped after deleting the sale's records (the
 /// process died before the shoppers' indexes were done) is finished by
 /// the next call.

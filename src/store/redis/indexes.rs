@@ -19,6 +19,7 @@
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
+use rand::distr::{Alphanumeric, SampleString};
 
 use super::codec::{corrupt, flag, millis};
 use super::connection::{timed, Connection};
@@ -89,11 +90,13 @@ impl RedisStore {
             return Ok(());
         };
         let keys = SaleKeys::new(sale);
+        let token = Alphanumeric.sample_string(&mut rand::rng(), 16);
         let mut check = self.scripts.settle_sale.key(keys.sale());
         check
             .key(keys.settling())
             .arg(millis(SETTLE_LEASE))
-            .arg(closes);
+            .arg(closes)
+            .arg(&token);
         let verdict: String =
             redis::from_redis_value(self.run("settle_sale", &check).await?).map_err(corrupt)?;
         match verdict.as_str() {
@@ -111,11 +114,12 @@ impl RedisStore {
             other => return Err(corrupt(format!("unknown settle verdict {other}"))),
         }
         // Given back whether the work was done or failed midway (a retry
-        // then redoes it at once); a crash leaves it to expire.
+        // then redoes it at once), unless it expired meanwhile and another
+        // node holds it now; a crash leaves it to expire.
         let listed = self.list_for_shoppers_then_settle(sale, &keys).await;
-        let mut done = redis::cmd("DEL");
-        done.arg(keys.settling());
-        let released = timed("settle_sale", done.query_async(&mut self.conn.clone())).await;
+        let mut release = self.scripts.release_settle.key(keys.settling());
+        release.arg(&token);
+        let released = self.run("release_settle", &release).await.map(drop);
         listed.and(released)
     }
 
