@@ -53,7 +53,8 @@
 --                            the sale's round, across its items
 -- KEYS[14] fs:{campaign}:holds  hash: shopper -> units held in the campaign
 -- and each reservation is checked against both limits right after the
--- sale's own per-user limit (round first): 'round_limit_exceeded',
+-- sale's own per-user limit and the shopper's cancels and expiries
+-- (round first): 'round_limit_exceeded',
 -- 'campaign_limit_exceeded'. An ordinary sale pays one length check.
 -- ARGV[1] the most orders a shopper may cancel in one sale; ARGV[2] the
 -- most they may let expire; ARGV[3] the number of requests n; then three

@@ -409,8 +409,8 @@ pub struct Config {
 
     /// Most WeChat Pay closes of held orders (unpaid past their deadline)
     /// in flight at once on this node; they run beside the order service's
-    /// passes, and an order past the bound waits for a place, up to half
-    /// its hold (two WeChat Pay timeouts), then for a later pass.
+    /// passes, and an order past the bound waits for a place, up to a
+    /// quarter of its hold (one WeChat Pay timeout), then for a later pass.
     #[arg(long, env = "FLASHSALE_WECHATPAY_CLOSE_CONCURRENCY", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub wechatpay_close_concurrency: u64,

@@ -48,8 +48,8 @@ pub enum Mail {
     Registered,
     /// The store's view of the sale right after a merchant's change.
     SaleUpdated(SaleView),
-    /// An order gave units back (cancelled), or (none) the shopper's
-    /// allowance came back: stock is on sale again, the shopper free.
+    /// An order gave units back (cancelled, expired, refunded with
+    /// restock): stock is on sale again, the shopper free.
     StockReturned { shopper: ShopperId, quantity: i64 },
 }
 

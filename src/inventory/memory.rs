@@ -29,7 +29,10 @@
 //! one, a request without a token (or with a used one) that memory finds
 //! over the limit or sold out is told `limit_exceeded` / `sold_out` where
 //! the store would say `purchase_token_required` (`purchase_token_used`):
-//! a refusal either way, under another code.
+//! a refusal either way, under another code. Likewise a shopper past
+//! their cancels or expiries in the sale (which memory does not count) is
+//! told `sold_out` when memory knows the sale sold out, where the store
+//! would say `unpaid_limit_exceeded`.
 //!
 //! Memory only ever errs towards asking the store, never towards a wrong
 //! refusal:

@@ -148,14 +148,15 @@ impl Orders {
     /// when it was paid first, or could not be closed yet (then it is due
     /// again after its backoff). The close waits for a place among the
     /// closes in flight ([`CloseSettings::in_flight_max`]); an order still
-    /// without one after half its hold is left to the pass that takes it
-    /// again once its hold runs out (the other half leaves a close and a
-    /// query their time).
+    /// without one after a quarter of its hold is left to the pass that
+    /// takes it again once its hold runs out (the rest of the hold leaves
+    /// a close, a query and the store's steps their time, so no other node
+    /// takes the order meanwhile).
     async fn close_then_expire(&self, order: &Order) -> Result<Option<Order>, StoreError> {
         let Some(closer) = &self.closer else {
             return self.store.expire_order(&order.id).await;
         };
-        let waited = tokio::time::timeout(closer.settings.hold / 2, closer.places.acquire()).await;
+        let waited = tokio::time::timeout(closer.settings.hold / 4, closer.places.acquire()).await;
         let Ok(Ok(_place)) = waited else {
             tracing::warn!(order = %order.id,
                 "no place among the WeChat Pay closes in flight; the order waits out its hold");
@@ -392,15 +393,12 @@ impl Orders {
     /// Expires the sale's unpaid orders past their deadline (store clock),
     /// a reserve call's orders at once, until `limit` orders were looked at
     /// (see [`Store::expire_due`]); their units are on sale again. Those with a
-    /// WeChat Pay order are held, and closed first in a task of their own,
-    /// up to [`CloseSettings::in_flight_max`] at once, so a slow WeChat Pay
-    /// delays no other step: closed, they expire; paid first, they are
-    /// paid; WeChat Pay unreachable, they stay held and are tried again
-    /// after their backoff (see [`Orders::close_then_expire`]). Answers the
-    /// step: `expired` the orders it expired (those closed later are
-    /// announced by their task). Without WeChat Pay, held orders (a prepay
-    /// id recorded under another configuration) expire within the step,
-    /// and a store error there is answered once the rest is announced.
+    /// WeChat Pay order are held, and closed first in a task beside the
+    /// order service's passes, so a slow WeChat Pay delays no other step
+    /// (see [`Orders::close_then_expire`]): closed, each expires and is
+    /// announced on its own; paid first, it is paid; WeChat Pay unreachable,
+    /// it stays held and is tried again after its backoff. Answers the
+    /// step: `expired` the orders it expired itself.
     pub async fn expire_due(
         self: &Arc<Self>,
         sale: &SaleId,
@@ -410,40 +408,31 @@ impl Orders {
             .closer
             .as_ref()
             .map_or(HOLD_WITHOUT_CLOSER, |closer| closer.settings.hold);
-        let mut step = self.store.expire_due(sale, limit, hold).await?;
-        if self.closer.is_none() {
-            let (expired, failure) = self.expire_held(&step.held).await;
-            step.expired.extend(expired);
-            self.returned(sale, &step.expired).await;
-            return failure.map_or(Ok(step), Err);
-        }
+        let step = self.store.expire_due(sale, limit, hold).await?;
         self.returned(sale, &step.expired).await;
         if !step.held.is_empty() {
             let (orders, sale, held) = (Arc::clone(self), sale.clone(), step.held.clone());
             tokio::spawn(async move {
-                let (expired, failure) = orders.expire_held(&held).await;
-                orders.returned(&sale, &expired).await;
-                if let Some(err) = failure {
-                    tracing::warn!(%sale, error = %err,
-                        "cannot expire a closed order; it stays held and is tried again");
-                }
+                join_all(
+                    held.iter()
+                        .map(|order| orders.close_then_announce(&sale, order)),
+                )
+                .await;
             });
         }
         Ok(step)
     }
 
-    /// Closes then expires each held order, all at once: those expired,
-    /// and a store error of any (that order stays held).
-    async fn expire_held(&self, held: &[Order]) -> (Vec<Order>, Option<StoreError>) {
-        let mut expired = Vec::new();
-        let mut failure = None;
-        for closed in join_all(held.iter().map(|order| self.close_then_expire(order))).await {
-            match closed {
-                Ok(order) => expired.extend(order),
-                Err(err) => failure = Some(err),
-            }
+    /// Closes then expires one held order, announcing it once expired. A
+    /// store call that fails leaves the order held: a later pass takes it
+    /// again once its hold runs out.
+    async fn close_then_announce(&self, sale: &SaleId, order: &Order) {
+        match self.close_then_expire(order).await {
+            Ok(Some(expired)) => self.returned(sale, std::slice::from_ref(&expired)).await,
+            Ok(None) => {}
+            Err(err) => tracing::warn!(%sale, order = %order.id, error = %err,
+                "cannot finish the held order's close in the store; it stays held"),
         }
-        (expired, failure)
     }
 
     /// Announces orders expired: their units are on sale again.

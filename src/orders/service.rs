@@ -100,7 +100,8 @@ pub struct Outcome {
     /// Reservations taken over from a consumer that stopped acknowledging
     /// (every order of each stream entry taken over).
     pub reclaimed: usize,
-    /// Orders expired (their stock returned).
+    /// Orders the expiry steps expired (their stock returned); those held
+    /// for their WeChat Pay close expire later, in a task of their own.
     pub expired: usize,
     /// Orders of due payment deadline entries passed over, paid or
     /// cancelled already (see [`crate::store::Expiry::passed_over`]).

@@ -30,14 +30,14 @@ use crate::domain::{
 /// The most orders one shopper may cancel in one sale, unless the store is
 /// built with another bound (`FLASHSALE_CANCELS_PER_SHOPPER_MAX`). A
 /// shopper at the bound can neither cancel (`Conflict`) nor reserve
-/// (`limit_exceeded`) in that sale again, so reserve-and-cancel cannot
+/// (`unpaid_limit_exceeded`) in that sale again, so reserve-and-cancel cannot
 /// repeat without end and the shopper's order list stays short.
 pub const CANCELS_PER_SHOPPER_DEFAULT: i64 = 10;
 
 /// The most orders one shopper may let expire unpaid in one sale, unless
 /// the store is built with another bound
 /// (`FLASHSALE_EXPIRIES_PER_SHOPPER_MAX`). A shopper at the bound reserves
-/// no more in that sale (`limit_exceeded`), so reserve-and-wait cannot
+/// no more in that sale (`unpaid_limit_exceeded`), so reserve-and-wait cannot
 /// repeat without end either.
 pub const EXPIRIES_PER_SHOPPER_DEFAULT: i64 = 10;
 

@@ -472,8 +472,8 @@ async fn a_failed_expiry_after_a_close_still_returns_the_other_units() {
 /// A held order's close runs beside the order service's passes: while
 /// WeChat Pay stalls one sale's closes (past no timeout of this test's
 /// length), another sale's unpaid order still expires. With one close
-/// allowed in flight, the second held order waits out its hold: one close
-/// call in all.
+/// allowed in flight, the second held order waits for a place (past this
+/// test's length): one close call in all.
 async fn a_stalled_close_holds_up_no_other_sale(backend: Backend) {
     let wx = WeChatPayServer::start().await;
     let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {

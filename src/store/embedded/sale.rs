@@ -187,7 +187,7 @@ impl SaleRecord {
     /// [`Store::reserve`](crate::store::Store::reserve)); a new order's id joins `made` (the orders
     /// the stream entry of this reserve call will carry). A shopper who
     /// cancelled, or let expire, the most orders `bounds` allow is refused
-    /// `limit_exceeded`.
+    /// `unpaid_limit_exceeded`.
     pub fn reserve(
         &mut self,
         request: &ReserveRequest,
