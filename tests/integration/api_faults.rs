@@ -14,10 +14,13 @@ use std::sync::Arc;
 
 use flashsale::clock::ManualClock;
 use flashsale::config::Config;
+use flashsale::config::RedisDurability;
 use flashsale::domain::OrderAsk;
-use flashsale::domain::{system_now, Quantity, Rejection, Sale, SaleId, SaleState, ShopperId};
+use flashsale::domain::{
+    system_now, Quantity, Rejection, Sale, SaleId, SaleState, ShopperId, StockReturn,
+};
 use flashsale::inventory::{ActorSettings, Inventory, InventoryError};
-use flashsale::store::{EmbeddedStore, Store, StoreError};
+use flashsale::store::{EmbeddedStore, RedisStore, RedisTarget, Store, StoreError};
 use flashsale::Application;
 
 use crate::support::{
@@ -169,6 +172,74 @@ async fn cluster_refusal(setting: &str, value: &str) -> String {
     let last = cluster.nodes().last().expect("nodes");
     last.config_set(setting, value);
     refusal(cluster.urls().join(","), true).await
+}
+
+/// Goal: a node hears other nodes' stock returns while the first Redis
+/// Cluster node it was given is down: its subscription moves on to the
+/// next node. Method: two stores on a 3-node Cluster; the listener is given
+/// first a node that does not serve the channel's slot (announcements are
+/// published there), which is then killed; the other store announces a
+/// return until the listener's handler hears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_returns_are_heard_past_a_cluster_node_that_is_down() {
+    let mut cluster = RedisCluster::start();
+    // The channel's slot is served by the node that answers a read of its
+    // name; the others answer MOVED.
+    let serves_channel = |node: &RedisServer| {
+        redis::cmd("GET")
+            .arg("fs:stock_returns")
+            .query::<Option<String>>(&mut node.connection())
+            .is_ok()
+    };
+    let doomed = (0..3)
+        .find(|at| !serves_channel(&cluster.nodes()[*at]))
+        .unwrap();
+    let mut urls = cluster.urls();
+    urls.rotate_left(doomed);
+    let connect = |urls: Vec<String>| async move {
+        RedisStore::connect(
+            &RedisTarget::Cluster(urls),
+            Duration::from_millis(300),
+            RedisDurability::Always,
+        )
+        .await
+        .unwrap()
+    };
+    let listener = Arc::new(connect(urls.clone()).await);
+    let announcer = connect(cluster.urls()).await;
+    cluster.kill_node(doomed);
+
+    let (heard, mut returns) = tokio::sync::mpsc::unbounded_channel();
+    let watching = tokio::spawn({
+        let listener = Arc::clone(&listener);
+        async move {
+            listener
+                .watch_stock_returns(Box::new(move |returned| drop(heard.send(returned))))
+                .await
+        }
+    });
+    let returned = StockReturn {
+        sale_id: SaleId::generate(),
+        shopper_id: ShopperId::parse("ann").unwrap(),
+        quantity: 1,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = announcer
+            .announce_stock_returns(std::slice::from_ref(&returned))
+            .await;
+        if let Ok(Some(got)) =
+            tokio::time::timeout(Duration::from_millis(200), returns.recv()).await
+        {
+            assert_eq!(got, returned);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no return heard past the node that is down"
+        );
+    }
+    watching.abort();
 }
 
 /// Goal: an actor retires once idle for `idle_stop` (not before), leaves the

@@ -261,6 +261,12 @@ impl RedisCluster {
         &self.nodes
     }
 
+    /// Stops node `at` (its slots go unserved: this cluster has no
+    /// replicas).
+    pub fn kill_node(&mut self, at: usize) {
+        self.nodes[at].kill();
+    }
+
     /// The node URLs, comma-separated, as `FLASHSALE_REDIS_URL` takes them.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -88,21 +89,54 @@ impl ConnectionLike for Connection {
     }
 }
 
-/// The connection that sits subscribed to the stock-return channel, taken
-/// from a deadpool-redis pool bounded to one: however often the
-/// subscription fails and is made again, a node holds at most one such
-/// connection. A subscribed connection answers nothing else, so it is never
-/// the multiplexed connection the hot path pipelines through. deadpool-redis
-/// pools multiplexed connections, which receive pub/sub messages as RESP3
-/// pushes: the pool's connections speak RESP3 and push to `pushes`.
+/// The connection that sits subscribed to the stock-return channel, on one
+/// node at a time: a Cluster forwards every `PUBLISH` to every node, so
+/// each subscription made again (after a failure) goes to the next
+/// configured node, and a node that is down is passed by. Each node's is
+/// taken from a deadpool-redis pool bounded to one, and only one is
+/// subscribed at a time, so a node holds at most one such connection. A
+/// subscribed connection answers nothing else, so it is never the
+/// multiplexed connection the hot path pipelines through.
 pub(super) struct Subscriber {
+    nodes: Vec<SubscriberNode>,
+    /// The node the next subscription goes to (modulo their number).
+    next: AtomicUsize,
+}
+
+/// One node's subscription connection. deadpool-redis pools multiplexed
+/// connections, which receive pub/sub messages as RESP3 pushes: the pool's
+/// connections speak RESP3 and push to `pushes`.
+struct SubscriberNode {
     pool: Pool,
     pushes: Mutex<mpsc::UnboundedReceiver<PushInfo>>,
 }
 
 impl Subscriber {
-    /// A subscriber to the node at `url` (not connected yet); `timeout`
-    /// bounds its connect and its commands.
+    /// A subscriber to the nodes at `urls`, the first one first (not
+    /// connected yet); `timeout` bounds each connect and command.
+    fn new<'a>(
+        urls: impl IntoIterator<Item = &'a String>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let nodes = urls
+            .into_iter()
+            .map(|url| SubscriberNode::new(url, timeout))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(!nodes.is_empty(), "no Redis URL");
+        Ok(Self {
+            nodes,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The node the next subscription goes to.
+    fn next_node(&self) -> &SubscriberNode {
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
+        &self.nodes[at]
+    }
+}
+
+impl SubscriberNode {
     fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
         let info = url
             .into_connection_info()
@@ -176,14 +210,14 @@ impl RedisStore {
                 )
             }
         };
-        let first_url = match target {
-            RedisTarget::Standalone(url) => url,
-            RedisTarget::Cluster(urls) => urls.first().context("no Redis Cluster URL")?,
+        let urls = match target {
+            RedisTarget::Standalone(url) => std::slice::from_ref(url),
+            RedisTarget::Cluster(urls) => urls.as_slice(),
         };
         let store = Self {
             conn,
             scripts: Scripts::new(),
-            subscriber: Subscriber::new(first_url, timeout)?,
+            subscriber: Subscriber::new(urls, timeout)?,
             node: Alphanumeric.sample_string(&mut rand::rng(), 16),
             timeout,
             shopper_bounds: ShopperBounds::default(),
@@ -330,14 +364,16 @@ impl RedisStore {
         }
     }
 
-    /// Subscribes to the stock-return channel and hands every other node's
-    /// announcement to `handler` until the connection fails.
+    /// Subscribes to the stock-return channel on the next node and hands
+    /// every other engine node's announcement to `handler` until the
+    /// connection fails.
     pub(super) async fn listen_for_returns(
         &self,
         handler: &StockReturnHandler,
     ) -> anyhow::Result<()> {
-        let mut pushes = self.subscriber.pushes.lock().await;
-        let mut conn = self.subscriber.pool.get().await?;
+        let node = self.subscriber.next_node();
+        let mut pushes = node.pushes.lock().await;
+        let mut conn = node.pool.get().await?;
         conn.subscribe(STOCK_RETURNS_CHANNEL).await?;
         while let Some(push) = pushes.recv().await {
             match push.kind {

@@ -58,8 +58,8 @@ use super::ShopperBounds;
 pub struct RedisStore {
     conn: Connection,
     scripts: Scripts,
-    /// The pub/sub subscription's connection, to the first node (Redis
-    /// Cluster forwards PUBLISH to every node).
+    /// The pub/sub subscription's connection, to one node at a time
+    /// (Redis Cluster forwards PUBLISH to every node).
     subscriber: Subscriber,
     /// This process's name in announcements, to skip its own.
     node: String,
