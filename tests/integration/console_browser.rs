@@ -705,6 +705,54 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     );
     assert_eq!(moved["rounds"].as_array().unwrap().len(), 3, "{moved}");
     assert_eq!(moved["rounds"][2]["items"][1]["stats"]["stock_total"], 4);
+
+    // Before the start, the terms: a list price under the seckill price
+    // refused at its field, then the gloves' prices in every round, and
+    // the campaign's title and limit in all.
+    let terms = format!("#item-terms-{gloves}");
+    page.type_into(&format!("{terms} [name=original_price_cents]"), "100")
+        .await;
+    page.click(&format!("{terms} button[type=submit]")).await;
+    let refused = page
+        .text_of(&format!("{terms} [data-error-for~=original_price_cents]"))
+        .await;
+    assert_eq!(
+        refused,
+        "original_price_cents: must not be below price_cents"
+    );
+    page.type_into(&format!("{terms} [name=original_price_cents]"), "49900")
+        .await;
+    page.type_into(&format!("{terms} [name=price_cents]"), "24900")
+        .await;
+    page.click(&format!("{terms} button[type=submit]")).await;
+    let after_move = moved["version"].as_i64().unwrap();
+    let at_version = |version: i64| {
+        format!(
+            "return document.querySelector('#campaign-title') \
+               && document.body.textContent.includes('version {version}');"
+        )
+    };
+    page.until("the item's new prices", &at_version(after_move + 1))
+        .await;
+    page.type_into("#campaign-terms [name=title]", "12.12 renamed")
+        .await;
+    page.type_into("#campaign-terms [name=per_user_limit_total]", "3")
+        .await;
+    page.click("#campaign-terms button[type=submit]").await;
+    page.until("the campaign's new terms", &at_version(after_move + 2))
+        .await;
+    let renamed = app.campaign(&made_id).await;
+    assert_eq!(renamed["title"], "12.12 renamed");
+    assert_eq!(renamed["per_user_limit_total"], 3);
+    for round in renamed["rounds"].as_array().unwrap() {
+        let gloves = &round["items"][1];
+        assert_eq!(
+            (&gloves["price_cents"], &gloves["original_price_cents"]),
+            (&json!(24900), &json!(49900)),
+            "{renamed}"
+        );
+    }
+    assert_eq!(page.text_of("#campaign-title").await, "12.12 renamed");
     page.screenshot("16-campaign-changed").await;
 
     // A sale with a waiting room, scheduled from the form: a rate of 0 is

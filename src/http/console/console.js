@@ -803,6 +803,42 @@ async function showCampaign(id) {
           h('tr', { class: 'totals', 'data-round-totals': r.number },
             h('td', {}, 'Round total'), h('td'), h('td'), ...countCells(r.totals)))));
   }
+  /** Before the first round starts (the API refuses it after): the
+   *  campaign's title and limits, and each item's title, prices and limit,
+   *  each form a PATCH of what it shows. */
+  function terms(campaign) {
+    const number = (value) => h('input', { type: 'number', min: 1, step: 1, value });
+    const campaignTerms = patchForm('campaign-terms', h('div', { class: 'row' },
+      field('Title', 'title', h('input', { type: 'text', value: campaign.title })),
+      field('Limit per shopper per round', 'per_user_limit_per_round',
+        number(campaign.per_user_limit_per_round)),
+      field('Limit per shopper in all', 'per_user_limit_total',
+        number(campaign.per_user_limit_total ?? ''), 'empty: none')),
+    'Change the campaign', (elements) => ({
+      title: elements.title.value,
+      per_user_limit_per_round: Number(elements.per_user_limit_per_round.value),
+      per_user_limit_total: elements.per_user_limit_total.value === ''
+        ? null : Number(elements.per_user_limit_total.value),
+    }), campaign.version);
+    const itemTerms = campaign.rounds[0].items.map((item) => patchForm(`item-terms-${item.number}`,
+      h('div', { class: 'row' },
+        field(`Item ${item.number} (${item.sku}): title`, 'title',
+          h('input', { type: 'text', value: item.title })),
+        field('Seckill price (cents)', 'price_cents', number(item.price_cents)),
+        field('List price (cents)', 'original_price_cents', number(item.original_price_cents)),
+        field('Limit per shopper', 'per_user_limit', number(item.per_user_limit))),
+      'Change the item', (elements) => ({
+        items: [{
+          number: item.number,
+          title: elements.title.value,
+          price_cents: Number(elements.price_cents.value),
+          original_price_cents: Number(elements.original_price_cents.value),
+          per_user_limit: Number(elements.per_user_limit.value),
+        }],
+      }), campaign.version));
+    return h('section', { class: 'card', id: 'campaign-terms-card' },
+      h('h3', {}, 'Before the start'), campaignTerms, ...itemTerms);
+  }
   /** The campaign's changes beyond a round: each item's stock in every
    *  round not yet ended, and, before the first round starts (the API
    *  refuses it after), a round added after the last. */
@@ -845,6 +881,7 @@ async function showCampaign(id) {
         h('div', { class: 'row' }, cancel),
         outcome),
       changes(campaign),
+      campaign.rounds[0].status === 'upcoming' && terms(campaign),
       campaign.rounds.map((r) => round(campaign, r)));
   }
   replace(view, body);
