@@ -351,7 +351,8 @@ pub struct Config {
     pub payments: Option<PaymentMode>,
 
     /// WeChat Pay's platform public key(s), which sign notifications and
-    /// API answers: one PEM file (used whatever serial a message names), or
+    /// API answers: one PEM file (an RSA public key, or a platform
+    /// certificate; used whatever serial a message names), or
     /// a directory of `<serial>.pem` files (a platform certificate's serial
     /// or a `PUB_KEY_ID_...`), re-read when a message names a serial not
     /// loaded and the directory changed: add the new key there to rotate.

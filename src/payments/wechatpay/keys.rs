@@ -25,6 +25,8 @@ use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use rsa::signature::{SignatureEncoding, Signer, Verifier};
 use sha2::Sha256;
+use x509_cert::der::{DecodePem, Encode};
+use x509_cert::Certificate;
 
 use super::notify::NotifyError;
 use super::WeChatPayConfigError;
@@ -76,8 +78,8 @@ impl std::fmt::Debug for PlatformKeys {
 }
 
 impl PlatformKeys {
-    /// One key for every serial, from its PEM (SPKI "BEGIN PUBLIC KEY" or
-    /// PKCS#1 "BEGIN RSA PUBLIC KEY").
+    /// One key for every serial, from its PEM (SPKI "BEGIN PUBLIC KEY",
+    /// PKCS#1 "BEGIN RSA PUBLIC KEY", or a "BEGIN CERTIFICATE").
     pub fn single(pem: &str) -> Result<Self, WeChatPayConfigError> {
         Ok(Self {
             directory: None,
@@ -210,7 +212,15 @@ fn read_directory(directory: &Path) -> Result<Loaded, WeChatPayConfigError> {
     Ok(Loaded::BySerial { keys, modified })
 }
 
+/// A platform key from its PEM: an RSA public key (SPKI or PKCS#1), or a
+/// platform certificate (`wechatpay_<serial>.pem` as WeChat Pay hands it
+/// out), whose subject public key it is. A certificate's validity and
+/// chain are not checked: like a bare key, the file is what the merchant
+/// chose to trust.
 fn public_key(pem: &str) -> Result<VerifyingKey<Sha256>, WeChatPayConfigError> {
+    if pem.trim_start().starts_with("-----BEGIN CERTIFICATE-----") {
+        return certificate_key(pem).map_err(WeChatPayConfigError::PlatformKey);
+    }
     VerifyingKey::<Sha256>::from_public_key_pem(pem)
         .map_err(|err| err.to_string())
         .or_else(|spki_err| {
@@ -219,6 +229,19 @@ fn public_key(pem: &str) -> Result<VerifyingKey<Sha256>, WeChatPayConfigError> {
                 .map_err(|_| spki_err)
         })
         .map_err(WeChatPayConfigError::PlatformKey)
+}
+
+/// The subject public key of an X.509 certificate's PEM.
+fn certificate_key(pem: &str) -> Result<VerifyingKey<Sha256>, String> {
+    let certificate =
+        Certificate::from_pem(pem).map_err(|err| format!("not an X.509 certificate: {err}"))?;
+    let spki = certificate
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(|err| err.to_string())?;
+    VerifyingKey::<Sha256>::from_public_key_der(&spki)
+        .map_err(|err| format!("the certificate's key is not an RSA key: {err}"))
 }
 
 fn required<'a>(value: Option<&'a str>, name: &'static str) -> Result<&'a str, NotifyError> {
@@ -277,6 +300,29 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_700_000_000;
+
+    #[test]
+    fn a_platform_certificate_stands_for_its_public_key() {
+        // A self-signed certificate and its key as `openssl x509 -pubkey`
+        // gives it.
+        let certificate = include_str!("testdata/platform_cert.pem");
+        let from_certificate = public_key(certificate).expect("a certificate's key");
+        let from_key = public_key(include_str!("testdata/platform_cert_public_key.pem"))
+            .expect("the bare key");
+        assert_eq!(from_certificate.as_ref(), from_key.as_ref());
+        let keys = PlatformKeys::single(certificate).expect("a certificate file");
+        assert!(matches!(&*keys.loaded.read(), Loaded::Any(_)));
+        for broken in [
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "-----BEGIN CERTIFICATE-----\n",
+        ] {
+            let err = public_key(broken).expect_err("not a certificate");
+            assert!(
+                matches!(&err, WeChatPayConfigError::PlatformKey(why) if why.contains("X.509")),
+                "{err:?}"
+            );
+        }
+    }
 
     static KEYS: LazyLock<[rsa::PrivateKey; 2]> = LazyLock::new(|| {
         [0, 1].map(|_| rsa::PrivateKey::new(&mut getrandom::SysRng, 2048).expect("RSA key"))

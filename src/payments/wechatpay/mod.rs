@@ -28,8 +28,9 @@ pub struct WeChatPay {
 /// Why WeChat Pay cannot be used with the configuration given.
 #[derive(Debug, thiserror::Error)]
 pub enum WeChatPayConfigError {
-    /// A platform key is not an RSA public key PEM (SPKI or PKCS#1), or
-    /// the key file or directory cannot be read.
+    /// A platform key is not an RSA public key PEM (SPKI or PKCS#1) nor
+    /// an X.509 certificate of one, or the key file or directory cannot be
+    /// read.
     #[error("WeChat Pay platform key: {0}")]
     PlatformKey(String),
     /// The merchant API key is not an RSA private key PEM (PKCS#8 or
