@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::{CAMPAIGN_ITEMS_MAX, CAMPAIGN_ROUNDS_MAX};
-use super::sale::{check_text, CURRENCY_DEFAULT, PAYMENT_TIMEOUT_SECS_DEFAULT};
+use super::sale::{check_text, CURRENCY_DEFAULT, PAYMENT_TIMEOUT_SECS_DEFAULT, TITLE_LEN_MAX};
 use super::{
     parse_rfc3339_ms, Admission, CampaignId, InvalidField, Millis, Sale, SaleId, SaleRules,
     SaleState, QUANTITY_MAX,
@@ -131,7 +131,6 @@ impl NewCampaign {
         now: Millis,
         rules: &SaleRules,
     ) -> Result<Campaign, InvalidField> {
-        check_text("title", &self.title, 200)?;
         check_size((self.rounds.len(), self.items.len()), (0, 0))?;
         let rounds = self
             .rounds
@@ -254,6 +253,7 @@ impl Campaign {
     /// Checks the rules a campaign keeps whatever made it (a new one, or a
     /// merchant's change): and every sale it makes is a valid sale.
     pub fn validate(&self, rules: &SaleRules) -> Result<(), InvalidField> {
+        check_text("title", &self.title, TITLE_LEN_MAX)?;
         if !(1..=QUANTITY_MAX).contains(&self.limits.per_round) {
             return Err(InvalidField::new(
                 "per_user_limit_per_round",

@@ -10,7 +10,7 @@ use super::{
 };
 
 const SKU_LEN_MAX: usize = 64;
-const TITLE_LEN_MAX: usize = 200;
+pub(super) const TITLE_LEN_MAX: usize = 200;
 /// 100 million in major units: keeps `price × quantity` exact in a Lua number.
 const PRICE_CENTS_MAX: i64 = 10_000_000_000;
 const STOCK_TOTAL_MAX: i64 = 1_000_000_000;

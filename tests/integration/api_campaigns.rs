@@ -441,6 +441,8 @@ async fn an_upcoming_campaign_changes_in_every_way(backend: Backend) {
             "original_price_cents",
         ),
         (json!({"colour": "red"}), "colour"),
+        (json!({"title": " "}), "title"),
+        (json!({"title": "x".repeat(201)}), "title"),
         (json!({"rounds": [{"number": "x"}]}), "number"),
         (json!({"remove_items": [0, 1, 3]}), "1 to 50 items"),
         (json!({"remove_rounds": [0, 2]}), "1 to 24 rounds"),

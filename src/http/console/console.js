@@ -808,6 +808,8 @@ async function showCampaign(id) {
    *  each form a PATCH of what it shows. */
   function terms(campaign) {
     const number = (value) => h('input', { type: 'number', min: 1, step: 1, value });
+    // An emptied box sends nothing: that term stays as it is.
+    const given = (input) => (input.value === '' ? undefined : Number(input.value));
     const campaignTerms = patchForm('campaign-terms', h('div', { class: 'row' },
       field('Title', 'title', h('input', { type: 'text', value: campaign.title })),
       field('Limit per shopper per round', 'per_user_limit_per_round',
@@ -816,9 +818,8 @@ async function showCampaign(id) {
         number(campaign.per_user_limit_total ?? ''), 'empty: none')),
     'Change the campaign', (elements) => ({
       title: elements.title.value,
-      per_user_limit_per_round: Number(elements.per_user_limit_per_round.value),
-      per_user_limit_total: elements.per_user_limit_total.value === ''
-        ? null : Number(elements.per_user_limit_total.value),
+      per_user_limit_per_round: given(elements.per_user_limit_per_round),
+      per_user_limit_total: given(elements.per_user_limit_total) ?? null,
     }), campaign.version);
     const itemTerms = campaign.rounds[0].items.map((item) => patchForm(`item-terms-${item.number}`,
       h('div', { class: 'row' },
@@ -831,9 +832,9 @@ async function showCampaign(id) {
         items: [{
           number: item.number,
           title: elements.title.value,
-          price_cents: Number(elements.price_cents.value),
-          original_price_cents: Number(elements.original_price_cents.value),
-          per_user_limit: Number(elements.per_user_limit.value),
+          price_cents: given(elements.price_cents),
+          original_price_cents: given(elements.original_price_cents),
+          per_user_limit: given(elements.per_user_limit),
         }],
       }), campaign.version));
     return h('section', { class: 'card', id: 'campaign-terms-card' },

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -92,23 +91,26 @@ impl ConnectionLike for Connection {
 /// The connection that sits subscribed to the stock-return channel, on one
 /// node at a time: a Cluster forwards every `PUBLISH` to every node, so
 /// each subscription made again (after a failure) goes to the next
-/// configured node, and a node that is down is passed by. Each node's is
-/// taken from a deadpool-redis pool bounded to one, and only one is
-/// subscribed at a time, so a node holds at most one such connection. A
-/// subscribed connection answers nothing else, so it is never the
-/// multiplexed connection the hot path pipelines through.
+/// configured node, and a node that is down is passed by. Each node's
+/// connection comes from a deadpool-redis pool bounded to one and is taken
+/// out of it for the subscription, closed when the subscription ends
+/// whichever way, and only one subscription is made at a time: a node
+/// holds at most one such connection. A subscribed connection answers
+/// nothing else, so it is never the multiplexed connection the hot path
+/// pipelines through.
 pub(super) struct Subscriber {
-    nodes: Vec<SubscriberNode>,
-    /// The node the next subscription goes to (modulo their number).
-    next: AtomicUsize,
+    pools: Vec<Pool>,
+    /// Held while subscribed, so one subscription at a time.
+    turns: Mutex<Turns>,
 }
 
-/// One node's subscription connection. deadpool-redis pools multiplexed
-/// connections, which receive pub/sub messages as RESP3 pushes: the pool's
-/// connections speak RESP3 and push to `pushes`.
-struct SubscriberNode {
-    pool: Pool,
-    pushes: Mutex<mpsc::UnboundedReceiver<PushInfo>>,
+/// Each node's pushes (deadpool-redis pools multiplexed connections, which
+/// receive pub/sub messages as RESP3 pushes: each pool's connections speak
+/// RESP3 and push to their node's channel), and the node the next
+/// subscription goes to (modulo their number).
+struct Turns {
+    next: usize,
+    pushes: Vec<mpsc::UnboundedReceiver<PushInfo>>,
 }
 
 impl Subscriber {
@@ -118,42 +120,29 @@ impl Subscriber {
         urls: impl IntoIterator<Item = &'a String>,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let nodes = urls
-            .into_iter()
-            .map(|url| SubscriberNode::new(url, timeout))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        anyhow::ensure!(!nodes.is_empty(), "no Redis URL");
+        let (mut pools, mut pushes) = (Vec::new(), Vec::new());
+        for url in urls {
+            let info = url
+                .as_str()
+                .into_connection_info()
+                .with_context(|| format!("invalid Redis URL {}", redact_url(url)))?;
+            let resp3 = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            let (sender, receiver) = mpsc::unbounded_channel();
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_push_sender(sender);
+            let manager = Manager::new_with_config(info.set_redis_settings(resp3), config)?;
+            pools.push(Pool::builder(manager).max_size(1).build()?);
+            pushes.push(receiver);
+        }
+        anyhow::ensure!(!pools.is_empty(), "no Redis URL");
         Ok(Self {
-            nodes,
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    /// The node the next subscription goes to.
-    fn next_node(&self) -> &SubscriberNode {
-        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
-        &self.nodes[at]
-    }
-}
-
-impl SubscriberNode {
-    fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let info = url
-            .into_connection_info()
-            .with_context(|| format!("invalid Redis URL {}", redact_url(url)))?;
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let (sender, pushes) = mpsc::unbounded_channel();
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_push_sender(sender);
-        let manager = Manager::new_with_config(info.set_redis_settings(resp3), config)?;
-        Ok(Self {
-            pool: Pool::builder(manager).max_size(1).build()?,
-            pushes: Mutex::new(pushes),
+            pools,
+            turns: Mutex::new(Turns { next: 0, pushes }),
         })
     }
 }
@@ -371,9 +360,16 @@ impl RedisStore {
         &self,
         handler: &StockReturnHandler,
     ) -> anyhow::Result<()> {
-        let node = self.subscriber.next_node();
-        let mut pushes = node.pushes.lock().await;
-        let mut conn = node.pool.get().await?;
+        let mut turns = self.subscriber.turns.lock().await;
+        let at = turns.next % self.subscriber.pools.len();
+        turns.next = turns.next.wrapping_add(1);
+        let pushes = &mut turns.pushes[at];
+        // What an earlier connection to this node left (its end, messages
+        // nobody read) ends no new subscription.
+        while pushes.try_recv().is_ok() {}
+        // Out of the pool for good: closed when this function returns,
+        // whichever way, so no subscribed connection is left unread.
+        let mut conn = deadpool_redis::Connection::take(self.subscriber.pools[at].get().await?);
         conn.subscribe(STOCK_RETURNS_CHANNEL).await?;
         while let Some(push) = pushes.recv().await {
             match push.kind {
@@ -382,9 +378,6 @@ impl RedisStore {
                 _subscribed => {}
             }
         }
-        // Out of the pool for good: a dead or subscribed connection is
-        // never handed out again.
-        drop(deadpool_redis::Connection::take(conn));
         bail!("the subscription ended")
     }
 

@@ -4,8 +4,8 @@
 //!
 //! - [`connection`]: connecting, checking the server's settings, loading the
 //!   scripts, and running scripts and commands on the one multiplexed
-//!   connection (timed, errors mapped); the pub/sub subscription, on a
-//!   deadpool-redis pool of one.
+//!   connection (timed, errors mapped); the pub/sub subscription, on one
+//!   configured node at a time (a deadpool-redis pool of one per node).
 //! - [`codec`]: how records and replies look in Redis: the sale's fields,
 //!   the order record's `name=value` pairs, the scripts' replies, outbox
 //!   members and stream entries. No I/O.
@@ -32,8 +32,7 @@
 //! - `ZADD`/`ZREM` on a shopper's sales (`fs:shopper_sales:<shopper>`) when
 //!   the order service settles a sale or retention deletes it, and `ZREM`
 //!   on the indexes of sales then: index entries, one key each, in no
-//!   sale's slot (see [`indexes`]); `DEL` of the settling node's lease
-//!   (`lua/settle_sale.lua` takes it); `UNLINK` of the forgotten sale's
+//!   sale's slot (see [`indexes`]); `UNLINK` of the forgotten sale's
 //!   shoppers hash (`fs:{s_id}:shoppers`), which `forget_sale.lua` leaves
 //!   until the shoppers' indexes are done.
 //! - `SCRIPT LOAD` (the script cache, not data). Everything else outside
