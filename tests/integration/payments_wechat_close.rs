@@ -32,6 +32,21 @@ async fn engine(backend: Backend) -> (Harness, WeChatPayServer) {
     (harness, wx)
 }
 
+/// The engine with one WeChat Pay close of a held order in flight at a
+/// time, each call to WeChat Pay timing out after `timeout_ms` (its hold
+/// four times that).
+async fn one_close_at_a_time(backend: Backend, timeout_ms: u64) -> (Harness, WeChatPayServer) {
+    let wx = WeChatPayServer::start().await;
+    let harness = Harness::start_with(backend, |config| {
+        wx.configure(config);
+        config.payment_timeout_min_secs = 1;
+        config.wechatpay_timeout_ms = timeout_ms;
+        config.wechatpay_close_concurrency = 1;
+    })
+    .await;
+    (harness, wx)
+}
+
 /// A live sale of `stock` whose orders must be paid within a second.
 async fn quick_sale(app: &TestApp, stock: i64) -> String {
     let mut sale = live_sale(stock, 1);
@@ -475,14 +490,7 @@ async fn a_failed_expiry_after_a_close_still_returns_the_other_units() {
 /// allowed in flight, the second held order waits for a place (past this
 /// test's length): one close call in all.
 async fn a_stalled_close_holds_up_no_other_sale(backend: Backend) {
-    let wx = WeChatPayServer::start().await;
-    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
-        wx.configure(config);
-        config.payment_timeout_min_secs = 1;
-        config.wechatpay_timeout_ms = 50_000;
-        config.wechatpay_close_concurrency = 1;
-    })
-    .await;
+    let (Harness { app, redis: _redis }, wx) = one_close_at_a_time(backend, 50_000).await;
     let stalled = quick_sale(&app, 5).await;
     let held = [
         prepaid_order(&app, &wx, &stalled, "oAmy").await,
@@ -519,14 +527,7 @@ async fn a_stalled_close_holds_up_no_other_sale(backend: Backend) {
 /// for their hold (80 s here): with one close at a time and WeChat Pay
 /// answering each in 300 ms, both orders expire, one close each.
 async fn held_orders_past_the_bound_wait_for_a_place(backend: Backend) {
-    let wx = WeChatPayServer::start().await;
-    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
-        wx.configure(config);
-        config.payment_timeout_min_secs = 1;
-        config.wechatpay_timeout_ms = 20_000;
-        config.wechatpay_close_concurrency = 1;
-    })
-    .await;
+    let (Harness { app, redis: _redis }, wx) = one_close_at_a_time(backend, 20_000).await;
     let sale = quick_sale(&app, 5).await;
     let held = [
         prepaid_order(&app, &wx, &sale, "oDee").await,
