@@ -9,7 +9,7 @@ import { saleCountdown } from './clock.js';
 
 /** A reminder due this soon is given now: a timer that fires a little
  *  early must not put it off by a whole poll interval. */
-const REMINDER_EARLY_MS = 50;
+export const REMINDER_EARLY_MS = 50;
 
 /**
  * A round's countdown at `serverNowMs` with `msToReminder`: how long until

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import { campaignRounds, createClient, fetchTransport } from '../src/index.js';
+import { REMINDER_EARLY_MS } from '../src/campaign.js';
 import { newShopper, shopperToken, startEngine } from '../testing/engine.js';
 import { recording } from '../testing/proxy.js';
 
@@ -192,7 +193,8 @@ test('watchCampaign reminds of each round once, remind_before_secs before it sta
   const startsAt = Date.parse(campaign.rounds[0].starts_at);
   const bound = c.clock.errorMs + FORMAT_MS;
   assert.ok(sentAt >= startsAt - 5000 - bound, `reminded ${startsAt - sentAt} ms before the start, not before its 5 s`);
-  assert.ok(update.reminders[0].msToStart > 0 && update.reminders[0].msToStart <= 5000, JSON.stringify(update.reminders));
+  // A reminder due within REMINDER_EARLY_MS is given at once (a timer may fire a little early).
+  assert.ok(update.reminders[0].msToStart > 0 && update.reminders[0].msToStart <= 5000 + REMINDER_EARLY_MS, JSON.stringify(update.reminders));
   assert.equal(update.rounds[0].countdown.phase, 'upcoming', 'before the round starts');
   assert.equal(update.rounds[1].countdown.msToReminder > 0, true, 'round 1 counts down to its own');
   assert.equal(update.cached, true, 'the reminder woke the watch within the max-age: the kept page, no request');
