@@ -94,8 +94,8 @@ pub struct Orders {
     closer: Option<Closer>,
 }
 
-/// How long held orders are left alone without a closer (never: they are
-/// expired in the same pass).
+/// How long held orders are left alone without a closer: nothing is
+/// closed, so they expire at once, beside the pass that held them.
 const HOLD_WITHOUT_CLOSER: Duration = Duration::from_secs(1);
 
 impl Orders {
