@@ -124,7 +124,8 @@ pub struct Config {
     pub user_token_cache: u64,
 
     /// Bound on every Redis connect and command, in milliseconds; past it the
-    /// call fails with 503 `unavailable`.
+    /// call fails with 503 `unavailable`. Also how often the stock-return
+    /// subscription PINGs its node.
     #[arg(long, env = "FLASHSALE_STORE_TIMEOUT_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub store_timeout_ms: u64,

@@ -183,41 +183,111 @@ async fn cluster_refusal(setting: &str, value: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_returns_are_heard_past_a_cluster_node_that_is_down() {
     let mut cluster = RedisCluster::start();
-    // The channel's slot is served by the node that answers a read of its
-    // name; the others answer MOVED.
-    let serves_channel = |node: &RedisServer| {
+    let (_, bystander) = channel_nodes(&cluster);
+    let announcer = cluster_store(cluster.urls()).await;
+    let listener = cluster_store(first_of(&cluster, bystander)).await;
+    cluster.kill_node(bystander);
+    let (mut returns, watching) = listen(listener);
+    announce_until_heard(&announcer, &mut returns, "past the node that is down").await;
+    watching.abort();
+}
+
+/// Goal: a node that hangs with the subscription's connection open (no
+/// disconnection ever comes) is passed by too. Method: as above, but the
+/// listener's first node is frozen (SIGSTOP) once a return was heard
+/// through it; the subscription's PING goes unanswered and it moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_returns_are_heard_past_a_cluster_node_that_hangs() {
+    let cluster = RedisCluster::start();
+    let (_, bystander) = channel_nodes(&cluster);
+    let announcer = cluster_store(cluster.urls()).await;
+    let listener = cluster_store(first_of(&cluster, bystander)).await;
+    let (mut returns, watching) = listen(listener);
+    announce_until_heard(&announcer, &mut returns, "through the first node").await;
+    cluster.nodes()[bystander].freeze();
+    announce_until_heard(&announcer, &mut returns, "past the node that hangs").await;
+    watching.abort();
+}
+
+/// Goal: returns are announced while the node serving the channel's slot
+/// (where a Cluster routes `PUBLISH`) is down or hangs: any other node
+/// forwards them. Method: that node is killed, or frozen (SIGSTOP), after
+/// both stores connected; the listener listens on another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_returns_are_announced_past_the_channels_node_that_is_down() {
+    announced_past_the_channels_node(|cluster, serving| cluster.kill_node(serving)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_returns_are_announced_past_the_channels_node_that_hangs() {
+    announced_past_the_channels_node(|cluster, serving| cluster.nodes()[serving].freeze()).await;
+}
+
+async fn announced_past_the_channels_node(fault: impl FnOnce(&mut RedisCluster, usize)) {
+    let mut cluster = RedisCluster::start();
+    let (serving, bystander) = channel_nodes(&cluster);
+    let announcer = cluster_store(cluster.urls()).await;
+    let listener = cluster_store(first_of(&cluster, bystander)).await;
+    let (mut returns, watching) = listen(listener);
+    announce_until_heard(&announcer, &mut returns, "before the fault").await;
+    fault(&mut cluster, serving);
+    announce_until_heard(&announcer, &mut returns, "past the channel's node").await;
+    watching.abort();
+}
+
+/// The node serving the stock-return channel's slot (the one that answers
+/// a read of its name; the others answer MOVED), and another one.
+fn channel_nodes(cluster: &RedisCluster) -> (usize, usize) {
+    let serves_channel = |at: usize| {
         redis::cmd("GET")
             .arg("fs:stock_returns")
-            .query::<Option<String>>(&mut node.connection())
+            .query::<Option<String>>(&mut cluster.nodes()[at].connection())
             .is_ok()
     };
-    let doomed = (0..3)
-        .find(|at| !serves_channel(&cluster.nodes()[*at]))
-        .unwrap();
-    let mut urls = cluster.urls();
-    urls.rotate_left(doomed);
-    let connect = |urls: Vec<String>| async move {
-        RedisStore::connect(
-            &RedisTarget::Cluster(urls),
-            Duration::from_millis(300),
-            RedisDurability::Always,
-        )
-        .await
-        .unwrap()
-    };
-    let listener = Arc::new(connect(urls.clone()).await);
-    let announcer = connect(cluster.urls()).await;
-    cluster.kill_node(doomed);
+    let serving = (0..3).find(|at| serves_channel(*at)).unwrap();
+    (serving, (serving + 1) % 3)
+}
 
-    let (heard, mut returns) = tokio::sync::mpsc::unbounded_channel();
-    let watching = tokio::spawn({
-        let listener = Arc::clone(&listener);
-        async move {
-            listener
-                .watch_stock_returns(Box::new(move |returned| drop(heard.send(returned))))
-                .await
-        }
+/// The cluster's node URLs, node `at` first.
+fn first_of(cluster: &RedisCluster, at: usize) -> Vec<String> {
+    let mut urls = cluster.urls();
+    urls.rotate_left(at);
+    urls
+}
+
+async fn cluster_store(urls: Vec<String>) -> RedisStore {
+    RedisStore::connect(
+        &RedisTarget::Cluster(urls),
+        Duration::from_millis(300),
+        RedisDurability::Always,
+    )
+    .await
+    .unwrap()
+}
+
+/// Watches `listener`'s stock returns: what it hears, and the watch.
+fn listen(
+    listener: RedisStore,
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<StockReturn>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (heard, returns) = tokio::sync::mpsc::unbounded_channel();
+    let watching = tokio::spawn(async move {
+        listener
+            .watch_stock_returns(Box::new(move |returned| drop(heard.send(returned))))
+            .await
     });
+    (returns, watching)
+}
+
+/// Announces one return through `announcer` until it is heard (20 s at
+/// most).
+async fn announce_until_heard(
+    announcer: &RedisStore,
+    returns: &mut tokio::sync::mpsc::UnboundedReceiver<StockReturn>,
+    when: &str,
+) {
     let returned = StockReturn {
         sale_id: SaleId::generate(),
         shopper_id: ShopperId::parse("ann").unwrap(),
@@ -231,15 +301,15 @@ async fn stock_returns_are_heard_past_a_cluster_node_that_is_down() {
         if let Ok(Some(got)) =
             tokio::time::timeout(Duration::from_millis(200), returns.recv()).await
         {
-            assert_eq!(got, returned);
-            break;
+            if got == returned {
+                return;
+            }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no return heard past the node that is down"
+            "no return heard {when}"
         );
     }
-    watching.abort();
 }
 
 /// Goal: an actor retires once idle for `idle_stop` (not before), leaves the

@@ -207,6 +207,17 @@ impl RedisServer {
             .expect("CLIENT PAUSE");
     }
 
+    /// Stops the server's process (SIGSTOP) with its connections left
+    /// open: a node that hangs. Killed as usual when dropped.
+    pub fn freeze(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -STOP {pid}");
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -17,12 +17,13 @@ use deadpool_redis::{Manager, Pool};
 use rand::distr::{Alphanumeric, SampleString};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, Pipeline,
     ProtocolVersion, PushInfo, PushKind, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
 use tokio::sync::{mpsc, Mutex};
+use tokio::time::MissedTickBehavior;
 
 use super::codec::Announcement;
 use super::RedisStore;
@@ -91,12 +92,13 @@ impl ConnectionLike for Connection {
 /// The connection that sits subscribed to the stock-return channel, on one
 /// node at a time: a Cluster forwards every `PUBLISH` to every node, so
 /// each subscription made again (after a failure) goes to the next
-/// configured node, and a node that is down is passed by. Each node's
+/// configured node, and a node that is down, or hangs (a PING each store
+/// timeout goes unanswered), is passed by. Each node's
 /// connection comes from a deadpool-redis pool bounded to one and is taken
 /// out of it for the subscription, closed when the subscription ends
 /// whichever way, and only one subscription is made at a time: a node
-/// holds at most one such connection. A subscribed connection answers
-/// nothing else, so it is never the multiplexed connection the hot path
+/// holds at most one such connection. A subscribed connection carries
+/// nothing but its subscription, so it is never the multiplexed connection the hot path
 /// pipelines through.
 pub(super) struct Subscriber {
     pools: Vec<Pool>,
@@ -355,7 +357,7 @@ impl RedisStore {
 
     /// Subscribes to the stock-return channel on the next node and hands
     /// every other engine node's announcement to `handler` until the
-    /// connection fails.
+    /// connection fails or its node stops answering.
     pub(super) async fn listen_for_returns(
         &self,
         handler: &StockReturnHandler,
@@ -371,14 +373,56 @@ impl RedisStore {
         // whichever way, so no subscribed connection is left unread.
         let mut conn = deadpool_redis::Connection::take(self.subscriber.pools[at].get().await?);
         conn.subscribe(STOCK_RETURNS_CHANNEL).await?;
-        while let Some(push) = pushes.recv().await {
-            match push.kind {
-                PushKind::Message => self.hand_over(&push.data, handler),
-                PushKind::Disconnection => break,
-                _subscribed => {}
+        // A node that hangs with its connection open sends no
+        // disconnection: a PING each `timeout`, answered within the
+        // connection's own response timeout, finds it out.
+        let mut beats =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.timeout, self.timeout);
+        beats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                push = pushes.recv() => {
+                    let Some(push) = push else { break };
+                    match push.kind {
+                        PushKind::Message => self.hand_over(&push.data, handler),
+                        PushKind::Disconnection => break,
+                        _subscribed => {}
+                    }
+                }
+                _ = beats.tick() => {
+                    let _: () = redis::cmd("PING")
+                        .query_async(&mut conn)
+                        .await
+                        .context("the subscribed Redis node stopped answering")?;
+                }
             }
         }
         bail!("the subscription ended")
+    }
+
+    /// Publishes `message` on `channel`. A Cluster routes `PUBLISH` to the
+    /// node serving the channel's slot, yet any node forwards it to every
+    /// other: redis-rs takes another node while that one is disconnected,
+    /// and when it fails to answer (it hangs with its connection open) the
+    /// message is published once more through a node picked at random.
+    pub(super) async fn publish(
+        &self,
+        op: &'static str,
+        channel: &str,
+        message: String,
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(message);
+        let routed = self.query(op, &cmd).await;
+        match &self.conn {
+            Connection::Cluster(conn) if routed.is_err() => {
+                let elsewhere = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                timed(op, conn.clone().route_command(cmd, elsewhere))
+                    .await
+                    .map(drop)
+            }
+            _ => routed,
+        }
     }
 
     /// Hands the returns of one announcement (a message's `[channel,

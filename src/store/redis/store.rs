@@ -1182,9 +1182,8 @@ impl Store for RedisStore {
             returns: returns.to_vec(),
         })
         .map_err(corrupt)?;
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(STOCK_RETURNS_CHANNEL).arg(message);
-        self.query("announce_stock_returns", &cmd).await
+        self.publish("announce_stock_returns", STOCK_RETURNS_CHANNEL, message)
+            .await
     }
 
     async fn watch_stock_returns(&self, handler: StockReturnHandler) {
