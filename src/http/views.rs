@@ -168,6 +168,9 @@ pub struct AdminSaleBody {
     #[serde(flatten)]
     pub sale: SaleBody,
     pub stats: SaleStats,
+    /// The campaign round and item this sale is; `null` for a sale of its
+    /// own. A campaign's sale changes only with its campaign.
+    pub campaign: Option<CampaignSlotBody>,
 }
 
 impl From<&SaleView> for AdminSaleBody {
@@ -175,8 +178,26 @@ impl From<&SaleView> for AdminSaleBody {
         Self {
             sale: view.into(),
             stats: view.stats,
+            campaign: view.sale.id.campaign().map(|slot| CampaignSlotBody {
+                campaign_id: slot.campaign.to_string(),
+                round: slot.round,
+                item: slot.item,
+            }),
         }
     }
+}
+
+/// Where a campaign's sale sits in its campaign.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignSlotBody {
+    #[schema(example = "c_k3v9x2ma")]
+    pub campaign_id: String,
+    /// The round's `number`.
+    #[schema(example = 1)]
+    pub round: u32,
+    /// The item's `number`.
+    #[schema(example = 2)]
+    pub item: u32,
 }
 
 /// One tick of a sale's live feed, the `stats` event of

@@ -69,6 +69,7 @@ async fn upcoming_sales_change_freely_and_cancel(backend: Backend) {
     assert_eq!(changed["stats"]["remaining"], 50);
     assert_eq!(changed["per_user_limit"], 2);
     assert_eq!(changed["status"], "upcoming");
+    assert_eq!(changed["campaign"], Value::Null, "a sale of its own");
 
     let invalid = app
         .admin(

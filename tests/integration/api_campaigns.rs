@@ -67,8 +67,14 @@ async fn a_campaign_is_sales_a_page_and_one_limit(backend: Backend) {
             .unwrap()
             .to_owned()
     };
-    // Each round × item is a real sale.
-    assert_eq!(app.sale(&sale(0, 1)).await["stock_total"], 3);
+    // Each round × item is a real sale, which names its place in the
+    // campaign (round and item numbers are 0-based).
+    let item = app.sale(&sale(1, 1)).await;
+    assert_eq!(item["stock_total"], 4);
+    assert_eq!(
+        item["campaign"],
+        json!({"campaign_id": id, "round": 1, "item": 1})
+    );
 
     let order = app.buy(&sale(0, 0), "ann").await;
     let refused = app.order(&sale(0, 1), "ann", None, None).await;

@@ -15,7 +15,9 @@
 //! and two items is scheduled from its form (a list price below the
 //! seckill price refused first); a sale with a waiting room is scheduled
 //! from the sale form (a rate of 0 refused at its field) and its page
-//! shows the line as shoppers join.
+//! shows the line as shoppers join; before its start, its terms change
+//! from its page and it switches to the race and back; a campaign's sale
+//! shows its place and no form of its own.
 //! Screenshots of each step go to `target/console/`.
 //! `.ci/run` installs `chromium` and `chromium-driver`; without them this
 //! test fails, it does not skip.
@@ -157,6 +159,30 @@ impl Page {
             .execute(&script, vec![json!(value)])
             .await
             .unwrap();
+    }
+
+    /// Picks `value` in a `select`, as the merchant would: its `change`
+    /// event fires.
+    async fn choose(&self, css: &str, value: &str) {
+        let script = format!(
+            "const select = document.querySelector({}); select.value = arguments[0]; \
+             select.dispatchEvent(new Event('change'));",
+            json!(css)
+        );
+        self.browser
+            .execute(&script, vec![json!(value)])
+            .await
+            .unwrap();
+    }
+
+    /// Types `value` into the field `name` of the form `form`, submits it,
+    /// and returns the refusal shown at that field.
+    async fn refused(&self, form: &str, name: &str, value: &str) -> String {
+        self.type_into(&format!("{form} [name={name}]"), value)
+            .await;
+        self.click(&format!("{form} button[type=submit]")).await;
+        self.text_of(&format!("{form} [data-error-for~={name}]"))
+            .await
     }
 
     async fn scroll_to(&self, css: &str) {
@@ -311,11 +337,7 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
 
     // Top up the stock from the form: below what is held is refused at the
     // field; more is taken at once.
-    page.type_into("#stock-form [name=stock_total]", "10").await;
-    page.click("#stock-form button[type=submit]").await;
-    let refused = page
-        .text_of("#stock-form [data-error-for=stock_total]")
-        .await;
+    let refused = page.refused("#stock-form", "stock_total", "10").await;
     assert!(
         refused.starts_with("stock_total cannot go below the 50 units"),
         "{refused}"
@@ -631,13 +653,7 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     let made_id = made["id"].as_str().unwrap().to_owned();
     let gloves = made["rounds"][0]["items"][1]["number"].as_u64().unwrap();
     let stock_form = format!("#item-stock-{gloves}");
-    page.type_into(&format!("{stock_form} [name=stock_per_round]"), "0")
-        .await;
-    page.click(&format!("{stock_form} button[type=submit]"))
-        .await;
-    let refused = page
-        .text_of(&format!("{stock_form} [data-error-for~=stock_per_round]"))
-        .await;
+    let refused = page.refused(&stock_form, "stock_per_round", "0").await;
     assert!(refused.starts_with("stock_per_round: "), "{refused}");
     page.type_into(&format!("{stock_form} [name=stock_per_round]"), "4")
         .await;
@@ -710,12 +726,7 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     // refused at its field, then the gloves' prices in every round, and
     // the campaign's title and limit in all.
     let terms = format!("#item-terms-{gloves}");
-    page.type_into(&format!("{terms} [name=original_price_cents]"), "100")
-        .await;
-    page.click(&format!("{terms} button[type=submit]")).await;
-    let refused = page
-        .text_of(&format!("{terms} [data-error-for~=original_price_cents]"))
-        .await;
+    let refused = page.refused(&terms, "original_price_cents", "100").await;
     assert_eq!(
         refused,
         "original_price_cents: must not be below price_cents"
@@ -769,14 +780,7 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     page.type_into("#field-stock_total", "5").await;
     page.set_value("#field-starts_at", &shanghai_wall(30)).await;
     page.set_value("#field-ends_at", &shanghai_wall(90)).await;
-    page.browser
-        .execute(
-            "const mode = document.getElementById('field-admission_mode'); \
-             mode.value = 'queue'; mode.dispatchEvent(new Event('change'));",
-            vec![],
-        )
-        .await
-        .unwrap();
+    page.choose("#field-admission_mode", "queue").await;
     page.type_into("[name='admission.prequeue_opens_secs']", "3600")
         .await;
     page.type_into("[name='admission.admit_per_sec']", "0")
@@ -820,6 +824,98 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     assert!(settings.contains("200 admitted per second"), "{settings}");
     page.scroll_to("#waiting-room").await;
     page.screenshot("17-waiting-room").await;
+
+    // Before the start, the sale's terms and admission change from its
+    // page: a limit of 0 refused at its field; then the title, the limit
+    // and a switch to the race (the waiting room's panel goes), and back
+    // to the waiting room at another rate (the same seed: the commitment
+    // shown stays the one used).
+    let terms = "#sale-terms-form";
+    let seed = admission["seed_sha256"].clone();
+    page.scroll_to(terms).await;
+    let refused = page.refused(terms, "per_user_limit", "0").await;
+    assert!(
+        refused.starts_with("per_user_limit: must be between 1"),
+        "{refused}"
+    );
+    page.type_into(&format!("{terms} [name=per_user_limit]"), "2")
+        .await;
+    page.type_into(&format!("{terms} [name=title]"), "Pouch, the race")
+        .await;
+    page.choose(&format!("{terms} [name=admission_mode]"), "open")
+        .await;
+    page.click(&format!("{terms} button[type=submit]")).await;
+    page.until(
+        "the sale as a race",
+        "return document.getElementById('sale-title').textContent === 'Pouch, the race' \
+           && document.getElementById('waiting-room').hidden;",
+    )
+    .await;
+    let raced = app.sale(&queued).await;
+    assert_eq!(
+        (
+            &raced["title"],
+            &raced["per_user_limit"],
+            &raced["price_cents"]
+        ),
+        (&json!("Pouch, the race"), &json!(2), &json!(19900)),
+        "{raced}"
+    );
+    assert_eq!(raced["admission"]["mode"], "open", "{raced}");
+    page.choose(&format!("{terms} [name=admission_mode]"), "queue")
+        .await;
+    page.type_into(&format!("{terms} [name='admission.admit_per_sec']"), "300")
+        .await;
+    page.click(&format!("{terms} button[type=submit]")).await;
+    page.until(
+        "the waiting room back",
+        "const s = document.getElementById('waiting-room-settings'); \
+         return s && !document.getElementById('waiting-room').hidden \
+           && s.textContent.includes('300 admitted per second');",
+    )
+    .await;
+    let requeued = app.sale(&queued).await;
+    assert_eq!(requeued["admission"]["mode"], "queue", "{requeued}");
+    assert_eq!(requeued["admission"]["admit_per_sec"], 300, "{requeued}");
+    assert_eq!(requeued["admission"]["seed_sha256"], seed, "{requeued}");
+    assert_eq!(requeued["title"], "Pouch, the race", "{requeued}");
+    page.screenshot("18-sale-terms-changed").await;
+
+    // A campaign's sale names its place and links to its campaign, with
+    // no form of its own: it changes with its campaign.
+    let gloves_sale = renamed["rounds"][0]["items"][1]["sale_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    page.go(&app.address, &format!("#/sales/{gloves_sale}"))
+        .await;
+    let place = page.text_of("#campaign-place").await;
+    assert_eq!(
+        place,
+        format!(
+            "Round {}, item {gloves} of campaign {made_id}: it changes with its campaign.",
+            renamed["rounds"][0]["number"]
+        )
+    );
+    let forms = page
+        .browser
+        .execute(
+            "return document.querySelectorAll('#actions form').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(forms, 0);
+    page.click("#campaign-place a").await;
+    page.until(
+        "the campaign's page",
+        &format!(
+            "return location.hash === '#/campaigns/{made_id}' \
+               && document.getElementById('campaign-title');"
+        ),
+    )
+    .await;
+    page.screenshot("19-campaign-sale").await;
 
     page.browser.close().await.unwrap();
     app.stop().await;

@@ -237,15 +237,38 @@ function typedNumbers(fields, names, prefix = '') {
   return numbers;
 }
 
+/** The admission select and the waiting room's three settings (shown
+ *  for `queue` only), filled from `admission` when given (a sale's view);
+ *  `read(fields)` is the body's `admission`: a box left empty takes the
+ *  API's default. */
+function admissionFields(admission) {
+  const number = (name, placeholder) => h('input',
+    { type: 'number', min: 0, step: 1, placeholder, value: admission?.[name] ?? '' });
+  const queueFields = h('fieldset', { class: 'grid waiting-room-fields' },
+    h('legend', {}, 'Waiting room (empty: the default)'),
+    field('Pre-queue opens (s before the start)', 'admission.prequeue_opens_secs',
+      number('prequeue_opens_secs', 600)),
+    field('Admitted per second', 'admission.admit_per_sec', number('admit_per_sec', 500)),
+    field('An admission lasts (s)', 'admission.token_ttl_secs', number('token_ttl_secs', 60)));
+  const select = h('select', {},
+    h('option', { value: 'open' }, 'open: the race'),
+    h('option', { value: 'queue' }, 'queue: a waiting room'));
+  select.value = admission?.mode ?? 'open';
+  const showQueueFields = () => { queueFields.hidden = select.value !== 'queue'; };
+  select.addEventListener('change', showQueueFields);
+  showQueueFields();
+  const read = (fields) => (fields.admission_mode.value === 'queue'
+    ? { mode: 'queue', ...typedNumbers(fields, ADMISSION_NUMBERS, 'admission.') }
+    : { mode: 'open' });
+  return { mode: field('Admission', 'admission_mode', select), queueFields, read };
+}
+
+const ADMISSION_NUMBERS = ['prequeue_opens_secs', 'admit_per_sec', 'token_ttl_secs'];
+
 function showNewSale() {
   const now = Date.now();
   const input = (type, attrs = {}) => h('input', { type, ...attrs });
-  const number = (placeholder) => input('number', { min: 0, step: 1, placeholder });
-  const waitingRoomFields = h('fieldset', { class: 'grid', id: 'waiting-room-fields' },
-    h('legend', {}, 'Waiting room (empty: the default)'),
-    field('Pre-queue opens (s before the start)', 'admission.prequeue_opens_secs', number(600)),
-    field('Admitted per second', 'admission.admit_per_sec', number(500)),
-    field('An admission lasts (s)', 'admission.token_ttl_secs', number(60)));
+  const admission = admissionFields();
   const form = h('form', { id: 'new-sale-form', novalidate: true },
     h('div', { class: 'grid' },
       field('SKU', 'sku', input('text', { required: true })),
@@ -261,20 +284,11 @@ function showNewSale() {
         input('datetime-local', { value: utcToWall(now + 10 * 60_000, zone()) })),
       field(`Ends (${zone()})`, 'ends_at',
         input('datetime-local', { value: utcToWall(now + 70 * 60_000, zone()) })),
-      h('div', { class: 'field' }, h('label', { class: 'check' },
-        input('checkbox', { name: 'require_purchase_token' }), ' Require a purchase token'),
-      h('p', { class: 'field-error', 'data-error-for': 'require_purchase_token' })),
-      field('Admission', 'admission_mode', h('select', {},
-        h('option', { value: 'open' }, 'open: the race'),
-        h('option', { value: 'queue' }, 'queue: a waiting room')))),
-    waitingRoomFields,
+      purchaseTokenBox(false),
+      admission.mode),
+    admission.queueFields,
     formError(),
     h('button', { type: 'submit' }, 'Schedule'));
-  const showQueueFields = () => {
-    waitingRoomFields.hidden = form.elements.admission_mode.value !== 'queue';
-  };
-  form.elements.admission_mode.addEventListener('change', showQueueFields);
-  showQueueFields();
   onSubmit(form, async (fields) => {
     const body = {
       sku: fields.sku.value,
@@ -283,20 +297,21 @@ function showNewSale() {
       starts_at: wallToUtc(fields.starts_at.value, zone()),
       ends_at: wallToUtc(fields.ends_at.value, zone()),
       require_purchase_token: fields.require_purchase_token.checked,
+      admission: admission.read(fields),
     };
     Object.assign(body, typedNumbers(fields,
       ['price_cents', 'stock_total', 'per_user_limit', 'payment_timeout_secs']));
-    if (fields.admission_mode.value === 'queue') {
-      body.admission = {
-        mode: 'queue',
-        ...typedNumbers(fields, ['prequeue_opens_secs', 'admit_per_sec', 'token_ttl_secs'],
-          'admission.'),
-      };
-    }
     const sale = await call('POST', '/admin/v1/sales', body);
     location.hash = `#/sales/${sale.id}`;
   });
   replace(view, h('section', { class: 'card' }, h('h2', {}, 'Schedule a sale'), form));
+}
+
+function purchaseTokenBox(checked) {
+  return h('div', { class: 'field' }, h('label', { class: 'check' },
+    h('input', { type: 'checkbox', name: 'require_purchase_token', checked }),
+    ' Require a purchase token'),
+  h('p', { class: 'field-error', 'data-error-for': 'require_purchase_token' }));
 }
 
 // ---- one sale, live ------------------------------------------------------
@@ -470,6 +485,15 @@ function confirmButton(id, label, action) {
 function saleActions(id, current, show) {
   const path = `/admin/v1/sales/${encodeURIComponent(id)}`;
   const patch = async (body) => show(await call('PATCH', path, body));
+  const place = current().campaign;
+  if (place) {
+    const section = h('section', { class: 'card', id: 'actions' },
+      h('h3', {}, 'Change the sale'),
+      h('p', { id: 'campaign-place' }, `Round ${place.round}, item ${place.item} of campaign `,
+        h('a', { href: `#/campaigns/${encodeURIComponent(place.campaign_id)}` },
+          place.campaign_id), ': it changes with its campaign.'));
+    return { section, update: () => {} };
+  }
 
   const stock = h('form', { id: 'stock-form', class: 'inline', novalidate: true },
     field('Stock total', 'stock_total', h('input', { type: 'number', min: 1, step: 1 }),
@@ -497,9 +521,11 @@ function saleActions(id, current, show) {
       }
     };
   }
+  const terms = saleTerms(current(), patch);
   const section = h('section', { class: 'card', id: 'actions' },
     h('h3', {}, 'Change the sale'),
     h('div', { class: 'row' }, stock, end),
+    terms,
     h('div', { class: 'row' }, endNow, cancel),
     outcome);
   // What the sale's phase allows: anything before the start (and cancel),
@@ -509,8 +535,55 @@ function saleActions(id, current, show) {
     section.hidden = status === 'ended' || status === 'cancelled';
     endNow.hidden = !open;
     cancel.hidden = status !== 'upcoming';
+    terms.hidden = status !== 'upcoming';
   };
   return { section, update };
+}
+
+/** Before the start (the API refuses it after): the sale's terms and
+ *  admission, filled with the sale as the page read it. A submit sends, as
+ *  one PATCH, only what the merchant changed in the form (a box emptied
+ *  sends nothing); the admission goes whole when any of it changed. */
+function saleTerms(sale, patch) {
+  const number = (value, min) => h('input', { type: 'number', min, step: 1, value });
+  const admission = admissionFields(sale.admission);
+  const form = h('form', { id: 'sale-terms-form', novalidate: true },
+    h('h4', {}, 'Before the start'),
+    h('div', { class: 'grid' },
+      field('Title', 'title', h('input', { type: 'text', value: sale.title })),
+      field('Price (cents)', 'price_cents', number(sale.price_cents, 0)),
+      field('Per-shopper limit', 'per_user_limit', number(sale.per_user_limit, 1)),
+      field('Payment timeout (s)', 'payment_timeout_secs', number(sale.payment_timeout_secs, 1)),
+      field(`Starts (${zone()})`, 'starts_at', h('input',
+        { type: 'datetime-local', value: utcToWall(sale.starts_at, zone()) })),
+      purchaseTokenBox(sale.require_purchase_token),
+      admission.mode),
+    admission.queueFields,
+    formError(),
+    h('button', { type: 'submit' }, 'Change the sale'));
+  const valueOf = (input) => (input.type === 'checkbox' ? input.checked : input.value);
+  const named = () => [...form.elements].filter((input) => input.name);
+  let filled = new Map(named().map((input) => [input.name, valueOf(input)]));
+  onSubmit(form, async (fields) => {
+    const changed = named().filter((input) => valueOf(input) !== filled.get(input.name))
+      .map((input) => input.name);
+    const body = typedNumbers(fields,
+      ['price_cents', 'per_user_limit', 'payment_timeout_secs'].filter((name) =>
+        changed.includes(name)));
+    if (changed.includes('title')) body.title = fields.title.value;
+    if (changed.includes('starts_at')) {
+      body.starts_at = wallToUtc(fields.starts_at.value, zone());
+    }
+    if (changed.includes('require_purchase_token')) {
+      body.require_purchase_token = fields.require_purchase_token.checked;
+    }
+    if (changed.some((name) => name.startsWith('admission'))) {
+      body.admission = admission.read(fields);
+    }
+    await patch(body);
+    filled = new Map(named().map((input) => [input.name, valueOf(input)]));
+  });
+  return form;
 }
 
 function auditPanel(id) {
