@@ -41,6 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sale_events))
         .routes(routes!(queue_stats))
         .routes(routes!(payment_exceptions))
+        .routes(routes!(settle_payment_exception))
         .routes(routes!(get_order))
         .routes(routes!(refund_order))
         .routes(routes!(list_dead_letters))
@@ -65,6 +66,7 @@ error_responses!(
     ];
     CancelSaleErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
     PaymentExceptionsErrors = [Invalid, Unauthorized, Forbidden, Overloaded, Unavailable];
+    SettlePaymentExceptionErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     GetOrderErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     RefundOrderErrors = [
         MalformedBody, Invalid, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
@@ -548,3 +550,41 @@ async fn payment_exceptions(
         next_cursor,
     }))
 }
+
+/// Takes a payment exception the merchant settled by hand (refunded the
+/// shopper, paid the refund another way) off the list, and answers it.
+/// Should WeChat Pay notify that transaction again, it is recorded again:
+/// its money is still not applied to an order.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/payment-exceptions/{transaction_id}",
+    operation_id = "admin_settle_payment_exception",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("transaction_id" = String, Path, description = "The exception's `transaction_id`.")),
+    responses(
+        (status = 200, description = "The exception, now off the list.", body = PaymentExceptionBody),
+        SettlePaymentExceptionErrors,
+    )
+)]
+async fn settle_payment_exception(
+    admin: Admin,
+    State(state): State<AppState>,
+    ApiPath(transaction_id): ApiPath<String>,
+) -> Result<Json<PaymentExceptionBody>, ApiError> {
+    // Longer than any id WeChat Pay sends: it names no exception.
+    if transaction_id.len() > TRANSACTION_ID_LEN_MAX {
+        return Err(ApiError::NotFound("payment exception not found".into()));
+    }
+    let exception = state.payments.settle_exception(&transaction_id).await?;
+    admin.audit(
+        "settle_payment_exception",
+        &exception.out_trade_no,
+        &format!("transaction {transaction_id}"),
+    );
+    Ok(Json((&exception).into()))
+}
+
+/// Longest transaction id the settle route looks up (WeChat Pay's are 32
+/// characters; a refund's exception may be named by its `out_refund_no`).
+const TRANSACTION_ID_LEN_MAX: usize = 128;

@@ -643,14 +643,15 @@ pub struct Admin {
 
 impl Admin {
     /// Writes the audit line of an admin change: who (the admin token,
-    /// from this address), what, on which sale; the log line carries when.
-    pub fn audit(&self, action: &'static str, sale: &impl std::fmt::Display, detail: &str) {
+    /// from this address), what, on what (a sale, a campaign, or a settled
+    /// payment exception's `out_trade_no`); the log line carries when.
+    pub fn audit(&self, action: &'static str, subject: &impl std::fmt::Display, detail: &str) {
         tracing::info!(
             target: "flashsale::audit",
             who = "admin",
             from = %self.from.map_or_else(|| "unknown".to_owned(), |from| from.to_string()),
             action,
-            %sale,
+            %subject,
             detail,
             at = %Timestamp(system_now()),
             "admin change"

@@ -502,6 +502,18 @@ impl Payments {
         self.store.payment_exceptions().await
     }
 
+    /// Takes a payment exception the merchant settled by hand off the
+    /// list, and answers it.
+    pub async fn settle_exception(
+        &self,
+        transaction_id: &str,
+    ) -> Result<PaymentException, StoreError> {
+        self.store
+            .settle_payment_exception(transaction_id)
+            .await?
+            .ok_or(StoreError::NotFound("payment exception"))
+    }
+
     /// Pays the shopper's own order at once (simulated payments only).
     pub async fn pay_simulated(
         &self,

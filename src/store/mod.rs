@@ -743,6 +743,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every payment exception, newest first.
     async fn payment_exceptions(&self) -> Result<Vec<PaymentException>, StoreError>;
+
+    /// Takes the payment exception of `transaction_id` off the list (the
+    /// merchant settled it by hand) and answers it; `None` when there is
+    /// none. A later record of that transaction is kept again.
+    async fn settle_payment_exception(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Option<PaymentException>, StoreError>;
 }
 
 /// The one sale of a batch of reservations.

@@ -125,6 +125,7 @@ pub struct Scripts {
     pub redrive_dead_letters: LuaScript,
     pub audit_sale: LuaScript,
     pub record_payment_exception: LuaScript,
+    pub settle_payment_exception: LuaScript,
     pub open_sales: LuaScript,
     pub settle_sale: LuaScript,
     pub release_settle: LuaScript,
@@ -166,6 +167,7 @@ impl Scripts {
             redrive_dead_letters: script!("redrive_dead_letters"),
             audit_sale: script!("audit_sale"),
             record_payment_exception: script!("record_payment_exception"),
+            settle_payment_exception: script!("settle_payment_exception"),
             open_sales: script!("open_sales"),
             settle_sale: script!("settle_sale"),
             release_settle: script!("release_settle"),
@@ -176,7 +178,7 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 36] {
+    fn all(&self) -> [&LuaScript; 37] {
         [
             &self.index_sale,
             &self.create_sale,
@@ -208,6 +210,7 @@ impl Scripts {
             &self.redrive_dead_letters,
             &self.audit_sale,
             &self.record_payment_exception,
+            &self.settle_payment_exception,
             &self.open_sales,
             &self.settle_sale,
             &self.release_settle,

@@ -950,7 +950,8 @@ async fn the_largest_amount_is_exact(backend: Backend) {
 
 /// A payment exception is kept once per transaction (the first record
 /// stays), stamped with the store's clock, and listed newest first; any
-/// text the provider sent as the order id is kept as sent.
+/// text the provider sent as the order id is kept as sent. Settling one
+/// takes it off the list once.
 async fn payment_exceptions_are_kept_once_per_transaction(backend: Backend) {
     let Subject {
         store,
@@ -984,6 +985,17 @@ async fn payment_exceptions_are_kept_once_per_transaction(backend: Backend) {
         "the first record of a transaction stays"
     );
     assert!(listed.iter().all(|kept| kept.recorded_at >= before - 1_000));
+
+    // Settled by hand: taken off once, as it was listed; recorded again
+    // if the provider sends it again.
+    let settled = store.settle_payment_exception("tx-1").await.unwrap();
+    assert_eq!(settled.as_ref(), Some(&listed[1]));
+    assert_eq!(store.settle_payment_exception("tx-1").await.unwrap(), None);
+    assert_eq!(store.settle_payment_exception("tx-9").await.unwrap(), None);
+    let left = store.payment_exceptions().await.unwrap();
+    assert_eq!(left, listed[..1]);
+    assert!(store.record_payment_exception(&repeat).await.unwrap());
+    assert_eq!(store.payment_exceptions().await.unwrap().len(), 2);
 }
 
 /// A prepay id is kept once on an unpaid order (a second one answers the

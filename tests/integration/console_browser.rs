@@ -213,18 +213,26 @@ fn shanghai_wall(minutes: i64) -> String {
     at.format("%Y-%m-%dT%H:%M").to_string()
 }
 
+impl Page {
+    /// A headless Chromium page of `driver`'s, its screenshots saved in
+    /// `target/console/`.
+    async fn open(driver: &ChromeDriver) -> Self {
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console");
+        std::fs::create_dir_all(&shots).unwrap();
+        Self {
+            browser: driver.browser().await,
+            shots,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     let mut config = test_config();
     config.console_events_ms = 250;
     let app = TestApp::spawn_with(config).await;
     let driver = ChromeDriver::start().await;
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console");
-    std::fs::create_dir_all(&shots).unwrap();
-    let page = Page {
-        browser: driver.browser().await,
-        shots,
-    };
+    let page = Page::open(&driver).await;
 
     // Sign in: a wrong token is refused with the API's message.
     page.go(&app.address, "").await;
@@ -919,4 +927,46 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
 
     page.browser.close().await.unwrap();
     app.stop().await;
+}
+
+/// Goal: a merchant takes a payment exception they settled off the list
+/// from the console. Method: an engine with WeChat Pay (the stand-in) is
+/// notified of a payment of the wrong amount; on the console's page of
+/// payment exceptions, *Settled* pressed twice takes its row away, and
+/// the API lists it no more.
+#[tokio::test]
+async fn a_settled_payment_exception_leaves_the_console() {
+    let (harness, sim, _server) =
+        crate::payments_wechat::wechat_engine(crate::support::Backend::Embedded).await;
+    let app = &harness.app;
+    let (_, order) = crate::payments_wechat::sale_with_order(app, 5, "console-payer").await;
+    let wrong = sim.payment(&order, 1);
+    crate::payments_wechat::assert_acknowledged(crate::payments_wechat::notify(app, &wrong).await)
+        .await;
+    let driver = ChromeDriver::start().await;
+    let page = Page::open(&driver).await;
+    page.go(&app.address, "").await;
+    page.type_into("#token", ADMIN_TOKEN).await;
+    page.click("#sign-in-form button[type=submit]").await;
+    page.go(&app.address, "#/payment-exceptions").await;
+    let row = page.text_of("#payment-exceptions tbody tr").await;
+    assert!(row.starts_with("amount_mismatch"), "{row}");
+    assert!(row.contains(&order), "{row}");
+    page.screenshot("pe-01-listed").await;
+    page.click("#payment-exceptions tbody tr button").await;
+    page.click("#payment-exceptions tbody tr button").await;
+    page.until(
+        "the row gone",
+        "return document.querySelectorAll('#payment-exceptions tbody tr').length === 0;",
+    )
+    .await;
+    let listed = app
+        .admin(reqwest::Method::GET, "/admin/v1/payment-exceptions", None)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(listed["exceptions"], json!([]), "{listed}");
+    page.screenshot("pe-02-settled").await;
+    page.browser.close().await.unwrap();
 }

@@ -534,7 +534,7 @@ impl TestApp {
         request.send().await.expect("order request")
     }
 
-    async fn shopper(&self, method: reqwest::Method, shopper: &str, path: &str) -> Response {
+    pub async fn shopper(&self, method: reqwest::Method, shopper: &str, path: &str) -> Response {
         self.client
             .request(method, self.url(path))
             .bearer_auth(token(shopper))

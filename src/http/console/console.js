@@ -1076,21 +1076,39 @@ function showNewCampaign() {
 async function showPaymentExceptions() {
   const body = h('div');
   const failed = (err) => replace(body, h('p', { class: 'bad' }, err.message));
-  const listing = paged('/admin/v1/payment-exceptions', 'exceptions', (e) => h('tr', {},
-    h('td', {}, e.kind), h('td', {}, e.transaction_id), h('td', {}, e.out_trade_no),
-    h('td', { class: 'num' }, money(e.amount_cents, e.currency)),
-    h('td', {}, when(e.recorded_at))), failed);
+  /** A row, and its button that takes the exception off the list once the
+   *  merchant settled it (a second press confirms). */
+  const row = (e) => {
+    const outcome = h('span', { class: 'field-error' });
+    const tr = h('tr', { 'data-transaction': e.transaction_id },
+      h('td', {}, e.kind), h('td', {}, e.transaction_id), h('td', {}, e.out_trade_no),
+      h('td', { class: 'num' }, money(e.amount_cents, e.currency)),
+      h('td', {}, when(e.recorded_at)),
+      h('td', {}, confirmButton(null, 'Settled', async () => {
+        outcome.textContent = '';
+        try {
+          await call('DELETE',
+            `/admin/v1/payment-exceptions/${encodeURIComponent(e.transaction_id)}`);
+          tr.remove();
+        } catch (err) {
+          if (!signedOut(err)) outcome.textContent = err.message;
+        }
+      }), outcome));
+    return tr;
+  };
+  const listing = paged('/admin/v1/payment-exceptions', 'exceptions', row, failed);
   replace(view, h('section', { class: 'card' }, h('h2', {}, 'Payment exceptions'),
     h('p', { class: 'muted' }, 'Verified payments the engine could not apply (an amount that '
       + 'differs from the order\'s, or no such order) and refunds WeChat Pay could not pay '
-      + 'back (abnormal) or closed unpaid: settle them with the shopper.'),
+      + 'back (abnormal) or closed unpaid: settle them with the shopper, then mark them '
+      + 'settled to take them off this list.'),
     body));
   try {
     const exceptions = await listing.reload();
     replace(body, exceptions.length === 0 ? h('p', { class: 'muted' }, 'None.')
       : [h('table', { id: 'payment-exceptions' },
         h('thead', {}, h('tr', {}, ['Kind', 'Transaction', 'Order (out_trade_no)', 'Amount',
-          `Recorded (${zone()})`].map((t) => h('th', {}, t)))),
+          `Recorded (${zone()})`, ''].map((t) => h('th', {}, t)))),
         listing.rows), listing.more]);
   } catch (err) {
     if (!signedOut(err)) failed(err);

@@ -752,4 +752,11 @@ impl Store for EmbeddedStore {
         sort_exceptions_newest_first(&mut exceptions);
         Ok(exceptions)
     }
+
+    async fn settle_payment_exception(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Option<PaymentException>, StoreError> {
+        Ok(self.payment_exceptions.lock().remove(transaction_id))
+    }
 }

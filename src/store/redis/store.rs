@@ -1223,6 +1223,23 @@ impl Store for RedisStore {
         sort_exceptions_newest_first(&mut exceptions);
         Ok(exceptions)
     }
+
+    async fn settle_payment_exception(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Option<PaymentException>, StoreError> {
+        let mut invocation = self
+            .scripts
+            .settle_payment_exception
+            .key(PAYMENT_EXCEPTIONS);
+        invocation.arg(transaction_id);
+        let record: Option<String> =
+            redis::from_redis_value(self.run("settle_payment_exception", &invocation).await?)
+                .map_err(corrupt)?;
+        record
+            .map(|record| exception_from_record(transaction_id.to_owned(), &record))
+            .transpose()
+    }
 }
 
 impl RedisStore {
