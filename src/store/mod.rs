@@ -741,12 +741,13 @@ pub trait Store: Send + Sync + 'static {
         exception: &PaymentException,
     ) -> Result<bool, StoreError>;
 
-    /// Every payment exception, newest first.
+    /// Every payment exception not settled, newest first.
     async fn payment_exceptions(&self) -> Result<Vec<PaymentException>, StoreError>;
 
-    /// Takes the payment exception of `transaction_id` off the list (the
-    /// merchant settled it by hand) and answers it; `None` when there is
-    /// none. A later record of that transaction is kept again.
+    /// Marks the payment exception of `transaction_id` settled (the
+    /// merchant settled it by hand): it leaves the list, and a repeat of
+    /// that transaction is not recorded again. Answers it as it was
+    /// listed; `None` when there is none not settled.
     async fn settle_payment_exception(
         &self,
         transaction_id: &str,

@@ -178,10 +178,10 @@ impl Page {
     /// Types `value` into the field `name` of the form `form`, submits it,
     /// and returns the refusal shown at that field.
     async fn refused(&self, form: &str, name: &str, value: &str) -> String {
-        self.type_into(&format!("{form} [name={name}]"), value)
+        self.type_into(&format!("{form} [name='{name}']"), value)
             .await;
         self.click(&format!("{form} button[type=submit]")).await;
-        self.text_of(&format!("{form} [data-error-for~={name}]"))
+        self.text_of(&format!("{form} [data-error-for~='{name}']"))
             .await
     }
 
@@ -323,6 +323,15 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
         clock.starts_with("ends in "),
         "by the store's clock: {clock}"
     );
+    let terms_hidden = page
+        .browser
+        .execute(
+            "return document.getElementById('sale-terms-form').hidden;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(terms_hidden, true, "a live sale's terms do not change");
     for shopper in 0..50 {
         app.buy(&sale, &format!("console-shopper-{shopper}")).await;
     }
@@ -757,12 +766,30 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
         .await;
     page.type_into("#campaign-terms [name=per_user_limit_total]", "3")
         .await;
+    page.type_into("#campaign-terms [name=payment_timeout_secs]", "600")
+        .await;
+    page.click("#campaign-terms [name=require_purchase_token]")
+        .await;
+    // No webhook here: a reminder is refused at its field.
+    let refused = page
+        .refused("#campaign-terms", "remind_before_secs", "120")
+        .await;
+    assert!(
+        refused.starts_with("remind_before_secs: reminders go to the merchant's webhook"),
+        "{refused}"
+    );
+    page.type_into("#campaign-terms [name=remind_before_secs]", "")
+        .await;
     page.click("#campaign-terms button[type=submit]").await;
     page.until("the campaign's new terms", &at_version(after_move + 2))
         .await;
     let renamed = app.campaign(&made_id).await;
     assert_eq!(renamed["title"], "12.12 renamed");
     assert_eq!(renamed["per_user_limit_total"], 3);
+    assert_eq!(renamed["payment_timeout_secs"], 600);
+    assert_eq!(renamed["remind_before_secs"], Value::Null);
+    assert_eq!(renamed["require_purchase_token"], true);
+    assert_eq!(renamed["currency"], "CNY");
     for round in renamed["rounds"].as_array().unwrap() {
         let gloves = &round["items"][1];
         assert_eq!(
@@ -841,6 +868,16 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     let terms = "#sale-terms-form";
     let seed = admission["seed_sha256"].clone();
     page.scroll_to(terms).await;
+    // Changed elsewhere after the page read the sale: the console's
+    // change keeps it, as it sends only what the merchant changed.
+    let elsewhere = app
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/admin/v1/sales/{queued}"),
+            Some(json!({"price_cents": 18800})),
+        )
+        .await;
+    assert_eq!(elsewhere.status(), StatusCode::OK);
     let refused = page.refused(terms, "per_user_limit", "0").await;
     assert!(
         refused.starts_with("per_user_limit: must be between 1"),
@@ -866,10 +903,14 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
             &raced["per_user_limit"],
             &raced["price_cents"]
         ),
-        (&json!("Pouch, the race"), &json!(2), &json!(19900)),
+        (&json!("Pouch, the race"), &json!(2), &json!(18800)),
         "{raced}"
     );
     assert_eq!(raced["admission"]["mode"], "open", "{raced}");
+    assert_eq!(
+        raced["admission"]["admit_per_sec"], 200,
+        "the race keeps the waiting room's settings: {raced}"
+    );
     page.choose(&format!("{terms} [name=admission_mode]"), "queue")
         .await;
     page.type_into(&format!("{terms} [name='admission.admit_per_sec']"), "300")
@@ -885,6 +926,10 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     let requeued = app.sale(&queued).await;
     assert_eq!(requeued["admission"]["mode"], "queue", "{requeued}");
     assert_eq!(requeued["admission"]["admit_per_sec"], 300, "{requeued}");
+    assert_eq!(
+        requeued["admission"]["prequeue_opens_secs"], 3600,
+        "{requeued}"
+    );
     assert_eq!(requeued["admission"]["seed_sha256"], seed, "{requeued}");
     assert_eq!(requeued["title"], "Pouch, the race", "{requeued}");
     page.screenshot("18-sale-terms-changed").await;

@@ -257,10 +257,17 @@ function admissionFields(admission) {
   const showQueueFields = () => { queueFields.hidden = select.value !== 'queue'; };
   select.addEventListener('change', showQueueFields);
   showQueueFields();
-  const read = (fields) => (fields.admission_mode.value === 'queue'
-    ? { mode: 'queue', ...typedNumbers(fields, ADMISSION_NUMBERS, 'admission.') }
-    : { mode: 'open' });
-  return { mode: field('Admission', 'admission_mode', select), queueFields, read };
+  // The settings go in either mode: a sale switched to the race keeps them
+  // for a switch back.
+  const read = (fields) => ({
+    mode: fields.admission_mode.value,
+    ...typedNumbers(fields, ADMISSION_NUMBERS, 'admission.'),
+  });
+  const mode = field('Admission', 'admission_mode', select);
+  // What the API says of the admission as a whole is shown here.
+  mode.querySelector('[data-error-for]').dataset.errorFor =
+    'admission_mode admission.mode admission';
+  return { mode, queueFields, read };
 }
 
 const ADMISSION_NUMBERS = ['prequeue_opens_secs', 'admit_per_sec', 'token_ttl_secs'];
@@ -542,8 +549,10 @@ function saleActions(id, current, show) {
 
 /** Before the start (the API refuses it after): the sale's terms and
  *  admission, filled with the sale as the page read it. A submit sends, as
- *  one PATCH, only what the merchant changed in the form (a box emptied
- *  sends nothing); the admission goes whole when any of it changed. */
+ *  one PATCH, only what the merchant changed in the form (an emptied number
+ *  box sends nothing; an emptied text is refused by the API at its field);
+ *  the admission goes whole when any of it changed (an emptied setting:
+ *  the API's default). */
 function saleTerms(sale, patch) {
   const number = (value, min) => h('input', { type: 'number', min, step: 1, value });
   const admission = admissionFields(sale.admission);
@@ -580,7 +589,7 @@ function saleTerms(sale, patch) {
     if (changed.some((name) => name.startsWith('admission'))) {
       body.admission = admission.read(fields);
     }
-    await patch(body);
+    if (changed.length > 0) await patch(body);
     filled = new Map(named().map((input) => [input.name, valueOf(input)]));
   });
   return form;
@@ -877,22 +886,32 @@ async function showCampaign(id) {
             h('td', {}, 'Round total'), h('td'), h('td'), ...countCells(r.totals)))));
   }
   /** Before the first round starts (the API refuses it after): the
-   *  campaign's title and limits, and each item's title, prices and limit,
-   *  each form a PATCH of what it shows. */
+   *  campaign's terms, and each item's title, prices and limit, each form
+   *  a PATCH of what it shows; an item removed (a second press confirms). */
   function terms(campaign) {
     const number = (value) => h('input', { type: 'number', min: 1, step: 1, value });
     // An emptied box sends nothing: that term stays as it is.
     const given = (input) => (input.value === '' ? undefined : Number(input.value));
     const campaignTerms = patchForm('campaign-terms', h('div', { class: 'row' },
       field('Title', 'title', h('input', { type: 'text', value: campaign.title })),
+      field('Currency', 'currency',
+        h('input', { type: 'text', maxlength: 3, value: campaign.currency })),
       field('Limit per shopper per round', 'per_user_limit_per_round',
         number(campaign.per_user_limit_per_round)),
       field('Limit per shopper in all', 'per_user_limit_total',
-        number(campaign.per_user_limit_total ?? ''), 'empty: none')),
+        number(campaign.per_user_limit_total ?? ''), 'empty: none'),
+      field('Payment timeout (s)', 'payment_timeout_secs', number(campaign.payment_timeout_secs)),
+      field('Remind the webhook (s before each round)', 'remind_before_secs',
+        number(campaign.remind_before_secs ?? ''), 'empty: no reminder'),
+      purchaseTokenBox(campaign.require_purchase_token)),
     'Change the campaign', (elements) => ({
       title: elements.title.value,
+      currency: elements.currency.value,
       per_user_limit_per_round: given(elements.per_user_limit_per_round),
       per_user_limit_total: given(elements.per_user_limit_total) ?? null,
+      payment_timeout_secs: given(elements.payment_timeout_secs),
+      remind_before_secs: given(elements.remind_before_secs) ?? null,
+      require_purchase_token: elements.require_purchase_token.checked,
     }), campaign.version);
     const itemTerms = campaign.rounds[0].items.map((item) => patchForm(`item-terms-${item.number}`,
       h('div', { class: 'row' },
@@ -1034,9 +1053,7 @@ function showNewCampaign() {
         input('number', { value: 900, min: 1, step: 1 })),
       field('Remind the webhook (s before each round)', 'remind_before_secs',
         input('number', { min: 1, step: 1 }), 'empty: no reminder'),
-      h('div', { class: 'field' }, h('label', { class: 'check' },
-        input('checkbox', { name: 'require_purchase_token' }), ' Require a purchase token'),
-      h('p', { class: 'field-error', 'data-error-for': 'require_purchase_token' }))),
+      purchaseTokenBox(false)),
     h('h3', {}, 'Rounds'), rounds.section,
     h('h3', {}, 'Items (each round sells every item)'), items.section,
     formError(),

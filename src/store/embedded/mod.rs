@@ -45,11 +45,16 @@ use crate::domain::{
     SaleChange, SaleId, SaleRecords, SaleStep, SaleView, ShopperId, StockReturn,
 };
 
+/// Whether the merchant settled a payment exception by hand.
+struct Settled(bool);
+
 pub struct EmbeddedStore {
     sales: DashMap<SaleId, Arc<Mutex<SaleRecord>>>,
     campaigns: DashMap<CampaignId, Arc<CampaignEntry>>,
-    /// Verified payments that could not be applied, by transaction id.
-    payment_exceptions: Mutex<HashMap<String, PaymentException>>,
+    /// Verified payments that could not be applied, by transaction id, and
+    /// whether the merchant settled each (kept, so a repeat of the same
+    /// transaction is not recorded again).
+    payment_exceptions: Mutex<HashMap<String, (PaymentException, Settled)>>,
     /// What one shopper may leave unpaid in one sale.
     shopper_bounds: ShopperBounds,
 }
@@ -742,13 +747,18 @@ impl Store for EmbeddedStore {
             recorded_at: system_now(),
             ..exception.clone()
         };
-        exceptions.insert(exception.transaction_id.clone(), recorded);
+        exceptions.insert(exception.transaction_id.clone(), (recorded, Settled(false)));
         Ok(true)
     }
 
     async fn payment_exceptions(&self) -> Result<Vec<PaymentException>, StoreError> {
-        let mut exceptions: Vec<PaymentException> =
-            self.payment_exceptions.lock().values().cloned().collect();
+        let mut exceptions: Vec<PaymentException> = self
+            .payment_exceptions
+            .lock()
+            .values()
+            .filter(|(_, settled)| !settled.0)
+            .map(|(exception, _)| exception.clone())
+            .collect();
         sort_exceptions_newest_first(&mut exceptions);
         Ok(exceptions)
     }
@@ -757,6 +767,13 @@ impl Store for EmbeddedStore {
         &self,
         transaction_id: &str,
     ) -> Result<Option<PaymentException>, StoreError> {
-        Ok(self.payment_exceptions.lock().remove(transaction_id))
+        let mut exceptions = self.payment_exceptions.lock();
+        Ok(exceptions
+            .get_mut(transaction_id)
+            .filter(|(_, settled)| !settled.0)
+            .map(|(exception, settled)| {
+                settled.0 = true;
+                exception.clone()
+            }))
     }
 }

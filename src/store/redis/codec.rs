@@ -51,7 +51,23 @@ pub(super) fn exception_record(exception: &PaymentException) -> String {
     serde_json::to_string(&record).unwrap_or_default()
 }
 
-/// A stored payment exception of `transaction_id`.
+/// A stored payment exception of `transaction_id`; `None` once the
+/// merchant settled it (`lua/settle_payment_exception.lua` marks it).
+pub(super) fn open_exception_from_record(
+    transaction_id: String,
+    stored: &str,
+) -> Result<Option<PaymentException>, StoreError> {
+    if stored.starts_with(SETTLED) {
+        return Ok(None);
+    }
+    exception_from_record(transaction_id, stored).map(Some)
+}
+
+/// How `lua/settle_payment_exception.lua` marks a settled exception's
+/// record.
+const SETTLED: &str = "settled:";
+
+/// A stored payment exception of `transaction_id`, not settled.
 pub(super) fn exception_from_record(
     transaction_id: String,
     stored: &str,

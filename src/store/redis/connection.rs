@@ -98,7 +98,7 @@ impl ConnectionLike for Connection {
 /// out of it for the subscription, closed when the subscription ends
 /// whichever way, and only one subscription is made at a time: a node
 /// holds at most one such connection. A subscribed connection carries
-/// nothing but its subscription, so it is never the multiplexed connection the hot path
+/// nothing but its subscription and PINGs, so it is never the multiplexed connection the hot path
 /// pipelines through.
 pub(super) struct Subscriber {
     pools: Vec<Pool>,
@@ -390,10 +390,16 @@ impl RedisStore {
                     }
                 }
                 _ = beats.tick() => {
-                    let _: () = redis::cmd("PING")
-                        .query_async(&mut conn)
-                        .await
-                        .context("the subscribed Redis node stopped answering")?;
+                    let answered: RedisResult<()> = redis::cmd("PING").query_async(&mut conn).await;
+                    if let Err(err) = answered {
+                        // What came while the PING waited is still heard.
+                        while let Ok(push) = pushes.try_recv() {
+                            if push.kind == PushKind::Message {
+                                self.hand_over(&push.data, handler);
+                            }
+                        }
+                        return Err(err).context("the subscribed Redis node stopped answering");
+                    }
                 }
             }
         }

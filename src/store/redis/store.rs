@@ -14,9 +14,9 @@ use smol_str::SmolStr;
 
 use super::codec::{
     admin_outcome, corrupt, dead_letter, delivery_member, exception_from_record, exception_record,
-    flag, millis, order_from_fields, order_from_record, order_ids, parse_errand, record_fields,
-    sale_fields, shopper_entry, stream_entries, view_from_snapshot, Announcement, OrderTerms,
-    Reply,
+    flag, millis, open_exception_from_record, order_from_fields, order_from_record, order_ids,
+    parse_errand, record_fields, sale_fields, shopper_entry, stream_entries, view_from_snapshot,
+    Announcement, OrderTerms, Reply,
 };
 use super::connection::{timed, unavailable};
 use super::RedisStore;
@@ -1218,7 +1218,9 @@ impl Store for RedisStore {
         let records: HashMap<String, String> = self.query("payment_exceptions", &cmd).await?;
         let mut exceptions = records
             .into_iter()
-            .map(|(transaction, record)| exception_from_record(transaction, &record))
+            .filter_map(|(transaction, record)| {
+                open_exception_from_record(transaction, &record).transpose()
+            })
             .collect::<Result<Vec<_>, _>>()?;
         sort_exceptions_newest_first(&mut exceptions);
         Ok(exceptions)
