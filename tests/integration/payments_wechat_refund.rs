@@ -477,7 +477,88 @@ async fn refusals(backend: Backend) {
     app.assert_audit_clean(&sale).await;
 }
 
+/// WeChat Pay's own refusal of a refund call (signed, say `NOT_ENOUGH`
+/// while the merchant's balance is short) makes it a dead letter of its
+/// sale and a payment exception (`refund_refused`, the order's amount),
+/// which outlives the sale's retention; re-driven once the balance is
+/// back, it is refunded. An unsigned refusal (a proxy, anyone on the
+/// path) is not believed: the refund is tried again and made by itself
+/// once WeChat Pay answers.
+async fn a_refused_refund_is_kept_for_the_merchant(backend: Backend) {
+    let (app, _redis, wx, _) = engine(backend).await;
+    let sale = app.create_sale(live_sale(3, 1)).await;
+    let refused = paid_order(&app, &wx, &sale, "oJon").await;
+    let unsigned = paid_order(&app, &wx, &sale, "oKit").await;
+    let dead_letters = async || {
+        let letters: Value = app
+            .admin(
+                Method::GET,
+                &format!("/admin/v1/sales/{sale}/dead-letters"),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        letters["dead_letters"].as_array().unwrap().clone()
+    };
+
+    wx.behave(Behaviour::Refuse("NOT_ENOUGH"));
+    assert_eq!(refund(&app, &refused, None).await.status(), StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while payment_exceptions(&app).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        payment_exceptions(&app).await,
+        [(refused.clone(), "refund_refused".to_owned())]
+    );
+    let letters = dead_letters().await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["order_id"], refused.as_str());
+    assert_eq!(letters[0]["event"], "wechatpay.refund");
+    let listed: Value = app
+        .admin(Method::GET, "/admin/v1/payment-exceptions", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["exceptions"][0]["amount_cents"], PRICE, "{listed}");
+
+    wx.behave(Behaviour::RefuseUnsigned("NOT_ENOUGH"));
+    let calls = refund_calls(&wx);
+    assert_eq!(refund(&app, &unsigned, None).await.status(), StatusCode::OK);
+    eventually("the unsigned refusal is tried again", || {
+        refund_calls(&wx) >= calls + 3
+    })
+    .await;
+    assert_eq!(dead_letters().await.len(), 1, "not a dead letter");
+    assert_eq!(payment_exceptions(&app).await.len(), 1);
+
+    wx.behave(Behaviour::Normal);
+    let redriven = app
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/sales/{sale}/dead-letters/redrive"),
+            None,
+        )
+        .await;
+    assert_eq!(redriven.status(), StatusCode::OK);
+    eventually("both refunds reach WeChat Pay", || {
+        !refunds_of(&wx, &refused).is_empty() && !refunds_of(&wx, &unsigned).is_empty()
+    })
+    .await;
+    for id in [&refused, &unsigned] {
+        let settled = wx.settle_refund(&format!("{id}-refund"), "SUCCESS");
+        assert_acknowledged(notify(&app, &settled).await).await;
+        order_becomes(&app, id, "refunded").await;
+    }
+    app.assert_audit_clean(&sale).await;
+}
+
 on_both_stores!(
+    a_refused_refund_is_kept_for_the_merchant,
     a_late_payment_is_refunded_by_itself,
     a_refund_waits_out_wechatpay_errors_and_is_made_once,
     a_lost_answer_is_queried_without_a_second_refund,
