@@ -79,9 +79,36 @@ enum CancelFailure {
 struct Closer {
     payments: Arc<Payments>,
     settings: CloseSettings,
-    failures: Mutex<HashMap<OrderId, u32>>,
+    failures: Mutex<CloseFailures>,
     /// One permit per close of a held order in flight.
     places: Semaphore,
+}
+
+/// Each held order's failed closes on this node. An order paid or closed
+/// on another node after a failed close here is never closed here again:
+/// its count stays until [`CLOSE_FAILURES_MAX`] orders are counted, then
+/// all are forgotten (their backoffs start again from the first, which
+/// only brings their next closes sooner).
+#[derive(Default)]
+struct CloseFailures(HashMap<OrderId, u32>);
+
+/// Most orders whose failed closes a node counts (see [`CloseFailures`]).
+const CLOSE_FAILURES_MAX: usize = 10_000;
+
+impl CloseFailures {
+    /// Counts one more failed close of `order`; answers its count.
+    fn count(&mut self, order: &OrderId) -> u32 {
+        if self.0.len() >= CLOSE_FAILURES_MAX && !self.0.contains_key(order) {
+            self.0.clear();
+        }
+        let count = self.0.entry(order.clone()).or_default();
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    fn forget(&mut self, order: &OrderId) {
+        self.0.remove(order);
+    }
 }
 
 pub struct Orders {
@@ -164,20 +191,15 @@ impl Orders {
         };
         match closer.payments.close_wechatpay_order(order).await {
             Ok(Closing::Closed) => {
-                closer.failures.lock().remove(&order.id);
+                closer.failures.lock().forget(&order.id);
                 self.store.expire_order(&order.id).await
             }
             Ok(Closing::Paid(_)) => {
-                closer.failures.lock().remove(&order.id);
+                closer.failures.lock().forget(&order.id);
                 Ok(None)
             }
             Err(err) => {
-                let failures = {
-                    let mut failures = closer.failures.lock();
-                    let count = failures.entry(order.id.clone()).or_default();
-                    *count = count.saturating_add(1);
-                    *count
-                };
+                let failures = closer.failures.lock().count(&order.id);
                 let after = closer.settings.backoff.after(failures);
                 tracing::warn!(order = %order.id, error = %err, failures, retry_in_ms = after.as_millis(),
                     "cannot close the WeChat Pay order; the order stays held");
@@ -446,5 +468,29 @@ impl Orders {
         }
         self.inventory.stock_returned(expired).await;
         tracing::info!(%sale, orders = expired.len(), "unpaid orders expired; stock returned");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_closes_are_counted_within_a_bound() {
+        let sale = SaleId::generate();
+        let mut failures = CloseFailures::default();
+        let first = OrderId::generate(&sale);
+        assert_eq!(failures.count(&first), 1);
+        assert_eq!(failures.count(&first), 2);
+        for _ in 1..CLOSE_FAILURES_MAX {
+            failures.count(&OrderId::generate(&sale));
+        }
+        assert_eq!(failures.0.len(), CLOSE_FAILURES_MAX);
+        assert_eq!(failures.count(&first), 3, "a counted order counts on");
+        failures.count(&OrderId::generate(&sale));
+        assert_eq!(failures.0.len(), 1, "past the bound, all forgotten");
+        assert_eq!(failures.count(&first), 1);
+        failures.forget(&first);
+        assert_eq!(failures.0.len(), 1);
     }
 }

@@ -278,8 +278,10 @@ impl Payments {
     /// Closes the WeChat Pay order of `order` (one with a prepay id) before
     /// the order lets its units go. When WeChat Pay refuses because it is
     /// paid, the transaction is queried and the payment applied, so a
-    /// payment that won the race with the close pays the order. With
-    /// simulated payments there is nothing to close.
+    /// payment that won the race with the close pays the order; paid
+    /// another amount than the order's, the payment is a payment exception
+    /// and the order counts as closed. With simulated payments there is
+    /// nothing to close.
     pub async fn close_wechatpay_order(&self, order: &Order) -> Result<Closing, PaymentError> {
         let PaymentMethod::WeChatPay(wechatpay) = &self.method else {
             return Ok(Closing::Closed);
@@ -310,6 +312,9 @@ impl Payments {
         };
         match self.pay(&order.id, &payment).await {
             Ok(order) => Ok(Closing::Paid(order)),
+            // Paid, but not what the order asks: the money is the
+            // merchant's to settle, and this WeChat Pay order can take no
+            // other payment, so the order is as good as closed.
             Err(PaymentError::AmountMismatch) => {
                 self.record_exception(
                     PaymentExceptionKind::AmountMismatch,
@@ -317,7 +322,7 @@ impl Payments {
                     payment,
                 )
                 .await?;
-                Err(PaymentError::AmountMismatch)
+                Ok(Closing::Closed)
             }
             Err(err) => Err(err),
         }

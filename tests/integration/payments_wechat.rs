@@ -205,7 +205,7 @@ async fn concurrent_replays_pay_once(backend: Backend) {
 
 /// The payment exceptions the engine recorded, newest first; read whole
 /// and one a page, which must agree.
-async fn payment_exceptions(app: &TestApp) -> Vec<Value> {
+pub(crate) async fn payment_exceptions(app: &TestApp) -> Vec<Value> {
     let page = async |query: &str| {
         let path = format!("/admin/v1/payment-exceptions{query}");
         let response = app.admin(reqwest::Method::GET, &path, None).await;

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::on_both_stores;
-use crate::payments_wechat::{assert_acknowledged, notify, order_of};
+use crate::payments_wechat::{assert_acknowledged, notify, order_of, payment_exceptions, PRICE};
 use crate::support::{error_code, live_sale, Backend, Harness, TestApp};
 use crate::wechat::{Behaviour, EngineSettings, WeChatPayServer, WxState};
 
@@ -569,7 +569,33 @@ async fn no_prepay_after_the_deadline(backend: Backend) {
     assert!(wx.calls().is_empty(), "{:?}", wx.calls());
 }
 
+/// WeChat Pay answers the close of a held order as paid, and its query
+/// says paid another amount than the order's (its ledger disagrees with
+/// ours): the payment is kept as a payment exception, and the order
+/// expires, its unit back on sale (that WeChat Pay order can take no other
+/// payment), rather than being held and closed again forever.
+async fn a_close_that_finds_another_amount_paid_expires_the_order(backend: Backend) {
+    let (Harness { app, redis: _redis }, wx) = engine(backend).await;
+    let sale = quick_sale(&app, 1).await;
+    let id = prepaid_order(&app, &wx, &sale, "oUma").await;
+    let _never_delivered = wx.pay_other_amount(&id, PRICE - 1);
+    let view = app
+        .sale_when(&sale, Duration::from_secs(60), |view| {
+            view["stats"]["expired"] == 1
+        })
+        .await;
+    assert_eq!(view["stats"]["paid"], 0, "{view}");
+    assert_eq!(view["stats"]["remaining"], 1, "{view}");
+    let exceptions = payment_exceptions(&app).await;
+    assert_eq!(exceptions.len(), 1, "{exceptions:?}");
+    assert_eq!(exceptions[0]["kind"], "amount_mismatch");
+    assert_eq!(exceptions[0]["out_trade_no"], id.as_str());
+    assert_eq!(exceptions[0]["amount_cents"], PRICE - 1);
+    app.assert_audit_clean(&sale).await;
+}
+
 on_both_stores!(
+    a_close_that_finds_another_amount_paid_expires_the_order,
     no_prepay_after_the_deadline,
     expiry_closes_the_wechatpay_order_first,
     a_cancel_closes_first_and_loses_to_a_payment,

@@ -227,6 +227,16 @@ impl WeChatPayServer {
         }
     }
 
+    /// The shopper pays the WeChat Pay order of `out_trade_no`, and WeChat
+    /// Pay records `total` paid, not what the prepay asked: a ledger that
+    /// disagrees with the engine's. The notification it posts.
+    pub fn pay_other_amount(&self, out_trade_no: &str, total: i64) -> Notification {
+        if let Some(order) = self.state.ledger.lock().orders.get_mut(out_trade_no) {
+            order.request["amount"]["total"] = total.into();
+        }
+        self.pay(out_trade_no)
+    }
+
     /// The shopper pays the WeChat Pay order of `out_trade_no` whatever
     /// its state: the race no close can prevent (WeChat Pay completed the
     /// payment after answering our close). The notification it posts.
