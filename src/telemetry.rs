@@ -46,7 +46,7 @@ pub const SALES_FORGOTTEN: &str = "flashsale_sales_forgotten_total";
 pub const PAYMENTS: &str = "flashsale_payments_total";
 /// Verified payments that could not be applied and were recorded for the
 /// merchant, by `kind`: `amount_mismatch`, `unknown_order`,
-/// `refund_abnormal`, `refund_closed`, `refund_refused`.
+/// `refund_abnormal`, `refund_closed`.
 pub const PAYMENT_EXCEPTIONS: &str = "flashsale_payment_exceptions_total";
 /// Closes of a WeChat Pay order that failed (WeChat Pay unreachable or
 /// refusing); the order stays held and the close is retried.

@@ -56,20 +56,14 @@ pub enum PaymentExceptionKind {
     RefundAbnormal,
     /// WeChat Pay closed a refund without paying it (`CLOSED`).
     RefundClosed,
-    /// WeChat Pay refused the refund call for good (a signed 4xx, say
-    /// `NOT_ENOUGH` while the merchant's balance is short): the refund is a
-    /// dead letter of its sale, kept here too so the money owed outlives
-    /// the sale's retention.
-    RefundRefused,
 }
 
 impl PaymentExceptionKind {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 4] = [
         Self::AmountMismatch,
         Self::UnknownOrder,
         Self::RefundAbnormal,
         Self::RefundClosed,
-        Self::RefundRefused,
     ];
 
     /// The kind as it is stored and shown.
@@ -79,7 +73,6 @@ impl PaymentExceptionKind {
             Self::UnknownOrder => "unknown_order",
             Self::RefundAbnormal => "refund_abnormal",
             Self::RefundClosed => "refund_closed",
-            Self::RefundRefused => "refund_refused",
         }
     }
 

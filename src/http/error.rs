@@ -342,7 +342,6 @@ impl From<PaymentError> for ApiError {
                 status,
                 code,
                 message,
-                ..
             }) => Self::WechatpayRefused(format!(
                 "WeChat Pay refused the payment ({status} {code}): {message}"
             )),

@@ -699,13 +699,10 @@ impl Senders {
                 telemetry::count_refund("processing");
                 self.store.postpone_delivery(sale, delivery, after).await
             }
-            // Only WeChat Pay's own refusal is final: an unsigned one is
-            // retried as a failure.
             Err(PaymentError::WeChatPay(CallError::Refused {
                 status,
                 code,
                 message,
-                signed: true,
             })) => {
                 tracing::error!(%sale, order = %order_id, %code, %message,
                     "WeChat Pay refused the refund; moved to the dead letters");
@@ -716,12 +713,6 @@ impl Senders {
                 let moved = self.store.dead_letter(sale, delivery, &failure).await;
                 if let Ok(true) = moved {
                     telemetry::count_webhook_dead_letter(GiveUp::Refused.as_str());
-                    // Kept where retention does not reach: a failure here
-                    // leaves the dead letter, whose re-drive sends it again.
-                    if let Err(err) = refunds.payments.refund_refused(order_id).await {
-                        tracing::error!(%sale, order = %order_id, error = %err,
-                            "cannot keep the refused refund as a payment exception");
-                    }
                 }
                 moved.map(|_| ())
             }

@@ -388,7 +388,6 @@ impl Payments {
                         status,
                         code,
                         message,
-                        ..
                     } => CallError::Unavailable(format!(
                         "the refund query was refused: {code} ({status}): {message}"
                     )),
@@ -508,30 +507,8 @@ impl Payments {
         self.store.payment_exceptions().await
     }
 
-    /// Keeps a refund WeChat Pay refused for good as a payment exception
-    /// (`refund_refused`, the order's amount): its dead letter goes with
-    /// the sale at retention, the money owed stays on the merchant's list.
-    pub async fn refund_refused(&self, order_id: &OrderId) -> Result<(), PaymentError> {
-        let order = self
-            .store
-            .order(order_id)
-            .await?
-            .ok_or(StoreError::NotFound("order"))?;
-        self.record_exception(
-            PaymentExceptionKind::RefundRefused,
-            order_id.to_string(),
-            Payment {
-                amount: Some((order.amount_cents, String::from(order.currency))),
-                transaction_id: order
-                    .transaction_id
-                    .unwrap_or_else(|| out_refund_no(order_id.as_str())),
-            },
-        )
-        .await
-    }
-
-    /// Marks a payment exception the merchant settled by hand settled (off
-    /// the list, never recorded again), and answers it.
+    /// Takes a payment exception the merchant settled by hand off the
+    /// list, and answers it.
     pub async fn settle_exception(
         &self,
         transaction_id: &str,

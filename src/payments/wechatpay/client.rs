@@ -66,8 +66,7 @@ pub struct Account {
 /// Why a call to WeChat Pay did not give an answer to act on.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    /// No answer in time, no connection, a 5xx, a 429 or a 408: try again
-    /// later.
+    /// No answer in time, no connection, a 5xx or a 429: try again later.
     #[error("WeChat Pay is unavailable: {0}")]
     Unavailable(String),
     /// WeChat Pay refused the call (a 4xx with its error code).
@@ -76,9 +75,6 @@ pub enum CallError {
         status: u16,
         code: String,
         message: String,
-        /// The refusal carried WeChat Pay's signature, which verified: an
-        /// unsigned one may come from a proxy or anyone on the path.
-        signed: bool,
     },
     /// The answer's signature does not verify, or it is stale.
     #[error("WeChat Pay's answer does not verify: {0}")]
@@ -351,10 +347,7 @@ impl WeChatPayClient {
         let status = response.status();
         let headers = response.headers().clone();
         let body = read_bounded(response).await?;
-        if status.is_server_error()
-            || status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT
-        {
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(CallError::Unavailable(format!("it answered {status}")));
         }
         let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
@@ -389,7 +382,6 @@ impl WeChatPayClient {
             status: status.as_u16(),
             code: refusal.code,
             message: refusal.message,
-            signed: signed.signature.is_some(),
         })
     }
 }
