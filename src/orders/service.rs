@@ -385,6 +385,13 @@ impl OrderService {
                 // Not yet by the store's clock, or it has work again (a
                 // notice will wake it): asked again next pass.
                 Ok(Forgetting::Kept) => {}
+                Ok(Forgetting::Owed) => {
+                    tracing::warn!(%sale, "retention: a refund WeChat Pay refused is among the \
+                        sale's dead letters; the sale is kept until it is re-driven and made");
+                    if let Some(forget_at) = self.settled.get_mut(&sale) {
+                        *forget_at = now.saturating_add(OWED_RECHECK_MS);
+                    }
+                }
                 Err(err) => outcome.store_errors += failed(&sale, "forgetting the sale", &err),
             }
         }
@@ -410,7 +417,7 @@ impl OrderService {
                 tracing::info!(%campaign, "retention: every sale of the campaign forgotten; its records deleted");
                 0
             }
-            Ok(Forgetting::Kept | Forgetting::Gone) => 0,
+            Ok(Forgetting::Kept | Forgetting::Owed | Forgetting::Gone) => 0,
             Err(err) => {
                 tracing::warn!(%campaign, error = %err,
                     "order service: cannot forget a campaign; asked again at the next start");
@@ -761,6 +768,11 @@ const INDEX_PAGE: usize = 1000;
 /// Sweeps between two reads of a watched sale's window while it seems
 /// open.
 const RECHECK_SWEEPS: u32 = 10;
+
+/// How long a sale kept from retention by a dead refund waits before the
+/// store is asked to forget it again (ms): its dead letters are read at
+/// each ask.
+const OWED_RECHECK_MS: Millis = 60 * 60 * 1000;
 
 /// A watched sale's payment window as last read.
 #[derive(Debug, Clone, Copy)]

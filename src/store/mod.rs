@@ -168,6 +168,9 @@ pub enum Forgetting {
     Forgotten,
     /// Its retention has not passed yet, or it still has work.
     Kept,
+    /// Kept: a refund call among its dead letters is money owed to a
+    /// shopper, until the merchant re-drives it and it is made.
+    Owed,
     /// No such sale (deleted before; taken off the indexes again).
     Gone,
 }
@@ -493,8 +496,10 @@ pub trait Store: Send + Sync + 'static {
     /// then takes it off the indexes (on Redis, the list of its shoppers
     /// goes last, so a call after a failure in between finishes the job
     /// and answers `Forgotten`). Settled: no order unpaid, no
-    /// reservation unprocessed, no hand-off in the outbox (dead letters go
-    /// with the sale). Never touches another sale.
+    /// reservation unprocessed, no hand-off in the outbox, and no refund
+    /// call among the dead letters (money owed stays until the merchant
+    /// re-drives it; the other dead letters go with the sale). Never
+    /// touches another sale.
     async fn forget_sale(
         &self,
         sale: &SaleId,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use flashsale::domain::{system_now, OrderStatus, Payment, Sale, SaleId, ShopperId};
 use flashsale::store::keys::SaleKeys;
-use flashsale::store::{FollowUps, Forgetting, IndexedSale, Store, StoreError};
+use flashsale::store::{DeliveryFailure, FollowUps, Forgetting, IndexedSale, Store, StoreError};
 
 use crate::conformance::{request, sale, subject, Subject};
 use crate::support::{Backend, RedisServer};
@@ -266,6 +266,89 @@ async fn a_sales_orders_export_in_pages_each_once(backend: Backend) {
         .await
         .unwrap();
     assert!(none.is_empty() && next.is_none());
+}
+
+/// A refund call among a sale's dead letters (WeChat Pay refused it) is
+/// money owed to a shopper: it keeps its sale from retention until the
+/// merchant re-drives it and it is made; other dead letters go with the
+/// sale.
+async fn a_dead_refund_keeps_its_sale_from_retention(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let retention = Duration::from_millis(300);
+    let closing = closing_sale(5, 200);
+    store.create_sale(&closing).await.unwrap();
+    let amy = store
+        .reserve(&request(&closing, "amy", 1, None))
+        .await
+        .unwrap();
+    let both = FollowUps {
+        hand_off: true,
+        refund: true,
+    };
+    store
+        .pay_order(&amy.order.id, &paid_by("tx-1"), both)
+        .await
+        .unwrap();
+    store
+        .refund_order(&amy.order.id, false, both)
+        .await
+        .unwrap();
+    accept_all(&store, &closing.id).await;
+    let refused = DeliveryFailure {
+        status: Some(403),
+        error: "NOT_ENOUGH".into(),
+    };
+    // Every hand-off and the refund call fail for good.
+    for delivery in store
+        .claim_deliveries(&closing.id, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
+        assert!(store
+            .dead_letter(&closing.id, &delivery, &refused)
+            .await
+            .unwrap());
+    }
+    let letters = store.dead_letters(&closing.id).await.unwrap();
+    assert!(
+        letters
+            .iter()
+            .any(|letter| letter.errand.event() == "wechatpay.refund"),
+        "{letters:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    store.settle_sale(&closing.id).await.unwrap();
+    assert_eq!(
+        store.forget_sale(&closing.id, retention).await.unwrap(),
+        Forgetting::Owed,
+        "the dead refund holds its sale"
+    );
+
+    assert_eq!(
+        store.redrive_dead_letters(&closing.id).await.unwrap(),
+        u64::try_from(letters.len()).unwrap()
+    );
+    for delivery in store
+        .claim_deliveries(&closing.id, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
+        match delivery.errand.event() {
+            "wechatpay.refund" => store.delivered(&closing.id, &delivery).await.unwrap(),
+            _webhook => assert!(store
+                .dead_letter(&closing.id, &delivery, &refused)
+                .await
+                .unwrap()),
+        }
+    }
+    assert_eq!(
+        store.forget_sale(&closing.id, retention).await.unwrap(),
+        Forgetting::Forgotten,
+        "the webhook's dead letters go with the sale"
+    );
 }
 
 async fn retention_deletes_a_settled_sale_and_nothing_else(backend: Backend) {
@@ -561,4 +644,5 @@ crate::on_every_store!(
     a_shopper_finds_orders_of_closed_sales_throughout_settling,
     a_sales_orders_export_in_pages_each_once,
     retention_deletes_a_settled_sale_and_nothing_else,
+    a_dead_refund_keeps_its_sale_from_retention,
 );

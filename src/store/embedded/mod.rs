@@ -526,17 +526,21 @@ impl Store for EmbeddedStore {
         retention: Duration,
     ) -> Result<Forgetting, StoreError> {
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let mut owed = false;
         let forgotten = self.sales.remove_if(sale, |_, record| {
             let record = record.lock();
-            system_now()
+            let settled = system_now()
                 >= record
                     .sale
                     .payment_window_closes_at()
                     .saturating_add(retention_ms)
-                && record.backlog().is_empty()
+                && record.backlog().is_empty();
+            owed = settled && record.outbox.holds_a_dead_refund();
+            settled && !owed
         });
         Ok(match forgotten {
             Some(_) => Forgetting::Forgotten,
+            None if owed => Forgetting::Owed,
             None if self.sales.contains_key(sale) => Forgetting::Kept,
             None => Forgetting::Gone,
         })

@@ -231,6 +231,14 @@ impl Outbox {
         self.dead.values().cloned().collect()
     }
 
+    /// Whether a refund call is among the dead letters: money owed to a
+    /// shopper, which keeps the sale from retention.
+    pub fn holds_a_dead_refund(&self) -> bool {
+        self.dead
+            .keys()
+            .any(|errand| matches!(errand, Errand::Order(OrderEvent::Refund, _)))
+    }
+
     /// Queues every dead letter again, due `now`, with no attempts yet;
     /// returns how many.
     pub fn redrive(&mut self, now: Millis) -> usize {

@@ -272,6 +272,7 @@ impl Store for RedisStore {
                         .map_err(corrupt)?;
                 match outcome.as_str() {
                     "kept" => return Ok(Forgetting::Kept),
+                    "owed" => return Ok(Forgetting::Owed),
                     "gone" => Forgetting::Gone,
                     "forgotten" => Forgetting::Forgotten,
                     other => return Err(corrupt(format!("unknown forget outcome {other}"))),
@@ -660,9 +661,16 @@ impl Store for RedisStore {
             .key(keys.deadlines())
             .key(keys.stream())
             .key(keys.outbox())
-            .key(&shoppers);
+            .key(&shoppers)
+            .key(keys.dead_letters());
         let rest = keys.all();
-        let named = [keys.sale(), keys.deadlines(), keys.stream(), keys.outbox()];
+        let named = [
+            keys.sale(),
+            keys.deadlines(),
+            keys.stream(),
+            keys.outbox(),
+            keys.dead_letters(),
+        ];
         for key in rest
             .iter()
             .filter(|key| **key != shoppers && !named.contains(key))
@@ -673,6 +681,7 @@ impl Store for RedisStore {
         let (outcome, mut reply) = Reply::new(self.run("forget_sale", &invocation).await?)?;
         let forgetting = match outcome.as_str() {
             "kept" => return Ok(Forgetting::Kept),
+            "owed" => return Ok(Forgetting::Owed),
             "gone" => Forgetting::Gone,
             "forgotten" => {
                 // Each shopper's sales first, then the list of them: a
