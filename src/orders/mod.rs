@@ -86,9 +86,9 @@ struct Closer {
 
 /// Each held order's failed closes on this node. An order paid or closed
 /// on another node after a failed close here is never closed here again:
-/// its count stays until [`CLOSE_FAILURES_MAX`] orders are counted, then
-/// all are forgotten (their backoffs start again from the first, which
-/// only brings their next closes sooner).
+/// its count stays until [`CLOSE_FAILURES_MAX`] orders are counted; then
+/// each new one takes the place of one counted before (whose backoff
+/// starts again from the first, which only brings its next close sooner).
 #[derive(Default)]
 struct CloseFailures(HashMap<OrderId, u32>);
 
@@ -99,7 +99,10 @@ impl CloseFailures {
     /// Counts one more failed close of `order`; answers its count.
     fn count(&mut self, order: &OrderId) -> u32 {
         if self.0.len() >= CLOSE_FAILURES_MAX && !self.0.contains_key(order) {
-            self.0.clear();
+            let evicted = self.0.keys().next().cloned();
+            if let Some(evicted) = evicted {
+                self.0.remove(&evicted);
+            }
         }
         let count = self.0.entry(order.clone()).or_default();
         *count = count.saturating_add(1);
@@ -487,10 +490,11 @@ mod tests {
         }
         assert_eq!(failures.0.len(), CLOSE_FAILURES_MAX);
         assert_eq!(failures.count(&first), 3, "a counted order counts on");
-        failures.count(&OrderId::generate(&sale));
-        assert_eq!(failures.0.len(), 1, "past the bound, all forgotten");
-        assert_eq!(failures.count(&first), 1);
-        failures.forget(&first);
-        assert_eq!(failures.0.len(), 1);
+        let newest = OrderId::generate(&sale);
+        failures.count(&newest);
+        assert_eq!(failures.0.len(), CLOSE_FAILURES_MAX, "one taken out");
+        assert_eq!(failures.count(&newest), 2);
+        failures.forget(&newest);
+        assert_eq!(failures.0.len(), CLOSE_FAILURES_MAX - 1);
     }
 }

@@ -911,6 +911,18 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
         raced["admission"]["admit_per_sec"], 200,
         "the race keeps the waiting room's settings: {raced}"
     );
+    // A refusal of a waiting-room setting the race hides is shown where
+    // it is seen, at the form.
+    page.set_value(&format!("{terms} [name='admission.admit_per_sec']"), "0")
+        .await;
+    page.click(&format!("{terms} button[type=submit]")).await;
+    let refused = page
+        .text_of(&format!("{terms} .form-error[data-error-for=form]"))
+        .await;
+    assert!(
+        refused.starts_with("admission.admit_per_sec: must be between 1"),
+        "{refused}"
+    );
     page.choose(&format!("{terms} [name=admission_mode]"), "queue")
         .await;
     page.type_into(&format!("{terms} [name='admission.admit_per_sec']"), "300")

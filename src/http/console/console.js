@@ -51,7 +51,10 @@ function showError(form, err) {
   const message = err instanceof ApiError ? err.message : String(err);
   const field = fieldsOf(message)
     .find((name) => form.querySelector(`[data-error-for~="${name}"]`));
-  const slot = form.querySelector(`[data-error-for~="${field ?? 'form'}"]`);
+  let slot = form.querySelector(`[data-error-for~="${field ?? 'form'}"]`);
+  // A field the form hides (the waiting room's settings in the race):
+  // the message goes to the form's own slot, where it is seen.
+  if (slot.closest('[hidden]')) slot = form.querySelector('[data-error-for~="form"]');
   slot.textContent = message;
   const input = field && form.elements.namedItem(field);
   if (input instanceof Element) input.setAttribute('aria-invalid', 'true');
