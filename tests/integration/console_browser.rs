@@ -982,6 +982,37 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
     .await;
     page.screenshot("19-campaign-sale").await;
 
+    // Before the start, a round and an item removed from the campaign's
+    // page (a second press confirms): their sales are cancelled.
+    let before = app.campaign(&made_id).await;
+    let last_round = before["rounds"][2]["number"].as_u64().unwrap();
+    let scarf = before["rounds"][0]["items"][0]["number"].as_u64().unwrap();
+    let version = before["version"].as_i64().unwrap();
+    for (button, version) in [
+        (format!("#remove-round-{last_round}"), version + 1),
+        (format!("#remove-item-{scarf}"), version + 2),
+    ] {
+        page.scroll_to(&button).await;
+        page.click(&button).await;
+        page.click(&button).await;
+        page.until(&button, &at_version(version)).await;
+    }
+    let after = app.campaign(&made_id).await;
+    let rounds = after["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "{after}");
+    for round in rounds {
+        let skus: Vec<&Value> = round["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| &item["sku"])
+            .collect();
+        assert_eq!(skus, [&json!("CN-GLOVES")], "{after}");
+    }
+    let removed_sale = before["rounds"][2]["items"][0]["sale_id"].as_str().unwrap();
+    assert_eq!(app.sale(removed_sale).await["status"], "cancelled");
+    page.screenshot("20-campaign-trimmed").await;
+
     page.browser.close().await.unwrap();
     app.stop().await;
 }

@@ -863,6 +863,11 @@ async function showCampaign(id) {
       changing(() => call('PATCH', path,
         { version: campaign.version, rounds: [{ number: r.number, status: 'ended' }] })));
     endRound.hidden = r.status !== 'live';
+    // Before the campaign starts, a round may go (its sales cancelled).
+    const remove = campaign.rounds[0].status === 'upcoming'
+      && confirmButton(`remove-round-${r.number}`, 'Remove this round',
+        changing(() => call('PATCH', path,
+          { version: campaign.version, remove_rounds: [r.number] })));
     // A round not started may move (the store's clock decides).
     const move = r.status === 'upcoming' && patchForm(`move-round-${r.number}`,
       windowFields(r.starts_at, r.ends_at), 'Move the round',
@@ -872,7 +877,7 @@ async function showCampaign(id) {
         h('h3', {}, `Round ${r.number}`),
         h('span', { class: 'muted' }, `${when(r.starts_at)} → ${when(r.ends_at)} (${zone()})`),
         h('span', { class: 'status', 'data-status': r.status }, r.status),
-        endRound),
+        endRound, remove),
       move,
       h('table', {},
         h('thead', {}, h('tr', {}, ['Item', 'Seckill / list price', 'Status', ...COUNT_TITLES]
@@ -890,7 +895,8 @@ async function showCampaign(id) {
   }
   /** Before the first round starts (the API refuses it after): the
    *  campaign's terms, and each item's title, prices and limit, each form
-   *  a PATCH of what it shows; an item removed (a second press confirms). */
+   *  a PATCH of what it shows; an item removed from every round, its
+   *  sales cancelled (a second press confirms). */
   function terms(campaign) {
     const number = (value) => h('input', { type: 'number', min: 1, step: 1, value });
     // An emptied box sends nothing: that term stays as it is.
@@ -922,7 +928,10 @@ async function showCampaign(id) {
           h('input', { type: 'text', value: item.title })),
         field('Seckill price (cents)', 'price_cents', number(item.price_cents)),
         field('List price (cents)', 'original_price_cents', number(item.original_price_cents)),
-        field('Limit per shopper', 'per_user_limit', number(item.per_user_limit))),
+        field('Limit per shopper', 'per_user_limit', number(item.per_user_limit)),
+        confirmButton(`remove-item-${item.number}`, 'Remove this item',
+          changing(() => call('PATCH', path,
+            { version: campaign.version, remove_items: [item.number] })))),
       'Change the item', (elements) => ({
         items: [{
           number: item.number,
