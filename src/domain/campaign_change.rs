@@ -234,11 +234,13 @@ impl Campaign {
             })
             .collect();
         draft.add_rounds(patch.add_rounds, &last_stock, now)?;
+        // In the order the campaign has after the change, which
+        // `stock_by_round` (of an item added or changed) follows.
+        draft.campaign.order_rounds();
         draft.add_items(patch.add_items)?;
         // Before any sale id is made of the new numbers.
         draft.campaign.check_numbering()?;
         draft.change_items(patch.items, &views, now)?;
-        draft.campaign.order_rounds();
         check_size(
             (draft.campaign.rounds.len(), draft.campaign.items.len()),
             (self.rounds.len(), self.items.len()),
@@ -593,6 +595,58 @@ mod tests {
 
     fn patch(json: serde_json::Value) -> CampaignPatch {
         serde_json::from_value(json).expect("a patch")
+    }
+
+    /// `stock_by_round` follows the rounds in their order after the
+    /// change: an earlier round added, or two rounds swapped, in the same
+    /// patch.
+    #[test]
+    fn stock_by_round_follows_the_rounds_as_they_will_be() {
+        let campaign = campaign();
+        let hour = |h: i64| crate::domain::Timestamp(T0 + h * HOUR).to_string();
+        let change = campaign
+            .patched(
+                patch(serde_json::json!({
+                    "rounds": [{"number": 0, "starts_at": hour(4), "ends_at": hour(5)}],
+                    "add_rounds": [{"starts_at": hour(1), "ends_at": hour(2) }],
+                    "items": [{"number": 0, "stock_by_round": [7, 8, 9]}],
+                    "add_items": [{"sku": "C", "title": "C", "price_cents": 1,
+                                   "original_price_cents": 1, "stock_per_round": 1,
+                                   "stock_by_round": [1, 2, 3]}],
+                })),
+                &views(&campaign),
+                T0 - HOUR,
+                &SaleRules::default(),
+            )
+            .expect("valid");
+        let starts: Vec<(u32, Millis)> = change
+            .campaign
+            .rounds
+            .iter()
+            .map(|round| (round.number, round.starts_at))
+            .collect();
+        assert_eq!(
+            starts,
+            vec![(2, T0 + HOUR), (1, T0 + 2 * HOUR), (0, T0 + 4 * HOUR)]
+        );
+        let stock = |sku: &str| {
+            change
+                .campaign
+                .items
+                .iter()
+                .find(|item| item.sku == sku)
+                .map(|item| item.stock_by_round.clone())
+        };
+        assert_eq!(stock("A"), Some(vec![7, 8, 9]));
+        assert_eq!(stock("B"), Some(vec![5, 5, 5]));
+        assert_eq!(stock("C"), Some(vec![1, 2, 3]));
+        let created = change.steps.iter().find_map(|step| match step {
+            SaleStep::Create(sale) if sale.sku == "A" && sale.starts_at == T0 + HOUR => {
+                Some(sale.stock_total)
+            }
+            _ => None,
+        });
+        assert_eq!(created, Some(7), "{:?}", change.steps);
     }
 
     #[test]
