@@ -5,8 +5,8 @@
 -- processed (the stream is trimmed to nothing once every entry is
 -- acknowledged), no hand-off in the outbox and no refund among its dead
 -- letters (money owed to a shopper stays until the merchant re-drives it);
--- the other dead letters go with the sale. UNLINK frees the memory off Redis's main thread, so a large sale
--- does not hold up other sales. The indexes are no sale's slot: the caller
+-- the other dead letters go with the sale. UNLINK frees the memory off
+-- Redis's main thread, so a large sale does not hold up other sales. The indexes are no sale's slot: the caller
 -- takes the sale off them afterwards (see index_sale.lua for the order).
 -- KEYS[1] fs:{sale}:sale       hash: the sale's fields
 -- KEYS[2] fs:{sale}:deadlines  sorted set: payment deadlines (see expire_orders.lua)

@@ -551,10 +551,10 @@ async fn payment_exceptions(
     }))
 }
 
-/// Takes a payment exception the merchant settled by hand (refunded the
-/// shopper, paid the refund another way) off the list, and answers it.
-/// Should WeChat Pay notify that transaction again, it is recorded again:
-/// its money is still not applied to an order.
+/// Marks a payment exception the merchant settled by hand (refunded the
+/// shopper, paid the refund another way) settled: it leaves the list, and
+/// should WeChat Pay notify that transaction again, it is not recorded
+/// again. Answers it as it was listed.
 #[utoipa::path(
     delete,
     path = "/admin/v1/payment-exceptions/{transaction_id}",
@@ -563,7 +563,7 @@ async fn payment_exceptions(
     security(("admin" = [])),
     params(("transaction_id" = String, Path, description = "The exception's `transaction_id`.")),
     responses(
-        (status = 200, description = "The exception, now off the list.", body = PaymentExceptionBody),
+        (status = 200, description = "The exception, now settled and off the list.", body = PaymentExceptionBody),
         SettlePaymentExceptionErrors,
     )
 )]

@@ -507,8 +507,8 @@ impl Payments {
         self.store.payment_exceptions().await
     }
 
-    /// Takes a payment exception the merchant settled by hand off the
-    /// list, and answers it.
+    /// Marks a payment exception the merchant settled by hand settled (off
+    /// the list, never recorded again), and answers it.
     pub async fn settle_exception(
         &self,
         transaction_id: &str,
