@@ -272,7 +272,6 @@ impl Store for RedisStore {
                         .map_err(corrupt)?;
                 match outcome.as_str() {
                     "kept" => return Ok(Forgetting::Kept),
-                    "owed" => return Ok(Forgetting::Owed),
                     "gone" => Forgetting::Gone,
                     "forgotten" => Forgetting::Forgotten,
                     other => return Err(corrupt(format!("unknown forget outcome {other}"))),
