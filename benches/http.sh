@@ -25,7 +25,9 @@
 #        SHOPPERS (distinct shoppers' tokens, 300000: more than one race
 #        run sends, so every race request is a shopper's first order),
 #        ENGINE_BIN (the engine binary to measure, target/release/flashsale:
-#        an A/B compares two builds in alternating runs),
+#        an A/B compares two builds in alternating runs), CEILING_BIN (the
+#        ceiling's and the floor's server, target/release/examples/http_ceiling:
+#        built with the engine's profile, so a build setting's A/B moves both),
 #        LAYOUT_B ("VAR=value ...": a third engine with these settings, say
 #        "TOKIO_WORKER_THREADS=1 FLASHSALE_ACTOR_ARBITERS=2", races on a
 #        sale of its own right after the first engine's race: two thread
@@ -42,6 +44,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
 SHOPPERS=${SHOPPERS:-300000}
 ENGINE_BIN=${ENGINE_BIN:-target/release/flashsale}
+CEILING_BIN=${CEILING_BIN:-target/release/examples/http_ceiling}
 ADMIN=bench-admin-token-at-least-32-bytes
 SECRET=bench-shopper-secret
 
@@ -75,7 +78,7 @@ if [ -n "${LAYOUT_B:-}" ]; then
   LAYOUT_PID=$!
 fi
 CEILING_PORT=$(free_port)
-target/release/examples/http_ceiling "127.0.0.1:$CEILING_PORT" >/dev/null &
+"$CEILING_BIN" "127.0.0.1:$CEILING_PORT" >/dev/null &
 CEILING_PID=$!
 PIDS+=($!)
 wait_for "$ENGINE/readyz"
