@@ -1119,12 +1119,14 @@ async function showPaymentExceptions() {
           await call('DELETE',
             `/admin/v1/payment-exceptions/${encodeURIComponent(e.transaction_id)}`);
           tr.remove();
+          if (listing.rows.childElementCount === 0 && listing.more.hidden) replace(body, none());
         } catch (err) {
           if (!signedOut(err)) outcome.textContent = err.message;
         }
       }), outcome));
     return tr;
   };
+  const none = () => h('p', { class: 'muted' }, 'None.');
   const listing = paged('/admin/v1/payment-exceptions', 'exceptions', row, failed);
   replace(view, h('section', { class: 'card' }, h('h2', {}, 'Payment exceptions'),
     h('p', { class: 'muted' }, 'Verified payments the engine could not apply (an amount that '
@@ -1134,7 +1136,7 @@ async function showPaymentExceptions() {
     body));
   try {
     const exceptions = await listing.reload();
-    replace(body, exceptions.length === 0 ? h('p', { class: 'muted' }, 'None.')
+    replace(body, exceptions.length === 0 ? none()
       : [h('table', { id: 'payment-exceptions' },
         h('thead', {}, h('tr', {}, ['Kind', 'Transaction', 'Order (out_trade_no)', 'Amount',
           `Recorded (${zone()})`, ''].map((t) => h('th', {}, t)))),
