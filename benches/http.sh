@@ -51,7 +51,8 @@ SECRET=bench-shopper-secret
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
 
-# An A/B of prebuilt engines (ENGINE_BIN) may skip the build: NO_BUILD=1.
+# An A/B of prebuilt engines (ENGINE_BIN, and CEILING_BIN for a build
+# setting's A/B) may skip the build: NO_BUILD=1.
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin flashsale --example http_ceiling
 . benches/lib.sh
 start_redis

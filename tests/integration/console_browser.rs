@@ -1020,8 +1020,8 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
 /// Goal: a merchant takes a payment exception they settled off the list
 /// from the console. Method: an engine with WeChat Pay (the stand-in) is
 /// notified of a payment of the wrong amount; on the console's page of
-/// payment exceptions, *Settled* pressed twice takes its row away, and
-/// the API lists it no more.
+/// payment exceptions, *Settled* pressed twice takes its row away, the
+/// page then says there are none, and the API lists it no more.
 #[tokio::test]
 async fn a_settled_payment_exception_leaves_the_console() {
     let (harness, sim, _server) =
