@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # Redis's own work per reservation, counted in instructions rather than
 # seconds: redis-server runs under valgrind's callgrind while the reserve
-# script takes batches of 64 reservations (64 new shoppers each, one unit,
-# no idempotency key), sent straight to Redis with `redis-cli --pipe`.
-# Two runs (20 and 120 batches) cancel out start-up and shutdown; the
-# difference, divided by the 6,400 reservations between them, is what one
-# reservation costs Redis. Two more runs then have `accept_orders.lua` take
-# every order made, two stream entries (128 orders) a call as the order
-# service takes them in a race: the difference to the first two is what
-# accepting one order costs Redis. Instruction counts repeat run after run whatever
-# else the machine is doing, so a change to the script shows even when it
-# is far smaller than the noise of a wall-clock benchmark.
+# script takes calls of 64 reservations (PER_CALL; new shoppers each, one
+# unit, no idempotency key), sent straight to Redis with `redis-cli --pipe`,
+# on a sale whose shoppers hash and payment deadlines already hold 600
+# entries, as a race's do soon after it opens (smaller, Redis keeps them
+# as listpacks and searches them end to end). Two runs (20 and 120 calls)
+# cancel out start-up and shutdown; the difference, divided by the
+# reservations between them, is what one reservation costs Redis. Two more
+# runs then have `accept_orders.lua` take every order made, two stream
+# entries a call as the order service takes them in a race: the difference
+# to the first two is what accepting one order costs Redis. Each script is
+# sent as the engine sends it (`shop.script_body`). Instruction counts
+# repeat run after run whatever else the machine is doing, so a change to
+# the script shows even when it is far smaller than the noise of a
+# wall-clock benchmark.
 #
 # Run: bash benches/redis_cost.sh           (this tree's lua/)
-#      bash benches/redis_cost.sh REV        (and REV's, for a ratio)
+#      bash benches/redis_cost.sh REV        (and REV's, for a ratio; sent
+#                                             as this tree's engine sends it)
+#      PER_CALL=1 bash benches/redis_cost.sh  (calls of one reservation: what
+#                                             a call costs whatever its size)
 # Needs valgrind, redis-server and python3; about 20 seconds per tree.
 # Traffic goes to 127.0.0.1 only; everything it starts is stopped on exit.
 set -euo pipefail
@@ -27,9 +34,11 @@ command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get in
 pipe() {
   python3 - "$@" <<'PY'
 import hashlib, sys
-lua, batches, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+lua, batches, out, per_call = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 reserve = open(f"{lua}/reserve.lua").read()
-body = open(f"{lua}/common.lua").read() + reserve
+sys.path.insert(0, "benches")
+from shop import resp_command as cmd, script_body
+body = script_body(lua, "reserve")
 sha = hashlib.sha1(body.encode()).hexdigest()
 # Before the orders hash, every new order had its own key in KEYS.
 key_per_order = "KEYS[9 + i]" in reserve
@@ -45,8 +54,6 @@ sparse = expiries or "local count = tonumber(ARGV[2])" in reserve
 # Since the shoppers hash, a shopper's units and orders are one field of
 # fs:{sale}:shoppers (no buyers or uorders key).
 shoppers_hash = "KEYS[4] fs:{sale}:shoppers" in reserve
-sys.path.insert(0, "benches")
-from shop import resp_command as cmd
 tag = "fs:{s_cost}:"
 with open(out, "wb") as f:
     f.write(cmd("SCRIPT", "LOAD", body))
@@ -54,13 +61,20 @@ with open(out, "wb") as f:
                 "ends_at", 9999999999999, "per_user_limit", 5, "price_cents", 100,
                 "payment_timeout_secs", 900, "currency", "CNY", "require_purchase_token", "0"))
     f.write(cmd("SET", tag + "stock", 10**9))
+    # Shoppers and calls from before: a race's per-shopper hashes and its
+    # payment deadlines are hash tables and a skip list soon after it
+    # opens. A short run of small calls would otherwise measure them as
+    # small listpacks, searched end to end for each field and member.
+    for key in ("shoppers",) if shoppers_hash else ("buyers", "uorders"):
+        f.write(cmd("HSET", tag + key, *[x for i in range(600) for x in (f"earlier-{i}", "0")]))
+    f.write(cmd("ZADD", tag + "deadlines", *[x for i in range(600) for x in (1, f"earlier-{i}")]))
     n = 0
     for _ in range(batches):
         per_shopper = ("shoppers", "idem") if shoppers_hash else ("buyers", "idem", "uorders")
         keys = [tag + k for k in ("sale", "stock", "stats", *per_shopper,
                                   "stream", "deadlines", "ptokens")]
-        args, ids = ([10] if cancels else []) + ([10] if expiries else []) + ([64] if sparse else []), []
-        for _ in range(64):
+        args, ids = ([10] if cancels else []) + ([10] if expiries else []) + ([per_call] if sparse else []), []
+        for _ in range(per_call):
             n += 1
             ids.append(f"o_s_cost_{n:012d}")
             args += [f"shopper-{n}", 1, ids[-1]] + ([] if sparse else ["", ""])
@@ -79,9 +93,9 @@ accepting() {
 import hashlib, json, sys
 lua, entries, out = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3]
 sys.path.insert(0, "benches")
-from shop import resp_command as cmd
+from shop import resp_command as cmd, script_body
 accept = open(f"{lua}/accept_orders.lua").read()
-body = open(f"{lua}/common.lua").read() + accept
+body = script_body(lua, "accept_orders")
 sha = hashlib.sha1(body.encode()).hexdigest()
 tag = "fs:{s_cost}:"
 by_entry = "KEYS[4] fs:{sale}:accepted" in accept
@@ -105,7 +119,7 @@ instructions() {
   local port out
   port=$(free_port)
   out="$WORK/callgrind.$2.$3.out"
-  pipe "$1" "$2" "$WORK/commands"
+  pipe "$1" "$2" "$WORK/commands" "$PER_CALL"
   valgrind --tool=callgrind --callgrind-out-file="$out" \
     redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no >/dev/null 2>&1 &
   local server=$!
@@ -130,12 +144,14 @@ per_order() {
   many=$(instructions "$1" 120 0)
   few_accepted=$(instructions "$1" 20 1)
   many_accepted=$(instructions "$1" 120 1)
-  echo $(( (many - few) / (100 * 64) )) $(( (many_accepted - few_accepted - many + few) / (100 * 64) ))
+  echo $(( (many - few) / (100 * PER_CALL) )) \
+    $(( (many_accepted - few_accepted - many + few) / (100 * PER_CALL) ))
 }
 
+PER_CALL=${PER_CALL:-64}
 read -r HERE HERE_ACCEPT < <(per_order lua)
-echo "this tree: $HERE instructions of redis-server per reservation (batches of 64)," \
-  "$HERE_ACCEPT per order accepted (128 a call)"
+echo "this tree: $HERE instructions of redis-server per reservation (batches of $PER_CALL)," \
+  "$HERE_ACCEPT per order accepted ($((2 * PER_CALL)) a call)"
 if [ $# -gt 0 ]; then
   mkdir "$WORK/lua"
   for script in common reserve accept_orders; do

@@ -1,14 +1,16 @@
 """What the benchmark scripts share when they play the shop: shopper tokens
 minted as the engine's `token` command mints them (HS256, claims `sub` and
 `exp`; spawning the command per token is slow), a live sale created
-through the admin API, and a Redis command as `redis-cli --pipe` takes it. Imported by the scripts' Python (`sys.path` gets
-`benches/`); nothing here measures anything."""
+through the admin API, a Redis command as `redis-cli --pipe` takes it, and
+a script's body as the engine sends it. Imported by the scripts' Python
+(`sys.path` gets `benches/`); nothing here measures anything."""
 
 import base64
 import datetime
 import hashlib
 import hmac
 import json
+import re
 import time
 
 _HEADER = None
@@ -47,3 +49,30 @@ def resp_command(*args):
     """The command `args` (each sent as its `str`) in Redis's protocol."""
     words = [str(a).encode() for a in args]
     return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
+
+
+def script_body(lua_dir, name):
+    """`lua/<name>.lua` with the helpers of `lua/common.lua` it names, and
+    theirs, in common.lua's order: the body `store::scripts::with_helpers`
+    builds (a definition is a top-level `local` with the comment lines
+    right above it; a name counts as a whole identifier anywhere)."""
+    common = open(f"{lua_dir}/common.lua").read()
+    script = open(f"{lua_dir}/{name}.lua").read()
+    lines = common.splitlines(keepends=True)
+    starts = []
+    for i, line in enumerate(lines):
+        match = re.match(r"local (?:function )?([A-Za-z_]\w*)", line)
+        if match:
+            first = i
+            while first > 0 and lines[first - 1].startswith("--"):
+                first -= 1
+            starts.append((first, match.group(1)))
+    ends = [first for first, _ in starts[1:]] + [len(lines)]
+    definitions = [(name, "".join(lines[first:end])) for (first, name), end in zip(starts, ends)]
+    named = set(re.findall(r"[A-Za-z_]\w*", script))
+    kept = []
+    for name, text in reversed(definitions):
+        if name in named:
+            kept.append(text)
+            named |= set(re.findall(r"[A-Za-z_]\w*", text))
+    return "".join(reversed(kept)) + script

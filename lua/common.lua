@@ -1,5 +1,6 @@
--- common: helpers every script is prefixed with (see store::scripts).
--- Only functions: nothing here runs or touches a key by itself.
+-- common: helpers a script is prefixed with when it names them (see
+-- store::scripts::with_helpers: a top-level `local` each).
+-- Only definitions: nothing here runs or touches a key by itself.
 
 -- The Redis clock in milliseconds: the one clock of every engine node.
 local function now_ms()

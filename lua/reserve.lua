@@ -105,7 +105,7 @@ end
 local held, orders, prior = {}, {}, {}
 -- Shopper -> orders of the sale they cancelled, and let expire; nil when
 -- the sale has no such key (most sales' races have neither), so a race
--- pays one EXISTS a call for each and nothing per reservation.
+-- pays one EXISTS a call for both and nothing per reservation.
 local cancelled, lapsed
 local campaign = #KEYS > 11
 local round_limit, total_limit, round_held, total_held
@@ -127,7 +127,9 @@ if count > 0 then
     end
     return by_shopper
   end
-  cancelled, lapsed = counts(KEYS[10]), counts(KEYS[11])
+  if redis.call('EXISTS', KEYS[10], KEYS[11]) > 0 then
+    cancelled, lapsed = counts(KEYS[10]), counts(KEYS[11])
+  end
   local rh, th
   if campaign then
     rh = redis.call('HMGET', KEYS[13], unpack(shoppers))

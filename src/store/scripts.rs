@@ -1,32 +1,36 @@
-//! The Lua scripts of the Redis store (`lua/`, each prefixed with
-//! `lua/common.lua`) and how they run: EVALSHA, and when Redis has lost its
-//! script cache (a restart, a failover, `SCRIPT FLUSH`) the script's body
-//! with EVAL, which cannot miss the cache however often it is flushed.
-//! NOSCRIPT means the script did not run, so the second send is safe.
+//! The Lua scripts of the Redis store (`lua/`, each prefixed with the
+//! helpers of `lua/common.lua` it calls) and how they run: EVALSHA, and
+//! when Redis has lost its script cache (a restart, a failover, `SCRIPT
+//! FLUSH`) the script's body with EVAL, which cannot miss the cache however
+//! often it is flushed. NOSCRIPT means the script did not run, so the
+//! second send is safe.
+
+use std::collections::HashSet;
 
 use redis::aio::ConnectionLike;
 use redis::{Arg, Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, ToRedisArgs, Value};
 
+/// The helpers a script may call: one top-level `local` each.
+const COMMON: &str = include_str!("../../lua/common.lua");
+
 /// One script: its body and its SHA1 (held by `redis::Script`).
 pub struct LuaScript {
     script: Script,
-    body: &'static str,
+    body: String,
 }
 
-/// `lua/<name>.lua`, prefixed with the helpers of `lua/common.lua`.
+/// `lua/<name>.lua`, prefixed with the helpers of `lua/common.lua` it calls.
 macro_rules! script {
     ($name:literal) => {
-        LuaScript::new(concat!(
-            include_str!("../../lua/common.lua"),
-            include_str!(concat!("../../lua/", $name, ".lua"))
-        ))
+        LuaScript::new(include_str!(concat!("../../lua/", $name, ".lua")))
     };
 }
 
 impl LuaScript {
-    fn new(body: &'static str) -> Self {
+    fn new(script: &str) -> Self {
+        let body = with_helpers(COMMON, script);
         Self {
-            script: Script::new(body),
+            script: Script::new(&body),
             body,
         }
     }
@@ -72,7 +76,7 @@ impl Invocation<'_> {
             .await
         {
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.command("EVAL", self.script.body)
+                self.command("EVAL", &self.script.body)
                     .query_async(conn)
                     .await
             }
@@ -239,5 +243,162 @@ impl Scripts {
         }
         let cached: Vec<bool> = cmd.query_async(conn).await?;
         Ok(cached.into_iter().all(|cached| cached))
+    }
+}
+
+/// `script` after the definitions of `common` it names, and those they
+/// name in turn, in `common`'s order. Redis runs a script's whole body on
+/// every call, so every helper it carries is a closure made and collected
+/// per call: all of `lua/common.lua` cost the reserve script about 12,600
+/// instructions of Redis a call (`PER_CALL=1 bash benches/redis_cost.sh`),
+/// where it calls one helper. A name is looked for as a whole identifier
+/// anywhere in the text, comments too: a helper named only in a comment is
+/// carried for nothing, never one called left out. A Lua `local` sees only
+/// what is defined above it, so a helper names only earlier ones, and one
+/// pass from the last definition up finds them all.
+fn with_helpers(common: &str, script: &str) -> String {
+    let definitions = definitions(common);
+    let mut named: HashSet<&str> = identifiers(script).collect();
+    let mut kept = vec![false; definitions.len()];
+    for (i, definition) in definitions.iter().enumerate().rev() {
+        if named.contains(definition.name) {
+            kept[i] = true;
+            named.extend(identifiers(definition.text));
+        }
+    }
+    let mut body = String::with_capacity(common.len() + script.len());
+    for (definition, kept) in definitions.iter().zip(kept) {
+        if kept {
+            body.push_str(definition.text);
+        }
+    }
+    body.push_str(script);
+    body
+}
+
+/// A top-level `local` of `lua/common.lua`: its name and its text, from
+/// the comment lines right above it to the next definition's.
+struct Definition<'a> {
+    name: &'a str,
+    text: &'a str,
+}
+
+/// The definitions of `common`, in order: each line that starts with
+/// `local` begins one (`local function name(` or `local NAME =`); what
+/// comes before the first (the file's own comments) is left out.
+fn definitions(common: &str) -> Vec<Definition<'_>> {
+    let mut lines = Vec::new();
+    let mut offset = 0;
+    for line in common.split_inclusive('\n') {
+        lines.push((offset, line));
+        offset += line.len();
+    }
+    let mut starts = Vec::new();
+    for (i, (_, line)) in lines.iter().enumerate() {
+        if let Some(rest) = line.strip_prefix("local ") {
+            let rest = rest.strip_prefix("function ").unwrap_or(rest);
+            let name = identifiers(rest).next().unwrap_or_default();
+            let mut first = i;
+            while first > 0 && lines[first - 1].1.starts_with("--") {
+                first -= 1;
+            }
+            starts.push((lines[first].0, name));
+        }
+    }
+    let ends = starts
+        .iter()
+        .skip(1)
+        .map(|(start, _)| *start)
+        .chain([common.len()]);
+    starts
+        .iter()
+        .zip(ends)
+        .map(|(&(start, name), end)| Definition {
+            name,
+            text: &common[start..end],
+        })
+        .collect()
+}
+
+/// The identifiers (letters, digits and `_`, not starting with a digit)
+/// in `text`, in order.
+fn identifiers(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELPERS: &str = "-- the file's own comment
+
+-- a
+local function a()
+end
+
+-- b calls a
+-- (two comment lines)
+local function b()
+  return a()
+end
+
+local C = {'x'}
+
+local function d()
+  return C
+end
+";
+
+    #[test]
+    fn a_script_carries_the_helpers_it_names_and_theirs_in_order() {
+        // Goal: what a script calls is defined above it, and nothing else is.
+        assert_eq!(
+            with_helpers(HELPERS, "return b()\n"),
+            "-- a\nlocal function a()\nend\n\n-- b calls a\n-- (two comment lines)\n\
+             local function b()\n  return a()\nend\n\nreturn b()\n"
+        );
+        assert_eq!(
+            with_helpers(HELPERS, "return d()\n"),
+            "local C = {'x'}\n\nlocal function d()\n  return C\nend\nreturn d()\n"
+        );
+        assert_eq!(with_helpers(HELPERS, "return bd()\n"), "return bd()\n");
+    }
+
+    #[test]
+    fn every_line_of_common_lua_belongs_to_a_definition() {
+        // Goal: no top-level statement of common.lua falls outside the
+        // definitions a script can be given (it would run only with the
+        // definition above it).
+        let definitions = definitions(COMMON);
+        let first = COMMON.find(definitions[0].text).unwrap();
+        assert!(COMMON[..first]
+            .lines()
+            .all(|line| line.is_empty() || line.starts_with("--")));
+        let joined: String = definitions.iter().map(|d| d.text).collect();
+        assert_eq!(joined, COMMON[first..]);
+        for line in COMMON.lines() {
+            assert!(
+                line.is_empty()
+                    || line.starts_with([' ', '-', '}'])
+                    || line.starts_with("local ")
+                    || line == "end",
+                "a top-level line of common.lua that is not a definition: {line}"
+            );
+        }
+        let names: HashSet<&str> = definitions.iter().map(|d| d.name).collect();
+        assert_eq!(names.len(), definitions.len(), "a helper defined twice");
+    }
+
+    #[test]
+    fn the_reserve_script_carries_only_the_clock() {
+        // Goal: the hot path's every call does not build the helpers it
+        // never calls.
+        let body = &Scripts::new().reserve.body;
+        let helpers = body
+            .strip_suffix(include_str!("../../lua/reserve.lua"))
+            .unwrap();
+        let names: Vec<&str> = definitions(helpers).iter().map(|d| d.name).collect();
+        assert_eq!(names, ["now_ms"]);
     }
 }
