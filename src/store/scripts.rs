@@ -249,7 +249,7 @@ impl Scripts {
 /// `script` after the definitions of `common` it names, and those they
 /// name in turn, in `common`'s order. Redis runs a script's whole body on
 /// every call, so every helper it carries is a closure made and collected
-/// per call: all of `lua/common.lua` cost the reserve script about 12,600
+/// per call: all of `lua/common.lua` cost the reserve script about 14,000
 /// instructions of Redis a call (`PER_CALL=1 bash benches/redis_cost.sh`),
 /// where it calls one helper. A name is looked for as a whole identifier
 /// anywhere in the text, comments too: a helper named only in a comment is
