@@ -17,10 +17,16 @@
 # wall-clock benchmark.
 #
 # Run: bash benches/redis_cost.sh           (this tree's lua/)
-#      bash benches/redis_cost.sh REV        (and REV's, for a ratio; sent
-#                                             as this tree's engine sends it)
-#      PER_CALL=1 bash benches/redis_cost.sh  (calls of one reservation: what
-#                                             a call costs whatever its size)
+#      bash benches/redis_cost.sh REV        (and REV's, for a ratio: both
+#                                             sent by this tree's rule, so
+#                                             it compares their Lua)
+#      PER_CALL=1 bash benches/redis_cost.sh  (calls of one reservation: a
+#                                             call's fixed cost and one
+#                                             reservation's)
+#      ALL_HELPERS=1 bash benches/redis_cost.sh  (every script sent with all
+#                                             of lua/common.lua, as the
+#                                             engine sent them before it
+#                                             sent only the helpers called)
 # Needs valgrind, redis-server and python3; about 20 seconds per tree.
 # Traffic goes to 127.0.0.1 only; everything it starts is stopped on exit.
 set -euo pipefail
@@ -33,12 +39,12 @@ command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get in
 # pipe LUA_DIR BATCHES FILE: the RESP commands of one run.
 pipe() {
   python3 - "$@" <<'PY'
-import hashlib, sys
+import hashlib, os, sys
 lua, batches, out, per_call = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 reserve = open(f"{lua}/reserve.lua").read()
 sys.path.insert(0, "benches")
 from shop import resp_command as cmd, script_body
-body = script_body(lua, "reserve")
+body = script_body(lua, "reserve", whole=os.environ.get("ALL_HELPERS") == "1")
 sha = hashlib.sha1(body.encode()).hexdigest()
 # Before the orders hash, every new order had its own key in KEYS.
 key_per_order = "KEYS[9 + i]" in reserve
@@ -90,12 +96,12 @@ PY
 # accept_orders.lua takes entry ids since batches, order ids before.
 accepting() {
   python3 - "$@" <<'PY'
-import hashlib, json, sys
+import hashlib, json, os, sys
 lua, entries, out = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3]
 sys.path.insert(0, "benches")
 from shop import resp_command as cmd, script_body
 accept = open(f"{lua}/accept_orders.lua").read()
-body = script_body(lua, "accept_orders")
+body = script_body(lua, "accept_orders", whole=os.environ.get("ALL_HELPERS") == "1")
 sha = hashlib.sha1(body.encode()).hexdigest()
 tag = "fs:{s_cost}:"
 by_entry = "KEYS[4] fs:{sale}:accepted" in accept
@@ -149,8 +155,9 @@ per_order() {
 }
 
 PER_CALL=${PER_CALL:-64}
+[[ $PER_CALL =~ ^[1-9][0-9]*$ ]] || { echo "PER_CALL must be a number of reservations, 1 or more" >&2; exit 1; }
 read -r HERE HERE_ACCEPT < <(per_order lua)
-echo "this tree: $HERE instructions of redis-server per reservation (batches of $PER_CALL)," \
+echo "this tree: $HERE instructions of redis-server per reservation (calls of $PER_CALL)," \
   "$HERE_ACCEPT per order accepted ($((2 * PER_CALL)) a call)"
 if [ $# -gt 0 ]; then
   mkdir "$WORK/lua"

@@ -51,28 +51,42 @@ def resp_command(*args):
     return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
 
 
-def script_body(lua_dir, name):
-    """`lua/<name>.lua` with the helpers of `lua/common.lua` it names, and
-    theirs, in common.lua's order: the body `store::scripts::with_helpers`
-    builds (a definition is a top-level `local` with the comment lines
-    right above it; a name counts as a whole identifier anywhere)."""
-    common = open(f"{lua_dir}/common.lua").read()
-    script = open(f"{lua_dir}/{name}.lua").read()
-    lines = common.splitlines(keepends=True)
+def _identifiers(text):
+    """The identifiers in `text` as `store::scripts::identifiers` reads
+    them: ASCII letters, digits and `_`, not starting with a digit."""
+    return [w for w in re.split(r"[^A-Za-z0-9_]", text) if w and not w[0].isdigit()]
+
+
+def script_body(lua_dir, script_name, whole=False):
+    """`lua/<script_name>.lua` with the helpers of `lua/common.lua` it
+    names, and theirs, in common.lua's order: the body
+    `store::scripts::with_helpers` builds, by the same rule (a definition
+    is a line starting with `local `, with the comment lines right above
+    it). `whole`: all of common.lua, as the engine sent every script before
+    that rule."""
+    with open(f"{lua_dir}/common.lua", newline="") as f:
+        common = f.read()
+    with open(f"{lua_dir}/{script_name}.lua", newline="") as f:
+        script = f.read()
+    if whole:
+        return common + script
+    lines = common.split("\n")
+    lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
     starts = []
     for i, line in enumerate(lines):
-        match = re.match(r"local (?:function )?([A-Za-z_]\w*)", line)
-        if match:
+        if line.startswith("local "):
+            rest = line[len("local "):]
+            rest = rest[len("function "):] if rest.startswith("function ") else rest
             first = i
             while first > 0 and lines[first - 1].startswith("--"):
                 first -= 1
-            starts.append((first, match.group(1)))
+            starts.append((first, next(iter(_identifiers(rest)), "")))
     ends = [first for first, _ in starts[1:]] + [len(lines)]
     definitions = [(name, "".join(lines[first:end])) for (first, name), end in zip(starts, ends)]
-    named = set(re.findall(r"[A-Za-z_]\w*", script))
+    named = set(_identifiers(script))
     kept = []
     for name, text in reversed(definitions):
         if name in named:
             kept.append(text)
-            named |= set(re.findall(r"[A-Za-z_]\w*", text))
+            named |= set(_identifiers(text))
     return "".join(reversed(kept)) + script

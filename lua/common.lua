@@ -21,7 +21,7 @@ end
 -- per shopper, so reserve.lua finds both in one lookup. The entry stays
 -- when the units drop to 0 (the orders are still theirs); the sale's stats
 -- count `buyers`, the shoppers holding units.
-
+--
 -- Takes qty units off a shopper's entry in the sale's shoppers hash, and
 -- off the sale's buyers when they held some and hold none after it.
 local function unhold_shopper(shoppers, stats, shopper, qty)

@@ -105,7 +105,10 @@ end
 local held, orders, prior = {}, {}, {}
 -- Shopper -> orders of the sale they cancelled, and let expire; nil when
 -- the sale has no such key (most sales' races have neither), so a race
--- pays one EXISTS a call for both and nothing per reservation.
+-- pays one EXISTS a call for both and nothing per reservation. When one
+-- exists, each is asked again on its own: a missing key stays nil, not
+-- a table of zeros, which a bound of 0 would read as every shopper over
+-- it.
 local cancelled, lapsed
 local campaign = #KEYS > 11
 local round_limit, total_limit, round_held, total_held

@@ -252,10 +252,12 @@ impl Scripts {
 /// per call: all of `lua/common.lua` cost the reserve script about 14,000
 /// instructions of Redis a call (`PER_CALL=1 bash benches/redis_cost.sh`),
 /// where it calls one helper. A name is looked for as a whole identifier
-/// anywhere in the text, comments too: a helper named only in a comment is
-/// carried for nothing, never one called left out. A Lua `local` sees only
-/// what is defined above it, so a helper names only earlier ones, and one
-/// pass from the last definition up finds them all.
+/// anywhere in the script's text and its helpers', comments too: a helper
+/// named only in a comment is carried for nothing, never one called left
+/// out. A Lua `local` sees only what is defined above it, so a helper calls
+/// only earlier ones, and one pass from the last definition up finds them
+/// all. `benches/shop.py`'s `script_body` builds the same bodies for the
+/// benches: a change to this rule is made there too.
 fn with_helpers(common: &str, script: &str) -> String {
     let definitions = definitions(common);
     let mut named: HashSet<&str> = identifiers(script).collect();
@@ -284,8 +286,9 @@ struct Definition<'a> {
 }
 
 /// The definitions of `common`, in order: each line that starts with
-/// `local` begins one (`local function name(` or `local NAME =`); what
-/// comes before the first (the file's own comments) is left out.
+/// `local ` begins one (`local function name(` or `local NAME =`, one name
+/// each); what comes before the first (the file's own comments) is left
+/// out.
 fn definitions(common: &str) -> Vec<Definition<'_>> {
     let mut lines = Vec::new();
     let mut offset = 0;
@@ -388,6 +391,19 @@ end
         }
         let names: HashSet<&str> = definitions.iter().map(|d| d.name).collect();
         assert_eq!(names.len(), definitions.len(), "a helper defined twice");
+        for definition in &definitions {
+            let line = definition.text.lines().find(|l| l.starts_with("local "));
+            let declared = line.unwrap().strip_prefix("local ").unwrap();
+            let one_name = declared.starts_with("function ")
+                || !declared.split('=').next().unwrap().contains(',');
+            assert!(
+                !definition.name.is_empty() && one_name,
+                "a definition of one name each: {declared}"
+            );
+        }
+        // Lua ends a line at a lone `\r` too, and a block comment may hide
+        // a line that starts a definition: neither is read as Lua reads it.
+        assert!(!COMMON.contains('\r') && !COMMON.contains("--[["));
     }
 
     #[test]
