@@ -11,14 +11,15 @@
 # runs then have `accept_orders.lua` take every order made, two stream
 # entries a call as the order service takes them in a race: the difference
 # to the first two is what accepting one order costs Redis. Each script is
-# sent as the engine sends it (`shop.script_body`). Instruction counts
+# sent as the engine sends it: its body printed by `examples/lua_body.rs`,
+# the engine's own rule (`store::with_helpers`). Instruction counts
 # repeat run after run whatever else the machine is doing, so a change to
 # the script shows even when it is far smaller than the noise of a
 # wall-clock benchmark.
 #
 # Run: bash benches/redis_cost.sh           (this tree's lua/)
 #      bash benches/redis_cost.sh REV        (and REV's, for a ratio: both
-#                                             sent by this tree's rule, so
+#                                             built by this tree's rule, so
 #                                             it compares their Lua)
 #      PER_CALL=1 bash benches/redis_cost.sh  (calls of one reservation: a
 #                                             call's fixed cost and one
@@ -27,7 +28,8 @@
 #                                             of lua/common.lua, as the
 #                                             engine sent them before it
 #                                             sent only the helpers called)
-# Needs valgrind, redis-server and python3; about 20 seconds per tree.
+# Needs valgrind, redis-server and python3; about 20 seconds per tree (and
+# the first time a debug build of the example).
 # Traffic goes to 127.0.0.1 only; everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,15 +38,27 @@ command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get in
 
 . benches/lib.sh
 
-# pipe LUA_DIR BATCHES FILE: the RESP commands of one run.
+cargo build --quiet --example lua_body
+# body LUA_DIR NAME: the script's body as the engine sends it (ALL_HELPERS=1:
+# after the whole of common.lua).
+body() {
+  if [ "${ALL_HELPERS:-}" = 1 ]; then
+    cat "$1/common.lua" "$1/$2.lua"
+  else
+    target/debug/examples/lua_body "$1" "$2"
+  fi
+}
+
+# pipe LUA_DIR BATCHES FILE PER_CALL: the RESP commands of one run.
 pipe() {
-  python3 - "$@" <<'PY'
-import hashlib, os, sys
+  body "$1" reserve >"$WORK/reserve.body"
+  python3 - "$@" "$WORK/reserve.body" <<'PY'
+import hashlib, sys
 lua, batches, out, per_call = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 reserve = open(f"{lua}/reserve.lua").read()
+body = open(sys.argv[5], newline="").read()
 sys.path.insert(0, "benches")
-from shop import resp_command as cmd, script_body
-body = script_body(lua, "reserve", whole=os.environ.get("ALL_HELPERS") == "1")
+from shop import resp_command as cmd
 sha = hashlib.sha1(body.encode()).hexdigest()
 # Before the orders hash, every new order had its own key in KEYS.
 key_per_order = "KEYS[9 + i]" in reserve
@@ -95,13 +109,14 @@ PY
 # of the stream's entries (ENTRIES: `XRANGE` as JSON), two entries a call.
 # accept_orders.lua takes entry ids since batches, order ids before.
 accepting() {
-  python3 - "$@" <<'PY'
-import hashlib, json, os, sys
+  body "$1" accept_orders >"$WORK/accept.body"
+  python3 - "$@" "$WORK/accept.body" <<'PY'
+import hashlib, json, sys
 lua, entries, out = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3]
+body = open(sys.argv[4], newline="").read()
 sys.path.insert(0, "benches")
-from shop import resp_command as cmd, script_body
+from shop import resp_command as cmd
 accept = open(f"{lua}/accept_orders.lua").read()
-body = script_body(lua, "accept_orders", whole=os.environ.get("ALL_HELPERS") == "1")
 sha = hashlib.sha1(body.encode()).hexdigest()
 tag = "fs:{s_cost}:"
 by_entry = "KEYS[4] fs:{sale}:accepted" in accept

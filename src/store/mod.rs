@@ -21,6 +21,7 @@ use smol_str::SmolStr;
 
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::{RedisStore, RedisTarget};
+pub use self::scripts::with_helpers;
 use crate::domain::{
     Campaign, CampaignChange, CampaignId, Millis, Order, OrderEvent, OrderId, Payment,
     PaymentException, PaymentOutcome, QueuePlace, QueueStats, Rejection, Reservation,

@@ -256,9 +256,10 @@ impl Scripts {
 /// named only in a comment is carried for nothing, never one called left
 /// out. A Lua `local` sees only what is defined above it, so a helper calls
 /// only earlier ones, and one pass from the last definition up finds them
-/// all. `benches/shop.py`'s `script_body` builds the same bodies for the
-/// benches: a change to this rule is made there too.
-fn with_helpers(common: &str, script: &str) -> String {
+/// all. Public for `examples/lua_body.rs`, which prints a script's body
+/// by this rule for `benches/redis_cost.sh`, so the bench sends what the
+/// engine sends.
+pub fn with_helpers(common: &str, script: &str) -> String {
     let definitions = definitions(common);
     let mut named: HashSet<&str> = identifiers(script).collect();
     let mut kept = vec![false; definitions.len()];
