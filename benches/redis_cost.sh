@@ -32,20 +32,23 @@
 # the first time a debug build of the example).
 # Traffic goes to 127.0.0.1 only; everything it starts is stopped on exit.
 set -euo pipefail
+# A failure inside $(...) (instructions, per_order) stops the script too.
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
 
 . benches/lib.sh
 
-cargo build --quiet --example lua_body
 # body LUA_DIR NAME: the script's body as the engine sends it (ALL_HELPERS=1:
 # after the whole of common.lua).
+LUA_BODY=${CARGO_TARGET_DIR:-target}/debug/examples/lua_body
+[ "${ALL_HELPERS:-}" = 1 ] || cargo build --quiet --example lua_body
 body() {
   if [ "${ALL_HELPERS:-}" = 1 ]; then
     cat "$1/common.lua" "$1/$2.lua"
   else
-    target/debug/examples/lua_body "$1" "$2"
+    "$LUA_BODY" "$1" "$2"
   fi
 }
 

@@ -23,6 +23,8 @@ fn main() -> anyhow::Result<()> {
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
     };
     let body = flashsale::store::with_helpers(&read("common.lua")?, &read(&format!("{name}.lua"))?);
-    std::io::stdout().write_all(body.as_bytes())?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(body.as_bytes())?;
+    out.flush()?;
     Ok(())
 }

@@ -22,7 +22,8 @@
 # "Load testing" section says the same). Exits non-zero on FAIL.
 #
 #   bash loadtest/soak.sh                 30 minutes, rounds of 60 s (release build)
-#   bash loadtest/soak.sh --minutes 2     what CI runs (with --debug)
+#   bash loadtest/soak.sh --minutes 2     what CI runs (with --debug); the
+#                                         shortest run with a margin of samples
 #   options: --minutes N (FLASHSALE_SOAK_MINUTES, 30)
 #            --round-secs N (FLASHSALE_SOAK_ROUND_SECS; 60, or for runs under
 #              5 minutes a tenth of the run, at least 10)
@@ -53,8 +54,10 @@ for value in "$minutes" "$users" "$tolerance" ${round_secs:+"$round_secs"}; do
 done
 total_secs=$((minutes * 60))
 if [ -z "$round_secs" ]; then
-  # Enough samples for a verdict in a short run: about ten rounds, so
-  # two minutes compare medians of three samples (see flat() below).
+  # Enough samples for a verdict in a short run: about ten rounds (a
+  # debug build's take a few seconds more than this), so two minutes
+  # compare medians of two samples (see flat() below). A one-minute run
+  # has about five, just enough for b/order's (three after its warm-up).
   round_secs=60
   [ "$minutes" -lt 5 ] && round_secs=$((total_secs / 10 < 10 ? 10 : total_secs / 10))
 fi

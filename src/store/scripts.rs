@@ -256,9 +256,11 @@ impl Scripts {
 /// named only in a comment is carried for nothing, never one called left
 /// out. A Lua `local` sees only what is defined above it, so a helper calls
 /// only earlier ones, and one pass from the last definition up finds them
-/// all. Public for `examples/lua_body.rs`, which prints a script's body
-/// by this rule for `benches/redis_cost.sh`, so the bench sends what the
-/// engine sends.
+/// all. `common` is read line by line: a definition's comment lines start
+/// with `--`, and it holds no `--[[` block comment (this tree's
+/// `lua/common.lua` is checked for both by a test below). Public for
+/// `examples/lua_body.rs`, which prints a script's body by this rule for
+/// `benches/redis_cost.sh`, so the bench sends what the engine sends.
 pub fn with_helpers(common: &str, script: &str) -> String {
     let definitions = definitions(common);
     let mut named: HashSet<&str> = identifiers(script).collect();
