@@ -42,15 +42,12 @@ command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get in
 
 # body LUA_DIR NAME: the script's body as the engine sends it (ALL_HELPERS=1:
 # after the whole of common.lua).
-LUA_BODY=${CARGO_TARGET_DIR:-target}/debug/examples/lua_body
-[ "${ALL_HELPERS:-}" = 1 ] || cargo build --quiet --example lua_body
-body() {
-  if [ "${ALL_HELPERS:-}" = 1 ]; then
-    cat "$1/common.lua" "$1/$2.lua"
-  else
-    "$LUA_BODY" "$1" "$2"
-  fi
-}
+if [ "${ALL_HELPERS:-}" = 1 ]; then
+  body() { cat "$1/common.lua" "$1/$2.lua"; }
+else
+  cargo build --quiet --example lua_body
+  body() { "${CARGO_TARGET_DIR:-target}/debug/examples/lua_body" "$1" "$2"; }
+fi
 
 # pipe LUA_DIR BATCHES FILE PER_CALL: the RESP commands of one run.
 pipe() {
