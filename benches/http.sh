@@ -18,7 +18,9 @@
 # requests wrk completed; unlike requests/s this hardly depends on what
 # else the machine runs. And the serving process's context switches per
 # request (every thread's, from /proc/<pid>/task/*/status): how often its
-# threads slept and were woken, or were preempted.
+# threads slept and were woken, or were preempted. And wrk's own CPU per
+# request (its user + system time, from the shell's `times`): the load
+# generator shares the two cores with what it measures.
 #
 # Run: bash benches/http.sh          (needs wrk: apt-get install wrk)
 # Knobs: DURATION (seconds per run, 8), CONNECTIONS (64), THREADS (1),
@@ -125,9 +127,10 @@ switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {
 
 # run NAME URL SERVER_PID [script] -> "rps p50_ms p99_ms non2xx
 # server_us_per_request redis_us_per_request server_switches_per_request
-# server_user_us_per_request": wrk's figures, the CPU the serving process
-# and redis-server used per completed request, the serving process's
-# context switches per request, and its CPU in user space per request.
+# server_user_us_per_request wrk_us_per_request": wrk's figures, the CPU the
+# serving process and redis-server used per completed request, the serving
+# process's context switches per request, its CPU in user space per
+# request, and wrk's own CPU per request.
 run() {
   local out server0 redis0 server1 redis1
   server0=$(cpu_ticks "$3"); redis0=$(cpu_ticks "$REDIS_PID"); switches0=$(switches "$3")
@@ -135,7 +138,8 @@ run() {
   if [ "${PERF_PHASE:-}" = "$1" ]; then
     perf record -q -g -F 997 -p "$3" -o "${PERF_OUT:-perf.data}" -- sleep "$DURATION" >/dev/null 2>&1 &
   fi
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${4:+-s "$4"} "$2")
+  # `times` in the substitution's shell: its children's (wrk's) CPU, last line.
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${4:+-s "$4"} "$2"; times)
   server1=$(cpu_ticks "$3"); redis1=$(cpu_ticks "$REDIS_PID"); switches1=$(switches "$3")
   user1=$(user_ticks "$3")
   echo "$out" >"$WORK/$1.txt"
@@ -151,14 +155,15 @@ def ms(label):
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 requests = int(re.search(r"(\d+) requests in", text).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+wrk_secs = sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", text.splitlines()[-1]))
 print(rps, ms("50"), ms("99"), non2xx.group(1) if non2xx else 0,
       server_ticks * tick_us / requests, redis_ticks * tick_us / requests, switches / requests,
-      user_ticks * tick_us / requests)
+      user_ticks * tick_us / requests, wrk_secs * 1e6 / requests)
 PY
 }
 
-read -r CEIL_RPS CEIL_P50 CEIL_P99 _ CEIL_US _ CEIL_SW CEIL_USR < <(run ceiling "http://127.0.0.1:$CEILING_PORT/" "$CEILING_PID")
-read -r PAGE_RPS PAGE_P50 PAGE_P99 PAGE_NON2XX PAGE_US PAGE_REDIS_US PAGE_SW PAGE_USR < <(run campaign_page "$ENGINE/api/v1/campaigns/$CAMPAIGN" "$ENGINE_PID")
+read -r CEIL_RPS CEIL_P50 CEIL_P99 _ CEIL_US _ CEIL_SW CEIL_USR CEIL_WRK < <(run ceiling "http://127.0.0.1:$CEILING_PORT/" "$CEILING_PID")
+read -r PAGE_RPS PAGE_P50 PAGE_P99 PAGE_NON2XX PAGE_US PAGE_REDIS_US PAGE_SW PAGE_USR PAGE_WRK < <(run campaign_page "$ENGINE/api/v1/campaigns/$CAMPAIGN" "$ENGINE_PID")
 # Every engine's order service takes orders from the same Redis (one
 # consumer group), so a race's orders are taken by all of them, after their
 # answers: a phase after a race waits until they are (and says how long that
@@ -166,21 +171,21 @@ read -r PAGE_RPS PAGE_P50 PAGE_P99 PAGE_NON2XX PAGE_US PAGE_REDIS_US PAGE_SW PAG
 # only its engine's share of that work.
 ENGINES=("$ENGINE" "$LIMITED" ${LAYOUT_B:+"$LAYOUT"})
 ACCEPTED=$(orders_accepted "${ENGINES[@]}")
-read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX RACE_US RACE_REDIS_US RACE_SW RACE_USR < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$ENGINE_PID" "$WORK/order.lua")
+read -r RACE_RPS RACE_P50 RACE_P99 RACE_NON2XX RACE_US RACE_REDIS_US RACE_SW RACE_USR RACE_WRK < <(run race "$ENGINE/api/v1/sales/$RACE/orders" "$ENGINE_PID" "$WORK/order.lua")
 RACE_ORDERS=$(orders_in "$(curl -fs "$ENGINE/admin/v1/sales/$RACE" -H "Authorization: Bearer $ADMIN")")
 DRAINED=$(drained "$ACCEPTED" "$RACE_ORDERS" "${ENGINES[@]}") || DRAINED="over 120 s (not all taken)"
 if [ -n "${LAYOUT_B:-}" ]; then
   ACCEPTED=$(orders_accepted "${ENGINES[@]}")
-  read -r B_RPS B_P50 B_P99 B_NON2XX B_US B_REDIS_US B_SW B_USR < <(run race_b "$LAYOUT/api/v1/sales/$RACE_B/orders" "$LAYOUT_PID" "$WORK/order.lua")
+  read -r B_RPS B_P50 B_P99 B_NON2XX B_US B_REDIS_US B_SW B_USR B_WRK < <(run race_b "$LAYOUT/api/v1/sales/$RACE_B/orders" "$LAYOUT_PID" "$WORK/order.lua")
   STATS_B=$(curl -fs "$LAYOUT/admin/v1/sales/$RACE_B" -H "Authorization: Bearer $ADMIN")
   DRAINED_B=$(drained "$ACCEPTED" "$(orders_in "$STATS_B")" "${ENGINES[@]}") ||
     DRAINED_B="over 120 s (not all taken)"
 fi
-read -r SOLD_RPS SOLD_P50 SOLD_P99 _ SOLD_US SOLD_REDIS_US SOLD_SW SOLD_USR < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$ENGINE_PID" "$WORK/order.lua")
-read -r LIM_RPS LIM_P50 LIM_P99 _ LIM_US LIM_REDIS_US LIM_SW LIM_USR < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$LIMITED_PID" "$WORK/order.lua")
+read -r SOLD_RPS SOLD_P50 SOLD_P99 _ SOLD_US SOLD_REDIS_US SOLD_SW SOLD_USR SOLD_WRK < <(run sold_out "$ENGINE/api/v1/sales/$SOLD/orders" "$ENGINE_PID" "$WORK/order.lua")
+read -r LIM_RPS LIM_P50 LIM_P99 _ LIM_US LIM_REDIS_US LIM_SW LIM_USR LIM_WRK < <(run sold_out_limited "$LIMITED/api/v1/sales/$SOLD/orders" "$LIMITED_PID" "$WORK/order.lua")
 # The order route's floor on this stack: the same requests (wrk's script
 # too) to a bare route of the ceiling's answering the same 409.
-read -r FLOOR_RPS FLOOR_P50 FLOOR_P99 _ FLOOR_US _ FLOOR_SW FLOOR_USR < <(run floor "http://127.0.0.1:$CEILING_PORT/api/v1/sales/$SOLD/orders" "$CEILING_PID" "$WORK/order.lua")
+read -r FLOOR_RPS FLOOR_P50 FLOOR_P99 _ FLOOR_US _ FLOOR_SW FLOOR_USR FLOOR_WRK < <(run floor "http://127.0.0.1:$CEILING_PORT/api/v1/sales/$SOLD/orders" "$CEILING_PID" "$WORK/order.lua")
 # Priced only if the limiters never refused: none counted on the engine.
 LIM_REFUSED=$(curl -fs "$LIMITED/metrics" | awk '/^flashsale_rate_limited_total/ {n += $2} END {print n + 0}')
 
@@ -188,26 +193,27 @@ STATS=$(curl -fs "$ENGINE/admin/v1/sales/$RACE" -H "Authorization: Bearer $ADMIN
 python3 - "$STATS" "$RACE_STOCK" "${STATS_B:-}" <<PY
 import json, sys
 rows_b = [
-    ("  the race again, LAYOUT_B", ${B_RPS:-0}, ${B_P50:-0}, ${B_P99:-0}, ${B_US:-0}, ${B_REDIS_US:-0}, ${B_SW:-0}, ${B_USR:-0}),
+    ("  the race again, LAYOUT_B", ${B_RPS:-0}, ${B_P50:-0}, ${B_P99:-0}, ${B_US:-0}, ${B_REDIS_US:-0}, ${B_SW:-0}, ${B_USR:-0}, ${B_WRK:-0}),
 ] if sys.argv[3] else []
 rows = [
-    ("trivial axum endpoint (ceiling)", $CEIL_RPS, $CEIL_P50, $CEIL_P99, $CEIL_US, 0, $CEIL_SW, $CEIL_USR),
-    ("campaign page, 12 items x 2 rounds", $PAGE_RPS, $PAGE_P50, $PAGE_P99, $PAGE_US, $PAGE_REDIS_US, $PAGE_SW, $PAGE_USR),
-    ("order route during the race", $RACE_RPS, $RACE_P50, $RACE_P99, $RACE_US, $RACE_REDIS_US, $RACE_SW, $RACE_USR),
+    ("trivial axum endpoint (ceiling)", $CEIL_RPS, $CEIL_P50, $CEIL_P99, $CEIL_US, 0, $CEIL_SW, $CEIL_USR, $CEIL_WRK),
+    ("campaign page, 12 items x 2 rounds", $PAGE_RPS, $PAGE_P50, $PAGE_P99, $PAGE_US, $PAGE_REDIS_US, $PAGE_SW, $PAGE_USR, $PAGE_WRK),
+    ("order route during the race", $RACE_RPS, $RACE_P50, $RACE_P99, $RACE_US, $RACE_REDIS_US, $RACE_SW, $RACE_USR, $RACE_WRK),
     *rows_b,
-    ("order route after sell-out", $SOLD_RPS, $SOLD_P50, $SOLD_P99, $SOLD_US, $SOLD_REDIS_US, $SOLD_SW, $SOLD_USR),
-    ("  the same, every rate limit on", $LIM_RPS, $LIM_P50, $LIM_P99, $LIM_US, $LIM_REDIS_US, $LIM_SW, $LIM_USR),
-    ("bare route, same requests (floor)", $FLOOR_RPS, $FLOOR_P50, $FLOOR_P99, $FLOOR_US, 0, $FLOOR_SW, $FLOOR_USR),
+    ("order route after sell-out", $SOLD_RPS, $SOLD_P50, $SOLD_P99, $SOLD_US, $SOLD_REDIS_US, $SOLD_SW, $SOLD_USR, $SOLD_WRK),
+    ("  the same, every rate limit on", $LIM_RPS, $LIM_P50, $LIM_P99, $LIM_US, $LIM_REDIS_US, $LIM_SW, $LIM_USR, $LIM_WRK),
+    ("bare route, same requests (floor)", $FLOOR_RPS, $FLOOR_P50, $FLOOR_P99, $FLOOR_US, 0, $FLOOR_SW, $FLOOR_USR, $FLOOR_WRK),
 ]
 print(f"wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, one after the other, same run")
 print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs ceiling':>10} "
-      f"{'server us/req':>13} {'of it user':>10} {'redis us/req':>12} {'switches/req':>12}")
-for name, rps, p50, p99, us, redis_us, switches, user_us in rows:
+      f"{'server us/req':>13} {'of it user':>10} {'redis us/req':>12} {'switches/req':>12} {'wrk us/req':>10}")
+for name, rps, p50, p99, us, redis_us, switches, user_us, wrk_us in rows:
     print(f"{name:34} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {rps / rows[0][1]:>9.2f}x "
-          f"{us:>13.1f} {user_us:>10.1f} {redis_us:>12.1f} {switches:>12.3f}")
+          f"{us:>13.1f} {user_us:>10.1f} {redis_us:>12.1f} {switches:>12.3f} {wrk_us:>10.1f}")
 print("server us/req: CPU (user + system) of the answering process per request "
       "(the ceiling's own process for its row), of it user: in user space (the rest is "
-      "the kernel's); switches/req: its threads' context switches per request; "
+      "the kernel's); switches/req: its threads' context switches per request; wrk us/req: "
+      "wrk's own CPU per request; "
       f"sold-out vs ceiling: {rows[3 + len(rows_b)][4] / rows[0][4]:.2f}x")
 sold, floor = rows[3 + len(rows_b)], rows[-1]
 print(f"sold out against the floor (the same requests to a bare route of the ceiling's): "
