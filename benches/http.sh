@@ -139,7 +139,7 @@ run() {
     perf record -q -g -F 997 -p "$3" -o "${PERF_OUT:-perf.data}" -- sleep "$DURATION" >/dev/null 2>&1 &
   fi
   # `times` in the substitution's shell: its children's (wrk's) CPU, last line.
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${4:+-s "$4"} "$2"; times)
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${4:+-s "$4"} "$2" && times)
   server1=$(cpu_ticks "$3"); redis1=$(cpu_ticks "$REDIS_PID"); switches1=$(switches "$3")
   user1=$(user_ticks "$3")
   echo "$out" >"$WORK/$1.txt"
@@ -155,7 +155,9 @@ def ms(label):
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 requests = int(re.search(r"(\d+) requests in", text).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-wrk_secs = sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", text.splitlines()[-1]))
+# `times` writes seconds with the locale's decimal separator.
+wrk_secs = sum(int(m) * 60 + float(s.replace(",", "."))
+               for m, s in re.findall(r"(\d+)m([\d.,]+)s", text.splitlines()[-1]))
 print(rps, ms("50"), ms("99"), non2xx.group(1) if non2xx else 0,
       server_ticks * tick_us / requests, redis_ticks * tick_us / requests, switches / requests,
       user_ticks * tick_us / requests, wrk_secs * 1e6 / requests)
