@@ -30,7 +30,7 @@ use crate::domain::{
 };
 use crate::sales::cache::{aged, Slot, Slots};
 use crate::sales::{SaleError, Sales};
-use crate::store::{IndexedCampaign, Store, StoreError, StoredCampaign};
+use crate::store::{cut_page, IndexedCampaign, Store, StoreError, StoredCampaign};
 
 /// How long after its last round's end, by this node's clock, a campaign's
 /// sales are still read for the list of live and upcoming campaigns: far
@@ -213,15 +213,18 @@ impl Campaigns {
     }
 
     /// Up to `limit` campaigns, newest first, after `after`; with where
-    /// the next page starts, when this one is full. A page may hold fewer
+    /// the next page starts, when there is one. A page may hold fewer
     /// (an indexed campaign whose record is gone is skipped).
     pub async fn list_page(
         &self,
         after: Option<&IndexedCampaign>,
         limit: usize,
     ) -> Result<(Vec<CampaignView>, Option<IndexedCampaign>), StoreError> {
-        let index = self.store.campaign_index(after, limit).await?;
-        let next = index.last().filter(|_| index.len() == limit).cloned();
+        let (index, next) = cut_page(
+            self.store.campaign_index(after, limit + 1).await?,
+            limit,
+            IndexedCampaign::clone,
+        );
         let views = try_join_all(
             index
                 .iter()

@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use crate::domain::{CampaignId, Millis, Order, OrderId, SaleId};
-use crate::store::{IndexedCampaign, IndexedSale};
+use crate::store::{cut_page, IndexedCampaign, IndexedSale};
 
 /// Items per page unless asked otherwise.
 pub const PAGE_LIMIT_DEFAULT: usize = 50;
@@ -107,7 +107,7 @@ pub fn page_of<T>(
     key: impl Fn(&T) -> (Millis, String),
 ) -> Result<(Vec<T>, Option<String>), ApiError> {
     let after = paging.timed_cursor()?.map(|(at, id)| (at, id.to_owned()));
-    let mut page: Vec<T> = items
+    let read: Vec<T> = items
         .into_iter()
         .filter(|item| {
             after.as_ref().is_none_or(|after| match listing {
@@ -117,13 +117,10 @@ pub fn page_of<T>(
         })
         .take(paging.limit + 1)
         .collect();
-    let more = page.len() > paging.limit;
-    page.truncate(paging.limit);
-    let next = page.last().filter(|_| more).map(|last| {
+    Ok(cut_page(read, paging.limit, |last| {
         let (at, id) = key(last);
         format!("{at}.{id}")
-    });
-    Ok((page, next))
+    }))
 }
 
 /// The cursor of the page after the one ending at `sale`.

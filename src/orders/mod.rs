@@ -38,7 +38,7 @@ use crate::domain::{
 };
 use crate::inventory::{Inventory, InventoryError};
 use crate::payments::{Closing, PaymentError, Payments};
-use crate::store::{DeadLetter, Expiry, Store, StoreError, PREPAY_CHANGED};
+use crate::store::{cut_page, DeadLetter, Expiry, Store, StoreError, PREPAY_CHANGED};
 use crate::telemetry;
 
 /// How orders with a WeChat Pay order are closed before they let their
@@ -261,10 +261,7 @@ impl Orders {
         let mut orders = self.store.shopper_orders(shopper).await?;
         orders
             .retain(|order| after.is_none_or(|(at, id)| (order.created_at, &order.id) < (*at, id)));
-        let more = orders.len() > limit;
-        orders.truncate(limit);
-        let last = orders.last().filter(|_| more).cloned();
-        Ok((orders, last))
+        Ok(cut_page(orders, limit, Order::clone))
     }
 
     /// A page of the sale's orders for export (see [`Store::sale_orders`]):

@@ -19,7 +19,7 @@ use crate::domain::{
     SaleView,
 };
 use crate::inventory::Inventory;
-use crate::store::{IndexedSale, Store, StoreError};
+use crate::store::{cut_page, IndexedSale, Store, StoreError};
 
 /// Why a merchant's request on a sale did not go through.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +93,11 @@ impl Sales {
         after: Option<&IndexedSale>,
         limit: usize,
     ) -> Result<(Vec<SaleView>, Option<IndexedSale>), StoreError> {
-        let index = self.store.sale_index(after, limit).await?;
-        let next = index.last().filter(|_| index.len() == limit).cloned();
+        let (index, next) = cut_page(
+            self.store.sale_index(after, limit + 1).await?,
+            limit,
+            IndexedSale::clone,
+        );
         let views = try_join_all(index.iter().map(|sale| self.store.view_sale(&sale.id))).await?;
         Ok((views.into_iter().flatten().collect(), next))
     }

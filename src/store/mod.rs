@@ -155,6 +155,22 @@ impl IndexedSale {
     }
 }
 
+/// Cuts a listing read with one item more than its page holds (`limit +
+/// 1`) to the page, with where the next page starts (`next` of the page's
+/// last item) when the item past it showed there is one. A page that ends
+/// the listing names no next one, so a client never asks for an empty
+/// page.
+pub fn cut_page<T, N>(
+    mut items: Vec<T>,
+    limit: usize,
+    next: impl FnOnce(&T) -> N,
+) -> (Vec<T>, Option<N>) {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next = items.last().filter(|_| more).map(next);
+    (items, next)
+}
+
 /// A campaign's place in the index of every campaign.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedCampaign {

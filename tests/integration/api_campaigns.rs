@@ -635,8 +635,9 @@ async fn a_live_campaign_tops_up_moves_and_ends_rounds(backend: Backend) {
 }
 
 /// Goal: the admin list of campaigns pages like the other admin lists:
-/// each campaign once, newest first, bounded limits and checked cursors.
-/// Method: schedule 5 campaigns, walk pages of 2, then send bad paging.
+/// each campaign once, newest first, a full last page naming no next one,
+/// bounded limits and checked cursors. Method: schedule 5 campaigns, walk
+/// pages of 2, ask for a page of 5, then send bad paging.
 async fn the_admin_list_pages_each_campaign_once(backend: Backend) {
     let Harness { app, redis: _redis } = Harness::start(backend).await;
     let mut made = Vec::new();
@@ -676,6 +677,10 @@ async fn the_admin_list_pages_each_campaign_once(backend: Backend) {
         .collect();
     assert_eq!(seen, listed, "pages in the order of one whole page");
     assert_eq!(whole["next_cursor"], Value::Null);
+    let exact = app
+        .admin(Method::GET, "/admin/v1/campaigns?limit=5", None)
+        .await;
+    assert_full_last_page(exact, "campaigns", 5).await;
     seen.sort();
     made.sort();
     assert_eq!(seen, made, "each campaign once");
@@ -703,7 +708,8 @@ async fn the_admin_list_pages_each_campaign_once(backend: Backend) {
 /// a `-` (the campaign, round and item), and a cursor naming one is taken
 /// back. Method: an ordinary sale and a campaign of six sales; the admin
 /// list of sales walked a sale a page; a shopper who bought in both walks
-/// her orders an order a page (the campaign's, the newest, first).
+/// her orders an order a page (the campaign's, the newest, first); a page
+/// holding all the sales, or all her orders, names no next page.
 async fn a_campaigns_sales_and_orders_page_like_any_other(backend: Backend) {
     let Harness { app, redis: _redis } = Harness::start(backend).await;
     let plain = app.create_sale(live_sale(5, 1)).await;
@@ -729,6 +735,9 @@ async fn a_campaigns_sales_and_orders_page_like_any_other(backend: Backend) {
     sales.sort();
     made.sort();
     assert_eq!(sales, made, "each sale once");
+    let whole = format!("/admin/v1/sales?limit={}", made.len());
+    let page = app.admin(Method::GET, &whole, None).await;
+    assert_full_last_page(page, "sales", made.len()).await;
 
     let orders: Vec<String> = walk("/api/v1/orders?limit=1", "orders", async |path| {
         app.shopper_get("ann", path).await
@@ -738,6 +747,8 @@ async fn a_campaigns_sales_and_orders_page_like_any_other(backend: Backend) {
     .map(id)
     .collect();
     assert_eq!(orders, [id(newer.clone()), id(older)]);
+    let page = app.shopper_get("ann", "/api/v1/orders?limit=2").await;
+    assert_full_last_page(page, "orders", 2).await;
 
     let export = format!(
         "/admin/v1/sales/{}/orders?limit=1",
@@ -754,6 +765,15 @@ async fn a_campaigns_sales_and_orders_page_like_any_other(backend: Backend) {
     let mut bought = vec![id(newer), id(bobs)];
     bought.sort();
     assert_eq!(exported, bought, "the export: each order once");
+}
+
+/// A page holding a listing's last `count` items (`items`: the listing's
+/// field) names no next page: the console's *More* would fetch an empty
+/// one.
+async fn assert_full_last_page(page: reqwest::Response, items: &str, count: usize) {
+    let page: Value = page.json().await.unwrap();
+    assert_eq!(page[items].as_array().unwrap().len(), count, "{page}");
+    assert_eq!(page["next_cursor"], Value::Null, "a full last page: {page}");
 }
 
 /// Every item (`items`: the listing's field) of a listing, walked a page
