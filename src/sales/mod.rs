@@ -85,7 +85,7 @@ impl Sales {
     }
 
     /// Up to `limit` sales, newest first, after `after`; with where the
-    /// next page starts, when this one is full. A page may hold fewer
+    /// next page starts, when there is one. A page may hold fewer
     /// (an indexed sale still being created, or being deleted, is
     /// skipped).
     pub async fn page(

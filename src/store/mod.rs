@@ -155,11 +155,10 @@ impl IndexedSale {
     }
 }
 
-/// Cuts a listing read with one item more than its page holds (`limit +
-/// 1`) to the page, with where the next page starts (`next` of the page's
-/// last item) when the item past it showed there is one. A page that ends
-/// the listing names no next one, so a client never asks for an empty
-/// page.
+/// Cuts a listing read past its page (at least `limit + 1` items when
+/// more follow) to the page, with where the next page starts (`next` of
+/// the page's last item) when an item past it showed there is one. A page
+/// holding the listing's last items names no next page.
 pub fn cut_page<T, N>(
     mut items: Vec<T>,
     limit: usize,
