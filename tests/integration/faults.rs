@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::fault_harness::{
     assert_nothing_lost, seeded_rng, EngineProcess, Progress, Race, Record,
 };
-use crate::support::{error_code, live_sale, RedisServer, TestApp};
+use crate::support::{error_code, live_sale, test_config, RedisServer, TestApp};
 
 const STOCK: i64 = 150;
 const SHOPPERS: usize = 300;
@@ -243,12 +243,18 @@ async fn script_flush_during_load_fails_nothing() {
 
 /// Redis at `maxmemory` with `noeviction` refuses writes: the engine answers
 /// 503 `unavailable`, takes nothing it cannot record, and sells again once
-/// memory frees.
+/// memory frees. Reservations the order service read but could not accept
+/// while Redis was full stay its own until `claim_idle` passes (30 s by
+/// default, the same wait as for a consumer that died); 1 s here, so that
+/// catching up fits the race's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_out_of_memory_is_503_and_recovers() {
     let mut rng = seeded_rng("redis_out_of_memory");
     let redis = RedisServer::start();
-    let app = Arc::new(TestApp::spawn(Some(redis.url())).await);
+    let mut config = test_config();
+    config.redis_url = Some(redis.url());
+    config.order_claim_idle_ms = 1_000;
+    let app = Arc::new(TestApp::spawn_with(config).await);
     let sale = app.create_sale(live_sale(STOCK, 1)).await;
     let strike = rng.random_range(STRIKE_AFTER);
     let (progress, racing) = start_race(&app, &sale);
