@@ -6,10 +6,13 @@
 //! still have work (live, upcoming, or ended with orders not yet settled):
 //! 1. **Stream**: reads new reservations from the sale's stream with the
 //!    `orders` consumer group, after taking over entries another consumer
-//!    left unacknowledged for `claim_idle` (it died). Each is accepted once
-//!    (`accept_orders`: a redelivery changes nothing), then
-//!    acknowledged and removed from the stream. Nothing is acknowledged
-//!    before it was processed.
+//!    left unacknowledged for `claim_idle` (it died), and, after a pass of
+//!    the sale that failed (a store error between reading and
+//!    acknowledging) or when it starts watching the sale (a restart under
+//!    the same name), after reading again its own unacknowledged entries.
+//!    Each is accepted once (`accept_orders`: a redelivery changes
+//!    nothing), then acknowledged and removed from the stream. Nothing is
+//!    acknowledged before it was processed.
 //! 2. **Deadlines**: expires unpaid orders past `expires_at`, a step of
 //!    whole reserve calls (their orders share one deadline entry) in one
 //!    atomic store call that returns their units; every engine node's
@@ -66,6 +69,7 @@ use crate::payments::wechatpay::CallError;
 use crate::payments::{PaymentError, Payments, RefundProgress};
 use crate::store::{
     Acceptance, Delivery, DeliveryFailure, Errand, Forgetting, Store, StoreError, StreamEntry,
+    StreamRead,
 };
 use crate::telemetry;
 
@@ -97,8 +101,10 @@ pub struct Outcome {
     /// Reservations that were already accepted (redeliveries), acknowledged
     /// again.
     pub redelivered: usize,
-    /// Reservations taken over from a consumer that stopped acknowledging
-    /// (every order of each stream entry taken over).
+    /// Reservations read again (every order of each stream entry): taken
+    /// over from a consumer that stopped acknowledging, or this consumer's
+    /// own, left unacknowledged by a pass that failed or by the process
+    /// before a restart.
     pub reclaimed: usize,
     /// Orders the expiry steps expired (their stock returned); those held
     /// for their WeChat Pay close expire later, in a task of their own.
@@ -189,6 +195,13 @@ pub struct OrderService {
     /// with when the store may forget them (their payment window's close
     /// plus the retention).
     settled: HashMap<SaleId, Millis>,
+    /// Watched sales whose reservations this consumer may have read and
+    /// not acknowledged: each when first watched (the process may have
+    /// stopped mid-pass under the same name), and during a pass of its
+    /// stream until that pass acknowledges what it read. The next pass of
+    /// such a sale reads them again at once, rather than leaving them
+    /// until `claim_idle` passes.
+    unacknowledged: HashSet<SaleId>,
     /// Whether the whole index of sales has been read (once, at the first
     /// pass); after it, only the open sales are.
     scanned: bool,
@@ -210,6 +223,7 @@ impl OrderService {
             settings,
             watched: HashMap::new(),
             settled: HashMap::new(),
+            unacknowledged: HashSet::new(),
             scanned: false,
         }
     }
@@ -323,6 +337,7 @@ impl OrderService {
             Some(settled_by) => {
                 self.store.join_reservations(&sale).await?;
                 let watch = self.watch(settled_by);
+                self.unacknowledged.insert(sale.clone());
                 self.watched.insert(sale, watch);
             }
             // Cancelled: looked at again next pass while its indexed window
@@ -458,6 +473,7 @@ impl OrderService {
                             return;
                         }
                         self.watched.remove(sale);
+                        self.unacknowledged.remove(sale);
                         // A sale gone meanwhile (forgotten by another
                         // node) is simply no longer watched.
                         if let Some(view) = view {
@@ -480,7 +496,7 @@ impl OrderService {
 
     /// The three steps of a sale's pass, each on its own: one failing (say a
     /// lost consumer group) does not hold up the others.
-    async fn process_sale(&self, sale: &SaleId) -> Outcome {
+    async fn process_sale(&mut self, sale: &SaleId) -> Outcome {
         let mut outcome = Outcome::default();
         match self.process_reservations(sale).await {
             Ok(done) => outcome.add(done),
@@ -502,22 +518,39 @@ impl OrderService {
         outcome
     }
 
-    /// Takes over stale entries, reads new ones, accepts each, and
+    /// Takes over stale entries, reads again its own unacknowledged ones
+    /// (see [`Self::unacknowledged`]), reads new ones, accepts each, and
     /// acknowledges those accepted.
-    async fn process_reservations(&self, sale: &SaleId) -> Result<Outcome, StoreError> {
+    async fn process_reservations(&mut self, sale: &SaleId) -> Result<Outcome, StoreError> {
+        // Marked for the whole pass: a store error below leaves it marked.
+        let reread = !self.unacknowledged.insert(sale.clone());
         let consumer = self.settings.consumer.as_str();
         let batch = self.settings.batch;
-        let reclaimed = self
+        let mut reclaimed = Vec::new();
+        if reread {
+            reclaimed = self
+                .store
+                .read_reservations(sale, consumer, StreamRead::OwnPending, batch)
+                .await?;
+        }
+        // A full batch of its own may have left more behind.
+        let own_left = entry_count(&reclaimed) >= batch;
+        reclaimed.extend(
+            self.store
+                .claim_reservations(sale, consumer, self.settings.claim_idle, batch)
+                .await?,
+        );
+        let fresh = self
             .store
-            .claim_reservations(sale, consumer, self.settings.claim_idle, batch)
+            .read_reservations(sale, consumer, StreamRead::New, batch)
             .await?;
-        let fresh = self.store.read_reservations(sale, consumer, batch).await?;
         let mut outcome = Outcome {
             reclaimed: reclaimed.len(),
             ..Outcome::default()
         };
         let entries: Vec<StreamEntry> = reclaimed.into_iter().chain(fresh).collect();
         if entries.is_empty() {
+            self.unacknowledged.remove(sale);
             return Ok(outcome);
         }
         // An entry carries the orders of one reserve call (up to the
@@ -554,6 +587,9 @@ impl OrderService {
         // The orders of one entry are read side by side.
         processed.dedup();
         self.store.ack_reservations(sale, &processed).await?;
+        if !own_left {
+            self.unacknowledged.remove(sale);
+        }
         telemetry::count_orders_accepted(outcome.accepted);
         Ok(outcome)
     }
@@ -773,6 +809,12 @@ const RECHECK_SWEEPS: u32 = 10;
 /// store is asked to forget it again (ms): its dead letters are read at
 /// each ask.
 const OWED_RECHECK_MS: Millis = 60 * 60 * 1000;
+
+/// How many stream entries these are: the orders of one entry are read
+/// side by side.
+fn entry_count(entries: &[StreamEntry]) -> usize {
+    entries.chunk_by(|a, b| a.id == b.id).count()
+}
 
 /// A watched sale's payment window as last read.
 #[derive(Debug, Clone, Copy)]

@@ -102,6 +102,21 @@ pub struct StreamEntry {
     pub order_id: OrderId,
 }
 
+/// Which of a sale's reservation entries a consumer reads
+/// ([`Store::read_reservations`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRead {
+    /// Entries never delivered to any consumer (`XREADGROUP … >`), now
+    /// pending on the consumer until acknowledged.
+    New,
+    /// The consumer's own pending entries (`XREADGROUP … 0`), oldest
+    /// first: read but never acknowledged, because the pass that read them
+    /// failed or the process stopped (a restarted node keeps its name).
+    /// Reading one again restarts its idle time, so no other consumer
+    /// takes it over meanwhile.
+    OwnPending,
+}
+
 /// What one expiry step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expiry {
@@ -621,12 +636,13 @@ pub trait Store: Send + Sync + 'static {
     /// missing), from the stream's first entry.
     async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError>;
 
-    /// Up to `count` entries never delivered to any consumer, now pending
-    /// on `consumer` until acknowledged.
+    /// Up to `count` entries for `consumer`: new ones, or those it read
+    /// and has not acknowledged (see [`StreamRead`]).
     async fn read_reservations(
         &self,
         sale: &SaleId,
         consumer: &str,
+        which: StreamRead,
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError>;
 

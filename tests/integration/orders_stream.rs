@@ -13,7 +13,9 @@ use flashsale::clock::{Clock, ManualClock, SystemClock};
 use flashsale::domain::{system_now, OrderEvent, OrderId, Payment, Sale, SaleId, ShopperId};
 use flashsale::inventory::{ActorSettings, Inventory};
 use flashsale::orders::{OrderService, OrderSettings, Orders, Outcome};
-use flashsale::store::{keys, Acceptance, DeliveryFailure, Errand, FollowUps, Store, StreamEntry};
+use flashsale::store::{
+    keys, Acceptance, DeliveryFailure, Errand, FollowUps, Store, StreamEntry, StreamRead,
+};
 use futures::future::join_all;
 
 use crate::conformance::{request, sale, subject, with_live_order, Subject};
@@ -33,6 +35,16 @@ fn order_service_on(
     batch: usize,
     clock: Arc<dyn Clock>,
 ) -> OrderService {
+    order_service_with(store, consumer, batch, clock, CLAIM_IDLE)
+}
+
+fn order_service_with(
+    store: &Arc<dyn Store>,
+    consumer: &str,
+    batch: usize,
+    clock: Arc<dyn Clock>,
+    claim_idle: Duration,
+) -> OrderService {
     let settings = ActorSettings {
         refresh: Duration::from_secs(1),
         idle_stop: Duration::from_secs(60),
@@ -47,7 +59,7 @@ fn order_service_on(
         OrderSettings {
             sweep: Duration::from_millis(10),
             batch,
-            claim_idle: CLAIM_IDLE,
+            claim_idle,
             consumer: consumer.into(),
             clock,
             retention: Duration::from_secs(3600),
@@ -58,7 +70,10 @@ fn order_service_on(
 /// The sale's reservations as the order service reads them.
 async fn read_all(store: &Arc<dyn Store>, sale: &SaleId) -> Vec<StreamEntry> {
     store.join_reservations(sale).await.unwrap();
-    store.read_reservations(sale, "test", 1_000).await.unwrap()
+    store
+        .read_reservations(sale, "test", StreamRead::New, 1_000)
+        .await
+        .unwrap()
 }
 
 /// A consumer reads 60 entries, accepts 10 of them and dies without
@@ -80,7 +95,7 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
     assert_eq!((backlog.reservations, backlog.deadlines), (100, 100));
     store.join_reservations(&live.id).await.unwrap();
     let taken = store
-        .read_reservations(&live.id, "doomed", 60)
+        .read_reservations(&live.id, "doomed", StreamRead::New, 60)
         .await
         .unwrap();
     assert_eq!(taken.len(), 60);
@@ -148,6 +163,117 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
         assert_eq!(length, 0, "acknowledged entries leave the stream");
     }
 }
+
+/// A sale with `RESERVATIONS` reserve calls (one stream entry each), of
+/// which `node` read the first 60 and accepted 10 before it stopped,
+/// acknowledging nothing.
+async fn read_by_a_node_that_stopped(store: &Arc<dyn Store>, node: &str) -> Sale {
+    let live = sale(1_000, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    for i in 0..RESERVATIONS {
+        store
+            .reserve(&request(&live, &format!("s-{i}"), 1, None))
+            .await
+            .unwrap();
+    }
+    store.join_reservations(&live.id).await.unwrap();
+    let taken = store
+        .read_reservations(&live.id, node, StreamRead::New, 60)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 60);
+    store
+        .accept_orders(&live.id, &taken[..10], false)
+        .await
+        .unwrap();
+    live
+}
+
+/// A node restarted under its own name reads again, at its first passes,
+/// the entries it had read and not acknowledged, a batch at a time, with
+/// no wait for `claim_idle` (an hour here); only its own: another
+/// consumer's pending entries are left to `claim_idle`.
+async fn a_restarted_node_retakes_its_own_entries_at_once(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let live = read_by_a_node_that_stopped(&store, "node-a").await;
+    let hour = Duration::from_secs(3_600);
+    let mut other = order_service_with(&store, "node-b", 25, Arc::new(SystemClock), hour);
+    let first = other.try_process_batch().await;
+    assert_eq!(
+        (first.reclaimed, first.accepted, first.redelivered),
+        (0, 25, 0),
+        "another node reads only new entries: {first:?}"
+    );
+    let second = other.try_process_batch().await;
+    assert_eq!((second.reclaimed, second.accepted), (0, 15), "{second:?}");
+    drop(other);
+
+    let mut restarted = order_service_with(&store, "node-a", 25, Arc::new(SystemClock), hour);
+    let mut passes = Vec::new();
+    for _ in 0..3 {
+        let pass = restarted.try_process_batch().await;
+        passes.push((pass.reclaimed, pass.accepted, pass.redelivered));
+    }
+    assert_eq!(
+        passes,
+        [(25, 15, 10), (25, 25, 0), (10, 10, 0)],
+        "its own 60 entries, oldest first, 25 a pass"
+    );
+    assert_eq!(restarted.try_process_batch().await, Outcome::default());
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.queued, 100, "every order accepted once: {stats:?}");
+    assert_eq!(store.order_backlog(&live.id).await.unwrap().reservations, 0);
+}
+
+/// A pass that reads reservations and then fails to accept them (Redis
+/// out of memory refuses the accept script's writes but not
+/// `XREADGROUP`) leaves them pending on this consumer; the next pass
+/// reads them again at once, with no wait for `claim_idle` (an hour
+/// here). Redis only: the embedded store cannot fail.
+async fn a_pass_that_fails_after_reading_retakes_its_entries_next_pass(backend: Backend) {
+    let Subject { store, redis } = subject(backend).await;
+    let live = sale(1_000, 1, -1_000);
+    store.create_sale(&live).await.unwrap();
+    let mut service = order_service_with(
+        &store,
+        "node-a",
+        256,
+        Arc::new(SystemClock),
+        Duration::from_secs(3_600),
+    );
+    assert_eq!(service.try_process_batch().await, Outcome::default());
+    for i in 0..20 {
+        store
+            .reserve(&request(&live, &format!("s-{i}"), 1, None))
+            .await
+            .unwrap();
+    }
+
+    redis.config_set("maxmemory", "1");
+    let full = service.try_process_batch().await;
+    redis.config_set("maxmemory", "0");
+    assert_eq!(full.accepted, 0, "{full:?}");
+    assert!(full.store_errors > 0, "{full:?}");
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.queued, 0, "nothing accepted while full: {stats:?}");
+
+    let next = service.try_process_batch().await;
+    assert_eq!(
+        (next.reclaimed, next.accepted, next.store_errors),
+        (20, 20, 0),
+        "the entries read while full are taken at once: {next:?}"
+    );
+    assert_eq!(service.try_process_batch().await, Outcome::default());
+    assert_eq!(store.order_backlog(&live.id).await.unwrap().reservations, 0);
+}
+
+crate::store_tests!(
+    [redis => Redis, redis_cluster => RedisCluster];
+    a_pass_that_fails_after_reading_retakes_its_entries_next_pass,
+);
 
 /// A hand-off is leased for one attempt, comes back after a failure's
 /// backoff with the next attempt number, and is forgotten once delivered.
@@ -647,4 +773,5 @@ on_every_store!(
     a_batch_is_one_entry_accepted_whole,
     every_order_of_a_batch_is_handed_off_once,
     a_pass_acknowledges_more_entries_than_a_lua_stack_holds,
+    a_restarted_node_retakes_its_own_entries_at_once,
 );

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use flashsale::domain::{system_now, OrderStatus, Payment, Sale, SaleId, ShopperId};
 use flashsale::store::keys::SaleKeys;
-use flashsale::store::{DeliveryFailure, FollowUps, Forgetting, IndexedSale, Store, StoreError};
+use flashsale::store::{
+    DeliveryFailure, FollowUps, Forgetting, IndexedSale, Store, StoreError, StreamRead,
+};
 
 use crate::conformance::{request, sale, subject, Subject};
 use crate::support::{Backend, RedisServer};
@@ -44,7 +46,10 @@ async fn every_page(store: &Arc<dyn Store>, limit: usize) -> Vec<IndexedSale> {
 /// acknowledge.
 pub async fn accept_all(store: &Arc<dyn Store>, sale: &SaleId) {
     store.join_reservations(sale).await.unwrap();
-    let entries = store.read_reservations(sale, "test", 1_000).await.unwrap();
+    let entries = store
+        .read_reservations(sale, "test", StreamRead::New, 1_000)
+        .await
+        .unwrap();
     store.accept_orders(sale, &entries, false).await.unwrap();
     let entry_ids: Vec<_> = entries.into_iter().map(|entry| entry.id).collect();
     store.ack_reservations(sale, &entry_ids).await.unwrap();

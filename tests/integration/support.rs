@@ -580,6 +580,19 @@ impl Servers {
         }
     }
 
+    /// Sets a Redis setting on every server (none on the embedded store).
+    pub fn config_set(&self, name: &str, value: &str) {
+        match self {
+            Self::None => {}
+            Self::Standalone(redis) => redis.config_set(name, value),
+            Self::Cluster(cluster) => {
+                for node in cluster.nodes() {
+                    node.config_set(name, value);
+                }
+            }
+        }
+    }
+
     /// A connection for raw-key assertions, on a standalone Redis.
     pub fn standalone(&self) -> Option<&RedisServer> {
         match self {

@@ -37,7 +37,7 @@ use super::{
     sort_exceptions_newest_first, sort_newest_first, sort_oldest_first, Acceptance, DeadLetter,
     Delivery, DeliveryFailure, Expiry, FollowUps, Forgetting, IndexedCampaign, IndexedSale,
     OrderBacklog, QueueRules, RefundSettlement, ShopperBounds, StockReturnHandler, Store,
-    StoreError, StoredCampaign, StreamEntry,
+    StoreError, StoredCampaign, StreamEntry, StreamRead,
 };
 use crate::domain::{
     system_now, Campaign, CampaignChange, CampaignId, Order, OrderId, Payment, PaymentException,
@@ -635,9 +635,14 @@ impl Store for EmbeddedStore {
         &self,
         sale: &SaleId,
         consumer: &str,
+        which: StreamRead,
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError> {
-        Ok(self.record(sale)?.lock().stream.read(consumer, count))
+        Ok(self
+            .record(sale)?
+            .lock()
+            .stream
+            .read(consumer, which, count))
     }
 
     async fn claim_reservations(

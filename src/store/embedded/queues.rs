@@ -1,6 +1,7 @@
 //! The embedded store's twins of the two queues the order service works
 //! through on Redis: the sale's reservation stream with its consumer group
-//! (`XREADGROUP`, `XAUTOCLAIM`, `lua/ack_reservations.lua`) and the outbox
+//! (`XREADGROUP` of new entries or of a consumer's own pending ones,
+//! `XAUTOCLAIM`, `lua/ack_reservations.lua`) and the outbox
 //! (hand-offs to the merchant's webhook, refund calls, a campaign round's
 //! reminder) with its dead letters (the
 //! `outbox`, `attempts` and `dead_letters` keys, `lua/claim_deliveries.lua`,
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use smol_str::SmolStr;
 
 use crate::domain::{Millis, OrderEvent, OrderId};
-use crate::store::{DeadLetter, Delivery, DeliveryFailure, Errand, StreamEntry};
+use crate::store::{DeadLetter, Delivery, DeliveryFailure, Errand, StreamEntry, StreamRead};
 
 /// The semantics of a Redis stream with one consumer group: entries are
 /// delivered once to some consumer, stay pending until acknowledged, and
@@ -61,20 +62,28 @@ impl ReservationStream {
             })
     }
 
-    pub fn read(&mut self, consumer: &str, count: usize) -> Vec<StreamEntry> {
-        let from = self.delivered_up_to.map_or(0, |seq| seq + 1);
-        let seqs: Vec<u64> = self
-            .entries
-            .range(from..)
-            .map(|(seq, _)| *seq)
-            .take(count)
-            .collect();
-        let now = Instant::now();
-        for seq in &seqs {
-            self.pending.insert(*seq, (consumer.to_owned(), now));
-            self.delivered_up_to = Some(*seq);
-        }
-        seqs.into_iter().flat_map(|seq| self.entry(seq)).collect()
+    pub fn read(&mut self, consumer: &str, which: StreamRead, count: usize) -> Vec<StreamEntry> {
+        let seqs: Vec<u64> = match which {
+            StreamRead::New => {
+                let from = self.delivered_up_to.map_or(0, |seq| seq + 1);
+                let seqs: Vec<u64> = self
+                    .entries
+                    .range(from..)
+                    .map(|(seq, _)| *seq)
+                    .take(count)
+                    .collect();
+                self.delivered_up_to = seqs.last().copied().or(self.delivered_up_to);
+                seqs
+            }
+            StreamRead::OwnPending => self
+                .pending
+                .iter()
+                .filter(|(_, (owner, _))| owner == consumer)
+                .map(|(seq, _)| *seq)
+                .take(count)
+                .collect(),
+        };
+        self.deliver(consumer, &seqs)
     }
 
     pub fn claim(&mut self, consumer: &str, idle_min: Duration, count: usize) -> Vec<StreamEntry> {
@@ -86,10 +95,16 @@ impl ReservationStream {
             .map(|(seq, _)| *seq)
             .take(count)
             .collect();
-        for seq in &idle {
+        self.deliver(consumer, &idle)
+    }
+
+    /// Makes these entries pending on `consumer`, delivered now.
+    fn deliver(&mut self, consumer: &str, seqs: &[u64]) -> Vec<StreamEntry> {
+        let now = Instant::now();
+        for seq in seqs {
             self.pending.insert(*seq, (consumer.to_owned(), now));
         }
-        idle.into_iter().flat_map(|seq| self.entry(seq)).collect()
+        seqs.iter().flat_map(|seq| self.entry(*seq)).collect()
     }
 
     pub fn ack(&mut self, ids: &[SmolStr]) {

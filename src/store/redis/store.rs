@@ -37,7 +37,7 @@ use crate::store::{
     restock_not_live, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first,
     Acceptance, DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps, Forgetting,
     IndexedCampaign, IndexedSale, OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler,
-    Store, StoreError, StoredCampaign, StreamEntry, PREPAY_CHANGED,
+    Store, StoreError, StoredCampaign, StreamEntry, StreamRead, PREPAY_CHANGED,
 };
 
 #[async_trait]
@@ -924,6 +924,7 @@ impl Store for RedisStore {
         &self,
         sale: &SaleId,
         consumer: &str,
+        which: StreamRead,
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError> {
         let mut cmd = redis::cmd("XREADGROUP");
@@ -934,7 +935,10 @@ impl Store for RedisStore {
             .arg(count)
             .arg("STREAMS")
             .arg(SaleKeys::new(sale).stream())
-            .arg(">");
+            .arg(match which {
+                StreamRead::New => ">",
+                StreamRead::OwnPending => "0",
+            });
         let reply: Option<StreamReadReply> = self
             .query_rejoining(sale, "read_reservations", &cmd)
             .await?;
