@@ -68,8 +68,8 @@ use crate::domain::{CampaignId, Millis, OrderEvent, OrderId, SaleId, SaleState, 
 use crate::payments::wechatpay::CallError;
 use crate::payments::{PaymentError, Payments, RefundProgress};
 use crate::store::{
-    Acceptance, Delivery, DeliveryFailure, Errand, Forgetting, Store, StoreError, StreamEntry,
-    StreamRead,
+    cut_page, Acceptance, Delivery, DeliveryFailure, Errand, Forgetting, Store, StoreError,
+    StreamEntry, StreamRead,
 };
 use crate::telemetry;
 
@@ -298,14 +298,16 @@ impl OrderService {
         }
         let mut after = None;
         loop {
-            let page = self.store.sale_index(after.as_ref(), INDEX_PAGE).await?;
-            for indexed in &page {
-                self.watch_if_new(indexed.id.clone()).await?;
+            let read = self
+                .store
+                .sale_index(after.as_ref(), INDEX_PAGE + 1)
+                .await?;
+            let (page, next) = cut_page(read, INDEX_PAGE, Clone::clone);
+            for indexed in page {
+                self.watch_if_new(indexed.id).await?;
             }
-            match page.last() {
-                Some(last) if page.len() == INDEX_PAGE => after = Some(last.clone()),
-                _ => break,
-            }
+            let Some(next) = next else { break };
+            after = Some(next);
         }
         // A campaign whose last sale was forgotten just before a crash is
         // forgotten here.

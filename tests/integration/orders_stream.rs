@@ -270,6 +270,28 @@ async fn a_pass_that_fails_after_reading_retakes_its_entries_next_pass(backend: 
     assert_eq!(store.order_backlog(&live.id).await.unwrap().reservations, 0);
 }
 
+/// At its first pass the order service takes up every sale of the index,
+/// which it reads a page (1,000 sales) at a time: here one page and one
+/// sale more, created in the same millisecond or a few (ties go by id).
+async fn the_first_pass_watches_every_sale_of_the_index(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let mut sales = Vec::new();
+    for _ in 0..1_001 {
+        let upcoming = sale(10, 1, 60_000);
+        store.create_sale(&upcoming).await.unwrap();
+        sales.push(upcoming.id);
+    }
+    let mut service = order_service(&store, "node-a", 256);
+    assert_eq!(service.try_process_batch().await.store_errors, 0);
+    let unwatched: Vec<&SaleId> = sales.iter().filter(|id| !service.watches(id)).collect();
+    assert!(unwatched.is_empty(), "not taken up: {unwatched:?}");
+}
+
+crate::on_both_stores!(the_first_pass_watches_every_sale_of_the_index);
+
 crate::store_tests!(
     [redis => Redis, redis_cluster => RedisCluster];
     a_pass_that_fails_after_reading_retakes_its_entries_next_pass,
