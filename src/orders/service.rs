@@ -197,10 +197,11 @@ pub struct OrderService {
     settled: HashMap<SaleId, Millis>,
     /// Watched sales whose reservations this consumer may have read and
     /// not acknowledged: each when first watched (the process may have
-    /// stopped mid-pass under the same name), and during a pass of its
-    /// stream until that pass acknowledges what it read. The next pass of
-    /// such a sale reads them again at once, rather than leaving them
-    /// until `claim_idle` passes.
+    /// stopped mid-pass under the same name), during a pass of its stream
+    /// until that pass acknowledges what it read, and while its reading of
+    /// its own entries fills a batch. The next pass of such a sale reads
+    /// them again at once, rather than leaving them until `claim_idle`
+    /// passes.
     unacknowledged: HashSet<SaleId>,
     /// Whether the whole index of sales has been read (once, at the first
     /// pass); after it, only the open sales are.
@@ -520,28 +521,31 @@ impl OrderService {
         outcome
     }
 
-    /// Takes over stale entries, reads again its own unacknowledged ones
-    /// (see [`Self::unacknowledged`]), reads new ones, accepts each, and
-    /// acknowledges those accepted.
+    /// Reads again its own unacknowledged entries (see
+    /// [`Self::unacknowledged`]), takes over stale ones, reads new ones,
+    /// accepts each, and acknowledges those accepted.
     async fn process_reservations(&mut self, sale: &SaleId) -> Result<Outcome, StoreError> {
         // Marked for the whole pass: a store error below leaves it marked.
         let reread = !self.unacknowledged.insert(sale.clone());
         let consumer = self.settings.consumer.as_str();
         let batch = self.settings.batch;
-        let mut reclaimed = Vec::new();
-        if reread {
-            reclaimed = self
-                .store
+        let mut reclaimed = if reread {
+            self.store
                 .read_reservations(sale, consumer, StreamRead::OwnPending, batch)
-                .await?;
-        }
+                .await?
+        } else {
+            Vec::new()
+        };
         // A full batch of its own may have left more behind.
         let own_left = entry_count(&reclaimed) >= batch;
-        reclaimed.extend(
-            self.store
-                .claim_reservations(sale, consumer, self.settings.claim_idle, batch)
-                .await?,
-        );
+        let own: HashSet<SmolStr> = reclaimed.iter().map(|entry| entry.id.clone()).collect();
+        let claimed = self
+            .store
+            .claim_reservations(sale, consumer, self.settings.claim_idle, batch)
+            .await?;
+        // Under a `claim_idle` shorter than the read just now, what it read
+        // of its own is idle enough to be claimed again.
+        reclaimed.extend(claimed.into_iter().filter(|entry| !own.contains(&entry.id)));
         let fresh = self
             .store
             .read_reservations(sale, consumer, StreamRead::New, batch)

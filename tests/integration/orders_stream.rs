@@ -164,10 +164,12 @@ async fn consumer_killed_mid_batch_loses_nothing(backend: Backend) {
     }
 }
 
-/// A sale with `RESERVATIONS` reserve calls (one stream entry each), of
-/// which `node` read the first 60 and accepted 10 before it stopped,
-/// acknowledging nothing.
-async fn read_by_a_node_that_stopped(store: &Arc<dyn Store>, node: &str) -> Sale {
+/// A store with a sale of `RESERVATIONS` reserve calls (one stream entry
+/// each), of which `node` read the first 60 and accepted 10 before it
+/// stopped, acknowledging nothing.
+async fn read_by_a_node_that_stopped(backend: Backend, node: &str) -> (Subject, Sale) {
+    let subject = subject(backend).await;
+    let store = &subject.store;
     let live = sale(1_000, 1, -1_000);
     store.create_sale(&live).await.unwrap();
     for i in 0..RESERVATIONS {
@@ -186,7 +188,7 @@ async fn read_by_a_node_that_stopped(store: &Arc<dyn Store>, node: &str) -> Sale
         .accept_orders(&live.id, &taken[..10], false)
         .await
         .unwrap();
-    live
+    (subject, live)
 }
 
 /// A node restarted under its own name reads again, at its first passes,
@@ -194,13 +196,10 @@ async fn read_by_a_node_that_stopped(store: &Arc<dyn Store>, node: &str) -> Sale
 /// no wait for `claim_idle` (an hour here); only its own: another
 /// consumer's pending entries are left to `claim_idle`.
 async fn a_restarted_node_retakes_its_own_entries_at_once(backend: Backend) {
-    let Subject {
-        store,
-        redis: _redis,
-    } = subject(backend).await;
-    let live = read_by_a_node_that_stopped(&store, "node-a").await;
+    let (subject, live) = read_by_a_node_that_stopped(backend, "node-a").await;
+    let store = &subject.store;
     let hour = Duration::from_secs(3_600);
-    let mut other = order_service_with(&store, "node-b", 25, Arc::new(SystemClock), hour);
+    let mut other = order_service_with(store, "node-b", 25, Arc::new(SystemClock), hour);
     let first = other.try_process_batch().await;
     assert_eq!(
         (first.reclaimed, first.accepted, first.redelivered),
@@ -211,7 +210,7 @@ async fn a_restarted_node_retakes_its_own_entries_at_once(backend: Backend) {
     assert_eq!((second.reclaimed, second.accepted), (0, 15), "{second:?}");
     drop(other);
 
-    let mut restarted = order_service_with(&store, "node-a", 25, Arc::new(SystemClock), hour);
+    let mut restarted = order_service_with(store, "node-a", 25, Arc::new(SystemClock), hour);
     let mut passes = Vec::new();
     for _ in 0..3 {
         let pass = restarted.try_process_batch().await;
@@ -226,6 +225,25 @@ async fn a_restarted_node_retakes_its_own_entries_at_once(backend: Backend) {
     let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
     assert_eq!(stats.queued, 100, "every order accepted once: {stats:?}");
     assert_eq!(store.order_backlog(&live.id).await.unwrap().reservations, 0);
+}
+
+/// With `claim_idle` at zero, the entries a restarted node reads again of
+/// its own are idle enough for its takeover read in the same pass too:
+/// each is still taken, and counted, once.
+async fn own_entries_read_again_are_taken_once_under_any_claim_idle(backend: Backend) {
+    let (subject, live) = read_by_a_node_that_stopped(backend, "node-a").await;
+    let store = &subject.store;
+    let mut restarted =
+        order_service_with(store, "node-a", 256, Arc::new(SystemClock), Duration::ZERO);
+    let first = restarted.try_process_batch().await;
+    assert_eq!(
+        (first.reclaimed, first.accepted, first.redelivered),
+        (60, 90, 10),
+        "its own 60 entries once, then the 40 never read: {first:?}"
+    );
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.queued, 100, "every order accepted once: {stats:?}");
+    assert_eq!(restarted.try_process_batch().await, Outcome::default());
 }
 
 /// A pass that reads reservations and then fails to accept them (Redis
@@ -796,4 +814,5 @@ on_every_store!(
     every_order_of_a_batch_is_handed_off_once,
     a_pass_acknowledges_more_entries_than_a_lua_stack_holds,
     a_restarted_node_retakes_its_own_entries_at_once,
+    own_entries_read_again_are_taken_once_under_any_claim_idle,
 );
