@@ -72,8 +72,6 @@ impl EngineProcess {
             .env("FLASHSALE_RATE_GLOBAL_PER_SEC", "0")
             .env("FLASHSALE_RATE_USER_PER_SEC", "0")
             .env("FLASHSALE_RATE_IP_PER_SEC", "0")
-            // Entries a killed engine left pending are reclaimed soon.
-            .env("FLASHSALE_ORDER_CLAIM_IDLE_MS", "500")
             .env("RUST_LOG", "info")
             .envs(self.settings.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::piped())

@@ -160,7 +160,11 @@ async fn engine_killed_mid_race_loses_no_acknowledged_order() {
     engine.restart();
     let started_in = restarted.elapsed();
 
-    // Entries the killed engine had read but not acknowledged are reclaimed.
+    // Entries the killed engine had read but not acknowledged are pending on
+    // its consumer, whose name (host and listen address) the restarted
+    // engine takes again: it reads them again at its first pass, well inside
+    // the 20 s wait, where another node's claim would wait for
+    // `FLASHSALE_ORDER_CLAIM_IDLE_MS` (30 s).
     let (record, audit) = race_ends_with_nothing_lost(&app, &sale, racing).await;
     assert_eq!(audit["recounted"]["awaiting_order_service"], 0, "{audit}");
     println!(
