@@ -20,7 +20,10 @@
 # request (every thread's, from /proc/<pid>/task/*/status): how often its
 # threads slept and were woken, or were preempted. And wrk's own CPU per
 # request (its user + system time, from the shell's `times`): the load
-# generator shares the two cores with what it measures.
+# generator shares the two cores with what it measures. A phase in which
+# wrk lost answers (socket errors, or a race whose sale holds more orders
+# than the answers wrk read, past the requests in flight when it stopped)
+# is named below the table: its row is not comparable.
 #
 # Run: bash benches/http.sh          (needs wrk: apt-get install wrk)
 # Knobs: DURATION (seconds per run, 8), CONNECTIONS (64), THREADS (1),
@@ -193,7 +196,7 @@ LIM_REFUSED=$(curl -fs "$LIMITED/metrics" | awk '/^flashsale_rate_limited_total/
 
 STATS=$(curl -fs "$ENGINE/admin/v1/sales/$RACE" -H "Authorization: Bearer $ADMIN")
 python3 - "$STATS" "$RACE_STOCK" "${STATS_B:-}" <<PY
-import json, sys
+import json, re, sys
 rows_b = [
     ("  the race again, LAYOUT_B", ${B_RPS:-0}, ${B_P50:-0}, ${B_P99:-0}, ${B_US:-0}, ${B_REDIS_US:-0}, ${B_SW:-0}, ${B_USR:-0}, ${B_WRK:-0}),
 ] if sys.argv[3] else []
@@ -231,9 +234,22 @@ print(f"after the race the order services took $DRAINED to take its {$RACE_ORDER
       f"orders{' (LAYOUT_B race: ${DRAINED_B:-})' if rows_b else ''}; the next phase waited for them")
 if $LIM_REFUSED:
     print(f"the rate-limited engine refused {$LIM_REFUSED} requests: its row is not comparable")
+# A row's figures are per answer wrk read: one that lost answers (socket
+# errors, or a race whose sale holds more orders than wrk read answers,
+# past the requests in flight when it stopped) is not comparable.
+def wrk_output(phase):
+    try:
+        return open(f"$WORK/{phase}.txt").read()
+    except FileNotFoundError:
+        return ""
+for phase in ["ceiling", "campaign_page", "race", "race_b", "sold_out", "sold_out_limited", "floor"]:
+    errors = re.search(r"Socket errors: (.*)", wrk_output(phase))
+    if errors:
+        print(f"{phase}: wrk's socket errors ({errors.group(1)}): its row counts only the answers it read")
 total = int(sys.argv[2])
 ok = True
-for name, stats_json, non2xx in [("race", sys.argv[1], $RACE_NON2XX), ("LAYOUT_B race", sys.argv[3], ${B_NON2XX:-0})]:
+for name, phase, stats_json, non2xx in [("race", "race", sys.argv[1], $RACE_NON2XX),
+                                        ("LAYOUT_B race", "race_b", sys.argv[3], ${B_NON2XX:-0})]:
     if not stats_json:
         continue
     stats = json.loads(stats_json)["stats"]
@@ -242,5 +258,9 @@ for name, stats_json, non2xx in [("race", sys.argv[1], $RACE_NON2XX), ("LAYOUT_B
     ok = ok and sale_ok
     print(f"{name}: {held} orders of {total} units, non-2xx answers {non2xx}; "
           f"remaining + reserved + paid == stock_total: {'yes' if sale_ok else 'NO'}")
+    answers = int(re.search(r"(\d+) requests in", wrk_output(phase)).group(1))
+    if held - answers > $CONNECTIONS:
+        print(f"{name}: wrk read {answers} answers of the {held} orders made, more apart than "
+              f"the $CONNECTIONS requests in flight when it stopped: its row is not comparable")
 sys.exit(0 if ok else 1)
 PY
