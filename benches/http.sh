@@ -234,9 +234,7 @@ print(f"after the race the order services took $DRAINED to take its {$RACE_ORDER
       f"orders{' (LAYOUT_B race: ${DRAINED_B:-})' if rows_b else ''}; the next phase waited for them")
 if $LIM_REFUSED:
     print(f"the rate-limited engine refused {$LIM_REFUSED} requests: its row is not comparable")
-# A row's figures are per answer wrk read: one that lost answers (socket
-# errors, or a race whose sale holds more orders than wrk read answers,
-# past the requests in flight when it stopped) is not comparable.
+# The phases in which wrk lost answers (see the head of this script).
 def wrk_output(phase):
     try:
         return open(f"$WORK/{phase}.txt").read()
