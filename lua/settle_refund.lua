@@ -1,14 +1,25 @@
--- settle_refund: WeChat Pay confirmed an order's refund (REFUND.SUCCESS, or
--- a refund call answered SUCCESS). A refunding order, or a late payment
--- (refund_required), becomes refunded; the counts do not move (the units
--- were counted where they went when the refund was asked for, or when the
--- late payment came). A repeat changes nothing.
--- KEYS[1] fs:{sale}:orders   hash: order id -> record (see common.lua)
--- KEYS[2] fs:{sale}:outbox   sorted set: outbox entries by due time
+-- settle_refund: an order's refund is settled. Either WeChat Pay confirmed
+-- it (REFUND.SUCCESS, or a refund call or query answered SUCCESS), or the
+-- merchant paid the shopper back another way after WeChat Pay could not
+-- (ABNORMAL, CLOSED, or a refund call it refused for good: by hand). A
+-- refunding order, or a late payment (refund_required), becomes refunded;
+-- the counts do not move (the units were counted where they went when the
+-- refund was asked for, or when the late payment came). A repeat changes
+-- nothing.
+-- By hand, only while the order's refund call is not in the outbox (queued,
+-- leased or PROCESSING at WeChat Pay, which may still pay it): the order
+-- keeps the Redis time it was settled (refund_by_hand_at), and its refund's
+-- dead letter, if any, goes in the same step (nothing is left to re-drive).
+-- KEYS[1] fs:{sale}:orders        hash: order id -> record (see common.lua)
+-- KEYS[2] fs:{sale}:outbox        sorted set: outbox entries by due time
+-- KEYS[3] fs:{sale}:attempts      hash: 'event order_id' -> attempts so far
+-- KEYS[4] fs:{sale}:dead_letters  hash: 'event order_id' -> record
 -- ARGV[1] order id
 -- ARGV[2] '1' to queue the merchant's webhook hand-off of order.refunded
+-- ARGV[3] '1' when the merchant settles it by hand
 -- Returns {'refunded' | 'unchanged', record} | {'not_found'} |
--- {'conflict', status} (no refund of it was asked for).
+-- {'conflict', status} (no refund of it was asked for) | {'in_flight'}
+-- (by hand, while its refund call is in the outbox).
 local order, text = load_order(KEYS[1], ARGV[1])
 if not order then
   return {'not_found'}
@@ -16,14 +27,25 @@ end
 if order.status == 'refunded' then
   return {'unchanged', text}
 end
+if order.status ~= 'refund_required' and order.status ~= 'refunding' then
+  return {'conflict', order.status}
+end
+local now = string.format('%d', now_ms())
+if ARGV[3] == '1' then
+  local call = 'wechatpay.refund ' .. ARGV[1]
+  if redis.call('ZSCORE', KEYS[2], call) then
+    return {'in_flight'}
+  end
+  redis.call('HDEL', KEYS[3], call)
+  redis.call('HDEL', KEYS[4], call)
+  order.refund_by_hand_at = now
+end
 if order.status == 'refund_required' then
   order.refund = 'late'
-elseif order.status ~= 'refunding' then
-  return {'conflict', order.status}
 end
 order.status = 'refunded'
 local record = save_order(KEYS[1], ARGV[1], order)
 if ARGV[2] == '1' then
-  hand_off(KEYS[2], 'order.refunded', ARGV[1], string.format('%d', now_ms()))
+  hand_off(KEYS[2], 'order.refunded', ARGV[1], now)
 end
 return {'refunded', record}

@@ -407,6 +407,7 @@ mod tests {
             prepay_id: None,
             transaction_id: None,
             refund: None,
+            refund_settled_by_hand_at: None,
         }
     }
 

@@ -27,7 +27,7 @@ pub use campaign_change::{
     AddedRound, CampaignChange, CampaignPatch, ItemPatch, RoundPatch, SaleStep,
 };
 pub use ids::{CampaignId, CampaignSlot, OrderId, SaleId, ShopperId};
-pub use order::{Order, OrderEvent, OrderStatus, RefundKind, StockReturn};
+pub use order::{Order, OrderEvent, OrderStatus, RefundKind, RefundSettledBy, StockReturn};
 pub use payment::{Payment, PaymentException, PaymentExceptionKind, PaymentOutcome};
 pub use reservation::{
     check_reservation, OrderAsk, PresentedToken, Quantity, Rejection, Reservation, ReserveRequest,

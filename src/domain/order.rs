@@ -145,6 +145,24 @@ pub struct Order {
     pub transaction_id: Option<String>,
     /// Set once a refund of the order is asked for.
     pub refund: Option<RefundKind>,
+    /// When the merchant recorded paying the refund back outside WeChat
+    /// Pay (store clock): the order is `refunded` without WeChat Pay's
+    /// confirmation (see [`RefundSettledBy::Merchant`]).
+    pub refund_settled_by_hand_at: Option<Millis>,
+}
+
+/// Who settles an order's refund, making it `refunded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundSettledBy {
+    /// WeChat Pay confirmed it (`SUCCESS`, by notification, answer or
+    /// query).
+    WeChatPay,
+    /// The merchant paid it back another way, after WeChat Pay could not
+    /// (`ABNORMAL`, `CLOSED`, or a refund call it refused for good). Only
+    /// while no refund call of the order is in the sale's outbox: one that
+    /// WeChat Pay may still pay is never settled twice. The refund's dead
+    /// letter, if any, goes in the same step.
+    Merchant,
 }
 
 /// Units of a sale given back by an order (cancelled, expired or refunded

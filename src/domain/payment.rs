@@ -79,4 +79,10 @@ impl PaymentExceptionKind {
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
+
+    /// A refund WeChat Pay could not complete (its `out_trade_no` names the
+    /// order refunded), rather than a payment.
+    pub fn is_refund(self) -> bool {
+        matches!(self, Self::RefundAbnormal | Self::RefundClosed)
+    }
 }

@@ -1,7 +1,8 @@
 //! The merchants' API under `/admin/v1`: schedule, list, inspect, change and
 //! cancel sales, export their orders, look up any order, watch a sale
 //! live (Server-Sent Events) and a queued sale's line, refund a paid
-//! order, and list and re-drive outbox entries that failed for good.
+//! order (and record a refund paid back by hand), and list and re-drive
+//! outbox entries that failed for good.
 //! Every route needs the admin token.
 
 use std::convert::Infallible;
@@ -44,6 +45,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(settle_payment_exception))
         .routes(routes!(get_order))
         .routes(routes!(refund_order))
+        .routes(routes!(settle_refund_by_hand))
         .routes(routes!(list_dead_letters))
         .routes(routes!(redrive_dead_letters))
 }
@@ -66,11 +68,16 @@ error_responses!(
     ];
     CancelSaleErrors = [Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable];
     PaymentExceptionsErrors = [Invalid, Unauthorized, Forbidden, Overloaded, Unavailable];
-    SettlePaymentExceptionErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
+    SettlePaymentExceptionErrors = [
+        Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable,
+    ];
     GetOrderErrors = [Unauthorized, Forbidden, NotFound, Overloaded, Unavailable];
     RefundOrderErrors = [
         MalformedBody, Invalid, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
         Overloaded, Unavailable,
+    ];
+    SettleRefundByHandErrors = [
+        Unauthorized, Forbidden, NotFound, Conflict, Overloaded, Unavailable,
     ];
 );
 
@@ -133,6 +140,45 @@ async fn refund_order(
         "refund",
         &order.sale_id,
         &format!("order {id} restock {}", request.restock),
+    );
+    Ok(Json((&order).into()))
+}
+
+/// Records that the merchant paid an order's refund back by hand.
+///
+/// For a refund WeChat Pay could not pay (`ABNORMAL`: the shopper's
+/// account could not take it; `CLOSED`) or a refund call it refused for
+/// good (among the sale's dead letters), once the merchant paid the shopper
+/// back another way: the `refunding` (or `refund_required`) order becomes
+/// `refunded` with `refund_settled_by_hand_at`, `order.refunded` goes to the
+/// webhook, the refund's dead letter is dropped (nothing left to re-drive)
+/// and its payment exception settled. A repeat answers the order as it is.
+/// While the refund call is in the sale's outbox (queued, or `PROCESSING`
+/// at WeChat Pay, which may still pay it): 409 `conflict`, as for an order
+/// whose refund was never asked for.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/orders/{id}/refund/settled-by-hand",
+    operation_id = "admin_settle_refund_by_hand",
+    tag = "admin",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order, `refunded`.", body = OrderBody),
+        SettleRefundByHandErrors,
+    )
+)]
+async fn settle_refund_by_hand(
+    admin: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<OrderBody>, ApiError> {
+    let id = parse_order_id(&id)?;
+    let order = state.payments.settle_refund_by_hand(&id).await?;
+    admin.audit(
+        "settle_refund_by_hand",
+        &order.sale_id,
+        &format!("order {id}"),
     );
     Ok(Json((&order).into()))
 }
@@ -554,7 +600,10 @@ async fn payment_exceptions(
 /// Marks a payment exception the merchant settled by hand (refunded the
 /// shopper, paid the refund another way) settled: it leaves the list, and
 /// should WeChat Pay notify that transaction again, it is not recorded
-/// again. Answers it as it was listed.
+/// again. A refund's exception (`refund_abnormal`, `refund_closed`) also
+/// settles its order's refund by hand, as
+/// `POST /admin/v1/orders/{id}/refund/settled-by-hand` does (409 `conflict`
+/// when that refuses). Answers it as it was listed.
 #[utoipa::path(
     delete,
     path = "/admin/v1/payment-exceptions/{transaction_id}",

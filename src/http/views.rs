@@ -357,6 +357,11 @@ pub struct OrderBody {
     /// (refunded by the merchant, back on sale).
     #[schema(example = "kept")]
     pub refund: Option<&'static str>,
+    /// When the merchant recorded paying the refund back outside WeChat
+    /// Pay (`POST /admin/v1/orders/{id}/refund/settled-by-hand`); `null`
+    /// for a refund WeChat Pay paid, or none.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub refund_settled_by_hand_at: Option<Timestamp>,
 }
 
 impl From<&Order> for OrderBody {
@@ -375,6 +380,7 @@ impl From<&Order> for OrderBody {
             prepay_id: order.prepay_id.clone(),
             transaction_id: order.transaction_id.clone(),
             refund: order.refund.map(RefundKind::as_str),
+            refund_settled_by_hand_at: order.refund_settled_by_hand_at.map(Timestamp),
         }
     }
 }

@@ -197,7 +197,7 @@ impl Orders {
                 closer.failures.lock().forget(&order.id);
                 self.store.expire_order(&order.id).await
             }
-            Ok(Closing::Paid(_)) => {
+            Ok(Closing::Paid) => {
                 closer.failures.lock().forget(&order.id);
                 Ok(None)
             }
@@ -351,7 +351,7 @@ impl Orders {
         for _ in 0..2 {
             if let (Some(_), OrderStatus::PendingPayment) = (&order.prepay_id, order.status) {
                 let closing = closer.payments.close_wechatpay_order(&order).await;
-                if let Closing::Paid(_) = closing.map_err(|err| not_cancelled(err.into()))? {
+                if let Closing::Paid = closing.map_err(|err| not_cancelled(err.into()))? {
                     return Err(not_cancelled(
                         StoreError::Conflict(
                             "the order was paid in WeChat Pay before it could be cancelled".into(),

@@ -350,6 +350,7 @@ mod tests {
             prepay_id: None,
             transaction_id: None,
             refund: None,
+            refund_settled_by_hand_at: None,
         };
         let err = webhook
             .send(OrderEvent::Reserved, &order)

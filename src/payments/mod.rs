@@ -22,8 +22,10 @@
 //! result notification ([`Payments::wechatpay_notified`]), or a `SUCCESS`
 //! answer or query, settles the order `refunded`. A
 //! refund WeChat Pay could not pay (`ABNORMAL`) or closed (`CLOSED`) is
-//! kept as a payment exception for the merchant. With simulated payments a
-//! refund is recorded at once.
+//! kept as a payment exception for the merchant; once the merchant paid
+//! the shopper back another way ([`Payments::settle_refund_by_hand`], or
+//! settling that exception), the order is `refunded` too. With simulated
+//! payments a refund is recorded at once.
 //!
 //! Both apply the payment through the store's one payment step, so an
 //! order is paid (or marked for refund) exactly once whichever way money
@@ -42,7 +44,7 @@ use self::wechatpay::{
 };
 use crate::domain::{
     system_now, Order, OrderId, OrderStatus, Payment, PaymentException, PaymentExceptionKind,
-    PaymentOutcome, ShopperId,
+    PaymentOutcome, RefundSettledBy, ShopperId,
 };
 use crate::orders::WorkNotices;
 use crate::store::{FollowUps, RefundSettlement, Store, StoreError};
@@ -59,9 +61,8 @@ pub enum PaymentMethod {
 pub enum Closing {
     /// Nothing can pay the order any more: let its units go.
     Closed,
-    /// It was paid before the close: the payment is applied, and this is
-    /// the order now.
-    Paid(Order),
+    /// It was paid before the close: the payment is applied.
+    Paid,
 }
 
 /// Where a refund stands after one attempt of its outbox entry.
@@ -311,7 +312,7 @@ impl Payments {
             transaction_id: transaction.transaction_id,
         };
         match self.pay(&order.id, &payment).await {
-            Ok(order) => Ok(Closing::Paid(order)),
+            Ok(_) => Ok(Closing::Paid),
             // Paid, but not what the order asks: the money is the
             // merchant's to settle, and this WeChat Pay order can take no
             // other payment, so the order is as good as closed.
@@ -456,7 +457,11 @@ impl Payments {
             .await?;
             return Ok(RefundProgress::Done);
         }
-        match self.store.settle_refund(&order_id, self.hand_off).await {
+        match self
+            .store
+            .settle_refund(&order_id, RefundSettledBy::WeChatPay, self.hand_off)
+            .await
+        {
             Ok(RefundSettlement::Refunded(_)) => {
                 self.wake(&order_id);
                 telemetry::count_refund("refunded");
@@ -508,15 +513,77 @@ impl Payments {
     }
 
     /// Marks a payment exception the merchant settled by hand settled (off
-    /// the list, never recorded again), and answers it.
+    /// the list, never recorded again), and answers it. A refund's
+    /// exception settles its order's refund by hand first (see
+    /// [`Payments::settle_refund_by_hand`]): the merchant paid the shopper
+    /// back, so the order is `refunded`. An order retention forgot since
+    /// leaves only the exception to settle.
     pub async fn settle_exception(
         &self,
         transaction_id: &str,
     ) -> Result<PaymentException, StoreError> {
+        let exception = self
+            .store
+            .payment_exception(transaction_id)
+            .await?
+            .ok_or(StoreError::NotFound("payment exception"))?;
+        if exception.kind.is_refund() {
+            if let Ok(order_id) = OrderId::parse(&exception.out_trade_no) {
+                match self.settle_order_by_hand(&order_id).await {
+                    Ok(_) | Err(StoreError::NotFound(_)) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
         self.store
             .settle_payment_exception(transaction_id)
             .await?
             .ok_or(StoreError::NotFound("payment exception"))
+    }
+
+    /// The merchant paid an order's refund back outside WeChat Pay, after
+    /// WeChat Pay could not (`ABNORMAL`, `CLOSED`, or a refund call it
+    /// refused for good): the order is `refunded` (`order.refunded` to the
+    /// webhook), its refund's dead letter dropped, and the payment
+    /// exception WeChat Pay's result left settled. Refused (`Conflict`)
+    /// while its refund call is in the sale's outbox, and for an order
+    /// whose refund was never asked for. A repeat answers the order as it
+    /// is.
+    pub async fn settle_refund_by_hand(&self, order_id: &OrderId) -> Result<Order, StoreError> {
+        let order = self.settle_order_by_hand(order_id).await?;
+        // The exception is named by the refunded payment's transaction id,
+        // or by the refund's number when WeChat Pay's result carried none.
+        let names = order
+            .transaction_id
+            .iter()
+            .cloned()
+            .chain([out_refund_no(order_id.as_str())]);
+        for transaction_id in names {
+            let exception = self.store.payment_exception(&transaction_id).await?;
+            if exception.is_some_and(|exception| {
+                exception.kind.is_refund() && exception.out_trade_no == order_id.as_str()
+            }) {
+                self.store.settle_payment_exception(&transaction_id).await?;
+            }
+        }
+        Ok(order)
+    }
+
+    /// The order step of [`Payments::settle_refund_by_hand`].
+    async fn settle_order_by_hand(&self, order_id: &OrderId) -> Result<Order, StoreError> {
+        match self
+            .store
+            .settle_refund(order_id, RefundSettledBy::Merchant, self.hand_off)
+            .await?
+        {
+            RefundSettlement::Refunded(order) => {
+                self.wake(order_id);
+                telemetry::count_refund("settled_by_hand");
+                tracing::info!(order = %order_id, "refund settled by the merchant's hand");
+                Ok(order)
+            }
+            RefundSettlement::Unchanged(order) => Ok(order),
+        }
     }
 
     /// Pays the shopper's own order at once (simulated payments only).

@@ -24,8 +24,9 @@ pub use self::redis::{RedisStore, RedisTarget};
 pub use self::scripts::with_helpers;
 use crate::domain::{
     Campaign, CampaignChange, CampaignId, Millis, Order, OrderEvent, OrderId, Payment,
-    PaymentException, PaymentOutcome, QueuePlace, QueueStats, Rejection, Reservation,
-    ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId, StockReturn,
+    PaymentException, PaymentOutcome, QueuePlace, QueueStats, RefundSettledBy, Rejection,
+    Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleView, ShopperId,
+    StockReturn,
 };
 
 /// The most orders one shopper may cancel in one sale, unless the store is
@@ -590,13 +591,16 @@ pub trait Store: Send + Sync + 'static {
         follow_ups: FollowUps,
     ) -> Result<Order, StoreError>;
 
-    /// WeChat Pay confirmed the order's refund: a `refunding` or
+    /// The order's refund is settled (`by` WeChat Pay, or by the
+    /// merchant's hand: see [`RefundSettledBy`]): a `refunding` or
     /// `refund_required` order is `refunded` (its hand-off queued when
     /// `hand_off`); a repeat changes nothing; `Conflict` for an order
-    /// whose refund was never asked for.
+    /// whose refund was never asked for, and by hand while its refund
+    /// call is in the sale's outbox.
     async fn settle_refund(
         &self,
         id: &OrderId,
+        by: RefundSettledBy,
         hand_off: bool,
     ) -> Result<RefundSettlement, StoreError>;
 
@@ -781,6 +785,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every payment exception not settled, newest first.
     async fn payment_exceptions(&self) -> Result<Vec<PaymentException>, StoreError>;
 
+    /// The payment exception of `transaction_id`, unless there is none or
+    /// it was settled.
+    async fn payment_exception(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Option<PaymentException>, StoreError>;
+
     /// Marks the payment exception of `transaction_id` settled (the
     /// merchant settled it by hand): it leaves the list, and a repeat of
     /// that transaction is not recorded again. Answers it as it was
@@ -829,13 +840,22 @@ fn no_refund_asked(status: &str) -> StoreError {
     ))
 }
 
+/// The answer when the merchant would settle by hand a refund whose call
+/// is still in the sale's outbox: WeChat Pay may still pay it.
+fn refund_in_flight() -> StoreError {
+    StoreError::Conflict(
+        "the order's refund is still with WeChat Pay (queued, or processing): wait for its \
+         result; settle it by hand only once WeChat Pay could not pay it"
+            .into(),
+    )
+}
+
 /// The answer when an order that must be unpaid is `status`.
 fn not_pending(status: &str) -> StoreError {
     StoreError::Conflict(format!("the order is {status}, not pending_payment"))
 }
 
 /// The answer to a waiting-room call on a sale without one.
-/// The answer to a join of a sale without a waiting room.
 pub(crate) fn not_queued() -> StoreError {
     StoreError::Conflict("this sale has no waiting room (its admission mode is open)".into())
 }

@@ -12,11 +12,12 @@ use flashsale::domain::{
 };
 use flashsale::domain::{
     OrderAsk, OrderEvent, Payment, PaymentException, PaymentExceptionKind, PaymentOutcome,
-    RefundKind, ReserveRequest,
+    RefundKind, RefundSettledBy, ReserveRequest,
 };
 use flashsale::store::{
-    EmbeddedStore, Errand, FollowUps, RedisStore, RedisTarget, RefundSettlement, ShopperBounds,
-    Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT, EXPIRIES_PER_SHOPPER_DEFAULT, PREPAY_CHANGED,
+    DeliveryFailure, EmbeddedStore, Errand, FollowUps, RedisStore, RedisTarget, RefundSettlement,
+    ShopperBounds, Store, StoreError, CANCELS_PER_SHOPPER_DEFAULT, EXPIRIES_PER_SHOPPER_DEFAULT,
+    PREPAY_CHANGED,
 };
 use futures::future::join_all;
 
@@ -988,10 +989,20 @@ async fn payment_exceptions_are_kept_once_per_transaction(backend: Backend) {
 
     // Settled by hand: taken off the list once, as it was listed; a
     // repeat of the transaction is not recorded again.
+    assert_eq!(
+        store.payment_exception("tx-1").await.unwrap().as_ref(),
+        Some(&listed[1])
+    );
+    assert_eq!(store.payment_exception("tx-9").await.unwrap(), None);
     let settled = store.settle_payment_exception("tx-1").await.unwrap();
     assert_eq!(settled.as_ref(), Some(&listed[1]));
     assert_eq!(store.settle_payment_exception("tx-1").await.unwrap(), None);
     assert_eq!(store.settle_payment_exception("tx-9").await.unwrap(), None);
+    assert_eq!(
+        store.payment_exception("tx-1").await.unwrap(),
+        None,
+        "settled"
+    );
     assert_eq!(store.payment_exceptions().await.unwrap(), listed[..1]);
     assert!(!store.record_payment_exception(&repeat).await.unwrap());
     assert_eq!(store.payment_exceptions().await.unwrap(), listed[..1]);
@@ -1367,13 +1378,19 @@ async fn refunds_move_units_and_queue_their_calls(backend: Backend) {
         store.delivered(&live.id, delivery).await.unwrap();
     }
 
-    let RefundSettlement::Refunded(settled) = store.settle_refund(&kept.id, true).await.unwrap()
+    let RefundSettlement::Refunded(settled) = store
+        .settle_refund(&kept.id, RefundSettledBy::WeChatPay, true)
+        .await
+        .unwrap()
     else {
         panic!("refunded");
     };
     assert_eq!(settled.status, OrderStatus::Refunded);
     assert!(matches!(
-        store.settle_refund(&kept.id, true).await.unwrap(),
+        store
+            .settle_refund(&kept.id, RefundSettledBy::WeChatPay, true)
+            .await
+            .unwrap(),
         RefundSettlement::Unchanged(_)
     ));
     let leased = store
@@ -1403,7 +1420,9 @@ async fn refunds_move_units_and_queue_their_calls(backend: Backend) {
         .await
         .unwrap();
     assert!(matches!(
-        store.settle_refund(&late.id, false).await,
+        store
+            .settle_refund(&late.id, RefundSettledBy::WeChatPay, false)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     let PaymentOutcome::RefundRequired(marked) =
@@ -1419,12 +1438,180 @@ async fn refunds_move_units_and_queue_their_calls(backend: Backend) {
     let mut events: Vec<&str> = leased.iter().map(|d| d.errand.event()).collect();
     events.sort_unstable();
     assert_eq!(events, ["order.refund_required", "wechatpay.refund"]);
-    store.settle_refund(&late.id, false).await.unwrap();
+    store
+        .settle_refund(&late.id, RefundSettledBy::WeChatPay, false)
+        .await
+        .unwrap();
     let late = store.order(&late.id).await.unwrap().unwrap();
     assert_eq!(late.status, OrderStatus::Refunded);
+    assert_eq!(late.refund_settled_by_hand_at, None, "WeChat Pay paid it");
     let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
     assert_eq!(stats.refund_required, 1);
     audit_clean().await;
+}
+
+/// The merchant settles a refund by hand only once WeChat Pay lets it go:
+/// while its call is queued or leased (WeChat Pay may still pay it) it is
+/// refused and nothing changes; once the call is dead-lettered (refused
+/// for good) or done (`ABNORMAL`, `CLOSED`), the order is `refunded` with
+/// the time it was settled, its dead letter goes (nothing is left to
+/// re-drive), `order.refunded` is queued once, and no count moves. A late
+/// payment's refund settles the same way; a repeat, or WeChat Pay's
+/// `SUCCESS` after it, changes nothing; an order whose refund was never
+/// asked for is refused. The audit stays clean throughout.
+async fn a_refund_is_settled_by_hand_once_wechatpay_lets_it_go(backend: Backend) {
+    let (subject, live, dead) = with_live_order(backend, "ada").await;
+    let store = &subject.store;
+    let both = FollowUps {
+        hand_off: true,
+        refund: true,
+    };
+    let pay = |n: u32| Payment {
+        amount: None,
+        transaction_id: format!("42000000000000000000000001{n:02}"),
+    };
+    let by_hand = |id: &OrderId| {
+        let id = id.clone();
+        async move {
+            store
+                .settle_refund(&id, RefundSettledBy::Merchant, true)
+                .await
+        }
+    };
+    let closed = store
+        .reserve(&request(&live, "ben", 1, None))
+        .await
+        .unwrap()
+        .order;
+    let late = store
+        .reserve(&request(&live, "cal", 1, None))
+        .await
+        .unwrap()
+        .order;
+    let pending = store
+        .reserve(&request(&live, "dee", 1, None))
+        .await
+        .unwrap()
+        .order;
+    for (n, order) in [&dead, &closed].into_iter().enumerate() {
+        store
+            .pay_order(&order.id, &pay(n as u32), FollowUps::default())
+            .await
+            .unwrap();
+    }
+    store
+        .cancel_order(&late.id, &ShopperId::parse("cal").unwrap())
+        .await
+        .unwrap();
+    let paid = store.order(&dead.id).await.unwrap().unwrap();
+    for order in [&paid, &pending] {
+        assert!(
+            matches!(by_hand(&order.id).await, Err(StoreError::Conflict(_))),
+            "{:?}: no refund asked for",
+            order.status
+        );
+    }
+    let unknown = OrderId::generate(&live.id);
+    assert!(matches!(
+        by_hand(&unknown).await,
+        Err(StoreError::NotFound(_))
+    ));
+    for order in [&dead, &closed] {
+        store.refund_order(&order.id, false, both).await.unwrap();
+    }
+    store.pay_order(&late.id, &pay(2), both).await.unwrap();
+    assert_audit_clean(store, &live.id).await;
+    let before = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+
+    // Queued, then leased: WeChat Pay may still pay it.
+    let refused = |id: &OrderId| {
+        let id = id.clone();
+        async move {
+            assert!(matches!(by_hand(&id).await, Err(StoreError::Conflict(_))));
+            let order = store.order(&id).await.unwrap().unwrap();
+            assert_ne!(order.status, OrderStatus::Refunded);
+            assert_eq!(order.refund_settled_by_hand_at, None);
+        }
+    };
+    for order in [&dead, &closed, &late] {
+        refused(&order.id).await;
+    }
+    let leased = store
+        .claim_deliveries(&live.id, 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for order in [&dead, &closed, &late] {
+        refused(&order.id).await;
+    }
+    let failure = DeliveryFailure {
+        status: Some(403),
+        error: "NOT_ENOUGH".into(),
+    };
+    for delivery in &leased {
+        match &delivery.errand {
+            Errand::Order(OrderEvent::Refund, id) if *id == dead.id => {
+                assert!(store
+                    .dead_letter(&live.id, delivery, &failure)
+                    .await
+                    .unwrap());
+            }
+            _ => store.delivered(&live.id, delivery).await.unwrap(),
+        }
+    }
+    assert_eq!(store.dead_letters(&live.id).await.unwrap().len(), 1);
+
+    let started = system_now();
+    for (order, kind) in [
+        (&dead, RefundKind::Kept),
+        (&closed, RefundKind::Kept),
+        (&late, RefundKind::Late),
+    ] {
+        let RefundSettlement::Refunded(settled) = by_hand(&order.id).await.unwrap() else {
+            panic!("refunded by hand");
+        };
+        assert_eq!(settled.status, OrderStatus::Refunded);
+        assert_eq!(settled.refund, Some(kind));
+        let at = settled.refund_settled_by_hand_at.expect("settled by hand");
+        assert!(at >= started - 1_000, "{at} {started}");
+        assert_eq!(store.order(&order.id).await.unwrap().unwrap(), settled);
+        assert!(matches!(
+            by_hand(&order.id).await.unwrap(),
+            RefundSettlement::Unchanged(ref again) if *again == settled
+        ));
+        assert!(matches!(
+            store
+                .settle_refund(&order.id, RefundSettledBy::WeChatPay, true)
+                .await
+                .unwrap(),
+            RefundSettlement::Unchanged(ref again) if *again == settled
+        ));
+    }
+    assert_eq!(
+        store.dead_letters(&live.id).await.unwrap(),
+        [],
+        "the refund's dead letter went with it"
+    );
+    assert_eq!(store.redrive_dead_letters(&live.id).await.unwrap(), 0);
+    let mut told: Vec<Errand> = store
+        .claim_deliveries(&live.id, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|delivery| delivery.errand)
+        .collect();
+    told.sort_by_key(ToString::to_string);
+    let mut expected: Vec<Errand> = [&dead, &closed, &late]
+        .into_iter()
+        .map(|order| Errand::Order(OrderEvent::Refunded, order.id.clone()))
+        .collect();
+    expected.sort_by_key(ToString::to_string);
+    assert_eq!(told, expected, "order.refunded once each, and nothing else");
+    assert_eq!(
+        store.view_sale(&live.id).await.unwrap().unwrap().stats,
+        before,
+        "settling moves no count"
+    );
+    assert_audit_clean(store, &live.id).await;
 }
 
 /// Units the merchant refunded without restock stay sold: a change to the
@@ -1509,6 +1696,7 @@ crate::on_every_store!(
     a_calls_orders_share_one_payment_deadline,
     the_expiry_step_takes_whole_calls,
     refunds_move_units_and_queue_their_calls,
+    a_refund_is_settled_by_hand_once_wechatpay_lets_it_go,
     a_sale_change_keeps_refunded_units_off_sale,
     orders_with_a_prepay_are_held_at_their_deadline,
     prepay_and_transaction_ids_are_kept,

@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashsale::domain::{system_now, OrderStatus, Payment, Sale, SaleId, ShopperId};
+use flashsale::domain::{
+    system_now, OrderId, OrderStatus, Payment, RefundSettledBy, Sale, SaleId, ShopperId,
+};
 use flashsale::store::keys::SaleKeys;
 use flashsale::store::{
     DeliveryFailure, FollowUps, Forgetting, IndexedSale, Store, StoreError, StreamRead,
@@ -282,7 +284,74 @@ async fn a_dead_refund_keeps_its_sale_from_retention(backend: Backend) {
         store,
         redis: _redis,
     } = subject(backend).await;
-    let retention = Duration::from_millis(300);
+    let (closing, _) = owing_a_dead_refund(&store).await;
+    let letters = store.dead_letters(&closing.id).await.unwrap();
+    assert_eq!(
+        store.redrive_dead_letters(&closing.id).await.unwrap(),
+        u64::try_from(letters.len()).unwrap()
+    );
+    for delivery in store
+        .claim_deliveries(&closing.id, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
+        match delivery.errand.event() {
+            "wechatpay.refund" => store.delivered(&closing.id, &delivery).await.unwrap(),
+            _webhook => assert!(store
+                .dead_letter(&closing.id, &delivery, &refused())
+                .await
+                .unwrap()),
+        }
+    }
+    assert_eq!(
+        store.forget_sale(&closing.id, RETENTION).await.unwrap(),
+        Forgetting::Forgotten,
+        "the webhook's dead letters go with the sale"
+    );
+}
+
+/// A dead refund call the merchant paid back another way (settled by
+/// hand) owes nothing any more: once its `order.refunded` hand-off is
+/// done, the sale is forgotten.
+async fn a_dead_refund_settled_by_hand_lets_its_sale_go(backend: Backend) {
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let (closing, order) = owing_a_dead_refund(&store).await;
+    store
+        .settle_refund(&order, RefundSettledBy::Merchant, true)
+        .await
+        .unwrap();
+    for delivery in store
+        .claim_deliveries(&closing.id, 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
+        assert_eq!(delivery.errand.event(), "order.refunded");
+        store.delivered(&closing.id, &delivery).await.unwrap();
+    }
+    assert_eq!(
+        store.forget_sale(&closing.id, RETENTION).await.unwrap(),
+        Forgetting::Forgotten
+    );
+}
+
+/// The retention of the dead-refund tests.
+const RETENTION: Duration = Duration::from_millis(300);
+
+/// How WeChat Pay refuses a refund for good.
+fn refused() -> DeliveryFailure {
+    DeliveryFailure {
+        status: Some(403),
+        error: "NOT_ENOUGH".into(),
+    }
+}
+
+/// A sale past its retention whose one paid order's refund call, and every
+/// hand-off, failed for good: retention keeps it, as money owed. Answers
+/// the sale and the order.
+async fn owing_a_dead_refund(store: &Arc<dyn Store>) -> (Sale, OrderId) {
     let closing = closing_sale(5, 200);
     store.create_sale(&closing).await.unwrap();
     let amy = store
@@ -301,19 +370,14 @@ async fn a_dead_refund_keeps_its_sale_from_retention(backend: Backend) {
         .refund_order(&amy.order.id, false, both)
         .await
         .unwrap();
-    accept_all(&store, &closing.id).await;
-    let refused = DeliveryFailure {
-        status: Some(403),
-        error: "NOT_ENOUGH".into(),
-    };
-    // Every hand-off and the refund call fail for good.
+    accept_all(store, &closing.id).await;
     for delivery in store
         .claim_deliveries(&closing.id, 10, Duration::from_secs(60))
         .await
         .unwrap()
     {
         assert!(store
-            .dead_letter(&closing.id, &delivery, &refused)
+            .dead_letter(&closing.id, &delivery, &refused())
             .await
             .unwrap());
     }
@@ -327,33 +391,11 @@ async fn a_dead_refund_keeps_its_sale_from_retention(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(600)).await;
     store.settle_sale(&closing.id).await.unwrap();
     assert_eq!(
-        store.forget_sale(&closing.id, retention).await.unwrap(),
+        store.forget_sale(&closing.id, RETENTION).await.unwrap(),
         Forgetting::Owed,
         "the dead refund holds its sale"
     );
-
-    assert_eq!(
-        store.redrive_dead_letters(&closing.id).await.unwrap(),
-        u64::try_from(letters.len()).unwrap()
-    );
-    for delivery in store
-        .claim_deliveries(&closing.id, 10, Duration::from_secs(60))
-        .await
-        .unwrap()
-    {
-        match delivery.errand.event() {
-            "wechatpay.refund" => store.delivered(&closing.id, &delivery).await.unwrap(),
-            _webhook => assert!(store
-                .dead_letter(&closing.id, &delivery, &refused)
-                .await
-                .unwrap()),
-        }
-    }
-    assert_eq!(
-        store.forget_sale(&closing.id, retention).await.unwrap(),
-        Forgetting::Forgotten,
-        "the webhook's dead letters go with the sale"
-    );
+    (closing, amy.order.id)
 }
 
 async fn retention_deletes_a_settled_sale_and_nothing_else(backend: Backend) {
@@ -650,4 +692,5 @@ crate::on_every_store!(
     a_sales_orders_export_in_pages_each_once,
     retention_deletes_a_settled_sale_and_nothing_else,
     a_dead_refund_keeps_its_sale_from_retention,
+    a_dead_refund_settled_by_hand_lets_its_sale_go,
 );

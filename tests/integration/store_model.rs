@@ -613,6 +613,7 @@ impl Model {
             prepay_id: None,
             transaction_id: None,
             refund: None,
+            refund_settled_by_hand_at: None,
         };
         self.orders.push(order.clone());
         if let Some(key) = key {

@@ -41,8 +41,9 @@ use super::{
 };
 use crate::domain::{
     system_now, Campaign, CampaignChange, CampaignId, Order, OrderId, Payment, PaymentException,
-    PaymentOutcome, QueuePlace, QueueStats, RecordedOrder, Reservation, ReserveRequest, Sale,
-    SaleChange, SaleId, SaleRecords, SaleStep, SaleView, ShopperId, StockReturn,
+    PaymentOutcome, QueuePlace, QueueStats, RecordedOrder, RefundSettledBy, Reservation,
+    ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleStep, SaleView, ShopperId,
+    StockReturn,
 };
 
 /// Whether the merchant settled a payment exception by hand.
@@ -600,9 +601,12 @@ impl Store for EmbeddedStore {
     async fn settle_refund(
         &self,
         id: &OrderId,
+        by: RefundSettledBy,
         hand_off: bool,
     ) -> Result<RefundSettlement, StoreError> {
-        self.order_record(id)?.lock().settle_refund(id, hand_off)
+        self.order_record(id)?
+            .lock()
+            .settle_refund(id, by, hand_off)
     }
 
     async fn record_prepay(&self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError> {
@@ -770,6 +774,18 @@ impl Store for EmbeddedStore {
             .collect();
         sort_exceptions_newest_first(&mut exceptions);
         Ok(exceptions)
+    }
+
+    async fn payment_exception(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Option<PaymentException>, StoreError> {
+        Ok(self
+            .payment_exceptions
+            .lock()
+            .get(transaction_id)
+            .filter(|(_, settled)| !settled.0)
+            .map(|(exception, _)| exception.clone()))
     }
 
     async fn settle_payment_exception(

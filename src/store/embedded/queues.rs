@@ -254,6 +254,19 @@ impl Outbox {
             .any(|errand| matches!(errand, Errand::Order(OrderEvent::Refund, _)))
     }
 
+    /// Whether the order's refund call is queued (due, leased, or waiting
+    /// to ask WeChat Pay again).
+    pub fn holds_refund_call(&self, id: &OrderId) -> bool {
+        self.hand_offs
+            .contains_key(&Errand::Order(OrderEvent::Refund, id.clone()))
+    }
+
+    /// Drops the order's refund call from the dead letters, if there.
+    pub fn drop_dead_refund(&mut self, id: &OrderId) {
+        self.dead
+            .remove(&Errand::Order(OrderEvent::Refund, id.clone()));
+    }
+
     /// Queues every dead letter again, due `now`, with no attempts yet;
     /// returns how many.
     pub fn redrive(&mut self, now: Millis) -> usize {

@@ -18,13 +18,14 @@ use super::queues::{later, Outbox, ReservationStream};
 use super::waiting_room::WaitingRoom;
 use crate::domain::{
     check_reservation, system_now, Millis, Order, OrderEvent, OrderId, OrderStatus, Payment,
-    PaymentOutcome, PresentedToken, RefundKind, Rejection, Reservation, ReserveRequest, Sale,
-    SaleChange, SaleState, SaleStats, SaleView, ShopperId, LIVE_CHANGEABLE_FIELDS,
+    PaymentOutcome, PresentedToken, RefundKind, RefundSettledBy, Rejection, Reservation,
+    ReserveRequest, Sale, SaleChange, SaleState, SaleStats, SaleView, ShopperId,
+    LIVE_CHANGEABLE_FIELDS,
 };
 use crate::store::{
-    cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending, restock_not_live,
-    Acceptance, Expiry, FollowUps, OrderBacklog, RefundSettlement, ShopperBounds, StoreError,
-    StreamEntry, PREPAY_CHANGED,
+    cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending, refund_in_flight,
+    restock_not_live, Acceptance, Expiry, FollowUps, OrderBacklog, RefundSettlement, ShopperBounds,
+    StoreError, StreamEntry, PREPAY_CHANGED,
 };
 
 /// Where a cancel counts against the shopper's allowance (see
@@ -288,6 +289,7 @@ impl SaleRecord {
             prepay_id: None,
             transaction_id: None,
             refund: None,
+            refund_settled_by_hand_at: None,
         };
         self.orders.insert(order.id.clone(), order.clone());
         made.push(order.id.clone());
@@ -568,11 +570,12 @@ impl SaleRecord {
         Ok(order)
     }
 
-    /// WeChat Pay confirmed an order's refund: the twin of
-    /// `lua/settle_refund.lua`.
+    /// An order's refund is settled, by WeChat Pay or by the merchant's
+    /// hand: the twin of `lua/settle_refund.lua`.
     pub fn settle_refund(
         &mut self,
         id: &OrderId,
+        by: RefundSettledBy,
         hand_off: bool,
     ) -> Result<RefundSettlement, StoreError> {
         let order = self
@@ -581,14 +584,24 @@ impl SaleRecord {
             .ok_or(StoreError::NotFound("order"))?;
         match order.status {
             OrderStatus::Refunded => return Ok(RefundSettlement::Unchanged(order.clone())),
-            OrderStatus::RefundRequired => order.refund = Some(RefundKind::Late),
-            OrderStatus::Refunding => {}
+            OrderStatus::RefundRequired | OrderStatus::Refunding => {}
             status => return Err(no_refund_asked(status.as_str())),
+        }
+        let now = system_now();
+        if by == RefundSettledBy::Merchant {
+            if self.outbox.holds_refund_call(id) {
+                return Err(refund_in_flight());
+            }
+            self.outbox.drop_dead_refund(id);
+            order.refund_settled_by_hand_at = Some(now);
+        }
+        if order.status == OrderStatus::RefundRequired {
+            order.refund = Some(RefundKind::Late);
         }
         order.status = OrderStatus::Refunded;
         let order = order.clone();
         if hand_off {
-            self.outbox.queue(OrderEvent::Refunded, id, system_now());
+            self.outbox.queue(OrderEvent::Refunded, id, now);
         }
         Ok(RefundSettlement::Refunded(order))
     }

@@ -343,6 +343,7 @@ impl OrderTerms {
                 prepay_id: None,
                 transaction_id: None,
                 refund: None,
+                refund_settled_by_hand_at: None,
             },
             remaining: None,
             held: Some(held),
@@ -471,6 +472,10 @@ pub(super) fn order_from_fields(
                 RefundKind::parse(kind).ok_or_else(|| corrupt(format!("order refund {kind}")))?,
             ),
         },
+        refund_settled_by_hand_at: fields
+            .get("refund_by_hand_at")
+            .map(|at| at.parse().map_err(corrupt))
+            .transpose()?,
     })
 }
 

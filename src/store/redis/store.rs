@@ -23,8 +23,8 @@ use super::RedisStore;
 use crate::domain::{
     admission_token_id, Admitted, Campaign, CampaignChange, CampaignId, Millis, Order, OrderId,
     Payment, PaymentException, PaymentOutcome, QueuePlace, QueueStats, QueueStatus, RecordedOrder,
-    Rejection, Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords, SaleStep,
-    SaleView, ShopperId, StockReturn,
+    RefundSettledBy, Rejection, Reservation, ReserveRequest, Sale, SaleChange, SaleId, SaleRecords,
+    SaleStep, SaleView, ShopperId, StockReturn,
 };
 use crate::store::keys::{
     self, CampaignKeys, SaleKeys, CAMPAIGN_INDEX, OPEN_SALE_INDEX, ORDER_SERVICE_GROUP,
@@ -34,10 +34,10 @@ use crate::store::scripts::Invocation;
 use crate::store::{
     batch_sale, campaign_changed_meanwhile, campaign_sale_refused, campaign_started,
     cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending, not_queued,
-    restock_not_live, sort_exceptions_newest_first, sort_newest_first, sort_oldest_first,
-    Acceptance, DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps, Forgetting,
-    IndexedCampaign, IndexedSale, OrderBacklog, QueueRules, RefundSettlement, StockReturnHandler,
-    Store, StoreError, StoredCampaign, StreamEntry, StreamRead, PREPAY_CHANGED,
+    refund_in_flight, restock_not_live, sort_exceptions_newest_first, sort_newest_first,
+    sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps,
+    Forgetting, IndexedCampaign, IndexedSale, OrderBacklog, QueueRules, RefundSettlement,
+    StockReturnHandler, Store, StoreError, StoredCampaign, StreamEntry, StreamRead, PREPAY_CHANGED,
 };
 
 #[async_trait]
@@ -806,14 +806,18 @@ impl Store for RedisStore {
     async fn settle_refund(
         &self,
         id: &OrderId,
+        by: RefundSettledBy,
         hand_off: bool,
     ) -> Result<RefundSettlement, StoreError> {
         let keys = SaleKeys::new(&id.sale_id());
         let mut invocation = self.scripts.settle_refund.key(keys.orders());
         invocation
             .key(keys.outbox())
+            .key(keys.attempts())
+            .key(keys.dead_letters())
             .arg(id.as_str())
-            .arg(flag(hand_off));
+            .arg(flag(hand_off))
+            .arg(flag(by == RefundSettledBy::Merchant));
         let (outcome, mut reply) = Reply::new(self.run("settle_refund", &invocation).await?)?;
         match outcome.as_str() {
             "refunded" => Ok(RefundSettlement::Refunded(order_from_record(
@@ -826,6 +830,7 @@ impl Store for RedisStore {
             )?)),
             "not_found" => Err(StoreError::NotFound("order")),
             "conflict" => Err(no_refund_asked(&reply.next::<String>()?)),
+            "in_flight" => Err(refund_in_flight()),
             other => Err(corrupt(format!("unknown refund settlement {other}"))),
         }
     }
@@ -1236,6 +1241,18 @@ impl Store for RedisStore {
             .collect::<Result<Vec<_>, _>>()?;
         sort_exceptions_newest_first(&mut exceptions);
         Ok(exceptions)
+    }
+
+    async fn payment_exception(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Option<PaymentException>, StoreError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(PAYMENT_EXCEPTIONS).arg(transaction_id);
+        let record: Option<String> = self.query("payment_exception", &cmd).await?;
+        record.map_or(Ok(None), |record| {
+            open_exception_from_record(transaction_id.to_owned(), &record)
+        })
     }
 
     async fn settle_payment_exception(

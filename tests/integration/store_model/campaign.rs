@@ -375,6 +375,7 @@ impl CampaignModel {
             prepay_id: None,
             transaction_id: None,
             refund: None,
+            refund_settled_by_hand_at: None,
         };
         if let Some(key) = key {
             self.keys.insert(key, (self.orders.len(), quantity));
