@@ -455,6 +455,13 @@ impl Payments {
                 },
             )
             .await?;
+            // Nothing is left to send or ask: the merchant may settle it
+            // by hand at once, not after the refund's next query. An order
+            // forgotten since has no outbox left.
+            match self.store.end_refund_call(&order_id).await {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
             return Ok(RefundProgress::Done);
         }
         match self

@@ -604,6 +604,13 @@ pub trait Store: Send + Sync + 'static {
         hand_off: bool,
     ) -> Result<RefundSettlement, StoreError>;
 
+    /// WeChat Pay ended the order's refund unpaid (`ABNORMAL`, `CLOSED`):
+    /// its refund call leaves the sale's outbox, whichever attempt holds
+    /// it (nothing is left to send or ask), so the merchant may settle the
+    /// refund by hand at once. Nothing else changes; a repeat, or an order
+    /// with no refund call queued, changes nothing.
+    async fn end_refund_call(&self, id: &OrderId) -> Result<(), StoreError>;
+
     /// Keeps WeChat Pay's prepay id on an unpaid order, once: answers the
     /// order with the prepay id kept first (this one, or an earlier one).
     /// `Conflict` once the order is no longer `pending_payment`.

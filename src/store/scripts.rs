@@ -116,6 +116,7 @@ pub struct Scripts {
     pub record_prepay: LuaScript,
     pub refund_order: LuaScript,
     pub settle_refund: LuaScript,
+    pub end_refund_call: LuaScript,
     pub expire_orders: LuaScript,
     pub expire_order: LuaScript,
     pub postpone_expiry: LuaScript,
@@ -158,6 +159,7 @@ impl Scripts {
             record_prepay: script!("record_prepay"),
             refund_order: script!("refund_order"),
             settle_refund: script!("settle_refund"),
+            end_refund_call: script!("end_refund_call"),
             expire_orders: script!("expire_orders"),
             expire_order: script!("expire_order"),
             postpone_expiry: script!("postpone_expiry"),
@@ -182,7 +184,7 @@ impl Scripts {
     }
 
     /// Every script.
-    fn all(&self) -> [&LuaScript; 37] {
+    fn all(&self) -> [&LuaScript; 38] {
         [
             &self.index_sale,
             &self.create_sale,
@@ -201,6 +203,7 @@ impl Scripts {
             &self.record_prepay,
             &self.refund_order,
             &self.settle_refund,
+            &self.end_refund_call,
             &self.expire_orders,
             &self.expire_order,
             &self.postpone_expiry,

@@ -638,6 +638,12 @@ async fn the_document_names_bodies_headers_and_security_schemes() {
         ),
         ("patch", "/admin/v1/sales/{id}", "200", "AdminSaleBody"),
         ("post", "/admin/v1/orders/{id}/refund", "200", "OrderBody"),
+        (
+            "post",
+            "/admin/v1/orders/{id}/refund/settled-by-hand",
+            "200",
+            "OrderBody",
+        ),
         ("delete", "/admin/v1/sales/{id}", "200", "AdminSaleBody"),
         ("get", "/healthz", "200", "Health"),
         ("get", "/readyz", "200", "Readiness"),

@@ -1453,7 +1453,8 @@ async fn refunds_move_units_and_queue_their_calls(backend: Backend) {
 /// The merchant settles a refund by hand only once WeChat Pay lets it go:
 /// while its call is queued or leased (WeChat Pay may still pay it) it is
 /// refused and nothing changes; once the call is dead-lettered (refused
-/// for good) or done (`ABNORMAL`, `CLOSED`), the order is `refunded` with
+/// for good) or done (`ABNORMAL`, `CLOSED`: by its last attempt, or ended
+/// at once by WeChat Pay's notification), the order is `refunded` with
 /// the time it was settled, its dead letter goes (nothing is left to
 /// re-drive), `order.refunded` is queued once, and no count moves. A late
 /// payment's refund settles the same way; a repeat, or WeChat Pay's
@@ -1547,6 +1548,12 @@ async fn a_refund_is_settled_by_hand_once_wechatpay_lets_it_go(backend: Backend)
         status: Some(403),
         error: "NOT_ENOUGH".into(),
     };
+    // WeChat Pay refuses one call for good; notifies that it closed
+    // another while its attempt is leased (the call ends at once, and that
+    // attempt's end changes nothing); answers the third's query
+    // `ABNORMAL`.
+    store.end_refund_call(&closed.id).await.unwrap();
+    store.end_refund_call(&closed.id).await.unwrap();
     for delivery in &leased {
         match &delivery.errand {
             Errand::Order(OrderEvent::Refund, id) if *id == dead.id => {
@@ -1559,6 +1566,14 @@ async fn a_refund_is_settled_by_hand_once_wechatpay_lets_it_go(backend: Backend)
         }
     }
     assert_eq!(store.dead_letters(&live.id).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .claim_deliveries(&live.id, 10, Duration::ZERO)
+            .await
+            .unwrap(),
+        [],
+        "no refund call is left to send or ask"
+    );
 
     let started = system_now();
     for (order, kind) in [

@@ -20,6 +20,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::on_both_stores;
+use crate::orders_webhook::{
+    assert_signed, dead_letters, dead_letters_when, engine_for, redrive, Receiver,
+};
 use crate::payments_wechat::{assert_acknowledged, notify, order_of, PRICE};
 use crate::support::{error_code, live_sale, test_config, Backend, Harness, Servers, TestApp};
 use crate::wechat::{Behaviour, EngineSettings, WeChatPayServer, WxRefund, WxState};
@@ -477,7 +480,154 @@ async fn refusals(backend: Backend) {
     app.assert_audit_clean(&sale).await;
 }
 
+/// The merchant settles by hand a refund WeChat Pay could not pay: one it
+/// answered `ABNORMAL`, one `CLOSED` (its payment exception settled,
+/// which settles the order too), one whose call it refused for good (a
+/// dead letter). Each order becomes `refunded` with the time it was
+/// settled, goes to the webhook once as `order.refunded`, and leaves no
+/// exception, dead letter or refund call behind: nothing more reaches
+/// WeChat Pay, and WeChat Pay's repeated result changes nothing. While a
+/// refund is still with WeChat Pay, or was never asked for, it is refused.
+/// The audit stays clean.
+async fn a_refund_wechatpay_could_not_pay_is_settled_by_hand(backend: Backend) {
+    let receiver = Receiver::start(0).await;
+    let wx = WeChatPayServer::start().await;
+    let Harness { app, redis: _redis } =
+        engine_for(backend, &receiver, |config| wx.configure(config)).await;
+    let sale = app.create_sale(live_sale(4, 1)).await;
+    let abnormal = paid_order(&app, &wx, &sale, "oAbe").await;
+    let closed = paid_order(&app, &wx, &sale, "oCat").await;
+    let refused = paid_order(&app, &wx, &sale, "oDot").await;
+    let paid = paid_order(&app, &wx, &sale, "oEli").await;
+    let by_hand = |id: &str| {
+        let path = format!("/admin/v1/orders/{id}/refund/settled-by-hand");
+        let app = &app;
+        async move { app.admin(Method::POST, &path, None).await }
+    };
+
+    // Never asked for, unknown, or not the admin's to ask: refused.
+    assert_eq!(
+        error_code(by_hand(&paid).await).await,
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+    let (head, last) = paid.split_at(paid.len() - 1);
+    let unknown = format!("{head}{}", if last == "x" { "y" } else { "x" });
+    assert_eq!(
+        error_code(by_hand(&unknown).await).await,
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    let shopper = app
+        .shopper_post(
+            "oEli",
+            &format!("/admin/v1/orders/{paid}/refund/settled-by-hand"),
+        )
+        .await;
+    assert_eq!(
+        error_code(shopper).await,
+        (StatusCode::FORBIDDEN, "forbidden".into())
+    );
+
+    // Still with WeChat Pay (PROCESSING): refused.
+    for id in [&abnormal, &closed] {
+        assert_eq!(refund(&app, id, None).await.status(), StatusCode::OK);
+    }
+    eventually("both refunds reach WeChat Pay", || wx.refunds().len() == 2).await;
+    let (status, code) = error_code(by_hand(&abnormal).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::CONFLICT, "conflict"));
+    assert_eq!(admin_order(&app, &abnormal).await["status"], "refunding");
+
+    // WeChat Pay could not pay two of them: settled by hand at once (the
+    // refunds' next queries are a minute away).
+    let abnormal_result = wx.settle_refund(&format!("{abnormal}-refund"), "ABNORMAL");
+    assert_acknowledged(notify(&app, &abnormal_result).await).await;
+    let closed_result = wx.settle_refund(&format!("{closed}-refund"), "CLOSED");
+    assert_acknowledged(notify(&app, &closed_result).await).await;
+    assert_eq!(payment_exceptions(&app).await.len(), 2);
+    let answer = by_hand(&abnormal).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let settled: Value = answer.json().await.unwrap();
+    assert_eq!(settled["status"], "refunded", "{settled}");
+    assert_eq!(settled["refund"], "kept", "{settled}");
+    assert!(
+        settled["refund_settled_by_hand_at"].is_string(),
+        "{settled}"
+    );
+    assert_eq!(
+        payment_exceptions(&app).await,
+        [(closed.clone(), "refund_closed".to_owned())],
+        "the order's exception is settled with it"
+    );
+    let exception: Value = app
+        .admin(Method::GET, "/admin/v1/payment-exceptions", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let transaction = exception["exceptions"][0]["transaction_id"]
+        .as_str()
+        .unwrap();
+    let dismissed = app
+        .admin(
+            Method::DELETE,
+            &format!("/admin/v1/payment-exceptions/{transaction}"),
+            None,
+        )
+        .await;
+    assert_eq!(dismissed.status(), StatusCode::OK);
+    assert_eq!(payment_exceptions(&app).await, []);
+    let closed_order = admin_order(&app, &closed).await;
+    assert_eq!(closed_order["status"], "refunded", "{closed_order}");
+    assert!(closed_order["refund_settled_by_hand_at"].is_string());
+
+    // A refund call WeChat Pay refused for good, settled by hand: its dead
+    // letter goes, so nothing is left to re-drive.
+    wx.behave(Behaviour::Refuse("NOT_ENOUGH"));
+    assert_eq!(refund(&app, &refused, None).await.status(), StatusCode::OK);
+    let letters = dead_letters_when(&app, &sale, 1).await;
+    assert_eq!(letters[0]["event"], "wechatpay.refund", "{letters:?}");
+    wx.behave(Behaviour::Normal);
+    assert_eq!(by_hand(&refused).await.status(), StatusCode::OK);
+    assert_eq!(dead_letters(&app, &sale).await, Vec::<Value>::new());
+    assert_eq!(redrive(&app, &sale).await, 0);
+
+    // Repeats change nothing.
+    let again = by_hand(&abnormal).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.json::<Value>().await.unwrap(), settled);
+    assert_acknowledged(notify(&app, &abnormal_result).await).await;
+    assert_eq!(payment_exceptions(&app).await, []);
+    assert_eq!(admin_order(&app, &abnormal).await, settled);
+
+    // The webhook hears of each once, as the API shows it.
+    let settled_ids = [&abnormal, &closed, &refused];
+    let told = || {
+        receiver
+            .calls()
+            .into_iter()
+            .filter(|call| call.json()["type"] == "order.refunded")
+            .collect::<Vec<_>>()
+    };
+    eventually("order.refunded handed off for each", || told().len() >= 3).await;
+    let calls_before = wx.calls().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let told = told();
+    assert_eq!(told.len(), 3, "once each");
+    for call in &told {
+        let body = assert_signed(call);
+        let id = body["order"]["id"].as_str().unwrap().to_owned();
+        assert!(settled_ids.iter().any(|settled| **settled == id), "{body}");
+        assert_eq!(body["order"], admin_order(&app, &id).await, "{body}");
+    }
+    assert_eq!(wx.calls().len(), calls_before, "nothing more to WeChat Pay");
+    for id in [&abnormal, &closed] {
+        assert_eq!(refunds_of(&wx, id)[0].1.calls, 1, "asked for once");
+    }
+    assert!(refunds_of(&wx, &refused).is_empty(), "never taken by WeChat Pay");
+    app.assert_audit_clean(&sale).await;
+}
+
 on_both_stores!(
+    a_refund_wechatpay_could_not_pay_is_settled_by_hand,
     a_late_payment_is_refunded_by_itself,
     a_refund_waits_out_wechatpay_errors_and_is_made_once,
     a_lost_answer_is_queried_without_a_second_refund,

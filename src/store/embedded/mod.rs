@@ -609,6 +609,14 @@ impl Store for EmbeddedStore {
             .settle_refund(id, by, hand_off)
     }
 
+    async fn end_refund_call(&self, id: &OrderId) -> Result<(), StoreError> {
+        self.record(&id.sale_id())?
+            .lock()
+            .outbox
+            .end_refund_call(id);
+        Ok(())
+    }
+
     async fn record_prepay(&self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError> {
         self.order_record(id)?.lock().record_prepay(id, prepay_id)
     }

@@ -261,6 +261,13 @@ impl Outbox {
             .contains_key(&Errand::Order(OrderEvent::Refund, id.clone()))
     }
 
+    /// Takes the order's refund call out, whichever attempt holds it, as
+    /// `lua/end_refund_call.lua`.
+    pub fn end_refund_call(&mut self, id: &OrderId) {
+        self.hand_offs
+            .remove(&Errand::Order(OrderEvent::Refund, id.clone()));
+    }
+
     /// Drops the order's refund call from the dead letters, if there.
     pub fn drop_dead_refund(&mut self, id: &OrderId) {
         self.dead

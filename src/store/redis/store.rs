@@ -835,6 +835,14 @@ impl Store for RedisStore {
         }
     }
 
+    async fn end_refund_call(&self, id: &OrderId) -> Result<(), StoreError> {
+        let keys = SaleKeys::new(&id.sale_id());
+        let mut invocation = self.scripts.end_refund_call.key(keys.outbox());
+        invocation.key(keys.attempts()).arg(id.as_str());
+        self.run("end_refund_call", &invocation).await?;
+        Ok(())
+    }
+
     async fn record_prepay(&self, id: &OrderId, prepay_id: &str) -> Result<Order, StoreError> {
         let mut invocation = self
             .scripts
