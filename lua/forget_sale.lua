@@ -4,7 +4,8 @@
 -- left to process (the deadline index is empty: no order unpaid), no reservation the order service has not
 -- processed (the stream is trimmed to nothing once every entry is
 -- acknowledged), no hand-off in the outbox and no refund among its dead
--- letters (money owed to a shopper stays until the merchant re-drives it);
+-- letters (money owed to a shopper stays until the merchant re-drives it,
+-- or settles it by hand: see settle_refund.lua);
 -- the other dead letters go with the sale. UNLINK frees the memory off
 -- Redis's main thread, so a large sale does not hold up other sales. The indexes are no sale's slot: the caller
 -- takes the sale off them afterwards (see index_sale.lua for the order).

@@ -201,7 +201,8 @@ pub enum Forgetting {
     /// Its retention has not passed yet, or it still has work.
     Kept,
     /// Kept: a refund call among its dead letters is money owed to a
-    /// shopper, until the merchant re-drives it and it is made.
+    /// shopper, until the merchant re-drives it and it is made, or
+    /// settles it by hand.
     Owed,
     /// No such sale (deleted before; taken off the indexes again).
     Gone,
@@ -530,7 +531,8 @@ pub trait Store: Send + Sync + 'static {
     /// and answers `Forgotten`). Settled: no order unpaid, no
     /// reservation unprocessed, no hand-off in the outbox, and no refund
     /// call among the dead letters (money owed stays until the merchant
-    /// re-drives it; the other dead letters go with the sale). Never
+    /// re-drives it or settles it by hand; the other dead letters go with
+    /// the sale). Never
     /// touches another sale.
     async fn forget_sale(
         &self,

@@ -11,7 +11,8 @@
 //! and counts, a campaign's page shows each round's items and totals, its
 //! live round is ended and an upcoming campaign cancelled from there; a
 //! sale's orders are listed, and a paid order is refunded (back on sale)
-//! from its page, then found again by its id; a campaign of two rounds
+//! from its page, then found again by its id; a late payment is recorded
+//! as paid back by hand from its page; a campaign of two rounds
 //! and two items is scheduled from its form (a list price below the
 //! seckill price refused first); a sale with a waiting room is scheduled
 //! from the sale form (a rate of 0 refused at its field) and its page
@@ -591,6 +592,54 @@ async fn a_merchant_runs_a_sale_from_the_console_in_chromium() {
         .await;
     assert!(facts.as_str().unwrap().contains("restocked"), "{facts}");
     page.screenshot("13-order-refunded").await;
+
+    // A late payment (paid after its cancel) the merchant paid back by
+    // hand is recorded from its page: refunded, and when.
+    let late = app.buy(&shop, "console-late-shopper").await;
+    let late_id = late["id"].as_str().unwrap().to_owned();
+    for action in ["cancel", "pay"] {
+        let answer = app
+            .shopper_post(
+                "console-late-shopper",
+                &format!("/api/v1/orders/{late_id}/{action}"),
+            )
+            .await;
+        assert_eq!(answer.status(), StatusCode::OK, "{action}");
+    }
+    page.go(&app.address, &format!("#/orders/{late_id}")).await;
+    page.until(
+        "the order owed a refund",
+        "return document.querySelector('#order-status [data-status=refund_required]');",
+    )
+    .await;
+    page.click("#refund-settled-by-hand").await;
+    page.click("#refund-settled-by-hand").await;
+    page.until(
+        "the order paid back by hand",
+        "return document.querySelector('#order-status [data-status=refunded]');",
+    )
+    .await;
+    let settled = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/v1/orders/{late_id}"),
+            None,
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(
+        settled["refund_settled_by_hand_at"].is_string(),
+        "{settled}"
+    );
+    let facts = page.text_of("dl.facts").await;
+    assert!(facts.contains("Refund paid back by hand"), "{facts}");
+    page.until(
+        "no button once paid back",
+        "return document.querySelector('#refund-settled-by-hand') ? null : true;",
+    )
+    .await;
 
     // A campaign scheduled from the console: two rounds (the second
     // filled in after the first), two items; a list price below the

@@ -622,7 +622,10 @@ async fn a_refund_wechatpay_could_not_pay_is_settled_by_hand(backend: Backend) {
     for id in [&abnormal, &closed] {
         assert_eq!(refunds_of(&wx, id)[0].1.calls, 1, "asked for once");
     }
-    assert!(refunds_of(&wx, &refused).is_empty(), "never taken by WeChat Pay");
+    assert!(
+        refunds_of(&wx, &refused).is_empty(),
+        "never taken by WeChat Pay"
+    );
     app.assert_audit_clean(&sale).await;
 }
 

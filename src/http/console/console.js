@@ -1,7 +1,8 @@
 // The merchant console: sign in with the admin token, then sales (list,
 // schedule, with or without a waiting room, one sale live with its
 // actions, its waiting room's line, audit, orders and dead letters), one
-// order (found by its id: its WeChat Pay ids, and a refund), campaigns
+// order (found by its id: its WeChat Pay ids, a refund, and a refund paid
+// back by hand), campaigns
 // (list, schedule, one campaign's rounds × items with their counts, a
 // round ended now, an item's stock, a round moved or added, the campaign
 // cancelled before it starts) and payment
@@ -702,14 +703,16 @@ async function showOrder(id) {
   const path = `/admin/v1/orders/${encodeURIComponent(id)}`;
   const outcome = h('p', { class: 'field-error', 'data-error-for': 'form' });
   const body = h('div');
-  const refund = (restock) => async () => {
+  const act = (send) => async () => {
     outcome.textContent = '';
     try {
-      show(await call('POST', `${path}/refund`, { restock }));
+      show(await send());
     } catch (err) {
       if (!signedOut(err)) outcome.textContent = err.message;
     }
   };
+  const refund = (restock) => act(() => call('POST', `${path}/refund`, { restock }));
+  const byHand = act(() => call('POST', `${path}/refund/settled-by-hand`));
   function show(order) {
     const facts = [
       ['Sale', h('a', { href: `#/sales/${order.sale_id}` }, order.sale_id)],
@@ -722,8 +725,12 @@ async function showOrder(id) {
       ['WeChat Pay prepay id', order.prepay_id ?? '—'],
       ['Transaction id', order.transaction_id ?? '—'],
       ['Refund', order.refund ?? '—'],
+      [`Refund paid back by hand (${zone()})`,
+        order.refund_settled_by_hand_at ? when(order.refund_settled_by_hand_at) : '—'],
     ];
     const paid = order.status === 'paid';
+    const owed = order.status === 'refunding' || order.status === 'refund_required';
+    const settle = confirmButton('refund-settled-by-hand', 'Paid back by hand', byHand);
     const kept = confirmButton('refund-kept', 'Refund', refund(false));
     const restocked = confirmButton('refund-restocked', 'Refund and put back on sale', refund(true));
     replace(body, h('section', { class: 'card' },
@@ -735,6 +742,10 @@ async function showOrder(id) {
       paid && h('p', { class: 'muted' }, 'A refund goes back to where the shopper paid from '
         + '(with WeChat Pay: refunding until WeChat Pay confirms it). Put back on sale only '
         + 'while the sale is live; otherwise the units stay off sale, still the shopper\'s.'),
+      owed && h('div', { class: 'row' }, settle),
+      owed && h('p', { class: 'muted' }, 'Once WeChat Pay could not pay this refund (a payment '
+        + 'exception, or a dead letter of the sale) and you paid the shopper back another way, '
+        + 'record it here: the order is refunded. Refused while WeChat Pay may still pay it.'),
       outcome));
   }
   replace(view, body);
