@@ -4,16 +4,15 @@
 -- (ABNORMAL, CLOSED, or a refund call it refused for good: by hand). A
 -- refunding order, or a late payment (refund_required), becomes refunded;
 -- the counts do not move (the units were counted where they went when the
--- refund was asked for, or when the late payment came). A repeat changes
--- nothing.
+-- refund was asked for, or when the late payment came). Its refund call's
+-- dead letter, if any, goes in the same step: nothing is owed any more, so
+-- nothing is left to re-drive. A repeat changes nothing.
 -- By hand, only while the order's refund call is not in the outbox (queued,
--- leased or PROCESSING at WeChat Pay, which may still pay it): the order
--- keeps the Redis time it was settled (refund_by_hand_at), and its refund's
--- dead letter, if any, goes in the same step (nothing is left to re-drive).
+-- leased, or PROCESSING at WeChat Pay, which may still pay it), and the
+-- order keeps the Redis time it was settled (refund_by_hand_at).
 -- KEYS[1] fs:{sale}:orders        hash: order id -> record (see common.lua)
 -- KEYS[2] fs:{sale}:outbox        sorted set: outbox entries by due time
--- KEYS[3] fs:{sale}:attempts      hash: 'event order_id' -> attempts so far
--- KEYS[4] fs:{sale}:dead_letters  hash: 'event order_id' -> record
+-- KEYS[3] fs:{sale}:dead_letters  hash: 'event order_id' -> record
 -- ARGV[1] order id
 -- ARGV[2] '1' to queue the merchant's webhook hand-off of order.refunded
 -- ARGV[3] '1' when the merchant settles it by hand
@@ -30,16 +29,15 @@ end
 if order.status ~= 'refund_required' and order.status ~= 'refunding' then
   return {'conflict', order.status}
 end
+local call = 'wechatpay.refund ' .. ARGV[1]
 local now = string.format('%d', now_ms())
 if ARGV[3] == '1' then
-  local call = 'wechatpay.refund ' .. ARGV[1]
   if redis.call('ZSCORE', KEYS[2], call) then
     return {'in_flight'}
   end
-  redis.call('HDEL', KEYS[3], call)
-  redis.call('HDEL', KEYS[4], call)
   order.refund_by_hand_at = now
 end
+redis.call('HDEL', KEYS[3], call)
 if order.status == 'refund_required' then
   order.refund = 'late'
 end

@@ -159,9 +159,10 @@ pub enum RefundSettledBy {
     WeChatPay,
     /// The merchant paid it back another way, after WeChat Pay could not
     /// (`ABNORMAL`, `CLOSED`, or a refund call it refused for good). Only
-    /// while no refund call of the order is in the sale's outbox: one that
-    /// WeChat Pay may still pay is never settled twice. The refund's dead
-    /// letter, if any, goes in the same step.
+    /// while no refund call of the order is in the sale's outbox, where
+    /// WeChat Pay may still pay it (whether WeChat Pay holds a refund the
+    /// engine dead-lettered is asked of WeChat Pay before: see
+    /// `Payments::settle_refund_by_hand`).
     Merchant,
 }
 

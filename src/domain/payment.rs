@@ -56,14 +56,19 @@ pub enum PaymentExceptionKind {
     RefundAbnormal,
     /// WeChat Pay closed a refund without paying it (`CLOSED`).
     RefundClosed,
+    /// WeChat Pay paid a refund (`SUCCESS`) the merchant had already
+    /// settled by hand: the shopper was paid back twice. Named by the
+    /// refund's `out_refund_no`.
+    RefundPaidTwice,
 }
 
 impl PaymentExceptionKind {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::AmountMismatch,
         Self::UnknownOrder,
         Self::RefundAbnormal,
         Self::RefundClosed,
+        Self::RefundPaidTwice,
     ];
 
     /// The kind as it is stored and shown.
@@ -73,6 +78,7 @@ impl PaymentExceptionKind {
             Self::UnknownOrder => "unknown_order",
             Self::RefundAbnormal => "refund_abnormal",
             Self::RefundClosed => "refund_closed",
+            Self::RefundPaidTwice => "refund_paid_twice",
         }
     }
 
@@ -80,9 +86,9 @@ impl PaymentExceptionKind {
         Self::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
 
-    /// A refund WeChat Pay could not complete (its `out_trade_no` names the
-    /// order refunded), rather than a payment.
-    pub fn is_refund(self) -> bool {
+    /// A refund WeChat Pay could not pay (its `out_trade_no` names the
+    /// order refunded): the merchant pays it back by hand.
+    pub fn is_unpaid_refund(self) -> bool {
         matches!(self, Self::RefundAbnormal | Self::RefundClosed)
     }
 }

@@ -414,9 +414,11 @@ pub struct PaymentExceptionBody {
     /// `amount_mismatch` (the amount or currency differs from the order's),
     /// `unknown_order` (no order has this id), `refund_abnormal` (WeChat
     /// Pay could not pay the order's refund back: the shopper's account
-    /// was closed or frozen) or `refund_closed` (WeChat Pay closed the
-    /// refund unpaid). A refund's exception is named by the refunded
-    /// payment's transaction id and carries the amount refunded.
+    /// was closed or frozen), `refund_closed` (WeChat Pay closed the
+    /// refund unpaid) or `refund_paid_twice` (WeChat Pay paid a refund the
+    /// merchant had settled by hand: named by the refund's
+    /// `out_refund_no`). A refund's exception is otherwise named by the
+    /// refunded payment's transaction id, and carries the amount refunded.
     #[schema(example = "amount_mismatch")]
     pub kind: &'static str,
     /// The payment provider's id of the transaction.

@@ -405,7 +405,8 @@ impl OrderService {
                 Ok(Forgetting::Kept) => {}
                 Ok(Forgetting::Owed) => {
                     tracing::warn!(%sale, "retention: a refund WeChat Pay refused is among the \
-                        sale's dead letters; the sale is kept until it is re-driven and made");
+                        sale's dead letters; the sale is kept until it is re-driven and made, or \
+                        settled by hand");
                     if let Some(forget_at) = self.settled.get_mut(&sale) {
                         *forget_at = now.saturating_add(OWED_RECHECK_MS);
                     }

@@ -375,25 +375,11 @@ impl Payments {
                 "refund call not sent: the order is no longer awaiting one");
             return Ok(RefundProgress::Done);
         }
-        // A refused query is no refusal of the refund (that is the call's
-        // alone): it is tried again with backoff, the refund kept in the
-        // outbox.
+        // A failed query is tried again with backoff, the refund kept in
+        // the outbox.
         let known = match attempt {
             1 => None,
-            _ => wechatpay
-                .client
-                .query_refund(order.id.as_str())
-                .await
-                .map_err(|err| match err {
-                    CallError::Refused {
-                        status,
-                        code,
-                        message,
-                    } => CallError::Unavailable(format!(
-                        "the refund query was refused: {code} ({status}): {message}"
-                    )),
-                    other => other,
-                })?,
+            _ => query_refund(wechatpay, order_id).await?,
         };
         let refund = match known {
             Some(refund) => {
@@ -456,12 +442,8 @@ impl Payments {
             )
             .await?;
             // Nothing is left to send or ask: the merchant may settle it
-            // by hand at once, not after the refund's next query. An order
-            // forgotten since has no outbox left.
-            match self.store.end_refund_call(&order_id).await {
-                Ok(()) | Err(StoreError::NotFound(_)) => {}
-                Err(err) => return Err(err.into()),
-            }
+            // by hand at once, not after the refund's next query.
+            self.store.end_refund_call(&order_id).await?;
             return Ok(RefundProgress::Done);
         }
         match self
@@ -473,6 +455,23 @@ impl Payments {
                 self.wake(&order_id);
                 telemetry::count_refund("refunded");
                 tracing::info!(order = %order_id, "order refunded");
+            }
+            // WeChat Pay paid what the merchant had paid back by hand
+            // (after an `ABNORMAL` fixed in WeChat Pay's own platform, say):
+            // the shopper has it twice, which is the merchant's to recover.
+            Ok(RefundSettlement::Unchanged(order)) if order.refund_settled_by_hand_at.is_some() => {
+                telemetry::count_refund("paid_twice");
+                tracing::error!(order = %order_id,
+                    "WeChat Pay paid a refund the merchant had settled by hand; kept for the merchant");
+                self.record_exception(
+                    PaymentExceptionKind::RefundPaidTwice,
+                    refund.out_trade_no.clone(),
+                    Payment {
+                        amount: Some((refund.refund, String::from(order.currency))),
+                        transaction_id: refund.out_refund_no.clone(),
+                    },
+                )
+                .await?;
             }
             Ok(RefundSettlement::Unchanged(_)) => {}
             // Nothing of ours to settle: acknowledged so WeChat Pay stops
@@ -528,24 +527,25 @@ impl Payments {
     pub async fn settle_exception(
         &self,
         transaction_id: &str,
-    ) -> Result<PaymentException, StoreError> {
+    ) -> Result<PaymentException, PaymentError> {
         let exception = self
             .store
             .payment_exception(transaction_id)
             .await?
             .ok_or(StoreError::NotFound("payment exception"))?;
-        if exception.kind.is_refund() {
+        if exception.kind.is_unpaid_refund() {
             if let Ok(order_id) = OrderId::parse(&exception.out_trade_no) {
                 match self.settle_order_by_hand(&order_id).await {
-                    Ok(_) | Err(StoreError::NotFound(_)) => {}
+                    Ok(_) | Err(PaymentError::Store(StoreError::NotFound(_))) => {}
                     Err(err) => return Err(err),
                 }
             }
         }
-        self.store
+        Ok(self
+            .store
             .settle_payment_exception(transaction_id)
             .await?
-            .ok_or(StoreError::NotFound("payment exception"))
+            .ok_or(StoreError::NotFound("payment exception"))?)
     }
 
     /// The merchant paid an order's refund back outside WeChat Pay, after
@@ -553,10 +553,11 @@ impl Payments {
     /// refused for good): the order is `refunded` (`order.refunded` to the
     /// webhook), its refund's dead letter dropped, and the payment
     /// exception WeChat Pay's result left settled. Refused (`Conflict`)
-    /// while its refund call is in the sale's outbox, and for an order
-    /// whose refund was never asked for. A repeat answers the order as it
-    /// is.
-    pub async fn settle_refund_by_hand(&self, order_id: &OrderId) -> Result<Order, StoreError> {
+    /// while its refund call is in the sale's outbox, while WeChat Pay
+    /// holds the refund (see [`Payments::settle_order_by_hand`]), and for
+    /// an order whose refund was never asked for. A repeat answers the
+    /// order as it is.
+    pub async fn settle_refund_by_hand(&self, order_id: &OrderId) -> Result<Order, PaymentError> {
         let order = self.settle_order_by_hand(order_id).await?;
         // The exception is named by the refunded payment's transaction id,
         // or by the refund's number when WeChat Pay's result carried none.
@@ -568,7 +569,7 @@ impl Payments {
         for transaction_id in names {
             let exception = self.store.payment_exception(&transaction_id).await?;
             if exception.is_some_and(|exception| {
-                exception.kind.is_refund() && exception.out_trade_no == order_id.as_str()
+                exception.kind.is_unpaid_refund() && exception.out_trade_no == order_id.as_str()
             }) {
                 self.store.settle_payment_exception(&transaction_id).await?;
             }
@@ -576,8 +577,43 @@ impl Payments {
         Ok(order)
     }
 
-    /// The order step of [`Payments::settle_refund_by_hand`].
-    async fn settle_order_by_hand(&self, order_id: &OrderId) -> Result<Order, StoreError> {
+    /// The order step of [`Payments::settle_refund_by_hand`]. With WeChat
+    /// Pay, an order still awaiting its refund is asked about first: a
+    /// refund call dead-lettered may have reached WeChat Pay all the same
+    /// (an unsigned 4xx on the way back is believed as a refusal; a node
+    /// without WeChat Pay dead-letters a later attempt). A refund WeChat
+    /// Pay never took, or ended `ABNORMAL` or `CLOSED`, is the merchant's
+    /// to settle; one it paid is settled as WeChat Pay's (no by-hand stamp);
+    /// one it still holds (`PROCESSING`) is refused: it may yet be paid.
+    async fn settle_order_by_hand(&self, order_id: &OrderId) -> Result<Order, PaymentError> {
+        if let PaymentMethod::WeChatPay(wechatpay) = &self.method {
+            let order = self
+                .store
+                .order(order_id)
+                .await?
+                .ok_or(StoreError::NotFound("order"))?;
+            let awaiting = matches!(
+                order.status,
+                OrderStatus::Refunding | OrderStatus::RefundRequired
+            );
+            if awaiting {
+                if let Some(refund) = query_refund(wechatpay, order_id).await? {
+                    match refund.status.as_str() {
+                        "ABNORMAL" | "CLOSED" => {}
+                        "SUCCESS" => {
+                            self.refund_result(&refund).await?;
+                        }
+                        status => {
+                            return Err(StoreError::Conflict(format!(
+                                "WeChat Pay still holds this refund ({status}) and may pay it: \
+                                 wait for its result"
+                            ))
+                            .into())
+                        }
+                    }
+                }
+            }
+        }
         match self
             .store
             .settle_refund(order_id, RefundSettledBy::Merchant, self.hand_off)
@@ -664,6 +700,29 @@ fn checked_transaction_id(id: &str) -> Result<(), NotifyError> {
 }
 
 /// The payment metric's label for an outcome.
+/// Where WeChat Pay holds the refund of order `id` (`None`: it never took
+/// it). A refused query is no refusal of the refund (that is the refund
+/// call's alone): it fails like WeChat Pay unreachable, to try again.
+async fn query_refund(
+    wechatpay: &WeChatPay,
+    id: &OrderId,
+) -> Result<Option<RefundResult>, CallError> {
+    wechatpay
+        .client
+        .query_refund(id.as_str())
+        .await
+        .map_err(|err| match err {
+            CallError::Refused {
+                status,
+                code,
+                message,
+            } => CallError::Unavailable(format!(
+                "the refund query was refused: {code} ({status}): {message}"
+            )),
+            other => other,
+        })
+}
+
 fn outcome_name(outcome: &PaymentOutcome) -> &'static str {
     match outcome {
         PaymentOutcome::Paid(_) => "paid",

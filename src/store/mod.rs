@@ -325,7 +325,8 @@ pub struct DeliveryFailure {
 
 /// A hand-off taken out of the outbox after it failed for good (a
 /// permanent refusal, or its last allowed attempt), kept in the sale's
-/// dead letters until an operator re-drives it.
+/// dead letters until an operator re-drives it (or, a refund call, until
+/// its refund is settled: see [`Store::settle_refund`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
     pub errand: Errand,
@@ -596,9 +597,10 @@ pub trait Store: Send + Sync + 'static {
     /// The order's refund is settled (`by` WeChat Pay, or by the
     /// merchant's hand: see [`RefundSettledBy`]): a `refunding` or
     /// `refund_required` order is `refunded` (its hand-off queued when
-    /// `hand_off`); a repeat changes nothing; `Conflict` for an order
-    /// whose refund was never asked for, and by hand while its refund
-    /// call is in the sale's outbox.
+    /// `hand_off`) and its refund call's dead letter, if any, dropped; a
+    /// repeat changes nothing; `Conflict` for an order whose refund was
+    /// never asked for, and by hand while its refund call is in the sale's
+    /// outbox.
     async fn settle_refund(
         &self,
         id: &OrderId,
@@ -609,8 +611,9 @@ pub trait Store: Send + Sync + 'static {
     /// WeChat Pay ended the order's refund unpaid (`ABNORMAL`, `CLOSED`):
     /// its refund call leaves the sale's outbox, whichever attempt holds
     /// it (nothing is left to send or ask), so the merchant may settle the
-    /// refund by hand at once. Nothing else changes; a repeat, or an order
-    /// with no refund call queued, changes nothing.
+    /// refund by hand at once. Nothing else changes; a repeat, an order
+    /// with no refund call queued, or a sale forgotten since, changes
+    /// nothing.
     async fn end_refund_call(&self, id: &OrderId) -> Result<(), StoreError>;
 
     /// Keeps WeChat Pay's prepay id on an unpaid order, once: answers the

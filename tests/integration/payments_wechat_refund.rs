@@ -627,10 +627,59 @@ async fn a_refund_wechatpay_could_not_pay_is_settled_by_hand(backend: Backend) {
         "never taken by WeChat Pay"
     );
     app.assert_audit_clean(&sale).await;
+
+    // WeChat Pay pays one settled by hand after all (the merchant fixed the
+    // shopper's account in WeChat Pay's own platform): the shopper has it
+    // twice, which is kept for the merchant.
+    let paid_after_all = wx.settle_refund(&format!("{abnormal}-refund"), "SUCCESS");
+    assert_acknowledged(notify(&app, &paid_after_all).await).await;
+    assert_eq!(
+        payment_exceptions(&app).await,
+        [(abnormal.clone(), "refund_paid_twice".to_owned())]
+    );
+    assert_eq!(admin_order(&app, &abnormal).await, settled);
+}
+
+/// A refund call the engine dead-lettered that WeChat Pay took all the same
+/// (a proxy's unsigned 4xx on the way back) is asked about before the
+/// merchant may settle it by hand: refused while WeChat Pay still holds
+/// it, and once WeChat Pay paid it, settled as WeChat Pay's (no by-hand
+/// stamp), its dead letter gone.
+async fn a_dead_refund_wechatpay_took_is_not_settled_by_hand(backend: Backend) {
+    let (app, _redis, wx, _) = engine(backend).await;
+    let sale = app.create_sale(live_sale(2, 1)).await;
+    let id = paid_order(&app, &wx, &sale, "oFid").await;
+    let path = format!("/admin/v1/orders/{id}/refund/settled-by-hand");
+    let by_hand = || app.admin(Method::POST, &path, None);
+    wx.behave(Behaviour::TakeRefundThenRefuseUnsigned("INVALID_REQUEST"));
+    assert_eq!(refund(&app, &id, None).await.status(), StatusCode::OK);
+    dead_letters_when(&app, &sale, 1).await;
+    wx.behave(Behaviour::Normal);
+    assert_eq!(refunds_of(&wx, &id).len(), 1, "WeChat Pay holds it");
+
+    assert_eq!(
+        error_code(by_hand().await).await,
+        (StatusCode::CONFLICT, "conflict".into()),
+        "PROCESSING at WeChat Pay"
+    );
+    assert_eq!(admin_order(&app, &id).await["status"], "refunding");
+    assert_eq!(dead_letters(&app, &sale).await.len(), 1);
+
+    drop(wx.settle_refund(&format!("{id}-refund"), "SUCCESS"));
+    let answer = by_hand().await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let order: Value = answer.json().await.unwrap();
+    assert_eq!(order["status"], "refunded", "{order}");
+    assert_eq!(order["refund_settled_by_hand_at"], Value::Null, "{order}");
+    assert_eq!(dead_letters(&app, &sale).await, Vec::<Value>::new());
+    assert_eq!(refunds_of(&wx, &id)[0].1.calls, 1, "asked for once");
+    assert_eq!(payment_exceptions(&app).await, []);
+    app.assert_audit_clean(&sale).await;
 }
 
 on_both_stores!(
     a_refund_wechatpay_could_not_pay_is_settled_by_hand,
+    a_dead_refund_wechatpay_took_is_not_settled_by_hand,
     a_late_payment_is_refunded_by_itself,
     a_refund_waits_out_wechatpay_errors_and_is_made_once,
     a_lost_answer_is_queried_without_a_second_refund,

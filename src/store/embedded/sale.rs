@@ -592,9 +592,9 @@ impl SaleRecord {
             if self.outbox.holds_refund_call(id) {
                 return Err(refund_in_flight());
             }
-            self.outbox.drop_dead_refund(id);
             order.refund_settled_by_hand_at = Some(now);
         }
+        self.outbox.drop_dead_refund(id);
         if order.status == OrderStatus::RefundRequired {
             order.refund = Some(RefundKind::Late);
         }

@@ -813,7 +813,6 @@ impl Store for RedisStore {
         let mut invocation = self.scripts.settle_refund.key(keys.orders());
         invocation
             .key(keys.outbox())
-            .key(keys.attempts())
             .key(keys.dead_letters())
             .arg(id.as_str())
             .arg(flag(hand_off))

@@ -42,6 +42,10 @@ pub enum Behaviour {
     /// Takes a refund as asked, then never answers (the answer is lost):
     /// the engine must send it again, and WeChat Pay refunds once.
     TakeRefundThenStall,
+    /// Takes a refund as asked, then a proxy on the way back answers an
+    /// unsigned 400 with this code: the engine sees a refusal, though
+    /// WeChat Pay holds the refund.
+    TakeRefundThenRefuseUnsigned(&'static str),
 }
 
 /// The transaction of a WeChat Pay order, as query answers and payment
@@ -261,11 +265,16 @@ pub(crate) async fn answer(
     let (status, answer) = match (method.as_str(), segments.as_slice()) {
         ("POST", ["v3", "refund", "domestic", "refunds"]) => {
             let taken = take_refund(&state, &body);
-            if behaviour == Behaviour::TakeRefundThenStall {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                return StatusCode::GATEWAY_TIMEOUT.into_response();
+            match behaviour {
+                Behaviour::TakeRefundThenStall => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return StatusCode::GATEWAY_TIMEOUT.into_response();
+                }
+                Behaviour::TakeRefundThenRefuseUnsigned(code) => {
+                    return (StatusCode::BAD_REQUEST, error_body(code)).into_response();
+                }
+                _ => taken,
             }
-            taken
         }
         ("GET", ["v3", "refund", "domestic", "refunds", no]) => query_refund(&state, no),
         ("POST", ["v3", "pay", "transactions", "jsapi"]) => take_prepay(&state, &body),
