@@ -1143,7 +1143,9 @@ async function showPaymentExceptions() {
     h('p', { class: 'muted' }, 'Verified payments the engine could not apply (an amount that '
       + 'differs from the order\'s, or no such order) and refunds WeChat Pay could not pay '
       + 'back (abnormal) or closed unpaid: settle them with the shopper, then mark them '
-      + 'settled to take them off this list.'),
+      + 'settled to take them off this list (a refund\'s order is then refunded, paid back by '
+      + 'hand). A refund WeChat Pay paid after you paid it back by hand (paid twice) is '
+      + 'yours to recover from the shopper.'),
     body));
   try {
     const exceptions = await listing.reload();
