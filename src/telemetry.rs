@@ -308,7 +308,8 @@ pub fn count_payment(outcome: &'static str) {
 }
 
 /// Refunds by `outcome`: `asked` (by the merchant), `refunded`,
-/// `refund_abnormal`, `refund_closed`, `call_failed`, `processing`.
+/// `settled_by_hand`, `refund_abnormal`, `refund_closed`, `call_failed`,
+/// `processing`.
 pub fn count_refund(outcome: &'static str) {
     metrics::counter!(REFUNDS, "outcome" => outcome).increment(1);
 }

@@ -153,9 +153,12 @@ async fn refund_order(
 /// `refunded` with `refund_settled_by_hand_at`, `order.refunded` goes to the
 /// webhook, the refund's dead letter is dropped (nothing left to re-drive)
 /// and its payment exception settled. A repeat answers the order as it is.
-/// While the refund call is in the sale's outbox (queued, or `PROCESSING`
-/// at WeChat Pay, which may still pay it): 409 `conflict`, as for an order
-/// whose refund was never asked for.
+/// An order paid through WeChat Pay is asked about at WeChat Pay first: a
+/// refund it paid is settled as its own (no by-hand stamp); while it holds
+/// the refund (`PROCESSING`), or the refund call is in the sale's outbox,
+/// 409 `conflict`, as for an order whose refund was never asked for and on
+/// a node without WeChat Pay; 503 `unavailable` while WeChat Pay cannot be
+/// asked.
 #[utoipa::path(
     post,
     path = "/admin/v1/orders/{id}/refund/settled-by-hand",
@@ -603,7 +606,7 @@ async fn payment_exceptions(
 /// again. A refund's exception (`refund_abnormal`, `refund_closed`) also
 /// settles its order's refund by hand, as
 /// `POST /admin/v1/orders/{id}/refund/settled-by-hand` does (409 `conflict`
-/// when that refuses). Answers it as it was listed.
+/// or 503 `unavailable` when that refuses). Answers it as it was listed.
 #[utoipa::path(
     delete,
     path = "/admin/v1/payment-exceptions/{transaction_id}",

@@ -342,6 +342,7 @@ impl From<PaymentError> for ApiError {
                 status,
                 code,
                 message,
+                ..
             }) => Self::WechatpayRefused(format!(
                 "WeChat Pay refused the payment ({status} {code}): {message}"
             )),

@@ -753,6 +753,7 @@ impl Senders {
                 status,
                 code,
                 message,
+                ..
             })) => {
                 tracing::error!(%sale, order = %order_id, %code, %message,
                     "WeChat Pay refused the refund; moved to the dead letters");

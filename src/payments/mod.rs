@@ -379,7 +379,7 @@ impl Payments {
         // the outbox.
         let known = match attempt {
             1 => None,
-            _ => query_refund(wechatpay, order_id).await?,
+            _ => query_refund(wechatpay, order_id, false).await?,
         };
         let refund = match known {
             Some(refund) => {
@@ -459,8 +459,9 @@ impl Payments {
             // WeChat Pay paid what the merchant had paid back by hand
             // (after an `ABNORMAL` fixed in WeChat Pay's own platform, say):
             // the shopper has it twice, which is the merchant's to recover.
+            // Named by WeChat Pay's refund id: the refund's other names may
+            // name its `ABNORMAL` exception, settled already.
             Ok(RefundSettlement::Unchanged(order)) if order.refund_settled_by_hand_at.is_some() => {
-                telemetry::count_refund("paid_twice");
                 tracing::error!(order = %order_id,
                     "WeChat Pay paid a refund the merchant had settled by hand; kept for the merchant");
                 self.record_exception(
@@ -468,7 +469,11 @@ impl Payments {
                     refund.out_trade_no.clone(),
                     Payment {
                         amount: Some((refund.refund, String::from(order.currency))),
-                        transaction_id: refund.out_refund_no.clone(),
+                        transaction_id: if refund.refund_id.is_empty() {
+                            refund.out_refund_no.clone()
+                        } else {
+                            refund.refund_id.clone()
+                        },
                     },
                 )
                 .await?;
@@ -586,30 +591,40 @@ impl Payments {
     /// to settle; one it paid is settled as WeChat Pay's (no by-hand stamp);
     /// one it still holds (`PROCESSING`) is refused: it may yet be paid.
     async fn settle_order_by_hand(&self, order_id: &OrderId) -> Result<Order, PaymentError> {
-        if let PaymentMethod::WeChatPay(wechatpay) = &self.method {
-            let order = self
-                .store
-                .order(order_id)
-                .await?
-                .ok_or(StoreError::NotFound("order"))?;
-            let awaiting = matches!(
-                order.status,
-                OrderStatus::Refunding | OrderStatus::RefundRequired
-            );
-            if awaiting {
-                if let Some(refund) = query_refund(wechatpay, order_id).await? {
-                    match refund.status.as_str() {
-                        "ABNORMAL" | "CLOSED" => {}
-                        "SUCCESS" => {
-                            self.refund_result(&refund).await?;
-                        }
-                        status => {
-                            return Err(StoreError::Conflict(format!(
-                                "WeChat Pay still holds this refund ({status}) and may pay it: \
-                                 wait for its result"
-                            ))
-                            .into())
-                        }
+        let order = self
+            .store
+            .order(order_id)
+            .await?
+            .ok_or(StoreError::NotFound("order"))?;
+        let awaiting = matches!(
+            order.status,
+            OrderStatus::Refunding | OrderStatus::RefundRequired
+        );
+        // Paid through WeChat Pay (only its prepay makes a WeChat Pay
+        // order to pay): WeChat Pay may hold its refund.
+        if awaiting && order.prepay_id.is_some() {
+            let PaymentMethod::WeChatPay(wechatpay) = &self.method else {
+                return Err(StoreError::Conflict(
+                    "this order was paid through WeChat Pay, which this engine node is not \
+                     configured to ask where its refund is: settle it on a node with WeChat Pay"
+                        .into(),
+                )
+                .into());
+            };
+            if let Some(refund) = query_refund(wechatpay, order_id, true).await? {
+                match refund.status.as_str() {
+                    // Applied as its notification would be: the exception
+                    // kept (and settled below), the refund call ended, or
+                    // the order refunded as WeChat Pay's.
+                    "ABNORMAL" | "CLOSED" | "SUCCESS" => {
+                        self.refund_result(&refund).await?;
+                    }
+                    status => {
+                        return Err(StoreError::Conflict(format!(
+                            "WeChat Pay still holds this refund ({status}) and may pay it: wait \
+                             for its result"
+                        ))
+                        .into())
                     }
                 }
             }
@@ -699,23 +714,26 @@ fn checked_transaction_id(id: &str) -> Result<(), NotifyError> {
     }
 }
 
-/// The payment metric's label for an outcome.
 /// Where WeChat Pay holds the refund of order `id` (`None`: it never took
-/// it). A refused query is no refusal of the refund (that is the refund
-/// call's alone): it fails like WeChat Pay unreachable, to try again.
+/// it; see [`wechatpay::client::Client::query_refund`] for
+/// `absence_signed`). A refused query is no refusal of the refund (that is
+/// the refund call's alone): it fails like WeChat Pay unreachable, to try
+/// again.
 async fn query_refund(
     wechatpay: &WeChatPay,
     id: &OrderId,
+    absence_signed: bool,
 ) -> Result<Option<RefundResult>, CallError> {
     wechatpay
         .client
-        .query_refund(id.as_str())
+        .query_refund(id.as_str(), absence_signed)
         .await
         .map_err(|err| match err {
             CallError::Refused {
                 status,
                 code,
                 message,
+                ..
             } => CallError::Unavailable(format!(
                 "the refund query was refused: {code} ({status}): {message}"
             )),
@@ -723,6 +741,7 @@ async fn query_refund(
         })
 }
 
+/// The payment metric's label for an outcome.
 fn outcome_name(outcome: &PaymentOutcome) -> &'static str {
     match outcome {
         PaymentOutcome::Paid(_) => "paid",

@@ -585,10 +585,36 @@ async fn a_refund_wechatpay_could_not_pay_is_settled_by_hand(backend: Backend) {
     assert_eq!(refund(&app, &refused, None).await.status(), StatusCode::OK);
     let letters = dead_letters_when(&app, &sale, 1).await;
     assert_eq!(letters[0]["event"], "wechatpay.refund", "{letters:?}");
+    // WeChat Pay is asked first; an unsigned "no such refund" (from
+    // something on the way) is no answer.
+    wx.behave(Behaviour::RefuseUnsigned("RESOURCE_NOT_EXISTS"));
+    let unsigned = by_hand(&refused).await;
+    assert!(unsigned.headers().contains_key("retry-after"));
+    assert_eq!(
+        error_code(unsigned).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable".into())
+    );
+    assert_eq!(admin_order(&app, &refused).await["status"], "refunding");
     wx.behave(Behaviour::Normal);
     assert_eq!(by_hand(&refused).await.status(), StatusCode::OK);
     assert_eq!(dead_letters(&app, &sale).await, Vec::<Value>::new());
     assert_eq!(redrive(&app, &sale).await, 0);
+
+    // WeChat Pay ended one `ABNORMAL` whose notification never came: the
+    // query finds it, keeps and settles its exception, and ends the call.
+    assert_eq!(refund(&app, &paid, None).await.status(), StatusCode::OK);
+    eventually("the refund reaches WeChat Pay", || {
+        !refunds_of(&wx, &paid).is_empty()
+    })
+    .await;
+    drop(wx.settle_refund(&format!("{paid}-refund"), "ABNORMAL"));
+    let answer = by_hand(&paid).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let unnotified: Value = answer.json().await.unwrap();
+    assert!(
+        unnotified["refund_settled_by_hand_at"].is_string(),
+        "{unnotified}"
+    );
 
     // Repeats change nothing.
     let again = by_hand(&abnormal).await;
@@ -599,7 +625,7 @@ async fn a_refund_wechatpay_could_not_pay_is_settled_by_hand(backend: Backend) {
     assert_eq!(admin_order(&app, &abnormal).await, settled);
 
     // The webhook hears of each once, as the API shows it.
-    let settled_ids = [&abnormal, &closed, &refused];
+    let settled_ids = [&abnormal, &closed, &refused, &paid];
     let told = || {
         receiver
             .calls()
@@ -607,11 +633,11 @@ async fn a_refund_wechatpay_could_not_pay_is_settled_by_hand(backend: Backend) {
             .filter(|call| call.json()["type"] == "order.refunded")
             .collect::<Vec<_>>()
     };
-    eventually("order.refunded handed off for each", || told().len() >= 3).await;
+    eventually("order.refunded handed off for each", || told().len() >= 4).await;
     let calls_before = wx.calls().len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let told = told();
-    assert_eq!(told.len(), 3, "once each");
+    assert_eq!(told.len(), 4, "once each");
     for call in &told {
         let body = assert_signed(call);
         let id = body["order"]["id"].as_str().unwrap().to_owned();
@@ -619,7 +645,7 @@ async fn a_refund_wechatpay_could_not_pay_is_settled_by_hand(backend: Backend) {
         assert_eq!(body["order"], admin_order(&app, &id).await, "{body}");
     }
     assert_eq!(wx.calls().len(), calls_before, "nothing more to WeChat Pay");
-    for id in [&abnormal, &closed] {
+    for id in [&abnormal, &closed, &paid] {
         assert_eq!(refunds_of(&wx, id)[0].1.calls, 1, "asked for once");
     }
     assert!(
@@ -675,6 +701,34 @@ async fn a_dead_refund_wechatpay_took_is_not_settled_by_hand(backend: Backend) {
     assert_eq!(refunds_of(&wx, &id)[0].1.calls, 1, "asked for once");
     assert_eq!(payment_exceptions(&app).await, []);
     app.assert_audit_clean(&sale).await;
+}
+
+/// An engine node without WeChat Pay (simulated payments) sharing the
+/// store cannot ask WeChat Pay where a refund is, so it refuses to settle
+/// by hand an order paid through WeChat Pay; the node with WeChat Pay
+/// settles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_wechatpay_does_not_settle_a_wechatpay_refund() {
+    let (app, redis, wx, _) = engine(Backend::Redis).await;
+    let mut simulated = test_config();
+    redis.configure(&mut simulated);
+    let other = TestApp::spawn_with(simulated).await;
+    let sale = app.create_sale(live_sale(2, 1)).await;
+    let id = paid_order(&app, &wx, &sale, "oGil").await;
+    wx.behave(Behaviour::Refuse("USER_ACCOUNT_ABNORMAL"));
+    assert_eq!(refund(&app, &id, None).await.status(), StatusCode::OK);
+    dead_letters_when(&app, &sale, 1).await;
+    wx.behave(Behaviour::Normal);
+    let path = format!("/admin/v1/orders/{id}/refund/settled-by-hand");
+    assert_eq!(
+        error_code(other.admin(Method::POST, &path, None).await).await,
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+    assert_eq!(admin_order(&app, &id).await["status"], "refunding");
+    let answer = app.admin(Method::POST, &path, None).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let order: Value = answer.json().await.unwrap();
+    assert!(order["refund_settled_by_hand_at"].is_string(), "{order}");
 }
 
 on_both_stores!(

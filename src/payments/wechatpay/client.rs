@@ -75,6 +75,10 @@ pub enum CallError {
         status: u16,
         code: String,
         message: String,
+        /// The refusal carried WeChat Pay's signature, and it verified
+        /// (WeChat Pay signs every answer to a request it verified; an
+        /// unsigned refusal may come from anything on the way).
+        signed: bool,
     },
     /// The answer's signature does not verify, or it is stale.
     #[error("WeChat Pay's answer does not verify: {0}")]
@@ -263,19 +267,32 @@ impl WeChatPayClient {
     /// `GET /v3/refund/domestic/refunds/{out_refund_no}`: the one refund of
     /// our order `out_trade_no` as it is now, or `None` when WeChat Pay
     /// holds none (`RESOURCE_NOT_EXISTS`: it never took the refund call).
-    /// A `None` is only ever followed by the refund call, which cannot
-    /// refund twice, so an unsigned 404 is believed as well.
+    /// A `None` followed by the refund call cannot refund twice, so an
+    /// unsigned 404 is believed there; one the merchant's settle by hand
+    /// relies on must be signed (`absence_signed`), else the query fails
+    /// as WeChat Pay unavailable.
     pub async fn query_refund(
         &self,
         out_trade_no: &str,
+        absence_signed: bool,
     ) -> Result<Option<RefundResult>, CallError> {
         let out_refund_no = out_refund_no(out_trade_no);
         let path = format!("/v3/refund/domestic/refunds/{out_refund_no}");
         match self.call(Method::GET, &path, None).await {
             Ok(answer) => refund_of(&answer, out_trade_no, &out_refund_no).map(Some),
             Err(CallError::Refused {
-                status: 404, code, ..
-            }) if code == "RESOURCE_NOT_EXISTS" => Ok(None),
+                status: 404,
+                code,
+                signed,
+                ..
+            }) if code == "RESOURCE_NOT_EXISTS" => {
+                if absence_signed && !signed {
+                    return Err(CallError::Unavailable(format!(
+                        "WeChat Pay's answer that it holds no refund {out_refund_no} is unsigned"
+                    )));
+                }
+                Ok(None)
+            }
             Err(err) => Err(err),
         }
     }
@@ -357,7 +374,8 @@ impl WeChatPayClient {
             signature: header("wechatpay-signature"),
             serial: header("wechatpay-serial"),
         };
-        if status.is_success() || signed.signature.is_some() {
+        let verified = status.is_success() || signed.signature.is_some();
+        if verified {
             self.platform_keys
                 .verify(&signed, &body, Utc::now().timestamp())
                 .inspect_err(|err| {
@@ -382,6 +400,7 @@ impl WeChatPayClient {
             status: status.as_u16(),
             code: refusal.code,
             message: refusal.message,
+            signed: verified,
         })
     }
 }

@@ -153,6 +153,8 @@ pub struct RefundResult {
     pub out_refund_no: String,
     /// WeChat Pay's id of the refunded payment.
     pub transaction_id: String,
+    /// WeChat Pay's own id of the refund.
+    pub refund_id: String,
     /// `SUCCESS`, `CLOSED`, `ABNORMAL`, or (answers only) `PROCESSING`.
     pub status: String,
     /// What was refunded, in the currency's smallest unit.
@@ -168,6 +170,8 @@ pub(super) fn refund_result(bytes: &[u8]) -> Result<RefundResult, NotifyError> {
         out_refund_no: String,
         #[serde(default)]
         transaction_id: String,
+        #[serde(default)]
+        refund_id: String,
         #[serde(alias = "refund_status")]
         status: String,
         amount: RawRefundAmount,
@@ -181,6 +185,7 @@ pub(super) fn refund_result(bytes: &[u8]) -> Result<RefundResult, NotifyError> {
         out_trade_no: raw.out_trade_no,
         out_refund_no: raw.out_refund_no,
         transaction_id: raw.transaction_id,
+        refund_id: raw.refund_id,
         status: raw.status,
         refund: raw.amount.refund,
     })

@@ -30,7 +30,8 @@ pub enum Behaviour {
     Stall,
     /// Answers as `Normal`, this long after the call.
     Slow(Duration),
-    /// 400 with this error code to every call.
+    /// 400 with this error code to every call (404 for
+    /// `RESOURCE_NOT_EXISTS`).
     Refuse(&'static str),
     /// The same, unsigned (as a proxy or an attacker on the path could
     /// answer): never to be believed by itself.
@@ -253,10 +254,10 @@ pub(crate) async fn answer(
             return StatusCode::GATEWAY_TIMEOUT.into_response();
         }
         Behaviour::Refuse(code) => {
-            return signed(&state, StatusCode::BAD_REQUEST, error_body(code));
+            return signed(&state, refusal_status(code), error_body(code));
         }
         Behaviour::RefuseUnsigned(code) => {
-            return (StatusCode::BAD_REQUEST, error_body(code)).into_response();
+            return (refusal_status(code), error_body(code)).into_response();
         }
         Behaviour::Slow(delay) => tokio::time::sleep(delay).await,
         _ => {}
@@ -283,6 +284,16 @@ pub(crate) async fn answer(
         _ => (StatusCode::NOT_FOUND, error_body("NOT_FOUND")),
     };
     signed(&state, status, answer)
+}
+
+/// The status WeChat Pay refuses with `code`: 404 for what it does not
+/// hold, 400 otherwise.
+fn refusal_status(code: &str) -> StatusCode {
+    if code == "RESOURCE_NOT_EXISTS" {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::BAD_REQUEST
+    }
 }
 
 /// WeChat Pay's error body.
