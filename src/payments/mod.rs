@@ -557,11 +557,12 @@ impl Payments {
     /// WeChat Pay could not (`ABNORMAL`, `CLOSED`, or a refund call it
     /// refused for good): the order is `refunded` (`order.refunded` to the
     /// webhook), its refund's dead letter dropped, and the payment
-    /// exception WeChat Pay's result left settled. Refused (`Conflict`)
-    /// while its refund call is in the sale's outbox, while WeChat Pay
-    /// holds the refund (see [`Payments::settle_order_by_hand`]), and for
-    /// an order whose refund was never asked for. A repeat answers the
-    /// order as it is.
+    /// exception WeChat Pay's result left settled. An order paid through
+    /// WeChat Pay is asked about there first: a refund it paid is settled
+    /// as its own. Refused (`Conflict`) while its refund call is in the
+    /// sale's outbox or WeChat Pay holds the refund (`PROCESSING`), on a
+    /// node without WeChat Pay for such an order, and for an order whose
+    /// refund was never asked for. A repeat answers the order as it is.
     pub async fn settle_refund_by_hand(&self, order_id: &OrderId) -> Result<Order, PaymentError> {
         let order = self.settle_order_by_hand(order_id).await?;
         // The exception is named by the refunded payment's transaction id,
@@ -715,7 +716,7 @@ fn checked_transaction_id(id: &str) -> Result<(), NotifyError> {
 }
 
 /// Where WeChat Pay holds the refund of order `id` (`None`: it never took
-/// it; see [`wechatpay::client::Client::query_refund`] for
+/// it; see [`wechatpay::WeChatPayClient::query_refund`] for
 /// `absence_signed`). A refused query is no refusal of the refund (that is
 /// the refund call's alone): it fails like WeChat Pay unreachable, to try
 /// again.
