@@ -113,7 +113,7 @@ end
 -- currency code and a status. store::redis::codec reads it in Rust.
 local ORDER_FIELDS = {'user_id', 'quantity', 'amount_cents', 'currency', 'status',
   'created_at', 'expires_at', 'batch', 'queued_at', 'paid_at', 'prepay_id', 'transaction_id',
-  'refund', 'refund_by_hand_at'}
+  'refund', 'refund_settled_by_hand_at'}
 
 -- An order's record as a table of its fields, and as stored; nil when
 -- there is none.

@@ -9,7 +9,7 @@
 -- nothing is left to re-drive. A repeat changes nothing.
 -- By hand, only while the order's refund call is not in the outbox (queued,
 -- leased, or PROCESSING at WeChat Pay, which may still pay it), and the
--- order keeps the Redis time it was settled (refund_by_hand_at).
+-- order keeps the Redis time it was settled (refund_settled_by_hand_at).
 -- KEYS[1] fs:{sale}:orders        hash: order id -> record (see common.lua)
 -- KEYS[2] fs:{sale}:outbox        sorted set: outbox entries by due time
 -- KEYS[3] fs:{sale}:dead_letters  hash: 'event order_id' -> record
@@ -17,8 +17,9 @@
 -- ARGV[2] '1' to queue the merchant's webhook hand-off of order.refunded
 -- ARGV[3] '1' when the merchant settles it by hand
 -- Returns {'refunded' | 'unchanged', record} | {'not_found'} |
--- {'conflict', status} (no refund of it was asked for) | {'in_flight'}
--- (by hand, while its refund call is in the outbox).
+-- {'conflict', status} (no refund of it was asked for) | {'call_queued'}
+-- (by hand, while its refund call is in the outbox: queued, leased or due
+-- to ask again).
 local order, text = load_order(KEYS[1], ARGV[1])
 if not order then
   return {'not_found'}
@@ -33,9 +34,9 @@ local call = 'wechatpay.refund ' .. ARGV[1]
 local now = string.format('%d', now_ms())
 if ARGV[3] == '1' then
   if redis.call('ZSCORE', KEYS[2], call) then
-    return {'in_flight'}
+    return {'call_queued'}
   end
-  order.refund_by_hand_at = now
+  order.refund_settled_by_hand_at = now
 end
 redis.call('HDEL', KEYS[3], call)
 if order.status == 'refund_required' then

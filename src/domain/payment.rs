@@ -57,8 +57,9 @@ pub enum PaymentExceptionKind {
     /// WeChat Pay closed a refund without paying it (`CLOSED`).
     RefundClosed,
     /// WeChat Pay paid a refund (`SUCCESS`) the merchant had already
-    /// settled by hand: the shopper was paid back twice. Named by the
-    /// refund's `out_refund_no`.
+    /// settled by hand: the shopper was paid back twice. Named by WeChat
+    /// Pay's `refund_id` (the refund's other names may name its settled
+    /// `ABNORMAL` exception).
     RefundPaidTwice,
 }
 

@@ -416,8 +416,8 @@ pub struct PaymentExceptionBody {
     /// Pay could not pay the order's refund back: the shopper's account
     /// was closed or frozen), `refund_closed` (WeChat Pay closed the
     /// refund unpaid) or `refund_paid_twice` (WeChat Pay paid a refund the
-    /// merchant had settled by hand: named by the refund's
-    /// `out_refund_no`). A refund's exception is otherwise named by the
+    /// merchant had settled by hand: named by WeChat Pay's `refund_id`). A
+    /// refund's exception is otherwise named by the
     /// refunded payment's transaction id, and carries the amount refunded.
     #[schema(example = "amount_mismatch")]
     pub kind: &'static str,

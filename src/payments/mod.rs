@@ -399,10 +399,12 @@ impl Payments {
     }
 
     /// Applies a refund's result, from its notification, the refund call's
-    /// answer or a query: `SUCCESS` settles the order `refunded`;
+    /// answer or a query: `SUCCESS` settles the order `refunded` (and on an
+    /// order the merchant settled by hand is kept as `refund_paid_twice`);
     /// `ABNORMAL` and `CLOSED` are kept as payment exceptions for the
-    /// merchant (the order stays as it is); `PROCESSING` (or a state
-    /// WeChat Pay may add) changes nothing yet.
+    /// merchant (the order stays as it is) and end the order's refund
+    /// call; `PROCESSING` (or a state WeChat Pay may add) changes nothing
+    /// yet.
     async fn refund_result(&self, refund: &RefundResult) -> Result<RefundProgress, PaymentError> {
         let kind = match refund.status.as_str() {
             "SUCCESS" => None,
@@ -433,11 +435,7 @@ impl Payments {
                             .map(|order| String::from(order.currency))
                             .unwrap_or_default(),
                     )),
-                    transaction_id: if refund.transaction_id.is_empty() {
-                        refund.out_refund_no.clone()
-                    } else {
-                        refund.transaction_id.clone()
-                    },
+                    transaction_id: named_by(&refund.transaction_id, refund),
                 },
             )
             .await?;
@@ -469,11 +467,7 @@ impl Payments {
                     refund.out_trade_no.clone(),
                     Payment {
                         amount: Some((refund.refund, String::from(order.currency))),
-                        transaction_id: if refund.refund_id.is_empty() {
-                            refund.out_refund_no.clone()
-                        } else {
-                            refund.refund_id.clone()
-                        },
+                        transaction_id: named_by(&refund.refund_id, refund),
                     },
                 )
                 .await?;
@@ -524,8 +518,8 @@ impl Payments {
     }
 
     /// Marks a payment exception the merchant settled by hand settled (off
-    /// the list, never recorded again), and answers it. A refund's
-    /// exception settles its order's refund by hand first (see
+    /// the list, never recorded again), and answers it as it was listed. A
+    /// refund's exception is settled with its order's refund (see
     /// [`Payments::settle_refund_by_hand`]): the merchant paid the shopper
     /// back, so the order is `refunded`. An order retention forgot since
     /// leaves only the exception to settle.
@@ -540,17 +534,15 @@ impl Payments {
             .ok_or(StoreError::NotFound("payment exception"))?;
         if exception.kind.is_unpaid_refund() {
             if let Ok(order_id) = OrderId::parse(&exception.out_trade_no) {
-                match self.settle_order_by_hand(&order_id).await {
+                match self.settle_refund_by_hand(&order_id).await {
                     Ok(_) | Err(PaymentError::Store(StoreError::NotFound(_))) => {}
                     Err(err) => return Err(err),
                 }
             }
         }
-        Ok(self
-            .store
-            .settle_payment_exception(transaction_id)
-            .await?
-            .ok_or(StoreError::NotFound("payment exception"))?)
+        // Settled with its order just now, or here.
+        self.store.settle_payment_exception(transaction_id).await?;
+        Ok(exception)
     }
 
     /// The merchant paid an order's refund back outside WeChat Pay, after
@@ -717,17 +709,17 @@ fn checked_transaction_id(id: &str) -> Result<(), NotifyError> {
 
 /// Where WeChat Pay holds the refund of order `id` (`None`: it never took
 /// it; see [`wechatpay::WeChatPayClient::query_refund`] for
-/// `absence_signed`). A refused query is no refusal of the refund (that is
+/// `require_signed_absence`). A refused query is no refusal of the refund (that is
 /// the refund call's alone): it fails like WeChat Pay unreachable, to try
 /// again.
 async fn query_refund(
     wechatpay: &WeChatPay,
     id: &OrderId,
-    absence_signed: bool,
+    require_signed_absence: bool,
 ) -> Result<Option<RefundResult>, CallError> {
     wechatpay
         .client
-        .query_refund(id.as_str(), absence_signed)
+        .query_refund(id.as_str(), require_signed_absence)
         .await
         .map_err(|err| match err {
             CallError::Refused {
@@ -740,6 +732,16 @@ async fn query_refund(
             )),
             other => other,
         })
+}
+
+/// The name of a refund's payment exception: WeChat Pay's `id`, or the
+/// refund's number when WeChat Pay's result carried none.
+fn named_by(id: &str, refund: &RefundResult) -> String {
+    if id.is_empty() {
+        refund.out_refund_no.clone()
+    } else {
+        id.to_owned()
+    }
 }
 
 /// The payment metric's label for an outcome.

@@ -854,7 +854,7 @@ fn no_refund_asked(status: &str) -> StoreError {
 
 /// The answer when the merchant would settle by hand a refund whose call
 /// is still in the sale's outbox: WeChat Pay may still pay it.
-fn refund_in_flight() -> StoreError {
+fn refund_call_queued() -> StoreError {
     StoreError::Conflict(
         "the order's refund is still with WeChat Pay (queued, or processing): wait for its \
          result; settle it by hand only once WeChat Pay could not pay it"

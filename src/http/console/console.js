@@ -703,7 +703,7 @@ async function showOrder(id) {
   const path = `/admin/v1/orders/${encodeURIComponent(id)}`;
   const outcome = h('p', { class: 'field-error', 'data-error-for': 'form' });
   const body = h('div');
-  const act = (send) => async () => {
+  const answerWith = (send) => async () => {
     outcome.textContent = '';
     try {
       show(await send());
@@ -711,8 +711,8 @@ async function showOrder(id) {
       if (!signedOut(err)) outcome.textContent = err.message;
     }
   };
-  const refund = (restock) => act(() => call('POST', `${path}/refund`, { restock }));
-  const byHand = act(() => call('POST', `${path}/refund/settled-by-hand`));
+  const refund = (restock) => answerWith(() => call('POST', `${path}/refund`, { restock }));
+  const byHand = answerWith(() => call('POST', `${path}/refund/settled-by-hand`));
   function show(order) {
     const facts = [
       ['Sale', h('a', { href: `#/sales/${order.sale_id}` }, order.sale_id)],
@@ -730,7 +730,7 @@ async function showOrder(id) {
     ];
     const paid = order.status === 'paid';
     const owed = order.status === 'refunding' || order.status === 'refund_required';
-    const settle = confirmButton('refund-settled-by-hand', 'Paid back by hand', byHand);
+    const paidBackButton = confirmButton('refund-settled-by-hand', 'Paid back by hand', byHand);
     const kept = confirmButton('refund-kept', 'Refund', refund(false));
     const restocked = confirmButton('refund-restocked', 'Refund and put back on sale', refund(true));
     replace(body, h('section', { class: 'card' },
@@ -742,7 +742,7 @@ async function showOrder(id) {
       paid && h('p', { class: 'muted' }, 'A refund goes back to where the shopper paid from '
         + '(with WeChat Pay: refunding until WeChat Pay confirms it). Put back on sale only '
         + 'while the sale is live; otherwise the units stay off sale, still the shopper\'s.'),
-      owed && h('div', { class: 'row' }, settle),
+      owed && h('div', { class: 'row' }, paidBackButton),
       owed && h('p', { class: 'muted' }, 'Once WeChat Pay could not pay this refund (a payment '
         + 'exception, or a dead letter of the sale) and you paid the shopper back another way, '
         + 'record it here: the order is refunded. Refused while WeChat Pay may still pay it.'),

@@ -269,12 +269,12 @@ impl WeChatPayClient {
     /// holds none (`RESOURCE_NOT_EXISTS`: it never took the refund call).
     /// A `None` followed by the refund call cannot refund twice, so an
     /// unsigned 404 is believed there; one the merchant's settle by hand
-    /// relies on must be signed (`absence_signed`), else the query fails
+    /// relies on must be signed (`require_signed_absence`), else the query fails
     /// as WeChat Pay unavailable.
     pub async fn query_refund(
         &self,
         out_trade_no: &str,
-        absence_signed: bool,
+        require_signed_absence: bool,
     ) -> Result<Option<RefundResult>, CallError> {
         let out_refund_no = out_refund_no(out_trade_no);
         let path = format!("/v3/refund/domestic/refunds/{out_refund_no}");
@@ -286,7 +286,7 @@ impl WeChatPayClient {
                 signed,
                 ..
             }) if code == "RESOURCE_NOT_EXISTS" => {
-                if absence_signed && !signed {
+                if require_signed_absence && !signed {
                     return Err(CallError::Unavailable(format!(
                         "WeChat Pay's answer that it holds no refund {out_refund_no} is unsigned"
                     )));
@@ -374,8 +374,8 @@ impl WeChatPayClient {
             signature: header("wechatpay-signature"),
             serial: header("wechatpay-serial"),
         };
-        let verified = status.is_success() || signed.signature.is_some();
-        if verified {
+        let carries_signature = status.is_success() || signed.signature.is_some();
+        if carries_signature {
             self.platform_keys
                 .verify(&signed, &body, Utc::now().timestamp())
                 .inspect_err(|err| {
@@ -400,7 +400,7 @@ impl WeChatPayClient {
             status: status.as_u16(),
             code: refusal.code,
             message: refusal.message,
-            signed: verified,
+            signed: carries_signature,
         })
     }
 }

@@ -23,9 +23,9 @@ use crate::domain::{
     LIVE_CHANGEABLE_FIELDS,
 };
 use crate::store::{
-    cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending, refund_in_flight,
-    restock_not_live, Acceptance, Expiry, FollowUps, OrderBacklog, RefundSettlement, ShopperBounds,
-    StoreError, StreamEntry, PREPAY_CHANGED,
+    cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending,
+    refund_call_queued, restock_not_live, Acceptance, Expiry, FollowUps, OrderBacklog,
+    RefundSettlement, ShopperBounds, StoreError, StreamEntry, PREPAY_CHANGED,
 };
 
 /// Where a cancel counts against the shopper's allowance (see
@@ -590,7 +590,7 @@ impl SaleRecord {
         let now = system_now();
         if by == RefundSettledBy::Merchant {
             if self.outbox.holds_refund_call(id) {
-                return Err(refund_in_flight());
+                return Err(refund_call_queued());
             }
             order.refund_settled_by_hand_at = Some(now);
         }

@@ -473,7 +473,7 @@ pub(super) fn order_from_fields(
             ),
         },
         refund_settled_by_hand_at: fields
-            .get("refund_by_hand_at")
+            .get("refund_settled_by_hand_at")
             .map(|at| at.parse().map_err(corrupt))
             .transpose()?,
     })

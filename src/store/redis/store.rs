@@ -34,7 +34,7 @@ use crate::store::scripts::Invocation;
 use crate::store::{
     batch_sale, campaign_changed_meanwhile, campaign_sale_refused, campaign_started,
     cancels_exhausted, changed_meanwhile, no_refund_asked, not_paid, not_pending, not_queued,
-    refund_in_flight, restock_not_live, sort_exceptions_newest_first, sort_newest_first,
+    refund_call_queued, restock_not_live, sort_exceptions_newest_first, sort_newest_first,
     sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps,
     Forgetting, IndexedCampaign, IndexedSale, OrderBacklog, QueueRules, RefundSettlement,
     StockReturnHandler, Store, StoreError, StoredCampaign, StreamEntry, StreamRead, PREPAY_CHANGED,
@@ -829,7 +829,7 @@ impl Store for RedisStore {
             )?)),
             "not_found" => Err(StoreError::NotFound("order")),
             "conflict" => Err(no_refund_asked(&reply.next::<String>()?)),
-            "in_flight" => Err(refund_in_flight()),
+            "call_queued" => Err(refund_call_queued()),
             other => Err(corrupt(format!("unknown refund settlement {other}"))),
         }
     }
