@@ -59,6 +59,11 @@ local function release_units(stock, stats, shoppers, shopper, qty, counter, roun
   redis.call('HINCRBY', stats, counter, qty)
 end
 
+-- The outbox member of an order's refund call to WeChat Pay.
+local function refund_call(order_id)
+  return 'wechatpay.refund ' .. order_id
+end
+
 -- Queues a hand-off to the merchant's webhook, due now; the same event of
 -- the same order is queued once.
 local function hand_off(outbox, event, order_id, now)

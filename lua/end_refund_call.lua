@@ -8,6 +8,6 @@
 -- KEYS[2] fs:{sale}:attempts  hash: 'event order_id' -> attempts so far
 -- ARGV[1] the order id
 -- Returns 1 when it left the outbox, else 0.
-local call = 'wechatpay.refund ' .. ARGV[1]
+local call = refund_call(ARGV[1])
 redis.call('HDEL', KEYS[2], call)
 return redis.call('ZREM', KEYS[1], call)

@@ -30,7 +30,7 @@ end
 if order.status ~= 'refund_required' and order.status ~= 'refunding' then
   return {'conflict', order.status}
 end
-local call = 'wechatpay.refund ' .. ARGV[1]
+local call = refund_call(ARGV[1])
 local now = string.format('%d', now_ms())
 if ARGV[3] == '1' then
   if redis.call('ZSCORE', KEYS[2], call) then

@@ -417,8 +417,8 @@ pub struct PaymentExceptionBody {
     /// was closed or frozen), `refund_closed` (WeChat Pay closed the
     /// refund unpaid) or `refund_paid_twice` (WeChat Pay paid a refund the
     /// merchant had settled by hand: named by WeChat Pay's `refund_id`). A
-    /// refund's exception is otherwise named by the
-    /// refunded payment's transaction id, and carries the amount refunded.
+    /// refund's exception is otherwise named by the refunded payment's
+    /// transaction id, and carries the amount refunded.
     #[schema(example = "amount_mismatch")]
     pub kind: &'static str,
     /// The payment provider's id of the transaction.

@@ -709,9 +709,9 @@ fn checked_transaction_id(id: &str) -> Result<(), NotifyError> {
 
 /// Where WeChat Pay holds the refund of order `id` (`None`: it never took
 /// it; see [`wechatpay::WeChatPayClient::query_refund`] for
-/// `require_signed_absence`). A refused query is no refusal of the refund (that is
-/// the refund call's alone): it fails like WeChat Pay unreachable, to try
-/// again.
+/// `require_signed_absence`). A refused query is no refusal of the refund
+/// (that is the refund call's alone): it fails like WeChat Pay
+/// unreachable, to try again.
 async fn query_refund(
     wechatpay: &WeChatPay,
     id: &OrderId,

@@ -269,8 +269,8 @@ impl WeChatPayClient {
     /// holds none (`RESOURCE_NOT_EXISTS`: it never took the refund call).
     /// A `None` followed by the refund call cannot refund twice, so an
     /// unsigned 404 is believed there; one the merchant's settle by hand
-    /// relies on must be signed (`require_signed_absence`), else the query fails
-    /// as WeChat Pay unavailable.
+    /// relies on must be signed (`require_signed_absence`), else the query
+    /// fails as WeChat Pay unavailable.
     pub async fn query_refund(
         &self,
         out_trade_no: &str,

@@ -257,21 +257,18 @@ impl Outbox {
     /// Whether the order's refund call is queued (due, leased, or waiting
     /// to ask WeChat Pay again).
     pub fn holds_refund_call(&self, id: &OrderId) -> bool {
-        self.hand_offs
-            .contains_key(&Errand::Order(OrderEvent::Refund, id.clone()))
+        self.hand_offs.contains_key(&refund_call(id))
     }
 
     /// Takes the order's refund call out, whichever attempt holds it, as
     /// `lua/end_refund_call.lua`.
     pub fn end_refund_call(&mut self, id: &OrderId) {
-        self.hand_offs
-            .remove(&Errand::Order(OrderEvent::Refund, id.clone()));
+        self.hand_offs.remove(&refund_call(id));
     }
 
     /// Drops the order's refund call from the dead letters, if there.
     pub fn drop_dead_refund(&mut self, id: &OrderId) {
-        self.dead
-            .remove(&Errand::Order(OrderEvent::Refund, id.clone()));
+        self.dead.remove(&refund_call(id));
     }
 
     /// Queues every dead letter again, due `now`, with no attempts yet;
@@ -289,6 +286,11 @@ impl Outbox {
         }
         moved
     }
+}
+
+/// The outbox entry of an order's refund call.
+fn refund_call(id: &OrderId) -> Errand {
+    Errand::Order(OrderEvent::Refund, id.clone())
 }
 
 /// `after` from `now`, in the store clock's milliseconds.
