@@ -16,10 +16,15 @@
 -- ARGV[1] '1' to queue hand-offs to the merchant's webhook, ARGV[1 + i]
 -- entry ids
 -- Returns the outcomes, one letter per entry, in order: 'q' queued (first
--- time) | 'u' unchanged (taken before) | 'n' written by a build before
--- batches (it names no batch: not taken here). One string rather than a
--- value per entry: Redis converts each value of a reply, and the engine's
--- client parses each.
+-- time) | 'u' unchanged (taken before) | 'n' not taken: written by a build
+-- before batches (it names no batch), or unreadable (its units or its
+-- orders missing or malformed: hand-edited or corrupt data). One string
+-- rather than a value per entry: Redis converts each value of a reply, and
+-- the engine's client parses each.
+-- Every entry is read and checked before anything of it is written, and
+-- nothing after a write can fail: Redis keeps a script's writes made
+-- before an error, so an error after the SADD would leave the batch taken
+-- but its units never counted.
 local now = string.format('%d', now_ms())
 local outcomes = {}
 local queued = 0
@@ -32,25 +37,28 @@ for i = 2, #ARGV do
       fields[values[f]] = values[f + 1]
     end
   end
+  -- Units as reserve.lua writes them: a whole number, far below what
+  -- HINCRBY could overflow on (a float, 'inf' or 'nan' would fail there).
+  local units = fields.units and #fields.units <= 9
+    and string.find(fields.units, '^%d+$') and tonumber(fields.units)
   if not found then
     outcomes[#outcomes + 1] = 'u'
-  elseif not fields.batch then
+  elseif not fields.batch or not units or not fields.order_ids
+      or not string.find(fields.order_ids, '%S') then
     outcomes[#outcomes + 1] = 'n'
+  elseif redis.call('SADD', KEYS[4], fields.batch) == 0 then
+    outcomes[#outcomes + 1] = 'u'
   else
-    if redis.call('SADD', KEYS[4], fields.batch) == 0 then
-      outcomes[#outcomes + 1] = 'u'
-    else
-      outcomes[#outcomes + 1] = 'q'
-      queued = queued + tonumber(fields.units)
-      if ARGV[1] == '1' then
-        -- The same event of the same order is queued once (hand_off's NX).
-        local hand_offs = {}
-        for id in string.gmatch(fields.order_ids, '%S+') do
-          hand_offs[#hand_offs + 1] = now
-          hand_offs[#hand_offs + 1] = 'order.reserved ' .. id
-        end
-        redis.call('ZADD', KEYS[2], 'NX', unpack(hand_offs))
+    outcomes[#outcomes + 1] = 'q'
+    queued = queued + units
+    if ARGV[1] == '1' then
+      -- The same event of the same order is queued once (hand_off's NX).
+      local hand_offs = {}
+      for id in string.gmatch(fields.order_ids, '%S+') do
+        hand_offs[#hand_offs + 1] = now
+        hand_offs[#hand_offs + 1] = 'order.reserved ' .. id
       end
+      redis.call('ZADD', KEYS[2], 'NX', unpack(hand_offs))
     end
   end
 end

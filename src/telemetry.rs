@@ -30,6 +30,9 @@ pub const ACTOR_LOCAL_ANSWERS: &str = "flashsale_actor_local_answers_total";
 
 /// Reservations the order service took from the streams (first time only).
 pub const ORDERS_ACCEPTED: &str = "flashsale_orders_accepted_total";
+/// Reservations the order service dropped from the streams, not taken: no
+/// such order, or an entry it cannot read (each also logged).
+pub const ORDERS_DROPPED: &str = "flashsale_orders_dropped_total";
 /// Time from an order's payment deadline to its stock back on sale, seconds.
 pub const EXPIRY_LAG_SECONDS: &str = "flashsale_order_expiry_lag_seconds";
 /// Calls to the merchant's webhook by `result`: `delivered` or `failed`.
@@ -284,6 +287,10 @@ impl HttpRequestCounters {
 
 pub fn count_orders_accepted(count: usize) {
     metrics::counter!(ORDERS_ACCEPTED).increment(count as u64);
+}
+
+pub fn count_orders_dropped(count: usize) {
+    metrics::counter!(ORDERS_DROPPED).increment(count as u64);
 }
 
 pub fn observe_expiry_lag(lag_ms: i64) {

@@ -12,7 +12,9 @@
 //!    the same name), after reading again its own unacknowledged entries.
 //!    Each is accepted once (`accept_orders`: a redelivery changes
 //!    nothing), then acknowledged and removed from the stream. Nothing is
-//!    acknowledged before it was processed.
+//!    acknowledged before it was processed. An entry that cannot be taken
+//!    (no such order, or hand-edited or corrupt data) is dropped, logged
+//!    and counted, so it holds up no entry after it.
 //! 2. **Deadlines**: expires unpaid orders past `expires_at`, a step of
 //!    whole reserve calls (their orders share one deadline entry) in one
 //!    atomic store call that returns their units; every engine node's
@@ -101,6 +103,10 @@ pub struct Outcome {
     /// Reservations that were already accepted (redeliveries), acknowledged
     /// again.
     pub redelivered: usize,
+    /// Reservations not taken and dropped from the stream: the store knows
+    /// no such order, or the entry cannot be read (written by a build
+    /// before batches, or hand-edited or corrupt data). Each is logged.
+    pub dropped: usize,
     /// Reservations read again (every order of each stream entry): taken
     /// over from a consumer that stopped acknowledging, or this consumer's
     /// own, left unacknowledged by a pass that failed or by the process
@@ -125,12 +131,19 @@ pub struct Outcome {
 impl Outcome {
     /// Whether the pass did anything (another may find more at once).
     pub fn did_work(&self) -> bool {
-        self.accepted + self.redelivered + self.expired + self.passed_over + self.handed_off > 0
+        self.accepted
+            + self.redelivered
+            + self.dropped
+            + self.expired
+            + self.passed_over
+            + self.handed_off
+            > 0
     }
 
     fn add(&mut self, other: Self) {
         self.accepted += other.accepted;
         self.redelivered += other.redelivered;
+        self.dropped += other.dropped;
         self.reclaimed += other.reclaimed;
         self.expired += other.expired;
         self.passed_over += other.passed_over;
@@ -584,10 +597,15 @@ impl OrderService {
                 Acceptance::Queued => outcome.accepted += 1,
                 Acceptance::Unchanged => outcome.redelivered += 1,
                 // Nothing to carry: keeping the entry would only redeliver
-                // it forever.
-                Acceptance::NotFound => tracing::error!(%sale, order = %entry.order_id,
-                    entry = %entry.id, "reservation cannot be taken (no such order, or an \
-                    entry of a build before batches); dropping the entry"),
+                // it forever, and hold up the sale's entries after it.
+                Acceptance::NotFound => {
+                    outcome.dropped += 1;
+                    let order = entry.order_id.as_ref().map(OrderId::as_str);
+                    tracing::error!(%sale, order = order.unwrap_or("unreadable"),
+                        entry = %entry.id, "reservation cannot be taken (no such order, an \
+                        entry of a build before batches, or one that cannot be read); \
+                        dropping the entry");
+                }
             }
         }
         let mut processed: Vec<SmolStr> = entries.into_iter().map(|entry| entry.id).collect();
@@ -598,6 +616,9 @@ impl OrderService {
             self.unacknowledged.remove(sale);
         }
         telemetry::count_orders_accepted(outcome.accepted);
+        if outcome.dropped > 0 {
+            telemetry::count_orders_dropped(outcome.dropped);
+        }
         Ok(outcome)
     }
 

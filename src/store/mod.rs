@@ -100,7 +100,10 @@ pub struct StreamEntry {
     /// The stream's id of the entry, to acknowledge it with (held inline:
     /// each order of the entry carries it).
     pub id: SmolStr,
-    pub order_id: OrderId,
+    /// `None`: the entry names no order this build can read (a field
+    /// missing or not an order id: hand-edited or corrupt data). The order
+    /// service drops such an entry rather than read it again forever.
+    pub order_id: Option<OrderId>,
 }
 
 /// Which of a sale's reservation entries a consumer reads
@@ -215,9 +218,10 @@ pub enum Acceptance {
     Queued,
     /// Already accepted: a redelivery, nothing changed.
     Unchanged,
-    /// Not taken: no such order (embedded store), or an entry written by
-    /// a build before batches (Redis: it names no batch; see
-    /// `lua/accept_orders.lua`).
+    /// Not taken: no such order (embedded store), an entry written by a
+    /// build before batches (Redis: it names no batch; see
+    /// `lua/accept_orders.lua`), or one that cannot be read (a field
+    /// missing or malformed: hand-edited or corrupt data).
     NotFound,
 }
 
@@ -674,10 +678,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks the orders of these entries taken by the order service, each
     /// once: counts it as queued and, when `hand_off`, queues the hand-off
-    /// to the merchant. One outcome per entry, in order. Pass whole stream entries, as read: on
-    /// Redis the orders of one entry (one reserve call) are taken together,
-    /// so an entry's orders split across two calls would be told
-    /// `Unchanged` in the second.
+    /// to the merchant. One outcome per entry, in order; an entry that
+    /// cannot be read (its order, its batch or its units) is `NotFound`
+    /// and changes nothing. Pass whole stream entries, as read: on Redis
+    /// the orders of one entry (one reserve call) are taken together, so
+    /// an entry's orders split across two calls would be told `Unchanged`
+    /// in the second.
     async fn accept_orders(
         &self,
         sale: &SaleId,

@@ -246,23 +246,30 @@ async fn own_entries_read_again_are_taken_once_under_any_claim_idle(backend: Bac
     assert_eq!(restarted.try_process_batch().await, Outcome::default());
 }
 
-/// A pass that reads reservations and then fails to accept them (Redis
-/// out of memory refuses the accept script's writes but not
-/// `XREADGROUP`) leaves them pending on this consumer; the next pass
-/// reads them again at once, with no wait for `claim_idle` (an hour
-/// here). Redis only: the embedded store cannot fail.
-async fn a_pass_that_fails_after_reading_retakes_its_entries_next_pass(backend: Backend) {
-    let Subject { store, redis } = subject(backend).await;
-    let live = sale(1_000, 1, -1_000);
-    store.create_sale(&live).await.unwrap();
+/// A live sale of 1,000 units, already watched by an order service that
+/// takes over no other consumer's entries (`claim_idle` an hour).
+async fn watched_live_sale(backend: Backend, per_user_limit: i64) -> (Subject, Sale, OrderService) {
+    let subject = subject(backend).await;
+    let live = sale(1_000, per_user_limit, -1_000);
+    subject.store.create_sale(&live).await.unwrap();
     let mut service = order_service_with(
-        &store,
+        &subject.store,
         "node-a",
         256,
         Arc::new(SystemClock),
         Duration::from_secs(3_600),
     );
     assert_eq!(service.try_process_batch().await, Outcome::default());
+    (subject, live, service)
+}
+
+/// A pass that reads reservations and then fails to accept them (Redis
+/// out of memory refuses the accept script's writes but not
+/// `XREADGROUP`) leaves them pending on this consumer; the next pass
+/// reads them again at once, with no wait for `claim_idle` (an hour
+/// here). Redis only: the embedded store cannot fail.
+async fn a_pass_that_fails_after_reading_retakes_its_entries_next_pass(backend: Backend) {
+    let (Subject { store, redis }, live, mut service) = watched_live_sale(backend, 1).await;
     for i in 0..20 {
         store
             .reserve(&request(&live, &format!("s-{i}"), 1, None))
@@ -310,9 +317,61 @@ async fn the_first_pass_watches_every_sale_of_the_index(backend: Backend) {
 
 crate::on_both_stores!(the_first_pass_watches_every_sale_of_the_index);
 
+/// Stream entries the order service cannot read (hand-edited or corrupt
+/// data: no orders, an order id that is not one, units missing or not a
+/// whole number) are dropped and counted, and hold up neither the sale's
+/// other entries, read before and after them in the same pass, nor its
+/// count of queued units: the accept script checks an entry before it
+/// writes anything of it, as Redis keeps the writes a failing script made.
+/// Redis only: the embedded store holds no such entry.
+async fn unreadable_entries_are_dropped_and_the_rest_taken(backend: Backend) {
+    let (Subject { store, redis }, live, mut service) = watched_live_sale(backend, 2).await;
+    let mut made = Vec::new();
+    for i in 0..3 {
+        let who = format!("before-{i}");
+        made.push(store.reserve(&request(&live, &who, 2, None)).await.unwrap());
+    }
+    let known = made[0].order.id.as_str();
+    let unreadable: [&[(&str, &str)]; 6] = [
+        &[("batch", "900"), ("units", "1")],
+        &[("order_ids", " "), ("batch", "901"), ("units", "1")],
+        &[("order_ids", "not/an id"), ("batch", "902"), ("units", "1")],
+        &[("order_ids", known), ("batch", "903")],
+        &[("order_ids", known), ("batch", "904"), ("units", "1.5")],
+        &[("order_ids", known), ("batch", "905"), ("units", "inf")],
+    ];
+    let stream = keys::SaleKeys::new(&live.id).stream();
+    for fields in unreadable {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&stream).arg("*");
+        for (name, value) in fields {
+            xadd.arg(*name).arg(*value);
+        }
+        let _: String = redis.query(&xadd);
+    }
+    for i in 0..3 {
+        let who = format!("after-{i}");
+        store.reserve(&request(&live, &who, 2, None)).await.unwrap();
+    }
+
+    let pass = service.try_process_batch().await;
+    assert_eq!(
+        (pass.accepted, pass.dropped, pass.store_errors),
+        (6, 6, 0),
+        "every readable reservation taken, every other dropped: {pass:?}"
+    );
+    let stats = store.view_sale(&live.id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.queued, 12, "the units of the six taken: {stats:?}");
+    assert_eq!(service.try_process_batch().await, Outcome::default());
+    assert_eq!(store.order_backlog(&live.id).await.unwrap().reservations, 0);
+    let audit = store.sale_records(&live.id).await.unwrap().unwrap().audit();
+    assert!(audit.differences.is_empty(), "{:?}", audit.differences);
+}
+
 crate::store_tests!(
     [redis => Redis, redis_cluster => RedisCluster];
     a_pass_that_fails_after_reading_retakes_its_entries_next_pass,
+    unreadable_entries_are_dropped_and_the_rest_taken,
 );
 
 /// A hand-off is leased for one attempt, comes back after a failure's

@@ -593,6 +593,21 @@ impl Servers {
         }
     }
 
+    /// Runs a raw command on the server holding its key: the standalone
+    /// Redis, or the Cluster node serving the key's slot (the others
+    /// answer `MOVED`).
+    pub fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let nodes = match self {
+            Self::None => panic!("the embedded store has no Redis to send {cmd:?} to"),
+            Self::Standalone(redis) => std::slice::from_ref(redis),
+            Self::Cluster(cluster) => cluster.nodes(),
+        };
+        nodes
+            .iter()
+            .find_map(|node| cmd.query(&mut node.connection()).ok())
+            .unwrap_or_else(|| panic!("no Redis took {cmd:?}"))
+    }
+
     /// A connection for raw-key assertions, on a standalone Redis.
     pub fn standalone(&self) -> Option<&RedisServer> {
         match self {

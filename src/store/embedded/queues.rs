@@ -58,7 +58,7 @@ impl ReservationStream {
             .flatten()
             .map(move |order_id| StreamEntry {
                 id: smol_str::format_smolstr!("0-{seq}"),
-                order_id: order_id.clone(),
+                order_id: Some(order_id.clone()),
             })
     }
 

@@ -719,8 +719,11 @@ impl SaleRecord {
         let now = system_now();
         entries
             .iter()
-            .map(|StreamEntry { order_id: id, .. }| {
-                let Some(quantity) = self.orders.get(id).map(|order| order.quantity) else {
+            .map(|StreamEntry { order_id, .. }| {
+                let Some((id, quantity)) = order_id
+                    .as_ref()
+                    .and_then(|id| Some((id, self.orders.get(id)?.quantity)))
+                else {
                     return Acceptance::NotFound;
                 };
                 if !self.queued.insert(id.clone()) {

@@ -113,21 +113,32 @@ pub(super) fn shopper_entry(entry: &str) -> Result<(i64, &str), StoreError> {
 }
 
 /// Reads stream entries: each names the orders of one reserve call, read
-/// as one [`StreamEntry`] per order.
-pub(super) fn stream_entries(ids: Vec<StreamId>) -> Result<Vec<StreamEntry>, StoreError> {
+/// as one [`StreamEntry`] per order. An entry whose orders cannot be read
+/// (no `order_ids`, none listed, or one that is not an order id) is one
+/// `StreamEntry` with no order, logged with its fields, for the order
+/// service to drop: failing the whole read would stop the sale's intake at
+/// that entry on every read.
+pub(super) fn stream_entries(ids: Vec<StreamId>) -> Vec<StreamEntry> {
     let mut entries = Vec::new();
     for entry in ids {
-        let listed = entry
-            .get::<String>("order_ids")
-            .ok_or_else(|| corrupt(format!("stream entry {} has no order_ids", entry.id)))?;
-        let orders: Vec<OrderId> = order_ids([listed.as_str()])?;
         let id = SmolStr::new(&entry.id);
-        entries.extend(orders.into_iter().map(|order_id| StreamEntry {
-            order_id,
-            id: id.clone(),
-        }));
+        let orders = entry
+            .get::<String>("order_ids")
+            .and_then(|listed| order_ids::<Vec<OrderId>>([listed.as_str()]).ok())
+            .filter(|orders| !orders.is_empty());
+        match orders {
+            Some(orders) => entries.extend(orders.into_iter().map(|order_id| StreamEntry {
+                order_id: Some(order_id),
+                id: id.clone(),
+            })),
+            None => {
+                tracing::error!(entry = %entry.id, fields = ?entry.map,
+                    "a reservation entry names no readable order");
+                entries.push(StreamEntry { id, order_id: None });
+            }
+        }
     }
-    Ok(entries)
+    entries
 }
 
 /// A script's `'1'`/`'0'` flag.

@@ -959,7 +959,7 @@ impl Store for RedisStore {
             .flat_map(|reply| reply.keys)
             .flat_map(|key| key.ids)
             .collect();
-        stream_entries(ids)
+        Ok(stream_entries(ids))
     }
 
     async fn claim_reservations(
@@ -980,7 +980,7 @@ impl Store for RedisStore {
         let reply: StreamAutoClaimReply = self
             .query_rejoining(sale, "claim_reservations", &cmd)
             .await?;
-        stream_entries(reply.claimed)
+        Ok(stream_entries(reply.claimed))
     }
 
     async fn accept_orders(
@@ -989,17 +989,19 @@ impl Store for RedisStore {
         entries: &[StreamEntry],
         hand_off: bool,
     ) -> Result<Vec<Acceptance>, StoreError> {
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
         // An entry is read as one `StreamEntry` per order: the script
-        // takes each entry once.
+        // takes each entry once. One whose orders cannot be read is not
+        // the script's to take.
         let mut listed = HashSet::new();
         let entry_ids: Vec<&str> = entries
             .iter()
+            .filter(|entry| entry.order_id.is_some())
             .map(|entry| entry.id.as_str())
             .filter(|id| listed.insert(*id))
             .collect();
+        if entry_ids.is_empty() {
+            return Ok(vec![Acceptance::NotFound; entries.len()]);
+        }
         let keys = SaleKeys::new(sale);
         let mut invocation = self.scripts.accept_orders.key(keys.stats());
         invocation
@@ -1030,7 +1032,10 @@ impl Store for RedisStore {
             .collect::<Result<_, _>>()?;
         Ok(entries
             .iter()
-            .map(|entry| by_entry[entry.id.as_str()])
+            .map(|entry| match entry.order_id {
+                Some(_) => by_entry[entry.id.as_str()],
+                None => Acceptance::NotFound,
+            })
             .collect())
     }
 
