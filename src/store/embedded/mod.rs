@@ -96,6 +96,17 @@ impl EmbeddedStore {
         }
     }
 
+    /// Every sale and its record, taken out of the map before any record
+    /// is locked: a reader never waits for a sale's lock while it holds a
+    /// part of the map, which a campaign change inserts the sales it
+    /// creates into while it holds its other sales' locks.
+    fn records(&self) -> Vec<(SaleId, Arc<Mutex<SaleRecord>>)> {
+        self.sales
+            .iter()
+            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
+            .collect()
+    }
+
     fn record(&self, id: &SaleId) -> Result<Arc<Mutex<SaleRecord>>, StoreError> {
         self.sales
             .get(id)
@@ -329,11 +340,11 @@ impl Store for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<IndexedSale>, StoreError> {
         let mut sales: Vec<IndexedSale> = self
-            .sales
-            .iter()
-            .map(|entry| IndexedSale {
-                created_at: entry.value().lock().sale.created_at,
-                id: entry.key().clone(),
+            .records()
+            .into_iter()
+            .map(|(id, record)| IndexedSale {
+                created_at: record.lock().sale.created_at,
+                id,
             })
             .filter(|sale| after.is_none_or(|after| after.listed_before(sale)))
             .collect();
@@ -345,10 +356,10 @@ impl Store for EmbeddedStore {
     async fn open_sale_ids(&self) -> Result<Vec<SaleId>, StoreError> {
         let now = system_now();
         Ok(self
-            .sales
-            .iter()
-            .filter(|entry| entry.value().lock().sale.payment_window_closes_at() >= now)
-            .map(|entry| entry.key().clone())
+            .records()
+            .into_iter()
+            .filter(|(_, record)| record.lock().sale.payment_window_closes_at() >= now)
+            .map(|(id, _)| id)
             .collect())
     }
 
@@ -488,8 +499,8 @@ impl Store for EmbeddedStore {
 
     async fn shopper_orders(&self, shopper: &ShopperId) -> Result<Vec<Order>, StoreError> {
         let mut orders: Vec<Order> = Vec::new();
-        for entry in self.sales.iter() {
-            let record = entry.value().lock();
+        for (_, record) in self.records() {
+            let record = record.lock();
             let ids = record.shopper_orders.get(shopper).into_iter().flatten();
             orders.extend(ids.filter_map(|id| record.orders.get(id).cloned()));
         }
