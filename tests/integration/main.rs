@@ -44,6 +44,7 @@ mod payments_wechat_standin;
 mod store_campaign_lifecycle;
 mod store_campaigns;
 mod store_indexes;
+mod store_lost_replies;
 mod store_model;
 mod support;
 mod wechat;

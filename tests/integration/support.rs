@@ -55,6 +55,10 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     fn node_address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

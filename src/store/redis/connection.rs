@@ -20,7 +20,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, Pipeline,
-    ProtocolVersion, PushInfo, PushKind, RedisFuture, RedisResult, ServerErrorKind, Value,
+    ProtocolVersion, PushInfo, PushKind, RedisFuture, RedisResult, RetryMethod, ServerErrorKind,
+    Value,
 };
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::MissedTickBehavior;
@@ -65,7 +66,7 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Standalone(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => Box::pin(sent_until_run(conn, cmd)),
         }
     }
 
@@ -188,9 +189,17 @@ impl RedisStore {
                 )
             }
             RedisTarget::Cluster(urls) => {
+                // No call sent again by the client library: one whose
+                // connection dropped or timed out may have run, and most
+                // scripts are not safe to run twice (a cancel taken twice,
+                // a second cancel answered 409). Such a call fails as the
+                // standalone connection's does (503, outcome unknown); one
+                // a node refused unrun is sent again here
+                // (`sent_until_run`).
                 let client = redis::cluster::ClusterClient::builder(urls.clone())
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
+                    .retries(0)
                     .build()
                     .context("invalid Redis Cluster URLs")?;
                 Connection::Cluster(
@@ -482,6 +491,42 @@ fn loss_window(appendonly: &[String], appendfsync: &[String]) -> Option<String> 
 const LOADING_WAIT: Duration = Duration::from_secs(60);
 
 /// Awaits one call to Redis, recording its time under `op`.
+/// The waits before a Cluster call a node refused without running it is
+/// sent again: the refusal (a redirect) has the client read the slot map
+/// again meanwhile.
+const UNRUN_RESENDS: [Duration; 3] = [
+    Duration::from_millis(5),
+    Duration::from_millis(20),
+    Duration::from_millis(50),
+];
+
+/// Sends a command on the Cluster, and sends it again (at most
+/// [`UNRUN_RESENDS`]) while it is refused unrun: redirected (`MOVED`,
+/// `ASK`), `TRYAGAIN`, `CLUSTERDOWN`, `LOADING` or `READONLY`, or with no
+/// connection to its node yet. The client library itself sends nothing
+/// again (`retries(0)`, see [`RedisStore::connect`]): a call whose
+/// connection dropped or timed out may have run, and is not sent twice.
+async fn sent_until_run(conn: &mut ClusterConnection, cmd: &Cmd) -> RedisResult<Value> {
+    let mut waits = UNRUN_RESENDS.iter();
+    loop {
+        let reply = conn.req_packed_command(cmd).await;
+        let unrun = reply.as_ref().is_err_and(|err| {
+            matches!(
+                err.retry_method(),
+                RetryMethod::MovedRedirect
+                    | RetryMethod::AskRedirect
+                    | RetryMethod::WaitAndRetry
+                    | RetryMethod::RefreshSlotsAndRetry
+                    | RetryMethod::ReconnectFromInitialConnections
+            )
+        });
+        match waits.next() {
+            Some(wait) if unrun => tokio::time::sleep(*wait).await,
+            _ => return reply,
+        }
+    }
+}
+
 pub(super) async fn timed<T>(
     op: &'static str,
     call: impl Future<Output = RedisResult<T>>,
