@@ -537,23 +537,32 @@ impl Store for EmbeddedStore {
         sale: &SaleId,
         retention: Duration,
     ) -> Result<Forgetting, StoreError> {
+        let Ok(record) = self.record(sale) else {
+            return Ok(Forgetting::Gone);
+        };
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let mut owed = false;
-        let forgotten = self.sales.remove_if(sale, |_, record| {
-            let record = record.lock();
-            let settled = system_now()
-                >= record
-                    .sale
-                    .payment_window_closes_at()
-                    .saturating_add(retention_ms)
-                && record.backlog().is_empty();
-            owed = settled && record.outbox.holds_a_dead_refund();
-            settled && !owed
-        });
+        // The sale's lock, then the map's: the order a campaign change
+        // takes them in (it inserts the sales it creates while it holds
+        // the others' locks).
+        let held = record.lock();
+        let settled = system_now()
+            >= held
+                .sale
+                .payment_window_closes_at()
+                .saturating_add(retention_ms)
+            && held.backlog().is_empty();
+        if !settled {
+            return Ok(Forgetting::Kept);
+        }
+        if held.outbox.holds_a_dead_refund() {
+            return Ok(Forgetting::Owed);
+        }
+        let forgotten = self
+            .sales
+            .remove_if(sale, |_, stored| Arc::ptr_eq(stored, &record));
+        drop(held);
         Ok(match forgotten {
             Some(_) => Forgetting::Forgotten,
-            None if owed => Forgetting::Owed,
-            None if self.sales.contains_key(sale) => Forgetting::Kept,
             None => Forgetting::Gone,
         })
     }
