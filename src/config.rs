@@ -74,6 +74,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub listen_backlog: u32,
 
+    /// Most connections the engine holds open at once. Past it a new
+    /// connection's request is answered 503 `overloaded` (with
+    /// `Retry-After`) and the connection closed; at most an eighth as
+    /// many such answers are in progress at once, and past that too a
+    /// connection is closed unanswered. Keep it below the process's limit
+    /// of open files.
+    #[arg(long, env = "FLASHSALE_MAX_CONNECTIONS", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
     /// `redis://host:port/db`, or with --redis-cluster a comma-separated list
     /// of node URLs. Unset: the embedded in-memory store. May carry a
     /// password (`redis://:password@host:port/db`): logs show it redacted.

@@ -50,8 +50,7 @@ pub struct Application {
     live: Arc<LiveFeeds>,
     waiting_rooms: Arc<WaitingRooms>,
     limits_prune: Duration,
-    header_read_timeout: Duration,
-    idle_timeout: Duration,
+    connection_rules: server::ConnectionRules,
 }
 
 /// How long past an admission's expiry its place is freed: covers the
@@ -251,8 +250,11 @@ impl Application {
             live,
             waiting_rooms,
             limits_prune: Duration::from_millis(config.rate_prune_ms),
-            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
-            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            connection_rules: server::ConnectionRules {
+                header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+                idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+                max_open: usize_of(u64::from(config.max_connections)),
+            },
         })
     }
 
@@ -302,14 +304,8 @@ impl Application {
             live.close();
         };
         let upkeep = tokio::spawn(telemetry::metrics_upkeep(telemetry::metrics_handle()));
-        let served = server::serve(
-            self.listener,
-            self.router,
-            self.header_read_timeout,
-            self.idle_timeout,
-            shutdown,
-        )
-        .await;
+        let served =
+            server::serve(self.listener, self.router, self.connection_rules, shutdown).await;
         order_service.abort();
         pruning.abort();
         upkeep.abort();

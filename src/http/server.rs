@@ -11,6 +11,11 @@
 //! polled every few seconds while the sale's countdown runs would be cut
 //! at the header-read timeout, racing the shopper's next request.
 //!
+//! Open connections are bounded ([`ConnectionRules::max_open`]): past the
+//! bound a connection's request is answered 503 `overloaded` and the
+//! connection closed, so a crowd past what the engine can hold hears so
+//! rather than waiting in the kernel's backlog.
+//!
 //! HTTP/1 only: protocol detection would wait, untimed, for a client's
 //! first bytes; Mini Program traffic reaches the engine as HTTP/1.1 behind
 //! the TLS proxy.
@@ -24,7 +29,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::convert::Infallible;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -32,9 +42,12 @@ use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::time::Sleep;
-use tower::Service;
+use tower::util::Either;
+use tower::{service_fn, Service};
 
+use super::ApiError;
 use crate::telemetry;
 
 /// Longest a graceful shutdown waits for open connections to finish.
@@ -71,6 +84,9 @@ enum Closed {
     Ended,
     /// An I/O or protocol error.
     Failed,
+    /// Past the bound on open connections: its request answered 503
+    /// `overloaded`, or closed unanswered past the bound on those answers.
+    OverCapacity,
 }
 
 impl Closed {
@@ -82,6 +98,7 @@ impl Closed {
             Self::Idle => "idle",
             Self::Ended => "ended",
             Self::Failed => "failed",
+            Self::OverCapacity => "over_capacity",
         }
     }
 }
@@ -252,21 +269,42 @@ impl Future for HeadSleep {
 
 impl hyper::rt::Sleep for HeadSleep {}
 
+/// How the server holds its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionRules {
+    /// Longest from a request's first byte to its last header
+    /// (slow-loris).
+    pub header_read_timeout: Duration,
+    /// Longest a connection waits for the first byte of its first or next
+    /// request.
+    pub idle_timeout: Duration,
+    /// Most connections open at once; past it a connection's request is
+    /// answered 503 `overloaded` and the connection closed, and past an
+    /// eighth as many of those as well, it is closed unanswered.
+    pub max_open: usize,
+}
+
 /// Serves HTTP/1.1 on `listener` until `shutdown`, then stops accepting and
-/// lets open connections finish (at most [`DRAIN_TIMEOUT`]). A client that
-/// takes longer than `header_read_timeout` from a request's first byte to
-/// its last header is disconnected (slow-loris); a connection waits
-/// `idle_timeout` for the first byte of its first or next request.
+/// lets open connections finish (at most [`DRAIN_TIMEOUT`]), holding its
+/// connections to `rules`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    header_read_timeout: Duration,
-    idle_timeout: Duration,
+    rules: ConnectionRules,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let ConnectionRules {
+        header_read_timeout,
+        idle_timeout,
+        max_open,
+    } = rules;
     let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
     let builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     let connections = GracefulShutdown::new();
+    // A place for each connection served; past them, a place for each
+    // connection told it is over capacity.
+    let served_places = Arc::new(Semaphore::new(max_open));
+    let refusal_places = Arc::new(Semaphore::new(max_open / 8 + 1));
     // Tells connections that have not sent their first byte yet (hyper's
     // graceful shutdown only reaches connections it already serves, and an
     // HTTP client may keep a fresh, unused connection in its pool).
@@ -286,10 +324,21 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let counted = Counted::accepted();
-        let service = match make_service.call(peer).await {
-            Ok(service) => service,
-            Err(never) => match never {},
+        let (place, service) = match Arc::clone(&served_places).try_acquire_owned() {
+            Ok(place) => match make_service.call(peer).await {
+                Ok(service) => (place, Either::Left(service)),
+                Err(never) => match never {},
+            },
+            Err(_) => match Arc::clone(&refusal_places).try_acquire_owned() {
+                Ok(place) => (place, Either::Right(service_fn(over_capacity))),
+                Err(_) => {
+                    drop(stream);
+                    counted.close(Closed::OverCapacity);
+                    continue;
+                }
+            },
         };
+        let refused = matches!(service, Either::Right(_));
         let (mut builder, watcher) = (builder.clone(), connections.watcher());
         let activity = Arc::new(Activity::new());
         builder
@@ -299,9 +348,18 @@ pub async fn serve(
                 header_read_timeout,
                 idle_timeout,
             })
-            .header_read_timeout(header_read_timeout);
+            .header_read_timeout(header_read_timeout)
+            .keep_alive(!refused);
+        // A connection over capacity gets no longer than a request's
+        // headers to start its request.
+        let first_byte_timeout = if refused {
+            header_read_timeout.min(idle_timeout)
+        } else {
+            idle_timeout
+        };
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
+            let _place = place;
             // hyper times a request from its first byte: a connection that
             // has sent nothing yet is timed here, like an idle kept-alive
             // one (an HTTP client may open a connection and keep it unused
@@ -310,7 +368,7 @@ pub async fn serve(
             tokio::select! {
                 // A connection whose first bytes are there is served.
                 biased;
-                peeked = tokio::time::timeout(idle_timeout, stream.peek(&mut first)) => {
+                peeked = tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)) => {
                     if peeked.is_err() {
                         return counted.close(Closed::Silent);
                     }
@@ -326,6 +384,7 @@ pub async fn serve(
                 TowerToHyperService::new(service),
             );
             let closed = match watcher.watch(connection.into_owned()).await {
+                Ok(()) if refused => Closed::OverCapacity,
                 Ok(()) => Closed::Ended,
                 Err(err) => {
                     let timed_out = err
@@ -351,4 +410,13 @@ pub async fn serve(
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
     Ok(())
+}
+
+/// The answer to a request on a connection past the bound on open ones.
+async fn over_capacity(_: Request<Incoming>) -> Result<Response, Infallible> {
+    telemetry::count_shed("connections");
+    Ok(
+        ApiError::Overloaded("the server holds all the connections it can; retry shortly".into())
+            .into_response(),
+    )
 }

@@ -21,6 +21,13 @@ const HEALTH_REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: flashsale\r\n\r\n
 /// is small and has a Content-Length); the status code, or `None` if the
 /// connection was closed instead.
 async fn health_on(stream: &mut TcpStream) -> Option<u16> {
+    answer_on(stream).await.map(|(status, _)| status)
+}
+
+/// Sends `GET /healthz` on `stream` and reads the whole answer: its status
+/// and its text (head and body), or `None` if the connection was closed
+/// instead.
+async fn answer_on(stream: &mut TcpStream) -> Option<(u16, String)> {
     stream.write_all(HEALTH_REQUEST).await.ok()?;
     let mut answer = Vec::new();
     let mut buffer = [0u8; 1024];
@@ -41,7 +48,8 @@ async fn health_on(stream: &mut TcpStream) -> Option<u16> {
                 })
                 .unwrap_or(0);
             if body.len() >= length {
-                return head.split(' ').nth(1)?.parse().ok();
+                let status = head.split(' ').nth(1)?.parse().ok()?;
+                return Some((status, text.into_owned()));
             }
         }
     }
@@ -129,4 +137,56 @@ async fn slow_headers_on_a_kept_alive_connection_are_cut_off() {
         read.map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned())
     );
     println!("slow headers cut off after {:?}", started.elapsed());
+}
+
+/// Past `FLASHSALE_MAX_CONNECTIONS` open connections, a new connection's
+/// request is answered 503 `overloaded` with `Retry-After`, and the
+/// connection is closed; once a served connection closes, a new one is
+/// served again. Connections are opened one at a time, each asking once
+/// and staying open, until one is refused: no more than the bound were
+/// served (the test's own client may hold one place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_bound_are_answered_503_and_closed() {
+    const MAX: usize = 3;
+    let mut config = test_config();
+    config.max_connections = MAX as u32;
+    let app = TestApp::spawn_with(config).await;
+    let mut served = Vec::new();
+    let (mut refused, answer) = loop {
+        let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+        let (status, answer) = answer_on(&mut stream).await.expect("an answer");
+        if status == 503 {
+            break (stream, answer);
+        }
+        assert_eq!(status, 200, "{answer}");
+        served.push(stream);
+        assert!(served.len() <= MAX, "{} connections served", served.len());
+    };
+    assert!(served.len() >= MAX - 1, "refused at {}", served.len());
+    let head = answer.to_ascii_lowercase();
+    assert!(head.contains("retry-after: 1"), "{answer}");
+    assert!(head.contains("connection: close"), "{answer}");
+    assert!(answer.contains(r#""code":"overloaded""#), "{answer}");
+    let mut rest = [0u8; 16];
+    assert_eq!(
+        refused.read(&mut rest).await.unwrap(),
+        0,
+        "closed after the answer"
+    );
+
+    served.pop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+        if health_on(&mut stream).await == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place came free");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"flashsale_http_connections_closed_total{reason="over_capacity"}"#),
+        "{metrics}"
+    );
 }
