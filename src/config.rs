@@ -256,8 +256,10 @@ pub struct Config {
           value_parser = clap::value_parser!(i64).range(1..=3600))]
     pub purchase_token_ttl_secs: i64,
 
-    /// The most shoppers one queued sale's waiting room holds; past it,
-    /// joining is 503 `overloaded`.
+    /// The most places one queued sale's waiting room gives: every join
+    /// takes one, kept in the line once taken (a shopper whose admission
+    /// lapsed and who joins again takes a second); past it, joining is 503
+    /// `overloaded`.
     #[arg(long, env = "FLASHSALE_QUEUE_SIZE_MAX", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub queue_size_max: u64,
