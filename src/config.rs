@@ -246,7 +246,9 @@ pub struct Config {
     pub rate_trust_forwarded_for: bool,
 
     /// How often the per-shopper and per-address limiters forget keys that
-    /// are back to a full burst, in milliseconds (bounds their memory).
+    /// are back to a full burst, in milliseconds (bounds their memory); the
+    /// node then also forgets the sale views and campaign pages nobody
+    /// asked it for in 10 minutes.
     #[arg(long, env = "FLASHSALE_RATE_PRUNE_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub rate_prune_ms: u64,

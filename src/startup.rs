@@ -49,6 +49,9 @@ pub struct Application {
     limits: Arc<RateLimits>,
     live: Arc<LiveFeeds>,
     waiting_rooms: Arc<WaitingRooms>,
+    /// The handlers' state: its sales' and campaigns' pages are pruned
+    /// with the limiters.
+    state: AppState,
     limits_prune: Duration,
     connection_rules: server::ConnectionRules,
 }
@@ -237,7 +240,7 @@ impl Application {
             engine: Shedding::new(usize_of(config.max_in_flight), request_timeout),
             notify: Shedding::notify(usize_of(config.notify_max_in_flight), request_timeout),
         };
-        let router = http::router(state, sheddings);
+        let router = http::router(state.clone(), sheddings);
         tracing::info!(%address, "flashsale listening");
         Ok(Self {
             listener,
@@ -249,6 +252,7 @@ impl Application {
             limits,
             live,
             waiting_rooms,
+            state,
             limits_prune: Duration::from_millis(config.rate_prune_ms),
             connection_rules: server::ConnectionRules {
                 header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
@@ -289,12 +293,15 @@ impl Application {
         });
         let (limits, every) = (Arc::clone(&self.limits), self.limits_prune);
         let waiting_rooms = Arc::clone(&self.waiting_rooms);
+        let state = self.state.clone();
         let pruning = tokio::spawn(async move {
             let mut timer = tokio::time::interval(every);
             loop {
                 timer.tick().await;
                 limits.prune();
                 waiting_rooms.prune();
+                state.sales.prune_polled();
+                state.campaigns.prune_pages();
             }
         });
         // Open consoles' live feeds end first: they would hold the drain.

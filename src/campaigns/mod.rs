@@ -28,7 +28,7 @@ use crate::domain::{
     system_now, Allowance, CampaignChange, CampaignId, CampaignPatch, InvalidField, Millis,
     NewCampaign, SaleRules, SaleState, SaleView, ShopperId,
 };
-use crate::sales::cache::{aged, Slot, Slots};
+use crate::sales::cache::{aged, Slot, Slots, UNREAD_KEPT};
 use crate::sales::{SaleError, Sales};
 use crate::store::{cut_page, IndexedCampaign, Store, StoreError, StoredCampaign};
 
@@ -254,6 +254,12 @@ impl Campaigns {
         )
         .await?;
         Ok(views.into_iter().flatten().collect())
+    }
+
+    /// Forgets the seckill pages nobody asked this node for in a while
+    /// (see [`UNREAD_KEPT`]).
+    pub fn prune_pages(&self) {
+        self.pages.prune(UNREAD_KEPT);
     }
 
     /// The seckill page of a campaign, from this node's memory (see the

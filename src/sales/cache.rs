@@ -10,7 +10,8 @@
 //! only `remaining` may be up to `fresh_for` old, as the contract allows on
 //! public routes. Only sales that exist are kept, so the cache holds at
 //! most one entry per sale (one deleted by retention is dropped at its
-//! next read).
+//! next read), and only those asked for lately: one nobody asked for in
+//! [`UNREAD_KEPT`] is dropped when the node prunes (see [`Slots::prune`]).
 //!
 //! The list of open sales (`GET /api/v1/sales`) is kept the same way, as
 //! one entry: read from the store's index of open sales at most once per
@@ -26,6 +27,10 @@ use parking_lot::RwLock;
 
 use crate::domain::{SaleId, SaleView};
 use crate::store::StoreError;
+
+/// How long a node keeps a sale's or a campaign's page that nobody asked
+/// it for (see [`Slots::prune`]).
+pub(crate) const UNREAD_KEPT: Duration = Duration::from_secs(600);
 
 /// A last read, and the lock that lets one caller at a time read again.
 pub(crate) struct Slot<T> {
@@ -135,6 +140,20 @@ impl<K: Eq + Hash + Clone, T: Clone> Slots<K, T> {
         self.slots.remove(key);
     }
 
+    /// Drops every slot last read from the store `unread_for` ago or more:
+    /// nobody asked for it since (a polled one is read again every
+    /// `fresh_for`). A slot whose first read is under way stays. Without
+    /// this, a node would keep a slot for every sale or campaign it ever
+    /// served, long after retention deleted it.
+    pub(crate) fn prune(&self, unread_for: Duration) {
+        self.slots.retain(|_, slot| {
+            slot.last
+                .read()
+                .as_ref()
+                .is_none_or(|(_, read_at)| read_at.elapsed() < unread_for)
+        });
+    }
+
     #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.slots.is_empty()
@@ -230,6 +249,11 @@ impl SaleViewCache {
         self.slots.forget(id);
         *self.open.last.write() = None;
     }
+
+    /// Forgets the sales nobody asked this node for in [`UNREAD_KEPT`].
+    pub fn prune(&self) {
+        self.slots.prune(UNREAD_KEPT);
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +313,43 @@ mod tests {
         let stale = join_all((0..10).map(|_| cache.view(&id, &read))).await;
         assert!(stale.iter().all(Result::is_ok));
         assert_eq!(reads.load(Ordering::SeqCst), 2, "read again once");
+    }
+
+    #[tokio::test]
+    async fn slots_unread_for_long_are_dropped_and_read_again() {
+        let cache = SaleViewCache::new(Duration::from_millis(5));
+        let (polled, unpolled) = (SaleId::generate(), SaleId::generate());
+        let reads = AtomicUsize::new(0);
+        cache
+            .view(&polled, counted_read(&polled, &reads))
+            .await
+            .expect("read");
+        cache
+            .view(&unpolled, counted_read(&unpolled, &reads))
+            .await
+            .expect("read");
+        cache.prune();
+        assert_eq!(cache.slots.slots.len(), 2, "both read just now");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        cache
+            .view(&polled, counted_read(&polled, &reads))
+            .await
+            .expect("read again");
+        cache.slots.prune(Duration::from_millis(20));
+        assert!(cache.slots.slots.contains_key(&polled), "read just now");
+        assert!(
+            !cache.slots.slots.contains_key(&unpolled),
+            "unread for 30 ms"
+        );
+        cache
+            .view(&unpolled, counted_read(&unpolled, &reads))
+            .await
+            .expect("read again");
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            4,
+            "each dropped one read again"
+        );
     }
 
     #[tokio::test]

@@ -84,6 +84,12 @@ impl Sales {
         self.polled.fresh_for()
     }
 
+    /// Forgets the polled views of sales nobody asked this node for in a
+    /// while (see [`cache::UNREAD_KEPT`]).
+    pub fn prune_polled(&self) {
+        self.polled.prune();
+    }
+
     /// Up to `limit` sales, newest first, after `after`; with where the
     /// next page starts, when there is one. A page may hold fewer
     /// (an indexed sale still being created, or being deleted, is
