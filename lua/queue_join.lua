@@ -9,7 +9,7 @@
 -- KEYS[2] fs:{sale}:stock  string: units remaining
 -- KEYS[3] fs:{sale}:q:line sorted set: the line (see above)
 -- KEYS[4] fs:{sale}:q:who  hash: shopper -> their member of the line
--- KEYS[5] fs:{sale}:q:meta hash: seq, cursor, granted, expired, tick
+-- KEYS[5] fs:{sale}:q:meta hash: seq, cursor, granted, expired, tick_us
 -- ARGV[1] shopper id
 -- ARGV[2] the shopper's shuffle key (hex SHA-256 of seed ‖ shopper id)
 -- ARGV[3] the most members the line may hold

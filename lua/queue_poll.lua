@@ -21,7 +21,7 @@
 -- KEYS[6] fs:{sale}:q:who   hash: shopper -> their member of the line
 -- KEYS[7] fs:{sale}:q:adm   hash: admitted shopper -> admission expiry (ms)
 -- KEYS[8] fs:{sale}:q:exp   sorted set: admitted member -> expiry (ms), until freed
--- KEYS[9] fs:{sale}:q:meta  hash: seq, cursor, granted, expired, tick
+-- KEYS[9] fs:{sale}:q:meta  hash: seq, cursor, granted, expired, tick_us
 -- ARGV[1] shopper id
 -- ARGV[2] headroom, percent
 -- ARGV[3] grace after an admission's expiry, ms
@@ -66,12 +66,22 @@ local function free_expired()
   end
 end
 
+-- The admission budget is kept in microseconds of the store's clock
+-- (`tick_us`, up to where admissions were counted; a line started by an
+-- earlier build kept milliseconds in `tick`): one admission is
+-- 1,000,000 / rate of them, and a step of n moves tick_us on by n of those
+-- rounded up, so however often the line is polled and whatever the rate
+-- (one admission may take under a millisecond) it never runs ahead.
 local function admit()
-  local last = tonumber(redis.call('HGET', KEYS[9], 'tick') or starts_at)
-  if now - last > 1000 then
-    last = now - 1000
+  local now_us = now * 1000
+  local last = tonumber(redis.call('HGET', KEYS[9], 'tick_us') or '')
+  if not last then
+    last = tonumber(redis.call('HGET', KEYS[9], 'tick') or starts_at) * 1000
   end
-  local allowance = math.floor((now - last) * rate / 1000)
+  if now_us - last > 1000000 then
+    last = now_us - 1000000
+  end
+  local allowance = math.floor((now_us - last) * rate / 1000000)
   if allowance < 1 then
     return
   end
@@ -95,11 +105,11 @@ local function admit()
   end
   -- Rate-bound: keep the fraction of an admission earned; bound by stock
   -- or by the line: bank nothing.
+  local tick_us = now_us
   if n == allowance then
-    redis.call('HSET', KEYS[9], 'tick', last + math.floor(n * 1000 / rate))
-  else
-    redis.call('HSET', KEYS[9], 'tick', now)
+    tick_us = last + math.ceil(n * 1000000 / rate)
   end
+  redis.call('HSET', KEYS[9], 'tick_us', string.format('%d', tick_us))
 end
 
 if not ended and now >= starts_at then

@@ -17,6 +17,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::conformance::{sale, subject, Subject};
 use crate::support::{error_code, live_sale, rfc3339_in, Backend, Harness, Servers, TestApp};
 use crate::{on_both_stores, on_every_store};
 
@@ -544,6 +545,68 @@ on_every_store!(
 );
 
 on_both_stores!(the_line_has_bounds);
+
+/// Goal: the store admits at most `admit_per_sec` a second (plus the one
+/// second an idle line banks), however often its line is polled and
+/// whatever the rate, one admission taking under a millisecond included.
+/// Method: at the store, a queued sale live for two seconds (a full second
+/// banked) with a line of 3,000, polled in a loop for 400 ms at each of
+/// the rates 600 and 1,500; the admissions granted are held to rate ×
+/// (elapsed + 1 s) and must reach the banked second. Rounding each step
+/// down to the millisecond admitted one a millisecond at 600, and without
+/// end within a millisecond at 1,500.
+async fn admission_keeps_to_its_rate(backend: Backend) {
+    use flashsale::domain::{AdmissionMode, ShopperId};
+    use flashsale::store::QueueRules;
+    use std::time::Instant;
+
+    let Subject {
+        store,
+        redis: _redis,
+    } = subject(backend).await;
+    let rules = QueueRules {
+        size_max: 10_000,
+        headroom_pct: 120,
+        expiry_grace_ms: 5_000,
+    };
+    for rate in [600, 1_500] {
+        let mut queued = sale(1_000_000, 1, -2_000);
+        queued.require_purchase_token = true;
+        queued.admission.mode = AdmissionMode::Queue;
+        queued.admission.admit_per_sec = rate;
+        queued.admission.seed = "0".repeat(64);
+        store.create_sale(&queued).await.unwrap();
+        let shoppers: Vec<ShopperId> = (0..3_000)
+            .map(|i| ShopperId::parse(&format!("line-{i}")).unwrap())
+            .collect();
+        for wave in shoppers.chunks(500) {
+            futures::future::try_join_all(
+                wave.iter()
+                    .map(|shopper| store.queue_join(&queued.id, shopper, "", &rules)),
+            )
+            .await
+            .unwrap();
+        }
+        let last = shoppers.last().unwrap();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(400) {
+            store.queue_poll(&queued.id, last, &rules).await.unwrap();
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let granted = store.queue_stats(&queued.id).await.unwrap().admitted;
+        let bound = (rate as f64 * (elapsed + 1.0)).ceil() as u64 + 1;
+        assert!(
+            granted <= bound,
+            "rate {rate}: {granted} admitted in {elapsed:.3} s, over {bound}"
+        );
+        assert!(
+            granted >= rate as u64,
+            "rate {rate}: only {granted} admitted"
+        );
+    }
+}
+
+on_every_store!(admission_keeps_to_its_rate);
 
 /// A shopper not in the line is remembered as such, like one in it: a
 /// second poll within `FLASHSALE_QUEUE_POLL_MS_MIN` is answered 404 from

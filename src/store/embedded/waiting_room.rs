@@ -35,7 +35,9 @@ pub(super) struct WaitingRoom {
     cursor: u64,
     granted: u64,
     expired: u64,
-    tick: Option<Millis>,
+    /// Up to where admissions were counted, in microseconds of the
+    /// store's clock (see `lua/queue_poll.lua`).
+    tick_us: Option<i64>,
 }
 
 /// The shopper of a member: what follows its first ':'.
@@ -218,8 +220,12 @@ impl WaitingRoom {
         now: Millis,
     ) {
         let rate = sale.admission.admit_per_sec.max(1);
-        let last = self.tick.unwrap_or(sale.starts_at).max(now - 1000);
-        let allowance = (now - last) * rate / 1000;
+        let now_us = now * 1000;
+        let last = self
+            .tick_us
+            .unwrap_or(sale.starts_at * 1000)
+            .max(now_us - 1_000_000);
+        let allowance = (now_us - last) * rate / 1_000_000;
         if allowance < 1 {
             return;
         }
@@ -243,10 +249,12 @@ impl WaitingRoom {
         }
         self.cursor += n as u64;
         self.granted += n as u64;
-        self.tick = Some(if n == allowance {
-            last + n * 1000 / rate
+        // One admission is 1,000,000 / rate microseconds; a step moves the
+        // tick on by its admissions' rounded up, never ahead of the rate.
+        self.tick_us = Some(if n == allowance {
+            last + (n * 1_000_000 + rate - 1) / rate
         } else {
-            now
+            now_us
         });
     }
 }
