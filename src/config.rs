@@ -76,7 +76,8 @@ pub struct Config {
 
     /// Most connections the engine holds open at once. Past it a new
     /// connection's request is answered 503 `overloaded` (with
-    /// `Retry-After`) and the connection closed; at most an eighth as
+    /// `Retry-After`; the ops routes are still answered) and the
+    /// connection closed; at most an eighth as
     /// many such answers are in progress at once, and past that too a
     /// connection is closed unanswered. Keep it below the process's limit
     /// of open files.

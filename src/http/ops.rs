@@ -15,6 +15,10 @@ use super::openapi::{error_responses, OpenApiJson};
 use super::AppState;
 use crate::store::StoreError;
 
+/// The paths of the ops routes: answered even on a connection past the
+/// bound on open ones (see `http::server`).
+pub(super) const OPS_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
 /// The ops routes. `/openapi.json` needs the finished document as an
 /// [`OpenApiJson`] extension (see `http::router`).
 pub fn router() -> OpenApiRouter<AppState> {
@@ -105,4 +109,19 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 )]
 async fn openapi_json(Extension(document): Extension<OpenApiJson>) -> impl IntoResponse {
     ([(CONTENT_TYPE, "application/json")], document.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_paths_are_the_ops_routes() {
+        let (_, document) = router().split_for_parts();
+        let mut routed: Vec<&str> = document.paths.paths.keys().map(String::as_str).collect();
+        let mut listed = OPS_PATHS.to_vec();
+        routed.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(routed, listed);
+    }
 }

@@ -14,7 +14,8 @@
 //! Open connections are bounded ([`ConnectionRules::max_open`]): past the
 //! bound a connection's request is answered 503 `overloaded` and the
 //! connection closed, so a crowd past what the engine can hold hears so
-//! rather than waiting in the kernel's backlog.
+//! rather than waiting in the kernel's backlog; the ops routes are still
+//! answered there, so probes and scrapes go on at a peak.
 //!
 //! HTTP/1 only: protocol detection would wait, untimed, for a client's
 //! first bytes; Mini Program traffic reaches the engine as HTTP/1.1 behind
@@ -34,6 +35,7 @@ use std::convert::Infallible;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures::future;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -45,8 +47,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 use tower::util::Either;
-use tower::{service_fn, Service};
+use tower::Service;
 
+use super::ops::OPS_PATHS;
 use super::ApiError;
 use crate::telemetry;
 
@@ -279,8 +282,9 @@ pub struct ConnectionRules {
     /// request.
     pub idle_timeout: Duration,
     /// Most connections open at once; past it a connection's request is
-    /// answered 503 `overloaded` and the connection closed, and past an
-    /// eighth as many of those as well, it is closed unanswered.
+    /// answered 503 `overloaded` (the ops routes are still answered) and
+    /// the connection closed, and past an eighth as many of those as well,
+    /// it is closed unanswered.
     pub max_open: usize,
 }
 
@@ -324,13 +328,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let counted = Counted::accepted();
-        let (place, service) = match Arc::clone(&served_places).try_acquire_owned() {
-            Ok(place) => match make_service.call(peer).await {
-                Ok(service) => (place, Either::Left(service)),
-                Err(never) => match never {},
-            },
+        let (place, refused) = match Arc::clone(&served_places).try_acquire_owned() {
+            Ok(place) => (place, false),
             Err(_) => match Arc::clone(&refusal_places).try_acquire_owned() {
-                Ok(place) => (place, Either::Right(service_fn(over_capacity))),
+                Ok(place) => (place, true),
                 Err(_) => {
                     drop(stream);
                     counted.close(Closed::OverCapacity);
@@ -338,7 +339,11 @@ pub async fn serve(
                 }
             },
         };
-        let refused = matches!(service, Either::Right(_));
+        let service = match make_service.call(peer).await {
+            Ok(service) if refused => Either::Right(OverCapacity(service)),
+            Ok(service) => Either::Left(service),
+            Err(never) => match never {},
+        };
         let (mut builder, watcher) = (builder.clone(), connections.watcher());
         let activity = Arc::new(Activity::new());
         builder
@@ -412,11 +417,32 @@ pub async fn serve(
     Ok(())
 }
 
-/// The answer to a request on a connection past the bound on open ones.
-async fn over_capacity(_: Request<Incoming>) -> Result<Response, Infallible> {
-    telemetry::count_shed("connections");
-    Ok(
-        ApiError::Overloaded("the server holds all the connections it can; retry shortly".into())
-            .into_response(),
-    )
+/// The service of a connection past the bound on open ones: the ops
+/// routes (probes, metrics: outside load shedding) are the router's, any
+/// other request is answered 503 `overloaded`.
+#[derive(Clone)]
+struct OverCapacity<S>(S);
+
+impl<S> Service<Request<Incoming>> for OverCapacity<S>
+where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = future::Either<S::Future, future::Ready<Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        if OPS_PATHS.contains(&request.uri().path()) {
+            return future::Either::Left(self.0.call(request));
+        }
+        telemetry::count_shed("connections");
+        let refusal = ApiError::Overloaded(
+            "the server holds all the connections it can; retry shortly".into(),
+        );
+        future::Either::Right(future::ready(Ok(refusal.into_response())))
+    }
 }

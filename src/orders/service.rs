@@ -616,9 +616,7 @@ impl OrderService {
             self.unacknowledged.remove(sale);
         }
         telemetry::count_orders_accepted(outcome.accepted);
-        if outcome.dropped > 0 {
-            telemetry::count_orders_dropped(outcome.dropped);
-        }
+        telemetry::count_orders_dropped(outcome.dropped);
         Ok(outcome)
     }
 

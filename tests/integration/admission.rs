@@ -552,9 +552,7 @@ on_both_stores!(the_line_has_bounds);
 /// Method: at the store, a queued sale live for two seconds (a full second
 /// banked) with a line of 3,000, polled in a loop for 400 ms at each of
 /// the rates 600 and 1,500; the admissions granted are held to rate ×
-/// (elapsed + 1 s) and must reach the banked second. Rounding each step
-/// down to the millisecond admitted one a millisecond at 600, and without
-/// end within a millisecond at 1,500.
+/// (elapsed + 1 s) and must reach the banked second.
 async fn admission_keeps_to_its_rate(backend: Backend) {
     use flashsale::domain::{AdmissionMode, ShopperId};
     use flashsale::store::QueueRules;

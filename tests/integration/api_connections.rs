@@ -21,14 +21,16 @@ const HEALTH_REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: flashsale\r\n\r\n
 /// is small and has a Content-Length); the status code, or `None` if the
 /// connection was closed instead.
 async fn health_on(stream: &mut TcpStream) -> Option<u16> {
-    answer_on(stream).await.map(|(status, _)| status)
+    answer_on(stream, HEALTH_REQUEST)
+        .await
+        .map(|(status, _)| status)
 }
 
-/// Sends `GET /healthz` on `stream` and reads the whole answer: its status
-/// and its text (head and body), or `None` if the connection was closed
-/// instead.
-async fn answer_on(stream: &mut TcpStream) -> Option<(u16, String)> {
-    stream.write_all(HEALTH_REQUEST).await.ok()?;
+/// Sends `request` on `stream` and reads the whole answer (it has a
+/// Content-Length): its status and its text (head and body), or `None` if
+/// the connection was closed instead.
+async fn answer_on(stream: &mut TcpStream, request: &[u8]) -> Option<(u16, String)> {
+    stream.write_all(request).await.ok()?;
     let mut answer = Vec::new();
     let mut buffer = [0u8; 1024];
     loop {
@@ -141,20 +143,24 @@ async fn slow_headers_on_a_kept_alive_connection_are_cut_off() {
 
 /// Past `FLASHSALE_MAX_CONNECTIONS` open connections, a new connection's
 /// request is answered 503 `overloaded` with `Retry-After`, and the
-/// connection is closed; once a served connection closes, a new one is
-/// served again. Connections are opened one at a time, each asking once
-/// and staying open, until one is refused: no more than the bound were
-/// served (the test's own client may hold one place).
+/// connection is closed; the ops routes (probes, metrics) are still
+/// answered there; once a served connection closes, a new one is served
+/// again. Connections are opened one at a time, each asking once and
+/// staying open, until one is refused: no more than the bound were served
+/// (the test's own client may hold one place).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_bound_are_answered_503_and_closed() {
     const MAX: usize = 3;
+    const SALES_REQUEST: &[u8] = b"GET /api/v1/sales HTTP/1.1\r\nHost: flashsale\r\n\r\n";
     let mut config = test_config();
     config.max_connections = MAX as u32;
     let app = TestApp::spawn_with(config).await;
     let mut served = Vec::new();
     let (mut refused, answer) = loop {
         let mut stream = TcpStream::connect(address(&app)).await.unwrap();
-        let (status, answer) = answer_on(&mut stream).await.expect("an answer");
+        let (status, answer) = answer_on(&mut stream, SALES_REQUEST)
+            .await
+            .expect("an answer");
         if status == 503 {
             break (stream, answer);
         }
@@ -174,11 +180,25 @@ async fn connections_past_the_bound_are_answered_503_and_closed() {
         "closed after the answer"
     );
 
+    let mut probe = TcpStream::connect(address(&app)).await.unwrap();
+    let (status, answer) = answer_on(&mut probe, HEALTH_REQUEST)
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200, "a probe is answered over capacity: {answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+
     served.pop();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut stream = TcpStream::connect(address(&app)).await.unwrap();
-        if health_on(&mut stream).await == Some(200) {
+        if answer_on(&mut stream, SALES_REQUEST)
+            .await
+            .map(|(status, _)| status)
+            == Some(200)
+        {
             break;
         }
         assert!(Instant::now() < deadline, "no place came free");

@@ -685,8 +685,7 @@ crate::on_every_store!(
 /// changing every existing sale's payment timeout, while three threads
 /// read every sale in a loop and a fourth asks to forget each (kept: none
 /// is over); a watchdog fails the test if they are not all done within
-/// 60 s (they deadlocked in 3 runs of 3 while readers locked sales inside
-/// the map).
+/// 60 s.
 #[test]
 fn a_change_creating_sales_never_deadlocks_with_readers_of_every_sale() {
     let (done, finished) = mpsc::channel();

@@ -20,8 +20,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, Pipeline,
-    ProtocolVersion, PushInfo, PushKind, RedisFuture, RedisResult, RetryMethod, ServerErrorKind,
-    Value,
+    ProtocolVersion, PushInfo, PushKind, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::MissedTickBehavior;
@@ -78,7 +77,14 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => Box::pin(async move {
+                let part = PipelinePart {
+                    pipeline,
+                    offset,
+                    count,
+                };
+                sent_until_run(conn, &part).await
+            }),
         }
     }
 
@@ -490,9 +496,8 @@ fn loss_window(appendonly: &[String], appendfsync: &[String]) -> Option<String> 
 /// Longest the engine waits at start for a Redis that is loading its data.
 const LOADING_WAIT: Duration = Duration::from_secs(60);
 
-/// Awaits one call to Redis, recording its time under `op`.
 /// The waits before a Cluster call a node refused without running it is
-/// sent again: the refusal (a redirect) has the client read the slot map
+/// sent again: a `MOVED` or `READONLY` has the client read the slot map
 /// again meanwhile.
 const UNRUN_RESENDS: [Duration; 3] = [
     Duration::from_millis(5),
@@ -500,24 +505,60 @@ const UNRUN_RESENDS: [Duration; 3] = [
     Duration::from_millis(50),
 ];
 
-/// Sends a command on the Cluster, and sends it again (at most
-/// [`UNRUN_RESENDS`]) while it is refused unrun: redirected (`MOVED`,
-/// `ASK`), `TRYAGAIN`, `CLUSTERDOWN`, `LOADING` or `READONLY`, or with no
-/// connection to its node yet. The client library itself sends nothing
-/// again (`retries(0)`, see [`RedisStore::connect`]): a call whose
-/// connection dropped or timed out may have run, and is not sent twice.
-async fn sent_until_run(conn: &mut ClusterConnection, cmd: &Cmd) -> RedisResult<Value> {
+/// A call on the Cluster that [`sent_until_run`] may send again: a command,
+/// or a part of a pipeline (the store's pipelines are reads, or one
+/// `MULTI`/`EXEC`, which a refusing node runs none of).
+trait ClusterCall {
+    type Reply;
+    fn send<'a>(&'a self, conn: &'a mut ClusterConnection) -> RedisFuture<'a, Self::Reply>;
+}
+
+impl ClusterCall for Cmd {
+    type Reply = Value;
+    fn send<'a>(&'a self, conn: &'a mut ClusterConnection) -> RedisFuture<'a, Value> {
+        conn.req_packed_command(self)
+    }
+}
+
+struct PipelinePart<'p> {
+    pipeline: &'p Pipeline,
+    offset: usize,
+    count: usize,
+}
+
+impl ClusterCall for PipelinePart<'_> {
+    type Reply = Vec<Value>;
+    fn send<'a>(&'a self, conn: &'a mut ClusterConnection) -> RedisFuture<'a, Vec<Value>> {
+        conn.req_packed_commands(self.pipeline, self.offset, self.count)
+    }
+}
+
+/// Sends a call on the Cluster, and sends it again (at most
+/// [`UNRUN_RESENDS`]) while a node refused it without running it: `MOVED`,
+/// `TRYAGAIN`, `CLUSTERDOWN` or `READONLY` (a node answers these before it
+/// runs anything), or no connection to its node yet. The client library
+/// itself sends nothing again (`retries(0)`, see [`RedisStore::connect`]):
+/// a call whose connection dropped or timed out may have run, and is not
+/// sent twice. Not sent again either: `ASK` (the client does not follow it
+/// without its own retries: a slot being migrated answers 503 meanwhile),
+/// and `LOADING` or `MASTERDOWN`, which the client may also hand a call
+/// already sent when a node it reconnects to answers so.
+async fn sent_until_run<C: ClusterCall>(
+    conn: &mut ClusterConnection,
+    call: &C,
+) -> RedisResult<C::Reply> {
     let mut waits = UNRUN_RESENDS.iter();
     loop {
-        let reply = conn.req_packed_command(cmd).await;
+        let reply = call.send(conn).await;
         let unrun = reply.as_ref().is_err_and(|err| {
             matches!(
-                err.retry_method(),
-                RetryMethod::MovedRedirect
-                    | RetryMethod::AskRedirect
-                    | RetryMethod::WaitAndRetry
-                    | RetryMethod::RefreshSlotsAndRetry
-                    | RetryMethod::ReconnectFromInitialConnections
+                err.kind(),
+                ErrorKind::Server(
+                    ServerErrorKind::Moved
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::ReadOnly
+                ) | ErrorKind::ClusterConnectionNotFound
             )
         });
         match waits.next() {
@@ -527,6 +568,7 @@ async fn sent_until_run(conn: &mut ClusterConnection, cmd: &Cmd) -> RedisResult<
     }
 }
 
+/// Awaits one call to Redis, recording its time under `op`.
 pub(super) async fn timed<T>(
     op: &'static str,
     call: impl Future<Output = RedisResult<T>>,
