@@ -63,7 +63,8 @@ pub const RATE_LIMITED: &str = "flashsale_rate_limited_total";
 /// Keys held by a keyed rate limiter (`limiter`: `user` (per shopper), `ip`,
 /// `admin`).
 pub const RATE_LIMITER_KEYS: &str = "flashsale_rate_limiter_keys";
-/// Requests shed by the front door, by `reason`: `in_flight`, `timeout`.
+/// Requests shed, by `reason`: `in_flight`, `notify_in_flight`,
+/// `timeout`, `connections` (on a connection past the bound on open ones).
 pub const SHED: &str = "flashsale_shed_total";
 /// Handler panics turned into 500 answers.
 pub const PANICS: &str = "flashsale_http_panics_total";
@@ -75,7 +76,8 @@ pub const CONNECTIONS_OPEN: &str = "flashsale_http_connections_open";
 /// an answer), `header_timeout` (a request's headers not complete within
 /// `FLASHSALE_HEADER_READ_TIMEOUT_MS` of its first byte), `idle` (no next
 /// request within `FLASHSALE_IDLE_TIMEOUT_MS`), `silent` (nothing sent that
-/// long after connecting), `shutdown`, `failed`.
+/// long after connecting), `shutdown`, `failed`, `over_capacity` (past the
+/// bound on open connections).
 pub const CONNECTIONS_CLOSED: &str = "flashsale_http_connections_closed_total";
 
 /// The engine's own count of requests it shed: every 429 and 503 answer of

@@ -256,8 +256,8 @@ impl Campaigns {
         Ok(views.into_iter().flatten().collect())
     }
 
-    /// Forgets the seckill pages nobody asked this node for in a while
-    /// (see [`UNREAD_KEPT`]).
+    /// Forgets the seckill pages this node has not read from the store for
+    /// a while (see [`UNREAD_KEPT`]).
     pub fn prune_pages(&self) {
         self.pages.prune(UNREAD_KEPT);
     }

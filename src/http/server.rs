@@ -87,8 +87,9 @@ enum Closed {
     Ended,
     /// An I/O or protocol error.
     Failed,
-    /// Past the bound on open connections: its request answered 503
-    /// `overloaded`, or closed unanswered past the bound on those answers.
+    /// Past the bound on open connections: closed after its one request
+    /// (answered 503 `overloaded`, or an ops route), or unanswered past
+    /// the bound on those.
     OverCapacity,
 }
 

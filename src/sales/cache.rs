@@ -11,8 +11,8 @@
 //! public routes. Only sales that exist are kept, so the cache holds at
 //! most one entry per sale (one deleted by retention is dropped at its
 //! next read), and only those asked for lately: one not read from the
-//! store for [`UNREAD_KEPT`] (nobody asked for it since) is dropped when
-//! the node prunes (see [`Slots::prune`]).
+//! store for [`UNREAD_KEPT`] is dropped when the node prunes (see
+//! [`Slots::prune`]).
 //!
 //! The list of open sales (`GET /api/v1/sales`) is kept the same way, as
 //! one entry: read from the store's index of open sales at most once per
@@ -30,7 +30,7 @@ use crate::domain::{SaleId, SaleView};
 use crate::store::StoreError;
 
 /// How long a node keeps a sale's view or a campaign's page it has not
-/// read from the store (nobody asked for it since; see [`Slots::prune`]).
+/// read from the store (see [`Slots::prune`]).
 pub(crate) const UNREAD_KEPT: Duration = Duration::from_secs(600);
 
 /// A last read, and the lock that lets one caller at a time read again.

@@ -84,8 +84,8 @@ impl Sales {
         self.polled.fresh_for()
     }
 
-    /// Forgets the polled views of sales nobody asked this node for in a
-    /// while (see [`cache::UNREAD_KEPT`]).
+    /// Forgets the polled views of sales this node has not read from the
+    /// store for a while (see [`cache::UNREAD_KEPT`]).
     pub fn prune_polled(&self) {
         self.polled.prune();
     }

@@ -506,8 +506,10 @@ const UNRUN_RESENDS: [Duration; 3] = [
 ];
 
 /// A call on the Cluster that [`sent_until_run`] may send again: a command,
-/// or a part of a pipeline (the store's pipelines are reads, or one
-/// `MULTI`/`EXEC`, which a refusing node runs none of).
+/// or a part of a pipeline. A node may run the first commands of a plain
+/// pipeline before it answers `MOVED` to one, so the store's plain
+/// pipelines on a Cluster are reads; a transaction (`MULTI`/`EXEC`) a node
+/// aborted answers `EXECABORT`, which is not sent again.
 trait ClusterCall {
     type Reply;
     fn send<'a>(&'a self, conn: &'a mut ClusterConnection) -> RedisFuture<'a, Self::Reply>;
