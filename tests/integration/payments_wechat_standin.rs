@@ -10,7 +10,7 @@
 //! stores.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::on_both_stores;
 use crate::payments_wechat::{order_of, NOTIFY};
 use crate::payments_wechat_refund::order_becomes;
-use crate::support::{error_code, free_port, live_sale, Backend, Harness, TestApp};
+use crate::support::{error_code, live_sale, Backend, Harness, TestApp};
 use crate::wechat::{EngineSettings, LedgerView, Paid, WeChatPayServer, WxState};
 
 /// Deliveries the relay refuses before it passes them on.
@@ -30,7 +30,8 @@ const REFUSED_DELIVERIES: u32 = 2;
 /// [`REFUSED_DELIVERIES`] notifications.
 #[derive(Clone)]
 struct Relay {
-    engine_notify: String,
+    /// The engine's notify URL, known once the engine has bound its port.
+    engine_notify: Arc<OnceLock<String>>,
     received: Arc<AtomicU32>,
     client: reqwest::Client,
 }
@@ -39,7 +40,8 @@ async fn relay(State(relay): State<Relay>, headers: HeaderMap, body: Bytes) -> S
     if relay.received.fetch_add(1, Ordering::SeqCst) < REFUSED_DELIVERIES {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
-    let mut request = relay.client.post(&relay.engine_notify).body(body);
+    let engine_notify = relay.engine_notify.get().expect("the engine started");
+    let mut request = relay.client.post(engine_notify).body(body);
     for (name, value) in &headers {
         if name.as_str().starts_with("wechatpay-") || name == "content-type" {
             request = request.header(name, value);
@@ -49,14 +51,14 @@ async fn relay(State(relay): State<Relay>, headers: HeaderMap, body: Bytes) -> S
     StatusCode::from_u16(status.as_u16()).expect("a status")
 }
 
-/// The engine in WeChat Pay mode against a stand-in, on a known port, its
-/// notify URL the relay's; orders may expire after a second.
+/// The engine in WeChat Pay mode against a stand-in, its notify URL the
+/// relay's; orders may expire after a second.
 async fn engine(backend: Backend) -> (Harness, WeChatPayServer, Arc<AtomicU32>) {
     let wx = WeChatPayServer::start().await;
-    let port = free_port();
     let received = Arc::new(AtomicU32::new(0));
+    let engine_notify = Arc::new(OnceLock::new());
     let state = Relay {
-        engine_notify: format!("http://127.0.0.1:{port}{NOTIFY}"),
+        engine_notify: Arc::clone(&engine_notify),
         received: Arc::clone(&received),
         client: reqwest::Client::new(),
     };
@@ -66,11 +68,11 @@ async fn engine(backend: Backend) -> (Harness, WeChatPayServer, Arc<AtomicU32>) 
     tokio::spawn(async move { axum::serve(listener, router).await });
     let harness = Harness::start_with(backend, |config| {
         wx.configure(config);
-        config.listen = format!("127.0.0.1:{port}").parse().unwrap();
         config.wechatpay_notify_url = Some(relay_url);
         config.payment_timeout_min_secs = 1;
     })
     .await;
+    let _ = engine_notify.set(format!("{}{NOTIFY}", harness.app.address));
     (harness, wx, received)
 }
 
