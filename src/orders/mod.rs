@@ -167,11 +167,11 @@ impl Orders {
     /// again; returns how many.
     pub async fn redrive_dead_letters(&self, sale: &SaleId) -> Result<u64, StoreError> {
         self.existing(sale).await?;
-        let moved = self.store.redrive_dead_letters(sale).await?;
-        if moved > 0 {
-            self.notices.notify(sale);
-        }
-        Ok(moved)
+        let moved = self.store.redrive_dead_letters(sale).await;
+        // Whatever the answer: a re-drive whose reply was lost (503) may
+        // have moved them all the same, and its retry then moves none.
+        self.notices.notify(sale);
+        moved
     }
 
     /// Expires a held order once its WeChat Pay order is closed; `None`

@@ -334,11 +334,16 @@ impl Payments {
     /// the sale's outbox (the order service sends it); with simulated
     /// payments it is `refunded` at once.
     pub async fn refund(&self, order_id: &OrderId, restock: bool) -> Result<Order, StoreError> {
-        let order = self
+        let refunded = self
             .store
             .refund_order(order_id, restock, self.follow_ups())
-            .await?;
+            .await;
+        // Whatever the answer: a step whose reply was lost (503) may have
+        // queued the refund call all the same, and a retry is then told
+        // the order is refunding (409), on a sale no order service may
+        // watch any more (one settled sleeps until a notice).
         self.wake(order_id);
+        let order = refunded?;
         tracing::info!(order = %order_id, restock, status = order.status.as_str(),
             "refund of a paid order asked for by the merchant");
         telemetry::count_refund("asked");
@@ -622,13 +627,15 @@ impl Payments {
                 }
             }
         }
-        match self
+        let settled = self
             .store
             .settle_refund(order_id, RefundSettledBy::Merchant, self.hand_off)
-            .await?
-        {
+            .await;
+        // Whatever the answer, as for a refund: the repeat of a step whose
+        // reply was lost finds it `Unchanged`, its hand-off queued.
+        self.wake(order_id);
+        match settled? {
             RefundSettlement::Refunded(order) => {
-                self.wake(order_id);
                 telemetry::count_refund("settled_by_hand");
                 tracing::info!(order = %order_id, "refund settled by the merchant's hand");
                 Ok(order)

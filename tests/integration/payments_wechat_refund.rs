@@ -15,7 +15,9 @@
 
 use std::time::Duration;
 
-use flashsale::config::Config;
+use flashsale::config::{Config, RedisDurability};
+use flashsale::domain::{OrderId, SaleId};
+use flashsale::store::{FollowUps, RedisStore, RedisTarget, Store};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -24,7 +26,9 @@ use crate::orders_webhook::{
     assert_signed, dead_letters, dead_letters_when, engine_for, redrive, Receiver,
 };
 use crate::payments_wechat::{assert_acknowledged, notify, order_of, PRICE};
-use crate::support::{error_code, live_sale, test_config, Backend, Harness, Servers, TestApp};
+use crate::support::{
+    error_code, live_sale, rfc3339_in, test_config, Backend, Harness, Servers, TestApp,
+};
 use crate::wechat::{Behaviour, EngineSettings, WeChatPayServer, WxRefund, WxState};
 
 const REFUNDS: &str = "/v3/refund/domestic/refunds";
@@ -729,6 +733,73 @@ async fn a_node_without_wechatpay_does_not_settle_a_wechatpay_refund() {
     assert_eq!(answer.status(), StatusCode::OK);
     let order: Value = answer.json().await.unwrap();
     assert!(order["refund_settled_by_hand_at"].is_string(), "{order}");
+}
+
+/// Waits for order `id`'s one refund call to reach WeChat Pay, has WeChat
+/// Pay pay it and notify, and waits for the order to be `refunded`.
+async fn refunded_once(app: &TestApp, wx: &WeChatPayServer, id: &str) {
+    eventually("the refund reaches WeChat Pay", || {
+        refunds_of(wx, id).len() == 1
+    })
+    .await;
+    let settled = wx.settle_refund(&format!("{id}-refund"), "SUCCESS");
+    assert_acknowledged(notify(app, &settled).await).await;
+    order_becomes(app, id, "refunded").await;
+}
+
+/// A refund, or a re-drive of a refund's dead letter, whose store step ran
+/// but whose answer never reached the engine (a reply lost on its way
+/// back: 503 to the merchant) is still sent to WeChat Pay, on a sale
+/// already settled, which no order service watches: the merchant's retry
+/// (told the order is refunding, 409, or re-driving none) has the order
+/// service look at the sale again (a sale holding a refund's dead letter
+/// is watched all the same, so the re-drive's part holds without it too).
+/// Method: a sale ending in 2 s with two paid orders, left until settled;
+/// each step run by another client of the same Redis (the step the engine
+/// ran without learning of it), then the merchant's retry. Redis only: the
+/// embedded store's steps cannot lose their answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_whose_answer_was_lost_is_still_sent() {
+    let (app, redis, wx, _) = engine(Backend::Redis).await;
+    let mut body = live_sale(2, 1);
+    body["ends_at"] = json!(rfc3339_in(Duration::from_secs(2), false));
+    body["payment_timeout_secs"] = json!(1);
+    let sale = app.create_sale(body).await;
+    let lost = paid_order(&app, &wx, &sale, "oLst").await;
+    let redriven = paid_order(&app, &wx, &sale, "oRdv").await;
+    // Ended, its payment window (1 s) closed: settled and no longer
+    // watched a few sweeps later.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let other = RedisStore::connect(
+        &RedisTarget::Standalone(redis.standalone().unwrap().url()),
+        Duration::from_secs(2),
+        RedisDurability::Always,
+    )
+    .await
+    .expect("connect");
+    let follow_ups = FollowUps {
+        hand_off: false,
+        refund: true,
+    };
+    let refunding = other
+        .refund_order(&OrderId::parse(&lost).unwrap(), false, follow_ups)
+        .await;
+    assert_eq!(refunding.expect("refunding").status.as_str(), "refunding");
+    assert_eq!(
+        error_code(refund(&app, &lost, None).await).await,
+        (StatusCode::CONFLICT, "conflict".into())
+    );
+    refunded_once(&app, &wx, &lost).await;
+
+    wx.behave(Behaviour::Refuse("NOT_ENOUGH"));
+    assert_eq!(refund(&app, &redriven, None).await.status(), StatusCode::OK);
+    dead_letters_when(&app, &sale, 1).await;
+    wx.behave(Behaviour::Normal);
+    let sale_id = SaleId::parse(&sale).unwrap();
+    assert_eq!(other.redrive_dead_letters(&sale_id).await.unwrap(), 1);
+    assert_eq!(redrive(&app, &sale).await, 0, "re-driven already");
+    refunded_once(&app, &wx, &redriven).await;
+    app.assert_audit_clean(&sale).await;
 }
 
 on_both_stores!(
