@@ -380,12 +380,38 @@ impl OrderService {
     }
 
     /// When the store may forget the sale: its payment window's close plus
-    /// the retention.
+    /// the retention (for a campaign's sale, see also
+    /// [`Self::campaign_forget_at`]).
     fn forget_at(&self, view: &SaleView) -> Millis {
-        let retention = i64::try_from(self.settings.retention.as_millis()).unwrap_or(i64::MAX);
         view.sale
             .payment_window_closes_at()
-            .saturating_add(retention)
+            .saturating_add(self.retention_ms())
+    }
+
+    /// When a campaign's sale may be forgotten, whatever its own round:
+    /// once the campaign's last round's payment window closed, plus the
+    /// retention. Its sales go together, so the campaign stays whole (its
+    /// page, its changes, its merchant's stop) while a later round runs,
+    /// however far apart its rounds are. `None`: not a campaign's sale, or
+    /// its campaign is gone.
+    async fn campaign_forget_at(&self, sale: &SaleId) -> Result<Option<Millis>, StoreError> {
+        let Some(slot) = sale.campaign() else {
+            return Ok(None);
+        };
+        let Some(stored) = self.store.campaign(&slot.campaign).await? else {
+            return Ok(None);
+        };
+        let campaign = &stored.campaign;
+        Ok(Some(
+            campaign
+                .ends_at()
+                .saturating_add(campaign.payment_timeout_secs.saturating_mul(1000))
+                .saturating_add(self.retention_ms()),
+        ))
+    }
+
+    fn retention_ms(&self) -> i64 {
+        i64::try_from(self.settings.retention.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Asks the store to forget the settled sales whose retention has
@@ -401,6 +427,17 @@ impl OrderService {
             .collect();
         let mut outcome = Outcome::default();
         for sale in due {
+            match self.campaign_forget_at(&sale).await {
+                Ok(Some(later)) if later > now => {
+                    self.settled.insert(sale, later);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    outcome.store_errors += failed(&sale, "reading the sale's campaign", &err);
+                    continue;
+                }
+            }
             match self.store.forget_sale(&sale, self.settings.retention).await {
                 Ok(Forgetting::Forgotten) => {
                     tracing::info!(%sale, "retention: sale settled and its records deleted");

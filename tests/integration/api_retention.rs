@@ -511,3 +511,80 @@ async fn a_campaign_is_forgotten_after_its_sales(backend: Backend) {
 }
 
 crate::on_both_stores!(a_campaign_is_forgotten_after_its_sales);
+
+/// Goal: a campaign's sales go together, once retention has passed since
+/// its last round's payment window closed: an ended round's sales are not
+/// forgotten while a later round is to come, so the campaign stays whole
+/// (its page, the merchant's view and changes) however far apart its
+/// rounds are. Method: retention of 1 s, a round ending in a second and
+/// the next starting 6 s later; past the first round's own retention, the
+/// campaign and its first round's sale are still there, and once the
+/// second round is live the merchant stops it.
+async fn a_campaign_keeps_its_ended_rounds_while_a_later_one_is_to_come(backend: Backend) {
+    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
+        config.payment_timeout_min_secs = 1;
+        config.retention_secs = 1;
+        config.order_sweep_ms = 50;
+    })
+    .await;
+    let in_secs = |secs: u64| crate::support::rfc3339_in(Duration::from_secs(secs), false);
+    let body = serde_json::json!({
+        "title": "two rounds apart",
+        "rounds": [
+            {"starts_at": crate::support::rfc3339_in(Duration::from_secs(1), true),
+             "ends_at": in_secs(1)},
+            {"starts_at": in_secs(7), "ends_at": in_secs(3600)},
+        ],
+        "items": [{"sku": "A", "title": "A", "price_cents": 100,
+                   "original_price_cents": 200, "stock_per_round": 5}],
+        "per_user_limit_per_round": 1,
+        "payment_timeout_secs": 1,
+    });
+    let response = app
+        .admin(Method::POST, "/admin/v1/campaigns", Some(body))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let campaign: Value = response.json().await.unwrap();
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    let first = campaign["rounds"][0]["items"][0]["sale_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.buy(&first, "early").await;
+
+    // The first round's own retention ends 3 s from now (its end, its
+    // payment window, the retention); the second round starts at 7 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let sale = app
+        .admin(Method::GET, &format!("/admin/v1/sales/{first}"), None)
+        .await;
+    assert_eq!(
+        sale.status(),
+        StatusCode::OK,
+        "the ended round's sale is kept"
+    );
+    let page = app
+        .shopper_get("early", &format!("/api/v1/campaigns/{id}"))
+        .await;
+    assert_eq!(page.status(), StatusCode::OK, "the seckill page");
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let path = format!("/admin/v1/campaigns/{id}");
+    let stopped = app
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(serde_json::json!({"rounds": [{"number": 1, "status": "ended"}]})),
+        )
+        .await;
+    assert_eq!(
+        stopped.status(),
+        StatusCode::OK,
+        "the live round is stopped"
+    );
+    let stopped: Value = stopped.json().await.unwrap();
+    assert_eq!(stopped["rounds"][1]["status"], "ended", "{stopped}");
+    app.stop().await;
+}
+
+crate::on_both_stores!(a_campaign_keeps_its_ended_rounds_while_a_later_one_is_to_come);
