@@ -305,6 +305,7 @@ impl From<StoreError> for ApiError {
             StoreError::QueueFull => Self::Overloaded(
                 "the sale's waiting room is full (FLASHSALE_QUEUE_SIZE_MAX); retry shortly".into(),
             ),
+            StoreError::BadCursor => super::paging::bad_cursor(),
             StoreError::Corrupt(reason) => {
                 tracing::error!(%reason, "unreadable store data");
                 Self::Unavailable("the store returned unreadable data".into())

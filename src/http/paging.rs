@@ -138,7 +138,7 @@ pub fn order_cursor(order: &Order) -> String {
     format!("{}.{}", order.created_at, order.id)
 }
 
-fn bad_cursor() -> ApiError {
+pub(super) fn bad_cursor() -> ApiError {
     ApiError::Invalid("cursor: is not a cursor this listing gave".into())
 }
 

@@ -86,6 +86,9 @@ pub enum StoreError {
     /// The sale's waiting room is full.
     #[error("the waiting room is full")]
     QueueFull,
+    /// A listing's cursor that the store did not give.
+    #[error("not a cursor this listing gave")]
+    BadCursor,
     /// The store answered something this code cannot read: a bug or a
     /// hand-edited key. Logged; clients see `unavailable`.
     #[error("unexpected store data: {0}")]
@@ -521,7 +524,8 @@ pub trait Store: Send + Sync + 'static {
     /// from `cursor` (`None`: the first page); the cursor of the next page,
     /// `None` after the last. An order changed or added while the pages are
     /// read may be listed twice or (added) not at all: the export of a
-    /// settled sale, which no longer changes.
+    /// settled sale, which no longer changes. [`StoreError::BadCursor`] for
+    /// a cursor that is not of the kind this store gives.
     async fn sale_orders(
         &self,
         sale: &SaleId,

@@ -259,6 +259,17 @@ async fn a_settled_sale_is_exported_then_forgotten(backend: Backend) {
         .map(|order| order["id"].as_str().unwrap())
         .collect();
     assert_eq!((exported.len(), ids.len()), (ORDERS, ORDERS));
+    // A cursor the export did not give is refused, on either store (the
+    // Redis store's cursors are numbers, the embedded store's order ids).
+    for cursor in ["abc", "-1", "99999999999999999999", "o_nope"] {
+        let path = format!("/admin/v1/sales/{settling}/orders?cursor={cursor}");
+        let refused = app.admin(Method::GET, &path, None).await;
+        assert_eq!(
+            crate::support::error_code(refused).await,
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request".into()),
+            "cursor {cursor}"
+        );
+    }
 
     // Ended now: the unpaid half expires within a second, the sale is
     // deleted a second after.

@@ -514,6 +514,13 @@ impl Store for EmbeddedStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Order>, Option<String>), StoreError> {
+        // The cursor is the last order id of the page before: one of this
+        // sale's.
+        let of_this_sale =
+            |after: &str| OrderId::parse(after).is_ok_and(|id| id.sale_id() == *sale);
+        if !cursor.is_none_or(of_this_sale) {
+            return Err(StoreError::BadCursor);
+        }
         let Ok(record) = self.record(sale) else {
             return Ok((Vec::new(), None));
         };

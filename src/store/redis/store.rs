@@ -627,9 +627,7 @@ impl Store for RedisStore {
     ) -> Result<(Vec<Order>, Option<String>), StoreError> {
         let cursor = match cursor {
             None => 0,
-            Some(cursor) => cursor
-                .parse::<u64>()
-                .map_err(|_| StoreError::NotFound("cursor"))?,
+            Some(cursor) => cursor.parse::<u64>().map_err(|_| StoreError::BadCursor)?,
         };
         let mut cmd = redis::cmd("HSCAN");
         cmd.arg(SaleKeys::new(sale).orders())
