@@ -657,7 +657,8 @@ pub trait Store: Send + Sync + 'static {
     // The order service's side of a sale's reservation stream.
 
     /// Creates the order service's consumer group on the sale's stream (if
-    /// missing), from the stream's first entry.
+    /// missing), from the stream's first entry; `NotFound` for a sale that
+    /// is gone (forgotten by retention).
     async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError>;
 
     /// Up to `count` entries for `consumer`: new ones, or those it read

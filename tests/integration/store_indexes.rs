@@ -490,6 +490,14 @@ async fn retention_deletes_a_settled_sale_and_nothing_else(backend: Backend) {
         store.forget_sale(&settled.id, retention).await.unwrap(),
         Forgetting::Gone
     );
+    // A node that still watched the sale reads its reservations: told the
+    // sale is gone, with nothing of it made again.
+    for which in [StreamRead::New, StreamRead::OwnPending] {
+        let read = store
+            .read_reservations(&settled.id, "late-node", which, 10)
+            .await;
+        assert!(matches!(read, Err(StoreError::NotFound(_))), "{read:?}");
+    }
 
     let live_after = store.sale_records(&live.id).await.unwrap().unwrap();
     assert_eq!(

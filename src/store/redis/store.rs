@@ -921,13 +921,16 @@ impl Store for RedisStore {
     }
 
     async fn join_reservations(&self, sale: &SaleId) -> Result<(), StoreError> {
-        let mut invocation = self
-            .scripts
-            .join_reservations
-            .key(SaleKeys::new(sale).stream());
-        invocation.arg(ORDER_SERVICE_GROUP);
-        self.run("join_reservations", &invocation).await?;
-        Ok(())
+        let keys = SaleKeys::new(sale);
+        let mut invocation = self.scripts.join_reservations.key(keys.stream());
+        invocation.key(keys.sale()).arg(ORDER_SERVICE_GROUP);
+        let joined: i64 =
+            redis::from_redis_value(self.run("join_reservations", &invocation).await?)
+                .map_err(corrupt)?;
+        match joined {
+            -1 => Err(StoreError::NotFound("sale")),
+            _ => Ok(()),
+        }
     }
 
     async fn read_reservations(
