@@ -44,7 +44,8 @@
 //! shoppers' sales: [`Store::settle_sale`]): not looked at again unless a
 //! payment gives it new work (a notice), and forgotten by the store (its
 //! keys deleted) once `retention` has passed since its payment window
-//! closed. Once the last sale of a campaign is forgotten, so are the
+//! closed (a campaign's sale: since its campaign's last round's did). Once
+//! the last sale of a campaign is forgotten, so are the
 //! campaign's own records (also looked for at start, after a crash in
 //! between).
 //!
@@ -206,7 +207,8 @@ pub struct OrderService {
     watched: HashMap<SaleId, Watch>,
     /// Sales with nothing left to do: looked at again only on a notice;
     /// with when the store may forget them (their payment window's close
-    /// plus the retention).
+    /// plus the retention; see [`Self::campaign_forget_at`] for a
+    /// campaign's sale).
     settled: HashMap<SaleId, Millis>,
     /// Watched sales whose reservations this consumer may have read and
     /// not acknowledged: each when first watched (the process may have
@@ -351,7 +353,11 @@ impl OrderService {
         };
         match last_payment_deadline(&view) {
             Some(settled_by) => {
-                self.store.join_reservations(&sale).await?;
+                match self.store.join_reservations(&sale).await {
+                    // Forgotten since it was read: nothing to watch.
+                    Err(StoreError::NotFound("sale")) => return Ok(()),
+                    joined => joined?,
+                }
                 let watch = self.watch(settled_by);
                 self.unacknowledged.insert(sale.clone());
                 self.watched.insert(sale, watch);
@@ -433,8 +439,11 @@ impl OrderService {
                     continue;
                 }
                 Ok(_) => {}
+                // Asked again later, not every pass: retention can wait.
                 Err(err) => {
                     outcome.store_errors += failed(&sale, "reading the sale's campaign", &err);
+                    self.settled
+                        .insert(sale, now.saturating_add(OWED_RECHECK_MS));
                     continue;
                 }
             }
@@ -554,6 +563,13 @@ impl OrderService {
         let mut outcome = Outcome::default();
         match self.process_reservations(sale).await {
             Ok(done) => outcome.add(done),
+            // Forgotten meanwhile, by another node's retention: nothing is
+            // left to watch.
+            Err(StoreError::NotFound("sale")) => {
+                self.watched.remove(sale);
+                self.unacknowledged.remove(sale);
+                return outcome;
+            }
             Err(err) => outcome.store_errors += failed(sale, "reading reservations", &err),
         }
         match self.orders.expire_due(sale, self.settings.batch).await {

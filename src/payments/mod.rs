@@ -338,11 +338,14 @@ impl Payments {
             .store
             .refund_order(order_id, restock, self.follow_ups())
             .await;
-        // Whatever the answer: a step whose reply was lost (503) may have
-        // queued the refund call all the same, and a retry is then told
-        // the order is refunding (409), on a sale no order service may
-        // watch any more (one settled sleeps until a notice).
-        self.wake(order_id);
+        // Whatever the answer but an unknown order: a step whose reply was
+        // lost (503) may have queued the refund call all the same, and a
+        // retry is then told the order is refunding (409), on a sale no
+        // order service may watch any more (one settled sleeps until a
+        // notice).
+        if !matches!(refunded, Err(StoreError::NotFound(_))) {
+            self.wake(order_id);
+        }
         let order = refunded?;
         tracing::info!(order = %order_id, restock, status = order.status.as_str(),
             "refund of a paid order asked for by the merchant");
@@ -631,9 +634,12 @@ impl Payments {
             .store
             .settle_refund(order_id, RefundSettledBy::Merchant, self.hand_off)
             .await;
-        // Whatever the answer, as for a refund: the repeat of a step whose
-        // reply was lost finds it `Unchanged`, its hand-off queued.
-        self.wake(order_id);
+        // Whatever the answer but an unknown order, as for a refund: the
+        // repeat of a step whose reply was lost finds it `Unchanged`, its
+        // hand-off queued.
+        if !matches!(settled, Err(StoreError::NotFound(_))) {
+            self.wake(order_id);
+        }
         match settled? {
             RefundSettlement::Refunded(order) => {
                 telemetry::count_refund("settled_by_hand");

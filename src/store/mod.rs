@@ -86,8 +86,8 @@ pub enum StoreError {
     /// The sale's waiting room is full.
     #[error("the waiting room is full")]
     QueueFull,
-    /// A listing's cursor that the store did not give.
-    #[error("not a cursor this listing gave")]
+    /// A listing's cursor not of the kind the store gives.
+    #[error("not a cursor of this listing")]
     BadCursor,
     /// The store answered something this code cannot read: a bug or a
     /// hand-edited key. Logged; clients see `unavailable`.

@@ -527,7 +527,8 @@ crate::on_both_stores!(a_campaign_is_forgotten_after_its_sales);
 /// its last round's payment window closed: an ended round's sales are not
 /// forgotten while a later round is to come, so the campaign stays whole
 /// (its page, the merchant's view and changes) however far apart its
-/// rounds are. Method: retention of 1 s, a round ending in a second and
+/// rounds are. Method: retention of 1 s, a round ending in a second with
+/// an order (as `a_campaign_is_forgotten_after_its_sales` makes one) and
 /// the next starting 6 s later; past the first round's own retention, the
 /// campaign and its first round's sale are still there, and once the
 /// second round is live the merchant stops it.

@@ -368,10 +368,37 @@ async fn unreadable_entries_are_dropped_and_the_rest_taken(backend: Backend) {
     assert!(audit.differences.is_empty(), "{:?}", audit.differences);
 }
 
+/// A watched sale that another node's retention forgot is no longer
+/// watched after the next pass: no store error pass after pass, and no key
+/// of it made again (a stream made for it would outlive every retention).
+/// Method: every key of a watched sale deleted behind the service's back,
+/// as `forget_sale.lua` deletes them; then passes. Redis only: the
+/// embedded store is forgotten by its own node's service.
+async fn a_watched_sale_forgotten_elsewhere_is_let_go(backend: Backend) {
+    let (Subject { store, redis }, live, mut service) = watched_live_sale(backend, 1).await;
+    store
+        .reserve(&request(&live, "early", 1, None))
+        .await
+        .unwrap();
+    assert!(service.try_process_batch().await.accepted > 0);
+    assert!(service.watches(&live.id));
+
+    let keys = keys::SaleKeys::new(&live.id).all();
+    let _: i64 = redis.query(redis::cmd("DEL").arg(&keys));
+    for _ in 0..3 {
+        let outcome = service.try_process_batch().await;
+        assert_eq!(outcome.store_errors, 0, "{outcome:?}");
+    }
+    assert!(!service.watches(&live.id), "let go");
+    let exists: i64 = redis.query(redis::cmd("EXISTS").arg(&keys));
+    assert_eq!(exists, 0, "nothing of the sale made again");
+}
+
 crate::store_tests!(
     [redis => Redis, redis_cluster => RedisCluster];
     a_pass_that_fails_after_reading_retakes_its_entries_next_pass,
     unreadable_entries_are_dropped_and_the_rest_taken,
+    a_watched_sale_forgotten_elsewhere_is_let_go,
 );
 
 /// A hand-off is leased for one attempt, comes back after a failure's

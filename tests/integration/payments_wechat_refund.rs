@@ -768,8 +768,8 @@ async fn a_refund_whose_answer_was_lost_is_still_sent() {
     let lost = paid_order(&app, &wx, &sale, "oLst").await;
     let redriven = paid_order(&app, &wx, &sale, "oRdv").await;
     // Ended, its payment window (1 s) closed: settled and no longer
-    // watched a few sweeps later.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // watched a few sweeps later (about 5 s from now).
+    tokio::time::sleep(Duration::from_secs(8)).await;
     let other = RedisStore::connect(
         &RedisTarget::Standalone(redis.standalone().unwrap().url()),
         Duration::from_secs(2),
