@@ -156,14 +156,16 @@ async fn a_round_reminder_is_due_before_its_round_and_goes_with_its_sale(backend
 
 /// Goal: retention deletes a campaign's own records once every sale of it
 /// is forgotten, and touches no other campaign. Method: a campaign whose
-/// one round ends at once, with a paid order (so the shoppers' counts
+/// one round ends in two seconds, with a paid order (so the shoppers' counts
 /// exist); forget its sales one by one after the retention, asking to
 /// forget the campaign before, between and after; then look for any key
 /// with its hash tag on Redis.
 async fn retention_forgets_a_campaign_after_its_last_sale(backend: Backend) {
     let Subject { store, redis } = subject(backend).await;
     let retention = Duration::from_millis(300);
-    let settling = campaign(&[(-1_000, 300)], Some(1));
+    // Room to make both campaigns and take its order before it ends, on a
+    // loaded Cluster too.
+    let settling = campaign(&[(-1_000, 2_000)], Some(1));
     let other = campaign(&[(-1_000, HOUR_MS)], None);
     for made in [&settling, &other] {
         store.create_campaign(made).await.unwrap();
