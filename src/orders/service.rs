@@ -443,7 +443,7 @@ impl OrderService {
                 Err(err) => {
                     outcome.store_errors += failed(&sale, "reading the sale's campaign", &err);
                     self.settled
-                        .insert(sale, now.saturating_add(OWED_RECHECK_MS));
+                        .insert(sale, now.saturating_add(FORGET_RECHECK_MS));
                     continue;
                 }
             }
@@ -467,7 +467,7 @@ impl OrderService {
                         sale's dead letters; the sale is kept until it is re-driven and made, or \
                         settled by hand");
                     if let Some(forget_at) = self.settled.get_mut(&sale) {
-                        *forget_at = now.saturating_add(OWED_RECHECK_MS);
+                        *forget_at = now.saturating_add(FORGET_RECHECK_MS);
                     }
                 }
                 Err(err) => outcome.store_errors += failed(&sale, "forgetting the sale", &err),
@@ -885,10 +885,10 @@ const INDEX_PAGE: usize = 1000;
 /// open.
 const RECHECK_SWEEPS: u32 = 10;
 
-/// How long a sale kept from retention by a dead refund waits before the
-/// store is asked to forget it again (ms): its dead letters are read at
-/// each ask.
-const OWED_RECHECK_MS: Millis = 60 * 60 * 1000;
+/// How long a sale kept from retention by a dead refund (its dead letters
+/// are read at each ask), or whose campaign could not be read, waits
+/// before it is asked about again (ms).
+const FORGET_RECHECK_MS: Millis = 60 * 60 * 1000;
 
 /// How many stream entries these are: the orders of one entry are read
 /// side by side.

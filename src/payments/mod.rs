@@ -141,6 +141,17 @@ impl Payments {
         self.notices.notify(&order_id.sale_id());
     }
 
+    /// [`Self::wake`] after a step that may queue outbox entries, whatever
+    /// it answered but an unknown order: a step whose reply was lost (503)
+    /// may have queued them all the same, and its retry is then told the
+    /// order is refunding (409) or finds it unchanged, on a sale no order
+    /// service may watch any more (one settled sleeps until a notice).
+    fn wake_after<T>(&self, order_id: &OrderId, step: &Result<T, StoreError>) {
+        if !matches!(step, Err(StoreError::NotFound(_))) {
+            self.wake(order_id);
+        }
+    }
+
     /// Applies a WeChat Pay notification: verifies the headers over the raw
     /// body now, and pays the order a successful transaction names (an
     /// unsuccessful transaction changes nothing), or applies a refund's
@@ -338,14 +349,7 @@ impl Payments {
             .store
             .refund_order(order_id, restock, self.follow_ups())
             .await;
-        // Whatever the answer but an unknown order: a step whose reply was
-        // lost (503) may have queued the refund call all the same, and a
-        // retry is then told the order is refunding (409), on a sale no
-        // order service may watch any more (one settled sleeps until a
-        // notice).
-        if !matches!(refunded, Err(StoreError::NotFound(_))) {
-            self.wake(order_id);
-        }
+        self.wake_after(order_id, &refunded);
         let order = refunded?;
         tracing::info!(order = %order_id, restock, status = order.status.as_str(),
             "refund of a paid order asked for by the merchant");
@@ -634,12 +638,7 @@ impl Payments {
             .store
             .settle_refund(order_id, RefundSettledBy::Merchant, self.hand_off)
             .await;
-        // Whatever the answer but an unknown order, as for a refund: the
-        // repeat of a step whose reply was lost finds it `Unchanged`, its
-        // hand-off queued.
-        if !matches!(settled, Err(StoreError::NotFound(_))) {
-            self.wake(order_id);
-        }
+        self.wake_after(order_id, &settled);
         match settled? {
             RefundSettlement::Refunded(order) => {
                 telemetry::count_refund("settled_by_hand");

@@ -18,6 +18,7 @@ use flashsale::domain::{system_now, Sale, SaleId};
 use flashsale::store::keys::{SaleKeys, OPEN_SALE_INDEX, SALE_INDEX};
 use flashsale::store::{RedisStore, RedisTarget, Store};
 
+use crate::api_campaigns::create;
 use crate::conformance::sale;
 use crate::support::{live_sale, test_config, Backend, Harness, RedisServer, Servers, TestApp};
 
@@ -206,13 +207,19 @@ fn keyspace_bytes(redis: &RedisServer) -> (usize, i64) {
 
 const ORDERS: usize = 1_000;
 
-async fn a_settled_sale_is_exported_then_forgotten(backend: Backend) {
-    let harness = Harness::start_with(backend, |config| {
+/// An engine whose order service forgets a sale a second after its
+/// payment window (of a second at least) closed, sweeping every 50 ms.
+async fn retaining_for_a_second(backend: Backend) -> Harness {
+    Harness::start_with(backend, |config| {
         config.payment_timeout_min_secs = 1;
         config.retention_secs = 1;
         config.order_sweep_ms = 50;
     })
-    .await;
+    .await
+}
+
+async fn a_settled_sale_is_exported_then_forgotten(backend: Backend) {
+    let harness = retaining_for_a_second(backend).await;
     let app = Arc::new(harness.app);
     let redis = harness.redis.standalone();
     let live = app.create_sale(live_sale(100, 5)).await;
@@ -459,12 +466,7 @@ async fn a_sale_half_forgotten_before_a_crash_is_finished_at_the_next_start() {
 /// whose one round ends in a second, with a paid order; poll until it is
 /// gone.
 async fn a_campaign_is_forgotten_after_its_sales(backend: Backend) {
-    let Harness { app, redis } = Harness::start_with(backend, |config| {
-        config.payment_timeout_min_secs = 1;
-        config.retention_secs = 1;
-        config.order_sweep_ms = 50;
-    })
-    .await;
+    let Harness { app, redis } = retaining_for_a_second(backend).await;
     let item = |sku: &str| {
         serde_json::json!({"sku": sku, "title": sku, "price_cents": 100,
                            "original_price_cents": 200, "stock_per_round": 5})
@@ -477,11 +479,7 @@ async fn a_campaign_is_forgotten_after_its_sales(backend: Backend) {
         "per_user_limit_per_round": 1,
         "payment_timeout_secs": 1,
     });
-    let response = app
-        .admin(Method::POST, "/admin/v1/campaigns", Some(body))
-        .await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let campaign: Value = response.json().await.unwrap();
+    let campaign = create(&app, body).await;
     let id = campaign["id"].as_str().unwrap().to_owned();
     let sale = campaign["rounds"][0]["items"][0]["sale_id"]
         .as_str()
@@ -533,12 +531,7 @@ crate::on_both_stores!(a_campaign_is_forgotten_after_its_sales);
 /// campaign and its first round's sale are still there, and once the
 /// second round is live the merchant stops it.
 async fn a_campaign_keeps_its_ended_rounds_while_a_later_one_is_to_come(backend: Backend) {
-    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
-        config.payment_timeout_min_secs = 1;
-        config.retention_secs = 1;
-        config.order_sweep_ms = 50;
-    })
-    .await;
+    let Harness { app, redis: _redis } = retaining_for_a_second(backend).await;
     let in_secs = |secs: u64| crate::support::rfc3339_in(Duration::from_secs(secs), false);
     let body = serde_json::json!({
         "title": "two rounds apart",
@@ -552,11 +545,7 @@ async fn a_campaign_keeps_its_ended_rounds_while_a_later_one_is_to_come(backend:
         "per_user_limit_per_round": 1,
         "payment_timeout_secs": 1,
     });
-    let response = app
-        .admin(Method::POST, "/admin/v1/campaigns", Some(body))
-        .await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let campaign: Value = response.json().await.unwrap();
+    let campaign = create(&app, body).await;
     let id = campaign["id"].as_str().unwrap().to_owned();
     let first = campaign["rounds"][0]["items"][0]["sale_id"]
         .as_str()
