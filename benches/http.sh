@@ -6,10 +6,12 @@
 # after sell-out, that route again on a second engine with every rate
 # limit on (set never to refuse: the limiters' cost), and the same requests
 # to a bare route of the ceiling's answering the same 409 (the order
-# route's floor on this stack), each driven by wrk with the same threads and
-# connections, one after the other in one run, against a release build on
-# a local redis-server (AOF on, appendfsync everysec). Prints requests/s,
-# p50/p99 latency and the ratio to the ceiling, then checks the race sold
+# route's floor on this stack), and the trivial endpoint again, each driven
+# by wrk with the same threads and connections, one after the other in one
+# run, against a release build on a local redis-server (AOF on, appendfsync
+# everysec). Prints requests/s, p50/p99 latency and the ratio to the
+# ceiling (the mean of its two phases, which bracket the others: a shared
+# machine's speed drifts over a run), then checks the race sold
 # no more than its stock. Traffic goes to 127.0.0.1 only; everything it
 # starts is stopped on exit. For every phase it also prints the CPU the
 # serving process (and redis-server) used per request, in microseconds:
@@ -191,6 +193,10 @@ read -r LIM_RPS LIM_P50 LIM_P99 _ LIM_US LIM_REDIS_US LIM_SW LIM_USR LIM_WRK < <
 # The order route's floor on this stack: the same requests (wrk's script
 # too) to a bare route of the ceiling's answering the same 409.
 read -r FLOOR_RPS FLOOR_P50 FLOOR_P99 _ FLOOR_US _ FLOOR_SW FLOOR_USR FLOOR_WRK < <(run floor "http://127.0.0.1:$CEILING_PORT/api/v1/sales/$SOLD/orders" "$CEILING_PID" "$WORK/order.lua")
+# The ceiling again, last: the machine's speed drifts over a run (a shared
+# machine's neighbours come and go), so the ratios are to the mean of the
+# two ceiling phases, which bracket every other phase.
+read -r CEIL2_RPS CEIL2_P50 CEIL2_P99 _ CEIL2_US _ CEIL2_SW CEIL2_USR CEIL2_WRK < <(run ceiling_again "http://127.0.0.1:$CEILING_PORT/" "$CEILING_PID")
 # Priced only if the limiters never refused: none counted on the engine.
 LIM_REFUSED=$(curl -fs "$LIMITED/metrics" | awk '/^flashsale_rate_limited_total/ {n += $2} END {print n + 0}')
 
@@ -208,23 +214,28 @@ rows = [
     ("order route after sell-out", $SOLD_RPS, $SOLD_P50, $SOLD_P99, $SOLD_US, $SOLD_REDIS_US, $SOLD_SW, $SOLD_USR, $SOLD_WRK),
     ("  the same, every rate limit on", $LIM_RPS, $LIM_P50, $LIM_P99, $LIM_US, $LIM_REDIS_US, $LIM_SW, $LIM_USR, $LIM_WRK),
     ("bare route, same requests (floor)", $FLOOR_RPS, $FLOOR_P50, $FLOOR_P99, $FLOOR_US, 0, $FLOOR_SW, $FLOOR_USR, $FLOOR_WRK),
+    ("trivial axum endpoint again, last", $CEIL2_RPS, $CEIL2_P50, $CEIL2_P99, $CEIL2_US, 0, $CEIL2_SW, $CEIL2_USR, $CEIL2_WRK),
 ]
+# The baseline: the mean of the two ceiling phases, requests/s and CPU.
+base_rps, base_us = (rows[0][1] + rows[-1][1]) / 2, (rows[0][4] + rows[-1][4]) / 2
 print(f"wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, one after the other, same run")
 print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs ceiling':>10} "
       f"{'server us/req':>13} {'of it user':>10} {'redis us/req':>12} {'switches/req':>12} {'wrk us/req':>10}")
 for name, rps, p50, p99, us, redis_us, switches, user_us, wrk_us in rows:
-    print(f"{name:34} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {rps / rows[0][1]:>9.2f}x "
+    print(f"{name:34} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {rps / base_rps:>9.2f}x "
           f"{us:>13.1f} {user_us:>10.1f} {redis_us:>12.1f} {switches:>12.3f} {wrk_us:>10.1f}")
 print("server us/req: CPU (user + system) of the answering process per request "
       "(the ceiling's own process for its row), of it user: in user space (the rest is "
       "the kernel's); switches/req: its threads' context switches per request; wrk us/req: "
-      "wrk's own CPU per request; "
-      f"sold-out vs ceiling: {rows[3 + len(rows_b)][4] / rows[0][4]:.2f}x")
-sold, floor = rows[3 + len(rows_b)], rows[-1]
+      "wrk's own CPU per request; vs ceiling: to the mean of the two ceiling phases "
+      f"({base_rps:.0f} req/s, {base_us:.1f} us/req; the last read {rows[-1][1] / rows[0][1]:.2f}x "
+      f"the first's requests/s, {rows[-1][4] / rows[0][4]:.2f}x its CPU per request); "
+      f"sold-out vs ceiling: {rows[3 + len(rows_b)][4] / base_us:.2f}x CPU per request")
+sold, floor = rows[3 + len(rows_b)], rows[-2]
 print(f"sold out against the floor (the same requests to a bare route of the ceiling's): "
       f"{sold[1] / floor[1]:.2f}x requests/s, {sold[4] / floor[4]:.2f}x CPU per request; "
-      f"the floor against the ceiling: {floor[1] / rows[0][1]:.2f}x requests/s, "
-      f"{floor[4] / rows[0][4]:.2f}x CPU per request")
+      f"the floor against the ceiling: {floor[1] / base_rps:.2f}x requests/s, "
+      f"{floor[4] / base_us:.2f}x CPU per request")
 if $PAGE_NON2XX:
     print(f"the campaign page answered {$PAGE_NON2XX} non-2xx: its row is not comparable")
 if rows_b:
@@ -240,7 +251,8 @@ def wrk_output(phase):
         return open(f"$WORK/{phase}.txt").read()
     except FileNotFoundError:
         return ""
-for phase in ["ceiling", "campaign_page", "race", "race_b", "sold_out", "sold_out_limited", "floor"]:
+for phase in ["ceiling", "campaign_page", "race", "race_b", "sold_out", "sold_out_limited", "floor",
+              "ceiling_again"]:
     errors = re.search(r"Socket errors: (.*)", wrk_output(phase))
     if errors:
         print(f"{phase}: wrk's socket errors ({errors.group(1)}): its row counts only the answers it read")
