@@ -257,7 +257,7 @@ impl Campaigns {
     }
 
     /// Forgets the seckill pages this node has not read from the store for
-    /// a while (see [`UNREAD_KEPT`]).
+    /// a while (see `UNREAD_KEPT`).
     pub fn prune_pages(&self) {
         self.pages.prune(UNREAD_KEPT);
     }

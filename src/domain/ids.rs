@@ -168,7 +168,7 @@ impl SaleId {
     }
 
     /// The sale of round `round` × item `item` of a campaign (each below
-    /// [`CAMPAIGN_ROUNDS_MAX`] and [`CAMPAIGN_ITEMS_MAX`]: checked by the
+    /// `CAMPAIGN_ROUNDS_MAX` and `CAMPAIGN_ITEMS_MAX`: checked by the
     /// campaign's validation).
     pub fn of_campaign(campaign: &CampaignId, round: u32, item: u32) -> Self {
         debug_assert!(round < CAMPAIGN_ROUNDS_MAX && item < CAMPAIGN_ITEMS_MAX);

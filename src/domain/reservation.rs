@@ -159,7 +159,7 @@ impl Rejection {
         REJECTION_WORDS.iter().map(|(rejection, _)| *rejection)
     }
 
-    /// The rejection's word (see [`REJECTION_WORDS`]).
+    /// The rejection's word (see `REJECTION_WORDS`).
     pub fn as_str(self) -> &'static str {
         REJECTION_WORDS
             .iter()

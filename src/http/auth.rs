@@ -526,7 +526,7 @@ impl AuthKeys {
 
     /// The shopper a request's bearer token names: [`Self::shopper_of`],
     /// refusing the admin token, with verified tokens kept (see
-    /// [`VerifiedTokens`]).
+    /// `VerifiedTokens`).
     ///
     /// The admin token is compared only when the token does not verify:
     /// it is never a shopper token (see [`Self::new`]), so a token that

@@ -92,7 +92,7 @@ pub struct AppContext {
     pub auth: Arc<AuthKeys>,
     pub metrics: PrometheusHandle,
     pub store_timeout: Duration,
-    /// Largest request body read, in bytes (see [`error::read_body`]).
+    /// Largest request body read, in bytes (see `error::read_body`).
     pub body_limit_bytes: usize,
     pub limits: Arc<RateLimits>,
     /// How long a purchase token stays valid, in seconds.

@@ -3,7 +3,7 @@
 //! accept to close, and drains on shutdown. `axum::serve` cannot be told a
 //! header-read timeout, so the loop drives hyper-util itself.
 //!
-//! Two timeouts, told apart ([`HeadTimer`]): a request's headers must
+//! Two timeouts, told apart (`HeadTimer`): a request's headers must
 //! arrive within the header-read timeout of its first byte (slow-loris),
 //! and a kept-alive connection may wait for its next request's first byte
 //! for the longer idle timeout. hyper alone times both with one clock that
@@ -290,7 +290,7 @@ pub struct ConnectionRules {
 }
 
 /// Serves HTTP/1.1 on `listener` until `shutdown`, then stops accepting and
-/// lets open connections finish (at most [`DRAIN_TIMEOUT`]), holding its
+/// lets open connections finish (at most `DRAIN_TIMEOUT`), holding its
 /// connections to `rules`.
 pub async fn serve(
     listener: TcpListener,

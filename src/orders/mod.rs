@@ -52,7 +52,7 @@ pub struct CloseSettings {
     /// Waits between failed closes of one order.
     pub backoff: Backoff,
     /// Closes of held orders in flight at once; an order past it waits
-    /// for a place (see [`Orders::close_then_expire`]).
+    /// for a place (see `Orders::close_then_expire`).
     pub in_flight_max: usize,
 }
 
@@ -417,7 +417,7 @@ impl Orders {
     /// (see [`Store::expire_due`]); their units are on sale again. Those with a
     /// WeChat Pay order are held, and closed first in a task beside the
     /// order service's passes, so a slow WeChat Pay delays no other step
-    /// (see [`Orders::close_then_expire`]): closed, each expires and is
+    /// (see `Orders::close_then_expire`): closed, each expires and is
     /// announced on its own; paid first, it is paid; WeChat Pay unreachable,
     /// it stays held and is tried again after its backoff. Answers the
     /// step: `expired` the orders it expired itself.

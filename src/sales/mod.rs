@@ -85,7 +85,7 @@ impl Sales {
     }
 
     /// Forgets the polled views of sales this node has not read from the
-    /// store for a while (see [`cache::UNREAD_KEPT`]).
+    /// store for a while (see `cache::UNREAD_KEPT`).
     pub fn prune_polled(&self) {
         self.polled.prune();
     }
