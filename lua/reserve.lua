@@ -47,11 +47,17 @@
 -- KEYS[10] fs:{sale}:cancels  hash: shopper -> orders cancelled (cancel_order.lua)
 -- KEYS[11] fs:{sale}:expiries hash: shopper -> orders expired unpaid
 --                            (expire_orders.lua, expire_order.lua)
+-- KEYS[12] fs:{sale}:q:line  sorted set: a queued sale's line (queue_join.lua)
+-- KEYS[13] fs:{sale}:q:exp   sorted set: admitted member -> expiry, until
+--                            freed (queue_poll.lua): on a queued sale a
+--                            purchase token buys only while it names a
+--                            member still there, the request's shopper's
+--                            ('purchase_token_lapsed' once a poll freed it)
 -- A sale of a campaign (its keys tagged by the campaign) also has:
--- KEYS[12] fs:{campaign}:campaign  hash: round_limit, total_limit (0: none)
--- KEYS[13] fs:{campaign}:round:<n>:holds  hash: shopper -> units held in
+-- KEYS[14] fs:{campaign}:campaign  hash: round_limit, total_limit (0: none)
+-- KEYS[15] fs:{campaign}:round:<n>:holds  hash: shopper -> units held in
 --                            the sale's round, across its items
--- KEYS[14] fs:{campaign}:holds  hash: shopper -> units held in the campaign
+-- KEYS[16] fs:{campaign}:holds  hash: shopper -> units held in the campaign
 -- and each reservation is checked against both limits right after the
 -- sale's own per-user limit and the shopper's cancels and expiries
 -- (round first): 'round_limit_exceeded',
@@ -74,6 +80,7 @@
 --   'replay', order_id (an idempotent retry, or this very call resent)
 --   'sold_out' | 'idempotency_mismatch' | 'not_found' | 'not_started' |
 --   'ended' | 'purchase_token_required' | 'purchase_token_used' |
+--   'purchase_token_lapsed' |
 --   'limit_exceeded' | 'unpaid_limit_exceeded' | 'round_limit_exceeded' |
 --   'campaign_limit_exceeded'
 --     (the name alone)
@@ -81,7 +88,7 @@
 -- reply on its own (looking for 'err', 'ok' and the like in each); and
 -- each item costs Redis and the engine's parser alike.
 local m = redis.call('HMGET', KEYS[1], 'state', 'starts_at', 'ends_at', 'per_user_limit',
-  'price_cents', 'payment_timeout_secs', 'currency', 'require_purchase_token')
+  'price_cents', 'payment_timeout_secs', 'currency', 'require_purchase_token', 'admission_mode')
 local now = now_ms()
 local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
 -- Locals: a global is a table lookup each time it is named.
@@ -110,10 +117,10 @@ local held, orders, prior = {}, {}, {}
 -- a table of zeros, which a bound of 0 would read as every shopper over
 -- it.
 local cancelled, lapsed
-local campaign = #KEYS > 11
+local campaign = #KEYS > 13
 local round_limit, total_limit, round_held, total_held
 if campaign then
-  local limits = redis.call('HMGET', KEYS[12], 'round_limit', 'total_limit')
+  local limits = redis.call('HMGET', KEYS[14], 'round_limit', 'total_limit')
   round_limit, total_limit = tonumber(limits[1]), tonumber(limits[2] or '0')
   round_held, total_held = {}, {}
 end
@@ -135,8 +142,8 @@ if count > 0 then
   end
   local rh, th
   if campaign then
-    rh = redis.call('HMGET', KEYS[13], unpack(shoppers))
-    th = redis.call('HMGET', KEYS[14], unpack(shoppers))
+    rh = redis.call('HMGET', KEYS[15], unpack(shoppers))
+    th = redis.call('HMGET', KEYS[16], unpack(shoppers))
   end
   for j = 1, count do
     local shopper = shoppers[j]
@@ -215,6 +222,20 @@ elseif now >= ends_at then
   closed = 'ended'
 end
 local token_required = m[8] == '1'
+local queued = m[9] == 'queue'
+
+-- Whether purchase token `token` names a live admission of `shopper`'s
+-- in the waiting room: the member at its position ('q<position>') is the
+-- shopper's and still admitted, not freed (see KEYS[13]).
+local function admission_live(token, shopper)
+  local position = tonumber(string.match(token, '^q(%d+)$'))
+  if not position or position < 1 then
+    return false
+  end
+  local member = redis.call('ZRANGE', KEYS[12], position - 1, position - 1)[1]
+  return member ~= nil and sub(member, find(member, ':', 1, true) + 1) == shopper
+    and redis.call('ZSCORE', KEYS[13], member) ~= false
+end
 
 local function decide(shopper, qty_text, order_id, idem, token)
   local qty = quantities[qty_text]
@@ -245,6 +266,9 @@ local function decide(shopper, qty_text, order_id, idem, token)
     end
     if redis.call('HEXISTS', KEYS[8], token) == 1 then
       return 'purchase_token_used'
+    end
+    if queued and not admission_live(token, shopper) then
+      return 'purchase_token_lapsed'
     end
   end
   if held[shopper] + qty > per_user_limit then
@@ -348,8 +372,8 @@ if taken > 0 then
   end
   redis.call('HSET', KEYS[4], unpack(by_shopper(held, entry)))
   if campaign then
-    redis.call('HSET', KEYS[13], unpack(by_shopper(round_held, text)))
-    redis.call('HSET', KEYS[14], unpack(by_shopper(total_held, text)))
+    redis.call('HSET', KEYS[15], unpack(by_shopper(round_held, text)))
+    redis.call('HSET', KEYS[16], unpack(by_shopper(total_held, text)))
   end
   local made_ids = table.concat(made, ' ')
   redis.call('ZADD', KEYS[7], expires_text, made_ids)

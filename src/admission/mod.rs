@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use parking_lot::Mutex;
 
 use crate::domain::{shuffle_key, PollAdvice, QueuePlace, QueueStats, SaleId, ShopperId};
 use crate::sales::Sales;
@@ -80,6 +81,10 @@ pub struct WaitingRooms {
     settings: WaitingRoomSettings,
     /// (sale, shopper) -> the last answer and until when it stands.
     memory: DashMap<(SaleId, ShopperId), Remembered>,
+    /// When a new poller last found the memory full and had it pruned:
+    /// a full memory is walked at most once per `poll_ms_min` (no answer
+    /// remembered for less runs out sooner), not by every refused poll.
+    full_pruned_at: Mutex<Option<Instant>>,
 }
 
 impl WaitingRooms {
@@ -88,6 +93,7 @@ impl WaitingRooms {
             store,
             settings,
             memory: DashMap::new(),
+            full_pruned_at: Mutex::new(None),
         }
     }
 
@@ -171,12 +177,11 @@ impl WaitingRooms {
         now: Instant,
     ) -> Result<QueueAnswer, QueueError> {
         let (sale, shopper) = (&key.0, &key.1);
-        if !self.memory.contains_key(&key) && self.memory.len() >= self.settings.pollers_max {
-            let now = Instant::now();
-            self.memory.retain(|_, remembered| remembered.until > now);
-            if self.memory.len() >= self.settings.pollers_max {
-                return Err(QueueError::Busy);
-            }
+        if !self.memory.contains_key(&key)
+            && self.memory.len() >= self.settings.pollers_max
+            && !self.pruned_when_full()
+        {
+            return Err(QueueError::Busy);
         }
         let polled = self
             .store
@@ -235,11 +240,96 @@ impl WaitingRooms {
         }
     }
 
+    /// The memory found full by a new poller: prunes it unless it was
+    /// pruned so less than `poll_ms_min` ago (or is being pruned now);
+    /// whether there is room after.
+    fn pruned_when_full(&self) -> bool {
+        let Some(mut pruned_at) = self.full_pruned_at.try_lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        let interval = Duration::from_millis(self.settings.poll_ms_min);
+        if pruned_at.is_some_and(|at| now.duration_since(at) < interval) {
+            return false;
+        }
+        *pruned_at = Some(now);
+        drop(pruned_at);
+        self.prune() < self.settings.pollers_max
+    }
+
     /// Forgets the answers whose time has passed; returns how many are
     /// left (run by the same upkeep as the rate limiters').
     pub fn prune(&self) -> usize {
         let now = Instant::now();
         self.memory.retain(|_, remembered| remembered.until > now);
         self.memory.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EmbeddedStore;
+
+    fn shopper(name: &str) -> ShopperId {
+        ShopperId::parse(name).expect("a valid shopper id")
+    }
+
+    /// A memory of one poller whose answer stands for a minute.
+    fn full_rooms(sale: &SaleId) -> WaitingRooms {
+        let rooms = WaitingRooms::new(
+            Arc::new(EmbeddedStore::new()),
+            WaitingRoomSettings {
+                rules: QueueRules {
+                    size_max: 10,
+                    headroom_pct: 100,
+                    expiry_grace_ms: 5_000,
+                },
+                poll_ms_min: 60_000,
+                poll_ms_max: 60_000,
+                pollers_max: 1,
+            },
+        );
+        rooms.memory.insert(
+            (sale.clone(), shopper("held")),
+            Remembered {
+                until: Instant::now() + Duration::from_secs(60),
+                answer: Last::NotInLine,
+            },
+        );
+        rooms
+    }
+
+    /// A new poller that finds the memory full is refused; the memory is
+    /// walked for answers that ran out at most once per `poll_ms_min`, not
+    /// by every refused poll (a walk of up to `pollers_max` entries).
+    #[tokio::test]
+    async fn a_full_memory_is_walked_at_most_once_per_interval() {
+        let sale = SaleId::generate();
+        let rooms = full_rooms(&sale);
+        let busy =
+            |polled: &Result<QueueAnswer, QueueError>| matches!(polled, Err(QueueError::Busy));
+        let polled = rooms.poll(&sale, &shopper("first")).await;
+        assert!(busy(&polled), "{polled:?}");
+
+        // The remembered answer runs out: within the interval a new poller
+        // is still refused, and nothing was walked.
+        rooms
+            .memory
+            .get_mut(&(sale.clone(), shopper("held")))
+            .expect("remembered")
+            .until = Instant::now();
+        let polled = rooms.poll(&sale, &shopper("second")).await;
+        assert!(busy(&polled), "{polled:?}");
+        assert_eq!(rooms.memory.len(), 1, "walked within the interval");
+
+        // Past the interval the next new poller has it walked, and asks
+        // the store (which knows no such sale).
+        *rooms.full_pruned_at.lock() = Instant::now().checked_sub(Duration::from_secs(61));
+        let polled = rooms.poll(&sale, &shopper("third")).await;
+        assert!(
+            matches!(polled, Err(QueueError::Store(StoreError::NotFound(_)))),
+            "{polled:?}"
+        );
     }
 }

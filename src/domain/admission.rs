@@ -298,6 +298,16 @@ pub fn admission_token_id(position: u64) -> String {
     format!("q{position}")
 }
 
+/// The position an admission's purchase token id names (the inverse of
+/// [`admission_token_id`]); `None` for any other id.
+pub fn admission_position(token_id: &str) -> Option<u64> {
+    let digits = token_id.strip_prefix('q')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&position| position > 0)
+}
+
 /// When to poll again and the estimated wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollAdvice {

@@ -15,8 +15,8 @@ mod sale;
 mod time;
 
 pub use admission::{
-    admission_token_id, shuffle_key, shuffled, Admission, AdmissionMode, AdmissionSettings,
-    Admitted, PollAdvice, QueuePlace, QueueStats, QueueStatus,
+    admission_position, admission_token_id, shuffle_key, shuffled, Admission, AdmissionMode,
+    AdmissionSettings, Admitted, PollAdvice, QueuePlace, QueueStats, QueueStatus,
 };
 pub use audit::{Audit, Difference, RecordedOrder, RecountedUnits, SaleRecords};
 pub use campaign::{

@@ -7,7 +7,8 @@
 //! the clock margin), for the most the store may still allow. They know no
 //! purchase tokens and check as if the token were fresh, so on a sale that
 //! requires one they may answer `sold_out` or `limit_exceeded` where the
-//! store answers `purchase_token_required` or `purchase_token_used`; and a
+//! store answers `purchase_token_required`, `purchase_token_used` or
+//! `purchase_token_lapsed`; and a
 //! request with an `Idempotency-Key` is answered from memory only
 //! `not_started`. See `inventory::memory`, and `inventory::board` for the
 //! front door's copy of `sold_out`.
@@ -134,13 +135,21 @@ pub enum Rejection {
     PurchaseTokenRequired,
     #[error("this purchase token has already bought")]
     PurchaseTokenUsed,
+    /// A waiting room's admission that expired unused and whose place was
+    /// given to the next shopper (a poll frees it 5 s after its expiry):
+    /// its token no longer buys, whatever a node's clock says of the
+    /// token's own expiry.
+    #[error(
+        "this admission expired unused and its place went to the next shopper: join the line again"
+    )]
+    PurchaseTokenLapsed,
 }
 
 /// Every rejection with its word: what `lua/reserve.lua` answers, the
 /// metrics' label, and how a rejection is named anywhere outside the
 /// engine's types. [`Rejection::as_str`] and [`Rejection::from_code`] both
 /// read this one table.
-const REJECTION_WORDS: [(Rejection, &str); 10] = [
+const REJECTION_WORDS: [(Rejection, &str); 11] = [
     (Rejection::NotStarted, "not_started"),
     (Rejection::Ended, "ended"),
     (Rejection::SoldOut, "sold_out"),
@@ -151,6 +160,7 @@ const REJECTION_WORDS: [(Rejection, &str); 10] = [
     (Rejection::IdempotencyMismatch, "idempotency_mismatch"),
     (Rejection::PurchaseTokenRequired, "purchase_token_required"),
     (Rejection::PurchaseTokenUsed, "purchase_token_used"),
+    (Rejection::PurchaseTokenLapsed, "purchase_token_lapsed"),
 ];
 
 impl Rejection {
@@ -185,6 +195,9 @@ pub enum PresentedToken {
     Fresh,
     /// Already bought once.
     Used,
+    /// A waiting room's admission whose place was freed unused (see
+    /// [`Rejection::PurchaseTokenLapsed`]).
+    Lapsed,
 }
 
 /// Checks a reservation against the sale at instant `now`, given the units
@@ -211,6 +224,7 @@ pub fn check_reservation(
         match token {
             PresentedToken::Missing => return Err(Rejection::PurchaseTokenRequired),
             PresentedToken::Used => return Err(Rejection::PurchaseTokenUsed),
+            PresentedToken::Lapsed => return Err(Rejection::PurchaseTokenLapsed),
             PresentedToken::Fresh => {}
         }
     }

@@ -178,7 +178,9 @@ fn rejection_code(rejection: Rejection) -> ErrorCode {
         | Rejection::RoundLimitExceeded
         | Rejection::CampaignLimitExceeded => ErrorCode::LimitExceeded,
         Rejection::IdempotencyMismatch => ErrorCode::Conflict,
-        Rejection::PurchaseTokenRequired | Rejection::PurchaseTokenUsed => ErrorCode::Forbidden,
+        Rejection::PurchaseTokenRequired
+        | Rejection::PurchaseTokenUsed
+        | Rejection::PurchaseTokenLapsed => ErrorCode::Forbidden,
     }
 }
 

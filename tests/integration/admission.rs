@@ -12,13 +12,17 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use flashsale::config::Config;
-use flashsale::domain::shuffled;
+use flashsale::domain::{admission_token_id, shuffled, system_now, SaleId, ShopperId};
+use flashsale::http::{AuthKeys, ShopperTokenRules};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::conformance::{sale, subject, Subject};
-use crate::support::{error_code, live_sale, rfc3339_in, Backend, Harness, Servers, TestApp};
+use crate::support::{
+    error_code, live_sale, rfc3339_in, Backend, Harness, Servers, TestApp, ADMIN_TOKEN,
+    SHOPPER_SECRET,
+};
 use crate::{on_both_stores, on_every_store};
 
 const POLL_MS: u64 = 100;
@@ -300,7 +304,8 @@ async fn admission_never_exceeds_the_stock_bound(backend: Backend) {
 /// On a queued sale only an admission's token buys: not none, not one
 /// from the purchase-token route, not another shopper's, not another
 /// sale's, not a used one, not an expired one; and an admission that
-/// expired unused gives its place to the next shopper.
+/// expired unused gives its place to the next shopper, and once given its
+/// token buys no more, even where a node still finds it unexpired.
 async fn only_an_admission_buys(backend: Backend) {
     // Headroom 100%: one unit, one admission at a time.
     let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
@@ -393,6 +398,21 @@ async fn only_an_admission_buys(backend: Backend) {
     assert_eq!(rejoined["position"], 3, "back of the line: {rejoined}");
     let next = poll(&app, &sale, second).await;
     assert_eq!(next["status"], "admitted", "{next}");
+    // The freed admission's token, as a node whose clock is behind the
+    // store's (or a request held up on its way) still finds it unexpired:
+    // the store refuses it, so its place is not bought after the next
+    // shopper was given it.
+    let unexpired = admission_token_signed_by_the_engine(first, &sale, 1, 60);
+    let refused = app.order_with(&sale, first, Some(&unexpired), None).await;
+    let status = refused.status();
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN, "a freed admission: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("join the line again")),
+        "{body}"
+    );
     let token = next["purchase_token"].as_str().unwrap();
     assert_eq!(
         app.order_with(&sale, second, Some(token), None)
@@ -403,6 +423,30 @@ async fn only_an_admission_buys(backend: Backend) {
     // Three places taken (the first shopper's twice), two admissions: one
     // expired unused, one bought; the first shopper waits again.
     assert_eq!(line_counts(&app, &sale).await, [3, 1, 2, 1, 1, 0]);
+}
+
+/// A token for the admission at `position` of `shopper` in `sale`, signed
+/// as every engine node signs it, expiring `ttl_secs` from now.
+fn admission_token_signed_by_the_engine(
+    shopper: &str,
+    sale: &str,
+    position: u64,
+    ttl_secs: i64,
+) -> String {
+    let keys = AuthKeys::new(
+        ADMIN_TOKEN,
+        SHOPPER_SECRET.as_bytes(),
+        &ShopperTokenRules::default(),
+    )
+    .unwrap();
+    let expires_at = system_now() + ttl_secs * 1000;
+    keys.admission_token(
+        &ShopperId::parse(shopper).unwrap(),
+        &SaleId::parse(sale).unwrap(),
+        &admission_token_id(position),
+        expires_at,
+    )
+    .unwrap()
 }
 
 /// The line is the store's: a second engine node answers the same places,

@@ -233,6 +233,12 @@ impl SaleRecord {
         let token = match &request.purchase_token {
             None => PresentedToken::Missing,
             Some(id) if self.used_tokens.contains(id) => PresentedToken::Used,
+            Some(id)
+                if self.sale.admission.is_queue()
+                    && !self.waiting_room.admits(id, &request.shopper_id) =>
+            {
+                PresentedToken::Lapsed
+            }
             Some(_) => PresentedToken::Fresh,
         };
         let checked = check_reservation(

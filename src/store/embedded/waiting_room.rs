@@ -11,8 +11,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::domain::{
-    admission_token_id, Admitted, Millis, QueuePlace, QueueStats, QueueStatus, Rejection, Sale,
-    SaleState, SaleStats, ShopperId,
+    admission_position, admission_token_id, Admitted, Millis, QueuePlace, QueueStats, QueueStatus,
+    Rejection, Sale, SaleState, SaleStats, ShopperId,
 };
 use crate::store::{not_queued, QueueRules, StoreError};
 
@@ -188,6 +188,26 @@ impl WaitingRoom {
             QueueStatus::Waiting
         };
         Ok(Some(answer(status, Some(position), Some(ahead), None)))
+    }
+
+    /// Whether purchase token `token_id` names a live admission of
+    /// `shopper`'s: their place, admitted and not freed (a bought one is
+    /// asked no more). The twin of `admission_live` in `lua/reserve.lua`.
+    pub fn admits(&self, token_id: &str, shopper: &ShopperId) -> bool {
+        let Some(position) = admission_position(token_id) else {
+            return false;
+        };
+        let Some(member) = usize::try_from(position - 1)
+            .ok()
+            .and_then(|index| self.line.get(index))
+        else {
+            return false;
+        };
+        shopper_of(member).as_ref() == Some(shopper)
+            && self
+                .admitted
+                .get(shopper)
+                .is_some_and(|&expires_at| self.expiries.contains(&(expires_at, member.clone())))
     }
 
     fn free_expired(&mut self, used_tokens: &HashSet<String>, rules: &QueueRules, now: Millis) {

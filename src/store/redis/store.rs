@@ -549,7 +549,9 @@ impl Store for RedisStore {
             .key(keys.purchase_tokens())
             .key(keys.orders())
             .key(keys.cancels())
-            .key(keys.expiries());
+            .key(keys.expiries())
+            .key(keys.queue_line())
+            .key(keys.queue_expiries());
         if let Some((campaign, round)) = campaign_holds_keys(sale) {
             invocation
                 .key(campaign.campaign())
