@@ -4,12 +4,15 @@
 -- pre-queue is in the ascending order of the shuffle keys (Redis orders
 -- equal scores by member); from the opening on, first come, first served
 -- behind it, scored by an arrival counter from 1 under '<seq>:<shopper>'.
--- Joining again keeps the same place.
+-- Joining again keeps the same place. A sale is sold out to a joiner as
+-- to a poll (queue_poll.lua): nothing remaining and nothing reserved
+-- unpaid, which could still come back.
 -- KEYS[1] fs:{sale}:sale   hash: the sale's fields
 -- KEYS[2] fs:{sale}:stock  string: units remaining
 -- KEYS[3] fs:{sale}:q:line sorted set: the line (see above)
 -- KEYS[4] fs:{sale}:q:who  hash: shopper -> their member of the line
 -- KEYS[5] fs:{sale}:q:meta hash: seq, cursor, granted, expired, tick_us
+-- KEYS[6] fs:{sale}:stats  hash: reserved, paid, ... (units)
 -- ARGV[1] shopper id
 -- ARGV[2] the shopper's shuffle key (hex SHA-256 of seed ‖ shopper id)
 -- ARGV[3] the most members the line may hold
@@ -30,7 +33,8 @@ end
 if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then
   return {'joined'}
 end
-if tonumber(redis.call('GET', KEYS[2]) or '0') <= 0 then
+if tonumber(redis.call('GET', KEYS[2]) or '0') <= 0
+    and tonumber(redis.call('HGET', KEYS[6], 'reserved') or '0') <= 0 then
   return {'sold_out'}
 end
 if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[3]) then

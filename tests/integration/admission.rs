@@ -581,6 +581,36 @@ async fn a_sale_switched_back_to_open_forgets_its_line(backend: Backend) {
     assert_eq!(line_counts(&app, &sale).await, [1, 1, 0, 0, 0, 0]);
 }
 
+/// A sale is sold out to a joiner only as to a waiting shopper: while a
+/// unit is reserved unpaid it may come back, so a later shopper joins and
+/// waits, and is admitted when it does (not refused for good while a
+/// shopper after them buys the unit).
+async fn a_joiner_waits_while_a_unit_may_come_back(backend: Backend) {
+    let Harness { app, redis: _redis } = engine(backend).await;
+    let sale = queued_sale(&app, 1, Duration::from_secs(2), 1_000, 60).await;
+    join(&app, &sale, "ann").await;
+    revealed(&app, &sale).await;
+    let admitted = poll_all(&app, &sale, &["ann".to_owned()]).await;
+    let token = admitted["ann"]["purchase_token"].as_str().unwrap();
+    let ordered = app.order_with(&sale, "ann", Some(token), None).await;
+    assert_eq!(ordered.status(), StatusCode::CREATED);
+    let order: Value = ordered.json().await.unwrap();
+
+    let joined = join(&app, &sale, "ben").await;
+    assert_eq!(joined["status"], "waiting", "{joined}");
+    let cancelled = app
+        .shopper_post(
+            "ann",
+            &format!("/api/v1/orders/{}/cancel", order["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let answers = poll_all(&app, &sale, &["ben".to_owned()]).await;
+    assert_eq!(answers["ben"]["status"], "admitted", "{answers:?}");
+}
+
+on_both_stores!(a_joiner_waits_while_a_unit_may_come_back);
+
 on_every_store!(
     the_prequeue_is_shuffled_by_the_committed_seed,
     admission_never_exceeds_the_stock_bound,

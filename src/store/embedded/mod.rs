@@ -430,10 +430,9 @@ impl Store for EmbeddedStore {
         let record = self.record(sale)?;
         let mut record = record.lock();
         let record = &mut *record;
-        let remaining = record.stats.remaining;
         record.waiting_room.join(
             &record.sale,
-            remaining,
+            &record.stats,
             shopper,
             shuffle_key,
             rules,

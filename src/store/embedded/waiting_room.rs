@@ -46,6 +46,12 @@ fn shopper_of(member: &str) -> Option<ShopperId> {
     ShopperId::parse(shopper).ok()
 }
 
+/// Nothing remaining and nothing reserved unpaid, which could still come
+/// back: a joiner is refused and a waiting shopper told so.
+fn sold_out(stats: &SaleStats) -> bool {
+    stats.remaining <= 0 && stats.reserved <= 0
+}
+
 fn is_ended(sale: &Sale, now: Millis) -> bool {
     sale.state != SaleState::Scheduled || now >= sale.ends_at
 }
@@ -77,7 +83,7 @@ impl WaitingRoom {
     pub fn join(
         &mut self,
         sale: &Sale,
-        remaining: i64,
+        stats: &SaleStats,
         shopper: &ShopperId,
         shuffle_key: &str,
         rules: &QueueRules,
@@ -96,7 +102,7 @@ impl WaitingRoom {
         if self.members.contains_key(shopper) {
             return Ok(());
         }
-        if remaining <= 0 {
+        if sold_out(stats) {
             return Err(Rejection::SoldOut.into());
         }
         if self.len() >= rules.size_max {
@@ -182,7 +188,7 @@ impl WaitingRoom {
             )));
         }
         let ahead = position - 1 - self.cursor;
-        let status = if stats.remaining <= 0 && stats.reserved <= 0 {
+        let status = if sold_out(stats) {
             QueueStatus::SoldOut
         } else {
             QueueStatus::Waiting

@@ -455,6 +455,7 @@ impl Store for RedisStore {
             .key(keys.queue_line())
             .key(keys.queue_members())
             .key(keys.queue_meta())
+            .key(keys.stats())
             .arg(shopper.as_str())
             .arg(shuffle_key)
             .arg(rules.size_max);
