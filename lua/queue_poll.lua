@@ -25,6 +25,8 @@
 -- ARGV[1] shopper id
 -- ARGV[2] headroom, percent
 -- ARGV[3] grace after an admission's expiry, ms
+-- ARGV[4] the most places one poll frees (the rest wait for the next
+--         polls: one script's work stays bounded)
 -- Returns {'not_found'} | {'not_queued'} | {'absent'} |
 --   {status, now, starts_at, admit_per_sec, position, ahead, expires_at}
 --   with status waiting | admitted | sold_out | ended, position and ahead
@@ -51,7 +53,7 @@ end
 -- Frees the places of admissions that expired unused.
 local function free_expired()
   local due = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', now - tonumber(ARGV[3]),
-    'LIMIT', 0, 1000)
+    'LIMIT', 0, tonumber(ARGV[4]))
   for _, member in ipairs(due) do
     redis.call('ZREM', KEYS[8], member)
     local token = 'q' .. (redis.call('ZRANK', KEYS[5], member) + 1)

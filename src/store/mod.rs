@@ -345,6 +345,11 @@ pub struct DeadLetter {
     pub at: Millis,
 }
 
+/// The most places of admissions that expired unused one waiting-room
+/// poll frees: its work in the store stays bounded (the rest are freed by
+/// the next polls, which the line's shoppers keep sending).
+pub const QUEUE_FREED_PER_POLL_MAX: usize = 1_000;
+
 /// The bounds a waiting room is kept in, the same for every sale of a
 /// deployment (see `FLASHSALE_QUEUE_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@ use std::time::Duration;
 use flashsale::config::Config;
 use flashsale::domain::{admission_token_id, shuffled, system_now, SaleId, ShopperId};
 use flashsale::http::{AuthKeys, ShopperTokenRules};
+use flashsale::store::QUEUE_FREED_PER_POLL_MAX;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -609,7 +610,42 @@ async fn a_joiner_waits_while_a_unit_may_come_back(backend: Backend) {
     assert_eq!(answers["ben"]["status"], "admitted", "{answers:?}");
 }
 
-on_both_stores!(a_joiner_waits_while_a_unit_may_come_back);
+/// A poll frees at most `QUEUE_FREED_PER_POLL_MAX` places of admissions
+/// that expired unused, on every store alike (one poll's work in the store
+/// stays bounded); the next poll frees the rest.
+async fn a_poll_frees_a_bounded_number_of_places(backend: Backend) {
+    let Harness { app, redis: _redis } = Harness::start_with(backend, |config| {
+        configure(config);
+        config.queue_headroom_pct = 100;
+    })
+    .await;
+    let many = QUEUE_FREED_PER_POLL_MAX as u64 + 1;
+    let sale = queued_sale(&app, many as i64, Duration::from_secs(2), 100_000, 10).await;
+    let line = shoppers("p", many as usize);
+    for shopper in &line {
+        join(&app, &sale, shopper).await;
+    }
+    revealed(&app, &sale).await;
+    // One poll admits the whole line: the rate and the stock allow it.
+    poll_all(&app, &sale, &line[..1]).await;
+    assert_eq!(line_counts(&app, &sale).await, [many, 0, many, 0, 0, many]);
+    // Past the admissions' expiry (10 s, rounded down) and the grace (5 s).
+    tokio::time::sleep(Duration::from_millis(16_500)).await;
+    let expired = |counts: [u64; 6]| counts[4];
+    app.shopper_get(&line[0], &queue_path(&sale)).await;
+    assert_eq!(
+        expired(line_counts(&app, &sale).await),
+        QUEUE_FREED_PER_POLL_MAX as u64
+    );
+    tokio::time::sleep(Duration::from_millis(POLL_MS + 20)).await;
+    app.shopper_get(&line[0], &queue_path(&sale)).await;
+    assert_eq!(expired(line_counts(&app, &sale).await), many);
+}
+
+on_both_stores!(
+    a_joiner_waits_while_a_unit_may_come_back,
+    a_poll_frees_a_bounded_number_of_places,
+);
 
 on_every_store!(
     the_prequeue_is_shuffled_by_the_committed_seed,

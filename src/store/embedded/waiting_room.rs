@@ -14,7 +14,7 @@ use crate::domain::{
     admission_position, admission_token_id, Admitted, Millis, QueuePlace, QueueStats, QueueStatus,
     Rejection, Sale, SaleState, SaleStats, ShopperId,
 };
-use crate::store::{not_queued, QueueRules, StoreError};
+use crate::store::{not_queued, QueueRules, StoreError, QUEUE_FREED_PER_POLL_MAX};
 
 #[derive(Default)]
 pub(super) struct WaitingRoom {
@@ -218,7 +218,10 @@ impl WaitingRoom {
 
     fn free_expired(&mut self, used_tokens: &HashSet<String>, rules: &QueueRules, now: Millis) {
         let due_before = now.saturating_sub(rules.expiry_grace_ms);
-        while let Some((expires_at, member)) = self.expiries.first().cloned() {
+        for _ in 0..QUEUE_FREED_PER_POLL_MAX {
+            let Some((expires_at, member)) = self.expiries.first().cloned() else {
+                break;
+            };
             if expires_at > due_before {
                 break;
             }

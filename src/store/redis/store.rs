@@ -38,6 +38,7 @@ use crate::store::{
     sort_oldest_first, Acceptance, DeadLetter, Delivery, DeliveryFailure, Expiry, FollowUps,
     Forgetting, IndexedCampaign, IndexedSale, OrderBacklog, QueueRules, RefundSettlement,
     StockReturnHandler, Store, StoreError, StoredCampaign, StreamEntry, StreamRead, PREPAY_CHANGED,
+    QUEUE_FREED_PER_POLL_MAX,
 };
 
 #[async_trait]
@@ -491,7 +492,8 @@ impl Store for RedisStore {
             .key(keys.queue_meta())
             .arg(shopper.as_str())
             .arg(rules.headroom_pct)
-            .arg(rules.expiry_grace_ms);
+            .arg(rules.expiry_grace_ms)
+            .arg(QUEUE_FREED_PER_POLL_MAX);
         let (outcome, mut reply) = Reply::new(self.run("queue_poll", &invocation).await?)?;
         let status = match outcome.as_str() {
             "absent" => return Ok(None),
