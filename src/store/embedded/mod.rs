@@ -204,18 +204,15 @@ impl Store for EmbeddedStore {
             .get(&change.campaign.id)
             .map(|entry| Arc::clone(entry.value()))
             .ok_or(StoreError::NotFound("campaign"))?;
-        // The record's lock first, then each sale's in the change's order:
-        // one change of a campaign at a time, and a reservation takes its
-        // sale's lock, then the holds' (never a second sale's).
+        // The record's lock first, then each sale's in the change's order,
+        // then the holds': one change of a campaign at a time, and a
+        // reservation takes its sale's lock, then the holds' (never a
+        // second sale's). The clock is read with all of them held, so no
+        // reservation runs between the check that the campaign has not
+        // started and the change (as the script is one step on Redis).
         let mut stored = entry.stored.lock();
         if stored.version != version {
             return Err(campaign_changed_meanwhile());
-        }
-        let now = system_now();
-        if let Some(what) = &change.before_start {
-            if now >= change.starts_at {
-                return Err(campaign_started(what));
-            }
         }
         let records: Vec<Option<Arc<Mutex<SaleRecord>>>> = change
             .steps
@@ -230,6 +227,13 @@ impl Store for EmbeddedStore {
             .iter()
             .map(|record| record.as_ref().map(|record| record.lock()))
             .collect();
+        let mut holds = entry.holds.lock();
+        let now = system_now();
+        if let Some(what) = &change.before_start {
+            if now >= change.starts_at {
+                return Err(campaign_started(what));
+            }
+        }
         for (step, record) in change.steps.iter().zip(&locked) {
             let refused = match (step, record) {
                 (SaleStep::Create(_), None) => Ok(()),
@@ -259,16 +263,18 @@ impl Store for EmbeddedStore {
                 (_, None) => {}
             }
         }
-        // The sales' locks go before the reminders take theirs (a
-        // reminder's sale may be a step's); the record's lock, held until
-        // the end, keeps any other change of the campaign out meanwhile.
+        holds.limits = change.campaign.limits;
+        // The holds' and the sales' locks go before the reminders take
+        // theirs (a reminder's sale may be a step's); the record's lock,
+        // held until the end, keeps any other change of the campaign out
+        // meanwhile.
+        drop(holds);
         drop(locked);
         for (sale, due) in &change.reminders {
             if let Ok(record) = self.record(sale) {
                 record.lock().schedule_reminder(*due);
             }
         }
-        entry.holds.lock().limits = change.campaign.limits;
         *stored = StoredCampaign {
             campaign: change.campaign.clone(),
             version: version + 1,
@@ -834,5 +840,97 @@ impl Store for EmbeddedStore {
                 settled.0 = true;
                 exception.clone()
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::executor::block_on;
+
+    use super::*;
+    use crate::domain::{
+        CampaignPatch, NewCampaign, NewItem, NewRound, Quantity, SaleRules, Timestamp,
+    };
+
+    /// A change allowed only before a campaign starts is checked against
+    /// the clock with the sales it changes locked: one that waited for its
+    /// sale while a reservation made at the opening held it is refused as
+    /// started, not applied over that order (on Redis the script is one
+    /// step).
+    #[test]
+    fn a_change_that_waited_past_the_opening_for_its_sale_is_refused() {
+        let store = Arc::new(EmbeddedStore::new());
+        let rules = SaleRules {
+            payment_timeout_secs_min: 1,
+        };
+        let opens_at = system_now() + 300;
+        let campaign = NewCampaign {
+            title: "11.11".into(),
+            rounds: vec![NewRound {
+                starts_at: Timestamp(opens_at).to_string(),
+                ends_at: Timestamp(opens_at + 3_600_000).to_string(),
+            }],
+            items: vec![NewItem {
+                sku: "SKU-0".into(),
+                title: "item 0".into(),
+                price_cents: 990,
+                original_price_cents: 1990,
+                stock_per_round: 5,
+                stock_by_round: None,
+                per_user_limit: Some(2),
+            }],
+            per_user_limit_per_round: 2,
+            per_user_limit_total: None,
+            currency: None,
+            payment_timeout_secs: Some(600),
+            require_purchase_token: None,
+            remind_before_secs: None,
+        }
+        .into_campaign(CampaignId::generate(), system_now(), &rules)
+        .expect("a valid campaign");
+        block_on(store.create_campaign(&campaign)).unwrap();
+        let sale = campaign.sales()[0].id.clone();
+        let stored = block_on(store.campaign(&campaign.id)).unwrap().unwrap();
+        let view = block_on(store.view_sale(&sale)).unwrap().unwrap();
+        let patch: CampaignPatch = serde_json::from_value(
+            serde_json::json!({"items": [{"number": 0, "per_user_limit": 1}]}),
+        )
+        .unwrap();
+        let change = stored
+            .campaign
+            .patched(patch, &[view], system_now(), &rules)
+            .expect("a valid change");
+
+        // A reserve call holds the sale as the change comes, before the
+        // opening, and reserves once the round has opened.
+        let record = store.record(&sale).unwrap();
+        let mut busy = record.lock();
+        let updating = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || block_on(store.update_campaign(&change, stored.version)))
+        };
+        std::thread::sleep(Duration::from_millis(400));
+        let request = ReserveRequest {
+            sale_id: sale.clone(),
+            shopper_id: ShopperId::parse("ann").unwrap(),
+            quantity: Quantity::parse(2).unwrap(),
+            order_id: OrderId::generate(&sale),
+            idempotency_key: None,
+            purchase_token: None,
+        };
+        let mut made = Vec::new();
+        busy.reserve(&request, &ShopperBounds::default(), &mut made)
+            .expect("reserved at the opening");
+        busy.made(made);
+        drop(busy);
+
+        let updated = updating.join().unwrap();
+        assert!(
+            matches!(&updated, Err(StoreError::Conflict(message)) if message.contains("has started")),
+            "{updated:?}"
+        );
+        assert_eq!(record.lock().sale.per_user_limit, 2, "the terms it sold at");
     }
 }
