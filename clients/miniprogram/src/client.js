@@ -46,6 +46,14 @@ const PAY_WAIT_MAX_MS = 10_000;
 const FINAL_STATUSES = new Set(['ended', 'cancelled']);
 /** Order statuses that still hold what the shopper bought. */
 const LIVE_ORDER = new Set(['pending_payment', 'paid']);
+/** Order statuses from which an order is never `paid`: a wait for it ends, answering the status as its code. */
+const UNPAYABLE_ORDER = new Map([
+  ['refund_required', 'paid after the order expired or was cancelled: the merchant refunds it'],
+  ['expired', 'the order expired unpaid and can no longer be paid: a payment made for it is refunded'],
+  ['cancelled', 'the order was cancelled and can no longer be paid: a payment made for it is refunded'],
+  ['refunding', 'the order was paid and its payment is being refunded'],
+  ['refunded', 'the order was paid and its payment refunded'],
+]);
 /** Sales whose access (open, purchase token, queue) is remembered; the oldest is forgotten past it. */
 const SALES_KNOWN_MAX = 256;
 /** Pages (campaign lists and pages) kept for their max-age; the oldest is dropped past it. */
@@ -522,11 +530,12 @@ export class FlashsaleClient {
    * after a restart, until a definite answer: a 201 (the order, first or
    * replayed) or a refusal (`sold_out`, `limit_exceeded`, ...: no order
    * exists under the key). It is kept after `conflict` (an earlier attempt
-   * made an order with another quantity; see `listOrders`) and when the
-   * call gives up without an answer. A kept intent is sent even when the
-   * purchase token is refused (the engine replays its order without one);
-   * one whose order was cancelled or expired since is over: the call makes
-   * a new order under a new key.
+   * made an order with another quantity; see `listOrders`), after a 4xx
+   * without the engine's error JSON (`http_<status>`: a proxy's page), and
+   * when the call gives up without an answer. A kept intent is sent even
+   * when the purchase token is refused (the engine replays its order
+   * without one); one whose order was cancelled or expired since is over:
+   * the call makes a new order under a new key.
    *
    * `purchaseToken`: the token a sale with `require_purchase_token` needs
    * (or an admission token); without one, the client fetches one when it
@@ -615,7 +624,9 @@ export class FlashsaleClient {
     }
     // A refusal ends the intent when the engine looked its key up: no
     // order was made under it. Not a 401: the token is checked first, so
-    // an earlier attempt whose answer was lost may have made the order.
+    // an earlier attempt whose answer was lost may have made the order;
+    // nor a proxy's 4xx page, which is no refusal of the engine's (see
+    // isRefusal).
     if (isRefusal(result) && result.code !== 'conflict' && result.code !== 'unauthorized') {
       await this.storage.remove(intentKey);
     }
@@ -723,6 +734,11 @@ export class FlashsaleClient {
    *   tell the shopper it is being confirmed, and `waitUntilPaid` later;
    * - `refund_required` (with `order`): the payment came after the order
    *   expired or was cancelled; the merchant refunds it;
+   * - `expired`, `cancelled` (with `order`): the order can no longer be
+   *   paid (a payment the sheet made for it is refunded, the order turning
+   *   `refund_required` once WeChat Pay's word arrives);
+   * - `refunding`, `refunded` (with `order`): it was paid, and the payment
+   *   is being or was refunded;
    * - the engine's codes: `not_found`, `conflict` (the order is no longer
    *   pending: `order` when it could be read), `wechatpay_refused`,
    *   `unavailable` or `network_error` once retries are spent.
@@ -763,10 +779,12 @@ export class FlashsaleClient {
 
   /**
    * Reads the order until the engine says it is `paid` (`{ ok: true,
-   * order }`) or `refund_required`, no sooner than `pollIntervalMinMs`
-   * after each answer (later after a `Retry-After`), for at most
-   * `waitMaxMs`; then `payment_processing` with the last order read. A
-   * refusal (`not_found`, `unauthorized`) ends it at once.
+   * order }`) or it can never be (its status as the code, with the order:
+   * `refund_required`, `expired`, `cancelled`, `refunding`, `refunded`),
+   * no sooner than `pollIntervalMinMs` after each answer (later after a
+   * `Retry-After`), for at most `waitMaxMs`; then `payment_processing` with
+   * the last order read. A refusal (`not_found`, `unauthorized`) ends it at
+   * once.
    */
   async waitUntilPaid(orderId, { waitMaxMs = this.payWaitMaxMs } = {}) {
     const deadline = this.now() + waitMaxMs;
@@ -779,9 +797,7 @@ export class FlashsaleClient {
         order = read.body;
         failures = 0;
         if (order.status === 'paid') return { ok: true, order };
-        if (order.status === 'refund_required') {
-          return clientResult('refund_required', 'paid after the order expired or was cancelled: the merchant refunds it', { order });
-        }
+        if (UNPAYABLE_ORDER.has(order.status)) return clientResult(order.status, UNPAYABLE_ORDER.get(order.status), { order });
       } else if (isRefusal(read)) {
         return read;
       } else {

@@ -2,6 +2,11 @@
 // message, retryAfterMs, uncertain }` with the engine's error code, or one
 // of the client's own (status 0) when no engine answer stands behind it.
 
+/** The code of a failed answer without the engine's error JSON (a proxy's page, say): `http_<status>`. */
+export function httpCode(status) {
+  return `http_${status}`;
+}
+
 /** An engine answer `{ status, headers, body }` as a result (`retryAfterMs` is filled in by the caller). */
 export function toResult(answer) {
   if (answer.status >= 200 && answer.status < 300) {
@@ -11,7 +16,7 @@ export function toResult(answer) {
   return {
     ok: false,
     status: answer.status,
-    code: typeof error.code === 'string' ? error.code : `http_${answer.status}`,
+    code: typeof error.code === 'string' ? error.code : httpCode(answer.status),
     message: typeof error.message === 'string' ? error.message : '',
     retryAfterMs: null,
   };

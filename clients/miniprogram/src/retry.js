@@ -5,6 +5,8 @@
 // other answer is definite (201, 4xx, 409 codes, 500, the engine's own 502
 // `wechatpay_refused`) and returned as it is.
 
+import { httpCode } from './result.js';
+
 export const RETRY_DEFAULTS = Object.freeze({
   /** Requests sent for one call, the first included. */
   attemptsMax: 6,
@@ -35,9 +37,14 @@ export function isRetryableAnswer(answer) {
   return !(answer.status === 502 && engineError);
 }
 
-/** Whether a failed call's result is a refusal that holds: a 4xx but 429 (asking again gets the same). */
+/**
+ * Whether a failed call's result is a refusal that holds: a 4xx but 429
+ * with the engine's error JSON (asking again gets the same). A 4xx without
+ * it (`http_<status>`: a proxy's, CDN's or WAF's page) says nothing of what
+ * the engine did with the request, or with an earlier attempt.
+ */
 export function isRefusal(result) {
-  return result.status >= 400 && result.status < 500 && result.status !== 429;
+  return result.status >= 400 && result.status < 500 && result.status !== 429 && result.code !== httpCode(result.status);
 }
 
 /** `Retry-After` in ms (delay-seconds or an HTTP date), or null when absent or unreadable. */

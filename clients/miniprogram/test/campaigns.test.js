@@ -27,10 +27,10 @@ after(async () => {
 
 const PAGE = /^\/api\/v1\/campaigns(\/[^/?]+)?$/;
 
-function client({ shopper = newShopper(), now } = {}) {
+function client({ now, getToken } = {}) {
   const transport = recording(fetchTransport({ baseUrl: engine.baseUrl }));
-  const token = shopperToken(shopper);
-  return { transport, client: createClient({ transport, getToken: () => token, now, pollIntervalMinMs: 100 }) };
+  const token = shopperToken(newShopper());
+  return { transport, client: createClient({ transport, getToken: getToken ?? (() => token), now, pollIntervalMinMs: 100 }) };
 }
 
 // The engine runs on this machine: its clock is Date.now(), to the millisecond it formats.
@@ -78,8 +78,9 @@ test('the page is read no more often than its max-age, per shopper; the allowanc
   const campaign = await engine.createCampaign();
   // The client's local clock stands still until the test moves it on.
   let localMs = Date.now();
-  const shopper = newShopper();
-  const { client: c, transport } = client({ shopper, now: () => localMs });
+  const mine = shopperToken(newShopper());
+  let token = mine;
+  const { client: c, transport } = client({ now: () => localMs, getToken: () => token });
   const reads = () => transport.log.filter((e) => PAGE.test(e.path));
 
   const first = await c.getCampaign(campaign.id, { allowance: true });
@@ -109,9 +110,19 @@ test('the page is read no more often than its max-age, per shopper; the allowanc
   const shown = after.rounds[after.current].items.find((i) => i.sale_id === item.sale_id);
   assert.equal(shown.sold_share, 1 / 5, 'the progress bar moved');
 
-  const other = client();
-  const theirs = await other.client.getCampaign(campaign.id, { allowance: true });
+  // Another shopper logs in on the same client within the max-age: their own page, not the one kept.
+  const theirToken = shopperToken(newShopper());
+  token = theirToken;
+  const theirs = await c.getCampaign(campaign.id, { allowance: true });
+  assert.equal(theirs.cached, false);
+  assert.equal(reads().length, 4);
+  assert.equal(reads()[3].headers.authorization, `Bearer ${theirToken}`);
   assert.deepEqual(theirs.allowance, { round_left: 1, campaign_left: 2 }, 'another shopper\'s own allowance');
+  token = mine;
+  const mineAgain = await c.getCampaign(campaign.id, { allowance: true });
+  assert.equal(mineAgain.cached, true, 'the first shopper\'s page is still kept');
+  assert.deepEqual(mineAgain.allowance, { round_left: 0, campaign_left: 1 });
+  assert.equal(reads().length, 4);
 
   const listed = await c.listCampaigns();
   assert.equal(listed.ok, true);

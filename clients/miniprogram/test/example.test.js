@@ -3,7 +3,9 @@
 // shipped and that the Mini Program adapters (wxTransport, wxStorage) speak
 // to the engine: login through the merchant's service, countdown, buy,
 // limit, orders, cancel on one sale; a campaign's rounds, countdowns,
-// progress bars and allowance; a queued sale's position while waiting.
+// progress bars and allowance; a queued sale's position while waiting; the
+// payment deadline on the phone's clock, a refused cancel's own message,
+// and buy and pay when the login service fails.
 
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -129,6 +131,74 @@ test('the example page on a queued sale: the queue position while waiting, then 
     assert.ok(order.header['x-purchase-token'], 'the admission token went with the order');
     assert.equal((await engine.stats(sale.id)).reserved, 1);
   } finally {
+    page.onUnload();
+  }
+});
+
+test("the example page shows the payment deadline on the phone's clock", { timeout: 60_000 }, async () => {
+  const sale = await engine.createSale({ stock_total: 2, per_user_limit: 1, title: '时钟款' });
+  const { page, open } = example;
+  const zone = process.env.TZ;
+  // The phone is in China (UTC+8 all year); the engine answers in UTC.
+  process.env.TZ = 'Asia/Shanghai';
+  open({ sale: sale.id });
+  try {
+    await until(() => page.data.phase === 'live', 'the sale shown live');
+    await page.buy();
+    const [order] = page.data.orders;
+    const local = new Date(Date.parse(order.expires_at) + 8 * 3_600_000).toISOString().slice(11, 16);
+    assert.equal(page.data.message, `抢到了！请在 ${local} 前支付`);
+  } finally {
+    page.onUnload();
+    if (zone === undefined) delete process.env.TZ;
+    else process.env.TZ = zone;
+  }
+});
+
+test("the example page's cancel says why a cancel was refused, in its own words", { timeout: 60_000 }, async () => {
+  const sale = await engine.createSale({ stock_total: 2, per_user_limit: 1, title: '取消款' });
+  const { page, open } = example;
+  open({ sale: sale.id });
+  try {
+    await until(() => page.data.phase === 'live', 'the sale shown live');
+    await page.buy();
+    const tap = (id) => ({ currentTarget: { dataset: { id } } });
+    const { id } = page.data.orders[0];
+    await page.cancel(tap(id));
+    assert.equal(page.data.message, '订单已取消');
+
+    await page.cancel(tap(id));
+    assert.equal(page.data.message, '订单已支付、已取消或已过期，不能再取消', 'conflict: not the order message');
+    await page.cancel(tap('o_nothing0'));
+    assert.equal(page.data.message, '订单不存在', 'not_found: not the waiting room message');
+  } finally {
+    page.onUnload();
+  }
+});
+
+test('the example page when the login service fails: buy and pay say so, and their buttons work again', { timeout: 60_000 }, async () => {
+  const sale = await engine.createSale({ stock_total: 2, per_user_limit: 1, title: '登录款' });
+  const { app, page, open } = example;
+  const login = app.shopperToken;
+  open({ sale: sale.id });
+  try {
+    await until(() => page.data.phase === 'live', 'the sale shown live');
+    await page.buy();
+    assert.match(page.data.message, /^抢到了/);
+    const { id } = page.data.orders[0];
+    // The login service goes down: the client's getToken rejects.
+    app.shopperToken = () => Promise.reject(new Error('login: 502'));
+
+    await page.buy().catch(() => {});
+    assert.equal(page.data.buying, false, 'the buy button works again');
+    assert.equal(page.data.queueText, '');
+    assert.equal(page.data.message, '出错了，请稍后再试');
+
+    await page.pay({ currentTarget: { dataset: { id } } }).catch(() => {});
+    assert.equal(page.data.paying, false, 'the pay button works again');
+    assert.equal(page.data.message, '出错了，请稍后再试');
+  } finally {
+    app.shopperToken = login;
     page.onUnload();
   }
 });

@@ -285,6 +285,33 @@ test('a lost answer, then a 401 the login service cannot fix: the intent keeps i
   assert.equal(stats.reserved, 1, JSON.stringify(stats));
 });
 
+test("a lost answer, then a proxy's 403 page (no engine error body): the intent keeps its key, and the next tap replays the order", async () => {
+  // per_user_limit 5: a second order would be accepted, so only the key prevents it.
+  const sale = await engine.createSale({ stock_total: 10, per_user_limit: 5 });
+  const { client: c, transport } = client(newShopper());
+  proxy.dropAnswer('POST', ORDERS);
+  // A WAF in front of the engine refuses the retry with a page of its own,
+  // not the engine's error JSON: the engine may never have seen it.
+  proxy.answer('POST', ORDERS, 403, { 'content-type': 'text/html' }, '<html><body>403 Forbidden</body></html>');
+
+  const blocked = await c.placeOrder(sale.id, 1);
+  assert.equal(blocked.ok, false);
+  assert.equal(blocked.status, 403);
+  assert.equal(blocked.code, 'http_403', JSON.stringify(blocked));
+  assert.equal((await engine.stats(sale.id)).reserved, 1, 'the lost answer carried an order');
+  const intent = await c.pendingIntent(sale.id);
+  assert.ok(intent, "a proxy's page says nothing of the lost answer: the intent stays");
+  assert.equal(intent.key, transport.log[0].headers['idempotency-key']);
+
+  const again = await c.placeOrder(sale.id, 1);
+  assert.equal(again.ok, true, JSON.stringify(again));
+  assert.equal(again.replayed, true, 'the order the lost answer carried');
+  assert.equal(transport.log.at(-1).headers['idempotency-key'], intent.key);
+  const stats = await engine.stats(sale.id);
+  assert.equal(stats.reserved, 1, JSON.stringify(stats));
+  assert.equal(stats.buyers, 1);
+});
+
 test('an expired shopper token: one refresh from the login service, then the call goes through', async () => {
   const shopper = newShopper();
   const refreshes = [];

@@ -7,9 +7,10 @@
 // paySign verifies with the merchant's public key; the order ends `paid`,
 // read no faster than the poll interval; a cancelled sheet leaves the order
 // pending and is answered as such; a 503 is retried after its Retry-After;
-// "still processing" after the bounded wait; a payment after a cancel is
-// refund_required; 404, 409 and the engine's 502
-// are answered at once, without a sheet; and the example page's pay button.
+// "still processing" after the bounded wait, but an order that can no
+// longer be paid at once; a payment after a cancel is refund_required;
+// 404, 409 and the engine's 502 are answered at once, without a sheet; and
+// the example page's pay button.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -199,6 +200,20 @@ test('no notification within payWaitMaxMs: payment_processing with the pending o
   const paid = await client.waitUntilPaid(order.id);
   assert.equal(paid.ok, true, JSON.stringify(paid));
   assert.equal(paid.order.status, 'paid');
+});
+
+test('waitUntilPaid on an order that can no longer be paid answers its status at once (cancelled, with the order), not payment_processing', async () => {
+  const { transport, client, order } = await shopperWithOrder();
+  assert.equal((await client.cancelOrder(order.id)).ok, true);
+
+  const startedAt = Date.now();
+  const closed = await client.waitUntilPaid(order.id);
+
+  assert.equal(closed.ok, false);
+  assert.equal(closed.code, 'cancelled', JSON.stringify(closed));
+  assert.equal(closed.order.status, 'cancelled');
+  assert.equal(orderReads(transport).length, 1, 'one read: a cancelled order is never paid');
+  assert.ok(Date.now() - startedAt < POLL_MS, `answered after ${Date.now() - startedAt} ms`);
 });
 
 test('a sheet that fails otherwise answers payment_failed with its errMsg, after one read of the order', async () => {

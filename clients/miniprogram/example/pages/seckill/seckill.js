@@ -36,8 +36,23 @@ const PAY_MESSAGES = {
   payment_failed: '支付未完成，请重试',
   payment_processing: '支付结果确认中，请稍后查看订单',
   refund_required: '订单已失效，款项将退回',
+  expired: '订单已过期，不能支付；如已付款将退回',
+  cancelled: '订单已取消，不能支付；如已付款将退回',
+  refunding: '订单已退款，款项退回中',
+  refunded: '订单已退款',
   wechatpay_refused: '暂时无法支付，请稍后再试',
 };
+
+/** What the shopper reads when a cancel is refused: `conflict` meaning the order can no longer be cancelled. */
+const CANCEL_MESSAGES = {
+  ...MESSAGES,
+  conflict: '订单已支付、已取消或已过期，不能再取消',
+  not_found: '订单不存在',
+  wechatpay_refused: '暂时无法取消，请稍后再试',
+};
+
+/** What the shopper reads when a call threw instead of answering (the login service failed: the client has no token). */
+const FAILED = '出错了，请稍后再试';
 
 const STATUS_TEXT = {
   pending_payment: '待支付',
@@ -56,7 +71,7 @@ function yuan(cents) {
   return (cents / 100).toFixed(2);
 }
 
-/** A round's start as HH:MM on the phone's time zone (the tab's label). */
+/** A time as HH:MM on the phone's time zone (a round's tab, a payment deadline). */
 function clockLabel(iso) {
   const at = new Date(Date.parse(iso));
   return `${String(at.getHours()).padStart(2, '0')}:${String(at.getMinutes()).padStart(2, '0')}`;
@@ -193,14 +208,15 @@ Page({
     const saleId = (event && event.currentTarget.dataset.sale) || this.data.items[0].saleId;
     this.setData({ buying: true, message: '' });
     this.waitingFor = saleId;
-    const result = await this.client.buy(saleId, 1, { onProgress: (place) => this.setData({ queueText: queueText(place) }) });
-    this.waitingFor = null;
-    if (result.ok) {
-      this.setData({ message: `抢到了！请在 ${result.order.expires_at.slice(11, 19)} 前支付` });
-    } else {
-      this.setData({ message: MESSAGES[result.code] || result.message || '出错了' });
+    let message = FAILED;
+    try {
+      const result = await this.client.buy(saleId, 1, { onProgress: (place) => this.setData({ queueText: queueText(place) }) });
+      message = result.ok ? `抢到了！请在 ${clockLabel(result.order.expires_at)} 前支付` : MESSAGES[result.code] || result.message || '出错了';
+    } finally {
+      // Whatever happened, the button works again.
+      this.waitingFor = null;
+      this.setData({ buying: false, queueText: '', message });
     }
-    this.setData({ buying: false, queueText: '' });
     await this.loadOrders();
   },
 
@@ -208,14 +224,19 @@ Page({
     // One payment sheet at a time; the client also shows one per order.
     if (this.data.paying) return;
     this.setData({ paying: true, message: '' });
-    const result = await this.client.pay(event.currentTarget.dataset.id);
-    this.setData({ paying: false, message: result.ok ? '支付成功' : PAY_MESSAGES[result.code] || result.message || '出错了' });
+    let message = FAILED;
+    try {
+      const result = await this.client.pay(event.currentTarget.dataset.id);
+      message = result.ok ? '支付成功' : PAY_MESSAGES[result.code] || result.message || '出错了';
+    } finally {
+      this.setData({ paying: false, message });
+    }
     await this.loadOrders();
   },
 
   async cancel(event) {
     const result = await this.client.cancelOrder(event.currentTarget.dataset.id);
-    this.setData({ message: result.ok ? '订单已取消' : MESSAGES[result.code] || result.message });
+    this.setData({ message: result.ok ? '订单已取消' : CANCEL_MESSAGES[result.code] || result.message });
     await this.loadOrders();
   },
 
