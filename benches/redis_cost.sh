@@ -74,6 +74,9 @@ sparse = expiries or "local count = tonumber(ARGV[2])" in reserve
 # Since the shoppers hash, a shopper's units and orders are one field of
 # fs:{sale}:shoppers (no buyers or uorders key).
 shoppers_hash = "KEYS[4] fs:{sale}:shoppers" in reserve
+# Since a queued sale's admissions are checked at reserve, its line and its
+# admissions follow the expiries (an open sale's call names them too).
+queue_keys = "KEYS[12] fs:{sale}:q:line" in reserve
 tag = "fs:{s_cost}:"
 with open(out, "wb") as f:
     f.write(cmd("SCRIPT", "LOAD", body))
@@ -101,6 +104,7 @@ with open(out, "wb") as f:
         keys += [tag + "order:" + i for i in ids] if key_per_order else [tag + "orders"]
         keys += [tag + "cancels"] if cancels else []
         keys += [tag + "expiries"] if expiries else []
+        keys += [tag + "q:line", tag + "q:exp"] if queue_keys else []
         f.write(cmd("EVALSHA", sha, len(keys), *keys, *args))
 PY
 }
