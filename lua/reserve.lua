@@ -228,10 +228,12 @@ local queued = m[9] == 'queue'
 -- in the waiting room: the member at its position ('q<position>') is the
 -- shopper's and still admitted, not freed (see KEYS[13]).
 local function admission_live(token, shopper)
-  local position = tonumber(string.match(token, '^q(%d+)$'))
-  if not position or position < 1 then
+  local digits = string.match(token, '^q(%d+)$')
+  -- At most 15 digits, as admission_position reads them: an integer still.
+  if not digits or #digits > 15 or tonumber(digits) < 1 then
     return false
   end
+  local position = tonumber(digits)
   local member = redis.call('ZRANGE', KEYS[12], position - 1, position - 1)[1]
   return member ~= nil and sub(member, find(member, ':', 1, true) + 1) == shopper
     and redis.call('ZSCORE', KEYS[13], member) ~= false

@@ -298,11 +298,17 @@ pub fn admission_token_id(position: u64) -> String {
     format!("q{position}")
 }
 
+/// The most digits of a position an admission's token id names, as
+/// `lua/reserve.lua` reads them (a line holds far fewer places).
+const ADMISSION_POSITION_DIGITS_MAX: usize = 15;
+
 /// The position an admission's purchase token id names (the inverse of
 /// [`admission_token_id`]); `None` for any other id.
 pub fn admission_position(token_id: &str) -> Option<u64> {
     let digits = token_id.strip_prefix('q')?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if !(1..=ADMISSION_POSITION_DIGITS_MAX).contains(&digits.len())
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     digits.parse().ok().filter(|&position| position > 0)
@@ -345,6 +351,17 @@ mod tests {
 
     use super::*;
     use crate::domain::ShopperId;
+
+    #[test]
+    fn an_admission_token_id_names_its_position_and_nothing_else_does() {
+        assert_eq!(admission_position(&admission_token_id(1)), Some(1));
+        assert_eq!(admission_position(&admission_token_id(999_999)), Some(999_999));
+        let longest = format!("q{}", "9".repeat(15));
+        assert_eq!(admission_position(&longest), Some(999_999_999_999_999));
+        for other in ["q", "q0", "q-1", "q1x", "Q1", "x1", "q1234567890123456", "aB3dE"] {
+            assert_eq!(admission_position(other), None, "{other}");
+        }
+    }
 
     fn queue(seed: &str) -> Admission {
         Admission {

@@ -136,7 +136,8 @@ pub enum Rejection {
     #[error("this purchase token has already bought")]
     PurchaseTokenUsed,
     /// A waiting room's admission that expired unused and whose place was
-    /// given to the next shopper (a poll frees it 5 s after its expiry):
+    /// given to the next shopper (freed by a poll of the line from 5 s
+    /// after its expiry):
     /// its token no longer buys, whatever a node's clock says of the
     /// token's own expiry.
     #[error(

@@ -212,6 +212,10 @@ Page({
     try {
       const result = await this.client.buy(saleId, 1, { onProgress: (place) => this.setData({ queueText: queueText(place) }) });
       message = result.ok ? `抢到了！请在 ${clockLabel(result.order.expires_at)} 前支付` : MESSAGES[result.code] || result.message || '出错了';
+    } catch (err) {
+      // The login service failed (the client answers everything else as a
+      // result): the shopper is told FAILED.
+      console.error('buy', err);
     } finally {
       // Whatever happened, the button works again.
       this.waitingFor = null;
@@ -228,6 +232,8 @@ Page({
     try {
       const result = await this.client.pay(event.currentTarget.dataset.id);
       message = result.ok ? '支付成功' : PAY_MESSAGES[result.code] || result.message || '出错了';
+    } catch (err) {
+      console.error('pay', err);
     } finally {
       this.setData({ paying: false, message });
     }
@@ -235,15 +241,27 @@ Page({
   },
 
   async cancel(event) {
-    const result = await this.client.cancelOrder(event.currentTarget.dataset.id);
-    this.setData({ message: result.ok ? '订单已取消' : CANCEL_MESSAGES[result.code] || result.message });
+    let message = FAILED;
+    try {
+      const result = await this.client.cancelOrder(event.currentTarget.dataset.id);
+      message = result.ok ? '订单已取消' : CANCEL_MESSAGES[result.code] || result.message;
+    } catch (err) {
+      console.error('cancel', err);
+    }
+    this.setData({ message });
     await this.loadOrders();
   },
 
   /** The shopper's orders of this page's sales (every round's). */
   async loadOrders() {
     if (!this.campaign) return;
-    const result = await this.client.listOrders();
+    let result;
+    try {
+      result = await this.client.listOrders();
+    } catch (err) {
+      console.error('orders', err);
+      return;
+    }
     if (!result.ok) return;
     const titles = new Map();
     for (const round of this.campaign.rounds) for (const item of round.items) titles.set(item.sale_id, item.title);
