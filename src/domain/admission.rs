@@ -355,10 +355,22 @@ mod tests {
     #[test]
     fn an_admission_token_id_names_its_position_and_nothing_else_does() {
         assert_eq!(admission_position(&admission_token_id(1)), Some(1));
-        assert_eq!(admission_position(&admission_token_id(999_999)), Some(999_999));
+        assert_eq!(
+            admission_position(&admission_token_id(999_999)),
+            Some(999_999)
+        );
         let longest = format!("q{}", "9".repeat(15));
         assert_eq!(admission_position(&longest), Some(999_999_999_999_999));
-        for other in ["q", "q0", "q-1", "q1x", "Q1", "x1", "q1234567890123456", "aB3dE"] {
+        for other in [
+            "q",
+            "q0",
+            "q-1",
+            "q1x",
+            "Q1",
+            "x1",
+            "q1234567890123456",
+            "aB3dE",
+        ] {
             assert_eq!(admission_position(other), None, "{other}");
         }
     }
