@@ -230,10 +230,10 @@ local queued = m[9] == 'queue'
 local function admission_live(token, shopper)
   local digits = string.match(token, '^q(%d+)$')
   -- At most 15 digits, as admission_position reads them: an integer still.
-  if not digits or #digits > 15 or tonumber(digits) < 1 then
+  local position = digits and #digits <= 15 and tonumber(digits)
+  if not position or position < 1 then
     return false
   end
-  local position = tonumber(digits)
   local member = redis.call('ZRANGE', KEYS[12], position - 1, position - 1)[1]
   return member ~= nil and sub(member, find(member, ':', 1, true) + 1) == shopper
     and redis.call('ZSCORE', KEYS[13], member) ~= false

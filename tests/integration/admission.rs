@@ -599,13 +599,7 @@ async fn a_joiner_waits_while_a_unit_may_come_back(backend: Backend) {
 
     let joined = join(&app, &sale, "ben").await;
     assert_eq!(joined["status"], "waiting", "{joined}");
-    let cancelled = app
-        .shopper_post(
-            "ann",
-            &format!("/api/v1/orders/{}/cancel", order["id"].as_str().unwrap()),
-        )
-        .await;
-    assert_eq!(cancelled.status(), StatusCode::OK);
+    app.order_step("ann", &order, "cancel").await;
     let answers = poll_all(&app, &sale, &["ben".to_owned()]).await;
     assert_eq!(answers["ben"]["status"], "admitted", "{answers:?}");
 }

@@ -16,21 +16,9 @@ use crate::support::{error_code, live_sale, Backend, Harness, RedisServer, TestA
 async fn sale_with_every_kind_of_order(app: &TestApp) -> String {
     let sale = app.create_sale(live_sale(10, 2)).await;
     let paid: Value = app.buy(&sale, "pia").await;
-    let pay = app
-        .shopper_post(
-            "pia",
-            &format!("/api/v1/orders/{}/pay", paid["id"].as_str().unwrap()),
-        )
-        .await;
-    assert_eq!(pay.status(), StatusCode::OK);
+    app.order_step("pia", &paid, "pay").await;
     let dropped: Value = app.buy(&sale, "cy").await;
-    let cancel = app
-        .shopper_post(
-            "cy",
-            &format!("/api/v1/orders/{}/cancel", dropped["id"].as_str().unwrap()),
-        )
-        .await;
-    assert_eq!(cancel.status(), StatusCode::OK);
+    app.order_step("cy", &dropped, "cancel").await;
     let pending = app
         .order(&sale, "una", Some(serde_json::json!({"quantity": 2})), None)
         .await;

@@ -98,13 +98,7 @@ async fn a_campaign_is_sales_a_page_and_one_limit(backend: Backend) {
     assert!(page["rounds"][0]["items"][0].get("stats").is_none());
     assert!(page["server_time"].is_string());
 
-    let cancelled = app
-        .shopper_post(
-            "ann",
-            &format!("/api/v1/orders/{}/cancel", order["id"].as_str().unwrap()),
-        )
-        .await;
-    assert_eq!(cancelled.status(), StatusCode::OK);
+    app.order_step("ann", &order, "cancel").await;
     app.buy(&sale(0, 1), "ann").await;
 
     let exact = app

@@ -485,13 +485,7 @@ async fn a_campaign_is_forgotten_after_its_sales(backend: Backend) {
         .as_str()
         .unwrap();
     let order = app.buy(sale, "cam").await;
-    let paid = app
-        .shopper_post(
-            "cam",
-            &format!("/api/v1/orders/{}/pay", order["id"].as_str().unwrap()),
-        )
-        .await;
-    assert_eq!(paid.status(), StatusCode::OK);
+    app.order_step("cam", &order, "pay").await;
 
     let path = format!("/admin/v1/campaigns/{id}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

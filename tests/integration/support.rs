@@ -508,6 +508,18 @@ impl TestApp {
         order
     }
 
+    /// Takes `step` (`pay`: simulated payments; `cancel`) on `shopper`'s
+    /// own `order`, expecting 200.
+    pub async fn order_step(&self, shopper: &str, order: &Value, step: &str) {
+        let id = order["id"].as_str().expect("an order's id");
+        let response = self
+            .shopper_post(shopper, &format!("/api/v1/orders/{id}/{step}"))
+            .await;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(status, StatusCode::OK, "{shopper}'s {step} of {id}: {body}");
+    }
+
     pub async fn shopper_get(&self, shopper: &str, path: &str) -> Response {
         self.shopper(reqwest::Method::GET, shopper, path).await
     }
